@@ -1,0 +1,48 @@
+"""The one exception hierarchy of hil.
+
+Every error a user can cause or meet on a bench is a `HilError`; the CLI prints its message on one line and
+exits with status 2. Messages name the thing, the value, and the allowed range or the fix.
+"""
+
+from __future__ import annotations
+
+
+class HilError(Exception):
+    """Base of every error hil raises on purpose."""
+
+
+class ConfigError(HilError):
+    """A lab or protocol file is malformed, refers to something unknown, or asks for something not allowed.
+
+    `source` is the file, `line` the 1-based line of the offending field (when known) and `field` its dotted
+    path, so the message reads ``lab.yaml:12: instruments.awg.limits.voltage_v.max: ...``.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None,
+                 field: str | None = None):
+        self.source, self.line, self.field, self.detail = source, line, field, message
+        where = ""
+        if source:
+            where = f"{source}:{line}: " if line else f"{source}: "
+        what = f"{field}: " if field else ""
+        super().__init__(f"{where}{what}{message}")
+
+
+class LimitError(HilError):
+    """A value is NaN, infinite, or outside the limits of an instrument; raised before anything is sent."""
+
+
+class TransportError(HilError):
+    """Talking to an instrument failed: the connection is lost, refused, or the reply is not a reply."""
+
+
+class TransportTimeout(TransportError):
+    """An instrument did not answer within its timeout."""
+
+
+class DeviceError(HilError):
+    """An instrument reported an error, returned a malformed value, or lost data (e.g. a dropped frame)."""
+
+
+class InterlockError(HilError):
+    """A safety or quality interlock tripped (saturation, compliance, laser power, twin drift)."""

@@ -1,0 +1,167 @@
+"""Physical limits as data.
+
+A `Limit` says what values a quantity may take (``min``..``max`` in ``unit``), how far it may move in one step
+(``max_step``) and how fast it may change (``ramp_rate``, unit per second). Drivers declare defaults: what the
+hardware can do. A lab file may narrow them (what this bench tolerates), never widen them. Every value is checked
+before anything is sent, NaN and infinities included.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from hil.errors import ConfigError, LimitError
+
+#: The fields a lab file may set on a limit.
+LIMIT_FIELDS = ("min", "max", "max_step", "ramp_rate")
+
+#: More steps than this in one ramp means max_step is far too small for the move asked for.
+MAX_RAMP_STEPS = 10_000
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The allowed range of one quantity, e.g. ``Limit("V", -10, 10, max_step=0.5, ramp_rate=1.0)``.
+
+    ``max_step`` (unit) is the largest change one command may make; a larger move is split into a ramp.
+    ``ramp_rate`` (unit/s) spaces the ramp's steps in time; it needs ``max_step``.
+    """
+
+    unit: str
+    min: float
+    max: float
+    max_step: float | None = None
+    ramp_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in LIMIT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"limit {name} must be finite, got {value}")
+        if self.min > self.max:
+            raise ConfigError(f"limit min {self.min} {self.unit} is above max {self.max} {self.unit}")
+        for name in ("max_step", "ramp_rate"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"limit {name} must be > 0, got {value}")
+        if self.ramp_rate is not None and self.max_step is None:
+            raise ConfigError("limit ramp_rate needs max_step: the size of the steps it spaces in time")
+
+    def describe(self) -> str:
+        """One short human-readable line, e.g. ``-5..5 V, step 0.5``."""
+        text = f"{self.min:g}..{self.max:g} {self.unit}".rstrip()
+        if self.max_step is not None:
+            text += f", step {self.max_step:g}"
+        if self.ramp_rate is not None:
+            text += f", {self.ramp_rate:g} {self.unit}/s"
+        return text
+
+    def check(self, value: float, what: str) -> float:
+        """Return ``value`` as a float if it is finite and inside the limits, else raise `LimitError`."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise LimitError(f"{what}: {value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise LimitError(f"{what}: {number} refused; allowed {self.describe()}")
+        if not self.min <= number <= self.max:
+            raise LimitError(f"{what}: {number:g} {self.unit} is outside {self.describe()}")
+        return number
+
+    def check_array(self, values: Any, what: str) -> Any:
+        """Check every element of an array (numpy, torch or a sequence); return it unchanged if all pass.
+
+        The error names the first offending index and its value.
+        """
+        if isinstance(values, torch.Tensor):
+            bad = ~torch.isfinite(values) | (values < self.min) | (values > self.max)
+            if bool(bad.any()):
+                index = tuple(int(i) for i in torch.nonzero(bad)[0])
+                self.check(values[index].item(), f"{what}[{', '.join(map(str, index))}]")
+            return values
+        array = np.asarray(values, dtype=float)
+        bad = ~np.isfinite(array) | (array < self.min) | (array > self.max)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            self.check(array[index], f"{what}[{', '.join(map(str, index))}]")
+        return values
+
+    def ramp(self, start: float | None, stop: float, what: str) -> list[float]:
+        """The values to send, in order, to move from ``start`` to ``stop``; the last one is ``stop``.
+
+        Every step is at most ``max_step`` and every value is checked. An unknown start (None) is an error: a
+        ramp from an unknown value could be a jump of any size.
+        """
+        stop = self.check(stop, what)
+        if self.max_step is None:
+            return [stop]
+        if start is None:
+            raise LimitError(
+                f"{what}: the present value is unknown, so a ramp to {stop:g} {self.unit} could jump; "
+                "put the instrument in its safe state first"
+            )
+        start = self.check(start, f"{what} (present value)")
+        n_steps = max(1, math.ceil(abs(stop - start) / self.max_step - 1e-9))
+        if n_steps > MAX_RAMP_STEPS:
+            raise LimitError(f"{what}: a ramp from {start:g} to {stop:g} {self.unit} in steps of "
+                             f"{self.max_step:g} takes {n_steps} steps (at most {MAX_RAMP_STEPS}); "
+                             "raise max_step or move in stages")
+        low, high = min(start, stop), max(start, stop)
+        between = [min(high, max(low, start + (stop - start) * k / n_steps)) for k in range(1, n_steps)]
+        return [*between, stop]
+
+    def step_interval_s(self, step: float) -> float:
+        """Seconds to wait after a step of size ``step`` so that the ramp rate is respected (0 if none)."""
+        return 0.0 if self.ramp_rate is None else abs(step) / self.ramp_rate
+
+    def narrow(self, overrides: Mapping[str, Any], what: str) -> Limit:
+        """A copy with the given fields tightened; widening any of them raises `ConfigError` naming the field."""
+        unknown = set(overrides) - set(LIMIT_FIELDS)
+        if unknown:
+            raise ConfigError(f"unknown limit field {sorted(unknown)[0]!r}; allowed: {', '.join(LIMIT_FIELDS)}",
+                              field=f"{what}.{sorted(unknown)[0]}")
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{value!r} is not a number", field=f"{what}.{name}") from None
+            current = getattr(self, name)
+            widens = (
+                (name == "min" and value < self.min)
+                or (name == "max" and value > self.max)
+                or (name in ("max_step", "ramp_rate") and current is not None and value > current)
+            )
+            if widens or not math.isfinite(value):
+                raise ConfigError(
+                    f"{value:g} {self.unit} would widen the instrument's limit ({self.describe()}); "
+                    "a lab file may only narrow limits", field=f"{what}.{name}")
+        try:
+            return replace(self, **{k: float(v) for k, v in overrides.items() if v is not None})
+        except ConfigError as error:
+            raise ConfigError(error.detail, field=what) from None
+
+
+def narrow_limits(defaults: Mapping[str, Limit], overrides: Mapping[str, Mapping[str, Any]] | None,
+                  what: str = "limits") -> dict[str, Limit]:
+    """Apply a lab file's ``limits:`` section to a driver's defaults; unknown quantities are config errors."""
+    result = dict(defaults)
+    for name, fields_ in (overrides or {}).items():
+        if name not in defaults:
+            allowed = ", ".join(sorted(defaults)) or "none"
+            raise ConfigError(f"no limit named {name!r} on this instrument; it has: {allowed}",
+                              field=f"{what}.{name}")
+        result[name] = defaults[name].narrow(fields_, f"{what}.{name}")
+    return result
+
+
+def limit_as_dict(limit: Limit) -> dict[str, Any]:
+    """A plain dict of a limit, for snapshots."""
+    return {f.name: getattr(limit, f.name) for f in fields(limit)}
