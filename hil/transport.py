@@ -1,0 +1,353 @@
+"""Byte transports to instruments: the only module that touches pyvisa and pyserial.
+
+A `Transport` writes commands, reads replies and transfers IEEE 488.2 binary blocks. One lock per transport is
+held for a whole write-and-read transaction, because instruments are not thread-safe. Every call has a timeout;
+a timeout or a lost connection raises `TransportTimeout` / `TransportError` naming the resource and the last
+command. `reopen()` reconnects after a dropped connection. An optional traffic log records every byte, with a
+timestamp, for debugging on a bench (like pyserial's ``spy://``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from hil.errors import TransportError, TransportTimeout
+
+#: pyvisa datatype codes accepted by the binary-block methods (struct format characters).
+BLOCK_DATATYPES = "bBhHiIlLqQfd"
+
+
+class TrafficLog:
+    """Appends one line per transfer to a text file: ``time  resource  >|<  bytes``; flushed as written."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = self.path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def record(self, resource: str, direction: str, data: bytes) -> None:
+        """Write one line; ``direction`` is ``>`` for sent and ``<`` for received."""
+        shown = data if len(data) <= 512 else data[:512] + f"... ({len(data)} bytes)".encode()
+        with self._lock:
+            self._file.write(f"{time.time():.6f}  {resource}  {direction}  {shown!r}\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Transport(ABC):
+    """A connection to one instrument.
+
+    Subclasses implement the ``_..._raw`` hooks; this class adds the lock, the timeouts, the error translation
+    and the traffic log. ``timeout_s`` bounds every single read or write.
+    """
+
+    def __init__(self, resource: str, *, timeout_s: float = 2.0, read_termination: str = "\n",
+                 write_termination: str = "\n", traffic_log: str | Path | TrafficLog | None = None):
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.resource = resource
+        self.timeout_s = float(timeout_s)
+        self.read_termination = read_termination
+        self.write_termination = write_termination
+        self.last_command: str | None = None
+        self._lock = threading.RLock()
+        self._open = False
+        self._log = traffic_log if isinstance(traffic_log, TrafficLog) or traffic_log is None \
+            else TrafficLog(traffic_log)
+
+    # -- life cycle -------------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Connect. Raises `TransportError` if the resource cannot be opened."""
+        with self._lock, self._translate("open"):
+            if not self._open:
+                self._open_raw()
+                self._open = True
+
+    def close(self) -> None:
+        """Disconnect; safe to call twice."""
+        with self._lock:
+            if self._open:
+                self._open = False
+                with contextlib.suppress(Exception):
+                    self._close_raw()
+
+    def reopen(self) -> None:
+        """Close and connect again, e.g. after the instrument was power-cycled or the link dropped."""
+        with self._lock:
+            self.close()
+            self.open()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def __enter__(self) -> Transport:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions -----------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transport]:
+        """Hold the lock across several calls that must not be interleaved with another thread's."""
+        with self._lock:
+            yield self
+
+    def write(self, command: str) -> None:
+        """Send one command (the write termination is appended)."""
+        with self._lock, self._translate(command):
+            self._require_open(command)
+            self.last_command = command
+            data = (command + self.write_termination).encode("ascii")
+            self._record(">", data)
+            self._write_raw(data)
+
+    def read(self) -> str:
+        """Read one reply up to the read termination, which is stripped."""
+        with self._lock, self._translate(self.last_command or "read"):
+            self._require_open("read")
+            data = self._read_raw()
+            self._record("<", data)
+            return data.decode("ascii", errors="replace").rstrip("\r\n")
+
+    def query(self, command: str) -> str:
+        """Write ``command`` and read its reply, atomically with respect to other threads."""
+        with self._lock:
+            self.write(command)
+            return self.read()
+
+    def write_binary(self, command: str, values: Sequence[float] | np.ndarray, datatype: str = "f",
+                     big_endian: bool = False) -> None:
+        """Send ``command`` followed by ``values`` as an IEEE 488.2 definite-length block.
+
+        ``datatype`` is a struct code (``f`` float32, ``h`` int16, ...). The command should end where the block
+        begins (e.g. ``"DATA:ARB name,"``).
+        """
+        if datatype not in BLOCK_DATATYPES:
+            raise ValueError(f"datatype {datatype!r} is not one of {BLOCK_DATATYPES}")
+        with self._lock, self._translate(command):
+            self._require_open(command)
+            self.last_command = command
+            self._write_binary_raw(command, np.asarray(values), datatype, big_endian)
+
+    def query_binary(self, command: str, datatype: str = "f", big_endian: bool = False) -> np.ndarray:
+        """Write ``command`` and read an IEEE 488.2 definite-length block reply as a numpy array."""
+        if datatype not in BLOCK_DATATYPES:
+            raise ValueError(f"datatype {datatype!r} is not one of {BLOCK_DATATYPES}")
+        with self._lock, self._translate(command):
+            self._require_open(command)
+            self.last_command = command
+            return np.asarray(self._query_binary_raw(command, datatype, big_endian))
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+    def _require_open(self, command: str) -> None:
+        if not self._open:
+            raise TransportError(f"{self.resource}: not open (sending {command!r}); call open() or reopen()")
+
+    def _record(self, direction: str, data: bytes) -> None:
+        if self._log is not None:
+            self._log.record(self.resource, direction, data)
+
+    @contextlib.contextmanager
+    def _translate(self, command: str) -> Iterator[None]:
+        """Turn a library's exception into the project's, naming the resource and the command."""
+        try:
+            yield
+        except TransportError:
+            raise
+        except Exception as error:
+            kind = self._classify(error)
+            if kind == "timeout":
+                raise TransportTimeout(
+                    f"{self.resource}: no reply within {self.timeout_s:g} s to {command!r}; "
+                    "check that the instrument is on, connected and not busy") from error
+            raise TransportError(
+                f"{self.resource}: connection failed during {command!r} ({error}); "
+                "check the cable or network, then reopen()") from error
+
+    @abstractmethod
+    def _classify(self, error: Exception) -> str:
+        """Return ``"timeout"`` for a library's timeout exception, anything else for other failures."""
+
+    @abstractmethod
+    def _open_raw(self) -> None: ...
+
+    @abstractmethod
+    def _close_raw(self) -> None: ...
+
+    @abstractmethod
+    def _write_raw(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _read_raw(self) -> bytes: ...
+
+    @abstractmethod
+    def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None: ...
+
+    @abstractmethod
+    def _query_binary_raw(self, command: str, datatype: str, big_endian: bool) -> Any: ...
+
+
+class VisaTransport(Transport):
+    """A pyvisa resource: ``TCPIP::host::port::SOCKET``, ``TCPIP::host::INSTR``, ``ASRL...``, ``USB...``, ``GPIB...``.
+
+    ``backend`` is pyvisa's library spec; ``@py`` (pyvisa-py) by default, ``""`` for the system's VISA. pyvisa
+    keeps one ResourceManager per backend; this transport closes only its own resource, never the manager, so
+    closing one instrument never closes another.
+    """
+
+    def __init__(self, resource: str, *, backend: str = "@py", **options: Any):
+        super().__init__(resource, **options)
+        self.backend = backend
+        self._inst: Any = None
+
+    def _classify(self, error: Exception) -> str:
+        import pyvisa
+
+        if isinstance(error, pyvisa.errors.VisaIOError) and \
+                error.error_code == pyvisa.constants.StatusCode.error_timeout:
+            return "timeout"
+        return "error"
+
+    def _open_raw(self) -> None:
+        import pyvisa
+
+        manager = pyvisa.ResourceManager(self.backend)
+        self._inst = manager.open_resource(
+            self.resource, timeout=round(self.timeout_s * 1000),
+            read_termination=self.read_termination, write_termination=self.write_termination)
+        session = getattr(manager.visalib, "sessions", {}).get(self._inst.session)
+        sock = getattr(session, "interface", None)
+        if isinstance(sock, socket.socket):
+            self._prepare_socket(sock)
+
+    def _prepare_socket(self, sock: socket.socket) -> None:
+        """Check and tune a pyvisa-py SOCKET connection.
+
+        pyvisa-py connects without blocking and reports success even when the connection was refused, so the
+        socket's pending error is checked here, at open, rather than at the first command. Nagle's algorithm
+        is turned off: with it, a write followed by a query waits ~40 ms for the instrument's delayed ACK
+        (pyvisa-py 0.8 cannot set VI_ATTR_TCPIP_NODELAY itself).
+        """
+        pending = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if pending:
+            self._close_raw()
+            raise OSError(pending, os.strerror(pending))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _close_raw(self) -> None:
+        inst, self._inst = self._inst, None
+        if inst is not None:
+            inst.close()
+
+    def _write_raw(self, data: bytes) -> None:
+        self._inst.write_raw(data)
+
+    def _read_raw(self) -> bytes:
+        return self._inst.read_raw()
+
+    def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:
+        if self._log is not None:
+            from pyvisa.util import to_ieee_block
+            self._record(">", command.encode() + to_ieee_block(values, datatype, big_endian))
+        self._inst.write_binary_values(command, values, datatype=datatype, is_big_endian=big_endian)
+
+    def _query_binary_raw(self, command: str, datatype: str, big_endian: bool) -> Any:
+        self._record(">", (command + self.write_termination).encode())
+        values = self._inst.query_binary_values(command, datatype=datatype, is_big_endian=big_endian,
+                                                container=np.array)
+        self._record("<", f"<block of {len(values)} values>".encode())
+        return values
+
+
+class SerialTransport(Transport):
+    """A pyserial port: a device path (``/dev/ttyUSB0``, a pty) or a URL (``socket://host:port``, ``loop://``).
+
+    Binary blocks use pyvisa's IEEE 488.2 helpers, so both transports speak the same block format.
+    """
+
+    def __init__(self, resource: str, *, baudrate: int = 9600, **options: Any):
+        super().__init__(resource, **options)
+        self.baudrate = baudrate
+        self._port: Any = None
+
+    def _classify(self, error: Exception) -> str:
+        return "timeout" if isinstance(error, TimeoutError) else "error"
+
+    def _open_raw(self) -> None:
+        import serial
+
+        self._port = serial.serial_for_url(self.resource, baudrate=self.baudrate, timeout=self.timeout_s,
+                                           write_timeout=self.timeout_s)
+
+    def _close_raw(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            port.close()
+
+    def _write_raw(self, data: bytes) -> None:
+        import serial
+
+        try:
+            self._port.write(data)
+            self._port.flush()
+        except serial.SerialTimeoutException as error:
+            raise TimeoutError(str(error)) from error
+
+    def _read_exact(self, count: int) -> bytes:
+        data = self._port.read(count)
+        if len(data) < count:
+            raise TimeoutError(f"got {len(data)} of {count} bytes")
+        return data
+
+    def _read_raw(self) -> bytes:
+        terminator = self.read_termination.encode("ascii")
+        data = self._port.read_until(terminator)
+        if not data.endswith(terminator):
+            raise TimeoutError(f"reply {data!r} has no terminator")
+        return data
+
+    def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:
+        from pyvisa.util import to_ieee_block
+
+        data = command.encode("ascii") + to_ieee_block(values, datatype, big_endian) \
+            + self.write_termination.encode("ascii")
+        self._record(">", data)
+        self._write_raw(data)
+
+    def _query_binary_raw(self, command: str, datatype: str, big_endian: bool) -> Any:
+        from pyvisa.util import from_ieee_block
+
+        data = (command + self.write_termination).encode("ascii")
+        self._record(">", data)
+        self._write_raw(data)
+        head = self._read_exact(2)
+        if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
+            raise TransportError(f"{self.resource}: reply to {command!r} is not a definite-length block "
+                                 f"(starts {head!r})")
+        digits = self._read_exact(int(head[1:2]))
+        block = head + digits + self._read_exact(int(digits))
+        self._read_exact(len(self.read_termination))
+        self._record("<", block)
+        return from_ieee_block(block, datatype, big_endian, container=np.array)
+
+
+def open_transport(resource: str, **options: Any) -> Transport:
+    """Pick the transport for a resource string: a pyserial URL or device path, otherwise a VISA resource."""
+    serial_like = resource.startswith("/") or "://" in resource or resource.upper().startswith("COM")
+    return SerialTransport(resource, **options) if serial_like else VisaTransport(resource, **options)

@@ -1,0 +1,328 @@
+"""A SCPI instrument emulator: parses program messages the way an instrument does and keeps its error queue.
+
+Subclasses declare handlers with `@scpi("[SOURce#:]VOLTage:OFFSet")`: the pattern accepts the short form (the
+capitals) or the long form of every node, case-insensitively; ``[...]`` is optional; ``#`` is an optional
+numeric suffix (1 when omitted) passed to the handler before the parameters; a trailing ``?`` makes a query,
+whose handler returns the reply. A handler raises `ScpiError` to put an error in the queue; an unknown header,
+a missing or extra parameter and a malformed number do so too, as on the instrument. After an error the rest of
+the program message is skipped and a failed query sends no reply, so the client times out, as on a bench.
+
+Not emulated: the SCPI rule that a header after ``;`` is relative to the previous header's path; every header
+is taken from the root.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+Param = str | bytes
+
+#: Standard SCPI error codes used by the emulators.
+UNDEFINED_HEADER = (-113, "Undefined header")
+MISSING_PARAMETER = (-109, "Missing parameter")
+PARAMETER_NOT_ALLOWED = (-108, "Parameter not allowed")
+DATA_TYPE_ERROR = (-104, "Data type error")
+INVALID_BLOCK = (-161, "Invalid block data")
+ILLEGAL_VALUE = (-224, "Illegal parameter value")
+OUT_OF_RANGE = (-222, "Data out of range")
+SETTINGS_CONFLICT = (-221, "Settings conflict")
+SYNTAX_ERROR = (-102, "Syntax error")
+QUEUE_OVERFLOW = (-350, "Queue overflow")
+
+
+class ScpiError(Exception):
+    """An error the emulated instrument puts in its error queue."""
+
+    def __init__(self, error: tuple[int, str], detail: str = ""):
+        self.code, self.message = error
+        if detail:
+            self.message = f"{self.message}; {detail}"
+        super().__init__(f"{self.code},{self.message}")
+
+
+def scpi(*patterns: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a method as the handler of one or more SCPI header patterns."""
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        function._scpi_patterns = (*getattr(function, "_scpi_patterns", ()), *patterns)  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+_TOKEN = re.compile(r"\[|\]|:|#|\?|\*?[A-Za-z][A-Za-z0-9]*")
+_HEADER = re.compile(rb"[^\s;]+")
+
+
+def compile_header(pattern: str) -> re.Pattern[str]:
+    """A regex that matches every spelling of a SCPI header pattern, capturing the numeric suffixes."""
+    parts = [":?"]
+    position = 0
+    for token in _TOKEN.finditer(pattern):
+        if token.start() != position:
+            raise ValueError(f"bad SCPI pattern {pattern!r} at {position}")
+        position = token.end()
+        text = token.group()
+        if text == "[":
+            parts.append("(?:")
+        elif text == "]":
+            parts.append(")?")
+        elif text == ":":
+            parts.append(":")
+        elif text == "#":
+            parts.append(r"(\d*)")
+        elif text == "?":
+            parts.append(r"\?")
+        else:
+            star = text.startswith("*")
+            word = text.lstrip("*")
+            short = re.match(r"[A-Z0-9]*", word).group() or word  # type: ignore[union-attr]
+            forms = sorted({short.upper(), word.upper()}, key=len, reverse=True)
+            parts.append(("\\*" if star else "") + "(?:" + "|".join(forms) + ")")
+    if position != len(pattern):
+        raise ValueError(f"bad SCPI pattern {pattern!r} at {position}")
+    return re.compile("".join(parts), re.IGNORECASE)
+
+
+def split_messages(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Split a byte stream into complete program messages (ended by ``\\n`` outside quotes and binary blocks).
+
+    Returns the messages without their terminator and the unfinished remainder.
+    """
+    messages: list[bytes] = []
+    start = index = 0
+    quote: int | None = None
+    while index < len(buffer):
+        byte = buffer[index]
+        if quote is not None:
+            if byte == quote:
+                quote = None
+            index += 1
+        elif byte in b"\"'":
+            quote = byte
+            index += 1
+        elif byte == ord("#") and index + 1 < len(buffer) and ord("1") <= buffer[index + 1] <= ord("9"):
+            n_digits = buffer[index + 1] - ord("0")
+            header_end = index + 2 + n_digits
+            if header_end > len(buffer):
+                break
+            digits = buffer[index + 2:header_end]
+            if not digits.isdigit():
+                index += 1  # not a block after all; the parser will complain
+                continue
+            block_end = header_end + int(digits)
+            if block_end > len(buffer):
+                break
+            index = block_end
+        elif byte == ord("\n"):
+            messages.append(buffer[start:index].rstrip(b"\r"))
+            start = index = index + 1
+        else:
+            index += 1
+    return messages, buffer[start:]
+
+
+def parse_message(message: bytes) -> list[tuple[str, list[Param]]]:
+    """Parse one program message into (header, parameters) units; blocks become bytes, quotes are removed."""
+    units: list[tuple[str, list[Param]]] = []
+    index, length = 0, len(message)
+
+    def skip_space(at: int) -> int:
+        while at < length and message[at] in b" \t\r":
+            at += 1
+        return at
+
+    while True:
+        index = skip_space(index)
+        if index >= length:
+            break
+        match = _HEADER.match(message, index)
+        if match is None:
+            raise ScpiError(SYNTAX_ERROR, f"empty command at byte {index}")
+        header = match.group().decode("ascii", errors="replace")
+        index = skip_space(match.end())
+        params: list[Param] = []
+        while index < length and message[index] != ord(";"):
+            if message[index] == ord("#") and message[index + 1:index + 2].isdigit():
+                n_digits = message[index + 1] - ord("0")
+                digits = message[index + 2:index + 2 + n_digits]
+                if n_digits == 0 or len(digits) != n_digits or not digits.isdigit():
+                    raise ScpiError(INVALID_BLOCK, "indefinite or malformed block header")
+                start = index + 2 + n_digits
+                end = start + int(digits)
+                if end > length:
+                    raise ScpiError(INVALID_BLOCK, f"block announces {int(digits)} bytes, got {length - start}")
+                params.append(bytes(message[start:end]))
+                index = end
+            elif message[index] in b"\"'":
+                quote = message[index]
+                end = message.find(bytes([quote]), index + 1)
+                if end < 0:
+                    raise ScpiError(SYNTAX_ERROR, "unterminated string")
+                params.append(message[index + 1:end].decode("ascii", errors="replace"))
+                index = end + 1
+            else:
+                end = index
+                while end < length and message[end] not in b",;":
+                    end += 1
+                text = message[index:end].decode("ascii", errors="replace").strip()
+                if not text:
+                    raise ScpiError(SYNTAX_ERROR, f"empty parameter after {header}")
+                params.append(text)
+                index = end
+            index = skip_space(index)
+            if index < length and message[index] == ord(","):
+                index = skip_space(index + 1)
+                if index >= length or message[index] == ord(";"):
+                    raise ScpiError(SYNTAX_ERROR, f"missing parameter after ',' in {header}")
+            elif index < length and message[index] != ord(";"):
+                raise ScpiError(SYNTAX_ERROR, f"expected ',' or ';' after a parameter of {header}")
+        units.append((header, params))
+        index += 1
+    return units
+
+
+def number(text: Param, minimum: float | None = None, maximum: float | None = None,
+           default: float | None = None) -> float:
+    """A numeric parameter; accepts MINimum, MAXimum and DEFault where bounds are given; range-checked."""
+    if isinstance(text, bytes):
+        raise ScpiError(DATA_TYPE_ERROR, "block where a number was expected")
+    word = text.strip().upper()
+    if word in ("MIN", "MINIMUM") and minimum is not None:
+        return minimum
+    if word in ("MAX", "MAXIMUM") and maximum is not None:
+        return maximum
+    if word in ("DEF", "DEFAULT") and default is not None:
+        return default
+    try:
+        value = float(word)
+    except ValueError:
+        raise ScpiError(DATA_TYPE_ERROR, f"{text!r} is not a number") from None
+    if value != value or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ScpiError(OUT_OF_RANGE, f"{text} outside {minimum}..{maximum}")
+    return value
+
+
+def boolean(text: Param) -> bool:
+    """An ON/OFF/1/0 parameter."""
+    word = text.strip().upper() if isinstance(text, str) else ""
+    if word in ("ON", "1"):
+        return True
+    if word in ("OFF", "0"):
+        return False
+    raise ScpiError(ILLEGAL_VALUE, f"{text!r} is not ON, OFF, 1 or 0")
+
+
+def choice(text: Param, *options: str) -> str:
+    """One of ``options`` (given in SCPI short/long capitalisation, e.g. ``"VOLTage"``); returns its long form."""
+    word = text.strip().upper() if isinstance(text, str) else ""
+    for option in options:
+        if compile_header(option).fullmatch(word):
+            return option.upper()
+    raise ScpiError(ILLEGAL_VALUE, f"{text!r} is not one of {', '.join(options)}")
+
+
+class ScpiEmulator:
+    """Base of the SCPI emulators: common commands, the error queue and the dispatcher.
+
+    `handle` takes one program message and returns the reply bytes (without terminator), or None when the
+    message holds no query or a query failed. It is thread-safe: one message is handled at a time.
+    """
+
+    identity = "hil,SCPI emulator,0,0"
+    error_queue_size = 20
+
+    def __init__(self) -> None:
+        self.errors: deque[tuple[int, str]] = deque()
+        self.lock = threading.RLock()
+        self.received: list[bytes] = []
+        self._handlers: list[tuple[re.Pattern[str], Callable[..., Any], bool]] = []
+        for klass in reversed(type(self).__mro__):
+            for name, attribute in vars(klass).items():
+                for pattern in getattr(attribute, "_scpi_patterns", ()):
+                    self._handlers.append((compile_header(pattern), getattr(self, name), pattern.endswith("?")))
+        self.reset()
+
+    def reset(self) -> None:
+        """Return to the power-on state (``*RST``); subclasses extend it."""
+
+    def handle(self, message: bytes) -> bytes | None:
+        with self.lock:
+            self.received.append(message)
+            replies: list[bytes] = []
+            try:
+                for header, params in parse_message(message):
+                    reply = self._dispatch(header, params)
+                    if reply is not None:
+                        replies.append(reply if isinstance(reply, bytes) else str(reply).encode("ascii"))
+            except ScpiError as error:
+                self.push_error((error.code, error.message))
+                return None
+            return b";".join(replies) if replies else None
+
+    def _dispatch(self, header: str, params: list[Param]) -> Any:
+        for pattern, handler, _is_query in self._handlers:
+            match = pattern.fullmatch(header)
+            if match is None:
+                continue
+            suffixes = [int(group) if group else 1 for group in match.groups()]
+            arguments = [*suffixes, *params]
+            try:
+                inspect.signature(handler).bind(*arguments)
+            except TypeError:
+                needed = len([p for p in inspect.signature(handler).parameters.values()
+                              if p.default is inspect.Parameter.empty and p.kind == p.POSITIONAL_OR_KEYWORD])
+                raise ScpiError(MISSING_PARAMETER if len(arguments) < needed else PARAMETER_NOT_ALLOWED,
+                                header) from None
+            return handler(*arguments)
+        raise ScpiError(UNDEFINED_HEADER, header)
+
+    def push_error(self, error: tuple[int, str]) -> None:
+        """Add an error to the queue; a full queue keeps its oldest entries and ends with ``Queue overflow``."""
+        if len(self.errors) >= self.error_queue_size:
+            self.errors[-1] = QUEUE_OVERFLOW
+        else:
+            self.errors.append(error)
+
+    def format_error(self, code: int, message: str) -> str:
+        """How ``SYSTem:ERRor?`` prints one entry; instruments differ."""
+        return f'{code:+d},"{message}"'
+
+    # -- IEEE 488.2 common commands ---------------------------------------------------------------------------
+    @scpi("*IDN?")
+    def _idn(self) -> str:
+        return self.identity
+
+    @scpi("*RST")
+    def _rst(self) -> None:
+        self.reset()
+
+    @scpi("*CLS")
+    def _cls(self) -> None:
+        self.errors.clear()
+
+    @scpi("*OPC?")
+    def _opc_query(self) -> str:
+        return "1"
+
+    @scpi("*OPC", "*WAI")
+    def _opc(self) -> None:
+        """Every command completes before the next is read, so there is nothing to wait for."""
+
+    @scpi("*TST?")
+    def _tst(self) -> str:
+        return "0"
+
+    @scpi("SYSTem:ERRor[:NEXT]?")
+    def _error_next(self) -> str:
+        code, message = self.errors.popleft() if self.errors else (0, "No error")
+        return self.format_error(code, message)
+
+    @scpi("SYSTem:ERRor:COUNt?")
+    def _error_count(self) -> str:
+        return str(len(self.errors))

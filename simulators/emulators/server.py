@@ -1,0 +1,185 @@
+"""Serve an emulated instrument over its real wire: a TCP socket on 127.0.0.1, or a pseudo-terminal pair.
+
+A real driver then opens ``TCPIP::127.0.0.1::PORT::SOCKET`` with pyvisa-py, or the pty's path with pyserial,
+and runs unchanged against the emulator. The emulator is any object with ``handle(message) -> reply | None``;
+messages are framed by `split_messages`, which skips over binary blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import threading
+import tty
+from typing import Protocol
+
+from simulators.emulators.scpi import split_messages
+
+
+class MessageHandler(Protocol):
+    def handle(self, message: bytes) -> bytes | None: ...
+
+
+class _Server:
+    """Shared framing loop; subclasses own the byte channel."""
+
+    def __init__(self, emulator: MessageHandler, terminator: bytes = b"\n"):
+        self.emulator = emulator
+        self.terminator = terminator
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _spawn(self, target, *args) -> None:  # type: ignore[no-untyped-def]
+        thread = threading.Thread(target=target, args=args, daemon=True, name=f"{type(self).__name__}")
+        thread.start()
+        self._threads.append(thread)
+
+    def _serve_bytes(self, receive, send) -> None:  # type: ignore[no-untyped-def]
+        """Read with ``receive()`` (b"" at end, None on idle), answer each complete message with ``send``."""
+        buffer = b""
+        while not self._stop.is_set():
+            data = receive()
+            if data is None:
+                continue
+            if data == b"":
+                return
+            messages, buffer = split_messages(buffer + data)
+            for message in messages:
+                reply = self.emulator.handle(message)
+                if reply is not None:
+                    send(reply + self.terminator)
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class TcpServer(_Server):
+    """Serves the emulator on ``host:port`` (a free port when ``port`` is 0); several clients may connect.
+
+    ``stop()`` then ``start()`` restarts it on the same port, as a power-cycled instrument would come back.
+    """
+
+    def __init__(self, emulator: MessageHandler, host: str = "127.0.0.1", port: int = 0, **options: bytes):
+        super().__init__(emulator, **options)
+        self.host, self.port = host, port
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+
+    @property
+    def resource(self) -> str:
+        """The pyvisa resource string of this server."""
+        return f"TCPIP::{self.host}::{self.port}::SOCKET"
+
+    def start(self) -> TcpServer:
+        self._stop.clear()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen()
+        listener.settimeout(0.05)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._spawn(self._accept_loop, listener)
+        return self
+
+    def stop(self) -> None:
+        """Close the listener and drop every connection (clients see a lost connection)."""
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for connection in self._connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+        self._connections.clear()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        self._threads.clear()
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            connection.settimeout(0.05)
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._connections.append(connection)
+            self._spawn(self._connection_loop, connection)
+
+    def _connection_loop(self, connection: socket.socket) -> None:
+        def receive() -> bytes | None:
+            try:
+                return connection.recv(65536)
+            except TimeoutError:
+                return None
+            except OSError:
+                return b""
+
+        with contextlib.suppress(OSError):
+            self._serve_bytes(receive, connection.sendall)
+        with contextlib.suppress(OSError):
+            connection.close()
+
+
+class PtyServer(_Server):
+    """Serves the emulator on a pseudo-terminal pair; `resource` is the path a serial driver opens."""
+
+    def __init__(self, emulator: MessageHandler, **options: bytes):
+        super().__init__(emulator, **options)
+        self._master: int | None = None
+        self._slave: int | None = None
+        self.resource = ""
+
+    def start(self) -> PtyServer:
+        self._stop.clear()
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo, no line editing: bytes pass as on a real serial line
+        self.resource = os.ttyname(self._slave)
+        self._spawn(self._loop, self._master)
+        return self
+
+    def stop(self) -> None:
+        """Close both ends: a client then sees its port fail."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        self._threads.clear()
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._master = self._slave = None
+
+    def _loop(self, master: int) -> None:
+        def receive() -> bytes | None:
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if not ready:
+                return None
+            try:
+                return os.read(master, 65536)
+            except OSError:
+                return b""
+
+        def send(data: bytes) -> None:
+            view = memoryview(data)
+            while view:
+                written = os.write(master, view)
+                view = view[written:]
+
+        with contextlib.suppress(OSError):
+            self._serve_bytes(receive, send)

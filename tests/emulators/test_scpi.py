@@ -1,0 +1,106 @@
+"""The SCPI emulator framework: header spellings, message framing around binary blocks, the error queue."""
+
+import pytest
+
+from simulators.emulators.scpi import (
+    ScpiEmulator,
+    ScpiError,
+    boolean,
+    choice,
+    compile_header,
+    number,
+    parse_message,
+    scpi,
+    split_messages,
+)
+
+
+@pytest.mark.parametrize("spelling", ["SOUR1:VOLT:OFFS", "source1:voltage:offset", ":VOLT:OFFS", "Sour2:Volt:Offset",
+                                      "SOURCE:VOLT:OFFSET"])
+def test_header_accepts_short_and_long_forms(spelling: str) -> None:
+    assert compile_header("[SOURce#:]VOLTage:OFFSet").fullmatch(spelling)
+
+
+@pytest.mark.parametrize("spelling", ["SOU1:VOLT:OFFS", "SOUR1:VOLTA:OFFS", "SOUR1:VOLT", "SOUR1:VOLT:OFFS?"])
+def test_header_refuses_other_spellings(spelling: str) -> None:
+    assert compile_header("[SOURce#:]VOLTage:OFFSet").fullmatch(spelling) is None
+
+
+def test_header_captures_suffixes_with_default() -> None:
+    pattern = compile_header("OUTPut#[:STATe]?")
+    assert pattern.fullmatch("OUTP2:STAT?").groups() == ("2",)
+    assert pattern.fullmatch("output?").groups() == ("",)
+
+
+def test_split_messages_skips_newlines_inside_blocks_and_keeps_remainder() -> None:
+    stream = b'DATA w,#14a\nb;*OPC?\nVOLT 1\nVOLT 2\r\nDATA x,#15ab'
+    messages, rest = split_messages(stream)
+    assert messages == [b"DATA w,#14a\nb;*OPC?", b"VOLT 1", b"VOLT 2"]
+    assert rest == b"DATA x,#15ab"
+
+
+def test_split_messages_ignores_newline_in_quotes() -> None:
+    assert split_messages(b'DISP:TEXT "a\nb"\n') == ([b'DISP:TEXT "a\nb"'], b"")
+
+
+def test_parse_message_units_parameters_blocks_and_strings() -> None:
+    units = parse_message(b'SOUR1:VOLT 1.5 ; :TRAC:DATA? 1, 10, "defbuffer1", READ;DATA w,#13x;,')
+    assert units == [("SOUR1:VOLT", ["1.5"]), (":TRAC:DATA?", ["1", "10", "defbuffer1", "READ"]),
+                     ("DATA", ["w", b"x;,"])]
+
+
+@pytest.mark.parametrize("message", [b"VOLT 1,", b"VOLT 1,,2", b'VOLT "open', b"DATA #15ab", b"DATA #0ab"])
+def test_parse_message_rejects_malformed(message: bytes) -> None:
+    with pytest.raises(ScpiError):
+        parse_message(message)
+
+
+def test_parameter_helpers() -> None:
+    assert number("MAX", 0, 5) == 5 and number("1e-3") == 1e-3
+    with pytest.raises(ScpiError, match="-222"):
+        number("7", 0, 5)
+    with pytest.raises(ScpiError, match="-104"):
+        number("volts")
+    assert boolean("on") is True and boolean("0") is False
+    with pytest.raises(ScpiError, match="-224"):
+        boolean("maybe")
+    assert choice("volt", "VOLTage", "CURRent") == "VOLTAGE"
+
+
+class Counter(ScpiEmulator):
+    def reset(self) -> None:
+        self.count = 0
+
+    @scpi("COUNt")
+    def set_count(self, value: str) -> None:
+        self.count = int(number(value, 0, 100))
+
+    @scpi("COUNt?")
+    def get_count(self) -> str:
+        return str(self.count)
+
+
+def test_dispatch_queries_and_common_commands() -> None:
+    emulator = Counter()
+    assert emulator.handle(b"COUN 5;COUNT?;*OPC?") == b"5;1"
+    assert emulator.handle(b"*RST;COUN?") == b"0"
+
+
+def test_errors_go_to_the_queue_and_stop_the_message() -> None:
+    emulator = Counter()
+    assert emulator.handle(b"COUN 500;COUN?") is None  # out of range: the query after it is not answered
+    assert emulator.handle(b"COUN") is None
+    assert emulator.handle(b"COUN 1,2") is None
+    assert emulator.handle(b"BOGUS") is None
+    assert emulator.handle(b"COUN 1 2") is None
+    assert emulator.handle(b"SYST:ERR:COUN?") == b"5"
+    replies = [emulator.handle(b"SYST:ERR?") for _ in range(6)]
+    assert [r.split(b",")[0] for r in replies] == [b"-222", b"-109", b"-108", b"-113", b"-104", b"+0"]
+
+
+def test_error_queue_overflow_keeps_oldest_and_marks_overflow() -> None:
+    emulator = Counter()
+    for _ in range(emulator.error_queue_size + 5):
+        emulator.handle(b"BOGUS")
+    assert len(emulator.errors) == emulator.error_queue_size
+    assert emulator.errors[0][0] == -113 and emulator.errors[-1] == (-350, "Queue overflow")

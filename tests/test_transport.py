@@ -1,0 +1,161 @@
+"""Transports against real sockets on 127.0.0.1 and a real pseudo-terminal pair (no mocks of pyvisa/pyserial)."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from hil.errors import TransportError, TransportTimeout
+from hil.transport import SerialTransport, TrafficLog, VisaTransport, open_transport
+from simulators.emulators.scpi import ScpiEmulator, number, scpi
+from simulators.emulators.server import TcpServer
+
+
+class EchoEmulator(ScpiEmulator):
+    """Echoes tokens after a short pause, stores and returns float32 blocks, and can hang."""
+
+    identity = "hil,Echo,1,0"
+
+    def reset(self) -> None:
+        self.values = np.zeros(0, dtype="<f4")
+
+    @scpi("ECHO?")
+    def echo(self, token: str) -> str:
+        time.sleep(0.0005)
+        return token
+
+    @scpi("SLEEP?")
+    def sleep(self, seconds: str) -> str:
+        time.sleep(number(seconds, 0, 5))
+        return "done"
+
+    @scpi("DATA")
+    def data(self, name: str, block: bytes) -> None:
+        self.values = np.frombuffer(block, dtype="<f4").copy()
+
+    @scpi("DATA?")
+    def data_query(self) -> bytes:
+        from pyvisa.util import to_ieee_block
+
+        return to_ieee_block(self.values, "f", False)
+
+
+@pytest.fixture
+def echo_tcp(tcp_server):
+    emulator = EchoEmulator()
+    return emulator, tcp_server(emulator)
+
+
+@pytest.fixture
+def echo_pty(pty_server):
+    emulator = EchoEmulator()
+    return emulator, pty_server(emulator)
+
+
+def both_transports(echo_tcp, echo_pty):
+    return [VisaTransport(echo_tcp[1].resource, timeout_s=0.3), SerialTransport(echo_pty[1].resource,
+                                                                                 timeout_s=0.3)]
+
+
+def test_open_transport_picks_by_resource() -> None:
+    assert isinstance(open_transport("TCPIP::10.0.0.2::5025::SOCKET"), VisaTransport)
+    assert isinstance(open_transport("GPIB0::24::INSTR"), VisaTransport)
+    assert isinstance(open_transport("USB0::0x0957::0x2807::MY1::INSTR"), VisaTransport)
+    assert isinstance(open_transport("/dev/ttyUSB0"), SerialTransport)
+    assert isinstance(open_transport("socket://127.0.0.1:5000"), SerialTransport)
+
+
+def test_query_and_binary_blocks_both_ways(echo_tcp, echo_pty) -> None:
+    values = np.array([0.0, -1.5, 2.25, 1e-7, 3.0e5], dtype=np.float32)
+    for transport, emulator in zip(both_transports(echo_tcp, echo_pty), (echo_tcp[0], echo_pty[0]), strict=True):
+        with transport:
+            assert transport.query("*IDN?") == "hil,Echo,1,0"
+            transport.write_binary("DATA wave,", values, "f")
+            np.testing.assert_array_equal(transport.query_binary("DATA?", "f"), values)
+            np.testing.assert_array_equal(emulator.values, values)
+            assert emulator.received[-2].startswith(b"DATA wave,#220")  # 5 float32 = 20 bytes
+
+
+def test_timeout_names_resource_and_command(echo_tcp, echo_pty) -> None:
+    for transport in both_transports(echo_tcp, echo_pty):
+        with transport:
+            started = time.monotonic()
+            with pytest.raises(TransportTimeout) as caught:
+                transport.query("SLEEP? 1")
+            assert time.monotonic() - started < 0.9, "the timeout did not bound the call"
+            assert transport.resource in str(caught.value)
+            assert "SLEEP? 1" in str(caught.value)
+
+
+def test_unanswered_query_times_out_and_the_error_is_queued(echo_tcp) -> None:
+    with VisaTransport(echo_tcp[1].resource, timeout_s=0.2) as transport:
+        with pytest.raises(TransportTimeout, match="NOSUCH"):
+            transport.query("NOSUCH?")
+        assert transport.query("SYST:ERR?") == '-113,"Undefined header; NOSUCH?"'
+
+
+def test_server_restart_then_reopen(echo_tcp) -> None:
+    _, server = echo_tcp
+    transport = VisaTransport(server.resource, timeout_s=0.3)
+    with transport:
+        assert transport.query("ECHO? a") == "a"
+        server.stop()
+        with pytest.raises(TransportError) as caught:
+            transport.query("ECHO? b")
+        assert server.resource in str(caught.value) and "ECHO? b" in str(caught.value)
+        server.start()  # the instrument comes back on the same port
+        transport.reopen()
+        assert transport.query("ECHO? c") == "c"
+
+
+def test_lost_pty_link_raises_transport_error(echo_pty) -> None:
+    _, server = echo_pty
+    with SerialTransport(server.resource, timeout_s=0.3) as transport:
+        assert transport.query("ECHO? x") == "x"
+        server.stop()
+        with pytest.raises(TransportError, match=server.resource):
+            transport.query("ECHO? y")
+
+
+def test_refused_connection_is_a_transport_error() -> None:
+    with TcpServer(EchoEmulator()) as server:
+        resource = server.resource
+    with pytest.raises(TransportError, match=resource):
+        VisaTransport(resource, timeout_s=0.3).open()
+
+
+def test_closed_transport_refuses_to_send(echo_tcp) -> None:
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=0.3)
+    with pytest.raises(TransportError, match="not open"):
+        transport.query("*IDN?")
+
+
+def test_two_threads_never_interleave_a_query(echo_tcp, echo_pty) -> None:
+    for transport in both_transports(echo_tcp, echo_pty):
+        mismatches: list[tuple[str, str]] = []
+
+        def worker(tag: str, transport=transport, mismatches=mismatches) -> None:
+            for k in range(40):
+                token = f"{tag}{k}"
+                reply = transport.query(f"ECHO? {token}")
+                if reply != token:
+                    mismatches.append((token, reply))
+
+        with transport:
+            threads = [threading.Thread(target=worker, args=(tag,)) for tag in "abcd"]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert mismatches == []
+
+
+def test_traffic_log_records_both_directions(echo_tcp, tmp_path) -> None:
+    log = tmp_path / "traffic.log"
+    with VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log) as transport:
+        transport.query("ECHO? hello")
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2
+    assert "  >  b'ECHO? hello\\n'" in lines[0] and "  <  b'hello\\n'" in lines[1]
+    assert isinstance(TrafficLog(log), TrafficLog)
