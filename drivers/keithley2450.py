@@ -1,0 +1,340 @@
+"""Keithley 2450 SourceMeter on its SCPI command set (not TSP, not "SCPI 2400" emulation), as a `SourceMeter`.
+
+Command spellings follow the Keithley 2450 Reference Manual (2450-901-01), section 6 (SCPI command reference);
+short forms throughout, numbers as ``f"{value:.9g}"``. After every group of settings the driver reads the
+error queue (``SYST:ERR?``), so a refused setting raises `DeviceError` with the instrument's own message.
+
+Covered: source function, level (ramped by the base class), compliance (``ILIM``/``VLIM``), source and measure
+range (fixed or auto), NPLC, remote sense, source readback, output, one reading with the limit state, and list
+sweeps of up to 2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``, buffer
+read).
+Not covered: linear/log sweeps, custom trigger models, digital I/O, limit tests (``:CALC``), statistics,
+resistance/4-wire ohms, rear terminals, overvoltage protection, output-off modes, TSP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from drivers.scpi import ScpiDriver
+from hil.errors import DeviceError, LimitError
+from hil.instruments import Readings, SourceMeter, SourceMode
+from hil.limits import Limit
+from hil.transport import Transport
+
+#: Source and measure ranges (nominal full scale); a range holds up to 105 % of its nominal value.
+VOLTAGE_RANGES_V = (20e-3, 200e-3, 2.0, 20.0, 200.0)
+CURRENT_RANGES_A = (10e-9, 100e-9, 1e-6, 10e-6, 100e-6, 1e-3, 10e-3, 100e-3, 1.0)
+OVERRANGE = 1.05
+#: Smallest compliance the 2450 accepts: 1 nA when sourcing voltage, 20 mV when sourcing current.
+MIN_COMPLIANCE = {"voltage": 1e-9, "current": 0.02}
+#: A reading of this size or more is the 2450's overflow value (9.9E+37): beyond the fixed measure range.
+OVERFLOW = 9.9e37
+#: Values one ``:SOUR:LIST`` / ``:SOUR:LIST:...:APP`` command may carry (Reference Manual, :SOURce:LIST).
+LIST_CHUNK = 100
+#: SOURSTATus bit 5: "source function level was limited" (the compliance limit was hit).
+STAT_LIMIT = 32
+#: Sweep delays between 0 and this are refused by the instrument (0 = none, else 50 µs .. 10 ks).
+MIN_SWEEP_DELAY_S = 50e-6
+#: Reading buffer used by `measure` and `sweep`.
+BUFFER = "defbuffer1"
+
+_SOURCE = {"voltage": "VOLT", "current": "CURR"}
+_MEASURE = {"voltage": "CURR", "current": "VOLT"}
+_LIMIT = {"voltage": "ILIM", "current": "VLIM"}
+_RANGES = {"VOLT": VOLTAGE_RANGES_V, "CURR": CURRENT_RANGES_A}
+_UNIT = {"VOLT": "V", "CURR": "A"}
+
+
+def _fmt(value: float) -> str:
+    """A number as sent to the instrument: up to 9 significant digits, no trailing zeros."""
+    return f"{value:.9g}"
+
+
+def _status(text: str) -> int:
+    """A SOURSTATus value: decimal, float (``3.2E+01``) or ``0x`` hexadecimal."""
+    text = text.strip()
+    return int(text, 16) if text.lower().startswith("0x") else int(float(text))
+
+
+class Keithley2450(ScpiDriver, SourceMeter):
+    """Keithley 2450 SourceMeter over any transport (LAN socket 5025, USB-TMC, GPIB), SCPI command set.
+
+    ``remote_sense`` selects 4-wire sensing (``:SENS:<f>:RSEN ON``) at `configure`. `connect` refuses an
+    instrument that is not a 2450 and reads the output state, source function and level, so that a later ramp
+    (or `safe_state`) starts from the true level. Ranges are driver settings applied to the present source
+    function: `set_source_range` / `set_measure_range` take a value (the smallest range that holds it is used)
+    or None for auto; changing the source mode in `configure` returns both to auto.
+    """
+
+    emulator: ClassVar[str] = "simulators.emulators.keithley2450:Keithley2450Emulator"
+
+    def __init__(self, transport: Transport, *, remote_sense: bool = False, **common: Any):
+        super().__init__(transport, **common)
+        self.remote_sense = bool(remote_sense)
+        #: Fixed source / measure range (V or A) of the present mode; None = auto.
+        self.source_range: float | None = None
+        self.measure_range: float | None = None
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        return {"voltage_v": Limit("V", -210.0, 210.0), "current_a": Limit("A", -1.05, 1.05),
+                "nplc": Limit("PLC", 0.01, 10.0)}
+
+    # -- connection ------------------------------------------------------------------------------------------
+    def _prepare_hw(self) -> None:
+        """Refuse anything but a 2450 on SCPI; read the output, source function and level."""
+        if "MODEL 2450" not in self.idn.upper():
+            raise DeviceError(f"{self.name}: {self.resource} answers {self.idn!r}, not a Keithley 2450 "
+                              "on its SCPI command set (MENU > System > Settings > Command Set: SCPI)")
+        # what this driver has not set itself is unknown until configure() sets it
+        self.compliance = self.nplc = self.source_range = self.measure_range = None
+        self.output_on = self.query_bool(":OUTP?")
+        function = self.query(":SOUR:FUNC?").upper()
+        modes = {"VOLT": "voltage", "CURR": "current"}
+        if function[:4] not in modes:
+            raise DeviceError(f"{self.name}: reply {function!r} to ':SOUR:FUNC?' is not VOLT or CURR")
+        self.mode = modes[function[:4]]  # type: ignore[assignment]
+        self.level = self.query_float(f":SOUR:{function[:4]}?")
+
+    # -- settings --------------------------------------------------------------------------------------------
+    def configure(self, mode: SourceMode, compliance: float, nplc: float = 1.0) -> None:
+        """Source ``mode`` with ``compliance`` (A when sourcing voltage, V when sourcing current), measuring
+        the other quantity with ``nplc`` power-line cycles; the 2450 takes compliances from 1 nA / 20 mV."""
+        self._require_connected()
+        if mode in MIN_COMPLIANCE:
+            try:
+                magnitude = abs(float(compliance))
+            except (TypeError, ValueError):
+                magnitude = math.nan  # the base class names the bad value
+            if math.isfinite(magnitude) and magnitude < MIN_COMPLIANCE[mode]:
+                unit = "A" if mode == "voltage" else "V"
+                raise LimitError(f"{self.name}: compliance {magnitude:g} {unit} is below the 2450's minimum "
+                                 f"{MIN_COMPLIANCE[mode]:g} {unit}")
+            fixed = self.measure_range if mode == self.mode else None
+            if fixed is not None and math.isfinite(magnitude) and magnitude <= 1e-3 * fixed:
+                raise LimitError(f"{self.name}: compliance {magnitude:g} must exceed 0.1 % of the fixed "
+                                 f"{fixed:g} measure range; use set_measure_range(None) first")
+        super().configure(mode, compliance, nplc)
+
+    def _configure_hw(self, mode: SourceMode, compliance: float, nplc: float) -> None:
+        if mode != self.mode:
+            self.source_range = self.measure_range = None
+        source, measure = _SOURCE[mode], _MEASURE[mode]
+        commands = [
+            f":SOUR:FUNC {source}",
+            f':SENS:FUNC "{measure}"',
+            f":SENS:{measure}:RSEN {'ON' if self.remote_sense else 'OFF'}",
+            f":SENS:{measure}:NPLC {_fmt(nplc)}",
+            f":SOUR:{source}:READ:BACK ON",  # the SOUR element is then the measured source value
+            *self._range_commands(f":SOUR:{source}", self.source_range),
+            *self._range_commands(f":SENS:{measure}", self.measure_range),
+            f":SOUR:{source}:{_LIMIT[mode]} {_fmt(compliance)}",
+        ]
+        for command in commands:
+            self.write(command)
+        self.check_errors(f"configuring the {mode} source")
+
+    @staticmethod
+    def _range_commands(prefix: str, value: float | None) -> list[str]:
+        if value is None:
+            return [f"{prefix}:RANG:AUTO ON"]
+        return [f"{prefix}:RANG:AUTO OFF", f"{prefix}:RANG {_fmt(value)}"]
+
+    def _pick_range(self, value: float, function: str, what: str) -> float:
+        """The smallest of the 2450's ranges for ``function`` (VOLT or CURR) that holds ``value``."""
+        ranges, unit = _RANGES[function], _UNIT[function]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise LimitError(f"{self.name}: {what} {value!r} is not a number") from None
+        if not (math.isfinite(number) and 0 < number <= ranges[-1]):
+            allowed = ", ".join(f"{r:g}" for r in ranges)
+            raise LimitError(f"{self.name}: {what} {number:g} {unit} refused; the 2450's ranges are "
+                             f"{allowed} {unit}, or None for auto")
+        return next(r for r in ranges if number <= r * (1 + 1e-9))
+
+    def set_source_range(self, value: float | None) -> float | None:
+        """Fix the source range to the smallest that holds ``value`` (V or A by mode), or None for auto.
+
+        Returns the range chosen. A range that cannot hold the present level is refused.
+        """
+        self._require_configured()
+        function = _SOURCE[self.mode]  # type: ignore[index]
+        chosen = None if value is None else self._pick_range(value, function, "source range")
+        if chosen is not None and self.level is not None and abs(self.level) > OVERRANGE * chosen:
+            raise LimitError(f"{self.name}: the {chosen:g} {_UNIT[function]} source range cannot hold the "
+                             f"present level {self.level:g} {_UNIT[function]}")
+        for command in self._range_commands(f":SOUR:{function}", chosen):
+            self.write(command)
+        self.check_errors("setting the source range")
+        self.source_range = chosen
+        return chosen
+
+    def set_measure_range(self, value: float | None) -> float | None:
+        """Fix the measure range (A when sourcing voltage, V when sourcing current) to the smallest that holds
+        ``value``, or None for auto. Readings beyond 105 % of a fixed range raise `DeviceError` (overflow).
+
+        Returns the range chosen. The compliance must exceed 0.1 % of a fixed range (2450 rule).
+        """
+        self._require_configured()
+        function = _MEASURE[self.mode]  # type: ignore[index]
+        chosen = None if value is None else self._pick_range(value, function, "measure range")
+        if chosen is not None and self.compliance is not None and self.compliance <= 1e-3 * chosen:
+            raise LimitError(f"{self.name}: the compliance {self.compliance:g} {_UNIT[function]} must exceed "
+                             f"0.1 % of the {chosen:g} {_UNIT[function]} measure range")
+        for command in self._range_commands(f":SENS:{function}", chosen):
+            self.write(command)
+        self.check_errors("setting the measure range")
+        self.measure_range = chosen
+        return chosen
+
+    def _check_source_range(self, levels: Any, what: str) -> None:
+        """Refuse levels beyond 105 % of a fixed source range before anything is sent."""
+        if self.source_range is None or self.mode is None:
+            return
+        try:
+            values = np.abs(np.asarray(levels, dtype=np.float64))
+        except (TypeError, ValueError):
+            return  # the base class names the bad value
+        over = np.isfinite(values) & (values > OVERRANGE * self.source_range)
+        if over.any():
+            unit = _UNIT[_SOURCE[self.mode]]
+            raise LimitError(f"{self.name}: {what} {values[over][0]:g} {unit} exceeds the fixed "
+                             f"{self.source_range:g} {unit} source range; call set_source_range()")
+
+    def set_level(self, level: float) -> None:
+        self._check_source_range([level], f"source {self.mode}")
+        super().set_level(level)
+
+    def _set_level_hw(self, level: float) -> None:
+        source = _SOURCE[self.mode]  # type: ignore[index]
+        self.write(f":SOUR:{source} {_fmt(level)}")
+        self.check_errors(f"setting the source to {level:g} {_UNIT[source]}")
+
+    def _set_output_hw(self, enabled: bool) -> None:
+        self.write(f":OUTP {'ON' if enabled else 'OFF'}")
+        self.check_errors(f"switching the output {'on' if enabled else 'off'}")
+
+    # -- measuring -------------------------------------------------------------------------------------------
+    def _require_compliance(self) -> None:
+        if self.compliance is None:
+            raise DeviceError(f"{self.name}: the measure function and compliance are unset; call "
+                              "configure(mode, compliance) first")
+
+    def _readings(self, source: np.ndarray, reading: np.ndarray, limited: np.ndarray) -> Readings:
+        """Readings from the SOUR and READ elements; an overflowed or non-finite value is a `DeviceError`."""
+        bad = ~np.isfinite(reading) | (np.abs(reading) >= OVERFLOW) | ~np.isfinite(source)
+        if bad.any():
+            at = int(np.argmax(bad))
+            where = "beyond the measure range" if self.measure_range is None else \
+                f"beyond the fixed {self.measure_range:g} measure range; use set_measure_range(None)"
+            raise DeviceError(f"{self.name}: reading {at} is {reading[at]:g} (source {source[at]:g}): "
+                              f"{where}")
+        voltage, current = (source, reading) if self.mode == "voltage" else (reading, source)
+        return Readings(voltage_v=voltage, current_a=current, in_compliance=limited.astype(bool))
+
+    def _measure_hw(self) -> Readings:
+        """One reading (``:READ?`` of the source and measured values), then the limit state (``:TRIP?``)."""
+        self._require_compliance()
+        source = _SOURCE[self.mode]  # type: ignore[index]
+        command = f':READ? "{BUFFER}", SOUR, READ'
+        values = self.query_floats(command)
+        if len(values) != 2:
+            raise DeviceError(f"{self.name}: reply to {command!r} has {len(values)} values, expected 2")
+        tripped = self.query_bool(f":SOUR:{source}:{_LIMIT[self.mode]}:TRIP?")  # type: ignore[index]
+        return self._readings(np.array([values[0]]), np.array([values[1]]), np.array([tripped]))
+
+    def _sweep_hw(self, levels: np.ndarray, delay_s: float) -> Readings:
+        """A list sweep run by the instrument's trigger model; readings come back from ``defbuffer1``.
+
+        Compliance per point comes from the buffer's SOURSTATus element, bit 5 (value 32, "source function
+        level was limited", Reference Manual: ``:TRACe:DATA?`` and ``bufferVar.sourcestatuses``), not from
+        comparing readings with the limit. The sweep runs to the end even when points hit the limit
+        (failAbort OFF). A sweep expected to outlast half the transport timeout is polled with ``:TRAC:ACT?``
+        instead of waiting on ``*WAI``, so that no single reply can time out.
+        """
+        self._require_compliance()
+        if 0 < delay_s < MIN_SWEEP_DELAY_S:
+            raise LimitError(f"{self.name}: sweep delay {delay_s:g} s refused; the 2450 takes 0 or "
+                             f"{MIN_SWEEP_DELAY_S:g}..10 s")
+        self._check_source_range(levels, "sweep level")
+        source, n = _SOURCE[self.mode], len(levels)  # type: ignore[index]
+        self.write(f':TRAC:CLE "{BUFFER}"')
+        for start in range(0, n, LIST_CHUNK):
+            header = f":SOUR:LIST:{source}:APP" if start else f":SOUR:LIST:{source}"
+            self.write(f"{header} {', '.join(_fmt(v) for v in levels[start:start + LIST_CHUNK])}")
+        self.write(f":SOUR:SWE:{source}:LIST 1, {_fmt(delay_s)}, 1, OFF")
+        self.check_errors("loading the sweep")
+        self.write(":INIT")
+        expected_s = n * (delay_s + 2 * (self.nplc or 1.0) / 50.0 + 1e-3)  # 50 Hz mains: the slower case
+        if expected_s < 0.5 * self.transport.timeout_s:
+            self.write("*WAI")
+        else:
+            self._wait_for_buffer(n, expected_s)
+        command = f':TRAC:DATA? 1, {n}, "{BUFFER}", SOUR, READ, SOURSTAT'
+        parts = self.query(command).split(",")
+        if len(parts) != 3 * n:
+            raise DeviceError(f"{self.name}: reply to {command!r} has {len(parts)} values, expected {3 * n}")
+        try:
+            source_values = np.array([float(p) for p in parts[0::3]])
+            reading_values = np.array([float(p) for p in parts[1::3]])
+            limited = np.array([_status(p) & STAT_LIMIT != 0 for p in parts[2::3]])
+        except (ValueError, OverflowError):
+            raise DeviceError(f"{self.name}: reply to {command!r} is not source, reading, status triples "
+                              f"(starts {','.join(parts[:3])!r})") from None
+        return self._readings(source_values, reading_values, limited)
+
+    def _wait_for_buffer(self, n: int, expected_s: float) -> None:
+        """Sleep the expected sweep time, then poll the buffer count; abort a sweep that never completes."""
+        deadline = self.clock.now() + 2 * expected_s + 10 * self.transport.timeout_s
+        self.clock.sleep(expected_s)
+        while True:
+            count = self.query_float(f':TRAC:ACT? "{BUFFER}"')
+            if count >= n:
+                return
+            if self.clock.now() > deadline:
+                self.write(":ABOR")
+                raise DeviceError(f"{self.name}: sweep of {n} points stopped at {count:g} readings; aborted")
+            self.clock.sleep(min(1.0, max(0.05, expected_s / 20)))
+
+    # -- errors and safety -----------------------------------------------------------------------------------
+    def parse_error(self, reply: str) -> tuple[int, str]:
+        """Split a 2450 error-queue entry ``<code>,"<message>;<severity>;<date time>"`` into code, message."""
+        code, _, rest = reply.partition(",")
+        rest = rest.strip()
+        try:
+            number = int(code)
+        except ValueError:
+            number = None
+        if number is None or len(rest) < 2 or rest[0] != '"' or rest[-1] != '"':
+            raise DeviceError(f"{self.name}: error-queue reply {reply!r} is malformed")
+        fields = rest[1:-1].rsplit(";", 2)
+        return number, fields[0] if len(fields) == 3 else rest[1:-1]
+
+    def _safe_state_hw(self) -> None:
+        """Ramp to zero, then switch the output off; the output goes off even if the ramp fails.
+
+        Errors left in the queue by earlier commands are read first, so that they cannot stop the ramp, and
+        raised once the instrument is safe.
+        """
+        stale: DeviceError | None = None
+        try:
+            try:
+                self.check_errors()
+            except DeviceError as error:
+                stale = error
+            super()._safe_state_hw()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.write(":OUTP OFF")
+            raise
+        if stale is not None:
+            raise DeviceError(f"{stale} (found when going to the safe state, which was reached)")
+
+    def _snapshot_hw(self) -> dict[str, Any]:
+        return {**super()._snapshot_hw(), "source_range": self.source_range,
+                "measure_range": self.measure_range, "remote_sense": self.remote_sense}

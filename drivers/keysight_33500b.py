@@ -1,0 +1,213 @@
+"""Keysight (Agilent) 33500B and 33600A Trueform waveform generators as an `AnalogOutput`.
+
+Each channel is either a DC source (``FUNC DC``, level set by ``VOLT:OFFS``) or plays an uploaded arbitrary
+waveform once per trigger (``FUNC ARB`` in triggered burst mode with ``TRIG:SOUR BUS``, started by ``*TRG``).
+Voltages are those across the load named by ``load_ohm``: the instrument has a 50 Ω source impedance and an
+open-circuit range of ±10 V, so into a load R it can reach ±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high
+impedance). ``OUTP:LOAD`` is sent at connect for every channel so that the instrument scales its settings with
+the same load as the driver's limits. Every group of settings is followed by an error-queue check.
+
+Commands follow the Keysight 33500B/33600A programming reference, sent in their short forms.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from drivers.scpi import ScpiDriver
+from hil.errors import ConfigError, DeviceError, LimitError
+from hil.instruments import AnalogOutput
+from hil.limits import Limit
+from hil.transport import Transport
+
+#: Channels of every model this driver knows.
+MODELS: dict[str, int] = {
+    "33509B": 1, "33510B": 2, "33511B": 1, "33512B": 2, "33519B": 1, "33520B": 2, "33521B": 1, "33522B": 2,
+    "33611A": 1, "33612A": 2, "33621A": 1, "33622A": 2,
+}
+#: Makers as *IDN? names them (firmware before 2014 says Agilent).
+MAKERS = ("KEYSIGHT TECHNOLOGIES", "AGILENT TECHNOLOGIES")
+#: Replies of ``FUNC?``.
+FUNCTIONS = frozenset({"SIN", "SQU", "TRI", "RAMP", "PULS", "PRBS", "NOIS", "ARB", "DC"})
+
+SOURCE_OHM = 50.0  # series output impedance
+OPEN_CIRCUIT_PEAK_V = 10.0  # 20 Vpp into an open circuit
+OPEN_CIRCUIT_MIN_VPP = 2e-3  # the smallest amplitude: 1 mVpp into 50 Ω
+MIN_POINTS, MAX_POINTS = 8, 65_536  # one waveform in standard volatile memory
+MAX_SAMPLE_RATE_HZ = 160e6  # 33500B arb sample rate; the 33600A's 1 GSa/s is not offered (narrower is safe)
+
+
+def load_factor(load_ohm: float | None) -> float:
+    """Fraction of the open-circuit voltage that appears across ``load_ohm`` (None: high impedance, 1)."""
+    return 1.0 if load_ohm is None else load_ohm / (load_ohm + SOURCE_OHM)
+
+
+def _num(value: float) -> str:
+    """A number as sent: 9 significant digits, deterministic, never ``-0``."""
+    return f"{float(value) + 0.0:.9g}"
+
+
+class Keysight33500B(ScpiDriver, AnalogOutput):
+    """A Keysight 33500B/33600A waveform generator (1 or 2 channels, read from *IDN? at connect).
+
+    ``load_ohm`` (1..10 000 Ω, None for high impedance) is the load on every output; it sets the ``voltage_v``
+    limit to ±10·R/(R + 50) V. ``sample_rate_hz`` is 1 µSa/s..160 MSa/s. Waveforms hold 8..65 536 points
+    (the standard volatile memory holds one such waveform per channel here); each is uploaded as float32
+    normalised to ±1 and scaled back to volts by the amplitude (Vpp) and offset, played with the STEP filter
+    (no overshoot beyond the samples). Between bursts a channel idles at its waveform's first sample.
+    """
+
+    emulator: ClassVar[str] = "simulators.emulators.keysight_33500b:Keysight33500BEmulator"
+    n_channels = 2  # until connect reads the model
+    waveform_points = (MIN_POINTS, MAX_POINTS)
+
+    def __init__(self, transport: Transport, *, load_ohm: float | None = 50.0, **common: Any):
+        if load_ohm is not None:
+            try:
+                load_ohm = float(load_ohm)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{load_ohm!r} is not a number of ohms", field="load_ohm") from None
+            if not (math.isfinite(load_ohm) and 1.0 <= load_ohm <= 10e3):
+                raise ConfigError(f"{load_ohm:g} Ω is outside 1..10000 Ω; use null for high impedance",
+                                  field="load_ohm")
+        self.load_ohm: float | None = load_ohm  # before super(): hardware_limits() needs it
+        self.model: str | None = None
+        self.function: dict[int, str | None] = {}
+        self.sample_rate_hz: dict[int, float] = {}
+        super().__init__(transport, **common)
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        peak = OPEN_CIRCUIT_PEAK_V * load_factor(self.load_ohm)
+        return {"voltage_v": Limit("V", -peak, peak), "sample_rate_hz": Limit("Hz", 1e-6, MAX_SAMPLE_RATE_HZ)}
+
+    @property
+    def channels(self) -> range:
+        return range(1, self.n_channels + 1)
+
+    # -- connection ------------------------------------------------------------------------------------------
+    def _prepare_hw(self) -> None:
+        """Read the model (and so the channel count), set byte order, output load and Vpp units."""
+        self.model, self.n_channels = self._model_of(self.idn)
+        self.function.clear()
+        self.sample_rate_hz.clear()
+        self.write("FORM:BORD SWAP")
+        load = "INF" if self.load_ohm is None else _num(self.load_ohm)
+        for channel in self.channels:
+            self.write(f"OUTP{channel}:LOAD {load}")
+            self.write(f"SOUR{channel}:VOLT:UNIT VPP")
+        self.check_errors("setting byte order, output load and amplitude unit")
+
+    def _model_of(self, idn: str) -> tuple[str, int]:
+        parts = [part.strip() for part in idn.split(",")]
+        model = parts[1].upper() if len(parts) >= 2 else ""
+        if parts[0].upper() not in MAKERS or model not in MODELS:
+            raise DeviceError(f"{self.name}: *IDN? answered {idn!r}, not a model this driver knows "
+                              f"({', '.join(MODELS)}); check the resource address")
+        return model, MODELS[model]
+
+    # -- AnalogOutput hooks ----------------------------------------------------------------------------------
+    def _read_level_hw(self, channel: int) -> float | None:
+        """The DC level (the offset) when the channel's function is DC; None for any other function."""
+        function = self.query(f"SOUR{channel}:FUNC?").upper()
+        if function not in FUNCTIONS:
+            raise DeviceError(f"{self.name}: reply {function!r} to 'SOUR{channel}:FUNC?' is not a function "
+                              f"({', '.join(sorted(FUNCTIONS))})")
+        self.function[channel] = function
+        if function != "DC":
+            return None
+        level = self.query_float(f"SOUR{channel}:VOLT:OFFS?")
+        if not math.isfinite(level):
+            raise DeviceError(f"{self.name}: channel {channel} reports a DC level of {level}")
+        return level
+
+    def _read_output_hw(self, channel: int) -> bool | None:
+        return self.query_bool(f"OUTP{channel}?")
+
+    def _set_level_hw(self, channel: int, voltage_v: float) -> None:
+        """Switch to the DC function if needed (which ends any armed waveform), then set the offset."""
+        if self.function.get(channel) != "DC":
+            self.function[channel] = None
+            self.waveform_samples.pop(channel, None)
+            self.write(f"SOUR{channel}:FUNC DC")
+        self.write(f"SOUR{channel}:VOLT:OFFS {_num(voltage_v)}")
+        self.check_errors(f"setting channel {channel} to {voltage_v:g} V")
+        self.function[channel] = "DC"
+
+    def _set_output_hw(self, channel: int, enabled: bool) -> None:
+        self.write(f"OUTP{channel} {'ON' if enabled else 'OFF'}")
+        self.check_errors(f"switching channel {channel} output {'on' if enabled else 'off'}")
+
+    def _load_waveform_hw(self, channel: int, samples_v: np.ndarray, sample_rate_hz: float) -> None:
+        """Upload, scale and arm one waveform as a single triggered burst.
+
+        Amplitude and offset are sent in the order that keeps every intermediate setting inside the limits.
+        """
+        amplitude, offset = self._scaling(samples_v)
+        data = np.clip((samples_v - offset) / (amplitude / 2), -1.0, 1.0).astype(np.float32)
+        name = f"HIL_CH{channel}"
+        self.function[channel] = None  # from here until armed, the output is in transition
+        present_amplitude = self.query_float(f"SOUR{channel}:VOLT?")
+        present_offset = self.query_float(f"SOUR{channel}:VOLT:OFFS?")
+        self.write(f"SOUR{channel}:DATA:VOL:CLE")
+        self.transport.write_binary(f"SOUR{channel}:DATA:ARB {name},", data, datatype="f", big_endian=False)
+        self.write(f"SOUR{channel}:FUNC:ARB {name}")
+        self.write(f"SOUR{channel}:FUNC:ARB:SRAT {_num(sample_rate_hz)}")
+        self.write(f"SOUR{channel}:FUNC:ARB:FILT STEP")
+        scaling = [f"SOUR{channel}:VOLT {_num(amplitude)}", f"SOUR{channel}:VOLT:OFFS {_num(offset)}"]
+        if not self._amplitude_first(present_amplitude, present_offset, amplitude, offset):
+            scaling.reverse()
+        for command in scaling:
+            self.write(command)
+        self.check_errors(f"uploading channel {channel}'s waveform")
+        for command in (f"SOUR{channel}:BURS:MODE TRIG", f"SOUR{channel}:BURS:NCYC 1",
+                        f"TRIG{channel}:SOUR BUS", f"SOUR{channel}:FUNC ARB", f"SOUR{channel}:BURS:STAT ON"):
+            self.write(command)
+        self.check_errors(f"arming channel {channel}'s waveform")
+        self.function[channel] = "ARB"
+        self.sample_rate_hz[channel] = sample_rate_hz
+
+    def _play_hw(self, channels: list[int]) -> None:
+        """``*TRG`` when every loaded channel plays (they start together), else ``TRIGn`` per channel.
+
+        ``*TRG`` fires every channel whose trigger source is BUS, including one armed outside this driver.
+        """
+        if set(channels) == set(self.waveform_samples):
+            self.write("*TRG")
+        else:
+            for channel in channels:
+                self.write(f"TRIG{channel}")
+        self.check_errors(f"triggering channel(s) {', '.join(map(str, channels))}")
+
+    def _snapshot_hw(self) -> dict[str, Any]:
+        """The base's state plus model, load (ohms, None for high impedance), function and arb sample rate."""
+        return {**super()._snapshot_hw(), "model": self.model,
+                "load_ohm": {channel: self.load_ohm for channel in self.channels},
+                "function": dict(self.function), "sample_rate_hz": dict(self.sample_rate_hz)}
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _scaling(self, samples_v: np.ndarray) -> tuple[float, float]:
+        """Amplitude (Vpp) and offset (V) whose ±1 window covers the samples and stays inside the limits."""
+        limit = self.limits["voltage_v"]
+        low, high = float(np.min(samples_v)), float(np.max(samples_v))
+        amplitude = max(high - low, OPEN_CIRCUIT_MIN_VPP * load_factor(self.load_ohm))
+        if amplitude > limit.max - limit.min:
+            raise LimitError(f"{self.name}: the smallest amplitude, {amplitude:g} Vpp, does not fit the "
+                             f"voltage limit {limit.describe()}")
+        offset = min(max((high + low) / 2, limit.min + amplitude / 2), limit.max - amplitude / 2)
+        return float(_num(amplitude)), float(_num(offset))
+
+    def _amplitude_first(self, amplitude_0: float, offset_0: float, amplitude_1: float,
+                         offset_1: float) -> bool:
+        """Whether to send the new amplitude before the new offset, so that the window in between
+        (offset ± amplitude/2) fits the lab limits, else at least the instrument's."""
+        peak = OPEN_CIRCUIT_PEAK_V * load_factor(self.load_ohm)
+        limit = self.limits["voltage_v"]
+        for low, high in ((limit.min, limit.max), (-peak, peak)):
+            if low <= offset_0 - amplitude_1 / 2 and offset_0 + amplitude_1 / 2 <= high:
+                return True
+            if low <= offset_1 - amplitude_0 / 2 and offset_1 + amplitude_0 / 2 <= high:
+                return False
+        return False

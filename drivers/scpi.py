@@ -1,0 +1,105 @@
+"""What every SCPI driver shares: a transport, typed queries, and the error-queue check.
+
+A driver *has* a transport (it is not one), so the same driver runs over TCP, USB, GPIB or a serial line, and
+against an emulator in CI. Compose it before the capability class: ``class X(ScpiDriver, AnalogOutput)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hil.errors import DeviceError
+from hil.transport import Transport
+
+
+class ScpiDriver:
+    """Mixin giving a SCPI instrument its transport and the helpers its driver needs."""
+
+    #: Upper bound on error-queue reads in one check (an instrument queue holds about 20).
+    max_error_reads = 32
+
+    def __init__(self, transport: Transport, **common: Any):
+        self.transport = transport
+        self.idn = ""
+        super().__init__(**common)
+
+    @property
+    def resource(self) -> str:
+        return self.transport.resource
+
+    def _connect_hw(self) -> None:
+        """Open the transport, clear stale status, read the identity, let the driver prepare, then let the
+        capability class read the present state. The outputs are left as they are."""
+        self.transport.open()
+        try:
+            self.transport.write("*CLS")
+            self.idn = self.query("*IDN?")
+            self._prepare_hw()
+            super()._connect_hw()  # type: ignore[misc]
+        except BaseException:
+            self.transport.close()
+            raise
+
+    def _prepare_hw(self) -> None:
+        """Check the model in ``self.idn`` and send the settings the driver relies on (formats, units)."""
+
+    def _close_hw(self) -> None:
+        self.transport.close()
+
+    def _identify_hw(self) -> str:
+        return self.idn
+
+    def write(self, command: str) -> None:
+        self.transport.write(command)
+
+    def query(self, command: str) -> str:
+        return self.transport.query(command).strip()
+
+    def query_float(self, command: str) -> float:
+        """A numeric reply; a reply that is not a number is a `DeviceError` naming the command."""
+        reply = self.query(command)
+        try:
+            value = float(reply)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise DeviceError(f"{self.name}: reply {reply!r} to {command!r} is not a finite number")  # type: ignore[attr-defined]
+        return value
+
+    def query_floats(self, command: str) -> list[float]:
+        """A comma-separated numeric reply."""
+        reply = self.query(command)
+        try:
+            return [float(part) for part in reply.split(",")]
+        except ValueError:
+            raise DeviceError(f"{self.name}: reply {reply!r} to {command!r} is not a list of numbers") \
+                from None  # type: ignore[attr-defined]
+
+    def query_bool(self, command: str) -> bool:
+        reply = self.query(command)
+        if reply not in ("0", "1"):
+            raise DeviceError(f"{self.name}: reply {reply!r} to {command!r} is not 0 or 1")  # type: ignore[attr-defined]
+        return reply == "1"
+
+    def parse_error(self, reply: str) -> tuple[int, str]:
+        """Split an error-queue entry ``<code>,"<message>"``; drivers override for other formats."""
+        code, _, message = reply.partition(",")
+        try:
+            return int(code), message.strip().strip('"')
+        except ValueError:
+            raise DeviceError(f"{self.name}: error-queue reply {reply!r} is malformed") from None  # type: ignore[attr-defined]
+
+    def check_errors(self, after: str = "") -> None:
+        """Read the error queue until it is empty; raise `DeviceError` listing every error found."""
+        errors = []
+        for _ in range(self.max_error_reads):
+            code, message = self.parse_error(self.query("SYST:ERR?"))
+            if code == 0:
+                break
+            errors.append(f"{code} {message}")
+        else:
+            errors.append("(error queue did not empty)")
+        if errors:
+            context = f" after {after}" if after else ""
+            raise DeviceError(f"{self.name}: instrument reported{context}: {'; '.join(errors)}")  # type: ignore[attr-defined]

@@ -1,0 +1,653 @@
+"""The device layer: one abstract class per capability.
+
+Each public method validates its arguments (shape, dtype, range, limits, NaN), records the new state and then
+calls a ``_..._hw`` hook that a driver or a simulator implements; nothing reaches a hook that the limits refuse.
+Every instrument has ``connect``/``close`` (also as a context manager), ``identify()``, ``snapshot()`` and
+``safe_state()`` (outputs off, zero volts, a blank SLM), which the framework calls on exit, on error and on
+Ctrl-C. Operations are batch-first: an SLM shows a sequence, a camera captures N frames, a source-measure unit
+runs a list sweep and a crossbar reads many input vectors, each in one round trip.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from hil.clock import Clock, WallClock
+from hil.errors import DeviceError, LimitError
+from hil.limits import Limit, limit_as_dict, narrow_limits
+
+
+class Instrument(ABC):
+    """Base of every instrument, real or simulated.
+
+    ``limits`` narrows the hardware's limits (`hardware_limits`) for this bench; widening is a config error.
+    ``clock`` measures device time (the wall clock unless a simulator shares its virtual clock).
+    """
+
+    #: What the instrument is, as named in tables and snapshots ("analog output", "camera", ...).
+    capability: ClassVar[str] = "instrument"
+
+    def __init__(self, *, name: str = "", limits: Mapping[str, Mapping[str, Any]] | None = None,
+                 clock: Clock | None = None):
+        self.name = name or type(self).__name__
+        self.limits: dict[str, Limit] = narrow_limits(self.hardware_limits(), limits)
+        self.clock: Clock = clock or WallClock()
+        self.identity: str | None = None
+        self._connected = False
+
+    # -- what a driver or simulator provides --------------------------------------------------------------------
+    @abstractmethod
+    def hardware_limits(self) -> dict[str, Limit]:
+        """What the hardware can do (after the instance's own settings, e.g. the output load)."""
+
+    def _connect_hw(self) -> None:  # noqa: B027 - an optional hook
+        """Open the connection and read the instrument's present state."""
+
+    def _close_hw(self) -> None:  # noqa: B027 - an optional hook
+        """Release the connection."""
+
+    @abstractmethod
+    def _identify_hw(self) -> str:
+        """The instrument's identity (maker, model, serial, firmware)."""
+
+    @abstractmethod
+    def _safe_state_hw(self) -> None:
+        """Put the hardware in its safe state; called with the instrument connected."""
+
+    def _snapshot_hw(self) -> dict[str, Any]:
+        """Settings worth storing with a run, beyond the recorded state."""
+        return {}
+
+    # -- life cycle ---------------------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def connect(self) -> Instrument:
+        """Connect and identify; returns self so that ``with inst.connect():`` reads naturally."""
+        if not self._connected:
+            self._connect_hw()
+            self._connected = True
+            try:
+                self.identity = self._identify_hw()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    def close(self) -> None:
+        """Put the instrument in its safe state, then disconnect; safe to call twice."""
+        if not self._connected:
+            return
+        try:
+            self.safe_state()
+        finally:
+            self._connected = False
+            self._close_hw()
+
+    def __enter__(self) -> Instrument:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def identify(self) -> str:
+        """The identity read at connect (maker, model, serial, firmware)."""
+        self._require_connected()
+        assert self.identity is not None
+        return self.identity
+
+    def safe_state(self) -> None:
+        """Outputs off, zero volts, blank pattern: nothing that can harm the device, the sample or a person."""
+        if self._connected:
+            self._safe_state_hw()
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready dict of the instrument's identity, limits and settings, stored with every run."""
+        return {
+            "name": self.name,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "capability": self.capability,
+            "identity": self.identity,
+            "limits": {key: limit_as_dict(limit) for key, limit in self.limits.items()},
+            **self._snapshot_hw(),
+        }
+
+    # -- helpers for subclasses ---------------------------------------------------------------------------------
+    def _require_connected(self) -> None:
+        if not self._connected:
+            raise DeviceError(f"{self.name}: not connected; call connect() first")
+
+    def _what(self, quantity: str) -> str:
+        return f"{self.name} {quantity}"
+
+    def _check(self, limit: str, value: float, quantity: str | None = None) -> float:
+        return self.limits[limit].check(value, self._what(quantity or limit))
+
+    def _check_array(self, limit: str, values: Any, quantity: str | None = None) -> Any:
+        return self.limits[limit].check_array(values, self._what(quantity or limit))
+
+    def _check_channel(self, channel: int, n_channels: int) -> int:
+        if not isinstance(channel, int | np.integer) or not 1 <= channel <= n_channels:
+            raise LimitError(f"{self.name}: channel {channel!r} does not exist; channels are 1..{n_channels}")
+        return int(channel)
+
+
+def _as_array(values: Any) -> Any:
+    """A torch tensor as it is (simulators stay in torch); anything else as a float numpy array."""
+    if type(values).__module__.startswith("torch"):
+        return values
+    return np.asarray(values, dtype=np.float64)
+
+
+def _check_shape(name: str, what: str, array: Any, shape: tuple[int | None, ...]) -> None:
+    actual = tuple(array.shape)
+    if len(actual) != len(shape) or any(s is not None and s != a for s, a in zip(shape, actual, strict=True)):
+        wanted = "×".join("N" if s is None else str(s) for s in shape)
+        raise LimitError(f"{name}: {what} has shape {'×'.join(map(str, actual)) or 'scalar'}, expected {wanted}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+class SpatialLightModulator(Instrument):
+    """A phase-only SLM of ``shape`` = (rows, cols) pixels with ``bit_depth``-bit gray levels.
+
+    Patterns are phases in radians, within the ``phase_rad`` limit (0..2π by default); the SLM's lookup table
+    maps them to gray levels. ``show_sequence`` loads N patterns that are played one per trigger, in step with
+    a camera's triggered capture, so a batch costs one upload.
+    """
+
+    capability = "spatial light modulator"
+    shape: tuple[int, int]
+    bit_depth: int
+    #: Largest number of patterns one sequence may hold.
+    max_sequence: int = 1024
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        return {"phase_rad": Limit("rad", 0.0, 2 * math.pi)}
+
+    def show(self, phase_rad: Any) -> None:
+        """Display one pattern (rows × cols, radians) until the next call."""
+        self._require_connected()
+        phase_rad = _as_array(phase_rad)
+        _check_shape(self.name, "pattern", phase_rad, self.shape)
+        self._show_hw(self._check_array("phase_rad", phase_rad, "pattern phase"))
+
+    def show_sequence(self, phases_rad: Any) -> None:
+        """Load N patterns (N × rows × cols, radians) to be shown one per trigger."""
+        self._require_connected()
+        phases_rad = _as_array(phases_rad)
+        _check_shape(self.name, "sequence", phases_rad, (None, *self.shape))
+        if not 1 <= len(phases_rad) <= self.max_sequence:
+            raise LimitError(f"{self.name}: a sequence holds 1..{self.max_sequence} patterns, got {len(phases_rad)}")
+        self._show_sequence_hw(self._check_array("phase_rad", phases_rad, "sequence phase"))
+
+    def _safe_state_hw(self) -> None:
+        self._show_hw(np.zeros(self.shape, dtype=np.float32))
+
+    @abstractmethod
+    def _show_hw(self, phase_rad: Any) -> None: ...
+
+    @abstractmethod
+    def _show_sequence_hw(self, phases_rad: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class Frames:
+    """Frames from a camera: ``images`` (N × rows × cols, digital numbers) and the hardware frame ``indices``."""
+
+    images: Any
+    indices: np.ndarray
+    exposure_s: float
+
+
+class Camera(Instrument):
+    """An area camera of ``shape`` = (rows, cols) pixels with ``bit_depth``-bit output.
+
+    ``capture(n)`` returns N frames with their hardware frame counter; a gap in the counter (a dropped frame)
+    raises `DeviceError` instead of silently shifting every later frame onto the wrong input. With
+    ``trigger="external"`` each frame waits for a trigger, e.g. from an SLM playing a sequence.
+    """
+
+    capability = "camera"
+    shape: tuple[int, int]
+    bit_depth: int
+    max_frames: int = 1024
+
+    def __init__(self, **common: Any):
+        super().__init__(**common)
+        self.exposure_s: float | None = None
+        self.trigger: Literal["software", "external"] = "software"
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        return {"exposure_s": Limit("s", 10e-6, 1.0)}
+
+    def set_exposure(self, exposure_s: float) -> None:
+        """Set the exposure time in seconds."""
+        self._require_connected()
+        exposure_s = self._check("exposure_s", exposure_s)
+        self._set_exposure_hw(exposure_s)
+        self.exposure_s = exposure_s
+
+    def set_trigger(self, trigger: Literal["software", "external"]) -> None:
+        """``software``: capture starts at once; ``external``: one frame per trigger (e.g. from the SLM)."""
+        self._require_connected()
+        if trigger not in ("software", "external"):
+            raise LimitError(f"{self.name}: trigger must be 'software' or 'external', got {trigger!r}")
+        self._set_trigger_hw(trigger)
+        self.trigger = trigger
+
+    def capture(self, n_frames: int = 1) -> Frames:
+        """Capture ``n_frames`` frames; raises `DeviceError` if the frame counter shows a dropped frame."""
+        self._require_connected()
+        if not isinstance(n_frames, int | np.integer) or not 1 <= n_frames <= self.max_frames:
+            raise LimitError(f"{self.name}: n_frames must be an integer in 1..{self.max_frames}, got {n_frames!r}")
+        if self.exposure_s is None:
+            raise DeviceError(f"{self.name}: exposure unknown; call set_exposure() before capture()")
+        images, indices = self._capture_hw(int(n_frames))
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(images) != n_frames or len(indices) != n_frames:
+            raise DeviceError(f"{self.name}: asked for {n_frames} frames, got {len(images)}")
+        gaps = np.nonzero(np.diff(indices) != 1)[0]
+        if len(gaps):
+            at = gaps[0]
+            raise DeviceError(f"{self.name}: frame(s) dropped after frame index {indices[at]} "
+                              f"(next index {indices[at + 1]}); the batch is discarded, retry it")
+        return Frames(images=images, indices=indices, exposure_s=self.exposure_s)
+
+    def _safe_state_hw(self) -> None:
+        """Cameras hold no dangerous state; stop any acquisition."""
+
+    def _snapshot_hw(self) -> dict[str, Any]:
+        return {"exposure_s": self.exposure_s, "trigger": self.trigger, "shape": list(self.shape),
+                "bit_depth": self.bit_depth}
+
+    @abstractmethod
+    def _set_exposure_hw(self, exposure_s: float) -> None: ...
+
+    def _set_trigger_hw(self, trigger: str) -> None:
+        raise DeviceError(f"{self.name}: trigger mode {trigger!r} is not supported by this camera")
+
+    @abstractmethod
+    def _capture_hw(self, n_frames: int) -> tuple[Any, Any]:
+        """Return (images N × rows × cols, frame indices N)."""
+
+
+class AnalogOutput(Instrument):
+    """Voltage outputs on ``n_channels`` channels (1-based): DC levels, and waveforms played on trigger.
+
+    DC changes larger than the ``voltage_v`` limit's ``max_step`` are ramped, each step checked; a ramp from an
+    unknown level is refused. ``load_waveform`` checks every sample; ``play`` starts loaded waveforms once.
+    """
+
+    capability = "analog output"
+    n_channels: int = 1
+    #: Fewest and most points one waveform may have.
+    waveform_points: tuple[int, int] = (2, 1_000_000)
+
+    def __init__(self, **common: Any):
+        super().__init__(**common)
+        self.level_v: dict[int, float | None] = {}
+        self.output_on: dict[int, bool | None] = {}
+        self.waveform_samples: dict[int, int] = {}
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        return {"voltage_v": Limit("V", -10.0, 10.0), "sample_rate_hz": Limit("Hz", 1.0, 1e6)}
+
+    def _connect_hw(self) -> None:
+        self.waveform_samples.clear()
+        for channel in range(1, self.n_channels + 1):
+            self.level_v[channel] = self._read_level_hw(channel)
+            self.output_on[channel] = self._read_output_hw(channel)
+
+    def set_voltage(self, channel: int, voltage_v: float) -> None:
+        """Set a channel's DC level in volts, ramping in steps of at most ``max_step``."""
+        self._require_connected()
+        channel = self._check_channel(channel, self.n_channels)
+        limit = self.limits["voltage_v"]
+        steps = limit.ramp(self.level_v.get(channel), voltage_v, self._what(f"channel {channel} voltage"))
+        previous = self.level_v.get(channel)
+        for value in steps:
+            self.level_v[channel] = None  # unknown until the instrument has taken the new value
+            self._set_level_hw(channel, value)
+            self.level_v[channel] = value
+            if previous is not None:
+                self.clock.sleep(limit.step_interval_s(value - previous))
+            previous = value
+
+    def set_output(self, channel: int, enabled: bool) -> None:
+        """Switch a channel's output relay on or off."""
+        self._require_connected()
+        channel = self._check_channel(channel, self.n_channels)
+        self.output_on[channel] = None
+        self._set_output_hw(channel, bool(enabled))
+        self.output_on[channel] = bool(enabled)
+
+    def load_waveform(self, channel: int, samples_v: Any, sample_rate_hz: float) -> None:
+        """Load a waveform (volts, one sample per 1/``sample_rate_hz`` s) to be played by `play`."""
+        self._require_connected()
+        channel = self._check_channel(channel, self.n_channels)
+        samples = np.asarray(samples_v, dtype=np.float64)
+        low, high = self.waveform_points
+        if samples.ndim != 1 or not low <= len(samples) <= high:
+            raise LimitError(f"{self.name}: channel {channel} waveform has shape {samples.shape}; the instrument "
+                             f"takes 1-D waveforms of {low}..{high} points")
+        self._check_array("voltage_v", samples, f"channel {channel} waveform")
+        rate = self._check("sample_rate_hz", sample_rate_hz)
+        self.waveform_samples.pop(channel, None)
+        self.level_v[channel] = None  # the output now follows the waveform: no DC level to ramp from
+        self._load_waveform_hw(channel, samples, rate)
+        self.waveform_samples[channel] = len(samples)
+
+    def play(self, channels: Sequence[int] | None = None) -> None:
+        """Play the loaded waveforms of ``channels`` (all loaded ones by default) once, together."""
+        self._require_connected()
+        chosen = list(channels) if channels is not None else sorted(self.waveform_samples)
+        if not chosen:
+            raise DeviceError(f"{self.name}: no waveform loaded; call load_waveform() before play()")
+        for channel in chosen:
+            self._check_channel(channel, self.n_channels)
+            if channel not in self.waveform_samples:
+                raise DeviceError(f"{self.name}: no waveform loaded on channel {channel}; call load_waveform()")
+        self._play_hw(chosen)
+
+    def _safe_state_hw(self) -> None:
+        """Ramp every channel to 0 V and switch it off; a channel at an unknown level is switched off first.
+
+        Every channel is tried even if one fails; the first failure is raised afterwards.
+        """
+        first_error: Exception | None = None
+        for channel in range(1, self.n_channels + 1):
+            try:
+                if self.level_v.get(channel) is None:
+                    self.set_output(channel, False)
+                    self._set_level_hw(channel, 0.0)
+                    self.level_v[channel] = 0.0
+                else:
+                    self.set_voltage(channel, 0.0)
+                    self.set_output(channel, False)
+            except Exception as error:
+                first_error = first_error or error
+        if first_error is not None:
+            raise first_error
+
+    def _snapshot_hw(self) -> dict[str, Any]:
+        return {"level_v": dict(self.level_v), "output_on": dict(self.output_on),
+                "waveform_samples": dict(self.waveform_samples)}
+
+    @abstractmethod
+    def _read_level_hw(self, channel: int) -> float | None:
+        """The present DC level in volts, or None if the hardware cannot tell."""
+
+    @abstractmethod
+    def _read_output_hw(self, channel: int) -> bool | None: ...
+
+    @abstractmethod
+    def _set_level_hw(self, channel: int, voltage_v: float) -> None: ...
+
+    @abstractmethod
+    def _set_output_hw(self, channel: int, enabled: bool) -> None: ...
+
+    @abstractmethod
+    def _load_waveform_hw(self, channel: int, samples_v: np.ndarray, sample_rate_hz: float) -> None: ...
+
+    @abstractmethod
+    def _play_hw(self, channels: list[int]) -> None: ...
+
+
+class AnalogInput(Instrument):
+    """Voltage inputs on ``n_channels`` channels, acquired as records of N samples at a sample rate.
+
+    ``arm`` prepares a record that starts on the next trigger (e.g. an analog output's `play`); ``fetch``
+    returns it. ``acquire`` does both with an immediate trigger.
+    """
+
+    capability = "analog input"
+    n_channels: int = 1
+    max_samples: int = 1_000_000
+
+    def __init__(self, **common: Any):
+        super().__init__(**common)
+        self._armed: tuple[int, float] | None = None
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        return {"voltage_v": Limit("V", -10.0, 10.0), "sample_rate_hz": Limit("Hz", 1.0, 1e6)}
+
+    def arm(self, n_samples: int, sample_rate_hz: float) -> None:
+        """Prepare a record of ``n_samples`` per channel at ``sample_rate_hz``, started by the next trigger."""
+        self._require_connected()
+        if not isinstance(n_samples, int | np.integer) or not 1 <= n_samples <= self.max_samples:
+            raise LimitError(f"{self.name}: n_samples must be an integer in 1..{self.max_samples}, "
+                             f"got {n_samples!r}")
+        rate = self._check("sample_rate_hz", sample_rate_hz)
+        self._arm_hw(int(n_samples), rate)
+        self._armed = (int(n_samples), rate)
+
+    def fetch(self) -> np.ndarray:
+        """The armed record, channels × samples in volts; raises `DeviceError` if none was armed."""
+        self._require_connected()
+        if self._armed is None:
+            raise DeviceError(f"{self.name}: nothing armed; call arm() before fetch()")
+        n_samples, _ = self._armed
+        self._armed = None
+        record = np.asarray(self._fetch_hw())
+        if record.shape != (self.n_channels, n_samples):
+            raise DeviceError(f"{self.name}: record has shape {record.shape}, expected "
+                              f"{(self.n_channels, n_samples)}")
+        if not np.isfinite(record).all():
+            raise DeviceError(f"{self.name}: record holds non-finite values")
+        return record
+
+    def acquire(self, n_samples: int, sample_rate_hz: float) -> np.ndarray:
+        """Arm, trigger at once and fetch: channels × samples in volts."""
+        self.arm(n_samples, sample_rate_hz)
+        self._trigger_hw()
+        return self.fetch()
+
+    def _safe_state_hw(self) -> None:
+        """Inputs hold no dangerous state; abort any armed record."""
+        self._armed = None
+
+    @abstractmethod
+    def _arm_hw(self, n_samples: int, sample_rate_hz: float) -> None: ...
+
+    @abstractmethod
+    def _trigger_hw(self) -> None: ...
+
+    @abstractmethod
+    def _fetch_hw(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Readings:
+    """Source-measure readings: ``voltage_v``, ``current_a`` and whether the compliance limit was hit, per point."""
+
+    voltage_v: np.ndarray
+    current_a: np.ndarray
+    in_compliance: np.ndarray
+
+
+SourceMode = Literal["voltage", "current"]
+
+
+class SourceMeter(Instrument):
+    """A source-measure unit: sources a voltage (or a current), measures both, with a compliance limit.
+
+    Levels are checked against ``voltage_v`` / ``current_a``; level changes larger than ``max_step`` are
+    ramped. ``sweep`` runs a list of levels on the instrument in one round trip; consecutive points (and the
+    first from the present level) may differ by at most ``max_step``.
+    """
+
+    capability = "source-measure unit"
+    max_sweep_points: int = 2500
+
+    def __init__(self, **common: Any):
+        super().__init__(**common)
+        self.mode: SourceMode | None = None
+        self.level: float | None = None
+        self.compliance: float | None = None
+        self.nplc: float | None = None
+        self.output_on: bool | None = None
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        return {"voltage_v": Limit("V", -200.0, 200.0), "current_a": Limit("A", -1.0, 1.0),
+                "nplc": Limit("PLC", 0.01, 10.0)}
+
+    def _limit_of(self, mode: SourceMode) -> str:
+        if mode not in ("voltage", "current"):
+            raise LimitError(f"{self.name}: source mode must be 'voltage' or 'current', got {mode!r}")
+        return "voltage_v" if mode == "voltage" else "current_a"
+
+    def configure(self, mode: SourceMode, compliance: float, nplc: float = 1.0) -> None:
+        """Choose what to source, the compliance (A when sourcing voltage, V when sourcing current) and the
+        integration time in power-line cycles. Changing the mode first sets the level to zero."""
+        self._require_connected()
+        compliance_limit = "current_a" if self._limit_of(mode) == "voltage_v" else "voltage_v"
+        compliance = abs(self._check(compliance_limit, compliance, "compliance"))
+        if compliance == 0:
+            raise LimitError(f"{self.name}: compliance must be non-zero")
+        nplc = self._check("nplc", nplc)
+        if mode != self.mode:
+            if self.output_on is not False:
+                self.set_output(False)
+            self.level = None
+        self._configure_hw(mode, compliance, nplc)
+        self.mode, self.compliance, self.nplc = mode, compliance, nplc
+        if self.level is None:
+            self._set_level_hw(0.0)
+            self.level = 0.0
+
+    def set_level(self, level: float) -> None:
+        """Set the source level (V or A by mode), ramping in steps of at most ``max_step``."""
+        self._require_configured()
+        limit = self.limits[self._limit_of(self.mode)]  # type: ignore[arg-type]
+        previous = self.level
+        for value in limit.ramp(self.level, level, self._what(f"source {self.mode}")):
+            self.level = None  # unknown until the instrument has taken the new value
+            self._set_level_hw(value)
+            self.level = value
+            if previous is not None:
+                self.clock.sleep(limit.step_interval_s(value - previous))
+            previous = value
+
+    def set_output(self, enabled: bool) -> None:
+        """Switch the output relay on or off."""
+        self._require_connected()
+        self.output_on = None
+        self._set_output_hw(bool(enabled))
+        self.output_on = bool(enabled)
+
+    def measure(self) -> Readings:
+        """One reading at the present level (arrays of length 1)."""
+        self._require_configured()
+        return self._measure_hw()
+
+    def sweep(self, levels: Any, delay_s: float = 0.0) -> Readings:
+        """Source each level in turn and measure after ``delay_s``, all in one round trip.
+
+        The output must be on. Afterwards the source stays at the last level.
+        """
+        self._require_configured()
+        levels = np.asarray(levels, dtype=np.float64)
+        if levels.ndim != 1 or not 1 <= len(levels) <= self.max_sweep_points:
+            raise LimitError(f"{self.name}: a sweep takes 1..{self.max_sweep_points} levels, got shape "
+                             f"{levels.shape}")
+        name = self._limit_of(self.mode)  # type: ignore[arg-type]
+        self._check_array(name, levels, "sweep level")
+        limit = self.limits[name]
+        if limit.max_step is not None:
+            jumps = np.abs(np.diff(np.concatenate([[self.level], levels])))
+            if (jumps > limit.max_step * (1 + 1e-9)).any():
+                at = int(np.argmax(jumps > limit.max_step * (1 + 1e-9)))
+                raise LimitError(f"{self.name}: sweep point {at} jumps {jumps[at]:g} {limit.unit}, more than "
+                                 f"max_step {limit.max_step:g}; add intermediate points")
+        if not np.isfinite(delay_s) or not 0 <= delay_s <= 10:
+            raise LimitError(f"{self.name}: sweep delay must be 0..10 s, got {delay_s}")
+        if not self.output_on:
+            raise DeviceError(f"{self.name}: output is off; call set_output(True) before sweep()")
+        readings = self._sweep_hw(levels, float(delay_s))
+        self.level = float(levels[-1])
+        if len(readings.voltage_v) != len(levels):
+            raise DeviceError(f"{self.name}: sweep of {len(levels)} points returned {len(readings.voltage_v)}")
+        return readings
+
+    def _require_configured(self) -> None:
+        self._require_connected()
+        if self.mode is None:
+            raise DeviceError(f"{self.name}: not configured; call configure(mode, compliance) first")
+
+    def _safe_state_hw(self) -> None:
+        """Ramp the source to zero, then switch the output off; at an unknown level, switch off first."""
+        if self.mode is not None and self.level is not None:
+            self.set_level(0.0)
+            self.set_output(False)
+        else:
+            self.set_output(False)
+            if self.mode is not None:
+                self._set_level_hw(0.0)
+                self.level = 0.0
+
+    def _snapshot_hw(self) -> dict[str, Any]:
+        return {"mode": self.mode, "level": self.level, "compliance": self.compliance, "nplc": self.nplc,
+                "output_on": self.output_on}
+
+    @abstractmethod
+    def _configure_hw(self, mode: SourceMode, compliance: float, nplc: float) -> None: ...
+
+    @abstractmethod
+    def _set_level_hw(self, level: float) -> None: ...
+
+    @abstractmethod
+    def _set_output_hw(self, enabled: bool) -> None: ...
+
+    @abstractmethod
+    def _measure_hw(self) -> Readings: ...
+
+    @abstractmethod
+    def _sweep_hw(self, levels: np.ndarray, delay_s: float) -> Readings: ...
+
+
+class CrossbarArray(Instrument):
+    """A crossbar of ``shape`` = (rows, cols) programmable conductances.
+
+    ``program`` writes target conductances (siemens, within ``conductance_s``); ``read`` applies many input
+    vectors of row voltages (batch × rows, within ``read_voltage_v``) and returns the column currents
+    (batch × cols, amperes), in one round trip.
+    """
+
+    capability = "crossbar array"
+    shape: tuple[int, int]
+    max_batch: int = 4096
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        return {"conductance_s": Limit("S", 0.0, 1e-3), "read_voltage_v": Limit("V", -0.5, 0.5)}
+
+    def program(self, conductances_s: Any) -> None:
+        """Program every device to a target conductance (rows × cols, siemens)."""
+        self._require_connected()
+        conductances_s = _as_array(conductances_s)
+        _check_shape(self.name, "conductances", conductances_s, self.shape)
+        self._program_hw(self._check_array("conductance_s", conductances_s, "conductance"))
+
+    def read(self, voltages_v: Any) -> Any:
+        """Column currents (batch × cols, A) for row voltages (batch × rows, V)."""
+        self._require_connected()
+        voltages_v = _as_array(voltages_v)
+        _check_shape(self.name, "read voltages", voltages_v, (None, self.shape[0]))
+        if not 1 <= len(voltages_v) <= self.max_batch:
+            raise LimitError(f"{self.name}: a read takes 1..{self.max_batch} vectors, got {len(voltages_v)}")
+        return self._read_hw(self._check_array("read_voltage_v", voltages_v, "read voltage"))
+
+    def _safe_state_hw(self) -> None:
+        """Conductances are non-volatile and row drivers idle at 0 V between reads: nothing to undo."""
+
+    @abstractmethod
+    def _program_hw(self, conductances_s: Any) -> None: ...
+
+    @abstractmethod
+    def _read_hw(self, voltages_v: Any) -> Any: ...

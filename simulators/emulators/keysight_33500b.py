@@ -1,0 +1,412 @@
+"""An emulated Keysight 33500B/33600A waveform generator, speaking its SCPI dialect.
+
+It keeps per-channel state (function, amplitude, offset, output load, output relay, amplitude unit, burst and
+trigger settings, selected arbitrary waveform, its sample rate and filter), a per-channel volatile waveform
+memory, and the binary byte order. Settings are held as the open-circuit voltage, so that changing
+``OUTP:LOAD`` rescales the displayed (and queried) amplitude and offset without error, as on the instrument.
+Out-of-range levels are clipped with ``-222 Data out of range``, as the instrument does; other errors leave
+the setting unchanged. Every triggered burst of an arbitrary waveform is appended to `played` as the volts
+across the configured load, so tests and simulators can read what the output produced.
+
+Not emulated: modulation, sweeps, sequences, non-volatile memory and the built-in arbs (after ``*RST`` no arb
+is selected, so ``FUNC ARB`` before ``FUNC:ARB <name>`` is a settings conflict), voltage limits, ``VRMS`` and
+``DBM`` units (amplitudes are always Vpp), and the DAC's 16-bit resolution.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from simulators.emulators.scpi import (
+    ILLEGAL_VALUE,
+    INVALID_BLOCK,
+    MISSING_PARAMETER,
+    OUT_OF_RANGE,
+    SETTINGS_CONFLICT,
+    UNDEFINED_HEADER,
+    Param,
+    ScpiEmulator,
+    ScpiError,
+    boolean,
+    choice,
+    number,
+    scpi,
+)
+
+#: Channels per model.
+MODELS: dict[str, int] = {
+    "33509B": 1, "33510B": 2, "33511B": 1, "33512B": 2, "33519B": 1, "33520B": 2, "33521B": 1, "33522B": 2,
+    "33611A": 1, "33612A": 2, "33621A": 1, "33622A": 2,
+}
+TRIGGER_IGNORED = (-211, "Trigger ignored")
+OUT_OF_MEMORY = (-225, "Out of memory")
+SOURCE_OHM = 50.0
+OPEN_PEAK_V = 10.0  # |offset| + amplitude/2, open circuit
+OPEN_MIN_VPP, OPEN_MAX_VPP = 2e-3, 20.0
+MIN_POINTS, MAX_POINTS = 8, 65_536
+INFINITY_REPLY = "+9.900000000000000E+37"
+KEYWORDS = ("MIN", "MINIMUM", "MAX", "MAXIMUM", "DEF", "DEFAULT")
+#: Relative slack for the rounding of decimal values near a limit.
+SLACK = 1e-9
+FUNCTIONS = ("SINusoid", "SQUare", "TRIangle", "RAMP", "PULSe", "PRBS", "NOISe", "ARBitrary", "DC")
+_ARB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,11}")
+
+
+def _short(option: str) -> str:
+    """The short form of a SCPI keyword, ``ARBitrary`` -> ``ARB``."""
+    return "".join(c for c in option if c.isupper() or c.isdigit())
+
+
+def _pick(text: Param, *options: str) -> str:
+    """The short form of the option that ``text`` names (either form, any case); -224 otherwise."""
+    chosen = choice(text, *options)
+    return next(_short(option) for option in options if option.upper() == chosen)
+
+
+def _nr3(value: float) -> str:
+    """A number as the instrument prints it, ``+5.000000000000000E-01``."""
+    return INFINITY_REPLY if math.isinf(value) else f"{value + 0.0:+.15E}"
+
+
+class Playback(NamedTuple):
+    """One triggered burst: the channel, its volts across the load, the sample rate and the output relay."""
+
+    channel: int
+    volts_v: np.ndarray
+    sample_rate_hz: float
+    output_on: bool
+
+
+@dataclass
+class Channel:
+    """The state of one channel, at power-on values; voltages are open-circuit (EMF) values."""
+
+    function: str = "SIN"
+    amplitude_emf_vpp: float = 0.2
+    offset_emf_v: float = 0.0
+    load_ohm: float | None = 50.0  # None: INFinity
+    output_on: bool = False
+    volt_unit: str = "VPP"
+    burst_state: bool = False
+    burst_mode: str = "TRIG"
+    burst_ncycles: float = 1.0
+    trigger_source: str = "IMM"
+    arb_name: str | None = None
+    arb_points: np.ndarray | None = None  # the selected waveform, normalised to ±1
+    sample_rate_hz: float = 40e3
+    arb_filter: str = "NORM"
+    memory: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def factor(self) -> float:
+        """Load voltage / open-circuit voltage."""
+        return 1.0 if self.load_ohm is None else self.load_ohm / (self.load_ohm + SOURCE_OHM)
+
+    @property
+    def amplitude_vpp(self) -> float:
+        return self.amplitude_emf_vpp * self.factor
+
+    @property
+    def offset_v(self) -> float:
+        return self.offset_emf_v * self.factor
+
+
+class Keysight33500BEmulator(ScpiEmulator):
+    """A 33500B/33600A: ``model`` (33522B by default, 33521B when ``channels`` is 1) sets the channel count.
+
+    ``memory_points`` is each channel's volatile memory. `played` lists every triggered arb burst.
+    """
+
+    def __init__(self, channels: int | None = None, model: str | None = None,
+                 memory_points: int = 1_048_576):
+        model = (model or ("33521B" if channels == 1 else "33522B")).upper()
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+        if channels is not None and channels != MODELS[model]:
+            raise ValueError(f"a {model} has {MODELS[model]} channel(s), not {channels}")
+        self.model = model
+        self.n_channels = MODELS[model]
+        self.max_sample_rate_hz = 1e9 if model.startswith("336") else 160e6
+        self.memory_points = memory_points
+        self.identity = f"Keysight Technologies,{model},MY00000000,4.00-3.15-2.00-58-00"
+        self.played: list[Playback] = []
+        self.channels: dict[int, Channel] = {}
+        self.byte_order = "NORM"
+        super().__init__()
+
+    def reset(self) -> None:
+        """Power-on state: every channel at its defaults, volatile memory empty, byte order NORMal."""
+        self.channels = {n: Channel() for n in range(1, self.n_channels + 1)}
+        self.byte_order = "NORM"
+
+    # -- what a simulator reads ------------------------------------------------------------------------------
+    def output_v(self, channel: int) -> float | None:
+        """The voltage now across the load: 0 with the output off, the DC level, the idle level between arb
+        bursts (the first point), or None while the output varies in time."""
+        state = self.channels[channel]
+        if not state.output_on:
+            return 0.0
+        if state.function == "DC":
+            return state.offset_v
+        if state.function == "ARB" and state.burst_state and state.arb_points is not None:
+            return state.offset_v + state.amplitude_vpp / 2 * float(state.arb_points[0])
+        return None
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _channel(self, channel: int) -> Channel:
+        if channel not in self.channels:
+            raise ScpiError(UNDEFINED_HEADER, f"channel {channel} does not exist on a {self.model}")
+        return self.channels[channel]
+
+    def _level(self, text: Param, low: float, high: float, default: float) -> float:
+        """MIN/MAX/DEF or a finite number, clipped to low..high with -222, as on the instrument."""
+        if isinstance(text, str) and text.strip().upper() in KEYWORDS:
+            return number(text, low, high, default)
+        value = number(text)
+        if not math.isfinite(value):
+            raise ScpiError(ILLEGAL_VALUE, f"{text!r}")
+        slack = SLACK * max(abs(low), abs(high))
+        if value > high + slack:
+            self.push_error((OUT_OF_RANGE[0], f"{OUT_OF_RANGE[1]};value clipped to upper limit"))
+            return high
+        if value < low - slack:
+            self.push_error((OUT_OF_RANGE[0], f"{OUT_OF_RANGE[1]};value clipped to lower limit"))
+            return low
+        return value
+
+    def _store(self, channel: int, name: Param, points: np.ndarray) -> None:
+        state = self._channel(channel)
+        if not isinstance(name, str) or not _ARB_NAME.fullmatch(name.strip()):
+            raise ScpiError(ILLEGAL_VALUE, f"arb name {name!r}: a letter, then up to 11 letters, digits or _")
+        name = name.strip().upper()
+        if not MIN_POINTS <= len(points) <= MAX_POINTS:
+            raise ScpiError(OUT_OF_RANGE, f"{len(points)} points, not {MIN_POINTS}..{MAX_POINTS}")
+        if not (np.isfinite(points).all() and np.abs(points).max() <= 1.0):
+            raise ScpiError(OUT_OF_RANGE, "points must lie within -1..+1")
+        if name in state.memory:
+            raise ScpiError(SETTINGS_CONFLICT, f"arb {name} already exists; clear volatile memory first")
+        if sum(map(len, state.memory.values())) + len(points) > self.memory_points:
+            raise ScpiError(OUT_OF_MEMORY, f"volatile memory holds {self.memory_points} points")
+        state.memory[name] = points.astype(np.float64)
+
+    def _block(self, raw: bytes, kind: str) -> np.ndarray:
+        size = np.dtype(kind).itemsize
+        if len(raw) % size:
+            raise ScpiError(INVALID_BLOCK, f"{len(raw)} bytes is not a whole number of {size}-byte values")
+        return np.frombuffer(raw, dtype=("<" if self.byte_order == "SWAP" else ">") + kind)
+
+    def _fire(self, channel: int) -> None:
+        """A trigger on ``channel``: a burst of the selected arb is recorded; other modes ignore it here."""
+        state = self.channels[channel]
+        if not (state.burst_state and state.burst_mode == "TRIG" and state.function == "ARB"):
+            return
+        if state.arb_points is None or math.isinf(state.burst_ncycles):
+            return
+        volts = state.offset_v + state.amplitude_vpp / 2 * np.tile(state.arb_points, int(state.burst_ncycles))
+        self.played.append(Playback(channel, volts, state.sample_rate_hz, state.output_on))
+
+    # -- FUNCtion --------------------------------------------------------------------------------------------
+    @scpi("[SOURce#:]FUNCtion[:SHAPe]")
+    def _function(self, channel: int, text: Param) -> None:
+        state = self._channel(channel)
+        function = _pick(text, *FUNCTIONS)
+        if function == "ARB" and state.arb_points is None:
+            raise ScpiError(SETTINGS_CONFLICT, "no arbitrary waveform selected; send FUNC:ARB <name> first")
+        if function == "DC":
+            state.burst_state = False  # DC cannot burst: the instrument turns burst off
+        elif abs(state.offset_emf_v) + state.amplitude_emf_vpp / 2 > OPEN_PEAK_V * (1 + SLACK):
+            state.amplitude_emf_vpp = 2 * (OPEN_PEAK_V - abs(state.offset_emf_v))
+            self.push_error((SETTINGS_CONFLICT[0], f"{SETTINGS_CONFLICT[1]};amplitude changed by function"))
+        state.function = function
+
+    @scpi("[SOURce#:]FUNCtion[:SHAPe]?")
+    def _function_query(self, channel: int) -> str:
+        return self._channel(channel).function
+
+    @scpi("[SOURce#:]FUNCtion:ARBitrary")
+    def _arb_select(self, channel: int, name: Param) -> None:
+        state = self._channel(channel)
+        key = name.strip().upper() if isinstance(name, str) else ""
+        if key not in state.memory:
+            raise ScpiError(ILLEGAL_VALUE, f"no arb named {name!r} in channel {channel} volatile memory")
+        state.arb_name, state.arb_points = key, state.memory[key].copy()
+
+    @scpi("[SOURce#:]FUNCtion:ARBitrary?")
+    def _arb_query(self, channel: int) -> str:
+        return f'"{self._channel(channel).arb_name or ""}"'
+
+    @scpi("[SOURce#:]FUNCtion:ARBitrary:SRATe")
+    def _sample_rate(self, channel: int, text: Param) -> None:
+        self._channel(channel).sample_rate_hz = self._level(text, 1e-6, self.max_sample_rate_hz, 40e3)
+
+    @scpi("[SOURce#:]FUNCtion:ARBitrary:SRATe?")
+    def _sample_rate_query(self, channel: int) -> str:
+        return _nr3(self._channel(channel).sample_rate_hz)
+
+    @scpi("[SOURce#:]FUNCtion:ARBitrary:FILTer")
+    def _filter(self, channel: int, text: Param) -> None:
+        self._channel(channel).arb_filter = _pick(text, "NORMal", "STEP", "OFF")
+
+    @scpi("[SOURce#:]FUNCtion:ARBitrary:FILTer?")
+    def _filter_query(self, channel: int) -> str:
+        return self._channel(channel).arb_filter
+
+    # -- VOLTage ---------------------------------------------------------------------------------------------
+    @scpi("[SOURce#:]VOLTage[:LEVel][:IMMediate][:AMPLitude]")
+    def _amplitude(self, channel: int, text: Param) -> None:
+        state = self._channel(channel)
+        high = OPEN_MAX_VPP
+        if state.function != "DC":
+            high = min(high, 2 * (OPEN_PEAK_V - abs(state.offset_emf_v)))
+        k = state.factor
+        state.amplitude_emf_vpp = self._level(text, OPEN_MIN_VPP * k, high * k, 0.2 * k) / k
+
+    @scpi("[SOURce#:]VOLTage[:LEVel][:IMMediate][:AMPLitude]?")
+    def _amplitude_query(self, channel: int) -> str:
+        return _nr3(self._channel(channel).amplitude_vpp)
+
+    @scpi("[SOURce#:]VOLTage[:LEVel][:IMMediate]:OFFSet")
+    def _offset(self, channel: int, text: Param) -> None:
+        state = self._channel(channel)
+        peak = OPEN_PEAK_V if state.function == "DC" else OPEN_PEAK_V - state.amplitude_emf_vpp / 2
+        k = state.factor
+        state.offset_emf_v = self._level(text, -peak * k, peak * k, 0.0) / k
+
+    @scpi("[SOURce#:]VOLTage[:LEVel][:IMMediate]:OFFSet?")
+    def _offset_query(self, channel: int) -> str:
+        return _nr3(self._channel(channel).offset_v)
+
+    @scpi("[SOURce#:]VOLTage:UNIT")
+    def _unit(self, channel: int, text: Param) -> None:
+        self._channel(channel).volt_unit = _pick(text, "VPP", "VRMS", "DBM")
+
+    @scpi("[SOURce#:]VOLTage:UNIT?")
+    def _unit_query(self, channel: int) -> str:
+        return self._channel(channel).volt_unit
+
+    # -- OUTPut ----------------------------------------------------------------------------------------------
+    @scpi("OUTPut#[:STATe]")
+    def _output(self, channel: int, text: Param) -> None:
+        self._channel(channel).output_on = boolean(text)
+
+    @scpi("OUTPut#[:STATe]?")
+    def _output_query(self, channel: int) -> str:
+        return "1" if self._channel(channel).output_on else "0"
+
+    @scpi("OUTPut#:LOAD")
+    def _load(self, channel: int, text: Param) -> None:
+        state = self._channel(channel)
+        if isinstance(text, str) and text.strip().upper() in ("INF", "INFINITY"):
+            state.load_ohm = None
+        else:
+            state.load_ohm = self._level(text, 1.0, 10e3, 50.0)
+
+    @scpi("OUTPut#:LOAD?")
+    def _load_query(self, channel: int) -> str:
+        load = self._channel(channel).load_ohm
+        return INFINITY_REPLY if load is None else _nr3(load)
+
+    # -- BURSt and TRIGger -----------------------------------------------------------------------------------
+    @scpi("[SOURce#:]BURSt:STATe")
+    def _burst_state(self, channel: int, text: Param) -> None:
+        state = self._channel(channel)
+        enabled = boolean(text)
+        if enabled and state.function == "DC":
+            raise ScpiError(SETTINGS_CONFLICT, "burst is not available with the DC function")
+        state.burst_state = enabled
+
+    @scpi("[SOURce#:]BURSt:STATe?")
+    def _burst_state_query(self, channel: int) -> str:
+        return "1" if self._channel(channel).burst_state else "0"
+
+    @scpi("[SOURce#:]BURSt:MODE")
+    def _burst_mode(self, channel: int, text: Param) -> None:
+        self._channel(channel).burst_mode = _pick(text, "TRIGgered", "GATed")
+
+    @scpi("[SOURce#:]BURSt:MODE?")
+    def _burst_mode_query(self, channel: int) -> str:
+        return self._channel(channel).burst_mode
+
+    @scpi("[SOURce#:]BURSt:NCYCles")
+    def _burst_cycles(self, channel: int, text: Param) -> None:
+        state = self._channel(channel)
+        if isinstance(text, str) and text.strip().upper() in ("INF", "INFINITY"):
+            state.burst_ncycles = math.inf
+        else:
+            state.burst_ncycles = float(round(self._level(text, 1, 100_000_000, 1)))
+
+    @scpi("[SOURce#:]BURSt:NCYCles?")
+    def _burst_cycles_query(self, channel: int) -> str:
+        return _nr3(self._channel(channel).burst_ncycles)
+
+    @scpi("TRIGger#:SOURce")
+    def _trigger_source(self, channel: int, text: Param) -> None:
+        self._channel(channel).trigger_source = _pick(text, "IMMediate", "EXTernal", "TIMer", "BUS")
+
+    @scpi("TRIGger#:SOURce?")
+    def _trigger_source_query(self, channel: int) -> str:
+        return self._channel(channel).trigger_source
+
+    @scpi("TRIGger#[:IMMediate]")
+    def _trigger(self, channel: int) -> None:
+        self._channel(channel)
+        self._fire(channel)
+
+    @scpi("*TRG")
+    def _bus_trigger(self) -> None:
+        on_bus = [n for n, state in self.channels.items() if state.trigger_source == "BUS"]
+        if not on_bus:
+            raise ScpiError(TRIGGER_IGNORED, "no channel has TRIG:SOUR BUS")
+        for channel in on_bus:
+            self._fire(channel)
+
+    # -- DATA and FORMat -------------------------------------------------------------------------------------
+    @scpi("[SOURce#:]DATA:ARBitrary")
+    def _data_arb(self, channel: int, name: Param, *values: Param) -> None:
+        if not values:
+            raise ScpiError(MISSING_PARAMETER, "DATA:ARB needs a name and points")
+        if len(values) == 1 and isinstance(values[0], bytes):
+            points = self._block(values[0], "f4").astype(np.float64)
+        else:
+            points = np.array([number(value) for value in values])
+        self._store(channel, name, points)
+
+    @scpi("[SOURce#:]DATA:ARBitrary:DAC")
+    def _data_dac(self, channel: int, name: Param, *values: Param) -> None:
+        if not values:
+            raise ScpiError(MISSING_PARAMETER, "DATA:ARB:DAC needs a name and points")
+        if len(values) == 1 and isinstance(values[0], bytes):
+            codes = self._block(values[0], "i2").astype(np.float64)
+        else:
+            codes = np.array([number(value) for value in values])
+        if (np.abs(codes) > 32767).any() or (codes != np.round(codes)).any():
+            raise ScpiError(OUT_OF_RANGE, "DAC codes are integers within -32767..+32767")
+        self._store(channel, name, codes / 32767)
+
+    @scpi("[SOURce#:]DATA:VOLatile:CLEar")
+    def _clear(self, channel: int) -> None:
+        """Empty the channel's volatile memory; the selected waveform keeps playing from its own copy."""
+        self._channel(channel).memory.clear()
+
+    @scpi("[SOURce#:]DATA:VOLatile:CATalog?")
+    def _catalog(self, channel: int) -> str:
+        names = self._channel(channel).memory
+        return ",".join(f'"{name}"' for name in names) if names else '""'
+
+    @scpi("[SOURce#:]DATA:VOLatile:FREE?")
+    def _free(self, channel: int) -> str:
+        used = sum(map(len, self._channel(channel).memory.values()))
+        return f"{self.memory_points - used:+d}"
+
+    @scpi("FORMat:BORDer")
+    def _byte_order(self, text: Param) -> None:
+        self.byte_order = _pick(text, "NORMal", "SWAPped")
+
+    @scpi("FORMat:BORDer?")
+    def _byte_order_query(self) -> str:
+        return self.byte_order

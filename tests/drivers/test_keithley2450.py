@@ -1,0 +1,512 @@
+"""Keithley 2450 driver: byte-exact protocol, limits refused before sending, and runs against the emulator.
+
+The emulator runs are the real driver over pyvisa-py (``TCPIP::127.0.0.1::PORT::SOCKET``) talking to
+`Keithley2450Emulator` served by `TcpServer`, with a 1 kΩ resistor across the terminals.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from drivers.keithley2450 import Keithley2450
+from hil.clock import VirtualClock
+from hil.errors import DeviceError, LimitError
+from hil.transport import VisaTransport
+from simulators.emulators.keithley2450 import Keithley2450Emulator
+from simulators.emulators.server import TcpServer
+from tests.protocol import Exchange, ProtocolTransport, expected_protocol
+
+IDN = b"KEITHLEY INSTRUMENTS,MODEL 2450,04000000,1.7.12b"
+NO_ERROR: Exchange = (b"SYST:ERR?", b'0,"No error;0;0 0"')
+
+
+def connected(output: bytes = b"0", function: bytes = b"VOLT",
+              level: bytes = b"0.000000E+00") -> list[Exchange]:
+    """What `connect` sends and reads: clear status, identity, output state, source function and level."""
+    return [(b"*CLS", None), (b"*IDN?", IDN), (b":OUTP?", output), (b":SOUR:FUNC?", function),
+            (b":SOUR:" + function + b"?", level)]
+
+
+def configured_voltage(compliance: bytes = b"0.001", nplc: bytes = b"1") -> list[Exchange]:
+    """`configure("voltage", ...)` with auto ranges: source V, measure I, then the error check."""
+    return [(b":SOUR:FUNC VOLT", None), (b':SENS:FUNC "CURR"', None), (b":SENS:CURR:RSEN OFF", None),
+            (b":SENS:CURR:NPLC " + nplc, None), (b":SOUR:VOLT:READ:BACK ON", None),
+            (b":SOUR:VOLT:RANG:AUTO ON", None), (b":SENS:CURR:RANG:AUTO ON", None),
+            (b":SOUR:VOLT:ILIM " + compliance, None), NO_ERROR]
+
+
+OUTPUT_ON: list[Exchange] = [(b":OUTP ON", None), NO_ERROR]
+
+
+def smu(clock: VirtualClock | None = None, **options: object) -> Callable[[ProtocolTransport], Keithley2450]:
+    return lambda transport: Keithley2450(transport, clock=clock or VirtualClock(), **options)  # type: ignore[arg-type]
+
+
+# -- (a) byte-exact protocol ---------------------------------------------------------------------------------
+def test_connect_identifies_and_reads_the_source_state() -> None:
+    with expected_protocol(smu(), connected(output=b"1", function=b"CURR", level=b"1.000000E-03")) as k:
+        k.connect()
+        assert k.identify() == IDN.decode()
+        assert (k.mode, k.level, k.output_on) == ("current", 1e-3, True)
+        assert k.compliance is None  # unknown until configure() sets it
+
+
+def test_connect_refuses_another_model_and_closes() -> None:
+    exchanges = [(b"*CLS", None), (b"*IDN?", b"KEITHLEY INSTRUMENTS INC.,MODEL 2400,1234,C30")]
+    with expected_protocol(smu(), exchanges) as k:
+        with pytest.raises(DeviceError, match="not a Keithley 2450"):
+            k.connect()
+        assert not k.connected and not k.transport.is_open
+
+
+def test_configure_voltage_source_with_current_compliance() -> None:
+    with expected_protocol(smu(), connected() + configured_voltage()) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        assert (k.mode, k.compliance, k.nplc, k.level) == ("voltage", 1e-3, 1.0, 0.0)
+
+
+def test_configure_current_source_switches_off_a_live_output_and_zeroes_the_level() -> None:
+    exchanges = [
+        *connected(output=b"1", level=b"2.000000E+00"), (b":OUTP OFF", None), NO_ERROR,
+        (b":SOUR:FUNC CURR", None), (b':SENS:FUNC "VOLT"', None), (b":SENS:VOLT:RSEN ON", None),
+        (b":SENS:VOLT:NPLC 0.1", None), (b":SOUR:CURR:READ:BACK ON", None),
+        (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None), (b":SOUR:CURR:VLIM 5", None),
+        NO_ERROR, (b":SOUR:CURR 0", None), NO_ERROR,
+    ]
+    with expected_protocol(smu(remote_sense=True), exchanges) as k:
+        k.connect()
+        k.configure("current", 5.0, nplc=0.1)
+        assert (k.mode, k.level, k.output_on, k.compliance) == ("current", 0.0, False, 5.0)
+
+
+def test_set_level_ramps_in_steps_of_the_lab_max_step() -> None:
+    clock = VirtualClock()
+    limits = {"voltage_v": {"max_step": 0.5, "ramp_rate": 1.0}}
+    exchanges = connected() + configured_voltage() + [
+        (b":SOUR:VOLT 0.4", None), NO_ERROR,
+        (b":SOUR:VOLT 0.8", None), NO_ERROR,
+        (b":SOUR:VOLT 1.2", None), NO_ERROR,
+    ]
+    with expected_protocol(smu(clock, limits=limits), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        k.set_level(1.2)
+        assert k.level == 1.2
+        assert clock.now() == pytest.approx(1.2)  # three 0.4 V steps at 1 V/s
+
+
+def test_output_on_and_off() -> None:
+    with expected_protocol(smu(), connected() + OUTPUT_ON + [(b":OUTP OFF", None), NO_ERROR]) as k:
+        k.connect()
+        k.set_output(True)
+        assert k.output_on is True
+        k.set_output(False)
+        assert k.output_on is False
+
+
+def test_measure_reads_source_and_reading_then_the_limit_state() -> None:
+    exchanges = connected() + configured_voltage() + [
+        (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03"),
+        (b":SOUR:VOLT:ILIM:TRIP?", b"1"),
+    ]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        readings = k.measure()
+        assert readings.voltage_v.tolist() == [2.0]
+        assert readings.current_a.tolist() == [1e-3]
+        assert readings.in_compliance.tolist() == [True]
+
+
+def test_measure_while_sourcing_current_reads_voltage() -> None:
+    exchanges = [
+        *connected(function=b"CURR"), (b":SOUR:FUNC CURR", None), (b':SENS:FUNC "VOLT"', None),
+        (b":SENS:VOLT:RSEN OFF", None), (b":SENS:VOLT:NPLC 1", None), (b":SOUR:CURR:READ:BACK ON", None),
+        (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None),
+        (b":SOUR:CURR:VLIM 10", None), NO_ERROR,
+        (b':READ? "defbuffer1", SOUR, READ', b"1.000000E-03,4.000000E+00"), (b":SOUR:CURR:VLIM:TRIP?", b"0"),
+    ]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("current", 10.0)
+        readings = k.measure()
+        assert (readings.voltage_v[0], readings.current_a[0], readings.in_compliance[0]) == (4.0, 1e-3, False)
+
+
+def test_sweep_loads_the_list_runs_it_and_reads_the_buffer_with_source_status() -> None:
+    exchanges = connected() + configured_voltage() + OUTPUT_ON + [
+        (b':TRAC:CLE "defbuffer1"', None),
+        (b":SOUR:LIST:VOLT 0.1, 0.2, 0.3", None),
+        (b":SOUR:SWE:VOLT:LIST 1, 0.001, 1, OFF", None), NO_ERROR,
+        (b":INIT", None), (b"*WAI", None),
+        (b':TRAC:DATA? 1, 3, "defbuffer1", SOUR, READ, SOURSTAT',
+         b"1.000000E-01,1.000000E-04,128,2.000000E-01,2.000000E-04,128,1.500000E-01,1.000000E-03,160"),
+    ]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        k.set_output(True)
+        readings = k.sweep([0.1, 0.2, 0.3], delay_s=1e-3)
+        assert readings.voltage_v.tolist() == [0.1, 0.2, 0.15]
+        assert readings.current_a.tolist() == [1e-4, 2e-4, 1e-3]
+        assert readings.in_compliance.tolist() == [False, False, True]  # status 160 = output on + limited
+        assert k.level == 0.3
+
+
+def test_sweep_of_150_points_appends_beyond_100_values_per_command() -> None:
+    first = ", ".join(str(v) for v in range(1, 101)).encode()
+    rest = ", ".join(str(v) for v in range(101, 151)).encode()
+    data = b",".join(b"%d,1.000000E-05,128" % v for v in range(1, 151))
+    exchanges = connected() + configured_voltage(nplc=b"0.01") + OUTPUT_ON + [
+        (b':TRAC:CLE "defbuffer1"', None),
+        (b":SOUR:LIST:VOLT " + first, None),
+        (b":SOUR:LIST:VOLT:APP " + rest, None),
+        (b":SOUR:SWE:VOLT:LIST 1, 0, 1, OFF", None), NO_ERROR,
+        (b":INIT", None), (b"*WAI", None),
+        (b':TRAC:DATA? 1, 150, "defbuffer1", SOUR, READ, SOURSTAT', data),
+    ]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3, nplc=0.01)
+        k.set_output(True)
+        readings = k.sweep(np.arange(1, 151))
+        assert readings.voltage_v.tolist() == list(range(1, 151))
+        assert not readings.in_compliance.any()
+
+
+def test_long_sweep_polls_the_buffer_count_instead_of_waiting_on_one_reply() -> None:
+    clock = VirtualClock()
+    levels = np.linspace(0.1, 5.0, 50)
+    data = b",".join(b"%.9g,1.000000E-03,128" % v for v in levels)
+    exchanges = connected() + configured_voltage() + OUTPUT_ON + [
+        (b':TRAC:CLE "defbuffer1"', None),
+        (b":SOUR:LIST:VOLT " + ", ".join(f"{v:.9g}" for v in levels).encode(), None),
+        (b":SOUR:SWE:VOLT:LIST 1, 0, 1, OFF", None), NO_ERROR,
+        (b":INIT", None),
+        (b':TRAC:ACT? "defbuffer1"', b"20"),
+        (b':TRAC:ACT? "defbuffer1"', b"50"),
+        (b':TRAC:DATA? 1, 50, "defbuffer1", SOUR, READ, SOURSTAT', data),
+    ]
+    with expected_protocol(smu(clock), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        k.set_output(True)
+        readings = k.sweep(levels)
+        assert len(readings.current_a) == 50
+        expected_s = 50 * (2 * 1 / 50 + 1e-3)  # 1 PLC at 50 Hz, twice, plus 1 ms per point
+        assert clock.now() == pytest.approx(expected_s + expected_s / 20)  # one wait, one poll interval
+
+
+def test_ranges_fixed_and_auto_are_kept_across_configure() -> None:
+    exchanges = connected() + configured_voltage() + [
+        (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), NO_ERROR,
+        (b":SENS:CURR:RANG:AUTO OFF", None), (b":SENS:CURR:RANG 0.01", None), NO_ERROR,
+        (b":SENS:CURR:RANG:AUTO ON", None), NO_ERROR,
+        (b":SOUR:FUNC VOLT", None), (b':SENS:FUNC "CURR"', None), (b":SENS:CURR:RSEN OFF", None),
+        (b":SENS:CURR:NPLC 1", None), (b":SOUR:VOLT:READ:BACK ON", None),
+        (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), (b":SENS:CURR:RANG:AUTO ON", None),
+        (b":SOUR:VOLT:ILIM 0.002", None), NO_ERROR,
+    ]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        assert k.set_source_range(2.0) == 2.0
+        assert k.set_measure_range(5e-3) == 10e-3  # the smallest range that holds 5 mA
+        assert k.set_measure_range(None) is None
+        k.configure("voltage", 2e-3)
+        assert (k.source_range, k.measure_range) == (2.0, None)
+
+
+def test_instrument_error_raises_device_error_with_its_message() -> None:
+    exchanges = connected() + configured_voltage()[:-1] + [
+        (b"SYST:ERR?", b'-222,"Parameter data out of range;1;2026/11/28 10:00:00.000"'),
+        (b"SYST:ERR?", b'-113,"Undefined header;1;2026/11/28 10:00:00.001"'),
+        NO_ERROR,
+    ]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        with pytest.raises(DeviceError) as caught:
+            k.configure("voltage", 1e-3)
+        message = str(caught.value)
+        assert "-222 Parameter data out of range; -113 Undefined header" in message
+        assert "configuring the voltage source" in message and "2026" not in message
+        assert k.compliance is None  # the failed configuration is not recorded
+
+
+@pytest.mark.parametrize(("reply", "tail", "match"), [
+    (b"OVERFLOW", [], "not a list of numbers"),
+    (b"1.0", [], "has 1 values, expected 2"),
+    (b"2.000000E+00,9.900000E+37", [(b":SOUR:VOLT:ILIM:TRIP?", b"0")], "is 9.9e\\+37"),
+])
+def test_garbage_reading_raises_device_error(reply: bytes, tail: list[Exchange], match: str) -> None:
+    exchanges = connected() + configured_voltage() + [(b':READ? "defbuffer1", SOUR, READ', reply), *tail]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        with pytest.raises(DeviceError, match=match):
+            k.measure()
+
+
+def test_garbage_error_queue_and_buffer_replies_raise_device_error() -> None:
+    exchanges = [*connected(), (b":OUTP ON", None), (b"SYST:ERR?", b"no error")]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        with pytest.raises(DeviceError, match="error-queue reply 'no error' is malformed"):
+            k.set_output(True)
+    exchanges = connected() + configured_voltage() + OUTPUT_ON + [
+        (b':TRAC:CLE "defbuffer1"', None), (b":SOUR:LIST:VOLT 0.1, 0.2", None),
+        (b":SOUR:SWE:VOLT:LIST 1, 0, 1, OFF", None), NO_ERROR, (b":INIT", None), (b"*WAI", None),
+        (b':TRAC:DATA? 1, 2, "defbuffer1", SOUR, READ, SOURSTAT', b"0.1,1E-4,LIMIT,0.2,2E-4,128"),
+    ]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        k.set_output(True)
+        with pytest.raises(DeviceError, match="not source, reading, status triples"):
+            k.sweep([0.1, 0.2])
+
+
+def test_safe_state_ramps_to_zero_then_switches_off() -> None:
+    exchanges = [
+        *connected(output=b"1", level=b"1.000000E+00"),
+        NO_ERROR,  # errors left by earlier commands are read first
+        (b":SOUR:VOLT 0.5", None), NO_ERROR,
+        (b":SOUR:VOLT 0", None), NO_ERROR,
+        (b":OUTP OFF", None), NO_ERROR,
+    ]
+    with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as k:
+        k.connect()
+        k.safe_state()
+        assert (k.level, k.output_on) == (0.0, False)
+
+
+def test_safe_state_reaches_zero_despite_a_stale_error_then_reports_it() -> None:
+    exchanges = [
+        *connected(output=b"1", level=b"5.000000E-01"),
+        (b"SYST:ERR?", b'-113,"Undefined header;1;2026/11/28 10:00:00.000"'), NO_ERROR,
+        (b":SOUR:VOLT 0", None), NO_ERROR, (b":OUTP OFF", None), NO_ERROR,
+    ]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        with pytest.raises(DeviceError, match=r"-113 Undefined header.*safe state, which was reached"):
+            k.safe_state()
+        assert (k.level, k.output_on) == (0.0, False)
+
+
+def test_safe_state_switches_the_output_off_when_the_ramp_is_refused() -> None:
+    exchanges = [
+        *connected(output=b"1", level=b"1.000000E+00"), NO_ERROR, (b":SOUR:VOLT 0.5", None),
+        (b"SYST:ERR?", b'-222,"Parameter data out of range;1;2026/11/28 10:00:00.000"'), NO_ERROR,
+        (b":OUTP OFF", None),
+    ]
+    with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as k:
+        k.connect()
+        with pytest.raises(DeviceError, match="-222"):
+            k.safe_state()
+
+
+# -- (b) limits refused before anything is sent --------------------------------------------------------------
+SETUP = connected() + configured_voltage(compliance=b"0.0001") + OUTPUT_ON
+
+
+def _ready(k: Keithley2450) -> None:
+    k.connect()
+    k.configure("voltage", 1e-4)
+    k.set_output(True)
+
+
+@pytest.mark.parametrize(("action", "match"), [
+    (lambda k: k.set_level(300.0), "outside -210..210 V"),
+    (lambda k: k.set_level(math.nan), "nan refused"),
+    (lambda k: k.configure("voltage", 2.0), "compliance: 2 A is outside"),
+    (lambda k: k.configure("voltage", 1e-12), "below the 2450's minimum 1e-09 A"),
+    (lambda k: k.configure("current", 0.01), "below the 2450's minimum 0.02 V"),
+    (lambda k: k.configure("voltage", 1e-3, nplc=20), "nplc: 20 PLC is outside"),
+    (lambda k: k.sweep([0.2, 0.4, 1.0]), "sweep point 2 jumps 0.6 V, more than max_step 0.5"),
+    (lambda k: k.sweep([0.2, math.inf]), "sweep level"),
+    (lambda k: k.sweep([0.2], delay_s=1e-5), "sweep delay 1e-05 s refused"),
+    (lambda k: k.set_source_range(500.0), "source range 500 V refused"),
+    (lambda k: k.set_measure_range(0.0), "measure range 0 A refused"),
+    (lambda k: k.set_measure_range(1.0), "must exceed 0.1 % of the 1 A measure range"),
+])
+def test_limits_are_refused_before_anything_is_sent(action: Callable[[Keithley2450], object],
+                                                     match: str) -> None:
+    with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5}}), SETUP) as k:
+        _ready(k)
+        with pytest.raises(LimitError, match=match):
+            action(k)
+
+
+def test_measure_and_sweep_before_configure_are_refused_without_traffic() -> None:
+    with expected_protocol(smu(), [*connected(), *OUTPUT_ON]) as k:
+        k.connect()
+        k.set_output(True)
+        with pytest.raises(DeviceError, match=r"call configure\(mode, compliance\) first"):
+            k.measure()
+        with pytest.raises(DeviceError, match=r"call configure\(mode, compliance\) first"):
+            k.sweep([0.1])
+
+
+def test_levels_beyond_a_fixed_source_range_are_refused_before_anything_is_sent() -> None:
+    exchanges = [*SETUP, (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), NO_ERROR]
+    with expected_protocol(smu(), exchanges) as k:
+        _ready(k)
+        k.set_source_range(1.5)
+        with pytest.raises(LimitError, match="3 V exceeds the fixed 2 V source range"):
+            k.set_level(3.0)
+        with pytest.raises(LimitError, match=r"2\.2 V exceeds the fixed 2 V source range"):
+            k.sweep([1.0, 2.2])
+
+
+# -- (c) the unchanged driver against the emulator over pyvisa-py --------------------------------------------
+Bench = tuple[Keithley2450, Keithley2450Emulator]
+
+
+@pytest.fixture
+def bench() -> Iterator[Bench]:
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    with TcpServer(emulator) as server:
+        k = Keithley2450(VisaTransport(server.resource, timeout_s=2.0), clock=VirtualClock(),
+                         limits={"voltage_v": {"max_step": 2.0}})
+        k.connect()
+        try:
+            yield k, emulator
+        finally:
+            k.close()
+
+
+def test_emulated_measure_across_the_load_follows_ohms_law(bench: Bench) -> None:
+    k, emulator = bench
+    assert (emulator.output, emulator.function) == (False, "VOLT")
+    k.configure("voltage", 10e-3)
+    k.set_level(2.5)
+    k.set_output(True)
+    readings = k.measure()
+    assert readings.voltage_v[0] == pytest.approx(2.5)
+    assert readings.current_a[0] == pytest.approx(2.5e-3, rel=1e-6)
+    assert not readings.in_compliance[0]
+    k.set_output(False)
+    assert k.measure().current_a[0] == 0.0
+
+
+def test_emulated_compliance_clamps_and_trips(bench: Bench) -> None:
+    k, emulator = bench
+    k.configure("voltage", 1e-3)
+    k.set_output(True)
+    k.set_level(4.0)  # 4 mA wanted, 1 mA allowed: the voltage drops to 1 mA x 1 kOhm
+    readings = k.measure()
+    assert (readings.voltage_v[0], readings.current_a[0], readings.in_compliance[0]) == \
+        (pytest.approx(1.0), pytest.approx(1e-3), True)
+    k.set_level(0.0)
+    k.configure("current", 5.0)
+    k.set_output(True)
+    k.set_level(10e-3)  # 10 V wanted, 5 V allowed
+    readings = k.measure()
+    assert (readings.voltage_v[0], readings.current_a[0], readings.in_compliance[0]) == \
+        (pytest.approx(5.0), pytest.approx(5e-3), True)
+    assert emulator.function == "CURR" and emulator.limit["CURR"] == 5.0
+
+
+def test_emulated_sweep_follows_ohms_law_and_flags_clamped_points(
+        bench: Bench) -> None:
+    k, emulator = bench
+    k.configure("voltage", 3e-3, nplc=0.1)
+    k.set_output(True)
+    levels = np.linspace(-1.0, 5.0, 50)
+    readings = k.sweep(levels)
+    clamped = np.abs(levels) / 1000.0 > 3e-3
+    assert 0 < clamped.sum() < 50
+    np.testing.assert_allclose(readings.current_a, np.clip(levels / 1000.0, -3e-3, 3e-3), rtol=1e-6)
+    np.testing.assert_allclose(readings.voltage_v, np.clip(levels, -3.0, 3.0), rtol=1e-6)
+    np.testing.assert_array_equal(readings.in_compliance, clamped)
+    assert k.level == 5.0 and emulator.level["VOLT"] == 5.0
+
+
+def test_emulated_long_sweep_is_appended_and_polled(bench: Bench) -> None:
+    k, emulator = bench
+    k.configure("voltage", 0.1)
+    k.set_output(True)
+    levels = np.linspace(0.0, 2.0, 250)  # 3 list commands; about 10 s at 1 PLC: polled, not waited on
+    readings = k.sweep(levels)
+    np.testing.assert_allclose(readings.current_a, levels / 1000.0, rtol=1e-6, atol=1e-12)
+    assert emulator.source_list["VOLT"] == pytest.approx(levels.tolist())
+    assert sum(m.startswith(b":SOUR:LIST:VOLT:APP ") for m in emulator.received) == 2
+    assert b':TRAC:ACT? "defbuffer1"' in emulator.received
+
+
+def test_emulated_fixed_measure_range_overflow_raises(bench: Bench) -> None:
+    k, _ = bench
+    k.configure("voltage", 10e-3)
+    k.set_measure_range(1e-3)
+    k.set_output(True)
+    k.set_level(2.0)  # 2 mA on the 1 mA range
+    with pytest.raises(DeviceError, match=r"beyond the fixed 0\.001 measure range"):
+        k.measure()
+    k.set_measure_range(None)
+    assert k.measure().current_a[0] == pytest.approx(2e-3)
+
+
+def test_emulated_raw_out_of_range_command_queues_the_error(
+        bench: Bench) -> None:
+    k, _ = bench
+    k.write(":SOUR:VOLT 300")
+    code, message = k.parse_error(k.query("SYST:ERR?"))
+    assert code == -222 and message.startswith("Parameter data out of range")
+    assert k.parse_error(k.query("SYST:ERR?")) == (0, "No error")
+    assert float(k.query(":SOUR:VOLT?")) == 0.0  # the refused level was not applied
+    k.write(":SOUR:VOLT:BOGUS 1")
+    with pytest.raises(DeviceError, match="-113 Undefined header"):
+        k.check_errors()
+
+
+def test_emulated_safe_state_leaves_the_output_off_at_zero(bench: Bench) -> None:
+    k, emulator = bench
+    k.configure("voltage", 10e-3)
+    k.set_output(True)
+    k.set_level(4.0)
+    assert emulator.output and emulator.level["VOLT"] == 4.0
+    k.safe_state()
+    assert not emulator.output and emulator.level["VOLT"] == 0.0
+    assert k.query(":OUTP?") == "0"
+    ramp_down = [m for m in emulator.received if m.startswith(b":SOUR:VOLT ")][-2:]
+    assert ramp_down == [b":SOUR:VOLT 2", b":SOUR:VOLT 0"]  # 2 V max_step from 4 V
+
+
+# -- the emulator on its own ---------------------------------------------------------------------------------
+def test_emulator_accepts_long_and_short_forms() -> None:
+    emulator = Keithley2450Emulator()
+    assert emulator.handle(b":SOURce1:VOLTage:LEVel:IMMediate:AMPLitude 1.5") is None
+    assert emulator.handle(b":sour:volt?") == b"1.500000E+00"
+    reply = emulator.handle(b'SENSe:FUNCtion "VOLTage";:SENS:VOLT:NPLCycles 0.5;:VOLT:NPLC?')
+    assert reply == b"5.000000E-01" and emulator.sense_function == "VOLT"
+    assert emulator.handle(b"*IDN?") == IDN
+    assert emulator.handle(b"SYST:ERR?") == b'0,"No error;0;0 0"'
+
+
+def test_emulator_errors_use_the_2450_format_and_a_failed_query_sends_nothing() -> None:
+    emulator = Keithley2450Emulator()
+    assert emulator.handle(b':TRAC:DATA? 1, 5, "defbuffer1"') is None  # empty buffer
+    assert emulator.handle(b":SOUR:LIST:VOLT " + b", ".join(b"0.1" for _ in range(101))) is None
+    assert emulator.handle(b":SOUR2:VOLT 1") is None
+    pattern = rb'^%d,"%s[^;"]*;1;\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d{3}"$'
+    expected = ((-222, b"Parameter data out of range"), (-223, b"Too much data"), (-113, b"Undefined header"))
+    for code, text in expected:
+        reply = emulator.handle(b"SYST:ERR?")
+        assert reply is not None and re.match(pattern % (code, text), reply), reply
+    assert emulator.handle(b"SYST:ERR?") == b'0,"No error;0;0 0"'
+
+
+def test_emulator_noise_is_seeded() -> None:
+    def readings(seed: int) -> bytes | None:
+        emulator = Keithley2450Emulator(load_ohm=1e3, noise_a=1e-6, seed=seed)
+        emulator.handle(b":OUTP ON;:SOUR:VOLT:ILIM 0.01;:SOUR:VOLT 1")
+        return emulator.handle(b':READ? "defbuffer1", READ')
+
+    assert readings(1) == readings(1) != readings(2)
+    assert float(readings(1) or b"nan") == pytest.approx(1e-3, abs=1e-5)

@@ -1,0 +1,426 @@
+"""Keysight 33500B driver: byte-exact protocol, limits refused before any traffic, and runs against the
+emulator served over TCP through pyvisa-py."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from drivers.keysight_33500b import Keysight33500B
+from hil.errors import ConfigError, DeviceError, LimitError
+from hil.transport import VisaTransport
+from simulators.emulators.keysight_33500b import Keysight33500BEmulator
+from tests.protocol import block, expected_protocol
+
+IDN = b"Keysight Technologies,33522B,MY00000000,4.00-3.15-2.00-58-00"
+ZERO = b"+0.000000000000000E+00"
+ERRORS_CHECKED = (b"SYST:ERR?", b'+0,"No error"')
+DC_OFF = (b"DC", ZERO, b"0")
+
+
+def awg(**options):
+    return lambda transport: Keysight33500B(transport, **options)
+
+
+def connected(*channels: tuple[bytes, bytes, bytes], idn: bytes = IDN, load: bytes = b"50"):
+    """The connect exchange; each channel is (FUNC? reply, VOLT:OFFS? reply if DC, OUTP? reply)."""
+    channels = channels or (DC_OFF, DC_OFF)
+    exchanges = [(b"*CLS", None), (b"*IDN?", idn), (b"FORM:BORD SWAP", None)]
+    for n in range(1, len(channels) + 1):
+        exchanges += [(b"OUTP%d:LOAD %s" % (n, load), None), (b"SOUR%d:VOLT:UNIT VPP" % n, None)]
+    exchanges.append(ERRORS_CHECKED)
+    for n, (function, offset, output) in enumerate(channels, 1):
+        exchanges.append((b"SOUR%d:FUNC?" % n, function))
+        if function == b"DC":
+            exchanges.append((b"SOUR%d:VOLT:OFFS?" % n, offset))
+        exchanges.append((b"OUTP%d?" % n, output))
+    return exchanges
+
+
+def arming(channel: int) -> list[tuple[bytes, bytes | None]]:
+    return [(b"SOUR%d:BURS:MODE TRIG" % channel, None), (b"SOUR%d:BURS:NCYC 1" % channel, None),
+            (b"TRIG%d:SOUR BUS" % channel, None), (b"SOUR%d:FUNC ARB" % channel, None),
+            (b"SOUR%d:BURS:STAT ON" % channel, None), ERRORS_CHECKED]
+
+
+# -- byte-exact protocol -------------------------------------------------------------------------------------
+def test_connect_sets_byte_order_load_and_units_then_reads_each_channel():
+    exchanges = connected((b"DC", b"+2.500000000000000E-01", b"1"), (b"SIN", b"", b"0"))
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        assert inst.identify() == IDN.decode()
+        assert (inst.model, inst.n_channels) == ("33522B", 2)
+        assert inst.level_v == {1: 0.25, 2: None}
+        assert inst.output_on == {1: True, 2: False}
+        assert inst.function == {1: "DC", 2: "SIN"}
+
+
+def test_single_channel_model_into_high_impedance():
+    idn = b"Agilent Technologies,33521B,MY52000001,3.05-1.19-2.00-52-00"
+    with expected_protocol(awg(load_ohm=None), connected(DC_OFF, idn=idn, load=b"INF")) as inst:
+        inst.connect()
+        assert inst.n_channels == 1
+        assert (inst.limits["voltage_v"].min, inst.limits["voltage_v"].max) == (-10.0, 10.0)
+        with pytest.raises(LimitError, match="channel 2 does not exist"):
+            inst.set_voltage(2, 1.0)
+
+
+def test_unknown_model_is_refused_and_the_connection_closed():
+    exchanges = [(b"*CLS", None), (b"*IDN?", b"RIGOL TECHNOLOGIES,DG4162,DG4E0000,00.01.12")]
+    with expected_protocol(awg(), exchanges) as inst:
+        with pytest.raises(DeviceError, match="DG4162"):
+            inst.connect()
+        assert not inst.connected and not inst.transport.is_open
+
+
+@pytest.mark.parametrize(("load_ohm", "peak_v"), [(50.0, 5.0), (None, 10.0), (1000.0, 10 * 1000 / 1050),
+                                                  (1.0, 10 / 51)])
+def test_voltage_limit_follows_the_load(load_ohm, peak_v):
+    limit = awg(load_ohm=load_ohm)(None).limits["voltage_v"]
+    assert (limit.min, limit.max) == (pytest.approx(-peak_v), pytest.approx(peak_v))
+
+
+@pytest.mark.parametrize("load_ohm", [0.5, 20e3, math.nan, "fifty"])
+def test_impossible_load_is_a_config_error(load_ohm):
+    with pytest.raises(ConfigError, match="load_ohm"):
+        Keysight33500B(None, load_ohm=load_ohm)  # type: ignore[arg-type]
+
+
+def test_lab_limits_may_narrow_but_not_widen():
+    assert awg(limits={"voltage_v": {"max": 2.0}})(None).limits["voltage_v"].max == 2.0
+    with pytest.raises(ConfigError, match="widen"):
+        awg(limits={"voltage_v": {"max": 6.0}})(None)
+
+
+def test_set_voltage_on_a_dc_channel():
+    exchanges = [*connected(), (b"SOUR1:VOLT:OFFS 0.5", None), ERRORS_CHECKED]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        inst.set_voltage(1, 0.5)
+        assert inst.level_v[1] == 0.5
+
+
+def test_set_voltage_selects_the_dc_function_first():
+    exchanges = [*connected(DC_OFF, (b"SIN", b"", b"0")),
+                 (b"SOUR2:FUNC DC", None), (b"SOUR2:VOLT:OFFS -1.5", None), ERRORS_CHECKED]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        inst.set_voltage(2, -1.5)
+        assert inst.function[2] == "DC" and inst.level_v[2] == -1.5
+
+
+def test_set_voltage_ramps_in_steps_of_max_step():
+    exchanges = [*connected()]
+    for step in (b"0.4", b"0.8", b"1.2"):
+        exchanges += [(b"SOUR1:VOLT:OFFS " + step, None), ERRORS_CHECKED]
+    with expected_protocol(awg(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as inst:
+        inst.connect()
+        inst.set_voltage(1, 1.2)
+        assert inst.level_v[1] == pytest.approx(1.2)
+
+
+def test_output_on_and_off():
+    exchanges = [*connected(), (b"OUTP2 ON", None), ERRORS_CHECKED, (b"OUTP2 OFF", None), ERRORS_CHECKED]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        inst.set_output(2, True)
+        assert inst.output_on[2] is True
+        inst.set_output(2, False)
+        assert inst.output_on[2] is False
+
+
+def test_waveform_upload_sends_normalised_float32_block_and_arms_a_bus_triggered_burst():
+    samples = [0.0, 1.0, 2.0, 1.0, 0.0, -1.0, -2.0, -1.0]  # window 4 Vpp about 0 V: data = volts / 2
+    data = np.array([0.0, 0.5, 1.0, 0.5, 0.0, -0.5, -1.0, -0.5], dtype=np.float32)
+    assert block(data)[:4] == b"#232"
+    exchanges = [*connected(),
+                 (b"SOUR1:VOLT?", b"+1.000000000000000E-01"), (b"SOUR1:VOLT:OFFS?", ZERO),
+                 (b"SOUR1:DATA:VOL:CLE", None),
+                 (b"SOUR1:DATA:ARB HIL_CH1," + block(data), None),
+                 (b"SOUR1:FUNC:ARB HIL_CH1", None),
+                 (b"SOUR1:FUNC:ARB:SRAT 1000", None),
+                 (b"SOUR1:FUNC:ARB:FILT STEP", None),
+                 (b"SOUR1:VOLT 4", None), (b"SOUR1:VOLT:OFFS 0", None), ERRORS_CHECKED,
+                 *arming(1)]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        inst.load_waveform(1, samples, 1000.0)
+        assert inst.waveform_samples == {1: 8}
+        assert inst.function[1] == "ARB" and inst.level_v[1] is None
+        assert inst.sample_rate_hz[1] == 1000.0
+
+
+def test_waveform_offset_goes_first_when_the_new_amplitude_would_not_fit_the_old_offset():
+    # DC at 4 V; the waveform spans -1..3 V (4 Vpp about 1 V): 4 Vpp about 4 V would reach 6 V > 5 V
+    samples = np.array([-1.0, 3.0] * 4)
+    data = np.array([-1.0, 1.0] * 4, dtype=np.float32)
+    exchanges = [*connected((b"DC", b"+4.000000000000000E+00", b"1"), DC_OFF),
+                 (b"SOUR1:VOLT?", b"+1.000000000000000E-01"),
+                 (b"SOUR1:VOLT:OFFS?", b"+4.000000000000000E+00"),
+                 (b"SOUR1:DATA:VOL:CLE", None), (b"SOUR1:DATA:ARB HIL_CH1," + block(data), None),
+                 (b"SOUR1:FUNC:ARB HIL_CH1", None), (b"SOUR1:FUNC:ARB:SRAT 2500000", None),
+                 (b"SOUR1:FUNC:ARB:FILT STEP", None),
+                 (b"SOUR1:VOLT:OFFS 1", None), (b"SOUR1:VOLT 4", None), ERRORS_CHECKED, *arming(1)]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        inst.load_waveform(1, samples, 2.5e6)
+
+
+def test_flat_waveform_uses_the_smallest_amplitude_inside_the_lab_limits():
+    # 0 V everywhere with a lab floor of 0 V: 1 mVpp window from 0 to 1 mV, so the data sit at -1; the present
+    # window (0.1 Vpp about 0 V) already dips below the floor, so the instrument's own limits decide the order
+    data = np.full(8, -1.0, dtype=np.float32)
+    exchanges = [*connected(), (b"SOUR1:VOLT?", b"+1.000000000000000E-01"), (b"SOUR1:VOLT:OFFS?", ZERO),
+                 (b"SOUR1:DATA:VOL:CLE", None), (b"SOUR1:DATA:ARB HIL_CH1," + block(data), None),
+                 (b"SOUR1:FUNC:ARB HIL_CH1", None), (b"SOUR1:FUNC:ARB:SRAT 10", None),
+                 (b"SOUR1:FUNC:ARB:FILT STEP", None),
+                 (b"SOUR1:VOLT 0.001", None), (b"SOUR1:VOLT:OFFS 0.0005", None), ERRORS_CHECKED, *arming(1)]
+    with expected_protocol(awg(limits={"voltage_v": {"min": 0.0}}), exchanges) as inst:
+        inst.connect()
+        inst.load_waveform(1, np.zeros(8), 10.0)
+
+
+def _loaded(channel: int) -> list:
+    data = np.linspace(-1, 1, 8, dtype=np.float32)
+    return [(b"SOUR%d:VOLT?" % channel, b"+1.000000000000000E-01"), (b"SOUR%d:VOLT:OFFS?" % channel, ZERO),
+            (b"SOUR%d:DATA:VOL:CLE" % channel, None),
+            (b"SOUR%d:DATA:ARB HIL_CH%d," % (channel, channel) + block(data), None),
+            (b"SOUR%d:FUNC:ARB HIL_CH%d" % (channel, channel), None),
+            (b"SOUR%d:FUNC:ARB:SRAT 1000" % channel, None), (b"SOUR%d:FUNC:ARB:FILT STEP" % channel, None),
+            (b"SOUR%d:VOLT 2" % channel, None), (b"SOUR%d:VOLT:OFFS 0" % channel, None), ERRORS_CHECKED,
+            *arming(channel)]
+
+
+def test_play_every_loaded_channel_with_one_bus_trigger_or_one_channel_alone():
+    exchanges = [*connected(), *_loaded(1), *_loaded(2), (b"*TRG", None), ERRORS_CHECKED,
+                 (b"TRIG2", None), ERRORS_CHECKED]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)
+        inst.load_waveform(2, np.linspace(-1, 1, 8), 1000)
+        inst.play()
+        inst.play([2])
+
+
+def test_play_without_a_waveform_sends_nothing():
+    with expected_protocol(awg(), connected()) as inst:
+        inst.connect()
+        with pytest.raises(DeviceError, match="no waveform loaded"):
+            inst.play()
+        with pytest.raises(DeviceError, match="no waveform loaded on channel 1"):
+            inst.play([1])
+
+
+def test_instrument_error_raises_device_error_with_its_message_and_forgets_the_level():
+    exchanges = [*connected(), (b"SOUR1:VOLT:OFFS 4.5", None),
+                 (b"SYST:ERR?", b'-222,"Data out of range;value clipped to upper limit"'),
+                 (b"SYST:ERR?", b'-221,"Settings conflict"'), ERRORS_CHECKED]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        with pytest.raises(DeviceError, match=r"-222 Data out of range;value clipped to upper limit; -221 "):
+            inst.set_voltage(1, 4.5)
+        assert inst.level_v[1] is None
+
+
+@pytest.mark.parametrize(("exchange", "reply"), [(b"OUTP1?", b"ON?"), (b"SOUR1:FUNC?", b"\x15garbage")])
+def test_garbage_reply_raises_device_error(exchange, reply):
+    exchanges = [(sent, reply if sent == exchange else answer) for sent, answer in connected()]
+    exchanges = exchanges[:[sent for sent, _ in exchanges].index(exchange) + 1]
+    with expected_protocol(awg(), exchanges) as inst:
+        with pytest.raises(DeviceError, match="reply"):
+            inst.connect()
+        assert not inst.transport.is_open
+
+
+def test_non_numeric_level_is_a_device_error():
+    exchanges = connected((b"DC", b"+9.9E+37x", b"0"), DC_OFF)[:-4]
+    with expected_protocol(awg(), exchanges) as inst, pytest.raises(DeviceError, match="not a finite number"):
+        inst.connect()
+
+
+def test_safe_state_switches_an_unknown_channel_off_first_and_ramps_a_known_one():
+    exchanges = [*connected((b"ARB", b"", b"1"), (b"DC", b"+1.000000000000000E+00", b"1")),
+                 (b"OUTP1 OFF", None), ERRORS_CHECKED,
+                 (b"SOUR1:FUNC DC", None), (b"SOUR1:VOLT:OFFS 0", None), ERRORS_CHECKED,
+                 (b"SOUR2:VOLT:OFFS 0.5", None), ERRORS_CHECKED, (b"SOUR2:VOLT:OFFS 0", None), ERRORS_CHECKED,
+                 (b"OUTP2 OFF", None), ERRORS_CHECKED]
+    with expected_protocol(awg(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as inst:
+        inst.connect()
+        inst.safe_state()
+        assert inst.level_v == {1: 0.0, 2: 0.0} and inst.output_on == {1: False, 2: False}
+
+
+def test_snapshot_adds_model_load_and_function():
+    with expected_protocol(awg(load_ohm=1000), connected(DC_OFF, (b"SQU", b"", b"0"), load=b"1000")) as inst:
+        inst.connect()
+        snapshot = inst.snapshot()
+    assert snapshot["model"] == "33522B"
+    assert snapshot["load_ohm"] == {1: 1000.0, 2: 1000.0}
+    assert snapshot["function"] == {1: "DC", 2: "SQU"}
+    assert snapshot["level_v"] == {1: 0.0, 2: None}
+    assert snapshot["limits"]["voltage_v"]["max"] == pytest.approx(10 * 1000 / 1050)
+
+
+# -- limits are refused before anything is sent --------------------------------------------------------------
+@pytest.mark.parametrize("voltage_v", [5.01, -6.0, math.nan, math.inf, "one volt"])
+def test_out_of_range_voltage_sends_nothing(voltage_v):
+    with expected_protocol(awg(), connected()) as inst:
+        inst.connect()
+        with pytest.raises(LimitError):
+            inst.set_voltage(1, voltage_v)
+        assert inst.level_v[1] == 0.0
+
+
+@pytest.mark.parametrize(("samples", "rate", "match"), [
+    (np.zeros(7), 1e3, r"shape \(7,\)"),
+    (np.zeros(65_537), 1e3, r"shape \(65537,\)"),
+    ([0, 1, 2, 3, 4, 5, 5.5, 0], 1e3, r"waveform\[6\]"),
+    ([0, 1, 2, np.nan, 4, 5, 0, 0], 1e3, r"waveform\[3\]"),
+    (np.zeros(8), 200e6, "sample_rate_hz"),
+    (np.zeros(8), 0.0, "sample_rate_hz"),
+])
+def test_bad_waveform_sends_nothing(samples, rate, match):
+    with expected_protocol(awg(), connected()) as inst:
+        inst.connect()
+        with pytest.raises(LimitError, match=match):
+            inst.load_waveform(1, samples, rate)
+        assert inst.waveform_samples == {} and inst.level_v[1] == 0.0
+
+
+def test_waveform_outside_the_lab_limits_sends_nothing():
+    with expected_protocol(awg(limits={"voltage_v": {"min": -1.0, "max": 1.0}}), connected()) as inst:
+        inst.connect()
+        with pytest.raises(LimitError, match=r"waveform\[1\]"):
+            inst.load_waveform(2, [0, 1.5, 0, 0, 0, 0, 0, 0], 1e3)
+
+
+# -- the unchanged driver against the emulator over TCP ------------------------------------------------------
+@pytest.fixture
+def bench(tcp_server):
+    """An emulated 33522B on a TCP socket and a driver talking to it through pyvisa-py."""
+    emulator = Keysight33500BEmulator()
+    inst = Keysight33500B(VisaTransport(tcp_server(emulator).resource, timeout_s=2.0), name="awg")
+    yield inst.connect(), emulator
+    inst.close()
+
+
+def test_emulator_dc_level_and_output(bench):
+    inst, emulator = bench
+    assert inst.identify().startswith("Keysight Technologies,33522B")
+    assert emulator.channels[1].load_ohm == 50.0 and emulator.byte_order == "SWAP"
+    inst.set_voltage(1, 1.25)
+    inst.set_output(1, True)
+    assert emulator.output_v(1) == 1.25
+    assert inst.query("SOUR1:VOLT:OFFS?") == "+1.250000000000000E+00"
+    assert inst._read_level_hw(1) == 1.25 and inst._read_output_hw(1) is True
+
+
+def test_emulator_plays_the_requested_volts(bench):
+    inst, emulator = bench
+    t = np.arange(500) / 50e3
+    samples_1 = 0.3 + 2.0 * np.sin(2 * np.pi * 1e3 * t)
+    samples_2 = np.linspace(-4.5, 0.5, 100)
+    inst.load_waveform(1, samples_1, 50e3)
+    inst.load_waveform(2, samples_2, 1e6)
+    inst.set_output(1, True)
+    assert emulator.played == []
+    inst.play()
+    (first, second) = emulator.played
+    assert (first.channel, first.sample_rate_hz, first.output_on) == (1, 50e3, True)
+    assert (second.channel, second.sample_rate_hz, second.output_on) == (2, 1e6, False)
+    np.testing.assert_allclose(first.volts_v, samples_1, rtol=0, atol=2.5e-7)
+    np.testing.assert_allclose(second.volts_v, samples_2, rtol=0, atol=4e-7)
+    assert emulator.output_v(1) == pytest.approx(samples_1[0], abs=1e-6)  # idles at the first sample
+    inst.play([2])
+    assert [p.channel for p in emulator.played] == [1, 2, 2]
+    assert inst.query("SOUR1:DATA:VOL:CAT?") == '"HIL_CH1"'
+
+
+def test_emulator_reports_a_raw_out_of_range_command(bench):
+    inst, emulator = bench
+    inst.transport.write("SOUR1:VOLT:OFFS 7")  # channel 1 plays a 0.1 Vpp sine (power-on): 4.95 V at most
+    assert inst.transport.query("SYST:ERR?") == '-222,"Data out of range;value clipped to upper limit"'
+    assert emulator.channels[1].offset_v == pytest.approx(4.95)
+    inst.transport.write("SOUR2:VOLTAGE:OFFSET -12;:BOGUS:HEADER")
+    with pytest.raises(DeviceError, match=r"-222 Data out of range.*-113 Undefined header"):
+        inst.check_errors()
+    inst.check_errors()  # the queue is empty now
+
+
+def test_emulator_safe_state_leaves_outputs_off_at_zero(bench):
+    inst, emulator = bench
+    inst.load_waveform(1, np.linspace(0, 3, 64), 1e4)
+    inst.set_output(1, True)
+    inst.play()
+    inst.set_voltage(2, -2.0)
+    inst.set_output(2, True)
+    inst.safe_state()
+    for n in (1, 2):
+        state = emulator.channels[n]
+        assert (state.output_on, state.function, state.offset_v) == (False, "DC", 0.0)
+        assert not state.burst_state
+        assert emulator.output_v(n) == 0.0
+    assert inst.waveform_samples == {}
+    assert not emulator.errors
+
+
+def test_emulator_high_impedance_single_channel(tcp_server):
+    emulator = Keysight33500BEmulator(model="33521B")
+    with Keysight33500B(VisaTransport(tcp_server(emulator).resource), load_ohm=None) as inst:
+        assert inst.n_channels == 1
+        inst.set_voltage(1, 8.0)
+        assert emulator.channels[1].load_ohm is None and emulator.channels[1].offset_v == 8.0
+        inst.load_waveform(1, np.linspace(-9.5, 9.5, 16), 1e3)
+        inst.play()
+        np.testing.assert_allclose(emulator.played[0].volts_v, np.linspace(-9.5, 9.5, 16), atol=1e-6)
+    assert emulator.channels[1].output_on is False and emulator.channels[1].offset_v == 0.0
+
+
+# -- the emulator's own dialect ------------------------------------------------------------------------------
+def _ask(emulator: Keysight33500BEmulator, message: bytes) -> bytes | None:
+    return emulator.handle(message)
+
+
+def test_emulator_long_and_short_forms_and_reply_formats():
+    e = Keysight33500BEmulator()
+    assert _ask(e, b":SOURce2:FUNCtion:SHAPe DC;:SOUR2:VOLTAGE:LEVEL:IMMEDIATE:OFFSET 0.5") is None
+    assert _ask(e, b"SOUR2:FUNC?;SOUR2:VOLT:OFFS?") == b"DC;+5.000000000000000E-01"
+    assert _ask(e, b"OUTPUT2:STATE ON;:OUTP2?;:OUTP1?") == b"1;0"
+    assert _ask(e, b"OUTP2:LOAD INF;:OUTP2:LOAD?;:SOUR2:VOLT:OFFS?") == b"+9.900000000000000E+37;" \
+                                                                          b"+1.000000000000000E+00"
+    assert _ask(e, b"SYST:ERR?") == b'+0,"No error"'
+
+
+def test_emulator_errors_as_the_instrument():
+    e = Keysight33500BEmulator(channels=1)
+    cases = [(b"SOUR1:FUNC ARB", b"-221"), (b"SOUR2:FUNC DC", b"-113"), (b"FUNC:ARB NOPE", b"-224"),
+             (b"OUTP1 MAYBE", b"-224"), (b"FUNC DC;BURS:STAT ON", b"-221"), (b"*TRG", b"-211"),
+             (b"DATA:ARB A,0.1,0.2", b"-222"), (b"VOLT:OFFS", b"-109")]
+    for message, code in cases:
+        assert _ask(e, message) is None
+        assert _ask(e, b"SYST:ERR?").startswith(code + b","), message
+    assert _ask(e, b"SYST:ERR?") == b'+0,"No error"'
+
+
+def test_emulator_volatile_memory_byte_order_and_dac_data():
+    e = Keysight33500BEmulator(memory_points=20)
+    big = np.linspace(-1, 1, 8).astype(">f4").tobytes()
+    assert _ask(e, b"DATA:ARB BIG,#232" + big) is None  # FORM:BORD NORM (power-on): big-endian
+    dac = np.array([-32767, 0, 32767, 0, 1, 2, 3, 4], dtype="<i2").tobytes()
+    _ask(e, b"FORM:BORD SWAP")
+    assert _ask(e, b"DATA:ARB:DAC CODES,#216" + dac) is None
+    assert _ask(e, b"DATA:VOL:CAT?;DATA:VOL:FREE?") == b'"BIG","CODES";+4'
+    np.testing.assert_allclose(e.channels[1].memory["BIG"], np.linspace(-1, 1, 8), atol=1e-7)
+    assert e.channels[1].memory["CODES"][:3].tolist() == [-1.0, 0.0, 1.0]
+    assert _ask(e, b"DATA:ARB BIG,#232" + big) is None  # now read as little-endian: garbage
+    assert _ask(e, b"SYST:ERR?") == b'-222,"Data out of range; points must lie within -1..+1"'
+    little = np.linspace(-1, 1, 8).astype("<f4").tobytes()
+    assert _ask(e, b"DATA:ARB BIG,#232" + little) is None
+    assert _ask(e, b"SYST:ERR?").startswith(b"-221,")  # the name is taken
+    assert _ask(e, b"DATA:ARB MORE,#232" + little) is None
+    assert _ask(e, b"SYST:ERR?").startswith(b"-225,")  # 16 + 8 > 20 points
+    assert _ask(e, b"DATA:ARB ODD,#13abc") is None
+    assert _ask(e, b"SYST:ERR?").startswith(b"-161,")
+    assert _ask(e, b"DATA:VOL:CLE;:DATA:VOL:CAT?") == b'""'
