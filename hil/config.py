@@ -1,0 +1,178 @@
+"""Read YAML files into pydantic models, with errors that name the file, the line and the field.
+
+Used by lab files and experiment protocols alike. Every model forbids unknown keys. The first problem found is
+reported on one line as ``file:line: dotted.field: what is wrong``, with the allowed keys for an unknown key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hil.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+Location = tuple[str | int, ...]
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors, and values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class YamlDocument:
+    """A parsed YAML file: its data, and the line of every key and item (1-based) for error messages."""
+
+    def __init__(self, data: Any, lines: dict[Location, int], source: str):
+        self.data, self.lines, self.source = data, lines, source
+
+    @classmethod
+    def read(cls, path: str | Path) -> YamlDocument:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("file not found", source=str(path)) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"cannot read: {error}", source=str(path)) from None
+        return cls.parse(text, str(path))
+
+    @classmethod
+    def parse(cls, text: str, source: str = "<string>") -> YamlDocument:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            lines: dict[Location, int] = {}
+            if node is not None:
+                _index(node, (), lines, source)
+            data = loader.construct_document(node) if node is not None else None
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            problem = " ".join(filter(None, [error.context, error.problem]))
+            raise ConfigError(f"invalid YAML: {problem}", source=source,
+                              line=mark.line + 1 if mark else None) from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"invalid YAML: {error}", source=source) from None
+        finally:
+            loader.dispose()
+        return cls(data, lines, source)
+
+    def line_of(self, location: Location) -> int | None:
+        """The line of the deepest part of ``location`` that the file has (a missing key: its parent's line)."""
+        for end in range(len(location), -1, -1):
+            if location[:end] in self.lines:
+                return self.lines[location[:end]]
+        return None
+
+    def error(self, message: str, location: Location) -> ConfigError:
+        """A `ConfigError` at ``location`` in this file."""
+        return ConfigError(message, source=self.source, line=self.line_of(location),
+                           field=".".join(map(str, location)) or None)
+
+    def validate(self, model: type[M], location: Location = ()) -> M:
+        """Validate the data (or the part at ``location``) against ``model``; the first error, located."""
+        data = self.data
+        for key in location:
+            data = data[key]
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise self.error(f"expected a mapping of keys, got {type(data).__name__}", location)
+        try:
+            return model.model_validate(data)
+        except ValidationError as errors:
+            first = errors.errors()[0]
+            loc = location + _data_location(data, first["loc"])
+            more = len(errors.errors()) - 1
+            message = _explain(first, model, first["loc"])
+            if more:
+                message += f" (and {more} more problem{'s' if more > 1 else ''})"
+            raise self.error(message, loc) from None
+
+
+def _index(node: yaml.Node, location: Location, lines: dict[Location, int], source: str) -> None:
+    lines[location] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"duplicate key {key!r} (first on line {seen[key]})", source=source, line=line,
+                                  field=".".join(map(str, (*location, key))))
+            seen[key] = line
+            _index(value_node, (*location, key), lines, source)
+            lines[(*location, key)] = line
+    elif isinstance(node, yaml.SequenceNode):
+        for position, item in enumerate(node.value):
+            _index(item, (*location, position), lines, source)
+
+
+def _data_location(data: Any, loc: tuple[Any, ...]) -> Location:
+    """Keep the parts of a pydantic error location that index the data (dropping union tags and the like)."""
+    kept: list[str | int] = []
+    for part in loc:
+        in_dict = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if in_dict or in_list:
+            data = data[part]
+            kept.append(part)
+        elif isinstance(data, dict) and isinstance(part, str) and "[" not in part and "-" not in part:
+            kept.append(part)  # a missing field: name it, then stop
+            break
+    return tuple(kept)
+
+
+def _explain(error: dict[str, Any], model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        return f"unknown key {loc[-1]!r}{hint}"
+    if error["type"] == "missing":
+        return "required field is missing"
+    value = error.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
+    return f"{error['msg']}{shown}"
+
+
+def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model found at ``loc`` inside ``model``, best effort."""
+    current = model
+    for part in loc:
+        current = _step(current, part)
+        if current is None:
+            return []
+    current = _unwrap_model(current)
+    return list(current.model_fields) if current is not None else []
+
+
+def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _unwrap_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    if model is not None:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        return field.annotation if field is not None else None
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is dict and len(args) == 2:
+        return args[1]
+    if origin is list and args:
+        return args[0]
+    for arg in args:  # a union: follow the member the part fits
+        found = _step(arg, part)
+        if found is not None:
+            return found
+    return None

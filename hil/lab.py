@@ -1,0 +1,241 @@
+"""The lab file (``lab.yaml``) and the `Lab` that builds, connects and closes its instruments.
+
+A lab file names each instrument, its driver (a registry name), and where it is: a VISA or serial ``resource``
+on a bench, ``emulate`` to serve the driver's emulator in this process (no hardware needed), or a simulated
+``world``. ``limits`` narrows the driver's limits for this bench; ``settings`` are the driver's own options.
+
+On leaving a ``with Lab.load(path) as lab:`` block, normally, on an exception or on Ctrl-C, every connected
+instrument is put in its safe state and closed; a second Ctrl-C during that clean-up is held until it is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, PositiveFloat, field_validator, model_validator
+
+from hil.config import Strict, YamlDocument
+from hil.errors import ConfigError, HilError
+from hil.instruments import Instrument
+from hil.registry import instrument_class, load_target
+from hil.transport import open_transport
+
+#: Keyword arguments every instrument takes from the framework, not from ``settings``.
+FRAMEWORK_ARGUMENTS = {"self", "transport", "world", "name", "limits", "clock"}
+
+
+class LimitConfig(Strict):
+    """Narrowed limit fields; any left out keep the driver's value."""
+
+    min: float | None = None
+    max: float | None = None
+    max_step: float | None = None
+    ramp_rate: float | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+class InstrumentConfig(Strict):
+    """One instrument: its driver, where it is (exactly one of resource, emulate, world), limits, settings."""
+
+    driver: str
+    resource: str | None = None
+    emulate: bool | dict[str, Any] = False
+    world: str | None = None
+    timeout_s: PositiveFloat = 2.0
+    traffic_log: str | None = None
+    limits: dict[str, LimitConfig] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_location(self) -> InstrumentConfig:
+        given = [key for key in ("resource", "emulate", "world") if getattr(self, key)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of resource (a bench instrument), emulate (true, or emulator "
+                             f"options) or world (a simulator); got {given or 'none'}")
+        return self
+
+
+class LabConfig(Strict):
+    """The whole lab file."""
+
+    description: str = ""
+    instruments: dict[str, InstrumentConfig] = Field(default_factory=dict)
+
+
+class Lab:
+    """Builds the instruments of a lab file, connects them, and always leaves them safe.
+
+    ``build()`` constructs every instrument (starting emulators, which touch no hardware) and so checks the
+    drivers, settings and limits; ``open()`` also connects them.
+    """
+
+    def __init__(self, config: LabConfig, document: YamlDocument | None = None):
+        self.config = config
+        self.document = document
+        self.source = document.source if document else "<lab>"
+        self.instruments: dict[str, Instrument] = {}
+        self._servers: list[Any] = []
+        self._connected: list[Instrument] = []
+
+    @classmethod
+    def load(cls, path: str | Path) -> Lab:
+        document = YamlDocument.read(path)
+        return cls(document.validate(LabConfig), document)
+
+    def _error(self, message: str, location: tuple[str | int, ...]) -> ConfigError:
+        if self.document is not None:
+            return self.document.error(message, location)
+        return ConfigError(message, source=self.source, field=".".join(map(str, location)))
+
+    # -- building -----------------------------------------------------------------------------------------------
+    def build(self) -> dict[str, Instrument]:
+        """Construct every instrument without connecting; a problem is a `ConfigError` located in the file."""
+        try:
+            for name, config in self.config.instruments.items():
+                if name not in self.instruments:
+                    self.instruments[name] = self._build_one(name, config)
+        except BaseException:
+            self._stop_servers()
+            raise
+        return self.instruments
+
+    def _build_one(self, name: str, config: InstrumentConfig) -> Instrument:
+        where = ("instruments", name)
+        try:
+            cls = instrument_class(config.driver)
+        except ConfigError as error:
+            raise self._error(error.detail, (*where, "driver")) from None
+        parameters = inspect.signature(cls.__init__).parameters
+        allowed = sorted(set(parameters) - FRAMEWORK_ARGUMENTS
+                         - {p for p, v in parameters.items() if v.kind in (v.VAR_KEYWORD, v.VAR_POSITIONAL)})
+        for key in config.settings:
+            if key not in allowed:
+                raise self._error(f"unknown setting {key!r} for {config.driver}; allowed: "
+                                  f"{', '.join(allowed) or 'none'}", (*where, "settings", key))
+        limits = {key: value.model_dump(exclude_none=True) for key, value in config.limits.items()}
+        common: dict[str, Any] = {"name": name, "limits": limits, **config.settings}
+        try:
+            if config.world is not None:
+                if "world" not in parameters:
+                    raise self._error(f"{config.driver} is a bench driver; give it a resource or emulate, "
+                                      "not a world", (*where, "world"))
+                return cls(world=self._world(config.world, (*where, "world")), **common)
+            if "transport" not in parameters:
+                raise self._error(f"{config.driver} is a simulator; give it a world", where)
+            resource = config.resource or self._start_emulator(cls, config, where)
+            transport = open_transport(resource, timeout_s=config.timeout_s, traffic_log=config.traffic_log,
+                                       **getattr(cls, "transport_options", {}))
+            return cls(transport, **common)
+        except ConfigError as error:
+            if error.source:
+                raise
+            field = tuple(error.field.split(".")) if error.field else ()
+            raise self._error(error.detail, (*where, *field)) from None
+        except (TypeError, ValueError) as error:
+            raise self._error(str(error), (*where, "settings")) from None
+
+    def _world(self, name: str, where: tuple[str | int, ...]) -> Any:
+        raise self._error(f"no world named {name!r} in this lab", where)
+
+    def _start_emulator(self, cls: type[Instrument], config: InstrumentConfig, where: tuple[str, ...]) -> str:
+        target = getattr(cls, "emulator", None)
+        if target is None:
+            raise self._error(f"{config.driver} has no emulator; give a resource", (*where, "emulate"))
+        options = dict(config.emulate) if isinstance(config.emulate, dict) else {}
+        via = options.pop("via", "tcp")
+        if via not in ("tcp", "pty"):
+            raise self._error(f"via must be 'tcp' or 'pty', got {via!r}", (*where, "emulate", "via"))
+        from simulators.emulators.server import PtyServer, TcpServer
+
+        try:
+            emulator = load_target(target)(**options)
+        except TypeError as error:
+            raise self._error(f"bad emulator option: {error}", (*where, "emulate")) from None
+        server = (TcpServer if via == "tcp" else PtyServer)(emulator).start()
+        self._servers.append(server)
+        return server.resource
+
+    # -- connecting and closing ---------------------------------------------------------------------------------
+    def open(self) -> Lab:
+        """Build and connect every instrument; if one fails, the others are made safe and closed."""
+        self.build()
+        try:
+            for name, instrument in self.instruments.items():
+                if instrument.connected:
+                    continue
+                try:
+                    instrument.connect()
+                except HilError as error:
+                    raise type(error)(f"instrument {name!r}: {error}") from error
+                self._connected.append(instrument)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Safe state and close every connected instrument (in reverse order), then stop the emulators.
+
+        Every instrument is tried even if one fails; the first failure is raised at the end.
+        """
+        first_error: BaseException | None = None
+        with _sigint_held():
+            while self._connected:
+                instrument = self._connected.pop()
+                try:
+                    instrument.close()
+                except Exception as error:
+                    first_error = first_error or error
+            self._stop_servers()
+        if first_error is not None:
+            raise first_error
+
+    def _stop_servers(self) -> None:
+        while self._servers:
+            self._servers.pop().stop()
+
+    def safe_state(self) -> None:
+        """Put every connected instrument in its safe state without closing (e.g. on an interlock)."""
+        for instrument in reversed(self._connected):
+            instrument.safe_state()
+
+    def __enter__(self) -> Lab:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getitem__(self, name: str) -> Instrument:
+        if name not in self.instruments:
+            raise ConfigError(f"no instrument named {name!r}; the lab has: {', '.join(self.instruments)}",
+                              source=self.source)
+        return self.instruments[name]
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done (only in the main thread), then deliver it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt

@@ -1,0 +1,55 @@
+"""The hil command: tables on success; one line on stderr and exit 2 on a user mistake, never a traceback."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hil.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_devices_prints_the_default_lab_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["devices", "--lab", str(REPO / "lab.yaml")]) == 0
+    out = capsys.readouterr().out
+    for expected in ("awg", "Keysight33500B", "33522B", "smu", "Keithley2450", "KEITHLEY", "-2..2 V",
+                     "TCPIP::127.0.0.1::"):
+        assert expected in out
+
+
+def test_check_accepts_the_default_lab(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(REPO / "lab.yaml")]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ("instruments:\n  awg: {driver: keysight_33500b, emulate: true, colour: blue}\n", ":2: instruments.awg.colour"),
+    ("instruments:\n  awg:\n    driver: keysight_33500b\n    emulate: true\n    limits: {voltage_v: {max: 50}}\n",
+     ":5: instruments.awg.limits.voltage_v.max"),
+    ("instruments:\n  awg: {driver: keysight_33500b, emulate: true, timeout_s: [1]}\n",
+     ":2: instruments.awg.timeout_s"),
+    ("instruments:\n  awg: {driver: keysight_33500b\n", ":3: invalid YAML"),
+])
+def test_check_reports_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str,
+                                            needle: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and err.startswith(f"hil: error: {path}")
+
+
+def test_the_installed_command_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(textwrap.dedent("""
+        instruments:
+          smu: {driver: keithley_2450, resource: "TCPIP::127.0.0.1::1::SOCKET", timeout_s: 0.2}
+    """))
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "devices", "--lab", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert "instrument 'smu'" in result.stderr

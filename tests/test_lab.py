@@ -1,0 +1,180 @@
+"""lab.yaml: schema errors located by file, line and field; instruments always left safe and closed."""
+
+import os
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hil.errors import ConfigError, LimitError, TransportError
+from hil.lab import Lab, _sigint_held
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "lab.yaml"
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def emulators(lab: Lab) -> dict[str, object]:
+    return {type(server.emulator).__name__: server.emulator for server in lab._servers}
+
+
+def test_default_lab_opens_identifies_and_closes_safe() -> None:
+    lab = Lab.load(REPO / "lab.yaml")
+    with lab:
+        assert set(lab.instruments) >= {"awg", "smu"}
+        assert "33522B" in lab["awg"].identify() and "2450" in lab["smu"].identify()
+        found = emulators(lab)
+        awg, smu = found["Keysight33500BEmulator"], found["Keithley2450Emulator"]
+        with pytest.raises(LimitError, match="present value is unknown"):
+            lab["awg"].set_voltage(1, 1.0)  # at power-on it plays a sine: no DC level to ramp from
+        lab.safe_state()
+        lab["awg"].set_voltage(1, 1.0)
+        lab["awg"].set_output(1, True)
+        lab["smu"].configure("voltage", compliance=0.001)
+        lab["smu"].set_output(True)
+        lab["smu"].set_level(1.0)
+        snapshot = lab["smu"].snapshot()
+        assert snapshot["limits"]["voltage_v"]["max"] == 5.0  # narrowed by lab.yaml
+    assert not lab["awg"].connected and not lab["smu"].connected
+    assert lab._servers == []
+    assert awg.channels[1].output_on is False and awg.channels[1].offset_emf_v == 0.0
+    assert smu.output is False and smu.level["VOLT"] == 0.0
+
+
+def test_an_exception_in_the_block_leaves_every_instrument_safe() -> None:
+    lab = Lab.load(REPO / "lab.yaml")
+    with pytest.raises(RuntimeError, match="boom"), lab:
+        awg = emulators(lab)["Keysight33500BEmulator"]
+        lab.safe_state()
+        lab["awg"].set_voltage(1, 2.0)
+        lab["awg"].set_output(1, True)
+        raise RuntimeError("boom")
+    assert awg.channels[1].output_on is False and awg.channels[1].offset_emf_v == 0.0
+
+
+def test_ctrl_c_in_the_block_leaves_every_instrument_safe() -> None:
+    lab = Lab.load(REPO / "lab.yaml")
+    with pytest.raises(KeyboardInterrupt), lab:
+        smu = emulators(lab)["Keithley2450Emulator"]
+        lab["smu"].configure("voltage", compliance=0.001)
+        lab["smu"].set_output(True)
+        lab["smu"].set_level(2.0)
+        os.kill(os.getpid(), signal.SIGINT)
+    assert smu.output is False and smu.level["VOLT"] == 0.0
+
+
+def test_second_ctrl_c_is_held_until_clean_up_is_done() -> None:
+    finished = []
+    with pytest.raises(KeyboardInterrupt), _sigint_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        finished.append("clean-up ran to the end")
+    assert finished == ["clean-up ran to the end"]
+
+
+def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        instruments:
+          awg: {driver: keysight_33500b, emulate: true}
+          smu: {driver: keithley_2450, resource: "TCPIP::127.0.0.1::1::SOCKET", timeout_s: 0.3}
+    """)
+    lab = Lab.load(path)
+    with pytest.raises(TransportError, match=r"instrument 'smu': TCPIP::127.0.0.1::1::SOCKET"):
+        lab.open()
+    assert not lab["awg"].connected and lab._servers == []
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("""
+        instruments:
+          awg:
+            driver: keysight_33500b
+            emulate: true
+            colour: blue
+     """, r"lab.yaml:5: instruments\.awg\.colour: unknown key 'colour'; allowed: driver, resource"),
+    ("""
+        instruments:
+          awg:
+            driver: keysight_33500b
+            emulate: true
+            limits:
+              voltage_v: {min: -20, max: 1}
+     """, r"lab.yaml:6: instruments\.awg\.limits\.voltage_v\.min: -20 V would widen"),
+    ("""
+        instruments:
+          awg:
+            driver: keysight_33500b
+            emulate: true
+            timeout_s: soon
+     """, r"lab.yaml:5: instruments\.awg\.timeout_s: Input should be a valid number"),
+    ("""
+        instruments:
+          awg:
+            driver: keysight_33500b
+           emulate: true
+     """, r"lab.yaml:4: invalid YAML"),
+    ("""
+        instruments:
+          awg: {driver: keysight_33500b, emulate: true}
+          awg: {driver: keithley_2450, emulate: true}
+     """, r"lab.yaml:3: instruments\.awg: duplicate key 'awg' \(first on line 2\)"),
+    ("""
+        instruments:
+          awg: {driver: keysight_99999, emulate: true}
+     """, r"lab.yaml:2: instruments\.awg\.driver: unknown driver 'keysight_99999'; known: "),
+    ("""
+        instruments:
+          awg:
+            driver: keysight_33500b
+            emulate: true
+            settings: {load: 50}
+     """, r"lab.yaml:5: instruments\.awg\.settings\.load: unknown setting 'load' for keysight_33500b; "
+         r"allowed: load_ohm"),
+    ("""
+        instruments:
+          awg:
+            driver: keysight_33500b
+            limits: {current_a: {max: 1}}
+            emulate: true
+     """, r"lab.yaml:4: instruments\.awg\.limits\.current_a: no limit named 'current_a'"),
+    ("""
+        instruments:
+          awg: {driver: keysight_33500b}
+     """, r"lab.yaml:2: instruments\.awg: .*give exactly one of resource"),
+    ("""
+        instruments:
+          awg:
+            driver: keysight_33500b
+            emulate: true
+            limits:
+              voltage_v: {max: .nan}
+     """, r"lab.yaml:6: instruments\.awg\.limits\.voltage_v\.max: .*finite"),
+])
+def test_bad_lab_files_fail_with_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=expected) as caught:
+        Lab.load(path).build()
+    assert "\n" not in str(caught.value)
+    assert str(caught.value).startswith(str(path))
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
+        Lab.load(tmp_path / "nope.yaml")
+
+
+def test_emulator_over_a_pty_serves_the_same_driver(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        instruments:
+          smu: {driver: keithley_2450, emulate: {via: pty, load_ohm: 100}}
+    """)
+    with Lab.load(path) as lab:
+        assert lab["smu"].transport.resource.startswith("/dev/pts/")
+        lab["smu"].configure("voltage", compliance=0.1)
+        lab["smu"].set_output(True)
+        lab["smu"].set_level(0.5)
+        assert lab["smu"].measure().current_a[0] == pytest.approx(0.005)
