@@ -3,6 +3,8 @@
 A lab file names each instrument, its driver (a registry name), and where it is: a VISA or serial ``resource``
 on a bench, ``emulate`` to serve the driver's emulator in this process (no hardware needed), or a simulated
 ``world``. ``limits`` narrows the driver's limits for this bench; ``settings`` are the driver's own options.
+``worlds`` declares simulated benches (kind, preset, seed, config overrides); ``systems`` assembles physical
+systems from the instruments (kind, the instrument of each role, settings).
 
 On leaving a ``with Lab.load(path) as lab:`` block, normally, on an exception or on Ctrl-C, every connected
 instrument is put in its safe state and closed; a second Ctrl-C during that clean-up is held until it is done.
@@ -24,7 +26,8 @@ from pydantic import Field, PositiveFloat, field_validator, model_validator
 from hil.config import Strict, YamlDocument
 from hil.errors import ConfigError, HilError
 from hil.instruments import Instrument
-from hil.registry import instrument_class, load_target
+from hil.registry import instrument_class, load_target, lookup
+from hil.systems.base import PhysicalSystem
 from hil.transport import open_transport
 
 #: Keyword arguments every instrument takes from the framework, not from ``settings``.
@@ -68,11 +71,31 @@ class InstrumentConfig(Strict):
         return self
 
 
+class WorldConfig(Strict):
+    """A simulated world: its kind, a preset of non-idealities, overrides of any config field, the seed."""
+
+    kind: str
+    preset: str = "realistic"
+    seed: int = 0
+    realtime: bool = False
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class SystemConfig(Strict):
+    """A physical system: its kind, the instrument playing each of its roles, and its settings."""
+
+    kind: str
+    instruments: dict[str, str]
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
 class LabConfig(Strict):
     """The whole lab file."""
 
     description: str = ""
+    worlds: dict[str, WorldConfig] = Field(default_factory=dict)
     instruments: dict[str, InstrumentConfig] = Field(default_factory=dict)
+    systems: dict[str, SystemConfig] = Field(default_factory=dict)
 
 
 class Lab:
@@ -86,7 +109,9 @@ class Lab:
         self.config = config
         self.document = document
         self.source = document.source if document else "<lab>"
+        self.worlds: dict[str, Any] = {}
         self.instruments: dict[str, Instrument] = {}
+        self.systems: dict[str, PhysicalSystem] = {}
         self._servers: list[Any] = []
         self._connected: list[Instrument] = []
 
@@ -102,15 +127,62 @@ class Lab:
 
     # -- building -----------------------------------------------------------------------------------------------
     def build(self) -> dict[str, Instrument]:
-        """Construct every instrument without connecting; a problem is a `ConfigError` located in the file."""
+        """Construct every world, instrument and system without connecting; a problem is a `ConfigError`
+        located in the file. Returns the instruments."""
         try:
+            for name, world in self.config.worlds.items():
+                if name not in self.worlds:
+                    self.worlds[name] = self._build_world(name, world)
             for name, config in self.config.instruments.items():
                 if name not in self.instruments:
                     self.instruments[name] = self._build_one(name, config)
+            for name, system in self.config.systems.items():
+                if name not in self.systems:
+                    self.systems[name] = self._build_system(name, system)
         except BaseException:
             self._stop_servers()
             raise
         return self.instruments
+
+    def _build_world(self, name: str, config: WorldConfig) -> Any:
+        where = ("worlds", name)
+        try:
+            cls = lookup("worlds", config.kind)
+        except ConfigError as error:
+            raise self._error(error.detail, (*where, "kind")) from None
+        try:
+            return cls(preset=config.preset, config=config.config, seed=config.seed, realtime=config.realtime)
+        except ConfigError as error:
+            field = tuple(error.field.split(".")) if error.field else ()
+            raise self._error(error.detail, (*where, *field)) from None
+
+    def _build_system(self, name: str, config: SystemConfig) -> PhysicalSystem:
+        where = ("systems", name)
+        try:
+            cls = lookup("systems", config.kind)
+        except ConfigError as error:
+            raise self._error(error.detail, (*where, "kind")) from None
+        instruments = {}
+        for role, instrument in config.instruments.items():
+            if instrument not in self.instruments:
+                raise self._error(f"no instrument named {instrument!r} in this lab", (*where, "instruments", role))
+            instruments[role] = self.instruments[instrument]
+        parameters = inspect.signature(cls.__init__).parameters
+        allowed = sorted(p for p, v in parameters.items() if p not in ("self", "instruments", "name")
+                         and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL))
+        for key in config.settings:
+            if key not in allowed:
+                raise self._error(f"unknown setting {key!r} for {config.kind}; allowed: {', '.join(allowed) or 'none'}",
+                                  (*where, "settings", key))
+        try:
+            return cls(instruments, name=name, **config.settings)
+        except ConfigError as error:
+            field = tuple(error.field.split(".")) if error.field else ()
+            if field[:1] != ("instruments",):
+                field = ("settings", *field)
+            raise self._error(error.detail, (*where, *field)) from None
+        except (TypeError, ValueError) as error:
+            raise self._error(str(error), (*where, "settings")) from None
 
     def _build_one(self, name: str, config: InstrumentConfig) -> Instrument:
         where = ("instruments", name)
@@ -148,7 +220,9 @@ class Lab:
             raise self._error(str(error), (*where, "settings")) from None
 
     def _world(self, name: str, where: tuple[str | int, ...]) -> Any:
-        raise self._error(f"no world named {name!r} in this lab", where)
+        if name not in self.worlds:
+            raise self._error(f"no world named {name!r} in this lab", where)
+        return self.worlds[name]
 
     def _start_emulator(self, cls: type[Instrument], config: InstrumentConfig, where: tuple[str, ...]) -> str:
         target = getattr(cls, "emulator", None)
@@ -217,6 +291,13 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def system(self, name: str) -> PhysicalSystem:
+        """The system ``name``; an unknown name is a `ConfigError` listing the lab's systems."""
+        if name not in self.systems:
+            raise ConfigError(f"no system named {name!r}; the lab has: {', '.join(self.systems) or 'none'}",
+                              source=self.source)
+        return self.systems[name]
 
     def __getitem__(self, name: str) -> Instrument:
         if name not in self.instruments:

@@ -1,7 +1,8 @@
-"""Names used in lab files, mapped to instrument classes.
+"""Names used in lab files, mapped to classes: instruments, simulated worlds and physical systems.
 
-Built-in drivers and simulators are listed here as ``module:Class`` strings, imported only when used. Other
-packages add their own through the ``hil.instruments`` entry-point group, e.g. in their pyproject.toml::
+Built-ins are listed here as ``module:Class`` strings, imported only when used. Other packages add their own
+through the entry-point groups ``hil.instruments``, ``hil.worlds`` and ``hil.systems``, e.g. in their
+pyproject.toml::
 
     [project.entry-points."hil.instruments"]
     acme_slm = "acme_hil.slm:AcmeSLM"
@@ -12,39 +13,65 @@ from __future__ import annotations
 import importlib
 from functools import cache
 from importlib.metadata import entry_points
+from typing import Any
 
 from hil.errors import ConfigError
 from hil.instruments import Instrument
 
-ENTRY_POINT_GROUP = "hil.instruments"
-
-BUILTIN: dict[str, str] = {
-    "keysight_33500b": "drivers.keysight_33500b:Keysight33500B",
-    "keithley_2450": "drivers.keithley2450:Keithley2450",
+BUILTIN: dict[str, dict[str, str]] = {
+    "instruments": {
+        "keysight_33500b": "drivers.keysight_33500b:Keysight33500B",
+        "keithley_2450": "drivers.keithley2450:Keithley2450",
+        "simulated_slm": "simulators.optical:SimulatedSLM",
+        "simulated_camera": "simulators.optical:SimulatedCamera",
+        "simulated_crossbar": "simulators.crossbar:SimulatedCrossbar",
+        "simulated_analog_output": "simulators.analog:SimulatedAnalogOutput",
+        "simulated_analog_input": "simulators.analog:SimulatedAnalogInput",
+    },
+    "worlds": {
+        "optical_table": "simulators.optical:OpticalTable",
+        "multimode_fiber": "simulators.fiber:MultimodeFiber",
+        "memristor_crossbar": "simulators.crossbar:MemristorCrossbar",
+        "oscillator_network": "simulators.oscillator:OscillatorNetwork",
+        "resistive_network": "simulators.resistive:ResistiveNetwork",
+    },
+    "systems": {
+        "optical": "hil.systems.optical:OpticalSystem",
+        "fiber": "hil.systems.fiber:FiberSystem",
+        "crossbar": "hil.systems.crossbar:CrossbarSystem",
+        "oscillator": "hil.systems.oscillator:OscillatorSystem",
+        "resistive_network": "hil.systems.resistive:ResistiveNetworkSystem",
+    },
 }
+KINDS = {"instruments": "driver", "worlds": "world kind", "systems": "system kind"}
 
 
 @cache
-def available() -> dict[str, str]:
-    """Every registered name and its ``module:Class`` target, built-ins first; a plugin cannot shadow one."""
-    names = dict(BUILTIN)
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
+def available(group: str = "instruments") -> dict[str, str]:
+    """Every registered name of a group and its ``module:Class`` target; a plugin cannot shadow a built-in."""
+    names = dict(BUILTIN[group])
+    for entry in entry_points(group=f"hil.{group}"):
         names.setdefault(entry.name, entry.value)
     return names
 
 
-def load_target(target: str) -> type:
+def load_target(target: str) -> Any:
     """Import ``module:Class``."""
     module_name, _, attribute = target.partition(":")
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def instrument_class(name: str) -> type[Instrument]:
-    """The class registered under ``name``; an unknown name is a `ConfigError` listing the known ones."""
-    targets = available()
+def lookup(group: str, name: str) -> type:
+    """The class registered under ``name`` in ``group``; an unknown name is a `ConfigError` listing the known."""
+    targets = available(group)
     if name not in targets:
-        raise ConfigError(f"unknown driver {name!r}; known: {', '.join(sorted(targets))}")
-    cls = load_target(targets[name])
+        raise ConfigError(f"unknown {KINDS[group]} {name!r}; known: {', '.join(sorted(targets))}")
+    return load_target(targets[name])
+
+
+def instrument_class(name: str) -> type[Instrument]:
+    """The instrument class registered under ``name``."""
+    cls = lookup("instruments", name)
     if not (isinstance(cls, type) and issubclass(cls, Instrument)):
-        raise ConfigError(f"driver {name!r} ({targets[name]}) is not an Instrument subclass")
+        raise ConfigError(f"driver {name!r} ({available()[name]}) is not an Instrument subclass")
     return cls

@@ -1,0 +1,157 @@
+"""`PhysicalSystem`: the trainable physical transformation ``y = f_p(x, θ)`` of a bench.
+
+A system is assembled from instruments only (so the same class runs on a real bench and on a simulator). Inputs
+``x`` are batch × ``n_in``, trainable physical parameters ``θ`` are a vector of ``n_params``, outputs ``y`` are
+batch × ``n_out``; ``x`` and ``θ`` have bounds. A batch larger than ``max_batch`` (what one device call can take)
+is split. The device time of every call is measured on the instruments' clock (real seconds on a bench,
+modelled seconds on a simulator). A system knows nothing of training.
+
+Every system also gives its noiseless physics as a `PhysicsModel`: a differentiable torch module computing the
+same ``y`` from the same ``x`` and ``θ``, with the bench's unknown calibration as learnable parameters at their
+nominal values. Digital twins start from it; on a simulator, `oracle_model()` fills in the world's hidden values.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from hil.clock import Clock, WallClock
+from hil.errors import ConfigError, DeviceError, LimitError
+from hil.instruments import Instrument
+
+
+class PhysicsModel(nn.Module, ABC):
+    """The noiseless physics of a system: ``forward(x, theta) -> y``, differentiable in x, θ and calibration.
+
+    Calibration parameters (a bench's unknowns: gains, offsets, misalignment, ...) are ``nn.Parameter`` s at
+    nominal values; `load_hidden` sets them to a simulated world's true values (the oracle).
+    """
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Outputs (batch × n_out) for inputs (batch × n_in) and parameters (n_params)."""
+
+    def load_hidden(self, hidden: Mapping[str, Any]) -> PhysicsModel:
+        """Set the calibration to a world's hidden values (names as in ``hidden_parameters()``); returns self."""
+        with torch.no_grad():
+            for name, value in hidden.items():
+                target = getattr(self, name)
+                tensor = torch.as_tensor(value, dtype=target.dtype)
+                if isinstance(target, nn.Parameter | torch.Tensor):
+                    target.copy_(tensor.reshape(target.shape))
+                else:
+                    raise ConfigError(f"{type(self).__name__}.{name} is not a tensor")
+        return self
+
+
+class PhysicalSystem(ABC):
+    """Base of the physical systems; subclasses implement `_run` (one device call) and `physics_model`.
+
+    ``instruments`` maps the system's roles (e.g. ``slm``, ``camera``) to connected instruments.
+    """
+
+    kind: ClassVar[str] = "system"
+    #: The instrument roles the system needs and the capability class each must have.
+    roles: ClassVar[dict[str, type[Instrument]]] = {}
+    #: Whether the system exposes physical equilibria (free and nudged) for energy-based training.
+    energy_based: ClassVar[bool] = False
+
+    def __init__(self, instruments: Mapping[str, Instrument], *, name: str = "", n_in: int, n_out: int,
+                 n_params: int, x_bounds: tuple[float, float], theta_bounds: tuple[float, float], max_batch: int):
+        self.name = name or self.kind
+        missing = set(self.roles) - set(instruments)
+        if missing:
+            raise ConfigError(f"system {self.name!r} needs instrument(s) for {', '.join(sorted(missing))}",
+                              field="instruments")
+        for role, capability in self.roles.items():
+            if not isinstance(instruments[role], capability):
+                raise ConfigError(f"system {self.name!r}: {role} must be a {capability.capability}, got "
+                                  f"{type(instruments[role]).__name__}", field=f"instruments.{role}")
+        for label, value in (("n_in", n_in), ("n_out", n_out), ("n_params", n_params), ("max_batch", max_batch)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
+        self.instruments = dict(instruments)
+        self.n_in, self.n_out, self.n_params, self.max_batch = n_in, n_out, n_params, max_batch
+        self.x_bounds = (float(x_bounds[0]), float(x_bounds[1]))
+        self.theta_bounds = (float(theta_bounds[0]), float(theta_bounds[1]))
+        self.device_time_s = 0.0
+        self.calls = 0
+
+    @property
+    def clock(self) -> Clock:
+        """The clock of the instruments (all instruments of one system share it on a simulator)."""
+        first = next(iter(self.instruments.values()), None)
+        return first.clock if first is not None else WallClock()
+
+    # -- the physical forward pass ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Run ``x`` (batch × n_in) with parameters ``θ`` (n_params) on the device; returns batch × n_out.
+
+        Values outside the bounds are refused (`LimitError`); batches beyond ``max_batch`` are split.
+        """
+        x = self._checked(x, (None, self.n_in), self.x_bounds, "x")
+        theta = self._checked(theta, (self.n_params,), self.theta_bounds, "theta")
+        outputs = []
+        for chunk in x.split(self.max_batch):
+            started = self.clock.now()
+            y = self._run(chunk, theta)
+            self.device_time_s += self.clock.now() - started
+            self.calls += 1
+            if tuple(y.shape) != (len(chunk), self.n_out) or not torch.isfinite(y).all():
+                raise DeviceError(f"system {self.name!r}: device returned shape {tuple(y.shape)} or non-finite "
+                                  f"values; expected ({len(chunk)}, {self.n_out}) finite")
+            outputs.append(y)
+        return torch.cat(outputs)
+
+    __call__ = forward
+
+    def _checked(self, value: Any, shape: tuple[int | None, ...], bounds: tuple[float, float],
+                 label: str) -> torch.Tensor:
+        tensor = torch.as_tensor(value, dtype=torch.float32).detach()
+        if tensor.dim() != len(shape) or any(s is not None and s != t for s, t in zip(shape, tensor.shape,
+                                                                                      strict=True)):
+            wanted = "×".join("batch" if s is None else str(s) for s in shape)
+            raise LimitError(f"system {self.name!r}: {label} has shape {tuple(tensor.shape)}, expected {wanted}")
+        if len(tensor) == 0:
+            raise LimitError(f"system {self.name!r}: {label} is empty")
+        bad = ~torch.isfinite(tensor) | (tensor < bounds[0]) | (tensor > bounds[1])
+        if bool(bad.any()):
+            index = tuple(int(i) for i in torch.nonzero(bad)[0])
+            raise LimitError(f"system {self.name!r}: {label}{list(index)} = {tensor[index].item():g} is outside "
+                             f"{bounds[0]:g}..{bounds[1]:g}")
+        return tensor
+
+    @abstractmethod
+    def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """One device call: at most ``max_batch`` rows, already checked."""
+
+    # -- models of the physics ----------------------------------------------------------------------------------
+    @abstractmethod
+    def physics_model(self) -> PhysicsModel:
+        """The noiseless physics of this system with nominal calibration (the start of a physics twin)."""
+
+    def oracle_model(self) -> PhysicsModel:
+        """The noiseless physics with the simulated world's hidden calibration: the best any twin can be."""
+        worlds = {id(w): w for w in (getattr(i, "world", None) for i in self.instruments.values()) if w is not None}
+        if len(worlds) != 1:
+            raise DeviceError(f"system {self.name!r}: an oracle needs the instruments of one simulated world")
+        world = next(iter(worlds.values()))
+        return self.physics_model().load_hidden(self.hidden_calibration(world))
+
+    def hidden_calibration(self, world: Any) -> dict[str, Any]:
+        """The world's hidden values of this system's calibration parameters (subclasses map names)."""
+        return world.hidden_parameters()
+
+    def calibrate(self) -> dict[str, Any]:
+        """Bring the bench to a working point (e.g. camera exposure) before use; returns what it set."""
+        return {}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "n_in": self.n_in, "n_out": self.n_out,
+                "n_params": self.n_params, "x_bounds": list(self.x_bounds), "theta_bounds": list(self.theta_bounds),
+                "max_batch": self.max_batch, "instruments": {r: i.name for r, i in self.instruments.items()}}

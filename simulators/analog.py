@@ -1,0 +1,203 @@
+"""Simulated analog outputs and inputs, for worlds driven by voltages and read as voltages.
+
+An `AnalogWorld` (an oscillator network, a resistive network) turns the voltages on its output channels into
+the voltages on its input channels: ``respond(drive_v, sample_rate_hz)``, both channels × samples. The
+`SimulatedAnalogOutput` holds DC levels and waveforms and plays them; the `SimulatedAnalogInput` records the
+world's response, armed for the next play or triggered at once. The output and input share one sample clock,
+as a DAQ card or a triggered AWG and digitizer do.
+
+Converter non-idealities (per shot): the DAC rounds every output voltage to its resolution; the ADC adds its
+noise, rounds to its resolution and clips at its range. With ``bits: null`` and zero noise they are ideal.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from hil.config import Strict
+from hil.errors import DeviceError
+from hil.instruments import AnalogInput, AnalogOutput
+from hil.limits import Limit
+from simulators.world import SimulatedInstrument, World
+
+
+class ConverterConfig(Strict):
+    """The DAC and ADC of an analog world."""
+
+    output_range_v: float = Field(10.0, gt=0, description="outputs span ±range (V)")
+    input_range_v: float = Field(10.0, gt=0, description="inputs span ±range (V); beyond it they clip")
+    dac_bits: int | None = Field(16, ge=2, le=32, description="DAC resolution over the output span; null: exact")
+    adc_bits: int | None = Field(16, ge=2, le=32, description="ADC resolution over the input span; null: exact")
+    adc_noise_v: float = Field(0.0, ge=0, description="ADC input-referred noise, rms (V)")
+    max_sample_rate_hz: float = Field(1e6, gt=0)
+    settle_s: float = Field(1e-4, ge=0, description="time for a DC level change to settle (s)")
+
+
+def quantise(values: torch.Tensor, span_v: float, bits: int | None) -> torch.Tensor:
+    """A two's-complement converter over ±``span_v``: codes −2^(b−1)..2^(b−1)−1 of 2·span/2^b volts each,
+    so 0 V is a code and the top code is one step below +span. No rounding when ``bits`` is None."""
+    if bits is None:
+        return values
+    lsb = 2 * span_v / 2**bits
+    return torch.round(values / lsb).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) * lsb
+
+
+class AnalogWorld(World):
+    """A world read and driven through analog channels; subclasses give the channel counts and `respond`.
+
+    Their ``Config`` must have a ``converters: ConverterConfig`` field.
+    """
+
+    @property
+    @abstractmethod
+    def n_outputs(self) -> int:
+        """Channels of the analog output that drives the world."""
+
+    @property
+    @abstractmethod
+    def n_inputs(self) -> int:
+        """Channels of the analog input that reads the world."""
+
+    @abstractmethod
+    def respond(self, drive_v: torch.Tensor, sample_rate_hz: float) -> torch.Tensor:
+        """Voltages at the inputs (n_inputs × samples) for the drive at the outputs (n_outputs × samples).
+
+        Includes the world's own per-shot noise; not the ADC's.
+        """
+
+    def _construct(self) -> None:
+        super()._construct()
+        self.output: SimulatedAnalogOutput | None = None
+        self.record: torch.Tensor | None = None
+        self.armed: tuple[int, float] | None = None
+
+    def acquire(self, drive_v: torch.Tensor, sample_rate_hz: float) -> None:
+        """Compute the response to ``drive_v``; an armed input keeps its first samples as its record.
+
+        A record longer than the drive sees the outputs' DC levels after the drive ends.
+        """
+        if self.armed is not None:
+            n_samples, rate = self.armed
+            if abs(rate - sample_rate_hz) > 1e-9 * rate:
+                raise DeviceError(f"simulated {self.kind}: input armed at {rate:g} Hz but the output plays at "
+                                  f"{sample_rate_hz:g} Hz; they share one sample clock")
+            extra = n_samples - drive_v.shape[1]
+            if extra > 0:
+                hold = self.output.drive(extra) if self.output is not None else torch.zeros(self.n_outputs, extra)
+                drive_v = torch.cat([drive_v, hold], dim=1)
+        response = self.respond(drive_v, sample_rate_hz)
+        if self.armed is not None:
+            self.record = response[:, : self.armed[0]]
+            self.armed = None
+        self.clock.sleep(drive_v.shape[1] / sample_rate_hz)
+
+
+class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
+    """The analog output of an `AnalogWorld`: DC levels and waveforms, rounded by the world's DAC.
+
+    Powers on at 0 V with every output off. A channel that is off drives 0 V. Waveforms played together must
+    have the same length and sample rate; after a waveform ends its channel holds its DC level.
+    """
+
+    def __init__(self, world: AnalogWorld, **common: Any):
+        if not isinstance(world, AnalogWorld):
+            raise DeviceError(f"simulated analog output needs an analog world, not {type(world).__name__}")
+        self.n_channels = world.n_outputs
+        self.converters: ConverterConfig = world.config.converters
+        super().__init__(world, **common)
+        self._dc = torch.zeros(self.n_channels)
+        self._on = torch.zeros(self.n_channels, dtype=torch.bool)
+        self._waveforms: dict[int, tuple[torch.Tensor, float]] = {}
+        world.output = self
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        span = self.converters.output_range_v
+        return {"voltage_v": Limit("V", -span, span),
+                "sample_rate_hz": Limit("Hz", 1.0, self.converters.max_sample_rate_hz)}
+
+    def _read_level_hw(self, channel: int) -> float | None:
+        return float(self._dc[channel - 1]) if channel - 1 not in self._waveforms else None
+
+    def _read_output_hw(self, channel: int) -> bool:
+        return bool(self._on[channel - 1])
+
+    def _set_level_hw(self, channel: int, voltage_v: float) -> None:
+        self._waveforms.pop(channel - 1, None)
+        self._dc[channel - 1] = quantise(torch.tensor(voltage_v), self.converters.output_range_v,
+                                         self.converters.dac_bits)
+        self.clock.sleep(self.converters.settle_s)
+
+    def _set_output_hw(self, channel: int, enabled: bool) -> None:
+        self._on[channel - 1] = enabled
+
+    def _load_waveform_hw(self, channel: int, samples_v: np.ndarray, sample_rate_hz: float) -> None:
+        samples = quantise(torch.as_tensor(samples_v, dtype=torch.float32), self.converters.output_range_v,
+                           self.converters.dac_bits)
+        self._waveforms[channel - 1] = (samples, sample_rate_hz)
+        self._dc[channel - 1] = 0.0
+
+    def drive(self, n_samples: int, played: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """The voltages at every output (channels × ``n_samples``): played waveforms, else DC; 0 V when off."""
+        drive = self._dc[:, None].expand(self.n_channels, n_samples).clone()
+        for index, samples in (played or {}).items():
+            drive[index, : len(samples)] = samples[:n_samples]
+        return drive * self._on[:, None]
+
+    def _play_hw(self, channels: list[int]) -> None:
+        loaded = [self._waveforms[c - 1] for c in channels]
+        lengths = {len(samples) for samples, _ in loaded}
+        rates = {rate for _, rate in loaded}
+        if len(lengths) != 1 or len(rates) != 1:
+            raise DeviceError(f"{self.name}: waveforms played together must share length and sample rate "
+                              f"(got lengths {sorted(lengths)}, rates {sorted(rates)})")
+        n_samples, rate = lengths.pop(), rates.pop()
+        played = {c - 1: self._waveforms[c - 1][0] for c in channels}
+        self.world.acquire(self.drive(n_samples, played), rate)  # type: ignore[attr-defined]
+
+
+class SimulatedAnalogInput(SimulatedInstrument, AnalogInput):
+    """The analog input of an `AnalogWorld`: records its response, with the ADC's noise, rounding and clipping."""
+
+    def __init__(self, world: AnalogWorld, **common: Any):
+        if not isinstance(world, AnalogWorld):
+            raise DeviceError(f"simulated analog input needs an analog world, not {type(world).__name__}")
+        self.n_channels = world.n_inputs
+        self.converters: ConverterConfig = world.config.converters
+        super().__init__(world, **common)
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        span = self.converters.input_range_v
+        return {"voltage_v": Limit("V", -span, span),
+                "sample_rate_hz": Limit("Hz", 1.0, self.converters.max_sample_rate_hz)}
+
+    def _arm_hw(self, n_samples: int, sample_rate_hz: float) -> None:
+        self.world.armed = (n_samples, sample_rate_hz)  # type: ignore[attr-defined]
+        self.world.record = None  # type: ignore[attr-defined]
+
+    def _trigger_hw(self) -> None:
+        world: AnalogWorld = self.world  # type: ignore[assignment]
+        assert world.armed is not None
+        n_samples, rate = world.armed
+        drive = world.output.drive(n_samples) if world.output is not None else torch.zeros(world.n_outputs,
+                                                                                           n_samples)
+        world.acquire(drive, rate)
+
+    def _fetch_hw(self) -> np.ndarray:
+        world: AnalogWorld = self.world  # type: ignore[assignment]
+        if world.record is None:
+            raise DeviceError(f"{self.name}: the armed record was never triggered; play the output first")
+        record, world.record = world.record, None
+        span = self.converters.input_range_v
+        if self.converters.adc_noise_v > 0:
+            record = record + self.converters.adc_noise_v * world.normal(record.shape)
+        record = quantise(record.clamp(-span, span), span, self.converters.adc_bits)
+        return record.numpy()
+
+    def _safe_state_hw(self) -> None:
+        super()._safe_state_hw()
+        self.world.armed = None  # type: ignore[attr-defined]

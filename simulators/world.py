@@ -1,0 +1,142 @@
+"""What every simulated world shares: configuration with presets, seeding, the virtual clock, slow state.
+
+A world is one simulated bench (an optical table, a crossbar chip) whose instruments share its physics and its
+clock. Its non-idealities are split by time scale, as in IBM's aihwkit:
+
+- *construction*: hidden, drawn once per instance from the seed (device-to-device spread, LUT error, ...);
+- *programming*: drawn when parameters are written (conductance programming noise, phase quantisation);
+- *per shot*: drawn at every measurement (read noise, shot noise, ADC rounding);
+- *slow state*: evolves with the virtual clock (drift, laser power wander), unknown to a twin fitted earlier.
+
+A world's ``Config`` is a nested pydantic model whose defaults are the ``realistic`` preset; ``presets`` holds
+partial configs for ``ideal`` (no non-ideality at all) and ``harsh``. A lab file picks a preset and may override
+any field. Randomness comes from two generators derived from the seed, one for construction and one for
+everything drawn later, so the same seed and the same calls give the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from hil.clock import VirtualClock
+from hil.config import Strict
+from hil.errors import ConfigError
+
+PRESETS = ("ideal", "realistic", "harsh")
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge two nested dicts; ``override`` wins."""
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def derive_seed(seed: int, purpose: int) -> int:
+    """A well-mixed 63-bit seed for one purpose (0: construction, 1: programming and shots)."""
+    state = np.random.SeedSequence([seed, purpose]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+class World:
+    """Base of the simulated worlds.
+
+    Subclasses set ``kind``, ``Config`` and ``presets`` and draw their construction non-idealities in
+    ``_construct()``. ``config`` is a partial dict over the chosen preset (a lab file's ``config:``).
+    """
+
+    kind: ClassVar[str] = "world"
+    Config: ClassVar[type[Strict]]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"realistic": {}}
+
+    def __init__(self, *, preset: str = "realistic", config: Mapping[str, Any] | None = None, seed: int = 0,
+                 realtime: bool = False):
+        self.preset = preset
+        self.config = self.resolve(preset, config or {})
+        self.seed = int(seed)
+        self.clock = VirtualClock(realtime=realtime)
+        self.construction_rng = torch.Generator().manual_seed(derive_seed(self.seed, 0))
+        self.rng = torch.Generator().manual_seed(derive_seed(self.seed, 1))
+        self._construct()
+
+    @classmethod
+    def resolve(cls, preset: str, overrides: Mapping[str, Any]) -> Any:
+        """The preset's config with ``overrides`` merged in; unknown presets and fields are `ConfigError`."""
+        if preset not in cls.presets:
+            raise ConfigError(f"unknown preset {preset!r}; {cls.kind} has {', '.join(cls.presets)}", field="preset")
+        try:
+            return cls.Config.model_validate(merge(cls.presets[preset], overrides))
+        except ValidationError as errors:
+            first = errors.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+            raise ConfigError(message, field=f"config.{field}") from None
+
+    def _construct(self) -> None:
+        """Draw the construction non-idealities (hidden, fixed for this instance)."""
+
+    def hidden_parameters(self) -> dict[str, Any]:
+        """The world's hidden physical parameters (for an oracle twin); nothing a bench could report."""
+        return {}
+
+    def normal(self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard normal float32 samples from the world's generator."""
+        return torch.randn(shape, generator=generator or self.rng)
+
+    def uniform(self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Uniform [0, 1) float32 samples from the world's generator."""
+        return torch.rand(shape, generator=generator or self.rng)
+
+    def describe(self) -> dict[str, Any]:
+        """Preset, seed and the full resolved config, for snapshots."""
+        return {"kind": self.kind, "preset": self.preset, "seed": self.seed, "config": self.config.model_dump()}
+
+
+class OrnsteinUhlenbeck:
+    """A slow random state: mean-reverting noise of stationary std ``sigma`` and correlation time ``tau_s``.
+
+    ``at(t)`` advances it exactly to virtual time ``t`` (s): x ← x·e^(−Δt/τ) + σ·√(1 − e^(−2Δt/τ))·N(0, 1).
+    It starts at a stationary draw. With ``sigma == 0`` it stays at zero.
+    """
+
+    def __init__(self, sigma: float, tau_s: float, shape: tuple[int, ...], generator: torch.Generator):
+        self.sigma, self.tau_s, self.generator = float(sigma), float(tau_s), generator
+        self.time_s = 0.0
+        self.value = self.sigma * torch.randn(shape, generator=generator)
+
+    def at(self, time_s: float) -> torch.Tensor:
+        delta = time_s - self.time_s
+        if delta > 0 and self.sigma > 0:
+            decay = math.exp(-delta / self.tau_s)
+            noise = torch.randn(self.value.shape, generator=self.generator)
+            self.value = self.value * decay + self.sigma * math.sqrt(1 - decay * decay) * noise
+        self.time_s = max(self.time_s, time_s)
+        return self.value
+
+
+class SimulatedInstrument:
+    """Mixin for an instrument that lives in a `World`: shares its clock, identifies as a simulator.
+
+    Compose it before the capability class: ``class SimulatedSLM(SimulatedInstrument, SpatialLightModulator)``.
+    """
+
+    def __init__(self, world: World, **common: Any):
+        self.world = world
+        super().__init__(clock=world.clock, **common)
+
+    def _identify_hw(self) -> str:
+        return (f"hil simulator,{type(self).__name__},{self.world.kind},"  # type: ignore[attr-defined]
+                f"preset {self.world.preset} seed {self.world.seed}")
+
+    def _snapshot_hw(self) -> dict[str, Any]:
+        return {**super()._snapshot_hw(), "world": self.world.describe()}  # type: ignore[misc]

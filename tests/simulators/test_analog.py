@@ -1,0 +1,74 @@
+"""The generic simulated analog output and input, on a world that is a voltage divider with a delay."""
+
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from pydantic import Field
+
+from hil.config import Strict
+from hil.errors import DeviceError
+from simulators.analog import AnalogWorld, ConverterConfig, SimulatedAnalogInput, SimulatedAnalogOutput
+
+
+class DividerConfig(Strict):
+    converters: ConverterConfig = Field(default_factory=ConverterConfig)
+
+
+class Divider(AnalogWorld):
+    """Input k sees half of output k, one sample late."""
+
+    kind = "divider"
+    Config = DividerConfig
+    presets: ClassVar[dict[str, dict]] = {
+        "realistic": {}, "ideal": {"converters": {"dac_bits": None, "adc_bits": None}}}
+    n_outputs = 2
+    n_inputs = 2
+
+    def respond(self, drive_v: torch.Tensor, sample_rate_hz: float) -> torch.Tensor:
+        return torch.nn.functional.pad(drive_v, (1, 0))[:, :-1] * 0.5
+
+
+def bench(preset: str = "ideal", **config):
+    world = Divider(preset=preset, config=config)
+    return world, SimulatedAnalogOutput(world, name="ao").connect(), SimulatedAnalogInput(world, name="ai").connect()
+
+
+def test_dc_levels_reach_the_inputs_only_when_the_output_is_on() -> None:
+    _, ao, ai = bench()
+    ao.set_voltage(1, 2.0)
+    np.testing.assert_allclose(ai.acquire(4, 1e3)[0], 0.0)
+    ao.set_output(1, True)
+    np.testing.assert_allclose(ai.acquire(4, 1e3)[0, 1:], 1.0)
+
+
+def test_armed_record_follows_the_played_waveform_and_the_clock_advances() -> None:
+    world, ao, ai = bench()
+    ao.set_output(1, True)
+    ao.load_waveform(1, [0.0, 1.0, 2.0, 3.0], 1e3)
+    ai.arm(6, 1e3)
+    before = world.clock.now()
+    ao.play()
+    record = ai.fetch()
+    np.testing.assert_allclose(record[0], [0.0, 0.0, 0.5, 1.0, 1.5, 0.0])  # holds DC (0 V) after the end
+    assert world.clock.now() - before == pytest.approx(6e-3)  # the record outlasts the waveform
+
+
+def test_converters_round_and_clip() -> None:
+    _, ao, ai = bench("realistic", converters={"dac_bits": 4, "adc_bits": 4, "input_range_v": 2.0})
+    ao.set_output(1, True)
+    ao.set_voltage(1, 1.9)  # DAC: 16 codes of 1.25 V over ±10 V
+    assert float(ao._dc[0]) == pytest.approx(2.5)
+    assert ai.acquire(3, 1e3)[0, 1] == pytest.approx(1.25)  # a code of 0.25 V each over ±2 V
+    ao.set_voltage(1, 8.0)
+    assert ai.acquire(3, 1e3)[0, 2] == pytest.approx(1.75)  # clipped to the top code, one step below 2 V
+
+
+def test_mismatched_sample_clocks_are_refused() -> None:
+    _, ao, ai = bench()
+    ao.set_output(1, True)
+    ao.load_waveform(1, [0.0, 1.0], 1e3)
+    ai.arm(2, 2e3)
+    with pytest.raises(DeviceError, match="share one sample clock"):
+        ao.play()
