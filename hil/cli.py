@@ -40,15 +40,70 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_lab_file(path: Path) -> bool:
+    from hil.config import YamlDocument
+
+    data = YamlDocument.read(path).data
+    return not (isinstance(data, dict) and "method" in data)  # protocols always name a method
+
+
 def _check(args: argparse.Namespace) -> int:
     from hil.lab import Lab
+    from hil.protocol import check_protocol
 
-    lab = Lab.load(args.file)
+    if _is_lab_file(args.file):
+        lab = Lab.load(args.file)
+        try:
+            instruments = lab.build()
+        finally:
+            lab.close()
+        print(f"{args.file}: OK, a lab of {len(instruments)} instrument(s), {len(lab.worlds)} world(s) and "
+              f"{len(lab.systems)} system(s); no hardware was touched")
+    else:
+        print(check_protocol(args.file, args.lab))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hil.orchestrator import Interrupted, run_protocol
+
+    if (args.protocol is None) == (args.resume is None):
+        print("hil: error: give a protocol file, or --resume RUN (not both)", file=sys.stderr)
+        return 2
     try:
-        instruments = lab.build()
+        store = run_protocol(args.protocol, lab_path=args.lab, seed=args.seed, resume=args.resume,
+                             show_progress=not args.quiet)
+    except Interrupted as stopped:
+        print(f"hil: {stopped}", file=sys.stderr)
+        return 130
+    print(f"run folder: {store.path}")
+    print(f"report:     {store.path / 'report' / 'summary.md'}")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from hil.store import list_runs
+
+    table = Table(title=f"Runs in {args.root}")
+    for column in ("run", "protocol", "status", "device accuracy", "events"):
+        table.add_column(column)
+    for run in list_runs(args.root):
+        accuracy = run["device_accuracy"]
+        table.add_row(run["run"], run["protocol"], run["status"], "" if accuracy is None else f"{accuracy:.3f}",
+                      str(run["events"]))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from hil.report import write_report
+    from hil.store import RunStore
+
+    store = RunStore.open(args.run)
+    try:
+        print(write_report(store))
     finally:
-        lab.close()
-    print(f"{args.file}: OK, a lab of {len(instruments)} instrument(s); no hardware was touched")
+        store.close()
     return 0
 
 
@@ -61,9 +116,26 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--lab", default=DEFAULT_LAB, type=Path, help="lab file (default: %(default)s)")
     devices.set_defaults(func=_devices)
 
-    check = commands.add_parser("check", help="validate a lab file without touching hardware")
+    check = commands.add_parser("check", help="validate a lab file or a protocol without touching hardware")
     check.add_argument("file", type=Path)
+    check.add_argument("--lab", type=Path, default=None, help="lab file for a protocol (default: its own)")
     check.set_defaults(func=_check)
+
+    run = commands.add_parser("run", help="run an experiment protocol, or resume a run")
+    run.add_argument("protocol", type=Path, nargs="?")
+    run.add_argument("--lab", type=Path, default=None, help="lab file (default: the protocol's)")
+    run.add_argument("--seed", type=int, default=None, help="override the protocol's seed")
+    run.add_argument("--resume", type=Path, default=None, metavar="RUN", help="continue this run folder")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)
+
+    runs = commands.add_parser("runs", help="list the runs in a folder")
+    runs.add_argument("--root", type=Path, default=Path("runs"))
+    runs.set_defaults(func=_runs)
+
+    report = commands.add_parser("report", help="write (again) the report of a run")
+    report.add_argument("run", type=Path)
+    report.set_defaults(func=_report)
     return parser
 
 

@@ -1,0 +1,162 @@
+"""Data sets for the experiments, and their encoding into a physical system's input range.
+
+Built in: ``digits`` (scikit-learn's 8×8 handwritten digits, shipped in hil/data), ``vowels`` (Hillenbrand et
+al. 1995 formants, shipped in hil/data, split by speaker) and ``idx`` (MNIST-format IDX files from a local
+folder, optionally average-pooled). See hil/data/README.md for provenance. Splits are seeded.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import struct
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hil.errors import ConfigError
+
+DATASETS = ("digits", "vowels", "idx")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A classification data set split into train and test: features float32, labels int64."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: tuple[str, ...]
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2, path: str | Path | None = None,
+                 pool: int = 1, limit: int | None = None) -> Dataset:
+    """Load a data set and split it (``test_fraction`` of the samples, or of the speakers for vowels).
+
+    ``path`` is the folder of the IDX files for ``idx``; ``pool`` average-pools IDX images by that factor;
+    ``limit`` keeps at most that many training samples (a seeded choice).
+    """
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}", field="dataset.test_fraction")
+    rng = np.random.default_rng(seed)
+    if name == "digits":
+        x, y, classes = _digits()
+        test = _random_split(len(y), test_fraction, rng)
+    elif name == "vowels":
+        x, y, classes, speakers = _vowels()
+        test = _group_split(speakers, test_fraction, rng)
+    elif name == "idx":
+        if path is None:
+            raise ConfigError("the idx data set needs a path to a folder of MNIST-format files",
+                              field="dataset.path")
+        return _idx(Path(path), pool, limit, rng)
+    else:
+        raise ConfigError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}", field="dataset.name")
+    train = np.flatnonzero(~test)
+    if limit is not None:
+        train = np.sort(rng.choice(train, size=min(limit, len(train)), replace=False))
+    return Dataset(name, torch.as_tensor(x[train], dtype=torch.float32), torch.as_tensor(y[train]),
+                   torch.as_tensor(x[test], dtype=torch.float32), torch.as_tensor(y[test]), classes)
+
+
+def _random_split(n: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    test = np.zeros(n, dtype=bool)
+    test[rng.choice(n, size=max(1, round(n * fraction)), replace=False)] = True
+    return test
+
+
+def _group_split(groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Hold out whole groups (e.g. speakers), about ``fraction`` of them."""
+    unique = np.unique(groups)
+    held = rng.choice(unique, size=max(1, round(len(unique) * fraction)), replace=False)
+    return np.isin(groups, held)
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    with gzip.open(files("hil").joinpath("data/digits.csv.gz").open("rb"), "rt") as handle:
+        table = np.loadtxt(handle, delimiter=",", dtype=np.float64)
+    return table[:, :-1], table[:, -1].astype(np.int64), tuple(str(d) for d in range(10))
+
+
+def _vowels() -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray]:
+    with files("hil").joinpath("data/vowels.csv").open("r", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    classes = tuple(sorted({row["vowel"] for row in rows}))
+    features = [key for key in rows[0] if key not in ("speaker", "vowel")]
+    x = np.array([[float(row[key]) for key in features] for row in rows])
+    y = np.array([classes.index(row["vowel"]) for row in rows], dtype=np.int64)
+    return x, y, classes, np.array([row["speaker"] for row in rows])
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (``.gz`` or plain) as a numpy array, e.g. MNIST's images (N×28×28 uint8) or labels (N)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise ConfigError(f"cannot read IDX file {path}: {error}") from None
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise ConfigError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()})")
+    n_dims = data[3]
+    shape = struct.unpack(f">{n_dims}I", data[4:4 + 4 * n_dims])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * n_dims)
+    if body.size != int(np.prod(shape)):
+        raise ConfigError(f"{path}: header announces shape {shape}, file holds {body.size} values")
+    return body.reshape(shape)
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.exists():
+            return candidate
+    raise ConfigError(f"{folder}: no {stem} or {stem}.gz", field="dataset.path")
+
+
+def _idx(folder: Path, pool: int, limit: int | None, rng: np.random.Generator) -> Dataset:
+    parts = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte")).astype(np.float64)
+        labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+        if pool > 1:
+            n, rows, cols = images.shape
+            images = images[:, : rows // pool * pool, : cols // pool * pool]
+            images = images.reshape(n, rows // pool, pool, cols // pool, pool).mean(axis=(2, 4))
+        parts[split] = (images.reshape(len(images), -1), labels)
+    x_train, y_train = parts["train"]
+    if limit is not None and limit < len(y_train):
+        keep = np.sort(rng.choice(len(y_train), size=limit, replace=False))
+        x_train, y_train = x_train[keep], y_train[keep]
+    classes = tuple(str(c) for c in range(int(max(y_train.max(), parts["test"][1].max())) + 1))
+    return Dataset("idx", torch.as_tensor(x_train, dtype=torch.float32), torch.as_tensor(y_train),
+                   torch.as_tensor(parts["test"][0], dtype=torch.float32), torch.as_tensor(parts["test"][1]), classes)
+
+
+class MinMaxEncoder:
+    """Maps each feature linearly from its training range onto ``bounds`` (e.g. a system's input range).
+
+    Fitted on the training set only; test values beyond the training range are clipped into ``bounds``.
+    """
+
+    def __init__(self, x_train: torch.Tensor, bounds: tuple[float, float]):
+        self.low = x_train.min(dim=0).values
+        span = x_train.max(dim=0).values - self.low
+        self.span = torch.where(span > 0, span, torch.ones_like(span))
+        self.bounds = bounds
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        unit = ((x - self.low) / self.span).clamp(0.0, 1.0)
+        return self.bounds[0] + (self.bounds[1] - self.bounds[0]) * unit

@@ -1,0 +1,96 @@
+"""Physics-aware training (Wright et al., Nature 601, 2022): forward on the device, backward through the twin.
+
+With ``refine_every`` > 0 the twin is refined online: the device measurements that training already makes are
+kept, and every ``refine_every`` steps the twin takes ``refine_steps`` Adam steps on the latest of them (at
+most ``refine_window`` device calls), so it follows the device as training moves θ and as the device drifts.
+Off by default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from hil.config import Strict
+from hil.methods.base import TrainingMethod
+from hil.nn import physical_layers
+
+
+class PatSettings(Strict):
+    refine_every: int = Field(0, ge=0, description="refine the twin every this many steps (0: never)")
+    refine_steps: int = Field(5, ge=1, description="Adam steps per refinement")
+    refine_lr: float = Field(1e-3, gt=0, description="learning rate of the refinement")
+    refine_window: int = Field(8, ge=1, description="device calls kept for refinement")
+
+
+class PhysicsAwareTraining(TrainingMethod):
+    """The physical layers run in ``pat`` mode; optionally the twin follows the device online."""
+
+    name = "pat"
+    needs = frozenset({"twin"})
+    mode = "pat"
+    Settings = PatSettings
+
+    def __init__(self, settings: PatSettings | None = None):
+        super().__init__(settings)
+        self.steps = 0
+        self._layers: list = []
+        self._optimizers: dict[int, torch.optim.Optimizer] = {}
+        self._saved_optimizers: dict[int, Any] = {}
+
+    def begin(self, model: nn.Module) -> None:
+        super().begin(model)
+        self._layers = physical_layers(model)
+        if self.settings.refine_every:
+            for layer in self._layers:
+                layer.record = layer.record or []
+
+    def train_step(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
+                   optimizer: torch.optim.Optimizer) -> dict[str, float]:
+        figures = super().train_step(model, x, labels, optimizer)
+        self.steps += 1
+        if self.settings.refine_every and self.steps % self.settings.refine_every == 0:
+            figures["twin_refine_loss"] = self.refine()
+        return figures
+
+    def _optimizer(self, index: int, twin: nn.Module) -> torch.optim.Optimizer:
+        if index not in self._optimizers:
+            optimizer = torch.optim.Adam([p for p in twin.parameters() if p.requires_grad], lr=self.settings.refine_lr)
+            if index in self._saved_optimizers:
+                optimizer.load_state_dict(self._saved_optimizers.pop(index))
+            self._optimizers[index] = optimizer
+        return self._optimizers[index]
+
+    def refine(self) -> float:
+        """A few Adam steps of every layer's twin on its recorded device calls; returns the last loss."""
+        loss_value = float("nan")
+        for index, layer in enumerate(self._layers):
+            records = (layer.record or [])[-self.settings.refine_window:]
+            layer.record = records
+            twin = layer.twin
+            if not records or twin is None:
+                continue
+            optimizer = self._optimizer(index, twin)
+            scale = torch.cat([y for _, _, y in records]).var(dim=0).clamp_min(1e-12)
+            for _ in range(self.settings.refine_steps):
+                optimizer.zero_grad()
+                loss = sum(((twin(x, theta) - y).pow(2).mean(dim=0) / scale).mean() for x, theta, y in records)
+                loss = loss / len(records)
+                loss.backward()
+                optimizer.step()
+                loss_value = loss.item()
+        return loss_value
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps,
+                "optimizers": {str(k): v.state_dict() for k, v in self._optimizers.items()},
+                "records": [list(layer.record or []) for layer in self._layers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state.get("steps", 0))
+        self._saved_optimizers = {int(k): v for k, v in state.get("optimizers", {}).items()}
+        for layer, records in zip(self._layers, state.get("records", []), strict=False):
+            layer.record = [tuple(r) for r in records] if self.settings.refine_every else None

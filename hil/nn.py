@@ -1,0 +1,122 @@
+"""`PhysicalLayer`: a physical system inside an ordinary torch model, with the gradient flow of its mode.
+
+- ``pat`` — physics-aware training (Wright et al., Nature 601, 2022): the forward pass runs on the device; the
+  backward pass is the twin's vector-Jacobian product at the inputs and parameters the device saw;
+- ``twin`` — forward and backward through the twin (in-silico training, or evaluating the twin);
+- ``device`` — forward on the device, no gradient (evaluation on the hardware).
+
+The layer's trainable physical parameters θ are an ``nn.Parameter`` kept inside the system's bounds by
+`project_` (called after every optimiser step). The twin is held by the layer but is not one of its
+parameters, so a training optimiser never changes it. Batches larger than one device call are split by the
+system.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from hil.errors import ConfigError
+from hil.systems.base import PhysicalSystem
+from hil.twin.models import Twin
+
+Mode = Literal["pat", "twin", "device"]
+MODES = ("pat", "twin", "device")
+
+
+class PhysicsAware(torch.autograd.Function):
+    """Device output forward; the twin's vector-Jacobian product at the measured point backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, theta: torch.Tensor, system: PhysicalSystem, twin: Twin,
+                record: list | None) -> torch.Tensor:
+        y = system.forward(x.detach(), theta.detach())
+        ctx.save_for_backward(x, theta)
+        ctx.twin = twin
+        if record is not None:
+            record.append((x.detach().clone(), theta.detach().clone(), y.detach().clone()))
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, theta = ctx.saved_tensors
+        with torch.enable_grad():
+            x_ = x.detach().requires_grad_(ctx.needs_input_grad[0])
+            theta_ = theta.detach().requires_grad_(True)
+            y_twin = ctx.twin(x_, theta_)
+            wanted = [t for t in (x_, theta_) if t.requires_grad]
+            grads = torch.autograd.grad(y_twin, wanted, grad_y, allow_unused=True)
+        grad_x = grads[0] if ctx.needs_input_grad[0] else None
+        return grad_x, grads[-1], None, None, None
+
+
+class PhysicalLayer(nn.Module):
+    """A physical system as a layer: ``y = f(x, θ)`` with θ trainable; see the module docstring for modes.
+
+    ``theta_init``: ``uniform`` (seeded, within bounds) or ``center``. ``input_map``: ``none`` (x must already
+    be within the system's input bounds) or ``sigmoid`` (maps any real input into the bounds).
+    """
+
+    def __init__(self, system: PhysicalSystem, twin: Twin | None = None, *, mode: Mode = "pat",
+                 theta_init: str = "uniform", input_map: str = "none", seed: int = 0):
+        super().__init__()
+        self.system = system
+        self.__dict__["twin"] = twin  # held, not registered: training never updates the twin
+        self.mode: Mode = mode
+        if input_map not in ("none", "sigmoid"):
+            raise ConfigError(f"input_map must be 'none' or 'sigmoid', got {input_map!r}")
+        self.input_map = input_map
+        low, high = system.theta_bounds
+        if theta_init == "uniform":
+            generator = torch.Generator().manual_seed(seed)
+            initial = low + (high - low) * torch.rand(system.n_params, generator=generator)
+        elif theta_init == "center":
+            initial = torch.full((system.n_params,), (low + high) / 2)
+        else:
+            raise ConfigError(f"theta_init must be 'uniform' or 'center', got {theta_init!r}")
+        self.theta = nn.Parameter(initial)
+        self.record: list | None = None
+
+    def set_twin(self, twin: Twin | None) -> None:
+        self.__dict__["twin"] = twin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_map == "sigmoid":
+            low, high = self.system.x_bounds
+            x = low + (high - low) * torch.sigmoid(x)
+        if self.mode == "device":
+            with torch.no_grad():
+                return self.system.forward(x, self.theta)
+        twin: Twin | None = self.__dict__["twin"]
+        if twin is None:
+            raise ConfigError(f"physical layer on {self.system.name!r} in {self.mode!r} mode needs a twin")
+        if self.mode == "twin":
+            return twin(x, self.theta)
+        if self.mode == "pat":
+            return PhysicsAware.apply(x, self.theta, self.system, twin, self.record)
+        raise ConfigError(f"unknown mode {self.mode!r}; modes: {', '.join(MODES)}")
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Clamp θ into the system's bounds (after an optimiser step)."""
+        self.theta.clamp_(*self.system.theta_bounds)
+
+
+def physical_layers(model: nn.Module) -> list[PhysicalLayer]:
+    return [module for module in model.modules() if isinstance(module, PhysicalLayer)]
+
+
+def set_mode(model: nn.Module, mode: Mode) -> None:
+    """Set every physical layer of ``model`` to ``mode``."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+    for layer in physical_layers(model):
+        layer.mode = mode
+
+
+def project_(model: nn.Module) -> None:
+    """Keep every physical layer's θ within bounds."""
+    for layer in physical_layers(model):
+        layer.project_()

@@ -1,0 +1,394 @@
+"""Run a protocol: calibrate, collect, fit the twin, measure its fidelity, train, evaluate, report.
+
+The steps run as a plan with a checkpoint after each step and each epoch: the model, the optimiser, the twin,
+the random generators, the step counters and, on a simulator, the full state of the simulated bench. A run
+killed at any point (even with SIGKILL) resumes with ``hil run --resume RUN`` from its last checkpoint and ends
+with the same result as an uninterrupted run with the same seed; the events of the unfinished part are moved out
+of the log, so it holds every event exactly once. The first Ctrl-C finishes the current step (or training
+batch), saves a checkpoint and exits; the second exits at once. Every instrument goes to its safe state on the
+way out, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from hil import state as state_io
+from hil.datasets import Dataset, MinMaxEncoder, load_dataset
+from hil.errors import ConfigError, HilError
+from hil.lab import Lab
+from hil.nn import physical_layers, set_mode
+from hil.protocol import Protocol, build_method, build_model, first_physical_system, load_protocol
+from hil.store import RunStore
+from hil.twin.collect import TwinData, collect
+from hil.twin.fidelity import fidelity
+from hil.twin.fit import fit_twin
+from hil.twin.models import Twin, build_twin, load_twin, save_twin
+
+STEPS = ("calibrate", "collect", "fit_twin", "fidelity", "train", "evaluate", "report")
+
+
+class Interrupted(HilError):
+    """The run stopped at a user's Ctrl-C after saving; resume it with ``hil run --resume``."""
+
+
+class _StopFlag:
+    """First SIGINT: ask to stop at the next safe point. Second SIGINT: stop at once (KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopFlag]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"), transient=False)
+
+
+class Run:
+    """One run of a protocol on a lab; see the module docstring. Use `execute`."""
+
+    def __init__(self, protocol: Protocol, lab: Lab, store: RunStore, document: Any = None, show_progress: bool = True):
+        self.protocol, self.lab, self.store, self.document = protocol, lab, store, document
+        self.show_progress = show_progress
+        self.stop = _StopFlag()
+        self.completed: list[str] = []
+        self.epoch = 0
+        self.batch = 0
+        self.history: list[dict[str, Any]] = []
+        self.twin: Twin | None = None
+        self.twin_data: TwinData | None = None
+        self.started = time.monotonic()
+        self.wall_s_before = 0.0
+
+    # -- set-up -------------------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        protocol = self.protocol
+        self.system = self.lab.system(protocol.system)
+        self.method = build_method(protocol, self.document)
+        self.method.check(self.system)
+        d = protocol.dataset
+        self.data: Dataset = load_dataset(d.name, seed=protocol.seed, test_fraction=d.test_fraction, path=d.path,
+                                          pool=d.pool, limit=d.limit)
+        self.model = build_model(protocol, self.lab, self.data.n_features, self.data.n_classes, self.document)
+        first = first_physical_system(protocol, self.lab)
+        if first is not None:
+            encoder = MinMaxEncoder(self.data.x_train, first.x_bounds)
+        else:
+            mean, std = self.data.x_train.mean(dim=0), self.data.x_train.std(dim=0).clamp_min(1e-6)
+            encoder = lambda x: (x - mean) / std  # noqa: E731 - a standardisation for a digital first layer
+        self.x_train, self.x_test = encoder(self.data.x_train), encoder(self.data.x_test)
+        self.y_train, self.y_test = self.data.y_train, self.data.y_test
+        training = protocol.training
+        physical = [layer.theta for layer in physical_layers(self.model)]
+        digital = [p for p in self.model.parameters() if all(p is not q for q in physical)]
+        groups = [{"params": digital, "lr": training.lr}]
+        if physical:
+            groups.append({"params": physical, "lr": training.physical_lr or training.lr})
+        optimizer = torch.optim.Adam if training.optimizer == "adam" else torch.optim.SGD
+        self.optimizer = optimizer(groups)
+
+    # -- checkpoints --------------------------------------------------------------------------------------------
+    def _bench_state(self) -> dict[str, Any]:
+        simulated = {name: i for name, i in self.lab.instruments.items() if hasattr(i, "world")}
+        return {
+            "worlds": {name: state_io.capture(world) for name, world in self.lab.worlds.items()},
+            "instruments": {name: state_io.capture(i) for name, i in simulated.items()},
+            "systems": {name: state_io.capture(s) for name, s in self.lab.systems.items()},
+        }
+
+    def _restore_bench(self, saved: dict[str, Any]) -> None:
+        for name, world in self.lab.worlds.items():
+            if name in saved["worlds"]:
+                state_io.restore(world, saved["worlds"][name])
+        for name, instrument in self.lab.instruments.items():
+            if name in saved["instruments"]:
+                state_io.restore(instrument, saved["instruments"][name])
+        all_simulated = all(hasattr(i, "world") for i in self.lab.instruments.values())
+        for name, system in self.lab.systems.items():
+            if name in saved["systems"]:
+                state_io.restore(system, saved["systems"][name])
+                if not all_simulated and hasattr(system, "device_state_lost"):
+                    system.device_state_lost()
+
+    def checkpoint(self) -> None:
+        twin_state = self.twin.state_dict() if self.twin is not None else None
+        self.store.save_checkpoint({
+            "completed": list(self.completed), "epoch": self.epoch, "batch": self.batch,
+            "history": self.history, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(), "twin": twin_state, "torch_rng": torch.get_rng_state(),
+            "bench": self._bench_state(), "wall_s": self.wall_s(),
+        })
+
+    def resume_from(self, saved: dict[str, Any]) -> None:
+        self.completed = list(saved["completed"])
+        self.epoch, self.batch = int(saved["epoch"]), int(saved["batch"])
+        self.history = list(saved["history"])
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        self._restore_bench(saved["bench"])
+        self.wall_s_before = float(saved.get("wall_s", 0.0))
+        if "collect" in self.completed:
+            arrays, _ = self.store.load_arrays("data/twin_data.h5")
+            self.twin_data = TwinData.from_arrays(arrays)
+        if saved["twin"] is not None:
+            self.twin = self._new_twin()
+            self.twin.load_state_dict(saved["twin"])
+            self._attach_twin()
+        self.method.begin(self.model)
+        self.method.load_state_dict(saved["method"])
+        discarded = self.store.rewind_events(int(saved["next_seq"]))
+        self.store.event("run_resumed", completed=self.completed, epoch=self.epoch, batch=self.batch,
+                         discarded_events=discarded)
+
+    def wall_s(self) -> float:
+        return self.wall_s_before + time.monotonic() - self.started
+
+    # -- steps --------------------------------------------------------------------------------------------------
+    def execute(self) -> None:
+        steps: dict[str, Callable[[], None]] = {
+            "calibrate": self.calibrate, "collect": self.collect, "fit_twin": self.fit_twin,
+            "fidelity": self.measure_fidelity, "train": self.train, "evaluate": self.evaluate, "report": self.report}
+        with self.stop.installed():
+            for name in STEPS:
+                if name in self.completed:
+                    continue
+                if self.stop.requested:
+                    self._interrupted()
+                started = self.system.device_time_s
+                steps[name]()
+                self.completed.append(name)
+                self.store.event("step_finished", step=name, device_time_s=self.system.device_time_s - started)
+                self.checkpoint()
+        self.store.event("run_finished", device_time_s=self.system.device_time_s, wall_s=round(self.wall_s(), 3))
+
+    def _interrupted(self) -> None:
+        self.checkpoint()
+        self.store.event("run_interrupted", completed=self.completed, epoch=self.epoch, batch=self.batch)
+        raise Interrupted(f"stopped at your request after saving; resume with: hil run --resume {self.store.path}")
+
+    def calibrate(self) -> None:
+        settings = self.system.calibrate()
+        self.store.event("calibrated", system=self.system.name, settings=settings)
+
+    def _new_twin(self) -> Twin:
+        twin_config = self.protocol.twin
+        return build_twin(twin_config.kind, self.system, tuple(twin_config.hidden) if twin_config.hidden else None)
+
+    def _attach_twin(self) -> None:
+        for layer in physical_layers(self.model):
+            if layer.system is self.system:
+                layer.set_twin(self.twin)
+
+    def collect(self) -> None:
+        config = self.protocol.twin
+        if config.from_run:
+            source = RunStore.open(config.from_run)
+            arrays, _ = source.load_arrays("data/twin_data.h5")
+            source.close()
+            self.twin_data = TwinData.from_arrays(arrays)
+        else:
+            c = config.collect
+            with self._bar("collecting twin data", c.thetas + c.repeat_thetas * (c.repeats - 1)) as advance:
+                self.twin_data = collect(self.system, n_thetas=c.thetas, inputs_per_theta=c.inputs_per_theta,
+                                         repeats=c.repeats, repeat_thetas=c.repeat_thetas, design=c.design,
+                                         data=self.x_train, seed=self.protocol.seed,
+                                         progress=lambda done, total: advance(done, ""))
+        self.store.save_arrays("data/twin_data.h5", self.twin_data.arrays(), {"system": self.system.name})
+        self.store.event("collected", groups=self.twin_data.n_groups, samples=int(self.twin_data.y.numel()
+                                                                                   // self.system.n_out),
+                         noise_variance=self.twin_data.noise_variance())
+
+    def fit_twin(self) -> None:
+        config = self.protocol.twin
+        assert self.twin_data is not None
+        if config.from_run:
+            self.twin = load_twin(Path(config.from_run) / "twin", self.system)
+            self.store.event("twin_loaded", source=config.from_run)
+        else:
+            self.twin = self._new_twin()
+            train, validation = self.twin_data.split(config.fit.validation_fraction, self.protocol.seed)
+            epochs = 0 if config.kind == "oracle" else config.fit.epochs
+            with self._bar("fitting the twin", epochs) as advance:
+                result = fit_twin(self.twin, train, validation, epochs=epochs, lr=config.fit.lr,
+                                  patience=config.fit.patience, seed=self.protocol.seed,
+                                  progress=lambda e, tr, va: advance(e + 1, f"held-out NMSE {va:.4f}"))
+            self.store.event("twin_fitted", kind=config.kind, train_loss=result.train_loss,
+                             validation_loss=result.validation_loss, best_epoch=result.best_epoch)
+        save_twin(self.twin, self.store.path / "twin")
+        self._attach_twin()
+
+    def measure_fidelity(self) -> None:
+        assert self.twin is not None and self.twin_data is not None
+        config = self.protocol.twin
+        _, held_out = self.twin_data.split(config.fit.validation_fraction, self.protocol.seed)
+        result = fidelity(self.system, self.twin, held_out, self.twin_data.noise_variance(),
+                          directions=config.fidelity.directions, step=config.fidelity.step,
+                          repeats=config.fidelity.repeats, seed=self.protocol.seed)
+        with torch.no_grad():
+            predicted = torch.stack([self.twin(x, t) for x, t in zip(held_out.x, held_out.theta, strict=True)])
+        self.store.save_arrays("data/fidelity.h5", {"nmse": result.nmse, "noise_floor": result.noise_floor,
+                                                    "measured": held_out.y, "predicted": predicted})
+        self.store.event("fidelity", **result.summary())
+
+    def _batches(self, epoch: int) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.protocol.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.y_train), generator=generator)
+        return list(order.split(self.protocol.training.batch_size))
+
+    def train(self) -> None:
+        training = self.protocol.training
+        self.method.begin(self.model)
+        with self._bar("training", training.epochs, completed=self.epoch) as advance:
+            while self.epoch < training.epochs:
+                batches = self._batches(self.epoch)
+                self.model.train()
+                while self.batch < len(batches):
+                    if self.stop.requested:
+                        self._interrupted()
+                    indices = batches[self.batch]
+                    figures = self.method.train_step(self.model, self.x_train[indices], self.y_train[indices],
+                                                     self.optimizer)
+                    self.batch += 1
+                    self.store.event("batch", epoch=self.epoch, batch=self.batch, **figures)
+                record = {"epoch": self.epoch, "device_time_s": self.system.device_time_s}
+                if self.protocol.evaluation.every_epoch:
+                    record.update(self._evaluate_all())
+                self.history.append(record)
+                self.store.event("epoch", **record)
+                self.epoch += 1
+                self.batch = 0
+                self.checkpoint()
+                advance(self.epoch, f"test acc {record.get('device_accuracy', float('nan')):.3f} (device)")
+        self.method.begin(self.model)
+
+    def _evaluate(self, mode: str, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+        set_mode(self.model, mode)  # type: ignore[arg-type]
+        self.model.eval()
+        logits = []
+        with torch.no_grad():
+            for chunk in x.split(self.protocol.evaluation.batch_size):
+                logits.append(self.model(chunk))
+        all_logits = torch.cat(logits)
+        loss = nn.functional.cross_entropy(all_logits, y).item()
+        predictions = all_logits.argmax(dim=1)
+        return loss, (predictions == y).float().mean().item(), predictions
+
+    def _evaluate_all(self) -> dict[str, float]:
+        figures = {}
+        loss, accuracy, _ = self._evaluate("device", self.x_test, self.y_test)
+        figures.update(device_loss=loss, device_accuracy=accuracy)
+        if self.protocol.evaluation.twin and self.twin is not None:
+            loss, accuracy, _ = self._evaluate("twin", self.x_test, self.y_test)
+            figures.update(twin_loss=loss, twin_accuracy=accuracy)
+        self.method.begin(self.model)
+        return figures
+
+    def evaluate(self) -> None:
+        loss, accuracy, predictions = self._evaluate("device", self.x_test, self.y_test)
+        n = self.data.n_classes
+        confusion = torch.zeros(n, n, dtype=torch.int64)
+        confusion.index_put_((self.y_test, predictions), torch.ones_like(predictions), accumulate=True)
+        arrays = {"labels": self.y_test, "device_predictions": predictions, "confusion": confusion}
+        figures: dict[str, Any] = {"device_loss": loss, "device_accuracy": accuracy}
+        if self.twin is not None:
+            twin_loss, twin_accuracy, twin_predictions = self._evaluate("twin", self.x_test, self.y_test)
+            arrays["twin_predictions"] = twin_predictions
+            figures.update(twin_loss=twin_loss, twin_accuracy=twin_accuracy)
+        self.store.save_arrays("data/evaluation.h5", arrays, {"class_names": list(self.data.class_names)})
+        self.store.event("evaluated", **figures, device_time_s=self.system.device_time_s,
+                         device_calls=self.system.calls)
+
+    def report(self) -> None:
+        from hil.report import write_report
+
+        path = write_report(self.store, wall_s=self.wall_s())
+        self.store.event("reported", path=str(path.relative_to(self.store.path)))
+
+    # -- progress -----------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _bar(self, description: str, total: int, completed: int = 0) -> Iterator[Callable[[int, str], None]]:
+        if not self.show_progress or total == 0:
+            yield lambda done, info: None
+            return
+        with _progress() as progress:
+            task = progress.add_task(description, total=total, completed=completed, info="")
+            yield lambda done, info: progress.update(task, completed=done, info=info)
+
+
+def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Path | None = None,
+                 seed: int | None = None, resume: str | Path | None = None, show_progress: bool = True,
+                 output_root: str | Path | None = None) -> RunStore:
+    """Run a protocol file (or resume a run folder); returns the run's store. Instruments always end safe."""
+    if resume is not None:
+        store = RunStore.open(resume)
+        document_path = store.path / "protocol.yaml"
+        protocol, document = load_protocol(document_path)
+        lab = Lab.load(store.path / "lab.yaml")
+    else:
+        if protocol_path is None:
+            raise ConfigError("give a protocol file or --resume RUN")
+        protocol, document = load_protocol(protocol_path)
+        if seed is not None:
+            protocol = protocol.model_copy(update={"seed": seed})
+        lab_file = Path(lab_path or protocol.lab)
+        lab = Lab.load(lab_file)
+        store = RunStore.create(output_root or protocol.output.root, protocol.output.name or protocol.name)
+        store.write_text("protocol.yaml", yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
+        store.write_text("lab.yaml", lab_file.read_text(encoding="utf-8"))
+    try:
+        with lab:
+            run = Run(protocol, lab, store, document, show_progress)
+            run.prepare()
+            saved = store.load_checkpoint() if resume is not None else None
+            if saved is not None:
+                run.resume_from(saved)
+            else:
+                if resume is not None:
+                    store.rewind_events(1)
+                lab.safe_state()
+                store.write_json("snapshot.json", {
+                    "instruments": {name: i.snapshot() for name, i in lab.instruments.items()},
+                    "worlds": {name: w.describe() for name, w in lab.worlds.items()},
+                    "systems": {name: s.snapshot() for name, s in lab.systems.items()}})
+                store.event("run_started", protocol=protocol.name, method=protocol.method.name,
+                            system=protocol.system, seed=protocol.seed)
+                run.checkpoint()
+            try:
+                run.execute()
+            except Interrupted:
+                raise
+            except (HilError, KeyboardInterrupt) as error:
+                store.event("run_failed", error=str(error) or type(error).__name__)
+                raise
+    finally:
+        store.close()
+    return store

@@ -1,0 +1,237 @@
+"""Experiment protocols: the YAML schema of a run, and building the model it describes.
+
+A protocol names the lab and the system, the data set, the model (a stack of digital and physical layers), the
+twin (how to collect data and fit it), the training method and its settings, the training and evaluation
+settings, and where the run folder goes. Unknown keys are refused; errors name the file, the line and the field.
+`check_protocol` validates a protocol against its lab without touching hardware.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from hil.config import Strict, YamlDocument
+from hil.datasets import DATASETS
+from hil.errors import ConfigError
+from hil.lab import Lab
+from hil.methods.base import TrainingMethod, method_class
+from hil.nn import PhysicalLayer
+from hil.systems.base import PhysicalSystem
+from hil.twin.models import TWIN_KINDS
+
+
+class DatasetConfig(Strict):
+    name: Literal["digits", "vowels", "idx"]
+    path: str | None = Field(None, description="folder of MNIST-format IDX files (idx only)")
+    pool: int = Field(1, ge=1, description="average-pool IDX images by this factor")
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    limit: int | None = Field(None, ge=1, description="at most this many training samples")
+
+
+class PhysicalSpec(Strict):
+    system: str | None = Field(None, description="a system of the lab; default: the protocol's system")
+    theta_init: Literal["uniform", "center"] = "uniform"
+    input_map: Literal["none", "sigmoid"] = Field(
+        "none", description="none: inputs must be within the system's bounds; sigmoid: any real input")
+
+
+class LinearSpec(Strict):
+    out_features: int = Field(ge=1)
+    bias: bool = True
+
+
+class LayerSpec(Strict):
+    """One layer: exactly one of ``physical``, ``linear``, ``activation``, ``batchnorm``."""
+
+    physical: PhysicalSpec | None = None
+    linear: LinearSpec | None = None
+    activation: Literal["relu", "tanh", "sigmoid", "silu"] | None = None
+    batchnorm: bool | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LayerSpec:
+        given = [name for name in ("physical", "linear", "activation", "batchnorm") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("a layer is exactly one of physical, linear, activation, batchnorm; "
+                             f"got {given or 'none'}")
+        return self
+
+
+class ModelConfig(Strict):
+    layers: list[LayerSpec] = Field(min_length=1)
+
+
+class CollectConfig(Strict):
+    thetas: int = Field(24, ge=2, description="parameter vectors θ (Sobol design)")
+    inputs_per_theta: int = Field(64, ge=1, description="inputs measured per θ (one device call)")
+    repeats: int = Field(3, ge=1, description="measurements of the first groups, for the noise floor")
+    repeat_thetas: int = Field(4, ge=1)
+    design: Literal["sobol", "data", "mixed"] = "mixed"
+
+
+class FitConfig(Strict):
+    epochs: int = Field(60, ge=0)
+    lr: float = Field(0.02, gt=0)
+    patience: int = Field(10, ge=1)
+    validation_fraction: float = Field(0.25, gt=0, lt=1)
+
+
+class FidelityConfig(Strict):
+    directions: int = Field(3, ge=1, description="random directions for the Jacobian check")
+    step: float = Field(0.05, gt=0, le=0.5, description="finite-difference step, fraction of the bounds")
+    repeats: int = Field(2, ge=1, description="device measurements averaged per finite difference")
+
+
+class TwinConfig(Strict):
+    kind: Literal["physics", "neural", "residual", "oracle"] = "physics"
+    hidden: list[int] | None = None
+    collect: CollectConfig = Field(default_factory=CollectConfig)
+    fit: FitConfig = Field(default_factory=FitConfig)
+    fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
+    from_run: str | None = Field(None, description="reuse the twin (and data) of this run folder")
+
+
+class MethodConfig(Strict):
+    name: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingConfig(Strict):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(0.01, gt=0, description="learning rate of the digital layers")
+    physical_lr: float | None = Field(None, gt=0, description="learning rate of θ (default: lr)")
+
+
+class EvaluationConfig(Strict):
+    every_epoch: bool = Field(True, description="evaluate on the device (and twin) after every epoch")
+    twin: bool = Field(True, description="also evaluate the twin's predictions")
+    batch_size: int = Field(512, ge=1)
+
+
+class OutputConfig(Strict):
+    root: str = "runs"
+    name: str | None = None
+
+
+class Protocol(Strict):
+    """An experiment protocol."""
+
+    name: str
+    description: str = ""
+    lab: str = Field("lab.yaml", description="lab file, relative to the working directory")
+    system: str
+    seed: int = 0
+    dataset: DatasetConfig
+    model: ModelConfig
+    twin: TwinConfig = Field(default_factory=TwinConfig)
+    method: MethodConfig
+    training: TrainingConfig
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+def load_protocol(path: str | Path) -> tuple[Protocol, YamlDocument]:
+    """Read and validate a protocol file."""
+    document = YamlDocument.read(path)
+    return document.validate(Protocol), document
+
+
+def build_method(protocol: Protocol, document: YamlDocument | None = None) -> TrainingMethod:
+    """The protocol's method with its validated settings."""
+    where = ("method",)
+    try:
+        cls = method_class(protocol.method.name)
+    except ConfigError as error:
+        raise _locate(document, error.detail, (*where, "name")) from None
+    if document is not None:
+        settings = document.validate(cls.Settings, (*where, "settings")) if protocol.method.settings else None
+    else:
+        settings = cls.Settings.model_validate(protocol.method.settings)
+    return cls(settings)
+
+
+def _locate(document: YamlDocument | None, message: str, location: tuple[str | int, ...]) -> ConfigError:
+    if document is not None:
+        return document.error(message, location)
+    return ConfigError(message, field=".".join(map(str, location)))
+
+
+def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
+                document: YamlDocument | None = None) -> nn.Sequential:
+    """The protocol's layer stack; widths are checked against the data, the systems and the classes."""
+    torch.manual_seed(protocol.seed)
+    layers: list[nn.Module] = []
+    width = n_features
+    for index, spec in enumerate(protocol.model.layers):
+        where = ("model", "layers", index)
+        if spec.physical is not None:
+            name = spec.physical.system or protocol.system
+            try:
+                system = lab.system(name)
+            except ConfigError as error:
+                raise _locate(document, error.detail, (*where, "physical", "system")) from None
+            if width != system.n_in:
+                raise _locate(document, f"the physical layer on {name!r} takes {system.n_in} inputs, but the "
+                                        f"layer before gives {width}", where)
+            layers.append(PhysicalLayer(system, mode="device", theta_init=spec.physical.theta_init,
+                                        input_map=spec.physical.input_map, seed=protocol.seed + index))
+            width = system.n_out
+        elif spec.linear is not None:
+            layers.append(nn.Linear(width, spec.linear.out_features, bias=spec.linear.bias))
+            width = spec.linear.out_features
+        elif spec.activation is not None:
+            layers.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}[spec.activation]())
+        elif spec.batchnorm:
+            layers.append(nn.BatchNorm1d(width))
+    if width != n_classes:
+        raise _locate(document, f"the model ends with {width} outputs; the data set has {n_classes} classes",
+                      ("model", "layers"))
+    return nn.Sequential(*layers)
+
+
+def first_physical_system(protocol: Protocol, lab: Lab) -> PhysicalSystem | None:
+    """The system of the first layer, if the model starts with a physical layer taking raw bounded inputs."""
+    first = protocol.model.layers[0].physical
+    if first is None or first.input_map != "none":
+        return None
+    return lab.system(first.system or protocol.system)
+
+
+def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
+    """Validate a protocol and its lab without connecting anything; returns a one-line summary."""
+    from hil.datasets import load_dataset
+
+    protocol, document = load_protocol(path)
+    lab = Lab.load(lab_path or protocol.lab)
+    try:
+        lab.build()
+        try:
+            system = lab.system(protocol.system)
+        except ConfigError as error:
+            raise document.error(error.detail, ("system",)) from None
+        method = build_method(protocol, document)
+        try:
+            method.check(system)
+        except ConfigError as error:
+            raise document.error(error.detail, ("method", "name")) from None
+        if protocol.twin.kind not in TWIN_KINDS:
+            raise document.error(f"unknown twin kind {protocol.twin.kind!r}", ("twin", "kind"))
+        if protocol.twin.kind == "oracle" and not all(hasattr(i, "world") for i in system.instruments.values()):
+            raise document.error("an oracle twin needs a simulated system", ("twin", "kind"))
+        if protocol.dataset.name not in DATASETS:
+            raise document.error(f"unknown data set {protocol.dataset.name!r}", ("dataset", "name"))
+        data = load_dataset(protocol.dataset.name, seed=protocol.seed, test_fraction=protocol.dataset.test_fraction,
+                            path=protocol.dataset.path, pool=protocol.dataset.pool, limit=protocol.dataset.limit)
+        build_model(protocol, lab, data.n_features, data.n_classes, document)
+    finally:
+        lab.close()
+    return (f"{path}: OK — {protocol.method.name} on {protocol.system!r} ({system.kind}), {data.name} "
+            f"({len(data.y_train)} train / {len(data.y_test)} test), {protocol.training.epochs} epochs; "
+            "no hardware was touched")

@@ -1,0 +1,131 @@
+"""The run report: PNG plots and a short markdown summary, from the run folder alone.
+
+- ``learning_curves.png``: training loss, and test loss and accuracy on the device and through the twin, per epoch;
+- ``twin_fit.png``: the twin's predictions against held-out device measurements;
+- ``confusion.png``: the confusion matrix of the final evaluation on the device;
+- ``summary.md``: the final figures, the twin's fidelity, the device time (modelled on a simulator) and the
+  wall time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from hil.store import RunStore
+
+
+def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    return next((e for e in reversed(events) if e["kind"] == kind), {})
+
+
+def _learning_curves(events: list[dict[str, Any]], path: Path) -> None:
+    epochs = [e for e in events if e["kind"] == "epoch"]
+    batches = [e for e in events if e["kind"] == "batch"]
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    if batches:
+        per_epoch: dict[int, list[float]] = {}
+        for event in batches:
+            per_epoch.setdefault(event["epoch"], []).append(event["loss"])
+        loss_axis.plot([k + 1 for k in per_epoch], [sum(v) / len(v) for v in per_epoch.values()], "o-", label="train")
+    for prefix, style in (("device", "s-"), ("twin", "^--")):
+        xs = [e["epoch"] + 1 for e in epochs if f"{prefix}_loss" in e]
+        if xs:
+            loss_axis.plot(xs, [e[f"{prefix}_loss"] for e in epochs if f"{prefix}_loss" in e], style,
+                           label=f"test, {prefix}")
+            accuracy_axis.plot(xs, [e[f"{prefix}_accuracy"] for e in epochs if f"{prefix}_accuracy" in e], style,
+                               label=f"test, {prefix}")
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _twin_fit(store: RunStore, path: Path) -> None:
+    arrays, _ = store.load_arrays("data/fidelity.h5")
+    measured, predicted = arrays["measured"].reshape(-1, arrays["measured"].shape[-1]), \
+        arrays["predicted"].reshape(-1, arrays["predicted"].shape[-1])
+    figure, axis = plt.subplots(figsize=(5, 5))
+    for output in range(min(measured.shape[1], 10)):
+        axis.scatter(measured[:, output], predicted[:, output], s=4, alpha=0.5, label=f"y{output}")
+    low, high = float(measured.min()), float(measured.max())
+    axis.plot([low, high], [low, high], "k--", linewidth=1)
+    axis.set(xlabel="measured on the device", ylabel="predicted by the twin",
+             title=f"twin on held-out data (NMSE {arrays['nmse'].mean():.4f})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _confusion(store: RunStore, path: Path) -> None:
+    arrays, attrs = store.load_arrays("data/evaluation.h5")
+    confusion = arrays["confusion"].float()
+    names = attrs.get("class_names") or [str(k) for k in range(len(confusion))]
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    image = axis.imshow(confusion, cmap="Blues")
+    for row in range(len(confusion)):
+        for column in range(len(confusion)):
+            axis.text(column, row, f"{int(confusion[row, column])}", ha="center", va="center", fontsize=7)
+    axis.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
+             xlabel="predicted", ylabel="true", title="confusion on the device")
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _figure(value: Any, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def write_report(store: RunStore, wall_s: float | None = None) -> Path:
+    """Write the plots and ``report/summary.md`` of a run; returns the summary's path."""
+    events = store.events()
+    folder = store.path / "report"
+    folder.mkdir(exist_ok=True)
+    _learning_curves(events, folder / "learning_curves.png")
+    plots = ["learning_curves.png"]
+    if store.has("data/fidelity.h5"):
+        _twin_fit(store, folder / "twin_fit.png")
+        plots.append("twin_fit.png")
+    if store.has("data/evaluation.h5"):
+        _confusion(store, folder / "confusion.png")
+        plots.append("confusion.png")
+    started, evaluated, fid = _last(events, "run_started"), _last(events, "evaluated"), _last(events, "fidelity")
+    calibrated, collected = _last(events, "calibrated"), _last(events, "collected")
+    wall = wall_s if wall_s is not None else _last(events, "run_finished").get("wall_s")
+    lines = [
+        f"# {started.get('protocol', store.path.name)}",
+        "",
+        f"Run `{store.path.name}`: method **{started.get('method')}** on system **{started.get('system')}**, "
+        f"seed {started.get('seed')}.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| test accuracy on the device | {_figure(evaluated.get('device_accuracy'))} |",
+        f"| test accuracy through the twin | {_figure(evaluated.get('twin_accuracy'))} |",
+        f"| test loss on the device | {_figure(evaluated.get('device_loss'))} |",
+        f"| twin held-out NMSE (mean over outputs) | {_figure(fid.get('nmse_mean'))} |",
+        f"| noise floor (NMSE of repeats) | {_figure(fid.get('noise_floor_mean'))} |",
+        f"| twin Jacobian cosine, θ / x | {_figure(fid.get('jacobian_cosine_theta'), 3)} / "
+        f"{_figure(fid.get('jacobian_cosine_x'), 3)} |",
+        f"| device calls | {_figure(evaluated.get('device_calls'))} |",
+        f"| device time (modelled on a simulator), s | {_figure(evaluated.get('device_time_s'), 1)} |",
+        f"| wall time, s | {_figure(wall, 1)} |",
+        "",
+        f"Calibration: {calibrated.get('settings', {})}. Twin data: {collected.get('groups', 'n/a')} θ groups, "
+        f"{collected.get('samples', 'n/a')} samples.",
+        "",
+        *[f"![{name}]({name})" for name in plots],
+        "",
+    ]
+    return store.write_text("report/summary.md", "\n".join(lines))

@@ -1,0 +1,111 @@
+"""Capture and restore the mutable state of simulated worlds, simulated instruments and systems.
+
+A checkpoint must hold everything that decides what a simulated bench does next: its random generators, its
+virtual clock, its slow state (drift, power wander), what is programmed or shown. `capture` walks an object's
+attributes and keeps tensors (cloned), generator states, numbers, strings, numpy arrays and containers of
+them, and descends into the project's own plain state holders (clocks, slow-state processes); it does not
+descend into other worlds, instruments, systems, transports, modules or configuration models, which are
+captured on their own or are fixed. `restore` puts the values back. Everything captured is a tensor or a plain
+value, so checkpoints load with ``torch.load(weights_only=True)``.
+
+On a real bench a device's state cannot be put back; a resumed bench run continues from the device as it is.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+_GENERATOR = "__generator_state__"
+_NUMPY = "__numpy__"
+_OBJECT = "__object__"
+
+
+def _stops(value: Any) -> bool:
+    """Objects captured on their own, or holding nothing to restore."""
+    from hil.instruments import Instrument
+    from hil.systems.base import PhysicalSystem
+    from hil.transport import Transport
+
+    world = any(base.__name__ == "World" and base.__module__ == "simulators.world" for base in type(value).__mro__)
+    return world or isinstance(value, Instrument | PhysicalSystem | Transport | BaseModel | torch.nn.Module)
+
+
+def _is_state_holder(value: Any) -> bool:
+    module = type(value).__module__
+    return hasattr(value, "__dict__") and (module.startswith("hil.") or module.startswith("simulators.")) \
+        and not _stops(value)
+
+
+def _capture_value(value: Any, seen: set[int]) -> tuple[bool, Any]:
+    if value is None or isinstance(value, bool | int | float | str):
+        return True, value
+    if isinstance(value, torch.Tensor):
+        return True, value.detach().clone()
+    if isinstance(value, torch.Generator):
+        return True, {_GENERATOR: value.get_state()}
+    if isinstance(value, np.ndarray):
+        return True, {_NUMPY: torch.from_numpy(value.copy())}
+    if isinstance(value, np.generic):
+        return True, value.item()
+    if isinstance(value, list | tuple):
+        items = [_capture_value(v, seen) for v in value]
+        if all(ok for ok, _ in items):
+            return True, [v for _, v in items]
+        return False, None
+    if isinstance(value, dict):
+        if not all(isinstance(k, str | int) for k in value):
+            return False, None
+        items = {k: _capture_value(v, seen) for k, v in value.items()}
+        if all(ok for ok, _ in items.values()):
+            return True, {"__dict__": [[k, v] for k, (_, v) in items.items()]}
+        return False, None
+    if _is_state_holder(value) and id(value) not in seen:
+        return True, {_OBJECT: capture(value, seen)}
+    return False, None
+
+
+def capture(obj: Any, seen: set[int] | None = None) -> dict[str, Any]:
+    """The restorable state of ``obj``'s attributes (see the module docstring for what is kept)."""
+    seen = set() if seen is None else seen
+    seen.add(id(obj))
+    state = {}
+    for name, value in vars(obj).items():
+        if isinstance(value, type(threading.Lock())):
+            continue
+        ok, captured = _capture_value(value, seen)
+        if ok:
+            state[name] = captured
+    return state
+
+
+def _restore_value(current: Any, saved: Any) -> Any:
+    if isinstance(saved, dict) and _GENERATOR in saved:
+        current.set_state(saved[_GENERATOR])
+        return current
+    if isinstance(saved, dict) and _NUMPY in saved:
+        return saved[_NUMPY].numpy().copy()
+    if isinstance(saved, dict) and _OBJECT in saved:
+        restore(current, saved[_OBJECT])
+        return current
+    if isinstance(saved, dict) and "__dict__" in saved:
+        current_items = current if isinstance(current, dict) else {}
+        return {k: _restore_value(current_items.get(k), v) for k, v in saved["__dict__"]}
+    if isinstance(saved, list):
+        current_items = list(current) if isinstance(current, list | tuple) else [None] * len(saved)
+        current_items += [None] * (len(saved) - len(current_items))
+        values = [_restore_value(c, s) for c, s in zip(current_items, saved, strict=False)]
+        return tuple(values) if isinstance(current, tuple) else values
+    if isinstance(saved, torch.Tensor):
+        return saved.clone()
+    return saved
+
+
+def restore(obj: Any, state: dict[str, Any]) -> None:
+    """Put back what `capture` saved."""
+    for name, saved in state.items():
+        object.__setattr__(obj, name, _restore_value(getattr(obj, name, None), saved))

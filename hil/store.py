@@ -1,0 +1,205 @@
+"""The run folder: everything a run leaves, written so that a crash loses nothing already written.
+
+::
+
+    runs/20261128-101500-optical-pat-digits/
+      protocol.yaml        the resolved protocol            lab.yaml        the lab file as used
+      snapshot.json        instruments, worlds and systems at the start
+      events.jsonl         append-only event log: one JSON line per event, flushed as written
+      data/*.h5            arrays in HDF5 (collected twin data, evaluations), each written whole and atomically
+      twin/                the fitted twin (state dict + spec)
+      checkpoint.pt        the latest checkpoint (atomically replaced)
+      report/              plots (PNG) and summary.md
+
+Every file other than the event log is written to a temporary name and renamed into place, so a reader (or a
+resumed run) sees either the old or the new version, never half of one. The event log is appended line by line;
+a line torn by a crash is ignored when reading. On resume the events after the checkpoint (a partial epoch that
+will be redone) are moved to ``events.discarded.jsonl``, so the log has every event exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from hil.errors import ConfigError, HilError
+
+EVENTS = "events.jsonl"
+DISCARDED = "events.discarded.jsonl"
+CHECKPOINT = "checkpoint.pt"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class RunStore:
+    """One run folder. Create with `create`, reopen (e.g. to resume or report) with `open`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._events = (path / EVENTS).open("a", encoding="utf-8")
+        self.next_seq = 1 + max((event["seq"] for event in self.events()), default=0)
+
+    @classmethod
+    def create(cls, parent: str | Path, name: str) -> RunStore:
+        """A new run folder ``parent/<date>-<time>-<name>`` (a suffix keeps it unique)."""
+        stem = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name).strip('-') or 'run'}"
+        parent = Path(parent)
+        parent.mkdir(parents=True, exist_ok=True)
+        for suffix in ["", *(f"-{k}" for k in range(2, 1000))]:
+            path = parent / f"{stem}{suffix}"
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return cls(path)
+        raise HilError(f"cannot create a run folder under {parent}")
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunStore:
+        path = Path(path)
+        if not (path / EVENTS).exists():
+            raise ConfigError(f"{path} is not a run folder (no {EVENTS})")
+        return cls(path)
+
+    def close(self) -> None:
+        self._events.close()
+
+    # -- events -------------------------------------------------------------------------------------------------
+    def event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Append one event (with a sequence number and the wall time) and flush it to the OS at once."""
+        record = {"seq": self.next_seq, "time": round(time.time(), 3), "kind": kind, **_jsonable(fields)}
+        self._events.write(json.dumps(record) + "\n")
+        self._events.flush()
+        self.next_seq += 1
+        return record
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every complete event in the log (a line torn by a crash is skipped)."""
+        return list(_read_events(self.path / EVENTS))
+
+    def rewind_events(self, next_seq: int) -> int:
+        """Keep events before ``next_seq`` in the log; move later ones to the discarded log. Returns how many."""
+        kept, later = [], []
+        for event in self.events():
+            (kept if event["seq"] < next_seq else later).append(event)
+        if later:
+            with (self.path / DISCARDED).open("a", encoding="utf-8") as handle:
+                for event in later:
+                    handle.write(json.dumps(event) + "\n")
+        self._events.close()
+        _atomic_write(self.path / EVENTS, "".join(json.dumps(e) + "\n" for e in kept).encode())
+        self._events = (self.path / EVENTS).open("a", encoding="utf-8")
+        self.next_seq = next_seq
+        return len(later)
+
+    # -- files --------------------------------------------------------------------------------------------------
+    def write_text(self, relative: str, text: str) -> Path:
+        _atomic_write(self.path / relative, text.encode("utf-8"))
+        return self.path / relative
+
+    def write_json(self, relative: str, value: Any) -> Path:
+        return self.write_text(relative, json.dumps(_jsonable(value), indent=2) + "\n")
+
+    def read_json(self, relative: str) -> Any:
+        return json.loads((self.path / relative).read_text(encoding="utf-8"))
+
+    def save_arrays(self, relative: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> Path:
+        """Write named arrays (and scalar attributes) as one HDF5 file, atomically."""
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w") as handle:
+            for name, array in arrays.items():
+                data = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+                handle.create_dataset(name, data=data, compression="gzip" if data.size > 4096 else None)
+            for key, value in (attrs or {}).items():
+                handle.attrs[key] = json.dumps(_jsonable(value))
+        _atomic_write(self.path / relative, buffer.getvalue())
+        return self.path / relative
+
+    def load_arrays(self, relative: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The arrays (as tensors) and attributes of an HDF5 file written by `save_arrays`."""
+        with h5py.File(self.path / relative, "r") as handle:
+            arrays = {name: torch.from_numpy(handle[name][()]) for name in handle}
+            attrs = {key: json.loads(value) for key, value in handle.attrs.items()}
+        return arrays, attrs
+
+    def has(self, relative: str) -> bool:
+        return (self.path / relative).exists()
+
+    # -- checkpoints --------------------------------------------------------------------------------------------
+    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
+        """Replace the checkpoint atomically; it records the event sequence number it belongs to."""
+        buffer = io.BytesIO()
+        torch.save({**state, "next_seq": self.next_seq}, buffer)
+        _atomic_write(self.path / CHECKPOINT, buffer.getvalue())
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The latest checkpoint (tensors and plain values only: loaded with ``weights_only=True``)."""
+        if not self.has(CHECKPOINT):
+            return None
+        return torch.load(self.path / CHECKPOINT, weights_only=True)
+
+
+def _read_events(path: Path) -> Iterator[dict[str, Any]]:
+    if not path.exists():
+        return
+    with path.open("r", encoding="utf-8") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                break  # torn by a crash
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                break
+
+
+def list_runs(parent: str | Path) -> list[dict[str, Any]]:
+    """Summaries of the runs under ``parent``, newest first: folder, protocol, status, last figures."""
+    runs = []
+    for path in sorted(Path(parent).glob("*/" + EVENTS), reverse=True):
+        events = list(_read_events(path))
+        started = next((e for e in events if e["kind"] == "run_started"), {})
+        finished = next((e for e in reversed(events) if e["kind"] in ("run_finished", "run_failed",
+                                                                          "run_interrupted")), None)
+        evaluation = next((e for e in reversed(events) if e["kind"] == "evaluated"), {})
+        runs.append({
+            "run": path.parent.name,
+            "protocol": started.get("protocol", "?"),
+            "status": {"run_finished": "finished", "run_failed": "failed",
+                       "run_interrupted": "interrupted"}.get(finished["kind"], "?") if finished else "incomplete",
+            "device_accuracy": evaluation.get("device_accuracy"),
+            "events": len(events),
+        })
+    return runs

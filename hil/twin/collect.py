@@ -1,0 +1,119 @@
+"""Collect data from a physical system for fitting and judging a digital twin.
+
+The design is space-filling: parameter vectors θ from a scrambled Sobol sequence over the system's θ bounds,
+and for each θ a set of inputs x (Sobol points over the input bounds, rows of the training data, or half of
+each). Each θ is one device call (one programming of the parameters, a batch of inputs). The first
+``repeat_thetas`` groups are measured ``repeats`` times, which gives the noise floor: the variance of repeated
+measurements of the same (x, θ), per output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch.quasirandom import SobolEngine
+
+from hil.errors import ConfigError
+from hil.systems.base import PhysicalSystem
+
+InputDesign = Literal["sobol", "data", "mixed"]
+
+
+@dataclass(frozen=True)
+class TwinData:
+    """Measurements grouped by θ: ``x`` (G × n × n_in), ``theta`` (G × n_params), ``y`` (G × n × n_out).
+
+    ``y_repeats`` (R × G_r × n × n_out) holds the repeated measurements of the first G_r groups.
+    """
+
+    x: torch.Tensor
+    theta: torch.Tensor
+    y: torch.Tensor
+    y_repeats: torch.Tensor
+
+    @property
+    def n_groups(self) -> int:
+        return self.theta.shape[0]
+
+    def noise_variance(self) -> torch.Tensor:
+        """Per-output variance of repeated measurements of the same (x, θ) (zeros without repeats)."""
+        if self.y_repeats.shape[0] < 2:
+            return torch.zeros(self.y.shape[-1])
+        return self.y_repeats.var(dim=0).mean(dim=(0, 1))
+
+    def output_variance(self) -> torch.Tensor:
+        """Per-output variance of the measurements over the whole design."""
+        return self.y.reshape(-1, self.y.shape[-1]).var(dim=0)
+
+    def subset(self, groups: torch.Tensor) -> TwinData:
+        """The given θ groups (repeats are kept only with the training-side split)."""
+        return TwinData(self.x[groups], self.theta[groups], self.y[groups], self.y_repeats[:, :0])
+
+    def split(self, validation_fraction: float, seed: int) -> tuple[TwinData, TwinData]:
+        """Hold out whole θ groups, so validation measures generalisation to new parameters."""
+        if not 0 < validation_fraction < 1:
+            raise ConfigError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+        order = torch.randperm(self.n_groups, generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, round(self.n_groups * validation_fraction))
+        if n_val >= self.n_groups:
+            raise ConfigError(f"{self.n_groups} θ groups cannot be split for validation; collect more")
+        return self.subset(order[n_val:].sort().values), self.subset(order[:n_val].sort().values)
+
+    def arrays(self) -> dict[str, torch.Tensor]:
+        return {"x": self.x, "theta": self.theta, "y": self.y, "y_repeats": self.y_repeats}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, torch.Tensor]) -> TwinData:
+        return cls(arrays["x"].float(), arrays["theta"].float(), arrays["y"].float(), arrays["y_repeats"].float())
+
+
+def sobol(n: int, dimension: int, bounds: tuple[float, float], seed: int) -> torch.Tensor:
+    """``n`` scrambled Sobol points in ``bounds`` along every one of ``dimension`` axes."""
+    unit = SobolEngine(dimension, scramble=True, seed=seed).draw(n).float()
+    return bounds[0] + (bounds[1] - bounds[0]) * unit
+
+
+def design_inputs(system: PhysicalSystem, n: int, design: InputDesign, data: torch.Tensor | None,
+                  seed: int) -> torch.Tensor:
+    """``n`` inputs per the design (``data`` rows must already be encoded into the system's input bounds)."""
+    if design != "sobol" and (data is None or len(data) == 0):
+        raise ConfigError(f"input design {design!r} needs training data")
+    n_data = {"sobol": 0, "data": n, "mixed": n // 2}[design]
+    parts = []
+    if n - n_data:
+        parts.append(sobol(n - n_data, system.n_in, system.x_bounds, seed))
+    if n_data:
+        assert data is not None
+        picks = torch.randint(len(data), (n_data,), generator=torch.Generator().manual_seed(seed))
+        parts.append(data[picks])
+    return torch.cat(parts)
+
+
+def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, repeats: int = 1,
+            repeat_thetas: int = 4, design: InputDesign = "mixed", data: torch.Tensor | None = None, seed: int = 0,
+            progress: Callable[[int, int], None] | None = None) -> TwinData:
+    """Measure ``n_thetas`` θ groups of ``inputs_per_theta`` inputs; repeat the first groups ``repeats`` times."""
+    if n_thetas < 2 or inputs_per_theta < 1 or repeats < 1:
+        raise ConfigError("collect needs at least 2 thetas, 1 input per theta and 1 repeat")
+    thetas = sobol(n_thetas, system.n_params, system.theta_bounds, seed)
+    xs = torch.stack([design_inputs(system, inputs_per_theta, design, data, seed + 1 + g) for g in range(n_thetas)])
+    n_repeat_groups = min(repeat_thetas, n_thetas) if repeats > 1 else 0
+    total = n_thetas + n_repeat_groups * (repeats - 1)
+    ys, repeated = [], []
+    done = 0
+    for group in range(n_thetas):
+        measurements = [system.forward(xs[group], thetas[group])]
+        done += 1
+        if group < n_repeat_groups:
+            for _ in range(repeats - 1):
+                measurements.append(system.forward(xs[group], thetas[group]))
+                done += 1
+            repeated.append(torch.stack(measurements))
+        ys.append(measurements[0])
+        if progress is not None:
+            progress(done, total)
+    y_repeats = torch.stack(repeated, dim=1) if repeated else torch.zeros(0, 0, inputs_per_theta, system.n_out)
+    return TwinData(xs, thetas, torch.stack(ys), y_repeats)

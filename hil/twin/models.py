@@ -1,0 +1,163 @@
+"""Twin models: ``twin(x, θ) -> y`` as a differentiable torch module, and their save and load.
+
+- ``physics``: the system's noiseless physics (`PhysicalSystem.physics_model`) with its calibration learnable,
+  followed by a learnable per-output gain and offset;
+- ``neural``: a multilayer perceptron on (x, θ) scaled to [−1, 1] by their bounds;
+- ``residual``: the physics twin plus a neural residual that starts at zero;
+- ``oracle``: on a simulator, the physics with the world's hidden calibration (not fitted: the ceiling).
+
+Saved as ``twin.json`` (kind, sizes) and ``twin.pt`` (the state dict), loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from hil.errors import ConfigError
+from hil.systems.base import PhysicalSystem
+
+TWIN_KINDS = ("physics", "neural", "residual", "oracle")
+
+
+class Twin(nn.Module):
+    """Base of the twins; ``spec`` is what is needed to rebuild the module before loading its state."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, system: PhysicalSystem):
+        super().__init__()
+        self.n_in, self.n_out, self.n_params = system.n_in, system.n_out, system.n_params
+        self.spec: dict[str, Any] = {"kind": self.kind, "system": system.kind}
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class OutputAffine(nn.Module):
+    """A learnable per-output gain and offset (a detector's gain and background)."""
+
+    def __init__(self, n_out: int):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(n_out))
+        self.offset = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.gain + self.offset
+
+
+class PhysicsTwin(Twin):
+    """The system's physics with learnable calibration and output gain/offset."""
+
+    kind = "physics"
+
+    def __init__(self, system: PhysicalSystem, oracle: bool = False):
+        super().__init__(system)
+        self.physics = system.oracle_model() if oracle else system.physics_model()
+        self.affine = OutputAffine(self.n_out)
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.affine(self.physics(x, theta))
+
+
+class OracleTwin(PhysicsTwin):
+    """The physics with the simulated world's hidden calibration: what no fitted twin can beat."""
+
+    kind = "oracle"
+
+    def __init__(self, system: PhysicalSystem):
+        super().__init__(system, oracle=True)
+
+
+def mlp(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(n_in, width), nn.SiLU()]
+        n_in = width
+    layers.append(nn.Linear(n_in, n_out))
+    return nn.Sequential(*layers)
+
+
+class NeuralTwin(Twin):
+    """An MLP on (x, θ), each scaled to [−1, 1] by the system's bounds; outputs de-normalised by the data's
+    per-output mean and std (set by `fit_twin` before training)."""
+
+    kind = "neural"
+
+    def __init__(self, system: PhysicalSystem, hidden: tuple[int, ...] = (256, 256)):
+        super().__init__(system)
+        self.spec["hidden"] = list(hidden)
+        self.x_bounds, self.theta_bounds = system.x_bounds, system.theta_bounds
+        self.net = mlp(self.n_in + self.n_params, tuple(hidden), self.n_out)
+        self.register_buffer("y_mean", torch.zeros(self.n_out))
+        self.register_buffer("y_std", torch.ones(self.n_out))
+
+    @staticmethod
+    def _scale(value: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+        return 2 * (value - bounds[0]) / (bounds[1] - bounds[0]) - 1
+
+    def features(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        theta = self._scale(theta, self.theta_bounds).expand(len(x), -1)
+        return torch.cat([self._scale(x, self.x_bounds), theta], dim=1)
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.net(self.features(x, theta)) * self.y_std + self.y_mean
+
+
+class ResidualTwin(Twin):
+    """Physics twin plus a neural residual (its last layer starts at zero, so it starts as the physics)."""
+
+    kind = "residual"
+
+    def __init__(self, system: PhysicalSystem, hidden: tuple[int, ...] = (128, 128)):
+        super().__init__(system)
+        self.spec["hidden"] = list(hidden)
+        self.physics_twin = PhysicsTwin(system)
+        self.residual = NeuralTwin(system, hidden)
+        with torch.no_grad():
+            self.residual.net[-1].weight.zero_()
+            self.residual.net[-1].bias.zero_()
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.physics_twin(x, theta) + self.residual(x, theta)
+
+
+_KINDS: dict[str, type[Twin]] = {cls.kind: cls for cls in (PhysicsTwin, NeuralTwin, ResidualTwin, OracleTwin)}
+
+
+def build_twin(kind: str, system: PhysicalSystem, hidden: tuple[int, ...] | None = None) -> Twin:
+    """A new twin of ``kind`` (one of `TWIN_KINDS`) for ``system``."""
+    if kind not in _KINDS:
+        raise ConfigError(f"unknown twin kind {kind!r}; known: {', '.join(TWIN_KINDS)}", field="twin.kind")
+    cls = _KINDS[kind]
+    if hidden is not None and cls in (NeuralTwin, ResidualTwin):
+        return cls(system, tuple(hidden))  # type: ignore[call-arg]
+    return cls(system)
+
+
+def save_twin(twin: Twin, folder: Path) -> None:
+    """Write ``twin.json`` and ``twin.pt`` into ``folder`` (each atomically)."""
+    from hil.store import _atomic_write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / "twin.json", json.dumps(twin.spec, indent=2).encode())
+    temporary = folder / ".twin.pt.tmp"
+    torch.save(twin.state_dict(), temporary)
+    temporary.replace(folder / "twin.pt")
+
+
+def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
+    """Rebuild a saved twin for ``system``; a twin of another system kind is a `ConfigError`."""
+    try:
+        spec = json.loads((folder / "twin.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"cannot read a twin from {folder}: {error}") from None
+    if spec.get("system") != system.kind:
+        raise ConfigError(f"the twin in {folder} is for a {spec.get('system')!r} system, not {system.kind!r}")
+    twin = build_twin(spec["kind"], system, tuple(spec["hidden"]) if "hidden" in spec else None)
+    twin.load_state_dict(torch.load(folder / "twin.pt", weights_only=True))
+    return twin
