@@ -1,0 +1,128 @@
+"""Noiseless physics of a network of coupled Duffing oscillators driven by one voltage and read by sensors.
+
+Each oscillator i (a cantilever, a pendulum, a plate mode; unit mass) obeys
+
+    ẍ_i + γ_i ẋ_i + ω_i² x_i + β_i x_i³ + Σ_j κ_ij (x_i − x_j) = g_i · u(t)
+
+with x in metres, ω in rad/s, γ in 1/s, β in 1/(m²·s²), κ in 1/s² (coupling stiffness per unit mass), g in
+m/s² per volt (the actuator's gain) and u the drive in volts. Sensor k reads oscillator ``sensed[k]``:
+``s_k · x`` (displacement, s in V/m) or ``s_k · ẋ`` (velocity, s in V/(m/s)).
+
+Time is discrete as on a DAQ card whose output and input share one sample clock: the drive is held constant over
+each sample interval (zero-order hold) and sample n of a record is the state at the instant sample n of the drive
+starts. Integration is classical fixed-step Runge-Kutta 4 with ``substeps`` steps per sample; its error is a
+relative frequency shift of about (ωh)⁴/120 and an extra damping of about (ωh)⁵/144 per step, i.e. 5·10⁻⁴ and
+0.2 % for a 400 Hz mode at h = 250 µs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+#: The reference bench: nominal design values shared by the simulator's defaults and the system's defaults.
+NOMINAL_FREQ_HZ = (150.0, 210.0, 290.0, 400.0)
+NOMINAL_Q = (5.0, 6.0, 7.0, 8.0)
+NOMINAL_NONLINEAR_LENGTH_M = 5e-4
+NOMINAL_COUPLING_HZ = 60.0
+NOMINAL_DRIVE_GAIN = (90.0, 150.0, 260.0, 450.0)
+NOMINAL_SENSOR_GAIN = 7870.0
+NOMINAL_SENSED = (0, 1, 2, 3)
+#: Largest RK4 step (s); a sample interval is split into ceil(interval / MAX_STEP_S) steps.
+MAX_STEP_S = 2.5e-4
+
+
+def nominal_parameters(freq_hz: Sequence[float], q: Sequence[float], nonlinear_length_m: float, coupling_hz: float,
+                       drive_gain: Sequence[float], sensor_gain: float, n_sensed: int) -> dict[str, torch.Tensor]:
+    """Physical parameters (float32 tensors) of a design.
+
+    ``freq_hz`` and ``q`` give ω = 2πf and γ = ω/Q per oscillator; β = ω²/L² where ``nonlinear_length_m`` L is the
+    displacement at which the cubic stiffness equals the linear one; nearest neighbours (i, i+1) are coupled with
+    κ = (2π·``coupling_hz``)²; ``drive_gain`` is g per oscillator (m/s²/V); every sensor has gain ``sensor_gain``.
+    """
+    omega = 2 * math.pi * torch.tensor(freq_hz, dtype=torch.float32)
+    n = len(omega)
+    if len(q) != n or len(drive_gain) != n:
+        raise ValueError(f"freq_hz, q and drive_gain need one value per oscillator ({n}); got {len(q)} and "
+                         f"{len(drive_gain)}")
+    kappa = torch.zeros(n, n)
+    link = (2 * math.pi * coupling_hz) ** 2
+    index = torch.arange(n - 1)
+    kappa[index, index + 1] = link
+    kappa[index + 1, index] = link
+    return {
+        "omega": omega,
+        "gamma": omega / torch.tensor(q, dtype=torch.float32),
+        "beta": omega**2 / nonlinear_length_m**2,
+        "kappa": kappa,
+        "drive_gain": torch.tensor(drive_gain, dtype=torch.float32),
+        "sense_gain": torch.full((n_sensed,), float(sensor_gain)),
+    }
+
+
+def substeps_for(sample_rate_hz: float, max_step_s: float = MAX_STEP_S) -> int:
+    """RK4 steps per sample so that no step exceeds ``max_step_s``."""
+    return max(1, math.ceil(1.0 / (sample_rate_hz * max_step_s) - 1e-9))
+
+
+def slowest_decay_rate(gamma: torch.Tensor) -> float:
+    """The slowest amplitude decay rate (1/s) of the free network: min γ/2 (modal damping rates lie between the
+    smallest and the largest γ_i/2 for diagonal damping)."""
+    return float(gamma.min()) / 2
+
+
+def simulate(accel: torch.Tensor, sample_rate_hz: float, omega: torch.Tensor, gamma: torch.Tensor,
+             beta: torch.Tensor, kappa: torch.Tensor, *, substeps: int = 1,
+             state0: torch.Tensor | None = None) -> torch.Tensor:
+    """Integrate the network under an applied acceleration, held constant over each sample.
+
+    ``accel``: batch × T × N (m/s²; the drive's g·u plus any force noise). ``state0``: batch × 2N initial
+    [x, ẋ] (rest if None). Returns the states batch × (T+1) × 2N at the sample instants 0..T; differentiable in
+    every argument.
+    """
+    batch, steps, n = accel.shape
+    stiffness = torch.diag(omega**2 + kappa.sum(1)) - kappa
+    # ds/dt = s @ linear + [0, a − β x³] for s = [x, ẋ] (row vectors).
+    eye = torch.eye(n, dtype=accel.dtype)
+    zeros = torch.zeros(n, n, dtype=accel.dtype)
+    linear = torch.cat([torch.cat([zeros, -stiffness.T], 1), torch.cat([eye, -torch.diag(gamma)], 1)], 0)
+    pick_x = torch.cat([torch.cat([zeros, eye], 1), torch.cat([zeros, zeros], 1)], 0)  # x into the ẋ slots
+    cubic = torch.cat([torch.zeros(n, dtype=accel.dtype), beta])
+    forcing = torch.cat([torch.zeros_like(accel), accel], 2).transpose(0, 1)  # T × batch × 2N
+    state = torch.zeros(batch, 2 * n, dtype=accel.dtype) if state0 is None else state0
+    h = 1.0 / (sample_rate_hz * substeps)
+
+    def rate(s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(u, s, linear) - cubic * (s @ pick_x) ** 3
+
+    states = [state]
+    for t in range(steps):
+        u = forcing[t]
+        for _ in range(substeps):
+            k1 = rate(state, u)
+            k2 = rate(state + (h / 2) * k1, u)
+            k3 = rate(state + (h / 2) * k2, u)
+            k4 = rate(state + h * k3, u)
+            state = state + (h / 6) * (k1 + 2 * (k2 + k3) + k4)
+        states.append(state)
+    return torch.stack(states, 1)
+
+
+def sense(states: torch.Tensor, sense_gain: torch.Tensor, sensed: Sequence[int],
+          mode: str = "displacement") -> torch.Tensor:
+    """Sensor voltages (… × T × C) from states (… × T × 2N): gain × displacement (or velocity) of each sensed
+    oscillator."""
+    n = states.shape[-1] // 2
+    offset = 0 if mode == "displacement" else n
+    return states[..., [offset + i for i in sensed]] * sense_gain
+
+
+def respond(drive_v: torch.Tensor, sample_rate_hz: float, omega: torch.Tensor, gamma: torch.Tensor,
+            beta: torch.Tensor, kappa: torch.Tensor, drive_gain: torch.Tensor, sense_gain: torch.Tensor,
+            sensed: Sequence[int], mode: str = "displacement", *, substeps: int = 1) -> torch.Tensor:
+    """Sensor voltages (batch × T × C) for drives (batch × T volts) starting from rest: the noiseless bench."""
+    accel = drive_v[..., None] * drive_gain
+    states = simulate(accel, sample_rate_hz, omega, gamma, beta, kappa, substeps=substeps)
+    return sense(states[:, :-1], sense_gain, sensed, mode)

@@ -1,0 +1,174 @@
+"""`CrossbarSystem`: a memristor crossbar used as a trainable matrix, ``y ≈ Wᵀx``.
+
+θ are the normalised differential weights ``W`` (n_in × n_out, each in [−1, 1]), flattened row-major:
+``θ[i·n_out + j] = W[i, j]``, the weight from input ``i`` to output ``j``. Each weight is a device pair on adjacent
+columns: ``G+ = G_min + (G_max − G_min)·max(w, 0)`` on column ``2j``, ``G− = G_min + (G_max − G_min)·max(−w, 0)``
+on column ``2j + 1``, rows ``0..n_in−1``; unused devices are set to ``G_min`` and unused rows driven at 0 V.
+Inputs ``x`` in [−1, 1] are read voltages ``x·V_read``. Outputs are normalised by one full-scale device at the
+full read voltage, ``y = (I+ − I−)/(V_read·(G_max − G_min))``, so that ``y ≈ Wᵀx`` (each output a sum of n_in
+products of order 1; standard deviation ≈ √n_in/3 for uniform random x and W), the same in `_run` and in the
+physics model. The crossbar is reprogrammed only when θ changes. No working point is needed, so `calibrate`
+sets nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from hil.errors import ConfigError
+from hil.instruments import CrossbarArray, Instrument
+from hil.physics.crossbar import (
+    column_currents,
+    device_conductance,
+    differential_output,
+    ir_drop_factor,
+    quantise_levels,
+    target_conductances,
+)
+from hil.systems.base import PhysicalSystem, PhysicsModel
+
+
+class CrossbarModel(PhysicsModel):
+    """The noiseless crossbar, ``y = f(x, θ)``, with the bench's unknowns as calibration parameters.
+
+    Learnable (nominal value): ``conductance_scale`` (rows × cols, 1; 0 for a stuck device), ``stuck_level``
+    (rows × cols, 0; a stuck device's conductance in units of ``g_max_s``), ``wire_resistance_ohm`` (scalar, 0 Ω),
+    ``column_gain`` (cols, 1) and ``column_offset`` (cols, 0; in units of ``V_read·(G_max − G_min)``).
+    Fixed buffers (nominal: none): ``levels`` (programmable states over ``level_min_s..level_max_s``, 0 for
+    continuous) and ``current_limit_a`` (the column read-out's clipping current, inf for none).
+    """
+
+    def __init__(self, shape: tuple[int, int], n_in: int, n_out: int, read_voltage_v: float, g_min_s: float,
+                 g_max_s: float):
+        super().__init__()
+        rows, cols = shape
+        self.shape, self.n_in, self.n_out = (rows, cols), n_in, n_out
+        self.read_voltage_v, self.g_min_s, self.g_max_s = read_voltage_v, g_min_s, g_max_s
+        self.full_scale_a = read_voltage_v * (g_max_s - g_min_s)
+        self.conductance_scale = nn.Parameter(torch.ones(rows, cols))
+        self.stuck_level = nn.Parameter(torch.zeros(rows, cols))
+        self.wire_resistance_ohm = nn.Parameter(torch.zeros(()))
+        self.column_gain = nn.Parameter(torch.ones(cols))
+        self.column_offset = nn.Parameter(torch.zeros(cols))
+        self.register_buffer("levels", torch.zeros(()))
+        self.register_buffer("level_min_s", torch.tensor(g_min_s))
+        self.register_buffer("level_max_s", torch.tensor(g_max_s))
+        self.register_buffer("current_limit_a", torch.tensor(math.inf))
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        targets = target_conductances(theta.reshape(self.n_in, self.n_out), self.g_min_s, self.g_max_s, self.shape)
+        levels = int(self.levels)
+        if levels:
+            targets = quantise_levels(targets, float(self.level_min_s), float(self.level_max_s), levels)
+        conductance = device_conductance(targets, self.conductance_scale, self.stuck_level * self.g_max_s)
+        effective = conductance * ir_drop_factor(conductance, self.wire_resistance_ohm)
+        voltages = _row_voltages(x, self.read_voltage_v, self.shape[0])
+        currents = column_currents(voltages, effective, self.column_gain, self.column_offset * self.full_scale_a)
+        limit = float(self.current_limit_a)
+        if math.isfinite(limit):
+            currents = currents.clamp(-limit, limit)
+        return differential_output(currents, self.n_out, self.full_scale_a)
+
+
+def _row_voltages(x: torch.Tensor, read_voltage_v: float, rows: int) -> torch.Tensor:
+    """Read voltages (batch × rows, V) for inputs x (batch × n_in): ``x·V_read``, 0 V on unused rows."""
+    voltages = x * read_voltage_v
+    if voltages.shape[1] < rows:
+        voltages = nn.functional.pad(voltages, (0, rows - voltages.shape[1]))
+    return voltages
+
+
+class CrossbarSystem(PhysicalSystem):
+    """A crossbar array as a trainable ``n_in × n_out`` matrix (see the module docstring for the mapping).
+
+    Settings: ``n_in`` (default: every row), ``n_out`` (default: half the columns), ``read_voltage_v`` (default:
+    the largest symmetric read voltage the limits allow), ``g_min_s`` and ``g_max_s`` (default: the
+    ``conductance_s`` limit). One device call reads up to the crossbar's ``max_batch`` input vectors.
+    """
+
+    kind = "crossbar"
+    roles: ClassVar[dict[str, type[Instrument]]] = {"crossbar": CrossbarArray}
+
+    def __init__(self, instruments: Mapping[str, Instrument], *, name: str = "", n_in: int | None = None,
+                 n_out: int | None = None, read_voltage_v: float | None = None, g_min_s: float | None = None,
+                 g_max_s: float | None = None):
+        crossbar = instruments.get("crossbar")
+        if not isinstance(crossbar, CrossbarArray):
+            got = type(crossbar).__name__ if crossbar is not None else "nothing"
+            raise ConfigError(f"system {name or self.kind!r}: role crossbar needs a crossbar array, got {got}",
+                              field="instruments.crossbar")
+        rows, cols = crossbar.shape
+        n_in = rows if n_in is None else n_in
+        n_out = cols // 2 if n_out is None else n_out
+        _check_count("n_in", n_in, rows, f"the crossbar has {rows} rows")
+        _check_count("n_out", n_out, cols // 2, f"the crossbar has {cols} columns, two per output")
+        conductance = crossbar.limits["conductance_s"]
+        g_min_s = conductance.min if g_min_s is None else float(g_min_s)
+        g_max_s = conductance.max if g_max_s is None else float(g_max_s)
+        for label, value in (("g_min_s", g_min_s), ("g_max_s", g_max_s)):
+            if not conductance.min <= value <= conductance.max:
+                raise ConfigError(f"{value:g} S is outside the crossbar's conductance limit "
+                                  f"{conductance.describe()}", field=label)
+        if g_min_s >= g_max_s:
+            raise ConfigError(f"g_min_s {g_min_s:g} S must be below g_max_s {g_max_s:g} S", field="g_min_s")
+        voltage = crossbar.limits["read_voltage_v"]
+        largest = min(voltage.max, -voltage.min)
+        read_voltage_v = largest if read_voltage_v is None else float(read_voltage_v)
+        if not 0 < read_voltage_v <= largest:
+            raise ConfigError(f"{read_voltage_v:g} V is outside 0..{largest:g} V (±read_voltage_v must lie "
+                              f"within the crossbar's read voltage limit {voltage.describe()})",
+                              field="read_voltage_v")
+        super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_in * n_out,
+                         x_bounds=(-1.0, 1.0), theta_bounds=(-1.0, 1.0), max_batch=crossbar.max_batch)
+        self.shape: tuple[int, int] = (rows, cols)
+        self.read_voltage_v, self.g_min_s, self.g_max_s = read_voltage_v, g_min_s, g_max_s
+        self.full_scale_a = read_voltage_v * (g_max_s - g_min_s)
+        self.programmings = 0
+        self._programmed: torch.Tensor | None = None
+
+    @property
+    def crossbar(self) -> CrossbarArray:
+        return self.instruments["crossbar"]  # type: ignore[return-value]
+
+    def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        if self._programmed is None or not torch.equal(theta, self._programmed):
+            self._programmed = None  # unknown until the programming has completed
+            targets = target_conductances(theta.reshape(self.n_in, self.n_out), self.g_min_s, self.g_max_s,
+                                          self.shape)
+            self.crossbar.program(targets.clamp_(self.g_min_s, self.g_max_s))
+            self._programmed = theta.clone()
+            self.programmings += 1
+        currents = self.crossbar.read(_row_voltages(x, self.read_voltage_v, self.shape[0]))
+        return differential_output(torch.as_tensor(currents, dtype=torch.float32), self.n_out, self.full_scale_a)
+
+    def physics_model(self) -> CrossbarModel:
+        return CrossbarModel(self.shape, self.n_in, self.n_out, self.read_voltage_v, self.g_min_s, self.g_max_s)
+
+    def hidden_calibration(self, world: Any) -> dict[str, Any]:
+        hidden = world.hidden_parameters()
+        level_min, level_max = hidden["level_range_s"]
+        return {
+            "conductance_scale": hidden["conductance_scale"],
+            "stuck_level": torch.as_tensor(hidden["stuck_conductance_s"]) / self.g_max_s,
+            "wire_resistance_ohm": hidden["wire_resistance_ohm"],
+            "column_gain": hidden["column_gain"],
+            "column_offset": torch.as_tensor(hidden["column_offset_a"]) / self.full_scale_a,
+            "levels": hidden["levels"],
+            "level_min_s": level_min,
+            "level_max_s": level_max,
+            "current_limit_a": hidden["current_limit_a"],
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**super().snapshot(), "read_voltage_v": self.read_voltage_v, "g_min_s": self.g_min_s,
+                "g_max_s": self.g_max_s}
+
+
+def _check_count(label: str, value: Any, largest: int, why: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= largest:
+        raise ConfigError(f"{value!r} is outside 1..{largest} ({why})", field=label)

@@ -1,0 +1,384 @@
+"""The simulated memristor crossbar, its physics and the crossbar system.
+
+Each non-ideality is switched on alone over the ``ideal`` preset and measured through the instrument or the
+system, against formulas written out here from their sources (IBM aihwkit's PCM model, the configured spreads).
+"""
+
+import math
+import textwrap
+
+import pytest
+import torch
+
+from hil.errors import ConfigError, LimitError
+from hil.lab import Lab
+from hil.physics.crossbar import ir_drop_factor
+from hil.systems.crossbar import CrossbarSystem
+from simulators.crossbar import MemristorCrossbar, SimulatedCrossbar
+
+G_MAX = 25e-6
+V_READ = 0.2
+
+
+def make(preset: str = "ideal", seed: int = 0, **config) -> tuple[MemristorCrossbar, SimulatedCrossbar]:
+    world = MemristorCrossbar(preset=preset, config=config, seed=seed)
+    return world, SimulatedCrossbar(world, name="crossbar").connect()
+
+
+def measured_conductances(crossbar: SimulatedCrossbar) -> torch.Tensor:
+    """Each row read alone at 0.2 V: the conductances (rows × cols, S) when nothing else perturbs the read."""
+    return crossbar.read(V_READ * torch.eye(crossbar.shape[0])) / V_READ
+
+
+def uniform(shape: tuple[int, ...], low: float, high: float, seed: int) -> torch.Tensor:
+    return low + (high - low) * torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
+# -- construction ---------------------------------------------------------------------------------------------------
+def test_device_to_device_conductance_scale_has_the_configured_spread() -> None:
+    _, crossbar = make(construction={"conductance_scale_spread": 0.1})
+    crossbar.program(torch.full(crossbar.shape, G_MAX / 2))
+    ratio = measured_conductances(crossbar) / (G_MAX / 2)
+    assert float(ratio.std()) == pytest.approx(0.1, rel=0.05)  # 4096 devices: standard error 1.1 %
+    assert float(ratio.mean()) == pytest.approx(1.0, abs=0.006)
+    _, ideal = make()
+    ideal.program(torch.full(ideal.shape, G_MAX / 2))
+    torch.testing.assert_close(measured_conductances(ideal), torch.full(ideal.shape, G_MAX / 2))
+
+
+def test_stuck_devices_occur_at_the_configured_fractions_and_ignore_programming() -> None:
+    _, crossbar = make(geometry={"rows": 256, "cols": 256},
+                       construction={"stuck_on_fraction": 0.001, "stuck_off_fraction": 0.001})
+    crossbar.program(torch.full(crossbar.shape, G_MAX / 2))
+    first = measured_conductances(crossbar)
+    on, off = first > 0.99 * G_MAX, first < 0.01 * G_MAX
+    expected, sigma = 65536 * 0.001, math.sqrt(65536 * 0.001)
+    assert abs(int(on.sum()) - expected) < 4 * sigma and abs(int(off.sum()) - expected) < 4 * sigma
+    assert int(on.sum()) > 0 and int(off.sum()) > 0
+    crossbar.program(torch.full(crossbar.shape, G_MAX / 4))
+    second = measured_conductances(crossbar)
+    torch.testing.assert_close(second[on | off], first[on | off])
+    torch.testing.assert_close(second[~(on | off)], torch.full_like(second[~(on | off)], G_MAX / 4))
+
+
+def test_conductances_take_only_the_configured_levels() -> None:
+    _, crossbar = make(construction={"levels": 16})
+    targets = uniform(crossbar.shape, 0, G_MAX, seed=1)
+    crossbar.program(targets)
+    step = G_MAX / 15
+    nearest = torch.round(targets / step) * step
+    torch.testing.assert_close(measured_conductances(crossbar), nearest, rtol=1e-5, atol=1e-12)
+    assert int(torch.unique(torch.round(nearest / step)).numel()) == 16
+
+
+def test_column_gain_and_offset_have_the_configured_spreads() -> None:
+    world, crossbar = make(geometry={"rows": 4, "cols": 1024},
+                           construction={"column_gain_spread": 0.01, "column_offset_v": 1e-3})
+    crossbar.program(torch.full(crossbar.shape, G_MAX))
+    offset_a = crossbar.read(torch.zeros(1, 4))[0]
+    full_a = crossbar.read(torch.full((1, 4), V_READ))[0]
+    gain = (full_a - offset_a) / (V_READ * 4 * G_MAX)
+    tia = world.config.converters.tia_gain_ohm
+    assert float((offset_a * tia).std()) == pytest.approx(1e-3, rel=0.1)  # 1024 columns: standard error 2.2 %
+    assert float(gain.std()) == pytest.approx(0.01, rel=0.1)
+    assert float(gain.mean()) == pytest.approx(1.0, abs=0.002)
+
+
+def test_ir_drop_first_order_agrees_with_the_exact_resistive_network() -> None:
+    rows, cols, wire = 6, 8, 50.0
+    conductance = uniform((rows, cols), 0, G_MAX, seed=2).double()
+    voltages = uniform((3, rows), -V_READ, V_READ, seed=3).double()
+    exact = _exact_network_currents(voltages, conductance, wire)
+    ideal = voltages @ conductance
+    first_order = voltages @ (conductance * ir_drop_factor(conductance, wire))
+    drop = (ideal - exact).abs().max()
+    assert float(drop / ideal.abs().max()) > 0.01  # the wires matter at this resistance
+    assert float((first_order - exact).abs().max() / drop) < 0.05  # the neglected part is second order
+
+
+def _exact_network_currents(voltages: torch.Tensor, conductance: torch.Tensor, wire: float) -> torch.Tensor:
+    """Kirchhoff's current law for every row and column node; rows driven at column 0's end, columns read into
+    virtual ground past the last row, a wire resistance ``wire`` between neighbouring nodes and at both ends."""
+    rows, cols = conductance.shape
+    n = rows * cols
+    u = lambda i, j: i * cols + j  # noqa: E731 - row-wire node
+    c = lambda i, j: n + i * cols + j  # noqa: E731 - column-wire node
+    g_wire = 1 / wire
+    matrix = torch.zeros(2 * n, 2 * n, dtype=torch.float64)
+    drive = torch.zeros(2 * n, voltages.shape[0], dtype=torch.float64)
+    for i in range(rows):
+        for j in range(cols):
+            g = float(conductance[i, j])
+            links = [(u(i, j), c(i, j), g)]
+            if j + 1 < cols:
+                links.append((u(i, j), u(i, j + 1), g_wire))
+            if i + 1 < rows:
+                links.append((c(i, j), c(i + 1, j), g_wire))
+            for a, b, value in links:
+                matrix[a, a] += value
+                matrix[b, b] += value
+                matrix[a, b] -= value
+                matrix[b, a] -= value
+        matrix[u(i, 0), u(i, 0)] += g_wire  # to the driver
+        drive[u(i, 0)] += g_wire * voltages[:, i]
+    for j in range(cols):
+        matrix[c(rows - 1, j), c(rows - 1, j)] += g_wire  # to the virtual ground
+    nodes = torch.linalg.solve(matrix, drive)
+    return torch.stack([nodes[c(rows - 1, j)] * g_wire for j in range(cols)], dim=1)
+
+
+def test_ir_drop_in_the_world_follows_the_configured_wire_resistance() -> None:
+    _, crossbar = make(construction={"wire_resistance_ohm": 0.35})
+    conductance = uniform(crossbar.shape, 0, G_MAX, seed=4)
+    crossbar.program(conductance)
+    voltages = uniform((50, 64), -V_READ, V_READ, seed=5)
+    currents = crossbar.read(voltages)
+    expected = voltages @ (conductance * ir_drop_factor(conductance, 0.35))
+    torch.testing.assert_close(currents, expected, rtol=1e-4, atol=1e-10)
+    drop = (voltages @ conductance - currents).abs().max() / currents.abs().max()
+    assert 1e-3 < float(drop) < 0.05
+
+
+# -- programming ----------------------------------------------------------------------------------------------------
+def aihwkit_programming_sigma_s(target_s: torch.Tensor) -> torch.Tensor:
+    relative = target_s / G_MAX
+    return (0.26348 + 1.9650 * relative - 1.1731 * relative**2) * 1e-6
+
+
+def test_programming_noise_follows_the_aihwkit_pcm_polynomial() -> None:
+    _, crossbar = make(programming={"noise_scale": 1.0})
+    targets = uniform(crossbar.shape, 0.2 * G_MAX, G_MAX, seed=6)  # far from 0 S, where the noise is clipped
+    crossbar.program(targets)
+    first = measured_conductances(crossbar)
+    z = (first - targets) / aihwkit_programming_sigma_s(targets)
+    assert abs(float(z.mean())) < 0.06 and float(z.std()) == pytest.approx(1.0, rel=0.05)  # 4096 devices
+    crossbar.program(targets)  # drawn anew at every programming
+    redrawn = (measured_conductances(crossbar) - targets) / aihwkit_programming_sigma_s(targets)
+    assert abs(float(torch.corrcoef(torch.stack([z.flatten(), redrawn.flatten()]))[0, 1])) < 0.08
+    crossbar.program(torch.zeros(crossbar.shape))
+    assert float(measured_conductances(crossbar).min()) >= 0  # no negative conductance
+    _, ideal = make()
+    ideal.program(targets)
+    torch.testing.assert_close(measured_conductances(ideal), targets)
+
+
+# -- slow state -----------------------------------------------------------------------------------------------------
+def folded_normal_moments(mean: float, std: float) -> tuple[float, float]:
+    """Mean and standard deviation of |N(mean, std²)|."""
+    folded_mean = (std * math.sqrt(2 / math.pi) * math.exp(-mean**2 / (2 * std**2))
+                   + mean * math.erf(mean / (std * math.sqrt(2))))
+    return folded_mean, math.sqrt(mean**2 + std**2 - folded_mean**2)
+
+
+@pytest.mark.parametrize(("relative", "mean", "std"), [
+    (0.5, 0.049, 0.008),  # aihwkit: μ = −0.0155·ln 0.5 + 0.0244 clipped up to 0.049; σ clipped up to 0.008
+    (0.05, -0.0155 * math.log(0.05) + 0.0244, -0.0125 * math.log(0.05) - 0.0059),
+])
+def test_drift_follows_the_power_law_with_aihwkit_exponents(relative: float, mean: float, std: float) -> None:
+    world, crossbar = make(slow={"drift_scale": 1.0}, geometry={"rows": 128, "cols": 128})
+    target = relative * G_MAX
+    crossbar.program(torch.full(crossbar.shape, target))
+    exponents = []
+    for wait_s in (100.0, 10_000.0):
+        world.clock.sleep(wait_s - (world.clock.now() - world.programmed_at_s))
+        age = world.clock.now() - world.programmed_at_s
+        ratio = measured_conductances(crossbar) / target
+        exponents.append(-torch.log(ratio) / math.log((age + 20.0) / 20.0))
+    torch.testing.assert_close(exponents[0], exponents[1], rtol=2e-3, atol=1e-5)  # one ν per device: a power law
+    expected_mean, expected_std = folded_normal_moments(mean, std)
+    assert float(exponents[1].mean()) == pytest.approx(expected_mean, rel=0.02)  # 16 384 devices
+    assert float(exponents[1].std()) == pytest.approx(expected_std, rel=0.03)  # standard error 0.6 %
+    ideal_world, ideal = make()
+    ideal.program(torch.full(ideal.shape, target))
+    ideal_world.clock.sleep(10_000.0)
+    torch.testing.assert_close(measured_conductances(ideal), torch.full(ideal.shape, target))
+
+
+# -- per shot -------------------------------------------------------------------------------------------------------
+def aihwkit_read_sigma_s(conductance_s: torch.Tensor, age_s: float) -> torch.Tensor:
+    q = (0.0088 / (conductance_s / G_MAX).pow(0.65).clamp(min=1e-3)).clamp(max=0.2)
+    t = age_s + 20.0
+    return conductance_s * q * math.sqrt(math.log((t + 250e-9) / (2 * 250e-9)))
+
+
+def test_read_noise_follows_the_aihwkit_one_over_f_model_per_device_and_read() -> None:
+    world, crossbar = make(shot={"read_noise_scale": 1.0})
+    conductance = uniform(crossbar.shape, 0, G_MAX, seed=7)
+    crossbar.program(conductance)
+    voltage = uniform((64,), -V_READ, V_READ, seed=8)
+    world.clock.sleep(30.0)
+    age = world.clock.now() - world.programmed_at_s
+    currents = crossbar.read(voltage.expand(4000, 64))
+    variance = (voltage**2) @ aihwkit_read_sigma_s(conductance, age) ** 2
+    ratio = currents.var(dim=0) / variance
+    assert float(ratio.mean()) == pytest.approx(1.0, abs=0.03)  # 64 columns × 4000 reads: standard error 0.4 %
+    assert float((ratio - 1).abs().max()) < 0.15
+    torch.testing.assert_close(currents.mean(dim=0), voltage @ conductance, rtol=0, atol=float(
+        5 * variance.max().sqrt() / math.sqrt(4000)))
+    correlation = torch.corrcoef(torch.stack([currents[:-1, 0], currents[1:, 0]]))[0, 1]
+    assert abs(float(correlation)) < 0.07  # independent from read to read
+    _, ideal = make()
+    ideal.program(conductance)
+    assert float(ideal.read(voltage.expand(100, 64)).var(dim=0).max()) == 0.0
+
+
+def test_amplifier_noise_has_the_configured_rms() -> None:
+    _, crossbar = make(shot={"output_noise_a": 0.3e-6})
+    crossbar.program(torch.full(crossbar.shape, G_MAX / 2))
+    currents = crossbar.read(torch.zeros(1000, 64))
+    assert float(currents.std()) == pytest.approx(0.3e-6, rel=0.02)  # 64 000 samples
+    assert abs(float(currents.mean())) < 5e-9
+
+
+def test_row_dac_rounds_the_read_voltages() -> None:
+    _, crossbar = make(converters={"dac_bits": 4})
+    crossbar.program(torch.full(crossbar.shape, G_MAX))
+    levels = torch.tensor([-0.2, -0.11, -0.0374, 0.0, 0.0126, 0.0374, 0.13, 0.2])
+    voltages = torch.zeros(len(levels), 64)
+    voltages[:, 0] = levels
+    step = 0.4 / 16
+    applied = torch.round(levels / step).clamp(-8, 7) * step  # two's complement: the top code is 0.175 V
+    torch.testing.assert_close(crossbar.read(voltages)[:, 5], applied * G_MAX, rtol=1e-5, atol=1e-12)
+
+
+def test_column_adc_rounds_and_clips_the_currents() -> None:
+    world, crossbar = make(converters={"adc_bits": 6, "adc_clip": True})
+    crossbar.program(torch.full(crossbar.shape, G_MAX))
+    step = 2 * 1.0 / world.config.converters.tia_gain_ohm / 64
+    voltages = torch.zeros(4, 64)
+    voltages[0], voltages[1], voltages[2, 0], voltages[3, 0] = V_READ, -V_READ, 0.01, 0.1
+    currents = crossbar.read(voltages)
+    codes = currents / step
+    torch.testing.assert_close(codes, torch.round(codes), rtol=0, atol=1e-4)
+    assert torch.all(currents[0] == 31 * step) and torch.all(currents[1] == -32 * step)  # clipped at ±range
+    torch.testing.assert_close(currents[3], torch.full((64,), round(0.1 * G_MAX / step) * step))
+    assert torch.all(currents[2] == 0)  # 0.25 µA is below half a step
+
+
+# -- seeds ----------------------------------------------------------------------------------------------------------
+def test_same_seed_same_numbers_and_another_seed_another_chip() -> None:
+    outputs = []
+    for seed in (5, 5, 6):
+        world, crossbar = make("realistic", seed=seed)
+        crossbar.program(uniform(crossbar.shape, 0, G_MAX, seed=9))
+        outputs.append((world.hidden_parameters(), crossbar.read(uniform((20, 64), -0.2, 0.2, seed=10))))
+    (hidden_a, y_a), (hidden_b, y_b), (hidden_c, y_c) = outputs
+    assert torch.equal(y_a, y_b)
+    for name in ("conductance_scale", "column_gain", "column_offset_a"):
+        assert torch.equal(hidden_a[name], hidden_b[name]) and not torch.equal(hidden_a[name], hidden_c[name])
+    assert not torch.equal(y_a, y_c)
+
+
+# -- the system -----------------------------------------------------------------------------------------------------
+def make_system(preset: str = "ideal", seed: int = 0, settings: dict | None = None,
+                **config) -> tuple[MemristorCrossbar, CrossbarSystem]:
+    world, crossbar = make(preset, seed, **config)
+    return world, CrossbarSystem({"crossbar": crossbar}, **(settings or {}))
+
+
+@pytest.mark.parametrize("settings", [{}, {"n_in": 40, "n_out": 10, "read_voltage_v": 0.1, "g_min_s": 1e-6}])
+def test_ideal_world_equals_the_nominal_physics_model(settings: dict) -> None:
+    _, system = make_system(settings=settings)
+    theta = uniform((system.n_params,), -1, 1, seed=11)
+    x = uniform((300, system.n_in), -1, 1, seed=12)
+    y = system.forward(x, theta)
+    with torch.no_grad():
+        modelled = system.physics_model()(x, theta)
+    torch.testing.assert_close(y, modelled, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, x @ theta.reshape(system.n_in, system.n_out), rtol=1e-4, atol=1e-4)
+
+
+def test_physics_model_is_differentiable_in_inputs_parameters_and_calibration() -> None:
+    _, system = make_system("realistic", geometry={"rows": 8, "cols": 8})
+    model = system.oracle_model()
+    x = uniform((5, 8), -1, 1, seed=13).requires_grad_()
+    theta = uniform((system.n_params,), -1, 1, seed=14).requires_grad_()
+    model(x, theta).square().sum().backward()
+    for tensor in (x, theta, model.conductance_scale, model.wire_resistance_ohm, model.column_gain,
+                   model.column_offset, model.stuck_level):
+        assert tensor.grad is not None and torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
+
+
+def test_oracle_matches_the_noise_averaged_realistic_world_much_better_than_nominal() -> None:
+    _, system = make_system("realistic", seed=3, slow={"drift_scale": 0.0})
+    theta = uniform((system.n_params,), -1, 1, seed=15)
+    x = uniform((64, system.n_in), -1, 1, seed=16)
+    repeats, programmings, total = 32, 6, torch.zeros(64, system.n_out)
+    for _ in range(programmings):  # average over programming noise as well as read noise
+        system.forward(x[:1], -theta)
+        total += system.forward(x.repeat(repeats, 1), theta).reshape(repeats, 64, -1).mean(dim=0)
+    averaged = total / programmings
+    with torch.no_grad():
+        oracle = ((system.oracle_model()(x, theta) - averaged) ** 2).mean()
+        nominal = ((system.physics_model()(x, theta) - averaged) ** 2).mean()
+    assert float(oracle) < 0.1 * float(nominal)
+    assert float(nominal) > 0.01  # the realistic chip is visibly off its nominal physics
+
+
+def test_device_time_follows_programming_and_reads_and_theta_is_written_only_when_it_changes() -> None:
+    world, system = make_system("realistic", geometry={"rows": 16, "cols": 32, "max_batch": 100})
+    timing = world.config.timing
+    program_s = timing.call_overhead_s + 16 * 32 * timing.program_time_per_device_s
+    read_s = lambda n: timing.call_overhead_s + n * timing.read_time_per_vector_s  # noqa: E731
+    theta = uniform((system.n_params,), -1, 1, seed=17)
+    system.forward(torch.zeros(250, 16), theta)  # split into 100 + 100 + 50
+    assert system.calls == 3 and system.programmings == 1
+    assert system.device_time_s == pytest.approx(program_s + 2 * read_s(100) + read_s(50))
+    before = world.clock.now()
+    system.forward(torch.zeros(7, 16), theta)
+    assert system.programmings == 1 and world.clock.now() - before == pytest.approx(read_s(7))
+    system.forward(torch.zeros(7, 16), theta * 0.5)
+    assert system.programmings == 2 and world.clock.now() - before == pytest.approx(program_s + 2 * read_s(7))
+
+
+def test_harsh_is_worse_than_realistic() -> None:
+    errors = {}
+    for preset in ("realistic", "harsh"):
+        _, system = make_system(preset, seed=1)
+        theta = uniform((system.n_params,), -1, 1, seed=18)
+        x = uniform((256, system.n_in), -1, 1, seed=19)
+        errors[preset] = float(((system.forward(x, theta) - x @ theta.reshape(64, 32)) ** 2).mean())
+    assert errors["harsh"] > 2 * errors["realistic"]
+
+
+# -- errors ---------------------------------------------------------------------------------------------------------
+def test_bad_settings_and_values_are_refused_with_the_allowed_range() -> None:
+    _, crossbar = make()
+    with pytest.raises(ConfigError, match=r"n_out: 33 is outside 1\.\.32"):
+        CrossbarSystem({"crossbar": crossbar}, n_out=33)
+    with pytest.raises(ConfigError, match=r"read_voltage_v: 0\.3 V is outside 0\.\.0\.2 V"):
+        CrossbarSystem({"crossbar": crossbar}, read_voltage_v=0.3)
+    with pytest.raises(ConfigError, match=r"g_max_s: 3e-05 S is outside"):
+        CrossbarSystem({"crossbar": crossbar}, g_max_s=30e-6)
+    system = CrossbarSystem({"crossbar": crossbar})
+    with pytest.raises(LimitError, match=r"theta\[5\] = 1\.5 is outside -1\.\.1"):
+        system.forward(torch.zeros(1, 64), torch.zeros(system.n_params).index_fill(0, torch.tensor(5), 1.5))
+    with pytest.raises(LimitError, match="read voltage"):
+        crossbar.read(torch.full((1, 64), 0.25))
+    with pytest.raises(ConfigError, match=r"config\.construction\.levels"):
+        MemristorCrossbar(config={"construction": {"levels": 1}})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        MemristorCrossbar(preset="perfect")
+
+
+def test_built_from_a_lab_file(tmp_path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(textwrap.dedent("""
+        worlds:
+          chip: {kind: memristor_crossbar, preset: realistic, seed: 3, config: {geometry: {rows: 16, cols: 24}}}
+        instruments:
+          xbar:
+            driver: simulated_crossbar
+            world: chip
+            limits: {read_voltage_v: {min: -0.1, max: 0.1}}
+        systems:
+          layer: {kind: crossbar, instruments: {crossbar: xbar}, settings: {n_out: 8}}
+    """))
+    lab = Lab.load(path).open()
+    try:
+        system = lab.systems["layer"]
+        assert (system.n_in, system.n_out, system.read_voltage_v) == (16, 8, 0.1)
+        y = system.forward(uniform((10, 16), -1, 1, seed=20), uniform((128,), -1, 1, seed=21))
+        assert y.shape == (10, 8) and torch.isfinite(y).all()
+    finally:
+        lab.close()

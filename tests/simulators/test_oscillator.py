@@ -1,0 +1,333 @@
+"""The coupled-oscillator world, its physics and the oscillator system: non-idealities at their configured
+magnitudes, absent in `ideal`; the parallel integration against a sequential one; device time; the ideal world
+against the physics model; the oracle against the nominal model; a lab file."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hil.errors import ConfigError, LimitError
+from hil.lab import Lab
+from hil.physics import oscillator as physics
+from hil.systems.oscillator import OscillatorSystem, encode
+from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput, quantise
+from simulators.oscillator import OscillatorNetwork
+
+FS = 4000.0
+QUIET = {"shot": {"force_noise_m_s2_rthz": 0.0, "sensor_noise_v_rthz": 0.0}, "slow": {"temperature_sigma_k": 0.0}}
+
+
+def bench(preset: str = "realistic", seed: int = 0, config: dict | None = None, **settings):
+    world = OscillatorNetwork(preset=preset, seed=seed, config=config or {})
+    ao = SimulatedAnalogOutput(world, name="ao").connect()
+    ai = SimulatedAnalogInput(world, name="ai").connect()
+    return world, ao, ai, OscillatorSystem({"output": ao, "input": ai}, **settings)
+
+
+def records(n_rows: int, seed: int = 0, gap_samples: int = 400) -> torch.Tensor:
+    """A drive (1 × samples) of the system's kind: tone records of 16 segments separated by quiet gaps."""
+    values = torch.rand(n_rows, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    rows = torch.nn.functional.pad(encode(values, 16, FS, 1.0, 250.0), (0, gap_samples))
+    return rows.reshape(1, -1)
+
+
+def inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 8, generator=generator) * 2 - 1, torch.rand(8, generator=generator) * 2 - 1
+
+
+# -- physics ----------------------------------------------------------------------------------------------------
+def test_free_ring_down_matches_the_damped_harmonic_oscillator() -> None:
+    omega, q, x0 = 2 * math.pi * 200.0, 6.0, 1e-4
+    gamma = omega / q
+    state0 = torch.tensor([[x0, 0.0]])
+    zero = torch.zeros(1, 400, 1)
+    states = physics.simulate(zero, FS, torch.tensor([omega]), torch.tensor([gamma]), torch.zeros(1),
+                              torch.zeros(1, 1), substeps=4, state0=state0)
+    t = torch.arange(401, dtype=torch.float64) / FS
+    omega_d = math.sqrt(omega**2 - gamma**2 / 4)
+    exact = x0 * torch.exp(-gamma * t / 2) * (torch.cos(omega_d * t) + gamma / (2 * omega_d) * torch.sin(omega_d * t))
+    np.testing.assert_allclose(states[0, :, 0].double(), exact, atol=1e-4 * x0)
+
+
+def test_duffing_hardening_raises_the_frequency_with_amplitude() -> None:
+    omega = torch.tensor([2 * math.pi * 200.0])
+    beta = omega**2 / (5e-4) ** 2
+
+    def zero_crossings(x0: float) -> int:
+        states = physics.simulate(torch.zeros(1, 400, 1), FS, omega, torch.tensor([1.0]), beta, torch.zeros(1, 1),
+                                  substeps=4, state0=torch.tensor([[x0, 0.0]]))
+        x = states[0, :, 0]
+        return int(((x[1:] * x[:-1]) < 0).sum())
+
+    assert zero_crossings(1e-7) == 40  # 200 Hz for 0.1 s: linear
+    assert zero_crossings(5e-4) > 48  # β x² = ω² at this amplitude: markedly faster
+
+
+# -- construction -----------------------------------------------------------------------------------------------
+def wide(preset: str) -> OscillatorNetwork:
+    """A world of 2000 identical-by-design oscillators, to measure the construction spreads."""
+    n = 2000
+    return OscillatorNetwork(preset=preset, seed=11, config={"network": {
+        "freq_hz": [200.0] * n, "q": [6.0] * n, "drive_gain_m_s2_per_v": [100.0] * n, "sensed": list(range(n))}})
+
+
+@pytest.mark.parametrize("preset", ["realistic", "harsh"])
+def test_construction_spreads_have_the_configured_magnitude(preset: str) -> None:
+    world = wide(preset)
+    spread, hidden, nominal = world.config.construction, world.hidden_parameters(), world.nominal
+    measured = {
+        "freq_spread": (hidden["omega"] / nominal["omega"] - 1).std(),
+        "damping_spread": (hidden["gamma"] / nominal["gamma"]).log().std(),
+        "nonlinearity_spread": (hidden["beta"] / nominal["beta"]).log().std(),
+        "coupling_spread": (hidden["kappa"].diagonal(1) / nominal["kappa"].diagonal(1)).log().std(),
+        "drive_gain_spread": (hidden["drive_gain"] / nominal["drive_gain"] - 1).std(),
+        "sensor_gain_spread": (hidden["sense_gain"] / nominal["sense_gain"] - 1).std(),
+    }
+    for name, value in measured.items():
+        assert float(value) == pytest.approx(getattr(spread, name), rel=0.07), name
+    assert torch.equal(hidden["kappa"], hidden["kappa"].T)
+    assert torch.equal(hidden["kappa"] == 0, nominal["kappa"] == 0)  # only the designed springs
+
+
+def test_ideal_construction_is_the_design() -> None:
+    world = wide("ideal")
+    for name, value in world.hidden_parameters().items():
+        assert torch.equal(value, world.nominal[name]), name
+
+
+def test_same_seed_same_world_and_output_and_another_seed_another_world() -> None:
+    x, theta = inputs(3)
+    first, second = bench(seed=5)[3], bench(seed=5)[3]
+    assert torch.equal(first.forward(x, theta), second.forward(x, theta))
+    one, other = OscillatorNetwork(seed=5).hidden_parameters(), OscillatorNetwork(seed=6).hidden_parameters()
+    for name in one:
+        assert not torch.equal(one[name], other[name]), name
+
+
+# -- per shot ---------------------------------------------------------------------------------------------------
+@pytest.mark.statistical
+def test_force_noise_gives_the_displacement_variance_of_the_linear_response() -> None:
+    world = OscillatorNetwork(seed=2, config={"shot": {"sensor_noise_v_rthz": 0.0}, "slow": {"temperature_sigma_k": 0}})
+    n_samples = 400_000  # 100 s
+    volts = world.respond(torch.zeros(1, n_samples), FS)
+    assert world.last_passes == 2  # a long quiet record runs in parallel pieces
+    p = world.parameters_now()
+    impulse = torch.zeros(1, 2000, 1).expand(1, 2000, len(p["omega"])).clone()
+    impulse[0, 0] = 1.0  # 1 m/s² for one sample on the common base
+    states = physics.simulate(impulse, FS, p["omega"], p["gamma"], p["beta"], p["kappa"])
+    response = physics.sense(states[0, :-1], p["sense_gain"], world.config.network.sensed)
+    per_sample = world.config.shot.force_noise_m_s2_rthz * math.sqrt(FS / 2)
+    expected = per_sample**2 * response.double().pow(2).sum(0)
+    measured = volts[:, 4000:].double().var(1)
+    np.testing.assert_allclose(measured, expected, rtol=0.06)
+    ideal = OscillatorNetwork(preset="ideal", seed=2).respond(torch.zeros(1, 4000), FS)
+    assert not ideal.any()
+
+
+def test_sensor_noise_is_white_with_the_configured_density() -> None:
+    world = OscillatorNetwork(seed=3, config={"shot": {"force_noise_m_s2_rthz": 0.0},
+                                              "slow": {"temperature_sigma_k": 0}})
+    volts = world.respond(torch.zeros(1, 40_000), FS).double()
+    expected = world.config.shot.sensor_noise_v_rthz * math.sqrt(FS / 2)
+    np.testing.assert_allclose(volts.std(1), expected, rtol=0.03)
+    lag1 = (volts[:, 1:] * volts[:, :-1]).mean(1) / volts.var(1)
+    assert lag1.abs().max() < 0.03
+
+
+def test_converters_add_adc_noise_and_rounding_and_ideal_has_none() -> None:
+    world, ao, ai, _ = bench(config=QUIET)
+    record = ai.acquire(40_000, FS)
+    lsb = 20 / 2**16
+    np.testing.assert_allclose(record.std(1), math.sqrt(world.config.converters.adc_noise_v**2 + lsb**2 / 12),
+                               rtol=0.03)
+    np.testing.assert_allclose(record / lsb, np.round(record / lsb), atol=1e-3)  # on the ADC's codes
+    ao.load_waveform(1, [0.1234567, -0.7654321], FS)
+    assert torch.equal(ao._waveforms[0][0], quantise(torch.tensor([0.1234567, -0.7654321]), 10.0, 16))
+    _, ideal_ao, ideal_ai, _ = bench("ideal")
+    assert not ideal_ai.acquire(1000, FS).any()
+    ideal_ao.load_waveform(1, [0.1234567, -0.7654321], FS)
+    assert ideal_ao._waveforms[0][0].tolist() == pytest.approx([0.1234567, -0.7654321], abs=1e-7)
+
+
+# -- slow state -------------------------------------------------------------------------------------------------
+def test_temperature_drift_is_ornstein_uhlenbeck_and_shifts_every_resonance() -> None:
+    world = OscillatorNetwork(seed=4)
+    slow = world.config.slow
+    pairs = []
+    for _ in range(800):
+        world.clock.sleep(10 * slow.temperature_tau_s)
+        first = world.temperature_k()
+        world.clock.sleep(slow.temperature_tau_s)
+        pairs.append((first, world.temperature_k()))
+    temperatures = np.array(pairs)
+    assert temperatures.std() == pytest.approx(slow.temperature_sigma_k, rel=0.06)
+    assert np.corrcoef(temperatures.T)[0, 1] == pytest.approx(math.exp(-1), abs=0.1)
+    shift = world.parameters_now()["omega"] / world.hidden_parameters()["omega"] - 1
+    expected = slow.freq_temperature_coefficient_per_k * world.temperature_k()
+    np.testing.assert_allclose(shift, expected, rtol=1e-3, atol=1e-7)
+    ideal = OscillatorNetwork(preset="ideal", seed=4)
+    ideal.clock.sleep(1e4)
+    assert ideal.temperature_k() == 0.0
+
+
+def test_drift_changes_the_response_later_and_nothing_else_does() -> None:
+    drive = records(2)
+
+    def later_minus_now(sigma_k: float) -> float:
+        world = OscillatorNetwork(seed=1, config={**QUIET, "slow": {"temperature_sigma_k": sigma_k}})
+        now = world.respond(drive, FS)
+        world.clock.sleep(5 * world.config.slow.temperature_tau_s)  # the network rings down to rest meanwhile
+        return float((world.respond(drive, FS) - now).abs().max() / now.abs().max())
+
+    assert later_minus_now(0.0) == 0.0
+    assert later_minus_now(20.0) > 1e-3
+
+
+# -- integration ------------------------------------------------------------------------------------------------
+def test_parallel_integration_matches_sequential_integration() -> None:
+    drive = records(6)
+    out = {}
+    for name, integration in (("sequential", {"parallel": False}), ("parallel", {}), ("one pass", {"max_passes": 1})):
+        world = OscillatorNetwork(seed=7, config={"integration": integration})
+        out[name] = world.respond(drive, FS)
+        cuts, _ = world.cuts((drive == 0).all(0).numpy(), FS)
+        assert len(cuts) == (0 if name == "sequential" else 5)
+    scale = out["sequential"].abs().max()
+    error = float((out["parallel"] - out["sequential"]).abs().max() / scale)
+    one_pass = float((out["one pass"] - out["sequential"]).abs().max() / scale)
+    assert error < 3e-6  # float32 rounding
+    assert one_pass > 30 * error  # without the second pass each piece forgets the state it starts in
+
+
+def test_waveforms_without_long_quiet_runs_are_integrated_sequentially() -> None:
+    world = OscillatorNetwork(seed=0)
+    tone = torch.sin(2 * math.pi * 250 * torch.arange(2000) / FS)[None]
+    assert world.cuts((tone == 0).all(0).numpy(), FS) == ([], math.inf)
+    short_gaps = records(3, gap_samples=int(0.5 * world.split_quiet_s() * FS))
+    assert world.cuts((short_gaps == 0).all(0).numpy(), FS)[0] == []
+
+
+def test_the_network_keeps_ringing_between_acquisitions_until_it_is_at_rest() -> None:
+    world, ao, ai, _ = bench("ideal")
+    ao.set_output(1, True)
+    ao.load_waveform(1, 0.5 * np.sin(2 * np.pi * 250 * np.arange(200) / FS), FS)
+    ao.play()
+    ringing = ai.acquire(400, FS)
+    assert np.abs(ringing[:, :40]).max() > 0.1
+    assert np.abs(ringing[:, -40:]).max() < 0.01 * np.abs(ringing[:, :40]).max()  # decays over 0.1 s
+    world.clock.sleep(10.0)
+    assert not ai.acquire(100, FS).any()
+
+
+# -- the system -------------------------------------------------------------------------------------------------
+def test_device_time_is_the_playback_time_and_batches_are_split() -> None:
+    world, _, _, system = bench(max_batch=4)
+    x, theta = inputs(10)
+    started = world.clock.now()
+    system.forward(x, theta)
+    row_s = (16 * 16 + 400) / FS
+    assert system.device_time_per_row_s == pytest.approx(row_s)
+    assert system.device_time_s == pytest.approx(10 * row_s)
+    assert world.clock.now() - started == pytest.approx(10 * row_s)
+    assert system.calls == 3
+
+
+def test_max_batch_follows_the_instruments_memory() -> None:
+    _, ao, ai, system = bench()
+    assert system.max_batch == min(ao.waveform_points[1], ai.max_samples) // 656
+
+
+@pytest.mark.parametrize("sense", ["displacement", "velocity"])
+def test_ideal_world_equals_the_physics_model(sense: str) -> None:
+    gain = 7870.0 if sense == "displacement" else 2.0  # V/m, V/(m/s)
+    _, _, _, system = bench("ideal", config={"network": {"sense": sense, "sensor_gain": gain}}, gap_s=0.3,
+                            sense=sense, sensor_gain=gain)
+    x, theta = inputs(6, seed=1)
+    measured = system.forward(x, theta)
+    with torch.no_grad():
+        modelled = system.physics_model()(x, theta)
+    assert measured.shape == (6, 8)
+    np.testing.assert_allclose(measured, modelled, atol=1e-6, rtol=0)
+    assert float(measured.min()) > 0.05 and float(measured.max()) < 3  # order one
+
+
+def test_oracle_matches_the_noise_averaged_realistic_world_far_better_than_the_nominal_model() -> None:
+    _, _, _, system = bench(seed=9, config={"slow": {"temperature_sigma_k": 0.0}})
+    x, theta = inputs(6, seed=2)
+    repeats = 16
+    averaged = system.forward(x.repeat(repeats, 1), theta).reshape(repeats, 6, -1).mean(0)
+    with torch.no_grad():
+        oracle = system.oracle_model()(x, theta)
+        nominal = system.physics_model()(x, theta)
+    oracle_error = float((oracle - averaged).pow(2).mean())
+    nominal_error = float((nominal - averaged).pow(2).mean())
+    assert oracle_error < 1e-3 * nominal_error
+
+
+def test_physics_model_is_differentiable_in_x_theta_and_calibration() -> None:
+    _, _, _, system = bench()
+    model = system.physics_model()
+    x, theta = inputs(3)
+    x.requires_grad_(True)
+    theta.requires_grad_(True)
+    model(x, theta).sum().backward()
+    for gradient in (x.grad, theta.grad, *(p.grad for p in model.parameters())):
+        assert gradient is not None and torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+
+
+def test_bad_settings_and_inputs_are_refused() -> None:
+    world = OscillatorNetwork(preset="ideal")
+    ao = SimulatedAnalogOutput(world, name="ao", limits={"voltage_v": {"min": -2, "max": 2}}).connect()
+    ai = SimulatedAnalogInput(world, name="ai").connect()
+    roles = {"output": ao, "input": ai}
+    with pytest.raises(ConfigError, match="n_windows"):
+        OscillatorSystem(roles, n_windows=3)
+    with pytest.raises(ConfigError, match=r"drive_amplitude_v 5 V .*-2\.\.2 V"):
+        OscillatorSystem(roles, drive_amplitude_v=5.0)
+    with pytest.raises(ConfigError, match="sensed"):
+        OscillatorSystem(roles, sensed=[0, 1])
+    with pytest.raises(ConfigError, match="carrier_hz"):
+        OscillatorSystem(roles, carrier_hz=3000.0)
+    system = OscillatorSystem(roles, carrier_hz=None)  # constant levels
+    x, theta = inputs(2)
+    assert system.forward(x, theta).shape == (2, 8)
+    with pytest.raises(LimitError, match=r"x\[0, 0\] = 1\.5 is outside -1\.\.1"):
+        system.forward(torch.full((1, 8), 1.5), theta)
+
+
+def test_a_lab_file_builds_and_runs_the_oscillator_system(tmp_path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text("""
+worlds:
+  plate:
+    kind: oscillator_network
+    preset: realistic
+    seed: 3
+    config:
+      slow: {temperature_sigma_k: 0.2}
+instruments:
+  shaker:
+    driver: simulated_analog_output
+    world: plate
+    limits:
+      voltage_v: {min: -2.0, max: 2.0}
+  probes:
+    driver: simulated_analog_input
+    world: plate
+systems:
+  oscillator:
+    kind: oscillator
+    instruments: {output: shaker, input: probes}
+    settings: {n_in: 4, n_params: 4, n_windows: 4}
+""")
+    lab = Lab.load(path).open()
+    try:
+        system = lab.systems["oscillator"]
+        y = system.forward(torch.zeros(3, 4), torch.full((4,), 0.5))
+        assert y.shape == (3, 16) and torch.isfinite(y).all() and float(y.max()) > 0.05
+    finally:
+        lab.close()
+    assert not lab.instruments["shaker"].connected

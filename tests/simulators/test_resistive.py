@@ -1,0 +1,368 @@
+"""The resistive network: its physics, its simulated non-idealities at their configured magnitudes, its device time,
+and the system on top of it (ideal world = physics model, oracle ≫ nominal twin, energy-based access)."""
+
+import math
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from hil.errors import ConfigError, DeviceError, LimitError
+from hil.lab import Lab
+from hil.physics import resistive as physics
+from hil.systems.resistive import ResistiveNetworkSystem
+from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput, quantise
+from simulators.resistive import ResistiveNetwork
+
+LAYOUT = physics.Layout(3, 6, 2)
+#: Every non-ideality off except the ones a test switches on.
+IDEAL = ResistiveNetwork.presets["ideal"]
+
+
+def bench(preset: str = "ideal", seed: int = 0, **config):
+    world = ResistiveNetwork(preset=preset, config=config, seed=seed)
+    output = SimulatedAnalogOutput(world, name="ao").connect()
+    reader = SimulatedAnalogInput(world, name="ai").connect()
+    return world, ResistiveNetworkSystem({"output": output, "input": reader}, name="net")
+
+
+def inputs(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, LAYOUT.n_inputs, generator=generator)
+    theta = 0.6 + 1.3 * torch.rand(LAYOUT.n_edges, generator=generator)
+    return x, theta
+
+
+def dc_drive(world: ResistiveNetwork, n_samples: int, seed: int = 0) -> torch.Tensor:
+    """A constant drive (channels × samples): random inputs and gates, targets 0 V, nudges off."""
+    generator = torch.Generator().manual_seed(seed)
+    layout = world.layout
+    levels = torch.cat([2 * torch.rand(layout.n_inputs, generator=generator) - 1,
+                        0.6 + 1.3 * torch.rand(layout.n_edges, generator=generator),
+                        torch.zeros(2 * layout.n_outputs)])
+    return levels[:, None].expand(-1, n_samples)
+
+
+# -- the physics -------------------------------------------------------------------------------------------------
+def test_equilibrium_obeys_kirchhoff_and_minimises_the_energy() -> None:
+    params = physics.nominal_parameters(LAYOUT)
+    x, theta = inputs(64)
+    input_v = 2 * x - 1
+    target, nudge = torch.full((64, 2), 0.3), torch.tensor([0.9, 1.2])
+    free = physics.equilibrium(LAYOUT, params, input_v, theta, target, nudge).double().requires_grad_()
+    energy = physics.energy(LAYOUT, params, input_v, theta, free, target, nudge)
+    (kcl,) = torch.autograd.grad(energy.sum(), free)
+    assert kcl.abs().max() < 1e-9  # A; branch currents are ~1e-5 A
+    for direction in torch.eye(LAYOUT.n_free, dtype=torch.float64)[:3]:
+        moved = physics.energy(LAYOUT, params, input_v, theta, free.detach() + 1e-3 * direction, target, nudge)
+        assert (moved > energy.detach()).all()
+
+
+def test_diode_law_is_shockley_with_series_resistance() -> None:
+    voltage = torch.linspace(-1.0, 1.5, 101, dtype=torch.float64)
+    i_s, n_vt, r_s = 2.52e-9, 1.752 * physics.thermal_voltage(298.15), 1e3
+    current = physics.diode_current(voltage, i_s, n_vt, r_s)
+    implicit = i_s * torch.expm1((voltage - current * r_s) / n_vt)
+    torch.testing.assert_close(current, implicit, rtol=1e-9, atol=1e-18)
+    assert current[0] == pytest.approx(-i_s) and current[-1] == pytest.approx((1.5 - 0.6) / r_s, rel=0.1)
+
+
+def test_transistor_law_and_its_inverse() -> None:
+    gate = torch.linspace(0.3, 2.0, 50, dtype=torch.float64)
+    u_t = physics.thermal_voltage(298.15)
+    conductance = physics.transistor_conductance(gate, 0.7, 1e-4, 1.3, u_t)
+    torch.testing.assert_close(physics.transistor_gate_for_conductance(conductance, 0.7, 1e-4, 1.3, u_t), gate)
+    assert conductance[-1] == pytest.approx(1e-4 * 1.3, rel=1e-3)  # linear in the overdrive above threshold
+    below = physics.transistor_conductance(torch.tensor([0.5, 0.5 + 1.3 * u_t]), 0.7, 1e-4, 1.3, u_t)
+    assert below[1] / below[0] == pytest.approx(math.e, rel=0.01)  # exponential below threshold
+
+
+def test_gradients_of_the_equilibrium_match_finite_differences() -> None:
+    x, theta = inputs(4)
+    input_v = (2 * x - 1).double()
+    nominal = physics.nominal_parameters(LAYOUT)
+    for name, step in (("threshold_v", 1e-3), ("saturation_current_a", 1e-10), ("load_resistance_ohm", 10.0)):
+        value = getattr(nominal, name).double().requires_grad_()
+
+        def output(v: torch.Tensor, name: str = name) -> torch.Tensor:
+            return physics.equilibrium(LAYOUT, nominal._replace(**{name: v}), input_v, theta).double()[:, -2:].sum()
+
+        output(value).backward()
+        bump = torch.zeros_like(value)
+        bump[0] = step
+        numeric = (output(value.detach() + bump) - output(value.detach() - bump)) / (2 * step)
+        assert value.grad[0].item() == pytest.approx(numeric.item(), rel=0.01), name
+
+
+# -- construction non-idealities ---------------------------------------------------------------------------------
+BIG = {"geometry": {"n_inputs": 10, "n_hidden": 200, "n_outputs": 10}}
+
+
+def test_construction_spread_has_the_configured_magnitude() -> None:
+    world = ResistiveNetwork(config=BIG, seed=3)
+    spread = world.config.construction
+    thresholds = torch.cat([world.threshold_v, world.nudge_threshold_v])  # 4010 transistors
+    assert thresholds.mean().item() == pytest.approx(0.7, abs=0.003)
+    assert thresholds.std().item() == pytest.approx(spread.threshold_sigma_v, rel=0.05)
+    log_spread = torch.log(world.saturation_current_a / world.config.devices.saturation_current_a)  # 400 diodes
+    assert log_spread.std().item() == pytest.approx(spread.saturation_current_log_sigma, rel=0.1)
+    relative = torch.cat([world.series_resistance_ohm / 1e3, world.load_resistance_ohm / 1e4]) - 1  # 410
+    assert relative.abs().max() <= spread.resistor_tolerance
+    assert relative.std().item() == pytest.approx(spread.resistor_tolerance / math.sqrt(3), rel=0.1)
+
+
+def test_ideal_world_has_no_spread() -> None:
+    world = ResistiveNetwork(preset="ideal", config=BIG, seed=3)
+    assert (world.threshold_v == 0.7).all() and (world.saturation_current_a == 2.52e-9).all()
+    assert (world.series_resistance_ohm == 1e3).all() and (world.load_resistance_ohm == 1e4).all()
+
+
+@pytest.mark.parametrize("field", ["threshold_sigma_v", "saturation_current_log_sigma", "resistor_tolerance"])
+def test_each_construction_spread_reaches_the_output_as_its_hidden_values(field: str) -> None:
+    realistic = ResistiveNetwork.Config().construction.model_dump()[field]
+    _, system = bench("ideal", seed=5, construction={field: realistic})
+    x, theta = inputs(64)
+    measured = system.forward(x, theta)
+    with torch.no_grad():
+        nominal = system.physics_model()(x, theta)
+        oracle = system.oracle_model()(x, theta)
+    assert (measured - nominal).abs().max() > 1e-3  # present: the nominal physics misses it
+    torch.testing.assert_close(measured, oracle, atol=1e-5, rtol=0)  # and it is exactly the hidden values
+
+
+# -- per-shot non-idealities -------------------------------------------------------------------------------------
+def test_read_noise_has_the_configured_rms_and_is_absent_when_ideal() -> None:
+    world = ResistiveNetwork(seed=1, config={"slow": {"temperature_sigma_k": 0.0}})
+    drive = dc_drive(world, 4000)
+    record = world.respond(drive, 1e5)  # the world's own noise, before the ADC
+    assert record.std(dim=1).mean().item() == pytest.approx(world.config.shot.read_noise_v, rel=0.03)
+    ideal = ResistiveNetwork(preset="ideal", seed=1)
+    assert (ideal.respond(drive[:, :100], 1e5).std(dim=1) == 0).all()
+
+
+def test_converters_add_their_noise_and_rounding_at_the_configured_magnitude() -> None:
+    world, system = bench("realistic", seed=2, slow={"temperature_sigma_k": 0.0})
+    converters, output, reader = world.config.converters, world.output, system.instruments["input"]
+    for channel in range(1, output.n_channels + 1):
+        output.set_voltage(channel, 1.2 if channel > world.layout.n_inputs else 0.3)
+        output.set_output(channel, True)
+    record = reader.acquire(4000, 1e5)
+    code = 2 * converters.input_range_v / 2**converters.adc_bits
+    expected = math.sqrt(world.config.shot.read_noise_v**2 + converters.adc_noise_v**2 + code**2 / 12)
+    assert np.std(record, axis=1).mean() == pytest.approx(expected, rel=0.04)
+    assert np.allclose(record / code, np.round(record / code))  # every reading is a code
+
+
+def test_ideal_converters_pass_the_physics_exactly() -> None:
+    _, system = bench("ideal")
+    x, theta = inputs(32)
+    first, second = system.forward(x, theta), system.forward(x, theta)
+    assert torch.equal(first, second)
+    _, rounded = bench("ideal", converters={"dac_bits": 16})
+    coarse = rounded.forward(x, theta)
+    x_dac = (quantise(2 * x - 1, 10.0, 16) + 1) / 2  # what a 16-bit ±10 V DAC puts on the inputs
+    theta_dac = quantise(theta, 10.0, 16)
+    with torch.no_grad():
+        model = rounded.physics_model()
+        torch.testing.assert_close(coarse, model(x_dac, theta_dac), atol=2e-6, rtol=0)
+    assert (coarse - first).abs().max() > 1e-5  # the DAC's rounding is visible
+
+
+# -- slow state --------------------------------------------------------------------------------------------------
+def test_temperature_wanders_as_configured_and_not_when_ideal() -> None:
+    world = ResistiveNetwork(seed=4)
+    slow, reference = world.config.slow, world.config.devices.reference_temperature_k
+    readings = []
+    for _ in range(4000):
+        world.clock.sleep(slow.temperature_tau_s / 2)
+        readings.append(world.temperature_k() - reference)
+    drift = np.array(readings)
+    assert drift.std() == pytest.approx(slow.temperature_sigma_k, rel=0.15)
+    lag_one = np.corrcoef(drift[:-1], drift[1:])[0, 1]
+    assert lag_one == pytest.approx(math.exp(-0.5), abs=0.05)
+    ideal = ResistiveNetwork(preset="ideal", seed=4)
+    ideal.clock.sleep(1e4)
+    assert ideal.temperature_k() == reference
+
+
+def test_temperature_drift_moves_the_output_as_the_physics_at_the_new_temperature() -> None:
+    world, system = bench("ideal", seed=6, slow={"temperature_sigma_k": 3.0, "temperature_tau_s": 60.0})
+    x, theta = inputs(32)
+    system.forward(x, theta)  # gates written: from now on a call reads the network at the clock's present time
+    before_k = world.temperature_k()
+    before = system.forward(x, theta)
+    world.clock.sleep(600.0)
+    oracle = system.oracle_model()  # the hidden temperature now, at which the next call samples the network
+    after = system.forward(x, theta)
+    assert abs(oracle.temperature_k.item() - before_k) > 0.5
+    assert (after - before).abs().max() > 1e-3
+    with torch.no_grad():
+        torch.testing.assert_close(after, oracle(x, theta), atol=1e-5, rtol=0)
+
+
+# -- the system --------------------------------------------------------------------------------------------------
+def test_ideal_world_agrees_with_the_physics_model() -> None:
+    _, system = bench("ideal")
+    x, theta = inputs(200)
+    with torch.no_grad():
+        model = system.physics_model()
+        torch.testing.assert_close(system.forward(x, theta), model(x, theta), atol=1e-6, rtol=0)
+        target = torch.full((200, 2), 0.4)
+        torch.testing.assert_close(system.equilibrium(x, theta, target, beta=0.5),
+                                   model.equilibrium(x, theta, target, beta=0.5), atol=1e-6, rtol=0)
+    y = system.forward(x, theta)
+    assert y.std().item() > 0.1 and y.abs().max().item() < 1.5  # normalised to order 1
+
+
+def test_oracle_matches_the_realistic_world_far_better_than_the_nominal_model() -> None:
+    _, system = bench("realistic", seed=7, slow={"temperature_sigma_k": 0.0})
+    x, theta = inputs(256)
+    averaged = torch.stack([system.forward(x, theta) for _ in range(8)]).mean(dim=0)
+    with torch.no_grad():
+        oracle_error = (system.oracle_model()(x, theta) - averaged).pow(2).mean().sqrt()
+        nominal_error = (system.physics_model()(x, theta) - averaged).pow(2).mean().sqrt()
+    assert oracle_error < 3e-4 and oracle_error < nominal_error / 10
+
+
+def test_same_seed_same_numbers_other_seed_other_device() -> None:
+    x, theta = inputs(16)
+    first, second, other = (bench("realistic", seed=seed)[1] for seed in (11, 11, 12))
+    assert torch.equal(first.forward(x, theta), second.forward(x, theta))
+    hidden = [system.hidden_calibration(system.instruments["output"].world) for system in (first, other)]
+    assert not torch.equal(hidden[0]["threshold_v"], hidden[1]["threshold_v"])
+    assert not torch.equal(hidden[0]["log_saturation_current"], hidden[1]["log_saturation_current"])
+
+
+def test_device_time_is_sample_period_times_samples_plus_gate_settling() -> None:
+    world, system = bench("realistic")
+    settle, rate = world.config.converters.settle_s, system.sample_rate_hz
+    x, theta = inputs(100)
+    started = world.clock.now()
+    system.forward(x, theta)  # every gate written once
+    assert world.clock.now() - started == pytest.approx(LAYOUT.n_edges * settle + 100 / rate)
+    started = world.clock.now()
+    system.forward(x, theta)  # same θ: only the samples
+    assert world.clock.now() - started == pytest.approx(100 / rate)
+    theta[3] += 0.1
+    started = world.clock.now()
+    system.forward(x[:1], theta)  # one gate changed; one sample plays as the shortest waveform (2 points)
+    assert world.clock.now() - started == pytest.approx(settle + 2 / rate)
+    started = world.clock.now()
+    system.equilibrium(x, theta, torch.zeros(100, 2), beta=0.5)  # nudge gates switched on
+    assert world.clock.now() - started == pytest.approx(LAYOUT.n_outputs * settle + 100 / rate)
+    assert system.device_time_s == pytest.approx(world.clock.now())
+
+
+def test_samples_faster_than_the_network_settles_are_refused() -> None:
+    world = ResistiveNetwork(preset="ideal")
+    with pytest.raises(DeviceError, match="settling time 5 µs"):
+        world.respond(dc_drive(world, 4), 1e6)
+
+
+def test_nudging_pulls_the_outputs_towards_the_target() -> None:
+    _, system = bench("realistic", seed=8)
+    x, theta = inputs(50)
+    target = torch.full((50, 2), 0.8)
+    free = system.equilibrium(x, theta)
+    assert free.shape == (50, LAYOUT.n_nodes)
+    torch.testing.assert_close(free[:, -2:] / system.output_scale_v, system.forward(x, theta), atol=1e-3, rtol=0)
+    gaps = [(system.equilibrium(x, theta, target, beta)[:, -2:] / system.output_scale_v - target).abs().mean()
+            for beta in (0.0, 0.1, 1.0)]
+    assert gaps[0] > gaps[1] > gaps[2]
+    drops = system.edge_voltages(free)
+    assert drops.shape == (50, LAYOUT.n_edges)
+    torch.testing.assert_close(drops[:, 0], free[:, 0] - free[:, LAYOUT.n_inputs])  # input 0 → hidden 0
+
+
+def test_equilibrium_propagation_through_the_device_gives_the_loss_gradient() -> None:
+    _, system = bench("ideal")
+    x, theta = inputs(8)
+    target = torch.full((8, 2), 0.5)
+    beta = 0.01
+    free = system.equilibrium(x, theta)
+    nudged = system.equilibrium(x, theta, target, beta)
+    slope = torch.func.grad(lambda g: physics.transistor_conductance(
+        g, 0.7, 1e-4, 1.3, physics.thermal_voltage(298.15)).sum())(theta)  # ∂G/∂θ, nominal
+    contrast = (system.edge_voltages(nudged) ** 2 - system.edge_voltages(free) ** 2).sum(dim=0)
+    estimate = 0.5 * slope * contrast / beta  # W/V of co-content per unit β
+    model = system.physics_model()
+    theta_grad = theta.clone().requires_grad_()
+    out = model(x, theta_grad) * system.output_scale_v
+    loss = 0.5 * system.g_unit_s * (out - target * system.output_scale_v).pow(2).sum()
+    (exact,) = torch.autograd.grad(loss, theta_grad)
+    assert torch.nn.functional.cosine_similarity(estimate, exact, dim=0) > 0.99
+    assert (estimate - exact).norm() < 0.05 * exact.norm()
+
+
+def test_bad_arguments_are_refused_with_the_value_and_the_range() -> None:
+    _, system = bench("ideal")
+    x, theta = inputs(4)
+    with pytest.raises(LimitError, match=r"theta\[2\] = 2.5 is outside 0.5..2"):
+        system.forward(x, theta.index_fill(0, torch.tensor([2]), 2.5))
+    with pytest.raises(LimitError, match="give target"):
+        system.equilibrium(x, theta, beta=0.5)
+    with pytest.raises(LimitError, match=r"beta must be within 0..1.3"):
+        system.equilibrium(x, theta, torch.zeros(4, 2), beta=5.0)
+    with pytest.raises(LimitError, match=r"target\[0, 1\] = 3 is outside -2..2"):
+        system.equilibrium(x, theta, torch.tensor([[0.0, 3.0]] * 4), beta=0.5)
+
+
+def test_a_system_too_big_for_its_instruments_is_a_config_error() -> None:
+    world = ResistiveNetwork(preset="ideal")
+    instruments = {"output": SimulatedAnalogOutput(world), "input": SimulatedAnalogInput(world)}
+    with pytest.raises(ConfigError, match="needs 47 output channels"):
+        ResistiveNetworkSystem(instruments, n_hidden=8)
+    with pytest.raises(ConfigError, match="unknown key"):
+        ResistiveNetwork(config={"shot": {"readnoise": 1.0}})
+    bigger = ResistiveNetwork(preset="ideal", config={"geometry": {"n_hidden": 8}})
+    system = ResistiveNetworkSystem({"output": SimulatedAnalogOutput(bigger), "input": SimulatedAnalogInput(bigger)})
+    with pytest.raises(ConfigError, match="3-6-2 network but its world is"):
+        system.oracle_model()
+
+
+@pytest.mark.parametrize("preset", ["ideal", "realistic", "harsh"])
+def test_every_preset_runs_and_its_oracle_explains_it(preset: str) -> None:
+    _, system = bench(preset, seed=9, slow={"temperature_sigma_k": 0.0})
+    x, theta = inputs(64)
+    y = system.forward(x, theta)
+    with torch.no_grad():
+        error = (system.oracle_model()(x, theta) - y).abs().max().item()
+    noise = 3 * ResistiveNetwork.resolve(preset, {}).converters.adc_noise_v / system.output_scale_v
+    assert error < 1e-5 + 5 * noise
+
+
+def test_calibrate_sets_the_working_point() -> None:
+    world, system = bench("ideal")
+    settings = system.calibrate()
+    output = world.output
+    assert settings["gate_v"] == pytest.approx(1.25)
+    assert all(output.level_v[c] == 1.25 for c in system.channels["gates"])
+    assert all(output.level_v[c] == 0.0 for c in system.channels["nudge_gates"])
+    assert all(output.output_on[c] for c in settings["channels_on"])
+
+
+def test_built_from_a_lab_file(tmp_path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(textwrap.dedent("""
+        worlds:
+          network: {kind: resistive_network, preset: realistic, seed: 3}
+        instruments:
+          daq_out: {driver: simulated_analog_output, world: network, limits: {voltage_v: {min: -2.5, max: 2.5}}}
+          daq_in: {driver: simulated_analog_input, world: network}
+        systems:
+          net:
+            kind: resistive_network
+            instruments: {output: daq_out, input: daq_in}
+            settings: {sample_rate_hz: 50000.0}
+        """))
+    lab = Lab.load(path).open()
+    try:
+        system = lab.systems["net"]
+        x, theta = inputs(10)
+        y = system.forward(x, theta)
+        assert y.shape == (10, 2) and torch.isfinite(y).all()
+        assert system.device_time_s == pytest.approx(LAYOUT.n_edges * 1e-4 + 10 / 5e4)
+    finally:
+        lab.close()
+    assert not lab["daq_out"].connected
