@@ -80,12 +80,19 @@ class Limit:
         The error names the first offending index and its value.
         """
         if isinstance(values, torch.Tensor):
+            if values.numel() == 0:
+                return values
+            low, high = torch.aminmax(values.detach())  # NaN propagates, so it fails the fast test below
+            if low >= self.min and high <= self.max:
+                return values
             bad = ~torch.isfinite(values) | (values < self.min) | (values > self.max)
             if bool(bad.any()):
                 index = tuple(int(i) for i in torch.nonzero(bad)[0])
                 self.check(values[index].item(), f"{what}[{', '.join(map(str, index))}]")
             return values
         array = np.asarray(values, dtype=float)
+        if array.size == 0 or (array.min() >= self.min and array.max() <= self.max):
+            return values
         bad = ~np.isfinite(array) | (array < self.min) | (array > self.max)
         if bad.any():
             index = tuple(int(i) for i in np.argwhere(bad)[0])
