@@ -183,10 +183,9 @@ class Run:
                     continue
                 if self.stop.requested:
                     self._interrupted()
-                started = self.system.device_time_s
                 steps[name]()
                 self.completed.append(name)
-                self.store.event("step_finished", step=name, device_time_s=self.system.device_time_s - started)
+                self.store.event("step_finished", step=name, device_time_total_s=self.system.device_time_s)
                 self.checkpoint()
         self.store.event("run_finished", device_time_s=self.system.device_time_s, wall_s=round(self.wall_s(), 3))
 
@@ -241,7 +240,7 @@ class Run:
                 result = fit_twin(self.twin, train, validation, epochs=epochs, lr=config.fit.lr,
                                   patience=config.fit.patience, seed=self.protocol.seed,
                                   progress=lambda e, tr, va: advance(e + 1, f"held-out NMSE {va:.4f}"))
-            self.store.event("twin_fitted", kind=config.kind, train_loss=result.train_loss,
+            self.store.event("twin_fitted", twin_kind=config.kind, train_loss=result.train_loss,
                              validation_loss=result.validation_loss, best_epoch=result.best_epoch)
         save_twin(self.twin, self.store.path / "twin")
         self._attach_twin()

@@ -52,8 +52,8 @@ def _learning_curves(events: list[dict[str, Any]], path: Path) -> None:
 
 def _twin_fit(store: RunStore, path: Path) -> None:
     arrays, _ = store.load_arrays("data/fidelity.h5")
-    measured, predicted = arrays["measured"].reshape(-1, arrays["measured"].shape[-1]), \
-        arrays["predicted"].reshape(-1, arrays["predicted"].shape[-1])
+    measured = arrays["measured"].reshape(-1, arrays["measured"].shape[-1]).numpy()
+    predicted = arrays["predicted"].reshape(-1, arrays["predicted"].shape[-1]).numpy()
     figure, axis = plt.subplots(figsize=(5, 5))
     for output in range(min(measured.shape[1], 10)):
         axis.scatter(measured[:, output], predicted[:, output], s=4, alpha=0.5, label=f"y{output}")
@@ -68,7 +68,7 @@ def _twin_fit(store: RunStore, path: Path) -> None:
 
 def _confusion(store: RunStore, path: Path) -> None:
     arrays, attrs = store.load_arrays("data/evaluation.h5")
-    confusion = arrays["confusion"].float()
+    confusion = arrays["confusion"].numpy()
     names = attrs.get("class_names") or [str(k) for k in range(len(confusion))]
     figure, axis = plt.subplots(figsize=(5.5, 5))
     image = axis.imshow(confusion, cmap="Blues")

@@ -13,6 +13,7 @@ On a real bench a device's state cannot be put back; a resumed bench run continu
 
 from __future__ import annotations
 
+import importlib
 import threading
 from typing import Any
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 _GENERATOR = "__generator_state__"
 _NUMPY = "__numpy__"
 _OBJECT = "__object__"
+_CLASS = "__class__"
 
 
 def _stops(value: Any) -> bool:
@@ -65,7 +67,7 @@ def _capture_value(value: Any, seen: set[int]) -> tuple[bool, Any]:
             return True, {"__dict__": [[k, v] for k, (_, v) in items.items()]}
         return False, None
     if _is_state_holder(value) and id(value) not in seen:
-        return True, {_OBJECT: capture(value, seen)}
+        return True, {_OBJECT: capture(value, seen), _CLASS: f"{type(value).__module__}:{type(value).__qualname__}"}
     return False, None
 
 
@@ -90,6 +92,10 @@ def _restore_value(current: Any, saved: Any) -> Any:
     if isinstance(saved, dict) and _NUMPY in saved:
         return saved[_NUMPY].numpy().copy()
     if isinstance(saved, dict) and _OBJECT in saved:
+        module, _, name = saved[_CLASS].partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        if type(current) is not cls:
+            current = cls.__new__(cls)  # e.g. a cache that this process has not built yet
         restore(current, saved[_OBJECT])
         return current
     if isinstance(saved, dict) and "__dict__" in saved:

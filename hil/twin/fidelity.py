@@ -2,10 +2,10 @@
 
 - ``nmse``: per output, the twin's mean squared error on held-out data divided by the output's variance; the
   ``noise_floor`` is the same ratio for the variance of repeated measurements, which no twin can go below.
-- ``jacobian_cosine``: along random directions v of θ (and of x), the cosine similarity between the twin's
-  directional derivative (autograd) and the device's central finite difference (f(θ + h·v) − f(θ − h·v)) / 2h,
-  averaged over ``repeats`` measurements, over all inputs and outputs of a batch. Physics-aware training relies
-  on exactly this: the backward pass uses the twin's Jacobian at the device's operating point.
+- ``jacobian_cosine``: along random sign directions v of θ (and of x), the cosine similarity between the
+  twin's directional derivative (autograd) and the device's central finite difference (f(θ + hv) − f(θ − hv))/2h,
+  each side averaged over ``repeats`` measurements, over all inputs and outputs of a batch. Physics-aware
+  training relies on exactly this: the backward pass uses the twin's Jacobian at the device's operating point.
 """
 
 from __future__ import annotations
@@ -39,42 +39,42 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
 
 
-def _inside(value: torch.Tensor, direction: torch.Tensor, step: float, bounds: tuple[float, float]) -> float:
-    """The largest step ≤ ``step`` that keeps value ± step·direction inside the bounds."""
-    room = torch.minimum(value - bounds[0], bounds[1] - value).clamp_min(0)
-    reach = direction.abs().clamp_min(1e-12)
-    return min(step, float((room / reach).min()))
+def _directional_cosine(system: PhysicalSystem, twin: Twin, x: torch.Tensor, theta: torch.Tensor, along_theta: bool,
+                        direction: torch.Tensor, h: float, repeats: int) -> float:
+    """Cosine between the device's central difference and the twin's derivative along ``direction``."""
+
+    def device(value: torch.Tensor) -> torch.Tensor:
+        runs = [system.forward(x, value) if along_theta else system.forward(value, theta) for _ in range(repeats)]
+        return torch.stack(runs).mean(dim=0)
+
+    def model(value: torch.Tensor) -> torch.Tensor:
+        return twin(x, value) if along_theta else twin(value, theta)
+
+    base = theta if along_theta else x
+    measured = (device(base + h * direction) - device(base - h * direction)) / (2 * h)
+    _, predicted = torch.autograd.functional.jvp(model, (base,), (direction,))
+    return _cosine(predicted.detach(), measured)
 
 
 def jacobian_cosine(system: PhysicalSystem, twin: Twin, x: torch.Tensor, theta: torch.Tensor, *,
                     directions: int = 4, step: float = 0.05, repeats: int = 2, seed: int = 0) -> tuple[float, float]:
     """Mean cosine between twin and device directional derivatives along random θ and x directions.
 
-    ``step`` is a fraction of the bounds' width. Returns (cosine along θ, cosine along x).
+    Each direction moves every element by ±``step`` × the bounds' width (random signs), so that every element's
+    change stands above the device's resolution; the point is first moved that far inside the bounds.
+    Returns (cosine along θ, cosine along x).
     """
     generator = torch.Generator().manual_seed(seed)
+    h_theta = step * (system.theta_bounds[1] - system.theta_bounds[0])
+    h_x = step * (system.x_bounds[1] - system.x_bounds[0])
+    theta = theta.clamp(system.theta_bounds[0] + h_theta, system.theta_bounds[1] - h_theta)
+    x = x.clamp(system.x_bounds[0] + h_x, system.x_bounds[1] - h_x)
     results = []
-    for bounds, is_theta in ((system.theta_bounds, True), (system.x_bounds, False)):
-        cosines = []
-        width = bounds[1] - bounds[0]
-        for _ in range(directions):
-            shape = theta.shape if is_theta else x.shape
-            direction = torch.randn(shape, generator=generator)
-            direction /= direction.norm()
-            base = theta if is_theta else x
-            h = _inside(base, direction, step * width, bounds)
-            if h <= 0:
-                continue
-
-            def device(value: torch.Tensor, is_theta: bool = is_theta) -> torch.Tensor:
-                runs = [system.forward(x, value) if is_theta else system.forward(value, theta) for _ in range(repeats)]
-                return torch.stack(runs).mean(dim=0)
-
-            measured = (device(base + h * direction) - device(base - h * direction)) / (2 * h)
-            function = (lambda t: twin(x, t)) if is_theta else (lambda v: twin(v, theta))
-            _, predicted = torch.autograd.functional.jvp(function, (base,), (direction,))
-            cosines.append(_cosine(predicted.detach(), measured))
-        results.append(sum(cosines) / len(cosines) if cosines else float("nan"))
+    for along_theta, h, shape in ((True, h_theta, theta.shape), (False, h_x, x.shape)):
+        cosines = [_directional_cosine(system, twin, x, theta, along_theta,
+                                       torch.randint(0, 2, shape, generator=generator).float() * 2 - 1, h, repeats)
+                   for _ in range(directions)]
+        results.append(sum(cosines) / len(cosines))
     return results[0], results[1]
 
 

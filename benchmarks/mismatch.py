@@ -1,0 +1,191 @@
+"""How much does the twin's mismatch with the device cost each training method? And what does the framework cost?
+
+For each of the optical, crossbar and oscillator systems, with the ``realistic`` and ``harsh`` presets, over
+several seeds (each seed is a different simulated device and a different initialisation), this trains the same
+architecture four ways and reports test accuracy on the device:
+
+- ``insilico``: trained through the fitted physics twin alone, then run on the device;
+- ``pat``: physics-aware training with the fitted twin;
+- ``pat_oracle``: physics-aware training with the oracle twin (the simulator's own noiseless physics with its
+  hidden parameters): the ceiling no fitted twin can beat;
+- ``ideal``: the same architecture trained (PAT, oracle twin) and tested on the ``ideal`` preset.
+
+Each run is a full protocol run through the orchestrator (collect, fit, train, evaluate), from the protocols in
+experiments/, with fewer epochs where ``--quick`` says so. Then it measures PAT's framework overhead per training
+step: the orchestrator's training loop against a minimal hand-written PAT loop over the same system and twin, in
+the same process, alternating, as a ratio of median times.
+
+    .venv/bin/python benchmarks/mismatch.py [--seeds 3] [--systems optical crossbar oscillator] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hil.config import YamlDocument  # noqa: E402
+from hil.lab import Lab, LabConfig  # noqa: E402
+from hil.nn import physical_layers  # noqa: E402
+from hil.orchestrator import Run  # noqa: E402
+from hil.protocol import Protocol  # noqa: E402
+from hil.store import RunStore  # noqa: E402
+
+PROTOCOLS = {
+    "optical": "experiments/optical_pat_digits.yaml",
+    "crossbar": "experiments/crossbar_pat_digits.yaml",
+    "oscillator": "experiments/oscillator_pat_vowels.yaml",
+}
+VARIANTS = ("insilico", "pat", "pat_oracle", "ideal")
+
+
+def lab_for(protocol: Protocol, preset: str, seed: int) -> Lab:
+    """The default lab with every world of the protocol's system at ``preset`` and ``seed``."""
+    config = YamlDocument.read(ROOT / protocol.lab).validate(LabConfig)
+    config = copy.deepcopy(config)
+    system = config.systems[protocol.system]
+    worlds = {config.instruments[name].world for name in system.instruments.values()}
+    for name in worlds:
+        config.worlds[name].preset = preset
+        config.worlds[name].seed = 1000 + seed
+    return Lab(config)
+
+
+def variant_protocol(base: Protocol, variant: str, seed: int, epochs: int | None) -> Protocol:
+    protocol = base.model_copy(deep=True)
+    protocol.seed = seed
+    protocol.method.name = "insilico" if variant == "insilico" else "pat"
+    protocol.twin.kind = "oracle" if variant in ("pat_oracle", "ideal") else "physics"
+    protocol.evaluation.every_epoch = False
+    if epochs is not None:
+        protocol.training.epochs = epochs
+    return protocol
+
+
+def run_once(protocol: Protocol, lab: Lab, root: Path) -> dict[str, float]:
+    store = RunStore.create(root, protocol.name)
+    started = time.perf_counter()
+    with lab:
+        run = Run(protocol, lab, store, show_progress=False)
+        run.prepare()
+        run.completed = ["report"]  # no plots needed here
+        lab.safe_state()
+        run.execute()
+    store.close()
+    events = store.events()
+    evaluated = next(e for e in events if e["kind"] == "evaluated")
+    fidelity = next((e for e in events if e["kind"] == "fidelity"), {})
+    return {"device_accuracy": evaluated["device_accuracy"], "twin_accuracy": evaluated.get("twin_accuracy"),
+            "nmse": fidelity.get("nmse_mean"), "noise_floor": fidelity.get("noise_floor_mean"),
+            "jacobian_cosine_theta": fidelity.get("jacobian_cosine_theta"),
+            "jacobian_cosine_x": fidelity.get("jacobian_cosine_x"),
+            "device_time_s": evaluated["device_time_s"], "wall_s": time.perf_counter() - started}
+
+
+def hand_written_pat_epoch(system, twin, theta, readout, x, y, batches, lr) -> None:
+    """The minimal PAT loop: device forward, twin VJP backward through a straight-through surrogate."""
+    optimizer = torch.optim.Adam([theta, *readout.parameters()], lr=lr)
+    for indices in batches:
+        xb, yb = x[indices], y[indices]
+        with torch.no_grad():
+            measured = system.forward(xb, theta)
+        modelled = twin(xb, theta)
+        outputs = modelled + (measured - modelled).detach()
+        loss = torch.nn.functional.cross_entropy(readout(outputs), yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            theta.clamp_(*system.theta_bounds)
+
+
+def overhead(base: Protocol, root: Path, repeats: int) -> dict[str, float]:
+    """Median time per training step: orchestrator (Run.train, one epoch) / hand-written loop."""
+    protocol = variant_protocol(base, "pat_oracle", 0, 1)
+    lab = lab_for(protocol, "realistic", 0)
+    store = RunStore.create(root, "overhead")
+    framework, hand = [], []
+    with lab:
+        run = Run(protocol, lab, store, show_progress=False)
+        run.prepare()
+        run.calibrate()
+        run.twin = run._new_twin()
+        run._attach_twin()
+        layer = physical_layers(run.model)[0]
+        readout = copy.deepcopy(run.model[-1])
+        theta = torch.nn.Parameter(layer.theta.detach().clone())
+        batches = run._batches(0)
+        for _ in range(repeats):
+            run.epoch, run.batch = 0, 0
+            started = time.perf_counter()
+            run.train()
+            framework.append((time.perf_counter() - started) / len(batches))
+            started = time.perf_counter()
+            hand_written_pat_epoch(run.system, run.twin, theta, readout, run.x_train, run.y_train, batches,
+                                   protocol.training.lr)
+            hand.append((time.perf_counter() - started) / len(batches))
+    store.close()
+    return {"framework_s_per_step": statistics.median(framework), "hand_written_s_per_step": statistics.median(hand),
+            "ratio": statistics.median(framework) / statistics.median(hand)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--systems", nargs="+", default=list(PROTOCOLS))
+    parser.add_argument("--presets", nargs="+", default=["realistic", "harsh"])
+    parser.add_argument("--epochs", type=int, default=None, help="override the protocols' epochs")
+    parser.add_argument("--overhead-repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        for system in args.systems:
+            document = YamlDocument.read(ROOT / PROTOCOLS[system])
+            base = document.validate(Protocol)
+            for preset in args.presets:
+                key = f"{system}/{preset}"
+                results[key] = {v: [] for v in VARIANTS}
+                for seed in range(args.seeds):
+                    for variant in VARIANTS:
+                        protocol = variant_protocol(base, variant, seed, args.epochs)
+                        lab = lab_for(protocol, "ideal" if variant == "ideal" else preset, seed)
+                        figures = run_once(protocol, lab, root)
+                        results[key][variant].append(figures)
+                        print(f"{key:22s} seed {seed} {variant:10s} device acc {figures['device_accuracy']:.3f} "
+                              f"(twin NMSE {figures['nmse'] or float('nan'):.4f}, {figures['wall_s']:.0f} s)",
+                              flush=True)
+        results["overhead"] = overhead(YamlDocument.read(ROOT / PROTOCOLS[args.systems[0]]).validate(Protocol),
+                                       root, args.overhead_repeats)
+    print()
+    print(f"{'system/preset':22s} " + " ".join(f"{v:>16s}" for v in VARIANTS))
+    for key, variants in results.items():
+        if key == "overhead":
+            continue
+        cells = []
+        for variant in VARIANTS:
+            accuracies = [100 * r["device_accuracy"] for r in variants[variant]]
+            spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+            cells.append(f"{statistics.mean(accuracies):8.1f} ± {spread:4.1f}")
+        print(f"{key:22s} " + " ".join(f"{c:>16s}" for c in cells))
+    o = results["overhead"]
+    print(f"\nPAT framework overhead per training step: {o['framework_s_per_step'] * 1e3:.2f} ms vs hand-written "
+          f"{o['hand_written_s_per_step'] * 1e3:.2f} ms, ratio {o['ratio']:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

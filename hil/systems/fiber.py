@@ -1,0 +1,229 @@
+"""The fiber system: x and θ as phases of SLM macro-pixels coupled into a multimode fiber, y from the speckle.
+
+Layout. The SLM is cut into ``block`` × ``block`` macro-pixels, numbered row-major. The first ``n_in`` show the
+inputs, phase = ``x_phase_rad``·x (x ∈ [0, 1]); the next ``n_params`` show θ (rad, θ ∈ [0, 2π]); the rest (at
+least one) always show 0 and serve as the reference field of the transmission-matrix measurement. A batch is
+one SLM sequence, played one pattern per camera frame (external trigger).
+
+Outputs. y_k is the mean of camera region of interest k (``roi_px`` squares on a regular grid over the camera),
+
+    y_k = n_pixels · mean_ROI_k(DN) / (exposure_s · R),
+
+R (DN/s) the camera's total signal rate for a blank SLM, measured by `calibrate`: y ≈ 1 for light spread evenly.
+
+Physics model. The light in a region pixel is |Σ_j T_ij u_j|², u_j the macro-pixel amplitudes of the SLM field
+(`hil.physics.fiber.macro_pixel_field`, unit beam power) and T the transmission matrix onto the region pixels in
+y units (learnable ``tm_real`` + i·``tm_imag``); then y_k = mean_ROI_k |T u|² + offset_k. The SLM's LUT,
+crosstalk and zero order are further calibration parameters.
+
+`calibrate` (run at the first `forward` if not called): R and the dark level from a blank SLM at two exposures;
+the working exposure (brightest pixel near half of full scale over fixed probe patterns); then the transmission
+matrix onto the region pixels by phase stepping (Popoff et al., Phys. Rev. Lett. 104, 100601, 2010): the
+modulated macro-pixels show the rows of a Hadamard matrix (phases 0 or π) plus a common step α ∈ {0, π/2, π,
+3π/2} against the reference macro-pixels, giving conj(r_i)·(T s)_i; the reference intensity |r_i|² comes from
+the reference alone, the modulated macro-pixels showing a grating that couples no light. The physics model's
+nominal T (and its offsets) are these measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from hil.errors import ConfigError, DeviceError
+from hil.physics.fiber import fiber_intensity, macro_pixel_field
+from hil.physics.optics import TWO_PI, beam_amplitude
+from hil.systems.base import PhysicsModel
+from hil.systems.optical import SLMCameraSystem, block_source, encode, probe_inputs, region_matrix
+
+PHASE_STEPS = (0.0, math.pi / 2, math.pi, 3 * math.pi / 2)
+
+
+def hadamard(n: int) -> torch.Tensor:
+    """The n × n Sylvester Hadamard matrix (n a power of two), entries ±1."""
+    matrix = torch.ones(1, 1)
+    while len(matrix) < n:
+        matrix = torch.cat([torch.cat([matrix, matrix], 1), torch.cat([matrix, -matrix], 1)])
+    return matrix
+
+
+def grid_corners(camera_shape: tuple[int, int], n_out: int, size: int) -> list[tuple[int, int]]:
+    """Top-left corners of ``n_out`` squares of ``size`` px spread on a regular grid over the camera."""
+    side = math.ceil(math.sqrt(n_out))
+    rows, cols = camera_shape
+    return [(round((k // side + 0.5) * rows / side) - size // 2, round((k % side + 0.5) * cols / side) - size // 2)
+            for k in range(n_out)]
+
+
+class FiberSystem(SLMCameraSystem):
+    """x and θ as SLM macro-pixel phases, through a multimode fiber, y from camera regions of the speckle.
+
+    Settings: ``n_in``, ``n_out``, ``n_params``; ``block`` (macro-pixel side, SLM px), ``x_phase_rad``;
+    ``roi_px`` (region side, camera px); ``waist_px`` (the beam waist the model assumes, SLM px; None: flat);
+    ``reference_repeats`` (frames per exposure for the rate and reference measurements); ``max_batch``.
+    """
+
+    kind = "fiber"
+
+    def __init__(self, instruments: dict[str, Any], *, name: str = "", n_in: int = 16, n_out: int = 8,
+                 n_params: int = 16, block: int = 8, x_phase_rad: float = math.pi, roi_px: int = 4,
+                 waist_px: float | None = 25.0, reference_repeats: int = 16, max_batch: int | None = None):
+        slm, camera = instruments.get("slm"), instruments.get("camera")
+        largest = min(getattr(slm, "max_sequence", 1), getattr(camera, "max_frames", 1))
+        super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_bounds=(0.0, 1.0),
+                         theta_bounds=(0.0, TWO_PI), max_batch=min(max_batch or largest, largest))
+        shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)
+        self.source = block_source(shape, block, 1, n_in, n_params)  # type: ignore[arg-type]
+        self.n_macro = (shape[0] // block) * (shape[1] // block)
+        self.n_modulated = n_in + n_params
+        if self.n_modulated >= self.n_macro:
+            raise ConfigError(f"n_in + n_params = {self.n_modulated} leave no reference macro-pixel out of "
+                              f"{self.n_macro}; use fewer or a smaller block", field="n_params")
+        self.block, self.x_phase_rad, self.waist_px = block, float(x_phase_rad), waist_px
+        self.regions = region_matrix(camera_shape, grid_corners(camera_shape, n_out, roi_px), roi_px)  # type: ignore[arg-type]
+        self.region_pixels = (self.regions.sum(1) > 0).nonzero().squeeze(1)
+        self.region_weights = self.regions[self.region_pixels]  # region pixels × n_out
+        self.n_pixels = camera_shape[0] * camera_shape[1]
+        self.reference_repeats = reference_repeats
+        rows, cols = shape
+        blocks = torch.arange(self.n_macro).reshape(rows // block, cols // block)
+        self.macro_index = blocks.repeat_interleave(block, 0).repeat_interleave(block, 1)
+        self.reference_rate_dn_s: float | None = None
+        self.transmission: torch.Tensor | None = None
+        self.offset: torch.Tensor | None = None
+
+    # -- the device ---------------------------------------------------------------------------------------------
+    def patterns(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """The SLM phases (batch × rows × cols) that encode x and θ."""
+        return encode(x, theta, self.source, self.x_phase_rad)
+
+    def _scale(self, exposure_s: float) -> float:
+        assert self.reference_rate_dn_s is not None
+        return self.n_pixels / (exposure_s * self.reference_rate_dn_s)
+
+    def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        if self.transmission is None:
+            self.calibrate()
+        exposure = self.camera.exposure_s
+        frames = self.capture(self.patterns(x, theta))
+        return (frames @ self.regions).mul_(self._scale(exposure))
+
+    def _macro_patterns(self, phases: torch.Tensor) -> torch.Tensor:
+        """SLM patterns (N × rows × cols) from macro-pixel phases (N × n_macro)."""
+        return phases.index_select(1, self.macro_index.reshape(-1)).reshape(len(phases), *self.macro_index.shape)
+
+    def _grating_off(self) -> torch.Tensor:
+        """The reference alone: modulated macro-pixels show a grating whose mean field over a macro-pixel is 0."""
+        period = 4 if self.block % 4 == 0 else 2 if self.block % 2 == 0 else self.block
+        columns = torch.arange(self.slm.shape[1]) % period
+        grating = (TWO_PI * columns / period).expand(*self.slm.shape)
+        modulated = self.macro_index < self.n_modulated
+        return torch.where(modulated, grating, torch.zeros(())).to(torch.float32)
+
+    def calibrate(self) -> dict[str, Any]:
+        """Measure R, set the working exposure and measure the transmission matrix (see module)."""
+        blank = torch.zeros(1, *self.slm.shape)
+        limit = self.camera.limits["exposure_s"]
+        reference_s = self.find_exposure(blank, start_s=max(limit.min, 1e-3))
+        rate, _ = self.signal_rate(blank[0], reference_s, self.reference_repeats)
+        self.reference_rate_dn_s = float(rate.sum())
+        if self.reference_rate_dn_s <= 0:
+            raise DeviceError(f"system {self.name!r}: the camera's signal does not grow with exposure; is the "
+                              "laser on?")
+        x, theta = probe_inputs(self.n_in, self.n_params, self.x_bounds, self.theta_bounds)
+        probes = torch.cat([self.patterns(x[i:i + 1], theta[i]) for i in range(len(x))])
+        exposure = self.find_exposure(probes, start_s=reference_s)
+        self.camera.set_exposure(exposure)
+        scale = self._scale(exposure)
+        pixels = self.region_pixels
+
+        # the reference alone, in y units per pixel, and the dark intercept
+        reference_rate, intercept = self.signal_rate(self._grating_off(), exposure, self.reference_repeats)
+        reference = (reference_rate[pixels] * exposure * scale).clamp(min=1e-12).sqrt()  # |r_i|
+
+        # phase stepping against the reference
+        size = 1 << (self.n_modulated - 1).bit_length()
+        signs = hadamard(size)[:, :self.n_modulated]
+        steps = torch.tensor(PHASE_STEPS)
+        phases = torch.zeros(size, len(steps), self.n_macro)
+        phases[..., :self.n_modulated] = torch.remainder(math.pi * (1 - signs)[:, None, :] / 2
+                                                         + steps[None, :, None], TWO_PI)
+        frames = self.capture(self._macro_patterns(phases.reshape(-1, self.n_macro)), exposure)
+        intensity = frames[:, pixels].reshape(size, len(steps), -1) * scale
+        rotation = torch.polar(torch.ones(len(steps)), -steps) / len(steps)
+        product = torch.einsum("hkp,k->ph", intensity.to(torch.complex64), rotation)  # conj(r_i)·(T s_h)_i
+        measured = product @ signs.to(torch.complex64) / size / reference[:, None]  # T_ij·conj(r_i)/|r_i|
+
+        beam = beam_amplitude(tuple(self.slm.shape), self.waist_px).to(torch.complex64)  # type: ignore[arg-type]
+        amplitude = macro_pixel_field(beam[None], self.block)[0]  # u_j of a macro-pixel at phase 0
+        n_reference = self.n_macro - self.n_modulated
+        transmission = torch.empty(len(pixels), self.n_macro, dtype=torch.complex64)
+        transmission[:, :self.n_modulated] = measured / amplitude[:self.n_modulated]
+        transmission[:, self.n_modulated:] = reference.to(torch.complex64)[:, None] \
+            / (n_reference * amplitude[self.n_modulated:])[None, :]
+        self.transmission = transmission
+        self.offset = (intercept[pixels] * scale) @ self.region_weights
+        return {"exposure_s": exposure, "reference_rate_dn_per_s": self.reference_rate_dn_s,
+                "reference_exposure_s": reference_s, "transmission_patterns": size * len(steps)}
+
+    # -- models -------------------------------------------------------------------------------------------------
+    def physics_model(self) -> FiberModel:
+        """Nominal physics: the transmission matrix and offsets measured by `calibrate` (which must have run),
+        an ideal LUT, no crosstalk and no zero order."""
+        if self.transmission is None or self.offset is None:
+            raise DeviceError(f"system {self.name!r}: the fiber's transmission matrix is unknown; call calibrate()")
+        return FiberModel(source=self.source, x_phase_rad=self.x_phase_rad, block=self.block,
+                          beam=beam_amplitude(tuple(self.slm.shape), self.waist_px),  # type: ignore[arg-type]
+                          region_weights=self.region_weights, transmission=self.transmission, offset=self.offset)
+
+    def hidden_calibration(self, world: Any) -> dict[str, Any]:
+        """The world's hidden values in the model's terms, at the present exposure (needs `calibrate`)."""
+        if self.reference_rate_dn_s is None:
+            raise DeviceError(f"system {self.name!r}: calibrate() before asking for the oracle")
+        hidden = world.hidden_parameters()
+        if hidden["macro_px"] != self.block:
+            raise DeviceError(f"system {self.name!r}: block {self.block} differs from the fiber's macro-pixels "
+                              f"({hidden['macro_px']} px); the model cannot represent it")
+        exposure = self.camera.exposure_s
+        scale = self._scale(exposure)
+        pixels = self.region_pixels
+        gain = hidden["pixel_gain"].reshape(-1)[pixels]
+        weight = (scale * exposure * hidden["signal_rate_dn_per_s"] * gain).sqrt()
+        transmission = hidden["transmission"][pixels] * weight[:, None].to(torch.complex64)
+        dark = (hidden["dark_dn"] + hidden["dark_rate_dn_per_s"] * exposure).reshape(-1)[pixels]
+        return {
+            "lut_gain": hidden["lut_gain"], "lut_bow_rad": hidden["lut_bow_rad"],
+            "crosstalk_px": hidden["crosstalk_px"], "zero_order": hidden["zero_order"],
+            "tm_real": transmission.real, "tm_imag": transmission.imag, "offset": (dark * scale) @ self.region_weights,
+        }
+
+
+class FiberModel(PhysicsModel):
+    """The fiber system's noiseless physics (`hil.physics.fiber`) with the bench's calibration as parameters:
+    the transmission matrix onto the region pixels in y units (``tm_real``, ``tm_imag``: pixels × macro-pixels),
+    ``offset`` per output, and the SLM's ``lut_gain``, ``lut_bow_rad``, ``crosstalk_px``, ``zero_order``."""
+
+    def __init__(self, *, source: torch.Tensor, x_phase_rad: float, block: int, beam: torch.Tensor,
+                 region_weights: torch.Tensor, transmission: torch.Tensor, offset: torch.Tensor):
+        super().__init__()
+        self.x_phase_rad, self.block = x_phase_rad, block
+        self.register_buffer("source", source)
+        self.register_buffer("beam", beam)
+        self.register_buffer("region_weights", region_weights)
+        self.tm_real = nn.Parameter(transmission.real.clone().to(torch.float32))
+        self.tm_imag = nn.Parameter(transmission.imag.clone().to(torch.float32))
+        self.offset = nn.Parameter(offset.clone().to(torch.float32))
+        self.lut_gain = nn.Parameter(torch.tensor(1.0))
+        self.lut_bow_rad = nn.Parameter(torch.tensor(0.0))
+        self.crosstalk_px = nn.Parameter(torch.tensor(0.0))
+        self.zero_order = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        drive = torch.remainder(encode(x, theta, self.source, self.x_phase_rad), TWO_PI)
+        intensity = fiber_intensity(drive, beam=self.beam, transmission=torch.complex(self.tm_real, self.tm_imag),
+                                    block=self.block, gain=self.lut_gain, bow_rad=self.lut_bow_rad,
+                                    crosstalk_px=self.crosstalk_px, zero_order=self.zero_order)
+        return intensity @ self.region_weights + self.offset

@@ -1,0 +1,325 @@
+"""The optical system: x and θ as phase blocks on an SLM, y as light in regions of interest of a camera.
+
+Layout. The SLM (rows × cols) is split into ``planes`` side-by-side panels of rows × cols/planes pixels, each
+cut into ``block`` × ``block`` squares numbered row-major, panel after panel. With one plane, the first ``n_in``
+squares show the inputs, phase = ``x_phase_rad``·x (x ∈ [0, 1]), the next ``n_params`` show θ (rad, θ ∈ [0, 2π]),
+and the rest show 0. With stacked planes, the inputs fill the first squares of panel 1 (the rest of panel 1
+shows 0) and θ fills panels 2, 3, … in order. A batch is one SLM sequence, played one pattern per camera frame
+(external trigger).
+
+Outputs. y_k is the mean of camera region of interest k (``roi_px`` × ``roi_px`` squares centred on a ring of
+``roi_radius_px`` around the optical axis, away from the zero-order spot), normalised:
+
+    y_k = (fft_size / block)² · mean_ROI_k(DN) / (exposure_s · R),
+
+where R (DN/s) is the camera's total signal rate for a blank SLM (all the light in the zero-order spot), measured
+by `calibrate`. (fft_size / block)² is the number of Fourier-plane samples per speckle grain of a random block
+pattern, so y is of order 1 near the axis. The physics model computes the same quantity from
+`hil.physics.optics`: y_k = scale · (fft_size / block)² · mean_ROI_k(g·I) / Σ_camera(g·I_blank) + offset_k, with I
+the camera intensity of the pattern, I_blank that of a blank SLM and g the per-pixel gain.
+
+`calibrate` (run at the first `forward` if not called): finds the exposure at which a blank SLM's brightest
+pixel sits near half of full scale, measures R there and at half that exposure (the difference cancels the
+camera's dark offset; the intercept gives the dark level per pixel), then sets the working exposure so that the
+brightest pixel over a fixed set of probe patterns sits near half of full scale.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hil.errors import ConfigError, DeviceError
+from hil.instruments import Camera, SpatialLightModulator
+from hil.physics.optics import TWO_PI, angular_spectrum, beam_amplitude, camera_intensity, slm_phase
+from hil.systems.base import PhysicalSystem, PhysicsModel
+
+#: Fixed seed of the probe patterns `calibrate` sets the working exposure on.
+PROBE_SEED = 1288
+PROBES = 16
+
+
+def block_source(shape: tuple[int, int], block: int, panels: int, n_in: int, n_params: int) -> torch.Tensor:
+    """Which value each SLM pixel shows (rows × cols, int64): 0 for a fixed zero phase, 1 + i for input x_i and
+    1 + n_in + j for parameter θ_j, following the module's layout."""
+    rows, cols = shape
+    if cols % panels:
+        raise ConfigError(f"SLM of {cols} columns does not split into {panels} panels", field="planes")
+    width = cols // panels
+    if block < 1 or rows % block or width % block:
+        raise ConfigError(f"block {block} must divide the panel size {rows}×{width}", field="block")
+    per_panel = (rows // block) * (width // block)
+    first = per_panel if panels > 1 else per_panel - n_params
+    if n_in > first:
+        raise ConfigError(f"n_in {n_in} inputs do not fit: panel 1 has room for {first} blocks of {block} px",
+                          field="n_in")
+    room = per_panel * (panels - 1) if panels > 1 else per_panel - n_in
+    if n_params > room:
+        raise ConfigError(f"n_params {n_params} do not fit: {room} blocks of {block} px are left", field="n_params")
+    panel_values = torch.zeros(panels, per_panel, dtype=torch.int64)
+    panel_values[0, :n_in] = torch.arange(1, n_in + 1)
+    thetas = torch.arange(n_in + 1, n_in + 1 + n_params)
+    if panels == 1:
+        panel_values[0, n_in:n_in + n_params] = thetas
+    else:
+        panel_values[1:].view(-1)[:n_params] = thetas
+    grid = panel_values.reshape(panels, rows // block, width // block)
+    grid = grid.repeat_interleave(block, 1).repeat_interleave(block, 2)  # panels × rows × width
+    return grid.permute(1, 0, 2).reshape(rows, cols)
+
+
+def encode(x: torch.Tensor, theta: torch.Tensor, source: torch.Tensor, x_phase_rad: float) -> torch.Tensor:
+    """SLM phases (batch × rows × cols, rad) for inputs x (batch × n_in) and parameters θ (n_params)."""
+    batch = len(x)
+    values = torch.cat([x.new_zeros(batch, 1), x * x_phase_rad, theta.expand(batch, -1)], dim=1)
+    return values.index_select(1, source.reshape(-1)).reshape(batch, *source.shape)
+
+
+def region_matrix(camera_shape: tuple[int, int], corners: list[tuple[int, int]], size: int) -> torch.Tensor:
+    """The matrix (pixels × regions) whose product with flattened frames gives each square region's mean."""
+    rows, cols = camera_shape
+    matrix = torch.zeros(rows, cols, len(corners))
+    for k, (top, left) in enumerate(corners):
+        if top < 0 or left < 0 or top + size > rows or left + size > cols:
+            raise ConfigError(f"region of interest {k} at ({top}, {left}), {size} px wide, is off the {rows}×{cols} "
+                              "camera", field="roi_px")
+        matrix[top:top + size, left:left + size, k] = 1 / size**2
+    if (matrix > 0).sum(-1).max() > 1:
+        raise ConfigError("regions of interest overlap; use fewer outputs, smaller roi_px or a larger radius",
+                          field="roi_px")
+    return matrix.reshape(rows * cols, len(corners))
+
+
+def ring_corners(camera_shape: tuple[int, int], n_out: int, size: int, radius_px: float) -> list[tuple[int, int]]:
+    """Top-left corners of ``n_out`` squares of ``size`` px centred on a ring around the camera's centre pixel."""
+    centre_row, centre_col = camera_shape[0] // 2, camera_shape[1] // 2
+    corners = []
+    for k in range(n_out):
+        angle = TWO_PI * (k + 0.5) / n_out
+        row = round(centre_row + radius_px * math.sin(angle))
+        col = round(centre_col + radius_px * math.cos(angle))
+        corners.append((row - size // 2, col - size // 2))
+    return corners
+
+
+def probe_inputs(n_in: int, n_params: int, x_bounds: tuple[float, float], theta_bounds: tuple[float, float],
+                 count: int = PROBES) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed, seeded set of ``count`` (x, θ) probes spanning the bounds (θ one vector per probe)."""
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    x = x_bounds[0] + (x_bounds[1] - x_bounds[0]) * torch.rand(count, n_in, generator=generator)
+    theta = theta_bounds[0] + (theta_bounds[1] - theta_bounds[0]) * torch.rand(count, n_params, generator=generator)
+    return x, theta
+
+
+class SLMCameraSystem(PhysicalSystem):
+    """Common machinery of systems made of an SLM and a camera: sequence capture, exposure search, signal rate.
+
+    Works through the `SpatialLightModulator` and `Camera` capabilities only.
+    """
+
+    roles = {"slm": SpatialLightModulator, "camera": Camera}
+
+    @property
+    def slm(self) -> SpatialLightModulator:
+        return self.instruments["slm"]  # type: ignore[return-value]
+
+    @property
+    def camera(self) -> Camera:
+        return self.instruments["camera"]  # type: ignore[return-value]
+
+    @property
+    def full_scale_dn(self) -> float:
+        return float(2**self.camera.bit_depth - 1)
+
+    def capture(self, phases: torch.Tensor, exposure_s: float | None = None) -> torch.Tensor:
+        """Show ``phases`` (N × rows × cols) as a sequence and capture one frame each (external trigger):
+        N × camera pixels, DN (float32)."""
+        camera = self.camera
+        if exposure_s is not None and camera.exposure_s != exposure_s:
+            camera.set_exposure(exposure_s)
+        if camera.trigger != "external":
+            camera.set_trigger("external")
+        self.slm.show_sequence(phases)
+        frames = camera.capture(len(phases))
+        return torch.as_tensor(np.asarray(frames.images) if not isinstance(frames.images, torch.Tensor)
+                               else frames.images, dtype=torch.float32).reshape(len(phases), -1)
+
+    def find_exposure(self, phases: torch.Tensor, start_s: float, target: float = 0.5) -> float:
+        """The exposure (s) at which the brightest pixel over ``phases`` sits near ``target`` × full scale."""
+        limit = self.camera.limits["exposure_s"]
+        exposure = min(max(start_s, limit.min), limit.max)
+        top = self.full_scale_dn
+        for _ in range(12):
+            peak = float(self.capture(phases, exposure).max())
+            if peak >= 0.98 * top:
+                proposal = exposure / 8
+            else:
+                if peak <= 0:
+                    raise DeviceError(f"system {self.name!r}: no light on the camera at {exposure:g} s exposure")
+                if abs(peak / top - target) < 0.1:
+                    return exposure
+                proposal = exposure * target * top / peak
+            proposal = min(max(proposal, limit.min), limit.max)
+            if proposal == exposure:
+                return exposure
+            exposure = proposal
+        return exposure
+
+    def signal_rate(self, phases: torch.Tensor, exposure_s: float, repeats: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel signal rate (DN/s) and dark intercept (DN) of one pattern (rows × cols), from ``repeats``
+        frames at ``exposure_s`` and at half of it: the difference cancels the dark offset."""
+        sequence = phases.expand(repeats, *phases.shape)
+        high = self.capture(sequence, exposure_s).mean(0)
+        low = self.capture(sequence, exposure_s / 2).mean(0)
+        return (high - low) / (exposure_s / 2), 2 * low - high
+
+
+class OpticalSystem(SLMCameraSystem):
+    """x and θ as phase blocks on an SLM, Fourier-transformed onto a camera, y from regions of interest.
+
+    Settings: ``n_in``, ``n_out``, ``n_params``; the layout ``block``, ``planes`` and ``x_phase_rad``; the regions
+    ``roi_px`` and ``roi_radius_px``; the bench geometry the physics model assumes: ``fft_size`` (Fourier-plane
+    samples per side, see `hil.physics.optics`), ``waist_px`` (beam waist in SLM pixels; None: flat),
+    and for stacked planes ``plane_distance_m``, ``wavelength_m``, ``slm_pitch_m``; ``max_batch`` (default: what
+    one SLM sequence and one capture hold).
+    """
+
+    kind = "optical"
+
+    def __init__(self, instruments: dict[str, Any], *, name: str = "", n_in: int = 16, n_out: int = 10,
+                 n_params: int = 48, block: int = 8, planes: int = 1, x_phase_rad: float = math.pi,
+                 roi_px: int = 5, roi_radius_px: float = 12.0, fft_size: int = 256, waist_px: float | None = 25.0,
+                 plane_distance_m: float = 5e-3, wavelength_m: float = 532e-9, slm_pitch_m: float = 8e-6,
+                 reference_repeats: int = 16, max_batch: int | None = None):
+        slm, camera = instruments.get("slm"), instruments.get("camera")
+        largest = min(getattr(slm, "max_sequence", 1), getattr(camera, "max_frames", 1))
+        super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_bounds=(0.0, 1.0),
+                         theta_bounds=(0.0, TWO_PI), max_batch=min(max_batch or largest, largest))
+        shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)
+        self.source = block_source(shape, block, planes, n_in, n_params)  # type: ignore[arg-type]
+        self.block, self.planes, self.x_phase_rad = block, planes, float(x_phase_rad)
+        self.fft_size, self.waist_px = fft_size, waist_px
+        self.plane_distance_m, self.wavelength_m, self.slm_pitch_m = plane_distance_m, wavelength_m, slm_pitch_m
+        if max(camera_shape) > fft_size:
+            raise ConfigError(f"camera {camera_shape} is larger than the Fourier plane ({fft_size} samples)",
+                              field="fft_size")
+        self.regions = region_matrix(camera_shape, ring_corners(camera_shape, n_out, roi_px, roi_radius_px),  # type: ignore[arg-type]
+                                     roi_px)
+        self.output_scale = (fft_size / block) ** 2
+        self.reference_repeats = reference_repeats
+        self.reference_rate_dn_s: float | None = None
+        self.dark_dn: torch.Tensor | None = None
+
+    # -- the device ---------------------------------------------------------------------------------------------
+    def patterns(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """The SLM phases (batch × rows × cols) that encode x and θ."""
+        return encode(x, theta, self.source, self.x_phase_rad)
+
+    def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        if self.reference_rate_dn_s is None:
+            self.calibrate()
+        exposure = self.camera.exposure_s
+        frames = self.capture(self.patterns(x, theta))
+        return (frames @ self.regions).mul_(self.output_scale / (exposure * self.reference_rate_dn_s))
+
+    def calibrate(self) -> dict[str, Any]:
+        """Measure the blank SLM's signal rate R and the dark level, then set the working exposure (see module)."""
+        blank = torch.zeros(1, *self.slm.shape)
+        limit = self.camera.limits["exposure_s"]
+        reference_s = self.find_exposure(blank, start_s=max(limit.min, 1e-4))
+        rate, intercept = self.signal_rate(blank[0], reference_s, self.reference_repeats)
+        self.reference_rate_dn_s = float(rate.sum())
+        if self.reference_rate_dn_s <= 0:
+            raise DeviceError(f"system {self.name!r}: the camera's signal does not grow with exposure; is the "
+                              "laser on?")
+        self.dark_dn = intercept
+        x, theta = probe_inputs(self.n_in, self.n_params, self.x_bounds, self.theta_bounds)
+        probes = torch.cat([self.patterns(x[i:i + 1], theta[i]) for i in range(len(x))])
+        exposure = self.find_exposure(probes, start_s=reference_s * 20)
+        self.camera.set_exposure(exposure)
+        return {"exposure_s": exposure, "reference_rate_dn_per_s": self.reference_rate_dn_s,
+                "reference_exposure_s": reference_s, "dark_level_dn": float(intercept.mean())}
+
+    # -- models -------------------------------------------------------------------------------------------------
+    def physics_model(self) -> OpticalModel:
+        """Nominal physics: ideal LUT, no crosstalk, no zero order, aligned camera, uniform gain, scale 1, and the
+        dark offsets measured by `calibrate` (zero before it)."""
+        offset = torch.zeros(self.n_out)
+        if self.dark_dn is not None and self.reference_rate_dn_s is not None and self.camera.exposure_s:
+            offset = self.output_scale * (self.dark_dn.reshape(1, -1) @ self.regions)[0] \
+                / (self.camera.exposure_s * self.reference_rate_dn_s)
+        transfer = None
+        if self.planes > 1:
+            width = self.slm.shape[1] // self.planes
+            transfer = angular_spectrum((self.slm.shape[0], width), self.slm_pitch_m, self.wavelength_m,
+                                        self.plane_distance_m)
+        return OpticalModel(source=self.source, x_phase_rad=self.x_phase_rad, regions=self.regions,
+                            camera_shape=tuple(self.camera.shape), fft_size=self.fft_size, waist_px=self.waist_px,
+                            planes=self.planes, transfer=transfer, output_scale=self.output_scale, offset=offset)
+
+    def hidden_calibration(self, world: Any) -> dict[str, Any]:
+        """The world's hidden values in the model's terms, at the present exposure (needs `calibrate`)."""
+        if self.reference_rate_dn_s is None:
+            raise DeviceError(f"system {self.name!r}: calibrate() before asking for the oracle")
+        hidden = world.hidden_parameters()
+        exposure = self.camera.exposure_s
+        model = self.physics_model()
+        with torch.no_grad():
+            model.load_hidden({"shift_px": hidden["shift_px"], "pixel_gain": hidden["pixel_gain"]})
+            blank_total = float(model.blank_total())
+        dark = hidden["dark_dn"] + hidden["dark_rate_dn_per_s"] * exposure
+        offset = self.output_scale * (dark.reshape(1, -1) @ self.regions)[0] / (exposure * self.reference_rate_dn_s)
+        return {
+            "lut_gain": hidden["lut_gain"], "lut_bow_rad": hidden["lut_bow_rad"],
+            "crosstalk_px": hidden["crosstalk_px"], "zero_order": hidden["zero_order"],
+            "shift_px": hidden["shift_px"], "pixel_gain": hidden["pixel_gain"],
+            "scale": hidden["signal_rate_dn_per_s"] * blank_total / self.reference_rate_dn_s, "offset": offset,
+        }
+
+
+class OpticalModel(PhysicsModel):
+    """The optical system's noiseless physics (`hil.physics.optics`) with the bench's calibration as parameters:
+    ``lut_gain``, ``lut_bow_rad`` (rad), ``crosstalk_px`` (SLM px), ``zero_order``, ``shift_px`` (camera px, dy
+    and dx), ``pixel_gain`` (per camera pixel), ``scale`` and ``offset`` (per output)."""
+
+    def __init__(self, *, source: torch.Tensor, x_phase_rad: float, regions: torch.Tensor,
+                 camera_shape: tuple[int, int], fft_size: int, waist_px: float | None, planes: int,
+                 transfer: torch.Tensor | None, output_scale: float, offset: torch.Tensor):
+        super().__init__()
+        self.x_phase_rad, self.camera_shape, self.fft_size = x_phase_rad, camera_shape, fft_size
+        self.planes, self.output_scale = planes, output_scale
+        self.register_buffer("source", source)
+        self.register_buffer("regions", regions)
+        rows, cols = source.shape
+        self.register_buffer("beam", beam_amplitude((rows, cols // planes), waist_px))
+        self.register_buffer("transfer", transfer)
+        self.lut_gain = nn.Parameter(torch.tensor(1.0))
+        self.lut_bow_rad = nn.Parameter(torch.tensor(0.0))
+        self.crosstalk_px = nn.Parameter(torch.tensor(0.0))
+        self.zero_order = nn.Parameter(torch.tensor(0.0))
+        self.shift_px = nn.Parameter(torch.zeros(2))
+        self.pixel_gain = nn.Parameter(torch.ones(camera_shape))
+        self.scale = nn.Parameter(torch.tensor(1.0))
+        self.offset = nn.Parameter(offset.clone().to(torch.float32))
+
+    def intensity(self, drive_rad: torch.Tensor) -> torch.Tensor:
+        """Camera intensity (batch × camera rows × cols) for SLM drives (batch × rows × cols, rad)."""
+        phase = slm_phase(drive_rad, gain=self.lut_gain, bow_rad=self.lut_bow_rad, crosstalk_px=self.crosstalk_px)
+        return camera_intensity(phase, beam=self.beam, zero_order=self.zero_order, fft_size=self.fft_size,
+                                camera_shape=self.camera_shape, shift_px=self.shift_px, planes=self.planes,
+                                transfer=self.transfer)
+
+    def blank_total(self) -> torch.Tensor:
+        """Σ over the camera of g·I for a blank SLM: the model's counterpart of the measured rate R."""
+        blank = torch.zeros(1, *self.source.shape)
+        return (self.intensity(blank)[0] * self.pixel_gain).sum()
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        phases = encode(x, theta, self.source, self.x_phase_rad)
+        intensity = self.intensity(torch.remainder(phases, TWO_PI)) * self.pixel_gain
+        means = intensity.reshape(len(x), -1) @ self.regions
+        return self.scale * self.output_scale * means / self.blank_total() + self.offset

@@ -1,0 +1,153 @@
+"""The main job end to end on a simulated crossbar: run, kill -9 and resume, Ctrl-C, protocol errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hil.errors import ConfigError
+from hil.orchestrator import run_protocol
+from hil.protocol import check_protocol
+from hil.store import RunStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROTOCOL = {
+    "name": "resume-test",
+    "lab": str(REPO / "lab.yaml"),
+    "system": "crossbar",
+    "seed": 3,
+    "dataset": {"name": "digits", "limit": 600},
+    "model": {"layers": [{"physical": {}}, {"linear": {"out_features": 10}}]},
+    "twin": {"collect": {"thetas": 6, "inputs_per_theta": 64, "repeats": 2, "repeat_thetas": 2},
+             "fit": {"epochs": 5, "patience": 3}, "fidelity": {"directions": 1, "repeats": 1}},
+    "method": {"name": "pat", "settings": {"refine_every": 4}},
+    "training": {"epochs": 4, "batch_size": 32, "lr": 0.01, "physical_lr": 0.02},
+}
+
+
+def write_protocol(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "protocol.yaml"
+    path.write_text(yaml.safe_dump({**PROTOCOL, **changes, "output": {"root": str(tmp_path / "runs")}}))
+    return path
+
+
+def final(store: RunStore) -> dict:
+    events = store.events()
+    return next(e for e in events if e["kind"] == "evaluated")
+
+
+def comparable(events: list[dict]) -> list[tuple]:
+    """Event kinds and their figures, without wall times and resume bookkeeping."""
+    skip = {"seq", "time", "wall_s"}
+    return [(e["kind"], json.dumps({k: v for k, v in e.items() if k not in skip}, sort_keys=True))
+            for e in events if e["kind"] not in ("run_resumed",)]
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hil.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_batch(runs: Path, epoch: int, batch: int, process: subprocess.Popen) -> Path:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for log in runs.glob("*/events.jsonl"):
+            for line in log.read_text().splitlines():
+                if '"kind": "batch"' in line:
+                    event = json.loads(line)
+                    if event["epoch"] == epoch and event["batch"] >= batch:
+                        return log.parent
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before epoch {epoch}: {process.stderr.read()}")
+        time.sleep(0.002)
+    raise AssertionError("the run never reached the batch")
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path: Path) -> None:
+    protocol = write_protocol(tmp_path)
+    reference = run_protocol(protocol, show_progress=False, output_root=tmp_path / "reference")
+    process = start(["run", "--quiet", str(protocol)])
+    run = wait_for_batch(tmp_path / "runs", epoch=1, batch=5, process=process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    resumed = run_protocol(resume=run, show_progress=False)
+    assert final(resumed) | {"seq": 0, "time": 0} == final(reference) | {"seq": 0, "time": 0}
+    events = resumed.events()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # nothing lost, nothing twice
+    assert comparable(events) == comparable(reference.events())
+    assert sum(e["kind"] == "run_resumed" for e in events) == 1
+    assert (run / "events.discarded.jsonl").exists()  # the killed partial epoch is kept aside, not lost
+    for name in ("learning_curves.png", "twin_fit.png", "confusion.png", "summary.md"):
+        assert (run / "report" / name).stat().st_size > 0
+
+
+def test_first_ctrl_c_saves_and_exits_then_resume_finishes(tmp_path: Path) -> None:
+    protocol = write_protocol(tmp_path, training={**PROTOCOL["training"], "epochs": 3})
+    reference = run_protocol(protocol, show_progress=False, output_root=tmp_path / "reference")
+    process = start(["run", "--quiet", str(protocol)])
+    run = wait_for_batch(tmp_path / "runs", epoch=0, batch=3, process=process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "resume with: hil run --resume" in stderr and "Traceback" not in stderr
+    store = RunStore.open(run)
+    assert store.events()[-1]["kind"] == "run_interrupted"
+    saved = store.load_checkpoint()
+    assert saved["epoch"] == 0 and saved["batch"] >= 3  # stopped mid-epoch, at a batch boundary
+    store.close()
+    resumed = start(["run", "--quiet", "--resume", str(run)])
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert final(RunStore.open(run))["device_accuracy"] == final(reference)["device_accuracy"]
+
+
+def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
+    protocol = write_protocol(tmp_path, training={**PROTOCOL["training"], "epochs": 50})
+    process = start(["run", "--quiet", str(protocol)])
+    wait_for_batch(tmp_path / "runs", epoch=0, batch=1, process=process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"colour": "red"}, r"protocol.yaml:\d+: colour: unknown key 'colour'"),
+    ({"system": "nowhere"}, r"protocol.yaml:\d+: system: no system named 'nowhere'"),
+    ({"method": {"name": "magic"}}, r"protocol.yaml:\d+: method.name: unknown method 'magic'"),
+    ({"method": {"name": "pat", "settings": {"refine_evry": 2}}},
+     r"protocol.yaml:\d+: method.settings.refine_evry: unknown key"),
+    ({"model": {"layers": [{"linear": {"out_features": 10}}, {"physical": {}}]}},
+     r"protocol.yaml:\d+: model.layers.1: the physical layer on 'crossbar' takes 64 inputs"),
+    ({"training": {"epochs": 0}}, r"protocol.yaml:\d+: training.epochs: Input should be greater than or equal to 1"),
+])
+def test_bad_protocols_fail_with_file_line_and_field(tmp_path: Path, change: dict, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        check_protocol(write_protocol(tmp_path, **change))
+
+
+def test_hil_check_on_a_protocol(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "check", str(write_protocol(tmp_path))],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0 and "OK — pat on 'crossbar'" in result.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent("""
+        name: x
+        system: crossbar
+        method: {name: pat}
+        dataset: {name: digits}
+        model: {layers: [{physical: {}}, {linear: {out_features: 10}}]}
+        training: {epochs: two}
+    """))
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "check", str(bad)], capture_output=True, text=True,
+                            cwd=REPO, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"{bad}:7: training.epochs" in result.stderr
