@@ -1,7 +1,6 @@
 """The main job end to end on a simulated crossbar: run, kill -9 and resume, Ctrl-C, protocol errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -104,7 +103,7 @@ def test_first_ctrl_c_saves_and_exits_then_resume_finishes(tmp_path: Path) -> No
     assert saved["epoch"] == 0 and saved["batch"] >= 3  # stopped mid-epoch, at a batch boundary
     store.close()
     resumed = start(["run", "--quiet", "--resume", str(run)])
-    out, err = resumed.communicate(timeout=120)
+    _, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
     assert final(RunStore.open(run))["device_accuracy"] == final(reference)["device_accuracy"]
 

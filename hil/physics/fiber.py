@@ -1,8 +1,9 @@
 """Noiseless physics of an SLM coupled into a multimode fiber whose output speckle is imaged onto a camera.
 
-The SLM's field (`hil.physics.optics.modulated_field`) is coarse-grained into macro-pixels: each
-``block`` × ``block`` square couples as one channel, with the amplitude u_j = Σ_block E / block (so a block of
-uniform phase carries all its power, and a grating inside a block carries none). The fiber is linear: the field
+The SLM is coarse-grained into macro-pixels: each ``block`` × ``block`` square couples as one channel with the
+amplitude u_j = a_j · mean_block((1 − z)·e^{iφ} + z), a_j = (Σ_block A²)^½ the beam amplitude over it (so a
+block of uniform phase carries all its power, and a grating whose mean phasor vanishes carries none). The fiber
+is linear: the field
 on the camera pixels is e = T·u, T = S·diag(e^{iδ})·M·C, with C the coupling of the macro-pixels into the fiber's
 modes, M the fiber's transmission matrix between modes (mode-dependent loss included), δ the modes' slowly
 drifting phases and S the speckle each output mode makes on the camera (orthonormal columns). The camera sees
@@ -14,16 +15,31 @@ from __future__ import annotations
 
 import torch
 
-from hil.physics.optics import Scalar, modulated_field, slm_phase
+from hil.physics.optics import Scalar, slm_phase
 
 
-def macro_pixel_field(field: torch.Tensor, block: int) -> torch.Tensor:
-    """Macro-pixel amplitudes (N × macro-pixels, row-major) of a field (N × rows × cols): Σ_block E / block."""
-    frames, rows, cols = field.shape
+def macro_amplitudes(beam: torch.Tensor, block: int) -> torch.Tensor:
+    """The beam amplitude a_j = (Σ_block A²)^½ of every macro-pixel (row-major), for a beam (rows × cols)."""
+    rows, cols = beam.shape
     if rows % block or cols % block:
-        raise ValueError(f"a {rows}×{cols} field does not split into {block}×{block} macro-pixels")
-    blocks = field.reshape(frames, rows // block, block, cols // block, block)
-    return blocks.sum(dim=(2, 4)).reshape(frames, -1) / block
+        raise ValueError(f"a {rows}×{cols} SLM does not split into {block}×{block} macro-pixels")
+    return beam.square().reshape(rows // block, block, cols // block, block).sum(dim=(1, 3)).reshape(-1).sqrt()
+
+
+def macro_pixel_field(phase_rad: torch.Tensor, block: int, amplitudes: torch.Tensor,
+                      zero_order: Scalar = 0.0) -> torch.Tensor:
+    """Macro-pixel amplitudes u (N × macro-pixels, complex) for realised SLM phases (N × rows × cols):
+    u_j = a_j·((1 − z)·mean_block(e^{iφ}) + z)."""
+    frames, rows, cols = phase_rad.shape
+    if rows % block or cols % block:
+        raise ValueError(f"a {rows}×{cols} SLM does not split into {block}×{block} macro-pixels")
+
+    def block_mean(values: torch.Tensor) -> torch.Tensor:
+        return values.reshape(frames, rows // block, block, cols // block, block).mean(dim=(2, 4)).reshape(frames, -1)
+
+    z = torch.as_tensor(zero_order, dtype=torch.float32)
+    mean = torch.complex(block_mean(torch.cos(phase_rad)), block_mean(torch.sin(phase_rad)))
+    return amplitudes * ((1 - z) * mean + z)
 
 
 def fiber_transmission(coupling: torch.Tensor, modes: torch.Tensor, speckle: torch.Tensor,
@@ -45,11 +61,11 @@ def speckle_intensity(amplitudes: torch.Tensor, transmission: torch.Tensor) -> t
     return field.real.square() + field.imag.square()
 
 
-def fiber_intensity(drive_rad: torch.Tensor, *, beam: torch.Tensor, transmission: torch.Tensor, block: int,
+def fiber_intensity(drive_rad: torch.Tensor, *, amplitudes: torch.Tensor, transmission: torch.Tensor, block: int,
                     gain: Scalar = 1.0, bow_rad: Scalar = 0.0, crosstalk_px: Scalar = 0.0,
                     zero_order: Scalar = 0.0) -> torch.Tensor:
-    """Intensity on the output pixels (N × pixels) for SLM drives (N × rows × cols, rad), through the SLM's LUT,
-    crosstalk and zero order (`hil.physics.optics.slm_phase`) and the fiber's ``transmission`` T."""
+    """Intensity on the output pixels (N × pixels) for SLM drives (N × rows × cols, rad), through the SLM's LUT
+    and crosstalk (`hil.physics.optics.slm_phase`), the zero order, the macro-pixels' beam ``amplitudes``
+    (`macro_amplitudes`) and the fiber's ``transmission`` T."""
     phase = slm_phase(drive_rad, gain=gain, bow_rad=bow_rad, crosstalk_px=crosstalk_px)
-    amplitudes = macro_pixel_field(modulated_field(phase, beam, zero_order), block)
-    return speckle_intensity(amplitudes, transmission)
+    return speckle_intensity(macro_pixel_field(phase, block, amplitudes, zero_order), transmission)

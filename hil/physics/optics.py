@@ -52,6 +52,13 @@ def beam_amplitude(shape: tuple[int, int], waist_px: float | None) -> torch.Tens
     return amplitude / amplitude.square().sum().sqrt()
 
 
+def wrap_drive(phase_rad: torch.Tensor, levels: int) -> torch.Tensor:
+    """The drive (rad, in [0, 2π)) an SLM of ``levels`` gray levels gives a commanded phase (rad): phases within
+    half a gray level below a multiple of 2π round to its gray 0, as the device's rounding does."""
+    half_step = math.pi / levels
+    return phase_rad - TWO_PI * torch.floor((phase_rad + half_step) / TWO_PI)
+
+
 def lut_phase(drive_rad: torch.Tensor, gain: Scalar, bow_rad: Scalar) -> torch.Tensor:
     """The phase (rad) the liquid crystal gives for a drive d (rad): gain·d + bow·4u(1 − u), u = d/2π.
 
@@ -167,25 +174,25 @@ def _power(spectrum: torch.Tensor) -> torch.Tensor:
 
 
 class FourierWorkspace:
-    """Reusable zero-padded buffers for a simulator's Fourier lens (no gradients).
+    """A reusable zero-padded buffer for a simulator's Fourier lens (no gradients).
 
-    Allocating and zeroing a ``fft_size``² complex buffer per frame costs as much as the FFT itself; the
-    workspace keeps one buffer (and one output) of ``chunk`` frames, whose padding stays zero, and processes a
-    batch chunk by chunk.
+    Allocating and zeroing a ``fft_size``² complex buffer per frame costs as much as the FFT itself; the workspace
+    keeps one buffer of ``chunk`` frames whose padding stays zero. Processing a batch a few frames at a time also
+    keeps the transforms in cache: 2-3× faster on a CPU than one FFT over the whole batch.
     """
 
-    def __init__(self, chunk: int = 128):
+    def __init__(self, chunk: int = 16):
         self.chunk = chunk
         self._key: tuple[int, ...] | None = None
-        self._field = self._spectrum = torch.empty(0, dtype=torch.complex64)
+        self._field = torch.empty(0, dtype=torch.complex64)
 
-    def buffers(self, frames: int, shape: tuple[int, int], fft_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (frames, *shape, fft_size)
+    def buffer(self, frames: int, shape: tuple[int, int], fft_size: int) -> torch.Tensor:
+        """A zero-padded buffer of ``frames`` ≤ ``chunk`` frames; the caller writes only the top-left corner."""
+        key = (*shape, fft_size)
         if key != self._key:
-            self._field = torch.zeros(frames, fft_size, fft_size, dtype=torch.complex64)
-            self._spectrum = torch.empty_like(self._field)
+            self._field = torch.zeros(self.chunk, fft_size, fft_size, dtype=torch.complex64)
             self._key = key
-        return self._field, self._spectrum
+        return self._field[:frames]
 
 
 def fourier_camera(field: torch.Tensor, fft_size: int, camera_shape: tuple[int, int]) -> torch.Tensor:
@@ -229,19 +236,16 @@ def camera_intensity(phase_rad: torch.Tensor, *, beam: torch.Tensor, zero_order:
             field = modulated_field(phase_rad, illumination, zero_order)
         return fourier_camera(field, fft_size, camera_shape)
     crop_rows, crop_cols = _crop(fft_size, camera_shape)
-    intensity = torch.empty(frames, *camera_shape)
     with torch.no_grad():
+        if field is None:
+            field = modulated_field(phase_rad, illumination, zero_order,
+                                    out=torch.empty(frames, rows, width, dtype=torch.complex64))
+        cropped = torch.empty(frames, *camera_shape, dtype=torch.complex64)
         for start in range(0, frames, workspace.chunk):
             stop = min(frames, start + workspace.chunk)
-            padded, spectrum = workspace.buffers(stop - start, (rows, width), fft_size)
-            corner = padded[:, :rows, :width]
-            if field is None:
-                modulated_field(phase_rad[start:stop], illumination, zero_order, out=corner)
-            else:
-                corner.copy_(field[start:stop])
-            torch.fft.fft2(padded, norm="ortho", out=spectrum)
-            crop = torch.view_as_real(spectrum[:, crop_rows, crop_cols])
-            out = intensity[start:stop]
-            torch.mul(crop[..., 0], crop[..., 0], out=out)
-            out.addcmul_(crop[..., 1], crop[..., 1])
-    return intensity
+            padded = workspace.buffer(stop - start, (rows, width), fft_size)
+            padded[:, :rows, :width].copy_(field[start:stop])
+            cropped[start:stop].copy_(torch.fft.fft2(padded, norm="ortho")[:, crop_rows, crop_cols])
+        parts = torch.view_as_real(cropped)
+        intensity = parts[..., 0].square()
+        return intensity.addcmul_(parts[..., 1], parts[..., 1])

@@ -16,13 +16,14 @@ Physics model. The light in a region pixel is |Σ_j T_ij u_j|², u_j the macro-p
 y units (learnable ``tm_real`` + i·``tm_imag``); then y_k = mean_ROI_k |T u|² + offset_k. The SLM's LUT,
 crosstalk and zero order are further calibration parameters.
 
-`calibrate` (run at the first `forward` if not called): R and the dark level from a blank SLM at two exposures;
-the working exposure (brightest pixel near half of full scale over fixed probe patterns); then the transmission
-matrix onto the region pixels by phase stepping (Popoff et al., Phys. Rev. Lett. 104, 100601, 2010): the
-modulated macro-pixels show the rows of a Hadamard matrix (phases 0 or π) plus a common step α ∈ {0, π/2, π,
-3π/2} against the reference macro-pixels, giving conj(r_i)·(T s)_i; the reference intensity |r_i|² comes from
-the reference alone, the modulated macro-pixels showing a grating that couples no light. The physics model's
-nominal T (and its offsets) are these measurements.
+`calibrate` (run at the first `forward` if not called): R from a blank SLM at two exposures (the difference
+cancels the dark offset); the working exposure (brightest pixel near half of full scale over fixed probe
+patterns); then the transmission matrix onto the region pixels by phase stepping (Popoff et al., Phys. Rev. Lett.
+104, 100601, 2010): the modulated macro-pixels show the rows of a Hadamard matrix (phases 0 or π) plus a common
+step α ∈ {0, π/2, π, 3π/2} against the reference macro-pixels, giving conj(r_i)·(T s)_i. The reference intensity
+|r_i|² and the dark level come from the reference alone at two exposures, the modulated macro-pixels showing a
+grating that couples no light; where |r_i|² is within twice its noise the row is damped (Tikhonov). The physics
+model's nominal T and offsets are these measurements.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import torch
 from torch import nn
 
 from hil.errors import ConfigError, DeviceError
-from hil.physics.fiber import fiber_intensity, macro_pixel_field
-from hil.physics.optics import TWO_PI, beam_amplitude
+from hil.physics.fiber import fiber_intensity, macro_amplitudes
+from hil.physics.optics import TWO_PI, beam_amplitude, wrap_drive
 from hil.systems.base import PhysicsModel
 from hil.systems.optical import SLMCameraSystem, block_source, encode, probe_inputs, region_matrix
 
@@ -76,6 +77,9 @@ class FiberSystem(SLMCameraSystem):
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_bounds=(0.0, 1.0),
                          theta_bounds=(0.0, TWO_PI), max_batch=min(max_batch or largest, largest))
         shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)
+        if not 0 < x_phase_rad <= TWO_PI:
+            raise ConfigError(f"x_phase_rad {x_phase_rad:g} rad must be in (0, 2π]: x ∈ [0, 1] becomes a phase of "
+                              "the SLM's range", field="x_phase_rad")
         self.source = block_source(shape, block, 1, n_in, n_params)  # type: ignore[arg-type]
         self.n_macro = (shape[0] // block) * (shape[1] // block)
         self.n_modulated = n_in + n_params
@@ -115,6 +119,9 @@ class FiberSystem(SLMCameraSystem):
         """SLM patterns (N × rows × cols) from macro-pixel phases (N × n_macro)."""
         return phases.index_select(1, self.macro_index.reshape(-1)).reshape(len(phases), *self.macro_index.shape)
 
+    def _beam(self) -> torch.Tensor:
+        return beam_amplitude(tuple(self.slm.shape), self.waist_px)  # type: ignore[arg-type]
+
     def _grating_off(self) -> torch.Tensor:
         """The reference alone: modulated macro-pixels show a grating whose mean field over a macro-pixel is 0."""
         period = 4 if self.block % 4 == 0 else 2 if self.block % 2 == 0 else self.block
@@ -128,7 +135,7 @@ class FiberSystem(SLMCameraSystem):
         blank = torch.zeros(1, *self.slm.shape)
         limit = self.camera.limits["exposure_s"]
         reference_s = self.find_exposure(blank, start_s=max(limit.min, 1e-3))
-        rate, _ = self.signal_rate(blank[0], reference_s, self.reference_repeats)
+        rate, _, _ = self.signal_rate(blank[0], reference_s, self.reference_repeats)
         self.reference_rate_dn_s = float(rate.sum())
         if self.reference_rate_dn_s <= 0:
             raise DeviceError(f"system {self.name!r}: the camera's signal does not grow with exposure; is the "
@@ -140,9 +147,11 @@ class FiberSystem(SLMCameraSystem):
         scale = self._scale(exposure)
         pixels = self.region_pixels
 
-        # the reference alone, in y units per pixel, and the dark intercept
-        reference_rate, intercept = self.signal_rate(self._grating_off(), exposure, self.reference_repeats)
-        reference = (reference_rate[pixels] * exposure * scale).clamp(min=1e-12).sqrt()  # |r_i|
+        # the reference alone (|r_i|², in y units per pixel), its standard error, and the dark intercept
+        reference_rate, intercept, error = self.signal_rate(self._grating_off(), exposure, self.reference_repeats)
+        reference_power = (reference_rate[pixels] * exposure * scale).clamp(min=0)
+        reference = reference_power.sqrt()  # |r_i|
+        damping = 2 * error[pixels] * exposure * scale  # Tikhonov term: pixels with a reference lost in noise
 
         # phase stepping against the reference
         size = 1 << (self.n_modulated - 1).bit_length()
@@ -155,10 +164,10 @@ class FiberSystem(SLMCameraSystem):
         intensity = frames[:, pixels].reshape(size, len(steps), -1) * scale
         rotation = torch.polar(torch.ones(len(steps)), -steps) / len(steps)
         product = torch.einsum("hkp,k->ph", intensity.to(torch.complex64), rotation)  # conj(r_i)·(T s_h)_i
-        measured = product @ signs.to(torch.complex64) / size / reference[:, None]  # T_ij·conj(r_i)/|r_i|
+        weight = reference / (reference_power + damping).clamp(min=1e-30)  # 1/|r_i|, damped where |r_i|² ≲ noise
+        measured = product @ signs.to(torch.complex64) / size * weight[:, None]  # T_ij·conj(r_i)/|r_i|
 
-        beam = beam_amplitude(tuple(self.slm.shape), self.waist_px).to(torch.complex64)  # type: ignore[arg-type]
-        amplitude = macro_pixel_field(beam[None], self.block)[0]  # u_j of a macro-pixel at phase 0
+        amplitude = macro_amplitudes(self._beam(), self.block)  # u_j of a macro-pixel at phase 0
         n_reference = self.n_macro - self.n_modulated
         transmission = torch.empty(len(pixels), self.n_macro, dtype=torch.complex64)
         transmission[:, :self.n_modulated] = measured / amplitude[:self.n_modulated]
@@ -175,8 +184,9 @@ class FiberSystem(SLMCameraSystem):
         an ideal LUT, no crosstalk and no zero order."""
         if self.transmission is None or self.offset is None:
             raise DeviceError(f"system {self.name!r}: the fiber's transmission matrix is unknown; call calibrate()")
-        return FiberModel(source=self.source, x_phase_rad=self.x_phase_rad, block=self.block,
-                          beam=beam_amplitude(tuple(self.slm.shape), self.waist_px),  # type: ignore[arg-type]
+        return FiberModel(source=self.source, x_phase_rad=self.x_phase_rad, levels=2**self.slm.bit_depth,
+                          block=self.block,
+                          amplitudes=macro_amplitudes(self._beam(), self.block),
                           region_weights=self.region_weights, transmission=self.transmission, offset=self.offset)
 
     def hidden_calibration(self, world: Any) -> dict[str, Any]:
@@ -206,12 +216,13 @@ class FiberModel(PhysicsModel):
     the transmission matrix onto the region pixels in y units (``tm_real``, ``tm_imag``: pixels × macro-pixels),
     ``offset`` per output, and the SLM's ``lut_gain``, ``lut_bow_rad``, ``crosstalk_px``, ``zero_order``."""
 
-    def __init__(self, *, source: torch.Tensor, x_phase_rad: float, block: int, beam: torch.Tensor,
-                 region_weights: torch.Tensor, transmission: torch.Tensor, offset: torch.Tensor):
+    def __init__(self, *, source: torch.Tensor, x_phase_rad: float, levels: int, block: int,
+                 amplitudes: torch.Tensor, region_weights: torch.Tensor, transmission: torch.Tensor,
+                 offset: torch.Tensor):
         super().__init__()
-        self.x_phase_rad, self.block = x_phase_rad, block
+        self.x_phase_rad, self.levels, self.block = x_phase_rad, levels, block
         self.register_buffer("source", source)
-        self.register_buffer("beam", beam)
+        self.register_buffer("amplitudes", amplitudes)
         self.register_buffer("region_weights", region_weights)
         self.tm_real = nn.Parameter(transmission.real.clone().to(torch.float32))
         self.tm_imag = nn.Parameter(transmission.imag.clone().to(torch.float32))
@@ -222,8 +233,9 @@ class FiberModel(PhysicsModel):
         self.zero_order = nn.Parameter(torch.tensor(0.0))
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        drive = torch.remainder(encode(x, theta, self.source, self.x_phase_rad), TWO_PI)
-        intensity = fiber_intensity(drive, beam=self.beam, transmission=torch.complex(self.tm_real, self.tm_imag),
-                                    block=self.block, gain=self.lut_gain, bow_rad=self.lut_bow_rad,
-                                    crosstalk_px=self.crosstalk_px, zero_order=self.zero_order)
+        drive = wrap_drive(encode(x, theta, self.source, self.x_phase_rad), self.levels)
+        transmission = torch.complex(self.tm_real, self.tm_imag)
+        intensity = fiber_intensity(drive, amplitudes=self.amplitudes, transmission=transmission, block=self.block,
+                                    gain=self.lut_gain, bow_rad=self.lut_bow_rad, crosstalk_px=self.crosstalk_px,
+                                    zero_order=self.zero_order)
         return intensity @ self.region_weights + self.offset

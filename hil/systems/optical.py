@@ -27,15 +27,22 @@ brightest pixel over a fixed set of probe patterns sits near half of full scale.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from hil.errors import ConfigError, DeviceError
-from hil.instruments import Camera, SpatialLightModulator
-from hil.physics.optics import TWO_PI, angular_spectrum, beam_amplitude, camera_intensity, slm_phase
+from hil.instruments import Camera, Instrument, SpatialLightModulator
+from hil.physics.optics import (
+    TWO_PI,
+    angular_spectrum,
+    beam_amplitude,
+    camera_intensity,
+    slm_phase,
+    wrap_drive,
+)
 from hil.systems.base import PhysicalSystem, PhysicsModel
 
 #: Fixed seed of the probe patterns `calibrate` sets the working exposure on.
@@ -121,7 +128,7 @@ class SLMCameraSystem(PhysicalSystem):
     Works through the `SpatialLightModulator` and `Camera` capabilities only.
     """
 
-    roles = {"slm": SpatialLightModulator, "camera": Camera}
+    roles: ClassVar[dict[str, type[Instrument]]] = {"slm": SpatialLightModulator, "camera": Camera}
 
     @property
     def slm(self) -> SpatialLightModulator:
@@ -136,17 +143,20 @@ class SLMCameraSystem(PhysicalSystem):
         return float(2**self.camera.bit_depth - 1)
 
     def capture(self, phases: torch.Tensor, exposure_s: float | None = None) -> torch.Tensor:
-        """Show ``phases`` (N × rows × cols) as a sequence and capture one frame each (external trigger):
-        N × camera pixels, DN (float32)."""
+        """Show ``phases`` (N × rows × cols) as sequences of at most ``max_batch`` patterns and capture one frame
+        each (external trigger): N × camera pixels, DN (float32)."""
         camera = self.camera
         if exposure_s is not None and camera.exposure_s != exposure_s:
             camera.set_exposure(exposure_s)
         if camera.trigger != "external":
             camera.set_trigger("external")
-        self.slm.show_sequence(phases)
-        frames = camera.capture(len(phases))
-        return torch.as_tensor(np.asarray(frames.images) if not isinstance(frames.images, torch.Tensor)
-                               else frames.images, dtype=torch.float32).reshape(len(phases), -1)
+        captured = []
+        for chunk in phases.split(self.max_batch):
+            self.slm.show_sequence(chunk)
+            images = camera.capture(len(chunk)).images
+            captured.append(torch.as_tensor(images if isinstance(images, torch.Tensor) else np.asarray(images),
+                                            dtype=torch.float32).reshape(len(chunk), -1))
+        return torch.cat(captured)
 
     def find_exposure(self, phases: torch.Tensor, start_s: float, target: float = 0.5) -> float:
         """The exposure (s) at which the brightest pixel over ``phases`` sits near ``target`` × full scale."""
@@ -169,13 +179,17 @@ class SLMCameraSystem(PhysicalSystem):
             exposure = proposal
         return exposure
 
-    def signal_rate(self, phases: torch.Tensor, exposure_s: float, repeats: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-pixel signal rate (DN/s) and dark intercept (DN) of one pattern (rows × cols), from ``repeats``
-        frames at ``exposure_s`` and at half of it: the difference cancels the dark offset."""
+    def signal_rate(self, phases: torch.Tensor, exposure_s: float,
+                    repeats: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-pixel signal rate (DN/s), dark intercept (DN) and the rate's standard error (DN/s) of one pattern
+        (rows × cols), from ``repeats`` frames at ``exposure_s`` and at half of it: the difference cancels the
+        camera's dark offset."""
         sequence = phases.expand(repeats, *phases.shape)
-        high = self.capture(sequence, exposure_s).mean(0)
-        low = self.capture(sequence, exposure_s / 2).mean(0)
-        return (high - low) / (exposure_s / 2), 2 * low - high
+        high = self.capture(sequence, exposure_s)
+        low = self.capture(sequence, exposure_s / 2)
+        spread = (high.var(0) + low.var(0)) / repeats if repeats > 1 else torch.zeros(high.shape[1])
+        high, low = high.mean(0), low.mean(0)
+        return (high - low) / (exposure_s / 2), 2 * low - high, spread.sqrt() / (exposure_s / 2)
 
 
 class OpticalSystem(SLMCameraSystem):
@@ -200,6 +214,9 @@ class OpticalSystem(SLMCameraSystem):
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_bounds=(0.0, 1.0),
                          theta_bounds=(0.0, TWO_PI), max_batch=min(max_batch or largest, largest))
         shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)
+        if not 0 < x_phase_rad <= TWO_PI:
+            raise ConfigError(f"x_phase_rad {x_phase_rad:g} rad must be in (0, 2π]: x ∈ [0, 1] becomes a phase of "
+                              "the SLM's range", field="x_phase_rad")
         self.source = block_source(shape, block, planes, n_in, n_params)  # type: ignore[arg-type]
         self.block, self.planes, self.x_phase_rad = block, planes, float(x_phase_rad)
         self.fft_size, self.waist_px = fft_size, waist_px
@@ -231,7 +248,7 @@ class OpticalSystem(SLMCameraSystem):
         blank = torch.zeros(1, *self.slm.shape)
         limit = self.camera.limits["exposure_s"]
         reference_s = self.find_exposure(blank, start_s=max(limit.min, 1e-4))
-        rate, intercept = self.signal_rate(blank[0], reference_s, self.reference_repeats)
+        rate, intercept, _ = self.signal_rate(blank[0], reference_s, self.reference_repeats)
         self.reference_rate_dn_s = float(rate.sum())
         if self.reference_rate_dn_s <= 0:
             raise DeviceError(f"system {self.name!r}: the camera's signal does not grow with exposure; is the "
@@ -257,7 +274,8 @@ class OpticalSystem(SLMCameraSystem):
             width = self.slm.shape[1] // self.planes
             transfer = angular_spectrum((self.slm.shape[0], width), self.slm_pitch_m, self.wavelength_m,
                                         self.plane_distance_m)
-        return OpticalModel(source=self.source, x_phase_rad=self.x_phase_rad, regions=self.regions,
+        return OpticalModel(source=self.source, x_phase_rad=self.x_phase_rad, levels=2**self.slm.bit_depth,
+                            regions=self.regions,
                             camera_shape=tuple(self.camera.shape), fft_size=self.fft_size, waist_px=self.waist_px,
                             planes=self.planes, transfer=transfer, output_scale=self.output_scale, offset=offset)
 
@@ -286,11 +304,11 @@ class OpticalModel(PhysicsModel):
     ``lut_gain``, ``lut_bow_rad`` (rad), ``crosstalk_px`` (SLM px), ``zero_order``, ``shift_px`` (camera px, dy
     and dx), ``pixel_gain`` (per camera pixel), ``scale`` and ``offset`` (per output)."""
 
-    def __init__(self, *, source: torch.Tensor, x_phase_rad: float, regions: torch.Tensor,
+    def __init__(self, *, source: torch.Tensor, x_phase_rad: float, levels: int, regions: torch.Tensor,
                  camera_shape: tuple[int, int], fft_size: int, waist_px: float | None, planes: int,
                  transfer: torch.Tensor | None, output_scale: float, offset: torch.Tensor):
         super().__init__()
-        self.x_phase_rad, self.camera_shape, self.fft_size = x_phase_rad, camera_shape, fft_size
+        self.x_phase_rad, self.levels, self.camera_shape, self.fft_size = x_phase_rad, levels, camera_shape, fft_size
         self.planes, self.output_scale = planes, output_scale
         self.register_buffer("source", source)
         self.register_buffer("regions", regions)
@@ -320,6 +338,6 @@ class OpticalModel(PhysicsModel):
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         phases = encode(x, theta, self.source, self.x_phase_rad)
-        intensity = self.intensity(torch.remainder(phases, TWO_PI)) * self.pixel_gain
+        intensity = self.intensity(wrap_drive(phases, self.levels)) * self.pixel_gain
         means = intensity.reshape(len(x), -1) @ self.regions
         return self.scale * self.output_scale * means / self.blank_total() + self.offset

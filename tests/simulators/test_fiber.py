@@ -1,0 +1,176 @@
+"""The simulated multimode fiber: its construction and drift at their configured magnitudes and absent in
+``ideal``, seeds, device time, and the fiber system against its measured physics model and its oracle."""
+
+import math
+import textwrap
+
+import pytest
+import torch
+
+from hil.errors import ConfigError, DeviceError
+from hil.lab import Lab
+from hil.physics.fiber import macro_amplitudes, macro_pixel_field
+from hil.physics.optics import TWO_PI
+from hil.systems.fiber import FiberSystem, hadamard
+from simulators.fiber import MultimodeFiber
+from simulators.optical import SimulatedCamera, SimulatedSLM, ou_path
+
+QUIET = {"slow": {"power_wander": 0.0, "mode_drift_rad": 0.0}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Many small tensor operations: one intra-op thread keeps them fast and steady on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def bench(preset: str = "realistic", seed: int = 0, **config):
+    world = MultimodeFiber(preset=preset, seed=seed, config=config)
+    return world, SimulatedSLM(world, name="slm").connect(), SimulatedCamera(world, name="camera").connect()
+
+
+def inputs(count: int, n_in: int = 16, n_params: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(count, n_in, generator=generator), TWO_PI * torch.rand(n_params, generator=generator)
+
+
+def error(model: torch.nn.Module, measured: torch.Tensor, x: torch.Tensor, theta: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x, theta) - measured).norm() / measured.norm())
+
+
+def test_same_seed_same_outputs_and_another_seed_another_fiber() -> None:
+    outputs = []
+    for _ in range(2):
+        _, slm, camera = bench(seed=4)
+        camera.set_exposure(5e-3)
+        slm.show(TWO_PI * torch.rand(64, 64, generator=torch.Generator().manual_seed(1)))
+        outputs.append(camera.capture(2).images)
+    assert torch.equal(*outputs)
+    one, other = MultimodeFiber(seed=4).hidden_parameters(), MultimodeFiber(seed=5).hidden_parameters()
+    assert not torch.allclose(one["transmission"], other["transmission"])
+
+
+def test_fiber_matrices_are_orthonormal_and_mode_dependent_loss_spans_the_configured_range() -> None:
+    world = MultimodeFiber(seed=2)
+    eye = torch.eye(64, dtype=torch.complex64)
+    torch.testing.assert_close(world.speckle.mH @ world.speckle, eye, atol=1e-4, rtol=0)
+    torch.testing.assert_close(world.coupling @ world.coupling.mH, 0.7 * eye, atol=1e-4, rtol=0)
+    power = torch.linalg.svdvals(world.modes) ** 2
+    assert 10 * math.log10(float(power.max() / power.min())) == pytest.approx(3.0, abs=1e-3)
+    assert float(power.max()) == pytest.approx(1.0, abs=1e-4)
+    ideal = torch.linalg.svdvals(MultimodeFiber(preset="ideal", seed=2).modes)
+    torch.testing.assert_close(ideal, torch.ones(64), atol=1e-4, rtol=0)
+
+
+def test_a_grating_inside_a_macro_pixel_couples_no_light() -> None:
+    beam = torch.rand(64, 64)
+    grating = (TWO_PI * (torch.arange(64) % 4) / 4).expand(1, 64, 64)
+    field = macro_pixel_field(grating, 8, macro_amplitudes(beam, 8))
+    assert float(field.abs().max()) < 1e-6
+    flat = macro_pixel_field(torch.zeros(1, 64, 64), 8, macro_amplitudes(beam, 8))
+    assert float(flat.abs().square().sum()) == pytest.approx(float(beam.square().sum()), rel=1e-5)
+
+
+@pytest.mark.statistical
+def test_mode_phases_drift_as_configured_and_stay_put_in_ideal() -> None:
+    world = MultimodeFiber(seed=3)
+    phases = ou_path(world.mode_phase, torch.arange(1, 401) * 900.0)  # every half correlation time
+    assert float(phases.std()) == pytest.approx(0.3, rel=0.05)
+    lag = torch.corrcoef(torch.stack([phases[:-1].reshape(-1), phases[1:].reshape(-1)]))[0, 1]
+    assert float(lag) == pytest.approx(math.exp(-0.5), abs=0.03)
+    world = MultimodeFiber(seed=3)  # the path above ran ahead of this world's clock
+    before = world.transmission()
+    world.clock.sleep(36_000.0)  # 20 correlation times: independent phases
+    after = world.transmission()
+    change = torch.angle(torch.diagonal(world.speckle.mH @ after @ (world.speckle.mH @ before).mH))
+    assert float(change.std()) == pytest.approx(0.3 * math.sqrt(2), rel=0.25)
+    ideal = MultimodeFiber(preset="ideal", seed=3)
+    first = ideal.transmission()
+    ideal.clock.sleep(36_000.0)
+    assert torch.equal(first, ideal.transmission())
+
+
+def test_ideal_world_equals_the_measured_physics_model() -> None:
+    _, slm, camera = bench("ideal", seed=6)
+    system = FiberSystem({"slm": slm, "camera": camera})
+    with pytest.raises(DeviceError, match="calibrate"):
+        system.physics_model()
+    system.calibrate()
+    x, theta = inputs(32)
+    y = system.forward(x, theta)
+    with torch.no_grad():
+        model = system.physics_model()(x, theta)
+    torch.testing.assert_close(y, model, rtol=1e-4, atol=1e-5 * float(y.abs().max()))
+    assert 0.2 < float(y.mean()) < 5  # order-1 outputs
+
+
+def test_oracle_matches_the_noise_averaged_bench_far_better_than_the_measured_model() -> None:
+    _, slm, camera = bench(seed=7, **QUIET)
+    system = FiberSystem({"slm": slm, "camera": camera})
+    system.calibrate()
+    x, theta = inputs(32)
+    measured = torch.stack([system.forward(x, theta) for _ in range(16)]).mean(0)
+    nominal = error(system.physics_model(), measured, x, theta)
+    oracle = error(system.oracle_model(), measured, x, theta)
+    assert oracle < 0.25 * nominal and oracle < 0.02
+
+
+def test_the_measured_model_goes_stale_as_the_fiber_drifts() -> None:
+    world, slm, camera = bench(seed=8, slow={"power_wander": 0.0, "mode_drift_rad": 0.6})
+    system = FiberSystem({"slm": slm, "camera": camera})
+    system.calibrate()
+    model = system.physics_model()
+    x, theta = inputs(32)
+    fresh = error(model, system.forward(x, theta), x, theta)
+    world.clock.sleep(5 * 1800.0)
+    stale = error(model, system.forward(x, theta), x, theta)
+    assert stale > 3 * fresh
+    assert error(system.oracle_model(), system.forward(x, theta), x, theta) < fresh
+
+
+def test_system_device_time_is_one_sequence_at_the_refresh_rate() -> None:
+    world, slm, camera = bench(seed=9)
+    system = FiberSystem({"slm": slm, "camera": camera})
+    start = world.clock.now()
+    info = system.calibrate()
+    assert info["transmission_patterns"] == 32 * 4
+    assert world.clock.now() - start > (128 + 4 * 16) / 60  # at least one refresh per pattern
+    period = math.ceil((0.01 + camera.exposure_s) * 60) / 60
+    before = system.device_time_s
+    system.forward(*inputs(10))
+    assert system.device_time_s - before == pytest.approx(10 * period)
+
+
+def test_bad_settings_are_refused() -> None:
+    _, slm, camera = bench()
+    with pytest.raises(ConfigError, match="no reference macro-pixel"):
+        FiberSystem({"slm": slm, "camera": camera}, n_in=32, n_params=32)
+    system = FiberSystem({"slm": slm, "camera": camera}, block=4, n_in=8, n_params=8)
+    system.calibrate()
+    with pytest.raises(DeviceError, match="macro-pixels"):
+        system.oracle_model()
+    with pytest.raises(ConfigError, match=r"fiber\.macro_px 7"):
+        MultimodeFiber(config={"fiber": {"macro_px": 7}})
+    assert torch.equal(hadamard(4) @ hadamard(4).T, 4 * torch.eye(4))
+
+
+def test_lab_file_builds_the_fiber_bench_and_runs_the_system(tmp_path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(textwrap.dedent("""
+        worlds:
+          mmf: {kind: multimode_fiber, preset: harsh, seed: 2, config: {fiber: {modes: 32}}}
+        instruments:
+          slm: {driver: simulated_slm, world: mmf}
+          camera: {driver: simulated_camera, world: mmf}
+        systems:
+          fiber: {kind: fiber, instruments: {slm: slm, camera: camera}, settings: {n_in: 8, n_out: 4, n_params: 8}}
+    """))
+    lab = Lab.load(path)
+    with lab.open():
+        y = lab.systems["fiber"].forward(*inputs(3, n_in=8, n_params=8))
+        assert y.shape == (3, 4) and torch.isfinite(y).all()
+    assert not lab["slm"].connected and not lab["camera"].connected

@@ -1,0 +1,389 @@
+"""The simulated optical table: every non-ideality at its configured magnitude and absent in ``ideal``, seeds,
+device time, and the optical system against its physics model and its oracle."""
+
+import math
+import textwrap
+
+import pytest
+import torch
+
+from hil.errors import ConfigError, DeviceError, LimitError
+from hil.lab import Lab
+from hil.physics.optics import TWO_PI, camera_intensity, slm_phase
+from hil.systems.optical import OpticalSystem
+from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM, ou_path, poisson_small
+
+K = 0.383  # the realistic camera's DN per electron
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Many small tensor operations: one intra-op thread keeps them fast and steady on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def bench(preset: str = "realistic", seed: int = 0, **config):
+    world = OpticalTable(preset=preset, seed=seed, config=config)
+    return world, SimulatedSLM(world, name="slm").connect(), SimulatedCamera(world, name="camera").connect()
+
+
+def blocks(count: int, seed: int = 0, size: int = 8) -> torch.Tensor:
+    """Random phase blocks of ``size`` px over the 64 × 64 SLM."""
+    generator = torch.Generator().manual_seed(seed)
+    values = TWO_PI * torch.rand(count, 64 // size, 64 // size, generator=generator)
+    return values.repeat_interleave(size, 1).repeat_interleave(size, 2)
+
+
+def frames(slm, camera, patterns: torch.Tensor, exposure_s: float = 1e-3) -> torch.Tensor:
+    camera.set_exposure(exposure_s)
+    camera.set_trigger("external")
+    slm.show_sequence(patterns)
+    return camera.capture(len(patterns)).images
+
+
+def noiseless(world: OpticalTable, patterns: torch.Tensor, exposure_s: float, **hidden) -> torch.Tensor:
+    """The camera DN the physics gives for ``patterns``, with the world's geometry and the given parameters."""
+    params = {"gain": 1.0, "bow_rad": 0.0, "crosstalk_px": 0.0, "zero_order": 0.0, "shift_px": (0.0, 0.0), **hidden}
+    phase = slm_phase(patterns, gain=params["gain"], bow_rad=params["bow_rad"], crosstalk_px=params["crosstalk_px"])
+    intensity = camera_intensity(phase, beam=world.beam, zero_order=params["zero_order"], fft_size=256,
+                                 camera_shape=(64, 64), shift_px=params["shift_px"])
+    return intensity * float(world.signal_rate()[0]) * exposure_s * K
+
+
+def hidden_over_seeds(name: str, seeds: int = 400) -> torch.Tensor:
+    return torch.tensor([float(torch.as_tensor(OpticalTable(seed=s).hidden_parameters()[name]).reshape(-1)[0])
+                         for s in range(seeds)])
+
+
+# -- seeds ------------------------------------------------------------------------------------------------------
+def test_same_seed_same_frames_and_another_seed_other_hidden_parameters() -> None:
+    patterns = blocks(4)
+    first, second = (frames(*bench(seed=7)[1:], patterns) for _ in range(2))
+    assert torch.equal(first, second)
+    one, other = OpticalTable(seed=7).hidden_parameters(), OpticalTable(seed=8).hidden_parameters()
+    assert one["lut_gain"] != other["lut_gain"] and not torch.equal(one["shift_px"], other["shift_px"])
+    assert not torch.equal(one["pixel_gain"], other["pixel_gain"])
+
+
+# -- construction -----------------------------------------------------------------------------------------------
+def test_lut_error_has_the_configured_spread_and_shapes_the_frames() -> None:
+    gains, bows = hidden_over_seeds("lut_gain"), hidden_over_seeds("lut_bow_rad")
+    assert float((gains - 1).std()) == pytest.approx(0.03, rel=0.12)
+    assert float(bows.std()) == pytest.approx(0.15, rel=0.12)
+    world, slm, camera = bench("ideal", seed=3, construction={"lut_gain_error": 0.03, "lut_bow_rad": 0.15})
+    patterns = blocks(3)
+    measured = frames(slm, camera, patterns)
+    true = noiseless(world, patterns, 1e-3, gain=world.lut_gain, bow_rad=world.lut_bow_rad)
+    torch.testing.assert_close(measured, true, rtol=1e-4, atol=1e-3 * float(true.max()))
+    assert (measured - noiseless(world, patterns, 1e-3)).abs().max() > 0.05 * true.max()
+    ideal = OpticalTable(preset="ideal", seed=3)
+    assert ideal.lut_gain == 1.0 and ideal.lut_bow_rad == 0.0
+
+
+def test_crosstalk_width_is_drawn_around_the_configured_value_and_blurs_the_phase() -> None:
+    widths = hidden_over_seeds("crosstalk_px", 300)
+    assert float(widths.min()) >= 0.4 and float(widths.max()) <= 0.6
+    assert float(widths.mean()) == pytest.approx(0.5, rel=0.03)
+    world = OpticalTable(preset="ideal", seed=2, config={"construction": {"crosstalk_px": 0.5}})
+    edge = torch.zeros(1, 64, 64)
+    edge[..., 32:] = 2.0
+    row = world.realised_phase(edge)[0, 10]
+    offsets = torch.arange(-3.0, 4.0)
+    weights = torch.exp(-offsets**2 / (2 * world.crosstalk_px**2))
+    weights = weights / weights.sum()
+    expected = 2.0 * torch.cumsum(weights, 0)[:6]  # pixels 29..34 around the step at 32, through the kernel
+    torch.testing.assert_close(row[29:35], expected, atol=1e-5, rtol=0)
+    assert 0.05 < float(row[31]) < 0.4 and 1.6 < float(row[32]) < 1.95
+    assert torch.equal(OpticalTable(preset="ideal").realised_phase(edge), edge)
+
+
+def test_zero_order_fraction_is_measured_on_the_optical_axis() -> None:
+    fractions = hidden_over_seeds("zero_order", 300)
+    assert float(fractions.min()) >= 0.048 and float(fractions.max()) <= 0.072
+    grating = (torch.arange(64) // 8 % 2 * math.pi).expand(1, 64, 64).clone()  # its modulated field has no DC
+    for preset, config in (("ideal", {"construction": {"zero_order": 0.06}}), ("ideal", {})):
+        world, slm, camera = bench(preset, seed=5, **config)
+        axis = (frames(slm, camera, grating)[0, 32, 32], frames(slm, camera, torch.zeros(1, 64, 64))[0, 32, 32])
+        assert math.sqrt(float(axis[0] / axis[1])) == pytest.approx(world.zero_order, abs=1e-4)
+    assert world.zero_order == 0.0
+
+
+def test_misalignment_moves_the_zero_order_spot_by_the_hidden_shift() -> None:
+    shifts = torch.stack([OpticalTable(seed=s).shift_px for s in range(200)])
+    assert float(shifts.std()) == pytest.approx(0.3, rel=0.1)
+    world, slm, camera = bench("ideal", seed=11, construction={"misalignment_px": 0.3})
+    spot = frames(slm, camera, torch.zeros(1, 64, 64))[0]
+    grid = torch.arange(64.0) - 32
+    centroid = torch.stack([(spot.sum(1) * grid).sum(), (spot.sum(0) * grid).sum()]) / spot.sum()
+    torch.testing.assert_close(centroid, world.shift_px, atol=0.01, rtol=0)
+    assert float(world.shift_px.abs().max()) > 0.05
+    assert torch.equal(OpticalTable(preset="ideal", seed=11).shift_px, torch.zeros(2))
+
+
+def test_prnu_is_a_fixed_per_pixel_gain_of_the_configured_spread() -> None:
+    world, slm, camera = bench("ideal", seed=4, construction={"prnu": 0.006})
+    patterns = blocks(2)
+    measured = frames(slm, camera, patterns)
+    flat = noiseless(world, patterns, 1e-3)
+    lit = flat > 1e-3 * flat.max()
+    gain = measured[lit] / flat[lit]
+    torch.testing.assert_close(gain, world.pixel_gain.expand_as(flat)[lit], rtol=1e-4, atol=0)
+    assert float(world.pixel_gain.std()) == pytest.approx(0.006, rel=0.05)
+    assert torch.equal(OpticalTable(preset="ideal", seed=4).pixel_gain, torch.ones(64, 64))
+
+
+@pytest.mark.statistical
+def test_dark_frames_show_black_level_dsnu_dark_current_and_read_noise() -> None:
+    """EMVA 1288 dark measurements: no light (the laser power set to nothing)."""
+    _, slm, camera = bench(seed=6, optics={"power_w": 1e-30})
+    short = frames(slm, camera, torch.zeros(200, 64, 64), exposure_s=0.01)
+    long = frames(slm, camera, torch.zeros(200, 64, 64), exposure_s=1.0)
+    assert float(short.mean()) == pytest.approx(10 + K * 3.0 * 0.01, abs=0.05)
+    assert float(long.mean() - short.mean()) == pytest.approx(K * 3.0 * 0.99, rel=0.08)  # dark current
+    temporal = float(short.var(0).mean())
+    assert math.sqrt(temporal) == pytest.approx(math.sqrt((K * 2.95) ** 2 + 1 / 12), rel=0.03)  # read noise
+    spatial = float(short.mean(0).var()) - temporal / len(short)
+    assert math.sqrt(spatial) == pytest.approx(K * 1.5, rel=0.06)  # DSNU
+    ideal = frames(*bench("ideal", seed=6, optics={"power_w": 1e-30})[1:], torch.zeros(4, 64, 64), exposure_s=1.0)
+    assert float(ideal.abs().max()) < 1e-12
+
+
+# -- programming ------------------------------------------------------------------------------------------------
+def test_phases_are_rounded_to_the_gray_levels_only_when_quantising() -> None:
+    phases = TWO_PI * torch.rand(4, 64, 64, generator=torch.Generator().manual_seed(0))
+    drives = OpticalTable().program(phases)
+    levels = drives / (TWO_PI / 256)
+    torch.testing.assert_close(levels, levels.round(), atol=1e-3, rtol=0)
+    error = torch.remainder(drives - phases + math.pi, TWO_PI) - math.pi
+    assert float(error.abs().max()) <= math.pi / 256 + 1e-5
+    assert float(error.std()) == pytest.approx(TWO_PI / 256 / math.sqrt(12), rel=0.02)
+    assert torch.equal(OpticalTable().program(torch.full((1, 64, 64), TWO_PI)), torch.zeros(1, 64, 64))
+    wrapped = torch.where(phases >= TWO_PI - math.pi / 256, phases - TWO_PI, phases)  # gray 256 is gray 0
+    torch.testing.assert_close(OpticalTable(preset="ideal").program(phases), wrapped)
+
+
+# -- per shot ---------------------------------------------------------------------------------------------------
+def test_flicker_has_the_configured_amplitude_at_mid_gray_and_none_at_zero() -> None:
+    world = OpticalTable(preset="ideal", config={"shot": {"flicker_rad": 0.1}})
+    drives = torch.zeros(4000, 2, 2)
+    drives[:, 1] = math.pi  # mid gray: u = 0.5
+    phase = world.realised_phase(drives)
+    assert float(phase[:, 1].std()) == pytest.approx(0.1 / math.sqrt(2), rel=0.04)  # rms of 0.1·sin(uniform)
+    assert float(phase[:, 1].abs().sub(math.pi).abs().max()) <= 0.1 + 1e-6
+    assert float(phase[:, 0].abs().max()) == 0.0
+    assert float(OpticalTable(preset="ideal").realised_phase(drives).std(0).max()) == 0.0
+
+
+def test_shot_noise_follows_the_photon_transfer_curve() -> None:
+    """Temporal variance against mean, pixel by pixel (EMVA 1288 photon transfer): the slope is K."""
+    _, slm, camera = bench(seed=8, shot={"flicker_rad": 0.0}, slow={"power_wander": 0.0})
+    camera.set_exposure(2e-3)
+    slm.show(blocks(1)[0])
+    shots = camera.capture(100).images.reshape(100, -1)
+    mean, variance = shots.mean(0) - 10, shots.var(0)
+    lit = (mean > 30) & (shots.max(0).values < 4000)
+    slope = float(torch.linalg.lstsq(torch.stack([mean[lit], torch.ones(int(lit.sum()))], 1),
+                                     variance[lit, None]).solution[0])
+    assert slope == pytest.approx(K, rel=0.05)  # shot noise: variance = K · signal (read noise: the dark test)
+    _, slm, camera = bench("ideal", seed=8)
+    camera.set_exposure(2e-3)
+    slm.show(blocks(1)[0])
+    assert float(camera.capture(3).images.var(0).max()) == 0.0
+
+
+def test_photon_counts_are_exact_poisson_below_the_threshold_and_normal_above() -> None:
+    world, slm, camera = bench("ideal", seed=9, shot={"shot_noise": True})
+    patterns = blocks(8)
+    counts = frames(slm, camera, patterns) / K
+    mean = noiseless(world, patterns, 1e-3) / K
+    small, large = mean < 10, mean > 20
+    assert small.sum() > 1000 and large.sum() > 1000
+    assert bool((counts[small] - counts[small].round()).abs().max() < 1e-3)  # whole electrons
+    assert float(((counts[large] - counts[large].round()).abs() > 1e-3).float().mean()) > 0.99
+    generator = torch.Generator().manual_seed(0)
+    for rate in (0.2, 2.5, 9.0):
+        sample = poisson_small(torch.full((200_000,), rate), generator)
+        assert float(sample.mean()) == pytest.approx(rate, rel=0.01)
+        assert float(sample.var()) == pytest.approx(rate, rel=0.02)
+        assert float((sample == 0).float().mean()) == pytest.approx(math.exp(-rate), abs=3e-3)
+
+
+def test_frames_are_rounded_and_clipped_to_the_adc_only_when_realistic() -> None:
+    _, slm, camera = bench(seed=1)
+    bright = frames(slm, camera, torch.zeros(1, 64, 64), exposure_s=0.05)
+    assert float(bright.max()) == 4095.0 and float(bright.min()) >= 0.0
+    assert torch.equal(bright, bright.round())
+    _, slm, camera = bench("ideal", seed=1)
+    ideal = frames(slm, camera, torch.zeros(1, 64, 64), exposure_s=0.05)
+    assert float(ideal.max()) > 4095.0 and not torch.equal(ideal, ideal.round())
+
+
+# -- slow state -------------------------------------------------------------------------------------------------
+def test_laser_power_wanders_as_configured_and_is_steady_in_ideal() -> None:
+    world = OpticalTable(seed=2)
+    times = torch.arange(1, 4001) * 30.0  # every half correlation time
+    power = world.signal_rate(times) / (world.config.camera.quantum_efficiency * world.photon_rate) - 1
+    assert float(power.std()) == pytest.approx(0.005, rel=0.1)
+    lag = float(torch.corrcoef(torch.stack([power[:-1], power[1:]]))[0, 1])
+    assert lag == pytest.approx(math.exp(-0.5), abs=0.05)
+    _, slm, camera = bench(seed=2)
+    totals = []
+    for _ in range(40):
+        camera.clock.sleep(120.0)
+        totals.append(float(frames(slm, camera, torch.zeros(1, 64, 64), exposure_s=2e-4).sum()))
+    relative = torch.tensor(totals) / torch.tensor(totals).mean()
+    assert 0.0025 < float(relative.std()) < 0.01
+    ideal = OpticalTable(preset="ideal").signal_rate(times)
+    assert bool((ideal == ideal[0]).all())
+
+
+def test_ornstein_uhlenbeck_path_matches_its_exact_law() -> None:
+    from simulators.world import OrnsteinUhlenbeck
+
+    process = OrnsteinUhlenbeck(2.0, 10.0, (500,), torch.Generator().manual_seed(0))
+    start = process.value.clone()
+    path = ou_path(process, torch.tensor([5.0, 2000.0]))
+    decay = math.exp(-0.5)
+    residual = (path[0] - decay * start) / (2.0 * math.sqrt(1 - decay**2))
+    assert float(residual.std()) == pytest.approx(1.0, rel=0.1) and abs(float(residual.mean())) < 0.15
+    assert float(path[1].std()) == pytest.approx(2.0, rel=0.1)
+    assert abs(float(torch.corrcoef(torch.stack([path[1], start]))[0, 1])) < 0.15
+    assert process.time_s == 2000.0 and torch.equal(process.value, path[1])
+
+
+# -- device time ------------------------------------------------------------------------------------------------
+def test_device_time_follows_refresh_settle_and_exposure() -> None:
+    world, slm, camera = bench()
+    clock = world.clock
+    start = clock.now()
+    slm.show(torch.zeros(64, 64))
+    assert clock.now() - start == pytest.approx(1 / 60 + 0.01)  # the next refresh, then the settle time
+    camera.set_exposure(1e-3)
+    start = clock.now()
+    camera.capture(10)  # software trigger: the camera's frame period (80 fps) bounds short exposures
+    assert clock.now() - start == pytest.approx(10 / 80)
+    camera.set_exposure(0.05)
+    start = clock.now()
+    camera.capture(3)
+    assert clock.now() - start == pytest.approx(3 * 0.05)
+    camera.set_trigger("external")
+    for exposure, refreshes in ((1e-3, 1), (0.01, 2)):  # settle + exposure = 11 ms, 20 ms: 1, 2 refreshes
+        camera.set_exposure(exposure)
+        slm.show_sequence(torch.zeros(12, 64, 64))
+        start = clock.now()
+        camera.capture(12)
+        assert clock.now() - start == pytest.approx(12 * refreshes / 60)
+
+
+# -- errors -----------------------------------------------------------------------------------------------------
+def test_triggered_capture_needs_a_loaded_sequence_long_enough() -> None:
+    _, slm, camera = bench()
+    camera.set_exposure(1e-3)
+    camera.set_trigger("external")
+    with pytest.raises(DeviceError, match="no SLM sequence"):
+        camera.capture(1)
+    slm.show_sequence(torch.zeros(2, 64, 64))
+    with pytest.raises(DeviceError, match=r"3 triggered frames .* 2 pattern"):
+        camera.capture(3)
+
+
+def test_bad_configurations_are_refused_with_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"optics\.planes 3"):
+        OpticalTable(config={"optics": {"planes": 3}})
+    with pytest.raises(ConfigError, match=r"config\.shot\.flicker_rad"):
+        OpticalTable(config={"shot": {"flicker_rad": -1}})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        OpticalTable(preset="perfect")
+    _, slm, camera = bench()
+    with pytest.raises(ConfigError, match="n_in 70"):
+        OpticalSystem({"slm": slm, "camera": camera}, n_in=70)
+    with pytest.raises(ConfigError, match="overlap"):
+        OpticalSystem({"slm": slm, "camera": camera}, n_out=40)
+    with pytest.raises(ConfigError, match="x_phase_rad 7"):
+        OpticalSystem({"slm": slm, "camera": camera}, x_phase_rad=7.0)
+    with pytest.raises(ConfigError, match="needs instrument"):
+        OpticalSystem({"slm": slm})
+
+
+# -- the optical system -----------------------------------------------------------------------------------------
+def inputs(count: int, n_in: int = 16, n_params: int = 48, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(count, n_in, generator=generator), TWO_PI * torch.rand(n_params, generator=generator)
+
+
+@pytest.mark.parametrize("planes", [1, 2])
+def test_ideal_world_equals_the_physics_model(planes: int) -> None:
+    _, slm, camera = bench("ideal", seed=12, optics={"planes": planes})
+    system = OpticalSystem({"slm": slm, "camera": camera}, planes=planes, n_params=48 if planes == 1 else 32)
+    x, theta = inputs(32, n_params=system.n_params)
+    y = system.forward(x, theta)
+    with torch.no_grad():
+        model = system.physics_model()(x, theta)
+    torch.testing.assert_close(y, model, rtol=1e-4, atol=1e-5 * float(y.abs().max()))
+    assert 0.05 < float(y.mean()) < 5  # order-1 outputs
+
+
+def test_oracle_matches_the_noise_averaged_bench_far_better_than_the_nominal_model() -> None:
+    _, slm, camera = bench(seed=13, slow={"power_wander": 0.0})
+    system = OpticalSystem({"slm": slm, "camera": camera})
+    system.calibrate()
+    x, theta = inputs(32)
+    measured = torch.stack([system.forward(x, theta) for _ in range(12)]).mean(0)
+    with torch.no_grad():
+        nominal, oracle = system.physics_model()(x, theta), system.oracle_model()(x, theta)
+    error_nominal = float((nominal - measured).norm() / measured.norm())
+    error_oracle = float((oracle - measured).norm() / measured.norm())
+    assert error_oracle < 0.2 * error_nominal and error_oracle < 0.015
+
+
+def test_system_device_time_is_one_sequence_at_the_refresh_rate() -> None:
+    world, slm, camera = bench(seed=14)
+    system = OpticalSystem({"slm": slm, "camera": camera})
+    system.calibrate()
+    period = math.ceil((0.01 + camera.exposure_s) * 60) / 60
+    before, start = system.device_time_s, world.clock.now()
+    system.forward(*inputs(20))
+    assert system.device_time_s - before == pytest.approx(20 * period)
+    assert world.clock.now() - start == pytest.approx(20 * period)
+    assert system.max_batch == 1024
+
+
+def test_inputs_outside_bounds_are_refused() -> None:
+    _, slm, camera = bench()
+    system = OpticalSystem({"slm": slm, "camera": camera})
+    with pytest.raises(LimitError, match="theta"):
+        system.forward(torch.zeros(1, 16), torch.full((48,), 7.0))
+
+
+def test_physics_model_is_differentiable_in_its_calibration() -> None:
+    _, slm, camera = bench("ideal")
+    model = OpticalSystem({"slm": slm, "camera": camera}).physics_model()
+    x, theta = inputs(4)
+    theta.requires_grad_(True)
+    model(x, theta).square().sum().backward()
+    for name in ("lut_gain", "lut_bow_rad", "crosstalk_px", "zero_order", "shift_px", "scale", "offset"):
+        assert getattr(model, name).grad is not None and torch.isfinite(getattr(model, name).grad).all(), name
+    assert theta.grad is not None and float(theta.grad.abs().sum()) > 0
+
+
+def test_lab_file_builds_the_bench_and_runs_the_system(tmp_path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(textwrap.dedent("""
+        worlds:
+          table: {kind: optical_table, preset: realistic, seed: 3}
+        instruments:
+          slm: {driver: simulated_slm, world: table}
+          camera: {driver: simulated_camera, world: table, limits: {exposure_s: {max: 0.1}}}
+        systems:
+          optical: {kind: optical, instruments: {slm: slm, camera: camera}, settings: {n_in: 8, n_params: 24}}
+    """))
+    lab = Lab.load(path)
+    with lab.open():
+        system = lab.systems["optical"]
+        y = system.forward(*inputs(5, n_in=8, n_params=24))
+        assert y.shape == (5, 10) and torch.isfinite(y).all()
+        assert lab["camera"].limits["exposure_s"].max == 0.1
+    assert not lab["slm"].connected and not lab["camera"].connected
