@@ -100,8 +100,13 @@ class PhysicalLayer(nn.Module):
 
     @torch.no_grad()
     def project_(self) -> None:
-        """Clamp θ into the system's bounds (after an optimiser step)."""
-        self.theta.clamp_(*self.system.theta_bounds)
+        """Bring θ back into the system's bounds after an optimiser step: wrapped for a periodic θ (a phase),
+        clamped otherwise."""
+        low, high = self.system.theta_bounds
+        if self.system.theta_periodic:
+            self.theta.sub_(low).remainder_(high - low).add_(low)
+        else:
+            self.theta.clamp_(low, high)
 
 
 def physical_layers(model: nn.Module) -> list[PhysicalLayer]:

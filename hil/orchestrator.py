@@ -12,6 +12,7 @@ way out, whatever happens.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -114,6 +115,7 @@ class Run:
             groups.append({"params": physical, "lr": training.physical_lr or training.lr})
         optimizer = torch.optim.Adam if training.optimizer == "adam" else torch.optim.SGD
         self.optimizer = optimizer(groups)
+        self.base_lrs = [group["lr"] for group in groups]
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def _bench_state(self) -> dict[str, Any]:
@@ -274,6 +276,8 @@ class Run:
                     if self.stop.requested:
                         self._interrupted()
                     indices = batches[self.batch]
+                    step = self.epoch * len(batches) + self.batch
+                    self._set_learning_rates(step / (training.epochs * len(batches)))
                     figures = self.method.train_step(self.model, self.x_train[indices], self.y_train[indices],
                                                      self.optimizer)
                     self.batch += 1
@@ -288,6 +292,12 @@ class Run:
                 self.checkpoint()
                 advance(self.epoch, f"test acc {record.get('device_accuracy', float('nan')):.3f} (device)")
         self.method.begin(self.model)
+
+    def _set_learning_rates(self, progress: float) -> None:
+        """The schedule's learning rates at ``progress`` (0 at the first step, → 1 at the last)."""
+        factor = 0.5 * (1 + math.cos(math.pi * progress)) if self.protocol.training.schedule == "cosine" else 1.0
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
 
     def _evaluate(self, mode: str, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor]:
         set_mode(self.model, mode)  # type: ignore[arg-type]

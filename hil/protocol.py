@@ -107,6 +107,8 @@ class TrainingConfig(Strict):
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(0.01, gt=0, description="learning rate of the digital layers")
     physical_lr: float | None = Field(None, gt=0, description="learning rate of θ (default: lr)")
+    schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="learning rates decay to zero along a half cosine over the run, or stay constant")
 
 
 class EvaluationConfig(Strict):

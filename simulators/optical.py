@@ -405,7 +405,7 @@ class SLMCameraWorld(World):
         if self.config.shot.flicker_rad > 0:
             ripple = torch.sin(TWO_PI * torch.rand(len(drives), 1, 1, generator=self.rng))
             bow = self.lut_bow_rad + self.config.shot.flicker_rad * ripple
-        return slm_phase(drives, gain=self.lut_gain, bow_rad=bow, crosstalk_px=self.crosstalk_px)
+        return slm_phase(drives, gain=self.lut_gain, bow_rad=bow, crosstalk_var_px2=self.crosstalk_px**2)
 
     @abstractmethod
     def propagate(self, phase_rad: torch.Tensor, times_s: torch.Tensor) -> torch.Tensor:
@@ -465,6 +465,7 @@ class SLMCameraWorld(World):
         c, camera = self.config.construction, self.config.camera
         return {
             "lut_gain": self.lut_gain, "lut_bow_rad": self.lut_bow_rad, "crosstalk_px": self.crosstalk_px,
+            "crosstalk_var_px2": self.crosstalk_px**2,
             "zero_order": self.zero_order, "pixel_gain": self.pixel_gain.clone(),
             "dark_dn": camera.gain_dn_per_e * self.dark_offset_e + c.black_level_dn,
             "dark_rate_dn_per_s": camera.gain_dn_per_e * self.config.shot.dark_current_e_per_s,

@@ -62,10 +62,10 @@ def speckle_intensity(amplitudes: torch.Tensor, transmission: torch.Tensor) -> t
 
 
 def fiber_intensity(drive_rad: torch.Tensor, *, amplitudes: torch.Tensor, transmission: torch.Tensor, block: int,
-                    gain: Scalar = 1.0, bow_rad: Scalar = 0.0, crosstalk_px: Scalar = 0.0,
+                    gain: Scalar = 1.0, bow_rad: Scalar = 0.0, crosstalk_var_px2: Scalar = 0.0,
                     zero_order: Scalar = 0.0) -> torch.Tensor:
     """Intensity on the output pixels (N × pixels) for SLM drives (N × rows × cols, rad), through the SLM's LUT
     and crosstalk (`hil.physics.optics.slm_phase`), the zero order, the macro-pixels' beam ``amplitudes``
     (`macro_amplitudes`) and the fiber's ``transmission`` T."""
-    phase = slm_phase(drive_rad, gain=gain, bow_rad=bow_rad, crosstalk_px=crosstalk_px)
+    phase = slm_phase(drive_rad, gain=gain, bow_rad=bow_rad, crosstalk_var_px2=crosstalk_var_px2)
     return speckle_intensity(macro_pixel_field(phase, block, amplitudes, zero_order), transmission)

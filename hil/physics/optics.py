@@ -3,8 +3,8 @@
 The chain, for a batch of SLM patterns (… × rows × cols):
 
 1. *drive*: the nominal phase (rad) of the gray level sent to each pixel, 2π·g/2^bits, in [0, 2π);
-2. *pixel crosstalk* (fringing fields): the drive is blurred by a separable Gaussian of width σ (pixels),
-   edges replicated (`crosstalk`);
+2. *pixel crosstalk* (fringing fields): the drive is blurred by a separable discrete Gaussian of variance σ²
+   (pixels²), edges reflecting (`crosstalk`);
 3. *lookup table*: the liquid crystal turns the blurred drive d into the phase φ = gain·d + bow·4u(1 − u),
    u = d/2π (`lut_phase`): a gain error and a bow, as after a LUT calibrated at another wavelength;
 4. *zero order*: a fraction z of the field is not modulated, E = A·((1 − z)·e^{iφ} + z), A the input beam
@@ -31,8 +31,6 @@ from collections.abc import Sequence
 import torch
 
 TWO_PI = 2 * math.pi
-#: Half-width (pixels) of the crosstalk kernel: Gaussians up to σ ≈ 1 px are represented to < 1 %.
-CROSSTALK_RADIUS = 3
 
 Scalar = float | torch.Tensor
 
@@ -70,36 +68,36 @@ def lut_phase(drive_rad: torch.Tensor, gain: Scalar, bow_rad: Scalar) -> torch.T
     return torch.addcmul(slope, c / TWO_PI, drive_rad, value=-1) * drive_rad
 
 
-def blur_matrix(n: int, sigma_px: Scalar, radius: int = CROSSTALK_RADIUS) -> torch.Tensor:
-    """The n × n matrix of a 1-D Gaussian blur of width σ (pixels), truncated at ±radius, edges replicated.
+def blur_matrix(n: int, variance_px2: Scalar) -> torch.Tensor:
+    """The n × n matrix of a 1-D discrete Gaussian blur of variance σ² (pixels²), edges reflecting.
 
-    Row i holds the weights of the inputs of output i. σ = 0 gives the identity.
+    It is the heat kernel exp(σ²/2 · L) of the lattice Laplacian L (L = shift₊ + shift₋ − 2, reflecting at the
+    edges): a discrete Gaussian whose variance is exactly σ², the identity at σ² = 0, and differentiable in σ²
+    there too (d/dσ² = L/2), so a twin can learn the width from zero.
     """
-    sigma = torch.as_tensor(sigma_px, dtype=torch.float32)
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    weights = torch.exp(-offsets.square() / (2 * sigma.square() + 1e-12))
-    weights = weights / weights.sum()
-    index = torch.arange(n)[:, None] + torch.arange(-radius, radius + 1)[None, :]
-    one_hot = torch.nn.functional.one_hot(index.clamp(0, n - 1), n).to(torch.float32)  # n × taps × n
-    return torch.einsum("t,itj->ij", weights, one_hot)
+    variance = torch.as_tensor(variance_px2, dtype=torch.float32)
+    laplacian = torch.diag(torch.full((n - 1,), 1.0), 1) + torch.diag(torch.full((n - 1,), 1.0), -1)
+    laplacian = laplacian - torch.diag(laplacian.sum(dim=1))
+    return torch.linalg.matrix_exp(variance / 2 * laplacian)
 
 
-def crosstalk(drive_rad: torch.Tensor, sigma_px: Scalar, radius: int = CROSSTALK_RADIUS) -> torch.Tensor:
-    """Pixel crosstalk: the drive (… × rows × cols) blurred by a Gaussian of σ pixels along both axes.
+def crosstalk(drive_rad: torch.Tensor, variance_px2: Scalar) -> torch.Tensor:
+    """Pixel crosstalk: the drive (… × rows × cols) blurred along both axes by a discrete Gaussian of variance
+    σ² (pixels²).
 
-    A plain number σ ≤ 0 returns the drive unchanged (no work); a tensor σ is always applied (learnable).
+    A plain number σ² ≤ 0 returns the drive unchanged (no work); a tensor is always applied (learnable).
     """
-    if not isinstance(sigma_px, torch.Tensor) and sigma_px <= 0:
+    if not isinstance(variance_px2, torch.Tensor) and variance_px2 <= 0:
         return drive_rad
     rows, cols = drive_rad.shape[-2:]
-    blurred = drive_rad @ blur_matrix(cols, sigma_px, radius).T
-    return blur_matrix(rows, sigma_px, radius) @ blurred
+    blurred = drive_rad @ blur_matrix(cols, variance_px2).T
+    return blur_matrix(rows, variance_px2) @ blurred
 
 
 def slm_phase(drive_rad: torch.Tensor, *, gain: Scalar = 1.0, bow_rad: Scalar = 0.0,
-              crosstalk_px: Scalar = 0.0) -> torch.Tensor:
-    """The realised phase (rad) of an SLM for a drive (rad): crosstalk, then the lookup table."""
-    return lut_phase(crosstalk(drive_rad, crosstalk_px), gain, bow_rad)
+              crosstalk_var_px2: Scalar = 0.0) -> torch.Tensor:
+    """The realised phase (rad) of an SLM for a drive (rad): crosstalk (variance in px²), then the LUT."""
+    return lut_phase(crosstalk(drive_rad, crosstalk_var_px2), gain, bow_rad)
 
 
 def modulated_field(phase_rad: torch.Tensor, illumination: torch.Tensor, zero_order: Scalar = 0.0,

@@ -60,6 +60,8 @@ class PhysicalSystem(ABC):
     roles: ClassVar[dict[str, type[Instrument]]] = {}
     #: Whether the system exposes physical equilibria (free and nudged) for energy-based training.
     energy_based: ClassVar[bool] = False
+    #: Whether θ is periodic over its bounds (a phase): training then wraps θ instead of clamping it.
+    theta_periodic: ClassVar[bool] = False
 
     def __init__(self, instruments: Mapping[str, Instrument], *, name: str = "", n_in: int, n_out: int,
                  n_params: int, x_bounds: tuple[float, float], theta_bounds: tuple[float, float], max_batch: int):

@@ -206,7 +206,7 @@ class FiberSystem(SLMCameraSystem):
         dark = (hidden["dark_dn"] + hidden["dark_rate_dn_per_s"] * exposure).reshape(-1)[pixels]
         return {
             "lut_gain": hidden["lut_gain"], "lut_bow_rad": hidden["lut_bow_rad"],
-            "crosstalk_px": hidden["crosstalk_px"], "zero_order": hidden["zero_order"],
+            "crosstalk_var_px2": hidden["crosstalk_var_px2"], "zero_order": hidden["zero_order"],
             "tm_real": transmission.real, "tm_imag": transmission.imag, "offset": (dark * scale) @ self.region_weights,
         }
 
@@ -214,7 +214,7 @@ class FiberSystem(SLMCameraSystem):
 class FiberModel(PhysicsModel):
     """The fiber system's noiseless physics (`hil.physics.fiber`) with the bench's calibration as parameters:
     the transmission matrix onto the region pixels in y units (``tm_real``, ``tm_imag``: pixels × macro-pixels),
-    ``offset`` per output, and the SLM's ``lut_gain``, ``lut_bow_rad``, ``crosstalk_px``, ``zero_order``."""
+    ``offset`` per output, and the SLM's ``lut_gain``, ``lut_bow_rad``, ``crosstalk_var_px2``, ``zero_order``."""
 
     def __init__(self, *, source: torch.Tensor, x_phase_rad: float, levels: int, block: int,
                  amplitudes: torch.Tensor, region_weights: torch.Tensor, transmission: torch.Tensor,
@@ -229,13 +229,13 @@ class FiberModel(PhysicsModel):
         self.offset = nn.Parameter(offset.clone().to(torch.float32))
         self.lut_gain = nn.Parameter(torch.tensor(1.0))
         self.lut_bow_rad = nn.Parameter(torch.tensor(0.0))
-        self.crosstalk_px = nn.Parameter(torch.tensor(0.0))
+        self.crosstalk_var_px2 = nn.Parameter(torch.tensor(0.0))
         self.zero_order = nn.Parameter(torch.tensor(0.0))
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         drive = wrap_drive(encode(x, theta, self.source, self.x_phase_rad), self.levels)
         transmission = torch.complex(self.tm_real, self.tm_imag)
         intensity = fiber_intensity(drive, amplitudes=self.amplitudes, transmission=transmission, block=self.block,
-                                    gain=self.lut_gain, bow_rad=self.lut_bow_rad, crosstalk_px=self.crosstalk_px,
-                                    zero_order=self.zero_order)
+                                    gain=self.lut_gain, bow_rad=self.lut_bow_rad,
+                                    crosstalk_var_px2=self.crosstalk_var_px2, zero_order=self.zero_order)
         return intensity @ self.region_weights + self.offset

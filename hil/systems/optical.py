@@ -128,6 +128,8 @@ class SLMCameraSystem(PhysicalSystem):
     Works through the `SpatialLightModulator` and `Camera` capabilities only.
     """
 
+    theta_periodic = True  # θ are SLM phases
+
     roles: ClassVar[dict[str, type[Instrument]]] = {"slm": SpatialLightModulator, "camera": Camera}
 
     @property
@@ -293,7 +295,7 @@ class OpticalSystem(SLMCameraSystem):
         offset = self.output_scale * (dark.reshape(1, -1) @ self.regions)[0] / (exposure * self.reference_rate_dn_s)
         return {
             "lut_gain": hidden["lut_gain"], "lut_bow_rad": hidden["lut_bow_rad"],
-            "crosstalk_px": hidden["crosstalk_px"], "zero_order": hidden["zero_order"],
+            "crosstalk_var_px2": hidden["crosstalk_var_px2"], "zero_order": hidden["zero_order"],
             "shift_px": hidden["shift_px"], "pixel_gain": hidden["pixel_gain"],
             "scale": hidden["signal_rate_dn_per_s"] * blank_total / self.reference_rate_dn_s, "offset": offset,
         }
@@ -301,8 +303,9 @@ class OpticalSystem(SLMCameraSystem):
 
 class OpticalModel(PhysicsModel):
     """The optical system's noiseless physics (`hil.physics.optics`) with the bench's calibration as parameters:
-    ``lut_gain``, ``lut_bow_rad`` (rad), ``crosstalk_px`` (SLM px), ``zero_order``, ``shift_px`` (camera px, dy
-    and dx), ``pixel_gain`` (per camera pixel), ``scale`` and ``offset`` (per output)."""
+    ``lut_gain``, ``lut_bow_rad`` (rad), ``crosstalk_var_px2`` (variance of the crosstalk blur, SLM px²),
+    ``zero_order``, ``shift_px`` (camera px, dy and dx), ``pixel_gain`` (per camera pixel), ``scale`` and ``offset``
+    (per output)."""
 
     def __init__(self, *, source: torch.Tensor, x_phase_rad: float, levels: int, regions: torch.Tensor,
                  camera_shape: tuple[int, int], fft_size: int, waist_px: float | None, planes: int,
@@ -317,7 +320,7 @@ class OpticalModel(PhysicsModel):
         self.register_buffer("transfer", transfer)
         self.lut_gain = nn.Parameter(torch.tensor(1.0))
         self.lut_bow_rad = nn.Parameter(torch.tensor(0.0))
-        self.crosstalk_px = nn.Parameter(torch.tensor(0.0))
+        self.crosstalk_var_px2 = nn.Parameter(torch.tensor(0.0))
         self.zero_order = nn.Parameter(torch.tensor(0.0))
         self.shift_px = nn.Parameter(torch.zeros(2))
         self.pixel_gain = nn.Parameter(torch.ones(camera_shape))
@@ -326,7 +329,8 @@ class OpticalModel(PhysicsModel):
 
     def intensity(self, drive_rad: torch.Tensor) -> torch.Tensor:
         """Camera intensity (batch × camera rows × cols) for SLM drives (batch × rows × cols, rad)."""
-        phase = slm_phase(drive_rad, gain=self.lut_gain, bow_rad=self.lut_bow_rad, crosstalk_px=self.crosstalk_px)
+        phase = slm_phase(drive_rad, gain=self.lut_gain, bow_rad=self.lut_bow_rad,
+                          crosstalk_var_px2=self.crosstalk_var_px2)
         return camera_intensity(phase, beam=self.beam, zero_order=self.zero_order, fft_size=self.fft_size,
                                 camera_shape=self.camera_shape, shift_px=self.shift_px, planes=self.planes,
                                 transfer=self.transfer)
