@@ -106,7 +106,11 @@ def hand_written_pat_epoch(system, twin, theta, readout, x, y, batches, lr) -> N
         loss.backward()
         optimizer.step()
         with torch.no_grad():
-            theta.clamp_(*system.theta_bounds)
+            low, high = system.theta_bounds
+            if system.theta_periodic:
+                theta.sub_(low).remainder_(high - low).add_(low)
+            else:
+                theta.clamp_(low, high)
 
 
 def overhead(base: Protocol, root: Path, repeats: int) -> dict[str, float]:
@@ -122,7 +126,7 @@ def overhead(base: Protocol, root: Path, repeats: int) -> dict[str, float]:
         run.twin = run._new_twin()
         run._attach_twin()
         layer = physical_layers(run.model)[0]
-        readout = copy.deepcopy(run.model[-1])
+        readout = copy.deepcopy(torch.nn.Sequential(*list(run.model)[1:]))  # the digital layers after it
         theta = torch.nn.Parameter(layer.theta.detach().clone())
         batches = run._batches(0)
         for _ in range(repeats):

@@ -1,7 +1,8 @@
 """`PhysicalLayer`: a physical system inside an ordinary torch model, with the gradient flow of its mode.
 
 - ``pat`` — physics-aware training (Wright et al., Nature 601, 2022): the forward pass runs on the device; the
-  backward pass is the twin's vector-Jacobian product at the inputs and parameters the device saw;
+  backward pass is the twin's vector-Jacobian product at the inputs and parameters the device saw
+  (`physics_aware`);
 - ``twin`` — forward and backward through the twin (in-silico training, or evaluating the twin);
 - ``device`` — forward on the device, no gradient (evaluation on the hardware).
 
@@ -13,7 +14,7 @@ system.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -26,30 +27,21 @@ Mode = Literal["pat", "twin", "device"]
 MODES = ("pat", "twin", "device")
 
 
-class PhysicsAware(torch.autograd.Function):
-    """Device output forward; the twin's vector-Jacobian product at the measured point backward."""
+def physics_aware(x: torch.Tensor, theta: torch.Tensor, system: PhysicalSystem, twin: Twin,
+                  record: list | None = None) -> torch.Tensor:
+    """The device's output in the forward pass; the twin's vector-Jacobian product at (x, θ) in the backward.
 
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, theta: torch.Tensor, system: PhysicalSystem, twin: Twin,
-                record: list | None) -> torch.Tensor:
-        y = system.forward(x.detach(), theta.detach())
-        ctx.save_for_backward(x, theta)
-        ctx.twin = twin
-        if record is not None:
-            record.append((x.detach().clone(), theta.detach().clone(), y.detach().clone()))
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, theta = ctx.saved_tensors
-        with torch.enable_grad():
-            x_ = x.detach().requires_grad_(ctx.needs_input_grad[0])
-            theta_ = theta.detach().requires_grad_(True)
-            y_twin = ctx.twin(x_, theta_)
-            wanted = [t for t in (x_, theta_) if t.requires_grad]
-            grads = torch.autograd.grad(y_twin, wanted, grad_y, allow_unused=True)
-        grad_x = grads[0] if ctx.needs_input_grad[0] else None
-        return grad_x, grads[-1], None, None, None
+    Written as ``twin(x, θ) + (device(x, θ) − twin(x, θ)).detach()``: its value is the measurement and its
+    gradient is the twin's at exactly the inputs and parameters the device saw, which is physics-aware training.
+    The twin's forward runs alongside the device's, so no nested autograd pass is needed in the backward.
+    ``record``, if given, receives (x, θ, y_device) for online twin refinement.
+    """
+    with torch.no_grad():
+        measured = system.forward(x.detach(), theta.detach())
+    if record is not None:
+        record.append((x.detach().clone(), theta.detach().clone(), measured.clone()))
+    modelled = twin(x, theta)
+    return modelled + (measured - modelled).detach()
 
 
 class PhysicalLayer(nn.Module):
@@ -95,7 +87,7 @@ class PhysicalLayer(nn.Module):
         if self.mode == "twin":
             return twin(x, self.theta)
         if self.mode == "pat":
-            return PhysicsAware.apply(x, self.theta, self.system, twin, self.record)
+            return physics_aware(x, self.theta, self.system, twin, self.record)
         raise ConfigError(f"unknown mode {self.mode!r}; modes: {', '.join(MODES)}")
 
     @torch.no_grad()

@@ -12,6 +12,7 @@ way out, whatever happens.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import signal
 import threading
@@ -141,13 +142,14 @@ class Run:
                     system.device_state_lost()
 
     def checkpoint(self) -> None:
-        twin_state = self.twin.state_dict() if self.twin is not None else None
-        self.store.save_checkpoint({
-            "completed": list(self.completed), "epoch": self.epoch, "batch": self.batch,
-            "history": self.history, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "method": self.method.state_dict(), "twin": twin_state, "torch_rng": torch.get_rng_state(),
-            "bench": self._bench_state(), "wall_s": self.wall_s(),
+        """Save everything that decides what happens next (copies: the store writes in the background)."""
+        learned = copy.deepcopy({
+            "completed": self.completed, "epoch": self.epoch, "batch": self.batch, "history": self.history,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(), "twin": self.twin.state_dict() if self.twin is not None else None,
         })
+        self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(), "bench": self._bench_state(),
+                                    "wall_s": self.wall_s()})
 
     def resume_from(self, saved: dict[str, Any]) -> None:
         self.completed = list(saved["completed"])

@@ -84,7 +84,8 @@ def _confusion(store: RunStore, path: Path) -> None:
 
 
 def _figure(value: Any, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    """A float to ``digits`` significant digits; n/a for a missing value."""
+    return "n/a" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
@@ -119,8 +120,8 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"| twin Jacobian cosine, θ / x | {_figure(fid.get('jacobian_cosine_theta'), 3)} / "
         f"{_figure(fid.get('jacobian_cosine_x'), 3)} |",
         f"| device calls | {_figure(evaluated.get('device_calls'))} |",
-        f"| device time (modelled on a simulator), s | {_figure(evaluated.get('device_time_s'), 1)} |",
-        f"| wall time, s | {_figure(wall, 1)} |",
+        f"| device time (modelled on a simulator), s | {_figure(evaluated.get('device_time_s'), 4)} |",
+        f"| wall time, s | {_figure(wall, 3)} |",
         "",
         f"Calibration: {calibrated.get('settings', {})}. Twin data: {collected.get('groups', 'n/a')} θ groups, "
         f"{collected.get('samples', 'n/a')} samples.",

@@ -8,7 +8,7 @@
       events.jsonl         append-only event log: one JSON line per event, flushed as written
       data/*.h5            arrays in HDF5 (collected twin data, evaluations), each written whole and atomically
       twin/                the fitted twin (state dict + spec)
-      checkpoint.pt        the latest checkpoint (atomically replaced)
+      checkpoint.pt        the latest checkpoint (atomically replaced, written in the background)
       report/              plots (PNG) and summary.md
 
 Every file other than the event log is written to a temporary name and renamed into place, so a reader (or a
@@ -24,6 +24,7 @@ import io
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -71,6 +72,8 @@ class RunStore:
         self.path = path
         self._events = (path / EVENTS).open("a", encoding="utf-8")
         self.next_seq = 1 + max((event["seq"] for event in self.events()), default=0)
+        self._writer: threading.Thread | None = None
+        self._writer_error: BaseException | None = None
 
     @classmethod
     def create(cls, parent: str | Path, name: str) -> RunStore:
@@ -95,7 +98,11 @@ class RunStore:
         return cls(path)
 
     def close(self) -> None:
-        self._events.close()
+        """Wait for a checkpoint being written, then close the event log."""
+        try:
+            self.wait_for_checkpoint()
+        finally:
+            self._events.close()
 
     # -- events -------------------------------------------------------------------------------------------------
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -160,13 +167,38 @@ class RunStore:
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
-        """Replace the checkpoint atomically; it records the event sequence number it belongs to."""
-        buffer = io.BytesIO()
-        torch.save({**state, "next_seq": self.next_seq}, buffer)
-        _atomic_write(self.path / CHECKPOINT, buffer.getvalue())
+        """Replace the checkpoint atomically, in the background; it records the event sequence number it
+        belongs to. ``state`` must not change afterwards (give copies). The device keeps working while the disk
+        writes; a crash during the write leaves the previous checkpoint in place."""
+        self.wait_for_checkpoint()
+        record = {**state, "next_seq": self.next_seq}
+
+        def write() -> None:
+            buffer = io.BytesIO()
+            torch.save(record, buffer)
+            _atomic_write(self.path / CHECKPOINT, buffer.getvalue())
+
+        self._writer = threading.Thread(target=self._guarded, args=(write,), name="checkpoint-writer", daemon=True)
+        self._writer.start()
+
+    def _guarded(self, work: Any) -> None:
+        try:
+            work()
+        except BaseException as error:  # reported by wait_for_checkpoint, in the caller's thread
+            self._writer_error = error
+
+    def wait_for_checkpoint(self) -> None:
+        """Block until the last checkpoint is on disk; raise if writing it failed."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._writer_error is not None:
+            error, self._writer_error = self._writer_error, None
+            raise HilError(f"{self.path / CHECKPOINT}: writing the checkpoint failed: {error}") from error
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The latest checkpoint (tensors and plain values only: loaded with ``weights_only=True``)."""
+        self.wait_for_checkpoint()
         if not self.has(CHECKPOINT):
             return None
         return torch.load(self.path / CHECKPOINT, weights_only=True)

@@ -1,0 +1,118 @@
+"""Simulator throughput: batched against one-at-a-time calls, and against the raw torch kernels they are built on.
+
+For every system of the default lab (all simulated), with the given presets, in one process:
+
+- samples per second of ``system.forward`` with a full batch (``min(max_batch, --batch)`` rows), and one row
+  per call; their ratio is what batching buys (goal: ≥ 20×);
+- for the optical system, the ratio of its batched throughput to that of the raw ``torch.fft.fft2`` of the
+  same batch of padded fields (batch × fft_size²); for the crossbar, to that of the raw matmul of the same
+  shapes (batch × rows @ rows × cols). Goal: ≥ 0.5.
+
+Every figure is the median of ``--repeats`` timings, the system and its raw kernel timed alternately, so the
+ratios are measured under the same load. θ is held fixed (a crossbar is programmed once, before timing).
+
+    .venv/bin/python benchmarks/simulators.py [--presets realistic ideal] [--repeats 7] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hil.config import YamlDocument  # noqa: E402
+from hil.lab import Lab, LabConfig  # noqa: E402
+
+
+def seconds(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def raw_kernel(system, batch: int) -> Callable[[], object] | None:
+    """The torch kernel the system's simulator is built on, at the same sizes; None if there is none."""
+    if system.kind == "optical":
+        size = system.fft_size
+        fields = torch.randn(batch, size, size, dtype=torch.complex64)
+        return lambda: torch.fft.fft2(fields)
+    if system.kind == "crossbar":
+        rows, cols = system.crossbar.shape
+        inputs, weights = torch.randn(batch, rows), torch.randn(rows, cols)
+        return lambda: inputs @ weights
+    return None
+
+
+def measure(system, batch: int, repeats: int, singles: int) -> dict[str, float]:
+    generator = torch.Generator().manual_seed(0)
+    low, high = system.x_bounds
+    x = low + (high - low) * torch.rand(batch, system.n_in, generator=generator)
+    low, high = system.theta_bounds
+    theta = low + (high - low) * torch.rand(system.n_params, generator=generator)
+    system.calibrate()
+    system.forward(x, theta)  # warm-up (and programming)
+    kernel = raw_kernel(system, batch)
+    if kernel is not None:
+        kernel()
+    batched, raw, single = [], [], []
+    for _ in range(repeats):
+        batched.append(seconds(lambda: system.forward(x, theta)))
+        if kernel is not None:
+            raw.append(seconds(kernel))
+        single.append(seconds(lambda: [system.forward(x[k:k + 1], theta) for k in range(singles)]) / singles)
+    started = system.device_time_s
+    system.forward(x, theta)
+    figures = {
+        "batch": batch,
+        "batched_per_s": batch / statistics.median(batched),
+        "single_per_s": 1 / statistics.median(single),
+        "device_s_per_call": system.device_time_s - started,
+    }
+    figures["batching_gain"] = figures["batched_per_s"] / figures["single_per_s"]
+    if raw:
+        figures["raw_per_s"] = batch / statistics.median(raw)
+        figures["of_raw_kernel"] = figures["batched_per_s"] / figures["raw_per_s"]
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["realistic", "ideal"])
+    parser.add_argument("--batch", type=int, default=1024, help="largest batch (capped by each system's max_batch)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--singles", type=int, default=20, help="one-row calls per timing")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base = YamlDocument.read(ROOT / "lab.yaml").validate(LabConfig)
+    simulated = [name for name, system in base.systems.items()
+                 if all(base.instruments[i].world for i in system.instruments.values())]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    header = (f"{'system':18s} {'preset':10s} {'batch':>6s} {'batched/s':>11s} {'single/s':>10s} {'gain':>7s} "
+              f"{'of raw kernel':>14s} {'device s/call':>14s}")
+    print(header)
+    for preset in args.presets:
+        config = copy.deepcopy(base)
+        for world in config.worlds.values():
+            world.preset = preset
+        with Lab(config) as lab:
+            for name in simulated:
+                system = lab.systems[name]
+                f = measure(system, min(args.batch, system.max_batch), args.repeats, args.singles)
+                raw = f"{f['of_raw_kernel']:14.2f}" if "of_raw_kernel" in f else f"{'':>14s}"
+                print(f"{name:18s} {preset:10s} {f['batch']:6d} {f['batched_per_s']:11.0f} {f['single_per_s']:10.1f} "
+                      f"{f['batching_gain']:6.0f}× {raw} {f['device_s_per_call']:14.4g}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
