@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint devices bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +14,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/hil devices
+	$(BIN)/hil run experiments/optical_pat_digits.yaml
 
 test: $(STAMP)
 	$(BIN)/pytest -q
 	$(BIN)/ruff check .
+
+devices: $(STAMP)
+	$(BIN)/hil devices
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/simulators.py
+	$(BIN)/python benchmarks/mismatch.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -168,9 +168,9 @@ def main() -> None:
                         lab = lab_for(protocol, "ideal" if variant == "ideal" else preset, seed)
                         figures = run_once(protocol, lab, root)
                         results[key][variant].append(figures)
+                        nmse = figures["nmse"] if figures["nmse"] is not None else float("nan")
                         print(f"{key:22s} seed {seed} {variant:10s} device acc {figures['device_accuracy']:.3f} "
-                              f"(twin NMSE {figures['nmse'] or float('nan'):.4f}, {figures['wall_s']:.0f} s)",
-                              flush=True)
+                              f"(twin NMSE {nmse:.4f}, {figures['wall_s']:.0f} s)", flush=True)
         results["overhead"] = overhead(YamlDocument.read(ROOT / PROTOCOLS[args.systems[0]]).validate(Protocol),
                                        root, args.overhead_repeats)
     print()

@@ -37,6 +37,25 @@ def _devices(args: argparse.Namespace) -> int:
                 "\n".join(f"{key}: {limit.describe()}" for key, limit in instrument.limits.items()),
             )
         console.print(table)
+        if lab.worlds:
+            worlds = Table(title="Simulated worlds")
+            for column in ("name", "kind", "preset", "seed", "clock"):
+                worlds.add_column(column)
+            for name, world in lab.worlds.items():
+                worlds.add_row(name, world.kind, world.preset, str(world.seed),
+                               "real time" if world.clock.realtime else "virtual")
+            console.print(worlds)
+        if lab.systems:
+            systems = Table(title="Physical systems y = f(x, θ)")
+            for column in ("name", "kind", "instruments", "x", "θ", "y", "max batch"):
+                systems.add_column(column)
+            for name, system in lab.systems.items():
+                systems.add_row(
+                    name, system.kind, ", ".join(f"{r}: {i.name}" for r, i in system.instruments.items()),
+                    f"{system.n_in} in {system.x_bounds[0]:g}..{system.x_bounds[1]:g}",
+                    f"{system.n_params} in {system.theta_bounds[0]:g}..{system.theta_bounds[1]:g}",
+                    str(system.n_out), str(system.max_batch))
+            console.print(systems)
     return 0
 
 

@@ -6,6 +6,7 @@ reported on one line as ``file:line: dotted.field: what is wrong``, with the all
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
@@ -53,8 +54,9 @@ class YamlDocument:
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark or error.context_mark
             problem = " ".join(filter(None, [error.context, error.problem]))
-            raise ConfigError(f"invalid YAML: {problem}", source=source,
-                              line=mark.line + 1 if mark else None) from None
+            line = mark.line + 1 if mark else None
+            raise ConfigError(f"invalid YAML: {problem}", source=source, line=line,
+                              field=_field_near(text, line) if line else None) from None
         except yaml.YAMLError as error:
             raise ConfigError(f"invalid YAML: {error}", source=source) from None
         finally:
@@ -92,6 +94,23 @@ class YamlDocument:
             if more:
                 message += f" (and {more} more problem{'s' if more > 1 else ''})"
             raise self.error(message, loc) from None
+
+
+_KEY = re.compile(r"^(\s*)(?:- )?([A-Za-z0-9_.-]+)\s*:")
+
+
+def _field_near(text: str, line: int) -> str | None:
+    """The dotted key path at (or just above) ``line`` of a file that YAML could not parse, from indentation."""
+    stack: list[tuple[int, str]] = []
+    for raw in text.splitlines()[:line]:
+        match = _KEY.match(raw)
+        if match is None:
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match.group(2)))
+    return ".".join(key for _, key in stack) or None
 
 
 def _index(node: yaml.Node, location: Location, lines: dict[Location, int], source: str) -> None:
