@@ -31,7 +31,7 @@ def test_check_accepts_the_default_lab(capsys: pytest.CaptureFixture[str]) -> No
      ":5: instruments.awg.limits.voltage_v.max"),
     ("instruments:\n  awg: {driver: keysight_33500b, emulate: true, timeout_s: [1]}\n",
      ":2: instruments.awg.timeout_s"),
-    ("instruments:\n  awg: {driver: keysight_33500b\n", ":3: invalid YAML"),
+    ("instruments:\n  awg: {driver: keysight_33500b\n", ":3: instruments.awg: invalid YAML"),
 ])
 def test_check_reports_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str,
                                             needle: str) -> None:

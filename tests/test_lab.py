@@ -116,7 +116,7 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
           awg:
             driver: keysight_33500b
            emulate: true
-     """, r"lab.yaml:4: invalid YAML"),
+     """, r"lab.yaml:4: instruments\.awg\.emulate: invalid YAML"),
     ("""
         instruments:
           awg: {driver: keysight_33500b, emulate: true}
