@@ -44,6 +44,7 @@ from hil.physics.optics import (
     angular_spectrum,
     beam_amplitude,
     camera_intensity,
+    large_empty,
     slm_phase,
     wrap_drive,
 )
@@ -276,30 +277,44 @@ def poisson_small(mean: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
     The count is the smallest k whose CDF reaches a uniform draw. All samples step through k = 0, 1, 2, …
     together (a sample whose draw is below the CDF stays there, as the CDF only grows); the working set is
-    compacted whenever half of it has finished, so the work is about (mean + 1) steps per sample.
+    compacted whenever half of it has finished, so the work is about (mean + 1) steps per sample. The working
+    set is one float64 array of rows (uniform, mean, term, CDF, steps), compacted in one gather; finished samples
+    are found by numpy (`flatnonzero`, `count_nonzero`), several times faster than torch's ``nonzero`` on a CPU.
     """
     counts = torch.zeros(mean.shape, dtype=torch.float32)
-    uniform = torch.rand(mean.shape, generator=generator, dtype=torch.float64)
-    rate = mean.to(torch.float64)
-    term = torch.exp(-rate)
-    cdf = term.clone()
-    active = torch.arange(len(mean))
-    steps = torch.zeros(mean.shape, dtype=torch.float32)
+    state = large_empty(5, len(mean), dtype=torch.float64)
+    uniform, rate, term, cdf, steps = state
+    uniform.uniform_(generator=generator)
+    rate.copy_(mean)
+    torch.exp(rate.neg(), out=term)
+    cdf.copy_(term)
+    steps.zero_()
+    active: torch.Tensor | None = None  # indices of the working set's samples; None: all, in order
+    going = torch.empty(len(mean), dtype=torch.bool)
     for k in range(1, 10_000):
-        going = uniform > cdf
-        still = int(going.sum())
+        torch.gt(uniform, cdf, out=going)
+        still = int(np.count_nonzero(going.numpy()))
         if still == 0:
             break
-        if still <= len(active) // 2:
-            counts.index_copy_(0, active, steps)
-            keep = going.nonzero().squeeze(1)
-            active, uniform, rate, term, cdf, steps = (t[keep] for t in (active, uniform, rate, term, cdf, steps))
+        if still <= len(going) // 2:
+            keep = torch.from_numpy(np.flatnonzero(going.numpy()))
+            if active is None:
+                counts.copy_(steps)
+                active = keep
+            else:
+                counts.index_copy_(0, active, steps.to(torch.float32))
+                active = active[keep]
+            state, going = state.index_select(1, keep), going[:still]
+            uniform, rate, term, cdf, steps = state
             steps.add_(1)
         else:
             steps.add_(going)
         term.mul_(rate).div_(k)
         cdf.add_(term)
-    counts.index_copy_(0, active, steps)
+    if active is None:
+        counts.copy_(steps)
+    else:
+        counts.index_copy_(0, active, steps.to(torch.float32))
     return counts
 
 
@@ -342,14 +357,16 @@ class SLMCameraWorld(World):
     def frame_period_s(self) -> float:
         return 1 / self.config.timing.slm_refresh_hz
 
-    def program(self, phases_rad: Any) -> torch.Tensor:
+    def program(self, phases_rad: Any, out: torch.Tensor | None = None) -> torch.Tensor:
         """Drives (N × rows × cols) for commanded phases: rounded to the gray levels (programming) and wrapped into
-        [0, 2π); without rounding, wrapped as the rounding would (`hil.physics.optics.wrap_drive`)."""
+        [0, 2π); without rounding, wrapped as the rounding would (`hil.physics.optics.wrap_drive`). ``out``: a
+        buffer of that shape to write the drives into when rounding."""
         phases = torch.as_tensor(phases_rad, dtype=torch.float32)
         if self.config.programming.quantise:
             step = TWO_PI / self.levels
-            gray = torch.round(phases * (1 / step))
-            return gray.sub_(torch.floor(gray * (1 / self.levels)), alpha=self.levels).mul_(step)
+            gray = torch.mul(phases, 1 / step, out=out).round_()
+            wraps = torch.mul(gray, 1 / self.levels, out=self._scratch("work", gray.shape)).floor_()
+            return gray.sub_(wraps, alpha=self.levels).mul_(step)
         return wrap_drive(phases, self.levels)
 
     def show(self, phase_rad: Any) -> None:
@@ -359,8 +376,10 @@ class SLMCameraWorld(World):
         self.clock.sleep(self.frame_period_s + self.config.timing.slm_settle_s)
 
     def load_sequence(self, phases_rad: Any) -> None:
-        """Load a sequence of patterns, played one per camera trigger (upload time neglected)."""
-        self.sequence, self.position = self.program(phases_rad), 0
+        """Load a sequence of patterns, played one per camera trigger (upload time neglected). The drives go to
+        the SLM's sequence memory, a buffer reused by the next sequence."""
+        shape = tuple(torch.as_tensor(phases_rad).shape)
+        self.sequence, self.position = self.program(phases_rad, out=self._scratch("sequence", shape)), 0
 
     # -- the camera ---------------------------------------------------------------------------------------------
     def capture(self, n_frames: int, trigger: str) -> torch.Tensor:
@@ -381,7 +400,7 @@ class SLMCameraWorld(World):
                                   f"has {left} pattern(s) left")
             drives = self.sequence[self.position:self.position + n_frames]
             self.position += n_frames
-            self.shown = drives[-1:]
+            self.shown = drives[-1:].clone()  # the sequence memory is reused by the next sequence
             period = max(math.ceil((timing.slm_settle_s + exposure) / self.frame_period_s - 1e-9)
                          * self.frame_period_s, camera_period)
             start = timing.slm_settle_s
@@ -401,11 +420,29 @@ class SLMCameraWorld(World):
         """The phase (rad) the liquid crystal holds during each frame: crosstalk, the device's LUT, and a new
         draw of the flicker per frame. The flicker has the LUT bow's shape 4u(1 − u) (none at gray 0 and at full
         range), so it is drawn as a per-frame addition to the bow, ``flicker_rad``·sin(2π·U)."""
-        bow: float | torch.Tensor = self.lut_bow_rad
+        return self._lc_phase(drives, self._frame_bow(len(drives)))
+
+    def _frame_bow(self, frames: int) -> float | torch.Tensor:
+        """The LUT's bow (rad) during each of ``frames`` frames (frames × 1 × 1), with a new flicker draw each."""
         if self.config.shot.flicker_rad > 0:
-            ripple = torch.sin(TWO_PI * torch.rand(len(drives), 1, 1, generator=self.rng))
-            bow = self.lut_bow_rad + self.config.shot.flicker_rad * ripple
-        return slm_phase(drives, gain=self.lut_gain, bow_rad=bow, crosstalk_var_px2=self.crosstalk_px**2)
+            ripple = torch.sin(TWO_PI * torch.rand(frames, 1, 1, generator=self.rng))
+            return self.lut_bow_rad + self.config.shot.flicker_rad * ripple
+        return self.lut_bow_rad
+
+    def _lc_phase(self, drives: torch.Tensor, bow_rad: float | torch.Tensor) -> torch.Tensor:
+        return slm_phase(drives, gain=self.lut_gain, bow_rad=bow_rad, crosstalk_var_px2=self.crosstalk_px**2)
+
+    def _scratch(self, name: str, shape: tuple[int, ...] | torch.Size,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A buffer of the world's own for a temporary of a batch of frames, kept from call to call: fresh tens
+        of MB per call cost as much as the arithmetic in them (the memory is faulted in anew). Only for values
+        that never leave the call."""
+        buffers: dict[str, torch.Tensor] = self.__dict__.setdefault("_buffers", {})
+        size = math.prod(shape)
+        buffer = buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
+            buffer = buffers[name] = torch.empty(size, dtype=dtype)
+        return buffer[:size].view(shape)
 
     @abstractmethod
     def propagate(self, phase_rad: torch.Tensor, times_s: torch.Tensor) -> torch.Tensor:
@@ -419,45 +456,65 @@ class SLMCameraWorld(World):
         return self.config.camera.quantum_efficiency * self.photon_rate * (1 + wander)
 
     def expose(self, intensity: torch.Tensor, exposure_s: float, times_s: torch.Tensor) -> torch.Tensor:
-        """The EMVA 1288 camera: DN frames for intensities (fractions of the SLM power); works in place."""
+        """The EMVA 1288 camera: DN frames for intensities (fractions of the SLM power); works in place.
+
+        The affine steps are merged where that changes nothing but float rounding: electrons are
+        dark + signal·g (one pass), DN are K·e + (K·DSNU + black level) (one pass), and the full-well clip, being
+        monotonic, becomes a per-pixel upper bound on the (rounded) DN, merged with the ADC's range.
+        """
         camera, shot, c = self.config.camera, self.config.shot, self.config.construction
         electrons = intensity.mul_((self.signal_rate(times_s) * exposure_s).reshape(-1, 1, 1))
+        dark_e = shot.dark_current_e_per_s * exposure_s
         if c.prnu > 0:
-            electrons.mul_(self.pixel_gain)
-        if shot.dark_current_e_per_s > 0:
-            electrons.add_(shot.dark_current_e_per_s * exposure_s)
+            if dark_e > 0:
+                torch.addcmul(electrons.new_tensor(dark_e), electrons, self.pixel_gain, out=electrons)
+            else:
+                electrons.mul_(self.pixel_gain)
+        elif dark_e > 0:
+            electrons.add_(dark_e)
         if shot.shot_noise:
             electrons = self._shot_and_read_noise(electrons, shot.read_noise_e)
         elif shot.read_noise_e > 0:
             electrons.add_(torch.randn(electrons.shape, generator=self.rng), alpha=shot.read_noise_e)
-        if shot.clipping:
-            electrons.clamp_(max=camera.full_well_e)
+        gain = camera.gain_dn_per_e
+        offset_dn: float | torch.Tensor = c.black_level_dn
         if c.dsnu_e > 0:
-            electrons.add_(self.dark_offset_e)
-        counts = electrons.mul_(camera.gain_dn_per_e)
-        if c.black_level_dn:
-            counts.add_(c.black_level_dn)
+            offset_dn = self.dark_offset_e * gain + c.black_level_dn
+        if isinstance(offset_dn, torch.Tensor) or offset_dn:
+            counts = torch.addcmul(torch.as_tensor(offset_dn, dtype=torch.float32), electrons,
+                                   electrons.new_tensor(gain), out=electrons)
+        else:
+            counts = electrons.mul_(gain)
         if shot.adc_rounding:
             counts.round_()
         if shot.clipping:
-            counts.clamp_(0, 2**camera.bit_depth - 1)
+            top = torch.as_tensor(offset_dn, dtype=torch.float32).add(camera.full_well_e * gain)
+            if shot.adc_rounding:
+                top.round_()
+            counts.clamp_(min=counts.new_zeros(()), max=top.clamp_(max=2**camera.bit_depth - 1))
         return counts
 
     def _shot_and_read_noise(self, mean_e: torch.Tensor, read_noise_e: float) -> torch.Tensor:
-        """Poisson(mean) + read noise: exact below the threshold, a normal of the same moments above it.
+        """Poisson(mean) + read noise, in place: exact below the threshold, a normal of the same moments above it.
 
-        One standard normal per pixel gives the normal's draw (shot and read noise together) and, below the
-        threshold, the read noise added to an exact Poisson count drawn by `poisson_small`.
+        Shot and read noise are independent, so above the threshold their sum is drawn as one normal of variance
+        mean + σ_read²; one standard normal per pixel gives that draw and, below the threshold, the read noise
+        added to an exact Poisson count drawn by `poisson_small`.
         """
-        normal = torch.randn(mean_e.shape, generator=self.rng)
-        noisy = (mean_e + read_noise_e**2).sqrt_().mul_(normal).add_(mean_e)
+        normal = self._scratch("normal", mean_e.shape).normal_(generator=self.rng)
         threshold = self.config.shot.poisson_exact_below_e
+        flat = mean_e.view(-1)
+        small = None
         if threshold > 0:
-            index = (mean_e.reshape(-1) < threshold).nonzero().squeeze(1)
-            if len(index):
-                counts = poisson_small(mean_e.reshape(-1)[index], self.rng)
-                counts.add_(normal.reshape(-1)[index], alpha=read_noise_e)
-                noisy.view(-1).index_copy_(0, index, counts)
+            below = torch.lt(flat, threshold, out=self._scratch("mask", flat.shape, torch.bool))
+            index = torch.from_numpy(np.flatnonzero(below.numpy()))  # numpy's is several times faster
+            small = flat[index] if len(index) else None
+        std = torch.add(mean_e, read_noise_e**2, out=self._scratch("work", mean_e.shape)).sqrt_()
+        noisy = torch.addcmul(mean_e, std, normal, out=mean_e)
+        if small is not None:
+            counts = poisson_small(small, self.rng)
+            counts.add_(normal.view(-1)[index], alpha=read_noise_e)
+            noisy.view(-1).index_copy_(0, index, counts)
         return noisy
 
     def hidden_parameters(self) -> dict[str, Any]:
@@ -494,6 +551,21 @@ class OpticalTable(SLMCameraWorld):
             self.transfer = angular_spectrum(self.panel_shape, self.config.slm.pitch_m, optics.wavelength_m,
                                              optics.plane_distance_m)
         self.workspace = FourierWorkspace()
+
+    def render(self, drives: torch.Tensor, exposure_s: float, times_s: torch.Tensor) -> torch.Tensor:
+        """As `SLMCameraWorld.render`; with one panel the SLM's steps (`realised_phase`) and the lens run chunk by
+        chunk in the lens's workspace, the same computation without whole-batch intermediates."""
+        optics = self.config.optics
+        if optics.planes > 1:
+            return super().render(drives, exposure_s, times_s)
+        bow = self._frame_bow(len(drives))
+
+        def realise(chunk: torch.Tensor, frames: slice) -> torch.Tensor:
+            return self._lc_phase(chunk, bow[frames] if isinstance(bow, torch.Tensor) else bow)
+
+        intensity = self.workspace.intensity(drives, self.beam, self.zero_order, optics.fft_size,
+                                             tuple(self.config.camera.shape), self.shift_px, realise=realise)
+        return self.expose(intensity, exposure_s, times_s)
 
     def propagate(self, phase_rad: torch.Tensor, times_s: torch.Tensor) -> torch.Tensor:
         optics = self.config.optics

@@ -16,7 +16,9 @@ The chain, for a batch of SLM patterns (… × rows × cols):
    zero-padded to ``fft_size`` samples per side and Fourier transformed (unitary); one camera pixel is one
    sample, with the optical axis on camera pixel (rows // 2, cols // 2). This fixes the focal length:
    f = fft_size · slm_pitch · camera_pitch / λ. A camera shifted by (dy, dx) pixels is a linear phase ramp on
-   the field (shift theorem, `lens_ramp`).
+   the field (shift theorem, `lens_ramp`). As the field is zero outside the panel and the camera sees only a
+   window of the Fourier plane, the transform is computed pruned, as A·E·Bᵀ with the needed rows and columns
+   of the DFT matrix (`lens_matrices`): the same numbers as the padded FFT, without forming the padding.
 
 Intensities are fractions of the power that reaches the SLM: the beam is normalised to Σ|A|² = 1 and the
 transforms are unitary, so the camera sees at most 1 in total. Every function is differentiable in its tensor
@@ -25,9 +27,12 @@ arguments and draws no random numbers.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 TWO_PI = 2 * math.pi
@@ -90,8 +95,16 @@ def crosstalk(drive_rad: torch.Tensor, variance_px2: Scalar) -> torch.Tensor:
     if not isinstance(variance_px2, torch.Tensor) and variance_px2 <= 0:
         return drive_rad
     rows, cols = drive_rad.shape[-2:]
-    blurred = drive_rad @ blur_matrix(cols, variance_px2).T
-    return blur_matrix(rows, variance_px2) @ blurred
+    blur = blur_matrix if isinstance(variance_px2, torch.Tensor) else _fixed_blur_matrix
+    across = blur(cols, variance_px2)
+    down = across if rows == cols else blur(rows, variance_px2)
+    return down @ (drive_rad @ across.T)
+
+
+@functools.lru_cache(maxsize=16)
+def _fixed_blur_matrix(n: int, variance_px2: float) -> torch.Tensor:
+    """`blur_matrix` for a plain number, cached (a simulator's crosstalk is fixed): never modify it."""
+    return blur_matrix(n, variance_px2)
 
 
 def slm_phase(drive_rad: torch.Tensor, *, gain: Scalar = 1.0, bow_rad: Scalar = 0.0,
@@ -150,7 +163,9 @@ def propagate(field: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
 
 def lens_ramp(shape: tuple[int, int], fft_size: int, shift_px: torch.Tensor | Sequence[float]) -> torch.Tensor:
     """Linear phase (complex, rows × cols) that puts the optical axis on the camera's centre pixel and moves the
-    image by ``shift_px`` = (dy, dx) camera pixels (shift theorem)."""
+    image by ``shift_px`` = (dy, dx) camera pixels (shift theorem): the lens is the unitary FFT of the field times
+    this ramp, zero-padded to ``fft_size`` and cropped around sample ``fft_size // 2``. `lens_matrices` folds it
+    into the pruned transform; this form is the reference it is tested against."""
     shift = torch.as_tensor(shift_px, dtype=torch.float32)
     rows = torch.arange(shape[0], dtype=torch.float32)[:, None]
     cols = torch.arange(shape[1], dtype=torch.float32)[None, :]
@@ -159,12 +174,87 @@ def lens_ramp(shape: tuple[int, int], fft_size: int, shift_px: torch.Tensor | Se
     return torch.complex(torch.cos(phase), torch.sin(phase))
 
 
-def _crop(fft_size: int, camera_shape: tuple[int, int]) -> tuple[slice, slice]:
+def _check_camera(fft_size: int, camera_shape: tuple[int, int]) -> None:
     rows, cols = camera_shape
     if rows > fft_size or cols > fft_size:
         raise ValueError(f"camera {rows}×{cols} is larger than the Fourier plane ({fft_size}×{fft_size} samples)")
-    half = fft_size // 2
-    return slice(half - rows // 2, half - rows // 2 + rows), slice(half - cols // 2, half - cols // 2 + cols)
+
+
+@functools.lru_cache(maxsize=32)
+def _dft_window(n: int, fft_size: int, outputs: int, device: torch.device) -> torch.Tensor:
+    """The block of the unitary DFT matrix of size ``fft_size`` that a camera of ``outputs`` pixels sees of a field
+    of ``n`` samples, with `lens_ramp`'s half-plane shift folded in (outputs × n, complex64):
+
+        W[m, j] = exp(−2πi·j·(m − outputs//2)/fft_size) / √fft_size,
+
+    i.e. DFT rows fft_size//2 − outputs//2 + m and columns j < n, times exp(2πi·j·(fft_size//2)/fft_size). The
+    phase is reduced modulo 2π in integers and evaluated in float64. Cached per geometry: never modify it."""
+    m = torch.arange(outputs, dtype=torch.int64) - outputs // 2
+    j = torch.arange(n, dtype=torch.int64)
+    turns = torch.remainder(torch.outer(m, j), fft_size).to(torch.float64) / fft_size
+    window = torch.polar(torch.full(turns.shape, fft_size**-0.5, dtype=torch.float64), -TWO_PI * turns)
+    return window.to(device=device, dtype=torch.complex64)
+
+
+def lens_matrices(shape: tuple[int, int], fft_size: int, camera_shape: tuple[int, int],
+                  shift_px: torch.Tensor | Sequence[float] = (0.0, 0.0),
+                  device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pruned Fourier lens: A (camera rows × rows) and B (camera cols × cols), complex64, such that for a
+    field E (… × rows × cols) A·E·Bᵀ equals the camera window of the unitary FFT of E·`lens_ramp`(shift)
+    zero-padded to ``fft_size`` (exactly: the padding is zero and only the window is kept).
+
+    A[m, j] = exp(−2πi·j·(m − camera rows//2 − dy)/fft_size) / √fft_size, and B alike with dx. The shift-free
+    part is cached per geometry (`_dft_window`); the shift's ramp is applied per call and is differentiable in
+    ``shift_px``. A camera-sized window of a panel costs 2·(panel side) complex multiply-adds per pixel instead
+    of an FFT of fft_size² samples per frame.
+    """
+    _check_camera(fft_size, camera_shape)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    shift = torch.as_tensor(shift_px, dtype=torch.float32, device=device)
+    matrices = []
+    for axis in range(2):
+        window = _dft_window(shape[axis], fft_size, camera_shape[axis], device)
+        phase = (TWO_PI / fft_size) * torch.arange(shape[axis], dtype=torch.float32, device=device) * shift[axis]
+        matrices.append(window * torch.polar(torch.ones_like(phase), phase))
+    return matrices[0], matrices[1]
+
+
+def fourier_window(field: torch.Tensor, fft_size: int, camera_shape: tuple[int, int],
+                   shift_px: torch.Tensor | Sequence[float] = (0.0, 0.0)) -> torch.Tensor:
+    """The field on the camera (… × camera rows × cols, complex): the Fourier lens of a field after the last
+    panel (… × rows × cols), as A·E·Bᵀ (`lens_matrices`)."""
+    a, b = lens_matrices(tuple(field.shape[-2:]), fft_size, camera_shape, shift_px, field.device)
+    return torch.matmul(a, field.to(torch.complex64)) @ b.T
+
+
+def _real_form(b: torch.Tensor) -> torch.Tensor:
+    """R (2·cols × 2·camera cols, real) with [Re E | Im E]·R = E·Bᵀ, its real and imaginary parts interleaved as
+    in a complex tensor: one real matrix product, on a field kept as two real planes (no complex field is built)."""
+    bt = b.T
+    return torch.stack([torch.cat([bt.real, -bt.imag]), torch.cat([bt.imag, bt.real])], dim=-1).reshape(
+        2 * bt.shape[0], 2 * bt.shape[1])
+
+
+def _phase_window(phase_rad: torch.Tensor, beam: torch.Tensor, zero_order: Scalar, a: torch.Tensor,
+                  b: torch.Tensor) -> torch.Tensor:
+    """A·E·Bᵀ for E = beam·((1 − z)·e^{iφ} + z) (one panel, real beam): (1 − z)·A·(beam·e^{iφ})·Bᵀ + z·A·beam·Bᵀ,
+    the last term one matrix for all frames."""
+    frames, rows = phase_rad.shape[:2]
+    z = torch.as_tensor(zero_order, dtype=torch.float32)
+    parts = torch.cat([beam * torch.cos(phase_rad), beam * torch.sin(phase_rad)], dim=-1)
+    half = torch.view_as_complex((parts @ _real_form(b)).view(frames, rows, b.shape[0], 2))
+    constant = a @ beam.to(torch.complex64) @ b.T
+    return torch.matmul(a * (1 - z), half) + z * constant
+
+
+def large_empty(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An uninitialised tensor for a whole batch, its memory allocated by numpy.
+
+    numpy (≥ 1.22, Linux) asks for transparent huge pages on large allocations, so a fresh buffer of tens of MB is
+    faulted in with a few faults instead of thousands: filling a fresh 16 MB buffer costs about a third as much
+    as with ``torch.empty`` here. The tensor is an ordinary CPU tensor (not resizable in place).
+    """
+    return torch.from_numpy(np.empty(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
 
 
 def _power(spectrum: torch.Tensor) -> torch.Tensor:
@@ -172,33 +262,66 @@ def _power(spectrum: torch.Tensor) -> torch.Tensor:
 
 
 class FourierWorkspace:
-    """A reusable zero-padded buffer for a simulator's Fourier lens (no gradients).
+    """Reusable buffers and lens matrices for a simulator's Fourier lens (no gradients; same result).
 
-    Allocating and zeroing a ``fft_size``² complex buffer per frame costs as much as the FFT itself; the workspace
-    keeps one buffer of ``chunk`` frames whose padding stays zero. Processing a batch a few frames at a time also
-    keeps the transforms in cache: 2-3× faster on a CPU than one FFT over the whole batch.
+    A batch is processed ``chunk`` frames at a time, so that the field's two real planes, its half transform and
+    the camera window stay in cache between the steps, and nothing is allocated per frame. The lens matrices
+    (`lens_matrices`, with the zero order's constant term) are kept while the geometry, the shift, the zero order
+    and the beam stay the same.
     """
 
-    def __init__(self, chunk: int = 16):
+    def __init__(self, chunk: int = 64):
         self.chunk = chunk
-        self._key: tuple[int, ...] | None = None
-        self._field = torch.empty(0, dtype=torch.complex64)
+        self._key: tuple[object, ...] | None = None
+        self._lens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def buffer(self, frames: int, shape: tuple[int, int], fft_size: int) -> torch.Tensor:
-        """A zero-padded buffer of ``frames`` ≤ ``chunk`` frames; the caller writes only the top-left corner."""
-        key = (*shape, fft_size)
-        if key != self._key:
-            self._field = torch.zeros(self.chunk, fft_size, fft_size, dtype=torch.complex64)
-            self._key = key
-        return self._field[:frames]
+    def lens(self, beam: torch.Tensor, zero_order: Scalar, fft_size: int, camera_shape: tuple[int, int],
+             shift_px: torch.Tensor | Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(1 − z)·A, the real form of B (`_real_form`) and z·A·beam·Bᵀ, for this bench."""
+        shift = tuple(float(s) for s in torch.as_tensor(shift_px).reshape(-1))
+        key = (tuple(beam.shape), beam.data_ptr(), beam._version, fft_size, tuple(camera_shape), shift,
+               float(zero_order))
+        if key != self._key or self._lens is None:
+            a, b = lens_matrices(tuple(beam.shape), fft_size, camera_shape, shift)
+            z = float(zero_order)
+            self._lens = ((1 - z) * a, _real_form(b), z * (a @ beam.to(torch.complex64) @ b.T))
+            self._key, self._buffers = key, None
+        return self._lens
 
+    def intensity(self, phase_rad: torch.Tensor, beam: torch.Tensor, zero_order: Scalar, fft_size: int,
+                  camera_shape: tuple[int, int], shift_px: torch.Tensor | Sequence[float],
+                  realise: Callable[[torch.Tensor, slice], torch.Tensor] | None = None) -> torch.Tensor:
+        """`camera_intensity` of one panel lit by a real beam: |(1 − z)·A·(beam·e^{iφ})·Bᵀ + z·A·beam·Bᵀ|².
 
-def fourier_camera(field: torch.Tensor, fft_size: int, camera_shape: tuple[int, int]) -> torch.Tensor:
-    """Camera intensity (… × camera rows × cols) of a field after `lens_ramp`: |unitary FFT|², zero-padded to
-    ``fft_size`` and cropped around the optical axis."""
-    rows, cols = _crop(fft_size, camera_shape)
-    spectrum = torch.fft.fft2(field, s=(fft_size, fft_size), norm="ortho")
-    return _power(spectrum[..., rows, cols])
+        With ``realise``, ``phase_rad`` are drives and ``realise(drives[frames], frames)`` gives the realised phase
+        of each chunk of frames (a slice), so that the SLM's own steps run in cache too.
+        """
+        scaled_a, real_b, constant = self.lens(beam, zero_order, fft_size, camera_shape, shift_px)
+        frames, rows, cols = phase_rad.shape
+        cam_rows, cam_cols = camera_shape
+        if self._buffers is None or len(self._buffers[0]) < self.chunk:
+            self._buffers = (torch.empty(self.chunk, rows, 2 * cols), torch.empty(self.chunk, rows, 2 * cam_cols),
+                             torch.empty(self.chunk, cam_rows, cam_cols, dtype=torch.complex64))
+        parts_buffer, half_buffer, window_buffer = self._buffers
+        intensity = large_empty(frames, cam_rows, cam_cols)
+        spread_beam = beam[:, None, :]
+        with torch.no_grad():
+            for start in range(0, frames, self.chunk):
+                stop = min(frames, start + self.chunk)
+                count = stop - start
+                phase, parts = phase_rad[start:stop], parts_buffer[:count]
+                if realise is not None:
+                    phase = realise(phase, slice(start, stop))
+                torch.cos(phase, out=parts[..., :cols])
+                torch.sin(phase, out=parts[..., cols:])
+                parts.view(count, rows, 2, cols).mul_(spread_beam)
+                half = torch.matmul(parts, real_b, out=half_buffer[:count])
+                window = torch.matmul(scaled_a, torch.view_as_complex(half.view(count, rows, cam_cols, 2)),
+                                      out=window_buffer[:count])
+                squares = torch.view_as_real(window.add_(constant)).square_()
+                torch.add(squares[..., 0], squares[..., 1], out=intensity[start:stop])
+        return intensity
 
 
 def camera_intensity(phase_rad: torch.Tensor, *, beam: torch.Tensor, zero_order: Scalar, fft_size: int,
@@ -209,41 +332,30 @@ def camera_intensity(phase_rad: torch.Tensor, *, beam: torch.Tensor, zero_order:
     (N × rows × cols, rad).
 
     ``beam`` is the panel's input amplitude (`beam_amplitude`); with ``planes`` > 1 the SLM columns are split
-    into that many panels, joined by ``transfer`` (`angular_spectrum`). ``workspace`` (simulators) avoids
-    allocations and records no gradients; the result is the same.
+    into that many panels, joined by ``transfer`` (`angular_spectrum`). The Fourier lens is the pruned transform
+    of `lens_matrices`. ``workspace`` (simulators) reuses buffers and records no gradients; the result is the
+    same.
     """
     if phase_rad.dim() != 3:
         raise ValueError(f"phases must be N × rows × cols, got shape {tuple(phase_rad.shape)}")
-    frames, rows, cols = phase_rad.shape
+    rows, cols = phase_rad.shape[1:]
     if cols % planes:
         raise ValueError(f"{cols} SLM columns do not split into {planes} panels")
     width = cols // planes
-    ramp = lens_ramp((rows, width), fft_size, shift_px)
-    if planes == 1:
-        illumination, field = beam * ramp, None
-    else:
-        if transfer is None:
-            raise ValueError("stacked planes need the free-space transfer function between panels")
-        field = modulated_field(phase_rad[..., :width], beam, zero_order)
-        for plane in range(1, planes):
-            panel = phase_rad[..., plane * width:(plane + 1) * width]
-            field = modulated_field(panel, propagate(field, transfer), zero_order)
-        field = field * ramp
-    if workspace is None:
-        if field is None:
-            field = modulated_field(phase_rad, illumination, zero_order)
-        return fourier_camera(field, fft_size, camera_shape)
-    crop_rows, crop_cols = _crop(fft_size, camera_shape)
-    with torch.no_grad():
-        if field is None:
-            field = modulated_field(phase_rad, illumination, zero_order,
-                                    out=torch.empty(frames, rows, width, dtype=torch.complex64))
-        cropped = torch.empty(frames, *camera_shape, dtype=torch.complex64)
-        for start in range(0, frames, workspace.chunk):
-            stop = min(frames, start + workspace.chunk)
-            padded = workspace.buffer(stop - start, (rows, width), fft_size)
-            padded[:, :rows, :width].copy_(field[start:stop])
-            cropped[start:stop].copy_(torch.fft.fft2(padded, norm="ortho")[:, crop_rows, crop_cols])
-        parts = torch.view_as_real(cropped)
-        intensity = parts[..., 0].square()
-        return intensity.addcmul_(parts[..., 1], parts[..., 1])
+    one_panel = planes == 1 and not beam.is_complex()
+    if workspace is not None and one_panel:
+        return workspace.intensity(phase_rad, beam, zero_order, fft_size, camera_shape, shift_px)
+    with torch.no_grad() if workspace is not None else contextlib.nullcontext():
+        a, b = lens_matrices((rows, width), fft_size, camera_shape, shift_px, phase_rad.device)
+        if one_panel:
+            return _power(_phase_window(phase_rad, beam, zero_order, a, b))
+        if planes == 1:
+            field = modulated_field(phase_rad, beam, zero_order)
+        else:
+            if transfer is None:
+                raise ValueError("stacked planes need the free-space transfer function between panels")
+            field = modulated_field(phase_rad[..., :width], beam, zero_order)
+            for plane in range(1, planes):
+                panel = phase_rad[..., plane * width:(plane + 1) * width]
+                field = modulated_field(panel, propagate(field, transfer), zero_order)
+        return _power(torch.matmul(a, field) @ b.T)

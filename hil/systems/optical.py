@@ -40,6 +40,7 @@ from hil.physics.optics import (
     angular_spectrum,
     beam_amplitude,
     camera_intensity,
+    large_empty,
     slm_phase,
     wrap_drive,
 )
@@ -79,10 +80,15 @@ def block_source(shape: tuple[int, int], block: int, panels: int, n_in: int, n_p
     return grid.permute(1, 0, 2).reshape(rows, cols)
 
 
-def encode(x: torch.Tensor, theta: torch.Tensor, source: torch.Tensor, x_phase_rad: float) -> torch.Tensor:
-    """SLM phases (batch × rows × cols, rad) for inputs x (batch × n_in) and parameters θ (n_params)."""
+def encode(x: torch.Tensor, theta: torch.Tensor, source: torch.Tensor, x_phase_rad: float,
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """SLM phases (batch × rows × cols, rad) for inputs x (batch × n_in) and parameters θ (n_params); written to
+    ``out`` (batch × rows × cols, contiguous; no gradients) if given."""
     batch = len(x)
     values = torch.cat([x.new_zeros(batch, 1), x * x_phase_rad, theta.expand(batch, -1)], dim=1)
+    if out is not None:
+        torch.index_select(values, 1, source.reshape(-1), out=out.view(batch, -1))
+        return out
     return values.index_select(1, source.reshape(-1)).reshape(batch, *source.shape)
 
 
@@ -158,7 +164,7 @@ class SLMCameraSystem(PhysicalSystem):
             images = camera.capture(len(chunk)).images
             captured.append(torch.as_tensor(images if isinstance(images, torch.Tensor) else np.asarray(images),
                                             dtype=torch.float32).reshape(len(chunk), -1))
-        return torch.cat(captured)
+        return captured[0] if len(captured) == 1 else torch.cat(captured)
 
     def find_exposure(self, phases: torch.Tensor, start_s: float, target: float = 0.5) -> float:
         """The exposure (s) at which the brightest pixel over ``phases`` sits near ``target`` × full scale."""
@@ -235,8 +241,8 @@ class OpticalSystem(SLMCameraSystem):
 
     # -- the device ---------------------------------------------------------------------------------------------
     def patterns(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """The SLM phases (batch × rows × cols) that encode x and θ."""
-        return encode(x, theta, self.source, self.x_phase_rad)
+        """The SLM phases (batch × rows × cols) that encode x and θ (a fresh tensor, no gradients)."""
+        return encode(x, theta, self.source, self.x_phase_rad, out=large_empty(len(x), *self.source.shape))
 
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         if self.reference_rate_dn_s is None:

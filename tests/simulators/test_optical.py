@@ -9,7 +9,17 @@ import torch
 
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.lab import Lab
-from hil.physics.optics import TWO_PI, camera_intensity, slm_phase
+from hil.physics.optics import (
+    TWO_PI,
+    FourierWorkspace,
+    angular_spectrum,
+    beam_amplitude,
+    camera_intensity,
+    fourier_window,
+    lens_matrices,
+    lens_ramp,
+    slm_phase,
+)
 from hil.systems.optical import OpticalSystem
 from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM, ou_path, poisson_small
 
@@ -57,6 +67,79 @@ def noiseless(world: OpticalTable, patterns: torch.Tensor, exposure_s: float, **
 def hidden_over_seeds(name: str, seeds: int = 400) -> torch.Tensor:
     return torch.tensor([float(torch.as_tensor(OpticalTable(seed=s).hidden_parameters()[name]).reshape(-1)[0])
                          for s in range(seeds)])
+
+
+def padded_fft_window(field: torch.Tensor, fft_size: int, camera_shape: tuple[int, int],
+                      shift_px: tuple[float, float]) -> torch.Tensor:
+    """The reference Fourier lens in float64: the field times `lens_ramp`'s phase, zero-padded to ``fft_size``,
+    unitary FFT, the camera's window around sample fft_size // 2."""
+    rows, cols = field.shape[-2:]
+    half = fft_size // 2
+    y = torch.arange(rows, dtype=torch.float64)[:, None] * (half + shift_px[0])
+    x = torch.arange(cols, dtype=torch.float64)[None, :] * (half + shift_px[1])
+    ramp = torch.polar(torch.ones(rows, cols, dtype=torch.float64), (TWO_PI / fft_size) * (y + x))
+    spectrum = torch.fft.fft2(field.to(torch.complex128) * ramp, s=(fft_size, fft_size), norm="ortho")
+    top, left = half - camera_shape[0] // 2, half - camera_shape[1] // 2
+    return spectrum[..., top:top + camera_shape[0], left:left + camera_shape[1]]
+
+
+# -- the Fourier lens -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("shape", "fft_size", "camera_shape"),
+                         [((64, 64), 256, (64, 64)), ((32, 48), 128, (45, 20)), ((17, 9), 40, (40, 3))])
+def test_pruned_lens_equals_the_window_of_the_padded_fft(shape, fft_size, camera_shape) -> None:
+    generator = torch.Generator().manual_seed(sum(shape) + fft_size)
+    fields = torch.randn(6, *shape, dtype=torch.complex64, generator=generator)
+    for shift in [(0.0, 0.0), (0.37, -0.81), (-3.2, 5.5)]:
+        reference = padded_fft_window(fields, fft_size, camera_shape, shift)
+        window = fourier_window(fields, fft_size, camera_shape, torch.tensor(shift))
+        peak = float(reference.abs().max())
+        assert float((window - reference).abs().max()) < 1e-6 * peak, shift
+        float32 = torch.fft.fft2(fields * lens_ramp(shape, fft_size, shift), s=(fft_size, fft_size), norm="ortho")
+        top, left = fft_size // 2 - camera_shape[0] // 2, fft_size // 2 - camera_shape[1] // 2
+        cropped = float32[..., top:top + camera_shape[0], left:left + camera_shape[1]]
+        assert float((window - cropped).abs().max()) < 2e-5 * peak  # lens_ramp's own float32 phase error
+    a, b = lens_matrices(shape, fft_size, camera_shape)
+    assert a.shape == (camera_shape[0], shape[0]) and b.shape == (camera_shape[1], shape[1])
+    with pytest.raises(ValueError, match="larger than the Fourier plane"):
+        lens_matrices(shape, fft_size, (fft_size + 1, 1))
+
+
+@pytest.mark.parametrize("planes", [1, 2])
+def test_camera_intensity_equals_the_padded_fft_with_and_without_workspace(planes: int) -> None:
+    generator = torch.Generator().manual_seed(planes)
+    width = 64 // planes
+    beam = beam_amplitude((64, width), 25.0)
+    transfer = angular_spectrum((64, width), 8e-6, 532e-9, 5e-3) if planes > 1 else None
+    phases = TWO_PI * torch.rand(40, 64, 64, generator=generator)
+    shift, zero_order = (0.45, -0.3), 0.07
+    field = beam * ((1 - zero_order) * torch.polar(torch.ones(()), phases[..., :width]) + zero_order)
+    for plane in range(1, planes):
+        spectrum = torch.fft.fft2(field, s=tuple(transfer.shape)) * transfer
+        arriving = torch.fft.ifft2(spectrum)[..., :64, :width]
+        panel = phases[..., plane * width:(plane + 1) * width]
+        field = arriving * ((1 - zero_order) * torch.polar(torch.ones(()), panel) + zero_order)
+    reference = padded_fft_window(field, 256, (64, 64), shift).abs().square()
+    common = {"beam": beam, "zero_order": zero_order, "fft_size": 256, "camera_shape": (64, 64),
+              "shift_px": torch.tensor(shift), "planes": planes, "transfer": transfer}
+    workspace = FourierWorkspace(chunk=16)  # 40 frames: two whole chunks and a part
+    for intensity in (camera_intensity(phases, **common), camera_intensity(phases, **common, workspace=workspace),
+                      camera_intensity(phases, **common, workspace=workspace)):
+        torch.testing.assert_close(intensity.double(), reference, rtol=0, atol=2e-6 * float(reference.max()))
+
+
+def test_chunked_render_equals_the_whole_batch_steps() -> None:
+    """The table renders one panel chunk by chunk (SLM steps and lens together); the numbers are those of the
+    whole-batch steps, flicker included."""
+    construction = {"lut_gain_error": 0.03, "lut_bow_rad": 0.15, "crosstalk_px": 0.5, "zero_order": 0.06,
+                    "misalignment_px": 0.3}
+    world = OpticalTable(preset="ideal", seed=5, config={"construction": construction, "shot": {"flicker_rad": 0.1}})
+    drives = world.program(blocks(70))
+    times = torch.arange(70, dtype=torch.float64)
+    state = world.rng.get_state()
+    chunked = world.render(drives, 1e-3, times)
+    world.rng.set_state(state)
+    whole = world.expose(world.propagate(world.realised_phase(drives), times), 1e-3, times)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5 * float(whole.max()))
 
 
 # -- seeds ------------------------------------------------------------------------------------------------------
@@ -167,6 +250,17 @@ def test_phases_are_rounded_to_the_gray_levels_only_when_quantising() -> None:
     assert torch.equal(OpticalTable().program(torch.full((1, 64, 64), TWO_PI)), torch.zeros(1, 64, 64))
     wrapped = torch.where(phases >= TWO_PI - math.pi / 256, phases - TWO_PI, phases)  # gray 256 is gray 0
     torch.testing.assert_close(OpticalTable(preset="ideal").program(phases), wrapped)
+
+
+def test_a_new_sequence_leaves_the_displayed_pattern_and_earlier_frames_alone() -> None:
+    """The SLM's sequence memory is reused by the next sequence; what was shown and captured stays."""
+    _, slm, camera = bench("ideal", seed=3, programming={"quantise": True})
+    captured = frames(slm, camera, blocks(3, seed=1))
+    kept = captured.clone()
+    slm.show_sequence(blocks(3, seed=2))
+    camera.set_trigger("software")
+    torch.testing.assert_close(camera.capture(1).images[0], captured[-1], rtol=1e-5, atol=1e-6)
+    assert torch.equal(captured, kept)
 
 
 # -- per shot ---------------------------------------------------------------------------------------------------
