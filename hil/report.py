@@ -88,6 +88,10 @@ def _figure(value: Any, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+def _settings(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{key} = {_figure(value)}" for key, value in settings.items()) or "none needed"
+
+
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     """Write the plots and ``report/summary.md`` of a run; returns the summary's path."""
     events = store.events()
@@ -123,7 +127,8 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"| device time (modelled on a simulator), s | {_figure(evaluated.get('device_time_s'), 4)} |",
         f"| wall time, s | {_figure(wall, 3)} |",
         "",
-        f"Calibration: {calibrated.get('settings', {})}. Twin data: {collected.get('groups', 'n/a')} θ groups, "
+        f"Calibration: {_settings(calibrated.get('settings', {}))}. "
+        f"Twin data: {collected.get('groups', 'n/a')} θ groups, "
         f"{collected.get('samples', 'n/a')} samples.",
         "",
         *[f"![{name}]({name})" for name in plots],
