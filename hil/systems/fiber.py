@@ -38,7 +38,7 @@ from hil.errors import ConfigError, DeviceError
 from hil.physics.fiber import fiber_intensity, macro_amplitudes
 from hil.physics.optics import TWO_PI, beam_amplitude, wrap_drive
 from hil.systems.base import PhysicsModel
-from hil.systems.optical import SLMCameraSystem, block_source, encode, probe_inputs, region_matrix
+from hil.systems.optical import SLMCameraSystem, block_source, encode, region_matrix
 
 PHASE_STEPS = (0.0, math.pi / 2, math.pi, 3 * math.pi / 2)
 
@@ -132,18 +132,7 @@ class FiberSystem(SLMCameraSystem):
 
     def calibrate(self) -> dict[str, Any]:
         """Measure R, set the working exposure and measure the transmission matrix (see module)."""
-        blank = torch.zeros(1, *self.slm.shape)
-        limit = self.camera.limits["exposure_s"]
-        reference_s = self.find_exposure(blank, start_s=max(limit.min, 1e-3))
-        rate, _, _ = self.signal_rate(blank[0], reference_s, self.reference_repeats)
-        self.reference_rate_dn_s = float(rate.sum())
-        if self.reference_rate_dn_s <= 0:
-            raise DeviceError(f"system {self.name!r}: the camera's signal does not grow with exposure; is the "
-                              "laser on?")
-        x, theta = probe_inputs(self.n_in, self.n_params, self.x_bounds, self.theta_bounds)
-        probes = torch.cat([self.patterns(x[i:i + 1], theta[i]) for i in range(len(x))])
-        exposure = self.find_exposure(probes, start_s=reference_s)
-        self.camera.set_exposure(exposure)
+        reference_s, exposure, _ = self.working_point(first_exposure_s=1e-3, probe_factor=1)
         scale = self._scale(exposure)
         pixels = self.region_pixels
 

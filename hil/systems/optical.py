@@ -199,6 +199,24 @@ class SLMCameraSystem(PhysicalSystem):
         high, low = high.mean(0), low.mean(0)
         return (high - low) / (exposure_s / 2), 2 * low - high, spread.sqrt() / (exposure_s / 2)
 
+    def working_point(self, first_exposure_s: float, probe_factor: float) -> tuple[float, float, torch.Tensor]:
+        """Measure the blank SLM's total signal rate R (DN/s, kept as ``reference_rate_dn_s``) at an exposure
+        found from ``first_exposure_s``, then set the working exposure on seeded probe patterns, searched from
+        ``probe_factor`` × that exposure. Returns (reference exposure s, working exposure s, dark level per
+        pixel in DN)."""
+        blank = torch.zeros(1, *self.slm.shape)
+        reference_s = self.find_exposure(blank, start_s=max(self.camera.limits["exposure_s"].min, first_exposure_s))
+        rate, intercept, _ = self.signal_rate(blank[0], reference_s, self.reference_repeats)
+        self.reference_rate_dn_s = float(rate.sum())
+        if self.reference_rate_dn_s <= 0:
+            raise DeviceError(f"system {self.name!r}: the camera's signal does not grow with exposure; is the "
+                              "laser on?")
+        x, theta = probe_inputs(self.n_in, self.n_params, self.x_bounds, self.theta_bounds)
+        probes = torch.cat([self.patterns(x[i:i + 1], theta[i]) for i in range(len(x))])
+        exposure = self.find_exposure(probes, start_s=reference_s * probe_factor)
+        self.camera.set_exposure(exposure)
+        return reference_s, exposure, intercept
+
 
 class OpticalSystem(SLMCameraSystem):
     """x and θ as phase blocks on an SLM, Fourier-transformed onto a camera, y from regions of interest.
@@ -253,21 +271,9 @@ class OpticalSystem(SLMCameraSystem):
 
     def calibrate(self) -> dict[str, Any]:
         """Measure the blank SLM's signal rate R and the dark level, then set the working exposure (see module)."""
-        blank = torch.zeros(1, *self.slm.shape)
-        limit = self.camera.limits["exposure_s"]
-        reference_s = self.find_exposure(blank, start_s=max(limit.min, 1e-4))
-        rate, intercept, _ = self.signal_rate(blank[0], reference_s, self.reference_repeats)
-        self.reference_rate_dn_s = float(rate.sum())
-        if self.reference_rate_dn_s <= 0:
-            raise DeviceError(f"system {self.name!r}: the camera's signal does not grow with exposure; is the "
-                              "laser on?")
-        self.dark_dn = intercept
-        x, theta = probe_inputs(self.n_in, self.n_params, self.x_bounds, self.theta_bounds)
-        probes = torch.cat([self.patterns(x[i:i + 1], theta[i]) for i in range(len(x))])
-        exposure = self.find_exposure(probes, start_s=reference_s * 20)
-        self.camera.set_exposure(exposure)
+        reference_s, exposure, self.dark_dn = self.working_point(first_exposure_s=1e-4, probe_factor=20)
         return {"exposure_s": exposure, "reference_rate_dn_per_s": self.reference_rate_dn_s,
-                "reference_exposure_s": reference_s, "dark_level_dn": float(intercept.mean())}
+                "reference_exposure_s": reference_s, "dark_level_dn": float(self.dark_dn.mean())}
 
     # -- models -------------------------------------------------------------------------------------------------
     def physics_model(self) -> OpticalModel:
