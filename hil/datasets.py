@@ -160,3 +160,14 @@ class MinMaxEncoder:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         unit = ((x - self.low) / self.span).clamp(0.0, 1.0)
         return self.bounds[0] + (self.bounds[1] - self.bounds[0]) * unit
+
+
+class StandardEncoder:
+    """Standardises each feature by its training mean and standard deviation (for a digital first layer)."""
+
+    def __init__(self, x_train: torch.Tensor):
+        self.mean = x_train.mean(dim=0)
+        self.std = x_train.std(dim=0).clamp_min(1e-6)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from hil import state as state_io
-from hil.datasets import Dataset, MinMaxEncoder, load_dataset
+from hil.datasets import Dataset, MinMaxEncoder, StandardEncoder, load_dataset
 from hil.errors import ConfigError, HilError
 from hil.lab import Lab
 from hil.nn import physical_layers, set_mode
@@ -101,11 +101,8 @@ class Run:
                                           pool=d.pool, limit=d.limit)
         self.model = build_model(protocol, self.lab, self.data.n_features, self.data.n_classes, self.document)
         first = first_physical_system(protocol, self.lab)
-        if first is not None:
-            encoder = MinMaxEncoder(self.data.x_train, first.x_bounds)
-        else:
-            mean, std = self.data.x_train.mean(dim=0), self.data.x_train.std(dim=0).clamp_min(1e-6)
-            encoder = lambda x: (x - mean) / std  # noqa: E731 - a standardisation for a digital first layer
+        encoder = MinMaxEncoder(self.data.x_train, first.x_bounds) if first is not None \
+            else StandardEncoder(self.data.x_train)
         self.x_train, self.x_test = encoder(self.data.x_train), encoder(self.data.x_test)
         self.y_train, self.y_test = self.data.y_train, self.data.y_test
         training = protocol.training
@@ -218,16 +215,20 @@ class Run:
             arrays, _ = source.load_arrays("data/twin_data.h5")
             source.close()
             self.twin_data = TwinData.from_arrays(arrays)
+            design = "from run"
         else:
             c = config.collect
+            # data rows are the system's inputs only when the data feed the physical layer directly
+            direct = first_physical_system(self.protocol, self.lab) is self.system
+            design = c.design if direct else "sobol"
             with self._bar("collecting twin data", c.thetas + c.repeat_thetas * (c.repeats - 1)) as advance:
                 self.twin_data = collect(self.system, n_thetas=c.thetas, inputs_per_theta=c.inputs_per_theta,
-                                         repeats=c.repeats, repeat_thetas=c.repeat_thetas, design=c.design,
-                                         data=self.x_train, seed=self.protocol.seed,
+                                         repeats=c.repeats, repeat_thetas=c.repeat_thetas, design=design,
+                                         data=self.x_train if direct else None, seed=self.protocol.seed,
                                          progress=lambda done, total: advance(done, ""))
         self.store.save_arrays("data/twin_data.h5", self.twin_data.arrays(), {"system": self.system.name})
-        self.store.event("collected", groups=self.twin_data.n_groups, samples=int(self.twin_data.y.numel()
-                                                                                   // self.system.n_out),
+        self.store.event("collected", design=design, groups=self.twin_data.n_groups,
+                         samples=self.twin_data.y.numel() // self.system.n_out,
                          noise_variance=self.twin_data.noise_variance())
 
     def fit_twin(self) -> None:
@@ -293,7 +294,6 @@ class Run:
                 self.batch = 0
                 self.checkpoint()
                 advance(self.epoch, f"test acc {record.get('device_accuracy', float('nan')):.3f} (device)")
-        self.method.begin(self.model)
 
     def _set_learning_rates(self, progress: float) -> None:
         """The schedule's learning rates at ``progress`` (0 at the first step, → 1 at the last)."""

@@ -71,7 +71,9 @@ class CollectConfig(Strict):
     inputs_per_theta: int = Field(64, ge=1, description="inputs measured per θ (one device call)")
     repeats: int = Field(3, ge=1, description="measurements of the first groups, for the noise floor")
     repeat_thetas: int = Field(4, ge=1)
-    design: Literal["sobol", "data", "mixed"] = "mixed"
+    design: Literal["sobol", "data", "mixed"] = Field(
+        "mixed", description="inputs: Sobol points, training rows, or half each; rows only when the data feed the "
+        "physical layer directly (else Sobol)")
 
 
 class FitConfig(Strict):

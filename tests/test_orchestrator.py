@@ -150,3 +150,15 @@ def test_hil_check_on_a_protocol(tmp_path: Path) -> None:
                             cwd=REPO, timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert f"{bad}:7: training.epochs" in result.stderr
+
+
+def test_digital_layers_before_a_physical_layer_and_an_insilico_run(tmp_path: Path) -> None:
+    protocol = write_protocol(
+        tmp_path, name="hybrid", method={"name": "insilico"}, dataset={"name": "digits", "limit": 300},
+        model={"layers": [{"linear": {"out_features": 64}}, {"physical": {"input_map": "sigmoid"}},
+                          {"batchnorm": True}, {"linear": {"out_features": 10}}]},
+        training={"epochs": 2, "batch_size": 32, "lr": 0.02})
+    store = run_protocol(protocol, show_progress=False, output_root=tmp_path / "out")
+    evaluated = final(store)
+    assert evaluated["device_accuracy"] > 0.3  # ten classes: chance is 0.1
+    assert abs(evaluated["device_accuracy"] - evaluated["twin_accuracy"]) < 0.2
