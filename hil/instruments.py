@@ -197,9 +197,14 @@ class SpatialLightModulator(Instrument):
     def _show_sequence_hw(self, phases_rad: Any) -> None: ...
 
 
+#: A camera's area of interest: (top, left, height, width) in sensor pixels.
+Roi = tuple[int, int, int, int]
+
+
 @dataclass(frozen=True)
 class Frames:
-    """Frames from a camera: ``images`` (N × rows × cols, digital numbers) and the hardware frame ``indices``."""
+    """Frames from a camera: ``images`` (N × rows × cols of the AOI, digital numbers) and the hardware frame
+    ``indices``."""
 
     images: Any
     indices: np.ndarray
@@ -212,6 +217,10 @@ class Camera(Instrument):
     ``capture(n)`` returns N frames with their hardware frame counter; a gap in the counter (a dropped frame)
     raises `DeviceError` instead of silently shifting every later frame onto the wrong input. With
     ``trigger="external"`` each frame waits for a trigger, e.g. from an SLM playing a sequence.
+
+    ``set_roi(top, left, height, width)`` reads out only that area of interest (AOI, sensor pixels; the "ROI" or
+    "AOI" of scientific cameras, which raises their frame rate); frames then have its shape (`frame_shape`).
+    ``set_roi(None)`` restores the full frame. A camera that cannot do it raises `DeviceError` for a window.
     """
 
     capability = "camera"
@@ -223,9 +232,36 @@ class Camera(Instrument):
         super().__init__(**common)
         self.exposure_s: float | None = None
         self.trigger: Literal["software", "external"] = "software"
+        #: The area of interest read out, (top, left, height, width) in sensor pixels; None: the full frame.
+        self.roi: Roi | None = None
 
     def hardware_limits(self) -> dict[str, Limit]:
         return {"exposure_s": Limit("s", 10e-6, 1.0)}
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """The shape (rows, cols) of the frames `capture` returns now: the AOI's, or the sensor's."""
+        return tuple(self.shape) if self.roi is None else (self.roi[2], self.roi[3])  # type: ignore[return-value]
+
+    def set_roi(self, top: int | None, left: int | None = None, height: int | None = None,
+                width: int | None = None) -> None:
+        """Read out only rows top..top+height−1 and columns left..left+width−1 (sensor pixels); ``set_roi(None)``:
+        the full frame."""
+        self._require_connected()
+        window = (top, left, height, width)
+        if all(value is None for value in window):
+            roi = None
+        else:
+            rows, cols = self.shape
+            if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in window):
+                raise LimitError(f"{self.name}: an AOI is four integers (top, left, height, width), got {window!r}")
+            top, left, height, width = (int(v) for v in window)  # type: ignore[arg-type]
+            if min(top, left) < 0 or min(height, width) < 1 or top + height > rows or left + width > cols:
+                raise LimitError(f"{self.name}: AOI of {height}×{width} px at ({top}, {left}) is empty or off the "
+                                 f"{rows}×{cols} sensor")
+            roi = (top, left, height, width)
+        self._set_roi_hw(roi)
+        self.roi = roi
 
     def set_exposure(self, exposure_s: float) -> None:
         """Set the exposure time in seconds."""
@@ -253,6 +289,8 @@ class Camera(Instrument):
         indices = np.asarray(indices, dtype=np.int64)
         if len(images) != n_frames or len(indices) != n_frames:
             raise DeviceError(f"{self.name}: asked for {n_frames} frames, got {len(images)}")
+        if tuple(np.shape(images)[1:]) != self.frame_shape:
+            raise DeviceError(f"{self.name}: frames of {tuple(np.shape(images)[1:])} px, expected {self.frame_shape}")
         gaps = np.nonzero(np.diff(indices) != 1)[0]
         if len(gaps):
             at = gaps[0]
@@ -265,7 +303,7 @@ class Camera(Instrument):
 
     def _snapshot_hw(self) -> dict[str, Any]:
         return {"exposure_s": self.exposure_s, "trigger": self.trigger, "shape": list(self.shape),
-                "bit_depth": self.bit_depth}
+                "roi": None if self.roi is None else list(self.roi), "bit_depth": self.bit_depth}
 
     @abstractmethod
     def _set_exposure_hw(self, exposure_s: float) -> None: ...
@@ -273,9 +311,14 @@ class Camera(Instrument):
     def _set_trigger_hw(self, trigger: str) -> None:
         raise DeviceError(f"{self.name}: trigger mode {trigger!r} is not supported by this camera")
 
+    def _set_roi_hw(self, roi: Roi | None) -> None:
+        """Apply an AOI (top, left, height, width), or the full frame for None (all a camera without AOI does)."""
+        if roi is not None:
+            raise DeviceError(f"{self.name}: AOI not supported by this camera; use set_roi(None) (full frame)")
+
     @abstractmethod
     def _capture_hw(self, n_frames: int) -> tuple[Any, Any]:
-        """Return (images N × rows × cols, frame indices N)."""
+        """Return (images N × `frame_shape`, frame indices N)."""
 
 
 class AnalogOutput(Instrument):

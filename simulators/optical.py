@@ -22,6 +22,13 @@ camera's frame period); a software-triggered capture costs one camera frame peri
 Camera model (EMVA 1288): electrons μ = QE·photons·(1 + PRNU) + dark current·exposure, photons = intensity ×
 power·exposure·λ/(h·c) × (1 + wander); shot and read noise; clipped at the full well; DN = K·(μ + DSNU) + black
 level, rounded and clipped to 0..2^bits − 1. The frames are float32 digital numbers (integers unless ``ideal``).
+
+Area of interest: the camera may read out only a window of its sensor (``roi`` = (top, left, height, width),
+set through `SimulatedCamera.set_roi`). The world then computes only that window: the optics' intensity on its
+pixels alone (`propagate`), its slice of the PRNU and DSNU maps, noise on its pixels only. Every pixel follows
+the same model as in a full frame, so an AOI frame is distributed as the full frame cropped (the random draws
+differ). The AOI leaves device time as it is: the simulated sensor is already a small window of the real one,
+whose frame rate ``camera_max_fps`` is.
 """
 
 from __future__ import annotations
@@ -41,9 +48,11 @@ from hil.limits import Limit
 from hil.physics.optics import (
     TWO_PI,
     FourierWorkspace,
+    Window,
     angular_spectrum,
     beam_amplitude,
     camera_intensity,
+    full_window,
     large_empty,
     slm_phase,
     wrap_drive,
@@ -351,6 +360,19 @@ class SLMCameraWorld(World):
         self.sequence: torch.Tensor | None = None
         self.position = 0
         self.exposure_s = 1e-3
+        self.roi: Window | None = None  # the camera's area of interest; None: the full frame
+
+    @property
+    def window(self) -> Window:
+        """The camera pixels read out, (top, left, height, width): the AOI, or the whole sensor."""
+        return full_window(tuple(self.config.camera.shape), self.roi)  # type: ignore[arg-type]
+
+    def crop(self, maps: torch.Tensor) -> torch.Tensor:
+        """The read-out window of per-pixel values (… × camera rows × cols)."""
+        if self.roi is None:
+            return maps
+        top, left, height, width = self.window
+        return maps[..., top:top + height, left:left + width]
 
     # -- the SLM ------------------------------------------------------------------------------------------------
     @property
@@ -383,7 +405,7 @@ class SLMCameraWorld(World):
 
     # -- the camera ---------------------------------------------------------------------------------------------
     def capture(self, n_frames: int, trigger: str) -> torch.Tensor:
-        """``n_frames`` frames (N × rows × cols, DN) at the present exposure, advancing the clock.
+        """``n_frames`` frames (N × rows × cols of the AOI, DN) at the present exposure, advancing the clock.
 
         ``external``: frame k shows the next pattern of the loaded sequence; ``software``: every frame shows the
         displayed pattern.
@@ -413,7 +435,7 @@ class SLMCameraWorld(World):
         return images
 
     def render(self, drives: torch.Tensor, exposure_s: float, times_s: torch.Tensor) -> torch.Tensor:
-        """Frames (N × camera rows × cols, DN) for drives (N × rows × cols) exposed at ``times_s`` (mid-exposure)."""
+        """Frames (N × AOI rows × cols, DN) for drives (N × rows × cols) exposed at ``times_s`` (mid-exposure)."""
         return self.expose(self.propagate(self.realised_phase(drives), times_s), exposure_s, times_s)
 
     def realised_phase(self, drives: torch.Tensor) -> torch.Tensor:
@@ -446,7 +468,8 @@ class SLMCameraWorld(World):
 
     @abstractmethod
     def propagate(self, phase_rad: torch.Tensor, times_s: torch.Tensor) -> torch.Tensor:
-        """Camera intensity (N × rows × cols, fractions of the SLM power) for realised SLM phases."""
+        """Camera intensity over the AOI (N × AOI rows × cols, fractions of the SLM power) for realised SLM
+        phases, computed for the AOI's pixels only."""
 
     def signal_rate(self, times_s: torch.Tensor | None = None) -> torch.Tensor:
         """Mean photo-electrons per second per unit intensity fraction, with the power wander at ``times_s``
@@ -456,7 +479,7 @@ class SLMCameraWorld(World):
         return self.config.camera.quantum_efficiency * self.photon_rate * (1 + wander)
 
     def expose(self, intensity: torch.Tensor, exposure_s: float, times_s: torch.Tensor) -> torch.Tensor:
-        """The EMVA 1288 camera: DN frames for intensities (fractions of the SLM power); works in place.
+        """The EMVA 1288 camera: DN frames for intensities over the AOI (fractions of the SLM power); works in place.
 
         The affine steps are merged where that changes nothing but float rounding: electrons are
         dark + signal·g (one pass), DN are K·e + (K·DSNU + black level) (one pass), and the full-well clip, being
@@ -467,9 +490,9 @@ class SLMCameraWorld(World):
         dark_e = shot.dark_current_e_per_s * exposure_s
         if c.prnu > 0:
             if dark_e > 0:
-                torch.addcmul(electrons.new_tensor(dark_e), electrons, self.pixel_gain, out=electrons)
+                torch.addcmul(electrons.new_tensor(dark_e), electrons, self.crop(self.pixel_gain), out=electrons)
             else:
-                electrons.mul_(self.pixel_gain)
+                electrons.mul_(self.crop(self.pixel_gain))
         elif dark_e > 0:
             electrons.add_(dark_e)
         if shot.shot_noise:
@@ -479,7 +502,7 @@ class SLMCameraWorld(World):
         gain = camera.gain_dn_per_e
         offset_dn: float | torch.Tensor = c.black_level_dn
         if c.dsnu_e > 0:
-            offset_dn = self.dark_offset_e * gain + c.black_level_dn
+            offset_dn = self.crop(self.dark_offset_e) * gain + c.black_level_dn
         if isinstance(offset_dn, torch.Tensor) or offset_dn:
             counts = torch.addcmul(torch.as_tensor(offset_dn, dtype=torch.float32), electrons,
                                    electrons.new_tensor(gain), out=electrons)
@@ -564,14 +587,16 @@ class OpticalTable(SLMCameraWorld):
             return self._lc_phase(chunk, bow[frames] if isinstance(bow, torch.Tensor) else bow)
 
         intensity = self.workspace.intensity(drives, self.beam, self.zero_order, optics.fft_size,
-                                             tuple(self.config.camera.shape), self.shift_px, realise=realise)
+                                             tuple(self.config.camera.shape), self.shift_px, realise=realise,
+                                             window=self.roi)
         return self.expose(intensity, exposure_s, times_s)
 
     def propagate(self, phase_rad: torch.Tensor, times_s: torch.Tensor) -> torch.Tensor:
         optics = self.config.optics
         return camera_intensity(phase_rad, beam=self.beam, zero_order=self.zero_order, fft_size=optics.fft_size,
                                 camera_shape=tuple(self.config.camera.shape), shift_px=self.shift_px,
-                                planes=optics.planes, transfer=self.transfer, workspace=self.workspace)
+                                planes=optics.planes, transfer=self.transfer, workspace=self.workspace,
+                                window=self.roi)
 
     def hidden_parameters(self) -> dict[str, Any]:
         return {**super().hidden_parameters(), "shift_px": self.shift_px.clone()}
@@ -601,7 +626,7 @@ class SimulatedSLM(SimulatedInstrument, SpatialLightModulator):
 
 class SimulatedCamera(SimulatedInstrument, Camera):
     """The camera of an `SLMCameraWorld`: frames as float32 DN tensors, a frame counter, software or external
-    (SLM sequence) trigger."""
+    (SLM sequence) trigger, an area of interest (the world computes only its pixels)."""
 
     def __init__(self, world: SLMCameraWorld, **common: Any):
         if not isinstance(world, SLMCameraWorld):
@@ -621,8 +646,12 @@ class SimulatedCamera(SimulatedInstrument, Camera):
     def _set_trigger_hw(self, trigger: str) -> None:
         """Both software and external (SLM sequence) triggers are supported."""
 
+    def _set_roi_hw(self, roi: Window | None) -> None:
+        self.world.roi = roi  # type: ignore[attr-defined]
+
     def _capture_hw(self, n_frames: int) -> tuple[torch.Tensor, np.ndarray]:
         self.world.exposure_s = self.exposure_s  # type: ignore[attr-defined]
+        self.world.roi = None if self.roi is None else tuple(self.roi)  # type: ignore[attr-defined]
         images = self.world.capture(n_frames, self.trigger)  # type: ignore[attr-defined]
         indices = np.arange(self._next_index, self._next_index + n_frames)
         self._next_index += n_frames

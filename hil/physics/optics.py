@@ -18,7 +18,10 @@ The chain, for a batch of SLM patterns (… × rows × cols):
    f = fft_size · slm_pitch · camera_pitch / λ. A camera shifted by (dy, dx) pixels is a linear phase ramp on
    the field (shift theorem, `lens_ramp`). As the field is zero outside the panel and the camera sees only a
    window of the Fourier plane, the transform is computed pruned, as A·E·Bᵀ with the needed rows and columns
-   of the DFT matrix (`lens_matrices`): the same numbers as the padded FFT, without forming the padding.
+   of the DFT matrix (`lens_matrices`): the same numbers as the padded FFT, without forming the padding. A camera
+   reading out only an area of interest (``window`` = (top, left, height, width) in camera pixels) needs only
+   those rows of A and of B: the window costs in proportion to its pixels, and its values are those of the whole
+   camera's frame, cropped.
 
 Intensities are fractions of the power that reaches the SLM: the beam is normalised to Σ|A|² = 1 and the
 transforms are unitary, so the camera sees at most 1 in total. Every function is differentiable in its tensor
@@ -38,6 +41,8 @@ import torch
 TWO_PI = 2 * math.pi
 
 Scalar = float | torch.Tensor
+#: An area of interest of a camera: (top, left, height, width) in camera pixels.
+Window = tuple[int, int, int, int]
 
 
 def beam_amplitude(shape: tuple[int, int], waist_px: float | None) -> torch.Tensor:
@@ -56,10 +61,11 @@ def beam_amplitude(shape: tuple[int, int], waist_px: float | None) -> torch.Tens
 
 
 def wrap_drive(phase_rad: torch.Tensor, levels: int) -> torch.Tensor:
-    """The drive (rad, in [0, 2π)) an SLM of ``levels`` gray levels gives a commanded phase (rad): phases within
-    half a gray level below a multiple of 2π round to its gray 0, as the device's rounding does."""
+    """The drive (rad, in [−π/levels, 2π − π/levels)) an SLM of ``levels`` gray levels gives a commanded phase
+    (rad): phases within half a gray level below a multiple of 2π round to its gray 0, as the device's rounding
+    does."""
     half_step = math.pi / levels
-    return phase_rad - TWO_PI * torch.floor((phase_rad + half_step) / TWO_PI)
+    return (phase_rad + half_step).remainder_(TWO_PI).sub_(half_step)  # one allocation, three passes
 
 
 def lut_phase(drive_rad: torch.Tensor, gain: Scalar, bow_rad: Scalar) -> torch.Tensor:
@@ -174,22 +180,37 @@ def lens_ramp(shape: tuple[int, int], fft_size: int, shift_px: torch.Tensor | Se
     return torch.complex(torch.cos(phase), torch.sin(phase))
 
 
-def _check_camera(fft_size: int, camera_shape: tuple[int, int]) -> None:
+def _check_camera(fft_size: int, camera_shape: tuple[int, int], window: Window | None = None) -> None:
     rows, cols = camera_shape
     if rows > fft_size or cols > fft_size:
         raise ValueError(f"camera {rows}×{cols} is larger than the Fourier plane ({fft_size}×{fft_size} samples)")
+    if window is not None:
+        top, left, height, width = window
+        if min(top, left) < 0 or min(height, width) < 1 or top + height > rows or left + width > cols:
+            raise ValueError(f"window {tuple(window)} (top, left, height, width) is empty or off the {rows}×{cols} "
+                             "camera")
+
+
+def full_window(camera_shape: tuple[int, int], window: Window | None) -> Window:
+    """``window``, or the whole camera for None."""
+    if window is None:
+        return (0, 0, int(camera_shape[0]), int(camera_shape[1]))
+    top, left, height, width = (int(v) for v in window)
+    return top, left, height, width
 
 
 @functools.lru_cache(maxsize=32)
-def _dft_window(n: int, fft_size: int, outputs: int, device: torch.device) -> torch.Tensor:
-    """The block of the unitary DFT matrix of size ``fft_size`` that a camera of ``outputs`` pixels sees of a field
-    of ``n`` samples, with `lens_ramp`'s half-plane shift folded in (outputs × n, complex64):
+def _dft_window(n: int, fft_size: int, first: int, outputs: int, device: torch.device) -> torch.Tensor:
+    """The block of the unitary DFT matrix of size ``fft_size`` that ``outputs`` consecutive camera pixels see of a
+    field of ``n`` samples, the first of them ``first`` pixels from the optical axis, with `lens_ramp`'s half-plane
+    shift folded in (outputs × n, complex64):
 
-        W[m, j] = exp(−2πi·j·(m − outputs//2)/fft_size) / √fft_size,
+        W[m, j] = exp(−2πi·j·(first + m)/fft_size) / √fft_size,
 
-    i.e. DFT rows fft_size//2 − outputs//2 + m and columns j < n, times exp(2πi·j·(fft_size//2)/fft_size). The
-    phase is reduced modulo 2π in integers and evaluated in float64. Cached per geometry: never modify it."""
-    m = torch.arange(outputs, dtype=torch.int64) - outputs // 2
+    i.e. DFT rows fft_size//2 + first + m and columns j < n, times exp(2πi·j·(fft_size//2)/fft_size); a whole
+    camera of c pixels has first = −(c//2). The phase is reduced modulo 2π in integers and evaluated in float64.
+    Cached per geometry: never modify it."""
+    m = torch.arange(outputs, dtype=torch.int64) + first
     j = torch.arange(n, dtype=torch.int64)
     turns = torch.remainder(torch.outer(m, j), fft_size).to(torch.float64) / fft_size
     window = torch.polar(torch.full(turns.shape, fft_size**-0.5, dtype=torch.float64), -TWO_PI * turns)
@@ -198,32 +219,37 @@ def _dft_window(n: int, fft_size: int, outputs: int, device: torch.device) -> to
 
 def lens_matrices(shape: tuple[int, int], fft_size: int, camera_shape: tuple[int, int],
                   shift_px: torch.Tensor | Sequence[float] = (0.0, 0.0),
-                  device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  device: torch.device | None = None,
+                  window: Window | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The pruned Fourier lens: A (camera rows × rows) and B (camera cols × cols), complex64, such that for a
     field E (… × rows × cols) A·E·Bᵀ equals the camera window of the unitary FFT of E·`lens_ramp`(shift)
     zero-padded to ``fft_size`` (exactly: the padding is zero and only the window is kept).
 
-    A[m, j] = exp(−2πi·j·(m − camera rows//2 − dy)/fft_size) / √fft_size, and B alike with dx. The shift-free
-    part is cached per geometry (`_dft_window`); the shift's ramp is applied per call and is differentiable in
-    ``shift_px``. A camera-sized window of a panel costs 2·(panel side) complex multiply-adds per pixel instead
-    of an FFT of fft_size² samples per frame.
+    A[m, j] = exp(−2πi·j·(m − camera rows//2 − dy)/fft_size) / √fft_size, and B alike with dx. With a
+    ``window`` (top, left, height, width) of the camera, A has only rows top..top+height−1 and B columns
+    left..left+width−1: A·E·Bᵀ is then that crop of the camera's frame. The shift-free part is cached per
+    geometry (`_dft_window`); the shift's ramp is applied per call and is differentiable in ``shift_px``. A
+    camera-sized window of a panel costs 2·(panel side) complex multiply-adds per pixel instead of an FFT of
+    fft_size² samples per frame.
     """
-    _check_camera(fft_size, camera_shape)
+    _check_camera(fft_size, camera_shape, window)
     device = torch.device("cpu") if device is None else torch.device(device)
     shift = torch.as_tensor(shift_px, dtype=torch.float32, device=device)
+    top, left, height, width = full_window(camera_shape, window)
     matrices = []
-    for axis in range(2):
-        window = _dft_window(shape[axis], fft_size, camera_shape[axis], device)
+    for axis, start, outputs in ((0, top, height), (1, left, width)):
+        window_block = _dft_window(shape[axis], fft_size, start - camera_shape[axis] // 2, outputs, device)
         phase = (TWO_PI / fft_size) * torch.arange(shape[axis], dtype=torch.float32, device=device) * shift[axis]
-        matrices.append(window * torch.polar(torch.ones_like(phase), phase))
+        matrices.append(window_block * torch.polar(torch.ones_like(phase), phase))
     return matrices[0], matrices[1]
 
 
 def fourier_window(field: torch.Tensor, fft_size: int, camera_shape: tuple[int, int],
-                   shift_px: torch.Tensor | Sequence[float] = (0.0, 0.0)) -> torch.Tensor:
-    """The field on the camera (… × camera rows × cols, complex): the Fourier lens of a field after the last
-    panel (… × rows × cols), as A·E·Bᵀ (`lens_matrices`)."""
-    a, b = lens_matrices(tuple(field.shape[-2:]), fft_size, camera_shape, shift_px, field.device)
+                   shift_px: torch.Tensor | Sequence[float] = (0.0, 0.0),
+                   window: Window | None = None) -> torch.Tensor:
+    """The field on the camera (… × camera rows × cols, complex, or the ``window``'s shape): the Fourier lens of a
+    field after the last panel (… × rows × cols), as A·E·Bᵀ (`lens_matrices`)."""
+    a, b = lens_matrices(tuple(field.shape[-2:]), fft_size, camera_shape, shift_px, field.device, window)
     return torch.matmul(a, field.to(torch.complex64)) @ b.T
 
 
@@ -266,8 +292,8 @@ class FourierWorkspace:
 
     A batch is processed ``chunk`` frames at a time, so that the field's two real planes, its half transform and
     the camera window stay in cache between the steps, and nothing is allocated per frame. The lens matrices
-    (`lens_matrices`, with the zero order's constant term) are kept while the geometry, the shift, the zero order
-    and the beam stay the same.
+    (`lens_matrices`, with the zero order's constant term) are kept while the geometry (the camera's read-out
+    window included), the shift, the zero order and the beam stay the same.
     """
 
     def __init__(self, chunk: int = 64):
@@ -277,13 +303,15 @@ class FourierWorkspace:
         self._buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def lens(self, beam: torch.Tensor, zero_order: Scalar, fft_size: int, camera_shape: tuple[int, int],
-             shift_px: torch.Tensor | Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(1 − z)·A, the real form of B (`_real_form`) and z·A·beam·Bᵀ, for this bench."""
+             shift_px: torch.Tensor | Sequence[float],
+             window: Window | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(1 − z)·A, the real form of B (`_real_form`) and z·A·beam·Bᵀ, for this bench (and camera window)."""
         shift = tuple(float(s) for s in torch.as_tensor(shift_px).reshape(-1))
-        key = (tuple(beam.shape), beam.data_ptr(), beam._version, fft_size, tuple(camera_shape), shift,
+        window = full_window(camera_shape, window)
+        key = (tuple(beam.shape), beam.data_ptr(), beam._version, fft_size, tuple(camera_shape), window, shift,
                float(zero_order))
         if key != self._key or self._lens is None:
-            a, b = lens_matrices(tuple(beam.shape), fft_size, camera_shape, shift)
+            a, b = lens_matrices(tuple(beam.shape), fft_size, camera_shape, shift, window=window)
             z = float(zero_order)
             self._lens = ((1 - z) * a, _real_form(b), z * (a @ beam.to(torch.complex64) @ b.T))
             self._key, self._buffers = key, None
@@ -291,15 +319,17 @@ class FourierWorkspace:
 
     def intensity(self, phase_rad: torch.Tensor, beam: torch.Tensor, zero_order: Scalar, fft_size: int,
                   camera_shape: tuple[int, int], shift_px: torch.Tensor | Sequence[float],
-                  realise: Callable[[torch.Tensor, slice], torch.Tensor] | None = None) -> torch.Tensor:
-        """`camera_intensity` of one panel lit by a real beam: |(1 − z)·A·(beam·e^{iφ})·Bᵀ + z·A·beam·Bᵀ|².
+                  realise: Callable[[torch.Tensor, slice], torch.Tensor] | None = None,
+                  window: Window | None = None) -> torch.Tensor:
+        """`camera_intensity` of one panel lit by a real beam: |(1 − z)·A·(beam·e^{iφ})·Bᵀ + z·A·beam·Bᵀ|², over
+        the camera or its ``window``.
 
         With ``realise``, ``phase_rad`` are drives and ``realise(drives[frames], frames)`` gives the realised phase
         of each chunk of frames (a slice), so that the SLM's own steps run in cache too.
         """
-        scaled_a, real_b, constant = self.lens(beam, zero_order, fft_size, camera_shape, shift_px)
+        scaled_a, real_b, constant = self.lens(beam, zero_order, fft_size, camera_shape, shift_px, window)
         frames, rows, cols = phase_rad.shape
-        cam_rows, cam_cols = camera_shape
+        cam_rows, cam_cols = constant.shape
         if self._buffers is None or len(self._buffers[0]) < self.chunk:
             self._buffers = (torch.empty(self.chunk, rows, 2 * cols), torch.empty(self.chunk, rows, 2 * cam_cols),
                              torch.empty(self.chunk, cam_rows, cam_cols, dtype=torch.complex64))
@@ -327,9 +357,10 @@ class FourierWorkspace:
 def camera_intensity(phase_rad: torch.Tensor, *, beam: torch.Tensor, zero_order: Scalar, fft_size: int,
                      camera_shape: tuple[int, int], shift_px: torch.Tensor | Sequence[float] = (0.0, 0.0),
                      planes: int = 1, transfer: torch.Tensor | None = None,
-                     workspace: FourierWorkspace | None = None) -> torch.Tensor:
+                     workspace: FourierWorkspace | None = None, window: Window | None = None) -> torch.Tensor:
     """Intensity on the camera (N × camera rows × cols, fractions of the SLM power) for realised SLM phases
-    (N × rows × cols, rad).
+    (N × rows × cols, rad); with a ``window`` (top, left, height, width), only that crop of it (N × height ×
+    width), computed alone.
 
     ``beam`` is the panel's input amplitude (`beam_amplitude`); with ``planes`` > 1 the SLM columns are split
     into that many panels, joined by ``transfer`` (`angular_spectrum`). The Fourier lens is the pruned transform
@@ -344,9 +375,9 @@ def camera_intensity(phase_rad: torch.Tensor, *, beam: torch.Tensor, zero_order:
     width = cols // planes
     one_panel = planes == 1 and not beam.is_complex()
     if workspace is not None and one_panel:
-        return workspace.intensity(phase_rad, beam, zero_order, fft_size, camera_shape, shift_px)
+        return workspace.intensity(phase_rad, beam, zero_order, fft_size, camera_shape, shift_px, window=window)
     with torch.no_grad() if workspace is not None else contextlib.nullcontext():
-        a, b = lens_matrices((rows, width), fft_size, camera_shape, shift_px, phase_rad.device)
+        a, b = lens_matrices((rows, width), fft_size, camera_shape, shift_px, phase_rad.device, window)
         if one_panel:
             return _power(_phase_window(phase_rad, beam, zero_order, a, b))
         if planes == 1:

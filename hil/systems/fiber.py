@@ -24,6 +24,10 @@ step α ∈ {0, π/2, π, 3π/2} against the reference macro-pixels, giving conj
 |r_i|² and the dark level come from the reference alone at two exposures, the modulated macro-pixels showing a
 grating that couples no light; where |r_i|² is within twice its noise the row is damped (Tikhonov). The physics
 model's nominal T and offsets are these measurements.
+
+Area of interest. R and the working exposure are measured on the full frame; every other capture (the reference,
+the phase stepping, `forward`) reads only ``window``, the bounding box of the regions, through the camera's AOI
+(see `hil.systems.optical.SLMCameraSystem`); the regions are restricted to it, so y is the same.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from hil.errors import ConfigError, DeviceError
 from hil.physics.fiber import fiber_intensity, macro_amplitudes
 from hil.physics.optics import TWO_PI, beam_amplitude, wrap_drive
 from hil.systems.base import PhysicsModel
-from hil.systems.optical import SLMCameraSystem, block_source, encode, region_matrix
+from hil.systems.optical import SLMCameraSystem, block_source, encode, region_matrix, region_window, window_pixels
 
 PHASE_STEPS = (0.0, math.pi / 2, math.pi, 3 * math.pi / 2)
 
@@ -87,9 +91,12 @@ class FiberSystem(SLMCameraSystem):
             raise ConfigError(f"n_in + n_params = {self.n_modulated} leave no reference macro-pixel out of "
                               f"{self.n_macro}; use fewer or a smaller block", field="n_params")
         self.block, self.x_phase_rad, self.waist_px = block, float(x_phase_rad), waist_px
-        self.regions = region_matrix(camera_shape, grid_corners(camera_shape, n_out, roi_px), roi_px)  # type: ignore[arg-type]
-        self.region_pixels = (self.regions.sum(1) > 0).nonzero().squeeze(1)
-        self.region_weights = self.regions[self.region_pixels]  # region pixels × n_out
+        regions = region_matrix(camera_shape, grid_corners(camera_shape, n_out, roi_px), roi_px)  # type: ignore[arg-type]
+        self.region_pixels = (regions.sum(1) > 0).nonzero().squeeze(1)  # in the whole camera's frame
+        self.region_weights = regions[self.region_pixels]  # region pixels × n_out
+        self.window = region_window(regions, camera_shape)  # type: ignore[arg-type]
+        self.regions = window_pixels(regions, camera_shape, self.window)  # type: ignore[arg-type]
+        self.window_region_pixels = (self.regions.sum(1) > 0).nonzero().squeeze(1)  # in the window's frames
         self.n_pixels = camera_shape[0] * camera_shape[1]
         self.reference_repeats = reference_repeats
         rows, cols = shape
@@ -134,7 +141,7 @@ class FiberSystem(SLMCameraSystem):
         """Measure R, set the working exposure and measure the transmission matrix (see module)."""
         reference_s, exposure, _ = self.working_point(first_exposure_s=1e-3, probe_factor=1)
         scale = self._scale(exposure)
-        pixels = self.region_pixels
+        pixels = self.window_region_pixels
 
         # the reference alone (|r_i|², in y units per pixel), its standard error, and the dark intercept
         reference_rate, intercept, error = self.signal_rate(self._grating_off(), exposure, self.reference_repeats)

@@ -21,7 +21,13 @@ the camera intensity of the pattern, I_blank that of a blank SLM and g the per-p
 `calibrate` (run at the first `forward` if not called): finds the exposure at which a blank SLM's brightest
 pixel sits near half of full scale, measures R there and at half that exposure (the difference cancels the
 camera's dark offset; the intercept gives the dark level per pixel), then sets the working exposure so that the
-brightest pixel over a fixed set of probe patterns sits near half of full scale.
+brightest pixel over a fixed set of probe patterns sits near half of full scale. These steps read the full frame.
+
+Area of interest. Every other capture reads only ``window``, the bounding box of the regions of interest, through
+the camera's AOI (`hil.instruments.Camera.set_roi`), which raises a camera's frame rate and spares a simulator the
+pixels nobody uses; the region matrices are restricted to the window, so y is the same. A camera that refuses the
+AOI (`DeviceError`) is read in full frames, cropped in software. The physics model computes the window alone too
+(and the whole camera only for the blank SLM's total).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from hil.errors import ConfigError, DeviceError
 from hil.instruments import Camera, Instrument, SpatialLightModulator
 from hil.physics.optics import (
     TWO_PI,
+    Window,
     angular_spectrum,
     beam_amplitude,
     camera_intensity,
@@ -107,6 +114,21 @@ def region_matrix(camera_shape: tuple[int, int], corners: list[tuple[int, int]],
     return matrix.reshape(rows * cols, len(corners))
 
 
+def region_window(regions: torch.Tensor, camera_shape: tuple[int, int]) -> Window:
+    """The bounding box (top, left, height, width) of the pixels a region matrix (pixels × regions) uses."""
+    used = torch.nonzero(regions.reshape(*camera_shape, -1).ne(0).any(-1))
+    (top, left), (bottom, right) = used.min(0).values.tolist(), used.max(0).values.tolist()
+    return top, left, bottom - top + 1, right - left + 1
+
+
+def window_pixels(values: torch.Tensor, camera_shape: tuple[int, int], window: Window) -> torch.Tensor:
+    """The rows of ``values`` (camera pixels × …, row-major) inside ``window``, in the window's row-major order."""
+    rows, cols = camera_shape
+    top, left, height, width = window
+    grid = values.reshape(rows, cols, *values.shape[1:])[top:top + height, left:left + width]
+    return grid.reshape(height * width, *values.shape[1:])
+
+
 def ring_corners(camera_shape: tuple[int, int], n_out: int, size: int, radius_px: float) -> list[tuple[int, int]]:
     """Top-left corners of ``n_out`` squares of ``size`` px centred on a ring around the camera's centre pixel."""
     centre_row, centre_col = camera_shape[0] // 2, camera_shape[1] // 2
@@ -131,10 +153,16 @@ def probe_inputs(n_in: int, n_params: int, x_bounds: tuple[float, float], theta_
 class SLMCameraSystem(PhysicalSystem):
     """Common machinery of systems made of an SLM and a camera: sequence capture, exposure search, signal rate.
 
-    Works through the `SpatialLightModulator` and `Camera` capabilities only.
+    Works through the `SpatialLightModulator` and `Camera` capabilities only. Captures read ``window`` (set by
+    subclasses: the bounding box of their regions of interest) through the camera's AOI, or the full frame where
+    asked; a camera that refuses the AOI is read in full frames, cropped here (``camera_aoi`` becomes False).
     """
 
     theta_periodic = True  # θ are SLM phases
+    #: The camera pixels the system reads, (top, left, height, width); None: the full frame.
+    window: Window | None = None
+    #: Whether the camera's AOI does the windowing (False after it refused it).
+    camera_aoi: bool = True
 
     roles: ClassVar[dict[str, type[Instrument]]] = {"slm": SpatialLightModulator, "camera": Camera}
 
@@ -150,10 +178,12 @@ class SLMCameraSystem(PhysicalSystem):
     def full_scale_dn(self) -> float:
         return float(2**self.camera.bit_depth - 1)
 
-    def capture(self, phases: torch.Tensor, exposure_s: float | None = None) -> torch.Tensor:
+    def capture(self, phases: torch.Tensor, exposure_s: float | None = None, full_frame: bool = False) -> torch.Tensor:
         """Show ``phases`` (N × rows × cols) as sequences of at most ``max_batch`` patterns and capture one frame
-        each (external trigger): N × camera pixels, DN (float32)."""
+        each (external trigger): N × pixels of ``window`` (row-major), or of the whole camera with ``full_frame``;
+        DN (float32)."""
         camera = self.camera
+        crop = self._read_out(None if full_frame else self.window)
         if exposure_s is not None and camera.exposure_s != exposure_s:
             camera.set_exposure(exposure_s)
         if camera.trigger != "external":
@@ -162,17 +192,39 @@ class SLMCameraSystem(PhysicalSystem):
         for chunk in phases.split(self.max_batch):
             self.slm.show_sequence(chunk)
             images = camera.capture(len(chunk)).images
-            captured.append(torch.as_tensor(images if isinstance(images, torch.Tensor) else np.asarray(images),
-                                            dtype=torch.float32).reshape(len(chunk), -1))
+            frames = torch.as_tensor(images if isinstance(images, torch.Tensor) else np.asarray(images),
+                                     dtype=torch.float32)
+            if crop is not None:
+                top, left, height, width = crop
+                frames = frames[:, top:top + height, left:left + width]
+            captured.append(frames.reshape(len(chunk), -1))
         return captured[0] if len(captured) == 1 else torch.cat(captured)
 
-    def find_exposure(self, phases: torch.Tensor, start_s: float, target: float = 0.5) -> float:
-        """The exposure (s) at which the brightest pixel over ``phases`` sits near ``target`` × full scale."""
+    def _read_out(self, window: Window | None) -> Window | None:
+        """Set the camera's AOI to ``window`` (None: the full frame). Returns the crop left to do on the frames:
+        the window if the camera has refused the AOI (it then reads full frames), else None."""
+        camera = self.camera
+        if window is not None and self.camera_aoi:
+            if camera.roi is None or tuple(camera.roi) != tuple(window):
+                try:
+                    camera.set_roi(*window)
+                except DeviceError:
+                    self.camera_aoi = False
+            if self.camera_aoi:
+                return None
+        if camera.roi is not None:
+            camera.set_roi(None)
+        return window
+
+    def find_exposure(self, phases: torch.Tensor, start_s: float, target: float = 0.5,
+                      full_frame: bool = False) -> float:
+        """The exposure (s) at which the brightest pixel over ``phases`` (in ``window``, or in the full frame)
+        sits near ``target`` × full scale."""
         limit = self.camera.limits["exposure_s"]
         exposure = min(max(start_s, limit.min), limit.max)
         top = self.full_scale_dn
         for _ in range(12):
-            peak = float(self.capture(phases, exposure).max())
+            peak = float(self.capture(phases, exposure, full_frame).max())
             if peak >= 0.98 * top:
                 proposal = exposure / 8
             else:
@@ -187,14 +239,14 @@ class SLMCameraSystem(PhysicalSystem):
             exposure = proposal
         return exposure
 
-    def signal_rate(self, phases: torch.Tensor, exposure_s: float,
-                    repeats: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def signal_rate(self, phases: torch.Tensor, exposure_s: float, repeats: int,
+                    full_frame: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-pixel signal rate (DN/s), dark intercept (DN) and the rate's standard error (DN/s) of one pattern
-        (rows × cols), from ``repeats`` frames at ``exposure_s`` and at half of it: the difference cancels the
-        camera's dark offset."""
+        (rows × cols), over ``window`` (or the full frame), from ``repeats`` frames at ``exposure_s`` and at half
+        of it: the difference cancels the camera's dark offset."""
         sequence = phases.expand(repeats, *phases.shape)
-        high = self.capture(sequence, exposure_s)
-        low = self.capture(sequence, exposure_s / 2)
+        high = self.capture(sequence, exposure_s, full_frame)
+        low = self.capture(sequence, exposure_s / 2, full_frame)
         spread = (high.var(0) + low.var(0)) / repeats if repeats > 1 else torch.zeros(high.shape[1])
         high, low = high.mean(0), low.mean(0)
         return (high - low) / (exposure_s / 2), 2 * low - high, spread.sqrt() / (exposure_s / 2)
@@ -202,18 +254,19 @@ class SLMCameraSystem(PhysicalSystem):
     def working_point(self, first_exposure_s: float, probe_factor: float) -> tuple[float, float, torch.Tensor]:
         """Measure the blank SLM's total signal rate R (DN/s, kept as ``reference_rate_dn_s``) at an exposure
         found from ``first_exposure_s``, then set the working exposure on seeded probe patterns, searched from
-        ``probe_factor`` × that exposure. Returns (reference exposure s, working exposure s, dark level per
-        pixel in DN)."""
+        ``probe_factor`` × that exposure. Everything here reads the full frame (R is the whole camera's rate).
+        Returns (reference exposure s, working exposure s, dark level per camera pixel in DN)."""
         blank = torch.zeros(1, *self.slm.shape)
-        reference_s = self.find_exposure(blank, start_s=max(self.camera.limits["exposure_s"].min, first_exposure_s))
-        rate, intercept, _ = self.signal_rate(blank[0], reference_s, self.reference_repeats)
+        reference_s = self.find_exposure(blank, start_s=max(self.camera.limits["exposure_s"].min, first_exposure_s),
+                                         full_frame=True)
+        rate, intercept, _ = self.signal_rate(blank[0], reference_s, self.reference_repeats, full_frame=True)
         self.reference_rate_dn_s = float(rate.sum())
         if self.reference_rate_dn_s <= 0:
             raise DeviceError(f"system {self.name!r}: the camera's signal does not grow with exposure; is the "
                               "laser on?")
         x, theta = probe_inputs(self.n_in, self.n_params, self.x_bounds, self.theta_bounds)
         probes = torch.cat([self.patterns(x[i:i + 1], theta[i]) for i in range(len(x))])
-        exposure = self.find_exposure(probes, start_s=reference_s * probe_factor)
+        exposure = self.find_exposure(probes, start_s=reference_s * probe_factor, full_frame=True)
         self.camera.set_exposure(exposure)
         return reference_s, exposure, intercept
 
@@ -250,8 +303,11 @@ class OpticalSystem(SLMCameraSystem):
         if max(camera_shape) > fft_size:
             raise ConfigError(f"camera {camera_shape} is larger than the Fourier plane ({fft_size} samples)",
                               field="fft_size")
-        self.regions = region_matrix(camera_shape, ring_corners(camera_shape, n_out, roi_px, roi_radius_px),  # type: ignore[arg-type]
-                                     roi_px)
+        regions = region_matrix(camera_shape, ring_corners(camera_shape, n_out, roi_px, roi_radius_px),  # type: ignore[arg-type]
+                                roi_px)
+        self.camera_shape: tuple[int, int] = camera_shape  # type: ignore[assignment]
+        self.window = region_window(regions, self.camera_shape)
+        self.regions = window_pixels(regions, self.camera_shape, self.window)  # window pixels × n_out
         self.output_scale = (fft_size / block) ** 2
         self.reference_repeats = reference_repeats
         self.reference_rate_dn_s: float | None = None
@@ -281,7 +337,7 @@ class OpticalSystem(SLMCameraSystem):
         dark offsets measured by `calibrate` (zero before it)."""
         offset = torch.zeros(self.n_out)
         if self.dark_dn is not None and self.reference_rate_dn_s is not None and self.camera.exposure_s:
-            offset = self.output_scale * (self.dark_dn.reshape(1, -1) @ self.regions)[0] \
+            offset = self.output_scale * (self._in_window(self.dark_dn) @ self.regions) \
                 / (self.camera.exposure_s * self.reference_rate_dn_s)
         transfer = None
         if self.planes > 1:
@@ -289,9 +345,13 @@ class OpticalSystem(SLMCameraSystem):
             transfer = angular_spectrum((self.slm.shape[0], width), self.slm_pitch_m, self.wavelength_m,
                                         self.plane_distance_m)
         return OpticalModel(source=self.source, x_phase_rad=self.x_phase_rad, levels=2**self.slm.bit_depth,
-                            regions=self.regions,
-                            camera_shape=tuple(self.camera.shape), fft_size=self.fft_size, waist_px=self.waist_px,
+                            regions=self.regions, window=self.window,
+                            camera_shape=self.camera_shape, fft_size=self.fft_size, waist_px=self.waist_px,
                             planes=self.planes, transfer=transfer, output_scale=self.output_scale, offset=offset)
+
+    def _in_window(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-pixel values of the whole camera (rows × cols, or flat) restricted to ``window`` (flat)."""
+        return window_pixels(values.reshape(-1), self.camera_shape, self.window)  # type: ignore[arg-type]
 
     def hidden_calibration(self, world: Any) -> dict[str, Any]:
         """The world's hidden values in the model's terms, at the present exposure (needs `calibrate`)."""
@@ -304,7 +364,7 @@ class OpticalSystem(SLMCameraSystem):
             model.load_hidden({"shift_px": hidden["shift_px"], "pixel_gain": hidden["pixel_gain"]})
             blank_total = float(model.blank_total())
         dark = hidden["dark_dn"] + hidden["dark_rate_dn_per_s"] * exposure
-        offset = self.output_scale * (dark.reshape(1, -1) @ self.regions)[0] / (exposure * self.reference_rate_dn_s)
+        offset = self.output_scale * (self._in_window(dark) @ self.regions) / (exposure * self.reference_rate_dn_s)
         return {
             "lut_gain": hidden["lut_gain"], "lut_bow_rad": hidden["lut_bow_rad"],
             "crosstalk_var_px2": hidden["crosstalk_var_px2"], "zero_order": hidden["zero_order"],
@@ -317,14 +377,16 @@ class OpticalModel(PhysicsModel):
     """The optical system's noiseless physics (`hil.physics.optics`) with the bench's calibration as parameters:
     ``lut_gain``, ``lut_bow_rad`` (rad), ``crosstalk_var_px2`` (variance of the crosstalk blur, SLM px²),
     ``zero_order``, ``shift_px`` (camera px, dy and dx), ``pixel_gain`` (per camera pixel), ``scale`` and ``offset``
-    (per output)."""
+    (per output). ``regions`` (pixels × outputs) cover the camera ``window`` (None: the whole camera), the only
+    pixels `forward` computes."""
 
     def __init__(self, *, source: torch.Tensor, x_phase_rad: float, levels: int, regions: torch.Tensor,
                  camera_shape: tuple[int, int], fft_size: int, waist_px: float | None, planes: int,
-                 transfer: torch.Tensor | None, output_scale: float, offset: torch.Tensor):
+                 transfer: torch.Tensor | None, output_scale: float, offset: torch.Tensor,
+                 window: Window | None = None):
         super().__init__()
         self.x_phase_rad, self.levels, self.camera_shape, self.fft_size = x_phase_rad, levels, camera_shape, fft_size
-        self.planes, self.output_scale = planes, output_scale
+        self.planes, self.output_scale, self.window = planes, output_scale, window
         self.register_buffer("source", source)
         self.register_buffer("regions", regions)
         rows, cols = source.shape
@@ -339,21 +401,26 @@ class OpticalModel(PhysicsModel):
         self.scale = nn.Parameter(torch.tensor(1.0))
         self.offset = nn.Parameter(offset.clone().to(torch.float32))
 
-    def intensity(self, drive_rad: torch.Tensor) -> torch.Tensor:
-        """Camera intensity (batch × camera rows × cols) for SLM drives (batch × rows × cols, rad)."""
+    def intensity(self, drive_rad: torch.Tensor, window: Window | None = None) -> torch.Tensor:
+        """Camera intensity (batch × camera rows × cols, or the ``window``'s) for SLM drives (batch × rows × cols,
+        rad)."""
         phase = slm_phase(drive_rad, gain=self.lut_gain, bow_rad=self.lut_bow_rad,
                           crosstalk_var_px2=self.crosstalk_var_px2)
         return camera_intensity(phase, beam=self.beam, zero_order=self.zero_order, fft_size=self.fft_size,
                                 camera_shape=self.camera_shape, shift_px=self.shift_px, planes=self.planes,
-                                transfer=self.transfer)
+                                transfer=self.transfer, window=window)
 
     def blank_total(self) -> torch.Tensor:
-        """Σ over the camera of g·I for a blank SLM: the model's counterpart of the measured rate R."""
+        """Σ over the whole camera of g·I for a blank SLM: the model's counterpart of the measured rate R."""
         blank = torch.zeros(1, *self.source.shape)
         return (self.intensity(blank)[0] * self.pixel_gain).sum()
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         phases = encode(x, theta, self.source, self.x_phase_rad)
-        intensity = self.intensity(wrap_drive(phases, self.levels)) * self.pixel_gain
+        gain = self.pixel_gain
+        if self.window is not None:
+            top, left, height, width = self.window
+            gain = gain[top:top + height, left:left + width]
+        intensity = self.intensity(wrap_drive(phases, self.levels), self.window) * gain
         means = intensity.reshape(len(x), -1) @ self.regions
         return self.scale * self.output_scale * means / self.blank_total() + self.offset

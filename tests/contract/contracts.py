@@ -148,6 +148,31 @@ class CameraContract(InstrumentContract):
         with pytest.raises(LimitError):
             instrument.set_exposure(instrument.limits["exposure_s"].max * 10)
 
+    def test_aoi_capture_has_the_aoi_shape_and_full_frame_returns(self, instrument: Camera) -> None:
+        """A camera reads out its area of interest, or refuses AOIs cleanly and stays on the full frame."""
+        instrument.set_exposure(instrument.limits["exposure_s"].min * 10)
+        rows, cols = instrument.shape
+        aoi = (1, 2, max(1, rows // 2), max(1, cols // 3))
+        try:
+            instrument.set_roi(*aoi)
+        except DeviceError:
+            assert instrument.roi is None
+        else:
+            assert instrument.roi == aoi and instrument.frame_shape == aoi[2:]
+            assert tuple(instrument.capture(2).images.shape) == (2, *aoi[2:])
+            assert json.loads(json.dumps(instrument.snapshot()))["roi"] == list(aoi)
+        instrument.set_roi(None)
+        assert instrument.roi is None and instrument.frame_shape == tuple(instrument.shape)
+        assert tuple(instrument.capture(1).images.shape[1:]) == tuple(instrument.shape)
+
+    def test_aoi_off_the_sensor_or_empty_is_refused(self, instrument: Camera) -> None:
+        rows, cols = instrument.shape
+        for bad in [(0, 0, rows + 1, cols), (rows - 1, 0, 2, 1), (0, cols - 2, 1, 3), (-1, 0, 1, 1), (0, 0, 0, 1),
+                    (0, 0, 1, -1), (0.5, 0, 1, 1), (0, 0, 1, None)]:
+            with pytest.raises(LimitError, match=instrument.name):
+                instrument.set_roi(*bad)
+        assert instrument.roi is None and instrument.frame_shape == tuple(instrument.shape)
+
 
 class CrossbarArrayContract(InstrumentContract):
     def test_program_then_read_a_batch(self, instrument: CrossbarArray) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hil.errors import ConfigError, DeviceError
+from hil.instruments import Camera
 from hil.lab import Lab
 from hil.physics.fiber import macro_amplitudes, macro_pixel_field
 from hil.physics.optics import TWO_PI
@@ -16,6 +17,15 @@ from simulators.fiber import MultimodeFiber
 from simulators.optical import SimulatedCamera, SimulatedSLM, ou_path
 
 QUIET = {"slow": {"power_wander": 0.0, "mode_drift_rad": 0.0}}
+#: The SLM's and camera's construction non-idealities at realistic magnitudes (for noiseless but non-ideal benches).
+CONSTRUCTION = {"lut_gain_error": 0.03, "lut_bow_rad": 0.15, "crosstalk_px": 0.5, "zero_order": 0.06,
+                "prnu": 0.006, "dsnu_e": 1.5, "black_level_dn": 10.0, "mode_dependent_loss_db": 3.0}
+
+
+class NoAoiCamera(SimulatedCamera):
+    """A camera without area-of-interest readout (the capability's default hook)."""
+
+    _set_roi_hw = Camera._set_roi_hw
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -27,9 +37,10 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def bench(preset: str = "realistic", seed: int = 0, **config):
+def bench(preset: str = "realistic", seed: int = 0, camera_class: type[SimulatedCamera] = SimulatedCamera,
+          **config):
     world = MultimodeFiber(preset=preset, seed=seed, config=config)
-    return world, SimulatedSLM(world, name="slm").connect(), SimulatedCamera(world, name="camera").connect()
+    return world, SimulatedSLM(world, name="slm").connect(), camera_class(world, name="camera").connect()
 
 
 def inputs(count: int, n_in: int = 16, n_params: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,6 +117,54 @@ def test_ideal_world_equals_the_measured_physics_model() -> None:
         model = system.physics_model()(x, theta)
     torch.testing.assert_close(y, model, rtol=1e-4, atol=1e-5 * float(y.abs().max()))
     assert 0.2 < float(y.mean()) < 5  # order-1 outputs
+
+
+def test_chunked_render_equals_the_whole_batch_steps() -> None:
+    """The fiber renders the SLM's steps chunk by chunk; the numbers are those of the whole-batch steps, flicker
+    and drift included."""
+    world = MultimodeFiber(preset="ideal", seed=5, config={"construction": CONSTRUCTION, "shot": {"flicker_rad": 0.1},
+                                                           "slow": {"mode_drift_rad": 0.3}})
+    drives = world.program(TWO_PI * torch.rand(150, 64, 64, generator=torch.Generator().manual_seed(2)))
+    times = torch.arange(150, dtype=torch.float64)
+    rng, drift = world.rng.get_state(), (world.mode_phase.value.clone(), world.mode_phase.time_s)
+    chunked = world.render(drives, 1e-3, times)
+    world.rng.set_state(rng)
+    world.mode_phase.value, world.mode_phase.time_s = drift
+    whole = world.expose(world.propagate(world.realised_phase(drives), times), 1e-3, times)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5 * float(whole.max()))
+    assert float(whole.std(0).max()) > 0  # the frames differ
+
+
+def test_an_aoi_frame_is_the_crop_of_the_full_frame() -> None:
+    """Noiseless but with the construction non-idealities (per-pixel gain and dark offset included) and a
+    drifting fiber (the same virtual times in both captures)."""
+    patterns = TWO_PI * torch.rand(5, 64, 64, generator=torch.Generator().manual_seed(1))
+    captured = []
+    for aoi in (None, (7, 30, 40, 21)):
+        _, slm, camera = bench("ideal", seed=3, construction=CONSTRUCTION, slow={"mode_drift_rad": 0.3})
+        camera.set_exposure(5e-3)
+        camera.set_trigger("external")
+        if aoi is not None:
+            camera.set_roi(*aoi)
+        slm.show_sequence(patterns)
+        captured.append(camera.capture(5).images)
+    full, part = captured
+    assert part.shape == (5, 40, 21)
+    torch.testing.assert_close(part, full[:, 7:47, 30:51], rtol=0, atol=1e-5 * float(full.max()))
+
+
+def test_the_system_reads_the_bounding_box_of_its_regions_with_or_without_camera_aoi() -> None:
+    outputs = []
+    for camera_class in (SimulatedCamera, NoAoiCamera):
+        _, slm, camera = bench("ideal", seed=6, camera_class=camera_class, construction=CONSTRUCTION)
+        system = FiberSystem({"slm": slm, "camera": camera})
+        system.calibrate()
+        outputs.append(system.forward(*inputs(16)))
+        assert system.camera_aoi is (camera_class is SimulatedCamera)
+        assert camera.roi == (system.window if system.camera_aoi else None)
+    assert system.window == (9, 9, 46, 46)  # the 3 × 3 grid of 4-px regions
+    assert int((system.regions > 0).sum()) == len(system.region_pixels) == 8 * 16
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-6, atol=1e-7)
 
 
 def test_oracle_matches_the_noise_averaged_bench_far_better_than_the_measured_model() -> None:

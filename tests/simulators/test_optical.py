@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hil.errors import ConfigError, DeviceError, LimitError
+from hil.instruments import Camera
 from hil.lab import Lab
 from hil.physics.optics import (
     TWO_PI,
@@ -20,7 +21,7 @@ from hil.physics.optics import (
     lens_ramp,
     slm_phase,
 )
-from hil.systems.optical import OpticalSystem
+from hil.systems.optical import OpticalSystem, region_matrix, ring_corners
 from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM, ou_path, poisson_small
 
 K = 0.383  # the realistic camera's DN per electron
@@ -35,9 +36,27 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def bench(preset: str = "realistic", seed: int = 0, **config):
+#: Every construction non-ideality at its realistic magnitude (for noiseless but non-ideal benches).
+CONSTRUCTION = {"lut_gain_error": 0.03, "lut_bow_rad": 0.15, "crosstalk_px": 0.5, "zero_order": 0.06,
+                "misalignment_px": 0.3, "prnu": 0.006, "dsnu_e": 1.5, "black_level_dn": 10.0}
+AOI = (18, 20, 29, 25)  # top, left, height, width
+
+
+class NoAoiCamera(SimulatedCamera):
+    """A camera without area-of-interest readout (the capability's default hook)."""
+
+    _set_roi_hw = Camera._set_roi_hw
+
+
+def bench(preset: str = "realistic", seed: int = 0, camera_class: type[SimulatedCamera] = SimulatedCamera,
+          **config):
     world = OpticalTable(preset=preset, seed=seed, config=config)
-    return world, SimulatedSLM(world, name="slm").connect(), SimulatedCamera(world, name="camera").connect()
+    return world, SimulatedSLM(world, name="slm").connect(), camera_class(world, name="camera").connect()
+
+
+def crop(images: torch.Tensor, window: tuple[int, int, int, int] = AOI) -> torch.Tensor:
+    top, left, height, width = window
+    return images[..., top:top + height, left:left + width]
 
 
 def blocks(count: int, seed: int = 0, size: int = 8) -> torch.Tensor:
@@ -125,6 +144,34 @@ def test_camera_intensity_equals_the_padded_fft_with_and_without_workspace(plane
     for intensity in (camera_intensity(phases, **common), camera_intensity(phases, **common, workspace=workspace),
                       camera_intensity(phases, **common, workspace=workspace)):
         torch.testing.assert_close(intensity.double(), reference, rtol=0, atol=2e-6 * float(reference.max()))
+
+
+def test_lens_of_a_window_is_the_rows_and_columns_of_the_whole_cameras() -> None:
+    cases = [((64, 64), 256, (64, 64), AOI), ((17, 9), 40, (40, 3), (0, 1, 40, 2))]
+    for shape, fft_size, camera_shape, window in cases:
+        a, b = lens_matrices(shape, fft_size, camera_shape, (0.3, -1.2))
+        part_a, part_b = lens_matrices(shape, fft_size, camera_shape, (0.3, -1.2), window=window)
+        top, left, height, width = window
+        assert torch.equal(part_a, a[top:top + height]) and torch.equal(part_b, b[left:left + width])
+    for window in [(60, 0, 5, 5), (0, 0, 0, 5), (-1, 0, 2, 2)]:
+        with pytest.raises(ValueError, match="off the 64×64 camera"):
+            lens_matrices((64, 64), 256, (64, 64), window=window)
+
+
+@pytest.mark.parametrize("planes", [1, 2])
+def test_camera_intensity_of_a_window_is_the_crop_of_the_whole_camera(planes: int) -> None:
+    width = 64 // planes
+    common = {"beam": beam_amplitude((64, width), 25.0), "zero_order": 0.07, "fft_size": 256,
+              "camera_shape": (64, 64), "shift_px": torch.tensor((0.45, -0.3)), "planes": planes,
+              "transfer": angular_spectrum((64, width), 8e-6, 532e-9, 5e-3) if planes > 1 else None}
+    phases = TWO_PI * torch.rand(40, 64, 64, generator=torch.Generator().manual_seed(planes))
+    whole = camera_intensity(phases, **common)
+    workspace = FourierWorkspace(chunk=16)
+    for window in [AOI, (0, 0, 64, 64), (63, 0, 1, 64), (5, 40, 30, 1)]:
+        for intensity in (camera_intensity(phases, **common, window=window),
+                          camera_intensity(phases, **common, window=window, workspace=workspace)):
+            assert intensity.shape == (40, *window[2:])
+            torch.testing.assert_close(intensity, crop(whole, window), rtol=0, atol=1e-6 * float(whole.max()))
 
 
 def test_chunked_render_equals_the_whole_batch_steps() -> None:
@@ -236,6 +283,61 @@ def test_dark_frames_show_black_level_dsnu_dark_current_and_read_noise() -> None
     assert math.sqrt(spatial) == pytest.approx(K * 1.5, rel=0.06)  # DSNU
     ideal = frames(*bench("ideal", seed=6, optics={"power_w": 1e-30})[1:], torch.zeros(4, 64, 64), exposure_s=1.0)
     assert float(ideal.abs().max()) < 1e-12
+
+
+# -- area of interest -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("planes", [1, 2])
+def test_an_aoi_frame_is_the_crop_of_the_full_frame(planes: int) -> None:
+    """Noiseless but with every construction non-ideality (per-pixel gain and dark offset included)."""
+    _, slm, camera = bench("ideal", seed=5, construction=CONSTRUCTION, optics={"planes": planes})
+    patterns = blocks(6)
+    full = frames(slm, camera, patterns)
+    camera.set_roi(*AOI)
+    part = frames(slm, camera, patterns)
+    assert part.shape == (6, *AOI[2:])
+    torch.testing.assert_close(part, crop(full), rtol=0, atol=1e-5 * float(full.max()))
+    camera.set_roi(None)
+    torch.testing.assert_close(frames(slm, camera, patterns), full, rtol=0, atol=1e-5 * float(full.max()))
+
+
+@pytest.mark.statistical
+def test_an_aoi_frame_has_the_noise_of_the_full_frame_cropped() -> None:
+    """Realistic camera noise (shot, read, rounding; no flicker or wander, which are common to all pixels of a
+    frame): per pixel, the same mean and variance."""
+    _, slm, camera = bench(seed=8, shot={"flicker_rad": 0.0}, slow={"power_wander": 0.0})
+    camera.set_exposure(2e-3)
+    slm.show(blocks(1)[0])
+    full = crop(camera.capture(400).images).reshape(400, -1)
+    camera.set_roi(*AOI)
+    part = camera.capture(400).images.reshape(400, -1)
+    assert not torch.equal(part, full)
+    z = (part.mean(0) - full.mean(0)) / ((part.var(0) + full.var(0)) / 400).sqrt()
+    assert float(z.mean()) == pytest.approx(0.0, abs=0.15) and float(z.std()) == pytest.approx(1.0, abs=0.1)
+    lit = full.mean(0) > 30
+    assert int(lit.sum()) > 100
+    ratio = part.var(0)[lit] / full.var(0)[lit]
+    assert float(ratio.log().mean()) == pytest.approx(0.0, abs=0.03)
+
+
+def test_a_camera_must_return_frames_of_its_aoi() -> None:
+    class Ignoring(SimulatedCamera):
+        def _capture_hw(self, n_frames: int):  # takes the AOI but reads full frames
+            roi, self.roi = self.roi, None
+            try:
+                return super()._capture_hw(n_frames)
+            finally:
+                self.roi = roi
+
+    _, _, camera = bench("ideal", camera_class=Ignoring)
+    camera.set_exposure(1e-3)
+    camera.set_roi(*AOI)
+    with pytest.raises(DeviceError, match=r"frames of \(64, 64\) px, expected \(29, 25\)"):
+        camera.capture(1)
+    _, _, plain = bench("ideal", camera_class=NoAoiCamera)
+    with pytest.raises(DeviceError, match="AOI not supported"):
+        plain.set_roi(*AOI)
+    plain.set_roi(None)
+    assert plain.roi is None
 
 
 # -- programming ------------------------------------------------------------------------------------------------
@@ -422,6 +524,30 @@ def test_ideal_world_equals_the_physics_model(planes: int) -> None:
         model = system.physics_model()(x, theta)
     torch.testing.assert_close(y, model, rtol=1e-4, atol=1e-5 * float(y.abs().max()))
     assert 0.05 < float(y.mean()) < 5  # order-1 outputs
+
+
+def test_the_system_reads_the_bounding_box_of_its_regions_with_or_without_camera_aoi() -> None:
+    outputs = []
+    for camera_class in (SimulatedCamera, NoAoiCamera):
+        _, slm, camera = bench("ideal", seed=12, camera_class=camera_class, construction=CONSTRUCTION)
+        system = OpticalSystem({"slm": slm, "camera": camera})
+        x, theta = inputs(16)
+        outputs.append(system.forward(x, theta))
+        assert system.camera_aoi is (camera_class is SimulatedCamera)
+        assert camera.roi == (system.window if system.camera_aoi else None)
+        with torch.no_grad():
+            model = system.physics_model()
+            windowed = model(x, theta)
+            model.window = None  # the same model over the whole camera
+            model.regions = region_matrix((64, 64), ring_corners((64, 64), 10, 5, 12.0), 5)
+            torch.testing.assert_close(model(x, theta), windowed, rtol=1e-5, atol=1e-6)
+    regions = region_matrix((64, 64), ring_corners((64, 64), 10, 5, 12.0), 5).reshape(64, 64, 10).sum(-1) > 0
+    top, left, height, width = system.window
+    assert int(regions.sum()) == int(crop(regions, system.window).sum()) == int((system.regions > 0).sum())
+    for edge in (regions[top], regions[top + height - 1], regions[:, left], regions[:, left + width - 1]):
+        assert bool(edge.any())  # the window is the tightest box
+    assert height * width < 0.25 * 64 * 64
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-6, atol=1e-7)
 
 
 def test_oracle_matches_the_noise_averaged_bench_far_better_than_the_nominal_model() -> None:
