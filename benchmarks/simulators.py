@@ -5,9 +5,10 @@ For every system of the default lab (all simulated), with the given presets, in 
 - samples per second of ``system.forward`` with a full batch (``min(max_batch, --batch)`` rows), and one row
   per call; their ratio is what batching buys (goal: ≥ 20×);
 - for the optical system, the ratio of its batched throughput to that of the raw ``torch.fft.fft2`` of the
-  same batch of padded fields (batch × fft_size²); for the crossbar, to that of the raw matmul of the same
-  shapes (batch × rows @ rows × cols), and to that of the kernels a noisy read needs at the least (the matmul,
-  the read noise's variance matmul and one Gaussian draw per column). Goal: ≥ 0.5.
+  same batch of padded fields (batch × fft_size²), and to that of the two complex matmuls of the pruned lens
+  that the simulator computes instead (A·E·Bᵀ over the camera window it reads); for the crossbar, to that of
+  the raw matmul of the same shapes (batch × rows @ rows × cols), and to that of the kernels a noisy read needs
+  at the least (the matmul, the read noise's variance matmul and one Gaussian draw per column). Goal: ≥ 0.5.
 
 Every figure is the median of ``--repeats`` timings, the system and its raw kernel timed alternately, so the
 ratios are measured under the same load. θ is held fixed (a crossbar is programmed once, before timing).
@@ -43,13 +44,19 @@ def seconds(call: Callable[[], object]) -> float:
 def raw_kernels(system, batch: int) -> dict[str, Callable[[], object]]:
     """The torch kernels the system's simulator is built on, at the same sizes (none for the other systems).
 
-    Optical: the FFT of the zero-padded fields. Crossbar: the matmul; and, separately, the kernels a noisy read
-    cannot do without: the matmul, the variance matmul of the read noise and one Gaussian draw per column.
+    Optical: the FFT of the zero-padded fields, and the pruned lens it is computed as (`hil.physics.optics`):
+    the two complex matmuls A·E·Bᵀ of the fields with the DFT rows of the camera window read out. Crossbar: the
+    matmul; and, separately, the kernels a noisy read cannot do without: the matmul, the variance matmul of the
+    read noise and one Gaussian draw per column.
     """
     if system.kind == "optical":
         size = system.fft_size
-        fields = torch.randn(batch, size, size, dtype=torch.complex64)
-        return {"fft2": lambda: torch.fft.fft2(fields)}
+        padded = torch.randn(batch, size, size, dtype=torch.complex64)
+        fields = torch.randn(batch, *system.slm.shape, dtype=torch.complex64)
+        _, _, height, width = system.window or (0, 0, *system.camera.shape)
+        a = torch.randn(height, system.slm.shape[0], dtype=torch.complex64)
+        b = torch.randn(width, system.slm.shape[1], dtype=torch.complex64)
+        return {"fft2": lambda: torch.fft.fft2(padded), "lens matmuls": lambda: torch.matmul(a, fields) @ b.T}
     if system.kind == "crossbar":
         rows, cols = system.crossbar.shape
         inputs, weights = torch.randn(batch, rows), torch.randn(rows, cols)
