@@ -1,5 +1,7 @@
-"""Shared fixtures: emulator servers on 127.0.0.1 and pseudo-terminals, stopped after each test."""
+"""Shared fixtures: emulator servers on 127.0.0.1 and pseudo-terminals, stopped after each test; every test must
+leave Ctrl-C's handler as it found it."""
 
+import signal
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -35,3 +37,14 @@ def pty_server() -> Iterator[Callable[..., PtyServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def sigint_handler_restored() -> Iterator[None]:
+    """Fail the test that leaves a SIGINT handler of its own behind (later tests' Ctrl-C would be swallowed)."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        pytest.fail(f"the test left SIGINT handled by {after!r}")

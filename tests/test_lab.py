@@ -2,6 +2,7 @@
 
 import signal
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,21 +57,29 @@ def test_an_exception_in_the_block_leaves_every_instrument_safe() -> None:
     assert awg.channels[1].output_on is False and awg.channels[1].offset_emf_v == 0.0
 
 
-def test_ctrl_c_in_the_block_leaves_every_instrument_safe() -> None:
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """Python's own Ctrl-C handler, as in a terminal (a shell starts background jobs with SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_in_the_block_leaves_every_instrument_safe(ctrl_c_raises: None) -> None:
     lab = Lab.load(REPO / "lab.yaml")
     with pytest.raises(KeyboardInterrupt), lab:
         smu = emulators(lab)["Keithley2450Emulator"]
         lab["smu"].configure("voltage", compliance=0.001)
         lab["smu"].set_output(True)
         lab["smu"].set_level(2.0)
-        signal.raise_signal(signal.SIGINT)  # to this thread, handled at once
+        signal.raise_signal(signal.SIGINT)
     assert smu.output is False and smu.level["VOLT"] == 0.0
 
 
 def test_second_ctrl_c_is_held_until_clean_up_is_done() -> None:
     finished = []
     with pytest.raises(KeyboardInterrupt), _sigint_held():
-        signal.raise_signal(signal.SIGINT)  # to this thread, handled at once
+        signal.raise_signal(signal.SIGINT)
         finished.append("clean-up ran to the end")
     assert finished == ["clean-up ran to the end"]
 
