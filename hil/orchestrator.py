@@ -117,11 +117,15 @@ class Run:
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def _bench_state(self) -> dict[str, Any]:
-        simulated = {name: i for name, i in self.lab.instruments.items() if hasattr(i, "world")}
+        """The state of what the run drives: its system, the system's simulated instruments and their worlds. The
+        rest of the lab is left as opening it left it, which a resumed run's lab repeats."""
+        used = [i for i in self.system.instruments.values() if hasattr(i, "world")]
+        instruments = {name: i for name, i in self.lab.instruments.items() if any(i is u for u in used)}
+        worlds = {name: w for name, w in self.lab.worlds.items() if any(i.world is w for i in used)}
         return {
-            "worlds": {name: state_io.capture(world) for name, world in self.lab.worlds.items()},
-            "instruments": {name: state_io.capture(i) for name, i in simulated.items()},
-            "systems": {name: state_io.capture(s) for name, s in self.lab.systems.items()},
+            "worlds": {name: state_io.capture(world) for name, world in worlds.items()},
+            "instruments": {name: state_io.capture(i) for name, i in instruments.items()},
+            "systems": {self.protocol.system: state_io.capture(self.system)},
         }
 
     def _restore_bench(self, saved: dict[str, Any]) -> None:
