@@ -72,8 +72,11 @@ def lut_phase(drive_rad: torch.Tensor, gain: Scalar, bow_rad: Scalar) -> torch.T
     """The phase (rad) the liquid crystal gives for a drive d (rad): gain·d + bow·4u(1 − u), u = d/2π.
 
     ``gain`` and ``bow_rad`` broadcast against the drive (e.g. a per-frame bow of shape N × 1 × 1). Written
-    as d·((gain + c) − c·d/2π) with c = 4·bow/2π: two passes over the pattern.
+    as d·((gain + c) − c·d/2π) with c = 4·bow/2π: two passes over the pattern. Plain numbers 1 and 0 (an exact
+    LUT) return the drive itself (no work); tensors are always applied (learnable).
     """
+    if not isinstance(gain, torch.Tensor) and not isinstance(bow_rad, torch.Tensor) and gain == 1 and bow_rad == 0:
+        return drive_rad
     c = torch.as_tensor(bow_rad, dtype=torch.float32) * (4 / TWO_PI)
     slope = torch.as_tensor(gain, dtype=torch.float32) + c
     return torch.addcmul(slope, c / TWO_PI, drive_rad, value=-1) * drive_rad
