@@ -220,7 +220,9 @@ class Camera(Instrument):
 
     ``set_roi(top, left, height, width)`` reads out only that area of interest (AOI, sensor pixels; the "ROI" or
     "AOI" of scientific cameras, which raises their frame rate); frames then have its shape (`frame_shape`).
-    ``set_roi(None)`` restores the full frame. A camera that cannot do it raises `DeviceError` for a window.
+    ``set_roi(None)`` restores the full frame. A camera that cannot do it raises `DeviceError` for a window. A
+    driver leaves ``roi`` matching the camera at connect (reading the camera's AOI, or setting the full frame):
+    cameras keep their AOI between sessions, and `capture` refuses frames of another shape.
     """
 
     capability = "camera"

@@ -117,15 +117,18 @@ class Run:
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def _bench_state(self) -> dict[str, Any]:
-        """The state of what the run drives: its system, the system's simulated instruments and their worlds. The
-        rest of the lab is left as opening it left it, which a resumed run's lab repeats."""
-        used = [i for i in self.system.instruments.values() if hasattr(i, "world")]
-        instruments = {name: i for name, i in self.lab.instruments.items() if any(i is u for u in used)}
-        worlds = {name: w for name, w in self.lab.worlds.items() if any(i.world is w for i in used)}
+        """The state of what the run drives: its systems (the protocol's and those of its physical layers), their
+        simulated instruments and the worlds of those. Nothing else in the lab is called during a run, so it stays
+        as opening the lab left it, which a resumed run's lab repeats."""
+        systems = [self.system, *(layer.system for layer in physical_layers(self.model))]
+        used = [i for system in systems for i in system.instruments.values() if hasattr(i, "world")]
         return {
-            "worlds": {name: state_io.capture(world) for name, world in worlds.items()},
-            "instruments": {name: state_io.capture(i) for name, i in instruments.items()},
-            "systems": {self.protocol.system: state_io.capture(self.system)},
+            "worlds": {name: state_io.capture(w) for name, w in self.lab.worlds.items()
+                       if any(i.world is w for i in used)},
+            "instruments": {name: state_io.capture(i) for name, i in self.lab.instruments.items()
+                            if any(i is u for u in used)},
+            "systems": {name: state_io.capture(s) for name, s in self.lab.systems.items()
+                        if any(s is u for u in systems)},
         }
 
     def _restore_bench(self, saved: dict[str, Any]) -> None:

@@ -28,23 +28,29 @@ BLOCK_DATATYPES = "bBhHiIlLqQfd"
 
 
 class TrafficLog:
-    """Appends one line per transfer to a text file: ``time  resource  >|<  bytes``; flushed as written."""
+    """Appends one line per transfer to a text file: ``time  resource  >|<  bytes``; flushed as written. The file
+    (and its folder) is created at the first transfer, so validating a lab file writes nothing."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = self.path.open("a", encoding="utf-8")
+        self._file: IO[str] | None = None
         self._lock = threading.Lock()
 
     def record(self, resource: str, direction: str, data: bytes) -> None:
         """Write one line; ``direction`` is ``>`` for sent and ``<`` for received."""
         shown = data if len(data) <= 512 else data[:512] + f"... ({len(data)} bytes)".encode()
         with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a", encoding="utf-8")
             self._file.write(f"{time.time():.6f}  {resource}  {direction}  {shown!r}\n")
             self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
 class Transport(ABC):

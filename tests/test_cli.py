@@ -25,6 +25,16 @@ def test_check_accepts_the_default_lab(capsys: pytest.CaptureFixture[str]) -> No
     assert "OK" in capsys.readouterr().out
 
 
+def test_the_readmes_lab_example_is_valid_and_checking_it_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## The lab file", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)  # the example's traffic log is a relative path
+    Path("lab.yaml").write_text(example, encoding="utf-8")
+    assert main(["check", "lab.yaml"]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.yaml"]
+
+
 @pytest.mark.parametrize(("body", "needle"), [
     ("instruments:\n  awg: {driver: keysight_33500b, emulate: true, colour: blue}\n", ":2: instruments.awg.colour"),
     ("instruments:\n  awg:\n    driver: keysight_33500b\n    emulate: true\n    limits: {voltage_v: {max: 50}}\n",

@@ -162,3 +162,32 @@ def test_digital_layers_before_a_physical_layer_and_an_insilico_run(tmp_path: Pa
     evaluated = final(store)
     assert evaluated["device_accuracy"] > 0.3  # ten classes: chance is 0.1
     assert abs(evaluated["device_accuracy"] - evaluated["twin_accuracy"]) < 0.2
+
+
+def test_a_checkpoint_holds_every_system_the_model_drives(tmp_path: Path) -> None:
+    """A layer on a second system: its bench state is checkpointed too, so a restore replays its noise."""
+    import torch
+
+    from hil.lab import Lab
+    from hil.nn import physical_layers
+    from hil.orchestrator import Run
+    from hil.protocol import load_protocol
+
+    with Lab.load(REPO / "lab.yaml") as lab:
+        oscillator = lab.system("oscillator")
+        path = write_protocol(tmp_path, model={"layers": [
+            {"physical": {}}, {"linear": {"out_features": oscillator.n_in}},
+            {"physical": {"system": "oscillator"}}, {"linear": {"out_features": 10}}]})
+        protocol, document = load_protocol(path)
+        run = Run(protocol, lab, RunStore.create(tmp_path, "two-systems"), document, show_progress=False)
+        run.prepare()
+        saved = run._bench_state()
+        assert set(saved["systems"]) == {"crossbar", "oscillator"}
+        assert {"crossbar_chip", "oscillators"} <= set(saved["worlds"])
+        second = physical_layers(run.model)[1]
+        x = torch.rand(4, oscillator.n_in, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            first = second(x)
+            run._restore_bench(saved)
+            assert torch.equal(second(x), first)
+        run.store.close()
