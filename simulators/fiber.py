@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 
 from hil.config import Strict
 from hil.physics.fiber import fiber_transmission, macro_amplitudes, macro_pixel_field
+from hil.physics.optics import window_pixels
 from simulators.optical import (
     HARSH_SLM_CAMERA,
     IDEAL_SLM_CAMERA,
@@ -185,9 +186,9 @@ class MultimodeFiber(SLMCameraWorld):
             return self.speckle
         window = self.window
         if getattr(self, "_speckle_roi", None) != window:
-            (rows, cols), (top, left, height, width) = self.config.camera.shape, window
-            pixels = self.speckle.reshape(rows, cols, -1)[top:top + height, left:left + width]
-            self._speckle_window, self._speckle_roi = pixels.reshape(height * width, -1), window
+            shape = tuple(self.config.camera.shape)
+            self._speckle_window = window_pixels(self.speckle, shape, window)  # type: ignore[arg-type]
+            self._speckle_roi = window
         return self._speckle_window
 
     def transmission(self) -> torch.Tensor:

@@ -52,6 +52,7 @@ from hil.physics.optics import (
     angular_spectrum,
     beam_amplitude,
     camera_intensity,
+    crop,
     full_window,
     large_empty,
     slm_phase,
@@ -369,10 +370,7 @@ class SLMCameraWorld(World):
 
     def crop(self, maps: torch.Tensor) -> torch.Tensor:
         """The read-out window of per-pixel values (… × camera rows × cols)."""
-        if self.roi is None:
-            return maps
-        top, left, height, width = self.window
-        return maps[..., top:top + height, left:left + width]
+        return maps if self.roi is None else crop(maps, self.window)
 
     # -- the SLM ------------------------------------------------------------------------------------------------
     @property

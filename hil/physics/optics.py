@@ -202,6 +202,22 @@ def full_window(camera_shape: tuple[int, int], window: Window | None) -> Window:
     return top, left, height, width
 
 
+def crop(maps: torch.Tensor, window: Window | None) -> torch.Tensor:
+    """The ``window`` (top, left, height, width) of per-pixel maps (… × rows × cols); all of them for None."""
+    if window is None:
+        return maps
+    top, left, height, width = window
+    return maps[..., top:top + height, left:left + width]
+
+
+def window_pixels(values: torch.Tensor, camera_shape: tuple[int, int], window: Window) -> torch.Tensor:
+    """The rows of ``values`` (camera pixels × …, row-major) inside ``window``, in the window's row-major order."""
+    rows, cols = camera_shape
+    top, left, height, width = window
+    grid = values.reshape(rows, cols, *values.shape[1:])[top:top + height, left:left + width]
+    return grid.reshape(height * width, *values.shape[1:])
+
+
 @functools.lru_cache(maxsize=32)
 def _dft_window(n: int, fft_size: int, first: int, outputs: int, device: torch.device) -> torch.Tensor:
     """The block of the unitary DFT matrix of size ``fft_size`` that ``outputs`` consecutive camera pixels see of a

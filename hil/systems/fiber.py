@@ -42,7 +42,7 @@ from hil.errors import ConfigError, DeviceError
 from hil.physics.fiber import fiber_intensity, macro_amplitudes
 from hil.physics.optics import TWO_PI, beam_amplitude, wrap_drive
 from hil.systems.base import PhysicsModel
-from hil.systems.optical import SLMCameraSystem, block_source, encode, region_matrix, region_window, window_pixels
+from hil.systems.optical import SLMCameraSystem, block_source, encode, region_matrix
 
 PHASE_STEPS = (0.0, math.pi / 2, math.pi, 3 * math.pi / 2)
 
@@ -76,33 +76,25 @@ class FiberSystem(SLMCameraSystem):
     def __init__(self, instruments: dict[str, Any], *, name: str = "", n_in: int = 16, n_out: int = 8,
                  n_params: int = 16, block: int = 8, x_phase_rad: float = math.pi, roi_px: int = 4,
                  waist_px: float | None = 25.0, reference_repeats: int = 16, max_batch: int | None = None):
-        slm, camera = instruments.get("slm"), instruments.get("camera")
-        largest = min(getattr(slm, "max_sequence", 1), getattr(camera, "max_frames", 1))
-        super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_bounds=(0.0, 1.0),
-                         theta_bounds=(0.0, TWO_PI), max_batch=min(max_batch or largest, largest))
+        super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_phase_rad=x_phase_rad,
+                         reference_repeats=reference_repeats, max_batch=max_batch)
         shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)
-        if not 0 < x_phase_rad <= TWO_PI:
-            raise ConfigError(f"x_phase_rad {x_phase_rad:g} rad must be in (0, 2π]: x ∈ [0, 1] becomes a phase of "
-                              "the SLM's range", field="x_phase_rad")
         self.source = block_source(shape, block, 1, n_in, n_params)  # type: ignore[arg-type]
         self.n_macro = (shape[0] // block) * (shape[1] // block)
         self.n_modulated = n_in + n_params
         if self.n_modulated >= self.n_macro:
             raise ConfigError(f"n_in + n_params = {self.n_modulated} leave no reference macro-pixel out of "
                               f"{self.n_macro}; use fewer or a smaller block", field="n_params")
-        self.block, self.x_phase_rad, self.waist_px = block, float(x_phase_rad), waist_px
+        self.block, self.waist_px = block, waist_px
         regions = region_matrix(camera_shape, grid_corners(camera_shape, n_out, roi_px), roi_px)  # type: ignore[arg-type]
         self.region_pixels = (regions.sum(1) > 0).nonzero().squeeze(1)  # in the whole camera's frame
         self.region_weights = regions[self.region_pixels]  # region pixels × n_out
-        self.window = region_window(regions, camera_shape)  # type: ignore[arg-type]
-        self.regions = window_pixels(regions, camera_shape, self.window)  # type: ignore[arg-type]
+        self.read_regions(regions)
         self.window_region_pixels = (self.regions.sum(1) > 0).nonzero().squeeze(1)  # in the window's frames
         self.n_pixels = camera_shape[0] * camera_shape[1]
-        self.reference_repeats = reference_repeats
         rows, cols = shape
         blocks = torch.arange(self.n_macro).reshape(rows // block, cols // block)
         self.macro_index = blocks.repeat_interleave(block, 0).repeat_interleave(block, 1)
-        self.reference_rate_dn_s: float | None = None
         self.transmission: torch.Tensor | None = None
         self.offset: torch.Tensor | None = None
 

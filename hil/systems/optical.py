@@ -47,8 +47,10 @@ from hil.physics.optics import (
     angular_spectrum,
     beam_amplitude,
     camera_intensity,
+    crop,
     large_empty,
     slm_phase,
+    window_pixels,
     wrap_drive,
 )
 from hil.systems.base import PhysicalSystem, PhysicsModel
@@ -121,14 +123,6 @@ def region_window(regions: torch.Tensor, camera_shape: tuple[int, int]) -> Windo
     return top, left, bottom - top + 1, right - left + 1
 
 
-def window_pixels(values: torch.Tensor, camera_shape: tuple[int, int], window: Window) -> torch.Tensor:
-    """The rows of ``values`` (camera pixels × …, row-major) inside ``window``, in the window's row-major order."""
-    rows, cols = camera_shape
-    top, left, height, width = window
-    grid = values.reshape(rows, cols, *values.shape[1:])[top:top + height, left:left + width]
-    return grid.reshape(height * width, *values.shape[1:])
-
-
 def ring_corners(camera_shape: tuple[int, int], n_out: int, size: int, radius_px: float) -> list[tuple[int, int]]:
     """Top-left corners of ``n_out`` squares of ``size`` px centred on a ring around the camera's centre pixel."""
     centre_row, centre_col = camera_shape[0] // 2, camera_shape[1] // 2
@@ -166,6 +160,28 @@ class SLMCameraSystem(PhysicalSystem):
 
     roles: ClassVar[dict[str, type[Instrument]]] = {"slm": SpatialLightModulator, "camera": Camera}
 
+    def __init__(self, instruments: dict[str, Any], *, name: str, n_in: int, n_out: int, n_params: int,
+                 x_phase_rad: float, reference_repeats: int, max_batch: int | None):
+        """θ are phases in [0, 2π); x ∈ [0, 1] is shown as a phase up to ``x_phase_rad``; a device call is at most
+        the longest sequence both the SLM and the camera take."""
+        slm, camera = instruments.get("slm"), instruments.get("camera")
+        largest = min(getattr(slm, "max_sequence", 1), getattr(camera, "max_frames", 1))
+        super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_bounds=(0.0, 1.0),
+                         theta_bounds=(0.0, TWO_PI), max_batch=min(max_batch or largest, largest))
+        if not 0 < x_phase_rad <= TWO_PI:
+            raise ConfigError(f"x_phase_rad {x_phase_rad:g} rad must be in (0, 2π]: x ∈ [0, 1] becomes a phase of "
+                              "the SLM's range", field="x_phase_rad")
+        self.x_phase_rad = float(x_phase_rad)
+        self.reference_repeats = reference_repeats
+        self.reference_rate_dn_s: float | None = None
+
+    def read_regions(self, regions: torch.Tensor) -> None:
+        """Read ``regions`` (camera pixels × outputs): ``window`` becomes their bounding box and ``regions`` their
+        rows inside it (window pixels × outputs)."""
+        camera_shape = tuple(self.camera.shape)
+        self.window = region_window(regions, camera_shape)  # type: ignore[arg-type]
+        self.regions = window_pixels(regions, camera_shape, self.window)  # type: ignore[arg-type]
+
     @property
     def slm(self) -> SpatialLightModulator:
         return self.instruments["slm"]  # type: ignore[return-value]
@@ -183,7 +199,7 @@ class SLMCameraSystem(PhysicalSystem):
         each (external trigger): N × pixels of ``window`` (row-major), or of the whole camera with ``full_frame``;
         DN (float32)."""
         camera = self.camera
-        crop = self._read_out(None if full_frame else self.window)
+        left_to_crop = self._read_out(None if full_frame else self.window)
         if exposure_s is not None and camera.exposure_s != exposure_s:
             camera.set_exposure(exposure_s)
         if camera.trigger != "external":
@@ -194,10 +210,7 @@ class SLMCameraSystem(PhysicalSystem):
             images = camera.capture(len(chunk)).images
             frames = torch.as_tensor(images if isinstance(images, torch.Tensor) else np.asarray(images),
                                      dtype=torch.float32)
-            if crop is not None:
-                top, left, height, width = crop
-                frames = frames[:, top:top + height, left:left + width]
-            captured.append(frames.reshape(len(chunk), -1))
+            captured.append(crop(frames, left_to_crop).reshape(len(chunk), -1))
         return captured[0] if len(captured) == 1 else torch.cat(captured)
 
     def _read_out(self, window: Window | None) -> Window | None:
@@ -288,29 +301,20 @@ class OpticalSystem(SLMCameraSystem):
                  roi_px: int = 5, roi_radius_px: float = 12.0, fft_size: int = 256, waist_px: float | None = 25.0,
                  plane_distance_m: float = 5e-3, wavelength_m: float = 532e-9, slm_pitch_m: float = 8e-6,
                  reference_repeats: int = 16, max_batch: int | None = None):
-        slm, camera = instruments.get("slm"), instruments.get("camera")
-        largest = min(getattr(slm, "max_sequence", 1), getattr(camera, "max_frames", 1))
-        super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_bounds=(0.0, 1.0),
-                         theta_bounds=(0.0, TWO_PI), max_batch=min(max_batch or largest, largest))
+        super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_phase_rad=x_phase_rad,
+                         reference_repeats=reference_repeats, max_batch=max_batch)
         shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)
-        if not 0 < x_phase_rad <= TWO_PI:
-            raise ConfigError(f"x_phase_rad {x_phase_rad:g} rad must be in (0, 2π]: x ∈ [0, 1] becomes a phase of "
-                              "the SLM's range", field="x_phase_rad")
         self.source = block_source(shape, block, planes, n_in, n_params)  # type: ignore[arg-type]
-        self.block, self.planes, self.x_phase_rad = block, planes, float(x_phase_rad)
+        self.block, self.planes = block, planes
         self.fft_size, self.waist_px = fft_size, waist_px
         self.plane_distance_m, self.wavelength_m, self.slm_pitch_m = plane_distance_m, wavelength_m, slm_pitch_m
         if max(camera_shape) > fft_size:
             raise ConfigError(f"camera {camera_shape} is larger than the Fourier plane ({fft_size} samples)",
                               field="fft_size")
-        regions = region_matrix(camera_shape, ring_corners(camera_shape, n_out, roi_px, roi_radius_px),  # type: ignore[arg-type]
-                                roi_px)
         self.camera_shape: tuple[int, int] = camera_shape  # type: ignore[assignment]
-        self.window = region_window(regions, self.camera_shape)
-        self.regions = window_pixels(regions, self.camera_shape, self.window)  # window pixels × n_out
+        self.read_regions(region_matrix(camera_shape, ring_corners(camera_shape, n_out, roi_px, roi_radius_px),  # type: ignore[arg-type]
+                                        roi_px))
         self.output_scale = (fft_size / block) ** 2
-        self.reference_repeats = reference_repeats
-        self.reference_rate_dn_s: float | None = None
         self.dark_dn: torch.Tensor | None = None
 
     # -- the device ---------------------------------------------------------------------------------------------
@@ -417,10 +421,6 @@ class OpticalModel(PhysicsModel):
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         phases = encode(x, theta, self.source, self.x_phase_rad)
-        gain = self.pixel_gain
-        if self.window is not None:
-            top, left, height, width = self.window
-            gain = gain[top:top + height, left:left + width]
-        intensity = self.intensity(wrap_drive(phases, self.levels), self.window) * gain
+        intensity = self.intensity(wrap_drive(phases, self.levels), self.window) * crop(self.pixel_gain, self.window)
         means = intensity.reshape(len(x), -1) @ self.regions
         return self.scale * self.output_scale * means / self.blank_total() + self.offset
