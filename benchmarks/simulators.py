@@ -13,7 +13,8 @@ For every system of the default lab (all simulated), with the given presets, in 
 Every figure is the median of ``--repeats`` timings, the system and its raw kernel timed alternately, so the
 ratios are measured under the same load. θ is held fixed (a crossbar is programmed once, before timing).
 
-    .venv/bin/python benchmarks/simulators.py [--presets realistic ideal] [--repeats 7] [--threads N]
+    .venv/bin/python benchmarks/simulators.py [--presets realistic ideal] [--systems optical …] [--repeats 7]
+                                              [--threads N]
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def measure(system, batch: int, repeats: int, singles: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["realistic", "ideal"])
+    parser.add_argument("--systems", nargs="+", default=None, help="systems of lab.yaml (default: every simulated one)")
     parser.add_argument("--batch", type=int, default=1024, help="largest batch (capped by each system's max_batch)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--singles", type=int, default=20, help="one-row calls per timing")
@@ -116,7 +118,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     base = YamlDocument.read(ROOT / "lab.yaml").validate(LabConfig)
     simulated = [name for name, system in base.systems.items()
-                 if all(base.instruments[i].world for i in system.instruments.values())]
+                 if all(base.instruments[i].world for i in system.instruments.values())
+                 and (args.systems is None or name in args.systems)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     header = (f"{'system':18s} {'preset':10s} {'batch':>6s} {'batched/s':>11s} {'single/s':>10s} {'gain':>7s} "
               f"{'device s/call':>14s}   of the raw kernel's throughput")

@@ -82,7 +82,7 @@ class Limit:
         if isinstance(values, torch.Tensor):
             if values.numel() == 0:
                 return values
-            low, high = torch.aminmax(values.detach())  # NaN propagates, so it fails the fast test below
+            low, high = (float(v) for v in torch.aminmax(values.detach()))  # NaN propagates and fails this test
             if low >= self.min and high <= self.max:
                 return values
             bad = ~torch.isfinite(values) | (values < self.min) | (values > self.max)

@@ -198,8 +198,7 @@ def read_noise_q(programmed_s: torch.Tensor, g_max_s: float) -> torch.Tensor:
 class _ReadState:
     """What one read needs, in ADC units (currents divided by the ADC step): recomputed when G changes."""
 
-    effective: torch.Tensor  # rows × cols: G_eff · (DAC step / ADC step)
-    gain: torch.Tensor  # cols
+    weights: torch.Tensor  # rows × cols: G_eff · (DAC step / ADC step) · column gain
     offset: torch.Tensor  # cols
     noise_var: torch.Tensor | None  # rows × cols: read-noise variance per unit log-time factor, or None
     output_var: torch.Tensor  # cols
@@ -347,8 +346,8 @@ class MemristorCrossbar(World):
                 sigma = sigma * factor
             noise_var = (sigma * (scale * self.column_gain)).square()
         output_var = (config.shot.output_noise_a / adc * self.column_gain).square()
-        self._state = _ReadState(effective=effective * scale, gain=self.column_gain,
-                                 offset=self.column_offset_a / adc, noise_var=noise_var, output_var=output_var)
+        self._state = _ReadState(weights=effective * (scale * self.column_gain), offset=self.column_offset_a / adc,
+                                 noise_var=noise_var, output_var=output_var)
         self._cache_key = (self._generation, log_time)
         return self._state
 
@@ -374,7 +373,7 @@ class MemristorCrossbar(World):
         if converters.dac_bits is not None:
             top = 2 ** (converters.dac_bits - 1)
             codes = (voltages * (1 / self._dac_step())).round_().clamp_(-top, top - 1)
-        currents = column_currents(codes, state.effective, state.gain, state.offset)
+        currents = column_currents(codes, state.weights, None, state.offset)
         if state.noise_var is not None:
             variance = torch.addmm(state.output_var, codes * codes, state.noise_var,
                                    alpha=self._read_noise_factor(now))

@@ -328,6 +328,10 @@ def poisson_small(mean: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return counts
 
 
+#: Frames per chunk of `SLMCameraWorld.program` (64 frames of 64 × 64 float32: 1 MiB).
+PROGRAM_CHUNK = 64
+
+
 class SLMCameraWorld(World):
     """A bench where a camera sees, through some optics, what a phase-only SLM shows.
 
@@ -380,14 +384,23 @@ class SLMCameraWorld(World):
     def program(self, phases_rad: Any, out: torch.Tensor | None = None) -> torch.Tensor:
         """Drives (N × rows × cols) for commanded phases: rounded to the gray levels (programming) and wrapped into
         [0, 2π); without rounding, wrapped as the rounding would (`hil.physics.optics.wrap_drive`). ``out``: a
-        buffer of that shape to write the drives into when rounding."""
+        buffer of that shape to write the drives into. Computed `PROGRAM_CHUNK` frames at a time, so that the
+        temporaries are small and each pass runs in cache."""
         phases = torch.as_tensor(phases_rad, dtype=torch.float32)
-        if self.config.programming.quantise:
-            step = TWO_PI / self.levels
-            gray = torch.mul(phases, 1 / step, out=out).round_()
-            wraps = torch.mul(gray, 1 / self.levels, out=self._scratch("work", gray.shape)).floor_()
-            return gray.sub_(wraps, alpha=self.levels).mul_(step)
-        return wrap_drive(phases, self.levels)
+        drives = torch.empty_like(phases) if out is None else out
+        for start in range(0, len(phases), PROGRAM_CHUNK):
+            frames = slice(start, start + PROGRAM_CHUNK)
+            self._program_chunk(phases[frames], drives[frames])
+        return drives
+
+    def _program_chunk(self, phases: torch.Tensor, out: torch.Tensor) -> None:
+        if not self.config.programming.quantise:
+            wrap_drive(phases, self.levels, out=out)
+            return
+        step = TWO_PI / self.levels
+        gray = torch.mul(phases, 1 / step, out=out).round_()
+        wraps = torch.mul(gray, 1 / self.levels, out=self._scratch("work", gray.shape)).floor_()
+        gray.sub_(wraps, alpha=self.levels).mul_(step)
 
     def show(self, phase_rad: Any) -> None:
         """Display one pattern: it appears at the next refresh and then settles."""

@@ -89,18 +89,35 @@ def ir_drop_factor(conductance_s: Tensor, wire_resistance_ohm: Tensor | float) -
     return 1 - wire_resistance_ohm * (along_rows + along_cols)
 
 
-def column_currents(voltages_v: Tensor, effective_s: Tensor, gain: Tensor, offset_a: Tensor) -> Tensor:
+def column_currents(voltages_v: Tensor, effective_s: Tensor, gain: Tensor | None, offset_a: Tensor) -> Tensor:
     """Column currents (batch × cols, A) for row voltages (batch × rows, V), as read by the column amplifiers.
 
     ``effective_s`` is the array's effective conductance matrix (after IR drop); ``gain`` (cols) and
-    ``offset_a`` (cols, A) are each column's read-out gain and offset referred to its input current.
+    ``offset_a`` (cols, A) are each column's read-out gain and offset referred to its input current. ``gain``
+    None: already multiplied into ``effective_s`` (a simulator reading many times with one matrix).
     """
-    return torch.addmm(offset_a, voltages_v, effective_s * gain)
+    return torch.addmm(offset_a, voltages_v, effective_s if gain is None else effective_s * gain)
 
 
 def differential_output(currents_a: Tensor, n_out: int, full_scale_a: float) -> Tensor:
     """``y_j = (I_2j − I_2j+1) / full_scale`` (batch × n_out), with ``full_scale = V_read·(G_max − G_min)``.
 
-    One device pair at full weight driven at the full read voltage gives ``y = 1``, so ``y ≈ Wᵀx``.
+    One device pair at full weight driven at the full read voltage gives ``y = 1``, so ``y ≈ Wᵀx``. Computed as
+    one matmul with the pairing matrix (`pair_matrix`), which costs less than subtracting strided columns.
     """
-    return (currents_a[:, 0 : 2 * n_out : 2] - currents_a[:, 1 : 2 * n_out : 2]) * (1.0 / full_scale_a)
+    pairing = pair_matrix(currents_a.shape[-1], n_out, full_scale_a, currents_a.dtype, currents_a.device)
+    return currents_a @ pairing
+
+
+@functools.lru_cache(maxsize=16)
+def pair_matrix(cols: int, n_out: int, full_scale_a: float, dtype: torch.dtype = torch.float32,
+                device: torch.device | None = None) -> Tensor:
+    """The cols × n_out matrix of ``differential_output``: +1/full_scale at (2j, j), −1/full_scale at (2j + 1, j).
+
+    Cached; callers must not modify it.
+    """
+    matrix = torch.zeros(cols, n_out, dtype=dtype, device=device)
+    outputs = torch.arange(n_out, device=device)
+    matrix[2 * outputs, outputs] = 1 / full_scale_a
+    matrix[2 * outputs + 1, outputs] = -1 / full_scale_a
+    return matrix

@@ -13,6 +13,8 @@ differentiable in its tensor arguments and draws no random numbers.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from hil.physics.optics import Scalar, slm_phase
@@ -29,17 +31,24 @@ def macro_amplitudes(beam: torch.Tensor, block: int) -> torch.Tensor:
 def macro_pixel_field(phase_rad: torch.Tensor, block: int, amplitudes: torch.Tensor,
                       zero_order: Scalar = 0.0) -> torch.Tensor:
     """Macro-pixel amplitudes u (N × macro-pixels, complex) for realised SLM phases (N × rows × cols):
-    u_j = a_j·((1 − z)·mean_block(e^{iφ}) + z)."""
+    u_j = a_j·((1 − z)·mean_block(e^{iφ}) + z). The block means are two matmuls with averaging matrices
+    (`block_average`), several times faster here than a mean over strided block axes."""
     frames, rows, cols = phase_rad.shape
     if rows % block or cols % block:
         raise ValueError(f"a {rows}×{cols} SLM does not split into {block}×{block} macro-pixels")
-
-    def block_mean(values: torch.Tensor) -> torch.Tensor:
-        return values.reshape(frames, rows // block, block, cols // block, block).mean(dim=(2, 4)).reshape(frames, -1)
-
+    phasors = torch.stack([torch.cos(phase_rad), torch.sin(phase_rad)], dim=1)  # N × 2 × rows × cols
+    kind = (phase_rad.dtype, phase_rad.device)
+    means = block_average(rows, block, *kind) @ phasors @ block_average(cols, block, *kind).T
     z = torch.as_tensor(zero_order, dtype=torch.float32)
-    mean = torch.complex(block_mean(torch.cos(phase_rad)), block_mean(torch.sin(phase_rad)))
+    mean = torch.complex(means[:, 0].reshape(frames, -1), means[:, 1].reshape(frames, -1))
     return amplitudes * ((1 - z) * mean + z)
+
+
+@functools.lru_cache(maxsize=16)
+def block_average(n: int, block: int, dtype: torch.dtype = torch.float32,
+                  device: torch.device | None = None) -> torch.Tensor:
+    """The (n / block) × n matrix averaging each run of ``block`` consecutive entries. Cached: never modify it."""
+    return torch.eye(n // block, dtype=dtype, device=device).repeat_interleave(block, dim=1) / block
 
 
 def fiber_transmission(coupling: torch.Tensor, modes: torch.Tensor, speckle: torch.Tensor,

@@ -60,12 +60,14 @@ def beam_amplitude(shape: tuple[int, int], waist_px: float | None) -> torch.Tens
     return amplitude / amplitude.square().sum().sqrt()
 
 
-def wrap_drive(phase_rad: torch.Tensor, levels: int) -> torch.Tensor:
+def wrap_drive(phase_rad: torch.Tensor, levels: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """The drive (rad, in [−π/levels, 2π − π/levels)) an SLM of ``levels`` gray levels gives a commanded phase
     (rad): phases within half a gray level below a multiple of 2π round to its gray 0, as the device's rounding
-    does."""
+    does. ``out``: a tensor of the same shape to write it into (no gradients)."""
     half_step = math.pi / levels
-    return (phase_rad + half_step).remainder_(TWO_PI).sub_(half_step)  # one allocation, three passes
+    shifted = torch.add(phase_rad, half_step, out=out)
+    turns = torch.mul(shifted, 1 / TWO_PI).floor_()  # floor costs half what torch's remainder does
+    return shifted.sub_(turns, alpha=TWO_PI).sub_(half_step)
 
 
 def lut_phase(drive_rad: torch.Tensor, gain: Scalar, bow_rad: Scalar) -> torch.Tensor:
@@ -292,6 +294,17 @@ def _phase_window(phase_rad: torch.Tensor, beam: torch.Tensor, zero_order: Scala
     return torch.matmul(a * (1 - z), half) + z * constant
 
 
+def separable_factors(beam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(c, r) with beam = c·rᵀ (c: rows, r: cols) if the real beam is separable to float rounding, else None."""
+    if beam.is_complex():
+        return None
+    peak = int(beam.abs().argmax())
+    i, j = divmod(peak, beam.shape[1])
+    column, row = beam[:, j], beam[i, :] / beam[i, j]
+    outer = column[:, None] * row[None, :]
+    return (column, row) if torch.allclose(outer, beam, rtol=1e-5, atol=1e-6 * float(beam[i, j].abs())) else None
+
+
 def large_empty(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """An uninitialised tensor for a whole batch, its memory allocated by numpy.
 
@@ -312,19 +325,21 @@ class FourierWorkspace:
     A batch is processed ``chunk`` frames at a time, so that the field's two real planes, its half transform and
     the camera window stay in cache between the steps, and nothing is allocated per frame. The lens matrices
     (`lens_matrices`, with the zero order's constant term) are kept while the geometry (the camera's read-out
-    window included), the shift, the zero order and the beam stay the same.
+    window included), the shift, the zero order and the beam stay the same. A separable beam (Gaussian or flat),
+    A_beam = c·rᵀ, is folded into them, A·diag(c)·e^{iφ}·diag(r)·Bᵀ: one pass per frame less.
     """
 
     def __init__(self, chunk: int = 64):
         self.chunk = chunk
         self._key: tuple[object, ...] | None = None
-        self._lens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._lens: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool] | None = None
         self._buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def lens(self, beam: torch.Tensor, zero_order: Scalar, fft_size: int, camera_shape: tuple[int, int],
              shift_px: torch.Tensor | Sequence[float],
-             window: Window | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(1 − z)·A, the real form of B (`_real_form`) and z·A·beam·Bᵀ, for this bench (and camera window)."""
+             window: Window | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
+        """(1 − z)·A, the real form of B (`_real_form`), z·A·beam·Bᵀ (None when z = 0) and whether the beam is
+        folded into A and B, for this bench (and camera window)."""
         shift = tuple(float(s) for s in torch.as_tensor(shift_px).reshape(-1))
         window = full_window(camera_shape, window)
         key = (tuple(beam.shape), beam.data_ptr(), beam._version, fft_size, tuple(camera_shape), window, shift,
@@ -332,7 +347,11 @@ class FourierWorkspace:
         if key != self._key or self._lens is None:
             a, b = lens_matrices(tuple(beam.shape), fft_size, camera_shape, shift, window=window)
             z = float(zero_order)
-            self._lens = ((1 - z) * a, _real_form(b), z * (a @ beam.to(torch.complex64) @ b.T))
+            constant = z * (a @ beam.to(torch.complex64) @ b.T) if z else None
+            factors = separable_factors(beam)
+            if factors is not None:
+                a, b = a * factors[0], b * factors[1]
+            self._lens = ((1 - z) * a, _real_form(b), constant, factors is not None)
             self._key, self._buffers = key, None
         return self._lens
 
@@ -346,9 +365,10 @@ class FourierWorkspace:
         With ``realise``, ``phase_rad`` are drives and ``realise(drives[frames], frames)`` gives the realised phase
         of each chunk of frames (a slice), so that the SLM's own steps run in cache too.
         """
-        scaled_a, real_b, constant = self.lens(beam, zero_order, fft_size, camera_shape, shift_px, window)
+        scaled_a, real_b, constant, beam_folded = self.lens(beam, zero_order, fft_size, camera_shape, shift_px,
+                                                            window)
         frames, rows, cols = phase_rad.shape
-        cam_rows, cam_cols = constant.shape
+        cam_rows, cam_cols = scaled_a.shape[0], real_b.shape[1] // 2
         if self._buffers is None or len(self._buffers[0]) < self.chunk:
             self._buffers = (torch.empty(self.chunk, rows, 2 * cols), torch.empty(self.chunk, rows, 2 * cam_cols),
                              torch.empty(self.chunk, cam_rows, cam_cols, dtype=torch.complex64))
@@ -364,11 +384,14 @@ class FourierWorkspace:
                     phase = realise(phase, slice(start, stop))
                 torch.cos(phase, out=parts[..., :cols])
                 torch.sin(phase, out=parts[..., cols:])
-                parts.view(count, rows, 2, cols).mul_(spread_beam)
+                if not beam_folded:
+                    parts.view(count, rows, 2, cols).mul_(spread_beam)
                 half = torch.matmul(parts, real_b, out=half_buffer[:count])
                 window = torch.matmul(scaled_a, torch.view_as_complex(half.view(count, rows, cam_cols, 2)),
                                       out=window_buffer[:count])
-                squares = torch.view_as_real(window.add_(constant)).square_()
+                if constant is not None:
+                    window.add_(constant)
+                squares = torch.view_as_real(window).square_()
                 torch.add(squares[..., 0], squares[..., 1], out=intensity[start:stop])
         return intensity
 

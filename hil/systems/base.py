@@ -13,6 +13,7 @@ nominal values. Digital twins start from it; on a simulator, `oracle_model()` fi
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -98,19 +99,22 @@ class PhysicalSystem(ABC):
         """
         x = self._checked(x, (None, self.n_in), self.x_bounds, "x")
         theta = self._checked(theta, (self.n_params,), self.theta_bounds, "theta")
-        outputs = []
-        for chunk in x.split(self.max_batch):
-            started = self.clock.now()
-            y = self._run(chunk, theta)
-            self.device_time_s += self.clock.now() - started
-            self.calls += 1
-            if tuple(y.shape) != (len(chunk), self.n_out) or not torch.isfinite(y.sum()):
-                raise DeviceError(f"system {self.name!r}: device returned shape {tuple(y.shape)} or non-finite "
-                                  f"values; expected ({len(chunk)}, {self.n_out}) finite")
-            outputs.append(y)
-        return torch.cat(outputs)
+        if len(x) <= self.max_batch:
+            return self._call(x, theta)
+        return torch.cat([self._call(chunk, theta) for chunk in x.split(self.max_batch)])
 
     __call__ = forward
+
+    def _call(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """One device call (at most ``max_batch`` rows), its device time counted and its output checked."""
+        started = self.clock.now()
+        y = self._run(x, theta)
+        self.device_time_s += self.clock.now() - started
+        self.calls += 1
+        if tuple(y.shape) != (len(x), self.n_out) or not math.isfinite(float(y.sum())):
+            raise DeviceError(f"system {self.name!r}: device returned shape {tuple(y.shape)} or non-finite "
+                              f"values; expected ({len(x)}, {self.n_out}) finite")
+        return y
 
     def _checked(self, value: Any, shape: tuple[int | None, ...], bounds: tuple[float, float],
                  label: str) -> torch.Tensor:
@@ -121,7 +125,7 @@ class PhysicalSystem(ABC):
             raise LimitError(f"system {self.name!r}: {label} has shape {tuple(tensor.shape)}, expected {wanted}")
         if len(tensor) == 0:
             raise LimitError(f"system {self.name!r}: {label} is empty")
-        low, high = torch.aminmax(tensor)  # NaN propagates, so it fails the fast test below
+        low, high = (float(v) for v in torch.aminmax(tensor))  # NaN propagates and fails this fast test
         if low >= bounds[0] and high <= bounds[1]:
             return tensor
         bad = ~torch.isfinite(tensor) | (tensor < bounds[0]) | (tensor > bounds[1])
