@@ -77,6 +77,15 @@ def test_fiber_matrices_are_orthonormal_and_mode_dependent_loss_spans_the_config
     torch.testing.assert_close(ideal, torch.ones(64), atol=1e-4, rtol=0)
 
 
+def test_macro_pixels_average_the_phasors_of_their_blocks() -> None:
+    generator = torch.Generator().manual_seed(3)
+    phases = TWO_PI * torch.rand(5, 32, 48, generator=generator)
+    amplitudes = torch.rand(8 * 12, generator=generator)
+    blocks = torch.polar(torch.ones(()), phases).reshape(5, 8, 4, 12, 4).mean(dim=(2, 4)).reshape(5, -1)
+    expected = amplitudes * (0.9 * blocks + 0.1)
+    torch.testing.assert_close(macro_pixel_field(phases, 4, amplitudes, 0.1), expected, rtol=0, atol=1e-6)
+
+
 def test_a_grating_inside_a_macro_pixel_couples_no_light() -> None:
     beam = torch.rand(64, 64)
     grating = (TWO_PI * (torch.arange(64) % 4) / 4).expand(1, 64, 64)

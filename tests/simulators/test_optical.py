@@ -19,6 +19,7 @@ from hil.physics.optics import (
     fourier_window,
     lens_matrices,
     lens_ramp,
+    separable_factors,
     slm_phase,
 )
 from hil.systems.optical import OpticalSystem, region_matrix, ring_corners
@@ -144,6 +145,24 @@ def test_camera_intensity_equals_the_padded_fft_with_and_without_workspace(plane
     for intensity in (camera_intensity(phases, **common), camera_intensity(phases, **common, workspace=workspace),
                       camera_intensity(phases, **common, workspace=workspace)):
         torch.testing.assert_close(intensity.double(), reference, rtol=0, atol=2e-6 * float(reference.max()))
+
+
+def test_workspace_folds_a_separable_beam_into_the_lens_and_multiplies_any_other() -> None:
+    generator = torch.Generator().manual_seed(5)
+    gaussian, flat = beam_amplitude((64, 64), 25.0), beam_amplitude((64, 64), None)
+    uneven = gaussian * (1 + 0.2 * torch.rand(64, 64, generator=generator))
+    for beam in (gaussian, flat):
+        column, row = separable_factors(beam)
+        torch.testing.assert_close(column[:, None] * row, beam, rtol=1e-6, atol=0)
+    assert separable_factors(uneven) is None
+    phases = TWO_PI * torch.rand(20, 64, 64, generator=generator)
+    for beam in (gaussian, uneven):
+        for zero_order in (0.0, 0.07):
+            common = {"beam": beam, "zero_order": zero_order, "fft_size": 256, "camera_shape": (64, 64),
+                      "shift_px": torch.tensor((0.45, -0.3)), "window": AOI}
+            reference = camera_intensity(phases, **common)
+            folded = camera_intensity(phases, **common, workspace=FourierWorkspace(chunk=8))
+            torch.testing.assert_close(folded, reference, rtol=0, atol=1e-6 * float(reference.max()))
 
 
 def test_lens_of_a_window_is_the_rows_and_columns_of_the_whole_cameras() -> None:
