@@ -25,6 +25,22 @@ LIMIT_FIELDS = ("min", "max", "max_step", "ramp_rate")
 MAX_RAMP_STEPS = 10_000
 
 
+def first_outside(values: torch.Tensor, low: float, high: float) -> tuple[tuple[int, ...], float] | None:
+    """The index and value of the first element of ``values`` that is NaN, infinite or outside ``low..high``;
+    None if there is none. One min/max pass when every element is inside (NaN propagates and fails that test)."""
+    if values.numel() == 0:
+        return None
+    values = values.detach()
+    smallest, largest = (float(v) for v in torch.aminmax(values))
+    if smallest >= low and largest <= high:
+        return None
+    bad = ~torch.isfinite(values) | (values < low) | (values > high)
+    if not bool(bad.any()):
+        return None
+    index = tuple(int(i) for i in torch.nonzero(bad)[0])
+    return index, float(values[index])
+
+
 @dataclass(frozen=True)
 class Limit:
     """The allowed range of one quantity, e.g. ``Limit("V", -10, 10, max_step=0.5, ramp_rate=1.0)``.
@@ -80,15 +96,10 @@ class Limit:
         The error names the first offending index and its value.
         """
         if isinstance(values, torch.Tensor):
-            if values.numel() == 0:
-                return values
-            low, high = (float(v) for v in torch.aminmax(values.detach()))  # NaN propagates and fails this test
-            if low >= self.min and high <= self.max:
-                return values
-            bad = ~torch.isfinite(values) | (values < self.min) | (values > self.max)
-            if bool(bad.any()):
-                index = tuple(int(i) for i in torch.nonzero(bad)[0])
-                self.check(values[index].item(), f"{what}[{', '.join(map(str, index))}]")
+            found = first_outside(values, self.min, self.max)
+            if found is not None:
+                index, value = found
+                self.check(value, f"{what}[{', '.join(map(str, index))}]")
             return values
         array = np.asarray(values, dtype=float)
         if array.size == 0 or (array.min() >= self.min and array.max() <= self.max):

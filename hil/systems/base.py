@@ -24,6 +24,7 @@ from torch import nn
 from hil.clock import Clock, WallClock
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.instruments import Instrument
+from hil.limits import first_outside
 
 
 class PhysicsModel(nn.Module, ABC):
@@ -125,13 +126,10 @@ class PhysicalSystem(ABC):
             raise LimitError(f"system {self.name!r}: {label} has shape {tuple(tensor.shape)}, expected {wanted}")
         if len(tensor) == 0:
             raise LimitError(f"system {self.name!r}: {label} is empty")
-        low, high = (float(v) for v in torch.aminmax(tensor))  # NaN propagates and fails this fast test
-        if low >= bounds[0] and high <= bounds[1]:
-            return tensor
-        bad = ~torch.isfinite(tensor) | (tensor < bounds[0]) | (tensor > bounds[1])
-        if bool(bad.any()):
-            index = tuple(int(i) for i in torch.nonzero(bad)[0])
-            raise LimitError(f"system {self.name!r}: {label}{list(index)} = {tensor[index].item():g} is outside "
+        found = first_outside(tensor, *bounds)
+        if found is not None:
+            index, value = found
+            raise LimitError(f"system {self.name!r}: {label}{list(index)} = {value:g} is outside "
                              f"{bounds[0]:g}..{bounds[1]:g}")
         return tensor
 
