@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -25,6 +25,8 @@ from hil.clock import Clock, WallClock
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.instruments import Instrument
 from hil.limits import first_outside
+
+T = TypeVar("T")
 
 
 class PhysicsModel(nn.Module, ABC):
@@ -108,14 +110,20 @@ class PhysicalSystem(ABC):
 
     def _call(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """One device call (at most ``max_batch`` rows), its device time counted and its output checked."""
-        started = self.clock.now()
-        y = self._run(x, theta)
-        self.device_time_s += self.clock.now() - started
-        self.calls += 1
+        y = self._counted(self._run, x, theta)
         if tuple(y.shape) != (len(x), self.n_out) or not math.isfinite(float(y.sum())):
             raise DeviceError(f"system {self.name!r}: device returned shape {tuple(y.shape)} or non-finite "
                               f"values; expected ({len(x)}, {self.n_out}) finite")
         return y
+
+    def _counted(self, device_call: Callable[..., T], *args: Any) -> T:
+        """``device_call(*args)``, one device call: its device time is added to ``device_time_s``, and it is
+        counted in ``calls``."""
+        started = self.clock.now()
+        result = device_call(*args)
+        self.device_time_s += self.clock.now() - started
+        self.calls += 1
+        return result
 
     def _checked(self, value: Any, shape: tuple[int | None, ...], bounds: tuple[float, float],
                  label: str) -> torch.Tensor:

@@ -223,10 +223,7 @@ class ResistiveNetworkSystem(PhysicalSystem):
         outputs = []
         for x_chunk, target_chunk in zip(x.split(self.max_batch), targets.split(self.max_batch), strict=True):
             inputs = input_voltages(x_chunk, self.input_min_v, self.input_max_v)
-            started = self.clock.now()
-            free = self._measure(inputs, theta, target_chunk * self.output_scale_v, nudge_gate)
-            self.device_time_s += self.clock.now() - started
-            self.calls += 1
+            free = self._counted(self._measure, inputs, theta, target_chunk * self.output_scale_v, nudge_gate)
             outputs.append(physics.node_voltages(self.layout, inputs, free))
         return torch.cat(outputs)
 
