@@ -144,6 +144,12 @@ class Keithley2450(ScpiDriver, SourceMeter):
             return [f"{prefix}:RANG:AUTO ON"]
         return [f"{prefix}:RANG:AUTO OFF", f"{prefix}:RANG {_fmt(value)}"]
 
+    def _send_range(self, prefix: str, value: float | None, what: str) -> None:
+        """Fix the range of ``prefix`` (e.g. ``:SOUR:VOLT``) to ``value``, or auto for None, and check errors."""
+        for command in self._range_commands(prefix, value):
+            self.write(command)
+        self.check_errors(what)
+
     def _pick_range(self, value: float, function: str, what: str) -> float:
         """The smallest of the 2450's ranges for ``function`` (VOLT or CURR) that holds ``value``."""
         ranges, unit = _RANGES[function], _UNIT[function]
@@ -168,9 +174,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         if chosen is not None and self.level is not None and abs(self.level) > OVERRANGE * chosen:
             raise LimitError(f"{self.name}: the {chosen:g} {_UNIT[function]} source range cannot hold the "
                              f"present level {self.level:g} {_UNIT[function]}")
-        for command in self._range_commands(f":SOUR:{function}", chosen):
-            self.write(command)
-        self.check_errors("setting the source range")
+        self._send_range(f":SOUR:{function}", chosen, "setting the source range")
         self.source_range = chosen
         return chosen
 
@@ -186,9 +190,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         if chosen is not None and self.compliance is not None and self.compliance <= 1e-3 * chosen:
             raise LimitError(f"{self.name}: the compliance {self.compliance:g} {_UNIT[function]} must exceed "
                              f"0.1 % of the {chosen:g} {_UNIT[function]} measure range")
-        for command in self._range_commands(f":SENS:{function}", chosen):
-            self.write(command)
-        self.check_errors("setting the measure range")
+        self._send_range(f":SENS:{function}", chosen, "setting the measure range")
         self.measure_range = chosen
         return chosen
 
