@@ -14,7 +14,10 @@ Every figure is the median of ``--repeats`` timings, the system and its raw kern
 ratios are measured under the same load. θ is held fixed (a crossbar is programmed once, before timing).
 
     .venv/bin/python benchmarks/simulators.py [--presets realistic ideal] [--systems optical …] [--repeats 7]
-                                              [--threads N]
+                                              [--threads N] [--crossbar ROWS COLS]
+
+``--crossbar ROWS COLS`` resizes the simulated crossbar tile (default 64 × 64) and uses all of it (n_in = ROWS,
+n_out = COLS/2), to see how the read's fixed passes weigh against the matmul as the tile grows.
 """
 
 from __future__ import annotations
@@ -105,6 +108,15 @@ def measure(system, batch: int, repeats: int, singles: int) -> dict[str, float]:
     return figures
 
 
+def resize_crossbars(config: LabConfig, rows: int, cols: int) -> None:
+    """Make every crossbar system of ``config`` a ``rows × cols`` tile, all of it used (n_out = cols/2)."""
+    for system in config.systems.values():
+        if system.kind == "crossbar":
+            world = config.worlds[config.instruments[system.instruments["crossbar"]].world]
+            world.config.setdefault("geometry", {}).update(rows=rows, cols=cols)
+            system.settings.update(n_in=rows, n_out=cols // 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["realistic", "ideal"])
@@ -113,10 +125,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--singles", type=int, default=20, help="one-row calls per timing")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--crossbar", type=int, nargs=2, metavar=("ROWS", "COLS"), default=None,
+                        help="crossbar tile size (default: lab.yaml's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     base = YamlDocument.read(ROOT / "lab.yaml").validate(LabConfig)
+    if args.crossbar:
+        resize_crossbars(base, *args.crossbar)
     simulated = [name for name, system in base.systems.items()
                  if all(base.instruments[i].world for i in system.instruments.values())
                  and (args.systems is None or name in args.systems)]
