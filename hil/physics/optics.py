@@ -64,10 +64,9 @@ def wrap_drive(phase_rad: torch.Tensor, levels: int, out: torch.Tensor | None = 
     """The drive (rad, in [−π/levels, 2π − π/levels)) an SLM of ``levels`` gray levels gives a commanded phase
     (rad): phases within half a gray level below a multiple of 2π round to its gray 0, as the device's rounding
     does. ``out``: a tensor of the same shape to write it into (no gradients)."""
-    half_step = math.pi / levels
-    shifted = torch.add(phase_rad, half_step, out=out)
-    turns = torch.mul(shifted, 1 / TWO_PI).floor_()  # floor costs half what torch's remainder does
-    return shifted.sub_(turns, alpha=TWO_PI).sub_(half_step)
+    half_turn_step = 0.5 / levels  # half a gray level, in turns
+    turns = torch.mul(phase_rad, 1 / TWO_PI, out=out).add_(half_turn_step).floor_()  # half the cost of remainder
+    return torch.add(phase_rad, turns, alpha=-TWO_PI, out=out)
 
 
 def lut_phase(drive_rad: torch.Tensor, gain: Scalar, bow_rad: Scalar) -> torch.Tensor:
