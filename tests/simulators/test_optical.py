@@ -21,6 +21,7 @@ from hil.physics.optics import (
     lens_ramp,
     separable_factors,
     slm_phase,
+    wrap_drive,
 )
 from hil.systems.optical import OpticalSystem, region_matrix, ring_corners
 from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM, ou_path, poisson_small
@@ -371,6 +372,24 @@ def test_phases_are_rounded_to_the_gray_levels_only_when_quantising() -> None:
     assert torch.equal(OpticalTable().program(torch.full((1, 64, 64), TWO_PI)), torch.zeros(1, 64, 64))
     wrapped = torch.where(phases >= TWO_PI - math.pi / 256, phases - TWO_PI, phases)  # gray 256 is gray 0
     torch.testing.assert_close(OpticalTable(preset="ideal").program(phases), wrapped)
+
+
+def test_wrap_takes_any_phase_into_the_drive_range_by_whole_turns() -> None:
+    levels, half_step = 256, math.pi / 256
+    phases = (10 * torch.rand(8, 16, 16, generator=torch.Generator().manual_seed(1)) - 5) * TWO_PI
+    edges = torch.tensor([-half_step, 0.0, TWO_PI - half_step, TWO_PI, -3 * TWO_PI - 0.5 * half_step])
+    phases = torch.cat([phases.reshape(-1), edges]).requires_grad_()
+    drives = wrap_drive(phases, levels)
+    assert float(drives.detach().min()) >= -half_step - 1e-6 and float(drives.detach().max()) < TWO_PI - half_step
+    turns = (phases - drives) / TWO_PI
+    torch.testing.assert_close(turns, turns.round(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(drives[-5:].detach(), torch.tensor([-half_step, 0.0, -half_step, 0.0,
+                                                                   -0.5 * half_step]), atol=1e-5, rtol=0)
+    drives.sum().backward()
+    assert torch.equal(phases.grad, torch.ones_like(phases))
+    out = torch.empty(len(phases))
+    assert wrap_drive(phases.detach(), levels, out=out) is out
+    torch.testing.assert_close(out, drives.detach(), atol=0, rtol=0)
 
 
 def test_a_new_sequence_leaves_the_displayed_pattern_and_earlier_frames_alone() -> None:
