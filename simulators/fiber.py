@@ -161,7 +161,7 @@ class MultimodeFiber(SLMCameraWorld):
         amplitudes = torch.empty(len(drives), len(self.macro_amplitudes), dtype=torch.complex64)
         for start in range(0, len(drives), self.CHUNK):
             frames = slice(start, start + self.CHUNK)
-            phase = self._lc_phase(drives[frames], bow[frames] if isinstance(bow, torch.Tensor) else bow)
+            phase = self._lc_phase(drives[frames], bow, frames)
             amplitudes[frames] = macro_pixel_field(phase, self.macro_px, self.macro_amplitudes, self.zero_order)
         return self.expose(self.speckle_frames(amplitudes, times_s), exposure_s, times_s)
 

@@ -462,7 +462,12 @@ class SLMCameraWorld(World):
             return self.lut_bow_rad + self.config.shot.flicker_rad * ripple
         return self.lut_bow_rad
 
-    def _lc_phase(self, drives: torch.Tensor, bow_rad: float | torch.Tensor) -> torch.Tensor:
+    def _lc_phase(self, drives: torch.Tensor, bow_rad: float | torch.Tensor,
+                  frames: slice = slice(None)) -> torch.Tensor:
+        """The realised phase of ``drives``, the batch's ``frames``, whose per-frame bow (`_frame_bow`) is
+        ``bow_rad``."""
+        if isinstance(bow_rad, torch.Tensor):
+            bow_rad = bow_rad[frames]
         return slm_phase(drives, gain=self.lut_gain, bow_rad=bow_rad, crosstalk_var_px2=self.crosstalk_px**2)
 
     def _scratch(self, name: str, shape: tuple[int, ...] | torch.Size,
@@ -595,7 +600,7 @@ class OpticalTable(SLMCameraWorld):
         bow = self._frame_bow(len(drives))
 
         def realise(chunk: torch.Tensor, frames: slice) -> torch.Tensor:
-            return self._lc_phase(chunk, bow[frames] if isinstance(bow, torch.Tensor) else bow)
+            return self._lc_phase(chunk, bow, frames)
 
         intensity = self.workspace.intensity(drives, self.beam, self.zero_order, optics.fft_size,
                                              tuple(self.config.camera.shape), self.shift_px, realise=realise,
