@@ -14,7 +14,6 @@ resistance/4-wire ohms, rear terminals, overvoltage protection, output-off modes
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, ClassVar
 
@@ -316,26 +315,6 @@ class Keithley2450(ScpiDriver, SourceMeter):
             raise DeviceError(f"{self.name}: error-queue reply {reply!r} is malformed")
         fields = rest[1:-1].rsplit(";", 2)
         return number, fields[0] if len(fields) == 3 else rest[1:-1]
-
-    def _safe_state_hw(self) -> None:
-        """Ramp to zero, then switch the output off; the output goes off even if the ramp fails.
-
-        Errors left in the queue by earlier commands are read first, so that they cannot stop the ramp, and
-        raised once the instrument is safe.
-        """
-        stale: DeviceError | None = None
-        try:
-            try:
-                self.check_errors()
-            except DeviceError as error:
-                stale = error
-            super()._safe_state_hw()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.write(":OUTP OFF")
-            raise
-        if stale is not None:
-            raise DeviceError(f"{stale} (found when going to the safe state, which was reached)")
 
     def _snapshot_hw(self) -> dict[str, Any]:
         return {**super()._snapshot_hw(), "source_range": self.source_range,

@@ -44,6 +44,23 @@ class ScpiDriver:
     def _prepare_hw(self) -> None:
         """Check the model in ``self.idn`` and send the settings the driver relies on (formats, units)."""
 
+    def _safe_state_hw(self) -> None:
+        """The capability's safe state. Errors left in the queue by earlier commands are read first, so that they
+        cannot stop the way there, and raised once the instrument is safe."""
+        stale: DeviceError | None = None
+        try:
+            self.check_errors()
+        except DeviceError as error:
+            stale = error
+        try:
+            super()._safe_state_hw()  # type: ignore[misc]
+        except DeviceError as error:
+            if stale is None:
+                raise
+            raise DeviceError(f"{error} (and earlier: {stale})") from error
+        if stale is not None:
+            raise DeviceError(f"{stale} (found when going to the safe state, which was reached)")
+
     def _close_hw(self) -> None:
         self.transport.close()
 

@@ -404,7 +404,8 @@ class AnalogOutput(Instrument):
     def _safe_state_hw(self) -> None:
         """Ramp every channel to 0 V and switch it off; a channel at an unknown level is switched off first.
 
-        Every channel is tried even if one fails; the first failure is raised afterwards.
+        A channel goes off even if its ramp fails. Every channel is tried even if one fails; the first failure is
+        raised afterwards.
         """
         first_error: Exception | None = None
         for channel in range(1, self.n_channels + 1):
@@ -414,8 +415,10 @@ class AnalogOutput(Instrument):
                     self._set_level_hw(channel, 0.0)
                     self.level_v[channel] = 0.0
                 else:
-                    self.set_voltage(channel, 0.0)
-                    self.set_output(channel, False)
+                    try:
+                        self.set_voltage(channel, 0.0)
+                    finally:
+                        self.set_output(channel, False)
             except Exception as error:
                 first_error = first_error or error
         if first_error is not None:
@@ -550,7 +553,8 @@ class SourceMeter(Instrument):
 
     def configure(self, mode: SourceMode, compliance: float, nplc: float = 1.0) -> None:
         """Choose what to source, the compliance (A when sourcing voltage, V when sourcing current) and the
-        integration time in power-line cycles. Changing the mode first sets the level to zero."""
+        integration time in power-line cycles. Changing the mode first ramps a live output to zero and switches
+        it off."""
         self._require_connected()
         compliance_limit = "current_a" if self._limit_of(mode) == "voltage_v" else "voltage_v"
         compliance = abs(self._check(compliance_limit, compliance, "compliance"))
@@ -559,6 +563,8 @@ class SourceMeter(Instrument):
         nplc = self._check("nplc", nplc)
         if mode != self.mode:
             if self.output_on is not False:
+                if self.mode is not None and self.level is not None:
+                    self.set_level(0.0)
                 self.set_output(False)
             self.level = None
         self._configure_hw(mode, compliance, nplc)
@@ -595,7 +601,9 @@ class SourceMeter(Instrument):
     def sweep(self, levels: Any, delay_s: float = 0.0) -> Readings:
         """Source each level in turn and measure after ``delay_s``, all in one round trip.
 
-        The output must be on. Afterwards the source stays at the last level.
+        The output must be on. Consecutive points (the first from the present level) may differ by at most
+        ``max_step``, and ``delay_s`` must space them at ``ramp_rate`` or slower. Afterwards the source stays at
+        the last level; after a failed sweep the level is unknown (the safe state then switches off first).
         """
         self._require_configured()
         levels = np.asarray(levels, dtype=np.float64)
@@ -605,16 +613,25 @@ class SourceMeter(Instrument):
         name = self._limit_of(self.mode)  # type: ignore[arg-type]
         self._check_array(name, levels, "sweep level")
         limit = self.limits[name]
+        if not np.isfinite(delay_s) or not 0 <= delay_s <= 10:
+            raise LimitError(f"{self.name}: sweep delay must be 0..10 s, got {delay_s}")
         if limit.max_step is not None:
+            if self.level is None:
+                raise LimitError(f"{self.name}: the present level is unknown, so the sweep's first point could "
+                                 "jump; call set_level() first")
             jumps = np.abs(np.diff(np.concatenate([[self.level], levels])))
             if (jumps > limit.max_step * (1 + 1e-9)).any():
                 at = int(np.argmax(jumps > limit.max_step * (1 + 1e-9)))
                 raise LimitError(f"{self.name}: sweep point {at} jumps {jumps[at]:g} {limit.unit}, more than "
                                  f"max_step {limit.max_step:g}; add intermediate points")
-        if not np.isfinite(delay_s) or not 0 <= delay_s <= 10:
-            raise LimitError(f"{self.name}: sweep delay must be 0..10 s, got {delay_s}")
+            slowest = limit.step_interval_s(float(jumps.max()))
+            if delay_s < slowest * (1 - 1e-9):
+                raise LimitError(f"{self.name}: sweep steps of up to {jumps.max():g} {limit.unit} every "
+                                 f"{delay_s:g} s exceed ramp_rate {limit.ramp_rate:g} {limit.unit}/s; use a "
+                                 f"delay of at least {slowest:g} s")
         if not self.output_on:
             raise DeviceError(f"{self.name}: output is off; call set_output(True) before sweep()")
+        self.level = None  # unknown until the sweep has completed
         readings = self._sweep_hw(levels, float(delay_s))
         self.level = float(levels[-1])
         if len(readings.voltage_v) != len(levels):
@@ -627,10 +644,13 @@ class SourceMeter(Instrument):
             raise DeviceError(f"{self.name}: not configured; call configure(mode, compliance) first")
 
     def _safe_state_hw(self) -> None:
-        """Ramp the source to zero, then switch the output off; at an unknown level, switch off first."""
+        """Ramp the source to zero, then switch the output off (even if the ramp fails); at an unknown level,
+        switch off first."""
         if self.mode is not None and self.level is not None:
-            self.set_level(0.0)
-            self.set_output(False)
+            try:
+                self.set_level(0.0)
+            finally:
+                self.set_output(False)
         else:
             self.set_output(False)
             if self.mode is not None:

@@ -113,8 +113,10 @@ class Limit:
     def ramp(self, start: float | None, stop: float, what: str) -> list[float]:
         """The values to send, in order, to move from ``start`` to ``stop``; the last one is ``stop``.
 
-        Every step is at most ``max_step`` and every value is checked. An unknown start (None) is an error: a
-        ramp from an unknown value could be a jump of any size.
+        Every step is at most ``max_step`` and the target is checked. A start outside the limits (a level left
+        by an earlier session with wider ones) is ramped back from, never refused: the values on the way lie
+        between start and target, each nearer the allowed range than the one before. An unknown start (None) is
+        an error: a ramp from an unknown value could be a jump of any size.
         """
         stop = self.check(stop, what)
         if self.max_step is None:
@@ -124,7 +126,10 @@ class Limit:
                 f"{what}: the present value is unknown, so a ramp to {stop:g} {self.unit} could jump; "
                 "put the instrument in its safe state first"
             )
-        start = self.check(start, f"{what} (present value)")
+        start = float(start)
+        if not math.isfinite(start):
+            raise LimitError(f"{what}: the present value {start} is not a number to ramp from; put the instrument "
+                             "in its safe state first")
         n_steps = max(1, math.ceil(abs(stop - start) / self.max_step - 1e-9))
         if n_steps > MAX_RAMP_STEPS:
             raise LimitError(f"{what}: a ramp from {start:g} to {stop:g} {self.unit} in steps of "

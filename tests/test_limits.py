@@ -85,6 +85,18 @@ def test_ramp_from_unknown_start_is_refused() -> None:
         Limit("V", -1, 1, max_step=0.1).ramp(None, 0.5, "awg channel 1 voltage")
 
 
+def test_ramp_from_a_start_outside_the_limits_comes_back_in_bounded_steps() -> None:
+    steps = Limit("V", -3, 3, max_step=0.5).ramp(4.2, 0.0, "x")
+    assert steps[-1] == 0.0
+    assert (np.abs(np.diff([4.2, *steps])) <= 0.5 + 1e-12).all()
+    assert (np.diff([4.2, *steps]) < 0).all()  # each value nearer the allowed range than the one before
+
+
+def test_ramp_from_a_start_that_is_not_a_number_is_refused() -> None:
+    with pytest.raises(LimitError, match="not a number"):
+        Limit("V", -1, 1, max_step=0.1).ramp(float("nan"), 0.5, "x")
+
+
 def test_ramp_to_a_target_outside_is_refused_before_any_step() -> None:
     with pytest.raises(LimitError, match="outside"):
         Limit("V", -1, 1, max_step=0.1).ramp(0.0, 1.5, "x")

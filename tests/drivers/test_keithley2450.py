@@ -71,15 +71,16 @@ def test_configure_voltage_source_with_current_compliance() -> None:
         assert (k.mode, k.compliance, k.nplc, k.level) == ("voltage", 1e-3, 1.0, 0.0)
 
 
-def test_configure_current_source_switches_off_a_live_output_and_zeroes_the_level() -> None:
+def test_configure_current_source_ramps_a_live_output_to_zero_and_switches_it_off() -> None:
     exchanges = [
-        *connected(output=b"1", level=b"2.000000E+00"), (b":OUTP OFF", None), NO_ERROR,
+        *connected(output=b"1", level=b"2.000000E+00"), (b":SOUR:VOLT 1", None), NO_ERROR,
+        (b":SOUR:VOLT 0", None), NO_ERROR, (b":OUTP OFF", None), NO_ERROR,
         (b":SOUR:FUNC CURR", None), (b':SENS:FUNC "VOLT"', None), (b":SENS:VOLT:RSEN ON", None),
         (b":SENS:VOLT:NPLC 0.1", None), (b":SOUR:CURR:READ:BACK ON", None),
         (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None), (b":SOUR:CURR:VLIM 5", None),
         NO_ERROR, (b":SOUR:CURR 0", None), NO_ERROR,
     ]
-    with expected_protocol(smu(remote_sense=True), exchanges) as k:
+    with expected_protocol(smu(remote_sense=True, limits={"voltage_v": {"max_step": 1.0}}), exchanges) as k:
         k.connect()
         k.configure("current", 5.0, nplc=0.1)
         assert (k.mode, k.level, k.output_on, k.compliance) == ("current", 0.0, False, 5.0)
@@ -303,7 +304,7 @@ def test_safe_state_switches_the_output_off_when_the_ramp_is_refused() -> None:
     exchanges = [
         *connected(output=b"1", level=b"1.000000E+00"), NO_ERROR, (b":SOUR:VOLT 0.5", None),
         (b"SYST:ERR?", b'-222,"Parameter data out of range;1;2026/11/28 10:00:00.000"'), NO_ERROR,
-        (b":OUTP OFF", None),
+        (b":OUTP OFF", None), NO_ERROR,
     ]
     with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as k:
         k.connect()
@@ -341,6 +342,31 @@ def test_limits_are_refused_before_anything_is_sent(action: Callable[[Keithley24
         _ready(k)
         with pytest.raises(LimitError, match=match):
             action(k)
+
+
+def test_sweep_faster_than_the_ramp_rate_is_refused_before_anything_is_sent() -> None:
+    with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5, "ramp_rate": 1.0}}), SETUP) as k:
+        _ready(k)
+        with pytest.raises(LimitError, match=r"exceed ramp_rate 1 V/s; use a delay of at least 0.2 s"):
+            k.sweep([0.2, 0.4], delay_s=0.1)
+
+
+def test_a_failed_sweep_leaves_the_level_unknown_so_the_safe_state_switches_off_first() -> None:
+    exchanges = [
+        *SETUP, (b':TRAC:CLE "defbuffer1"', None), (b":SOUR:LIST:VOLT 0.5, 1", None),
+        (b":SOUR:SWE:VOLT:LIST 1, 0, 1, OFF", None), NO_ERROR, (b":INIT", None), (b"*WAI", None),
+        (b':TRAC:DATA? 1, 2, "defbuffer1", SOUR, READ, SOURSTAT', b"5.000000E-01,garbage"),
+        NO_ERROR, (b":OUTP OFF", None), NO_ERROR, (b":SOUR:VOLT 0", None), NO_ERROR,
+    ]
+    with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as k:
+        _ready(k)
+        with pytest.raises(DeviceError, match="has 2 values, expected 6"):
+            k.sweep([0.5, 1.0])
+        assert k.level is None  # the instrument may be anywhere on the sweep
+        with pytest.raises(LimitError, match="present level is unknown"):
+            k.sweep([0.5])
+        k.safe_state()
+        assert (k.level, k.output_on) == (0.0, False)
 
 
 def test_measure_and_sweep_before_configure_are_refused_without_traffic() -> None:

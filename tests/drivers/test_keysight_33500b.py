@@ -242,11 +242,36 @@ def test_non_numeric_level_is_a_device_error():
 
 def test_safe_state_switches_an_unknown_channel_off_first_and_ramps_a_known_one():
     exchanges = [*connected((b"ARB", b"", b"1"), (b"DC", b"+1.000000000000000E+00", b"1")),
+                 ERRORS_CHECKED,  # errors left by earlier commands are read first
                  (b"OUTP1 OFF", None), ERRORS_CHECKED,
                  (b"SOUR1:FUNC DC", None), (b"SOUR1:VOLT:OFFS 0", None), ERRORS_CHECKED,
                  (b"SOUR2:VOLT:OFFS 0.5", None), ERRORS_CHECKED, (b"SOUR2:VOLT:OFFS 0", None), ERRORS_CHECKED,
                  (b"OUTP2 OFF", None), ERRORS_CHECKED]
     with expected_protocol(awg(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as inst:
+        inst.connect()
+        inst.safe_state()
+        assert inst.level_v == {1: 0.0, 2: 0.0} and inst.output_on == {1: False, 2: False}
+
+
+def test_safe_state_switches_a_channel_off_when_its_ramp_fails_and_reports_a_stale_error_after():
+    exchanges = [*connected((b"DC", b"+1.500000000000000E+00", b"1"), DC_OFF),
+                 (b"SYST:ERR?", b'-113,"Undefined header"'), ERRORS_CHECKED,
+                 (b"SOUR1:VOLT:OFFS 0", None), (b"SYST:ERR?", b'-222,"Data out of range"'), ERRORS_CHECKED,
+                 (b"OUTP1 OFF", None), ERRORS_CHECKED,
+                 (b"SOUR2:VOLT:OFFS 0", None), ERRORS_CHECKED, (b"OUTP2 OFF", None), ERRORS_CHECKED]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        with pytest.raises(DeviceError, match=r"-222.*earlier.*-113"):
+            inst.safe_state()
+        assert inst.output_on == {1: False, 2: False}
+
+
+def test_safe_state_ramps_back_from_a_level_outside_the_lab_limits():
+    exchanges = [*connected((b"DC", b"+4.000000000000000E+00", b"1"), DC_OFF), ERRORS_CHECKED,
+                 *[x for v in (b"3", b"2", b"1", b"0") for x in ((b"SOUR1:VOLT:OFFS " + v, None), ERRORS_CHECKED)],
+                 (b"OUTP1 OFF", None), ERRORS_CHECKED,
+                 (b"SOUR2:VOLT:OFFS 0", None), ERRORS_CHECKED, (b"OUTP2 OFF", None), ERRORS_CHECKED]
+    with expected_protocol(awg(limits={"voltage_v": {"min": -3, "max": 3, "max_step": 1}}), exchanges) as inst:
         inst.connect()
         inst.safe_state()
         assert inst.level_v == {1: 0.0, 2: 0.0} and inst.output_on == {1: False, 2: False}
