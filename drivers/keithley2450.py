@@ -39,6 +39,8 @@ LIST_CHUNK = 100
 STAT_LIMIT = 32
 #: Sweep delays between 0 and this are refused by the instrument (0 = none, else 50 µs .. 10 ks).
 MIN_SWEEP_DELAY_S = 50e-6
+#: Mains frequency assumed for timing bounds (the slower of 50 and 60 Hz).
+MAINS_HZ = 50.0
 #: Reading buffer used by `measure` and `sweep`.
 BUFFER = "defbuffer1"
 
@@ -238,12 +240,20 @@ class Keithley2450(ScpiDriver, SourceMeter):
         voltage, current = (source, reading) if self.mode == "voltage" else (reading, source)
         return Readings(voltage_v=voltage, current_a=current, in_compliance=limited.astype(bool))
 
+    def _reading_bound_s(self) -> float:
+        """The longest one reading may take (s): integration and its two autozero references at 50 Hz mains, on
+        every measure range an autorange may try, plus 0.1 s for source settling. A bound for timeouts."""
+        tries = 1 if self.measure_range is not None else len(_RANGES[_MEASURE[self.mode]])  # type: ignore[index]
+        return tries * 3 * (self.nplc or 1.0) / MAINS_HZ + 0.1
+
     def _measure_hw(self) -> Readings:
-        """One reading (``:READ?`` of the source and measured values), then the limit state (``:TRIP?``)."""
+        """One reading (``:READ?`` of the source and measured values), then the limit state (``:TRIP?``). The
+        reading may take up to `_reading_bound_s` longer than the transport's timeout."""
         self._require_compliance()
         source = _SOURCE[self.mode]  # type: ignore[index]
         command = f':READ? "{BUFFER}", SOUR, READ'
-        values = self.query_floats(command)
+        with self.transport.patience(self._reading_bound_s()):
+            values = self.query_floats(command)
         if len(values) != 2:
             raise DeviceError(f"{self.name}: reply to {command!r} has {len(values)} values, expected 2")
         tripped = self.query_bool(f":SOUR:{source}:{_LIMIT[self.mode]}:TRIP?")  # type: ignore[index]
@@ -256,7 +266,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         level was limited", Reference Manual: ``:TRACe:DATA?`` and ``bufferVar.sourcestatuses``), not from
         comparing readings with the limit. The sweep runs to the end even when points hit the limit
         (failAbort OFF). A sweep expected to outlast half the transport timeout is polled with ``:TRAC:ACT?``
-        instead of waiting on ``*WAI``, so that no single reply can time out.
+        instead of waiting on ``*WAI``; either way it may take up to `_reading_bound_s` per point.
         """
         self._require_compliance()
         if 0 < delay_s < MIN_SWEEP_DELAY_S:
@@ -271,13 +281,16 @@ class Keithley2450(ScpiDriver, SourceMeter):
         self.write(f":SOUR:SWE:{source}:LIST 1, {_fmt(delay_s)}, 1, OFF")
         self.check_errors("loading the sweep")
         self.write(":INIT")
-        expected_s = n * (delay_s + 2 * (self.nplc or 1.0) / 50.0 + 1e-3)  # 50 Hz mains: the slower case
+        expected_s = n * (delay_s + 2 * (self.nplc or 1.0) / MAINS_HZ + 1e-3)
+        longest_s = n * (delay_s + self._reading_bound_s())
         if expected_s < 0.5 * self.transport.timeout_s:
             self.write("*WAI")
         else:
-            self._wait_for_buffer(n, expected_s)
+            self._wait_for_buffer(n, expected_s, longest_s)
+            longest_s = 0.0
         command = f':TRAC:DATA? 1, {n}, "{BUFFER}", SOUR, READ, SOURSTAT'
-        parts = self.query(command).split(",")
+        with self.transport.patience(longest_s):
+            parts = self.query(command).split(",")
         if len(parts) != 3 * n:
             raise DeviceError(f"{self.name}: reply to {command!r} has {len(parts)} values, expected {3 * n}")
         try:
@@ -289,9 +302,9 @@ class Keithley2450(ScpiDriver, SourceMeter):
                               f"(starts {','.join(parts[:3])!r})") from None
         return self._readings(source_values, reading_values, limited)
 
-    def _wait_for_buffer(self, n: int, expected_s: float) -> None:
-        """Sleep the expected sweep time, then poll the buffer count; abort a sweep that never completes."""
-        deadline = self.clock.now() + 2 * expected_s + 10 * self.transport.timeout_s
+    def _wait_for_buffer(self, n: int, expected_s: float, longest_s: float) -> None:
+        """Sleep the expected sweep time, then poll the buffer count; abort a sweep not done in ``longest_s``."""
+        deadline = self.clock.now() + longest_s + 10 * self.transport.timeout_s
         self.clock.sleep(expected_s)
         while True:
             count = self.query_float(f':TRAC:ACT? "{BUFFER}"')

@@ -71,7 +71,21 @@ class ScpiDriver:
         self.transport.write(command)
 
     def query(self, command: str) -> str:
+        if self.transport.out_of_step:
+            self._resynchronise()
         return self.transport.query(command).strip()
+
+    def _resynchronise(self) -> None:
+        """After a timeout, the late reply may still arrive and would answer the next query instead. Ask
+        ``*IDN?`` and discard every line before its answer (the instrument answers queries in order)."""
+        with self.transport.transaction():
+            self.transport.out_of_step = False
+            self.transport.write("*IDN?")
+            for _ in range(self.max_error_reads):
+                if self.transport.read().strip() == self.idn:
+                    return
+        raise DeviceError(f"{self.name}: out of step with the instrument after a timeout (no *IDN? answer "  # type: ignore[attr-defined]
+                          f"among {self.max_error_reads} replies); power-cycle it and connect again")
 
     def query_float(self, command: str) -> float:
         """A numeric reply; a reply that is not a number is a `DeviceError` naming the command."""

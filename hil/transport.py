@@ -69,6 +69,8 @@ class Transport(ABC):
         self.read_termination = read_termination
         self.write_termination = write_termination
         self.last_command: str | None = None
+        #: Set by a timeout: a late reply may still arrive and would answer the next query (a driver resynchronises).
+        self.out_of_step = False
         self._lock = threading.RLock()
         self._open = False
         self._log = traffic_log if isinstance(traffic_log, TrafficLog) or traffic_log is None \
@@ -81,6 +83,7 @@ class Transport(ABC):
             if not self._open:
                 self._open_raw()
                 self._open = True
+                self.out_of_step = False
 
     def close(self) -> None:
         """Disconnect; safe to call twice."""
@@ -113,6 +116,22 @@ class Transport(ABC):
         """Hold the lock across several calls that must not be interleaved with another thread's."""
         with self._lock:
             yield self
+
+    @contextlib.contextmanager
+    def patience(self, extra_s: float) -> Iterator[Transport]:
+        """Inside the block, every read or write may take ``extra_s`` seconds longer than ``timeout_s`` (for a
+        reply the instrument needs time to measure); the lock is held throughout."""
+        with self._lock:
+            usual = self.timeout_s
+            self.timeout_s = usual + max(0.0, float(extra_s))
+            try:
+                if self._open:
+                    self._apply_timeout()
+                yield self
+            finally:
+                self.timeout_s = usual
+                if self._open:
+                    self._apply_timeout()
 
     def write(self, command: str) -> None:
         """Send one command (the write termination is appended)."""
@@ -179,6 +198,7 @@ class Transport(ABC):
         except Exception as error:
             kind = self._classify(error)
             if kind == "timeout":
+                self.out_of_step = True
                 raise TransportTimeout(
                     f"{self.resource}: no reply within {self.timeout_s:g} s to {command!r}; "
                     "check that the instrument is on, connected and not busy") from error
@@ -189,6 +209,10 @@ class Transport(ABC):
     @abstractmethod
     def _classify(self, error: Exception) -> str:
         """Return ``"timeout"`` for a library's timeout exception, anything else for other failures."""
+
+    @abstractmethod
+    def _apply_timeout(self) -> None:
+        """Give the open connection the present ``timeout_s``."""
 
     @abstractmethod
     def _open_raw(self) -> None: ...
@@ -256,6 +280,9 @@ class VisaTransport(Transport):
             raise OSError(pending, os.strerror(pending))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def _apply_timeout(self) -> None:
+        self._inst.timeout = round(self.timeout_s * 1000)
+
     def _close_raw(self) -> None:
         inst, self._inst = self._inst, None
         if inst is not None:
@@ -300,6 +327,9 @@ class SerialTransport(Transport):
 
         self._port = serial.serial_for_url(self.resource, baudrate=self.baudrate, timeout=self.timeout_s,
                                            write_timeout=self.timeout_s)
+
+    def _apply_timeout(self) -> None:
+        self._port.timeout = self._port.write_timeout = self.timeout_s
 
     def _close_raw(self) -> None:
         port, self._port = self._port, None

@@ -18,6 +18,8 @@ from pyvisa.util import from_ieee_block, to_ieee_block
 from hil.transport import Transport
 
 Exchange = tuple[bytes | None, bytes | None]
+#: A scripted reply that never comes: the read times out.
+TIMED_OUT = b"<no reply: timeout>"
 T = TypeVar("T")
 
 
@@ -31,7 +33,10 @@ class ProtocolTransport(Transport):
         self._pending_reply: bytes | None = None
 
     def _classify(self, error: Exception) -> str:
-        return "error"
+        return "timeout" if isinstance(error, TimeoutError) else "error"
+
+    def _apply_timeout(self) -> None:
+        """Scripted replies come at once."""
 
     def _open_raw(self) -> None:
         """Nothing to open: the wire is the list of exchanges."""
@@ -59,8 +64,10 @@ class ProtocolTransport(Transport):
             assert expected_write is None, f"read while {expected_write!r} was expected to be written"
             if reply is None:
                 raise AssertionError(f"exchange {self.position - 1} scripts neither a write nor a reply")
-            return reply + self.read_termination.encode()
-        reply, self._pending_reply = self._pending_reply, None
+        else:
+            reply, self._pending_reply = self._pending_reply, None
+        if reply == TIMED_OUT:
+            raise TimeoutError(f"exchange {self.position - 1}: scripted timeout")
         return reply + self.read_termination.encode()
 
     def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:

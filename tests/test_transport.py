@@ -88,6 +88,17 @@ def test_timeout_names_resource_and_command(echo_tcp, echo_pty) -> None:
             assert "SLEEP? 1" in str(caught.value)
 
 
+def test_patience_lets_one_slow_reply_through_then_the_timeout_holds_again(echo_tcp, echo_pty) -> None:
+    for transport in both_transports(echo_tcp, echo_pty):
+        with transport:
+            with transport.patience(0.5):
+                assert transport.query("SLEEP? 0.5") == "done"
+            assert transport.timeout_s == 0.3 and not transport.out_of_step
+            with pytest.raises(TransportTimeout):
+                transport.query("SLEEP? 0.5")
+            assert transport.out_of_step  # the late "done" may still arrive
+
+
 def test_unanswered_query_times_out_and_the_error_is_queued(echo_tcp) -> None:
     with VisaTransport(echo_tcp[1].resource, timeout_s=0.2) as transport:
         with pytest.raises(TransportTimeout, match="NOSUCH"):

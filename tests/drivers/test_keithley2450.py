@@ -15,11 +15,11 @@ import pytest
 
 from drivers.keithley2450 import Keithley2450
 from hil.clock import VirtualClock
-from hil.errors import DeviceError, LimitError
+from hil.errors import DeviceError, LimitError, TransportTimeout
 from hil.transport import VisaTransport
 from simulators.emulators.keithley2450 import Keithley2450Emulator
 from simulators.emulators.server import TcpServer
-from tests.protocol import Exchange, ProtocolTransport, expected_protocol
+from tests.protocol import TIMED_OUT, Exchange, ProtocolTransport, expected_protocol
 
 IDN = b"KEITHLEY INSTRUMENTS,MODEL 2450,04000000,1.7.12b"
 NO_ERROR: Exchange = (b"SYST:ERR?", b'0,"No error;0;0 0"')
@@ -123,6 +123,20 @@ def test_measure_reads_source_and_reading_then_the_limit_state() -> None:
         assert readings.voltage_v.tolist() == [2.0]
         assert readings.current_a.tolist() == [1e-3]
         assert readings.in_compliance.tolist() == [True]
+
+
+def test_after_a_timeout_the_late_reply_is_discarded_before_the_next_query() -> None:
+    read = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
+    exchanges = [*connected(), *configured_voltage(), (read[0], TIMED_OUT),
+                 (b"*IDN?", read[1]), (None, IDN),  # the late reply arrives first, then *IDN?'s
+                 read, (b":SOUR:VOLT:ILIM:TRIP?", b"0")]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        with pytest.raises(TransportTimeout, match="no reply"):
+            k.measure()
+        assert k.measure().current_a.tolist() == [1e-3]
+        assert not k.transport.out_of_step
 
 
 def test_measure_while_sourcing_current_reads_voltage() -> None:
