@@ -87,10 +87,15 @@ class Keithley2450(ScpiDriver, SourceMeter):
 
     # -- connection ------------------------------------------------------------------------------------------
     def _prepare_hw(self) -> None:
-        """Refuse anything but a 2450 on SCPI; read the output, source function and level."""
+        """Refuse anything but a 2450 on SCPI (``*LANG?``); read the output, source function and level."""
+        hint = "(MENU > System > Settings > Command Set: SCPI, then restart it)"
         if "MODEL 2450" not in self.idn.upper():
             raise DeviceError(f"{self.name}: {self.resource} answers {self.idn!r}, not a Keithley 2450 "
-                              "on its SCPI command set (MENU > System > Settings > Command Set: SCPI)")
+                              f"on its SCPI command set {hint}")
+        language = self.query("*LANG?").upper()  # a 2450 set to TSP still answers *IDN? as above
+        if language != "SCPI":
+            raise DeviceError(f"{self.name}: the 2450 runs its {language!r} command set; this driver needs SCPI "
+                              f"{hint}")
         # what this driver has not set itself is unknown until configure() sets it
         self.compliance = self.nplc = self.source_range = self.measure_range = None
         self.output_on = self.query_bool(":OUTP?")

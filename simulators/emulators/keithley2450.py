@@ -141,6 +141,11 @@ class Keithley2450Emulator(ScpiEmulator):
         self.buffer: dict[str, list[dict[str, Any]]] = {name: [] for name in BUFFERS}
         self.time_s = 0.0
 
+    @scpi("*LANG?")
+    def language(self) -> str:
+        """The command set: this emulator is a 2450 on SCPI."""
+        return "SCPI"
+
     # -- errors in the 2450's format -------------------------------------------------------------------------
     def push_error(self, error: tuple[int, str]) -> None:
         """Queue an error as the 2450 words it: ``message;severity;date time`` (severity 1: error)."""

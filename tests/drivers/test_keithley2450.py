@@ -27,8 +27,9 @@ NO_ERROR: Exchange = (b"SYST:ERR?", b'0,"No error;0;0 0"')
 
 def connected(output: bytes = b"0", function: bytes = b"VOLT",
               level: bytes = b"0.000000E+00") -> list[Exchange]:
-    """What `connect` sends and reads: clear status, identity, output state, source function and level."""
-    return [(b"*CLS", None), (b"*IDN?", IDN), (b":OUTP?", output), (b":SOUR:FUNC?", function),
+    """What `connect` sends and reads: clear status, identity, command set, output state, source function and
+    level."""
+    return [(b"*CLS", None), (b"*IDN?", IDN), (b"*LANG?", b"SCPI"), (b":OUTP?", output), (b":SOUR:FUNC?", function),
             (b":SOUR:" + function + b"?", level)]
 
 
@@ -60,6 +61,14 @@ def test_connect_refuses_another_model_and_closes() -> None:
     exchanges = [(b"*CLS", None), (b"*IDN?", b"KEITHLEY INSTRUMENTS INC.,MODEL 2400,1234,C30")]
     with expected_protocol(smu(), exchanges) as k:
         with pytest.raises(DeviceError, match="not a Keithley 2450"):
+            k.connect()
+        assert not k.connected and not k.transport.is_open
+
+
+def test_connect_refuses_a_2450_on_its_tsp_command_set_and_closes() -> None:
+    exchanges = [(b"*CLS", None), (b"*IDN?", IDN), (b"*LANG?", b"TSP")]
+    with expected_protocol(smu(), exchanges) as k:
+        with pytest.raises(DeviceError, match="runs its 'TSP' command set; this driver needs SCPI"):
             k.connect()
         assert not k.connected and not k.transport.is_open
 
