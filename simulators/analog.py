@@ -7,7 +7,8 @@ world's response, armed for the next play or triggered at once. The output and i
 as a DAQ card or a triggered AWG and digitizer do.
 
 Converter non-idealities (per shot): the DAC rounds every output voltage to its resolution; the ADC adds its
-noise, rounds to its resolution and clips at its range. With ``bits: null`` and zero noise they are ideal.
+noise, rounds to its resolution and clips at its range. With ``bits: null``, zero noise and ``adc_clip: false``
+they are ideal.
 """
 
 from __future__ import annotations
@@ -30,21 +31,28 @@ class ConverterConfig(Strict):
     """The DAC and ADC of an analog world."""
 
     output_range_v: float = Field(10.0, gt=0, description="outputs span ±range (V)")
-    input_range_v: float = Field(10.0, gt=0, description="inputs span ±range (V); beyond it they clip")
+    input_range_v: float = Field(10.0, gt=0, description="inputs span ±range (V); beyond it they clip (adc_clip)")
     dac_bits: int | None = Field(16, ge=2, le=32, description="DAC resolution over the output span; null: exact")
     adc_bits: int | None = Field(16, ge=2, le=32, description="ADC resolution over the input span; null: exact")
     adc_noise_v: float = Field(0.0, ge=0, description="ADC input-referred noise, rms (V)")
     max_sample_rate_hz: float = Field(1e6, gt=0)
     settle_s: float = Field(1e-4, ge=0, description="time for a DC level change to settle (s)")
+    adc_clip: bool = Field(True, description="the ADC saturates at its range; false: no clipping (ideal only); "
+                           "source: a converter has no codes beyond its span, so an over-range input reads the "
+                           "end code")
 
 
-def quantise(values: torch.Tensor, span_v: float, bits: int | None) -> torch.Tensor:
-    """A two's-complement converter over ±``span_v``: codes −2^(b−1)..2^(b−1)−1 of 2·span/2^b volts each,
-    so 0 V is a code and the top code is one step below +span. No rounding when ``bits`` is None."""
+def quantise(values: torch.Tensor, span_v: float, bits: int | None, clip: bool = True) -> torch.Tensor:
+    """A two's-complement converter over ±``span_v`` (V): codes −2^(b−1)..2^(b−1)−1 of 2·span/2^b volts each,
+    so 0 V is a code and the top code is one step below +span. No rounding when ``bits`` is None. With ``clip``,
+    values beyond the span saturate (at the end codes, or at ±span unrounded); without, they pass."""
     if bits is None:
-        return values
+        return values.clamp(-span_v, span_v) if clip else values
     lsb = 2 * span_v / 2**bits
-    return torch.round(values / lsb).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) * lsb
+    codes = torch.round(values / lsb)
+    if clip:
+        codes = codes.clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return codes * lsb
 
 
 class AnalogWorld(World):
@@ -192,11 +200,10 @@ class SimulatedAnalogInput(SimulatedInstrument, AnalogInput):
         if world.record is None:
             raise DeviceError(f"{self.name}: the armed record was never triggered; play the output first")
         record, world.record = world.record, None
-        span = self.converters.input_range_v
-        if self.converters.adc_noise_v > 0:
-            record = record + self.converters.adc_noise_v * world.normal(record.shape)
-        record = quantise(record.clamp(-span, span), span, self.converters.adc_bits)
-        return record.numpy()
+        converters = self.converters
+        if converters.adc_noise_v > 0:
+            record = record + converters.adc_noise_v * world.normal(record.shape)
+        return quantise(record, converters.input_range_v, converters.adc_bits, converters.adc_clip).numpy()
 
     def _safe_state_hw(self) -> None:
         super()._safe_state_hw()

@@ -192,8 +192,9 @@ class MultimodeFiber(SLMCameraWorld):
         return self._speckle_window
 
     def transmission(self) -> torch.Tensor:
-        """The whole transmission now (camera pixels × macro-pixels, complex), with the present mode drift."""
-        drift = ou_path(self.mode_phase, torch.tensor([self.clock.now()]))[0]
+        """The whole transmission now (camera pixels × macro-pixels, complex), with the present mode drift, read
+        without advancing it."""
+        drift = ou_path(self.mode_phase.fork(), torch.tensor([self.clock.now()]))[0]
         return fiber_transmission(self.coupling, self.modes, self.speckle, drift)
 
     def hidden_parameters(self) -> dict[str, Any]:

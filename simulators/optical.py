@@ -488,10 +488,11 @@ class SLMCameraWorld(World):
         phases, computed for the AOI's pixels only."""
 
     def signal_rate(self, times_s: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean photo-electrons per second per unit intensity fraction, with the power wander at ``times_s``
-        (default: now)."""
-        times = torch.as_tensor([self.clock.now()] if times_s is None else times_s, dtype=torch.float64)
-        wander = ou_path(self.power, times)
+        """Mean photo-electrons per second per unit intensity fraction (e⁻/s), with the power wander at ``times_s``
+        (s), advancing it; by default now, read without advancing it."""
+        now = times_s is None
+        times = torch.as_tensor([self.clock.now()] if now else times_s, dtype=torch.float64)
+        wander = ou_path(self.power.fork() if now else self.power, times)
         return self.config.camera.quantum_efficiency * self.photon_rate * (1 + wander)
 
     def expose(self, intensity: torch.Tensor, exposure_s: float, times_s: torch.Tensor) -> torch.Tensor:

@@ -181,7 +181,7 @@ class OscillatorNetwork(AnalogWorld):
                              "coupling_spread": 0.0, "drive_gain_spread": 0.0, "sensor_gain_spread": 0.0},
             "shot": {"force_noise_m_s2_rthz": 0.0, "sensor_noise_v_rthz": 0.0},
             "slow": {"temperature_sigma_k": 0.0},
-            "converters": {"dac_bits": None, "adc_bits": None, "adc_noise_v": 0.0},
+            "converters": {"dac_bits": None, "adc_bits": None, "adc_noise_v": 0.0, "adc_clip": False},
         },
         "realistic": {},
         "harsh": {

@@ -94,8 +94,9 @@ class Shot(Strict):
     """Noise drawn at every sample."""
 
     read_noise_v: float = Field(
-        20e-6, ge=0, description="rms voltage noise on every node at sampling (V), before the ADC; source: kT/C "
-        "noise of a 10 pF node at 298 K, √(kT/C) = 20 µV")
+        10e-6, ge=0, description="rms voltage noise on every node at sampling (V), before the ADC; source: kT/C "
+        "noise at 298 K of the node's C ≈ 40 pF (node, cable and ADC input, as in network_settle_s), √(kT/C) = "
+        "10 µV")
 
 
 class Slow(Strict):
@@ -114,7 +115,8 @@ class Timing(Strict):
 
     network_settle_s: float = Field(
         5e-6, ge=0, description="time for the nodes to settle to 16-bit accuracy after a step (s): about 11·R·C "
-        "with R ≈ 10 kΩ and C ≈ 40 pF of node, cable and ADC input; samples faster than this are refused")
+        "with R ≈ 10 kΩ and C ≈ 40 pF of node, cable and ADC input (the C of read_noise_v); samples faster than "
+        "this are refused")
 
 
 class ResistiveConverters(ConverterConfig):
@@ -123,7 +125,7 @@ class ResistiveConverters(ConverterConfig):
     output_range_v: float = Field(
         10.0, gt=0, description="outputs span ±range (V); source: NI X Series analog outputs, ±10 V")
     input_range_v: float = Field(
-        2.0, gt=0, description="inputs span ±range (V); beyond it they clip; source: NI X Series ±2 V range "
+        2.0, gt=0, description="inputs span ±range (V); beyond it they clip (adc_clip); source: NI X Series ±2 V range "
         "(64 µV nominal resolution), which covers the ±1 V network")
     dac_bits: int | None = Field(
         16, ge=2, le=32, description="DAC resolution over the output span (bits), null: exact; source: NI X "
@@ -167,13 +169,13 @@ class ResistiveNetwork(AnalogWorld):
                              "resistor_tolerance": 0.0},
             "shot": {"read_noise_v": 0.0},
             "slow": {"temperature_sigma_k": 0.0},
-            "converters": {"dac_bits": None, "adc_bits": None, "adc_noise_v": 0.0},
+            "converters": {"dac_bits": None, "adc_bits": None, "adc_noise_v": 0.0, "adc_clip": False},
         },
         "realistic": {},
         "harsh": {
             "construction": {"threshold_sigma_v": 0.05, "saturation_current_log_sigma": 0.8,
                              "resistor_tolerance": 0.05},
-            "shot": {"read_noise_v": 60e-6},
+            "shot": {"read_noise_v": 30e-6},
             "slow": {"temperature_sigma_k": 1.5, "temperature_tau_s": 600.0},
             "converters": {"dac_bits": 14, "adc_bits": 14, "adc_noise_v": 180e-6},
         },
@@ -213,9 +215,10 @@ class ResistiveNetwork(AnalogWorld):
         return self.layout.n_free
 
     # -- state ------------------------------------------------------------------------------------------------------
-    def temperature_k(self) -> float:
-        """The ambient temperature (K) now, on the virtual clock."""
-        return self.config.devices.reference_temperature_k + float(self.temperature_drift.at(self.clock.now()))
+    def temperature_k(self, *, peek: bool = False) -> float:
+        """The ambient temperature (K) now, on the virtual clock; with ``peek``, read without advancing the drift."""
+        drift = self.temperature_drift.peek if peek else self.temperature_drift.at
+        return self.config.devices.reference_temperature_k + float(drift(self.clock.now()))
 
     def device_parameters(self) -> physics.DeviceParameters:
         """The true device parameters now (the present temperature included)."""
@@ -230,12 +233,12 @@ class ResistiveNetwork(AnalogWorld):
 
     def hidden_parameters(self) -> dict[str, Any]:
         """Thresholds (V, at the reference temperature), saturation currents (A, idem), resistances (Ω), the
-        diode ideality and the present temperature (K)."""
+        diode ideality and the present temperature (K, read without advancing its drift)."""
         return {"threshold_v": self.threshold_v.clone(), "nudge_threshold_v": self.nudge_threshold_v.clone(),
                 "saturation_current_a": self.saturation_current_a.clone(),
                 "series_resistance_ohm": self.series_resistance_ohm.clone(),
                 "load_resistance_ohm": self.load_resistance_ohm.clone(),
-                "ideality": self.config.devices.ideality, "temperature_k": self.temperature_k()}
+                "ideality": self.config.devices.ideality, "temperature_k": self.temperature_k(peek=True)}
 
     # -- physics ----------------------------------------------------------------------------------------------------
     def respond(self, drive_v: torch.Tensor, sample_rate_hz: float) -> torch.Tensor:

@@ -10,12 +10,15 @@ clock. Its non-idealities are split by time scale, as in IBM's aihwkit:
 
 A world's ``Config`` is a nested pydantic model whose defaults are the ``realistic`` preset; ``presets`` holds
 partial configs for ``ideal`` (no non-ideality at all) and ``harsh``. A lab file picks a preset and may override
-any field. Randomness comes from two generators derived from the seed, one for construction and one for
-everything drawn later, so the same seed and the same calls give the same numbers.
+any field. Randomness comes from generators derived from the seed (`derive_seed`): ``construction_rng`` for
+construction and ``rng`` for everything drawn later, plus any a world derives for itself (`ResistiveNetwork`
+draws its temperature drift from a third); so the same seed and the same calls give the same numbers. Reading
+hidden values (``hidden_parameters``) leaves every generator and every slow state as it was.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -43,7 +46,8 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 
 def derive_seed(seed: int, purpose: int) -> int:
-    """A well-mixed 63-bit seed for one purpose (0: construction, 1: programming and shots)."""
+    """A well-mixed 63-bit seed for one purpose (0: construction, 1: everything drawn later, 2 and up: a world's
+    own streams)."""
     state = np.random.SeedSequence([seed, purpose]).generate_state(2, dtype=np.uint32)
     return int(state[0]) << 31 | int(state[1]) >> 1
 
@@ -106,7 +110,8 @@ class OrnsteinUhlenbeck:
     """A slow random state: mean-reverting noise of stationary std ``sigma`` and correlation time ``tau_s``.
 
     ``at(t)`` advances it exactly to virtual time ``t`` (s): x ← x·e^(−Δt/τ) + σ·√(1 − e^(−2Δt/τ))·N(0, 1).
-    It starts at a stationary draw. With ``sigma == 0`` it stays at zero.
+    It starts at a stationary draw. With ``sigma == 0`` it stays at zero. ``peek(t)`` (or advancing a `fork`)
+    reads it without moving it or its generator.
     """
 
     def __init__(self, sigma: float, tau_s: float, shape: tuple[int, ...], generator: torch.Generator):
@@ -122,6 +127,17 @@ class OrnsteinUhlenbeck:
             self.value = self.value * decay + self.sigma * math.sqrt(1 - decay * decay) * noise
         self.time_s = max(self.time_s, time_s)
         return self.value
+
+    def fork(self) -> OrnsteinUhlenbeck:
+        """A copy in this state on a copy of its generator: it draws what this process would draw next, and
+        advancing it leaves this process and its generator untouched."""
+        forked = copy.copy(self)
+        forked.generator = torch.Generator(self.generator.device).set_state(self.generator.get_state())
+        return forked
+
+    def peek(self, time_s: float) -> torch.Tensor:
+        """The value ``at(time_s)`` would return next, without advancing the process or drawing from its generator."""
+        return self.fork().at(time_s)
 
 
 class SimulatedInstrument:

@@ -10,9 +10,10 @@ m/s² per volt (the actuator's gain) and u the drive in volts. Sensor k reads os
 
 Time is discrete as on a DAQ card whose output and input share one sample clock: the drive is held constant over
 each sample interval (zero-order hold) and sample n of a record is the state at the instant sample n of the drive
-starts. Integration is classical fixed-step Runge-Kutta 4 with ``substeps`` steps per sample; its error is a
-relative frequency shift of about (ωh)⁴/120 and an extra damping of about (ωh)⁵/144 per step, i.e. 5·10⁻⁴ and
-0.2 % for a 400 Hz mode at h = 250 µs.
+starts. Integration is classical fixed-step Runge-Kutta 4 with ``substeps`` steps per sample; on a linear mode its
+error is, to leading order, a relative frequency shift of −(ωh)⁴/120 (the mode rings slow) and an amplitude loss of
+(ωh)⁶/144 per step. For a 400 Hz mode at h = 250 µs (ωh = 0.63) the shift is −1.1·10⁻³ and the loss 4.1·10⁻⁴
+per step (0.4 % per period); higher orders trim the leading terms' −1.3·10⁻³ and 4.3·10⁻⁴.
 """
 
 from __future__ import annotations

@@ -65,6 +65,19 @@ def test_same_seed_same_outputs_and_another_seed_another_fiber() -> None:
     assert not torch.allclose(one["transmission"], other["transmission"])
 
 
+def test_reading_the_hidden_parameters_changes_no_later_frame() -> None:
+    outputs = []
+    for oracle in (False, True):
+        world, slm, camera = bench(seed=4)
+        camera.set_exposure(5e-3)
+        slm.show(TWO_PI * torch.rand(64, 64, generator=torch.Generator().manual_seed(1)))
+        camera.capture(1)
+        if oracle:
+            world.hidden_parameters()
+        outputs.append(camera.capture(4).images)
+    assert torch.equal(*outputs)
+
+
 def test_fiber_matrices_are_orthonormal_and_mode_dependent_loss_spans_the_configured_range() -> None:
     world = MultimodeFiber(seed=2)
     eye = torch.eye(64, dtype=torch.complex64)

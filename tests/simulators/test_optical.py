@@ -219,6 +219,17 @@ def test_same_seed_same_frames_and_another_seed_other_hidden_parameters() -> Non
     assert not torch.equal(one["pixel_gain"], other["pixel_gain"])
 
 
+def test_reading_the_hidden_parameters_changes_no_later_frame() -> None:
+    outputs = []
+    for oracle in (False, True):
+        world, slm, camera = bench(seed=4)
+        frames(slm, camera, blocks(1))
+        if oracle:
+            world.hidden_parameters()
+        outputs.append(frames(slm, camera, blocks(4, seed=1)))
+    assert torch.equal(*outputs)
+
+
 # -- construction -----------------------------------------------------------------------------------------------
 def test_lut_error_has_the_configured_spread_and_shapes_the_frames() -> None:
     gains, bows = hidden_over_seeds("lut_gain"), hidden_over_seeds("lut_bow_rad")
@@ -490,6 +501,18 @@ def test_ornstein_uhlenbeck_path_matches_its_exact_law() -> None:
     assert float(path[1].std()) == pytest.approx(2.0, rel=0.1)
     assert abs(float(torch.corrcoef(torch.stack([path[1], start]))[0, 1])) < 0.15
     assert process.time_s == 2000.0 and torch.equal(process.value, path[1])
+
+
+def test_ornstein_uhlenbeck_peek_reads_the_next_value_without_advancing() -> None:
+    from simulators.world import OrnsteinUhlenbeck
+
+    process = OrnsteinUhlenbeck(2.0, 10.0, (50,), torch.Generator().manual_seed(0))
+    start, state = process.value.clone(), process.generator.get_state()
+    peeked = process.peek(5.0)
+    assert not torch.equal(peeked, start)
+    assert process.time_s == 0.0 and torch.equal(process.value, start)
+    assert torch.equal(process.generator.get_state(), state)
+    assert torch.equal(process.at(5.0), peeked)
 
 
 # -- device time ------------------------------------------------------------------------------------------------

@@ -152,6 +152,18 @@ def test_converters_add_adc_noise_and_rounding_and_ideal_has_none() -> None:
     assert ideal_ao._waveforms[0][0].tolist() == pytest.approx([0.1234567, -0.7654321], abs=1e-7)
 
 
+def test_an_input_beyond_the_adc_range_clips_except_when_ideal() -> None:
+    peaks = {}
+    for preset in ("ideal", "realistic"):
+        _, ao, ai, _ = bench(preset, config={"converters": {"input_range_v": 1e-3}})
+        ao.load_waveform(1, np.sin(2 * math.pi * 250.0 * np.arange(800) / FS), FS)
+        ao.set_output(1, True)
+        ai.arm(800, FS)
+        ao.play()
+        peaks[preset] = np.abs(ai.fetch()).max()
+    assert peaks["ideal"] > 1e-2 and peaks["realistic"] <= 1e-3
+
+
 # -- slow state -------------------------------------------------------------------------------------------------
 def test_temperature_drift_is_ornstein_uhlenbeck_and_shifts_every_resonance() -> None:
     world = OscillatorNetwork(seed=4)

@@ -169,6 +169,18 @@ def test_ideal_converters_pass_the_physics_exactly() -> None:
     assert (coarse - first).abs().max() > 1e-5  # the DAC's rounding is visible
 
 
+def test_an_input_beyond_the_adc_range_clips_except_when_ideal() -> None:
+    peaks = {}
+    for preset in ("ideal", "realistic"):
+        world, system = bench(preset, slow={"temperature_sigma_k": 0.0}, converters={"input_range_v": 0.05})
+        output = world.output
+        for channel, level in enumerate(dc_drive(world, 1)[:, 0].tolist(), start=1):
+            output.set_voltage(channel, level)
+            output.set_output(channel, True)
+        peaks[preset] = np.abs(system.instruments["input"].acquire(100, 1e5)).max()
+    assert peaks["ideal"] > 0.1 and peaks["realistic"] <= 0.05
+
+
 # -- slow state --------------------------------------------------------------------------------------------------
 def test_temperature_wanders_as_configured_and_not_when_ideal() -> None:
     world = ResistiveNetwork(seed=4)
@@ -184,6 +196,21 @@ def test_temperature_wanders_as_configured_and_not_when_ideal() -> None:
     ideal = ResistiveNetwork(preset="ideal", seed=4)
     ideal.clock.sleep(1e4)
     assert ideal.temperature_k() == reference
+
+
+def test_reading_the_hidden_parameters_changes_no_later_temperature() -> None:
+    readings = []
+    for oracle in (False, True):
+        world = ResistiveNetwork(seed=3, config={"slow": {"temperature_sigma_k": 3.0, "temperature_tau_s": 60.0}})
+        temperatures = []
+        for _ in range(3):
+            world.clock.sleep(30.0)
+            if oracle:
+                world.hidden_parameters()
+            world.clock.sleep(10.0)
+            temperatures.append(world.temperature_k())
+        readings.append(temperatures)
+    assert readings[0] == readings[1]
 
 
 def test_temperature_drift_moves_the_output_as_the_physics_at_the_new_temperature() -> None:
