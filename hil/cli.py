@@ -60,10 +60,14 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _is_lab_file(path: Path) -> bool:
+    """Whether ``path`` is a lab file rather than a protocol: it has none of the keys only a protocol has."""
     from hil.config import YamlDocument
+    from hil.lab import LabConfig
+    from hil.protocol import Protocol
 
     data = YamlDocument.read(path).data
-    return not (isinstance(data, dict) and "method" in data)  # protocols always name a method
+    protocol_only = set(Protocol.model_fields) - set(LabConfig.model_fields)
+    return not (isinstance(data, dict) and protocol_only & set(data))
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -89,6 +93,9 @@ def _run(args: argparse.Namespace) -> int:
     if (args.protocol is None) == (args.resume is None):
         print("hil: error: give a protocol file, or --resume RUN (not both)", file=sys.stderr)
         return 2
+    if args.resume is not None and (args.seed is not None or args.lab is not None):
+        print("hil: error: --seed and --lab choose a new run's; a resumed run keeps its own", file=sys.stderr)
+        return 2
     try:
         store = run_protocol(args.protocol, lab_path=args.lab, seed=args.seed, resume=args.resume,
                              show_progress=not args.quiet)
@@ -103,6 +110,9 @@ def _run(args: argparse.Namespace) -> int:
 def _runs(args: argparse.Namespace) -> int:
     from hil.store import list_runs
 
+    if not args.root.is_dir():
+        print(f"hil: error: {args.root} is not a folder of runs; give one with --root", file=sys.stderr)
+        return 2
     table = Table(title=f"Runs in {args.root}")
     for column in ("run", "protocol", "status", "device accuracy", "events"):
         table.add_column(column)
@@ -126,6 +136,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed(text: str) -> int:
+    """A ``--seed`` value: an integer in the range `hil.config.Seed` allows."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed (an integer in 0..{2**32 - 1})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hil", description="Train physical neural networks with the "
                                      "hardware in the loop.")
@@ -143,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run an experiment protocol, or resume a run")
     run.add_argument("protocol", type=Path, nargs="?")
     run.add_argument("--lab", type=Path, default=None, help="lab file (default: the protocol's)")
-    run.add_argument("--seed", type=int, default=None, help="override the protocol's seed")
+    run.add_argument("--seed", type=_seed, default=None, help="override the protocol's seed")
     run.add_argument("--resume", type=Path, default=None, metavar="RUN", help="continue this run folder")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)

@@ -2,16 +2,17 @@
 
 Used by lab files and experiment protocols alike. Every model forbids unknown keys. The first problem found is
 reported on one line as ``file:line: dotted.field: what is wrong``, with the allowed keys for an unknown key.
+Numbers must be finite.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hil.errors import ConfigError
 
@@ -22,7 +23,11 @@ Location = tuple[str | int, ...]
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, and values are validated on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+#: A random seed: a non-negative integer that every generator used here accepts.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class YamlDocument:
@@ -80,6 +85,8 @@ class YamlDocument:
         data = self.data
         for key in location:
             data = data[key]
+        if data is None and not location:
+            raise self.error("the file is empty", location)
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -118,8 +125,11 @@ def _index(node: yaml.Node, location: Location, lines: dict[Location, int], sour
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = key_node.value
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError("a key must be a plain name, not a list or a mapping", source=source, line=line,
+                                  field=".".join(map(str, location)) or None)
+            key = key_node.value
             if key in seen:
                 raise ConfigError(f"duplicate key {key!r} (first on line {seen[key]})", source=source, line=line,
                                   field=".".join(map(str, (*location, key))))

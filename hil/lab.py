@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import Field, PositiveFloat, field_validator, model_validator
 
-from hil.config import Strict, YamlDocument
+from hil.config import Seed, Strict, YamlDocument
 from hil.errors import ConfigError, HilError
 from hil.instruments import Instrument
 from hil.registry import instrument_class, load_target, lookup
@@ -76,7 +76,7 @@ class WorldConfig(Strict):
 
     kind: str
     preset: str = "realistic"
-    seed: int = 0
+    seed: Seed = 0
     realtime: bool = False
     config: dict[str, Any] = Field(default_factory=dict)
 

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from hil.config import Strict, YamlDocument
+from hil.config import Seed, Strict, YamlDocument
 from hil.datasets import DATASETS
 from hil.errors import ConfigError
 from hil.lab import Lab
@@ -131,7 +131,7 @@ class Protocol(Strict):
     description: str = ""
     lab: str = Field("lab.yaml", description="lab file, relative to the working directory")
     system: str
-    seed: int = 0
+    seed: Seed = 0
     dataset: DatasetConfig
     model: ModelConfig
     twin: TwinConfig = Field(default_factory=TwinConfig)

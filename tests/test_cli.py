@@ -42,6 +42,11 @@ def test_the_readmes_lab_example_is_valid_and_checking_it_writes_nothing(
     ("instruments:\n  awg: {driver: keysight_33500b, emulate: true, timeout_s: [1]}\n",
      ":2: instruments.awg.timeout_s"),
     ("instruments:\n  awg: {driver: keysight_33500b\n", ":3: instruments.awg: invalid YAML"),
+    ("instruments:\n  awg: {driver: keysight_33500b, emulate: true, timeout_s: .inf}\n",
+     ":2: instruments.awg.timeout_s: Input should be a finite number"),
+    ("worlds:\n  table: {kind: optical_table, seed: -1}\n", ":2: worlds.table.seed"),
+    ("instruments:\n  ? [a, b]\n  : 1\n", ":2: instruments: a key must be a plain name"),
+    ("", ": the file is empty"),
 ])
 def test_check_reports_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str,
                                             needle: str) -> None:
@@ -63,3 +68,30 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path: Path) -> No
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
     assert "instrument 'smu'" in result.stderr
+
+
+def test_check_takes_a_file_with_any_protocol_key_for_a_protocol(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace("\nmethod:", "\nmethd:"))
+    assert main(["check", str(path), "--lab", str(REPO / "lab.yaml")]) == 2
+    assert "method: required field is missing" in capsys.readouterr().err  # checked as the protocol it is
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--seed", "-1", "p.yaml"],
+    ["run", "--seed", str(2**64), "p.yaml"],
+    ["run", "--resume", "runs/x", "--seed", "3"],
+    ["runs", "--root", "no-such-folder"],
+])
+def test_bad_arguments_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                              argv: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # argparse refuses the value itself
+        status = exit_.code
+    assert status == 2
+    assert "error:" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
