@@ -236,7 +236,7 @@ class Lab:
 
         try:
             emulator = load_target(target)(**options)
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise self._error(f"bad emulator option: {error}", (*where, "emulate")) from None
         server = (TcpServer if via == "tcp" else PtyServer)(emulator).start()
         self._servers.append(server)

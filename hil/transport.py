@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from hil.errors import TransportError, TransportTimeout
+from hil.errors import ConfigError, TransportError, TransportTimeout
 
 #: pyvisa datatype codes accepted by the binary-block methods (struct format characters).
 BLOCK_DATATYPES = "bBhHiIlLqQfd"
@@ -40,11 +40,15 @@ class TrafficLog:
         """Write one line; ``direction`` is ``>`` for sent and ``<`` for received."""
         shown = data if len(data) <= 512 else data[:512] + f"... ({len(data)} bytes)".encode()
         with self._lock:
-            if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("a", encoding="utf-8")
-            self._file.write(f"{time.time():.6f}  {resource}  {direction}  {shown!r}\n")
-            self._file.flush()
+            try:
+                if self._file is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._file = self.path.open("a", encoding="utf-8")
+                self._file.write(f"{time.time():.6f}  {resource}  {direction}  {shown!r}\n")
+                self._file.flush()
+            except OSError as error:
+                raise TransportError(f"traffic log {self.path}: cannot write ({error.strerror or error}); give "
+                                     "traffic_log a writable path") from None
 
     def close(self) -> None:
         with self._lock:
@@ -204,7 +208,7 @@ class Transport(ABC):
                     "check that the instrument is on, connected and not busy") from error
             raise TransportError(
                 f"{self.resource}: connection failed during {command!r} ({error}); "
-                "check the cable or network, then reopen()") from error
+                "check the cable or network and the instrument's power, then connect again") from error
 
     @abstractmethod
     def _classify(self, error: Exception) -> str:
@@ -242,6 +246,14 @@ class VisaTransport(Transport):
     """
 
     def __init__(self, resource: str, *, backend: str = "@py", **options: Any):
+        from pyvisa import rname
+
+        try:
+            rname.parse_resource_name(resource)
+        except rname.InvalidResourceName as error:
+            raise ConfigError(f"{resource!r} is not a VISA resource ({error}); write e.g. "
+                              "TCPIP::host::5025::SOCKET, TCPIP::host::INSTR, USB0::…::INSTR or GPIB0::24::INSTR, "
+                              "or a serial device path", field="resource") from None
         super().__init__(resource, **options)
         self.backend = backend
         self._inst: Any = None

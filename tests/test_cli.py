@@ -47,6 +47,10 @@ def test_the_readmes_lab_example_is_valid_and_checking_it_writes_nothing(
     ("worlds:\n  table: {kind: optical_table, seed: -1}\n", ":2: worlds.table.seed"),
     ("instruments:\n  ? [a, b]\n  : 1\n", ":2: instruments: a key must be a plain name"),
     ("", ": the file is empty"),
+    ('instruments:\n  smu: {driver: keithley_2450, resource: "garbage resource"}\n',
+     ":2: instruments.smu.resource: 'garbage resource' is not a VISA resource"),
+    ("instruments:\n  smu: {driver: keithley_2450, emulate: {load_ohm: .nan}}\n",
+     ":2: instruments.smu.emulate: bad emulator option"),
 ])
 def test_check_reports_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str,
                                             needle: str) -> None:

@@ -170,3 +170,11 @@ def test_traffic_log_records_both_directions(echo_tcp, tmp_path) -> None:
     assert len(lines) == 2
     assert "  >  b'ECHO? hello\\n'" in lines[0] and "  <  b'hello\\n'" in lines[1]
     assert isinstance(TrafficLog(log), TrafficLog)
+
+
+def test_an_unwritable_traffic_log_is_named_not_taken_for_a_lost_connection(echo_tcp, tmp_path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    transport = VisaTransport(echo_tcp[1].resource, traffic_log=blocked / "traffic.log")
+    with transport, pytest.raises(TransportError, match=r"traffic log .*traffic.log: cannot write .*writable path"):
+        transport.query("ECHO? a")
