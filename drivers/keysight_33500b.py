@@ -1,7 +1,10 @@
 """Keysight (Agilent) 33500B and 33600A Trueform waveform generators as an `AnalogOutput`.
 
 Each channel is either a DC source (``FUNC DC``, level set by ``VOLT:OFFS``) or plays an uploaded arbitrary
-waveform once per trigger (``FUNC ARB`` in triggered burst mode with ``TRIG:SOUR BUS``, started by ``*TRG``).
+waveform once per trigger (``FUNC ARB`` in triggered burst mode with ``TRIG:SOUR BUS``, started by ``*TRG``),
+holding its first point between bursts. A live channel changes function in one program message that also sets
+its new level (``FUNC DC;:VOLT:OFFS …``, ``FUNC ARB;:BURS:STAT ON;:VOLT …;:VOLT:OFFS …``): the settings in
+between last microseconds, not a round trip, and the arb never runs free.
 Voltages are those across the load named by ``load_ohm``: the instrument has a 50 Ω source impedance and an
 open-circuit range of ±10 V, so into a load R it can reach ±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high
 impedance). ``OUTP:LOAD`` is sent at connect for every channel so that the instrument scales its settings with
@@ -127,12 +130,15 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         return self.query_bool(f"OUTP{channel}?")
 
     def _set_level_hw(self, channel: int, voltage_v: float) -> None:
-        """Switch to the DC function if needed (which ends any armed waveform), then set the offset."""
+        """Set the offset, switching to the DC function in the same message if needed (which ends any armed
+        waveform)."""
+        offset = f"SOUR{channel}:VOLT:OFFS {_num(voltage_v)}"
         if self.function.get(channel) != "DC":
             self.function[channel] = None
             self.waveform_samples.pop(channel, None)
-            self.write(f"SOUR{channel}:FUNC DC")
-        self.write(f"SOUR{channel}:VOLT:OFFS {_num(voltage_v)}")
+            self.write(f"SOUR{channel}:FUNC DC;:{offset}")
+        else:
+            self.write(offset)
         self.check_errors(f"setting channel {channel} to {voltage_v:g} V")
         self.function[channel] = "DC"
 
@@ -141,30 +147,32 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.check_errors(f"switching channel {channel} output {'on' if enabled else 'off'}")
 
     def _load_waveform_hw(self, channel: int, samples_v: np.ndarray, sample_rate_hz: float) -> None:
-        """Upload, scale and arm one waveform as a single triggered burst.
+        """Upload one waveform, then arm it as a single triggered burst, scaled, in one message.
 
-        Amplitude and offset are sent in the order that keeps every intermediate setting inside the limits.
+        A live channel playing an arb first holds its level as DC, so that clearing the memory cannot change
+        what it outputs. Amplitude and offset are sent in the order that keeps every intermediate setting inside
+        the limits.
         """
         amplitude, offset = self._scaling(samples_v)
         data = np.clip((samples_v - offset) / (amplitude / 2), -1.0, 1.0).astype(np.float32)
         name = f"HIL_CH{channel}"
+        level = self.level_v.get(channel)
+        if self.output_on.get(channel) is not False and self.function.get(channel) != "DC" and level is not None:
+            self._set_level_hw(channel, level)
         self.function[channel] = None  # from here until armed, the output is in transition
         present_amplitude = self.query_float(f"SOUR{channel}:VOLT?")
         present_offset = self.query_float(f"SOUR{channel}:VOLT:OFFS?")
         self.write(f"SOUR{channel}:DATA:VOL:CLE")
         self.transport.write_binary(f"SOUR{channel}:DATA:ARB {name},", data, datatype="f", big_endian=False)
-        self.write(f"SOUR{channel}:FUNC:ARB {name}")
-        self.write(f"SOUR{channel}:FUNC:ARB:SRAT {_num(sample_rate_hz)}")
-        self.write(f"SOUR{channel}:FUNC:ARB:FILT STEP")
+        for command in (f"SOUR{channel}:FUNC:ARB {name}", f"SOUR{channel}:FUNC:ARB:SRAT {_num(sample_rate_hz)}",
+                        f"SOUR{channel}:FUNC:ARB:FILT STEP", f"SOUR{channel}:BURS:MODE TRIG",
+                        f"SOUR{channel}:BURS:NCYC 1", f"TRIG{channel}:SOUR BUS"):
+            self.write(command)
+        self.check_errors(f"uploading channel {channel}'s waveform")
         scaling = [f"SOUR{channel}:VOLT {_num(amplitude)}", f"SOUR{channel}:VOLT:OFFS {_num(offset)}"]
         if not self._amplitude_first(present_amplitude, present_offset, amplitude, offset):
             scaling.reverse()
-        for command in scaling:
-            self.write(command)
-        self.check_errors(f"uploading channel {channel}'s waveform")
-        for command in (f"SOUR{channel}:BURS:MODE TRIG", f"SOUR{channel}:BURS:NCYC 1",
-                        f"TRIG{channel}:SOUR BUS", f"SOUR{channel}:FUNC ARB", f"SOUR{channel}:BURS:STAT ON"):
-            self.write(command)
+        self.write(";:".join([f"SOUR{channel}:FUNC ARB", f"SOUR{channel}:BURS:STAT ON", *scaling]))
         self.check_errors(f"arming channel {channel}'s waveform")
         self.function[channel] = "ARB"
         self.sample_rate_hz[channel] = sample_rate_hz

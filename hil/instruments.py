@@ -327,7 +327,10 @@ class AnalogOutput(Instrument):
     """Voltage outputs on ``n_channels`` channels (1-based): DC levels, and waveforms played on trigger.
 
     DC changes larger than the ``voltage_v`` limit's ``max_step`` are ramped, each step checked; a ramp from an
-    unknown level is refused. ``load_waveform`` checks every sample; ``play`` starts loaded waveforms once.
+    unknown level is refused. ``load_waveform`` checks every sample; ``play`` starts loaded waveforms once. A
+    loaded waveform holds its channel at its first sample before and after each play (its level, as a DC level
+    is); a live channel further than ``max_step`` from that sample is ramped there before the waveform is loaded.
+    Within a waveform the samples are the caller's: ``max_step`` does not apply between them.
     """
 
     capability = "analog output"
@@ -374,7 +377,8 @@ class AnalogOutput(Instrument):
         self.output_on[channel] = bool(enabled)
 
     def load_waveform(self, channel: int, samples_v: Any, sample_rate_hz: float) -> None:
-        """Load a waveform (volts, one sample per 1/``sample_rate_hz`` s) to be played by `play`."""
+        """Load a waveform (volts, one sample per 1/``sample_rate_hz`` s) to be played by `play`; a live channel
+        is first ramped to the first sample if it is further than ``max_step`` from it."""
         self._require_connected()
         channel = self._check_channel(channel, self.n_channels)
         samples = np.asarray(samples_v, dtype=np.float64)
@@ -384,10 +388,19 @@ class AnalogOutput(Instrument):
                              f"takes 1-D waveforms of {low}..{high} points")
         self._check_array("voltage_v", samples, f"channel {channel} waveform")
         rate = self._check("sample_rate_hz", sample_rate_hz)
+        first, level = float(samples[0]), self.level_v.get(channel)
+        max_step = self.limits["voltage_v"].max_step
+        if self.output_on.get(channel) is not False and max_step is not None and \
+                (level is None or abs(first - level) > max_step):
+            self.set_voltage(channel, first)
         self.waveform_samples.pop(channel, None)
-        self.level_v[channel] = None  # the output now follows the waveform: no DC level to ramp from
-        self._load_waveform_hw(channel, samples, rate)
+        try:
+            self._load_waveform_hw(channel, samples, rate)
+        except BaseException:
+            self.level_v[channel] = None  # somewhere between the old level and the waveform's
+            raise
         self.waveform_samples[channel] = len(samples)
+        self.level_v[channel] = first
 
     def play(self, channels: Sequence[int] | None = None) -> None:
         """Play the loaded waveforms of ``channels`` (all loaded ones by default) once, together."""
@@ -442,7 +455,9 @@ class AnalogOutput(Instrument):
     def _set_output_hw(self, channel: int, enabled: bool) -> None: ...
 
     @abstractmethod
-    def _load_waveform_hw(self, channel: int, samples_v: np.ndarray, sample_rate_hz: float) -> None: ...
+    def _load_waveform_hw(self, channel: int, samples_v: np.ndarray, sample_rate_hz: float) -> None:
+        """Load the waveform and hold the channel at its first sample; ``level_v[channel]`` is still the level
+        the channel holds now."""
 
     @abstractmethod
     def _play_hw(self, channels: list[int]) -> None: ...

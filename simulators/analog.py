@@ -129,7 +129,7 @@ class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
                 "sample_rate_hz": Limit("Hz", 1.0, self.converters.max_sample_rate_hz)}
 
     def _read_level_hw(self, channel: int) -> float | None:
-        return float(self._dc[channel - 1]) if channel - 1 not in self._waveforms else None
+        return float(self._dc[channel - 1])
 
     def _read_output_hw(self, channel: int) -> bool:
         return bool(self._on[channel - 1])
@@ -147,7 +147,7 @@ class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
         samples = quantise(torch.as_tensor(samples_v, dtype=torch.float32), self.converters.output_range_v,
                            self.converters.dac_bits)
         self._waveforms[channel - 1] = (samples, sample_rate_hz)
-        self._dc[channel - 1] = 0.0
+        self._dc[channel - 1] = samples[0]  # held between plays
 
     def drive(self, n_samples: int, played: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """The voltages at every output (channels × ``n_samples``): played waveforms, else DC; 0 V when off."""

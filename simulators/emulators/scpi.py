@@ -7,8 +7,10 @@ whose handler returns the reply. A handler raises `ScpiError` to put an error in
 a missing or extra parameter and a malformed number do so too, as on the instrument. After an error the rest of
 the program message is skipped and a failed query sends no reply, so the client times out, as on a bench.
 
-Not emulated: the SCPI rule that a header after ``;`` is relative to the previous header's path; every header
-is taken from the root.
+A header after ``;`` is taken from the root: it must start with ``:``, be a common command (``*``), or follow a
+header whose path is the root. On an instrument any other header is relative to the previous header's path; that
+rule is not emulated, and such a header is refused with -113, so that a driver relying on it fails here rather
+than on a bench.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def parse_message(message: bytes) -> list[tuple[str, list[Param]]]:
     """Parse one program message into (header, parameters) units; blocks become bytes, quotes are removed."""
     units: list[tuple[str, list[Param]]] = []
     index, length = 0, len(message)
+    at_root = True  # the previous (non-common) header's path is the root
 
     def skip_space(at: int) -> int:
         while at < length and message[at] in b" \t\r":
@@ -145,6 +148,11 @@ def parse_message(message: bytes) -> list[tuple[str, list[Param]]]:
         if match is None:
             raise ScpiError(SYNTAX_ERROR, f"empty command at byte {index}")
         header = match.group().decode("ascii", errors="replace")
+        if not header.startswith("*"):
+            if not (at_root or header.startswith(":")):
+                raise ScpiError(UNDEFINED_HEADER, f"{header} after ';' would be relative to the previous header's "
+                                "path; start it with ':'")
+            at_root = ":" not in header.lstrip(":")
         index = skip_space(match.end())
         params: list[Param] = []
         while index < length and message[index] != ord(";"):

@@ -66,7 +66,7 @@ class AnalogOutputContract(InstrumentContract):
         samples = np.linspace(-0.5, 0.5, max(low, 64)) * instrument.limits["voltage_v"].max
         instrument.load_waveform(1, samples, 1e3)
         instrument.play([1])
-        assert instrument.level_v[1] is None  # a waveform is not a DC level
+        assert instrument.level_v[1] == samples[0]  # held at the first sample before and after each play
 
     def test_safe_state_is_zero_volts_and_off(self, instrument: AnalogOutput) -> None:
         instrument.safe_state()

@@ -39,10 +39,22 @@ def connected(*channels: tuple[bytes, bytes, bytes], idn: bytes = IDN, load: byt
     return exchanges
 
 
-def arming(channel: int) -> list[tuple[bytes, bytes | None]]:
-    return [(b"SOUR%d:BURS:MODE TRIG" % channel, None), (b"SOUR%d:BURS:NCYC 1" % channel, None),
-            (b"TRIG%d:SOUR BUS" % channel, None), (b"SOUR%d:FUNC ARB" % channel, None),
-            (b"SOUR%d:BURS:STAT ON" % channel, None), ERRORS_CHECKED]
+def uploading(channel: int, data: np.ndarray, rate: bytes,
+              present: tuple[bytes, bytes] = (b"+1.000000000000000E-01", ZERO)) -> list[tuple[bytes, bytes | None]]:
+    """`load_waveform` up to arming: the present scaling, the upload and every setting that leaves the output."""
+    source = b"SOUR%d:" % channel
+    return [(source + b"VOLT?", present[0]), (source + b"VOLT:OFFS?", present[1]), (source + b"DATA:VOL:CLE", None),
+            (source + b"DATA:ARB HIL_CH%d," % channel + block(data), None),
+            (source + b"FUNC:ARB HIL_CH%d" % channel, None), (source + b"FUNC:ARB:SRAT " + rate, None),
+            (source + b"FUNC:ARB:FILT STEP", None), (source + b"BURS:MODE TRIG", None),
+            (source + b"BURS:NCYC 1", None), (b"TRIG%d:SOUR BUS" % channel, None), ERRORS_CHECKED]
+
+
+def arming(channel: int, *scaling: bytes) -> list[tuple[bytes, bytes | None]]:
+    """The one message that switches to the arb, arms the burst and scales it, then the error check."""
+    source = b"SOUR%d:" % channel
+    parts = [source + b"FUNC ARB", source + b"BURS:STAT ON", *(source + command for command in scaling)]
+    return [(b";:".join(parts), None), ERRORS_CHECKED]
 
 
 # -- byte-exact protocol -------------------------------------------------------------------------------------
@@ -104,7 +116,7 @@ def test_set_voltage_on_a_dc_channel():
 
 def test_set_voltage_selects_the_dc_function_first():
     exchanges = [*connected(DC_OFF, (b"SIN", b"", b"0")),
-                 (b"SOUR2:FUNC DC", None), (b"SOUR2:VOLT:OFFS -1.5", None), ERRORS_CHECKED]
+                 (b"SOUR2:FUNC DC;:SOUR2:VOLT:OFFS -1.5", None), ERRORS_CHECKED]
     with expected_protocol(awg(), exchanges) as inst:
         inst.connect()
         inst.set_voltage(2, -1.5)
@@ -135,20 +147,12 @@ def test_waveform_upload_sends_normalised_float32_block_and_arms_a_bus_triggered
     samples = [0.0, 1.0, 2.0, 1.0, 0.0, -1.0, -2.0, -1.0]  # window 4 Vpp about 0 V: data = volts / 2
     data = np.array([0.0, 0.5, 1.0, 0.5, 0.0, -0.5, -1.0, -0.5], dtype=np.float32)
     assert block(data)[:4] == b"#232"
-    exchanges = [*connected(),
-                 (b"SOUR1:VOLT?", b"+1.000000000000000E-01"), (b"SOUR1:VOLT:OFFS?", ZERO),
-                 (b"SOUR1:DATA:VOL:CLE", None),
-                 (b"SOUR1:DATA:ARB HIL_CH1," + block(data), None),
-                 (b"SOUR1:FUNC:ARB HIL_CH1", None),
-                 (b"SOUR1:FUNC:ARB:SRAT 1000", None),
-                 (b"SOUR1:FUNC:ARB:FILT STEP", None),
-                 (b"SOUR1:VOLT 4", None), (b"SOUR1:VOLT:OFFS 0", None), ERRORS_CHECKED,
-                 *arming(1)]
+    exchanges = [*connected(), *uploading(1, data, b"1000"), *arming(1, b"VOLT 4", b"VOLT:OFFS 0")]
     with expected_protocol(awg(), exchanges) as inst:
         inst.connect()
         inst.load_waveform(1, samples, 1000.0)
         assert inst.waveform_samples == {1: 8}
-        assert inst.function[1] == "ARB" and inst.level_v[1] is None
+        assert inst.function[1] == "ARB" and inst.level_v[1] == 0.0  # held at the first sample
         assert inst.sample_rate_hz[1] == 1000.0
 
 
@@ -157,12 +161,8 @@ def test_waveform_offset_goes_first_when_the_new_amplitude_would_not_fit_the_old
     samples = np.array([-1.0, 3.0] * 4)
     data = np.array([-1.0, 1.0] * 4, dtype=np.float32)
     exchanges = [*connected((b"DC", b"+4.000000000000000E+00", b"1"), DC_OFF),
-                 (b"SOUR1:VOLT?", b"+1.000000000000000E-01"),
-                 (b"SOUR1:VOLT:OFFS?", b"+4.000000000000000E+00"),
-                 (b"SOUR1:DATA:VOL:CLE", None), (b"SOUR1:DATA:ARB HIL_CH1," + block(data), None),
-                 (b"SOUR1:FUNC:ARB HIL_CH1", None), (b"SOUR1:FUNC:ARB:SRAT 2500000", None),
-                 (b"SOUR1:FUNC:ARB:FILT STEP", None),
-                 (b"SOUR1:VOLT:OFFS 1", None), (b"SOUR1:VOLT 4", None), ERRORS_CHECKED, *arming(1)]
+                 *uploading(1, data, b"2500000", present=(b"+1.000000000000000E-01", b"+4.000000000000000E+00")),
+                 *arming(1, b"VOLT:OFFS 1", b"VOLT 4")]
     with expected_protocol(awg(), exchanges) as inst:
         inst.connect()
         inst.load_waveform(1, samples, 2.5e6)
@@ -172,11 +172,7 @@ def test_flat_waveform_uses_the_smallest_amplitude_inside_the_lab_limits():
     # 0 V everywhere with a lab floor of 0 V: 1 mVpp window from 0 to 1 mV, so the data sit at -1; the present
     # window (0.1 Vpp about 0 V) already dips below the floor, so the instrument's own limits decide the order
     data = np.full(8, -1.0, dtype=np.float32)
-    exchanges = [*connected(), (b"SOUR1:VOLT?", b"+1.000000000000000E-01"), (b"SOUR1:VOLT:OFFS?", ZERO),
-                 (b"SOUR1:DATA:VOL:CLE", None), (b"SOUR1:DATA:ARB HIL_CH1," + block(data), None),
-                 (b"SOUR1:FUNC:ARB HIL_CH1", None), (b"SOUR1:FUNC:ARB:SRAT 10", None),
-                 (b"SOUR1:FUNC:ARB:FILT STEP", None),
-                 (b"SOUR1:VOLT 0.001", None), (b"SOUR1:VOLT:OFFS 0.0005", None), ERRORS_CHECKED, *arming(1)]
+    exchanges = [*connected(), *uploading(1, data, b"10"), *arming(1, b"VOLT 0.001", b"VOLT:OFFS 0.0005")]
     with expected_protocol(awg(limits={"voltage_v": {"min": 0.0}}), exchanges) as inst:
         inst.connect()
         inst.load_waveform(1, np.zeros(8), 10.0)
@@ -184,13 +180,26 @@ def test_flat_waveform_uses_the_smallest_amplitude_inside_the_lab_limits():
 
 def _loaded(channel: int) -> list:
     data = np.linspace(-1, 1, 8, dtype=np.float32)
-    return [(b"SOUR%d:VOLT?" % channel, b"+1.000000000000000E-01"), (b"SOUR%d:VOLT:OFFS?" % channel, ZERO),
-            (b"SOUR%d:DATA:VOL:CLE" % channel, None),
-            (b"SOUR%d:DATA:ARB HIL_CH%d," % (channel, channel) + block(data), None),
-            (b"SOUR%d:FUNC:ARB HIL_CH%d" % (channel, channel), None),
-            (b"SOUR%d:FUNC:ARB:SRAT 1000" % channel, None), (b"SOUR%d:FUNC:ARB:FILT STEP" % channel, None),
-            (b"SOUR%d:VOLT 2" % channel, None), (b"SOUR%d:VOLT:OFFS 0" % channel, None), ERRORS_CHECKED,
-            *arming(channel)]
+    return [*uploading(channel, data, b"1000"), *arming(channel, b"VOLT 2", b"VOLT:OFFS 0")]
+
+
+def test_a_live_channel_is_ramped_to_the_first_sample_then_held_as_dc_while_the_next_waveform_loads():
+    first, second = np.array([1.2, -1.0] * 4), np.array([1.0, -1.0] * 4)
+    exchanges = [*connected((b"DC", ZERO, b"1"), DC_OFF)]
+    for step in (b"0.4", b"0.8", b"1.2"):
+        exchanges += [(b"SOUR1:VOLT:OFFS " + step, None), ERRORS_CHECKED]
+    exchanges += [*uploading(1, np.array([1.0, -1.0] * 4, dtype=np.float32), b"1000"),
+                  *arming(1, b"VOLT 2.2", b"VOLT:OFFS 0.1"),
+                  (b"SOUR1:FUNC DC;:SOUR1:VOLT:OFFS 1.2", None), ERRORS_CHECKED,  # before the memory is cleared
+                  *uploading(1, np.array([1.0, -1.0] * 4, dtype=np.float32), b"1000",
+                             present=(b"+2.200000000000000E+00", b"+1.000000000000000E-01")),
+                  *arming(1, b"VOLT 2", b"VOLT:OFFS 0")]
+    with expected_protocol(awg(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as inst:
+        inst.connect()
+        inst.load_waveform(1, first, 1000)
+        assert inst.level_v[1] == 1.2
+        inst.load_waveform(1, second, 1000)  # 0.2 V from the held level: within max_step, no ramp
+        assert inst.level_v[1] == 1.0
 
 
 def test_play_every_loaded_channel_with_one_bus_trigger_or_one_channel_alone():
@@ -244,7 +253,7 @@ def test_safe_state_switches_an_unknown_channel_off_first_and_ramps_a_known_one(
     exchanges = [*connected((b"ARB", b"", b"1"), (b"DC", b"+1.000000000000000E+00", b"1")),
                  ERRORS_CHECKED,  # errors left by earlier commands are read first
                  (b"OUTP1 OFF", None), ERRORS_CHECKED,
-                 (b"SOUR1:FUNC DC", None), (b"SOUR1:VOLT:OFFS 0", None), ERRORS_CHECKED,
+                 (b"SOUR1:FUNC DC;:SOUR1:VOLT:OFFS 0", None), ERRORS_CHECKED,
                  (b"SOUR2:VOLT:OFFS 0.5", None), ERRORS_CHECKED, (b"SOUR2:VOLT:OFFS 0", None), ERRORS_CHECKED,
                  (b"OUTP2 OFF", None), ERRORS_CHECKED]
     with expected_protocol(awg(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as inst:
@@ -363,6 +372,27 @@ def test_emulator_plays_the_requested_volts(bench):
     assert inst.query("SOUR1:DATA:VOL:CAT?") == '"HIL_CH1"'
 
 
+def test_emulator_a_live_channel_holds_its_level_through_waveform_loads_and_back_to_dc(bench):
+    inst, emulator = bench
+    inst.set_voltage(1, 0.3)
+    inst.set_output(1, True)
+    levels = []
+    handle = emulator.handle
+
+    def watched(message: bytes) -> bytes | None:  # the output level after every program message
+        reply = handle(message)
+        levels.append(emulator.output_v(1))
+        return reply
+
+    emulator.handle = watched
+    for samples in ([0.3, 2.0, -1.0, 0.3] * 2, [0.3, 1.0, 0.5, 0.0] * 2):
+        inst.load_waveform(1, samples, 1e3)
+        inst.play([1])
+    inst.set_voltage(1, 0.3)
+    assert len(levels) > 20
+    assert all(level == pytest.approx(0.3, abs=1e-6) for level in levels)  # never free-running (None) or moved
+
+
 def test_emulator_reports_a_raw_out_of_range_command(bench):
     inst, emulator = bench
     inst.transport.write("SOUR1:VOLT:OFFS 7")  # channel 1 plays a 0.1 Vpp sine (power-on): 4.95 V at most
@@ -411,7 +441,7 @@ def _ask(emulator: Keysight33500BEmulator, message: bytes) -> bytes | None:
 def test_emulator_long_and_short_forms_and_reply_formats():
     e = Keysight33500BEmulator()
     assert _ask(e, b":SOURce2:FUNCtion:SHAPe DC;:SOUR2:VOLTAGE:LEVEL:IMMEDIATE:OFFSET 0.5") is None
-    assert _ask(e, b"SOUR2:FUNC?;SOUR2:VOLT:OFFS?") == b"DC;+5.000000000000000E-01"
+    assert _ask(e, b"SOUR2:FUNC?;:SOUR2:VOLT:OFFS?") == b"DC;+5.000000000000000E-01"
     assert _ask(e, b"OUTPUT2:STATE ON;:OUTP2?;:OUTP1?") == b"1;0"
     assert _ask(e, b"OUTP2:LOAD INF;:OUTP2:LOAD?;:SOUR2:VOLT:OFFS?") == b"+9.900000000000000E+37;" \
                                                                           b"+1.000000000000000E+00"
@@ -421,7 +451,7 @@ def test_emulator_long_and_short_forms_and_reply_formats():
 def test_emulator_errors_as_the_instrument():
     e = Keysight33500BEmulator(channels=1)
     cases = [(b"SOUR1:FUNC ARB", b"-221"), (b"SOUR2:FUNC DC", b"-113"), (b"FUNC:ARB NOPE", b"-224"),
-             (b"OUTP1 MAYBE", b"-224"), (b"FUNC DC;BURS:STAT ON", b"-221"), (b"*TRG", b"-211"),
+             (b"OUTP1 MAYBE", b"-224"), (b"FUNC DC;:BURS:STAT ON", b"-221"), (b"*TRG", b"-211"),
              (b"DATA:ARB A,0.1,0.2", b"-222"), (b"VOLT:OFFS", b"-109")]
     for message, code in cases:
         assert _ask(e, message) is None
@@ -436,7 +466,7 @@ def test_emulator_volatile_memory_byte_order_and_dac_data():
     dac = np.array([-32767, 0, 32767, 0, 1, 2, 3, 4], dtype="<i2").tobytes()
     _ask(e, b"FORM:BORD SWAP")
     assert _ask(e, b"DATA:ARB:DAC CODES,#216" + dac) is None
-    assert _ask(e, b"DATA:VOL:CAT?;DATA:VOL:FREE?") == b'"BIG","CODES";+4'
+    assert _ask(e, b"DATA:VOL:CAT?;:DATA:VOL:FREE?") == b'"BIG","CODES";+4'
     np.testing.assert_allclose(e.channels[1].memory["BIG"], np.linspace(-1, 1, 8), atol=1e-7)
     assert e.channels[1].memory["CODES"][:3].tolist() == [-1.0, 0.0, 1.0]
     assert _ask(e, b"DATA:ARB BIG,#232" + big) is None  # now read as little-endian: garbage

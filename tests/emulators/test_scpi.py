@@ -44,12 +44,13 @@ def test_split_messages_ignores_newline_in_quotes() -> None:
 
 
 def test_parse_message_units_parameters_blocks_and_strings() -> None:
-    units = parse_message(b'SOUR1:VOLT 1.5 ; :TRAC:DATA? 1, 10, "defbuffer1", READ;DATA w,#13x;,')
+    units = parse_message(b'SOUR1:VOLT 1.5 ; :TRAC:DATA? 1, 10, "defbuffer1", READ;:DATA w,#13x;,;*WAI')
     assert units == [("SOUR1:VOLT", ["1.5"]), (":TRAC:DATA?", ["1", "10", "defbuffer1", "READ"]),
-                     ("DATA", ["w", b"x;,"])]
+                     (":DATA", ["w", b"x;,"]), ("*WAI", [])]
 
 
-@pytest.mark.parametrize("message", [b"VOLT 1,", b"VOLT 1,,2", b'VOLT "open', b"DATA #15ab", b"DATA #0ab"])
+@pytest.mark.parametrize("message", [b"VOLT 1,", b"VOLT 1,,2", b'VOLT "open', b"DATA #15ab", b"DATA #0ab",
+                                     b"SOUR1:FUNC DC;VOLT:OFFS 1"])  # relative after ';': refused, not guessed
 def test_parse_message_rejects_malformed(message: bytes) -> None:
     with pytest.raises(ScpiError):
         parse_message(message)
