@@ -46,3 +46,9 @@ class DeviceError(HilError):
 
 class InterlockError(HilError):
     """A safety or quality interlock tripped (saturation, compliance, laser power, twin drift)."""
+
+
+def error_reason(error: BaseException) -> str:
+    """The first sentence of a library error's message (torch's run to paragraphs), or its type if it has none."""
+    text = str(error).strip()
+    return text.split("\n")[0].split(". ")[0] if text else type(error).__name__

@@ -4,9 +4,10 @@ The steps run as a plan with a checkpoint after each step and each epoch: the mo
 the random generators, the step counters and, on a simulator, the full state of the simulated bench. A run
 killed at any point (even with SIGKILL) resumes with ``hil run --resume RUN`` from its last checkpoint and ends
 with the same result as an uninterrupted run with the same seed; the events of the unfinished part are moved out
-of the log, so it holds every event exactly once. The first Ctrl-C finishes the current step (or training
-batch), saves a checkpoint and exits; the second exits at once. Every instrument goes to its safe state on the
-way out, whatever happens.
+of the log, so it holds every event exactly once. The first checkpoint is on disk before any step starts, so a
+run without one has measured nothing and resuming it starts over; a run that got further needs its checkpoint.
+The first Ctrl-C finishes the current step (or training batch), saves a checkpoint and exits; the second exits
+at once. Every instrument goes to its safe state on the way out, whatever happens.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from hil.errors import ConfigError, HilError
 from hil.lab import Lab
 from hil.nn import physical_layers, set_mode
 from hil.protocol import Protocol, build_method, build_model, first_physical_system, load_protocol
-from hil.store import RunStore
+from hil.store import CHECKPOINT, RunFileError, RunStore
 from hil.twin.collect import TwinData, collect
 from hil.twin.fidelity import fidelity
 from hil.twin.fit import fit_twin
@@ -219,8 +220,11 @@ class Run:
         config = self.protocol.twin
         if config.from_run:
             source = RunStore.open(config.from_run)
-            arrays, _ = source.load_arrays("data/twin_data.h5")
             source.close()
+            if not source.has("data/twin_data.h5"):
+                raise ConfigError(f"{source.path} has no collected twin data (data/twin_data.h5); point it at a "
+                                  "run that finished its collect step", field="twin.from_run")
+            arrays, _ = source.load_arrays("data/twin_data.h5")
             self.twin_data = TwinData.from_arrays(arrays)
             design = "from run"
         else:
@@ -362,15 +366,37 @@ class Run:
             yield lambda done, info: progress.update(task, completed=done, info=info)
 
 
+def _checkpoint_to_resume(store: RunStore) -> dict[str, Any] | None:
+    """The checkpoint a resumed run continues from; None for a run stopped before its first checkpoint (it has
+    measured nothing and starts over). Without a checkpoint, a run that got further cannot resume."""
+    saved = store.load_checkpoint()
+    if saved is None and any(event["kind"] != "run_started" for event in store.events()):
+        raise RunFileError(f"{store.path / CHECKPOINT}: checkpoint missing; resuming would redo the run and "
+                           "overwrite its data; start a new run")
+    return saved
+
+
+def _describe(error: BaseException) -> str:
+    """An error as a run_failed event records it: a HilError's message, otherwise its type and message."""
+    if isinstance(error, HilError) and str(error):
+        return str(error)
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
 def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Path | None = None,
                  seed: int | None = None, resume: str | Path | None = None, show_progress: bool = True,
                  output_root: str | Path | None = None) -> RunStore:
     """Run a protocol file (or resume a run folder); returns the run's store. Instruments always end safe."""
+    saved = None
     if resume is not None:
         store = RunStore.open(resume)
-        document_path = store.path / "protocol.yaml"
-        protocol, document = load_protocol(document_path)
-        lab = Lab.load(store.path / "lab.yaml")
+        try:
+            saved = _checkpoint_to_resume(store)
+            protocol, document = load_protocol(store.path / "protocol.yaml")
+            lab = Lab.load(store.path / "lab.yaml")
+        except BaseException:
+            store.close()
+            raise
     else:
         if protocol_path is None:
             raise ConfigError("give a protocol file or --resume RUN")
@@ -386,7 +412,6 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
         with lab:
             run = Run(protocol, lab, store, document, show_progress)
             run.prepare()
-            saved = store.load_checkpoint() if resume is not None else None
             if saved is not None:
                 run.resume_from(saved)
             else:
@@ -400,12 +425,13 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 store.event("run_started", protocol=protocol.name, method=protocol.method.name,
                             system=protocol.system, seed=protocol.seed)
                 run.checkpoint()
+                store.wait_for_checkpoint()  # on disk before any step measures anything (see the module docstring)
             try:
                 run.execute()
             except Interrupted:
                 raise
-            except (HilError, KeyboardInterrupt) as error:
-                store.event("run_failed", error=str(error) or type(error).__name__)
+            except BaseException as error:  # whatever ends the run is recorded, then reported as before
+                store.event("run_failed", error=_describe(error))
                 raise
     finally:
         store.close()

@@ -13,8 +13,10 @@
 
 Every file other than the event log is written to a temporary name and renamed into place, so a reader (or a
 resumed run) sees either the old or the new version, never half of one. The event log is appended line by line;
-a line torn by a crash is ignored when reading. On resume the events after the checkpoint (a partial epoch that
-will be redone) are moved to ``events.discarded.jsonl``, so the log has every event exactly once.
+a last line torn by a crash is ignored when reading, and a damaged line before it makes the log unusable (an
+error naming the line) rather than silently shortened. On resume the events after the checkpoint (a partial
+epoch that will be redone) and a torn last line are moved, byte for byte, to ``events.discarded.jsonl``, so the
+log has every event exactly once and nothing written is lost.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +36,15 @@ import h5py
 import numpy as np
 import torch
 
-from hil.errors import ConfigError, HilError
+from hil.errors import ConfigError, HilError, error_reason
 
 EVENTS = "events.jsonl"
 DISCARDED = "events.discarded.jsonl"
 CHECKPOINT = "checkpoint.pt"
+
+
+class RunFileError(HilError):
+    """A file of a run folder is missing, damaged or unreadable, or the folder cannot be created."""
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -70,8 +76,8 @@ class RunStore:
 
     def __init__(self, path: Path):
         self.path = path
-        self._events = (path / EVENTS).open("a", encoding="utf-8")
         self.next_seq = 1 + max((event["seq"] for event in self.events()), default=0)
+        self._events = (path / EVENTS).open("a", encoding="utf-8")
         self._writer: threading.Thread | None = None
         self._writer_error: BaseException | None = None
 
@@ -80,15 +86,20 @@ class RunStore:
         """A new run folder ``parent/<date>-<time>-<name>`` (a suffix keeps it unique)."""
         stem = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name).strip('-') or 'run'}"
         parent = Path(parent)
-        parent.mkdir(parents=True, exist_ok=True)
-        for suffix in ["", *(f"-{k}" for k in range(2, 1000))]:
-            path = parent / f"{stem}{suffix}"
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            return cls(path)
-        raise HilError(f"cannot create a run folder under {parent}")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            for suffix in ["", *(f"-{k}" for k in range(2, 1000))]:
+                path = parent / f"{stem}{suffix}"
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    continue
+                return cls(path)
+        except OSError as error:
+            raise RunFileError(f"output.root: cannot create a run folder in {parent} ({error.strerror or error}); "
+                               "set output.root to a folder you can write to") from None
+        raise RunFileError(f"output.root: cannot create a run folder in {parent} (too many named {stem}); "
+                           "use another output.root or output.name")
 
     @classmethod
     def open(cls, path: str | Path) -> RunStore:
@@ -114,20 +125,32 @@ class RunStore:
         return record
 
     def events(self) -> list[dict[str, Any]]:
-        """Every complete event in the log (a line torn by a crash is skipped)."""
-        return list(_read_events(self.path / EVENTS))
+        """Every event in the log; a last line torn by a crash is skipped, a damaged line before it is an error."""
+        return [event for event, _ in self._lines()[0]]
+
+    def _lines(self) -> tuple[list[tuple[dict[str, Any], bytes]], bytes]:
+        """The log's events with their raw lines, and the raw bytes of a torn last line (b"" if none)."""
+        entries, torn, damaged = _scan_events(self.path / EVENTS)
+        if damaged:
+            raise RunFileError(f"{self.path / EVENTS}:{damaged[0]}: damaged line (not a JSON event) before the end "
+                               "of the log; nothing was changed: repair that line by hand, or start a new run")
+        return entries, torn
 
     def rewind_events(self, next_seq: int) -> int:
-        """Keep events before ``next_seq`` in the log; move later ones to the discarded log. Returns how many."""
-        kept, later = [], []
-        for event in self.events():
-            (kept if event["seq"] < next_seq else later).append(event)
+        """Keep events before ``next_seq`` in the log; move later ones and a torn last line, byte for byte, to
+        the discarded log. Returns how many lines moved."""
+        entries, torn = self._lines()
+        kept = [line for event, line in entries if event["seq"] < next_seq]
+        later = [line for event, line in entries if event["seq"] >= next_seq]
+        if torn:
+            later.append(torn if torn.endswith(b"\n") else torn + b"\n")
         if later:
-            with (self.path / DISCARDED).open("a", encoding="utf-8") as handle:
-                for event in later:
-                    handle.write(json.dumps(event) + "\n")
+            with (self.path / DISCARDED).open("ab") as handle:
+                handle.write(b"".join(later))
+                handle.flush()
+                os.fsync(handle.fileno())
         self._events.close()
-        _atomic_write(self.path / EVENTS, "".join(json.dumps(e) + "\n" for e in kept).encode())
+        _atomic_write(self.path / EVENTS, b"".join(kept))
         self._events = (self.path / EVENTS).open("a", encoding="utf-8")
         self.next_seq = next_seq
         return len(later)
@@ -157,9 +180,13 @@ class RunStore:
 
     def load_arrays(self, relative: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The arrays (as tensors) and attributes of an HDF5 file written by `save_arrays`."""
-        with h5py.File(self.path / relative, "r") as handle:
-            arrays = {name: torch.from_numpy(handle[name][()]) for name in handle}
-            attrs = {key: json.loads(value) for key, value in handle.attrs.items()}
+        try:
+            with h5py.File(self.path / relative, "r") as handle:
+                arrays = {name: torch.from_numpy(handle[name][()]) for name in handle}
+                attrs = {key: json.loads(value) for key, value in handle.attrs.items()}
+        except (OSError, KeyError, ValueError) as error:
+            raise RunFileError(f"{self.path / relative}: HDF5 data unreadable ({error}); the file is missing or "
+                               "damaged: restore it from a backup, or start a new run") from None
         return arrays, attrs
 
     def has(self, relative: str) -> bool:
@@ -197,31 +224,60 @@ class RunStore:
             raise HilError(f"{self.path / CHECKPOINT}: writing the checkpoint failed: {error}") from error
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The latest checkpoint (tensors and plain values only: loaded with ``weights_only=True``)."""
+        """The latest checkpoint (tensors and plain values only: loaded with ``weights_only=True``); None if
+        there is none."""
         self.wait_for_checkpoint()
         if not self.has(CHECKPOINT):
             return None
-        return torch.load(self.path / CHECKPOINT, weights_only=True)
+        try:
+            saved = torch.load(self.path / CHECKPOINT, weights_only=True)
+        except Exception as error:  # a damaged file fails torch.load in many ways (EOF, zip, pickle, index)
+            reason = error_reason(error)
+        else:
+            if isinstance(saved, dict) and "next_seq" in saved:
+                return saved
+            reason = "not a checkpoint of hil"
+        raise RunFileError(f"{self.path / CHECKPOINT}: checkpoint unreadable ({reason}); the run cannot be "
+                           "resumed from it: restore the file from a backup, or start a new run")
 
 
-def _read_events(path: Path) -> Iterator[dict[str, Any]]:
+def _event(line: bytes) -> dict[str, Any] | None:
+    """The event on one line of the log, or None if the line is torn (no newline) or damaged."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        event = json.loads(line.decode("utf-8"))
+    except ValueError:  # not UTF-8, or not JSON
+        return None
+    valid = isinstance(event, dict) and isinstance(event.get("seq"), int) and isinstance(event.get("kind"), str)
+    return event if valid else None
+
+
+def _scan_events(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], bytes, list[int]]:
+    """The events of a log with their raw lines, the raw bytes of its last line if that is not an event (torn
+    by a crash), and the 1-based numbers of the lines before it that are not events (damage)."""
     if not path.exists():
-        return
-    with path.open("r", encoding="utf-8") as handle:
-        for line in handle:
-            if not line.endswith("\n"):
-                break  # torn by a crash
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                break
+        return [], b"", []
+    with path.open("rb") as handle:
+        lines = list(handle)
+    entries, damaged = [], []
+    for number, line in enumerate(lines, 1):
+        event = _event(line)
+        if event is None:
+            damaged.append(number)
+        else:
+            entries.append((event, line))
+    torn = lines[damaged.pop() - 1] if damaged and damaged[-1] == len(lines) else b""
+    return entries, torn, damaged
 
 
 def list_runs(parent: str | Path) -> list[dict[str, Any]]:
-    """Summaries of the runs under ``parent``, newest first: folder, protocol, status, last figures."""
+    """Summaries of the runs under ``parent``, newest first: folder, protocol, status, last figures. A run whose
+    log has a damaged line is listed (from its readable events) with the status "damaged log"."""
     runs = []
     for path in sorted(Path(parent).glob("*/" + EVENTS), reverse=True):
-        events = list(_read_events(path))
+        entries, _, damaged = _scan_events(path)
+        events = [event for event, _ in entries]
         started = next((e for e in events if e["kind"] == "run_started"), {})
         finished = next((e for e in reversed(events) if e["kind"] in ("run_finished", "run_failed",
                                                                           "run_interrupted")), None)
@@ -229,8 +285,9 @@ def list_runs(parent: str | Path) -> list[dict[str, Any]]:
         runs.append({
             "run": path.parent.name,
             "protocol": started.get("protocol", "?"),
-            "status": {"run_finished": "finished", "run_failed": "failed",
-                       "run_interrupted": "interrupted"}.get(finished["kind"], "?") if finished else "incomplete",
+            "status": "damaged log" if damaged else {
+                "run_finished": "finished", "run_failed": "failed",
+                "run_interrupted": "interrupted"}.get(finished["kind"], "?") if finished else "incomplete",
             "device_accuracy": evaluation.get("device_accuracy"),
             "events": len(events),
         })

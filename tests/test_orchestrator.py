@@ -1,6 +1,7 @@
 """The main job end to end on a simulated crossbar: run, kill -9 and resume, Ctrl-C, protocol errors."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import yaml
 from hil.errors import ConfigError
 from hil.orchestrator import run_protocol
 from hil.protocol import check_protocol
-from hil.store import RunStore
+from hil.store import RunFileError, RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,3 +192,93 @@ def test_a_checkpoint_holds_every_system_the_model_drives(tmp_path: Path) -> Non
             run._restore_bench(saved)
             assert torch.equal(second(x), first)
         run.store.close()
+
+
+SMALL = {"dataset": {"name": "digits", "limit": 200},
+         "twin": {"collect": {"thetas": 4, "inputs_per_theta": 32, "repeats": 2, "repeat_thetas": 2},
+                  "fit": {"epochs": 2}, "fidelity": {"directions": 1, "repeats": 1}},
+         "training": {"epochs": 1, "batch_size": 64, "lr": 0.01}}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small finished run; tests damage copies of it."""
+    folder = tmp_path_factory.mktemp("finished")
+    return run_protocol(write_protocol(folder, **SMALL), show_progress=False).path
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / run.name))
+
+
+def files(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def damage_line(log: Path, number: int) -> None:
+    lines = log.read_bytes().split(b"\n")
+    lines[number - 1] = lines[number - 1][:20]
+    log.write_bytes(b"\n".join(lines))
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    (lambda run: damage_line(run / "events.jsonl", 6), r"events.jsonl:6: damaged line"),
+    (lambda run: (run / "checkpoint.pt").unlink(), r"checkpoint.pt: checkpoint missing; resuming would redo"),
+    (lambda run: (run / "checkpoint.pt").write_bytes(b""), r"checkpoint.pt: checkpoint unreadable"),
+    (lambda run: (run / "data/twin_data.h5").write_bytes((run / "data/twin_data.h5").read_bytes()[:3000]),
+     r"twin_data.h5: HDF5 data unreadable"),
+])
+def test_resuming_a_damaged_run_is_a_clear_error_that_changes_nothing(finished_run: Path, tmp_path: Path, damage,
+                                                                      expected: str) -> None:
+    run = copy_of(finished_run, tmp_path)
+    damage(run)
+    before = files(run)
+    with pytest.raises(RunFileError, match=expected):
+        run_protocol(resume=run, show_progress=False)
+    assert files(run) == before
+
+
+def test_resuming_keeps_the_bytes_of_a_torn_last_line(finished_run: Path, tmp_path: Path) -> None:
+    run = copy_of(finished_run, tmp_path)
+    log = run / "events.jsonl"
+    log.write_bytes(log.read_bytes()[:-30])  # a crash in the middle of writing the last event
+    original = log.read_bytes()
+    run_protocol(resume=run, show_progress=False)
+    discarded = (run / "events.discarded.jsonl").read_bytes()
+    assert discarded.endswith(original[original.rindex(b"\n") + 1:] + b"\n")  # the torn line, as it was
+    kept = original[:len(original) + 1 - len(discarded)]
+    assert kept + discarded == original + b"\n" and log.read_bytes().startswith(kept)  # every byte kept
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over(finished_run: Path, tmp_path: Path) -> None:
+    """The first checkpoint is written before any step, so such a run has only its run_started event."""
+    run = copy_of(finished_run, tmp_path)
+    for name in ("checkpoint.pt", "data", "twin", "report"):
+        shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
+    log = run / "events.jsonl"
+    started = log.read_bytes().split(b"\n")[0] + b"\n"
+    log.write_bytes(started)
+    store = run_protocol(resume=run, show_progress=False)
+    assert (run / "events.discarded.jsonl").read_bytes() == started
+    assert [e["kind"] for e in store.events()][-1] == "run_finished" and (run / "checkpoint.pt").exists()
+
+
+def test_from_run_errors_are_clear_and_end_the_run_as_failed(finished_run: Path, tmp_path: Path) -> None:
+    no_data = RunStore.create(tmp_path, "no-data")
+    no_data.close()
+    torn_twin = copy_of(finished_run, tmp_path / "torn")
+    (torn_twin / "twin/twin.pt").write_bytes((torn_twin / "twin/twin.pt").read_bytes()[:100])
+    other_data = copy_of(finished_run, tmp_path / "other")
+    RunStore(other_data).save_arrays("data/twin_data.h5", {"z": [1.0]})  # readable, but not twin data
+    cases = [(no_data.path, ConfigError, "has no collected twin data (data/twin_data.h5)"),
+             (torn_twin, ConfigError, f"{torn_twin / 'twin/twin.pt'}: twin unreadable ("),
+             (other_data, KeyError, "KeyError: 'x'")]  # not a HilError: still recorded as the end of the run
+    for k, (source, error, recorded) in enumerate(cases):
+        protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
+        with pytest.raises(error):
+            run_protocol(protocol, show_progress=False, output_root=tmp_path / f"runs-{k}")
+        [run] = (tmp_path / f"runs-{k}").iterdir()
+        store = RunStore.open(run)
+        last = store.events()[-1]
+        store.close()
+        assert last["kind"] == "run_failed" and recorded in last["error"]

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from hil.errors import ConfigError
+from hil.errors import ConfigError, error_reason
 from hil.systems.base import PhysicalSystem
 
 TWIN_KINDS = ("physics", "neural", "residual", "oracle")
@@ -151,13 +151,17 @@ def save_twin(twin: Twin, folder: Path) -> None:
 
 
 def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
-    """Rebuild a saved twin for ``system``; a twin of another system kind is a `ConfigError`."""
+    """Rebuild a saved twin for ``system``; an unreadable twin, or one of another system kind, is a `ConfigError`."""
     try:
-        spec = json.loads((folder / "twin.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        spec = json.loads((folder / "twin.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # missing, not UTF-8, or not JSON
         raise ConfigError(f"cannot read a twin from {folder}: {error}") from None
     if spec.get("system") != system.kind:
         raise ConfigError(f"the twin in {folder} is for a {spec.get('system')!r} system, not {system.kind!r}")
     twin = build_twin(spec["kind"], system, tuple(spec["hidden"]) if "hidden" in spec else None)
-    twin.load_state_dict(torch.load(folder / "twin.pt", weights_only=True))
+    try:
+        twin.load_state_dict(torch.load(folder / "twin.pt", weights_only=True))
+    except Exception as error:  # a missing, damaged or mismatched file fails in many ways (EOF, zip, pickle, keys)
+        raise ConfigError(f"{folder / 'twin.pt'}: twin unreadable ({error_reason(error)}); point twin.from_run "
+                          "at a run with an intact twin/ folder") from None
     return twin
