@@ -213,6 +213,11 @@ def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
     from hil.datasets import load_dataset
 
     protocol, document = load_protocol(path)
+    if lab_path is None and not Path(protocol.lab).is_file():
+        raise document.error(f"lab file {protocol.lab} not found (relative to the working directory)", ("lab",))
+    if protocol.twin.from_run and not (Path(protocol.twin.from_run) / "twin").is_dir():
+        raise document.error(f"{protocol.twin.from_run} holds no fitted twin (no twin/ folder); name a run that "
+                             "fitted one", ("twin", "from_run"))
     lab = Lab.load(lab_path or protocol.lab)
     try:
         lab.build()
@@ -231,8 +236,13 @@ def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
             raise document.error("an oracle twin needs a simulated system", ("twin", "kind"))
         if protocol.dataset.name not in DATASETS:
             raise document.error(f"unknown data set {protocol.dataset.name!r}", ("dataset", "name"))
-        data = load_dataset(protocol.dataset.name, seed=protocol.seed, test_fraction=protocol.dataset.test_fraction,
-                            path=protocol.dataset.path, pool=protocol.dataset.pool, limit=protocol.dataset.limit)
+        try:
+            data = load_dataset(protocol.dataset.name, seed=protocol.seed,
+                                test_fraction=protocol.dataset.test_fraction, path=protocol.dataset.path,
+                                pool=protocol.dataset.pool, limit=protocol.dataset.limit)
+        except ConfigError as error:
+            field = tuple(error.field.split(".")) if error.field else ("dataset", "path")
+            raise document.error(error.detail, field) from None
         build_model(protocol, lab, data.n_features, data.n_classes, document)
     finally:
         lab.close()

@@ -99,3 +99,23 @@ def test_bad_arguments_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     assert status == 2
     assert "error:" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    ("lab: lab.yaml", "lab: no-such-lab.yaml", ":5: lab: lab file no-such-lab.yaml not found"),
+    ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: idx, path: no-such-folder}",
+     ":8: dataset.path: no-such-folder: no train-images-idx3-ubyte"),
+    ("  kind: physics", "  kind: physics\n  from_run: no-such-run",
+     ":15: twin.from_run: no-such-run holds no fitted twin"),
+])
+def test_check_locates_what_a_protocol_points_at(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str], old: str, new: str,
+                                                 needle: str) -> None:
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    assert old in text
+    monkeypatch.chdir(REPO)  # the protocol's lab is relative to the working directory
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace(old, new))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
