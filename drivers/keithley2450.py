@@ -5,9 +5,10 @@ short forms throughout, numbers as ``f"{value:.9g}"``. After every group of sett
 error queue (``SYST:ERR?``), so a refused setting raises `DeviceError` with the instrument's own message.
 
 Covered: source function, level (ramped by the base class), compliance (``ILIM``/``VLIM``), source and measure
-range (fixed or auto), NPLC, remote sense, source readback, output, one reading with the limit state, and list
-sweeps of up to 2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``, buffer
-read).
+range (fixed or auto), NPLC, remote sense, source readback, autozero on and relative offset, math and averaging
+off (what a previous user left set would otherwise change or slow readings), output, one reading with the limit
+state, and list sweeps of up to 2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``,
+``:INIT``, buffer read).
 Not covered: linear/log sweeps, custom trigger models, digital I/O, limit tests (``:CALC``), statistics,
 resistance/4-wire ohms, rear terminals, overvoltage protection, output-off modes, TSP.
 """
@@ -136,6 +137,9 @@ class Keithley2450(ScpiDriver, SourceMeter):
             f":SENS:{measure}:RSEN {'ON' if self.remote_sense else 'OFF'}",
             f":SENS:{measure}:NPLC {_fmt(nplc)}",
             f":SOUR:{source}:READ:BACK ON",  # the SOUR element is then the measured source value
+            # what a previous user may have left on would change or slow every reading
+            f":SENS:{measure}:REL:STAT OFF", f":CALC:{measure}:MATH:STAT OFF", f":SENS:{measure}:AVER OFF",
+            f":SENS:{measure}:AZER ON",
             *self._range_commands(f":SOUR:{source}", self.source_range),
             *self._range_commands(f":SENS:{measure}", self.measure_range),
             f":SOUR:{source}:{_LIMIT[mode]} {_fmt(compliance)}",

@@ -135,6 +135,12 @@ class Keithley2450Emulator(ScpiEmulator):
         self.nplc = {"VOLT": 1.0, "CURR": 1.0, "RES": 1.0}
         self.measure_range: dict[str, float | None] = {"VOLT": None, "CURR": None, "RES": None}
         self.remote_sense = {"VOLT": False, "CURR": False, "RES": False}
+        #: Reading modifiers a previous user may leave on: relative offset (state, level), mx+b math (state, m, b),
+        #: repeating average filter (state, count) and autozero, per measure function.
+        self.relative = {f: [False, 0.0] for f in ("VOLT", "CURR", "RES")}
+        self.math = {f: [False, 1.0, 0.0] for f in ("VOLT", "CURR", "RES")}
+        self.average = {f: [False, 10] for f in ("VOLT", "CURR", "RES")}
+        self.autozero = {"VOLT": True, "CURR": True, "RES": True}
         self.output = False
         self.source_list: dict[str, list[float]] = {"VOLT": [], "CURR": []}
         self.sweep: dict[str, Any] | None = None
@@ -192,11 +198,17 @@ class Keithley2450Emulator(ScpiEmulator):
         voltage, current, tripped = self.operating_point(function, level)
         if self.noise_a:
             current += float(self.rng.normal(0.0, self.noise_a))
-        measured = {"VOLT": voltage, "CURR": current,
-                    "RES": voltage / current if current else OVERFLOW}[self.sense_function]
-        fixed = self.measure_range[self.sense_function]
+        sense = self.sense_function
+        measured = {"VOLT": voltage, "CURR": current, "RES": voltage / current if current else OVERFLOW}[sense]
+        fixed = self.measure_range[sense]
         if fixed is not None and abs(measured) > OVERRANGE * fixed:
             measured = OVERFLOW
+        elif self.relative[sense][0] or self.math[sense][0]:
+            measured -= self.relative[sense][1] if self.relative[sense][0] else 0.0
+            _, factor, offset = self.math[sense]
+            measured = factor * measured + offset if self.math[sense][0] else measured
+        if self.average[sense][0]:  # a repeating filter: one reading costs count conversions
+            delay_s += (self.average[sense][1] - 1) * self.nplc[sense] / 50.0
         actual = voltage if function == "VOLT" else current
         status = (STAT_LIMIT * tripped + STAT_OUTPUT * self.output
                   + STAT_SENSE * self.remote_sense[self.sense_function])
@@ -376,6 +388,19 @@ class Keithley2450Emulator(ScpiEmulator):
     def _get_remote_sense(self, function: str) -> str:
         return "1" if self.remote_sense[function] else "0"
 
+    def _set_flag(self, table: str, function: str, text: Param) -> None:
+        """Switch a reading modifier (``relative``, ``math``, ``average``) on or off."""
+        getattr(self, table)[function][0] = boolean(text)
+
+    def _get_flag(self, table: str, function: str) -> str:
+        return "1" if getattr(self, table)[function][0] else "0"
+
+    def _set_relative_level(self, function: str, text: Param) -> None:
+        self.relative[function][1] = number(text)
+
+    def _set_autozero(self, function: str, text: Param) -> None:
+        self.autozero[function] = boolean(text)
+
     # -- handlers --------------------------------------------------------------------------------------------
     _sour_func = _handler("SOURce#:FUNCtion[:MODE]", "_set_source_function")
     _sour_func_q = _handler("SOURce#:FUNCtion[:MODE]?", "_get_source_function")
@@ -428,6 +453,19 @@ class Keithley2450Emulator(ScpiEmulator):
     _sens_volt_rsen_q = _handler("[SENSe#:]VOLTage[:DC]:RSENse?", "_get_remote_sense", "VOLT")
     _sens_curr_rsen = _handler("[SENSe#:]CURRent[:DC]:RSENse", "_set_remote_sense", "CURR")
     _sens_curr_rsen_q = _handler("[SENSe#:]CURRent[:DC]:RSENse?", "_get_remote_sense", "CURR")
+
+    _sens_volt_rel = _handler("[SENSe#:]VOLTage[:DC]:RELative:STATe", "_set_flag", "relative", "VOLT")
+    _sens_curr_rel = _handler("[SENSe#:]CURRent[:DC]:RELative:STATe", "_set_flag", "relative", "CURR")
+    _sens_volt_rel_q = _handler("[SENSe#:]VOLTage[:DC]:RELative:STATe?", "_get_flag", "relative", "VOLT")
+    _sens_curr_rel_q = _handler("[SENSe#:]CURRent[:DC]:RELative:STATe?", "_get_flag", "relative", "CURR")
+    _sens_volt_rel_level = _handler("[SENSe#:]VOLTage[:DC]:RELative", "_set_relative_level", "VOLT")
+    _sens_curr_rel_level = _handler("[SENSe#:]CURRent[:DC]:RELative", "_set_relative_level", "CURR")
+    _sens_volt_aver = _handler("[SENSe#:]VOLTage[:DC]:AVERage[:STATe]", "_set_flag", "average", "VOLT")
+    _sens_curr_aver = _handler("[SENSe#:]CURRent[:DC]:AVERage[:STATe]", "_set_flag", "average", "CURR")
+    _sens_volt_azer = _handler("[SENSe#:]VOLTage[:DC]:AZERo[:STATe]", "_set_autozero", "VOLT")
+    _sens_curr_azer = _handler("[SENSe#:]CURRent[:DC]:AZERo[:STATe]", "_set_autozero", "CURR")
+    _calc_volt_math = _handler("CALCulate#:VOLTage[:DC]:MATH:STATe", "_set_flag", "math", "VOLT")
+    _calc_curr_math = _handler("CALCulate#:CURRent[:DC]:MATH:STATe", "_set_flag", "math", "CURR")
 
     @scpi("OUTPut#[:STATe]")
     def _output(self, n: int, state: Param) -> None:

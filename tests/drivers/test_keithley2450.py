@@ -33,10 +33,17 @@ def connected(output: bytes = b"0", function: bytes = b"VOLT",
             (b":SOUR:" + function + b"?", level)]
 
 
+def reading_as_is(measure: str) -> list[Exchange]:
+    """`configure` turns off whatever would change or slow a reading (relative, math, averaging), autozero on."""
+    m = measure.encode()
+    return [(b":SENS:" + m + b":REL:STAT OFF", None), (b":CALC:" + m + b":MATH:STAT OFF", None),
+            (b":SENS:" + m + b":AVER OFF", None), (b":SENS:" + m + b":AZER ON", None)]
+
+
 def configured_voltage(compliance: bytes = b"0.001", nplc: bytes = b"1") -> list[Exchange]:
     """`configure("voltage", ...)` with auto ranges: source V, measure I, then the error check."""
     return [(b":SOUR:FUNC VOLT", None), (b':SENS:FUNC "CURR"', None), (b":SENS:CURR:RSEN OFF", None),
-            (b":SENS:CURR:NPLC " + nplc, None), (b":SOUR:VOLT:READ:BACK ON", None),
+            (b":SENS:CURR:NPLC " + nplc, None), (b":SOUR:VOLT:READ:BACK ON", None), *reading_as_is("CURR"),
             (b":SOUR:VOLT:RANG:AUTO ON", None), (b":SENS:CURR:RANG:AUTO ON", None),
             (b":SOUR:VOLT:ILIM " + compliance, None), NO_ERROR]
 
@@ -85,7 +92,7 @@ def test_configure_current_source_ramps_a_live_output_to_zero_and_switches_it_of
         *connected(output=b"1", level=b"2.000000E+00"), (b":SOUR:VOLT 1", None), NO_ERROR,
         (b":SOUR:VOLT 0", None), NO_ERROR, (b":OUTP OFF", None), NO_ERROR,
         (b":SOUR:FUNC CURR", None), (b':SENS:FUNC "VOLT"', None), (b":SENS:VOLT:RSEN ON", None),
-        (b":SENS:VOLT:NPLC 0.1", None), (b":SOUR:CURR:READ:BACK ON", None),
+        (b":SENS:VOLT:NPLC 0.1", None), (b":SOUR:CURR:READ:BACK ON", None), *reading_as_is("VOLT"),
         (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None), (b":SOUR:CURR:VLIM 5", None),
         NO_ERROR, (b":SOUR:CURR 0", None), NO_ERROR,
     ]
@@ -152,6 +159,7 @@ def test_measure_while_sourcing_current_reads_voltage() -> None:
     exchanges = [
         *connected(function=b"CURR"), (b":SOUR:FUNC CURR", None), (b':SENS:FUNC "VOLT"', None),
         (b":SENS:VOLT:RSEN OFF", None), (b":SENS:VOLT:NPLC 1", None), (b":SOUR:CURR:READ:BACK ON", None),
+        *reading_as_is("VOLT"),
         (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None),
         (b":SOUR:CURR:VLIM 10", None), NO_ERROR,
         (b':READ? "defbuffer1", SOUR, READ', b"1.000000E-03,4.000000E+00"), (b":SOUR:CURR:VLIM:TRIP?", b"0"),
@@ -233,7 +241,7 @@ def test_ranges_fixed_and_auto_are_kept_across_configure() -> None:
         (b":SENS:CURR:RANG:AUTO OFF", None), (b":SENS:CURR:RANG 0.01", None), NO_ERROR,
         (b":SENS:CURR:RANG:AUTO ON", None), NO_ERROR,
         (b":SOUR:FUNC VOLT", None), (b':SENS:FUNC "CURR"', None), (b":SENS:CURR:RSEN OFF", None),
-        (b":SENS:CURR:NPLC 1", None), (b":SOUR:VOLT:READ:BACK ON", None),
+        (b":SENS:CURR:NPLC 1", None), (b":SOUR:VOLT:READ:BACK ON", None), *reading_as_is("CURR"),
         (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), (b":SENS:CURR:RANG:AUTO ON", None),
         (b":SOUR:VOLT:ILIM 0.002", None), NO_ERROR,
     ]
@@ -442,6 +450,18 @@ def test_emulated_measure_across_the_load_follows_ohms_law(bench: Bench) -> None
     assert not readings.in_compliance[0]
     k.set_output(False)
     assert k.measure().current_a[0] == 0.0
+
+
+def test_emulated_configure_clears_what_a_previous_user_left_on_the_readings(bench: Bench) -> None:
+    k, emulator = bench
+    for command in (b":SENS:CURR:REL 1e-3", b":SENS:CURR:REL:STAT ON", b":SENS:CURR:AVER ON"):
+        emulator.handle(command)
+    k.configure("voltage", 10e-3)
+    k.set_level(2.5)
+    k.set_output(True)
+    assert k.measure().current_a[0] == pytest.approx(2.5e-3, rel=1e-6)  # 1.5 mA with the offset left on
+    emulator.handle(b":SENS:CURR:REL:STAT ON")
+    assert k.measure().current_a[0] == pytest.approx(1.5e-3, rel=1e-6)  # what the emulator does with it
 
 
 def test_emulated_compliance_clamps_and_trips(bench: Bench) -> None:
