@@ -32,7 +32,7 @@ from hil.datasets import Dataset, MinMaxEncoder, StandardEncoder, load_dataset
 from hil.errors import ConfigError, HilError
 from hil.lab import Lab
 from hil.nn import physical_layers, set_mode
-from hil.protocol import Protocol, build_method, build_model, first_physical_system, load_protocol
+from hil.protocol import Protocol, build_model, first_physical_system, load_protocol, system_and_method
 from hil.store import CHECKPOINT, RunFileError, RunStore
 from hil.twin.collect import TwinData, collect
 from hil.twin.fidelity import fidelity
@@ -94,9 +94,7 @@ class Run:
     # -- set-up -------------------------------------------------------------------------------------------------
     def prepare(self) -> None:
         protocol = self.protocol
-        self.system = self.lab.system(protocol.system)
-        self.method = build_method(protocol, self.document)
-        self.method.check(self.system)
+        self.system, self.method = system_and_method(protocol, self.lab, self.document)
         d = protocol.dataset
         self.data: Dataset = load_dataset(d.name, seed=protocol.seed, test_fraction=d.test_fraction, path=d.path,
                                           pool=d.pool, limit=d.limit)
@@ -405,6 +403,12 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             protocol = protocol.model_copy(update={"seed": seed})
         lab_file = Path(lab_path or protocol.lab)
         lab = Lab.load(lab_file)
+        try:  # what needs no hardware is checked before a run folder exists
+            lab.build()
+            system_and_method(protocol, lab, document)
+        except BaseException:
+            lab.close()
+            raise
         store = RunStore.create(output_root or protocol.output.root, protocol.output.name or protocol.name)
         store.write_text("protocol.yaml", yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
         store.write_text("lab.yaml", lab_file.read_text(encoding="utf-8"))

@@ -161,6 +161,21 @@ def build_method(protocol: Protocol, document: YamlDocument | None = None) -> Tr
     return cls(settings)
 
 
+def system_and_method(protocol: Protocol, lab: Lab,
+                      document: YamlDocument | None = None) -> tuple[PhysicalSystem, TrainingMethod]:
+    """The protocol's system in ``lab`` and its method, checked against each other; mistakes located."""
+    try:
+        system = lab.system(protocol.system)
+    except ConfigError as error:
+        raise _locate(document, error.detail, ("system",)) from None
+    method = build_method(protocol, document)
+    try:
+        method.check(system)
+    except ConfigError as error:
+        raise _locate(document, error.detail, ("method", "name")) from None
+    return system, method
+
+
 def _locate(document: YamlDocument | None, message: str, location: tuple[str | int, ...]) -> ConfigError:
     if document is not None:
         return document.error(message, location)
@@ -221,15 +236,7 @@ def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
     lab = Lab.load(lab_path or protocol.lab)
     try:
         lab.build()
-        try:
-            system = lab.system(protocol.system)
-        except ConfigError as error:
-            raise document.error(error.detail, ("system",)) from None
-        method = build_method(protocol, document)
-        try:
-            method.check(system)
-        except ConfigError as error:
-            raise document.error(error.detail, ("method", "name")) from None
+        system, _ = system_and_method(protocol, lab, document)
         if protocol.twin.kind not in TWIN_KINDS:
             raise document.error(f"unknown twin kind {protocol.twin.kind!r}", ("twin", "kind"))
         if protocol.twin.kind == "oracle" and not all(hasattr(i, "world") for i in system.instruments.values()):

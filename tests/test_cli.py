@@ -119,3 +119,14 @@ def test_check_locates_what_a_protocol_points_at(tmp_path: Path, monkeypatch: py
     assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err, err
+
+
+def test_run_refuses_a_protocol_its_lab_cannot_run_before_making_a_run_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("lab.yaml").write_text("instruments: {}\n")
+    protocol = tmp_path / "p.yaml"
+    protocol.write_text((REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8"))
+    assert main(["run", "--quiet", str(protocol)]) == 2
+    assert "p.yaml:6: system: no system named 'crossbar'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.yaml", "p.yaml"]  # no runs/ folder
