@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import Field, PositiveFloat, field_validator, model_validator
 
 from hil.config import Seed, Strict, YamlDocument
-from hil.errors import ConfigError, HilError
+from hil.errors import ConfigError, DeviceError, HilError
 from hil.instruments import Instrument
 from hil.registry import instrument_class, load_target, lookup
 from hil.systems.base import PhysicalSystem
@@ -218,6 +218,8 @@ class Lab:
             raise self._error(error.detail, (*where, *field)) from None
         except (TypeError, ValueError) as error:
             raise self._error(str(error), (*where, "settings")) from None
+        except DeviceError as error:  # a simulated instrument given a world of another kind
+            raise self._error(str(error), (*where, "world")) from None
 
     def _world(self, name: str, where: tuple[str | int, ...]) -> Any:
         if name not in self.worlds:

@@ -51,6 +51,8 @@ def test_the_readmes_lab_example_is_valid_and_checking_it_writes_nothing(
      ":2: instruments.smu.resource: 'garbage resource' is not a VISA resource"),
     ("instruments:\n  smu: {driver: keithley_2450, emulate: {load_ohm: .nan}}\n",
      ":2: instruments.smu.emulate: bad emulator option"),
+    ("worlds:\n  table: {kind: optical_table}\ninstruments:\n  xbar: {driver: simulated_crossbar, world: table}\n",
+     ":4: instruments.xbar.world: simulated crossbar needs a memristor crossbar world, not OpticalTable"),
 ])
 def test_check_reports_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str,
                                             needle: str) -> None:
