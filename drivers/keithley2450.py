@@ -268,6 +268,14 @@ class Keithley2450(ScpiDriver, SourceMeter):
         tripped = self.query_bool(f":SOUR:{source}:{_LIMIT[self.mode]}:TRIP?")  # type: ignore[index]
         return self._readings(np.array([values[0]]), np.array([values[1]]), np.array([tripped]))
 
+    def _check_sweep_hw(self, levels: np.ndarray, delay_s: float) -> None:
+        """A compliance must be set; the delay is 0 or 50 µs..10 s; levels within a fixed source range."""
+        self._require_compliance()
+        if 0 < delay_s < MIN_SWEEP_DELAY_S:
+            raise LimitError(f"{self.name}: sweep delay {delay_s:g} s refused; the 2450 takes 0 or "
+                             f"{MIN_SWEEP_DELAY_S:g}..10 s")
+        self._check_source_range(levels, "sweep level")
+
     def _sweep_hw(self, levels: np.ndarray, delay_s: float) -> Readings:
         """A list sweep run by the instrument's trigger model; readings come back from ``defbuffer1``.
 
@@ -277,11 +285,6 @@ class Keithley2450(ScpiDriver, SourceMeter):
         (failAbort OFF). A sweep expected to outlast half the transport timeout is polled with ``:TRAC:ACT?``
         instead of waiting on ``*WAI``; either way it may take up to `_reading_bound_s` per point.
         """
-        self._require_compliance()
-        if 0 < delay_s < MIN_SWEEP_DELAY_S:
-            raise LimitError(f"{self.name}: sweep delay {delay_s:g} s refused; the 2450 takes 0 or "
-                             f"{MIN_SWEEP_DELAY_S:g}..10 s")
-        self._check_source_range(levels, "sweep level")
         source, n = _SOURCE[self.mode], len(levels)  # type: ignore[index]
         self.write(f':TRAC:CLE "{BUFFER}"')
         for start in range(0, n, LIST_CHUNK):

@@ -18,10 +18,14 @@ class ScpiDriver:
 
     #: Upper bound on error-queue reads in one check (an instrument queue holds about 20).
     max_error_reads = 32
+    #: "Query INTERRUPTED": queued by an IEEE 488.2 instrument sent a query before its last reply was read.
+    QUERY_INTERRUPTED = -410
 
     def __init__(self, transport: Transport, **common: Any):
         self.transport = transport
         self.idn = ""
+        self._unanswered_idn = 0  # *IDN? sent to resynchronise whose answers have not been read
+        self._interrupted = False  # a resynchronisation may have interrupted a query (-410 expected once)
         super().__init__(**common)
 
     @property
@@ -46,20 +50,23 @@ class ScpiDriver:
 
     def _safe_state_hw(self) -> None:
         """The capability's safe state. Errors left in the queue by earlier commands are read first, so that they
-        cannot stop the way there, and raised once the instrument is safe."""
-        stale: DeviceError | None = None
+        cannot stop the way there, and raised once the instrument is safe; so is a failure to read them (e.g. a
+        timeout), which does not stop the way there either."""
+        stale: Exception | None = None
         try:
             self.check_errors()
-        except DeviceError as error:
+        except Exception as error:
             stale = error
         try:
             super()._safe_state_hw()  # type: ignore[misc]
-        except DeviceError as error:
+        except Exception as error:
             if stale is None:
                 raise
-            raise DeviceError(f"{error} (and earlier: {stale})") from error
-        if stale is not None:
+            raise type(error)(f"{error} (and before it: {stale})") from error
+        if isinstance(stale, DeviceError):
             raise DeviceError(f"{stale} (found when going to the safe state, which was reached)")
+        if stale is not None:
+            raise stale
 
     def _close_hw(self) -> None:
         self.transport.close()
@@ -77,13 +84,18 @@ class ScpiDriver:
 
     def _resynchronise(self) -> None:
         """After a timeout, the late reply may still arrive and would answer the next query instead. Ask
-        ``*IDN?`` and discard every line before its answer (the instrument answers queries in order)."""
+        ``*IDN?`` and discard every line up to its answer (the instrument answers queries in order). A
+        resynchronisation that itself timed out left an ``*IDN?`` unanswered: its answer is awaited too."""
         with self.transport.transaction():
             self.transport.out_of_step = False
+            self._interrupted = True
             self.transport.write("*IDN?")
+            self._unanswered_idn += 1
             for _ in range(self.max_error_reads):
                 if self.transport.read().strip() == self.idn:
-                    return
+                    self._unanswered_idn -= 1
+                    if not self._unanswered_idn:
+                        return
         raise DeviceError(f"{self.name}: out of step with the instrument after a timeout (no *IDN? answer "  # type: ignore[attr-defined]
                           f"among {self.max_error_reads} replies); power-cycle it and connect again")
 
@@ -123,14 +135,18 @@ class ScpiDriver:
 
     def check_errors(self, after: str = "") -> None:
         """Read the error queue until it is empty; raise `DeviceError` listing every error found."""
-        errors = []
+        errors: list[str] = []
         for _ in range(self.max_error_reads):
             code, message = self.parse_error(self.query("SYST:ERR?"))
             if code == 0:
                 break
+            if code == self.QUERY_INTERRUPTED and self._interrupted:
+                self._interrupted = False  # the query a timeout left behind, discarded at the resynchronisation
+                continue
             errors.append(f"{code} {message}")
         else:
             errors.append("(error queue did not empty)")
+        self._interrupted = False
         if errors:
             context = f" after {after}" if after else ""
             raise DeviceError(f"{self.name}: instrument reported{context}: {'; '.join(errors)}")  # type: ignore[attr-defined]

@@ -646,6 +646,7 @@ class SourceMeter(Instrument):
                                  f"delay of at least {slowest:g} s")
         if not self.output_on:
             raise DeviceError(f"{self.name}: output is off; call set_output(True) before sweep()")
+        self._check_sweep_hw(levels, float(delay_s))
         self.level = None  # unknown until the sweep has completed
         readings = self._sweep_hw(levels, float(delay_s))
         self.level = float(levels[-1])
@@ -687,6 +688,9 @@ class SourceMeter(Instrument):
 
     @abstractmethod
     def _measure_hw(self) -> Readings: ...
+
+    def _check_sweep_hw(self, levels: np.ndarray, delay_s: float) -> None:
+        """Refuse, before anything is sent, a sweep this instrument cannot run (none by default)."""
 
     @abstractmethod
     def _sweep_hw(self, levels: np.ndarray, delay_s: float) -> Readings: ...

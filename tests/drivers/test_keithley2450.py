@@ -155,6 +155,40 @@ def test_after_a_timeout_the_late_reply_is_discarded_before_the_next_query() -> 
         assert not k.transport.out_of_step
 
 
+def test_a_resynchronisation_that_times_out_is_finished_by_the_next_and_one_interrupted_query_forgiven() -> None:
+    read = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
+    exchanges = [*connected(), *configured_voltage(), (read[0], TIMED_OUT),
+                 (b"*IDN?", TIMED_OUT),  # the instrument is still busy
+                 (b"*IDN?", read[1]), (None, IDN), (None, IDN),  # late reply, then both identities
+                 read, (b":SOUR:VOLT:ILIM:TRIP?", b"0"),
+                 (b":SOUR:VOLT 0.5", None),
+                 (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"'), NO_ERROR,
+                 (b":SOUR:VOLT 0.6", None),
+                 (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"'), NO_ERROR]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        with pytest.raises(TransportTimeout):
+            k.measure()
+        with pytest.raises(TransportTimeout):
+            k.measure()
+        assert k.measure().current_a.tolist() == [1e-3]
+        k.set_level(0.5)  # the -410 the resynchronisation may cause is expected once
+        with pytest.raises(DeviceError, match="-410"):
+            k.set_level(0.6)  # and only once
+
+
+def test_safe_state_goes_on_when_reading_old_errors_times_out_then_reports_it() -> None:
+    exchanges = [*connected(output=b"1", level=b"5.000000E-01"), (b"SYST:ERR?", TIMED_OUT),
+                 (b":SOUR:VOLT 0", None), (b"*IDN?", NO_ERROR[1]), (None, IDN), NO_ERROR,
+                 (b":OUTP OFF", None), NO_ERROR]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        with pytest.raises(TransportTimeout, match="SYST:ERR"):
+            k.safe_state()
+        assert (k.level, k.output_on) == (0.0, False)
+
+
 def test_measure_while_sourcing_current_reads_voltage() -> None:
     exchanges = [
         *connected(function=b"CURR"), (b":SOUR:FUNC CURR", None), (b':SENS:FUNC "VOLT"', None),
@@ -373,6 +407,7 @@ def test_limits_are_refused_before_anything_is_sent(action: Callable[[Keithley24
         _ready(k)
         with pytest.raises(LimitError, match=match):
             action(k)
+        assert k.level == 0.0  # nothing was sent, so the level is still known
 
 
 def test_sweep_faster_than_the_ramp_rate_is_refused_before_anything_is_sent() -> None:

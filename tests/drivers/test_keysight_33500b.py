@@ -270,7 +270,7 @@ def test_safe_state_switches_a_channel_off_when_its_ramp_fails_and_reports_a_sta
                  (b"SOUR2:VOLT:OFFS 0", None), ERRORS_CHECKED, (b"OUTP2 OFF", None), ERRORS_CHECKED]
     with expected_protocol(awg(), exchanges) as inst:
         inst.connect()
-        with pytest.raises(DeviceError, match=r"-222.*earlier.*-113"):
+        with pytest.raises(DeviceError, match=r"-222.*before it.*-113"):
             inst.safe_state()
         assert inst.output_on == {1: False, 2: False}
 
