@@ -2,9 +2,11 @@
 
 Each channel is either a DC source (``FUNC DC``, level set by ``VOLT:OFFS``) or plays an uploaded arbitrary
 waveform once per trigger (``FUNC ARB`` in triggered burst mode with ``TRIG:SOUR BUS``, started by ``*TRG``),
-holding its first point between bursts. A live channel changes function in one program message that also sets
-its new level (``FUNC DC;:VOLT:OFFS …``, ``FUNC ARB;:BURS:STAT ON;:VOLT …;:VOLT:OFFS …``): the settings in
-between last microseconds, not a round trip, and the arb never runs free.
+holding its first point between bursts. A waveform is scaled about its first point whenever the instrument's
+range allows: an armed arb then idles at its offset, so switching between DC and the arb moves nothing, and the
+arb is selected at the smallest amplitude with burst armed in the same message, so it never runs free at its
+own. A waveform the range cannot hold about its first point is scaled about its centre and refused on a live
+channel; switching such a channel back to DC while live passes through its centre for one command's time.
 Voltages are those across the load named by ``load_ohm``: the instrument has a 50 Ω source impedance and an
 open-circuit range of ±10 V, so into a load R it can reach ±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high
 impedance). ``OUTP:LOAD`` is sent at connect for every channel so that the instrument scales its settings with
@@ -147,32 +149,31 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.check_errors(f"switching channel {channel} output {'on' if enabled else 'off'}")
 
     def _load_waveform_hw(self, channel: int, samples_v: np.ndarray, sample_rate_hz: float) -> None:
-        """Upload one waveform, then arm it as a single triggered burst, scaled, in one message.
+        """Upload one waveform and arm it as a single triggered burst, holding the channel at its first sample.
 
-        A live channel playing an arb first holds its level as DC, so that clearing the memory cannot change
-        what it outputs. Amplitude and offset are sent in the order that keeps every intermediate setting inside
-        the limits.
+        A live channel playing an arb first holds its level as DC, so that clearing the memory cannot change what
+        it outputs. The arb is then selected at the smallest amplitude about its offset, burst armed in the same
+        message, and only then given its amplitude: scaled about its first sample (`_scaling`), an armed arb idles
+        at its offset whatever the amplitude, so no setting on the way moves the output.
         """
-        amplitude, offset = self._scaling(samples_v)
+        live = self.output_on.get(channel) is not False
+        amplitude, offset = self._scaling(samples_v, channel, live)
         data = np.clip((samples_v - offset) / (amplitude / 2), -1.0, 1.0).astype(np.float32)
         name = f"HIL_CH{channel}"
         level = self.level_v.get(channel)
-        if self.output_on.get(channel) is not False and self.function.get(channel) != "DC" and level is not None:
+        if live and self.function.get(channel) != "DC" and level is not None:
             self._set_level_hw(channel, level)
         self.function[channel] = None  # from here until armed, the output is in transition
-        present_amplitude = self.query_float(f"SOUR{channel}:VOLT?")
-        present_offset = self.query_float(f"SOUR{channel}:VOLT:OFFS?")
         self.write(f"SOUR{channel}:DATA:VOL:CLE")
         self.transport.write_binary(f"SOUR{channel}:DATA:ARB {name},", data, datatype="f", big_endian=False)
+        smallest = OPEN_CIRCUIT_MIN_VPP * load_factor(self.load_ohm)
         for command in (f"SOUR{channel}:FUNC:ARB {name}", f"SOUR{channel}:FUNC:ARB:SRAT {_num(sample_rate_hz)}",
                         f"SOUR{channel}:FUNC:ARB:FILT STEP", f"SOUR{channel}:BURS:MODE TRIG",
-                        f"SOUR{channel}:BURS:NCYC 1", f"TRIG{channel}:SOUR BUS"):
+                        f"SOUR{channel}:BURS:NCYC 1", f"TRIG{channel}:SOUR BUS",
+                        f"SOUR{channel}:VOLT {_num(smallest)}", f"SOUR{channel}:VOLT:OFFS {_num(offset)}"):
             self.write(command)
         self.check_errors(f"uploading channel {channel}'s waveform")
-        scaling = [f"SOUR{channel}:VOLT {_num(amplitude)}", f"SOUR{channel}:VOLT:OFFS {_num(offset)}"]
-        if not self._amplitude_first(present_amplitude, present_offset, amplitude, offset):
-            scaling.reverse()
-        self.write(";:".join([f"SOUR{channel}:FUNC ARB", f"SOUR{channel}:BURS:STAT ON", *scaling]))
+        self.write(f"SOUR{channel}:FUNC ARB;:SOUR{channel}:BURS:STAT ON;:SOUR{channel}:VOLT {_num(amplitude)}")
         self.check_errors(f"arming channel {channel}'s waveform")
         self.function[channel] = "ARB"
         self.sample_rate_hz[channel] = sample_rate_hz
@@ -196,26 +197,28 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
                 "function": dict(self.function), "sample_rate_hz": dict(self.sample_rate_hz)}
 
     # -- helpers ---------------------------------------------------------------------------------------------
-    def _scaling(self, samples_v: np.ndarray) -> tuple[float, float]:
-        """Amplitude (Vpp) and offset (V) whose ±1 window covers the samples and stays inside the limits."""
+    def _scaling(self, samples_v: np.ndarray, channel: int, live: bool) -> tuple[float, float]:
+        """Amplitude (Vpp) and offset (V) of a waveform's ±1 window.
+
+        About the first sample when the instrument reaches that window into its load: the channel then idles at
+        its offset, so neither arming it nor switching back to DC moves the output. Otherwise about the samples'
+        centre (kept inside the lab limits), which only a channel with its output off may take.
+        """
+        factor = load_factor(self.load_ohm)
+        peak, smallest = OPEN_CIRCUIT_PEAK_V * factor, OPEN_CIRCUIT_MIN_VPP * factor
+        first, low, high = float(samples_v[0]), float(np.min(samples_v)), float(np.max(samples_v))
+        reach = max(high - first, first - low, smallest / 2)
+        if abs(first) + reach <= peak:
+            return float(_num(2 * reach)), float(_num(first))
+        if live:
+            raise LimitError(f"{self.name}: channel {channel}'s waveform reaches {reach:g} V from its first sample "
+                             f"{first:g} V, more than the ±{peak - abs(first):g} V the instrument can scale about "
+                             "it without a step; switch the output off before loading it")
         limit = self.limits["voltage_v"]
-        low, high = float(np.min(samples_v)), float(np.max(samples_v))
-        amplitude = max(high - low, OPEN_CIRCUIT_MIN_VPP * load_factor(self.load_ohm))
+        amplitude = max(high - low, smallest)
         if amplitude > limit.max - limit.min:
             raise LimitError(f"{self.name}: the smallest amplitude, {amplitude:g} Vpp, does not fit the "
                              f"voltage limit {limit.describe()}")
         offset = min(max((high + low) / 2, limit.min + amplitude / 2), limit.max - amplitude / 2)
         return float(_num(amplitude)), float(_num(offset))
-
-    def _amplitude_first(self, amplitude_0: float, offset_0: float, amplitude_1: float,
-                         offset_1: float) -> bool:
-        """Whether to send the new amplitude before the new offset, so that the window in between
-        (offset ± amplitude/2) fits the lab limits, else at least the instrument's."""
-        peak = OPEN_CIRCUIT_PEAK_V * load_factor(self.load_ohm)
-        limit = self.limits["voltage_v"]
-        for low, high in ((limit.min, limit.max), (-peak, peak)):
-            if low <= offset_0 - amplitude_1 / 2 and offset_0 + amplitude_1 / 2 <= high:
-                return True
-            if low <= offset_1 - amplitude_0 / 2 and offset_1 + amplitude_0 / 2 <= high:
-                return False
         return False

@@ -39,22 +39,23 @@ def connected(*channels: tuple[bytes, bytes, bytes], idn: bytes = IDN, load: byt
     return exchanges
 
 
-def uploading(channel: int, data: np.ndarray, rate: bytes,
-              present: tuple[bytes, bytes] = (b"+1.000000000000000E-01", ZERO)) -> list[tuple[bytes, bytes | None]]:
-    """`load_waveform` up to arming: the present scaling, the upload and every setting that leaves the output."""
+def uploading(channel: int, data: np.ndarray, rate: bytes, offset: bytes,
+              smallest: bytes = b"0.001") -> list[tuple[bytes, bytes | None]]:
+    """`load_waveform` up to arming: the upload, the burst settings, the smallest amplitude (1 mVpp into 50 Ω)
+    and the offset, then the error check."""
     source = b"SOUR%d:" % channel
-    return [(source + b"VOLT?", present[0]), (source + b"VOLT:OFFS?", present[1]), (source + b"DATA:VOL:CLE", None),
-            (source + b"DATA:ARB HIL_CH%d," % channel + block(data), None),
+    return [(source + b"DATA:VOL:CLE", None), (source + b"DATA:ARB HIL_CH%d," % channel + block(data), None),
             (source + b"FUNC:ARB HIL_CH%d" % channel, None), (source + b"FUNC:ARB:SRAT " + rate, None),
             (source + b"FUNC:ARB:FILT STEP", None), (source + b"BURS:MODE TRIG", None),
-            (source + b"BURS:NCYC 1", None), (b"TRIG%d:SOUR BUS" % channel, None), ERRORS_CHECKED]
+            (source + b"BURS:NCYC 1", None), (b"TRIG%d:SOUR BUS" % channel, None), (source + b"VOLT " + smallest, None),
+            (source + b"VOLT:OFFS " + offset, None), ERRORS_CHECKED]
 
 
-def arming(channel: int, *scaling: bytes) -> list[tuple[bytes, bytes | None]]:
-    """The one message that switches to the arb, arms the burst and scales it, then the error check."""
+def arming(channel: int, amplitude: bytes) -> list[tuple[bytes, bytes | None]]:
+    """The one message that selects the arb, arms the burst and gives it its amplitude, then the error check."""
     source = b"SOUR%d:" % channel
-    parts = [source + b"FUNC ARB", source + b"BURS:STAT ON", *(source + command for command in scaling)]
-    return [(b";:".join(parts), None), ERRORS_CHECKED]
+    return [(b";:".join([source + b"FUNC ARB", source + b"BURS:STAT ON", source + b"VOLT " + amplitude]), None),
+            ERRORS_CHECKED]
 
 
 # -- byte-exact protocol -------------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def test_waveform_upload_sends_normalised_float32_block_and_arms_a_bus_triggered
     samples = [0.0, 1.0, 2.0, 1.0, 0.0, -1.0, -2.0, -1.0]  # window 4 Vpp about 0 V: data = volts / 2
     data = np.array([0.0, 0.5, 1.0, 0.5, 0.0, -0.5, -1.0, -0.5], dtype=np.float32)
     assert block(data)[:4] == b"#232"
-    exchanges = [*connected(), *uploading(1, data, b"1000"), *arming(1, b"VOLT 4", b"VOLT:OFFS 0")]
+    exchanges = [*connected(), *uploading(1, data, b"1000", b"0"), *arming(1, b"4")]
     with expected_protocol(awg(), exchanges) as inst:
         inst.connect()
         inst.load_waveform(1, samples, 1000.0)
@@ -156,31 +157,39 @@ def test_waveform_upload_sends_normalised_float32_block_and_arms_a_bus_triggered
         assert inst.sample_rate_hz[1] == 1000.0
 
 
-def test_waveform_offset_goes_first_when_the_new_amplitude_would_not_fit_the_old_offset():
-    # DC at 4 V; the waveform spans -1..3 V (4 Vpp about 1 V): 4 Vpp about 4 V would reach 6 V > 5 V
-    samples = np.array([-1.0, 3.0] * 4)
-    data = np.array([-1.0, 1.0] * 4, dtype=np.float32)
-    exchanges = [*connected((b"DC", b"+4.000000000000000E+00", b"1"), DC_OFF),
-                 *uploading(1, data, b"2500000", present=(b"+1.000000000000000E-01", b"+4.000000000000000E+00")),
-                 *arming(1, b"VOLT:OFFS 1", b"VOLT 4")]
+def test_a_waveform_is_scaled_about_its_first_sample_where_the_range_allows():
+    samples = np.array([-1.0, 3.0] * 4)  # about -1 V: ±4 V reaches 3 V and -5 V, inside ±5 V into 50 Ω
+    data = np.array([0.0, 1.0] * 4, dtype=np.float32)
+    exchanges = [*connected(), *uploading(1, data, b"2500000", b"-1"), *arming(1, b"8")]
     with expected_protocol(awg(), exchanges) as inst:
         inst.connect()
         inst.load_waveform(1, samples, 2.5e6)
 
 
-def test_flat_waveform_uses_the_smallest_amplitude_inside_the_lab_limits():
-    # 0 V everywhere with a lab floor of 0 V: 1 mVpp window from 0 to 1 mV, so the data sit at -1; the present
-    # window (0.1 Vpp about 0 V) already dips below the floor, so the instrument's own limits decide the order
-    data = np.full(8, -1.0, dtype=np.float32)
-    exchanges = [*connected(), *uploading(1, data, b"10"), *arming(1, b"VOLT 0.001", b"VOLT:OFFS 0.0005")]
+def test_a_waveform_the_range_cannot_hold_about_its_first_sample_is_centred_and_refused_on_a_live_channel():
+    samples = np.array([-4.0, 4.0] * 4)  # about -4 V it would need ±8 V: scaled about 0 V instead
+    with expected_protocol(awg(), connected((b"DC", b"-4.000000000000000E+00", b"1"), DC_OFF)) as inst:
+        inst.connect()
+        with pytest.raises(LimitError, match=r"reaches 8 V from its first sample -4 V.*switch the output off"):
+            inst.load_waveform(1, samples, 1e3)
+    data = np.array([-1.0, 1.0] * 4, dtype=np.float32)
+    with expected_protocol(awg(), [*connected(), *uploading(1, data, b"1000", b"0"), *arming(1, b"8")]) as inst:
+        inst.connect()
+        inst.load_waveform(1, samples, 1e3)
+        assert inst.level_v[1] == -4.0
+
+
+def test_flat_waveform_uses_the_smallest_amplitude_about_its_first_sample():
+    data = np.zeros(8, dtype=np.float32)
+    exchanges = [*connected(), *uploading(1, data, b"10", b"0"), *arming(1, b"0.001")]
     with expected_protocol(awg(limits={"voltage_v": {"min": 0.0}}), exchanges) as inst:
         inst.connect()
         inst.load_waveform(1, np.zeros(8), 10.0)
 
 
 def _loaded(channel: int) -> list:
-    data = np.linspace(-1, 1, 8, dtype=np.float32)
-    return [*uploading(channel, data, b"1000"), *arming(channel, b"VOLT 2", b"VOLT:OFFS 0")]
+    data = np.linspace(0, 1, 8, dtype=np.float32)  # -1..1 V about the first sample, -1 V
+    return [*uploading(channel, data, b"1000", b"-1"), *arming(channel, b"4")]
 
 
 def test_a_live_channel_is_ramped_to_the_first_sample_then_held_as_dc_while_the_next_waveform_loads():
@@ -188,12 +197,11 @@ def test_a_live_channel_is_ramped_to_the_first_sample_then_held_as_dc_while_the_
     exchanges = [*connected((b"DC", ZERO, b"1"), DC_OFF)]
     for step in (b"0.4", b"0.8", b"1.2"):
         exchanges += [(b"SOUR1:VOLT:OFFS " + step, None), ERRORS_CHECKED]
-    exchanges += [*uploading(1, np.array([1.0, -1.0] * 4, dtype=np.float32), b"1000"),
-                  *arming(1, b"VOLT 2.2", b"VOLT:OFFS 0.1"),
+    exchanges += [*uploading(1, np.array([0.0, -1.0] * 4, dtype=np.float32), b"1000", b"1.2"),
+                  *arming(1, b"4.4"),
                   (b"SOUR1:FUNC DC;:SOUR1:VOLT:OFFS 1.2", None), ERRORS_CHECKED,  # before the memory is cleared
-                  *uploading(1, np.array([1.0, -1.0] * 4, dtype=np.float32), b"1000",
-                             present=(b"+2.200000000000000E+00", b"+1.000000000000000E-01")),
-                  *arming(1, b"VOLT 2", b"VOLT:OFFS 0")]
+                  *uploading(1, np.array([0.0, -1.0] * 4, dtype=np.float32), b"1000", b"1"),  # 0.2 V step
+                  *arming(1, b"4")]
     with expected_protocol(awg(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as inst:
         inst.connect()
         inst.load_waveform(1, first, 1000)
@@ -376,21 +384,22 @@ def test_emulator_a_live_channel_holds_its_level_through_waveform_loads_and_back
     inst, emulator = bench
     inst.set_voltage(1, 0.3)
     inst.set_output(1, True)
-    levels = []
-    handle = emulator.handle
+    states = []
+    dispatch = emulator._dispatch
 
-    def watched(message: bytes) -> bytes | None:  # the output level after every program message
-        reply = handle(message)
-        levels.append(emulator.output_v(1))
+    def watched(header: str, params: list) -> object:  # the output after every command, inside messages too
+        reply = dispatch(header, params)
+        states.append((emulator.output_v(1), emulator.channels[1].amplitude_vpp))
         return reply
 
-    emulator.handle = watched
+    emulator._dispatch = watched
     for samples in ([0.3, 2.0, -1.0, 0.3] * 2, [0.3, 1.0, 0.5, 0.0] * 2):
         inst.load_waveform(1, samples, 1e3)
         inst.play([1])
     inst.set_voltage(1, 0.3)
-    assert len(levels) > 20
-    assert all(level == pytest.approx(0.3, abs=1e-6) for level in levels)  # never free-running (None) or moved
+    assert len(states) > 30
+    for level, amplitude in states:  # still at 0.3 V, or an unarmed arb at 1 mVpp for one command
+        assert level == pytest.approx(0.3, abs=1e-6) or (level is None and amplitude <= 1e-3)
 
 
 def test_emulator_reports_a_raw_out_of_range_command(bench):
