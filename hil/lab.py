@@ -218,8 +218,8 @@ class Lab:
             raise self._error(error.detail, (*where, *field)) from None
         except (TypeError, ValueError) as error:
             raise self._error(str(error), (*where, "settings")) from None
-        except DeviceError as error:  # a simulated instrument given a world of another kind
-            raise self._error(str(error), (*where, "world")) from None
+        except DeviceError as error:  # e.g. a simulated instrument given a world of another kind
+            raise self._error(str(error), (*where, "world") if config.world is not None else where) from None
 
     def _world(self, name: str, where: tuple[str | int, ...]) -> Any:
         if name not in self.worlds:

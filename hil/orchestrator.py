@@ -223,7 +223,11 @@ class Run:
                 raise ConfigError(f"{source.path} has no collected twin data (data/twin_data.h5); point it at a "
                                   "run that finished its collect step", field="twin.from_run")
             arrays, _ = source.load_arrays("data/twin_data.h5")
-            self.twin_data = TwinData.from_arrays(arrays)
+            try:
+                self.twin_data = TwinData.from_arrays(arrays)
+            except ConfigError as error:
+                raise ConfigError(f"{source.path / 'data/twin_data.h5'}: {error.detail}; point it at a run that "
+                                  "finished its collect step", field="twin.from_run") from None
             design = "from run"
         else:
             c = config.collect
@@ -406,10 +410,10 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
         try:  # what needs no hardware is checked before a run folder exists
             lab.build()
             system_and_method(protocol, lab, document)
+            store = RunStore.create(output_root or protocol.output.root, protocol.output.name or protocol.name)
         except BaseException:
             lab.close()
             raise
-        store = RunStore.create(output_root or protocol.output.root, protocol.output.name or protocol.name)
         store.write_text("protocol.yaml", yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
         store.write_text("lab.yaml", lab_file.read_text(encoding="utf-8"))
     try:

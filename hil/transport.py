@@ -249,7 +249,8 @@ class VisaTransport(Transport):
         from pyvisa import rname
 
         try:
-            rname.parse_resource_name(resource)
+            if backend == "@py":  # pyvisa-py takes resource names only; another VISA may also take an alias
+                rname.parse_resource_name(resource)
         except rname.InvalidResourceName as error:
             raise ConfigError(f"{resource!r} is not a VISA resource ({error}); write e.g. "
                               "TCPIP::host::5025::SOCKET, TCPIP::host::INSTR, USB0::…::INSTR or GPIB0::24::INSTR, "

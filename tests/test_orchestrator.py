@@ -272,7 +272,7 @@ def test_from_run_errors_are_clear_and_end_the_run_as_failed(finished_run: Path,
     RunStore(other_data).save_arrays("data/twin_data.h5", {"z": [1.0]})  # readable, but not twin data
     cases = [(no_data.path, ConfigError, "has no collected twin data (data/twin_data.h5)"),
              (torn_twin, ConfigError, f"{torn_twin / 'twin/twin.pt'}: twin unreadable ("),
-             (other_data, KeyError, "KeyError: 'x'")]  # not a HilError: still recorded as the end of the run
+             (other_data, ConfigError, "data/twin_data.h5: not twin data: no x, theta, y, y_repeats array")]
     for k, (source, error, recorded) in enumerate(cases):
         protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
         with pytest.raises(error):

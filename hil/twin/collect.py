@@ -67,7 +67,12 @@ class TwinData:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, torch.Tensor]) -> TwinData:
-        return cls(arrays["x"].float(), arrays["theta"].float(), arrays["y"].float(), arrays["y_repeats"].float())
+        """Twin data from the arrays ``x``, ``theta``, ``y`` and ``y_repeats``; missing ones are a `ConfigError`."""
+        names = ("x", "theta", "y", "y_repeats")
+        missing = [name for name in names if name not in arrays]
+        if missing:
+            raise ConfigError(f"not twin data: no {', '.join(missing)} array")
+        return cls(*(arrays[name].float() for name in names))
 
 
 def sobol(n: int, dimension: int, bounds: tuple[float, float], seed: int) -> torch.Tensor:
