@@ -5,8 +5,8 @@ waveform once per trigger (``FUNC ARB`` in triggered burst mode with ``TRIG:SOUR
 holding its first point between bursts. A waveform is scaled about its first point whenever the instrument's
 range allows: an armed arb then idles at its offset, so switching between DC and the arb moves nothing, and the
 arb is selected at the smallest amplitude with burst armed in the same message, so it never runs free at its
-own. A waveform the range cannot hold about its first point is scaled about its centre and refused on a live
-channel; switching such a channel back to DC while live passes through its centre for one command's time.
+own. A waveform the range cannot hold about its first point is scaled about its centre; it loads only with the
+output off, which stays off until the channel is set to DC again (the way back to DC passes through the centre).
 Voltages are those across the load named by ``load_ohm``: the instrument has a 50 Ω source impedance and an
 open-circuit range of ±10 V, so into a load R it can reach ±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high
 impedance). ``OUTP:LOAD`` is sent at connect for every channel so that the instrument scales its settings with
@@ -55,6 +55,12 @@ def _num(value: float) -> str:
     return f"{float(value) + 0.0:.9g}"
 
 
+def _within(amplitude: float, offset: float, peak: float) -> float:
+    """``amplitude`` (Vpp) as sent, trimmed by a few parts in 10⁹ if rounding took its window past ±``peak``."""
+    sent = float(_num(amplitude))
+    return sent if abs(offset) + sent / 2 <= peak else float(_num(2 * (peak - abs(offset)) * (1 - 1e-8)))
+
+
 class Keysight33500B(ScpiDriver, AnalogOutput):
     """A Keysight 33500B/33600A waveform generator (1 or 2 channels, read from *IDN? at connect).
 
@@ -81,6 +87,8 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.load_ohm: float | None = load_ohm  # before super(): hardware_limits() needs it
         self.model: str | None = None
         self.function: dict[int, str | None] = {}
+        #: Channels whose armed arb is scaled about its centre, so that it idles away from its offset.
+        self.centred: set[int] = set()
         self.sample_rate_hz: dict[int, float] = {}
         super().__init__(transport, **common)
 
@@ -97,6 +105,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         """Read the model (and so the channel count), set byte order, output load and Vpp units."""
         self.model, self.n_channels = self._model_of(self.idn)
         self.function.clear()
+        self.centred.clear()
         self.sample_rate_hz.clear()
         self.write("FORM:BORD SWAP")
         load = "INF" if self.load_ohm is None else _num(self.load_ohm)
@@ -138,11 +147,20 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         if self.function.get(channel) != "DC":
             self.function[channel] = None
             self.waveform_samples.pop(channel, None)
+            self.centred.discard(channel)
             self.write(f"SOUR{channel}:FUNC DC;:{offset}")
         else:
             self.write(offset)
         self.check_errors(f"setting channel {channel} to {voltage_v:g} V")
         self.function[channel] = "DC"
+
+    def set_output(self, channel: int, enabled: bool) -> None:
+        """Switch a channel's output on or off; a channel holding a centred arb (see `_scaling`) stays off, as
+        switching it back to DC would pass through the arb's centre."""
+        if enabled and channel in self.centred:
+            raise LimitError(f"{self.name}: channel {channel} holds a waveform scaled about its centre, which cannot "
+                             "return to DC without a step; set a DC level before switching the output on")
+        super().set_output(channel, enabled)
 
     def _set_output_hw(self, channel: int, enabled: bool) -> None:
         self.write(f"OUTP{channel} {'ON' if enabled else 'OFF'}")
@@ -156,12 +174,11 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         message, and only then given its amplitude: scaled about its first sample (`_scaling`), an armed arb idles
         at its offset whatever the amplitude, so no setting on the way moves the output.
         """
-        live = self.output_on.get(channel) is not False
-        amplitude, offset = self._scaling(samples_v, channel, live)
+        amplitude, offset, about_first = self._scaling(samples_v)
         data = np.clip((samples_v - offset) / (amplitude / 2), -1.0, 1.0).astype(np.float32)
         name = f"HIL_CH{channel}"
         level = self.level_v.get(channel)
-        if live and self.function.get(channel) != "DC" and level is not None:
+        if self.output_on.get(channel) is not False and self.function.get(channel) != "DC" and level is not None:
             self._set_level_hw(channel, level)
         self.function[channel] = None  # from here until armed, the output is in transition
         self.write(f"SOUR{channel}:DATA:VOL:CLE")
@@ -176,6 +193,8 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.write(f"SOUR{channel}:FUNC ARB;:SOUR{channel}:BURS:STAT ON;:SOUR{channel}:VOLT {_num(amplitude)}")
         self.check_errors(f"arming channel {channel}'s waveform")
         self.function[channel] = "ARB"
+        if not about_first:
+            self.centred.add(channel)
         self.sample_rate_hz[channel] = sample_rate_hz
 
     def _play_hw(self, channels: list[int]) -> None:
@@ -194,11 +213,23 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         """The base's state plus model, load (ohms, None for high impedance), function and arb sample rate."""
         return {**super()._snapshot_hw(), "model": self.model,
                 "load_ohm": {channel: self.load_ohm for channel in self.channels},
-                "function": dict(self.function), "sample_rate_hz": dict(self.sample_rate_hz)}
+                "function": dict(self.function), "sample_rate_hz": dict(self.sample_rate_hz),
+                "centred": sorted(self.centred)}
 
     # -- helpers ---------------------------------------------------------------------------------------------
-    def _scaling(self, samples_v: np.ndarray, channel: int, live: bool) -> tuple[float, float]:
-        """Amplitude (Vpp) and offset (V) of a waveform's ±1 window.
+    def _check_waveform_hw(self, channel: int, samples_v: np.ndarray) -> None:
+        """A live channel takes only a waveform scaled about its first sample (see `_scaling`)."""
+        if not self._scaling(samples_v)[2] and self.output_on.get(channel) is not False:
+            first = float(samples_v[0])
+            reach = max(float(np.max(samples_v)) - first, first - float(np.min(samples_v)))
+            peak = OPEN_CIRCUIT_PEAK_V * load_factor(self.load_ohm)
+            raise LimitError(f"{self.name}: channel {channel}'s waveform reaches {reach:g} V from its first sample "
+                             f"{first:g} V, more than the ±{peak - abs(first):g} V the instrument can scale about "
+                             "it without a step; switch the output off before loading it")
+
+    def _scaling(self, samples_v: np.ndarray) -> tuple[float, float, bool]:
+        """Amplitude (Vpp) and offset (V) of a waveform's ±1 window, as sent (9 significant digits), and whether
+        the window is about the first sample.
 
         About the first sample when the instrument reaches that window into its load: the channel then idles at
         its offset, so neither arming it nor switching back to DC moves the output. Otherwise about the samples'
@@ -206,19 +237,15 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         """
         factor = load_factor(self.load_ohm)
         peak, smallest = OPEN_CIRCUIT_PEAK_V * factor, OPEN_CIRCUIT_MIN_VPP * factor
-        first, low, high = float(samples_v[0]), float(np.min(samples_v)), float(np.max(samples_v))
-        reach = max(high - first, first - low, smallest / 2)
-        if abs(first) + reach <= peak:
-            return float(_num(2 * reach)), float(_num(first))
-        if live:
-            raise LimitError(f"{self.name}: channel {channel}'s waveform reaches {reach:g} V from its first sample "
-                             f"{first:g} V, more than the ±{peak - abs(first):g} V the instrument can scale about "
-                             "it without a step; switch the output off before loading it")
+        low, high = float(np.min(samples_v)), float(np.max(samples_v))
+        offset = float(_num(samples_v[0]))
+        reach = max(high - offset, offset - low, smallest / 2)
+        if abs(offset) + reach <= peak:
+            return _within(2 * reach, offset, peak), offset, True
         limit = self.limits["voltage_v"]
         amplitude = max(high - low, smallest)
         if amplitude > limit.max - limit.min:
             raise LimitError(f"{self.name}: the smallest amplitude, {amplitude:g} Vpp, does not fit the "
                              f"voltage limit {limit.describe()}")
-        offset = min(max((high + low) / 2, limit.min + amplitude / 2), limit.max - amplitude / 2)
-        return float(_num(amplitude)), float(_num(offset))
-        return False
+        offset = float(_num(min(max((high + low) / 2, limit.min + amplitude / 2), limit.max - amplitude / 2)))
+        return _within(amplitude, offset, peak), offset, False

@@ -24,8 +24,8 @@ class ScpiDriver:
     def __init__(self, transport: Transport, **common: Any):
         self.transport = transport
         self.idn = ""
-        self._unanswered_idn = 0  # *IDN? sent to resynchronise whose answers have not been read
-        self._interrupted = False  # a resynchronisation may have interrupted a query (-410 expected once)
+        self._marker = 0  # the last resynchronisation's *ESE value
+        self._interrupted = 0  # queries a resynchronisation may have interrupted since the last error check
         super().__init__(**common)
 
     @property
@@ -36,6 +36,7 @@ class ScpiDriver:
         """Open the transport, clear stale status, read the identity, let the driver prepare, then let the
         capability class read the present state. The outputs are left as they are."""
         self.transport.open()
+        self._interrupted = 0
         try:
             self.transport.write("*CLS")
             self.idn = self.query("*IDN?")
@@ -83,21 +84,22 @@ class ScpiDriver:
         return self.transport.query(command).strip()
 
     def _resynchronise(self) -> None:
-        """After a timeout, the late reply may still arrive and would answer the next query instead. Ask
-        ``*IDN?`` and discard every line up to its answer (the instrument answers queries in order). A
-        resynchronisation that itself timed out left an ``*IDN?`` unanswered: its answer is awaited too."""
+        """After a timeout, the late reply may still arrive and would answer the next query instead. Ask for a
+        marker no earlier reply can hold (``*ESE n;*ESE?;*IDN?``, n new each time) and discard every line up to
+        its answer, then restore ``*ESE 0``. On a GPIB or VXI-11 link the instrument may discard the late reply
+        instead and queue -410 "Query INTERRUPTED": the next error check expects one per resynchronisation."""
         with self.transport.transaction():
             self.transport.out_of_step = False
-            self._interrupted = True
-            self.transport.write("*IDN?")
-            self._unanswered_idn += 1
+            self._interrupted += 1
+            self._marker = self._marker % 255 + 1
+            self.transport.write(f"*ESE {self._marker};*ESE?;*IDN?")
             for _ in range(self.max_error_reads):
-                if self.transport.read().strip() == self.idn:
-                    self._unanswered_idn -= 1
-                    if not self._unanswered_idn:
-                        return
-        raise DeviceError(f"{self.name}: out of step with the instrument after a timeout (no *IDN? answer "  # type: ignore[attr-defined]
-                          f"among {self.max_error_reads} replies); power-cycle it and connect again")
+                marker, _, identity = self.transport.read().strip().partition(";")
+                if identity.strip() == self.idn and _integer(marker) == self._marker:
+                    self.transport.write("*ESE 0")
+                    return
+        raise DeviceError(f"{self.name}: out of step with the instrument after a timeout (no answer to its "  # type: ignore[attr-defined]
+                          f"marker among {self.max_error_reads} replies); power-cycle it and connect again")
 
     def query_float(self, command: str) -> float:
         """A numeric reply; a reply that is not a number is a `DeviceError` naming the command."""
@@ -141,12 +143,20 @@ class ScpiDriver:
             if code == 0:
                 break
             if code == self.QUERY_INTERRUPTED and self._interrupted:
-                self._interrupted = False  # the query a timeout left behind, discarded at the resynchronisation
+                self._interrupted -= 1  # a query a timeout left behind, discarded at a resynchronisation
                 continue
             errors.append(f"{code} {message}")
         else:
             errors.append("(error queue did not empty)")
-        self._interrupted = False
+        self._interrupted = 0
         if errors:
             context = f" after {after}" if after else ""
             raise DeviceError(f"{self.name}: instrument reported{context}: {'; '.join(errors)}")  # type: ignore[attr-defined]
+
+
+def _integer(text: str) -> int | None:
+    """An integer reply such as ``5`` or ``+5``; None for anything else."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None

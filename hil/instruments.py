@@ -388,6 +388,7 @@ class AnalogOutput(Instrument):
                              f"takes 1-D waveforms of {low}..{high} points")
         self._check_array("voltage_v", samples, f"channel {channel} waveform")
         rate = self._check("sample_rate_hz", sample_rate_hz)
+        self._check_waveform_hw(channel, samples)
         first, level = float(samples[0]), self.level_v.get(channel)
         max_step = self.limits["voltage_v"].max_step
         if self.output_on.get(channel) is not False and max_step is not None and \
@@ -453,6 +454,10 @@ class AnalogOutput(Instrument):
 
     @abstractmethod
     def _set_output_hw(self, channel: int, enabled: bool) -> None: ...
+
+    def _check_waveform_hw(self, channel: int, samples_v: np.ndarray) -> None:
+        """Refuse, before anything is sent or ramped, a waveform this instrument cannot load now (none by
+        default)."""
 
     @abstractmethod
     def _load_waveform_hw(self, channel: int, samples_v: np.ndarray, sample_rate_hz: float) -> None:

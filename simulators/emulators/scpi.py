@@ -247,6 +247,7 @@ class ScpiEmulator:
 
     def __init__(self) -> None:
         self.errors: deque[tuple[int, str]] = deque()
+        self.event_status_enable = 0  # *ESE; *RST leaves it as it is
         self.lock = threading.RLock()
         self.received: list[bytes] = []
         self._handlers: list[tuple[re.Pattern[str], Callable[..., Any], bool]] = []
@@ -313,6 +314,15 @@ class ScpiEmulator:
     @scpi("*CLS")
     def _cls(self) -> None:
         self.errors.clear()
+
+    @scpi("*ESE")
+    def _ese(self, value: Param) -> None:
+        """The event status enable register (0..255); it only matters for service requests, not emulated."""
+        self.event_status_enable = int(number(value, 0, 255))
+
+    @scpi("*ESE?")
+    def _ese_query(self) -> str:
+        return str(self.event_status_enable)
 
     @scpi("*OPC?")
     def _opc_query(self) -> str:

@@ -144,8 +144,8 @@ def test_measure_reads_source_and_reading_then_the_limit_state() -> None:
 def test_after_a_timeout_the_late_reply_is_discarded_before_the_next_query() -> None:
     read = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
     exchanges = [*connected(), *configured_voltage(), (read[0], TIMED_OUT),
-                 (b"*IDN?", read[1]), (None, IDN),  # the late reply arrives first, then *IDN?'s
-                 read, (b":SOUR:VOLT:ILIM:TRIP?", b"0")]
+                 (b"*ESE 1;*ESE?;*IDN?", read[1]), (None, b"1;" + IDN),  # the late reply first, then the marker
+                 (b"*ESE 0", None), read, (b":SOUR:VOLT:ILIM:TRIP?", b"0")]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         k.configure("voltage", 1e-3)
@@ -155,16 +155,15 @@ def test_after_a_timeout_the_late_reply_is_discarded_before_the_next_query() -> 
         assert not k.transport.out_of_step
 
 
-def test_a_resynchronisation_that_times_out_is_finished_by_the_next_and_one_interrupted_query_forgiven() -> None:
+def test_a_resynchronisation_that_times_out_is_finished_by_the_next_and_interrupted_queries_forgiven() -> None:
     read = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
+    interrupted = (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"')
     exchanges = [*connected(), *configured_voltage(), (read[0], TIMED_OUT),
-                 (b"*IDN?", TIMED_OUT),  # the instrument is still busy
-                 (b"*IDN?", read[1]), (None, IDN), (None, IDN),  # late reply, then both identities
-                 read, (b":SOUR:VOLT:ILIM:TRIP?", b"0"),
-                 (b":SOUR:VOLT 0.5", None),
-                 (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"'), NO_ERROR,
-                 (b":SOUR:VOLT 0.6", None),
-                 (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"'), NO_ERROR]
+                 (b"*ESE 1;*ESE?;*IDN?", TIMED_OUT),  # the instrument is still busy
+                 (b"*ESE 2;*ESE?;*IDN?", read[1]), (None, b"1;" + IDN), (None, b"2;" + IDN),  # only the new marker
+                 (b"*ESE 0", None), read, (b":SOUR:VOLT:ILIM:TRIP?", b"0"),
+                 (b":SOUR:VOLT 0.5", None), interrupted, interrupted, NO_ERROR,  # two queries interrupted
+                 (b":SOUR:VOLT 0.6", None), interrupted, NO_ERROR]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         k.configure("voltage", 1e-3)
@@ -173,14 +172,15 @@ def test_a_resynchronisation_that_times_out_is_finished_by_the_next_and_one_inte
         with pytest.raises(TransportTimeout):
             k.measure()
         assert k.measure().current_a.tolist() == [1e-3]
-        k.set_level(0.5)  # the -410 the resynchronisation may cause is expected once
+        k.set_level(0.5)  # a -410 per resynchronisation is expected in the next check
         with pytest.raises(DeviceError, match="-410"):
-            k.set_level(0.6)  # and only once
+            k.set_level(0.6)  # and only there
 
 
 def test_safe_state_goes_on_when_reading_old_errors_times_out_then_reports_it() -> None:
     exchanges = [*connected(output=b"1", level=b"5.000000E-01"), (b"SYST:ERR?", TIMED_OUT),
-                 (b":SOUR:VOLT 0", None), (b"*IDN?", NO_ERROR[1]), (None, IDN), NO_ERROR,
+                 (b":SOUR:VOLT 0", None), (b"*ESE 1;*ESE?;*IDN?", NO_ERROR[1]), (None, b"1;" + IDN), (b"*ESE 0", None),
+                 NO_ERROR,
                  (b":OUTP OFF", None), NO_ERROR]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()

@@ -166,17 +166,42 @@ def test_a_waveform_is_scaled_about_its_first_sample_where_the_range_allows():
         inst.load_waveform(1, samples, 2.5e6)
 
 
-def test_a_waveform_the_range_cannot_hold_about_its_first_sample_is_centred_and_refused_on_a_live_channel():
-    samples = np.array([-4.0, 4.0] * 4)  # about -4 V it would need ±8 V: scaled about 0 V instead
-    with expected_protocol(awg(), connected((b"DC", b"-4.000000000000000E+00", b"1"), DC_OFF)) as inst:
+def test_a_waveform_the_range_cannot_hold_about_its_first_sample_is_refused_live_before_any_ramp():
+    samples = np.array([-4.0, 4.0] * 4)  # about -4 V it would need ±8 V: only centring fits the ±5 V
+    limits = {"voltage_v": {"max_step": 0.5}}
+    with expected_protocol(awg(limits=limits), connected((b"DC", ZERO, b"1"), DC_OFF)) as inst:
         inst.connect()
         with pytest.raises(LimitError, match=r"reaches 8 V from its first sample -4 V.*switch the output off"):
             inst.load_waveform(1, samples, 1e3)
+        assert inst.level_v[1] == 0.0  # nothing was sent or ramped
+
+
+def test_a_centred_waveform_loads_with_the_output_off_and_keeps_it_off_until_the_channel_is_dc_again():
+    samples = np.array([-4.0, 4.0] * 4)
     data = np.array([-1.0, 1.0] * 4, dtype=np.float32)
-    with expected_protocol(awg(), [*connected(), *uploading(1, data, b"1000", b"0"), *arming(1, b"8")]) as inst:
+    exchanges = [*connected(), *uploading(1, data, b"1000", b"0"), *arming(1, b"8"),
+                 (b"SOUR1:FUNC DC;:SOUR1:VOLT:OFFS -4", None), ERRORS_CHECKED, (b"OUTP1 ON", None), ERRORS_CHECKED]
+    with expected_protocol(awg(), exchanges) as inst:
         inst.connect()
         inst.load_waveform(1, samples, 1e3)
-        assert inst.level_v[1] == -4.0
+        assert inst.level_v[1] == -4.0 and inst.centred == {1}
+        with pytest.raises(LimitError, match=r"scaled about its centre.*set a DC level"):
+            inst.set_output(1, True)
+        inst.set_voltage(1, -4.0)  # the output is off: the pass through the centre harms nothing
+        inst.set_output(1, True)
+
+
+def test_scaling_about_the_first_sample_never_passes_the_instruments_peak_after_rounding():
+    rng = np.random.default_rng(7)
+    for load_ohm, peak in ((None, 10.0), (50.0, 5.0), (1000.0, 10 * 1000 / 1050)):
+        with expected_protocol(awg(load_ohm=load_ohm), []) as inst:
+            for _ in range(3000):
+                first, top = rng.uniform(-peak, peak), peak * rng.uniform(0.999999, 1.0)
+                samples = np.array([first, top, max(2 * first - top, -peak), first])  # up to the peak
+                amplitude, offset, about_first = inst._scaling(samples)
+                assert abs(offset) + amplitude / 2 <= peak
+                if about_first:
+                    assert amplitude / 2 >= (top - first) * (1 - 1e-7)
 
 
 def test_flat_waveform_uses_the_smallest_amplitude_about_its_first_sample():
