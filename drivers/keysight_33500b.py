@@ -6,7 +6,8 @@ holding its first point between bursts. A waveform is scaled about its first poi
 range allows: an armed arb then idles at its offset, so switching between DC and the arb moves nothing, and the
 arb is selected at the smallest amplitude with burst armed in the same message, so it never runs free at its
 own. A waveform the range cannot hold about its first point is scaled about its centre; it loads only with the
-output off, which stays off until the channel is set to DC again (the way back to DC passes through the centre).
+output off, which stays off until the channel is set to DC or given a waveform scaled about its first point (the
+way back to DC passes through the centre). So does a channel found playing an arb at connect.
 Voltages are those across the load named by ``load_ohm``: the instrument has a 50 Ω source impedance and an
 open-circuit range of ±10 V, so into a load R it can reach ±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high
 impedance). ``OUTP:LOAD`` is sent at connect for every channel so that the instrument scales its settings with
@@ -87,7 +88,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.load_ohm: float | None = load_ohm  # before super(): hardware_limits() needs it
         self.model: str | None = None
         self.function: dict[int, str | None] = {}
-        #: Channels whose armed arb is scaled about its centre, so that it idles away from its offset.
+        #: Channels whose arb may idle away from its offset: scaled about its centre here, or found at connect.
         self.centred: set[int] = set()
         self.sample_rate_hz: dict[int, float] = {}
         super().__init__(transport, **common)
@@ -131,6 +132,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
                               f"({', '.join(sorted(FUNCTIONS))})")
         self.function[channel] = function
         if function != "DC":
+            self.centred.add(channel)  # an arb of unknown scaling may idle away from its offset
             return None
         level = self.query_float(f"SOUR{channel}:VOLT:OFFS?")
         if not math.isfinite(level):
@@ -147,19 +149,20 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         if self.function.get(channel) != "DC":
             self.function[channel] = None
             self.waveform_samples.pop(channel, None)
-            self.centred.discard(channel)
             self.write(f"SOUR{channel}:FUNC DC;:{offset}")
         else:
             self.write(offset)
         self.check_errors(f"setting channel {channel} to {voltage_v:g} V")
         self.function[channel] = "DC"
+        self.centred.discard(channel)
 
     def set_output(self, channel: int, enabled: bool) -> None:
-        """Switch a channel's output on or off; a channel holding a centred arb (see `_scaling`) stays off, as
-        switching it back to DC would pass through the arb's centre."""
+        """Switch a channel's output on or off; a channel in `centred` stays off, as its way back to DC would pass
+        through the arb's offset."""
         if enabled and channel in self.centred:
-            raise LimitError(f"{self.name}: channel {channel} holds a waveform scaled about its centre, which cannot "
-                             "return to DC without a step; set a DC level before switching the output on")
+            raise LimitError(f"{self.name}: channel {channel} holds an arb that may idle away from its offset "
+                             "(scaled about its centre, or found at connect), so its way back to DC could step; set "
+                             "a DC level or load a waveform first, then switch the output on")
         super().set_output(channel, enabled)
 
     def _set_output_hw(self, channel: int, enabled: bool) -> None:
@@ -175,6 +178,8 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         at its offset whatever the amplitude, so no setting on the way moves the output.
         """
         amplitude, offset, about_first = self._scaling(samples_v)
+        if not about_first:
+            self.centred.add(channel)  # from the first command on, until the channel is DC again
         data = np.clip((samples_v - offset) / (amplitude / 2), -1.0, 1.0).astype(np.float32)
         name = f"HIL_CH{channel}"
         level = self.level_v.get(channel)
@@ -193,8 +198,8 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.write(f"SOUR{channel}:FUNC ARB;:SOUR{channel}:BURS:STAT ON;:SOUR{channel}:VOLT {_num(amplitude)}")
         self.check_errors(f"arming channel {channel}'s waveform")
         self.function[channel] = "ARB"
-        if not about_first:
-            self.centred.add(channel)
+        if about_first:
+            self.centred.discard(channel)
         self.sample_rate_hz[channel] = sample_rate_hz
 
     def _play_hw(self, channels: list[int]) -> None:

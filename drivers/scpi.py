@@ -6,11 +6,15 @@ against an emulator in CI. Compose it before the capability class: ``class X(Scp
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 from hil.errors import DeviceError
 from hil.transport import Transport
+
+#: Resynchronisation markers: ``*ESE`` values without the bits (1 and 6) some instruments do not keep.
+MARKERS = tuple(n for n in range(1, 256) if not n & 0b0100_0010)
 
 
 class ScpiDriver:
@@ -24,7 +28,7 @@ class ScpiDriver:
     def __init__(self, transport: Transport, **common: Any):
         self.transport = transport
         self.idn = ""
-        self._marker = 0  # the last resynchronisation's *ESE value
+        self._markers = itertools.cycle(MARKERS)
         self._interrupted = 0  # queries a resynchronisation may have interrupted since the last error check
         super().__init__(**common)
 
@@ -85,17 +89,18 @@ class ScpiDriver:
 
     def _resynchronise(self) -> None:
         """After a timeout, the late reply may still arrive and would answer the next query instead. Ask for a
-        marker no earlier reply can hold (``*ESE n;*ESE?;*IDN?``, n new each time) and discard every line up to
-        its answer, then restore ``*ESE 0``. On a GPIB or VXI-11 link the instrument may discard the late reply
-        instead and queue -410 "Query INTERRUPTED": the next error check expects one per resynchronisation."""
+        marker no earlier reply can hold (``*ESE n;*ESE?;*IDN?``, n new each time, `MARKERS`) and discard every
+        line up to its answer, then restore ``*ESE 0``. On a GPIB or VXI-11 link the instrument may discard the
+        late reply instead and queue -410 "Query INTERRUPTED": the next error check expects one per
+        resynchronisation."""
         with self.transport.transaction():
-            self.transport.out_of_step = False
             self._interrupted += 1
-            self._marker = self._marker % 255 + 1
-            self.transport.write(f"*ESE {self._marker};*ESE?;*IDN?")
+            expected = next(self._markers)
+            self.transport.write(f"*ESE {expected};*ESE?;*IDN?")
             for _ in range(self.max_error_reads):
                 marker, _, identity = self.transport.read().strip().partition(";")
-                if identity.strip() == self.idn and _integer(marker) == self._marker:
+                if identity.strip() == self.idn and _integer(marker) == expected:
+                    self.transport.out_of_step = False
                     self.transport.write("*ESE 0")
                     return
         raise DeviceError(f"{self.name}: out of step with the instrument after a timeout (no answer to its "  # type: ignore[attr-defined]

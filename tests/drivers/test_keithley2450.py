@@ -160,7 +160,7 @@ def test_a_resynchronisation_that_times_out_is_finished_by_the_next_and_interrup
     interrupted = (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"')
     exchanges = [*connected(), *configured_voltage(), (read[0], TIMED_OUT),
                  (b"*ESE 1;*ESE?;*IDN?", TIMED_OUT),  # the instrument is still busy
-                 (b"*ESE 2;*ESE?;*IDN?", read[1]), (None, b"1;" + IDN), (None, b"2;" + IDN),  # only the new marker
+                 (b"*ESE 4;*ESE?;*IDN?", read[1]), (None, b"1;" + IDN), (None, b"4;" + IDN),  # only the new marker
                  (b"*ESE 0", None), read, (b":SOUR:VOLT:ILIM:TRIP?", b"0"),
                  (b":SOUR:VOLT 0.5", None), interrupted, interrupted, NO_ERROR,  # two queries interrupted
                  (b":SOUR:VOLT 0.6", None), interrupted, NO_ERROR]

@@ -185,9 +185,25 @@ def test_a_centred_waveform_loads_with_the_output_off_and_keeps_it_off_until_the
         inst.connect()
         inst.load_waveform(1, samples, 1e3)
         assert inst.level_v[1] == -4.0 and inst.centred == {1}
-        with pytest.raises(LimitError, match=r"scaled about its centre.*set a DC level"):
+        with pytest.raises(LimitError, match=r"may idle away from its offset.*set a DC level"):
             inst.set_output(1, True)
         inst.set_voltage(1, -4.0)  # the output is off: the pass through the centre harms nothing
+        inst.set_output(1, True)
+
+
+def test_a_waveform_scaled_about_its_first_sample_ends_the_hold_and_an_arb_found_at_connect_starts_one():
+    samples = np.array([-4.0, 4.0] * 4)
+    exchanges = [*connected((b"ARB", b"", b"0"), DC_OFF),
+                 *uploading(1, np.array([-1.0, 1.0] * 4, dtype=np.float32), b"1000", b"0"), *arming(1, b"8"),
+                 *uploading(1, np.array([0.0, 1.0] * 4, dtype=np.float32), b"1000", b"0"), *arming(1, b"8"),
+                 (b"OUTP1 ON", None), ERRORS_CHECKED]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        with pytest.raises(LimitError, match="or found at connect"):  # an arb of unknown scaling
+            inst.set_output(1, True)
+        inst.load_waveform(1, samples, 1e3)  # centred
+        inst.load_waveform(1, np.array([0.0, 4.0] * 4), 1e3)  # about its first sample: idles at its offset
+        assert inst.centred == set()
         inst.set_output(1, True)
 
 
