@@ -31,6 +31,8 @@ class ScpiDriver:
         self._markers = itertools.cycle(MARKERS)
         self._interrupted = 0  # queries a resynchronisation may have interrupted since the last error check
         super().__init__(**common)
+        if transport is not None:  # None only where a test builds a driver to read its limits
+            transport.owner = self.name  # type: ignore[attr-defined]
 
     @property
     def resource(self) -> str:

@@ -255,6 +255,8 @@ class Lab:
                 try:
                     instrument.connect()
                 except HilError as error:
+                    if str(error).startswith((f"{name}:", f"{name} (")):  # the driver named itself
+                        raise
                     raise type(error)(f"instrument {name!r}: {error}") from error
                 self._connected.append(instrument)
         except BaseException:

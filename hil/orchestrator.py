@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import yaml
+from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
@@ -404,7 +405,10 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             raise ConfigError("give a protocol file or --resume RUN")
         protocol, document = load_protocol(protocol_path)
         if seed is not None:
-            protocol = protocol.model_copy(update={"seed": seed})
+            try:
+                protocol.seed = seed  # validated as the file's seed is
+            except ValidationError as error:
+                raise ConfigError(f"{seed!r}: {error.errors()[0]['msg']}", field="seed") from None
         lab_file = Path(lab_path or protocol.lab)
         lab = Lab.load(lab_file)
         try:  # what needs no hardware is checked before a run folder exists

@@ -69,6 +69,8 @@ class Transport(ABC):
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.resource = resource
+        #: The name of the instrument using this transport, put before the resource in error messages.
+        self.owner: str | None = None
         self.timeout_s = float(timeout_s)
         self.read_termination = read_termination
         self.write_termination = write_termination
@@ -201,13 +203,14 @@ class Transport(ABC):
             raise
         except Exception as error:
             kind = self._classify(error)
+            where = f"{self.owner} ({self.resource})" if self.owner else self.resource
             if kind == "timeout":
                 self.out_of_step = True
                 raise TransportTimeout(
-                    f"{self.resource}: no reply within {self.timeout_s:g} s to {command!r}; "
+                    f"{where}: no reply within {self.timeout_s:g} s to {command!r}; "
                     "check that the instrument is on, connected and not busy") from error
             raise TransportError(
-                f"{self.resource}: connection failed during {command!r} ({error}); "
+                f"{where}: connection failed during {command!r} ({error}); "
                 "check the cable or network and the instrument's power, then connect again") from error
 
     @abstractmethod

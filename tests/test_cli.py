@@ -73,7 +73,7 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path: Path) -> No
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
-    assert "instrument 'smu'" in result.stderr
+    assert "hil: error: smu (TCPIP::127.0.0.1::1::SOCKET): connection failed" in result.stderr
 
 
 def test_check_takes_a_file_with_any_protocol_key_for_a_protocol(tmp_path: Path,

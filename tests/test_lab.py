@@ -91,7 +91,7 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
           smu: {driver: keithley_2450, resource: "TCPIP::127.0.0.1::1::SOCKET", timeout_s: 0.3}
     """)
     lab = Lab.load(path)
-    with pytest.raises(TransportError, match=r"instrument 'smu': TCPIP::127.0.0.1::1::SOCKET"):
+    with pytest.raises(TransportError, match=r"^smu \(TCPIP::127.0.0.1::1::SOCKET\): connection failed"):
         lab.open()
     assert not lab["awg"].connected and lab._servers == []
 

@@ -282,3 +282,10 @@ def test_from_run_errors_are_clear_and_end_the_run_as_failed(finished_run: Path,
         last = store.events()[-1]
         store.close()
         assert last["kind"] == "run_failed" and recorded in last["error"]
+
+
+def test_a_seed_given_to_run_protocol_is_validated_as_a_file_seed_is(tmp_path: Path) -> None:
+    protocol = write_protocol(tmp_path, **SMALL)
+    with pytest.raises(ConfigError, match="seed: -1: Input should be greater than or equal to 0"):
+        run_protocol(protocol, seed=-1, show_progress=False, output_root=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
