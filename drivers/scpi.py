@@ -22,7 +22,7 @@ class ScpiDriver:
 
     #: Upper bound on error-queue reads in one check (an instrument queue holds about 20).
     max_error_reads = 32
-    #: "Query INTERRUPTED": queued by an IEEE 488.2 instrument sent a query before its last reply was read.
+    #: "Query INTERRUPTED": what an IEEE 488.2 instrument queues when a query arrives before its last reply was read.
     QUERY_INTERRUPTED = -410
 
     def __init__(self, transport: Transport, **common: Any):
