@@ -33,7 +33,14 @@ from hil.datasets import Dataset, MinMaxEncoder, StandardEncoder, load_dataset
 from hil.errors import ConfigError, HilError
 from hil.lab import Lab
 from hil.nn import physical_layers, set_mode
-from hil.protocol import Protocol, build_model, first_physical_system, load_protocol, system_and_method
+from hil.protocol import (
+    Protocol,
+    build_model,
+    first_physical_system,
+    load_lab,
+    load_protocol,
+    system_and_method,
+)
 from hil.store import CHECKPOINT, RunFileError, RunStore
 from hil.twin.collect import TwinData, collect
 from hil.twin.fidelity import fidelity
@@ -409,8 +416,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 protocol.seed = seed  # validated as the file's seed is
             except ValidationError as error:
                 raise ConfigError(f"{seed!r}: {error.errors()[0]['msg']}", field="seed") from None
-        lab_file = Path(lab_path or protocol.lab)
-        lab = Lab.load(lab_file)
+        lab = load_lab(protocol, document, lab_path)
         try:  # what needs no hardware is checked before a run folder exists
             lab.build()
             system_and_method(protocol, lab, document)
@@ -419,7 +425,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             lab.close()
             raise
         store.write_text("protocol.yaml", yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
-        store.write_text("lab.yaml", lab_file.read_text(encoding="utf-8"))
+        store.write_text("lab.yaml", Path(lab_path or protocol.lab).read_text(encoding="utf-8"))
     try:
         with lab:
             run = Run(protocol, lab, store, document, show_progress)

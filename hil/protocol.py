@@ -161,6 +161,13 @@ def build_method(protocol: Protocol, document: YamlDocument | None = None) -> Tr
     return cls(settings)
 
 
+def load_lab(protocol: Protocol, document: YamlDocument, lab_path: str | Path | None = None) -> Lab:
+    """The lab a protocol runs on: ``lab_path``, else its ``lab:`` (a missing file is located there)."""
+    if lab_path is None and not Path(protocol.lab).is_file():
+        raise document.error(f"lab file {protocol.lab} not found (relative to the working directory)", ("lab",))
+    return Lab.load(lab_path or protocol.lab)
+
+
 def system_and_method(protocol: Protocol, lab: Lab,
                       document: YamlDocument | None = None) -> tuple[PhysicalSystem, TrainingMethod]:
     """The protocol's system in ``lab`` and its method, checked against each other; mistakes located."""
@@ -228,12 +235,10 @@ def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
     from hil.datasets import load_dataset
 
     protocol, document = load_protocol(path)
-    if lab_path is None and not Path(protocol.lab).is_file():
-        raise document.error(f"lab file {protocol.lab} not found (relative to the working directory)", ("lab",))
     if protocol.twin.from_run and not (Path(protocol.twin.from_run) / "twin").is_dir():
         raise document.error(f"{protocol.twin.from_run} holds no fitted twin (no twin/ folder); name a run that "
                              "fitted one", ("twin", "from_run"))
-    lab = Lab.load(lab_path or protocol.lab)
+    lab = load_lab(protocol, document, lab_path)
     try:
         lab.build()
         system, _ = system_and_method(protocol, lab, document)

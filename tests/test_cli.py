@@ -135,3 +135,14 @@ def test_run_refuses_a_protocol_its_lab_cannot_run_before_making_a_run_folder(
     assert main(["run", "--quiet", str(protocol)]) == 2
     assert "p.yaml:6: system: no system named 'crossbar'" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.yaml", "p.yaml"]  # no runs/ folder
+
+
+def test_run_locates_a_missing_lab_file_before_making_a_run_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    protocol = tmp_path / "p.yaml"
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    protocol.write_text(text.replace("lab: lab.yaml", "lab: no-such-lab.yaml"))
+    assert main(["run", "--quiet", str(protocol)]) == 2
+    assert "p.yaml:5: lab: lab file no-such-lab.yaml not found" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
