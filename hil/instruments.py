@@ -584,7 +584,7 @@ class SourceMeter(Instrument):
         if mode != self.mode:
             if self.output_on is not False:
                 if self.mode is not None and self.level is not None:
-                    self.set_level(0.0)
+                    self._ramp_to(0.0)
                 self.set_output(False)
             self.level = None
         self._configure_hw(mode, compliance, nplc)
@@ -596,6 +596,10 @@ class SourceMeter(Instrument):
     def set_level(self, level: float) -> None:
         """Set the source level (V or A by mode), ramping in steps of at most ``max_step``."""
         self._require_configured()
+        self._ramp_to(level)
+
+    def _ramp_to(self, level: float) -> None:
+        """Ramp the source from its known level to ``level`` in the present mode."""
         limit = self.limits[self._limit_of(self.mode)]  # type: ignore[arg-type]
         previous = self.level
         for value in limit.ramp(self.level, level, self._what(f"source {self.mode}")):
@@ -607,7 +611,9 @@ class SourceMeter(Instrument):
             previous = value
 
     def set_output(self, enabled: bool) -> None:
-        """Switch the output relay on or off."""
+        """Switch the output relay on (only once configured: the compliance must be known) or off."""
+        if enabled:
+            self._require_configured()
         self._require_connected()
         self.output_on = None
         self._set_output_hw(bool(enabled))
@@ -660,8 +666,10 @@ class SourceMeter(Instrument):
         return readings
 
     def _require_configured(self) -> None:
+        """Sourcing needs the mode and the compliance set by this session: a compliance left on the instrument
+        by another session is unknown, and could let the device under test take any current."""
         self._require_connected()
-        if self.mode is None:
+        if self.mode is None or self.compliance is None:
             raise DeviceError(f"{self.name}: not configured; call configure(mode, compliance) first")
 
     def _safe_state_hw(self) -> None:
@@ -669,7 +677,7 @@ class SourceMeter(Instrument):
         switch off first."""
         if self.mode is not None and self.level is not None:
             try:
-                self.set_level(0.0)
+                self._ramp_to(0.0)
             finally:
                 self.set_output(False)
         else:

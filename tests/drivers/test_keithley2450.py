@@ -119,8 +119,10 @@ def test_set_level_ramps_in_steps_of_the_lab_max_step() -> None:
 
 
 def test_output_on_and_off() -> None:
-    with expected_protocol(smu(), connected() + OUTPUT_ON + [(b":OUTP OFF", None), NO_ERROR]) as k:
+    with expected_protocol(smu(), connected() + configured_voltage() + OUTPUT_ON + [(b":OUTP OFF", None),
+                                                                                    NO_ERROR]) as k:
         k.connect()
+        k.configure("voltage", 1e-3)
         k.set_output(True)
         assert k.output_on is True
         k.set_output(False)
@@ -320,11 +322,11 @@ def test_garbage_reading_raises_device_error(reply: bytes, tail: list[Exchange],
 
 
 def test_garbage_error_queue_and_buffer_replies_raise_device_error() -> None:
-    exchanges = [*connected(), (b":OUTP ON", None), (b"SYST:ERR?", b"no error")]
+    exchanges = [*connected(), (b":OUTP OFF", None), (b"SYST:ERR?", b"no error")]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         with pytest.raises(DeviceError, match="error-queue reply 'no error' is malformed"):
-            k.set_output(True)
+            k.set_output(False)
     exchanges = connected() + configured_voltage() + OUTPUT_ON + [
         (b':TRAC:CLE "defbuffer1"', None), (b":SOUR:LIST:VOLT 0.1, 0.2", None),
         (b":SOUR:SWE:VOLT:LIST 1, 0, 1, OFF", None), NO_ERROR, (b":INIT", None), (b"*WAI", None),
@@ -435,14 +437,15 @@ def test_a_failed_sweep_leaves_the_level_unknown_so_the_safe_state_switches_off_
         assert (k.level, k.output_on) == (0.0, False)
 
 
-def test_measure_and_sweep_before_configure_are_refused_without_traffic() -> None:
-    with expected_protocol(smu(), [*connected(), *OUTPUT_ON]) as k:
+def test_sourcing_before_configure_is_refused_without_traffic() -> None:
+    with expected_protocol(smu(), [*connected(), (b":OUTP OFF", None), NO_ERROR]) as k:
         k.connect()
-        k.set_output(True)
-        with pytest.raises(DeviceError, match=r"call configure\(mode, compliance\) first"):
-            k.measure()
-        with pytest.raises(DeviceError, match=r"call configure\(mode, compliance\) first"):
-            k.sweep([0.1])
+        # The mode and level are read at connect, but not the compliance another session left: until configure
+        # sets one, nothing may source. Switching off is always allowed.
+        for refused in (lambda: k.set_output(True), lambda: k.set_level(1.0), k.measure, lambda: k.sweep([0.1])):
+            with pytest.raises(DeviceError, match=r"call configure\(mode, compliance\) first"):
+                refused()
+        k.set_output(False)
 
 
 def test_levels_beyond_a_fixed_source_range_are_refused_before_anything_is_sent() -> None:

@@ -1,0 +1,259 @@
+"""A test kit for instrument classes, in the manner of python-microscope's ``testsuite``: contract mixins shared
+by every instrument class, real and simulated, and pytest fixtures that serve emulators. It needs pytest (the
+``dev`` extra), and is what a package adding its own device tests with::
+
+    from hil.testing import SourceMeterContract, tcp_server  # noqa: F401 (a fixture)
+
+    class TestAcmeSmu(SourceMeterContract):
+        registry_name = "acme_smu"  # the name it is registered under
+
+        @pytest.fixture
+        def instrument(self, tcp_server):  # connected, with the limits under test
+            with AcmeSmu(VisaTransport(tcp_server(AcmeEmulator()).resource), name="smu") as smu:
+                yield smu
+
+A concrete test class provides that ``instrument`` fixture and inherits the tests of its capability.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from hil.errors import DeviceError, LimitError
+from hil.instruments import AnalogInput, AnalogOutput, Camera, CrossbarArray, SourceMeter, SpatialLightModulator
+
+if TYPE_CHECKING:
+    from simulators.emulators.server import PtyServer, TcpServer
+
+
+@pytest.fixture
+def tcp_server() -> Iterator[Callable[..., TcpServer]]:
+    """A factory: ``tcp_server(emulator)`` serves it on a free port of 127.0.0.1 until the test ends."""
+    from simulators.emulators.server import TcpServer
+
+    servers: list[TcpServer] = []
+
+    def start(emulator: object, **options: object) -> TcpServer:
+        server = TcpServer(emulator, **options).start()  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def pty_server() -> Iterator[Callable[..., PtyServer]]:
+    """A factory: ``pty_server(emulator)`` serves it on a new pseudo-terminal pair until the test ends."""
+    from simulators.emulators.server import PtyServer
+
+    servers: list[PtyServer] = []
+
+    def start(emulator: object) -> PtyServer:
+        server = PtyServer(emulator).start()  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+class InstrumentContract:
+    """What every instrument promises."""
+
+    registry_name: str
+
+    def test_identifies_itself(self, instrument) -> None:
+        assert isinstance(instrument.identify(), str) and instrument.identify().strip()
+
+    def test_snapshot_is_json_with_identity_and_limits(self, instrument) -> None:
+        snapshot = json.loads(json.dumps(instrument.snapshot()))
+        assert snapshot["identity"] == instrument.identify()
+        assert snapshot["limits"] and all({"min", "max", "unit"} <= set(v) for v in snapshot["limits"].values())
+
+    def test_safe_state_is_idempotent_and_close_twice_is_harmless(self, instrument) -> None:
+        instrument.safe_state()
+        instrument.safe_state()
+        instrument.close()
+        instrument.close()
+        assert not instrument.connected
+
+    def test_a_closed_instrument_refuses_to_act(self, instrument) -> None:
+        instrument.close()
+        with pytest.raises(DeviceError, match="not connected"):
+            instrument.identify()
+
+    def test_limits_are_finite_and_ordered(self, instrument) -> None:
+        for limit in instrument.limits.values():
+            assert math.isfinite(limit.min) and math.isfinite(limit.max) and limit.min <= limit.max
+
+
+class AnalogOutputContract(InstrumentContract):
+    def test_dc_level_within_limits_is_recorded(self, instrument: AnalogOutput) -> None:
+        instrument.safe_state()
+        target = 0.5 * instrument.limits["voltage_v"].max
+        instrument.set_voltage(1, target)
+        assert instrument.level_v[1] == pytest.approx(target)
+
+    @pytest.mark.parametrize("value", [math.nan, math.inf, 1e6, -1e6])
+    def test_bad_levels_are_refused_and_nothing_changes(self, instrument: AnalogOutput, value: float) -> None:
+        instrument.safe_state()
+        with pytest.raises(LimitError):
+            instrument.set_voltage(1, value)
+        assert instrument.level_v[1] == 0.0
+
+    def test_unknown_channel_is_refused(self, instrument: AnalogOutput) -> None:
+        with pytest.raises(LimitError, match="channel"):
+            instrument.set_output(instrument.n_channels + 1, True)
+
+    def test_waveform_load_and_play(self, instrument: AnalogOutput) -> None:
+        instrument.safe_state()
+        low, _ = instrument.waveform_points
+        samples = np.linspace(-0.5, 0.5, max(low, 64)) * instrument.limits["voltage_v"].max
+        instrument.load_waveform(1, samples, 1e3)
+        instrument.play([1])
+        assert instrument.level_v[1] == samples[0]  # held at the first sample before and after each play
+
+    def test_safe_state_is_zero_volts_and_off(self, instrument: AnalogOutput) -> None:
+        instrument.safe_state()
+        instrument.set_voltage(1, 0.5 * instrument.limits["voltage_v"].max)
+        instrument.set_output(1, True)
+        instrument.safe_state()
+        assert all(level == 0.0 for level in instrument.level_v.values())
+        assert not any(instrument.output_on.values())
+
+
+class SourceMeterContract(InstrumentContract):
+    def configured(self, instrument: SourceMeter) -> SourceMeter:
+        instrument.configure("voltage", compliance=0.5 * instrument.limits["current_a"].max)
+        instrument.set_output(True)
+        return instrument
+
+    def test_measure_returns_one_finite_point(self, instrument: SourceMeter) -> None:
+        readings = self.configured(instrument).measure()
+        assert len(readings.voltage_v) == len(readings.current_a) == len(readings.in_compliance) == 1
+        assert np.isfinite(readings.current_a).all()
+
+    def test_sweep_returns_one_reading_per_level(self, instrument: SourceMeter) -> None:
+        smu = self.configured(instrument)
+        top = 0.2 * smu.limits["voltage_v"].max
+        step = smu.limits["voltage_v"].max_step or top
+        levels = np.arange(0, top + 1e-12, min(step, top / 4))
+        readings = smu.sweep(levels)
+        assert len(readings.voltage_v) == len(levels)
+
+    @pytest.mark.parametrize("value", [math.nan, 1e6])
+    def test_bad_levels_are_refused_and_nothing_changes(self, instrument: SourceMeter, value: float) -> None:
+        smu = self.configured(instrument)
+        with pytest.raises(LimitError):
+            smu.set_level(value)
+        assert smu.level == 0.0
+
+    def test_safe_state_is_zero_and_off(self, instrument: SourceMeter) -> None:
+        smu = self.configured(instrument)
+        smu.set_level(0.1 * smu.limits["voltage_v"].max)
+        smu.safe_state()
+        assert smu.level == 0.0 and smu.output_on is False
+
+    def test_nothing_sources_before_configure(self, instrument: SourceMeter) -> None:
+        """A compliance left on the instrument by another session is unknown: configure must set one first."""
+        for refused in (lambda: instrument.set_output(True), lambda: instrument.set_level(0.0), instrument.measure):
+            with pytest.raises(DeviceError, match="configure"):
+                refused()
+        instrument.safe_state()
+        assert instrument.output_on is False
+
+    def test_current_mode_holds_the_voltage_compliance(self, instrument: SourceMeter) -> None:
+        compliance = 0.5 * instrument.limits["voltage_v"].max
+        instrument.configure("current", compliance=compliance)
+        instrument.set_output(True)
+        instrument.set_level(0.1 * instrument.limits["current_a"].max)
+        readings = instrument.measure()
+        assert instrument.mode == "current" and instrument.level == 0.1 * instrument.limits["current_a"].max
+        assert np.isfinite(readings.voltage_v).all() and abs(readings.voltage_v[0]) <= 1.001 * compliance
+        instrument.safe_state()
+        assert instrument.level == 0.0 and instrument.output_on is False
+
+
+class AnalogInputContract(InstrumentContract):
+    def test_acquire_has_the_asked_shape(self, instrument: AnalogInput) -> None:
+        record = instrument.acquire(100, 1e3)
+        assert record.shape == (instrument.n_channels, 100) and np.isfinite(record).all()
+
+    def test_fetch_without_arm_is_refused(self, instrument: AnalogInput) -> None:
+        with pytest.raises(DeviceError, match="arm"):
+            instrument.fetch()
+
+
+class SpatialLightModulatorContract(InstrumentContract):
+    def test_show_and_sequence_accept_patterns_in_range(self, instrument: SpatialLightModulator) -> None:
+        instrument.show(np.full(instrument.shape, math.pi))
+        instrument.show_sequence(np.zeros((3, *instrument.shape)))
+
+    @pytest.mark.parametrize("value", [math.nan, -0.1, 7.0])
+    def test_bad_phases_are_refused(self, instrument: SpatialLightModulator, value: float) -> None:
+        pattern = np.zeros(instrument.shape)
+        pattern[0, 0] = value
+        with pytest.raises(LimitError, match=r"\[0, 0\]"):
+            instrument.show(pattern)
+
+    def test_wrong_shape_is_refused(self, instrument: SpatialLightModulator) -> None:
+        with pytest.raises(LimitError, match="shape"):
+            instrument.show(np.zeros((instrument.shape[0] + 1, instrument.shape[1])))
+
+
+class CameraContract(InstrumentContract):
+    def test_capture_returns_consecutive_frames(self, instrument: Camera) -> None:
+        instrument.set_exposure(instrument.limits["exposure_s"].min * 10)
+        frames = instrument.capture(3)
+        assert len(frames.images) == 3 and tuple(frames.images.shape[1:]) == tuple(instrument.shape)
+        assert (np.diff(frames.indices) == 1).all()
+
+    def test_exposure_outside_limits_is_refused(self, instrument: Camera) -> None:
+        with pytest.raises(LimitError):
+            instrument.set_exposure(instrument.limits["exposure_s"].max * 10)
+
+    def test_aoi_capture_has_the_aoi_shape_and_full_frame_returns(self, instrument: Camera) -> None:
+        """A camera reads out its area of interest, or refuses AOIs cleanly and stays on the full frame."""
+        instrument.set_exposure(instrument.limits["exposure_s"].min * 10)
+        rows, cols = instrument.shape
+        aoi = (1, 2, max(1, rows // 2), max(1, cols // 3))
+        try:
+            instrument.set_roi(*aoi)
+        except DeviceError:
+            assert instrument.roi is None
+        else:
+            assert instrument.roi == aoi and instrument.frame_shape == aoi[2:]
+            assert tuple(instrument.capture(2).images.shape) == (2, *aoi[2:])
+            assert json.loads(json.dumps(instrument.snapshot()))["roi"] == list(aoi)
+        instrument.set_roi(None)
+        assert instrument.roi is None and instrument.frame_shape == tuple(instrument.shape)
+        assert tuple(instrument.capture(1).images.shape[1:]) == tuple(instrument.shape)
+
+    def test_aoi_off_the_sensor_or_empty_is_refused(self, instrument: Camera) -> None:
+        rows, cols = instrument.shape
+        for bad in [(0, 0, rows + 1, cols), (rows - 1, 0, 2, 1), (0, cols - 2, 1, 3), (-1, 0, 1, 1), (0, 0, 0, 1),
+                    (0, 0, 1, -1), (0.5, 0, 1, 1), (0, 0, 1, None)]:
+            with pytest.raises(LimitError, match=instrument.name):
+                instrument.set_roi(*bad)
+        assert instrument.roi is None and instrument.frame_shape == tuple(instrument.shape)
+
+
+class CrossbarArrayContract(InstrumentContract):
+    def test_program_then_read_a_batch(self, instrument: CrossbarArray) -> None:
+        limit = instrument.limits["conductance_s"]
+        instrument.program(np.full(instrument.shape, (limit.min + limit.max) / 2))
+        currents = instrument.read(np.full((5, instrument.shape[0]), 0.5 * instrument.limits["read_voltage_v"].max))
+        assert tuple(currents.shape) == (5, instrument.shape[1])
+
+    def test_conductance_outside_limits_is_refused(self, instrument: CrossbarArray) -> None:
+        with pytest.raises(LimitError):
+            instrument.program(np.full(instrument.shape, instrument.limits["conductance_s"].max * 2))
