@@ -2,41 +2,11 @@
 leave Ctrl-C's handler as it found it."""
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from simulators.emulators.server import PtyServer, TcpServer
-
-
-@pytest.fixture
-def tcp_server() -> Iterator[Callable[..., TcpServer]]:
-    """A factory: ``tcp_server(emulator)`` serves it on a free port until the test ends."""
-    servers: list[TcpServer] = []
-
-    def start(emulator: object, **options: object) -> TcpServer:
-        server = TcpServer(emulator, **options).start()  # type: ignore[arg-type]
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def pty_server() -> Iterator[Callable[..., PtyServer]]:
-    """A factory: ``pty_server(emulator)`` serves it on a new pseudo-terminal pair until the test ends."""
-    servers: list[PtyServer] = []
-
-    def start(emulator: object) -> PtyServer:
-        server = PtyServer(emulator).start()  # type: ignore[arg-type]
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+from hil.testing import pty_server, tcp_server  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(autouse=True)

@@ -2,10 +2,10 @@
 
 import pytest
 
-from tests.contract import contracts
+from hil import testing
 
 
-class TestSimulatedCrossbar(contracts.CrossbarArrayContract):
+class TestSimulatedCrossbar(testing.CrossbarArrayContract):
     registry_name = "simulated_crossbar"
 
     @pytest.fixture

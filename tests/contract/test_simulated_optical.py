@@ -2,12 +2,12 @@
 
 import pytest
 
+from hil import testing
 from simulators.fiber import MultimodeFiber
 from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM
-from tests.contract import contracts
 
 
-class TestSimulatedSLM(contracts.SpatialLightModulatorContract):
+class TestSimulatedSLM(testing.SpatialLightModulatorContract):
     registry_name = "simulated_slm"
 
     @pytest.fixture(params=[OpticalTable, MultimodeFiber])
@@ -17,7 +17,7 @@ class TestSimulatedSLM(contracts.SpatialLightModulatorContract):
             yield slm
 
 
-class TestSimulatedCamera(contracts.CameraContract):
+class TestSimulatedCamera(testing.CameraContract):
     registry_name = "simulated_camera"
 
     @pytest.fixture(params=[OpticalTable, MultimodeFiber])

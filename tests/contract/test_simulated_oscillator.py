@@ -2,12 +2,12 @@
 
 import pytest
 
+from hil import testing
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
 from simulators.oscillator import OscillatorNetwork
-from tests.contract import contracts
 
 
-class TestSimulatedAnalogOutputOnOscillators(contracts.AnalogOutputContract):
+class TestSimulatedAnalogOutputOnOscillators(testing.AnalogOutputContract):
     registry_name = "simulated_analog_output"
 
     @pytest.fixture
@@ -17,7 +17,7 @@ class TestSimulatedAnalogOutputOnOscillators(contracts.AnalogOutputContract):
             yield output
 
 
-class TestSimulatedAnalogInputOnOscillators(contracts.AnalogInputContract):
+class TestSimulatedAnalogInputOnOscillators(testing.AnalogInputContract):
     registry_name = "simulated_analog_input"
 
     @pytest.fixture

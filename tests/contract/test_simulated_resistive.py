@@ -2,12 +2,12 @@
 
 import pytest
 
+from hil import testing
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
 from simulators.resistive import ResistiveNetwork
-from tests.contract import contracts
 
 
-class TestSimulatedAnalogOutputOnResistiveNetwork(contracts.AnalogOutputContract):
+class TestSimulatedAnalogOutputOnResistiveNetwork(testing.AnalogOutputContract):
     registry_name = "simulated_analog_output"
 
     @pytest.fixture
@@ -17,7 +17,7 @@ class TestSimulatedAnalogOutputOnResistiveNetwork(contracts.AnalogOutputContract
             yield out
 
 
-class TestSimulatedAnalogInputOnResistiveNetwork(contracts.AnalogInputContract):
+class TestSimulatedAnalogInputOnResistiveNetwork(testing.AnalogInputContract):
     registry_name = "simulated_analog_input"
 
     @pytest.fixture
