@@ -165,7 +165,8 @@ def _explain(error: dict[str, Any], model: type[BaseModel], loc: tuple[Any, ...]
         return "required field is missing"
     value = error.get("input")
     shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
-    return f"{error['msg']}{shown}"
+    message = error["msg"].removeprefix("Value error, ") if error["type"] == "value_error" else error["msg"]
+    return f"{message}{shown}"
 
 
 def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:

@@ -190,6 +190,10 @@ class Lab:
             cls = instrument_class(config.driver)
         except ConfigError as error:
             raise self._error(error.detail, (*where, "driver")) from None
+        if inspect.isabstract(cls):
+            hooks = ", ".join(sorted(cls.__abstractmethods__))
+            raise self._error(f"{config.driver} ({cls.__module__}.{cls.__qualname__}) cannot be used: it does not "
+                              f"implement {hooks}", (*where, "driver"))
         parameters = inspect.signature(cls.__init__).parameters
         allowed = sorted(set(parameters) - FRAMEWORK_ARGUMENTS
                          - {p for p, v in parameters.items() if v.kind in (v.VAR_KEYWORD, v.VAR_POSITIONAL)})
@@ -206,7 +210,8 @@ class Lab:
                                       "not a world", (*where, "world"))
                 return cls(world=self._world(config.world, (*where, "world")), **common)
             if "transport" not in parameters:
-                raise self._error(f"{config.driver} is a simulator; give it a world", where)
+                raise self._error(f"{config.driver} takes no transport, so it needs a world (a bench driver's "
+                                  "__init__ takes the transport: list ScpiDriver before the capability class)", where)
             resource = config.resource or self._start_emulator(cls, config, where)
             transport = open_transport(resource, timeout_s=config.timeout_s, traffic_log=config.traffic_log,
                                        **getattr(cls, "transport_options", {}))
@@ -237,9 +242,15 @@ class Lab:
         from simulators.emulators.server import PtyServer, TcpServer
 
         try:
-            emulator = load_target(target)(**options)
+            emulator_class = load_target(target)
+        except ConfigError as error:
+            raise self._error(f"emulator {error.detail}", (*where, "emulate")) from None
+        try:
+            emulator = emulator_class(**options)
         except (TypeError, ValueError) as error:
-            raise self._error(f"bad emulator option: {error}", (*where, "emulate")) from None
+            accepted = ", ".join(p for p in inspect.signature(emulator_class).parameters if p != "self") or "none"
+            raise self._error(f"bad emulator option: {error}; options: {accepted}, and via (tcp or pty)",
+                              (*where, "emulate")) from None
         server = (TcpServer if via == "tcp" else PtyServer)(emulator).start()
         self._servers.append(server)
         return server.resource

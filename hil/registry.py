@@ -56,17 +56,24 @@ def available(group: str = "instruments") -> dict[str, str]:
 
 
 def load_target(target: str) -> Any:
-    """Import ``module:Class``."""
+    """Import ``module:Class``; a target that cannot be imported is a `ConfigError` naming it and why."""
     module_name, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module_name), attribute)
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except Exception as error:  # an import error, or any error raised while importing the module
+        raise ConfigError(f"{target} cannot be loaded: {type(error).__name__}: {error}") from error
 
 
 def lookup(group: str, name: str) -> type:
     """The class registered under ``name`` in ``group``; an unknown name is a `ConfigError` listing the known."""
     targets = available(group)
     if name not in targets:
-        raise ConfigError(f"unknown {KINDS[group]} {name!r}; known: {', '.join(sorted(targets))}")
-    return load_target(targets[name])
+        raise ConfigError(f"unknown {KINDS[group]} {name!r}; known: {', '.join(sorted(targets))} (a package's "
+                          f"entry points appear once it is installed: pip install -e PACKAGE)")
+    try:
+        return load_target(targets[name])
+    except ConfigError as error:
+        raise ConfigError(f"{KINDS[group]} {name!r}: {error.detail}") from error.__cause__
 
 
 def instrument_class(name: str) -> type[Instrument]:

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from hil.errors import ConfigError, LimitError, TransportError
+from hil.instruments import SourceMeter
 from hil.lab import Lab, _sigint_held
+from hil.registry import BUILTIN, available
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,7 +154,14 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
     ("""
         instruments:
           awg: {driver: keysight_33500b}
-     """, r"lab.yaml:2: instruments\.awg: .*give exactly one of resource"),
+     """, r"lab.yaml:2: instruments\.awg: give exactly one of resource"),
+    ("""
+        instruments:
+          awg:
+            driver: keysight_33500b
+            emulate: {load: 50}
+     """, r"lab.yaml:4: instruments\.awg\.emulate: bad emulator option: .*'load'; options: channels, model, "
+         r"memory_points, and via"),
     ("""
         instruments:
           awg:
@@ -168,6 +177,34 @@ def test_bad_lab_files_fail_with_file_line_and_field(tmp_path: Path, text: str, 
         Lab.load(path).build()
     assert "\n" not in str(caught.value)
     assert str(caught.value).startswith(str(path))
+
+
+class HalfWrittenSmu(SourceMeter):
+    """A driver whose author has not written its hooks yet."""
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("acme_hil.no_such_module:AcmeSmu", r"driver 'acme_smu': acme_hil\.no_such_module:AcmeSmu cannot be loaded: "
+                                        r"ModuleNotFoundError"),
+    ("tests.test_lab:AcmeSmu", r"driver 'acme_smu': tests\.test_lab:AcmeSmu cannot be loaded: AttributeError"),
+    ("tests.test_lab:HalfWrittenSmu", r"acme_smu \(tests\.test_lab\.HalfWrittenSmu\) cannot be used: it does not "
+                                      r"implement _configure_hw, _identify_hw, _measure_hw, _set_level_hw, "
+                                      r"_set_output_hw, _sweep_hw$"),
+])
+def test_a_driver_that_cannot_be_loaded_or_used_is_located_at_its_name(tmp_path: Path, target: str, expected: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BUILTIN["instruments"], "acme_smu", target)
+    available.cache_clear()
+    path = write(tmp_path, """
+        instruments:
+          smu: {driver: acme_smu, resource: "TCPIP::127.0.0.1::1::SOCKET"}
+     """)
+    try:
+        with pytest.raises(ConfigError, match=rf"lab.yaml:2: instruments\.smu\.driver: {expected}") as caught:
+            Lab.load(path).build()
+    finally:
+        available.cache_clear()
+    assert "\n" not in str(caught.value)
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
