@@ -3,7 +3,8 @@
 A checkpoint must hold everything that decides what a simulated bench does next: its random generators, its
 virtual clock, its slow state (drift, power wander), what is programmed or shown. `capture` walks an object's
 attributes and keeps tensors (cloned), generator states, numbers, strings, numpy arrays and containers of
-them, and descends into the project's own plain state holders (clocks, slow-state processes); it does not
+them, and descends into plain state holders (clocks, slow-state processes) of hil, of its simulators and of the
+package that defines the captured object (a plugin world's own helpers); it does not
 descend into other worlds, instruments, systems, transports, modules or configuration models, which are
 captured on their own or are fixed. `restore` puts the values back. Everything captured is a tensor or a plain
 value, so checkpoints load with ``torch.load(weights_only=True)``.
@@ -37,13 +38,15 @@ def _stops(value: Any) -> bool:
     return world or isinstance(value, Instrument | PhysicalSystem | Transport | BaseModel | torch.nn.Module)
 
 
-def _is_state_holder(value: Any) -> bool:
-    module = type(value).__module__
-    return hasattr(value, "__dict__") and (module.startswith("hil.") or module.startswith("simulators.")) \
-        and not _stops(value)
+def _package(value: Any) -> str:
+    return type(value).__module__.partition(".")[0]
 
 
-def _capture_value(value: Any, seen: set[int]) -> tuple[bool, Any]:
+def _is_state_holder(value: Any, packages: frozenset[str]) -> bool:
+    return hasattr(value, "__dict__") and _package(value) in packages and not _stops(value)
+
+
+def _capture_value(value: Any, seen: set[int], packages: frozenset[str]) -> tuple[bool, Any]:
     if value is None or isinstance(value, bool | int | float | str):
         return True, value
     if isinstance(value, torch.Tensor):
@@ -55,31 +58,32 @@ def _capture_value(value: Any, seen: set[int]) -> tuple[bool, Any]:
     if isinstance(value, np.generic):
         return True, value.item()
     if isinstance(value, list | tuple):
-        items = [_capture_value(v, seen) for v in value]
+        items = [_capture_value(v, seen, packages) for v in value]
         if all(ok for ok, _ in items):
             return True, [v for _, v in items]
         return False, None
     if isinstance(value, dict):
         if not all(isinstance(k, str | int) for k in value):
             return False, None
-        items = {k: _capture_value(v, seen) for k, v in value.items()}
+        items = {k: _capture_value(v, seen, packages) for k, v in value.items()}
         if all(ok for ok, _ in items.values()):
             return True, {"__dict__": [[k, v] for k, (_, v) in items.items()]}
         return False, None
-    if _is_state_holder(value) and id(value) not in seen:
-        return True, {_OBJECT: capture(value, seen), _CLASS: f"{type(value).__module__}:{type(value).__qualname__}"}
+    if _is_state_holder(value, packages) and id(value) not in seen:
+        return True, {_OBJECT: capture(value, seen, packages), _CLASS: f"{type(value).__module__}:{type(value).__qualname__}"}
     return False, None
 
 
-def capture(obj: Any, seen: set[int] | None = None) -> dict[str, Any]:
+def capture(obj: Any, seen: set[int] | None = None, packages: frozenset[str] | None = None) -> dict[str, Any]:
     """The restorable state of ``obj``'s attributes (see the module docstring for what is kept)."""
     seen = set() if seen is None else seen
+    packages = frozenset({"hil", "simulators", _package(obj)}) if packages is None else packages
     seen.add(id(obj))
     state = {}
     for name, value in vars(obj).items():
         if isinstance(value, type(threading.Lock())):
             continue
-        ok, captured = _capture_value(value, seen)
+        ok, captured = _capture_value(value, seen, packages)
         if ok:
             state[name] = captured
     return state

@@ -56,3 +56,31 @@ def test_captured_state_is_plain_tensors_and_values(tmp_path) -> None:
     loaded = torch.load(path, weights_only=True)
     assert loaded["clock"]["__object__"]["_now"] == 0.0
     assert "gain" in loaded and "rng" in loaded
+
+
+class Wander:
+    """A plugin's own slow-state helper, defined outside hil and its simulators (here, in the tests package)."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator, self.level = generator, 0.0
+
+    def step(self) -> float:
+        self.level += float(torch.randn(1, generator=self.generator))
+        return self.level
+
+
+class PluginWorld(NoisyGain):
+    kind = "plugin_world"
+
+    def _construct(self) -> None:
+        super()._construct()
+        self.wander = Wander(self.rng)
+
+
+def test_a_plugin_worlds_own_state_holders_are_captured() -> None:
+    world = PluginWorld(seed=3)
+    world.wander.step()
+    saved = capture(world)
+    first = [world.wander.step() for _ in range(3)]
+    restore(world, saved)
+    assert [world.wander.step() for _ in range(3)] == first
