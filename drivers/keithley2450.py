@@ -232,11 +232,6 @@ class Keithley2450(ScpiDriver, SourceMeter):
         self.check_errors(f"switching the output {'on' if enabled else 'off'}")
 
     # -- measuring -------------------------------------------------------------------------------------------
-    def _require_compliance(self) -> None:
-        if self.compliance is None:
-            raise DeviceError(f"{self.name}: the measure function and compliance are unset; call "
-                              "configure(mode, compliance) first")
-
     def _readings(self, source: np.ndarray, reading: np.ndarray, limited: np.ndarray) -> Readings:
         """Readings from the SOUR and READ elements; an overflowed or non-finite value is a `DeviceError`."""
         bad = ~np.isfinite(reading) | (np.abs(reading) >= OVERFLOW) | ~np.isfinite(source)
@@ -258,7 +253,6 @@ class Keithley2450(ScpiDriver, SourceMeter):
     def _measure_hw(self) -> Readings:
         """One reading (``:READ?`` of the source and measured values), then the limit state (``:TRIP?``). The
         reading may take up to `_reading_bound_s` longer than the transport's timeout."""
-        self._require_compliance()
         source = _SOURCE[self.mode]  # type: ignore[index]
         command = f':READ? "{BUFFER}", SOUR, READ'
         with self.transport.patience(self._reading_bound_s()):
@@ -269,8 +263,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         return self._readings(np.array([values[0]]), np.array([values[1]]), np.array([tripped]))
 
     def _check_sweep_hw(self, levels: np.ndarray, delay_s: float) -> None:
-        """A compliance must be set; the delay is 0 or 50 µs..10 s; levels within a fixed source range."""
-        self._require_compliance()
+        """The delay is 0 or 50 µs..10 s; levels within a fixed source range."""
         if 0 < delay_s < MIN_SWEEP_DELAY_S:
             raise LimitError(f"{self.name}: sweep delay {delay_s:g} s refused; the 2450 takes 0 or "
                              f"{MIN_SWEEP_DELAY_S:g}..10 s")
