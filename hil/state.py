@@ -70,7 +70,8 @@ def _capture_value(value: Any, seen: set[int], packages: frozenset[str]) -> tupl
             return True, {"__dict__": [[k, v] for k, (_, v) in items.items()]}
         return False, None
     if _is_state_holder(value, packages) and id(value) not in seen:
-        return True, {_OBJECT: capture(value, seen, packages), _CLASS: f"{type(value).__module__}:{type(value).__qualname__}"}
+        name = f"{type(value).__module__}:{type(value).__qualname__}"
+        return True, {_OBJECT: capture(value, seen, packages), _CLASS: name}
     return False, None
 
 
