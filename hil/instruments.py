@@ -547,8 +547,8 @@ class SourceMeter(Instrument):
     """A source-measure unit: sources a voltage (or a current), measures both, with a compliance limit.
 
     Levels are checked against ``voltage_v`` / ``current_a``; level changes larger than ``max_step`` are
-    ramped. ``sweep`` runs a list of levels on the instrument in one round trip; consecutive points (and the
-    first from the present level) may differ by at most ``max_step``.
+    ramped. ``sweep`` runs a list of levels, in one round trip where the instrument has list sweeps (else point
+    by point); consecutive points (and the first from the present level) may differ by at most ``max_step``.
     """
 
     capability = "source-measure unit"
@@ -705,8 +705,16 @@ class SourceMeter(Instrument):
     def _check_sweep_hw(self, levels: np.ndarray, delay_s: float) -> None:
         """Refuse, before anything is sent, a sweep this instrument cannot run (none by default)."""
 
-    @abstractmethod
-    def _sweep_hw(self, levels: np.ndarray, delay_s: float) -> Readings: ...
+    def _sweep_hw(self, levels: np.ndarray, delay_s: float) -> Readings:
+        """Point by point, for an instrument without list sweeps: set each level, wait ``delay_s``, measure (a round
+        trip per point). A driver whose instrument has list sweeps overrides this to run one in a round trip."""
+        points = []
+        for level in levels:
+            self._set_level_hw(float(level))
+            self.clock.sleep(delay_s)
+            points.append(self._measure_hw())
+        return Readings(*(np.concatenate([getattr(p, field) for p in points])
+                          for field in ("voltage_v", "current_a", "in_compliance")))
 
 
 class CrossbarArray(Instrument):

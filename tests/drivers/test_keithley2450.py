@@ -16,6 +16,7 @@ import pytest
 from drivers.keithley2450 import Keithley2450
 from hil.clock import VirtualClock
 from hil.errors import DeviceError, LimitError, TransportTimeout
+from hil.instruments import SourceMeter
 from hil.transport import VisaTransport
 from simulators.emulators.keithley2450 import Keithley2450Emulator
 from simulators.emulators.server import TcpServer
@@ -617,3 +618,24 @@ def test_emulator_noise_is_seeded() -> None:
 
     assert readings(1) == readings(1) != readings(2)
     assert float(readings(1) or b"nan") == pytest.approx(1e-3, abs=1e-5)
+
+
+class PointByPoint2450(Keithley2450):
+    """The 2450's driver as it would be for an instrument without list sweeps: the base class's sweep."""
+
+    _sweep_hw = SourceMeter._sweep_hw
+
+
+def test_a_source_meter_without_list_sweeps_sweeps_point_by_point() -> None:
+    clock = VirtualClock()
+    with TcpServer(Keithley2450Emulator(load_ohm=1000.0)) as server, \
+            PointByPoint2450(VisaTransport(server.resource, timeout_s=2.0), clock=clock,
+                             limits={"voltage_v": {"max_step": 0.5}}) as k:
+        k.configure("voltage", 10e-3)
+        k.set_output(True)
+        started = clock.now()
+        readings = k.sweep([0.5, 1.0, 0.5], delay_s=0.1)
+        assert readings.voltage_v.tolist() == pytest.approx([0.5, 1.0, 0.5])
+        assert readings.current_a.tolist() == pytest.approx([0.5e-3, 1e-3, 0.5e-3], rel=1e-6)
+        assert not readings.in_compliance.any() and k.level == 0.5
+        assert clock.now() - started == pytest.approx(0.3)
