@@ -161,6 +161,17 @@ def test_programming_noise_follows_the_aihwkit_pcm_polynomial() -> None:
     ideal.program(targets)
     torch.testing.assert_close(measured_conductances(ideal), targets)
 
+def test_programming_noise_scales_with_g_max_over_the_reference_g_max() -> None:
+    g_max, reference = 40e-6, 16e-6  # σ = polynomial (µS) × 2.5; neither g_max nor the reference is aihwkit's 25 µS
+    _, crossbar = make(devices={"g_max_s": g_max},
+                       programming={"noise_scale": 1.0, "reference_g_max_s": reference})
+    targets = uniform(crossbar.shape, 0.2 * g_max, g_max, seed=22)
+    crossbar.program(targets)
+    relative = targets / g_max
+    sigma = (0.26348 + 1.9650 * relative - 1.1731 * relative**2) * 1e-6 * g_max / reference
+    z = (measured_conductances(crossbar) - targets) / sigma
+    assert abs(float(z.mean())) < 0.06 and float(z.std()) == pytest.approx(1.0, rel=0.05)  # 4096 devices
+
 
 # -- slow state -----------------------------------------------------------------------------------------------------
 def folded_normal_moments(mean: float, std: float) -> tuple[float, float]:
@@ -230,6 +241,44 @@ def test_amplifier_noise_has_the_configured_rms() -> None:
     assert abs(float(currents.mean())) < 5e-9
 
 
+def test_read_noise_under_drift_scales_with_the_drifted_conductance_and_the_programmed_q() -> None:
+    # σ = |g(t)|·Q(g_prog)·√ln(...): with a typical ν·ln((t + t0)/t0) ≈ 0.5-1 here, Q(g(t)) would raise the variance
+    # by e^(1.3·ν·ln) and |g_prog| by e^(2·ν·ln), a factor of 2 or more.
+    repeats = 200
+    world, crossbar = make(slow={"drift_scale": 1.0}, shot={"read_noise_scale": 1.0},
+                           geometry={"rows": 32, "cols": 32, "max_batch": 32 * repeats})
+    programmed = uniform(crossbar.shape, 0.02 * G_MAX, 0.3 * G_MAX, seed=23)  # Q between its clips at both times
+    crossbar.program(programmed)
+    world.clock.sleep(1e6)
+    age = world.clock.now() - world.programmed_at_s
+    drifted = world.conductances()
+    assert float((drifted / programmed).median()) < 0.6  # most devices have drifted far
+    currents = crossbar.read((V_READ * torch.eye(32)).repeat(repeats, 1)).reshape(repeats, 32, 32) / V_READ
+    sigma = drifted * aihwkit_read_sigma_s(programmed, age) / programmed
+    ratio = currents.var(dim=0) / sigma**2
+    assert float(ratio.mean()) == pytest.approx(1.0, abs=0.03)  # 1024 devices × 200 reads: standard error 0.3 %
+    most_drifted = (drifted / programmed).flatten() < (drifted / programmed).quantile(0.25)
+    assert float(ratio.flatten()[most_drifted].mean()) == pytest.approx(1.0, abs=0.05)  # standard error 0.6 %
+    torch.testing.assert_close(currents.mean(dim=0), drifted, rtol=0, atol=float(
+        5 * sigma.max() / math.sqrt(repeats)))
+
+
+def test_amplifier_noise_has_the_configured_rms_times_the_column_gain_with_read_noise_on() -> None:
+    world, crossbar = make("realistic", geometry={"cols": 256}, construction={"column_gain_spread": 0.2},
+                           converters={"dac_bits": None, "adc_bits": None})
+    assert world.config.shot.read_noise_scale > 0 and world.config.shot.output_noise_a == 0.3e-6
+    crossbar.program(uniform(crossbar.shape, 0, G_MAX, seed=24))
+    currents = crossbar.read(torch.zeros(2000, 64))  # no read voltage: no read noise, only the amplifiers'
+    ratio = currents.std(dim=0) / (0.3e-6 * world.column_gain.abs())
+    assert float(ratio.mean()) == pytest.approx(1.0, abs=0.01)  # 256 columns × 2000 reads: standard error 0.1 %
+    assert float((ratio - 1).abs().max()) < 0.1  # per column: standard error 1.6 %
+    torch.testing.assert_close(currents.mean(dim=0), world.column_offset_a, rtol=0, atol=float(
+        5 * 0.3e-6 * world.column_gain.abs().max() / math.sqrt(2000)))
+    alternating = 0.1 * (1 - 2 * (torch.arange(64) % 2))  # ±0.1 V: far from clipping, read noise ≈ 2 × amplifier
+    driven = crossbar.read(alternating.expand(2000, 64)).std(dim=0)
+    assert torch.all(driven > 1.5 * currents.std(dim=0))  # the read noise is on
+
+
 def test_row_dac_rounds_the_read_voltages() -> None:
     _, crossbar = make(converters={"dac_bits": 4})
     crossbar.program(torch.full(crossbar.shape, G_MAX))
@@ -253,6 +302,21 @@ def test_column_adc_rounds_and_clips_the_currents() -> None:
     assert torch.all(currents[0] == 31 * step) and torch.all(currents[1] == -32 * step)  # clipped at ±range
     torch.testing.assert_close(currents[3], torch.full((64,), round(0.1 * G_MAX / step) * step))
     assert torch.all(currents[2] == 0)  # 0.25 µA is below half a step
+
+
+def test_exact_adc_still_clips_at_its_range_when_clipping_is_on() -> None:
+    world, crossbar = make(converters={"adc_bits": None, "adc_clip": True})
+    crossbar.program(torch.full(crossbar.shape, G_MAX))
+    limit = 1.0 / world.config.converters.tia_gain_ohm  # 60 µA: 12 full-scale devices at 0.2 V
+    voltages = torch.zeros(4, 64)
+    voltages[0], voltages[1], voltages[2, :5], voltages[3, 0] = V_READ, -V_READ, V_READ, 0.0123
+    currents = crossbar.read(voltages)
+    assert torch.all(currents[0] == limit) and torch.all(currents[1] == -limit)  # 320 µA unclipped
+    torch.testing.assert_close(currents[2], torch.full((64,), 5 * V_READ * G_MAX))  # 25 µA: within range, exact
+    torch.testing.assert_close(currents[3], torch.full((64,), 0.0123 * G_MAX))
+    _, unclipped = make(converters={"adc_bits": None, "adc_clip": False})
+    unclipped.program(torch.full(unclipped.shape, G_MAX))
+    torch.testing.assert_close(unclipped.read(voltages[:1]), torch.full((1, 64), 64 * V_READ * G_MAX))
 
 
 # -- seeds ----------------------------------------------------------------------------------------------------------
@@ -313,6 +377,28 @@ def test_oracle_matches_the_noise_averaged_realistic_world_much_better_than_nomi
         nominal = ((system.physics_model()(x, theta) - averaged) ** 2).mean()
     assert float(oracle) < 0.1 * float(nominal)
     assert float(nominal) > 0.01  # the realistic chip is visibly off its nominal physics
+
+
+def test_oracle_equals_the_realistic_construction_with_per_shot_and_programming_noise_off() -> None:
+    # Every construction non-ideality of ``realistic`` on (device spread, stuck devices, 64 levels, wire resistance,
+    # column gain and offset, clipping), everything drawn per programming or per read off, converters exact.
+    _, system = make_system("realistic", seed=4, programming={"noise_scale": 0.0}, slow={"drift_scale": 0.0},
+                            shot={"read_noise_scale": 0.0, "output_noise_a": 0.0},
+                            converters={"dac_bits": None, "adc_bits": None},
+                            construction={"stuck_on_fraction": 0.01, "stuck_off_fraction": 0.01})
+    theta = uniform((system.n_params,), -1, 1, seed=25)
+    x = uniform((128, system.n_in), -1, 1, seed=26)
+    y = system.forward(x, theta)
+    model, nominal = system.oracle_model(), system.physics_model()
+    with torch.no_grad():
+        assert float((model(x, theta) - y).abs().max()) < 1e-4  # float32 rounding of outputs up to ~10
+        # each hidden part alone, set to its nominal value, moves the model far beyond that tolerance
+        for name in ("column_offset", "wire_resistance_ohm", "column_gain", "conductance_scale", "stuck_level"):
+            part = getattr(model, name)
+            kept = part.clone()
+            part.copy_(getattr(nominal, name))
+            assert float((model(x, theta) - y).abs().max()) > 3e-3, name
+            part.copy_(kept)
 
 
 def test_device_time_follows_programming_and_reads_and_theta_is_written_only_when_it_changes() -> None:
