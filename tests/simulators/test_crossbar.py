@@ -161,6 +161,7 @@ def test_programming_noise_follows_the_aihwkit_pcm_polynomial() -> None:
     ideal.program(targets)
     torch.testing.assert_close(measured_conductances(ideal), targets)
 
+
 def test_programming_noise_scales_with_g_max_over_the_reference_g_max() -> None:
     g_max, reference = 40e-6, 16e-6  # σ = polynomial (µS) × 2.5; neither g_max nor the reference is aihwkit's 25 µS
     _, crossbar = make(devices={"g_max_s": g_max},
