@@ -137,6 +137,44 @@ def test_sensor_noise_is_white_with_the_configured_density() -> None:
     assert lag1.abs().max() < 0.03
 
 
+@pytest.mark.statistical
+def test_sensor_noise_is_independent_from_channel_to_channel_even_on_one_oscillator() -> None:
+    sensed = [0, 1, 2, 3, 0, 1, 2, 3]  # two probes on every oscillator: the noise is the probe's, not the mode's
+    world = OscillatorNetwork(seed=3, config={"network": {"sensed": sensed}, "shot": {"force_noise_m_s2_rthz": 0.0},
+                                              "slow": {"temperature_sigma_k": 0}})
+    n_samples = 40_000
+    volts = world.respond(torch.zeros(1, n_samples), FS).double()  # at rest: nothing but the sensor noise
+    assert volts.std(1).min() > 0
+    correlation = torch.corrcoef(volts)
+    off_diagonal = correlation[~torch.eye(len(sensed), dtype=torch.bool)]
+    assert off_diagonal.abs().max().item() < 5 / math.sqrt(n_samples)  # 5 standard errors of a zero correlation
+
+
+@pytest.mark.statistical
+def test_force_noise_shakes_every_oscillator_together_as_the_common_base_predicts() -> None:
+    world = OscillatorNetwork(seed=2, config={"shot": {"sensor_noise_v_rthz": 0.0}, "slow": {"temperature_sigma_k": 0}})
+    n_samples, settle = 80_000, 2000  # 20 s; the first 0.5 s (≫ 2Q/ω ≈ 10 ms) leave the start from rest
+    volts = world.respond(torch.zeros(1, n_samples + settle), FS)[:, settle:].double()
+    measured = torch.corrcoef(volts)
+    # the linear response to one white acceleration common to every oscillator: impulse response h (lags × channels)
+    p, length = world.parameters_now(), 2000
+    impulse = torch.zeros(1, length, len(p["omega"]))
+    impulse[0, 0] = 1.0  # the same kick on every oscillator
+    states = physics.simulate(impulse, FS, p["omega"], p["gamma"], p["beta"], p["kappa"])
+    h = physics.sense(states[0, :-1], p["sense_gain"], world.config.network.sensed).double()
+    spectrum = torch.fft.rfft(h, n=2 * length, dim=0)
+    lagged = torch.fft.irfft(spectrum.conj()[:, :, None] * spectrum[:, None, :], n=2 * length, dim=0)
+    scale = lagged[0].diagonal().sqrt()
+    rho = lagged / (scale[:, None] * scale[None, :])  # rho[k, i, j]: correlation of channel i now with j k later
+    expected = rho[0]
+    # Bartlett: variance of the sample cross-covariance of two coloured Gaussian series (≥ that of the correlation)
+    auto = rho.diagonal(dim1=1, dim2=2)
+    standard_error = ((auto[:, :, None] * auto[:, None, :] + rho * rho.transpose(1, 2)).sum(0) / n_samples).sqrt()
+    off_diagonal = ~torch.eye(len(expected), dtype=torch.bool)
+    assert ((measured - expected).abs() < 5 * standard_error)[off_diagonal].all()
+    assert (expected.diagonal(1) > 10 * standard_error.diagonal(1)).all()  # neighbours: a clear common motion
+
+
 def test_converters_add_adc_noise_and_rounding_and_ideal_has_none() -> None:
     world, ao, ai, _ = bench(config=QUIET)
     record = ai.acquire(40_000, FS)
@@ -150,6 +188,17 @@ def test_converters_add_adc_noise_and_rounding_and_ideal_has_none() -> None:
     assert not ideal_ai.acquire(1000, FS).any()
     ideal_ao.load_waveform(1, [0.1234567, -0.7654321], FS)
     assert ideal_ao._waveforms[0][0].tolist() == pytest.approx([0.1234567, -0.7654321], abs=1e-7)
+
+
+@pytest.mark.statistical
+def test_adc_noise_is_independent_from_channel_to_channel() -> None:
+    _, _, ai, _ = bench(config=QUIET)  # the network at rest: the records hold only the ADC's noise and rounding
+    n_samples = 40_000
+    record = torch.from_numpy(ai.acquire(n_samples, FS)).double()
+    assert record.std(1).min() > 0
+    correlation = torch.corrcoef(record)
+    off_diagonal = correlation[~torch.eye(len(record), dtype=torch.bool)]
+    assert off_diagonal.abs().max().item() < 5 / math.sqrt(n_samples)  # 5 standard errors of a zero correlation
 
 
 def test_an_input_beyond_the_adc_range_clips_except_when_ideal() -> None:

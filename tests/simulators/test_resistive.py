@@ -78,6 +78,27 @@ def test_transistor_law_and_its_inverse() -> None:
     assert below[1] / below[0] == pytest.approx(math.e, rel=0.01)  # exponential below threshold
 
 
+def test_temperature_laws_follow_their_documented_formulas_away_from_the_reference() -> None:
+    k_over_q = 1.380649e-23 / 1.602176634e-19  # exact SI (2019) values of k and q, V/K
+    reference, ideality = physics.REFERENCE_TEMPERATURE_K, physics.NOMINAL_IDEALITY
+    temperature = torch.tensor([233.15, 273.15, 323.15, 373.15], dtype=torch.float64)  # −65 K .. +75 K
+    torch.testing.assert_close(physics.thermal_voltage(temperature), k_over_q * temperature, rtol=1e-9, atol=0)
+    assert physics.thermal_voltage(300.0) == pytest.approx(0.025852, abs=1e-6)
+    threshold = physics.threshold_at(torch.tensor(0.7, dtype=torch.float64), temperature, reference, -2e-3)
+    torch.testing.assert_close(threshold, 0.7 - 2e-3 * (temperature - reference), rtol=0, atol=1e-12)
+    assert threshold[0] == pytest.approx(0.83) and threshold[-1] == pytest.approx(0.55)  # −2 mV/K: hot turns on early
+    i_s = physics.saturation_current_at(torch.tensor(2.52e-9, dtype=torch.float64), temperature, reference, ideality)
+    ratio = temperature / reference  # I_S(T) = I_S(T0)·(T/T0)^(XTI/N)·exp((T/T0 − 1)·EG/(N·kT/q)), EG 1.11, XTI 3
+    expected = 2.52e-9 * ratio ** (3.0 / ideality) * torch.exp((ratio - 1) * 1.11 / (ideality * k_over_q * temperature))
+    torch.testing.assert_close(i_s, expected, rtol=1e-9, atol=0)
+    at_reference = physics.saturation_current_at(torch.tensor(2.52e-9, dtype=torch.float64), reference, reference,
+                                                 ideality)
+    assert at_reference.item() == pytest.approx(2.52e-9, rel=1e-12)
+    ten_kelvin = physics.saturation_current_at(torch.tensor(1.0, dtype=torch.float64), reference + 10, reference,
+                                               ideality)
+    assert 2.0 < ten_kelvin.item() < 2.5  # a junction's I_S more than doubles every 10 K
+
+
 def test_gradients_of_the_equilibrium_match_finite_differences() -> None:
     x, theta = inputs(4)
     input_v = (2 * x - 1).double()
@@ -139,6 +160,17 @@ def test_read_noise_has_the_configured_rms_and_is_absent_when_ideal() -> None:
     assert record.std(dim=1).mean().item() == pytest.approx(world.config.shot.read_noise_v, rel=0.03)
     ideal = ResistiveNetwork(preset="ideal", seed=1)
     assert (ideal.respond(drive[:, :100], 1e5).std(dim=1) == 0).all()
+
+
+@pytest.mark.statistical
+def test_read_noise_is_independent_from_node_to_node() -> None:
+    world = ResistiveNetwork(preset="ideal", seed=1, config={"shot": {"read_noise_v": 10e-6}})
+    n_samples = 2000
+    record = world.respond(dc_drive(world, n_samples), 1e5).double()  # a constant drive: only the noise varies
+    assert record.std(dim=1).mean().item() == pytest.approx(10e-6, rel=0.05)
+    correlation = torch.corrcoef(record)
+    off_diagonal = correlation[~torch.eye(world.layout.n_free, dtype=torch.bool)]
+    assert off_diagonal.abs().max().item() < 5 / math.sqrt(n_samples)  # 5 standard errors of a zero correlation
 
 
 def test_converters_add_their_noise_and_rounding_at_the_configured_magnitude() -> None:
@@ -226,6 +258,69 @@ def test_temperature_drift_moves_the_output_as_the_physics_at_the_new_temperatur
     assert (after - before).abs().max() > 1e-3
     with torch.no_grad():
         torch.testing.assert_close(after, oracle(x, theta), atol=1e-5, rtol=0)
+
+
+def _diode_current(voltage_v: torch.Tensor, i_s: float, n_vt: float, r_s: float) -> torch.Tensor:
+    """I solving I = I_S·(exp((V − I·R_S)/(N·kT/q)) − 1), by bisection (the left side minus the right rises in I)."""
+    low, high = torch.full_like(voltage_v, -i_s), voltage_v.abs() / r_s + i_s
+    for _ in range(100):
+        middle = (low + high) / 2
+        above = middle > i_s * torch.expm1((voltage_v - middle * r_s) / n_vt)
+        low, high = torch.where(above, low, middle), torch.where(above, middle, high)
+    return (low + high) / 2
+
+
+def test_a_drifted_world_obeys_kirchhoff_with_every_device_law_at_its_temperature() -> None:
+    world = ResistiveNetwork(preset="ideal", seed=4, config={"slow": {"temperature_sigma_k": 20.0}})
+    devices, layout = world.config.devices, world.layout
+    n_in, n_hidden, n_out = layout.n_inputs, layout.n_hidden, layout.n_outputs
+    generator = torch.Generator().manual_seed(0)
+    batch = 64
+    x = 2 * torch.rand(batch, n_in, generator=generator) - 1
+    gates = 0.6 + 1.3 * torch.rand(batch, layout.n_edges, generator=generator)
+    targets = torch.rand(batch, n_out, generator=generator) - 0.5
+    nudges = 1.5 * torch.rand(batch, n_out, generator=generator)
+    free = world.respond(torch.cat([x, gates, targets, nudges], dim=1).T, 1e5).T.double()
+    temperature, reference = world.temperature_k(peek=True), devices.reference_temperature_k  # what respond used
+    assert abs(temperature - reference) > 10  # far from the reference, where every temperature law matters
+    # the documented laws, written out afresh at the world's temperature
+    thermal = 1.380649e-23 / 1.602176634e-19 * temperature
+    s = devices.slope_factor * thermal
+
+    def conductance(gate_v: torch.Tensor, threshold_ref_v: torch.Tensor) -> torch.Tensor:
+        threshold = threshold_ref_v.double() + devices.threshold_tempco_v_per_k * (temperature - reference)
+        return devices.transconductance_a_per_v2 * s * torch.log1p(torch.exp((gate_v.double() - threshold) / s))
+
+    n_vt = devices.ideality * thermal
+    ratio = temperature / reference
+    i_s = (world.saturation_current_a.double() * ratio ** (3.0 / devices.ideality)
+           * math.exp((ratio - 1) * 1.11 / n_vt))
+    r_s, x, hidden, out = world.series_resistance_ohm.double(), x.double(), free[:, :n_hidden], free[:, n_hidden:]
+    leaving = torch.zeros(batch, n_hidden + n_out, dtype=torch.float64)  # current out of every free node
+    conductance_sum = torch.zeros_like(leaving)  # of every branch at the node
+    for i in range(n_in):
+        for j in range(n_hidden):  # edge input i → hidden j
+            g = conductance(gates[:, i * n_hidden + j], world.threshold_v[i * n_hidden + j])
+            leaving[:, j] += g * (hidden[:, j] - x[:, i])
+            conductance_sum[:, j] += g
+    for j in range(n_hidden):
+        for k in range(n_out):  # edge hidden j → output k
+            edge = n_in * n_hidden + j * n_out + k
+            g = conductance(gates[:, edge], world.threshold_v[edge])
+            leaving[:, j] += g * (hidden[:, j] - out[:, k])
+            leaving[:, n_hidden + k] += g * (out[:, k] - hidden[:, j])
+            conductance_sum[:, [j, n_hidden + k]] += g[:, None]
+        leaving[:, j] += (_diode_current(hidden[:, j], i_s[j].item(), n_vt, r_s[j].item())
+                          - _diode_current(-hidden[:, j], i_s[n_hidden + j].item(), n_vt, r_s[n_hidden + j].item()))
+        conductance_sum[:, j] += 1 / r_s[j] + 1 / r_s[n_hidden + j]
+    for k in range(n_out):
+        g_nudge = conductance(nudges[:, k], world.nudge_threshold_v[k])
+        g_load = 1 / world.load_resistance_ohm[k].double()
+        leaving[:, n_hidden + k] += g_load * out[:, k] + g_nudge * (out[:, k] - targets[:, k].double())
+        conductance_sum[:, n_hidden + k] += g_load + g_nudge
+    # the float32 readings round both ends of every branch by at most 2⁻²⁴ of the largest node voltage
+    rounding = conductance_sum * 2.0**-23 * max(x.abs().max().item(), free.abs().max().item())
+    assert (leaving.abs() <= rounding).all()  # ~1e-10 A, where the branch currents are ~1e-5 A
 
 
 # -- the system --------------------------------------------------------------------------------------------------
