@@ -189,7 +189,7 @@ class HalfWrittenSmu(SourceMeter):
     ("tests.test_lab:AcmeSmu", r"driver 'acme_smu': tests\.test_lab:AcmeSmu cannot be loaded: AttributeError"),
     ("tests.test_lab:HalfWrittenSmu", r"acme_smu \(tests\.test_lab\.HalfWrittenSmu\) cannot be used: it does not "
                                       r"implement _configure_hw, _identify_hw, _measure_hw, _set_level_hw, "
-                                      r"_set_output_hw, _sweep_hw$"),
+                                      r"_set_output_hw$"),
 ])
 def test_a_driver_that_cannot_be_loaded_or_used_is_located_at_its_name(tmp_path: Path, target: str, expected: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
