@@ -127,6 +127,27 @@ def test_mode_phases_drift_as_configured_and_stay_put_in_ideal() -> None:
     assert torch.equal(first, ideal.transmission())
 
 
+@pytest.mark.parametrize("grain_px", [2.0, 3.0, 4.5])
+def test_speckle_grain_is_the_configured_correlation_length(grain_px: float) -> None:
+    """The speckle fields are band-limited to a disc of radius 1/(2·grain) cycles per pixel, so (fully developed
+    speckle) the intensity's autocorrelation is the Airy pattern |2J₁(x)/x|², x = π·r/grain: 0.52, 0.76, 0.88 one
+    pixel away for grains of 2, 3, 4.5 px, zero at r = 1.22·grain. Measured along both axes over 200 frames of
+    64 × 64 pixels, to 0.04: the largest deviation over 12 fibers was 0.021 (a 64-mode speckle is not quite a
+    Gaussian field, and the disc is cut from a 64 × 64 frequency grid); a white speckle would have none at 1 px."""
+    world = MultimodeFiber(preset="ideal", seed=1, config={"fiber": {"speckle_grain_px": grain_px}})
+    drives = TWO_PI * torch.rand(200, 64, 64, generator=torch.Generator().manual_seed(0))
+    intensity = world.propagate(world.realised_phase(drives), torch.zeros(200, dtype=torch.float64)).double()
+    fluctuation = intensity - intensity.mean(dim=(1, 2), keepdim=True)
+    spectrum = torch.fft.fft2(fluctuation)
+    autocovariance = torch.fft.ifft2(spectrum.real.square() + spectrum.imag.square()).real.sum(0)
+    correlation = autocovariance / autocovariance[0, 0]
+    lag = torch.arange(1, 7, dtype=torch.float64)
+    x = math.pi * lag / grain_px
+    airy = (2 * torch.special.bessel_j1(x) / x).square()
+    torch.testing.assert_close(correlation[0, 1:7], airy, rtol=0, atol=0.04)  # along the rows
+    torch.testing.assert_close(correlation[1:7, 0], airy, rtol=0, atol=0.04)  # along the columns
+
+
 def test_ideal_world_equals_the_measured_physics_model() -> None:
     _, slm, camera = bench("ideal", seed=6)
     system = FiberSystem({"slm": slm, "camera": camera})
@@ -200,17 +221,25 @@ def test_oracle_matches_the_noise_averaged_bench_far_better_than_the_measured_mo
     assert oracle < 0.25 * nominal and oracle < 0.02
 
 
-def test_the_measured_model_goes_stale_as_the_fiber_drifts() -> None:
-    world, slm, camera = bench(seed=8, slow={"power_wander": 0.0, "mode_drift_rad": 0.6})
-    system = FiberSystem({"slm": slm, "camera": camera})
+@pytest.mark.parametrize("seed", [8, 10, 11])
+def test_the_measured_model_goes_stale_as_the_fiber_drifts(seed: int) -> None:
+    """After five correlation times the mode phases are new draws of rms 1 rad: each mode's field keeps a
+    correlation e^{−σ²} = 0.37 with the one measured, the speckle an intensity correlation e^{−2σ²} = 0.14, so the
+    model measured before misses nearly the whole speckle's fluctuation, while fresh it misses only its own
+    calibration error (the SLM's nominal LUT, crosstalk and zero order, measurement noise). Read on 32 regions (about
+    45 speckle grains), the stale error is over twice the fresh one for each of 400 fibers (seeds 0-399: 2.3 at
+    least, 4.9 typically); on the default 8 regions, and at 0.6 rad, that ratio ranged from 1.4 to 9."""
+    world, slm, camera = bench(seed=seed, slow={"power_wander": 0.0, "mode_drift_rad": 1.0})
+    system = FiberSystem({"slm": slm, "camera": camera}, n_out=32)
     system.calibrate()
     model = system.physics_model()
     x, theta = inputs(32)
     fresh = error(model, system.forward(x, theta), x, theta)
     world.clock.sleep(5 * 1800.0)
-    stale = error(model, system.forward(x, theta), x, theta)
-    assert stale > 3 * fresh
-    assert error(system.oracle_model(), system.forward(x, theta), x, theta) < fresh
+    now = system.forward(x, theta)
+    stale = error(model, now, x, theta)
+    assert stale > 2 * fresh and stale > 0.3
+    assert error(system.oracle_model(), now, x, theta) < 0.5 * fresh
 
 
 def test_system_device_time_is_one_sequence_at_the_refresh_rate() -> None:
@@ -237,6 +266,37 @@ def test_bad_settings_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"fiber\.macro_px 7"):
         MultimodeFiber(config={"fiber": {"macro_px": 7}})
     assert torch.equal(hadamard(4) @ hadamard(4).T, 4 * torch.eye(4))
+
+
+@pytest.mark.statistical
+def test_harsh_preset_has_its_stronger_noise_loss_and_drift() -> None:
+    """The harsh fiber bench's sections are in force, measured: read noise 7 e⁻ and dark current 20 e⁻/s (realistic
+    2.95 e⁻, 3 e⁻/s) in the temporal variance of dark frames, K²·(σ_read² + dark current·exposure) + 1/12, to five
+    standard errors (400 frames of 256 pixels); flicker 0.3 rad (realistic 0.1) at mid gray, of rms flicker/√2
+    (5 standard errors of 4000 draws); mode-dependent loss 8 dB (3); mode drift of rms 0.9 rad with a correlation
+    time of 600 s (0.3 rad, 1800 s), within 5 % (25 600 mode phases) and the lag correlation at half a correlation
+    time within 0.03."""
+    gain = 0.383
+    small = {"slm": {"shape": (16, 16)}, "camera": {"shape": (16, 16)}, "optics": {"power_w": 1e-30}}
+    for preset, read_e, dark_e_per_s, flicker, loss_db, drift_rad, drift_tau_s in (
+            ("realistic", 2.95, 3.0, 0.1, 3.0, 0.3, 1800.0), ("harsh", 7.0, 20.0, 0.3, 8.0, 0.9, 600.0)):
+        world, slm, camera = bench(preset, seed=2, **small)
+        camera.set_exposure(0.5)
+        camera.set_trigger("external")
+        slm.show_sequence(torch.zeros(400, 16, 16))
+        dark = camera.capture(400).images
+        variance = float(dark.var(0).mean())
+        standard_error = variance * math.sqrt(2 / 399 / 256)
+        expected = gain**2 * (read_e**2 + dark_e_per_s * 0.5) + 1 / 12
+        assert variance == pytest.approx(expected, abs=5 * standard_error), preset
+        mid_gray = world.realised_phase(torch.full((4000, 2, 2), math.pi))[:, 0, 0]
+        assert float(mid_gray.std()) == pytest.approx(flicker / math.sqrt(2), rel=5 * math.sqrt(1 / 8 / 4000)), preset
+        power = torch.linalg.svdvals(world.modes) ** 2
+        assert 10 * math.log10(float(power.max() / power.min())) == pytest.approx(loss_db, abs=1e-3), preset
+        phases = ou_path(world.mode_phase, world.clock.now() + torch.arange(1, 401) * drift_tau_s / 2)
+        assert float(phases.std()) == pytest.approx(drift_rad, rel=0.05), preset
+        lag = torch.corrcoef(torch.stack([phases[:-1].reshape(-1), phases[1:].reshape(-1)]))[0, 1]
+        assert float(lag) == pytest.approx(math.exp(-0.5), abs=0.03), preset
 
 
 def test_lab_file_builds_the_fiber_bench_and_runs_the_system(tmp_path) -> None:

@@ -19,6 +19,7 @@ from hil.physics.optics import (
     fourier_window,
     lens_matrices,
     lens_ramp,
+    lut_phase,
     separable_factors,
     slm_phase,
     wrap_drive,
@@ -88,6 +89,22 @@ def noiseless(world: OpticalTable, patterns: torch.Tensor, exposure_s: float, **
 def hidden_over_seeds(name: str, seeds: int = 400) -> torch.Tensor:
     return torch.tensor([float(torch.as_tensor(OpticalTable(seed=s).hidden_parameters()[name]).reshape(-1)[0])
                          for s in range(seeds)])
+
+
+#: A 16 × 16 SLM and camera on a 64-sample Fourier plane: cheap frames for the per-shot statistics.
+SMALL = {"slm": {"shape": (16, 16)}, "camera": {"shape": (16, 16)}, "optics": {"fft_size": 64}}
+
+
+def small(**sections) -> dict:
+    """`SMALL` with the given config sections merged into it (one level deep)."""
+    return {name: {**SMALL.get(name, {}), **sections.get(name, {})} for name in {*SMALL, *sections}}
+
+
+def temporal_variance(images: torch.Tensor) -> tuple[float, float]:
+    """The temporal variance of frames (N × rows × cols), averaged over the pixels (DN²), and its standard error for
+    independent, near-normal pixels: var·√(2/(N − 1))/√pixels."""
+    variance = float(images.var(0).mean())
+    return variance, variance * math.sqrt(2 / (len(images) - 1) / images[0].numel())
 
 
 def padded_fft_window(field: torch.Tensor, fft_size: int, camera_shape: tuple[int, int],
@@ -245,6 +262,31 @@ def test_lut_error_has_the_configured_spread_and_shapes_the_frames() -> None:
     assert ideal.lut_gain == 1.0 and ideal.lut_bow_rad == 0.0
 
 
+def test_lut_bow_is_the_parabola_4u_one_minus_u_at_every_drive() -> None:
+    """φ = gain·d + bow·4u(1 − u), u = d/2π, written out, at drives where the parabola differs from other bows
+    with the same ends and peak (sin πu is 0.707 at u = 0.25, the parabola 0.75); a per-frame bow broadcasts. The
+    simulator's realised phase is that LUT, and its flicker is a per-frame bow: of rms flicker·4u(1 − u)/√2."""
+    u = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0], dtype=torch.float64)
+    drive = TWO_PI * u
+    gain, bow = 1.07, 0.4
+    explicit = gain * drive + bow * 4 * u * (1 - u)
+    torch.testing.assert_close(lut_phase(drive.float(), gain, bow).double(), explicit, rtol=0, atol=1e-5)
+    torch.testing.assert_close(lut_phase(drive.float(), torch.tensor(gain), torch.tensor(bow)).double(), explicit,
+                               rtol=0, atol=1e-5)
+    assert float(lut_phase(drive.float(), gain, bow)[2] - gain * math.pi / 2) == pytest.approx(0.75 * bow, abs=1e-5)
+    bows = torch.tensor([-0.3, 0.0, 0.2]).reshape(3, 1, 1)
+    per_frame = lut_phase(drive.float().expand(3, 1, -1), 1.0, bows)
+    torch.testing.assert_close(per_frame.double(), drive + bows.double() * 4 * u * (1 - u), rtol=0, atol=1e-5)
+    config = small(construction={"lut_gain_error": 0.03, "lut_bow_rad": 0.15}, shot={"flicker_rad": 0.1})
+    world = OpticalTable(preset="ideal", seed=3, config=config)
+    drives = drive.float().expand(8000, 1, -1).contiguous()
+    phase = world.realised_phase(drives).double()
+    shape = 4 * u * (1 - u)
+    torch.testing.assert_close(phase.mean(0)[0], world.lut_gain * drive + world.lut_bow_rad * shape, rtol=0,
+                               atol=5 * 0.1 / math.sqrt(2 * 8000))
+    torch.testing.assert_close(phase.std(0)[0], 0.1 / math.sqrt(2) * shape, rtol=0.04, atol=1e-6)
+
+
 def test_crosstalk_width_is_drawn_around_the_configured_value_and_blurs_the_phase() -> None:
     widths = hidden_over_seeds("crosstalk_px", 300)
     assert float(widths.min()) >= 0.4 and float(widths.max()) <= 0.6
@@ -274,6 +316,27 @@ def test_zero_order_fraction_is_measured_on_the_optical_axis() -> None:
         axis = (frames(slm, camera, grating)[0, 32, 32], frames(slm, camera, torch.zeros(1, 64, 64))[0, 32, 32])
         assert math.sqrt(float(axis[0] / axis[1])) == pytest.approx(world.zero_order, abs=1e-4)
     assert world.zero_order == 0.0
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize(("crosstalk", "zero_order", "spread"), [(0.5, 0.06, 0.2), (1.0, 0.1, 0.6)])
+def test_crosstalk_width_and_zero_order_spread_uniformly_over_the_configured_range(crosstalk, zero_order,
+                                                                                  spread) -> None:
+    """Device to device, σ and z are drawn uniformly within ±spread of their means: standard deviation
+    spread·mean/√3, and over 400 devices the draws reach within 3 % of the range's ends (a miss has probability
+    0.97⁴⁰⁰ < 10⁻⁵). The sample standard deviation of a uniform variable has a relative standard error
+    √((9/5 − 1)/4n) = 0.022 for n = 400: the tolerance is four of them."""
+    seeds = 400
+    config = small(construction={"crosstalk_px": crosstalk, "crosstalk_spread": spread, "zero_order": zero_order,
+                                 "zero_order_spread": spread})
+    draws = [OpticalTable(seed=s, config=config).hidden_parameters() for s in range(seeds)]
+    for name, mean in (("crosstalk_px", crosstalk), ("zero_order", zero_order)):
+        values = torch.tensor([float(hidden[name]) for hidden in draws])
+        half_width = spread * mean
+        assert float(values.std()) == pytest.approx(half_width / math.sqrt(3), rel=4 * math.sqrt(0.8 / (4 * seeds)))
+        assert float(values.mean()) == pytest.approx(mean, abs=4 * half_width / math.sqrt(3 * seeds))
+        assert mean - half_width - 1e-6 <= float(values.min()) < mean - 0.94 * half_width, name
+        assert mean + 0.94 * half_width < float(values.max()) <= mean + half_width + 1e-6, name
 
 
 def test_misalignment_moves_the_zero_order_spot_by_the_hidden_shift() -> None:
@@ -314,6 +377,22 @@ def test_dark_frames_show_black_level_dsnu_dark_current_and_read_noise() -> None
     assert math.sqrt(spatial) == pytest.approx(K * 1.5, rel=0.06)  # DSNU
     ideal = frames(*bench("ideal", seed=6, optics={"power_w": 1e-30})[1:], torch.zeros(4, 64, 64), exposure_s=1.0)
     assert float(ideal.abs().max()) < 1e-12
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize(("dark_current", "shot_noise"), [(3.0, True), (30.0, True), (30.0, False)])
+def test_dark_current_carries_its_shot_noise(dark_current: float, shot_noise: bool) -> None:
+    """The dark electrons are counted like photo-electrons: over 1 s, 3 e⁻ (drawn exactly, below the Poisson
+    threshold) and 30 e⁻ (normal above it) add their Poisson variance K²·dark current·exposure to the read noise's,
+    temporal variance = K²·(dark current·exposure + σ_read²) + 1/12 (ADC rounding); without shot noise, read noise
+    alone at any exposure. Tolerances: five standard errors of the variances (400 frames of 256 pixels)."""
+    config = small(optics={"power_w": 1e-30}, shot={"dark_current_e_per_s": dark_current, "shot_noise": shot_noise})
+    _, slm, camera = bench(seed=6, **config)
+    short, short_error = temporal_variance(frames(slm, camera, torch.zeros(400, 16, 16), exposure_s=0.01))
+    long, long_error = temporal_variance(frames(slm, camera, torch.zeros(400, 16, 16), exposure_s=1.0))
+    dark_variance = K**2 * dark_current * (1.0 - 0.01) if shot_noise else 0.0
+    assert long == pytest.approx(K**2 * (dark_current * shot_noise + 2.95**2) + 1 / 12, abs=5 * long_error)
+    assert long - short == pytest.approx(dark_variance, abs=5 * math.hypot(long_error, short_error))
 
 
 # -- area of interest -------------------------------------------------------------------------------------------
@@ -470,6 +549,61 @@ def test_frames_are_rounded_and_clipped_to_the_adc_only_when_realistic() -> None
     assert float(ideal.max()) > 4095.0 and not torch.equal(ideal, ideal.round())
 
 
+def test_bright_pixels_saturate_at_the_full_well_when_it_is_below_the_adc_range() -> None:
+    """A full well of 4000 e⁻ is K·4000 = 1532 DN, well inside the 12-bit ADC: a saturated pixel reads its dark offset
+    plus that, K·(full well + DSNU) + black level, rounded, exactly; a pixel far below the full well is not clipped
+    (its mean follows the linear model within 5 standard errors)."""
+    full_well = 4000.0
+    world, slm, camera = bench(seed=3, **small(camera={"full_well_e": full_well}, shot={"flicker_rad": 0.0},
+                                               slow={"power_wander": 0.0}, optics={"waist_m": 50e-6}))
+    exposure, n = 1e-3, 40
+    camera.set_exposure(exposure)
+    slm.show(torch.zeros(16, 16))
+    images = camera.capture(n).images
+    hidden = world.hidden_parameters()
+    intensity = world.propagate(world.realised_phase(world.shown), torch.zeros(1))[0]
+    electrons = intensity * float(world.signal_rate()[0]) * exposure * hidden["pixel_gain"] + 3.0 * exposure
+    noise_e = (electrons + 2.95**2).sqrt()
+    top = (hidden["dark_dn"] + K * full_well).round()
+    assert float(top.max()) < 4095 - 100
+    saturated, linear = electrons > full_well + 6 * noise_e, electrons < full_well - 6 * noise_e
+    assert int(saturated.sum()) >= 10 and int(linear.sum()) >= 10
+    assert torch.equal(images[:, saturated], top[saturated].expand(n, -1))
+    assert bool((images <= top).all())
+    expected = K * electrons[linear] + hidden["dark_dn"][linear]
+    standard_error = (K * noise_e[linear] / math.sqrt(n)).hypot(torch.tensor(1 / math.sqrt(12 * n)))
+    assert float(((images.mean(0)[linear] - expected) / standard_error).abs().max()) < 5
+
+
+@pytest.mark.statistical
+def test_harsh_preset_has_its_stronger_per_shot_noise_and_power_wander() -> None:
+    """The harsh table's per-shot and slow sections are in force, measured: read noise 7 e⁻ and dark current 20 e⁻/s
+    (realistic 2.95 e⁻, 3 e⁻/s) in the temporal variance of dark frames, K²·(σ_read² + dark current·exposure) + 1/12,
+    and in its ratio to realistic's (5.5 here); flicker 0.3 rad (realistic 0.1) at mid gray, of rms flicker/√2; the
+    laser power's rms wander 1.5 % (realistic 0.5 %). Tolerances: five standard errors (variances of 400 frames of
+    256 pixels; 4000 flicker draws, √(1/8)/√4000 relative for the rms of a sine of a uniform phase; 1000 wander
+    samples every correlation time)."""
+    variances = {}
+    for preset, read_e, dark_e_per_s, flicker, wander in (("realistic", 2.95, 3.0, 0.1, 0.005),
+                                                           ("harsh", 7.0, 20.0, 0.3, 0.015)):
+        world, slm, camera = bench(preset, seed=2, **small(optics={"power_w": 1e-30}))
+        variance, standard_error = temporal_variance(frames(slm, camera, torch.zeros(400, 16, 16), exposure_s=0.5))
+        expected = K**2 * (read_e**2 + dark_e_per_s * 0.5) + 1 / 12
+        assert variance == pytest.approx(expected, abs=5 * standard_error), preset
+        variances[preset] = (variance, standard_error, expected)
+        mid_gray = world.realised_phase(torch.full((4000, 2, 2), math.pi))[:, 0, 0]
+        assert float(mid_gray.std()) == pytest.approx(flicker / math.sqrt(2), rel=5 * math.sqrt(1 / 8 / 4000)), preset
+        tau = world.config.slow.power_tau_s
+        power = world.signal_rate(torch.arange(1, 1001) * tau) / (world.config.camera.quantum_efficiency
+                                                                  * world.photon_rate) - 1
+        assert float(power.std()) == pytest.approx(wander, rel=0.12), preset
+    (harsh, harsh_error, harsh_expected), (realistic, realistic_error, realistic_expected) = (
+        variances["harsh"], variances["realistic"])
+    ratio_error = harsh / realistic * math.hypot(harsh_error / harsh, realistic_error / realistic)
+    assert harsh / realistic == pytest.approx(harsh_expected / realistic_expected, abs=5 * ratio_error)
+    assert harsh_expected / realistic_expected > 5
+
+
 # -- slow state -------------------------------------------------------------------------------------------------
 def test_laser_power_wanders_as_configured_and_is_steady_in_ideal() -> None:
     world = OpticalTable(seed=2)
@@ -622,6 +756,24 @@ def test_oracle_matches_the_noise_averaged_bench_far_better_than_the_nominal_mod
     error_nominal = float((nominal - measured).norm() / measured.norm())
     error_oracle = float((oracle - measured).norm() / measured.norm())
     assert error_oracle < 0.2 * error_nominal and error_oracle < 0.015
+
+
+def test_oracle_equals_a_noiseless_bench_down_to_its_per_pixel_gain() -> None:
+    """With every construction non-ideality (PRNU and DSNU included) and no per-shot or slow noise, the device is
+    its physics: the oracle's outputs are the device's to float rounding (10⁻⁵ relative). PRNU of 0.6 % moves
+    each output, a mean of 25 pixels, by about 0.1 %: the oracle with a uniform gain misses by far more than that
+    tolerance, so every term of the oracle's calibration, the per-pixel gain included, is checked."""
+    world, slm, camera = bench("ideal", seed=13, construction=CONSTRUCTION)
+    system = OpticalSystem({"slm": slm, "camera": camera})
+    system.calibrate()
+    x, theta = inputs(32)
+    measured = system.forward(x, theta)
+    with torch.no_grad():
+        oracle = system.oracle_model()(x, theta)
+        hidden = system.hidden_calibration(world)
+        uniform = system.physics_model().load_hidden({**hidden, "pixel_gain": torch.ones(64, 64)})(x, theta)
+    assert float((oracle - measured).norm() / measured.norm()) < 1e-5
+    assert float((uniform - measured).norm() / measured.norm()) > 2e-4
 
 
 def test_system_device_time_is_one_sequence_at_the_refresh_rate() -> None:
