@@ -147,6 +147,33 @@ def _seed(text: str) -> int:
     return value
 
 
+def _emulate(args: argparse.Namespace) -> int:
+    """Serve a driver's emulator until Ctrl-C, for trying a driver or a bench program by hand."""
+    import time
+
+    import yaml
+
+    from hil.errors import ConfigError
+    from hil.registry import instrument_class
+    from simulators.emulators.server import serve
+
+    options = {}
+    for option in args.options:
+        key, equals, text = option.partition("=")
+        if not equals or not key.isidentifier():
+            raise ConfigError(f"emulator option {option!r} is not KEY=VALUE")
+        options[key] = yaml.safe_load(text)
+    server = serve(instrument_class(args.driver), options, args.via, args.port, name=args.driver)
+    print(f"{args.driver} emulator at {server.resource} (Ctrl-C stops it)", flush=True)
+    try:
+        while True:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hil", description="Train physical neural networks with the "
                                      "hardware in the loop.")
@@ -172,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser("runs", help="list the runs in a folder")
     runs.add_argument("--root", type=Path, default=Path("runs"))
     runs.set_defaults(func=_runs)
+
+    emulate = commands.add_parser("emulate", help="serve a driver's instrument emulator until Ctrl-C")
+    emulate.add_argument("driver", help="a driver name, as in lab.yaml (e.g. keithley_2450)")
+    emulate.add_argument("options", nargs="*", metavar="KEY=VALUE", help="emulator options (e.g. load_ohm=1000)")
+    emulate.add_argument("--via", choices=("tcp", "pty"), default="tcp", help="TCP on 127.0.0.1, or a pty")
+    emulate.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    emulate.set_defaults(func=_emulate)
 
     report = commands.add_parser("report", help="write (again) the report of a run")
     report.add_argument("run", type=Path)

@@ -26,7 +26,7 @@ from pydantic import Field, PositiveFloat, field_validator, model_validator
 from hil.config import Seed, Strict, YamlDocument
 from hil.errors import ConfigError, DeviceError, HilError
 from hil.instruments import Instrument
-from hil.registry import instrument_class, load_target, lookup
+from hil.registry import instrument_class, lookup
 from hil.systems.base import PhysicalSystem
 from hil.transport import open_transport
 
@@ -232,26 +232,16 @@ class Lab:
         return self.worlds[name]
 
     def _start_emulator(self, cls: type[Instrument], config: InstrumentConfig, where: tuple[str, ...]) -> str:
-        target = getattr(cls, "emulator", None)
-        if target is None:
+        from simulators.emulators.server import serve
+
+        if getattr(cls, "emulator", None) is None:
             raise self._error(f"{config.driver} has no emulator; give a resource", (*where, "emulate"))
         options = dict(config.emulate) if isinstance(config.emulate, dict) else {}
         via = options.pop("via", "tcp")
-        if via not in ("tcp", "pty"):
-            raise self._error(f"via must be 'tcp' or 'pty', got {via!r}", (*where, "emulate", "via"))
-        from simulators.emulators.server import PtyServer, TcpServer
-
         try:
-            emulator_class = load_target(target)
+            server = serve(cls, options, via, name=config.driver)
         except ConfigError as error:
-            raise self._error(f"emulator {error.detail}", (*where, "emulate")) from None
-        try:
-            emulator = emulator_class(**options)
-        except (TypeError, ValueError) as error:
-            accepted = ", ".join(p for p in inspect.signature(emulator_class).parameters if p != "self") or "none"
-            raise self._error(f"bad emulator option: {error}; options: {accepted}, and via (tcp or pty)",
-                              (*where, "emulate")) from None
-        server = (TcpServer if via == "tcp" else PtyServer)(emulator).start()
+            raise self._error(error.detail, (*where, "emulate", *([error.field] if error.field else []))) from None
         self._servers.append(server)
         return server.resource
 

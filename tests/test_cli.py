@@ -1,5 +1,7 @@
 """The hil command: tables on success; one line on stderr and exit 2 on a user mistake, never a traceback."""
 
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -93,6 +95,13 @@ PROTOCOL = str(REPO / "experiments" / "crossbar_pat_digits.yaml")
     (["run", "--seed", str(2**64), PROTOCOL], "is not a seed"),
     (["run", "--resume", "runs/x", "--seed", "3"], "a resumed run keeps its own"),
     (["runs", "--root", "no-such-folder"], "no-such-folder is not a folder of runs"),
+    (["emulate", "keysight_99999"], "unknown driver 'keysight_99999'; known: "),
+    (["emulate", "simulated_crossbar"], "simulated_crossbar has no emulator"),
+    (["emulate", "keithley_2450", "load=3"], "bad emulator option for keithley_2450: "
+                                             "Keithley2450Emulator.__init__() got an unexpected keyword argument "
+                                             "'load'; options: load_ohm, noise_a, seed"),
+    (["emulate", "keithley_2450", "load_ohm"], "emulator option 'load_ohm' is not KEY=VALUE"),
+    (["emulate", "keithley_2450", "--via", "usb"], "invalid choice: 'usb'"),
 ])
 def test_bad_arguments_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                               argv: list[str], needle: str) -> None:
@@ -146,3 +155,34 @@ def test_run_locates_a_missing_lab_file_before_making_a_run_folder(
     assert main(["run", "--quiet", str(protocol)]) == 2
     assert "p.yaml:5: lab: lab file no-such-lab.yaml not found" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+
+
+def test_emulate_serves_a_driver_s_emulator_until_ctrl_c() -> None:
+    """A bench program (here the 2450's own driver over pyvisa-py) talks to it; Ctrl-C stops it with status 0."""
+    from drivers.keithley2450 import Keithley2450
+    from hil.transport import VisaTransport
+
+    process = subprocess.Popen([sys.executable, "-m", "hil.cli", "emulate", "keithley_2450", "load_ohm=500"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("keithley_2450 emulator at TCPIP::127.0.0.1::") and "Ctrl-C stops it" in line
+        with Keithley2450(VisaTransport(line.split()[3], timeout_s=5.0), name="smu") as smu:
+            smu.configure("voltage", compliance=0.01)
+            smu.set_output(True)
+            smu.set_level(1.0)
+            assert smu.measure().current_a[0] == pytest.approx(2e-3, rel=1e-6)  # the load_ohm option took effect
+            smu.safe_state()
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=10)
+    assert process.returncode == 0 and errors == ""
+
+
+def test_emulate_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["emulate", "keithley_2450", "--port", str(port)]) == 2
+    assert f"cannot serve the keithley_2450 emulator on port {port}: " in capsys.readouterr().err

@@ -8,13 +8,16 @@ messages are framed by `split_messages`, which skips over binary blocks.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import select
 import socket
 import threading
 import tty
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
+from hil.errors import ConfigError
 from simulators.emulators.scpi import split_messages
 
 
@@ -183,3 +186,33 @@ class PtyServer(_Server):
 
         with contextlib.suppress(OSError):
             self._serve_bytes(receive, send)
+
+
+def serve(driver: type, options: Mapping[str, Any], via: str = "tcp", port: int = 0,
+          name: str | None = None) -> TcpServer | PtyServer:
+    """Start the emulator of a driver class (its ``emulator``, ``module:Class``) with ``options`` (the emulator's
+    ``__init__`` arguments), over TCP on 127.0.0.1 (``port`` 0: a free one) or a pty. A driver without an emulator,
+    a bad option, ``via`` or port is a `ConfigError` naming the driver (``name``, default its class name), with the
+    option at fault as its ``field``."""
+    from hil.registry import load_target
+
+    name = name or driver.__name__
+    target = getattr(driver, "emulator", None)
+    if target is None:
+        raise ConfigError(f"{name} has no emulator")
+    if via not in ("tcp", "pty"):
+        raise ConfigError(f"via must be 'tcp' or 'pty', got {via!r}", field="via")
+    try:
+        emulator_class = load_target(target)
+    except ConfigError as error:
+        raise ConfigError(f"emulator of {name}: {error.detail}") from None
+    try:
+        emulator = emulator_class(**options)
+    except (TypeError, ValueError) as error:
+        accepted = ", ".join(inspect.signature(emulator_class).parameters) or "none"
+        raise ConfigError(f"bad emulator option for {name}: {error}; options: {accepted}") from None
+    try:
+        return (TcpServer(emulator, port=port) if via == "tcp" else PtyServer(emulator)).start()
+    except OSError as error:
+        raise ConfigError(f"cannot serve the {name} emulator on port {port}: {error.strerror or error}",
+                          field="port") from None
