@@ -417,15 +417,19 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             except ValidationError as error:
                 raise ConfigError(f"{seed!r}: {error.errors()[0]['msg']}", field="seed") from None
         lab = load_lab(protocol, document, lab_path)
+        created: RunStore | None = None
         try:  # what needs no hardware is checked before a run folder exists
             lab.build()
             system_and_method(protocol, lab, document)
-            store = RunStore.create(output_root or protocol.output.root, protocol.output.name or protocol.name)
+            created = RunStore.create(output_root or protocol.output.root, protocol.output.name or protocol.name)
+            created.write_text("protocol.yaml", yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
+            created.write_text("lab.yaml", Path(lab_path or protocol.lab).read_text(encoding="utf-8"))
         except BaseException:
-            lab.close()
+            lab.close()  # stops the emulators the build started
+            if created is not None:
+                created.close()
             raise
-        store.write_text("protocol.yaml", yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
-        store.write_text("lab.yaml", Path(lab_path or protocol.lab).read_text(encoding="utf-8"))
+        store = created
     try:
         with lab:
             run = Run(protocol, lab, store, document, show_progress)
