@@ -204,6 +204,10 @@ class Transport(ABC):
         except Exception as error:
             kind = self._classify(error)
             where = f"{self.owner} ({self.resource})" if self.owner else self.resource
+            if kind == "closed":
+                raise TransportError(
+                    f"{where}: the instrument closed the connection during {command!r}; check that it was not "
+                    "restarted and that no other program took it over, then connect again") from error
             if kind == "timeout":
                 self.out_of_step = True
                 raise TransportTimeout(
@@ -215,7 +219,8 @@ class Transport(ABC):
 
     @abstractmethod
     def _classify(self, error: Exception) -> str:
-        """Return ``"timeout"`` for a library's timeout exception, anything else for other failures."""
+        """Return ``"timeout"`` for a library's timeout exception, ``"closed"`` where the peer is known to have
+        closed the connection, anything else for other failures."""
 
     @abstractmethod
     def _apply_timeout(self) -> None:
@@ -261,14 +266,28 @@ class VisaTransport(Transport):
         super().__init__(resource, **options)
         self.backend = backend
         self._inst: Any = None
+        self._socket: socket.socket | None = None  # a pyvisa-py SOCKET connection's own socket
 
     def _classify(self, error: Exception) -> str:
         import pyvisa
 
         if isinstance(error, pyvisa.errors.VisaIOError) and \
                 error.error_code == pyvisa.constants.StatusCode.error_timeout:
-            return "timeout"
+            return "closed" if self._peer_closed() else "timeout"
         return "error"
+
+    def _peer_closed(self) -> bool:
+        """Whether the instrument has closed a SOCKET connection (pyvisa-py reports that as a timeout): the socket
+        then reads as at its end, or was reset."""
+        sock = self._socket
+        if sock is None:
+            return False
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False  # open, with nothing to read
+        except OSError:
+            return True
 
     def _open_raw(self) -> None:
         import pyvisa
@@ -281,6 +300,7 @@ class VisaTransport(Transport):
         sock = getattr(session, "interface", None)
         if isinstance(sock, socket.socket):
             self._prepare_socket(sock)
+            self._socket = sock
 
     def _prepare_socket(self, sock: socket.socket) -> None:
         """Check and tune a pyvisa-py SOCKET connection.
@@ -300,7 +320,7 @@ class VisaTransport(Transport):
         self._inst.timeout = round(self.timeout_s * 1000)
 
     def _close_raw(self) -> None:
-        inst, self._inst = self._inst, None
+        inst, self._inst, self._socket = self._inst, None, None
         if inst is not None:
             inst.close()
 

@@ -111,10 +111,10 @@ def test_server_restart_then_reopen(echo_tcp) -> None:
     transport = VisaTransport(server.resource, timeout_s=0.3)
     with transport:
         assert transport.query("ECHO? a") == "a"
-        server.stop()
-        with pytest.raises(TransportError) as caught:
+        server.stop()  # the instrument drops the connection: said so, not taken for a slow reply
+        with pytest.raises(TransportError, match=r"the instrument closed the connection during 'ECHO\? b'") as caught:
             transport.query("ECHO? b")
-        assert server.resource in str(caught.value) and "ECHO? b" in str(caught.value)
+        assert server.resource in str(caught.value) and not isinstance(caught.value, TransportTimeout)
         server.start()  # the instrument comes back on the same port
         transport.reopen()
         assert transport.query("ECHO? c") == "c"
