@@ -1,5 +1,7 @@
 """Twins: collection design and noise floor, fitting towards the hidden calibration, fidelity, save and load."""
 
+import copy
+import os
 import textwrap
 
 import pytest
@@ -7,8 +9,8 @@ import torch
 
 from hil.errors import ConfigError
 from hil.lab import Lab
-from hil.twin.collect import collect
-from hil.twin.fidelity import fidelity
+from hil.twin.collect import TwinData, collect
+from hil.twin.fidelity import fidelity, jacobian_cosine
 from hil.twin.fit import fit_twin, nmse
 from hil.twin.models import build_twin, load_twin, save_twin
 
@@ -70,6 +72,9 @@ def test_physics_twin_fits_towards_the_oracle_and_its_jacobian_matches_the_devic
     report = fidelity(system, twin, held_out, crossbar_data.noise_variance(), directions=2, repeats=2)
     assert report.jacobian_cosine_theta > 0.9 and report.jacobian_cosine_x > 0.9
     assert (report.noise_floor < report.nmse * 1.5).all()
+    variance = held_out.output_variance()  # both against the held-out outputs' own variance
+    torch.testing.assert_close(report.nmse, nmse(twin, held_out))
+    torch.testing.assert_close(report.noise_floor, crossbar_data.noise_variance() / variance)
 
 
 def test_saved_twin_loads_only_for_its_system_kind(lab, crossbar_data, tmp_path) -> None:
@@ -77,12 +82,66 @@ def test_saved_twin_loads_only_for_its_system_kind(lab, crossbar_data, tmp_path)
     twin = build_twin("residual", system, hidden=(16,))
     with torch.no_grad():
         twin.physics_twin.affine.gain.fill_(1.5)
+        twin.residual.net[-1].bias.fill_(0.1)
+        twin.residual.y_mean.fill_(0.3)  # buffers, not parameters: they must travel too
+        twin.residual.y_std.fill_(2.0)
     save_twin(twin, tmp_path / "twin")
     loaded = load_twin(tmp_path / "twin", system)
     x, theta = crossbar_data.x[0], crossbar_data.theta[0]
+    torch.testing.assert_close(loaded.state_dict(), twin.state_dict())
     torch.testing.assert_close(loaded(x, theta), twin(x, theta))
     with pytest.raises(ConfigError, match="is for a 'crossbar' system"):
         load_twin(tmp_path / "twin", lab.systems["resistive"])
+
+
+class Payload:
+    """An object whose unpickling runs code (here: makes a folder), as a tampered twin.pt could hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_loading_a_twin_never_runs_code_from_its_file(lab, tmp_path) -> None:
+    system = lab.systems["crossbar"]
+    save_twin(build_twin("physics", system), tmp_path / "twin")
+    marker = tmp_path / "ran"
+    torch.save({"affine.gain": Payload(marker)}, tmp_path / "twin" / "twin.pt")
+    with pytest.raises(ConfigError, match="twin unreadable"):
+        load_twin(tmp_path / "twin", system)
+    assert not marker.exists()  # refused, not run
+
+
+@pytest.mark.parametrize("text", ['{"system": "crossbar"}', '["physics"]', '{"kind": "physics", "system": '
+                                  '"crossbar", "hidden": ["x"]}', '{"kind": "magic", "system": "crossbar"}'])
+def test_a_twin_json_that_is_not_a_twin_description_is_a_config_error(lab, tmp_path, text: str) -> None:
+    system = lab.systems["crossbar"]
+    save_twin(build_twin("physics", system), tmp_path / "twin")
+    (tmp_path / "twin" / "twin.json").write_text(text)
+    with pytest.raises(ConfigError, match=r"twin\.json: not a twin description"):
+        load_twin(tmp_path / "twin", system)
+
+
+def test_residual_twin_is_the_physics_plus_a_residual_scaled_to_the_training_data(lab, crossbar_data) -> None:
+    system = lab.systems["crossbar"]
+    train, other = crossbar_data.subset(torch.arange(4)), crossbar_data.subset(torch.arange(4, 6))
+    twin = build_twin("residual", system, hidden=(8,))
+    x, theta = train.x[0], train.theta[0]
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x, theta), twin.physics_twin(x, theta))  # starts as the physics
+        residual = train.y.reshape(-1, 8) - torch.cat([twin.physics_twin(x, t)
+                                                        for x, t in zip(train.x, train.theta, strict=True)])
+    fit_twin(twin, train, other, epochs=0)  # sets the residual's output scale (from the training data) only
+    torch.testing.assert_close(twin.residual.y_mean, residual.mean(dim=0))
+    torch.testing.assert_close(twin.residual.y_std, residual.std(dim=0))
+    assert residual.mean(dim=0).abs().max() > 1e-3
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x, theta), twin.physics_twin(x, theta) + residual.mean(dim=0))
+        twin.residual.net[-1].bias.fill_(1.0)  # the network's output is scaled by the residual's spread
+        torch.testing.assert_close(twin(x, theta), twin.physics_twin(x, theta) + residual.mean(dim=0)
+                                   + residual.std(dim=0))
 
 
 def test_neural_twin_learns_a_small_network(lab) -> None:
@@ -94,3 +153,80 @@ def test_neural_twin_learns_a_small_network(lab) -> None:
     fit_twin(twin, train, held_out, epochs=60, lr=3e-3, patience=15)
     after = nmse(twin, held_out).mean().item()
     assert after < 0.3 < before
+
+
+def test_noise_floor_is_the_variance_between_repeats_of_the_same_measurement(crossbar_data) -> None:
+    data = crossbar_data
+    torch.testing.assert_close(data.y_repeats[0], data.y[:3])  # the first repeat is the design's measurement
+    # two repeats that differ by d: the (unbiased) variance of each pair is d²/2, however much inputs differ
+    step = torch.linspace(0.1, 0.8, 8)
+    base = data.y[:2]
+    pairs = TwinData(data.x, data.theta, data.y, torch.stack([base, base + step]))
+    torch.testing.assert_close(pairs.noise_variance(), step.pow(2) / 2)
+    single = TwinData(data.x, data.theta, data.y, data.y_repeats[:1])
+    torch.testing.assert_close(single.noise_variance(), torch.zeros(8))  # one measurement each: no floor known
+
+
+@pytest.mark.filterwarnings("ignore:var\\(\\)")
+def test_noise_floor_of_a_subset_without_repeats_is_zero(crossbar_data) -> None:
+    torch.testing.assert_close(crossbar_data.subset(torch.arange(4)).noise_variance(), torch.zeros(8))
+
+
+def test_nmse_divides_each_outputs_squared_error_by_its_variance_over_the_design(lab, crossbar_data) -> None:
+    system = lab.systems["crossbar"]
+    twin = build_twin("physics", system)
+    held_out = crossbar_data.subset(torch.arange(3))
+    with torch.no_grad():
+        exact = TwinData(held_out.x, held_out.theta, torch.stack([twin(x, t) for x, t in
+                                                                  zip(held_out.x, held_out.theta, strict=True)]),
+                         held_out.y_repeats)
+        variance = exact.y.reshape(-1, 8).var(dim=0)  # over every input of every θ group, per output
+        torch.testing.assert_close(exact.output_variance(), variance)
+        shift = torch.linspace(0.05, 0.4, 8)
+        twin.affine.offset.copy_(shift)  # off by exactly `shift` everywhere
+    torch.testing.assert_close(nmse(twin, exact), shift.pow(2) / variance)
+    torch.testing.assert_close(nmse(twin, exact, torch.ones(8)), shift.pow(2))
+
+
+def test_split_holds_out_whole_theta_groups_without_leaking(crossbar_data) -> None:
+    train, held_out = crossbar_data.split(0.25, seed=3)
+    rows = torch.cat([train.theta, held_out.theta])
+    assert len(torch.unique(rows, dim=0)) == crossbar_data.n_groups == len(rows)  # disjoint, and all of it
+    for part in (train, held_out):
+        for x, theta, y in zip(part.x, part.theta, part.y, strict=True):
+            group = int((crossbar_data.theta == theta).all(dim=1).nonzero())
+            assert torch.equal(x, crossbar_data.x[group]) and torch.equal(y, crossbar_data.y[group])
+    assert torch.equal(crossbar_data.split(0.25, seed=3)[1].theta, held_out.theta)
+    assert not torch.equal(crossbar_data.split(0.25, seed=4)[1].theta, held_out.theta)
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        crossbar_data.split(1.0, seed=0)
+
+
+def test_fit_learns_only_from_the_training_groups_and_stops_on_the_held_out_ones(lab, crossbar_data) -> None:
+    system = lab.systems["crossbar"]
+    twin = build_twin("physics", system)
+    groups = crossbar_data.subset(torch.arange(5))
+    with torch.no_grad():
+        y = torch.stack([twin(x, t) for x, t in zip(groups.x, groups.theta, strict=True)])
+    # the twin already fits its training data exactly; the held-out data pulls far away (a leak would follow it)
+    train = TwinData(groups.x[:3], groups.theta[:3], y[:3], groups.y_repeats)
+    held_out = TwinData(groups.x[3:], groups.theta[3:], y[3:] + 5.0, groups.y_repeats)
+    state = copy.deepcopy(twin.state_dict())
+    result = fit_twin(twin, train, held_out, epochs=30, lr=0.05, patience=2)
+    torch.testing.assert_close(twin.state_dict(), state, rtol=0, atol=0)  # nothing learnt from the held-out groups
+    expected = (25.0 / train.output_variance()).mean().item()
+    assert result.validation_loss == pytest.approx([expected] * 3, rel=1e-4)  # measured on the held-out groups
+    assert result.best_epoch == 0  # no improvement for `patience` epochs after the first: stopped
+
+
+def test_jacobian_cosine_compares_with_the_device_at_the_bounds(lab, crossbar_data) -> None:
+    system = lab.systems["crossbar"]
+    twin = build_twin("oracle", system)
+    with torch.no_grad():
+        twin.affine.gain.fill_(-1.0)  # the right values' mirror image: every derivative has the wrong sign
+    x, theta = crossbar_data.x[0][:8].clone(), crossbar_data.theta[0].clone()
+    x[:, :4], theta[:32], theta[32:64] = 1.0, 1.0, -1.0  # at the bounds: the finite differences step inside them
+    calls = system.calls
+    cos_theta, cos_x = jacobian_cosine(system, twin, x, theta, directions=2, repeats=2)
+    assert system.calls - calls == 2 * 2 * 2 * 2  # (θ, x) × directions × (+h, −h) × repeats, on the device
+    assert cos_theta < -0.5 and cos_x < -0.5

@@ -40,7 +40,7 @@ class TwinData:
 
     def noise_variance(self) -> torch.Tensor:
         """Per-output variance of repeated measurements of the same (x, θ) (zeros without repeats)."""
-        if self.y_repeats.shape[0] < 2:
+        if self.y_repeats.shape[0] < 2 or self.y_repeats[0].numel() == 0:
             return torch.zeros(self.y.shape[-1])
         return self.y_repeats.var(dim=0).mean(dim=(0, 1))
 
@@ -49,7 +49,7 @@ class TwinData:
         return self.y.reshape(-1, self.y.shape[-1]).var(dim=0)
 
     def subset(self, groups: torch.Tensor) -> TwinData:
-        """The given θ groups (repeats are kept only with the training-side split)."""
+        """The given θ groups, without the repeats (they estimate the noise floor of the whole collection)."""
         return TwinData(self.x[groups], self.theta[groups], self.y[groups], self.y_repeats[:, :0])
 
     def split(self, validation_fraction: float, seed: int) -> tuple[TwinData, TwinData]:

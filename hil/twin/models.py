@@ -156,6 +156,11 @@ def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
         spec = json.loads((folder / "twin.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:  # missing, not UTF-8, or not JSON
         raise ConfigError(f"cannot read a twin from {folder}: {error}") from None
+    hidden = spec.get("hidden", []) if isinstance(spec, dict) else None
+    if not isinstance(spec, dict) or spec.get("kind") not in _KINDS or not isinstance(hidden, list) \
+            or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+        raise ConfigError(f"{folder / 'twin.json'}: not a twin description (its kind, system and hidden sizes); "
+                          "point twin.from_run at a run with an intact twin/ folder")
     if spec.get("system") != system.kind:
         raise ConfigError(f"the twin in {folder} is for a {spec.get('system')!r} system, not {system.kind!r}")
     twin = build_twin(spec["kind"], system, tuple(spec["hidden"]) if "hidden" in spec else None)
