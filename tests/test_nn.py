@@ -4,22 +4,26 @@ import textwrap
 
 import pytest
 import torch
+from torch import nn
 
 from hil.errors import ConfigError
 from hil.lab import Lab
-from hil.nn import PhysicalLayer, physics_aware, set_mode
+from hil.nn import PhysicalLayer, physical_layers, physics_aware, project_, set_mode
 from hil.twin.models import build_twin
 
 LAB = textwrap.dedent("""
     worlds:
       chip: {kind: memristor_crossbar, preset: realistic, seed: 4}
+      exact: {kind: memristor_crossbar, preset: ideal, seed: 0, config: {geometry: {max_batch: 8}}}
       table: {kind: optical_table, preset: ideal, seed: 0}
     instruments:
       crossbar: {driver: simulated_crossbar, world: chip}
+      exact: {driver: simulated_crossbar, world: exact}
       slm: {driver: simulated_slm, world: table}
       camera: {driver: simulated_camera, world: table}
     systems:
       crossbar: {kind: crossbar, instruments: {crossbar: crossbar}, settings: {n_in: 8, n_out: 4}}
+      exact: {kind: crossbar, instruments: {crossbar: exact}, settings: {n_in: 8, n_out: 4}}
       optical: {kind: optical, instruments: {slm: slm, camera: camera}}
 """)
 
@@ -54,6 +58,39 @@ def test_pat_forward_is_the_device_and_backward_is_the_twin(lab) -> None:
         assert (y - twin(x, theta)).abs().max() > 1e-3
 
 
+def test_pat_layer_measures_at_its_own_inputs_and_parameters_and_records_them(lab) -> None:
+    system = lab.systems["exact"]  # ideal: the device is deterministic, so its value can be checked exactly
+    twin = build_twin("physics", system)
+    with torch.no_grad():
+        twin.affine.gain.fill_(1.5)  # a twin unlike the device
+    layer = PhysicalLayer(system, twin, mode="pat", seed=2)
+    layer.record = []
+    x = torch.rand(6, 8) * 2 - 1
+    theta_seen = layer.theta.detach().clone()
+    calls = system.calls
+    y = layer(x)
+    assert system.calls - calls == 1  # one device call
+    torch.testing.assert_close(y.detach(), system.forward(x, theta_seen))
+    weights = torch.randn(6, 4)
+    (y * weights).sum().backward()
+    theta = theta_seen.clone().requires_grad_()
+    (twin(x, theta) * weights).sum().backward()
+    torch.testing.assert_close(layer.theta.grad, theta.grad)
+    # the twin is held, not trained: θ is the layer's only parameter and the only entry of its state
+    assert list(layer.parameters()) == [layer.theta] and list(layer.state_dict()) == ["theta"]
+    torch.optim.SGD(layer.parameters(), lr=0.1).step()
+    assert not torch.equal(layer.theta.detach(), theta_seen)
+    # the record keeps what the device saw, not the θ the optimiser has moved on to since
+    (recorded_x, recorded_theta, recorded_y), = layer.record
+    torch.testing.assert_close(recorded_theta, theta_seen)
+    torch.testing.assert_close(recorded_x, x)
+    torch.testing.assert_close(recorded_y, y.detach())
+    layer.mode = "twin"
+    calls = system.calls
+    layer(x)
+    assert system.calls == calls  # twin mode never calls the device
+
+
 def test_modes_and_bounds(lab) -> None:
     system = lab.systems["crossbar"]
     layer = PhysicalLayer(system, build_twin("physics", system), mode="device", seed=1)
@@ -72,17 +109,61 @@ def test_modes_and_bounds(lab) -> None:
         set_mode(torch.nn.Sequential(layer), "quantum")  # type: ignore[arg-type]
 
 
+def test_mode_and_projection_reach_every_physical_layer(lab) -> None:
+    system = lab.systems["exact"]
+    twin = build_twin("physics", system)
+    model = nn.Sequential(PhysicalLayer(system, twin, mode="device", seed=1), nn.Linear(4, 8), nn.Tanh(),
+                          PhysicalLayer(system, twin, mode="device", seed=2))
+    layers = physical_layers(model)
+    assert layers == [model[0], model[3]]
+    set_mode(model, "twin")
+    assert [layer.mode for layer in layers] == ["twin", "twin"]
+    with torch.no_grad():
+        for layer in layers:
+            layer.theta.sub_(5.0)
+    project_(model)
+    assert all((layer.theta == -1.0).all() for layer in layers)
+
+
+def test_theta_starts_seeded_within_bounds_or_at_the_centre(lab) -> None:
+    system = lab.systems["optical"]  # θ: phases in 0..2π
+    low, high = system.theta_bounds
+    first, again, other = (PhysicalLayer(system, seed=seed).theta.detach() for seed in (1, 1, 2))
+    torch.testing.assert_close(first, again)
+    assert not torch.equal(first, other)
+    assert ((first >= low) & (first <= high)).all() and first.max() - first.min() > (high - low) / 2
+    torch.testing.assert_close(PhysicalLayer(system, theta_init="center").theta.detach(),
+                               torch.full((system.n_params,), torch.pi))
+    with pytest.raises(ConfigError, match="theta_init"):
+        PhysicalLayer(system, theta_init="zeros")
+
+
+def test_sigmoid_input_map_spans_the_input_bounds(lab) -> None:
+    system = lab.systems["exact"]
+    layer = PhysicalLayer(system, mode="device", input_map="sigmoid", seed=3)
+    raw = torch.tensor([-50.0, 0.0, 50.0]).repeat_interleave(8).reshape(3, 8)
+    mapped = torch.tensor([-1.0, 0.0, 1.0]).repeat_interleave(8).reshape(3, 8)  # the crossbar's x: -1..1
+    torch.testing.assert_close(layer(raw), system.forward(mapped, layer.theta.detach()))
+    with pytest.raises(ConfigError, match="input_map"):
+        PhysicalLayer(system, input_map="tanh")
+
+
 def test_phases_wrap_instead_of_clamping(lab) -> None:
     system = lab.systems["optical"]
     layer = PhysicalLayer(system, mode="device", theta_init="center")
     with torch.no_grad():
-        layer.theta.fill_(2 * torch.pi + 0.25)
+        layer.theta.copy_(torch.tensor([2 * torch.pi + 0.25, -0.25]).repeat(system.n_params // 2))
     layer.project_()
-    torch.testing.assert_close(layer.theta, torch.full_like(layer.theta, 0.25))
+    expected = torch.tensor([0.25, 2 * torch.pi - 0.25]).repeat(system.n_params // 2)  # wrapped from above and below
+    torch.testing.assert_close(layer.theta.detach(), expected)
 
 
-def test_large_batches_are_split_into_device_calls(lab) -> None:
-    system = lab.systems["crossbar"]
+def test_large_batches_are_split_into_device_calls_in_order(lab) -> None:
+    system = lab.systems["exact"]  # ideal: the device computes its physics exactly; 8 rows per device call
+    x = torch.rand(system.max_batch * 2 + 3, 8) * 2 - 1
+    theta = torch.rand(32) * 2 - 1
     calls = system.calls
-    y = system.forward(torch.zeros(system.max_batch * 2 + 3, 8), torch.zeros(32))
+    y = system.forward(x, theta)
     assert y.shape == (system.max_batch * 2 + 3, 4) and system.calls - calls == 3
+    with torch.no_grad():
+        torch.testing.assert_close(y, build_twin("oracle", system)(x, theta))  # every row where it belongs

@@ -53,7 +53,9 @@ class PhysicsAwareTraining(TrainingMethod):
         figures = super().train_step(model, x, labels, optimizer)
         self.steps += 1
         if self.settings.refine_every and self.steps % self.settings.refine_every == 0:
-            figures["twin_refine_loss"] = self.refine()
+            loss = self.refine()
+            if loss is not None:
+                figures["twin_refine_loss"] = loss
         return figures
 
     def _optimizer(self, index: int, twin: nn.Module) -> torch.optim.Optimizer:
@@ -64,17 +66,19 @@ class PhysicsAwareTraining(TrainingMethod):
             self._optimizers[index] = optimizer
         return self._optimizers[index]
 
-    def refine(self) -> float:
-        """A few Adam steps of every layer's twin on its recorded device calls; returns the last loss."""
-        loss_value = float("nan")
+    def refine(self) -> float | None:
+        """A few Adam steps of every layer's twin on its recorded device calls; returns the last loss (None when
+        no twin had two recorded rows to refine on)."""
+        loss_value = None
         for index, layer in enumerate(self._layers):
             records = (layer.record or [])[-self.settings.refine_window:]
             layer.record = records
             twin = layer.twin
-            if not records or twin is None:
-                continue
+            outputs = torch.cat([y for _, _, y in records]) if records else None
+            if twin is None or outputs is None or len(outputs) < 2:
+                continue  # one recorded row has no spread to scale the errors by
             optimizer = self._optimizer(index, twin)
-            scale = torch.cat([y for _, _, y in records]).var(dim=0).clamp_min(1e-12)
+            scale = outputs.var(dim=0).clamp_min(1e-12)
             for _ in range(self.settings.refine_steps):
                 optimizer.zero_grad()
                 loss = sum(((twin(x, theta) - y).pow(2).mean(dim=0) / scale).mean() for x, theta, y in records)

@@ -1,0 +1,153 @@
+"""Training methods: in-silico never calls the device; PAT calls it once a step, keeps the twin fixed unless asked
+to refine it online, refines it on the latest device calls and carries that through a checkpoint."""
+
+import copy
+import math
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from hil.errors import ConfigError
+from hil.lab import Lab
+from hil.methods import method_class
+from hil.methods.pat import PatSettings, PhysicsAwareTraining
+from hil.nn import PhysicalLayer
+from hil.twin.models import build_twin
+
+LAB = textwrap.dedent("""
+    worlds:
+      exact: {kind: memristor_crossbar, preset: ideal, seed: 0, config: {geometry: {max_batch: 64}}}
+    instruments:
+      crossbar: {driver: simulated_crossbar, world: exact}
+    systems:
+      crossbar: {kind: crossbar, instruments: {crossbar: crossbar}, settings: {n_in: 8, n_out: 4}}
+""")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    path = tmp_path / "lab.yaml"
+    path.write_text(LAB)
+    with Lab.load(path) as lab:
+        yield lab
+
+
+def model_on(system) -> tuple[nn.Sequential, nn.Module]:
+    """One physical layer on the ideal crossbar (deterministic, exactly its physics), with a twin unlike it."""
+    twin = build_twin("physics", system)
+    with torch.no_grad():
+        twin.affine.gain.fill_(1.5)
+    return nn.Sequential(PhysicalLayer(system, twin, mode="device", seed=0)), twin
+
+
+def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(16, 8, generator=generator) * 2 - 1, torch.randint(0, 4, (16,), generator=generator)
+
+
+def test_insilico_trains_through_the_twin_and_never_calls_the_device(lab) -> None:
+    system = lab.systems["crossbar"]
+    model, twin = model_on(system)
+    method = method_class("insilico")()
+    assert method.needs == {"twin"}
+    method.begin(model)
+    layer = model[0]
+    assert layer.mode == "twin"
+    x, labels = batch(0)
+    theta, twin_state, calls = layer.theta.detach().clone(), copy.deepcopy(twin.state_dict()), system.calls
+    figures = method.train_step(model, x, labels, torch.optim.SGD(model.parameters(), lr=1e4))
+    assert system.calls == calls
+    with torch.no_grad():
+        assert figures["loss"] == pytest.approx(nn.functional.cross_entropy(twin(x, theta), labels).item(), rel=1e-5)
+    # a huge step, brought back within the bounds
+    assert (layer.theta.abs() <= 1).all() and (layer.theta.abs() == 1).any()
+    torch.testing.assert_close(twin.state_dict(), twin_state)
+    with pytest.raises(ConfigError, match="unknown method 'quantum'"):
+        method_class("quantum")
+
+
+def test_pat_step_calls_the_device_once_and_keeps_the_twin_fixed(lab) -> None:
+    system = lab.systems["crossbar"]
+    model, twin = model_on(system)
+    method = method_class("pat")()  # online refinement is off by default
+    method.begin(model)
+    layer = model[0]
+    assert layer.mode == "pat"
+    x, labels = batch(1)
+    theta, twin_state, calls = layer.theta.detach().clone(), copy.deepcopy(twin.state_dict()), system.calls
+    figures = method.train_step(model, x, labels, torch.optim.SGD(model.parameters(), lr=1e4))
+    assert system.calls - calls == 1 and "twin_refine_loss" not in figures
+    with torch.no_grad():
+        measured = system.forward(x, theta)
+    assert figures["loss"] == pytest.approx(nn.functional.cross_entropy(measured, labels).item(), rel=1e-5)
+    assert (layer.theta.abs() <= 1).all() and (layer.theta.abs() == 1).any()
+    torch.testing.assert_close(twin.state_dict(), twin_state)
+    assert layer.record is None  # nothing kept without refinement
+
+
+def error(twin: nn.Module, records: list) -> float:
+    with torch.no_grad():
+        return sum((twin(x, theta) - y).pow(2).mean().item() for x, theta, y in records) / len(records)
+
+
+def test_pat_refinement_fits_the_twin_to_the_latest_device_calls(lab) -> None:
+    system = lab.systems["crossbar"]
+    model, twin = model_on(system)
+    method = PhysicsAwareTraining(PatSettings(refine_every=2, refine_steps=10, refine_lr=0.05, refine_window=2))
+    method.begin(model)
+    layer = model[0]
+    optimizer = torch.optim.SGD(model.parameters(), lr=100.0)  # θ moves far between steps
+    thetas = []
+    for step in range(4):
+        thetas.append(layer.theta.detach().clone())
+        before = copy.deepcopy(twin)
+        figures = method.train_step(model, *batch(step), optimizer)
+        if step == 0:
+            assert "twin_refine_loss" not in figures and len(layer.record) == 1
+            torch.testing.assert_close(twin.state_dict(), before.state_dict())
+        if step == 1:  # every second step: the twin moves towards the device at what the device saw
+            assert figures["twin_refine_loss"] == figures["twin_refine_loss"]  # not NaN
+            assert error(twin, layer.record) < 0.3 * error(before, layer.record)
+    assert len(layer.record) == 2  # the window: the latest device calls
+    for (_, theta, _), seen in zip(layer.record, thetas[2:], strict=True):
+        torch.testing.assert_close(theta, seen)
+
+
+def test_pat_refinement_resumes_from_its_state_as_if_never_stopped(lab) -> None:
+    system = lab.systems["crossbar"]
+    model, twin = model_on(system)
+    layer = model[0]
+    settings = PatSettings(refine_every=2, refine_steps=3, refine_lr=0.05, refine_window=4)
+    method = PhysicsAwareTraining(settings)
+    method.begin(model)
+    for step in range(3):
+        method.train_step(model, *batch(step), torch.optim.SGD(model.parameters(), lr=0.5))
+    saved = copy.deepcopy({"method": method.state_dict(), "model": model.state_dict(), "twin": twin.state_dict()})
+    method.train_step(model, *batch(3), torch.optim.SGD(model.parameters(), lr=0.5))  # refines (4th step)
+    uninterrupted = copy.deepcopy(twin.state_dict())
+
+    model.load_state_dict(saved["model"])
+    twin.load_state_dict(saved["twin"])
+    layer.record = None
+    resumed = PhysicsAwareTraining(settings)
+    resumed.begin(model)  # as the orchestrator resumes: begin, then the method's state
+    resumed.load_state_dict(saved["method"])
+    assert resumed.steps == 3 and len(layer.record) == 3
+    figures = resumed.train_step(model, *batch(3), torch.optim.SGD(model.parameters(), lr=0.5))
+    assert "twin_refine_loss" in figures
+    torch.testing.assert_close(twin.state_dict(), uninterrupted, rtol=0, atol=0)
+
+
+def test_pat_refinement_on_a_single_recorded_row_keeps_the_twin_finite(lab) -> None:
+    system = lab.systems["crossbar"]
+    model, twin = model_on(system)
+    method = PhysicsAwareTraining(PatSettings(refine_every=1))
+    method.begin(model)
+    x, labels = batch(0)
+    figures = method.train_step(model, x[:1], labels[:1], torch.optim.SGD(model.parameters(), lr=0.1))
+    assert all(value.isfinite().all() for value in twin.parameters())
+    assert "twin_refine_loss" not in figures  # one row has no spread to scale errors by: nothing is refined yet
+    figures = method.train_step(model, x[1:2], labels[1:2], torch.optim.SGD(model.parameters(), lr=0.1))
+    assert all(value.isfinite().all() for value in twin.parameters()) and math.isfinite(figures["twin_refine_loss"])
