@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hil.errors import ConfigError, LimitError
-from hil.limits import MAX_RAMP_STEPS, Limit, narrow_limits
+from hil.limits import MAX_RAMP_STEPS, Limit, first_outside, narrow_limits
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 
@@ -71,7 +71,7 @@ def test_ramp_steps_are_bounded_checked_and_end_at_the_target(ramp: tuple[Limit,
             limit.ramp(start, stop, "x")
         return
     steps = limit.ramp(start, stop, "x")
-    assert steps[-1] == pytest.approx(stop, abs=1e-9 * max(1.0, abs(stop)))
+    assert steps[-1] == stop  # exactly: the level recorded is the level asked for
     assert all(limit.min <= value <= limit.max for value in steps)
     if limit.max_step is not None:
         jumps = np.abs(np.diff([start, *steps]))
@@ -126,3 +126,91 @@ def test_narrow_limits_names_the_field_of_unknown_and_widened_limits() -> None:
     narrowed = narrow_limits(defaults, {"voltage_v": {"min": -1, "max": 1, "max_step": 0.1}})
     assert narrowed["voltage_v"] == Limit("V", -1, 1, max_step=0.1)
     assert defaults["voltage_v"].max == 10  # the driver's defaults are untouched
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("kind", ["list", "numpy", "float64", "float32"])
+def test_check_array_refuses_nan_and_infinities_and_names_their_index(bad: float, kind: str) -> None:
+    values = [0.0, 0.5, bad, -0.5]
+    array = {"list": values, "numpy": np.array(values), "float64": torch.tensor(values, dtype=torch.float64),
+             "float32": torch.tensor(values, dtype=torch.float32)}[kind]
+    with pytest.raises(LimitError, match=r"x\[2\]: -?(nan|inf) refused"):
+        Limit("V", -1, 1).check_array(array, "x")
+
+
+@pytest.mark.parametrize("values", [[0.0, 2.0], [-2.0, 0.0]])
+def test_check_array_refuses_a_value_beyond_either_end(values: list[float]) -> None:
+    for array in (np.array(values), torch.tensor(values)):
+        with pytest.raises(LimitError, match=r"x\[1\]" if values[1] else r"x\[0\]"):
+            Limit("V", -1, 1).check_array(array, "x")
+
+
+def test_the_first_offending_element_is_named_in_row_major_order() -> None:
+    values = [0.0, 0.5, 3.0, -7.0, math.nan]
+    assert first_outside(torch.tensor(values), -1, 1) == ((2,), 3.0)
+    grid = np.zeros((3, 4))
+    grid[1, 3], grid[2, 0], grid[0, 2] = 5.0, math.inf, -2.0
+    assert first_outside(torch.tensor(grid), -1, 1) == ((0, 2), -2.0)
+    assert first_outside(torch.tensor(grid[1:]), -1, 1) == ((0, 3), 5.0)
+    assert first_outside(torch.zeros(0), -1, 1) is None
+    limit = Limit("V", -1, 1)
+    for array in (values, np.array(values), torch.tensor(values)):
+        with pytest.raises(LimitError, match=r"x\[2\]: 3 V is outside"):
+            limit.check_array(array, "x")
+    for array in (grid, torch.tensor(grid)):
+        with pytest.raises(LimitError, match=r"x\[0, 2\]: -2 V is outside"):
+            limit.check_array(array, "x")
+
+
+def test_the_limits_themselves_are_allowed() -> None:
+    limit = Limit("V", -1.5, 2.5)
+    assert limit.check(-1.5, "x") == -1.5 and limit.check(2.5, "x") == 2.5
+    for array in ([-1.5, 2.5], np.array([-1.5, 2.5]), torch.tensor([-1.5, 2.5])):
+        assert limit.check_array(array, "x") is array
+
+
+def test_ramp_values_are_even_steps_ending_exactly_on_the_target() -> None:
+    limit = Limit("V", -10, 10, max_step=0.25)
+    assert limit.ramp(0.0, 1.0, "x") == [0.25, 0.5, 0.75, 1.0]
+    assert limit.ramp(1.0, -0.5, "x") == [0.75, 0.5, 0.25, 0.0, -0.25, -0.5]
+    for start, stop in ((0.1, 0.7), (-3.3, 2.9), (9.99, -9.99), (0.3, 0.30000000000000004)):
+        assert Limit("V", -10, 10, max_step=0.1).ramp(start, stop, "x")[-1] == stop
+
+
+def test_a_move_a_hair_longer_than_whole_steps_takes_one_more_step() -> None:
+    """No step may exceed max_step, not even by a rounding margin that grows with the move."""
+    limit = Limit("V", -10, 10, max_step=0.25)
+    for start, stop in ((0.0, 1.0005), (0.0, -1.0005), (2.0, 4.0 + 1e-6)):
+        steps = limit.ramp(start, stop, "x")
+        assert len(steps) == math.ceil(abs(stop - start) / 0.25)
+        assert max(np.abs(np.diff([start, *steps]))) <= 0.25 * (1 + 1e-12)
+
+
+def test_a_whole_number_of_steps_is_not_rounded_up_to_one_more() -> None:
+    limit = Limit("V", -10, 10, max_step=0.3)
+    assert len(limit.ramp(0.0, 2.1, "x")) == 7  # 2.1 / 0.3 is 7.000000000000001 in floating point
+    assert len(limit.ramp(0.0, 2.7, "x")) == 9  # and 2.7 / 0.3 is 9.000000000000002
+
+
+def test_a_ramp_may_take_max_ramp_steps_and_no_more() -> None:
+    limit = Limit("V", -2 * MAX_RAMP_STEPS, 2 * MAX_RAMP_STEPS, max_step=1.0)
+    assert len(limit.ramp(0.0, MAX_RAMP_STEPS, "x")) == MAX_RAMP_STEPS
+    with pytest.raises(LimitError, match=f"takes {MAX_RAMP_STEPS + 1} steps"):
+        limit.ramp(0.0, MAX_RAMP_STEPS + 1, "x")
+
+
+def test_the_interval_after_a_step_down_is_that_after_the_same_step_up() -> None:
+    limit = Limit("V", -10, 10, max_step=0.5, ramp_rate=2.0)
+    assert limit.step_interval_s(-0.5) == limit.step_interval_s(0.5) == pytest.approx(0.25)
+
+
+def test_narrowing_never_widens_a_step_or_a_ramp_rate_but_may_add_them() -> None:
+    defaults = {"voltage_v": Limit("V", -10, 10, max_step=1.0, ramp_rate=2.0), "current_a": Limit("A", -1, 1)}
+    for field, value in (("max_step", 1.01), ("ramp_rate", 2.5), ("min", -10.5), ("max", 10.01), ("max", math.nan),
+                         ("ramp_rate", math.nan)):
+        with pytest.raises(ConfigError, match=rf"limits\.voltage_v\.{field}: .*widen"):
+            narrow_limits(defaults, {"voltage_v": {field: value}})
+    narrowed = narrow_limits(defaults, {"voltage_v": {"ramp_rate": 0.5},
+                                        "current_a": {"max_step": 0.1, "ramp_rate": 0.01}})
+    assert narrowed["voltage_v"] == Limit("V", -10, 10, max_step=1.0, ramp_rate=0.5)
+    assert narrowed["current_a"] == Limit("A", -1, 1, max_step=0.1, ramp_rate=0.01)

@@ -1,0 +1,413 @@
+"""The capability classes' own promises, on real parts: simulated instruments, and the drivers on the byte-exact
+protocol transport or against their emulators over TCP.
+
+Each test pins one safety rule of `hil.instruments` that the contract tests leave open: the first offending index
+named, the bounds of a batch taken inclusively, state recorded only after the hardware took it (and unknown after a
+failure), steps and their spacing on the way down as on the way up, lab limits (not only the hardware's) enforced.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from drivers.keithley2450 import Keithley2450
+from drivers.keysight_33500b import Keysight33500B
+from hil.clock import VirtualClock
+from hil.errors import DeviceError, LimitError
+from hil.transport import VisaTransport
+from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
+from simulators.crossbar import MemristorCrossbar, SimulatedCrossbar
+from simulators.emulators.keithley2450 import Keithley2450Emulator
+from simulators.emulators.server import TcpServer
+from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM
+from simulators.oscillator import OscillatorNetwork
+from tests.protocol import Exchange, block, expected_protocol
+
+# -- a one-channel Keysight 33521B on the byte-exact transport -----------------------------------------------
+AWG_IDN = b"Agilent Technologies,33521B,MY52000001,3.05-1.19-2.00-52-00"
+AWG_OK: Exchange = (b"SYST:ERR?", b'+0,"No error"')
+
+
+def awg_connected(function: bytes = b"DC", output: bytes = b"0") -> list[Exchange]:
+    """`connect` of a 33521B into 50 Ω whose channel holds ``function`` (at 0 V if DC) with output ``output``."""
+    exchanges = [(b"*CLS", None), (b"*IDN?", AWG_IDN), (b"FORM:BORD SWAP", None), (b"OUTP1:LOAD 50", None),
+                 (b"SOUR1:VOLT:UNIT VPP", None), AWG_OK, (b"SOUR1:FUNC?", function)]
+    if function == b"DC":
+        exchanges.append((b"SOUR1:VOLT:OFFS?", b"+0.000000000000000E+00"))
+    return [*exchanges, (b"OUTP1?", output)]
+
+
+def awg_steps(*levels: bytes) -> list[Exchange]:
+    return [x for level in levels for x in ((b"SOUR1:VOLT:OFFS " + level, None), AWG_OK)]
+
+
+def awg_upload(data: np.ndarray, rate: bytes, offset: bytes, errors: tuple[Exchange, ...] = (AWG_OK,)) -> list:
+    """`load_waveform` on channel 1 up to arming, then ``errors`` for its error check."""
+    return [(b"SOUR1:DATA:VOL:CLE", None), (b"SOUR1:DATA:ARB HIL_CH1," + block(data), None),
+            (b"SOUR1:FUNC:ARB HIL_CH1", None), (b"SOUR1:FUNC:ARB:SRAT " + rate, None),
+            (b"SOUR1:FUNC:ARB:FILT STEP", None), (b"SOUR1:BURS:MODE TRIG", None), (b"SOUR1:BURS:NCYC 1", None),
+            (b"TRIG1:SOUR BUS", None), (b"SOUR1:VOLT 0.001", None), (b"SOUR1:VOLT:OFFS " + offset, None), *errors]
+
+
+def awg_arm(amplitude: bytes) -> list[Exchange]:
+    return [(b"SOUR1:FUNC ARB;:SOUR1:BURS:STAT ON;:SOUR1:VOLT " + amplitude, None), AWG_OK]
+
+
+def awg(**options: object):
+    return lambda transport: Keysight33500B(transport, clock=VirtualClock(), **options)  # type: ignore[arg-type]
+
+
+# -- a Keithley 2450 on the byte-exact transport -------------------------------------------------------------
+SMU_IDN = b"KEITHLEY INSTRUMENTS,MODEL 2450,04000000,1.7.12b"
+SMU_OK: Exchange = (b"SYST:ERR?", b'0,"No error;0;0 0"')
+SMU_ERROR: Exchange = (b"SYST:ERR?", b'-222,"Parameter data out of range;1;2026/11/28 10:00:00.000"')
+SMU_CONFIGURED: list[Exchange] = [
+    (b"*CLS", None), (b"*IDN?", SMU_IDN), (b"*LANG?", b"SCPI"), (b":OUTP?", b"0"), (b":SOUR:FUNC?", b"VOLT"),
+    (b":SOUR:VOLT?", b"0.000000E+00"),
+    (b":SOUR:FUNC VOLT", None), (b':SENS:FUNC "CURR"', None), (b":SENS:CURR:RSEN OFF", None),
+    (b":SENS:CURR:NPLC 1", None), (b":SOUR:VOLT:READ:BACK ON", None), (b":SENS:CURR:REL:STAT OFF", None),
+    (b":CALC:CURR:MATH:STAT OFF", None), (b":SENS:CURR:AVER OFF", None), (b":SENS:CURR:AZER ON", None),
+    (b":SOUR:VOLT:RANG:AUTO ON", None), (b":SENS:CURR:RANG:AUTO ON", None), (b":SOUR:VOLT:ILIM 0.001", None),
+    SMU_OK]
+SMU_LIVE = [*SMU_CONFIGURED, (b":OUTP ON", None), SMU_OK]
+
+
+def smu(**options: object):
+    return lambda transport: Keithley2450(transport, clock=VirtualClock(), **options)  # type: ignore[arg-type]
+
+
+def configured(k: Keithley2450, output: bool = True) -> Keithley2450:
+    k.connect()
+    k.configure("voltage", 1e-3)
+    if output:
+        k.set_output(True)
+    return k
+
+
+# -- simulated instruments -----------------------------------------------------------------------------------
+@pytest.fixture
+def analog_output() -> Iterator[SimulatedAnalogOutput]:
+    """A simulated DAQ output (no settling time, so its clock counts only the ramp's spacing) with a lab ramp."""
+    world = OscillatorNetwork(seed=0, config={"converters": {"settle_s": 0.0}})
+    limits = {"voltage_v": {"min": -2, "max": 2, "max_step": 0.5, "ramp_rate": 1.0}}
+    with SimulatedAnalogOutput(world, name="out", limits=limits) as output:
+        yield output
+
+
+@pytest.fixture
+def analog_input() -> Iterator[SimulatedAnalogInput]:
+    with SimulatedAnalogInput(OscillatorNetwork(seed=0), name="probes") as probes:
+        yield probes
+
+
+@pytest.fixture
+def optical() -> OpticalTable:
+    return OpticalTable(seed=1, config={"slm": {"max_sequence": 3}, "camera": {"max_frames": 3}})
+
+
+@pytest.fixture
+def slm(optical: OpticalTable) -> Iterator[SimulatedSLM]:
+    with SimulatedSLM(optical, name="slm") as device:
+        yield device
+
+
+@pytest.fixture
+def camera(optical: OpticalTable) -> Iterator[SimulatedCamera]:
+    with SimulatedCamera(optical, name="camera", limits={"exposure_s": {"max": 0.5}}) as device:
+        yield device
+
+
+@pytest.fixture
+def crossbar() -> Iterator[SimulatedCrossbar]:
+    world = MemristorCrossbar(preset="ideal", seed=0, config={"geometry": {"rows": 6, "cols": 3, "max_batch": 4}})
+    with SimulatedCrossbar(world, name="xbar", limits={"read_voltage_v": {"min": -0.1, "max": 0.1}}) as device:
+        yield device
+
+
+# -- AnalogOutput --------------------------------------------------------------------------------------------
+def test_dc_ramps_are_spaced_by_the_ramp_rate_down_as_well_as_up(analog_output: SimulatedAnalogOutput) -> None:
+    clock = analog_output.clock
+    analog_output.set_voltage(1, 1.2)  # three 0.4 V steps at 1 V/s
+    assert analog_output.level_v[1] == 1.2 and clock.now() == pytest.approx(1.2)
+    analog_output.set_voltage(1, -0.3)  # three 0.5 V steps down
+    assert analog_output.level_v[1] == -0.3 and clock.now() == pytest.approx(2.7)
+    analog_output.safe_state()  # 0.3 V back up in one step
+    assert analog_output.level_v[1] == 0.0 and clock.now() == pytest.approx(3.0)
+
+
+def test_dc_ramp_sends_steps_of_at_most_max_step_both_ways_and_ends_on_the_target() -> None:
+    exchanges = [*awg_connected(), *awg_steps(b"0.4", b"0.8", b"1.2", b"0.7", b"0.2", b"-0.3")]
+    with expected_protocol(awg(limits={"voltage_v": {"max_step": 0.5, "ramp_rate": 2.0}}), exchanges) as inst:
+        inst.connect()
+        inst.set_voltage(1, 1.2)
+        inst.set_voltage(1, -0.3)
+        assert inst.level_v[1] == -0.3 and inst.clock.now() == pytest.approx(1.35)
+
+
+def test_a_channel_that_does_not_exist_is_refused_channel_zero_included(analog_output: SimulatedAnalogOutput) -> None:
+    for channel in (0, -1, 2, 1.0):
+        with pytest.raises(LimitError, match="does not exist"):
+            analog_output.set_voltage(channel, 0.1)  # type: ignore[arg-type]
+        with pytest.raises(LimitError, match="does not exist"):
+            analog_output.set_output(channel, True)  # type: ignore[arg-type]
+        with pytest.raises(LimitError, match="does not exist"):
+            analog_output.load_waveform(channel, np.zeros(8), 1e3)  # type: ignore[arg-type]
+    assert analog_output.level_v == {1: 0.0} and analog_output.output_on == {1: False}
+
+
+def test_a_waveform_must_be_one_dimensional(analog_output: SimulatedAnalogOutput) -> None:
+    with pytest.raises(LimitError, match=r"shape \(2, 64\)"):
+        analog_output.load_waveform(1, np.zeros((2, 64)), 1e3)
+    assert analog_output.waveform_samples == {}
+
+
+@pytest.mark.parametrize("first", [9.0, -5.5, math.nan, math.inf])
+def test_a_waveform_whose_first_sample_is_bad_is_refused_before_anything_is_sent(first: float) -> None:
+    with expected_protocol(awg(), awg_connected()) as inst:
+        inst.connect()
+        with pytest.raises(LimitError, match=r"waveform\[0\]"):
+            inst.load_waveform(1, [first, 0, 0, 0, 0, 0, 0, 0], 1e3)
+        assert inst.waveform_samples == {} and inst.level_v[1] == 0.0
+
+
+def test_a_waveform_names_its_first_bad_sample() -> None:
+    with expected_protocol(awg(), awg_connected()) as inst:
+        inst.connect()
+        with pytest.raises(LimitError, match=r"waveform\[2\]: 6 V"):
+            inst.load_waveform(1, [0, 1, 6, math.nan, -7, 0, 0, 0], 1e3)
+
+
+def test_set_voltage_from_an_unknown_level_is_refused_before_anything_is_sent() -> None:
+    with expected_protocol(awg(limits={"voltage_v": {"max_step": 0.5}}), awg_connected(function=b"ARB")) as inst:
+        inst.connect()
+        assert inst.level_v[1] is None
+        with pytest.raises(LimitError, match="unknown"):
+            inst.set_voltage(1, 0.2)
+        assert inst.level_v[1] is None
+
+
+def test_a_failed_output_switch_leaves_the_output_state_unknown() -> None:
+    exchanges = [*awg_connected(), (b"OUTP1 ON", None), (b"SYST:ERR?", b'-221,"Settings conflict"'), AWG_OK]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        with pytest.raises(DeviceError, match="-221"):
+            inst.set_output(1, True)
+        assert inst.output_on[1] is None and inst.level_v[1] == 0.0
+
+
+def test_a_channel_whose_output_state_is_unknown_is_ramped_to_the_waveforms_first_sample_as_if_live() -> None:
+    exchanges = [*awg_connected(), (b"OUTP1 ON", None), (b"SYST:ERR?", b'-221,"Settings conflict"'), AWG_OK,
+                 *awg_steps(b"0.4", b"0.8", b"1.2"),
+                 *awg_upload(np.array([0.0, -1.0] * 4, dtype=np.float32), b"1000", b"1.2"), *awg_arm(b"4.4")]
+    with expected_protocol(awg(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as inst:
+        inst.connect()
+        with pytest.raises(DeviceError):
+            inst.set_output(1, True)
+        inst.load_waveform(1, [1.2, -1.0] * 4, 1000)
+        assert inst.level_v[1] == 1.2 and inst.waveform_samples == {1: 8}
+
+
+def test_a_failed_waveform_upload_leaves_the_level_unknown_and_nothing_loaded() -> None:
+    data, failed = np.linspace(0, 1, 8, dtype=np.float32), ((b"SYST:ERR?", b'-222,"Data out of range"'), AWG_OK)
+    exchanges = [*awg_connected(), *awg_upload(data, b"1000", b"-1"), *awg_arm(b"4"),
+                 *awg_upload(data, b"1000", b"-1", failed)]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)
+        assert inst.waveform_samples == {1: 8} and inst.level_v[1] == -1.0
+        with pytest.raises(DeviceError, match="-222"):
+            inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)
+        assert inst.level_v[1] is None and inst.waveform_samples == {}  # the old waveform is gone too
+
+
+# -- Camera --------------------------------------------------------------------------------------------------
+def test_exposure_is_checked_against_the_lab_limit_not_only_the_hardwares(camera: SimulatedCamera) -> None:
+    for exposure_s in (0.75, 1.0, 5e-6, -1e-3, 0.0, math.nan, math.inf):
+        with pytest.raises(LimitError, match="exposure"):
+            camera.set_exposure(exposure_s)
+    assert camera.exposure_s is None
+    camera.set_exposure(0.5)  # the lab's maximum itself
+    assert camera.exposure_s == 0.5
+
+
+def test_capture_needs_a_known_exposure(camera: SimulatedCamera) -> None:
+    with pytest.raises(DeviceError, match="exposure unknown"):
+        camera.capture(1)
+
+
+def test_capture_takes_1_to_max_frames_inclusive(camera: SimulatedCamera) -> None:
+    camera.set_exposure(1e-3)
+    frames = camera.capture(camera.max_frames)
+    assert len(frames.images) == camera.max_frames == 3
+    for n_frames in (0, -1, camera.max_frames + 1, 2.0, "2"):
+        with pytest.raises(LimitError, match="n_frames"):
+            camera.capture(n_frames)  # type: ignore[arg-type]
+
+
+def test_an_unknown_trigger_mode_is_refused(camera: SimulatedCamera) -> None:
+    with pytest.raises(LimitError, match="trigger"):
+        camera.set_trigger("rising")  # type: ignore[arg-type]
+    assert camera.trigger == "software"
+
+
+# -- SpatialLightModulator -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_show_names_the_first_bad_pixel_in_row_major_order(slm: SimulatedSLM, kind: str) -> None:
+    pattern = np.zeros(slm.shape)
+    pattern[3, 1], pattern[0, 5], pattern[7, 0] = 7.0, math.nan, -1.0
+    with pytest.raises(LimitError, match=r"pattern phase\[0, 5\]: nan"):
+        slm.show(pattern if kind == "numpy" else torch.tensor(pattern, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -0.01, 6.3])
+def test_a_sequence_with_one_bad_pixel_is_refused(slm: SimulatedSLM, kind: str, value: float) -> None:
+    phases = np.full((3, *slm.shape), 1.0)
+    phases[1, 2, 3] = value
+    with pytest.raises(LimitError, match=r"sequence phase\[1, 2, 3\]"):
+        slm.show_sequence(phases if kind == "numpy" else torch.tensor(phases))
+
+
+def test_a_sequence_of_the_wrong_shape_is_refused(slm: SimulatedSLM) -> None:
+    rows, cols = slm.shape
+    for phases in (np.zeros((2, rows, cols + 1)), np.zeros((2, rows - 1, cols)), np.zeros((rows, cols)),
+                   np.zeros((1, 1, rows, cols))):
+        with pytest.raises(LimitError, match="shape"):
+            slm.show_sequence(phases)
+
+
+def test_a_sequence_holds_1_to_max_sequence_patterns_inclusive(slm: SimulatedSLM) -> None:
+    slm.show_sequence(np.zeros((slm.max_sequence, *slm.shape)))
+    for n_patterns in (0, slm.max_sequence + 1):
+        with pytest.raises(LimitError, match=r"1\.\.3 patterns"):
+            slm.show_sequence(np.zeros((n_patterns, *slm.shape)))
+
+
+# -- CrossbarArray -------------------------------------------------------------------------------------------
+def test_a_read_takes_1_to_max_batch_vectors_inclusive(crossbar: SimulatedCrossbar) -> None:
+    crossbar.program(np.full(crossbar.shape, 1e-5))
+    rows, cols = crossbar.shape
+    assert tuple(crossbar.read(np.full((crossbar.max_batch, rows), 0.05)).shape) == (crossbar.max_batch, cols)
+    assert tuple(crossbar.read(np.full((1, rows), 0.05)).shape) == (1, cols)
+    for batch in (0, crossbar.max_batch + 1):
+        with pytest.raises(LimitError, match=r"1\.\.4 vectors"):
+            crossbar.read(np.zeros((batch, rows)))
+
+
+def test_read_voltages_are_checked_against_the_lab_limit_and_named(crossbar: SimulatedCrossbar) -> None:
+    voltages = np.zeros((3, crossbar.shape[0]))
+    voltages[2, 3] = 0.12  # inside the hardware's range, outside the lab's 0.1 V
+    with pytest.raises(LimitError, match=r"read voltage\[2, 3\]: 0\.12 V"):
+        crossbar.read(voltages)
+    voltages[2, 3], voltages[1, 4] = 0.0, math.nan
+    with pytest.raises(LimitError, match=r"read voltage\[1, 4\]"):
+        crossbar.read(torch.tensor(voltages))
+
+
+def test_reads_and_programs_of_the_wrong_shape_are_refused(crossbar: SimulatedCrossbar) -> None:
+    rows, cols = crossbar.shape
+    for voltages in (np.zeros((2, rows + 1)), np.zeros((2, cols)), np.zeros(rows)):
+        with pytest.raises(LimitError, match="read voltages has shape"):
+            crossbar.read(voltages)
+    for conductances in (np.zeros((cols, rows)), np.zeros((rows, cols + 1)), np.zeros(rows * cols)):
+        with pytest.raises(LimitError, match="conductances has shape"):
+            crossbar.program(conductances)
+
+
+# -- SourceMeter ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def smu_bench() -> Iterator[tuple[Keithley2450, Keithley2450Emulator]]:
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    with TcpServer(emulator) as server, \
+            Keithley2450(VisaTransport(server.resource, timeout_s=2.0), clock=VirtualClock(),
+                         limits={"voltage_v": {"max_step": 0.5}}) as k:
+        yield k, emulator
+
+
+def test_a_sweeps_first_point_is_checked_against_the_present_level(
+        smu_bench: tuple[Keithley2450, Keithley2450Emulator]) -> None:
+    k, emulator = smu_bench
+    configured(k)
+    k.set_level(1.0)
+    k.sweep([1.2, 1.4], delay_s=0.0)  # 0.2 V from the present 1 V: allowed, though 1.2 V from zero
+    assert k.level == 1.4 and emulator.level["VOLT"] == 1.4
+    with pytest.raises(LimitError, match=r"sweep point 0 jumps 0\.6 V"):
+        k.sweep([0.8, 0.8])  # its own points agree, but the first is 0.6 V from the present 1.4 V
+    assert k.level == 1.4 and emulator.level["VOLT"] == 1.4
+
+
+def test_a_failed_level_step_leaves_the_level_unknown_and_later_ramps_refused() -> None:
+    exchanges = [*SMU_LIVE, (b":SOUR:VOLT 0.5", None), SMU_ERROR, SMU_OK]
+    with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as k:
+        configured(k)
+        with pytest.raises(DeviceError, match="-222"):
+            k.set_level(1.0)
+        assert k.level is None
+        with pytest.raises(LimitError, match="unknown"):
+            k.set_level(0.2)
+
+
+def test_a_failed_output_switch_leaves_the_smu_output_state_unknown() -> None:
+    with expected_protocol(smu(), [*SMU_CONFIGURED, (b":OUTP ON", None), SMU_ERROR, SMU_OK]) as k:
+        configured(k, output=False)
+        with pytest.raises(DeviceError, match="-222"):
+            k.set_output(True)
+        assert k.output_on is None
+
+
+@pytest.mark.parametrize(("max_step", "levels", "delay_s", "match"), [
+    (0.5, [0.5, 0.6], 0.2, r"steps of up to 0\.5 V every 0\.2 s exceed ramp_rate 1 V/s"),  # the largest, not the last
+    (0.25, [0.25, 0.5025], 0.5, r"sweep point 1 jumps 0\.2525 V, more than max_step 0\.25"),
+    (0.5, [], 0.0, r"a sweep takes 1\.\.2500 levels"),
+    (0.5, np.zeros(2501), 1.0, r"a sweep takes 1\.\.2500 levels"),
+    (0.5, np.zeros((2, 2)), 1.0, r"a sweep takes 1\.\.2500 levels"),
+    (0.5, [0.1], -0.1, r"sweep delay must be 0\.\.10 s"),
+    (0.5, [0.1], 10.5, r"sweep delay must be 0\.\.10 s"),
+    (0.5, [0.1], math.nan, r"sweep delay must be 0\.\.10 s"),
+])
+def test_sweeps_breaking_a_limit_are_refused_before_anything_is_sent(max_step: float, levels, delay_s: float,
+                                                                      match: str) -> None:
+    with expected_protocol(smu(limits={"voltage_v": {"max_step": max_step, "ramp_rate": 1.0}}), SMU_LIVE) as k:
+        configured(k)
+        with pytest.raises(LimitError, match=match):
+            k.sweep(levels, delay_s=delay_s)
+        assert k.level == 0.0
+
+
+def test_a_sweep_needs_the_output_on_and_sends_nothing_otherwise() -> None:
+    with expected_protocol(smu(), SMU_CONFIGURED) as k:
+        configured(k, output=False)
+        with pytest.raises(DeviceError, match="output is off"):
+            k.sweep([0.1, 0.2])
+        assert k.level == 0.0
+
+
+# -- AnalogInput ---------------------------------------------------------------------------------------------
+def test_a_record_holds_1_to_max_samples_inclusive(analog_input: SimulatedAnalogInput) -> None:
+    analog_input.arm(analog_input.max_samples, 1e3)  # only armed: never fetched
+    for n_samples in (0, -1, analog_input.max_samples + 1, 100.0):
+        with pytest.raises(LimitError, match="n_samples"):
+            analog_input.arm(n_samples, 1e3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rate", [0.0, -1e3, 2e6, math.nan, math.inf])
+def test_a_sample_rate_outside_the_limits_is_refused(analog_input: SimulatedAnalogInput, rate: float) -> None:
+    with pytest.raises(LimitError, match="sample_rate_hz"):
+        analog_input.arm(100, rate)
+    with pytest.raises(DeviceError, match="nothing armed"):
+        analog_input.fetch()
+
+
+def test_a_record_is_fetched_once_and_the_safe_state_drops_an_armed_one(analog_input: SimulatedAnalogInput) -> None:
+    assert analog_input.acquire(10, 1e3).shape == (analog_input.n_channels, 10)
+    with pytest.raises(DeviceError, match="nothing armed"):
+        analog_input.fetch()
+    analog_input.arm(10, 1e3)
+    analog_input.safe_state()
+    with pytest.raises(DeviceError, match="nothing armed"):
+        analog_input.fetch()
