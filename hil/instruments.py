@@ -20,7 +20,7 @@ import numpy as np
 
 from hil.clock import Clock, WallClock
 from hil.errors import DeviceError, LimitError
-from hil.limits import Limit, limit_as_dict, narrow_limits
+from hil.limits import Limit, as_numbers, limit_as_dict, narrow_limits
 
 
 class Instrument(ABC):
@@ -139,11 +139,11 @@ class Instrument(ABC):
         return int(channel)
 
 
-def _as_array(values: Any) -> Any:
-    """A torch tensor as it is (simulators stay in torch); anything else as a float numpy array."""
+def _as_array(values: Any, what: str) -> Any:
+    """A torch tensor as it is (simulators stay in torch); anything else as a float numpy array (`as_numbers`)."""
     if type(values).__module__.startswith("torch"):
         return values
-    return np.asarray(values, dtype=np.float64)
+    return as_numbers(values, what)
 
 
 def _check_shape(name: str, what: str, array: Any, shape: tuple[int | None, ...]) -> None:
@@ -174,14 +174,14 @@ class SpatialLightModulator(Instrument):
     def show(self, phase_rad: Any) -> None:
         """Display one pattern (rows × cols, radians) until the next call."""
         self._require_connected()
-        phase_rad = _as_array(phase_rad)
+        phase_rad = _as_array(phase_rad, f"{self.name}: pattern")
         _check_shape(self.name, "pattern", phase_rad, self.shape)
         self._show_hw(self._check_array("phase_rad", phase_rad, "pattern phase"))
 
     def show_sequence(self, phases_rad: Any) -> None:
         """Load N patterns (N × rows × cols, radians) to be shown one per trigger."""
         self._require_connected()
-        phases_rad = _as_array(phases_rad)
+        phases_rad = _as_array(phases_rad, f"{self.name}: sequence")
         _check_shape(self.name, "sequence", phases_rad, (None, *self.shape))
         if not 1 <= len(phases_rad) <= self.max_sequence:
             raise LimitError(f"{self.name}: a sequence holds 1..{self.max_sequence} patterns, got {len(phases_rad)}")
@@ -381,7 +381,7 @@ class AnalogOutput(Instrument):
         is first ramped to the first sample if it is further than ``max_step`` from it."""
         self._require_connected()
         channel = self._check_channel(channel, self.n_channels)
-        samples = np.asarray(samples_v, dtype=np.float64)
+        samples = as_numbers(samples_v, f"{self.name}: channel {channel} waveform")
         low, high = self.waveform_points
         if samples.ndim != 1 or not low <= len(samples) <= high:
             raise LimitError(f"{self.name}: channel {channel} waveform has shape {samples.shape}; the instrument "
@@ -632,7 +632,7 @@ class SourceMeter(Instrument):
         the last level; after a failed sweep the level is unknown (the safe state then switches off first).
         """
         self._require_configured()
-        levels = np.asarray(levels, dtype=np.float64)
+        levels = as_numbers(levels, f"{self.name}: sweep levels")
         if levels.ndim != 1 or not 1 <= len(levels) <= self.max_sweep_points:
             raise LimitError(f"{self.name}: a sweep takes 1..{self.max_sweep_points} levels, got shape "
                              f"{levels.shape}")
@@ -735,14 +735,14 @@ class CrossbarArray(Instrument):
     def program(self, conductances_s: Any) -> None:
         """Program every device to a target conductance (rows × cols, siemens)."""
         self._require_connected()
-        conductances_s = _as_array(conductances_s)
+        conductances_s = _as_array(conductances_s, f"{self.name}: conductances")
         _check_shape(self.name, "conductances", conductances_s, self.shape)
         self._program_hw(self._check_array("conductance_s", conductances_s, "conductance"))
 
     def read(self, voltages_v: Any) -> Any:
         """Column currents (batch × cols, A) for row voltages (batch × rows, V)."""
         self._require_connected()
-        voltages_v = _as_array(voltages_v)
+        voltages_v = _as_array(voltages_v, f"{self.name}: read voltages")
         _check_shape(self.name, "read voltages", voltages_v, (None, self.shape[0]))
         if not 1 <= len(voltages_v) <= self.max_batch:
             raise LimitError(f"{self.name}: a read takes 1..{self.max_batch} vectors, got {len(voltages_v)}")

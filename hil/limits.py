@@ -25,6 +25,15 @@ LIMIT_FIELDS = ("min", "max", "max_step", "ramp_rate")
 MAX_RAMP_STEPS = 10_000
 
 
+def as_numbers(values: Any, what: str) -> np.ndarray:
+    """``values`` as a float64 numpy array; what cannot be one (text, an integer beyond the float range, a ragged
+    list) is a `LimitError` naming ``what``."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise LimitError(f"{what}: not numbers ({error})") from None
+
+
 def first_outside(values: torch.Tensor, low: float, high: float) -> tuple[tuple[int, ...], float] | None:
     """The index and value of the first element of ``values`` that is NaN, infinite or outside ``low..high``;
     None if there is none. One min/max pass when every element is inside (NaN propagates and fails that test)."""
@@ -84,6 +93,8 @@ class Limit:
             number = float(value)
         except (TypeError, ValueError):
             raise LimitError(f"{what}: {value!r} is not a number") from None
+        except OverflowError:  # an integer beyond the float range
+            raise LimitError(f"{what}: a number beyond the float range is outside {self.describe()}") from None
         if not math.isfinite(number):
             raise LimitError(f"{what}: {number} refused; allowed {self.describe()}")
         if not self.min <= number <= self.max:
@@ -101,7 +112,7 @@ class Limit:
                 index, value = found
                 self.check(value, f"{what}[{', '.join(map(str, index))}]")
             return values
-        array = np.asarray(values, dtype=float)
+        array = as_numbers(values, what)
         if array.size == 0 or (array.min() >= self.min and array.max() <= self.max):
             return values
         bad = ~np.isfinite(array) | (array < self.min) | (array > self.max)

@@ -411,3 +411,14 @@ def test_a_record_is_fetched_once_and_the_safe_state_drops_an_armed_one(analog_i
     analog_input.safe_state()
     with pytest.raises(DeviceError, match="nothing armed"):
         analog_input.fetch()
+
+
+@pytest.mark.parametrize("value", [10**400, "one volt"], ids=["huge integer", "text"])
+def test_what_is_not_a_float_is_a_limit_error_naming_the_instrument(analog_output: SimulatedAnalogOutput,
+                                                                     crossbar: SimulatedCrossbar, value) -> None:
+    """An integer beyond the float range, or text, is refused as a value out of limits, not as a Python error."""
+    refused = [lambda: analog_output.set_voltage(1, value), lambda: analog_output.load_waveform(1, [0.0, value], 1e3),
+               lambda: crossbar.read([[value] * crossbar.shape[0]])]
+    for call in refused:
+        with pytest.raises(LimitError, match=r"^(out|xbar)"):
+            call()
