@@ -134,7 +134,7 @@ class Instrument(ABC):
         return self.limits[limit].check_array(values, self._what(quantity or limit))
 
     def _check_channel(self, channel: int, n_channels: int) -> int:
-        if not isinstance(channel, int | np.integer) or not 1 <= channel <= n_channels:
+        if isinstance(channel, bool) or not isinstance(channel, int | np.integer) or not 1 <= channel <= n_channels:
             raise LimitError(f"{self.name}: channel {channel!r} does not exist; channels are 1..{n_channels}")
         return int(channel)
 

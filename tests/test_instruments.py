@@ -150,7 +150,7 @@ def test_dc_ramp_sends_steps_of_at_most_max_step_both_ways_and_ends_on_the_targe
 
 
 def test_a_channel_that_does_not_exist_is_refused_channel_zero_included(analog_output: SimulatedAnalogOutput) -> None:
-    for channel in (0, -1, 2, 1.0):
+    for channel in (0, -1, 2, 1.0, True):  # True is an int to Python, not a channel number
         with pytest.raises(LimitError, match="does not exist"):
             analog_output.set_voltage(channel, 0.1)  # type: ignore[arg-type]
         with pytest.raises(LimitError, match="does not exist"):
