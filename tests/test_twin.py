@@ -230,3 +230,22 @@ def test_jacobian_cosine_compares_with_the_device_at_the_bounds(lab, crossbar_da
     cos_theta, cos_x = jacobian_cosine(system, twin, x, theta, directions=2, repeats=2)
     assert system.calls - calls == 2 * 2 * 2 * 2  # (θ, x) × directions × (+h, −h) × repeats, on the device
     assert cos_theta < -0.5 and cos_x < -0.5
+
+
+class SkewedAlongX(torch.nn.Module):
+    """The oracle twin with an extra term in x alone: right along θ, wrong along x."""
+
+    def __init__(self, oracle: torch.nn.Module):
+        super().__init__()
+        self.oracle = oracle
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.oracle(x, theta) - 20 * self.oracle(x, theta).detach().abs().mean() * x[:, :1] ** 2
+
+
+def test_jacobian_cosines_along_theta_and_along_x_are_told_apart(lab, crossbar_data) -> None:
+    system = lab.systems["crossbar"]
+    twin = SkewedAlongX(build_twin("oracle", system))
+    cos_theta, cos_x = jacobian_cosine(system, twin, crossbar_data.x[0][:8], crossbar_data.theta[0], directions=2,
+                                       repeats=2)
+    assert cos_theta > 0.9 and cos_x < 0.5, (cos_theta, cos_x)
