@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from hil.errors import DeviceError
+from hil.instruments import require_before_capability
 from hil.transport import Transport
 
 #: Resynchronisation markers: ``*ESE`` values without the bits (1 and 6) some instruments do not keep.
@@ -24,6 +25,10 @@ class ScpiDriver:
     max_error_reads = 32
     #: "Query INTERRUPTED": what an IEEE 488.2 instrument queues when a query arrives before its last reply was read.
     QUERY_INTERRUPTED = -410
+
+    def __init_subclass__(cls, **options: Any):
+        super().__init_subclass__(**options)
+        require_before_capability(cls, ScpiDriver)
 
     def __init__(self, transport: Transport, **common: Any):
         self.transport = transport

@@ -139,6 +139,16 @@ class Instrument(ABC):
         return int(channel)
 
 
+def require_before_capability(cls: type, mixin: type) -> None:
+    """Refuse a class that lists ``mixin`` after its capability class: a mixin that takes the instrument's own
+    constructor arguments (a transport, a world) must come first, or the capability's ``__init__`` receives them."""
+    if issubclass(cls, Instrument) and cls.__mro__.index(mixin) > cls.__mro__.index(Instrument):
+        capability = next((base.__name__ for base in cls.__mro__ if base in Instrument.__subclasses__()),
+                          "the capability")
+        raise TypeError(f"{cls.__name__}: list {mixin.__name__} before the capability class: "
+                        f"class {cls.__name__}({mixin.__name__}, {capability})")
+
+
 def _as_array(values: Any, what: str) -> Any:
     """A torch tensor as it is (simulators stay in torch); anything else as a float numpy array (`as_numbers`)."""
     if type(values).__module__.startswith("torch"):
@@ -191,10 +201,12 @@ class SpatialLightModulator(Instrument):
         self._show_hw(np.zeros(self.shape, dtype=np.float32))
 
     @abstractmethod
-    def _show_hw(self, phase_rad: Any) -> None: ...
+    def _show_hw(self, phase_rad: Any) -> None:
+        """Display one pattern (rows × cols, radians within the limits) until the next call."""
 
     @abstractmethod
-    def _show_sequence_hw(self, phases_rad: Any) -> None: ...
+    def _show_sequence_hw(self, phases_rad: Any) -> None:
+        """Load N patterns (N × rows × cols, radians), shown one per external trigger in order."""
 
 
 #: A camera's area of interest: (top, left, height, width) in sensor pixels.
@@ -308,7 +320,8 @@ class Camera(Instrument):
                 "roi": None if self.roi is None else list(self.roi), "bit_depth": self.bit_depth}
 
     @abstractmethod
-    def _set_exposure_hw(self, exposure_s: float) -> None: ...
+    def _set_exposure_hw(self, exposure_s: float) -> None:
+        """Set the exposure time (s), within the limits."""
 
     def _set_trigger_hw(self, trigger: str) -> None:
         raise DeviceError(f"{self.name}: trigger mode {trigger!r} is not supported by this camera")
@@ -447,13 +460,16 @@ class AnalogOutput(Instrument):
         """The present DC level in volts, or None if the hardware cannot tell."""
 
     @abstractmethod
-    def _read_output_hw(self, channel: int) -> bool | None: ...
+    def _read_output_hw(self, channel: int) -> bool | None:
+        """Whether the channel's output is on, or None if the hardware cannot tell."""
 
     @abstractmethod
-    def _set_level_hw(self, channel: int, voltage_v: float) -> None: ...
+    def _set_level_hw(self, channel: int, voltage_v: float) -> None:
+        """Hold the channel at a DC level (V): one step of a ramp, already checked."""
 
     @abstractmethod
-    def _set_output_hw(self, channel: int, enabled: bool) -> None: ...
+    def _set_output_hw(self, channel: int, enabled: bool) -> None:
+        """Switch the channel's output on (True) or off."""
 
     def _check_waveform_hw(self, channel: int, samples_v: np.ndarray) -> None:
         """Refuse, before anything is sent or ramped, a waveform this instrument cannot load now (none by
@@ -465,7 +481,8 @@ class AnalogOutput(Instrument):
         the channel holds now."""
 
     @abstractmethod
-    def _play_hw(self, channels: list[int]) -> None: ...
+    def _play_hw(self, channels: list[int]) -> None:
+        """Play the loaded waveforms of ``channels`` once, together; each channel then holds its first sample."""
 
 
 class AnalogInput(Instrument):
@@ -522,13 +539,16 @@ class AnalogInput(Instrument):
         self._armed = None
 
     @abstractmethod
-    def _arm_hw(self, n_samples: int, sample_rate_hz: float) -> None: ...
+    def _arm_hw(self, n_samples: int, sample_rate_hz: float) -> None:
+        """Prepare to record ``n_samples`` per channel at ``sample_rate_hz`` (Hz) from the next trigger."""
 
     @abstractmethod
-    def _trigger_hw(self) -> None: ...
+    def _trigger_hw(self) -> None:
+        """Start the armed record now (a software trigger)."""
 
     @abstractmethod
-    def _fetch_hw(self) -> Any: ...
+    def _fetch_hw(self) -> Any:
+        """The armed record: n_channels × n_samples volts."""
 
 
 @dataclass(frozen=True)
@@ -549,6 +569,10 @@ class SourceMeter(Instrument):
     Levels are checked against ``voltage_v`` / ``current_a``; level changes larger than ``max_step`` are
     ramped. ``sweep`` runs a list of levels, in one round trip where the instrument has list sweeps (else point
     by point); consecutive points (and the first from the present level) may differ by at most ``max_step``.
+
+    A driver reads at connect (`_connect_hw`, or `ScpiDriver._prepare_hw`) what it can of the present state into
+    ``output_on``, ``mode`` and ``level``; what it leaves None is unknown, and the safe state then switches the
+    output off before anything else. The compliance is never read: `configure` must set it before sourcing.
     """
 
     capability = "source-measure unit"
@@ -691,16 +715,23 @@ class SourceMeter(Instrument):
                 "output_on": self.output_on}
 
     @abstractmethod
-    def _configure_hw(self, mode: SourceMode, compliance: float, nplc: float) -> None: ...
+    def _configure_hw(self, mode: SourceMode, compliance: float, nplc: float) -> None:
+        """Source ``mode`` with the compliance (A when sourcing voltage, V when sourcing current, a positive
+        magnitude) and the integration time (power-line cycles); the base class then sets the level to 0 if it was
+        unknown. Values are already checked."""
 
     @abstractmethod
-    def _set_level_hw(self, level: float) -> None: ...
+    def _set_level_hw(self, level: float) -> None:
+        """Source ``level`` (V or A by mode): one step of a ramp, already checked against the limits."""
 
     @abstractmethod
-    def _set_output_hw(self, enabled: bool) -> None: ...
+    def _set_output_hw(self, enabled: bool) -> None:
+        """Close (True) or open the output relay."""
 
     @abstractmethod
-    def _measure_hw(self) -> Readings: ...
+    def _measure_hw(self) -> Readings:
+        """One reading at the present level: `Readings` of length 1 with the voltage (V) and the current (A), and
+        whether the compliance limited the source (False if the instrument cannot tell)."""
 
     def _check_sweep_hw(self, levels: np.ndarray, delay_s: float) -> None:
         """Refuse, before anything is sent, a sweep this instrument cannot run (none by default)."""
@@ -752,7 +783,9 @@ class CrossbarArray(Instrument):
         """Conductances are non-volatile and row drivers idle at 0 V between reads: nothing to undo."""
 
     @abstractmethod
-    def _program_hw(self, conductances_s: Any) -> None: ...
+    def _program_hw(self, conductances_s: Any) -> None:
+        """Program every device (rows × cols, S, within the limits)."""
 
     @abstractmethod
-    def _read_hw(self, voltages_v: Any) -> Any: ...
+    def _read_hw(self, voltages_v: Any) -> Any:
+        """Column currents (batch × cols, A) for row voltages (batch × rows, V, within the limits)."""

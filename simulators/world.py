@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from hil.clock import VirtualClock
 from hil.config import Strict
 from hil.errors import ConfigError
+from hil.instruments import require_before_capability
 
 PRESETS = ("ideal", "realistic", "harsh")
 
@@ -145,6 +146,10 @@ class SimulatedInstrument:
 
     Compose it before the capability class: ``class SimulatedSLM(SimulatedInstrument, SpatialLightModulator)``.
     """
+
+    def __init_subclass__(cls, **options: Any):
+        super().__init_subclass__(**options)
+        require_before_capability(cls, SimulatedInstrument)
 
     def __init__(self, world: World, **common: Any):
         self.world = world

@@ -422,3 +422,16 @@ def test_what_is_not_a_float_is_a_limit_error_naming_the_instrument(analog_outpu
     for call in refused:
         with pytest.raises(LimitError, match=r"^(out|xbar)"):
             call()
+
+
+def test_a_mixin_listed_after_the_capability_is_refused_where_the_class_is_written() -> None:
+    from drivers.scpi import ScpiDriver
+    from hil.instruments import CrossbarArray, SourceMeter
+    from simulators.world import SimulatedInstrument
+
+    with pytest.raises(TypeError, match=r"^AcmeSmu: list ScpiDriver before the capability class: "
+                                        r"class AcmeSmu\(ScpiDriver, SourceMeter\)$"):
+        type("AcmeSmu", (SourceMeter, ScpiDriver), {})
+    with pytest.raises(TypeError, match=r"list SimulatedInstrument before the capability class"):
+        type("AcmeCrossbar", (CrossbarArray, SimulatedInstrument), {})
+    type("AcmeSmu", (ScpiDriver, SourceMeter), {})  # the right order
