@@ -11,6 +11,7 @@ pyproject.toml::
 from __future__ import annotations
 
 import importlib
+import warnings
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
@@ -48,9 +49,14 @@ KINDS = {"instruments": "driver", "worlds": "world kind", "systems": "system kin
 
 @cache
 def available(group: str = "instruments") -> dict[str, str]:
-    """Every registered name of a group and its ``module:Class`` target; a plugin cannot shadow a built-in."""
+    """Every registered name of a group and its ``module:Class`` target. A plugin cannot shadow a built-in: one
+    that tries is left out, with a warning."""
     names = dict(BUILTIN[group])
     for entry in entry_points(group=f"hil.{group}"):
+        if names.get(entry.name, entry.value) != entry.value:
+            warnings.warn(f"the entry point {entry.name!r} = {entry.value!r} (group hil.{group}) is ignored: the name "
+                          f"is taken by {names[entry.name]}; register it under another name", stacklevel=2)
+            continue
         names.setdefault(entry.name, entry.value)
     return names
 

@@ -2,14 +2,20 @@
 by every instrument class, real and simulated, and pytest fixtures that serve emulators. It needs pytest (the
 ``dev`` extra), and is what a package adding its own device tests with::
 
+    import pytest
+
+    from acme_hil.emulator import AcmeEmulator
+    from acme_hil.smu import AcmeSmu
     from hil.testing import SourceMeterContract, tcp_server  # noqa: F401 (a fixture)
+    from hil.transport import VisaTransport
 
     class TestAcmeSmu(SourceMeterContract):
-        registry_name = "acme_smu"  # the name it is registered under
+        registry_name = "acme_smu"  # the name it is registered under: its class is checked against it
 
         @pytest.fixture
         def instrument(self, tcp_server):  # connected, with the limits under test
-            with AcmeSmu(VisaTransport(tcp_server(AcmeEmulator()).resource), name="smu") as smu:
+            with AcmeSmu(VisaTransport(tcp_server(AcmeEmulator()).resource), name="smu",
+                         limits={"voltage_v": {"min": -5, "max": 5, "max_step": 0.5}}) as smu:
                 yield smu
 
 A concrete test class provides that ``instrument`` fixture and inherits the tests of its capability.
@@ -27,6 +33,7 @@ import pytest
 
 from hil.errors import DeviceError, LimitError
 from hil.instruments import AnalogInput, AnalogOutput, Camera, CrossbarArray, SourceMeter, SpatialLightModulator
+from hil.registry import instrument_class
 
 if TYPE_CHECKING:
     from simulators.emulators.server import PtyServer, TcpServer
@@ -70,6 +77,9 @@ class InstrumentContract:
     """What every instrument promises."""
 
     registry_name: str
+
+    def test_is_the_class_registered_under_its_name(self, instrument) -> None:
+        assert isinstance(instrument, instrument_class(self.registry_name))
 
     def test_identifies_itself(self, instrument) -> None:
         assert isinstance(instrument.identify(), str) and instrument.identify().strip()

@@ -223,3 +223,21 @@ def test_emulator_over_a_pty_serves_the_same_driver(tmp_path: Path) -> None:
         lab["smu"].set_output(True)
         lab["smu"].set_level(0.5)
         assert lab["smu"].measure().current_a[0] == pytest.approx(0.005)
+
+
+def test_a_plugin_cannot_take_a_built_in_name_and_is_told_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    info = tmp_path / "acme_hil-0.1.dist-info"  # an installed package's metadata, as pip leaves it
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-hil\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[hil.instruments]\nkeithley_2450 = acme_hil.smu:AcmeSmu\n"
+                                           "acme_smu = acme_hil.smu:AcmeSmu\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    available.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match=r"'keithley_2450' = 'acme_hil\.smu:AcmeSmu' \(group hil\.instruments\) "
+                                             r"is ignored: the name is taken by drivers\.keithley2450:Keithley2450"):
+            names = available()
+    finally:
+        available.cache_clear()
+    assert names["keithley_2450"] == BUILTIN["instruments"]["keithley_2450"]
+    assert names["acme_smu"] == "acme_hil.smu:AcmeSmu"
