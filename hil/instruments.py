@@ -149,11 +149,12 @@ def require_before_capability(cls: type, mixin: type) -> None:
                         f"class {cls.__name__}({mixin.__name__}, {capability})")
 
 
-def _as_array(values: Any, what: str) -> Any:
-    """A torch tensor as it is (simulators stay in torch); anything else as a float numpy array (`as_numbers`)."""
+def _as_array(values: Any, name: str, what: str) -> Any:
+    """A torch tensor as it is (simulators stay in torch); anything else as a float numpy array (`as_numbers`,
+    whose error names the instrument ``name`` and ``what``)."""
     if type(values).__module__.startswith("torch"):
         return values
-    return as_numbers(values, what)
+    return as_numbers(values, f"{name}: {what}")
 
 
 def _check_shape(name: str, what: str, array: Any, shape: tuple[int | None, ...]) -> None:
@@ -184,14 +185,14 @@ class SpatialLightModulator(Instrument):
     def show(self, phase_rad: Any) -> None:
         """Display one pattern (rows × cols, radians) until the next call."""
         self._require_connected()
-        phase_rad = _as_array(phase_rad, f"{self.name}: pattern")
+        phase_rad = _as_array(phase_rad, self.name, "pattern")
         _check_shape(self.name, "pattern", phase_rad, self.shape)
         self._show_hw(self._check_array("phase_rad", phase_rad, "pattern phase"))
 
     def show_sequence(self, phases_rad: Any) -> None:
         """Load N patterns (N × rows × cols, radians) to be shown one per trigger."""
         self._require_connected()
-        phases_rad = _as_array(phases_rad, f"{self.name}: sequence")
+        phases_rad = _as_array(phases_rad, self.name, "sequence")
         _check_shape(self.name, "sequence", phases_rad, (None, *self.shape))
         if not 1 <= len(phases_rad) <= self.max_sequence:
             raise LimitError(f"{self.name}: a sequence holds 1..{self.max_sequence} patterns, got {len(phases_rad)}")
@@ -766,14 +767,14 @@ class CrossbarArray(Instrument):
     def program(self, conductances_s: Any) -> None:
         """Program every device to a target conductance (rows × cols, siemens)."""
         self._require_connected()
-        conductances_s = _as_array(conductances_s, f"{self.name}: conductances")
+        conductances_s = _as_array(conductances_s, self.name, "conductances")
         _check_shape(self.name, "conductances", conductances_s, self.shape)
         self._program_hw(self._check_array("conductance_s", conductances_s, "conductance"))
 
     def read(self, voltages_v: Any) -> Any:
         """Column currents (batch × cols, A) for row voltages (batch × rows, V)."""
         self._require_connected()
-        voltages_v = _as_array(voltages_v, f"{self.name}: read voltages")
+        voltages_v = _as_array(voltages_v, self.name, "read voltages")
         _check_shape(self.name, "read voltages", voltages_v, (None, self.shape[0]))
         if not 1 <= len(voltages_v) <= self.max_batch:
             raise LimitError(f"{self.name}: a read takes 1..{self.max_batch} vectors, got {len(voltages_v)}")
