@@ -74,11 +74,10 @@ class PhysicsAwareTraining(TrainingMethod):
             records = (layer.record or [])[-self.settings.refine_window:]
             layer.record = records
             twin = layer.twin
-            outputs = torch.cat([y for _, _, y in records]) if records else None
-            if twin is None or outputs is None or len(outputs) < 2:
+            if twin is None or sum(len(y) for _, _, y in records) < 2:
                 continue  # one recorded row has no spread to scale the errors by
             optimizer = self._optimizer(index, twin)
-            scale = outputs.var(dim=0).clamp_min(1e-12)
+            scale = torch.cat([y for _, _, y in records]).var(dim=0).clamp_min(1e-12)
             for _ in range(self.settings.refine_steps):
                 optimizer.zero_grad()
                 loss = sum(((twin(x, theta) - y).pow(2).mean(dim=0) / scale).mean() for x, theta, y in records)
