@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from hil.errors import ConfigError
-from hil.lab import Lab
 from hil.methods import method_class
 from hil.methods.pat import PatSettings, PhysicsAwareTraining
 from hil.nn import PhysicalLayer
 from hil.twin.models import build_twin
+from tests.lab_text import lab_from_text
 
 LAB = textwrap.dedent("""
     worlds:
@@ -28,9 +28,7 @@ LAB = textwrap.dedent("""
 
 @pytest.fixture
 def lab(tmp_path):
-    path = tmp_path / "lab.yaml"
-    path.write_text(LAB)
-    with Lab.load(path) as lab:
+    with lab_from_text(LAB, tmp_path) as lab:
         yield lab
 
 

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from hil.errors import ConfigError
-from hil.lab import Lab
 from hil.nn import PhysicalLayer, physical_layers, physics_aware, project_, set_mode
 from hil.twin.models import build_twin
+from tests.lab_text import lab_from_text
 
 LAB = textwrap.dedent("""
     worlds:
@@ -30,9 +30,7 @@ LAB = textwrap.dedent("""
 
 @pytest.fixture
 def lab(tmp_path):
-    path = tmp_path / "lab.yaml"
-    path.write_text(LAB)
-    with Lab.load(path) as lab:
+    with lab_from_text(LAB, tmp_path) as lab:
         yield lab
 
 

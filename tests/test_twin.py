@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from hil.errors import ConfigError
-from hil.lab import Lab
 from hil.twin.collect import TwinData, collect
 from hil.twin.fidelity import fidelity, jacobian_cosine
 from hil.twin.fit import fit_twin, nmse
 from hil.twin.models import build_twin, load_twin, save_twin
+from tests.lab_text import lab_from_text
 
 LAB = textwrap.dedent("""
     worlds:
@@ -30,9 +30,7 @@ LAB = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    path = tmp_path_factory.mktemp("lab") / "lab.yaml"
-    path.write_text(LAB)
-    with Lab.load(path) as lab:
+    with lab_from_text(LAB, tmp_path_factory.mktemp("lab")) as lab:
         yield lab
 
 
