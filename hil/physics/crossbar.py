@@ -99,14 +99,22 @@ def column_currents(voltages_v: Tensor, effective_s: Tensor, gain: Tensor | None
     return torch.addmm(offset_a, voltages_v, effective_s if gain is None else effective_s * gain)
 
 
+#: Widest read-out that `differential_output` pairs with a matmul (measured: at batch 1024 the matmul takes 26 µs
+#: and the strided subtraction 32 µs for 64 columns; 97 µs against 62 µs for 128).
+PAIRING_MATMUL_MAX_COLS = 64
+
+
 def differential_output(currents_a: Tensor, n_out: int, full_scale_a: float) -> Tensor:
     """``y_j = (I_2j − I_2j+1) / full_scale`` (batch × n_out), with ``full_scale = V_read·(G_max − G_min)``.
 
-    One device pair at full weight driven at the full read voltage gives ``y = 1``, so ``y ≈ Wᵀx``. Computed as
-    one matmul with the pairing matrix (`pair_matrix`), which costs less than subtracting strided columns.
+    One device pair at full weight driven at the full read voltage gives ``y = 1``, so ``y ≈ Wᵀx``. Up to
+    `PAIRING_MATMUL_MAX_COLS` columns it is one matmul with the pairing matrix (`pair_matrix`), which costs less
+    than subtracting strided columns; beyond, the matmul's cost grows with cols² and the subtraction wins.
     """
-    pairing = pair_matrix(currents_a.shape[-1], n_out, full_scale_a, currents_a.dtype, currents_a.device)
-    return currents_a @ pairing
+    if currents_a.shape[-1] <= PAIRING_MATMUL_MAX_COLS:
+        pairing = pair_matrix(currents_a.shape[-1], n_out, full_scale_a, currents_a.dtype, currents_a.device)
+        return currents_a @ pairing
+    return (currents_a[..., 0:2 * n_out:2] - currents_a[..., 1:2 * n_out:2]) * (1 / full_scale_a)
 
 
 @functools.lru_cache(maxsize=16)

@@ -341,9 +341,13 @@ def make_system(preset: str = "ideal", seed: int = 0, settings: dict | None = No
     return world, CrossbarSystem({"crossbar": crossbar}, **(settings or {}))
 
 
-@pytest.mark.parametrize("settings", [{}, {"n_in": 40, "n_out": 10, "read_voltage_v": 0.1, "g_min_s": 1e-6}])
-def test_ideal_world_equals_the_nominal_physics_model(settings: dict) -> None:
-    _, system = make_system(settings=settings)
+@pytest.mark.parametrize(("geometry", "settings"), [
+    ({}, {}),
+    ({}, {"n_in": 40, "n_out": 10, "read_voltage_v": 0.1, "g_min_s": 1e-6}),
+    ({"rows": 16, "cols": 130}, {"n_out": 60}),  # wider than PAIRING_MATMUL_MAX_COLS: strided pairing
+])
+def test_ideal_world_equals_the_nominal_physics_model(geometry: dict, settings: dict) -> None:
+    _, system = make_system(settings=settings, geometry=geometry)
     theta = uniform((system.n_params,), -1, 1, seed=11)
     x = uniform((300, system.n_in), -1, 1, seed=12)
     y = system.forward(x, theta)
