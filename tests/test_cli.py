@@ -97,9 +97,12 @@ PROTOCOL = str(REPO / "experiments" / "crossbar_pat_digits.yaml")
     (["runs", "--root", "no-such-folder"], "no-such-folder is not a folder of runs"),
     (["emulate", "keysight_99999"], "unknown driver 'keysight_99999'; known: "),
     (["emulate", "simulated_crossbar"], "simulated_crossbar has no emulator"),
-    (["emulate", "keithley_2450", "load=3"], "bad emulator option for keithley_2450: "
-                                             "Keithley2450Emulator.__init__() got an unexpected keyword argument "
-                                             "'load'; options: load_ohm, noise_a, seed"),
+    (["emulate", "keithley_2450", "load=3"], "load: the keithley_2450 emulator has no such option; "
+                                             "options: load_ohm, noise_a, seed"),
+    (["emulate", "keithley_2450", "load_ohm=abc"], "load_ohm: 'abc' is not a float (an option of the "
+                                                   "keithley_2450 emulator)"),
+    (["emulate", "keithley_2450", "load_ohm=-5"], "bad emulator option for keithley_2450: load_ohm must be a "
+                                                  "positive number of ohms, got -5"),
     (["emulate", "keithley_2450", "load_ohm"], "emulator option 'load_ohm' is not KEY=VALUE"),
     (["emulate", "keithley_2450", "--via", "usb"], "invalid choice: 'usb'"),
 ])

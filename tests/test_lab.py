@@ -160,8 +160,16 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
           awg:
             driver: keysight_33500b
             emulate: {load: 50}
-     """, r"lab.yaml:4: instruments\.awg\.emulate: bad emulator option for keysight_33500b: .*'load'; "
+     """, r"lab.yaml:4: instruments\.awg\.emulate\.load: the keysight_33500b emulator has no such option; "
          r"options: channels, model, memory_points$"),
+    ("""
+        instruments:
+          awg:
+            driver: keysight_33500b
+            emulate:
+              channels: two
+     """, r"lab.yaml:5: instruments\.awg\.emulate\.channels: 'two' is not an int or null \(an option of the "
+         r"keysight_33500b emulator\)$"),
     ("""
         instruments:
           awg:

@@ -14,8 +14,11 @@ import select
 import socket
 import threading
 import tty
+import typing
 from collections.abc import Mapping
 from typing import Any, Protocol
+
+from pydantic import TypeAdapter, ValidationError
 
 from hil.errors import ConfigError
 from simulators.emulators.scpi import split_messages
@@ -206,13 +209,47 @@ def serve(driver: type, options: Mapping[str, Any], via: str = "tcp", port: int 
         emulator_class = load_target(target)
     except ConfigError as error:
         raise ConfigError(f"emulator of {name}: {error.detail}") from None
+    arguments = _emulator_arguments(emulator_class, options, name)
     try:
-        emulator = emulator_class(**options)
+        emulator = emulator_class(**arguments)
     except (TypeError, ValueError) as error:
-        accepted = ", ".join(inspect.signature(emulator_class).parameters) or "none"
-        raise ConfigError(f"bad emulator option for {name}: {error}; options: {accepted}") from None
+        raise ConfigError(f"bad emulator option for {name}: {error}; options: {_accepted(emulator_class)}") from None
     try:
         return (TcpServer(emulator, port=port) if via == "tcp" else PtyServer(emulator)).start()
     except OSError as error:
         raise ConfigError(f"cannot serve the {name} emulator on port {port}: {error.strerror or error}",
                           field="port") from None
+
+
+def _accepted(emulator_class: type) -> str:
+    return ", ".join(inspect.signature(emulator_class).parameters) or "none"
+
+
+def _emulator_arguments(emulator_class: type, options: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``options`` checked against the emulator's ``__init__``: each must be one of its parameters and, where the
+    parameter is annotated, a value of that type (pydantic, strict: an int is a float, a bool or text is not). Else a
+    `ConfigError` naming the option, as its ``field``."""
+    parameters = inspect.signature(emulator_class).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    try:
+        hints = typing.get_type_hints(emulator_class.__init__)
+    except Exception:  # an annotation that does not resolve: the emulator checks its own arguments
+        hints = {}
+    arguments = {}
+    for key, value in options.items():
+        if key not in parameters and not open_ended:
+            raise ConfigError(f"the {name} emulator has no such option; options: {_accepted(emulator_class)}",
+                              field=key)
+        try:
+            arguments[key] = TypeAdapter(hints[key]).validate_python(value, strict=True) if key in hints else value
+        except ValidationError:
+            raise ConfigError(f"{value!r} is not {_type_name(hints[key])} (an option of the {name} emulator)",
+                              field=key) from None
+    return arguments
+
+
+def _type_name(annotation: Any) -> str:
+    """``float`` → "a float", ``int | None`` → "an int or null"."""
+    names = [getattr(kind, "__name__", str(kind)) for kind in typing.get_args(annotation) or (annotation,)]
+    words = ["null" if n == "NoneType" else f"{'an' if n[0] in 'aeiou' else 'a'} {n}" for n in names]
+    return " or ".join(words)

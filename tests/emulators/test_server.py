@@ -1,0 +1,57 @@
+"""`serve`: the emulator's options are checked against its ``__init__`` before it is built."""
+
+import pytest
+
+from hil.errors import ConfigError
+from simulators.emulators.server import serve
+
+
+class OpenEmulator:
+    """An emulator that takes any option."""
+
+    def __init__(self, **settings: object):
+        self.settings = settings
+
+    def handle(self, message: bytes) -> bytes | None:
+        return None
+
+
+class FussyEmulator(OpenEmulator):
+    def __init__(self, gain: float = 1.0, label: str | None = None):
+        super().__init__(gain=gain, label=label)
+
+
+class OpenDriver:
+    emulator = f"{__name__}:OpenEmulator"
+
+
+class FussyDriver:
+    emulator = f"{__name__}:FussyEmulator"
+
+
+def test_an_emulator_taking_any_option_gets_them_unchecked() -> None:
+    server = serve(OpenDriver, {"anything": [1, "two"]})
+    try:
+        assert server.emulator.settings == {"anything": [1, "two"]}
+    finally:
+        server.stop()
+
+
+def test_options_of_the_annotated_types_pass_and_an_int_counts_as_a_float() -> None:
+    server = serve(FussyDriver, {"gain": 3, "label": None})
+    try:
+        assert server.emulator.settings == {"gain": 3.0, "label": None}
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("options", "field", "message"), [
+    ({"gain": True}, "gain", "True is not a float (an option of the fussy emulator)"),
+    ({"gain": "2"}, "gain", "'2' is not a float (an option of the fussy emulator)"),
+    ({"label": 5}, "label", "5 is not a str or null (an option of the fussy emulator)"),
+    ({"gian": 2.0}, "gian", "the fussy emulator has no such option; options: gain, label"),
+])
+def test_an_option_of_another_type_or_name_is_refused_by_name(options: dict, field: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        serve(FussyDriver, options, name="fussy")
+    assert (caught.value.field, caught.value.detail) == (field, message)
