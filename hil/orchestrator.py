@@ -36,6 +36,7 @@ from hil.nn import physical_layers, set_mode
 from hil.protocol import (
     Protocol,
     build_model,
+    check_from_run,
     first_physical_system,
     load_lab,
     load_protocol,
@@ -225,11 +226,9 @@ class Run:
     def collect(self) -> None:
         config = self.protocol.twin
         if config.from_run:
+            check_from_run(self.protocol, self.document)  # again: a resumed run was checked when it started
             source = RunStore.open(config.from_run)
             source.close()
-            if not source.has("data/twin_data.h5"):
-                raise ConfigError(f"{source.path} has no collected twin data (data/twin_data.h5); point it at a "
-                                  "run that finished its collect step", field="twin.from_run")
             arrays, _ = source.load_arrays("data/twin_data.h5")
             try:
                 self.twin_data = TwinData.from_arrays(arrays)
@@ -419,6 +418,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
         lab = load_lab(protocol, document, lab_path)
         created: RunStore | None = None
         try:  # what needs no hardware is checked before a run folder exists
+            check_from_run(protocol, document)
             lab.build()
             system_and_method(protocol, lab, document)
             created = RunStore.create(output_root or protocol.output.root, protocol.output.name or protocol.name)

@@ -230,14 +230,28 @@ def first_physical_system(protocol: Protocol, lab: Lab) -> PhysicalSystem | None
     return lab.system(first.system or protocol.system)
 
 
+def check_from_run(protocol: Protocol, document: YamlDocument | None = None) -> None:
+    """The run that ``twin.from_run`` names holds what reusing it needs, its fitted twin (``twin/``) and the data
+    the twin was fitted to (``data/twin_data.h5``); a `ConfigError` at that field if not. Their contents are read,
+    and checked, where they are used."""
+    source = protocol.twin.from_run
+    if not source:
+        return
+    missing = [f"{name} ({what})" for name, what in (("twin/", "a fitted twin"), ("data/twin_data.h5", "its data"))
+               if not (Path(source) / name).exists()]
+    if missing:
+        message = (f"{source} has no {' and no '.join(missing)}; name a run that finished its collect and "
+                   "fit_twin steps")
+        raise document.error(message, ("twin", "from_run")) if document else ConfigError(message,
+                                                                                         field="twin.from_run")
+
+
 def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
     """Validate a protocol and its lab without connecting anything; returns a one-line summary."""
     from hil.datasets import load_dataset
 
     protocol, document = load_protocol(path)
-    if protocol.twin.from_run and not (Path(protocol.twin.from_run) / "twin").is_dir():
-        raise document.error(f"{protocol.twin.from_run} holds no fitted twin (no twin/ folder); name a run that "
-                             "fitted one", ("twin", "from_run"))
+    check_from_run(protocol, document)
     lab = load_lab(protocol, document, lab_path)
     try:
         lab.build()

@@ -123,7 +123,8 @@ def test_bad_arguments_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: idx, path: no-such-folder}",
      ":8: dataset.path: no-such-folder: no train-images-idx3-ubyte"),
     ("  kind: physics", "  kind: physics\n  from_run: no-such-run",
-     ":15: twin.from_run: no-such-run holds no fitted twin"),
+     ":15: twin.from_run: no-such-run has no twin/ (a fitted twin) and no data/twin_data.h5 (its data); name a "
+     "run that finished its collect and fit_twin steps"),
 ])
 def test_check_locates_what_a_protocol_points_at(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str], old: str, new: str,

@@ -1,6 +1,7 @@
 """The main job end to end on a simulated crossbar: run, kill -9 and resume, Ctrl-C, protocol errors."""
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -264,15 +265,27 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(finished_run: Path
     assert [e["kind"] for e in store.events()][-1] == "run_finished" and (run / "checkpoint.pt").exists()
 
 
+def test_a_from_run_without_its_twin_or_data_is_refused_before_a_run_starts(finished_run: Path,
+                                                                             tmp_path: Path) -> None:
+    empty = RunStore.create(tmp_path, "empty")
+    empty.close()
+    no_data = copy_of(finished_run, tmp_path / "no-data")
+    (no_data / "data/twin_data.h5").unlink()
+    for k, (source, missing) in enumerate([(empty.path, "twin/ (a fitted twin) and no data/twin_data.h5 (its data)"),
+                                           (no_data, "data/twin_data.h5 (its data)")]):
+        protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
+        where = rf"^{re.escape(str(protocol))}:\d+: twin\.from_run: "
+        with pytest.raises(ConfigError, match=where + re.escape(f"{source} has no {missing};")):
+            run_protocol(protocol, show_progress=False, output_root=tmp_path / f"runs-{k}")
+        assert not (tmp_path / f"runs-{k}").exists()
+
+
 def test_from_run_errors_are_clear_and_end_the_run_as_failed(finished_run: Path, tmp_path: Path) -> None:
-    no_data = RunStore.create(tmp_path, "no-data")
-    no_data.close()
     torn_twin = copy_of(finished_run, tmp_path / "torn")
     (torn_twin / "twin/twin.pt").write_bytes((torn_twin / "twin/twin.pt").read_bytes()[:100])
     other_data = copy_of(finished_run, tmp_path / "other")
     RunStore(other_data).save_arrays("data/twin_data.h5", {"z": [1.0]})  # readable, but not twin data
-    cases = [(no_data.path, ConfigError, "has no collected twin data (data/twin_data.h5)"),
-             (torn_twin, ConfigError, f"{torn_twin / 'twin/twin.pt'}: twin unreadable ("),
+    cases = [(torn_twin, ConfigError, f"{torn_twin / 'twin/twin.pt'}: twin unreadable ("),
              (other_data, ConfigError, "data/twin_data.h5: not twin data: no x, theta, y, y_repeats array")]
     for k, (source, error, recorded) in enumerate(cases):
         protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
