@@ -226,7 +226,7 @@ class Run:
     def collect(self) -> None:
         config = self.protocol.twin
         if config.from_run:
-            check_from_run(self.protocol, self.document)  # again: a resumed run was checked when it started
+            check_from_run(self.protocol, self.document)  # a resumed run is checked here, where it needs the run
             source = RunStore.open(config.from_run)
             source.close()
             arrays, _ = source.load_arrays("data/twin_data.h5")

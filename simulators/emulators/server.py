@@ -14,6 +14,7 @@ import select
 import socket
 import threading
 import tty
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -250,6 +251,8 @@ def _emulator_arguments(emulator_class: type, options: Mapping[str, Any], name: 
 
 def _type_name(annotation: Any) -> str:
     """``float`` → "a float", ``int | None`` → "an int or null"."""
-    names = [getattr(kind, "__name__", str(kind)) for kind in typing.get_args(annotation) or (annotation,)]
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    names = [kind.__name__ if isinstance(kind, type) else str(kind)
+             for kind in (typing.get_args(annotation) if union else (annotation,))]
     words = ["null" if n == "NoneType" else f"{'an' if n[0] in 'aeiou' else 'a'} {n}" for n in names]
     return " or ".join(words)
