@@ -92,8 +92,9 @@ def capture(obj: Any, seen: set[int] | None = None, packages: frozenset[str] | N
 
 def _restore_value(current: Any, saved: Any) -> Any:
     if isinstance(saved, dict) and _GENERATOR in saved:
-        current.set_state(saved[_GENERATOR])
-        return current
+        generator = current if isinstance(current, torch.Generator) else torch.Generator()  # one not built yet
+        generator.set_state(saved[_GENERATOR])
+        return generator
     if isinstance(saved, dict) and _NUMPY in saved:
         return saved[_NUMPY].numpy().copy()
     if isinstance(saved, dict) and _OBJECT in saved:

@@ -2,6 +2,7 @@
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -84,3 +85,59 @@ def test_a_plugin_worlds_own_state_holders_are_captured() -> None:
     first = [world.wander.step() for _ in range(3)]
     restore(world, saved)
     assert [world.wander.step() for _ in range(3)] == first
+
+
+class Holder:
+    """A plugin world's state: tensors and arrays changed in place, a numpy scalar, generators in a container,
+    a helper shared by two attributes, a shape kept as a tuple."""
+
+    def __init__(self) -> None:
+        self.values = torch.zeros(3)
+        self.table = np.zeros(3)
+        self.level = np.float64(0.5)
+        self.generators = {"shot": torch.Generator().manual_seed(1)}
+        self.wander = Wander(torch.Generator().manual_seed(2))
+        self.same_wander = self.wander
+        self.shape = (1, 3)
+
+    def step(self) -> list[float]:
+        self.values += 1
+        self.table += 1
+        self.level = np.float64(self.level + 1)
+        shot = float(torch.rand(1, generator=self.generators["shot"]))
+        return [shot, self.wander.step(), self.same_wander.step()]
+
+
+def test_restoring_twice_from_one_capture_repeats_exactly() -> None:
+    """What is captured and what is restored are copies: changing the object in place afterwards changes
+    neither the capture nor a second restore from it, and shared objects stay shared."""
+    holder = Holder()
+    saved = capture(holder)
+    first = [holder.step() for _ in range(3)]
+    for _ in range(2):
+        restore(holder, saved)
+        assert holder.values.tolist() == [0.0, 0.0, 0.0] and holder.table.tolist() == [0.0, 0.0, 0.0]
+        assert holder.level == 0.5 and holder.same_wander is holder.wander and holder.shape == (1, 3)
+        assert [holder.step() for _ in range(3)] == first
+
+
+class LazyPluginWorld(NoisyGain):
+    """A plugin world whose helper (with a generator of its own) is built on first use, not at construction."""
+
+    kind = "lazy_plugin_world"
+
+    def drift(self) -> float:
+        if getattr(self, "wander", None) is None:
+            self.wander = Wander(torch.Generator().manual_seed(7))
+        return self.wander.step()
+
+
+def test_a_helper_built_on_first_use_is_restored_into_a_fresh_world() -> None:
+    """A resumed run restores into a world just built, where such a helper does not exist yet."""
+    world = LazyPluginWorld(seed=3)
+    world.drift()
+    saved = capture(world)
+    first = [world.drift() for _ in range(3)]
+    fresh = LazyPluginWorld(seed=3)
+    restore(fresh, saved)
+    assert [fresh.drift() for _ in range(3)] == first
