@@ -21,6 +21,7 @@ log has every event exactly once and nothing written is lost.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -28,7 +29,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +48,26 @@ class RunFileError(HilError):
     """A file of a run folder is missing, damaged or unreadable, or the folder cannot be created."""
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An `OSError` while writing ``path`` (a full disk, a permission) as a `RunFileError` naming it."""
+    try:
+        yield
+    except OSError as error:
+        raise RunFileError(f"{path}: cannot write ({error.strerror or error}); free disk space or fix the "
+                           "folder's permissions: what the run wrote before is kept") from error
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``path`` whole or not at all: a temporary file, synced, then renamed into place."""
     temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
 
 
 def _jsonable(value: Any) -> Any:
@@ -118,9 +131,12 @@ class RunStore:
     # -- events -------------------------------------------------------------------------------------------------
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Append one event (with a sequence number and the wall time) and flush it to the OS at once."""
+        if "seq" in fields or "time" in fields:
+            raise ValueError("an event's seq and time are the store's own; name the field otherwise")
         record = {"seq": self.next_seq, "time": round(time.time(), 3), "kind": kind, **_jsonable(fields)}
-        self._events.write(json.dumps(record) + "\n")
-        self._events.flush()
+        with _writing(self.path / EVENTS):
+            self._events.write(json.dumps(record) + "\n")
+            self._events.flush()
         self.next_seq += 1
         return record
 
@@ -145,7 +161,7 @@ class RunStore:
         if torn:
             later.append(torn if torn.endswith(b"\n") else torn + b"\n")
         if later:
-            with (self.path / DISCARDED).open("ab") as handle:
+            with _writing(self.path / DISCARDED), (self.path / DISCARDED).open("ab") as handle:
                 handle.write(b"".join(later))
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -1,11 +1,13 @@
 """The run store: flushed event log that survives a torn line, atomic HDF5 and checkpoints, rewinding."""
 
+import datetime
 import json
 
+import h5py
 import pytest
 import torch
 
-from hil.errors import ConfigError
+from hil.errors import ConfigError, HilError
 from hil.store import RunFileError, RunStore, list_runs
 
 
@@ -63,6 +65,10 @@ def test_list_runs_and_open_errors(tmp_path) -> None:
     assert run["status"] == "finished" and run["device_accuracy"] == 0.75 and run["protocol"] == "p"
     with pytest.raises(ConfigError, match="not a run folder"):
         RunStore.open(tmp_path / "nothing")
+    (tmp_path / "not-a-run").mkdir()  # e.g. --resume given the runs root instead of a run
+    with pytest.raises(ConfigError, match="not a run folder"):
+        RunStore.open(tmp_path / "not-a-run")
+    assert list((tmp_path / "not-a-run").iterdir()) == []
 
 
 def test_a_damaged_line_before_the_end_is_an_error_that_changes_nothing(tmp_path) -> None:
@@ -127,3 +133,148 @@ def test_an_output_root_that_cannot_hold_runs_is_a_clear_error(tmp_path) -> None
     for root in (a_file, a_file / "below"):
         with pytest.raises(RunFileError, match=rf"^output.root: cannot create a run folder in {root} \("):
             RunStore.create(root, "r")
+
+
+def test_a_new_run_never_reuses_an_existing_folder(tmp_path) -> None:
+    """Runs started in the same second with the same name get folders of their own (a suffix), never one that
+    already holds a run."""
+    now = datetime.datetime.now()
+    taken = [tmp_path / f"{now + datetime.timedelta(seconds=s):%Y%m%d-%H%M%S}-r" for s in range(-1, 10)]
+    for folder in taken:
+        folder.mkdir()
+        (folder / "events.jsonl").write_bytes(b'{"seq": 1, "kind": "run_started"}\n')
+    store = RunStore.create(tmp_path, "r")
+    store.event("run_started", protocol="new")
+    store.close()
+    assert store.path not in taken and store.path.name.endswith("-r-2")
+    assert [e["seq"] for e in store.events()] == [1]
+    assert all((folder / "events.jsonl").read_bytes() == b'{"seq": 1, "kind": "run_started"}\n' for folder in taken)
+
+
+def test_a_reader_holding_the_old_file_sees_it_whole(tmp_path) -> None:
+    """Files are replaced by renaming a new one into place, never rewritten where they are: a reader that opened
+    the old version (a report, a resumed run) reads all of it, and a crash leaves it in place."""
+    store = RunStore.create(tmp_path, "r")
+    written = [store.save_arrays("data/a.h5", {"x": torch.zeros(2000)}), store.write_text("summary.md", "old\n")]
+    store.save_checkpoint({"epoch": 1})
+    store.wait_for_checkpoint()
+    paths = [*written, store.path / "checkpoint.pt"]
+    old = [path.read_bytes() for path in paths]
+    handles = [path.open("rb") for path in paths]
+    try:
+        store.save_arrays("data/a.h5", {"x": torch.ones(2000)})
+        store.write_text("summary.md", "new\n")
+        store.save_checkpoint({"epoch": 2})
+        store.wait_for_checkpoint()
+        assert [handle.read() for handle in handles] == old
+    finally:
+        for handle in handles:
+            handle.close()
+    assert store.load_checkpoint()["epoch"] == 2 and (store.path / "summary.md").read_text() == "new\n"
+    store.close()
+
+
+def test_a_checkpoint_that_cannot_be_written_is_an_error_and_keeps_the_previous_one(tmp_path) -> None:
+    store = RunStore.create(tmp_path, "r")
+    store.save_checkpoint({"epoch": 1})
+    store.wait_for_checkpoint()
+    (store.path / ".checkpoint.pt.tmp").mkdir()  # the disk refuses the new file
+    store.save_checkpoint({"epoch": 2})
+    with pytest.raises(HilError, match=r"checkpoint.pt: writing the checkpoint failed"):
+        store.close()  # closing waits for the writer and reports its failure
+    (store.path / ".checkpoint.pt.tmp").rmdir()
+    reopened = RunStore.open(store.path)
+    assert reopened.load_checkpoint()["epoch"] == 1
+    reopened.close()
+
+
+def test_rewinding_twice_keeps_everything_discarded_both_times(tmp_path) -> None:
+    store = five_events(tmp_path)
+    store = RunStore.open(store.path)
+    assert store.rewind_events(4) == 2
+    store.event("resumed")
+    assert store.rewind_events(3) == 2
+    store.close()
+    discarded = [json.loads(line) for line in (store.path / "events.discarded.jsonl").read_bytes().splitlines()]
+    assert [(e["seq"], e["kind"]) for e in discarded] == [(4, "batch"), (5, "batch"), (3, "batch"), (4, "resumed")]
+
+
+def test_a_rewind_that_cannot_keep_the_discarded_events_changes_nothing(tmp_path) -> None:
+    log = five_events(tmp_path).path / "events.jsonl"
+    original = log.read_bytes()
+    (log.parent / "events.discarded.jsonl").mkdir()  # the discarded log cannot be written
+    store = RunStore.open(log.parent)
+    with pytest.raises(RunFileError, match=rf"^{log.parent / 'events.discarded.jsonl'}: cannot write \("):
+        store.rewind_events(2)
+    store.close()
+    assert log.read_bytes() == original
+
+
+def test_a_file_that_cannot_be_written_is_a_clear_error_and_keeps_what_was_there(tmp_path) -> None:
+    store = RunStore.create(tmp_path, "r")
+    store.event("run_started")
+    (store.path / "summary.md").mkdir()  # the disk refuses the file (as it would when full)
+    with pytest.raises(RunFileError, match=rf"^{store.path / 'summary.md'}: cannot write \(.+\); free disk space "
+                                           "or fix the folder's permissions: what the run wrote before is kept$"):
+        store.write_text("summary.md", "text")
+    with pytest.raises(ValueError, match="seq and time are the store's own"):
+        store.event("batch", seq=7)
+    store.close()
+    assert [(e["seq"], e["kind"]) for e in store.events()] == [(1, "run_started")]
+
+
+def test_a_last_line_without_its_newline_is_torn_and_moved_aside(tmp_path) -> None:
+    """A crash between an event's text and its newline leaves a line that parses; it is still torn (the next
+    event would be glued to it), so it is not counted and a rewind moves it aside."""
+    log = five_events(tmp_path).path / "events.jsonl"
+    original = log.read_bytes()
+    log.write_bytes(original[:-1])
+    store = RunStore.open(log.parent)
+    assert [e["seq"] for e in store.events()] == [1, 2, 3, 4] and store.next_seq == 5
+    assert store.rewind_events(5) == 1
+    store.event("resumed")
+    store.close()
+    assert [(e["seq"], e["kind"]) for e in store.events()][-2:] == [(4, "batch"), (5, "resumed")]
+    assert (log.parent / "events.discarded.jsonl").read_bytes() == original[original.rindex(b"\n", 0, -1) + 1:]
+
+
+def test_hdf5_attributes_that_are_not_json_are_a_clear_error(tmp_path) -> None:
+    store = RunStore.create(tmp_path, "r")
+    with h5py.File(store.path / "other.h5", "w") as handle:  # a real HDF5 file, not written by the store
+        handle.create_dataset("x", data=[1.0, 2.0])
+        handle.attrs["note"] = "not JSON"
+    with pytest.raises(RunFileError, match=rf"^{store.path / 'other.h5'}: HDF5 data unreadable"):
+        store.load_arrays("other.h5")
+    store.close()
+
+
+class NotPlainData:
+    """Anything a checkpoint must not hold: loading it would run code from the file."""
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ({"epoch": 2}, r"not a checkpoint of hil"),
+    ({"next_seq": 3, "payload": NotPlainData()}, r".+"),
+])
+def test_a_torch_file_that_is_not_a_plain_checkpoint_is_refused(tmp_path, content, reason) -> None:
+    store = RunStore.create(tmp_path, "r")
+    torch.save(content, store.path / "checkpoint.pt")
+    with pytest.raises(RunFileError, match=rf"checkpoint.pt: checkpoint unreadable \({reason}\); "):
+        store.load_checkpoint()
+    store.close()
+
+
+def test_list_runs_newest_first_with_the_status_of_their_last_end(tmp_path) -> None:
+    ends = {"20260101-000000-a": ["run_interrupted", "run_resumed", "run_finished"],
+            "20260102-000000-b": ["run_failed", "run_resumed", "run_interrupted"],
+            "20260103-000000-c": ["run_interrupted"]}
+    for name, kinds in ends.items():
+        (tmp_path / name).mkdir()
+        store = RunStore(tmp_path / name)
+        store.event("run_started", protocol=name[-1])
+        for kind in kinds:
+            store.event(kind)
+        store.close()
+    runs = list_runs(tmp_path)
+    assert [(r["protocol"], r["status"]) for r in runs] == [("c", "interrupted"), ("b", "interrupted"),
+                                                             ("a", "finished")]
