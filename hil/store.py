@@ -237,6 +237,8 @@ class RunStore:
             self._writer = None
         if self._writer_error is not None:
             error, self._writer_error = self._writer_error, None
+            if isinstance(error, HilError):  # e.g. the disk refused the file: already names it
+                raise error
             raise HilError(f"{self.path / CHECKPOINT}: writing the checkpoint failed: {error}") from error
 
     def load_checkpoint(self) -> dict[str, Any] | None:
