@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from hil.errors import HilError
+from hil.errors import HilError, Terminated, terminate_on_signals
 
 DEFAULT_LAB = "lab.yaml"
 
@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
                              show_progress=not args.quiet)
     except Interrupted as stopped:
         print(f"hil: {stopped}", file=sys.stderr)
-        return 130
+        return stopped.exit_status
     print(f"run folder: {store.path}")
     print(f"report:     {store.path / 'report' / 'summary.md'}")
     return 0
@@ -216,14 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return func(args)
-    except HilError as error:
-        print(f"hil: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("hil: interrupted; instruments were put in their safe state", file=sys.stderr)
-        return 130
+    with terminate_on_signals():
+        try:
+            return func(args)
+        except HilError as error:
+            print(f"hil: error: {error}", file=sys.stderr)
+            return 2
+        except Terminated as stop:
+            print(f"hil: stopped by {stop}; instruments were put in their safe state", file=sys.stderr)
+            return 128 + stop.signum
+        except KeyboardInterrupt:
+            print("hil: interrupted; instruments were put in their safe state", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ exits with status 2. Messages name the thing, the value, and the allowed range o
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
 
 class HilError(Exception):
     """Base of every error hil raises on purpose."""
@@ -52,3 +57,30 @@ def error_reason(error: BaseException) -> str:
     """The first sentence of a library error's message (torch's run to paragraphs), or its type if it has none."""
     text = str(error).strip()
     return text.split("\n")[0].split(". ")[0] if text else type(error).__name__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a scheduler, ``timeout``, a closed terminal): stop at once, as a second Ctrl-C does;
+    instruments are made safe on the way out. ``signum`` is the signal's number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def terminate_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise `Terminated` in the main thread (elsewhere: nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)

@@ -271,7 +271,7 @@ class Lab:
         Every instrument is tried even if one fails; the first failure is raised at the end.
         """
         first_error: BaseException | None = None
-        with _sigint_held():
+        with _signals_held():
             while self._connected:
                 instrument = self._connected.pop()
                 try:
@@ -312,16 +312,19 @@ class Lab:
 
 
 @contextlib.contextmanager
-def _sigint_held() -> Iterator[None]:
-    """Hold Ctrl-C until the block is done (only in the main thread), then deliver it."""
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done (only in the main thread), then deliver the first
+    to the handler it would have reached."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
         if received:
-            raise KeyboardInterrupt
+            signal.raise_signal(received[0])

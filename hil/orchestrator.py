@@ -52,7 +52,12 @@ STEPS = ("calibrate", "collect", "fit_twin", "fidelity", "train", "evaluate", "r
 
 
 class Interrupted(HilError):
-    """The run stopped at a user's Ctrl-C after saving; resume it with ``hil run --resume``."""
+    """The run stopped at a user's Ctrl-C (after saving), or at once at a second one, SIGTERM or SIGHUP (from its
+    last checkpoint); resume it with ``hil run --resume``. ``exit_status``: 130, or 128 + the signal's number."""
+
+    def __init__(self, message: str, exit_status: int = 130):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 class _StopFlag:
@@ -452,6 +457,12 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 run.execute()
             except Interrupted:
                 raise
+            except KeyboardInterrupt as stop:  # instruments are made safe as this leaves the lab's block
+                why = str(stop) or "a second Ctrl-C"
+                store.event("run_interrupted", at_once=why)
+                raise Interrupted(f"stopped at once by {why}; instruments were put in their safe state; resume from "
+                                  f"the last checkpoint with: hil run --resume {store.path}",
+                                  128 + getattr(stop, "signum", signal.SIGINT)) from None
             except BaseException as error:  # whatever ends the run is recorded, then reported as before
                 store.event("run_failed", error=_describe(error))
                 raise

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hil.errors import ConfigError, LimitError, TransportError
+from hil.errors import ConfigError, LimitError, Terminated, TransportError, terminate_on_signals
 from hil.instruments import SourceMeter
-from hil.lab import Lab, _sigint_held
+from hil.lab import Lab, _signals_held
 from hil.registry import BUILTIN, available
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,12 +78,32 @@ def test_ctrl_c_in_the_block_leaves_every_instrument_safe(ctrl_c_raises: None) -
     assert smu.output is False and smu.level["VOLT"] == 0.0
 
 
-def test_second_ctrl_c_is_held_until_clean_up_is_done() -> None:
+def test_second_ctrl_c_is_held_until_clean_up_is_done(ctrl_c_raises: None) -> None:
     finished = []
-    with pytest.raises(KeyboardInterrupt), _sigint_held():
+    with pytest.raises(KeyboardInterrupt), _signals_held():
         signal.raise_signal(signal.SIGINT)
         finished.append("clean-up ran to the end")
     assert finished == ["clean-up ran to the end"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_are_held_until_clean_up_is_done_then_stop(signum: int) -> None:
+    finished = []
+    with terminate_on_signals(), pytest.raises(Terminated) as stopped, _signals_held():
+        signal.raise_signal(signum)
+        finished.append("clean-up ran to the end")
+    assert finished == ["clean-up ran to the end"] and stopped.value.signum == signum
+
+
+def test_sigterm_in_the_block_leaves_every_instrument_safe() -> None:
+    lab = Lab.load(REPO / "lab.yaml")
+    with terminate_on_signals(), pytest.raises(Terminated), lab:
+        smu = emulators(lab)["Keithley2450Emulator"]
+        lab["smu"].configure("voltage", compliance=0.001)
+        lab["smu"].set_output(True)
+        lab["smu"].set_level(2.0)
+        signal.raise_signal(signal.SIGTERM)
+    assert smu.output is False and smu.level["VOLT"] == 0.0
 
 
 def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> None:

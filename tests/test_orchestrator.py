@@ -121,9 +121,25 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
     process = start(["run", "--quiet", str(protocol)])
     wait_for_batch(tmp_path / "runs", epoch=0, batch=1, process=process)
     process.send_signal(signal.SIGINT)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)  # may arrive merged with the first: then it stops after saving
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("signum", "status", "by"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")])
+def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
+        tmp_path: Path, signum: int, status: int, by: str) -> None:
+    protocol = write_protocol(tmp_path, training={**PROTOCOL["training"], "epochs": 50})
+    process = start(["run", "--quiet", str(protocol)])
+    run = wait_for_batch(tmp_path / "runs", epoch=0, batch=1, process=process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == status and "Traceback" not in stderr
+    assert f"stopped at once by {by}; instruments were put in their safe state; resume from the last checkpoint " \
+           f"with: hil run --resume {run}" in stderr
+    store = RunStore.open(run)
+    assert store.events()[-1]["kind"] == "run_interrupted" and store.events()[-1]["at_once"] == by
+    store.close()
 
 
 @pytest.mark.parametrize(("change", "expected"), [
