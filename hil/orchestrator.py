@@ -42,13 +42,15 @@ from hil.protocol import (
     load_protocol,
     system_and_method,
 )
-from hil.store import CHECKPOINT, RunFileError, RunStore
+from hil.store import CHECKPOINT, EVENTS, RunFileError, RunStore, file_digests
 from hil.twin.collect import TwinData, collect
 from hil.twin.fidelity import fidelity
 from hil.twin.fit import fit_twin
 from hil.twin.models import Twin, build_twin, load_twin, save_twin
 
 STEPS = ("calibrate", "collect", "fit_twin", "fidelity", "train", "evaluate", "report")
+#: The files a run starts from; a resumed run refuses them changed (their digests are in every checkpoint).
+RUN_FILES = ("protocol.yaml", "lab.yaml")
 
 
 class Interrupted(HilError):
@@ -104,6 +106,7 @@ class Run:
         self.twin_data: TwinData | None = None
         self.started = time.monotonic()
         self.wall_s_before = 0.0
+        self.run_files = file_digests(store.path, RUN_FILES)
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -166,7 +169,7 @@ class Run:
             "method": self.method.state_dict(), "twin": self.twin.state_dict() if self.twin is not None else None,
         })
         self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(), "bench": self._bench_state(),
-                                    "wall_s": self.wall_s()})
+                                    "wall_s": self.wall_s(), "run_files": self.run_files})
 
     def resume_from(self, saved: dict[str, Any]) -> None:
         self.completed = list(saved["completed"])
@@ -384,9 +387,21 @@ def _checkpoint_to_resume(store: RunStore) -> dict[str, Any] | None:
     """The checkpoint a resumed run continues from; None for a run stopped before its first checkpoint (it has
     measured nothing and starts over). Without a checkpoint, a run that got further cannot resume."""
     saved = store.load_checkpoint()
-    if saved is None and any(event["kind"] != "run_started" for event in store.events()):
-        raise RunFileError(f"{store.path / CHECKPOINT}: checkpoint missing; resuming would redo the run and "
-                           "overwrite its data; start a new run")
+    events = store.events()
+    if saved is None:
+        if any(event["kind"] != "run_started" for event in events):
+            raise RunFileError(f"{store.path / CHECKPOINT}: checkpoint missing; resuming would redo the run and "
+                               "overwrite its data; start a new run")
+        return None
+    taken_at = int(saved["next_seq"])
+    if sum(event["seq"] < taken_at for event in events) != taken_at - 1:
+        raise RunFileError(f"{store.path / EVENTS}: events before the checkpoint (1 to {taken_at - 1}) are missing; "
+                           "nothing was changed: restore the log from a backup, or start a new run")
+    changed = [name for name, digest in file_digests(store.path, RUN_FILES).items()
+               if digest != saved["run_files"].get(name)]
+    if changed:
+        raise RunFileError(f"{store.path}: {' and '.join(changed)} changed since the run started; a run resumes "
+                           "with the files it started with: put them back, or start a new run")
     return saved
 
 

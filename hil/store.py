@@ -8,21 +8,25 @@
       events.jsonl         append-only event log: one JSON line per event, flushed as written
       data/*.h5            arrays in HDF5 (collected twin data, evaluations), each written whole and atomically
       twin/                the fitted twin (state dict + spec)
-      checkpoint.pt        the latest checkpoint (atomically replaced, written in the background)
+      checkpoint.pt        the latest checkpoint (atomically replaced, written in the background, checksummed)
       report/              plots (PNG) and summary.md
+      .lock                held by the one process that has the run open
 
 Every file other than the event log is written to a temporary name and renamed into place, so a reader (or a
 resumed run) sees either the old or the new version, never half of one. The event log is appended line by line;
 a last line torn by a crash is ignored when reading, and a damaged line before it makes the log unusable (an
 error naming the line) rather than silently shortened. On resume the events after the checkpoint (a partial
 epoch that will be redone) and a torn last line are moved, byte for byte, to ``events.discarded.jsonl``, so the
-log has every event exactly once and nothing written is lost.
+log has every event exactly once and nothing written is lost. One process at a time may have a run open: a
+second (a resume while the run goes on) is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
+import hashlib
 import io
 import json
 import os
@@ -42,6 +46,9 @@ from hil.errors import ConfigError, HilError, error_reason
 EVENTS = "events.jsonl"
 DISCARDED = "events.discarded.jsonl"
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
+#: A checkpoint file is this, the SHA-256 of the torch file that follows, then that file.
+CHECKPOINT_MAGIC = b"hil checkpoint 1\n"
 
 
 class RunFileError(HilError):
@@ -89,8 +96,14 @@ class RunStore:
 
     def __init__(self, path: Path):
         self.path = path
-        self.next_seq = 1 + max((event["seq"] for event in self.events()), default=0)
-        self._events = (path / EVENTS).open("a", encoding="utf-8")
+        self._lock = _hold(path)
+        try:
+            self.next_seq = 1 + max((event["seq"] for event in self.events()), default=0)
+            with _writing(path / EVENTS):
+                self._events = (path / EVENTS).open("a", encoding="utf-8")
+        except BaseException:
+            self._lock.close()
+            raise
         self._writer: threading.Thread | None = None
         self._writer_error: BaseException | None = None
 
@@ -127,6 +140,7 @@ class RunStore:
             self.wait_for_checkpoint()
         finally:
             self._events.close()
+            self._lock.close()
 
     # -- events -------------------------------------------------------------------------------------------------
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -219,7 +233,7 @@ class RunStore:
         def write() -> None:
             buffer = io.BytesIO()
             torch.save(record, buffer)
-            _atomic_write(self.path / CHECKPOINT, buffer.getvalue())
+            _atomic_write(self.path / CHECKPOINT, seal_checkpoint(buffer.getvalue()))
 
         self._writer = threading.Thread(target=self._guarded, args=(write,), name="checkpoint-writer", daemon=True)
         self._writer.start()
@@ -247,16 +261,55 @@ class RunStore:
         self.wait_for_checkpoint()
         if not self.has(CHECKPOINT):
             return None
-        try:
-            saved = torch.load(self.path / CHECKPOINT, weights_only=True)
-        except Exception as error:  # a damaged file fails torch.load in many ways (EOF, zip, pickle, index)
-            reason = error_reason(error)
-        else:
-            if isinstance(saved, dict) and "next_seq" in saved:
-                return saved
+        data = (self.path / CHECKPOINT).read_bytes()
+        payload = data[len(CHECKPOINT_MAGIC) + 32:]
+        if not data.startswith(CHECKPOINT_MAGIC):
             reason = "not a checkpoint of hil"
+        elif hashlib.sha256(payload).digest() != data[len(CHECKPOINT_MAGIC):len(CHECKPOINT_MAGIC) + 32]:
+            reason = "damaged: its checksum does not match"
+        else:
+            try:
+                saved = torch.load(io.BytesIO(payload), weights_only=True)
+            except Exception as error:  # a foreign payload fails torch.load in many ways (zip, pickle, index)
+                reason = error_reason(error)
+            else:
+                if isinstance(saved, dict) and "next_seq" in saved:
+                    return saved
+                reason = "not a checkpoint of hil"
         raise RunFileError(f"{self.path / CHECKPOINT}: checkpoint unreadable ({reason}); the run cannot be "
                            "resumed from it: restore the file from a backup, or start a new run")
+
+
+def seal_checkpoint(payload: bytes) -> bytes:
+    """A checkpoint file's bytes for a torch file's: `CHECKPOINT_MAGIC`, the payload's SHA-256, the payload."""
+    return CHECKPOINT_MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def file_digests(folder: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """The SHA-256 (hex) of each named file in ``folder``; "" for one that is missing."""
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() if (folder / name).is_file() else ""
+            for name in names}
+
+
+def _hold(path: Path) -> Any:
+    """The run folder's lock, held until the returned file is closed; a run another process holds is an error
+    naming that process."""
+    with _writing(path / LOCK):
+        handle = (path / LOCK).open("a+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().decode("ascii", "replace").strip() or "?"
+        handle.close()
+        if holder == str(os.getpid()):
+            raise RunFileError(f"{path} is already open in this process; close its store first") from None
+        raise RunFileError(f"{path} is open in another hil process (pid {holder}); wait for it to end or stop it, "
+                           "then try again") from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n".encode())
+    handle.flush()
+    return handle
 
 
 def _event(line: bytes) -> dict[str, Any] | None:

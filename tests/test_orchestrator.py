@@ -235,7 +235,25 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
 
 
 def files(run: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    """Every file of a run and its bytes, but the lock (which names the process that opened the run last)."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def keep_lines(log: Path, count: int) -> None:
+    log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:count]))
 
 
 def damage_line(log: Path, number: int) -> None:
@@ -250,6 +268,14 @@ def damage_line(log: Path, number: int) -> None:
     (lambda run: (run / "checkpoint.pt").write_bytes(b""), r"checkpoint.pt: checkpoint unreadable"),
     (lambda run: (run / "data/twin_data.h5").write_bytes((run / "data/twin_data.h5").read_bytes()[:3000]),
      r"twin_data.h5: HDF5 data unreadable"),
+    (lambda run: flip_a_byte(run / "checkpoint.pt"), r"checkpoint unreadable \(damaged: its checksum does not match\)"),
+    (lambda run: keep_lines(run / "events.jsonl", 3), r"events.jsonl: events before the checkpoint \(1 to \d+\) are "
+                                                      r"missing; nothing was changed"),
+    (lambda run: (run / "events.jsonl").write_bytes(b""), r"events before the checkpoint \(1 to \d+\) are missing"),
+    (lambda run: edit(run / "protocol.yaml", "limit: 200", "limit: 300"),
+     r": protocol.yaml changed since the run started; a run resumes with the files it started with"),
+    (lambda run: (run / "lab.yaml").write_text((run / "lab.yaml").read_text() + "\n# edited\n"),
+     r": lab.yaml changed since the run started"),
 ])
 def test_resuming_a_damaged_run_is_a_clear_error_that_changes_nothing(finished_run: Path, tmp_path: Path, damage,
                                                                       expected: str) -> None:

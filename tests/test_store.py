@@ -1,14 +1,17 @@
 """The run store: flushed event log that survives a torn line, atomic HDF5 and checkpoints, rewinding."""
 
 import datetime
+import io
 import json
+import subprocess
+import sys
 
 import h5py
 import pytest
 import torch
 
 from hil.errors import ConfigError, HilError
-from hil.store import RunFileError, RunStore, list_runs
+from hil.store import CHECKPOINT_MAGIC, RunFileError, RunStore, list_runs, seal_checkpoint
 
 
 def five_events(tmp_path) -> RunStore:
@@ -27,9 +30,11 @@ def test_events_are_numbered_flushed_and_survive_a_torn_line(tmp_path) -> None:
     assert [json.loads(line)["seq"] for line in (store.path / "events.jsonl").read_text().splitlines()] == [1, 2]
     with (store.path / "events.jsonl").open("a") as handle:
         handle.write('{"seq": 3, "kind": "ba')  # a crash in the middle of a line
+    store.close()
     reopened = RunStore.open(store.path)
     assert [e["kind"] for e in reopened.events()] == ["run_started", "batch"]
     assert reopened.next_seq == 3
+    reopened.close()
     assert store.path.name.endswith("-demo-run")
 
 
@@ -255,16 +260,43 @@ class NotPlainData:
     """Anything a checkpoint must not hold: loading it would run code from the file."""
 
 
-@pytest.mark.parametrize(("content", "reason"), [
-    ({"epoch": 2}, r"not a checkpoint of hil"),
-    ({"next_seq": 3, "payload": NotPlainData()}, r".+"),
+def sealed(content: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    return seal_checkpoint(buffer.getvalue())
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (lambda: sealed({"epoch": 2}), r"not a checkpoint of hil"),
+    (lambda: sealed({"next_seq": 3, "payload": NotPlainData()}), r".*Weights only load failed.*"),
+    (lambda: sealed({"next_seq": 3})[:-200] + bytes(200), r"damaged: its checksum does not match"),
+    (lambda: sealed({"next_seq": 3})[len(CHECKPOINT_MAGIC) + 32:], r"not a checkpoint of hil"),  # a bare torch file
 ])
-def test_a_torch_file_that_is_not_a_plain_checkpoint_is_refused(tmp_path, content, reason) -> None:
+def test_a_checkpoint_damaged_or_not_plain_data_is_refused(tmp_path, data, reason) -> None:
     store = RunStore.create(tmp_path, "r")
-    torch.save(content, store.path / "checkpoint.pt")
+    (store.path / "checkpoint.pt").write_bytes(data())
     with pytest.raises(RunFileError, match=rf"checkpoint.pt: checkpoint unreadable \({reason}\); "):
         store.load_checkpoint()
     store.close()
+
+
+def test_a_run_open_in_another_process_is_refused_naming_it(tmp_path) -> None:
+    store = RunStore.create(tmp_path, "r")
+    store.close()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from hil.store import RunStore; "
+                               f"s = RunStore.open({str(store.path)!r}); print('open', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
+        with pytest.raises(RunFileError, match=rf"^{store.path} is open in another hil process \(pid {holder.pid}\); "):
+            RunStore.open(store.path)
+    finally:
+        holder.communicate("")
+    RunStore.open(store.path).close()  # free again once that process has ended
+    reopened = RunStore.open(store.path)
+    with pytest.raises(RunFileError, match="is already open in this process"):
+        RunStore.open(store.path)
+    reopened.close()
 
 
 def test_list_runs_newest_first_with_the_status_of_their_last_end(tmp_path) -> None:

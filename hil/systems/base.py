@@ -111,9 +111,12 @@ class PhysicalSystem(ABC):
     def _call(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """One device call (at most ``max_batch`` rows), its device time counted and its output checked."""
         y = self._counted(self._run, x, theta)
-        if tuple(y.shape) != (len(x), self.n_out) or not math.isfinite(float(y.sum())):
-            raise DeviceError(f"system {self.name!r}: device returned shape {tuple(y.shape)} or non-finite "
-                              f"values; expected ({len(x)}, {self.n_out}) finite")
+        if tuple(y.shape) != (len(x), self.n_out):
+            raise DeviceError(f"system {self.name!r}: device returned shape {tuple(y.shape)}; expected "
+                              f"({len(x)}, {self.n_out})")
+        if not math.isfinite(float(y.sum())):
+            raise DeviceError(f"system {self.name!r}: device returned non-finite values (NaN or infinite) for "
+                              "finite inputs; check the instruments' readings")
         return y
 
     def _counted(self, device_call: Callable[..., T], *args: Any) -> T:

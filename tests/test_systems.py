@@ -1,0 +1,45 @@
+"""`PhysicalSystem`'s own checks of what a device call returns, on a system whose device misbehaves."""
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from hil.errors import DeviceError
+from hil.systems.base import PhysicalSystem, PhysicsModel
+
+
+class Misreading(PhysicalSystem):
+    """A system whose device call returns whatever ``reading`` makes of the inputs."""
+
+    kind = "misreading"
+
+    def __init__(self, reading: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__({}, name="bench", n_in=2, n_out=3, n_params=1, x_bounds=(-1, 1), theta_bounds=(-1, 1),
+                         max_batch=8)
+        self.reading = reading
+
+    def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.reading(x)
+
+    def physics_model(self) -> PhysicsModel:
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize(("reading", "message"), [
+    (lambda x: torch.zeros(len(x), 2), r"^system 'bench': device returned shape \(4, 2\); expected \(4, 3\)$"),
+    (lambda x: torch.full((len(x), 3), float("nan")), r"^system 'bench': device returned non-finite values"),
+    (lambda x: torch.full((len(x), 3), float("inf")), r"^system 'bench': device returned non-finite values"),
+])
+def test_a_reading_of_the_wrong_shape_or_not_finite_is_a_device_error(reading, message: str) -> None:
+    system = Misreading(reading)
+    with pytest.raises(DeviceError, match=message):
+        system.forward(torch.zeros(4, 2), torch.zeros(1))
+    assert system.calls == 1
+
+
+def test_a_good_reading_passes_and_a_batch_beyond_max_batch_is_split() -> None:
+    system = Misreading(lambda x: x.sum(1, keepdim=True).expand(len(x), 3))
+    x = torch.rand(20, 2)
+    torch.testing.assert_close(system.forward(x, torch.zeros(1)), x.sum(1, keepdim=True).expand(20, 3))
+    assert system.calls == 3  # 8 + 8 + 4
