@@ -118,8 +118,8 @@ def _runs(args: argparse.Namespace) -> int:
         table.add_column(column)
     for run in list_runs(args.root):
         accuracy = run["device_accuracy"]
-        table.add_row(run["run"], run["protocol"], run["status"], "" if accuracy is None else f"{accuracy:.3f}",
-                      str(run["events"]))
+        shown = f"{accuracy:.3f}" if isinstance(accuracy, int | float) else "" if accuracy is None else str(accuracy)
+        table.add_row(run["run"], str(run["protocol"]), run["status"], shown, str(run["events"]))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     return 0
 

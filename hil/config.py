@@ -49,7 +49,13 @@ class YamlDocument:
 
     @classmethod
     def parse(cls, text: str, source: str = "<string>") -> YamlDocument:
-        loader = yaml.SafeLoader(text)
+        try:
+            loader = yaml.SafeLoader(text)  # checks the characters: a control character is a ReaderError
+        except yaml.reader.ReaderError as error:
+            line = text[:error.position].count("\n") + 1
+            code = ord(error.character) if isinstance(error.character, str) else error.character
+            raise ConfigError(f"invalid YAML: character U+{code:04X} (a control character) is not allowed; delete it",
+                              source=source, line=line, field=_field_near(text, line)) from None
         try:
             node = loader.get_single_node()
             lines: dict[Location, int] = {}
@@ -63,7 +69,9 @@ class YamlDocument:
             raise ConfigError(f"invalid YAML: {problem}", source=source, line=line,
                               field=_field_near(text, line) if line else None) from None
         except yaml.YAMLError as error:
-            raise ConfigError(f"invalid YAML: {error}", source=source) from None
+            raise ConfigError(f"invalid YAML: {' '.join(str(error).split())}", source=source) from None
+        except RecursionError:
+            raise ConfigError("invalid YAML: nested too deeply", source=source) from None
         finally:
             loader.dispose()
         return cls(data, lines, source)

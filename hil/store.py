@@ -329,8 +329,12 @@ def _scan_events(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], bytes,
     by a crash), and the 1-based numbers of the lines before it that are not events (damage)."""
     if not path.exists():
         return [], b"", []
-    with path.open("rb") as handle:
-        lines = list(handle)
+    try:
+        with path.open("rb") as handle:
+            lines = list(handle)
+    except OSError as error:
+        raise RunFileError(f"{path}: event log unreadable ({error.strerror or error}); restore it from a backup, "
+                           "or start a new run") from None
     entries, damaged = [], []
     for number, line in enumerate(lines, 1):
         event = _event(line)
@@ -344,10 +348,16 @@ def _scan_events(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], bytes,
 
 def list_runs(parent: str | Path) -> list[dict[str, Any]]:
     """Summaries of the runs under ``parent``, newest first: folder, protocol, status, last figures. A run whose
-    log has a damaged line is listed (from its readable events) with the status "damaged log"."""
+    log has a damaged line is listed (from its readable events) with the status "damaged log", one whose log
+    cannot be read at all as "unreadable log"."""
     runs = []
     for path in sorted(Path(parent).glob("*/" + EVENTS), reverse=True):
-        entries, _, damaged = _scan_events(path)
+        try:
+            entries, _, damaged = _scan_events(path)
+        except RunFileError:
+            runs.append({"run": path.parent.name, "protocol": "?", "status": "unreadable log",
+                         "device_accuracy": None, "events": 0})
+            continue
         events = [event for event, _ in entries]
         started = next((e for e in events if e["kind"] == "run_started"), {})
         finished = next((e for e in reversed(events) if e["kind"] in ("run_finished", "run_failed",

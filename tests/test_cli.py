@@ -49,6 +49,10 @@ def test_the_readmes_lab_example_is_valid_and_checking_it_writes_nothing(
     ("worlds:\n  table: {kind: optical_table, seed: -1}\n", ":2: worlds.table.seed"),
     ("instruments:\n  ? [a, b]\n  : 1\n", ":2: instruments: a key must be a plain name"),
     ("", ": the file is empty"),
+    ("instruments:\n  awg: {driver: keysight_33500b, emulate: true}\x1b[0m\n",
+     ":2: instruments.awg: invalid YAML: character U+001B (a control character) is not allowed; delete it"),
+    ("# a bell \x07\ninstruments: {}\n", ":1: invalid YAML: character U+0007"),
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", ": invalid YAML: nested too deeply"),
     ('instruments:\n  smu: {driver: keithley_2450, resource: "garbage resource"}\n',
      ":2: instruments.smu.resource: 'garbage resource' is not a VISA resource"),
     ("instruments:\n  smu: {driver: keithley_2450, emulate: {load_ohm: .nan}}\n",
@@ -190,3 +194,19 @@ def test_emulate_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> No
         port = taken.getsockname()[1]
         assert main(["emulate", "keithley_2450", "--port", str(port)]) == 2
     assert f"cannot serve the keithley_2450 emulator on port {port}: " in capsys.readouterr().err
+
+
+def test_runs_lists_every_run_even_with_an_odd_value_or_an_unreadable_log(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.store import RunStore
+
+    for name, accuracy in (("good", 0.875), ("edited", "zero")):
+        store = RunStore.create(tmp_path, name)
+        store.event("run_started", protocol=name)
+        store.event("evaluated", device_accuracy=accuracy)
+        store.event("run_finished")
+        store.close()
+    (tmp_path / "20000101-000000-broken" / "events.jsonl").mkdir(parents=True)
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "0.875" in out and "zero" in out and "unreadable log" in out

@@ -76,6 +76,16 @@ def test_list_runs_and_open_errors(tmp_path) -> None:
     assert list((tmp_path / "not-a-run").iterdir()) == []
 
 
+def test_a_log_that_is_not_a_file_is_a_clear_error_and_does_not_hide_the_other_runs(tmp_path) -> None:
+    five_events(tmp_path)
+    broken = tmp_path / "20000101-000000-broken"
+    (broken / "events.jsonl").mkdir(parents=True)
+    with pytest.raises(RunFileError, match=rf"^{broken / 'events.jsonl'}: event log unreadable \(Is a directory\)"):
+        RunStore.open(broken)
+    listed = [(run["protocol"], run["status"]) for run in list_runs(tmp_path)]
+    assert listed == [("p", "incomplete"), ("?", "unreadable log")]
+
+
 def test_a_damaged_line_before_the_end_is_an_error_that_changes_nothing(tmp_path) -> None:
     log = five_events(tmp_path).path / "events.jsonl"
     for damage in (lambda line: line[:20], lambda line: line + b"\xff\xfe"):
