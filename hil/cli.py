@@ -136,6 +136,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    """A ``--port`` value: 0 (a free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0 to 65535; 0: a free one)")
+    return port
+
+
 def _seed(text: str) -> int:
     """A ``--seed`` value: an integer in the range `hil.config.Seed` allows."""
     try:
@@ -162,7 +173,11 @@ def _emulate(args: argparse.Namespace) -> int:
         key, equals, text = option.partition("=")
         if not equals or not key.isidentifier():
             raise ConfigError(f"emulator option {option!r} is not KEY=VALUE")
-        options[key] = yaml.safe_load(text)
+        try:
+            options[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"{text!r} is not a YAML value (a number, text, true/false or null)",
+                              field=key) from None
     server = serve(instrument_class(args.driver), options, args.via, args.port, name=args.driver)
     print(f"{args.driver} emulator at {server.resource} (Ctrl-C stops it)", flush=True)
     try:
@@ -204,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("driver", help="a driver name, as in lab.yaml (e.g. keithley_2450)")
     emulate.add_argument("options", nargs="*", metavar="KEY=VALUE", help="emulator options (e.g. load_ohm=1000)")
     emulate.add_argument("--via", choices=("tcp", "pty"), default="tcp", help="TCP on 127.0.0.1, or a pty")
-    emulate.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    emulate.add_argument("--port", type=_port, default=0, help="TCP port (default: a free one)")
     emulate.set_defaults(func=_emulate)
 
     report = commands.add_parser("report", help="write (again) the report of a run")

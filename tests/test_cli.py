@@ -108,6 +108,10 @@ PROTOCOL = str(REPO / "experiments" / "crossbar_pat_digits.yaml")
     (["emulate", "keithley_2450", "load_ohm=-5"], "bad emulator option for keithley_2450: load_ohm must be a "
                                                   "positive number of ohms, got -5"),
     (["emulate", "keithley_2450", "load_ohm"], "emulator option 'load_ohm' is not KEY=VALUE"),
+    (["emulate", "keithley_2450", "load_ohm=[unclosed"], "load_ohm: '[unclosed' is not a YAML value"),
+    (["emulate", "keithley_2450", "--port", "99999"], "'99999' is not a TCP port (0 to 65535; 0: a free one)"),
+    (["emulate", "keithley_2450", "--port", "-5"], "'-5' is not a TCP port"),
+    (["emulate", "keysight_33500b", "memory_points=-1"], "memory_points must be at least 8, got -1"),
     (["emulate", "keithley_2450", "--via", "usb"], "invalid choice: 'usb'"),
 ])
 def test_bad_arguments_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

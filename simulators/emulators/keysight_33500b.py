@@ -129,6 +129,8 @@ class Keysight33500BEmulator(ScpiEmulator):
             raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
         if channels is not None and channels != MODELS[model]:
             raise ValueError(f"a {model} has {MODELS[model]} channel(s), not {channels}")
+        if memory_points < 8:  # the 33500B's shortest arbitrary waveform
+            raise ValueError(f"memory_points must be at least 8, got {memory_points}")
         self.model = model
         self.n_channels = MODELS[model]
         self.max_sample_rate_hz = 1e9 if model.startswith("336") else 160e6
