@@ -292,9 +292,14 @@ class Run:
         self.store.event("fidelity", **result.summary())
 
     def _batches(self, epoch: int) -> list[torch.Tensor]:
+        """The epoch's shuffled batches of training rows; a last batch of one row joins the one before (a batch
+        norm cannot train on one sample)."""
         generator = torch.Generator().manual_seed(self.protocol.seed * 100_003 + epoch)
         order = torch.randperm(len(self.y_train), generator=generator)
-        return list(order.split(self.protocol.training.batch_size))
+        batches = list(order.split(self.protocol.training.batch_size))
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches[-2:] = [torch.cat(batches[-2:])]
+        return batches
 
     def train(self) -> None:
         training = self.protocol.training

@@ -9,7 +9,7 @@ settings, and where the run folder goes. Unknown keys are refused; errors name t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -30,7 +30,7 @@ class DatasetConfig(Strict):
     path: str | None = Field(None, description="folder of MNIST-format IDX files (idx only)")
     pool: int = Field(1, ge=1, description="average-pool IDX images by this factor")
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    limit: int | None = Field(None, ge=1, description="at most this many training samples")
+    limit: int | None = Field(None, ge=2, description="at most this many training samples")
 
 
 class PhysicalSpec(Strict):
@@ -76,9 +76,14 @@ class CollectConfig(Strict):
         "physical layer directly (else Sobol)")
 
 
+#: The largest learning rate accepted: far above any useful one, and far below the float32 range, beyond which
+#: the optimisers' arithmetic overflows (a traceback mid-run instead of an error at the file's line).
+LR_MAX = 1e6
+
+
 class FitConfig(Strict):
     epochs: int = Field(60, ge=0)
-    lr: float = Field(0.02, gt=0)
+    lr: float = Field(0.02, gt=0, le=LR_MAX)
     patience: int = Field(10, ge=1)
     validation_fraction: float = Field(0.25, gt=0, lt=1)
 
@@ -91,11 +96,18 @@ class FidelityConfig(Strict):
 
 class TwinConfig(Strict):
     kind: Literal["physics", "neural", "residual", "oracle"] = "physics"
-    hidden: list[int] | None = None
+    hidden: list[Annotated[int, Field(ge=1)]] | None = Field(None, description="hidden layer widths of the neural "
+                                                              "and residual twins")
     collect: CollectConfig = Field(default_factory=CollectConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     from_run: str | None = Field(None, description="reuse the twin (and data) of this run folder")
+
+    @model_validator(mode="after")
+    def _hidden_for_networks(self) -> TwinConfig:
+        if self.hidden is not None and self.kind not in ("neural", "residual"):
+            raise ValueError(f"hidden sets the layers of a neural or residual twin; a {self.kind} twin has none")
+        return self
 
 
 class MethodConfig(Strict):
@@ -107,8 +119,8 @@ class TrainingConfig(Strict):
     epochs: int = Field(ge=1)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(0.01, gt=0, description="learning rate of the digital layers")
-    physical_lr: float | None = Field(None, gt=0, description="learning rate of θ (default: lr)")
+    lr: float = Field(0.01, gt=0, le=LR_MAX, description="learning rate of the digital layers")
+    physical_lr: float | None = Field(None, gt=0, le=LR_MAX, description="learning rate of θ (default: lr)")
     schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="learning rates decay to zero along a half cosine over the run, or stay constant")
 
@@ -215,6 +227,9 @@ def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
         elif spec.activation is not None:
             layers.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}[spec.activation]())
         elif spec.batchnorm:
+            if protocol.training.batch_size < 2:
+                raise _locate(document, "a batchnorm layer needs batches of at least 2 samples",
+                              ("training", "batch_size"))
             layers.append(nn.BatchNorm1d(width))
     if width != n_classes:
         raise _locate(document, f"the model ends with {width} outputs; the data set has {n_classes} classes",

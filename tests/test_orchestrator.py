@@ -151,6 +151,18 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"model": {"layers": [{"linear": {"out_features": 10}}, {"physical": {}}]}},
      r"protocol.yaml:\d+: model.layers.1: the physical layer on 'crossbar' takes 64 inputs"),
     ({"training": {"epochs": 0}}, r"protocol.yaml:\d+: training.epochs: Input should be greater than or equal to 1"),
+    ({"twin": {"kind": "neural", "hidden": [-4]}}, r"protocol.yaml:\d+: twin.hidden.0: Input should be greater than "
+                                                   r"or equal to 1"),
+    ({"twin": {"kind": "physics", "hidden": [16]}}, r"protocol.yaml:\d+: twin: hidden sets the layers of a neural or "
+                                                    r"residual twin; a physics twin has none"),
+    ({"training": {"epochs": 1, "lr": 1e300}}, r"protocol.yaml:\d+: training.lr: Input should be less than or equal "
+                                               r"to 1000000"),
+    ({"twin": {"fit": {"lr": 1e300}}}, r"protocol.yaml:\d+: twin.fit.lr: Input should be less than or equal to"),
+    ({"training": {"epochs": 1, "batch_size": 1},
+      "model": {"layers": [{"physical": {}}, {"batchnorm": True}, {"linear": {"out_features": 10}}]}},
+     r"protocol.yaml:\d+: training.batch_size: a batchnorm layer needs batches of at least 2 samples"),
+    ({"dataset": {"name": "digits", "limit": 1}}, r"protocol.yaml:\d+: dataset.limit: Input should be greater than "
+                                                  r"or equal to 2"),
 ])
 def test_bad_protocols_fail_with_file_line_and_field(tmp_path: Path, change: dict, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
@@ -376,3 +388,13 @@ def test_a_run_folder_that_cannot_be_made_stops_the_emulators_the_lab_started(tm
         run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False, output_root=not_a_folder)
     serving = [t.name for t in threading.enumerate() if t.name in ("TcpServer", "PtyServer") and t.is_alive()]
     assert serving == []  # the default lab's 33500B and 2450 emulators are stopped
+
+
+def test_a_last_batch_of_one_sample_joins_the_one_before_so_batch_norm_trains(tmp_path: Path) -> None:
+    """65 training rows in batches of 64 would leave one row alone, which a batch norm cannot train on."""
+    protocol = write_protocol(tmp_path, **SMALL | {
+        "dataset": {"name": "digits", "limit": 65},
+        "model": {"layers": [{"physical": {}}, {"batchnorm": True}, {"linear": {"out_features": 10}}]}})
+    store = run_protocol(protocol, show_progress=False)
+    batches = [e for e in store.events() if e["kind"] == "batch"]
+    assert [e["batch"] for e in batches] == [1] and store.events()[-1]["kind"] == "run_finished"  # one batch

@@ -70,13 +70,15 @@ def block_source(shape: tuple[int, int], block: int, panels: int, n_in: int, n_p
     if block < 1 or rows % block or width % block:
         raise ConfigError(f"block {block} must divide the panel size {rows}×{width}", field="block")
     per_panel = (rows // block) * (width // block)
-    first = per_panel if panels > 1 else per_panel - n_params
-    if n_in > first:
-        raise ConfigError(f"n_in {n_in} inputs do not fit: panel 1 has room for {first} blocks of {block} px",
+    if panels == 1 and n_in + n_params > per_panel:
+        raise ConfigError(f"n_in {n_in} + n_params {n_params} blocks do not fit: the panel holds {per_panel} "
+                          f"blocks of {block} px", field="n_params")
+    if n_in > per_panel:
+        raise ConfigError(f"n_in {n_in} inputs do not fit: panel 1 holds {per_panel} blocks of {block} px",
                           field="n_in")
-    room = per_panel * (panels - 1) if panels > 1 else per_panel - n_in
-    if n_params > room:
-        raise ConfigError(f"n_params {n_params} do not fit: {room} blocks of {block} px are left", field="n_params")
+    if panels > 1 and n_params > per_panel * (panels - 1):
+        raise ConfigError(f"n_params {n_params} do not fit: panels 2 to {panels} hold {per_panel * (panels - 1)} "
+                          f"blocks of {block} px", field="n_params")
     panel_values = torch.zeros(panels, per_panel, dtype=torch.int64)
     panel_values[0, :n_in] = torch.arange(1, n_in + 1)
     thetas = torch.arange(n_in + 1, n_in + 1 + n_params)
@@ -312,6 +314,11 @@ class OpticalSystem(SLMCameraSystem):
             raise ConfigError(f"camera {camera_shape} is larger than the Fourier plane ({fft_size} samples)",
                               field="fft_size")
         self.camera_shape: tuple[int, int] = camera_shape  # type: ignore[assignment]
+        if isinstance(roi_px, bool) or not isinstance(roi_px, int) or roi_px < 1:
+            raise ConfigError(f"roi_px must be a whole number of pixels, at least 1; got {roi_px!r}", field="roi_px")
+        if not isinstance(roi_radius_px, int | float) or not 0 <= roi_radius_px < math.inf:
+            raise ConfigError(f"roi_radius_px must be a finite distance ≥ 0 px; got {roi_radius_px!r}",
+                              field="roi_radius_px")
         self.read_regions(region_matrix(camera_shape, ring_corners(camera_shape, n_out, roi_px, roi_radius_px),  # type: ignore[arg-type]
                                         roi_px))
         self.output_scale = (fft_size / block) ** 2

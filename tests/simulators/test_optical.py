@@ -2,6 +2,7 @@
 device time, and the optical system against its physics model and its oracle."""
 
 import math
+import re
 import textwrap
 
 import pytest
@@ -701,6 +702,13 @@ def test_bad_configurations_are_refused_with_the_field() -> None:
         OpticalSystem({"slm": slm, "camera": camera}, x_phase_rad=7.0)
     with pytest.raises(ConfigError, match="needs instrument"):
         OpticalSystem({"slm": slm})
+    for settings, field, message in (
+            ({"n_params": 1_000_000}, "n_params", "n_in 16 + n_params 1000000 blocks do not fit: the panel holds 64"),
+            ({"roi_px": 0}, "roi_px", "roi_px must be a whole number of pixels, at least 1; got 0"),
+            ({"roi_radius_px": math.nan}, "roi_radius_px", "roi_radius_px must be a finite distance ≥ 0 px")):
+        with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+            OpticalSystem({"slm": slm, "camera": camera}, **settings)
+        assert caught.value.field == field
 
 
 # -- the optical system -----------------------------------------------------------------------------------------
