@@ -49,7 +49,8 @@ from hil.twin.fit import fit_twin
 from hil.twin.models import Twin, build_twin, load_twin, save_twin
 
 STEPS = ("calibrate", "collect", "fit_twin", "fidelity", "train", "evaluate", "report")
-#: The files a run starts from; a resumed run refuses them changed (their digests are in every checkpoint).
+#: The files a run starts from. Their digests, and those of the data files written since, are in every
+#: checkpoint: a resumed run refuses them changed or damaged.
 RUN_FILES = ("protocol.yaml", "lab.yaml")
 
 
@@ -169,7 +170,7 @@ class Run:
             "method": self.method.state_dict(), "twin": self.twin.state_dict() if self.twin is not None else None,
         })
         self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(), "bench": self._bench_state(),
-                                    "wall_s": self.wall_s(), "run_files": self.run_files})
+                                    "wall_s": self.wall_s(), "file_digests": {**self.run_files, **self.store.digests}})
 
     def resume_from(self, saved: dict[str, Any]) -> None:
         self.completed = list(saved["completed"])
@@ -180,6 +181,8 @@ class Run:
         torch.set_rng_state(saved["torch_rng"])
         self._restore_bench(saved["bench"])
         self.wall_s_before = float(saved.get("wall_s", 0.0))
+        self.store.digests.update({name: digest for name, digest in saved["file_digests"].items()
+                                   if name not in RUN_FILES})  # verified by _checkpoint_to_resume
         if "collect" in self.completed:
             arrays, _ = self.store.load_arrays("data/twin_data.h5")
             self.twin_data = TwinData.from_arrays(arrays)
@@ -402,11 +405,15 @@ def _checkpoint_to_resume(store: RunStore) -> dict[str, Any] | None:
     if sum(event["seq"] < taken_at for event in events) != taken_at - 1:
         raise RunFileError(f"{store.path / EVENTS}: events before the checkpoint (1 to {taken_at - 1}) are missing; "
                            "nothing was changed: restore the log from a backup, or start a new run")
-    changed = [name for name, digest in file_digests(store.path, RUN_FILES).items()
-               if digest != saved["run_files"].get(name)]
-    if changed:
-        raise RunFileError(f"{store.path}: {' and '.join(changed)} changed since the run started; a run resumes "
+    recorded: dict[str, str] = saved["file_digests"]
+    changed = [name for name, digest in file_digests(store.path, tuple(recorded)).items() if digest != recorded[name]]
+    started_with = [name for name in changed if name in RUN_FILES]
+    if started_with:
+        raise RunFileError(f"{store.path}: {' and '.join(started_with)} changed since the run started; a run resumes "
                            "with the files it started with: put them back, or start a new run")
+    if changed:
+        raise RunFileError(f"{store.path / changed[0]}: damaged or changed since the run wrote it (its checksum "
+                           "differs); nothing was changed: restore it from a backup, or start a new run")
     return saved
 
 

@@ -34,7 +34,8 @@ class DatasetConfig(Strict):
 
 
 class PhysicalSpec(Strict):
-    system: str | None = Field(None, description="a system of the lab; default: the protocol's system")
+    system: str | None = Field(None, description="a system of the lab; default: the protocol's system (the only "
+                               "one a run fits a twin to)")
     theta_init: Literal["uniform", "center"] = "uniform"
     input_map: Literal["none", "sigmoid"] = Field(
         "none", description="none: inputs must be within the system's bounds; sigmoid: any real input")
@@ -192,6 +193,13 @@ def system_and_method(protocol: Protocol, lab: Lab,
         method.check(system)
     except ConfigError as error:
         raise _locate(document, error.detail, ("method", "name")) from None
+    if "twin" in method.needs:
+        for index, layer in enumerate(protocol.model.layers):
+            name = layer.physical.system if layer.physical is not None else None
+            if name not in (None, protocol.system):
+                raise _locate(document, f"method {method.name!r} trains a physical layer through a twin, and a run "
+                                        f"fits one, to the protocol's system {protocol.system!r}; {name!r} would have "
+                                        "none", ("model", "layers", index, "physical", "system"))
     return system, method
 
 

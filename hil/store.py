@@ -96,6 +96,8 @@ class RunStore:
 
     def __init__(self, path: Path):
         self.path = path
+        #: SHA-256 (hex) of each file `save_arrays` wrote in this session, by relative path.
+        self.digests: dict[str, str] = {}
         self._lock = _hold(path)
         try:
             self.next_seq = 1 + max((event["seq"] for event in self.events()), default=0)
@@ -206,6 +208,7 @@ class RunStore:
             for key, value in (attrs or {}).items():
                 handle.attrs[key] = json.dumps(_jsonable(value))
         _atomic_write(self.path / relative, buffer.getvalue())
+        self.digests[relative] = hashlib.sha256(buffer.getvalue()).hexdigest()
         return self.path / relative
 
     def load_arrays(self, relative: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

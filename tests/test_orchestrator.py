@@ -161,6 +161,9 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"training": {"epochs": 1, "batch_size": 1},
       "model": {"layers": [{"physical": {}}, {"batchnorm": True}, {"linear": {"out_features": 10}}]}},
      r"protocol.yaml:\d+: training.batch_size: a batchnorm layer needs batches of at least 2 samples"),
+    ({"model": {"layers": [{"physical": {"system": "optical"}}, {"linear": {"out_features": 10}}]}},
+     r"protocol.yaml:\d+: model.layers.0.physical.system: method 'pat' trains a physical layer through a twin, and a "
+     r"run fits one, to the protocol's system 'crossbar'; 'optical' would have none"),
     ({"dataset": {"name": "digits", "limit": 1}}, r"protocol.yaml:\d+: dataset.limit: Input should be greater than "
                                                   r"or equal to 2"),
 ])
@@ -201,13 +204,14 @@ def test_digital_layers_before_a_physical_layer_and_an_insilico_run(tmp_path: Pa
 
 
 def test_a_checkpoint_holds_every_system_the_model_drives(tmp_path: Path) -> None:
-    """A layer on a second system: its bench state is checkpointed too, so a restore replays its noise."""
+    """A layer on a second system (for a method that needs no twin): its bench state is checkpointed too, so a
+    restore replays its noise."""
     import torch
 
     from hil.lab import Lab
     from hil.nn import physical_layers
     from hil.orchestrator import Run
-    from hil.protocol import load_protocol
+    from hil.protocol import build_model, load_protocol
 
     with Lab.load(REPO / "lab.yaml") as lab:
         oscillator = lab.system("oscillator")
@@ -216,7 +220,7 @@ def test_a_checkpoint_holds_every_system_the_model_drives(tmp_path: Path) -> Non
             {"physical": {"system": "oscillator"}}, {"linear": {"out_features": 10}}]})
         protocol, document = load_protocol(path)
         run = Run(protocol, lab, RunStore.create(tmp_path, "two-systems"), document, show_progress=False)
-        run.prepare()
+        run.system, run.model = lab.system("crossbar"), build_model(protocol, lab, 64, 10)  # as prepare() would
         saved = run._bench_state()
         assert set(saved["systems"]) == {"crossbar", "oscillator"}
         assert {"crossbar_chip", "oscillators"} <= set(saved["worlds"])
@@ -279,7 +283,8 @@ def damage_line(log: Path, number: int) -> None:
     (lambda run: (run / "checkpoint.pt").unlink(), r"checkpoint.pt: checkpoint missing; resuming would redo"),
     (lambda run: (run / "checkpoint.pt").write_bytes(b""), r"checkpoint.pt: checkpoint unreadable"),
     (lambda run: (run / "data/twin_data.h5").write_bytes((run / "data/twin_data.h5").read_bytes()[:3000]),
-     r"twin_data.h5: HDF5 data unreadable"),
+     r"data/twin_data.h5: damaged or changed since the run wrote it \(its checksum differs\); nothing was changed"),
+    (lambda run: flip_a_byte(run / "data/fidelity.h5"), r"data/fidelity.h5: damaged or changed since the run wrote"),
     (lambda run: flip_a_byte(run / "checkpoint.pt"), r"checkpoint unreadable \(damaged: its checksum does not match\)"),
     (lambda run: keep_lines(run / "events.jsonl", 3), r"events.jsonl: events before the checkpoint \(1 to \d+\) are "
                                                       r"missing; nothing was changed"),
