@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from drivers.scpi import ScpiDriver
-from hil.errors import DeviceError, LimitError
+from hil.errors import DeviceError, LimitError, excerpt
 from hil.instruments import Readings, SourceMeter, SourceMode
 from hil.limits import Limit
 from hil.transport import Transport
@@ -330,7 +330,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         except ValueError:
             number = None
         if number is None or len(rest) < 2 or rest[0] != '"' or rest[-1] != '"':
-            raise DeviceError(f"{self.name}: error-queue reply {reply!r} is malformed")
+            raise DeviceError(f"{self.name}: error-queue reply {excerpt(reply)} is malformed")
         fields = rest[1:-1].rsplit(";", 2)
         return number, fields[0] if len(fields) == 3 else rest[1:-1]
 

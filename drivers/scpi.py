@@ -10,7 +10,7 @@ import itertools
 import math
 from typing import Any
 
-from hil.errors import DeviceError
+from hil.errors import DeviceError, excerpt
 from hil.instruments import require_before_capability
 from hil.transport import Transport
 
@@ -121,7 +121,7 @@ class ScpiDriver:
         except ValueError:
             value = math.nan
         if not math.isfinite(value):
-            raise DeviceError(f"{self.name}: reply {reply!r} to {command!r} is not a finite number")  # type: ignore[attr-defined]
+            raise DeviceError(f"{self.name}: reply {excerpt(reply)} to {command!r} is not a finite number")  # type: ignore[attr-defined]
         return value
 
     def query_floats(self, command: str) -> list[float]:
@@ -130,13 +130,13 @@ class ScpiDriver:
         try:
             return [float(part) for part in reply.split(",")]
         except ValueError:
-            raise DeviceError(f"{self.name}: reply {reply!r} to {command!r} is not a list of numbers") \
+            raise DeviceError(f"{self.name}: reply {excerpt(reply)} to {command!r} is not a list of numbers") \
                 from None  # type: ignore[attr-defined]
 
     def query_bool(self, command: str) -> bool:
         reply = self.query(command)
         if reply not in ("0", "1"):
-            raise DeviceError(f"{self.name}: reply {reply!r} to {command!r} is not 0 or 1")  # type: ignore[attr-defined]
+            raise DeviceError(f"{self.name}: reply {excerpt(reply)} to {command!r} is not 0 or 1")  # type: ignore[attr-defined]
         return reply == "1"
 
     def parse_error(self, reply: str) -> tuple[int, str]:
@@ -145,7 +145,7 @@ class ScpiDriver:
         try:
             return int(code), message.strip().strip('"')
         except ValueError:
-            raise DeviceError(f"{self.name}: error-queue reply {reply!r} is malformed") from None  # type: ignore[attr-defined]
+            raise DeviceError(f"{self.name}: error-queue reply {excerpt(reply)} is malformed") from None  # type: ignore[attr-defined]
 
     def check_errors(self, after: str = "") -> None:
         """Read the error queue until it is empty; raise `DeviceError` listing every error found."""

@@ -12,6 +12,14 @@ import threading
 from collections.abc import Iterator
 
 
+def excerpt(text: str, limit: int = 60) -> str:
+    """``text`` quoted for a one-line message, cut to ``limit`` characters with its full length said (an
+    instrument's garbage reply can be megabytes long)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
 class HilError(Exception):
     """Base of every error hil raises on purpose."""
 
