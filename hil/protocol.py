@@ -60,6 +60,8 @@ class LayerSpec(Strict):
         if len(given) != 1:
             raise ValueError("a layer is exactly one of physical, linear, activation, batchnorm; "
                              f"got {given or 'none'}")
+        if self.batchnorm is False:
+            raise ValueError("batchnorm: false is no layer; write batchnorm: true, or remove the layer")
         return self
 
 

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from hil.errors import ConfigError, TransportError, TransportTimeout
+from hil.errors import ConfigError, TransportError, TransportTimeout, excerpt
 
 #: pyvisa datatype codes accepted by the binary-block methods (struct format characters).
 BLOCK_DATATYPES = "bBhHiIlLqQfd"
@@ -391,7 +391,7 @@ class SerialTransport(Transport):
         terminator = self.read_termination.encode("ascii")
         data = self._port.read_until(terminator)
         if not data.endswith(terminator):
-            raise TimeoutError(f"reply {data!r} has no terminator")
+            raise TimeoutError(f"reply {excerpt(data.decode('ascii', 'replace'))} has no terminator")
         return data
 
     def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:

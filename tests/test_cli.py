@@ -53,6 +53,8 @@ def test_the_readmes_lab_example_is_valid_and_checking_it_writes_nothing(
      ":2: instruments.awg: invalid YAML: character U+001B (a control character) is not allowed; delete it"),
     ("# a bell \x07\ninstruments: {}\n", ":1: invalid YAML: character U+0007"),
     ("a: " + "[" * 5000 + "]" * 5000 + "\n", ": invalid YAML: nested too deeply"),
+    ("description: x\non: 1\n", ":2: on: key 'on' reads as a bool in YAML, not a name; quote it"),
+    ("instruments:\n  1: {driver: keysight_33500b}\n", ":2: instruments.1: key '1' reads as an int in YAML"),
     ('instruments:\n  smu: {driver: keithley_2450, resource: "garbage resource"}\n',
      ":2: instruments.smu.resource: 'garbage resource' is not a VISA resource"),
     ("instruments:\n  smu: {driver: keithley_2450, emulate: {load_ohm: .nan}}\n",
