@@ -164,9 +164,19 @@ class Lab:
             raise self._error(error.detail, (*where, "kind")) from None
         instruments = {}
         for role, instrument in config.instruments.items():
+            if role not in cls.roles:
+                raise self._error(f"system kind {config.kind!r} has no role {role!r}; its roles: "
+                                  f"{', '.join(cls.roles)}", (*where, "instruments", role))
             if instrument not in self.instruments:
                 raise self._error(f"no instrument named {instrument!r} in this lab", (*where, "instruments", role))
             instruments[role] = self.instruments[instrument]
+        worlds = {self.instruments[i].world: role for role, i in config.instruments.items()  # type: ignore[attr-defined]
+                  if getattr(self.instruments[i], "world", None) is not None}
+        if len(worlds) > 1:
+            names = {id(world): name for name, world in self.worlds.items()}
+            roles = ", ".join(f"{role} on {names.get(id(world), '?')!r}" for world, role in worlds.items())
+            raise self._error(f"the simulated instruments of one system must share one world (the physics that links "
+                              f"them); here: {roles}", (*where, "instruments"))
         parameters = inspect.signature(cls.__init__).parameters
         allowed = sorted(p for p, v in parameters.items() if p not in ("self", "instruments", "name")
                          and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL))

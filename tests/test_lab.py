@@ -198,6 +198,30 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
             limits:
               voltage_v: {max: .nan}
      """, r"lab.yaml:6: instruments\.awg\.limits\.voltage_v\.max: .*finite"),
+    ("""
+        worlds:
+          table: {kind: optical_table}
+          fiber_bench: {kind: multimode_fiber}
+        instruments:
+          slm: {driver: simulated_slm, world: table}
+          camera: {driver: simulated_camera, world: fiber_bench}
+        systems:
+          optical:
+            kind: optical
+            instruments: {slm: slm, camera: camera}
+     """, r"lab.yaml:10: systems\.optical\.instruments: the simulated instruments of one system must share one "
+         r"world \(the physics that links them\); here: slm on 'table', camera on 'fiber_bench'$"),
+    ("""
+        worlds:
+          chip: {kind: memristor_crossbar}
+        instruments:
+          xbar: {driver: simulated_crossbar, world: chip}
+        systems:
+          crossbar:
+            kind: crossbar
+            instruments: {crossbar: xbar, spare: xbar}
+     """, r"lab.yaml:8: systems\.crossbar\.instruments\.spare: system kind 'crossbar' has no role 'spare'; its "
+         r"roles: crossbar$"),
 ])
 def test_bad_lab_files_fail_with_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
