@@ -453,7 +453,10 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             check_from_run(protocol, document)
             lab.build()
             system_and_method(protocol, lab, document)
-            created = RunStore.create(output_root or protocol.output.root, protocol.output.name or protocol.name)
+            try:
+                created = RunStore.create(output_root or protocol.output.root, protocol.output.name or protocol.name)
+            except ConfigError as error:
+                raise document.error(error.detail, ("output", "root")) from None
             created.write_text("protocol.yaml", yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
             created.write_text("lab.yaml", Path(lab_path or protocol.lab).read_text(encoding="utf-8"))
         except BaseException:

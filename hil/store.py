@@ -124,10 +124,10 @@ class RunStore:
                     continue
                 return cls(path)
         except OSError as error:
-            raise RunFileError(f"output.root: cannot create a run folder in {parent} ({error.strerror or error}); "
-                               "set output.root to a folder you can write to") from None
-        raise RunFileError(f"output.root: cannot create a run folder in {parent} (too many named {stem}); "
-                           "use another output.root or output.name")
+            raise ConfigError(f"cannot create a run folder in {parent} ({error.strerror or error}); set "
+                              "output.root to a folder you can write to", field="output.root") from None
+        raise ConfigError(f"cannot create a run folder in {parent} (too many named {stem}); use another output.root "
+                          "or output.name", field="output.root")
 
     @classmethod
     def open(cls, path: str | Path) -> RunStore:

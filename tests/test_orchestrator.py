@@ -391,7 +391,7 @@ def test_a_seed_given_to_run_protocol_is_validated_as_a_file_seed_is(tmp_path: P
 def test_a_run_folder_that_cannot_be_made_stops_the_emulators_the_lab_started(tmp_path: Path) -> None:
     not_a_folder = tmp_path / "runs"
     not_a_folder.write_text("a file where the runs should go")
-    with pytest.raises(RunFileError, match="cannot create a run folder"):
+    with pytest.raises(ConfigError, match=r"protocol.yaml:\d+: output.root: cannot create a run folder in "):
         run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False, output_root=not_a_folder)
     serving = [t.name for t in threading.enumerate() if t.name in ("TcpServer", "PtyServer") and t.is_alive()]
     assert serving == []  # the default lab's 33500B and 2450 emulators are stopped

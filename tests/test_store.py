@@ -146,7 +146,7 @@ def test_an_output_root_that_cannot_hold_runs_is_a_clear_error(tmp_path) -> None
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     for root in (a_file, a_file / "below"):
-        with pytest.raises(RunFileError, match=rf"^output.root: cannot create a run folder in {root} \("):
+        with pytest.raises(ConfigError, match=rf"^output.root: cannot create a run folder in {root} \("):
             RunStore.create(root, "r")
 
 
