@@ -232,7 +232,11 @@ def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
                                         input_map=spec.physical.input_map, seed=protocol.seed + index))
             width = system.n_out
         elif spec.linear is not None:
-            layers.append(nn.Linear(width, spec.linear.out_features, bias=spec.linear.bias))
+            try:
+                layers.append(nn.Linear(width, spec.linear.out_features, bias=spec.linear.bias))
+            except (RuntimeError, MemoryError):  # the weights cannot be allocated
+                raise _locate(document, f"a {width} × {spec.linear.out_features} linear layer does not fit in memory",
+                              (*where, "linear", "out_features")) from None
             width = spec.linear.out_features
         elif spec.activation is not None:
             layers.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}[spec.activation]())

@@ -166,6 +166,9 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
      r"run fits one, to the protocol's system 'crossbar'; 'optical' would have none"),
     ({"model": {"layers": [{"physical": {}}, {"batchnorm": False}, {"linear": {"out_features": 10}}]}},
      r"protocol.yaml:\d+: model.layers.1: batchnorm: false is no layer; write batchnorm: true, or remove the layer"),
+    ({"model": {"layers": [{"physical": {}}, {"linear": {"out_features": 10**12}}]}},
+     r"protocol.yaml:\d+: model.layers.1.linear.out_features: a 32 × 1000000000000 linear layer does not fit in "
+     r"memory"),
     ({"dataset": {"name": "digits", "limit": 1}}, r"protocol.yaml:\d+: dataset.limit: Input should be greater than "
                                                   r"or equal to 2"),
 ])
