@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from hil.store import RunStore
 
@@ -24,7 +26,16 @@ def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return next((e for e in reversed(events) if e["kind"] == kind), {})
 
 
-def _learning_curves(events: list[dict[str, Any]], path: Path) -> None:
+def _save(store: RunStore, figure: Figure, relative: str) -> None:
+    """Render ``figure`` as PNG into the run folder, atomically (a reader never sees half a plot)."""
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    store.write_bytes(relative, buffer.getvalue())
+
+
+def _learning_curves(events: list[dict[str, Any]]) -> Figure:
     epochs = [e for e in events if e["kind"] == "epoch"]
     batches = [e for e in events if e["kind"] == "batch"]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
@@ -44,13 +55,12 @@ def _learning_curves(events: list[dict[str, Any]], path: Path) -> None:
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        if axis.get_legend_handles_labels()[0]:  # a run stopped before its first epoch has no curves yet
+            axis.legend()
+    return figure
 
 
-def _twin_fit(store: RunStore, path: Path) -> None:
+def _twin_fit(store: RunStore) -> Figure:
     arrays, _ = store.load_arrays("data/fidelity.h5")
     measured = arrays["measured"].reshape(-1, arrays["measured"].shape[-1]).numpy()
     predicted = arrays["predicted"].reshape(-1, arrays["predicted"].shape[-1]).numpy()
@@ -61,12 +71,10 @@ def _twin_fit(store: RunStore, path: Path) -> None:
     axis.plot([low, high], [low, high], "k--", linewidth=1)
     axis.set(xlabel="measured on the device", ylabel="predicted by the twin",
              title=f"twin on held-out data (NMSE {arrays['nmse'].mean():.4f})")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure
 
 
-def _confusion(store: RunStore, path: Path) -> None:
+def _confusion(store: RunStore) -> Figure:
     arrays, attrs = store.load_arrays("data/evaluation.h5")
     confusion = arrays["confusion"].numpy()
     names = attrs.get("class_names") or [str(k) for k in range(len(confusion))]
@@ -78,9 +86,7 @@ def _confusion(store: RunStore, path: Path) -> None:
     axis.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
              xlabel="predicted", ylabel="true", title="confusion on the device")
     figure.colorbar(image, ax=axis, fraction=0.046)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure
 
 
 def _figure(value: Any, digits: int = 4) -> str:
@@ -95,15 +101,13 @@ def _settings(settings: dict[str, Any]) -> str:
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     """Write the plots and ``report/summary.md`` of a run; returns the summary's path."""
     events = store.events()
-    folder = store.path / "report"
-    folder.mkdir(exist_ok=True)
-    _learning_curves(events, folder / "learning_curves.png")
+    _save(store, _learning_curves(events), "report/learning_curves.png")
     plots = ["learning_curves.png"]
     if store.has("data/fidelity.h5"):
-        _twin_fit(store, folder / "twin_fit.png")
+        _save(store, _twin_fit(store), "report/twin_fit.png")
         plots.append("twin_fit.png")
     if store.has("data/evaluation.h5"):
-        _confusion(store, folder / "confusion.png")
+        _save(store, _confusion(store), "report/confusion.png")
         plots.append("confusion.png")
     started, evaluated, fid = _last(events, "run_started"), _last(events, "evaluated"), _last(events, "fidelity")
     calibrated, collected = _last(events, "calibrated"), _last(events, "collected")

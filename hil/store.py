@@ -188,9 +188,13 @@ class RunStore:
         return len(later)
 
     # -- files --------------------------------------------------------------------------------------------------
-    def write_text(self, relative: str, text: str) -> Path:
-        _atomic_write(self.path / relative, text.encode("utf-8"))
+    def write_bytes(self, relative: str, data: bytes) -> Path:
+        """Write a file of the run, atomically (its folders made as needed)."""
+        _atomic_write(self.path / relative, data)
         return self.path / relative
+
+    def write_text(self, relative: str, text: str) -> Path:
+        return self.write_bytes(relative, text.encode("utf-8"))
 
     def write_json(self, relative: str, value: Any) -> Path:
         return self.write_text(relative, json.dumps(_jsonable(value), indent=2) + "\n")

@@ -1,5 +1,6 @@
 """The hil command: tables on success; one line on stderr and exit 2 on a user mistake, never a traceback."""
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -216,3 +217,21 @@ def test_runs_lists_every_run_even_with_an_odd_value_or_an_unreadable_log(
     assert main(["runs", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "0.875" in out and "zero" in out and "unreadable log" in out
+
+
+def test_report_of_a_run_without_epochs_warns_nothing_and_a_blocked_report_folder_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.store import RunStore
+
+    store = RunStore.create(tmp_path, "early")
+    store.event("run_started", protocol="early")
+    store.close()
+    assert main(["report", str(store.path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and (store.path / "report" / "learning_curves.png").stat().st_size > 0
+    shutil.rmtree(store.path / "report")
+    (store.path / "report").write_text("a file where the report folder goes")
+    assert main(["report", str(store.path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hil: error: {store.path / 'report' / 'learning_curves.png'}: cannot write (") \
+        and err.count("\n") == 1
