@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, PositiveFloat, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from hil.config import Seed, Strict, YamlDocument
 from hil.errors import ConfigError, DeviceError, HilError
@@ -57,10 +57,22 @@ class InstrumentConfig(Strict):
     resource: str | None = None
     emulate: bool | dict[str, Any] = False
     world: str | None = None
-    timeout_s: PositiveFloat = 2.0
-    traffic_log: str | None = None
+    timeout_s: float = Field(2.0, ge=1e-3, description="reply timeout (s); at least 1 ms, VISA's resolution")
+    traffic_log: str | None = Field(None, description="file that records every exchange (appended)")
     limits: dict[str, LimitConfig] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("traffic_log")
+    @classmethod
+    def _log_in_a_folder(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        path = Path(value)
+        if not value.strip() or path.is_dir():
+            raise ValueError(f"{value!r} is a folder; name a file in it")
+        if not path.parent.is_dir():
+            raise ValueError(f"folder {str(path.parent)!r} does not exist")
+        return value
 
     @model_validator(mode="after")
     def _one_location(self) -> InstrumentConfig:
