@@ -70,8 +70,9 @@ class InstrumentConfig(Strict):
         path = Path(value)
         if not value.strip() or path.is_dir():
             raise ValueError(f"{value!r} is a folder; name a file in it")
-        if not path.parent.is_dir():
-            raise ValueError(f"folder {str(path.parent)!r} does not exist")
+        existing = next(parent for parent in path.absolute().parents if parent.exists())
+        if not existing.is_dir():  # the log's folders are made at the first transfer, below a folder
+            raise ValueError(f"{str(existing)!r} is a file, so {value!r} cannot be made")
         return value
 
     @model_validator(mode="after")
