@@ -268,21 +268,14 @@ class RunStore:
         self.wait_for_checkpoint()
         if not self.has(CHECKPOINT):
             return None
-        data = (self.path / CHECKPOINT).read_bytes()
-        payload = data[len(CHECKPOINT_MAGIC) + 32:]
-        if not data.startswith(CHECKPOINT_MAGIC):
-            reason = "not a checkpoint of hil"
-        elif hashlib.sha256(payload).digest() != data[len(CHECKPOINT_MAGIC):len(CHECKPOINT_MAGIC) + 32]:
-            reason = "damaged: its checksum does not match"
+        try:
+            data = (self.path / CHECKPOINT).read_bytes()
+        except OSError as error:
+            reason = error.strerror or str(error)
         else:
-            try:
-                saved = torch.load(io.BytesIO(payload), weights_only=True)
-            except Exception as error:  # a foreign payload fails torch.load in many ways (zip, pickle, index)
-                reason = error_reason(error)
-            else:
-                if isinstance(saved, dict) and "next_seq" in saved:
-                    return saved
-                reason = "not a checkpoint of hil"
+            saved, reason = _unseal(data)
+            if saved is not None:
+                return saved
         raise RunFileError(f"{self.path / CHECKPOINT}: checkpoint unreadable ({reason}); the run cannot be "
                            "resumed from it: restore the file from a backup, or start a new run")
 
@@ -290,6 +283,22 @@ class RunStore:
 def seal_checkpoint(payload: bytes) -> bytes:
     """A checkpoint file's bytes for a torch file's: `CHECKPOINT_MAGIC`, the payload's SHA-256, the payload."""
     return CHECKPOINT_MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def _unseal(data: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The checkpoint in a checkpoint file's bytes; or None, and why not."""
+    digest, payload = data[len(CHECKPOINT_MAGIC):len(CHECKPOINT_MAGIC) + 32], data[len(CHECKPOINT_MAGIC) + 32:]
+    if not data.startswith(CHECKPOINT_MAGIC):
+        return None, "not a checkpoint of hil"
+    if hashlib.sha256(payload).digest() != digest:
+        return None, "damaged: its checksum does not match"
+    try:
+        saved = torch.load(io.BytesIO(payload), weights_only=True)
+    except Exception as error:  # a foreign payload fails torch.load in many ways (zip, pickle, index)
+        return None, error_reason(error)
+    if isinstance(saved, dict) and "next_seq" in saved:
+        return saved, ""
+    return None, "not a checkpoint of hil"
 
 
 def file_digests(folder: Path, names: tuple[str, ...]) -> dict[str, str]:

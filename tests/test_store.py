@@ -281,10 +281,15 @@ def sealed(content: object) -> bytes:
     (lambda: sealed({"next_seq": 3, "payload": NotPlainData()}), r".*Weights only load failed.*"),
     (lambda: sealed({"next_seq": 3})[:-200] + bytes(200), r"damaged: its checksum does not match"),
     (lambda: sealed({"next_seq": 3})[len(CHECKPOINT_MAGIC) + 32:], r"not a checkpoint of hil"),  # a bare torch file
+    (lambda: b"", r"not a checkpoint of hil"),
+    (None, r"Is a directory"),
 ])
 def test_a_checkpoint_damaged_or_not_plain_data_is_refused(tmp_path, data, reason) -> None:
     store = RunStore.create(tmp_path, "r")
-    (store.path / "checkpoint.pt").write_bytes(data())
+    if data is None:
+        (store.path / "checkpoint.pt").mkdir()
+    else:
+        (store.path / "checkpoint.pt").write_bytes(data())
     with pytest.raises(RunFileError, match=rf"checkpoint.pt: checkpoint unreadable \({reason}\); "):
         store.load_checkpoint()
     store.close()
