@@ -393,7 +393,8 @@ class Run:
 
 def _checkpoint_to_resume(store: RunStore) -> dict[str, Any] | None:
     """The checkpoint a resumed run continues from; None for a run stopped before its first checkpoint (it has
-    measured nothing and starts over). Without a checkpoint, a run that got further cannot resume."""
+    measured nothing and starts over). Refused (`RunFileError`, nothing changed): a run that got further without a
+    checkpoint, a log that lacks events before it, and a file whose digest it records that has changed since."""
     saved = store.load_checkpoint()
     events = store.events()
     if saved is None:
