@@ -17,7 +17,7 @@ import inspect
 import math
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -269,12 +269,13 @@ class Lab:
         return server.resource
 
     # -- connecting and closing ---------------------------------------------------------------------------------
-    def open(self) -> Lab:
-        """Build and connect every instrument; if one fails, the others are made safe and closed."""
+    def open(self, only: Collection[str] | None = None) -> Lab:
+        """Build the lab and connect its instruments (``only``: just these, e.g. the ones a run uses; the others
+        stay untouched, and may be off); if one fails, the others are made safe and closed."""
         self.build()
         try:
             for name, instrument in self.instruments.items():
-                if instrument.connected:
+                if instrument.connected or (only is not None and name not in only):
                     continue
                 try:
                     instrument.connect()

@@ -38,6 +38,7 @@ from hil.protocol import (
     build_model,
     check_from_run,
     first_physical_system,
+    instruments_used,
     load_lab,
     load_protocol,
     system_and_method,
@@ -467,7 +468,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             raise
         store = created
     try:
-        with lab:
+        with contextlib.closing(lab.open(instruments_used(protocol, lab))):
             run = Run(protocol, lab, store, document, show_progress)
             run.prepare()
             if saved is not None:
@@ -477,7 +478,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                     store.rewind_events(1)
                 lab.safe_state()
                 store.write_json("snapshot.json", {
-                    "instruments": {name: i.snapshot() for name, i in lab.instruments.items()},
+                    "instruments": {name: i.snapshot() for name, i in lab.instruments.items() if i.connected},
                     "worlds": {name: w.describe() for name, w in lab.worlds.items()},
                     "systems": {name: s.snapshot() for name, s in lab.systems.items()}})
                 store.event("run_started", protocol=protocol.name, method=protocol.method.name,

@@ -251,6 +251,14 @@ def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
     return nn.Sequential(*layers)
 
 
+def instruments_used(protocol: Protocol, lab: Lab) -> list[str]:
+    """The names of the lab's instruments that the protocol's systems play on: all a run connects."""
+    systems = {protocol.system, *(layer.physical.system or protocol.system for layer in protocol.model.layers
+                                  if layer.physical is not None)}
+    return [instrument for name in systems if name in lab.config.systems
+            for instrument in lab.config.systems[name].instruments.values()]
+
+
 def first_physical_system(protocol: Protocol, lab: Lab) -> PhysicalSystem | None:
     """The system of the first layer, if the model starts with a physical layer taking raw bounded inputs."""
     first = protocol.model.layers[0].physical

@@ -408,3 +408,17 @@ def test_a_last_batch_of_one_sample_joins_the_one_before_so_batch_norm_trains(tm
     store = run_protocol(protocol, show_progress=False)
     batches = [e for e in store.events() if e["kind"] == "batch"]
     assert [e["batch"] for e in batches] == [1] and store.events()[-1]["kind"] == "run_finished"  # one batch
+
+
+def test_a_run_connects_only_the_instruments_its_systems_use(tmp_path: Path) -> None:
+    """A lab file lists the whole bench; an instrument the protocol does not use may be off (here: nothing
+    listens at its address), and the run neither needs nor touches it."""
+    lab = tmp_path / "lab.yaml"
+    text = (REPO / "lab.yaml").read_text()
+    awg = "  awg:\n    driver: keysight_33500b\n    emulate: true\n"
+    assert awg in text
+    off = '  awg:\n    driver: keysight_33500b\n    resource: "TCPIP::127.0.0.1::1::SOCKET"\n    timeout_s: 0.3\n'
+    lab.write_text(text.replace(awg, off))
+    store = run_protocol(write_protocol(tmp_path, **SMALL | {"lab": str(lab)}), show_progress=False)
+    assert store.events()[-1]["kind"] == "run_finished"
+    assert set(json.loads((store.path / "snapshot.json").read_text())["instruments"]) == {"crossbar"}
