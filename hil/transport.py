@@ -25,6 +25,8 @@ from hil.errors import ConfigError, TransportError, TransportTimeout, excerpt
 
 #: pyvisa datatype codes accepted by the binary-block methods (struct format characters).
 BLOCK_DATATYPES = "bBhHiIlLqQfd"
+#: The longest text reply read (bytes): far beyond any instrument's, and far below the memory an endless one takes.
+MAX_REPLY_BYTES = 64 * 2**20
 
 
 class TrafficLog:
@@ -328,7 +330,30 @@ class VisaTransport(Transport):
         self._inst.write_raw(data)
 
     def _read_raw(self) -> bytes:
-        return self._inst.read_raw()
+        """One reply, in chunks as pyvisa's ``read_raw`` reads it, but complete within the timeout and at most
+        `MAX_REPLY_BYTES` long, so that an instrument flooding bytes without a terminator cannot fill the memory
+        nor one trickling them hang the reader. pyvisa-py waits for a whole chunk as long as bytes keep coming, so
+        chunks start at 256 bytes and grow only while the reply flows (a trickle of under 256 bytes per timeout
+        is still waited for until 256 have come)."""
+        from pyvisa.constants import StatusCode
+        from pyvisa.errors import VisaIOError
+
+        more = StatusCode.success_max_count_read
+        deadline = time.monotonic() + self.timeout_s
+        reply, count = bytearray(), 256
+        with self._inst.ignore_warning(StatusCode.success_device_not_present, more):
+            while True:
+                chunk, status = self._inst.visalib.read(self._inst.session, count)
+                reply += chunk
+                if status != more:
+                    return bytes(reply)
+                count = min(4 * count, self._inst.chunk_size)
+                if len(reply) > MAX_REPLY_BYTES:
+                    raise TransportError(f"{self.owner or self.resource}: reply to {self.last_command!r} is longer "
+                                         f"than {MAX_REPLY_BYTES} bytes without its terminator (it begins "
+                                         f"{excerpt(reply[:60].decode('ascii', 'replace'))}); check the instrument")
+                if time.monotonic() > deadline:
+                    raise VisaIOError(StatusCode.error_timeout)
 
     def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:
         if self._log is not None:

@@ -178,3 +178,49 @@ def test_an_unwritable_traffic_log_is_named_not_taken_for_a_lost_connection(echo
     transport = VisaTransport(echo_tcp[1].resource, traffic_log=blocked / "traffic.log")
     with transport, pytest.raises(TransportError, match=r"traffic log .*traffic.log: cannot write .*writable path"):
         transport.query("ECHO? a")
+
+
+class Babbler:
+    """A TCP peer that answers any command with bytes and never a terminator: a flood, or a trickle."""
+
+    def __init__(self, chunk: bytes, pause_s: float):
+        import socket
+
+        self.chunk, self.pause_s, self.stop = chunk, pause_s, threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection:
+            connection.recv(100)
+            try:
+                while not self.stop.is_set():
+                    connection.sendall(self.chunk)
+                    time.sleep(self.pause_s)
+            except OSError:  # the reader gave up and closed
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize(("chunk", "pause_s", "error", "message"), [
+    (b"Y" * 65536, 0.0, TransportError, r"reply to '\*IDN\?' is longer than 1048576 bytes without its terminator "
+                                        r"\(it begins 'YYYY"),
+    (b"Z" * 16, 0.05, TransportTimeout, r"no reply within 0.5 s to '\*IDN\?'"),
+])
+def test_a_reply_that_never_ends_is_an_error_not_a_hang_or_a_full_memory(
+        monkeypatch: pytest.MonkeyPatch, chunk: bytes, pause_s: float, error: type, message: str) -> None:
+    monkeypatch.setattr("hil.transport.MAX_REPLY_BYTES", 2**20)
+    babbler = Babbler(chunk, pause_s)
+    transport = VisaTransport(f"TCPIP::127.0.0.1::{babbler.port}::SOCKET", timeout_s=0.5)
+    transport.open()
+    try:
+        with pytest.raises(error, match=message):
+            transport.query("*IDN?")
+    finally:
+        transport.close()
+        babbler.close()
