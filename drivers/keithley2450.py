@@ -91,11 +91,11 @@ class Keithley2450(ScpiDriver, SourceMeter):
         """Refuse anything but a 2450 on SCPI (``*LANG?``); read the output, source function and level."""
         hint = "(MENU > System > Settings > Command Set: SCPI, then restart it)"
         if "MODEL 2450" not in self.idn.upper():
-            raise DeviceError(f"{self.name}: {self.resource} answers {self.idn!r}, not a Keithley 2450 "
+            raise DeviceError(f"{self.name}: {self.resource} answers {excerpt(self.idn)}, not a Keithley 2450 "
                               f"on its SCPI command set {hint}")
         language = self.query("*LANG?").upper()  # a 2450 set to TSP still answers *IDN? as above
         if language != "SCPI":
-            raise DeviceError(f"{self.name}: the 2450 runs its {language!r} command set; this driver needs SCPI "
+            raise DeviceError(f"{self.name}: the 2450 runs its {excerpt(language)} command set; this driver needs SCPI "
                               f"{hint}")
         # what this driver has not set itself is unknown until configure() sets it
         self.compliance = self.nplc = self.source_range = self.measure_range = None

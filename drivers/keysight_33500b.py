@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from drivers.scpi import ScpiDriver
-from hil.errors import ConfigError, DeviceError, LimitError
+from hil.errors import ConfigError, DeviceError, LimitError, excerpt
 from hil.instruments import AnalogOutput
 from hil.limits import Limit
 from hil.transport import Transport
@@ -119,7 +119,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         parts = [part.strip() for part in idn.split(",")]
         model = parts[1].upper() if len(parts) >= 2 else ""
         if parts[0].upper() not in MAKERS or model not in MODELS:
-            raise DeviceError(f"{self.name}: *IDN? answered {idn!r}, not a model this driver knows "
+            raise DeviceError(f"{self.name}: *IDN? answered {excerpt(idn)}, not a model this driver knows "
                               f"({', '.join(MODELS)}); check the resource address")
         return model, MODELS[model]
 

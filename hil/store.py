@@ -222,7 +222,8 @@ class RunStore:
                 arrays = {name: torch.from_numpy(handle[name][()]) for name in handle}
                 attrs = {key: json.loads(value) for key, value in handle.attrs.items()}
         except (OSError, KeyError, ValueError) as error:
-            raise RunFileError(f"{self.path / relative}: HDF5 data unreadable ({error}); the file is missing or "
+            reason = "it is a folder" if (self.path / relative).is_dir() else " ".join(str(error).split())
+            raise RunFileError(f"{self.path / relative}: HDF5 data unreadable ({reason}); the file is missing or "
                                "damaged: restore it from a backup, or start a new run") from None
         return arrays, attrs
 

@@ -263,6 +263,9 @@ def test_hdf5_attributes_that_are_not_json_are_a_clear_error(tmp_path) -> None:
         handle.attrs["note"] = "not JSON"
     with pytest.raises(RunFileError, match=rf"^{store.path / 'other.h5'}: HDF5 data unreadable"):
         store.load_arrays("other.h5")
+    (store.path / "folder.h5").mkdir()
+    with pytest.raises(RunFileError, match=r"folder.h5: HDF5 data unreadable \(it is a folder\); [^\n]*$"):
+        store.load_arrays("folder.h5")
     store.close()
 
 
