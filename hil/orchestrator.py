@@ -37,6 +37,8 @@ from hil.protocol import (
     Protocol,
     build_model,
     check_from_run,
+    check_from_run_twin,
+    check_training_rows,
     first_physical_system,
     instruments_used,
     load_lab,
@@ -117,6 +119,7 @@ class Run:
         d = protocol.dataset
         self.data: Dataset = load_dataset(d.name, seed=protocol.seed, test_fraction=d.test_fraction, path=d.path,
                                           pool=d.pool, limit=d.limit)
+        check_training_rows(protocol, len(self.data.y_train), self.document)
         self.model = build_model(protocol, self.lab, self.data.n_features, self.data.n_classes, self.document)
         first = first_physical_system(protocol, self.lab)
         encoder = MinMaxEncoder(self.data.x_train, first.x_bounds) if first is not None \
@@ -454,7 +457,8 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
         try:  # what needs no hardware is checked before a run folder exists
             check_from_run(protocol, document)
             lab.build()
-            system_and_method(protocol, lab, document)
+            system, _ = system_and_method(protocol, lab, document)
+            check_from_run_twin(protocol, system, document)
             try:
                 created = RunStore.create(output_root or protocol.output.root, protocol.output.name or protocol.name)
             except ConfigError as error:

@@ -22,7 +22,7 @@ from hil.lab import Lab
 from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
 from hil.systems.base import PhysicalSystem
-from hil.twin.models import TWIN_KINDS
+from hil.twin.models import TWIN_KINDS, load_twin
 
 
 class DatasetConfig(Strict):
@@ -283,6 +283,25 @@ def check_from_run(protocol: Protocol, document: YamlDocument | None = None) -> 
                                                                                          field="twin.from_run")
 
 
+def check_from_run_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:
+    """The twin that ``twin.from_run`` names loads for ``system`` (its kind, size and settings), or a `ConfigError`
+    at that field."""
+    if protocol.twin.from_run:
+        try:
+            load_twin(Path(protocol.twin.from_run) / "twin", system)
+        except ConfigError as error:
+            raise _locate(document, error.detail, ("twin", "from_run")) from None
+
+
+def check_training_rows(protocol: Protocol, rows: int, document: YamlDocument | None = None) -> None:
+    """The data leave rows to train on: at least one, and two for a batch norm."""
+    needed = 2 if any(layer.batchnorm for layer in protocol.model.layers) else 1
+    if rows < needed:
+        where = ("dataset", "limit") if protocol.dataset.limit is not None else ("dataset", "test_fraction")
+        raise _locate(document, f"the data leave {rows} training sample(s); the model needs at least {needed}"
+                                f"{' (a batch norm)' if needed == 2 else ''}", where)
+
+
 def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
     """Validate a protocol and its lab without connecting anything; returns a one-line summary."""
     from hil.datasets import load_dataset
@@ -306,7 +325,9 @@ def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
         except ConfigError as error:
             field = tuple(error.field.split(".")) if error.field else ("dataset", "path")
             raise document.error(error.detail, field) from None
+        check_training_rows(protocol, len(data.y_train), document)
         build_model(protocol, lab, data.n_features, data.n_classes, document)
+        check_from_run_twin(protocol, system, document)
     finally:
         lab.close()
     return (f"{path}: OK — {protocol.method.name} on {protocol.system!r} ({system.kind}), {data.name} "

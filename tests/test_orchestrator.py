@@ -169,6 +169,11 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"model": {"layers": [{"physical": {}}, {"linear": {"out_features": 10**12}}]}},
      r"protocol.yaml:\d+: model.layers.1.linear.out_features: a 32 × 1000000000000 linear layer does not fit in "
      r"memory"),
+    ({"dataset": {"name": "digits", "test_fraction": 0.9999}},
+     r"protocol.yaml:\d+: dataset.test_fraction: the data leave 0 training sample\(s\); the model needs at least 1$"),
+    ({"dataset": {"name": "digits", "test_fraction": 0.9995},
+      "model": {"layers": [{"physical": {}}, {"batchnorm": True}, {"linear": {"out_features": 10}}]}},
+     r"dataset.test_fraction: the data leave 1 training sample\(s\); the model needs at least 2 \(a batch norm\)"),
     ({"dataset": {"name": "digits", "limit": 1}}, r"protocol.yaml:\d+: dataset.limit: Input should be greater than "
                                                   r"or equal to 2"),
 ])
@@ -371,8 +376,12 @@ def test_from_run_errors_are_clear_and_end_the_run_as_failed(finished_run: Path,
     (torn_twin / "twin/twin.pt").write_bytes((torn_twin / "twin/twin.pt").read_bytes()[:100])
     other_data = copy_of(finished_run, tmp_path / "other")
     RunStore(other_data).save_arrays("data/twin_data.h5", {"z": [1.0]})  # readable, but not twin data
-    cases = [(torn_twin, ConfigError, f"{torn_twin / 'twin/twin.pt'}: twin unreadable ("),
-             (other_data, ConfigError, "data/twin_data.h5: not twin data: no x, theta, y, y_repeats array")]
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(torn_twin)}})
+    with pytest.raises(ConfigError, match=rf"twin.from_run: {re.escape(str(torn_twin / 'twin/twin.pt'))}: twin "
+                                          r"unreadable \("):
+        run_protocol(protocol, show_progress=False, output_root=tmp_path / "runs-torn")
+    assert not (tmp_path / "runs-torn").exists()  # refused before a run folder is made
+    cases = [(other_data, ConfigError, "data/twin_data.h5: not twin data: no x, theta, y, y_repeats array")]
     for k, (source, error, recorded) in enumerate(cases):
         protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
         with pytest.raises(error):
@@ -422,3 +431,26 @@ def test_a_run_connects_only_the_instruments_its_systems_use(tmp_path: Path) -> 
     store = run_protocol(write_protocol(tmp_path, **SMALL | {"lab": str(lab)}), show_progress=False)
     assert store.events()[-1]["kind"] == "run_finished"
     assert set(json.loads((store.path / "snapshot.json").read_text())["instruments"]) == {"crossbar"}
+
+
+def test_hil_check_refuses_a_from_run_twin_of_another_kind_size_or_too_large(finished_run: Path,
+                                                                            tmp_path: Path) -> None:
+    source = copy_of(finished_run, tmp_path)
+    spec_path = source / "twin" / "twin.json"
+    spec = json.loads(spec_path.read_text())
+    narrow_lab = tmp_path / "narrow.yaml"
+    narrow_lab.write_text((REPO / "lab.yaml").read_text().replace("settings: {n_in: 64, n_out: 32}",
+                                                                  "settings: {n_in: 64, n_out: 16}"))
+    cases = [({**spec, "system": "oscillator"}, {}, "is for a 'oscillator' system, not 'crossbar'; point "
+                                                    "twin.from_run at a run on a crossbar system"),
+             ({"kind": "neural", "system": "crossbar", "hidden": [10**9]}, {"kind": "neural"},
+              "a neural twin with hidden sizes [1000000000] does not fit in memory"),
+             (spec, {"lab": str(narrow_lab)}, "this twin's parameters do not fit system 'crossbar' (another size or "
+                                              "settings)")]
+    for twin_json, changes, message in cases:
+        spec_path.write_text(json.dumps(twin_json))
+        twin = SMALL["twin"] | {"from_run": str(source)} | ({"kind": changes["kind"]} if "kind" in changes else {})
+        protocol = write_protocol(tmp_path, **SMALL | {"twin": twin} | ({"lab": changes["lab"]} if "lab" in changes
+                                                                       else {}))
+        with pytest.raises(ConfigError, match=rf"protocol.yaml:\d+: twin.from_run: .*{re.escape(message)}"):
+            check_protocol(protocol)

@@ -162,11 +162,21 @@ def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
         raise ConfigError(f"{folder / 'twin.json'}: not a twin description (its kind, system and hidden sizes); "
                           "point twin.from_run at a run with an intact twin/ folder")
     if spec.get("system") != system.kind:
-        raise ConfigError(f"the twin in {folder} is for a {spec.get('system')!r} system, not {system.kind!r}")
-    twin = build_twin(spec["kind"], system, tuple(spec["hidden"]) if "hidden" in spec else None)
+        raise ConfigError(f"the twin in {folder} is for a {spec.get('system')!r} system, not {system.kind!r}; "
+                          f"point twin.from_run at a run on a {system.kind} system")
     try:
-        twin.load_state_dict(torch.load(folder / "twin.pt", weights_only=True))
-    except Exception as error:  # a missing, damaged or mismatched file fails in many ways (EOF, zip, pickle, keys)
+        twin = build_twin(spec["kind"], system, tuple(spec["hidden"]) if "hidden" in spec else None)
+    except (RuntimeError, MemoryError):  # its layers cannot be allocated
+        raise ConfigError(f"{folder / 'twin.json'}: a {spec['kind']} twin with hidden sizes {spec.get('hidden')} "
+                          "does not fit in memory") from None
+    try:
+        saved = torch.load(folder / "twin.pt", weights_only=True)
+    except Exception as error:  # a missing or damaged file fails in many ways (EOF, zip, pickle)
         raise ConfigError(f"{folder / 'twin.pt'}: twin unreadable ({error_reason(error)}); point twin.from_run "
                           "at a run with an intact twin/ folder") from None
+    try:
+        twin.load_state_dict(saved)
+    except Exception:  # other names or shapes: the twin of another system's size or settings
+        raise ConfigError(f"{folder / 'twin.pt'}: this twin's parameters do not fit system {system.name!r} (another "
+                          "size or settings); point twin.from_run at a run on this system as configured") from None
     return twin
