@@ -128,8 +128,15 @@ def _field_near(text: str, line: int) -> str | None:
     return ".".join(key for _, key in stack) or None
 
 
+#: The most values a file may hold once its aliases (``*name``) are expanded: nested aliases grow exponentially.
+MAX_VALUES = 100_000
+
+
 def _index(node: yaml.Node, location: Location, lines: dict[Location, int], source: str) -> None:
     lines[location] = node.start_mark.line + 1
+    if len(lines) > MAX_VALUES:
+        raise ConfigError(f"more than {MAX_VALUES} values once its aliases (*name) are expanded; write it out, "
+                          "or nest aliases less deeply", source=source)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:

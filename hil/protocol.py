@@ -136,13 +136,14 @@ class EvaluationConfig(Strict):
 
 class OutputConfig(Strict):
     root: str = "runs"
-    name: str | None = None
+    name: str | None = Field(None, max_length=200, description="the run folder's name after its date and time "
+                             "(default: the protocol's name)")
 
 
 class Protocol(Strict):
     """An experiment protocol."""
 
-    name: str
+    name: str = Field(max_length=200)
     description: str = ""
     lab: str = Field("lab.yaml", description="lab file, relative to the working directory")
     system: str

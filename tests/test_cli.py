@@ -61,6 +61,9 @@ def test_the_readmes_lab_example_is_valid_and_checking_it_writes_nothing(
     ("# a bell \x07\ninstruments: {}\n", ":1: invalid YAML: character U+0007"),
     ("a: " + "[" * 5000 + "]" * 5000 + "\n", ": invalid YAML: nested too deeply"),
     ("description: x\non: 1\n", ":2: on: key 'on' reads as a bool in YAML, not a name; quote it"),
+    ("a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 9)}]\n"
+                                                      for k in range(1, 7)),
+     ": more than 100000 values once its aliases (*name) are expanded"),
     ("instruments:\n  1: {driver: keysight_33500b}\n", ":2: instruments.1: key '1' reads as an int in YAML"),
     ('instruments:\n  smu: {driver: keithley_2450, resource: "garbage resource"}\n',
      ":2: instruments.smu.resource: 'garbage resource' is not a VISA resource"),

@@ -37,7 +37,8 @@ PROTOCOL = {
 
 def write_protocol(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "protocol.yaml"
-    path.write_text(yaml.safe_dump({**PROTOCOL, **changes, "output": {"root": str(tmp_path / "runs")}}))
+    output = {"root": str(tmp_path / "runs"), **changes.pop("output", {})}
+    path.write_text(yaml.safe_dump({**PROTOCOL, **changes, "output": output}))
     return path
 
 
@@ -174,6 +175,7 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"dataset": {"name": "digits", "test_fraction": 0.9995},
       "model": {"layers": [{"physical": {}}, {"batchnorm": True}, {"linear": {"out_features": 10}}]}},
      r"dataset.test_fraction: the data leave 1 training sample\(s\); the model needs at least 2 \(a batch norm\)"),
+    ({"output": {"name": "x" * 300}}, r"protocol.yaml:\d+: output.name: String should have at most 200 characters"),
     ({"dataset": {"name": "digits", "limit": 1}}, r"protocol.yaml:\d+: dataset.limit: Input should be greater than "
                                                   r"or equal to 2"),
 ])
