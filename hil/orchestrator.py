@@ -438,6 +438,9 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
         store = RunStore.open(resume)
         try:
             saved = _checkpoint_to_resume(store)
+            if [e["kind"] for e in store.events()[-1:]] == ["run_finished"]:  # checked; nothing left to do or change
+                store.close()
+                return store
             protocol, document = load_protocol(store.path / "protocol.yaml")
             lab = Lab.load(store.path / "lab.yaml")
         except BaseException:
