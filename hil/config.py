@@ -145,7 +145,8 @@ def _index(node: yaml.Node, location: Location, lines: dict[Location, int], sour
                 raise ConfigError("a key must be a plain name, not a list or a mapping", source=source, line=line,
                                   field=".".join(map(str, location)) or None)
             key = key_node.value
-            if key_node.tag != "tag:yaml.org,2002:str" and not key_node.style:  # on, no, 1, ~: not names
+            plain = key_node.tag in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge")  # merge: <<: *defaults
+            if not plain and not key_node.style:  # on, no, 1, ~: not names
                 kind = key_node.tag.rpartition(":")[2]
                 raise ConfigError(f"key {key!r} reads as {'an' if kind[0] in 'aeiou' else 'a'} {kind} in YAML, not "
                                   "a name; quote it", source=source, line=line,

@@ -293,3 +293,18 @@ def test_a_plugin_cannot_take_a_built_in_name_and_is_told_so(tmp_path: Path, mon
         available.cache_clear()
     assert names["keithley_2450"] == BUILTIN["instruments"]["keithley_2450"]
     assert names["acme_smu"] == "acme_hil.smu:AcmeSmu"
+
+
+def test_yaml_merge_keys_and_anchors_work_in_a_lab_file(tmp_path: Path) -> None:
+    """Keys must be names (``on:`` is refused), but a merge key ``<<: *anchor`` is YAML's way to share settings."""
+    path = write(tmp_path, """
+        worlds:
+          table: {kind: optical_table}
+        instruments:
+          slm: &simulated {driver: simulated_slm, world: table}
+          camera:
+            <<: *simulated
+            driver: simulated_camera
+    """)
+    with Lab.load(path) as lab:
+        assert lab["camera"].capability == "camera" and lab["camera"].world is lab["slm"].world
