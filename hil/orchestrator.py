@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from hil import state as state_io
-from hil.datasets import Dataset, MinMaxEncoder, StandardEncoder, load_dataset
+from hil.datasets import Dataset, MinMaxEncoder, StandardEncoder
 from hil.errors import ConfigError, HilError
 from hil.lab import Lab
 from hil.nn import physical_layers, set_mode
@@ -38,9 +38,9 @@ from hil.protocol import (
     build_model,
     check_from_run,
     check_from_run_twin,
-    check_training_rows,
     first_physical_system,
     instruments_used,
+    load_data,
     load_lab,
     load_protocol,
     system_and_method,
@@ -113,13 +113,11 @@ class Run:
         self.run_files = file_digests(store.path, RUN_FILES)
 
     # -- set-up -------------------------------------------------------------------------------------------------
-    def prepare(self) -> None:
+    def prepare(self, data: Dataset | None = None) -> None:
+        """Build the method, the data (``data``: already loaded) and the model."""
         protocol = self.protocol
         self.system, self.method = system_and_method(protocol, self.lab, self.document)
-        d = protocol.dataset
-        self.data: Dataset = load_dataset(d.name, seed=protocol.seed, test_fraction=d.test_fraction, path=d.path,
-                                          pool=d.pool, limit=d.limit)
-        check_training_rows(protocol, len(self.data.y_train), self.document)
+        self.data = data if data is not None else load_data(protocol, self.document)
         self.model = build_model(protocol, self.lab, self.data.n_features, self.data.n_classes, self.document)
         first = first_physical_system(protocol, self.lab)
         encoder = MinMaxEncoder(self.data.x_train, first.x_bounds) if first is not None \
@@ -433,7 +431,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                  seed: int | None = None, resume: str | Path | None = None, show_progress: bool = True,
                  output_root: str | Path | None = None) -> RunStore:
     """Run a protocol file (or resume a run folder); returns the run's store. Instruments always end safe."""
-    saved = None
+    saved, data = None, None
     if resume is not None:
         store = RunStore.open(resume)
         try:
@@ -462,6 +460,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             lab.build()
             system, _ = system_and_method(protocol, lab, document)
             check_from_run_twin(protocol, system, document)
+            data = load_data(protocol, document)
             try:
                 created = RunStore.create(output_root or protocol.output.root, protocol.output.name or protocol.name)
             except ConfigError as error:
@@ -477,7 +476,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
     try:
         with contextlib.closing(lab.open(instruments_used(protocol, lab))):
             run = Run(protocol, lab, store, document, show_progress)
-            run.prepare()
+            run.prepare(data)
             if saved is not None:
                 run.resume_from(saved)
             else:

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from hil.config import Seed, Strict, YamlDocument
-from hil.datasets import DATASETS
+from hil.datasets import DATASETS, Dataset
 from hil.errors import ConfigError
 from hil.lab import Lab
 from hil.methods.base import TrainingMethod, method_class
@@ -294,6 +294,24 @@ def check_from_run_twin(protocol: Protocol, system: PhysicalSystem, document: Ya
             raise _locate(document, error.detail, ("twin", "from_run")) from None
 
 
+def load_data(protocol: Protocol, document: YamlDocument | None = None) -> Dataset:
+    """The protocol's data set, split and limited. An unknown set, a bad path, or data that leave too few rows
+    to train on (`check_training_rows`) are located in the protocol."""
+    from hil.datasets import load_dataset
+
+    d = protocol.dataset
+    if d.name not in DATASETS:
+        raise _locate(document, f"unknown data set {d.name!r}", ("dataset", "name"))
+    try:
+        data = load_dataset(d.name, seed=protocol.seed, test_fraction=d.test_fraction, path=d.path, pool=d.pool,
+                            limit=d.limit)
+    except ConfigError as error:
+        where = tuple(error.field.split(".")) if error.field else ("dataset", "path")
+        raise _locate(document, error.detail, where) from None
+    check_training_rows(protocol, len(data.y_train), document)
+    return data
+
+
 def check_training_rows(protocol: Protocol, rows: int, document: YamlDocument | None = None) -> None:
     """The data leave rows to train on: at least one, and two for a batch norm."""
     needed = 2 if any(layer.batchnorm for layer in protocol.model.layers) else 1
@@ -305,8 +323,6 @@ def check_training_rows(protocol: Protocol, rows: int, document: YamlDocument | 
 
 def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
     """Validate a protocol and its lab without connecting anything; returns a one-line summary."""
-    from hil.datasets import load_dataset
-
     protocol, document = load_protocol(path)
     check_from_run(protocol, document)
     lab = load_lab(protocol, document, lab_path)
@@ -317,16 +333,7 @@ def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
             raise document.error(f"unknown twin kind {protocol.twin.kind!r}", ("twin", "kind"))
         if protocol.twin.kind == "oracle" and not all(hasattr(i, "world") for i in system.instruments.values()):
             raise document.error("an oracle twin needs a simulated system", ("twin", "kind"))
-        if protocol.dataset.name not in DATASETS:
-            raise document.error(f"unknown data set {protocol.dataset.name!r}", ("dataset", "name"))
-        try:
-            data = load_dataset(protocol.dataset.name, seed=protocol.seed,
-                                test_fraction=protocol.dataset.test_fraction, path=protocol.dataset.path,
-                                pool=protocol.dataset.pool, limit=protocol.dataset.limit)
-        except ConfigError as error:
-            field = tuple(error.field.split(".")) if error.field else ("dataset", "path")
-            raise document.error(error.detail, field) from None
-        check_training_rows(protocol, len(data.y_train), document)
+        data = load_data(protocol, document)
         build_model(protocol, lab, data.n_features, data.n_classes, document)
         check_from_run_twin(protocol, system, document)
     finally:

@@ -447,3 +447,10 @@ def test_hil_check_refuses_a_from_run_twin_of_another_kind_size_or_too_large(fin
                                                                        else {}))
         with pytest.raises(ConfigError, match=rf"protocol.yaml:\d+: twin.from_run: .*{re.escape(message)}"):
             check_protocol(protocol)
+
+
+def test_data_that_leave_no_training_rows_are_refused_before_a_run_folder_exists(tmp_path: Path) -> None:
+    protocol = write_protocol(tmp_path, dataset={"name": "digits", "test_fraction": 0.9999})
+    with pytest.raises(ConfigError, match=r"dataset.test_fraction: the data leave 0 training sample\(s\)"):
+        run_protocol(protocol, show_progress=False)
+    assert not (tmp_path / "runs").exists()
