@@ -278,10 +278,8 @@ def check_from_run(protocol: Protocol, document: YamlDocument | None = None) -> 
     missing = [f"{name} ({what})" for name, what in (("twin/", "a fitted twin"), ("data/twin_data.h5", "its data"))
                if not (Path(source) / name).exists()]
     if missing:
-        message = (f"{source} has no {' and no '.join(missing)}; name a run that finished its collect and "
-                   "fit_twin steps")
-        raise document.error(message, ("twin", "from_run")) if document else ConfigError(message,
-                                                                                         field="twin.from_run")
+        raise _locate(document, f"{source} has no {' and no '.join(missing)}; name a run that finished its collect "
+                                "and fit_twin steps", ("twin", "from_run"))
 
 
 def check_from_run_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:
