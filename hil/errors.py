@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def excerpt(text: str, limit: int = 60) -> str:
@@ -77,18 +78,24 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def terminate_on_signals() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise `Terminated` in the main thread (elsewhere: nothing changes)."""
+def handling(signals: tuple[int, ...], handler: Callable[[int, Any], Any]) -> Iterator[None]:
+    """Within the block, ``handler`` receives ``signals`` (only in the main thread: elsewhere nothing changes);
+    the handlers before it come back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def stop(signum: int, frame: object) -> None:
-        raise Terminated(signum)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s, before in previous.items():
+            signal.signal(s, before if before is not None else signal.SIG_DFL)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+def terminate_on_signals() -> contextlib.AbstractContextManager[None]:
+    """Within the block, SIGTERM and SIGHUP raise `Terminated` in the main thread (elsewhere: nothing changes)."""
+    return handling((signal.SIGTERM, signal.SIGHUP), _terminate)

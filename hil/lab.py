@@ -16,7 +16,6 @@ import contextlib
 import inspect
 import math
 import signal
-import threading
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from hil.config import Seed, Strict, YamlDocument
-from hil.errors import ConfigError, DeviceError, HilError
+from hil.errors import ConfigError, DeviceError, HilError, handling
 from hil.instruments import Instrument
 from hil.registry import instrument_class, lookup
 from hil.systems.base import PhysicalSystem
@@ -339,16 +338,10 @@ class Lab:
 def _signals_held() -> Iterator[None]:
     """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done (only in the main thread), then deliver the first
     to the handler it would have reached."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     received: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        yield
+        with handling((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), lambda signum, frame: received.append(signum)):
+            yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
         if received:
             signal.raise_signal(received[0])

@@ -16,7 +16,6 @@ import contextlib
 import copy
 import math
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from torch import nn
 
 from hil import state as state_io
 from hil.datasets import Dataset, MinMaxEncoder, StandardEncoder
-from hil.errors import ConfigError, HilError
+from hil.errors import ConfigError, HilError, handling
 from hil.lab import Lab
 from hil.nn import physical_layers, set_mode
 from hil.protocol import (
@@ -71,23 +70,15 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
 
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[_StopFlag]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        self._previous = signal.signal(signal.SIGINT, self._handler)
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGINT, self._previous)
+    def installed(self) -> contextlib.AbstractContextManager[None]:
+        """Within the block, Ctrl-C reaches this flag (only in the main thread)."""
+        return handling((signal.SIGINT,), self._handler)
 
 
 def _progress() -> Progress:
