@@ -182,8 +182,8 @@ class Lab:
             if instrument not in self.instruments:
                 raise self._error(f"no instrument named {instrument!r} in this lab", (*where, "instruments", role))
             instruments[role] = self.instruments[instrument]
-        worlds = {self.instruments[i].world: role for role, i in config.instruments.items()  # type: ignore[attr-defined]
-                  if getattr(self.instruments[i], "world", None) is not None}
+        worlds = {instrument.world: role for role, instrument in instruments.items()  # type: ignore[attr-defined]
+                  if getattr(instrument, "world", None) is not None}
         if len(worlds) > 1:
             names = {id(world): name for name, world in self.worlds.items()}
             roles = ", ".join(f"{role} on {names.get(id(world), '?')!r}" for world, role in worlds.items())
