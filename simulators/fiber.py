@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 
 from hil.config import Strict
 from hil.physics.fiber import fiber_transmission, macro_amplitudes, macro_pixel_field
-from hil.physics.optics import window_pixels
+from hil.physics.optics import CHUNK_FRAMES, window_pixels
 from simulators.optical import (
     HARSH_SLM_CAMERA,
     IDEAL_SLM_CAMERA,
@@ -115,8 +115,6 @@ class MultimodeFiber(SLMCameraWorld):
 
     kind = "multimode_fiber"
     Config = MultimodeFiberConfig
-    #: Frames per chunk of `render`'s SLM steps.
-    CHUNK: ClassVar[int] = 64
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "ideal": merge(IDEAL_SLM_CAMERA, {"construction": {"mode_dependent_loss_db": 0.0},
                                           "slow": {"mode_drift_rad": 0.0}}),
@@ -156,11 +154,11 @@ class MultimodeFiber(SLMCameraWorld):
 
     def render(self, drives: torch.Tensor, exposure_s: float, times_s: torch.Tensor) -> torch.Tensor:
         """As `SLMCameraWorld.render`, with the SLM's steps (`realised_phase`) and the coupling into macro-pixels run
-        ``CHUNK`` frames at a time, in cache: the same computation without whole-batch intermediates."""
+        `CHUNK_FRAMES` frames at a time, in cache: the same computation without whole-batch intermediates."""
         bow = self._frame_bow(len(drives))
         amplitudes = torch.empty(len(drives), len(self.macro_amplitudes), dtype=torch.complex64)
-        for start in range(0, len(drives), self.CHUNK):
-            frames = slice(start, start + self.CHUNK)
+        for start in range(0, len(drives), CHUNK_FRAMES):
+            frames = slice(start, start + CHUNK_FRAMES)
             phase = self._lc_phase(drives[frames], bow, frames)
             amplitudes[frames] = macro_pixel_field(phase, self.macro_px, self.macro_amplitudes, self.zero_order)
         return self.expose(self.speckle_frames(amplitudes, times_s), exposure_s, times_s)

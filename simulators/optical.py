@@ -46,6 +46,7 @@ from hil.errors import DeviceError
 from hil.instruments import Camera, SpatialLightModulator
 from hil.limits import Limit
 from hil.physics.optics import (
+    CHUNK_FRAMES,
     TWO_PI,
     FourierWorkspace,
     Window,
@@ -328,10 +329,6 @@ def poisson_small(mean: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return counts
 
 
-#: Frames per chunk of `SLMCameraWorld.program` (64 frames of 64 × 64 float32: 1 MiB).
-PROGRAM_CHUNK = 64
-
-
 class SLMCameraWorld(World):
     """A bench where a camera sees, through some optics, what a phase-only SLM shows.
 
@@ -384,12 +381,12 @@ class SLMCameraWorld(World):
     def program(self, phases_rad: Any, out: torch.Tensor | None = None) -> torch.Tensor:
         """Drives (N × rows × cols) for commanded phases: rounded to the gray levels (programming) and wrapped into
         [0, 2π); without rounding, wrapped as the rounding would (`hil.physics.optics.wrap_drive`). ``out``: a
-        buffer of that shape to write the drives into. Computed `PROGRAM_CHUNK` frames at a time, so that the
+        buffer of that shape to write the drives into. Computed `CHUNK_FRAMES` frames at a time, so that the
         temporaries are small and each pass runs in cache."""
         phases = torch.as_tensor(phases_rad, dtype=torch.float32)
         drives = torch.empty_like(phases) if out is None else out
-        for start in range(0, len(phases), PROGRAM_CHUNK):
-            frames = slice(start, start + PROGRAM_CHUNK)
+        for start in range(0, len(phases), CHUNK_FRAMES):
+            frames = slice(start, start + CHUNK_FRAMES)
             self._program_chunk(phases[frames], drives[frames])
         return drives
 

@@ -314,6 +314,11 @@ def large_empty(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor
     return torch.from_numpy(np.empty(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
 
 
+#: Frames per chunk in the simulators' per-frame loops (64 frames of 64 × 64 float32: 1 MiB), small enough that a
+#: chunk's intermediates stay in cache between the steps.
+CHUNK_FRAMES = 64
+
+
 def _power(spectrum: torch.Tensor) -> torch.Tensor:
     return spectrum.real.square() + spectrum.imag.square()
 
@@ -330,7 +335,7 @@ class FourierWorkspace:
     A_beam = c·rᵀ, is folded into them, A·diag(c)·e^{iφ}·diag(r)·Bᵀ: one pass per frame less.
     """
 
-    def __init__(self, chunk: int = 64):
+    def __init__(self, chunk: int = CHUNK_FRAMES):
         self.chunk = chunk
         self._key: tuple[object, ...] | None = None
         self._lens: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool] | None = None
