@@ -196,7 +196,7 @@ class ResistiveNetwork(AnalogWorld):
         self.series_resistance_ohm = devices.series_resistance_ohm * self._tolerance((n_diodes,))
         self.load_resistance_ohm = devices.load_resistance_ohm * self._tolerance((n_out,))
         slow = self.config.slow
-        self.slow_rng = torch.Generator().manual_seed(derive_seed(self.seed, 2))
+        self.slow_rng = torch.Generator().manual_seed(derive_seed(self.seed, 2, self.kind))
         self.temperature_drift = OrnsteinUhlenbeck(slow.temperature_sigma_k, slow.temperature_tau_s, (),
                                                    self.slow_rng)
 

@@ -10,7 +10,7 @@ clock. Its non-idealities are split by time scale, as in IBM's aihwkit:
 
 A world's ``Config`` is a nested pydantic model whose defaults are the ``realistic`` preset; ``presets`` holds
 partial configs for ``ideal`` (no non-ideality at all) and ``harsh``. A lab file picks a preset and may override
-any field. Randomness comes from generators derived from the seed (`derive_seed`): ``construction_rng`` for
+any field. Randomness comes from generators derived from the seed and the world's kind (`derive_seed`): ``construction_rng`` for
 construction and ``rng`` for everything drawn later, plus any a world derives for itself (`ResistiveNetwork`
 draws its temperature drift from a third); so the same seed and the same calls give the same numbers. Reading
 hidden values (``hidden_parameters``) leaves every generator and every slow state as it was.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import zlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -46,10 +47,10 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return result
 
 
-def derive_seed(seed: int, purpose: int) -> int:
+def derive_seed(seed: int, purpose: int, kind: str) -> int:
     """A well-mixed 63-bit seed for one purpose (0: construction, 1: everything drawn later, 2 and up: a world's
-    own streams)."""
-    state = np.random.SeedSequence([seed, purpose]).generate_state(2, dtype=np.uint32)
+    own streams) of a world of ``kind``: worlds of different kinds with the same seed draw independent numbers."""
+    state = np.random.SeedSequence([seed, purpose, zlib.crc32(kind.encode())]).generate_state(2, dtype=np.uint32)
     return int(state[0]) << 31 | int(state[1]) >> 1
 
 
@@ -70,8 +71,8 @@ class World:
         self.config = self.resolve(preset, config or {})
         self.seed = int(seed)
         self.clock = VirtualClock(realtime=realtime)
-        self.construction_rng = torch.Generator().manual_seed(derive_seed(self.seed, 0))
-        self.rng = torch.Generator().manual_seed(derive_seed(self.seed, 1))
+        self.construction_rng = torch.Generator().manual_seed(derive_seed(self.seed, 0, self.kind))
+        self.rng = torch.Generator().manual_seed(derive_seed(self.seed, 1, self.kind))
         self._construct()
 
     @classmethod

@@ -14,7 +14,7 @@ from hil.physics.fiber import macro_amplitudes, macro_pixel_field
 from hil.physics.optics import TWO_PI
 from hil.systems.fiber import FiberSystem, hadamard
 from simulators.fiber import MultimodeFiber
-from simulators.optical import SimulatedCamera, SimulatedSLM, ou_path
+from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM, ou_path
 
 QUIET = {"slow": {"power_wander": 0.0, "mode_drift_rad": 0.0}}
 #: The SLM's and camera's construction non-idealities at realistic magnitudes (for noiseless but non-ideal benches).
@@ -63,6 +63,14 @@ def test_same_seed_same_outputs_and_another_seed_another_fiber() -> None:
     assert torch.equal(*outputs)
     one, other = MultimodeFiber(seed=4).hidden_parameters(), MultimodeFiber(seed=5).hidden_parameters()
     assert not torch.allclose(one["transmission"], other["transmission"])
+
+
+def test_a_fiber_bench_and_an_optical_table_of_one_seed_are_different_devices() -> None:
+    """The lab gives every world seed 0: worlds of different kinds must still draw independent numbers."""
+    fiber, table = MultimodeFiber(seed=0), OpticalTable(seed=0)
+    assert not torch.allclose(fiber.pixel_gain, table.pixel_gain)
+    assert fiber.lut_gain != table.lut_gain
+    assert not torch.equal(fiber.normal((16,)), table.normal((16,)))  # the per-shot streams too
 
 
 def test_reading_the_hidden_parameters_changes_no_later_frame() -> None:
