@@ -120,7 +120,8 @@ class TableOpticsConfig(OpticsConfig):
                         "mirror (1); source: multi-plane light conversion, Labroille et al., Opt. Express 22, "
                         "15599 (2014)")
     plane_distance_m: float = Field(5e-3, gt=0, description="free-space path between consecutive panels (m); "
-                                    "source: assumption, within the angular spectrum method's range for the panel")
+                                    "source: assumption, millimetres as in multi-plane light converters (the "
+                                    "angular-spectrum grid grows with it, `hil.physics.optics.padded_size`)")
 
 
 class ConstructionConfig(Strict):

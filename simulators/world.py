@@ -10,10 +10,10 @@ clock. Its non-idealities are split by time scale, as in IBM's aihwkit:
 
 A world's ``Config`` is a nested pydantic model whose defaults are the ``realistic`` preset; ``presets`` holds
 partial configs for ``ideal`` (no non-ideality at all) and ``harsh``. A lab file picks a preset and may override
-any field. Randomness comes from generators derived from the seed and the world's kind (`derive_seed`): ``construction_rng`` for
-construction and ``rng`` for everything drawn later, plus any a world derives for itself (`ResistiveNetwork`
-draws its temperature drift from a third); so the same seed and the same calls give the same numbers. Reading
-hidden values (``hidden_parameters``) leaves every generator and every slow state as it was.
+any field. Randomness comes from generators derived from the seed and the world's kind (`derive_seed`):
+``construction_rng`` for construction and ``rng`` for everything drawn later, plus any a world derives for itself
+(`ResistiveNetwork` draws its temperature drift from a third); so the same seed and the same calls give the same
+numbers. Reading hidden values (``hidden_parameters``) leaves every generator and every slow state as it was.
 """
 
 from __future__ import annotations
