@@ -67,9 +67,11 @@ class NetworkConfig(Strict):
     drive_gain_m_s2_per_v: list[float] = Field(list(physics.NOMINAL_DRIVE_GAIN), min_length=1,
                                                description="actuator acceleration per drive volt on each oscillator "
                                                            "(m/s²/V); design value")
-    sensor_gain: float = Field(physics.NOMINAL_SENSOR_GAIN, gt=0,
-                               description="sensor gain (V/m for displacement, V/(m/s) for velocity); source: "
-                                           "Bently Nevada 3300 XL 8 mm proximity probe, 7.87 V/mm (200 mV/mil)")
+    sensor_gain: float | None = Field(None, gt=0,
+                                      description="sensor gain (V/m for displacement, V/(m/s) for velocity); null: "
+                                                  "that of the sensed quantity's probe, 7870 V/m or 3.94 V/(m/s); "
+                                                  "source: Bently Nevada 3300 XL 8 mm proximity probe, 7.87 V/mm "
+                                                  "(200 mV/mil), and 330500 Velomitor, 100 mV/(in/s)")
     sensed: list[int] = Field(list(physics.NOMINAL_SENSED), min_length=1,
                               description="oscillator (0-based) read by each analog input channel")
     sense: Literal["displacement", "velocity"] = Field("displacement", description="what the sensors measure")
@@ -207,7 +209,9 @@ class OscillatorNetwork(AnalogWorld):
         super()._construct()
         net, spread = self.config.network, self.config.construction
         nominal = physics.nominal_parameters(net.freq_hz, net.q, net.nonlinear_length_m, net.coupling_hz,
-                                             net.drive_gain_m_s2_per_v, net.sensor_gain, len(net.sensed))
+                                             net.drive_gain_m_s2_per_v,
+                                             net.sensor_gain or physics.NOMINAL_SENSOR_GAIN[net.sense],
+                                             len(net.sensed))
         self.nominal = nominal
         n, rng = len(net.freq_hz), self.construction_rng
         omega = nominal["omega"] * (1 + spread.freq_spread * self.normal((n,), rng))

@@ -29,7 +29,9 @@ NOMINAL_Q = (5.0, 6.0, 7.0, 8.0)
 NOMINAL_NONLINEAR_LENGTH_M = 5e-4
 NOMINAL_COUPLING_HZ = 60.0
 NOMINAL_DRIVE_GAIN = (90.0, 150.0, 260.0, 450.0)
-NOMINAL_SENSOR_GAIN = 7870.0
+#: Sensor gains by what is sensed: V/m of a displacement probe (Bently Nevada 3300 XL 8 mm proximity probe,
+#: 7.87 V/mm) and V/(m/s) of a velocity transducer (Bently Nevada 330500 Velomitor, 100 mV/(in/s)).
+NOMINAL_SENSOR_GAIN = {"displacement": 7870.0, "velocity": 3.94}
 NOMINAL_SENSED = (0, 1, 2, 3)
 #: Largest RK4 step (s); a sample interval is split into ceil(interval / MAX_STEP_S) steps.
 MAX_STEP_S = 2.5e-4

@@ -99,7 +99,8 @@ class OscillatorSystem(PhysicalSystem):
     ``gap_s``, ``sample_rate_hz``, output ``channel``), the readout (``n_windows``, ``output_scale_v``), the
     largest batch (``max_batch``, capped by the output's waveform memory and the input's record length), and the
     bench's nominal design for the physics model (``freq_hz``, ``q``, ``nonlinear_length_m``, ``coupling_hz``,
-    ``drive_gain_m_s2_per_v``, ``sensor_gain``, ``sensed``, ``sense``; see `hil.physics.oscillator`).
+    ``drive_gain_m_s2_per_v``, ``sensor_gain`` (default: `hil.physics.oscillator.NOMINAL_SENSOR_GAIN` of the
+    ``sense``), ``sensed``, ``sense``; see `hil.physics.oscillator`).
     """
 
     kind = "oscillator"
@@ -113,7 +114,7 @@ class OscillatorSystem(PhysicalSystem):
                  nonlinear_length_m: float = physics.NOMINAL_NONLINEAR_LENGTH_M,
                  coupling_hz: float = physics.NOMINAL_COUPLING_HZ,
                  drive_gain_m_s2_per_v: Sequence[float] = physics.NOMINAL_DRIVE_GAIN,
-                 sensor_gain: float = physics.NOMINAL_SENSOR_GAIN, sensed: Sequence[int] = physics.NOMINAL_SENSED,
+                 sensor_gain: float | None = None, sensed: Sequence[int] = physics.NOMINAL_SENSED,
                  sense: Literal["displacement", "velocity"] = "displacement"):
         output, inp = instruments.get("output"), instruments.get("input")
         self.segment_samples = round(segment_s * sample_rate_hz)
@@ -150,7 +151,9 @@ class OscillatorSystem(PhysicalSystem):
                          x_bounds=(-1.0, 1.0), theta_bounds=(-1.0, 1.0), max_batch=limit)
         try:
             self.nominal = physics.nominal_parameters(freq_hz, q, nonlinear_length_m, coupling_hz,
-                                                      drive_gain_m_s2_per_v, sensor_gain, len(sensed))
+                                                      drive_gain_m_s2_per_v,
+                                                      sensor_gain or physics.NOMINAL_SENSOR_GAIN[sense],
+                                                      len(sensed))
         except ValueError as error:
             raise ConfigError(str(error), field="freq_hz") from None
         if any(not 0 <= i < len(freq_hz) for i in sensed):

@@ -315,6 +315,15 @@ def test_ideal_world_equals_the_physics_model(sense: str) -> None:
     assert float(measured.min()) > 0.05 and float(measured.max()) < 3  # order one
 
 
+
+@pytest.mark.parametrize("sense", ["displacement", "velocity"])
+def test_the_default_sensor_of_either_sense_reads_within_the_input_range(sense: str) -> None:
+    """A velocity transducer has its own gain: the displacement probe's 7870 V/m read as V/(m/s) gave 1.6 kV."""
+    _, _, ai, system = bench(config={"network": {"sense": sense}}, sense=sense)
+    x, theta = inputs(6, seed=1)
+    rms_v = system.forward(x, theta) * system.output_scale_v
+    assert 0.01 < float(rms_v.max()) < ai.limits["voltage_v"].max / 2
+
 def test_oracle_matches_the_noise_averaged_realistic_world_far_better_than_the_nominal_model() -> None:
     _, _, _, system = bench(seed=9, config={"slow": {"temperature_sigma_k": 0.0}})
     x, theta = inputs(6, seed=2)
