@@ -178,8 +178,9 @@ class ShotConfig(Strict):
                                          "drawn exactly (Poisson); above it, from a normal of the same mean and "
                                          "variance (e⁻); source: the usual rule that Poisson(μ ≥ 10) is close to "
                                          "normal; with 3 e⁻ of read noise the skewness left out is below 0.13")
-    read_noise_e: float = Field(2.95, ge=0, description="temporal dark (read) noise, rms (e⁻); source: dynamic "
-                                "range 71.2 dB over 10 700 e⁻, " + _IMX250)
+    read_noise_e: float = Field(2.33, ge=0, description="temporal dark (read) noise, rms (e⁻); source: dynamic "
+                                "range 71.2 dB over 10 700 e⁻, i.e. EMVA 1288's μ_e.min = σ_y.dark/K + 1/2 = 2.95 "
+                                "e⁻ with σ_y.dark² = K²σ_d² + 1/12 DN² (quantisation), " + _IMX250)
     dark_current_e_per_s: float = Field(3.0, ge=0, description="dark current (e⁻/s); source: EMVA 1288 reports of "
                                         "Sony Pregius sensors at room temperature, a few e⁻/s")
     adc_rounding: bool = Field(True, description="round the output to whole digital numbers (switch); source: "

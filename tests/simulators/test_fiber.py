@@ -279,7 +279,7 @@ def test_bad_settings_are_refused() -> None:
 @pytest.mark.statistical
 def test_harsh_preset_has_its_stronger_noise_loss_and_drift() -> None:
     """The harsh fiber bench's sections are in force, measured: read noise 7 e⁻ and dark current 20 e⁻/s (realistic
-    2.95 e⁻, 3 e⁻/s) in the temporal variance of dark frames, K²·(σ_read² + dark current·exposure) + 1/12, to five
+    2.33 e⁻, 3 e⁻/s) in the temporal variance of dark frames, K²·(σ_read² + dark current·exposure) + 1/12, to five
     standard errors (400 frames of 256 pixels); flicker 0.3 rad (realistic 0.1) at mid gray, of rms flicker/√2
     (5 standard errors of 4000 draws); mode-dependent loss 8 dB (3); mode drift of rms 0.9 rad with a correlation
     time of 600 s (0.3 rad, 1800 s), within 5 % (25 600 mode phases) and the lag correlation at half a correlation
@@ -287,7 +287,7 @@ def test_harsh_preset_has_its_stronger_noise_loss_and_drift() -> None:
     gain = 0.383
     small = {"slm": {"shape": (16, 16)}, "camera": {"shape": (16, 16)}, "optics": {"power_w": 1e-30}}
     for preset, read_e, dark_e_per_s, flicker, loss_db, drift_rad, drift_tau_s in (
-            ("realistic", 2.95, 3.0, 0.1, 3.0, 0.3, 1800.0), ("harsh", 7.0, 20.0, 0.3, 8.0, 0.9, 600.0)):
+            ("realistic", 2.33, 3.0, 0.1, 3.0, 0.3, 1800.0), ("harsh", 7.0, 20.0, 0.3, 8.0, 0.9, 600.0)):
         world, slm, camera = bench(preset, seed=2, **small)
         camera.set_exposure(0.5)
         camera.set_trigger("external")

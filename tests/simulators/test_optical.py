@@ -388,7 +388,9 @@ def test_dark_frames_show_black_level_dsnu_dark_current_and_read_noise() -> None
     assert float(short.mean()) == pytest.approx(10 + K * 3.0 * 0.01, abs=0.05)
     assert float(long.mean() - short.mean()) == pytest.approx(K * 3.0 * 0.99, rel=0.08)  # dark current
     temporal = float(short.var(0).mean())
-    assert math.sqrt(temporal) == pytest.approx(math.sqrt((K * 2.95) ** 2 + 1 / 12), rel=0.03)  # read noise
+    assert math.sqrt(temporal) == pytest.approx(math.sqrt((K * 2.33) ** 2 + 1 / 12), rel=0.03)  # read noise
+    # EMVA 1288's absolute sensitivity threshold σ_y.dark/K + 1/2 gives the data sheet's 71.2 dB over 10 700 e⁻
+    assert 20 * math.log10(10_700 / (math.sqrt(temporal) / K + 0.5)) == pytest.approx(71.2, abs=0.3)
     spatial = float(short.mean(0).var()) - temporal / len(short)
     assert math.sqrt(spatial) == pytest.approx(K * 1.5, rel=0.06)  # DSNU
     ideal = frames(*bench("ideal", seed=6, optics={"power_w": 1e-30})[1:], torch.zeros(4, 64, 64), exposure_s=1.0)
@@ -407,7 +409,7 @@ def test_dark_current_carries_its_shot_noise(dark_current: float, shot_noise: bo
     short, short_error = temporal_variance(frames(slm, camera, torch.zeros(400, 16, 16), exposure_s=0.01))
     long, long_error = temporal_variance(frames(slm, camera, torch.zeros(400, 16, 16), exposure_s=1.0))
     dark_variance = K**2 * dark_current * (1.0 - 0.01) if shot_noise else 0.0
-    assert long == pytest.approx(K**2 * (dark_current * shot_noise + 2.95**2) + 1 / 12, abs=5 * long_error)
+    assert long == pytest.approx(K**2 * (dark_current * shot_noise + 2.33**2) + 1 / 12, abs=5 * long_error)
     assert long - short == pytest.approx(dark_variance, abs=5 * math.hypot(long_error, short_error))
 
 
@@ -579,7 +581,7 @@ def test_bright_pixels_saturate_at_the_full_well_when_it_is_below_the_adc_range(
     hidden = world.hidden_parameters()
     intensity = world.propagate(world.realised_phase(world.shown), torch.zeros(1))[0]
     electrons = intensity * float(world.signal_rate()[0]) * exposure * hidden["pixel_gain"] + 3.0 * exposure
-    noise_e = (electrons + 2.95**2).sqrt()
+    noise_e = (electrons + 2.33**2).sqrt()
     top = (hidden["dark_dn"] + K * full_well).round()
     assert float(top.max()) < 4095 - 100
     saturated, linear = electrons > full_well + 6 * noise_e, electrons < full_well - 6 * noise_e
@@ -594,13 +596,13 @@ def test_bright_pixels_saturate_at_the_full_well_when_it_is_below_the_adc_range(
 @pytest.mark.statistical
 def test_harsh_preset_has_its_stronger_per_shot_noise_and_power_wander() -> None:
     """The harsh table's per-shot and slow sections are in force, measured: read noise 7 e⁻ and dark current 20 e⁻/s
-    (realistic 2.95 e⁻, 3 e⁻/s) in the temporal variance of dark frames, K²·(σ_read² + dark current·exposure) + 1/12,
+    (realistic 2.33 e⁻, 3 e⁻/s) in the temporal variance of dark frames, K²·(σ_read² + dark current·exposure) + 1/12,
     and in its ratio to realistic's (5.5 here); flicker 0.3 rad (realistic 0.1) at mid gray, of rms flicker/√2; the
     laser power's rms wander 1.5 % (realistic 0.5 %). Tolerances: five standard errors (variances of 400 frames of
     256 pixels; 4000 flicker draws, √(1/8)/√4000 relative for the rms of a sine of a uniform phase; 1000 wander
     samples every correlation time)."""
     variances = {}
-    for preset, read_e, dark_e_per_s, flicker, wander in (("realistic", 2.95, 3.0, 0.1, 0.005),
+    for preset, read_e, dark_e_per_s, flicker, wander in (("realistic", 2.33, 3.0, 0.1, 0.005),
                                                            ("harsh", 7.0, 20.0, 0.3, 0.015)):
         world, slm, camera = bench(preset, seed=2, **small(optics={"power_w": 1e-30}))
         variance, standard_error = temporal_variance(frames(slm, camera, torch.zeros(400, 16, 16), exposure_s=0.5))
