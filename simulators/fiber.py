@@ -91,7 +91,26 @@ class MultimodeFiberConfig(SLMCameraConfig):
         pixels = self.camera.shape[0] * self.camera.shape[1]
         if self.fiber.modes > pixels:
             raise ValueError(f"fiber.modes {self.fiber.modes} must not exceed the camera's {pixels} pixels")
+        grains = speckle_degrees_of_freedom(tuple(self.camera.shape), self.fiber.speckle_grain_px)
+        if self.fiber.modes > grains:
+            raise ValueError(f"fiber.modes {self.fiber.modes} exceeds the {grains} independent speckle patterns "
+                             f"that grains of {self.fiber.speckle_grain_px:g} px allow on the camera's "
+                             f"{self.camera.shape[0]}×{self.camera.shape[1]} pixels; use fewer modes or a smaller "
+                             "speckle_grain_px")
         return self
+
+
+def _speckle_aperture(shape: tuple[int, int], grain_px: float) -> torch.Tensor:
+    """The spatial frequencies (rows × cols, bool) a speckle of grains ``grain_px`` across holds on the camera."""
+    fy = torch.fft.fftfreq(shape[0])[:, None]
+    fx = torch.fft.fftfreq(shape[1])[None, :]
+    return fy**2 + fx**2 <= (1 / (2 * grain_px)) ** 2
+
+
+def speckle_degrees_of_freedom(shape: tuple[int, int], grain_px: float) -> int:
+    """How many orthogonal speckle fields of grain ``grain_px`` fit on a camera of ``shape``: the spatial
+    frequencies inside the grain's band (a mode basis of more is not speckle: QR fills the rest with noise)."""
+    return int(_speckle_aperture(shape, grain_px).sum())
 
 
 def _haar_unitary(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -145,9 +164,7 @@ class MultimodeFiber(SLMCameraWorld):
         low-passed to grains of ``grain_px``, then orthonormalised."""
         rows, cols = self.config.camera.shape
         white = torch.randn(modes, rows, cols, dtype=torch.complex64, generator=generator)
-        fy = torch.fft.fftfreq(rows)[:, None]
-        fx = torch.fft.fftfreq(cols)[None, :]
-        aperture = (fy**2 + fx**2 <= (1 / (2 * grain_px)) ** 2).to(torch.complex64)
+        aperture = _speckle_aperture((rows, cols), grain_px).to(torch.complex64)
         fields = torch.fft.ifft2(torch.fft.fft2(white) * aperture).reshape(modes, -1).T
         q, _ = torch.linalg.qr(fields)
         return q

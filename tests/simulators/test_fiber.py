@@ -276,6 +276,18 @@ def test_bad_settings_are_refused() -> None:
     assert torch.equal(hadamard(4) @ hadamard(4).T, 4 * torch.eye(4))
 
 
+def test_the_mode_basis_is_speckle_of_the_configured_grain() -> None:
+    """Every mode's field lies in the grain's spatial-frequency band; more modes than the band holds are refused
+    (QR used to fill the surplus with pixel-scale noise)."""
+    world = MultimodeFiber(config={"fiber": {"modes": 357}})  # the band of 3 px grains on 64 × 64 pixels
+    spectra = torch.fft.fft2(world.speckle.T.reshape(-1, 64, 64)).abs().square()
+    fy, fx = torch.fft.fftfreq(64)[:, None], torch.fft.fftfreq(64)[None, :]
+    outside = spectra[:, fy**2 + fx**2 > 1 / 36].sum((1,)) / spectra.sum((1, 2))
+    assert float(outside.max()) < 1e-4
+    with pytest.raises(ConfigError, match=r"fiber\.modes 358 exceeds the 357 independent speckle patterns"):
+        MultimodeFiber(config={"fiber": {"modes": 358}})
+
+
 @pytest.mark.statistical
 def test_harsh_preset_has_its_stronger_noise_loss_and_drift() -> None:
     """The harsh fiber bench's sections are in force, measured: read noise 7 e⁻ and dark current 20 e⁻/s (realistic
