@@ -80,7 +80,8 @@ def ir_drop_factor(conductance_s: Tensor, wire_resistance_ohm: Tensor | float) -
     ``r·Σ_n G_nj·V_n·(rows − max(n, i))``. Both are linear in the row voltages, so the column currents are
     ``V @ (G ⊙ F)`` with ``F = 1 − r·(G @ S_cols + S_rows' @ G)``, where ``S[m, j] = min(m, j) + 1`` and
     ``S_rows'`` is ``S_rows`` flipped (counted from the amplifier end). Valid while ``1 − F`` is small (a few %);
-    the neglected terms are of order ``(1 − F)²``.
+    the neglected terms are of order ``(1 − F)²``: against an exact solve of the wire network (64 × 64 devices at
+    g_max, positive inputs), 3 % of the drop at 0.35 Ω per cell (a 3 % drop) and 9 % at 1 Ω (an 8 % drop).
     """
     rows, cols = conductance_s.shape
     kind = (conductance_s.dtype, conductance_s.device)
