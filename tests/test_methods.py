@@ -113,7 +113,7 @@ def test_pat_refinement_fits_the_twin_to_the_latest_device_calls(lab) -> None:
         torch.testing.assert_close(theta, seen)
 
 
-def test_pat_refinement_resumes_from_its_state_as_if_never_stopped(lab) -> None:
+def test_pat_refinement_resumes_from_its_state_as_if_never_stopped_even_twice(lab) -> None:
     system = lab.systems["crossbar"]
     model, twin = model_on(system)
     layer = model[0]
@@ -133,7 +133,10 @@ def test_pat_refinement_resumes_from_its_state_as_if_never_stopped(lab) -> None:
     resumed.begin(model)  # as the orchestrator resumes: begin, then the method's state
     resumed.load_state_dict(saved["method"])
     assert resumed.steps == 3 and len(layer.record) == 3
-    figures = resumed.train_step(model, *batch(3), torch.optim.SGD(model.parameters(), lr=0.5))
+    again = PhysicsAwareTraining(settings)  # stopped again before the next refinement: its state carries on
+    again.begin(model)
+    again.load_state_dict(copy.deepcopy(resumed.state_dict()))
+    figures = again.train_step(model, *batch(3), torch.optim.SGD(model.parameters(), lr=0.5))
     assert "twin_refine_loss" in figures
     torch.testing.assert_close(twin.state_dict(), uninterrupted, rtol=0, atol=0)
 

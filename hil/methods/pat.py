@@ -88,8 +88,9 @@ class PhysicsAwareTraining(TrainingMethod):
         return loss_value
 
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps,
-                "optimizers": {str(k): v.state_dict() for k, v in self._optimizers.items()},
+        optimizers = {str(k): v for k, v in self._saved_optimizers.items()}  # loaded, not yet needed again
+        optimizers.update({str(k): v.state_dict() for k, v in self._optimizers.items()})
+        return {"steps": self.steps, "optimizers": optimizers,
                 "records": [list(layer.record or []) for layer in self._layers]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
