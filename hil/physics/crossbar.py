@@ -25,7 +25,10 @@ def target_conductances(weights: Tensor, g_min_s: float, g_max_s: float, shape: 
     """
     n_in, n_out = weights.shape
     span = g_max_s - g_min_s
-    pairs = torch.stack([weights.clamp(min=0), (-weights).clamp(min=0)], dim=-1).reshape(n_in, 2 * n_out)
+    # where, not clamp: clamp passes the gradient to both devices at w = 0, doubling d(G+ − G−)/dw there
+    positive = weights > 0
+    pairs = torch.stack([torch.where(positive, weights, 0.0), torch.where(positive, 0.0, -weights)], dim=-1)
+    pairs = pairs.reshape(n_in, 2 * n_out)
     pairs = g_min_s + span * pairs
     rows, cols = shape
     if (n_in, 2 * n_out) == (rows, cols):

@@ -368,6 +368,17 @@ def test_physics_model_is_differentiable_in_inputs_parameters_and_calibration() 
         assert tensor.grad is not None and torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
 
 
+
+def test_the_weight_gradient_is_the_same_at_zero_as_beside_it() -> None:
+    """θ = 0 (``theta_init: center``) is where one device of the pair takes over from the other: the ideal
+    model's y = Wᵀx has ∂y/∂W = x there as everywhere, not twice that."""
+    _, system = make_system("ideal", geometry={"rows": 4, "cols": 4})
+    model, x = system.physics_model(), uniform((3, 4), -1, 1, seed=15)
+    for value in (0.0, 1e-3, -1e-3):
+        theta = torch.full((system.n_params,), value, requires_grad=True)
+        model(x, theta).sum().backward()
+        torch.testing.assert_close(theta.grad, x.sum(0)[:, None].expand(4, 2).reshape(-1), rtol=1e-5, atol=1e-6)
+
 def test_oracle_matches_the_noise_averaged_realistic_world_much_better_than_nominal() -> None:
     _, system = make_system("realistic", seed=3, slow={"drift_scale": 0.0})
     theta = uniform((system.n_params,), -1, 1, seed=15)
