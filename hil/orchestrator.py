@@ -29,7 +29,7 @@ from torch import nn
 
 from hil import state as state_io
 from hil.datasets import Dataset, MinMaxEncoder, StandardEncoder
-from hil.errors import ConfigError, HilError, handling
+from hil.errors import ConfigError, HilError, error_reason, handling
 from hil.lab import Lab
 from hil.nn import physical_layers, set_mode
 from hil.protocol import (
@@ -263,7 +263,9 @@ class Run:
             self.store.event("twin_loaded", source=config.from_run)
         else:
             self.twin = self._new_twin()
-            train, validation = self.twin_data.split(config.fit.validation_fraction, self.protocol.seed)
+            train_groups, held_out = self.twin_data.split_groups(config.fit.validation_fraction, self.protocol.seed)
+            train, validation = self.twin_data.subset(train_groups), self.twin_data.subset(held_out)
+            self.twin.spec["held_out_groups"] = held_out.tolist()  # a later run reusing the twin measures on these
             epochs = 0 if config.kind == "oracle" else config.fit.epochs
             with self._bar("fitting the twin", epochs) as advance:
                 result = fit_twin(self.twin, train, validation, epochs=epochs, lr=config.fit.lr,
@@ -277,7 +279,7 @@ class Run:
     def measure_fidelity(self) -> None:
         assert self.twin is not None and self.twin_data is not None
         config = self.protocol.twin
-        _, held_out = self.twin_data.split(config.fit.validation_fraction, self.protocol.seed)
+        held_out = self.twin_data.subset(torch.as_tensor(self._held_out_groups(), dtype=torch.long))
         result = fidelity(self.system, self.twin, held_out, self.twin_data.noise_variance(),
                           directions=config.fidelity.directions, step=config.fidelity.step,
                           repeats=config.fidelity.repeats, seed=self.protocol.seed)
@@ -286,6 +288,24 @@ class Run:
         self.store.save_arrays("data/fidelity.h5", {"nmse": result.nmse, "noise_floor": result.noise_floor,
                                                     "measured": held_out.y, "predicted": predicted})
         self.store.event("fidelity", **result.summary())
+
+    def _held_out_groups(self) -> list[int]:
+        """The θ groups the twin was not fitted on: recorded with the twin when it was fitted; for a twin from a run
+        of an earlier hil, the split of that run's own seed and validation fraction."""
+        assert self.twin is not None and self.twin_data is not None
+        groups = self.twin.spec.get("held_out_groups")
+        if groups is None:
+            source = Path(self.protocol.twin.from_run or self.store.path) / "protocol.yaml"
+            try:
+                fitted_by = Protocol.model_validate(yaml.safe_load(source.read_text(encoding="utf-8")))
+            except (OSError, ValueError, yaml.YAMLError) as error:
+                raise ConfigError(f"{source}: cannot tell which θ groups its twin was fitted on ({error_reason(error)})"
+                                  "; point twin.from_run at an intact run") from None
+            groups = self.twin_data.split_groups(fitted_by.twin.fit.validation_fraction, fitted_by.seed)[1].tolist()
+        if not groups or not all(isinstance(g, int) and 0 <= g < self.twin_data.n_groups for g in groups):
+            raise ConfigError(f"the twin's held-out θ groups {groups!r} are not groups of its "
+                              f"{self.twin_data.n_groups}; point twin.from_run at an intact run")
+        return groups
 
     def _batches(self, epoch: int) -> list[torch.Tensor]:
         """The epoch's shuffled batches of training rows; a last batch of one row joins the one before (a batch

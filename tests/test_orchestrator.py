@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from hil.errors import ConfigError
@@ -347,6 +348,25 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(finished_run: Path
     store = run_protocol(resume=run, show_progress=False)
     assert (run / "events.discarded.jsonl").read_bytes() == started
     assert [e["kind"] for e in store.events()][-1] == "run_finished" and (run / "checkpoint.pt").exists()
+
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["held-out groups recorded", "twin of an earlier hil"])
+def test_a_reused_twin_is_measured_on_the_groups_it_was_not_fitted_on(finished_run: Path, tmp_path: Path,
+                                                                       recorded: bool) -> None:
+    """A run of another seed splits the reused data differently: its held-out groups would include ones the twin
+    was fitted on. Fidelity is measured on the source's held-out groups (recorded with the twin, or, for a twin
+    saved without them, from the source run's seed and validation fraction)."""
+    source = copy_of(finished_run, tmp_path / "source")
+    spec = json.loads((source / "twin/twin.json").read_text())
+    assert spec["held_out_groups"] == [2]  # 1 of 4 groups, by the source run's seed 3
+    if not recorded:
+        (source / "twin/twin.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "held_out_groups"}))
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
+    store = run_protocol(protocol, seed=1, show_progress=False)  # seed 1 alone would hold out group 1
+    source_data, _ = RunStore(source).load_arrays("data/twin_data.h5")
+    measured, _ = RunStore(store.path).load_arrays("data/fidelity.h5")
+    torch.testing.assert_close(measured["measured"], source_data["y"][[2]], rtol=0, atol=0)
 
 
 def test_a_from_run_without_its_twin_or_data_is_refused_before_a_run_starts(finished_run: Path,

@@ -54,13 +54,18 @@ class TwinData:
 
     def split(self, validation_fraction: float, seed: int) -> tuple[TwinData, TwinData]:
         """Hold out whole θ groups, so validation measures generalisation to new parameters."""
+        train, held_out = self.split_groups(validation_fraction, seed)
+        return self.subset(train), self.subset(held_out)
+
+    def split_groups(self, validation_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The indices of the training and of the held-out θ groups of `split` (each sorted)."""
         if not 0 < validation_fraction < 1:
             raise ConfigError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
         order = torch.randperm(self.n_groups, generator=torch.Generator().manual_seed(seed))
         n_val = max(1, round(self.n_groups * validation_fraction))
         if n_val >= self.n_groups:
             raise ConfigError(f"{self.n_groups} θ groups cannot be split for validation; collect more")
-        return self.subset(order[n_val:].sort().values), self.subset(order[:n_val].sort().values)
+        return order[n_val:].sort().values, order[:n_val].sort().values
 
     def arrays(self) -> dict[str, torch.Tensor]:
         return {"x": self.x, "theta": self.theta, "y": self.y, "y_repeats": self.y_repeats}
