@@ -272,7 +272,8 @@ class Run:
                                   patience=config.fit.patience, seed=self.protocol.seed,
                                   progress=lambda e, tr, va: advance(e + 1, f"held-out NMSE {va:.4f}"))
             self.store.event("twin_fitted", twin_kind=config.kind, train_loss=result.train_loss,
-                             validation_loss=result.validation_loss, best_epoch=result.best_epoch)
+                             validation_loss=result.validation_loss, best_epoch=result.best_epoch,
+                             converged=result.converged or epochs == 0)
         save_twin(self.twin, self.store.path / "twin")
         self._attach_twin()
 

@@ -20,11 +20,14 @@ from hil.twin.models import NeuralTwin, ResidualTwin, Twin
 
 @dataclass
 class FitResult:
-    """Loss history (normalised MSE, mean over outputs) per epoch and the epoch whose state was kept."""
+    """Loss history (normalised MSE, mean over outputs) per epoch, the epoch whose state was kept, and whether the
+    held-out error had stopped improving (``patience`` epochs without a new best) before the epochs ran out: when
+    not, more epochs would likely give a better twin."""
 
     train_loss: list[float] = field(default_factory=list)
     validation_loss: list[float] = field(default_factory=list)
     best_epoch: int = -1
+    converged: bool = False
 
 
 def nmse(twin: Twin, data: TwinData, variance: torch.Tensor | None = None) -> torch.Tensor:
@@ -78,6 +81,7 @@ def fit_twin(twin: Twin, train: TwinData, validation: TwinData, *, epochs: int =
         else:
             waited += 1
             if waited >= patience:
+                result.converged = True
                 break
     twin.load_state_dict(best_state)
     return result
