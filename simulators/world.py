@@ -84,9 +84,13 @@ class World:
             return cls.Config.model_validate(merge(cls.presets[preset], overrides))
         except ValidationError as errors:
             first = errors.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
-            message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-            raise ConfigError(message, field=f"config.{field}") from None
+            field = ".".join(["config", *(str(part) for part in first["loc"])])
+            message = first["msg"]
+            if first["type"] == "extra_forbidden":
+                message = "unknown key"
+            elif first["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, "
+                message = str(first.get("ctx", {}).get("error", message))
+            raise ConfigError(message, field=field) from None
 
     def _construct(self) -> None:
         """Draw the construction non-idealities (hidden, fixed for this instance)."""

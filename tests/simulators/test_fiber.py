@@ -297,7 +297,8 @@ def test_harsh_preset_has_its_stronger_noise_loss_and_drift() -> None:
     time of 600 s (0.3 rad, 1800 s), within 5 % (25 600 mode phases) and the lag correlation at half a correlation
     time within 0.03."""
     gain = 0.383
-    small = {"slm": {"shape": (16, 16)}, "camera": {"shape": (16, 16)}, "optics": {"power_w": 1e-30}}
+    small = {"slm": {"shape": (16, 16)}, "camera": {"shape": (16, 16)}, "optics": {"power_w": 1e-30},
+             "fiber": {"speckle_grain_px": 1.5}}  # 89 speckle patterns fit on 16 × 16 pixels, enough for 64 modes
     for preset, read_e, dark_e_per_s, flicker, loss_db, drift_rad, drift_tau_s in (
             ("realistic", 2.33, 3.0, 0.1, 3.0, 0.3, 1800.0), ("harsh", 7.0, 20.0, 0.3, 8.0, 0.9, 600.0)):
         world, slm, camera = bench(preset, seed=2, **small)
