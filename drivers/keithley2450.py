@@ -132,8 +132,8 @@ class Keithley2450(ScpiDriver, SourceMeter):
             self.source_range = self.measure_range = None
         source, measure = _SOURCE[mode], _MEASURE[mode]
         commands = [
+            f':SENS:FUNC "{measure}"',  # first: the 2450 refuses a new source function while measuring RES
             f":SOUR:FUNC {source}",
-            f':SENS:FUNC "{measure}"',
             f":SENS:{measure}:RSEN {'ON' if self.remote_sense else 'OFF'}",
             f":SENS:{measure}:NPLC {_fmt(nplc)}",
             f":SOUR:{source}:READ:BACK ON",  # the SOUR element is then the measured source value

@@ -71,8 +71,9 @@ ELEMENTS = {"READING": "READ", "SOURCE": "SOUR", "SOURSTATUS": "SOURSTAT", "STAT
 
 
 def _function(text: Param, *options: str) -> str:
-    """A function name (VOLTage, CURRent, ...) as its short form."""
-    return choice(text, *options)[:4]
+    """A function name (VOLTage, CURRent, RESistance) as its short form (VOLT, CURR, RES)."""
+    chosen = choice(text, *options)
+    return next("".join(c for c in option if c.isupper()) for option in options if option.upper() == chosen)
 
 
 def _handler(pattern: str, method: str, *fixed: str) -> Callable[..., Any]:
@@ -258,7 +259,11 @@ class Keithley2450Emulator(ScpiEmulator):
 
     # -- source subsystem ------------------------------------------------------------------------------------
     def _set_source_function(self, text: Param) -> None:
-        self.function = _function(text, "VOLTage", "CURRent")
+        function = _function(text, "VOLTage", "CURRent")
+        if self.sense_function == "RES":
+            raise ScpiError(SETTINGS_CONFLICT, "the source function cannot change while the measure function "
+                                               "is resistance")
+        self.function = function
 
     def _get_source_function(self) -> str:
         return self.function

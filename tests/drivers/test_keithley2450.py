@@ -43,7 +43,7 @@ def reading_as_is(measure: str) -> list[Exchange]:
 
 def configured_voltage(compliance: bytes = b"0.001", nplc: bytes = b"1") -> list[Exchange]:
     """`configure("voltage", ...)` with auto ranges: source V, measure I, then the error check."""
-    return [(b":SOUR:FUNC VOLT", None), (b':SENS:FUNC "CURR"', None), (b":SENS:CURR:RSEN OFF", None),
+    return [(b':SENS:FUNC "CURR"', None), (b":SOUR:FUNC VOLT", None), (b":SENS:CURR:RSEN OFF", None),
             (b":SENS:CURR:NPLC " + nplc, None), (b":SOUR:VOLT:READ:BACK ON", None), *reading_as_is("CURR"),
             (b":SOUR:VOLT:RANG:AUTO ON", None), (b":SENS:CURR:RANG:AUTO ON", None),
             (b":SOUR:VOLT:ILIM " + compliance, None), NO_ERROR]
@@ -92,7 +92,7 @@ def test_configure_current_source_ramps_a_live_output_to_zero_and_switches_it_of
     exchanges = [
         *connected(output=b"1", level=b"2.000000E+00"), (b":SOUR:VOLT 1", None), NO_ERROR,
         (b":SOUR:VOLT 0", None), NO_ERROR, (b":OUTP OFF", None), NO_ERROR,
-        (b":SOUR:FUNC CURR", None), (b':SENS:FUNC "VOLT"', None), (b":SENS:VOLT:RSEN ON", None),
+        (b':SENS:FUNC "VOLT"', None), (b":SOUR:FUNC CURR", None), (b":SENS:VOLT:RSEN ON", None),
         (b":SENS:VOLT:NPLC 0.1", None), (b":SOUR:CURR:READ:BACK ON", None), *reading_as_is("VOLT"),
         (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None), (b":SOUR:CURR:VLIM 5", None),
         NO_ERROR, (b":SOUR:CURR 0", None), NO_ERROR,
@@ -194,7 +194,7 @@ def test_safe_state_goes_on_when_reading_old_errors_times_out_then_reports_it() 
 
 def test_measure_while_sourcing_current_reads_voltage() -> None:
     exchanges = [
-        *connected(function=b"CURR"), (b":SOUR:FUNC CURR", None), (b':SENS:FUNC "VOLT"', None),
+        *connected(function=b"CURR"), (b':SENS:FUNC "VOLT"', None), (b":SOUR:FUNC CURR", None),
         (b":SENS:VOLT:RSEN OFF", None), (b":SENS:VOLT:NPLC 1", None), (b":SOUR:CURR:READ:BACK ON", None),
         *reading_as_is("VOLT"),
         (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None),
@@ -277,7 +277,7 @@ def test_ranges_fixed_and_auto_are_kept_across_configure() -> None:
         (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), NO_ERROR,
         (b":SENS:CURR:RANG:AUTO OFF", None), (b":SENS:CURR:RANG 0.01", None), NO_ERROR,
         (b":SENS:CURR:RANG:AUTO ON", None), NO_ERROR,
-        (b":SOUR:FUNC VOLT", None), (b':SENS:FUNC "CURR"', None), (b":SENS:CURR:RSEN OFF", None),
+        (b':SENS:FUNC "CURR"', None), (b":SOUR:FUNC VOLT", None), (b":SENS:CURR:RSEN OFF", None),
         (b":SENS:CURR:NPLC 1", None), (b":SOUR:VOLT:READ:BACK ON", None), *reading_as_is("CURR"),
         (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), (b":SENS:CURR:RANG:AUTO ON", None),
         (b":SOUR:VOLT:ILIM 0.002", None), NO_ERROR,
@@ -509,6 +509,16 @@ def test_emulated_configure_clears_what_a_previous_user_left_on_the_readings(ben
     assert k.measure().current_a[0] == pytest.approx(1.5e-3, rel=1e-6)  # what the emulator does with it
 
 
+def test_emulated_configure_works_after_a_previous_user_measured_resistance(bench: Bench) -> None:
+    k, emulator = bench
+    emulator.handle(b':SENS:FUNC "RES"')  # the 2450 then refuses any :SOUR:FUNC
+    k.configure("current", 5.0)
+    k.set_output(True)
+    k.set_level(2e-3)
+    assert k.measure().voltage_v[0] == pytest.approx(2.0)
+    assert (emulator.function, emulator.sense_function) == ("CURR", "VOLT")
+
+
 def test_emulated_compliance_clamps_and_trips(bench: Bench) -> None:
     k, emulator = bench
     k.configure("voltage", 1e-3)
@@ -614,6 +624,14 @@ def test_emulator_errors_use_the_2450_format_and_a_failed_query_sends_nothing() 
         reply = emulator.handle(b"SYST:ERR?")
         assert reply is not None and re.match(pattern % (code, text), reply), reply
     assert emulator.handle(b"SYST:ERR?") == b'0,"No error;0;0 0"'
+
+
+def test_emulator_refuses_a_source_function_change_while_measuring_resistance() -> None:
+    emulator = Keithley2450Emulator()
+    assert emulator.handle(b':SENS:FUNC "RES";:SOUR:FUNC CURR;:SOUR:FUNC?') is None
+    reply = emulator.handle(b"SYST:ERR?")
+    assert reply is not None and reply.startswith(b'-221,"Settings conflict'), reply
+    assert emulator.handle(b':SENS:FUNC "CURR";:SOUR:FUNC CURR;:SOUR:FUNC?') == b"CURR"
 
 
 def test_emulator_noise_is_seeded() -> None:
