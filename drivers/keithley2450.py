@@ -66,9 +66,10 @@ def _status(text: str) -> int:
 class Keithley2450(ScpiDriver, SourceMeter):
     """Keithley 2450 SourceMeter over any transport (LAN socket 5025, USB-TMC, GPIB), SCPI command set.
 
-    ``remote_sense`` selects 4-wire sensing (``:SENS:<f>:RSEN ON``) at `configure`. `connect` refuses an
-    instrument that is not a 2450 and reads the output state, source function and level, so that a later ramp
-    (or `safe_state`) starts from the true level. Ranges are driver settings applied to the present source
+    ``remote_sense`` selects 4-wire sensing (``:SENS:<f>:RSEN ON``) at `configure`, sent only where the
+    instrument's differs (a change may switch the output off, so it is refused while the output is on). `connect`
+    refuses an instrument that is not a 2450 and reads the output state, source function and level, so that a
+    later ramp (or `safe_state`) starts from the true level. Ranges are driver settings applied to the present source
     function: `set_source_range` / `set_measure_range` take a value (the smallest range that holds it is used)
     or None for auto; changing the source mode in `configure` returns both to auto.
     """
@@ -128,13 +129,20 @@ class Keithley2450(ScpiDriver, SourceMeter):
         super().configure(mode, compliance, nplc)
 
     def _configure_hw(self, mode: SourceMode, compliance: float, nplc: float) -> None:
+        """Send the settings of ``mode``. Remote sense is sent only where it differs from the instrument's: a
+        change may switch the output off, so with the output on it is refused before anything is sent."""
+        source, measure = _SOURCE[mode], _MEASURE[mode]
+        sense = "ON" if self.remote_sense else "OFF"
+        change_sense = self.query_bool(f":SENS:{measure}:RSEN?") != self.remote_sense
+        if change_sense and self.output_on is not False:
+            raise LimitError(f"{self.name}: remote sense must change to {sense}, and the 2450 may switch the live "
+                             "output off for it; call set_output(False) before configure()")
         if mode != self.mode:
             self.source_range = self.measure_range = None
-        source, measure = _SOURCE[mode], _MEASURE[mode]
         commands = [
             f':SENS:FUNC "{measure}"',  # first: the 2450 refuses a new source function while measuring RES
             f":SOUR:FUNC {source}",
-            f":SENS:{measure}:RSEN {'ON' if self.remote_sense else 'OFF'}",
+            *([f":SENS:{measure}:RSEN {sense}"] if change_sense else []),
             f":SENS:{measure}:NPLC {_fmt(nplc)}",
             f":SOUR:{source}:READ:BACK ON",  # the SOUR element is then the measured source value
             # what a previous user may have left on would change or slow every reading

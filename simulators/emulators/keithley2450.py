@@ -6,9 +6,10 @@ Sourcing a current is the mirror image with the voltage limit (VLIM). With the o
 (0 V, 0 A). ``noise_a`` adds seeded Gaussian noise (A, standard deviation) to every current reading.
 
 Emulated: source function, level, limit and range (fixed or auto), source readback, measure function, NPLC,
-measure range (fixed or auto, with the 9.9E+37 overflow reading beyond 105 % of a fixed range), remote sense,
-output, the reading buffers (``:READ?``, ``:TRACe:DATA?``, ``:TRACe:ACTual?``, ``:TRACe:CLEar``), source lists
-(``:SOURce:LIST:<f>[:APPend]``, at most 100 values a command, 2500 in all), list sweeps
+measure range (fixed or auto, with the 9.9E+37 overflow reading beyond 105 % of a fixed range), remote sense
+(a change switches the output off, as the 2400 family documents), output, the reading buffers (``:READ?``,
+``:TRACe:DATA?``, ``:TRACe:ACTual?``, ``:TRACe:CLEar``), source lists (``:SOURce:LIST:<f>[:APPend]``, at most
+100 values a command, 2500 in all), list sweeps
 (``:SOURce:SWEep:<f>:LIST`` then ``:INITiate``) and the 2450's error-queue format
 ``<code>,"<message>;<severity>;<date time>"``. A sweep runs to completion as soon as ``:INITiate`` is read.
 Not emulated: the TSP command set, linear/log sweeps, the trigger-model blocks, the power envelope (e.g.
@@ -388,7 +389,11 @@ class Keithley2450Emulator(ScpiEmulator):
         return "1" if self.measure_range[function] is None else "0"
 
     def _set_remote_sense(self, function: str, text: Param) -> None:
-        self.remote_sense[function] = boolean(text)
+        """A change switches the output off (what the 2400 family documents; assumed of the 2450 too)."""
+        enabled = boolean(text)
+        if enabled != self.remote_sense[function]:
+            self.output = False
+        self.remote_sense[function] = enabled
 
     def _get_remote_sense(self, function: str) -> str:
         return "1" if self.remote_sense[function] else "0"

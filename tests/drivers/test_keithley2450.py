@@ -42,8 +42,9 @@ def reading_as_is(measure: str) -> list[Exchange]:
 
 
 def configured_voltage(compliance: bytes = b"0.001", nplc: bytes = b"1") -> list[Exchange]:
-    """`configure("voltage", ...)` with auto ranges: source V, measure I, then the error check."""
-    return [(b':SENS:FUNC "CURR"', None), (b":SOUR:FUNC VOLT", None), (b":SENS:CURR:RSEN OFF", None),
+    """`configure("voltage", ...)` with auto ranges and remote sense already off: source V, measure I, then the
+    error check."""
+    return [(b":SENS:CURR:RSEN?", b"0"), (b':SENS:FUNC "CURR"', None), (b":SOUR:FUNC VOLT", None),
             (b":SENS:CURR:NPLC " + nplc, None), (b":SOUR:VOLT:READ:BACK ON", None), *reading_as_is("CURR"),
             (b":SOUR:VOLT:RANG:AUTO ON", None), (b":SENS:CURR:RANG:AUTO ON", None),
             (b":SOUR:VOLT:ILIM " + compliance, None), NO_ERROR]
@@ -92,7 +93,8 @@ def test_configure_current_source_ramps_a_live_output_to_zero_and_switches_it_of
     exchanges = [
         *connected(output=b"1", level=b"2.000000E+00"), (b":SOUR:VOLT 1", None), NO_ERROR,
         (b":SOUR:VOLT 0", None), NO_ERROR, (b":OUTP OFF", None), NO_ERROR,
-        (b':SENS:FUNC "VOLT"', None), (b":SOUR:FUNC CURR", None), (b":SENS:VOLT:RSEN ON", None),
+        (b":SENS:VOLT:RSEN?", b"0"), (b':SENS:FUNC "VOLT"', None), (b":SOUR:FUNC CURR", None),
+        (b":SENS:VOLT:RSEN ON", None),
         (b":SENS:VOLT:NPLC 0.1", None), (b":SOUR:CURR:READ:BACK ON", None), *reading_as_is("VOLT"),
         (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None), (b":SOUR:CURR:VLIM 5", None),
         NO_ERROR, (b":SOUR:CURR 0", None), NO_ERROR,
@@ -101,6 +103,19 @@ def test_configure_current_source_ramps_a_live_output_to_zero_and_switches_it_of
         k.connect()
         k.configure("current", 5.0, nplc=0.1)
         assert (k.mode, k.level, k.output_on, k.compliance) == ("current", 0.0, False, 5.0)
+
+
+def test_remote_sense_is_sent_only_where_it_differs_and_never_with_the_output_on() -> None:
+    sensed = [(b":SENS:CURR:RSEN?", b"1"), *configured_voltage()[1:]]  # already ON: nothing sent for it
+    exchanges = [*connected(), *sensed, *OUTPUT_ON, *sensed, (b":SENS:CURR:RSEN?", b"0")]
+    with expected_protocol(smu(remote_sense=True), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        k.set_output(True)
+        k.configure("voltage", 1e-3)  # the output stays on
+        with pytest.raises(LimitError, match=r"remote sense must change to ON.*call set_output\(False\) before"):
+            k.configure("voltage", 1e-3)  # a previous user switched it off since: changing it could switch off
+        assert k.output_on is True
 
 
 def test_set_level_ramps_in_steps_of_the_lab_max_step() -> None:
@@ -194,8 +209,8 @@ def test_safe_state_goes_on_when_reading_old_errors_times_out_then_reports_it() 
 
 def test_measure_while_sourcing_current_reads_voltage() -> None:
     exchanges = [
-        *connected(function=b"CURR"), (b':SENS:FUNC "VOLT"', None), (b":SOUR:FUNC CURR", None),
-        (b":SENS:VOLT:RSEN OFF", None), (b":SENS:VOLT:NPLC 1", None), (b":SOUR:CURR:READ:BACK ON", None),
+        *connected(function=b"CURR"), (b":SENS:VOLT:RSEN?", b"0"), (b':SENS:FUNC "VOLT"', None),
+        (b":SOUR:FUNC CURR", None), (b":SENS:VOLT:NPLC 1", None), (b":SOUR:CURR:READ:BACK ON", None),
         *reading_as_is("VOLT"),
         (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None),
         (b":SOUR:CURR:VLIM 10", None), NO_ERROR,
@@ -277,7 +292,7 @@ def test_ranges_fixed_and_auto_are_kept_across_configure() -> None:
         (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), NO_ERROR,
         (b":SENS:CURR:RANG:AUTO OFF", None), (b":SENS:CURR:RANG 0.01", None), NO_ERROR,
         (b":SENS:CURR:RANG:AUTO ON", None), NO_ERROR,
-        (b':SENS:FUNC "CURR"', None), (b":SOUR:FUNC VOLT", None), (b":SENS:CURR:RSEN OFF", None),
+        (b":SENS:CURR:RSEN?", b"0"), (b':SENS:FUNC "CURR"', None), (b":SOUR:FUNC VOLT", None),
         (b":SENS:CURR:NPLC 1", None), (b":SOUR:VOLT:READ:BACK ON", None), *reading_as_is("CURR"),
         (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), (b":SENS:CURR:RANG:AUTO ON", None),
         (b":SOUR:VOLT:ILIM 0.002", None), NO_ERROR,
@@ -483,6 +498,27 @@ def bench() -> Iterator[Bench]:
             k.close()
 
 
+@pytest.fixture
+def left_by(tcp_server: Callable[..., TcpServer]) -> Iterator[Callable[..., Bench]]:
+    """A factory: ``left_by(*messages)`` is an emulator that took a previous user's ``messages`` (without error)
+    and a driver not yet connected to it; the driver is closed after the test."""
+    drivers: list[Keithley2450] = []
+
+    def start(*messages: bytes, **options: object) -> Bench:
+        emulator = Keithley2450Emulator(load_ohm=1000.0, **options)  # type: ignore[arg-type]
+        for message in messages:
+            emulator.handle(message)
+        assert not emulator.errors, emulator.errors
+        k = Keithley2450(VisaTransport(tcp_server(emulator).resource, timeout_s=2.0), clock=VirtualClock(),
+                         limits={"voltage_v": {"max_step": 2.0}})
+        drivers.append(k)
+        return k, emulator
+
+    yield start
+    for k in drivers:
+        k.close()
+
+
 def test_emulated_measure_across_the_load_follows_ohms_law(bench: Bench) -> None:
     k, emulator = bench
     assert (emulator.output, emulator.function) == (False, "VOLT")
@@ -517,6 +553,20 @@ def test_emulated_configure_works_after_a_previous_user_measured_resistance(benc
     k.set_level(2e-3)
     assert k.measure().voltage_v[0] == pytest.approx(2.0)
     assert (emulator.function, emulator.sense_function) == ("CURR", "VOLT")
+
+
+def test_emulated_remote_sense_left_on_is_not_changed_under_a_live_output(left_by: Callable[..., Bench]) -> None:
+    k, emulator = left_by(b":SENS:CURR:RSEN ON;:SOUR:VOLT:ILIM 0.01;:SOUR:VOLT 1;:OUTP ON")
+    k.connect()
+    with pytest.raises(LimitError, match="remote sense must change to OFF"):
+        k.configure("voltage", 10e-3)
+    assert emulator.output and emulator.remote_sense["CURR"]  # nothing was changed
+    k.set_output(False)
+    k.configure("voltage", 10e-3)
+    assert not emulator.remote_sense["CURR"]
+    k.set_output(True)
+    k.configure("voltage", 5e-3)  # nothing to change: the output stays on
+    assert emulator.output and k.output_on
 
 
 def test_emulated_compliance_clamps_and_trips(bench: Bench) -> None:
@@ -632,6 +682,14 @@ def test_emulator_refuses_a_source_function_change_while_measuring_resistance() 
     reply = emulator.handle(b"SYST:ERR?")
     assert reply is not None and reply.startswith(b'-221,"Settings conflict'), reply
     assert emulator.handle(b':SENS:FUNC "CURR";:SOUR:FUNC CURR;:SOUR:FUNC?') == b"CURR"
+
+
+def test_emulator_a_remote_sense_change_switches_the_output_off() -> None:
+    emulator = Keithley2450Emulator()
+    emulator.handle(b":OUTP ON;:SENS:CURR:RSEN OFF")
+    assert emulator.output  # no change
+    emulator.handle(b":SENS:CURR:RSEN ON")
+    assert not emulator.output and emulator.remote_sense["CURR"]
 
 
 def test_emulator_noise_is_seeded() -> None:
