@@ -89,7 +89,8 @@ class Keithley2450(ScpiDriver, SourceMeter):
 
     # -- connection ------------------------------------------------------------------------------------------
     def _prepare_hw(self) -> None:
-        """Refuse anything but a 2450 on SCPI (``*LANG?``); read the output, source function and level."""
+        """Refuse anything but a 2450 on SCPI (``*LANG?``); set ASCII data; read the output, source function and
+        level."""
         hint = "(MENU > System > Settings > Command Set: SCPI, then restart it)"
         if "MODEL 2450" not in self.idn.upper():
             raise DeviceError(f"{self.name}: {self.resource} answers {excerpt(self.idn)}, not a Keithley 2450 "
@@ -98,6 +99,8 @@ class Keithley2450(ScpiDriver, SourceMeter):
         if language != "SCPI":
             raise DeviceError(f"{self.name}: the 2450 runs its {excerpt(language)} command set; this driver needs SCPI "
                               f"{hint}")
+        self.write(":FORM:DATA ASC")  # a previous user's REAL or SREAL would make every reading a binary block
+        self.check_errors("setting the data format to ASCII")
         # what this driver has not set itself is unknown until configure() sets it
         self.compliance = self.nplc = self.source_range = self.measure_range = None
         self.output_on = self.query_bool(":OUTP?")

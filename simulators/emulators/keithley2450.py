@@ -5,12 +5,15 @@ limit (ILIM) the instrument clamps I at ±ILIM, the voltage drops to ILIM·R and
 Sourcing a current is the mirror image with the voltage limit (VLIM). With the output off, nothing flows
 (0 V, 0 A). ``noise_a`` adds seeded Gaussian noise (A, standard deviation) to every current reading.
 
-Emulated: source function, level, limit and range (fixed or auto), source readback, measure function, NPLC,
+Emulated: source function (refused with -221 while the measure function is resistance, as on the 2450), level,
+limit and range (fixed or auto), source readback, measure function, NPLC,
 measure range (fixed or auto, with the 9.9E+37 overflow reading beyond 105 % of a fixed range), remote sense
 (a change switches the output off, as the 2400 family documents), output, the reading buffers (``:READ?``,
 ``:TRACe:DATA?``, ``:TRACe:ACTual?``, ``:TRACe:CLEar``), source lists (``:SOURce:LIST:<f>[:APPend]``, at most
-100 values a command, 2500 in all), list sweeps
-(``:SOURce:SWEep:<f>:LIST`` then ``:INITiate``) and the 2450's error-queue format
+100 values a command, 2500 in all), list sweeps (``:SOURce:SWEep:<f>:LIST`` then ``:INITiate``), the data
+format (``:FORMat:DATA ASCii|REAL|SREAL``: in REAL/SREAL, ``:READ?`` and ``:TRACe:DATA?`` reply with one IEEE
+488.2 definite-length block of little-endian float64/float32 values, and refuse the elements that are not numbers
+with -221, as only READing, RELative and SOURce are available there) and the 2450's error-queue format
 ``<code>,"<message>;<severity>;<date time>"``. A sweep runs to completion as soon as ``:INITiate`` is read.
 Not emulated: the TSP command set, linear/log sweeps, the trigger-model blocks, the power envelope (e.g.
 105 mA at 200 V), limit tests, statistics, digitizing and the front panel.
@@ -69,6 +72,8 @@ UNITS = {"VOLT": "Volt DC", "CURR": "Amp DC", "RES": "Ohm"}
 ELEMENT_NAMES = ("READing", "SOURce", "SOURSTATus", "STATus", "RELative", "UNIT", "SOURUNIT")
 ELEMENTS = {"READING": "READ", "SOURCE": "SOUR", "SOURSTATUS": "SOURSTAT", "STATUS": "STAT",
             "RELATIVE": "REL", "UNIT": "UNIT", "SOURUNIT": "SOURUNIT"}
+#: Elements a binary format (REAL, SREAL) can hold.
+BINARY_ELEMENTS = {"READ", "SOUR", "REL"}
 
 
 def _function(text: Param, *options: str) -> str:
@@ -148,6 +153,7 @@ class Keithley2450Emulator(ScpiEmulator):
         self.sweep: dict[str, Any] | None = None
         self.buffer: dict[str, list[dict[str, Any]]] = {name: [] for name in BUFFERS}
         self.time_s = 0.0
+        self.data_format = "ASC"  # :FORMat:DATA: ASC, REAL (float64) or SREAL (float32)
 
     @scpi("*LANG?")
     def language(self) -> str:
@@ -225,13 +231,22 @@ class Keithley2450Emulator(ScpiEmulator):
             raise ScpiError(ILLEGAL_VALUE, f"no reading buffer named {text!r}")
         return text
 
-    @staticmethod
-    def _elements(names: tuple[Param, ...]) -> list[str]:
-        """Buffer element names (READing, SOURce, ...) as keys of a buffer entry; READing when none given."""
-        return [ELEMENTS[choice(name, *ELEMENT_NAMES)] for name in names] or ["READ"]
+    def _elements(self, names: tuple[Param, ...]) -> list[str]:
+        """Buffer element names (READing, SOURce, ...) as keys of a buffer entry; READing when none given. In the
+        binary formats only READing, RELative and SOURce are available (EXTRa is not emulated)."""
+        chosen = [ELEMENTS[choice(name, *ELEMENT_NAMES)] for name in names] or ["READ"]
+        if self.data_format != "ASC" and not set(chosen) <= BINARY_ELEMENTS:
+            raise ScpiError(SETTINGS_CONFLICT, f"only READing, RELative and SOURce in the {self.data_format} "
+                                               "format")
+        return chosen
 
-    @staticmethod
-    def _render(entries: list[dict], elements: list[str]) -> str:
+    def _render(self, entries: list[dict], elements: list[str]) -> str | bytes:
+        """Entries as text, or in REAL/SREAL as one definite-length block of little-endian float64/float32."""
+        if self.data_format != "ASC":
+            values = np.array([entry[element] for entry in entries for element in elements],
+                              dtype="<f8" if self.data_format == "REAL" else "<f4").tobytes()
+            length = str(len(values))
+            return f"#{len(length)}{length}".encode("ascii") + values
         parts = []
         for entry in entries:
             for element in elements:
@@ -476,6 +491,14 @@ class Keithley2450Emulator(ScpiEmulator):
     _sens_curr_azer = _handler("[SENSe#:]CURRent[:DC]:AZERo[:STATe]", "_set_autozero", "CURR")
     _calc_volt_math = _handler("CALCulate#:VOLTage[:DC]:MATH:STATe", "_set_flag", "math", "VOLT")
     _calc_curr_math = _handler("CALCulate#:CURRent[:DC]:MATH:STATe", "_set_flag", "math", "CURR")
+
+    @scpi("FORMat[:DATA]")
+    def _format(self, text: Param) -> None:
+        self.data_format = _function(text, "ASCii", "REAL", "SREAL")
+
+    @scpi("FORMat[:DATA]?")
+    def _format_q(self) -> str:
+        return self.data_format
 
     @scpi("OUTPut#[:STATe]")
     def _output(self, n: int, state: Param) -> None:

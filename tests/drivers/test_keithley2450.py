@@ -28,10 +28,10 @@ NO_ERROR: Exchange = (b"SYST:ERR?", b'0,"No error;0;0 0"')
 
 def connected(output: bytes = b"0", function: bytes = b"VOLT",
               level: bytes = b"0.000000E+00") -> list[Exchange]:
-    """What `connect` sends and reads: clear status, identity, command set, output state, source function and
-    level."""
-    return [(b"*CLS", None), (b"*IDN?", IDN), (b"*LANG?", b"SCPI"), (b":OUTP?", output), (b":SOUR:FUNC?", function),
-            (b":SOUR:" + function + b"?", level)]
+    """What `connect` sends and reads: clear status, identity, command set, ASCII data, output state, source
+    function and level."""
+    return [(b"*CLS", None), (b"*IDN?", IDN), (b"*LANG?", b"SCPI"), (b":FORM:DATA ASC", None), NO_ERROR,
+            (b":OUTP?", output), (b":SOUR:FUNC?", function), (b":SOUR:" + function + b"?", level)]
 
 
 def reading_as_is(measure: str) -> list[Exchange]:
@@ -569,6 +569,19 @@ def test_emulated_remote_sense_left_on_is_not_changed_under_a_live_output(left_b
     assert emulator.output and k.output_on
 
 
+@pytest.mark.parametrize("data_format", [b"REAL", b"SREAL"])
+def test_emulated_readings_work_after_a_previous_user_left_a_binary_format(left_by: Callable[..., Bench],
+                                                                            data_format: bytes) -> None:
+    k, emulator = left_by(b":FORM:DATA " + data_format)
+    k.connect()
+    k.configure("voltage", 10e-3)
+    k.set_output(True)
+    k.set_level(2.0)
+    assert k.measure().current_a[0] == pytest.approx(2e-3)
+    assert k.sweep([1.0, 0.5]).current_a.tolist() == pytest.approx([1e-3, 0.5e-3])
+    assert emulator.data_format == "ASC"
+
+
 def test_emulated_compliance_clamps_and_trips(bench: Bench) -> None:
     k, emulator = bench
     k.configure("voltage", 1e-3)
@@ -690,6 +703,23 @@ def test_emulator_a_remote_sense_change_switches_the_output_off() -> None:
     assert emulator.output  # no change
     emulator.handle(b":SENS:CURR:RSEN ON")
     assert not emulator.output and emulator.remote_sense["CURR"]
+
+
+def test_emulator_binary_formats_reply_in_blocks_and_refuse_elements_that_are_not_numbers() -> None:
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    emulator.handle(b":SOUR:VOLT:ILIM 0.01;:SOUR:VOLT 2;:OUTP ON")
+    for name, dtype in ((b"REAL", "<f8"), (b"SREAL", "<f4")):
+        assert emulator.handle(b":FORM:DATA " + name + b";:FORM?") == name
+        reply = emulator.handle(b':READ? "defbuffer1", SOUR, READ')
+        size = b"%d" % (2 * np.dtype(dtype).itemsize)
+        assert reply is not None and reply.startswith(b"#%d%s" % (len(size), size))
+        assert np.frombuffer(reply[2 + len(size):], dtype=dtype).tolist() == pytest.approx([2.0, 2e-3])
+        for element in (b"SOURSTAT", b"STAT", b"UNIT", b"SOURUNIT"):
+            assert emulator.handle(b':TRAC:DATA? 1, 1, "defbuffer1", READ, ' + element) is None
+            error = emulator.handle(b"SYST:ERR?")
+            assert error is not None and error.startswith(b'-221,"Settings conflict'), error
+    assert emulator.handle(b"*RST;:FORM:DATA?") == b"ASC"
+    assert emulator.handle(b':READ? "defbuffer1", READ, UNIT') == b"0.000000E+00,Amp DC"
 
 
 def test_emulator_noise_is_seeded() -> None:
