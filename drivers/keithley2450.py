@@ -6,11 +6,12 @@ error queue (``SYST:ERR?``), so a refused setting raises `DeviceError` with the 
 
 Covered: source function, level (ramped by the base class), compliance (``ILIM``/``VLIM``), source and measure
 range (fixed or auto), NPLC, remote sense, source readback, autozero on and relative offset, math and averaging
-off (what a previous user left set would otherwise change or slow readings), output, one reading with the limit
-state, and list sweeps of up to 2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``,
-``:INIT``, buffer read).
+off (what a previous user left set would otherwise change or slow readings), ASCII data (``:FORM:DATA ASC`` at
+connect), front or rear terminals (``:ROUT:TERM``, chosen at connect), output, one reading with the limit state,
+and list sweeps of up to 2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``,
+buffer read).
 Not covered: linear/log sweeps, custom trigger models, digital I/O, limit tests (``:CALC``), statistics,
-resistance/4-wire ohms, rear terminals, overvoltage protection, output-off modes, TSP.
+resistance/4-wire ohms, interlock, overvoltage protection, output-off modes, TSP.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from drivers.scpi import ScpiDriver
-from hil.errors import DeviceError, LimitError, excerpt
+from hil.errors import ConfigError, DeviceError, LimitError, excerpt
 from hil.instruments import Readings, SourceMeter, SourceMode
 from hil.limits import Limit
 from hil.transport import Transport
@@ -44,6 +45,9 @@ MIN_SWEEP_DELAY_S = 50e-6
 MAINS_HZ = 50.0
 #: Reading buffer used by `measure` and `sweep`.
 BUFFER = "defbuffer1"
+
+#: The ``terminals`` option as :ROUTe:TERMinals names them.
+TERMINALS = {"front": "FRON", "rear": "REAR"}
 
 _SOURCE = {"voltage": "VOLT", "current": "CURR"}
 _MEASURE = {"voltage": "CURR", "current": "VOLT"}
@@ -69,16 +73,23 @@ class Keithley2450(ScpiDriver, SourceMeter):
     ``remote_sense`` selects 4-wire sensing (``:SENS:<f>:RSEN ON``) at `configure`, sent only where the
     instrument's differs (a change may switch the output off, so it is refused while the output is on). `connect`
     refuses an instrument that is not a 2450 and reads the output state, source function and level, so that a
-    later ramp (or `safe_state`) starts from the true level. Ranges are driver settings applied to the present source
-    function: `set_source_range` / `set_measure_range` take a value (the smallest range that holds it is used)
-    or None for auto; changing the source mode in `configure` returns both to auto.
+    later ramp (or `safe_state`) starts from the true level. ``terminals`` ("front" or "rear") are those the device
+    under test is wired to: `connect` selects them where a previous user left the others, with the output off,
+    and refuses to connect with it on. Ranges are driver settings applied to the present source function:
+    `set_source_range` / `set_measure_range` take a value (the smallest range that holds it is used) or None for
+    auto; changing the source mode in `configure` returns both to auto.
     """
 
     emulator: ClassVar[str] = "simulators.emulators.keithley2450:Keithley2450Emulator"
 
-    def __init__(self, transport: Transport, *, remote_sense: bool = False, **common: Any):
+    def __init__(self, transport: Transport, *, remote_sense: bool = False, terminals: str = "front",
+                 **common: Any):
+        if terminals not in TERMINALS:
+            raise ConfigError(f"{terminals!r} is neither 'front' nor 'rear' (the 2450 terminals the device under "
+                              "test is wired to)", field="terminals")
         super().__init__(transport, **common)
         self.remote_sense = bool(remote_sense)
+        self.terminals = terminals
         #: Fixed source / measure range (V or A) of the present mode; None = auto.
         self.source_range: float | None = None
         self.measure_range: float | None = None
@@ -89,8 +100,8 @@ class Keithley2450(ScpiDriver, SourceMeter):
 
     # -- connection ------------------------------------------------------------------------------------------
     def _prepare_hw(self) -> None:
-        """Refuse anything but a 2450 on SCPI (``*LANG?``); set ASCII data; read the output, source function and
-        level."""
+        """Refuse anything but a 2450 on SCPI (``*LANG?``); set ASCII data; read the output; select the
+        configured terminals; read the source function and level."""
         hint = "(MENU > System > Settings > Command Set: SCPI, then restart it)"
         if "MODEL 2450" not in self.idn.upper():
             raise DeviceError(f"{self.name}: {self.resource} answers {excerpt(self.idn)}, not a Keithley 2450 "
@@ -100,16 +111,33 @@ class Keithley2450(ScpiDriver, SourceMeter):
             raise DeviceError(f"{self.name}: the 2450 runs its {excerpt(language)} command set; this driver needs SCPI "
                               f"{hint}")
         self.write(":FORM:DATA ASC")  # a previous user's REAL or SREAL would make every reading a binary block
-        self.check_errors("setting the data format to ASCII")
         # what this driver has not set itself is unknown until configure() sets it
         self.compliance = self.nplc = self.source_range = self.measure_range = None
         self.output_on = self.query_bool(":OUTP?")
+        self._select_terminals()
+        self.check_errors(f"setting ASCII data and the {self.terminals} terminals")
         function = self.query(":SOUR:FUNC?").upper()
         modes = {"VOLT": "voltage", "CURR": "current"}
         if function[:4] not in modes:
             raise DeviceError(f"{self.name}: reply {function!r} to ':SOUR:FUNC?' is not VOLT or CURR")
         self.mode = modes[function[:4]]  # type: ignore[assignment]
         self.level = self.query_float(f":SOUR:{function[:4]}?")
+
+    def _select_terminals(self) -> None:
+        """Select the configured terminals (``:ROUT:TERM``) where a previous user left the others: with the output
+        off; with it on, refuse to connect (the switch would take the output off the device under test)."""
+        reply = self.query(":ROUT:TERM?").upper()
+        names = {code: name for name, code in TERMINALS.items()}
+        if reply[:4] not in names:
+            raise DeviceError(f"{self.name}: reply {excerpt(reply)} to ':ROUT:TERM?' is not FRON or REAR")
+        selected, wanted = names[reply[:4]], self.terminals
+        if selected == wanted:
+            return
+        if self.output_on:
+            raise DeviceError(f"{self.name}: the 2450's {selected} terminals are selected with the output on, but "
+                              f"lab.yaml says terminals: {wanted}; switch the output off at the instrument (or set "
+                              f"terminals: {selected} if the device under test is wired there), then connect again")
+        self.write(f":ROUT:TERM {TERMINALS[wanted]}")
 
     # -- settings --------------------------------------------------------------------------------------------
     def configure(self, mode: SourceMode, compliance: float, nplc: float = 1.0) -> None:
@@ -347,4 +375,4 @@ class Keithley2450(ScpiDriver, SourceMeter):
 
     def _snapshot_hw(self) -> dict[str, Any]:
         return {**super()._snapshot_hw(), "source_range": self.source_range,
-                "measure_range": self.measure_range, "remote_sense": self.remote_sense}
+                "measure_range": self.measure_range, "remote_sense": self.remote_sense, "terminals": self.terminals}

@@ -3,7 +3,10 @@
 The physics: a load of ``load_ohm`` ohms. Sourcing a voltage V gives I = V/R; if |I| would exceed the current
 limit (ILIM) the instrument clamps I at ±ILIM, the voltage drops to ILIM·R and the limit is "tripped".
 Sourcing a current is the mirror image with the voltage limit (VLIM). With the output off, nothing flows
-(0 V, 0 A). ``noise_a`` adds seeded Gaussian noise (A, standard deviation) to every current reading.
+(0 V, 0 A). The load is wired to the ``load_terminals`` (front by default); the terminals selected by
+``:ROUTe:TERMinals FRONt|REAR`` (a change switches the output off) see the load, or else an open circuit: no
+current, and a current source runs to its voltage limit. ``noise_a`` adds seeded Gaussian noise (A, standard
+deviation) to every current reading.
 
 Emulated: source function (refused with -221 while the measure function is resistance, as on the 2450), level,
 limit and range (fixed or auto), source readback, measure function, NPLC,
@@ -72,6 +75,8 @@ UNITS = {"VOLT": "Volt DC", "CURR": "Amp DC", "RES": "Ohm"}
 ELEMENT_NAMES = ("READing", "SOURce", "SOURSTATus", "STATus", "RELative", "UNIT", "SOURUNIT")
 ELEMENTS = {"READING": "READ", "SOURCE": "SOUR", "SOURSTATUS": "SOURSTAT", "STATUS": "STAT",
             "RELATIVE": "REL", "UNIT": "UNIT", "SOURUNIT": "SOURUNIT"}
+#: The ``load_terminals`` option as :ROUTe:TERMinals names them.
+TERMINALS = {"front": "FRON", "rear": "REAR"}
 #: Elements a binary format (REAL, SREAL) can hold.
 BINARY_ELEMENTS = {"READ", "SOUR", "REL"}
 
@@ -115,18 +120,22 @@ class Keithley2450Emulator(ScpiEmulator):
     """A Keithley 2450 on the SCPI command set, driving a resistor of ``load_ohm`` ohms.
 
     ``noise_a`` is the standard deviation (A) of Gaussian noise on current readings, drawn from a generator
-    seeded with ``seed``. The state is public (``output``, ``function``, ``level``, ``limit``, ``buffer``,
+    seeded with ``seed``. ``load_terminals`` ("front" or "rear") are the terminals the load is wired to; the
+    others see an open circuit. The state is public (``output``, ``function``, ``level``, ``limit``, ``buffer``,
     ...) so that tests can inspect it.
     """
 
     identity = "KEITHLEY INSTRUMENTS,MODEL 2450,04000000,1.7.12b"
 
-    def __init__(self, load_ohm: float = 1000.0, noise_a: float = 0.0, seed: int = 0):
+    def __init__(self, load_ohm: float = 1000.0, noise_a: float = 0.0, seed: int = 0, load_terminals: str = "front"):
         if not (math.isfinite(load_ohm) and load_ohm > 0):
             raise ValueError(f"load_ohm must be a positive number of ohms, got {load_ohm}")
         if not (math.isfinite(noise_a) and noise_a >= 0):
             raise ValueError(f"noise_a must be >= 0 A, got {noise_a}")
+        if load_terminals not in TERMINALS:
+            raise ValueError(f"load_terminals must be 'front' or 'rear', got {load_terminals!r}")
         self.load_ohm = float(load_ohm)
+        self.load_terminals = TERMINALS[load_terminals]
         self.noise_a = float(noise_a)
         self.rng = np.random.default_rng(seed)
         super().__init__()
@@ -154,6 +163,7 @@ class Keithley2450Emulator(ScpiEmulator):
         self.buffer: dict[str, list[dict[str, Any]]] = {name: [] for name in BUFFERS}
         self.time_s = 0.0
         self.data_format = "ASC"  # :FORMat:DATA: ASC, REAL (float64) or SREAL (float32)
+        self.terminals = "FRON"  # :ROUTe:TERMinals: FRON or REAR
 
     @scpi("*LANG?")
     def language(self) -> str:
@@ -187,6 +197,10 @@ class Keithley2450Emulator(ScpiEmulator):
         if not self.output:
             return 0.0, 0.0, False
         limit = self.limit[function]
+        if self.terminals != self.load_terminals:  # an open circuit: no current; a current source runs to its limit
+            if function == "VOLT" or level == 0:
+                return (level if function == "VOLT" else 0.0), 0.0, False
+            return math.copysign(limit, level), 0.0, True
         if function == "VOLT":
             current = level / self.load_ohm
             if abs(current) > limit:
@@ -499,6 +513,18 @@ class Keithley2450Emulator(ScpiEmulator):
     @scpi("FORMat[:DATA]?")
     def _format_q(self) -> str:
         return self.data_format
+
+    @scpi("ROUTe:TERMinals")
+    def _terminals(self, text: Param) -> None:
+        """Select the front or rear terminals; a change switches the output off."""
+        terminals = _function(text, "FRONt", "REAR")
+        if terminals != self.terminals:
+            self.output = False
+        self.terminals = terminals
+
+    @scpi("ROUTe:TERMinals?")
+    def _terminals_q(self) -> str:
+        return self.terminals
 
     @scpi("OUTPut#[:STATe]")
     def _output(self, n: int, state: Param) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from drivers.keithley2450 import Keithley2450
 from hil.clock import VirtualClock
-from hil.errors import DeviceError, LimitError, TransportTimeout
+from hil.errors import ConfigError, DeviceError, LimitError, TransportTimeout
 from hil.instruments import SourceMeter
 from hil.transport import VisaTransport
 from simulators.emulators.keithley2450 import Keithley2450Emulator
@@ -26,12 +26,13 @@ IDN = b"KEITHLEY INSTRUMENTS,MODEL 2450,04000000,1.7.12b"
 NO_ERROR: Exchange = (b"SYST:ERR?", b'0,"No error;0;0 0"')
 
 
-def connected(output: bytes = b"0", function: bytes = b"VOLT",
-              level: bytes = b"0.000000E+00") -> list[Exchange]:
-    """What `connect` sends and reads: clear status, identity, command set, ASCII data, output state, source
-    function and level."""
-    return [(b"*CLS", None), (b"*IDN?", IDN), (b"*LANG?", b"SCPI"), (b":FORM:DATA ASC", None), NO_ERROR,
-            (b":OUTP?", output), (b":SOUR:FUNC?", function), (b":SOUR:" + function + b"?", level)]
+def connected(output: bytes = b"0", function: bytes = b"VOLT", level: bytes = b"0.000000E+00",
+              terminals: bytes = b"FRON", select: bytes | None = None) -> list[Exchange]:
+    """What `connect` sends and reads: clear status, identity, command set, ASCII data, output state, terminals
+    (``select`` them where they differ), the error check, source function and level."""
+    return [(b"*CLS", None), (b"*IDN?", IDN), (b"*LANG?", b"SCPI"), (b":FORM:DATA ASC", None), (b":OUTP?", output),
+            (b":ROUT:TERM?", terminals), *([(b":ROUT:TERM " + select, None)] if select else []), NO_ERROR,
+            (b":SOUR:FUNC?", function), (b":SOUR:" + function + b"?", level)]
 
 
 def reading_as_is(measure: str) -> list[Exchange]:
@@ -80,6 +81,29 @@ def test_connect_refuses_a_2450_on_its_tsp_command_set_and_closes() -> None:
         with pytest.raises(DeviceError, match="runs its 'TSP' command set; this driver needs SCPI"):
             k.connect()
         assert not k.connected and not k.transport.is_open
+
+
+def test_connect_selects_the_configured_terminals_where_a_previous_user_left_the_others_with_the_output_off() -> None:
+    with expected_protocol(smu(terminals="rear"), connected(select=b"REAR")) as k:
+        k.connect()
+        assert k.snapshot()["terminals"] == "rear"
+    with expected_protocol(smu(), connected(terminals=b"REAR", select=b"FRON")) as k:
+        k.connect()
+
+
+def test_connect_refuses_other_terminals_with_the_output_on_and_leaves_it_on() -> None:
+    exchanges = connected(output=b"1", terminals=b"REAR")[:6]  # nothing written after the terminals are read
+    with expected_protocol(smu(), exchanges) as k:
+        with pytest.raises(DeviceError, match=r"^Keithley2450: the 2450's rear terminals are selected with the "
+                                              r"output on, but lab.yaml says terminals: front; switch the output off"):
+            k.connect()
+        assert not k.connected and not k.transport.is_open
+
+
+@pytest.mark.parametrize("terminals", ["side", "FRONT", None])
+def test_unknown_terminals_are_a_config_error(terminals: object) -> None:
+    with pytest.raises(ConfigError, match=r"^terminals: .* is neither 'front' nor 'rear'"):
+        Keithley2450(None, terminals=terminals)  # type: ignore[arg-type]
 
 
 def test_configure_voltage_source_with_current_compliance() -> None:
@@ -582,6 +606,25 @@ def test_emulated_readings_work_after_a_previous_user_left_a_binary_format(left_
     assert emulator.data_format == "ASC"
 
 
+def test_emulated_connect_selects_the_front_terminals_a_previous_user_left_on_rear(left_by: Callable[..., Bench]
+                                                                                      ) -> None:
+    k, emulator = left_by(b":ROUT:TERM REAR")
+    k.connect()
+    k.configure("voltage", 10e-3)
+    k.set_output(True)
+    k.set_level(2.0)
+    assert k.measure().current_a[0] == pytest.approx(2e-3)  # 0 A: an open circuit, on the rear terminals
+    assert emulator.terminals == "FRON"
+
+
+def test_emulated_connect_refuses_rear_terminals_left_live_and_changes_nothing(left_by: Callable[..., Bench]
+                                                                                ) -> None:
+    k, emulator = left_by(b":ROUT:TERM REAR;:SOUR:VOLT:ILIM 0.01;:SOUR:VOLT 1;:OUTP ON")
+    with pytest.raises(DeviceError, match="rear terminals are selected with the output on"):
+        k.connect()
+    assert (emulator.terminals, emulator.output, emulator.level["VOLT"]) == ("REAR", True, 1.0)
+
+
 def test_emulated_compliance_clamps_and_trips(bench: Bench) -> None:
     k, emulator = bench
     k.configure("voltage", 1e-3)
@@ -720,6 +763,22 @@ def test_emulator_binary_formats_reply_in_blocks_and_refuse_elements_that_are_no
             assert error is not None and error.startswith(b'-221,"Settings conflict'), error
     assert emulator.handle(b"*RST;:FORM:DATA?") == b"ASC"
     assert emulator.handle(b':READ? "defbuffer1", READ, UNIT') == b"0.000000E+00,Amp DC"
+
+
+def test_emulator_terminals_without_the_load_are_an_open_circuit_and_a_change_switches_the_output_off() -> None:
+    emulator = Keithley2450Emulator(load_ohm=1000.0, load_terminals="rear")
+    emulator.handle(b":SOUR:VOLT:ILIM 0.01;:SOUR:VOLT 2;:OUTP ON")
+    assert emulator.operating_point() == (2.0, 0.0, False)  # front: nothing connected, no current
+    emulator.handle(b":SOUR:FUNC CURR;:SOUR:CURR:VLIM 5;:SOUR:CURR -1e-3")
+    assert emulator.operating_point() == (-5.0, 0.0, True)  # a current source runs to its voltage limit
+    assert emulator.handle(b":ROUTe:TERMinals REAR;:ROUT:TERM?") == b"REAR"
+    assert not emulator.output
+    emulator.handle(b":OUTP ON")
+    assert emulator.operating_point() == (-1.0, -1e-3, False)
+    emulator.handle(b":ROUT:TERM REAR")
+    assert emulator.output  # no change
+    with pytest.raises(ValueError, match="load_terminals must be 'front' or 'rear', got 'top'"):
+        Keithley2450Emulator(load_terminals="top")
 
 
 def test_emulator_noise_is_seeded() -> None:
