@@ -315,7 +315,8 @@ class Keithley2450(ScpiDriver, SourceMeter):
         level was limited", Reference Manual: ``:TRACe:DATA?`` and ``bufferVar.sourcestatuses``), not from
         comparing readings with the limit. The sweep runs to the end even when points hit the limit
         (failAbort OFF). A sweep expected to outlast half the transport timeout is polled with ``:TRAC:ACT?``
-        instead of waiting on ``*WAI``; either way it may take up to `_reading_bound_s` per point.
+        instead of waiting on ``*WAI``, then waited on with ``*OPC?`` (the trigger model may still run when the
+        count is reached); either way it may take up to `_reading_bound_s` per point.
         """
         source, n = _SOURCE[self.mode], len(levels)  # type: ignore[index]
         self.write(f':TRAC:CLE "{BUFFER}"')
@@ -331,6 +332,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
             self.write("*WAI")
         else:
             self._wait_for_buffer(n, expected_s, longest_s)
+            self.wait_complete(self._reading_bound_s(), f"the sweep of {n} points")  # the trigger model may still run
             longest_s = 0.0
         command = f':TRAC:DATA? 1, {n}, "{BUFFER}", SOUR, READ, SOURSTAT'
         with self.transport.patience(longest_s):

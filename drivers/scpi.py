@@ -113,6 +113,14 @@ class ScpiDriver:
         raise DeviceError(f"{self.name}: out of step with the instrument after a timeout (no answer to its "  # type: ignore[attr-defined]
                           f"marker among {self.max_error_reads} replies); power-cycle it and connect again")
 
+    def wait_complete(self, extra_s: float, what: str) -> None:
+        """Wait on ``*OPC?`` until the instrument has finished ``what`` (a sweep, a burst, an upload), allowing
+        ``extra_s`` seconds beyond the transport timeout; a reply other than 1 is a `DeviceError`."""
+        with self.transport.patience(extra_s):
+            reply = self.query("*OPC?")
+        if _integer(reply) != 1:
+            raise DeviceError(f"{self.name}: reply {excerpt(reply)} to '*OPC?' after {what} is not 1")  # type: ignore[attr-defined]
+
     def query_float(self, command: str) -> float:
         """A numeric reply; a reply that is not a number is a `DeviceError` naming the command."""
         reply = self.query(command)

@@ -54,6 +54,18 @@ def configured_voltage(compliance: bytes = b"0.001", nplc: bytes = b"1") -> list
 OUTPUT_ON: list[Exchange] = [(b":OUTP ON", None), NO_ERROR]
 
 
+class PatienceRecorded(ProtocolTransport):
+    """A `ProtocolTransport` that records the timeout (s) each command was written under."""
+
+    def __init__(self, exchanges: list[Exchange]):
+        super().__init__(exchanges)
+        self.timeouts: dict[bytes, float] = {}
+
+    def _write_raw(self, data: bytes) -> None:
+        self.timeouts[data.rstrip(b"\n")] = self.timeout_s
+        super()._write_raw(data)
+
+
 def smu(clock: VirtualClock | None = None, **options: object) -> Callable[[ProtocolTransport], Keithley2450]:
     return lambda transport: Keithley2450(transport, clock=clock or VirtualClock(), **options)  # type: ignore[arg-type]
 
@@ -299,16 +311,20 @@ def test_long_sweep_polls_the_buffer_count_instead_of_waiting_on_one_reply() -> 
         (b":INIT", None),
         (b':TRAC:ACT? "defbuffer1"', b"20"),
         (b':TRAC:ACT? "defbuffer1"', b"50"),
+        (b"*OPC?", b"1"),  # the trigger model may still run when the last reading is in the buffer
         (b':TRAC:DATA? 1, 50, "defbuffer1", SOUR, READ, SOURSTAT', data),
     ]
-    with expected_protocol(smu(clock), exchanges) as k:
-        k.connect()
-        k.configure("voltage", 1e-3)
-        k.set_output(True)
-        readings = k.sweep(levels)
-        assert len(readings.current_a) == 50
-        expected_s = 50 * (2 * 1 / 50 + 1e-3)  # 1 PLC at 50 Hz, twice, plus 1 ms per point
-        assert clock.now() == pytest.approx(expected_s + expected_s / 20)  # one wait, one poll interval
+    transport = PatienceRecorded(exchanges)
+    k = Keithley2450(transport, clock=clock)
+    k.connect()
+    k.configure("voltage", 1e-3)
+    k.set_output(True)
+    readings = k.sweep(levels)
+    transport.assert_done()
+    assert transport.timeouts[b"*OPC?"] == pytest.approx(1.0 + k._reading_bound_s())  # the usual 1 s, and more
+    assert len(readings.current_a) == 50
+    expected_s = 50 * (2 * 1 / 50 + 1e-3)  # 1 PLC at 50 Hz, twice, plus 1 ms per point
+    assert clock.now() == pytest.approx(expected_s + expected_s / 20)  # one wait, one poll interval
 
 
 def test_ranges_fixed_and_auto_are_kept_across_configure() -> None:
