@@ -4,12 +4,15 @@ Command spellings follow the Keithley 2450 Reference Manual (2450-901-01), secti
 short forms throughout, numbers as ``f"{value:.9g}"``. After every group of settings the driver reads the
 error queue (``SYST:ERR?``), so a refused setting raises `DeviceError` with the instrument's own message.
 
-Covered: source function, level (ramped by the base class), compliance (``ILIM``/``VLIM``), source and measure
-range (fixed or auto), NPLC, remote sense, source readback, autozero on and relative offset, math and averaging
-off (what a previous user left set would otherwise change or slow readings), ASCII data (``:FORM:DATA ASC`` at
-connect), front or rear terminals (``:ROUT:TERM``, chosen at connect), output, one reading with the limit state,
-and list sweeps of up to 2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``,
-buffer read).
+Covered: source function, level (ramped by the base class), compliance (``ILIM``/``VLIM``, read back after
+`configure` and `set_source_range`), the power envelope (±21 V at up to ±1.05 A, ±210 V at up to ±105 mA:
+a level, sweep level, source range or compliance that would put the source on the 200 V range with a current
+limit above 105 mA, or on the 1 A range with a voltage limit above 21 V, is refused before sending, as the
+2450 would lower the limit with only a warning), source and measure range (fixed or auto), NPLC, remote sense,
+source readback, autozero on and relative offset, math and averaging off (what a previous user left set would
+otherwise change or slow readings), ASCII data (``:FORM:DATA ASC`` at connect), front or rear terminals
+(``:ROUT:TERM``, chosen at connect), output, one reading with the limit state, and list sweeps of up to 2500
+points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``, buffer read).
 Not covered: linear/log sweeps, custom trigger models, digital I/O, limit tests (``:CALC``), statistics,
 resistance/4-wire ohms, interlock, overvoltage protection, output-off modes, TSP.
 """
@@ -31,6 +34,9 @@ from hil.transport import Transport
 VOLTAGE_RANGES_V = (20e-3, 200e-3, 2.0, 20.0, 200.0)
 CURRENT_RANGES_A = (10e-9, 100e-9, 1e-6, 10e-6, 100e-6, 1e-3, 10e-3, 100e-3, 1.0)
 OVERRANGE = 1.05
+#: The power envelope, per source mode: on this source range (V or A) the compliance is at most this (A or V);
+#: ±21 V at up to ±1.05 A, ±210 V at up to ±105 mA. Beyond it the 2450 lowers the limit with a mere warning.
+ENVELOPE = {"voltage": (200.0, 0.105), "current": (1.0, 21.0)}
 #: Smallest compliance the 2450 accepts: 1 nA when sourcing voltage, 20 mV when sourcing current.
 MIN_COMPLIANCE = {"voltage": 1e-9, "current": 0.02}
 #: A reading of this size or more is the 2450's overflow value (9.9E+37): beyond the fixed measure range.
@@ -157,11 +163,16 @@ class Keithley2450(ScpiDriver, SourceMeter):
             if fixed is not None and math.isfinite(magnitude) and magnitude <= 1e-3 * fixed:
                 raise LimitError(f"{self.name}: compliance {magnitude:g} must exceed 0.1 % of the fixed "
                                  f"{fixed:g} measure range; use set_measure_range(None) first")
+            if math.isfinite(magnitude):  # the source range stays only in the same mode; else the level goes to 0
+                same = mode == self.mode
+                self._check_envelope(mode, magnitude, (self.level if same else None) or 0.0,
+                                     self.source_range if same else None, "the source would be")
         super().configure(mode, compliance, nplc)
 
     def _configure_hw(self, mode: SourceMode, compliance: float, nplc: float) -> None:
-        """Send the settings of ``mode``. Remote sense is sent only where it differs from the instrument's: a
-        change may switch the output off, so with the output on it is refused before anything is sent."""
+        """Send the settings of ``mode``, the limit last, and read the limit back. Remote sense is sent only where it
+        differs from the instrument's: a change may switch the output off, so with the output on it is refused
+        before anything is sent. An unknown level (another mode) is set to 0 before the ranges and the limit."""
         source, measure = _SOURCE[mode], _MEASURE[mode]
         sense = "ON" if self.remote_sense else "OFF"
         change_sense = self.query_bool(f":SENS:{measure}:RSEN?") != self.remote_sense
@@ -170,9 +181,12 @@ class Keithley2450(ScpiDriver, SourceMeter):
                              "output off for it; call set_output(False) before configure()")
         if mode != self.mode:
             self.source_range = self.measure_range = None
+        zero = self.level is None  # a level left by a previous user could put the source on a range whose power
+        # envelope lowers the new limit; the base class would set 0 after configuring anyway
         commands = [
             f':SENS:FUNC "{measure}"',  # first: the 2450 refuses a new source function while measuring RES
             f":SOUR:FUNC {source}",
+            *([f":SOUR:{source} 0"] if zero else []),
             *([f":SENS:{measure}:RSEN {sense}"] if change_sense else []),
             f":SENS:{measure}:NPLC {_fmt(nplc)}",
             f":SOUR:{source}:READ:BACK ON",  # the SOUR element is then the measured source value
@@ -186,6 +200,37 @@ class Keithley2450(ScpiDriver, SourceMeter):
         for command in commands:
             self.write(command)
         self.check_errors(f"configuring the {mode} source")
+        self._check_limit(mode, compliance, f"configuring the {mode} source")
+        if zero:
+            self.level = 0.0
+
+    def _check_envelope(self, mode: SourceMode, compliance: float | None, level: float, fixed: float | None,
+                        what: str) -> None:
+        """Refuse, before anything is sent, a source range (``fixed``, or the autorange of ``level``) whose power
+        envelope (`ENVELOPE`) is below ``compliance``: the 2450 would lower its limit with only a warning."""
+        top, cap = ENVELOPE[mode]
+        ranges = _RANGES[_SOURCE[mode]]
+        on = fixed if fixed is not None else next((r for r in ranges if abs(level) <= OVERRANGE * r * (1 + 1e-9)),
+                                                  ranges[-1])
+        if compliance is None or on < top or compliance <= cap * (1 + 1e-9):
+            return
+        unit, limit_unit = _UNIT[_SOURCE[mode]], _UNIT[_MEASURE[mode]]
+        keep = f"a source range below {top:g} {unit}" if fixed is not None else \
+            f"|level| within {OVERRANGE * ranges[-2]:g} {unit}"
+        raise LimitError(f"{self.name}: {what} on the {top:g} {unit} source range, where the 2450 allows a "
+                         f"compliance of at most {cap:g} {limit_unit}, not {compliance:g} {limit_unit}; keep {keep} "
+                         f"or configure a compliance of at most {cap:g} {limit_unit}")
+
+    def _check_limit(self, mode: SourceMode, compliance: float, what: str) -> None:
+        """Read the limit back: a range change beyond the power envelope lowers it with a warning, not an error."""
+        command = f":SOUR:{_SOURCE[mode]}:{_LIMIT[mode]}?"
+        held = self.query_float(command)
+        if not math.isclose(held, compliance, rel_tol=1e-5):
+            self.compliance = None  # nothing sources until configure() has set one again
+            unit = _UNIT[_MEASURE[mode]]
+            raise DeviceError(f"{self.name}: after {what} the 2450 holds a compliance of {held:g} {unit}, not the "
+                              f"{compliance:g} {unit} set (its power envelope lowers it on the 200 V or 1 A source "
+                              "range); configure() again with a level and range inside the envelope")
 
     @staticmethod
     def _range_commands(prefix: str, value: float | None) -> list[str]:
@@ -223,8 +268,12 @@ class Keithley2450(ScpiDriver, SourceMeter):
         if chosen is not None and self.level is not None and abs(self.level) > OVERRANGE * chosen:
             raise LimitError(f"{self.name}: the {chosen:g} {_UNIT[function]} source range cannot hold the "
                              f"present level {self.level:g} {_UNIT[function]}")
+        what = "autorange would put the source" if chosen is None else \
+            f"source range {float(value):g} {_UNIT[function]} would put the source"  # type: ignore[arg-type]
+        self._check_envelope(self.mode, self.compliance, self.level or 0.0, chosen, what)  # type: ignore[arg-type]
         self._send_range(f":SOUR:{function}", chosen, "setting the source range")
         self.source_range = chosen
+        self._check_limit(self.mode, self.compliance, "setting the source range")  # type: ignore[arg-type]
         return chosen
 
     def set_measure_range(self, value: float | None) -> float | None:
@@ -259,7 +308,22 @@ class Keithley2450(ScpiDriver, SourceMeter):
 
     def set_level(self, level: float) -> None:
         self._check_source_range([level], f"source {self.mode}")
+        self._check_levels_envelope([level], f"source {self.mode}")
         super().set_level(level)
+
+    def _check_levels_envelope(self, levels: Any, what: str) -> None:
+        """`_check_envelope` for the largest of ``levels`` (V or A by mode), at the present range and compliance."""
+        if self.mode is None:
+            return
+        try:
+            values = np.abs(np.asarray(levels, dtype=np.float64))
+        except (TypeError, ValueError):
+            return  # the base class names the bad value
+        values = values[np.isfinite(values)]
+        if values.size:
+            top = float(values.max())
+            self._check_envelope(self.mode, self.compliance, top, self.source_range,
+                                 f"{what} {top:g} {_UNIT[_SOURCE[self.mode]]} would be")
 
     def _set_level_hw(self, level: float) -> None:
         source = _SOURCE[self.mode]  # type: ignore[index]
@@ -302,11 +366,12 @@ class Keithley2450(ScpiDriver, SourceMeter):
         return self._readings(np.array([values[0]]), np.array([values[1]]), np.array([tripped]))
 
     def _check_sweep_hw(self, levels: np.ndarray, delay_s: float) -> None:
-        """The delay is 0 or 50 µs..10 s; levels within a fixed source range."""
+        """The delay is 0 or 50 µs..10 s; levels within a fixed source range and the power envelope."""
         if 0 < delay_s < MIN_SWEEP_DELAY_S:
             raise LimitError(f"{self.name}: sweep delay {delay_s:g} s refused; the 2450 takes 0 or "
                              f"{MIN_SWEEP_DELAY_S:g}..10 s")
         self._check_source_range(levels, "sweep level")
+        self._check_levels_envelope(levels, "sweep level")
 
     def _sweep_hw(self, levels: np.ndarray, delay_s: float) -> Readings:
         """A list sweep run by the instrument's trigger model; readings come back from ``defbuffer1``.

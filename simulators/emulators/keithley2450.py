@@ -9,7 +9,10 @@ current, and a current source runs to its voltage limit. ``noise_a`` adds seeded
 deviation) to every current reading.
 
 Emulated: source function (refused with -221 while the measure function is resistance, as on the 2450), level,
-limit and range (fixed or auto), source readback, measure function, NPLC,
+limit and range (fixed, or auto: the smallest range holding the level with its 105 % overrange), the power
+envelope (±21 V at up to ±1.05 A, ±210 V at up to ±105 mA: a range change, fixed or following the level, or a
+limit beyond what the source range allows, lowers the limit to the envelope's and records a warning in
+`warnings`, not in the error queue, as the 2450 does), source readback, measure function, NPLC,
 measure range (fixed or auto, with the 9.9E+37 overflow reading beyond 105 % of a fixed range), remote sense
 (a change switches the output off, as the 2400 family documents), output, the reading buffers (``:READ?``,
 ``:TRACe:DATA?``, ``:TRACe:ACTual?``, ``:TRACe:CLEar``), source lists (``:SOURce:LIST:<f>[:APPend]``, at most
@@ -18,8 +21,8 @@ format (``:FORMat:DATA ASCii|REAL|SREAL``: in REAL/SREAL, ``:READ?`` and ``:TRAC
 488.2 definite-length block of little-endian float64/float32 values, and refuse the elements that are not numbers
 with -221, as only READing, RELative and SOURce are available there) and the 2450's error-queue format
 ``<code>,"<message>;<severity>;<date time>"``. A sweep runs to completion as soon as ``:INITiate`` is read.
-Not emulated: the TSP command set, linear/log sweeps, the trigger-model blocks, the power envelope (e.g.
-105 mA at 200 V), limit tests, statistics, digitizing and the front panel.
+Not emulated: the TSP command set, linear/log sweeps, the trigger-model blocks, limit tests, statistics,
+digitizing, the interlock, overvoltage protection, output-off modes and the front panel.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ RANGES = {"VOLT": (20e-3, 200e-3, 2.0, 20.0, 200.0),
 OVERRANGE = 1.05
 #: Largest source level and limit magnitude per function.
 MAXIMUM = {"VOLT": 210.0, "CURR": 1.05}
+#: The power envelope (±21 V at up to ±1.05 A, ±210 V at up to ±105 mA): on this source range (V or A) the limit
+#: (A or V) is at most this.
+ENVELOPE = {"VOLT": (200.0, 0.105), "CURR": (1.0, 21.0)}
 #: Smallest limit magnitude: the current limit when sourcing voltage, the voltage limit when sourcing current.
 MINIMUM_LIMIT = {"VOLT": 1e-9, "CURR": 0.02}
 #: The reading the 2450 returns for a measurement beyond its range.
@@ -136,6 +142,8 @@ class Keithley2450Emulator(ScpiEmulator):
             raise ValueError(f"load_terminals must be 'front' or 'rear', got {load_terminals!r}")
         self.load_ohm = float(load_ohm)
         self.load_terminals = TERMINALS[load_terminals]
+        #: Warnings of the event log (not the error queue), such as a limit lowered by the power envelope.
+        self.warnings: list[str] = []
         self.noise_a = float(noise_a)
         self.rng = np.random.default_rng(seed)
         super().__init__()
@@ -284,6 +292,28 @@ class Keithley2450Emulator(ScpiEmulator):
                 return candidate
         return RANGES[function][-1]
 
+    @staticmethod
+    def _auto_range(function: str, value: float) -> float:
+        """The range autorange sources ``value`` on: the smallest that holds it with its 105 % overrange."""
+        for candidate in RANGES[function]:
+            if abs(value) <= OVERRANGE * candidate * (1 + 1e-9):
+                return candidate
+        return RANGES[function][-1]
+
+    def _source_range_now(self, function: str) -> float:
+        fixed = self.source_range[function]
+        return fixed if fixed is not None else self._auto_range(function, self.level[function])
+
+    def _fit_envelope(self, function: str) -> None:
+        """Lower a limit the present source range cannot hold to the envelope's, with a warning that does not
+        reach the error queue, as the 2450 does."""
+        top, cap = ENVELOPE[function]
+        if self._source_range_now(function) >= top and self.limit[function] > cap:
+            name = "current" if function == "VOLT" else "voltage"
+            self.warnings.append(f"{name} limit lowered from {self.limit[function]:g} to {cap:g} for the {top:g} "
+                                 "source range")
+            self.limit[function] = cap
+
     def _pick_range(self, function: str, text: Param) -> float:
         return self._smallest_range(function, number(text, -MAXIMUM[function], MAXIMUM[function]))
 
@@ -300,6 +330,7 @@ class Keithley2450Emulator(ScpiEmulator):
 
     def _set_level(self, function: str, text: Param) -> None:
         self.level[function] = self._level_value(function, text)
+        self._fit_envelope(function)
 
     def _get_level(self, function: str) -> str:
         return _number_text(self.level[function])
@@ -313,6 +344,7 @@ class Keithley2450Emulator(ScpiEmulator):
         if fixed is not None and value <= 1e-3 * fixed:
             raise ScpiError(SETTINGS_CONFLICT, f"limit {value:g} not above 0.1 % of the {fixed:g} range")
         self.limit[function] = value
+        self._fit_envelope(function)
 
     def _get_limit(self, function: str) -> str:
         return _number_text(self.limit[function])
@@ -325,18 +357,17 @@ class Keithley2450Emulator(ScpiEmulator):
         if abs(self.level[function]) > OVERRANGE * chosen:
             raise ScpiError(SETTINGS_CONFLICT, f"level {self.level[function]:g} exceeds the {chosen:g} range")
         self.source_range[function] = chosen
+        self._fit_envelope(function)
 
     def _get_source_range(self, function: str) -> str:
-        fixed = self.source_range[function]
-        if fixed is None:  # auto: the smallest range that holds the level
-            fixed = self._smallest_range(function, self.level[function])
-        return _number_text(fixed)
+        return _number_text(self._source_range_now(function))
 
     def _set_source_auto(self, function: str, text: Param) -> None:
         if boolean(text):
             self.source_range[function] = None
+            self._fit_envelope(function)
         elif self.source_range[function] is None:
-            self.source_range[function] = float(self._get_source_range(function))
+            self.source_range[function] = self._source_range_now(function)
 
     def _get_source_auto(self, function: str) -> str:
         return "1" if self.source_range[function] is None else "0"
@@ -558,6 +589,7 @@ class Keithley2450Emulator(ScpiEmulator):
         for _ in range(sweep["count"]):
             for level in points:
                 self.level[sweep["function"]] = level
+                self._fit_envelope(sweep["function"])
                 entry = self._read(sweep["function"], level, sweep["delay_s"])
                 self.buffer[sweep["buffer"]].append(entry)
                 if sweep["abort"] and entry["SOURSTAT"] & STAT_LIMIT:

@@ -44,11 +44,11 @@ def reading_as_is(measure: str) -> list[Exchange]:
 
 def configured_voltage(compliance: bytes = b"0.001", nplc: bytes = b"1") -> list[Exchange]:
     """`configure("voltage", ...)` with auto ranges and remote sense already off: source V, measure I, then the
-    error check."""
+    error check and the limit read back."""
     return [(b":SENS:CURR:RSEN?", b"0"), (b':SENS:FUNC "CURR"', None), (b":SOUR:FUNC VOLT", None),
             (b":SENS:CURR:NPLC " + nplc, None), (b":SOUR:VOLT:READ:BACK ON", None), *reading_as_is("CURR"),
             (b":SOUR:VOLT:RANG:AUTO ON", None), (b":SENS:CURR:RANG:AUTO ON", None),
-            (b":SOUR:VOLT:ILIM " + compliance, None), NO_ERROR]
+            (b":SOUR:VOLT:ILIM " + compliance, None), NO_ERROR, (b":SOUR:VOLT:ILIM?", compliance)]
 
 
 OUTPUT_ON: list[Exchange] = [(b":OUTP ON", None), NO_ERROR]
@@ -130,10 +130,11 @@ def test_configure_current_source_ramps_a_live_output_to_zero_and_switches_it_of
         *connected(output=b"1", level=b"2.000000E+00"), (b":SOUR:VOLT 1", None), NO_ERROR,
         (b":SOUR:VOLT 0", None), NO_ERROR, (b":OUTP OFF", None), NO_ERROR,
         (b":SENS:VOLT:RSEN?", b"0"), (b':SENS:FUNC "VOLT"', None), (b":SOUR:FUNC CURR", None),
+        (b":SOUR:CURR 0", None),  # the level a previous user left could lower the limit (power envelope)
         (b":SENS:VOLT:RSEN ON", None),
         (b":SENS:VOLT:NPLC 0.1", None), (b":SOUR:CURR:READ:BACK ON", None), *reading_as_is("VOLT"),
         (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None), (b":SOUR:CURR:VLIM 5", None),
-        NO_ERROR, (b":SOUR:CURR 0", None), NO_ERROR,
+        NO_ERROR, (b":SOUR:CURR:VLIM?", b"5.000000E+00"),
     ]
     with expected_protocol(smu(remote_sense=True, limits={"voltage_v": {"max_step": 1.0}}), exchanges) as k:
         k.connect()
@@ -249,7 +250,7 @@ def test_measure_while_sourcing_current_reads_voltage() -> None:
         (b":SOUR:FUNC CURR", None), (b":SENS:VOLT:NPLC 1", None), (b":SOUR:CURR:READ:BACK ON", None),
         *reading_as_is("VOLT"),
         (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None),
-        (b":SOUR:CURR:VLIM 10", None), NO_ERROR,
+        (b":SOUR:CURR:VLIM 10", None), NO_ERROR, (b":SOUR:CURR:VLIM?", b"1.000000E+01"),
         (b':READ? "defbuffer1", SOUR, READ', b"1.000000E-03,4.000000E+00"), (b":SOUR:CURR:VLIM:TRIP?", b"0"),
     ]
     with expected_protocol(smu(), exchanges) as k:
@@ -329,13 +330,13 @@ def test_long_sweep_polls_the_buffer_count_instead_of_waiting_on_one_reply() -> 
 
 def test_ranges_fixed_and_auto_are_kept_across_configure() -> None:
     exchanges = connected() + configured_voltage() + [
-        (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), NO_ERROR,
+        (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), NO_ERROR, (b":SOUR:VOLT:ILIM?", b"0.001"),
         (b":SENS:CURR:RANG:AUTO OFF", None), (b":SENS:CURR:RANG 0.01", None), NO_ERROR,
         (b":SENS:CURR:RANG:AUTO ON", None), NO_ERROR,
         (b":SENS:CURR:RSEN?", b"0"), (b':SENS:FUNC "CURR"', None), (b":SOUR:FUNC VOLT", None),
         (b":SENS:CURR:NPLC 1", None), (b":SOUR:VOLT:READ:BACK ON", None), *reading_as_is("CURR"),
         (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), (b":SENS:CURR:RANG:AUTO ON", None),
-        (b":SOUR:VOLT:ILIM 0.002", None), NO_ERROR,
+        (b":SOUR:VOLT:ILIM 0.002", None), NO_ERROR, (b":SOUR:VOLT:ILIM?", b"0.002"),
     ]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
@@ -348,7 +349,7 @@ def test_ranges_fixed_and_auto_are_kept_across_configure() -> None:
 
 
 def test_instrument_error_raises_device_error_with_its_message() -> None:
-    exchanges = connected() + configured_voltage()[:-1] + [
+    exchanges = connected() + configured_voltage()[:-2] + [
         (b"SYST:ERR?", b'-222,"Parameter data out of range;1;2026/11/28 10:00:00.000"'),
         (b"SYST:ERR?", b'-113,"Undefined header;1;2026/11/28 10:00:00.001"'),
         NO_ERROR,
@@ -474,6 +475,79 @@ def test_limits_are_refused_before_anything_is_sent(action: Callable[[Keithley24
         assert k.level == 0.0  # nothing was sent, so the level is still known
 
 
+def configured_current(compliance: bytes) -> list[Exchange]:
+    """`configure("current", ...)` from a current source with auto ranges and remote sense already off."""
+    return [(b":SENS:VOLT:RSEN?", b"0"), (b':SENS:FUNC "VOLT"', None), (b":SOUR:FUNC CURR", None),
+            (b":SENS:VOLT:NPLC 1", None), (b":SOUR:CURR:READ:BACK ON", None), *reading_as_is("VOLT"),
+            (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None),
+            (b":SOUR:CURR:VLIM " + compliance, None), NO_ERROR, (b":SOUR:CURR:VLIM?", compliance)]
+
+
+ENVELOPE = "where the 2450 allows a compliance of at most"
+
+
+@pytest.mark.parametrize(("action", "match"), [
+    (lambda k: k.set_level(30.0), rf"^Keithley2450: source voltage 30 V would be on the 200 V source range, "
+                                  rf"{ENVELOPE} 0.105 A, not 0.5 A; keep \|level\| within 21 V or configure a "
+                                  r"compliance of at most 0.105 A$"),
+    (lambda k: k.sweep([10.0, 21.5, 10.0]), r"sweep level 21.5 V would be on the 200 V source range"),
+    (lambda k: k.set_source_range(150.0), r"source range 150 V would put the source on the 200 V source range, "
+                                          r".*; keep a source range below 200 V or configure"),
+])
+def test_the_power_envelope_of_the_200_v_range_is_refused_before_anything_is_sent(
+        action: Callable[[Keithley2450], object], match: str) -> None:
+    exchanges = [*connected(), *configured_voltage(compliance=b"0.5"), *OUTPUT_ON, (b":SOUR:VOLT 21", None),
+                 NO_ERROR]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 0.5)
+        k.set_output(True)
+        k.set_level(21.0)  # 105 % of the 20 V range, where 0.5 A is allowed
+        with pytest.raises(LimitError, match=match):
+            action(k)
+        assert (k.level, k.compliance, k.source_range) == (21.0, 0.5, None)
+
+
+def test_the_power_envelope_of_the_1_a_range_is_refused_before_anything_is_sent() -> None:
+    exchanges = [*connected(function=b"CURR"), *configured_current(b"30"), (b":SOUR:CURR 0.105", None), NO_ERROR]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("current", 30.0)
+        k.set_level(0.105)
+        with pytest.raises(LimitError, match=rf"source current 0.2 A would be on the 1 A source range, {ENVELOPE} "
+                                             r"21 V, not 30 V; keep \|level\| within 0.105 A"):
+            k.set_level(0.2)
+
+
+def test_a_compliance_beyond_the_envelope_of_the_present_level_is_refused_before_anything_is_sent() -> None:
+    with expected_protocol(smu(), connected(level=b"1.000000E+02")) as k:
+        k.connect()
+        with pytest.raises(LimitError, match=rf"the source would be on the 200 V source range, {ENVELOPE} 0.105 A, "
+                                             "not 0.2 A"):
+            k.configure("voltage", 0.2)
+        assert k.compliance is None
+
+
+def test_a_limit_the_instrument_lowered_is_a_device_error_and_nothing_sources_until_configured_again() -> None:
+    lowered = (b"SOUR:VOLT:ILIM?", b"1.050000E-01")
+    exchanges = [*connected(), *configured_voltage(compliance=b"0.5")[:-1], (b":" + lowered[0], lowered[1])]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        with pytest.raises(DeviceError, match=r"^Keithley2450: after configuring the voltage source the 2450 holds a "
+                                              r"compliance of 0.105 A, not the 0.5 A set \(its power envelope"):
+            k.configure("voltage", 0.5)
+        assert k.compliance is None
+    exchanges = [*connected(), *configured_voltage(compliance=b"0.5"), (b":SOUR:VOLT:RANG:AUTO OFF", None),
+                 (b":SOUR:VOLT:RANG 2", None), NO_ERROR, (b":" + lowered[0], lowered[1])]
+    with expected_protocol(smu(), exchanges) as k:  # as if another program had changed the range meanwhile
+        k.connect()
+        k.configure("voltage", 0.5)
+        with pytest.raises(DeviceError, match=r"after setting the source range the 2450 holds a compliance of 0\.105"):
+            k.set_source_range(2.0)
+        with pytest.raises(DeviceError, match=r"call configure\(mode, compliance\) first"):
+            k.set_level(1.0)
+
+
 def test_sweep_faster_than_the_ramp_rate_is_refused_before_anything_is_sent() -> None:
     with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5, "ramp_rate": 1.0}}), SETUP) as k:
         _ready(k)
@@ -511,7 +585,8 @@ def test_sourcing_before_configure_is_refused_without_traffic() -> None:
 
 
 def test_levels_beyond_a_fixed_source_range_are_refused_before_anything_is_sent() -> None:
-    exchanges = [*SETUP, (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), NO_ERROR]
+    exchanges = [*SETUP, (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), NO_ERROR,
+                 (b":SOUR:VOLT:ILIM?", b"1.000000E-04")]
     with expected_protocol(smu(), exchanges) as k:
         _ready(k)
         k.set_source_range(1.5)
@@ -639,6 +714,19 @@ def test_emulated_connect_refuses_rear_terminals_left_live_and_changes_nothing(l
     with pytest.raises(DeviceError, match="rear terminals are selected with the output on"):
         k.connect()
     assert (emulator.terminals, emulator.output, emulator.level["VOLT"]) == ("REAR", True, 1.0)
+
+
+def test_emulated_power_envelope_never_lowers_the_compliance_unseen(left_by: Callable[..., Bench]) -> None:
+    k, emulator = left_by(b":SOUR:VOLT 100;:SOUR:FUNC CURR")  # a previous user's 100 V, on the 200 V range
+    k.connect()
+    k.configure("voltage", 0.5)  # sourced at 100 V, the 0.5 A limit would be lowered to 0.105 A
+    assert emulator.limit["VOLT"] == 0.5
+    k.set_output(True)
+    for level in (2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0):
+        k.set_level(level)
+    with pytest.raises(LimitError, match="source voltage 22 V would be on the 200 V source range"):
+        k.set_level(22.0)
+    assert (emulator.limit["VOLT"], emulator.level["VOLT"], emulator.warnings) == (0.5, 20.0, [])
 
 
 def test_emulated_compliance_clamps_and_trips(bench: Bench) -> None:
@@ -795,6 +883,23 @@ def test_emulator_terminals_without_the_load_are_an_open_circuit_and_a_change_sw
     assert emulator.output  # no change
     with pytest.raises(ValueError, match="load_terminals must be 'front' or 'rear', got 'top'"):
         Keithley2450Emulator(load_terminals="top")
+
+
+def test_emulator_power_envelope_lowers_the_limit_with_a_warning_outside_the_error_queue() -> None:
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    emulator.handle(b":SOUR:VOLT:ILIM 1;:SOUR:VOLT 21")
+    assert emulator.limit["VOLT"] == 1.0 and not emulator.warnings  # 21 V: autorange keeps the 20 V range
+    emulator.handle(b":SOUR:VOLT 22;:SOUR:VOLT 5")
+    assert emulator.handle(b":SOUR:VOLT:ILIM?;:SOUR:VOLT:RANG?") == b"1.050000E-01;2.000000E+01"  # not restored
+    assert emulator.warnings == ["current limit lowered from 1 to 0.105 for the 200 source range"]
+    emulator.handle(b":SOUR:VOLT:ILIM 1;:SOUR:VOLT:RANG 200")  # a fixed range does the same
+    emulator.handle(b":SOUR:VOLT:ILIM 0.5")  # and so does a limit beyond the present range's envelope
+    assert emulator.limit["VOLT"] == 0.105 and len(emulator.warnings) == 3
+    emulator.handle(b":SOUR:FUNC CURR;:SOUR:CURR:VLIM 100;:SOUR:CURR 0.105")
+    assert emulator.limit["CURR"] == 100.0  # the 100 mA range holds 105 mA
+    emulator.handle(b":SOUR:CURR 0.2")
+    assert emulator.limit["CURR"] == 21.0 and len(emulator.warnings) == 4
+    assert emulator.handle(b"SYST:ERR?") == b'0,"No error;0;0 0"'
 
 
 def test_emulator_noise_is_seeded() -> None:
