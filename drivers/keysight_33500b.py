@@ -43,6 +43,7 @@ SOURCE_OHM = 50.0  # series output impedance
 OPEN_CIRCUIT_PEAK_V = 10.0  # 20 Vpp into an open circuit
 OPEN_CIRCUIT_MIN_VPP = 2e-3  # the smallest amplitude: 1 mVpp into 50 Ω
 MIN_POINTS, MAX_POINTS = 8, 65_536  # one waveform in standard volatile memory
+MIN_POINTS_33600 = 32  # "a minimum of 8 points (33500 Series) or 32 points (33600 Series)"
 MAX_SAMPLE_RATE_HZ = 160e6  # 33500B arb sample rate; the 33600A's 1 GSa/s is not offered (narrower is safe)
 
 
@@ -66,15 +67,16 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
     """A Keysight 33500B/33600A waveform generator (1 or 2 channels, read from *IDN? at connect).
 
     ``load_ohm`` (1..10 000 Ω, None for high impedance) is the load on every output; it sets the ``voltage_v``
-    limit to ±10·R/(R + 50) V. ``sample_rate_hz`` is 1 µSa/s..160 MSa/s. Waveforms hold 8..65 536 points
-    (the standard volatile memory holds one such waveform per channel here); each is uploaded as float32
+    limit to ±10·R/(R + 50) V. ``sample_rate_hz`` is 1 µSa/s..160 MSa/s. Waveforms hold 8 (33500B) or 32
+    (33600A, set in `waveform_points` at connect)..65 536 points (the standard volatile memory holds one such
+    waveform per channel here); each is uploaded as float32
     normalised to ±1 and scaled back to volts by the amplitude (Vpp) and offset, played with the STEP filter
     (no overshoot beyond the samples). Between bursts a channel idles at its waveform's first sample.
     """
 
     emulator: ClassVar[str] = "simulators.emulators.keysight_33500b:Keysight33500BEmulator"
     n_channels = 2  # until connect reads the model
-    waveform_points = (MIN_POINTS, MAX_POINTS)
+    waveform_points = (MIN_POINTS, MAX_POINTS)  # until connect reads the model: 32 points at least on a 33600A
 
     def __init__(self, transport: Transport, *, load_ohm: float | None = 50.0, **common: Any):
         if load_ohm is not None:
@@ -103,8 +105,10 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
 
     # -- connection ------------------------------------------------------------------------------------------
     def _prepare_hw(self) -> None:
-        """Read the model (and so the channel count), set byte order, output load and Vpp units."""
+        """Read the model (and so the channel count and the fewest waveform points), set byte order, output load
+        and Vpp units."""
         self.model, self.n_channels = self._model_of(self.idn)
+        self.waveform_points = (MIN_POINTS_33600 if self.model.startswith("336") else MIN_POINTS, MAX_POINTS)
         self.function.clear()
         self.centred.clear()
         self.sample_rate_hz.clear()

@@ -2,11 +2,12 @@
 
 It keeps per-channel state (function, amplitude, offset, output load, output relay, amplitude unit, burst and
 trigger settings, selected arbitrary waveform, its sample rate and filter), a per-channel volatile waveform
-memory, and the binary byte order. Settings are held as the open-circuit voltage, so that changing
-``OUTP:LOAD`` rescales the displayed (and queried) amplitude and offset without error, as on the instrument.
-Out-of-range levels are clipped with ``-222 Data out of range``, as the instrument does; other errors leave
-the setting unchanged. Every triggered burst of an arbitrary waveform is appended to `played` as the volts
-across the configured load, so tests and simulators can read what the output produced.
+memory (waveforms of 8 points on a 33500B, 32 on a 33600A, up to 65 536), and the binary byte order. Settings
+are held as the open-circuit voltage, so that changing ``OUTP:LOAD`` rescales the displayed (and queried)
+amplitude and offset without error, as on the instrument. Out-of-range levels are clipped with ``-222 Data out
+of range``, as the instrument does; other errors leave the setting unchanged. Every triggered burst of an
+arbitrary waveform is appended to `played` as the volts across the configured load, so tests and simulators can
+read what the output produced.
 
 Not emulated: modulation, sweeps, sequences, non-volatile memory and the built-in arbs (after ``*RST`` no arb
 is selected, so ``FUNC ARB`` before ``FUNC:ARB <name>`` is a settings conflict), voltage limits, ``VRMS`` and
@@ -49,6 +50,7 @@ SOURCE_OHM = 50.0
 OPEN_PEAK_V = 10.0  # |offset| + amplitude/2, open circuit
 OPEN_MIN_VPP, OPEN_MAX_VPP = 2e-3, 20.0
 MIN_POINTS, MAX_POINTS = 8, 65_536
+MIN_POINTS_33600 = 32  # the 33600 Series' shortest arbitrary waveform
 INFINITY_REPLY = "+9.900000000000000E+37"
 KEYWORDS = ("MIN", "MINIMUM", "MAX", "MAXIMUM", "DEF", "DEFAULT")
 #: Relative slack for the rounding of decimal values near a limit.
@@ -129,8 +131,10 @@ class Keysight33500BEmulator(ScpiEmulator):
             raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
         if channels is not None and channels != MODELS[model]:
             raise ValueError(f"a {model} has {MODELS[model]} channel(s), not {channels}")
-        if memory_points < 8:  # the 33500B's shortest arbitrary waveform
-            raise ValueError(f"memory_points must be at least 8, got {memory_points}")
+        #: The shortest arbitrary waveform: 8 points on a 33500B, 32 on a 33600A.
+        self.min_points = MIN_POINTS_33600 if model.startswith("336") else MIN_POINTS
+        if memory_points < self.min_points:
+            raise ValueError(f"memory_points must be at least {self.min_points}, got {memory_points}")
         self.model = model
         self.n_channels = MODELS[model]
         self.max_sample_rate_hz = 1e9 if model.startswith("336") else 160e6
@@ -186,8 +190,8 @@ class Keysight33500BEmulator(ScpiEmulator):
         if not isinstance(name, str) or not _ARB_NAME.fullmatch(name.strip()):
             raise ScpiError(ILLEGAL_VALUE, f"arb name {name!r}: a letter, then up to 11 letters, digits or _")
         name = name.strip().upper()
-        if not MIN_POINTS <= len(points) <= MAX_POINTS:
-            raise ScpiError(OUT_OF_RANGE, f"{len(points)} points, not {MIN_POINTS}..{MAX_POINTS}")
+        if not self.min_points <= len(points) <= MAX_POINTS:
+            raise ScpiError(OUT_OF_RANGE, f"{len(points)} points, not {self.min_points}..{MAX_POINTS}")
         if not (np.isfinite(points).all() and np.abs(points).max() <= 1.0):
             raise ScpiError(OUT_OF_RANGE, "points must lie within -1..+1")
         if name in state.memory:

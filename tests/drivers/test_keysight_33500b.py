@@ -80,6 +80,17 @@ def test_single_channel_model_into_high_impedance():
             inst.set_voltage(2, 1.0)
 
 
+@pytest.mark.parametrize(("model", "fewest"), [(b"33611A", 32), (b"33622A", 32), (b"33521B", 8), (b"33522B", 8)])
+def test_the_fewest_waveform_points_follow_the_model(model, fewest):
+    idn = b"Keysight Technologies," + model + b",MY00000000,1.00-1.00-1.00-1.00-00"
+    channels = (DC_OFF,) * (2 if model.endswith((b"2A", b"2B")) else 1)
+    with expected_protocol(awg(), connected(*channels, idn=idn)) as inst:
+        inst.connect()
+        assert inst.waveform_points == (fewest, 65_536)
+        with pytest.raises(LimitError, match=rf"takes 1-D waveforms of {fewest}\.\.65536 points"):
+            inst.load_waveform(1, np.zeros(fewest - 1), 1e3)  # nothing sent
+
+
 def test_unknown_model_is_refused_and_the_connection_closed():
     exchanges = [(b"*CLS", None), (b"*IDN?", b"RIGOL TECHNOLOGIES,DG4162,DG4E0000,00.01.12")]
     with expected_protocol(awg(), exchanges) as inst:
@@ -481,6 +492,18 @@ def test_emulator_high_impedance_single_channel(tcp_server):
         inst.play()
         np.testing.assert_allclose(emulator.played[0].volts_v, np.linspace(-9.5, 9.5, 16), atol=1e-6)
     assert emulator.channels[1].output_on is False and emulator.channels[1].offset_v == 0.0
+
+
+def test_emulator_33600a_takes_waveforms_of_32_points_and_more(tcp_server):
+    emulator = Keysight33500BEmulator(model="33612A")
+    with Keysight33500B(VisaTransport(tcp_server(emulator).resource), name="awg") as inst:
+        with pytest.raises(LimitError, match=r"32\.\.65536 points"):
+            inst.load_waveform(1, np.linspace(-1, 1, 16), 1e6)
+        inst.load_waveform(1, np.linspace(-1, 1, 32), 1e6)
+        inst.play()
+        np.testing.assert_allclose(emulator.played[0].volts_v, np.linspace(-1, 1, 32), atol=1e-6)
+    assert _ask(emulator, b"FORM:BORD SWAP;:DATA:ARB SHORT,#264" + np.zeros(16, "<f4").tobytes()) is None
+    assert _ask(emulator, b"SYST:ERR?") == b'-222,"Data out of range; 16 points, not 32..65536"'
 
 
 # -- the emulator's own dialect ------------------------------------------------------------------------------
