@@ -44,6 +44,8 @@ OPEN_CIRCUIT_PEAK_V = 10.0  # 20 Vpp into an open circuit
 OPEN_CIRCUIT_MIN_VPP = 2e-3  # the smallest amplitude: 1 mVpp into 50 Ω
 MIN_POINTS, MAX_POINTS = 8, 65_536  # one waveform in standard volatile memory
 MIN_POINTS_33600 = 32  # "a minimum of 8 points (33500 Series) or 32 points (33600 Series)"
+#: A bound on the time (s) the instrument takes per point of a downloaded waveform (1.3 s for 65 536 points).
+UPLOAD_S_PER_POINT = 20e-6
 MAX_SAMPLE_RATE_HZ = 160e6  # 33500B arb sample rate; the 33600A's 1 GSa/s is not offered (narrower is safe)
 
 
@@ -177,9 +179,10 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         """Upload one waveform and arm it as a single triggered burst, holding the channel at its first sample.
 
         A live channel playing an arb first holds its level as DC, so that clearing the memory cannot change what
-        it outputs. The arb is then selected at the smallest amplitude about its offset, burst armed in the same
-        message, and only then given its amplitude: scaled about its first sample (`_scaling`), an armed arb idles
-        at its offset whatever the amplitude, so no setting on the way moves the output.
+        it outputs. The upload is waited on (``*OPC?``, `UPLOAD_S_PER_POINT`) before anything else is sent. The
+        arb is then selected at the smallest amplitude about its offset, burst armed in the same message, and only
+        then given its amplitude: scaled about its first sample (`_scaling`), an armed arb idles at its offset
+        whatever the amplitude, so no setting on the way moves the output.
         """
         amplitude, offset, about_first = self._scaling(samples_v)
         if not about_first:
@@ -192,6 +195,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.function[channel] = None  # from here until armed, the output is in transition
         self.write(f"SOUR{channel}:DATA:VOL:CLE")
         self.transport.write_binary(f"SOUR{channel}:DATA:ARB {name},", data, datatype="f", big_endian=False)
+        self.wait_complete(len(data) * UPLOAD_S_PER_POINT, f"uploading channel {channel}'s waveform")
         smallest = OPEN_CIRCUIT_MIN_VPP * load_factor(self.load_ohm)
         for command in (f"SOUR{channel}:FUNC:ARB {name}", f"SOUR{channel}:FUNC:ARB:SRAT {_num(sample_rate_hz)}",
                         f"SOUR{channel}:FUNC:ARB:FILT STEP", f"SOUR{channel}:BURS:MODE TRIG",

@@ -12,12 +12,24 @@ from drivers.keysight_33500b import Keysight33500B
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.transport import VisaTransport
 from simulators.emulators.keysight_33500b import Keysight33500BEmulator
-from tests.protocol import block, expected_protocol
+from tests.protocol import ProtocolTransport, block, expected_protocol
 
 IDN = b"Keysight Technologies,33522B,MY00000000,4.00-3.15-2.00-58-00"
 ZERO = b"+0.000000000000000E+00"
 ERRORS_CHECKED = (b"SYST:ERR?", b'+0,"No error"')
 DC_OFF = (b"DC", ZERO, b"0")
+
+
+class PatienceRecorded(ProtocolTransport):
+    """A `ProtocolTransport` that records the timeout (s) each command was last written under."""
+
+    def __init__(self, exchanges):
+        super().__init__(exchanges)
+        self.timeouts: dict[bytes, float] = {}
+
+    def _write_raw(self, data: bytes) -> None:
+        self.timeouts[data.rstrip(b"\n")[:40]] = self.timeout_s
+        super()._write_raw(data)
 
 
 def awg(**options):
@@ -41,10 +53,11 @@ def connected(*channels: tuple[bytes, bytes, bytes], idn: bytes = IDN, load: byt
 
 def uploading(channel: int, data: np.ndarray, rate: bytes, offset: bytes,
               smallest: bytes = b"0.001") -> list[tuple[bytes, bytes | None]]:
-    """`load_waveform` up to arming: the upload, the burst settings, the smallest amplitude (1 mVpp into 50 Ω)
-    and the offset, then the error check."""
+    """`load_waveform` up to arming: the upload and its wait, the burst settings, the smallest amplitude (1 mVpp
+    into 50 Ω) and the offset, then the error check."""
     source = b"SOUR%d:" % channel
     return [(source + b"DATA:VOL:CLE", None), (source + b"DATA:ARB HIL_CH%d," % channel + block(data), None),
+            (b"*OPC?", b"1"),
             (source + b"FUNC:ARB HIL_CH%d" % channel, None), (source + b"FUNC:ARB:SRAT " + rate, None),
             (source + b"FUNC:ARB:FILT STEP", None), (source + b"BURS:MODE TRIG", None),
             (source + b"BURS:NCYC 1", None), (b"TRIG%d:SOUR BUS" % channel, None), (source + b"VOLT " + smallest, None),
@@ -166,6 +179,17 @@ def test_waveform_upload_sends_normalised_float32_block_and_arms_a_bus_triggered
         assert inst.waveform_samples == {1: 8}
         assert inst.function[1] == "ARB" and inst.level_v[1] == 0.0  # held at the first sample
         assert inst.sample_rate_hz[1] == 1000.0
+
+
+def test_the_upload_is_waited_on_with_patience_for_its_points_before_anything_else():
+    samples = np.linspace(-1, 1, 5000)
+    data = ((samples + 1) / 2).astype(np.float32)  # 4 Vpp about the first sample, -1 V
+    transport = PatienceRecorded([*connected(), *uploading(1, data, b"1000", b"-1"), *arming(1, b"4")])
+    inst = Keysight33500B(transport)
+    inst.connect()
+    inst.load_waveform(1, samples, 1e3)
+    transport.assert_done()
+    assert transport.timeouts[b"*OPC?"] == pytest.approx(1.0 + 5000 * 20e-6)  # the usual 1 s and 20 µs a point
 
 
 def test_a_waveform_is_scaled_about_its_first_sample_where_the_range_allows():
