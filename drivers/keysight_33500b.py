@@ -182,7 +182,9 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         it outputs. The upload is waited on (``*OPC?``, `UPLOAD_S_PER_POINT`) before anything else is sent. The
         arb is then selected at the smallest amplitude about its offset, burst armed in the same message, and only
         then given its amplitude: scaled about its first sample (`_scaling`), an armed arb idles at its offset
-        whatever the amplitude, so no setting on the way moves the output.
+        whatever the amplitude, so no setting on the way moves the output. What a previous user may have left that
+        would change what the armed arb outputs is reset: burst phase 0 (the first point), normal polarity (not
+        inverted about the offset), no trigger delay.
         """
         amplitude, offset, about_first = self._scaling(samples_v)
         if not about_first:
@@ -199,7 +201,8 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         smallest = OPEN_CIRCUIT_MIN_VPP * load_factor(self.load_ohm)
         for command in (f"SOUR{channel}:FUNC:ARB {name}", f"SOUR{channel}:FUNC:ARB:SRAT {_num(sample_rate_hz)}",
                         f"SOUR{channel}:FUNC:ARB:FILT STEP", f"SOUR{channel}:BURS:MODE TRIG",
-                        f"SOUR{channel}:BURS:NCYC 1", f"TRIG{channel}:SOUR BUS",
+                        f"SOUR{channel}:BURS:NCYC 1", f"SOUR{channel}:BURS:PHAS 0", f"TRIG{channel}:SOUR BUS",
+                        f"TRIG{channel}:DEL 0", f"OUTP{channel}:POL NORM",
                         f"SOUR{channel}:VOLT {_num(smallest)}", f"SOUR{channel}:VOLT:OFFS {_num(offset)}"):
             self.write(command)
         self.check_errors(f"uploading channel {channel}'s waveform")

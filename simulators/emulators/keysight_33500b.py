@@ -1,13 +1,15 @@
 """An emulated Keysight 33500B/33600A waveform generator, speaking its SCPI dialect.
 
-It keeps per-channel state (function, amplitude, offset, output load, output relay, amplitude unit, burst and
-trigger settings, selected arbitrary waveform, its sample rate and filter), a per-channel volatile waveform
+It keeps per-channel state (function, amplitude, offset, output load, output relay and polarity, amplitude unit,
+burst and trigger settings, selected arbitrary waveform, its sample rate and filter), a per-channel volatile waveform
 memory (waveforms of 8 points on a 33500B, 32 on a 33600A, up to 65 536), and the binary byte order. Settings
 are held as the open-circuit voltage, so that changing ``OUTP:LOAD`` rescales the displayed (and queried)
 amplitude and offset without error, as on the instrument. Out-of-range levels are clipped with ``-222 Data out
 of range``, as the instrument does; other errors leave the setting unchanged. Every triggered burst of an
 arbitrary waveform is appended to `played` as the volts across the configured load, so tests and simulators can
-read what the output produced.
+read what the output produced: a burst phase (``BURS:PHAS``, degrees) starts it, and moves its idle point, that
+far into the arb (0° is the first point), and an inverted polarity (``OUTP:POL INV``) mirrors it about the
+offset. A trigger delay (``TRIG:DEL``) is stored only.
 
 Not emulated: modulation, sweeps, sequences, non-volatile memory and the built-in arbs (after ``*RST`` no arb
 is selected, so ``FUNC ARB`` before ``FUNC:ARB <name>`` is a settings conflict), voltage limits, ``VRMS`` and
@@ -97,12 +99,22 @@ class Channel:
     burst_state: bool = False
     burst_mode: str = "TRIG"
     burst_ncycles: float = 1.0
+    burst_phase_deg: float = 0.0  # for an arb, 0° starts (and idles) at its first point
+    polarity: str = "NORM"  # INV mirrors the waveform about the offset
     trigger_source: str = "IMM"
+    trigger_delay_s: float = 0.0  # stored only: bursts start at their trigger
     arb_name: str | None = None
     arb_points: np.ndarray | None = None  # the selected waveform, normalised to ±1
     sample_rate_hz: float = 40e3
     arb_filter: str = "NORM"
     memory: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def shaped(self) -> np.ndarray:
+        """The selected arb (normalised to ±1) as a burst plays it: started at the burst phase, mirrored if the
+        polarity is inverted."""
+        points = self.arb_points if self.arb_points is not None else np.zeros(1)
+        start = round(self.burst_phase_deg / 360 * len(points)) % len(points)
+        return (-1.0 if self.polarity == "INV" else 1.0) * np.roll(points, -start)
 
     @property
     def factor(self) -> float:
@@ -160,7 +172,7 @@ class Keysight33500BEmulator(ScpiEmulator):
         if state.function == "DC":
             return state.offset_v
         if state.function == "ARB" and state.burst_state and state.arb_points is not None:
-            return state.offset_v + state.amplitude_vpp / 2 * float(state.arb_points[0])
+            return state.offset_v + state.amplitude_vpp / 2 * float(state.shaped()[0])
         return None
 
     # -- helpers ---------------------------------------------------------------------------------------------
@@ -213,7 +225,7 @@ class Keysight33500BEmulator(ScpiEmulator):
             return
         if state.arb_points is None or math.isinf(state.burst_ncycles):
             return
-        volts = state.offset_v + state.amplitude_vpp / 2 * np.tile(state.arb_points, int(state.burst_ncycles))
+        volts = state.offset_v + state.amplitude_vpp / 2 * np.tile(state.shaped(), int(state.burst_ncycles))
         self.played.append(Playback(channel, volts, state.sample_rate_hz, state.output_on))
 
     # -- FUNCtion --------------------------------------------------------------------------------------------
@@ -349,6 +361,30 @@ class Keysight33500BEmulator(ScpiEmulator):
     @scpi("[SOURce#:]BURSt:NCYCles?")
     def _burst_cycles_query(self, channel: int) -> str:
         return _nr3(self._channel(channel).burst_ncycles)
+
+    @scpi("[SOURce#:]BURSt:PHASe")
+    def _burst_phase(self, channel: int, text: Param) -> None:
+        self._channel(channel).burst_phase_deg = self._level(text, -360.0, 360.0, 0.0)
+
+    @scpi("[SOURce#:]BURSt:PHASe?")
+    def _burst_phase_query(self, channel: int) -> str:
+        return _nr3(self._channel(channel).burst_phase_deg)
+
+    @scpi("OUTPut#:POLarity")
+    def _polarity(self, channel: int, text: Param) -> None:
+        self._channel(channel).polarity = _pick(text, "NORMal", "INVerted")
+
+    @scpi("OUTPut#:POLarity?")
+    def _polarity_query(self, channel: int) -> str:
+        return self._channel(channel).polarity
+
+    @scpi("TRIGger#:DELay")
+    def _trigger_delay(self, channel: int, text: Param) -> None:
+        self._channel(channel).trigger_delay_s = self._level(text, 0.0, 1000.0, 0.0)
+
+    @scpi("TRIGger#:DELay?")
+    def _trigger_delay_query(self, channel: int) -> str:
+        return _nr3(self._channel(channel).trigger_delay_s)
 
     @scpi("TRIGger#:SOURce")
     def _trigger_source(self, channel: int, text: Param) -> None:

@@ -53,15 +53,16 @@ def connected(*channels: tuple[bytes, bytes, bytes], idn: bytes = IDN, load: byt
 
 def uploading(channel: int, data: np.ndarray, rate: bytes, offset: bytes,
               smallest: bytes = b"0.001") -> list[tuple[bytes, bytes | None]]:
-    """`load_waveform` up to arming: the upload and its wait, the burst settings, the smallest amplitude (1 mVpp
-    into 50 Ω) and the offset, then the error check."""
+    """`load_waveform` up to arming: the upload and its wait, the burst settings (phase 0, no trigger delay, normal
+    polarity), the smallest amplitude (1 mVpp into 50 Ω) and the offset, then the error check."""
     source = b"SOUR%d:" % channel
     return [(source + b"DATA:VOL:CLE", None), (source + b"DATA:ARB HIL_CH%d," % channel + block(data), None),
             (b"*OPC?", b"1"),
             (source + b"FUNC:ARB HIL_CH%d" % channel, None), (source + b"FUNC:ARB:SRAT " + rate, None),
             (source + b"FUNC:ARB:FILT STEP", None), (source + b"BURS:MODE TRIG", None),
-            (source + b"BURS:NCYC 1", None), (b"TRIG%d:SOUR BUS" % channel, None), (source + b"VOLT " + smallest, None),
-            (source + b"VOLT:OFFS " + offset, None), ERRORS_CHECKED]
+            (source + b"BURS:NCYC 1", None), (source + b"BURS:PHAS 0", None), (b"TRIG%d:SOUR BUS" % channel, None),
+            (b"TRIG%d:DEL 0" % channel, None), (b"OUTP%d:POL NORM" % channel, None),
+            (source + b"VOLT " + smallest, None), (source + b"VOLT:OFFS " + offset, None), ERRORS_CHECKED]
 
 
 def arming(channel: int, amplitude: bytes) -> list[tuple[bytes, bytes | None]]:
@@ -456,6 +457,22 @@ def test_emulator_plays_the_requested_volts(bench):
     assert inst.query("SOUR1:DATA:VOL:CAT?") == '"HIL_CH1"'
 
 
+def test_emulator_plays_the_requested_volts_whatever_phase_polarity_and_delay_a_previous_user_left(tcp_server):
+    emulator = Keysight33500BEmulator()
+    for n in (1, 2):
+        assert _ask(emulator, b"SOUR%d:BURS:PHAS 90;:OUTP%d:POL INV;:TRIG%d:DEL 0.5" % (n, n, n)) is None
+    assert not emulator.errors
+    samples = np.linspace(-1.0, 2.0, 16)
+    with Keysight33500B(VisaTransport(tcp_server(emulator).resource), name="awg") as inst:
+        inst.load_waveform(1, samples, 1e3)
+        inst.set_output(1, True)
+        assert emulator.output_v(1) == pytest.approx(-1.0, abs=1e-6)  # idles at the first sample
+        inst.play()
+        np.testing.assert_allclose(emulator.played[0].volts_v, samples, atol=1e-6)
+        state = emulator.channels[1]
+        assert (state.burst_phase_deg, state.polarity, state.trigger_delay_s) == (0.0, "NORM", 0.0)
+
+
 def test_emulator_a_live_channel_holds_its_level_through_waveform_loads_and_back_to_dc(bench):
     inst, emulator = bench
     inst.set_voltage(1, 0.3)
@@ -554,6 +571,25 @@ def test_emulator_errors_as_the_instrument():
         assert _ask(e, message) is None
         assert _ask(e, b"SYST:ERR?").startswith(code + b","), message
     assert _ask(e, b"SYST:ERR?") == b'+0,"No error"'
+
+
+def test_emulator_burst_phase_starts_the_arb_further_in_and_inverted_polarity_mirrors_it_about_the_offset():
+    e = Keysight33500BEmulator()
+    ramp = np.arange(8) / 8  # 0 .. 0.875
+    _ask(e, b"FORM:BORD SWAP;:DATA:ARB R,#232" + ramp.astype("<f4").tobytes())
+    _ask(e, b"FUNC:ARB R;:FUNC ARB;:BURS:MODE TRIG;:BURS:NCYC 1;:BURS:STAT ON;:TRIG:SOUR BUS;:OUTP1 ON")
+    _ask(e, b"VOLT 2;:VOLT:OFFS 1;:BURS:PHAS 90;:OUTP1:POL INV;:TRIG1:DEL 0.25")
+    assert _ask(e, b"BURS:PHAS?;:OUTP1:POL?;:TRIG1:DEL?") == \
+        b"+9.000000000000000E+01;INV;+2.500000000000000E-01"
+    rotated = np.roll(ramp, -2)  # 90° of 8 points: from the third point on
+    assert e.output_v(1) == pytest.approx(1 - rotated[0])  # idles at the rotated first point, mirrored
+    _ask(e, b"*TRG")
+    np.testing.assert_allclose(e.played[0].volts_v, 1 - rotated, atol=1e-7)
+    _ask(e, b"BURS:PHAS -90;:OUTP1:POL NORM")
+    _ask(e, b"*TRG")
+    np.testing.assert_allclose(e.played[1].volts_v, 1 + np.roll(ramp, 2), atol=1e-7)
+    assert _ask(e, b"BURS:PHAS 400;:SYST:ERR?") == b'-222,"Data out of range;value clipped to upper limit"'
+    assert _ask(e, b"OUTP1:POL SIDEWAYS;:SYST:ERR?") is None
 
 
 def test_emulator_volatile_memory_byte_order_and_dac_data():
