@@ -26,20 +26,18 @@ from simulators.emulators.keithley2450 import Keithley2450Emulator
 from simulators.emulators.server import TcpServer
 from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM
 from simulators.oscillator import OscillatorNetwork
-from tests.protocol import Exchange, block, expected_protocol
+from tests.drivers import test_keithley2450 as smu_protocol
+from tests.drivers import test_keysight_33500b as awg_protocol
+from tests.protocol import Exchange, expected_protocol
 
 # -- a one-channel Keysight 33521B on the byte-exact transport -----------------------------------------------
 AWG_IDN = b"Agilent Technologies,33521B,MY52000001,3.05-1.19-2.00-52-00"
-AWG_OK: Exchange = (b"SYST:ERR?", b'+0,"No error"')
+AWG_OK = awg_protocol.ERRORS_CHECKED
 
 
 def awg_connected(function: bytes = b"DC", output: bytes = b"0") -> list[Exchange]:
     """`connect` of a 33521B into 50 Ω whose channel holds ``function`` (at 0 V if DC) with output ``output``."""
-    exchanges = [(b"*CLS", None), (b"*IDN?", AWG_IDN), (b"FORM:BORD SWAP", None), (b"OUTP1:LOAD 50", None),
-                 (b"SOUR1:VOLT:UNIT VPP", None), AWG_OK, (b"SOUR1:FUNC?", function)]
-    if function == b"DC":
-        exchanges.append((b"SOUR1:VOLT:OFFS?", b"+0.000000000000000E+00"))
-    return [*exchanges, (b"OUTP1?", output)]
+    return awg_protocol.connected((function, b"+0.000000000000000E+00", output), idn=AWG_IDN)
 
 
 def awg_steps(*levels: bytes) -> list[Exchange]:
@@ -48,10 +46,7 @@ def awg_steps(*levels: bytes) -> list[Exchange]:
 
 def awg_upload(data: np.ndarray, rate: bytes, offset: bytes, errors: tuple[Exchange, ...] = (AWG_OK,)) -> list:
     """`load_waveform` on channel 1 up to arming, then ``errors`` for its error check."""
-    return [(b"SOUR1:DATA:VOL:CLE", None), (b"SOUR1:DATA:ARB HIL_CH1," + block(data), None),
-            (b"SOUR1:FUNC:ARB HIL_CH1", None), (b"SOUR1:FUNC:ARB:SRAT " + rate, None),
-            (b"SOUR1:FUNC:ARB:FILT STEP", None), (b"SOUR1:BURS:MODE TRIG", None), (b"SOUR1:BURS:NCYC 1", None),
-            (b"TRIG1:SOUR BUS", None), (b"SOUR1:VOLT 0.001", None), (b"SOUR1:VOLT:OFFS " + offset, None), *errors]
+    return [*awg_protocol.uploading(1, data, rate, offset)[:-1], *errors]
 
 
 def awg_arm(amplitude: bytes) -> list[Exchange]:
@@ -63,17 +58,9 @@ def awg(**options: object):
 
 
 # -- a Keithley 2450 on the byte-exact transport -------------------------------------------------------------
-SMU_IDN = b"KEITHLEY INSTRUMENTS,MODEL 2450,04000000,1.7.12b"
-SMU_OK: Exchange = (b"SYST:ERR?", b'0,"No error;0;0 0"')
+SMU_OK = smu_protocol.NO_ERROR
 SMU_ERROR: Exchange = (b"SYST:ERR?", b'-222,"Parameter data out of range;1;2026/11/28 10:00:00.000"')
-SMU_CONFIGURED: list[Exchange] = [
-    (b"*CLS", None), (b"*IDN?", SMU_IDN), (b"*LANG?", b"SCPI"), (b":OUTP?", b"0"), (b":SOUR:FUNC?", b"VOLT"),
-    (b":SOUR:VOLT?", b"0.000000E+00"),
-    (b":SOUR:FUNC VOLT", None), (b':SENS:FUNC "CURR"', None), (b":SENS:CURR:RSEN OFF", None),
-    (b":SENS:CURR:NPLC 1", None), (b":SOUR:VOLT:READ:BACK ON", None), (b":SENS:CURR:REL:STAT OFF", None),
-    (b":CALC:CURR:MATH:STAT OFF", None), (b":SENS:CURR:AVER OFF", None), (b":SENS:CURR:AZER ON", None),
-    (b":SOUR:VOLT:RANG:AUTO ON", None), (b":SENS:CURR:RANG:AUTO ON", None), (b":SOUR:VOLT:ILIM 0.001", None),
-    SMU_OK]
+SMU_CONFIGURED: list[Exchange] = [*smu_protocol.connected(), *smu_protocol.configured_voltage()]
 SMU_LIVE = [*SMU_CONFIGURED, (b":OUTP ON", None), SMU_OK]
 
 
