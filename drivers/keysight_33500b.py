@@ -2,12 +2,16 @@
 
 Each channel is either a DC source (``FUNC DC``, level set by ``VOLT:OFFS``) or plays an uploaded arbitrary
 waveform once per trigger (``FUNC ARB`` in triggered burst mode with ``TRIG:SOUR BUS``, started by ``*TRG``),
-holding its first point between bursts. A waveform is scaled about its first point whenever the instrument's
-range allows: an armed arb then idles at its offset, so switching between DC and the arb moves nothing, and the
-arb is selected at the smallest amplitude with burst armed in the same message, so it never runs free at its
-own. A waveform the range cannot hold about its first point is scaled about its centre; it loads only with the
-output off, which stays off until the channel is set to DC or given a waveform scaled about its first point (the
-way back to DC passes through the centre). So does a channel found playing an arb at connect.
+holding its first point between bursts; `play` returns once the burst has ended (``*OPC?``), so that no later
+command cuts it short. Loading a waveform waits for the upload (``*OPC?``) and resets what a previous user may
+have left that changes what the armed arb outputs: burst phase, output polarity, trigger delay. A waveform is
+scaled about its first point whenever the instrument's range allows: an armed arb then idles at its offset, so
+switching between DC and the arb moves nothing, and the arb is selected at the smallest amplitude with burst
+armed in the same message, so it never runs free at its own. A waveform the range cannot hold about its first
+point is scaled about its centre; it loads only with the output off, which stays off until the channel is set to
+DC or given a waveform scaled about its first point (the way back to DC passes through the centre). So does a
+channel found playing an arb at connect. The 33600A takes waveforms of 32 points or more (`waveform_points`, set
+at connect), the 33500B of 8 or more.
 Voltages are those across the load named by ``load_ohm``: the instrument has a 50 Ω source impedance and an
 open-circuit range of ±10 V, so into a load R it can reach ±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high
 impedance). ``OUTP:LOAD`` is sent at connect for every channel so that the instrument scales its settings with
@@ -46,6 +50,8 @@ MIN_POINTS, MAX_POINTS = 8, 65_536  # one waveform in standard volatile memory
 MIN_POINTS_33600 = 32  # "a minimum of 8 points (33500 Series) or 32 points (33600 Series)"
 #: A bound on the time (s) the instrument takes per point of a downloaded waveform (1.3 s for 65 536 points).
 UPLOAD_S_PER_POINT = 20e-6
+#: Beyond a burst's duration, the time (s) allowed for it to end (trigger latency, timebase): a bound for *OPC?.
+PLAY_MARGIN_S = 0.1
 MAX_SAMPLE_RATE_HZ = 160e6  # 33500B arb sample rate; the 33600A's 1 GSa/s is not offered (narrower is safe)
 
 
@@ -214,16 +220,21 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.sample_rate_hz[channel] = sample_rate_hz
 
     def _play_hw(self, channels: list[int]) -> None:
-        """``*TRG`` when every loaded channel plays (they start together), else ``TRIGn`` per channel.
+        """``*TRG`` when every loaded channel plays (they start together), else ``TRIGn`` per channel; then wait on
+        ``*OPC?`` until the bursts have ended (samples / sample rate, plus `PLAY_MARGIN_S`), so that no later
+        command cuts one short and a next play is not ignored as a trigger mid-burst.
 
         ``*TRG`` fires every channel whose trigger source is BUS, including one armed outside this driver.
         """
+        names = ", ".join(map(str, channels))
+        duration_s = max(self.waveform_samples[channel] / self.sample_rate_hz[channel] for channel in channels)
         if set(channels) == set(self.waveform_samples):
             self.write("*TRG")
         else:
             for channel in channels:
                 self.write(f"TRIG{channel}")
-        self.check_errors(f"triggering channel(s) {', '.join(map(str, channels))}")
+        self.wait_complete(duration_s + PLAY_MARGIN_S, f"the burst on channel(s) {names}")
+        self.check_errors(f"triggering channel(s) {names}")
 
     def _snapshot_hw(self) -> dict[str, Any]:
         """The base's state plus model, load (ohms, None for high impedance), function and arb sample rate."""

@@ -9,7 +9,11 @@ of range``, as the instrument does; other errors leave the setting unchanged. Ev
 arbitrary waveform is appended to `played` as the volts across the configured load, so tests and simulators can
 read what the output produced: a burst phase (``BURS:PHAS``, degrees) starts it, and moves its idle point, that
 far into the arb (0° is the first point), and an inverted polarity (``OUTP:POL INV``) mirrors it about the
-offset. A trigger delay (``TRIG:DEL``) is stored only.
+offset. A trigger delay (``TRIG:DEL``) is stored only. A burst lasts its samples / sample rate of wall time:
+``*OPC?`` (and ``*WAI``, ``*OPC``) waits until every running burst has ended, a trigger during a burst is ignored
+with -211, and a command that changes the channel's output (FUNC, FUNC:ARB..., VOLT..., OUTP..., BURS:STAT, MODE,
+NCYC, PHAS, DATA:ARB, DATA:VOL:CLE, *RST) while its burst runs cuts the Playback to the samples played so far,
+marked ``cut``.
 
 Not emulated: modulation, sweeps, sequences, non-volatile memory and the built-in arbs (after ``*RST`` no arb
 is selected, so ``FUNC ARB`` before ``FUNC:ARB <name>`` is a settings conflict), voltage limits, ``VRMS`` and
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -78,12 +83,14 @@ def _nr3(value: float) -> str:
 
 
 class Playback(NamedTuple):
-    """One triggered burst: the channel, its volts across the load, the sample rate and the output relay."""
+    """One triggered burst: the channel, its volts across the load, the sample rate, the output relay, and whether
+    a command cut it short (``volts_v`` then holds the samples played until then)."""
 
     channel: int
     volts_v: np.ndarray
     sample_rate_hz: float
     output_on: bool
+    cut: bool = False
 
 
 @dataclass
@@ -153,22 +160,53 @@ class Keysight33500BEmulator(ScpiEmulator):
         self.memory_points = memory_points
         self.identity = f"Keysight Technologies,{model},MY00000000,4.00-3.15-2.00-58-00"
         self.played: list[Playback] = []
+        #: Bursts that may still run: channel -> (index in `played`, start and end on `time.monotonic`, s).
+        self.bursts: dict[int, tuple[int, float, float]] = {}
         self.channels: dict[int, Channel] = {}
         self.byte_order = "NORM"
         super().__init__()
 
     def reset(self) -> None:
-        """Power-on state: every channel at its defaults, volatile memory empty, byte order NORMal."""
+        """Power-on state: running bursts cut, every channel at its defaults, volatile memory empty, byte order
+        NORMal."""
+        for channel in list(self.bursts):
+            self._interrupt(channel)
         self.channels = {n: Channel() for n in range(1, self.n_channels + 1)}
         self.byte_order = "NORM"
+
+    def burst_running(self, channel: int) -> bool:
+        """Whether a triggered burst is still playing on ``channel`` (it lasts samples / sample rate, wall time)."""
+        burst = self.bursts.get(channel)
+        if burst is not None and time.monotonic() >= burst[2]:
+            del self.bursts[channel]
+            burst = None
+        return burst is not None
+
+    def _interrupt(self, channel: int) -> None:
+        """A command changing ``channel``'s output ends its running burst: the Playback keeps the samples played
+        so far and is marked cut."""
+        if not self.burst_running(channel):
+            return
+        index, start, _ = self.bursts.pop(channel)
+        playback = self.played[index]
+        played = min(len(playback.volts_v), int((time.monotonic() - start) * playback.sample_rate_hz))
+        self.played[index] = playback._replace(volts_v=playback.volts_v[:played], cut=True)
+
+    def _changing(self, channel: int) -> Channel:
+        """The state of ``channel``, about to be changed by a command that changes what it outputs."""
+        state = self._channel(channel)
+        self._interrupt(channel)
+        return state
 
     # -- what a simulator reads ------------------------------------------------------------------------------
     def output_v(self, channel: int) -> float | None:
         """The voltage now across the load: 0 with the output off, the DC level, the idle level between arb
-        bursts (the first point), or None while the output varies in time."""
+        bursts (the first point), or None while the output varies in time (during a burst, too)."""
         state = self.channels[channel]
         if not state.output_on:
             return 0.0
+        if self.burst_running(channel):
+            return None
         if state.function == "DC":
             return state.offset_v
         if state.function == "ARB" and state.burst_state and state.arb_points is not None:
@@ -198,7 +236,7 @@ class Keysight33500BEmulator(ScpiEmulator):
         return value
 
     def _store(self, channel: int, name: Param, points: np.ndarray) -> None:
-        state = self._channel(channel)
+        state = self._changing(channel)
         if not isinstance(name, str) or not _ARB_NAME.fullmatch(name.strip()):
             raise ScpiError(ILLEGAL_VALUE, f"arb name {name!r}: a letter, then up to 11 letters, digits or _")
         name = name.strip().upper()
@@ -219,19 +257,41 @@ class Keysight33500BEmulator(ScpiEmulator):
         return np.frombuffer(raw, dtype=("<" if self.byte_order == "SWAP" else ">") + kind)
 
     def _fire(self, channel: int) -> None:
-        """A trigger on ``channel``: a burst of the selected arb is recorded; other modes ignore it here."""
+        """A trigger on ``channel``: a burst of the selected arb is recorded and runs for its duration; a trigger
+        during it is ignored (-211); other modes ignore it here."""
         state = self.channels[channel]
         if not (state.burst_state and state.burst_mode == "TRIG" and state.function == "ARB"):
             return
         if state.arb_points is None or math.isinf(state.burst_ncycles):
             return
+        if self.burst_running(channel):
+            self.push_error((TRIGGER_IGNORED[0], f"{TRIGGER_IGNORED[1]};burst in progress on channel {channel}"))
+            return
         volts = state.offset_v + state.amplitude_vpp / 2 * np.tile(state.shaped(), int(state.burst_ncycles))
         self.played.append(Playback(channel, volts, state.sample_rate_hz, state.output_on))
+        now = time.monotonic()
+        self.bursts[channel] = (len(self.played) - 1, now, now + len(volts) / state.sample_rate_hz)
+
+    # -- waiting -----------------------------------------------------------------------------------------------
+    @scpi("*OPC?")
+    def _opc_query(self) -> str:
+        """Answer once every running burst has ended, as the instrument does ("Use *OPC? ... to determine when
+        the sweep or burst is complete")."""
+        self._opc()
+        return "1"
+
+    @scpi("*OPC", "*WAI")
+    def _opc(self) -> None:
+        """Wait until every running burst has ended (no status byte is kept, so *OPC waits too)."""
+        ends = [end for _, _, end in self.bursts.values()]
+        if ends:
+            time.sleep(max(0.0, max(ends) - time.monotonic()))
+        self.bursts.clear()
 
     # -- FUNCtion --------------------------------------------------------------------------------------------
     @scpi("[SOURce#:]FUNCtion[:SHAPe]")
     def _function(self, channel: int, text: Param) -> None:
-        state = self._channel(channel)
+        state = self._changing(channel)
         function = _pick(text, *FUNCTIONS)
         if function == "ARB" and state.arb_points is None:
             raise ScpiError(SETTINGS_CONFLICT, "no arbitrary waveform selected; send FUNC:ARB <name> first")
@@ -248,7 +308,7 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     @scpi("[SOURce#:]FUNCtion:ARBitrary")
     def _arb_select(self, channel: int, name: Param) -> None:
-        state = self._channel(channel)
+        state = self._changing(channel)
         key = name.strip().upper() if isinstance(name, str) else ""
         if key not in state.memory:
             raise ScpiError(ILLEGAL_VALUE, f"no arb named {name!r} in channel {channel} volatile memory")
@@ -260,7 +320,7 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     @scpi("[SOURce#:]FUNCtion:ARBitrary:SRATe")
     def _sample_rate(self, channel: int, text: Param) -> None:
-        self._channel(channel).sample_rate_hz = self._level(text, 1e-6, self.max_sample_rate_hz, 40e3)
+        self._changing(channel).sample_rate_hz = self._level(text, 1e-6, self.max_sample_rate_hz, 40e3)
 
     @scpi("[SOURce#:]FUNCtion:ARBitrary:SRATe?")
     def _sample_rate_query(self, channel: int) -> str:
@@ -268,7 +328,7 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     @scpi("[SOURce#:]FUNCtion:ARBitrary:FILTer")
     def _filter(self, channel: int, text: Param) -> None:
-        self._channel(channel).arb_filter = _pick(text, "NORMal", "STEP", "OFF")
+        self._changing(channel).arb_filter = _pick(text, "NORMal", "STEP", "OFF")
 
     @scpi("[SOURce#:]FUNCtion:ARBitrary:FILTer?")
     def _filter_query(self, channel: int) -> str:
@@ -277,7 +337,7 @@ class Keysight33500BEmulator(ScpiEmulator):
     # -- VOLTage ---------------------------------------------------------------------------------------------
     @scpi("[SOURce#:]VOLTage[:LEVel][:IMMediate][:AMPLitude]")
     def _amplitude(self, channel: int, text: Param) -> None:
-        state = self._channel(channel)
+        state = self._changing(channel)
         high = OPEN_MAX_VPP
         if state.function != "DC":
             high = min(high, 2 * (OPEN_PEAK_V - abs(state.offset_emf_v)))
@@ -290,7 +350,7 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     @scpi("[SOURce#:]VOLTage[:LEVel][:IMMediate]:OFFSet")
     def _offset(self, channel: int, text: Param) -> None:
-        state = self._channel(channel)
+        state = self._changing(channel)
         peak = OPEN_PEAK_V if state.function == "DC" else OPEN_PEAK_V - state.amplitude_emf_vpp / 2
         k = state.factor
         state.offset_emf_v = self._level(text, -peak * k, peak * k, 0.0) / k
@@ -301,7 +361,7 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     @scpi("[SOURce#:]VOLTage:UNIT")
     def _unit(self, channel: int, text: Param) -> None:
-        self._channel(channel).volt_unit = _pick(text, "VPP", "VRMS", "DBM")
+        self._changing(channel).volt_unit = _pick(text, "VPP", "VRMS", "DBM")
 
     @scpi("[SOURce#:]VOLTage:UNIT?")
     def _unit_query(self, channel: int) -> str:
@@ -310,7 +370,7 @@ class Keysight33500BEmulator(ScpiEmulator):
     # -- OUTPut ----------------------------------------------------------------------------------------------
     @scpi("OUTPut#[:STATe]")
     def _output(self, channel: int, text: Param) -> None:
-        self._channel(channel).output_on = boolean(text)
+        self._changing(channel).output_on = boolean(text)
 
     @scpi("OUTPut#[:STATe]?")
     def _output_query(self, channel: int) -> str:
@@ -318,7 +378,7 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     @scpi("OUTPut#:LOAD")
     def _load(self, channel: int, text: Param) -> None:
-        state = self._channel(channel)
+        state = self._changing(channel)
         if isinstance(text, str) and text.strip().upper() in ("INF", "INFINITY"):
             state.load_ohm = None
         else:
@@ -332,7 +392,7 @@ class Keysight33500BEmulator(ScpiEmulator):
     # -- BURSt and TRIGger -----------------------------------------------------------------------------------
     @scpi("[SOURce#:]BURSt:STATe")
     def _burst_state(self, channel: int, text: Param) -> None:
-        state = self._channel(channel)
+        state = self._changing(channel)
         enabled = boolean(text)
         if enabled and state.function == "DC":
             raise ScpiError(SETTINGS_CONFLICT, "burst is not available with the DC function")
@@ -344,7 +404,7 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     @scpi("[SOURce#:]BURSt:MODE")
     def _burst_mode(self, channel: int, text: Param) -> None:
-        self._channel(channel).burst_mode = _pick(text, "TRIGgered", "GATed")
+        self._changing(channel).burst_mode = _pick(text, "TRIGgered", "GATed")
 
     @scpi("[SOURce#:]BURSt:MODE?")
     def _burst_mode_query(self, channel: int) -> str:
@@ -352,7 +412,7 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     @scpi("[SOURce#:]BURSt:NCYCles")
     def _burst_cycles(self, channel: int, text: Param) -> None:
-        state = self._channel(channel)
+        state = self._changing(channel)
         if isinstance(text, str) and text.strip().upper() in ("INF", "INFINITY"):
             state.burst_ncycles = math.inf
         else:
@@ -364,7 +424,7 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     @scpi("[SOURce#:]BURSt:PHASe")
     def _burst_phase(self, channel: int, text: Param) -> None:
-        self._channel(channel).burst_phase_deg = self._level(text, -360.0, 360.0, 0.0)
+        self._changing(channel).burst_phase_deg = self._level(text, -360.0, 360.0, 0.0)
 
     @scpi("[SOURce#:]BURSt:PHASe?")
     def _burst_phase_query(self, channel: int) -> str:
@@ -372,7 +432,7 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     @scpi("OUTPut#:POLarity")
     def _polarity(self, channel: int, text: Param) -> None:
-        self._channel(channel).polarity = _pick(text, "NORMal", "INVerted")
+        self._changing(channel).polarity = _pick(text, "NORMal", "INVerted")
 
     @scpi("OUTPut#:POLarity?")
     def _polarity_query(self, channel: int) -> str:
@@ -432,8 +492,9 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     @scpi("[SOURce#:]DATA:VOLatile:CLEar")
     def _clear(self, channel: int) -> None:
-        """Empty the channel's volatile memory; the selected waveform keeps playing from its own copy."""
-        self._channel(channel).memory.clear()
+        """Empty the channel's volatile memory, cutting a running burst short; the selected waveform stays
+        armed from its own copy."""
+        self._changing(channel).memory.clear()
 
     @scpi("[SOURce#:]DATA:VOLatile:CATalog?")
     def _catalog(self, channel: int) -> str:

@@ -287,15 +287,22 @@ def test_a_live_channel_is_ramped_to_the_first_sample_then_held_as_dc_while_the_
         assert inst.level_v[1] == 1.0
 
 
-def test_play_every_loaded_channel_with_one_bus_trigger_or_one_channel_alone():
-    exchanges = [*connected(), *_loaded(1), *_loaded(2), (b"*TRG", None), ERRORS_CHECKED,
-                 (b"TRIG2", None), ERRORS_CHECKED]
-    with expected_protocol(awg(), exchanges) as inst:
-        inst.connect()
-        inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)
-        inst.load_waveform(2, np.linspace(-1, 1, 8), 1000)
-        inst.play()
-        inst.play([2])
+def test_play_every_loaded_channel_with_one_bus_trigger_or_one_channel_alone_and_waits_for_the_burst_to_end():
+    longer = np.linspace(-1, 1, 4000)
+    exchanges = [*connected(), *_loaded(1), *_loaded(2), (b"*TRG", None), (b"*OPC?", b"1"), ERRORS_CHECKED,
+                 *uploading(2, ((longer + 1) / 2).astype(np.float32), b"100000", b"-1"), *arming(2, b"4"),
+                 (b"TRIG2", None), (b"*OPC?", b"1"), ERRORS_CHECKED]
+    transport = PatienceRecorded(exchanges)
+    inst = Keysight33500B(transport)
+    inst.connect()
+    inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)
+    inst.load_waveform(2, np.linspace(-1, 1, 8), 1000)
+    inst.play()
+    assert transport.timeouts[b"*OPC?"] == pytest.approx(1.0 + 8 / 1000 + 0.1)  # the burst and a margin
+    inst.load_waveform(2, longer, 1e5)
+    inst.play([2])
+    assert transport.timeouts[b"*OPC?"] == pytest.approx(1.0 + 4000 / 1e5 + 0.1)
+    transport.assert_done()
 
 
 def test_play_without_a_waveform_sends_nothing():
@@ -482,7 +489,8 @@ def test_emulator_a_live_channel_holds_its_level_through_waveform_loads_and_back
 
     def watched(header: str, params: list) -> object:  # the output after every command, inside messages too
         reply = dispatch(header, params)
-        states.append((emulator.output_v(1), emulator.channels[1].amplitude_vpp))
+        if not emulator.burst_running(1):  # between bursts: the output must hold
+            states.append((emulator.output_v(1), emulator.channels[1].amplitude_vpp))
         return reply
 
     emulator._dispatch = watched
@@ -493,6 +501,18 @@ def test_emulator_a_live_channel_holds_its_level_through_waveform_loads_and_back
     assert len(states) > 30
     for level, amplitude in states:  # still at 0.3 V, or an unarmed arb at 1 mVpp for one command
         assert level == pytest.approx(0.3, abs=1e-6) or (level is None and amplitude <= 1e-3)
+
+
+def test_emulator_play_returns_once_the_burst_has_ended_so_nothing_cuts_it_short(bench):
+    inst, emulator = bench
+    samples = np.sin(np.linspace(0, 2 * np.pi, 2000))
+    inst.load_waveform(1, samples, 40e3)  # 50 ms
+    inst.set_output(1, True)
+    inst.play()
+    inst.play()  # a trigger while the first burst ran would be ignored (-211)
+    inst.set_voltage(1, 0.0)  # FUNC DC while a burst ran would cut it short
+    assert [(p.cut, len(p.volts_v)) for p in emulator.played] == [(False, 2000), (False, 2000)]
+    np.testing.assert_allclose(emulator.played[1].volts_v, samples, atol=1e-6)
 
 
 def test_emulator_reports_a_raw_out_of_range_command(bench):
@@ -590,6 +610,44 @@ def test_emulator_burst_phase_starts_the_arb_further_in_and_inverted_polarity_mi
     np.testing.assert_allclose(e.played[1].volts_v, 1 + np.roll(ramp, 2), atol=1e-7)
     assert _ask(e, b"BURS:PHAS 400;:SYST:ERR?") == b'-222,"Data out of range;value clipped to upper limit"'
     assert _ask(e, b"OUTP1:POL SIDEWAYS;:SYST:ERR?") is None
+
+
+def _armed(e: Keysight33500BEmulator, rate: bytes) -> None:
+    """Channel 1 armed with an 8-point ramp at ``rate`` Sa/s, on a bus trigger, output on."""
+    ramp = np.arange(8, dtype="<f4") / 8
+    _ask(e, b"FORM:BORD SWAP;:DATA:ARB R,#232" + ramp.tobytes())
+    _ask(e, b"FUNC:ARB R;:FUNC:ARB:SRAT " + rate + b";:FUNC ARB;:BURS:MODE TRIG;:BURS:NCYC 1;:BURS:STAT ON;"
+            b":TRIG:SOUR BUS;:OUTP1 ON")
+    assert not e.errors
+
+
+def test_emulator_a_burst_runs_its_duration_ignores_triggers_meanwhile_and_a_change_cuts_it_short():
+    e = Keysight33500BEmulator()
+    _armed(e, b"1")  # 8 s: still running through this test
+    _ask(e, b"*TRG")
+    assert e.burst_running(1) and e.output_v(1) is None  # the output varies
+    assert _ask(e, b"*TRG;:SYST:ERR?") == b'-211,"Trigger ignored;burst in progress on channel 1"'
+    assert len(e.played) == 1 and not e.played[0].cut
+    _ask(e, b"VOLT:OFFS 0.5")  # a command that changes the output ends the burst there
+    assert e.played[0].cut and len(e.played[0].volts_v) < 8 and not e.burst_running(1)
+    _ask(e, b"TRIG1")
+    for command in (b"FUNC DC", b"VOLT 1", b"OUTP1 OFF", b"BURS:STAT OFF", b"FUNC:ARB R", b"DATA:VOL:CLE",
+                    b"BURS:PHAS 10", b"OUTP1:POL INV", b"*RST"):
+        e = Keysight33500BEmulator()
+        _armed(e, b"1")
+        _ask(e, b"*TRG;:TRIG1:SOUR BUS;:TRIG1:DEL 0;:FORM:BORD NORM")  # trigger settings change no output
+        assert not e.played[0].cut, command
+        _ask(e, command)
+        assert e.played[0].cut, command
+
+
+def test_emulator_opc_answers_once_every_burst_has_ended():
+    e = Keysight33500BEmulator()
+    _armed(e, b"400")  # 20 ms
+    assert _ask(e, b"*TRG;*OPC?") == b"1"
+    assert not e.burst_running(1) and e.output_v(1) == pytest.approx(0.0)
+    assert _ask(e, b"*TRG;*WAI;:VOLT:OFFS 0.1;*OPC?") == b"1"
+    assert [(p.cut, len(p.volts_v)) for p in e.played] == [(False, 8), (False, 8)]
 
 
 def test_emulator_volatile_memory_byte_order_and_dac_data():
