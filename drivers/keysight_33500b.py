@@ -77,9 +77,9 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
     ``load_ohm`` (1..10 000 Ω, None for high impedance) is the load on every output; it sets the ``voltage_v``
     limit to ±10·R/(R + 50) V. ``sample_rate_hz`` is 1 µSa/s..160 MSa/s. Waveforms hold 8 (33500B) or 32
     (33600A, set in `waveform_points` at connect)..65 536 points (the standard volatile memory holds one such
-    waveform per channel here); each is uploaded as float32
-    normalised to ±1 and scaled back to volts by the amplitude (Vpp) and offset, played with the STEP filter
-    (no overshoot beyond the samples). Between bursts a channel idles at its waveform's first sample.
+    waveform per channel here); each is uploaded as float32 normalised to ±1 and scaled back to volts by the
+    amplitude (Vpp) and offset, played with the STEP filter (no overshoot beyond the samples). Between bursts a
+    channel idles at its waveform's first sample.
     """
 
     emulator: ClassVar[str] = "simulators.emulators.keysight_33500b:Keysight33500BEmulator"
