@@ -98,6 +98,15 @@ def _settings(settings: dict[str, Any]) -> str:
     return ", ".join(f"{key} = {_figure(value)}" for key, value in settings.items()) or "none needed"
 
 
+def _fit_note(fitted: dict[str, Any]) -> str:
+    """A sentence for a twin fit that ran out of epochs while its held-out error still improved (none otherwise)."""
+    if fitted.get("converged", True):
+        return ""
+    epochs = len(fitted.get("validation_loss", []))
+    return (f" The twin fit ran out of epochs while still improving (best held-out error at epoch "
+            f"{fitted.get('best_epoch', -1) + 1} of {epochs}): more `twin.fit.epochs` would likely give a better twin.")
+
+
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     """Write the plots and ``report/summary.md`` of a run; returns the summary's path."""
     events = store.events()
@@ -111,6 +120,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         plots.append("confusion.png")
     started, evaluated, fid = _last(events, "run_started"), _last(events, "evaluated"), _last(events, "fidelity")
     calibrated, collected = _last(events, "calibrated"), _last(events, "collected")
+    fitted = _last(events, "twin_fitted")
     wall = wall_s if wall_s is not None else _last(events, "run_finished").get("wall_s")
     lines = [
         f"# {started.get('protocol', store.path.name)}",
@@ -133,7 +143,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         "",
         f"Calibration: {_settings(calibrated.get('settings', {}))}. "
         f"Twin data: {collected.get('groups', 'n/a')} θ groups, "
-        f"{collected.get('samples', 'n/a')} samples.",
+        f"{collected.get('samples', 'n/a')} samples.{_fit_note(fitted)}",
         "",
         *[f"![{name}]({name})" for name in plots],
         "",

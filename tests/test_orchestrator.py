@@ -351,6 +351,13 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(finished_run: Path
 
 
 
+
+def test_the_report_says_when_the_twin_fit_ran_out_of_epochs_while_still_improving(finished_run: Path) -> None:
+    fitted = next(e for e in RunStore(finished_run).events() if e["kind"] == "twin_fitted")
+    assert fitted["converged"] is False and len(fitted["validation_loss"]) == 2  # SMALL fits 2 epochs
+    summary = (finished_run / "report/summary.md").read_text()
+    assert f"best held-out error at epoch {fitted['best_epoch'] + 1} of 2" in summary
+
 @pytest.mark.parametrize("recorded", [True, False], ids=["held-out groups recorded", "twin of an earlier hil"])
 def test_a_reused_twin_is_measured_on_the_groups_it_was_not_fitted_on(finished_run: Path, tmp_path: Path,
                                                                        recorded: bool) -> None:
