@@ -160,11 +160,12 @@ def _seed(text: str) -> int:
 
 def _emulate(args: argparse.Namespace) -> int:
     """Serve a driver's emulator until Ctrl-C, for trying a driver or a bench program by hand."""
+    import signal
     import time
 
     import yaml
 
-    from hil.errors import ConfigError
+    from hil.errors import ConfigError, handling
     from hil.registry import instrument_class
     from simulators.emulators.server import serve
 
@@ -179,14 +180,16 @@ def _emulate(args: argparse.Namespace) -> int:
             raise ConfigError(f"{text!r} is not a YAML value (a number, text, true/false or null)",
                               field=key) from None
     server = serve(instrument_class(args.driver), options, args.via, args.port, name=args.driver)
-    print(f"{args.driver} emulator at {server.resource} (Ctrl-C stops it)", flush=True)
-    try:
-        while True:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        server.stop()
+    # Ctrl-C stops it even where SIGINT came in ignored (a job a shell script started in the background)
+    with handling((signal.SIGINT,), signal.default_int_handler):
+        print(f"{args.driver} emulator at {server.resource} (Ctrl-C stops it)", flush=True)
+        try:
+            while True:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            server.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:

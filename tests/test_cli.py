@@ -182,12 +182,14 @@ def test_run_locates_a_missing_lab_file_before_making_a_run_folder(
 
 
 def test_emulate_serves_a_driver_s_emulator_until_ctrl_c() -> None:
-    """A bench program (here the 2450's own driver over pyvisa-py) talks to it; Ctrl-C stops it with status 0."""
+    """A bench program (here the 2450's own driver over pyvisa-py) talks to it; Ctrl-C stops it with status 0, even
+    started with SIGINT ignored, as a shell script's background job is."""
     from drivers.keithley2450 import Keithley2450
     from hil.transport import VisaTransport
 
     process = subprocess.Popen([sys.executable, "-m", "hil.cli", "emulate", "keithley_2450", "load_ohm=500"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         line = process.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("keithley_2450 emulator at TCPIP::127.0.0.1::") and "Ctrl-C stops it" in line
