@@ -210,7 +210,8 @@ class OscillatorNetwork(AnalogWorld):
         net, spread = self.config.network, self.config.construction
         nominal = physics.nominal_parameters(net.freq_hz, net.q, net.nonlinear_length_m, net.coupling_hz,
                                              net.drive_gain_m_s2_per_v,
-                                             net.sensor_gain or physics.NOMINAL_SENSOR_GAIN[net.sense],
+                                             physics.NOMINAL_SENSOR_GAIN[net.sense] if net.sensor_gain is None
+                                             else net.sensor_gain,
                                              len(net.sensed))
         self.nominal = nominal
         n, rng = len(net.freq_hz), self.construction_rng

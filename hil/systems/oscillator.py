@@ -134,6 +134,9 @@ class OscillatorSystem(PhysicalSystem):
             raise ConfigError(f"output_scale_v must be > 0 V, got {output_scale_v}", field="output_scale_v")
         if sense not in ("displacement", "velocity"):
             raise ConfigError(f"sense must be 'displacement' or 'velocity', got {sense!r}", field="sense")
+        if sensor_gain is not None and not (isinstance(sensor_gain, int | float) and 0 < sensor_gain < math.inf):
+            raise ConfigError(f"sensor_gain must be a positive number (V/m or V/(m/s)), got {sensor_gain!r}; or "
+                              "leave it out for the sensed quantity's nominal probe", field="sensor_gain")
         self.gap_samples = round(gap_s * sample_rate_hz)
         self.row_samples = self.record_samples + self.gap_samples
         limit = 1
@@ -152,7 +155,8 @@ class OscillatorSystem(PhysicalSystem):
         try:
             self.nominal = physics.nominal_parameters(freq_hz, q, nonlinear_length_m, coupling_hz,
                                                       drive_gain_m_s2_per_v,
-                                                      sensor_gain or physics.NOMINAL_SENSOR_GAIN[sense],
+                                                      physics.NOMINAL_SENSOR_GAIN[sense] if sensor_gain is None
+                                                      else sensor_gain,
                                                       len(sensed))
         except ValueError as error:
             raise ConfigError(str(error), field="freq_hz") from None

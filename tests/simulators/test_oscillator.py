@@ -355,6 +355,9 @@ def test_bad_settings_and_inputs_are_refused() -> None:
     roles = {"output": ao, "input": ai}
     with pytest.raises(ConfigError, match="n_windows"):
         OscillatorSystem(roles, n_windows=3)
+    for gain in (0.0, -7870.0, math.nan):
+        with pytest.raises(ConfigError, match="sensor_gain must be a positive number"):
+            OscillatorSystem(roles, sensor_gain=gain)
     with pytest.raises(ConfigError, match=r"drive_amplitude_v 5 V .*-2\.\.2 V"):
         OscillatorSystem(roles, drive_amplitude_v=5.0)
     with pytest.raises(ConfigError, match="sensed"):
