@@ -220,9 +220,11 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.sample_rate_hz[channel] = sample_rate_hz
 
     def _play_hw(self, channels: list[int]) -> None:
-        """``*TRG`` when every loaded channel plays (they start together), else ``TRIGn`` per channel; then wait on
-        ``*OPC?`` until the bursts have ended (samples / sample rate, plus `PLAY_MARGIN_S`), so that no later
-        command cuts one short and a next play is not ignored as a trigger mid-burst.
+        """``*TRG`` when every loaded channel plays (they start together), else ``TRIGn`` per channel; then sleep the
+        bursts' duration (samples / sample rate) with nothing pending on the link, and confirm their end with
+        ``*OPC?`` (patient by `PLAY_MARGIN_S`), so that no later command cuts one short and a next play is not
+        ignored as a trigger mid-burst. A Ctrl-C during the sleep leaves no reply outstanding: the safe state's
+        commands then end the burst at once.
 
         ``*TRG`` fires every channel whose trigger source is BUS, including one armed outside this driver.
         """
@@ -233,7 +235,8 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         else:
             for channel in channels:
                 self.write(f"TRIG{channel}")
-        self.wait_complete(duration_s + PLAY_MARGIN_S, f"the burst on channel(s) {names}")
+        self.clock.sleep(duration_s)
+        self.wait_complete(PLAY_MARGIN_S, f"the burst on channel(s) {names}")
         self.check_errors(f"triggering channel(s) {names}")
 
     def _snapshot_hw(self) -> dict[str, Any]:

@@ -418,7 +418,9 @@ class AnalogOutput(Instrument):
         self.level_v[channel] = first
 
     def play(self, channels: Sequence[int] | None = None) -> None:
-        """Play the loaded waveforms of ``channels`` (all loaded ones by default) once, together."""
+        """Play the loaded waveforms of ``channels`` (all loaded ones by default) once, together; returns when they
+        have ended. A play that fails or is interrupted leaves their levels unknown (somewhere in the waveform), so
+        the safe state switches them off first."""
         self._require_connected()
         chosen = list(channels) if channels is not None else sorted(self.waveform_samples)
         if not chosen:
@@ -427,7 +429,12 @@ class AnalogOutput(Instrument):
             self._check_channel(channel, self.n_channels)
             if channel not in self.waveform_samples:
                 raise DeviceError(f"{self.name}: no waveform loaded on channel {channel}; call load_waveform()")
-        self._play_hw(chosen)
+        try:
+            self._play_hw(chosen)
+        except BaseException:
+            for channel in chosen:
+                self.level_v[channel] = None
+            raise
 
     def _safe_state_hw(self) -> None:
         """Ramp every channel to 0 V and switch it off; a channel at an unknown level is switched off first.

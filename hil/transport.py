@@ -77,7 +77,8 @@ class Transport(ABC):
         self.read_termination = read_termination
         self.write_termination = write_termination
         self.last_command: str | None = None
-        #: Set by a timeout: a late reply may still arrive and would answer the next query (a driver resynchronises).
+        #: Set by a timeout or an interrupted exchange: a late reply may still arrive and would answer the next query
+        #: (a driver resynchronises).
         self.out_of_step = False
         self._lock = threading.RLock()
         self._open = False
@@ -218,6 +219,9 @@ class Transport(ABC):
             raise TransportError(
                 f"{where}: connection failed during {command!r} ({error}); "
                 "check the cable or network and the instrument's power, then connect again") from error
+        except BaseException:  # Ctrl-C or a signal mid-exchange: a reply may still come and answer the next query
+            self.out_of_step = True
+            raise
 
     @abstractmethod
     def _classify(self, error: Exception) -> str:

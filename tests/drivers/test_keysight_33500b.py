@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from drivers.keysight_33500b import Keysight33500B
+from hil.clock import VirtualClock
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.transport import VisaTransport
 from simulators.emulators.keysight_33500b import Keysight33500BEmulator
@@ -292,16 +293,19 @@ def test_play_every_loaded_channel_with_one_bus_trigger_or_one_channel_alone_and
     exchanges = [*connected(), *_loaded(1), *_loaded(2), (b"*TRG", None), (b"*OPC?", b"1"), ERRORS_CHECKED,
                  *uploading(2, ((longer + 1) / 2).astype(np.float32), b"100000", b"-1"), *arming(2, b"4"),
                  (b"TRIG2", None), (b"*OPC?", b"1"), ERRORS_CHECKED]
-    transport = PatienceRecorded(exchanges)
-    inst = Keysight33500B(transport)
+    transport, clock = PatienceRecorded(exchanges), VirtualClock()
+    inst = Keysight33500B(transport, clock=clock)
     inst.connect()
     inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)
     inst.load_waveform(2, np.linspace(-1, 1, 8), 1000)
+    started = clock.now()
     inst.play()
-    assert transport.timeouts[b"*OPC?"] == pytest.approx(1.0 + 8 / 1000 + 0.1)  # the burst and a margin
+    assert clock.now() - started == pytest.approx(8 / 1000)  # the burst is slept with nothing pending on the link
+    assert transport.timeouts[b"*OPC?"] == pytest.approx(1.0 + 0.1)  # then its end confirmed, with a margin
     inst.load_waveform(2, longer, 1e5)
+    started = clock.now()
     inst.play([2])
-    assert transport.timeouts[b"*OPC?"] == pytest.approx(1.0 + 4000 / 1e5 + 0.1)
+    assert clock.now() - started == pytest.approx(4000 / 1e5)
     transport.assert_done()
 
 
@@ -515,6 +519,33 @@ def test_emulator_play_returns_once_the_burst_has_ended_so_nothing_cuts_it_short
     np.testing.assert_allclose(emulator.played[1].volts_v, samples, atol=1e-6)
 
 
+
+class CtrlCInLongSleep(VirtualClock):
+    """A clock on which the first sleep of a second or more is interrupted, as by Ctrl-C."""
+
+    def sleep(self, seconds: float) -> None:
+        if seconds >= 1.0:
+            raise KeyboardInterrupt
+        super().sleep(seconds)
+
+
+def test_ctrl_c_during_a_burst_leaves_no_reply_pending_and_the_safe_state_ends_the_burst(tcp_server):
+    emulator = Keysight33500BEmulator()
+    inst = Keysight33500B(VisaTransport(tcp_server(emulator).resource, timeout_s=2.0), name="awg",
+                          clock=CtrlCInLongSleep()).connect()
+    inst.load_waveform(1, np.linspace(0.0, 0.5, 8), 1.0)  # an 8 s burst
+    inst.set_output(1, True)
+    with pytest.raises(KeyboardInterrupt):
+        inst.play()
+    assert inst.level_v[1] is None  # somewhere in the waveform
+    assert not inst.transport.out_of_step and inst.query("*IDN?") == inst.idn  # no reply was left pending
+    assert emulator.burst_running(1)
+    inst.safe_state()  # switches the channel off first, then to 0 V: that ends the burst
+    state = emulator.channels[1]
+    assert emulator.played[0].cut and not state.output_on and state.function == "DC" and state.offset_v == 0.0
+    assert not emulator.errors
+    inst.close()
+
 def test_emulator_reports_a_raw_out_of_range_command(bench):
     inst, emulator = bench
     inst.transport.write("SOUR1:VOLT:OFFS 7")  # channel 1 plays a 0.1 Vpp sine (power-on): 4.95 V at most
@@ -623,7 +654,7 @@ def _armed(e: Keysight33500BEmulator, rate: bytes) -> None:
 
 def test_emulator_a_burst_runs_its_duration_ignores_triggers_meanwhile_and_a_change_cuts_it_short():
     e = Keysight33500BEmulator()
-    _armed(e, b"1")  # 8 s: still running through this test
+    _armed(e, b"0.01")  # 800 s: still running through this test, however slow the machine
     _ask(e, b"*TRG")
     assert e.burst_running(1) and e.output_v(1) is None  # the output varies
     assert _ask(e, b"*TRG;:SYST:ERR?") == b'-211,"Trigger ignored;burst in progress on channel 1"'
@@ -634,7 +665,7 @@ def test_emulator_a_burst_runs_its_duration_ignores_triggers_meanwhile_and_a_cha
     for command in (b"FUNC DC", b"VOLT 1", b"OUTP1 OFF", b"BURS:STAT OFF", b"FUNC:ARB R", b"DATA:VOL:CLE",
                     b"BURS:PHAS 10", b"OUTP1:POL INV", b"*RST"):
         e = Keysight33500BEmulator()
-        _armed(e, b"1")
+        _armed(e, b"0.01")
         _ask(e, b"*TRG;:TRIG1:SOUR BUS;:TRIG1:DEL 0;:FORM:BORD NORM")  # trigger settings change no output
         assert not e.played[0].cut, command
         _ask(e, command)
