@@ -5,14 +5,14 @@ short forms throughout, numbers as ``f"{value:.9g}"``. After every group of sett
 error queue (``SYST:ERR?``), so a refused setting raises `DeviceError` with the instrument's own message.
 
 Covered: source function, level (ramped by the base class), compliance (``ILIM``/``VLIM``, read back after
-`configure` and `set_source_range`), the power envelope (±21 V at up to ±1.05 A, ±210 V at up to ±105 mA:
-a level, sweep level, source range or compliance that would put the source on the 200 V range with a current
-limit above 105 mA, or on the 1 A range with a voltage limit above 21 V, is refused before sending, as the
-2450 would lower the limit with only a warning), source and measure range (fixed or auto), NPLC, remote sense,
-source readback, autozero on and relative offset, math and averaging off (what a previous user left set would
-otherwise change or slow readings), ASCII data (``:FORM:DATA ASC`` at connect), front or rear terminals
-(``:ROUT:TERM``, chosen at connect), output, one reading with the limit state, and list sweeps of up to 2500
-points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``, buffer read).
+`configure` and `set_source_range`), the power envelope (±21 V at up to ±1.05 A, ±210 V at up to ±105 mA: a level,
+sweep level, source range or compliance that would put the source on the 200 V range with a current limit above 105
+mA, or on the 1 A range with a voltage limit above 21 V, is refused before sending, as the 2450 would lower the
+limit with only a warning), source and measure range (fixed or auto), NPLC, remote sense, source readback, autozero
+on and relative offset, math and averaging off (what a previous user left set would otherwise change or slow
+readings), ASCII data at full precision (``:FORM:DATA ASC``, ``:FORM:ASC:PREC 0`` at connect), front or rear
+terminals (``:ROUT:TERM``, chosen at connect), output, one reading with the limit state, and list sweeps of up to
+2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``, buffer read).
 Not covered: linear/log sweeps, custom trigger models, digital I/O, limit tests (``:CALC``), statistics,
 resistance/4-wire ohms, interlock, overvoltage protection, output-off modes, TSP.
 """
@@ -116,7 +116,9 @@ class Keithley2450(ScpiDriver, SourceMeter):
         if language != "SCPI":
             raise DeviceError(f"{self.name}: the 2450 runs its {excerpt(language)} command set; this driver needs SCPI "
                               f"{hint}")
-        self.write(":FORM:DATA ASC")  # a previous user's REAL or SREAL would make every reading a binary block
+        # a previous user's REAL or SREAL would make every reading a binary block, and a set ASCII precision would
+        # round every number read (readings, the level, the limit read back) to a few digits
+        self.write(":FORM:DATA ASC;:FORM:ASC:PREC 0")
         # what this driver has not set itself is unknown until configure() sets it
         self.compliance = self.nplc = self.source_range = self.measure_range = None
         self.output_on = self.query_bool(":OUTP?")

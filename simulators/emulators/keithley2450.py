@@ -52,6 +52,8 @@ from simulators.emulators.scpi import (
 )
 
 TOO_MUCH_DATA = (-223, "Too much data")
+#: The 2450's own error for a buffer element that a binary format (REAL, SREAL) cannot carry.
+BINARY_ELEMENT = (1133, "Buffer element not available in a binary format")
 
 #: Source and measure ranges: volts and amperes. A range holds up to 105 % of its nominal value.
 RANGES = {"VOLT": (20e-3, 200e-3, 2.0, 20.0, 200.0),
@@ -118,10 +120,6 @@ def _handler(pattern: str, method: str, *fixed: str) -> Callable[..., Any]:
     return scpi(pattern)(handler)
 
 
-def _number_text(value: float) -> str:
-    return f"{value:.6E}"
-
-
 class Keithley2450Emulator(ScpiEmulator):
     """A Keithley 2450 on the SCPI command set, driving a resistor of ``load_ohm`` ohms.
 
@@ -171,6 +169,7 @@ class Keithley2450Emulator(ScpiEmulator):
         self.buffer: dict[str, list[dict[str, Any]]] = {name: [] for name in BUFFERS}
         self.time_s = 0.0
         self.data_format = "ASC"  # :FORMat:DATA: ASC, REAL (float64) or SREAL (float32)
+        self.ascii_precision = 0  # :FORMat:ASCii:PRECision: significant digits of ASCII numbers, 0 = automatic
         self.terminals = "FRON"  # :ROUTe:TERMinals: FRON or REAR
 
     @scpi("*LANG?")
@@ -258,23 +257,27 @@ class Keithley2450Emulator(ScpiEmulator):
         binary formats only READing, RELative and SOURce are available (EXTRa is not emulated)."""
         chosen = [ELEMENTS[choice(name, *ELEMENT_NAMES)] for name in names] or ["READ"]
         if self.data_format != "ASC" and not set(chosen) <= BINARY_ELEMENTS:
-            raise ScpiError(SETTINGS_CONFLICT, f"only READing, RELative and SOURce in the {self.data_format} "
-                                               "format")
+            raise ScpiError(BINARY_ELEMENT, f"only READing, RELative and SOURce in the {self.data_format} format")
         return chosen
 
+    def _text(self, value: float) -> str:
+        """A number as ASCII replies print it: 7 significant digits when automatic, else the set precision."""
+        digits = self.ascii_precision or 7
+        return f"{value:.{digits - 1}E}"
+
     def _render(self, entries: list[dict], elements: list[str]) -> str | bytes:
-        """Entries as text, or in REAL/SREAL as one definite-length block of little-endian float64/float32."""
+        """Entries as text, or in REAL/SREAL as one indefinite-length block (``#0``, as the 2450 sends) of
+        little-endian float64/float32."""
         if self.data_format != "ASC":
             values = np.array([entry[element] for entry in entries for element in elements],
                               dtype="<f8" if self.data_format == "REAL" else "<f4").tobytes()
-            length = str(len(values))
-            return f"#{len(length)}{length}".encode("ascii") + values
+            return b"#0" + values
         parts = []
         for entry in entries:
             for element in elements:
                 value = entry[element]
                 parts.append(value if isinstance(value, str) else
-                             str(value) if element in ("SOURSTAT", "STAT") else _number_text(value))
+                             str(value) if element in ("SOURSTAT", "STAT") else self._text(value))
         return ",".join(parts)
 
     def _level_value(self, function: str, text: Param) -> float:
@@ -333,7 +336,7 @@ class Keithley2450Emulator(ScpiEmulator):
         self._fit_envelope(function)
 
     def _get_level(self, function: str) -> str:
-        return _number_text(self.level[function])
+        return self._text(self.level[function])
 
     def _set_limit(self, function: str, text: Param) -> None:
         other = "CURR" if function == "VOLT" else "VOLT"
@@ -347,7 +350,7 @@ class Keithley2450Emulator(ScpiEmulator):
         self._fit_envelope(function)
 
     def _get_limit(self, function: str) -> str:
-        return _number_text(self.limit[function])
+        return self._text(self.limit[function])
 
     def _tripped(self, function: str) -> str:
         return "1" if function == self.function and self.operating_point()[2] else "0"
@@ -360,7 +363,7 @@ class Keithley2450Emulator(ScpiEmulator):
         self._fit_envelope(function)
 
     def _get_source_range(self, function: str) -> str:
-        return _number_text(self._source_range_now(function))
+        return self._text(self._source_range_now(function))
 
     def _set_source_auto(self, function: str, text: Param) -> None:
         if boolean(text):
@@ -395,7 +398,7 @@ class Keithley2450Emulator(ScpiEmulator):
         return [*existing, *(self._level_value(function, value) for value in values)]
 
     def _get_list(self, function: str) -> str:
-        return ",".join(_number_text(value) for value in self.source_list[function])
+        return ",".join(self._text(value) for value in self.source_list[function])
 
     def _set_sweep(self, function: str, start: Param, delay: Param = "0", count: Param = "1",
                    fail_abort: Param = "ON", buffer: Param = "defbuffer1") -> None:
@@ -425,7 +428,7 @@ class Keithley2450Emulator(ScpiEmulator):
         self.nplc[function] = number(text, 0.01, 10.0, default=1.0)
 
     def _get_nplc(self, function: str) -> str:
-        return _number_text(self.nplc[function])
+        return self._text(self.nplc[function])
 
     def _set_measure_range(self, function: str, text: Param) -> None:
         chosen = self._pick_range(function, text)
@@ -437,7 +440,7 @@ class Keithley2450Emulator(ScpiEmulator):
 
     def _get_measure_range(self, function: str) -> str:
         fixed = self.measure_range[function]
-        return _number_text(fixed if fixed is not None else RANGES[function][-1])
+        return self._text(fixed if fixed is not None else RANGES[function][-1])
 
     def _set_measure_auto(self, function: str, text: Param) -> None:
         if boolean(text):
@@ -544,6 +547,17 @@ class Keithley2450Emulator(ScpiEmulator):
     @scpi("FORMat[:DATA]?")
     def _format_q(self) -> str:
         return self.data_format
+
+    @scpi("FORMat:ASCii:PRECision")
+    def _precision(self, text: Param) -> None:
+        value = number(text, 0, 16, default=0)
+        if value != int(value):
+            raise ScpiError(OUT_OF_RANGE, "the ASCII precision is a whole number of digits, 0 (automatic) to 16")
+        self.ascii_precision = int(value)
+
+    @scpi("FORMat:ASCii:PRECision?")
+    def _precision_q(self) -> str:
+        return str(self.ascii_precision)
 
     @scpi("ROUTe:TERMinals")
     def _terminals(self, text: Param) -> None:

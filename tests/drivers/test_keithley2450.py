@@ -30,7 +30,8 @@ def connected(output: bytes = b"0", function: bytes = b"VOLT", level: bytes = b"
               terminals: bytes = b"FRON", select: bytes | None = None) -> list[Exchange]:
     """What `connect` sends and reads: clear status, identity, command set, ASCII data, output state, terminals
     (``select`` them where they differ), the error check, source function and level."""
-    return [(b"*CLS", None), (b"*IDN?", IDN), (b"*LANG?", b"SCPI"), (b":FORM:DATA ASC", None), (b":OUTP?", output),
+    return [(b"*CLS", None), (b"*IDN?", IDN), (b"*LANG?", b"SCPI"), (b":FORM:DATA ASC;:FORM:ASC:PREC 0", None),
+            (b":OUTP?", output),
             (b":ROUT:TERM?", terminals), *([(b":ROUT:TERM " + select, None)] if select else []), NO_ERROR,
             (b":SOUR:FUNC?", function), (b":SOUR:" + function + b"?", level)]
 
@@ -697,6 +698,16 @@ def test_emulated_readings_work_after_a_previous_user_left_a_binary_format(left_
     assert emulator.data_format == "ASC"
 
 
+def test_emulated_readings_keep_their_digits_after_a_previous_user_left_a_short_ascii_precision(
+        left_by: Callable[..., Bench]) -> None:
+    k, emulator = left_by(b":FORM:ASC:PREC 3")  # every ASCII number rounded to 3 digits
+    k.connect()
+    k.configure("voltage", 12.34e-3)  # its read-back would have been 1.23E-02: a false "limit lowered"
+    k.set_output(True)
+    k.set_level(1.2345)
+    assert k.measure().current_a[0] == pytest.approx(1.2345e-3, rel=1e-6)
+    assert emulator.ascii_precision == 0
+
 def test_emulated_connect_selects_the_front_terminals_a_previous_user_left_on_rear(left_by: Callable[..., Bench]
                                                                                       ) -> None:
     k, emulator = left_by(b":ROUT:TERM REAR")
@@ -858,13 +869,12 @@ def test_emulator_binary_formats_reply_in_blocks_and_refuse_elements_that_are_no
     for name, dtype in ((b"REAL", "<f8"), (b"SREAL", "<f4")):
         assert emulator.handle(b":FORM:DATA " + name + b";:FORM?") == name
         reply = emulator.handle(b':READ? "defbuffer1", SOUR, READ')
-        size = b"%d" % (2 * np.dtype(dtype).itemsize)
-        assert reply is not None and reply.startswith(b"#%d%s" % (len(size), size))
-        assert np.frombuffer(reply[2 + len(size):], dtype=dtype).tolist() == pytest.approx([2.0, 2e-3])
+        assert reply is not None and reply.startswith(b"#0")  # an indefinite-length block, as the 2450 sends
+        assert np.frombuffer(reply[2:], dtype=dtype).tolist() == pytest.approx([2.0, 2e-3])
         for element in (b"SOURSTAT", b"STAT", b"UNIT", b"SOURUNIT"):
             assert emulator.handle(b':TRAC:DATA? 1, 1, "defbuffer1", READ, ' + element) is None
             error = emulator.handle(b"SYST:ERR?")
-            assert error is not None and error.startswith(b'-221,"Settings conflict'), error
+            assert error is not None and error.startswith(b'1133,"Buffer element not available'), error
     assert emulator.handle(b"*RST;:FORM:DATA?") == b"ASC"
     assert emulator.handle(b':READ? "defbuffer1", READ, UNIT') == b"0.000000E+00,Amp DC"
 
