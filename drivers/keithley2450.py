@@ -143,7 +143,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
             return
         if self.output_on:
             raise DeviceError(f"{self.name}: the 2450's {selected} terminals are selected with the output on, but "
-                              f"lab.yaml says terminals: {wanted}; switch the output off at the instrument (or set "
+                              f"its terminals option is {wanted}; switch the output off at the instrument (or set "
                               f"terminals: {selected} if the device under test is wired there), then connect again")
         self.write(f":ROUT:TERM {TERMINALS[wanted]}")
 
@@ -167,8 +167,13 @@ class Keithley2450(ScpiDriver, SourceMeter):
                                  f"{fixed:g} measure range; use set_measure_range(None) first")
             if math.isfinite(magnitude):  # the source range stays only in the same mode; else the level goes to 0
                 same = mode == self.mode
-                self._check_envelope(mode, magnitude, (self.level if same else None) or 0.0,
-                                     self.source_range if same else None, "the source would be")
+                fixed_range = self.source_range if same else None
+                level = (self.level if same else None) or 0.0
+                if same and self.output_on is False and self._outside_envelope(mode, magnitude, level, fixed_range) \
+                        and not self._outside_envelope(mode, magnitude, 0.0, fixed_range):
+                    self._set_level_hw(0.0)  # an idle level a previous user left: nothing is sourced, so zero it
+                    self.level = level = 0.0
+                self._check_envelope(mode, magnitude, level, fixed_range, "the source would be")
         super().configure(mode, compliance, nplc)
 
     def _configure_hw(self, mode: SourceMode, compliance: float, nplc: float) -> None:
@@ -206,19 +211,26 @@ class Keithley2450(ScpiDriver, SourceMeter):
         if zero:
             self.level = 0.0
 
+    @staticmethod
+    def _outside_envelope(mode: SourceMode, compliance: float | None, level: float, fixed: float | None) -> bool:
+        """Whether the source range (``fixed``, or the one autorange picks for ``level``) has a power envelope
+        (`ENVELOPE`) below ``compliance``. Autorange is taken to leave a range above its nominal value (20 V,
+        100 mA), not at the 105 % it can hold: the cautious reading where the manual is silent."""
+        top, cap = ENVELOPE[mode]
+        ranges = _RANGES[_SOURCE[mode]]
+        on = fixed if fixed is not None else next((r for r in ranges if abs(level) <= r * (1 + 1e-9)), ranges[-1])
+        return compliance is not None and on >= top and compliance > cap * (1 + 1e-9)
+
     def _check_envelope(self, mode: SourceMode, compliance: float | None, level: float, fixed: float | None,
                         what: str) -> None:
         """Refuse, before anything is sent, a source range (``fixed``, or the autorange of ``level``) whose power
         envelope (`ENVELOPE`) is below ``compliance``: the 2450 would lower its limit with only a warning."""
-        top, cap = ENVELOPE[mode]
-        ranges = _RANGES[_SOURCE[mode]]
-        on = fixed if fixed is not None else next((r for r in ranges if abs(level) <= OVERRANGE * r * (1 + 1e-9)),
-                                                  ranges[-1])
-        if compliance is None or on < top or compliance <= cap * (1 + 1e-9):
+        if not self._outside_envelope(mode, compliance, level, fixed):
             return
+        top, cap = ENVELOPE[mode]
         unit, limit_unit = _UNIT[_SOURCE[mode]], _UNIT[_MEASURE[mode]]
         keep = f"a source range below {top:g} {unit}" if fixed is not None else \
-            f"|level| within {OVERRANGE * ranges[-2]:g} {unit}"
+            f"|level| within {_RANGES[_SOURCE[mode]][-2]:g} {unit}"
         raise LimitError(f"{self.name}: {what} on the {top:g} {unit} source range, where the 2450 allows a "
                          f"compliance of at most {cap:g} {limit_unit}, not {compliance:g} {limit_unit}; keep {keep} "
                          f"or configure a compliance of at most {cap:g} {limit_unit}")

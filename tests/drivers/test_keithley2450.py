@@ -108,7 +108,7 @@ def test_connect_refuses_other_terminals_with_the_output_on_and_leaves_it_on() -
     exchanges = connected(output=b"1", terminals=b"REAR")[:6]  # nothing written after the terminals are read
     with expected_protocol(smu(), exchanges) as k:
         with pytest.raises(DeviceError, match=r"^Keithley2450: the 2450's rear terminals are selected with the "
-                                              r"output on, but lab.yaml says terminals: front; switch the output off"):
+                                              r"output on, but its terminals option is front; switch the output off"):
             k.connect()
         assert not k.connected and not k.transport.is_open
 
@@ -489,44 +489,52 @@ ENVELOPE = "where the 2450 allows a compliance of at most"
 
 @pytest.mark.parametrize(("action", "match"), [
     (lambda k: k.set_level(30.0), rf"^Keithley2450: source voltage 30 V would be on the 200 V source range, "
-                                  rf"{ENVELOPE} 0.105 A, not 0.5 A; keep \|level\| within 21 V or configure a "
+                                  rf"{ENVELOPE} 0.105 A, not 0.5 A; keep \|level\| within 20 V or configure a "
                                   r"compliance of at most 0.105 A$"),
-    (lambda k: k.sweep([10.0, 21.5, 10.0]), r"sweep level 21.5 V would be on the 200 V source range"),
+    (lambda k: k.sweep([10.0, 20.5, 10.0]), r"sweep level 20.5 V would be on the 200 V source range"),
     (lambda k: k.set_source_range(150.0), r"source range 150 V would put the source on the 200 V source range, "
                                           r".*; keep a source range below 200 V or configure"),
 ])
 def test_the_power_envelope_of_the_200_v_range_is_refused_before_anything_is_sent(
         action: Callable[[Keithley2450], object], match: str) -> None:
-    exchanges = [*connected(), *configured_voltage(compliance=b"0.5"), *OUTPUT_ON, (b":SOUR:VOLT 21", None),
+    exchanges = [*connected(), *configured_voltage(compliance=b"0.5"), *OUTPUT_ON, (b":SOUR:VOLT 20", None),
                  NO_ERROR]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         k.configure("voltage", 0.5)
         k.set_output(True)
-        k.set_level(21.0)  # 105 % of the 20 V range, where 0.5 A is allowed
+        k.set_level(20.0)  # the 20 V range, where 0.5 A is allowed
+        with pytest.raises(LimitError, match=r"source voltage 20.5 V would be on the 200 V source range"):
+            k.set_level(20.5)  # the range holds 21 V, but autorange may leave it above 20 V: refused, to be safe
         with pytest.raises(LimitError, match=match):
             action(k)
-        assert (k.level, k.compliance, k.source_range) == (21.0, 0.5, None)
+        assert (k.level, k.compliance, k.source_range) == (20.0, 0.5, None)
 
 
 def test_the_power_envelope_of_the_1_a_range_is_refused_before_anything_is_sent() -> None:
-    exchanges = [*connected(function=b"CURR"), *configured_current(b"30"), (b":SOUR:CURR 0.105", None), NO_ERROR]
+    exchanges = [*connected(function=b"CURR"), *configured_current(b"30"), (b":SOUR:CURR 0.1", None), NO_ERROR]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         k.configure("current", 30.0)
-        k.set_level(0.105)
+        k.set_level(0.1)
         with pytest.raises(LimitError, match=rf"source current 0.2 A would be on the 1 A source range, {ENVELOPE} "
-                                             r"21 V, not 30 V; keep \|level\| within 0.105 A"):
+                                             r"21 V, not 30 V; keep \|level\| within 0.1 A"):
             k.set_level(0.2)
 
 
-def test_a_compliance_beyond_the_envelope_of_the_present_level_is_refused_before_anything_is_sent() -> None:
-    with expected_protocol(smu(), connected(level=b"1.000000E+02")) as k:
+def test_a_compliance_beyond_the_envelope_of_a_level_left_live_is_refused_and_one_left_idle_is_zeroed_first() -> None:
+    with expected_protocol(smu(), connected(output=b"1", level=b"1.000000E+02")) as k:
         k.connect()
         with pytest.raises(LimitError, match=rf"the source would be on the 200 V source range, {ENVELOPE} 0.105 A, "
                                              "not 0.2 A"):
             k.configure("voltage", 0.2)
-        assert k.compliance is None
+        assert k.compliance is None and k.level == 100.0
+    exchanges = [*connected(level=b"1.000000E+02"), (b":SOUR:VOLT 0", None), NO_ERROR,
+                 *configured_voltage(compliance=b"0.2")]
+    with expected_protocol(smu(), exchanges) as k:  # the output is off: nothing is sourced, so 100 V goes to 0 V
+        k.connect()
+        k.configure("voltage", 0.2)
+        assert (k.compliance, k.level, k.output_on) == (0.2, 0.0, False)
 
 
 def test_a_limit_the_instrument_lowered_is_a_device_error_and_nothing_sources_until_configured_again() -> None:
