@@ -119,7 +119,8 @@ class ScpiDriver:
         with self.transport.patience(extra_s):
             reply = self.query("*OPC?")
         if _integer(reply) != 1:
-            raise DeviceError(f"{self.name}: reply {excerpt(reply)} to '*OPC?' after {what} is not 1")  # type: ignore[attr-defined]
+            raise DeviceError(f"{self.name}: reply {excerpt(reply)} to '*OPC?' after {what} is not 1; "  # type: ignore[attr-defined]
+                              "the link is out of step or another program is using the instrument: connect again")
 
     def query_float(self, command: str) -> float:
         """A numeric reply; a reply that is not a number is a `DeviceError` naming the command."""

@@ -175,19 +175,24 @@ class Keysight33500BEmulator(ScpiEmulator):
         self.byte_order = "NORM"
 
     def burst_running(self, channel: int) -> bool:
-        """Whether a triggered burst is still playing on ``channel`` (it lasts samples / sample rate, wall time)."""
-        burst = self.bursts.get(channel)
-        if burst is not None and time.monotonic() >= burst[2]:
-            del self.bursts[channel]
-            burst = None
-        return burst is not None
+        """Whether a triggered burst is still playing on ``channel`` (it lasts samples / sample rate, wall time).
+        Safe to call from any thread (a simulator reads it while clients are served)."""
+        with self.lock:
+            burst = self.bursts.get(channel)
+            if burst is not None and time.monotonic() >= burst[2]:
+                self.bursts.pop(channel, None)
+                burst = None
+            return burst is not None
 
     def _interrupt(self, channel: int) -> None:
         """A command changing ``channel``'s output ends its running burst: the Playback keeps the samples played
         so far and is marked cut."""
         if not self.burst_running(channel):
             return
-        index, start, _ = self.bursts.pop(channel)
+        burst = self.bursts.pop(channel, None)
+        if burst is None:
+            return
+        index, start, _ = burst
         playback = self.played[index]
         played = min(len(playback.volts_v), int((time.monotonic() - start) * playback.sample_rate_hz))
         self.played[index] = playback._replace(volts_v=playback.volts_v[:played], cut=True)
@@ -201,17 +206,19 @@ class Keysight33500BEmulator(ScpiEmulator):
     # -- what a simulator reads ------------------------------------------------------------------------------
     def output_v(self, channel: int) -> float | None:
         """The voltage now across the load: 0 with the output off, the DC level, the idle level between arb
-        bursts (the first point), or None while the output varies in time (during a burst, too)."""
-        state = self.channels[channel]
-        if not state.output_on:
-            return 0.0
-        if self.burst_running(channel):
+        bursts (the first point), or None while the output varies in time (during a burst, too). Safe to call
+        from any thread."""
+        with self.lock:
+            state = self.channels[channel]
+            if not state.output_on:
+                return 0.0
+            if self.burst_running(channel):
+                return None
+            if state.function == "DC":
+                return state.offset_v
+            if state.function == "ARB" and state.burst_state and state.arb_points is not None:
+                return state.offset_v + state.amplitude_vpp / 2 * float(state.shaped()[0])
             return None
-        if state.function == "DC":
-            return state.offset_v
-        if state.function == "ARB" and state.burst_state and state.arb_points is not None:
-            return state.offset_v + state.amplitude_vpp / 2 * float(state.shaped()[0])
-        return None
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _channel(self, channel: int) -> Channel:
