@@ -18,8 +18,9 @@ measure range (fixed or auto, with the 9.9E+37 overflow reading beyond 105 % of 
 ``:TRACe:DATA?``, ``:TRACe:ACTual?``, ``:TRACe:CLEar``), source lists (``:SOURce:LIST:<f>[:APPend]``, at most
 100 values a command, 2500 in all), list sweeps (``:SOURce:SWEep:<f>:LIST`` then ``:INITiate``), the data
 format (``:FORMat:DATA ASCii|REAL|SREAL``: in REAL/SREAL, ``:READ?`` and ``:TRACe:DATA?`` reply with one IEEE
-488.2 definite-length block of little-endian float64/float32 values, and refuse the elements that are not numbers
-with -221, as only READing, RELative and SOURce are available there) and the 2450's error-queue format
+488.2 indefinite-length block, ``#0``, of little-endian float64/float32 values, and refuse the elements that are
+not numbers with the 2450's error 1133, as only READing, RELative and SOURce are available there), the ASCII
+precision (``:FORMat:ASCii:PRECision``, 0 = automatic, printed as 7 digits) and the 2450's error-queue format
 ``<code>,"<message>;<severity>;<date time>"``. A sweep runs to completion as soon as ``:INITiate`` is read.
 Not emulated: the TSP command set, linear/log sweeps, the trigger-model blocks, limit tests, statistics,
 digitizing, the interlock, overvoltage protection, output-off modes and the front panel.
@@ -288,24 +289,17 @@ class Keithley2450Emulator(ScpiEmulator):
         return value
 
     @staticmethod
-    def _smallest_range(function: str, value: float) -> float:
-        """The smallest range whose nominal value holds ``value`` (the top range for anything larger)."""
+    def _smallest_range(function: str, value: float, overrange: float = 1.0) -> float:
+        """The smallest range that holds ``value`` up to ``overrange`` times its nominal value (the top range for
+        anything larger): 1 for a range asked for by value, `OVERRANGE` for the one autorange sources on."""
         for candidate in RANGES[function]:
-            if abs(value) <= candidate * (1 + 1e-9):
-                return candidate
-        return RANGES[function][-1]
-
-    @staticmethod
-    def _auto_range(function: str, value: float) -> float:
-        """The range autorange sources ``value`` on: the smallest that holds it with its 105 % overrange."""
-        for candidate in RANGES[function]:
-            if abs(value) <= OVERRANGE * candidate * (1 + 1e-9):
+            if abs(value) <= overrange * candidate * (1 + 1e-9):
                 return candidate
         return RANGES[function][-1]
 
     def _source_range_now(self, function: str) -> float:
         fixed = self.source_range[function]
-        return fixed if fixed is not None else self._auto_range(function, self.level[function])
+        return fixed if fixed is not None else self._smallest_range(function, self.level[function], OVERRANGE)
 
     def _fit_envelope(self, function: str) -> None:
         """Lower a limit the present source range cannot hold to the envelope's, with a warning that does not

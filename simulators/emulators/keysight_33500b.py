@@ -187,15 +187,13 @@ class Keysight33500BEmulator(ScpiEmulator):
     def _interrupt(self, channel: int) -> None:
         """A command changing ``channel``'s output ends its running burst: the Playback keeps the samples played
         so far and is marked cut."""
-        if not self.burst_running(channel):
-            return
-        burst = self.bursts.pop(channel, None)
-        if burst is None:
-            return
-        index, start, _ = burst
-        playback = self.played[index]
-        played = min(len(playback.volts_v), int((time.monotonic() - start) * playback.sample_rate_hz))
-        self.played[index] = playback._replace(volts_v=playback.volts_v[:played], cut=True)
+        with self.lock:
+            if not self.burst_running(channel):
+                return
+            index, start, _ = self.bursts.pop(channel)
+            playback = self.played[index]
+            played = min(len(playback.volts_v), int((time.monotonic() - start) * playback.sample_rate_hz))
+            self.played[index] = playback._replace(volts_v=playback.volts_v[:played], cut=True)
 
     def _changing(self, channel: int) -> Channel:
         """The state of ``channel``, about to be changed by a command that changes what it outputs."""
