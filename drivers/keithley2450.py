@@ -306,27 +306,9 @@ class Keithley2450(ScpiDriver, SourceMeter):
         self.measure_range = chosen
         return chosen
 
-    def _check_source_range(self, levels: Any, what: str) -> None:
-        """Refuse levels beyond 105 % of a fixed source range before anything is sent."""
-        if self.source_range is None or self.mode is None:
-            return
-        try:
-            values = np.abs(np.asarray(levels, dtype=np.float64))
-        except (TypeError, ValueError):
-            return  # the base class names the bad value
-        over = np.isfinite(values) & (values > OVERRANGE * self.source_range)
-        if over.any():
-            unit = _UNIT[_SOURCE[self.mode]]
-            raise LimitError(f"{self.name}: {what} {values[over][0]:g} {unit} exceeds the fixed "
-                             f"{self.source_range:g} {unit} source range; call set_source_range()")
-
-    def set_level(self, level: float) -> None:
-        self._check_source_range([level], f"source {self.mode}")
-        self._check_levels_envelope([level], f"source {self.mode}")
-        super().set_level(level)
-
-    def _check_levels_envelope(self, levels: Any, what: str) -> None:
-        """`_check_envelope` for the largest of ``levels`` (V or A by mode), at the present range and compliance."""
+    def _check_levels(self, levels: Any, what: str) -> None:
+        """Refuse, before anything is sent, levels (V or A by mode) beyond 105 % of a fixed source range, or whose
+        largest would break the power envelope (`_check_envelope`) at the present range and compliance."""
         if self.mode is None:
             return
         try:
@@ -334,10 +316,19 @@ class Keithley2450(ScpiDriver, SourceMeter):
         except (TypeError, ValueError):
             return  # the base class names the bad value
         values = values[np.isfinite(values)]
-        if values.size:
-            top = float(values.max())
-            self._check_envelope(self.mode, self.compliance, top, self.source_range,
-                                 f"{what} {top:g} {_UNIT[_SOURCE[self.mode]]} would be")
+        if not values.size:
+            return
+        unit = _UNIT[_SOURCE[self.mode]]
+        if self.source_range is not None and (values > OVERRANGE * self.source_range).any():
+            beyond = values[values > OVERRANGE * self.source_range][0]
+            raise LimitError(f"{self.name}: {what} {beyond:g} {unit} exceeds the fixed {self.source_range:g} "
+                             f"{unit} source range; call set_source_range()")
+        top = float(values.max())
+        self._check_envelope(self.mode, self.compliance, top, self.source_range, f"{what} {top:g} {unit} would be")
+
+    def set_level(self, level: float) -> None:
+        self._check_levels([level], f"source {self.mode}")
+        super().set_level(level)
 
     def _set_level_hw(self, level: float) -> None:
         source = _SOURCE[self.mode]  # type: ignore[index]
@@ -384,8 +375,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         if 0 < delay_s < MIN_SWEEP_DELAY_S:
             raise LimitError(f"{self.name}: sweep delay {delay_s:g} s refused; the 2450 takes 0 or "
                              f"{MIN_SWEEP_DELAY_S:g}..10 s")
-        self._check_source_range(levels, "sweep level")
-        self._check_levels_envelope(levels, "sweep level")
+        self._check_levels(levels, "sweep level")
 
     def _sweep_hw(self, levels: np.ndarray, delay_s: float) -> Readings:
         """A list sweep run by the instrument's trigger model; readings come back from ``defbuffer1``.
