@@ -29,7 +29,7 @@ from torch import nn
 
 from hil import state as state_io
 from hil.datasets import Dataset, MinMaxEncoder, StandardEncoder
-from hil.errors import ConfigError, HilError, error_reason, handling
+from hil.errors import ConfigError, HilError, handling
 from hil.lab import Lab
 from hil.nn import physical_layers, set_mode
 from hil.protocol import (
@@ -298,10 +298,10 @@ class Run:
         if groups is None:
             source = Path(self.protocol.twin.from_run or self.store.path) / "protocol.yaml"
             try:
-                fitted_by = Protocol.model_validate(yaml.safe_load(source.read_text(encoding="utf-8")))
-            except (OSError, ValueError, yaml.YAMLError) as error:
-                raise ConfigError(f"{source}: cannot tell which θ groups its twin was fitted on ({error_reason(error)})"
-                                  "; point twin.from_run at an intact run") from None
+                fitted_by, _ = load_protocol(source)
+            except ConfigError as error:
+                raise ConfigError(f"{error} (it tells which θ groups the reused twin was fitted on); point "
+                                  "twin.from_run at an intact run") from None
             groups = self.twin_data.split_groups(fitted_by.twin.fit.validation_fraction, fitted_by.seed)[1].tolist()
         if not groups or not all(isinstance(g, int) and 0 <= g < self.twin_data.n_groups for g in groups):
             raise ConfigError(f"the twin's held-out θ groups {groups!r} are not groups of its "
