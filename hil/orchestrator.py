@@ -273,7 +273,7 @@ class Run:
                                   progress=lambda e, tr, va: advance(e + 1, f"held-out NMSE {va:.4f}"))
             self.store.event("twin_fitted", twin_kind=config.kind, train_loss=result.train_loss,
                              validation_loss=result.validation_loss, best_epoch=result.best_epoch,
-                             converged=result.converged or epochs == 0)
+                             converged=result.converged)
         save_twin(self.twin, self.store.path / "twin")
         self._attach_twin()
 

@@ -57,6 +57,7 @@ def fit_twin(twin: Twin, train: TwinData, validation: TwinData, *, epochs: int =
             module.y_mean.copy_(target.mean(dim=0))
             module.y_std.copy_(target.std(dim=0).clamp_min(1e-6))
     if not parameters or epochs == 0:
+        result.converged = True  # nothing to fit
         return result
     optimizer = torch.optim.Adam(parameters, lr=lr)
     generator = torch.Generator().manual_seed(seed)
