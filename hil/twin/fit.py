@@ -21,8 +21,8 @@ from hil.twin.models import NeuralTwin, ResidualTwin, Twin
 @dataclass
 class FitResult:
     """Loss history (normalised MSE, mean over outputs) per epoch, the epoch whose state was kept, and whether the
-    held-out error had stopped improving (``patience`` epochs without a new best) before the epochs ran out: when
-    not, more epochs would likely give a better twin."""
+    held-out error had stopped improving (``patience`` epochs without a new best) before the epochs ran out, or there
+    was nothing to fit: when not, more epochs would likely give a better twin."""
 
     train_loss: list[float] = field(default_factory=list)
     validation_loss: list[float] = field(default_factory=list)
