@@ -209,10 +209,7 @@ class OscillatorNetwork(AnalogWorld):
         super()._construct()
         net, spread = self.config.network, self.config.construction
         nominal = physics.nominal_parameters(net.freq_hz, net.q, net.nonlinear_length_m, net.coupling_hz,
-                                             net.drive_gain_m_s2_per_v,
-                                             physics.NOMINAL_SENSOR_GAIN[net.sense] if net.sensor_gain is None
-                                             else net.sensor_gain,
-                                             len(net.sensed))
+                                             net.drive_gain_m_s2_per_v, net.sensor_gain, len(net.sensed), net.sense)
         self.nominal = nominal
         n, rng = len(net.freq_hz), self.construction_rng
         omega = nominal["omega"] * (1 + spread.freq_spread * self.normal((n,), rng))

@@ -38,13 +38,17 @@ MAX_STEP_S = 2.5e-4
 
 
 def nominal_parameters(freq_hz: Sequence[float], q: Sequence[float], nonlinear_length_m: float, coupling_hz: float,
-                       drive_gain: Sequence[float], sensor_gain: float, n_sensed: int) -> dict[str, torch.Tensor]:
+                       drive_gain: Sequence[float], sensor_gain: float | None, n_sensed: int,
+                       sense: str = "displacement") -> dict[str, torch.Tensor]:
     """Physical parameters (float32 tensors) of a design.
 
     ``freq_hz`` and ``q`` give ω = 2πf and γ = ω/Q per oscillator; β = ω²/L² where ``nonlinear_length_m`` L is the
     displacement at which the cubic stiffness equals the linear one; nearest neighbours (i, i+1) are coupled with
-    κ = (2π·``coupling_hz``)²; ``drive_gain`` is g per oscillator (m/s²/V); every sensor has gain ``sensor_gain``.
+    κ = (2π·``coupling_hz``)²; ``drive_gain`` is g per oscillator (m/s²/V); every sensor has gain ``sensor_gain``
+    (V/m, or V/(m/s) when ``sense`` is velocity; None: `NOMINAL_SENSOR_GAIN` of the ``sense``).
     """
+    if sensor_gain is None:
+        sensor_gain = NOMINAL_SENSOR_GAIN[sense]
     omega = 2 * math.pi * torch.tensor(freq_hz, dtype=torch.float32)
     n = len(omega)
     if len(q) != n or len(drive_gain) != n:

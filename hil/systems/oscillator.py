@@ -154,10 +154,7 @@ class OscillatorSystem(PhysicalSystem):
                          x_bounds=(-1.0, 1.0), theta_bounds=(-1.0, 1.0), max_batch=limit)
         try:
             self.nominal = physics.nominal_parameters(freq_hz, q, nonlinear_length_m, coupling_hz,
-                                                      drive_gain_m_s2_per_v,
-                                                      physics.NOMINAL_SENSOR_GAIN[sense] if sensor_gain is None
-                                                      else sensor_gain,
-                                                      len(sensed))
+                                                      drive_gain_m_s2_per_v, sensor_gain, len(sensed), sense)
         except ValueError as error:
             raise ConfigError(str(error), field="freq_hz") from None
         if any(not 0 <= i < len(freq_hz) for i in sensed):
