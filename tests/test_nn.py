@@ -156,6 +156,21 @@ def test_phases_wrap_instead_of_clamping(lab) -> None:
     torch.testing.assert_close(layer.theta.detach(), expected)
 
 
+@pytest.mark.parametrize("kind", ["neural", "residual"])
+def test_a_learned_twin_of_phases_is_the_same_after_the_wrap(lab, kind) -> None:
+    system = lab.systems["optical"]  # θ in [0, 2π): training wraps it, so the twin must not jump there
+    twin = build_twin(kind, system, hidden=(16,))
+    with torch.no_grad():
+        for parameter in twin.parameters():
+            parameter.normal_()
+    x = torch.rand(4, system.n_in)
+    theta = torch.rand(system.n_params) * 2 * torch.pi
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x, theta + 2 * torch.pi), twin(x, theta), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(twin(x, torch.zeros_like(theta)), twin(x, torch.full_like(theta, 2 * torch.pi)),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_large_batches_are_split_into_device_calls_in_order(lab) -> None:
     system = lab.systems["exact"]  # ideal: the device computes its physics exactly; 8 rows per device call
     x = torch.rand(system.max_batch * 2 + 3, 8) * 2 - 1

@@ -2,7 +2,7 @@
 
 - ``physics``: the system's noiseless physics (`PhysicalSystem.physics_model`) with its calibration learnable,
   followed by a learnable per-output gain and offset;
-- ``neural``: a multilayer perceptron on (x, θ) scaled to [−1, 1] by their bounds;
+- ``neural``: a multilayer perceptron on (x, θ) scaled to [−1, 1] by their bounds (a phase θ as its cosine and sine);
 - ``residual``: the physics twin plus a neural residual that starts at zero;
 - ``oracle``: on a simulator, the physics with the world's hidden calibration (not fitted: the ceiling).
 
@@ -12,6 +12,7 @@ Saved as ``twin.json`` (kind, sizes) and ``twin.pt`` (the state dict), loaded wi
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -84,15 +85,21 @@ def mlp(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
 
 class NeuralTwin(Twin):
     """An MLP on (x, θ), each scaled to [−1, 1] by the system's bounds; outputs de-normalised by the data's
-    per-output mean and std (set by `fit_twin` before training)."""
+    per-output mean and std (set by `fit_twin` before training).
+
+    A periodic θ (a phase, ``system.theta_periodic``) enters as the cosine and sine of its angle over the bounds,
+    so the twin, like the device, is the same at both ends of the period: training wraps θ there (`PhysicalLayer`).
+    """
 
     kind = "neural"
 
     def __init__(self, system: PhysicalSystem, hidden: tuple[int, ...] = (256, 256)):
         super().__init__(system)
         self.spec["hidden"] = list(hidden)
+        self.theta_periodic = system.theta_periodic
         self.x_bounds, self.theta_bounds = system.x_bounds, system.theta_bounds
-        self.net = mlp(self.n_in + self.n_params, tuple(hidden), self.n_out)
+        theta_features = 2 * self.n_params if self.theta_periodic else self.n_params
+        self.net = mlp(self.n_in + theta_features, tuple(hidden), self.n_out)
         self.register_buffer("y_mean", torch.zeros(self.n_out))
         self.register_buffer("y_std", torch.ones(self.n_out))
 
@@ -101,8 +108,12 @@ class NeuralTwin(Twin):
         return 2 * (value - bounds[0]) / (bounds[1] - bounds[0]) - 1
 
     def features(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        theta = self._scale(theta, self.theta_bounds).expand(len(x), -1)
-        return torch.cat([self._scale(x, self.x_bounds), theta], dim=1)
+        if self.theta_periodic:
+            angle = math.pi * self._scale(theta, self.theta_bounds)
+            theta = torch.cat([angle.cos(), angle.sin()], dim=-1)
+        else:
+            theta = self._scale(theta, self.theta_bounds)
+        return torch.cat([self._scale(x, self.x_bounds), theta.expand(len(x), -1)], dim=1)
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         return self.net(self.features(x, theta)) * self.y_std + self.y_mean
