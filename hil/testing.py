@@ -32,7 +32,15 @@ import numpy as np
 import pytest
 
 from hil.errors import DeviceError, LimitError
-from hil.instruments import AnalogInput, AnalogOutput, Camera, CrossbarArray, SourceMeter, SpatialLightModulator
+from hil.instruments import (
+    AnalogInput,
+    AnalogOutput,
+    Camera,
+    CrossbarArray,
+    Readings,
+    SourceMeter,
+    SpatialLightModulator,
+)
 from hil.registry import instrument_class
 
 if TYPE_CHECKING:
@@ -180,6 +188,38 @@ class SourceMeterContract(InstrumentContract):
                 refused()
         instrument.safe_state()
         assert instrument.output_on is False
+
+    @staticmethod
+    def assert_sourced(readings: Readings, mode: str, level: float, compliance: float) -> None:
+        """A source-measure unit's physics, whatever the load: the sourced quantity is the level (within 0.1 %),
+        unless the compliance limits the source, which the reading must then say, with the measured quantity at the
+        compliance (within 0.1 %)."""
+        sourced, measured = (readings.voltage_v[0], readings.current_a[0]) if mode == "voltage" else \
+            (readings.current_a[0], readings.voltage_v[0])
+        if readings.in_compliance[0]:
+            assert abs(measured) == pytest.approx(compliance, rel=1e-3), \
+                f"in compliance, the measured {'current' if mode == 'voltage' else 'voltage'} {measured:g} is not " \
+                f"at the compliance {compliance:g}"
+        else:
+            assert sourced == pytest.approx(level, rel=1e-3, abs=1e-12), \
+                f"sourcing {mode} {level:g}, the reading says {sourced:g}, and not in compliance (voltage and " \
+                "current swapped, the level not sent, or the compliance state not read?)"
+            assert abs(measured) <= compliance * (1 + 1e-3)
+
+    def test_the_voltage_source_holds_its_level_unless_in_compliance(self, instrument: SourceMeter) -> None:
+        """Readings are checked against physics, not only for finiteness: a driver that swaps voltage and current,
+        loses the level's sign or never sends it, or never reports the compliance, fails here."""
+        smu = self.configured(instrument)
+        for level in (0.2 * smu.limits["voltage_v"].max, 0.2 * smu.limits["voltage_v"].min):
+            smu.set_level(level)
+            self.assert_sourced(smu.measure(), "voltage", level, smu.compliance)  # type: ignore[arg-type]
+
+    def test_the_current_source_holds_its_level_unless_in_compliance(self, instrument: SourceMeter) -> None:
+        instrument.configure("current", compliance=0.5 * instrument.limits["voltage_v"].max)
+        instrument.set_output(True)
+        for level in (0.1 * instrument.limits["current_a"].max, 0.1 * instrument.limits["current_a"].min):
+            instrument.set_level(level)
+            self.assert_sourced(instrument.measure(), "current", level, instrument.compliance)  # type: ignore[arg-type]
 
     def test_current_mode_holds_the_voltage_compliance(self, instrument: SourceMeter) -> None:
         compliance = 0.5 * instrument.limits["voltage_v"].max

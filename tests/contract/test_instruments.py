@@ -3,6 +3,7 @@
 import importlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hil import testing
@@ -53,3 +54,46 @@ def test_every_registered_instrument_of_hil_has_a_contract_test() -> None:
     missing = set(BUILTIN["instruments"]) - covered
     assert not missing, f"registered without a contract test: {sorted(missing)}"
     assert covered <= set(available()), f"contract tests of unregistered names: {sorted(covered - set(available()))}"
+
+
+def _broken_2450(breakage: str) -> type:
+    """A Keithley 2450 driver with one mistake a new driver could make, which only a reading can reveal."""
+    from drivers.keithley2450 import Keithley2450
+    from hil.instruments import Readings
+
+    class Broken(Keithley2450):
+        def _measure_hw(self) -> Readings:
+            readings = super()._measure_hw()
+            if breakage == "swapped":
+                return Readings(readings.current_a, readings.voltage_v, readings.in_compliance)
+            if breakage == "compliance never reported":
+                return Readings(readings.voltage_v, readings.current_a, np.zeros(1, dtype=bool))
+            return readings
+
+        def _set_level_hw(self, level: float) -> None:
+            super()._set_level_hw(abs(level) if breakage == "sign lost" else level)
+
+    return Broken
+
+
+@pytest.mark.parametrize(("breakage", "load_ohm", "test"), [
+    ("swapped", 1e3, "test_the_voltage_source_holds_its_level_unless_in_compliance"),
+    ("sign lost", 1e3, "test_the_voltage_source_holds_its_level_unless_in_compliance"),
+    ("swapped", 1e3, "test_the_current_source_holds_its_level_unless_in_compliance"),
+    ("compliance never reported", 1e4, "test_the_current_source_holds_its_level_unless_in_compliance"),
+])
+def test_the_source_meter_contract_refuses_readings_against_physics(tcp_server, breakage, load_ohm, test) -> None:
+    """The contract fails a driver whose readings contradict a source-measure unit's physics, and passes the same
+    driver, unbroken, on the same emulated load (10 kΩ puts the current source in compliance)."""
+    from simulators.emulators.keithley2450 import Keithley2450Emulator
+
+    limits = {"voltage_v": {"min": -5, "max": 5, "max_step": 0.5}, "current_a": {"min": -0.01, "max": 0.01}}
+    contract = testing.SourceMeterContract()
+    for cls, passes in ((_broken_2450("none"), True), (_broken_2450(breakage), False)):
+        server = tcp_server(Keithley2450Emulator(load_ohm=load_ohm))
+        with cls(VisaTransport(server.resource), name="smu", limits=limits) as smu:
+            if passes:
+                getattr(contract, test)(smu)
+            else:
+                with pytest.raises(AssertionError):
+                    getattr(contract, test)(smu)
