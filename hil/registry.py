@@ -6,11 +6,16 @@ pyproject.toml::
 
     [project.entry-points."hil.instruments"]
     acme_slm = "acme_hil.slm:AcmeSLM"
+
+A lab file may also name a class directly, ``driver: acme_hil.slm:AcmeSLM`` (likewise a world's or a system's
+``kind``): nothing to register, only the module must be importable (an installed package, or its folder on
+``PYTHONPATH``). That is the quickest way to try a new device; a name is the way to share it.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 import warnings
 from functools import cache
 from importlib.metadata import entry_points
@@ -45,6 +50,8 @@ BUILTIN: dict[str, dict[str, str]] = {
     },
 }
 KINDS = {"instruments": "driver", "worlds": "world kind", "systems": "system kind"}
+#: A class named directly, ``package.module:Class``, instead of by a registered name.
+TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
 @cache
@@ -71,20 +78,25 @@ def load_target(target: str) -> Any:
 
 
 def lookup(group: str, name: str) -> type:
-    """The class registered under ``name`` in ``group``; an unknown name is a `ConfigError` listing the known."""
+    """The class registered under ``name`` in ``group``, or the class ``name`` itself where it is written
+    ``module:Class``; an unknown name is a `ConfigError` listing the known."""
     targets = available(group)
-    if name not in targets:
+    if name not in targets and not TARGET.fullmatch(name):
         raise ConfigError(f"unknown {KINDS[group]} {name!r}; known: {', '.join(sorted(targets))} (a package's "
-                          f"entry points appear once it is installed: pip install -e PACKAGE)")
+                          f"entry points appear once it is installed: pip install -e PACKAGE; or name the class "
+                          f"itself, as package.module:Class)")
     try:
-        return load_target(targets[name])
+        return load_target(targets.get(name, name))
     except ConfigError as error:
-        raise ConfigError(f"{KINDS[group]} {name!r}: {error.detail}") from error.__cause__
+        hint = ""
+        if name not in targets and isinstance(error.__cause__, ModuleNotFoundError):
+            hint = " (install the package that holds it, or put its folder on PYTHONPATH)"
+        raise ConfigError(f"{KINDS[group]} {name!r}: {error.detail}{hint}") from error.__cause__
 
 
 def instrument_class(name: str) -> type[Instrument]:
-    """The instrument class registered under ``name``."""
+    """The instrument class registered under ``name`` (or named ``module:Class``)."""
     cls = lookup("instruments", name)
     if not (isinstance(cls, type) and issubclass(cls, Instrument)):
-        raise ConfigError(f"driver {name!r} ({available()[name]}) is not an Instrument subclass")
+        raise ConfigError(f"driver {name!r} ({available().get(name, name)}) is not an Instrument subclass")
     return cls

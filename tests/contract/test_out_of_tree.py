@@ -1,0 +1,59 @@
+"""A device from outside hil, as a user adds one: named in the lab file by its class (``module:Class``), with no
+registration, and run through its capability's contract by that name."""
+
+from pathlib import Path
+
+import pytest
+
+from hil import testing
+from hil.errors import ConfigError
+from hil.registry import available, lookup
+from tests.lab_text import lab_from_text
+
+#: A class importable from outside the registry's names, standing for a user's own driver.
+TARGET = "drivers.keithley2450:Keithley2450"
+
+
+def test_a_lab_may_name_a_driver_by_its_class_without_registering_it(tmp_path: Path) -> None:
+    assert TARGET not in available()
+    lab = lab_from_text(f"""
+instruments:
+  smu: {{driver: "{TARGET}", emulate: {{load_ohm: 100}}}}
+""", tmp_path)
+    with lab:
+        assert "MODEL 2450" in lab["smu"].identify()
+        assert lab["smu"].snapshot()["class"] == "drivers.keithley2450.Keithley2450"
+
+
+def test_the_contract_accepts_a_class_named_by_module_and_class() -> None:
+    from drivers.keithley2450 import Keithley2450
+
+    class Named(testing.InstrumentContract):
+        registry_name = TARGET
+
+    Named().test_is_the_class_registered_under_its_name(Keithley2450(None))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kind", "name", "expected"), [
+    ("instruments", "acme_missing.smu:AcmeSmu", r"driver 'acme_missing\.smu:AcmeSmu': acme_missing\.smu:AcmeSmu "
+                                                r"cannot be loaded: ModuleNotFoundError: .* \(install the package that "
+                                                r"holds it, or put its folder on PYTHONPATH\)$"),
+    ("instruments", "drivers.keithley2450:Keithley2451", r"driver 'drivers\.keithley2450:Keithley2451': .*"
+                                                         r"AttributeError"),
+    ("worlds", "acme_worlds:Table", r"world kind 'acme_worlds:Table': .*PYTHONPATH"),
+    ("systems", "acme smu", r"unknown system kind 'acme smu'; known: .* or name the class itself, as "
+                            r"package\.module:Class\)$"),
+])
+def test_a_class_that_cannot_be_imported_says_how_to_make_it_importable(kind: str, name: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        lookup(kind, name)
+
+
+def test_a_class_named_in_a_lab_must_be_an_instrument(tmp_path: Path) -> None:
+    lab = lab_from_text("""
+instruments:
+  smu: {driver: "hil.lab:Lab", resource: "TCPIP::127.0.0.1::1::SOCKET"}
+""", tmp_path)
+    with pytest.raises(ConfigError, match=r"lab\.yaml:3: instruments\.smu\.driver: driver 'hil\.lab:Lab' "
+                                          r"\(hil\.lab:Lab\) is not an Instrument subclass"):
+        lab.build()
