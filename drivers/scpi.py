@@ -1,14 +1,17 @@
 """What every SCPI driver shares: a transport, typed queries, and the error-queue check.
 
 A driver *has* a transport (it is not one), so the same driver runs over TCP, USB, GPIB or a serial line, and
-against an emulator in CI. Compose it before the capability class: ``class X(ScpiDriver, AnalogOutput)``.
+against an emulator in CI. Compose it before the capability class: ``class X(ScpiDriver, AnalogOutput)``. A driver
+needs no ``__init__`` of its own (this one takes the transport); one that has options takes them as keywords,
+``def __init__(self, transport, *, option=..., **common)``, and they are its ``settings`` in a lab file. It
+overrides `ScpiDriver._prepare_hw` to check the model, send what it relies on and read the present state.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from hil.errors import DeviceError, excerpt
 from hil.instruments import require_before_capability
@@ -21,6 +24,10 @@ MARKERS = tuple(n for n in range(1, 256) if not n & 0b0100_0010)
 class ScpiDriver:
     """Mixin giving a SCPI instrument its transport and the helpers its driver needs."""
 
+    #: Options of the transport a lab opens for this driver (`hil.transport.open_transport`), where the instrument
+    #: differs from the defaults, e.g. {"read_termination": "\r", "write_termination": "\r"} for one that ends lines
+    #: with a carriage return. The timeout and the traffic log come from the lab file.
+    transport_options: ClassVar[dict[str, Any]] = {}
     #: Upper bound on error-queue reads in one check (an instrument queue holds about 20).
     max_error_reads = 32
     #: "Query INTERRUPTED": what an IEEE 488.2 instrument queues when a query arrives before its last reply was read.

@@ -1,16 +1,21 @@
 """A test kit for instrument classes, in the manner of python-microscope's ``testsuite``: contract mixins shared
 by every instrument class, real and simulated, and pytest fixtures that serve emulators. It needs pytest (the
-``dev`` extra), and is what a package adding its own device tests with::
+``dev`` extra), and is what a package adding its own device tests with. Its ``conftest.py`` (at the root of its
+tests) loads this module as a pytest plugin, which makes the fixtures `tcp_server` and `pty_server` available::
+
+    pytest_plugins = ["hil.testing"]
+
+and a test module subclasses the capability's contract::
 
     import pytest
 
     from acme_hil.emulator import AcmeEmulator
     from acme_hil.smu import AcmeSmu
-    from hil.testing import SourceMeterContract, tcp_server  # noqa: F401 (a fixture)
+    from hil.testing import SourceMeterContract
     from hil.transport import VisaTransport
 
     class TestAcmeSmu(SourceMeterContract):
-        registry_name = "acme_smu"  # the name it is registered under: its class is checked against it
+        registry_name = "acme_smu"  # as lab.yaml names it (or "acme_hil.smu:AcmeSmu"): its class is checked
 
         @pytest.fixture
         def instrument(self, tcp_server):  # connected, with the limits under test
