@@ -299,6 +299,16 @@ class SourceMeterContract(InstrumentContract):
         smu.safe_state()
         assert smu.level == 0.0 and smu.output_on is False
 
+    def test_after_close_the_instrument_is_found_at_zero_and_off(self, instrument: SourceMeter) -> None:
+        """The safe state is the instrument's, not only the driver's record: connected again, a driver that reads the
+        present state (as it should, to ramp from the true level) finds the output off and the level at 0."""
+        smu = self.configured(instrument)
+        smu.set_level(0.1 * smu.limits["voltage_v"].max)
+        smu.close()
+        smu.connect()
+        assert smu.output_on in (False, None), "the output was left on"  # None: the driver cannot read it
+        assert smu.level in (0.0, None), f"the level was left at {smu.level:g}"
+
     def test_nothing_sources_before_configure(self, instrument: SourceMeter) -> None:
         """A compliance left on the instrument by another session is unknown: configure must set one first."""
         for refused in (lambda: instrument.set_output(True), lambda: instrument.set_level(0.0), instrument.measure):

@@ -73,6 +73,10 @@ def _broken_2450(breakage: str) -> type:
         def _set_level_hw(self, level: float) -> None:
             super()._set_level_hw(abs(level) if breakage == "sign lost" else level)
 
+        def _set_output_hw(self, enabled: bool) -> None:
+            if enabled or breakage != "output never switched off":
+                super()._set_output_hw(enabled)
+
     return Broken
 
 
@@ -81,10 +85,12 @@ def _broken_2450(breakage: str) -> type:
     ("sign lost", 1e3, "test_the_voltage_source_holds_its_level_unless_in_compliance"),
     ("swapped", 1e3, "test_the_current_source_holds_its_level_unless_in_compliance"),
     ("compliance never reported", 1e4, "test_the_current_source_holds_its_level_unless_in_compliance"),
+    ("output never switched off", 1e3, "test_after_close_the_instrument_is_found_at_zero_and_off"),
 ])
-def test_the_source_meter_contract_refuses_readings_against_physics(tcp_server, breakage, load_ohm, test) -> None:
-    """The contract fails a driver whose readings contradict a source-measure unit's physics, and passes the same
-    driver, unbroken, on the same emulated load (10 kΩ puts the current source in compliance)."""
+def test_the_source_meter_contract_refuses_a_driver_that_misleads(tcp_server, breakage, load_ohm, test) -> None:
+    """The contract fails a driver whose readings contradict a source-measure unit's physics, or whose safe state is
+    only recorded, and passes the same driver, unbroken, on the same emulated load (10 kΩ puts the current source in
+    compliance)."""
     from simulators.emulators.keithley2450 import Keithley2450Emulator
 
     limits = {"voltage_v": {"min": -5, "max": 5, "max_step": 0.5}, "current_a": {"min": -0.01, "max": 0.01}}
