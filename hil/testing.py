@@ -267,6 +267,19 @@ class AnalogOutputContract(InstrumentContract):
         assert not any(instrument.output_on.values())
 
 
+    def test_after_close_the_instrument_is_found_at_zero_and_off(self, instrument: AnalogOutput) -> None:
+        """The safe state is the instrument's, not only the driver's record: connected again, the hooks that read the
+        present state find every channel off and at 0 V (or cannot tell: None)."""
+        instrument.safe_state()
+        instrument.set_voltage(1, 0.5 * instrument.limits["voltage_v"].max)
+        instrument.set_output(1, True)
+        instrument.close()
+        instrument.connect()
+        assert all(on in (False, None) for on in instrument.output_on.values()), "an output was left on"
+        assert all(level in (0.0, None) for level in instrument.level_v.values()), \
+            f"a level was left: {instrument.level_v}"
+
+
 class SourceMeterContract(InstrumentContract):
     def configured(self, instrument: SourceMeter) -> SourceMeter:
         instrument.configure("voltage", compliance=0.5 * instrument.limits["current_a"].max)

@@ -103,3 +103,29 @@ def test_the_source_meter_contract_refuses_a_driver_that_misleads(tcp_server, br
             else:
                 with pytest.raises(AssertionError):
                     getattr(contract, test)(smu)
+
+
+@pytest.mark.parametrize("breakage", ["output never switched off", "level never sent back to 0"])
+def test_the_analog_output_contract_refuses_a_safe_state_only_recorded(tcp_server, breakage) -> None:
+    """Connected again after close, the output is found off and at 0 V; an unbroken driver passes the same test."""
+    from drivers.keysight_33500b import Keysight33500B
+    from simulators.emulators.keysight_33500b import Keysight33500BEmulator
+
+    class Broken(Keysight33500B):
+        def _set_output_hw(self, channel: int, enabled: bool) -> None:
+            if enabled or breakage != "output never switched off":
+                super()._set_output_hw(channel, enabled)
+
+        def _set_level_hw(self, channel: int, voltage_v: float) -> None:
+            if voltage_v != 0 or breakage != "level never sent back to 0":
+                super()._set_level_hw(channel, voltage_v)
+
+    contract = testing.AnalogOutputContract()
+    for cls, passes in ((Keysight33500B, True), (Broken, False)):
+        server = tcp_server(Keysight33500BEmulator())
+        with cls(VisaTransport(server.resource), name="awg", limits={"voltage_v": {"min": -2, "max": 2}}) as awg:
+            if passes:
+                contract.test_after_close_the_instrument_is_found_at_zero_and_off(awg)
+            else:
+                with pytest.raises(AssertionError):
+                    contract.test_after_close_the_instrument_is_found_at_zero_and_off(awg)
