@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hil.testing import pty_server, tcp_server  # noqa: F401 (fixtures)
+pytest_plugins = ["hil.testing"]  # the emulator fixtures tcp_server and pty_server
+
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ from drivers.keithley2450 import Keithley2450
 from drivers.keysight_33500b import Keysight33500B
 from hil.clock import VirtualClock
 from hil.errors import DeviceError, LimitError
+from hil.testing import Exchange, expected_protocol
 from hil.transport import VisaTransport
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
 from simulators.crossbar import MemristorCrossbar, SimulatedCrossbar
@@ -28,7 +29,6 @@ from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM
 from simulators.oscillator import OscillatorNetwork
 from tests.drivers import test_keithley2450 as smu_protocol
 from tests.drivers import test_keysight_33500b as awg_protocol
-from tests.protocol import Exchange, expected_protocol
 
 # -- a one-channel Keysight 33521B on the byte-exact transport -----------------------------------------------
 AWG_IDN = b"Agilent Technologies,33521B,MY52000001,3.05-1.19-2.00-52-00"

@@ -17,10 +17,10 @@ from drivers.keithley2450 import Keithley2450
 from hil.clock import VirtualClock
 from hil.errors import ConfigError, DeviceError, LimitError, TransportTimeout
 from hil.instruments import SourceMeter
+from hil.testing import TIMED_OUT, Exchange, ProtocolTransport, expected_protocol
 from hil.transport import VisaTransport
 from simulators.emulators.keithley2450 import Keithley2450Emulator
 from simulators.emulators.server import TcpServer
-from tests.protocol import TIMED_OUT, Exchange, ProtocolTransport, expected_protocol
 
 IDN = b"KEITHLEY INSTRUMENTS,MODEL 2450,04000000,1.7.12b"
 NO_ERROR: Exchange = (b"SYST:ERR?", b'0,"No error;0;0 0"')

@@ -11,9 +11,9 @@ import pytest
 from drivers.keysight_33500b import Keysight33500B
 from hil.clock import VirtualClock
 from hil.errors import ConfigError, DeviceError, LimitError
+from hil.testing import ProtocolTransport, block, expected_protocol
 from hil.transport import VisaTransport
 from simulators.emulators.keysight_33500b import Keysight33500BEmulator
-from tests.protocol import ProtocolTransport, block, expected_protocol
 
 IDN = b"Keysight Technologies,33522B,MY00000000,4.00-3.15-2.00-58-00"
 ZERO = b"+0.000000000000000E+00"
