@@ -62,7 +62,11 @@ _HEADER = re.compile(rb"[^\s;]+")
 
 
 def compile_header(pattern: str) -> re.Pattern[str]:
-    """A regex that matches every spelling of a SCPI header pattern, capturing the numeric suffixes."""
+    """A regex that matches every spelling of a SCPI header pattern, capturing the numeric suffixes.
+
+    The root colon is optional in every spelling, whether the pattern is written with it (``:FORMat``) or not.
+    """
+    pattern = pattern.removeprefix(":")
     parts = [":?"]
     position = 0
     for token in _TOKEN.finditer(pattern):
@@ -240,6 +244,9 @@ class ScpiEmulator:
 
     `handle` takes one program message and returns the reply bytes (without terminator), or None when the
     message holds no query or a query failed. It is thread-safe: one message is handled at a time.
+
+    ``__init__`` ends by calling `reset`, so a subclass sets what its ``reset`` reads (a world, options) before
+    calling ``super().__init__()``.
     """
 
     identity = "hil,SCPI emulator,0,0"

@@ -26,6 +26,12 @@ def test_header_refuses_other_spellings(spelling: str) -> None:
     assert compile_header("[SOURce#:]VOLTage:OFFSet").fullmatch(spelling) is None
 
 
+@pytest.mark.parametrize("pattern", [":FORMat[:DATA]", "FORMat[:DATA]"])
+@pytest.mark.parametrize("spelling", ["FORM", ":FORM", "format:data"])
+def test_header_takes_the_root_colon_as_optional_however_the_pattern_is_written(pattern: str, spelling: str) -> None:
+    assert compile_header(pattern).fullmatch(spelling)
+
+
 def test_header_captures_suffixes_with_default() -> None:
     pattern = compile_header("OUTPut#[:STATe]?")
     assert pattern.fullmatch("OUTP2:STAT?").groups() == ("2",)
