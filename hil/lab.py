@@ -242,6 +242,8 @@ class Lab:
             if error.source:
                 raise
             field = tuple(error.field.split(".")) if error.field else ()
+            if field[:1] and field[0] in config.settings:  # a driver names its own option: it is under settings
+                field = ("settings", *field)
             raise self._error(error.detail, (*where, *field)) from None
         except (TypeError, ValueError) as error:
             raise self._error(str(error), (*where, "settings")) from None

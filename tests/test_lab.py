@@ -168,6 +168,21 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
         instruments:
           awg:
             driver: keysight_33500b
+            emulate: true
+            settings:
+              load_ohm: -5
+     """, r"lab.yaml:6: instruments\.awg\.settings\.load_ohm: -5 Ω is outside 1\.\.10000 Ω"),
+    ("""
+        instruments:
+          smu:
+            driver: keithley_2450
+            emulate: true
+            settings: {terminals: side}
+     """, r"lab.yaml:5: instruments\.smu\.settings\.terminals: 'side' is neither 'front' nor 'rear'"),
+("""
+        instruments:
+          awg:
+            driver: keysight_33500b
             limits: {current_a: {max: 1}}
             emulate: true
      """, r"lab.yaml:4: instruments\.awg\.limits\.current_a: no limit named 'current_a'"),
