@@ -66,15 +66,21 @@ def _writing(path: Path) -> Iterator[None]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: a temporary file, synced, then renamed into place."""
+    """Write ``path`` whole or not at all: a temporary file, synced, then renamed into place. A temporary file
+    that failed (a full disk) is removed, so it does not keep the space the run needs once some is freed."""
     temporary = path.with_name(f".{path.name}.tmp")
     with _writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        try:
+            with temporary.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            raise
 
 
 def _jsonable(value: Any) -> Any:

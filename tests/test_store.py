@@ -1,10 +1,14 @@
 """The run store: flushed event log that survives a torn line, atomic HDF5 and checkpoints, rewinding."""
 
+import contextlib
 import datetime
 import io
 import json
+import resource
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import h5py
 import pytest
@@ -204,6 +208,33 @@ def test_a_checkpoint_that_cannot_be_written_is_an_error_and_keeps_the_previous_
     reopened = RunStore.open(store.path)
     assert reopened.load_checkpoint()["epoch"] == 1
     reopened.close()
+
+
+@contextlib.contextmanager
+def disk_full_beyond(size: int) -> Iterator[None]:
+    """Within the block, the kernel refuses to write any file of this process beyond ``size`` bytes (EFBIG), as a
+    full disk refuses a write part-way."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    before = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the error, not the signal that would end the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, before)
+
+
+def test_a_checkpoint_the_disk_refuses_part_way_leaves_no_temporary_file_taking_its_space(tmp_path) -> None:
+    store = RunStore.create(tmp_path, "r")
+    store.save_checkpoint({"epoch": 1})
+    store.wait_for_checkpoint()
+    with disk_full_beyond(64 * 1024):
+        store.save_checkpoint({"epoch": 2, "weights": torch.zeros(64 * 1024)})  # 256 kB
+        with pytest.raises(RunFileError, match=rf"^{store.path / 'checkpoint.pt'}: cannot write \("):
+            store.wait_for_checkpoint()
+    assert not (store.path / ".checkpoint.pt.tmp").exists()
+    assert store.load_checkpoint()["epoch"] == 1
+    store.close()
 
 
 def test_rewinding_twice_keeps_everything_discarded_both_times(tmp_path) -> None:
