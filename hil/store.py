@@ -108,7 +108,7 @@ class RunStore:
         try:
             self.next_seq = 1 + max((event["seq"] for event in self.events()), default=0)
             with _writing(path / EVENTS):
-                self._events = (path / EVENTS).open("a", encoding="utf-8")
+                self._events = (path / EVENTS).open("ab", buffering=0)
         except BaseException:
             self._lock.close()
             raise
@@ -152,13 +152,22 @@ class RunStore:
 
     # -- events -------------------------------------------------------------------------------------------------
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Append one event (with a sequence number and the wall time) and flush it to the OS at once."""
+        """Append one event (with a sequence number and the wall time), written to the OS at once, whole or not
+        at all: a write the disk refuses part-way is cut off again, so no torn line sits before a later event and
+        the next event gets the same number."""
         if "seq" in fields or "time" in fields:
             raise ValueError("an event's seq and time are the store's own; name the field otherwise")
         record = {"seq": self.next_seq, "time": round(time.time(), 3), "kind": kind, **_jsonable(fields)}
+        line = memoryview((json.dumps(record) + "\n").encode("utf-8"))
         with _writing(self.path / EVENTS):
-            self._events.write(json.dumps(record) + "\n")
-            self._events.flush()
+            end = self._events.seek(0, os.SEEK_END)
+            try:
+                while line:
+                    line = line[self._events.write(line):]
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    self._events.truncate(end)
+                raise
         self.next_seq += 1
         return record
 
@@ -189,7 +198,7 @@ class RunStore:
                 os.fsync(handle.fileno())
         self._events.close()
         _atomic_write(self.path / EVENTS, b"".join(kept))
-        self._events = (self.path / EVENTS).open("a", encoding="utf-8")
+        self._events = (self.path / EVENTS).open("ab", buffering=0)
         self.next_seq = next_seq
         return len(later)
 

@@ -237,6 +237,23 @@ def test_a_checkpoint_the_disk_refuses_part_way_leaves_no_temporary_file_taking_
     store.close()
 
 
+def test_an_event_the_disk_refuses_part_way_is_not_in_the_log_and_its_number_is_reused(tmp_path) -> None:
+    """No torn line before later events (resume would refuse the log), and no number twice."""
+    store = RunStore.create(tmp_path, "r")
+    store.event("run_started")
+    size = (store.path / "events.jsonl").stat().st_size
+    with disk_full_beyond(size + 20), pytest.raises(RunFileError, match=r"events\.jsonl: cannot write \("):
+        store.event("batch", note="x" * 200)
+    store.event("run_failed")
+    store.close()
+    lines = (store.path / "events.jsonl").read_bytes().splitlines(keepends=True)
+    assert [(json.loads(line)["seq"], json.loads(line)["kind"]) for line in lines] == [(1, "run_started"),
+                                                                                     (2, "run_failed")]
+    reopened = RunStore.open(store.path)
+    assert reopened.next_seq == 3
+    reopened.close()
+
+
 def test_rewinding_twice_keeps_everything_discarded_both_times(tmp_path) -> None:
     store = five_events(tmp_path)
     store = RunStore.open(store.path)
