@@ -233,9 +233,13 @@ class Run:
             check_from_run(self.protocol, self.document)  # a resumed run is checked here, where it needs the run
             source = RunStore.open(config.from_run)
             source.close()
-            arrays, _ = source.load_arrays("data/twin_data.h5")
             try:
+                arrays, _ = source.load_arrays("data/twin_data.h5", fix="point twin.from_run at a run with intact data")
                 self.twin_data = TwinData.from_arrays(arrays)
+            except RunFileError as error:  # the source run's file, not this run's: located at the protocol's field
+                if self.document is None:
+                    raise ConfigError(str(error), field="twin.from_run") from None
+                raise self.document.error(str(error), ("twin", "from_run")) from None
             except ConfigError as error:
                 raise ConfigError(f"{source.path / 'data/twin_data.h5'}: {error.detail}; point it at a run that "
                                   "finished its collect step", field="twin.from_run") from None

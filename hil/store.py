@@ -230,8 +230,10 @@ class RunStore:
         self.digests[relative] = hashlib.sha256(buffer.getvalue()).hexdigest()
         return self.path / relative
 
-    def load_arrays(self, relative: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """The arrays (as tensors) and attributes of an HDF5 file written by `save_arrays`."""
+    def load_arrays(self, relative: str, fix: str = "restore it from a backup, or start a new run"
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The arrays (as tensors) and attributes of an HDF5 file written by `save_arrays`; ``fix``: what to do if
+        it is missing or damaged."""
         try:
             with h5py.File(self.path / relative, "r") as handle:
                 arrays = {name: torch.from_numpy(handle[name][()]) for name in handle}
@@ -239,7 +241,7 @@ class RunStore:
         except (OSError, KeyError, ValueError) as error:
             reason = "it is a folder" if (self.path / relative).is_dir() else " ".join(str(error).split())
             raise RunFileError(f"{self.path / relative}: HDF5 data unreadable ({reason}); the file is missing or "
-                               "damaged: restore it from a backup, or start a new run") from None
+                               f"damaged: {fix}") from None
         return arrays, attrs
 
     def has(self, relative: str) -> bool:

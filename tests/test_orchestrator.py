@@ -396,16 +396,21 @@ def test_from_run_errors_are_clear_and_end_the_run_as_failed(finished_run: Path,
     (torn_twin / "twin/twin.pt").write_bytes((torn_twin / "twin/twin.pt").read_bytes()[:100])
     other_data = copy_of(finished_run, tmp_path / "other")
     RunStore(other_data).save_arrays("data/twin_data.h5", {"z": [1.0]})  # readable, but not twin data
+    torn_data = copy_of(finished_run, tmp_path / "torn-data")
+    (torn_data / "data/twin_data.h5").write_bytes((torn_data / "data/twin_data.h5").read_bytes()[:3000])
     protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(torn_twin)}})
     with pytest.raises(ConfigError, match=rf"twin.from_run: {re.escape(str(torn_twin / 'twin/twin.pt'))}: twin "
                                           r"unreadable \("):
         run_protocol(protocol, show_progress=False, output_root=tmp_path / "runs-torn")
     assert not (tmp_path / "runs-torn").exists()  # refused before a run folder is made
-    cases = [(other_data, ConfigError, "data/twin_data.h5: not twin data: no x, theta, y, y_repeats array")]
-    for k, (source, error, recorded) in enumerate(cases):
+    cases = [(other_data, r"twin\.from_run: ", "data/twin_data.h5: not twin data: no x, theta, y, y_repeats array"),
+             (torn_data, rf"^{re.escape(str(tmp_path / 'protocol.yaml'))}:\d+: twin\.from_run: ",  # not this run's
+              "data/twin_data.h5: HDF5 data unreadable (")]
+    for k, (source, where, recorded) in enumerate(cases):
         protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
-        with pytest.raises(error):
+        with pytest.raises(ConfigError, match=where + re.escape(str(source / recorded))) as caught:
             run_protocol(protocol, show_progress=False, output_root=tmp_path / f"runs-{k}")
+        assert "start a new run" not in str(caught.value)
         [run] = (tmp_path / f"runs-{k}").iterdir()
         store = RunStore.open(run)
         last = store.events()[-1]
