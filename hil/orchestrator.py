@@ -431,8 +431,11 @@ def _checkpoint_to_resume(store: RunStore) -> dict[str, Any] | None:
         raise RunFileError(f"{store.path}: {' and '.join(started_with)} changed since the run started; a run resumes "
                            "with the files it started with: put them back, or start a new run")
     if changed:
-        raise RunFileError(f"{store.path / changed[0]}: damaged or changed since the run wrote it (its checksum "
-                           "differs); nothing was changed: restore it from a backup, or start a new run")
+        damaged = (store.path / changed[0]).is_file()
+        what = "damaged or changed since the run wrote it (its checksum differs)" if damaged else \
+            "missing: the run wrote it"
+        raise RunFileError(f"{store.path / changed[0]}: {what}; nothing was changed: restore it from a backup, or "
+                           "start a new run")
     return saved
 
 

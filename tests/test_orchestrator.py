@@ -298,6 +298,8 @@ def damage_line(log: Path, number: int) -> None:
     (lambda run: (run / "data/twin_data.h5").write_bytes((run / "data/twin_data.h5").read_bytes()[:3000]),
      r"data/twin_data.h5: damaged or changed since the run wrote it \(its checksum differs\); nothing was changed"),
     (lambda run: flip_a_byte(run / "data/fidelity.h5"), r"data/fidelity.h5: damaged or changed since the run wrote"),
+    (lambda run: (run / "data/evaluation.h5").unlink(), r"data/evaluation.h5: missing: the run wrote it; nothing was "
+                                                        r"changed: restore it from a backup"),
     (lambda run: flip_a_byte(run / "checkpoint.pt"), r"checkpoint unreadable \(damaged: its checksum does not match\)"),
     (lambda run: keep_lines(run / "events.jsonl", 3), r"events.jsonl: events before the checkpoint \(1 to \d+\) are "
                                                       r"missing; nothing was changed"),
