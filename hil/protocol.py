@@ -200,9 +200,14 @@ def system_and_method(protocol: Protocol, lab: Lab,
         for index, layer in enumerate(protocol.model.layers):
             name = layer.physical.system if layer.physical is not None else None
             if name not in (None, protocol.system):
+                where = ("model", "layers", index, "physical", "system")
+                try:
+                    lab.system(name)  # a misspelt system is said to be one, before why another would not do
+                except ConfigError as error:
+                    raise _locate(document, error.detail, where) from None
                 raise _locate(document, f"method {method.name!r} trains a physical layer through a twin, and a run "
                                         f"fits one, to the protocol's system {protocol.system!r}; {name!r} would have "
-                                        "none", ("model", "layers", index, "physical", "system"))
+                                        "none", where)
     return system, method
 
 

@@ -166,6 +166,8 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"model": {"layers": [{"physical": {"system": "optical"}}, {"linear": {"out_features": 10}}]}},
      r"protocol.yaml:\d+: model.layers.0.physical.system: method 'pat' trains a physical layer through a twin, and a "
      r"run fits one, to the protocol's system 'crossbar'; 'optical' would have none"),
+    ({"model": {"layers": [{"physical": {"system": "crosbar"}}, {"linear": {"out_features": 10}}]}},
+     r"protocol.yaml:\d+: model.layers.0.physical.system: no system named 'crosbar'; the lab has: optical, "),
     ({"model": {"layers": [{"physical": {}}, {"batchnorm": False}, {"linear": {"out_features": 10}}]}},
      r"protocol.yaml:\d+: model.layers.1: batchnorm: false is no layer; write batchnorm: true, or remove the layer"),
     ({"model": {"layers": [{"physical": {}}, {"linear": {"out_features": 10**12}}]}},
