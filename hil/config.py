@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from hil.errors import ConfigError
 
@@ -21,9 +21,26 @@ Location = tuple[str | int, ...]
 
 
 class Strict(BaseModel):
-    """Base of every config model: unknown keys are errors, and values are validated on assignment too."""
+    """Base of every config model: unknown keys are errors, and values are validated on assignment too. A number
+    must be written as one: YAML's true and false are not taken as 1 and 0 (``epochs: true`` is a mistake)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _takes_number_not_bool(field.annotation):
+            raise ValueError("expected a number")
+        return value
+
+
+def _takes_number_not_bool(annotation: Any) -> bool:
+    """Whether a field of this type takes an int or a float, and neither a bool nor anything."""
+    def kinds(a: Any) -> set[Any]:
+        return {a} if not get_args(a) or get_origin(a) in (dict, list, tuple) else set().union(*map(kinds, get_args(a)))
+    found = kinds(annotation)
+    return bool(found & {int, float}) and not found & {bool, Any}
 
 
 #: A random seed: a non-negative integer that every generator used here accepts.

@@ -214,6 +214,14 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
               voltage_v: {max: .nan}
      """, r"lab.yaml:6: instruments\.awg\.limits\.voltage_v\.max: .*finite"),
     ("""
+        instruments:
+          awg:
+            driver: keysight_33500b
+            emulate: true
+            limits:
+              voltage_v: {min: -1, max: true}
+     """, r"lab.yaml:6: instruments\.awg\.limits\.voltage_v\.max: expected a number \(got True\)$"),
+    ("""
         worlds:
           table: {kind: optical_table}
           fiber_bench: {kind: multimode_fiber}
