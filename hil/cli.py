@@ -59,14 +59,18 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_lab_file(path: Path) -> bool:
-    """Whether ``path`` is a lab file rather than a protocol: it has none of the keys only a protocol has."""
+def _is_lab_file(path: Path, only: bool = False) -> bool:
+    """Whether ``path`` is a lab file rather than a protocol: it has none of the keys only a protocol has (``only``:
+    and some that only a lab file has, so an empty or broken protocol is not taken for one)."""
     from hil.config import YamlDocument
     from hil.lab import LabConfig
     from hil.protocol import Protocol
 
     data = YamlDocument.read(path).data
     protocol_only = set(Protocol.model_fields) - set(LabConfig.model_fields)
+    lab_only = set(LabConfig.model_fields) - set(Protocol.model_fields)
+    if only and not (isinstance(data, dict) and lab_only & set(data)):
+        return False
     return not (isinstance(data, dict) and protocol_only & set(data))
 
 
@@ -95,6 +99,10 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if args.resume is not None and (args.seed is not None or args.lab is not None):
         print("hil: error: --seed and --lab choose a new run's; a resumed run keeps its own", file=sys.stderr)
+        return 2
+    if args.protocol is not None and args.protocol.is_file() and _is_lab_file(args.protocol, only=True):
+        print(f"hil: error: {args.protocol} is a lab file; hil run takes a protocol (e.g. experiments/*.yaml), and a "
+              "lab with --lab", file=sys.stderr)
         return 2
     try:
         store = run_protocol(args.protocol, lab_path=args.lab, seed=args.seed, resume=args.resume,

@@ -181,6 +181,20 @@ def test_run_locates_a_missing_lab_file_before_making_a_run_folder(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
 
 
+def test_run_given_a_lab_file_says_it_is_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a protocol's missing name and eight more problems."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "lab.yaml", "lab.yaml")
+    assert main(["run", "--quiet", "lab.yaml"]) == 2
+    assert capsys.readouterr().err == ("hil: error: lab.yaml is a lab file; hil run takes a protocol (e.g. "
+                                       "experiments/*.yaml), and a lab with --lab\n")
+    Path("empty.yaml").write_text("")  # nor is an empty protocol taken for a lab file
+    assert main(["run", "--quiet", "empty.yaml"]) == 2
+    assert capsys.readouterr().err == "hil: error: empty.yaml: the file is empty\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.yaml", "lab.yaml"]
+
+
 def test_emulate_serves_a_driver_s_emulator_until_ctrl_c() -> None:
     """A bench program (here the 2450's own driver over pyvisa-py) talks to it; Ctrl-C stops it with status 0, even
     started with SIGINT ignored, as a shell script's background job is."""
