@@ -189,6 +189,12 @@ class Lab:
             roles = ", ".join(f"{role} on {names.get(id(world), '?')!r}" for world, role in worlds.items())
             raise self._error(f"the simulated instruments of one system must share one world (the physics that links "
                               f"them); here: {roles}", (*where, "instruments"))
+        bench = [f"{role} ({config.instruments[role]!r})" for role, instrument in instruments.items()
+                 if getattr(instrument, "world", None) is None]
+        if worlds and bench:  # nothing links a simulated world to a bench instrument: every call would fail
+            are = "is a bench instrument" if len(bench) == 1 else "are bench instruments"
+            raise self._error(f"{', '.join(bench)} {are} and the others simulated, which see only their world; give "
+                              "every role a simulated instrument or every role a bench one", (*where, "instruments"))
         parameters = inspect.signature(cls.__init__).parameters
         allowed = sorted(p for p, v in parameters.items() if p not in ("self", "instruments", "name")
                          and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL))

@@ -236,6 +236,18 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
          r"world \(the physics that links them\); here: slm on 'table', camera on 'fiber_bench'$"),
     ("""
         worlds:
+          oscillators: {kind: oscillator_network}
+        instruments:
+          awg: {driver: keysight_33500b, emulate: true}
+          probes: {driver: simulated_analog_input, world: oscillators}
+        systems:
+          oscillator:
+            kind: oscillator
+            instruments: {output: awg, input: probes}
+     """, r"lab.yaml:9: systems\.oscillator\.instruments: output \('awg'\) is a bench instrument and the others "
+         r"simulated, which see only their world; give every role a simulated instrument or every role a bench one$"),
+    ("""
+        worlds:
           chip: {kind: memristor_crossbar}
         instruments:
           xbar: {driver: simulated_crossbar, world: chip}
