@@ -57,7 +57,8 @@ class InstrumentConfig(Strict):
     emulate: bool | dict[str, Any] = False
     world: str | None = None
     timeout_s: float = Field(2.0, ge=1e-3, description="reply timeout (s); at least 1 ms, VISA's resolution")
-    traffic_log: str | None = Field(None, description="file that records every exchange (appended)")
+    traffic_log: str | None = Field(None, description="file that records every exchange (appended); if the disk "
+                                    "refuses it later, logging stops with a warning and the instrument goes on")
     limits: dict[str, LimitConfig] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
 

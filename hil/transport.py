@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -31,26 +32,50 @@ MAX_REPLY_BYTES = 64 * 2**20
 
 class TrafficLog:
     """Appends one line per transfer to a text file: ``time  resource  >|<  bytes``; flushed as written. The file
-    (and its folder) is created at the first transfer, so validating a lab file writes nothing."""
+    (and its folder) is created when the transport opens, so validating a lab file writes nothing.
+
+    The log serves debugging and never stands between hil and an instrument: a file that cannot be created is an
+    error before anything is sent, but one that fails later (a full disk) stops logging with a warning, and the
+    commands, the safe state's among them, still go out.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._file: IO[str] | None = None
+        self._stopped = False
         self._lock = threading.Lock()
+
+    def open(self) -> None:
+        """Create the file (appending to one that exists); `TransportError` if it cannot be."""
+        with self._lock:
+            if self._file is None:
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._file = self.path.open("a", encoding="utf-8")
+                except OSError as error:
+                    raise TransportError(f"traffic log {self.path}: cannot write ({error.strerror or error}); give "
+                                         "traffic_log a writable path") from None
+                self._stopped = False
 
     def record(self, resource: str, direction: str, data: bytes) -> None:
         """Write one line; ``direction`` is ``>`` for sent and ``<`` for received."""
+        if self._file is None and not self._stopped:
+            self.open()
         shown = data if len(data) <= 512 else data[:512] + f"... ({len(data)} bytes)".encode()
         with self._lock:
+            if self._file is None:
+                return
             try:
-                if self._file is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._file = self.path.open("a", encoding="utf-8")
                 self._file.write(f"{time.time():.6f}  {resource}  {direction}  {shown!r}\n")
                 self._file.flush()
             except OSError as error:
-                raise TransportError(f"traffic log {self.path}: cannot write ({error.strerror or error}); give "
-                                     "traffic_log a writable path") from None
+                self._stopped = True
+                with contextlib.suppress(OSError):
+                    self._file.close()
+                self._file = None
+                warnings.warn(f"traffic log {self.path}: cannot write ({error.strerror or error}); logging stops "
+                              "here and the instruments go on (free space, or give traffic_log another path)",
+                              RuntimeWarning, stacklevel=2)
 
     def close(self) -> None:
         with self._lock:
@@ -90,6 +115,8 @@ class Transport(ABC):
         """Connect. Raises `TransportError` if the resource cannot be opened."""
         with self._lock, self._translate("open"):
             if not self._open:
+                if self._log is not None:
+                    self._log.open()
                 self._open_raw()
                 self._open = True
                 self.out_of_step = False

@@ -3,6 +3,7 @@
 import _thread
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from hil.errors import TransportError, TransportTimeout
 from hil.transport import SerialTransport, TrafficLog, VisaTransport, open_transport
 from simulators.emulators.scpi import ScpiEmulator, number, scpi
 from simulators.emulators.server import TcpServer
+from tests.test_store import disk_full_beyond
 
 
 class EchoEmulator(ScpiEmulator):
@@ -187,8 +189,22 @@ def test_an_unwritable_traffic_log_is_named_not_taken_for_a_lost_connection(echo
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     transport = VisaTransport(echo_tcp[1].resource, traffic_log=blocked / "traffic.log")
-    with transport, pytest.raises(TransportError, match=r"traffic log .*traffic.log: cannot write .*writable path"):
+    with pytest.raises(TransportError, match=r"traffic log .*traffic.log: cannot write .*writable path"):
+        transport.open()  # before anything is sent
+    assert not transport.is_open
+
+
+def test_a_traffic_log_the_disk_refuses_later_stops_with_a_warning_and_the_traffic_goes_on(echo_tcp, tmp_path) -> None:
+    log = tmp_path / "traffic.log"
+    with VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log) as transport:
         transport.query("ECHO? a")
+        stops = r"traffic log .*: cannot write .*logging stops here and the instruments go on"
+        with disk_full_beyond(log.stat().st_size), pytest.warns(RuntimeWarning, match=stops):
+            assert transport.query("ECHO? b") == "b"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # stopped for good: no warning per command
+            assert transport.query("ECHO? c") == "c"
+    assert len(log.read_text().splitlines()) == 2
 
 
 class Babbler:

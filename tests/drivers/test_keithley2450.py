@@ -21,6 +21,7 @@ from hil.testing import TIMED_OUT, Exchange, ProtocolTransport, expected_protoco
 from hil.transport import VisaTransport
 from simulators.emulators.keithley2450 import Keithley2450Emulator
 from simulators.emulators.server import TcpServer
+from tests.test_store import disk_full_beyond
 
 IDN = b"KEITHLEY INSTRUMENTS,MODEL 2450,04000000,1.7.12b"
 NO_ERROR: Exchange = (b"SYST:ERR?", b'0,"No error;0;0 0"')
@@ -641,6 +642,19 @@ def left_by(tcp_server: Callable[..., TcpServer]) -> Iterator[Callable[..., Benc
     yield start
     for k in drivers:
         k.close()
+
+
+def test_a_full_disk_under_the_traffic_log_does_not_keep_the_safe_state_from_the_instrument(tmp_path) -> None:
+    emulator, log = Keithley2450Emulator(load_ohm=1000.0), tmp_path / "traffic.log"
+    with TcpServer(emulator) as server:
+        k = Keithley2450(VisaTransport(server.resource, timeout_s=2.0, traffic_log=log), clock=VirtualClock())
+        k.connect()
+        k.configure("voltage", 1e-3)
+        k.set_output(True)
+        k.set_level(0.5)
+        with disk_full_beyond(log.stat().st_size), pytest.warns(RuntimeWarning, match="logging stops here"):
+            k.close()  # the safe state, then the connection closed
+    assert (emulator.output, emulator.level["VOLT"]) == (False, 0.0)
 
 
 def test_emulated_measure_across_the_load_follows_ohms_law(bench: Bench) -> None:
