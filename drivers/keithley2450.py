@@ -440,7 +440,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         except ValueError:
             number = None
         if number is None or len(rest) < 2 or rest[0] != '"' or rest[-1] != '"':
-            raise DeviceError(f"{self.name}: error-queue reply {excerpt(reply)} is malformed")
+            raise self.malformed_error_reply(reply)
         fields = rest[1:-1].rsplit(";", 2)
         return number, fields[0] if len(fields) == 3 else rest[1:-1]
 

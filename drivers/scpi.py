@@ -161,7 +161,12 @@ class ScpiDriver:
         try:
             return int(code), message.strip().strip('"')
         except ValueError:
-            raise DeviceError(f"{self.name}: error-queue reply {excerpt(reply)} is malformed") from None  # type: ignore[attr-defined]
+            raise self.malformed_error_reply(reply) from None
+
+    def malformed_error_reply(self, reply: str) -> DeviceError:
+        """The error for an error-queue entry that `parse_error` cannot read."""
+        return DeviceError(f"{self.name}: error-queue reply {excerpt(reply)} is malformed; check that the resource "  # type: ignore[attr-defined]
+                           "is this instrument and that no other program talks to it")
 
     def check_errors(self, after: str = "") -> None:
         """Read the error queue until it is empty; raise `DeviceError` listing every error found."""

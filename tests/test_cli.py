@@ -112,7 +112,8 @@ PROTOCOL = str(REPO / "experiments" / "crossbar_pat_digits.yaml")
     (["run", "--resume", "runs/x", "--seed", "3"], "a resumed run keeps its own"),
     (["runs", "--root", "no-such-folder"], "no-such-folder is not a folder of runs"),
     (["emulate", "keysight_99999"], "unknown driver 'keysight_99999'; known: "),
-    (["emulate", "simulated_crossbar"], "simulated_crossbar has no emulator"),
+    (["emulate", "simulated_crossbar"], "simulated_crossbar has no emulator; drivers with one: keithley_2450, "
+                                        "keysight_33500b"),
     (["emulate", "keithley_2450", "load=3"], "load: the keithley_2450 emulator has no such option; "
                                              "options: load_ohm, noise_a, seed"),
     (["emulate", "keithley_2450", "load_ohm=abc"], "load_ohm: 'abc' is not a float (an option of the "
@@ -225,7 +226,9 @@ def test_emulate_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> No
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["emulate", "keithley_2450", "--port", str(port)]) == 2
-    assert f"cannot serve the keithley_2450 emulator on port {port}: " in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"cannot serve the keithley_2450 emulator on port {port}: " in error
+    assert error.rstrip().endswith("choose another port, or 0 for a free one")
 
 
 def test_runs_lists_every_run_even_with_an_odd_value_or_an_unreadable_log(

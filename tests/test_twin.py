@@ -122,6 +122,15 @@ def test_a_twin_json_that_is_not_a_twin_description_is_a_config_error(lab, tmp_p
         load_twin(tmp_path / "twin", system)
 
 
+def test_a_twin_json_that_is_not_json_says_where_to_point_from_run(lab, tmp_path) -> None:
+    system = lab.systems["crossbar"]
+    save_twin(build_twin("physics", system), tmp_path / "twin")
+    (tmp_path / "twin" / "twin.json").write_text('{"kind": ')
+    with pytest.raises(ConfigError, match=r"cannot read a twin from .*twin: .*; point twin\.from_run at a run with "
+                                          r"an intact twin/ folder$"):
+        load_twin(tmp_path / "twin", system)
+
+
 def test_residual_twin_is_the_physics_plus_a_residual_scaled_to_the_training_data(lab, crossbar_data) -> None:
     system = lab.systems["crossbar"]
     train, other = crossbar_data.subset(torch.arange(4)), crossbar_data.subset(torch.arange(4, 6))

@@ -166,7 +166,8 @@ def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
     try:
         spec = json.loads((folder / "twin.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:  # missing, not UTF-8, or not JSON
-        raise ConfigError(f"cannot read a twin from {folder}: {error}") from None
+        raise ConfigError(f"cannot read a twin from {folder}: {error}; point twin.from_run at a run with an intact "
+                          "twin/ folder") from None
     hidden = spec.get("hidden", []) if isinstance(spec, dict) else None
     if not isinstance(spec, dict) or spec.get("kind") not in _KINDS or not isinstance(hidden, list) \
             or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):

@@ -203,7 +203,7 @@ def serve(driver: type, options: Mapping[str, Any], via: str = "tcp", port: int 
     name = name or driver.__name__
     target = getattr(driver, "emulator", None)
     if target is None:
-        raise ConfigError(f"{name} has no emulator")
+        raise ConfigError(f"{name} has no emulator; drivers with one: {', '.join(drivers_with_emulators())}")
     if via not in ("tcp", "pty"):
         raise ConfigError(f"via must be 'tcp' or 'pty', got {via!r}", field="via")
     try:
@@ -218,8 +218,22 @@ def serve(driver: type, options: Mapping[str, Any], via: str = "tcp", port: int 
     try:
         return (TcpServer(emulator, port=port) if via == "tcp" else PtyServer(emulator)).start()
     except OSError as error:
-        raise ConfigError(f"cannot serve the {name} emulator on port {port}: {error.strerror or error}",
-                          field="port") from None
+        raise ConfigError(f"cannot serve the {name} emulator on port {port}: {error.strerror or error}; choose "
+                          "another port, or 0 for a free one", field="port") from None
+
+
+def drivers_with_emulators() -> list[str]:
+    """The registered drivers that name an emulator (a simulated instrument needs none: it runs in-process)."""
+    from hil.registry import available, load_target
+
+    names = []
+    for name, target in available("instruments").items():
+        try:
+            if getattr(load_target(target), "emulator", None) is not None:
+                names.append(name)
+        except ConfigError:  # a plugin that cannot be loaded is not served either
+            continue
+    return sorted(names)
 
 
 def _accepted(emulator_class: type) -> str:
