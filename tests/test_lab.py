@@ -2,7 +2,6 @@
 
 import signal
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,14 +56,6 @@ def test_an_exception_in_the_block_leaves_every_instrument_safe() -> None:
         lab["awg"].set_output(1, True)
         raise RuntimeError("boom")
     assert awg.channels[1].output_on is False and awg.channels[1].offset_emf_v == 0.0
-
-
-@pytest.fixture
-def ctrl_c_raises() -> Iterator[None]:
-    """Python's own Ctrl-C handler, as in a terminal (a shell starts background jobs with SIGINT ignored)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_in_the_block_leaves_every_instrument_safe(ctrl_c_raises: None) -> None:

@@ -102,8 +102,7 @@ def test_patience_lets_one_slow_reply_through_then_the_timeout_holds_again(echo_
             assert transport.out_of_step  # the late "done" may still arrive
 
 
-
-def test_an_exchange_interrupted_by_ctrl_c_leaves_the_link_out_of_step(echo_tcp, echo_pty) -> None:
+def test_an_exchange_interrupted_by_ctrl_c_leaves_the_link_out_of_step(echo_tcp, echo_pty, ctrl_c_raises) -> None:
     """The reply may still come and would answer the next query: a driver must resynchronise first."""
     for transport in both_transports(echo_tcp, echo_pty):
         with transport:
@@ -111,6 +110,7 @@ def test_an_exchange_interrupted_by_ctrl_c_leaves_the_link_out_of_step(echo_tcp,
             with pytest.raises(KeyboardInterrupt), transport.patience(3.0):
                 transport.query("SLEEP? 3")
             assert transport.out_of_step
+
 
 def test_unanswered_query_times_out_and_the_error_is_queued(echo_tcp) -> None:
     with VisaTransport(echo_tcp[1].resource, timeout_s=0.2) as transport:
