@@ -98,5 +98,6 @@ def instrument_class(name: str) -> type[Instrument]:
     """The instrument class registered under ``name`` (or named ``module:Class``)."""
     cls = lookup("instruments", name)
     if not (isinstance(cls, type) and issubclass(cls, Instrument)):
-        raise ConfigError(f"driver {name!r} ({available().get(name, name)}) is not an Instrument subclass")
+        target = available().get(name)
+        raise ConfigError(f"driver {name!r}{f' ({target})' if target else ''} is not an Instrument subclass")
     return cls

@@ -54,6 +54,6 @@ def test_a_class_named_in_a_lab_must_be_an_instrument(tmp_path: Path) -> None:
 instruments:
   smu: {driver: "hil.lab:Lab", resource: "TCPIP::127.0.0.1::1::SOCKET"}
 """, tmp_path)
-    with pytest.raises(ConfigError, match=r"lab\.yaml:3: instruments\.smu\.driver: driver 'hil\.lab:Lab' "
-                                          r"\(hil\.lab:Lab\) is not an Instrument subclass"):
+    with pytest.raises(ConfigError, match=r"lab\.yaml:3: instruments\.smu\.driver: driver 'hil\.lab:Lab' is not an "
+                                          r"Instrument subclass$"):
         lab.build()
