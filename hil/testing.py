@@ -266,7 +266,6 @@ class AnalogOutputContract(InstrumentContract):
         assert all(level == 0.0 for level in instrument.level_v.values())
         assert not any(instrument.output_on.values())
 
-
     def test_after_close_the_instrument_is_found_at_zero_and_off(self, instrument: AnalogOutput) -> None:
         """The safe state is the instrument's, not only the driver's record: connected again, the hooks that read the
         present state find every channel off and at 0 V (or cannot tell: None)."""
