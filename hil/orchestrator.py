@@ -3,8 +3,9 @@
 The steps run as a plan with a checkpoint after each step and each epoch: the model, the optimiser, the twin,
 the random generators, the step counters and, on a simulator, the full state of the simulated bench. A run
 killed at any point (even with SIGKILL) resumes with ``hil run --resume RUN`` from its last checkpoint and ends
-with the same result as an uninterrupted run with the same seed; the events of the unfinished part are moved out
-of the log, so it holds every event exactly once. The first checkpoint is on disk before any step starts, so a
+with the same result as an uninterrupted run with the same seed (it computes with the torch thread count the run
+started with: another count rounds differently); the events of the unfinished part are moved out of the log, so
+it holds every event exactly once. The first checkpoint is on disk before any step starts, so a
 run without one has measured nothing and resuming it starts over; a run that got further needs its checkpoint.
 The first Ctrl-C finishes the current step (or training batch), saves a checkpoint and exits; the second exits
 at once. Every instrument goes to its safe state on the way out, whatever happens.
@@ -102,6 +103,8 @@ class Run:
         self.started = time.monotonic()
         self.wall_s_before = 0.0
         self.run_files = file_digests(store.path, RUN_FILES)
+        #: torch's intra-op threads the run computes with (recorded, and restored on resume)
+        self.threads = torch.get_num_threads()
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def prepare(self, data: Dataset | None = None) -> None:
@@ -162,7 +165,8 @@ class Run:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(), "twin": self.twin.state_dict() if self.twin is not None else None,
         })
-        self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(), "bench": self._bench_state(),
+        self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(), "torch_threads": self.threads,
+                                    "bench": self._bench_state(),
                                     "wall_s": self.wall_s(), "file_digests": {**self.run_files, **self.store.digests}})
 
     def resume_from(self, saved: dict[str, Any]) -> None:
@@ -172,6 +176,8 @@ class Run:
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])
+        self.threads = int(saved.get("torch_threads", self.threads))
+        torch.set_num_threads(self.threads)  # run_protocol restores the caller's count
         self._restore_bench(saved["bench"])
         self.wall_s_before = float(saved.get("wall_s", 0.0))
         self.store.digests.update({name: digest for name, digest in saved["file_digests"].items()
@@ -187,7 +193,7 @@ class Run:
         self.method.load_state_dict(saved["method"])
         discarded = self.store.rewind_events(int(saved["next_seq"]))
         self.store.event("run_resumed", completed=self.completed, epoch=self.epoch, batch=self.batch,
-                         discarded_events=discarded)
+                         discarded_events=discarded, torch_threads=torch.get_num_threads())
 
     def wall_s(self) -> float:
         return self.wall_s_before + time.monotonic() - self.started
@@ -450,7 +456,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                  seed: int | None = None, resume: str | Path | None = None, show_progress: bool = True,
                  output_root: str | Path | None = None) -> RunStore:
     """Run a protocol file (or resume a run folder); returns the run's store. Instruments always end safe."""
-    saved, data = None, None
+    saved, data, threads = None, None, torch.get_num_threads()
     if resume is not None:
         store = RunStore.open(resume)
         try:
@@ -507,7 +513,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                     "worlds": {name: w.describe() for name, w in lab.worlds.items()},
                     "systems": {name: s.snapshot() for name, s in lab.systems.items()}})
                 store.event("run_started", protocol=protocol.name, method=protocol.method.name,
-                            system=protocol.system, seed=protocol.seed)
+                            system=protocol.system, seed=protocol.seed, torch_threads=run.threads)
                 run.checkpoint()
                 store.wait_for_checkpoint()  # on disk before any step measures anything (see the module docstring)
             try:
@@ -525,4 +531,5 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 raise
     finally:
         store.close()
+        torch.set_num_threads(threads)
     return store

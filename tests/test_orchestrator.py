@@ -1,6 +1,7 @@
 """The main job end to end on a simulated crossbar: run, kill -9 and resume, Ctrl-C, protocol errors."""
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -55,9 +56,9 @@ def comparable(events: list[dict]) -> list[tuple]:
             for e in events if e["kind"] not in ("run_resumed",)]
 
 
-def start(args: list[str]) -> subprocess.Popen:
+def start(args: list[str], **environment: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hil.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **environment})
 
 
 def wait_for_batch(runs: Path, epoch: int, batch: int, process: subprocess.Popen) -> Path:
@@ -491,3 +492,28 @@ def test_data_that_leave_no_training_rows_are_refused_before_a_run_folder_exists
     with pytest.raises(ConfigError, match=r"dataset.test_fraction: the data leave 0 training sample\(s\)"):
         run_protocol(protocol, show_progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_run_computes_with_the_torch_threads_it_started_with(tmp_path: Path) -> None:
+    """Another thread count rounds differently and training drifts: a run resumed elsewhere would not end as it
+    would have."""
+    protocol = write_protocol(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        reference = run_protocol(protocol, show_progress=False, output_root=tmp_path / "reference")
+    finally:
+        torch.set_num_threads(threads)
+    process = start(["run", "--quiet", str(protocol)], OMP_NUM_THREADS="1")
+    run = wait_for_batch(tmp_path / "runs", epoch=1, batch=5, process=process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    torch.set_num_threads(2)
+    try:
+        resumed = run_protocol(resume=run, show_progress=False)
+        assert torch.get_num_threads() == 2  # the caller's count is given back
+    finally:
+        torch.set_num_threads(threads)
+    events = resumed.events()
+    assert [e["torch_threads"] for e in events if e["kind"] in ("run_started", "run_resumed")] == [1, 1]
+    assert final(resumed) | {"seq": 0, "time": 0} == final(reference) | {"seq": 0, "time": 0}
