@@ -353,7 +353,7 @@ class Run:
                 self.epoch += 1
                 self.batch = 0
                 self.checkpoint()
-                advance(self.epoch, f"test acc {record.get('device_accuracy', float('nan')):.3f} (device)")
+                advance(self.epoch, f"this epoch's test acc {record.get('device_accuracy', float('nan')):.3f} (device)")
 
     def _set_learning_rates(self, progress: float) -> None:
         """The schedule's learning rates at ``progress`` (0 at the first step, → 1 at the last)."""
@@ -401,8 +401,9 @@ class Run:
     def report(self) -> None:
         from hil.report import write_report
 
-        path = write_report(self.store, wall_s=self.wall_s())
-        self.store.event("reported", path=str(path.relative_to(self.store.path)))
+        wall_s = round(self.wall_s(), 3)
+        path = write_report(self.store, wall_s=wall_s)
+        self.store.event("reported", path=str(path.relative_to(self.store.path)), wall_s=wall_s)
 
     # -- progress -----------------------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -343,6 +343,21 @@ def test_resuming_a_finished_run_changes_nothing(finished_run: Path, tmp_path: P
         assert store.path == run and files(run) == before
 
 
+def test_hil_report_writes_the_summary_the_run_wrote(finished_run: Path, tmp_path: Path) -> None:
+    """The same figures, the wall time included: the run's report gives the wall time up to it, and so does a
+    report written again later."""
+    from hil.report import write_report
+
+    run = copy_of(finished_run, tmp_path)
+    written = (run / "report" / "summary.md").read_text()
+    store = RunStore.open(run)
+    try:
+        assert write_report(store).read_text() == written
+    finally:
+        store.close()
+    assert re.search(r"\| wall time to the report, s \| \d", written)
+
+
 def test_a_run_killed_before_its_first_checkpoint_starts_over(finished_run: Path, tmp_path: Path) -> None:
     """The first checkpoint is written before any step, so such a run has only its run_started event."""
     run = copy_of(finished_run, tmp_path)
