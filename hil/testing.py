@@ -14,6 +14,7 @@ and a test module subclasses the capability's contract::
     from hil.testing import SourceMeterContract
     from hil.transport import VisaTransport
 
+
     class TestAcmeSmu(SourceMeterContract):
         registry_name = "acme_smu"  # as lab.yaml names it (or "acme_hil.smu:AcmeSmu"): its class is checked
 
