@@ -122,7 +122,7 @@ class YamlDocument:
             first = errors.errors()[0]
             loc = location + _data_location(data, first["loc"])
             more = len(errors.errors()) - 1
-            message = _explain(first, model, first["loc"])
+            message = explain(first, model)
             if more:
                 message += f" (and {more} more problem{'s' if more > 1 else ''})"
             raise self.error(message, loc) from None
@@ -194,7 +194,10 @@ def _data_location(data: Any, loc: tuple[Any, ...]) -> Location:
     return tuple(kept)
 
 
-def _explain(error: dict[str, Any], model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+def explain(error: Any, model: type[BaseModel]) -> str:
+    """One pydantic error of validating ``model`` in words: an unknown key with the allowed keys, a missing field,
+    or the problem with the value given."""
+    loc = error["loc"]
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1])
         hint = f"; allowed: {', '.join(allowed)}" if allowed else ""

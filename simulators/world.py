@@ -29,7 +29,7 @@ import torch
 from pydantic import ValidationError
 
 from hil.clock import VirtualClock
-from hil.config import Strict
+from hil.config import Strict, explain
 from hil.errors import ConfigError
 from hil.instruments import require_before_capability
 
@@ -85,12 +85,7 @@ class World:
         except ValidationError as errors:
             first = errors.errors()[0]
             field = ".".join(["config", *(str(part) for part in first["loc"])])
-            message = first["msg"]
-            if first["type"] == "extra_forbidden":
-                message = "unknown key"
-            elif first["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, "
-                message = str(first.get("ctx", {}).get("error", message))
-            raise ConfigError(message, field=field) from None
+            raise ConfigError(explain(first, cls.Config), field=field) from None
 
     def _construct(self) -> None:
         """Draw the construction non-idealities (hidden, fixed for this instance)."""

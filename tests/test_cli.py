@@ -54,6 +54,8 @@ def test_the_readmes_lab_example_is_valid_and_checking_it_writes_nothing(
     ("instruments:\n  awg: {driver: keysight_33500b, emulate: true, traffic_log: ''}\n",
      ":2: instruments.awg.traffic_log: '' is a folder; name a file in it"),
     ("worlds:\n  table: {kind: optical_table, seed: -1}\n", ":2: worlds.table.seed"),
+    ("worlds:\n  chip: {kind: memristor_crossbar, config: {devices: {g_mx_s: 1}}}\n",
+     ":2: worlds.chip.config.devices.g_mx_s: unknown key 'g_mx_s'; allowed: g_min_s, g_max_s"),
     ("instruments:\n  ? [a, b]\n  : 1\n", ":2: instruments: a key must be a plain name"),
     ("", ": the file is empty"),
     ("instruments:\n  awg: {driver: keysight_33500b, emulate: true}\x1b[0m\n",
