@@ -95,11 +95,14 @@ def compile_header(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.IGNORECASE)
 
 
-def split_messages(buffer: bytes) -> tuple[list[bytes], bytes]:
-    """Split a byte stream into complete program messages (ended by ``\\n`` outside quotes and binary blocks).
+def split_messages(buffer: bytes, terminator: bytes = b"\n") -> tuple[list[bytes], bytes]:
+    """Split a byte stream into complete program messages, ended by ``terminator`` (its last byte: ``\\n`` for
+    ``\\r\\n`` too, or ``\\r``) outside quotes and binary blocks.
 
-    Returns the messages without their terminator and the unfinished remainder.
+    Returns the messages without their terminator (and without stray ``\\r`` or ``\\n`` at either end) and the
+    unfinished remainder.
     """
+    end = terminator[-1]
     messages: list[bytes] = []
     start = index = 0
     quote: int | None = None
@@ -125,8 +128,8 @@ def split_messages(buffer: bytes) -> tuple[list[bytes], bytes]:
             if block_end > len(buffer):
                 break
             index = block_end
-        elif byte == ord("\n"):
-            messages.append(buffer[start:index].rstrip(b"\r"))
+        elif byte == end:
+            messages.append(buffer[start:index].strip(b"\r\n"))
             start = index = index + 1
         else:
             index += 1

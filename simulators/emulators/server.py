@@ -30,11 +30,12 @@ class MessageHandler(Protocol):
 
 
 class _Server:
-    """Shared framing loop; subclasses own the byte channel."""
+    """Shared framing loop; subclasses own the byte channel. Messages are read up to ``input_terminator`` and
+    replies end with ``terminator`` (a driver's write and read terminations)."""
 
-    def __init__(self, emulator: MessageHandler, terminator: bytes = b"\n"):
+    def __init__(self, emulator: MessageHandler, terminator: bytes = b"\n", input_terminator: bytes = b"\n"):
         self.emulator = emulator
-        self.terminator = terminator
+        self.terminator, self.input_terminator = terminator, input_terminator
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -52,7 +53,7 @@ class _Server:
                 continue
             if data == b"":
                 return
-            messages, buffer = split_messages(buffer + data)
+            messages, buffer = split_messages(buffer + data, self.input_terminator)
             for message in messages:
                 reply = self.emulator.handle(message)
                 if reply is not None:
@@ -215,8 +216,11 @@ def serve(driver: type, options: Mapping[str, Any], via: str = "tcp", port: int 
         emulator = emulator_class(**arguments)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"bad emulator option for {name}: {error}; options: {_accepted(emulator_class)}") from None
+    wire = getattr(driver, "transport_options", {})  # the driver's line endings, if not the default \n
+    framing = {"terminator": wire.get("read_termination", "\n").encode(),
+               "input_terminator": wire.get("write_termination", "\n").encode()}
     try:
-        return (TcpServer(emulator, port=port) if via == "tcp" else PtyServer(emulator)).start()
+        return (TcpServer(emulator, port=port, **framing) if via == "tcp" else PtyServer(emulator, **framing)).start()
     except OSError as error:
         raise ConfigError(f"cannot serve the {name} emulator on port {port}: {error.strerror or error}; choose "
                           "another port, or 0 for a free one", field="port") from None

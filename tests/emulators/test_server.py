@@ -1,8 +1,12 @@
-"""`serve`: the emulator's options are checked against its ``__init__`` before it is built."""
+"""`serve`: the emulator's options are checked against its ``__init__`` before it is built, and it speaks its
+driver's line endings."""
+
+from typing import ClassVar
 
 import pytest
 
 from hil.errors import ConfigError
+from hil.transport import open_transport
 from simulators.emulators.server import serve
 
 
@@ -55,3 +59,29 @@ def test_an_option_of_another_type_or_name_is_refused_by_name(options: dict, fie
     with pytest.raises(ConfigError) as caught:
         serve(FussyDriver, options, name="fussy")
     assert (caught.value.field, caught.value.detail) == (field, message)
+
+
+class EchoEmulator(OpenEmulator):
+    """Answers every message with itself, as received."""
+
+    def handle(self, message: bytes) -> bytes | None:
+        return message
+
+
+class CarriageReturnDriver:
+    """An instrument whose lines end with a carriage return alone, as many serial instruments' do."""
+
+    emulator = f"{__name__}:EchoEmulator"
+    transport_options: ClassVar[dict[str, str]] = {"read_termination": "\r", "write_termination": "\r"}
+
+
+@pytest.mark.parametrize("via", ["tcp", "pty"])
+def test_the_emulator_speaks_the_line_endings_of_its_driver(via: str) -> None:
+    server = serve(CarriageReturnDriver, {}, via=via)
+    try:
+        transport = open_transport(server.resource, timeout_s=1.0, **CarriageReturnDriver.transport_options)
+        with transport:
+            assert transport.query("FIRST? a") == "FIRST? a"
+            assert transport.query("SECOND?") == "SECOND?"
+    finally:
+        server.stop()
