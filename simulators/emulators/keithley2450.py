@@ -585,6 +585,16 @@ class Keithley2450Emulator(ScpiEmulator):
         self.buffer[name].append(entry)
         return self._render([entry], chosen)
 
+    def _measure(self, function: str, buffer: Param = "defbuffer1", *elements: Param) -> str:
+        """``:MEASure:<function>?``: select the measure function, then read as ``READ?``."""
+        self.sense_function = function
+        return self._read_q(buffer, *elements)
+
+    _measure_q = _handler("MEASure?", "_read_q")  # the present function
+    _measure_volt_q = _handler("MEASure:VOLTage[:DC]?", "_measure", "VOLT")
+    _measure_curr_q = _handler("MEASure:CURRent[:DC]?", "_measure", "CURR")
+    _measure_res_q = _handler("MEASure:RESistance?", "_measure", "RES")
+
     @scpi("INITiate[:IMMediate]")
     def _initiate(self) -> None:
         """Run the configured sweep (or take one reading into defbuffer1 when none is configured)."""

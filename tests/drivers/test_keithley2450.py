@@ -657,6 +657,19 @@ def test_a_full_disk_under_the_traffic_log_does_not_keep_the_safe_state_from_the
     assert (emulator.output, emulator.level["VOLT"]) == (False, 0.0)
 
 
+def test_the_emulator_answers_the_manuals_measure_queries_as_the_instrument_does() -> None:
+    """For trying it by hand (`hil emulate keithley_2450`): :MEASure:<function>? selects the function and reads."""
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    for message in (b":SOUR:FUNC VOLT", b":SOUR:VOLT:ILIM 0.01", b":SOUR:VOLT 2", b":OUTP ON"):
+        assert emulator.handle(message) is None
+    assert float(emulator.handle(b":MEAS:CURR?")) == pytest.approx(2e-3, rel=1e-6)
+    assert emulator.handle(b":SENS:FUNC?") == b'"CURR:DC"'
+    assert float(emulator.handle(b":MEASure:VOLTage:DC?")) == pytest.approx(2.0, rel=1e-6)
+    assert float(emulator.handle(b"MEAS?")) == pytest.approx(2.0, rel=1e-6)  # the present function
+    assert float(emulator.handle(b":MEAS:RES?")) == pytest.approx(1000.0, rel=1e-6)
+    assert not emulator.errors
+
+
 def test_emulated_measure_across_the_load_follows_ohms_law(bench: Bench) -> None:
     k, emulator = bench
     assert (emulator.output, emulator.function) == (False, "VOLT")
