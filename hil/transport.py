@@ -46,13 +46,16 @@ class TrafficLog:
         self._lock = threading.Lock()
 
     def open(self) -> None:
-        """Create the file (appending to one that exists); `TransportError` if it cannot be."""
+        """Create the file (appending to one that exists); `TransportError` if it cannot be. A log that stopped
+        (`record`) tries again, quietly: a reconnection never fails for the log's sake."""
         with self._lock:
             if self._file is None:
                 try:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     self._file = self.path.open("a", encoding="utf-8")
                 except OSError as error:
+                    if self._stopped:
+                        return
                     raise TransportError(f"traffic log {self.path}: cannot write ({error.strerror or error}); give "
                                          "traffic_log a writable path") from None
                 self._stopped = False

@@ -205,6 +205,10 @@ def test_a_traffic_log_the_disk_refuses_later_stops_with_a_warning_and_the_traff
             warnings.simplefilter("error")  # stopped for good: no warning per command
             assert transport.query("ECHO? c") == "c"
     assert len(log.read_text().splitlines()) == 2
+    log.unlink()
+    log.mkdir()  # the log cannot even be opened now: a reconnection goes on without it
+    with transport:
+        assert transport.query("ECHO? d") == "d"
 
 
 class Babbler:
