@@ -99,12 +99,12 @@ def split_messages(buffer: bytes, terminator: bytes = b"\n") -> tuple[list[bytes
     """Split a byte stream into complete program messages, ended by ``terminator`` (its last byte: ``\\n`` for
     ``\\r\\n`` too, or ``\\r``) outside quotes and binary blocks.
 
-    Returns the messages without their terminator (and without stray ``\\r`` or ``\\n`` at either end) and the
-    unfinished remainder.
+    Returns the messages without their terminator (and without stray ``\\r`` or ``\\n`` at either end, never
+    taken from inside a block) and the unfinished remainder.
     """
     end = terminator[-1]
     messages: list[bytes] = []
-    start = index = 0
+    start = index = kept = 0  # kept: where the message's last block ended; its bytes are data, not line endings
     quote: int | None = None
     while index < len(buffer):
         byte = buffer[index]
@@ -127,9 +127,12 @@ def split_messages(buffer: bytes, terminator: bytes = b"\n") -> tuple[list[bytes
             block_end = header_end + int(digits)
             if block_end > len(buffer):
                 break
-            index = block_end
+            index = kept = block_end
         elif byte == end:
-            messages.append(buffer[start:index].strip(b"\r\n"))
+            if kept > start:  # a block: strip line endings before it and after it only
+                messages.append(buffer[start:kept].lstrip(b"\r\n") + buffer[kept:index].rstrip(b"\r\n"))
+            else:
+                messages.append(buffer[start:index].strip(b"\r\n"))
             start = index = index + 1
         else:
             index += 1

@@ -38,6 +38,13 @@ def test_header_captures_suffixes_with_default() -> None:
     assert pattern.fullmatch("output?").groups() == ("",)
 
 
+@pytest.mark.parametrize("last", [b"\n", b"\r"])
+def test_split_messages_keeps_a_blocks_last_byte_even_a_line_ending(last: bytes) -> None:
+    block = b"#14ab\x00" + last
+    assert split_messages(b"DATA " + block + b"\r\n") == ([b"DATA " + block], b"")
+    assert split_messages(b"DATA " + block + b"\r", b"\r") == ([b"DATA " + block], b"")
+
+
 def test_split_messages_skips_newlines_inside_blocks_and_keeps_remainder() -> None:
     stream = b'DATA w,#14a\nb;*OPC?\nVOLT 1\nVOLT 2\r\nDATA x,#15ab'
     messages, rest = split_messages(stream)
