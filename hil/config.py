@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -30,17 +31,37 @@ class Strict(BaseModel):
     @classmethod
     def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
-        if isinstance(value, bool) and field is not None and _takes_number_not_bool(field.annotation):
-            raise ValueError("expected a number")
+        if field is not None and _bool_for_a_number(value, field.annotation):
+            raise ValueError("expected a number" if isinstance(value, bool) else "expected numbers, not true or false")
         return value
 
 
-def _takes_number_not_bool(annotation: Any) -> bool:
-    """Whether a field of this type takes an int or a float, and neither a bool nor anything."""
-    def kinds(a: Any) -> set[Any]:
-        return {a} if not get_args(a) or get_origin(a) in (dict, list, tuple) else set().union(*map(kinds, get_args(a)))
-    found = kinds(annotation)
-    return bool(found & {int, float}) and not found & {bool, Any}
+def _bool_for_a_number(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` is, or holds in a list, tuple or dict, a bool where ``annotation`` takes only numbers."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _bool_for_a_number(value, args[0])
+    if isinstance(value, bool):
+        found = _leaf_types(annotation)
+        return bool(found & {int, float}) and not found & {bool, Any}
+    if origin in (Union, UnionType):
+        return any(_bool_for_a_number(value, choice) for choice in args if get_origin(choice) is not None)
+    if origin in (list, tuple) and isinstance(value, list | tuple):
+        items = args if origin is tuple and args and args[-1] is not Ellipsis else (args[:1] or (Any,)) * len(value)
+        return any(_bool_for_a_number(item, kind) for item, kind in zip(value, items, strict=False))
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return any(_bool_for_a_number(item, args[1]) for item in value.values())
+    return False
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The types a value of ``annotation`` may have at the top level: unions unpacked, containers kept whole."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _leaf_types(args[0])
+    if origin in (Union, UnionType):
+        return set().union(*map(_leaf_types, args))
+    return {origin or annotation}
 
 
 #: A random seed: a non-negative integer that every generator used here accepts.

@@ -155,6 +155,8 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
      r"protocol.yaml:\d+: model.layers.1: the physical layer on 'crossbar' takes 64 inputs"),
     ({"training": {"epochs": 0}}, r"protocol.yaml:\d+: training.epochs: Input should be greater than or equal to 1"),
     ({"training": {"epochs": True}}, r"protocol.yaml:\d+: training.epochs: expected a number \(got True\)$"),
+    ({"twin": {**PROTOCOL["twin"], "kind": "neural", "hidden": [True, 8]}},
+     r"protocol.yaml:\d+: twin.hidden: expected numbers, not true or false$"),
     ({"twin": {"kind": "neural", "hidden": [-4]}}, r"protocol.yaml:\d+: twin.hidden.0: Input should be greater than "
                                                    r"or equal to 1"),
     ({"twin": {"kind": "physics", "hidden": [16]}}, r"protocol.yaml:\d+: twin: hidden sets the layers of a neural or "
