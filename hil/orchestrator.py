@@ -164,6 +164,7 @@ class Run:
             "completed": self.completed, "epoch": self.epoch, "batch": self.batch, "history": self.history,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(), "twin": self.twin.state_dict() if self.twin is not None else None,
+            "twin_spec": self.twin.spec if self.twin is not None else None,
         })
         self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(), "torch_threads": self.threads,
                                     "bench": self._bench_state(),
@@ -185,8 +186,8 @@ class Run:
         if "collect" in self.completed:
             arrays, _ = self.store.load_arrays("data/twin_data.h5")
             self.twin_data = TwinData.from_arrays(arrays)
-        if saved["twin"] is not None:
-            self.twin = self._new_twin()
+        if saved["twin"] is not None:  # a checkpoint from before twin_spec holds a twin with θ scaled as it is
+            self.twin = self._new_twin((saved.get("twin_spec") or {}).get("theta_as_phase", False))
             self.twin.load_state_dict(saved["twin"])
             self._attach_twin()
         self.method.begin(self.model)
@@ -224,9 +225,10 @@ class Run:
         settings = self.system.calibrate()
         self.store.event("calibrated", system=self.system.name, settings=settings)
 
-    def _new_twin(self) -> Twin:
+    def _new_twin(self, theta_as_phase: bool | None = None) -> Twin:
         twin_config = self.protocol.twin
-        return build_twin(twin_config.kind, self.system, tuple(twin_config.hidden) if twin_config.hidden else None)
+        return build_twin(twin_config.kind, self.system, tuple(twin_config.hidden) if twin_config.hidden else None,
+                          theta_as_phase)
 
     def _attach_twin(self) -> None:
         for layer in physical_layers(self.model):

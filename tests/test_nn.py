@@ -1,5 +1,6 @@
 """PhysicalLayer: PAT gives the device's value and the twin's gradient; modes; θ kept within bounds."""
 
+import json
 import textwrap
 
 import pytest
@@ -8,7 +9,7 @@ from torch import nn
 
 from hil.errors import ConfigError
 from hil.nn import PhysicalLayer, physical_layers, physics_aware, project_, set_mode
-from hil.twin.models import build_twin
+from hil.twin.models import build_twin, load_twin, save_twin
 from tests.lab_text import lab_from_text
 
 LAB = textwrap.dedent("""
@@ -180,3 +181,19 @@ def test_large_batches_are_split_into_device_calls_in_order(lab) -> None:
     assert y.shape == (system.max_batch * 2 + 3, 4) and system.calls - calls == 3
     with torch.no_grad():
         torch.testing.assert_close(y, build_twin("oracle", system)(x, theta))  # every row where it belongs
+
+
+def test_a_neural_twin_saved_before_the_phase_encoding_loads_as_it_was_saved(lab, tmp_path) -> None:
+    system = lab.systems["optical"]
+    old = build_twin("neural", system, hidden=(8,), theta_as_phase=False)  # θ scaled as it is, as before
+    save_twin(old, tmp_path / "twin")
+    spec = json.loads((tmp_path / "twin" / "twin.json").read_text())
+    del spec["theta_as_phase"]  # a twin.json of then
+    (tmp_path / "twin" / "twin.json").write_text(json.dumps(spec))
+    loaded = load_twin(tmp_path / "twin", system)
+    x, theta = torch.rand(3, system.n_in), torch.rand(system.n_params) * 2 * torch.pi
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, theta), old(x, theta))
+    new = build_twin("neural", system, hidden=(8,))
+    save_twin(new, tmp_path / "new")
+    assert load_twin(tmp_path / "new", system).theta_periodic is True

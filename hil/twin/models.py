@@ -89,14 +89,17 @@ class NeuralTwin(Twin):
 
     A periodic θ (a phase, ``system.theta_periodic``) enters as the cosine and sine of its angle over the bounds,
     so the twin, like the device, is the same at both ends of the period: training wraps θ there (`PhysicalLayer`).
+    ``theta_as_phase`` overrides that choice (False: θ scaled as it is, as every twin saved before this encoding).
     """
 
     kind = "neural"
 
-    def __init__(self, system: PhysicalSystem, hidden: tuple[int, ...] = (256, 256)):
+    def __init__(self, system: PhysicalSystem, hidden: tuple[int, ...] = (256, 256),
+                 theta_as_phase: bool | None = None):
         super().__init__(system)
         self.spec["hidden"] = list(hidden)
-        self.theta_periodic = system.theta_periodic
+        self.theta_periodic = system.theta_periodic if theta_as_phase is None else theta_as_phase
+        self.spec["theta_as_phase"] = self.theta_periodic
         self.x_bounds, self.theta_bounds = system.x_bounds, system.theta_bounds
         theta_features = 2 * self.n_params if self.theta_periodic else self.n_params
         self.net = mlp(self.n_in + theta_features, tuple(hidden), self.n_out)
@@ -124,11 +127,13 @@ class ResidualTwin(Twin):
 
     kind = "residual"
 
-    def __init__(self, system: PhysicalSystem, hidden: tuple[int, ...] = (128, 128)):
+    def __init__(self, system: PhysicalSystem, hidden: tuple[int, ...] = (128, 128),
+                 theta_as_phase: bool | None = None):
         super().__init__(system)
         self.spec["hidden"] = list(hidden)
         self.physics_twin = PhysicsTwin(system)
-        self.residual = NeuralTwin(system, hidden)
+        self.residual = NeuralTwin(system, hidden, theta_as_phase)
+        self.spec["theta_as_phase"] = self.residual.theta_periodic
         with torch.no_grad():
             self.residual.net[-1].weight.zero_()
             self.residual.net[-1].bias.zero_()
@@ -140,13 +145,16 @@ class ResidualTwin(Twin):
 _KINDS: dict[str, type[Twin]] = {cls.kind: cls for cls in (PhysicsTwin, NeuralTwin, ResidualTwin, OracleTwin)}
 
 
-def build_twin(kind: str, system: PhysicalSystem, hidden: tuple[int, ...] | None = None) -> Twin:
-    """A new twin of ``kind`` (one of `TWIN_KINDS`) for ``system``."""
+def build_twin(kind: str, system: PhysicalSystem, hidden: tuple[int, ...] | None = None,
+               theta_as_phase: bool | None = None) -> Twin:
+    """A new twin of ``kind`` (one of `TWIN_KINDS`) for ``system``; ``hidden`` and ``theta_as_phase`` (see
+    `NeuralTwin`) apply to the neural and residual kinds."""
     if kind not in _KINDS:
         raise ConfigError(f"unknown twin kind {kind!r}; known: {', '.join(TWIN_KINDS)}", field="twin.kind")
     cls = _KINDS[kind]
-    if hidden is not None and cls in (NeuralTwin, ResidualTwin):
-        return cls(system, tuple(hidden))  # type: ignore[call-arg]
+    if cls in (NeuralTwin, ResidualTwin):
+        return cls(system, *([tuple(hidden)] if hidden is not None else []),  # type: ignore[call-arg]
+                   theta_as_phase=theta_as_phase)
     return cls(system)
 
 
@@ -170,14 +178,16 @@ def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
                           "twin/ folder") from None
     hidden = spec.get("hidden", []) if isinstance(spec, dict) else None
     if not isinstance(spec, dict) or spec.get("kind") not in _KINDS or not isinstance(hidden, list) \
-            or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+            or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden) \
+            or not isinstance(spec.get("theta_as_phase", False), bool):
         raise ConfigError(f"{folder / 'twin.json'}: not a twin description (its kind, system and hidden sizes); "
                           "point twin.from_run at a run with an intact twin/ folder")
     if spec.get("system") != system.kind:
         raise ConfigError(f"the twin in {folder} is for a {spec.get('system')!r} system, not {system.kind!r}; "
                           f"point twin.from_run at a run on a {system.kind} system")
     try:
-        twin = build_twin(spec["kind"], system, tuple(spec["hidden"]) if "hidden" in spec else None)
+        twin = build_twin(spec["kind"], system, tuple(spec["hidden"]) if "hidden" in spec else None,
+                          theta_as_phase=spec.get("theta_as_phase", False))  # absent: saved before the encoding
     except (RuntimeError, MemoryError):  # its layers cannot be allocated
         raise ConfigError(f"{folder / 'twin.json'}: a {spec['kind']} twin with hidden sizes {spec.get('hidden')} "
                           "does not fit in memory") from None
