@@ -25,7 +25,7 @@ from pydantic import Field, field_validator, model_validator
 from hil.config import Seed, Strict, YamlDocument
 from hil.errors import ConfigError, DeviceError, HilError, handling
 from hil.instruments import Instrument
-from hil.registry import instrument_class, lookup
+from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
 from hil.transport import open_transport
 
@@ -160,7 +160,9 @@ class Lab:
     def _build_world(self, name: str, config: WorldConfig) -> Any:
         where = ("worlds", name)
         try:
-            cls = lookup("worlds", config.kind)
+            from simulators.world import World  # the simulators' base, imported only for a lab with worlds
+
+            cls = subclass_of("worlds", config.kind, World)
         except ConfigError as error:
             raise self._error(error.detail, (*where, "kind")) from None
         try:
@@ -172,7 +174,7 @@ class Lab:
     def _build_system(self, name: str, config: SystemConfig) -> PhysicalSystem:
         where = ("systems", name)
         try:
-            cls = lookup("systems", config.kind)
+            cls = subclass_of("systems", config.kind, PhysicalSystem)
         except ConfigError as error:
             raise self._error(error.detail, (*where, "kind")) from None
         instruments = {}

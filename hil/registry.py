@@ -15,11 +15,12 @@ A lab file may also name a class directly, ``driver: acme_hil.slm:AcmeSLM`` (lik
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import warnings
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 from hil.errors import ConfigError
 from hil.instruments import Instrument
@@ -49,6 +50,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "resistive_network": "hil.systems.resistive:ResistiveNetworkSystem",
     },
 }
+T = TypeVar("T")
 KINDS = {"instruments": "driver", "worlds": "world kind", "systems": "system kind"}
 #: A class named directly, ``package.module:Class``, instead of by a registered name.
 TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -96,8 +98,17 @@ def lookup(group: str, name: str) -> type:
 
 def instrument_class(name: str) -> type[Instrument]:
     """The instrument class registered under ``name`` (or named ``module:Class``)."""
-    cls = lookup("instruments", name)
-    if not (isinstance(cls, type) and issubclass(cls, Instrument)):
-        target = available().get(name)
-        raise ConfigError(f"driver {name!r}{f' ({target})' if target else ''} is not an Instrument subclass")
+    return subclass_of("instruments", name, Instrument)
+
+
+def subclass_of(group: str, name: str, base: type[T]) -> type[T]:
+    """`lookup`, refusing (`ConfigError`) what is not a subclass of ``base``, and a world's or system's class that
+    leaves abstract methods unwritten (an instrument's missing hooks are named where it is built)."""
+    cls = lookup(group, name)
+    target = available(group).get(name)
+    what = f"{KINDS[group]} {name!r}{f' ({target})' if target else ''}"
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"{what} is not {'an' if base.__name__[0] in 'AEIOU' else 'a'} {base.__name__} subclass")
+    if group != "instruments" and inspect.isabstract(cls):
+        raise ConfigError(f"{what} is abstract: write {', '.join(sorted(cls.__abstractmethods__))}")
     return cls

@@ -122,8 +122,11 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     started, evaluated, fid = _last(events, "run_started"), _last(events, "evaluated"), _last(events, "fidelity")
     calibrated, collected = _last(events, "calibrated"), _last(events, "collected")
     fitted = _last(events, "twin_fitted")
-    if wall_s is None:  # as the run's own report said (a run from before hil recorded it: the whole run's)
-        wall_s = _last(events, "reported").get("wall_s", _last(events, "run_finished").get("wall_s"))
+    wall_label = "wall time to the report, s"
+    if wall_s is None:  # as the run's own report said
+        wall_s = _last(events, "reported").get("wall_s")
+        if wall_s is None:  # a run from before its report recorded it: the whole run's
+            wall_s, wall_label = _last(events, "run_finished").get("wall_s"), "wall time, s"
     lines = [
         f"# {started.get('protocol', store.path.name)}",
         "",
@@ -141,7 +144,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"{_figure(fid.get('jacobian_cosine_x'), 3)} |",
         f"| device calls | {_figure(evaluated.get('device_calls'))} |",
         f"| device time (modelled on a simulator), s | {_figure(evaluated.get('device_time_s'), 4)} |",
-        f"| wall time to the report, s | {_figure(wall_s, 3)} |",
+        f"| {wall_label} | {_figure(wall_s, 3)} |",
         "",
         f"Calibration: {_settings(calibrated.get('settings', {}))}. "
         f"Twin data: {collected.get('groups', 'n/a')} θ groups, "

@@ -360,6 +360,24 @@ def test_hil_report_writes_the_summary_the_run_wrote(finished_run: Path, tmp_pat
     assert re.search(r"\| wall time to the report, s \| \d", written)
 
 
+def test_hil_report_of_a_run_whose_report_recorded_no_wall_time_gives_the_whole_runs(finished_run: Path,
+                                                                                      tmp_path: Path) -> None:
+    from hil.report import write_report
+
+    run = copy_of(finished_run, tmp_path)
+    lines = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    for event in lines:
+        if event["kind"] == "reported":
+            del event["wall_s"]  # as a run written before the report recorded it
+    (run / "events.jsonl").write_text("".join(json.dumps(event) + "\n" for event in lines))
+    store = RunStore.open(run)
+    try:
+        summary = write_report(store).read_text()
+    finally:
+        store.close()
+    assert f"| wall time, s | {lines[-1]['wall_s']:.3g} |" in summary and "to the report" not in summary
+
+
 def test_a_run_killed_before_its_first_checkpoint_starts_over(finished_run: Path, tmp_path: Path) -> None:
     """The first checkpoint is written before any step, so such a run has only its run_started event."""
     run = copy_of(finished_run, tmp_path)

@@ -57,3 +57,19 @@ instruments:
     with pytest.raises(ConfigError, match=r"lab\.yaml:3: instruments\.smu\.driver: driver 'hil\.lab:Lab' is not an "
                                           r"Instrument subclass$"):
         lab.build()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("worlds:\n  w: {kind: 'builtins:dict'}\n",
+     r"lab\.yaml:2: worlds\.w\.kind: world kind 'builtins:dict' is not a World subclass$"),
+    ("worlds:\n  w: {kind: 'hil.systems.base:PhysicalSystem'}\n",
+     r"lab\.yaml:2: worlds\.w\.kind: world kind 'hil\.systems\.base:PhysicalSystem' is not a World subclass$"),
+    ("systems:\n  s: {kind: 'hil.instruments:Instrument', instruments: {}}\n",
+     r"lab\.yaml:2: systems\.s\.kind: system kind 'hil\.instruments:Instrument' is not a PhysicalSystem subclass$"),
+    ("systems:\n  s: {kind: 'hil.systems.base:PhysicalSystem', instruments: {}}\n",
+     r"lab\.yaml:2: systems\.s\.kind: system kind 'hil\.systems\.base:PhysicalSystem' is abstract: write "
+     r"_run, physics_model$"),
+])
+def test_a_world_or_system_named_by_its_class_must_be_one(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        lab_from_text(text, tmp_path).build()
