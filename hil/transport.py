@@ -61,9 +61,8 @@ class TrafficLog:
                 self._stopped = False
 
     def record(self, resource: str, direction: str, data: bytes) -> None:
-        """Write one line; ``direction`` is ``>`` for sent and ``<`` for received."""
-        if self._file is None and not self._stopped:
-            self.open()
+        """Write one line (nothing before `open`, or after logging stopped); ``direction`` is ``>`` for sent and
+        ``<`` for received."""
         shown = data if len(data) <= 512 else data[:512] + f"... ({len(data)} bytes)".encode()
         with self._lock:
             if self._file is None:
