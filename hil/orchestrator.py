@@ -103,8 +103,6 @@ class Run:
         self.started = time.monotonic()
         self.wall_s_before = 0.0
         self.run_files = file_digests(store.path, RUN_FILES)
-        #: torch's intra-op threads the run computes with (recorded, and restored on resume)
-        self.threads = torch.get_num_threads()
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def prepare(self, data: Dataset | None = None) -> None:
@@ -166,8 +164,8 @@ class Run:
             "method": self.method.state_dict(), "twin": self.twin.state_dict() if self.twin is not None else None,
             "twin_spec": self.twin.spec if self.twin is not None else None,
         })
-        self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(), "torch_threads": self.threads,
-                                    "bench": self._bench_state(),
+        self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(),
+                                    "torch_threads": torch.get_num_threads(), "bench": self._bench_state(),
                                     "wall_s": self.wall_s(), "file_digests": {**self.run_files, **self.store.digests}})
 
     def resume_from(self, saved: dict[str, Any]) -> None:
@@ -177,8 +175,8 @@ class Run:
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])
-        self.threads = int(saved.get("torch_threads", self.threads))
-        torch.set_num_threads(self.threads)  # run_protocol restores the caller's count
+        # the thread count the run started with (another rounds differently); run_protocol restores the caller's
+        torch.set_num_threads(int(saved.get("torch_threads", torch.get_num_threads())))
         self._restore_bench(saved["bench"])
         self.wall_s_before = float(saved.get("wall_s", 0.0))
         self.store.digests.update({name: digest for name, digest in saved["file_digests"].items()
@@ -516,7 +514,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                     "worlds": {name: w.describe() for name, w in lab.worlds.items()},
                     "systems": {name: s.snapshot() for name, s in lab.systems.items()}})
                 store.event("run_started", protocol=protocol.name, method=protocol.method.name,
-                            system=protocol.system, seed=protocol.seed, torch_threads=run.threads)
+                            system=protocol.system, seed=protocol.seed, torch_threads=torch.get_num_threads())
                 run.checkpoint()
                 store.wait_for_checkpoint()  # on disk before any step measures anything (see the module docstring)
             try:
