@@ -196,4 +196,4 @@ def test_a_neural_twin_saved_before_the_phase_encoding_loads_as_it_was_saved(lab
         torch.testing.assert_close(loaded(x, theta), old(x, theta))
     new = build_twin("neural", system, hidden=(8,))
     save_twin(new, tmp_path / "new")
-    assert load_twin(tmp_path / "new", system).theta_periodic is True
+    assert load_twin(tmp_path / "new", system).theta_as_phase is True

@@ -98,10 +98,10 @@ class NeuralTwin(Twin):
                  theta_as_phase: bool | None = None):
         super().__init__(system)
         self.spec["hidden"] = list(hidden)
-        self.theta_periodic = system.theta_periodic if theta_as_phase is None else theta_as_phase
-        self.spec["theta_as_phase"] = self.theta_periodic
+        self.theta_as_phase = system.theta_periodic if theta_as_phase is None else theta_as_phase
+        self.spec["theta_as_phase"] = self.theta_as_phase
         self.x_bounds, self.theta_bounds = system.x_bounds, system.theta_bounds
-        theta_features = 2 * self.n_params if self.theta_periodic else self.n_params
+        theta_features = 2 * self.n_params if self.theta_as_phase else self.n_params
         self.net = mlp(self.n_in + theta_features, tuple(hidden), self.n_out)
         self.register_buffer("y_mean", torch.zeros(self.n_out))
         self.register_buffer("y_std", torch.ones(self.n_out))
@@ -111,7 +111,7 @@ class NeuralTwin(Twin):
         return 2 * (value - bounds[0]) / (bounds[1] - bounds[0]) - 1
 
     def features(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        if self.theta_periodic:
+        if self.theta_as_phase:
             angle = math.pi * self._scale(theta, self.theta_bounds)
             theta = torch.cat([angle.cos(), angle.sin()], dim=-1)
         else:
@@ -133,7 +133,7 @@ class ResidualTwin(Twin):
         self.spec["hidden"] = list(hidden)
         self.physics_twin = PhysicsTwin(system)
         self.residual = NeuralTwin(system, hidden, theta_as_phase)
-        self.spec["theta_as_phase"] = self.residual.theta_periodic
+        self.spec["theta_as_phase"] = self.residual.theta_as_phase
         with torch.no_grad():
             self.residual.net[-1].weight.zero_()
             self.residual.net[-1].bias.zero_()
@@ -152,10 +152,10 @@ def build_twin(kind: str, system: PhysicalSystem, hidden: tuple[int, ...] | None
     if kind not in _KINDS:
         raise ConfigError(f"unknown twin kind {kind!r}; known: {', '.join(TWIN_KINDS)}", field="twin.kind")
     cls = _KINDS[kind]
-    if cls in (NeuralTwin, ResidualTwin):
-        return cls(system, *([tuple(hidden)] if hidden is not None else []),  # type: ignore[call-arg]
-                   theta_as_phase=theta_as_phase)
-    return cls(system)
+    if cls not in (NeuralTwin, ResidualTwin):
+        return cls(system)
+    sizes = {} if hidden is None else {"hidden": tuple(hidden)}
+    return cls(system, theta_as_phase=theta_as_phase, **sizes)  # type: ignore[call-arg]
 
 
 def save_twin(twin: Twin, folder: Path) -> None:
