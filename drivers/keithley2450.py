@@ -10,11 +10,12 @@ sweep level, source range or compliance that would put the source on the 200 V r
 mA, or on the 1 A range with a voltage limit above 21 V, is refused before sending, as the 2450 would lower the
 limit with only a warning), source and measure range (fixed or auto), NPLC, remote sense, source readback, autozero
 on and relative offset, math and averaging off (what a previous user left set would otherwise change or slow
-readings), ASCII data at full precision (``:FORM:DATA ASC``, ``:FORM:ASC:PREC 0`` at connect), front or rear
-terminals (``:ROUT:TERM``, chosen at connect), output, one reading with the limit state, and list sweeps of up to
+readings), ASCII data at full precision (``:FORM:DATA ASC``, ``:FORM:ASC:PREC 0`` at connect), overvoltage
+protection (``:SOUR:VOLT:PROT``, set by `configure` from the voltage limit), front or rear terminals
+(``:ROUT:TERM``, chosen at connect), output, one reading with the limit state, and list sweeps of up to
 2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``, buffer read).
 Not covered: linear/log sweeps, custom trigger models, digital I/O, limit tests (``:CALC``), statistics,
-resistance/4-wire ohms, interlock, overvoltage protection, output-off modes, TSP.
+resistance/4-wire ohms, interlock, output-off modes, TSP.
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ MAINS_HZ = 50.0
 #: Reading buffer used by `measure` and `sweep`.
 BUFFER = "defbuffer1"
 
+#: Overvoltage protection levels (V, ``PROT<n>``; above the highest: ``NONE``), Reference Manual 2450-901-01,
+#: ``smu.source.protect.level``; they clamp the output voltage in either source function.
+PROTECTION_LEVELS_V = (2, 5, 10, 20, 40, 60, 80, 100, 120, 140, 160, 180)
+#: Tolerance of a protection level (relative): 5 %, as the 2400-series manual states for its own levels (assumed of
+#: the 2450). A level is chosen this much above the voltage limit, so that it never clips a level within the limit.
+PROTECTION_TOLERANCE = 0.05
+PROTECTION_NAMES = ("NONE", *(f"PROT{level}" for level in PROTECTION_LEVELS_V))
+
 #: The ``terminals`` option as :ROUTe:TERMinals names them.
 TERMINALS = {"front": "FRON", "rear": "REAR"}
 
@@ -65,6 +74,13 @@ _UNIT = {"VOLT": "V", "CURR": "A"}
 def _fmt(value: float) -> str:
     """A number as sent to the instrument: up to 9 significant digits, no trailing zeros."""
     return f"{value:.9g}"
+
+
+def protection_level(voltage_limit: Limit) -> str:
+    """The overvoltage protection (``PROT<n>`` or ``NONE``) for a bench whose voltage limit is ``voltage_limit``:
+    the lowest level at least `PROTECTION_TOLERANCE` above its largest magnitude."""
+    largest = max(abs(voltage_limit.min), abs(voltage_limit.max)) * (1 + PROTECTION_TOLERANCE)
+    return next((f"PROT{level}" for level in PROTECTION_LEVELS_V if level >= largest), "NONE")
 
 
 def _status(text: str) -> int:
@@ -83,7 +99,9 @@ class Keithley2450(ScpiDriver, SourceMeter):
     under test is wired to: `connect` selects them where a previous user left the others, with the output off,
     and refuses to connect with it on. Ranges are driver settings applied to the present source function:
     `set_source_range` / `set_measure_range` take a value (the smallest range that holds it is used) or None for
-    auto; changing the source mode in `configure` returns both to auto.
+    auto; changing the source mode in `configure` returns both to auto. The instrument's own overvoltage protection
+    backs the lab's voltage limit (`protection_level`): `configure` sets it, and refuses to change it under a live
+    output, as the manual asks for it to be set before the output is switched on.
     """
 
     emulator: ClassVar[str] = "simulators.emulators.keithley2450:Keithley2450Emulator"
@@ -96,6 +114,8 @@ class Keithley2450(ScpiDriver, SourceMeter):
         super().__init__(transport, **common)
         self.remote_sense = bool(remote_sense)
         self.terminals = terminals
+        #: Overvoltage protection (``PROT<n>`` or ``NONE``) that `configure` sets, from the voltage limit.
+        self.protection = protection_level(self.limits["voltage_v"])
         #: Fixed source / measure range (V or A) of the present mode; None = auto.
         self.source_range: float | None = None
         self.measure_range: float | None = None
@@ -179,13 +199,24 @@ class Keithley2450(ScpiDriver, SourceMeter):
     def _configure_hw(self, mode: SourceMode, compliance: float, nplc: float) -> None:
         """Send the settings of ``mode``, the limit last, and read the limit back. Remote sense is sent only where it
         differs from the instrument's: a change may switch the output off, so with the output on it is refused
-        before anything is sent. An unknown level (another mode) is set to 0 before the ranges and the limit."""
+        before anything is sent; so is a change of the overvoltage protection, which is sent after the source
+        function (whose change may reset it). An unknown level (another mode) is set to 0 before the ranges and the
+        limit."""
         source, measure = _SOURCE[mode], _MEASURE[mode]
         sense = "ON" if self.remote_sense else "OFF"
         change_sense = self.query_bool(f":SENS:{measure}:RSEN?") != self.remote_sense
         if change_sense and self.output_on is not False:
             raise LimitError(f"{self.name}: remote sense must change to {sense}, and the 2450 may switch the live "
                              "output off for it; call set_output(False) before configure()")
+        protection = self.query(":SOUR:VOLT:PROT?").upper()
+        if protection not in PROTECTION_NAMES:
+            raise DeviceError(f"{self.name}: reply {excerpt(protection)} to ':SOUR:VOLT:PROT?' is not an "
+                              "overvoltage protection level (PROT2 .. PROT180 or NONE)")
+        limit = self.limits["voltage_v"]
+        if protection != self.protection and self.output_on is not False:
+            raise LimitError(f"{self.name}: the overvoltage protection must change from {protection} to "
+                             f"{self.protection} (for the voltage limit {limit.min:g}..{limit.max:g} V), which "
+                             "the 2450 takes before the output is on; call set_output(False) before configure()")
         if mode != self.mode:
             self.source_range = self.measure_range = None
         zero = self.level is None  # a level left by a previous user could put the source on a range whose power
@@ -193,6 +224,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         commands = [
             f':SENS:FUNC "{measure}"',  # first: the 2450 refuses a new source function while measuring RES
             f":SOUR:FUNC {source}",
+            f":SOUR:VOLT:PROT {self.protection}",
             *([f":SOUR:{source} 0"] if zero else []),
             *([f":SENS:{measure}:RSEN {sense}"] if change_sense else []),
             f":SENS:{measure}:NPLC {_fmt(nplc)}",
@@ -446,4 +478,5 @@ class Keithley2450(ScpiDriver, SourceMeter):
 
     def _snapshot_hw(self) -> dict[str, Any]:
         return {**super()._snapshot_hw(), "source_range": self.source_range,
-                "measure_range": self.measure_range, "remote_sense": self.remote_sense, "terminals": self.terminals}
+                "measure_range": self.measure_range, "remote_sense": self.remote_sense, "terminals": self.terminals,
+                "overvoltage_protection": self.protection}

@@ -3,7 +3,9 @@
 The physics: a load of ``load_ohm`` ohms. Sourcing a voltage V gives I = V/R; if |I| would exceed the current
 limit (ILIM) the instrument clamps I at ±ILIM, the voltage drops to ILIM·R and the limit is "tripped".
 Sourcing a current is the mirror image with the voltage limit (VLIM). With the output off, nothing flows
-(0 V, 0 A). The load is wired to the ``load_terminals`` (front by default); the terminals selected by
+(0 V, 0 A). The overvoltage protection (``:SOURce:VOLTage:PROTection PROT<n>|NONE``) clamps the voltage across
+the terminals at its level in either source function, and ``:SOURce:VOLTage:PROTection:TRIPped?`` says when it
+does. The load is wired to the ``load_terminals`` (front by default); the terminals selected by
 ``:ROUTe:TERMinals FRONt|REAR`` (a change switches the output off) see the load, or else an open circuit: no
 current, and a current source runs to its voltage limit. ``noise_a`` adds seeded Gaussian noise (A, standard
 deviation) to every current reading.
@@ -23,7 +25,7 @@ not numbers with the 2450's error 1133, as only READing, RELative and SOURce are
 precision (``:FORMat:ASCii:PRECision``, 0 = automatic, printed as 7 digits) and the 2450's error-queue format
 ``<code>,"<message>;<severity>;<date time>"``. A sweep runs to completion as soon as ``:INITiate`` is read.
 Not emulated: the TSP command set, linear/log sweeps, the trigger-model blocks, limit tests, statistics,
-digitizing, the interlock, overvoltage protection, output-off modes and the front panel.
+digitizing, the interlock, the protection level's tolerance, output-off modes and the front panel.
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ UNITS = {"VOLT": "Volt DC", "CURR": "Amp DC", "RES": "Ohm"}
 ELEMENT_NAMES = ("READing", "SOURce", "SOURSTATus", "STATus", "RELative", "UNIT", "SOURUNIT")
 ELEMENTS = {"READING": "READ", "SOURCE": "SOUR", "SOURSTATUS": "SOURSTAT", "STATUS": "STAT",
             "RELATIVE": "REL", "UNIT": "UNIT", "SOURUNIT": "SOURUNIT"}
+#: Overvoltage protection levels (V) of ``:SOURce:VOLTage:PROTection PROT<n>``; NONE: none.
+PROTECTION_LEVELS_V = (2, 5, 10, 20, 40, 60, 80, 100, 120, 140, 160, 180)
+PROTECTION_NAMES = ("NONE", *(f"PROT{level}" for level in PROTECTION_LEVELS_V))
 #: The ``load_terminals`` option as :ROUTe:TERMinals names them.
 TERMINALS = {"front": "FRON", "rear": "REAR"}
 #: Elements a binary format (REAL, SREAL) can hold.
@@ -172,6 +177,7 @@ class Keithley2450Emulator(ScpiEmulator):
         self.data_format = "ASC"  # :FORMat:DATA: ASC, REAL (float64) or SREAL (float32)
         self.ascii_precision = 0  # :FORMat:ASCii:PRECision: significant digits of ASCII numbers, 0 = automatic
         self.terminals = "FRON"  # :ROUTe:TERMinals: FRON or REAR
+        self.protection = "NONE"  # :SOURce:VOLTage:PROTection: PROT<n> or NONE
 
     @scpi("*LANG?")
     def language(self) -> str:
@@ -199,7 +205,19 @@ class Keithley2450Emulator(ScpiEmulator):
     # -- physics ---------------------------------------------------------------------------------------------
     def operating_point(self, function: str | None = None,
                         level: float | None = None) -> tuple[float, float, bool]:
-        """(volts, amperes, limit tripped) across the load at a source function and level (default: now)."""
+        """(volts, amperes, limit tripped) across the load at a source function and level (default: now), the
+        voltage clamped by the overvoltage protection."""
+        voltage, current, tripped = self._unprotected_point(function, level)
+        protection = self._protection_v()
+        if abs(voltage) > protection:
+            voltage = math.copysign(protection, voltage)
+            current = voltage / self.load_ohm if self.terminals == self.load_terminals else 0.0
+        return voltage, current, tripped
+
+    def _protection_v(self) -> float:
+        return math.inf if self.protection == "NONE" else float(self.protection.removeprefix("PROT"))
+
+    def _unprotected_point(self, function: str | None, level: float | None) -> tuple[float, float, bool]:
         function = function or self.function
         level = self.level[function] if level is None else level
         if not self.output:
@@ -346,6 +364,15 @@ class Keithley2450Emulator(ScpiEmulator):
     def _get_limit(self, function: str) -> str:
         return self._text(self.limit[function])
 
+    def _set_protection(self, text: Param) -> None:
+        self.protection = choice(text, *PROTECTION_NAMES)
+
+    def _get_protection(self) -> str:
+        return self.protection
+
+    def _protection_tripped(self) -> str:
+        return "1" if abs(self._unprotected_point(None, None)[0]) > self._protection_v() else "0"
+
     def _tripped(self, function: str) -> str:
         return "1" if function == self.function and self.operating_point()[2] else "0"
 
@@ -481,6 +508,9 @@ class Keithley2450Emulator(ScpiEmulator):
     _vlim_q = _handler("SOURce#:CURRent:VLIMit[:LEVel]?", "_get_limit", "CURR")
     _ilim_trip = _handler("SOURce#:VOLTage:ILIMit[:LEVel]:TRIPped?", "_tripped", "VOLT")
     _vlim_trip = _handler("SOURce#:CURRent:VLIMit[:LEVel]:TRIPped?", "_tripped", "CURR")
+    _volt_prot = _handler("SOURce#:VOLTage:PROTection[:LEVel]", "_set_protection")
+    _volt_prot_q = _handler("SOURce#:VOLTage:PROTection[:LEVel]?", "_get_protection")
+    _volt_prot_trip = _handler("SOURce#:VOLTage:PROTection[:LEVel]:TRIPped?", "_protection_tripped")
     _volt_rang = _handler("SOURce#:VOLTage:RANGe", "_set_source_range", "VOLT")
     _volt_rang_q = _handler("SOURce#:VOLTage:RANGe?", "_get_source_range", "VOLT")
     _curr_rang = _handler("SOURce#:CURRent:RANGe", "_set_source_range", "CURR")

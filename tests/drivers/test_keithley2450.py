@@ -44,10 +44,12 @@ def reading_as_is(measure: str) -> list[Exchange]:
             (b":SENS:" + m + b":AVER OFF", None), (b":SENS:" + m + b":AZER ON", None)]
 
 
-def configured_voltage(compliance: bytes = b"0.001", nplc: bytes = b"1") -> list[Exchange]:
-    """`configure("voltage", ...)` with auto ranges and remote sense already off: source V, measure I, then the
-    error check and the limit read back."""
-    return [(b":SENS:CURR:RSEN?", b"0"), (b':SENS:FUNC "CURR"', None), (b":SOUR:FUNC VOLT", None),
+def configured_voltage(compliance: bytes = b"0.001", nplc: bytes = b"1", protection: bytes = b"NONE") -> list[Exchange]:
+    """`configure("voltage", ...)` with auto ranges, remote sense already off and the overvoltage protection already
+    ``protection`` (NONE for the 2450's own ±210 V limit): source V, measure I, then the error check and the limit
+    read back."""
+    return [(b":SENS:CURR:RSEN?", b"0"), (b":SOUR:VOLT:PROT?", protection), (b':SENS:FUNC "CURR"', None),
+            (b":SOUR:FUNC VOLT", None), (b":SOUR:VOLT:PROT " + protection, None),
             (b":SENS:CURR:NPLC " + nplc, None), (b":SOUR:VOLT:READ:BACK ON", None), *reading_as_is("CURR"),
             (b":SOUR:VOLT:RANG:AUTO ON", None), (b":SENS:CURR:RANG:AUTO ON", None),
             (b":SOUR:VOLT:ILIM " + compliance, None), NO_ERROR, (b":SOUR:VOLT:ILIM?", compliance)]
@@ -131,7 +133,8 @@ def test_configure_current_source_ramps_a_live_output_to_zero_and_switches_it_of
     exchanges = [
         *connected(output=b"1", level=b"2.000000E+00"), (b":SOUR:VOLT 1", None), NO_ERROR,
         (b":SOUR:VOLT 0", None), NO_ERROR, (b":OUTP OFF", None), NO_ERROR,
-        (b":SENS:VOLT:RSEN?", b"0"), (b':SENS:FUNC "VOLT"', None), (b":SOUR:FUNC CURR", None),
+        (b":SENS:VOLT:RSEN?", b"0"), (b":SOUR:VOLT:PROT?", b"NONE"), (b':SENS:FUNC "VOLT"', None),
+        (b":SOUR:FUNC CURR", None), (b":SOUR:VOLT:PROT NONE", None),
         (b":SOUR:CURR 0", None),  # the level a previous user left could lower the limit (power envelope)
         (b":SENS:VOLT:RSEN ON", None),
         (b":SENS:VOLT:NPLC 0.1", None), (b":SOUR:CURR:READ:BACK ON", None), *reading_as_is("VOLT"),
@@ -155,6 +158,38 @@ def test_remote_sense_is_sent_only_where_it_differs_and_never_with_the_output_on
         with pytest.raises(LimitError, match=r"remote sense must change to ON.*call set_output\(False\) before"):
             k.configure("voltage", 1e-3)  # a previous user switched it off since: changing it could switch off
         assert k.output_on is True
+
+
+@pytest.mark.parametrize(("low", "high", "expected"), [
+    (-2.0, 2.0, "PROT5"),  # 2.1 V with the 5 % tolerance: PROT2 could clip a level at the limit
+    (0.0, 1.9, "PROT2"), (-5.0, 0.0, "PROT10"), (-20.0, 10.0, "PROT40"),
+    (-171.0, 171.0, "PROT180"), (-172.0, 172.0, "NONE"), (-210.0, 210.0, "NONE"),
+])
+def test_the_overvoltage_protection_is_the_lowest_level_clear_of_the_voltage_limit(low: float, high: float,
+                                                                                    expected: str) -> None:
+    k = Keithley2450(None, limits={"voltage_v": {"min": low, "max": high}})  # type: ignore[arg-type]
+    assert (k.protection, k.snapshot()["overvoltage_protection"]) == (expected, expected)
+
+
+def test_configure_sets_the_overvoltage_protection_of_the_lab_limit_only_with_the_output_off() -> None:
+    narrowed = smu(limits={"voltage_v": {"min": -2, "max": 2}})
+    exchanges = [*connected(), *configured_voltage(protection=b"PROT5")]
+    exchanges[len(connected()) + 1] = (b":SOUR:VOLT:PROT?", b"NONE")  # as a previous user left it
+    with expected_protocol(narrowed, exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+    live = [*connected(output=b"1"), (b":SENS:CURR:RSEN?", b"0"), (b":SOUR:VOLT:PROT?", b"PROT20")]
+    with expected_protocol(narrowed, live) as k:
+        k.connect()
+        with pytest.raises(LimitError, match=r"overvoltage protection must change from PROT20 to PROT5 \(for the "
+                                             r"voltage limit -2\.\.2 V\).*call set_output\(False\) before"):
+            k.configure("voltage", 1e-3)  # nothing sent: the output stays on as it was
+        assert k.output_on is True
+    garbage = [*connected(), (b":SENS:CURR:RSEN?", b"0"), (b":SOUR:VOLT:PROT?", b"5")]
+    with expected_protocol(narrowed, garbage) as k:
+        k.connect()
+        with pytest.raises(DeviceError, match=r"reply '5' to ':SOUR:VOLT:PROT\?' is not an overvoltage protection"):
+            k.configure("voltage", 1e-3)
 
 
 def test_set_level_ramps_in_steps_of_the_lab_max_step() -> None:
@@ -248,9 +283,9 @@ def test_safe_state_goes_on_when_reading_old_errors_times_out_then_reports_it() 
 
 def test_measure_while_sourcing_current_reads_voltage() -> None:
     exchanges = [
-        *connected(function=b"CURR"), (b":SENS:VOLT:RSEN?", b"0"), (b':SENS:FUNC "VOLT"', None),
-        (b":SOUR:FUNC CURR", None), (b":SENS:VOLT:NPLC 1", None), (b":SOUR:CURR:READ:BACK ON", None),
-        *reading_as_is("VOLT"),
+        *connected(function=b"CURR"), (b":SENS:VOLT:RSEN?", b"0"), (b":SOUR:VOLT:PROT?", b"NONE"),
+        (b':SENS:FUNC "VOLT"', None), (b":SOUR:FUNC CURR", None), (b":SOUR:VOLT:PROT NONE", None),
+        (b":SENS:VOLT:NPLC 1", None), (b":SOUR:CURR:READ:BACK ON", None), *reading_as_is("VOLT"),
         (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None),
         (b":SOUR:CURR:VLIM 10", None), NO_ERROR, (b":SOUR:CURR:VLIM?", b"1.000000E+01"),
         (b':READ? "defbuffer1", SOUR, READ', b"1.000000E-03,4.000000E+00"), (b":SOUR:CURR:VLIM:TRIP?", b"0"),
@@ -335,7 +370,8 @@ def test_ranges_fixed_and_auto_are_kept_across_configure() -> None:
         (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), NO_ERROR, (b":SOUR:VOLT:ILIM?", b"0.001"),
         (b":SENS:CURR:RANG:AUTO OFF", None), (b":SENS:CURR:RANG 0.01", None), NO_ERROR,
         (b":SENS:CURR:RANG:AUTO ON", None), NO_ERROR,
-        (b":SENS:CURR:RSEN?", b"0"), (b':SENS:FUNC "CURR"', None), (b":SOUR:FUNC VOLT", None),
+        (b":SENS:CURR:RSEN?", b"0"), (b":SOUR:VOLT:PROT?", b"NONE"), (b':SENS:FUNC "CURR"', None),
+        (b":SOUR:FUNC VOLT", None), (b":SOUR:VOLT:PROT NONE", None),
         (b":SENS:CURR:NPLC 1", None), (b":SOUR:VOLT:READ:BACK ON", None), *reading_as_is("CURR"),
         (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), (b":SENS:CURR:RANG:AUTO ON", None),
         (b":SOUR:VOLT:ILIM 0.002", None), NO_ERROR, (b":SOUR:VOLT:ILIM?", b"0.002"),
@@ -479,7 +515,8 @@ def test_limits_are_refused_before_anything_is_sent(action: Callable[[Keithley24
 
 def configured_current(compliance: bytes) -> list[Exchange]:
     """`configure("current", ...)` from a current source with auto ranges and remote sense already off."""
-    return [(b":SENS:VOLT:RSEN?", b"0"), (b':SENS:FUNC "VOLT"', None), (b":SOUR:FUNC CURR", None),
+    return [(b":SENS:VOLT:RSEN?", b"0"), (b":SOUR:VOLT:PROT?", b"NONE"), (b':SENS:FUNC "VOLT"', None),
+            (b":SOUR:FUNC CURR", None), (b":SOUR:VOLT:PROT NONE", None),
             (b":SENS:VOLT:NPLC 1", None), (b":SOUR:CURR:READ:BACK ON", None), *reading_as_is("VOLT"),
             (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None),
             (b":SOUR:CURR:VLIM " + compliance, None), NO_ERROR, (b":SOUR:CURR:VLIM?", compliance)]
@@ -682,6 +719,31 @@ def test_emulated_measure_across_the_load_follows_ohms_law(bench: Bench) -> None
     assert not readings.in_compliance[0]
     k.set_output(False)
     assert k.measure().current_a[0] == 0.0
+
+
+def test_emulated_overvoltage_protection_clamps_what_another_program_sources_beyond_the_lab_limit(
+        tcp_server: Callable[..., TcpServer]) -> None:
+    emulator = Keithley2450Emulator(load_ohm=1e6)
+    k = Keithley2450(VisaTransport(tcp_server(emulator).resource, timeout_s=2.0), clock=VirtualClock(),
+                     limits={"voltage_v": {"min": -2, "max": 2, "max_step": 2.0}})
+    with k.connect():
+        k.configure("voltage", 1e-3)
+        assert emulator.protection == "PROT5"
+        k.set_level(-2.0)
+        k.set_output(True)
+        assert k.measure().voltage_v[0] == pytest.approx(-2.0)  # the lab's whole range is clear of the protection
+        assert emulator.handle(b":SOUR:VOLT:PROT:TRIP?") == b"0"
+        emulator.handle(b":SOUR:VOLT -20")  # another program, or the front panel
+        assert k.measure().voltage_v[0] == pytest.approx(-5.0)
+        assert emulator.handle(b":SOUR:VOLT:PROT:TRIP?") == b"1"
+        emulator.handle(b":SOUR:VOLT -2")
+        k.configure("current", 2.0)
+        for message in (b":SOUR:CURR:VLIM 20", b":SOUR:CURR 1e-5"):  # 10 V across 1 MΩ: clamped at 5 V
+            emulator.handle(message)
+        k.set_output(True)
+        assert k.measure().voltage_v[0] == pytest.approx(5.0)
+        assert emulator.handle(b":SOUR:VOLT:PROT:TRIP?") == b"1"
+    assert not emulator.errors
 
 
 def test_emulated_configure_clears_what_a_previous_user_left_on_the_readings(bench: Bench) -> None:
