@@ -1,21 +1,22 @@
 """Keysight (Agilent) 33500B and 33600A Trueform waveform generators as an `AnalogOutput`.
 
-Each channel is either a DC source (``FUNC DC``, level set by ``VOLT:OFFS``) or plays an uploaded arbitrary
-waveform once per trigger (``FUNC ARB`` in triggered burst mode with ``TRIG:SOUR BUS``, started by ``*TRG``),
-holding its first point between bursts; `play` returns once the burst has ended (``*OPC?``), so that no later
-command cuts it short. Loading a waveform waits for the upload (``*OPC?``) and resets what a previous user may
-have left that changes what the armed arb outputs: burst phase, output polarity, trigger delay. A waveform is
-scaled about its first point whenever the instrument's range allows: an armed arb then idles at its offset, so
-switching between DC and the arb moves nothing, and the arb is selected at the smallest amplitude with burst
-armed in the same message, so it never runs free at its own. A waveform the range cannot hold about its first
-point is scaled about its centre; it loads only with the output off, which stays off until the channel is set to
-DC or given a waveform scaled about its first point (the way back to DC passes through the centre). So does a
-channel found playing an arb at connect. The 33600A takes waveforms of 32 points or more (`waveform_points`, set
-at connect), the 33500B of 8 or more.
-Voltages are those across the load named by ``load_ohm``: the instrument has a 50 Ω source impedance and an
-open-circuit range of ±10 V, so into a load R it can reach ±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high
-impedance). ``OUTP:LOAD`` is sent at connect for every channel so that the instrument scales its settings with
-the same load as the driver's limits. Every group of settings is followed by an error-queue check.
+Each channel is either a DC source (``FUNC DC``, level set by ``VOLT:OFFS``) or plays an uploaded arbitrary waveform
+once per trigger (``FUNC ARB`` in triggered burst mode with ``TRIG:SOUR BUS``, started by ``*TRG``), holding its
+first point between bursts; `play` returns once the burst has ended (``*OPC?``), so that no later command cuts it
+short. Loading a waveform waits for the upload (``*OPC?``) and resets what a previous user may have left that
+changes what the armed arb outputs: point advance, burst phase, output polarity, trigger delay. On a two-channel
+model, `connect` switches off the channel coupling a previous user may have left (frequency, amplitude, tracking,
+combining), refusing to connect if an output is on. A waveform is scaled about its first point whenever the
+instrument's range allows: an armed arb then idles at its offset, so switching between DC and the arb moves nothing,
+and the arb is selected at the smallest amplitude with burst armed in the same message, so it never runs free at its
+own. A waveform the range cannot hold about its first point is scaled about its centre; it loads only with the
+output off, which stays off until the channel is set to DC or given a waveform scaled about its first point (the way
+back to DC passes through the centre). So does a channel found playing an arb at connect. The 33600A takes waveforms
+of 32 points or more (`waveform_points`, set at connect), the 33500B of 8 or more. Voltages are those across the
+load named by ``load_ohm``: the instrument has a 50 Ω source impedance and an open-circuit range of ±10 V, so into a
+load R it can reach ±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high impedance). ``OUTP:LOAD`` is sent at connect
+for every channel so that the instrument scales its settings with the same load as the driver's limits. Every group
+of settings is followed by an error-queue check.
 
 Commands follow the Keysight 33500B/33600A programming reference, sent in their short forms.
 """
@@ -125,7 +126,41 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         for channel in self.channels:
             self.write(f"OUTP{channel}:LOAD {load}")
             self.write(f"SOUR{channel}:VOLT:UNIT VPP")
-        self.check_errors("setting byte order, output load and amplitude unit")
+        if self.n_channels == 2:
+            self._uncouple_channels()
+        self.check_errors("setting byte order, output load, amplitude unit and channel coupling")
+
+    def _uncouple_channels(self) -> None:
+        """Switch off what a previous user may have left coupling the two channels, with every output off: frequency
+        and amplitude coupling and tracking (a setting of one channel would change the other) and combining (one
+        channel's signal added to the other's output). With an output on, refuse to connect instead: uncoupling
+        could change what it outputs."""
+        found = []
+        for query, off, replies in self._couplings():
+            reply = self.query(query).upper()
+            if reply not in replies:
+                raise DeviceError(f"{self.name}: reply {excerpt(reply)} to {query!r} is not one of "
+                                  f"{', '.join(replies)}")
+            if reply != replies[0]:
+                found.append(off)
+        if not found:
+            return
+        live = [channel for channel in self.channels if self.query_bool(f"OUTP{channel}?")]
+        if live:
+            raise DeviceError(f"{self.name}: a previous user left the channels coupled (to undo: "
+                              f"{'; '.join(found)}) with the output of channel(s) {', '.join(map(str, live))} on; "
+                              "switch the outputs off at the instrument, then connect again")
+        for command in found:
+            self.write(command)
+
+    def _couplings(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(query, the command that switches it off, its replies, uncoupled first) of every coupling between the
+        channels."""
+        state, track, feed = ("0", "1"), ("OFF", "ON", "INV"), ("NONE", "CH1", "CH2")
+        return [("SOUR1:FREQ:COUP:STAT?", "SOUR1:FREQ:COUP:STAT OFF", state),
+                ("SOUR1:VOLT:COUP:STAT?", "SOUR1:VOLT:COUP:STAT OFF", state),
+                *((f"SOUR{n}:TRAC?", f"SOUR{n}:TRAC OFF", track) for n in self.channels),
+                *((f"SOUR{n}:COMB:FEED?", f"SOUR{n}:COMB:FEED NONE", feed) for n in self.channels)]
 
     def _model_of(self, idn: str) -> tuple[str, int]:
         parts = [part.strip() for part in idn.split(",")]
@@ -189,8 +224,8 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         arb is then selected at the smallest amplitude about its offset, burst armed in the same message, and only
         then given its amplitude: scaled about its first sample (`_scaling`), an armed arb idles at its offset
         whatever the amplitude, so no setting on the way moves the output. What a previous user may have left that
-        would change what the armed arb outputs is reset: burst phase 0 (the first point), normal polarity (not
-        inverted about the offset), no trigger delay.
+        would change what the armed arb outputs is reset: advance at the sample rate (not one point per trigger),
+        burst phase 0 (the first point), normal polarity (not inverted about the offset), no trigger delay.
         """
         amplitude, offset, about_first = self._scaling(samples_v)
         if not about_first:
@@ -206,6 +241,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.wait_complete(len(data) * UPLOAD_S_PER_POINT, f"uploading channel {channel}'s waveform")
         smallest = OPEN_CIRCUIT_MIN_VPP * load_factor(self.load_ohm)
         for command in (f"SOUR{channel}:FUNC:ARB {name}", f"SOUR{channel}:FUNC:ARB:SRAT {_num(sample_rate_hz)}",
+                        f"SOUR{channel}:FUNC:ARB:ADV SRAT",
                         f"SOUR{channel}:FUNC:ARB:FILT STEP", f"SOUR{channel}:BURS:MODE TRIG",
                         f"SOUR{channel}:BURS:NCYC 1", f"SOUR{channel}:BURS:PHAS 0", f"TRIG{channel}:SOUR BUS",
                         f"TRIG{channel}:DEL 0", f"OUTP{channel}:POL NORM",

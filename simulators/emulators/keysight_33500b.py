@@ -1,23 +1,27 @@
 """An emulated Keysight 33500B/33600A waveform generator, speaking its SCPI dialect.
 
 It keeps per-channel state (function, amplitude, offset, output load, output relay and polarity, amplitude unit,
-burst and trigger settings, selected arbitrary waveform, its sample rate and filter), a per-channel volatile waveform
-memory (waveforms of 8 points on a 33500B, 32 on a 33600A, up to 65 536), and the binary byte order. Settings
-are held as the open-circuit voltage, so that changing ``OUTP:LOAD`` rescales the displayed (and queried)
-amplitude and offset without error, as on the instrument. Out-of-range levels are clipped with ``-222 Data out
-of range``, as the instrument does; other errors leave the setting unchanged. Every triggered burst of an
-arbitrary waveform is appended to `played` as the volts across the configured load, so tests and simulators can
-read what the output produced: a burst phase (``BURS:PHAS``, degrees) starts it, and moves its idle point, that
-far into the arb (0° is the first point), and an inverted polarity (``OUTP:POL INV``) mirrors it about the
-offset. A trigger delay (``TRIG:DEL``) is stored only. A burst lasts its samples / sample rate of wall time:
-``*OPC?`` (and ``*WAI``, ``*OPC``) waits until every running burst has ended, a trigger during a burst is ignored
-with -211, and a command that changes the channel's output (FUNC, FUNC:ARB..., VOLT..., OUTP..., BURS:STAT, MODE,
-NCYC, PHAS, DATA:ARB, DATA:VOL:CLE, *RST) while its burst runs cuts the Playback to the samples played so far,
-marked ``cut``.
+burst and trigger settings, selected arbitrary waveform, its sample rate and filter), a per-channel volatile
+waveform memory (waveforms of 8 points on a 33500B, 32 on a 33600A, up to 65 536), and the binary byte order.
+Settings are held as the open-circuit voltage, so that changing ``OUTP:LOAD`` rescales the displayed (and queried)
+amplitude and offset without error, as on the instrument. Out-of-range levels are clipped with ``-222 Data out of
+range``, as the instrument does; other errors leave the setting unchanged. Every triggered burst of an arbitrary
+waveform is appended to `played` as the volts across the configured load, so tests and simulators can read what the
+output produced: a burst phase (``BURS:PHAS``, degrees) starts it, and moves its idle point, that far into the arb
+(0° is the first point), and an inverted polarity (``OUTP:POL INV``) mirrors it about the offset. An arb that
+advances on triggers (``FUNC:ARB:ADV TRIG``) plays one point per trigger, the next each time. A trigger delay
+(``TRIG:DEL``) is stored only. On a two-channel model, amplitude coupling (``VOLT:COUP:STAT ON``, either channel's
+amplitude and offset set the other's to the same) and tracking (``TRAC ON|INV``, channel 2 takes channel 1's
+amplitude and offset, the offset negated for INV) copy settings between the channels, and combining
+(``SOURn:COMB:FEED CHm``) adds channel m's signal to channel n's output; frequency coupling is stored only. A burst
+lasts its samples / sample rate of wall time: ``*OPC?`` (and ``*WAI``, ``*OPC``) waits until every running burst has
+ended, a trigger during a burst is ignored with -211, and a command that changes the channel's output (FUNC,
+FUNC:ARB..., VOLT..., OUTP..., BURS:STAT, MODE, NCYC, PHAS, DATA:ARB, DATA:VOL:CLE, *RST) while its burst runs cuts
+the Playback to the samples played so far, marked ``cut``.
 
-Not emulated: modulation, sweeps, sequences, non-volatile memory and the built-in arbs (after ``*RST`` no arb
-is selected, so ``FUNC ARB`` before ``FUNC:ARB <name>`` is a settings conflict), voltage limits, ``VRMS`` and
-``DBM`` units (amplitudes are always Vpp), and the DAC's 16-bit resolution.
+Not emulated: coupling by offset or ratio, modulation, sweeps, sequences, non-volatile memory and the built-in arbs
+(after ``*RST`` no arb is selected, so ``FUNC ARB`` before ``FUNC:ARB <name>`` is a settings conflict), voltage
+limits, ``VRMS`` and ``DBM`` units (amplitudes are always Vpp), and the DAC's 16-bit resolution.
 """
 
 from __future__ import annotations
@@ -114,6 +118,9 @@ class Channel:
     arb_points: np.ndarray | None = None  # the selected waveform, normalised to ±1
     sample_rate_hz: float = 40e3
     arb_filter: str = "NORM"
+    arb_advance: str = "SRAT"  # TRIG: one point per trigger
+    advance_index: int = 0  # the point the next trigger plays when the arb advances on triggers
+    combine_feed: str = "NONE"  # CH1 or CH2: that channel's signal is added to this output
     memory: dict[str, np.ndarray] = field(default_factory=dict)
 
     def shaped(self) -> np.ndarray:
@@ -164,6 +171,8 @@ class Keysight33500BEmulator(ScpiEmulator):
         self.bursts: dict[int, tuple[int, float, float]] = {}
         self.channels: dict[int, Channel] = {}
         self.byte_order = "NORM"
+        self.freq_coupled = self.volt_coupled = False
+        self.tracking = "OFF"
         super().__init__()
 
     def reset(self) -> None:
@@ -173,6 +182,8 @@ class Keysight33500BEmulator(ScpiEmulator):
             self._interrupt(channel)
         self.channels = {n: Channel() for n in range(1, self.n_channels + 1)}
         self.byte_order = "NORM"
+        self.freq_coupled = self.volt_coupled = False
+        self.tracking = "OFF"
 
     def burst_running(self, channel: int) -> bool:
         """Whether a triggered burst is still playing on ``channel`` (it lasts samples / sample rate, wall time).
@@ -210,13 +221,23 @@ class Keysight33500BEmulator(ScpiEmulator):
             state = self.channels[channel]
             if not state.output_on:
                 return 0.0
-            if self.burst_running(channel):
-                return None
-            if state.function == "DC":
-                return state.offset_v
-            if state.function == "ARB" and state.burst_state and state.arb_points is not None:
-                return state.offset_v + state.amplitude_vpp / 2 * float(state.shaped()[0])
+            own = self._signal_v(channel)
+            if state.combine_feed == "NONE" or own is None:
+                return own
+            fed = self._signal_v(int(state.combine_feed[2]))
+            return None if fed is None else own + fed
+
+    def _signal_v(self, channel: int) -> float | None:
+        """The voltage ``channel`` generates across its load, whatever its output relay: the DC level, the idle level
+        between arb bursts, or None while it varies in time."""
+        state = self.channels[channel]
+        if self.burst_running(channel):
             return None
+        if state.function == "DC":
+            return state.offset_v
+        if state.function == "ARB" and state.burst_state and state.arb_points is not None:
+            return state.offset_v + state.amplitude_vpp / 2 * float(state.shaped()[0])
+        return None
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _channel(self, channel: int) -> Channel:
@@ -272,7 +293,11 @@ class Keysight33500BEmulator(ScpiEmulator):
         if self.burst_running(channel):
             self.push_error((TRIGGER_IGNORED[0], f"{TRIGGER_IGNORED[1]};burst in progress on channel {channel}"))
             return
-        volts = state.offset_v + state.amplitude_vpp / 2 * np.tile(state.shaped(), int(state.burst_ncycles))
+        points = np.tile(state.shaped(), int(state.burst_ncycles))
+        if state.arb_advance == "TRIG":
+            points = state.shaped()[state.advance_index % len(state.shaped())][None]
+            state.advance_index += 1
+        volts = state.offset_v + state.amplitude_vpp / 2 * points
         self.played.append(Playback(channel, volts, state.sample_rate_hz, state.output_on))
         now = time.monotonic()
         self.bursts[channel] = (len(self.played) - 1, now, now + len(volts) / state.sample_rate_hz)
@@ -317,7 +342,7 @@ class Keysight33500BEmulator(ScpiEmulator):
         key = name.strip().upper() if isinstance(name, str) else ""
         if key not in state.memory:
             raise ScpiError(ILLEGAL_VALUE, f"no arb named {name!r} in channel {channel} volatile memory")
-        state.arb_name, state.arb_points = key, state.memory[key].copy()
+        state.arb_name, state.arb_points, state.advance_index = key, state.memory[key].copy(), 0
 
     @scpi("[SOURce#:]FUNCtion:ARBitrary?")
     def _arb_query(self, channel: int) -> str:
@@ -335,6 +360,15 @@ class Keysight33500BEmulator(ScpiEmulator):
     def _filter(self, channel: int, text: Param) -> None:
         self._changing(channel).arb_filter = _pick(text, "NORMal", "STEP", "OFF")
 
+    @scpi("[SOURce#:]FUNCtion:ARBitrary:ADVance")
+    def _advance(self, channel: int, text: Param) -> None:
+        state = self._changing(channel)
+        state.arb_advance, state.advance_index = _pick(text, "TRIGger", "SRATe"), 0
+
+    @scpi("[SOURce#:]FUNCtion:ARBitrary:ADVance?")
+    def _advance_query(self, channel: int) -> str:
+        return self._channel(channel).arb_advance
+
     @scpi("[SOURce#:]FUNCtion:ARBitrary:FILTer?")
     def _filter_query(self, channel: int) -> str:
         return self._channel(channel).arb_filter
@@ -348,6 +382,7 @@ class Keysight33500BEmulator(ScpiEmulator):
             high = min(high, 2 * (OPEN_PEAK_V - abs(state.offset_emf_v)))
         k = state.factor
         state.amplitude_emf_vpp = self._level(text, OPEN_MIN_VPP * k, high * k, 0.2 * k) / k
+        self._copy_to_coupled(channel)
 
     @scpi("[SOURce#:]VOLTage[:LEVel][:IMMediate][:AMPLitude]?")
     def _amplitude_query(self, channel: int) -> str:
@@ -359,6 +394,69 @@ class Keysight33500BEmulator(ScpiEmulator):
         peak = OPEN_PEAK_V if state.function == "DC" else OPEN_PEAK_V - state.amplitude_emf_vpp / 2
         k = state.factor
         state.offset_emf_v = self._level(text, -peak * k, peak * k, 0.0) / k
+        self._copy_to_coupled(channel)
+
+    def _copy_to_coupled(self, channel: int) -> None:
+        """Amplitude coupling (either channel) and tracking (channel 1 to channel 2) give the other channel this
+        one's amplitude and offset (negated by inverted tracking)."""
+        if self.n_channels != 2 or not (self.volt_coupled or (self.tracking != "OFF" and channel == 1)):
+            return
+        source, target = self.channels[channel], self._changing(3 - channel)
+        sign = -1.0 if self.tracking == "INV" and channel == 1 else 1.0
+        target.amplitude_emf_vpp, target.offset_emf_v = source.amplitude_emf_vpp, sign * source.offset_emf_v
+
+    # -- channel coupling (two-channel models) ---------------------------------------------------------------
+    def _two_channels(self, channel: int) -> Channel:
+        state = self._channel(channel)
+        if self.n_channels != 2:
+            raise ScpiError(UNDEFINED_HEADER, f"a {self.model} has one channel: nothing to couple")
+        return state
+
+    @scpi("[SOURce#:]FREQuency:COUPle[:STATe]")
+    def _freq_coupling(self, channel: int, text: Param) -> None:
+        self._two_channels(channel)
+        self.freq_coupled = boolean(text)
+
+    @scpi("[SOURce#:]FREQuency:COUPle[:STATe]?")
+    def _freq_coupling_query(self, channel: int) -> str:
+        self._two_channels(channel)
+        return "1" if self.freq_coupled else "0"
+
+    @scpi("[SOURce#:]VOLTage:COUPle[:STATe]")
+    def _volt_coupling(self, channel: int, text: Param) -> None:
+        self._two_channels(channel)
+        self.volt_coupled = boolean(text)
+        if self.volt_coupled:
+            self._copy_to_coupled(channel)
+
+    @scpi("[SOURce#:]VOLTage:COUPle[:STATe]?")
+    def _volt_coupling_query(self, channel: int) -> str:
+        self._two_channels(channel)
+        return "1" if self.volt_coupled else "0"
+
+    @scpi("[SOURce#:]TRACk")
+    def _track(self, channel: int, text: Param) -> None:
+        self._two_channels(channel)
+        self.tracking = _pick(text, "ON", "OFF", "INVerted")
+        self._copy_to_coupled(1)
+
+    @scpi("[SOURce#:]TRACk?")
+    def _track_query(self, channel: int) -> str:
+        self._two_channels(channel)
+        return self.tracking
+
+    @scpi("[SOURce#:]COMBine:FEED")
+    def _combine(self, channel: int, text: Param) -> None:
+        state = self._two_channels(channel)
+        feed = _pick(text, "CH1", "CH2", "NONE")
+        if feed == f"CH{channel}":
+            raise ScpiError(SETTINGS_CONFLICT, f"channel {channel} cannot be combined with itself")
+        self._changing(channel)
+        state.combine_feed = feed
+
+    @scpi("[SOURce#:]COMBine:FEED?")
+    def _combine_query(self, channel: int) -> str:
+        return self._two_channels(channel).combine_feed
 
     @scpi("[SOURce#:]VOLTage[:LEVel][:IMMediate]:OFFSet?")
     def _offset_query(self, channel: int) -> str:

@@ -43,6 +43,8 @@ def connected(*channels: tuple[bytes, bytes, bytes], idn: bytes = IDN, load: byt
     exchanges = [(b"*CLS", None), (b"*IDN?", idn), (b"FORM:BORD SWAP", None)]
     for n in range(1, len(channels) + 1):
         exchanges += [(b"OUTP%d:LOAD %s" % (n, load), None), (b"SOUR%d:VOLT:UNIT VPP" % n, None)]
+    if len(channels) == 2:
+        exchanges += couplings()
     exchanges.append(ERRORS_CHECKED)
     for n, (function, offset, output) in enumerate(channels, 1):
         exchanges.append((b"SOUR%d:FUNC?" % n, function))
@@ -52,14 +54,24 @@ def connected(*channels: tuple[bytes, bytes, bytes], idn: bytes = IDN, load: byt
     return exchanges
 
 
+def couplings(left: dict[bytes, bytes] | None = None) -> list[tuple[bytes, bytes]]:
+    """A two-channel model's coupling queries at connect, answered as uncoupled except where ``left`` (query: reply)
+    says what a previous user left."""
+    queries = [(b"SOUR1:FREQ:COUP:STAT?", b"0"), (b"SOUR1:VOLT:COUP:STAT?", b"0"), (b"SOUR1:TRAC?", b"OFF"),
+               (b"SOUR2:TRAC?", b"OFF"), (b"SOUR1:COMB:FEED?", b"NONE"), (b"SOUR2:COMB:FEED?", b"NONE")]
+    return [(query, (left or {}).get(query, reply)) for query, reply in queries]
+
+
 def uploading(channel: int, data: np.ndarray, rate: bytes, offset: bytes,
               smallest: bytes = b"0.001") -> list[tuple[bytes, bytes | None]]:
-    """`load_waveform` up to arming: the upload and its wait, the burst settings (phase 0, no trigger delay, normal
-    polarity), the smallest amplitude (1 mVpp into 50 Ω) and the offset, then the error check."""
+    """`load_waveform` up to arming: the upload and its wait, the burst settings (advance at the sample rate, phase 0,
+    no trigger delay, normal polarity), the smallest amplitude (1 mVpp into 50 Ω) and the offset, then the error
+    check."""
     source = b"SOUR%d:" % channel
     return [(source + b"DATA:VOL:CLE", None), (source + b"DATA:ARB HIL_CH%d," % channel + block(data), None),
             (b"*OPC?", b"1"),
             (source + b"FUNC:ARB HIL_CH%d" % channel, None), (source + b"FUNC:ARB:SRAT " + rate, None),
+            (source + b"FUNC:ARB:ADV SRAT", None),
             (source + b"FUNC:ARB:FILT STEP", None), (source + b"BURS:MODE TRIG", None),
             (source + b"BURS:NCYC 1", None), (source + b"BURS:PHAS 0", None), (b"TRIG%d:SOUR BUS" % channel, None),
             (b"TRIG%d:DEL 0" % channel, None), (b"OUTP%d:POL NORM" % channel, None),
@@ -112,6 +124,34 @@ def test_unknown_model_is_refused_and_the_connection_closed():
         with pytest.raises(DeviceError, match="DG4162"):
             inst.connect()
         assert not inst.connected and not inst.transport.is_open
+
+
+def test_connect_switches_off_the_channel_coupling_a_previous_user_left_with_the_outputs_off():
+    left = {b"SOUR1:VOLT:COUP:STAT?": b"1", b"SOUR2:TRAC?": b"INV", b"SOUR1:COMB:FEED?": b"CH2"}
+    exchanges = connected()
+    at = exchanges.index(couplings()[-1]) + 1
+    exchanges[at - 6:at] = [*couplings(left), (b"OUTP1?", b"0"), (b"OUTP2?", b"0"),
+                            (b"SOUR1:VOLT:COUP:STAT OFF", None), (b"SOUR2:TRAC OFF", None),
+                            (b"SOUR1:COMB:FEED NONE", None)]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+
+
+def test_connect_refuses_channels_left_coupled_with_an_output_on_and_changes_nothing():
+    head = connected()[:7]  # up to the output loads and amplitude units
+    exchanges = [*head, *couplings({b"SOUR1:FREQ:COUP:STAT?": b"1"}), (b"OUTP1?", b"0"), (b"OUTP2?", b"1")]
+    with expected_protocol(awg(), exchanges) as inst:
+        with pytest.raises(DeviceError, match=r"left the channels coupled \(to undo: SOUR1:FREQ:COUP:STAT OFF\) with "
+                                              r"the output of channel\(s\) 2 on; switch the outputs off"):
+            inst.connect()
+        assert not inst.connected and not inst.transport.is_open
+
+
+def test_a_garbage_coupling_reply_is_a_device_error():
+    exchanges = [*connected()[:7], (b"SOUR1:FREQ:COUP:STAT?", b"0"), (b"SOUR1:VOLT:COUP:STAT?", b"maybe")]
+    with expected_protocol(awg(), exchanges) as inst, \
+            pytest.raises(DeviceError, match=r"reply 'MAYBE' to 'SOUR1:VOLT:COUP:STAT\?' is not one of 0, 1"):
+        inst.connect()
 
 
 @pytest.mark.parametrize(("load_ohm", "peak_v"), [(50.0, 5.0), (None, 10.0), (1000.0, 10 * 1000 / 1050),
@@ -468,10 +508,11 @@ def test_emulator_plays_the_requested_volts(bench):
     assert inst.query("SOUR1:DATA:VOL:CAT?") == '"HIL_CH1"'
 
 
-def test_emulator_plays_the_requested_volts_whatever_phase_polarity_and_delay_a_previous_user_left(tcp_server):
+def test_emulator_plays_the_requested_volts_whatever_advance_phase_polarity_and_delay_a_previous_user_left(tcp_server):
     emulator = Keysight33500BEmulator()
     for n in (1, 2):
-        assert _ask(emulator, b"SOUR%d:BURS:PHAS 90;:OUTP%d:POL INV;:TRIG%d:DEL 0.5" % (n, n, n)) is None
+        assert _ask(emulator, b"SOUR%d:BURS:PHAS 90;:OUTP%d:POL INV;:TRIG%d:DEL 0.5;:SOUR%d:FUNC:ARB:ADV TRIG"
+                    % (n, n, n, n)) is None
     assert not emulator.errors
     samples = np.linspace(-1.0, 2.0, 16)
     with Keysight33500B(VisaTransport(tcp_server(emulator).resource), name="awg") as inst:
@@ -481,7 +522,34 @@ def test_emulator_plays_the_requested_volts_whatever_phase_polarity_and_delay_a_
         inst.play()
         np.testing.assert_allclose(emulator.played[0].volts_v, samples, atol=1e-6)
         state = emulator.channels[1]
-        assert (state.burst_phase_deg, state.polarity, state.trigger_delay_s) == (0.0, "NORM", 0.0)
+        assert (state.burst_phase_deg, state.polarity, state.trigger_delay_s, state.arb_advance) == \
+            (0.0, "NORM", 0.0, "SRAT")
+
+
+def test_emulator_channels_stay_independent_whatever_coupling_a_previous_user_left(tcp_server):
+    emulator = Keysight33500BEmulator()
+    assert _ask(emulator, b"SOUR1:VOLT:COUP:STAT ON;:SOUR1:TRAC INV;:SOUR2:COMB:FEED CH1;:SOUR1:FREQ:COUP ON") is None
+    assert not emulator.errors
+    with Keysight33500B(VisaTransport(tcp_server(emulator).resource), name="awg") as inst:
+        inst.set_voltage(1, 1.0)
+        inst.set_voltage(2, -0.5)
+        inst.set_output(1, True)
+        inst.set_output(2, True)
+        assert (emulator.output_v(1), emulator.output_v(2)) == (1.0, -0.5)  # coupled: -1.5 and 0.5 (combined)
+        assert (emulator.volt_coupled, emulator.freq_coupled, emulator.tracking) == (False, False, "OFF")
+
+
+def test_emulator_coupling_copies_settings_and_combining_adds_the_other_channel():
+    e = Keysight33500BEmulator()
+    assert _ask(e, b"SOUR1:FUNC DC;:SOUR2:FUNC DC;:OUTP1 ON;:OUTP2 ON;:SOUR1:TRAC INV;:SOUR1:VOLT:OFFS 1") is None
+    assert (e.output_v(1), e.output_v(2)) == (1.0, -1.0)
+    assert _ask(e, b"SOUR1:TRAC OFF;:SOUR1:VOLT:COUP ON;:SOUR2:VOLT:OFFS 0.25") is None
+    assert (e.output_v(1), e.output_v(2)) == (0.25, 0.25)
+    assert _ask(e, b"SOUR1:VOLT:COUP OFF;:SOUR1:VOLT:OFFS 2;:SOUR2:COMB:FEED CH1") is None
+    assert (e.output_v(1), e.output_v(2)) == (2.0, 2.25)
+    assert _ask(e, b"SOUR2:COMB:FEED CH2") is None and e.errors[-1][0] == -221  # not with itself
+    single = Keysight33500BEmulator(channels=1)
+    assert _ask(single, b"SOUR1:TRAC?") is None and single.errors[-1][0] == -113
 
 
 def test_emulator_a_live_channel_holds_its_level_through_waveform_loads_and_back_to_dc(bench):
