@@ -57,6 +57,9 @@ class InstrumentConfig(Strict):
     emulate: bool | dict[str, Any] = False
     world: str | None = None
     timeout_s: float = Field(2.0, ge=1e-3, description="reply timeout (s); at least 1 ms, VISA's resolution")
+    visa_library: str = Field("@py", description="pyvisa's VISA library for a VISA resource: @py (pyvisa-py, "
+                              "installed with hil), or '' or a library's path for the system's VISA (NI-VISA, "
+                              "Keysight IO Libraries), which opens USB and GPIB resources on its own")
     traffic_log: str | None = Field(None, description="file that records every exchange (appended); if the disk "
                                     "refuses it later, logging stops with a warning and the instrument goes on")
     limits: dict[str, LimitConfig] = Field(default_factory=dict)
@@ -245,7 +248,7 @@ class Lab:
                                   "__init__ takes the transport: list ScpiDriver before the capability class)", where)
             resource = config.resource or self._start_emulator(cls, config, where)
             transport = open_transport(resource, timeout_s=config.timeout_s, traffic_log=config.traffic_log,
-                                       **getattr(cls, "transport_options", {}))
+                                       visa_library=config.visa_library, **getattr(cls, "transport_options", {}))
             return cls(transport, **common)
         except ConfigError as error:
             if error.source:

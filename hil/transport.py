@@ -245,8 +245,14 @@ class Transport(ABC):
                 raise TransportTimeout(
                     f"{where}: no reply within {self.timeout_s:g} s to {command!r}; "
                     "check that the instrument is on, connected and not busy") from error
+            reason = " ".join(str(error).split())  # one line, whatever the library wrote
+            if kind == "missing":
+                raise TransportError(
+                    f"{where}: a library this resource needs is missing or cannot be loaded ({reason}); install it "
+                    "into hil's environment or correct visa_library (pyvisa-py, the default, needs nothing more for "
+                    "LAN and serial resources)") from error
             raise TransportError(
-                f"{where}: connection failed during {command!r} ({error}); "
+                f"{where}: connection failed during {command!r} ({reason}); "
                 "check the cable or network and the instrument's power, then connect again") from error
         except BaseException:  # Ctrl-C or a signal mid-exchange: a reply may still come and answer the next query
             self.out_of_step = True
@@ -255,7 +261,8 @@ class Transport(ABC):
     @abstractmethod
     def _classify(self, error: Exception) -> str:
         """Return ``"timeout"`` for a library's timeout exception, ``"closed"`` where the peer is known to have
-        closed the connection, anything else for other failures."""
+        closed the connection, ``"missing"`` where the library lacks an optional part for this kind of resource,
+        anything else for other failures."""
 
     @abstractmethod
     def _apply_timeout(self) -> None:
@@ -309,6 +316,9 @@ class VisaTransport(Transport):
         if isinstance(error, pyvisa.errors.VisaIOError) and \
                 error.error_code == pyvisa.constants.StatusCode.error_timeout:
             return "closed" if self._peer_closed() else "timeout"
+        if isinstance(error, pyvisa.errors.LibraryError) or \
+                (isinstance(error, ValueError) and str(error).startswith(("Please install", "Wrapper not found"))):
+            return "missing"  # a VISA library that cannot be loaded; pyvisa-py without PyUSB, linux-gpib, PyVICP
         return "error"
 
     def _peer_closed(self) -> bool:
@@ -477,7 +487,13 @@ class SerialTransport(Transport):
         return from_ieee_block(block, datatype, big_endian, container=np.array)
 
 
-def open_transport(resource: str, **options: Any) -> Transport:
-    """Pick the transport for a resource string: a pyserial URL or device path, otherwise a VISA resource."""
+def open_transport(resource: str, *, visa_library: str = "@py", **options: Any) -> Transport:
+    """Pick the transport for a resource string: a pyserial URL or device path, otherwise a VISA resource opened
+    through ``visa_library`` (pyvisa's library spec, see `VisaTransport`)."""
     serial_like = resource.startswith("/") or "://" in resource or resource.upper().startswith("COM")
-    return SerialTransport(resource, **options) if serial_like else VisaTransport(resource, **options)
+    if not serial_like:
+        return VisaTransport(resource, backend=visa_library, **options)
+    if visa_library != "@py":
+        raise ConfigError(f"{resource!r} is a serial port, which pyserial opens: visa_library applies only to VISA "
+                          "resources; leave it out", field="visa_library")
+    return SerialTransport(resource, **options)

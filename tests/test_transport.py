@@ -1,6 +1,7 @@
 """Transports against real sockets on 127.0.0.1 and a real pseudo-terminal pair (no mocks of pyvisa/pyserial)."""
 
 import _thread
+import importlib.util
 import threading
 import time
 import warnings
@@ -8,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from hil.errors import TransportError, TransportTimeout
+from hil.errors import ConfigError, TransportError, TransportTimeout
 from hil.transport import SerialTransport, TrafficLog, VisaTransport, open_transport
 from simulators.emulators.scpi import ScpiEmulator, number, scpi
 from simulators.emulators.server import TcpServer
@@ -147,6 +148,26 @@ def test_refused_connection_is_a_transport_error() -> None:
         resource = server.resource
     with pytest.raises(TransportError, match=resource):
         VisaTransport(resource, timeout_s=0.3).open()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("usb") is not None, reason="PyUSB is installed here")
+def test_a_resource_whose_library_is_missing_says_so_in_one_line() -> None:
+    transport = VisaTransport("USB0::0x05E6::0x2450::04000000::INSTR")
+    with pytest.raises(TransportError) as caught:
+        transport.open()
+    message = str(caught.value)
+    assert message.startswith("USB0::0x05E6::0x2450::04000000::INSTR: a library this resource needs is missing or "
+                              "cannot be loaded (Please install PyUSB") and "\n" not in message
+    assert message.endswith("install it into hil's environment or correct visa_library (pyvisa-py, the default, "
+                            "needs nothing more for LAN and serial resources)")
+
+
+def test_a_visa_library_that_cannot_be_loaded_is_named_and_a_serial_port_takes_none(tmp_path) -> None:
+    with pytest.raises(TransportError, match=r"^TCPIP::127\.0\.0\.1::5025::SOCKET: a library this resource needs is "
+                                             r"missing or cannot be loaded \(Error while accessing .*libvisa\.so"):
+        open_transport("TCPIP::127.0.0.1::5025::SOCKET", visa_library=str(tmp_path / "libvisa.so")).open()
+    with pytest.raises(ConfigError, match="visa_library applies only to VISA resources"):
+        open_transport("/dev/ttyUSB0", visa_library="")
 
 
 def test_closed_transport_refuses_to_send(echo_tcp) -> None:
