@@ -270,8 +270,6 @@ class Lab:
     def _start_emulator(self, cls: type[Instrument], config: InstrumentConfig, where: tuple[str, ...]) -> str:
         from simulators.emulators.server import serve
 
-        if getattr(cls, "emulator", None) is None:
-            raise self._error(f"{config.driver} has no emulator; give a resource", (*where, "emulate"))
         options = dict(config.emulate) if isinstance(config.emulate, dict) else {}
         via = options.pop("via", "tcp")
         try:

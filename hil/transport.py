@@ -26,6 +26,8 @@ from hil.errors import ConfigError, TransportError, TransportTimeout, excerpt
 
 #: pyvisa datatype codes accepted by the binary-block methods (struct format characters).
 BLOCK_DATATYPES = "bBhHiIlLqQfd"
+#: The line ending of messages both ways, unless a driver's ``transport_options`` name another.
+LINE_END = "\n"
 #: The longest text reply read (bytes): far beyond any instrument's, and far below the memory an endless one takes.
 MAX_REPLY_BYTES = 64 * 2**20
 
@@ -93,8 +95,8 @@ class Transport(ABC):
     and the traffic log. ``timeout_s`` bounds every single read or write.
     """
 
-    def __init__(self, resource: str, *, timeout_s: float = 2.0, read_termination: str = "\n",
-                 write_termination: str = "\n", traffic_log: str | Path | TrafficLog | None = None):
+    def __init__(self, resource: str, *, timeout_s: float = 2.0, read_termination: str = LINE_END,
+                 write_termination: str = LINE_END, traffic_log: str | Path | TrafficLog | None = None):
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.resource = resource

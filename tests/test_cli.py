@@ -114,7 +114,7 @@ PROTOCOL = str(REPO / "experiments" / "crossbar_pat_digits.yaml")
     (["run", "--resume", "runs/x", "--seed", "3"], "a resumed run keeps its own"),
     (["runs", "--root", "no-such-folder"], "no-such-folder is not a folder of runs"),
     (["emulate", "keysight_99999"], "unknown driver 'keysight_99999'; known: "),
-    (["emulate", "simulated_crossbar"], "simulated_crossbar has no emulator; drivers with one: keithley_2450, "
+    (["emulate", "simulated_crossbar"], "simulated_crossbar has no emulator (drivers with one: keithley_2450, "
                                         "keysight_33500b"),
     (["emulate", "keithley_2450", "load=3"], "load: the keithley_2450 emulator has no such option; "
                                              "options: load_ohm, noise_a, seed"),

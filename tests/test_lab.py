@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from drivers.keithley2450 import Keithley2450
 from hil.errors import ConfigError, LimitError, Terminated, TransportError, terminate_on_signals
 from hil.instruments import SourceMeter
 from hil.lab import Lab, _signals_held
@@ -283,6 +284,23 @@ def test_a_driver_that_cannot_be_loaded_or_used_is_located_at_its_name(tmp_path:
     finally:
         available.cache_clear()
     assert "\n" not in str(caught.value)
+
+
+class UnemulatedSmu(Keithley2450):
+    """A bench driver whose author wrote no emulator."""
+
+    emulator = None
+
+
+def test_emulating_a_driver_without_an_emulator_names_those_with_one(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        instruments:
+          smu: {driver: "tests.test_lab:UnemulatedSmu", emulate: true}
+     """)
+    with pytest.raises(ConfigError, match=r"lab.yaml:2: instruments\.smu\.emulate: tests.test_lab:UnemulatedSmu has "
+                                          r"no emulator \(drivers with one: keithley_2450, keysight_33500b\); give the "
+                                          r"instrument's resource instead$"):
+        Lab.load(path).build()
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

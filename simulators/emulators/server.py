@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from pydantic import TypeAdapter, ValidationError
 
 from hil.errors import ConfigError
+from hil.transport import LINE_END
 from simulators.emulators.scpi import split_messages
 
 
@@ -204,7 +205,8 @@ def serve(driver: type, options: Mapping[str, Any], via: str = "tcp", port: int 
     name = name or driver.__name__
     target = getattr(driver, "emulator", None)
     if target is None:
-        raise ConfigError(f"{name} has no emulator; drivers with one: {', '.join(drivers_with_emulators())}")
+        raise ConfigError(f"{name} has no emulator (drivers with one: {', '.join(drivers_with_emulators())}); give "
+                          "the instrument's resource instead")
     if via not in ("tcp", "pty"):
         raise ConfigError(f"via must be 'tcp' or 'pty', got {via!r}", field="via")
     try:
@@ -216,9 +218,9 @@ def serve(driver: type, options: Mapping[str, Any], via: str = "tcp", port: int 
         emulator = emulator_class(**arguments)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"bad emulator option for {name}: {error}; options: {_accepted(emulator_class)}") from None
-    wire = getattr(driver, "transport_options", {})  # the driver's line endings, if not the default \n
-    framing = {"terminator": wire.get("read_termination", "\n").encode(),
-               "input_terminator": wire.get("write_termination", "\n").encode()}
+    wire = getattr(driver, "transport_options", {})  # the driver's line endings, if not the transport's
+    framing = {"terminator": wire.get("read_termination", LINE_END).encode(),
+               "input_terminator": wire.get("write_termination", LINE_END).encode()}
     try:
         return (TcpServer(emulator, port=port, **framing) if via == "tcp" else PtyServer(emulator, **framing)).start()
     except OSError as error:
