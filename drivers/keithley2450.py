@@ -56,8 +56,9 @@ BUFFER = "defbuffer1"
 #: Overvoltage protection levels (V, ``PROT<n>``; above the highest: ``NONE``), Reference Manual 2450-901-01,
 #: ``smu.source.protect.level``; they clamp the output voltage in either source function.
 PROTECTION_LEVELS_V = (2, 5, 10, 20, 40, 60, 80, 100, 120, 140, 160, 180)
-#: Tolerance of a protection level (relative): 5 %, as the 2400-series manual states for its own levels (assumed of
-#: the 2450). A level is chosen this much above the voltage limit, so that it never clips a level within the limit.
+#: Tolerance of a protection level (relative): 5 % (2450 specifications, "Overvoltage protection: user-selectable
+#: values, 5 % tolerance"), so a level may clamp as low as 95 % of its value. A level is chosen whose lowest clamp
+#: still holds the voltage limit, so that it never clips a level within the limit.
 PROTECTION_TOLERANCE = 0.05
 PROTECTION_NAMES = ("NONE", *(f"PROT{level}" for level in PROTECTION_LEVELS_V))
 
@@ -78,9 +79,11 @@ def _fmt(value: float) -> str:
 
 def protection_level(voltage_limit: Limit) -> str:
     """The overvoltage protection (``PROT<n>`` or ``NONE``) for a bench whose voltage limit is ``voltage_limit``:
-    the lowest level at least `PROTECTION_TOLERANCE` above its largest magnitude."""
-    largest = max(abs(voltage_limit.min), abs(voltage_limit.max)) * (1 + PROTECTION_TOLERANCE)
-    return next((f"PROT{level}" for level in PROTECTION_LEVELS_V if level >= largest), "NONE")
+    the lowest level that, at the low end of its `PROTECTION_TOLERANCE`, still holds the limit's largest magnitude
+    (``NONE`` beyond 95 % of 180 V, 171 V)."""
+    largest = max(abs(voltage_limit.min), abs(voltage_limit.max))
+    return next((f"PROT{level}" for level in PROTECTION_LEVELS_V
+                 if level * (1 - PROTECTION_TOLERANCE) >= largest * (1 - 1e-12)), "NONE")
 
 
 def _status(text: str) -> int:

@@ -161,9 +161,10 @@ def test_remote_sense_is_sent_only_where_it_differs_and_never_with_the_output_on
 
 
 @pytest.mark.parametrize(("low", "high", "expected"), [
-    (-2.0, 2.0, "PROT5"),  # 2.1 V with the 5 % tolerance: PROT2 could clip a level at the limit
-    (0.0, 1.9, "PROT2"), (-5.0, 0.0, "PROT10"), (-20.0, 10.0, "PROT40"),
-    (-171.0, 171.0, "PROT180"), (-172.0, 172.0, "NONE"), (-210.0, 210.0, "NONE"),
+    (-2.0, 2.0, "PROT5"),  # PROT2 may clamp anywhere from 1.9 V (5 % tolerance): it could clip a level at the limit
+    (0.0, 1.9, "PROT2"), (-1.904, 1.904, "PROT5"),  # 1.904 V is within 5 % of 2 V, yet beyond PROT2's lowest clamp
+    (-5.0, 0.0, "PROT10"), (-20.0, 10.0, "PROT40"), (-171.0, 171.0, "PROT180"),
+    (-171.4, 171.4, "NONE"), (-172.0, 172.0, "NONE"), (-210.0, 210.0, "NONE"),
 ])
 def test_the_overvoltage_protection_is_the_lowest_level_clear_of_the_voltage_limit(low: float, high: float,
                                                                                     expected: str) -> None:
