@@ -204,7 +204,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         differs from the instrument's: a change may switch the output off, so with the output on it is refused
         before anything is sent; so is a change of the overvoltage protection, which is sent after the source
         function (whose change may reset it). An unknown level (another mode) is set to 0 before the ranges and the
-        limit."""
+        limit. A failure once sending has begun clears the compliance: nothing sources until configure succeeds."""
         source, measure = _SOURCE[mode], _MEASURE[mode]
         sense = "ON" if self.remote_sense else "OFF"
         change_sense = self.query_bool(f":SENS:{measure}:RSEN?") != self.remote_sense
@@ -239,9 +239,15 @@ class Keithley2450(ScpiDriver, SourceMeter):
             *self._range_commands(f":SENS:{measure}", self.measure_range),
             f":SOUR:{source}:{_LIMIT[mode]} {_fmt(compliance)}",
         ]
-        for command in commands:
-            self.write(command)
-        self.check_errors(f"configuring the {mode} source")
+        try:
+            for command in commands:
+                self.write(command)
+            self.check_errors(f"configuring the {mode} source")
+        except BaseException:
+            # the source function, the protection or the limit may have changed, or not: nothing sources until
+            # configure() has succeeded again (the base class keeps the previous compliance otherwise)
+            self.compliance = None
+            raise
         self._check_limit(mode, compliance, f"configuring the {mode} source")
         if zero:
             self.level = 0.0

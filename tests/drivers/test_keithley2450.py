@@ -20,6 +20,7 @@ from hil.instruments import SourceMeter
 from hil.testing import TIMED_OUT, Exchange, ProtocolTransport, expected_protocol
 from hil.transport import VisaTransport
 from simulators.emulators.keithley2450 import Keithley2450Emulator
+from simulators.emulators.scpi import SETTINGS_CONFLICT, ScpiError
 from simulators.emulators.server import TcpServer
 from tests.test_store import disk_full_beyond
 
@@ -745,6 +746,37 @@ def test_emulated_overvoltage_protection_clamps_what_another_program_sources_bey
         assert k.measure().voltage_v[0] == pytest.approx(5.0)
         assert emulator.handle(b":SOUR:VOLT:PROT:TRIP?") == b"1"
     assert not emulator.errors
+
+
+def test_a_configure_that_fails_half_way_leaves_nothing_to_source_until_configured_again(
+        tcp_server: Callable[..., TcpServer]) -> None:
+    """The source function changed, the protection refused: the driver must not go on as the voltage source it
+    was, switching on a current source without the protection."""
+
+    class RefusingProtection(Keithley2450Emulator):
+        refuse = False
+
+        def _set_protection(self, text: object) -> None:
+            if self.refuse:
+                raise ScpiError(SETTINGS_CONFLICT, "protection refused")
+            super()._set_protection(text)  # type: ignore[arg-type]
+
+    emulator = RefusingProtection(load_ohm=1e6)
+    k = Keithley2450(VisaTransport(tcp_server(emulator).resource, timeout_s=2.0), clock=VirtualClock(),
+                     limits={"voltage_v": {"min": -2, "max": 2}})
+    with k.connect():
+        k.configure("voltage", 1e-3)
+        emulator.refuse, emulator.protection = True, "NONE"
+        with pytest.raises(DeviceError, match="-221"):
+            k.configure("current", 1.0)
+        assert emulator.function == "CURR"
+        with pytest.raises(DeviceError, match="not configured"):
+            k.set_output(True)
+        assert emulator.output is False
+        emulator.refuse = False
+        k.configure("current", 1.0)
+        assert emulator.protection == "PROT5"
+        k.set_output(True)
 
 
 def test_emulated_configure_clears_what_a_previous_user_left_on_the_readings(bench: Bench) -> None:
