@@ -206,12 +206,13 @@ class Keithley2450Emulator(ScpiEmulator):
     def operating_point(self, function: str | None = None,
                         level: float | None = None) -> tuple[float, float, bool]:
         """(volts, amperes, limit tripped) across the load at a source function and level (default: now), the
-        voltage clamped by the overvoltage protection."""
+        voltage clamped by the overvoltage protection (which then holds the output below the limit: not tripped)."""
         voltage, current, tripped = self._unprotected_point(function, level)
         protection = self._protection_v()
         if abs(voltage) > protection:
             voltage = math.copysign(protection, voltage)
             current = voltage / self.load_ohm if self.terminals == self.load_terminals else 0.0
+            tripped = False  # below the voltage at which the current (or voltage) limit held the unprotected output
         return voltage, current, tripped
 
     def _protection_v(self) -> float:

@@ -748,6 +748,17 @@ def test_emulated_overvoltage_protection_clamps_what_another_program_sources_bey
     assert not emulator.errors
 
 
+def test_emulated_protection_holding_the_output_is_not_the_current_limit() -> None:
+    """20 V into 100 Ω with a 0.1 A limit would be limited at 10 V; PROT5 holds it at 5 V, 50 mA: the protection
+    is active, the current limit is not."""
+    emulator = Keithley2450Emulator(load_ohm=100.0)
+    for message in (b":SOUR:VOLT:ILIM 0.1", b":SOUR:VOLT:PROT PROT5", b":SOUR:VOLT 20", b":OUTP ON"):
+        emulator.handle(message)
+    assert emulator.operating_point() == (5.0, 0.05, False)
+    assert (emulator.handle(b":SOUR:VOLT:ILIM:TRIP?"), emulator.handle(b":SOUR:VOLT:PROT:TRIP?")) == (b"0", b"1")
+    assert not emulator.errors
+
+
 def test_a_configure_that_fails_half_way_leaves_nothing_to_source_until_configured_again(
         tcp_server: Callable[..., TcpServer]) -> None:
     """The source function changed, the protection refused: the driver must not go on as the voltage source it
