@@ -1,22 +1,22 @@
 """Keysight (Agilent) 33500B and 33600A Trueform waveform generators as an `AnalogOutput`.
 
 Each channel is either a DC source (``FUNC DC``, level set by ``VOLT:OFFS``) or plays an uploaded arbitrary waveform
-once per trigger (``FUNC ARB`` in triggered burst mode with ``TRIG:SOUR BUS``, started by ``*TRG``), holding its
-first point between bursts; `play` returns once the burst has ended (``*OPC?``), so that no later command cuts it
-short. Loading a waveform waits for the upload (``*OPC?``) and resets what a previous user may have left that
-changes what the armed arb outputs: point advance, burst phase, output polarity, trigger delay. On a two-channel
-model, `connect` switches off the channel coupling a previous user may have left (frequency, amplitude, tracking,
-combining), refusing to connect if an output is on. A waveform is scaled about its first point whenever the
-instrument's range allows: an armed arb then idles at its offset, so switching between DC and the arb moves nothing,
-and the arb is selected at the smallest amplitude with burst armed in the same message, so it never runs free at its
-own. A waveform the range cannot hold about its first point is scaled about its centre; it loads only with the
-output off, which stays off until the channel is set to DC or given a waveform scaled about its first point (the way
-back to DC passes through the centre). So does a channel found playing an arb at connect. The 33600A takes waveforms
-of 32 points or more (`waveform_points`, set at connect), the 33500B of 8 or more. Voltages are those across the
-load named by ``load_ohm``: the instrument has a 50 Ω source impedance and an open-circuit range of ±10 V, so into a
-load R it can reach ±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high impedance). ``OUTP:LOAD`` is sent at connect
-for every channel so that the instrument scales its settings with the same load as the driver's limits. Every group
-of settings is followed by an error-queue check.
+once per trigger (``FUNC ARB`` in triggered burst mode with ``TRIG:SOUR BUS``, started by ``*TRG``), holding its first
+point between bursts; `play` returns once the burst has ended (``*OPC?``), so that no later command cuts it short.
+Loading a waveform waits for the upload (``*OPC?``) and resets what a previous user may have left that changes what the
+armed arb outputs: point advance, burst phase, output polarity, trigger delay. On a two-channel model, `connect`
+switches off the channel coupling a previous user may have left (frequency, amplitude, sample rate, tracking,
+combining), refusing to connect if an output is on. A waveform is scaled about its first point whenever the instrument's
+range allows: an armed arb then idles at its offset, so switching between DC and the arb moves nothing, and the arb is
+selected at the smallest amplitude with burst armed in the same message, so it never runs free at its own. A waveform
+the range cannot hold about its first point is scaled about its centre; it loads only with the output off, which stays
+off until the channel is set to DC or given a waveform scaled about its first point (the way back to DC passes through
+the centre). So does a channel found playing an arb at connect. The 33600A takes waveforms of 32 points or more
+(`waveform_points`, set at connect), the 33500B of 8 or more. Voltages are those across the load named by ``load_ohm``:
+the instrument has a 50 Ω source impedance and an open-circuit range of ±10 V, so into a load R it can reach
+±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high impedance). ``OUTP:LOAD`` is sent at connect for every channel so
+that the instrument scales its settings with the same load as the driver's limits. Every group of settings is followed
+by an error-queue check.
 
 Commands follow the Keysight 33500B/33600A programming reference, sent in their short forms.
 """
@@ -131,10 +131,10 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.check_errors("setting byte order, output load, amplitude unit and channel coupling")
 
     def _uncouple_channels(self) -> None:
-        """Switch off what a previous user may have left coupling the two channels, with every output off: frequency
-        and amplitude coupling and tracking (a setting of one channel would change the other) and combining (one
-        channel's signal added to the other's output). With an output on, refuse to connect instead: uncoupling
-        could change what it outputs."""
+        """Switch off what a previous user may have left coupling the two channels, with every output off: frequency,
+        amplitude and arb sample-rate coupling and tracking (a setting of one channel would change the other) and
+        combining (one channel's signal added to the other's output). With an output on, refuse to connect instead:
+        uncoupling could change what it outputs."""
         found = []
         for query, off, replies in self._couplings():
             reply = self.query(query).upper()
@@ -159,6 +159,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         state, track, feed = ("0", "1"), ("OFF", "ON", "INV"), ("NONE", "CH1", "CH2")
         return [("SOUR1:FREQ:COUP:STAT?", "SOUR1:FREQ:COUP:STAT OFF", state),
                 ("SOUR1:VOLT:COUP:STAT?", "SOUR1:VOLT:COUP:STAT OFF", state),
+                ("SOUR1:RATE:COUP:STAT?", "SOUR1:RATE:COUP:STAT OFF", state),
                 *((f"SOUR{n}:TRAC?", f"SOUR{n}:TRAC OFF", track) for n in self.channels),
                 *((f"SOUR{n}:COMB:FEED?", f"SOUR{n}:COMB:FEED NONE", feed) for n in self.channels)]
 

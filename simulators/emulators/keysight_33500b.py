@@ -12,7 +12,8 @@ output produced: a burst phase (``BURS:PHAS``, degrees) starts it, and moves its
 advances on triggers (``FUNC:ARB:ADV TRIG``) plays one point per trigger, the next each time. A trigger delay
 (``TRIG:DEL``) is stored only. On a two-channel model, amplitude coupling (``VOLT:COUP:STAT ON``, either channel's
 amplitude and offset set the other's to the same) and tracking (``TRAC ON|INV``, channel 2 takes channel 1's
-amplitude and offset, the offset negated for INV) copy settings between the channels, and combining
+amplitude and offset, the offset negated for INV) copy settings between the channels, sample-rate coupling
+(``RATE:COUP ON``, at ratio 1) gives both channels the arb sample rate either sets, and combining
 (``SOURn:COMB:FEED CHm``) adds channel m's signal to channel n's output; frequency coupling is stored only. A burst
 lasts its samples / sample rate of wall time: ``*OPC?`` (and ``*WAI``, ``*OPC``) waits until every running burst has
 ended, a trigger during a burst is ignored with -211, and a command that changes the channel's output (FUNC,
@@ -171,7 +172,7 @@ class Keysight33500BEmulator(ScpiEmulator):
         self.bursts: dict[int, tuple[int, float, float]] = {}
         self.channels: dict[int, Channel] = {}
         self.byte_order = "NORM"
-        self.freq_coupled = self.volt_coupled = False
+        self.freq_coupled = self.volt_coupled = self.rate_coupled = False
         self.tracking = "OFF"
         super().__init__()
 
@@ -182,7 +183,7 @@ class Keysight33500BEmulator(ScpiEmulator):
             self._interrupt(channel)
         self.channels = {n: Channel() for n in range(1, self.n_channels + 1)}
         self.byte_order = "NORM"
-        self.freq_coupled = self.volt_coupled = False
+        self.freq_coupled = self.volt_coupled = self.rate_coupled = False
         self.tracking = "OFF"
 
     def burst_running(self, channel: int) -> bool:
@@ -351,6 +352,8 @@ class Keysight33500BEmulator(ScpiEmulator):
     @scpi("[SOURce#:]FUNCtion:ARBitrary:SRATe")
     def _sample_rate(self, channel: int, text: Param) -> None:
         self._changing(channel).sample_rate_hz = self._level(text, 1e-6, self.max_sample_rate_hz, 40e3)
+        if self.n_channels == 2 and self.rate_coupled:  # coupled at the default ratio 1: the other channel follows
+            self._changing(3 - channel).sample_rate_hz = self.channels[channel].sample_rate_hz
 
     @scpi("[SOURce#:]FUNCtion:ARBitrary:SRATe?")
     def _sample_rate_query(self, channel: int) -> str:
@@ -421,6 +424,18 @@ class Keysight33500BEmulator(ScpiEmulator):
     def _freq_coupling_query(self, channel: int) -> str:
         self._two_channels(channel)
         return "1" if self.freq_coupled else "0"
+
+    @scpi("[SOURce#:]RATE:COUPle[:STATe]")
+    def _rate_coupling(self, channel: int, text: Param) -> None:
+        self._two_channels(channel)
+        self.rate_coupled = boolean(text)
+        if self.rate_coupled:
+            self._changing(3 - channel).sample_rate_hz = self.channels[channel].sample_rate_hz
+
+    @scpi("[SOURce#:]RATE:COUPle[:STATe]?")
+    def _rate_coupling_query(self, channel: int) -> str:
+        self._two_channels(channel)
+        return "1" if self.rate_coupled else "0"
 
     @scpi("[SOURce#:]VOLTage:COUPle[:STATe]")
     def _volt_coupling(self, channel: int, text: Param) -> None:

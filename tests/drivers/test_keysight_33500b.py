@@ -57,8 +57,9 @@ def connected(*channels: tuple[bytes, bytes, bytes], idn: bytes = IDN, load: byt
 def couplings(left: dict[bytes, bytes] | None = None) -> list[tuple[bytes, bytes]]:
     """A two-channel model's coupling queries at connect, answered as uncoupled except where ``left`` (query: reply)
     says what a previous user left."""
-    queries = [(b"SOUR1:FREQ:COUP:STAT?", b"0"), (b"SOUR1:VOLT:COUP:STAT?", b"0"), (b"SOUR1:TRAC?", b"OFF"),
-               (b"SOUR2:TRAC?", b"OFF"), (b"SOUR1:COMB:FEED?", b"NONE"), (b"SOUR2:COMB:FEED?", b"NONE")]
+    queries = [(b"SOUR1:FREQ:COUP:STAT?", b"0"), (b"SOUR1:VOLT:COUP:STAT?", b"0"), (b"SOUR1:RATE:COUP:STAT?", b"0"),
+               (b"SOUR1:TRAC?", b"OFF"), (b"SOUR2:TRAC?", b"OFF"), (b"SOUR1:COMB:FEED?", b"NONE"),
+               (b"SOUR2:COMB:FEED?", b"NONE")]
     return [(query, (left or {}).get(query, reply)) for query, reply in queries]
 
 
@@ -127,12 +128,13 @@ def test_unknown_model_is_refused_and_the_connection_closed():
 
 
 def test_connect_switches_off_the_channel_coupling_a_previous_user_left_with_the_outputs_off():
-    left = {b"SOUR1:VOLT:COUP:STAT?": b"1", b"SOUR2:TRAC?": b"INV", b"SOUR1:COMB:FEED?": b"CH2"}
+    left = {b"SOUR1:VOLT:COUP:STAT?": b"1", b"SOUR1:RATE:COUP:STAT?": b"1", b"SOUR2:TRAC?": b"INV",
+            b"SOUR1:COMB:FEED?": b"CH2"}
     exchanges = connected()
     at = exchanges.index(couplings()[-1]) + 1
-    exchanges[at - 6:at] = [*couplings(left), (b"OUTP1?", b"0"), (b"OUTP2?", b"0"),
-                            (b"SOUR1:VOLT:COUP:STAT OFF", None), (b"SOUR2:TRAC OFF", None),
-                            (b"SOUR1:COMB:FEED NONE", None)]
+    exchanges[at - len(couplings()):at] = [*couplings(left), (b"OUTP1?", b"0"), (b"OUTP2?", b"0"),
+                                           (b"SOUR1:VOLT:COUP:STAT OFF", None), (b"SOUR1:RATE:COUP:STAT OFF", None),
+                                           (b"SOUR2:TRAC OFF", None), (b"SOUR1:COMB:FEED NONE", None)]
     with expected_protocol(awg(), exchanges) as inst:
         inst.connect()
 
@@ -539,6 +541,18 @@ def test_emulator_channels_stay_independent_whatever_coupling_a_previous_user_le
         assert (emulator.volt_coupled, emulator.freq_coupled, emulator.tracking) == (False, False, "OFF")
 
 
+def test_emulator_each_channel_plays_at_its_own_sample_rate_whatever_rate_coupling_a_previous_user_left(tcp_server):
+    emulator = Keysight33500BEmulator()
+    assert _ask(emulator, b"SOUR1:RATE:COUP ON") is None and not emulator.errors
+    samples = np.linspace(-1.0, 1.0, 16)
+    with Keysight33500B(VisaTransport(tcp_server(emulator).resource), name="awg") as inst:
+        inst.load_waveform(1, samples, 1e3)
+        inst.load_waveform(2, samples, 4e3)  # coupled, this would set channel 1's rate too
+        inst.play()
+        assert {p.channel: p.sample_rate_hz for p in emulator.played} == {1: 1e3, 2: 4e3}
+        assert emulator.rate_coupled is False
+
+
 def test_emulator_coupling_copies_settings_and_combining_adds_the_other_channel():
     e = Keysight33500BEmulator()
     assert _ask(e, b"SOUR1:FUNC DC;:SOUR2:FUNC DC;:OUTP1 ON;:OUTP2 ON;:SOUR1:TRAC INV;:SOUR1:VOLT:OFFS 1") is None
@@ -547,6 +561,8 @@ def test_emulator_coupling_copies_settings_and_combining_adds_the_other_channel(
     assert (e.output_v(1), e.output_v(2)) == (0.25, 0.25)
     assert _ask(e, b"SOUR1:VOLT:COUP OFF;:SOUR1:VOLT:OFFS 2;:SOUR2:COMB:FEED CH1") is None
     assert (e.output_v(1), e.output_v(2)) == (2.0, 2.25)
+    assert _ask(e, b"SOUR1:RATE:COUP ON;:SOUR2:FUNC:ARB:SRAT 2e3") is None
+    assert (e.channels[1].sample_rate_hz, e.channels[2].sample_rate_hz) == (2e3, 2e3)
     assert _ask(e, b"SOUR2:COMB:FEED CH2") is None and e.errors[-1][0] == -221  # not with itself
     single = Keysight33500BEmulator(channels=1)
     assert _ask(single, b"SOUR1:TRAC?") is None and single.errors[-1][0] == -113
