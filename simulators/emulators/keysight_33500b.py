@@ -11,8 +11,9 @@ output produced: a burst phase (``BURS:PHAS``, degrees) starts it, and moves its
 (0° is the first point), and an inverted polarity (``OUTP:POL INV``) mirrors it about the offset. An arb that
 advances on triggers (``FUNC:ARB:ADV TRIG``) plays one point per trigger, the next each time. A trigger delay
 (``TRIG:DEL``) is stored only. On a two-channel model, amplitude coupling (``VOLT:COUP:STAT ON``, either channel's
-amplitude and offset set the other's to the same) and tracking (``TRAC ON|INV``, channel 2 takes channel 1's
-amplitude and offset, the offset negated for INV) copy settings between the channels, sample-rate coupling
+amplitude and offset set the other's to the same) and tracking (``SOURn:TRAC ON|INV``, the same both ways, channel
+n's copied when it starts; INV inverts the other's waveform about its offset, not the DC offset) copy settings
+between the channels, sample-rate coupling
 (``RATE:COUP ON``, at ratio 1) gives both channels the arb sample rate either sets, and combining
 (``SOURn:COMB:FEED CHm``) adds channel m's signal to channel n's output; frequency coupling is stored only. A burst
 lasts its samples / sample rate of wall time: ``*OPC?`` (and ``*WAI``, ``*OPC``) waits until every running burst has
@@ -400,13 +401,16 @@ class Keysight33500BEmulator(ScpiEmulator):
         self._copy_to_coupled(channel)
 
     def _copy_to_coupled(self, channel: int) -> None:
-        """Amplitude coupling (either channel) and tracking (channel 1 to channel 2) give the other channel this
-        one's amplitude and offset (negated by inverted tracking)."""
-        if self.n_channels != 2 or not (self.volt_coupled or (self.tracking != "OFF" and channel == 1)):
+        """Amplitude coupling and tracking (either channel) give the other channel this one's amplitude and offset;
+        inverted tracking inverts the other's waveform about its offset (its polarity), not the DC offset, as the
+        33500 manual states for TRACk INVerted."""
+        if self.n_channels != 2 or not (self.volt_coupled or self.tracking != "OFF"):
             return
         source, target = self.channels[channel], self._changing(3 - channel)
-        sign = -1.0 if self.tracking == "INV" and channel == 1 else 1.0
-        target.amplitude_emf_vpp, target.offset_emf_v = source.amplitude_emf_vpp, sign * source.offset_emf_v
+        target.amplitude_emf_vpp, target.offset_emf_v = source.amplitude_emf_vpp, source.offset_emf_v
+        if self.tracking != "OFF":
+            inverted = {"NORM": "INV", "INV": "NORM"}[source.polarity]
+            target.polarity = inverted if self.tracking == "INV" else source.polarity
 
     # -- channel coupling (two-channel models) ---------------------------------------------------------------
     def _two_channels(self, channel: int) -> Channel:
@@ -453,7 +457,7 @@ class Keysight33500BEmulator(ScpiEmulator):
     def _track(self, channel: int, text: Param) -> None:
         self._two_channels(channel)
         self.tracking = _pick(text, "ON", "OFF", "INVerted")
-        self._copy_to_coupled(1)
+        self._copy_to_coupled(channel)  # the named channel's settings are copied to the other
 
     @scpi("[SOURce#:]TRACk?")
     def _track_query(self, channel: int) -> str:

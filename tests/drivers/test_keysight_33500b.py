@@ -537,7 +537,7 @@ def test_emulator_channels_stay_independent_whatever_coupling_a_previous_user_le
         inst.set_voltage(2, -0.5)
         inst.set_output(1, True)
         inst.set_output(2, True)
-        assert (emulator.output_v(1), emulator.output_v(2)) == (1.0, -0.5)  # coupled: -1.5 and 0.5 (combined)
+        assert (emulator.output_v(1), emulator.output_v(2)) == (1.0, -0.5)  # coupled: -0.5 and -1.0 (combined)
         assert (emulator.volt_coupled, emulator.freq_coupled, emulator.tracking) == (False, False, "OFF")
 
 
@@ -556,7 +556,10 @@ def test_emulator_each_channel_plays_at_its_own_sample_rate_whatever_rate_coupli
 def test_emulator_coupling_copies_settings_and_combining_adds_the_other_channel():
     e = Keysight33500BEmulator()
     assert _ask(e, b"SOUR1:FUNC DC;:SOUR2:FUNC DC;:OUTP1 ON;:OUTP2 ON;:SOUR1:TRAC INV;:SOUR1:VOLT:OFFS 1") is None
-    assert (e.output_v(1), e.output_v(2)) == (1.0, -1.0)
+    assert (e.output_v(1), e.output_v(2)) == (1.0, 1.0)  # INV inverts the waveform, not the DC offset (manual)
+    assert (e.channels[1].polarity, e.channels[2].polarity) == ("NORM", "INV")
+    assert _ask(e, b"SOUR2:VOLT:OFFS 0.5") is None  # tracking: a change to either channel is reflected in both
+    assert (e.output_v(1), e.output_v(2)) == (0.5, 0.5)
     assert _ask(e, b"SOUR1:TRAC OFF;:SOUR1:VOLT:COUP ON;:SOUR2:VOLT:OFFS 0.25") is None
     assert (e.output_v(1), e.output_v(2)) == (0.25, 0.25)
     assert _ask(e, b"SOUR1:VOLT:COUP OFF;:SOUR1:VOLT:OFFS 2;:SOUR2:COMB:FEED CH1") is None
