@@ -58,8 +58,9 @@ class InstrumentConfig(Strict):
     world: str | None = None
     timeout_s: float = Field(2.0, ge=1e-3, description="reply timeout (s); at least 1 ms, VISA's resolution")
     visa_library: str = Field("@py", description="pyvisa's VISA library for a VISA resource: @py (pyvisa-py, "
-                              "installed with hil), or '' or a library's path for the system's VISA (NI-VISA, "
-                              "Keysight IO Libraries), which opens USB and GPIB resources on its own")
+                              "installed with hil), or '' (falling back to pyvisa-py where none is found), @ivi or a "
+                              "library's path for the system's VISA (NI-VISA, Keysight IO Libraries), which opens USB "
+                              "and GPIB resources on its own")
     traffic_log: str | None = Field(None, description="file that records every exchange (appended); if the disk "
                                     "refuses it later, logging stops with a warning and the instrument goes on")
     limits: dict[str, LimitConfig] = Field(default_factory=dict)

@@ -319,8 +319,12 @@ class VisaTransport(Transport):
                 error.error_code == pyvisa.constants.StatusCode.error_timeout:
             return "closed" if self._peer_closed() else "timeout"
         if isinstance(error, pyvisa.errors.LibraryError) or \
-                (isinstance(error, ValueError) and str(error).startswith(("Please install", "Wrapper not found"))):
-            return "missing"  # a VISA library that cannot be loaded; pyvisa-py without PyUSB, linux-gpib, PyVICP
+                (isinstance(error, ValueError) and str(error).startswith(
+                    ("Please install", "Wrapper not found", "Could not locate a VISA implementation"))) or \
+                (isinstance(error, OSError) and str(error).startswith("Could not open VISA library")):
+            # a VISA library that cannot be loaded (a path, or the system's VISA found broken or named by @ivi and not
+            # installed: pyvisa raises a plain OSError); pyvisa-py without PyUSB, linux-gpib, PyVICP
+            return "missing"
         return "error"
 
     def _peer_closed(self) -> bool:

@@ -170,6 +170,23 @@ def test_a_visa_library_that_cannot_be_loaded_is_named_and_a_serial_port_takes_n
         open_transport("/dev/ttyUSB0", visa_library="")
 
 
+def _system_visa_found() -> bool:
+    from pyvisa.ctwrapper import IVIVisaLibrary
+
+    return bool(IVIVisaLibrary.get_library_paths())
+
+
+@pytest.mark.skipif(_system_visa_found(), reason="a system VISA (IVI) is installed here")
+def test_a_system_visa_that_is_not_there_is_named_as_missing_not_as_the_cable() -> None:
+    """pyvisa raises a plain OSError ("Could not open VISA library") for @ivi with no IVI VISA installed, and for
+    '' where one is found but cannot be loaded."""
+    with pytest.raises(TransportError) as caught:
+        open_transport("TCPIP::127.0.0.1::5025::SOCKET", visa_library="@ivi").open()
+    message = str(caught.value)
+    assert "a library this resource needs is missing or cannot be loaded (Could not open VISA library" in message
+    assert "cable" not in message and "\n" not in message
+
+
 def test_closed_transport_refuses_to_send(echo_tcp) -> None:
     transport = VisaTransport(echo_tcp[1].resource, timeout_s=0.3)
     with pytest.raises(TransportError, match="not open"):
