@@ -127,6 +127,14 @@ class Instrument(ABC):
     def _what(self, quantity: str) -> str:
         return f"{self.name} {quantity}"
 
+    def _require_level_within(self, limit: str, level: float | None, what: str, fix: str) -> None:
+        """Refuse to switch on an output held at a known ``level`` outside the limits: one left by an earlier session
+        with wider limits, or by another program."""
+        allowed = self.limits[limit]
+        if level is not None and not allowed.min <= level <= allowed.max:
+            raise LimitError(f"{self.name}: {what} is at {level:g} {allowed.unit}, outside the limit "
+                             f"{allowed.min:g}..{allowed.max:g} {allowed.unit}; {fix} before switching the output on")
+
     def _check(self, limit: str, value: float, quantity: str | None = None) -> float:
         return self.limits[limit].check(value, self._what(quantity or limit))
 
@@ -383,9 +391,12 @@ class AnalogOutput(Instrument):
             previous = value
 
     def set_output(self, channel: int, enabled: bool) -> None:
-        """Switch a channel's output relay on or off."""
+        """Switch a channel's output relay on or off; not on while its known level lies outside the limits."""
         self._require_connected()
         channel = self._check_channel(channel, self.n_channels)
+        if enabled:
+            self._require_level_within("voltage_v", self.level_v.get(channel), f"channel {channel}",
+                                       "set a voltage within it")
         self.output_on[channel] = None
         self._set_output_hw(channel, bool(enabled))
         self.output_on[channel] = bool(enabled)
@@ -643,9 +654,12 @@ class SourceMeter(Instrument):
             previous = value
 
     def set_output(self, enabled: bool) -> None:
-        """Switch the output relay on (only once configured: the compliance must be known) or off."""
+        """Switch the output relay on (only once configured: the compliance must be known, and the level within the
+        limits) or off."""
         if enabled:
             self._require_configured()
+            self._require_level_within(self._limit_of(self.mode), self.level,  # type: ignore[arg-type]
+                                       f"the {self.mode} source", "set a level within it")
         self._require_connected()
         self.output_on = None
         self._set_output_hw(bool(enabled))

@@ -1082,3 +1082,19 @@ def test_a_source_meter_without_list_sweeps_sweeps_point_by_point() -> None:
         assert readings.current_a.tolist() == pytest.approx([0.5e-3, 1e-3, 0.5e-3], rel=1e-6)
         assert not readings.in_compliance.any() and k.level == 0.5
         assert clock.now() - started == pytest.approx(0.3)
+
+
+def test_emulated_a_level_left_beyond_the_lab_limit_is_not_switched_on(tcp_server: Callable[..., TcpServer]) -> None:
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    assert emulator.handle(b":SOUR:VOLT 10") is None  # a previous user's 10 V, output off
+    k = Keithley2450(VisaTransport(tcp_server(emulator).resource, timeout_s=2.0), clock=VirtualClock(),
+                     limits={"voltage_v": {"min": -2, "max": 2, "max_step": 2.0}})
+    with k.connect():
+        k.configure("voltage", 1e-3)
+        with pytest.raises(LimitError, match=r"^Keithley2450: the voltage source is at 10 V, outside the limit -2\.\.2 "
+                                             r"V; set a level within it before switching the output on$"):
+            k.set_output(True)
+        assert emulator.output is False
+        k.set_level(1.0)  # ramped back from 10 V, with the output off
+        k.set_output(True)
+        assert emulator.operating_point()[0] == pytest.approx(1.0)

@@ -553,6 +553,20 @@ def test_emulator_each_channel_plays_at_its_own_sample_rate_whatever_rate_coupli
         assert emulator.rate_coupled is False
 
 
+def test_emulator_a_level_left_beyond_the_lab_limit_is_not_switched_on(tcp_server):
+    emulator = Keysight33500BEmulator()
+    assert _ask(emulator, b"SOUR1:FUNC DC;:SOUR1:VOLT:OFFS 4") is None  # a previous user's 4 V, output off
+    with Keysight33500B(VisaTransport(tcp_server(emulator).resource), name="awg",
+                        limits={"voltage_v": {"min": -2, "max": 2, "max_step": 5}}) as inst:
+        with pytest.raises(LimitError, match=r"^awg: channel 1 is at 4 V, outside the limit -2\.\.2 V; set a voltage "
+                                             r"within it before switching the output on$"):
+            inst.set_output(1, True)
+        assert emulator.channels[1].output_on is False
+        inst.set_voltage(1, 1.5)
+        inst.set_output(1, True)
+        assert emulator.output_v(1) == 1.5
+
+
 def test_emulator_coupling_copies_settings_and_combining_adds_the_other_channel():
     e = Keysight33500BEmulator()
     assert _ask(e, b"SOUR1:FUNC DC;:SOUR2:FUNC DC;:OUTP1 ON;:OUTP2 ON;:SOUR1:TRAC INV;:SOUR1:VOLT:OFFS 1") is None
