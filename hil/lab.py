@@ -85,6 +85,10 @@ class InstrumentConfig(Strict):
         if len(given) != 1:
             raise ValueError("give exactly one of resource (a bench instrument), emulate (true, or emulator "
                              f"options) or world (a simulator); got {given or 'none'}")
+        unused = sorted({"timeout_s", "traffic_log", "visa_library"} & self.model_fields_set) if self.world else []
+        if unused:
+            raise ValueError(f"{', '.join(unused)} set for a simulated instrument (world), which has no transport; "
+                             "leave them out")
         return self
 
 

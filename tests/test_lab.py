@@ -249,6 +249,13 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
             instruments: {crossbar: xbar, spare: xbar}
      """, r"lab.yaml:8: systems\.crossbar\.instruments\.spare: system kind 'crossbar' has no role 'spare'; its "
          r"roles: crossbar$"),
+    ("""
+        worlds:
+          chip: {kind: memristor_crossbar}
+        instruments:
+          xbar: {driver: simulated_crossbar, world: chip, traffic_log: x.log, visa_library: ""}
+     """, r"lab.yaml:4: instruments\.xbar: traffic_log, visa_library set for a simulated instrument \(world\), which "
+         r"has no transport; leave them out$"),
 ])
 def test_bad_lab_files_fail_with_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
