@@ -1,14 +1,14 @@
 """Keithley 2450 SourceMeter emulator (SCPI command set) with a resistor across its terminals.
 
-The physics: a load of ``load_ohm`` ohms. Sourcing a voltage V gives I = V/R; if |I| would exceed the current
-limit (ILIM) the instrument clamps I at ±ILIM, the voltage drops to ILIM·R and the limit is "tripped".
-Sourcing a current is the mirror image with the voltage limit (VLIM). With the output off, nothing flows
-(0 V, 0 A). The overvoltage protection (``:SOURce:VOLTage:PROTection PROT<n>|NONE``) clamps the voltage across
-the terminals at its level in either source function, and ``:SOURce:VOLTage:PROTection:TRIPped?`` says when it
-does. The load is wired to the ``load_terminals`` (front by default); the terminals selected by
-``:ROUTe:TERMinals FRONt|REAR`` (a change switches the output off) see the load, or else an open circuit: no
-current, and a current source runs to its voltage limit. ``noise_a`` adds seeded Gaussian noise (A, standard
-deviation) to every current reading.
+The physics: a load of ``load_ohm`` ohms. Sourcing a voltage V gives I = V/R; if |I| would exceed the current limit
+(ILIM) the instrument clamps I at ±ILIM, the voltage drops to ILIM·R and the limit is "tripped". Sourcing a current
+is the mirror image with the voltage limit (VLIM). With the output off, nothing flows (0 V, 0 A). The overvoltage
+protection (``:SOURce:VOLTage:PROTection PROT<n>|NONE``) clamps the voltage across the terminals at its level in
+either source function (each function keeps its own level), and ``:SOURce:VOLTage:PROTection:TRIPped?`` says when it
+does. The load is wired to the ``load_terminals`` (front by default); the terminals selected by ``:ROUTe:TERMinals
+FRONt|REAR`` (a change switches the output off) see the load, or else an open circuit: no current, and a current
+source runs to its voltage limit. ``noise_a`` adds seeded Gaussian noise (A, standard deviation) to every current
+reading.
 
 Emulated: source function (refused with -221 while the measure function is resistance, as on the 2450), level,
 limit and range (fixed, or auto: the smallest range holding the level with its 105 % overrange), the power
@@ -177,7 +177,9 @@ class Keithley2450Emulator(ScpiEmulator):
         self.data_format = "ASC"  # :FORMat:DATA: ASC, REAL (float64) or SREAL (float32)
         self.ascii_precision = 0  # :FORMat:ASCii:PRECision: significant digits of ASCII numbers, 0 = automatic
         self.terminals = "FRON"  # :ROUTe:TERMinals: FRON or REAR
-        self.protection = "NONE"  # :SOURce:VOLTage:PROTection: PROT<n> or NONE
+        #: :SOURce:VOLTage:PROTection (PROT<n> or NONE) per source function: the Reference Manual lists "function
+        #: change" among what affects it, taken here to mean that each source function keeps its own.
+        self.protection = {"VOLT": "NONE", "CURR": "NONE"}
 
     @scpi("*LANG?")
     def language(self) -> str:
@@ -216,7 +218,8 @@ class Keithley2450Emulator(ScpiEmulator):
         return voltage, current, tripped
 
     def _protection_v(self) -> float:
-        return math.inf if self.protection == "NONE" else float(self.protection.removeprefix("PROT"))
+        level = self.protection[self.function]
+        return math.inf if level == "NONE" else float(level.removeprefix("PROT"))
 
     def _unprotected_point(self, function: str | None, level: float | None) -> tuple[float, float, bool]:
         function = function or self.function
@@ -366,10 +369,10 @@ class Keithley2450Emulator(ScpiEmulator):
         return self._text(self.limit[function])
 
     def _set_protection(self, text: Param) -> None:
-        self.protection = choice(text, *PROTECTION_NAMES)
+        self.protection[self.function] = choice(text, *PROTECTION_NAMES)
 
     def _get_protection(self) -> str:
-        return self.protection
+        return self.protection[self.function]
 
     def _protection_tripped(self) -> str:
         return "1" if abs(self._unprotected_point(None, None)[0]) > self._protection_v() else "0"

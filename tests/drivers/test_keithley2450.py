@@ -730,7 +730,7 @@ def test_emulated_overvoltage_protection_clamps_what_another_program_sources_bey
                      limits={"voltage_v": {"min": -2, "max": 2, "max_step": 2.0}})
     with k.connect():
         k.configure("voltage", 1e-3)
-        assert emulator.protection == "PROT5"
+        assert emulator.protection == {"VOLT": "PROT5", "CURR": "NONE"}
         k.set_level(-2.0)
         k.set_output(True)
         assert k.measure().voltage_v[0] == pytest.approx(-2.0)  # the lab's whole range is clear of the protection
@@ -739,7 +739,8 @@ def test_emulated_overvoltage_protection_clamps_what_another_program_sources_bey
         assert k.measure().voltage_v[0] == pytest.approx(-5.0)
         assert emulator.handle(b":SOUR:VOLT:PROT:TRIP?") == b"1"
         emulator.handle(b":SOUR:VOLT -2")
-        k.configure("current", 2.0)
+        k.configure("current", 2.0)  # the current source has a protection of its own: set after the function
+        assert emulator.protection == {"VOLT": "PROT5", "CURR": "PROT5"}
         for message in (b":SOUR:CURR:VLIM 20", b":SOUR:CURR 1e-5"):  # 10 V across 1 MΩ: clamped at 5 V
             emulator.handle(message)
         k.set_output(True)
@@ -777,7 +778,7 @@ def test_a_configure_that_fails_half_way_leaves_nothing_to_source_until_configur
                      limits={"voltage_v": {"min": -2, "max": 2}})
     with k.connect():
         k.configure("voltage", 1e-3)
-        emulator.refuse, emulator.protection = True, "NONE"
+        emulator.refuse = True
         with pytest.raises(DeviceError, match="-221"):
             k.configure("current", 1.0)
         assert emulator.function == "CURR"
@@ -786,7 +787,7 @@ def test_a_configure_that_fails_half_way_leaves_nothing_to_source_until_configur
         assert emulator.output is False
         emulator.refuse = False
         k.configure("current", 1.0)
-        assert emulator.protection == "PROT5"
+        assert emulator.protection["CURR"] == "PROT5"
         k.set_output(True)
 
 
