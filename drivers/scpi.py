@@ -32,6 +32,8 @@ class ScpiDriver:
     max_error_reads = 32
     #: "Query INTERRUPTED": what an IEEE 488.2 instrument queues when a query arrives before its last reply was read.
     QUERY_INTERRUPTED = -410
+    #: "Undefined header": what an instrument queues for a command its firmware does not know (and sends no reply).
+    UNDEFINED_HEADER = -113
 
     def __init_subclass__(cls, **options: Any):
         super().__init_subclass__(**options)
@@ -170,7 +172,15 @@ class ScpiDriver:
 
     def check_errors(self, after: str = "") -> None:
         """Read the error queue until it is empty; raise `DeviceError` listing every error found."""
-        errors: list[str] = []
+        errors = [message if code is None else f"{code} {message}" for code, message in self.read_errors()]
+        if errors:
+            context = f" after {after}" if after else ""
+            raise DeviceError(f"{self.name}: instrument reported{context}: {'; '.join(errors)}")  # type: ignore[attr-defined]
+
+    def read_errors(self) -> list[tuple[int | None, str]]:
+        """Empty the error queue: its errors as (code, message), without the "Query INTERRUPTED" a resynchronisation
+        accounts for; code None where the queue did not empty."""
+        errors: list[tuple[int | None, str]] = []
         for _ in range(self.max_error_reads):
             code, message = self.parse_error(self.query("SYST:ERR?"))
             if code == 0:
@@ -178,13 +188,11 @@ class ScpiDriver:
             if code == self.QUERY_INTERRUPTED and self._interrupted:
                 self._interrupted -= 1  # a query a timeout left behind, discarded at a resynchronisation
                 continue
-            errors.append(f"{code} {message}")
+            errors.append((code, message))
         else:
-            errors.append("(error queue did not empty)")
+            errors.append((None, "(error queue did not empty)"))
         self._interrupted = 0
-        if errors:
-            context = f" after {after}" if after else ""
-            raise DeviceError(f"{self.name}: instrument reported{context}: {'; '.join(errors)}")  # type: ignore[attr-defined]
+        return errors
 
 
 def _integer(text: str) -> int | None:

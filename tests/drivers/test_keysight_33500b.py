@@ -10,10 +10,11 @@ import pytest
 
 from drivers.keysight_33500b import Keysight33500B
 from hil.clock import VirtualClock
-from hil.errors import ConfigError, DeviceError, LimitError
-from hil.testing import ProtocolTransport, block, expected_protocol
+from hil.errors import ConfigError, DeviceError, LimitError, TransportTimeout
+from hil.testing import TIMED_OUT, ProtocolTransport, block, expected_protocol
 from hil.transport import VisaTransport
 from simulators.emulators.keysight_33500b import Keysight33500BEmulator
+from simulators.emulators.scpi import UNDEFINED_HEADER, ScpiError
 
 IDN = b"Keysight Technologies,33522B,MY00000000,4.00-3.15-2.00-58-00"
 ZERO = b"+0.000000000000000E+00"
@@ -147,6 +148,23 @@ def test_connect_refuses_channels_left_coupled_with_an_output_on_and_changes_not
                                               r"the output of channel\(s\) 2 on; switch the outputs off"):
             inst.connect()
         assert not inst.connected and not inst.transport.is_open
+
+
+def test_a_coupling_the_firmware_does_not_know_is_passed_over_and_another_error_is_not():
+    rate = (b"SOUR1:RATE:COUP:STAT?", TIMED_OUT)  # unanswered: an older firmware has no such command
+    resync = [(b"*ESE 1;*ESE?;*IDN?", b"1;" + IDN), (b"*ESE 0", None)]
+    couplings_ = couplings()
+    at = connected().index(couplings_[0])
+    skipped = [*couplings_[:2], rate, *resync, (b"SYST:ERR?", b'-113,"Undefined header"'), ERRORS_CHECKED,
+               *couplings_[3:]]
+    exchanges = [*connected()[:at], *skipped, *connected()[at + len(couplings_):]]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        assert inst.connected
+    busy = [*connected()[:at], *couplings_[:2], rate, *resync, (b"SYST:ERR?", b'-350,"Queue overflow"'),
+            ERRORS_CHECKED]
+    with expected_protocol(awg(), busy) as inst, pytest.raises(TransportTimeout, match="SOUR1:RATE:COUP:STAT"):
+        inst.connect()
 
 
 def test_a_garbage_coupling_reply_is_a_device_error():
@@ -565,6 +583,20 @@ def test_emulator_a_level_left_beyond_the_lab_limit_is_not_switched_on(tcp_serve
         inst.set_voltage(1, 1.5)
         inst.set_output(1, True)
         assert emulator.output_v(1) == 1.5
+
+
+def test_emulator_of_a_firmware_without_rate_coupling_connects_after_one_timeout(tcp_server):
+    class OlderFirmware(Keysight33500BEmulator):
+        def _rate_coupling_query(self, channel: int) -> str:
+            raise ScpiError(UNDEFINED_HEADER, "RATE:COUP")
+
+    emulator = OlderFirmware()
+    assert _ask(emulator, b"SOUR1:VOLT:COUP ON") is None
+    with Keysight33500B(VisaTransport(tcp_server(emulator).resource, timeout_s=0.3), name="awg") as inst:
+        assert not inst.transport.out_of_step and not emulator.errors
+        assert emulator.volt_coupled is False  # the couplings it knows are still switched off
+        inst.set_voltage(1, 0.5)
+        assert emulator.channels[1].offset_v == 0.5
 
 
 def test_emulator_coupling_copies_settings_and_combining_adds_the_other_channel():
