@@ -154,8 +154,14 @@ class IntegrationConfig(Strict):
     parallel: bool = Field(True, description="split long waveforms at quiet stretches (False: always sequential)")
 
 
-def _daq_converters() -> ConverterConfig:
-    return ConverterConfig(adc_noise_v=2.4e-4)
+class OscillatorConverters(ConverterConfig):
+    """The DAQ card of the bench: 16-bit ±10 V analog output and input, with the input's random noise.
+
+    Its own defaults (not a ``ConverterConfig`` built with other values) so that a lab file overriding one field
+    keeps the others at their realistic values."""
+
+    adc_noise_v: float = Field(2.4e-4, ge=0, description="ADC input-referred noise, rms (V); source: NI USB-6361 "
+                               "AI random noise ≈0.24 mV rms on the ±10 V range (X Series specifications)")
 
 
 class OscillatorConfig(Strict):
@@ -166,7 +172,7 @@ class OscillatorConfig(Strict):
     shot: ShotConfig = Field(default_factory=ShotConfig)
     slow: SlowConfig = Field(default_factory=SlowConfig)
     integration: IntegrationConfig = Field(default_factory=IntegrationConfig)
-    converters: ConverterConfig = Field(default_factory=_daq_converters,
+    converters: OscillatorConverters = Field(default_factory=OscillatorConverters,
                                         description="DAQ card; source: NI USB-6361 class, 16-bit ±10 V, AI random "
                                                     "noise ≈0.24 mV rms on the ±10 V range (X Series "
                                                     "specifications)")

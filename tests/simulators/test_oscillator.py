@@ -190,6 +190,20 @@ def test_converters_add_adc_noise_and_rounding_and_ideal_has_none() -> None:
     assert ideal_ao._waveforms[0][0].tolist() == pytest.approx([0.1234567, -0.7654321], abs=1e-7)
 
 
+def test_overriding_one_converter_field_keeps_the_realistic_adc_noise() -> None:
+    """A lab file that changes one converter field (here the settle time) keeps the DAQ card's other realistic
+    values: the AI noise of 0.24 mV rms stays in the record, as without the override."""
+    world, _, ai, _ = bench(config={**QUIET, "converters": {"settle_s": 2e-4}})
+    assert world.config.converters.settle_s == 2e-4
+    assert world.config.converters.adc_noise_v == OscillatorNetwork().config.converters.adc_noise_v == 2.4e-4
+    record = ai.acquire(40_000, FS)
+    lsb = 20 / 2**16
+    np.testing.assert_allclose(record.std(1), math.sqrt(2.4e-4**2 + lsb**2 / 12), rtol=0.03)
+    for preset, noise_v in (("ideal", 0.0), ("harsh", 7.2e-4)):
+        config = OscillatorNetwork(preset=preset, config={"converters": {"settle_s": 2e-4}}).config
+        assert config.converters.adc_noise_v == noise_v, preset
+
+
 @pytest.mark.statistical
 def test_adc_noise_is_independent_from_channel_to_channel() -> None:
     _, _, ai, _ = bench(config=QUIET)  # the network at rest: the records hold only the ADC's noise and rounding
