@@ -261,7 +261,7 @@ def ou_path(process: OrnsteinUhlenbeck, times_s: torch.Tensor) -> torch.Tensor:
 
     The exact update x_k = a_k·x_{k−1} + σ·√(1 − a_k²)·ξ_k (a_k = e^{−Δt_k/τ}) is solved for all k at once with
     cumulative sums, x_k = A_k·(x_0 + Σ_{j≤k} s_j·ξ_j / A_j), A_k = Π_{j≤k} a_j (in float64, in pieces so that
-    1/A stays finite).
+    1/A stays finite; a single step too long for that, Δt > 600·τ, is the update itself).
     """
     times = torch.as_tensor(times_s, dtype=torch.float64).reshape(-1)
     shape = tuple(process.value.shape)
@@ -274,11 +274,15 @@ def ou_path(process: OrnsteinUhlenbeck, times_s: torch.Tensor) -> torch.Tensor:
     if float(cumulative[-1]) < -600 and len(times) > 1:
         half = len(times) // 2
         return torch.cat([ou_path(process, times[:half]), ou_path(process, times[half:])])
-    steps = process.sigma * torch.sqrt(-torch.expm1(2 * log_a))
+    column = (-1, *([1] * len(shape)))
+    steps = (process.sigma * torch.sqrt(-torch.expm1(2 * log_a))).reshape(column)
     noise = torch.randn((len(times), *shape), generator=process.generator).to(torch.float64)
-    scale = (steps * torch.exp(-cumulative)).reshape(-1, *([1] * len(shape)))
     start = process.value.to(torch.float64)
-    path = torch.exp(cumulative).reshape(-1, *([1] * len(shape))) * (start + torch.cumsum(scale * noise, 0))
+    if float(cumulative[-1]) < -600:  # one step: 1/A would overflow
+        path = torch.exp(log_a).reshape(column) * start + steps * noise
+    else:
+        path = torch.exp(cumulative).reshape(column) * (start + torch.cumsum(steps * torch.exp(-cumulative).reshape(
+            column) * noise, 0))
     path = path.to(torch.float32)
     process.value = path[-1].clone()
     process.time_s = max(process.time_s, float(times[-1]))

@@ -655,6 +655,28 @@ def test_ornstein_uhlenbeck_path_matches_its_exact_law() -> None:
     assert process.time_s == 2000.0 and torch.equal(process.value, path[1])
 
 
+def test_a_frame_long_after_the_last_one_is_finite_and_its_wander_a_fresh_draw() -> None:
+    """More than ~700 correlation times of idle virtual time (12 h at the realistic 60 s, 4 h at harsh's 20 s) make
+    the wander's decay e^(−Δt/τ) and its inverse leave float64's range: the frames must stay finite, and the
+    wander be a stationary draw that has forgotten its start; later steps keep their correlation."""
+    from simulators.world import OrnsteinUhlenbeck
+
+    for preset in ("realistic", "harsh"):
+        world, slm, camera = bench(preset, seed=1, **small())
+        world.clock.sleep(1e6)
+        images = frames(slm, camera, torch.zeros(2, 16, 16))
+        assert bool(torch.isfinite(images).all()) and float(images.max()) > 100, preset
+    process = OrnsteinUhlenbeck(2.0, 10.0, (4000,), torch.Generator().manual_seed(0))
+    start = process.value.clone()
+    path = ou_path(process, torch.tensor([1e5, 2e5, 2e5 + 5.0]))
+    assert bool(torch.isfinite(path).all())
+    assert float(path[0].std()) == pytest.approx(2.0, rel=0.05) and float(path[1].std()) == pytest.approx(2.0, rel=0.05)
+    assert abs(float(torch.corrcoef(torch.stack([path[0], start]))[0, 1])) < 0.07
+    assert abs(float(torch.corrcoef(torch.stack([path[1], path[0]]))[0, 1])) < 0.07
+    assert float(torch.corrcoef(torch.stack([path[2], path[1]]))[0, 1]) == pytest.approx(math.exp(-0.5), abs=0.05)
+    assert process.time_s == 2e5 + 5.0 and torch.equal(process.value, path[2])
+
+
 def test_ornstein_uhlenbeck_peek_reads_the_next_value_without_advancing() -> None:
     from simulators.world import OrnsteinUhlenbeck
 
