@@ -211,8 +211,10 @@ class MemristorCrossbar(World):
 
     ``program(conductances_s)`` and ``read(voltages_v)`` are what `SimulatedCrossbar` calls; both advance the
     world's clock by their device time. Presets: ``ideal`` switches every non-ideality off (converters exact and
-    unclipped); ``harsh`` is about 3× ``realistic`` (device spread 0.3, as in aihwkit's measured ReRAM-array
-    presets with w_max_dtod 0.35–0.43; 16 levels; 6-bit converters).
+    unclipped); ``harsh`` scales the device and read-out non-idealities by about 3× (device spread 0.3, as in
+    aihwkit's measured ReRAM-array presets with w_max_dtod 0.35–0.43; stuck devices, wire resistance, column
+    spreads, amplifier noise), the programming noise, drift and 1/f read noise by 2×, with 16 levels and 6-bit
+    converters.
     """
 
     kind = "memristor_crossbar"

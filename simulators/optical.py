@@ -177,7 +177,7 @@ class ShotConfig(Strict):
     poisson_exact_below_e: float = Field(10.0, ge=0, description="mean electron counts below which shot noise is "
                                          "drawn exactly (Poisson); above it, from a normal of the same mean and "
                                          "variance (e⁻); source: the usual rule that Poisson(μ ≥ 10) is close to "
-                                         "normal; with 3 e⁻ of read noise the skewness left out is below 0.13")
+                                         "normal; with the 2.33 e⁻ of read noise the skewness left out is below 0.17")
     read_noise_e: float = Field(2.33, ge=0, description="temporal dark (read) noise, rms (e⁻); source: dynamic "
                                 "range 71.2 dB over 10 700 e⁻, i.e. EMVA 1288's μ_e.min = σ_y.dark/K + 1/2 = 2.95 "
                                 "e⁻ with σ_y.dark² = K²σ_d² + 1/12 DN² (quantisation), " + _IMX250)
@@ -247,7 +247,7 @@ IDEAL_SLM_CAMERA: dict[str, Any] = {
              "adc_rounding": False, "clipping": False},
     "slow": {"power_wander": 0.0},
 }
-#: Two to three times the realistic magnitudes.
+#: Two to three times the realistic magnitudes, the dark current about seven times (3 → 20 e⁻/s: a warm sensor).
 HARSH_SLM_CAMERA: dict[str, Any] = {
     "construction": {"lut_gain_error": 0.08, "lut_bow_rad": 0.4, "crosstalk_px": 1.0, "zero_order": 0.12,
                      "prnu": 0.015, "dsnu_e": 4.0, "black_level_dn": 20.0},
