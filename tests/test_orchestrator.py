@@ -552,3 +552,21 @@ def test_a_resumed_run_computes_with_the_torch_threads_it_started_with(tmp_path:
     events = resumed.events()
     assert [e["torch_threads"] for e in events if e["kind"] in ("run_started", "run_resumed")] == [1, 1]
     assert final(resumed) | {"seq": 0, "time": 0} == final(reference) | {"seq": 0, "time": 0}
+
+
+def test_a_twin_reused_through_a_run_of_another_seed_is_measured_on_the_groups_its_fit_held_out(
+        finished_run: Path, tmp_path: Path) -> None:
+    """A run reusing a twin saves it again with the groups it was not fitted on; a run reusing that one measures
+    its fidelity on them, not on the split of the middle run's seed (which would hold out a group it was fitted on)."""
+    source = copy_of(finished_run, tmp_path / "source")
+    assert json.loads((source / "twin/twin.json").read_text())["held_out_groups"] == [2]  # the source's seed 3
+    (tmp_path / "middle").mkdir()
+    middle = run_protocol(write_protocol(tmp_path / "middle", **SMALL | {"twin": SMALL["twin"] | {
+        "from_run": str(source)}}), seed=1, show_progress=False)
+    assert json.loads((middle.path / "twin/twin.json").read_text())["held_out_groups"] == [2]
+    (tmp_path / "last").mkdir()
+    last = run_protocol(write_protocol(tmp_path / "last", **SMALL | {"twin": SMALL["twin"] | {
+        "from_run": str(middle.path)}}), seed=1, show_progress=False)  # seed 1's own split holds out group 1
+    source_data, _ = RunStore(source).load_arrays("data/twin_data.h5")
+    measured, _ = RunStore(last.path).load_arrays("data/fidelity.h5")
+    torch.testing.assert_close(measured["measured"], source_data["y"][[2]], rtol=0, atol=0)

@@ -258,3 +258,25 @@ def test_jacobian_cosines_along_theta_and_along_x_are_told_apart(lab, crossbar_d
     cos_theta, cos_x = jacobian_cosine(system, twin, crossbar_data.x[0][:8], crossbar_data.theta[0], directions=2,
                                        repeats=2)
     assert cos_theta > 0.9 and cos_x < 0.5, (cos_theta, cos_x)
+
+
+def test_a_loaded_twin_keeps_the_held_out_groups_it_was_saved_with(lab, tmp_path) -> None:
+    """The θ groups a twin was not fitted on travel with it (a run reusing it measures its fidelity on them, and
+    saves it again with them)."""
+    system = lab.systems["crossbar"]
+    twin = build_twin("physics", system)
+    twin.spec["held_out_groups"] = [2, 5]
+    save_twin(twin, tmp_path / "twin")
+    assert load_twin(tmp_path / "twin", system).spec["held_out_groups"] == [2, 5]
+    save_twin(build_twin("physics", system), tmp_path / "older")  # saved without them: none are made up
+    assert "held_out_groups" not in load_twin(tmp_path / "older", system).spec
+
+
+@pytest.mark.parametrize("groups", ['"2"', '[2, "x"]', '[-1]', '[true]'])
+def test_held_out_groups_that_are_not_group_indices_are_a_config_error(lab, tmp_path, groups: str) -> None:
+    system = lab.systems["crossbar"]
+    save_twin(build_twin("physics", system), tmp_path / "twin")
+    (tmp_path / "twin" / "twin.json").write_text(f'{{"kind": "physics", "system": "crossbar", '
+                                                 f'"held_out_groups": {groups}}}')
+    with pytest.raises(ConfigError, match=r"twin\.json: not a twin description"):
+        load_twin(tmp_path / "twin", system)

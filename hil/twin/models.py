@@ -6,7 +6,8 @@
 - ``residual``: the physics twin plus a neural residual that starts at zero;
 - ``oracle``: on a simulator, the physics with the world's hidden calibration (not fitted: the ceiling).
 
-Saved as ``twin.json`` (kind, sizes) and ``twin.pt`` (the state dict), loaded with ``weights_only=True``.
+Saved as ``twin.json`` (kind, sizes, the θ groups it was not fitted on) and ``twin.pt`` (the state dict), loaded
+with ``weights_only=True``; a loaded twin keeps those groups in its ``spec``.
 """
 
 from __future__ import annotations
@@ -177,9 +178,11 @@ def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
         raise ConfigError(f"cannot read a twin from {folder}: {error}; point twin.from_run at a run with an intact "
                           "twin/ folder") from None
     hidden = spec.get("hidden", []) if isinstance(spec, dict) else None
+    held_out = spec.get("held_out_groups", []) if isinstance(spec, dict) else None
     if not isinstance(spec, dict) or spec.get("kind") not in _KINDS or not isinstance(hidden, list) \
             or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden) \
-            or not isinstance(spec.get("theta_as_phase", False), bool):
+            or not isinstance(spec.get("theta_as_phase", False), bool) or not isinstance(held_out, list) \
+            or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in held_out):
         raise ConfigError(f"{folder / 'twin.json'}: not a twin description (its kind, system and hidden sizes); "
                           "point twin.from_run at a run with an intact twin/ folder")
     if spec.get("system") != system.kind:
@@ -201,4 +204,6 @@ def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
     except Exception:  # other names or shapes: the twin of another system's size or settings
         raise ConfigError(f"{folder / 'twin.pt'}: this twin's parameters do not fit system {system.name!r} (another "
                           "size or settings); point twin.from_run at a run on this system as configured") from None
+    if "held_out_groups" in spec:  # the θ groups of its data it was not fitted on: its fidelity is measured there
+        twin.spec["held_out_groups"] = list(held_out)
     return twin
