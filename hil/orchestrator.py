@@ -184,8 +184,8 @@ class Run:
         if "collect" in self.completed:
             arrays, _ = self.store.load_arrays("data/twin_data.h5")
             self.twin_data = TwinData.from_arrays(arrays)
-        if saved["twin"] is not None:  # a checkpoint from before twin_spec holds a twin with θ scaled as it is
-            self.twin = self._new_twin((saved.get("twin_spec") or {}).get("theta_as_phase", False))
+        if saved["twin"] is not None:
+            self.twin = self._saved_twin(saved.get("twin_spec"))
             self.twin.load_state_dict(saved["twin"])
             self._attach_twin()
         self.method.begin(self.model)
@@ -227,6 +227,17 @@ class Run:
         twin_config = self.protocol.twin
         return build_twin(twin_config.kind, self.system, tuple(twin_config.hidden) if twin_config.hidden else None,
                           theta_as_phase)
+
+    def _saved_twin(self, spec: dict[str, Any] | None) -> Twin:
+        """An empty twin as the checkpoint's ``spec`` describes it (its kind and sizes, which for a twin reused from
+        another run need not be the protocol's, and its held-out groups), to load the checkpoint's state into. A
+        checkpoint from before twin_spec holds a twin of the protocol's kind with θ scaled as it is."""
+        if not spec:
+            return self._new_twin(False)
+        twin = build_twin(spec["kind"], self.system, tuple(spec["hidden"]) if "hidden" in spec else None,
+                          spec.get("theta_as_phase", False))
+        twin.spec = copy.deepcopy(spec)
+        return twin
 
     def _attach_twin(self) -> None:
         for layer in physical_layers(self.model):

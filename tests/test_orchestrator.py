@@ -570,3 +570,41 @@ def test_a_twin_reused_through_a_run_of_another_seed_is_measured_on_the_groups_i
     source_data, _ = RunStore(source).load_arrays("data/twin_data.h5")
     measured, _ = RunStore(last.path).load_arrays("data/fidelity.h5")
     torch.testing.assert_close(measured["measured"], source_data["y"][[2]], rtol=0, atol=0)
+
+
+def interrupted_after_fit_twin(protocol: Path, monkeypatch: pytest.MonkeyPatch, **options) -> Path:
+    """Run ``protocol`` (written by `write_protocol`) until its fit_twin step is checkpointed, then stop it at once,
+    as a kill would; returns its run folder."""
+    from hil.orchestrator import Interrupted, Run
+
+    def stop(self: Run) -> None:
+        raise KeyboardInterrupt("stopped after fit_twin")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Run, "measure_fidelity", stop)
+        with pytest.raises(Interrupted):
+            run_protocol(protocol, show_progress=False, **options)
+    [run] = (protocol.parent / "runs").iterdir()
+    return run
+
+
+def test_a_run_reusing_a_twin_of_another_kind_resumes_with_that_twin_and_its_held_out_groups(
+        finished_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reused twin keeps its own kind and sizes (whatever the protocol's twin.kind) and the θ groups it was not
+    fitted on; a resumed run rebuilds it as the checkpoint recorded it, and measures its fidelity on those groups
+    (not on the split of its own seed)."""
+    from hil.lab import Lab
+    from hil.twin.models import build_twin, save_twin
+
+    source = copy_of(finished_run, tmp_path / "source")
+    with Lab.load(REPO / "lab.yaml") as lab:
+        neural = build_twin("neural", lab.system("crossbar"), hidden=(8,))
+    neural.spec["held_out_groups"] = [2]
+    save_twin(neural, source / "twin")
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})  # physics
+    run = interrupted_after_fit_twin(protocol, monkeypatch, seed=1)  # seed 1's own split holds out group 1
+    resumed = run_protocol(resume=run, show_progress=False)
+    assert resumed.events()[-1]["kind"] == "run_finished"
+    source_data, _ = RunStore(source).load_arrays("data/twin_data.h5")
+    measured, _ = RunStore(run).load_arrays("data/fidelity.h5")
+    torch.testing.assert_close(measured["measured"], source_data["y"][[2]], rtol=0, atol=0)
