@@ -174,7 +174,6 @@ class Run:
         self.history = list(saved["history"])
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["torch_rng"])
         # the thread count the run started with (another rounds differently); run_protocol restores the caller's
         torch.set_num_threads(int(saved.get("torch_threads", torch.get_num_threads())))
         self._restore_bench(saved["bench"])
@@ -190,6 +189,7 @@ class Run:
             self._attach_twin()
         self.method.begin(self.model)
         self.method.load_state_dict(saved["method"])
+        torch.set_rng_state(saved["torch_rng"])  # last: building the twin above draws its initial weights from it
         discarded = self.store.rewind_events(int(saved["next_seq"]))
         self.store.event("run_resumed", completed=self.completed, epoch=self.epoch, batch=self.batch,
                          discarded_events=discarded, torch_threads=torch.get_num_threads())

@@ -608,3 +608,21 @@ def test_a_run_reusing_a_twin_of_another_kind_resumes_with_that_twin_and_its_hel
     source_data, _ = RunStore(source).load_arrays("data/twin_data.h5")
     measured, _ = RunStore(run).load_arrays("data/fidelity.h5")
     torch.testing.assert_close(measured["measured"], source_data["y"][[2]], rtol=0, atol=0)
+
+
+def test_a_resumed_run_continues_with_the_random_state_of_its_checkpoint(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rebuilding a neural twin to load the checkpoint into draws its initial weights from torch's generator: the
+    generator must be restored after that, not before, or the resumed run goes on from another random state."""
+    from hil.orchestrator import Run
+
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"kind": "neural", "hidden": [8]}})
+    run = interrupted_after_fit_twin(protocol, monkeypatch)
+    store = RunStore.open(run)
+    saved = store.load_checkpoint()["torch_rng"]
+    store.close()
+    seen = []
+    execute = Run.execute
+    monkeypatch.setattr(Run, "execute", lambda self: (seen.append(torch.get_rng_state()), execute(self))[1])
+    assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
+    assert torch.equal(seen[0], saved)
