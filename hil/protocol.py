@@ -234,6 +234,9 @@ def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
             if width != system.n_in:
                 raise _locate(document, f"the physical layer on {name!r} takes {system.n_in} inputs, but the "
                                         f"layer before gives {width}", where)
+            if index and spec.physical.input_map == "none":
+                _check_bounded_input(protocol.model.layers[index - 1], name, system, document,
+                                     (*where, "physical", "input_map"))
             layers.append(PhysicalLayer(system, mode="device", theta_init=spec.physical.theta_init,
                                         input_map=spec.physical.input_map, seed=protocol.seed + index))
             width = system.n_out
@@ -255,6 +258,28 @@ def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
         raise _locate(document, f"the model ends with {width} outputs; the data set has {n_classes} classes",
                       ("model", "layers"))
     return nn.Sequential(*layers)
+
+
+#: The range of each activation's output (the others give any value).
+ACTIVATION_RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
+
+
+def _check_bounded_input(before: LayerSpec, name: str, system: PhysicalSystem, document: YamlDocument | None,
+                         where: tuple[str | int, ...]) -> None:
+    """A physical layer that takes its inputs as they are (``input_map: none``) after another layer: that layer's
+    outputs must lie within the system's input bounds, or the device refuses the first batch beyond them, mid-run."""
+    low, high = system.x_bounds
+    given = ACTIVATION_RANGES.get(before.activation or "")
+    if given is not None and low <= given[0] and given[1] <= high:
+        return
+    what = (f"a {before.activation} activation" if before.activation else "a linear layer" if before.linear else
+            "a batch norm" if before.batchnorm else "a physical layer")
+    reach = f"values in {given[0]:g}..{given[1]:g}" if given is not None else "any value"
+    fits = [a for a, (lowest, highest) in ACTIVATION_RANGES.items() if low <= lowest and highest <= high]
+    instead = f", or put a {' or '.join(fits)} activation before it" if fits else ""
+    raise _locate(document, f"the physical layer on {name!r} takes inputs within {low:g}..{high:g} as they are "
+                            f"(input_map: none), but {what} before it gives {reach}; write input_map: sigmoid"
+                            f"{instead}", where)
 
 
 def instruments_used(protocol: Protocol, lab: Lab) -> list[str]:

@@ -185,6 +185,18 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"output": {"name": "x" * 300}}, r"protocol.yaml:\d+: output.name: String should have at most 200 characters"),
     ({"dataset": {"name": "digits", "limit": 1}}, r"protocol.yaml:\d+: dataset.limit: Input should be greater than "
                                                   r"or equal to 2"),
+    ({"model": {"layers": [{"linear": {"out_features": 64}}, {"physical": {}}, {"linear": {"out_features": 10}}]}},
+     r"protocol.yaml:\d+: model.layers.1.physical.input_map: the physical layer on 'crossbar' takes inputs within "
+     r"-1..1 as they are \(input_map: none\), but a linear layer before it gives any value; write input_map: "
+     r"sigmoid, or put a tanh or sigmoid activation before it$"),
+    ({"model": {"layers": [{"linear": {"out_features": 64}}, {"activation": "relu"}, {"physical": {}},
+                           {"linear": {"out_features": 10}}]}},
+     r"model.layers.2.physical.input_map: .* but a relu activation before it gives any value"),
+    ({"system": "optical", "model": {"layers": [{"linear": {"out_features": 64}}, {"activation": "tanh"},
+                                                {"physical": {}}, {"linear": {"out_features": 10}}]}},
+     r"model.layers.2.physical.input_map: the physical layer on 'optical' takes inputs within 0..1 as they are "
+     r"\(input_map: none\), but a tanh activation before it gives values in -1..1; write input_map: sigmoid, or put a "
+     r"sigmoid activation before it$"),
 ])
 def test_bad_protocols_fail_with_file_line_and_field(tmp_path: Path, change: dict, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
@@ -235,7 +247,7 @@ def test_a_checkpoint_holds_every_system_the_model_drives(tmp_path: Path) -> Non
     with Lab.load(REPO / "lab.yaml") as lab:
         oscillator = lab.system("oscillator")
         path = write_protocol(tmp_path, model={"layers": [
-            {"physical": {}}, {"linear": {"out_features": oscillator.n_in}},
+            {"physical": {}}, {"linear": {"out_features": oscillator.n_in}}, {"activation": "tanh"},
             {"physical": {"system": "oscillator"}}, {"linear": {"out_features": 10}}]})
         protocol, document = load_protocol(path)
         run = Run(protocol, lab, RunStore.create(tmp_path, "two-systems"), document, show_progress=False)
@@ -626,3 +638,12 @@ def test_a_resumed_run_continues_with_the_random_state_of_its_checkpoint(tmp_pat
     monkeypatch.setattr(Run, "execute", lambda self: (seen.append(torch.get_rng_state()), execute(self))[1])
     assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
     assert torch.equal(seen[0], saved)
+
+
+@pytest.mark.parametrize("before", [[{"activation": "tanh"}], [{"activation": "sigmoid"}], []])
+def test_a_physical_layer_takes_inputs_as_they_are_where_they_are_within_its_bounds(tmp_path: Path,
+                                                                                   before: list) -> None:
+    """The crossbar takes inputs in -1..1: a tanh or sigmoid before it, or the data encoded into them, will do."""
+    layers = [{"linear": {"out_features": 64}}, *before] if before else []
+    protocol = write_protocol(tmp_path, model={"layers": [*layers, {"physical": {}}, {"linear": {"out_features": 10}}]})
+    assert "OK" in check_protocol(protocol)
