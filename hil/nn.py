@@ -8,7 +8,8 @@
 
 The layer's trainable physical parameters θ are an ``nn.Parameter`` kept inside the system's bounds by
 `project_` (called after every optimiser step). The twin is held by the layer but is not one of its
-parameters, so a training optimiser never changes it. Batches larger than one device call are split by the
+parameters, so a training optimiser never changes it, and its parameters enter as constants (`held_twin`), so a
+backward pass computes no gradient for them. Batches larger than one device call are split by the
 system.
 """
 
@@ -40,8 +41,15 @@ def physics_aware(x: torch.Tensor, theta: torch.Tensor, system: PhysicalSystem, 
         measured = system.forward(x.detach(), theta.detach())
     if record is not None:
         record.append((x.detach().clone(), theta.detach().clone(), measured.clone()))
-    modelled = twin(x, theta)
+    modelled = held_twin(twin, x, theta)
     return modelled + (measured - modelled).detach()
+
+
+def held_twin(twin: Twin, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """``twin(x, θ)``, differentiable in x and θ only: the twin's own parameters enter as constants, so a backward
+    pass through a layer spends nothing on gradients that training never uses (refining a twin calls it directly)."""
+    fixed = {name: parameter.detach() for name, parameter in twin.named_parameters()}
+    return torch.func.functional_call(twin, fixed, (x, theta))
 
 
 class PhysicalLayer(nn.Module):
@@ -85,7 +93,7 @@ class PhysicalLayer(nn.Module):
         if twin is None:
             raise ConfigError(f"physical layer on {self.system.name!r} in {self.mode!r} mode needs a twin")
         if self.mode == "twin":
-            return twin(x, self.theta)
+            return held_twin(twin, x, self.theta)
         if self.mode == "pat":
             return physics_aware(x, self.theta, self.system, twin, self.record)
         raise ConfigError(f"unknown mode {self.mode!r}; modes: {', '.join(MODES)}")

@@ -197,3 +197,20 @@ def test_a_neural_twin_saved_before_the_phase_encoding_loads_as_it_was_saved(lab
     new = build_twin("neural", system, hidden=(8,))
     save_twin(new, tmp_path / "new")
     assert load_twin(tmp_path / "new", system).theta_as_phase is True
+
+
+@pytest.mark.parametrize("mode", ["pat", "twin"])
+def test_training_through_a_layer_spends_no_gradient_on_the_twins_own_parameters(lab, mode) -> None:
+    """The twin is held, not trained: the backward pass gives x and θ their gradients and leaves the twin's
+    parameters without one (computing them costs time on every step, and nothing uses them)."""
+    system = lab.systems["exact"]
+    twin = build_twin("residual", system, hidden=(8,))
+    layer = PhysicalLayer(system, twin, mode=mode, seed=2)
+    x = (torch.rand(6, 8) * 2 - 1).requires_grad_()
+    weights = torch.randn(6, 4)
+    (layer(x) * weights).sum().backward()
+    assert all(parameter.grad is None for parameter in twin.parameters())
+    theta, x_twin = layer.theta.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+    (twin(x_twin, theta) * weights).sum().backward()  # the twin's own vector-Jacobian product, as before
+    torch.testing.assert_close(layer.theta.grad, theta.grad, rtol=0, atol=0)
+    torch.testing.assert_close(x.grad, x_twin.grad, rtol=0, atol=0)
