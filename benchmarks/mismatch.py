@@ -93,8 +93,20 @@ def run_once(protocol: Protocol, lab: Lab, root: Path) -> dict[str, float]:
 
 
 def hand_written_pat_epoch(system, twin, theta, readout, x, y, batches, lr) -> None:
-    """The minimal PAT loop: device forward, twin VJP backward through a straight-through surrogate."""
+    """The minimal PAT loop: device forward, twin VJP backward through a straight-through surrogate (the twin's own
+    parameters held fixed, as the framework holds them: no gradient is computed for them)."""
     optimizer = torch.optim.Adam([theta, *readout.parameters()], lr=lr)
+    trainable = [p for p in twin.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        _hand_written_steps(system, twin, theta, readout, x, y, batches, optimizer)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+def _hand_written_steps(system, twin, theta, readout, x, y, batches, optimizer) -> None:
     for indices in batches:
         xb, yb = x[indices], y[indices]
         with torch.no_grad():

@@ -48,8 +48,14 @@ def physics_aware(x: torch.Tensor, theta: torch.Tensor, system: PhysicalSystem, 
 def held_twin(twin: Twin, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """``twin(x, θ)``, differentiable in x and θ only: the twin's own parameters enter as constants, so a backward
     pass through a layer spends nothing on gradients that training never uses (refining a twin calls it directly)."""
-    fixed = {name: parameter.detach() for name, parameter in twin.named_parameters()}
-    return torch.func.functional_call(twin, fixed, (x, theta))
+    trainable = [parameter for parameter in twin.parameters() if parameter.requires_grad]
+    for parameter in trainable:  # the graph is recorded without them; refinement finds them trainable again
+        parameter.requires_grad_(False)
+    try:
+        return twin(x, theta)
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
 
 
 class PhysicalLayer(nn.Module):
