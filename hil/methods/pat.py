@@ -1,9 +1,9 @@
 """Physics-aware training (Wright et al., Nature 601, 2022): forward on the device, backward through the twin.
 
 With ``refine_every`` > 0 the twin is refined online: the device measurements that training already makes are
-kept, and every ``refine_every`` steps the twin takes ``refine_steps`` Adam steps on the latest of them (at
-most ``refine_window`` device calls), so it follows the device as training moves θ and as the device drifts.
-Off by default.
+kept, and every ``refine_every`` steps the twin takes ``refine_steps`` Adam steps on the latest of them (those of
+at most ``refine_window`` training batches), so it follows the device as training moves θ and as the device
+drifts. Off by default.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ class PatSettings(Strict):
     refine_every: int = Field(0, ge=0, description="refine the twin every this many steps (0: never)")
     refine_steps: int = Field(5, ge=1, description="Adam steps per refinement")
     refine_lr: float = Field(1e-3, gt=0, description="learning rate of the refinement")
-    refine_window: int = Field(8, ge=1, description="device calls kept for refinement")
+    refine_window: int = Field(8, ge=1, description="training batches whose device measurements are kept for "
+                               "refinement (a batch beyond max_batch is several device calls)")
 
 
 class PhysicsAwareTraining(TrainingMethod):
