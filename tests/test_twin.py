@@ -175,6 +175,22 @@ def test_noise_floor_is_the_variance_between_repeats_of_the_same_measurement(cro
 
 
 @pytest.mark.filterwarnings("ignore:var\\(\\)")
+def test_the_noise_floor_includes_the_programming_noise_each_write_of_theta_draws(tmp_path) -> None:
+    """Programming noise alone (no read or amplifier noise): repeats of one programming would agree exactly, but a
+    twin cannot know the noise of the programming it is judged on, so each repeat writes θ anew."""
+    text = LAB.replace("config: {slow: {drift_scale: 0.0}}", "config: {slow: {drift_scale: 0.0}, shot: "
+                       "{read_noise_scale: 0.0, output_noise_a: 0.0}, converters: {adc_bits: null, dac_bits: null}}")
+    with lab_from_text(text, tmp_path) as lab:
+        system = lab.systems["crossbar"]
+        before = system.programmings
+        data = collect(system, n_thetas=3, inputs_per_theta=16, repeats=3, repeat_thetas=2, design="sobol", seed=0)
+        assert system.programmings - before == 3 + 2 * 2
+        assert (data.noise_variance() > 1e-4 * data.output_variance()).all()
+        system.forward(data.x[0], data.theta[0])
+        again = system.forward(data.x[0], data.theta[0])  # no write in between: the same conductances
+        torch.testing.assert_close(again, system.forward(data.x[0], data.theta[0]), rtol=0, atol=0)
+
+
 def test_noise_floor_of_a_subset_without_repeats_is_zero(crossbar_data) -> None:
     torch.testing.assert_close(crossbar_data.subset(torch.arange(4)).noise_variance(), torch.zeros(8))
 

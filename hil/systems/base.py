@@ -148,6 +148,11 @@ class PhysicalSystem(ABC):
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """One device call: at most ``max_batch`` rows, already checked."""
 
+    def rewrite_parameters(self) -> None:  # noqa: B027 - an optional hook
+        """Make the next call write θ to the device again even if it is unchanged, so that repeated measurements
+        vary as much as writing θ does (e.g. a crossbar's programming noise). A system that writes θ with every call
+        has nothing to forget."""
+
     # -- models of the physics ----------------------------------------------------------------------------------
     @abstractmethod
     def physics_model(self) -> PhysicsModel:

@@ -146,6 +146,9 @@ class CrossbarSystem(PhysicalSystem):
         currents = self.crossbar.read(_row_voltages(x, self.read_voltage_v, self.shape[0]))
         return differential_output(torch.as_tensor(currents, dtype=torch.float32), self.n_out, self.full_scale_a)
 
+    def rewrite_parameters(self) -> None:
+        self._programmed = None
+
     def physics_model(self) -> CrossbarModel:
         return CrossbarModel(self.shape, self.n_in, self.n_out, self.read_voltage_v, self.g_min_s, self.g_max_s)
 

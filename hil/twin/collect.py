@@ -3,8 +3,9 @@
 The design is space-filling: parameter vectors θ from a scrambled Sobol sequence over the system's θ bounds,
 and for each θ a set of inputs x (Sobol points over the input bounds, rows of the training data, or half of
 each). Each θ is one device call (one programming of the parameters, a batch of inputs). The first
-``repeat_thetas`` groups are measured ``repeats`` times, which gives the noise floor: the variance of repeated
-measurements of the same (x, θ), per output.
+``repeat_thetas`` groups are measured ``repeats`` times, θ written anew for each (`PhysicalSystem.rewrite_parameters`),
+which gives the noise floor: the variance of repeated measurements of the same (x, θ), per output, programming noise
+included, the least a deterministic twin can miss by.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, rep
         done += 1
         if group < n_repeat_groups:
             for _ in range(repeats - 1):
+                system.rewrite_parameters()
                 measurements.append(system.forward(xs[group], thetas[group]))
                 done += 1
             repeated.append(torch.stack(measurements))
