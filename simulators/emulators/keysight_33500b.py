@@ -58,6 +58,9 @@ MODELS: dict[str, int] = {
     "33611A": 1, "33612A": 2, "33621A": 1, "33622A": 2,
 }
 TRIGGER_IGNORED = (-211, "Trigger ignored")
+#: The couplings between two channels kept as on/off states: frequency (stored only), arb sample rate (at ratio 1)
+#: and amplitude with offset.
+COUPLINGS = ("FREQ", "RATE", "VOLT")
 OUT_OF_MEMORY = (-225, "Out of memory")
 SOURCE_OHM = 50.0
 OPEN_PEAK_V = 10.0  # |offset| + amplitude/2, open circuit
@@ -173,7 +176,7 @@ class Keysight33500BEmulator(ScpiEmulator):
         self.bursts: dict[int, tuple[int, float, float]] = {}
         self.channels: dict[int, Channel] = {}
         self.byte_order = "NORM"
-        self.freq_coupled = self.volt_coupled = self.rate_coupled = False
+        self.coupled = dict.fromkeys(COUPLINGS, False)
         self.tracking = "OFF"
         super().__init__()
 
@@ -184,7 +187,7 @@ class Keysight33500BEmulator(ScpiEmulator):
             self._interrupt(channel)
         self.channels = {n: Channel() for n in range(1, self.n_channels + 1)}
         self.byte_order = "NORM"
-        self.freq_coupled = self.volt_coupled = self.rate_coupled = False
+        self.coupled = dict.fromkeys(COUPLINGS, False)
         self.tracking = "OFF"
 
     def burst_running(self, channel: int) -> bool:
@@ -353,7 +356,7 @@ class Keysight33500BEmulator(ScpiEmulator):
     @scpi("[SOURce#:]FUNCtion:ARBitrary:SRATe")
     def _sample_rate(self, channel: int, text: Param) -> None:
         self._changing(channel).sample_rate_hz = self._level(text, 1e-6, self.max_sample_rate_hz, 40e3)
-        if self.n_channels == 2 and self.rate_coupled:  # coupled at the default ratio 1: the other channel follows
+        if self.n_channels == 2 and self.coupled["RATE"]:  # coupled at the default ratio 1: the other channel follows
             self._changing(3 - channel).sample_rate_hz = self.channels[channel].sample_rate_hz
 
     @scpi("[SOURce#:]FUNCtion:ARBitrary:SRATe?")
@@ -404,7 +407,7 @@ class Keysight33500BEmulator(ScpiEmulator):
         """Amplitude coupling and tracking (either channel) give the other channel this one's amplitude and offset;
         inverted tracking inverts the other's waveform about its offset (its polarity), not the DC offset, as the
         33500 manual states for TRACk INVerted."""
-        if self.n_channels != 2 or not (self.volt_coupled or self.tracking != "OFF"):
+        if self.n_channels != 2 or not (self.coupled["VOLT"] or self.tracking != "OFF"):
             return
         source, target = self.channels[channel], self._changing(3 - channel)
         target.amplitude_emf_vpp, target.offset_emf_v = source.amplitude_emf_vpp, source.offset_emf_v
@@ -419,39 +422,42 @@ class Keysight33500BEmulator(ScpiEmulator):
             raise ScpiError(UNDEFINED_HEADER, f"a {self.model} has one channel: nothing to couple")
         return state
 
+    def _couple(self, kind: str, channel: int, text: Param) -> None:
+        """Switch a coupling (`COUPLINGS`) on or off; switched on, the other channel takes this one's values."""
+        self._two_channels(channel)
+        self.coupled[kind] = boolean(text)
+        if self.coupled[kind] and kind == "RATE":
+            self._changing(3 - channel).sample_rate_hz = self.channels[channel].sample_rate_hz
+        elif self.coupled[kind] and kind == "VOLT":
+            self._copy_to_coupled(channel)
+
+    def _coupling_query(self, kind: str, channel: int) -> str:
+        self._two_channels(channel)
+        return "1" if self.coupled[kind] else "0"
+
     @scpi("[SOURce#:]FREQuency:COUPle[:STATe]")
     def _freq_coupling(self, channel: int, text: Param) -> None:
-        self._two_channels(channel)
-        self.freq_coupled = boolean(text)
+        self._couple("FREQ", channel, text)
 
     @scpi("[SOURce#:]FREQuency:COUPle[:STATe]?")
     def _freq_coupling_query(self, channel: int) -> str:
-        self._two_channels(channel)
-        return "1" if self.freq_coupled else "0"
+        return self._coupling_query("FREQ", channel)
 
     @scpi("[SOURce#:]RATE:COUPle[:STATe]")
     def _rate_coupling(self, channel: int, text: Param) -> None:
-        self._two_channels(channel)
-        self.rate_coupled = boolean(text)
-        if self.rate_coupled:
-            self._changing(3 - channel).sample_rate_hz = self.channels[channel].sample_rate_hz
+        self._couple("RATE", channel, text)
 
     @scpi("[SOURce#:]RATE:COUPle[:STATe]?")
     def _rate_coupling_query(self, channel: int) -> str:
-        self._two_channels(channel)
-        return "1" if self.rate_coupled else "0"
+        return self._coupling_query("RATE", channel)
 
     @scpi("[SOURce#:]VOLTage:COUPle[:STATe]")
     def _volt_coupling(self, channel: int, text: Param) -> None:
-        self._two_channels(channel)
-        self.volt_coupled = boolean(text)
-        if self.volt_coupled:
-            self._copy_to_coupled(channel)
+        self._couple("VOLT", channel, text)
 
     @scpi("[SOURce#:]VOLTage:COUPle[:STATe]?")
     def _volt_coupling_query(self, channel: int) -> str:
-        self._two_channels(channel)
-        return "1" if self.volt_coupled else "0"
+        return self._coupling_query("VOLT", channel)
 
     @scpi("[SOURce#:]TRACk")
     def _track(self, channel: int, text: Param) -> None:

@@ -556,7 +556,7 @@ def test_emulator_channels_stay_independent_whatever_coupling_a_previous_user_le
         inst.set_output(1, True)
         inst.set_output(2, True)
         assert (emulator.output_v(1), emulator.output_v(2)) == (1.0, -0.5)  # coupled: -0.5 and -1.0 (combined)
-        assert (emulator.volt_coupled, emulator.freq_coupled, emulator.tracking) == (False, False, "OFF")
+        assert (emulator.coupled, emulator.tracking) == ({"FREQ": False, "RATE": False, "VOLT": False}, "OFF")
 
 
 def test_emulator_each_channel_plays_at_its_own_sample_rate_whatever_rate_coupling_a_previous_user_left(tcp_server):
@@ -568,7 +568,7 @@ def test_emulator_each_channel_plays_at_its_own_sample_rate_whatever_rate_coupli
         inst.load_waveform(2, samples, 4e3)  # coupled, this would set channel 1's rate too
         inst.play()
         assert {p.channel: p.sample_rate_hz for p in emulator.played} == {1: 1e3, 2: 4e3}
-        assert emulator.rate_coupled is False
+        assert emulator.coupled["RATE"] is False
 
 
 def test_emulator_a_level_left_beyond_the_lab_limit_is_not_switched_on(tcp_server):
@@ -594,7 +594,7 @@ def test_emulator_of_a_firmware_without_rate_coupling_connects_after_one_timeout
     assert _ask(emulator, b"SOUR1:VOLT:COUP ON") is None
     with Keysight33500B(VisaTransport(tcp_server(emulator).resource, timeout_s=0.3), name="awg") as inst:
         assert not inst.transport.out_of_step and not emulator.errors
-        assert emulator.volt_coupled is False  # the couplings it knows are still switched off
+        assert emulator.coupled["VOLT"] is False  # the couplings it knows are still switched off
         inst.set_voltage(1, 0.5)
         assert emulator.channels[1].offset_v == 0.5
 
