@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import struct
+import zlib
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -101,21 +103,38 @@ def _vowels() -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray]:
     return x, y, classes, np.array([row["speaker"] for row in rows])
 
 
+#: The most dimensions an IDX header may announce (numpy's arrays have at most 64; MNIST's have 1 or 3).
+IDX_MAX_DIMS = 16
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (``.gz`` or plain) as a numpy array, e.g. MNIST's images (N×28×28 uint8) or labels (N)."""
+    """An IDX file (``.gz`` or plain) as a numpy array, e.g. MNIST's images (N×28×28 uint8) or labels (N).
+
+    Any file that is not a whole unsigned-byte IDX file (damaged gzip, short header, a header whose shape does not
+    match the data) is a `ConfigError` naming it; the header's shape is only checked against the bytes read, never
+    used to allocate."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
             data = handle.read()
-    except OSError as error:
-        raise ConfigError(f"cannot read IDX file {path}: {error}") from None
+    except (OSError, EOFError, zlib.error) as error:  # a damaged or cut-off gzip stream raises the last two
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise ConfigError(f"cannot read IDX file {path} ({reason}); check the file, or download it again") from None
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
-        raise ConfigError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()})")
+        raise ConfigError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()}); give MNIST-format "
+                          "files (magic 00000801 or 00000803)")
     n_dims = data[3]
+    if not 1 <= n_dims <= IDX_MAX_DIMS:
+        raise ConfigError(f"{path}: the IDX header announces {n_dims} dimensions (1 to {IDX_MAX_DIMS} expected); "
+                          "the file is damaged: download it again")
+    if len(data) < 4 + 4 * n_dims:
+        raise ConfigError(f"{path}: the IDX header is cut off ({len(data)} bytes, {4 + 4 * n_dims} needed); the "
+                          "file is truncated: download it again")
     shape = struct.unpack(f">{n_dims}I", data[4:4 + 4 * n_dims])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * n_dims)
-    if body.size != int(np.prod(shape)):
-        raise ConfigError(f"{path}: header announces shape {shape}, file holds {body.size} values")
+    if body.size != math.prod(shape):  # Python integers: a lying header cannot overflow into a match
+        raise ConfigError(f"{path}: header announces shape {shape}, file holds {body.size} values; the file is "
+                          "truncated or damaged: download it again")
     return body.reshape(shape)
 
 

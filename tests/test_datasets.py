@@ -63,3 +63,29 @@ def test_minmax_encoder_maps_training_range_onto_bounds_and_clips() -> None:
     encode = MinMaxEncoder(x, (-1.0, 1.0))
     assert torch.allclose(encode(x), torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
     assert torch.allclose(encode(torch.tensor([[5.0, 20.0]])), torch.tensor([[1.0, 0.0]]))
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) \
+        + array.astype(np.uint8).tobytes()
+
+
+_GZIPPED = gzip.compress(_idx_bytes(np.random.default_rng(0).integers(0, 10, 5000)), mtime=0)
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    (b"\x00\x00\x08\x03\x00\x00", "the IDX header is cut off (6 bytes, 16 needed)"),
+    (b"\x00\x00\x08\x00\x07", "announces 0 dimensions"),
+    (b"\x00\x00\x08\xff" + b"\x00\x00\x00\x01" * 255 + b"\x01", "announces 255 dimensions"),
+    # 2**31 · 2**31 · 4 wraps to 0 in 64-bit integers: an empty body must not match it
+    (struct.pack(">BBBB3I", 0, 0, 0x08, 3, 2**31, 2**31, 4), "header announces shape (2147483648, 2147483648, 4), "
+                                                            "file holds 0 values"),
+    (_GZIPPED[:len(_GZIPPED) // 2], "Compressed file ended"),  # a download cut short (EOFError)
+    (_GZIPPED[:10] + bytes([_GZIPPED[10] ^ 0x55]) + _GZIPPED[11:], "invalid"),  # damaged deflate data (zlib.error)
+], ids=["short header", "0 dims", "255 dims", "overflowing shape", "cut gzip", "damaged gzip"])
+def test_a_damaged_or_lying_idx_file_is_a_config_error_naming_it(tmp_path, data: bytes, needle: str) -> None:
+    path = tmp_path / ("labels.gz" if data[:2] == b"\x1f\x8b" else "labels")
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=r"download it again") as caught:
+        read_idx(path)
+    assert str(caught.value).count(str(path)) == 1 and needle in str(caught.value)
