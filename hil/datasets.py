@@ -148,20 +148,41 @@ def _find(folder: Path, stem: str) -> Path:
 def _idx(folder: Path, pool: int, limit: int | None, rng: np.random.Generator) -> Dataset:
     parts = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte")).astype(np.float64)
-        labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+        images_path = _find(folder, f"{prefix}-images-idx3-ubyte")
+        labels_path = _find(folder, f"{prefix}-labels-idx1-ubyte")
+        images, labels = read_idx(images_path), read_idx(labels_path)
+        if images.ndim != 3:
+            raise ConfigError(f"{images_path}: images of shape {images.shape}; an images file holds N×rows×columns "
+                              "(idx3): give MNIST-format files", field="dataset.path")
+        if labels.ndim != 1:
+            raise ConfigError(f"{labels_path}: labels of shape {labels.shape}; a labels file holds N labels (idx1): "
+                              "give MNIST-format files", field="dataset.path")
+        if len(images) == 0:
+            raise ConfigError(f"{images_path} holds no images; give a file with at least one", field="dataset.path")
+        if len(images) != len(labels):
+            raise ConfigError(f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels; "
+                              "give each images file with its own labels file", field="dataset.path")
+        n, rows, cols = images.shape
+        if split == "test" and (rows, cols) != parts["train"][2]:
+            raise ConfigError(f"{images_path} holds {rows}×{cols} images, the training set "
+                              f"{parts['train'][2][0]}×{parts['train'][2][1]}; give the test set of the same data",
+                              field="dataset.path")
+        if pool > min(rows, cols):
+            raise ConfigError(f"{pool} is larger than the {rows}×{cols} images of {images_path}, which would leave no "
+                              f"features; pool by at most {min(rows, cols)}", field="dataset.pool")
+        pixels = images.astype(np.float64)
         if pool > 1:
-            n, rows, cols = images.shape
-            images = images[:, : rows // pool * pool, : cols // pool * pool]
-            images = images.reshape(n, rows // pool, pool, cols // pool, pool).mean(axis=(2, 4))
-        parts[split] = (images.reshape(len(images), -1), labels)
-    x_train, y_train = parts["train"]
+            pixels = pixels[:, : rows // pool * pool, : cols // pool * pool]
+            pixels = pixels.reshape(n, rows // pool, pool, cols // pool, pool).mean(axis=(2, 4))
+        parts[split] = (pixels.reshape(n, -1), labels.astype(np.int64), (rows, cols))
+    x_train, y_train, _ = parts["train"]
+    x_test, y_test, _ = parts["test"]
     if limit is not None and limit < len(y_train):
         keep = np.sort(rng.choice(len(y_train), size=limit, replace=False))
         x_train, y_train = x_train[keep], y_train[keep]
-    classes = tuple(str(c) for c in range(int(max(y_train.max(), parts["test"][1].max())) + 1))
+    classes = tuple(str(c) for c in range(int(max(y_train.max(), y_test.max())) + 1))
     return Dataset("idx", torch.as_tensor(x_train, dtype=torch.float32), torch.as_tensor(y_train),
-                   torch.as_tensor(parts["test"][0], dtype=torch.float32), torch.as_tensor(parts["test"][1]), classes)
+                   torch.as_tensor(x_test, dtype=torch.float32), torch.as_tensor(y_test), classes)
 
 
 class MinMaxEncoder:

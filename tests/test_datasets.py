@@ -89,3 +89,28 @@ def test_a_damaged_or_lying_idx_file_is_a_config_error_naming_it(tmp_path, data:
     with pytest.raises(ConfigError, match=r"download it again") as caught:
         read_idx(path)
     assert str(caught.value).count(str(path)) == 1 and needle in str(caught.value)
+
+
+@pytest.mark.parametrize(("change", "field", "needle"), [
+    ({"train-labels-idx1-ubyte.gz": np.arange(19) % 10}, "dataset.path",
+     "train-images-idx3-ubyte.gz holds 20 images but {folder}/train-labels-idx1-ubyte.gz 19 labels"),
+    ({"train-labels-idx1-ubyte.gz": np.zeros((20, 2))}, "dataset.path", "labels of shape (20, 2)"),
+    ({"train-images-idx3-ubyte.gz": np.zeros((20, 784))}, "dataset.path", "images of shape (20, 784)"),
+    ({"t10k-images-idx3-ubyte.gz": np.zeros((6, 14, 14))}, "dataset.path",
+     "t10k-images-idx3-ubyte.gz holds 14×14 images, the training set 28×28"),
+    ({"t10k-images-idx3-ubyte.gz": np.zeros((0, 28, 28)), "t10k-labels-idx1-ubyte.gz": np.zeros(0)}, "dataset.path",
+     "t10k-images-idx3-ubyte.gz holds no images"),
+    ({}, "dataset.pool", "40 is larger than the 28×28 images"),
+], ids=["fewer labels", "2-D labels", "2-D images", "test of other size", "no test images", "pool too large"])
+def test_idx_files_that_do_not_make_a_data_set_are_config_errors(tmp_path, change: dict, field: str,
+                                                                 needle: str) -> None:
+    """Not a data set silently misaligned, without features, or one that fails mid-run."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 20), ("t10k", 6)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    for name, array in change.items():
+        _write_idx(tmp_path / name, array)
+    with pytest.raises(ConfigError) as caught:
+        load_dataset("idx", path=tmp_path, pool=40 if field == "dataset.pool" else 2)
+    assert caught.value.field == field and needle.format(folder=tmp_path) in caught.value.detail
