@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from hil.store import RunStore
+from hil.store import RunFileError, RunStore
 
 
 def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -35,9 +35,30 @@ def _save(store: RunStore, figure: Figure, relative: str) -> None:
     store.write_bytes(relative, buffer.getvalue())
 
 
+def _number(value: Any) -> bool:
+    """Whether an event's value is a number to plot (a log edited by hand may hold anything)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _arrays(store: RunStore, relative: str, dims: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The arrays of an HDF5 file of the run, each named one present with at least ``dims[name]`` dimensions; a
+    `RunFileError` naming the file if not (a file damaged, or not this run's)."""
+    arrays, attrs = store.load_arrays(relative)
+    for name, least in dims.items():
+        if name not in arrays or arrays[name].dim() < least:
+            _damaged(store, relative, f"array {name!r} " + ("missing" if name not in arrays else
+                                                              f"of shape {tuple(arrays[name].shape)}"))
+    return arrays, attrs
+
+
+def _damaged(store: RunStore, relative: str, what: str) -> None:
+    raise RunFileError(f"{store.path / relative}: {what}; the file is damaged or not this run's: restore it from a "
+                       "backup, or move it aside to report without its plot")
+
+
 def _learning_curves(events: list[dict[str, Any]]) -> Figure:
-    epochs = [e for e in events if e["kind"] == "epoch"]
-    batches = [e for e in events if e["kind"] == "batch"]
+    epochs = [e for e in events if e["kind"] == "epoch" and isinstance(e.get("epoch"), int)]
+    batches = [e for e in events if e["kind"] == "batch" and isinstance(e.get("epoch"), int) and _number(e.get("loss"))]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
     if batches:
         per_epoch: dict[int, list[float]] = {}
@@ -45,12 +66,10 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
             per_epoch.setdefault(event["epoch"], []).append(event["loss"])
         loss_axis.plot([k + 1 for k in per_epoch], [sum(v) / len(v) for v in per_epoch.values()], "o-", label="train")
     for prefix, style in (("device", "s-"), ("twin", "^--")):
-        xs = [e["epoch"] + 1 for e in epochs if f"{prefix}_loss" in e]
-        if xs:
-            loss_axis.plot(xs, [e[f"{prefix}_loss"] for e in epochs if f"{prefix}_loss" in e], style,
-                           label=f"test, {prefix}")
-            accuracy_axis.plot(xs, [e[f"{prefix}_accuracy"] for e in epochs if f"{prefix}_accuracy" in e], style,
-                               label=f"test, {prefix}")
+        for axis, figure_name in ((loss_axis, f"{prefix}_loss"), (accuracy_axis, f"{prefix}_accuracy")):
+            points = [(e["epoch"] + 1, e[figure_name]) for e in epochs if _number(e.get(figure_name))]
+            if points:
+                axis.plot(*zip(*points, strict=True), style, label=f"test, {prefix}")
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for axis in (loss_axis, accuracy_axis):
@@ -61,7 +80,10 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
 
 
 def _twin_fit(store: RunStore) -> Figure:
-    arrays, _ = store.load_arrays("data/fidelity.h5")
+    arrays, _ = _arrays(store, "data/fidelity.h5", {"nmse": 0, "measured": 2, "predicted": 2})
+    if arrays["measured"].shape != arrays["predicted"].shape or arrays["measured"].numel() == 0:
+        _damaged(store, "data/fidelity.h5", f"measured {tuple(arrays['measured'].shape)} and predicted "
+                                            f"{tuple(arrays['predicted'].shape)} are not two sets of the same outputs")
     measured = arrays["measured"].reshape(-1, arrays["measured"].shape[-1]).numpy()
     predicted = arrays["predicted"].reshape(-1, arrays["predicted"].shape[-1]).numpy()
     figure, axis = plt.subplots(figsize=(5, 5))
@@ -70,14 +92,18 @@ def _twin_fit(store: RunStore) -> Figure:
     low, high = float(measured.min()), float(measured.max())
     axis.plot([low, high], [low, high], "k--", linewidth=1)
     axis.set(xlabel="measured on the device", ylabel="predicted by the twin",
-             title=f"twin on held-out data (NMSE {arrays['nmse'].mean():.4f})")
+             title=f"twin on held-out data (NMSE {arrays['nmse'].double().mean():.4f})")
     return figure
 
 
 def _confusion(store: RunStore) -> Figure:
-    arrays, attrs = store.load_arrays("data/evaluation.h5")
+    arrays, attrs = _arrays(store, "data/evaluation.h5", {"confusion": 2})
     confusion = arrays["confusion"].numpy()
-    names = attrs.get("class_names") or [str(k) for k in range(len(confusion))]
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        _damaged(store, "data/evaluation.h5", f"the confusion matrix is {confusion.shape}, not square")
+    names = attrs.get("class_names")
+    if not isinstance(names, list) or len(names) != len(confusion):
+        names = [str(k) for k in range(len(confusion))]
     figure, axis = plt.subplots(figsize=(5.5, 5))
     image = axis.imshow(confusion, cmap="Blues")
     for row in range(len(confusion)):
@@ -94,7 +120,9 @@ def _figure(value: Any, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
-def _settings(settings: dict[str, Any]) -> str:
+def _settings(settings: Any) -> str:
+    if not isinstance(settings, dict):
+        return _figure(settings)
     return ", ".join(f"{key} = {_figure(value)}" for key, value in settings.items()) or "none needed"
 
 
@@ -102,9 +130,11 @@ def _fit_note(fitted: dict[str, Any]) -> str:
     """A sentence for a twin fit that ran out of epochs while its held-out error still improved (none otherwise)."""
     if fitted.get("converged", True):
         return ""
-    epochs = len(fitted.get("validation_loss", []))
-    return (f" The twin fit ran out of epochs while still improving (best held-out error at epoch "
-            f"{fitted.get('best_epoch', -1) + 1} of {epochs}): more `twin.fit.epochs` would likely give a better twin.")
+    losses, best = fitted.get("validation_loss"), fitted.get("best_epoch")
+    where = f" (best held-out error at epoch {best + 1} of {len(losses)})" \
+        if isinstance(losses, list) and isinstance(best, int) else ""
+    return (f" The twin fit ran out of epochs while still improving{where}: more `twin.fit.epochs` would likely give a "
+            "better twin.")
 
 
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:

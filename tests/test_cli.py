@@ -1,5 +1,6 @@
 """The hil command: tables on success; one line on stderr and exit 2 on a user mistake, never a traceback."""
 
+import json
 import shutil
 import signal
 import socket
@@ -265,3 +266,79 @@ def test_report_of_a_run_without_epochs_warns_nothing_and_a_blocked_report_folde
     err = capsys.readouterr().err
     assert err.startswith(f"hil: error: {store.path / 'report' / 'learning_curves.png'}: cannot write (") \
         and err.count("\n") == 1
+
+
+def _reportable_run(parent: Path, name: str = "r") -> Path:
+    """A run folder as a finished run leaves it, with two epochs, the twin's fit and a final evaluation."""
+    import torch
+
+    from hil.store import RunStore
+
+    store = RunStore.create(parent, name)
+    store.event("run_started", protocol=name, method="pat", system="crossbar", seed=0)
+    for epoch, (loss, accuracy) in enumerate(((0.9, 0.5), (0.4, 0.75))):
+        for batch, train_loss in enumerate((2.0 - epoch, 1.0 - epoch / 2)):
+            store.event("batch", epoch=epoch, batch=batch + 1, loss=train_loss, accuracy=0.5)
+        store.event("epoch", epoch=epoch, device_loss=loss, device_accuracy=accuracy, twin_loss=loss + 0.1,
+                    twin_accuracy=accuracy - 0.25)
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1, 0.3]), "noise_floor": torch.tensor([0.01, 0.02]),
+                                           "measured": torch.rand(3, 4, 2), "predicted": torch.rand(3, 4, 2)})
+    store.save_arrays("data/evaluation.h5", {"confusion": torch.tensor([[2, 1], [0, 1]])}, {"class_names": ["a", "b"]})
+    store.event("evaluated", device_accuracy=0.75, device_loss=0.4)
+    store.event("run_finished", wall_s=1.0)
+    store.close()
+    return store.path
+
+
+def test_the_learning_curves_plot_what_the_events_say(tmp_path: Path) -> None:
+    from hil.report import _learning_curves
+    from hil.store import RunStore
+
+    store = RunStore.open(_reportable_run(tmp_path))
+    figure = _learning_curves(store.events())
+    store.close()
+    curves = {(axis.get_title(), line.get_label()): (list(line.get_xdata()), list(line.get_ydata()))
+              for axis in figure.axes for line in axis.get_lines()}
+    assert curves == {("loss", "train"): ([1, 2], [1.5, 0.75]),  # the mean of each epoch's batches
+                      ("loss", "test, device"): ([1, 2], [0.9, 0.4]), ("loss", "test, twin"): ([1, 2], [1.0, 0.5]),
+                      ("accuracy", "test, device"): ([1, 2], [0.5, 0.75]),
+                      ("accuracy", "test, twin"): ([1, 2], [0.25, 0.5])}
+
+
+@pytest.mark.parametrize(("file", "arrays", "needle"), [
+    ("evaluation.h5", {"labels": [0, 1]}, "array 'confusion' missing"),
+    ("evaluation.h5", {"confusion": [[1, 2, 3]]}, "the confusion matrix is (1, 3), not square"),
+    ("fidelity.h5", {"nmse": [0.1]}, "array 'measured' missing"),
+    ("fidelity.h5", {"nmse": [0.1], "measured": [[1.0, 2.0]], "predicted": [[1.0]]},
+     "measured (1, 2) and predicted (1, 1) are not two sets of the same outputs"),
+])
+def test_report_of_a_run_whose_data_file_holds_other_arrays_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], file: str, arrays: dict, needle: str) -> None:
+    """An HDF5 file that h5py reads but that is not what the run wrote (damaged, or copied from elsewhere)."""
+    import numpy as np
+
+    from hil.store import RunStore
+
+    run = _reportable_run(tmp_path)
+    store = RunStore.open(run)
+    store.save_arrays(f"data/{file}", {name: np.asarray(value) for name, value in arrays.items()})
+    store.close()
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hil: error: {run / 'data' / file}: {needle}; ") and err.count("\n") == 1
+
+
+def test_report_of_a_log_with_odd_values_plots_the_numbers_and_says_the_rest(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A log edited by hand: a batch without its loss, an epoch numbered in text, settings that are not a mapping."""
+    run = _reportable_run(tmp_path)
+    log = run / "events.jsonl"
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    next(e for e in events if e["kind"] == "batch").pop("loss")
+    next(e for e in events if e["kind"] == "epoch")["epoch"] = "1"
+    events.insert(1, {"seq": 0, "kind": "calibrated", "settings": ["odd"]})
+    events.insert(1, {"seq": 0, "kind": "twin_fitted", "converged": False, "best_epoch": "3"})
+    log.write_text("".join(json.dumps(event) + "\n" for event in events))
+    assert main(["report", str(run)]) == 0, capsys.readouterr().err
+    summary = (run / "report" / "summary.md").read_text()
+    assert "Calibration: ['odd']." in summary and "ran out of epochs while still improving: more" in summary
