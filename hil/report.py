@@ -87,7 +87,7 @@ def _twin_fit(store: RunStore) -> Figure:
     measured = arrays["measured"].reshape(-1, arrays["measured"].shape[-1]).numpy()
     predicted = arrays["predicted"].reshape(-1, arrays["predicted"].shape[-1]).numpy()
     figure, axis = plt.subplots(figsize=(5, 5))
-    for output in range(min(measured.shape[1], 10)):
+    for output in range(measured.shape[1]):  # every output: the NMSE in the title is over all of them
         axis.scatter(measured[:, output], predicted[:, output], s=4, alpha=0.5, label=f"y{output}")
     low, high = float(measured.min()), float(measured.max())
     axis.plot([low, high], [low, high], "k--", linewidth=1)

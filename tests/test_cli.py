@@ -342,3 +342,18 @@ def test_report_of_a_log_with_odd_values_plots_the_numbers_and_says_the_rest(
     assert main(["report", str(run)]) == 0, capsys.readouterr().err
     summary = (run / "report" / "summary.md").read_text()
     assert "Calibration: ['odd']." in summary and "ran out of epochs while still improving: more" in summary
+
+
+def test_the_twin_fit_plots_every_held_out_measurement(tmp_path: Path) -> None:
+    """All outputs, as the NMSE in its title is over all of them (not the first ten of the crossbar's 32)."""
+    import torch
+
+    from hil.report import _twin_fit
+    from hil.store import RunStore
+
+    store = RunStore.open(_reportable_run(tmp_path))
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.rand(32), "measured": torch.rand(2, 5, 32),
+                                           "predicted": torch.rand(2, 5, 32)})
+    figure = _twin_fit(store)
+    store.close()
+    assert sum(len(points.get_offsets()) for points in figure.axes[0].collections) == 2 * 5 * 32
