@@ -325,6 +325,22 @@ def file_digests(folder: Path, names: tuple[str, ...]) -> dict[str, str]:
             for name in names}
 
 
+def _held(path: Path) -> bool:
+    """Whether a process holds the run folder ``path`` open (its lock taken); looks without taking or making it."""
+    try:
+        handle = (path / LOCK).open("rb")
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False
+
+
 def _hold(path: Path) -> Any:
     """The run folder's lock, held until the returned file is closed; a run another process holds is an error
     naming that process."""
@@ -381,7 +397,8 @@ def _scan_events(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], bytes,
 
 
 def list_runs(parent: str | Path) -> list[dict[str, Any]]:
-    """Summaries of the runs under ``parent``, newest first: folder, protocol, status, last figures. A run whose
+    """Summaries of the runs under ``parent``, newest first: folder, protocol, status, last figures. A run without
+    an ending is "running" while a process holds it open, "incomplete" otherwise (killed, or crashed). A run whose
     log has a damaged line is listed (from its readable events) with the status "damaged log", one whose log
     cannot be read at all as "unreadable log"."""
     runs = []
@@ -402,7 +419,8 @@ def list_runs(parent: str | Path) -> list[dict[str, Any]]:
             "protocol": started.get("protocol", "?"),
             "status": "damaged log" if damaged else {
                 "run_finished": "finished", "run_failed": "failed",
-                "run_interrupted": "interrupted"}.get(finished["kind"], "?") if finished else "incomplete",
+                "run_interrupted": "interrupted"}.get(finished["kind"], "?") if finished else
+            "running" if _held(path.parent) else "incomplete",
             "device_accuracy": evaluation.get("device_accuracy"),
             "events": len(events),
         })

@@ -365,6 +365,17 @@ def test_a_run_open_in_another_process_is_refused_naming_it(tmp_path) -> None:
     reopened.close()
 
 
+def test_a_run_without_an_ending_is_running_while_a_process_holds_it_and_incomplete_after(tmp_path) -> None:
+    store = RunStore.create(tmp_path, "live")
+    store.event("run_started", protocol="p")
+    lock = store.path / ".lock"
+    before = lock.read_bytes()
+    assert [run["status"] for run in list_runs(tmp_path)] == ["running"]
+    assert lock.read_bytes() == before  # looked at, not taken
+    store.close()  # as a kill -9 leaves it: no ending, nobody holding it
+    assert [run["status"] for run in list_runs(tmp_path)] == ["incomplete"]
+
+
 def test_list_runs_newest_first_with_the_status_of_their_last_end(tmp_path) -> None:
     ends = {"20260101-000000-a": ["run_interrupted", "run_resumed", "run_finished"],
             "20260102-000000-b": ["run_failed", "run_resumed", "run_interrupted"],
