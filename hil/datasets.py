@@ -199,7 +199,18 @@ class MinMaxEncoder:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         unit = ((x - self.low) / self.span).clamp(0.0, 1.0)
-        return self.bounds[0] + (self.bounds[1] - self.bounds[0]) * unit
+        low, high = self.bounds
+        # rounding to float32 may step past a bound that float32 cannot hold exactly (0.1..0.7 gave 0.70000005)
+        return (low + (high - low) * unit).clamp(_float32_within(low, high, low), _float32_within(low, high, high))
+
+
+def _float32_within(low: float, high: float, value: float) -> float:
+    """The float32 nearest ``value`` that lies within ``low..high`` (as the system's bounds check compares)."""
+    nearest = torch.tensor(value, dtype=torch.float32)
+    inward = torch.tensor(high if value == low else low, dtype=torch.float32)
+    while not low <= float(nearest) <= high:
+        nearest = torch.nextafter(nearest, inward)
+    return float(nearest)
 
 
 class StandardEncoder:

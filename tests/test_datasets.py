@@ -120,3 +120,14 @@ def test_idx_files_that_do_not_make_a_data_set_are_config_errors(tmp_path, chang
     with pytest.raises(ConfigError) as caught:
         load_dataset("idx", path=tmp_path, pool=40 if field == "dataset.pool" else 2)
     assert caught.value.field == field and needle.format(folder=tmp_path) in caught.value.detail
+
+
+@pytest.mark.parametrize("bounds", [(0.1, 0.7), (-0.3, 0.3), (0.0, 1.0), (-1.0, 1.0)])
+def test_encoded_inputs_stay_within_bounds_that_float32_cannot_hold(bounds: tuple[float, float]) -> None:
+    """The system compares float32 inputs against its bounds as Python floats: 0.7 in float32 is below 0.7, but the
+    affine map rounded the training maximum to 0.70000005, which the system refused."""
+    x = torch.linspace(-3.0, 11.0, 301).reshape(-1, 1) * torch.tensor([1.0, 0.37, 5.0])
+    encoded = MinMaxEncoder(x, bounds)(torch.cat([x, 2 * x, -x]))
+    low, high = bounds
+    assert low <= float(encoded.min()) and float(encoded.max()) <= high
+    assert float(encoded.max()) > high - 1e-6 and float(encoded.min()) < low + 1e-6  # the whole range is used
