@@ -137,6 +137,15 @@ def _fit_note(fitted: dict[str, Any]) -> str:
             "better twin.")
 
 
+def _unfinished_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str:
+    """A sentence for a run that stopped before its evaluation on the device (none otherwise)."""
+    if evaluated:
+        return ""
+    last = events[-1]["kind"] if events else "none"
+    return (f" **The run stopped before its evaluation** (its last event: {last}), so the figures below are what it "
+            f"reached; `hil run --resume {store.path}` finishes it.")
+
+
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     """Write the plots and ``report/summary.md`` of a run; returns the summary's path. ``wall_s``: the run's wall
     time up to its report (s); by default, the figure the run's own report gave."""
@@ -160,8 +169,8 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     lines = [
         f"# {started.get('protocol', store.path.name)}",
         "",
-        f"Run `{store.path.name}`: method **{started.get('method')}** on system **{started.get('system')}**, "
-        f"seed {started.get('seed')}.",
+        f"Run `{store.path.name}`: method **{started.get('method', '?')}** on system **{started.get('system', '?')}**, "
+        f"seed {started.get('seed', '?')}.{_unfinished_note(store, events, evaluated)}",
         "",
         "| figure | value |",
         "|---|---|",

@@ -260,6 +260,10 @@ def test_report_of_a_run_without_epochs_warns_nothing_and_a_blocked_report_folde
     assert main(["report", str(store.path)]) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and (store.path / "report" / "learning_curves.png").stat().st_size > 0
+    summary = (store.path / "report" / "summary.md").read_text()
+    assert "method **?** on system **?**" in summary  # not None
+    assert (f"**The run stopped before its evaluation** (its last event: run_started), so the figures below are what "
+            f"it reached; `hil run --resume {store.path}` finishes it.") in summary
     shutil.rmtree(store.path / "report")
     (store.path / "report").write_text("a file where the report folder goes")
     assert main(["report", str(store.path)]) == 2
