@@ -28,9 +28,20 @@ from hil.twin.models import TWIN_KINDS, load_twin
 class DatasetConfig(Strict):
     name: Literal["digits", "vowels", "idx"]
     path: str | None = Field(None, description="folder of MNIST-format IDX files (idx only)")
-    pool: int = Field(1, ge=1, description="average-pool IDX images by this factor")
-    test_fraction: float = Field(0.2, gt=0, lt=1)
+    pool: int = Field(1, ge=1, description="average-pool IDX images by this factor (idx only)")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing (digits: of the "
+                                 "samples; vowels: of the speakers); an IDX set brings its own test files")
     limit: int | None = Field(None, ge=2, description="at most this many training samples")
+
+    @model_validator(mode="after")
+    def _fields_of_the_set(self) -> DatasetConfig:
+        # by value, not by presence: a run's resolved protocol.yaml writes every field, defaults included
+        idx_only = [name for name, unset in (("path", None), ("pool", 1)) if getattr(self, name) != unset]
+        if self.name != "idx" and idx_only:
+            one = len(idx_only) == 1
+            raise ValueError(f"{' and '.join(idx_only)} {'is' if one else 'are'} for IDX files only (name: idx), not "
+                             f"the bundled {self.name} set; leave {'it' if one else 'them'} out")
+        return self
 
 
 class PhysicalSpec(Strict):

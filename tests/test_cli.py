@@ -146,6 +146,8 @@ def test_bad_arguments_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     ("lab: lab.yaml", "lab: no-such-lab.yaml", ":5: lab: lab file no-such-lab.yaml not found"),
     ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: idx, path: no-such-folder}",
      ":8: dataset.path: no-such-folder: no train-images-idx3-ubyte"),
+    ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: digits, test_fraction: 0.2, pool: 2}",
+     ":8: dataset: pool is for IDX files only (name: idx), not the bundled digits set; leave it out"),
     ("  kind: physics", "  kind: physics\n  from_run: no-such-run",
      ":15: twin.from_run: no-such-run has no twin/ (a fitted twin) and no data/twin_data.h5 (its data); name a "
      "run that finished its collect and fit_twin steps"),
