@@ -133,7 +133,10 @@ class ResistiveNetworkModel(PhysicsModel):
 
 class ResistiveNetworkSystem(PhysicalSystem):
     """A resistive network on an analog output (``output``) and an analog input (``input``); see the module
-    docstring for x, θ, y and the energy-based API. `calibrate()` puts the bench at its working point."""
+    docstring for x, θ, y and the energy-based API. `calibrate()` puts the bench at its working point.
+
+    The input and gate ranges must lie within the analog output's ``voltage_v`` limit (a `ConfigError` naming the
+    setting otherwise), so that no call is refused for a level the settings allow."""
 
     kind = "resistive_network"
     roles = {"output": AnalogOutput, "input": AnalogInput}  # noqa: RUF012 - the base declares it a ClassVar
@@ -163,12 +166,27 @@ class ResistiveNetworkSystem(PhysicalSystem):
                 raise ConfigError(f"system {self.name!r}: a {n_inputs}-{n_hidden}-{n_outputs} network needs "
                                   f"{needed} {role} channels, {self.instruments[role].name} has {have}",
                                   field=f"instruments.{role}")
+        self._check_voltages(input_min_v, input_max_v, gate_min_v, gate_max_v)
         self.input_min_v, self.input_max_v = float(input_min_v), float(input_max_v)
         self.gate_max_v, self.output_scale_v = float(gate_max_v), float(output_scale_v)
         self.sample_rate_hz = float(sample_rate_hz)
         #: The unit of ``beta``: the output load's nominal conductance (S).
         self.g_unit_s = 1 / physics.NOMINAL_LOAD_RESISTANCE_OHM
         self.n_nodes, self.n_edges = self.layout.n_nodes, self.layout.n_edges
+
+    def _check_voltages(self, input_min_v: float, input_max_v: float, gate_min_v: float, gate_max_v: float) -> None:
+        """Every level the system writes lies within the analog output's voltage limit: inputs (and targets, which
+        share their range), gates (and nudge gates, up to ``gate_max_v``), and 0 V (targets and nudge gates off)."""
+        output = self.instruments["output"]
+        volts = output.limits["voltage_v"]
+        for label, value in (("input_min_v", input_min_v), ("input_max_v", input_max_v),
+                             ("gate_min_v", gate_min_v), ("gate_max_v", gate_max_v)):
+            if not volts.min <= value <= volts.max:
+                raise ConfigError(f"{label} {value:g} V is outside {output.name}'s limits ({volts.describe()})",
+                                  field=label)
+        if not volts.min <= NUDGE_OFF_V <= volts.max:
+            raise ConfigError(f"{output.name}'s limits ({volts.describe()}) exclude {NUDGE_OFF_V:g} V, the level of "
+                              "the targets and nudge gates when the nudge is off", field="instruments.output")
 
     # -- one device call --------------------------------------------------------------------------------------------
     def _measure(self, inputs_v: torch.Tensor, theta: torch.Tensor, targets_v: torch.Tensor,

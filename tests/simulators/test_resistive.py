@@ -443,6 +443,24 @@ def test_a_system_too_big_for_its_instruments_is_a_config_error() -> None:
         system.oracle_model()
 
 
+@pytest.mark.parametrize(("settings", "field", "message"), [
+    ({"input_min_v": -5.0, "input_max_v": 5.0}, "input_min_v", "input_min_v -5 V is outside ao's limits"),
+    ({"input_max_v": 3.0}, "input_max_v", "input_max_v 3 V is outside ao's limits"),
+    ({"gate_min_v": -3.0}, "gate_min_v", "gate_min_v -3 V is outside ao's limits"),
+    ({"gate_max_v": 3.0}, "gate_max_v", r"gate_max_v 3 V is outside ao's limits \(-2.5..2.5 V\)"),
+])
+def test_voltage_ranges_beyond_the_analog_output_are_config_errors(settings, field, message) -> None:
+    """Refused when the system is built, not at its first call (where a gate or an input sample would be refused)."""
+    world = ResistiveNetwork(preset="ideal")
+    output = SimulatedAnalogOutput(world, name="ao", limits={"voltage_v": {"min": -2.5, "max": 2.5}})
+    with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
+        ResistiveNetworkSystem({"output": output, "input": SimulatedAnalogInput(world, name="ai")}, **settings)
+    assert error.value.field == field and "\n" not in str(error.value)
+    positive = SimulatedAnalogOutput(world, name="ao", limits={"voltage_v": {"min": 0.5, "max": 2.5}})
+    with pytest.raises(ConfigError, match="exclude 0 V, the level of the targets and nudge gates"):
+        ResistiveNetworkSystem({"output": positive, "input": SimulatedAnalogInput(world)}, input_min_v=0.5)
+
+
 @pytest.mark.parametrize("preset", ["ideal", "realistic", "harsh"])
 def test_every_preset_runs_and_its_oracle_explains_it(preset: str) -> None:
     _, system = bench(preset, seed=9, slow={"temperature_sigma_k": 0.0})
