@@ -167,6 +167,12 @@ class ResistiveNetworkSystem(PhysicalSystem):
                                   f"{needed} {role} channels, {self.instruments[role].name} has {have}",
                                   field=f"instruments.{role}")
         self._check_voltages(input_min_v, input_max_v, gate_min_v, gate_max_v)
+        for role in ("output", "input"):
+            instrument = self.instruments[role]
+            rate = instrument.limits["sample_rate_hz"]
+            if not rate.min <= sample_rate_hz <= rate.max:
+                raise ConfigError(f"sample_rate_hz {sample_rate_hz:g} Hz is outside {instrument.name}'s limits "
+                                  f"({rate.describe()})", field="sample_rate_hz")
         self.input_min_v, self.input_max_v = float(input_min_v), float(input_max_v)
         self.gate_max_v, self.output_scale_v = float(gate_max_v), float(output_scale_v)
         self.sample_rate_hz = float(sample_rate_hz)

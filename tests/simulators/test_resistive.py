@@ -461,6 +461,14 @@ def test_voltage_ranges_beyond_the_analog_output_are_config_errors(settings, fie
         ResistiveNetworkSystem({"output": positive, "input": SimulatedAnalogInput(world)}, input_min_v=0.5)
 
 
+def test_a_sample_rate_beyond_the_instruments_is_a_config_error() -> None:
+    world = ResistiveNetwork(preset="ideal")
+    instruments = {"output": SimulatedAnalogOutput(world, name="ao"), "input": SimulatedAnalogInput(world, name="ai")}
+    with pytest.raises(ConfigError, match=r"^sample_rate_hz: sample_rate_hz 2e\+06 Hz is outside ao's limits "
+                                          r"\(1..1e\+06 Hz\)$"):
+        ResistiveNetworkSystem(instruments, sample_rate_hz=2e6)
+
+
 @pytest.mark.parametrize("preset", ["ideal", "realistic", "harsh"])
 def test_every_preset_runs_and_its_oracle_explains_it(preset: str) -> None:
     _, system = bench(preset, seed=9, slow={"temperature_sigma_k": 0.0})
