@@ -135,8 +135,10 @@ class ResistiveNetworkSystem(PhysicalSystem):
     """A resistive network on an analog output (``output``) and an analog input (``input``); see the module
     docstring for x, θ, y and the energy-based API. `calibrate()` puts the bench at its working point.
 
-    The input and gate ranges must lie within the analog output's ``voltage_v`` limit (a `ConfigError` naming the
-    setting otherwise), so that no call is refused for a level the settings allow."""
+    ``max_batch`` (rows per device call, one sample each) is capped by the analog output's waveform memory and the
+    analog input's record length. The input and gate ranges must lie within the analog output's ``voltage_v``
+    limit (a `ConfigError` naming the setting otherwise), so that no call is refused for a level the settings
+    allow."""
 
     kind = "resistive_network"
     roles = {"output": AnalogOutput, "input": AnalogInput}  # noqa: RUF012 - the base declares it a ClassVar
@@ -157,6 +159,10 @@ class ResistiveNetworkSystem(PhysicalSystem):
         for label, value in (("output_scale_v", output_scale_v), ("sample_rate_hz", sample_rate_hz)):
             if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
                 raise ConfigError(f"{label} must be a positive number, got {value!r}", field=label)
+        output, reader = instruments.get("output"), instruments.get("input")
+        if isinstance(max_batch, int) and max_batch >= 1 and isinstance(output, AnalogOutput) \
+                and isinstance(reader, AnalogInput):  # one sample per row: capped by the instruments' memory
+            max_batch = min(max_batch, output.waveform_points[1], reader.max_samples)
         super().__init__(instruments, name=name, n_in=n_inputs, n_out=n_outputs, n_params=self.layout.n_edges,
                          x_bounds=(0.0, 1.0), theta_bounds=(gate_min_v, gate_max_v), max_batch=max_batch)
         self.channels = self.layout.channels()

@@ -469,6 +469,27 @@ def test_a_sample_rate_beyond_the_instruments_is_a_config_error() -> None:
         ResistiveNetworkSystem(instruments, sample_rate_hz=2e6)
 
 
+def test_max_batch_follows_the_instruments_memory() -> None:
+    """A batch is one waveform of one sample per row: no call may exceed the output's or the input's memory."""
+
+    class SmallOutput(SimulatedAnalogOutput):
+        waveform_points = (2, 64)
+
+    class SmallInput(SimulatedAnalogInput):
+        max_samples = 50
+
+    world = ResistiveNetwork(preset="ideal")
+    system = ResistiveNetworkSystem({"output": SmallOutput(world).connect(), "input": SmallInput(world).connect()})
+    assert system.max_batch == 50
+    x, theta = inputs(120)
+    y = system.forward(x, theta)
+    assert system.calls == 3 and y.shape == (120, 2)
+    nodes = system.equilibrium(x, theta, torch.zeros(120, 2), beta=0.5)
+    assert system.calls == 6 and nodes.shape == (120, LAYOUT.n_nodes)
+    assert ResistiveNetworkSystem({"output": SmallOutput(world), "input": SmallInput(world)},
+                                  max_batch=20).max_batch == 20
+
+
 @pytest.mark.parametrize("preset", ["ideal", "realistic", "harsh"])
 def test_every_preset_runs_and_its_oracle_explains_it(preset: str) -> None:
     _, system = bench(preset, seed=9, slow={"temperature_sigma_k": 0.0})
