@@ -33,13 +33,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from hil.errors import ConfigError, LimitError
+from hil.errors import ConfigError, DeviceError, LimitError
 from hil.instruments import AnalogInput, AnalogOutput, Instrument
 from hil.physics import resistive as physics
 from hil.systems.base import PhysicalSystem, PhysicsModel
 
 #: Off level of a nudge gate (V): far below threshold, the nudge transistor conducts ~1e-15 S.
 NUDGE_OFF_V = 0.0
+#: Device constants the physics model holds fixed at their datasheet values (not calibration parameters).
+MODEL_CONSTANTS = {"transconductance_a_per_v2": physics.NOMINAL_TRANSCONDUCTANCE_A_PER_V2,
+                   "slope_factor": physics.NOMINAL_SLOPE_FACTOR,
+                   "threshold_tempco_v_per_k": physics.NOMINAL_THRESHOLD_TEMPCO_V_PER_K,
+                   "reference_temperature_k": physics.REFERENCE_TEMPERATURE_K}
 
 
 def input_voltages(x: torch.Tensor, input_min_v: float, input_max_v: float) -> torch.Tensor:
@@ -267,11 +272,20 @@ class ResistiveNetworkSystem(PhysicalSystem):
                                      gate_max_v=self.gate_max_v, output_scale_v=self.output_scale_v)
 
     def hidden_calibration(self, world: Any) -> dict[str, Any]:
-        """The world's true thresholds, ln saturation currents, resistances (kΩ), ideality and temperature."""
+        """The world's true thresholds, ln saturation currents, resistances (kΩ), ideality and temperature.
+
+        `DeviceError` if the world's transconductance, slope factor, threshold tempco or reference temperature
+        differ from the constants the model holds (`MODEL_CONSTANTS`): no calibration could then match it."""
         layout = getattr(world, "layout", None)
         if layout != self.layout:
             raise ConfigError(f"system {self.name!r} is a {self.layout.n_inputs}-{self.layout.n_hidden}-"
                               f"{self.layout.n_outputs} network but its world is {layout}", field="n_hidden")
+        devices = getattr(getattr(world, "config", None), "devices", None)
+        for key, fixed in MODEL_CONSTANTS.items():  # the model holds these at their datasheet values
+            value = getattr(devices, key, fixed)
+            if abs(value - fixed) > 1e-9 * abs(fixed):
+                raise DeviceError(f"system {self.name!r}: the world's devices.{key} = {value:g} differs from the "
+                                  f"physics model's fixed {fixed:g}; the model cannot represent it")
         hidden = world.hidden_parameters()
         return {"threshold_v": hidden["threshold_v"], "nudge_threshold_v": hidden["nudge_threshold_v"],
                 "log_saturation_current": torch.log(torch.as_tensor(hidden["saturation_current_a"])),

@@ -490,6 +490,20 @@ def test_max_batch_follows_the_instruments_memory() -> None:
                                   max_batch=20).max_batch == 20
 
 
+@pytest.mark.parametrize(("key", "value"), [("transconductance_a_per_v2", 2e-4), ("slope_factor", 1.5),
+                                            ("threshold_tempco_v_per_k", -4e-3), ("reference_temperature_k", 310.0)])
+def test_an_oracle_of_a_world_whose_fixed_device_constants_differ_is_refused(key: str, value: float) -> None:
+    """The model holds these four at their datasheet values; its oracle of such a world would be off by up to 0.18
+    in y (transconductance 2e-4) while claiming to be the best twin."""
+    _, system = bench("ideal", devices={key: value})
+    with pytest.raises(DeviceError, match=rf"devices\.{key} = {value:g} differs from the physics model's fixed"):
+        system.oracle_model()
+    _, system = bench("ideal", devices={"ideality": 1.9, "saturation_current_a": 1e-8})  # calibration: represented
+    x, theta = inputs(16)
+    with torch.no_grad():
+        torch.testing.assert_close(system.oracle_model()(x, theta), system.forward(x, theta), atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("preset", ["ideal", "realistic", "harsh"])
 def test_every_preset_runs_and_its_oracle_explains_it(preset: str) -> None:
     _, system = bench(preset, seed=9, slow={"temperature_sigma_k": 0.0})
