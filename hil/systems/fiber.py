@@ -76,6 +76,12 @@ class FiberSystem(SLMCameraSystem):
     def __init__(self, instruments: dict[str, Any], *, name: str = "", n_in: int = 16, n_out: int = 8,
                  n_params: int = 16, block: int = 8, x_phase_rad: float = math.pi, roi_px: int = 4,
                  waist_px: float | None = 25.0, reference_repeats: int = 16, max_batch: int | None = None):
+        for label, value in (("roi_px", roi_px), ("reference_repeats", reference_repeats)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
+        if waist_px is not None and not (isinstance(waist_px, int | float) and 0 < waist_px < math.inf):
+            raise ConfigError(f"waist_px must be a positive number of SLM pixels or null (a flat beam), got "
+                              f"{waist_px!r}", field="waist_px")
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_phase_rad=x_phase_rad,
                          reference_repeats=reference_repeats, max_batch=max_batch)
         shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)
@@ -86,6 +92,11 @@ class FiberSystem(SLMCameraSystem):
             raise ConfigError(f"n_in + n_params = {self.n_modulated} leave no reference macro-pixel out of "
                               f"{self.n_macro}; use fewer or a smaller block", field="n_params")
         self.block, self.waist_px = block, waist_px
+        dark = int((macro_amplitudes(self._beam(), block) == 0).sum())
+        if dark:
+            raise ConfigError(f"waist_px {waist_px:g} px leaves {dark} of {self.n_macro} macro-pixels without light "
+                              "(their beam amplitude underflows), which the model cannot divide out; use a wider waist "
+                              "or null (a flat beam)", field="waist_px")
         regions = region_matrix(camera_shape, grid_corners(camera_shape, n_out, roi_px), roi_px)  # type: ignore[arg-type]
         self.region_pixels = (regions.sum(1) > 0).nonzero().squeeze(1)  # in the whole camera's frame
         self.region_weights = regions[self.region_pixels]  # region pixels × n_out

@@ -276,6 +276,25 @@ def test_bad_settings_are_refused() -> None:
     assert torch.equal(hadamard(4) @ hadamard(4).T, 4 * torch.eye(4))
 
 
+@pytest.mark.parametrize(("settings", "field", "message"), [
+    ({"roi_px": 0}, "roi_px", "roi_px must be a positive integer, got 0"),  # was a ZeroDivisionError
+    ({"reference_repeats": 0}, "reference_repeats", "reference_repeats must be a positive integer, got 0"),
+    ({"waist_px": 0}, "waist_px", "waist_px must be a positive number"),  # was a model of NaN
+    ({"waist_px": -5.0}, "waist_px", "waist_px must be a positive number"),
+    ({"waist_px": 3.0}, "waist_px", "waist_px 3 px leaves 32 of 64 macro-pixels without light"),
+])
+def test_settings_the_system_cannot_use_are_config_errors_naming_them(settings, field, message) -> None:
+    _, slm, camera = bench("ideal")
+    with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
+        FiberSystem({"slm": slm, "camera": camera}, **settings)
+    assert error.value.field == field and "\n" not in str(error.value)
+    system = FiberSystem({"slm": slm, "camera": camera}, waist_px=5.0)  # the narrowest that lights every block
+    system.calibrate()
+    x, theta = inputs(4)
+    with torch.no_grad():
+        assert torch.isfinite(system.physics_model()(x, theta)).all()
+
+
 def test_the_mode_basis_is_speckle_of_the_configured_grain() -> None:
     """Every mode's field lies in the grain's spatial-frequency band; more modes than the band holds are refused
     (QR used to fill the surplus with pixel-scale noise)."""
