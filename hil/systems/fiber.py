@@ -189,7 +189,9 @@ class FiberSystem(SLMCameraSystem):
                           region_weights=self.region_weights, transmission=self.transmission, offset=self.offset)
 
     def hidden_calibration(self, world: Any) -> dict[str, Any]:
-        """The world's hidden values in the model's terms, at the present exposure (needs `calibrate`)."""
+        """The world's hidden values in the model's terms, at the present exposure (needs `calibrate`). The model's
+        beam (``waist_px``) need not be the world's: the light reaches the camera as T·diag(a), so the world's
+        macro-pixel amplitudes over the model's are folded into the transmission matrix."""
         if self.reference_rate_dn_s is None:
             raise DeviceError(f"system {self.name!r}: calibrate() before asking for the oracle")
         hidden = world.hidden_parameters()
@@ -202,6 +204,9 @@ class FiberSystem(SLMCameraSystem):
         gain = hidden["pixel_gain"].reshape(-1)[pixels]
         weight = (scale * exposure * hidden["signal_rate_dn_per_s"] * gain).sqrt()
         transmission = hidden["transmission"][pixels] * weight[:, None].to(torch.complex64)
+        beam = getattr(world, "macro_amplitudes", None)  # the world's beam; the model's is waist_px's
+        if beam is not None:  # only T·diag(a) reaches the camera: fold the ratio of the beams into T
+            transmission = transmission * (beam / macro_amplitudes(self._beam(), self.block)).to(torch.complex64)
         dark = (hidden["dark_dn"] + hidden["dark_rate_dn_per_s"] * exposure).reshape(-1)[pixels]
         return {
             "lut_gain": hidden["lut_gain"], "lut_bow_rad": hidden["lut_bow_rad"],

@@ -170,6 +170,21 @@ def test_ideal_world_equals_the_measured_physics_model() -> None:
     assert 0.2 < float(y.mean()) < 5  # order-1 outputs
 
 
+@pytest.mark.parametrize("waist_px", [None, 12.0, 40.0])
+def test_the_oracle_holds_when_the_model_assumes_another_beam_than_the_world(waist_px: float | None) -> None:
+    """The world's beam has a 25 px waist; a model assuming another (or a flat beam) is exact all the same once the
+    calibration is measured (T absorbs the beam), and so must its oracle be (it was off by 35 % for a flat beam)."""
+    _, slm, camera = bench("ideal", seed=6)
+    system = FiberSystem({"slm": slm, "camera": camera}, waist_px=waist_px)
+    system.calibrate()
+    x, theta = inputs(16)
+    y = system.forward(x, theta)
+    with torch.no_grad():
+        measured, oracle = system.physics_model()(x, theta), system.oracle_model()(x, theta)
+    torch.testing.assert_close(measured, y, rtol=1e-4, atol=1e-5 * float(y.abs().max()))
+    torch.testing.assert_close(oracle, y, rtol=1e-4, atol=1e-5 * float(y.abs().max()))
+
+
 def test_chunked_render_equals_the_whole_batch_steps() -> None:
     """The fiber renders the SLM's steps chunk by chunk; the numbers are those of the whole-batch steps, flicker
     and drift included."""
