@@ -57,6 +57,30 @@ def window_rms(volts: torch.Tensor, n_windows: int) -> torch.Tensor:
     return (windows.pow(2).mean(2) + RMS_FLOOR_V2).sqrt().reshape(batch, n_windows * channels)
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_design(*, segment_s: Any, sample_rate_hz: Any, freq_hz: Any, q: Any, drive_gain_m_s2_per_v: Any,
+                  nonlinear_length_m: Any, coupling_hz: Any) -> None:
+    """Refuse, naming the setting, what would make the encoding or the physics model meaningless (NaN, inf)."""
+    for label, value in (("sample_rate_hz", sample_rate_hz), ("segment_s", segment_s),
+                         ("nonlinear_length_m", nonlinear_length_m)):
+        if not (_number(value) and value > 0):
+            raise ConfigError(f"{label} must be a positive number, got {value!r}", field=label)
+    if not (_number(coupling_hz) and coupling_hz >= 0):
+        raise ConfigError(f"coupling_hz must be a number ≥ 0, got {coupling_hz!r}", field="coupling_hz")
+    for label, values, positive in (("freq_hz", freq_hz, True), ("q", q, True),
+                                    ("drive_gain_m_s2_per_v", drive_gain_m_s2_per_v, False)):
+        if isinstance(values, str) or not isinstance(values, Sequence) or not values \
+                or not all(_number(v) and (v > 0 or not positive) for v in values):
+            what = "positive numbers" if positive else "numbers"
+            raise ConfigError(f"{label} must be a list of {what}, one per oscillator, got {values!r}", field=label)
+        if len(values) != len(freq_hz):
+            raise ConfigError(f"{label} has {len(values)} values; freq_hz has {len(freq_hz)}, one per oscillator",
+                              field=label)
+
+
 class OscillatorPhysics(PhysicsModel):
     """The noiseless oscillator network seen through the system's encoding and readout (see module doc)."""
 
@@ -117,6 +141,9 @@ class OscillatorSystem(PhysicalSystem):
                  sensor_gain: float | None = None, sensed: Sequence[int] = physics.NOMINAL_SENSED,
                  sense: Literal["displacement", "velocity"] = "displacement"):
         output, inp = instruments.get("output"), instruments.get("input")
+        _check_design(segment_s=segment_s, sample_rate_hz=sample_rate_hz, freq_hz=freq_hz, q=q,
+                      drive_gain_m_s2_per_v=drive_gain_m_s2_per_v, nonlinear_length_m=nonlinear_length_m,
+                      coupling_hz=coupling_hz)
         self.segment_samples = round(segment_s * sample_rate_hz)
         if self.segment_samples < 1:
             raise ConfigError(f"segment_s {segment_s:g} s is shorter than one sample at {sample_rate_hz:g} Hz",

@@ -385,6 +385,26 @@ def test_bad_settings_and_inputs_are_refused() -> None:
         system.forward(torch.full((1, 8), 1.5), theta)
 
 
+@pytest.mark.parametrize(("settings", "field", "message"), [
+    ({"q": [0.0, 6.0, 7.0, 8.0]}, "q", "q must be a list of positive numbers"),  # was a model of NaN (γ = ω/0)
+    ({"nonlinear_length_m": 0.0}, "nonlinear_length_m", "nonlinear_length_m must be a positive number"),  # NaN too
+    ({"nonlinear_length_m": "-1e-4"}, "nonlinear_length_m", "nonlinear_length_m must be a positive number"),
+    ({"freq_hz": [150.0, 0.0, 290.0, 400.0]}, "freq_hz", "freq_hz must be a list of positive numbers"),
+    ({"freq_hz": 150.0}, "freq_hz", "freq_hz must be a list of positive numbers"),
+    ({"q": [5.0, 6.0, 7.0]}, "q", "q has 3 values; freq_hz has 4"),  # was blamed on freq_hz
+    ({"drive_gain_m_s2_per_v": [1.0, 2.0]}, "drive_gain_m_s2_per_v", "drive_gain_m_s2_per_v has 2 values"),
+    ({"coupling_hz": math.nan}, "coupling_hz", "coupling_hz must be a number ≥ 0"),
+    ({"sample_rate_hz": 0}, "sample_rate_hz", "sample_rate_hz must be a positive number"),  # was blamed on segment_s
+    ({"segment_s": math.nan}, "segment_s", "segment_s must be a positive number"),  # was "cannot convert float NaN"
+])
+def test_a_design_the_model_cannot_compute_is_a_config_error_naming_the_setting(settings, field, message) -> None:
+    world = OscillatorNetwork(preset="ideal")
+    roles = {"output": SimulatedAnalogOutput(world, name="ao"), "input": SimulatedAnalogInput(world, name="ai")}
+    with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
+        OscillatorSystem(roles, **settings)
+    assert error.value.field == field
+
+
 def test_a_lab_file_builds_and_runs_the_oscillator_system(tmp_path) -> None:
     path = tmp_path / "lab.yaml"
     path.write_text("""
