@@ -249,7 +249,14 @@ class OscillatorSystem(PhysicalSystem):
 
     def hidden_calibration(self, world: Any) -> dict[str, Any]:
         """The world's construction values relative to this system's nominal design (the model's ``*_scale``);
-        a coupling that is nominally zero gets scale 1."""
+        a coupling that is nominally zero gets scale 1. The system must sense what the world's sensors do (``sense``
+        and ``sensed``, a `ConfigError` otherwise): the scales cannot turn one into the other."""
+        network = getattr(getattr(world, "config", None), "network", None)
+        for key, mine in (("sense", self.sense), ("sensed", self.sensed)):
+            theirs = getattr(network, key, mine)
+            if (list(theirs) if key == "sensed" else theirs) != mine:
+                raise ConfigError(f"the world's {key} is {theirs!r} but the system's is {mine!r}; give the system "
+                                  "the world's design settings", field=key)
         hidden = world.hidden_parameters()
         scales = {}
         for name, nominal in self.nominal.items():

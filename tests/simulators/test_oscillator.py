@@ -405,6 +405,16 @@ def test_a_design_the_model_cannot_compute_is_a_config_error_naming_the_setting(
     assert error.value.field == field
 
 
+@pytest.mark.parametrize(("settings", "field"), [({"sensed": [3, 2, 1, 0]}, "sensed"),
+                                                 ({"sense": "velocity"}, "sense")])
+def test_an_oracle_of_a_world_that_senses_otherwise_is_refused(settings, field: str) -> None:
+    """The world reads displacement of oscillators 0..3; an oracle for other sensors was off by 46 % (reversed
+    order) and 1500-fold (velocity) while claiming to be the best twin."""
+    *_, system = bench("ideal", **settings)
+    with pytest.raises(ConfigError, match=f"^{field}: the world's {field} is .* but the system's is"):
+        system.oracle_model()
+
+
 def test_a_lab_file_builds_and_runs_the_oscillator_system(tmp_path) -> None:
     path = tmp_path / "lab.yaml"
     path.write_text("""
