@@ -5,7 +5,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from hil.errors import DeviceError
+from hil.errors import ConfigError, DeviceError
 from hil.systems.base import PhysicalSystem, PhysicsModel
 
 
@@ -43,3 +43,27 @@ def test_a_good_reading_passes_and_a_batch_beyond_max_batch_is_split() -> None:
     x = torch.rand(20, 2)
     torch.testing.assert_close(system.forward(x, torch.zeros(1)), x.sum(1, keepdim=True).expand(20, 3))
     assert system.calls == 3  # 8 + 8 + 4
+
+
+class Calibrated(PhysicsModel):
+    """A model with one calibration parameter (2 values), a buffer and a plain attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(2))
+        self.register_buffer("shape_hint", torch.zeros(3))
+        self.levels = 256
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return x * self.gain
+
+
+def test_load_hidden_sets_tensors_and_refuses_what_is_not_one_of_the_right_size() -> None:
+    model = Calibrated().load_hidden({"gain": [2.0, 3.0], "shape_hint": torch.ones(3)})
+    assert model.gain.tolist() == [2.0, 3.0] and model.shape_hint.tolist() == [1.0, 1.0, 1.0]
+    for hidden, message in (({"levels": 8}, r"Calibrated\.levels is not a tensor of the model"),
+                            ({"offset": 1.0}, r"Calibrated\.offset is not a tensor of the model"),
+                            ({"gain": [1.0, 2.0, 3.0]}, r"Calibrated\.gain holds 2 values \(2,\); the hidden value "
+                                                        "has 3")):
+        with pytest.raises(ConfigError, match=message):
+            model.load_hidden(hidden)

@@ -44,12 +44,14 @@ class PhysicsModel(nn.Module, ABC):
         """Set the calibration to a world's hidden values (names as in ``hidden_parameters()``); returns self."""
         with torch.no_grad():
             for name, value in hidden.items():
-                target = getattr(self, name)
+                target = getattr(self, name, None)
+                if not isinstance(target, torch.Tensor):
+                    raise ConfigError(f"{type(self).__name__}.{name} is not a tensor of the model")
                 tensor = torch.as_tensor(value, dtype=target.dtype)
-                if isinstance(target, nn.Parameter | torch.Tensor):
-                    target.copy_(tensor.reshape(target.shape))
-                else:
-                    raise ConfigError(f"{type(self).__name__}.{name} is not a tensor")
+                if tensor.numel() != target.numel():
+                    raise ConfigError(f"{type(self).__name__}.{name} holds {target.numel()} values "
+                                      f"{tuple(target.shape)}; the hidden value has {tensor.numel()}")
+                target.copy_(tensor.reshape(target.shape))
         return self
 
 
