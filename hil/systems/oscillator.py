@@ -102,10 +102,13 @@ class OscillatorPhysics(PhysicsModel):
         self.substeps = substeps
 
     def physical_parameters(self) -> dict[str, torch.Tensor]:
-        """The calibration in physical units: omega (rad/s), gamma (1/s), beta (1/(m²s²)), kappa (1/s²),
-        drive_gain (m/s²/V), sense_gain (V/m or V/(m/s))."""
-        return {name: getattr(self, f"nominal_{name}") * getattr(self, f"{name}_scale")
-                for name in ("omega", "gamma", "beta", "kappa", "drive_gain", "sense_gain")}
+        """The calibration in physical units: omega (rad/s), gamma (1/s), beta (1/(m²s²)), kappa (1/s², symmetric:
+        a spring pulls both its ends alike, so κ_ij and κ_ji share the mean of their two scales), drive_gain
+        (m/s²/V), sense_gain (V/m or V/(m/s))."""
+        values = {name: getattr(self, f"nominal_{name}") * getattr(self, f"{name}_scale")
+                  for name in ("omega", "gamma", "beta", "drive_gain", "sense_gain")}
+        values["kappa"] = self.nominal_kappa * (self.kappa_scale + self.kappa_scale.T) / 2
+        return values
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         values = torch.cat([x, theta.expand(len(x), -1)], 1)

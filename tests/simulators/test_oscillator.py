@@ -362,6 +362,23 @@ def test_physics_model_is_differentiable_in_x_theta_and_calibration() -> None:
         assert gradient is not None and torch.isfinite(gradient).all() and gradient.abs().sum() > 0
 
 
+def test_the_model_coupling_stays_reciprocal_whatever_its_scales() -> None:
+    """A spring pulls both its ends alike (the world's κ is symmetric); the gradients of κ_01's and κ_10's scales
+    had opposite signs, so a twin's fit made the coupling non-reciprocal."""
+    *_, system = bench("ideal")
+    model = system.physics_model()
+    x, theta = inputs(4)
+    model(x, theta).square().sum().backward()
+    grad = model.kappa_scale.grad
+    torch.testing.assert_close(grad, grad.T)
+    with torch.no_grad():
+        model.kappa_scale[0, 1] = 1.4
+        model.kappa_scale[1, 0] = 0.6
+        kappa = model.physical_parameters()["kappa"]
+    torch.testing.assert_close(kappa, kappa.T)
+    torch.testing.assert_close(kappa, system.nominal["kappa"])  # the mean of 1.4 and 0.6 is the nominal scale
+
+
 def test_bad_settings_and_inputs_are_refused() -> None:
     world = OscillatorNetwork(preset="ideal")
     ao = SimulatedAnalogOutput(world, name="ao", limits={"voltage_v": {"min": -2, "max": 2}}).connect()
