@@ -76,9 +76,8 @@ class FiberSystem(SLMCameraSystem):
     def __init__(self, instruments: dict[str, Any], *, name: str = "", n_in: int = 16, n_out: int = 8,
                  n_params: int = 16, block: int = 8, x_phase_rad: float = math.pi, roi_px: int = 4,
                  waist_px: float | None = 25.0, reference_repeats: int = 16, max_batch: int | None = None):
-        for label, value in (("roi_px", roi_px), ("reference_repeats", reference_repeats)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
+        if isinstance(roi_px, bool) or not isinstance(roi_px, int) or roi_px < 1:
+            raise ConfigError(f"roi_px must be a positive integer, got {roi_px!r}", field="roi_px")
         if waist_px is not None and not (isinstance(waist_px, int | float) and 0 < waist_px < math.inf):
             raise ConfigError(f"waist_px must be a positive number of SLM pixels or null (a flat beam), got "
                               f"{waist_px!r}", field="waist_px")

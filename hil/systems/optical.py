@@ -174,6 +174,9 @@ class SLMCameraSystem(PhysicalSystem):
             raise ConfigError(f"x_phase_rad {x_phase_rad:g} rad must be in (0, 2π]: x ∈ [0, 1] becomes a phase of "
                               "the SLM's range", field="x_phase_rad")
         self.x_phase_rad = float(x_phase_rad)
+        if isinstance(reference_repeats, bool) or not isinstance(reference_repeats, int) or reference_repeats < 1:
+            raise ConfigError(f"reference_repeats must be a positive integer, got {reference_repeats!r}",
+                              field="reference_repeats")
         self.reference_repeats = reference_repeats
         self.reference_rate_dn_s: float | None = None
 

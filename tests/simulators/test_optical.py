@@ -744,7 +744,8 @@ def test_bad_configurations_are_refused_with_the_field() -> None:
     for settings, field, message in (
             ({"n_params": 1_000_000}, "n_params", "n_in 16 + n_params 1000000 blocks do not fit: the panel holds 64"),
             ({"roi_px": 0}, "roi_px", "roi_px must be a whole number of pixels, at least 1; got 0"),
-            ({"roi_radius_px": math.nan}, "roi_radius_px", "roi_radius_px must be a finite distance ≥ 0 px")):
+            ({"roi_radius_px": math.nan}, "roi_radius_px", "roi_radius_px must be a finite distance ≥ 0 px"),
+            ({"reference_repeats": 0}, "reference_repeats", "reference_repeats must be a positive integer, got 0")):
         with pytest.raises(ConfigError, match=re.escape(message)) as caught:
             OpticalSystem({"slm": slm, "camera": camera}, **settings)
         assert caught.value.field == field
