@@ -49,7 +49,7 @@ from hil.store import CHECKPOINT, EVENTS, RunFileError, RunStore, file_digests
 from hil.twin.collect import TwinData, collect
 from hil.twin.fidelity import fidelity
 from hil.twin.fit import fit_twin
-from hil.twin.models import Twin, build_twin, load_twin, save_twin
+from hil.twin.models import Twin, build_twin, load_twin, save_twin, twin_from_spec
 
 STEPS = ("calibrate", "collect", "fit_twin", "fidelity", "train", "evaluate", "report")
 #: The files a run starts from. Their digests, and those of the data files written since, are in every
@@ -232,12 +232,7 @@ class Run:
         """An empty twin as the checkpoint's ``spec`` describes it (its kind and sizes, which for a twin reused from
         another run need not be the protocol's, and its held-out groups), to load the checkpoint's state into. A
         checkpoint from before twin_spec holds a twin of the protocol's kind with θ scaled as it is."""
-        if not spec:
-            return self._new_twin(False)
-        twin = build_twin(spec["kind"], self.system, tuple(spec["hidden"]) if "hidden" in spec else None,
-                          spec.get("theta_as_phase", False))
-        twin.spec = copy.deepcopy(spec)
-        return twin
+        return twin_from_spec(spec, self.system) if spec else self._new_twin(False)
 
     def _attach_twin(self) -> None:
         for layer in physical_layers(self.model):

@@ -189,8 +189,7 @@ def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
         raise ConfigError(f"the twin in {folder} is for a {spec.get('system')!r} system, not {system.kind!r}; "
                           f"point twin.from_run at a run on a {system.kind} system")
     try:
-        twin = build_twin(spec["kind"], system, tuple(spec["hidden"]) if "hidden" in spec else None,
-                          theta_as_phase=spec.get("theta_as_phase", False))  # absent: saved before the encoding
+        twin = twin_from_spec(spec, system)
     except (RuntimeError, MemoryError):  # its layers cannot be allocated
         raise ConfigError(f"{folder / 'twin.json'}: a {spec['kind']} twin with hidden sizes {spec.get('hidden')} "
                           "does not fit in memory") from None
@@ -204,6 +203,15 @@ def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
     except Exception:  # other names or shapes: the twin of another system's size or settings
         raise ConfigError(f"{folder / 'twin.pt'}: this twin's parameters do not fit system {system.name!r} (another "
                           "size or settings); point twin.from_run at a run on this system as configured") from None
-    if "held_out_groups" in spec:  # the θ groups of its data it was not fitted on: its fidelity is measured there
-        twin.spec["held_out_groups"] = list(held_out)
+    return twin
+
+
+def twin_from_spec(spec: dict[str, Any], system: PhysicalSystem) -> Twin:
+    """An untrained twin as a saved twin's ``spec`` describes it, to load its state into: its kind, hidden sizes and
+    θ encoding (absent: θ scaled as it is, as every twin saved before the encoding), with the θ groups of its data it
+    was not fitted on, where its fidelity is measured."""
+    twin = build_twin(spec["kind"], system, tuple(spec["hidden"]) if "hidden" in spec else None,
+                      theta_as_phase=spec.get("theta_as_phase", False))
+    if "held_out_groups" in spec:
+        twin.spec["held_out_groups"] = list(spec["held_out_groups"])
     return twin
