@@ -34,7 +34,8 @@ class _Server:
     """Shared framing loop; subclasses own the byte channel. Messages are read up to ``input_terminator`` and
     replies end with ``terminator`` (a driver's write and read terminations)."""
 
-    def __init__(self, emulator: MessageHandler, terminator: bytes = b"\n", input_terminator: bytes = b"\n"):
+    def __init__(self, emulator: MessageHandler, terminator: bytes = LINE_END.encode(),
+                 input_terminator: bytes = LINE_END.encode()):
         self.emulator = emulator
         self.terminator, self.input_terminator = terminator, input_terminator
         self._stop = threading.Event()
