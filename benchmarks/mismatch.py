@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from hil.config import YamlDocument  # noqa: E402
 from hil.lab import Lab, LabConfig  # noqa: E402
-from hil.nn import physical_layers  # noqa: E402
+from hil.nn import held_twin, physical_layers  # noqa: E402
 from hil.orchestrator import Run  # noqa: E402
 from hil.protocol import Protocol  # noqa: E402
 from hil.store import RunStore  # noqa: E402
@@ -94,24 +94,13 @@ def run_once(protocol: Protocol, lab: Lab, root: Path) -> dict[str, float]:
 
 def hand_written_pat_epoch(system, twin, theta, readout, x, y, batches, lr) -> None:
     """The minimal PAT loop: device forward, twin VJP backward through a straight-through surrogate (the twin's own
-    parameters held fixed, as the framework holds them: no gradient is computed for them)."""
+    parameters held fixed by `held_twin`, as in the framework: no gradient is computed for them)."""
     optimizer = torch.optim.Adam([theta, *readout.parameters()], lr=lr)
-    trainable = [p for p in twin.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
-        _hand_written_steps(system, twin, theta, readout, x, y, batches, optimizer)
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
-
-
-def _hand_written_steps(system, twin, theta, readout, x, y, batches, optimizer) -> None:
     for indices in batches:
         xb, yb = x[indices], y[indices]
         with torch.no_grad():
             measured = system.forward(xb, theta)
-        modelled = twin(xb, theta)
+        modelled = held_twin(twin, xb, theta)
         outputs = modelled + (measured - modelled).detach()
         loss = torch.nn.functional.cross_entropy(readout(outputs), yb)
         optimizer.zero_grad()
