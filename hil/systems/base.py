@@ -29,6 +29,15 @@ from hil.limits import first_outside
 T = TypeVar("T")
 
 
+def check_setting_within(label: str, value: float, instrument: Instrument, limit: str) -> None:
+    """Refuse a system setting (``label``) that lies outside one of an instrument's limits, before any call would
+    be refused for it: a `ConfigError` naming the setting, the instrument and its limit."""
+    allowed = instrument.limits[limit]
+    if not allowed.min <= value <= allowed.max:
+        raise ConfigError(f"{label} {value:g} {allowed.unit} is outside {instrument.name}'s limits "
+                          f"({allowed.describe()})", field=label)
+
+
 class PhysicsModel(nn.Module, ABC):
     """The noiseless physics of a system: ``forward(x, theta) -> y``, differentiable in x, θ and calibration.
 

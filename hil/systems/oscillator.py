@@ -33,7 +33,7 @@ from torch import nn
 from hil.errors import ConfigError
 from hil.instruments import AnalogInput, AnalogOutput, Instrument
 from hil.physics import oscillator as physics
-from hil.systems.base import PhysicalSystem, PhysicsModel
+from hil.systems.base import PhysicalSystem, PhysicsModel, check_setting_within
 
 #: Added to the mean square (V²) before the square root, in `_run` and in the model alike.
 RMS_FLOOR_V2 = 1e-12
@@ -207,10 +207,7 @@ class OscillatorSystem(PhysicalSystem):
             raise ConfigError(f"drive_amplitude_v {amplitude_v:g} V is outside {output.name}'s limits "
                               f"({volts.describe()})", field="drive_amplitude_v")
         for instrument in (output, inp):
-            rate = instrument.limits["sample_rate_hz"]
-            if not rate.min <= sample_rate_hz <= rate.max:
-                raise ConfigError(f"sample_rate_hz {sample_rate_hz:g} Hz is outside {instrument.name}'s limits "
-                                  f"({rate.describe()})", field="sample_rate_hz")
+            check_setting_within("sample_rate_hz", sample_rate_hz, instrument, "sample_rate_hz")
         if inp.n_channels != n_sensed:
             raise ConfigError(f"{inp.name} has {inp.n_channels} channels but sensed lists {n_sensed} oscillators",
                               field="sensed")

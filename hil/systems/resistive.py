@@ -36,7 +36,7 @@ from torch import nn
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.instruments import AnalogInput, AnalogOutput, Instrument
 from hil.physics import resistive as physics
-from hil.systems.base import PhysicalSystem, PhysicsModel
+from hil.systems.base import PhysicalSystem, PhysicsModel, check_setting_within
 
 #: Off level of a nudge gate (V): far below threshold, the nudge transistor conducts ~1e-15 S.
 NUDGE_OFF_V = 0.0
@@ -179,11 +179,7 @@ class ResistiveNetworkSystem(PhysicalSystem):
                                   field=f"instruments.{role}")
         self._check_voltages(input_min_v, input_max_v, gate_min_v, gate_max_v)
         for role in ("output", "input"):
-            instrument = self.instruments[role]
-            rate = instrument.limits["sample_rate_hz"]
-            if not rate.min <= sample_rate_hz <= rate.max:
-                raise ConfigError(f"sample_rate_hz {sample_rate_hz:g} Hz is outside {instrument.name}'s limits "
-                                  f"({rate.describe()})", field="sample_rate_hz")
+            check_setting_within("sample_rate_hz", sample_rate_hz, self.instruments[role], "sample_rate_hz")
         self.input_min_v, self.input_max_v = float(input_min_v), float(input_max_v)
         self.gate_max_v, self.output_scale_v = float(gate_max_v), float(output_scale_v)
         self.sample_rate_hz = float(sample_rate_hz)
@@ -195,12 +191,10 @@ class ResistiveNetworkSystem(PhysicalSystem):
         """Every level the system writes lies within the analog output's voltage limit: inputs (and targets, which
         share their range), gates (and nudge gates, up to ``gate_max_v``), and 0 V (targets and nudge gates off)."""
         output = self.instruments["output"]
-        volts = output.limits["voltage_v"]
         for label, value in (("input_min_v", input_min_v), ("input_max_v", input_max_v),
                              ("gate_min_v", gate_min_v), ("gate_max_v", gate_max_v)):
-            if not volts.min <= value <= volts.max:
-                raise ConfigError(f"{label} {value:g} V is outside {output.name}'s limits ({volts.describe()})",
-                                  field=label)
+            check_setting_within(label, value, output, "voltage_v")
+        volts = output.limits["voltage_v"]
         if not volts.min <= NUDGE_OFF_V <= volts.max:
             raise ConfigError(f"{output.name}'s limits ({volts.describe()}) exclude {NUDGE_OFF_V:g} V, the level of "
                               "the targets and nudge gates when the nudge is off", field="instruments.output")
