@@ -230,6 +230,18 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
         worlds:
           oscillators: {kind: oscillator_network}
         instruments:
+          drive: {driver: simulated_analog_output, world: oscillators}
+          probes: {driver: simulated_analog_input, world: oscillators}
+        systems:
+          oscillator:
+            kind: oscillator
+            instruments: {output: probes, input: drive}
+     """, r"lab.yaml:9: systems\.oscillator\.instruments\.output: system 'oscillator': output must be an analog "
+         r"output, got SimulatedAnalogInput$"),
+    ("""
+        worlds:
+          oscillators: {kind: oscillator_network}
+        instruments:
           awg: {driver: keysight_33500b, emulate: true}
           probes: {driver: simulated_analog_input, world: oscillators}
         systems:

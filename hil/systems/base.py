@@ -87,7 +87,8 @@ class PhysicalSystem(ABC):
                               field="instruments")
         for role, capability in self.roles.items():
             if not isinstance(instruments[role], capability):
-                raise ConfigError(f"system {self.name!r}: {role} must be a {capability.capability}, got "
+                article = "an" if capability.capability[0] in "aeiou" else "a"
+                raise ConfigError(f"system {self.name!r}: {role} must be {article} {capability.capability}, got "
                                   f"{type(instruments[role]).__name__}", field=f"instruments.{role}")
         for label, value in (("n_in", n_in), ("n_out", n_out), ("n_params", n_params), ("max_batch", max_batch)):
             if not isinstance(value, int) or value < 1:
