@@ -145,15 +145,16 @@ def aihwkit_programming_sigma_s(target_s: torch.Tensor) -> torch.Tensor:
     return (0.26348 + 1.9650 * relative - 1.1731 * relative**2) * 1e-6
 
 
-def test_programming_noise_follows_the_aihwkit_pcm_polynomial() -> None:
-    _, crossbar = make(programming={"noise_scale": 1.0})
+@pytest.mark.parametrize("scale", [1.0, 2.0])  # 2: the harsh preset's prog_noise_scale
+def test_programming_noise_follows_the_aihwkit_pcm_polynomial(scale: float) -> None:
+    _, crossbar = make(programming={"noise_scale": scale})
     targets = uniform(crossbar.shape, 0.2 * G_MAX, G_MAX, seed=6)  # far from 0 S, where the noise is clipped
     crossbar.program(targets)
     first = measured_conductances(crossbar)
-    z = (first - targets) / aihwkit_programming_sigma_s(targets)
+    z = (first - targets) / (scale * aihwkit_programming_sigma_s(targets))
     assert abs(float(z.mean())) < 0.06 and float(z.std()) == pytest.approx(1.0, rel=0.05)  # 4096 devices
     crossbar.program(targets)  # drawn anew at every programming
-    redrawn = (measured_conductances(crossbar) - targets) / aihwkit_programming_sigma_s(targets)
+    redrawn = (measured_conductances(crossbar) - targets) / (scale * aihwkit_programming_sigma_s(targets))
     assert abs(float(torch.corrcoef(torch.stack([z.flatten(), redrawn.flatten()]))[0, 1])) < 0.08
     crossbar.program(torch.zeros(crossbar.shape))
     assert float(measured_conductances(crossbar).min()) >= 0  # no negative conductance
@@ -182,12 +183,14 @@ def folded_normal_moments(mean: float, std: float) -> tuple[float, float]:
     return folded_mean, math.sqrt(mean**2 + std**2 - folded_mean**2)
 
 
-@pytest.mark.parametrize(("relative", "mean", "std"), [
-    (0.5, 0.049, 0.008),  # aihwkit: μ = −0.0155·ln 0.5 + 0.0244 clipped up to 0.049; σ clipped up to 0.008
-    (0.05, -0.0155 * math.log(0.05) + 0.0244, -0.0125 * math.log(0.05) - 0.0059),
+@pytest.mark.parametrize(("relative", "mean", "std", "scale"), [
+    (0.5, 0.049, 0.008, 1.0),  # aihwkit: μ = −0.0155·ln 0.5 + 0.0244 clipped up to 0.049; σ clipped up to 0.008
+    (0.05, -0.0155 * math.log(0.05) + 0.0244, -0.0125 * math.log(0.05) - 0.0059, 1.0),
+    (0.05, -0.0155 * math.log(0.05) + 0.0244, -0.0125 * math.log(0.05) - 0.0059, 2.0),  # harsh's drift_scale
 ])
-def test_drift_follows_the_power_law_with_aihwkit_exponents(relative: float, mean: float, std: float) -> None:
-    world, crossbar = make(slow={"drift_scale": 1.0}, geometry={"rows": 128, "cols": 128})
+def test_drift_follows_the_power_law_with_aihwkit_exponents(relative: float, mean: float, std: float,
+                                                            scale: float) -> None:
+    world, crossbar = make(slow={"drift_scale": scale}, geometry={"rows": 128, "cols": 128})
     target = relative * G_MAX
     crossbar.program(torch.full(crossbar.shape, target))
     exponents = []
@@ -197,9 +200,9 @@ def test_drift_follows_the_power_law_with_aihwkit_exponents(relative: float, mea
         ratio = measured_conductances(crossbar) / target
         exponents.append(-torch.log(ratio) / math.log((age + 20.0) / 20.0))
     torch.testing.assert_close(exponents[0], exponents[1], rtol=2e-3, atol=1e-5)  # one ν per device: a power law
-    expected_mean, expected_std = folded_normal_moments(mean, std)
-    assert float(exponents[1].mean()) == pytest.approx(expected_mean, rel=0.02)  # 16 384 devices
-    assert float(exponents[1].std()) == pytest.approx(expected_std, rel=0.03)  # standard error 0.6 %
+    expected_mean, expected_std = folded_normal_moments(mean, std)  # ν = |N(μ, σ)|·drift_scale
+    assert float(exponents[1].mean()) == pytest.approx(scale * expected_mean, rel=0.02)  # 16 384 devices
+    assert float(exponents[1].std()) == pytest.approx(scale * expected_std, rel=0.03)  # standard error 0.6 %
     ideal_world, ideal = make()
     ideal.program(torch.full(ideal.shape, target))
     ideal_world.clock.sleep(10_000.0)
@@ -213,15 +216,16 @@ def aihwkit_read_sigma_s(conductance_s: torch.Tensor, age_s: float) -> torch.Ten
     return conductance_s * q * math.sqrt(math.log((t + 250e-9) / (2 * 250e-9)))
 
 
-def test_read_noise_follows_the_aihwkit_one_over_f_model_per_device_and_read() -> None:
-    world, crossbar = make(shot={"read_noise_scale": 1.0})
+@pytest.mark.parametrize("scale", [1.0, 2.0])  # 2: the harsh preset's read_noise_scale
+def test_read_noise_follows_the_aihwkit_one_over_f_model_per_device_and_read(scale: float) -> None:
+    world, crossbar = make(shot={"read_noise_scale": scale})
     conductance = uniform(crossbar.shape, 0, G_MAX, seed=7)
     crossbar.program(conductance)
     voltage = uniform((64,), -V_READ, V_READ, seed=8)
     world.clock.sleep(30.0)
     age = world.clock.now() - world.programmed_at_s
     currents = crossbar.read(voltage.expand(4000, 64))
-    variance = (voltage**2) @ aihwkit_read_sigma_s(conductance, age) ** 2
+    variance = (voltage**2) @ (scale * aihwkit_read_sigma_s(conductance, age)) ** 2
     ratio = currents.var(dim=0) / variance
     assert float(ratio.mean()) == pytest.approx(1.0, abs=0.03)  # 64 columns × 4000 reads: standard error 0.4 %
     assert float((ratio - 1).abs().max()) < 0.15
