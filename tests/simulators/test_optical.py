@@ -379,6 +379,22 @@ def test_prnu_is_a_fixed_per_pixel_gain_of_the_configured_spread() -> None:
     assert torch.equal(OpticalTable(preset="ideal", seed=4).pixel_gain, torch.ones(64, 64))
 
 
+@pytest.mark.parametrize(("power_w", "wavelength_m", "quantum_efficiency"), [(2.5e-10, 532e-9, 0.65),
+                                                                            (1e-9, 633e-9, 0.3)])
+def test_a_frame_counts_the_laser_photons_times_the_quantum_efficiency(power_w, wavelength_m,
+                                                                      quantum_efficiency) -> None:
+    """EMVA 1288: electrons = QE × photons, photons = P·t·λ/(h·c) for the light on the sensor. A camera as wide as the
+    Fourier plane catches all the light (the lens is unitary): on an ideal bench a blank SLM's frame totals
+    K·QE·P·t·λ/(h·c) DN (2.5e-10 W at 532 nm: 6.70e8 photons/s), whatever the beam and the SLM's size."""
+    exposure_s = 2e-3
+    config = small(camera={"shape": (64, 64), "quantum_efficiency": quantum_efficiency},
+                   optics={"power_w": power_w, "wavelength_m": wavelength_m})
+    _, slm, camera = bench("ideal", seed=2, **config)
+    total = float(frames(slm, camera, torch.zeros(1, 16, 16), exposure_s=exposure_s).double().sum())
+    photons = power_w * exposure_s * wavelength_m / (6.62607015e-34 * 299_792_458.0)
+    assert total == pytest.approx(K * quantum_efficiency * photons, rel=1e-5)
+
+
 @pytest.mark.statistical
 def test_dark_frames_show_black_level_dsnu_dark_current_and_read_noise() -> None:
     """EMVA 1288 dark measurements: no light (the laser power set to nothing)."""
