@@ -826,8 +826,9 @@ def test_oracle_equals_a_noiseless_bench_down_to_its_per_pixel_gain() -> None:
     """With every construction non-ideality (PRNU and DSNU included) and no per-shot or slow noise, the device is
     its physics: the oracle's outputs are the device's to float rounding (10⁻⁵ relative). PRNU of 0.6 % moves
     each output, a mean of 25 pixels, by about 0.1 %: the oracle with a uniform gain misses by far more than that
-    tolerance, so every term of the oracle's calibration, the per-pixel gain included, is checked."""
-    world, slm, camera = bench("ideal", seed=13, construction=CONSTRUCTION)
+    tolerance, so every term of the oracle's calibration, the per-pixel gain included, is checked. A dark current
+    (without its shot noise) of 1000 e⁻/s, 2 e⁻ over the 2 ms working exposure, checks the offset's dark term."""
+    world, slm, camera = bench("ideal", seed=13, construction=CONSTRUCTION, shot={"dark_current_e_per_s": 1000.0})
     system = OpticalSystem({"slm": slm, "camera": camera})
     system.calibrate()
     x, theta = inputs(32)
