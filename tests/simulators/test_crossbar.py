@@ -407,13 +407,16 @@ def test_oracle_equals_the_realistic_construction_with_per_shot_and_programming_
                             converters={"dac_bits": None, "adc_bits": None},
                             construction={"stuck_on_fraction": 0.01, "stuck_off_fraction": 0.01})
     theta = uniform((system.n_params,), -1, 1, seed=25)
-    x = uniform((128, system.n_in), -1, 1, seed=26)
+    # every row at ±1 drives each column past the ADC's ±60 µA (about 64 · 0.2 V · 25 µS / 4 = 80 µA): clipped
+    full = torch.ones(1, system.n_in)
+    x = torch.cat([uniform((128, system.n_in), -1, 1, seed=26), full, -full])
     y = system.forward(x, theta)
     model, nominal = system.oracle_model(), system.physics_model()
     with torch.no_grad():
         assert float((model(x, theta) - y).abs().max()) < 1e-4  # float32 rounding of outputs up to ~10
         # each hidden part alone, set to its nominal value, moves the model far beyond that tolerance
-        for name in ("column_offset", "wire_resistance_ohm", "column_gain", "conductance_scale", "stuck_level"):
+        for name in ("column_offset", "wire_resistance_ohm", "column_gain", "conductance_scale", "stuck_level",
+                     "current_limit_a"):
             part = getattr(model, name)
             kept = part.clone()
             part.copy_(getattr(nominal, name))
