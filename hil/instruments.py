@@ -244,12 +244,16 @@ class Camera(Instrument):
     ``set_roi(None)`` restores the full frame. A camera that cannot do it raises `DeviceError` for a window. A
     driver leaves ``roi`` matching the camera at connect (reading the camera's AOI, or setting the full frame):
     cameras keep their AOI between sessions, and `capture` refuses frames of another shape.
+
+    ``saturation_dn`` is the level (DN) at which pixels saturate where the full well fills before the ADC's top
+    code (a low gain setting); a driver that knows it sets it. None: the ADC's top code, 2^bit_depth − 1.
     """
 
     capability = "camera"
     shape: tuple[int, int]
     bit_depth: int
     max_frames: int = 1024
+    saturation_dn: float | None = None
 
     def __init__(self, **common: Any):
         super().__init__(**common)
@@ -260,6 +264,12 @@ class Camera(Instrument):
 
     def hardware_limits(self) -> dict[str, Limit]:
         return {"exposure_s": Limit("s", 10e-6, 1.0)}
+
+    @property
+    def full_scale_dn(self) -> float:
+        """The highest level (DN) a pixel reads before it saturates: ``saturation_dn``, or the ADC's top code."""
+        top = float(2**self.bit_depth - 1)
+        return top if self.saturation_dn is None else min(float(self.saturation_dn), top)
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -326,7 +336,8 @@ class Camera(Instrument):
 
     def _snapshot_hw(self) -> dict[str, Any]:
         return {"exposure_s": self.exposure_s, "trigger": self.trigger, "shape": list(self.shape),
-                "roi": None if self.roi is None else list(self.roi), "bit_depth": self.bit_depth}
+                "roi": None if self.roi is None else list(self.roi), "bit_depth": self.bit_depth,
+                "saturation_dn": self.saturation_dn}
 
     @abstractmethod
     def _set_exposure_hw(self, exposure_s: float) -> None:

@@ -498,6 +498,14 @@ class SLMCameraWorld(World):
         wander = ou_path(self.power.fork() if now else self.power, times)
         return self.config.camera.quantum_efficiency * self.photon_rate * (1 + wander)
 
+    def saturation_dn(self) -> float | None:
+        """The camera's saturation level as its datasheet gives it (DN): the mean black level plus K × the full
+        well, where that lies below the ADC's top code; None where the ADC saturates first or nothing clips."""
+        config = self.config
+        camera = config.camera
+        level = math.floor(config.construction.black_level_dn + camera.full_well_e * camera.gain_dn_per_e)
+        return float(level) if config.shot.clipping and level < 2**camera.bit_depth - 1 else None
+
     def expose(self, intensity: torch.Tensor, exposure_s: float, times_s: torch.Tensor) -> torch.Tensor:
         """The EMVA 1288 camera: DN frames for intensities over the AOI (fractions of the SLM power); works in place.
 
@@ -654,6 +662,7 @@ class SimulatedCamera(SimulatedInstrument, Camera):
         self.shape = tuple(world.config.camera.shape)
         self.bit_depth = world.config.camera.bit_depth
         self.max_frames = world.config.camera.max_frames
+        self.saturation_dn = world.saturation_dn()
         super().__init__(world, **common)
         self._next_index = 0
 

@@ -195,10 +195,6 @@ class SLMCameraSystem(PhysicalSystem):
     def camera(self) -> Camera:
         return self.instruments["camera"]  # type: ignore[return-value]
 
-    @property
-    def full_scale_dn(self) -> float:
-        return float(2**self.camera.bit_depth - 1)
-
     def capture(self, phases: torch.Tensor, exposure_s: float | None = None, full_frame: bool = False) -> torch.Tensor:
         """Show ``phases`` (N × rows × cols) as sequences of at most ``max_batch`` patterns and capture one frame
         each (external trigger): N × pixels of ``window`` (row-major), or of the whole camera with ``full_frame``;
@@ -237,25 +233,45 @@ class SLMCameraSystem(PhysicalSystem):
     def find_exposure(self, phases: torch.Tensor, start_s: float, target: float = 0.5,
                       full_frame: bool = False) -> float:
         """The exposure (s) at which the brightest pixel over ``phases`` (in ``window``, or in the full frame)
-        sits near ``target`` × full scale."""
+        sits near ``target`` × the camera's full scale (`Camera.full_scale_dn`).
+
+        A brightest pixel that hardly grows as the exposure grows is saturated below that full scale (a full well
+        that fills before the ADC's range): `DeviceError`, since every exposure found from it would saturate.
+        """
         limit = self.camera.limits["exposure_s"]
         exposure = min(max(start_s, limit.min), limit.max)
-        top = self.full_scale_dn
+        top = self.camera.full_scale_dn
+        below: tuple[float, float] | None = None  # (exposure s, peak DN) of the last capture below full scale
         for _ in range(12):
             peak = float(self.capture(phases, exposure, full_frame).max())
             if peak >= 0.98 * top:
-                proposal = exposure / 8
+                proposal, below = exposure / 8, None
             else:
                 if peak <= 0:
                     raise DeviceError(f"system {self.name!r}: no light on the camera at {exposure:g} s exposure")
+                if below is not None:
+                    self._refuse_plateau(*below, exposure, peak, top)
                 if abs(peak / top - target) < 0.1:
                     return exposure
-                proposal = exposure * target * top / peak
+                proposal, below = exposure * target * top / peak, (exposure, peak)
             proposal = min(max(proposal, limit.min), limit.max)
             if proposal == exposure:
                 return exposure
             exposure = proposal
         return exposure
+
+    def _refuse_plateau(self, shorter_s: float, shorter_peak: float, exposure_s: float, peak: float,
+                        top: float) -> None:
+        """Raise if the camera saturates below ``top`` (DN): the peak, above a tenth of ``top`` (not the dark level),
+        grew by under a quarter of (growth − 1) × the shorter exposure's peak. A linear pixel grows by (growth − 1) ×
+        its signal, more than that while its dark offset is under three quarters of the peak."""
+        growth = exposure_s / shorter_s
+        if growth >= 1.2 and peak >= 0.1 * top and peak - shorter_peak < 0.25 * (growth - 1) * shorter_peak:
+            raise DeviceError(f"system {self.name!r}: the brightest pixel read {shorter_peak:.0f} DN at "
+                              f"{shorter_s * 1e3:.3g} ms and {peak:.0f} DN at {exposure_s * 1e3:.3g} ms exposure: "
+                              "the camera saturates below "
+                              f"the {top:.0f} DN it reports as full scale; set the driver's saturation_dn to that "
+                              "level, or a camera gain at which the full well fills the ADC's range")
 
     def signal_rate(self, phases: torch.Tensor, exposure_s: float, repeats: int,
                     full_frame: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -609,6 +609,37 @@ def test_bright_pixels_saturate_at_the_full_well_when_it_is_below_the_adc_range(
     assert float(((images.mean(0)[linear] - expected) / standard_error).abs().max()) < 5
 
 
+class CameraReportingItsAdc(SimulatedCamera):
+    """A camera whose driver does not know that its full well fills before the ADC's range."""
+
+    def __init__(self, world: OpticalTable, **common):
+        super().__init__(world, **common)
+        self.saturation_dn = None
+
+
+def test_calibration_aims_below_a_full_well_that_fills_before_the_adc_range() -> None:
+    """With a full well of 4000 e⁻ pixels saturate at 10 + 0.383·4000 = 1542 DN, which the simulated camera reports.
+    The exposure search aims at half of that, so the blank SLM's signal rate is measured on unsaturated pixels: it
+    equals the noiseless rate within 2 % (it came out 27× too low, at a working exposure of 1 s, when the search aimed
+    at half the ADC's 4095 DN). A camera that reports the ADC's range instead is refused, naming the plateau."""
+    world, slm, camera = bench(seed=13, camera={"full_well_e": 4000.0}, slow={"power_wander": 0.0})
+    assert camera.saturation_dn == 1542 and camera.full_scale_dn == 1542
+    assert bench(seed=13)[2].saturation_dn is None  # 10 + 0.383·10 700 DN lies above the ADC's 4095
+    system = OpticalSystem({"slm": slm, "camera": camera})
+    system.calibrate()
+    true_rate = float(world.signal_rate()[0]) * K
+    assert system.reference_rate_dn_s == pytest.approx(true_rate, rel=0.02)
+    assert camera.exposure_s < 0.01
+    world = OpticalTable(seed=13, config={"camera": {"full_well_e": 4000.0}})
+    camera = CameraReportingItsAdc(world, name="camera").connect()
+    assert camera.full_scale_dn == 4095
+    system = OpticalSystem({"slm": SimulatedSLM(world, name="slm").connect(), "camera": camera})
+    with pytest.raises(DeviceError, match=r"^system 'optical': the brightest pixel read 154\d DN at .* ms and 154\d "
+                                          r"DN at .* ms exposure: the camera saturates below the 4095 DN it reports as "
+                                          r"full scale; set the driver's saturation_dn"):
+        system.calibrate()
+
+
 @pytest.mark.statistical
 def test_harsh_preset_has_its_stronger_per_shot_noise_and_power_wander() -> None:
     """The harsh table's per-shot and slow sections are in force, measured: read noise 7 e⁻ and dark current 20 e⁻/s
