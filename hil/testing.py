@@ -296,7 +296,7 @@ class SourceMeterContract(InstrumentContract):
         top = 0.2 * smu.limits["voltage_v"].max
         step = smu.limits["voltage_v"].max_step or top
         levels = np.arange(0, top + 1e-12, min(step, top / 4))
-        readings = smu.sweep(levels)
+        readings = smu.sweep(levels, delay_s=smu.limits["voltage_v"].step_interval_s(min(step, top / 4)))
         assert len(readings.voltage_v) == len(levels)
 
     @pytest.mark.parametrize("value", [math.nan, 1e6])

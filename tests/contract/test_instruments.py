@@ -129,3 +129,16 @@ def test_the_analog_output_contract_refuses_a_safe_state_only_recorded(tcp_serve
             else:
                 with pytest.raises(AssertionError):
                     contract.test_after_close_the_instrument_is_found_at_zero_and_off(awg)
+
+
+def test_the_source_meter_contract_sweeps_within_a_ramp_rate_under_test(tcp_server) -> None:
+    """Limits under test with a ``ramp_rate`` (as a bench's may have) are kept by the contract's own sweep: it spaces
+    the points as the limit asks, rather than failing a sound driver with a sweep the limits refuse."""
+    from drivers.keithley2450 import Keithley2450
+    from simulators.emulators.keithley2450 import Keithley2450Emulator
+
+    limits = {"voltage_v": {"min": -5, "max": 5, "max_step": 0.5, "ramp_rate": 20.0},
+              "current_a": {"min": -0.01, "max": 0.01}}
+    server = tcp_server(Keithley2450Emulator(load_ohm=1e3))
+    with Keithley2450(VisaTransport(server.resource), name="smu", limits=limits) as smu:
+        testing.SourceMeterContract().test_sweep_returns_one_reading_per_level(smu)
