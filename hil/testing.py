@@ -69,7 +69,10 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def tcp_server() -> Iterator[Callable[..., TcpServer]]:
-    """A factory: ``tcp_server(emulator)`` serves it on a free port of 127.0.0.1 until the test ends."""
+    """A factory: ``tcp_server(emulator)`` serves it on a free port of 127.0.0.1 until the test ends. For a driver
+    whose ``transport_options`` end lines otherwise than with ``\\n``, pass the server the same line endings,
+    ``terminator=b"\\r"`` (its replies) and ``input_terminator=b"\\r"`` (the commands it reads), and open the
+    transport with the driver's ``transport_options``."""
     from simulators.emulators.server import TcpServer
 
     servers: list[TcpServer] = []
@@ -86,13 +89,14 @@ def tcp_server() -> Iterator[Callable[..., TcpServer]]:
 
 @pytest.fixture
 def pty_server() -> Iterator[Callable[..., PtyServer]]:
-    """A factory: ``pty_server(emulator)`` serves it on a new pseudo-terminal pair until the test ends."""
+    """A factory: ``pty_server(emulator)`` serves it on a new pseudo-terminal pair until the test ends; it takes
+    the line endings as `tcp_server` does."""
     from simulators.emulators.server import PtyServer
 
     servers: list[PtyServer] = []
 
-    def start(emulator: object) -> PtyServer:
-        server = PtyServer(emulator).start()  # type: ignore[arg-type]
+    def start(emulator: object, **options: bytes) -> PtyServer:
+        server = PtyServer(emulator, **options).start()  # type: ignore[arg-type]
         servers.append(server)
         return server
 

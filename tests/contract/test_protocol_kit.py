@@ -41,3 +41,20 @@ def test_an_exchange_left_over_fails_and_a_scripted_timeout_times_out() -> None:
 
 def test_block_is_an_ieee_definite_length_block() -> None:
     assert testing.block([1.0], "f") == b"#14\x00\x00\x80?"
+
+
+@pytest.mark.parametrize("server", ["tcp_server", "pty_server"])
+def test_both_server_fixtures_serve_an_instrument_that_ends_lines_with_cr(request, server) -> None:
+    """A driver whose ``transport_options`` end lines with ``\\r`` is tested on its own line endings, over TCP or a
+    pty alike: each fixture passes them to its server."""
+    from hil.transport import SerialTransport, VisaTransport
+    from simulators.emulators.keithley2450 import Keithley2450Emulator
+
+    served = request.getfixturevalue(server)(Keithley2450Emulator(), terminator=b"\r", input_terminator=b"\r")
+    transport_class = VisaTransport if server == "tcp_server" else SerialTransport
+    transport = transport_class(served.resource, timeout_s=1.0, read_termination="\r", write_termination="\r")
+    transport.open()
+    try:
+        assert "MODEL 2450" in transport.query("*IDN?")
+    finally:
+        transport.close()
