@@ -16,7 +16,7 @@ and a test module subclasses the capability's contract::
 
 
     class TestAcmeSmu(SourceMeterContract):
-        registry_name = "acme_smu"  # as lab.yaml names it (or "acme_hil.smu:AcmeSmu"): its class is checked
+        registry_name = "acme_hil.smu:AcmeSmu"  # as lab.yaml names it ("acme_smu" once registered): checked
 
         @pytest.fixture
         def instrument(self, tcp_server):  # connected, with the limits under test
