@@ -57,8 +57,9 @@ def derive_seed(seed: int, purpose: int, kind: str) -> int:
 class World:
     """Base of the simulated worlds.
 
-    Subclasses set ``kind``, ``Config`` and ``presets`` and draw their construction non-idealities in
-    ``_construct()``. ``config`` is a partial dict over the chosen preset (a lab file's ``config:``).
+    Subclasses set ``kind``, ``Config`` (a `hil.config.Strict` model, so that a misspelt key in a lab's
+    ``config:`` is an error) and ``presets`` and draw their construction non-idealities in ``_construct()``.
+    ``config`` is a partial dict over the chosen preset (a lab file's ``config:``).
     """
 
     kind: ClassVar[str] = "world"
@@ -91,7 +92,9 @@ class World:
         """Draw the construction non-idealities (hidden, fixed for this instance)."""
 
     def hidden_parameters(self) -> dict[str, Any]:
-        """The world's hidden physical parameters (for an oracle twin); nothing a bench could report."""
+        """The world's hidden physical parameters (for an oracle twin); nothing a bench could report. Named as the
+        physics model's calibration parameters (or mapped by the system's ``hidden_calibration``); the default,
+        none, leaves an oracle twin at the nominal physics."""
         return {}
 
     def normal(self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
