@@ -67,7 +67,10 @@ class PhysicsModel(nn.Module, ABC):
 class PhysicalSystem(ABC):
     """Base of the physical systems; subclasses implement `_run` (one device call) and `physics_model`.
 
-    ``instruments`` maps the system's roles (e.g. ``slm``, ``camera``) to connected instruments.
+    ``instruments`` maps the system's roles (e.g. ``slm``, ``camera``) to connected instruments. A subclass's own
+    keyword arguments are its ``settings:`` in a lab file, passed as YAML reads them (``1e7`` is text): it checks
+    their values itself, raising `ConfigError` with the setting as ``field`` (`check_setting_within` for one an
+    instrument's limit bounds).
     """
 
     kind: ClassVar[str] = "system"
@@ -171,7 +174,8 @@ class PhysicalSystem(ABC):
         """The noiseless physics of this system with nominal calibration (the start of a physics twin)."""
 
     def oracle_model(self) -> PhysicsModel:
-        """The noiseless physics with the simulated world's hidden calibration: the best any twin can be."""
+        """The noiseless physics with the simulated world's hidden calibration: the best any twin can be. A world
+        whose ``hidden_parameters()`` names none of the calibration leaves it nominal."""
         worlds = {id(w): w for w in (getattr(i, "world", None) for i in self.instruments.values()) if w is not None}
         if len(worlds) != 1:
             raise DeviceError(f"system {self.name!r}: an oracle needs the instruments of one simulated world")
