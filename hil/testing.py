@@ -204,6 +204,12 @@ def block(values: Sequence[float] | np.ndarray, datatype: str = "f", big_endian:
 
 
 # -- contracts ---------------------------------------------------------------------------------------------------
+def _sample_rate_hz(instrument: AnalogOutput | AnalogInput) -> float:
+    """1 kHz, or the rate nearest to it that the instrument's ``sample_rate_hz`` limit allows."""
+    limit = instrument.limits["sample_rate_hz"]
+    return min(max(1e3, limit.min), limit.max)
+
+
 class InstrumentContract:
     """What every instrument promises."""
 
@@ -259,7 +265,7 @@ class AnalogOutputContract(InstrumentContract):
         instrument.safe_state()
         low, _ = instrument.waveform_points
         samples = np.linspace(-0.5, 0.5, max(low, 64)) * instrument.limits["voltage_v"].max
-        instrument.load_waveform(1, samples, 1e3)
+        instrument.load_waveform(1, samples, _sample_rate_hz(instrument))
         instrument.play([1])
         assert instrument.level_v[1] == samples[0]  # held at the first sample before and after each play
 
@@ -380,7 +386,7 @@ class SourceMeterContract(InstrumentContract):
 
 class AnalogInputContract(InstrumentContract):
     def test_acquire_has_the_asked_shape(self, instrument: AnalogInput) -> None:
-        record = instrument.acquire(100, 1e3)
+        record = instrument.acquire(100, _sample_rate_hz(instrument))
         assert record.shape == (instrument.n_channels, 100) and np.isfinite(record).all()
 
     def test_fetch_without_arm_is_refused(self, instrument: AnalogInput) -> None:

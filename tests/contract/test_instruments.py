@@ -142,3 +142,17 @@ def test_the_source_meter_contract_sweeps_within_a_ramp_rate_under_test(tcp_serv
     server = tcp_server(Keithley2450Emulator(load_ohm=1e3))
     with Keithley2450(VisaTransport(server.resource), name="smu", limits=limits) as smu:
         testing.SourceMeterContract().test_sweep_returns_one_reading_per_level(smu)
+
+
+def test_the_analog_contracts_play_and_record_within_a_sample_rate_limit_under_test() -> None:
+    """An analog output or input whose slowest sample rate is above 1 kHz (a fast digitizer, or limits narrowed to
+    the bench's) passes its contract: the contracts play and record at a rate its ``sample_rate_hz`` limit allows."""
+    from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
+    from simulators.resistive import ResistiveNetwork
+
+    world = ResistiveNetwork(preset="realistic", seed=0)
+    limits = {"sample_rate_hz": {"min": 1e4, "max": 1e5}}
+    with SimulatedAnalogOutput(world, name="daq_out", limits={**limits, "voltage_v": {"min": -2.5, "max": 2.5}}) \
+            as out, SimulatedAnalogInput(world, name="daq_in", limits=limits) as reader:
+        testing.AnalogOutputContract().test_waveform_load_and_play(out)
+        testing.AnalogInputContract().test_acquire_has_the_asked_shape(reader)
