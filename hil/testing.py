@@ -264,7 +264,8 @@ class AnalogOutputContract(InstrumentContract):
     def test_waveform_load_and_play(self, instrument: AnalogOutput) -> None:
         instrument.safe_state()
         low, _ = instrument.waveform_points
-        samples = np.linspace(-0.5, 0.5, max(low, 64)) * instrument.limits["voltage_v"].max
+        limit = instrument.limits["voltage_v"]
+        samples = np.linspace(0.5 * limit.min, 0.5 * limit.max, max(low, 64))
         instrument.load_waveform(1, samples, _sample_rate_hz(instrument))
         instrument.play([1])
         assert instrument.level_v[1] == samples[0]  # held at the first sample before and after each play

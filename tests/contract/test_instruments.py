@@ -156,3 +156,14 @@ def test_the_analog_contracts_play_and_record_within_a_sample_rate_limit_under_t
             as out, SimulatedAnalogInput(world, name="daq_in", limits=limits) as reader:
         testing.AnalogOutputContract().test_waveform_load_and_play(out)
         testing.AnalogInputContract().test_acquire_has_the_asked_shape(reader)
+
+
+def test_the_analog_output_contract_keeps_a_unipolar_voltage_limit() -> None:
+    """An output limited to 0..2 V (a unipolar DAC, or a bench that must never see a negative level) passes the
+    waveform test: the contract's waveform spans half of each side of the limit, not ±half its maximum."""
+    from simulators.analog import SimulatedAnalogOutput
+    from simulators.resistive import ResistiveNetwork
+
+    world = ResistiveNetwork(preset="realistic", seed=0)
+    with SimulatedAnalogOutput(world, name="daq_out", limits={"voltage_v": {"min": 0, "max": 2}}) as out:
+        testing.AnalogOutputContract().test_waveform_load_and_play(out)
