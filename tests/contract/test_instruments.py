@@ -167,3 +167,14 @@ def test_the_analog_output_contract_keeps_a_unipolar_voltage_limit() -> None:
     world = ResistiveNetwork(preset="realistic", seed=0)
     with SimulatedAnalogOutput(world, name="daq_out", limits={"voltage_v": {"min": 0, "max": 2}}) as out:
         testing.AnalogOutputContract().test_waveform_load_and_play(out)
+
+
+def test_the_camera_contract_exposes_within_a_narrow_exposure_limit() -> None:
+    """A camera whose exposure limit spans less than a decade (1..5 ms, say) passes its contract: the contract
+    exposes ten times the shortest exposure only where the limit allows it."""
+    from simulators.optical import OpticalTable, SimulatedCamera
+
+    camera = SimulatedCamera(OpticalTable(seed=1), name="camera", limits={"exposure_s": {"min": 1e-3, "max": 5e-3}})
+    with camera:
+        testing.CameraContract().test_capture_returns_consecutive_frames(camera)
+        testing.CameraContract().test_aoi_capture_has_the_aoi_shape_and_full_frame_returns(camera)
