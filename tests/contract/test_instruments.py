@@ -178,3 +178,12 @@ def test_the_camera_contract_exposes_within_a_narrow_exposure_limit() -> None:
     with camera:
         testing.CameraContract().test_capture_returns_consecutive_frames(camera)
         testing.CameraContract().test_aoi_capture_has_the_aoi_shape_and_full_frame_returns(camera)
+
+
+def test_the_slm_contract_shows_patterns_within_a_narrowed_phase_limit() -> None:
+    """An SLM whose phase limit is narrowed (0.5..3 rad: a lookup table calibrated over part of the range) passes
+    its contract: the patterns it shows lie within the limit."""
+    from simulators.optical import OpticalTable, SimulatedSLM
+
+    with SimulatedSLM(OpticalTable(seed=1), name="slm", limits={"phase_rad": {"min": 0.5, "max": 3.0}}) as slm:
+        testing.SpatialLightModulatorContract().test_show_and_sequence_accept_patterns_in_range(slm)
