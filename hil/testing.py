@@ -426,6 +426,11 @@ class CameraContract(InstrumentContract):
         assert len(frames.images) == 3 and tuple(frames.images.shape[1:]) == tuple(instrument.shape)
         assert (np.diff(frames.indices) == 1).all()
 
+    def test_full_scale_lies_within_the_adc_codes(self, instrument: Camera) -> None:
+        """``saturation_dn`` (None, or the level where the full well fills first) leaves a full scale of 1 DN up
+        to the ADC's top code, which the optical systems' exposure search aims below."""
+        assert 1 <= instrument.full_scale_dn <= 2**instrument.bit_depth - 1
+
     def test_exposure_outside_limits_is_refused(self, instrument: Camera) -> None:
         with pytest.raises(LimitError):
             instrument.set_exposure(instrument.limits["exposure_s"].max * 10)

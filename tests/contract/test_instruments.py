@@ -187,3 +187,17 @@ def test_the_slm_contract_shows_patterns_within_a_narrowed_phase_limit() -> None
 
     with SimulatedSLM(OpticalTable(seed=1), name="slm", limits={"phase_rad": {"min": 0.5, "max": 3.0}}) as slm:
         testing.SpatialLightModulatorContract().test_show_and_sequence_accept_patterns_in_range(slm)
+
+
+@pytest.mark.parametrize(("saturation_dn", "passes"), [(None, True), (1542.0, True), (5000.0, True), (0.0, False)])
+def test_the_camera_contract_checks_the_full_scale_a_camera_reports(saturation_dn, passes) -> None:
+    """A saturation level above the ADC's top code leaves the top code as full scale; none at all is refused."""
+    from simulators.optical import OpticalTable, SimulatedCamera
+
+    with SimulatedCamera(OpticalTable(seed=1), name="camera") as camera:
+        camera.saturation_dn = saturation_dn
+        if passes:
+            testing.CameraContract().test_full_scale_lies_within_the_adc_codes(camera)
+        else:
+            with pytest.raises(AssertionError):
+                testing.CameraContract().test_full_scale_lies_within_the_adc_codes(camera)
