@@ -14,6 +14,7 @@ they are ideal.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from pydantic import Field
 
 from hil.config import Strict
-from hil.errors import DeviceError
+from hil.errors import ConfigError, DeviceError
 from hil.instruments import AnalogInput, AnalogOutput
 from hil.limits import Limit
 from simulators.world import SimulatedInstrument, World
@@ -77,6 +78,14 @@ class AnalogWorld(World):
 
         Includes the world's own per-shot noise; not the ADC's.
         """
+
+    @classmethod
+    def resolve(cls, preset: str, overrides: Mapping[str, Any]) -> Any:
+        config = super().resolve(preset, overrides)
+        if not isinstance(getattr(config, "converters", None), ConverterConfig):
+            raise ConfigError(f"{cls.__name__}.Config needs a converters: ConverterConfig field (the DAC and ADC of "
+                              "its analog output and input)", field="kind")
+        return config
 
     def _construct(self) -> None:
         super()._construct()

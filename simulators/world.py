@@ -79,10 +79,14 @@ class World:
     @classmethod
     def resolve(cls, preset: str, overrides: Mapping[str, Any]) -> Any:
         """The preset's config with ``overrides`` merged in; unknown presets and fields are `ConfigError`."""
+        model = getattr(cls, "Config", None)
+        if not (isinstance(model, type) and issubclass(model, Strict)):
+            raise ConfigError(f"{cls.__name__}.Config must be a hil.config.Strict model of the world's settings, whose "
+                              "defaults are its realistic preset (Strict refuses a misspelt key)", field="kind")
         if preset not in cls.presets:
             raise ConfigError(f"unknown preset {preset!r}; {cls.kind} has {', '.join(cls.presets)}", field="preset")
         try:
-            return cls.Config.model_validate(merge(cls.presets[preset], overrides))
+            return model.model_validate(merge(cls.presets[preset], overrides))
         except ValidationError as errors:
             first = errors.errors()[0]
             field = ".".join(["config", *(str(part) for part in first["loc"])])

@@ -371,3 +371,58 @@ def test_yaml_merge_keys_and_anchors_work_in_a_lab_file(tmp_path: Path) -> None:
     """)
     with Lab.load(path) as lab:
         assert lab["camera"].capability == "camera" and lab["camera"].world is lab["slm"].world
+
+
+WORLDS_OF_A_PLUGIN = '''
+from pydantic import BaseModel
+
+from hil.config import Strict
+from simulators.analog import AnalogWorld
+from simulators.world import World
+
+
+class Settings(BaseModel):
+    gain: float = 1.0
+
+
+class NoConfig(World):
+    kind = "no_config"
+
+
+class LaxConfig(World):
+    kind = "lax_config"
+    Config = Settings
+
+
+class NoConverters(AnalogWorld):
+    kind = "no_converters"
+
+    class Config(Strict):
+        gain: float = 1.0
+
+    n_outputs = n_inputs = 1
+
+    def respond(self, drive_v, sample_rate_hz):
+        return drive_v
+'''
+
+
+@pytest.mark.parametrize(("kind", "expected"), [
+    ("NoConfig", r"NoConfig\.Config must be a hil\.config\.Strict model"),
+    ("LaxConfig", r"LaxConfig\.Config must be a hil\.config\.Strict model .*\(Strict refuses a misspelt key\)$"),
+    ("NoConverters", r"NoConverters\.Config needs a converters: ConverterConfig field"),
+])
+def test_a_world_class_without_a_usable_config_is_named_at_its_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     kind: str, expected: str) -> None:
+    """A world written without a Config, with a plain pydantic one (which would ignore a misspelt key), or an
+    analog world without converters is a config error at its ``kind`` line, not an AttributeError."""
+    (tmp_path / "acme_worlds.py").write_text(WORLDS_OF_A_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write(tmp_path, f"""
+        worlds:
+          bench: {{kind: "acme_worlds:{kind}"}}
+        instruments:
+          out: {{driver: simulated_analog_output, world: bench}}
+    """)
+    with pytest.raises(ConfigError, match=rf"lab\.yaml:2: worlds\.bench\.kind: {expected}"), Lab.load(path):
+        pass
