@@ -78,11 +78,8 @@ class FiberSystem(SLMCameraSystem):
                  waist_px: float | None = 25.0, reference_repeats: int = 16, max_batch: int | None = None):
         if isinstance(roi_px, bool) or not isinstance(roi_px, int) or roi_px < 1:
             raise ConfigError(f"roi_px must be a positive integer, got {roi_px!r}", field="roi_px")
-        if waist_px is not None and not (isinstance(waist_px, int | float) and 0 < waist_px < math.inf):
-            raise ConfigError(f"waist_px must be a positive number of SLM pixels or null (a flat beam), got "
-                              f"{waist_px!r}", field="waist_px")
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_phase_rad=x_phase_rad,
-                         reference_repeats=reference_repeats, max_batch=max_batch)
+                         waist_px=waist_px, reference_repeats=reference_repeats, max_batch=max_batch)
         shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)
         self.source = block_source(shape, block, 1, n_in, n_params)  # type: ignore[arg-type]
         self.n_macro = (shape[0] // block) * (shape[1] // block)
@@ -90,7 +87,7 @@ class FiberSystem(SLMCameraSystem):
         if self.n_modulated >= self.n_macro:
             raise ConfigError(f"n_in + n_params = {self.n_modulated} leave no reference macro-pixel out of "
                               f"{self.n_macro}; use fewer or a smaller block", field="n_params")
-        self.block, self.waist_px = block, waist_px
+        self.block = block
         dark = int((macro_amplitudes(self._beam(), block) == 0).sum())
         if dark:
             raise ConfigError(f"waist_px {waist_px:g} px leaves {dark} of {self.n_macro} macro-pixels without light "

@@ -163,13 +163,23 @@ class SLMCameraSystem(PhysicalSystem):
     roles: ClassVar[dict[str, type[Instrument]]] = {"slm": SpatialLightModulator, "camera": Camera}
 
     def __init__(self, instruments: dict[str, Any], *, name: str, n_in: int, n_out: int, n_params: int,
-                 x_phase_rad: float, reference_repeats: int, max_batch: int | None):
-        """θ are phases in [0, 2π); x ∈ [0, 1] is shown as a phase up to ``x_phase_rad``; a device call is at most
-        the longest sequence both the SLM and the camera take."""
+                 x_phase_rad: float, waist_px: float | None, reference_repeats: int, max_batch: int | None):
+        """θ are phases in [0, 2π); x ∈ [0, 1] is shown as a phase up to ``x_phase_rad``; ``waist_px`` is the beam
+        waist the model assumes (SLM px; None: a flat beam); a device call is at most ``max_batch`` patterns (None:
+        the longest sequence both the SLM and the camera take)."""
         slm, camera = instruments.get("slm"), instruments.get("camera")
         largest = min(getattr(slm, "max_sequence", 1), getattr(camera, "max_frames", 1))
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+            raise ConfigError(f"max_batch must be a positive integer, or null for the longest sequence ({largest}); "
+                              f"got {max_batch!r}", field="max_batch")
+        if waist_px is not None and (isinstance(waist_px, bool) or not isinstance(waist_px, int | float)
+                                     or not 0 < waist_px < math.inf):
+            raise ConfigError(f"waist_px must be a positive number of SLM pixels or null (a flat beam), got "
+                              f"{waist_px!r}", field="waist_px")
+        max_batch = largest if max_batch is None else min(max_batch, largest)
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_bounds=(0.0, 1.0),
-                         theta_bounds=(0.0, TWO_PI), max_batch=min(max_batch or largest, largest))
+                         theta_bounds=(0.0, TWO_PI), max_batch=max_batch)
+        self.waist_px = waist_px
         if not 0 < x_phase_rad <= TWO_PI:
             raise ConfigError(f"x_phase_rad {x_phase_rad:g} rad must be in (0, 2π]: x ∈ [0, 1] becomes a phase of "
                               "the SLM's range", field="x_phase_rad")
@@ -323,11 +333,11 @@ class OpticalSystem(SLMCameraSystem):
                  plane_distance_m: float = 5e-3, wavelength_m: float = 532e-9, slm_pitch_m: float = 8e-6,
                  reference_repeats: int = 16, max_batch: int | None = None):
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_phase_rad=x_phase_rad,
-                         reference_repeats=reference_repeats, max_batch=max_batch)
+                         waist_px=waist_px, reference_repeats=reference_repeats, max_batch=max_batch)
         shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)
         self.source = block_source(shape, block, planes, n_in, n_params)  # type: ignore[arg-type]
         self.block, self.planes = block, planes
-        self.fft_size, self.waist_px = fft_size, waist_px
+        self.fft_size = fft_size
         self.plane_distance_m, self.wavelength_m, self.slm_pitch_m = plane_distance_m, wavelength_m, slm_pitch_m
         if max(camera_shape) > fft_size:
             raise ConfigError(f"camera {camera_shape} is larger than the Fourier plane ({fft_size} samples)",

@@ -299,6 +299,7 @@ def test_bad_settings_are_refused() -> None:
     ({"waist_px": 0}, "waist_px", "waist_px must be a positive number"),  # was a model of NaN
     ({"waist_px": -5.0}, "waist_px", "waist_px must be a positive number"),
     ({"waist_px": 3.0}, "waist_px", "waist_px 3 px leaves 32 of 64 macro-pixels without light"),
+    ({"max_batch": 0}, "max_batch", "max_batch must be a positive integer, or null"),  # was taken as null
 ])
 def test_settings_the_system_cannot_use_are_config_errors_naming_them(settings, field, message) -> None:
     _, slm, camera = bench("ideal")
