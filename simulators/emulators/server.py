@@ -140,8 +140,18 @@ class TcpServer(_Server):
             except OSError:
                 return b""
 
+        def send(data: bytes) -> None:
+            """All of ``data``, however long the client takes to read it (``sendall`` would give up after the
+            socket's short timeout, bounding the whole reply), unless the server stops."""
+            view = memoryview(data)
+            while view and not self._stop.is_set():
+                try:
+                    view = view[connection.send(view):]
+                except TimeoutError:
+                    continue
+
         with contextlib.suppress(OSError):
-            self._serve_bytes(receive, connection.sendall)
+            self._serve_bytes(receive, send)
         with contextlib.suppress(OSError):
             connection.close()
 

@@ -7,7 +7,7 @@ import pytest
 
 from hil.errors import ConfigError
 from hil.transport import open_transport
-from simulators.emulators.server import serve
+from simulators.emulators.server import TcpServer, serve
 
 
 class OpenEmulator:
@@ -85,3 +85,34 @@ def test_the_emulator_speaks_the_line_endings_of_its_driver(via: str) -> None:
             assert transport.query("SECOND?") == "SECOND?"
     finally:
         server.stop()
+
+
+class BigReplyEmulator:
+    """Answers every message with ``size`` bytes."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def handle(self, message: bytes) -> bytes | None:
+        return b"x" * self.size
+
+
+def test_a_long_reply_reaches_a_client_that_reads_it_late() -> None:
+    """A reply far beyond the socket buffers, to a client busy elsewhere when it comes: the server waits for the
+    client, as an instrument's output queue does, instead of dropping the connection."""
+    import socket
+    import time
+
+    size = 8 * 2**20
+    with TcpServer(BigReplyEmulator(size)) as server, \
+            socket.create_connection((server.host, server.port)) as client:
+        client.sendall(b"DATA?\n")
+        time.sleep(0.3)  # busy: the reply fills the buffers and waits
+        client.settimeout(5)
+        received = 0
+        while received < size + 1:
+            chunk = client.recv(2**20)
+            if not chunk:
+                break
+            received += len(chunk)
+    assert received == size + 1
