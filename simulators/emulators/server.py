@@ -169,6 +169,7 @@ class PtyServer(_Server):
         self._stop.clear()
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no echo, no line editing: bytes pass as on a real serial line
+        os.set_blocking(self._master, False)  # a reply the client does not read must not block `stop`
         self.resource = os.ttyname(self._slave)
         self._spawn(self._loop, self._master)
         return self
@@ -192,14 +193,19 @@ class PtyServer(_Server):
                 return None
             try:
                 return os.read(master, 65536)
+            except BlockingIOError:
+                return None
             except OSError:
                 return b""
 
         def send(data: bytes) -> None:
+            """All of ``data``, as fast as the client reads it, unless the server stops."""
             view = memoryview(data)
-            while view:
-                written = os.write(master, view)
-                view = view[written:]
+            while view and not self._stop.is_set():
+                _, writable, _ = select.select([], [master], [], 0.05)
+                if writable:
+                    with contextlib.suppress(BlockingIOError):
+                        view = view[os.write(master, view):]
 
         with contextlib.suppress(OSError):
             self._serve_bytes(receive, send)

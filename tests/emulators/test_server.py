@@ -1,13 +1,14 @@
 """`serve`: the emulator's options are checked against its ``__init__`` before it is built, and it speaks its
 driver's line endings."""
 
+import threading
 from typing import ClassVar
 
 import pytest
 
 from hil.errors import ConfigError
 from hil.transport import open_transport
-from simulators.emulators.server import TcpServer, serve
+from simulators.emulators.server import PtyServer, TcpServer, serve
 
 
 class OpenEmulator:
@@ -92,8 +93,10 @@ class BigReplyEmulator:
 
     def __init__(self, size: int):
         self.size = size
+        self.answered = threading.Event()
 
     def handle(self, message: bytes) -> bytes | None:
+        self.answered.set()
         return b"x" * self.size
 
 
@@ -116,3 +119,21 @@ def test_a_long_reply_reaches_a_client_that_reads_it_late() -> None:
                 break
             received += len(chunk)
     assert received == size + 1
+
+
+def test_a_pty_server_stops_while_a_reply_waits_for_a_client_that_left() -> None:
+    """A client that asks and closes the port before the reply is read: the reply fills the pty and waits, and
+    stopping the server must not leave its thread blocked in that write."""
+    import os
+
+    emulator = BigReplyEmulator(2**20)
+    server = PtyServer(emulator).start()
+    try:
+        client = os.open(server.resource, os.O_RDWR | os.O_NOCTTY)
+        os.write(client, b"DATA?\n")
+        os.close(client)
+        threads = list(server._threads)
+        emulator.answered.wait(5)
+    finally:
+        server.stop()
+    assert not [thread for thread in threads if thread.is_alive()]
