@@ -224,6 +224,17 @@ class Transport(ABC):
         if not self._open:
             raise TransportError(f"{self.resource}: not open (sending {command!r}); call open() or reopen()")
 
+    def _where(self) -> str:
+        """The instrument's name and resource, or the resource alone, to begin an error message."""
+        return f"{self.owner} ({self.resource})" if self.owner else self.resource
+
+    def _not_a_block(self, command: str, detail: str) -> TransportError:
+        """The error for a reply to ``command`` that is not a definite-length block. The rest of it may still be
+        unread and would answer the next query: the link is out of step (a driver resynchronises)."""
+        self.out_of_step = True
+        return TransportError(f"{self._where()}: reply to {command!r} is not a definite-length block ({detail}); "
+                              "check that the command returns one and that the resource is this instrument")
+
     def _record(self, direction: str, data: bytes) -> None:
         if self._log is not None:
             self._log.record(self.resource, direction, data)
@@ -237,7 +248,7 @@ class Transport(ABC):
             raise
         except Exception as error:
             kind = self._classify(error)
-            where = f"{self.owner} ({self.resource})" if self.owner else self.resource
+            where = self._where()
             if kind == "closed":
                 raise TransportError(
                     f"{where}: the instrument closed the connection during {command!r}; check that it was not "
@@ -411,9 +422,14 @@ class VisaTransport(Transport):
         self._inst.write_binary_values(command, values, datatype=datatype, is_big_endian=big_endian)
 
     def _query_binary_raw(self, command: str, datatype: str, big_endian: bool) -> Any:
+        from pyvisa.errors import InvalidBinaryFormat
+
         self._record(">", (command + self.write_termination).encode())
-        values = self._inst.query_binary_values(command, datatype=datatype, is_big_endian=big_endian,
-                                                container=np.array)
+        try:
+            values = self._inst.query_binary_values(command, datatype=datatype, is_big_endian=big_endian,
+                                                    container=np.array)
+        except (ValueError, InvalidBinaryFormat) as error:  # pyvisa's block parsing: the reply, not the link
+            raise self._not_a_block(command, " ".join(str(error).split())) from None
         self._record("<", f"<block of {len(values)} values>".encode())
         return values
 
@@ -484,8 +500,7 @@ class SerialTransport(Transport):
         self._write_raw(data)
         head = self._read_exact(2)
         if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
-            raise TransportError(f"{self.resource}: reply to {command!r} is not a definite-length block "
-                                 f"(starts {head!r})")
+            raise self._not_a_block(command, f"it begins {head!r}")
         digits = self._read_exact(int(head[1:2]))
         block = head + digits + self._read_exact(int(digits))
         self._read_exact(len(self.read_termination))

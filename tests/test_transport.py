@@ -293,3 +293,16 @@ def test_a_reply_that_never_ends_is_an_error_not_a_hang_or_a_full_memory(
     finally:
         transport.close()
         babbler.close()
+
+
+def test_a_reply_that_is_not_a_block_is_named_as_such_and_leaves_the_link_out_of_step(echo_tcp, echo_pty) -> None:
+    """Not a lost connection: the instrument answered, with text; the rest of that text may still be unread, so a
+    driver resynchronises before its next query."""
+    for transport in both_transports(echo_tcp, echo_pty):
+        with transport:
+            with pytest.raises(TransportError) as caught:
+                transport.query_binary("ECHO? 9.91E37", "f")
+            message = str(caught.value)
+            assert message.startswith(f"{transport.resource}: reply to 'ECHO? 9.91E37' is not a definite-length "
+                                      "block (") and "9." in message and "\n" not in message
+            assert "cable" not in message and transport.out_of_step
