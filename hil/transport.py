@@ -247,8 +247,12 @@ class Transport(ABC):
         except TransportError:
             raise
         except Exception as error:
-            kind = self._classify(error)
             where = self._where()
+            if isinstance(error, UnicodeEncodeError):  # raised before anything is sent
+                raise TransportError(
+                    f"{where}: {command!r} holds {error.object[error.start:error.end]!r}, which is not ASCII, the only "
+                    "text an instrument takes; nothing was sent: write the command in ASCII") from None
+            kind = self._classify(error)
             if kind == "closed":
                 raise TransportError(
                     f"{where}: the instrument closed the connection during {command!r}; check that it was not "

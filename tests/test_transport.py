@@ -306,3 +306,15 @@ def test_a_reply_that_is_not_a_block_is_named_as_such_and_leaves_the_link_out_of
             assert message.startswith(f"{transport.resource}: reply to 'ECHO? 9.91E37' is not a definite-length "
                                       "block (") and "9." in message and "\n" not in message
             assert "cable" not in message and transport.out_of_step
+
+
+def test_a_command_that_is_not_ascii_is_named_not_taken_for_a_failed_connection(echo_tcp, echo_pty) -> None:
+    for transport in both_transports(echo_tcp, echo_pty):
+        with transport:
+            for send, argument in ((transport.query, "ECHO? 5µA"), (transport.write, "VOLT 5µ")):
+                with pytest.raises(TransportError, match=r": '.*' holds 'µ', which is not ASCII") as caught:
+                    send(argument)
+                assert "cable" not in str(caught.value)
+            with pytest.raises(TransportError, match="not ASCII"):
+                transport.write_binary("DATA µ,", [1.0])
+            assert transport.query("ECHO? x") == "x"  # nothing was sent
