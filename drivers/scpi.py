@@ -99,9 +99,10 @@ class ScpiDriver:
         self.transport.write(command)
 
     def query(self, command: str) -> str:
-        if self.transport.out_of_step:
-            self._resynchronise()
-        return self.transport.query(command).strip()
+        with self.transport.transaction():  # a timeout in another thread may not come between the check and the query
+            if self.transport.out_of_step:
+                self._resynchronise()
+            return self.transport.query(command).strip()
 
     def _resynchronise(self) -> None:
         """After a timeout, the late reply may still arrive and would answer the next query instead. Ask for a

@@ -1,0 +1,59 @@
+"""The SCPI driver mixin against the echo emulator on 127.0.0.1: resynchronisation and its lock."""
+
+import threading
+
+from drivers.scpi import ScpiDriver
+from hil.transport import VisaTransport
+from tests.test_transport import EchoEmulator
+
+
+class EchoDriver(ScpiDriver):
+    name = "echo"
+
+
+class WatchedTransport(VisaTransport):
+    """Signals when a thread other than the one holding ``holder`` reads ``out_of_step``."""
+
+    def __init__(self, *arguments, **options):
+        self.checked, self.holder = threading.Event(), None
+        super().__init__(*arguments, **options)
+
+    @property
+    def out_of_step(self) -> bool:
+        if self.holder is not None and threading.current_thread() is not self.holder:
+            self.checked.set()
+        return self._out_of_step
+
+    @out_of_step.setter
+    def out_of_step(self, value: bool) -> None:
+        self._out_of_step = value
+
+
+def test_a_query_waiting_for_the_link_resynchronises_after_the_timeout_of_the_query_before_it(tcp_server) -> None:
+    """Thread A's query holds the link and times out while thread B's query waits for it: B must see that the link
+    is out of step, or A's late reply answers B."""
+    transport = WatchedTransport(tcp_server(EchoEmulator()).resource, timeout_s=1.0)
+    driver = EchoDriver(transport)
+    replies: list[str] = []
+    with transport:
+        driver.idn = driver.query("*IDN?")
+        holding, released = threading.Event(), threading.Event()
+
+        def slow_query_that_times_out() -> None:  # thread A: a query whose reply comes after its timeout
+            with transport.transaction():
+                transport.holder = threading.current_thread()
+                transport.write("ECHO? late")
+                holding.set()
+                transport.checked.wait(1)  # B has looked at the flag (before taking the lock, without the fix)
+                transport.out_of_step = True  # as the timeout sets it; the reply "late" is on its way
+                transport.holder = None
+            released.set()
+
+        first = threading.Thread(target=slow_query_that_times_out)
+        first.start()
+        holding.wait(5)
+        second = threading.Thread(target=lambda: replies.append(driver.query("ECHO? mine")))
+        second.start()
+        first.join()
+        second.join()
+    assert released.is_set() and replies == ["mine"]
