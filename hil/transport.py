@@ -113,6 +113,7 @@ class Transport(ABC):
         self._open = False
         self._log = traffic_log if isinstance(traffic_log, TrafficLog) or traffic_log is None \
             else TrafficLog(traffic_log)
+        self._owns_log = not isinstance(traffic_log, TrafficLog)  # a log given as a path; closed with the transport
 
     # -- life cycle -------------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -132,6 +133,8 @@ class Transport(ABC):
                 self._open = False
                 with contextlib.suppress(Exception):
                     self._close_raw()
+            if self._log is not None and self._owns_log:
+                self._log.close()
 
     def reopen(self) -> None:
         """Close and connect again, e.g. after the instrument was power-cycled or the link dropped."""

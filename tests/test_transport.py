@@ -318,3 +318,21 @@ def test_a_command_that_is_not_ascii_is_named_not_taken_for_a_failed_connection(
             with pytest.raises(TransportError, match="not ASCII"):
                 transport.write_binary("DATA µ,", [1.0])
             assert transport.query("ECHO? x") == "x"  # nothing was sent
+
+
+def test_closing_a_transport_closes_the_traffic_log_it_opened(echo_tcp, tmp_path) -> None:
+    import os
+
+    log = tmp_path / "traffic.log"
+
+    def open_on_log() -> list[str]:
+        return [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(log)]
+
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log)
+    with transport:
+        transport.query("ECHO? a")
+        assert open_on_log()
+    assert open_on_log() == []
+    with transport:  # a reconnection logs again, after what was there
+        transport.query("ECHO? b")
+    assert len(log.read_text().splitlines()) == 4
