@@ -64,10 +64,11 @@ _HEADER = re.compile(rb"[^\s;]+")
 def compile_header(pattern: str) -> re.Pattern[str]:
     """A regex that matches every spelling of a SCPI header pattern, capturing the numeric suffixes.
 
-    The root colon is optional in every spelling, whether the pattern is written with it (``:FORMat``) or not.
+    The root colon is optional in every spelling, whether the pattern is written with it (``:FORMat``) or not;
+    a common command (``*RST``) takes none.
     """
     pattern = pattern.removeprefix(":")
-    parts = [":?"]
+    parts = [] if pattern.startswith("*") else [":?"]
     position = 0
     for token in _TOKEN.finditer(pattern):
         if token.start() != position:

@@ -118,3 +118,10 @@ def test_error_queue_overflow_keeps_oldest_and_marks_overflow() -> None:
         emulator.handle(b"BOGUS")
     assert len(emulator.errors) == emulator.error_queue_size
     assert emulator.errors[0][0] == -113 and emulator.errors[-1] == (-350, "Queue overflow")
+
+
+@pytest.mark.parametrize(("pattern", "spelling"), [("*IDN?", ":*IDN?"), ("*RST", ":*rst")])
+def test_header_refuses_a_colon_before_a_common_command(pattern: str, spelling: str) -> None:
+    """IEEE 488.2 (7.6.1): a common command header is ``*`` and its mnemonic, with no root colon to take."""
+    assert compile_header(pattern).fullmatch(spelling) is None
+    assert compile_header(pattern).fullmatch(spelling[1:])
