@@ -510,7 +510,7 @@ class SerialTransport(Transport):
             raise self._not_a_block(command, f"it begins {head!r}")
         digits = self._read_exact(int(head[1:2]))
         block = head + digits + self._read_exact(int(digits))
-        self._read_exact(len(self.read_termination))
+        self._read_raw()  # up to the termination, with a "\r" before it where lines end with "\r\n"
         self._record("<", block)
         return from_ieee_block(block, datatype, big_endian, container=np.array)
 

@@ -336,3 +336,16 @@ def test_closing_a_transport_closes_the_traffic_log_it_opened(echo_tcp, tmp_path
     with transport:  # a reconnection logs again, after what was there
         transport.query("ECHO? b")
     assert len(log.read_text().splitlines()) == 4
+
+
+def test_a_block_ended_by_cr_lf_leaves_nothing_to_answer_the_next_query() -> None:
+    """Lines ended by "\\r\\n" pass with the default read termination "\\n"; so must a block's."""
+    from simulators.emulators.server import PtyServer
+
+    emulator = EchoEmulator()
+    emulator.values = np.arange(3, dtype="<f4")
+    with PtyServer(emulator, terminator=b"\r\n") as server, \
+            SerialTransport(server.resource, timeout_s=0.3) as transport:
+        assert transport.query("ECHO? a") == "a"
+        np.testing.assert_array_equal(transport.query_binary("DATA?"), emulator.values)
+        assert transport.query("ECHO? b") == "b"
