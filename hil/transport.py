@@ -416,6 +416,7 @@ class VisaTransport(Transport):
                     return bytes(reply)
                 count = min(4 * count, self._inst.chunk_size)
                 if len(reply) > MAX_REPLY_BYTES:
+                    self.out_of_step = True  # the rest is still coming and would answer the next query
                     raise TransportError(f"{self.owner or self.resource}: reply to {self.last_command!r} is longer "
                                          f"than {MAX_REPLY_BYTES} bytes without its terminator (it begins "
                                          f"{excerpt(reply[:60].decode('ascii', 'replace'))}); check the instrument")

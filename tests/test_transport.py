@@ -290,6 +290,7 @@ def test_a_reply_that_never_ends_is_an_error_not_a_hang_or_a_full_memory(
     try:
         with pytest.raises(error, match=message):
             transport.query("*IDN?")
+        assert transport.out_of_step  # the rest of the reply is still coming: not the answer to the next query
     finally:
         transport.close()
         babbler.close()
