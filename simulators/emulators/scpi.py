@@ -19,7 +19,7 @@ import inspect
 import re
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 Param = str | bytes
@@ -142,7 +142,12 @@ def split_messages(buffer: bytes, terminator: bytes = b"\n") -> tuple[list[bytes
 
 def parse_message(message: bytes) -> list[tuple[str, list[Param]]]:
     """Parse one program message into (header, parameters) units; blocks become bytes, quotes are removed."""
-    units: list[tuple[str, list[Param]]] = []
+    return list(iter_units(message))
+
+
+def iter_units(message: bytes) -> Iterator[tuple[str, list[Param]]]:
+    """The units of `parse_message` one at a time, each parsed when asked for: as on an instrument, a unit is
+    executed before the next is parsed, so a syntax error stops the message there, after what came before it."""
     index, length = 0, len(message)
     at_root = True  # the previous (non-common) header's path is the root
 
@@ -201,9 +206,8 @@ def parse_message(message: bytes) -> list[tuple[str, list[Param]]]:
                     raise ScpiError(SYNTAX_ERROR, f"missing parameter after ',' in {header}")
             elif index < length and message[index] != ord(";"):
                 raise ScpiError(SYNTAX_ERROR, f"expected ',' or ';' after a parameter of {header}")
-        units.append((header, params))
+        yield header, params
         index += 1
-    return units
 
 
 def number(text: Param, minimum: float | None = None, maximum: float | None = None,
@@ -279,7 +283,7 @@ class ScpiEmulator:
             self.received.append(message)
             replies: list[bytes] = []
             try:
-                for header, params in parse_message(message):
+                for header, params in iter_units(message):
                     reply = self._dispatch(header, params)
                     if reply is not None:
                         replies.append(reply if isinstance(reply, bytes) else str(reply).encode("ascii"))

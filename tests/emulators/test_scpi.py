@@ -125,3 +125,12 @@ def test_header_refuses_a_colon_before_a_common_command(pattern: str, spelling: 
     """IEEE 488.2 (7.6.1): a common command header is ``*`` and its mnemonic, with no root colon to take."""
     assert compile_header(pattern).fullmatch(spelling) is None
     assert compile_header(pattern).fullmatch(spelling[1:])
+
+
+def test_a_malformed_unit_stops_the_message_where_it_is_and_what_came_before_it_is_done() -> None:
+    """An instrument parses and executes one unit after another: the units before a syntax error take effect."""
+    emulator = Counter()
+    assert emulator.handle(b"COUN 5;COUN 1,") is None
+    assert emulator.count == 5 and emulator.errors[0][0] == -102
+    assert emulator.handle(b"COUN 7;SYST:ERR:COUN?;COUN 8") is None  # COUN relative to SYST:ERR: refused
+    assert emulator.count == 7 and emulator.errors[1][0] == -113
