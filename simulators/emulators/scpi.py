@@ -262,12 +262,15 @@ class ScpiEmulator:
 
     identity = "hil,SCPI emulator,0,0"
     error_queue_size = 20
+    #: How many of the last messages `received` keeps for a test to look at: an emulator serving a long run or
+    #: ``hil emulate`` for days must not grow with every command.
+    received_kept = 100_000
 
     def __init__(self) -> None:
         self.errors: deque[tuple[int, str]] = deque()
         self.event_status_enable = 0  # *ESE; *RST leaves it as it is
         self.lock = threading.RLock()
-        self.received: list[bytes] = []
+        self.received: deque[bytes] = deque(maxlen=self.received_kept)
         self._handlers: list[tuple[re.Pattern[str], Callable[..., Any], bool]] = []
         for klass in reversed(type(self).__mro__):
             for name, attribute in vars(klass).items():

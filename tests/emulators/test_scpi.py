@@ -134,3 +134,13 @@ def test_a_malformed_unit_stops_the_message_where_it_is_and_what_came_before_it_
     assert emulator.count == 5 and emulator.errors[0][0] == -102
     assert emulator.handle(b"COUN 7;SYST:ERR:COUN?;COUN 8") is None  # COUN relative to SYST:ERR: refused
     assert emulator.count == 7 and emulator.errors[1][0] == -113
+
+
+def test_the_messages_kept_for_tests_are_the_last_ones_not_all() -> None:
+    class Forgetful(Counter):
+        received_kept = 3
+
+    emulator = Forgetful()
+    for value in range(5):
+        emulator.handle(f"COUN {value}".encode())
+    assert list(emulator.received) == [b"COUN 2", b"COUN 3", b"COUN 4"]
