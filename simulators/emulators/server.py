@@ -43,8 +43,8 @@ class _Server:
 
     def _spawn(self, target, *args) -> None:  # type: ignore[no-untyped-def]
         thread = threading.Thread(target=target, args=args, daemon=True, name=f"{type(self).__name__}")
+        self._threads = [*(t for t in self._threads if t.is_alive()), thread]  # those of gone clients: forgotten
         thread.start()
-        self._threads.append(thread)
 
     def _serve_bytes(self, receive, send) -> None:  # type: ignore[no-untyped-def]
         """Read with ``receive()`` (b"" at end, None on idle), answer each complete message with ``send``."""
@@ -109,7 +109,7 @@ class TcpServer(_Server):
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        for connection in self._connections:
+        for connection in list(self._connections):
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
             connection.close()
@@ -154,6 +154,8 @@ class TcpServer(_Server):
             self._serve_bytes(receive, send)
         with contextlib.suppress(OSError):
             connection.close()
+        with contextlib.suppress(ValueError):  # stop() may have cleared the list
+            self._connections.remove(connection)
 
 
 class PtyServer(_Server):

@@ -137,3 +137,17 @@ def test_a_pty_server_stops_while_a_reply_waits_for_a_client_that_left() -> None
     finally:
         server.stop()
     assert not [thread for thread in threads if thread.is_alive()]
+
+
+def test_a_tcp_server_forgets_the_connections_that_ended() -> None:
+    """Served for days (hil emulate), with a client connecting for each command: nothing may pile up per client."""
+    from hil.transport import VisaTransport
+
+    with TcpServer(EchoEmulator()) as server:
+        for k in range(5):
+            with VisaTransport(server.resource, timeout_s=2.0) as transport:
+                assert transport.query(f"PING? {k}") == f"PING? {k}"
+                serving = server._threads[-1]
+            serving.join(5)  # the server's thread for that client sees it leave
+            assert not serving.is_alive()
+        assert server._connections == [] and len(server._threads) <= 2
