@@ -225,7 +225,7 @@ class Transport(ABC):
     # -- helpers ----------------------------------------------------------------------------------------------
     def _require_open(self, command: str) -> None:
         if not self._open:
-            raise TransportError(f"{self.resource}: not open (sending {command!r}); call open() or reopen()")
+            raise TransportError(f"{self.resource}: not open (sending {excerpt(command)}); call open() or reopen()")
 
     def _where(self) -> str:
         """The instrument's name and resource, or the resource alone, to begin an error message."""
@@ -235,8 +235,9 @@ class Transport(ABC):
         """The error for a reply to ``command`` that is not a definite-length block. The rest of it may still be
         unread and would answer the next query: the link is out of step (a driver resynchronises)."""
         self.out_of_step = True
-        return TransportError(f"{self._where()}: reply to {command!r} is not a definite-length block ({detail}); "
-                              "check that the command returns one and that the resource is this instrument")
+        return TransportError(f"{self._where()}: reply to {excerpt(command)} is not a definite-length block "
+                              f"({detail}); check that the command returns one and that the resource is this "
+                              "instrument")
 
     def _record(self, direction: str, data: bytes) -> None:
         if self._log is not None:
@@ -253,17 +254,17 @@ class Transport(ABC):
             where = self._where()
             if isinstance(error, UnicodeEncodeError):  # raised before anything is sent
                 raise TransportError(
-                    f"{where}: {command!r} holds {error.object[error.start:error.end]!r}, which is not ASCII, the only "
-                    "text an instrument takes; nothing was sent: write the command in ASCII") from None
+                    f"{where}: {excerpt(command)} holds {error.object[error.start:error.end]!r}, which is not ASCII, "
+                    "the only text an instrument takes; nothing was sent: write the command in ASCII") from None
             kind = self._classify(error)
             if kind == "closed":
                 raise TransportError(
-                    f"{where}: the instrument closed the connection during {command!r}; check that it was not "
+                    f"{where}: the instrument closed the connection during {excerpt(command)}; check that it was not "
                     "restarted and that no other program took it over, then connect again") from error
             if kind == "timeout":
                 self.out_of_step = True
                 raise TransportTimeout(
-                    f"{where}: no reply within {self.timeout_s:g} s to {command!r}; "
+                    f"{where}: no reply within {self.timeout_s:g} s to {excerpt(command)}; "
                     "check that the instrument is on, connected and not busy") from error
             reason = " ".join(str(error).split())  # one line, whatever the library wrote
             if kind == "missing":
@@ -272,7 +273,7 @@ class Transport(ABC):
                     "into hil's environment or correct visa_library (pyvisa-py, the default, needs nothing more for "
                     "LAN and serial resources)") from error
             raise TransportError(
-                f"{where}: connection failed during {command!r} ({reason}); "
+                f"{where}: connection failed during {excerpt(command)} ({reason}); "
                 "check the cable or network and the instrument's power, then connect again") from error
         except BaseException:  # Ctrl-C or a signal mid-exchange: a reply may still come and answer the next query
             self.out_of_step = True
@@ -417,8 +418,8 @@ class VisaTransport(Transport):
                 count = min(4 * count, self._inst.chunk_size)
                 if len(reply) > MAX_REPLY_BYTES:
                     self.out_of_step = True  # the rest is still coming and would answer the next query
-                    raise TransportError(f"{self.owner or self.resource}: reply to {self.last_command!r} is longer "
-                                         f"than {MAX_REPLY_BYTES} bytes without its terminator (it begins "
+                    raise TransportError(f"{self.owner or self.resource}: reply to {excerpt(self.last_command or '')} "
+                                         f"is longer than {MAX_REPLY_BYTES} bytes without its terminator (it begins "
                                          f"{excerpt(reply[:60].decode('ascii', 'replace'))}); check the instrument")
                 if time.monotonic() > deadline:
                     raise VisaIOError(StatusCode.error_timeout)

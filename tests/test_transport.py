@@ -350,3 +350,13 @@ def test_a_block_ended_by_cr_lf_leaves_nothing_to_answer_the_next_query() -> Non
         assert transport.query("ECHO? a") == "a"
         np.testing.assert_array_equal(transport.query_binary("DATA?"), emulator.values)
         assert transport.query("ECHO? b") == "b"
+
+
+def test_an_error_names_a_long_command_by_its_beginning(echo_tcp, echo_pty) -> None:
+    """A list of a hundred values is one command: the message stays one readable line."""
+    command = "NOSUCH? " + ",".join(["1.234567e-03"] * 100)
+    for transport in both_transports(echo_tcp, echo_pty):
+        with transport, pytest.raises(TransportTimeout) as caught:
+            transport.query(command)
+        assert "to 'NOSUCH? 1.234567e-03,1.234" in str(caught.value)
+        assert f"({len(command)} characters)" in str(caught.value) and len(str(caught.value)) < 250
