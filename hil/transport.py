@@ -32,6 +32,14 @@ LINE_END = "\n"
 MAX_REPLY_BYTES = 64 * 2**20
 
 
+class _Unterminated(TimeoutError):
+    """A read that timed out after ``received`` came without the read termination."""
+
+    def __init__(self, received: bytes):
+        super().__init__(f"{len(received)} bytes without the terminator")
+        self.received = received
+
+
 class TrafficLog:
     """Appends one line per transfer to a text file: ``time  resource  >|<  bytes``; flushed as written. The file
     (and its folder) is created when the transport opens, so validating a lab file writes nothing.
@@ -263,6 +271,12 @@ class Transport(ABC):
                     "restarted and that no other program took it over, then connect again") from error
             if kind == "timeout":
                 self.out_of_step = True
+                if isinstance(error, _Unterminated) and error.received:  # an answer, in another line ending?
+                    raise TransportTimeout(
+                        f"{where}: the reply to {excerpt(command)} did not end with the read termination "
+                        f"{self.read_termination!r} within {self.timeout_s:g} s (it began "
+                        f"{excerpt(error.received.decode('ascii', 'replace'))}); check that read_termination is the "
+                        "instrument's line ending and that timeout_s allows a reply this long") from error
                 raise TransportTimeout(
                     f"{where}: no reply within {self.timeout_s:g} s to {excerpt(command)}; "
                     "check that the instrument is on, connected and not busy") from error
@@ -490,7 +504,7 @@ class SerialTransport(Transport):
         terminator = self.read_termination.encode("ascii")
         data = self._port.read_until(terminator)
         if not data.endswith(terminator):
-            raise TimeoutError(f"reply {excerpt(data.decode('ascii', 'replace'))} has no terminator")
+            raise _Unterminated(data)
         return data
 
     def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:

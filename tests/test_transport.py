@@ -360,3 +360,19 @@ def test_an_error_names_a_long_command_by_its_beginning(echo_tcp, echo_pty) -> N
             transport.query(command)
         assert "to 'NOSUCH? 1.234567e-03,1.234" in str(caught.value)
         assert f"({len(command)} characters)" in str(caught.value) and len(str(caught.value)) < 250
+
+
+def test_a_serial_reply_in_another_line_ending_is_named_not_taken_for_silence() -> None:
+    """An instrument ending its lines with "\\r" answers; "no reply, check that it is on" would send one to the
+    cable instead of to read_termination."""
+    from simulators.emulators.server import PtyServer
+
+    with PtyServer(EchoEmulator(), terminator=b"\r") as server, \
+            SerialTransport(server.resource, timeout_s=0.3) as transport:
+        with pytest.raises(TransportTimeout) as caught:
+            transport.query("*IDN?")
+        assert str(caught.value) == (
+            f"{server.resource}: the reply to '*IDN?' did not end with the read termination '\\n' within 0.3 s (it "
+            "began 'hil,Echo,1,0\\r'); check that read_termination is the instrument's line ending and that timeout_s "
+            "allows a reply this long")
+        assert transport.out_of_step
