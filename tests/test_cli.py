@@ -116,7 +116,8 @@ PROTOCOL = str(REPO / "experiments" / "crossbar_pat_digits.yaml")
     (["runs", "--root", "no-such-folder"], "no-such-folder is not a folder of runs"),
     (["emulate", "keysight_99999"], "unknown driver 'keysight_99999'; known: "),
     (["emulate", "simulated_crossbar"], "simulated_crossbar has no emulator (drivers with one: keithley_2450, "
-                                        "keysight_33500b"),
+                                        "keysight_33500b); give the instrument's resource instead, or name the "
+                                        'driver\'s emulator on its class: emulator: ClassVar[str] = "module:Class"'),
     (["emulate", "keithley_2450", "load=3"], "load: the keithley_2450 emulator has no such option; "
                                              "options: load_ohm, noise_a, seed"),
     (["emulate", "keithley_2450", "load_ohm=abc"], "load_ohm: 'abc' is not a float (an option of the "

@@ -225,7 +225,8 @@ def serve(driver: type, options: Mapping[str, Any], via: str = "tcp", port: int 
     target = getattr(driver, "emulator", None)
     if target is None:
         raise ConfigError(f"{name} has no emulator (drivers with one: {', '.join(drivers_with_emulators())}); give "
-                          "the instrument's resource instead")
+                          "the instrument's resource instead, or name the driver's emulator on its class: "
+                          'emulator: ClassVar[str] = "module:Class"')
     if via not in ("tcp", "pty"):
         raise ConfigError(f"via must be 'tcp' or 'pty', got {via!r}", field="via")
     try:
