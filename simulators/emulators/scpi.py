@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 import threading
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,6 +37,7 @@ OUT_OF_RANGE = (-222, "Data out of range")
 SETTINGS_CONFLICT = (-221, "Settings conflict")
 SYNTAX_ERROR = (-102, "Syntax error")
 QUEUE_OVERFLOW = (-350, "Queue overflow")
+DEVICE_SPECIFIC = -300  # "Device-specific error": here, a handler of the emulator raised
 
 
 class ScpiError(Exception):
@@ -292,6 +295,12 @@ class ScpiEmulator:
                         replies.append(reply if isinstance(reply, bytes) else str(reply).encode("ascii"))
             except ScpiError as error:
                 self.push_error((error.code, error.message))
+                return None
+            except Exception as error:  # the emulator's own bug: reported in the queue, and serving goes on
+                traceback.print_exc(file=sys.stderr)
+                text = (f"Device-specific error; {type(self).__name__} failed on {message[:60]!r}: "
+                        f"{type(error).__name__}: {error}")  # as an error string may be: ASCII, no '"', ≤ 255
+                self.push_error((DEVICE_SPECIFIC, text.replace('"', "'").encode("ascii", "replace").decode()[:255]))
                 return None
             return b";".join(replies) if replies else None
 

@@ -144,3 +144,22 @@ def test_the_messages_kept_for_tests_are_the_last_ones_not_all() -> None:
     for value in range(5):
         emulator.handle(f"COUN {value}".encode())
     assert list(emulator.received) == [b"COUN 2", b"COUN 3", b"COUN 4"]
+
+
+def test_a_handler_that_raises_is_a_device_specific_error_and_the_emulator_serves_on(capsys) -> None:
+    """An emulator's own bug goes to the error queue (-300, naming the exception) and to stderr with its traceback;
+    it used to end the thread serving the emulator, which a driver saw as an instrument that stopped answering."""
+    class Broken(Counter):
+        @scpi("BOOM")
+        def boom(self) -> None:
+            raise ZeroDivisionError('division by "zero" µ')
+
+    emulator = Broken()
+    assert emulator.handle(b"COUN 3;BOOM;COUN 4") is None
+    assert emulator.count == 3
+    assert emulator.handle(b"COUN?") == b"3"
+    code, message = emulator.errors[0]
+    assert code == -300 and message.startswith("Device-specific error; Broken failed on b'COUN 3;BOOM;COUN 4': "
+                                               "ZeroDivisionError: division by 'zero' ?")
+    assert "Traceback" in capsys.readouterr().err
+    assert emulator.handle(b"SYST:ERR?").startswith(b'-300,"Device-specific error; Broken failed')
