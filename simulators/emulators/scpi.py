@@ -16,6 +16,7 @@ than on a bench.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import sys
 import threading
@@ -213,6 +214,10 @@ def iter_units(message: bytes) -> Iterator[tuple[str, list[Param]]]:
         index += 1
 
 
+#: IEEE 488.2 decimal numeric program data (NRf): a mantissa with an optional point and exponent.
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:E\s*[+-]?\d+)?")
+
+
 def number(text: Param, minimum: float | None = None, maximum: float | None = None,
            default: float | None = None) -> float:
     """A numeric parameter; accepts MINimum, MAXimum and DEFault where bounds are given; range-checked."""
@@ -225,10 +230,9 @@ def number(text: Param, minimum: float | None = None, maximum: float | None = No
         return maximum
     if word in ("DEF", "DEFAULT") and default is not None:
         return default
-    try:
-        value = float(word)
-    except ValueError:
-        raise ScpiError(DATA_TYPE_ERROR, f"{text!r} is not a number") from None
+    if not _DECIMAL.fullmatch(word):  # float() would also take Python's 1_000, inf and nan
+        raise ScpiError(DATA_TYPE_ERROR, f"{text!r} is not a number")
+    value = float(word)
     if value != value or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise ScpiError(OUT_OF_RANGE, f"{text} outside {minimum}..{maximum}")
     return value
@@ -348,7 +352,7 @@ class ScpiEmulator:
     @scpi("*ESE")
     def _ese(self, value: Param) -> None:
         """The event status enable register (0..255); it only matters for service requests, not emulated."""
-        self.event_status_enable = int(number(value, 0, 255))
+        self.event_status_enable = math.floor(number(value, 0, 255) + 0.5)  # 488.2 rounds a non-integer
 
     @scpi("*ESE?")
     def _ese_query(self) -> str:

@@ -75,6 +75,10 @@ def test_parameter_helpers() -> None:
         number("7", 0, 5)
     with pytest.raises(ScpiError, match="-104"):
         number("volts")
+    assert number("+.5") == 0.5 and number("-2.") == -2.0 and number("1.5E+3") == 1500.0 and number(" 7 ") == 7.0
+    for python_only in ("1_0", "inf", "nan", "Infinity", "0x10"):  # float() takes them; an instrument does not
+        with pytest.raises(ScpiError, match="-104"):
+            number(python_only)
     assert boolean("on") is True and boolean("0") is False
     with pytest.raises(ScpiError, match="-224"):
         boolean("maybe")
@@ -163,3 +167,11 @@ def test_a_handler_that_raises_is_a_device_specific_error_and_the_emulator_serve
                                                "ZeroDivisionError: division by 'zero' ?")
     assert "Traceback" in capsys.readouterr().err
     assert emulator.handle(b"SYST:ERR?").startswith(b'-300,"Device-specific error; Broken failed')
+
+
+@pytest.mark.parametrize(("sent", "kept"), [(b"*ESE 1.6", b"2"), (b"*ESE 1.4", b"1"), (b"*ESE 2.5", b"3")])
+def test_a_non_integer_register_value_is_rounded(sent: bytes, kept: bytes) -> None:
+    """IEEE 488.2 rounds a non-integer value of an integer setting; int() truncated 1.6 to 1."""
+    emulator = Counter()
+    emulator.handle(sent)
+    assert emulator.handle(b"*ESE?") == kept
