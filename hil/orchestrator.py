@@ -212,6 +212,7 @@ class Run:
                 self.completed.append(name)
                 self.store.event("step_finished", step=name, device_time_total_s=self.system.device_time_s)
                 self.checkpoint()
+        self.store.wait_for_checkpoint()  # a run is finished only once its last checkpoint is on disk
         self.store.event("run_finished", device_time_s=self.system.device_time_s, wall_s=round(self.wall_s(), 3))
 
     def _interrupted(self) -> None:

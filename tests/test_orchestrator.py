@@ -647,3 +647,31 @@ def test_a_physical_layer_takes_inputs_as_they_are_where_they_are_within_its_bou
     layers = [{"linear": {"out_features": 64}}, *before] if before else []
     protocol = write_protocol(tmp_path, model={"layers": [*layers, {"physical": {}}, {"linear": {"out_features": 10}}]})
     assert "OK" in check_protocol(protocol)
+
+
+def test_a_run_whose_last_checkpoint_the_disk_refuses_is_not_finished_and_resumes_to_the_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last checkpoint is written in the background after the report: if the disk refuses it, the run ends as
+    failed (not finished, with an error and a non-zero exit), and once the disk takes files again it resumes."""
+    import hil.report
+
+    write_report = hil.report.write_report
+
+    def then_the_disk_refuses_the_checkpoint(store: RunStore, **options) -> Path:
+        path = write_report(store, **options)
+        (store.path / ".checkpoint.pt.tmp").mkdir()  # the checkpoint's temporary file cannot be made
+        return path
+
+    protocol = write_protocol(tmp_path, **SMALL)
+    with monkeypatch.context() as patch:
+        patch.setattr(hil.report, "write_report", then_the_disk_refuses_the_checkpoint)
+        with pytest.raises(RunFileError, match=r"checkpoint.pt: cannot write \("):
+            run_protocol(protocol, show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    assert [e["kind"] for e in store.events()][-3:] == ["reported", "step_finished", "run_failed"]
+    store.close()
+    (run / ".checkpoint.pt.tmp").rmdir()
+    resumed = run_protocol(resume=run, show_progress=False)
+    events = resumed.events()
+    assert events[-1]["kind"] == "run_finished" and [e["seq"] for e in events] == list(range(1, len(events) + 1))
