@@ -352,6 +352,10 @@ class Run:
                                                      self.optimizer)
                     self.batch += 1
                     self.store.event("batch", epoch=self.epoch, batch=self.batch, **figures)
+                    if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+                        raise HilError(f"training diverged at epoch {self.epoch + 1}, batch {self.batch}: the model's "
+                                       "parameters are no longer finite (NaN or infinite); start a new run with lower "
+                                       "learning rates (training.lr, training.physical_lr, or one in method.settings)")
                 record = {"epoch": self.epoch, "device_time_s": self.system.device_time_s}
                 if self.protocol.evaluation.every_epoch:
                     record.update(self._evaluate_all())

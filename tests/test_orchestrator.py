@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from hil.errors import ConfigError
+from hil.errors import ConfigError, HilError
 from hil.orchestrator import run_protocol
 from hil.protocol import check_protocol
 from hil.store import RunFileError, RunStore
@@ -675,3 +675,17 @@ def test_a_run_whose_last_checkpoint_the_disk_refuses_is_not_finished_and_resume
     resumed = run_protocol(resume=run, show_progress=False)
     events = resumed.events()
     assert events[-1]["kind"] == "run_finished" and [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_training_that_diverges_to_nan_stops_saying_so_and_what_to_do(tmp_path: Path) -> None:
+    """A learning rate far too large turns the parameters into NaN: the run ends failed at that batch, with a
+    message that says so, rather than at the device refusing a NaN θ, or later."""
+    protocol = write_protocol(tmp_path, **SMALL | {"method": {"name": "pat", "settings": {
+        "refine_every": 1, "refine_lr": 1e30}}})
+    with pytest.raises(HilError, match=r"^training diverged at epoch 1, batch 2: the model's parameters are no longer "
+                                       r"finite \(NaN or infinite\); start a new run with lower learning rates"):
+        run_protocol(protocol, show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    assert [e["kind"] for e in store.events()][-2:] == ["batch", "run_failed"]
+    store.close()
