@@ -464,6 +464,13 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: a `MemoryError`, or torch's `RuntimeError` saying it could
+    not allocate the memory or compute its size (which overflowed)."""
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and any(
+        text in str(error) for text in ("can't allocate memory", "size calculation overflowed")))
+
+
 def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Path | None = None,
                  seed: int | None = None, resume: str | Path | None = None, show_progress: bool = True,
                  output_root: str | Path | None = None) -> RunStore:
@@ -540,6 +547,11 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                                   128 + getattr(stop, "signum", signal.SIGINT)) from None
             except BaseException as error:  # whatever ends the run is recorded, then reported as before
                 store.event("run_failed", error=_describe(error))
+                if _out_of_memory(error):
+                    step = next((name for name in STEPS if name not in run.completed), STEPS[-1])
+                    raise HilError(f"the {step} step ran out of memory: the protocol asks for more than this machine "
+                                   "holds; start a new run with smaller sizes (twin.collect's thetas and "
+                                   "inputs_per_theta, the batch sizes, the layers' widths)") from error
                 raise
     finally:
         store.close()

@@ -689,3 +689,17 @@ def test_training_that_diverges_to_nan_stops_saying_so_and_what_to_do(tmp_path: 
     store = RunStore.open(run)
     assert [e["kind"] for e in store.events()][-2:] == ["batch", "run_failed"]
     store.close()
+
+
+def test_a_step_asking_for_more_memory_than_there_is_is_a_clear_error(tmp_path: Path) -> None:
+    """Sizes each valid but together beyond any machine (here, beyond what a size can count) end the run as failed
+    with one line naming the step, not a torch traceback."""
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {
+        "collect": {"thetas": 4, "inputs_per_theta": 2**62}}})
+    with pytest.raises(HilError, match=r"^the collect step ran out of memory: the protocol asks for more than this "
+                                       r"machine holds; start a new run with smaller sizes \(twin.collect's"):
+        run_protocol(protocol, show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    assert store.events()[-1]["kind"] == "run_failed"
+    store.close()
