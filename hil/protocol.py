@@ -95,6 +95,10 @@ class CollectConfig(Strict):
 LR_MAX = 1e6
 
 
+#: The largest batch size accepted: torch splits the data by a 64-bit size, and beyond it fails mid-run.
+BATCH_MAX = 2**63 - 1
+
+
 class FitConfig(Strict):
     epochs: int = Field(60, ge=0)
     lr: float = Field(0.02, gt=0, le=LR_MAX)
@@ -131,7 +135,7 @@ class MethodConfig(Strict):
 
 class TrainingConfig(Strict):
     epochs: int = Field(ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=BATCH_MAX)
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(0.01, gt=0, le=LR_MAX, description="learning rate of the digital layers")
     physical_lr: float | None = Field(None, gt=0, le=LR_MAX, description="learning rate of θ (default: lr)")
@@ -142,7 +146,7 @@ class TrainingConfig(Strict):
 class EvaluationConfig(Strict):
     every_epoch: bool = Field(True, description="evaluate on the device (and twin) after every epoch")
     twin: bool = Field(True, description="also evaluate the twin's predictions")
-    batch_size: int = Field(512, ge=1)
+    batch_size: int = Field(512, ge=1, le=BATCH_MAX)
 
 
 class OutputConfig(Strict):

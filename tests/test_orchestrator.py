@@ -164,6 +164,10 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"training": {"epochs": 1, "lr": 1e300}}, r"protocol.yaml:\d+: training.lr: Input should be less than or equal "
                                                r"to 1000000"),
     ({"twin": {"fit": {"lr": 1e300}}}, r"protocol.yaml:\d+: twin.fit.lr: Input should be less than or equal to"),
+    ({"training": {"epochs": 1, "batch_size": 2**63}}, r"protocol.yaml:\d+: training.batch_size: Input should be "
+                                                       r"less than or equal to 9223372036854775807"),
+    ({"evaluation": {"batch_size": 2**64}}, r"protocol.yaml:\d+: evaluation.batch_size: Input should be less than or "
+                                            r"equal to 9223372036854775807"),
     ({"training": {"epochs": 1, "batch_size": 1},
       "model": {"layers": [{"physical": {}}, {"batchnorm": True}, {"linear": {"out_features": 10}}]}},
      r"protocol.yaml:\d+: training.batch_size: a batchnorm layer needs batches of at least 2 samples"),
