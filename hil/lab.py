@@ -56,7 +56,8 @@ class InstrumentConfig(Strict):
     resource: str | None = None
     emulate: bool | dict[str, Any] = False
     world: str | None = None
-    timeout_s: float = Field(2.0, ge=1e-3, description="reply timeout (s); at least 1 ms, VISA's resolution")
+    timeout_s: float = Field(2.0, ge=1e-3, le=4_294_967, description="reply timeout (s); at least 1 ms, VISA's "
+                             "resolution, and at most VISA's longest, 4294967 s (49 days)")
     visa_library: str = Field("@py", description="pyvisa's VISA library for a VISA resource: @py (pyvisa-py, "
                               "installed with hil), or '' (falling back to pyvisa-py where none is found), @ivi or a "
                               "library's path for the system's VISA (NI-VISA, Keysight IO Libraries), which opens USB "

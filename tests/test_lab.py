@@ -137,6 +137,13 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
         instruments:
           awg:
             driver: keysight_33500b
+            emulate: true
+            timeout_s: 5000000
+     """, r"lab.yaml:5: instruments\.awg\.timeout_s: Input should be less than or equal to 4294967"),
+    ("""
+        instruments:
+          awg:
+            driver: keysight_33500b
            emulate: true
      """, r"lab.yaml:4: instruments\.awg\.emulate: invalid YAML"),
     ("""
