@@ -127,10 +127,15 @@ def _settings(settings: Any) -> str:
 
 
 def _fit_note(fitted: dict[str, Any]) -> str:
-    """A sentence for a twin fit that ran out of epochs while its held-out error still improved (none otherwise)."""
+    """A sentence for a twin fit that ran out of epochs while its held-out error still improved, or that never had a
+    held-out error to keep (NaN at every epoch: it diverged); none otherwise."""
+    losses, best = fitted.get("validation_loss"), fitted.get("best_epoch")
+    if best == -1 and isinstance(losses, list) and losses:
+        return (f" **The twin fit diverged**: its held-out error was not a number at any of its {len(losses)} "
+                "epochs, so the run went on with the twin it started from, unfitted; a lower `twin.fit.lr` would "
+                "likely fit it.")
     if fitted.get("converged", True):
         return ""
-    losses, best = fitted.get("validation_loss"), fitted.get("best_epoch")
     where = f" (best held-out error at epoch {best + 1} of {len(losses)})" \
         if isinstance(losses, list) and isinstance(best, int) else ""
     return (f" The twin fit ran out of epochs while still improving{where}: more `twin.fit.epochs` would likely give a "

@@ -415,6 +415,19 @@ def test_the_report_says_when_the_twin_fit_ran_out_of_epochs_while_still_improvi
     summary = (finished_run / "report/summary.md").read_text()
     assert f"best held-out error at epoch {fitted['best_epoch'] + 1} of 2" in summary
 
+
+def test_the_report_says_when_the_twin_fit_diverged_and_the_run_went_on_with_the_unfitted_twin(tmp_path: Path) -> None:
+    """A fit whose held-out error is NaN at every epoch keeps the twin it started from; the report says so, rather
+    than that more epochs would help."""
+    run = run_protocol(write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"fit": {"epochs": 2, "lr": 1e6}}}),
+                       show_progress=False).path
+    fitted = next(e for e in RunStore(run).events() if e["kind"] == "twin_fitted")
+    assert fitted["best_epoch"] == -1 and all(loss != loss for loss in fitted["validation_loss"])  # NaN
+    summary = (run / "report/summary.md").read_text()
+    assert ("**The twin fit diverged**: its held-out error was not a number at any of its 2 epochs, so the run went "
+            "on with the twin it started from, unfitted; a lower `twin.fit.lr` would likely fit it.") in summary
+    assert "more `twin.fit.epochs`" not in summary
+
 @pytest.mark.parametrize("recorded", [True, False], ids=["held-out groups recorded", "twin of an earlier hil"])
 def test_a_reused_twin_is_measured_on_the_groups_it_was_not_fitted_on(finished_run: Path, tmp_path: Path,
                                                                        recorded: bool) -> None:
