@@ -81,9 +81,24 @@ class YamlDocument:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError("file not found", source=str(path)) from None
-        except (OSError, UnicodeDecodeError) as error:
+        except UnicodeDecodeError:
+            raise cls._not_utf8(path) from None
+        except OSError as error:
             raise ConfigError(f"cannot read: {error}", source=str(path)) from None
         return cls.parse(text, str(path))
+
+    @staticmethod
+    def _not_utf8(path: Path) -> ConfigError:
+        """The error for a file that is not UTF-8 text, at the line of its first byte that is not."""
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data[:error.start].count(b"\n") + 1
+            field = _field_near(data[:error.start].decode("utf-8"), line)
+            return ConfigError(f"not UTF-8 text: byte 0x{data[error.start]:02X} is not a character in UTF-8; save "
+                               "the file as UTF-8", source=str(path), line=line, field=field)
+        return ConfigError("cannot read: not UTF-8 text; save the file as UTF-8", source=str(path))
 
     @classmethod
     def parse(cls, text: str, source: str = "<string>") -> YamlDocument:

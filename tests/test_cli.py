@@ -364,3 +364,12 @@ def test_the_twin_fit_plots_every_held_out_measurement(tmp_path: Path) -> None:
     figure = _twin_fit(store)
     store.close()
     assert sum(len(points.get_offsets()) for points in figure.axes[0].collections) == 2 * 5 * 32
+
+
+def test_a_file_not_in_utf8_is_located_and_the_fix_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A lab or protocol saved in Latin-1 (as some editors do): its line, its field, and what to do."""
+    path = tmp_path / "lab.yaml"
+    path.write_bytes("description: default lab\nworlds:\n  table: {kind: optical_table}  # café\n".encode("latin-1"))
+    assert main(["check", str(path)]) == 2
+    assert capsys.readouterr().err == (f"hil: error: {path}:3: worlds.table: not UTF-8 text: byte 0xE9 is not a "
+                                       "character in UTF-8; save the file as UTF-8\n")
