@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -513,8 +514,9 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             created.write_text("lab.yaml", Path(lab_path or protocol.lab).read_text(encoding="utf-8"))
         except BaseException:
             lab.close()  # stops the emulators the build started
-            if created is not None:
+            if created is not None:  # a folder without the files a run starts from could never be resumed
                 created.close()
+                shutil.rmtree(created.path, ignore_errors=True)
             raise
         store = created
     try:

@@ -720,3 +720,16 @@ def test_a_step_asking_for_more_memory_than_there_is_is_a_clear_error(tmp_path: 
     store = RunStore.open(run)
     assert store.events()[-1]["kind"] == "run_failed"
     store.close()
+
+
+def test_a_run_whose_starting_files_the_disk_refuses_leaves_no_folder_that_cannot_resume(tmp_path: Path) -> None:
+    """The disk takes protocol.yaml and refuses lab.yaml: the run has not started, and a folder without its lab
+    file could only fail to resume ("lab.yaml: file not found"), so none is left; the next run starts afresh."""
+    from tests.test_store import disk_full_beyond
+
+    protocol = write_protocol(tmp_path, **SMALL)
+    lab_size = (REPO / "lab.yaml").stat().st_size
+    with disk_full_beyond(lab_size - 1), pytest.raises(RunFileError, match=r"lab.yaml: cannot write \("):
+        run_protocol(protocol, show_progress=False)
+    assert list((tmp_path / "runs").iterdir()) == []
+    assert run_protocol(protocol, show_progress=False).events()[-1]["kind"] == "run_finished"
