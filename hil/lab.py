@@ -223,6 +223,8 @@ class Lab:
             raise self._error(error.detail, (*where, *field)) from None
         except (TypeError, ValueError) as error:
             raise self._error(str(error), (*where, "settings")) from None
+        except OverflowError as error:  # a setting too large for the arithmetic the class does with it
+            raise self._error(f"a value is too large ({error}); give smaller settings", (*where, "settings")) from None
 
     def _build_one(self, name: str, config: InstrumentConfig) -> Instrument:
         where = ("instruments", name)
@@ -265,6 +267,8 @@ class Lab:
             raise self._error(error.detail, (*where, *field)) from None
         except (TypeError, ValueError) as error:
             raise self._error(str(error), (*where, "settings")) from None
+        except OverflowError as error:  # a setting too large for the arithmetic the class does with it
+            raise self._error(f"a value is too large ({error}); give smaller settings", (*where, "settings")) from None
         except DeviceError as error:  # e.g. a simulated instrument given a world of another kind
             raise self._error(str(error), (*where, "world") if config.world is not None else where) from None
 

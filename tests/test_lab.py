@@ -433,3 +433,23 @@ def test_a_world_class_without_a_usable_config_is_named_at_its_kind(tmp_path: Pa
     """)
     with pytest.raises(ConfigError, match=rf"lab\.yaml:2: worlds\.bench\.kind: {expected}"), Lab.load(path):
         pass
+
+
+def test_settings_too_large_for_a_systems_arithmetic_are_located_not_a_traceback(tmp_path: Path) -> None:
+    """Each setting of the oscillator is within its own range, but a gap of 1e300 s at 1 MHz overflows."""
+    path = write(tmp_path, """
+        worlds:
+          osc: {kind: oscillator_network}
+        instruments:
+          out: {driver: simulated_analog_output, world: osc}
+          in: {driver: simulated_analog_input, world: osc}
+        systems:
+          s:
+            kind: oscillator
+            instruments: {output: out, input: in}
+            settings: {sample_rate_hz: 1.0e+300, gap_s: 1.0e+300}
+    """)
+    lab = Lab.load(path)
+    with pytest.raises(ConfigError, match=r"lab.yaml:10: systems\.s\.settings: a value is too large \(cannot convert "
+                                          r"float infinity to integer\); give smaller settings"):
+        lab.build()
