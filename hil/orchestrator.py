@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import yaml
 from pydantic import ValidationError
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
@@ -83,9 +84,17 @@ class _StopFlag:
         return handling((signal.SIGINT,), self._handler)
 
 
+class _Display(Console):
+    """The progress bars' console. Output that closes (piped into a reader that quit: ``hil run p.yaml | head``)
+    ends the display, not the run, which rich's own console would end mid-step (``SystemExit``)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"), transient=False)
+                    TextColumn("{task.fields[info]}"), console=_Display(), transient=False)
 
 
 class Run:

@@ -1,5 +1,6 @@
 """The main job end to end on a simulated crossbar: run, kill -9 and resume, Ctrl-C, protocol errors."""
 
+import contextlib
 import json
 import os
 import re
@@ -733,3 +734,19 @@ def test_a_run_whose_starting_files_the_disk_refuses_leaves_no_folder_that_canno
         run_protocol(protocol, show_progress=False)
     assert list((tmp_path / "runs").iterdir()) == []
     assert run_protocol(protocol, show_progress=False).events()[-1]["kind"] == "run_finished"
+
+
+def test_progress_bars_whose_output_closes_do_not_stop_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hil run p.yaml | head -1`: the reader quits, and writing the bars fails (a broken pipe); the run goes on
+    without them, instead of ending mid-step with no message (rich exits the process on a broken pipe)."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    closed = open(writer, "w")  # noqa: SIM115 -- closed below, where its last flush fails
+    monkeypatch.setattr(sys, "stdout", closed)
+    try:
+        store = run_protocol(write_protocol(tmp_path, **SMALL), show_progress=True)
+    finally:
+        monkeypatch.undo()
+        with contextlib.suppress(BrokenPipeError):
+            closed.close()
+    assert store.events()[-1]["kind"] == "run_finished"
