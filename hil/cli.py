@@ -7,6 +7,7 @@ with status 2, never a traceback. Ctrl-C exits with 130 after the instruments ar
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -254,6 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("hil: interrupted; instruments were put in their safe state", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # the output's reader quit (hil check x.yaml | head -c 1): stop quietly, as rich does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            return 1
 
 
 if __name__ == "__main__":

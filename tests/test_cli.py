@@ -373,3 +373,13 @@ def test_a_file_not_in_utf8_is_located_and_the_fix_named(tmp_path: Path, capsys:
     assert main(["check", str(path)]) == 2
     assert capsys.readouterr().err == (f"hil: error: {path}:3: worlds.table: not UTF-8 text: byte 0xE9 is not a "
                                        "character in UTF-8; save the file as UTF-8\n")
+
+
+def test_output_whose_reader_quit_ends_quietly_without_a_traceback() -> None:
+    """`hil check lab.yaml | head -c 0` (or a run's closing lines): printing fails on a broken pipe."""
+    process = subprocess.Popen([sys.executable, "-m", "hil.cli", "check", str(REPO / "lab.yaml")], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # the reader quits before hil writes
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 1
+    assert stderr == ""
