@@ -20,10 +20,16 @@ from hil.errors import HilError, Terminated, terminate_on_signals
 DEFAULT_LAB = "lab.yaml"
 
 
+def _console() -> Console:
+    """The console of hil's tables. Their cells are text as found (a protocol's name, an instrument's reply), never
+    rich markup: ``[/b]`` in one would be an error, and ``[bold]`` a style."""
+    return Console(width=None if sys.stdout.isatty() else 160, markup=False)
+
+
 def _devices(args: argparse.Namespace) -> int:
     from hil.lab import Lab
 
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = _console()
     with Lab.load(args.lab) as lab:
         table = Table(title=f"Instruments of {args.lab}")
         for column in ("name", "class", "resource", "identity", "limits"):
@@ -129,7 +135,7 @@ def _runs(args: argparse.Namespace) -> int:
         accuracy = run["device_accuracy"]
         shown = f"{accuracy:.3f}" if isinstance(accuracy, int | float) else "" if accuracy is None else str(accuracy)
         table.add_row(run["run"], str(run["protocol"]), run["status"], shown, str(run["events"]))
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    _console().print(table)
     return 0
 
 

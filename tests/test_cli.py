@@ -383,3 +383,13 @@ def test_output_whose_reader_quit_ends_quietly_without_a_traceback() -> None:
     stderr = process.stderr.read()
     assert process.wait(timeout=60) == 1
     assert stderr == ""
+
+
+def test_runs_shows_names_as_written_not_as_rich_markup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A protocol named with brackets, `sweep [/lr]`: listed as is, not a rich MarkupError traceback."""
+    run = tmp_path / "20261201-120000-sweep"
+    run.mkdir()
+    (run / "events.jsonl").write_text('{"seq": 1, "time": 1.0, "kind": "run_started", "protocol": "sweep [/lr] '
+                                      '[bold]b"}\n')
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    assert "sweep [/lr] [bold]b" in capsys.readouterr().out
