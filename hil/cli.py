@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from hil.errors import HilError, Terminated, terminate_on_signals
+from hil.errors import HilError, Terminated, handling, terminate_on_signals
 
 DEFAULT_LAB = "lab.yaml"
 
@@ -175,12 +176,11 @@ def _seed(text: str) -> int:
 
 def _emulate(args: argparse.Namespace) -> int:
     """Serve a driver's emulator until Ctrl-C, for trying a driver or a bench program by hand."""
-    import signal
     import time
 
     import yaml
 
-    from hil.errors import ConfigError, handling
+    from hil.errors import ConfigError
     from hil.registry import instrument_class
     from simulators.emulators.server import serve
 
@@ -249,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    with terminate_on_signals():
+    # SIGTERM and SIGHUP stop hil at once, but one that came in ignored stays so: `nohup hil run` outlives its terminal
+    ignored = [s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is signal.SIG_IGN]
+    with terminate_on_signals(), handling(tuple(ignored), signal.SIG_IGN):
         try:
             return func(args)
         except HilError as error:

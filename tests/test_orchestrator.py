@@ -750,3 +750,17 @@ def test_progress_bars_whose_output_closes_do_not_stop_the_run(tmp_path: Path, m
         with contextlib.suppress(BrokenPipeError):
             closed.close()
     assert store.events()[-1]["kind"] == "run_finished"
+
+
+def test_a_run_started_with_sighup_ignored_outlives_its_terminal(tmp_path: Path) -> None:
+    """`nohup hil run p.yaml &`: nohup ignores SIGHUP so that closing the terminal leaves the run going; hil keeps it
+    ignored rather than stopping at once as it does for a terminal's SIGHUP otherwise."""
+    protocol = write_protocol(tmp_path, **SMALL | {"training": {**SMALL["training"], "epochs": 3}})
+    process = subprocess.Popen([sys.executable, "-m", "hil.cli", "run", "--quiet", str(protocol)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    run = wait_for_batch(tmp_path / "runs", epoch=0, batch=1, process=process)
+    process.send_signal(signal.SIGHUP)  # the terminal closes
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert RunStore.open(run).events()[-1]["kind"] == "run_finished"
