@@ -24,6 +24,9 @@ from hil.nn import PhysicalLayer
 from hil.systems.base import PhysicalSystem
 from hil.twin.models import TWIN_KINDS, load_twin
 
+#: The largest size accepted (a batch, a layer's width): torch counts sizes in 64 bits, and fails beyond mid-run.
+SIZE_MAX = 2**63 - 1
+
 
 class DatasetConfig(Strict):
     name: Literal["digits", "vowels", "idx"]
@@ -53,7 +56,7 @@ class PhysicalSpec(Strict):
 
 
 class LinearSpec(Strict):
-    out_features: int = Field(ge=1)
+    out_features: int = Field(ge=1, le=SIZE_MAX)
     bias: bool = True
 
 
@@ -95,10 +98,6 @@ class CollectConfig(Strict):
 LR_MAX = 1e6
 
 
-#: The largest batch size accepted: torch splits the data by a 64-bit size, and beyond it fails mid-run.
-BATCH_MAX = 2**63 - 1
-
-
 class FitConfig(Strict):
     epochs: int = Field(60, ge=0)
     lr: float = Field(0.02, gt=0, le=LR_MAX)
@@ -114,8 +113,8 @@ class FidelityConfig(Strict):
 
 class TwinConfig(Strict):
     kind: Literal["physics", "neural", "residual", "oracle"] = "physics"
-    hidden: list[Annotated[int, Field(ge=1)]] | None = Field(None, description="hidden layer widths of the neural "
-                                                              "and residual twins")
+    hidden: list[Annotated[int, Field(ge=1, le=SIZE_MAX)]] | None = Field(
+        None, description="hidden layer widths of the neural and residual twins")
     collect: CollectConfig = Field(default_factory=CollectConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
@@ -135,7 +134,7 @@ class MethodConfig(Strict):
 
 class TrainingConfig(Strict):
     epochs: int = Field(ge=1)
-    batch_size: int = Field(64, ge=1, le=BATCH_MAX)
+    batch_size: int = Field(64, ge=1, le=SIZE_MAX)
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(0.01, gt=0, le=LR_MAX, description="learning rate of the digital layers")
     physical_lr: float | None = Field(None, gt=0, le=LR_MAX, description="learning rate of θ (default: lr)")
@@ -146,7 +145,7 @@ class TrainingConfig(Strict):
 class EvaluationConfig(Strict):
     every_epoch: bool = Field(True, description="evaluate on the device (and twin) after every epoch")
     twin: bool = Field(True, description="also evaluate the twin's predictions")
-    batch_size: int = Field(512, ge=1, le=BATCH_MAX)
+    batch_size: int = Field(512, ge=1, le=SIZE_MAX)
 
 
 class OutputConfig(Strict):

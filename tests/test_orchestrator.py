@@ -167,6 +167,11 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"twin": {"fit": {"lr": 1e300}}}, r"protocol.yaml:\d+: twin.fit.lr: Input should be less than or equal to"),
     ({"training": {"epochs": 1, "batch_size": 2**63}}, r"protocol.yaml:\d+: training.batch_size: Input should be "
                                                        r"less than or equal to 9223372036854775807"),
+    ({"model": {"layers": [{"physical": {}}, {"linear": {"out_features": 2**64}}]}},
+     r"protocol.yaml:\d+: model.layers.1.linear.out_features: Input should be less than or equal to "
+     r"9223372036854775807"),
+    ({"twin": {"kind": "neural", "hidden": [2**64]}}, r"protocol.yaml:\d+: twin.hidden.0: Input should be less than or "
+                                                      r"equal to 9223372036854775807"),
     ({"evaluation": {"batch_size": 2**64}}, r"protocol.yaml:\d+: evaluation.batch_size: Input should be less than or "
                                             r"equal to 9223372036854775807"),
     ({"training": {"epochs": 1, "batch_size": 1},
