@@ -18,6 +18,7 @@ import copy
 import math
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,17 +85,36 @@ class _StopFlag:
         return handling((signal.SIGINT,), self._handler)
 
 
-class _Display(Console):
-    """The progress bars' console. Output that closes (piped into a reader that quit: ``hil run p.yaml | head``)
-    ends the display, not the run, which rich's own console would end mid-step (``SystemExit``)."""
+class _Display:
+    """The progress bars' output: standard output until writing to it fails, then nothing. Output that closes (piped
+    into a reader that quit: ``hil run p.yaml | head``) or fills (``> log`` on a full disk) ends the display, not the
+    run, which rich would end mid-step (``SystemExit`` on a broken pipe, ``OSError`` otherwise)."""
 
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
+    def __init__(self) -> None:
+        self.stream, self.failed = sys.stdout, False
+
+    def write(self, text: str) -> int:
+        self._do(self.stream.write, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._do(self.stream.flush)
+
+    def _do(self, action: Callable[..., Any], *args: Any) -> None:
+        if not self.failed:
+            try:
+                action(*args)
+            except OSError:
+                self.failed = True
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the stream's
+        return getattr(self.stream, name)
 
 
 def _progress() -> Progress:
+    console = Console(file=_Display())  # type: ignore[arg-type]  # a file in all that rich uses of one
     return Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"), console=_Display(), transient=False)
+                    TextColumn("{task.fields[info]}"), console=console, transient=False)
 
 
 class Run:

@@ -769,3 +769,18 @@ def test_a_run_started_with_sighup_ignored_outlives_its_terminal(tmp_path: Path)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert RunStore.open(run).events()[-1]["kind"] == "run_finished"
+
+
+def test_progress_bars_whose_output_fills_the_disk_do_not_stop_the_run(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hil run p.yaml > log` with the log's disk full: writing the bars fails (ENOSPC); the run goes on without
+    them, instead of ending mid-step with an OSError traceback."""
+    full = open("/dev/full", "w")  # noqa: SIM115 -- every write that reaches it fails: no space left on device
+    monkeypatch.setattr(sys, "stdout", full)
+    try:
+        store = run_protocol(write_protocol(tmp_path, **SMALL), show_progress=True)
+    finally:
+        monkeypatch.undo()
+        with contextlib.suppress(OSError):
+            full.close()  # its last flush fails too
+    assert store.events()[-1]["kind"] == "run_finished"
