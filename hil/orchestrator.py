@@ -536,7 +536,8 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             check_from_run_twin(protocol, system, document)
             data = load_data(protocol, document)
             try:
-                created = RunStore.create(output_root or protocol.output.root, protocol.output.name or protocol.name)
+                root = Path(output_root or protocol.output.root).expanduser()  # ~/runs: the home's, not ./~/runs
+                created = RunStore.create(root, protocol.output.name or protocol.name)
             except ConfigError as error:
                 raise document.error(error.detail, ("output", "root")) from None
             created.write_text("protocol.yaml", yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))

@@ -784,3 +784,13 @@ def test_progress_bars_whose_output_fills_the_disk_do_not_stop_the_run(tmp_path:
         with contextlib.suppress(OSError):
             full.close()  # its last flush fails too
     assert store.events()[-1]["kind"] == "run_finished"
+
+
+def test_an_output_root_in_the_home_folder_is_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`output: {root: ~/runs}` puts runs in the home folder, not in a folder named ~ in the working directory (whose
+    path, printed as ~/runs/..., the shell would then read as the home's)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    store = run_protocol(write_protocol(tmp_path, **SMALL, output={"root": "~/runs"}), show_progress=False)
+    assert store.path.parent == tmp_path / "home" / "runs"
+    assert not (tmp_path / "~").exists()
