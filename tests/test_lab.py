@@ -325,7 +325,8 @@ def test_emulating_a_driver_without_an_emulator_names_those_with_one(tmp_path: P
      """)
     with pytest.raises(ConfigError, match=r"lab.yaml:2: instruments\.smu\.emulate: tests.test_lab:UnemulatedSmu has "
                                           r"no emulator \(drivers with one: keithley_2450, keysight_33500b\); give the "
-                                          r"instrument's resource instead$"):
+                                          r"instrument's resource instead, or name the driver's emulator on its class: "
+                                          r'emulator: ClassVar\[str\] = "module:Class"$'):
         Lab.load(path).build()
 
 
