@@ -180,6 +180,7 @@ def _emulate(args: argparse.Namespace) -> int:
 
     import yaml
 
+    from hil.config import yaml_value
     from hil.errors import ConfigError
     from hil.registry import instrument_class
     from simulators.emulators.server import serve
@@ -190,7 +191,7 @@ def _emulate(args: argparse.Namespace) -> int:
         if not equals or not key.isidentifier():
             raise ConfigError(f"emulator option {option!r} is not KEY=VALUE")
         try:
-            options[key] = yaml.safe_load(text)
+            options[key] = yaml_value(text)
         except yaml.YAMLError:
             raise ConfigError(f"{text!r} is not a YAML value (a number, text, true/false or null)",
                               field=key) from None

@@ -18,6 +18,31 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from hil.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, reading numbers in exponent notation as YAML 1.2 does: ``1e-3``, ``1.5e7`` and ``2E+6``
+    are floats, which YAML 1.1 (PyYAML) reads as text unless written with a point and a signed exponent."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML's safe dumper, quoting text that `_Loader` would read as a number (``"1e7"``)."""
+
+
+for _yaml in (_Loader, _Dumper):
+    _yaml.add_implicit_resolver("tag:yaml.org,2002:float",
+                                re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                list("-+0123456789."))
+
+
+def yaml_value(text: str) -> Any:
+    """One YAML value from ``text``, numbers read as in hil's files (`yaml.YAMLError` if it is not YAML)."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain values only
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as YAML that hil's files read back as the same values."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
 Location = tuple[str | int, ...]
 
 
@@ -103,7 +128,7 @@ class YamlDocument:
     @classmethod
     def parse(cls, text: str, source: str = "<string>") -> YamlDocument:
         try:
-            loader = yaml.SafeLoader(text)  # checks the characters: a control character is a ReaderError
+            loader = _Loader(text)  # checks the characters: a control character is a ReaderError
         except yaml.reader.ReaderError as error:
             line = text[:error.position].count("\n") + 1
             code = ord(error.character) if isinstance(error.character, str) else error.character

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from hil import state as state_io
+from hil.config import dump_yaml
 from hil.datasets import Dataset, MinMaxEncoder, StandardEncoder
 from hil.errors import ConfigError, HilError, handling
 from hil.lab import Lab
@@ -540,7 +540,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 created = RunStore.create(root, protocol.output.name or protocol.name)
             except ConfigError as error:
                 raise document.error(error.detail, ("output", "root")) from None
-            created.write_text("protocol.yaml", yaml.safe_dump(protocol.model_dump(mode="json"), sort_keys=False))
+            created.write_text("protocol.yaml", dump_yaml(protocol.model_dump(mode="json")))
             created.write_text("lab.yaml", Path(lab_path or protocol.lab).read_text(encoding="utf-8"))
         except BaseException:
             lab.close()  # stops the emulators the build started

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from drivers.keithley2450 import Keithley2450
+from hil.config import YamlDocument, dump_yaml
 from hil.errors import ConfigError, LimitError, Terminated, TransportError, terminate_on_signals
 from hil.instruments import SourceMeter
 from hil.lab import Lab, _signals_held
@@ -379,6 +380,29 @@ def test_yaml_merge_keys_and_anchors_work_in_a_lab_file(tmp_path: Path) -> None:
     """)
     with Lab.load(path) as lab:
         assert lab["camera"].capability == "camera" and lab["camera"].world is lab["slm"].world
+
+
+def test_numbers_in_exponent_notation_are_numbers_and_round_trip(tmp_path: Path) -> None:
+    """``1e5`` and ``1.5e7`` are floats, as in YAML 1.2 (PyYAML's YAML 1.1 reads them as text, which a setting got
+    as a string); text that looks like one is quoted when written, so a run's protocol.yaml reads back the same."""
+    path = write(tmp_path, """
+        worlds:
+          resistive: {kind: resistive_network}
+        instruments:
+          out: {driver: simulated_analog_output, world: resistive, limits: {voltage_v: {min: -2.5, max: 2.5}}}
+          in: {driver: simulated_analog_input, world: resistive}
+        systems:
+          network:
+            kind: resistive_network
+            instruments: {output: out, input: in}
+            settings: {sample_rate_hz: 1e5}
+    """)
+    with Lab.load(path) as lab:  # the setting as text was "'<=' not supported between 'float' and 'str'"
+        assert lab.systems["network"].sample_rate_hz == 1e5
+    assert YamlDocument.parse("a: 1.5e7\nb: -2E-3\nc: .5e+2\nd: 1e\ne: '1e7'\n").data == {
+        "a": 1.5e7, "b": -2e-3, "c": 50.0, "d": "1e", "e": "1e7"}
+    values = {"name": "1e7", "lr": 1e-05, "size": 15000000.0, "text": "1.5E+3"}
+    assert YamlDocument.parse(dump_yaml(values)).data == values
 
 
 WORLDS_OF_A_PLUGIN = '''

@@ -68,7 +68,7 @@ class PhysicalSystem(ABC):
     """Base of the physical systems; subclasses implement `_run` (one device call) and `physics_model`.
 
     ``instruments`` maps the system's roles (e.g. ``slm``, ``camera``) to connected instruments. A subclass's own
-    keyword arguments are its ``settings:`` in a lab file, passed as YAML reads them (``1e7`` is text): it checks
+    keyword arguments are its ``settings:`` in a lab file, passed as YAML reads them (``"1e7"`` is text): it checks
     their values itself, raising `ConfigError` with the setting as ``field`` (`check_setting_within` for one an
     instrument's limit bounds).
     """
