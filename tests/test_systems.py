@@ -45,6 +45,15 @@ def test_a_good_reading_passes_and_a_batch_beyond_max_batch_is_split() -> None:
     assert system.calls == 3  # 8 + 8 + 4
 
 
+@pytest.mark.parametrize("label", ["n_in", "n_out", "n_params", "max_batch"])
+@pytest.mark.parametrize("value", [True, 0, 2.0])
+def test_counts_that_are_not_positive_integers_are_refused(label: str, value) -> None:
+    """YAML's ``true`` is not a count: ``max_batch: true`` passed as 1 (a bool is an int) and failed later."""
+    counts = {"n_in": 2, "n_out": 3, "n_params": 1, "max_batch": 8, label: value}
+    with pytest.raises(ConfigError, match=f"^{label}: {label} must be a positive integer, got {value!r}$"):
+        PhysicalSystem.__init__(Misreading.__new__(Misreading), {}, x_bounds=(-1, 1), theta_bounds=(-1, 1), **counts)
+
+
 class Calibrated(PhysicsModel):
     """A model with one calibration parameter (2 values), a buffer and a plain attribute."""
 

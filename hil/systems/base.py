@@ -94,7 +94,7 @@ class PhysicalSystem(ABC):
                 raise ConfigError(f"system {self.name!r}: {role} must be {article} {capability.capability}, got "
                                   f"{type(instruments[role]).__name__}", field=f"instruments.{role}")
         for label, value in (("n_in", n_in), ("n_out", n_out), ("n_params", n_params), ("max_batch", max_batch)):
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # YAML's true is not a count
                 raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
         self.instruments = dict(instruments)
         self.n_in, self.n_out, self.n_params, self.max_batch = n_in, n_out, n_params, max_batch
