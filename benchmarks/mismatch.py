@@ -11,11 +11,14 @@ architecture four ways and reports test accuracy on the device:
 - ``ideal``: the same architecture trained (PAT, oracle twin) and tested on the ``ideal`` preset.
 
 Each run is a full protocol run through the orchestrator (collect, fit, train, evaluate), from the protocols in
-experiments/, with fewer epochs where ``--quick`` says so. Then it measures PAT's framework overhead per training
-step: the orchestrator's training loop against a minimal hand-written PAT loop over the same system and twin, in
-the same process, alternating, as a ratio of median times.
+experiments/, with their training epochs unless ``--epochs`` overrides them (for every variant alike). Then it
+measures PAT's framework overhead per training step: the orchestrator's training loop against a minimal
+hand-written PAT loop over the same system and twin, in the same process, alternating, as a ratio of median
+times.
 
-    .venv/bin/python benchmarks/mismatch.py [--seeds 3] [--systems optical crossbar oscillator] [--quick]
+    .venv/bin/python benchmarks/mismatch.py [--seeds 3] [--systems optical crossbar oscillator]
+                                            [--presets realistic harsh] [--epochs N] [--overhead-only]
+                                            [--overhead-repeats 5]
 """
 
 from __future__ import annotations
