@@ -1,0 +1,59 @@
+"""The benchmarks' arithmetic, with scripted timings (nothing here is timed)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    """A benchmark script as a module of its own name (``simulators`` would shadow the simulators package)."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeCrossbar:
+    kind = "crossbar"
+    n_in, n_params = 4, 8
+    x_bounds = theta_bounds = (-1.0, 1.0)
+    crossbar = SimpleNamespace(shape=(4, 4))
+
+    def __init__(self):
+        self.device_time_s = 0.0
+
+    def calibrate(self):
+        return {}
+
+    def forward(self, x, theta):
+        self.device_time_s += 0.25
+        return torch.zeros(len(x), 2)
+
+
+def test_simulator_ratios_are_throughput_over_the_kernels_throughput(monkeypatch):
+    simulators = load("simulators")
+    # per repeat, in the benchmark's order: the batch, each raw kernel, then `singles` one-row calls in one timing
+    script = {"batched": [2e-3, 9e-3, 2e-3], "matmul": [1e-3, 1e-3, 5e-3], "matmul+noise": [4e-3, 4e-3, 4e-3],
+              "single": [1e-3, 1e-3, 1e-3]}
+    order = iter([name for repeat in range(3) for name in ("batched", "matmul", "matmul+noise", "single")])
+
+    def seconds(call):
+        call()
+        name = next(order)
+        return script[name].pop(0) * (10 if name == "single" else 1)
+
+    monkeypatch.setattr(simulators, "seconds", seconds)
+    figures = simulators.measure(FakeCrossbar(), batch=100, repeats=3, singles=10)
+    assert figures["batched_per_s"] == pytest.approx(100 / 2e-3)  # the median batch time, not the mean
+    assert figures["single_per_s"] == pytest.approx(1 / 1e-3)  # per one-row call
+    assert figures["batching_gain"] == pytest.approx(100 / 2e-3 / 1e3)
+    assert figures["of matmul"] == pytest.approx(0.5)  # twice the matmul's time: half its throughput
+    assert figures["of matmul+noise"] == pytest.approx(2.0)
+    assert figures["device_s_per_call"] == pytest.approx(0.25)  # the modelled clock's, of one batched call
