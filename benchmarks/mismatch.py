@@ -118,12 +118,13 @@ def hand_written_pat_epoch(system, twin, theta, readout, x, y, batches, lr) -> N
 
 
 def overhead(base: Protocol, root: Path, repeats: int) -> dict[str, float]:
-    """Median time per training step: orchestrator (Run.train, one epoch, its checkpoint written) / hand-written
-    loop."""
+    """Median time per training step: orchestrator (Run.train, one epoch) / hand-written loop. ``ratio`` counts the
+    epoch's checkpoint until it is on disk; ``ratio_in_thread`` leaves its write to the background thread, as a run
+    on a bench overlaps it with the device's next steps (waited for, untimed, before the hand-written loop)."""
     protocol = variant_protocol(base, "pat_oracle", 0, 1)
     lab = lab_for(protocol, "realistic", 0)
     store = RunStore.create(root, "overhead")
-    framework, hand = [], []
+    framework, in_thread, hand = [], [], []
     with lab:
         run = Run(protocol, lab, store, show_progress=False)
         run.prepare()
@@ -138,16 +139,19 @@ def overhead(base: Protocol, root: Path, repeats: int) -> dict[str, float]:
             run.epoch, run.batch = 0, 0
             started = time.perf_counter()
             run.train()
+            returned = time.perf_counter()
             store.wait_for_checkpoint()  # the epoch's checkpoint is written in the background: the framework's work
             framework.append((time.perf_counter() - started) / len(batches))
+            in_thread.append((returned - started) / len(batches))
             started = time.perf_counter()
             hand_written_pat_epoch(run.system, run.twin, theta, readout, run.x_train, run.y_train, batches,
                                    protocol.training.lr)
             hand.append((time.perf_counter() - started) / len(batches))
     store.close()
-    framework, hand = framework[1:], hand[1:]
+    framework, in_thread, hand = framework[1:], in_thread[1:], hand[1:]
     return {"framework_s_per_step": statistics.median(framework), "hand_written_s_per_step": statistics.median(hand),
-            "ratio": statistics.median(framework) / statistics.median(hand)}
+            "ratio": statistics.median(framework) / statistics.median(hand),
+            "ratio_in_thread": statistics.median(in_thread) / statistics.median(hand)}
 
 
 def main() -> None:
@@ -192,10 +196,11 @@ def main() -> None:
             spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
             cells.append(f"{statistics.mean(accuracies):8.1f} ± {spread:4.1f}")
         print(f"{key:22s} " + " ".join(f"{c:>16s}" for c in cells))
-    print("\nPAT framework overhead per training step (orchestrator / hand-written loop, medians):")
+    print("\nPAT framework overhead per training step (orchestrator / hand-written loop, medians; in thread: the "
+          "checkpoint left to its background writer):")
     for system, o in results["overhead"].items():
         print(f"  {system:12s} {o['framework_s_per_step'] * 1e3:7.2f} ms / {o['hand_written_s_per_step'] * 1e3:7.2f} ms"
-              f" = {o['ratio']:.3f}")
+              f" = {o['ratio']:.3f} (in thread {o['ratio_in_thread']:.3f})")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
