@@ -628,14 +628,14 @@ class SourceMeter(Instrument):
     def configure(self, mode: SourceMode, compliance: float, nplc: float = 1.0) -> None:
         """Choose what to source, the compliance (A when sourcing voltage, V when sourcing current) and the
         integration time in power-line cycles. Changing the mode first ramps a live output to zero and switches
-        it off."""
+        it off; a live output at an unknown level is switched off before its level is set to zero."""
         self._require_connected()
         compliance_limit = "current_a" if self._limit_of(mode) == "voltage_v" else "voltage_v"
         compliance = abs(self._check(compliance_limit, compliance, "compliance"))
         if compliance == 0:
             raise LimitError(f"{self.name}: compliance must be non-zero")
         nplc = self._check("nplc", nplc)
-        if mode != self.mode:
+        if mode != self.mode or self.level is None:  # the level goes to 0: from an unknown one, with the output off
             if self.output_on is not False:
                 if self.mode is not None and self.level is not None:
                     self._ramp_to(0.0)

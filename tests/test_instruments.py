@@ -422,3 +422,18 @@ def test_a_mixin_listed_after_the_capability_is_refused_where_the_class_is_writt
     with pytest.raises(TypeError, match=r"list SimulatedInstrument before the capability class"):
         type("AcmeCrossbar", (CrossbarArray, SimulatedInstrument), {})
     type("AcmeSmu", (ScpiDriver, SourceMeter), {})  # the right order
+
+
+def test_configure_at_an_unknown_level_switches_a_live_output_off_before_zeroing_it() -> None:
+    """A failed step leaves a live output at an unknown level; configuring again (same mode) sets the level to 0,
+    which from an unknown level could be a jump of any size: the output goes off first, as in the safe state."""
+    zeroed = smu_protocol.configured_voltage()
+    zeroed.insert(5, (b":SOUR:VOLT 0", None))  # the 2450 driver zeroes an unknown level within configure
+    exchanges = [*SMU_LIVE, (b":SOUR:VOLT 0.5", None), SMU_ERROR, SMU_OK, (b":OUTP OFF", None), SMU_OK, *zeroed]
+    with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as k:
+        configured(k)
+        with pytest.raises(DeviceError, match="-222"):
+            k.set_level(1.0)
+        assert k.level is None and k.output_on is True
+        k.configure("voltage", 1e-3)
+        assert k.level == 0.0 and k.output_on is False
