@@ -332,9 +332,18 @@ class Lab:
             self._servers.pop().stop()
 
     def safe_state(self) -> None:
-        """Put every connected instrument in its safe state without closing (e.g. on an interlock)."""
+        """Put every connected instrument in its safe state without closing (e.g. on an interlock).
+
+        Every instrument is tried even if one fails; the first failure is raised at the end.
+        """
+        first_error: Exception | None = None
         for instrument in reversed(self._connected):
-            instrument.safe_state()
+            try:
+                instrument.safe_state()
+            except Exception as error:
+                first_error = first_error or error
+        if first_error is not None:
+            raise first_error
 
     def __enter__(self) -> Lab:
         return self.open()

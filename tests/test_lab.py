@@ -478,3 +478,28 @@ def test_settings_too_large_for_a_systems_arithmetic_are_located_not_a_traceback
     with pytest.raises(ConfigError, match=r"lab.yaml:10: systems\.s\.settings: a value is too large \(cannot convert "
                                           r"float infinity to integer\); give smaller settings"):
         lab.build()
+
+
+def test_lab_safe_state_reaches_every_instrument_when_one_fails(tmp_path: Path) -> None:
+    """An interlock's safe state goes on past an instrument that fails (its cable pulled), as close does."""
+    path = write(tmp_path, """
+        instruments:
+          awg:
+            driver: keysight_33500b
+            emulate: true
+            limits: {voltage_v: {min: -2.0, max: 2.0, max_step: 0.5}}
+          smu: {driver: keithley_2450, emulate: true, timeout_s: 0.5}
+    """)
+    lab = Lab.load(path)
+    with lab:
+        awg = emulators(lab)["Keysight33500BEmulator"]
+        lab["awg"].safe_state()
+        lab["awg"].set_voltage(1, 1.0)
+        lab["awg"].set_output(1, True)
+        next(s for s in lab._servers if type(s.emulator).__name__ == "Keithley2450Emulator").stop()  # cable pulled
+        with pytest.raises(TransportError, match=r"^smu"):
+            lab.safe_state()  # the smu, connected last, is tried first
+        assert awg.channels[1].output_on is False and awg.channels[1].offset_emf_v == 0.0
+        with pytest.raises(TransportError, match=r"^smu"):
+            lab.close()
+    assert not lab["awg"].connected and not lab["smu"].connected and lab._servers == []
