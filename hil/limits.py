@@ -27,7 +27,9 @@ MAX_RAMP_STEPS = 10_000
 
 def as_numbers(values: Any, what: str) -> np.ndarray:
     """``values`` as a float64 numpy array; what cannot be one (text, an integer beyond the float range, a ragged
-    list) is a `LimitError` naming ``what``."""
+    list) is a `LimitError` naming ``what``. A torch tensor is read as it is, whether it requires grad or not."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
     try:
         return np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError, OverflowError) as error:

@@ -437,3 +437,13 @@ def test_configure_at_an_unknown_level_switches_a_live_output_off_before_zeroing
         assert k.level is None and k.output_on is True
         k.configure("voltage", 1e-3)
         assert k.level == 0.0 and k.output_on is False
+
+
+def test_a_waveform_or_sweep_given_as_a_tensor_that_requires_grad_is_read_as_its_values(
+        analog_output: SimulatedAnalogOutput) -> None:
+    """A model's output (a tensor in an autograd graph) is checked and loaded, not a RuntimeError from numpy."""
+    samples = torch.linspace(0.0, 0.4, 8, requires_grad=True) * 1.0
+    analog_output.load_waveform(1, samples, 1e3)
+    assert analog_output.waveform_samples == {1: 8} and analog_output.level_v[1] == 0.0
+    with pytest.raises(LimitError, match=r"^out channel 1 waveform\[6\]: 2\.4 V is outside"):
+        analog_output.load_waveform(1, samples * 7, 1e3)
