@@ -31,9 +31,12 @@ def as_numbers(values: Any, what: str) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu()
     try:
-        return np.asarray(values, dtype=np.float64)
+        array = np.asarray(values)
+        if array.dtype.kind != "c":  # numpy would drop the imaginary part with a warning
+            return array.astype(np.float64, copy=False)
     except (TypeError, ValueError, OverflowError) as error:
         raise LimitError(f"{what}: not numbers ({error})") from None
+    raise LimitError(f"{what}: complex numbers refused; give real values")
 
 
 def first_outside(values: torch.Tensor, low: float, high: float) -> tuple[tuple[int, ...], float] | None:
@@ -109,6 +112,8 @@ class Limit:
         The error names the first offending index and its value.
         """
         if isinstance(values, torch.Tensor):
+            if values.is_complex():
+                raise LimitError(f"{what}: complex numbers refused; give real values")
             found = first_outside(values, self.min, self.max)
             if found is not None:
                 index, value = found

@@ -447,3 +447,18 @@ def test_a_waveform_or_sweep_given_as_a_tensor_that_requires_grad_is_read_as_its
     assert analog_output.waveform_samples == {1: 8} and analog_output.level_v[1] == 0.0
     with pytest.raises(LimitError, match=r"^out channel 1 waveform\[6\]: 2\.4 V is outside"):
         analog_output.load_waveform(1, samples * 7, 1e3)
+
+
+def test_complex_values_are_refused_not_taken_for_their_real_part(analog_output: SimulatedAnalogOutput,
+                                                                  slm: SimulatedSLM,
+                                                                  crossbar: SimulatedCrossbar) -> None:
+    """A field exp(iφ) given for a phase, or a complex waveform, is a mistake: numpy would keep only its real part."""
+    field = np.exp(1j * np.full(slm.shape, 0.5))
+    for pattern in (field, torch.tensor(field)):
+        with pytest.raises(LimitError, match=r"^slm.*complex numbers refused"):
+            slm.show(pattern)
+    with pytest.raises(LimitError, match=r"^out: channel 1 waveform: complex numbers refused"):
+        analog_output.load_waveform(1, np.full(8, 0.1 + 0.5j), 1e3)
+    assert analog_output.waveform_samples == {}
+    with pytest.raises(LimitError, match=r"^xbar.*complex numbers refused"):
+        crossbar.read(np.full((1, crossbar.shape[0]), 0.05 + 0.05j))
