@@ -461,10 +461,10 @@ class AnalogOutput(Instrument):
     def _safe_state_hw(self) -> None:
         """Ramp every channel to 0 V and switch it off; a channel at an unknown level is switched off first.
 
-        A channel goes off even if its ramp fails. Every channel is tried even if one fails; the first failure is
-        raised afterwards.
+        A channel goes off even if its ramp fails. Every channel is tried even if one fails or is interrupted
+        (Ctrl-C); the first failure is raised afterwards.
         """
-        first_error: Exception | None = None
+        first_error: BaseException | None = None
         for channel in range(1, self.n_channels + 1):
             try:
                 if self.level_v.get(channel) is None:
@@ -476,7 +476,7 @@ class AnalogOutput(Instrument):
                         self.set_voltage(channel, 0.0)
                     finally:
                         self.set_output(channel, False)
-            except Exception as error:
+            except BaseException as error:
                 first_error = first_error or error
         if first_error is not None:
             raise first_error

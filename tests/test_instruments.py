@@ -24,6 +24,7 @@ from hil.transport import VisaTransport
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
 from simulators.crossbar import MemristorCrossbar, SimulatedCrossbar
 from simulators.emulators.keithley2450 import Keithley2450Emulator
+from simulators.emulators.keysight_33500b import Keysight33500BEmulator
 from simulators.emulators.server import TcpServer
 from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM
 from simulators.oscillator import OscillatorNetwork
@@ -462,3 +463,33 @@ def test_complex_values_are_refused_not_taken_for_their_real_part(analog_output:
     assert analog_output.waveform_samples == {}
     with pytest.raises(LimitError, match=r"^xbar.*complex numbers refused"):
         crossbar.read(np.full((1, crossbar.shape[0]), 0.05 + 0.05j))
+
+
+class CtrlCWhenArmed(VirtualClock):
+    """A clock whose next sleep, once armed, is interrupted as by Ctrl-C."""
+
+    armed = False
+
+    def sleep(self, seconds: float) -> None:
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        super().sleep(seconds)
+
+
+def test_ctrl_c_during_one_channels_ramp_down_still_leaves_the_other_channel_safe() -> None:
+    emulator, clock = Keysight33500BEmulator(), CtrlCWhenArmed()
+    with TcpServer(emulator) as server, \
+            Keysight33500B(VisaTransport(server.resource, timeout_s=2.0), name="awg", clock=clock,
+                           limits={"voltage_v": {"min": -2, "max": 2, "max_step": 0.5, "ramp_rate": 1.0}}) as inst:
+        inst.safe_state()  # at power-on the channels play sines: no DC level to ramp from
+        for channel in (1, 2):
+            inst.set_voltage(channel, 1.5)
+            inst.set_output(channel, True)
+        clock.armed = True
+        with pytest.raises(KeyboardInterrupt):
+            inst.safe_state()
+        channels = emulator.channels
+        assert not channels[1].output_on and channels[1].offset_v == 1.0  # off where the interrupted ramp was
+        assert not channels[2].output_on and channels[2].offset_v == 0.0  # reached its safe state all the same
+        assert inst.level_v == {1: 1.0, 2: 0.0} and inst.output_on == {1: False, 2: False}
