@@ -141,6 +141,12 @@ class Instrument(ABC):
     def _check_array(self, limit: str, values: Any, quantity: str | None = None) -> Any:
         return self.limits[limit].check_array(values, self._what(quantity or limit))
 
+    def _check_switch(self, enabled: bool) -> bool:
+        """``enabled`` as a bool; anything but True or False (e.g. the text "off", which is truthy) is refused."""
+        if not isinstance(enabled, bool | np.bool_):
+            raise LimitError(f"{self.name}: an output is switched with True (on) or False (off), got {enabled!r}")
+        return bool(enabled)
+
     def _check_channel(self, channel: int, n_channels: int) -> int:
         if isinstance(channel, bool) or not isinstance(channel, int | np.integer) or not 1 <= channel <= n_channels:
             raise LimitError(f"{self.name}: channel {channel!r} does not exist; channels are 1..{n_channels}")
@@ -405,6 +411,7 @@ class AnalogOutput(Instrument):
         """Switch a channel's output relay on or off; not on while its known level lies outside the limits."""
         self._require_connected()
         channel = self._check_channel(channel, self.n_channels)
+        enabled = self._check_switch(enabled)
         if enabled:
             self._require_level_within("voltage_v", self.level_v.get(channel), f"channel {channel}",
                                        "set a voltage within it")
@@ -667,6 +674,7 @@ class SourceMeter(Instrument):
     def set_output(self, enabled: bool) -> None:
         """Switch the output relay on (only once configured: the compliance must be known, and the level within the
         limits) or off."""
+        enabled = self._check_switch(enabled)
         if enabled:
             self._require_configured()
             self._require_level_within(self._limit_of(self.mode), self.level,  # type: ignore[arg-type]

@@ -493,3 +493,18 @@ def test_ctrl_c_during_one_channels_ramp_down_still_leaves_the_other_channel_saf
         assert not channels[1].output_on and channels[1].offset_v == 1.0  # off where the interrupted ramp was
         assert not channels[2].output_on and channels[2].offset_v == 0.0  # reached its safe state all the same
         assert inst.level_v == {1: 1.0, 2: 0.0} and inst.output_on == {1: False, 2: False}
+
+
+@pytest.mark.parametrize("enabled", ["off", "False", 0, 1, None, 1.0])
+def test_an_output_is_switched_only_by_true_or_false(analog_output: SimulatedAnalogOutput, enabled: object) -> None:
+    """The text "off" is truthy: taken as a switch, it put the output on."""
+    with pytest.raises(LimitError, match=r"^out: an output is switched with True \(on\) or False \(off\)"):
+        analog_output.set_output(1, enabled)  # type: ignore[arg-type]
+    assert analog_output.output_on == {1: False}
+    with expected_protocol(smu(), SMU_CONFIGURED) as k:
+        configured(k, output=False)
+        with pytest.raises(LimitError, match=r"switched with True \(on\) or False \(off\)"):
+            k.set_output(enabled)  # type: ignore[arg-type]
+        assert k.output_on is False
+    analog_output.set_output(1, np.bool_(True))
+    assert analog_output.output_on == {1: True}
