@@ -369,7 +369,8 @@ class AnalogOutput(Instrument):
     unknown level is refused. ``load_waveform`` checks every sample; ``play`` starts loaded waveforms once. A
     loaded waveform holds its channel at its first sample before and after each play (its level, as a DC level
     is); a live channel further than ``max_step`` from that sample is ramped there before the waveform is loaded.
-    Within a waveform the samples are the caller's: ``max_step`` does not apply between them.
+    A DC level (`set_voltage`, the safe state) replaces the loaded waveform. Within a waveform the samples are
+    the caller's: ``max_step`` does not apply between them.
     """
 
     capability = "analog output"
@@ -399,6 +400,7 @@ class AnalogOutput(Instrument):
         limit = self.limits["voltage_v"]
         steps = limit.ramp(self.level_v.get(channel), voltage_v, self._what(f"channel {channel} voltage"))
         previous = self.level_v.get(channel)
+        self.waveform_samples.pop(channel, None)  # a DC level replaces a loaded waveform
         for value in steps:
             self.level_v[channel] = None  # unknown until the instrument has taken the new value
             self._set_level_hw(channel, value)
@@ -476,6 +478,7 @@ class AnalogOutput(Instrument):
             try:
                 if self.level_v.get(channel) is None:
                     self.set_output(channel, False)
+                    self.waveform_samples.pop(channel, None)
                     self._set_level_hw(channel, 0.0)
                     self.level_v[channel] = 0.0
                 else:

@@ -28,6 +28,7 @@ from simulators.emulators.keysight_33500b import Keysight33500BEmulator
 from simulators.emulators.server import TcpServer
 from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM
 from simulators.oscillator import OscillatorNetwork
+from simulators.resistive import ResistiveNetwork
 from tests.drivers import test_keithley2450 as smu_protocol
 from tests.drivers import test_keysight_33500b as awg_protocol
 
@@ -508,3 +509,28 @@ def test_an_output_is_switched_only_by_true_or_false(analog_output: SimulatedAna
         assert k.output_on is False
     analog_output.set_output(1, np.bool_(True))
     assert analog_output.output_on == {1: True}
+
+
+def test_a_dc_level_replaces_the_loaded_waveform(analog_output: SimulatedAnalogOutput) -> None:
+    """After set_voltage (or the safe state) the channel holds a DC level: playing the old waveform would jump from
+    it to the waveform's first sample, and the simulator no longer has it (a KeyError from play)."""
+    for replace in (lambda: analog_output.set_voltage(1, 0.0), analog_output.safe_state):
+        analog_output.load_waveform(1, np.full(8, 0.3), 1e3)
+        assert analog_output.waveform_samples == {1: 8}
+        replace()
+        assert analog_output.waveform_samples == {} and analog_output.level_v[1] == 0.0
+        with pytest.raises(DeviceError, match="no waveform loaded"):
+            analog_output.play()
+
+
+def test_the_safe_state_of_a_channel_at_an_unknown_level_replaces_its_loaded_waveform() -> None:
+    with SimulatedAnalogOutput(ResistiveNetwork(seed=0), name="out") as output:
+        output.load_waveform(1, np.full(8, 0.3), 1e3)
+        output.load_waveform(2, np.full(9, 0.3), 1e3)
+        with pytest.raises(DeviceError, match="share length"):
+            output.play([1, 2])
+        assert output.level_v[1] is None and output.level_v[2] is None
+        output.safe_state()
+        assert output.waveform_samples == {} and output.level_v[1] == output.level_v[2] == 0.0
+        with pytest.raises(DeviceError, match="no waveform loaded"):
+            output.play([1])
