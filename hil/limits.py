@@ -103,6 +103,11 @@ class Limit:
         if not math.isfinite(number):
             raise LimitError(f"{what}: {number} refused; allowed {self.describe()}")
         if not self.min <= number <= self.max:
+            bound = self.max if number > self.max else self.min
+            if f"{number:g}" == f"{bound:g}":  # e.g. float32(0.1) above a limit of 0.1: say by how much, and why
+                raise LimitError(f"{what}: {number!r} {self.unit} is outside {self.describe()} by "
+                                 f"{abs(number - bound):.3g} {self.unit}; float32 values round past limits they were "
+                                 "meant to meet: give float64 values, or keep clear of the limit")
             raise LimitError(f"{what}: {number:g} {self.unit} is outside {self.describe()}")
         return number
 

@@ -534,3 +534,15 @@ def test_the_safe_state_of_a_channel_at_an_unknown_level_replaces_its_loaded_wav
         assert output.waveform_samples == {} and output.level_v[1] == output.level_v[2] == 0.0
         with pytest.raises(DeviceError, match="no waveform loaded"):
             output.play([1])
+
+
+def test_a_value_refused_by_a_rounding_hair_says_by_how_much(crossbar: SimulatedCrossbar, slm: SimulatedSLM) -> None:
+    """float32(0.1) lies 1.5e-9 above a limit of 0.1: '0.1 V is outside -0.1..0.1 V' contradicted itself."""
+    with pytest.raises(LimitError, match=r"^xbar read voltage\[0, 0\]: 0\.10000000149011612 V is outside "
+                                         r"-0\.1\.\.0\.1 V by 1\.49e-09 V; float32 values round past limits"):
+        crossbar.read(np.full((1, crossbar.shape[0]), 0.1, dtype=np.float32))
+    with pytest.raises(LimitError, match=r"^slm pattern phase\[0, 0\]: 6\.2831854820251465 rad is outside "
+                                         r"0\.\.6\.28319 rad by 1\.75e-07 rad; float32 values"):
+        slm.show(np.full(slm.shape, 2 * math.pi, dtype=np.float32))
+    with pytest.raises(LimitError, match=r"^xbar read voltage\[0, 0\]: 0\.2 V is outside -0\.1\.\.0\.1 V$"):
+        crossbar.read(np.full((1, crossbar.shape[0]), 0.2))  # a plain miss reads as before
