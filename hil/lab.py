@@ -296,7 +296,11 @@ class Lab:
         self.build()
         try:
             for name, instrument in self.instruments.items():
-                if instrument.connected or (only is not None and name not in only):
+                if instrument.connected:  # e.g. by the caller, before open: the lab closes it all the same
+                    if instrument not in self._connected:
+                        self._connected.append(instrument)
+                    continue
+                if only is not None and name not in only:
                     continue
                 try:
                     instrument.connect()

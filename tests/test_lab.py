@@ -503,3 +503,17 @@ def test_lab_safe_state_reaches_every_instrument_when_one_fails(tmp_path: Path) 
         with pytest.raises(TransportError, match=r"^smu"):
             lab.close()
     assert not lab["awg"].connected and not lab["smu"].connected and lab._servers == []
+
+
+def test_an_instrument_connected_before_open_is_left_safe_and_closed_by_the_lab() -> None:
+    """open() passed over an instrument already connected, so close() left it live, and stopped its emulator."""
+    lab = Lab.load(REPO / "lab.yaml")
+    lab.build()
+    lab["awg"].connect()
+    with lab:
+        awg = emulators(lab)["Keysight33500BEmulator"]
+        lab["awg"].safe_state()
+        lab["awg"].set_voltage(1, 1.0)
+        lab["awg"].set_output(1, True)
+    assert not lab["awg"].connected and lab._servers == []
+    assert awg.channels[1].output_on is False and awg.channels[1].offset_emf_v == 0.0
