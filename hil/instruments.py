@@ -320,7 +320,8 @@ class Camera(Instrument):
     def capture(self, n_frames: int = 1) -> Frames:
         """Capture ``n_frames`` frames; raises `DeviceError` if the frame counter shows a dropped frame."""
         self._require_connected()
-        if not isinstance(n_frames, int | np.integer) or not 1 <= n_frames <= self.max_frames:
+        if isinstance(n_frames, bool) or not isinstance(n_frames, int | np.integer) \
+                or not 1 <= n_frames <= self.max_frames:
             raise LimitError(f"{self.name}: n_frames must be an integer in 1..{self.max_frames}, got {n_frames!r}")
         if self.exposure_s is None:
             raise DeviceError(f"{self.name}: exposure unknown; call set_exposure() before capture()")
@@ -546,7 +547,8 @@ class AnalogInput(Instrument):
     def arm(self, n_samples: int, sample_rate_hz: float) -> None:
         """Prepare a record of ``n_samples`` per channel at ``sample_rate_hz``, started by the next trigger."""
         self._require_connected()
-        if not isinstance(n_samples, int | np.integer) or not 1 <= n_samples <= self.max_samples:
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) \
+                or not 1 <= n_samples <= self.max_samples:
             raise LimitError(f"{self.name}: n_samples must be an integer in 1..{self.max_samples}, "
                              f"got {n_samples!r}")
         rate = self._check("sample_rate_hz", sample_rate_hz)

@@ -546,3 +546,12 @@ def test_a_value_refused_by_a_rounding_hair_says_by_how_much(crossbar: Simulated
         slm.show(np.full(slm.shape, 2 * math.pi, dtype=np.float32))
     with pytest.raises(LimitError, match=r"^xbar read voltage\[0, 0\]: 0\.2 V is outside -0\.1\.\.0\.1 V$"):
         crossbar.read(np.full((1, crossbar.shape[0]), 0.2))  # a plain miss reads as before
+
+
+def test_true_is_not_a_count_of_frames_or_samples(camera: SimulatedCamera, analog_input: SimulatedAnalogInput) -> None:
+    """True is an int to Python, as with channels: refused, not taken as one frame or one sample."""
+    camera.set_exposure(1e-3)
+    with pytest.raises(LimitError, match="n_frames must be an integer"):
+        camera.capture(True)  # type: ignore[arg-type]
+    with pytest.raises(LimitError, match="n_samples must be an integer"):
+        analog_input.arm(True, 1e3)  # type: ignore[arg-type]
