@@ -14,7 +14,6 @@ at once. Every instrument goes to its safe state on the way out, whatever happen
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import shutil
 import signal
@@ -187,13 +186,13 @@ class Run:
                     system.device_state_lost()
 
     def checkpoint(self) -> None:
-        """Save everything that decides what happens next (copies: the store writes in the background)."""
-        learned = copy.deepcopy({
+        """Save everything that decides what happens next (the store serialises it at once)."""
+        learned = {
             "completed": self.completed, "epoch": self.epoch, "batch": self.batch, "history": self.history,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(), "twin": self.twin.state_dict() if self.twin is not None else None,
             "twin_spec": self.twin.spec if self.twin is not None else None,
-        })
+        }
         self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(),
                                     "torch_threads": torch.get_num_threads(), "bench": self._bench_state(),
                                     "wall_s": self.wall_s(), "file_digests": {**self.run_files, **self.store.digests}})

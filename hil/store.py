@@ -249,16 +249,19 @@ class RunStore:
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
-        """Replace the checkpoint atomically, in the background; it records the event sequence number it
-        belongs to. ``state`` must not change afterwards (give copies). The device keeps working while the disk
-        writes; a crash during the write leaves the previous checkpoint in place."""
+        """Replace the checkpoint atomically; it records the event sequence number it belongs to. ``state`` is
+        serialised at once (it may change afterwards) and written in the background: the device keeps working while
+        the disk writes, and a crash during the write leaves the previous checkpoint in place."""
         self.wait_for_checkpoint()
-        record = {**state, "next_seq": self.next_seq}
+        buffer = io.BytesIO()
+        try:
+            torch.save({**state, "next_seq": self.next_seq}, buffer)
+        except Exception as error:
+            raise HilError(f"{self.path / CHECKPOINT}: writing the checkpoint failed: {error}") from error
+        payload = buffer.getvalue()
 
-        def write() -> None:
-            buffer = io.BytesIO()
-            torch.save(record, buffer)
-            _atomic_write(self.path / CHECKPOINT, seal_checkpoint(buffer.getvalue()))
+        def write() -> None:  # hashing and file I/O: the training thread keeps the interpreter meanwhile
+            _atomic_write(self.path / CHECKPOINT, seal_checkpoint(payload))
 
         self._writer = threading.Thread(target=self._guarded, args=(write,), name="checkpoint-writer", daemon=True)
         self._writer.start()
