@@ -367,6 +367,7 @@ class Run:
     def train(self) -> None:
         training = self.protocol.training
         self.method.begin(self.model)
+        parameters = [p.detach() for p in self.model.parameters()]  # checked after every step
         with self._bar("training", training.epochs, completed=self.epoch) as advance:
             while self.epoch < training.epochs:
                 batches = self._batches(self.epoch)
@@ -381,7 +382,7 @@ class Run:
                                                      self.optimizer)
                     self.batch += 1
                     self.store.event("batch", epoch=self.epoch, batch=self.batch, **figures)
-                    if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+                    if not bool(torch.isfinite(torch.cat([p.reshape(-1) for p in parameters])).all()):
                         raise HilError(f"training diverged at epoch {self.epoch + 1}, batch {self.batch}: the model's "
                                        "parameters are no longer finite (NaN or infinite); start a new run with lower "
                                        "learning rates (training.lr, training.physical_lr, or one in method.settings)")
