@@ -83,6 +83,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
             raise
 
 
+def _keep_aside(path: Path) -> Path:
+    """Rename ``path`` to the first free ``<stem>.discarded<suffix>``, ``<stem>.discarded-2<suffix>``, …"""
+    number = 1
+    while True:
+        aside = path.with_name(f"{path.stem}.discarded{'' if number == 1 else f'-{number}'}{path.suffix}")
+        if not aside.exists():
+            os.replace(path, aside)
+            return aside
+        number += 1
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.tolist()
@@ -218,7 +229,11 @@ class RunStore:
         return json.loads((self.path / relative).read_text(encoding="utf-8"))
 
     def save_arrays(self, relative: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> Path:
-        """Write named arrays (and scalar attributes) as one HDF5 file, atomically."""
+        """Write named arrays (and scalar attributes) as one HDF5 file, atomically. A file there that this run has
+        not written (``digests``), i.e. one an attempt wrote after its last checkpoint before it was killed, is
+        kept aside as ``<name>.discarded[-n].h5``, not overwritten: on a bench it holds a measurement."""
+        if relative not in self.digests and (self.path / relative).is_file():
+            _keep_aside(self.path / relative)
         buffer = io.BytesIO()
         with h5py.File(buffer, "w") as handle:
             for name, array in arrays.items():

@@ -389,3 +389,23 @@ def test_list_runs_newest_first_with_the_status_of_their_last_end(tmp_path) -> N
     runs = list_runs(tmp_path)
     assert [(r["protocol"], r["status"]) for r in runs] == [("c", "interrupted"), ("b", "interrupted"),
                                                              ("a", "finished")]
+
+
+def test_data_an_attempt_wrote_after_its_last_checkpoint_is_kept_aside_not_overwritten(tmp_path) -> None:
+    """A run killed after writing its twin data but before the checkpoint that records it redoes the collection when
+    resumed: on a bench that is a second measurement, so the first is kept (``.discarded``), not overwritten. A file
+    the run itself wrote is replaced as before."""
+    store = RunStore.create(tmp_path, "r")
+    store.save_arrays("data/twin_data.h5", {"x": torch.ones(3)})
+    store.close()
+    for attempt in (2.0, 3.0):  # two resumed attempts, neither of which checkpointed the file
+        resumed = RunStore.open(store.path)
+        resumed.save_arrays("data/twin_data.h5", {"x": torch.full((3,), attempt)})
+        resumed.close()
+    resumed = RunStore.open(store.path)
+    resumed.digests["data/twin_data.h5"] = "recorded by the checkpoint resumed from"
+    resumed.save_arrays("data/twin_data.h5", {"x": torch.full((3,), 4.0)})
+    kept = {name: float(resumed.load_arrays(f"data/{name}")[0]["x"][0])
+            for name in ("twin_data.h5", "twin_data.discarded.h5", "twin_data.discarded-2.h5")}
+    assert kept == {"twin_data.h5": 4.0, "twin_data.discarded.h5": 1.0, "twin_data.discarded-2.h5": 2.0}
+    resumed.close()
