@@ -741,22 +741,6 @@ def test_a_run_whose_starting_files_the_disk_refuses_leaves_no_folder_that_canno
     assert run_protocol(protocol, show_progress=False).events()[-1]["kind"] == "run_finished"
 
 
-def test_progress_bars_whose_output_closes_do_not_stop_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`hil run p.yaml | head -1`: the reader quits, and writing the bars fails (a broken pipe); the run goes on
-    without them, instead of ending mid-step with no message (rich exits the process on a broken pipe)."""
-    reader, writer = os.pipe()
-    os.close(reader)
-    closed = open(writer, "w")  # noqa: SIM115 -- closed below, where its last flush fails
-    monkeypatch.setattr(sys, "stdout", closed)
-    try:
-        store = run_protocol(write_protocol(tmp_path, **SMALL), show_progress=True)
-    finally:
-        monkeypatch.undo()
-        with contextlib.suppress(BrokenPipeError):
-            closed.close()
-    assert store.events()[-1]["kind"] == "run_finished"
-
-
 def test_a_run_started_with_sighup_ignored_outlives_its_terminal(tmp_path: Path) -> None:
     """`nohup hil run p.yaml &`: nohup ignores SIGHUP so that closing the terminal leaves the run going; hil keeps it
     ignored rather than stopping at once as it does for a terminal's SIGHUP otherwise."""
@@ -771,18 +755,28 @@ def test_a_run_started_with_sighup_ignored_outlives_its_terminal(tmp_path: Path)
     assert RunStore.open(run).events()[-1]["kind"] == "run_finished"
 
 
-def test_progress_bars_whose_output_fills_the_disk_do_not_stop_the_run(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """`hil run p.yaml > log` with the log's disk full: writing the bars fails (ENOSPC); the run goes on without
-    them, instead of ending mid-step with an OSError traceback."""
-    full = open("/dev/full", "w")  # noqa: SIM115 -- every write that reaches it fails: no space left on device
-    monkeypatch.setattr(sys, "stdout", full)
+def _closed_pipe():
+    """A writer whose reader has quit (`hil run p.yaml | head -1`): every write fails with a broken pipe."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    return open(writer, "w")  # closed by the test, where its last flush fails
+
+
+@pytest.mark.parametrize(("output", "last_flush_fails_with"), [
+    (_closed_pipe, BrokenPipeError),  # rich exited the process: the run ended mid-step with no message
+    (lambda: open("/dev/full", "w"), OSError),  # noqa: SIM115 -- `> log` on a full disk: an OSError traceback
+])
+def test_progress_bars_whose_output_fails_do_not_stop_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             output, last_flush_fails_with) -> None:
+    """Writing the bars fails (a reader that quit, a full disk); the run goes on without them."""
+    stream = output()
+    monkeypatch.setattr(sys, "stdout", stream)
     try:
         store = run_protocol(write_protocol(tmp_path, **SMALL), show_progress=True)
     finally:
         monkeypatch.undo()
-        with contextlib.suppress(OSError):
-            full.close()  # its last flush fails too
+        with contextlib.suppress(last_flush_fails_with):
+            stream.close()
     assert store.events()[-1]["kind"] == "run_finished"
 
 
