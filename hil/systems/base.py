@@ -29,6 +29,13 @@ from hil.limits import first_outside
 T = TypeVar("T")
 
 
+def is_count(value: Any, largest: int | None = None) -> bool:
+    """Whether a setting is a whole number of at least 1 (and at most ``largest``): YAML's true, which Python takes
+    for the integer 1, is not one."""
+    return (not isinstance(value, bool) and isinstance(value, int) and value >= 1
+            and (largest is None or value <= largest))
+
+
 def check_setting_within(label: str, value: float, instrument: Instrument, limit: str) -> None:
     """Refuse a system setting (``label``) that lies outside one of an instrument's limits, before any call would
     be refused for it: a `ConfigError` naming the setting, the instrument and its limit."""
@@ -94,7 +101,7 @@ class PhysicalSystem(ABC):
                 raise ConfigError(f"system {self.name!r}: {role} must be {article} {capability.capability}, got "
                                   f"{type(instruments[role]).__name__}", field=f"instruments.{role}")
         for label, value in (("n_in", n_in), ("n_out", n_out), ("n_params", n_params), ("max_batch", max_batch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # YAML's true is not a count
+            if not is_count(value):
                 raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
         self.instruments = dict(instruments)
         self.n_in, self.n_out, self.n_params, self.max_batch = n_in, n_out, n_params, max_batch

@@ -30,7 +30,7 @@ from hil.physics.crossbar import (
     quantise_levels,
     target_conductances,
 )
-from hil.systems.base import PhysicalSystem, PhysicsModel
+from hil.systems.base import PhysicalSystem, PhysicsModel, is_count
 
 
 class CrossbarModel(PhysicsModel):
@@ -173,5 +173,5 @@ class CrossbarSystem(PhysicalSystem):
 
 
 def _check_count(label: str, value: Any, largest: int, why: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= largest:
+    if not is_count(value, largest):
         raise ConfigError(f"{value!r} is outside 1..{largest} ({why})", field=label)

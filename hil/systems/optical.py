@@ -53,7 +53,7 @@ from hil.physics.optics import (
     window_pixels,
     wrap_drive,
 )
-from hil.systems.base import PhysicalSystem, PhysicsModel
+from hil.systems.base import PhysicalSystem, PhysicsModel, is_count
 
 #: Fixed seed of the probe patterns `calibrate` sets the working exposure on.
 PROBE_SEED = 1288
@@ -169,7 +169,7 @@ class SLMCameraSystem(PhysicalSystem):
         the longest sequence both the SLM and the camera take)."""
         slm, camera = instruments.get("slm"), instruments.get("camera")
         largest = min(getattr(slm, "max_sequence", 1), getattr(camera, "max_frames", 1))
-        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+        if max_batch is not None and not is_count(max_batch):
             raise ConfigError(f"max_batch must be a positive integer, or null for the longest sequence ({largest}); "
                               f"got {max_batch!r}", field="max_batch")
         if waist_px is not None and (isinstance(waist_px, bool) or not isinstance(waist_px, int | float)
@@ -184,7 +184,7 @@ class SLMCameraSystem(PhysicalSystem):
             raise ConfigError(f"x_phase_rad {x_phase_rad:g} rad must be in (0, 2π]: x ∈ [0, 1] becomes a phase of "
                               "the SLM's range", field="x_phase_rad")
         self.x_phase_rad = float(x_phase_rad)
-        if isinstance(reference_repeats, bool) or not isinstance(reference_repeats, int) or reference_repeats < 1:
+        if not is_count(reference_repeats):
             raise ConfigError(f"reference_repeats must be a positive integer, got {reference_repeats!r}",
                               field="reference_repeats")
         self.reference_repeats = reference_repeats
@@ -343,7 +343,7 @@ class OpticalSystem(SLMCameraSystem):
             raise ConfigError(f"camera {camera_shape} is larger than the Fourier plane ({fft_size} samples)",
                               field="fft_size")
         self.camera_shape: tuple[int, int] = camera_shape  # type: ignore[assignment]
-        if isinstance(roi_px, bool) or not isinstance(roi_px, int) or roi_px < 1:
+        if not is_count(roi_px):
             raise ConfigError(f"roi_px must be a whole number of pixels, at least 1; got {roi_px!r}", field="roi_px")
         if not isinstance(roi_radius_px, int | float) or not 0 <= roi_radius_px < math.inf:
             raise ConfigError(f"roi_radius_px must be a finite distance ≥ 0 px; got {roi_radius_px!r}",

@@ -33,7 +33,7 @@ from torch import nn
 from hil.errors import ConfigError
 from hil.instruments import AnalogInput, AnalogOutput, Instrument
 from hil.physics import oscillator as physics
-from hil.systems.base import PhysicalSystem, PhysicsModel, check_setting_within
+from hil.systems.base import PhysicalSystem, PhysicsModel, check_setting_within, is_count
 
 #: Added to the mean square (V²) before the square root, in `_run` and in the model alike.
 RMS_FLOOR_V2 = 1e-12
@@ -177,7 +177,7 @@ class OscillatorSystem(PhysicalSystem):
                 raise ConfigError(f"one record of {self.row_samples} samples exceeds the instruments' memory "
                                   f"({min(output.waveform_points[1], inp.max_samples)} samples)", field="gap_s")
         if max_batch is not None:
-            if not isinstance(max_batch, int) or max_batch < 1:
+            if not is_count(max_batch):
                 raise ConfigError(f"max_batch must be a positive integer, got {max_batch!r}", field="max_batch")
             limit = min(limit, max_batch)
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_windows * len(sensed), n_params=n_params,

@@ -36,7 +36,7 @@ from torch import nn
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.instruments import AnalogInput, AnalogOutput, Instrument
 from hil.physics import resistive as physics
-from hil.systems.base import PhysicalSystem, PhysicsModel, check_setting_within
+from hil.systems.base import PhysicalSystem, PhysicsModel, check_setting_within, is_count
 
 #: Off level of a nudge gate (V): far below threshold, the nudge transistor conducts ~1e-15 S.
 NUDGE_OFF_V = 0.0
@@ -165,7 +165,7 @@ class ResistiveNetworkSystem(PhysicalSystem):
             if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
                 raise ConfigError(f"{label} must be a positive number, got {value!r}", field=label)
         output, reader = instruments.get("output"), instruments.get("input")
-        if isinstance(max_batch, int) and max_batch >= 1 and isinstance(output, AnalogOutput) \
+        if is_count(max_batch) and isinstance(output, AnalogOutput) \
                 and isinstance(reader, AnalogInput):  # one sample per row: capped by the instruments' memory
             max_batch = min(max_batch, output.waveform_points[1], reader.max_samples)
         super().__init__(instruments, name=name, n_in=n_inputs, n_out=n_outputs, n_params=self.layout.n_edges,
