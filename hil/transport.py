@@ -432,7 +432,7 @@ class VisaTransport(Transport):
                 count = min(4 * count, self._inst.chunk_size)
                 if len(reply) > MAX_REPLY_BYTES:
                     self.out_of_step = True  # the rest is still coming and would answer the next query
-                    raise TransportError(f"{self.owner or self.resource}: reply to {excerpt(self.last_command or '')} "
+                    raise TransportError(f"{self._where()}: reply to {excerpt(self.last_command or '')} "
                                          f"is longer than {MAX_REPLY_BYTES} bytes without its terminator (it begins "
                                          f"{excerpt(reply[:60].decode('ascii', 'replace'))}); check the instrument")
                 if time.monotonic() > deadline:
