@@ -469,22 +469,24 @@ class AnalogOutput(Instrument):
             raise
 
     def _safe_state_hw(self) -> None:
-        """Ramp every channel to 0 V and switch it off; a channel at an unknown level is switched off first.
+        """Ramp every channel to 0 V (the ``voltage_v`` limit's `Limit.rest`: its value nearest 0 V where it excludes
+        0 V) and switch it off; a channel at an unknown level is switched off first.
 
         A channel goes off even if its ramp fails. Every channel is tried even if one fails or is interrupted
         (Ctrl-C); the first failure is raised afterwards.
         """
         first_error: BaseException | None = None
+        rest = self.limits["voltage_v"].rest
         for channel in range(1, self.n_channels + 1):
             try:
                 if self.level_v.get(channel) is None:
                     self.set_output(channel, False)
                     self.waveform_samples.pop(channel, None)
-                    self._set_level_hw(channel, 0.0)
-                    self.level_v[channel] = 0.0
+                    self._set_level_hw(channel, rest)
+                    self.level_v[channel] = rest
                 else:
                     try:
-                        self.set_voltage(channel, 0.0)
+                        self.set_voltage(channel, rest)
                     finally:
                         self.set_output(channel, False)
             except BaseException as error:
@@ -639,30 +641,35 @@ class SourceMeter(Instrument):
 
     def configure(self, mode: SourceMode, compliance: float, nplc: float = 1.0) -> None:
         """Choose what to source, the compliance (A when sourcing voltage, V when sourcing current) and the
-        integration time in power-line cycles. Changing the mode first ramps a live output to zero and switches
-        it off; a live output at an unknown level is switched off before its level is set to zero."""
+        integration time in power-line cycles. Changing the mode first ramps a live output to zero (`Limit.rest`)
+        and switches it off; a live output at an unknown level is switched off before its level is set to zero."""
         self._require_connected()
         compliance_limit = "current_a" if self._limit_of(mode) == "voltage_v" else "voltage_v"
         compliance = abs(self._check(compliance_limit, compliance, "compliance"))
         if compliance == 0:
             raise LimitError(f"{self.name}: compliance must be non-zero")
         nplc = self._check("nplc", nplc)
-        if mode != self.mode or self.level is None:  # the level goes to 0: from an unknown one, with the output off
+        if mode != self.mode or self.level is None:  # the level goes to rest: from an unknown one, output off
             if self.output_on is not False:
                 if self.mode is not None and self.level is not None:
-                    self._ramp_to(0.0)
+                    self._ramp_to(self._rest())
                 self.set_output(False)
             self.level = None
         self._configure_hw(mode, compliance, nplc)
         self.mode, self.compliance, self.nplc = mode, compliance, nplc
         if self.level is None:
-            self._set_level_hw(0.0)
-            self.level = 0.0
+            rest = self._rest()
+            self._set_level_hw(rest)
+            self.level = rest
 
     def set_level(self, level: float) -> None:
         """Set the source level (V or A by mode), ramping in steps of at most ``max_step``."""
         self._require_configured()
         self._ramp_to(level)
+
+    def _rest(self) -> float:
+        """The level of the safe state in the present mode: 0, or the allowed value nearest it (`Limit.rest`)."""
+        return self.limits[self._limit_of(self.mode)].rest  # type: ignore[arg-type]
 
     def _ramp_to(self, level: float) -> None:
         """Ramp the source from its known level to ``level`` in the present mode."""
@@ -743,18 +750,19 @@ class SourceMeter(Instrument):
             raise DeviceError(f"{self.name}: not configured; call configure(mode, compliance) first")
 
     def _safe_state_hw(self) -> None:
-        """Ramp the source to zero, then switch the output off (even if the ramp fails); at an unknown level,
-        switch off first."""
+        """Ramp the source to zero (`Limit.rest`: the allowed level nearest zero where the limit excludes it), then
+        switch the output off (even if the ramp fails); at an unknown level, switch off first."""
         if self.mode is not None and self.level is not None:
             try:
-                self._ramp_to(0.0)
+                self._ramp_to(self._rest())
             finally:
                 self.set_output(False)
         else:
             self.set_output(False)
             if self.mode is not None:
-                self._set_level_hw(0.0)
-                self.level = 0.0
+                rest = self._rest()
+                self._set_level_hw(rest)
+                self.level = rest
 
     def _snapshot_hw(self) -> dict[str, Any]:
         return {"mode": self.mode, "level": self.level, "compliance": self.compliance, "nplc": self.nplc,

@@ -92,6 +92,11 @@ class Limit:
             text += f", {self.ramp_rate:g} {self.unit}/s"
         return text
 
+    @property
+    def rest(self) -> float:
+        """The level a safe state goes to: 0, or the allowed value nearest it when the limits exclude 0."""
+        return min(max(0.0, self.min), self.max)
+
     def check(self, value: float, what: str) -> float:
         """Return ``value`` as a float if it is finite and inside the limits, else raise `LimitError`."""
         try:

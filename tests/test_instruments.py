@@ -555,3 +555,26 @@ def test_true_is_not_a_count_of_frames_or_samples(camera: SimulatedCamera, analo
         camera.capture(True)  # type: ignore[arg-type]
     with pytest.raises(LimitError, match="n_samples must be an integer"):
         analog_input.arm(True, 1e3)  # type: ignore[arg-type]
+
+
+def test_the_safe_state_rests_at_the_allowed_level_nearest_zero_where_the_limits_exclude_zero() -> None:
+    """A bench that must never see 0 V (limits 0.5..2 V) had every safe state fail with 'outside the limit', and a
+    source-measure unit could not even be configured: both went to 0 V whatever the limits said."""
+    with TcpServer(Keysight33500BEmulator()) as server, \
+            Keysight33500B(VisaTransport(server.resource, timeout_s=2.0), name="awg", clock=VirtualClock(),
+                           limits={"voltage_v": {"min": 0.5, "max": 2, "max_step": 0.5}}) as awg_:
+        awg_.safe_state()  # at power-on the channels play sines: no DC level, switched off and set to rest
+        assert awg_.level_v == {1: 0.5, 2: 0.5}
+        awg_.set_voltage(1, 2.0)
+        awg_.set_output(1, True)
+        awg_.safe_state()
+        assert awg_.level_v[1] == 0.5 and awg_.output_on[1] is False
+    emulator = Keithley2450Emulator()
+    with TcpServer(emulator) as server, \
+            Keithley2450(VisaTransport(server.resource, timeout_s=2.0), name="smu", clock=VirtualClock(),
+                         limits={"voltage_v": {"min": -5, "max": -1, "max_step": 1}}) as k:
+        k.configure("voltage", 1e-3)
+        k.set_level(-4.0)  # from the 0 V read at connect, which the limits exclude: ramped back from
+        k.set_output(True)
+        k.safe_state()
+        assert k.level == emulator.level["VOLT"] == -1.0 and not emulator.output
