@@ -640,14 +640,21 @@ class SourceMeter(Instrument):
         return "voltage_v" if mode == "voltage" else "current_a"
 
     def configure(self, mode: SourceMode, compliance: float, nplc: float = 1.0) -> None:
-        """Choose what to source, the compliance (A when sourcing voltage, V when sourcing current) and the
-        integration time in power-line cycles. Changing the mode first ramps a live output to zero (`Limit.rest`)
-        and switches it off; a live output at an unknown level is switched off before its level is set to zero."""
+        """Choose what to source, the compliance (A when sourcing voltage, V when sourcing current; a magnitude,
+        and ± it must lie within the limit) and the integration time in power-line cycles. Changing the mode first
+        ramps a live output to zero (`Limit.rest`) and switches it off; a live output at an unknown level is switched
+        off before its level is set to zero."""
         self._require_connected()
         compliance_limit = "current_a" if self._limit_of(mode) == "voltage_v" else "voltage_v"
         compliance = abs(self._check(compliance_limit, compliance, "compliance"))
         if compliance == 0:
             raise LimitError(f"{self.name}: compliance must be non-zero")
+        allowed = self.limits[compliance_limit]
+        if not allowed.min <= -compliance <= compliance <= allowed.max:
+            quantity = "voltage" if compliance_limit == "voltage_v" else "current"
+            raise LimitError(f"{self.name}: a compliance of {compliance:g} {allowed.unit} lets the {quantity} reach "
+                             f"±{compliance:g} {allowed.unit}, outside the limit {allowed.describe()}; give a smaller "
+                             "compliance, or a lab limit that holds both signs")
         nplc = self._check("nplc", nplc)
         if mode != self.mode or self.level is None:  # the level goes to rest: from an unknown one, output off
             if self.output_on is not False:

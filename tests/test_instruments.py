@@ -578,3 +578,14 @@ def test_the_safe_state_rests_at_the_allowed_level_nearest_zero_where_the_limits
         k.set_output(True)
         k.safe_state()
         assert k.level == emulator.level["VOLT"] == -1.0 and not emulator.output
+
+
+def test_a_compliance_is_refused_where_its_other_sign_leaves_the_limits() -> None:
+    """A compliance is symmetric: 3 V of compliance under a limit of 0..5 V (no reverse bias) let a negative
+    current drive the device to −3 V. The refusal comes before anything is sent."""
+    with expected_protocol(smu(limits={"voltage_v": {"min": 0, "max": 5}}), smu_protocol.connected()) as k:
+        k.connect()
+        with pytest.raises(LimitError, match=r"^Keithley2450: a compliance of 3 V lets the voltage reach ±3 V, "
+                                             r"outside the limit 0\.\.5 V; give a smaller compliance, or a lab limit"):
+            k.configure("current", 3.0)
+        assert k.compliance is None
