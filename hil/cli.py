@@ -267,6 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BrokenPipeError:  # the output's reader quit (hil check x.yaml | head -c 1): stop quietly, as rich does
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
             return 1
+        except OSError as error:  # a file the command names is named by the error; else the output failed
+            if error.filename is None:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            what = "cannot write standard output" if error.filename is None else str(error.filename)
+            print(f"hil: error: {what} ({error.strerror or error})", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -385,6 +385,15 @@ def test_output_whose_reader_quit_ends_quietly_without_a_traceback() -> None:
     assert stderr == ""
 
 
+def test_output_to_a_full_disk_is_one_line_not_a_traceback() -> None:
+    """`hil check lab.yaml > out.txt` on a full disk: the OSError of the write was a traceback."""
+    with open("/dev/full", "w") as full:
+        process = subprocess.run([sys.executable, "-m", "hil.cli", "check", str(REPO / "lab.yaml")], cwd=REPO,
+                                 stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert process.returncode == 1
+    assert process.stderr == "hil: error: cannot write standard output (No space left on device)\n"
+
+
 def test_runs_shows_names_as_written_not_as_rich_markup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A protocol named with brackets, `sweep [/lr]`: listed as is, not a rich MarkupError traceback."""
     run = tmp_path / "20261201-120000-sweep"
