@@ -255,7 +255,7 @@ class AnalogOutputContract(InstrumentContract):
         instrument.safe_state()
         with pytest.raises(LimitError):
             instrument.set_voltage(1, value)
-        assert instrument.level_v[1] == 0.0
+        assert instrument.level_v[1] == instrument.limits["voltage_v"].rest
 
     def test_unknown_channel_is_refused(self, instrument: AnalogOutput) -> None:
         with pytest.raises(LimitError, match="channel"):
@@ -271,23 +271,26 @@ class AnalogOutputContract(InstrumentContract):
         assert instrument.level_v[1] == samples[0]  # held at the first sample before and after each play
 
     def test_safe_state_is_zero_volts_and_off(self, instrument: AnalogOutput) -> None:
+        """Zero volts, or the allowed level nearest it where the limits exclude 0 V (`Limit.rest`)."""
         instrument.safe_state()
         instrument.set_voltage(1, 0.5 * instrument.limits["voltage_v"].max)
         instrument.set_output(1, True)
         instrument.safe_state()
-        assert all(level == 0.0 for level in instrument.level_v.values())
+        assert all(level == instrument.limits["voltage_v"].rest for level in instrument.level_v.values())
         assert not any(instrument.output_on.values())
 
     def test_after_close_the_instrument_is_found_at_zero_and_off(self, instrument: AnalogOutput) -> None:
         """The safe state is the instrument's, not only the driver's record: connected again, the hooks that read the
-        present state find every channel off and at 0 V (or cannot tell: None)."""
+        present state find every channel off and at 0 V (or `Limit.rest`; or cannot tell: None)."""
         instrument.safe_state()
         instrument.set_voltage(1, 0.5 * instrument.limits["voltage_v"].max)
         instrument.set_output(1, True)
         instrument.close()
         instrument.connect()
         assert all(on in (False, None) for on in instrument.output_on.values()), "an output was left on"
-        assert all(level in (0.0, None) for level in instrument.level_v.values()), \
+        limit = instrument.limits["voltage_v"]
+        resolution = 1e-3 * (limit.max - limit.min)  # a level read back is the DAC's, to its resolution
+        assert all(level is None or abs(level - limit.rest) <= resolution for level in instrument.level_v.values()), \
             f"a level was left: {instrument.level_v}"
 
 
@@ -315,23 +318,26 @@ class SourceMeterContract(InstrumentContract):
         smu = self.configured(instrument)
         with pytest.raises(LimitError):
             smu.set_level(value)
-        assert smu.level == 0.0
+        assert smu.level == smu.limits["voltage_v"].rest
 
     def test_safe_state_is_zero_and_off(self, instrument: SourceMeter) -> None:
         smu = self.configured(instrument)
         smu.set_level(0.1 * smu.limits["voltage_v"].max)
         smu.safe_state()
-        assert smu.level == 0.0 and smu.output_on is False
+        assert smu.level == smu.limits["voltage_v"].rest and smu.output_on is False
 
     def test_after_close_the_instrument_is_found_at_zero_and_off(self, instrument: SourceMeter) -> None:
         """The safe state is the instrument's, not only the driver's record: connected again, a driver that reads the
-        present state (as it should, to ramp from the true level) finds the output off and the level at 0."""
+        present state (as it should, to ramp from the true level) finds the output off and the level at 0 (or
+        `Limit.rest`)."""
         smu = self.configured(instrument)
         smu.set_level(0.1 * smu.limits["voltage_v"].max)
         smu.close()
         smu.connect()
         assert smu.output_on in (False, None), "the output was left on"  # None: the driver cannot read it
-        assert smu.level in (0.0, None), f"the level was left at {smu.level:g}"
+        limit = smu.limits["voltage_v"]
+        resolution = 1e-3 * (limit.max - limit.min)  # a level read back is the source's, to its resolution
+        assert smu.level is None or abs(smu.level - limit.rest) <= resolution, f"the level was left at {smu.level:g}"
 
     def test_nothing_sources_before_configure(self, instrument: SourceMeter) -> None:
         """A compliance left on the instrument by another session is unknown: configure must set one first."""

@@ -1,6 +1,7 @@
 """Every registered instrument class runs its capability's contract: drivers against their emulators."""
 
 import importlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,19 @@ def test_the_analog_output_contract_keeps_a_unipolar_voltage_limit() -> None:
     world = ResistiveNetwork(preset="realistic", seed=0)
     with SimulatedAnalogOutput(world, name="daq_out", limits={"voltage_v": {"min": 0, "max": 2}}) as out:
         testing.AnalogOutputContract().test_waveform_load_and_play(out)
+
+
+def test_the_analog_output_contract_rests_within_a_limit_that_excludes_zero() -> None:
+    """A bench that must never see 0 V (0.5..2 V): the safe state rests at 0.5 V, and the contract expects that."""
+    from simulators.analog import SimulatedAnalogOutput
+    from simulators.resistive import ResistiveNetwork
+
+    contract = testing.AnalogOutputContract()
+    world = ResistiveNetwork(preset="realistic", seed=0)
+    with SimulatedAnalogOutput(world, name="daq_out", limits={"voltage_v": {"min": 0.5, "max": 2}}) as out:
+        contract.test_safe_state_is_zero_volts_and_off(out)
+        contract.test_bad_levels_are_refused_and_nothing_changes(out, math.nan)
+        contract.test_after_close_the_instrument_is_found_at_zero_and_off(out)
 
 
 def test_the_camera_contract_exposes_within_a_narrow_exposure_limit() -> None:
