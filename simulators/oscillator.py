@@ -15,20 +15,20 @@ output channel 1, each watched by an eddy-current displacement probe on an analo
 The oscillators keep ringing between acquisitions: each starts from the state the previous one ended in, after a
 free (undriven, noiseless) ring-down over the idle time on the virtual clock.
 
-Integration (RK4, ``integration.max_step_s``) is sequential in time, so a long waveform (records separated by quiet
-gaps) is cut into pieces that are integrated in parallel as one batch. A run of zero drive at least `split_quiet_s`
-long (the time in which the slowest mode decays by ``integration.split_decay``) is cut where the drive resumes, and
-a very long run also every 4 `split_quiet_s` inside it; so every piece but the last ends with a quiet tail. Pass 1
-integrates every piece from rest; pass p+1 starts piece k from pass p's end state of piece k−1 (piece 0 from the
-true state). Noise is drawn once for the whole waveform, so every pass sees the same realisation. The start state of
-piece k is then wrong by the true state at cut k−p+1 carried through p−1 pieces, each ending in a tail that decays it
-by d = e^(−γ_min·tail/2): the error is about d^(p−1) × |state at a cut|, where that state is itself only the
-ring-down residue (about d × the amplitude before the gap) plus the noise floor. Passes are added until d^(p−1) ≤
-``integration.tolerance`` (at least 2, so that the noise floor carries over): for the default oscillator system
-(0.1 s gaps, d ≈ 10⁻⁴) two passes leave the records within float32 precision of a sequential integration. Through a
-strongly driven stretch the Duffing nonlinearity can amplify a small state error, so this is an estimate, tested
-against sequential integration. A waveform without long enough quiet runs is integrated sequentially, exactly.
-Device time is the playback time (`AnalogWorld.acquire` advances the clock).
+Integration (RK4, ``integration.max_step_s`` or finer where the motion needs it: `hil.physics.oscillator.integrate`) is
+sequential in time, so a long waveform (records separated by quiet gaps) is cut into pieces that are integrated in
+parallel as one batch. A run of zero drive at least `split_quiet_s` long (the time in which the slowest mode decays by
+``integration.split_decay``) is cut where the drive resumes, and a very long run also every 4 `split_quiet_s` inside it;
+so every piece but the last ends with a quiet tail. Pass 1 integrates every piece from rest; pass p+1 starts piece k
+from pass p's end state of piece k−1 (piece 0 from the true state). Noise is drawn once for the whole waveform, so every
+pass sees the same realisation. The start state of piece k is then wrong by the true state at cut k−p+1 carried through
+p−1 pieces, each ending in a tail that decays it by d = e^(−γ_min·tail/2): the error is about d^(p−1) × |state at a
+cut|, where that state is itself only the ring-down residue (about d × the amplitude before the gap) plus the noise
+floor. Passes are added until d^(p−1) ≤ ``integration.tolerance`` (at least 2, so that the noise floor carries over):
+for the default oscillator system (0.1 s gaps, d ≈ 10⁻⁴) two passes leave the records within float32 precision of a
+sequential integration. Through a strongly driven stretch the Duffing nonlinearity can amplify a small state error, so
+this is an estimate, tested against sequential integration. A waveform without long enough quiet runs is integrated
+sequentially, exactly. Device time is the playback time (`AnalogWorld.acquire` advances the clock).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import torch
 from pydantic import Field, model_validator
 
 from hil.config import Strict
+from hil.errors import DeviceError, HilError
 from hil.physics import oscillator as physics
 from simulators.analog import AnalogWorld, ConverterConfig
 from simulators.world import OrnsteinUhlenbeck
@@ -143,7 +144,8 @@ class SlowConfig(Strict):
 class IntegrationConfig(Strict):
     """How the physics is integrated (not a non-ideality)."""
 
-    max_step_s: float = Field(physics.MAX_STEP_S, gt=0, description="largest RK4 step (s)")
+    max_step_s: float = Field(physics.MAX_STEP_S, gt=0, description="largest RK4 step (s); smaller ones where a "
+                              "swing stiffens the motion (hil.physics.oscillator.integrate)")
     split_decay: float = Field(0.1, gt=0, lt=1, description="decay of the slowest mode that a quiet stretch must "
                                                              "give before the waveform may be cut there (1)")
     tolerance: float = Field(1e-3, gt=0, lt=1, description="passes are added until the start state of every piece "
@@ -287,8 +289,11 @@ class OscillatorNetwork(AnalogWorld):
     def _simulate(self, accel: torch.Tensor, sample_rate_hz: float, params: dict[str, torch.Tensor],
                   state0: torch.Tensor | None) -> torch.Tensor:
         substeps = physics.substeps_for(sample_rate_hz, self.config.integration.max_step_s)
-        return physics.simulate(accel, sample_rate_hz, params["omega"], params["gamma"], params["beta"],
-                                params["kappa"], substeps=substeps, state0=state0)
+        try:
+            return physics.integrate(accel, sample_rate_hz, params["omega"], params["gamma"], params["beta"],
+                                     params["kappa"], substeps=substeps, state0=state0)
+        except HilError as error:
+            raise DeviceError(f"simulated {self.kind}: {error}") from None
 
     def cuts(self, quiet: np.ndarray, sample_rate_hz: float) -> tuple[list[int], float]:
         """Where the waveform may be cut, and the shortest quiet tail (s) that ends a piece.
