@@ -81,6 +81,29 @@ def _check_design(*, segment_s: Any, sample_rate_hz: Any, freq_hz: Any, q: Any, 
                               field=label)
 
 
+def _check_encoding(*, n_in: Any, n_params: Any, drive_amplitude_v: Any, gap_s: Any, carrier_hz: Any,
+                    output_scale_v: Any, sensor_gain: Any, sensed: Any, n_oscillators: int) -> None:
+    """Refuse, naming the setting, a value of the wrong type (YAML's true for a count, text for a number) or one
+    that would make the outputs NaN, before any arithmetic is done with it."""
+    for label, value in (("n_in", n_in), ("n_params", n_params)):
+        if not is_count(value):
+            raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
+    for label, value, unit in (("drive_amplitude_v", drive_amplitude_v, "V"), ("output_scale_v", output_scale_v, "V")):
+        if not (_number(value) and value > 0):
+            raise ConfigError(f"{label} must be a positive number ({unit}), got {value!r}", field=label)
+    if not (_number(gap_s) and gap_s >= 0):
+        raise ConfigError(f"gap_s must be a number ≥ 0 (s), got {gap_s!r}", field="gap_s")
+    if carrier_hz is not None and not _number(carrier_hz):
+        raise ConfigError(f"carrier_hz must be a number (Hz) or null for constant levels, got {carrier_hz!r}",
+                          field="carrier_hz")
+    if sensor_gain is not None and not (_number(sensor_gain) and sensor_gain > 0):
+        raise ConfigError(f"sensor_gain must be a positive number (V/m or V/(m/s)), got {sensor_gain!r}; or leave it "
+                          "out for the sensed quantity's nominal probe", field="sensor_gain")
+    if isinstance(sensed, str) or not isinstance(sensed, Sequence) or not sensed \
+            or not all(not isinstance(i, bool) and isinstance(i, int) and 0 <= i < n_oscillators for i in sensed):
+        raise ConfigError(f"sensed holds oscillator indices 0..{n_oscillators - 1}, got {sensed!r}", field="sensed")
+
+
 class OscillatorPhysics(PhysicsModel):
     """The noiseless oscillator network seen through the system's encoding and readout (see module doc)."""
 
@@ -147,26 +170,22 @@ class OscillatorSystem(PhysicalSystem):
         _check_design(segment_s=segment_s, sample_rate_hz=sample_rate_hz, freq_hz=freq_hz, q=q,
                       drive_gain_m_s2_per_v=drive_gain_m_s2_per_v, nonlinear_length_m=nonlinear_length_m,
                       coupling_hz=coupling_hz)
+        _check_encoding(n_in=n_in, n_params=n_params, drive_amplitude_v=drive_amplitude_v, gap_s=gap_s,
+                        carrier_hz=carrier_hz, output_scale_v=output_scale_v, sensor_gain=sensor_gain, sensed=sensed,
+                        n_oscillators=len(freq_hz))
         self.segment_samples = round(segment_s * sample_rate_hz)
         if self.segment_samples < 1:
             raise ConfigError(f"segment_s {segment_s:g} s is shorter than one sample at {sample_rate_hz:g} Hz",
                               field="segment_s")
         self.record_samples = (n_in + n_params) * self.segment_samples
-        if not isinstance(n_windows, int) or n_windows < 1 or self.record_samples % n_windows:
+        if not is_count(n_windows) or self.record_samples % n_windows:
             raise ConfigError(f"n_windows {n_windows!r} must divide the record of {self.record_samples} samples "
                               f"({n_in}+{n_params} segments of {self.segment_samples})", field="n_windows")
-        if gap_s < 0 or not math.isfinite(gap_s):
-            raise ConfigError(f"gap_s must be ≥ 0 s, got {gap_s}", field="gap_s")
         if carrier_hz is not None and not 0 < carrier_hz < sample_rate_hz / 2:
             raise ConfigError(f"carrier_hz {carrier_hz:g} Hz must be in 0..{sample_rate_hz / 2:g} Hz (Nyquist) or "
                               "null for constant levels", field="carrier_hz")
-        if output_scale_v <= 0:
-            raise ConfigError(f"output_scale_v must be > 0 V, got {output_scale_v}", field="output_scale_v")
         if sense not in ("displacement", "velocity"):
             raise ConfigError(f"sense must be 'displacement' or 'velocity', got {sense!r}", field="sense")
-        if sensor_gain is not None and not (isinstance(sensor_gain, int | float) and 0 < sensor_gain < math.inf):
-            raise ConfigError(f"sensor_gain must be a positive number (V/m or V/(m/s)), got {sensor_gain!r}; or "
-                              "leave it out for the sensed quantity's nominal probe", field="sensor_gain")
         self.gap_samples = round(gap_s * sample_rate_hz)
         self.row_samples = self.record_samples + self.gap_samples
         limit = 1
@@ -187,9 +206,6 @@ class OscillatorSystem(PhysicalSystem):
                                                       drive_gain_m_s2_per_v, sensor_gain, len(sensed), sense)
         except ValueError as error:
             raise ConfigError(str(error), field="freq_hz") from None
-        if any(not 0 <= i < len(freq_hz) for i in sensed):
-            raise ConfigError(f"sensed holds oscillator indices 0..{len(freq_hz) - 1}, got {list(sensed)}",
-                              field="sensed")
         self.sample_rate_hz, self.channel, self.n_windows = float(sample_rate_hz), channel, n_windows
         self.carrier_hz, self.drive_amplitude_v, self.output_scale_v = carrier_hz, drive_amplitude_v, output_scale_v
         self.sensed, self.sense = list(sensed), sense
@@ -199,7 +215,7 @@ class OscillatorSystem(PhysicalSystem):
 
     def _check_instruments(self, output: AnalogOutput, inp: AnalogInput, channel: int, amplitude_v: float,
                            sample_rate_hz: float, n_sensed: int) -> None:
-        if not isinstance(channel, int) or not 1 <= channel <= output.n_channels:
+        if not is_count(channel, output.n_channels):
             raise ConfigError(f"channel {channel!r} does not exist on {output.name}; channels are "
                               f"1..{output.n_channels}", field="channel")
         volts = output.limits["voltage_v"]

@@ -485,6 +485,27 @@ def test_a_design_the_model_cannot_compute_is_a_config_error_naming_the_setting(
     assert error.value.field == field
 
 
+@pytest.mark.parametrize(("settings", "field", "message"), [
+    ({"n_windows": True}, "n_windows", "n_windows True must divide"),  # YAML's true was taken for 1 window
+    ({"channel": True}, "channel", "channel True does not exist"),  # was refused only at the first call
+    ({"sensor_gain": True}, "sensor_gain", "sensor_gain must be a positive number"),  # was 1 V/m
+    ({"output_scale_v": math.nan}, "output_scale_v", r"output_scale_v must be a positive number \(V\), got nan"),
+    ({"gap_s": "0.1"}, "gap_s", "gap_s must be a number ≥ 0"),  # text: each of these was a TypeError
+    ({"drive_amplitude_v": "1"}, "drive_amplitude_v", "drive_amplitude_v must be a positive number"),
+    ({"carrier_hz": "250"}, "carrier_hz", "carrier_hz must be a number"),
+    ({"n_in": "8"}, "n_in", "n_in must be a positive integer"),
+    ({"sensed": 3}, "sensed", r"sensed holds oscillator indices 0\.\.3, got 3"),
+    ({"sensed": [True, 1, 2, 3]}, "sensed", "sensed holds oscillator indices"),
+])
+def test_a_setting_of_the_wrong_type_is_a_config_error_naming_it(settings, field: str, message: str) -> None:
+    world = OscillatorNetwork(preset="ideal")
+    roles = {"output": SimulatedAnalogOutput(world, name="ao").connect(),
+             "input": SimulatedAnalogInput(world, name="ai").connect()}
+    with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
+        OscillatorSystem(roles, **settings)
+    assert error.value.field == field and "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize(("settings", "field"), [({"sensed": [3, 2, 1, 0]}, "sensed"),
                                                  ({"sense": "velocity"}, "sense")])
 def test_an_oracle_of_a_world_that_senses_otherwise_is_refused(settings, field: str) -> None:
