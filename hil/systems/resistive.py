@@ -47,6 +47,11 @@ MODEL_CONSTANTS = {"transconductance_a_per_v2": physics.NOMINAL_TRANSCONDUCTANCE
                    "reference_temperature_k": physics.REFERENCE_TEMPERATURE_K}
 
 
+def _number(value: Any) -> bool:
+    """Whether a setting is a finite number (not YAML's true, not text)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
 def input_voltages(x: torch.Tensor, input_min_v: float, input_max_v: float) -> torch.Tensor:
     """Input-node voltages (V) for x in [0, 1]."""
     return input_min_v + x * (input_max_v - input_min_v)
@@ -154,15 +159,18 @@ class ResistiveNetworkSystem(PhysicalSystem):
                  gate_min_v: float = 0.5, gate_max_v: float = 2.0, output_scale_v: float = 0.5,
                  sample_rate_hz: float = 1e5, max_batch: int = 4096):
         for label, value in (("n_inputs", n_inputs), ("n_hidden", n_hidden), ("n_outputs", n_outputs)):
-            if not isinstance(value, int) or value < 1:
+            if not is_count(value):
                 raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
         self.layout = physics.Layout(n_inputs, n_hidden, n_outputs)
         for label, low, high in (("input", input_min_v, input_max_v), ("gate", gate_min_v, gate_max_v)):
-            if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            for end, value in (("min", low), ("max", high)):
+                if not _number(value):
+                    raise ConfigError(f"{label}_{end}_v must be a number (V), got {value!r}", field=f"{label}_{end}_v")
+            if not low < high:
                 raise ConfigError(f"{label}_min_v ({low!r}) must be below {label}_max_v ({high!r})",
                                   field=f"{label}_min_v")
         for label, value in (("output_scale_v", output_scale_v), ("sample_rate_hz", sample_rate_hz)):
-            if not (isinstance(value, int | float) and np.isfinite(value) and value > 0):
+            if not (_number(value) and value > 0):
                 raise ConfigError(f"{label} must be a positive number, got {value!r}", field=label)
         output, reader = instruments.get("output"), instruments.get("input")
         if is_count(max_batch) and isinstance(output, AnalogOutput) \

@@ -461,6 +461,22 @@ def test_voltage_ranges_beyond_the_analog_output_are_config_errors(settings, fie
         ResistiveNetworkSystem({"output": positive, "input": SimulatedAnalogInput(world)}, input_min_v=0.5)
 
 
+@pytest.mark.parametrize(("settings", "field", "message"), [
+    ({"n_hidden": True}, "n_hidden", "n_hidden must be a positive integer, got True"),  # was a 3-1-2 network
+    ({"n_inputs": True}, "n_inputs", "n_inputs must be a positive integer, got True"),  # was blamed on n_in
+    ({"input_min_v": "0"}, "input_min_v", "input_min_v must be a number"),  # text: was a TypeError from numpy
+    ({"gate_max_v": None}, "gate_max_v", "gate_max_v must be a number"),
+    ({"output_scale_v": True}, "output_scale_v", "output_scale_v must be a positive number, got True"),
+    ({"sample_rate_hz": True}, "sample_rate_hz", "sample_rate_hz must be a positive number, got True"),  # was 1 Hz
+])
+def test_a_setting_of_the_wrong_type_is_a_config_error_naming_it(settings, field: str, message: str) -> None:
+    world = ResistiveNetwork(preset="ideal")
+    instruments = {"output": SimulatedAnalogOutput(world, name="ao"), "input": SimulatedAnalogInput(world, name="ai")}
+    with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
+        ResistiveNetworkSystem(instruments, **settings)
+    assert error.value.field == field and "\n" not in str(error.value)
+
+
 def test_a_sample_rate_beyond_the_instruments_is_a_config_error() -> None:
     world = ResistiveNetwork(preset="ideal")
     instruments = {"output": SimulatedAnalogOutput(world, name="ao"), "input": SimulatedAnalogInput(world, name="ai")}
