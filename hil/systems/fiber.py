@@ -76,8 +76,9 @@ class FiberSystem(SLMCameraSystem):
     def __init__(self, instruments: dict[str, Any], *, name: str = "", n_in: int = 16, n_out: int = 8,
                  n_params: int = 16, block: int = 8, x_phase_rad: float = math.pi, roi_px: int = 4,
                  waist_px: float | None = 25.0, reference_repeats: int = 16, max_batch: int | None = None):
-        if not is_count(roi_px):
-            raise ConfigError(f"roi_px must be a positive integer, got {roi_px!r}", field="roi_px")
+        for label, value in (("roi_px", roi_px), ("block", block)):
+            if not is_count(value):
+                raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_phase_rad=x_phase_rad,
                          waist_px=waist_px, reference_repeats=reference_repeats, max_batch=max_batch)
         shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)

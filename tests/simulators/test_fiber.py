@@ -313,6 +313,15 @@ def test_settings_the_system_cannot_use_are_config_errors_naming_them(settings, 
         assert torch.isfinite(system.physics_model()(x, theta)).all()
 
 
+@pytest.mark.parametrize("block", [True, "8", 2.0])
+def test_a_block_that_is_not_a_whole_number_of_pixels_is_a_config_error_naming_it(block) -> None:
+    """YAML's true and text were TypeErrors from torch that named no setting."""
+    _, slm, camera = bench("ideal")
+    with pytest.raises(ConfigError, match=f"^block: block must be a positive integer, got {block!r}$") as error:
+        FiberSystem({"slm": slm, "camera": camera}, block=block)
+    assert error.value.field == "block"
+
+
 def test_the_mode_basis_is_speckle_of_the_configured_grain() -> None:
     """Every mode's field lies in the grain's spatial-frequency band; more modes than the band holds are refused
     (QR used to fill the surplus with pixel-scale noise)."""
