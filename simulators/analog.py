@@ -93,6 +93,10 @@ class AnalogWorld(World):
         self.record: torch.Tensor | None = None
         self.armed: tuple[int, float] | None = None
 
+    def hold(self) -> None:
+        """Bring a world with a state up to now under the levels its outputs have held; called before an output
+        changes a level (and by `respond` where the world needs it). Stateless worlds have nothing to do."""
+
     def acquire(self, drive_v: torch.Tensor, sample_rate_hz: float) -> None:
         """Compute the response to ``drive_v``; an armed input keeps its first samples as its record.
 
@@ -144,17 +148,20 @@ class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
         return bool(self._on[channel - 1])
 
     def _set_level_hw(self, channel: int, voltage_v: float) -> None:
+        self.world.hold()  # type: ignore[attr-defined]
         self._waveforms.pop(channel - 1, None)
         self._dc[channel - 1] = quantise(torch.tensor(voltage_v), self.converters.output_range_v,
                                          self.converters.dac_bits)
         self.clock.sleep(self.converters.settle_s)
 
     def _set_output_hw(self, channel: int, enabled: bool) -> None:
+        self.world.hold()  # type: ignore[attr-defined]
         self._on[channel - 1] = enabled
 
     def _load_waveform_hw(self, channel: int, samples_v: np.ndarray, sample_rate_hz: float) -> None:
         samples = quantise(torch.as_tensor(samples_v, dtype=torch.float32), self.converters.output_range_v,
                            self.converters.dac_bits)
+        self.world.hold()  # type: ignore[attr-defined]
         self._waveforms[channel - 1] = (samples, sample_rate_hz)
         self._dc[channel - 1] = samples[0]  # held between plays
 

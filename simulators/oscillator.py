@@ -12,8 +12,9 @@ output channel 1, each watched by an eddy-current displacement probe on an analo
 - *slow state*: the room temperature wanders (Ornstein-Uhlenbeck on the virtual clock) and shifts every resonance
   frequency by its temperature coefficient; it is read at the start of each acquisition.
 
-The oscillators keep ringing between acquisitions: each starts from the state the previous one ended in, after a
-free (undriven, noiseless) ring-down over the idle time on the virtual clock.
+The oscillators keep ringing between acquisitions: each starts from the state the previous one ended in, rung
+(noiselessly) over the idle time on the virtual clock under the level the analog output held meanwhile (a DC level,
+or a loaded waveform's first sample; 0 V when off), so a network held under a DC level stays deflected.
 
 Integration (RK4, ``integration.max_step_s`` or finer where the motion needs it: `hil.physics.oscillator.integrate`) is
 sequential in time, so a long waveform (records separated by quiet gaps) is cut into pieces that are integrated in
@@ -241,13 +242,15 @@ class OscillatorNetwork(AnalogWorld):
         sense_gain (V/m or V/(m/s)); the slow temperature drift is not included."""
         return {key: value.clone() for key, value in self._hidden.items()}
 
-    def temperature_k(self) -> float:
-        """The room temperature's deviation from its mean now (K); advances the slow state to the clock."""
-        return float(self.temperature.at(self.clock.now()))
+    def temperature_k(self, *, peek: bool = False) -> float:
+        """The room temperature's deviation from its mean now (K); advances the slow state to the clock (with
+        ``peek``, reads it without advancing it)."""
+        drift = self.temperature.peek if peek else self.temperature.at
+        return float(drift(self.clock.now()))
 
-    def parameters_now(self) -> dict[str, torch.Tensor]:
+    def parameters_now(self, *, peek: bool = False) -> dict[str, torch.Tensor]:
         """The physical parameters at this instant: the construction values with the temperature drift applied."""
-        shift = 1 + self.config.slow.freq_temperature_coefficient_per_k * self.temperature_k()
+        shift = 1 + self.config.slow.freq_temperature_coefficient_per_k * self.temperature_k(peek=peek)
         return {**self._hidden, "omega": self._hidden["omega"] * shift}
 
     def split_quiet_s(self) -> float:
@@ -261,8 +264,9 @@ class OscillatorNetwork(AnalogWorld):
         net, shot = self.config.network, self.config.shot
         n_samples = drive_v.shape[1]
         with torch.no_grad():
+            self.hold()
             params = self.parameters_now()
-            start = self._ring_down(params, self.clock.now() - self._idle_since_s)
+            start = self.state
             accel = drive_v[0, :, None].float() * params["drive_gain"]
             if shot.force_noise_m_s2_rthz > 0:
                 per_sample = shot.force_noise_m_s2_rthz * math.sqrt(sample_rate_hz / 2)
@@ -276,15 +280,29 @@ class OscillatorNetwork(AnalogWorld):
                 volts = volts + shot.sensor_noise_v_rthz * math.sqrt(sample_rate_hz / 2) * self.normal(volts.shape)
         return volts
 
-    def _ring_down(self, params: dict[str, torch.Tensor], idle_s: float) -> torch.Tensor:
-        """The carried state after ``idle_s`` of free ring-down (no drive, no noise)."""
-        if idle_s <= 0 or not bool(self.state.any()):
+    def hold(self) -> None:
+        """Bring the carried state up to now: since the last acquisition or level change the network has rung under
+        the level the output held (its DC level, 0 V when off; no noise). Called before either changes it."""
+        now = self.clock.now()
+        if now > self._idle_since_s:
+            held_v = float(self.output.drive(1)[0, 0]) if self.output is not None else 0.0
+            with torch.no_grad():
+                self.state = self._ring_down(self.parameters_now(peek=True), now - self._idle_since_s, held_v)
+            self._idle_since_s = now
+
+    def _ring_down(self, params: dict[str, torch.Tensor], idle_s: float, held_v: float = 0.0) -> torch.Tensor:
+        """The carried state after ``idle_s`` (s) under the constant drive ``held_v`` (V), without noise. After
+        `REST_AFTER_E_FOLDS` of the slowest mode it has forgotten where it started: at rest, or under a drive its
+        static deflection, reached by integrating that long only."""
+        if idle_s <= 0 or (held_v == 0 and not bool(self.state.any())):
             return self.state
-        if idle_s * physics.slowest_decay_rate(params["gamma"]) >= REST_AFTER_E_FOLDS:
+        forget_s = REST_AFTER_E_FOLDS / physics.slowest_decay_rate(params["gamma"])
+        if idle_s >= forget_s and held_v == 0:
             return torch.zeros_like(self.state)
+        idle_s = min(idle_s, forget_s)
         steps = max(1, math.ceil(idle_s / self.config.integration.max_step_s))
-        still = torch.zeros(1, steps, len(self.state) // 2)
-        return self._simulate(still, steps / idle_s, params, self.state[None])[0, -1]
+        accel = (held_v * params["drive_gain"]).expand(1, steps, len(self.state) // 2)
+        return self._simulate(accel, steps / idle_s, params, self.state[None])[0, -1]
 
     def _simulate(self, accel: torch.Tensor, sample_rate_hz: float, params: dict[str, torch.Tensor],
                   state0: torch.Tensor | None) -> torch.Tensor:

@@ -360,6 +360,50 @@ def test_the_network_keeps_ringing_between_acquisitions_until_it_is_at_rest() ->
     assert not ai.acquire(100, FS).any()
 
 
+def static_deflection_m(world: OscillatorNetwork, level_v: float) -> torch.Tensor:
+    """The displacements (m, float64) of the network at rest under a constant drive: K·x + β·x³ = g·u by Newton."""
+    p = {key: value.double() for key, value in world.hidden_parameters().items()}
+    stiffness = torch.diag(p["omega"] ** 2 + p["kappa"].sum(1)) - p["kappa"]
+    x = torch.zeros(len(p["omega"]), dtype=torch.float64)
+    for _ in range(50):
+        residual = stiffness @ x + p["beta"] * x**3 - level_v * p["drive_gain"]
+        x = x - torch.linalg.solve(stiffness + torch.diag(3 * p["beta"] * x**2), residual)
+    return x
+
+
+def test_a_held_dc_level_keeps_the_network_deflected_between_acquisitions() -> None:
+    """The output holds its level between acquisitions; the network rang down as if undriven, so every record after
+    a wait began with the step response from rest (0 V instead of the static deflection's 0.39 V)."""
+    world, ao, ai, _ = bench("ideal")
+    ao.set_voltage(1, 0.5)
+    ao.set_output(1, True)
+    world.clock.sleep(1.0)
+    record = torch.as_tensor(ai.acquire(400, FS)).double()
+    deflection = static_deflection_m(world, 0.5) * world.hidden_parameters()["sense_gain"].double()
+    assert float(deflection.abs().min()) > 0.1
+    torch.testing.assert_close(record, deflection[:, None].expand_as(record), rtol=1e-4, atol=0)
+
+
+def test_a_level_changed_while_idle_acts_from_the_change_on() -> None:
+    """Held at 0.5 V for a second, then set to 0 V 5 ms before the record: the network rings down from its deflection
+    (the record began at rest, as if the 0.5 V had never been applied)."""
+    world, ao, ai, _ = bench("ideal")
+    ao.set_voltage(1, 0.5)
+    ao.set_output(1, True)
+    world.clock.sleep(1.0)
+    ao.set_voltage(1, 0.0)
+    world.clock.sleep(5e-3 - ao.converters.settle_s)
+    record = torch.as_tensor(ai.acquire(400, FS)).double()
+    p = {key: value.double() for key, value in world.hidden_parameters().items()}
+    start = torch.cat([static_deflection_m(world, 0.5), torch.zeros(4, dtype=torch.float64)])[None]
+    states = physics.simulate(torch.zeros(1, 420, 4, dtype=torch.float64), FS, p["omega"], p["gamma"], p["beta"],
+                              p["kappa"], substeps=16, state0=start)  # 5 ms idle, then the record
+    expected = physics.sense(states[0, 20:-1], p["sense_gain"], [0, 1, 2, 3]).T
+    scale = float(expected.abs().max())
+    assert float(expected[:, 0].abs().min()) > 0.05 * scale  # every channel still rings at the record's start
+    torch.testing.assert_close(record, expected, rtol=0, atol=1e-2 * scale)  # RK4 rings ≤ 1e-3 slow at 250 µs
+
+
 # -- the system -------------------------------------------------------------------------------------------------
 def test_device_time_is_the_playback_time_and_batches_are_split() -> None:
     world, _, _, system = bench(max_batch=4)
