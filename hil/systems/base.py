@@ -36,6 +36,11 @@ def is_count(value: Any, largest: int | None = None) -> bool:
             and (largest is None or value <= largest))
 
 
+def is_number(value: Any) -> bool:
+    """Whether a setting is a finite real number: not YAML's true (an integer to Python), not text, not NaN."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_setting_within(label: str, value: float, instrument: Instrument, limit: str) -> None:
     """Refuse a system setting (``label``) that lies outside one of an instrument's limits, before any call would
     be refused for it: a `ConfigError` naming the setting, the instrument and its limit."""

@@ -53,7 +53,7 @@ from hil.physics.optics import (
     window_pixels,
     wrap_drive,
 )
-from hil.systems.base import PhysicalSystem, PhysicsModel, is_count
+from hil.systems.base import PhysicalSystem, PhysicsModel, is_count, is_number
 
 #: Fixed seed of the probe patterns `calibrate` sets the working exposure on.
 PROBE_SEED = 1288
@@ -172,17 +172,16 @@ class SLMCameraSystem(PhysicalSystem):
         if max_batch is not None and not is_count(max_batch):
             raise ConfigError(f"max_batch must be a positive integer, or null for the longest sequence ({largest}); "
                               f"got {max_batch!r}", field="max_batch")
-        if waist_px is not None and (isinstance(waist_px, bool) or not isinstance(waist_px, int | float)
-                                     or not 0 < waist_px < math.inf):
+        if waist_px is not None and not (is_number(waist_px) and waist_px > 0):
             raise ConfigError(f"waist_px must be a positive number of SLM pixels or null (a flat beam), got "
                               f"{waist_px!r}", field="waist_px")
         max_batch = largest if max_batch is None else min(max_batch, largest)
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_bounds=(0.0, 1.0),
                          theta_bounds=(0.0, TWO_PI), max_batch=max_batch)
         self.waist_px = waist_px
-        if not 0 < x_phase_rad <= TWO_PI:
-            raise ConfigError(f"x_phase_rad {x_phase_rad:g} rad must be in (0, 2π]: x ∈ [0, 1] becomes a phase of "
-                              "the SLM's range", field="x_phase_rad")
+        if not (is_number(x_phase_rad) and 0 < x_phase_rad <= TWO_PI):
+            raise ConfigError(f"x_phase_rad {x_phase_rad!r} rad must be a number in (0, 2π]: x ∈ [0, 1] becomes a "
+                              "phase of the SLM's range", field="x_phase_rad")
         self.x_phase_rad = float(x_phase_rad)
         if not is_count(reference_repeats):
             raise ConfigError(f"reference_repeats must be a positive integer, got {reference_repeats!r}",
@@ -332,6 +331,13 @@ class OpticalSystem(SLMCameraSystem):
                  roi_px: int = 5, roi_radius_px: float = 12.0, fft_size: int = 256, waist_px: float | None = 25.0,
                  plane_distance_m: float = 5e-3, wavelength_m: float = 532e-9, slm_pitch_m: float = 8e-6,
                  reference_repeats: int = 16, max_batch: int | None = None):
+        for label, value in (("block", block), ("planes", planes), ("fft_size", fft_size)):
+            if not is_count(value):
+                raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
+        for label, value, unit in (("plane_distance_m", plane_distance_m, "m"), ("wavelength_m", wavelength_m, "m"),
+                                   ("slm_pitch_m", slm_pitch_m, "m")):
+            if not (is_number(value) and value > 0):
+                raise ConfigError(f"{label} must be a positive number ({unit}), got {value!r}", field=label)
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_phase_rad=x_phase_rad,
                          waist_px=waist_px, reference_repeats=reference_repeats, max_batch=max_batch)
         shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)
@@ -345,7 +351,7 @@ class OpticalSystem(SLMCameraSystem):
         self.camera_shape: tuple[int, int] = camera_shape  # type: ignore[assignment]
         if not is_count(roi_px):
             raise ConfigError(f"roi_px must be a whole number of pixels, at least 1; got {roi_px!r}", field="roi_px")
-        if not isinstance(roi_radius_px, int | float) or not 0 <= roi_radius_px < math.inf:
+        if not (is_number(roi_radius_px) and roi_radius_px >= 0):
             raise ConfigError(f"roi_radius_px must be a finite distance ≥ 0 px; got {roi_radius_px!r}",
                               field="roi_radius_px")
         self.read_regions(region_matrix(camera_shape, ring_corners(camera_shape, n_out, roi_px, roi_radius_px),  # type: ignore[arg-type]

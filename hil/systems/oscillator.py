@@ -33,7 +33,7 @@ from torch import nn
 from hil.errors import ConfigError
 from hil.instruments import AnalogInput, AnalogOutput, Instrument
 from hil.physics import oscillator as physics
-from hil.systems.base import PhysicalSystem, PhysicsModel, check_setting_within, is_count
+from hil.systems.base import PhysicalSystem, PhysicsModel, check_setting_within, is_count, is_number
 
 #: Added to the mean square (V²) before the square root, in `_run` and in the model alike.
 RMS_FLOOR_V2 = 1e-12
@@ -57,23 +57,20 @@ def window_rms(volts: torch.Tensor, n_windows: int) -> torch.Tensor:
     return (windows.pow(2).mean(2) + RMS_FLOOR_V2).sqrt().reshape(batch, n_windows * channels)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
 
 def _check_design(*, segment_s: Any, sample_rate_hz: Any, freq_hz: Any, q: Any, drive_gain_m_s2_per_v: Any,
                   nonlinear_length_m: Any, coupling_hz: Any) -> None:
     """Refuse, naming the setting, what would make the encoding or the physics model meaningless (NaN, inf)."""
     for label, value in (("sample_rate_hz", sample_rate_hz), ("segment_s", segment_s),
                          ("nonlinear_length_m", nonlinear_length_m)):
-        if not (_number(value) and value > 0):
+        if not (is_number(value) and value > 0):
             raise ConfigError(f"{label} must be a positive number, got {value!r}", field=label)
-    if not (_number(coupling_hz) and coupling_hz >= 0):
+    if not (is_number(coupling_hz) and coupling_hz >= 0):
         raise ConfigError(f"coupling_hz must be a number ≥ 0, got {coupling_hz!r}", field="coupling_hz")
     for label, values, positive in (("freq_hz", freq_hz, True), ("q", q, True),
                                     ("drive_gain_m_s2_per_v", drive_gain_m_s2_per_v, False)):
         if isinstance(values, str) or not isinstance(values, Sequence) or not values \
-                or not all(_number(v) and (v > 0 or not positive) for v in values):
+                or not all(is_number(v) and (v > 0 or not positive) for v in values):
             what = "positive numbers" if positive else "numbers"
             raise ConfigError(f"{label} must be a list of {what}, one per oscillator, got {values!r}", field=label)
         if len(values) != len(freq_hz):
@@ -89,14 +86,14 @@ def _check_encoding(*, n_in: Any, n_params: Any, drive_amplitude_v: Any, gap_s: 
         if not is_count(value):
             raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
     for label, value, unit in (("drive_amplitude_v", drive_amplitude_v, "V"), ("output_scale_v", output_scale_v, "V")):
-        if not (_number(value) and value > 0):
+        if not (is_number(value) and value > 0):
             raise ConfigError(f"{label} must be a positive number ({unit}), got {value!r}", field=label)
-    if not (_number(gap_s) and gap_s >= 0):
+    if not (is_number(gap_s) and gap_s >= 0):
         raise ConfigError(f"gap_s must be a number ≥ 0 (s), got {gap_s!r}", field="gap_s")
-    if carrier_hz is not None and not _number(carrier_hz):
+    if carrier_hz is not None and not is_number(carrier_hz):
         raise ConfigError(f"carrier_hz must be a number (Hz) or null for constant levels, got {carrier_hz!r}",
                           field="carrier_hz")
-    if sensor_gain is not None and not (_number(sensor_gain) and sensor_gain > 0):
+    if sensor_gain is not None and not (is_number(sensor_gain) and sensor_gain > 0):
         raise ConfigError(f"sensor_gain must be a positive number (V/m or V/(m/s)), got {sensor_gain!r}; or leave it "
                           "out for the sensed quantity's nominal probe", field="sensor_gain")
     if isinstance(sensed, str) or not isinstance(sensed, Sequence) or not sensed \

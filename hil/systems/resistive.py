@@ -36,7 +36,7 @@ from torch import nn
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.instruments import AnalogInput, AnalogOutput, Instrument
 from hil.physics import resistive as physics
-from hil.systems.base import PhysicalSystem, PhysicsModel, check_setting_within, is_count
+from hil.systems.base import PhysicalSystem, PhysicsModel, check_setting_within, is_count, is_number
 
 #: Off level of a nudge gate (V): far below threshold, the nudge transistor conducts ~1e-15 S.
 NUDGE_OFF_V = 0.0
@@ -46,10 +46,6 @@ MODEL_CONSTANTS = {"transconductance_a_per_v2": physics.NOMINAL_TRANSCONDUCTANCE
                    "threshold_tempco_v_per_k": physics.NOMINAL_THRESHOLD_TEMPCO_V_PER_K,
                    "reference_temperature_k": physics.REFERENCE_TEMPERATURE_K}
 
-
-def _number(value: Any) -> bool:
-    """Whether a setting is a finite number (not YAML's true, not text)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def input_voltages(x: torch.Tensor, input_min_v: float, input_max_v: float) -> torch.Tensor:
@@ -164,13 +160,13 @@ class ResistiveNetworkSystem(PhysicalSystem):
         self.layout = physics.Layout(n_inputs, n_hidden, n_outputs)
         for label, low, high in (("input", input_min_v, input_max_v), ("gate", gate_min_v, gate_max_v)):
             for end, value in (("min", low), ("max", high)):
-                if not _number(value):
+                if not is_number(value):
                     raise ConfigError(f"{label}_{end}_v must be a number (V), got {value!r}", field=f"{label}_{end}_v")
             if not low < high:
                 raise ConfigError(f"{label}_min_v ({low!r}) must be below {label}_max_v ({high!r})",
                                   field=f"{label}_min_v")
         for label, value in (("output_scale_v", output_scale_v), ("sample_rate_hz", sample_rate_hz)):
-            if not (_number(value) and value > 0):
+            if not (is_number(value) and value > 0):
                 raise ConfigError(f"{label} must be a positive number, got {value!r}", field=label)
         output, reader = instruments.get("output"), instruments.get("input")
         if is_count(max_batch) and isinstance(output, AnalogOutput) \

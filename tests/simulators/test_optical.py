@@ -797,7 +797,17 @@ def test_bad_configurations_are_refused_with_the_field() -> None:
             ({"waist_px": math.nan}, "waist_px", "waist_px must be a positive number of SLM pixels or null"),
             ({"max_batch": 0}, "max_batch", "max_batch must be a positive integer, or null for the longest "
                                             "sequence (1024); got 0"),  # was taken as null
-            ({"max_batch": True}, "max_batch", "got True")):  # was a TypeError at the first call
+            ({"max_batch": True}, "max_batch", "got True"),  # was a TypeError at the first call
+            # YAML's true and text were TypeErrors from torch or Python that named no setting
+            ({"block": True}, "block", "block must be a positive integer, got True"),
+            ({"block": "8"}, "block", "block must be a positive integer, got '8'"),
+            ({"planes": 1.0}, "planes", "planes must be a positive integer, got 1.0"),
+            ({"fft_size": "256"}, "fft_size", "fft_size must be a positive integer, got '256'"),
+            ({"x_phase_rad": "3"}, "x_phase_rad", "x_phase_rad '3' rad must be a number in (0, 2π]"),
+            ({"x_phase_rad": True}, "x_phase_rad", "x_phase_rad True rad must be a number in (0, 2π]"),
+            ({"roi_radius_px": True}, "roi_radius_px", "roi_radius_px must be a finite distance ≥ 0 px; got True"),
+            ({"wavelength_m": "532e-9"}, "wavelength_m", "wavelength_m must be a positive number (m), got '532e-9'"),
+            ({"plane_distance_m": 0}, "plane_distance_m", "plane_distance_m must be a positive number (m), got 0")):
         with pytest.raises(ConfigError, match=re.escape(message)) as caught:
             OpticalSystem({"slm": slm, "camera": camera}, **settings)
         assert caught.value.field == field
