@@ -32,8 +32,9 @@ def physics_aware(x: torch.Tensor, theta: torch.Tensor, system: PhysicalSystem, 
                   record: list | None = None) -> torch.Tensor:
     """The device's output in the forward pass; the twin's vector-Jacobian product at (x, θ) in the backward.
 
-    Written as ``twin(x, θ) + (device(x, θ) − twin(x, θ)).detach()``: its value is the measurement and its
-    gradient is the twin's at exactly the inputs and parameters the device saw, which is physics-aware training.
+    Written as ``device(x, θ) + (twin(x, θ) − twin(x, θ).detach())``: its value is the measurement, bit for bit (the
+    bracket is exactly zero), and its gradient is the twin's at exactly the inputs and parameters the device saw,
+    which is physics-aware training.
     The twin's forward runs alongside the device's, so no nested autograd pass is needed in the backward.
     ``record``, if given, receives (x, θ, y_device) for online twin refinement.
     """
@@ -42,7 +43,7 @@ def physics_aware(x: torch.Tensor, theta: torch.Tensor, system: PhysicalSystem, 
     if record is not None:
         record.append((x.detach().clone(), theta.detach().clone(), measured.clone()))
     modelled = held_twin(twin, x, theta)
-    return modelled + (measured - modelled).detach()
+    return measured + (modelled - modelled.detach())
 
 
 def held_twin(twin: Twin, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

@@ -214,3 +214,19 @@ def test_training_through_a_layer_spends_no_gradient_on_the_twins_own_parameters
     (twin(x_twin, theta) * weights).sum().backward()  # the twin's own vector-Jacobian product, as before
     torch.testing.assert_close(layer.theta.grad, theta.grad, rtol=0, atol=0)
     torch.testing.assert_close(x.grad, x_twin.grad, rtol=0, atol=0)
+
+
+def test_pat_forward_is_the_measurement_to_the_bit_however_far_the_twin_is_from_it(lab) -> None:
+    """The next layer sees what the device measured, not the twin's prediction plus a rounded difference (a twin
+    1000 times off lost the measurement's last 13 bits that way)."""
+    system = lab.systems["exact"]  # ideal: the same call measures the same value
+    twin = build_twin("physics", system)
+    with torch.no_grad():
+        twin.affine.gain.fill_(1000.0)
+        twin.affine.offset.fill_(3.0)
+    generator = torch.Generator().manual_seed(0)
+    x, theta = torch.rand(16, 8, generator=generator) * 2 - 1, torch.rand(32, generator=generator) * 2 - 1
+    measured = system.forward(x, theta)
+    y = physics_aware(x, theta.clone().requires_grad_(), system, twin)
+    assert torch.equal(y.detach(), measured)
+
