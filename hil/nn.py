@@ -84,6 +84,7 @@ class PhysicalLayer(nn.Module):
         else:
             raise ConfigError(f"theta_init must be 'uniform' or 'center', got {theta_init!r}")
         self.theta = nn.Parameter(initial)
+        self.project_()  # float32 rounding of the draw may leave the bounds
         self.record: list | None = None
 
     def set_twin(self, twin: Twin | None) -> None:
@@ -108,12 +109,26 @@ class PhysicalLayer(nn.Module):
     @torch.no_grad()
     def project_(self) -> None:
         """Bring θ back into the system's bounds after an optimiser step: wrapped for a periodic θ (a phase),
-        clamped otherwise."""
+        clamped otherwise, onto float32 values within the bounds as the system checks them (float32(2π) is above
+        2π: a phase wrapped up to it is one at the bottom)."""
         low, high = self.system.theta_bounds
+        inside_low, inside_high = float32_bounds(low, high)
         if self.system.theta_periodic:
             self.theta.sub_(low).remainder_(high - low).add_(low)
-        else:
-            self.theta.clamp_(low, high)
+            self.theta.masked_fill_(self.theta > inside_high, inside_low)
+        self.theta.clamp_(inside_low, inside_high)
+
+
+def float32_bounds(low: float, high: float) -> tuple[float, float]:
+    """The lowest and highest float32 values within ``low..high`` (a bound float32 cannot hold, such as 2π or 1.1,
+    rounds to a value outside it)."""
+    inside = []
+    for value, inward in ((low, high), (high, low)):
+        nearest = torch.tensor(value, dtype=torch.float32)
+        while not low <= float(nearest) <= high:
+            nearest = torch.nextafter(nearest, torch.tensor(inward, dtype=torch.float32))
+        inside.append(float(nearest))
+    return inside[0], inside[1]
 
 
 def physical_layers(model: nn.Module) -> list[PhysicalLayer]:

@@ -1,6 +1,7 @@
 """PhysicalLayer: PAT gives the device's value and the twin's gradient; modes; θ kept within bounds."""
 
 import json
+import math
 import textwrap
 
 import pytest
@@ -230,3 +231,38 @@ def test_pat_forward_is_the_measurement_to_the_bit_however_far_the_twin_is_from_
     y = physics_aware(x, theta.clone().requires_grad_(), system, twin)
     assert torch.equal(y.detach(), measured)
 
+
+@pytest.mark.parametrize(("name", "start", "bounds"), [
+    ("optical", -1e-8, (0.0, 2 * math.pi)),  # just below 0: wraps to float32(2π), which lies above 2π
+    ("gates", 5.0, (0.5, 1.1)),  # above the top: clamps to float32(1.1), which lies above 1.1
+    ("gates", -5.0, (0.7, 1.5)),  # below the bottom: clamps to float32(0.7), which lies below 0.7
+])
+def test_projected_theta_is_always_accepted_by_the_device(lab, tmp_path, name, start, bounds) -> None:
+    """θ after `project_` lies within the system's bounds as the system checks them (in float64), so a training
+    step that moves a phase just below 0 does not stop the run with a LimitError."""
+    if name == "gates":
+        text = textwrap.dedent(f"""
+            worlds:
+              net: {{kind: resistive_network, preset: ideal, seed: 0}}
+            instruments:
+              out: {{driver: simulated_analog_output, world: net}}
+              in: {{driver: simulated_analog_input, world: net}}
+            systems:
+              gates: {{kind: resistive_network, instruments: {{output: out, input: in}},
+                       settings: {{gate_min_v: {bounds[0]}, gate_max_v: {bounds[1]}}}}}
+        """)
+        with lab_from_text(text, tmp_path) as other:
+            _check_projection(other.systems["gates"], start, bounds)
+    else:
+        _check_projection(lab.systems[name], start, bounds)
+
+
+def _check_projection(system, start: float, bounds: tuple[float, float]) -> None:
+    assert system.theta_bounds == bounds
+    layer = PhysicalLayer(system, mode="device", theta_init="center")
+    with torch.no_grad():
+        layer.theta.fill_(start)
+    layer.project_()
+    values = [float(v) for v in layer.theta.detach()]
+    assert all(bounds[0] <= v <= bounds[1] for v in values)
+    layer(torch.rand(2, system.n_in))  # the device takes it
