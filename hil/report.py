@@ -1,6 +1,7 @@
 """The run report: PNG plots and a short markdown summary, from the run folder alone.
 
-- ``learning_curves.png``: training loss, and test loss and accuracy on the device and through the twin, per epoch;
+- ``learning_curves.png``: training loss (the mean over each epoch's batches, forward where the method ran it), and
+  test loss and accuracy on the device and through the twin, per epoch, each curve one colour in both panels;
 - ``twin_fit.png``: the twin's predictions against held-out device measurements;
 - ``confusion.png``: the confusion matrix of the final evaluation on the device;
 - ``summary.md``: the final figures, the twin's fidelity, the device time (modelled on a simulator) and the
@@ -18,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from hil.store import RunFileError, RunStore
 
@@ -56,6 +58,21 @@ def _damaged(store: RunStore, relative: str, what: str) -> None:
                        "backup, or move it aside to report without its plot")
 
 
+#: Each curve's colour, the same in both panels.
+COLOURS = {"train": "tab:green", "device": "tab:blue", "twin": "tab:orange"}
+
+
+def _train_forward(events: list[dict[str, Any]]) -> str:
+    """Where the training batches' forward pass ran, from the method the run started with ("" if unknown)."""
+    from hil.methods.base import method_class
+
+    try:
+        mode = method_class(str(_last(events, "run_started").get("method"))).mode
+    except Exception:  # a log of a method this hil does not know, or edited by hand
+        return ""
+    return {"pat": "on the device", "twin": "through the twin", "device": "on the device"}.get(mode, "")
+
+
 def _learning_curves(events: list[dict[str, Any]]) -> Figure:
     epochs = [e for e in events if e["kind"] == "epoch" and isinstance(e.get("epoch"), int)]
     batches = [e for e in events if e["kind"] == "batch" and isinstance(e.get("epoch"), int) and _number(e.get("loss"))]
@@ -64,16 +81,21 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
         per_epoch: dict[int, list[float]] = {}
         for event in batches:
             per_epoch.setdefault(event["epoch"], []).append(event["loss"])
-        loss_axis.plot([k + 1 for k in per_epoch], [sum(v) / len(v) for v in per_epoch.values()], "o-", label="train")
+        loss_axis.plot([k + 1 for k in per_epoch], [sum(v) / len(v) for v in per_epoch.values()], "o-",
+                       color=COLOURS["train"], label="train")
+        forward = _train_forward(events)
+        figure.suptitle("train: the mean over each epoch's training batches" + (f", forward {forward}" if forward
+                        else "") + "; test: the test set after each epoch", fontsize=9)
     for prefix, style in (("device", "s-"), ("twin", "^--")):
         for axis, figure_name in ((loss_axis, f"{prefix}_loss"), (accuracy_axis, f"{prefix}_accuracy")):
             points = [(e["epoch"] + 1, e[figure_name]) for e in epochs if _number(e.get(figure_name))]
             if points:
-                axis.plot(*zip(*points, strict=True), style, label=f"test, {prefix}")
+                axis.plot(*zip(*points, strict=True), style, color=COLOURS[prefix], label=f"test, {prefix}")
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         if axis.get_legend_handles_labels()[0]:  # a run stopped before its first epoch has no curves yet
             axis.legend()
     return figure
