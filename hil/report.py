@@ -5,7 +5,8 @@
 - ``twin_fit.png``: the twin's predictions against held-out device measurements;
 - ``confusion.png``: the confusion matrix of the final evaluation on the device;
 - ``summary.md``: the final figures, the twin's fidelity, the device time (modelled on a simulator) and the
-  wall time up to the report.
+  wall time up to the report; for a run that failed, was stopped or was resumed, how (with its error, and the test
+  figures of its last epoch when it has no final evaluation).
 """
 
 from __future__ import annotations
@@ -164,13 +165,45 @@ def _fit_note(fitted: dict[str, Any]) -> str:
             "better twin.")
 
 
-def _unfinished_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str:
-    """A sentence for a run that stopped before its evaluation on the device (none otherwise)."""
-    if evaluated:
+def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str:
+    """Sentences for a run that failed, was stopped, or stopped before its evaluation on the device, with the test
+    figures of its last epoch, and for a run resumed from a checkpoint (none for a run that went straight through)."""
+    last = events[-1] if events else {"kind": "none"}
+    before = "" if evaluated else " before its evaluation"
+    resume = f"; `hil run --resume {store.path}` finishes it"
+    note = ""
+    if last["kind"] == "run_failed":  # its error says what to do; resuming may fail alike
+        note = f" **The run failed{before}**: {str(last.get('error', 'no error recorded')).rstrip('.')}."
+        if not evaluated:
+            note += " The figures below are what it reached."
+    elif last["kind"] == "run_interrupted":
+        note = f" **The run was stopped{before}**" + (f", so the figures below are what it reached{resume}."
+                                                      if not evaluated else ".")
+    elif not evaluated:
+        note = (f" **The run stopped before its evaluation** (its last event: {last['kind']}), so the figures below "
+                f"are what it reached{resume}.")
+    epoch = _last(events, "epoch")
+    if not evaluated and _number(epoch.get("device_accuracy")) and isinstance(epoch.get("epoch"), int):
+        twin = f" and {_figure(epoch['twin_accuracy'])} through the twin" if _number(epoch.get("twin_accuracy")) else ""
+        note += (f" After its last finished epoch ({epoch['epoch'] + 1}) its test accuracy was "
+                 f"{_figure(epoch['device_accuracy'])} on the device{twin}.")
+    resumed = [e for e in events if e["kind"] == "run_resumed"]
+    if resumed:
+        discarded = sum(e["discarded_events"] for e in resumed if _number(e.get("discarded_events")))
+        times = {1: "once", 2: "twice"}.get(len(resumed), f"{len(resumed)} times")
+        logged = f"the {discarded} events" if discarded > 1 else "the event"
+        note += (f" It was resumed {times} from its last checkpoint" + (
+            f"; {logged} that the stopped attempt{'s' if len(resumed) > 1 else ''} logged after it "
+            f"{'are' if discarded > 1 else 'is'} in `events.discarded.jsonl`, not here" if discarded else "") + ".")
+    return note
+
+
+def _refined_note(events: list[dict[str, Any]]) -> str:
+    """A sentence for a twin refined online during training (PAT's ``refine_every``), none otherwise."""
+    if not any(e["kind"] == "batch" and "twin_refine_loss" in e for e in events):
         return ""
-    last = events[-1]["kind"] if events else "none"
-    return (f" **The run stopped before its evaluation** (its last event: {last}), so the figures below are what it "
-            f"reached; `hil run --resume {store.path}` finishes it.")
+    return (" The twin was refined online during training: its fidelity above is the fitted twin's, before training; "
+            "the test accuracy through the twin is the refined twin's.")
 
 
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
@@ -197,7 +230,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"# {started.get('protocol', store.path.name)}",
         "",
         f"Run `{store.path.name}`: method **{started.get('method', '?')}** on system **{started.get('system', '?')}**, "
-        f"seed {started.get('seed', '?')}.{_unfinished_note(store, events, evaluated)}",
+        f"seed {started.get('seed', '?')}.{_status_note(store, events, evaluated)}",
         "",
         "| figure | value |",
         "|---|---|",
@@ -214,7 +247,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         "",
         f"Calibration: {_settings(calibrated.get('settings', {}))}. "
         f"Twin data: {collected.get('groups', 'n/a')} θ groups, "
-        f"{collected.get('samples', 'n/a')} samples.{_fit_note(fitted)}",
+        f"{collected.get('samples', 'n/a')} samples.{_fit_note(fitted)}{_refined_note(events)}",
         "",
         *[f"![{name}]({name})" for name in plots],
         "",

@@ -1,11 +1,11 @@
-"""The report says what the run folder holds: where training ran."""
+"""The report says what the run folder holds: where training ran, how a run ended, and that it was resumed."""
 
 from pathlib import Path
 
 import pytest
 import torch
 
-from hil.report import _learning_curves
+from hil.report import _learning_curves, write_report
 from hil.store import RunStore
 
 
@@ -26,6 +26,13 @@ def _run(parent: Path, method: str = "pat", epochs: int = 2, finish: bool = True
         store.event("evaluated", device_accuracy=0.75, device_loss=0.4)
         store.event("run_finished", wall_s=1.0)
     return store
+
+
+def _summary(store: RunStore) -> str:
+    try:
+        return write_report(store).read_text()
+    finally:
+        store.close()
 
 
 def test_each_curve_has_one_colour_in_both_panels(tmp_path: Path) -> None:
@@ -51,3 +58,41 @@ def test_the_learning_curves_say_where_the_training_batches_ran(tmp_path: Path, 
     figure = _learning_curves(store.events())
     store.close()
     assert where in figure.get_suptitle() and "mean over each epoch's training batches" in figure.get_suptitle()
+
+
+def test_a_failed_run_says_it_failed_with_its_error_and_its_last_epoch(tmp_path: Path) -> None:
+    error = "training diverged at epoch 3, batch 2: the model's parameters are no longer finite (NaN or infinite)"
+    summary = _summary(_run(tmp_path, epochs=3, finish=False, run_failed={"error": error}))
+    assert f"**The run failed before its evaluation**: {error}. The figures below are what it reached." in summary
+    assert "After its last finished epoch (3) its test accuracy was 0.7 on the device and 0.6 through the twin." \
+        in summary
+    assert "| test accuracy on the device | n/a |" in summary  # no evaluation: not the last epoch's, unlabelled
+
+
+def test_a_stopped_run_says_so_and_how_to_finish_it(tmp_path: Path) -> None:
+    store = _run(tmp_path, finish=False, run_interrupted={"at_once": "SIGTERM"})
+    path = store.path
+    summary = _summary(store)
+    assert (f"**The run was stopped before its evaluation**, so the figures below are what it reached; `hil run "
+            f"--resume {path}` finishes it. After its last finished epoch (2)") in summary
+
+
+def test_a_resumed_run_says_it_was_resumed_and_where_the_discarded_events_are(tmp_path: Path) -> None:
+    summary = _summary(_run(tmp_path, run_resumed={"epoch": 1, "discarded_events": 3}))
+    assert ("It was resumed once from its last checkpoint; the 3 events that the stopped attempt logged after it are "
+            "in `events.discarded.jsonl`, not here.") in summary
+    assert "**The run" not in summary  # it finished
+
+
+def test_a_run_that_went_straight_through_has_no_note(tmp_path: Path) -> None:
+    summary = _summary(_run(tmp_path))
+    assert "seed 0.\n" in summary and "resumed" not in summary and "refined" not in summary
+
+
+def test_a_twin_refined_online_is_told_apart_from_the_fitted_twin_whose_fidelity_is_shown(tmp_path: Path) -> None:
+    store = _run(tmp_path, finish=False)
+    store.event("batch", epoch=2, batch=1, loss=0.3, accuracy=0.5, twin_refine_loss=0.01)
+    store.event("evaluated", device_accuracy=0.75, device_loss=0.4, twin_accuracy=0.7)
+    summary = _summary(store)
+    assert ("The twin was refined online during training: its fidelity above is the fitted twin's, before training; "
+            "the test accuracy through the twin is the refined twin's.") in summary
