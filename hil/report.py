@@ -198,6 +198,15 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
     return note
 
 
+def _reused_note(loaded: dict[str, Any]) -> str:
+    """A sentence for a twin reused from another run (``twin.from_run``), whose data were measured there."""
+    if not loaded:
+        return ""
+    return (f" The twin and its data come from run `{_figure(loaded.get('source'))}`, not measured in this run: the "
+            "held-out NMSE and the noise floor above are against that run's measurements (a device that drifted "
+            "since would not show in them); the Jacobian cosines were measured on this run's device.")
+
+
 def _refined_note(events: list[dict[str, Any]]) -> str:
     """A sentence for a twin refined online during training (PAT's ``refine_every``), none otherwise."""
     if not any(e["kind"] == "batch" and "twin_refine_loss" in e for e in events):
@@ -247,7 +256,8 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         "",
         f"Calibration: {_settings(calibrated.get('settings', {}))}. "
         f"Twin data: {collected.get('groups', 'n/a')} θ groups, "
-        f"{collected.get('samples', 'n/a')} samples.{_fit_note(fitted)}{_refined_note(events)}",
+        f"{collected.get('samples', 'n/a')} samples.{_reused_note(_last(events, 'twin_loaded'))}{_fit_note(fitted)}"
+        f"{_refined_note(events)}",
         "",
         *[f"![{name}]({name})" for name in plots],
         "",

@@ -96,3 +96,12 @@ def test_a_twin_refined_online_is_told_apart_from_the_fitted_twin_whose_fidelity
     summary = _summary(store)
     assert ("The twin was refined online during training: its fidelity above is the fitted twin's, before training; "
             "the test accuracy through the twin is the refined twin's.") in summary
+
+
+def test_a_reused_twin_says_its_nmse_is_against_the_measurements_of_the_run_it_came_from(tmp_path: Path) -> None:
+    """twin.from_run: the held-out NMSE is computed on the source run's stored data, whatever the device does
+    today, so the report must not present it as measured in this run."""
+    summary = _summary(_run(tmp_path, twin_loaded={"source": "runs/first"}))
+    assert ("The twin and its data come from run `runs/first`, not measured in this run: the held-out NMSE and the "
+            "noise floor above are against that run's measurements") in summary
+    assert "come from run" not in _summary(_run(tmp_path / "other"))
