@@ -87,20 +87,48 @@ def _group_split(groups: np.ndarray, fraction: float, rng: np.random.Generator) 
     return np.isin(groups, held)
 
 
+#: The shipped data sets' sizes (hil/data/README.md): rows, features, classes.
+DIGITS_SHAPE, VOWELS_SHAPE = (1797, 64, 10), (258, 12, 7)
+
+
+def _shipped_damaged(relative: str, reason: str) -> ConfigError:
+    return ConfigError(f"{files('hil').joinpath(relative)}: the {Path(relative).name} data set shipped with hil is "
+                       f"missing or damaged ({reason}); reinstall hil", field="dataset.name")
+
+
 def _digits() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    with gzip.open(files("hil").joinpath("data/digits.csv.gz").open("rb"), "rt") as handle:
-        table = np.loadtxt(handle, delimiter=",", dtype=np.float64)
-    return table[:, :-1], table[:, -1].astype(np.int64), tuple(str(d) for d in range(10))
+    relative = "data/digits.csv.gz"
+    try:
+        with gzip.open(files("hil").joinpath(relative).open("rb"), "rt") as handle:
+            table = np.loadtxt(handle, delimiter=",", dtype=np.float64, ndmin=2)
+    except (OSError, EOFError, zlib.error, ValueError, UnicodeDecodeError) as error:
+        raise _shipped_damaged(relative, getattr(error, "strerror", None) or str(error) or type(error).__name__) \
+            from None
+    rows, features, classes = DIGITS_SHAPE
+    labels = table[:, -1]
+    if table.shape != (rows, features + 1) or not np.isin(labels, np.arange(classes)).all():
+        raise _shipped_damaged(relative, f"{table.shape[0]} rows of {table.shape[1]} values, expected {rows} of "
+                                         f"{features} pixels and a label 0..{classes - 1}")
+    return table[:, :-1], labels.astype(np.int64), tuple(str(d) for d in range(classes))
 
 
 def _vowels() -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray]:
-    with files("hil").joinpath("data/vowels.csv").open("r", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    classes = tuple(sorted({row["vowel"] for row in rows}))
-    features = [key for key in rows[0] if key not in ("speaker", "vowel")]
-    x = np.array([[float(row[key]) for key in features] for row in rows])
-    y = np.array([classes.index(row["vowel"]) for row in rows], dtype=np.int64)
-    return x, y, classes, np.array([row["speaker"] for row in rows])
+    relative = "data/vowels.csv"
+    try:
+        with files("hil").joinpath(relative).open("r", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        features = [key for key in (rows[0] if rows else {}) if key not in ("speaker", "vowel")]
+        x = np.array([[float(row[key]) for key in features] for row in rows])
+        vowels, speakers = [row["vowel"] for row in rows], [row["speaker"] for row in rows]
+    except (OSError, UnicodeDecodeError, csv.Error, TypeError, ValueError) as error:  # a column renamed: not numeric
+        reason = getattr(error, "strerror", None) or "a row with a missing or non-numeric value"
+        raise _shipped_damaged(relative, reason) from None
+    classes = tuple(sorted(set(vowels)))
+    if (x.shape[0], x.shape[1] if x.ndim == 2 else 0, len(classes)) != VOWELS_SHAPE:
+        raise _shipped_damaged(relative, f"{len(rows)} rows of {len(features)} features and {len(classes)} vowels, "
+                                         "expected {} of {} and {}".format(*VOWELS_SHAPE))
+    y = np.array([classes.index(vowel) for vowel in vowels], dtype=np.int64)
+    return x, y, classes, np.array(speakers)
 
 
 #: The most dimensions an IDX header may announce (numpy's arrays have at most 64; MNIST's have 1 or 3).

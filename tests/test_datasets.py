@@ -131,3 +131,51 @@ def test_encoded_inputs_stay_within_bounds_that_float32_cannot_hold(bounds: tupl
     low, high = bounds
     assert low <= float(encoded.min()) and float(encoded.max()) <= high
     assert float(encoded.max()) > high - 1e-6 and float(encoded.min()) < low + 1e-6  # the whole range is used
+
+
+def _shipped_copy(tmp_path, monkeypatch, relative: str, change) -> None:
+    """hil's shipped data as a copy in ``tmp_path`` whose file ``relative`` is replaced by ``change(its bytes)``
+    (None: removed)."""
+    from importlib.resources import files
+
+    import hil.datasets
+
+    for name in ("digits.csv.gz", "vowels.csv"):
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / name).write_bytes(files("hil").joinpath("data", name).read_bytes())
+    target = tmp_path / relative
+    changed = change(target.read_bytes())
+    if changed is None:
+        target.unlink()
+    else:
+        target.write_bytes(changed)
+    monkeypatch.setattr(hil.datasets, "files", lambda package: tmp_path)
+
+
+@pytest.mark.parametrize(("name", "relative", "change", "reason"), [
+    ("vowels", "data/vowels.csv", lambda data: data[:3000], "a row with a missing or non-numeric value"),
+    ("vowels", "data/vowels.csv", lambda data: data.replace(b"678", b"6x8", 1), "a row with a missing or non-numeric"),
+    ("vowels", "data/vowels.csv", lambda data: data.replace(b"vowel", b"vowl", 1), "non-numeric value"),
+    ("vowels", "data/vowels.csv", lambda data: data[:data.index(b"\nw02")], "1 rows of 12 features and 1 vowels"),
+    ("vowels", "data/vowels.csv", lambda data: None, "No such file or directory"),
+    ("digits", "data/digits.csv.gz", lambda data: data[:len(data) // 2], "Compressed file ended"),
+    ("digits", "data/digits.csv.gz", lambda data: gzip.compress(b"1,2,3\n"), "1 rows of 3 values, expected 1797"),
+    ("digits", "data/digits.csv.gz", lambda data: b"not gzip", "Not a gzipped file"),
+])
+def test_a_damaged_or_missing_shipped_data_set_is_a_config_error_naming_it(tmp_path, monkeypatch, name, relative,
+                                                                           change, reason) -> None:
+    """A broken install (a file cut short, edited, or gone) is one line naming the file and the fix, not a
+    traceback from the CSV parser."""
+    _shipped_copy(tmp_path, monkeypatch, relative, change)
+    with pytest.raises(ConfigError, match="shipped with hil is missing or damaged") as raised:
+        load_dataset(name)
+    message = str(raised.value)
+    assert str(tmp_path / relative) in message and reason in message and message.endswith("; reinstall hil")
+    assert "\n" not in message and raised.value.field == "dataset.name"
+
+
+def test_an_intact_copy_of_the_shipped_data_loads_as_the_shipped_data(tmp_path, monkeypatch) -> None:
+    shipped = load_dataset("vowels", seed=1)
+    _shipped_copy(tmp_path, monkeypatch, "data/vowels.csv", lambda data: data)
+    copy = load_dataset("vowels", seed=1)
+    assert torch.equal(copy.x_test, shipped.x_test) and torch.equal(copy.y_train, shipped.y_train)
