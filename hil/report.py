@@ -84,14 +84,17 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
             per_epoch.setdefault(event["epoch"], []).append(event["loss"])
         loss_axis.plot([k + 1 for k in per_epoch], [sum(v) / len(v) for v in per_epoch.values()], "o-",
                        color=COLOURS["train"], label="train")
-        forward = _train_forward(events)
-        figure.suptitle("train: the mean over each epoch's training batches" + (f", forward {forward}" if forward
-                        else "") + "; test: the test set after each epoch", fontsize=9)
+    tested = False
     for prefix, style in (("device", "s-"), ("twin", "^--")):
         for axis, figure_name in ((loss_axis, f"{prefix}_loss"), (accuracy_axis, f"{prefix}_accuracy")):
             points = [(e["epoch"] + 1, e[figure_name]) for e in epochs if _number(e.get(figure_name))]
             if points:
                 axis.plot(*zip(*points, strict=True), style, color=COLOURS[prefix], label=f"test, {prefix}")
+                tested = True
+    if batches:
+        forward = _train_forward(events)
+        figure.suptitle("train: the mean over each epoch's training batches" + (f", forward {forward}" if forward
+                        else "") + ("; test: the test set after each epoch" if tested else ""), fontsize=9)
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for axis in (loss_axis, accuracy_axis):

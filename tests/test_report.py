@@ -55,9 +55,13 @@ def test_the_learning_curves_say_where_the_training_batches_ran(tmp_path: Path, 
     """In silico, the train loss is the twin's and the test loss the device's: a gap between them is the twin's
     mismatch, not overfitting, and the plot says so."""
     store = _run(tmp_path, method=method)
-    figure = _learning_curves(store.events())
+    events = store.events()
     store.close()
+    figure = _learning_curves(events)
     assert where in figure.get_suptitle() and "mean over each epoch's training batches" in figure.get_suptitle()
+    assert "test: the test set after each epoch" in figure.get_suptitle()
+    untested = [e for e in events if e["kind"] != "epoch"]  # evaluation.every_epoch: false
+    assert "test" not in _learning_curves(untested).get_suptitle()
 
 
 def test_a_failed_run_says_it_failed_with_its_error_and_its_last_epoch(tmp_path: Path) -> None:
