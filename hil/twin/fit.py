@@ -3,7 +3,10 @@
 A minibatch is one θ group (one device call's worth of inputs with one parameter vector), so physics twins run
 their batched forward once per step. The loss divides each output's squared error by that output's variance
 over the training data, so outputs of different scales count alike. Training stops when the held-out error has
-not improved for ``patience`` epochs, and the best state is kept.
+not improved for ``patience`` epochs, and the best state is kept. The held-out error is normalised as the loss is,
+by the training outputs' variance: it is not the fidelity's NMSE (`hil.twin.fidelity`), which divides by the
+held-out outputs' own variance, and the two differ where the held-out groups vary less (threefold on the optical
+protocol).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from hil.twin.models import NeuralTwin, ResidualTwin, Twin
 
 @dataclass
 class FitResult:
-    """Loss history (normalised MSE, mean over outputs) per epoch, the epoch whose state was kept, and whether the
-    held-out error had stopped improving (``patience`` epochs without a new best) before the epochs ran out, or there
-    was nothing to fit: when not, more epochs would likely give a better twin."""
+    """Loss history (MSE over the training outputs' variance, mean over outputs) per epoch, on the training and on
+    the held-out groups, the epoch whose state was kept, and whether the held-out error had stopped improving
+    (``patience`` epochs without a new best) before the epochs ran out, or there was nothing to fit: when not, more
+    epochs would likely give a better twin."""
 
     train_loss: list[float] = field(default_factory=list)
     validation_loss: list[float] = field(default_factory=list)
