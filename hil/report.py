@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import h5py
 import matplotlib
 
 matplotlib.use("Agg")
@@ -201,6 +202,25 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
     return note
 
 
+def _repeats(store: RunStore) -> int | None:
+    """How many times the twin data measured their repeated groups (1: never repeated); None if unknown (no file,
+    or not readable: the plots say what is wrong with it)."""
+    try:
+        with h5py.File(store.path / "data/twin_data.h5", "r") as handle:
+            shape = handle["y_repeats"].shape
+    except Exception:  # missing, damaged, or another file's arrays
+        return None
+    return shape[0] if len(shape) == 4 and shape[1] > 0 else 1
+
+
+def _noise_floor(store: RunStore, fidelity: dict[str, Any]) -> str:
+    """The noise floor's figure; n/a where the twin data hold no repeated measurements to estimate it from (the
+    fidelity step then records 0, which would read as a noiseless device)."""
+    if fidelity and _repeats(store) == 1:
+        return "n/a (the twin data hold no repeated measurements)"
+    return _figure(fidelity.get("noise_floor_mean"))
+
+
 def _reused_note(loaded: dict[str, Any]) -> str:
     """A sentence for a twin reused from another run (``twin.from_run``), whose data were measured there."""
     if not loaded:
@@ -250,7 +270,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"| test accuracy through the twin | {_figure(evaluated.get('twin_accuracy'))} |",
         f"| test loss on the device | {_figure(evaluated.get('device_loss'))} |",
         f"| twin held-out NMSE (mean over outputs) | {_figure(fid.get('nmse_mean'))} |",
-        f"| noise floor (NMSE of repeats) | {_figure(fid.get('noise_floor_mean'))} |",
+        f"| noise floor (NMSE of repeats) | {_noise_floor(store, fid)} |",
         f"| twin Jacobian cosine, θ / x | {_figure(fid.get('jacobian_cosine_theta'), 3)} / "
         f"{_figure(fid.get('jacobian_cosine_x'), 3)} |",
         f"| device calls | {_figure(evaluated.get('device_calls'))} |",

@@ -109,3 +109,16 @@ def test_a_reused_twin_says_its_nmse_is_against_the_measurements_of_the_run_it_c
     assert ("The twin and its data come from run `runs/first`, not measured in this run: the held-out NMSE and the "
             "noise floor above are against that run's measurements") in summary
     assert "come from run" not in _summary(_run(tmp_path / "other"))
+
+
+@pytest.mark.parametrize(("repeats", "shown"), [
+    (0, "n/a (the twin data hold no repeated measurements)"),  # as collect stores none: R × 0 groups
+    (3, "0 |"),  # an ideal device: repeats agree exactly, and the floor is 0
+])
+def test_a_noise_floor_without_repeats_is_not_shown_as_zero(tmp_path: Path, repeats: int, shown: str) -> None:
+    """With twin.collect.repeats 1 the fidelity step records a noise floor of 0, which reads as a noiseless device."""
+    store = _run(tmp_path, fidelity={"nmse_mean": 0.02, "noise_floor_mean": 0.0})
+    store.save_arrays("data/twin_data.h5", {"x": torch.zeros(2, 4, 3), "theta": torch.zeros(2, 5),
+                                            "y": torch.zeros(2, 4, 6),
+                                            "y_repeats": torch.zeros(repeats, 2 if repeats else 0, 4, 6)})
+    assert f"| noise floor (NMSE of repeats) | {shown}" in _summary(store)
