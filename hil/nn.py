@@ -125,8 +125,12 @@ def float32_bounds(low: float, high: float) -> tuple[float, float]:
     inside = []
     for value, inward in ((low, high), (high, low)):
         nearest = torch.tensor(value, dtype=torch.float32)
-        while not low <= float(nearest) <= high:
+        for _ in range(2):  # the float32 nearest a bound is at most one step outside it
+            if low <= float(nearest) <= high:
+                break
             nearest = torch.nextafter(nearest, torch.tensor(inward, dtype=torch.float32))
+        if not low <= float(nearest) <= high:
+            raise ConfigError(f"bounds {low!r}..{high!r} hold no float32 value; widen them")
         inside.append(float(nearest))
     return inside[0], inside[1]
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from hil.errors import ConfigError
-from hil.nn import PhysicalLayer, physical_layers, physics_aware, project_, set_mode
+from hil.nn import PhysicalLayer, float32_bounds, physical_layers, physics_aware, project_, set_mode
 from hil.twin.models import build_twin, load_twin, save_twin
 from tests.lab_text import lab_from_text
 
@@ -266,3 +266,13 @@ def _check_projection(system, start: float, bounds: tuple[float, float]) -> None
     values = [float(v) for v in layer.theta.detach()]
     assert all(bounds[0] <= v <= bounds[1] for v in values)
     layer(torch.rand(2, system.n_in))  # the device takes it
+
+
+def test_float32_bounds_are_the_outermost_float32_values_within_and_none_is_an_error() -> None:
+    assert float32_bounds(-1.0, 1.0) == (-1.0, 1.0)
+    low, high = float32_bounds(0.7, 2 * math.pi)
+    assert low >= 0.7 and high <= 2 * math.pi
+    assert float(torch.nextafter(torch.tensor(low), torch.tensor(0.0))) < 0.7  # the outermost: one step beyond is out
+    assert float(torch.nextafter(torch.tensor(high), torch.tensor(7.0))) > 2 * math.pi
+    with pytest.raises(ConfigError, match=r"^bounds 0\.1\.\.0\.100000000001\d* hold no float32 value; widen them$"):
+        float32_bounds(0.1, 0.1 + 1e-12)  # searched for ever before
