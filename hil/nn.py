@@ -15,6 +15,7 @@ system.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -119,9 +120,10 @@ class PhysicalLayer(nn.Module):
         self.theta.clamp_(inside_low, inside_high)
 
 
+@functools.lru_cache(maxsize=64)
 def float32_bounds(low: float, high: float) -> tuple[float, float]:
     """The lowest and highest float32 values within ``low..high`` (a bound float32 cannot hold, such as 2π or 1.1,
-    rounds to a value outside it)."""
+    rounds to a value outside it). Cached: `project_` asks at every optimiser step."""
     inside = []
     for value, inward in ((low, high), (high, low)):
         nearest = torch.tensor(value, dtype=torch.float32)
