@@ -12,15 +12,18 @@ instrument is put in its safe state and closed; a second Ctrl-C during that clea
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import inspect
 import math
 import signal
+import typing
 from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from hil.config import Seed, Strict, YamlDocument
 from hil.errors import ConfigError, DeviceError, HilError, handling
@@ -31,6 +34,54 @@ from hil.transport import open_transport
 
 #: Keyword arguments every instrument takes from the framework, not from ``settings``.
 FRAMEWORK_ARGUMENTS = {"self", "transport", "world", "name", "limits", "clock"}
+
+#: What a class's construction may raise for settings it cannot work with (a size it cannot allocate, a value that
+#: overflows its arithmetic or divides by zero): reported at the settings, not as a traceback.
+BUILD_ERRORS = (ArithmeticError, MemoryError, RuntimeError, TypeError, ValueError)
+
+
+def _plain(annotation: Any) -> bool:
+    """Whether ``annotation`` is built only of what a YAML file writes: numbers, true/false, text, null, a choice
+    of literals, and lists of these. Settings of other types (a path, a class) are left to the class to check."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return True
+    if origin in (Union, UnionType, list, tuple, collections.abc.Sequence):
+        return all(_plain(arg) for arg in typing.get_args(annotation) if arg is not Ellipsis)
+    return annotation in (int, float, bool, str, NoneType)
+
+
+def setting_types(cls: type) -> dict[str, Any]:
+    """The annotations of ``cls.__init__``'s settings that `check_setting` can check (see `_plain`); none where
+    they cannot be resolved (a plugin's annotations naming what its module imports only for type checkers)."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # any failure to resolve them: the class checks its settings alone
+        return {}
+    return {name: annotation for name, annotation in hints.items() if name != "return" and _plain(annotation)}
+
+
+#: Settings are checked as written: no conversion (true is not 1, 2.0 is not an integer, "5" is not a number),
+#: and numbers must be finite.
+_AS_WRITTEN = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+def check_setting(value: Any, annotation: Any) -> tuple[tuple[str | int, ...], str] | None:
+    """None if ``value`` is of the type ``annotation`` names, as written (see `_AS_WRITTEN`); else where in it the
+    problem is (an item's index) and what it is."""
+    try:
+        TypeAdapter(annotation, config=_AS_WRITTEN).validate_python(value)
+    except ValidationError as errors:
+        first = errors.errors()[0]
+        where = tuple(part for part in first["loc"] if isinstance(part, int))
+        shown = first.get("input")
+        return where, first["msg"] + ("" if isinstance(shown, dict | list) else f" (got {shown!r})")
+    return None
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's message on one line (torch's argument errors span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 class LimitConfig(Strict):
@@ -142,6 +193,27 @@ class Lab:
         document = YamlDocument.read(path)
         return cls(document.validate(LabConfig), document)
 
+    def _check_settings(self, cls: type, settings: dict[str, Any], where: tuple[str, ...]) -> None:
+        """Refuse a setting whose value is not of the type its class's ``__init__`` annotates (see `check_setting`)
+        before the class sees it: a `ConfigError` at the setting, or at the item of a list."""
+        types = setting_types(cls)
+        for key, value in settings.items():
+            if key in types:
+                problem = check_setting(value, types[key])
+                if problem is not None:
+                    raise self._error(problem[1], (*where, "settings", key, *problem[0]))
+
+    def _settings_error(self, error: BaseException, location: tuple[str, ...]) -> ConfigError:
+        """The `ConfigError`, at ``location``, for an exception a class raised while built from its settings."""
+        if isinstance(error, OverflowError):  # a setting too large for the arithmetic the class does with it
+            return self._error(f"a value is too large ({_one_line(error)}); give smaller settings", location)
+        if isinstance(error, MemoryError) or "allocate" in str(error):
+            return self._error(f"a value is too large: building with it needs more memory than this machine has "
+                               f"({type(error).__name__}: {_one_line(error)}); give smaller settings", location)
+        shown = _one_line(error) if isinstance(error, TypeError | ValueError) else f"{type(error).__name__}: " \
+            f"{_one_line(error)}"
+        return self._error(shown, location)
+
     def _error(self, message: str, location: tuple[str | int, ...]) -> ConfigError:
         if self.document is not None:
             return self.document.error(message, location)
@@ -179,6 +251,10 @@ class Lab:
         except ConfigError as error:
             field = tuple(error.field.split(".")) if error.field else ()
             raise self._error(error.detail, (*where, *field)) from None
+        except BUILD_ERRORS as error:  # a value its Config allows, but the simulation cannot work with
+            raise self._error(f"the {config.preset} {config.kind} cannot be simulated with this config "
+                              f"({type(error).__name__}: {_one_line(error)}); give values of a size a bench could "
+                              "have", (*where, "config")) from None
 
     def _build_system(self, name: str, config: SystemConfig) -> PhysicalSystem:
         where = ("systems", name)
@@ -214,6 +290,7 @@ class Lab:
             if key not in allowed:
                 raise self._error(f"unknown setting {key!r} for {config.kind}; allowed: {', '.join(allowed) or 'none'}",
                                   (*where, "settings", key))
+        self._check_settings(cls, config.settings, where)
         try:
             return cls(instruments, name=name, **config.settings)
         except ConfigError as error:
@@ -221,10 +298,8 @@ class Lab:
             if field[:1] != ("instruments",):
                 field = ("settings", *field)
             raise self._error(error.detail, (*where, *field)) from None
-        except (TypeError, ValueError) as error:
-            raise self._error(str(error), (*where, "settings")) from None
-        except OverflowError as error:  # a setting too large for the arithmetic the class does with it
-            raise self._error(f"a value is too large ({error}); give smaller settings", (*where, "settings")) from None
+        except BUILD_ERRORS as error:
+            raise self._settings_error(error, (*where, "settings")) from None
 
     def _build_one(self, name: str, config: InstrumentConfig) -> Instrument:
         where = ("instruments", name)
@@ -243,6 +318,7 @@ class Lab:
             if key not in allowed:
                 raise self._error(f"unknown setting {key!r} for {config.driver}; allowed: "
                                   f"{', '.join(allowed) or 'none'}", (*where, "settings", key))
+        self._check_settings(cls, config.settings, where)
         limits = {key: value.model_dump(exclude_none=True) for key, value in config.limits.items()}
         common: dict[str, Any] = {"name": name, "limits": limits, **config.settings}
         try:
@@ -265,12 +341,10 @@ class Lab:
             if field[:1] and field[0] in config.settings:  # a driver names its own option: it is under settings
                 field = ("settings", *field)
             raise self._error(error.detail, (*where, *field)) from None
-        except (TypeError, ValueError) as error:
-            raise self._error(str(error), (*where, "settings")) from None
-        except OverflowError as error:  # a setting too large for the arithmetic the class does with it
-            raise self._error(f"a value is too large ({error}); give smaller settings", (*where, "settings")) from None
         except DeviceError as error:  # e.g. a simulated instrument given a world of another kind
             raise self._error(str(error), (*where, "world") if config.world is not None else where) from None
+        except (ArithmeticError, TypeError, ValueError) as error:  # not RuntimeError: the transport's are its own
+            raise self._settings_error(error, (*where, "settings")) from None
 
     def _world(self, name: str, where: tuple[str | int, ...]) -> Any:
         if name not in self.worlds:

@@ -517,3 +517,85 @@ def test_an_instrument_connected_before_open_is_left_safe_and_closed_by_the_lab(
         lab["awg"].set_output(1, True)
     assert not lab["awg"].connected and lab._servers == []
     assert awg.channels[1].output_on is False and awg.channels[1].offset_emf_v == 0.0
+
+
+OPTICAL_LAB = """
+worlds:
+  table: {kind: optical_table, config: {%s}}
+instruments:
+  slm: {driver: simulated_slm, world: table}
+  camera: {driver: simulated_camera, world: table}
+systems:
+  optical:
+    kind: optical
+    instruments: {slm: slm, camera: camera}
+    settings: {n_in: 16, n_params: 16, n_out: 4, %s}
+"""
+
+OSCILLATOR_LAB = """
+worlds:
+  osc: {kind: oscillator_network}
+instruments:
+  out: {driver: simulated_analog_output, world: osc}
+  in: {driver: simulated_analog_input, world: osc}
+systems:
+  oscillator:
+    kind: oscillator
+    instruments: {output: out, input: in}
+    settings:
+      %s
+"""
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (OPTICAL_LAB % ("", "fft_size: .nan"),  # was a device call returning NaN, mid-run
+     r"lab.yaml:10: systems\.optical\.settings\.fft_size: Input should be a valid integer \(got nan\)$"),
+    (OPTICAL_LAB % ("", "block: true"),  # was torch's error for repeat_interleave, over eleven lines
+     r"lab.yaml:10: systems\.optical\.settings\.block: Input should be a valid integer \(got True\)$"),
+    (OPTICAL_LAB % ("", "wavelength_m: green"),  # was accepted (used only with planes > 1)
+     r"lab.yaml:10: systems\.optical\.settings\.wavelength_m: Input should be a valid number \(got 'green'\)$"),
+    (OSCILLATOR_LAB % "output_scale_v: .inf",  # was accepted: every output divided by infinity, 0
+     r"lab.yaml:11: systems\.oscillator\.settings\.output_scale_v: Input should be a finite number \(got inf\)$"),
+    (OSCILLATOR_LAB % "sensed:\n        - true\n        - 1",  # was an error at the first device call
+     r"lab.yaml:12: systems\.oscillator\.settings\.sensed\.0: Input should be a valid integer \(got True\)$"),
+    ("""
+instruments:
+  smu:
+    driver: keithley_2450
+    emulate: true
+    settings: {remote_sense: "false"}
+""", r"lab.yaml:5: instruments\.smu\.settings\.remote_sense: Input should be a valid boolean \(got 'false'\)$"),
+])
+def test_a_setting_not_of_its_type_as_written_is_refused_at_its_line(tmp_path: Path, text: str,
+                                                                      expected: str) -> None:
+    """Settings are checked against the annotations of their class's ``__init__`` before it sees them: a NaN or an
+    infinity, true for a number, text for a number or a switch (``bool("false")`` is True: the Keithley switched to
+    4-wire sensing) are refused where they are written, not taken, or a traceback or NaN later."""
+    lab = Lab.load(write(tmp_path, text))
+    with pytest.raises(ConfigError, match=expected):
+        lab.build()
+    assert lab._servers == []
+
+
+def test_settings_of_their_type_are_taken_as_written(tmp_path: Path) -> None:
+    """An integer is a number, a list a sequence, null an optional value: the check refuses only what is wrong."""
+    text = OSCILLATOR_LAB % "{sample_rate_hz: 4000, carrier_hz: null, freq_hz: [150, 210.5, 290, 400], sense: velocity}"
+    with Lab.load(write(tmp_path, text.replace("    settings:\n      {", "    settings: {"))) as lab:
+        system = lab.systems["oscillator"]
+        assert system.sample_rate_hz == 4000 and system.carrier_hz is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (OPTICAL_LAB % ("slm: {shape: [-64, 64]}", ""),
+     r"lab.yaml:2: worlds\.table\.config: the realistic optical_table cannot be simulated with this config "
+     r"\(RuntimeError: .*\); give values of a size a bench could have$"),
+    (OPTICAL_LAB % ("", "planes: 0"),
+     r"lab.yaml:10: systems\.optical\.settings: ZeroDivisionError: integer modulo by zero$"),
+])
+def test_a_value_that_breaks_a_worlds_or_systems_construction_is_located_not_a_traceback(
+        tmp_path: Path, text: str, expected: str) -> None:
+    """Values a Config or a class does not bound, but cannot work with (a negative size, a zero it divides by),
+    are one located line, not a torch or Python traceback."""
+    lab = Lab.load(write(tmp_path, text))
+    with pytest.raises(ConfigError, match=expected):
+        lab.build()
