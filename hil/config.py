@@ -141,9 +141,7 @@ class YamlDocument:
                 _index(node, (), lines, source)
             data = loader.construct_document(node) if node is not None else None
         except yaml.MarkedYAMLError as error:
-            mark = error.problem_mark or error.context_mark
-            problem = " ".join(filter(None, [error.context, error.problem]))
-            line = mark.line + 1 if mark else None
+            line, problem = _where_yaml_breaks(error)
             raise ConfigError(f"invalid YAML: {problem}", source=source, line=line,
                               field=_field_near(text, line) if line else None) from None
         except yaml.YAMLError as error:
@@ -189,6 +187,27 @@ class YamlDocument:
             raise self.error(message, loc) from None
 
 
+#: Where YAML reports a mistake inside a construct it was reading (a quoted text, a {...} or [...], a key without
+#: its colon), the mistake is where that construct begins: the parser notices it lines later, or at the file's end.
+_OPENED_EARLIER = ("while scanning a quoted scalar", "while scanning a double-quoted scalar",
+                   "while scanning a single-quoted scalar", "while parsing a flow", "while scanning a simple key")
+
+
+def _where_yaml_breaks(error: yaml.MarkedYAMLError) -> tuple[int | None, str]:
+    """The line (1-based) to report for a YAML syntax error, and what is wrong: where the construct left open
+    begins, saying where the parser noticed, or else where the parser noticed."""
+    problem = " ".join(filter(None, [error.context, error.problem]))
+    noticed, opened = error.problem_mark, error.context_mark
+    if opened is not None and (error.context or "").startswith(_OPENED_EARLIER) \
+            and (noticed is None or noticed.line > opened.line):
+        where = f" on line {noticed.line + 1}" if noticed is not None else ""
+        return opened.line + 1, f"{problem}{where}"
+    if "'\\t'" in problem:
+        problem += "; use spaces: YAML does not allow a tab there"
+    mark = noticed or opened
+    return (mark.line + 1 if mark else None), problem
+
+
 _KEY = re.compile(r"^(\s*)(?:- )?([A-Za-z0-9_.-]+)\s*:")
 
 
@@ -196,7 +215,7 @@ def _field_near(text: str, line: int) -> str | None:
     """The dotted key path at (or just above) ``line`` of a file that YAML could not parse, from indentation."""
     stack: list[tuple[int, str]] = []
     for raw in text.splitlines()[:line]:
-        match = _KEY.match(raw)
+        match = _KEY.match(raw.expandtabs(8))  # a tab indents as far as an editor shows it, not by one column
         if match is None:
             continue
         indent = len(match.group(1))

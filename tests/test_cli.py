@@ -45,7 +45,7 @@ def test_the_readmes_lab_example_is_valid_and_checking_it_writes_nothing(
      ":5: instruments.awg.limits.voltage_v.max"),
     ("instruments:\n  awg: {driver: keysight_33500b, emulate: true, timeout_s: [1]}\n",
      ":2: instruments.awg.timeout_s"),
-    ("instruments:\n  awg: {driver: keysight_33500b\n", ":3: instruments.awg: invalid YAML"),
+    ("instruments:\n  awg: {driver: keysight_33500b\n", ":2: instruments.awg: invalid YAML"),
     ("instruments:\n  awg: {driver: keysight_33500b, emulate: true, timeout_s: .inf}\n",
      ":2: instruments.awg.timeout_s: Input should be a finite number"),
     ("instruments:\n  awg: {driver: keysight_33500b, emulate: true, timeout_s: 1e-9}\n",

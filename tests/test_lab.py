@@ -599,3 +599,27 @@ def test_a_value_that_breaks_a_worlds_or_systems_construction_is_located_not_a_t
     lab = Lab.load(write(tmp_path, text))
     with pytest.raises(ConfigError, match=expected):
         lab.build()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("""
+        description: "Default lab
+        instruments:
+          awg: {driver: keysight_33500b, emulate: true}
+     """, r"lab.yaml:1: description: invalid YAML: while scanning a quoted scalar found unexpected end of stream on "
+         r"line 4$"),
+    ("""
+        instruments:
+          slm: {driver: simulated_slm, world: table
+          camera: {driver: simulated_camera, world: table}
+     """, r"lab.yaml:2: instruments\.slm: invalid YAML: while parsing a flow mapping expected ',' or '}', but got ':' "
+         r"on line 3$"),
+    ("instruments:\n  awg:\n\tdriver: keysight_33500b\n",
+     r"lab.yaml:3: instruments\.awg\.driver: invalid YAML: .* found character '\\t' that cannot start any token; use "
+     r"spaces: YAML does not allow a tab there$"),
+])
+def test_a_yaml_mistake_is_located_where_it_is_made(tmp_path: Path, text: str, expected: str) -> None:
+    """A quote or a brace left open is reported where it opens, not at the end of the file or the next line where
+    YAML notices; a tab used to indent is named under the key it indents."""
+    with pytest.raises(ConfigError, match=expected):
+        Lab.load(write(tmp_path, text))
