@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from hil.clock import VirtualClock
 from hil.config import Strict, explain
@@ -34,6 +34,26 @@ from hil.errors import ConfigError
 from hil.instruments import require_before_capability
 
 PRESETS = ("ideal", "realistic", "harsh")
+
+
+#: The largest float32 (about 3.4e38): a world's numbers beyond it become infinite in the simulation's tensors.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def beyond_float32(value: Any, where: tuple[str, ...] = ()) -> tuple[tuple[str, ...], float] | None:
+    """The first float in a config (a model, or a list of numbers in one) larger in magnitude than `FLOAT32_MAX`,
+    with its path of field names and indices; None if there is none."""
+    if isinstance(value, BaseModel):
+        items: Any = ((name, getattr(value, name)) for name in type(value).model_fields)
+    elif isinstance(value, list | tuple):
+        items = ((str(index), item) for index, item in enumerate(value))
+    else:
+        return ((where, value) if isinstance(value, float) and abs(value) > FLOAT32_MAX else None)
+    for name, item in items:
+        found = beyond_float32(item, (*where, name))
+        if found is not None:
+            return found
+    return None
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,11 +106,17 @@ class World:
         if preset not in cls.presets:
             raise ConfigError(f"unknown preset {preset!r}; {cls.kind} has {', '.join(cls.presets)}", field="preset")
         try:
-            return model.model_validate(merge(cls.presets[preset], overrides))
+            config = model.model_validate(merge(cls.presets[preset], overrides))
         except ValidationError as errors:
             first = errors.errors()[0]
             field = ".".join(["config", *(str(part) for part in first["loc"])])
             raise ConfigError(explain(first, cls.Config), field=field) from None
+        beyond = beyond_float32(config)
+        if beyond is not None:
+            where, value = beyond
+            raise ConfigError(f"{value:g} is beyond the float32 range (±{FLOAT32_MAX:.3g}) that the simulation "
+                              "computes in; give a value a bench could have", field=".".join(["config", *where]))
+        return config
 
     def _construct(self) -> None:
         """Draw the construction non-idealities (hidden, fixed for this instance)."""

@@ -623,3 +623,27 @@ def test_a_yaml_mistake_is_located_where_it_is_made(tmp_path: Path, text: str, e
     YAML notices; a tab used to indent is named under the key it indents."""
     with pytest.raises(ConfigError, match=expected):
         Lab.load(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ("shot: {read_noise_e: 1.0e+300}",  # was NaN frames: 'camera exposure_s: nan refused' at calibration
+     r"lab.yaml:2: worlds\.table\.config\.shot\.read_noise_e: 1e\+300 is beyond the float32 range \(±3\.4e\+38\) "
+     r"that the simulation computes in; give a value a bench could have$"),
+    ("slow: {power_wander: -1.0e+39}",  # refused as negative, not as too large: bounds first
+     r"lab.yaml:2: worlds\.table\.config\.slow\.power_wander: Input should be greater than or equal to 0"),
+])
+def test_a_world_config_number_beyond_float32_is_refused_at_its_field(tmp_path: Path, config: str,
+                                                                      expected: str) -> None:
+    """The simulators compute in float32, where 1e300 is infinite: such a value is refused at the world's config,
+    not taken and turned into NaN or an overflow at the first device call."""
+    with pytest.raises(ConfigError, match=expected), Lab.load(write(tmp_path, OPTICAL_LAB % (config, ""))):
+        pass
+
+
+def test_a_number_beyond_float32_in_a_list_of_a_world_config_is_named_by_its_index(tmp_path: Path) -> None:
+    """An oscillator's quality factor of 1e300 divided by zero in the first record; its item is named."""
+    text = OSCILLATOR_LAB.replace("{kind: oscillator_network}",
+                                  "{kind: oscillator_network, config: {network: {q: [5, 6, 7, 1.0e+300]}}}")
+    with pytest.raises(ConfigError, match=r"lab.yaml:2: worlds\.osc\.config\.network\.q\.3: 1e\+300 is beyond the "
+                                          r"float32 range"), Lab.load(write(tmp_path, text % "{}")):
+        pass
