@@ -84,6 +84,12 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _named(error: BaseException) -> str:
+    """An exception's type and message, on one line: ``ZeroDivisionError: integer modulo by zero``."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 class LimitConfig(Strict):
     """Narrowed limit fields; any left out keep the driver's value."""
 
@@ -209,10 +215,8 @@ class Lab:
             return self._error(f"a value is too large ({_one_line(error)}); give smaller settings", location)
         if isinstance(error, MemoryError) or "allocate" in str(error):
             return self._error(f"a value is too large: building with it needs more memory than this machine has "
-                               f"({type(error).__name__}: {_one_line(error)}); give smaller settings", location)
-        shown = _one_line(error) if isinstance(error, TypeError | ValueError) else f"{type(error).__name__}: " \
-            f"{_one_line(error)}"
-        return self._error(shown, location)
+                               f"({_named(error)}); give smaller settings", location)
+        return self._error(_one_line(error) if isinstance(error, TypeError | ValueError) else _named(error), location)
 
     def _error(self, message: str, location: tuple[str | int, ...]) -> ConfigError:
         if self.document is not None:
@@ -253,7 +257,7 @@ class Lab:
             raise self._error(error.detail, (*where, *field)) from None
         except BUILD_ERRORS as error:  # a value its Config allows, but the simulation cannot work with
             raise self._error(f"the {config.preset} {config.kind} cannot be simulated with this config "
-                              f"({type(error).__name__}: {_one_line(error)}); give values of a size a bench could "
+                              f"({_named(error)}); give values of a size a bench could "
                               "have", (*where, "config")) from None
 
     def _build_system(self, name: str, config: SystemConfig) -> PhysicalSystem:

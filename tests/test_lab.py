@@ -647,3 +647,24 @@ def test_a_number_beyond_float32_in_a_list_of_a_world_config_is_named_by_its_ind
     with pytest.raises(ConfigError, match=r"lab.yaml:2: worlds\.osc\.config\.network\.q\.3: 1e\+300 is beyond the "
                                           r"float32 range"), Lab.load(write(tmp_path, text % "{}")):
         pass
+
+
+def test_a_system_that_runs_out_of_memory_while_built_is_one_line_at_its_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A size a system does not bound (resistive n_hidden: 1000000000000) ran out of memory as a traceback."""
+    (tmp_path / "acme_systems.py").write_text(
+        "from hil.systems.base import PhysicalSystem\n\n\n"
+        "class Greedy(PhysicalSystem):\n"
+        "    def __init__(self, instruments, *, name='', size: int = 1):\n"
+        "        raise MemoryError()\n\n"
+        "    def _run(self, x, theta):\n        return x\n\n"
+        "    def physics_model(self):\n        return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lab = Lab.load(write(tmp_path, """
+        systems:
+          s: {kind: "acme_systems:Greedy", instruments: {}, settings: {size: 1000000000000}}
+    """))
+    with pytest.raises(ConfigError, match=r"lab.yaml:2: systems\.s\.settings: a value is too large: building with it "
+                                          r"needs more memory than this machine has \(MemoryError\); give smaller "
+                                          r"settings$"):
+        lab.build()
