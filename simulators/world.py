@@ -38,22 +38,41 @@ PRESETS = ("ideal", "realistic", "harsh")
 
 #: The largest float32 (about 3.4e38): a world's numbers beyond it become infinite in the simulation's tensors.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: The smallest normal float32 (about 1.2e-38): a world's numbers nearer 0 become 0 (or lose their precision).
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
-def beyond_float32(value: Any, where: tuple[str, ...] = ()) -> tuple[tuple[str, ...], float] | None:
-    """The first float in a config (a model, or a list of numbers in one) larger in magnitude than `FLOAT32_MAX`,
-    with its path of field names and indices; None if there is none."""
+def outside_float32(value: Any, where: tuple[str, ...] = ()) -> tuple[tuple[str, ...], float] | None:
+    """The first float in a config (a model, or a list of numbers in one) that float32 cannot hold: larger in
+    magnitude than `FLOAT32_MAX`, or not 0 but smaller than `FLOAT32_TINY`; with its path of field names and
+    indices. None if there is none."""
     if isinstance(value, BaseModel):
         items: Any = ((name, getattr(value, name)) for name in type(value).model_fields)
     elif isinstance(value, list | tuple):
         items = ((str(index), item) for index, item in enumerate(value))
     else:
-        return ((where, value) if isinstance(value, float) and abs(value) > FLOAT32_MAX else None)
+        held = not isinstance(value, float) or value == 0 or FLOAT32_TINY <= abs(value) <= FLOAT32_MAX
+        return None if held else (where, value)
     for name, item in items:
-        found = beyond_float32(item, (*where, name))
+        found = outside_float32(item, (*where, name))
         if found is not None:
             return found
     return None
+
+
+def check_float32(config: BaseModel) -> None:
+    """Refuse, naming the field (`ConfigError`), a config holding a float that float32 cannot (`outside_float32`)."""
+    outside = outside_float32(config)
+    if outside is None:
+        return
+    where, value = outside
+    if abs(value) > 1:
+        message = (f"{value:g} is beyond the float32 range (±{FLOAT32_MAX:.3g}) that the simulation computes in; give "
+                   "a value a bench could have")
+    else:
+        message = (f"{value:g} is nearer 0 than the float32 the simulation computes in holds ({FLOAT32_TINY:.3g}); "
+                   "give 0, or a value a bench could have")
+    raise ConfigError(message, field=".".join(["config", *where]))
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,11 +130,7 @@ class World:
             first = errors.errors()[0]
             field = ".".join(["config", *(str(part) for part in first["loc"])])
             raise ConfigError(explain(first, cls.Config), field=field) from None
-        beyond = beyond_float32(config)
-        if beyond is not None:
-            where, value = beyond
-            raise ConfigError(f"{value:g} is beyond the float32 range (±{FLOAT32_MAX:.3g}) that the simulation "
-                              "computes in; give a value a bench could have", field=".".join(["config", *where]))
+        check_float32(config)
         return config
 
     def _construct(self) -> None:

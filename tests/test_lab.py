@@ -668,3 +668,15 @@ def test_a_system_that_runs_out_of_memory_while_built_is_one_line_at_its_setting
                                           r"needs more memory than this machine has \(MemoryError\); give smaller "
                                           r"settings$"):
         lab.build()
+
+
+def test_a_world_config_number_nearer_0_than_float32_holds_is_refused_at_its_field(tmp_path: Path) -> None:
+    """An oscillator integrated with steps of 1e-300 s never finished (a hang); a positive value that float32
+    rounds to 0 is refused, while 0 itself stays allowed where its field allows it."""
+    text = OSCILLATOR_LAB.replace("{kind: oscillator_network}", "{kind: oscillator_network, config: {integration: "
+                                  "{max_step_s: 1.0e-300}, shot: {sensor_noise_v_rthz: 0}}}")
+    lab = Lab.load(write(tmp_path, text % "{}"))
+    with pytest.raises(ConfigError, match=r"lab.yaml:2: worlds\.osc\.config\.integration\.max_step_s: 1e-300 is "
+                                          r"nearer 0 than the float32 the simulation computes in holds \(1\.18e-38\); "
+                                          r"give 0, or a value a bench could have$"):
+        lab.build()
