@@ -160,8 +160,9 @@ class Limit:
                              "in its safe state first")
         n_steps = max(1, math.ceil(abs(stop - start) / self.max_step - 1e-9))
         if n_steps > MAX_RAMP_STEPS:
+            count = n_steps if n_steps < 10**9 else f"{float(n_steps):.3g}"  # not 300 digits for a max_step of 1e-300
             raise LimitError(f"{what}: a ramp from {start:g} to {stop:g} {self.unit} in steps of "
-                             f"{self.max_step:g} takes {n_steps} steps (at most {MAX_RAMP_STEPS}); "
+                             f"{self.max_step:g} takes {count} steps (at most {MAX_RAMP_STEPS}); "
                              "raise max_step or move in stages")
         low, high = min(start, stop), max(start, stop)
         between = [min(high, max(low, start + (stop - start) * k / n_steps)) for k in range(1, n_steps)]

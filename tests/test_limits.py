@@ -214,3 +214,11 @@ def test_narrowing_never_widens_a_step_or_a_ramp_rate_but_may_add_them() -> None
                                         "current_a": {"max_step": 0.1, "ramp_rate": 0.01}})
     assert narrowed["voltage_v"] == Limit("V", -10, 10, max_step=1.0, ramp_rate=0.5)
     assert narrowed["current_a"] == Limit("A", -1, 1, max_step=0.1, ramp_rate=0.01)
+
+
+def test_a_ramp_of_too_many_steps_says_how_many_in_a_few_digits() -> None:
+    """A lab's max_step of 1e-300 V made the refusal print the step count in full, 301 digits."""
+    limit = Limit("V", -2.5, 2.5, max_step=1e-300)
+    with pytest.raises(LimitError, match=r"^x: a ramp from 0 to 1\.25 V in steps of 1e-300 takes 1\.25e\+300 steps "
+                                         r"\(at most 10000\); raise max_step or move in stages$"):
+        limit.ramp(0.0, 1.25, "x")
