@@ -680,3 +680,16 @@ def test_a_world_config_number_nearer_0_than_float32_holds_is_refused_at_its_fie
                                           r"nearer 0 than the float32 the simulation computes in holds \(1\.18e-38\); "
                                           r"give 0, or a value a bench could have$"):
         lab.build()
+
+
+@pytest.mark.parametrize("command", [["devices", "--lab", "P"], ["check", "--lab", "P", "P"],
+                                     ["run", "--lab", "P", "P"]])
+def test_a_protocol_given_as_the_lab_file_is_named_as_one(capsys: pytest.CaptureFixture[str],
+                                                          command: list[str]) -> None:
+    """``hil devices --lab experiments/x.yaml`` listed the protocol's keys as unknown lab keys ('name', and 8 more)."""
+    from hil.cli import main
+
+    protocol = REPO / "experiments" / "crossbar_pat_digits.yaml"
+    assert main([str(protocol) if part == "P" else part for part in command]) == 2
+    assert capsys.readouterr().err == (f"hil: error: {protocol} is a protocol, not a lab file; give a lab file with "
+                                       "--lab (e.g. lab.yaml, or the protocol's lab:)\n")
