@@ -42,7 +42,7 @@ from hil.errors import ConfigError, DeviceError
 from hil.physics.fiber import fiber_intensity, macro_amplitudes
 from hil.physics.optics import TWO_PI, beam_amplitude, wrap_drive
 from hil.systems.base import PhysicsModel, is_count
-from hil.systems.optical import SLMCameraSystem, block_source, encode, region_matrix
+from hil.systems.optical import SLMCameraSystem, block_source, check_regions_fit, encode, region_matrix
 
 PHASE_STEPS = (0.0, math.pi / 2, math.pi, 3 * math.pi / 2)
 
@@ -94,6 +94,7 @@ class FiberSystem(SLMCameraSystem):
             raise ConfigError(f"waist_px {waist_px:g} px leaves {dark} of {self.n_macro} macro-pixels without light "
                               "(their beam amplitude underflows), which the model cannot divide out; use a wider waist "
                               "or null (a flat beam)", field="waist_px")
+        check_regions_fit(camera_shape, n_out, roi_px)  # type: ignore[arg-type]
         regions = region_matrix(camera_shape, grid_corners(camera_shape, n_out, roi_px), roi_px)  # type: ignore[arg-type]
         self.region_pixels = (regions.sum(1) > 0).nonzero().squeeze(1)  # in the whole camera's frame
         self.region_weights = regions[self.region_pixels]  # region pixels × n_out

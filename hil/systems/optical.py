@@ -118,6 +118,15 @@ def region_matrix(camera_shape: tuple[int, int], corners: list[tuple[int, int]],
     return matrix.reshape(rows * cols, len(corners))
 
 
+def check_regions_fit(camera_shape: tuple[int, int], n_out: int, size: int) -> None:
+    """Refuse more square regions of ``size`` px than the camera holds side by side, before any are laid out."""
+    rows, cols = camera_shape
+    fit = (rows // size) * (cols // size)
+    if n_out > fit:
+        raise ConfigError(f"n_out {n_out} regions of interest of {size} px do not fit on the {rows}×{cols} camera "
+                          f"(at most {fit}); use fewer outputs or a smaller roi_px", field="n_out")
+
+
 def region_window(regions: torch.Tensor, camera_shape: tuple[int, int]) -> Window:
     """The bounding box (top, left, height, width) of the pixels a region matrix (pixels × regions) uses."""
     used = torch.nonzero(regions.reshape(*camera_shape, -1).ne(0).any(-1))
@@ -183,6 +192,10 @@ class SLMCameraSystem(PhysicalSystem):
             raise ConfigError(f"x_phase_rad {x_phase_rad!r} rad must be a number in (0, 2π]: x ∈ [0, 1] becomes a "
                               "phase of the SLM's range", field="x_phase_rad")
         self.x_phase_rad = float(x_phase_rad)
+        phase = self.slm.limits["phase_rad"]
+        if not phase.min <= 0.0 < TWO_PI <= phase.max:
+            raise ConfigError(f"the SLM's phase limit {phase.describe()} must hold 0..2π rad: θ are phases over that "
+                              "whole range", field="instruments.slm")
         if not is_count(reference_repeats):
             raise ConfigError(f"reference_repeats must be a positive integer, got {reference_repeats!r}",
                               field="reference_repeats")
@@ -354,6 +367,7 @@ class OpticalSystem(SLMCameraSystem):
         if not (is_number(roi_radius_px) and roi_radius_px >= 0):
             raise ConfigError(f"roi_radius_px must be a finite distance ≥ 0 px; got {roi_radius_px!r}",
                               field="roi_radius_px")
+        check_regions_fit(camera_shape, n_out, roi_px)  # type: ignore[arg-type]
         self.read_regions(region_matrix(camera_shape, ring_corners(camera_shape, n_out, roi_px, roi_radius_px),  # type: ignore[arg-type]
                                         roi_px))
         self.output_scale = (fft_size / block) ** 2

@@ -382,3 +382,10 @@ def test_lab_file_builds_the_fiber_bench_and_runs_the_system(tmp_path) -> None:
         y = lab.systems["fiber"].forward(*inputs(3, n_in=8, n_params=8))
         assert y.shape == (3, 4) and torch.isfinite(y).all()
     assert not lab["slm"].connected and not lab["camera"].connected
+
+
+def test_more_outputs_than_the_camera_holds_are_refused_before_they_are_laid_out() -> None:
+    """10^12 outputs were laid out one by one on the camera, which hung."""
+    _, slm, camera = bench("ideal")
+    with pytest.raises(ConfigError, match=r"^n_out: n_out 1000000000000 regions of interest of 4 px do not fit"):
+        FiberSystem({"slm": slm, "camera": camera}, n_out=10**12)

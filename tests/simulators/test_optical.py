@@ -807,11 +807,22 @@ def test_bad_configurations_are_refused_with_the_field() -> None:
             ({"x_phase_rad": True}, "x_phase_rad", "x_phase_rad True rad must be a number in (0, 2π]"),
             ({"roi_radius_px": True}, "roi_radius_px", "roi_radius_px must be a finite distance ≥ 0 px; got True"),
             ({"wavelength_m": "532e-9"}, "wavelength_m", "wavelength_m must be a positive number (m), got '532e-9'"),
-            ({"plane_distance_m": 0}, "plane_distance_m", "plane_distance_m must be a positive number (m), got 0")):
+            ({"plane_distance_m": 0}, "plane_distance_m", "plane_distance_m must be a positive number (m), got 0"),
+            # laid out one by one before the overlap was found: 10^12 outputs hung
+            ({"n_out": 10**12}, "n_out", "n_out 1000000000000 regions of interest of 5 px do not fit on the")):
         with pytest.raises(ConfigError, match=re.escape(message)) as caught:
             OpticalSystem({"slm": slm, "camera": camera}, **settings)
         assert caught.value.field == field
     assert OpticalSystem({"slm": slm, "camera": camera}, max_batch=100).max_batch == 100
+
+
+def test_an_slm_phase_limit_narrower_than_the_phases_of_theta_is_refused_at_build() -> None:
+    """θ are phases over 0..2π: an SLM limited to 0..π failed at the first device call, mid-run."""
+    world, _, camera = bench()
+    slm = SimulatedSLM(world, name="slm", limits={"phase_rad": {"min": 0, "max": math.pi}}).connect()
+    with pytest.raises(ConfigError, match=r"the SLM's phase limit 0\.\.3\.14159 rad must hold 0\.\.2π rad") as caught:
+        OpticalSystem({"slm": slm, "camera": camera})
+    assert caught.value.field == "instruments.slm"
 
 
 # -- the optical system -----------------------------------------------------------------------------------------
