@@ -196,9 +196,9 @@ class SLMCameraSystem(PhysicalSystem):
         if not phase.min <= 0.0 < TWO_PI <= phase.max:
             raise ConfigError(f"the SLM's phase limit {phase.describe()} must hold 0..2π rad: θ are phases over that "
                               "whole range", field="instruments.slm")
-        if not is_count(reference_repeats):
-            raise ConfigError(f"reference_repeats must be a positive integer, got {reference_repeats!r}",
-                              field="reference_repeats")
+        if not is_count(reference_repeats, self.max_batch):  # all its frames are held at once
+            raise ConfigError(f"reference_repeats must be a positive integer up to max_batch ({self.max_batch}), "
+                              f"got {reference_repeats!r}", field="reference_repeats")
         self.reference_repeats = reference_repeats
         self.reference_rate_dn_s: float | None = None
 

@@ -293,9 +293,10 @@ def test_bad_settings_are_refused() -> None:
 
 @pytest.mark.parametrize(("settings", "field", "message"), [
     ({"roi_px": 0}, "roi_px", "roi_px must be a positive integer, got 0"),  # was a ZeroDivisionError
-    ({"reference_repeats": 0}, "reference_repeats", "reference_repeats must be a positive integer, got 0"),
+    ({"reference_repeats": 0}, "reference_repeats", "reference_repeats must be a positive integer up to max_batch"),
     ({"roi_px": True}, "roi_px", "roi_px must be a positive integer, got True"),  # YAML's true is not a size
-    ({"reference_repeats": True}, "reference_repeats", "reference_repeats must be a positive integer, got True"),
+    ({"reference_repeats": True}, "reference_repeats",
+     "reference_repeats must be a positive integer up to max_batch \\(1024\\), got True"),
     ({"waist_px": 0}, "waist_px", "waist_px must be a positive number"),  # was a model of NaN
     ({"waist_px": -5.0}, "waist_px", "waist_px must be a positive number"),
     ({"waist_px": 3.0}, "waist_px", "waist_px 3 px leaves 32 of 64 macro-pixels without light"),
