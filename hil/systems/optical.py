@@ -118,6 +118,15 @@ def region_matrix(camera_shape: tuple[int, int], corners: list[tuple[int, int]],
     return matrix.reshape(rows * cols, len(corners))
 
 
+def _beam_is_finite(shape: tuple[int, int], waist_px: float) -> bool:
+    """Whether the Gaussian beam of ``waist_px`` on an SLM of ``shape`` is finite everywhere (1e-300 px underflows to
+    no light, 1e300 px overflows its square)."""
+    try:
+        return bool(beam_amplitude(shape, waist_px).isfinite().all())
+    except OverflowError:
+        return False
+
+
 def check_regions_fit(camera_shape: tuple[int, int], n_out: int, size: int) -> None:
     """Refuse more square regions of ``size`` px than the camera holds side by side, before any are laid out."""
     rows, cols = camera_shape
@@ -187,6 +196,9 @@ class SLMCameraSystem(PhysicalSystem):
         max_batch = largest if max_batch is None else min(max_batch, largest)
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_bounds=(0.0, 1.0),
                          theta_bounds=(0.0, TWO_PI), max_batch=max_batch)
+        if waist_px is not None and not _beam_is_finite(tuple(self.slm.shape), waist_px):  # type: ignore[arg-type]
+            raise ConfigError(f"waist_px {waist_px:g} px gives no finite beam on the SLM (it underflows or overflows); "
+                              "use a waist of a size an SLM could have, or null (a flat beam)", field="waist_px")
         self.waist_px = waist_px
         if not (is_number(x_phase_rad) and 0 < x_phase_rad <= TWO_PI):
             raise ConfigError(f"x_phase_rad {x_phase_rad!r} rad must be a number in (0, 2π]: x ∈ [0, 1] becomes a "

@@ -797,6 +797,8 @@ def test_bad_configurations_are_refused_with_the_field() -> None:
             ({"reference_repeats": 10**12}, "reference_repeats", "got 1000000000000"),  # out of memory at calibrate
             ({"waist_px": 0.0}, "waist_px", "waist_px must be a positive number of SLM pixels or null"),  # NaN model
             ({"waist_px": math.nan}, "waist_px", "waist_px must be a positive number of SLM pixels or null"),
+            ({"waist_px": 1e-300}, "waist_px", "waist_px 1e-300 px gives no finite beam on the SLM"),  # a NaN twin
+            ({"waist_px": 1e300}, "waist_px", "waist_px 1e+300 px gives no finite beam"),  # an OverflowError mid-run
             ({"max_batch": 0}, "max_batch", "max_batch must be a positive integer, or null for the longest "
                                             "sequence (1024); got 0"),  # was taken as null
             ({"max_batch": True}, "max_batch", "got True"),  # was a TypeError at the first call
