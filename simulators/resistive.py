@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 
 from hil.config import Strict
-from hil.errors import DeviceError
+from hil.errors import DeviceError, HilError
 from hil.physics import resistive as physics
 from simulators.analog import AnalogWorld, ConverterConfig
 from simulators.world import OrnsteinUhlenbeck, derive_seed
@@ -251,10 +251,14 @@ class ResistiveNetwork(AnalogWorld):
         layout = self.layout
         drive = drive_v.T.to(torch.float32)
         gates_end = layout.n_inputs + layout.n_edges
-        voltages = physics.equilibrium(
-            layout, self.device_parameters(), input_v=drive[:, : layout.n_inputs],
-            gate_v=drive[:, layout.n_inputs: gates_end], target_v=drive[:, gates_end: gates_end + layout.n_outputs],
-            nudge_gate_v=drive[:, gates_end + layout.n_outputs:])
+        try:
+            voltages = physics.equilibrium(
+                layout, self.device_parameters(), input_v=drive[:, : layout.n_inputs],
+                gate_v=drive[:, layout.n_inputs: gates_end],
+                target_v=drive[:, gates_end: gates_end + layout.n_outputs],
+                nudge_gate_v=drive[:, gates_end + layout.n_outputs:])
+        except HilError as error:  # the simulated device did not settle: a device's failure, said as one
+            raise DeviceError(f"simulated {self.kind}: {error}; drive it within narrower voltages") from None
         noise = self.config.shot.read_noise_v
         if noise > 0:
             voltages = voltages + noise * self.normal(voltages.shape)

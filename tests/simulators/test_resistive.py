@@ -1,6 +1,7 @@
 """The resistive network: its physics, its simulated non-idealities at their configured magnitudes, its device time,
 and the system on top of it (ideal world = physics model, oracle ≫ nominal twin, energy-based access)."""
 
+import functools
 import math
 import textwrap
 
@@ -565,3 +566,13 @@ def test_built_from_a_lab_file(tmp_path) -> None:
     finally:
         lab.close()
     assert not lab["daq_out"].connected
+
+
+def test_a_network_that_does_not_settle_is_a_device_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real solver held to one Newton step, as a network that does not settle: its HilError reached the caller
+    as a framework error, not as the simulated device's failure, and said nothing of what to do."""
+    monkeypatch.setattr(physics, "equilibrium", functools.partial(physics.equilibrium, max_iter=1))
+    world = ResistiveNetwork(preset="ideal", seed=0)
+    with pytest.raises(DeviceError, match=r"^simulated resistive_network: resistive network: equilibrium not "
+                                          r"reached in 1 Newton steps .*; drive it within narrower voltages$"):
+        world.respond(dc_drive(world, 10), 1e5)
