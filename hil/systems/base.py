@@ -36,6 +36,14 @@ def is_count(value: Any, largest: int | None = None) -> bool:
             and (largest is None or value <= largest))
 
 
+def check_counts(**settings: Any) -> None:
+    """Refuse, naming it (`ConfigError`), the first of ``settings`` that is not a whole number of at least 1
+    (`is_count`)."""
+    for label, value in settings.items():
+        if not is_count(value):
+            raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
+
+
 def is_number(value: Any) -> bool:
     """Whether a setting is a finite real number: not YAML's true (an integer to Python), not text, not NaN."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -105,9 +113,7 @@ class PhysicalSystem(ABC):
                 article = "an" if capability.capability[0] in "aeiou" else "a"
                 raise ConfigError(f"system {self.name!r}: {role} must be {article} {capability.capability}, got "
                                   f"{type(instruments[role]).__name__}", field=f"instruments.{role}")
-        for label, value in (("n_in", n_in), ("n_out", n_out), ("n_params", n_params), ("max_batch", max_batch)):
-            if not is_count(value):
-                raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
+        check_counts(n_in=n_in, n_out=n_out, n_params=n_params, max_batch=max_batch)
         self.instruments = dict(instruments)
         self.n_in, self.n_out, self.n_params, self.max_batch = n_in, n_out, n_params, max_batch
         self.x_bounds = (float(x_bounds[0]), float(x_bounds[1]))

@@ -41,7 +41,7 @@ from torch import nn
 from hil.errors import ConfigError, DeviceError
 from hil.physics.fiber import fiber_intensity, macro_amplitudes
 from hil.physics.optics import TWO_PI, beam_amplitude, wrap_drive
-from hil.systems.base import PhysicsModel, is_count
+from hil.systems.base import PhysicsModel, check_counts
 from hil.systems.optical import SLMCameraSystem, block_source, check_regions_fit, encode, region_matrix
 
 PHASE_STEPS = (0.0, math.pi / 2, math.pi, 3 * math.pi / 2)
@@ -76,9 +76,7 @@ class FiberSystem(SLMCameraSystem):
     def __init__(self, instruments: dict[str, Any], *, name: str = "", n_in: int = 16, n_out: int = 8,
                  n_params: int = 16, block: int = 8, x_phase_rad: float = math.pi, roi_px: int = 4,
                  waist_px: float | None = 25.0, reference_repeats: int = 16, max_batch: int | None = None):
-        for label, value in (("roi_px", roi_px), ("block", block)):
-            if not is_count(value):
-                raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
+        check_counts(roi_px=roi_px, block=block)
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_phase_rad=x_phase_rad,
                          waist_px=waist_px, reference_repeats=reference_repeats, max_batch=max_batch)
         shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)

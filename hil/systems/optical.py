@@ -53,7 +53,7 @@ from hil.physics.optics import (
     window_pixels,
     wrap_drive,
 )
-from hil.systems.base import PhysicalSystem, PhysicsModel, is_count, is_number
+from hil.systems.base import PhysicalSystem, PhysicsModel, check_counts, is_count, is_number
 
 #: Fixed seed of the probe patterns `calibrate` sets the working exposure on.
 PROBE_SEED = 1288
@@ -356,9 +356,7 @@ class OpticalSystem(SLMCameraSystem):
                  roi_px: int = 5, roi_radius_px: float = 12.0, fft_size: int = 256, waist_px: float | None = 25.0,
                  plane_distance_m: float = 5e-3, wavelength_m: float = 532e-9, slm_pitch_m: float = 8e-6,
                  reference_repeats: int = 16, max_batch: int | None = None):
-        for label, value in (("block", block), ("planes", planes), ("fft_size", fft_size)):
-            if not is_count(value):
-                raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
+        check_counts(block=block, planes=planes, fft_size=fft_size)
         for label, value, unit in (("plane_distance_m", plane_distance_m, "m"), ("wavelength_m", wavelength_m, "m"),
                                    ("slm_pitch_m", slm_pitch_m, "m")):
             if not (is_number(value) and value > 0):

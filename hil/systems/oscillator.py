@@ -33,7 +33,7 @@ from torch import nn
 from hil.errors import ConfigError
 from hil.instruments import AnalogInput, AnalogOutput, Instrument
 from hil.physics import oscillator as physics
-from hil.systems.base import PhysicalSystem, PhysicsModel, check_setting_within, is_count, is_number
+from hil.systems.base import PhysicalSystem, PhysicsModel, check_counts, check_setting_within, is_count, is_number
 
 #: Added to the mean square (V²) before the square root, in `_run` and in the model alike.
 RMS_FLOOR_V2 = 1e-12
@@ -82,9 +82,7 @@ def _check_encoding(*, n_in: Any, n_params: Any, drive_amplitude_v: Any, gap_s: 
                     output_scale_v: Any, sensor_gain: Any, sensed: Any, n_oscillators: int) -> None:
     """Refuse, naming the setting, a value of the wrong type (YAML's true for a count, text for a number) or one
     that would make the outputs NaN, before any arithmetic is done with it."""
-    for label, value in (("n_in", n_in), ("n_params", n_params)):
-        if not is_count(value):
-            raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
+    check_counts(n_in=n_in, n_params=n_params)
     for label, value, unit in (("drive_amplitude_v", drive_amplitude_v, "V"), ("output_scale_v", output_scale_v, "V")):
         if not (is_number(value) and value > 0):
             raise ConfigError(f"{label} must be a positive number ({unit}), got {value!r}", field=label)

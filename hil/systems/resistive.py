@@ -36,7 +36,7 @@ from torch import nn
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.instruments import AnalogInput, AnalogOutput, Instrument
 from hil.physics import resistive as physics
-from hil.systems.base import PhysicalSystem, PhysicsModel, check_setting_within, is_count, is_number
+from hil.systems.base import PhysicalSystem, PhysicsModel, check_counts, check_setting_within, is_count, is_number
 
 #: Off level of a nudge gate (V): far below threshold, the nudge transistor conducts ~1e-15 S.
 NUDGE_OFF_V = 0.0
@@ -154,9 +154,7 @@ class ResistiveNetworkSystem(PhysicalSystem):
                  n_hidden: int = 6, n_outputs: int = 2, input_min_v: float = -1.0, input_max_v: float = 1.0,
                  gate_min_v: float = 0.5, gate_max_v: float = 2.0, output_scale_v: float = 0.5,
                  sample_rate_hz: float = 1e5, max_batch: int = 4096):
-        for label, value in (("n_inputs", n_inputs), ("n_hidden", n_hidden), ("n_outputs", n_outputs)):
-            if not is_count(value):
-                raise ConfigError(f"{label} must be a positive integer, got {value!r}", field=label)
+        check_counts(n_inputs=n_inputs, n_hidden=n_hidden, n_outputs=n_outputs)
         self.layout = physics.Layout(n_inputs, n_hidden, n_outputs)
         for label, low, high in (("input", input_min_v, input_max_v), ("gate", gate_min_v, gate_max_v)):
             for end, value in (("min", low), ("max", high)):
