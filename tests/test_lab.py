@@ -448,11 +448,11 @@ def test_a_world_class_without_a_usable_config_is_named_at_its_kind(tmp_path: Pa
                                                                      kind: str, expected: str) -> None:
     """A world written without a Config, with a plain pydantic one (which would ignore a misspelt key), or an
     analog world without converters is a config error at its ``kind`` line, not an AttributeError."""
-    (tmp_path / "acme_worlds.py").write_text(WORLDS_OF_A_PLUGIN)
+    (tmp_path / "unusable_worlds.py").write_text(WORLDS_OF_A_PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     path = write(tmp_path, f"""
         worlds:
-          bench: {{kind: "acme_worlds:{kind}"}}
+          bench: {{kind: "unusable_worlds:{kind}"}}
         instruments:
           out: {{driver: simulated_analog_output, world: bench}}
     """)
