@@ -127,13 +127,18 @@ class Instrument(ABC):
     def _what(self, quantity: str) -> str:
         return f"{self.name} {quantity}"
 
-    def _require_level_within(self, limit: str, level: float | None, what: str, fix: str) -> None:
-        """Refuse to switch on an output held at a known ``level`` outside the limits: one left by an earlier session
-        with wider limits, or by another program."""
+    def _require_level_within(self, limit: str, level: float | None, what: str, quantity: str) -> None:
+        """Refuse to switch on an output whose ``level`` is unknown (another function left by another program, a
+        change or play that failed part-way), or known and outside the limits (left by an earlier session with wider
+        limits): either could put anything on the device."""
         allowed = self.limits[limit]
-        if level is not None and not allowed.min <= level <= allowed.max:
+        if level is None:
+            raise LimitError(f"{self.name}: {what} is at an unknown level; set a {quantity} (after safe_state() if "
+                             "a ramp from the unknown level is refused) before switching the output on")
+        if not allowed.min <= level <= allowed.max:
             raise LimitError(f"{self.name}: {what} is at {level:g} {allowed.unit}, outside the limit "
-                             f"{allowed.min:g}..{allowed.max:g} {allowed.unit}; {fix} before switching the output on")
+                             f"{allowed.min:g}..{allowed.max:g} {allowed.unit}; set a {quantity} within it before "
+                             "switching the output on")
 
     def _check(self, limit: str, value: float, quantity: str | None = None) -> float:
         return self.limits[limit].check(value, self._what(quantity or limit))
@@ -411,13 +416,12 @@ class AnalogOutput(Instrument):
             previous = value
 
     def set_output(self, channel: int, enabled: bool) -> None:
-        """Switch a channel's output relay on or off; not on while its known level lies outside the limits."""
+        """Switch a channel's output relay on or off; not on while its level is unknown or outside the limits."""
         self._require_connected()
         channel = self._check_channel(channel, self.n_channels)
         enabled = self._check_switch(enabled)
         if enabled:
-            self._require_level_within("voltage_v", self.level_v.get(channel), f"channel {channel}",
-                                       "set a voltage within it")
+            self._require_level_within("voltage_v", self.level_v.get(channel), f"channel {channel}", "voltage")
         self.output_on[channel] = None
         self._set_output_hw(channel, bool(enabled))
         self.output_on[channel] = bool(enabled)
@@ -697,7 +701,7 @@ class SourceMeter(Instrument):
         if enabled:
             self._require_configured()
             self._require_level_within(self._limit_of(self.mode), self.level,  # type: ignore[arg-type]
-                                       f"the {self.mode} source", "set a level within it")
+                                       f"the {self.mode} source", "level")
         self._require_connected()
         self.output_on = None
         self._set_output_hw(bool(enabled))

@@ -290,15 +290,14 @@ class ResistiveNetworkSystem(PhysicalSystem):
                 "ideality": hidden["ideality"], "temperature_k": hidden["temperature_k"]}
 
     def calibrate(self) -> dict[str, Any]:
-        """The working point: gates at mid-range, nudge gates off (0 V), inputs and targets at 0 V (those that
-        hold a DC level; the others follow the waveform of the last call), every used analog-output channel on.
-        Returns what it set."""
+        """The working point: gates at mid-range, nudge gates off (0 V), inputs and targets at 0 V, every used
+        analog-output channel on. Returns what it set."""
         output: AnalogOutput = self.instruments["output"]  # type: ignore[assignment]
         mid = (self.theta_bounds[0] + self.theta_bounds[1]) / 2
         played = self.channels["inputs"] + self.channels["targets"]
         levels = {**dict.fromkeys(self.channels["gates"], mid),
                   **dict.fromkeys(self.channels["nudge_gates"], NUDGE_OFF_V),
-                  **{channel: 0.0 for channel in played if output.level_v.get(channel) is not None}}
+                  **dict.fromkeys(played, 0.0)}
         for channel, level in levels.items():
             output.set_voltage(channel, level)
         channels = sorted(played + self.channels["gates"] + self.channels["nudge_gates"])

@@ -618,6 +618,8 @@ def test_a_failed_sweep_leaves_the_level_unknown_so_the_safe_state_switches_off_
         assert k.level is None  # the instrument may be anywhere on the sweep
         with pytest.raises(LimitError, match="present level is unknown"):
             k.sweep([0.5])
+        with pytest.raises(LimitError, match="the voltage source is at an unknown level"):
+            k.set_output(True)
         k.safe_state()
         assert (k.level, k.output_on) == (0.0, False)
 

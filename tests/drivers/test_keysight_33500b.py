@@ -389,6 +389,23 @@ def test_instrument_error_raises_device_error_with_its_message_and_forgets_the_l
         assert inst.level_v[1] is None
 
 
+def test_an_output_at_an_unknown_level_stays_off_until_a_level_is_set():
+    """A level the instrument refused part-way is unknown: switching the output on could put anything on the device,
+    so it is refused with nothing sent, and allowed again once a level is set."""
+    exchanges = [*connected(), (b"SOUR1:VOLT:OFFS 4.5", None),
+                 (b"SYST:ERR?", b'-222,"Data out of range;value clipped to upper limit"'), ERRORS_CHECKED,
+                 (b"SOUR1:VOLT:OFFS 0.5", None), ERRORS_CHECKED, (b"OUTP1 ON", None), ERRORS_CHECKED]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        with pytest.raises(DeviceError):
+            inst.set_voltage(1, 4.5)
+        with pytest.raises(LimitError, match=r"channel 1 is at an unknown level; set a voltage .* before switching"):
+            inst.set_output(1, True)
+        inst.set_voltage(1, 0.5)
+        inst.set_output(1, True)
+        assert inst.output_on[1] is True
+
+
 @pytest.mark.parametrize(("exchange", "reply"), [(b"OUTP1?", b"ON?"), (b"SOUR1:FUNC?", b"\x15garbage")])
 def test_garbage_reply_raises_device_error(exchange, reply):
     exchanges = [(sent, reply if sent == exchange else answer) for sent, answer in connected()]
