@@ -536,7 +536,8 @@ class AnalogInput(Instrument):
     """Voltage inputs on ``n_channels`` channels, acquired as records of N samples at a sample rate.
 
     ``arm`` prepares a record that starts on the next trigger (e.g. an analog output's `play`); ``fetch``
-    returns it. ``acquire`` does both with an immediate trigger.
+    returns it. ``acquire`` does both with an immediate trigger. Where a lab narrows the ``voltage_v`` limit to
+    what the sensor may see, a record that leaves it is a `DeviceError`: the bench went where it must not.
     """
 
     capability = "analog input"
@@ -574,6 +575,15 @@ class AnalogInput(Instrument):
                               f"{(self.n_channels, n_samples)}")
         if not np.isfinite(record).all():
             raise DeviceError(f"{self.name}: record holds non-finite values")
+        allowed = self.limits["voltage_v"]
+        if allowed == self.hardware_limits()["voltage_v"]:
+            return record  # the converter's own range: a real one clips there
+        low, high = float(record.min()), float(record.max())
+        slack = 1e-6 * (allowed.max - allowed.min)  # a reading at the limit, rounded to float32
+        if low < allowed.min - slack or high > allowed.max + slack:
+            peak = low if low < allowed.min else high
+            raise DeviceError(f"{self.name}: the record reaches {peak:g} V, outside the input's limit "
+                              f"{allowed.min:g}..{allowed.max:g} V; lower what drives the input or widen its limit")
         return record
 
     def acquire(self, n_samples: int, sample_rate_hz: float) -> np.ndarray:

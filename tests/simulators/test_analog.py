@@ -65,6 +65,21 @@ def test_converters_round_and_clip() -> None:
     assert ai.acquire(3, 1e3)[0, 2] == pytest.approx(1.75)  # clipped to the top code, one step below 2 V
 
 
+def test_a_record_beyond_the_inputs_narrowed_limit_is_a_device_error() -> None:
+    """An input limit narrower than the converter's range is what the sensor may see: a record within it is returned,
+    one beyond it (the divider's 0.4 V under a ±0.3 V limit) is refused, naming the peak and the limit."""
+    world = Divider(preset="ideal")
+    ao = SimulatedAnalogOutput(world, name="ao").connect()
+    ai = SimulatedAnalogInput(world, name="ai", limits={"voltage_v": {"min": -0.3, "max": 0.3}}).connect()
+    ao.set_voltage(1, 0.6)
+    ao.set_output(1, True)
+    np.testing.assert_allclose(ai.acquire(4, 1e3)[0, 1:], 0.3)  # at the limit (in float32: 0.30000001 V)
+    ao.set_voltage(1, 0.8)
+    with pytest.raises(DeviceError, match=r"ai: the record reaches 0.4 V, outside the input's limit -0.3..0.3 V; "
+                                          "lower what drives the input or widen its limit"):
+        ai.acquire(4, 1e3)
+
+
 def test_mismatched_sample_clocks_are_refused() -> None:
     _, ao, ai = bench()
     ao.set_output(1, True)
