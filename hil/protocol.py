@@ -22,6 +22,7 @@ from hil.lab import Lab
 from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
 from hil.systems.base import PhysicalSystem
+from hil.twin.collect import held_out_count
 from hil.twin.models import TWIN_KINDS, load_twin
 
 #: The largest size accepted (a batch, a layer's width): torch counts sizes in 64 bits, and fails beyond mid-run.
@@ -124,6 +125,24 @@ class TwinConfig(Strict):
     def _hidden_for_networks(self) -> TwinConfig:
         if self.hidden is not None and self.kind not in ("neural", "residual"):
             raise ValueError(f"hidden sets the layers of a neural or residual twin; a {self.kind} twin has none")
+        return self
+
+    @model_validator(mode="after")
+    def _split_for_validation(self) -> TwinConfig:
+        """The fit holds out whole θ groups: refused here, not after the collection, are a split that leaves no group
+        to fit, and a part of one measurement (the output variance that normalises the errors needs two)."""
+        if self.from_run is not None:
+            return self  # the reused run's split
+        groups, rows = self.collect.thetas, self.collect.inputs_per_theta
+        held_out = held_out_count(groups, self.fit.validation_fraction)
+        if held_out >= groups:
+            fraction = self.fit.validation_fraction
+            raise ValueError(f"fit.validation_fraction {fraction:g} holds out {held_out} of the {groups} θ groups "
+                             "(collect.thetas), leaving none to fit; lower it or collect more thetas")
+        if min(held_out, groups - held_out) * rows < 2:
+            raise ValueError(f"the fit's {'held-out' if held_out * rows < 2 else 'training'} part would be one "
+                             "measurement, whose output variance is undefined; raise collect.inputs_per_theta or "
+                             "collect.thetas")
         return self
 
 

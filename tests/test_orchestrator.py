@@ -162,6 +162,12 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
                                                    r"or equal to 1"),
     ({"twin": {"kind": "physics", "hidden": [16]}}, r"protocol.yaml:\d+: twin: hidden sets the layers of a neural or "
                                                     r"residual twin; a physics twin has none"),
+    ({"twin": {**PROTOCOL["twin"], "collect": {"thetas": 2, "inputs_per_theta": 1, "repeat_thetas": 1}}},
+     r"protocol.yaml:\d+: twin: the fit's held-out part would be one measurement, whose output variance is undefined; "
+     r"raise collect.inputs_per_theta or collect.thetas$"),
+    ({"twin": {**PROTOCOL["twin"], "collect": {"thetas": 4}, "fit": {"validation_fraction": 0.9}}},
+     r"protocol.yaml:\d+: twin: fit.validation_fraction 0.9 holds out 4 of the 4 θ groups \(collect.thetas\), leaving "
+     r"none to fit; lower it or collect more thetas$"),
     ({"training": {"epochs": 1, "lr": 1e300}}, r"protocol.yaml:\d+: training.lr: Input should be less than or equal "
                                                r"to 1000000"),
     ({"twin": {"fit": {"lr": 1e300}}}, r"protocol.yaml:\d+: twin.fit.lr: Input should be less than or equal to"),

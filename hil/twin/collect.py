@@ -23,6 +23,11 @@ from hil.systems.base import PhysicalSystem
 InputDesign = Literal["sobol", "data", "mixed"]
 
 
+def held_out_count(n_groups: int, validation_fraction: float) -> int:
+    """How many of ``n_groups`` θ groups `TwinData.split_groups` holds out: the fraction, rounded, at least one."""
+    return max(1, round(n_groups * validation_fraction))
+
+
 @dataclass(frozen=True)
 class TwinData:
     """Measurements grouped by θ: ``x`` (G × n × n_in), ``theta`` (G × n_params), ``y`` (G × n × n_out).
@@ -63,7 +68,7 @@ class TwinData:
         if not 0 < validation_fraction < 1:
             raise ConfigError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
         order = torch.randperm(self.n_groups, generator=torch.Generator().manual_seed(seed))
-        n_val = max(1, round(self.n_groups * validation_fraction))
+        n_val = held_out_count(self.n_groups, validation_fraction)
         if n_val >= self.n_groups:
             raise ConfigError(f"{self.n_groups} θ groups cannot be split for validation; collect more")
         return order[n_val:].sort().values, order[:n_val].sort().values
