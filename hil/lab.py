@@ -274,6 +274,10 @@ class Lab:
             if instrument not in self.instruments:
                 raise self._error(f"no instrument named {instrument!r} in this lab", (*where, "instruments", role))
             instruments[role] = self.instruments[instrument]
+        missing = sorted(set(cls.roles) - set(instruments))
+        if missing:  # before the class runs: its own __init__ may read a role before the base checks them
+            raise self._error(f"system {name!r} needs instrument(s) for {', '.join(missing)}; system kind "
+                              f"{config.kind!r} has the roles {', '.join(cls.roles)}", (*where, "instruments"))
         worlds = {instrument.world: role for role, instrument in instruments.items()  # type: ignore[attr-defined]
                   if getattr(instrument, "world", None) is not None}
         if len(worlds) > 1:

@@ -693,3 +693,43 @@ def test_a_protocol_given_as_the_lab_file_is_named_as_one(capsys: pytest.Capture
     assert main([str(protocol) if part == "P" else part for part in command]) == 2
     assert capsys.readouterr().err == (f"hil: error: {protocol} is a protocol, not a lab file; give a lab file with "
                                        "--lab (e.g. lab.yaml, or the protocol's lab:)\n")
+
+
+SYSTEMS_AND_DRIVERS_OF_A_PLUGIN = '''
+from typing import Any
+
+from hil.systems.resistive import ResistiveNetworkSystem
+
+
+class SizedByItsInput(ResistiveNetworkSystem):
+    """Reads a role before the base class has checked that every role is given."""
+
+    def __init__(self, instruments, **settings: Any):
+        self.n_channels_in = instruments["input"].n_channels
+        super().__init__(instruments, **settings)
+'''
+
+RESISTIVE_LAB = """
+    worlds:
+      net: {kind: resistive_network}
+    instruments:
+      out: {driver: %s, world: net, limits: {voltage_v: {min: -2.5, max: 2.5}}}
+      in: {driver: simulated_analog_input, world: net}
+    systems:
+      network: {kind: %s, instruments: %s}
+"""
+
+
+@pytest.mark.parametrize(("driver", "kind", "roles", "expected"), [
+    ("simulated_analog_output", "plugin_role_systems:SizedByItsInput", "{output: out}",
+     r"lab\.yaml:7: systems\.network\.instruments: system 'network' needs instrument\(s\) for input; system kind "
+     r"'plugin_role_systems:SizedByItsInput' has the roles output, input$"),
+])
+def test_a_plugin_class_the_lab_cannot_call_is_located_and_says_what_to_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, driver: str, kind: str, roles: str, expected: str) -> None:
+    """A system's own __init__ that read a role the lab left out was a KeyError traceback."""
+    (tmp_path / "plugin_role_systems.py").write_text(SYSTEMS_AND_DRIVERS_OF_A_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lab = Lab.load(write(tmp_path, RESISTIVE_LAB % (driver, kind, roles)))
+    with pytest.raises(ConfigError, match=expected):
+        lab.build()
