@@ -79,6 +79,11 @@ def check_setting(value: Any, annotation: Any) -> tuple[tuple[str | int, ...], s
     return None
 
 
+def _takes_any_keyword(parameters: collections.abc.Mapping[str, inspect.Parameter]) -> bool:
+    """Whether a signature's parameters end with ``**kwargs``."""
+    return any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
 def _one_line(error: BaseException) -> str:
     """An exception's message on one line (torch's argument errors span several)."""
     return " ".join(str(error).split()) or type(error).__name__
@@ -292,6 +297,10 @@ class Lab:
             raise self._error(f"{', '.join(bench)} {are} and the others simulated, which see only their world; give "
                               "every role a simulated instrument or every role a bench one", (*where, "instruments"))
         parameters = inspect.signature(cls.__init__).parameters
+        if "name" not in parameters and not _takes_any_keyword(parameters):
+            raise self._error(f"system kind {config.kind!r} cannot be built: its __init__ does not take the name "
+                              "the lab gives it; write def __init__(self, instruments, *, name='', <settings>) and "
+                              "pass name on to PhysicalSystem.__init__", (*where, "kind"))
         allowed = sorted(p for p, v in parameters.items() if p not in ("self", "instruments", "name")
                          and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL))
         for key in config.settings:
@@ -320,6 +329,13 @@ class Lab:
             raise self._error(f"{config.driver} ({cls.__module__}.{cls.__qualname__}) cannot be used: it does not "
                               f"implement {hooks}", (*where, "driver"))
         parameters = inspect.signature(cls.__init__).parameters
+        untaken = [key for key in ("name", "limits") if key not in parameters]
+        if untaken and not _takes_any_keyword(parameters):
+            first = "world" if "world" in parameters else "transport"
+            raise self._error(f"{config.driver} ({cls.__module__}.{cls.__qualname__}) cannot be built: its __init__ "
+                              f"does not take {' and '.join(untaken)}, which the lab gives every instrument; write "
+                              f"def __init__(self, {first}, *, <options>, **common) and pass **common on to "
+                              "super().__init__()", (*where, "driver"))
         allowed = sorted(set(parameters) - FRAMEWORK_ARGUMENTS
                          - {p for p, v in parameters.items() if v.kind in (v.VAR_KEYWORD, v.VAR_POSITIONAL)})
         for key in config.settings:

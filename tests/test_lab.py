@@ -699,6 +699,7 @@ SYSTEMS_AND_DRIVERS_OF_A_PLUGIN = '''
 from typing import Any
 
 from hil.systems.resistive import ResistiveNetworkSystem
+from simulators.analog import SimulatedAnalogOutput
 
 
 class SizedByItsInput(ResistiveNetworkSystem):
@@ -707,6 +708,16 @@ class SizedByItsInput(ResistiveNetworkSystem):
     def __init__(self, instruments, **settings: Any):
         self.n_channels_in = instruments["input"].n_channels
         super().__init__(instruments, **settings)
+
+
+class Nameless(ResistiveNetworkSystem):
+    def __init__(self, instruments, *, sample_rate_hz: float = 1e5):
+        super().__init__(instruments, sample_rate_hz=sample_rate_hz)
+
+
+class WithoutCommon(SimulatedAnalogOutput):
+    def __init__(self, world, *, spare: int = 0):
+        super().__init__(world)
 '''
 
 RESISTIVE_LAB = """
@@ -724,10 +735,19 @@ RESISTIVE_LAB = """
     ("simulated_analog_output", "plugin_role_systems:SizedByItsInput", "{output: out}",
      r"lab\.yaml:7: systems\.network\.instruments: system 'network' needs instrument\(s\) for input; system kind "
      r"'plugin_role_systems:SizedByItsInput' has the roles output, input$"),
+    ("simulated_analog_output", "plugin_role_systems:Nameless", "{output: out, input: in}",
+     r"lab\.yaml:7: systems\.network\.kind: system kind 'plugin_role_systems:Nameless' cannot be built: its __init__ "
+     r"does not take the name the lab gives it; write def __init__\(self, instruments, \*, name='', <settings>\) and "
+     r"pass name on to PhysicalSystem\.__init__$"),
+    ("plugin_role_systems:WithoutCommon", "resistive_network", "{output: out, input: in}",
+     r"lab\.yaml:4: instruments\.out\.driver: plugin_role_systems:WithoutCommon \(plugin_role_systems\.WithoutCommon\) "
+     r"cannot be built: its __init__ does not take name and limits, which the lab gives every instrument; write "
+     r"def __init__\(self, world, \*, <options>, \*\*common\) and pass \*\*common on to super\(\)\.__init__\(\)$"),
 ])
 def test_a_plugin_class_the_lab_cannot_call_is_located_and_says_what_to_write(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, driver: str, kind: str, roles: str, expected: str) -> None:
-    """A system's own __init__ that read a role the lab left out was a KeyError traceback."""
+    """A system's own __init__ that read a role the lab left out was a KeyError traceback; a system's or driver's
+    __init__ without the framework's keywords was "got an unexpected keyword argument 'name'" at the settings."""
     (tmp_path / "plugin_role_systems.py").write_text(SYSTEMS_AND_DRIVERS_OF_A_PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     lab = Lab.load(write(tmp_path, RESISTIVE_LAB % (driver, kind, roles)))
