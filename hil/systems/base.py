@@ -142,8 +142,15 @@ class PhysicalSystem(ABC):
     __call__ = forward
 
     def _call(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """One device call (at most ``max_batch`` rows), its device time counted and its output checked."""
+        """One device call (at most ``max_batch`` rows), its device time counted and its output checked; an output
+        given as an array or in another dtype becomes the float32 tensor the twins and digital layers compute in."""
         y = self._counted(self._run, x, theta)
+        if not (isinstance(y, torch.Tensor) and y.dtype == torch.float32):
+            try:
+                y = torch.as_tensor(y).to(torch.float32)
+            except (TypeError, ValueError, RuntimeError):
+                raise DeviceError(f"system {self.name!r}: _run returned {type(y).__name__}, not numbers; return a "
+                                  f"tensor of shape ({len(x)}, {self.n_out})") from None
         if tuple(y.shape) != (len(x), self.n_out):
             raise DeviceError(f"system {self.name!r}: device returned shape {tuple(y.shape)}; expected "
                               f"({len(x)}, {self.n_out})")
@@ -179,7 +186,8 @@ class PhysicalSystem(ABC):
 
     @abstractmethod
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """One device call: at most ``max_batch`` rows, already checked."""
+        """One device call: at most ``max_batch`` rows, already checked. Returns batch × n_out, best as a float32
+        tensor (a numpy array or another dtype is converted to one)."""
 
     def rewrite_parameters(self) -> None:  # noqa: B027 - an optional hook
         """Make the next call write θ to the device again even if it is unchanged, so that repeated measurements

@@ -3,11 +3,14 @@ registration, and run through its capability's contract by that name."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from hil import testing
-from hil.errors import ConfigError
+from hil.errors import ConfigError, DeviceError
 from hil.registry import available, lookup
+from hil.systems.base import PhysicalSystem, PhysicsModel
 from tests.lab_text import lab_from_text
 
 #: A class importable from outside the registry's names, standing for a user's own driver.
@@ -73,3 +76,36 @@ instruments:
 def test_a_world_or_system_named_by_its_class_must_be_one(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         lab_from_text(text, tmp_path).build()
+
+
+class ArraySystem(PhysicalSystem):
+    """A user's system whose device call hands back what its instruments read: a float64 numpy array."""
+
+    kind = "array_system"
+
+    def __init__(self, instruments, *, name: str = "", returns: str = "numpy"):
+        super().__init__(instruments, name=name, n_in=2, n_out=3, n_params=1, x_bounds=(0.0, 1.0),
+                         theta_bounds=(0.0, 1.0), max_batch=4)
+        self.returns = returns
+
+    def _run(self, x: torch.Tensor, theta: torch.Tensor) -> object:
+        y = np.full((len(x), self.n_out), 0.25) + x.numpy()[:, :1]
+        return {"numpy": y, "float64": torch.from_numpy(y), "list": y.tolist(), "text": "0.25"}[self.returns]
+
+    def physics_model(self) -> PhysicsModel:
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("returns", ["numpy", "float64", "list"])
+def test_a_system_may_return_an_array_or_another_dtype_and_gets_float32(returns: str) -> None:
+    """A numpy array failed in the twin's data collection ("expected Tensor as element 0"), a float64 tensor in the
+    next linear layer ("mat1 and mat2 must have the same dtype"), both as tracebacks mid-run."""
+    y = ArraySystem({}, returns=returns).forward(torch.full((5, 2), 0.5), torch.zeros(1))
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float32 and tuple(y.shape) == (5, 3)
+    assert torch.all(y == 0.75)
+
+
+def test_a_system_returning_no_numbers_is_a_device_error() -> None:
+    with pytest.raises(DeviceError, match=r"^system 'array_system': _run returned str, not numbers; return a tensor "
+                                          r"of shape \(2, 3\)$"):
+        ArraySystem({}, returns="text").forward(torch.zeros((2, 2)), torch.zeros(1))
