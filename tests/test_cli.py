@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hil.cli import main
+from simulators.emulators.server import drivers_with_emulators
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,6 +108,8 @@ def test_check_takes_a_file_with_any_protocol_key_for_a_protocol(tmp_path: Path,
 
 
 PROTOCOL = str(REPO / "experiments" / "crossbar_pat_digits.yaml")
+#: keithley_2450, keysight_33500b and those of any plugin installed beside hil (as a user adding a device has).
+WITH_EMULATORS = ", ".join(drivers_with_emulators())
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
@@ -115,9 +118,9 @@ PROTOCOL = str(REPO / "experiments" / "crossbar_pat_digits.yaml")
     (["run", "--resume", "runs/x", "--seed", "3"], "a resumed run keeps its own"),
     (["runs", "--root", "no-such-folder"], "no-such-folder is not a folder of runs"),
     (["emulate", "keysight_99999"], "unknown driver 'keysight_99999'; known: "),
-    (["emulate", "simulated_crossbar"], "simulated_crossbar has no emulator (drivers with one: keithley_2450, "
-                                        "keysight_33500b); give the instrument's resource instead, or name the "
-                                        'driver\'s emulator on its class: emulator: ClassVar[str] = "module:Class"'),
+    (["emulate", "simulated_crossbar"], f"simulated_crossbar has no emulator (drivers with one: {WITH_EMULATORS}); "
+                                        "give the instrument's resource instead, or name the driver's emulator on "
+                                        'its class: emulator: ClassVar[str] = "module:Class"'),
     (["emulate", "keithley_2450", "load=3"], "load: the keithley_2450 emulator has no such option; "
                                              "options: load_ohm, noise_a, seed"),
     (["emulate", "keithley_2450", "load_ohm=abc"], "load_ohm: 'abc' is not a float (an option of the "

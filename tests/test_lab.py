@@ -1,5 +1,6 @@
 """lab.yaml: schema errors located by file, line and field; instruments always left safe and closed."""
 
+import re
 import signal
 import textwrap
 from pathlib import Path
@@ -12,6 +13,7 @@ from hil.errors import ConfigError, LimitError, Terminated, TransportError, term
 from hil.instruments import SourceMeter
 from hil.lab import Lab, _signals_held
 from hil.registry import BUILTIN, available
+from simulators.emulators.server import drivers_with_emulators
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -324,8 +326,9 @@ def test_emulating_a_driver_without_an_emulator_names_those_with_one(tmp_path: P
         instruments:
           smu: {driver: "tests.test_lab:UnemulatedSmu", emulate: true}
      """)
+    with_one = re.escape(", ".join(drivers_with_emulators()))  # hil's and those of any plugin installed beside it
     with pytest.raises(ConfigError, match=r"lab.yaml:2: instruments\.smu\.emulate: tests.test_lab:UnemulatedSmu has "
-                                          r"no emulator \(drivers with one: keithley_2450, keysight_33500b\); give the "
+                                          rf"no emulator \(drivers with one: {with_one}\); give the "
                                           r"instrument's resource instead, or name the driver's emulator on its class: "
                                           r'emulator: ClassVar\[str\] = "module:Class"$'):
         Lab.load(path).build()
