@@ -355,8 +355,9 @@ class Lab:
                 raise self._error(f"{config.driver} takes no transport, so it needs a world (a bench driver's "
                                   "__init__ takes the transport: list ScpiDriver before the capability class)", where)
             resource = config.resource or self._start_emulator(cls, config, where)
+            options = self._transport_options(cls, config, resource, where)
             transport = open_transport(resource, timeout_s=config.timeout_s, traffic_log=config.traffic_log,
-                                       visa_library=config.visa_library, **getattr(cls, "transport_options", {}))
+                                       visa_library=config.visa_library, **options)
             return cls(transport, **common)
         except ConfigError as error:
             if error.source:
@@ -369,6 +370,25 @@ class Lab:
             raise self._error(str(error), (*where, "world") if config.world is not None else where) from None
         except (ArithmeticError, TypeError, ValueError) as error:  # not RuntimeError: the transport's are its own
             raise self._settings_error(error, (*where, "settings")) from None
+
+    def _transport_options(self, cls: type[Instrument], config: InstrumentConfig, resource: str,
+                           where: tuple[str, ...]) -> dict[str, Any]:
+        """The driver's ``transport_options`` that the transport the resource picks takes. A serial line's own (a
+        baud rate) are left out for an emulator served over TCP, which has no line; for a VISA resource they are a
+        `ConfigError` at the resource, not the transport's TypeError at the settings."""
+        options = dict(getattr(cls, "transport_options", {}))
+        kind = type(open_transport(resource, visa_library=config.visa_library))  # constructed only, not opened
+        taken = {name for klass in kind.__mro__ if "__init__" in vars(klass)
+                 for name, parameter in inspect.signature(klass.__init__).parameters.items()
+                 if parameter.kind is parameter.KEYWORD_ONLY}
+        untaken = sorted(set(options) - taken)
+        if not untaken:
+            return options
+        if config.resource is None:  # an emulator: its TCP link has no serial line to set up
+            return {key: value for key, value in options.items() if key in taken}
+        raise self._error(f"{config.driver}'s transport_options give {', '.join(untaken)}, which {kind.__name__} "
+                          f"({resource}) does not take; a serial line's options need its device path as the resource "
+                          "(/dev/ttyUSB0, COM3), which pyserial opens", (*where, "resource"))
 
     def _world(self, name: str, where: tuple[str | int, ...]) -> Any:
         if name not in self.worlds:

@@ -4,6 +4,7 @@ import re
 import signal
 import textwrap
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -756,3 +757,31 @@ def test_a_plugin_class_the_lab_cannot_call_is_located_and_says_what_to_write(
     lab = Lab.load(write(tmp_path, RESISTIVE_LAB % (driver, kind, roles)))
     with pytest.raises(ConfigError, match=expected):
         lab.build()
+
+
+class SerialSmu(Keithley2450):
+    """A bench driver for an instrument on a serial line at its own speed."""
+
+    transport_options: ClassVar[dict[str, Any]] = {"baudrate": 115200}
+
+
+def test_a_serial_drivers_baud_rate_is_left_out_of_a_tcp_emulator_and_refused_for_a_visa_resource(
+        tmp_path: Path) -> None:
+    """``transport_options = {"baudrate": ...}`` reached the VISA transport of ``emulate: true`` and of a TCPIP or
+    ASRL resource: "Transport.__init__() got an unexpected keyword argument 'baudrate'", at the settings."""
+    path = write(tmp_path, """
+        instruments:
+          emulated: {driver: "tests.test_lab:SerialSmu", emulate: true}
+          over_a_pty: {driver: "tests.test_lab:SerialSmu", emulate: {via: pty}}
+    """)
+    with Lab.load(path) as lab:
+        assert "MODEL 2450" in lab["emulated"].identify() and lab["over_a_pty"].transport.baudrate == 115200
+    path = write(tmp_path, """
+        instruments:
+          smu: {driver: "tests.test_lab:SerialSmu", resource: "ASRL/dev/ttyS0::INSTR"}
+    """)
+    with pytest.raises(ConfigError, match=r"lab.yaml:2: instruments\.smu\.resource: tests\.test_lab:SerialSmu's "
+                                          r"transport_options give baudrate, which VisaTransport "
+                                          r"\(ASRL/dev/ttyS0::INSTR\) does not take; a serial line's options need its "
+                                          r"device path as the resource \(/dev/ttyUSB0, COM3\), which pyserial opens$"):
+        Lab.load(path).build()
