@@ -255,6 +255,10 @@ class Lab:
             cls = subclass_of("worlds", config.kind, World)
         except ConfigError as error:
             raise self._error(error.detail, (*where, "kind")) from None
+        if cls.kind == World.kind:  # the base's placeholder: every such world would draw from the same streams
+            raise self._error(f"world kind {config.kind!r} ({cls.__module__}.{cls.__qualname__}) does not set kind, "
+                              "the name its seeds are derived from (worlds of different kinds with one seed are "
+                              "independent devices); set kind = \"...\" on the class", (*where, "kind"))
         try:
             return cls(preset=config.preset, config=config.config, seed=config.seed, realtime=config.realtime)
         except ConfigError as error:

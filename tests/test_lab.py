@@ -430,6 +430,11 @@ class LaxConfig(World):
     Config = Settings
 
 
+class NoKind(World):
+    class Config(Strict):
+        gain: float = 1.0
+
+
 class NoConverters(AnalogWorld):
     kind = "no_converters"
 
@@ -447,11 +452,15 @@ class NoConverters(AnalogWorld):
     ("NoConfig", r"NoConfig\.Config must be a hil\.config\.Strict model"),
     ("LaxConfig", r"LaxConfig\.Config must be a hil\.config\.Strict model .*\(Strict refuses a misspelt key\)$"),
     ("NoConverters", r"NoConverters\.Config needs a converters: ConverterConfig field"),
+    ("NoKind", r"world kind 'unusable_worlds:NoKind' \(unusable_worlds\.NoKind\) does not set kind, the name its "
+               r"seeds are derived from \(worlds of different kinds with one seed are independent devices\); set "
+               r'kind = "\.\.\." on the class$'),
 ])
 def test_a_world_class_without_a_usable_config_is_named_at_its_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                      kind: str, expected: str) -> None:
     """A world written without a Config, with a plain pydantic one (which would ignore a misspelt key), or an
-    analog world without converters is a config error at its ``kind`` line, not an AttributeError."""
+    analog world without converters is a config error at its ``kind`` line, not an AttributeError; so is one without
+    its own kind, which drew the same hidden device as every other such world."""
     (tmp_path / "unusable_worlds.py").write_text(WORLDS_OF_A_PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     path = write(tmp_path, f"""
