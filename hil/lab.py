@@ -30,7 +30,7 @@ from hil.errors import ConfigError, DeviceError, HilError, handling
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
-from hil.transport import open_transport
+from hil.transport import open_transport, transport_class
 
 #: Keyword arguments every instrument takes from the framework, not from ``settings``.
 FRAMEWORK_ARGUMENTS = {"self", "transport", "world", "name", "limits", "clock"}
@@ -381,7 +381,7 @@ class Lab:
         baud rate) are left out for an emulator served over TCP, which has no line; for a VISA resource they are a
         `ConfigError` at the resource, not the transport's TypeError at the settings."""
         options = dict(getattr(cls, "transport_options", {}))
-        kind = type(open_transport(resource, visa_library=config.visa_library))  # constructed only, not opened
+        kind = transport_class(resource, config.visa_library)
         taken = {name for klass in kind.__mro__ if "__init__" in vars(klass)
                  for name, parameter in inspect.signature(klass.__init__).parameters.items()
                  if parameter.kind is parameter.KEYWORD_ONLY}

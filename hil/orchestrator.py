@@ -316,7 +316,7 @@ class Run:
             with self._bar("fitting the twin", epochs) as advance:
                 result = fit_twin(self.twin, train, validation, epochs=epochs, lr=config.fit.lr,
                                   patience=config.fit.patience, seed=self.protocol.seed,
-                                  progress=lambda e, tr, va: advance(e + 1, f"held-out loss {va:.4f}"))
+                                  progress=lambda e, tr, va: advance(e + 1, f"held-out loss {va:.3g}"))
             self.store.event("twin_fitted", twin_kind=config.kind, train_loss=result.train_loss,
                              validation_loss=result.validation_loss, best_epoch=result.best_epoch,
                              converged=result.converged)

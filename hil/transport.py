@@ -531,13 +531,20 @@ class SerialTransport(Transport):
         return from_ieee_block(block, datatype, big_endian, container=np.array)
 
 
-def open_transport(resource: str, *, visa_library: str = "@py", **options: Any) -> Transport:
-    """Pick the transport for a resource string: a pyserial URL or device path, otherwise a VISA resource opened
-    through ``visa_library`` (pyvisa's library spec, see `VisaTransport`)."""
+def transport_class(resource: str, visa_library: str = "@py") -> type[Transport]:
+    """The transport for a resource string: a pyserial URL or device path, otherwise a VISA resource."""
     serial_like = resource.startswith("/") or "://" in resource or resource.upper().startswith("COM")
     if not serial_like:
-        return VisaTransport(resource, backend=visa_library, **options)
+        return VisaTransport
     if visa_library != "@py":
         raise ConfigError(f"{resource!r} is a serial port, which pyserial opens: visa_library applies only to VISA "
                           "resources; leave it out", field="visa_library")
+    return SerialTransport
+
+
+def open_transport(resource: str, *, visa_library: str = "@py", **options: Any) -> Transport:
+    """The transport for a resource string (`transport_class`), not yet opened; a VISA resource is opened through
+    ``visa_library`` (pyvisa's library spec, see `VisaTransport`)."""
+    if transport_class(resource, visa_library) is VisaTransport:
+        return VisaTransport(resource, backend=visa_library, **options)
     return SerialTransport(resource, **options)
