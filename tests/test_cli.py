@@ -118,9 +118,12 @@ WITH_EMULATORS = ", ".join(drivers_with_emulators())
     (["run", "--resume", "runs/x", "--seed", "3"], "a resumed run keeps its own"),
     (["runs", "--root", "no-such-folder"], "no-such-folder is not a folder of runs"),
     (["emulate", "keysight_99999"], "unknown driver 'keysight_99999'; known: "),
-    (["emulate", "simulated_crossbar"], f"simulated_crossbar has no emulator (drivers with one: {WITH_EMULATORS}); "
-                                        "give the instrument's resource instead, or name the driver's emulator on "
-                                        'its class: emulator: ClassVar[str] = "module:Class"'),
+    (["emulate", "simulated_crossbar"], "simulated_crossbar is a simulated instrument: it runs on a world of the lab "
+                                        "file, not behind an emulator; give it world: in the lab file"),
+    (["emulate", "tests.test_lab:UnemulatedSmu"],
+     f"tests.test_lab:UnemulatedSmu has no emulator (drivers with one: {WITH_EMULATORS}); a bench instrument without "
+     'one is reached at its resource, and a driver names its emulator on its class: emulator: ClassVar[str] = '
+     '"module:Class"'),
     (["emulate", "keithley_2450", "load=3"], "load: the keithley_2450 emulator has no such option; "
                                              "options: load_ohm, noise_a, seed"),
     (["emulate", "keithley_2450", "load_ohm=abc"], "load_ohm: 'abc' is not a float (an option of the "

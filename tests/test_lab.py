@@ -329,9 +329,9 @@ def test_emulating_a_driver_without_an_emulator_names_those_with_one(tmp_path: P
      """)
     with_one = re.escape(", ".join(drivers_with_emulators()))  # hil's and those of any plugin installed beside it
     with pytest.raises(ConfigError, match=r"lab.yaml:2: instruments\.smu\.emulate: tests.test_lab:UnemulatedSmu has "
-                                          rf"no emulator \(drivers with one: {with_one}\); give the "
-                                          r"instrument's resource instead, or name the driver's emulator on its class: "
-                                          r'emulator: ClassVar\[str\] = "module:Class"$'):
+                                          rf"no emulator \(drivers with one: {with_one}\); a bench instrument "
+                                          r"without one is reached at its resource, and a driver names its emulator on "
+                                          r'its class: emulator: ClassVar\[str\] = "module:Class"$'):
         Lab.load(path).build()
 
 

@@ -224,9 +224,14 @@ def serve(driver: type, options: Mapping[str, Any], via: str = "tcp", port: int 
     name = name or driver.__name__
     target = getattr(driver, "emulator", None)
     if target is None:
-        raise ConfigError(f"{name} has no emulator (drivers with one: {', '.join(drivers_with_emulators())}); give "
-                          "the instrument's resource instead, or name the driver's emulator on its class: "
-                          'emulator: ClassVar[str] = "module:Class"')
+        from simulators.world import SimulatedInstrument
+
+        if issubclass(driver, SimulatedInstrument):
+            raise ConfigError(f"{name} is a simulated instrument: it runs on a world of the lab file, not behind an "
+                              "emulator; give it world: in the lab file")
+        raise ConfigError(f"{name} has no emulator (drivers with one: {', '.join(drivers_with_emulators())}); a "
+                          "bench instrument without one is reached at its resource, and a driver names its emulator "
+                          'on its class: emulator: ClassVar[str] = "module:Class"')
     if via not in ("tcp", "pty"):
         raise ConfigError(f"via must be 'tcp' or 'pty', got {via!r}", field="via")
     try:
