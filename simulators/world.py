@@ -200,6 +200,8 @@ class SimulatedInstrument:
         require_before_capability(cls, SimulatedInstrument)
 
     def __init__(self, world: World, **common: Any):
+        if "clock" in common:
+            raise TypeError(f"{type(self).__name__} keeps its world's clock; build it without clock=")
         self.world = world
         super().__init__(clock=world.clock, **common)
 

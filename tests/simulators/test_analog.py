@@ -87,3 +87,11 @@ def test_mismatched_sample_clocks_are_refused() -> None:
     ai.arm(2, 2e3)
     with pytest.raises(DeviceError, match="share one sample clock"):
         ao.play()
+
+
+def test_a_simulated_instrument_keeps_its_worlds_clock() -> None:
+    """The world gives its instruments one clock (the device time they share); another is refused by name."""
+    world = Divider(preset="ideal")
+    assert SimulatedAnalogOutput(world, name="ao").clock is world.clock
+    with pytest.raises(TypeError, match=r"SimulatedAnalogOutput keeps its world's clock; build it without clock=$"):
+        SimulatedAnalogOutput(world, name="ao", clock=world.clock)
