@@ -222,3 +222,12 @@ def test_a_ramp_of_too_many_steps_says_how_many_in_a_few_digits() -> None:
     with pytest.raises(LimitError, match=r"^x: a ramp from 0 to 1\.25 V in steps of 1e-300 takes 1\.25e\+300 steps "
                                          r"\(at most 10000\); raise max_step or move in stages$"):
         limit.ramp(0.0, 1.25, "x")
+
+
+@pytest.mark.parametrize(("max_step", "ramp_rate", "field"), [(0.0, None, "max_step"), (0.5, 0.0, "ramp_rate")])
+def test_a_step_or_a_ramp_rate_of_zero_is_a_config_error(max_step: float, ramp_rate: float | None,
+                                                          field: str) -> None:
+    """Zero is not a step size (every ramp would divide by it) nor a rate (every step would wait forever): refused
+    where the limit is written, like a negative one."""
+    with pytest.raises(ConfigError, match=rf"^limit {field} must be > 0, got 0"):
+        Limit("V", -1, 1, max_step=max_step, ramp_rate=ramp_rate)
