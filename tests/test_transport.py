@@ -376,3 +376,13 @@ def test_a_serial_reply_in_another_line_ending_is_named_not_taken_for_silence() 
             "began 'hil,Echo,1,0\\r'); check that read_termination is the instrument's line ending and that timeout_s "
             "allows a reply this long")
         assert transport.out_of_step
+
+
+@pytest.mark.parametrize("timeout_s", [0.0, -1.0, float("nan")])
+def test_a_timeout_that_is_not_positive_is_refused_before_anything_opens(timeout_s: float) -> None:
+    """A zero, negative or NaN timeout would make every read fail at once, or (pyvisa's 0 ms) never wait: refused
+    when the transport is made, for either kind."""
+    for make in (lambda: VisaTransport("TCPIP::127.0.0.1::5025::SOCKET", timeout_s=timeout_s),
+                 lambda: SerialTransport("loop://", timeout_s=timeout_s)):
+        with pytest.raises(ValueError, match="timeout_s must be > 0"):
+            make()
