@@ -589,3 +589,31 @@ def test_a_compliance_is_refused_where_its_other_sign_leaves_the_limits() -> Non
                                              r"outside the limit 0\.\.5 V; give a smaller compliance, or a lab limit"):
             k.configure("current", 3.0)
         assert k.compliance is None
+
+
+def test_a_negative_compliance_is_taken_as_its_magnitude() -> None:
+    """The compliance is a magnitude that holds both signs: −1 mA configures the same ±1 mA limit as 1 mA."""
+    with expected_protocol(smu(), SMU_CONFIGURED) as k:
+        k.connect()
+        k.configure("voltage", -1e-3)
+        assert k.compliance == 1e-3
+
+
+def test_configure_in_another_mode_with_the_output_state_unknown_ramps_down_and_switches_off_first() -> None:
+    """After a failed switch the output may be on: a change of source mode treats it as live (ramp to rest, then
+    off) before the source function changes, as it does an output known to be on."""
+    current = [(b":SENS:VOLT:RSEN?", b"0"), (b":SOUR:VOLT:PROT?", b"NONE"), (b':SENS:FUNC "VOLT"', None),
+               (b":SOUR:FUNC CURR", None), (b":SOUR:VOLT:PROT NONE", None), (b":SOUR:CURR 0", None),
+               (b":SENS:VOLT:NPLC 1", None), (b":SOUR:CURR:READ:BACK ON", None), *smu_protocol.reading_as_is("VOLT"),
+               (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None), (b":SOUR:CURR:VLIM 5", None),
+               SMU_OK, (b":SOUR:CURR:VLIM?", b"5.000000E+00")]
+    exchanges = [*SMU_CONFIGURED, (b":OUTP ON", None), SMU_ERROR, SMU_OK,
+                 (b":SOUR:VOLT 0", None), SMU_OK, (b":OUTP OFF", None), SMU_OK, *current]
+    with expected_protocol(smu(), exchanges) as k:
+        configured(k, output=False)
+        with pytest.raises(DeviceError, match="-222"):
+            k.set_output(True)
+        assert k.output_on is None
+        k.configure("current", 5.0)
+        assert (k.mode, k.level, k.output_on) == ("current", 0.0, False)
+
