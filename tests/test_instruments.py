@@ -617,3 +617,28 @@ def test_configure_in_another_mode_with_the_output_state_unknown_ramps_down_and_
         k.configure("current", 5.0)
         assert (k.mode, k.level, k.output_on) == ("current", 0.0, False)
 
+
+class DroppingCamera(SimulatedCamera):
+    """A simulated camera whose frame counter skips one index after its second frame, as a camera reports a frame
+    it dropped."""
+
+    def _capture_hw(self, n_frames: int):
+        images, indices = super()._capture_hw(n_frames)
+        return images, np.where(np.arange(n_frames) >= 2, indices + 1, indices)
+
+
+def test_a_batch_with_a_dropped_frame_is_refused_not_shifted_onto_the_wrong_inputs(optical: OpticalTable) -> None:
+    """Frames after a gap in the counter belong to later inputs than their place in the batch says."""
+    with DroppingCamera(optical, name="camera") as camera:
+        camera.set_exposure(1e-3)
+        with pytest.raises(DeviceError, match=r"^camera: frame\(s\) dropped after frame index 1 \(next index 3\)"):
+            camera.capture(3)
+
+
+def test_the_safe_state_blanks_the_slm(slm: SimulatedSLM, optical: OpticalTable) -> None:
+    """A pattern left on the SLM keeps steering light onto the sample: the safe state shows a blank (0 rad) one."""
+    slm.show(np.full(slm.shape, math.pi))
+    assert float(optical.shown.abs().max()) > 3
+    slm.safe_state()
+    assert float(optical.shown.abs().max()) == 0.0
+
