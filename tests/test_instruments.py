@@ -642,3 +642,14 @@ def test_the_safe_state_blanks_the_slm(slm: SimulatedSLM, optical: OpticalTable)
     slm.safe_state()
     assert float(optical.shown.abs().max()) == 0.0
 
+
+def test_a_close_whose_safe_state_fails_still_disconnects_and_releases_the_link() -> None:
+    """The safe state's error is raised, and the instrument is closed all the same: not left connected with the
+    transport open, where a later call would act on a device the framework believes released."""
+    failed = (b"SYST:ERR?", b'-221,"Settings conflict"')
+    exchanges = [*awg_connected(output=b"1"), *awg_steps(b"0"), (b"OUTP1 OFF", None), failed, AWG_OK]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        with pytest.raises(DeviceError, match="-221"):
+            inst.close()
+        assert not inst.connected and not inst.transport.is_open
