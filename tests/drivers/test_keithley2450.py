@@ -1101,3 +1101,56 @@ def test_emulated_a_level_left_beyond_the_lab_limit_is_not_switched_on(tcp_serve
         k.set_level(1.0)  # ramped back from 10 V, with the output off
         k.set_output(True)
         assert emulator.operating_point()[0] == pytest.approx(1.0)
+
+
+def test_a_protection_change_is_refused_while_the_output_state_is_unknown() -> None:
+    """After a failed switch the output may be on: a change of the overvoltage protection, which the 2450 takes
+    only before the output is on, is refused before anything is sent, as with an output known to be on."""
+    error = (b"SYST:ERR?", b'-222,"Parameter data out of range;1;2026/11/28 10:00:00.000"')
+    exchanges = [*connected(), *configured_voltage(), (b":OUTP ON", None), error, NO_ERROR,
+                 (b":SENS:CURR:RSEN?", b"0"), (b":SOUR:VOLT:PROT?", b"PROT20")]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        with pytest.raises(DeviceError, match="-222"):
+            k.set_output(True)
+        assert k.output_on is None
+        with pytest.raises(LimitError, match=r"overvoltage protection must change from PROT20 to NONE"):
+            k.configure("voltage", 1e-3)
+
+
+def test_a_late_reply_that_looks_like_the_marker_is_discarded_too() -> None:
+    """A query that timed out answers "1" late, as the first marker's ``*ESE?`` does: only a line with the marker
+    and the identity ends the resynchronisation, or the marker's own line would answer the next query."""
+    read = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
+    exchanges = [*connected(), *configured_voltage(), read, (b":SOUR:VOLT:ILIM:TRIP?", TIMED_OUT),
+                 (b"*ESE 1;*ESE?;*IDN?", b"1"), (None, b"1;" + IDN),  # the late "1" first, then the marker
+                 (b"*ESE 0", None), read, (b":SOUR:VOLT:ILIM:TRIP?", b"0")]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        with pytest.raises(TransportTimeout, match="TRIP"):
+            k.measure()
+        assert k.measure().in_compliance.tolist() == [False]
+        assert not k.transport.out_of_step
+
+
+def test_a_query_interrupted_later_is_reported_once_a_check_has_found_none_from_the_resynchronisation() -> None:
+    """On a socket link a resynchronisation leaves no -410 in the queue; once an error check has found the queue
+    empty, a -410 from a later interrupted query is reported, not forgiven on the old resynchronisation's account."""
+    read = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
+    interrupted = (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"')
+    exchanges = [*connected(), *configured_voltage(), (read[0], TIMED_OUT),
+                 (b"*ESE 1;*ESE?;*IDN?", read[1]), (None, b"1;" + IDN), (b"*ESE 0", None),
+                 read, (b":SOUR:VOLT:ILIM:TRIP?", b"0"),
+                 (b":SOUR:VOLT 0.5", None), NO_ERROR,  # no -410 came of the resynchronisation
+                 (b":SOUR:VOLT 0.6", None), interrupted, NO_ERROR]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        with pytest.raises(TransportTimeout):
+            k.measure()
+        k.measure()
+        k.set_level(0.5)
+        with pytest.raises(DeviceError, match="-410"):
+            k.set_level(0.6)
