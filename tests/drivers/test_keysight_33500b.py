@@ -851,3 +851,35 @@ def test_emulator_volatile_memory_byte_order_and_dac_data():
     assert _ask(e, b"DATA:ARB ODD,#13abc") is None
     assert _ask(e, b"SYST:ERR?").startswith(b"-161,")
     assert _ask(e, b"DATA:VOL:CLE;:DATA:VOL:CAT?") == b'""'
+
+
+def test_a_known_model_number_from_another_maker_is_refused_and_the_connection_closed():
+    """A model number alone is not the instrument: another maker's generator answering 33522B (a clone, a wrong
+    address) is refused before anything is set."""
+    exchanges = [(b"*CLS", None), (b"*IDN?", b"ACME INSTRUMENTS,33522B,0000,1.0")]
+    with expected_protocol(awg(), exchanges) as inst:
+        with pytest.raises(DeviceError, match=r"^Keysight33500B: \*IDN\? answered 'ACME INSTRUMENTS,33522B,0000,1\.0', "
+                                              r"not a model this driver knows"):
+            inst.connect()
+        assert not inst.connected and not inst.transport.is_open
+
+
+def test_a_garbled_error_queue_reply_is_a_one_line_error_naming_the_instrument():
+    """Text that is not ``<code>,"<message>"`` says the link or the resource is wrong; it is not taken for an error
+    code of its own."""
+    exchanges = [*connected(), (b"SYST:ERR?", b"\x15garbage")]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        with pytest.raises(DeviceError, match=r"^Keysight33500B: error-queue reply '\\x15garbage' is malformed; "
+                                              r"check that the resource is this instrument"):
+            inst.check_errors()
+
+
+def test_an_error_queue_that_never_empties_says_so():
+    """After `max_error_reads` errors the check stops reading and says the queue did not empty, rather than
+    presenting what it read as the whole story."""
+    error = (b"SYST:ERR?", b'-100,"Command error"')
+    with expected_protocol(awg(), [*connected(), *[error] * 32]) as inst:
+        inst.connect()
+        with pytest.raises(DeviceError, match=r"-100 Command error; \(error queue did not empty\)$"):
+            inst.check_errors()
