@@ -2,7 +2,10 @@
 
 import threading
 
+import pytest
+
 from drivers.scpi import ScpiDriver
+from hil.errors import TransportTimeout
 from hil.transport import VisaTransport
 from tests.test_transport import EchoEmulator
 
@@ -57,3 +60,15 @@ def test_a_query_waiting_for_the_link_resynchronises_after_the_timeout_of_the_qu
         first.join()
         second.join()
     assert released.is_set() and replies == ["mine"]
+
+
+def test_a_drivers_timeout_is_one_line_naming_the_instrument_then_the_resource(tcp_server) -> None:
+    """The driver lends the transport its name: an error reads ``echo (resource): ...``, so that a lab of several
+    instruments on similar addresses says which one failed."""
+    transport = VisaTransport(tcp_server(EchoEmulator()).resource, timeout_s=0.2)
+    driver = EchoDriver(transport)
+    with transport, pytest.raises(TransportTimeout) as caught:
+        driver.query("NOSUCH?")
+    message = str(caught.value)
+    assert message.startswith(f"echo ({transport.resource}): no reply within 0.2 s to 'NOSUCH?'")
+    assert "\n" not in message

@@ -386,3 +386,21 @@ def test_a_timeout_that_is_not_positive_is_refused_before_anything_opens(timeout
                  lambda: SerialTransport("loop://", timeout_s=timeout_s)):
         with pytest.raises(ValueError, match="timeout_s must be > 0"):
             make()
+
+
+def test_reopening_after_a_timeout_leaves_the_link_in_step(echo_tcp) -> None:
+    """A fresh connection carries no late reply of the old one: after `reopen` a driver need not resynchronise."""
+    with VisaTransport(echo_tcp[1].resource, timeout_s=0.2) as transport:
+        with pytest.raises(TransportTimeout):
+            transport.query("NOSUCH?")
+        assert transport.out_of_step
+        transport.reopen()
+        assert not transport.out_of_step and transport.query("ECHO? a") == "a"
+
+
+def test_patience_never_shortens_the_timeout() -> None:
+    """A negative extra is no extra: the timeout inside the block is the usual one, not less."""
+    transport = VisaTransport("TCPIP::127.0.0.1::5025::SOCKET", timeout_s=0.5)
+    with transport.patience(-2.0):
+        assert transport.timeout_s == 0.5
+    assert transport.timeout_s == 0.5
