@@ -233,6 +233,13 @@ class InstrumentContract:
         instrument.close()
         assert not instrument.connected
 
+    def test_the_safe_state_of_a_closed_instrument_is_harmless(self, instrument) -> None:
+        """The framework calls every instrument's safe state on exit, closed ones included: there is nothing to do
+        then, and nothing may be sent or raised."""
+        instrument.close()
+        instrument.safe_state()
+        assert not instrument.connected
+
     def test_a_closed_instrument_refuses_to_act(self, instrument) -> None:
         instrument.close()
         with pytest.raises(DeviceError, match="not connected"):
