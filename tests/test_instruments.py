@@ -653,3 +653,56 @@ def test_a_close_whose_safe_state_fails_still_disconnects_and_releases_the_link(
         with pytest.raises(DeviceError, match="-221"):
             inst.close()
         assert not inst.connected and not inst.transport.is_open
+
+
+def test_a_centred_waveform_is_refused_while_the_output_state_is_unknown() -> None:
+    """After a failed switch the output may be on: a waveform the instrument can only scale about its centre (a
+    step when armed) is refused before anything is sent, as with an output known to be on."""
+    exchanges = [*awg_connected(), (b"OUTP1 ON", None), (b"SYST:ERR?", b'-221,"Settings conflict"'), AWG_OK]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        with pytest.raises(DeviceError, match="-221"):
+            inst.set_output(1, True)
+        with pytest.raises(LimitError, match=r"switch the output off before loading it"):
+            inst.load_waveform(1, [4.0, -4.0] * 4, 1e3)
+        assert inst.waveform_samples == {} and inst.level_v[1] == 0.0
+
+
+def test_a_flat_waveform_at_the_top_of_the_range_is_centred_within_it() -> None:
+    """The smallest amplitude (1 mVpp into 50 Ω) about 5 V would reach past the instrument's 5 V: the window is
+    moved inside the limits (offset 4.9995 V), not left at 5 V with its amplitude trimmed to nothing."""
+    exchanges = [*awg_connected(), *awg_upload(np.ones(8, dtype=np.float32), b"1000", b"4.9995"), *awg_arm(b"0.001")]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        inst.load_waveform(1, np.full(8, 5.0), 1e3)
+        assert inst.level_v[1] == 5.0 and inst.waveform_samples == {1: 8}
+
+
+def test_an_upload_not_confirmed_by_opc_is_an_error_and_leaves_the_level_unknown() -> None:
+    """``*OPC?`` answering other than 1 (a stale reply, another program) means the upload's end is not known."""
+    data = np.linspace(0, 1, 8, dtype=np.float32)
+    upload = awg_upload(data, b"1000", b"-1")
+    at = upload.index((b"*OPC?", b"1"))
+    exchanges = [*awg_connected(), *upload[:at], (b"*OPC?", b"0")]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        with pytest.raises(DeviceError, match=r"^Keysight33500B: reply '0' to '\*OPC\?' after uploading channel 1's "
+                                              r"waveform is not 1"):
+            inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)
+        assert inst.level_v[1] is None and inst.waveform_samples == {}
+
+
+class NaNAnalogInput(SimulatedAnalogInput):
+    """A simulated DAQ input whose record holds one NaN, as a converter's overrange code decoded as NaN does."""
+
+    def _fetch_hw(self):
+        record = np.array(super()._fetch_hw(), dtype=np.float64)
+        record[0, 1] = math.nan
+        return record
+
+
+def test_a_record_holding_a_nan_is_refused() -> None:
+    """A NaN in a record would enter the training loss unnoticed: refused with the instrument named."""
+    with NaNAnalogInput(OscillatorNetwork(seed=0), name="probes") as probes, \
+            pytest.raises(DeviceError, match=r"^probes: record holds non-finite values"):
+        probes.acquire(4, 1e3)
