@@ -1154,3 +1154,119 @@ def test_a_query_interrupted_later_is_reported_once_a_check_has_found_none_from_
         k.set_level(0.5)
         with pytest.raises(DeviceError, match="-410"):
             k.set_level(0.6)
+
+
+def test_a_sense_change_is_refused_while_the_output_state_is_unknown() -> None:
+    """After a failed switch the output may be on: changing remote sense, which may switch a live output off, is
+    refused before anything is sent, as with an output known to be on."""
+    error = (b"SYST:ERR?", b'-222,"Parameter data out of range;1;2026/11/28 10:00:00.000"')
+    exchanges = [*connected(), *configured_voltage(), (b":OUTP ON", None), error, NO_ERROR,
+                 (b":SENS:CURR:RSEN?", b"1")]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        with pytest.raises(DeviceError, match="-222"):
+            k.set_output(True)
+        with pytest.raises(LimitError, match=r"remote sense must change to OFF"):
+            k.configure("voltage", 1e-3)
+
+
+def test_a_source_range_that_cannot_hold_the_present_level_is_refused_before_sending() -> None:
+    """The 2 V range holds up to 2.1 V: at 5 V, fixing it would clip the source."""
+    with expected_protocol(smu(), [*connected(level=b"5.000000E+00"), *configured_voltage()]) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        with pytest.raises(LimitError, match=r"the 2 V source range cannot hold the present level 5 V"):
+            k.set_source_range(2.0)
+        assert k.source_range is None
+
+
+def test_a_reconnected_smu_must_be_configured_again() -> None:
+    """The compliance is never read: after close and connect, another program may have changed it, so nothing
+    sources until configure() has set it again."""
+    closed = [NO_ERROR, (b":SOUR:VOLT 0", None), NO_ERROR, (b":OUTP OFF", None), NO_ERROR]
+    with expected_protocol(smu(), [*connected(), *configured_voltage(), *closed, *connected()]) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        k.close()
+        k.connect()
+        assert k.compliance is None and k.nplc is None
+        with pytest.raises(DeviceError, match="not configured"):
+            k.set_output(True)
+
+
+def test_an_error_queue_reply_without_its_quotes_is_malformed() -> None:
+    """The 2450 quotes its message with severity and time; a reply without them is not from this instrument's
+    error queue (another command set, a link out of step)."""
+    with expected_protocol(smu(), [*connected(), (b"SYST:ERR?", b"-222,Parameter data out of range")]) as k:
+        k.connect()
+        with pytest.raises(DeviceError, match=r"^Keithley2450: error-queue reply '-222,Parameter data out of range' "
+                                              r"is malformed"):
+            k.check_errors()
+
+
+def test_a_source_function_reply_that_is_neither_volt_nor_curr_is_a_device_error() -> None:
+    """A garbled reply at connect is named, not a KeyError; the connection is closed."""
+    with expected_protocol(smu(), connected(function=b"XYZZY")[:-1]) as k:
+        with pytest.raises(DeviceError, match=r"^Keithley2450: reply 'XYZZY' to ':SOUR:FUNC\?' is not VOLT or CURR"):
+            k.connect()
+        assert not k.connected and not k.transport.is_open
+
+
+def test_configure_refuses_a_compliance_below_the_fixed_measure_ranges_resolution_before_sending() -> None:
+    """The 2450 needs the compliance above 0.1 % of a fixed measure range: 10 µA on the 100 mA range is refused
+    before anything is sent."""
+    fixed = [(b":SENS:CURR:RANG:AUTO OFF", None), (b":SENS:CURR:RANG 0.1", None), NO_ERROR]
+    with expected_protocol(smu(), [*connected(), *configured_voltage(), *fixed]) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        k.set_measure_range(0.1)
+        with pytest.raises(LimitError, match=r"compliance 1e-05 must exceed 0\.1 % of the fixed 0\.1 measure range"):
+            k.configure("voltage", 1e-5)
+        assert k.compliance == 1e-3
+
+
+def test_a_measurement_waits_as_long_as_a_reading_may_take() -> None:
+    """A reading at 10 PLC on autorange may take longer than the transport's timeout: the read is given that time."""
+    read = (b':READ? "defbuffer1", SOUR, READ', b"1.000000E+00,1.000000E-03")
+    transport = PatienceRecorded([*connected(), *configured_voltage(nplc=b"10"), read,
+                                  (b":SOUR:VOLT:ILIM:TRIP?", b"0")])
+    k = Keithley2450(transport, clock=VirtualClock())
+    k.connect()
+    k.configure("voltage", 1e-3, nplc=10)
+    k.measure()
+    transport.assert_done()
+    assert transport.timeouts[read[0]] == pytest.approx(1.0 + k._reading_bound_s())
+    assert transport.timeouts[b":SOUR:VOLT:ILIM:TRIP?"] == 1.0
+
+
+def test_a_sweep_whose_buffer_stops_filling_is_aborted_at_its_deadline() -> None:
+    """A sweep stuck in the trigger model (a missed trigger) is polled until its longest duration plus ten timeouts
+    have passed, then aborted with ``:ABOR``: never polled forever."""
+    stuck = (b':TRAC:ACT? "defbuffer1"', b"1")
+    exchanges = [*connected(), *configured_voltage(), *OUTPUT_ON, (b':TRAC:CLE "defbuffer1"', None),
+                 (b":SOUR:LIST:VOLT 0.1, 0.2", None), (b":SOUR:SWE:VOLT:LIST 1, 10, 1, OFF", None), NO_ERROR,
+                 (b":INIT", None), *[stuck] * 13, (b":ABOR", None)]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        k.set_output(True)
+        with pytest.raises(DeviceError, match=r"^Keithley2450: sweep of 2 points stopped at 1 readings; aborted"):
+            k.sweep([0.1, 0.2], delay_s=10.0)
+        assert k.level is None
+
+
+def test_source_status_given_in_hexadecimal_or_as_a_float_is_read_for_the_limit_bit() -> None:
+    """SOURSTATus comes as ``0x00a0`` or ``1.6E+02`` as well as ``160`` depending on the format set: the limit bit
+    (32) is read from each."""
+    exchanges = connected() + configured_voltage() + OUTPUT_ON + [
+        (b':TRAC:CLE "defbuffer1"', None), (b":SOUR:LIST:VOLT 0.1, 0.2, 0.3", None),
+        (b":SOUR:SWE:VOLT:LIST 1, 0, 1, OFF", None), NO_ERROR, (b":INIT", None), (b"*WAI", None),
+        (b':TRAC:DATA? 1, 3, "defbuffer1", SOUR, READ, SOURSTAT',
+         b"1.000000E-01,1.000000E-04,0x0080,2.000000E-01,1.000000E-03,0x00a0,3.000000E-01,1.000000E-03,1.6E+02"),
+    ]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        k.set_output(True)
+        assert k.sweep([0.1, 0.2, 0.3]).in_compliance.tolist() == [False, True, True]
