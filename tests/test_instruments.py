@@ -706,3 +706,37 @@ def test_a_record_holding_a_nan_is_refused() -> None:
     with NaNAnalogInput(OscillatorNetwork(seed=0), name="probes") as probes, \
             pytest.raises(DeviceError, match=r"^probes: record holds non-finite values"):
         probes.acquire(4, 1e3)
+
+
+def test_a_live_arb_at_an_unknown_output_state_is_held_as_dc_before_the_memory_is_cleared() -> None:
+    """After a failed switch the output may be on: before a new upload clears the waveform memory, the channel
+    playing an arb is held at its level as DC, as a channel known to be on is."""
+    data = np.linspace(0, 1, 8, dtype=np.float32)
+    exchanges = [*awg_connected(), *awg_upload(data, b"1000", b"-1"), *awg_arm(b"4"),
+                 (b"OUTP1 ON", None), (b"SYST:ERR?", b'-221,"Settings conflict"'), AWG_OK,
+                 (b"SOUR1:FUNC DC;:SOUR1:VOLT:OFFS -1", None), AWG_OK,
+                 *awg_upload(data, b"1000", b"-1"), *awg_arm(b"4")]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)
+        with pytest.raises(DeviceError, match="-221"):
+            inst.set_output(1, True)
+        inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)
+        assert inst.level_v[1] == -1.0 and inst.waveform_samples == {1: 8}
+
+
+def test_a_refused_dc_level_leaves_the_loaded_waveform_in_place(analog_output: SimulatedAnalogOutput) -> None:
+    """Nothing changes when a level is refused: the waveform loaded before is still the one play() starts."""
+    analog_output.load_waveform(1, np.full(8, 0.3), 1e3)
+    with pytest.raises(LimitError):
+        analog_output.set_voltage(1, 5.0)
+    assert analog_output.waveform_samples == {1: 8} and analog_output.level_v[1] == 0.3
+    analog_output.play()
+
+
+@pytest.mark.parametrize("channel", [True, 1.0, 0])
+def test_play_refuses_a_channel_that_does_not_exist(analog_output: SimulatedAnalogOutput, channel: object) -> None:
+    """True and 1.0 compare equal to channel 1 but are not channel numbers, as everywhere else."""
+    analog_output.load_waveform(1, np.full(8, 0.3), 1e3)
+    with pytest.raises(LimitError, match="does not exist"):
+        analog_output.play([channel])  # type: ignore[list-item]
