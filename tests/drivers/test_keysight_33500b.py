@@ -883,3 +883,18 @@ def test_an_error_queue_that_never_empties_says_so():
         inst.connect()
         with pytest.raises(DeviceError, match=r"-100 Command error; \(error queue did not empty\)$"):
             inst.check_errors()
+
+
+def test_play_of_bursts_of_different_lengths_waits_for_the_longest():
+    """Channels played together end when the longest burst ends: ``*OPC?`` is asked only after that one, so that
+    its margin covers latency and not the rest of a burst still playing."""
+    longer = np.linspace(-1, 1, 4000)
+    exchanges = [*connected(), *_loaded(1), *uploading(2, ((longer + 1) / 2).astype(np.float32), b"100000", b"-1"),
+                 *arming(2, b"4"), (b"*TRG", None), (b"*OPC?", b"1"), ERRORS_CHECKED]
+    with expected_protocol(lambda transport: Keysight33500B(transport, clock=VirtualClock()), exchanges) as inst:
+        inst.connect()
+        inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)  # 8 ms
+        inst.load_waveform(2, longer, 1e5)  # 40 ms
+        started = inst.clock.now()
+        inst.play()
+        assert inst.clock.now() - started == pytest.approx(4000 / 1e5)
