@@ -72,17 +72,19 @@ class ScpiDriver:
     def _safe_state_hw(self) -> None:
         """The capability's safe state. Errors left in the queue by earlier commands are read first, so that they
         cannot stop the way there, and raised once the instrument is safe; so is a failure to read them (e.g. a
-        timeout), which does not stop the way there either."""
-        stale: Exception | None = None
+        timeout), or a Ctrl-C or SIGTERM while they are read, which does not stop the way there either."""
+        stale: BaseException | None = None
         try:
             self.check_errors()
-        except Exception as error:
+        except BaseException as error:
             stale = error
         try:
             super()._safe_state_hw()  # type: ignore[misc]
         except Exception as error:
             if stale is None:
                 raise
+            if not isinstance(stale, Exception):  # the interrupt stays an interrupt
+                raise stale from error
             raise type(error)(f"{error} (and before it: {stale})") from error
         if isinstance(stale, DeviceError):
             raise DeviceError(f"{stale} (found when going to the safe state, which was reached)")

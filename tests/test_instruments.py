@@ -19,7 +19,7 @@ from drivers.keithley2450 import Keithley2450
 from drivers.keysight_33500b import Keysight33500B
 from hil.clock import VirtualClock
 from hil.errors import DeviceError, LimitError
-from hil.testing import Exchange, expected_protocol
+from hil.testing import Exchange, ProtocolTransport, expected_protocol
 from hil.transport import VisaTransport
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
 from simulators.crossbar import MemristorCrossbar, SimulatedCrossbar
@@ -740,3 +740,35 @@ def test_play_refuses_a_channel_that_does_not_exist(analog_output: SimulatedAnal
     analog_output.load_waveform(1, np.full(8, 0.3), 1e3)
     with pytest.raises(LimitError, match="does not exist"):
         analog_output.play([channel])  # type: ignore[list-item]
+
+
+#: A scripted reply that never comes because Ctrl-C arrives while it is awaited.
+CTRL_C = b"<ctrl-c>"
+
+
+class CtrlCTransport(ProtocolTransport):
+    """A `ProtocolTransport` on which the read scripted to answer `CTRL_C` is interrupted, as by Ctrl-C."""
+
+    def _read_raw(self) -> bytes:
+        reply = super()._read_raw()
+        if reply == CTRL_C + self.read_termination.encode():
+            raise KeyboardInterrupt
+        return reply
+
+
+def test_ctrl_c_while_the_safe_state_reads_old_errors_still_reaches_the_safe_state() -> None:
+    """The safe state first reads errors left in the queue; a Ctrl-C (or SIGTERM) then, the second of an impatient
+    user, must not stop the way: the output is ramped to 0 V and switched off, and the interrupt raised after."""
+    exchanges = [*awg_protocol.connected((b"DC", b"+1.000000000000000E+00", b"1"), idn=AWG_IDN),
+                 (b"SYST:ERR?", CTRL_C),
+                 (b"SOUR1:VOLT:OFFS 0", None),
+                 (b"*ESE 1;*ESE?;*IDN?", b'+0,"No error"'), (None, b"1;" + AWG_IDN), (b"*ESE 0", None), AWG_OK,
+                 (b"OUTP1 OFF", None), AWG_OK]
+    transport = CtrlCTransport(exchanges)
+    transport.open()
+    inst = Keysight33500B(transport, clock=VirtualClock())
+    inst.connect()
+    with pytest.raises(KeyboardInterrupt):
+        inst.safe_state()
+    transport.assert_done()
+    assert inst.level_v == {1: 0.0} and inst.output_on == {1: False}
