@@ -772,3 +772,34 @@ def test_ctrl_c_while_the_safe_state_reads_old_errors_still_reaches_the_safe_sta
         inst.safe_state()
     transport.assert_done()
     assert inst.level_v == {1: 0.0} and inst.output_on == {1: False}
+
+
+class ShortCamera(SimulatedCamera):
+    """A simulated camera that returns one frame fewer than asked for, as a camera whose buffer overran does."""
+
+    def _capture_hw(self, n_frames: int):
+        images, indices = super()._capture_hw(n_frames)
+        return images[:-1], indices[:-1]
+
+
+def test_a_batch_missing_a_frame_is_refused(optical: OpticalTable) -> None:
+    """N inputs need N frames: a short batch would pair the frames with the wrong inputs or drop the last."""
+    with ShortCamera(optical, name="camera") as camera:
+        camera.set_exposure(1e-3)
+        with pytest.raises(DeviceError, match=r"^camera: asked for 3 frames, got 2"):
+            camera.capture(3)
+
+
+class ShortRecordInput(SimulatedAnalogInput):
+    """A simulated DAQ input whose record lacks its last sample, as a fetch cut short does."""
+
+    def _fetch_hw(self):
+        return np.asarray(super()._fetch_hw())[:, :-1]
+
+
+def test_a_record_of_the_wrong_shape_is_refused() -> None:
+    """A record shorter than armed is not padded or taken as it is: its samples no longer line up with the
+    waveform that drove them."""
+    with ShortRecordInput(OscillatorNetwork(seed=0), name="probes") as probes, \
+            pytest.raises(DeviceError, match=r"^probes: record has shape \(\d+, 3\), expected \(\d+, 4\)"):
+        probes.acquire(4, 1e3)

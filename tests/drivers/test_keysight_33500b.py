@@ -898,3 +898,13 @@ def test_play_of_bursts_of_different_lengths_waits_for_the_longest():
         started = inst.clock.now()
         inst.play()
         assert inst.clock.now() - started == pytest.approx(4000 / 1e5)
+
+
+def test_an_empty_reply_to_an_output_state_query_is_an_error_not_taken_for_off():
+    """An empty line (a link out of step, another program's reply) says nothing of the output: taken as off, a live
+    output would be loaded and configured as if it were safe."""
+    exchanges = connected((b"DC", ZERO, b""), DC_OFF)[:-3]  # nothing read after the reply
+    with expected_protocol(awg(), exchanges) as inst:
+        with pytest.raises(DeviceError, match=r"^Keysight33500B: reply '' to 'OUTP1\?' is not 0 or 1"):
+            inst.connect()
+        assert not inst.connected and not inst.transport.is_open
