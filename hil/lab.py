@@ -460,14 +460,16 @@ class Lab:
     def safe_state(self) -> None:
         """Put every connected instrument in its safe state without closing (e.g. on an interlock).
 
-        Every instrument is tried even if one fails; the first failure is raised at the end.
+        Every instrument is tried even if one fails, or a Ctrl-C, SIGTERM or SIGHUP comes (held until the end, as in
+        `close`); the first failure is raised at the end.
         """
         first_error: Exception | None = None
-        for instrument in reversed(self._connected):
-            try:
-                instrument.safe_state()
-            except Exception as error:
-                first_error = first_error or error
+        with _signals_held():
+            for instrument in reversed(self._connected):
+                try:
+                    instrument.safe_state()
+                except Exception as error:
+                    first_error = first_error or error
         if first_error is not None:
             raise first_error
 

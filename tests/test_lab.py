@@ -74,6 +74,30 @@ def test_ctrl_c_in_the_block_leaves_every_instrument_safe(ctrl_c_raises: None) -
     assert smu.output is False and smu.level["VOLT"] == 0.0
 
 
+def test_ctrl_c_during_the_labs_safe_state_still_reaches_every_instrument(
+        ctrl_c_raises: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C while the first instrument goes to its safe state (the last connected) is held until every other one
+    is safe too, then raised."""
+    with Lab.load(REPO / "lab.yaml") as lab:
+        smu = emulators(lab)["Keithley2450Emulator"]
+        lab["smu"].configure("voltage", compliance=0.001)
+        lab["smu"].set_output(True)
+        lab["smu"].set_level(2.0)
+        first = lab._connected[-1]
+        assert first is not lab["smu"]
+        original = first._safe_state_hw
+
+        def interrupted() -> None:
+            signal.raise_signal(signal.SIGINT)
+            original()
+
+        monkeypatch.setattr(first, "_safe_state_hw", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            lab.safe_state()
+        monkeypatch.undo()  # one Ctrl-C, not another as the lab closes
+        assert smu.output is False and smu.level["VOLT"] == 0.0
+
+
 def test_second_ctrl_c_is_held_until_clean_up_is_done(ctrl_c_raises: None) -> None:
     finished = []
     with pytest.raises(KeyboardInterrupt), _signals_held():
