@@ -284,6 +284,27 @@ def test_amplifier_noise_has_the_configured_rms_times_the_column_gain_with_read_
     assert torch.all(driven > 1.5 * currents.std(dim=0))  # the read noise is on
 
 
+@pytest.mark.parametrize("shot", [{"read_noise_scale": 1.0, "output_noise_a": 0.3e-6}, {"output_noise_a": 0.3e-6}])
+def test_read_and_amplifier_noise_are_drawn_anew_at_every_read_call(shot: dict) -> None:
+    """Per shot means per read call too, not only per row of one call: two calls of 2000 reads of one input give
+    independent noise (their sample-by-sample correlation within 5 standard errors, 5/√(2000·64), of 0) and each
+    call the full variance; a chip of the same seed draws the same. Both paths are covered: 1/f read noise with the
+    amplifiers' (one draw of their summed variance) and the amplifiers' noise alone."""
+    reads = []
+    for _ in range(2):
+        _, crossbar = make(seed=3, shot=shot)
+        crossbar.program(uniform(crossbar.shape, 0, G_MAX, seed=27))
+        voltage = uniform((64,), -V_READ, V_READ, seed=28).expand(2000, 64)
+        reads.append((crossbar.read(voltage), crossbar.read(voltage)))
+    assert torch.equal(reads[0][0], reads[1][0]) and torch.equal(reads[0][1], reads[1][1])
+    first, second = reads[0]
+    mean = torch.cat([first, second]).mean(dim=0)
+    correlation = torch.corrcoef(torch.stack([(first - mean).flatten(), (second - mean).flatten()]))[0, 1]
+    assert abs(float(correlation)) < 5 / math.sqrt(first.numel())
+    ratio = float(second.var(dim=0).mean() / first.var(dim=0).mean())
+    assert ratio == pytest.approx(1.0, abs=5 * math.sqrt(2 * 2 / (2000 * 64)))  # F-ratio of 64 × 1999 degrees
+
+
 def test_row_dac_rounds_the_read_voltages() -> None:
     _, crossbar = make(converters={"dac_bits": 4})
     crossbar.program(torch.full(crossbar.shape, G_MAX))
