@@ -359,6 +359,20 @@ def test_same_seed_same_numbers_and_another_seed_another_chip() -> None:
     assert not torch.equal(y_a, y_c)
 
 
+def test_same_seed_same_drift_and_another_seed_another() -> None:
+    """The drift exponents ν are drawn at programming from the world's seeded stream: two chips of one seed
+    programmed alike have drifted alike after 10⁴ s (ν·ln(501) moves g by tens of %), another seed's differently.
+    (Read right after programming, as the seed test above does, the drift is still below the ADC's step.)"""
+    drifted = []
+    for seed in (5, 5, 6):
+        world, crossbar = make(seed=seed, slow={"drift_scale": 1.0})
+        crossbar.program(uniform(crossbar.shape, 0.05 * G_MAX, G_MAX, seed=9))
+        world.clock.sleep(1e4)
+        drifted.append(world.conductances())
+    assert torch.equal(drifted[0], drifted[1])
+    assert float((drifted[0] - drifted[2]).abs().max()) > 0.01 * G_MAX
+
+
 # -- the system -----------------------------------------------------------------------------------------------------
 def make_system(preset: str = "ideal", seed: int = 0, settings: dict | None = None,
                 **config) -> tuple[MemristorCrossbar, CrossbarSystem]:
