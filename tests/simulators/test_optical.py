@@ -583,6 +583,21 @@ def test_frames_are_rounded_and_clipped_to_the_adc_only_when_realistic() -> None
     assert float(ideal.max()) > 4095.0 and not torch.equal(ideal, ideal.round())
 
 
+def test_the_adc_clips_at_code_zero_below_a_black_level_of_zero() -> None:
+    """The ADC's codes are 0..2^bits − 1: with no black level the dark pixels' read noise and DSNU (about 1.06 DN
+    rms together) would read below zero about half the time; realistic clips them at code 0 (a pixel reads 0 with
+    probability Φ(0.5/1.06) ≈ 0.68), and a camera without clipping passes the negative values. The fraction's
+    standard error is about 0.014, set by the 256 pixels' fixed DSNU (Φ's spread over them ≈ 0.22 / √256); the
+    tolerance is five of them."""
+    config = small(optics={"power_w": 1e-30}, construction={"black_level_dn": 0.0})
+    dark = frames(*bench(seed=7, **config)[1:], torch.zeros(100, 16, 16), exposure_s=1e-3)
+    assert float(dark.min()) == 0.0
+    assert float((dark == 0).float().mean()) == pytest.approx(0.68, abs=0.07)
+    unclipped_config = small(optics={"power_w": 1e-30}, construction={"black_level_dn": 0.0}, shot={"clipping": False})
+    unclipped = frames(*bench(seed=7, **unclipped_config)[1:], torch.zeros(100, 16, 16), exposure_s=1e-3)
+    assert float((unclipped < 0).float().mean()) > 0.3
+
+
 def test_bright_pixels_saturate_at_the_full_well_when_it_is_below_the_adc_range() -> None:
     """A full well of 4000 e⁻ is K·4000 = 1532 DN, well inside the 12-bit ADC: a saturated pixel reads its dark offset
     plus that, K·(full well + DSNU) + black level, rounded, exactly; a pixel far below the full well is not clipped
