@@ -190,6 +190,28 @@ def test_force_noise_gives_the_displacement_variance_of_the_linear_response() ->
     assert not ideal.any()
 
 
+@pytest.mark.statistical
+def test_force_noise_is_a_density_whatever_the_sample_rate() -> None:
+    """The force noise is a white density S (m/s²/√Hz): sampled at fs it is S·√(fs/2) per sample, so at 2 kHz
+    (half the rate of the test above) the displacement variance is again σ²·Σh², h the response to one sample's
+    kick at that rate. Over T = 50 s the relative standard error of the variance of a resonance of damping rate γ is
+    √(2/(γ·T)), 1.4 % for the smallest γ ≈ 200 /s; tolerance five of them."""
+    sample_rate_hz, seconds = 2000.0, 50
+    world = OscillatorNetwork(seed=2, config={"shot": {"sensor_noise_v_rthz": 0.0}, "slow": {"temperature_sigma_k": 0}})
+    volts = world.respond(torch.zeros(1, int(seconds * sample_rate_hz) + 1000), sample_rate_hz)[:, 1000:]
+    p = world.parameters_now()
+    impulse = torch.zeros(1, 1000, len(p["omega"]))
+    impulse[0, 0] = 1.0
+    substeps = physics.substeps_for(sample_rate_hz, world.config.integration.max_step_s)  # as the world integrates
+    states = physics.simulate(impulse, sample_rate_hz, p["omega"], p["gamma"], p["beta"], p["kappa"],
+                              substeps=substeps)
+    response = physics.sense(states[0, :-1], p["sense_gain"], world.config.network.sensed)
+    per_sample = world.config.shot.force_noise_m_s2_rthz * math.sqrt(sample_rate_hz / 2)
+    expected = per_sample**2 * response.double().pow(2).sum(0)
+    tolerance = 5 * math.sqrt(2 / (float(p["gamma"].min()) * seconds))
+    np.testing.assert_allclose(volts.double().var(1), expected, rtol=tolerance)
+
+
 def test_sensor_noise_is_white_with_the_configured_density() -> None:
     world = OscillatorNetwork(seed=3, config={"shot": {"force_noise_m_s2_rthz": 0.0},
                                               "slow": {"temperature_sigma_k": 0}})
@@ -198,6 +220,18 @@ def test_sensor_noise_is_white_with_the_configured_density() -> None:
     np.testing.assert_allclose(volts.std(1), expected, rtol=0.03)
     lag1 = (volts[:, 1:] * volts[:, :-1]).mean(1) / volts.var(1)
     assert lag1.abs().max() < 0.03
+
+
+@pytest.mark.parametrize("sample_rate_hz", [1000.0, 16_000.0])
+def test_sensor_noise_is_a_density_whatever_the_sample_rate(sample_rate_hz: float) -> None:
+    """The sensor noise is a white density S (V/√Hz): sampled at fs, S·√(fs/2) per sample, at rates other than the
+    4 kHz of the test above too. 8000 samples of 4 channels at rest: the relative standard error of each channel's
+    standard deviation is 1/√(2·8000) = 0.8 %; tolerance five of them."""
+    world = OscillatorNetwork(seed=3, config={"shot": {"force_noise_m_s2_rthz": 0.0},
+                                              "slow": {"temperature_sigma_k": 0}})
+    volts = world.respond(torch.zeros(1, 8000), sample_rate_hz).double()
+    expected = world.config.shot.sensor_noise_v_rthz * math.sqrt(sample_rate_hz / 2)
+    np.testing.assert_allclose(volts.std(1), expected, rtol=5 / math.sqrt(2 * 8000))
 
 
 @pytest.mark.statistical
