@@ -234,6 +234,27 @@ def test_sensor_noise_is_a_density_whatever_the_sample_rate(sample_rate_hz: floa
     np.testing.assert_allclose(volts.std(1), expected, rtol=5 / math.sqrt(2 * 8000))
 
 
+@pytest.mark.parametrize("noise", ["force", "sensor", "adc"])
+def test_per_shot_noise_is_drawn_anew_at_every_acquisition(noise: str) -> None:
+    """Force, sensor and ADC noise are per shot: two acquisitions of the network at rest (each alone on, the
+    network left to ring down in between) carry independent noise, sample by sample; with one draw reused they
+    would be equal. The records' correlation has standard error √(Σρ²/N) ≤ √(2/(γ_min·T)) = 0.02 for the force
+    noise's coloured response over T = 2 s (1/√N = 0.006 for the white noises); tolerance five of them."""
+    quiet = {"shot": {"force_noise_m_s2_rthz": 0.0, "sensor_noise_v_rthz": 0.0}, "slow": {"temperature_sigma_k": 0},
+             "converters": {"adc_noise_v": 0.0, "adc_bits": None}}
+    on = {"force": {"shot": {"force_noise_m_s2_rthz": 0.01, "sensor_noise_v_rthz": 0.0}},
+          "sensor": {"shot": {"force_noise_m_s2_rthz": 0.0, "sensor_noise_v_rthz": 1e-5}},
+          "adc": {"converters": {"adc_noise_v": 2.4e-4, "adc_bits": None}}}[noise]
+    world, _, ai, _ = bench(config={**quiet, **on})
+    records = []
+    for _ in range(2):
+        records.append(torch.from_numpy(ai.acquire(8000, FS)).double().flatten())
+        world.clock.sleep(10.0)
+    assert float(records[0].std()) > 0
+    correlation = float(torch.corrcoef(torch.stack(records))[0, 1])
+    assert abs(correlation) < 5 * 0.02
+
+
 @pytest.mark.statistical
 def test_sensor_noise_is_independent_from_channel_to_channel_even_on_one_oscillator() -> None:
     sensed = [0, 1, 2, 3, 0, 1, 2, 3]  # two probes on every oscillator: the noise is the probe's, not the mode's
