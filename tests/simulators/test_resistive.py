@@ -134,6 +134,17 @@ def test_construction_spread_has_the_configured_magnitude() -> None:
     assert relative.std().item() == pytest.approx(spread.resistor_tolerance / math.sqrt(3), rel=0.1)
 
 
+def test_nudge_transistors_have_the_threshold_spread_too() -> None:
+    """The nudge transistors (output → target) spread as the edges do, by the realistic 20 mV (README). In the test
+    above they are 10 of 4010 thresholds, invisible. 64 outputs × 10 seeds: the sample standard deviation has a
+    standard error of 1/√(2·640) = 2.8 %, the mean one of 20 mV/√640; tolerances five of them. ideal: none."""
+    config = {"geometry": {"n_inputs": 1, "n_hidden": 1, "n_outputs": 64}}
+    thresholds = torch.cat([ResistiveNetwork(seed=seed, config=config).nudge_threshold_v for seed in range(10)])
+    assert float(thresholds.mean()) == pytest.approx(0.7, abs=5 * 0.02 / math.sqrt(640))
+    assert float(thresholds.std()) == pytest.approx(0.02, rel=5 / math.sqrt(2 * 640))
+    assert (ResistiveNetwork(preset="ideal", config=config).nudge_threshold_v == 0.7).all()
+
+
 def test_ideal_world_has_no_spread() -> None:
     world = ResistiveNetwork(preset="ideal", config=BIG, seed=3)
     assert (world.threshold_v == 0.7).all() and (world.saturation_current_a == 2.52e-9).all()
