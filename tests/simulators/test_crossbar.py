@@ -84,6 +84,35 @@ def test_column_gain_and_offset_have_the_configured_spreads() -> None:
     assert float(gain.mean()) == pytest.approx(1.0, abs=0.002)
 
 
+def test_the_realistic_chip_has_the_readme_magnitudes() -> None:
+    """The tests above switch each non-ideality on over ``ideal`` with a value of their own; here the realistic
+    preset itself is held to the README's table. On a 64 × 1024 chip (65 536 devices): the conductance scale's
+    std 10 % (standard error 1/√(2n) = 0.3 %), 0.1 % stuck on and 0.1 % stuck off (65.5 ± 8.1 devices each), the
+    column gain's 1 % and offset's 1 mV (1024 columns: 2.2 %), tolerances five standard errors (four for the
+    counts); drift exponents with aihwkit's mean at g_max/2 (scale 1); the 8-bit ADC's step in every read. The
+    wire, the levels, the DAC and the read noise (far below the ADC's step here) from the configuration."""
+    world, crossbar = make("realistic", geometry={"rows": 64, "cols": 1024})
+    hidden = world.hidden_parameters()
+    on = hidden["stuck_conductance_s"] == G_MAX
+    off = (hidden["conductance_scale"] == 0) & ~on
+    working = hidden["conductance_scale"][~(on | off)]
+    n = 64 * 1024
+    assert float(working.std()) == pytest.approx(0.1, rel=5 / math.sqrt(2 * n))
+    assert abs(int(on.sum()) - 0.001 * n) < 4 * math.sqrt(0.001 * n)
+    assert abs(int(off.sum()) - 0.001 * n) < 4 * math.sqrt(0.001 * n)
+    assert float(hidden["column_gain"].std()) == pytest.approx(0.01, rel=5 / math.sqrt(2 * 1024))
+    tia = world.config.converters.tia_gain_ohm
+    assert float((hidden["column_offset_a"] * tia).std()) == pytest.approx(1e-3, rel=5 / math.sqrt(2 * 1024))
+    crossbar.program(torch.full(crossbar.shape, G_MAX / 2))
+    mean, std = folded_normal_moments(0.049, 0.008)  # aihwkit's μ and σ of ν at g_max/2, both at their clips
+    assert float(world.drift_nu.mean()) == pytest.approx(mean, abs=5 * std / math.sqrt(n))
+    codes = crossbar.read(uniform((16, 64), -V_READ, V_READ, seed=30)) / (2 / tia / 2**8)
+    torch.testing.assert_close(codes, codes.round(), rtol=0, atol=1e-3)
+    assert bool((codes.round() % 2 == 1).any())  # the step is 8 bits', not a multiple of it
+    assert (hidden["wire_resistance_ohm"], hidden["levels"], world.config.converters.dac_bits) == (0.35, 64, 8)
+    assert world.config.shot.read_noise_scale == world.config.programming.noise_scale == 1.0
+
+
 def test_ir_drop_first_order_agrees_with_the_exact_resistive_network() -> None:
     rows, cols, wire = 6, 8, 50.0
     conductance = uniform((rows, cols), 0, G_MAX, seed=2).double()
