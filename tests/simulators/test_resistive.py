@@ -174,6 +174,19 @@ def test_read_noise_has_the_configured_rms_and_is_absent_when_ideal() -> None:
     assert (ideal.respond(drive[:, :100], 1e5).std(dim=1) == 0).all()
 
 
+def test_read_noise_is_drawn_anew_at_every_acquisition() -> None:
+    """Read noise is per shot: two acquisitions of one constant drive carry independent noise, sample by sample
+    (their correlation within five standard errors, 5/√N, of 0; N = 500 samples × 8 nodes), each of the
+    configured rms (standard error 1/√(2N)); one draw reused would make them equal."""
+    world = ResistiveNetwork(preset="ideal", seed=1, config={"shot": {"read_noise_v": 10e-6}})
+    drive = dc_drive(world, 500)
+    first, second = (world.respond(drive, 1e5).double() for _ in range(2))
+    level = torch.cat([first, second], dim=1).mean(dim=1, keepdim=True)  # each node's noiseless voltage
+    noise = torch.stack([(first - level).flatten(), (second - level).flatten()])
+    assert float(noise[0].std()) == pytest.approx(10e-6, rel=5 / math.sqrt(2 * noise.shape[1]))
+    assert abs(float(torch.corrcoef(noise)[0, 1])) < 5 / math.sqrt(noise.shape[1])
+
+
 @pytest.mark.statistical
 def test_read_noise_is_independent_from_node_to_node() -> None:
     world = ResistiveNetwork(preset="ideal", seed=1, config={"shot": {"read_noise_v": 10e-6}})
