@@ -541,6 +541,17 @@ def test_flicker_has_the_configured_amplitude_at_mid_gray_and_none_at_zero() -> 
     assert float(OpticalTable(preset="ideal").realised_phase(drives).std(0).max()) == 0.0
 
 
+def test_flicker_is_one_ripple_per_frame_shared_by_every_pixel() -> None:
+    """The flicker is the liquid crystal's ripple, one random phase per frame (a per-frame bow): on a whole panel
+    at mid gray every pixel of a frame holds the same phase, while frame to frame it varies with rms flicker/√2
+    (2000 frames: relative standard error √(1/8)/√2000 = 0.8 %, tolerance five). Independent draws per pixel would
+    have the same rms at any one pixel, so the tests at one pixel alone cannot tell."""
+    world = OpticalTable(preset="ideal", config=small(shot={"flicker_rad": 0.1}))
+    phase = world.realised_phase(torch.full((2000, 16, 16), math.pi))
+    assert float(phase.std(dim=(1, 2)).max()) < 1e-6
+    assert float(phase[:, 0, 0].std()) == pytest.approx(0.1 / math.sqrt(2), rel=5 * math.sqrt(1 / 8 / 2000))
+
+
 def test_shot_noise_follows_the_photon_transfer_curve() -> None:
     """Temporal variance against mean, pixel by pixel (EMVA 1288 photon transfer): the slope is K."""
     _, slm, camera = bench(seed=8, shot={"flicker_rad": 0.0}, slow={"power_wander": 0.0})
