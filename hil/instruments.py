@@ -376,7 +376,8 @@ class AnalogOutput(Instrument):
     loaded waveform holds its channel at its first sample before and after each play (its level, as a DC level
     is); a live channel further than ``max_step`` from that sample is ramped there before the waveform is loaded.
     A DC level (`set_voltage`, the safe state) replaces the loaded waveform. Within a waveform the samples are
-    the caller's: ``max_step`` does not apply between them.
+    the caller's: ``max_step`` does not apply between them. A driver sets ``n_channels`` and ``waveform_points``
+    (the fewest and most samples its memory takes).
     """
 
     capability = "analog output"

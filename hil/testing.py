@@ -216,7 +216,10 @@ class InstrumentContract:
     registry_name: str
 
     def test_is_the_class_registered_under_its_name(self, instrument) -> None:
-        assert isinstance(instrument, instrument_class(self.registry_name))
+        named = instrument_class(self.registry_name)
+        assert isinstance(instrument, named), (
+            f"registry_name {self.registry_name!r} names {named.__module__}.{named.__qualname__}, but the instrument "
+            f"fixture built a {type(instrument).__module__}.{type(instrument).__qualname__}")
 
     def test_identifies_itself(self, instrument) -> None:
         assert isinstance(instrument.identify(), str) and instrument.identify().strip()

@@ -215,3 +215,17 @@ def test_the_camera_contract_checks_the_full_scale_a_camera_reports(saturation_d
         else:
             with pytest.raises(AssertionError):
                 testing.CameraContract().test_full_scale_lies_within_the_adc_codes(camera)
+
+
+def test_a_registry_name_for_another_class_says_which_class_each_is() -> None:
+    """The contract's registry check says what it compared (a plugin's suite need not rewrite hil's assertions)."""
+    from simulators.analog import SimulatedAnalogOutput
+    from simulators.oscillator import OscillatorNetwork
+
+    contract = testing.AnalogOutputContract()
+    contract.registry_name = "simulated_analog_input"
+    with SimulatedAnalogOutput(OscillatorNetwork(preset="ideal"), name="ao") as output, \
+            pytest.raises(AssertionError, match=r"registry_name 'simulated_analog_input' names simulators\.analog\."
+                                                r"SimulatedAnalogInput, but the instrument fixture built a "
+                                                r"simulators\.analog\.SimulatedAnalogOutput"):
+        contract.test_is_the_class_registered_under_its_name(output)
