@@ -188,14 +188,15 @@ class Keithley2450(ScpiDriver, SourceMeter):
             if fixed is not None and math.isfinite(magnitude) and magnitude <= 1e-3 * fixed:
                 raise LimitError(f"{self.name}: compliance {magnitude:g} must exceed 0.1 % of the fixed "
                                  f"{fixed:g} measure range; use set_measure_range(None) first")
-            if math.isfinite(magnitude):  # the source range stays only in the same mode; else the level goes to 0
+            if math.isfinite(magnitude):  # the source range stays only in the same mode; else the level goes to rest
                 same = mode == self.mode
                 fixed_range = self.source_range if same else None
-                level = (self.level if same else None) or 0.0
+                rest = self.limits[self._limit_of(mode)].rest  # 0, or the allowed level nearest it
+                level = self.level if same and self.level is not None else rest
                 if same and self.output_on is False and self._outside_envelope(mode, magnitude, level, fixed_range) \
-                        and not self._outside_envelope(mode, magnitude, 0.0, fixed_range):
-                    self._set_level_hw(0.0)  # an idle level a previous user left: nothing is sourced, so zero it
-                    self.level = level = 0.0
+                        and not self._outside_envelope(mode, magnitude, rest, fixed_range):
+                    self._set_level_hw(rest)  # an idle level a previous user left: nothing is sourced, so rest it
+                    self.level = level = rest
                 self._check_envelope(mode, magnitude, level, fixed_range, "the source would be")
         super().configure(mode, compliance, nplc)
 
@@ -203,8 +204,9 @@ class Keithley2450(ScpiDriver, SourceMeter):
         """Send the settings of ``mode``, the limit last, and read the limit back. Remote sense is sent only where it
         differs from the instrument's: a change may switch the output off, so with the output on it is refused
         before anything is sent; so is a change of the overvoltage protection, which is sent after the source
-        function (whose change may reset it). An unknown level (another mode) is set to 0 before the ranges and the
-        limit. A failure once sending has begun clears the compliance: nothing sources until configure succeeds."""
+        function (whose change may reset it). An unknown level (another mode) is set to its rest (0, or the allowed
+        level nearest it) before the ranges and the limit. A failure once sending has begun clears the compliance:
+        nothing sources until configure succeeds."""
         source, measure = _SOURCE[mode], _MEASURE[mode]
         sense = "ON" if self.remote_sense else "OFF"
         change_sense = self.query_bool(f":SENS:{measure}:RSEN?") != self.remote_sense
@@ -223,12 +225,13 @@ class Keithley2450(ScpiDriver, SourceMeter):
         if mode != self.mode:
             self.source_range = self.measure_range = None
         zero = self.level is None  # a level left by a previous user could put the source on a range whose power
-        # envelope lowers the new limit; the base class would set 0 after configuring anyway
+        # envelope lowers the new limit; the base class would set its rest after configuring anyway
+        rest = self.limits[self._limit_of(mode)].rest  # 0, or the allowed level nearest it
         commands = [
             f':SENS:FUNC "{measure}"',  # first: the 2450 refuses a new source function while measuring RES
             f":SOUR:FUNC {source}",
             f":SOUR:VOLT:PROT {self.protection}",
-            *([f":SOUR:{source} 0"] if zero else []),
+            *([f":SOUR:{source} {_fmt(rest)}"] if zero else []),
             *([f":SENS:{measure}:RSEN {sense}"] if change_sense else []),
             f":SENS:{measure}:NPLC {_fmt(nplc)}",
             f":SOUR:{source}:READ:BACK ON",  # the SOUR element is then the measured source value
@@ -250,7 +253,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
             raise
         self._check_limit(mode, compliance, f"configuring the {mode} source")
         if zero:
-            self.level = 0.0
+            self.level = rest
 
     @staticmethod
     def _outside_envelope(mode: SourceMode, compliance: float | None, level: float, fixed: float | None) -> bool:

@@ -577,6 +577,25 @@ def test_a_compliance_beyond_the_envelope_of_a_level_left_live_is_refused_and_on
         assert (k.compliance, k.level, k.output_on) == (0.2, 0.0, False)
 
 
+def test_a_level_configure_sets_is_the_limits_rest_where_they_exclude_zero() -> None:
+    """Under a lab limit of −5..−1 V (a device that must never see 0 V) the level configure sets, from another mode's
+    or from an idle one beyond the compliance's power envelope, is −1 V, never 0 V, though the output is off."""
+    limits = {"voltage_v": {"min": -5.0, "max": -1.0}}
+    configured = configured_voltage(protection=b"PROT10")
+    exchanges = [*connected(function=b"CURR", level=b"1.000000E-03"), *configured[:5], (b":SOUR:VOLT -1", None),
+                 *configured[5:]]
+    with expected_protocol(smu(limits=limits), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        assert (k.mode, k.level, k.output_on) == ("voltage", -1.0, False)
+    exchanges = [*connected(level=b"-1.000000E+02"), (b":SOUR:VOLT -1", None), NO_ERROR,
+                 *configured_voltage(compliance=b"0.2")]
+    with expected_protocol(smu(limits={"voltage_v": {"min": -200.0, "max": -1.0}}), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 0.2)
+        assert (k.level, k.output_on) == (-1.0, False)
+
+
 def test_a_limit_the_instrument_lowered_is_a_device_error_and_nothing_sources_until_configured_again() -> None:
     lowered = (b"SOUR:VOLT:ILIM?", b"1.050000E-01")
     exchanges = [*connected(), *configured_voltage(compliance=b"0.5")[:-1], (b":" + lowered[0], lowered[1])]
