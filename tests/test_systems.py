@@ -5,7 +5,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from hil.errors import ConfigError, DeviceError
+from hil.errors import ConfigError, DeviceError, LimitError
 from hil.systems.base import PhysicalSystem, PhysicsModel
 
 
@@ -76,3 +76,49 @@ def test_load_hidden_sets_tensors_and_refuses_what_is_not_one_of_the_right_size(
                                                         "has 3")):
         with pytest.raises(ConfigError, match=message):
             model.load_hidden(hidden)
+
+
+class Recording(Misreading):
+    """A `Misreading` that also records the rows of every device call."""
+
+    def __init__(self, reading: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__(reading)
+        self.chunks: list[torch.Tensor] = []
+
+    def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        self.chunks.append(x.clone())
+        return super()._run(x, theta)
+
+
+@pytest.mark.parametrize(("batch", "sizes"), [(8, [8]), (16, [8, 8]), (20, [8, 8, 4])])
+def test_a_batch_is_split_into_consecutive_chunks_of_max_batch_rows(batch: int, sizes: list[int]) -> None:
+    """Full chunks of ``max_batch`` then the rest, in order: a chunk of max_batch − 1 rows also made three calls
+    of twenty rows."""
+    system = Recording(lambda x: x.sum(1, keepdim=True).expand(len(x), 3))
+    x = torch.rand(batch, 2, generator=torch.Generator().manual_seed(1))
+    system.forward(x, torch.zeros(1))
+    assert [len(chunk) for chunk in system.chunks] == sizes and system.calls == len(sizes)
+    assert torch.equal(torch.cat(system.chunks), x)
+
+
+@pytest.mark.parametrize(("x", "theta", "message"), [
+    (torch.tensor([[0.0, 1.5]]), torch.zeros(1), r"x\[0, 1\] = 1\.5 is outside -1\.\.1$"),
+    (torch.tensor([[-1.5, 0.0]]), torch.zeros(1), r"x\[0, 0\] = -1\.5 is outside -1\.\.1$"),
+    (torch.zeros(1, 2), torch.tensor([1.25]), r"theta\[0\] = 1\.25 is outside -1\.\.1$"),
+    (torch.zeros(1, 2), torch.tensor([-1.25]), r"theta\[0\] = -1\.25 is outside -1\.\.1$"),
+    (torch.zeros(0, 2), torch.zeros(1), r"x is empty$"),
+])
+def test_values_outside_the_bounds_and_an_empty_batch_are_refused_before_any_call(x, theta, message: str) -> None:
+    system = Misreading(lambda x: torch.zeros(len(x), 3))
+    with pytest.raises(LimitError, match=message):
+        system.forward(x, theta)
+    assert system.calls == 0
+
+
+def test_a_reading_in_another_dtype_becomes_float32_and_carries_no_graph_of_the_inputs() -> None:
+    system = Misreading(lambda x: x.double().sum(1, keepdim=True).expand(len(x), 3))
+    y = system.forward(torch.rand(4, 2).requires_grad_(), torch.zeros(1))
+    assert y.dtype == torch.float32 and not y.requires_grad
+    y = Misreading(lambda x: x.sum(1, keepdim=True).expand(len(x), 3).numpy()).forward(torch.rand(4, 2),
+                                                                                       torch.zeros(1))
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
