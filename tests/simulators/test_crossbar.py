@@ -578,3 +578,27 @@ def test_built_from_a_lab_file(tmp_path) -> None:
         assert y.shape == (10, 8) and torch.isfinite(y).all()
     finally:
         lab.close()
+
+
+def test_rewrite_parameters_makes_the_next_call_program_the_same_theta_again() -> None:
+    """``rewrite_parameters`` is how repeated measurements see the programming noise: the same θ is programmed
+    anew (once), and the realistic chip then reads differently."""
+    _, system = make_system("realistic", seed=2, geometry={"rows": 8, "cols": 8}, shot={"read_noise_scale": 0.0,
+                                                                                        "output_noise_a": 0.0})
+    theta, x = uniform((system.n_params,), -1, 1, seed=30), uniform((16, 8), -1, 1, seed=31)
+    first = system.forward(x, theta)
+    assert torch.equal(system.forward(x, theta), first) and system.programmings == 1
+    system.rewrite_parameters()
+    second = system.forward(x, theta)
+    assert system.programmings == 2 and not torch.allclose(second, first)
+    assert torch.equal(system.forward(x, theta), second) and system.programmings == 2
+
+
+def test_default_settings_use_the_whole_array_and_the_crossbar_limits() -> None:
+    world, crossbar = make(geometry={"rows": 16, "cols": 24})
+    crossbar = SimulatedCrossbar(world, name="crossbar", limits={"conductance_s": {"min": 2e-6, "max": 20e-6},
+                                                                 "read_voltage_v": {"min": -0.15, "max": 0.1}})
+    system = CrossbarSystem({"crossbar": crossbar.connect()})
+    assert (system.n_in, system.n_out, system.n_params) == (16, 12, 192)
+    assert (system.g_min_s, system.g_max_s, system.read_voltage_v) == (2e-6, 20e-6, 0.1)
+    assert system.full_scale_a == pytest.approx(0.1 * 18e-6)
