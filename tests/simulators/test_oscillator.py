@@ -661,3 +661,37 @@ systems:
     finally:
         lab.close()
     assert not lab.instruments["shaker"].connected
+
+
+@pytest.mark.parametrize("carrier_hz", [250.0, None])
+def test_the_drive_is_x_then_theta_as_segments_of_the_documented_tone_or_level(carrier_hz) -> None:
+    """Segment k of a record carries v_k (x first, then θ) as drive_amplitude_v · v_k · sin(2π·carrier·t), t from
+    the record's start, or as the level drive_amplitude_v · v_k."""
+    _, _, _, system = bench("ideal", n_in=3, n_params=2, segment_s=2e-3, drive_amplitude_v=0.5,
+                            carrier_hz=carrier_hz)
+    x, theta = torch.tensor([[0.2, -0.4, 1.0], [-1.0, 0.6, 0.0]]), torch.tensor([0.8, -0.3])
+    drive = system.drive(x, theta)
+    values = torch.cat([x, theta.expand(2, -1)], 1).repeat_interleave(8, dim=1)  # 2 ms at 4 kHz
+    t = torch.arange(40, dtype=torch.float64) / FS
+    tone = torch.ones(40) if carrier_hz is None else torch.sin(2 * math.pi * carrier_hz * t).float()
+    torch.testing.assert_close(drive, 0.5 * values * tone)
+
+
+def test_window_rms_is_window_major_and_the_rms_of_each_window_and_channel() -> None:
+    volts = torch.tensor([[[3.0, 1.0], [4.0, 1.0], [0.0, 2.0], [0.0, 0.0]]])  # 1 record × 4 samples × 2 channels
+    expected = torch.tensor([[12.5, 1.0, 0.0, 2.0]]).add(1e-12).sqrt()  # (w0, c0), (w0, c1), (w1, c0), (w1, c1)
+    torch.testing.assert_close(window_rms(volts, 2), expected)
+
+
+def test_outputs_are_the_window_rms_over_output_scale_v() -> None:
+    x, theta = inputs(3, seed=2)
+    unit, halved = (bench("ideal", gap_s=0.3, output_scale_v=scale)[3] for scale in (1.0, 2.0))
+    torch.testing.assert_close(halved.forward(x, theta), unit.forward(x, theta) / 2)
+    with torch.no_grad():
+        torch.testing.assert_close(halved.physics_model()(x, theta), unit.physics_model()(x, theta) / 2)
+
+
+def test_a_max_batch_beyond_the_instruments_memory_is_capped_to_it() -> None:
+    _, ao, ai, system = bench(max_batch=10**9)
+    assert system.max_batch == min(ao.waveform_points[1], ai.max_samples) // 656
+    assert bench(max_batch=3)[3].max_batch == 3
