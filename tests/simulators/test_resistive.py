@@ -599,3 +599,43 @@ def test_a_network_that_does_not_settle_is_a_device_error(monkeypatch: pytest.Mo
     with pytest.raises(DeviceError, match=r"^simulated resistive_network: resistive network: equilibrium not "
                                           r"reached in 1 Newton steps .*; drive it within narrower voltages$"):
         world.respond(dc_drive(world, 10), 1e5)
+
+
+def test_equilibrium_reports_the_inputs_as_driven_over_the_configured_input_range() -> None:
+    """x ∈ [0, 1] maps linearly onto [input_min_v, input_max_v]: x = 0 at the minimum, x = 1 at the maximum."""
+    world = ResistiveNetwork(preset="ideal")
+    system = ResistiveNetworkSystem({"output": SimulatedAnalogOutput(world, name="ao").connect(),
+                                     "input": SimulatedAnalogInput(world, name="ai").connect()},
+                                    input_min_v=-0.5, input_max_v=1.0)
+    x, theta = inputs(8)
+    x[0], x[1] = 0.0, 1.0
+    nodes = system.equilibrium(x, theta)
+    torch.testing.assert_close(nodes[:, :LAYOUT.n_inputs], -0.5 + 1.5 * x)
+    with torch.no_grad():
+        torch.testing.assert_close(system.physics_model().equilibrium(x, theta), nodes, atol=1e-6, rtol=0)
+
+
+def test_a_batch_shorter_than_the_shortest_waveform_reads_its_own_samples() -> None:
+    """A batch below the analog output's shortest waveform is padded; the system reads the batch's samples, the
+    first ones, not the padding."""
+
+    class LongWaveforms(SimulatedAnalogOutput):
+        waveform_points = (8, 4096)
+
+    world = ResistiveNetwork(preset="ideal")
+    system = ResistiveNetworkSystem({"output": LongWaveforms(world).connect(),
+                                     "input": SimulatedAnalogInput(world).connect()})
+    x, theta = inputs(3)
+    with torch.no_grad():
+        torch.testing.assert_close(system.forward(x, theta), system.physics_model()(x, theta), atol=1e-6, rtol=0)
+
+
+def test_forward_and_equilibrium_split_a_batch_of_two_max_batches_into_two_calls() -> None:
+    world = ResistiveNetwork(preset="ideal")
+    system = ResistiveNetworkSystem({"output": SimulatedAnalogOutput(world).connect(),
+                                     "input": SimulatedAnalogInput(world).connect()}, max_batch=50)
+    x, theta = inputs(100)
+    system.forward(x, theta)
+    assert system.calls == 2
+    system.equilibrium(x, theta, torch.zeros(100, 2), beta=0.5)
+    assert system.calls == 4
