@@ -26,7 +26,7 @@ from hil.physics.optics import (
     slm_phase,
     wrap_drive,
 )
-from hil.systems.optical import OpticalSystem, region_matrix, ring_corners
+from hil.systems.optical import OpticalSystem, block_source, encode, region_matrix, ring_corners
 from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM, ou_path, poisson_small
 
 K = 0.383  # the realistic camera's DN per electron
@@ -979,3 +979,86 @@ def test_lab_file_builds_the_bench_and_runs_the_system(tmp_path) -> None:
         assert y.shape == (5, 10) and torch.isfinite(y).all()
         assert lab["camera"].limits["exposure_s"].max == 0.1
     assert not lab["slm"].connected and not lab["camera"].connected
+
+
+def test_the_slm_layout_numbers_blocks_row_major_x_first_then_theta_panel_after_panel() -> None:
+    # one plane, 4 × 4 blocks of 4 px: blocks 0..2 show x, 3..4 θ, the rest 0
+    source = block_source((16, 16), 4, 1, n_in=3, n_params=2)
+    expected = torch.tensor([[1, 2, 3, 4], [5, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    assert torch.equal(source, expected.repeat_interleave(4, 0).repeat_interleave(4, 1))
+    # two planes of 8 × 8 px, 2 × 2 blocks each: x in panel 1 (rest 0), θ fills panel 2
+    source = block_source((8, 16), 4, 2, n_in=3, n_params=4)
+    expected = torch.tensor([[1, 2, 4, 5], [3, 0, 6, 7]])
+    assert torch.equal(source, expected.repeat_interleave(4, 0).repeat_interleave(4, 1))
+
+
+def test_encode_shows_x_times_x_phase_rad_theta_as_is_and_zero_elsewhere() -> None:
+    source = block_source((8, 8), 4, 1, n_in=2, n_params=1)
+    x, theta = torch.tensor([[0.25, 1.0], [0.5, 0.0]]), torch.tensor([4.0])
+    phases = encode(x, theta, source, x_phase_rad=2.0)
+    expected = torch.tensor([[[0.5, 2.0], [4.0, 0.0]], [[1.0, 0.0], [4.0, 0.0]]])
+    assert torch.equal(phases, expected.repeat_interleave(4, 1).repeat_interleave(4, 2))
+
+
+def test_a_region_is_the_mean_of_its_square_of_pixels() -> None:
+    frame = torch.arange(100, dtype=torch.float32).reshape(10, 10)
+    matrix = region_matrix((10, 10), [(2, 3), (6, 0)], 3)
+    torch.testing.assert_close(frame.reshape(1, -1) @ matrix,
+                               torch.stack([frame[2:5, 3:6].mean(), frame[6:9, 0:3].mean()])[None])
+
+
+@pytest.mark.parametrize(("n_out", "size", "radius"), [(10, 5, 12.0), (4, 3, 7.5), (3, 4, 20.0)])
+def test_regions_are_centred_on_the_ring_at_half_steps_of_angle(n_out: int, size: int, radius: float) -> None:
+    """Region k's centre pixel (top-left + size // 2) is the pixel nearest the ring point at angle 2π(k + ½)/n_out
+    around the camera's centre pixel (rows // 2, cols // 2)."""
+    corners = ring_corners((64, 48), n_out, size, radius)
+    for k, (top, left) in enumerate(corners):
+        angle = TWO_PI * (k + 0.5) / n_out
+        assert (top + size // 2, left + size // 2) == (round(32 + radius * math.sin(angle)),
+                                                        round(24 + radius * math.cos(angle)))
+
+
+def test_max_batch_is_capped_by_the_slm_sequence_and_the_camera_frames() -> None:
+    _, slm, camera = bench("ideal")
+    longest = min(slm.max_sequence, camera.max_frames)
+    assert OpticalSystem({"slm": slm, "camera": camera}).max_batch == longest
+    assert OpticalSystem({"slm": slm, "camera": camera}, max_batch=10 * longest).max_batch == longest
+    assert OpticalSystem({"slm": slm, "camera": camera}, max_batch=7, reference_repeats=4).max_batch == 7
+
+
+def test_a_capture_longer_than_max_batch_is_every_frame_in_order() -> None:
+    _, slm, camera = bench("ideal", seed=12)
+    patterns = TWO_PI * torch.rand(12, 64, 64, generator=torch.Generator().manual_seed(5))
+    whole = OpticalSystem({"slm": slm, "camera": camera}).capture(patterns, 1e-3)
+    split = OpticalSystem({"slm": slm, "camera": camera}, max_batch=5, reference_repeats=4).capture(patterns, 1e-3)
+    assert split.shape == whole.shape and whole.shape[0] == 12
+    torch.testing.assert_close(split, whole)
+
+
+def test_the_nominal_model_takes_its_offsets_from_the_dark_level_calibrate_measured() -> None:
+    """`calibrate` measures the dark level; the nominal model's offsets are it (zero before), within the dark
+    level's rounding, so a twin starts from the bench's black level rather than from none."""
+    world, slm, camera = bench("ideal", seed=12, construction={"black_level_dn": 10.0})
+    system = OpticalSystem({"slm": slm, "camera": camera})
+    assert torch.equal(system.physics_model().offset.detach(), torch.zeros(10))
+    system.calibrate()
+    expected = system.hidden_calibration(world)["offset"]
+    assert float(expected.min()) > 0
+    torch.testing.assert_close(system.physics_model().offset.detach(), expected, rtol=0.05, atol=0)
+
+
+def test_angular_spectrum_is_the_documented_transfer_function_of_a_positive_distance() -> None:
+    """H = exp(i·2π·d·(√(1/λ² − f²) − 1/λ)): a positive distance delays every tilted component behind the axial
+    one (paraxially −π·λ·d·f²), and components beyond 1/λ are dropped."""
+    pitch, wavelength, distance = 8e-6, 532e-9, 5e-3
+    transfer = angular_spectrum((16, 16), pitch, wavelength, distance).to(torch.complex128)
+    size = transfer.shape[0]
+    for index in (1, 3, size // 4):
+        frequency = index / (size * pitch)
+        phase = TWO_PI * distance * (math.sqrt(1 / wavelength**2 - frequency**2) - 1 / wavelength)
+        expected = complex(math.cos(phase), math.sin(phase))
+        assert abs(complex(transfer[0, index]) - expected) < 1e-5 and abs(complex(transfer[index, 0]) - expected) < 1e-5
+        assert phase < 0 and phase == pytest.approx(-math.pi * wavelength * distance * frequency**2, rel=1e-2)
+    assert complex(transfer[0, 0]) == pytest.approx(1.0)
+    coarse = angular_spectrum((4, 4), 0.2e-6, wavelength, 1e-6)  # its highest frequencies exceed 1/λ
+    assert float(coarse.abs().min()) == 0.0 and float(coarse.abs().max()) == 1.0
