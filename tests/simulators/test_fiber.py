@@ -390,3 +390,14 @@ def test_more_outputs_than_the_camera_holds_are_refused_before_they_are_laid_out
     _, slm, camera = bench("ideal")
     with pytest.raises(ConfigError, match=r"^n_out: n_out 1000000000000 regions of interest of 4 px do not fit"):
         FiberSystem({"slm": slm, "camera": camera}, n_out=10**12)
+
+
+def test_the_measured_model_takes_its_offsets_from_the_dark_intercept_calibrate_measured() -> None:
+    """`calibrate` measures the dark level with the reference; the measured model's offsets are it, within the
+    dark level's rounding, so a twin starts from the bench's black level rather than from none."""
+    world, slm, camera = bench("ideal", seed=6, construction={"black_level_dn": 10.0})
+    system = FiberSystem({"slm": slm, "camera": camera})
+    system.calibrate()
+    expected = system.hidden_calibration(world)["offset"]
+    assert float(expected.min()) > 0
+    torch.testing.assert_close(system.physics_model().offset.detach(), expected, rtol=0.05, atol=0)
