@@ -10,6 +10,7 @@ from torch import nn
 
 from hil.errors import ConfigError
 from hil.nn import PhysicalLayer, float32_bounds, physical_layers, physics_aware, project_, set_mode
+from hil.systems.base import PhysicalSystem, PhysicsModel
 from hil.twin.models import build_twin, load_twin, save_twin
 from tests.lab_text import lab_from_text
 
@@ -87,8 +88,13 @@ def test_pat_layer_measures_at_its_own_inputs_and_parameters_and_records_them(la
     torch.testing.assert_close(recorded_y, y.detach())
     layer.mode = "twin"
     calls = system.calls
-    layer(x)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), twin(x, layer.theta))
     assert system.calls == calls  # twin mode never calls the device
+    layer.project_()  # the SGD step above left the bounds
+    layer.mode = "device"  # evaluation on the hardware: the device's value, not the (here 1.5 times too large) twin's
+    torch.testing.assert_close(layer(x), system.forward(x, layer.theta.detach()))
+    assert system.calls == calls + 2
 
 
 def test_modes_and_bounds(lab) -> None:
@@ -136,6 +142,8 @@ def test_theta_starts_seeded_within_bounds_or_at_the_centre(lab) -> None:
                                torch.full((system.n_params,), torch.pi))
     with pytest.raises(ConfigError, match="theta_init"):
         PhysicalLayer(system, theta_init="zeros")
+    crossbar = PhysicalLayer(lab.systems["crossbar"], seed=1).theta.detach()  # θ in -1..1: the lower half too
+    assert crossbar.min() < -0.9 and crossbar.max() > 0.9
 
 
 def test_sigmoid_input_map_spans_the_input_bounds(lab) -> None:
@@ -156,6 +164,35 @@ def test_phases_wrap_instead_of_clamping(lab) -> None:
     layer.project_()
     expected = torch.tensor([0.25, 2 * torch.pi - 0.25]).repeat(system.n_params // 2)  # wrapped from above and below
     torch.testing.assert_close(layer.theta.detach(), expected)
+
+
+class TurnTable(PhysicalSystem):
+    """A device turning each input by a phase θ in -π..π (periodic): y = x cos θ, computed exactly."""
+
+    kind = "turn_table"
+    theta_periodic = True
+
+    def __init__(self):
+        super().__init__({}, n_in=2, n_out=2, n_params=2, x_bounds=(-1.0, 1.0), theta_bounds=(-math.pi, math.pi),
+                         max_batch=8)
+
+    def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return x * theta.cos()
+
+    def physics_model(self) -> PhysicsModel:
+        raise NotImplementedError
+
+
+def test_a_phase_wraps_over_its_own_period_wherever_the_bounds_start() -> None:
+    """Wrapping is modulo the width of the bounds, counted from their lower end: a period of -π..π, not 0..2π."""
+    system = TurnTable()
+    layer = PhysicalLayer(system, mode="device", theta_init="center")
+    with torch.no_grad():
+        layer.theta.copy_(torch.tensor([math.pi + 0.25, -math.pi - 0.25]))
+    layer.project_()
+    torch.testing.assert_close(layer.theta.detach(), torch.tensor([-math.pi + 0.25, math.pi - 0.25]))
+    x = torch.tensor([[1.0, -0.5]])
+    torch.testing.assert_close(layer(x), x * torch.tensor([math.pi + 0.25, -math.pi - 0.25]).cos())  # the same phase
 
 
 @pytest.mark.parametrize("kind", ["neural", "residual"])
