@@ -152,3 +152,49 @@ def test_pat_refinement_on_a_single_recorded_row_keeps_the_twin_finite(lab) -> N
     assert "twin_refine_loss" not in figures  # one row has no spread to scale errors by: nothing is refined yet
     figures = method.train_step(model, x[1:2], labels[1:2], torch.optim.SGD(model.parameters(), lr=0.1))
     assert all(value.isfinite().all() for value in twin.parameters()) and math.isfinite(figures["twin_refine_loss"])
+
+
+def test_each_step_moves_theta_by_its_own_batchs_gradient_and_reports_that_batchs_figures(lab) -> None:
+    """No gradient is carried over from the step before, and the figures are the batch's loss and accuracy."""
+    system = lab.systems["crossbar"]
+    model, twin = model_on(system)
+    method = method_class("insilico")()
+    method.begin(model)
+    layer = model[0]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)  # small: θ stays inside its bounds, no clamp
+    for step in range(2):
+        x, labels = batch(step)
+        before = layer.theta.detach().clone()
+        theta = before.clone().requires_grad_()
+        logits = twin(x, theta)
+        nn.functional.cross_entropy(logits, labels).backward()
+        figures = method.train_step(model, x, labels, optimizer)
+        torch.testing.assert_close(layer.theta.detach(), before - 0.01 * theta.grad)
+        assert (layer.theta.abs() < 1).all()
+        assert figures["accuracy"] == pytest.approx((logits.argmax(dim=1) == labels).float().mean().item())
+        assert figures["loss"] == pytest.approx(nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
+
+
+def refinement_loss(twin: nn.Module, records: list) -> float:
+    """The refinement's loss: per output, the squared error over that output's variance in the records; the mean
+    over outputs, then over the records."""
+    scale = torch.cat([y for _, _, y in records]).var(dim=0)
+    with torch.no_grad():
+        return sum(((twin(x, theta) - y).pow(2).mean(dim=0) / scale).mean().item()
+                   for x, theta, y in records) / len(records)
+
+
+def test_pat_refinement_loss_scales_each_output_by_its_own_spread_and_averages_the_records(lab) -> None:
+    system = lab.systems["crossbar"]
+    model, twin = model_on(system)
+    with torch.no_grad():
+        twin.affine.offset.copy_(torch.tensor([0.0, 0.05, 0.1, 0.2]))  # unlike the device by output
+    method = PhysicsAwareTraining(PatSettings(refine_every=1, refine_steps=1, refine_lr=1e-3))
+    method.begin(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for step in range(2):  # one batch of 16 rows is refined on already; the second averages over two batches
+        before = copy.deepcopy(twin)
+        figures = method.train_step(model, *batch(step), optimizer)
+        records = model[0].record
+        assert len(records) == step + 1
+        assert figures["twin_refine_loss"] == pytest.approx(refinement_loss(before, records), rel=1e-5)
