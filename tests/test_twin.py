@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hil.errors import ConfigError
-from hil.twin.collect import TwinData, collect
+from hil.twin.collect import TwinData, collect, held_out_count, sobol
 from hil.twin.fidelity import fidelity, jacobian_cosine
 from hil.twin.fit import fit_twin, nmse
 from hil.twin.models import build_twin, load_twin, save_twin
@@ -46,6 +46,11 @@ def test_collection_is_a_bounded_design_with_repeats(lab, crossbar_data) -> None
     assert data.x.shape == (12, 64, 16) and data.theta.shape == (12, 128) and data.y.shape == (12, 64, 8)
     assert data.y_repeats.shape == (4, 3, 64, 8)
     assert data.theta.min() >= -1 and data.theta.max() <= 1 and len(torch.unique(data.theta[:, 0])) == 12
+    # space-filling: every θ element and every input spans its bounds (Sobol: one point in each eighth of 8)
+    assert (data.theta.min(dim=0).values < -0.7).all() and (data.theta.max(dim=0).values > 0.7).all()
+    assert (data.x.amin(dim=1) < -0.9).all() and (data.x.amax(dim=1) > 0.9).all()
+    assert not torch.equal(data.x[0], data.x[1])  # each θ group has inputs of its own
+    assert not torch.equal(sobol(4, 3, (-1.0, 1.0), seed=0), sobol(4, 3, (-1.0, 1.0), seed=1))  # the seed scrambles
     noise = data.noise_variance()
     assert (noise > 0).all() and (noise < 0.1 * data.output_variance()).all()  # repeats differ, by little
     pool = torch.full((5, 16), 0.25)
@@ -53,6 +58,21 @@ def test_collection_is_a_bounded_design_with_repeats(lab, crossbar_data) -> None
     assert (mixed.x[:, 4:] == 0.25).all() and not (mixed.x[:, :4] == 0.25).all()
     with pytest.raises(ConfigError, match="needs training data"):
         collect(system, n_thetas=2, inputs_per_theta=4, design="data", seed=0)
+
+
+def test_data_and_mixed_designs_draw_rows_of_the_data_anew_for_each_group(lab) -> None:
+    system = lab.systems["crossbar"]
+    pool = torch.linspace(-0.9, 0.9, 6 * 16).reshape(6, 16)  # six distinct rows
+
+    def from_pool(rows: torch.Tensor) -> torch.Tensor:
+        return (rows[:, None, :] == pool[None]).all(dim=2).any(dim=1)
+
+    data = collect(system, n_thetas=3, inputs_per_theta=8, design="data", data=pool, seed=0)
+    assert from_pool(data.x.reshape(-1, 16)).all()  # data: every input is a data row
+    assert not torch.equal(data.x[0], data.x[1]) or not torch.equal(data.x[1], data.x[2])  # not the same picks
+    mixed = collect(system, n_thetas=3, inputs_per_theta=8, design="mixed", data=pool, seed=0)
+    assert not from_pool(mixed.x[:, :4].reshape(-1, 16)).any() and from_pool(mixed.x[:, 4:].reshape(-1, 16)).all()
+    assert not torch.equal(mixed.x[0, 4:], mixed.x[1, 4:]) or not torch.equal(mixed.x[1, 4:], mixed.x[2, 4:])
 
 
 def test_physics_twin_fits_towards_the_oracle_and_its_jacobian_matches_the_device(lab, crossbar_data) -> None:
@@ -64,6 +84,8 @@ def test_physics_twin_fits_towards_the_oracle_and_its_jacobian_matches_the_devic
     result = fit_twin(twin, train, held_out, epochs=40, lr=0.02, patience=8)
     fitted = nmse(twin, held_out).mean().item()
     oracle = nmse(build_twin("oracle", system), held_out).mean().item()
+    floor = (crossbar_data.noise_variance() / held_out.output_variance()).mean().item()
+    assert oracle < 1.2 * floor < nominal  # the world's hidden calibration: at the noise floor, unlike the nominal
     kept = nmse(twin, held_out, train.output_variance()).mean().item()
     assert result.validation_loss[result.best_epoch] == pytest.approx(kept, rel=1e-4)  # the best state is kept
     assert fitted < oracle + 0.5 * (nominal - oracle)  # more than half of the gap to the oracle is closed
@@ -223,6 +245,23 @@ def test_split_holds_out_whole_theta_groups_without_leaking(crossbar_data) -> No
     assert not torch.equal(crossbar_data.split(0.25, seed=4)[1].theta, held_out.theta)
     with pytest.raises(ConfigError, match="validation_fraction"):
         crossbar_data.split(1.0, seed=0)
+    assert [held_out_count(n, fraction) for n, fraction in ((10, 0.29), (12, 0.25), (3, 0.1))] == [3, 3, 1]  # rounded
+
+
+def test_fit_loss_is_each_outputs_squared_error_over_its_variance_averaged_over_every_training_group(
+        lab, crossbar_data) -> None:
+    system = lab.systems["crossbar"]
+    twin = build_twin("physics", system)
+    groups = crossbar_data.subset(torch.arange(4))
+    shift = torch.linspace(0.05, 0.4, 8)
+    with torch.no_grad():  # group g is off by (g + 1) × shift everywhere: groups and outputs weigh differently
+        y = torch.stack([twin(x, t) + (g + 1) * shift for g, (x, t) in enumerate(zip(groups.x, groups.theta,
+                                                                                   strict=True))])
+    train = TwinData(groups.x, groups.theta, y, groups.y_repeats)
+    variance = train.output_variance()
+    result = fit_twin(twin, train, train, epochs=1, lr=0.0)  # lr 0: the twin stays where the loss was measured
+    expected = sum(((g + 1) ** 2 * shift.pow(2) / variance).mean().item() for g in range(4)) / 4
+    assert result.train_loss == pytest.approx([expected], rel=1e-4)
 
 
 def test_fit_learns_only_from_the_training_groups_and_stops_on_the_held_out_ones(lab, crossbar_data) -> None:
