@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -794,3 +796,126 @@ def test_an_output_root_in_the_home_folder_is_there(tmp_path: Path, monkeypatch:
     store = run_protocol(write_protocol(tmp_path, **SMALL, output={"root": "~/runs"}), show_progress=False)
     assert store.path.parent == tmp_path / "home" / "runs"
     assert not (tmp_path / "~").exists()
+
+
+IDEAL_LAB = textwrap.dedent("""
+    worlds:
+      chip: {kind: memristor_crossbar, preset: ideal, seed: 0}
+    instruments:
+      crossbar: {driver: simulated_crossbar, world: chip}
+    systems:
+      crossbar: {kind: crossbar, instruments: {crossbar: crossbar}, settings: {n_in: 64, n_out: 16}}
+""")
+
+
+@contextlib.contextmanager
+def prepared_run(tmp_path: Path, **changes) -> Iterator:
+    """A `Run` prepared (model, optimiser, data) on an ideal crossbar, which measures its physics exactly, so what a
+    step computed on the device can be computed again; its twin is the physics with twice the device's gain and an
+    offset: its predictions are not the device's."""
+    from hil.lab import Lab
+    from hil.orchestrator import Run
+    from hil.protocol import instruments_used, load_protocol
+    from hil.twin.models import build_twin
+
+    (tmp_path / "lab.yaml").write_text(IDEAL_LAB)
+    path = write_protocol(tmp_path, lab=str(tmp_path / "lab.yaml"), **{
+        "dataset": {"name": "digits", "limit": 200},
+        "model": {"layers": [{"physical": {}}, {"batchnorm": True}, {"linear": {"out_features": 10}}]},
+        "training": {"epochs": 2, "batch_size": 64, "lr": 0.01, "physical_lr": 0.03}, **changes})
+    protocol, document = load_protocol(path)
+    lab = Lab.load(tmp_path / "lab.yaml")
+    with contextlib.closing(lab.open(instruments_used(protocol, lab))):
+        run = Run(protocol, lab, RunStore.create(tmp_path, "unit"), document, show_progress=False)
+        try:
+            run.prepare()
+            run.twin = build_twin("physics", run.system)
+            with torch.no_grad():
+                run.twin.affine.gain.fill_(2.0)
+                run.twin.affine.offset.fill_(torch.rand(1, generator=torch.Generator().manual_seed(0)).item())
+            run._attach_twin()
+            yield run
+        finally:
+            run.store.close()
+
+
+def evaluated_in(run, mode: str, x: torch.Tensor) -> torch.Tensor:
+    """The model's predictions with its physical layers in ``mode``."""
+    from hil.nn import set_mode
+
+    set_mode(run.model, mode)
+    run.model.eval()
+    with torch.no_grad():
+        return run.model(x).argmax(dim=1)
+
+
+def test_training_follows_the_cosine_schedule_with_thetas_own_rate_and_evaluates_each_epoch_on_the_test_set(
+        tmp_path: Path) -> None:
+    from hil.nn import physical_layers
+
+    with prepared_run(tmp_path, method={"name": "pat"}) as run:
+        layer = physical_layers(run.model)[0]
+        batchnorm = run.model[1]
+        theta, weight = layer.theta.detach().clone(), run.model[2].weight.detach().clone()
+        batches = [run._batches(epoch) for epoch in range(2)]
+        rows = torch.arange(len(run.y_train))
+        assert all(torch.equal(torch.cat(b).sort().values, rows) for b in batches)  # each epoch: every row once
+        assert not torch.equal(torch.cat(batches[0]), torch.cat(batches[1]))  # shuffled anew
+        run.train()
+        steps = sum(len(b) for b in batches)
+        factor = 0.5 * (1 + math.cos(math.pi * (steps - 1) / steps))  # at the last step, decayed nearly to zero
+        assert [group["lr"] for group in run.optimizer.param_groups] == pytest.approx([0.01 * factor, 0.03 * factor])
+        assert not torch.equal(layer.theta.detach(), theta) and not torch.equal(run.model[2].weight, weight)
+        assert layer.mode == "pat"  # the evaluation after each epoch handed the layers back to the method
+        assert int(batchnorm.num_batches_tracked) == steps  # trained in training mode; evaluated in eval mode
+        last = run.history[-1]
+        device = evaluated_in(run, "device", run.x_test)
+        twin = evaluated_in(run, "twin", run.x_test)
+        assert not torch.equal(device, twin)
+        assert last["device_accuracy"] == pytest.approx((device == run.y_test).float().mean().item())
+        assert last["twin_accuracy"] == pytest.approx((twin == run.y_test).float().mean().item())
+
+
+def test_an_insilico_run_is_evaluated_on_the_device_over_the_test_set(tmp_path: Path) -> None:
+    from hil.nn import physical_layers
+
+    with prepared_run(tmp_path, method={"name": "insilico"}, training={"epochs": 1, "batch_size": 64},
+                      evaluation={"every_epoch": False}) as run:
+        theta, calls = physical_layers(run.model)[0].theta.detach().clone(), run.system.calls
+        run.train()
+        assert run.system.calls == calls  # trained through the twin alone
+        assert not torch.equal(physical_layers(run.model)[0].theta.detach(), theta)
+        run.evaluate()
+        assert run.system.calls > calls  # on the hardware, not only through the twin
+        arrays, _ = run.store.load_arrays("data/evaluation.h5")
+        device = evaluated_in(run, "device", run.x_test)
+        twin = evaluated_in(run, "twin", run.x_test)
+        assert not torch.equal(device, twin)
+        assert torch.equal(arrays["labels"], run.y_test) and torch.equal(arrays["device_predictions"], device)
+        assert torch.equal(arrays["twin_predictions"], twin) and int(arrays["confusion"].sum()) == len(run.y_test)
+        evaluated = final(run.store)
+        assert evaluated["device_accuracy"] == pytest.approx((device == run.y_test).float().mean().item())
+        assert evaluated["twin_accuracy"] == pytest.approx((twin == run.y_test).float().mean().item())
+
+
+@pytest.mark.parametrize("design", ["data", "mixed"])
+def test_the_twin_data_are_collected_at_the_training_inputs_the_design_asks_for(tmp_path: Path, design: str) -> None:
+    with prepared_run(tmp_path, method={"name": "pat"}, twin={"collect": {
+            "thetas": 2, "inputs_per_theta": 8, "repeats": 1, "design": design}}) as run:
+        run.collect()
+        rows = run.twin_data.x.reshape(-1, 64)
+        from_data = (rows[:, None, :] == run.x_train[None]).all(dim=2).any(dim=1)
+        assert int(from_data.sum()) == {"data": 16, "mixed": 8}[design]
+        assert next(e for e in run.store.events() if e["kind"] == "collected")["design"] == design
+
+
+def test_an_oracle_twin_is_the_worlds_calibration_as_it_is_never_fitted(tmp_path: Path) -> None:
+    from hil.twin.models import build_twin
+
+    with prepared_run(tmp_path, method={"name": "pat"}, twin={"kind": "oracle", "collect": {
+            "thetas": 4, "inputs_per_theta": 8, "repeats": 1, "design": "sobol"}, "fit": {"epochs": 5}}) as run:
+        run.collect()
+        run.fit_twin()
+        torch.testing.assert_close(run.twin.state_dict(), build_twin("oracle", run.system).state_dict(), rtol=0, atol=0)
+        fitted = next(e for e in run.store.events() if e["kind"] == "twin_fitted")
+        assert fitted["train_loss"] == [] and fitted["converged"]
