@@ -129,8 +129,8 @@ class TwinConfig(Strict):
 
     @model_validator(mode="after")
     def _split_for_validation(self) -> TwinConfig:
-        """The fit holds out whole θ groups: refused here, not after the collection, are a split that leaves no group
-        to fit, and a part of one measurement (the output variance that normalises the errors needs two)."""
+        """The fit holds out whole θ groups. Refused here rather than after the collection: a split that leaves no
+        group to fit, and a part of a single measurement (the output variance that normalises the errors needs two)."""
         if self.from_run is not None:
             return self  # the reused run's split
         groups, rows = self.collect.thetas, self.collect.inputs_per_theta

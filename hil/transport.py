@@ -543,8 +543,8 @@ def transport_class(resource: str, visa_library: str = "@py") -> type[Transport]
 
 
 def open_transport(resource: str, *, visa_library: str = "@py", **options: Any) -> Transport:
-    """The transport for a resource string (`transport_class`), not yet opened; a VISA resource is opened through
-    ``visa_library`` (pyvisa's library spec, see `VisaTransport`)."""
+    """A transport for a resource string (`transport_class`), which the instrument opens at connect; a VISA
+    resource goes through ``visa_library`` (pyvisa's library spec, see `VisaTransport`)."""
     if transport_class(resource, visa_library) is VisaTransport:
         return VisaTransport(resource, backend=visa_library, **options)
     return SerialTransport(resource, **options)
