@@ -30,7 +30,7 @@ from hil.errors import ConfigError, DeviceError, HilError, handling
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
-from hil.transport import open_transport, transport_class
+from hil.transport import SerialTransport, open_transport, transport_class
 
 #: Keyword arguments every instrument takes from the framework, not from ``settings``.
 FRAMEWORK_ARGUMENTS = {"self", "transport", "world", "name", "limits", "clock"}
@@ -126,6 +126,8 @@ class InstrumentConfig(Strict):
                               "and GPIB resources on its own")
     traffic_log: str | None = Field(None, description="file that records every exchange (appended); if the disk "
                                     "refuses it later, logging stops with a warning and the instrument goes on")
+    baudrate: int | None = Field(None, ge=50, le=4_000_000, description="a serial line's speed (bit/s) where the "
+                                 "resource is a device path (/dev/ttyUSB0, COM3); default: the driver's, else 9600")
     limits: dict[str, LimitConfig] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
 
@@ -148,7 +150,8 @@ class InstrumentConfig(Strict):
         if len(given) != 1:
             raise ValueError("give exactly one of resource (a bench instrument), emulate (true, or emulator "
                              f"options) or world (a simulator); got {given or 'none'}")
-        unused = sorted({"timeout_s", "traffic_log", "visa_library"} & self.model_fields_set) if self.world else []
+        unused = sorted({"timeout_s", "traffic_log", "visa_library", "baudrate"} & self.model_fields_set) \
+            if self.world else []
         if unused:
             raise ValueError(f"{', '.join(unused)} set for a simulated instrument (world), which has no transport; "
                              "leave them out")
@@ -377,11 +380,18 @@ class Lab:
 
     def _transport_options(self, cls: type[Instrument], config: InstrumentConfig, resource: str,
                            where: tuple[str, ...]) -> dict[str, Any]:
-        """The driver's ``transport_options`` that the transport the resource picks takes. A serial line's own (a
-        baud rate) are left out for an emulator served over TCP, which has no line; for a VISA resource they are a
-        `ConfigError` at the resource, not the transport's TypeError at the settings."""
+        """The driver's ``transport_options``, with the lab's ``baudrate``, that the transport the resource picks
+        takes. A serial line's own (a baud rate) are left out for an emulator served over TCP, which has no line; for
+        a VISA resource they are a `ConfigError` at the resource (or at ``baudrate``), not the transport's TypeError
+        at the settings."""
         options = dict(getattr(cls, "transport_options", {}))
         kind = transport_class(resource, config.visa_library)
+        if config.baudrate is not None:
+            if config.resource is not None and kind is not SerialTransport:
+                raise self._error(f"baudrate is a serial line's speed, for a device path that pyserial opens "
+                                  f"(/dev/ttyUSB0, COM3); {resource} is a VISA resource, whose speed is the "
+                                  "instrument's or the VISA library's", (*where, "baudrate"))
+            options["baudrate"] = config.baudrate
         taken = {name for klass in kind.__mro__ if "__init__" in vars(klass)
                  for name, parameter in inspect.signature(klass.__init__).parameters.items()
                  if parameter.kind is parameter.KEYWORD_ONLY}

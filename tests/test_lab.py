@@ -818,3 +818,34 @@ def test_a_serial_drivers_baud_rate_is_left_out_of_a_tcp_emulator_and_refused_fo
                                           r"\(ASRL/dev/ttyS0::INSTR\) does not take; a serial line's options need its "
                                           r"device path as the resource \(/dev/ttyUSB0, COM3\), which pyserial opens$"):
         Lab.load(path).build()
+
+
+def test_a_lab_gives_a_serial_lines_speed_where_the_resource_is_a_device_path(tmp_path: Path) -> None:
+    """``baudrate`` sets the line's speed over the driver's own (pyserial's 9600 where neither gives one); a VISA
+    resource or a simulated instrument has no line for it to set, and is refused at the key."""
+    path = write(tmp_path, """
+        instruments:
+          plain: {driver: keithley_2450, emulate: {via: pty}, baudrate: 19200}
+          own_speed: {driver: "tests.test_lab:SerialSmu", emulate: {via: pty}, baudrate: 57600}
+          default: {driver: keithley_2450, emulate: {via: pty}}
+    """)
+    with Lab.load(path) as lab:
+        assert [lab[name].transport.baudrate for name in ("plain", "own_speed", "default")] == [19200, 57600, 9600]
+        assert "MODEL 2450" in lab["own_speed"].identify()
+    for line, expected in [
+        ('smu: {driver: keithley_2450, resource: "TCPIP::10.0.0.5::5025::SOCKET", baudrate: 19200}',
+         r"lab.yaml:4: instruments\.smu\.baudrate: baudrate is a serial line's speed, for a device path that pyserial "
+         r"opens \(/dev/ttyUSB0, COM3\); TCPIP::10\.0\.0\.5::5025::SOCKET is a VISA resource, whose speed is the "
+         r"instrument's or the VISA library's$"),
+        ("slm: {driver: simulated_slm, world: table, baudrate: 19200}",
+         r"lab.yaml:\d+: instruments\.slm: baudrate set for a simulated instrument \(world\), which has no transport; "
+         r"leave them out$"),
+    ]:
+        path = write(tmp_path, f"""
+            worlds:
+              table: {{kind: optical_table}}
+            instruments:
+              {line}
+        """)
+        with pytest.raises(ConfigError, match=expected):
+            Lab.load(path).build()
