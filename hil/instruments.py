@@ -308,9 +308,10 @@ class Camera(Instrument):
         self.roi = roi
 
     def set_exposure(self, exposure_s: float) -> None:
-        """Set the exposure time in seconds."""
+        """Set the exposure time in seconds; a setting that fails leaves it unknown, so capture waits for another."""
         self._require_connected()
         exposure_s = self._check("exposure_s", exposure_s)
+        self.exposure_s = None  # unknown until the camera has taken the new value
         self._set_exposure_hw(exposure_s)
         self.exposure_s = exposure_s
 
@@ -560,6 +561,7 @@ class AnalogInput(Instrument):
             raise LimitError(f"{self.name}: n_samples must be an integer in 1..{self.max_samples}, "
                              f"got {n_samples!r}")
         rate = self._check("sample_rate_hz", sample_rate_hz)
+        self._armed = None  # an arm that fails leaves no earlier record to fetch
         self._arm_hw(int(n_samples), rate)
         self._armed = (int(n_samples), rate)
 

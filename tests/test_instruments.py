@@ -803,3 +803,49 @@ def test_a_record_of_the_wrong_shape_is_refused() -> None:
     with ShortRecordInput(OscillatorNetwork(seed=0), name="probes") as probes, \
             pytest.raises(DeviceError, match=r"^probes: record has shape \(\d+, 3\), expected \(\d+, 4\)"):
         probes.acquire(4, 1e3)
+
+
+class FailingSetup(SimulatedCamera):
+    """A simulated camera whose second exposure setting fails part-way, as a camera that times out does."""
+
+    settings = 0
+
+    def _set_exposure_hw(self, exposure_s: float) -> None:
+        self.settings += 1
+        if self.settings == 2:
+            raise DeviceError(f"{self.name}: no reply to the exposure setting")
+        super()._set_exposure_hw(exposure_s)
+
+
+class FailingArm(SimulatedAnalogInput):
+    """A simulated DAQ input whose second arm fails, as a DAQ that refuses a record does."""
+
+    arms = 0
+
+    def _arm_hw(self, n_samples: int, sample_rate_hz: float) -> None:
+        self.arms += 1
+        if self.arms == 2:
+            raise DeviceError(f"{self.name}: the record was refused")
+        super()._arm_hw(n_samples, sample_rate_hz)
+
+
+def test_a_failed_exposure_setting_leaves_the_exposure_unknown_and_capture_waits(optical: OpticalTable) -> None:
+    """After a setting that failed part-way the camera may hold either exposure: capture is refused until one is set,
+    rather than scaled by the old one."""
+    with FailingSetup(optical, name="camera") as camera:
+        camera.set_exposure(1e-3)
+        with pytest.raises(DeviceError, match="no reply"):
+            camera.set_exposure(2e-3)
+        assert camera.exposure_s is None
+        with pytest.raises(DeviceError, match=r"exposure unknown; call set_exposure\(\) before capture\(\)"):
+            camera.capture(1)
+
+
+def test_a_failed_arm_leaves_no_earlier_record_to_fetch() -> None:
+    """An arm the DAQ refused must not let fetch hand back the record armed before it, shaped as that one was."""
+    with FailingArm(OscillatorNetwork(seed=0), name="probes") as probes:
+        probes.arm(4, 1e3)
+        with pytest.raises(DeviceError, match="the record was refused"):
+            probes.arm(8, 1e3)
+        with pytest.raises(DeviceError, match=r"^probes: nothing armed; call arm\(\) before fetch\(\)"):
+            probes.fetch()
