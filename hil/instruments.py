@@ -467,6 +467,9 @@ class AnalogOutput(Instrument):
             self._check_channel(channel, self.n_channels)
             if channel not in self.waveform_samples:
                 raise DeviceError(f"{self.name}: no waveform loaded on channel {channel}; call load_waveform()")
+            if chosen.count(channel) > 1:
+                raise LimitError(f"{self.name}: channel {channel} given {chosen.count(channel)} times; a play plays "
+                                 "each channel once, so name it once")
         try:
             self._play_hw(chosen)
         except BaseException:

@@ -271,6 +271,15 @@ class AnalogOutputContract(InstrumentContract):
         with pytest.raises(LimitError, match="channel"):
             instrument.set_output(instrument.n_channels + 1, True)
 
+    def test_a_channel_named_twice_in_one_play_is_refused(self, instrument: AnalogOutput) -> None:
+        """A second trigger of the same channel would land mid-burst (ignored, or cutting it short)."""
+        instrument.safe_state()
+        low, _ = instrument.waveform_points
+        instrument.load_waveform(1, np.full(max(low, 16), instrument.limits["voltage_v"].rest),
+                                 _sample_rate_hz(instrument))
+        with pytest.raises(LimitError, match="channel 1 given 2 times"):
+            instrument.play([1, 1])
+
     def test_waveform_load_and_play(self, instrument: AnalogOutput) -> None:
         instrument.safe_state()
         low, _ = instrument.waveform_points
