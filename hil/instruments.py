@@ -375,7 +375,8 @@ class AnalogOutput(Instrument):
     DC changes larger than the ``voltage_v`` limit's ``max_step`` are ramped, each step checked; a ramp from an
     unknown level is refused. ``load_waveform`` checks every sample; ``play`` starts loaded waveforms once. A
     loaded waveform holds its channel at its first sample before and after each play (its level, as a DC level
-    is); a live channel further than ``max_step`` from that sample is ramped there before the waveform is loaded.
+    is); a live channel further than ``max_step`` from that sample is ramped there before the waveform is loaded,
+    and the step to it is paced by ``ramp_rate`` as a ramp's steps are.
     A DC level (`set_voltage`, the safe state) replaces the loaded waveform. Within a waveform the samples are
     the caller's: ``max_step`` does not apply between them. A driver sets ``n_channels`` and ``waveform_points``
     (the fewest and most samples its memory takes).
@@ -446,6 +447,7 @@ class AnalogOutput(Instrument):
         if self.output_on.get(channel) is not False and max_step is not None and \
                 (level is None or abs(first - level) > max_step):
             self.set_voltage(channel, first)
+        held = self.level_v.get(channel)
         self.waveform_samples.pop(channel, None)
         try:
             self._load_waveform_hw(channel, samples, rate)
@@ -454,6 +456,8 @@ class AnalogOutput(Instrument):
             raise
         self.waveform_samples[channel] = len(samples)
         self.level_v[channel] = first
+        if held is not None:  # the step to the first sample is paced as a ramp's step is
+            self.clock.sleep(self.limits["voltage_v"].step_interval_s(first - held))
 
     def play(self, channels: Sequence[int] | None = None) -> None:
         """Play the loaded waveforms of ``channels`` (all loaded ones by default) once, together; returns when they

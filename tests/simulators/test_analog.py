@@ -95,3 +95,16 @@ def test_a_simulated_instrument_keeps_its_worlds_clock() -> None:
     assert SimulatedAnalogOutput(world, name="ao").clock is world.clock
     with pytest.raises(TypeError, match=r"SimulatedAnalogOutput keeps its world's clock; build it without clock=$"):
         SimulatedAnalogOutput(world, name="ao", clock=world.clock)
+
+
+def test_the_step_to_a_waveforms_first_sample_is_paced_by_the_ramp_rate() -> None:
+    """A step within max_step to the first sample is a step all the same: at 1 V/s, 0.3 V takes 0.3 s, as
+    set_voltage's would; a farther one is ramped there first, each step paced (and settled: the DAC's 0.1 ms a
+    level)."""
+    world = Divider(preset="ideal", config={"converters": {"settle_s": 0.0}})
+    ao = SimulatedAnalogOutput(world, name="ao", limits={"voltage_v": {"max_step": 0.5, "ramp_rate": 1.0}}).connect()
+    ao.set_output(1, True)
+    for first, seconds in [(0.3, 0.3), (1.3, 1.0), (1.3, 0.0)]:
+        before = world.clock.now()
+        ao.load_waveform(1, [first, 0.0], 1e3)
+        assert world.clock.now() - before == pytest.approx(seconds)
