@@ -388,7 +388,7 @@ class Lab:
         kind = transport_class(resource, config.visa_library)
         if config.baudrate is not None:
             if config.resource is not None and kind is not SerialTransport:
-                raise self._error(f"baudrate is a serial line's speed, for a device path that pyserial opens "
+                raise self._error("baudrate is a serial line's speed, for a device path that pyserial opens "
                                   f"(/dev/ttyUSB0, COM3); {resource} is a VISA resource, whose speed is the "
                                   "instrument's or the VISA library's", (*where, "baudrate"))
             options["baudrate"] = config.baudrate
