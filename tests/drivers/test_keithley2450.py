@@ -59,6 +59,14 @@ def configured_voltage(compliance: bytes = b"0.001", nplc: bytes = b"1", protect
 OUTPUT_ON: list[Exchange] = [(b":OUTP ON", None), NO_ERROR]
 
 
+def swept(levels: bytes, n_points: int, data: bytes, delay: bytes = b"0") -> list[Exchange]:
+    """A voltage `sweep` short enough to wait on with ``*WAI``: the source list ``levels``, the sweep with ``delay``
+    (s), the error check, the run, and the buffer read answered with ``data``."""
+    return [(b':TRAC:CLE "defbuffer1"', None), (b":SOUR:LIST:VOLT " + levels, None),
+            (b":SOUR:SWE:VOLT:LIST 1, " + delay + b", 1, OFF", None), NO_ERROR, (b":INIT", None), (b"*WAI", None),
+            (b':TRAC:DATA? 1, %d, "defbuffer1", SOUR, READ, SOURSTAT' % n_points, data)]
+
+
 class PatienceRecorded(ProtocolTransport):
     """A `ProtocolTransport` that records the timeout (s) each command was written under."""
 
@@ -300,14 +308,9 @@ def test_measure_while_sourcing_current_reads_voltage() -> None:
 
 
 def test_sweep_loads_the_list_runs_it_and_reads_the_buffer_with_source_status() -> None:
-    exchanges = connected() + configured_voltage() + OUTPUT_ON + [
-        (b':TRAC:CLE "defbuffer1"', None),
-        (b":SOUR:LIST:VOLT 0.1, 0.2, 0.3", None),
-        (b":SOUR:SWE:VOLT:LIST 1, 0.001, 1, OFF", None), NO_ERROR,
-        (b":INIT", None), (b"*WAI", None),
-        (b':TRAC:DATA? 1, 3, "defbuffer1", SOUR, READ, SOURSTAT',
-         b"1.000000E-01,1.000000E-04,128,2.000000E-01,2.000000E-04,128,1.500000E-01,1.000000E-03,160"),
-    ]
+    exchanges = connected() + configured_voltage() + OUTPUT_ON + swept(
+        b"0.1, 0.2, 0.3", 3,
+        b"1.000000E-01,1.000000E-04,128,2.000000E-01,2.000000E-04,128,1.500000E-01,1.000000E-03,160", delay=b"0.001")
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         k.configure("voltage", 1e-3)
@@ -430,11 +433,7 @@ def test_garbage_error_queue_and_buffer_replies_raise_device_error() -> None:
         with pytest.raises(DeviceError) as caught:
             k.set_output(False)
         assert f"error-queue reply {'A' * 60!r}… (1000000 characters) is malformed; check that" in str(caught.value)
-    exchanges = connected() + configured_voltage() + OUTPUT_ON + [
-        (b':TRAC:CLE "defbuffer1"', None), (b":SOUR:LIST:VOLT 0.1, 0.2", None),
-        (b":SOUR:SWE:VOLT:LIST 1, 0, 1, OFF", None), NO_ERROR, (b":INIT", None), (b"*WAI", None),
-        (b':TRAC:DATA? 1, 2, "defbuffer1", SOUR, READ, SOURSTAT', b"0.1,1E-4,LIMIT,0.2,2E-4,128"),
-    ]
+    exchanges = connected() + configured_voltage() + OUTPUT_ON + swept(b"0.1, 0.2", 2, b"0.1,1E-4,LIMIT,0.2,2E-4,128")
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         k.configure("voltage", 1e-3)
@@ -624,12 +623,8 @@ def test_sweep_faster_than_the_ramp_rate_is_refused_before_anything_is_sent() ->
 
 
 def test_a_failed_sweep_leaves_the_level_unknown_so_the_safe_state_switches_off_first() -> None:
-    exchanges = [
-        *SETUP, (b':TRAC:CLE "defbuffer1"', None), (b":SOUR:LIST:VOLT 0.5, 1", None),
-        (b":SOUR:SWE:VOLT:LIST 1, 0, 1, OFF", None), NO_ERROR, (b":INIT", None), (b"*WAI", None),
-        (b':TRAC:DATA? 1, 2, "defbuffer1", SOUR, READ, SOURSTAT', b"5.000000E-01,garbage"),
-        NO_ERROR, (b":OUTP OFF", None), NO_ERROR, (b":SOUR:VOLT 0", None), NO_ERROR,
-    ]
+    exchanges = [*SETUP, *swept(b"0.5, 1", 2, b"5.000000E-01,garbage"),
+                 NO_ERROR, (b":OUTP OFF", None), NO_ERROR, (b":SOUR:VOLT 0", None), NO_ERROR]
     with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as k:
         _ready(k)
         with pytest.raises(DeviceError, match="has 2 values, expected 6"):
@@ -1278,12 +1273,9 @@ def test_a_sweep_whose_buffer_stops_filling_is_aborted_at_its_deadline() -> None
 def test_source_status_given_in_hexadecimal_or_as_a_float_is_read_for_the_limit_bit() -> None:
     """SOURSTATus comes as ``0x00a0`` or ``1.6E+02`` as well as ``160`` depending on the format set: the limit bit
     (32) is read from each."""
-    exchanges = connected() + configured_voltage() + OUTPUT_ON + [
-        (b':TRAC:CLE "defbuffer1"', None), (b":SOUR:LIST:VOLT 0.1, 0.2, 0.3", None),
-        (b":SOUR:SWE:VOLT:LIST 1, 0, 1, OFF", None), NO_ERROR, (b":INIT", None), (b"*WAI", None),
-        (b':TRAC:DATA? 1, 3, "defbuffer1", SOUR, READ, SOURSTAT',
-         b"1.000000E-01,1.000000E-04,0x0080,2.000000E-01,1.000000E-03,0x00a0,3.000000E-01,1.000000E-03,1.6E+02"),
-    ]
+    exchanges = connected() + configured_voltage() + OUTPUT_ON + swept(
+        b"0.1, 0.2, 0.3", 3,
+        b"1.000000E-01,1.000000E-04,0x0080,2.000000E-01,1.000000E-03,0x00a0,3.000000E-01,1.000000E-03,1.6E+02")
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         k.configure("voltage", 1e-3)
