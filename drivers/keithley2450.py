@@ -191,7 +191,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
             if math.isfinite(magnitude):  # the source range stays only in the same mode; else the level goes to rest
                 same = mode == self.mode
                 fixed_range = self.source_range if same else None
-                rest = self.limits[self._limit_of(mode)].rest  # 0, or the allowed level nearest it
+                rest = self._rest(mode)
                 level = self.level if same and self.level is not None else rest
                 if same and self.output_on is False and self._outside_envelope(mode, magnitude, level, fixed_range) \
                         and not self._outside_envelope(mode, magnitude, rest, fixed_range):
@@ -226,7 +226,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
             self.source_range = self.measure_range = None
         zero = self.level is None  # a level left by a previous user could put the source on a range whose power
         # envelope lowers the new limit; the base class would set its rest after configuring anyway
-        rest = self.limits[self._limit_of(mode)].rest  # 0, or the allowed level nearest it
+        rest = self._rest(mode)
         commands = [
             f':SENS:FUNC "{measure}"',  # first: the 2450 refuses a new source function while measuring RES
             f":SOUR:FUNC {source}",

@@ -698,9 +698,10 @@ class SourceMeter(Instrument):
         self._require_configured()
         self._ramp_to(level)
 
-    def _rest(self) -> float:
-        """The level of the safe state in the present mode: 0, or the allowed value nearest it (`Limit.rest`)."""
-        return self.limits[self._limit_of(self.mode)].rest  # type: ignore[arg-type]
+    def _rest(self, mode: SourceMode | None = None) -> float:
+        """The level of the safe state in ``mode`` (default: the present one): 0, or the allowed value nearest it
+        (`Limit.rest`)."""
+        return self.limits[self._limit_of(mode or self.mode)].rest  # type: ignore[arg-type]
 
     def _ramp_to(self, level: float) -> None:
         """Ramp the source from its known level to ``level`` in the present mode."""
