@@ -270,15 +270,22 @@ class SLMCameraSystem(PhysicalSystem):
         sits near ``target`` × the camera's full scale (`Camera.full_scale_dn`).
 
         A brightest pixel that hardly grows as the exposure grows is saturated below that full scale (a full well
-        that fills before the ADC's range): `DeviceError`, since every exposure found from it would saturate.
+        that fills before the ADC's range): `DeviceError`, since every exposure found from it would saturate. The
+        search stays at or above twice the camera's shortest exposure, so that `signal_rate` can halve what it finds;
+        light that saturates the camera there is a `DeviceError` too.
         """
         limit = self.camera.limits["exposure_s"]
-        exposure = min(max(start_s, limit.min), limit.max)
+        shortest = min(2 * limit.min, limit.max)
+        exposure = min(max(start_s, shortest), limit.max)
         top = self.camera.full_scale_dn
         below: tuple[float, float] | None = None  # (exposure s, peak DN) of the last capture below full scale
         for _ in range(12):
             peak = float(self.capture(phases, exposure, full_frame).max())
             if peak >= 0.98 * top:
+                if exposure <= shortest:
+                    raise DeviceError(f"system {self.name!r}: the camera saturates at {shortest:g} s exposure, twice "
+                                      "its shortest; attenuate the light on it (a neutral-density filter, less laser "
+                                      "power) or lower its gain")
                 proposal, below = exposure / 8, None
             else:
                 if peak <= 0:
@@ -288,7 +295,7 @@ class SLMCameraSystem(PhysicalSystem):
                 if abs(peak / top - target) < 0.1:
                     return exposure
                 proposal, below = exposure * target * top / peak, (exposure, peak)
-            proposal = min(max(proposal, limit.min), limit.max)
+            proposal = min(max(proposal, shortest), limit.max)
             if proposal == exposure:
                 return exposure
             exposure = proposal
@@ -296,11 +303,12 @@ class SLMCameraSystem(PhysicalSystem):
 
     def _refuse_plateau(self, shorter_s: float, shorter_peak: float, exposure_s: float, peak: float,
                         top: float) -> None:
-        """Raise if the camera saturates below ``top`` (DN): the peak, above a tenth of ``top`` (not the dark level),
-        grew by under a quarter of (growth − 1) × the shorter exposure's peak. A linear pixel grows by (growth − 1) ×
-        its signal, more than that while its dark offset is under three quarters of the peak."""
+        """Raise if the camera saturates below ``top`` (DN): the peak grew by under a quarter of (growth − 1) × the
+        shorter exposure's peak, which is above a tenth of ``top`` (not the dark level: in dim light that peak is
+        mostly dark offset, which does not grow). A linear pixel grows by (growth − 1) × its signal, more than that
+        while its dark offset is under three quarters of the peak."""
         growth = exposure_s / shorter_s
-        if growth >= 1.2 and peak >= 0.1 * top and peak - shorter_peak < 0.25 * (growth - 1) * shorter_peak:
+        if growth >= 1.2 and shorter_peak >= 0.1 * top and peak - shorter_peak < 0.25 * (growth - 1) * shorter_peak:
             raise DeviceError(f"system {self.name!r}: the brightest pixel read {shorter_peak:.0f} DN at "
                               f"{shorter_s * 1e3:.3g} ms and {peak:.0f} DN at {exposure_s * 1e3:.3g} ms exposure: "
                               "the camera saturates below "

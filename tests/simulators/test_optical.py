@@ -668,6 +668,30 @@ def test_calibration_aims_below_a_full_well_that_fills_before_the_adc_range() ->
         system.calibrate()
 
 
+def test_light_that_saturates_the_camera_at_its_shortest_exposures_is_refused_naming_the_cure() -> None:
+    """A thousand times the realistic power fills the full well within 10 µs. The search stops at twice the camera's
+    shortest exposure (the calibration reads at half of what it finds), and says so, where it used to hand the
+    calibration an exposure it could not halve ("exposure_s: 5e-06 s is outside 1e-05..1 s")."""
+    _, slm, camera = bench(optics={"power_w": 2.5e-7})
+    with pytest.raises(DeviceError, match=r"^system 'optical': the camera saturates at 2e-05 s exposure, twice its "
+                                          r"shortest; attenuate the light on it \(a neutral-density filter"):
+        OpticalSystem({"slm": slm, "camera": camera}).calibrate()
+
+
+def test_dim_light_is_calibrated_at_a_long_exposure_not_taken_for_a_plateau() -> None:
+    """At a 250th of the realistic power the first captures read little more than the 10 DN black level. Their growth
+    with exposure, judged against that dark offset, was taken for a full well filling early ("the camera saturates
+    below the 4095 DN it reports"); the search now goes on to an exposure about 250 times the realistic one."""
+    exposures = {}
+    for power_w in (2.5e-10, 1e-12):
+        world, slm, camera = bench(optics={"power_w": power_w}, slow={"power_wander": 0.0})
+        system = OpticalSystem({"slm": slm, "camera": camera})
+        system.calibrate()
+        exposures[power_w] = camera.exposure_s
+        assert system.reference_rate_dn_s == pytest.approx(float(world.signal_rate()[0]) * K, rel=0.05)
+    assert exposures[1e-12] / exposures[2.5e-10] == pytest.approx(250, rel=0.3)
+
+
 @pytest.mark.statistical
 def test_harsh_preset_has_its_stronger_per_shot_noise_and_power_wander() -> None:
     """The harsh table's per-shot and slow sections are in force, measured: read noise 7 e⁻ and dark current 20 e⁻/s
