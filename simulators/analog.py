@@ -31,13 +31,14 @@ from simulators.world import SimulatedInstrument, World
 class ConverterConfig(Strict):
     """The DAC and ADC of an analog world."""
 
-    output_range_v: float = Field(10.0, gt=0, description="outputs span ±range (V)")
-    input_range_v: float = Field(10.0, gt=0, description="inputs span ±range (V); beyond it they clip (adc_clip)")
+    output_range_v: float = Field(10.0, ge=1e-3, le=100, description="outputs span ±range (V)")
+    input_range_v: float = Field(10.0, ge=1e-3, le=100, description="inputs span ±range (V); beyond it they clip "
+                                 "(adc_clip)")
     dac_bits: int | None = Field(16, ge=2, le=32, description="DAC resolution over the output span; null: exact")
     adc_bits: int | None = Field(16, ge=2, le=32, description="ADC resolution over the input span; null: exact")
-    adc_noise_v: float = Field(0.0, ge=0, description="ADC input-referred noise, rms (V)")
-    max_sample_rate_hz: float = Field(1e6, gt=0)
-    settle_s: float = Field(1e-4, ge=0, description="time for a DC level change to settle (s)")
+    adc_noise_v: float = Field(0.0, ge=0, le=10, description="ADC input-referred noise, rms (V)")
+    max_sample_rate_hz: float = Field(1e6, ge=1, le=1e8, description="fastest sample clock (Hz)")
+    settle_s: float = Field(1e-4, ge=0, le=1, description="time for a DC level change to settle (s)")
     adc_clip: bool = Field(True, description="the ADC saturates at its range; false: no clipping (ideal only); "
                            "source: a converter has no codes beyond its span, so an over-range input reads the "
                            "end code")

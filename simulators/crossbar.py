@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 from pydantic import Field, model_validator
@@ -41,6 +41,8 @@ from hil.physics.crossbar import column_currents, device_conductance, ir_drop_fa
 from simulators.world import SimulatedInstrument, World
 
 _AIHWKIT = "IBM aihwkit PCMLikeNoiseModel"
+#: A programming-noise polynomial coefficient (µS).
+Coefficient = Annotated[float, Field(ge=-100, le=100)]
 #: Drifted conductances are re-evaluated at a read once drift has moved them by more than this (relative),
 #: far below the read noise, so that reads in quick succession reuse one effective conductance matrix.
 DRIFT_TOLERANCE = 1e-5
@@ -60,9 +62,9 @@ class GeometryConfig(Strict):
 class DeviceConfig(Strict):
     """The programmable conductance range of every device."""
 
-    g_min_s: float = Field(0.0, ge=0, description="lowest programmable conductance (S); source: aihwkit "
+    g_min_s: float = Field(0.0, ge=0, le=1e-2, description="lowest programmable conductance (S); source: aihwkit "
                            "SinglePairConductanceConverter g_min = 0 µS")
-    g_max_s: float = Field(25e-6, gt=0, description="highest programmable conductance (S); source: aihwkit "
+    g_max_s: float = Field(25e-6, gt=0, le=1e-2, description="highest programmable conductance (S); source: aihwkit "
                            "SinglePairConductanceConverter and PCMLikeNoiseModel g_max = 25 µS")
 
     @model_validator(mode="after")
@@ -88,7 +90,7 @@ class ConstructionConfig(Strict):
                                "spaced over g_min..g_max; null: continuous (1); source: assumption of 6-bit "
                                "multi-level programming (published arrays reach 16 to thousands of levels, e.g. "
                                "2048 in Rao et al., Nature 615, 823, 2023)")
-    wire_resistance_ohm: float = Field(0.35, ge=0, description="word- and bit-line resistance between "
+    wire_resistance_ohm: float = Field(0.35, ge=0, le=100, description="word- and bit-line resistance between "
                                        "neighbouring cells (Ω); source: the wire of aihwkit's IOParameters "
                                        "ir_drop_g_ratio default, 1/(0.35 Ω · 5 µS), here with this chip's 25 µS "
                                        "g_max: r·g_max = 8.75e-6, 5× aihwkit's ratio (up to 3.6 % drop on a 64 × 64 "
@@ -96,7 +98,7 @@ class ConstructionConfig(Strict):
     column_gain_spread: float = Field(0.01, ge=0, le=0.5, description="column-to-column spread (std, relative) "
                                       "of the read-out gain: feedback resistor and ADC reference mismatch (1); "
                                       "source: assumption, ~1 % on-chip resistor mismatch")
-    column_offset_v: float = Field(1e-3, ge=0, description="column-to-column spread (std) of the read-out offset "
+    column_offset_v: float = Field(1e-3, ge=0, le=1, description="column-to-column spread (std) of the read-out offset "
                                    "at the ADC input (V); source: assumption, ~1 mV CMOS op-amp input offset")
 
     @model_validator(mode="after")
@@ -109,12 +111,12 @@ class ConstructionConfig(Strict):
 class ProgrammingConfig(Strict):
     """Drawn at every programming: σ = scale·(c0 + c1·g/g_max + c2·(g/g_max)²)·g_max/reference (µS)."""
 
-    noise_scale: float = Field(1.0, ge=0, description="scale of the programming noise (1); source: "
+    noise_scale: float = Field(1.0, ge=0, le=100, description="scale of the programming noise (1); source: "
                                f"{_AIHWKIT} prog_noise_scale (Nandakumar et al., ICECS 2019)")
-    coefficients_us: tuple[float, float, float] = Field((0.26348, 1.9650, -1.1731), description="polynomial "
-                                                        "c0, c1, c2 (µS at the reference g_max); source: "
-                                                        f"{_AIHWKIT} prog_coeff")
-    reference_g_max_s: float = Field(25e-6, gt=0, description="g_max at which the polynomial was fitted (S); "
+    coefficients_us: tuple[Coefficient, Coefficient, Coefficient] = Field(
+        (0.26348, 1.9650, -1.1731), description=f"polynomial c0, c1, c2 (µS at the reference g_max); source: "
+        f"{_AIHWKIT} prog_coeff")
+    reference_g_max_s: float = Field(25e-6, gt=0, le=1e-2, description="g_max at which the polynomial was fitted (S); "
                                      f"source: {_AIHWKIT} prog_coeff_g_max_reference")
 
 
@@ -122,9 +124,9 @@ class SlowConfig(Strict):
     """Drift since programming: g(t) = g_prog·((t + t0)/t0)^(−ν) with ν ~ |N(μ(g), σ(g))|·scale, where
     μ = clip(−0.0155·ln(g/g_max) + 0.0244, 0.049, 0.1) and σ = clip(−0.0125·ln(g/g_max) − 0.0059, 0.008, 0.045)."""
 
-    drift_scale: float = Field(1.0, ge=0, description="scale of the drift exponents ν (1); source: "
+    drift_scale: float = Field(1.0, ge=0, le=100, description="scale of the drift exponents ν (1); source: "
                                f"{_AIHWKIT}.generate_drift_coefficients (drift_scale)")
-    drift_t0_s: float = Field(20.0, gt=0, description="drift reference time t0 (s); source: "
+    drift_t0_s: float = Field(20.0, gt=0, le=1e6, description="drift reference time t0 (s); source: "
                               f"{_AIHWKIT} t_0")
 
 
@@ -132,11 +134,11 @@ class ShotConfig(Strict):
     """Drawn at every read. Read noise σ_g = |g(t)|·Q·√ln((t + t0 + t_read)/(2·t_read)) per device, with
     Q = min(0.0088/max((g_prog/g_max)^0.65, 1e-3), 0.2)."""
 
-    read_noise_scale: float = Field(1.0, ge=0, description="scale of the 1/f read noise (1); source: "
+    read_noise_scale: float = Field(1.0, ge=0, le=100, description="scale of the 1/f read noise (1); source: "
                                     f"{_AIHWKIT}.apply_drift_noise_to_conductance (read_noise_scale)")
-    read_noise_t_read_s: float = Field(250e-9, gt=0, description="read time of the 1/f fit (s); source: "
+    read_noise_t_read_s: float = Field(250e-9, gt=0, le=1, description="read time of the 1/f fit (s); source: "
                                        f"{_AIHWKIT} t_read")
-    output_noise_a: float = Field(0.3e-6, ge=0, description="noise at each column amplifier input, rms (A); "
+    output_noise_a: float = Field(0.3e-6, ge=0, le=1e-3, description="noise at each column amplifier input, rms (A); "
                                   "source: aihwkit IOParameters out_noise = 0.06 of one g_max device at the full "
                                   "read voltage (0.06 · 0.2 V · 25 µS)")
 
@@ -144,15 +146,15 @@ class ShotConfig(Strict):
 class ConverterConfig(Strict):
     """Row DACs, column transimpedance amplifiers and ADCs."""
 
-    read_voltage_range_v: float = Field(0.2, gt=0, le=1.0, description="row drivers span ±range, the "
+    read_voltage_range_v: float = Field(0.2, ge=1e-3, le=1.0, description="row drivers span ±range, the "
                                         "read_voltage_v limit (V); source: assumption, PCM read at 0.2 V, below "
                                         "threshold switching")
     dac_bits: int | None = Field(8, ge=2, le=24, description="row DAC resolution over ±range; null: exact (bits); "
                                  f"source: 8-bit inputs of the {_HERMES}")
-    tia_gain_ohm: float = Field(1 / (12 * 0.2 * 25e-6), gt=0, description="transimpedance of each column "
+    tia_gain_ohm: float = Field(1 / (12 * 0.2 * 25e-6), ge=1, le=1e9, description="transimpedance of each column "
                                 "amplifier (V/A); source: ADC range = 12 full-scale devices, aihwkit IOParameters "
                                 "out_bound = 12 (1 V / (12 · 0.2 V · 25 µS))")
-    adc_range_v: float = Field(1.0, gt=0, description="column ADCs span ±range (V); source: assumption")
+    adc_range_v: float = Field(1.0, ge=1e-3, le=100, description="column ADCs span ±range (V); source: assumption")
     adc_bits: int | None = Field(8, ge=2, le=24, description="column ADC resolution over ±range; null: exact "
                                  f"(bits); source: 8-bit outputs of the {_HERMES}")
     adc_clip: bool = Field(True, description="the ADC saturates at its range; false: no clipping (ideal only)")
@@ -161,12 +163,12 @@ class ConverterConfig(Strict):
 class TimingConfig(Strict):
     """Device time of programming and reading."""
 
-    program_time_per_device_s: float = Field(20e-6, ge=0, description="write-verify time per device (s); source: "
+    program_time_per_device_s: float = Field(20e-6, ge=0, le=1, description="write-verify time per device (s); source: "
                                              "assumption, ~10 iterations of a ~1 µs pulse and a ~1 µs verify read")
-    read_time_per_vector_s: float = Field(133e-9, ge=0, description="integration and conversion per input vector "
+    read_time_per_vector_s: float = Field(133e-9, ge=0, le=1, description="integration and conversion per input vector "
                                           f"(s); source: {_HERMES}: 63.1 TOPS over 64 cores of 256 × 256 in "
                                           "one-phase mode, ≈ 133 ns per matrix-vector product")
-    call_overhead_s: float = Field(100e-6, ge=0, description="host round trip per program or read call (s); "
+    call_overhead_s: float = Field(100e-6, ge=0, le=1, description="host round trip per program or read call (s); "
                                    "source: assumption (USB/PCIe transfer and set-up)")
 
 

@@ -20,6 +20,7 @@ intensity is computed for those pixels alone.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -46,20 +47,20 @@ class FiberConfig(Strict):
 
     modes: int = Field(64, ge=1, le=4096, description="guided modes (1); source: scaled down for CPU speed from "
                        "~2000 modes of a 50 µm, NA 0.22 step-index fiber at 532 nm (V ≈ 65, V²/2)")
-    macro_px: int = Field(8, ge=1, description="side of the SLM squares that couple as one channel (SLM pixels); "
-                          "source: assumption, the coarse graining of wavefront-shaping experiments (Popoff et al., "
-                          "Phys. Rev. Lett. 104, 100601, 2010)")
+    macro_px: int = Field(8, ge=1, le=1024, description="side of the SLM squares that couple as one channel (SLM "
+                          "pixels); source: assumption, the coarse graining of wavefront-shaping experiments (Popoff "
+                          "et al., Phys. Rev. Lett. 104, 100601, 2010)")
     coupling_efficiency: float = Field(0.7, gt=0, le=1, description="fraction of the macro-pixel power coupled "
                                        "into guided modes (1); source: assumption, free-space coupling into a "
                                        "multimode fiber")
-    speckle_grain_px: float = Field(3.0, gt=0, description="correlation length of the output speckle on the "
+    speckle_grain_px: float = Field(3.0, gt=0, le=1000, description="correlation length of the output speckle on the "
                                     "camera (camera pixels); source: assumption, a speckle grain sampled by ~3 px")
 
 
 class FiberConstructionConfig(ConstructionConfig):
     """The fiber bench's construction: the SLM's and the camera's, and the fiber's mode-dependent loss."""
 
-    mode_dependent_loss_db: float = Field(3.0, ge=0, description="spread of the modes' transmissions, best to "
+    mode_dependent_loss_db: float = Field(3.0, ge=0, le=40, description="spread of the modes' transmissions, best to "
                                           "worst (dB); source: assumption, the few dB typical of metre lengths "
                                           "of step-index multimode fiber")
 
@@ -67,11 +68,11 @@ class FiberConstructionConfig(ConstructionConfig):
 class FiberSlowConfig(SlowConfig):
     """The laser's power wander and the fiber's drifting mode phases."""
 
-    mode_drift_rad: float = Field(0.3, ge=0, description="stationary rms of each mode's drifting phase (rad); "
-                                  "source: assumption, thermal drift of a fiber on an optical table, under which "
-                                  "measured transmission matrices stay usable for tens of minutes")
-    mode_drift_tau_s: float = Field(1800.0, gt=0, description="correlation time of the mode phases (s); source: "
-                                    "as mode_drift_rad")
+    mode_drift_rad: float = Field(0.3, ge=0, le=math.pi, description="stationary rms of each mode's drifting phase "
+                                  "(rad); source: assumption, thermal drift of a fiber on an optical table, under "
+                                  "which measured transmission matrices stay usable for tens of minutes")
+    mode_drift_tau_s: float = Field(1800.0, gt=0, le=1e7, description="correlation time of the mode phases (s); "
+                                    "source: as mode_drift_rad")
 
 
 class MultimodeFiberConfig(SLMCameraConfig):

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -64,6 +64,8 @@ from simulators.world import OrnsteinUhlenbeck, SimulatedInstrument, World, merg
 PLANCK_J_S = 6.62607015e-34
 LIGHT_SPEED_M_S = 299_792_458.0
 
+#: A panel's or a sensor's side (pixels).
+Pixels = Annotated[int, Field(ge=1, le=1024)]  # a simulated frame of more would not fit a CPU run
 _PLUTO = "HOLOEYE PLUTO-2 phase-only LCOS data sheet"
 _IMX250 = ("EMVA 1288 data of Sony IMX250 cameras (MATRIX VISION mvBlueFOX3-2051: SNRmax 40.3 dB, "
            "dynamic range 71.2 dB, 12-bit ADC, 80 fps)")
@@ -72,54 +74,54 @@ _IMX250 = ("EMVA 1288 data of Sony IMX250 cameras (MATRIX VISION mvBlueFOX3-2051
 class SLMConfig(Strict):
     """The phase-only SLM (scaled down to a small panel for CPU speed)."""
 
-    shape: tuple[int, int] = Field((64, 64), description="rows × columns of pixels (1); source: scaled down from "
+    shape: tuple[Pixels, Pixels] = Field((64, 64), description="rows × columns of pixels (1); source: scaled down from "
                                    f"1080 × 1920 ({_PLUTO}) so a batch of patterns stays cheap on a CPU")
     bit_depth: int = Field(8, ge=1, le=16, description="gray levels are 2^bit_depth (1); source: " + _PLUTO)
-    pitch_m: float = Field(8e-6, gt=0, description="pixel pitch (m); source: " + _PLUTO)
-    max_sequence: int = Field(1024, ge=1, description="patterns one loaded sequence holds (1); source: "
+    pitch_m: float = Field(8e-6, gt=0, le=1e-4, description="pixel pitch (m); source: " + _PLUTO)
+    max_sequence: int = Field(1024, ge=1, le=1_000_000, description="patterns one loaded sequence holds (1); source: "
                               "assumption, on-board sequence memory of a few hundred MB")
 
 
 class CameraConfig(Strict):
     """The camera's sensor (a region of interest of a global-shutter CMOS camera)."""
 
-    shape: tuple[int, int] = Field((64, 64), description="rows × columns of pixels (1); source: a 64 × 64 region "
+    shape: tuple[Pixels, Pixels] = Field((64, 64), description="rows × columns of pixels (1); source: a 64 × 64 region "
                                    "of interest, to keep simulated frames cheap")
     bit_depth: int = Field(12, ge=8, le=16, description="ADC resolution (1); source: " + _IMX250)
     quantum_efficiency: float = Field(0.65, gt=0, le=1, description="electrons per photon at the laser "
                                       "wavelength (1); source: Sony IMX250 spectral response, ≈ 65 % at 532 nm")
-    full_well_e: float = Field(10_700.0, gt=0, description="saturation capacity (e⁻); source: SNRmax 40.3 dB → "
-                               "10^(40.3/10) e⁻, " + _IMX250)
-    gain_dn_per_e: float = Field(0.383, gt=0, description="overall system gain K (DN/e⁻): the ADC's 4095 codes "
-                                 "over the full well; source: " + _IMX250)
-    max_frames: int = Field(1024, ge=1, description="frames one capture returns (1); source: assumption, frame "
-                            "buffer of the acquisition")
+    full_well_e: float = Field(10_700.0, ge=100, le=1e7, description="saturation capacity (e⁻); source: SNRmax 40.3 "
+                               "dB → 10^(40.3/10) e⁻, " + _IMX250)
+    gain_dn_per_e: float = Field(0.383, ge=1e-4, le=1e3, description="overall system gain K (DN/e⁻): the ADC's 4095 "
+                                 "codes over the full well; source: " + _IMX250)
+    max_frames: int = Field(1024, ge=1, le=1_000_000, description="frames one capture returns (1); source: "
+                            "assumption, frame buffer of the acquisition")
 
 
 class OpticsConfig(Strict):
     """The laser and the input beam on the SLM."""
 
-    wavelength_m: float = Field(532e-9, gt=0, description="laser wavelength (m); source: frequency-doubled "
+    wavelength_m: float = Field(532e-9, ge=1e-7, le=2e-5, description="laser wavelength (m); source: frequency-doubled "
                                 "Nd:YAG, a common SLM bench laser")
-    power_w: float = Field(2.5e-10, gt=0, description="optical power reaching the SLM after attenuation (W); "
+    power_w: float = Field(2.5e-10, gt=0, le=1.0, description="optical power reaching the SLM after attenuation (W); "
                            "source: assumption, ND filters chosen so a typical exposure is about a millisecond")
     beam: Literal["gaussian", "flat"] = Field("gaussian", description="input beam profile on the SLM; source: "
                                               "a TEM00 laser beam, expanded")
-    waist_m: float = Field(200e-6, gt=0, description="1/e² intensity radius of the Gaussian beam (m); source: "
+    waist_m: float = Field(200e-6, gt=0, le=0.1, description="1/e² intensity radius of the Gaussian beam (m); source: "
                            "assumption, a beam expanded to fill 80 % of the panel")
 
 
 class TableOpticsConfig(OpticsConfig):
     """The optics of the optical table: stacked panels and a Fourier lens onto the camera."""
 
-    fft_size: int = Field(256, ge=8, description="Fourier-plane samples per side: the panel is zero-padded to "
+    fft_size: int = Field(256, ge=8, le=8192, description="Fourier-plane samples per side: the panel is zero-padded to "
                           "it and one camera pixel is one sample, i.e. the lens has f = fft_size · SLM pitch · "
                           "camera pitch / λ; 256 puts 4 camera pixels across the diffraction-limited spot of a "
                           "64-pixel panel (1); source: benches sample the spot with 2-5 camera pixels")
     planes: int = Field(1, ge=1, le=8, description="side-by-side panels the beam crosses in turn, one SLM and a "
                         "mirror (1); source: multi-plane light conversion, Labroille et al., Opt. Express 22, "
                         "15599 (2014)")
-    plane_distance_m: float = Field(5e-3, gt=0, description="free-space path between consecutive panels (m); "
+    plane_distance_m: float = Field(5e-3, gt=0, le=1.0, description="free-space path between consecutive panels (m); "
                                     "source: assumption, millimetres as in multi-plane light converters (the "
                                     "angular-spectrum grid grows with it, `hil.physics.optics.padded_size`)")
 
@@ -127,11 +129,11 @@ class TableOpticsConfig(OpticsConfig):
 class ConstructionConfig(Strict):
     """Hidden, fixed per device: drawn once from the seed."""
 
-    lut_gain_error: float = Field(0.03, ge=0, description="std of the LUT's relative phase-gain error (1); source: "
-                                  "Chen et al., Appl. Sci. 8, 2323 (2018): a LUT calibrated at another wavelength "
-                                  "or temperature leaves errors of a few % of the phase range")
-    lut_bow_rad: float = Field(0.15, ge=0, description="std of the LUT's bow, the mid-range deviation of the "
-                               "phase curve from a line (rad); source: as lut_gain_error")
+    lut_gain_error: float = Field(0.03, ge=0, le=1, description="std of the LUT's relative phase-gain error (1); "
+                                  "source: Chen et al., Appl. Sci. 8, 2323 (2018): a LUT calibrated at another "
+                                  "wavelength or temperature leaves errors of a few % of the phase range")
+    lut_bow_rad: float = Field(0.15, ge=0, le=math.pi, description="std of the LUT's bow, the mid-range deviation of "
+                               "the phase curve from a line (rad); source: as lut_gain_error")
     crosstalk_px: float = Field(0.5, ge=0, le=2, description="mean width σ of the fringing-field blur (SLM "
                                 "pixels); source: Persson et al., Opt. Express 20, 22334 (2012) and Moser et al., "
                                 "Opt. Express 27, 25046 (2019): fringing over ~ the LC thickness, 3-4 µm at 8 µm "
@@ -142,19 +144,19 @@ class ConstructionConfig(Strict):
                               "unmodulated (1); source: the 93 % fill factor of " + _PLUTO)
     zero_order_spread: float = Field(0.2, ge=0, le=1, description="device-to-device spread of the zero-order "
                                      "fraction, uniform within ±spread (1); source: assumption")
-    prnu: float = Field(0.006, ge=0, description="std of the per-pixel relative gain, PRNU (1); source: "
+    prnu: float = Field(0.006, ge=0, le=1, description="std of the per-pixel relative gain, PRNU (1); source: "
                         "EMVA 1288 reports of Sony Pregius sensors, 0.5-1 %")
-    dsnu_e: float = Field(1.5, ge=0, description="std of the per-pixel dark offset, DSNU (e⁻); source: EMVA 1288 "
-                          "reports of Sony Pregius sensors, 1-2 e⁻")
-    black_level_dn: float = Field(10.0, ge=0, description="mean dark offset of the ADC (DN); source: assumption, a "
-                                  "black level set above zero so that read noise is not clipped")
+    dsnu_e: float = Field(1.5, ge=0, le=1e4, description="std of the per-pixel dark offset, DSNU (e⁻); source: EMVA "
+                          "1288 reports of Sony Pregius sensors, 1-2 e⁻")
+    black_level_dn: float = Field(10.0, ge=0, le=65535, description="mean dark offset of the ADC (DN); source: "
+                                  "assumption, a black level set above zero so that read noise is not clipped")
 
 
 class TableConstructionConfig(ConstructionConfig):
     """The optical table's construction: the SLM's and the camera's, and the camera's misalignment."""
 
-    misalignment_px: float = Field(0.3, ge=0, description="std of the camera's offset from the optical axis, per "
-                                   "axis (camera pixels); source: assumption, a camera aligned on the zero-order "
+    misalignment_px: float = Field(0.3, ge=0, le=10, description="std of the camera's offset from the optical axis, "
+                                   "per axis (camera pixels); source: assumption, a camera aligned on the zero-order "
                                    "spot to within a pixel")
 
 
@@ -168,21 +170,21 @@ class ProgrammingConfig(Strict):
 class ShotConfig(Strict):
     """Drawn at every frame."""
 
-    flicker_rad: float = Field(0.1, ge=0, description="peak phase flicker at mid gray (rad), a random phase of "
-                               "the liquid crystal's ripple per frame, shaped 4u(1 − u) over the gray range; "
-                               "source: order of magnitude of the flicker of digitally addressed LCOS, Lizana et "
-                               "al., Opt. Express 18, 10581 (2010); analog-addressed panels flicker less")
+    flicker_rad: float = Field(0.1, ge=0, le=math.pi, description="peak phase flicker at mid gray (rad), a random "
+                               "phase of the liquid crystal's ripple per frame, shaped 4u(1 − u) over the gray "
+                               "range; source: order of magnitude of the flicker of digitally addressed LCOS, Lizana "
+                               "et al., Opt. Express 18, 10581 (2010); analog-addressed panels flicker less")
     shot_noise: bool = Field(True, description="photon and dark-current shot noise, Poisson (switch); source: "
                              "EMVA 1288 linear camera model")
-    poisson_exact_below_e: float = Field(10.0, ge=0, description="mean electron counts below which shot noise is "
-                                         "drawn exactly (Poisson); above it, from a normal of the same mean and "
-                                         "variance (e⁻); source: the usual rule that Poisson(μ ≥ 10) is close to "
+    poisson_exact_below_e: float = Field(10.0, ge=0, le=1000, description="mean electron counts below which shot "
+                                         "noise is drawn exactly (Poisson); above it, from a normal of the same mean "
+                                         "and variance (e⁻); source: the usual rule that Poisson(μ ≥ 10) is close to "
                                          "normal; with the 2.33 e⁻ of read noise the skewness left out is below 0.17")
-    read_noise_e: float = Field(2.33, ge=0, description="temporal dark (read) noise, rms (e⁻); source: dynamic "
+    read_noise_e: float = Field(2.33, ge=0, le=1e4, description="temporal dark (read) noise, rms (e⁻); source: dynamic "
                                 "range 71.2 dB over 10 700 e⁻, i.e. EMVA 1288's μ_e.min = σ_y.dark/K + 1/2 = 2.95 "
                                 "e⁻ with σ_y.dark² = K²σ_d² + 1/12 DN² (quantisation), " + _IMX250)
-    dark_current_e_per_s: float = Field(3.0, ge=0, description="dark current (e⁻/s); source: EMVA 1288 reports of "
-                                        "Sony Pregius sensors at room temperature, a few e⁻/s")
+    dark_current_e_per_s: float = Field(3.0, ge=0, le=1e6, description="dark current (e⁻/s); source: EMVA 1288 "
+                                        "reports of Sony Pregius sensors at room temperature, a few e⁻/s")
     adc_rounding: bool = Field(True, description="round the output to whole digital numbers (switch); source: "
                                "EMVA 1288 linear camera model")
     clipping: bool = Field(True, description="clip at the full well and to the ADC's codes 0..2^bits − 1 "
@@ -192,20 +194,20 @@ class ShotConfig(Strict):
 class SlowConfig(Strict):
     """Evolves with the virtual clock."""
 
-    power_wander: float = Field(0.005, ge=0, description="stationary rms of the relative laser power (1); "
+    power_wander: float = Field(0.005, ge=0, le=0.2, description="stationary rms of the relative laser power (1); "
                                 "source: 0.5 % rms, a typical diode-pumped solid-state laser specification")
-    power_tau_s: float = Field(60.0, gt=0, description="correlation time of the power wander (s); source: "
+    power_tau_s: float = Field(60.0, gt=0, le=1e7, description="correlation time of the power wander (s); source: "
                                "assumption, thermal time constants of laser and attenuators")
 
 
 class TimingConfig(Strict):
     """Device time."""
 
-    slm_refresh_hz: float = Field(60.0, gt=0, description="SLM frame rate (Hz); source: " + _PLUTO)
-    slm_settle_s: float = Field(0.01, ge=0, description="liquid-crystal response time to a new pattern (s); "
+    slm_refresh_hz: float = Field(60.0, ge=1, le=1e5, description="SLM frame rate (Hz); source: " + _PLUTO)
+    slm_settle_s: float = Field(0.01, ge=0, le=1, description="liquid-crystal response time to a new pattern (s); "
                                 "source: nematic LCOS at visible wavelengths, Otón et al., Appl. Opt. 48, 4616 "
                                 "(2009): small phase changes at ~130 Hz, full 2π swings at ~32 Hz")
-    camera_max_fps: float = Field(80.0, gt=0, description="camera frame rate limit (Hz); source: " + _IMX250)
+    camera_max_fps: float = Field(80.0, ge=1, le=1e6, description="camera frame rate limit (Hz); source: " + _IMX250)
 
 
 class SLMCameraConfig(Strict):
@@ -213,9 +215,29 @@ class SLMCameraConfig(Strict):
 
     slm: SLMConfig = Field(default_factory=SLMConfig)
     camera: CameraConfig = Field(default_factory=CameraConfig)
+    optics: OpticsConfig = Field(default_factory=OpticsConfig)
+    construction: ConstructionConfig = Field(default_factory=ConstructionConfig)
     programming: ProgrammingConfig = Field(default_factory=ProgrammingConfig)
     shot: ShotConfig = Field(default_factory=ShotConfig)
     timing: TimingConfig = Field(default_factory=TimingConfig)
+
+    @model_validator(mode="after")
+    def _beam_noise_and_black_level(self) -> SLMCameraConfig:
+        if self.optics.beam == "gaussian" and self.optics.waist_m < self.slm.pitch_m:
+            raise ValueError(f"optics.waist_m {self.optics.waist_m:g} m is under one SLM pixel (slm.pitch_m "
+                             f"{self.slm.pitch_m:g} m), so the beam would light no pixel; widen it, or use beam: flat")
+        full_well = self.camera.full_well_e
+        for name, noise_e in (("shot.read_noise_e", self.shot.read_noise_e),
+                              ("construction.dsnu_e", self.construction.dsnu_e)):
+            if noise_e > full_well / 10:
+                raise ValueError(f"{name} {noise_e:g} e⁻ is over a tenth of camera.full_well_e {full_well:g} e⁻, so "
+                                 "the frames would show noise, not light; lower it")
+        top_dn = 2**self.camera.bit_depth - 1
+        if self.construction.black_level_dn >= top_dn:
+            raise ValueError(f"construction.black_level_dn {self.construction.black_level_dn:g} DN leaves no codes "
+                             f"below the camera's top code {top_dn} DN (bit_depth {self.camera.bit_depth}); "
+                             "lower it")
+        return self
 
 
 class OpticalTableConfig(SLMCameraConfig):

@@ -49,29 +49,31 @@ class Devices(Strict):
     """Nominal (datasheet) device values: what a twin assumes before calibration."""
 
     threshold_v: float = Field(
-        physics.NOMINAL_THRESHOLD_V, description="MOSFET threshold voltage (V); source: ALD1101/ALD1106 "
+        physics.NOMINAL_THRESHOLD_V, ge=-5, le=5, description="MOSFET threshold voltage (V); source: ALD1101/ALD1106 "
         "small-signal MOSFET arrays, V_GS(th) 0.7 V typical")
     transconductance_a_per_v2: float = Field(
-        physics.NOMINAL_TRANSCONDUCTANCE_A_PER_V2, gt=0, description="MOSFET k = µnCox·W/L (A/V²), so that one "
+        physics.NOMINAL_TRANSCONDUCTANCE_A_PER_V2, gt=0, le=1, description="MOSFET k = µnCox·W/L (A/V²), so that one "
         "volt of overdrive gives 10 kΩ, the load's value; source: µnCox ≈ 100 µA/V² of a CMOS process at W/L = 1")
     slope_factor: float = Field(
-        physics.NOMINAL_SLOPE_FACTOR, ge=1, description="subthreshold slope factor n (1); source: EKV model, "
+        physics.NOMINAL_SLOPE_FACTOR, ge=1, le=5, description="subthreshold slope factor n (1); source: EKV model, "
         "1.2-1.5 for bulk CMOS")
     threshold_tempco_v_per_k: float = Field(
-        physics.NOMINAL_THRESHOLD_TEMPCO_V_PER_K, description="threshold temperature coefficient (V/K); source: "
-        "about −2 mV/K for silicon MOSFETs and junctions")
+        physics.NOMINAL_THRESHOLD_TEMPCO_V_PER_K, ge=-0.1, le=0.1, description="threshold temperature coefficient "
+        "(V/K); source: about −2 mV/K for silicon MOSFETs and junctions")
     saturation_current_a: float = Field(
-        physics.NOMINAL_SATURATION_CURRENT_A, gt=0, description="diode saturation current I_S at the reference "
-        "temperature (A); source: 1N4148/1N914 SPICE model (IS=2.52n N=1.752 RS=0.568)")
+        physics.NOMINAL_SATURATION_CURRENT_A, gt=0, le=1e-6, description="diode saturation current I_S at the "
+        "reference temperature (A); source: 1N4148/1N914 SPICE model (IS=2.52n N=1.752 RS=0.568)")
     ideality: float = Field(
-        physics.NOMINAL_IDEALITY, ge=1, description="diode emission coefficient N (1); source: 1N4148 SPICE model")
+        physics.NOMINAL_IDEALITY, ge=1, le=10, description="diode emission coefficient N (1); source: 1N4148 SPICE "
+        "model")
     series_resistance_ohm: float = Field(
-        physics.NOMINAL_SERIES_RESISTANCE_OHM, gt=0, description="resistor in series with every diode, which "
+        physics.NOMINAL_SERIES_RESISTANCE_OHM, gt=0, le=1e7, description="resistor in series with every diode, which "
         "softens the activation (Ω); the diode's own 0.57 Ω (1N4148 SPICE RS) is negligible beside it")
     load_resistance_ohm: float = Field(
-        physics.NOMINAL_LOAD_RESISTANCE_OHM, gt=0, description="load resistor from every output node to ground (Ω)")
+        physics.NOMINAL_LOAD_RESISTANCE_OHM, gt=0, le=1e9, description="load resistor from every output node to "
+        "ground (Ω)")
     reference_temperature_k: float = Field(
-        physics.REFERENCE_TEMPERATURE_K, gt=0, description="temperature of the datasheet values and the mean "
+        physics.REFERENCE_TEMPERATURE_K, ge=200, le=400, description="temperature of the datasheet values and the mean "
         "ambient temperature (K); source: datasheets specify at 25 °C")
 
 
@@ -79,11 +81,11 @@ class Construction(Strict):
     """Hidden device-to-device spread, drawn once per instance from the seed."""
 
     threshold_sigma_v: float = Field(
-        0.02, ge=0, description="standard deviation of every transistor's threshold voltage (V); source: ALD "
+        0.02, ge=0, le=0.5, description="standard deviation of every transistor's threshold voltage (V); source: ALD "
         "EPAD matched-pair arrays (ALD110800, ALD111933) guarantee offsets ≤ 10-20 mV within a package; "
         "unmatched devices spread wider")
     saturation_current_log_sigma: float = Field(
-        0.37, ge=0, description="standard deviation of ln I_S over the diodes (1); source: Fairchild "
+        0.37, ge=0, le=3, description="standard deviation of ln I_S over the diodes (1); source: Fairchild "
         "1N914B/1N4448 datasheet, V_F = 620-720 mV at 5 mA taken as ±3σ: σ(V_F) ≈ 17 mV = 0.37·N·kT/q")
     resistor_tolerance: float = Field(
         0.01, ge=0, lt=1, description="every fixed resistor lies uniformly within ±tolerance of its nominal value "
@@ -94,8 +96,8 @@ class Shot(Strict):
     """Noise drawn at every sample."""
 
     read_noise_v: float = Field(
-        10e-6, ge=0, description="rms voltage noise on every node at sampling (V), before the ADC; source: kT/C "
-        "noise at 298 K of the node's C ≈ 40 pF (node, cable and ADC input, as in network_settle_s), √(kT/C) = "
+        10e-6, ge=0, le=0.1, description="rms voltage noise on every node at sampling (V), before the ADC; source: "
+        "kT/C noise at 298 K of the node's C ≈ 40 pF (node, cable and ADC input, as in network_settle_s), √(kT/C) = "
         "10 µV")
 
 
@@ -103,10 +105,10 @@ class Slow(Strict):
     """Slow state that evolves with the virtual clock."""
 
     temperature_sigma_k: float = Field(
-        0.5, ge=0, description="stationary standard deviation of the ambient temperature (K); source: lab "
+        0.5, ge=0, le=20, description="stationary standard deviation of the ambient temperature (K); source: lab "
         "temperature surveys report 0.3-0.8 K rms over days (U. Maryland physics lab survey)")
     temperature_tau_s: float = Field(
-        1800.0, gt=0, description="correlation time of the temperature wander (s); source: air-conditioning "
+        1800.0, gt=0, le=1e7, description="correlation time of the temperature wander (s); source: air-conditioning "
         "cycles of tens of minutes")
 
 
@@ -114,7 +116,7 @@ class Timing(Strict):
     """Device time."""
 
     network_settle_s: float = Field(
-        5e-6, ge=0, description="time for the nodes to settle to 16-bit accuracy after a step (s): about 11·R·C "
+        5e-6, ge=0, le=1, description="time for the nodes to settle to 16-bit accuracy after a step (s): about 11·R·C "
         "with R ≈ 10 kΩ and C ≈ 40 pF of node, cable and ADC input (the C of read_noise_v); samples faster than "
         "this are refused")
 
@@ -123,10 +125,10 @@ class ResistiveConverters(ConverterConfig):
     """The DAQ of the bench: a 16-bit ±10 V analog output and a 16-bit analog input on its ±2 V range."""
 
     output_range_v: float = Field(
-        10.0, gt=0, description="outputs span ±range (V); source: NI X Series analog outputs, ±10 V")
+        10.0, ge=1e-3, le=100, description="outputs span ±range (V); source: NI X Series analog outputs, ±10 V")
     input_range_v: float = Field(
-        2.0, gt=0, description="inputs span ±range (V); beyond it they clip (adc_clip); source: NI X Series ±2 V range "
-        "(64 µV nominal resolution), which covers the ±1 V network")
+        2.0, ge=1e-3, le=100, description="inputs span ±range (V); beyond it they clip (adc_clip); source: NI X "
+        "Series ±2 V range (64 µV nominal resolution), which covers the ±1 V network")
     dac_bits: int | None = Field(
         16, ge=2, le=32, description="DAC resolution over the output span (bits), null: exact; source: NI X "
         "Series analog outputs, 16 bits")
@@ -134,13 +136,13 @@ class ResistiveConverters(ConverterConfig):
         16, ge=2, le=32, description="ADC resolution over the input span (bits), null: exact; source: NI X Series "
         "(NI 6358: 16 bits, one ADC per channel)")
     adc_noise_v: float = Field(
-        60e-6, ge=0, description="ADC input-referred noise, rms (V); source: about one code of a 16-bit ADC on a "
-        "±2 V range (NI X Series, 64 µV)")
+        60e-6, ge=0, le=10, description="ADC input-referred noise, rms (V); source: about one code of a 16-bit ADC "
+        "on a ±2 V range (NI X Series, 64 µV)")
     max_sample_rate_hz: float = Field(
-        1e6, gt=0, description="fastest shared sample clock (Hz); source: NI 6358, 1.25 MS/s per channel, "
+        1e6, ge=1, le=1e8, description="fastest shared sample clock (Hz); source: NI 6358, 1.25 MS/s per channel, "
         "simultaneous")
     settle_s: float = Field(
-        1e-4, ge=0, description="time for one DC level (a gate) to settle after it is written (s); source: a "
+        1e-4, ge=0, le=1, description="time for one DC level (a gate) to settle after it is written (s); source: a "
         "software-timed single-channel update of a PCIe DAQ takes tens of µs, and a gate behind 10 kΩ and 100 pF "
         "needs 11·RC = 11 µs to settle to 16 bits")
 
