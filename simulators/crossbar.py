@@ -114,7 +114,7 @@ class ProgrammingConfig(Strict):
     noise_scale: float = Field(1.0, ge=0, le=100, description="scale of the programming noise (1); source: "
                                f"{_AIHWKIT} prog_noise_scale (Nandakumar et al., ICECS 2019)")
     coefficients_us: tuple[Coefficient, Coefficient, Coefficient] = Field(
-        (0.26348, 1.9650, -1.1731), description=f"polynomial c0, c1, c2 (µS at the reference g_max); source: "
+        (0.26348, 1.9650, -1.1731), description="polynomial c0, c1, c2 (µS at the reference g_max); source: "
         f"{_AIHWKIT} prog_coeff")
     reference_g_max_s: float = Field(25e-6, gt=0, le=1e-2, description="g_max at which the polynomial was fitted (S); "
                                      f"source: {_AIHWKIT} prog_coeff_g_max_reference")
