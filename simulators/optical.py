@@ -47,7 +47,10 @@ from hil.instruments import Camera, SpatialLightModulator
 from hil.limits import Limit
 from hil.physics.optics import (
     CHUNK_FRAMES,
+    PLANE_DISTANCE_RANGE_M,
+    SLM_PITCH_RANGE_M,
     TWO_PI,
+    WAVELENGTH_RANGE_M,
     FourierWorkspace,
     Window,
     angular_spectrum,
@@ -77,7 +80,8 @@ class SLMConfig(Strict):
     shape: tuple[Pixels, Pixels] = Field((64, 64), description="rows × columns of pixels (1); source: scaled down from "
                                    f"1080 × 1920 ({_PLUTO}) so a batch of patterns stays cheap on a CPU")
     bit_depth: int = Field(8, ge=1, le=16, description="gray levels are 2^bit_depth (1); source: " + _PLUTO)
-    pitch_m: float = Field(8e-6, gt=0, le=1e-4, description="pixel pitch (m); source: " + _PLUTO)
+    pitch_m: float = Field(8e-6, ge=SLM_PITCH_RANGE_M[0], le=SLM_PITCH_RANGE_M[1], description="pixel pitch (m); "
+                           "source: " + _PLUTO)
     max_sequence: int = Field(1024, ge=1, le=1_000_000, description="patterns one loaded sequence holds (1); source: "
                               "assumption, on-board sequence memory of a few hundred MB")
 
@@ -101,8 +105,8 @@ class CameraConfig(Strict):
 class OpticsConfig(Strict):
     """The laser and the input beam on the SLM."""
 
-    wavelength_m: float = Field(532e-9, ge=1e-7, le=2e-5, description="laser wavelength (m); source: frequency-doubled "
-                                "Nd:YAG, a common SLM bench laser")
+    wavelength_m: float = Field(532e-9, ge=WAVELENGTH_RANGE_M[0], le=WAVELENGTH_RANGE_M[1], description="laser "
+                                "wavelength (m); source: frequency-doubled Nd:YAG, a common SLM bench laser")
     power_w: float = Field(2.5e-10, gt=0, le=1.0, description="optical power reaching the SLM after attenuation (W); "
                            "source: assumption, ND filters chosen so a typical exposure is about a millisecond")
     beam: Literal["gaussian", "flat"] = Field("gaussian", description="input beam profile on the SLM; source: "
@@ -121,9 +125,10 @@ class TableOpticsConfig(OpticsConfig):
     planes: int = Field(1, ge=1, le=8, description="side-by-side panels the beam crosses in turn, one SLM and a "
                         "mirror (1); source: multi-plane light conversion, Labroille et al., Opt. Express 22, "
                         "15599 (2014)")
-    plane_distance_m: float = Field(5e-3, gt=0, le=1.0, description="free-space path between consecutive panels (m); "
-                                    "source: assumption, millimetres as in multi-plane light converters (the "
-                                    "angular-spectrum grid grows with it, `hil.physics.optics.padded_size`)")
+    plane_distance_m: float = Field(5e-3, ge=PLANE_DISTANCE_RANGE_M[0], le=PLANE_DISTANCE_RANGE_M[1],
+                                    description="free-space path between consecutive panels (m); source: assumption, "
+                                    "millimetres as in multi-plane light converters (the angular-spectrum grid grows "
+                                    "with it, `hil.physics.optics.padded_size`)")
 
 
 class ConstructionConfig(Strict):

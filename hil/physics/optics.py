@@ -39,6 +39,12 @@ import numpy as np
 import torch
 
 TWO_PI = 2 * math.pi
+#: What a bench's optics can have (m, inclusive): ultraviolet to mid-infrared light, an SLM pixel from a
+#: metasurface's to the coarsest panel's, and a path between stacked panels up to a metre. Shared by the simulated
+#: worlds and the systems, so that a unit slip (532 for 532 nm) is refused where it is written.
+WAVELENGTH_RANGE_M = (1e-7, 2e-5)
+SLM_PITCH_RANGE_M = (1e-7, 1e-4)
+PLANE_DISTANCE_RANGE_M = (1e-6, 1.0)
 
 Scalar = float | torch.Tensor
 #: An area of interest of a camera: (top, left, height, width) in camera pixels.

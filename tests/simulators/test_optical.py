@@ -862,8 +862,11 @@ def test_bad_configurations_are_refused_with_the_field() -> None:
             ({"x_phase_rad": "3"}, "x_phase_rad", "x_phase_rad '3' rad must be a number in (0, 2π]"),
             ({"x_phase_rad": True}, "x_phase_rad", "x_phase_rad True rad must be a number in (0, 2π]"),
             ({"roi_radius_px": True}, "roi_radius_px", "roi_radius_px must be a finite distance ≥ 0 px; got True"),
-            ({"wavelength_m": "532e-9"}, "wavelength_m", "wavelength_m must be a positive number (m), got '532e-9'"),
-            ({"plane_distance_m": 0}, "plane_distance_m", "plane_distance_m must be a positive number (m), got 0"),
+            ({"wavelength_m": "532e-9"}, "wavelength_m", "wavelength_m must be a number in 1e-07..2e-05 m, got "
+                                                         "'532e-9'; check its unit"),
+            ({"wavelength_m": 532}, "wavelength_m", "wavelength_m must be a number in 1e-07..2e-05 m, got 532"),
+            ({"slm_pitch_m": 8}, "slm_pitch_m", "slm_pitch_m must be a number in 1e-07..0.0001 m, got 8"),
+            ({"plane_distance_m": 0}, "plane_distance_m", "plane_distance_m must be a number in 1e-06..1 m, got 0"),
             # laid out one by one before the overlap was found: 10^12 outputs hung
             ({"n_out": 10**12}, "n_out", "n_out 1000000000000 regions of interest of 5 px do not fit on the")):
         with pytest.raises(ConfigError, match=re.escape(message)) as caught:
