@@ -4,11 +4,13 @@ import contextlib
 import datetime
 import io
 import json
+import os
 import resource
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import h5py
 import pytest
@@ -409,3 +411,81 @@ def test_data_an_attempt_wrote_after_its_last_checkpoint_is_kept_aside_not_overw
             for name in ("twin_data.h5", "twin_data.discarded.h5", "twin_data.discarded-2.h5")}
     assert kept == {"twin_data.h5": 4.0, "twin_data.discarded.h5": 1.0, "twin_data.discarded-2.h5": 2.0}
     resumed.close()
+
+
+def test_every_file_is_synced_whole_under_its_temporary_name_before_it_replaces_the_old(tmp_path, monkeypatch) -> None:
+    """A power cut just after the rename must find the new bytes on disk, not an empty file: each file is flushed and
+    synced in full before it is renamed into place (the discarded log before the log it came out of is rewritten)."""
+    store = five_events(tmp_path)
+    store = RunStore.open(store.path)
+    synced = []
+    fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append((Path(os.readlink(f"/proc/self/fd/{fd}")).name, os.fstat(fd).st_size))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    store.write_text("summary.md", "text\n")
+    store.save_checkpoint({"epoch": 1})
+    store.wait_for_checkpoint()
+    log = (store.path / "events.jsonl").read_bytes()
+    store.rewind_events(4)
+    store.close()
+    checkpoint = (store.path / "checkpoint.pt").stat().st_size
+    discarded = (store.path / "events.discarded.jsonl").read_bytes()
+    assert synced == [(".summary.md.tmp", 5), (".checkpoint.pt.tmp", checkpoint),
+                      ("events.discarded.jsonl", len(discarded)), (".events.jsonl.tmp", len(log) - len(discarded))]
+
+
+def test_a_ctrl_c_while_a_file_is_written_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch) -> None:
+    store = RunStore.create(tmp_path, "r")
+    store.write_text("summary.md", "old\n")
+
+    def interrupted(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_text("summary.md", "new\n")
+    monkeypatch.undo()
+    store.close()
+    assert (store.path / "summary.md").read_text() == "old\n" and not (store.path / ".summary.md.tmp").exists()
+
+
+def test_a_reader_holding_the_log_sees_it_whole_after_a_rewind(tmp_path) -> None:
+    """A rewind writes the kept events to a new log renamed into place: the old one is never cut where it is, so a
+    crash mid-rewind (or a reader such as ``hil runs``) still finds every event."""
+    log = five_events(tmp_path).path / "events.jsonl"
+    original = log.read_bytes()
+    store = RunStore.open(log.parent)
+    with log.open("rb") as reader:
+        store.rewind_events(2)
+        assert reader.read() == original
+    store.close()
+
+
+def test_a_refused_checkpoint_is_reported_by_the_next_save_before_it_writes_another(tmp_path) -> None:
+    """The orchestrator saves a checkpoint after each epoch without waiting: a disk that refused one stops the run
+    at the next, rather than being found only when the run ends."""
+    store = RunStore.create(tmp_path, "r")
+    (store.path / ".checkpoint.pt.tmp").mkdir()
+    store.save_checkpoint({"epoch": 1})
+    with pytest.raises(RunFileError, match=rf"^{store.path / 'checkpoint.pt'}: cannot write \("):
+        store.save_checkpoint({"epoch": 2})
+    (store.path / ".checkpoint.pt.tmp").rmdir()
+    store.close()
+    assert not (store.path / "checkpoint.pt").exists()
+
+
+def test_a_run_folder_refused_at_opening_is_not_left_locked(tmp_path) -> None:
+    """While the error is still held (a caller that reports it, then retries after the repair), the folder is free."""
+    log = five_events(tmp_path).path / "events.jsonl"
+    original = log.read_bytes()
+    damage_at = original.index(b"\n") + 5
+    log.write_bytes(original[:damage_at] + b"\xff" + original[damage_at + 1:])
+    with pytest.raises(RunFileError, match="damaged line") as refused:
+        RunStore.open(log.parent)
+    log.write_bytes(original)
+    RunStore.open(log.parent).close()
+    assert refused.value is not None and list_runs(tmp_path)[0]["status"] == "incomplete"
