@@ -22,7 +22,7 @@ import yaml
 from hil.errors import ConfigError, HilError
 from hil.orchestrator import run_protocol
 from hil.protocol import check_protocol
-from hil.store import RunFileError, RunStore
+from hil.store import RunFileError, RunStore, _held
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -321,6 +321,11 @@ def keep_lines(log: Path, count: int) -> None:
     log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:count]))
 
 
+def drop_line(log: Path, number: int) -> None:
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:number - 1] + lines[number:]))
+
+
 def damage_line(log: Path, number: int) -> None:
     lines = log.read_bytes().split(b"\n")
     lines[number - 1] = lines[number - 1][:20]
@@ -340,6 +345,7 @@ def damage_line(log: Path, number: int) -> None:
     (lambda run: keep_lines(run / "events.jsonl", 3), r"events.jsonl: events before the checkpoint \(1 to \d+\) are "
                                                       r"missing; nothing was changed"),
     (lambda run: (run / "events.jsonl").write_bytes(b""), r"events before the checkpoint \(1 to \d+\) are missing"),
+    (lambda run: drop_line(run / "events.jsonl", 4), r"events before the checkpoint \(1 to \d+\) are missing"),
     (lambda run: edit(run / "protocol.yaml", "limit: 200", "limit: 300"),
      r": protocol.yaml changed since the run started; a run resumes with the files it started with"),
     (lambda run: (run / "lab.yaml").write_text((run / "lab.yaml").read_text() + "\n# edited\n"),
@@ -350,9 +356,10 @@ def test_resuming_a_damaged_run_is_a_clear_error_that_changes_nothing(finished_r
     run = copy_of(finished_run, tmp_path)
     damage(run)
     before = files(run)
-    with pytest.raises(RunFileError, match=expected):
+    with pytest.raises(RunFileError, match=expected) as refused:
         run_protocol(resume=run, show_progress=False)
     assert files(run) == before
+    assert not _held(run) and refused.value  # not left locked, even while the error is held (a caller that retries)
 
 
 def test_resuming_keeps_the_bytes_of_a_torn_last_line(finished_run: Path, tmp_path: Path) -> None:
@@ -509,13 +516,16 @@ def test_a_seed_given_to_run_protocol_is_validated_as_a_file_seed_is(tmp_path: P
     assert not (tmp_path / "runs").exists()
 
 
+def emulators_serving() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name in ("TcpServer", "PtyServer") and t.is_alive()]
+
+
 def test_a_run_folder_that_cannot_be_made_stops_the_emulators_the_lab_started(tmp_path: Path) -> None:
     not_a_folder = tmp_path / "runs"
     not_a_folder.write_text("a file where the runs should go")
     with pytest.raises(ConfigError, match=r"protocol.yaml:\d+: output.root: cannot create a run folder in "):
         run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False, output_root=not_a_folder)
-    serving = [t.name for t in threading.enumerate() if t.name in ("TcpServer", "PtyServer") and t.is_alive()]
-    assert serving == []  # the default lab's 33500B and 2450 emulators are stopped
+    assert emulators_serving() == []  # the default lab's 33500B and 2450 emulators are stopped
 
 
 def test_a_last_batch_of_one_sample_joins_the_one_before_so_batch_norm_trains(tmp_path: Path) -> None:
@@ -720,6 +730,7 @@ def test_training_that_diverges_to_nan_stops_saying_so_and_what_to_do(tmp_path: 
     store = RunStore.open(run)
     assert [e["kind"] for e in store.events()][-2:] == ["batch", "run_failed"]
     store.close()
+    assert emulators_serving() == []  # the lab was closed on the way out: its instruments safe, its emulators stopped
 
 
 def test_a_step_asking_for_more_memory_than_there_is_is_a_clear_error(tmp_path: Path) -> None:
@@ -892,7 +903,11 @@ def test_an_insilico_run_is_evaluated_on_the_device_over_the_test_set(tmp_path: 
         twin = evaluated_in(run, "twin", run.x_test)
         assert not torch.equal(device, twin)
         assert torch.equal(arrays["labels"], run.y_test) and torch.equal(arrays["device_predictions"], device)
-        assert torch.equal(arrays["twin_predictions"], twin) and int(arrays["confusion"].sum()) == len(run.y_test)
+        assert torch.equal(arrays["twin_predictions"], twin)
+        confusion = torch.zeros(10, 10, dtype=torch.int64)
+        for true, predicted in zip(run.y_test.tolist(), device.tolist(), strict=True):
+            confusion[true, predicted] += 1  # a row per true class
+        assert torch.equal(arrays["confusion"], confusion)
         evaluated = final(run.store)
         assert evaluated["device_accuracy"] == pytest.approx((device == run.y_test).float().mean().item())
         assert evaluated["twin_accuracy"] == pytest.approx((twin == run.y_test).float().mean().item())
@@ -906,7 +921,8 @@ def test_the_twin_data_are_collected_at_the_training_inputs_the_design_asks_for(
         rows = run.twin_data.x.reshape(-1, 64)
         from_data = (rows[:, None, :] == run.x_train[None]).all(dim=2).any(dim=1)
         assert int(from_data.sum()) == {"data": 16, "mixed": 8}[design]
-        assert next(e for e in run.store.events() if e["kind"] == "collected")["design"] == design
+        collected = next(e for e in run.store.events() if e["kind"] == "collected")
+        assert collected["design"] == design and collected["samples"] == 16 and collected["groups"] == 2
 
 
 def test_an_oracle_twin_is_the_worlds_calibration_as_it_is_never_fitted(tmp_path: Path) -> None:
@@ -919,3 +935,62 @@ def test_an_oracle_twin_is_the_worlds_calibration_as_it_is_never_fitted(tmp_path
         torch.testing.assert_close(run.twin.state_dict(), build_twin("oracle", run.system).state_dict(), rtol=0, atol=0)
         fitted = next(e for e in run.store.events() if e["kind"] == "twin_fitted")
         assert fitted["train_loss"] == [] and fitted["converged"]
+
+
+def test_the_first_ctrl_c_asks_to_stop_and_the_second_stops_at_once() -> None:
+    from hil.orchestrator import _StopFlag
+
+    flag = _StopFlag()
+    with flag.installed():
+        signal.raise_signal(signal.SIGINT)
+        assert flag.requested
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_a_ctrl_c_during_a_step_stops_after_it_with_a_checkpoint_and_the_resumed_run_does_not_redo_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hil.orchestrator import Interrupted, Run
+
+    calibrate = Run.calibrate
+
+    def calibrate_then_ctrl_c(self: Run) -> None:
+        calibrate(self)
+        signal.raise_signal(signal.SIGINT)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Run, "calibrate", calibrate_then_ctrl_c)
+        with pytest.raises(Interrupted, match=r"^stopped at your request after saving; resume with") as stopped:
+            run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
+    assert stopped.value.exit_status == 130
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    assert [e["kind"] for e in store.events()][-3:] == ["calibrated", "step_finished", "run_interrupted"]
+    assert store.load_checkpoint()["completed"] == ["calibrate"]
+    store.close()
+    events = run_protocol(resume=run, show_progress=False).events()
+    assert [e["kind"] for e in events].count("calibrated") == 1 and events[-1]["kind"] == "run_finished"
+
+
+def test_a_run_stopped_at_once_mid_training_resumes_from_the_start_of_its_unfinished_epoch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every finished epoch is checkpointed: a kill in the second epoch loses only that epoch's batches."""
+    from hil.orchestrator import Interrupted, Run
+
+    batches = Run._batches
+
+    def killed_in_the_second_epoch(self: Run, epoch: int) -> list[torch.Tensor]:
+        if epoch == 1:
+            raise KeyboardInterrupt("killed")
+        return batches(self, epoch)
+
+    protocol = write_protocol(tmp_path, **SMALL | {"training": SMALL["training"] | {"epochs": 2}})
+    with monkeypatch.context() as patch:
+        patch.setattr(Run, "_batches", killed_in_the_second_epoch)
+        with pytest.raises(Interrupted, match="stopped at once by killed"):
+            run_protocol(protocol, show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    saved = store.load_checkpoint()
+    assert (saved["epoch"], saved["batch"], [record["epoch"] for record in saved["history"]]) == (1, 0, [0])
+    store.close()
