@@ -122,3 +122,24 @@ def test_a_noise_floor_without_repeats_is_not_shown_as_zero(tmp_path: Path, repe
                                             "y": torch.zeros(2, 4, 6),
                                             "y_repeats": torch.zeros(repeats, 2 if repeats else 0, 4, 6)})
     assert f"| noise floor (NMSE of repeats) | {shown}" in _summary(store)
+
+
+def test_the_summary_gives_the_final_evaluation_on_the_device(tmp_path: Path) -> None:
+    summary = _summary(_run(tmp_path))
+    assert "| test accuracy on the device | 0.75 |" in summary and "| test loss on the device | 0.4 |" in summary
+    assert "| test accuracy through the twin | n/a |" in summary
+
+
+@pytest.mark.parametrize(("discarded", "said"), [
+    ([1, 0], "It was resumed twice from its last checkpoint; the event that the stopped attempts logged after it is "
+             "in"),
+    ([2, 3, 0], "It was resumed 3 times from its last checkpoint; the 5 events that the stopped attempts logged after "
+                "it are in"),
+])
+def test_a_run_resumed_more_than_once_counts_the_events_each_attempt_discarded(tmp_path: Path, discarded: list,
+                                                                                said: str) -> None:
+    store = _run(tmp_path, finish=False)
+    for count in discarded:
+        store.event("run_resumed", discarded_events=count)
+    store.event("evaluated", device_accuracy=0.75, device_loss=0.4)
+    assert said in _summary(store)
