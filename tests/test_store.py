@@ -489,3 +489,11 @@ def test_a_run_folder_refused_at_opening_is_not_left_locked(tmp_path) -> None:
     log.write_bytes(original)
     RunStore.open(log.parent).close()
     assert refused.value is not None and list_runs(tmp_path)[0]["status"] == "incomplete"
+
+
+def test_hdf5_attributes_are_stored_as_json_of_plain_values(tmp_path) -> None:
+    store = RunStore.create(tmp_path, "r")
+    store.save_arrays("a.h5", {"x": [1.0]}, {"gains": torch.tensor([0.5, 2.0]), "source": tmp_path / "run"})
+    _, attrs = store.load_arrays("a.h5")
+    store.close()
+    assert attrs == {"gains": [0.5, 2.0], "source": str(tmp_path / "run")}
