@@ -497,3 +497,12 @@ def test_hdf5_attributes_are_stored_as_json_of_plain_values(tmp_path) -> None:
     _, attrs = store.load_arrays("a.h5")
     store.close()
     assert attrs == {"gains": [0.5, 2.0], "source": str(tmp_path / "run")}
+
+
+def test_a_line_of_json_without_a_whole_number_seq_is_a_damaged_line(tmp_path) -> None:
+    log = five_events(tmp_path).path / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[1] = b'{"seq": "2", "kind": "batch"}\n'
+    log.write_bytes(b"".join(lines))
+    with pytest.raises(RunFileError, match=r"events.jsonl:2: damaged line"):
+        RunStore.open(log.parent)
