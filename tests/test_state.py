@@ -1,5 +1,6 @@
 """Capturing and restoring a simulated bench's state makes what follows repeat exactly."""
 
+import threading
 from typing import ClassVar
 
 import numpy as np
@@ -141,3 +142,21 @@ def test_a_helper_built_on_first_use_is_restored_into_a_fresh_world() -> None:
     fresh = LazyPluginWorld(seed=3)
     restore(fresh, saved)
     assert [fresh.drift() for _ in range(3)] == first
+
+
+class Owned:
+    """A helper that refers back to its owner (a cycle), and keeps a list holding something not capturable."""
+
+    def __init__(self, owner: object) -> None:
+        self.owner, self.level = owner, 0.0
+        self.mixed = [torch.zeros(1), threading.Event()]
+
+
+def test_a_cycle_is_captured_once_and_a_list_not_wholly_capturable_is_left_as_it_is() -> None:
+    holder = Holder()
+    holder.helper = Owned(holder)
+    event = holder.helper.mixed[1]
+    saved = capture(holder)
+    holder.helper.level = 1.0
+    restore(holder, saved)
+    assert holder.helper.level == 0.0 and holder.helper.owner is holder and holder.helper.mixed[1] is event
