@@ -54,8 +54,8 @@ INSIDE_CUT_SPACING = 4
 REST_AFTER_E_FOLDS = 30.0
 
 
-ResonanceHz = Annotated[float, Field(gt=0, le=1e4)]
-QualityFactor = Annotated[float, Field(gt=0.5, le=1e4)]  # above 1/2: underdamped
+ResonanceHz = Annotated[float, Field(gt=0, le=1e5)]
+QualityFactor = Annotated[float, Field(gt=0.5, le=1e6)]  # above 1/2: underdamped
 DriveGain = Annotated[float, Field(ge=-1e4, le=1e4)]  # negative: an actuator wired the other way round
 MAX_OSCILLATORS = 4096  # the statistical tests draw spreads over 2000
 OscillatorIndex = Annotated[int, Field(ge=0, lt=MAX_OSCILLATORS)]

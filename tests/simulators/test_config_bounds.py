@@ -57,7 +57,7 @@ def test_every_number_of_every_world_has_a_lower_and_an_upper_bound(kind: str) -
     ("memristor_crossbar", {"programming": {"coefficients_us": [0.26, 1965, -1.17]}},
      "config.programming.coefficients_us.1", "less than or equal to 100"),
     ("oscillator_network", {"network": {"freq_hz": [150, 210e3, 290, 400]}}, "config.network.freq_hz.1",
-     "less than or equal to 10000"),
+     "less than or equal to 100000"),
     ("oscillator_network", {"construction": {"damping_spread": 15}}, "config.construction.damping_spread",
      "less than or equal to 1"),
     ("resistive_network", {"devices": {"reference_temperature_k": 25}}, "config.devices.reference_temperature_k",
