@@ -44,6 +44,11 @@ class EchoEmulator(ScpiEmulator):
 
         return to_ieee_block(self.values, "f", False)
 
+    @scpi("RAW?")
+    def raw(self, hexadecimal: str) -> bytes:
+        """Replies with the bytes ``hexadecimal`` spells: garbage, or a block of any format."""
+        return bytes.fromhex(hexadecimal)
+
 
 @pytest.fixture
 def echo_tcp(tcp_server):
@@ -68,6 +73,7 @@ def test_open_transport_picks_by_resource() -> None:
     assert isinstance(open_transport("USB0::0x0957::0x2807::MY1::INSTR"), VisaTransport)
     assert isinstance(open_transport("/dev/ttyUSB0"), SerialTransport)
     assert isinstance(open_transport("socket://127.0.0.1:5000"), SerialTransport)
+    assert isinstance(open_transport("COM3"), SerialTransport)  # a Windows serial port, which pyserial opens
 
 
 def test_query_and_binary_blocks_both_ways(echo_tcp, echo_pty) -> None:
@@ -404,3 +410,144 @@ def test_patience_never_shortens_the_timeout() -> None:
     with transport.patience(-2.0):
         assert transport.timeout_s == 0.5
     assert transport.timeout_s == 0.5
+
+
+def test_a_reply_byte_that_is_not_ascii_is_replaced_not_dropped(echo_tcp, echo_pty) -> None:
+    """A garbled byte between two digits must not join them into another number: ``1\\xff5`` is not 15."""
+    for transport in both_transports(echo_tcp, echo_pty):
+        with transport:
+            assert transport.query("RAW? 31FF35") == "1\ufffd5"
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_blocks_keep_the_byte_order_asked_for_both_ways(echo_tcp, echo_pty, big_endian: bool) -> None:
+    values = np.array([1.5, -2.25, 3e5], dtype=np.float32)
+    wire = values.astype(">f4" if big_endian else "<f4").tobytes()
+    for transport, emulator in zip(both_transports(echo_tcp, echo_pty), (echo_tcp[0], echo_pty[0]), strict=True):
+        with transport:
+            transport.write_binary("DATA wave,", values, "f", big_endian=big_endian)
+            block = (b"#212" + wire).hex()
+            np.testing.assert_array_equal(transport.query_binary(f"RAW? {block}", "f", big_endian=big_endian), values)
+            assert emulator.received[-2] == b"DATA wave,#212" + wire
+
+
+@pytest.mark.parametrize("method", ["write_binary", "query_binary"])
+def test_an_unknown_block_datatype_is_refused_before_anything_is_sent(echo_tcp, echo_pty, method: str) -> None:
+    for transport, emulator in zip(both_transports(echo_tcp, echo_pty), (echo_tcp[0], echo_pty[0]), strict=True):
+        with transport:
+            arguments = ("DATA wave,", [1.0]) if method == "write_binary" else ("DATA?",)
+            with pytest.raises(ValueError, match="datatype 'x' is not one of"):
+                getattr(transport, method)(*arguments, datatype="x")
+            assert transport.query("ECHO? a") == "a" and list(emulator.received) == [b"ECHO? a"]
+
+
+@pytest.mark.parametrize(("reply", "begins"), [(b"#0\x01\x02", "b'#0'"), (b"#A12", "b'#A'")])
+def test_a_serial_reply_that_is_not_a_definite_length_block_is_named_as_such(echo_pty, reply: bytes,
+                                                                             begins: str) -> None:
+    """An indefinite-length block (``#0``, as a 2450 sends in REAL format) or a header without its digit count is
+    the reply's fault, not the cable's; its rest is unread, so the link is out of step."""
+    with SerialTransport(echo_pty[1].resource, timeout_s=0.3) as transport:
+        with pytest.raises(TransportError) as caught:
+            transport.query_binary(f"RAW? {reply.hex()}")
+        assert f"is not a definite-length block (it begins {begins})" in str(caught.value)
+        assert transport.out_of_step
+
+
+def test_an_unanswered_block_query_on_a_serial_port_is_a_timeout(echo_pty) -> None:
+    """Silence is a timeout, not an empty reply taken for a malformed block."""
+    with SerialTransport(echo_pty[1].resource, timeout_s=0.3) as transport, \
+            pytest.raises(TransportTimeout, match=r"no reply within 0.3 s to 'NOSUCH\?'"):
+        transport.query_binary("NOSUCH?")
+
+
+def test_a_serial_write_the_instrument_does_not_read_times_out() -> None:
+    """A port whose other end reads nothing fills up: the write gives up at the timeout instead of blocking."""
+    import os
+    import tty
+
+    master, slave = os.openpty()
+    outcome: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            transport.write("X" * 1_000_000)
+        except BaseException as error:
+            outcome.append(error)
+
+    tty.setraw(slave)
+    transport = SerialTransport(os.ttyname(slave), timeout_s=0.3)
+    transport.open()
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(30)  # a guard against a write that blocks for ever (it holds the lock close needs), not a measurement
+    assert not writer.is_alive(), "the write blocked"
+    transport.close()
+    os.close(slave)
+    os.close(master)
+    assert len(outcome) == 1 and isinstance(outcome[0], TransportTimeout)
+
+
+def test_patience_lengthens_a_serial_ports_write_timeout_as_well_as_its_read_timeout(echo_pty) -> None:
+    with SerialTransport(echo_pty[1].resource, timeout_s=0.3) as transport:
+        with transport.patience(2.0):
+            assert (transport._port.timeout, transport._port.write_timeout) == (2.3, 2.3)
+        assert (transport._port.timeout, transport._port.write_timeout) == (0.3, 0.3)
+
+
+def test_a_socket_connection_sends_at_once_without_nagles_delay(echo_tcp) -> None:
+    """With Nagle's algorithm a query after a write waits ~40 ms for the instrument's delayed ACK."""
+    import socket
+
+    with VisaTransport(echo_tcp[1].resource, timeout_s=0.3) as transport:
+        assert transport._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_a_reply_beyond_the_longest_is_refused_even_with_its_terminator(monkeypatch: pytest.MonkeyPatch,
+                                                                        tcp_server) -> None:
+    from tests.emulators.test_server import BigReplyEmulator
+
+    monkeypatch.setattr("hil.transport.MAX_REPLY_BYTES", 2**20)
+    with VisaTransport(tcp_server(BigReplyEmulator(3 * 2**19)).resource, timeout_s=2.0) as transport, \
+            pytest.raises(TransportError, match="is longer than 1048576 bytes"):
+        transport.query("DATA?")
+
+
+def test_a_traffic_log_shared_by_two_transports_stays_open_until_its_owner_closes_it(echo_tcp, tmp_path) -> None:
+    """A `TrafficLog` given as an object belongs to whoever made it: closing one transport does not close it for
+    the other."""
+    log = TrafficLog(tmp_path / "traffic.log")
+    log.open()
+    first = VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log)
+    second = VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log)
+    with first, second:
+        first.close()
+        second.query("ECHO? after")
+    log.close()
+    assert "b'after\\n'" in log.path.read_text().splitlines()[-1]
+
+
+def test_the_traffic_log_records_a_binary_write_and_shortens_a_long_one(echo_tcp, echo_pty, tmp_path) -> None:
+    for transport in both_transports(echo_tcp, echo_pty):
+        log = tmp_path / f"{type(transport).__name__}.log"
+        transport._log, transport._owns_log = TrafficLog(log), True
+        with transport:
+            transport.write_binary("DATA wave,", np.zeros(1000, dtype=np.float32))
+        line = log.read_text().splitlines()[0]
+        assert "  >  b'DATA wave,#44000\\x00" in line and line.endswith(" bytes)'") and len(line) < 3000
+
+
+def test_a_traffic_log_that_stopped_then_reopened_must_open_again_at_the_next_connection(echo_tcp, tmp_path) -> None:
+    """Only a log that has stopped reopens quietly; once it records again, one that cannot be created is an error
+    before anything is sent, as at the first connection."""
+    log = tmp_path / "traffic.log"
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log)
+    with transport:
+        transport.query("ECHO? a")
+        with disk_full_beyond(log.stat().st_size), pytest.warns(RuntimeWarning, match="logging stops here"):
+            transport.query("ECHO? b")
+    with transport:
+        transport.query("ECHO? c")  # the log reopens and records again
+    log.unlink()
+    log.mkdir()
+    with pytest.raises(TransportError, match=r"traffic log .*: cannot write"):
+        transport.open()
