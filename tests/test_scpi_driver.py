@@ -1,11 +1,13 @@
 """The SCPI driver mixin against the echo emulator on 127.0.0.1: resynchronisation and its lock."""
 
 import threading
+from collections.abc import Iterator
 
 import pytest
 
 from drivers.scpi import ScpiDriver
-from hil.errors import TransportTimeout
+from hil.errors import DeviceError, TransportTimeout
+from hil.testing import expected_protocol
 from hil.transport import VisaTransport
 from tests.test_transport import EchoEmulator
 
@@ -72,3 +74,40 @@ def test_a_drivers_timeout_is_one_line_naming_the_instrument_then_the_resource(t
     message = str(caught.value)
     assert message.startswith(f"echo ({transport.resource}): no reply within 0.2 s to 'NOSUCH?'")
     assert "\n" not in message
+
+
+@pytest.fixture
+def echo_driver(tcp_server) -> Iterator[EchoDriver]:
+    """An `EchoDriver` on the echo emulator over TCP: ``ECHO? "<text>"`` makes the instrument reply ``text``."""
+    transport = VisaTransport(tcp_server(EchoEmulator()).resource, timeout_s=1.0)
+    with transport:
+        yield EchoDriver(transport)
+
+
+def test_a_reply_padded_with_spaces_reads_as_its_value(echo_driver: EchoDriver) -> None:
+    assert echo_driver.query('ECHO? " 1 "') == "1" and echo_driver.query_bool('ECHO? " 1 "') is True
+
+
+@pytest.mark.parametrize("reply", ["inf", "-INF", "nan"])
+def test_a_number_that_is_not_finite_is_a_device_error(echo_driver: EchoDriver, reply: str) -> None:
+    with pytest.raises(DeviceError, match="is not a finite number"):
+        echo_driver.query_float(f"ECHO? {reply}")
+
+
+def test_a_list_with_an_empty_value_is_a_device_error_not_a_shorter_list(echo_driver: EchoDriver) -> None:
+    with pytest.raises(DeviceError, match="is not a list of numbers"):
+        echo_driver.query_floats('ECHO? "1,,2"')
+
+
+def test_a_positive_error_code_is_an_error_too() -> None:
+    """Instruments number their own errors above 0 (the 2450's 5074 "Output interlock"); only 0 means none."""
+    exchanges = [(b"SYST:ERR?", b'5074,"Output interlock asserted"'), (b"SYST:ERR?", b'0,"No error"')]
+    with expected_protocol(EchoDriver, exchanges) as driver, \
+            pytest.raises(DeviceError, match=r"instrument reported: 5074 Output interlock asserted$"):
+        driver.check_errors()
+
+
+def test_an_operation_complete_reply_other_than_1_is_a_device_error() -> None:
+    with expected_protocol(EchoDriver, [(b"*OPC?", b"0")]) as driver, \
+            pytest.raises(DeviceError, match=r"reply '0' to '\*OPC\?' after the upload is not 1"):
+        driver.wait_complete(1.0, "the upload")
