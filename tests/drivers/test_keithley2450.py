@@ -410,6 +410,8 @@ def test_instrument_error_raises_device_error_with_its_message() -> None:
 @pytest.mark.parametrize(("reply", "tail", "match"), [
     (b"OVERFLOW", [], "not a list of numbers"),
     (b"1.0", [], "has 1 values, expected 2"),
+    (b"1.0,2.0,3.0", [], "has 3 values, expected 2"),
+    (b"nan,1.000000E-03", [(b":SOUR:VOLT:ILIM:TRIP?", b"0")], r"is 0\.001 \(source nan\)"),
     (b"2.000000E+00,9.900000E+37", [(b":SOUR:VOLT:ILIM:TRIP?", b"0")], "is 9.9e\\+37"),
 ])
 def test_garbage_reading_raises_device_error(reply: bytes, tail: list[Exchange], match: str) -> None:
@@ -498,6 +500,7 @@ def _ready(k: Keithley2450) -> None:
     (lambda k: k.configure("voltage", 1e-12), "below the 2450's minimum 1e-09 A"),
     (lambda k: k.configure("current", 0.01), "below the 2450's minimum 0.02 V"),
     (lambda k: k.configure("voltage", 1e-3, nplc=20), "nplc: 20 PLC is outside"),
+    (lambda k: k.configure("voltage", 1e-3, nplc=0.005), "nplc: 0.005 PLC is outside"),
     (lambda k: k.sweep([0.2, 0.4, 1.0]), "sweep point 2 jumps 0.6 V, more than max_step 0.5"),
     (lambda k: k.sweep([0.2, math.inf]), "sweep level"),
     (lambda k: k.sweep([0.2], delay_s=1e-5), "sweep delay 1e-05 s refused"),
@@ -1185,12 +1188,13 @@ def test_a_sense_change_is_refused_while_the_output_state_is_unknown() -> None:
             k.configure("voltage", 1e-3)
 
 
-def test_a_source_range_that_cannot_hold_the_present_level_is_refused_before_sending() -> None:
-    """The 2 V range holds up to 2.1 V: at 5 V, fixing it would clip the source."""
-    with expected_protocol(smu(), [*connected(level=b"5.000000E+00"), *configured_voltage()]) as k:
+@pytest.mark.parametrize("level", [b"5", b"2.2"])
+def test_a_source_range_that_cannot_hold_the_present_level_is_refused_before_sending(level: bytes) -> None:
+    """The 2 V range holds up to 2.1 V: at 2.2 V or 5 V, fixing it would clip the source."""
+    with expected_protocol(smu(), [*connected(level=level), *configured_voltage()]) as k:
         k.connect()
         k.configure("voltage", 1e-3)
-        with pytest.raises(LimitError, match=r"the 2 V source range cannot hold the present level 5 V"):
+        with pytest.raises(LimitError, match=rf"the 2 V source range cannot hold the present level {level.decode()} V"):
             k.set_source_range(2.0)
         assert k.source_range is None
 
@@ -1281,3 +1285,77 @@ def test_source_status_given_in_hexadecimal_or_as_a_float_is_read_for_the_limit_
         k.configure("voltage", 1e-3)
         k.set_output(True)
         assert k.sweep([0.1, 0.2, 0.3]).in_compliance.tolist() == [False, True, True]
+
+
+def test_connect_refuses_another_model_whose_serial_number_holds_2450() -> None:
+    exchanges = [(b"*CLS", None), (b"*IDN?", b"KEITHLEY INSTRUMENTS,MODEL 2460,04024501,1.7.12b")]
+    with expected_protocol(smu(), exchanges) as k, pytest.raises(DeviceError, match="not a Keithley 2450"):
+        k.connect()
+
+
+def test_a_terminals_reply_that_is_neither_front_nor_rear_is_a_device_error() -> None:
+    exchanges = [*connected()[:5], (b":ROUT:TERM?", b"BOTH")]
+    with expected_protocol(smu(), exchanges) as k, \
+            pytest.raises(DeviceError, match=r"reply 'BOTH' to ':ROUT:TERM\?' is not FRON or REAR"):
+        k.connect()
+
+
+def test_a_limit_read_back_one_percent_off_is_a_device_error() -> None:
+    """Only the 2450's own rounding passes: a limit it lowered even a little is not the one set."""
+    exchanges = connected() + configured_voltage()[:-1] + [(b":SOUR:VOLT:ILIM?", b"9.900000E-04")]
+    with expected_protocol(smu(), exchanges) as k, \
+            pytest.raises(DeviceError, match=r"holds a compliance of 0\.00099 A, not the 0\.001 A set"):
+        k.connect()
+        k.configure("voltage", 1e-3)
+
+
+def test_a_sweep_reply_with_more_values_than_points_is_a_device_error() -> None:
+    data = b"1.000000E-01,1.000000E-04,128,2.000000E-01,2.000000E-04,128,3.000000E-01,3.000000E-04,128"
+    exchanges = connected() + configured_voltage() + OUTPUT_ON + swept(b"0.1, 0.2", 2, data)
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        k.set_output(True)
+        with pytest.raises(DeviceError, match="has 9 values, expected 6"):
+            k.sweep([0.1, 0.2])
+
+
+def test_an_error_message_holding_a_semicolon_is_kept_whole() -> None:
+    """The 2450 appends ``;<severity>;<date time>`` to the message: only those two fields are cut off."""
+    exchanges = [*connected(), (b":OUTP OFF", None),
+                 (b"SYST:ERR?", b'-222,"Parameter data out of range; level;1;2026/11/28 10:00:00.000"'), NO_ERROR]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        with pytest.raises(DeviceError, match=r"reported after switching the output off: -222 Parameter data out of "
+                                              r"range; level$"):
+            k.set_output(False)
+
+
+def test_emulated_the_smallest_compliances_are_accepted(bench: Bench) -> None:
+    """1 nA when sourcing voltage, 20 mV when sourcing current: the 2450's minimum is allowed, not refused."""
+    k, emulator = bench
+    k.configure("voltage", 1e-9)
+    k.configure("current", 0.02)
+    assert emulator.limit == {"VOLT": 1e-9, "CURR": 0.02}
+
+
+def test_emulated_a_compliance_of_exactly_0_1_percent_of_the_fixed_measure_range_is_refused(bench: Bench) -> None:
+    """The limit must exceed 0.1 % of a fixed measure range, whichever of the two is set first."""
+    k, emulator = bench
+    k.configure("voltage", 1e-3)
+    k.set_measure_range(1e-3)
+    with pytest.raises(LimitError, match=r"must exceed 0\.1 % of the fixed 0\.001 measure range"):
+        k.configure("voltage", 1e-6)
+    k.set_measure_range(None)
+    k.configure("voltage", 1e-6)
+    with pytest.raises(LimitError, match=r"must exceed 0\.1 % of the 0\.001 A measure range"):
+        k.set_measure_range(1e-3)
+    assert emulator.measure_range["CURR"] is None and not emulator.errors
+
+
+def test_emulated_a_compliance_at_the_envelopes_edge_is_kept_on_the_200_v_range(bench: Bench) -> None:
+    """±210 V at up to ±105 mA: 105 mA itself is inside the envelope."""
+    k, emulator = bench
+    k.configure("voltage", 0.105)
+    k.set_level(30.0)
+    assert emulator.limit["VOLT"] == 0.105 and emulator.warnings == []
