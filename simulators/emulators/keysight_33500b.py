@@ -257,11 +257,10 @@ class Keysight33500BEmulator(ScpiEmulator):
         value = number(text)
         if not math.isfinite(value):
             raise ScpiError(ILLEGAL_VALUE, f"{text!r}")
-        slack = SLACK * max(abs(low), abs(high))
-        if value > high + slack:
+        if value > high + SLACK * abs(high):  # the slack of each bound is its own: 160 MSa/s allows no 0 Sa/s
             self.push_error((OUT_OF_RANGE[0], f"{OUT_OF_RANGE[1]};value clipped to upper limit"))
             return high
-        if value < low - slack:
+        if value < low - SLACK * abs(low):
             self.push_error((OUT_OF_RANGE[0], f"{OUT_OF_RANGE[1]};value clipped to lower limit"))
             return low
         return value

@@ -4,6 +4,7 @@ emulator served over TCP through pyvisa-py."""
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -825,7 +826,9 @@ def test_emulator_a_burst_runs_its_duration_ignores_triggers_meanwhile_and_a_cha
 def test_emulator_opc_answers_once_every_burst_has_ended():
     e = Keysight33500BEmulator()
     _armed(e, b"400")  # 20 ms
-    assert _ask(e, b"*TRG;*OPC?") == b"1"
+    assert _ask(e, b"*TRG") is None
+    ends = e.bursts[1][2]
+    assert _ask(e, b"*OPC?") == b"1" and time.monotonic() >= ends  # answered after the burst, not before
     assert not e.burst_running(1) and e.output_v(1) == pytest.approx(0.0)
     assert _ask(e, b"*TRG;*WAI;:VOLT:OFFS 0.1;*OPC?") == b"1"
     assert [(p.cut, len(p.volts_v)) for p in e.played] == [(False, 8), (False, 8)]
@@ -908,3 +911,94 @@ def test_an_empty_reply_to_an_output_state_query_is_an_error_not_taken_for_off()
         with pytest.raises(DeviceError, match=r"^Keysight33500B: reply '' to 'OUTP1\?' is not 0 or 1"):
             inst.connect()
         assert not inst.connected and not inst.transport.is_open
+
+
+def test_a_first_sample_of_minus_zero_is_sent_as_an_offset_of_0():
+    """``-np.sin(0)`` is -0.0: the offset goes out as ``0``, never ``-0``, so the wire is the same for either zero."""
+    samples = [-0.0, 1.0, 2.0, 1.0, 0.0, -1.0, -2.0, -1.0]
+    data = np.array([-0.0, 0.5, 1.0, 0.5, 0.0, -0.5, -1.0, -0.5], dtype=np.float32)
+    with expected_protocol(awg(), [*connected(), *uploading(1, data, b"1000", b"0"), *arming(1, b"4")]) as inst:
+        inst.connect()
+        inst.load_waveform(1, samples, 1000.0)
+
+
+@pytest.mark.parametrize("queued", [[], [b'-113,"Undefined header"', b'-222,"Data out of range"']],
+                         ids=["nothing", "another error beside"])
+def test_an_unanswered_coupling_query_is_a_timeout_unless_undefined_header_alone_was_queued(queued):
+    """A slow instrument queues nothing, and one that also refused something else is not merely old firmware."""
+    rate = (b"SOUR1:RATE:COUP:STAT?", TIMED_OUT)
+    resync = [(b"*ESE 1;*ESE?;*IDN?", b"1;" + IDN), (b"*ESE 0", None)]
+    couplings_ = couplings()
+    at = connected().index(couplings_[0])
+    exchanges = [*connected()[:at], *couplings_[:2], rate, *resync, *((b"SYST:ERR?", e) for e in queued),
+                 ERRORS_CHECKED]
+    with expected_protocol(awg(), exchanges) as inst, pytest.raises(TransportTimeout, match="SOUR1:RATE:COUP:STAT"):
+        inst.connect()
+
+
+def test_a_channel_whose_output_state_is_unknown_takes_no_centred_waveform():
+    """After a failed switch the relay may be on: a waveform the range holds only about its centre is refused."""
+    exchanges = [*connected(), (b"OUTP1 ON", None), (b"SYST:ERR?", b'-221,"Settings conflict"'), ERRORS_CHECKED]
+    with expected_protocol(awg(), exchanges) as inst:
+        inst.connect()
+        with pytest.raises(DeviceError):
+            inst.set_output(1, True)
+        assert inst.output_on[1] is None
+        with pytest.raises(LimitError, match="switch the output off before loading it"):
+            inst.load_waveform(1, np.array([-4.0, 4.0] * 4), 1e3)
+
+
+def test_a_load_of_a_fraction_of_an_ohm_is_sent_as_it_is():
+    with expected_protocol(awg(load_ohm=75.5), connected(load=b"75.5")) as inst:
+        inst.connect()
+
+
+def test_a_waveform_whose_smallest_window_does_not_fit_the_lab_limits_sends_nothing():
+    """Near the peak, a flat waveform is centred at the smallest amplitude, 1 mVpp: wider than a 0.6 mV limit."""
+    with expected_protocol(awg(limits={"voltage_v": {"min": 4.9994, "max": 5.0}}), connected()) as inst:
+        inst.connect()
+        with pytest.raises(LimitError, match=r"the smallest amplitude, 0\.001 Vpp, does not fit the voltage limit"):
+            inst.load_waveform(1, np.full(8, 4.9998), 1e3)
+
+
+def test_emulator_a_flat_waveform_at_the_peak_is_centred_inside_the_range(bench):
+    """4.9998 V with its 1 mVpp window about it would reach 5.0003 V: the window is moved down inside ±5 V."""
+    inst, emulator = bench
+    inst.load_waveform(1, np.full(8, 4.9998), 1e3)
+    assert emulator._signal_v(1) == pytest.approx(4.9998, abs=1e-7) and not emulator.errors
+
+
+def test_emulator_keeps_the_window_inside_the_range_as_the_instrument_does():
+    """|offset| + amplitude/2 stays within 10 V open circuit (5 V into 50 Ω): an amplitude beyond is clipped with
+    -222, and a function change from DC that would pass it lowers the amplitude with -221."""
+    e = Keysight33500BEmulator()
+    assert _ask(e, b"FUNC SIN;:VOLT:OFFS 2;:VOLT 8") is None
+    assert e.errors[0][0] == -222 and _ask(e, b"VOLT?") == b"+6.000000000000000E+00"
+    e = Keysight33500BEmulator()
+    assert _ask(e, b"FUNC DC;:VOLT 8;:VOLT:OFFS 4;:FUNC SIN") is None
+    assert e.errors[0][0] == -221 and _ask(e, b"VOLT?") == b"+2.000000000000000E+00"
+
+
+@pytest.mark.parametrize(("message", "reply"), [(b"OUTP1:LOAD 0.5", b"+1.000000000000000E+00"),
+                                                (b"FUNC:ARB:SRAT 2E8", b"+1.600000000000000E+08"),
+                                                (b"FUNC:ARB:SRAT 0", b"+1.000000000000000E-06")])
+def test_emulator_clips_a_load_or_sample_rate_beyond_the_33500bs_with_222(message, reply):
+    """1 Ω..10 kΩ (or INF) and 1 µSa/s..160 MSa/s on a 33500B (1 GSa/s on a 33600A only)."""
+    e = Keysight33500BEmulator()
+    assert _ask(e, message) is None
+    assert e.errors[0][0] == -222 and _ask(e, message.split()[0] + b"?") == reply
+
+
+def test_emulator_an_output_switched_off_puts_0_v_across_the_load():
+    e = Keysight33500BEmulator()
+    _ask(e, b"FUNC DC;:VOLT:OFFS 1")
+    assert e.output_v(1) == 0.0
+    _ask(e, b"OUTP1 ON")
+    assert e.output_v(1) == 1.0
+
+
+def test_emulator_a_burst_plays_its_count_of_cycles_and_a_gated_burst_ignores_bus_triggers():
+    e = Keysight33500BEmulator()
+    _armed(e, b"40000")
+    assert _ask(e, b"BURS:NCYC 3;*TRG;*OPC?") == b"1" and len(e.played[-1].volts_v) == 24
+    assert _ask(e, b"BURS:MODE GAT;*TRG;*OPC?") == b"1" and len(e.played) == 1
