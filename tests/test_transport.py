@@ -551,3 +551,15 @@ def test_a_traffic_log_that_stopped_then_reopened_must_open_again_at_the_next_co
     log.mkdir()
     with pytest.raises(TransportError, match=r"traffic log .*: cannot write"):
         transport.open()
+
+
+def test_a_pty_carries_every_byte_of_a_block_unchanged(echo_pty) -> None:
+    """A serial line passes control bytes (^C, ^D, CR, DEL, XON/XOFF) as data: the pty must be raw, or the line
+    discipline would turn them into signals, edits and line endings, and echo the replies back as commands."""
+    emulator, server = echo_pty
+    wire = b"\x03\x04\r\n\x7f\x15\x11\x13\x1a\x00\xff\n"
+    values = np.frombuffer(wire, dtype="<f4")
+    with SerialTransport(server.resource, timeout_s=0.3) as transport:
+        transport.write_binary("DATA wave,", values, "f")
+        assert transport.query_binary("DATA?", "f").tobytes() == wire
+    assert emulator.values.tobytes() == wire and not emulator.errors

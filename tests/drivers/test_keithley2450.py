@@ -1359,3 +1359,57 @@ def test_emulated_a_compliance_at_the_envelopes_edge_is_kept_on_the_200_v_range(
     k.configure("voltage", 0.105)
     k.set_level(30.0)
     assert emulator.limit["VOLT"] == 0.105 and emulator.warnings == []
+
+
+_LIST_OF_100 = b", ".join([b"0.001"] * 100)
+
+
+@pytest.mark.parametrize(("setup", "message", "code"), [
+    ([b":SOUR:VOLT:RANG 2"], b":SOUR:VOLT 2.2", -222),  # beyond 105 % of the fixed source range
+    ([b":SOUR:VOLT 5"], b":SOUR:VOLT:RANG 2", -221),  # a fixed range that cannot hold the level
+    ([], b":SOUR:VOLT 300", -222),
+    ([], b":SOUR:VOLT:ILIM 1e-10", -222),  # below the 1 nA minimum
+    ([], b":SOUR:VOLT:ILIM 2", -222),  # beyond 1.05 A
+    ([b":SENS:CURR:RANG 1e-3"], b":SOUR:VOLT:ILIM 1e-6", -221),  # not above 0.1 % of the fixed measure range
+    ([b":SOUR:VOLT:ILIM 1e-6"], b":SENS:CURR:RANG 1e-3", -221),  # the same, the other way round
+    ([], b":SENS:CURR:NPLC 20", -222),
+    ([], b":SENS:CURR:NPLC 0.005", -222),
+    ([], b":FORM:ASC:PREC 3.5", -222),
+    ([], b":OUTP2 ON", -113),  # one channel
+    ([b":SOUR:LIST:VOLT 1"], b":SOUR:SWE:VOLT:LIST 1, 1e-5", -222),  # a delay of 0 or 50 us .. 10 ks
+    ([b":SOUR:LIST:CURR 1e-3"], b":SOUR:SWE:CURR:LIST 1", -221),  # the source function is VOLT
+    ([b":READ?"], b':TRAC:DATA? 1, 2, "defbuffer1"', -222),  # one reading stored
+    ([b":SOUR:LIST:VOLT " + _LIST_OF_100, *[b":SOUR:LIST:VOLT:APP " + _LIST_OF_100] * 24],
+     b":SOUR:LIST:VOLT:APP 0.001", -223),  # 2500 values at most
+])
+def test_emulator_refuses_what_the_2450_refuses(setup: list[bytes], message: bytes, code: int) -> None:
+    """What the driver refuses before sending must fail in the emulator too, or a driver that sent it would pass."""
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    for sent in setup:
+        emulator.handle(sent)
+    assert not emulator.errors
+    assert emulator.handle(message) is None
+    assert emulator.errors[0][0] == code
+
+
+@pytest.mark.parametrize(("fail_abort", "points"), [(b"OFF", 3), (b"ON", 2)])
+def test_emulator_a_list_sweep_switches_the_output_on_and_fail_abort_stops_it_at_the_limit(fail_abort: bytes,
+                                                                                           points: int) -> None:
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    for message in (b":SOUR:VOLT:ILIM 1e-3", b":SOUR:LIST:VOLT 0.5, 2, 0.5",
+                    b":SOUR:SWE:VOLT:LIST 1, 0, 1, " + fail_abort, b":INIT"):
+        assert emulator.handle(message) is None
+    assert emulator.output and len(emulator.buffer["defbuffer1"]) == points  # 2 V on 1 kOhm hits the 1 mA limit
+
+
+def test_emulator_the_limit_of_the_other_source_function_is_never_tripped() -> None:
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    emulator.handle(b":SOUR:VOLT:ILIM 1e-3;:SOUR:VOLT 5;:OUTP ON")
+    assert emulator.handle(b":SOUR:VOLT:ILIM:TRIP?") == b"1"
+    assert emulator.handle(b":SOUR:CURR:VLIM:TRIP?") == b"0"
+
+
+def test_emulator_reset_switches_the_output_off() -> None:
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    emulator.handle(b":OUTP ON;*RST")
+    assert emulator.handle(b":OUTP?") == b"0"

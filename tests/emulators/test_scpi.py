@@ -63,6 +63,7 @@ def test_parse_message_units_parameters_blocks_and_strings() -> None:
 
 
 @pytest.mark.parametrize("message", [b"VOLT 1,", b"VOLT 1,,2", b'VOLT "open', b"DATA #15ab", b"DATA #0ab",
+                                     b'DISP "a" 5',  # a string, then no ',' before what follows
                                      b"SOUR1:FUNC DC;VOLT:OFFS 1"])  # relative after ';': refused, not guessed
 def test_parse_message_rejects_malformed(message: bytes) -> None:
     with pytest.raises(ScpiError):
@@ -73,6 +74,8 @@ def test_parameter_helpers() -> None:
     assert number("MAX", 0, 5) == 5 and number("1e-3") == 1e-3
     with pytest.raises(ScpiError, match="-222"):
         number("7", 0, 5)
+    with pytest.raises(ScpiError, match="-222"):
+        number("-1", 0, 5)
     with pytest.raises(ScpiError, match="-104"):
         number("volts")
     assert number("+.5") == 0.5 and number("-2.") == -2.0 and number("1.5E+3") == 1500.0 and number(" 7 ") == 7.0
@@ -80,9 +83,13 @@ def test_parameter_helpers() -> None:
         with pytest.raises(ScpiError, match="-104"):
             number(python_only)
     assert boolean("on") is True and boolean("0") is False
-    with pytest.raises(ScpiError, match="-224"):
-        boolean("maybe")
+    for word in ("maybe", "TRUE"):
+        with pytest.raises(ScpiError, match="-224"):
+            boolean(word)
     assert choice("volt", "VOLTage", "CURRent") == "VOLTAGE"
+    for word, options in (("VOL", ("VOLTage", "CURRent")), ("CH", ("CH1", "CH2"))):  # neither short nor long form
+        with pytest.raises(ScpiError, match="-224"):
+            choice(word, *options)
 
 
 class Counter(ScpiEmulator):
@@ -175,3 +182,9 @@ def test_a_non_integer_register_value_is_rounded(sent: bytes, kept: bytes) -> No
     emulator = Counter()
     emulator.handle(sent)
     assert emulator.handle(b"*ESE?") == kept
+
+
+def test_clear_status_empties_the_error_queue() -> None:
+    emulator = Counter()
+    emulator.handle(b"BOGUS")
+    assert emulator.handle(b"*CLS;SYST:ERR?") == b'+0,"No error"'

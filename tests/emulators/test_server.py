@@ -76,11 +76,18 @@ class CarriageReturnDriver:
     transport_options: ClassVar[dict[str, str]] = {"read_termination": "\r", "write_termination": "\r"}
 
 
+class MixedEndingsDriver(CarriageReturnDriver):
+    """An instrument that takes commands ended by a line feed and ends its replies with a carriage return."""
+
+    transport_options: ClassVar[dict[str, str]] = {"read_termination": "\r", "write_termination": "\n"}
+
+
+@pytest.mark.parametrize("driver", [CarriageReturnDriver, MixedEndingsDriver])
 @pytest.mark.parametrize("via", ["tcp", "pty"])
-def test_the_emulator_speaks_the_line_endings_of_its_driver(via: str) -> None:
-    server = serve(CarriageReturnDriver, {}, via=via)
+def test_the_emulator_speaks_the_line_endings_of_its_driver(via: str, driver: type) -> None:
+    server = serve(driver, {}, via=via)
     try:
-        transport = open_transport(server.resource, timeout_s=1.0, **CarriageReturnDriver.transport_options)
+        transport = open_transport(server.resource, timeout_s=1.0, **driver.transport_options)
         with transport:
             assert transport.query("FIRST? a") == "FIRST? a"
             assert transport.query("SECOND?") == "SECOND?"
