@@ -577,6 +577,15 @@ def test_a_compliance_beyond_the_envelope_of_a_level_left_live_is_refused_and_on
         k.connect()
         k.configure("voltage", 0.2)
         assert (k.compliance, k.level, k.output_on) == (0.2, 0.0, False)
+    failed_switch = [(b":OUTP OFF", None), (b"SYST:ERR?", b'-221,"Settings conflict;1;2026/11/28 10:00:00.000"'),
+                     NO_ERROR]
+    with expected_protocol(smu(), [*connected(level=b"1.000000E+02"), *failed_switch]) as k:
+        k.connect()
+        with pytest.raises(DeviceError):
+            k.set_output(False)
+        assert k.output_on is None  # the output may be on: 100 V may be live, so it is not moved
+        with pytest.raises(LimitError, match="the source would be on the 200 V source range"):
+            k.configure("voltage", 0.2)
 
 
 def test_a_level_configure_sets_is_the_limits_rest_where_they_exclude_zero() -> None:
