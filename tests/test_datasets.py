@@ -1,13 +1,15 @@
 """Data sets: shipped copies load, splits are seeded (vowels by speaker), IDX files parse, encoding fits bounds."""
 
+import csv
 import gzip
 import struct
+from importlib.resources import files
 
 import numpy as np
 import pytest
 import torch
 
-from hil.datasets import MinMaxEncoder, _vowels, load_dataset, read_idx
+from hil.datasets import MinMaxEncoder, StandardEncoder, _vowels, load_dataset, read_idx
 from hil.errors import ConfigError
 
 
@@ -22,6 +24,12 @@ def test_digits_shape_classes_and_seeded_split() -> None:
     assert float(data.x_train.max()) == 16.0
 
 
+def _speaker_of() -> dict[tuple[float, ...], str]:
+    """The speaker of each vowel recording, by its features as the data set holds them (float32)."""
+    x, _, _, speakers = _vowels()
+    return {tuple(row): speaker for row, speaker in zip(x.astype(np.float32).tolist(), speakers, strict=True)}
+
+
 def test_vowels_split_by_speaker_with_no_speaker_in_both() -> None:
     _, _, classes, speakers = _vowels()
     assert classes == ("ae", "ah", "aw", "er", "ih", "iy", "uw") and len(speakers) == 258
@@ -29,8 +37,7 @@ def test_vowels_split_by_speaker_with_no_speaker_in_both() -> None:
     assert data.n_features == 12 and len(data.y_train) + len(data.y_test) == 258
     assert 0.15 < len(data.y_test) / 258 < 0.35
     # no speaker in both: each row is told by its features (no two recordings are equal), for several splits
-    x, _, _, _ = _vowels()
-    speaker_of = {tuple(row): speaker for row, speaker in zip(x.astype(np.float32).tolist(), speakers, strict=True)}
+    speaker_of = _speaker_of()
     assert len(speaker_of) == 258
     for seed in range(5):
         data = load_dataset("vowels", seed=seed, test_fraction=0.25)
@@ -81,6 +88,7 @@ _GZIPPED = gzip.compress(_idx_bytes(np.random.default_rng(0).integers(0, 10, 500
 
 @pytest.mark.parametrize(("data", "needle"), [
     (b"\x00\x00\x08\x03\x00\x00", "the IDX header is cut off (6 bytes, 16 needed)"),
+    (b"\x00\x00\x08\x03" + bytes(10), "the IDX header is cut off (14 bytes, 16 needed)"),
     (b"\x00\x00\x08\x00\x07", "announces 0 dimensions"),
     (b"\x00\x00\x08\xff" + b"\x00\x00\x00\x01" * 255 + b"\x01", "announces 255 dimensions"),
     # 2**31 · 2**31 · 4 wraps to 0 in 64-bit integers: an empty body must not match it
@@ -88,7 +96,8 @@ _GZIPPED = gzip.compress(_idx_bytes(np.random.default_rng(0).integers(0, 10, 500
                                                             "file holds 0 values"),
     (_GZIPPED[:len(_GZIPPED) // 2], "Compressed file ended"),  # a download cut short (EOFError)
     (_GZIPPED[:10] + bytes([_GZIPPED[10] ^ 0x55]) + _GZIPPED[11:], "invalid"),  # damaged deflate data (zlib.error)
-], ids=["short header", "0 dims", "255 dims", "overflowing shape", "cut gzip", "damaged gzip"])
+], ids=["short header", "header short of one size", "0 dims", "255 dims", "overflowing shape", "cut gzip",
+        "damaged gzip"])
 def test_a_damaged_or_lying_idx_file_is_a_config_error_naming_it(tmp_path, data: bytes, needle: str) -> None:
     path = tmp_path / ("labels.gz" if data[:2] == b"\x1f\x8b" else "labels")
     path.write_bytes(data)
@@ -133,11 +142,14 @@ def test_encoded_inputs_stay_within_bounds_that_float32_cannot_hold(bounds: tupl
     assert float(encoded.max()) > high - 1e-6 and float(encoded.min()) < low + 1e-6  # the whole range is used
 
 
+def _gunzipped(data: bytes, change) -> bytes:
+    """``data`` gunzipped, changed by ``change`` and gzipped again."""
+    return gzip.compress(change(gzip.decompress(data)))
+
+
 def _shipped_copy(tmp_path, monkeypatch, relative: str, change) -> None:
     """hil's shipped data as a copy in ``tmp_path`` whose file ``relative`` is replaced by ``change(its bytes)``
     (None: removed)."""
-    from importlib.resources import files
-
     import hil.datasets
 
     for name in ("digits.csv.gz", "vowels.csv"):
@@ -161,7 +173,17 @@ def _shipped_copy(tmp_path, monkeypatch, relative: str, change) -> None:
     ("digits", "data/digits.csv.gz", lambda data: data[:len(data) // 2], "Compressed file ended"),
     ("digits", "data/digits.csv.gz", lambda data: gzip.compress(b"1,2,3\n"), "1 rows of 3 values, expected 1797"),
     ("digits", "data/digits.csv.gz", lambda data: b"not gzip", "Not a gzipped file"),
-])
+    ("digits", "data/digits.csv.gz", lambda data: _gunzipped(data, lambda text: text.replace(b",0\n", b",10\n", 1)),
+     "expected 1797 of 64 pixels and a label 0..9"),
+    ("digits", "data/digits.csv.gz", lambda data: _gunzipped(data, lambda text: b"\n".join(
+        line.split(b",", 1)[-1] for line in text.splitlines())), "1797 rows of 64 values, expected 1797 of 64 pixels"),
+    ("digits", "data/digits.csv.gz", lambda data: _gunzipped(data, lambda text: text.replace(b"0", b"o", 1)),
+     "could not convert"),
+    ("vowels", "data/vowels.csv", lambda data: b"\n".join(line.rsplit(b",", 1)[0] for line in data.splitlines()),
+     "258 rows of 11 features and 7 vowels, expected 258 of 12 and 7"),
+], ids=["vowels cut", "vowels non-numeric", "vowels renamed column", "vowels one row", "vowels gone", "digits cut",
+        "digits 3 values", "digits not gzip", "digits label 10", "digits 63 pixels", "digits non-numeric",
+        "vowels 11 features"])
 def test_a_damaged_or_missing_shipped_data_set_is_a_config_error_naming_it(tmp_path, monkeypatch, name, relative,
                                                                            change, reason) -> None:
     """A broken install (a file cut short, edited, or gone) is one line naming the file and the fix, not a
@@ -179,3 +201,159 @@ def test_an_intact_copy_of_the_shipped_data_loads_as_the_shipped_data(tmp_path, 
     _shipped_copy(tmp_path, monkeypatch, "data/vowels.csv", lambda data: data)
     copy = load_dataset("vowels", seed=1)
     assert torch.equal(copy.x_test, shipped.x_test) and torch.equal(copy.y_train, shipped.y_train)
+
+
+def _shipped_samples(name: str) -> list[tuple[tuple[float, ...], str]]:
+    """Every sample of a shipped file as (features, class name), read straight from the file, sorted."""
+    if name == "digits":
+        table = np.loadtxt(str(files("hil").joinpath("data", "digits.csv.gz")), delimiter=",")  # numpy gunzips
+        return sorted((tuple(row[:-1]), str(int(row[-1]))) for row in table)
+    with files("hil").joinpath("data", "vowels.csv").open() as handle:
+        return sorted((tuple(float(value) for key, value in row.items() if key not in ("speaker", "vowel")),
+                       row["vowel"]) for row in csv.DictReader(handle))
+
+
+def _samples(x: torch.Tensor, y: torch.Tensor, class_names: tuple[str, ...]) -> list[tuple[tuple[float, ...], str]]:
+    return [(tuple(row), class_names[label]) for row, label in zip(x.tolist(), y.tolist(), strict=True)]
+
+
+@pytest.mark.parametrize("name", ["digits", "vowels"])
+def test_train_and_test_together_are_the_shipped_samples_each_with_its_own_label(name: str) -> None:
+    """No sample lost, doubled or moved to another class: labels index ``class_names``, features keep their columns."""
+    data = load_dataset(name, seed=5)
+    together = _samples(data.x_train, data.y_train, data.class_names) + _samples(data.x_test, data.y_test,
+                                                                                   data.class_names)
+    assert sorted(together) == _shipped_samples(name)
+    assert int(torch.cat([data.y_train, data.y_test]).min()) == 0
+
+
+def test_digits_classes_are_named_by_their_digit() -> None:
+    assert load_dataset("digits").class_names == tuple("0123456789")
+
+
+@pytest.mark.parametrize("name", ["digits", "vowels"])
+def test_features_are_float32_and_labels_int64(name: str) -> None:
+    data = load_dataset(name)
+    assert (data.x_train.dtype, data.x_test.dtype) == (torch.float32, torch.float32)
+    assert (data.y_train.dtype, data.y_test.dtype) == (torch.int64, torch.int64)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+def test_a_test_fraction_outside_0_to_1_is_refused_by_its_field(fraction: float) -> None:
+    with pytest.raises(ConfigError, match=f"test_fraction must be in \\(0, 1\\), got {fraction}") as caught:
+        load_dataset("digits", test_fraction=fraction)
+    assert caught.value.field == "dataset.test_fraction"
+
+
+@pytest.mark.parametrize(("fraction", "speakers"), [(0.2, 10), (0.01, 1)])
+def test_vowels_hold_out_the_nearest_whole_number_of_speakers_and_at_least_one(fraction: float,
+                                                                              speakers: int) -> None:
+    """48 speakers: 0.2 of them is 9.6, so 10 are held out; 0.01 is 0.48, still one."""
+    speaker_of = _speaker_of()
+    held_out = {speaker_of[tuple(row)] for row in load_dataset("vowels", test_fraction=fraction).x_test.tolist()}
+    assert len(held_out) == speakers
+
+
+def test_a_tiny_test_fraction_still_holds_out_one_digit() -> None:
+    assert len(load_dataset("digits", test_fraction=1e-4).y_test) == 1  # 0.18 samples, rounded up to one
+
+
+def test_limit_keeps_a_seeded_choice_of_the_training_samples_in_their_order() -> None:
+    """The limited set is drawn from the training set only (never the test set), not its first rows, the same for
+    the same seed; a limit above the training set's size keeps it whole."""
+    full = load_dataset("digits", seed=2)
+    limited = load_dataset("digits", seed=2, limit=100)
+    assert torch.equal(limited.x_test, full.x_test)
+    rows = [tuple(row) for row in full.x_train.tolist()]
+    positions = [rows.index(tuple(row)) for row in limited.x_train.tolist()]
+    assert len(positions) == 100 and positions == sorted(positions) and positions != list(range(100))
+    assert torch.equal(limited.y_train, full.y_train[positions])
+    assert torch.equal(load_dataset("digits", seed=2, limit=100).x_train, limited.x_train)
+    assert torch.equal(load_dataset("digits", seed=2, limit=10_000).x_train, full.x_train)
+
+
+def test_unknown_data_set_and_idx_without_a_folder_name_their_fields() -> None:
+    with pytest.raises(ConfigError, match="unknown data set 'cifar'; known: digits, vowels, idx") as caught:
+        load_dataset("cifar")
+    assert caught.value.field == "dataset.name"
+    with pytest.raises(ConfigError, match="needs a path") as caught:
+        load_dataset("idx")
+    assert caught.value.field == "dataset.path"
+
+
+def _idx_folder(folder, train_labels: np.ndarray, test_labels: np.ndarray, shape: tuple[int, int] = (28, 28)) -> None:
+    """MNIST-format files in ``folder`` whose images are filled with ten times their label (a label readable from
+    the image)."""
+    for prefix, labels in (("train", train_labels), ("t10k", test_labels)):
+        images = np.broadcast_to(10 * labels[:, None, None], (len(labels), *shape))
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+
+
+def test_idx_limit_is_a_seeded_choice_of_training_images_that_keep_their_labels(tmp_path) -> None:
+    _idx_folder(tmp_path, np.arange(20) % 10, np.arange(6))
+    limited = load_dataset("idx", path=tmp_path, limit=10, seed=1)
+    assert torch.equal(limited.y_train * 10, limited.x_train[:, 0].long())
+    assert torch.equal(load_dataset("idx", path=tmp_path, limit=10, seed=1).y_train, limited.y_train)
+    assert not torch.equal(load_dataset("idx", path=tmp_path, limit=10, seed=2).y_train, limited.y_train)
+    assert limited.x_train.dtype == limited.x_test.dtype == torch.float32
+
+
+def test_idx_classes_count_to_the_largest_label_of_either_split(tmp_path) -> None:
+    _idx_folder(tmp_path, np.array([0, 1, 2, 5]), np.array([9, 3]))
+    assert load_dataset("idx", path=tmp_path).class_names == tuple("0123456789")
+
+
+def test_idx_pooling_crops_each_side_of_non_square_images_to_whole_blocks(tmp_path) -> None:
+    """10×7 images pooled by 3: rows 0..8 and columns 0..5 make 3×2 blocks; pooled by 7, one block; by 8, none."""
+    _idx_folder(tmp_path, np.arange(2), np.arange(2), shape=(10, 7))
+    image = np.arange(70).reshape(10, 7)
+    for prefix in ("train", "t10k"):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", np.stack([image, image]))
+    pooled = load_dataset("idx", path=tmp_path, pool=3).x_test[0]
+    expected = [image[r:r + 3, c:c + 3].mean() for r in (0, 3, 6) for c in (0, 3)]
+    torch.testing.assert_close(pooled, torch.tensor(expected, dtype=torch.float32))
+    assert load_dataset("idx", path=tmp_path, pool=7).x_test[0].tolist() == [image[:7, :7].mean()]
+    with pytest.raises(ConfigError, match="8 is larger than the 10×7 images") as caught:
+        load_dataset("idx", path=tmp_path, pool=8)
+    assert caught.value.field == "dataset.pool"
+
+
+def test_a_missing_idx_file_is_named_with_both_names_it_may_have(tmp_path) -> None:
+    _idx_folder(tmp_path, np.arange(2), np.arange(2))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(ConfigError) as caught:
+        load_dataset("idx", path=tmp_path)
+    assert caught.value.detail == f"{tmp_path}: no t10k-labels-idx1-ubyte or t10k-labels-idx1-ubyte.gz"
+    assert caught.value.field == "dataset.path"
+
+
+def test_an_idx_file_of_16_dimensions_loads_and_of_17_is_refused(tmp_path) -> None:
+    path = tmp_path / "many"
+    path.write_bytes(_idx_bytes(np.arange(2).reshape((1,) * 15 + (2,))))
+    assert read_idx(path).shape == (1,) * 15 + (2,)
+    path.write_bytes(_idx_bytes(np.arange(2).reshape((1,) * 16 + (2,))))
+    with pytest.raises(ConfigError, match="announces 17 dimensions"):
+        read_idx(path)
+
+
+def test_an_idx_file_of_three_bytes_is_not_an_idx_file(tmp_path) -> None:
+    path = tmp_path / "short"
+    path.write_bytes(b"\x00\x00\x08")
+    with pytest.raises(ConfigError, match=r"is not an unsigned-byte IDX file \(magic 000008\)"):
+        read_idx(path)
+
+
+def test_minmax_encoder_maps_a_constant_feature_to_the_lower_bound() -> None:
+    """A feature with no spread in training (digits' corner pixels are always 0) is not divided by zero."""
+    x = torch.tensor([[0.0, 4.0], [2.0, 4.0]])
+    torch.testing.assert_close(MinMaxEncoder(x, (0.0, 1.0))(torch.tensor([[1.0, 4.0]])), torch.tensor([[0.5, 0.0]]))
+
+
+def test_standard_encoder_uses_each_training_feature_s_own_mean_and_spread() -> None:
+    """Fitted on the training set: a test row is standardised by the training mean and (sample) standard deviation of
+    its own column, and a constant column becomes 0, not NaN."""
+    x_train = torch.tensor([[0.0, 100.0, 7.0], [2.0, 300.0, 7.0], [4.0, 500.0, 7.0]])
+    encode = StandardEncoder(x_train)
+    torch.testing.assert_close(encode(x_train), torch.tensor([[-1.0, -1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0]]))
+    torch.testing.assert_close(encode(torch.tensor([[6.0, 100.0, 7.0]])), torch.tensor([[2.0, -1.0, 0.0]]))
