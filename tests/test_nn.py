@@ -11,7 +11,7 @@ from torch import nn
 from hil.errors import ConfigError
 from hil.nn import PhysicalLayer, float32_bounds, physical_layers, physics_aware, project_, set_mode
 from hil.systems.base import PhysicalSystem, PhysicsModel
-from hil.twin.models import build_twin, load_twin, save_twin
+from hil.twin.models import Twin, build_twin, load_twin, save_twin
 from tests.lab_text import lab_from_text
 
 LAB = textwrap.dedent("""
@@ -129,6 +129,8 @@ def test_mode_and_projection_reach_every_physical_layer(lab) -> None:
             layer.theta.sub_(5.0)
     project_(model)
     assert all((layer.theta == -1.0).all() for layer in layers)
+    nested = nn.Sequential(nn.Sequential(nn.Linear(8, 8), layers[0]), nn.ModuleList([layers[1]]))
+    assert physical_layers(nested) == layers  # found inside containers, not only among the model's children
 
 
 def test_theta_starts_seeded_within_bounds_or_at_the_centre(lab) -> None:
@@ -140,6 +142,7 @@ def test_theta_starts_seeded_within_bounds_or_at_the_centre(lab) -> None:
     assert ((first >= low) & (first <= high)).all() and first.max() - first.min() > (high - low) / 2
     torch.testing.assert_close(PhysicalLayer(system, theta_init="center").theta.detach(),
                                torch.full((system.n_params,), torch.pi))
+    assert torch.equal(PhysicalLayer(lab.systems["crossbar"], theta_init="center").theta.detach(), torch.zeros(32))
     with pytest.raises(ConfigError, match="theta_init"):
         PhysicalLayer(system, theta_init="zeros")
     crossbar = PhysicalLayer(lab.systems["crossbar"], seed=1).theta.detach()  # θ in -1..1: the lower half too
@@ -172,8 +175,8 @@ class TurnTable(PhysicalSystem):
     kind = "turn_table"
     theta_periodic = True
 
-    def __init__(self):
-        super().__init__({}, n_in=2, n_out=2, n_params=2, x_bounds=(-1.0, 1.0), theta_bounds=(-math.pi, math.pi),
+    def __init__(self, theta_bounds: tuple[float, float] = (-math.pi, math.pi)):
+        super().__init__({}, n_in=2, n_out=2, n_params=2, x_bounds=(-1.0, 1.0), theta_bounds=theta_bounds,
                          max_batch=8)
 
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -181,6 +184,15 @@ class TurnTable(PhysicalSystem):
 
     def physics_model(self) -> PhysicsModel:
         raise NotImplementedError
+
+
+class TurnTwin(Twin):
+    """The turn table's exact twin, in whatever dtype it is given."""
+
+    kind = "turn"
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return x * theta.cos()
 
 
 def test_a_phase_wraps_over_its_own_period_wherever_the_bounds_start() -> None:
@@ -313,3 +325,74 @@ def test_float32_bounds_are_the_outermost_float32_values_within_and_none_is_an_e
     assert float(torch.nextafter(torch.tensor(high), torch.tensor(7.0))) > 2 * math.pi
     with pytest.raises(ConfigError, match=r"^bounds 0\.1\.\.0\.100000000001\d* hold no float32 value; widen them$"):
         float32_bounds(0.1, 0.1 + 1e-12)  # searched for ever before
+
+
+def test_with_an_exact_twin_the_pat_gradient_is_the_device_s_own_derivative() -> None:
+    """gradcheck compares the backward pass (the twin's vector-Jacobian product) with finite differences of the
+    device's measurements, in x and in θ (float32 device: a coarse step and tolerance)."""
+    system, twin = TurnTable(), TurnTwin(TurnTable())
+    x = torch.tensor([[0.3, -0.7], [0.9, 0.1]], dtype=torch.float64, requires_grad=True)
+    theta = torch.tensor([0.4, -2.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, theta: physics_aware(x, theta, system, twin), (x, theta), eps=1e-3,
+                                    atol=1e-3, rtol=1e-3)
+
+
+def test_a_layer_leaves_each_twin_parameter_trainable_or_frozen_as_it_found_it(lab) -> None:
+    """The layer's pass holds the twin's parameters constant only for itself: refining the twin afterwards finds the
+    trainable ones trainable again, and one frozen by its owner stays frozen."""
+    system = lab.systems["exact"]
+    twin = build_twin("residual", system, hidden=(8,))
+    frozen = next(twin.parameters())
+    frozen.requires_grad_(False)
+    before = [parameter.requires_grad for parameter in twin.parameters()]
+    for mode in ("pat", "twin"):
+        layer = PhysicalLayer(system, twin, mode=mode, seed=2)
+        layer(torch.rand(3, 8)).sum().backward()
+        assert [parameter.requires_grad for parameter in twin.parameters()] == before
+    assert before.count(False) == 1
+
+
+def test_a_twin_set_later_is_the_one_the_layer_uses_and_none_is_refused_by_the_system_s_name(lab) -> None:
+    system = lab.systems["exact"]  # named exact, of kind crossbar
+    layer = PhysicalLayer(system, mode="twin", seed=1)
+    twin = build_twin("physics", system)
+    layer.set_twin(twin)
+    x = torch.rand(3, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), twin(x, layer.theta))
+    layer.set_twin(None)
+    with pytest.raises(ConfigError) as caught:
+        layer(x)
+    assert str(caught.value) == "physical layer on 'exact' in 'twin' mode needs a twin"
+
+
+def test_a_layer_set_to_an_unknown_mode_refuses_to_run(lab) -> None:
+    system = lab.systems["exact"]
+    layer = PhysicalLayer(system, build_twin("physics", system))
+    layer.mode = "quantum"  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match=r"^unknown mode 'quantum'; modes: pat, twin, device$"):
+        layer(torch.rand(3, 8))
+
+
+def test_sigmoid_input_map_uses_the_input_bounds_not_the_parameter_bounds() -> None:
+    system = TurnTable()  # x in -1..1, θ in -π..π
+    layer = PhysicalLayer(system, mode="device", input_map="sigmoid", seed=0)
+    theta = layer.theta.detach()
+    torch.testing.assert_close(layer(torch.tensor([[-50.0, 50.0]])), torch.tensor([[-1.0, 1.0]]) * theta.cos())
+
+
+def test_a_layer_on_bounds_that_hold_no_float32_value_is_refused_when_built() -> None:
+    with pytest.raises(ConfigError, match="hold no float32 value"):
+        PhysicalLayer(TurnTable(theta_bounds=(0.1, 0.1 + 1e-12)), theta_init="center")
+
+
+def test_projection_wraps_a_phase_just_below_0_onto_0_and_leaves_one_inside_unchanged(lab) -> None:
+    """-1e-8 is the phase of 0 and 2π; float32(2π) is above 2π, so the wrap lands on 0, not on the float32 below 2π;
+    the highest float32 within 0..2π is already inside and stays where it is."""
+    system = lab.systems["optical"]
+    layer = PhysicalLayer(system, mode="device", theta_init="center")
+    _, inside_high = float32_bounds(*system.theta_bounds)
+    with torch.no_grad():
+        layer.theta.copy_(torch.tensor([-1e-8, inside_high]).repeat(system.n_params // 2))
+    layer.project_()
+    assert torch.equal(layer.theta.detach(), torch.tensor([0.0, inside_high]).repeat(system.n_params // 2))
