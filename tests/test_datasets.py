@@ -181,9 +181,10 @@ def _shipped_copy(tmp_path, monkeypatch, relative: str, change) -> None:
      "could not convert"),
     ("vowels", "data/vowels.csv", lambda data: b"\n".join(line.rsplit(b",", 1)[0] for line in data.splitlines()),
      "258 rows of 11 features and 7 vowels, expected 258 of 12 and 7"),
+    ("vowels", "data/vowels.csv", lambda data: data[:data.index(b"\n") + 1], "0 rows of 0 features and 0 vowels"),
 ], ids=["vowels cut", "vowels non-numeric", "vowels renamed column", "vowels one row", "vowels gone", "digits cut",
         "digits 3 values", "digits not gzip", "digits label 10", "digits 63 pixels", "digits non-numeric",
-        "vowels 11 features"])
+        "vowels 11 features", "vowels header only"])
 def test_a_damaged_or_missing_shipped_data_set_is_a_config_error_naming_it(tmp_path, monkeypatch, name, relative,
                                                                            change, reason) -> None:
     """A broken install (a file cut short, edited, or gone) is one line naming the file and the fix, not a
@@ -297,6 +298,7 @@ def test_idx_limit_is_a_seeded_choice_of_training_images_that_keep_their_labels(
     assert torch.equal(load_dataset("idx", path=tmp_path, limit=10, seed=1).y_train, limited.y_train)
     assert not torch.equal(load_dataset("idx", path=tmp_path, limit=10, seed=2).y_train, limited.y_train)
     assert limited.x_train.dtype == limited.x_test.dtype == torch.float32
+    assert limited.y_train.dtype == limited.y_test.dtype == torch.int64
 
 
 def test_idx_classes_count_to_the_largest_label_of_either_split(tmp_path) -> None:
