@@ -216,6 +216,8 @@ def _emulate(args: argparse.Namespace) -> int:
             raise ConfigError(f"emulator option {option!r} is not KEY=VALUE")
         try:
             options[key] = yaml_value(text)
+        except yaml.constructor.ConstructorError as error:  # YAML, but not a value Python holds (a huge integer)
+            raise ConfigError(str(error.problem), field=key) from None
         except yaml.YAMLError:
             raise ConfigError(f"{text!r} is not a YAML value (a number, text, true/false or null)",
                               field=key) from None

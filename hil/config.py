@@ -35,6 +35,19 @@ for _yaml in (_Loader, _Dumper):
                                 list("-+0123456789."))
 
 
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    """An integer as YAML reads it; one with more digits than Python converts is a YAML error at its line."""
+    try:
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of {len(node.value)} characters is more than Python reads; give a smaller number",
+            node.start_mark) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
 def yaml_value(text: str) -> Any:
     """One YAML value from ``text``, numbers read as in hil's files (`yaml.YAMLError` if it is not YAML)."""
     return yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain values only

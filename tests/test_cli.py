@@ -132,6 +132,8 @@ WITH_EMULATORS = ", ".join(drivers_with_emulators())
                                                   "positive number of ohms, got -5"),
     (["emulate", "keithley_2450", "load_ohm"], "emulator option 'load_ohm' is not KEY=VALUE"),
     (["emulate", "keithley_2450", "load_ohm=[unclosed"], "load_ohm: '[unclosed' is not a YAML value"),
+    (["emulate", "keithley_2450", f"seed={'9' * 5000}"], "seed: an integer of 5000 characters is more than "
+                                                         "Python reads; give a smaller number"),  # was a traceback
     (["emulate", "keithley_2450", "--port", "99999"], "'99999' is not a TCP port (0 to 65535; 0: a free one)"),
     (["emulate", "keithley_2450", "--port", "-5"], "'-5' is not a TCP port"),
     (["emulate", "keysight_33500b", "memory_points=-1"], "memory_points must be at least 8, got -1"),

@@ -683,6 +683,9 @@ def test_a_value_that_breaks_a_worlds_or_systems_construction_is_located_not_a_t
     ("instruments:\n  awg:\n\tdriver: keysight_33500b\n",
      r"lab.yaml:3: instruments\.awg\.driver: invalid YAML: .* found character '\\t' that cannot start any token; use "
      r"spaces: YAML does not allow a tab there$"),
+    (f"worlds:\n  table:\n    kind: optical_table\n    seed: {'9' * 5000}\n",  # was a ValueError's traceback
+     r"lab.yaml:4: worlds\.table\.seed: invalid YAML: an integer of 5000 characters is more than Python reads; give "
+     r"a smaller number$"),
 ])
 def test_a_yaml_mistake_is_located_where_it_is_made(tmp_path: Path, text: str, expected: str) -> None:
     """A quote or a brace left open is reported where it opens, not at the end of the file or the next line where
