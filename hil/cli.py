@@ -30,8 +30,6 @@ def _console() -> Console:
 def _devices(args: argparse.Namespace) -> int:
     from hil.lab import Lab
 
-    if _is_protocol(args.lab):
-        return _protocol_given_as_lab(args.lab)
     console = _console()
     with Lab.load(args.lab) as lab:
         table = Table(title=f"Instruments of {args.lab}")
@@ -69,46 +67,20 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_lab_file(path: Path, only: bool = False) -> bool:
-    """Whether ``path`` is a lab file rather than a protocol: it has none of the keys only a protocol has (``only``:
-    and some that only a lab file has, so an empty or broken protocol is not taken for one)."""
+def _reads_as(path: Path) -> str | None:
+    """What the YAML file ``path`` reads as, "lab" or "protocol" (`hil.lab.reads_as`); one that cannot be read is a
+    `ConfigError` naming it."""
     from hil.config import YamlDocument
-    from hil.lab import LabConfig
-    from hil.protocol import Protocol
+    from hil.lab import reads_as
 
-    data = YamlDocument.read(path).data
-    protocol_only = set(Protocol.model_fields) - set(LabConfig.model_fields)
-    lab_only = set(LabConfig.model_fields) - set(Protocol.model_fields)
-    if only and not (isinstance(data, dict) and lab_only & set(data)):
-        return False
-    return not (isinstance(data, dict) and protocol_only & set(data))
-
-
-def _is_protocol(path: Path) -> bool:
-    """Whether ``path`` is a file that reads as a protocol (one that does not read is left to the lab's loading, which
-    says why)."""
-    from hil.errors import ConfigError
-
-    try:
-        return path.is_file() and not _is_lab_file(path)
-    except ConfigError:
-        return False
-
-
-def _protocol_given_as_lab(path: Path) -> int:
-    """Refuse a protocol where a lab file was asked for, which would fail on its every key."""
-    print(f"hil: error: {path} is a protocol, not a lab file; give a lab file with --lab (e.g. lab.yaml, or the "
-          "protocol's lab:)", file=sys.stderr)
-    return 2
+    return reads_as(YamlDocument.read(path).data)
 
 
 def _check(args: argparse.Namespace) -> int:
     from hil.lab import Lab
     from hil.protocol import check_protocol
 
-    if args.lab is not None and _is_protocol(args.lab):
-        return _protocol_given_as_lab(args.lab)
-    if _is_lab_file(args.file):
+    if _reads_as(args.file) != "protocol":
         lab = Lab.load(args.file)
         try:
             instruments = lab.build()
@@ -130,9 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume is not None and (args.seed is not None or args.lab is not None):
         print("hil: error: --seed and --lab choose a new run's; a resumed run keeps its own", file=sys.stderr)
         return 2
-    if args.lab is not None and _is_protocol(args.lab):
-        return _protocol_given_as_lab(args.lab)
-    if args.protocol is not None and args.protocol.is_file() and _is_lab_file(args.protocol, only=True):
+    if args.protocol is not None and _reads_as(args.protocol) == "lab":
         print(f"hil: error: {args.protocol} is a lab file; hil run takes a protocol (e.g. experiments/*.yaml), and a "
               "lab with --lab", file=sys.stderr)
         return 2

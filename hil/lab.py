@@ -185,6 +185,18 @@ class LabConfig(Strict):
     systems: dict[str, SystemConfig] = Field(default_factory=dict)
 
 
+def reads_as(data: Any) -> Literal["lab", "protocol"] | None:
+    """What a parsed YAML file reads as: the kind of file more of whose own keys it has (a lab file's worlds,
+    instruments and systems; a protocol's name, system, model, ...), so that one misspelt key does not make a lab
+    file a protocol; None for neither (no such key, as many of each, or not a mapping)."""
+    from hil.protocol import Protocol  # imported here: hil.protocol builds on this module
+
+    keys = set(data) if isinstance(data, dict) else set()
+    lab = len(keys & (set(LabConfig.model_fields) - set(Protocol.model_fields)))
+    protocol = len(keys & (set(Protocol.model_fields) - set(LabConfig.model_fields)))
+    return "lab" if lab > protocol else "protocol" if protocol > lab else None
+
+
 class Lab:
     """Builds the instruments of a lab file, connects them, and always leaves them safe.
 
@@ -204,8 +216,15 @@ class Lab:
 
     @classmethod
     def load(cls, path: str | Path) -> Lab:
+        """The lab of a lab file; a protocol given for one is named as such, not as a dozen unknown keys."""
         document = YamlDocument.read(path)
-        return cls(document.validate(LabConfig), document)
+        try:
+            return cls(document.validate(LabConfig), document)
+        except ConfigError:
+            if reads_as(document.data) == "protocol":
+                raise ConfigError(f"{path} is a protocol, not a lab file; give a lab file (e.g. lab.yaml) with --lab "
+                                  "or as the protocol's lab:") from None
+            raise
 
     def _check_settings(self, cls: type, settings: dict[str, Any], where: tuple[str, ...]) -> None:
         """Refuse a setting whose value is not of the type its class's ``__init__`` annotates (see `check_setting`)

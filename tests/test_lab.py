@@ -756,8 +756,34 @@ def test_a_protocol_given_as_the_lab_file_is_named_as_one(capsys: pytest.Capture
 
     protocol = REPO / "experiments" / "crossbar_pat_digits.yaml"
     assert main([str(protocol) if part == "P" else part for part in command]) == 2
-    assert capsys.readouterr().err == (f"hil: error: {protocol} is a protocol, not a lab file; give a lab file with "
-                                       "--lab (e.g. lab.yaml, or the protocol's lab:)\n")
+    assert capsys.readouterr().err == (f"hil: error: {protocol} is a protocol, not a lab file; give a lab file (e.g. "
+                                       "lab.yaml) with --lab or as the protocol's lab:\n")
+
+
+def test_a_protocol_named_as_its_own_lab_is_named_as_one(tmp_path: Path) -> None:
+    """A protocol's ``lab:`` naming a protocol was 'name: unknown key 'name'; allowed: ... (and 8 more problems)'."""
+    from hil.protocol import check_protocol
+
+    path = tmp_path / "p.yaml"
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    path.write_text(text.replace("lab: lab.yaml", f"lab: {path}"))
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))} is a protocol, not a lab file; give a lab file"):
+        check_protocol(path)
+
+
+@pytest.mark.parametrize("command", [["devices", "--lab", "L"], ["check", "L"], ["check", "--lab", "L", "P"],
+                                     ["run", "--lab", "L", "P"]])
+def test_a_lab_file_with_a_protocols_key_misspelt_into_it_is_a_lab_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    """A lab file whose ``systems:`` lost its s was called a protocol (or checked as one, its name missing)."""
+    from hil.cli import main
+
+    lab = write(tmp_path, (REPO / "lab.yaml").read_text(encoding="utf-8").replace("\nsystems:", "\nsystem:"))
+    line = lab.read_text(encoding="utf-8").splitlines().index("system:") + 1
+    protocol = REPO / "experiments" / "crossbar_pat_digits.yaml"
+    assert main([str({"L": lab, "P": protocol}.get(part, part)) for part in command]) == 2
+    assert capsys.readouterr().err == (f"hil: error: {lab}:{line}: system: unknown key 'system'; allowed: "
+                                       "description, worlds, instruments, systems\n")
 
 
 SYSTEMS_AND_DRIVERS_OF_A_PLUGIN = '''
