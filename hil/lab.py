@@ -146,7 +146,8 @@ class InstrumentConfig(Strict):
 
     @model_validator(mode="after")
     def _one_location(self) -> InstrumentConfig:
-        given = [key for key in ("resource", "emulate", "world") if getattr(self, key)]
+        given = [key for key, value in (("resource", self.resource), ("emulate", self.emulate is not False),
+                                        ("world", self.world)) if value]  # emulate: {} is emulate without options
         if len(given) != 1:
             raise ValueError("give exactly one of resource (a bench instrument), emulate (true, or emulator "
                              f"options) or world (a simulator); got {given or 'none'}")

@@ -359,6 +359,16 @@ def test_emulating_a_driver_without_an_emulator_names_those_with_one(tmp_path: P
         Lab.load(path).build()
 
 
+def test_emulate_without_options_serves_the_emulator(tmp_path: Path) -> None:
+    """``emulate: {}`` was 'give exactly one of resource, emulate or world; got none'."""
+    lab = Lab.load(write(tmp_path, "instruments:\n  smu: {driver: keithley_2450, emulate: {}}\n"))
+    try:
+        lab.build()
+        assert list(emulators(lab)) == ["Keithley2450Emulator"]
+    finally:
+        lab.close()
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
         Lab.load(tmp_path / "nope.yaml")
