@@ -192,8 +192,10 @@ class Limit:
                 or (name in ("max_step", "ramp_rate") and current is not None and value > current)
             )
             if widens or not math.isfinite(value):
+                unit = f"{self.unit}/s" if name == "ramp_rate" else self.unit
+                exact = f"; {name} is {current:.15g}" if current is not None and f"{value:g}" == f"{current:g}" else ""
                 raise ConfigError(
-                    f"{value:g} {self.unit} would widen the instrument's limit ({self.describe()}); "
+                    f"{value:.15g} {unit} would widen the instrument's limit ({self.describe()}{exact}); "
                     "a lab file may only narrow limits", field=f"{what}.{name}")
         try:
             return replace(self, **{k: float(v) for k, v in overrides.items() if v is not None})

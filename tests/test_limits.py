@@ -204,6 +204,17 @@ def test_the_interval_after_a_step_down_is_that_after_the_same_step_up() -> None
     assert limit.step_interval_s(-0.5) == limit.step_interval_s(0.5) == pytest.approx(0.25)
 
 
+def test_a_widening_value_is_shown_as_written_in_its_unit() -> None:
+    """``min: -5.0000001`` was '-5 V would widen the instrument's limit (-5..5 V)', and a ramp rate was in V."""
+    limit = Limit("V", -5, 5, max_step=0.5, ramp_rate=1.0)
+    with pytest.raises(ConfigError, match=r"^v\.min: -5\.0000001 V would widen the instrument's limit \(-5\.\.5 V, "
+                                          r"step 0\.5, 1 V/s; min is -5\); a lab file may only narrow limits$"):
+        limit.narrow({"min": -5.0000001}, "v")
+    with pytest.raises(ConfigError, match=r"^v\.ramp_rate: 2 V/s would widen the instrument's limit \(-5\.\.5 V, "
+                                          r"step 0\.5, 1 V/s\); a lab"):
+        limit.narrow({"ramp_rate": 2}, "v")
+
+
 def test_narrowing_never_widens_a_step_or_a_ramp_rate_but_may_add_them() -> None:
     defaults = {"voltage_v": Limit("V", -10, 10, max_step=1.0, ramp_rate=2.0), "current_a": Limit("A", -1, 1)}
     for field, value in (("max_step", 1.01), ("ramp_rate", 2.5), ("min", -10.5), ("max", 10.01), ("max", math.nan),
