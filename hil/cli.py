@@ -77,10 +77,13 @@ def _reads_as(path: Path) -> str | None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from hil.errors import ConfigError
     from hil.lab import Lab
     from hil.protocol import check_protocol
 
     if _reads_as(args.file) != "protocol":
+        if args.lab is not None:
+            raise ConfigError(f"{args.file} is a lab file, checked on its own; --lab goes with a protocol")
         lab = Lab.load(args.file)
         try:
             instruments = lab.build()

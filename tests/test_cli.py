@@ -117,6 +117,8 @@ WITH_EMULATORS = ", ".join(drivers_with_emulators())
     (["run", "--seed", str(2**64), PROTOCOL], "is not a seed"),
     (["run", "--resume", "runs/x", "--seed", "3"], "a resumed run keeps its own"),
     (["runs", "--root", "no-such-folder"], "no-such-folder is not a folder of runs"),
+    (["check", str(REPO / "lab.yaml"), "--lab", str(REPO / "lab.yaml")],  # --lab was ignored
+     f"{REPO / 'lab.yaml'} is a lab file, checked on its own; --lab goes with a protocol"),
     (["emulate", "keysight_99999"], "unknown driver 'keysight_99999'; known: "),
     (["emulate", "simulated_crossbar"], "simulated_crossbar is a simulated instrument: it runs on a world of the lab "
                                         "file, not behind an emulator; give it world: in the lab file"),
