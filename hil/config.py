@@ -295,8 +295,9 @@ def explain(error: Any, model: type[BaseModel]) -> str:
         allowed = _allowed_keys(model, loc[:-1])
         hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
         return f"unknown key {loc[-1]!r}{hint}"
-    if error["type"] == "missing":
-        return "required field is missing"
+    if error["type"] == "missing":  # a field, or an item of a fixed-length list (shape: [64] for two)
+        return "required field is missing" if isinstance(loc[-1], str) else \
+            f"too few items: item {loc[-1]} is missing (counting from 0)"
     value = error.get("input")
     shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
     message = error["msg"].removeprefix("Value error, ") if error["type"] == "value_error" else error["msg"]

@@ -369,6 +369,14 @@ def test_emulate_without_options_serves_the_emulator(tmp_path: Path) -> None:
         lab.close()
 
 
+def test_a_list_of_too_few_items_in_a_world_config_says_so(tmp_path: Path) -> None:
+    """``shape: [64]`` for rows and columns was 'required field is missing', of a field the file has."""
+    lab = Lab.load(write(tmp_path, "worlds:\n  table: {kind: optical_table, config: {slm: {shape: [64]}}}\n"))
+    with pytest.raises(ConfigError, match=r"lab\.yaml:2: worlds\.table\.config\.slm\.shape\.1: too few items: item 1 "
+                                          r"is missing \(counting from 0\)$"):
+        lab.build()
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
         Lab.load(tmp_path / "nope.yaml")
