@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.cli import main
+from hil.cli import build_parser, main
 from simulators.emulators.server import drivers_with_emulators
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,7 +115,11 @@ WITH_EMULATORS = ", ".join(drivers_with_emulators())
 @pytest.mark.parametrize(("argv", "needle"), [
     (["run", "--seed", "-1", PROTOCOL], "'-1' is not a seed (an integer in 0..4294967295)"),
     (["run", "--seed", str(2**64), PROTOCOL], "is not a seed"),
+    (["run", "--seed", str(2**32), PROTOCOL], f"'{2**32}' is not a seed"),
     (["run", "--resume", "runs/x", "--seed", "3"], "a resumed run keeps its own"),
+    (["run", "--resume", "runs/x", "--lab", "lab.yaml"], "a resumed run keeps its own"),
+    (["run", PROTOCOL, "--resume", "runs/x"], "give a protocol file, or --resume RUN (not both)"),
+    (["runs", "--root", str(REPO / "lab.yaml")], "lab.yaml is not a folder of runs"),
     (["runs", "--root", "no-such-folder"], "no-such-folder is not a folder of runs"),
     (["check", str(REPO / "lab.yaml"), "--lab", str(REPO / "lab.yaml")],  # --lab was ignored
      f"{REPO / 'lab.yaml'} is a lab file, checked on its own; --lab goes with a protocol"),
@@ -138,6 +142,7 @@ WITH_EMULATORS = ", ".join(drivers_with_emulators())
                                                          "Python reads; give a smaller number"),  # was a traceback
     (["emulate", "keithley_2450", "--port", "99999"], "'99999' is not a TCP port (0 to 65535; 0: a free one)"),
     (["emulate", "keithley_2450", "--port", "-5"], "'-5' is not a TCP port"),
+    (["emulate", "keithley_2450", "--port", "65536"], "'65536' is not a TCP port"),
     (["emulate", "keysight_33500b", "memory_points=-1"], "memory_points must be at least 8, got -1"),
     (["emulate", "keithley_2450", "--via", "usb"], "invalid choice: 'usb'"),
 ])
@@ -151,6 +156,12 @@ def test_bad_arguments_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     assert status == 2
     assert needle in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_ends_of_a_port_and_of_a_seed_are_taken() -> None:
+    parse = build_parser().parse_args
+    assert [parse(["emulate", "keithley_2450", "--port", port]).port for port in ("0", "65535")] == [0, 65535]
+    assert [parse(["run", "--seed", seed, "p.yaml"]).seed for seed in ("0", str(2**32 - 1))] == [0, 2**32 - 1]
 
 
 @pytest.mark.parametrize(("old", "new", "needle"), [
