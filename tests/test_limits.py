@@ -242,3 +242,27 @@ def test_a_step_or_a_ramp_rate_of_zero_is_a_config_error(max_step: float, ramp_r
     where the limit is written, like a negative one."""
     with pytest.raises(ConfigError, match=rf"^limit {field} must be > 0, got 0"):
         Limit("V", -1, 1, max_step=max_step, ramp_rate=ramp_rate)
+
+
+def test_a_float32_value_a_hair_below_min_is_told_why() -> None:
+    """The float32 hint is given at either end: float32(-0.1) is 1.5e-9 below a min of -0.1."""
+    with pytest.raises(LimitError, match=r"^x: -0\.10000000149011612 V is outside -0\.1\.\.1 V by 1\.49e-09 V; "
+                                         r"float32"):
+        Limit("V", -0.1, 1).check(np.float32(-0.1), "x")
+
+
+def test_narrow_takes_equal_values_and_none_and_refuses_unknown_fields_and_text() -> None:
+    """Equal is not wider; None leaves a field as it is; a misspelt field or a value that is not a number is named."""
+    limit = Limit("V", -10, 10, max_step=1.0, ramp_rate=2.0)
+    assert limit.narrow({"max_step": 1.0, "ramp_rate": 2.0, "min": None}, "v") == limit
+    with pytest.raises(ConfigError, match=r"^v\.maximum: unknown limit field 'maximum'; allowed: min, max, max_step, "
+                                          r"ramp_rate$"):
+        limit.narrow({"maximum": 1}, "v")
+    with pytest.raises(ConfigError, match=r"^v\.max: 'high' is not a number$"):
+        limit.narrow({"max": "high"}, "v")
+
+
+def test_a_narrowing_that_inverts_the_limit_names_the_limit() -> None:
+    with pytest.raises(ConfigError, match=r"^limits\.voltage_v: limit min 11\.0 V is above max 10 V$"):
+        narrow_limits({"voltage_v": Limit("V", -10, 10)}, {"voltage_v": {"min": 11}})
+
