@@ -137,7 +137,9 @@ class InstrumentConfig(Strict):
         if value is None:
             return value
         path = Path(value)
-        if not value.strip() or path.is_dir():
+        if not value.strip():
+            raise ValueError("a blank name; name a file (e.g. logs/awg.log)")
+        if path.is_dir():
             raise ValueError(f"{value!r} is a folder; name a file in it")
         existing = next(parent for parent in path.absolute().parents if parent.exists())
         if not existing.is_dir():  # the log's folders are made at the first transfer, below a folder

@@ -54,7 +54,7 @@ def test_the_readmes_lab_example_is_valid_and_checking_it_writes_nothing(
     ("instruments:\n  awg: {driver: keysight_33500b, emulate: true, traffic_log: /dev/null/logs/x.log}\n",
      ":2: instruments.awg.traffic_log: '/dev/null' is a file, so '/dev/null/logs/x.log' cannot be made"),
     ("instruments:\n  awg: {driver: keysight_33500b, emulate: true, traffic_log: ''}\n",
-     ":2: instruments.awg.traffic_log: '' is a folder; name a file in it"),
+     ":2: instruments.awg.traffic_log: a blank name; name a file (e.g. logs/awg.log)"),
     ("worlds:\n  table: {kind: optical_table, seed: -1}\n", ":2: worlds.table.seed"),
     ("worlds:\n  chip: {kind: memristor_crossbar, config: {devices: {g_mx_s: 1}}}\n",
      ":2: worlds.chip.config.devices.g_mx_s: unknown key 'g_mx_s'; allowed: g_min_s, g_max_s"),
@@ -137,6 +137,7 @@ WITH_EMULATORS = ", ".join(drivers_with_emulators())
     (["emulate", "keithley_2450", "load_ohm=-5"], "bad emulator option for keithley_2450: load_ohm must be a "
                                                   "positive number of ohms, got -5"),
     (["emulate", "keithley_2450", "load_ohm"], "emulator option 'load_ohm' is not KEY=VALUE"),
+    (["emulate", "keithley_2450", "=5"], "emulator option '=5' is not KEY=VALUE"),
     (["emulate", "keithley_2450", "load_ohm=[unclosed"], "load_ohm: '[unclosed' is not a YAML value"),
     (["emulate", "keithley_2450", f"seed={'9' * 5000}"], "seed: an integer of 5000 characters is more than "
                                                          "Python reads; give a smaller number"),  # was a traceback
@@ -156,6 +157,15 @@ def test_bad_arguments_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     assert status == 2
     assert needle in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_takes_a_file_of_neither_kinds_keys_for_a_lab(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A lab file of a description alone is an empty lab, not a protocol missing its every field."""
+    path = tmp_path / "spare.yaml"
+    path.write_text("description: the spare bench\n")
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out == (f"{path}: OK, a lab of 0 instrument(s), 0 world(s) and 0 system(s); no hardware "
+                                       "was touched\n")
 
 
 def test_the_ends_of_a_port_and_of_a_seed_are_taken() -> None:

@@ -303,6 +303,32 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
           xbar: {driver: simulated_crossbar, world: chip, traffic_log: x.log, visa_library: ""}
      """, r"lab.yaml:4: instruments\.xbar: traffic_log, visa_library set for a simulated instrument \(world\), which "
          r"has no transport; leave them out$"),
+    ("""
+        instruments:
+          smu: {driver: keithley_2450, resource: /dev/ttyUSB0, baudrate: 49}
+     """, r"lab.yaml:2: instruments\.smu\.baudrate: Input should be greater than or equal to 50 \(got 49\)$"),
+    ("""
+        instruments:
+          smu: {driver: keithley_2450, emulate: true, traffic_log: .}
+     """, r"lab.yaml:2: instruments\.smu\.traffic_log: '\.' is a folder; name a file in it \(got '\.'\)$"),
+    ("""
+        instruments:
+          smu: {driver: keithley_2450, emulate: true, traffic_log: "  "}
+     """, r"lab.yaml:2: instruments\.smu\.traffic_log: a blank name; name a file \(e\.g\. logs/awg\.log\) "
+         r"\(got '  '\)$"),
+    ("""
+        worlds:
+          oscillators: {kind: oscillator_network}
+        instruments:
+          drive: {driver: simulated_analog_output, world: oscillators}
+          probes: {driver: simulated_analog_input, world: oscillators}
+        systems:
+          oscillator:
+            kind: oscillator
+            instruments: {output: drive, input: probes}
+            settings: {sense: position}
+     """, r"lab.yaml:10: systems\.oscillator\.settings\.sense: Input should be 'displacement' or 'velocity' \(got "
+         r"'position'\)$"),
 ])
 def test_bad_lab_files_fail_with_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
