@@ -201,6 +201,8 @@ def _emulate(args: argparse.Namespace) -> int:
         try:
             while True:
                 time.sleep(0.2)
+        except Terminated:  # SIGTERM or SIGHUP: a stop, reported with its signal's status, not Ctrl-C's 0
+            raise
         except KeyboardInterrupt:
             return 0
         finally:

@@ -257,6 +257,24 @@ def test_emulate_serves_a_driver_s_emulator_until_ctrl_c() -> None:
     assert process.returncode == 0 and errors == ""
 
 
+@pytest.mark.parametrize(("ignored", "sent", "status", "said"), [
+    ((), (signal.SIGTERM,), 143, "hil: stopped by SIGTERM; instruments were put in their safe state\n"),
+    ((signal.SIGHUP,), (signal.SIGHUP, signal.SIGINT), 0, ""),  # nohup hil emulate: the SIGHUP stays ignored
+])
+def test_emulate_stops_at_sigterm_and_outlives_a_sighup_it_was_started_ignoring(
+        ignored: tuple[signal.Signals, ...], sent: tuple[signal.Signals, ...], status: int, said: str) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "hil.cli", "emulate", "keithley_2450"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: [signal.signal(signum, signal.SIG_IGN) for signum in ignored])
+    try:
+        assert process.stdout.readline().startswith("keithley_2450 emulator at ")  # type: ignore[union-attr]
+    finally:
+        for signum in sent:
+            process.send_signal(signum)
+        _, errors = process.communicate(timeout=10)
+    assert (process.returncode, errors) == (status, said)
+
+
 def test_emulate_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
