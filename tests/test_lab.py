@@ -329,6 +329,38 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
             settings: {sense: position}
      """, r"lab.yaml:10: systems\.oscillator\.settings\.sense: Input should be 'displacement' or 'velocity' \(got "
          r"'position'\)$"),
+    ("""
+        worlds:
+          chip: {kind: memristor_crossbar}
+        instruments:
+          xbar: {driver: simulated_crossbar, world: chip, emulate: true}
+     """, r"lab.yaml:4: instruments\.xbar: give exactly one of resource .*; got \['emulate', 'world'\]$"),
+    ("""
+        worlds:
+          chip: {kind: memristor_crossbar}
+        instruments:
+          xbar: {driver: simulated_crossbar, world: chip}
+        systems:
+          crossbar: {kind: crossbar, instruments: {crossbar: xbar2}}
+     """, r"lab.yaml:6: systems\.crossbar\.instruments\.crossbar: no instrument named 'xbar2' in this lab$"),
+    ("""
+        worlds:
+          chip: {kind: memristor_crossbar}
+        instruments:
+          xbar: {driver: simulated_crossbar, world: chip}
+        systems:
+          crossbar: {kind: crossbar, instruments: {crossbar: xbar}, settings: {n_inn: 4}}
+     """, r"lab.yaml:6: systems\.crossbar\.settings\.n_inn: unknown setting 'n_inn' for crossbar; allowed: g_max_s, "
+         r"g_min_s, n_in, n_out, read_voltage_v$"),
+    ("""
+        instruments:
+          awg: {driver: "not a module:Awg", emulate: true}
+     """, r"lab.yaml:2: instruments\.awg\.driver: unknown driver 'not a module:Awg'; known: "),
+    ("""
+        instruments:
+          awg: {driver: "hil.lab:NoSuchDriver", emulate: true}
+     """, r"lab.yaml:2: instruments\.awg\.driver: driver 'hil\.lab:NoSuchDriver': hil\.lab:NoSuchDriver cannot be "
+         r"loaded: AttributeError: module 'hil\.lab' has no attribute 'NoSuchDriver'$"),  # no hint to install it
 ])
 def test_bad_lab_files_fail_with_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
@@ -344,7 +376,7 @@ class HalfWrittenSmu(SourceMeter):
 
 @pytest.mark.parametrize(("target", "expected"), [
     ("acme_hil.no_such_module:AcmeSmu", r"driver 'acme_smu': acme_hil\.no_such_module:AcmeSmu cannot be loaded: "
-                                        r"ModuleNotFoundError"),
+                                        r"ModuleNotFoundError: No module named 'acme_hil'$"),
     ("tests.test_lab:AcmeSmu", r"driver 'acme_smu': tests\.test_lab:AcmeSmu cannot be loaded: AttributeError"),
     ("tests.test_lab:HalfWrittenSmu", r"acme_smu \(tests\.test_lab\.HalfWrittenSmu\) cannot be used: it does not "
                                       r"implement _configure_hw, _identify_hw, _measure_hw, _set_level_hw, "
@@ -401,6 +433,31 @@ def test_a_list_of_too_few_items_in_a_world_config_says_so(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"lab\.yaml:2: worlds\.table\.config\.slm\.shape\.1: too few items: item 1 "
                                           r"is missing \(counting from 0\)$"):
         lab.build()
+
+
+def test_building_again_keeps_what_was_built_and_a_failed_build_stops_its_emulators(tmp_path: Path) -> None:
+    lab = Lab.load(write(tmp_path, """
+        worlds:
+          chip: {kind: memristor_crossbar}
+        instruments:
+          smu: {driver: keithley_2450, emulate: true}
+          xbar: {driver: simulated_crossbar, world: chip}
+    """))
+    try:
+        lab.build()
+        built = (lab.worlds["chip"], lab.instruments["xbar"])
+        lab.build()  # as open() does after a check's build
+        assert (lab.worlds["chip"], lab.instruments["xbar"]) == built and lab.instruments["xbar"].world is built[0]
+    finally:
+        lab.close()
+    broken = Lab.load(write(tmp_path, """
+        instruments:
+          smu: {driver: keithley_2450, emulate: true}
+          awg: {driver: keysight_99999, emulate: true}
+    """))
+    with pytest.raises(ConfigError, match="unknown driver 'keysight_99999'"):
+        broken.build()
+    assert emulators(broken) == {}  # the 2450's emulator, started first, was stopped
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
@@ -758,24 +815,31 @@ def test_a_bound_is_checked_before_the_float32_range(tmp_path: Path) -> None:
         Lab.load(write(tmp_path, OPTICAL_LAB % ("slow: {power_wander: -1.0e+39}", ""))).build()
 
 
+@pytest.mark.parametrize(("raised", "said"), [
+    ("MemoryError()", "a value is too large: building with it needs more memory than this machine has (MemoryError); "
+                      "give smaller settings"),
+    ("RuntimeError('DefaultCPUAllocator: can\\'t allocate memory')",  # torch's way of saying it
+     "a value is too large: building with it needs more memory than this machine has (RuntimeError: "
+     "DefaultCPUAllocator: can't allocate memory); give smaller settings"),
+    ("ValueError('size must be even')", "size must be even"),  # the class's own words, without its type
+])
 def test_a_system_that_runs_out_of_memory_while_built_is_one_line_at_its_settings(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raised: str, said: str) -> None:
     """A size a system does not bound (resistive n_hidden: 1000000000000) ran out of memory as a traceback."""
-    (tmp_path / "acme_systems.py").write_text(
+    module = f"acme_{raised.partition('(')[0].lower()}"  # one per case: a module is imported once
+    (tmp_path / f"{module}.py").write_text(
         "from hil.systems.base import PhysicalSystem\n\n\n"
         "class Greedy(PhysicalSystem):\n"
         "    def __init__(self, instruments, *, name='', size: int = 1):\n"
-        "        raise MemoryError()\n\n"
+        f"        raise {raised}\n\n"
         "    def _run(self, x, theta):\n        return x\n\n"
         "    def physics_model(self):\n        return None\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    lab = Lab.load(write(tmp_path, """
+    lab = Lab.load(write(tmp_path, f"""
         systems:
-          s: {kind: "acme_systems:Greedy", instruments: {}, settings: {size: 1000000000000}}
+          s: {{kind: "{module}:Greedy", instruments: {{}}, settings: {{size: 1000000000000}}}}
     """))
-    with pytest.raises(ConfigError, match=r"lab.yaml:2: systems\.s\.settings: a value is too large: building with it "
-                                          r"needs more memory than this machine has \(MemoryError\); give smaller "
-                                          r"settings$"):
+    with pytest.raises(ConfigError, match=f"lab.yaml:2: systems\\.s\\.settings: {re.escape(said)}$"):
         lab.build()
 
 
