@@ -361,6 +361,13 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
           awg: {driver: "hil.lab:NoSuchDriver", emulate: true}
      """, r"lab.yaml:2: instruments\.awg\.driver: driver 'hil\.lab:NoSuchDriver': hil\.lab:NoSuchDriver cannot be "
          r"loaded: AttributeError: module 'hil\.lab' has no attribute 'NoSuchDriver'$"),  # no hint to install it
+    ("""
+        worlds:
+          chip: {kind: memristor_crossbar}
+        instruments:
+          smu: {driver: keithley_2450, world: chip}
+     """, r"lab.yaml:4: instruments\.smu\.world: keithley_2450 is a bench driver; give it a resource or emulate, not a "
+         r"world$"),
 ])
 def test_bad_lab_files_fail_with_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
