@@ -368,6 +368,14 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
           smu: {driver: keithley_2450, world: chip}
      """, r"lab.yaml:4: instruments\.smu\.world: keithley_2450 is a bench driver; give it a resource or emulate, not a "
          r"world$"),
+    ("""
+        instruments:
+          awg: {driver: "hil.lab:Lab", emulate: true}
+     """, r"lab.yaml:2: instruments\.awg\.driver: driver 'hil\.lab:Lab' is not an Instrument subclass$"),
+    ("""
+        instruments:
+          xbar: {driver: simulated_crossbar, emulate: true}
+     """, r"lab.yaml:2: instruments\.xbar: simulated_crossbar takes no transport, so it needs a world"),
 ])
 def test_bad_lab_files_fail_with_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
@@ -442,7 +450,7 @@ def test_a_list_of_too_few_items_in_a_world_config_says_so(tmp_path: Path) -> No
         lab.build()
 
 
-def test_building_again_keeps_what_was_built_and_a_failed_build_stops_its_emulators(tmp_path: Path) -> None:
+def test_open_keeps_what_was_built_connects_only_what_is_asked_a_failed_build_stops_emulators(tmp_path: Path) -> None:
     lab = Lab.load(write(tmp_path, """
         worlds:
           chip: {kind: memristor_crossbar}
@@ -453,8 +461,9 @@ def test_building_again_keeps_what_was_built_and_a_failed_build_stops_its_emulat
     try:
         lab.build()
         built = (lab.worlds["chip"], lab.instruments["xbar"])
-        lab.build()  # as open() does after a check's build
+        lab.open(only=["xbar"])  # builds again, and connects only what it is asked to
         assert (lab.worlds["chip"], lab.instruments["xbar"]) == built and lab.instruments["xbar"].world is built[0]
+        assert (lab.instruments["xbar"].connected, lab.instruments["smu"].connected) == (True, False)
     finally:
         lab.close()
     broken = Lab.load(write(tmp_path, """
