@@ -195,18 +195,18 @@ def _emulate(args: argparse.Namespace) -> int:
             raise ConfigError(f"{text!r} is not a YAML value (a number, text, true/false or null)",
                               field=key) from None
     server = serve(instrument_class(args.driver), options, args.via, args.port, name=args.driver)
-    # Ctrl-C stops it even where SIGINT came in ignored (a job a shell script started in the background)
-    with handling((signal.SIGINT,), signal.default_int_handler):
-        print(f"{args.driver} emulator at {server.resource} (Ctrl-C stops it)", flush=True)
-        try:
+    try:  # from here on, a Ctrl-C is the way to stop it, even one that comes as the address is printed
+        # Ctrl-C stops it even where SIGINT came in ignored (a job a shell script started in the background)
+        with handling((signal.SIGINT,), signal.default_int_handler):
+            print(f"{args.driver} emulator at {server.resource} (Ctrl-C stops it)", flush=True)
             while True:
                 time.sleep(0.2)
-        except Terminated:  # SIGTERM or SIGHUP: a stop, reported with its signal's status, not Ctrl-C's 0
-            raise
-        except KeyboardInterrupt:
-            return 0
-        finally:
-            server.stop()
+    except Terminated:  # SIGTERM or SIGHUP: a stop, reported with its signal's status, not Ctrl-C's 0
+        raise
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:
