@@ -29,6 +29,7 @@ import fcntl
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import threading
@@ -47,6 +48,10 @@ EVENTS = "events.jsonl"
 DISCARDED = "events.discarded.jsonl"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
+#: An event's field listing where the numbers JSON cannot hold (NaN, ±infinity) are: the line holds each as the
+#: string "NaN", "Infinity" or "-Infinity" (strict JSON, which jq and JavaScript read), and the path of keys and
+#: indices to it is here; the log's readers turn it back into the float and drop this field.
+NON_FINITE = "non_finite"
 #: A checkpoint file is this, the SHA-256 of the torch file that follows, then that file.
 CHECKPOINT_MAGIC = b"hil checkpoint 1\n"
 
@@ -108,6 +113,39 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _finite(value: Any, path: list[str | int], found: list[list[str | int]]) -> Any:
+    """``value`` (plain, from `_jsonable`) with each non-finite float spelled as a string, its path added to
+    ``found``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append(path)
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {key: _finite(v, [*path, key], found) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v, [*path, index], found) for index, v in enumerate(value)]
+    return value
+
+
+def _restore_non_finite(event: dict[str, Any]) -> None:
+    """Turn the strings `NON_FINITE` lists back into floats; a list that does not point at such strings is a
+    `ValueError`."""
+    paths = event.pop(NON_FINITE, [])
+    if not isinstance(paths, list):
+        raise ValueError(paths)
+    for path in paths:
+        if not isinstance(path, list) or not path:
+            raise ValueError(path)
+        holder: Any = event
+        for key in path:
+            if not ((isinstance(holder, dict) and isinstance(key, str) and key in holder)
+                    or (isinstance(holder, list) and type(key) is int and 0 <= key < len(holder))):
+                raise ValueError(path)
+            parent, holder = holder, holder[key]
+        if holder not in ("NaN", "Infinity", "-Infinity"):
+            raise ValueError(path)
+        parent[path[-1]] = float(holder)
+
+
 class RunStore:
     """One run folder. Create with `create`, reopen (e.g. to resume or report) with `open`."""
 
@@ -166,10 +204,15 @@ class RunStore:
         """Append one event (with a sequence number and the wall time), written to the OS at once, whole or not
         at all: a write the disk refuses part-way is cut off again, so no torn line sits before a later event and
         the next event gets the same number."""
-        if "seq" in fields or "time" in fields:
-            raise ValueError("an event's seq and time are the store's own; name the field otherwise")
+        if "seq" in fields or "time" in fields or NON_FINITE in fields:
+            raise ValueError(f"an event's seq and time are the store's own (and {NON_FINITE}); name the field "
+                             "otherwise")
         record = {"seq": self.next_seq, "time": round(time.time(), 3), "kind": kind, **_jsonable(fields)}
-        line = memoryview((json.dumps(record) + "\n").encode("utf-8"))
+        found: list[list[str | int]] = []
+        strict = _finite(record, [], found)
+        if found:
+            strict[NON_FINITE] = found
+        line = memoryview((json.dumps(strict, allow_nan=False) + "\n").encode("utf-8"))
         with _writing(self.path / EVENTS):
             end = self._events.seek(0, os.SEEK_END)
             try:
@@ -385,10 +428,12 @@ def _event(line: bytes) -> dict[str, Any] | None:
     if not line.endswith(b"\n"):
         return None
     try:
-        event = json.loads(line.decode("utf-8"))
-    except ValueError:  # not UTF-8, or not JSON
+        event = json.loads(line.decode("utf-8"))  # a log of an earlier hil has bare NaN and Infinity: read as floats
+        valid = isinstance(event, dict) and isinstance(event.get("seq"), int) and isinstance(event.get("kind"), str)
+        if valid:
+            _restore_non_finite(event)
+    except ValueError:  # not UTF-8, not JSON, or a non_finite field that does not fit the event
         return None
-    valid = isinstance(event, dict) and isinstance(event.get("seq"), int) and isinstance(event.get("kind"), str)
     return event if valid else None
 
 

@@ -23,6 +23,7 @@ from hil.errors import ConfigError, HilError
 from hil.orchestrator import run_protocol
 from hil.protocol import check_protocol
 from hil.store import RunFileError, RunStore, _held
+from tests.test_store import strict_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -729,6 +730,8 @@ def test_training_that_diverges_to_nan_stops_saying_so_and_what_to_do(tmp_path: 
     [run] = (tmp_path / "runs").iterdir()
     store = RunStore.open(run)
     assert [e["kind"] for e in store.events()][-2:] == ["batch", "run_failed"]
+    assert math.isnan(store.events()[-2]["loss"])  # logged as strict JSON, read back as what it was
+    assert all(strict_json(line) for line in (run / "events.jsonl").read_text().splitlines())
     store.close()
     assert emulators_serving() == []  # the lab was closed on the way out: its instruments safe, its emulators stopped
 

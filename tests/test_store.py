@@ -4,6 +4,7 @@ import contextlib
 import datetime
 import io
 import json
+import math
 import os
 import resource
 import signal
@@ -506,3 +507,56 @@ def test_a_line_of_json_without_a_whole_number_seq_is_a_damaged_line(tmp_path) -
     log.write_bytes(b"".join(lines))
     with pytest.raises(RunFileError, match=r"events.jsonl:2: damaged line"):
         RunStore.open(log.parent)
+
+
+def strict_json(line: str) -> dict:
+    """``line`` as a strict JSON reader (jq, JavaScript) reads it: bare NaN and Infinity are refused."""
+    def refuse(token: str) -> None:
+        raise ValueError(f"not strict JSON: {token}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_non_finite_numbers_are_logged_as_strict_json_and_read_back_as_floats(tmp_path) -> None:
+    store = RunStore.create(tmp_path, "r")
+    store.event("run_started", protocol="NaN")  # a string that spells one stays a string
+    store.event("batch", loss=float("nan"), fit={"losses": [1.0, float("inf"), -float("inf")]},
+                nmse=torch.tensor([0.5, float("nan")]))
+    store.close()
+    lines = (store.path / "events.jsonl").read_text().splitlines()
+    assert strict_json(lines[1])["loss"] == "NaN" and strict_json(lines[1])["fit"]["losses"][1:] == ["Infinity",
+                                                                                                       "-Infinity"]
+    reopened = RunStore.open(store.path)
+    started, batch = reopened.events()
+    reopened.close()
+    assert started["protocol"] == "NaN" and "non_finite" not in batch
+    assert math.isnan(batch["loss"]) and math.isnan(batch["nmse"][1]) and batch["nmse"][0] == 0.5
+    assert batch["fit"] == {"losses": [1.0, math.inf, -math.inf]}
+    assert list_runs(tmp_path)[0]["protocol"] == "NaN"
+
+
+def test_a_log_of_an_earlier_hil_with_bare_nan_tokens_is_read(tmp_path) -> None:
+    log = five_events(tmp_path).path / "events.jsonl"
+    log.write_bytes(log.read_bytes() + b'{"seq": 6, "kind": "batch", "loss": NaN, "best": -Infinity}\n')
+    store = RunStore.open(log.parent)
+    last = store.events()[-1]
+    store.close()
+    assert math.isnan(last["loss"]) and last["best"] == -math.inf
+
+
+@pytest.mark.parametrize("non_finite", ['"loss"', '[["loss"]]', '[["k"]]', '[["missing"]]', '[[]]', '[["time", 0]]'])
+def test_a_line_whose_non_finite_paths_do_not_fit_it_is_a_damaged_line(tmp_path, non_finite: str) -> None:
+    log = five_events(tmp_path).path / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[1] = b'{"seq": 2, "kind": "batch", "k": 0, "loss": 1.5, "non_finite": %s}\n' % non_finite.encode()
+    log.write_bytes(b"".join(lines))
+    with pytest.raises(RunFileError, match=r"events.jsonl:2: damaged line"):
+        RunStore.open(log.parent)
+
+
+def test_an_event_field_named_non_finite_is_refused_as_the_stores_own(tmp_path) -> None:
+    store = RunStore.create(tmp_path, "r")
+    with pytest.raises(ValueError, match=r"the store's own \(and non_finite\)"):
+        store.event("batch", non_finite=[])
+    store.close()
+    assert (store.path / "events.jsonl").read_bytes() == b""
