@@ -7,8 +7,9 @@ with the same result as an uninterrupted run with the same seed (it computes wit
 started with: another count rounds differently); the events of the unfinished part are moved out of the log, so
 it holds every event exactly once. The first checkpoint is on disk before any step starts, so a
 run without one has measured nothing and resuming it starts over; a run that got further needs its checkpoint.
-The first Ctrl-C finishes the current step (or training batch), saves a checkpoint and exits; the second exits
-at once. Every instrument goes to its safe state on the way out, whatever happens.
+The first Ctrl-C finishes the current step (or training batch; one while the run prepares or restores its
+checkpoint: that), saves a checkpoint and exits; the second exits at once. Every instrument goes to its safe
+state on the way out, whatever happens.
 """
 
 from __future__ import annotations
@@ -463,8 +464,8 @@ def _checkpoint_to_resume(store: RunStore) -> dict[str, Any] | None:
     checkpoint, a log that lacks events before it, and a file whose digest it records that has changed since."""
     saved = store.load_checkpoint()
     events = store.events()
-    if saved is None:
-        if any(event["kind"] != "run_started" for event in events):
+    if saved is None:  # such a run may have ended (stopped at once, failed) before its first checkpoint
+        if any(event["kind"] not in ("run_started", "run_interrupted", "run_failed") for event in events):
             raise RunFileError(f"{store.path / CHECKPOINT}: checkpoint missing; resuming would redo the run and "
                                "overwrite its data; start a new run")
         return None
@@ -499,6 +500,27 @@ def _out_of_memory(error: BaseException) -> bool:
     not allocate the memory or compute its size (which overflowed)."""
     return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and any(
         text in str(error) for text in ("can't allocate memory", "size calculation overflowed")))
+
+
+def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed: bool) -> None:
+    """Prepare ``run`` and resume it from ``saved``, or start it: the bench's snapshot, run_started and the first
+    checkpoint (on disk before any step measures anything; see the module docstring)."""
+    store, lab, protocol = run.store, run.lab, run.protocol
+    run.prepare(data)
+    if saved is not None:
+        run.resume_from(saved)
+        return
+    if resumed:
+        store.rewind_events(1)
+    lab.safe_state()
+    store.write_json("snapshot.json", {
+        "instruments": {name: i.snapshot() for name, i in lab.instruments.items() if i.connected},
+        "worlds": {name: w.describe() for name, w in lab.worlds.items()},
+        "systems": {name: s.snapshot() for name, s in lab.systems.items()}})
+    store.event("run_started", protocol=protocol.name, method=protocol.method.name,
+                system=protocol.system, seed=protocol.seed, torch_threads=torch.get_num_threads())
+    run.checkpoint()
+    store.wait_for_checkpoint()
 
 
 def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Path | None = None,
@@ -552,23 +574,10 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
     try:
         with contextlib.closing(lab.open(instruments_used(protocol, lab))):
             run = Run(protocol, lab, store, document, show_progress)
-            run.prepare(data)
-            if saved is not None:
-                run.resume_from(saved)
-            else:
-                if resume is not None:
-                    store.rewind_events(1)
-                lab.safe_state()
-                store.write_json("snapshot.json", {
-                    "instruments": {name: i.snapshot() for name, i in lab.instruments.items() if i.connected},
-                    "worlds": {name: w.describe() for name, w in lab.worlds.items()},
-                    "systems": {name: s.snapshot() for name, s in lab.systems.items()}})
-                store.event("run_started", protocol=protocol.name, method=protocol.method.name,
-                            system=protocol.system, seed=protocol.seed, torch_threads=torch.get_num_threads())
-                run.checkpoint()
-                store.wait_for_checkpoint()  # on disk before any step measures anything (see the module docstring)
-            try:
-                run.execute()
+            try:  # from here a first Ctrl-C stops the run at execute's first safe point, after saving
+                with run.stop.installed():
+                    _start(run, data, saved, resume is not None)
+                    run.execute()
             except Interrupted:
                 raise
             except KeyboardInterrupt as stop:  # instruments are made safe as this leaves the lab's block

@@ -997,3 +997,71 @@ def test_a_run_stopped_at_once_mid_training_resumes_from_the_start_of_its_unfini
     saved = store.load_checkpoint()
     assert (saved["epoch"], saved["batch"], [record["epoch"] for record in saved["history"]]) == (1, 0, [0])
     store.close()
+
+
+def test_a_ctrl_c_while_a_run_prepares_stops_it_at_its_first_safe_point_and_it_resumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ctrl_c_raises: None) -> None:
+    """Before execute took Ctrl-C, one while the run prepared left as a bare KeyboardInterrupt: no run_interrupted
+    event, no word on resuming."""
+    from hil.orchestrator import Interrupted, Run
+
+    prepare = Run.prepare
+
+    def prepare_then_ctrl_c(self: Run, data=None) -> None:
+        prepare(self, data)
+        signal.raise_signal(signal.SIGINT)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Run, "prepare", prepare_then_ctrl_c)
+        with pytest.raises(BaseException, match=r"^stopped at your request after saving; resume with") as stopped:
+            run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)  # (not a KeyboardInterrupt)
+    assert isinstance(stopped.value, Interrupted)
+    assert emulators_serving() == []  # the lab was closed: its instruments safe, its emulators stopped
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    assert [e["kind"] for e in store.events()] == ["run_started", "run_interrupted"]
+    store.close()
+    assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
+
+
+def sigterm_after(method_name: str, monkeypatch: pytest.MonkeyPatch, **run_options) -> pytest.ExceptionInfo:
+    """Run `run_protocol` with SIGTERM arriving (as under ``hil run``) just after `Run`'s ``method_name``; returns
+    the `Interrupted` it raised."""
+    from hil.errors import terminate_on_signals
+    from hil.orchestrator import Interrupted, Run
+
+    method = getattr(Run, method_name)
+
+    def then_sigterm(self: Run, *args) -> None:
+        method(self, *args)
+        signal.raise_signal(signal.SIGTERM)
+
+    with monkeypatch.context() as patch, terminate_on_signals():
+        patch.setattr(Run, method_name, then_sigterm)
+        with pytest.raises(BaseException, match=r"^stopped at once by SIGTERM; .*with: hil run --resume") as info:
+            run_protocol(**run_options, show_progress=False)  # (not a bare Terminated)
+    assert isinstance(info.value, Interrupted) and info.value.exit_status == 128 + signal.SIGTERM
+    assert emulators_serving() == []  # the lab was closed: its instruments safe, its emulators stopped
+    return info
+
+
+def test_a_new_run_stopped_at_once_while_it_prepares_says_so_and_resuming_starts_it_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sigterm_after("prepare", monkeypatch, protocol_path=write_protocol(tmp_path, **SMALL))
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    assert [e["kind"] for e in store.events()] == ["run_interrupted"] and store.load_checkpoint() is None
+    store.close()
+    events = run_protocol(resume=run, show_progress=False).events()
+    assert [e["kind"] for e in events][:1] + [e["kind"] for e in events][-1:] == ["run_started", "run_finished"]
+
+
+def test_a_resumed_run_stopped_at_once_while_it_restores_says_so_and_resumes_from_its_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = interrupted_after_fit_twin(write_protocol(tmp_path, **SMALL), monkeypatch)
+    sigterm_after("resume_from", monkeypatch, resume=run)
+    store = RunStore.open(run)
+    assert [e["kind"] for e in store.events()][-2:] == ["run_resumed", "run_interrupted"]
+    store.close()
+    events = run_protocol(resume=run, show_progress=False).events()
+    assert [e["kind"] for e in events].count("twin_fitted") == 1 and events[-1]["kind"] == "run_finished"
