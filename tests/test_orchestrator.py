@@ -1065,3 +1065,21 @@ def test_a_resumed_run_stopped_at_once_while_it_restores_says_so_and_resumes_fro
     store.close()
     events = run_protocol(resume=run, show_progress=False).events()
     assert [e["kind"] for e in events].count("twin_fitted") == 1 and events[-1]["kind"] == "run_finished"
+
+
+def test_a_new_run_that_failed_while_it_prepared_records_it_and_resuming_starts_it_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hil.orchestrator import Run
+
+    def fails(self: Run, data=None) -> None:
+        raise RuntimeError("out of file handles")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Run, "prepare", fails)
+        with pytest.raises(RuntimeError, match="out of file handles"):
+            run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    assert [(e["kind"], e["error"]) for e in store.events()] == [("run_failed", "RuntimeError: out of file handles")]
+    store.close()
+    assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
