@@ -47,6 +47,8 @@ def _is_state_holder(value: Any, packages: frozenset[str]) -> bool:
 
 
 def _capture_value(value: Any, seen: set[int], packages: frozenset[str]) -> tuple[bool, Any]:
+    if isinstance(value, np.generic):  # before float: numpy's float64 is one, and not plain data to torch.load
+        return True, value.item()
     if value is None or isinstance(value, bool | int | float | str):
         return True, value
     if isinstance(value, torch.Tensor):
@@ -55,8 +57,6 @@ def _capture_value(value: Any, seen: set[int], packages: frozenset[str]) -> tupl
         return True, {_GENERATOR: value.get_state()}
     if isinstance(value, np.ndarray):
         return True, {_NUMPY: torch.from_numpy(value.copy())}
-    if isinstance(value, np.generic):
-        return True, value.item()
     if isinstance(value, list | tuple):
         items = [_capture_value(v, seen, packages) for v in value]
         if all(ok for ok, _ in items):

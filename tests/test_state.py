@@ -9,7 +9,9 @@ from pydantic import Field
 
 from hil.config import Strict
 from hil.state import capture, restore
+from hil.twin.models import OutputAffine
 from simulators.analog import AnalogWorld, ConverterConfig, SimulatedAnalogInput, SimulatedAnalogOutput
+from simulators.crossbar import MemristorCrossbar, SimulatedCrossbar
 from simulators.world import OrnsteinUhlenbeck
 
 
@@ -160,3 +162,49 @@ def test_a_cycle_is_captured_once_and_a_list_not_wholly_capturable_is_left_as_it
     holder.helper.level = 1.0
     restore(holder, saved)
     assert holder.helper.level == 0.0 and holder.helper.owner is holder and holder.helper.mixed[1] is event
+
+
+def test_an_instruments_capture_leaves_out_its_world_which_is_captured_on_its_own() -> None:
+    world = MemristorCrossbar(preset="ideal")
+    crossbar = SimulatedCrossbar(world, name="crossbar")
+    assert crossbar.world is world and "world" not in capture(crossbar)
+
+
+def test_a_generator_in_a_dict_is_restored_in_place_so_what_shares_it_still_does() -> None:
+    holder = Holder()
+    holder.shot = holder.generators["shot"]
+    saved = capture(holder)
+    restore(holder, saved)
+    assert holder.shot is holder.generators["shot"]
+
+
+def test_a_list_that_shrank_since_its_capture_is_restored_whole() -> None:
+    holder = Holder()
+    holder.readings = [0.5, torch.ones(2)]
+    saved = capture(holder)
+    holder.readings.clear()
+    restore(holder, saved)
+    assert holder.readings[0] == 0.5 and torch.equal(holder.readings[1], torch.ones(2))
+
+
+def test_a_dict_keyed_by_what_a_checkpoint_cannot_hold_is_left_out(tmp_path) -> None:
+    holder = Holder()
+    holder.by_type = {float: 1.0}
+    saved = capture(holder)
+    assert "by_type" not in saved
+
+
+
+def test_a_module_of_hils_is_not_descended_into() -> None:
+    """Modules (a twin, a model) are the run's to save, in their state dicts."""
+    holder = Holder()
+    holder.affine = OutputAffine(2)
+    assert "affine" not in capture(holder)
+
+
+def test_a_numpy_float_is_captured_as_a_plain_float_so_the_checkpoint_loads_as_weights_only(tmp_path) -> None:
+    """numpy's float64 is a float: it was kept as it was, a numpy scalar that torch.load(weights_only=True) refuses."""
+    saved = capture(Holder())
+    assert type(saved["level"]) is float
+    torch.save(saved, tmp_path / "state.pt")
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["level"] == 0.5
