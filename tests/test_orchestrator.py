@@ -1083,3 +1083,9 @@ def test_a_new_run_that_failed_while_it_prepared_records_it_and_resuming_starts_
     assert [(e["kind"], e["error"]) for e in store.events()] == [("run_failed", "RuntimeError: out of file handles")]
     store.close()
     assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
+
+
+@pytest.mark.parametrize(("name", "optimizer"), [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam)])
+def test_training_uses_the_optimizer_the_protocol_names(tmp_path: Path, name: str, optimizer: type) -> None:
+    with prepared_run(tmp_path, training={"epochs": 1, "batch_size": 64, "optimizer": name}) as run:
+        assert type(run.optimizer) is optimizer
