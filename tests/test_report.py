@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hil.report import _learning_curves, write_report
-from hil.store import RunStore
+from hil.store import RunFileError, RunStore
 
 
 def _run(parent: Path, method: str = "pat", epochs: int = 2, finish: bool = True, **extra: dict) -> RunStore:
@@ -143,3 +143,12 @@ def test_a_run_resumed_more_than_once_counts_the_events_each_attempt_discarded(t
         store.event("run_resumed", discarded_events=count)
     store.event("evaluated", device_accuracy=0.75, device_loss=0.4)
     assert said in _summary(store)
+
+
+def test_fidelity_data_of_one_dimension_are_refused_naming_their_shape(tmp_path: Path) -> None:
+    """Measured and predicted are sets of output vectors: flat arrays are not what a run wrote."""
+    store = _run(tmp_path)
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1]), "measured": torch.rand(4),
+                                           "predicted": torch.rand(4)})
+    with pytest.raises(RunFileError, match=r"fidelity.h5: array 'measured' of shape \(4,\); the file is damaged"):
+        _summary(store)
