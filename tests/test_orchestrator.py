@@ -1089,3 +1089,27 @@ def test_a_new_run_that_failed_while_it_prepared_records_it_and_resuming_starts_
 def test_training_uses_the_optimizer_the_protocol_names(tmp_path: Path, name: str, optimizer: type) -> None:
     with prepared_run(tmp_path, training={"epochs": 1, "batch_size": 64, "optimizer": name}) as run:
         assert type(run.optimizer) is optimizer
+
+
+def test_a_ctrl_c_mid_epoch_saves_the_batch_it_reached_and_the_resumed_run_does_not_redo_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hil.orchestrator import Interrupted
+
+    event = RunStore.event
+
+    def ctrl_c_after_the_first_batch(self: RunStore, kind: str, **fields) -> dict:
+        record = event(self, kind, **fields)
+        if kind == "batch" and fields["batch"] == 1:
+            signal.raise_signal(signal.SIGINT)
+        return record
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunStore, "event", ctrl_c_after_the_first_batch)
+        with pytest.raises(Interrupted, match=r"^stopped at your request after saving"):
+            run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    assert (store.load_checkpoint()["epoch"], store.load_checkpoint()["batch"]) == (0, 1)
+    store.close()
+    batches = [e["batch"] for e in run_protocol(resume=run, show_progress=False).events() if e["kind"] == "batch"]
+    assert len(batches) > 1 and batches == list(range(1, len(batches) + 1))
