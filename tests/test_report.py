@@ -111,13 +111,16 @@ def test_a_reused_twin_says_its_nmse_is_against_the_measurements_of_the_run_it_c
     assert "come from run" not in _summary(_run(tmp_path / "other"))
 
 
-@pytest.mark.parametrize(("repeats", "shown"), [
-    (0, "n/a (the twin data hold no repeated measurements)"),  # as collect stores none: R × 0 groups
-    (3, "0 |"),  # an ideal device: repeats agree exactly, and the floor is 0
+@pytest.mark.parametrize(("repeats", "fidelity", "shown"), [
+    (0, {"nmse_mean": 0.02, "noise_floor_mean": 0.0}, "n/a (the twin data hold no repeated measurements)"),
+    (3, {"nmse_mean": 0.02, "noise_floor_mean": 0.0}, "0 |"),  # an ideal device: repeats agree exactly
+    (0, None, "n/a |"),  # stopped before its fidelity step: no floor to explain
 ])
-def test_a_noise_floor_without_repeats_is_not_shown_as_zero(tmp_path: Path, repeats: int, shown: str) -> None:
-    """With twin.collect.repeats 1 the fidelity step records a noise floor of 0, which reads as a noiseless device."""
-    store = _run(tmp_path, fidelity={"nmse_mean": 0.02, "noise_floor_mean": 0.0})
+def test_a_noise_floor_without_repeats_is_not_shown_as_zero(tmp_path: Path, repeats: int, fidelity: dict | None,
+                                                            shown: str) -> None:
+    """With twin.collect.repeats 1 the fidelity step records a noise floor of 0, which reads as a noiseless device
+    (collect then stores R × 0 groups of repeats)."""
+    store = _run(tmp_path, **{"fidelity": fidelity} if fidelity else {})
     store.save_arrays("data/twin_data.h5", {"x": torch.zeros(2, 4, 3), "theta": torch.zeros(2, 5),
                                             "y": torch.zeros(2, 4, 6),
                                             "y_repeats": torch.zeros(repeats, 2 if repeats else 0, 4, 6)})
@@ -152,3 +155,18 @@ def test_fidelity_data_of_one_dimension_are_refused_naming_their_shape(tmp_path:
                                            "predicted": torch.rand(4)})
     with pytest.raises(RunFileError, match=r"fidelity.h5: array 'measured' of shape \(4,\); the file is damaged"):
         _summary(store)
+
+
+def test_a_run_that_failed_after_its_evaluation_says_so_without_calling_its_figures_partial(tmp_path: Path) -> None:
+    summary = _summary(_run(tmp_path, finish=False, evaluated={"device_accuracy": 0.75},
+                            run_failed={"error": "report/summary.md: cannot write"}))
+    assert " **The run failed**: report/summary.md: cannot write.\n" in summary
+
+
+@pytest.mark.parametrize("fitted", [
+    {"validation_loss": [], "best_epoch": -1, "converged": True},  # an oracle twin: never fitted
+    {"validation_loss": [0.5, 0.4], "best_epoch": 1},  # a log of an earlier hil, without converged
+])
+def test_a_twin_fit_that_neither_diverged_nor_ran_out_of_epochs_has_no_note(tmp_path: Path, fitted: dict) -> None:
+    summary = _summary(_run(tmp_path, twin_fitted=fitted))
+    assert "samples.\n" in summary and "twin fit" not in summary
