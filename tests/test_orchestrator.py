@@ -1111,5 +1111,19 @@ def test_a_ctrl_c_mid_epoch_saves_the_batch_it_reached_and_the_resumed_run_does_
     store = RunStore.open(run)
     assert (store.load_checkpoint()["epoch"], store.load_checkpoint()["batch"]) == (0, 1)
     store.close()
-    batches = [e["batch"] for e in run_protocol(resume=run, show_progress=False).events() if e["kind"] == "batch"]
+    events = run_protocol(resume=run, show_progress=False).events()
+    batches = [e["batch"] for e in events if e["kind"] == "batch"]
     assert len(batches) > 1 and batches == list(range(1, len(batches) + 1))
+    assert "run_interrupted" not in [e["kind"] for e in events]  # logged after the checkpoint: moved aside
+
+
+def test_run_protocol_without_a_protocol_or_a_run_to_resume_says_to_give_one() -> None:
+    with pytest.raises(ConfigError, match=r"^give a protocol file or --resume RUN$"):
+        run_protocol()
+
+
+def test_a_twin_fit_of_no_epochs_shows_no_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An oracle twin is never fitted: an empty bar would say a fit ran."""
+    run_protocol(write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"kind": "oracle"}}))
+    shown = capsys.readouterr().out
+    assert "collecting twin data" in shown and "fitting the twin" not in shown

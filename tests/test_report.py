@@ -170,3 +170,14 @@ def test_a_run_that_failed_after_its_evaluation_says_so_without_calling_its_figu
 def test_a_twin_fit_that_neither_diverged_nor_ran_out_of_epochs_has_no_note(tmp_path: Path, fitted: dict) -> None:
     summary = _summary(_run(tmp_path, twin_fitted=fitted))
     assert "samples.\n" in summary and "twin fit" not in summary
+
+
+def test_the_learning_curves_leave_out_a_test_figure_that_is_not_a_number(tmp_path: Path) -> None:
+    """A log edited by hand: an epoch's figure in text, or null."""
+    store = _run(tmp_path, finish=False, epoch={"epoch": 2, "device_loss": None, "device_accuracy": "high"})
+    events = store.events()
+    store.close()
+    figure = _learning_curves(events)
+    curves = {(axis.get_title(), line.get_label()): list(line.get_ydata()) for axis in figure.axes
+              for line in axis.get_lines()}
+    assert curves[("accuracy", "test, device")] == [0.5, 0.6] and curves[("loss", "test, device")] == [0.5, 0.5]
