@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hil.report import _learning_curves, write_report
+from hil.report import _confusion, _learning_curves, write_report
 from hil.store import RunFileError, RunStore
 
 
@@ -181,3 +181,26 @@ def test_the_learning_curves_leave_out_a_test_figure_that_is_not_a_number(tmp_pa
     curves = {(axis.get_title(), line.get_label()): list(line.get_ydata()) for axis in figure.axes
               for line in axis.get_lines()}
     assert curves[("accuracy", "test, device")] == [0.5, 0.6] and curves[("loss", "test, device")] == [0.5, 0.5]
+
+
+def test_the_learning_curves_leave_out_a_train_loss_that_is_true_or_false(tmp_path: Path) -> None:
+    store = _run(tmp_path, epochs=1, finish=False, batch={"epoch": 1, "batch": 1, "loss": True})
+    events = store.events()
+    store.close()
+    [train] = [line for line in _learning_curves(events).axes[0].get_lines() if line.get_label() == "train"]
+    assert list(train.get_xdata()) == [1]
+
+
+def test_class_names_not_one_per_row_of_the_confusion_are_replaced_by_numbers(tmp_path: Path) -> None:
+    store = _run(tmp_path, finish=False)
+    store.save_arrays("data/evaluation.h5", {"confusion": torch.tensor([[2, 1], [0, 1]])}, {"class_names": ["a"]})
+    axis = _confusion(store).axes[0]
+    store.close()
+    assert [label.get_text() for label in axis.get_xticklabels()] == ["0", "1"]
+
+
+def test_the_summary_shows_the_twin_fit_plot_of_a_run_that_measured_its_fidelity(tmp_path: Path) -> None:
+    store = _run(tmp_path)
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1]), "measured": torch.rand(2, 3, 2),
+                                           "predicted": torch.rand(2, 3, 2)})
+    assert "![twin_fit.png](twin_fit.png)" in _summary(store)
