@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from hil.errors import ConfigError, HilError
-from hil.orchestrator import run_protocol
+from hil.orchestrator import STEPS, run_protocol
 from hil.protocol import check_protocol
 from hil.store import RunFileError, RunStore, _held
 from tests.test_store import strict_json
@@ -1065,6 +1065,7 @@ def test_a_resumed_run_stopped_at_once_while_it_restores_says_so_and_resumes_fro
     store.close()
     events = run_protocol(resume=run, show_progress=False).events()
     assert [e["kind"] for e in events].count("twin_fitted") == 1 and events[-1]["kind"] == "run_finished"
+    assert [e["step"] for e in events if e["kind"] == "step_finished"] == list(STEPS)  # each logged, once
 
 
 def test_a_new_run_that_failed_while_it_prepared_records_it_and_resuming_starts_it_over(
