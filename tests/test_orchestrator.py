@@ -1128,3 +1128,18 @@ def test_a_twin_fit_of_no_epochs_shows_no_progress_bar(tmp_path: Path, capsys: p
     run_protocol(write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"kind": "oracle"}}))
     shown = capsys.readouterr().out
     assert "collecting twin data" in shown and "fitting the twin" not in shown
+
+
+def test_a_reused_twin_whose_held_out_groups_are_not_groups_of_its_data_is_refused(finished_run: Path,
+                                                                                    tmp_path: Path) -> None:
+    source = copy_of(finished_run, tmp_path / "source")
+    spec = json.loads((source / "twin/twin.json").read_text())
+    (source / "twin/twin.json").write_text(json.dumps(spec | {"held_out_groups": [4]}))  # groups 0 to 3
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
+    with pytest.raises(ConfigError, match=r"the twin's held-out θ groups \[4\] are not groups of its 4; point"):
+        run_protocol(protocol, show_progress=False)
+
+
+def test_the_twin_is_not_evaluated_each_epoch_when_the_protocol_says_not_to(tmp_path: Path) -> None:
+    with prepared_run(tmp_path, training={"epochs": 1, "batch_size": 64}, evaluation={"twin": False}) as run:
+        assert set(run._evaluate_all()) == {"device_loss", "device_accuracy"}

@@ -204,3 +204,18 @@ def test_the_summary_shows_the_twin_fit_plot_of_a_run_that_measured_its_fidelity
     store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1]), "measured": torch.rand(2, 3, 2),
                                            "predicted": torch.rand(2, 3, 2)})
     assert "![twin_fit.png](twin_fit.png)" in _summary(store)
+
+
+def test_a_failed_run_whose_epochs_were_not_evaluated_gives_no_last_epoch_accuracy(tmp_path: Path) -> None:
+    """evaluation.every_epoch: false logs epochs without test figures."""
+    summary = _summary(_run(tmp_path, epochs=0, finish=False, epoch={"epoch": 0, "device_time_s": 1.0},
+                            run_failed={"error": "out of memory"}))
+    assert "**The run failed before its evaluation**: out of memory." in summary and "After its last" not in summary
+
+
+def test_writing_a_report_leaves_no_figure_open(tmp_path: Path) -> None:
+    """pyplot keeps every figure it made until closed: reports written in one process would pile them up."""
+    import matplotlib.pyplot as plt
+
+    _summary(_run(tmp_path))
+    assert plt.get_fignums() == []
