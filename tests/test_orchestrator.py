@@ -216,6 +216,8 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
      r"model.layers.2.physical.input_map: the physical layer on 'optical' takes inputs within 0..1 as they are "
      r"\(input_map: none\), but a tanh activation before it gives values in -1..1; write input_map: sigmoid, or put a "
      r"sigmoid activation before it$"),
+    ({"model": {"layers": [{"physical": {}}, {"linear": {"out_features": 5}}]}},
+     r"protocol.yaml:\d+: model.layers: the model ends with 5 outputs; the data set has 10 classes$"),
 ])
 def test_bad_protocols_fail_with_file_line_and_field(tmp_path: Path, change: dict, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
@@ -730,6 +732,7 @@ def test_training_that_diverges_to_nan_stops_saying_so_and_what_to_do(tmp_path: 
     [run] = (tmp_path / "runs").iterdir()
     store = RunStore.open(run)
     assert [e["kind"] for e in store.events()][-2:] == ["batch", "run_failed"]
+    assert store.events()[-1]["error"].startswith("training diverged at epoch 1")  # its message, no type before it
     assert math.isnan(store.events()[-2]["loss"])  # logged as strict JSON, read back as what it was
     assert all(strict_json(line) for line in (run / "events.jsonl").read_text().splitlines())
     store.close()
@@ -748,6 +751,18 @@ def test_a_step_asking_for_more_memory_than_there_is_is_a_clear_error(tmp_path: 
     store = RunStore.open(run)
     assert store.events()[-1]["kind"] == "run_failed"
     store.close()
+
+
+def test_a_step_that_raises_memory_error_is_said_to_have_run_out_of_memory(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from hil.orchestrator import Run
+
+    def out_of_memory(self: Run) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(Run, "calibrate", out_of_memory)
+    with pytest.raises(HilError, match=r"^the calibrate step ran out of memory: "):
+        run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
 
 
 def test_a_run_whose_starting_files_the_disk_refuses_leaves_no_folder_that_cannot_resume(tmp_path: Path) -> None:
