@@ -555,6 +555,15 @@ def test_a_run_connects_only_the_instruments_its_systems_use(tmp_path: Path) -> 
     assert set(json.loads((store.path / "snapshot.json").read_text())["instruments"]) == {"crossbar"}
 
 
+def test_a_run_connects_the_instruments_of_every_system_its_layers_play_on(tmp_path: Path) -> None:
+    from hil.lab import Lab
+    from hil.protocol import instruments_used, load_protocol
+
+    protocol, _ = load_protocol(write_protocol(tmp_path, model={"layers": [
+        {"physical": {}}, {"physical": {"system": "optical", "input_map": "sigmoid"}}]}))
+    assert sorted(instruments_used(protocol, Lab.load(REPO / "lab.yaml"))) == ["camera", "crossbar", "slm"]
+
+
 def test_hil_check_refuses_a_from_run_twin_of_another_kind_size_or_too_large(finished_run: Path,
                                                                             tmp_path: Path) -> None:
     source = copy_of(finished_run, tmp_path)
