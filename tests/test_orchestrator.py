@@ -564,6 +564,20 @@ def test_a_run_connects_the_instruments_of_every_system_its_layers_play_on(tmp_p
     assert sorted(instruments_used(protocol, Lab.load(REPO / "lab.yaml"))) == ["camera", "crossbar", "slm"]
 
 
+def test_a_model_whose_first_layer_maps_its_inputs_takes_no_raw_bounded_inputs(tmp_path: Path) -> None:
+    """Data fed through input_map: sigmoid are standardised, not scaled to the system's bounds."""
+    from hil.lab import Lab
+    from hil.protocol import first_physical_system, load_protocol
+
+    layers = [{"physical": {"input_map": "sigmoid"}}, {"linear": {"out_features": 10}}]
+    with contextlib.closing(Lab.load(REPO / "lab.yaml")) as lab:
+        lab.build()
+        assert first_physical_system(load_protocol(write_protocol(tmp_path, model={"layers": layers}))[0], lab) is None
+        layers[0] = {"physical": {}}
+        assert first_physical_system(load_protocol(write_protocol(tmp_path, model={"layers": layers}))[0], lab) is \
+            lab.system("crossbar")
+
+
 def test_hil_check_refuses_a_from_run_twin_of_another_kind_size_or_too_large(finished_run: Path,
                                                                             tmp_path: Path) -> None:
     source = copy_of(finished_run, tmp_path)
