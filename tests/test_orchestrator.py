@@ -578,6 +578,18 @@ def test_a_model_whose_first_layer_maps_its_inputs_takes_no_raw_bounded_inputs(t
             lab.system("crossbar")
 
 
+def test_a_model_is_built_with_the_same_weights_for_the_same_seed_whatever_was_drawn_before(tmp_path: Path) -> None:
+    from hil.lab import Lab
+    from hil.protocol import build_model, load_protocol
+
+    protocol, _ = load_protocol(write_protocol(tmp_path, model={"layers": [{"linear": {"out_features": 10}}]}))
+    weights = []
+    for draws in (1, 2):
+        torch.rand(draws)
+        weights.append(build_model(protocol, Lab.load(REPO / "lab.yaml"), 64, 10)[0].weight)
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
+
+
 def test_hil_check_refuses_a_from_run_twin_of_another_kind_size_or_too_large(finished_run: Path,
                                                                             tmp_path: Path) -> None:
     source = copy_of(finished_run, tmp_path)
