@@ -60,9 +60,17 @@ def comparable(events: list[dict]) -> list[tuple]:
             for e in events if e["kind"] not in ("run_resumed",)]
 
 
+def as_from_a_terminal() -> None:
+    """Give a child the signal dispositions a terminal gives, whatever the suite inherited (`nohup make test`
+    ignores SIGHUP, which hil then keeps ignored, as it should)."""
+    for signum in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def start(args: list[str], **environment: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hil.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **environment})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **environment},
+                            preexec_fn=as_from_a_terminal)
 
 
 def wait_for_batch(runs: Path, epoch: int, batch: int, process: subprocess.Popen) -> Path:
