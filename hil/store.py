@@ -48,9 +48,9 @@ EVENTS = "events.jsonl"
 DISCARDED = "events.discarded.jsonl"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
-#: An event's field listing where the numbers JSON cannot hold (NaN, ±infinity) are: the line holds each as the
-#: string "NaN", "Infinity" or "-Infinity" (strict JSON, which jq and JavaScript read), and the path of keys and
-#: indices to it is here; the log's readers turn it back into the float and drop this field.
+#: The field of an event (or of snapshot.json) listing where the numbers JSON cannot hold (NaN, ±infinity) are: the
+#: file holds each as the string "NaN", "Infinity" or "-Infinity" (strict JSON, which jq and JavaScript read), and
+#: the path of keys and indices to it is here; hil's readers turn it back into the float and drop this field.
 NON_FINITE = "non_finite"
 #: A checkpoint file is this, the SHA-256 of the torch file that follows, then that file.
 CHECKPOINT_MAGIC = b"hil checkpoint 1\n"
@@ -124,6 +124,15 @@ def _finite(value: Any, path: list[str | int], found: list[list[str | int]]) -> 
     if isinstance(value, list):
         return [_finite(v, [*path, index], found) for index, v in enumerate(value)]
     return value
+
+
+def _strict(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its non-finite numbers spelled as strings and their paths under `NON_FINITE`."""
+    found: list[list[str | int]] = []
+    strict = _finite(record, [], found)
+    if found:
+        strict[NON_FINITE] = found
+    return strict
 
 
 def _restore_non_finite(event: dict[str, Any]) -> None:
@@ -208,11 +217,7 @@ class RunStore:
             raise ValueError(f"an event's seq and time are the store's own (and {NON_FINITE}); name the field "
                              "otherwise")
         record = {"seq": self.next_seq, "time": round(time.time(), 3), "kind": kind, **_jsonable(fields)}
-        found: list[list[str | int]] = []
-        strict = _finite(record, [], found)
-        if found:
-            strict[NON_FINITE] = found
-        line = memoryview((json.dumps(strict, allow_nan=False) + "\n").encode("utf-8"))
+        line = memoryview((json.dumps(_strict(record), allow_nan=False) + "\n").encode("utf-8"))
         with _writing(self.path / EVENTS):
             end = self._events.seek(0, os.SEEK_END)
             try:
@@ -265,11 +270,15 @@ class RunStore:
     def write_text(self, relative: str, text: str) -> Path:
         return self.write_bytes(relative, text.encode("utf-8"))
 
-    def write_json(self, relative: str, value: Any) -> Path:
-        return self.write_text(relative, json.dumps(_jsonable(value), indent=2) + "\n")
+    def write_json(self, relative: str, value: Mapping[str, Any]) -> Path:
+        """Write a mapping as strict JSON, a non-finite number as the event log holds one (`NON_FINITE`)."""
+        return self.write_text(relative, json.dumps(_strict(dict(_jsonable(value))), indent=2, allow_nan=False) + "\n")
 
-    def read_json(self, relative: str) -> Any:
-        return json.loads((self.path / relative).read_text(encoding="utf-8"))
+    def read_json(self, relative: str) -> dict[str, Any]:
+        """A mapping `write_json` wrote, its non-finite numbers floats again."""
+        value = json.loads((self.path / relative).read_text(encoding="utf-8"))
+        _restore_non_finite(value)
+        return value
 
     def save_arrays(self, relative: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> Path:
         """Write named arrays (and scalar attributes) as one HDF5 file, atomically. A file there that this run has

@@ -560,3 +560,15 @@ def test_an_event_field_named_non_finite_is_refused_as_the_stores_own(tmp_path) 
         store.event("batch", non_finite=[])
     store.close()
     assert (store.path / "events.jsonl").read_bytes() == b""
+
+
+def test_the_snapshot_is_strict_json_and_reads_back_its_non_finite_numbers(tmp_path) -> None:
+    """An instrument's snapshot may hold NaN (a level it cannot report): snapshot.json spells it as the log does."""
+    store = RunStore.create(tmp_path, "r")
+    store.write_json("snapshot.json", {"smu": {"level_v": math.nan, "limits": [-math.inf, 5.0]}, "name": "NaN"})
+    written = strict_json((store.path / "snapshot.json").read_text())
+    assert written["smu"] == {"level_v": "NaN", "limits": ["-Infinity", 5.0]}
+    read = store.read_json("snapshot.json")
+    store.close()
+    assert math.isnan(read["smu"]["level_v"]) and read["smu"]["limits"] == [-math.inf, 5.0] and read["name"] == "NaN"
+    assert set(read) == {"smu", "name"}
