@@ -213,7 +213,10 @@ def build_method(protocol: Protocol, document: YamlDocument | None = None) -> Tr
 def load_lab(protocol: Protocol, document: YamlDocument, lab_path: str | Path | None = None) -> Lab:
     """The lab a protocol runs on: ``lab_path``, else its ``lab:`` (a missing file is located there)."""
     if lab_path is None and not Path(protocol.lab).is_file():
-        raise document.error(f"lab file {protocol.lab} not found (relative to the working directory)", ("lab",))
+        lab = Path(protocol.lab)
+        found = "is a folder" if lab.is_dir() and protocol.lab.strip() else "not found"
+        raise document.error(f"lab file {protocol.lab!r} {found} (relative to the working directory); name a lab file, "
+                             "e.g. lab.yaml", ("lab",))
     return Lab.load(lab_path or protocol.lab)
 
 

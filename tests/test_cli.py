@@ -175,7 +175,10 @@ def test_the_ends_of_a_port_and_of_a_seed_are_taken() -> None:
 
 
 @pytest.mark.parametrize(("old", "new", "needle"), [
-    ("lab: lab.yaml", "lab: no-such-lab.yaml", ":5: lab: lab file no-such-lab.yaml not found"),
+    ("lab: lab.yaml", "lab: no-such-lab.yaml", ":5: lab: lab file 'no-such-lab.yaml' not found"),
+    ("lab: lab.yaml", "lab: experiments", ":5: lab: lab file 'experiments' is a folder (relative to the working "
+                                          "directory); name a lab file, e.g. lab.yaml"),
+    ("lab: lab.yaml", "lab: ''", ":5: lab: lab file '' not found"),
     ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: idx, path: no-such-folder}",
      ":8: dataset.path: no-such-folder: no train-images-idx3-ubyte"),
     ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: digits, test_fraction: 0.2, pool: 2}",
@@ -215,7 +218,7 @@ def test_run_locates_a_missing_lab_file_before_making_a_run_folder(
     text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
     protocol.write_text(text.replace("lab: lab.yaml", "lab: no-such-lab.yaml"))
     assert main(["run", "--quiet", str(protocol)]) == 2
-    assert "p.yaml:5: lab: lab file no-such-lab.yaml not found" in capsys.readouterr().err
+    assert "p.yaml:5: lab: lab file 'no-such-lab.yaml' not found" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
 
 
