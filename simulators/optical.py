@@ -67,8 +67,9 @@ from simulators.world import OrnsteinUhlenbeck, SimulatedInstrument, World, merg
 PLANCK_J_S = 6.62607015e-34
 LIGHT_SPEED_M_S = 299_792_458.0
 
-#: A panel's or a sensor's side (pixels).
-Pixels = Annotated[int, Field(ge=1, le=1024)]  # a simulated frame of more would not fit a CPU run
+#: A panel's or a sensor's side (pixels), at most what a simulated frame on a CPU can hold.
+Pixels = Annotated[int, Field(ge=1, le=1024)]
+
 _PLUTO = "HOLOEYE PLUTO-2 phase-only LCOS data sheet"
 _IMX250 = ("EMVA 1288 data of Sony IMX250 cameras (MATRIX VISION mvBlueFOX3-2051: SNRmax 40.3 dB, "
            "dynamic range 71.2 dB, 12-bit ADC, 80 fps)")
