@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections.abc
 import contextlib
 import inspect
-import math
 import signal
 import typing
 from collections.abc import Collection, Iterator
@@ -101,14 +100,7 @@ class LimitConfig(Strict):
     min: float | None = None
     max: float | None = None
     max_step: float | None = None
-    ramp_rate: float | None = None
-
-    @field_validator("*")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
+    ramp_rate: float | None = None  # Strict refuses NaN and infinities in each
 
 
 class InstrumentConfig(Strict):
