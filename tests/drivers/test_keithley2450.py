@@ -6,6 +6,7 @@ The emulator runs are the real driver over pyvisa-py (``TCPIP::127.0.0.1::PORT::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -65,6 +66,16 @@ def swept(levels: bytes, n_points: int, data: bytes, delay: bytes = b"0") -> lis
     return [(b':TRAC:CLE "defbuffer1"', None), (b":SOUR:LIST:VOLT " + levels, None),
             (b":SOUR:SWE:VOLT:LIST 1, " + delay + b", 1, OFF", None), NO_ERROR, (b":INIT", None), (b"*WAI", None),
             (b':TRAC:DATA? 1, %d, "defbuffer1", SOUR, READ, SOURSTAT' % n_points, data)]
+
+
+@contextlib.contextmanager
+def on_for_a_sweep(sweep: list[Exchange]) -> Iterator[Keithley2450]:
+    """A 2450 connected, sourcing voltage at a 1 mA compliance with its output on, that expects ``sweep`` next."""
+    with expected_protocol(smu(), connected() + configured_voltage() + OUTPUT_ON + sweep) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        k.set_output(True)
+        yield k
 
 
 class PatienceRecorded(ProtocolTransport):
@@ -308,13 +319,10 @@ def test_measure_while_sourcing_current_reads_voltage() -> None:
 
 
 def test_sweep_loads_the_list_runs_it_and_reads_the_buffer_with_source_status() -> None:
-    exchanges = connected() + configured_voltage() + OUTPUT_ON + swept(
-        b"0.1, 0.2, 0.3", 3,
-        b"1.000000E-01,1.000000E-04,128,2.000000E-01,2.000000E-04,128,1.500000E-01,1.000000E-03,160", delay=b"0.001")
-    with expected_protocol(smu(), exchanges) as k:
-        k.connect()
-        k.configure("voltage", 1e-3)
-        k.set_output(True)
+    with on_for_a_sweep(swept(
+            b"0.1, 0.2, 0.3", 3,
+            b"1.000000E-01,1.000000E-04,128,2.000000E-01,2.000000E-04,128,1.500000E-01,1.000000E-03,160",
+            delay=b"0.001")) as k:
         readings = k.sweep([0.1, 0.2, 0.3], delay_s=1e-3)
         assert readings.voltage_v.tolist() == [0.1, 0.2, 0.15]
         assert readings.current_a.tolist() == [1e-4, 2e-4, 1e-3]
@@ -435,13 +443,9 @@ def test_garbage_error_queue_and_buffer_replies_raise_device_error() -> None:
         with pytest.raises(DeviceError) as caught:
             k.set_output(False)
         assert f"error-queue reply {'A' * 60!r}… (1000000 characters) is malformed; check that" in str(caught.value)
-    exchanges = connected() + configured_voltage() + OUTPUT_ON + swept(b"0.1, 0.2", 2, b"0.1,1E-4,LIMIT,0.2,2E-4,128")
-    with expected_protocol(smu(), exchanges) as k:
-        k.connect()
-        k.configure("voltage", 1e-3)
-        k.set_output(True)
-        with pytest.raises(DeviceError, match="not source, reading, status triples"):
-            k.sweep([0.1, 0.2])
+    with on_for_a_sweep(swept(b"0.1, 0.2", 2, b"0.1,1E-4,LIMIT,0.2,2E-4,128")) as k, \
+            pytest.raises(DeviceError, match="not source, reading, status triples"):
+        k.sweep([0.1, 0.2])
 
 
 def test_safe_state_ramps_to_zero_then_switches_off() -> None:
@@ -1271,13 +1275,9 @@ def test_a_sweep_whose_buffer_stops_filling_is_aborted_at_its_deadline() -> None
     """A sweep stuck in the trigger model (a missed trigger) is polled until its longest duration plus ten timeouts
     have passed, then aborted with ``:ABOR``: never polled forever."""
     stuck = (b':TRAC:ACT? "defbuffer1"', b"1")
-    exchanges = [*connected(), *configured_voltage(), *OUTPUT_ON, (b':TRAC:CLE "defbuffer1"', None),
-                 (b":SOUR:LIST:VOLT 0.1, 0.2", None), (b":SOUR:SWE:VOLT:LIST 1, 10, 1, OFF", None), NO_ERROR,
-                 (b":INIT", None), *[stuck] * 13, (b":ABOR", None)]
-    with expected_protocol(smu(), exchanges) as k:
-        k.connect()
-        k.configure("voltage", 1e-3)
-        k.set_output(True)
+    sweep = [(b':TRAC:CLE "defbuffer1"', None), (b":SOUR:LIST:VOLT 0.1, 0.2", None),
+             (b":SOUR:SWE:VOLT:LIST 1, 10, 1, OFF", None), NO_ERROR, (b":INIT", None), *[stuck] * 13, (b":ABOR", None)]
+    with on_for_a_sweep(sweep) as k:
         with pytest.raises(DeviceError, match=r"^Keithley2450: sweep of 2 points stopped at 1 readings; aborted"):
             k.sweep([0.1, 0.2], delay_s=10.0)
         assert k.level is None
@@ -1286,13 +1286,8 @@ def test_a_sweep_whose_buffer_stops_filling_is_aborted_at_its_deadline() -> None
 def test_source_status_given_in_hexadecimal_or_as_a_float_is_read_for_the_limit_bit() -> None:
     """SOURSTATus comes as ``0x00a0`` or ``1.6E+02`` as well as ``160`` depending on the format set: the limit bit
     (32) is read from each."""
-    exchanges = connected() + configured_voltage() + OUTPUT_ON + swept(
-        b"0.1, 0.2, 0.3", 3,
-        b"1.000000E-01,1.000000E-04,0x0080,2.000000E-01,1.000000E-03,0x00a0,3.000000E-01,1.000000E-03,1.6E+02")
-    with expected_protocol(smu(), exchanges) as k:
-        k.connect()
-        k.configure("voltage", 1e-3)
-        k.set_output(True)
+    data = b"1.000000E-01,1.000000E-04,0x0080,2.000000E-01,1.000000E-03,0x00a0,3.000000E-01,1.000000E-03,1.6E+02"
+    with on_for_a_sweep(swept(b"0.1, 0.2, 0.3", 3, data)) as k:
         assert k.sweep([0.1, 0.2, 0.3]).in_compliance.tolist() == [False, True, True]
 
 
@@ -1320,13 +1315,8 @@ def test_a_limit_read_back_one_percent_off_is_a_device_error() -> None:
 
 def test_a_sweep_reply_with_more_values_than_points_is_a_device_error() -> None:
     data = b"1.000000E-01,1.000000E-04,128,2.000000E-01,2.000000E-04,128,3.000000E-01,3.000000E-04,128"
-    exchanges = connected() + configured_voltage() + OUTPUT_ON + swept(b"0.1, 0.2", 2, data)
-    with expected_protocol(smu(), exchanges) as k:
-        k.connect()
-        k.configure("voltage", 1e-3)
-        k.set_output(True)
-        with pytest.raises(DeviceError, match="has 9 values, expected 6"):
-            k.sweep([0.1, 0.2])
+    with on_for_a_sweep(swept(b"0.1, 0.2", 2, data)) as k, pytest.raises(DeviceError, match="has 9 values, expected 6"):
+        k.sweep([0.1, 0.2])
 
 
 def test_an_error_message_holding_a_semicolon_is_kept_whole() -> None:
