@@ -12,7 +12,7 @@ import pytest
 from drivers.keysight_33500b import Keysight33500B
 from hil.clock import VirtualClock
 from hil.errors import ConfigError, DeviceError, LimitError, TransportTimeout
-from hil.testing import TIMED_OUT, ProtocolTransport, block, expected_protocol
+from hil.testing import TIMED_OUT, Exchange, ProtocolTransport, block, expected_protocol
 from hil.transport import VisaTransport
 from simulators.emulators.keysight_33500b import Keysight33500BEmulator
 from simulators.emulators.scpi import UNDEFINED_HEADER, ScpiError
@@ -121,12 +121,17 @@ def test_the_fewest_waveform_points_follow_the_model(model, fewest):
             inst.load_waveform(1, np.zeros(fewest - 1), 1e3)  # nothing sent
 
 
-def test_unknown_model_is_refused_and_the_connection_closed():
-    exchanges = [(b"*CLS", None), (b"*IDN?", b"RIGOL TECHNOLOGIES,DG4162,DG4E0000,00.01.12")]
+def assert_connect_refused(exchanges: list[Exchange], match: str) -> None:
+    """``connect`` over ``exchanges`` is a `DeviceError` matching ``match`` that leaves the link closed."""
     with expected_protocol(awg(), exchanges) as inst:
-        with pytest.raises(DeviceError, match="DG4162"):
+        with pytest.raises(DeviceError, match=match):
             inst.connect()
         assert not inst.connected and not inst.transport.is_open
+
+
+def test_unknown_model_is_refused_and_the_connection_closed():
+    exchanges = [(b"*CLS", None), (b"*IDN?", b"RIGOL TECHNOLOGIES,DG4162,DG4E0000,00.01.12")]
+    assert_connect_refused(exchanges, "DG4162")
 
 
 def test_connect_switches_off_the_channel_coupling_a_previous_user_left_with_the_outputs_off():
@@ -144,11 +149,8 @@ def test_connect_switches_off_the_channel_coupling_a_previous_user_left_with_the
 def test_connect_refuses_channels_left_coupled_with_an_output_on_and_changes_nothing():
     head = connected()[:7]  # up to the output loads and amplitude units
     exchanges = [*head, *couplings({b"SOUR1:FREQ:COUP:STAT?": b"1"}), (b"OUTP1?", b"0"), (b"OUTP2?", b"1")]
-    with expected_protocol(awg(), exchanges) as inst:
-        with pytest.raises(DeviceError, match=r"left the channels coupled \(to undo: SOUR1:FREQ:COUP:STAT OFF\) with "
-                                              r"the output of channel\(s\) 2 on; switch the outputs off"):
-            inst.connect()
-        assert not inst.connected and not inst.transport.is_open
+    assert_connect_refused(exchanges, r"left the channels coupled \(to undo: SOUR1:FREQ:COUP:STAT OFF\) with "
+                                      r"the output of channel\(s\) 2 on; switch the outputs off")
 
 
 def test_a_coupling_the_firmware_does_not_know_is_passed_over_and_another_error_is_not():
@@ -860,11 +862,8 @@ def test_a_known_model_number_from_another_maker_is_refused_and_the_connection_c
     """A model number alone is not the instrument: another maker's generator answering 33522B (a clone, a wrong
     address) is refused before anything is set."""
     exchanges = [(b"*CLS", None), (b"*IDN?", b"ACME INSTRUMENTS,33522B,0000,1.0")]
-    with expected_protocol(awg(), exchanges) as inst:
-        with pytest.raises(DeviceError, match=r"^Keysight33500B: \*IDN\? answered 'ACME INSTRUMENTS,33522B,0000,1\.0', "
-                                              r"not a model this driver knows"):
-            inst.connect()
-        assert not inst.connected and not inst.transport.is_open
+    assert_connect_refused(exchanges, r"^Keysight33500B: \*IDN\? answered 'ACME INSTRUMENTS,33522B,0000,1\.0', "
+                                      r"not a model this driver knows")
 
 
 def test_a_garbled_error_queue_reply_is_a_one_line_error_naming_the_instrument():
@@ -907,10 +906,7 @@ def test_an_empty_reply_to_an_output_state_query_is_an_error_not_taken_for_off()
     """An empty line (a link out of step, another program's reply) says nothing of the output: taken as off, a live
     output would be loaded and configured as if it were safe."""
     exchanges = connected((b"DC", ZERO, b""), DC_OFF)[:-3]  # nothing read after the reply
-    with expected_protocol(awg(), exchanges) as inst:
-        with pytest.raises(DeviceError, match=r"^Keysight33500B: reply '' to 'OUTP1\?' is not 0 or 1"):
-            inst.connect()
-        assert not inst.connected and not inst.transport.is_open
+    assert_connect_refused(exchanges, r"^Keysight33500B: reply '' to 'OUTP1\?' is not 0 or 1")
 
 
 def test_a_first_sample_of_minus_zero_is_sent_as_an_offset_of_0():
