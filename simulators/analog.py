@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -27,18 +27,25 @@ from hil.instruments import AnalogInput, AnalogOutput
 from hil.limits import Limit
 from simulators.world import SimulatedInstrument, World
 
+#: A converter's numbers, bounded once for every analog world's converters (whose defaults and sources differ): a
+#: span ±range (V), a resolution (bits), an input-referred noise (V rms), a sample clock (Hz), a settling time (s).
+RangeV = Annotated[float, Field(ge=1e-3, le=100)]
+Bits = Annotated[int, Field(ge=2, le=32)]
+NoiseV = Annotated[float, Field(ge=0, le=10)]
+SampleRateHz = Annotated[float, Field(ge=1, le=1e8)]
+SettleS = Annotated[float, Field(ge=0, le=1)]
+
 
 class ConverterConfig(Strict):
     """The DAC and ADC of an analog world."""
 
-    output_range_v: float = Field(10.0, ge=1e-3, le=100, description="outputs span ±range (V)")
-    input_range_v: float = Field(10.0, ge=1e-3, le=100, description="inputs span ±range (V); beyond it they clip "
-                                 "(adc_clip)")
-    dac_bits: int | None = Field(16, ge=2, le=32, description="DAC resolution over the output span; null: exact")
-    adc_bits: int | None = Field(16, ge=2, le=32, description="ADC resolution over the input span; null: exact")
-    adc_noise_v: float = Field(0.0, ge=0, le=10, description="ADC input-referred noise, rms (V)")
-    max_sample_rate_hz: float = Field(1e6, ge=1, le=1e8, description="fastest sample clock (Hz)")
-    settle_s: float = Field(1e-4, ge=0, le=1, description="time for a DC level change to settle (s)")
+    output_range_v: RangeV = Field(10.0, description="outputs span ±range (V)")
+    input_range_v: RangeV = Field(10.0, description="inputs span ±range (V); beyond it they clip (adc_clip)")
+    dac_bits: Bits | None = Field(16, description="DAC resolution over the output span; null: exact")
+    adc_bits: Bits | None = Field(16, description="ADC resolution over the input span; null: exact")
+    adc_noise_v: NoiseV = Field(0.0, description="ADC input-referred noise, rms (V)")
+    max_sample_rate_hz: SampleRateHz = Field(1e6, description="fastest sample clock (Hz)")
+    settle_s: SettleS = Field(1e-4, description="time for a DC level change to settle (s)")
     adc_clip: bool = Field(True, description="the ADC saturates at its range; false: no clipping (ideal only); "
                            "source: a converter has no codes beyond its span, so an over-range input reads the "
                            "end code")

@@ -45,7 +45,7 @@ from pydantic import Field, model_validator
 from hil.config import Strict
 from hil.errors import DeviceError, HilError
 from hil.physics import oscillator as physics
-from simulators.analog import AnalogWorld, ConverterConfig
+from simulators.analog import AnalogWorld, ConverterConfig, NoiseV
 from simulators.world import OrnsteinUhlenbeck
 
 #: Inside a long quiet run, cuts are this many `split_quiet_s` apart (so those pieces decay by split_decay⁴).
@@ -169,7 +169,7 @@ class OscillatorConverters(ConverterConfig):
     Its own defaults (not a ``ConverterConfig`` built with other values) so that a lab file overriding one field
     keeps the others at their realistic values."""
 
-    adc_noise_v: float = Field(2.4e-4, ge=0, le=10, description="ADC input-referred noise, rms (V); source: NI "
+    adc_noise_v: NoiseV = Field(2.4e-4, description="ADC input-referred noise, rms (V); source: NI "
                                "USB-6361 AI random noise ≈0.24 mV rms on the ±10 V range (X Series specifications)")
 
 

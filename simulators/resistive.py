@@ -32,7 +32,7 @@ from pydantic import Field
 from hil.config import Strict
 from hil.errors import DeviceError, HilError
 from hil.physics import resistive as physics
-from simulators.analog import AnalogWorld, ConverterConfig
+from simulators.analog import AnalogWorld, Bits, ConverterConfig, NoiseV, RangeV, SampleRateHz, SettleS
 from simulators.world import OrnsteinUhlenbeck, derive_seed
 
 
@@ -124,25 +124,25 @@ class Timing(Strict):
 class ResistiveConverters(ConverterConfig):
     """The DAQ of the bench: a 16-bit ±10 V analog output and a 16-bit analog input on its ±2 V range."""
 
-    output_range_v: float = Field(
-        10.0, ge=1e-3, le=100, description="outputs span ±range (V); source: NI X Series analog outputs, ±10 V")
-    input_range_v: float = Field(
-        2.0, ge=1e-3, le=100, description="inputs span ±range (V); beyond it they clip (adc_clip); source: NI X "
+    output_range_v: RangeV = Field(
+        10.0, description="outputs span ±range (V); source: NI X Series analog outputs, ±10 V")
+    input_range_v: RangeV = Field(
+        2.0, description="inputs span ±range (V); beyond it they clip (adc_clip); source: NI X "
         "Series ±2 V range (64 µV nominal resolution), which covers the ±1 V network")
-    dac_bits: int | None = Field(
-        16, ge=2, le=32, description="DAC resolution over the output span (bits), null: exact; source: NI X "
+    dac_bits: Bits | None = Field(
+        16, description="DAC resolution over the output span (bits), null: exact; source: NI X "
         "Series analog outputs, 16 bits")
-    adc_bits: int | None = Field(
-        16, ge=2, le=32, description="ADC resolution over the input span (bits), null: exact; source: NI X Series "
+    adc_bits: Bits | None = Field(
+        16, description="ADC resolution over the input span (bits), null: exact; source: NI X Series "
         "(NI 6358: 16 bits, one ADC per channel)")
-    adc_noise_v: float = Field(
-        60e-6, ge=0, le=10, description="ADC input-referred noise, rms (V); source: about one code of a 16-bit ADC "
+    adc_noise_v: NoiseV = Field(
+        60e-6, description="ADC input-referred noise, rms (V); source: about one code of a 16-bit ADC "
         "on a ±2 V range (NI X Series, 64 µV)")
-    max_sample_rate_hz: float = Field(
-        1e6, ge=1, le=1e8, description="fastest shared sample clock (Hz); source: NI 6358, 1.25 MS/s per channel, "
+    max_sample_rate_hz: SampleRateHz = Field(
+        1e6, description="fastest shared sample clock (Hz); source: NI 6358, 1.25 MS/s per channel, "
         "simultaneous")
-    settle_s: float = Field(
-        1e-4, ge=0, le=1, description="time for one DC level (a gate) to settle after it is written (s); source: a "
+    settle_s: SettleS = Field(
+        1e-4, description="time for one DC level (a gate) to settle after it is written (s); source: a "
         "software-timed single-channel update of a PCIe DAQ takes tens of µs, and a gate behind 10 kΩ and 100 pF "
         "needs 11·RC = 11 µs to settle to 16 bits")
 

@@ -19,21 +19,29 @@ from tests.lab_text import lab_from_text
 WORLD_KINDS = sorted(available("worlds"))
 
 
+def unwrapped(annotation: object) -> tuple[object, list[object]]:
+    """The type ``annotation`` holds and the constraints an ``Annotated`` around it gives."""
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return annotation, []
+    held, *infos = typing.get_args(annotation)
+    return held, [c for info in infos for c in getattr(info, "metadata", [info])]
+
+
 def numbers(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, list[object]]]:
     """(dotted name, constraints) of every number in ``model``, nested models walked, a list's or tuple's items
-    counted as numbers; bools and literals are not numbers."""
+    counted as numbers, an optional number's constraints read where they are; bools and literals are not numbers."""
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             yield from numbers(annotation, f"{prefix}{name}.")
             continue
-        arguments = [argument for argument in typing.get_args(annotation) if argument is not type(None)]
+        arguments = [unwrapped(a) for a in typing.get_args(annotation) if a is not type(None)]
         if typing.get_origin(annotation) in (list, tuple):
-            for item in arguments:
-                constraints = getattr(item, "__metadata__", ())
-                yield f"{prefix}{name}[]", [c for info in constraints for c in getattr(info, "metadata", [info])]
-        elif annotation in (int, float) or (arguments and set(arguments) <= {int, float} and annotation is not bool):
-            yield f"{prefix}{name}", list(FieldInfo.merge_field_infos(field).metadata)
+            for _, constraints in arguments:
+                yield f"{prefix}{name}[]", constraints
+        elif annotation in (int, float) or (arguments and all(held in (int, float) for held, _ in arguments)):
+            own = list(FieldInfo.merge_field_infos(field).metadata)
+            yield f"{prefix}{name}", own + [c for _, constraints in arguments for c in constraints]
 
 
 @pytest.mark.parametrize("kind", WORLD_KINDS)
