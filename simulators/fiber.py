@@ -33,7 +33,6 @@ from simulators.optical import (
     HARSH_SLM_CAMERA,
     IDEAL_SLM_CAMERA,
     ConstructionConfig,
-    OpticsConfig,
     SLMCameraConfig,
     SLMCameraWorld,
     SlowConfig,
@@ -78,7 +77,6 @@ class FiberSlowConfig(SlowConfig):
 class MultimodeFiberConfig(SLMCameraConfig):
     """The multimode-fiber bench."""
 
-    optics: OpticsConfig = Field(default_factory=OpticsConfig)
     fiber: FiberConfig = Field(default_factory=FiberConfig)
     construction: FiberConstructionConfig = Field(default_factory=FiberConstructionConfig)
     slow: FiberSlowConfig = Field(default_factory=FiberSlowConfig)
