@@ -60,6 +60,10 @@ from hil.systems.base import PhysicalSystem, PhysicsModel, check_counts, is_coun
 
 #: Fixed seed of the probe patterns `calibrate` sets the working exposure on.
 PROBE_SEED = 1288
+#: The least signal (a fraction of the camera's full scale) the blank SLM's brightest pixel must show above its dark
+#: level at the exposure the search found: 2 %, 82 DN of 4095 (the realistic simulated camera shows 4 DN with the
+#: laser off, at its longest exposure of 1 s, dark current and the estimate's noise together).
+MIN_SIGNAL_FRACTION = 0.02
 PROBES = 16
 
 
@@ -340,9 +344,13 @@ class SLMCameraSystem(PhysicalSystem):
                                          full_frame=True)
         rate, intercept, _ = self.signal_rate(blank[0], reference_s, self.reference_repeats, full_frame=True)
         self.reference_rate_dn_s = float(rate.sum())
-        if self.reference_rate_dn_s <= 0:
-            raise DeviceError(f"system {self.name!r}: the camera's signal does not grow with exposure; is the "
-                              "laser on?")
+        signal = float((rate * reference_s).max())
+        top = self.camera.full_scale_dn
+        if signal < MIN_SIGNAL_FRACTION * top:
+            raise DeviceError(f"system {self.name!r}: the camera sees almost no light: at {reference_s:g} s exposure "
+                              f"its brightest pixel rises {max(signal, 0):.0f} DN above its dark level, of "
+                              f"{top:.0f} DN full scale; is the laser on and its beam on the camera? If it is, raise "
+                              "the laser power or the camera's gain")
         x, theta = probe_inputs(self.n_in, self.n_params, self.x_bounds, self.theta_bounds)
         probes = torch.cat([self.patterns(x[i:i + 1], theta[i]) for i in range(len(x))])
         exposure = self.find_exposure(probes, start_s=reference_s * probe_factor, full_frame=True)

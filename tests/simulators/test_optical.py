@@ -692,6 +692,22 @@ def test_dim_light_is_calibrated_at_a_long_exposure_not_taken_for_a_plateau() ->
     assert exposures[1e-12] / exposures[2.5e-10] == pytest.approx(250, rel=0.3)
 
 
+@pytest.mark.parametrize("config, exposure, rise, full_scale", [
+    ({"optics": {"power_w": 1e-30}}, "1", "[1-9]", 4095),  # the laser off: dark current alone, at 1 s
+    ({"camera": {"gain_dn_per_e": 1e-4}}, "2e-05", "0", 11),  # a full well spanning one DN above the black level
+])
+def test_a_camera_that_sees_no_light_is_refused_saying_what_it_read(config, exposure, rise, full_scale) -> None:
+    """With the laser off the search ended at the longest exposure and calibrated on dark current (a reference rate
+    of 4734 DN/s); a gain at which the full well spans one code asked only "is the laser on?". Both now stop, saying
+    what the camera read."""
+    _, slm, camera = bench(**config)
+    with pytest.raises(DeviceError, match=rf"^system 'optical': the camera sees almost no light: at {exposure} s "
+                                          rf"exposure its brightest pixel rises {rise} DN above its dark level, of "
+                                          rf"{full_scale} DN full scale; is the laser on and its beam on the camera\? "
+                                          r"If it is, raise the laser power or the camera's gain$"):
+        OpticalSystem({"slm": slm, "camera": camera}).calibrate()
+
+
 @pytest.mark.statistical
 def test_harsh_preset_has_its_stronger_per_shot_noise_and_power_wander() -> None:
     """The harsh table's per-shot and slow sections are in force, measured: read noise 7 e⁻ and dark current 20 e⁻/s
