@@ -38,6 +38,16 @@ NOMINAL_DRIVE_GAIN = (90.0, 150.0, 260.0, 450.0)
 #: 7.87 V/mm) and V/(m/s) of a velocity transducer (Bently Nevada 330500 Velomitor, 100 mV/(in/s)).
 NOMINAL_SENSOR_GAIN = {"displacement": 7870.0, "velocity": 3.94}
 NOMINAL_SENSED = (0, 1, 2, 3)
+#: What each design value may be, (low, high), shared by the simulated network's fields and the oscillator system's
+#: settings. Past any bench of the kind (MEMS resonators reach 100 kHz and a Q of 10⁶), so that a unit slip (kHz for
+#: Hz, mm for m) is refused rather than integrated. The low end is excluded where 0 (or Q = ½) means no oscillator:
+#: frequencies, quality factors (above ½: underdamped), nonlinear lengths and sensor gains.
+FREQ_RANGE_HZ = (0.0, 1e5)
+Q_RANGE = (0.5, 1e6)
+NONLINEAR_LENGTH_RANGE_M = (0.0, 1.0)
+SENSOR_GAIN_RANGE = (0.0, 1e6)  # V/m or V/(m/s)
+COUPLING_RANGE_HZ = (0.0, 1e4)
+DRIVE_GAIN_RANGE = (-1e4, 1e4)  # m/s²/V; negative: an actuator wired the other way round
 #: Largest RK4 step (s); a sample interval is split into ceil(interval / MAX_STEP_S) steps.
 MAX_STEP_S = 2.5e-4
 #: Largest RK4 step h times the stiffest instantaneous angular frequency the motion reaches (1). RK4 is stable up to

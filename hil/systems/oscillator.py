@@ -58,21 +58,47 @@ def window_rms(volts: torch.Tensor, n_windows: int) -> torch.Tensor:
 
 
 
+#: The nominal design's settings: their ranges (`hil.physics.oscillator`), whether the low end is allowed, the unit.
+DESIGN_RANGES: dict[str, tuple[tuple[float, float], bool, str]] = {
+    "freq_hz": (physics.FREQ_RANGE_HZ, False, "Hz"),
+    "q": (physics.Q_RANGE, False, ""),
+    "drive_gain_m_s2_per_v": (physics.DRIVE_GAIN_RANGE, True, "m/s²/V"),
+    "nonlinear_length_m": (physics.NONLINEAR_LENGTH_RANGE_M, False, "m"),
+    "coupling_hz": (physics.COUPLING_RANGE_HZ, True, "Hz"),
+    "sensor_gain": (physics.SENSOR_GAIN_RANGE, False, "V/m or V/(m/s)"),
+}
+#: The readout's scale (V): past any DAQ's range above, a microvolt below.
+OUTPUT_SCALE_RANGE_V = (1e-6, 1e3)
+
+
+def _in_design_range(label: str, value: Any) -> bool:
+    (low, high), low_allowed, _ = DESIGN_RANGES[label]
+    return is_number(value) and (low <= value if low_allowed else low < value) and value <= high
+
+
+def _design_range(label: str) -> str:
+    """The range of a design setting in words, e.g. "above 0 and at most 1e+05 Hz"."""
+    (low, high), low_allowed, unit = DESIGN_RANGES[label]
+    return f"{'from' if low_allowed else 'above'} {low:g} {'to' if low_allowed else 'and at most'} {high:g} {unit}" \
+        .rstrip()
+
+
 def _check_design(*, segment_s: Any, sample_rate_hz: Any, freq_hz: Any, q: Any, drive_gain_m_s2_per_v: Any,
                   nonlinear_length_m: Any, coupling_hz: Any) -> None:
-    """Refuse, naming the setting, what would make the encoding or the physics model meaningless (NaN, inf)."""
-    for label, value in (("sample_rate_hz", sample_rate_hz), ("segment_s", segment_s),
-                         ("nonlinear_length_m", nonlinear_length_m)):
+    """Refuse, naming the setting, what would make the encoding or the physics model meaningless (NaN, inf) or lies
+    outside any bench of the kind (`DESIGN_RANGES`: a unit slip)."""
+    for label, value in (("sample_rate_hz", sample_rate_hz), ("segment_s", segment_s)):
         if not (is_number(value) and value > 0):
             raise ConfigError(f"{label} must be a positive number, got {value!r}", field=label)
-    if not (is_number(coupling_hz) and coupling_hz >= 0):
-        raise ConfigError(f"coupling_hz must be a number ≥ 0, got {coupling_hz!r}", field="coupling_hz")
-    for label, values, positive in (("freq_hz", freq_hz, True), ("q", q, True),
-                                    ("drive_gain_m_s2_per_v", drive_gain_m_s2_per_v, False)):
+    for label, value in (("nonlinear_length_m", nonlinear_length_m), ("coupling_hz", coupling_hz)):
+        if not _in_design_range(label, value):
+            raise ConfigError(f"{label} must be a number {_design_range(label)}, got {value!r}; check its unit",
+                              field=label)
+    for label, values in (("freq_hz", freq_hz), ("q", q), ("drive_gain_m_s2_per_v", drive_gain_m_s2_per_v)):
         if isinstance(values, str) or not isinstance(values, Sequence) or not values \
-                or not all(is_number(v) and (v > 0 or not positive) for v in values):
-            what = "positive numbers" if positive else "numbers"
-            raise ConfigError(f"{label} must be a list of {what}, one per oscillator, got {values!r}", field=label)
+                or not all(_in_design_range(label, v) for v in values):
+            raise ConfigError(f"{label} must be a list of numbers {_design_range(label)}, one per oscillator, got "
+                              f"{values!r}", field=label)
         if len(values) != len(freq_hz):
             raise ConfigError(f"{label} has {len(values)} values; freq_hz has {len(freq_hz)}, one per oscillator",
                               field=label)
@@ -83,17 +109,21 @@ def _check_encoding(*, n_in: Any, n_params: Any, drive_amplitude_v: Any, gap_s: 
     """Refuse, naming the setting, a value of the wrong type (YAML's true for a count, text for a number) or one
     that would make the outputs NaN, before any arithmetic is done with it."""
     check_counts(n_in=n_in, n_params=n_params)
-    for label, value, unit in (("drive_amplitude_v", drive_amplitude_v, "V"), ("output_scale_v", output_scale_v, "V")):
-        if not (is_number(value) and value > 0):
-            raise ConfigError(f"{label} must be a positive number ({unit}), got {value!r}", field=label)
+    if not (is_number(drive_amplitude_v) and drive_amplitude_v > 0):
+        raise ConfigError(f"drive_amplitude_v must be a positive number (V), got {drive_amplitude_v!r}",
+                          field="drive_amplitude_v")
+    low, high = OUTPUT_SCALE_RANGE_V
+    if not (is_number(output_scale_v) and low <= output_scale_v <= high):
+        raise ConfigError(f"output_scale_v must be a number in {low:g}..{high:g} V, got {output_scale_v!r}; check its "
+                          "unit", field="output_scale_v")
     if not (is_number(gap_s) and gap_s >= 0):
         raise ConfigError(f"gap_s must be a number ≥ 0 (s), got {gap_s!r}", field="gap_s")
     if carrier_hz is not None and not is_number(carrier_hz):
         raise ConfigError(f"carrier_hz must be a number (Hz) or null for constant levels, got {carrier_hz!r}",
                           field="carrier_hz")
-    if sensor_gain is not None and not (is_number(sensor_gain) and sensor_gain > 0):
-        raise ConfigError(f"sensor_gain must be a positive number (V/m or V/(m/s)), got {sensor_gain!r}; or leave it "
-                          "out for the sensed quantity's nominal probe", field="sensor_gain")
+    if sensor_gain is not None and not _in_design_range("sensor_gain", sensor_gain):
+        raise ConfigError(f"sensor_gain must be a number {_design_range('sensor_gain')}, got {sensor_gain!r}; or "
+                          "leave it out for the sensed quantity's nominal probe", field="sensor_gain")
     if isinstance(sensed, str) or not isinstance(sensed, Sequence) or not sensed \
             or not all(not isinstance(i, bool) and isinstance(i, int) and 0 <= i < n_oscillators for i in sensed):
         raise ConfigError(f"sensed holds oscillator indices 0..{n_oscillators - 1}, got {sensed!r}", field="sensed")

@@ -562,7 +562,7 @@ def test_bad_settings_and_inputs_are_refused() -> None:
     with pytest.raises(ConfigError, match="n_windows"):
         OscillatorSystem(roles, n_windows=3)
     for gain in (0.0, -7870.0, math.nan):
-        with pytest.raises(ConfigError, match="sensor_gain must be a positive number"):
+        with pytest.raises(ConfigError, match="sensor_gain must be a number above 0 and at most 1e"):
             OscillatorSystem(roles, sensor_gain=gain)
     with pytest.raises(ConfigError, match=r"drive_amplitude_v 5 V .*-2\.\.2 V"):
         OscillatorSystem(roles, drive_amplitude_v=5.0)
@@ -578,14 +578,14 @@ def test_bad_settings_and_inputs_are_refused() -> None:
 
 
 @pytest.mark.parametrize(("settings", "field", "message"), [
-    ({"q": [0.0, 6.0, 7.0, 8.0]}, "q", "q must be a list of positive numbers"),  # was a model of NaN (γ = ω/0)
-    ({"nonlinear_length_m": 0.0}, "nonlinear_length_m", "nonlinear_length_m must be a positive number"),  # NaN too
-    ({"nonlinear_length_m": "-1e-4"}, "nonlinear_length_m", "nonlinear_length_m must be a positive number"),
-    ({"freq_hz": [150.0, 0.0, 290.0, 400.0]}, "freq_hz", "freq_hz must be a list of positive numbers"),
-    ({"freq_hz": 150.0}, "freq_hz", "freq_hz must be a list of positive numbers"),
+    ({"q": [0.0, 6.0, 7.0, 8.0]}, "q", "q must be a list of numbers above 0.5"),  # was a model of NaN (γ = ω/0)
+    ({"nonlinear_length_m": 0.0}, "nonlinear_length_m", "nonlinear_length_m must be a number above 0 and at most 1 m"),
+    ({"nonlinear_length_m": "-1e-4"}, "nonlinear_length_m", "nonlinear_length_m must be a number above 0"),
+    ({"freq_hz": [150.0, 0.0, 290.0, 400.0]}, "freq_hz", "freq_hz must be a list of numbers above 0 and at most"),
+    ({"freq_hz": 150.0}, "freq_hz", "freq_hz must be a list of numbers"),
     ({"q": [5.0, 6.0, 7.0]}, "q", "q has 3 values; freq_hz has 4"),  # was blamed on freq_hz
     ({"drive_gain_m_s2_per_v": [1.0, 2.0]}, "drive_gain_m_s2_per_v", "drive_gain_m_s2_per_v has 2 values"),
-    ({"coupling_hz": math.nan}, "coupling_hz", "coupling_hz must be a number ≥ 0"),
+    ({"coupling_hz": math.nan}, "coupling_hz", "coupling_hz must be a number from 0 to 10000 Hz"),
     ({"sample_rate_hz": 0}, "sample_rate_hz", "sample_rate_hz must be a positive number"),  # was blamed on segment_s
     ({"segment_s": math.nan}, "segment_s", "segment_s must be a positive number"),  # was "cannot convert float NaN"
 ])
@@ -598,10 +598,33 @@ def test_a_design_the_model_cannot_compute_is_a_config_error_naming_the_setting(
 
 
 @pytest.mark.parametrize(("settings", "field", "message"), [
+    ({"freq_hz": [150.0, 210.0, 290.0, 4e5]}, "freq_hz",
+     r"freq_hz must be a list of numbers above 0 and at most 100000 Hz, one per oscillator, got \[150\.0"),
+    ({"q": [5.0, 0.5, 7.0, 8.0]}, "q", r"q must be a list of numbers above 0\.5 and at most 1e\+06, one"),
+    ({"drive_gain_m_s2_per_v": [9e4, 150.0, 260.0, 450.0]}, "drive_gain_m_s2_per_v",
+     "drive_gain_m_s2_per_v must be a list of numbers from -10000 to 10000 m/s²/V"),
+    ({"nonlinear_length_m": 5.0}, "nonlinear_length_m",
+     "nonlinear_length_m must be a number above 0 and at most 1 m, got 5.0; check its unit"),
+    ({"coupling_hz": 6e4}, "coupling_hz", "coupling_hz must be a number from 0 to 10000 Hz, got 60000.0; check"),
+    ({"sensor_gain": 7.87e6}, "sensor_gain", r"sensor_gain must be a number above 0 and at most 1e\+06 V/m or"),
+    ({"output_scale_v": 1e-12}, "output_scale_v", r"output_scale_v must be a number in 1e-06\.\.1000 V, got 1e-12"),
+])
+def test_a_design_value_past_any_bench_is_refused_as_a_unit_slip(settings, field: str, message: str) -> None:
+    """The nominal design the system's model starts from is held to the simulated network's ranges
+    (`hil.physics.oscillator`): these were taken (only their sign was checked), and a model built from them, or an
+    output scale of 1e-12 V made outputs of 10¹¹."""
+    world = OscillatorNetwork(preset="ideal")
+    roles = {"output": SimulatedAnalogOutput(world, name="ao"), "input": SimulatedAnalogInput(world, name="ai")}
+    with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
+        OscillatorSystem(roles, **settings)
+    assert error.value.field == field
+
+
+@pytest.mark.parametrize(("settings", "field", "message"), [
     ({"n_windows": True}, "n_windows", "n_windows True must divide"),  # YAML's true was taken for 1 window
     ({"channel": True}, "channel", "channel True does not exist"),  # was refused only at the first call
-    ({"sensor_gain": True}, "sensor_gain", "sensor_gain must be a positive number"),  # was 1 V/m
-    ({"output_scale_v": math.nan}, "output_scale_v", r"output_scale_v must be a positive number \(V\), got nan"),
+    ({"sensor_gain": True}, "sensor_gain", "sensor_gain must be a number above 0"),  # was 1 V/m
+    ({"output_scale_v": math.nan}, "output_scale_v", r"output_scale_v must be a number in 1e-06\.\.1000 V, got nan"),
     ({"gap_s": "0.1"}, "gap_s", "gap_s must be a number ≥ 0"),  # text: each of these was a TypeError
     ({"drive_amplitude_v": "1"}, "drive_amplitude_v", "drive_amplitude_v must be a positive number"),
     ({"carrier_hz": "250"}, "carrier_hz", "carrier_hz must be a number"),
