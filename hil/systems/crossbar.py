@@ -32,6 +32,10 @@ from hil.physics.crossbar import (
 )
 from hil.systems.base import PhysicalSystem, PhysicsModel, is_count
 
+#: The least span g_max_s − g_min_s of the weights, as a fraction of the array's conductance limit: devices are
+#: programmed to a few per cent of their range at best (aihwkit's PCM noise: about 1 µS of 25 µS).
+MIN_WEIGHT_SPAN = 1e-3
+
 
 class CrossbarModel(PhysicsModel):
     """The noiseless crossbar, ``y = f(x, θ)``, with the bench's unknowns as calibration parameters.
@@ -116,6 +120,10 @@ class CrossbarSystem(PhysicalSystem):
                                   f"{conductance.describe()}", field=label)
         if g_min_s >= g_max_s:
             raise ConfigError(f"g_min_s {g_min_s:g} S must be below g_max_s {g_max_s:g} S", field="g_min_s")
+        if g_max_s - g_min_s < MIN_WEIGHT_SPAN * (conductance.max - conductance.min):
+            raise ConfigError(f"g_min_s..g_max_s ({g_min_s:g}..{g_max_s:g} S) spans under a thousandth of the "
+                              f"crossbar's conductance limit {conductance.describe()}, below any device's programming "
+                              "resolution: the outputs would be noise; check the unit", field="g_max_s")
         voltage = crossbar.limits["read_voltage_v"]
         largest = min(voltage.max, -voltage.min)
         read_voltage_v = largest if read_voltage_v is None else float(read_voltage_v)

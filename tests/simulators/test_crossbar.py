@@ -546,6 +546,12 @@ def test_bad_settings_and_values_are_refused_with_the_allowed_range() -> None:
         CrossbarSystem({"crossbar": crossbar}, read_voltage_v=0.3)
     with pytest.raises(ConfigError, match=r"g_max_s: 3e-05 S is outside"):
         CrossbarSystem({"crossbar": crossbar}, g_max_s=30e-6)
+    # 1 pS for 1 µS: within the limit, and outputs of noise scaled by 10⁶ without a word before
+    with pytest.raises(ConfigError, match=r"^g_max_s: g_min_s\.\.g_max_s \(0\.\.1e-12 S\) spans under a thousandth of "
+                                          r"the crossbar's conductance limit 0\.\.2\.5e-05 S, below any device's "
+                                          r"programming resolution: the outputs would be noise; check the unit$"):
+        CrossbarSystem({"crossbar": crossbar}, g_max_s=1e-12)
+    assert CrossbarSystem({"crossbar": crossbar}, g_min_s=10e-6, g_max_s=10.03e-6).g_max_s == 10.03e-6
     system = CrossbarSystem({"crossbar": crossbar})
     with pytest.raises(LimitError, match=r"theta\[5\] = 1\.5 is outside -1\.\.1"):
         system.forward(torch.zeros(1, 64), torch.zeros(system.n_params).index_fill(0, torch.tensor(5), 1.5))
