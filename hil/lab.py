@@ -206,8 +206,10 @@ class Lab:
         self.worlds: dict[str, Any] = {}
         self.instruments: dict[str, Instrument] = {}
         self.systems: dict[str, PhysicalSystem] = {}
-        self._servers: list[Any] = []
+        self._servers: dict[str, Any] = {}  # the emulator serving each emulated instrument, by its name
+        self._unserved: set[str] = set()  # emulated instruments whose emulators were stopped
         self._connected: list[Instrument] = []
+        self._open = False
 
     @classmethod
     def load(cls, path: str | Path) -> Lab:
@@ -249,6 +251,7 @@ class Lab:
     def build(self) -> dict[str, Instrument]:
         """Construct every world, instrument and system without connecting; a problem is a `ConfigError`
         located in the file. Returns the instruments."""
+        self._forget_unserved()
         try:
             for name, world in self.config.worlds.items():
                 if name not in self.worlds:
@@ -375,7 +378,7 @@ class Lab:
             if "transport" not in parameters:
                 raise self._error(f"{config.driver} takes no transport, so it needs a world (a bench driver's "
                                   "__init__ takes the transport: list ScpiDriver before the capability class)", where)
-            resource = config.resource or self._start_emulator(cls, config, where)
+            resource = config.resource or self._start_emulator(name, cls, config, where)
             options = self._transport_options(cls, config, resource, where)
             transport = open_transport(resource, timeout_s=config.timeout_s, traffic_log=config.traffic_log,
                                        visa_library=config.visa_library, **options)
@@ -423,7 +426,8 @@ class Lab:
             raise self._error(f"no world named {name!r} in this lab", where)
         return self.worlds[name]
 
-    def _start_emulator(self, cls: type[Instrument], config: InstrumentConfig, where: tuple[str, ...]) -> str:
+    def _start_emulator(self, name: str, cls: type[Instrument], config: InstrumentConfig,
+                        where: tuple[str, ...]) -> str:
         from simulators.emulators.server import serve
 
         options = dict(config.emulate) if isinstance(config.emulate, dict) else {}
@@ -432,14 +436,16 @@ class Lab:
             server = serve(cls, options, via, name=config.driver)
         except ConfigError as error:
             raise self._error(error.detail, (*where, "emulate", *([error.field] if error.field else []))) from None
-        self._servers.append(server)
+        self._servers[name] = server
         return server.resource
 
     # -- connecting and closing ---------------------------------------------------------------------------------
     def open(self, only: Collection[str] | None = None) -> Lab:
         """Build the lab and connect its instruments (``only``: just these, e.g. the ones a run uses; the others
-        stay untouched, and may be off); if one fails, the others are made safe and closed."""
+        stay untouched, and may be off); if one fails, the others are made safe and closed. ``with lab.open(...):``
+        connects no more than ``open`` did; ``with lab:`` opens every instrument."""
         self.build()
+        self._open = True
         try:
             for name, instrument in self.instruments.items():
                 if instrument.connected:  # e.g. by the caller, before open: the lab closes it all the same
@@ -463,8 +469,10 @@ class Lab:
     def close(self) -> None:
         """Safe state and close every connected instrument (in reverse order), then stop the emulators.
 
-        Every instrument is tried even if one fails; the first failure is raised at the end.
-        """
+        Every instrument is tried even if one fails; the first failure is raised at the end. Opening the lab again
+        builds the instruments the emulators served, and the systems built on them, anew on new emulators (emulated
+        devices come back as if power-cycled)."""
+        self._open = False
         first_error: BaseException | None = None
         with _signals_held():
             while self._connected:
@@ -479,7 +487,19 @@ class Lab:
 
     def _stop_servers(self) -> None:
         while self._servers:
-            self._servers.pop().stop()
+            name, server = self._servers.popitem()
+            server.stop()
+            self._unserved.add(name)
+
+    def _forget_unserved(self) -> None:
+        """Forget the instruments whose emulators were stopped, and the systems built on them, so that `build`
+        makes them anew on new emulators."""
+        for name in self._unserved:
+            self.instruments.pop(name, None)
+            for system, config in self.config.systems.items():
+                if name in config.instruments.values():
+                    self.systems.pop(system, None)
+        self._unserved.clear()
 
     def safe_state(self) -> None:
         """Put every connected instrument in its safe state without closing (e.g. on an interlock).
@@ -498,7 +518,7 @@ class Lab:
             raise first_error
 
     def __enter__(self) -> Lab:
-        return self.open()
+        return self if self._open else self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -26,7 +26,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def emulators(lab: Lab) -> dict[str, object]:
-    return {type(server.emulator).__name__: server.emulator for server in lab._servers}
+    return {type(server.emulator).__name__: server.emulator for server in lab._servers.values()}
 
 
 def test_default_lab_opens_identifies_and_closes_safe() -> None:
@@ -47,7 +47,7 @@ def test_default_lab_opens_identifies_and_closes_safe() -> None:
         snapshot = lab["smu"].snapshot()
         assert snapshot["limits"]["voltage_v"]["max"] == 5.0  # narrowed by lab.yaml
     assert not lab["awg"].connected and not lab["smu"].connected
-    assert lab._servers == []
+    assert lab._servers == {}
     assert awg.channels[1].output_on is False and awg.channels[1].offset_emf_v == 0.0
     assert smu.output is False and smu.level["VOLT"] == 0.0
 
@@ -135,7 +135,7 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
     lab = Lab.load(path)
     with pytest.raises(TransportError, match=r"^smu \(TCPIP::127.0.0.1::1::SOCKET\): connection failed"):
         lab.open()
-    assert not lab["awg"].connected and lab._servers == []
+    assert not lab["awg"].connected and lab._servers == {}
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -442,6 +442,30 @@ def test_emulate_without_options_serves_the_emulator(tmp_path: Path) -> None:
         lab.close()
 
 
+def test_with_open_only_connects_no_more_and_a_closed_lab_opens_again_on_new_emulators(tmp_path: Path) -> None:
+    """``with lab.open(only=...)`` went on to connect every instrument (``__enter__`` opened the lab again), among
+    them the ones the caller left out because they may be off; and a lab opened again after closing tried the
+    emulators it had stopped ("connection refused ... check the cable")."""
+    lab = Lab.load(write(tmp_path, """
+        worlds:
+          chip: {kind: memristor_crossbar}
+        instruments:
+          smu: {driver: keithley_2450, emulate: true}
+          xbar: {driver: simulated_crossbar, world: chip}
+        systems:
+          crossbar: {kind: crossbar, instruments: {crossbar: xbar}}
+    """))
+    with lab.open(only=["xbar"]):
+        assert (lab["xbar"].connected, lab["smu"].connected) == (True, False)
+        system, chip = lab.system("crossbar"), lab.worlds["chip"]
+    first_smu = lab["smu"]
+    assert not first_smu.connected and not lab["xbar"].connected
+    with lab:
+        assert "2450" in lab["smu"].identify() and lab["smu"] is not first_smu  # on a new emulator
+        assert lab.system("crossbar") is system and lab.worlds["chip"] is chip  # what no emulator served is kept
+    assert not lab["smu"].connected and lab._servers == {}
+
+
 def test_a_list_of_too_few_items_in_a_world_config_says_so(tmp_path: Path) -> None:
     """``shape: [64]`` for rows and columns was 'required field is missing', of a field the file has."""
     lab = Lab.load(write(tmp_path, "worlds:\n  table: {kind: optical_table, config: {slm: {shape: [64]}}}\n"))
@@ -650,13 +674,13 @@ def test_lab_safe_state_reaches_every_instrument_when_one_fails(tmp_path: Path) 
         lab["awg"].safe_state()
         lab["awg"].set_voltage(1, 1.0)
         lab["awg"].set_output(1, True)
-        next(s for s in lab._servers if type(s.emulator).__name__ == "Keithley2450Emulator").stop()  # cable pulled
+        lab._servers["smu"].stop()  # cable pulled
         with pytest.raises(TransportError, match=r"^smu"):
             lab.safe_state()  # the smu, connected last, is tried first
         assert awg.channels[1].output_on is False and awg.channels[1].offset_emf_v == 0.0
         with pytest.raises(TransportError, match=r"^smu"):
             lab.close()
-    assert not lab["awg"].connected and not lab["smu"].connected and lab._servers == []
+    assert not lab["awg"].connected and not lab["smu"].connected and lab._servers == {}
 
 
 def test_an_instrument_connected_before_open_is_left_safe_and_closed_by_the_lab() -> None:
@@ -669,7 +693,7 @@ def test_an_instrument_connected_before_open_is_left_safe_and_closed_by_the_lab(
         lab["awg"].safe_state()
         lab["awg"].set_voltage(1, 1.0)
         lab["awg"].set_output(1, True)
-    assert not lab["awg"].connected and lab._servers == []
+    assert not lab["awg"].connected and lab._servers == {}
     assert awg.channels[1].output_on is False and awg.channels[1].offset_emf_v == 0.0
 
 
@@ -728,7 +752,7 @@ def test_a_setting_not_of_its_type_as_written_is_refused_at_its_line(tmp_path: P
     lab = Lab.load(write(tmp_path, text))
     with pytest.raises(ConfigError, match=expected):
         lab.build()
-    assert lab._servers == []
+    assert lab._servers == {}
 
 
 def test_settings_of_their_type_are_taken_as_written(tmp_path: Path) -> None:
