@@ -5,6 +5,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from hil.clock import VirtualClock
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.systems.base import PhysicalSystem, PhysicsModel
 
@@ -122,3 +123,41 @@ def test_a_reading_in_another_dtype_becomes_float32_and_carries_no_graph_of_the_
     y = Misreading(lambda x: x.sum(1, keepdim=True).expand(len(x), 3).numpy()).forward(torch.rand(4, 2),
                                                                                        torch.zeros(1))
     assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
+
+
+class Timed(Misreading):
+    """A `Misreading` on a virtual clock: a device call takes 1 s; its calibration 10 s, runs one call, then fails
+    if told to."""
+
+    def __init__(self, fail_calibration: bool = False):
+        super().__init__(lambda x: torch.zeros(len(x), 3))
+        self.virtual_clock, self.fail_calibration = VirtualClock(), fail_calibration
+
+    @property
+    def clock(self) -> VirtualClock:
+        return self.virtual_clock
+
+    def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        self.virtual_clock.sleep(1.0)
+        return super()._run(x, theta)
+
+    def _calibrate(self) -> dict[str, float]:
+        self.virtual_clock.sleep(10.0)
+        self.forward(torch.zeros(1, 2), torch.zeros(1))
+        if self.fail_calibration:
+            raise DeviceError("bench: no light")
+        return {"exposure_s": 0.01}
+
+
+def test_device_time_counts_the_calibration_once_and_a_failed_use_too() -> None:
+    system = Timed()
+    assert system.calibrate() == {"exposure_s": 0.01}
+    assert (system.device_time_s, system.calls) == (11.0, 1)  # not 12: the call inside it is not counted twice
+    system.forward(torch.zeros(2, 2), torch.zeros(1))
+    assert (system.device_time_s, system.calls) == (12.0, 2)
+    failing = Timed(fail_calibration=True)
+    with pytest.raises(DeviceError, match="no light"):
+        failing.calibrate()
+    assert failing.device_time_s == 11.0
+    failing.forward(torch.zeros(2, 2), torch.zeros(1))
+    assert failing.device_time_s == 12.0  # the failure left nothing half-counted

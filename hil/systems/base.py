@@ -120,6 +120,7 @@ class PhysicalSystem(ABC):
         self.theta_bounds = (float(theta_bounds[0]), float(theta_bounds[1]))
         self.device_time_s = 0.0
         self.calls = 0
+        self._timing = False
 
     @property
     def clock(self) -> Clock:
@@ -160,13 +161,23 @@ class PhysicalSystem(ABC):
         return y
 
     def _counted(self, device_call: Callable[..., T], *args: Any) -> T:
-        """``device_call(*args)``, one device call: its device time is added to ``device_time_s``, and it is
-        counted in ``calls``."""
-        started = self.clock.now()
-        result = device_call(*args)
-        self.device_time_s += self.clock.now() - started
+        """``device_call(*args)``, one device call: its device time is added to ``device_time_s`` (`_timed`), and
+        it is counted in ``calls``."""
+        result = self._timed(device_call, *args)
         self.calls += 1
         return result
+
+    def _timed(self, device_use: Callable[..., T], *args: Any) -> T:
+        """``device_use(*args)``, its device time (s, by the instruments' clock) added to ``device_time_s`` even if
+        it fails; once, however such uses nest (a calibration that runs the forward pass)."""
+        if self._timing:
+            return device_use(*args)
+        started, self._timing = self.clock.now(), True
+        try:
+            return device_use(*args)
+        finally:
+            self._timing = False
+            self.device_time_s += self.clock.now() - started
 
     def _checked(self, value: Any, shape: tuple[int | None, ...], bounds: tuple[float, float],
                  label: str) -> torch.Tensor:
@@ -213,7 +224,12 @@ class PhysicalSystem(ABC):
         return world.hidden_parameters()
 
     def calibrate(self) -> dict[str, Any]:
-        """Bring the bench to a working point (e.g. camera exposure) before use; returns what it set."""
+        """Bring the bench to a working point (e.g. camera exposure) before use; returns what it set. Its device
+        time counts in ``device_time_s``."""
+        return self._timed(self._calibrate)
+
+    def _calibrate(self) -> dict[str, Any]:
+        """What `calibrate` does on this system (nothing by default); returns what it set."""
         return {}
 
     def snapshot(self) -> dict[str, Any]:

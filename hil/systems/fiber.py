@@ -136,7 +136,7 @@ class FiberSystem(SLMCameraSystem):
         modulated = self.macro_index < self.n_modulated
         return torch.where(modulated, grating, torch.zeros(())).to(torch.float32)
 
-    def calibrate(self) -> dict[str, Any]:
+    def _calibrate(self) -> dict[str, Any]:
         """Measure R, set the working exposure and measure the transmission matrix (see module)."""
         reference_s, exposure, _ = self.working_point(first_exposure_s=1e-3, probe_factor=1)
         scale = self._scale(exposure)

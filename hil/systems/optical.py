@@ -416,7 +416,7 @@ class OpticalSystem(SLMCameraSystem):
         frames = self.capture(self.patterns(x, theta))
         return (frames @ self.regions).mul_(self.output_scale / (exposure * self.reference_rate_dn_s))
 
-    def calibrate(self) -> dict[str, Any]:
+    def _calibrate(self) -> dict[str, Any]:
         """Measure the blank SLM's signal rate R and the dark level, then set the working exposure (see module)."""
         reference_s, exposure, self.dark_dn = self.working_point(first_exposure_s=1e-4, probe_factor=20)
         return {"exposure_s": exposure, "reference_rate_dn_per_s": self.reference_rate_dn_s,

@@ -289,7 +289,7 @@ class ResistiveNetworkSystem(PhysicalSystem):
                 "load_resistance_kohm": torch.as_tensor(hidden["load_resistance_ohm"]) / 1e3,
                 "ideality": hidden["ideality"], "temperature_k": hidden["temperature_k"]}
 
-    def calibrate(self) -> dict[str, Any]:
+    def _calibrate(self) -> dict[str, Any]:
         """The working point: gates at mid-range, nudge gates off (0 V), inputs and targets at 0 V, every used
         analog-output channel on. Returns what it set."""
         output: AnalogOutput = self.instruments["output"]  # type: ignore[assignment]

@@ -272,6 +272,7 @@ def test_system_device_time_is_one_sequence_at_the_refresh_rate() -> None:
     info = system.calibrate()
     assert info["transmission_patterns"] == 32 * 4
     assert world.clock.now() - start > (128 + 4 * 16) / 60  # at least one refresh per pattern
+    assert system.device_time_s == pytest.approx(world.clock.now() - start)  # the calibration's device time counts
     period = math.ceil((0.01 + camera.exposure_s) * 60) / 60
     before = system.device_time_s
     system.forward(*inputs(10))
