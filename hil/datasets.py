@@ -53,6 +53,8 @@ def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2, path: 
     """
     if not 0 < test_fraction < 1:
         raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}", field="dataset.test_fraction")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1 training sample, got {limit}", field="dataset.limit")
     rng = np.random.default_rng(seed)
     if name == "digits":
         x, y, classes = _digits()
@@ -68,6 +70,9 @@ def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2, path: 
     else:
         raise ConfigError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}", field="dataset.name")
     train = np.flatnonzero(~test)
+    if len(train) == 0:
+        raise ConfigError(f"test_fraction {test_fraction:g} holds out every sample of {name}; give a smaller one",
+                          field="dataset.test_fraction")
     if limit is not None:
         train = np.sort(rng.choice(train, size=min(limit, len(train)), replace=False))
     return Dataset(name, torch.as_tensor(x[train], dtype=torch.float32), torch.as_tensor(y[train]),

@@ -255,6 +255,20 @@ def test_vowels_hold_out_the_nearest_whole_number_of_speakers_and_at_least_one(f
     assert len(held_out) == speakers
 
 
+@pytest.mark.parametrize(("settings", "field", "message"), [
+    ({"name": "vowels", "test_fraction": 0.99}, "test_fraction",
+     r"test_fraction 0\.99 holds out every sample of vowels; give a smaller one"),  # 47.5 of 48 speakers: all
+    ({"name": "digits", "test_fraction": 0.99999}, "test_fraction",
+     r"test_fraction 0\.99999 holds out every sample of digits"),
+    ({"name": "digits", "limit": 0}, "limit", "limit must be at least 1 training sample, got 0"),
+])
+def test_a_split_that_leaves_no_training_sample_is_refused(settings, field: str, message: str) -> None:
+    """Called directly (the protocol layer checks the rows it needs), these returned an empty training set."""
+    with pytest.raises(ConfigError, match=f"^dataset.{field}: {message}") as caught:
+        load_dataset(**settings)
+    assert caught.value.field == f"dataset.{field}"
+
+
 def test_a_tiny_test_fraction_still_holds_out_one_digit() -> None:
     assert len(load_dataset("digits", test_fraction=1e-4).y_test) == 1  # 0.18 samples, rounded up to one
 
