@@ -72,7 +72,7 @@ class PhysicalLayer(nn.Module):
         super().__init__()
         self.system = system
         self.__dict__["twin"] = twin  # held, not registered: training never updates the twin
-        self.mode: Mode = mode
+        self.mode = mode
         if input_map not in ("none", "sigmoid"):
             raise ConfigError(f"input_map must be 'none' or 'sigmoid', got {input_map!r}")
         self.input_map = input_map
@@ -87,6 +87,15 @@ class PhysicalLayer(nn.Module):
         self.theta = nn.Parameter(initial)
         self.project_()  # float32 rounding of the draw may leave the bounds
         self.record: list | None = None
+
+    @property
+    def mode(self) -> Mode:
+        """How the layer runs and passes gradients (`MODES`); an unknown mode is refused when set."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: Mode) -> None:
+        self._mode = checked_mode(mode)
 
     def set_twin(self, twin: Twin | None) -> None:
         self.__dict__["twin"] = twin
@@ -103,9 +112,7 @@ class PhysicalLayer(nn.Module):
             raise ConfigError(f"physical layer on {self.system.name!r} in {self.mode!r} mode needs a twin")
         if self.mode == "twin":
             return held_twin(twin, x, self.theta)
-        if self.mode == "pat":
-            return physics_aware(x, self.theta, self.system, twin, self.record)
-        raise ConfigError(f"unknown mode {self.mode!r}; modes: {', '.join(MODES)}")
+        return physics_aware(x, self.theta, self.system, twin, self.record)
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -143,10 +150,16 @@ def physical_layers(model: nn.Module) -> list[PhysicalLayer]:
 
 def set_mode(model: nn.Module, mode: Mode) -> None:
     """Set every physical layer of ``model`` to ``mode``."""
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+    checked_mode(mode)
     for layer in physical_layers(model):
         layer.mode = mode
+
+
+def checked_mode(mode: str) -> Mode:
+    """``mode`` if it is one of `MODES`, else a `ConfigError` listing them."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+    return mode  # type: ignore[return-value]
 
 
 def project_(model: nn.Module) -> None:
