@@ -40,6 +40,15 @@ class _Unterminated(TimeoutError):
         self.received = received
 
 
+class _NotTaken(TimeoutError):
+    """A write that timed out: the line took not all of a command's ``size`` bytes, because nothing reads them, or
+    they take longer than the timeout to send at the line's speed."""
+
+    def __init__(self, size: int):
+        super().__init__(f"{size} bytes not taken")
+        self.size = size
+
+
 class TrafficLog:
     """Appends one line per transfer to a text file: ``time  resource  >|<  bytes``; flushed as written. The file
     (and its folder) is created when the transport opens, so validating a lab file writes nothing.
@@ -110,6 +119,8 @@ class Transport(ABC):
         self.resource = resource
         #: The name of the instrument using this transport, put before the resource in error messages.
         self.owner: str | None = None
+        #: The serial line's speed (bit/s) where the transport knows it; None for a link without one (LAN, USB).
+        self.baudrate: int | None = None
         self.timeout_s = float(timeout_s)
         self.read_termination = read_termination
         self.write_termination = write_termination
@@ -264,6 +275,10 @@ class Transport(ABC):
                 raise TransportError(
                     f"{where}: {excerpt(command)} holds {error.object[error.start:error.end]!r}, which is not ASCII, "
                     "the only text an instrument takes; nothing was sent: write the command in ASCII") from None
+            if isinstance(error, _NotTaken):
+                self.out_of_step = True  # a part may have gone out, and a reply to it may still come
+                raise TransportTimeout(f"{where}: {excerpt(command)} could not be sent within {self.timeout_s:g} s; "
+                                       f"{self._not_taken_advice(error.size)}") from error
             kind = self._classify(error)
             if kind == "closed":
                 raise TransportError(
@@ -292,6 +307,17 @@ class Transport(ABC):
         except BaseException:  # Ctrl-C or a signal mid-exchange: a reply may still come and answer the next query
             self.out_of_step = True
             raise
+
+    def _not_taken_advice(self, size: int) -> str:
+        """Why a write of ``size`` bytes was not taken within the timeout, and what to do."""
+        if self.baudrate is None:
+            return "the instrument is not reading: check that it is on, connected and not busy"
+        line_s = size * 10 / self.baudrate  # a start bit, 8 data bits and a stop bit per byte
+        if line_s > self.timeout_s:
+            return (f"its {size} bytes take {line_s:.3g} s at {self.baudrate} bit/s: give timeout_s more than that, "
+                    "or the line a higher baudrate (the instrument's too)")
+        return ("nothing is reading the line (the instrument, or the adapter or server behind the port): check that "
+                "the instrument is on, that the cable is in, and that a USB adapter still shows")
 
     @abstractmethod
     def _classify(self, error: Exception) -> str:
@@ -408,8 +434,23 @@ class VisaTransport(Transport):
         if inst is not None:
             inst.close()
 
+    @contextlib.contextmanager
+    def _sending(self, size: int) -> Iterator[None]:
+        """A timeout while sending ``size`` bytes is the instrument not taking them (`_NotTaken`), not a missing
+        reply; pyvisa reports both alike."""
+        from pyvisa.constants import StatusCode
+        from pyvisa.errors import VisaIOError
+
+        try:
+            yield
+        except VisaIOError as error:
+            if error.error_code == StatusCode.error_timeout and not self._peer_closed():
+                raise _NotTaken(size) from error
+            raise
+
     def _write_raw(self, data: bytes) -> None:
-        self._inst.write_raw(data)
+        with self._sending(len(data)):
+            self._inst.write_raw(data)
 
     def _read_raw(self) -> bytes:
         """One reply, in chunks as pyvisa's ``read_raw`` reads it, but complete within the timeout and at most
@@ -442,7 +483,8 @@ class VisaTransport(Transport):
         if self._log is not None:
             from pyvisa.util import to_ieee_block
             self._record(">", command.encode() + to_ieee_block(values, datatype, big_endian))
-        self._inst.write_binary_values(command, values, datatype=datatype, is_big_endian=big_endian)
+        with self._sending(len(command) + values.nbytes):
+            self._inst.write_binary_values(command, values, datatype=datatype, is_big_endian=big_endian)
 
     def _query_binary_raw(self, command: str, datatype: str, big_endian: bool) -> Any:
         from pyvisa.errors import InvalidBinaryFormat
@@ -492,7 +534,7 @@ class SerialTransport(Transport):
             self._port.write(data)
             self._port.flush()
         except serial.SerialTimeoutException as error:
-            raise TimeoutError(str(error)) from error
+            raise _NotTaken(len(data)) from error
 
     def _read_exact(self, count: int) -> bytes:
         data = self._port.read(count)

@@ -1,16 +1,20 @@
 """Transports against real sockets on 127.0.0.1 and a real pseudo-terminal pair (no mocks of pyvisa/pyserial)."""
 
 import _thread
+import contextlib
 import importlib.util
+import os
 import threading
 import time
+import tty
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from hil.errors import ConfigError, TransportError, TransportTimeout
-from hil.transport import SerialTransport, TrafficLog, VisaTransport, open_transport
+from hil.transport import SerialTransport, TrafficLog, Transport, VisaTransport, open_transport
 from simulators.emulators.scpi import ScpiEmulator, number, scpi
 from simulators.emulators.server import TcpServer
 from tests.test_store import disk_full_beyond
@@ -563,3 +567,51 @@ def test_a_pty_carries_every_byte_of_a_block_unchanged(echo_pty) -> None:
         transport.write_binary("DATA wave,", values, "f")
         assert transport.query_binary("DATA?", "f").tobytes() == wire
     assert emulator.values.tobytes() == wire and not emulator.errors
+
+
+@contextlib.contextmanager
+def unread_pty() -> Iterator[str]:
+    """The path of a raw pseudo-terminal whose other end nothing reads: a line that takes ~12 KB, then no more."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        yield os.ttyname(slave)
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+def write_in_a_thread(transport: Transport, command: str) -> BaseException | None:
+    """What ``transport.write(command)`` raised, or None; a write that blocks for ever fails the test instead of
+    hanging it (the 30 s join is a guard, not a measurement)."""
+    outcome: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            transport.write(command)
+        except BaseException as error:
+            outcome.append(error)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(30)
+    assert not writer.is_alive(), "the write blocked"
+    return outcome[0] if outcome else None
+
+
+@pytest.mark.parametrize(("baudrate", "advice"), [
+    (4_000_000, "nothing is reading the line (the instrument, or the adapter or server behind the port): check that "
+                "the instrument is on, that the cable is in, and that a USB adapter still shows"),
+    (9600, "its 50001 bytes take 52.1 s at 9600 bit/s: give timeout_s more than that, or the line a higher baudrate "
+           "(the instrument's too)"),
+])
+def test_a_serial_write_not_taken_in_time_says_so_not_that_no_reply_came(baudrate: int, advice: str) -> None:
+    """A write that times out is not a missing reply: the message says the command could not be sent, and why —
+    nothing reads the line, or the command takes longer than the timeout at the line's speed."""
+    with unread_pty() as path:
+        transport = SerialTransport(path, baudrate=baudrate, timeout_s=0.3)
+        with transport:
+            error = write_in_a_thread(transport, "X" * 50_000)
+            assert isinstance(error, TransportTimeout) and transport.out_of_step
+            assert str(error) == f"{path}: {'X' * 60!r}… (50000 characters) could " \
+                                 f"not be sent within 0.3 s; {advice}"
