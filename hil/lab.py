@@ -29,7 +29,7 @@ from hil.errors import ConfigError, DeviceError, HilError, handling
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
-from hil.transport import SerialTransport, open_transport, transport_class
+from hil.transport import has_serial_line, open_transport, transport_class
 
 #: Keyword arguments every instrument takes from the framework, not from ``settings``.
 FRAMEWORK_ARGUMENTS = {"self", "transport", "world", "name", "limits", "clock"}
@@ -119,7 +119,8 @@ class InstrumentConfig(Strict):
     traffic_log: str | None = Field(None, description="file that records every exchange (appended); if the disk "
                                     "refuses it later, logging stops with a warning and the instrument goes on")
     baudrate: int | None = Field(None, ge=50, le=4_000_000, description="a serial line's speed (bit/s) where the "
-                                 "resource is a device path (/dev/ttyUSB0, COM3); default: the driver's, else 9600")
+                                 "resource is one: a device path (/dev/ttyUSB0, COM3) or a VISA ASRL resource "
+                                 "(ASRL/dev/ttyUSB0::INSTR); default: the driver's, else 9600")
     limits: dict[str, LimitConfig] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
 
@@ -399,27 +400,25 @@ class Lab:
                            where: tuple[str, ...]) -> dict[str, Any]:
         """The driver's ``transport_options``, with the lab's ``baudrate``, that the transport the resource picks
         takes. A serial line's own (a baud rate) are left out for an emulator served over TCP, which has no line; for
-        a VISA resource they are a `ConfigError` at the resource (or at ``baudrate``), not the transport's TypeError
-        at the settings."""
+        a VISA resource without one (LAN, USB, GPIB) the driver's are a `ConfigError` at the resource, and the lab's
+        ``baudrate`` the transport's `ConfigError` at ``baudrate``, not a TypeError at the settings."""
         options = dict(getattr(cls, "transport_options", {}))
         kind = transport_class(resource, config.visa_library)
-        if config.baudrate is not None:
-            if config.resource is not None and kind is not SerialTransport:
-                raise self._error("baudrate is a serial line's speed, for a device path that pyserial opens "
-                                  f"(/dev/ttyUSB0, COM3); {resource} is a VISA resource, whose speed is the "
-                                  "instrument's or the VISA library's", (*where, "baudrate"))
-            options["baudrate"] = config.baudrate
         taken = {name for klass in kind.__mro__ if "__init__" in vars(klass)
                  for name, parameter in inspect.signature(klass.__init__).parameters.items()
                  if parameter.kind is parameter.KEYWORD_ONLY}
+        if not has_serial_line(resource):
+            taken.discard("baudrate")
         untaken = sorted(set(options) - taken)
-        if not untaken:
-            return options
-        if config.resource is None:  # an emulator: its TCP link has no serial line to set up
-            return {key: value for key, value in options.items() if key in taken}
-        raise self._error(f"{config.driver}'s transport_options give {', '.join(untaken)}, which {kind.__name__} "
-                          f"({resource}) does not take; a serial line's options need its device path as the resource "
-                          "(/dev/ttyUSB0, COM3), which pyserial opens", (*where, "resource"))
+        if untaken and config.resource is not None:
+            raise self._error(f"{config.driver}'s transport_options give {', '.join(untaken)}, which {kind.__name__} "
+                              f"({resource}) does not take; a serial line's options need a serial resource: its "
+                              "device path (/dev/ttyUSB0, COM3) or ASRL resource (ASRL/dev/ttyUSB0::INSTR)",
+                              (*where, "resource"))
+        options = {key: value for key, value in options.items() if key in taken}  # an emulator's TCP link: no line
+        if config.baudrate is not None and (config.resource is not None or "baudrate" in taken):
+            options["baudrate"] = config.baudrate  # a resource without a line refuses it, at baudrate
+        return options
 
     def _world(self, name: str, where: tuple[str | int, ...]) -> Any:
         if name not in self.worlds:

@@ -353,21 +353,29 @@ class VisaTransport(Transport):
 
     ``backend`` is pyvisa's library spec; ``@py`` (pyvisa-py) by default, ``""`` for the system's VISA. pyvisa
     keeps one ResourceManager per backend; this transport closes only its own resource, never the manager, so
-    closing one instrument never closes another.
+    closing one instrument never closes another. ``baudrate`` (bit/s) is set on an ``ASRL`` resource once open
+    (default: the VISA library's, 9600 for most); any other resource has no serial line and refuses it.
     """
 
-    def __init__(self, resource: str, *, backend: str = "@py", **options: Any):
+    def __init__(self, resource: str, *, backend: str = "@py", baudrate: int | None = None, **options: Any):
         from pyvisa import rname
 
         try:
-            if backend == "@py":  # pyvisa-py takes resource names only; another VISA may also take an alias
-                rname.parse_resource_name(resource)
+            interface = rname.parse_resource_name(resource).interface_type
         except rname.InvalidResourceName as error:
-            raise ConfigError(f"{resource!r} is not a VISA resource ({error}); write e.g. "
-                              "TCPIP::host::5025::SOCKET, TCPIP::host::INSTR, USB0::…::INSTR or GPIB0::24::INSTR, "
-                              "or a serial device path", field="resource") from None
+            if backend == "@py":  # pyvisa-py takes resource names only; another VISA may also take an alias
+                raise ConfigError(f"{resource!r} is not a VISA resource ({error}); write e.g. "
+                                  "TCPIP::host::5025::SOCKET, TCPIP::host::INSTR, USB0::…::INSTR or GPIB0::24::INSTR, "
+                                  "or a serial device path", field="resource") from None
+            interface = None
+        if baudrate is not None and interface != "ASRL":
+            raise ConfigError(f"baudrate is a serial line's speed, and {resource} is "
+                              f"{f'a VISA {interface} resource' if interface else 'an alias'}, which has no serial "
+                              "line; leave baudrate out (a serial instrument is named by its ASRL resource, "
+                              "ASRL/dev/ttyUSB0::INSTR, or its device path, /dev/ttyUSB0 or COM3)", field="baudrate")
         super().__init__(resource, **options)
         self.backend = backend
+        self.baudrate = baudrate
         self._inst: Any = None
         self._socket: socket.socket | None = None  # a pyvisa-py SOCKET connection's own socket
 
@@ -406,11 +414,25 @@ class VisaTransport(Transport):
         self._inst = manager.open_resource(
             self.resource, timeout=round(self.timeout_s * 1000),
             read_termination=self.read_termination, write_termination=self.write_termination)
+        if isinstance(self._inst, pyvisa.resources.SerialInstrument):
+            self._set_line_speed()
         session = getattr(manager.visalib, "sessions", {}).get(self._inst.session)
         sock = getattr(session, "interface", None)
         if isinstance(sock, socket.socket):
             self._prepare_socket(sock)
             self._socket = sock
+
+    def _set_line_speed(self) -> None:
+        """Give a serial (ASRL) resource the ``baudrate`` asked for, or learn the library's, which the advice for a
+        write not taken in time needs."""
+        try:
+            if self.baudrate is None:
+                self.baudrate = int(self._inst.baud_rate)
+            else:
+                self._inst.baud_rate = self.baudrate
+        except BaseException:
+            self._close_raw()
+            raise
 
     def _prepare_socket(self, sock: socket.socket) -> None:
         """Check and tune a pyvisa-py SOCKET connection.
@@ -573,10 +595,27 @@ class SerialTransport(Transport):
         return from_ieee_block(block, datatype, big_endian, container=np.array)
 
 
+def _pyserial_port(resource: str) -> bool:
+    """Whether a resource string is one that pyserial opens: a device path, a ``COM`` port or a URL."""
+    return resource.startswith("/") or "://" in resource or resource.upper().startswith("COM")
+
+
+def has_serial_line(resource: str) -> bool:
+    """Whether a resource string names a serial line, whose speed (``baudrate``) its transport sets: a port that
+    pyserial opens, or a VISA ``ASRL`` resource."""
+    from pyvisa import rname
+
+    if _pyserial_port(resource):
+        return True
+    try:
+        return rname.parse_resource_name(resource).interface_type == "ASRL"
+    except rname.InvalidResourceName:
+        return False
+
+
 def transport_class(resource: str, visa_library: str = "@py") -> type[Transport]:
     """The transport for a resource string: a pyserial URL or device path, otherwise a VISA resource."""
-    serial_like = resource.startswith("/") or "://" in resource or resource.upper().startswith("COM")
-    if not serial_like:
+    if not _pyserial_port(resource):
         return VisaTransport
     if visa_library != "@py":
         raise ConfigError(f"{resource!r} is a serial port, which pyserial opens: visa_library applies only to VISA "

@@ -15,6 +15,7 @@ from hil.instruments import SourceMeter
 from hil.lab import Lab, _signals_held
 from hil.registry import BUILTIN, available
 from simulators.emulators.server import drivers_with_emulators
+from tests.test_transport import line_speed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -1002,8 +1003,9 @@ class SerialSmu(Keithley2450):
 
 def test_a_serial_drivers_baud_rate_is_left_out_of_a_tcp_emulator_and_refused_for_a_visa_resource(
         tmp_path: Path) -> None:
-    """``transport_options = {"baudrate": ...}`` reached the VISA transport of ``emulate: true`` and of a TCPIP or
-    ASRL resource: "Transport.__init__() got an unexpected keyword argument 'baudrate'", at the settings."""
+    """``transport_options = {"baudrate": ...}`` reached the VISA transport of ``emulate: true`` and of a TCPIP
+    resource: "Transport.__init__() got an unexpected keyword argument 'baudrate'", at the settings. (An ASRL
+    resource, a serial line, takes it: see test_an_asrl_resource_takes_the_lines_speed_from_the_lab_or_the_driver.)"""
     path = write(tmp_path, """
         instruments:
           emulated: {driver: "tests.test_lab:SerialSmu", emulate: true}
@@ -1013,12 +1015,13 @@ def test_a_serial_drivers_baud_rate_is_left_out_of_a_tcp_emulator_and_refused_fo
         assert "MODEL 2450" in lab["emulated"].identify() and lab["over_a_pty"].transport.baudrate == 115200
     path = write(tmp_path, """
         instruments:
-          smu: {driver: "tests.test_lab:SerialSmu", resource: "ASRL/dev/ttyS0::INSTR"}
+          smu: {driver: "tests.test_lab:SerialSmu", resource: "TCPIP::10.0.0.5::INSTR"}
     """)
     with pytest.raises(ConfigError, match=r"lab.yaml:2: instruments\.smu\.resource: tests\.test_lab:SerialSmu's "
                                           r"transport_options give baudrate, which VisaTransport "
-                                          r"\(ASRL/dev/ttyS0::INSTR\) does not take; a serial line's options need its "
-                                          r"device path as the resource \(/dev/ttyUSB0, COM3\), which pyserial opens$"):
+                                          r"\(TCPIP::10\.0\.0\.5::INSTR\) does not take; a serial line's options need "
+                                          r"a serial resource: its device path \(/dev/ttyUSB0, COM3\) or ASRL resource "
+                                          r"\(ASRL/dev/ttyUSB0::INSTR\)$"):
         Lab.load(path).build()
 
 
@@ -1036,9 +1039,13 @@ def test_a_lab_gives_a_serial_lines_speed_where_the_resource_is_a_device_path(tm
         assert "MODEL 2450" in lab["own_speed"].identify()
     for line, expected in [
         ('smu: {driver: keithley_2450, resource: "TCPIP::10.0.0.5::5025::SOCKET", baudrate: 19200}',
-         r"lab.yaml:4: instruments\.smu\.baudrate: baudrate is a serial line's speed, for a device path that pyserial "
-         r"opens \(/dev/ttyUSB0, COM3\); TCPIP::10\.0\.0\.5::5025::SOCKET is a VISA resource, whose speed is the "
-         r"instrument's or the VISA library's$"),
+         r"lab.yaml:4: instruments\.smu\.baudrate: baudrate is a serial line's speed, and "
+         r"TCPIP::10\.0\.0\.5::5025::SOCKET is a VISA TCPIP resource, which has no serial line; leave baudrate out \(a "
+         r"serial instrument is named by its ASRL resource, ASRL/dev/ttyUSB0::INSTR, or its device path, /dev/ttyUSB0 "
+         r"or COM3\)$"),
+        ('smu: {driver: keithley_2450, resource: "GPIB0::24::INSTR", baudrate: 19200}',
+         r"lab.yaml:4: instruments\.smu\.baudrate: baudrate is a serial line's speed, and GPIB0::24::INSTR is a VISA "
+         r"GPIB resource, which has no serial line; leave baudrate out"),
         ("slm: {driver: simulated_slm, world: table, baudrate: 19200}",
          r"lab.yaml:\d+: instruments\.slm: baudrate set for a simulated instrument \(world\), which has no transport; "
          r"leave them out$"),
@@ -1051,3 +1058,23 @@ def test_a_lab_gives_a_serial_lines_speed_where_the_resource_is_a_device_path(tm
         """)
         with pytest.raises(ConfigError, match=expected):
             Lab.load(path).build()
+
+
+def test_an_asrl_resource_takes_the_lines_speed_from_the_lab_or_the_driver(tmp_path: Path, pty_server) -> None:
+    """A VISA serial (ASRL) resource is a serial line like a device path: the lab's ``baudrate`` sets its speed, over
+    the driver's ``transport_options`` (pyvisa-py's 9600 where neither gives one). It was refused as "a VISA resource,
+    whose speed is the instrument's or the VISA library's", leaving a bench at another speed no way to reach it."""
+    from simulators.emulators.keithley2450 import Keithley2450Emulator
+
+    servers = {name: pty_server(Keithley2450Emulator()) for name in ("plain", "own_speed", "default")}
+    path = write(tmp_path, f"""
+        instruments:
+          plain: {{driver: keithley_2450, resource: "ASRL{servers['plain'].resource}::INSTR", baudrate: 19200}}
+          own_speed: {{driver: "tests.test_lab:SerialSmu", resource: "ASRL{servers['own_speed'].resource}::INSTR"}}
+          default: {{driver: keithley_2450, resource: "ASRL{servers['default'].resource}::INSTR"}}
+    """)
+    with Lab.load(path) as lab:
+        speeds = {name: line_speed(server.resource) for name, server in servers.items()}
+        assert speeds == {"plain": 19200, "own_speed": 115200, "default": 9600}
+        assert [lab[name].transport.baudrate for name in servers] == [19200, 115200, 9600]
+        assert all("MODEL 2450" in lab[name].identify() for name in servers)

@@ -4,6 +4,7 @@ import _thread
 import contextlib
 import importlib.util
 import os
+import re
 import threading
 import time
 import tty
@@ -581,6 +582,19 @@ def unread_pty() -> Iterator[str]:
         os.close(master)
 
 
+def line_speed(path: str) -> int:
+    """The speed (bit/s) that a serial port's settings give its line, read back from the kernel."""
+    import termios
+
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    try:
+        code = termios.tcgetattr(fd)[5]  # the output speed
+    finally:
+        os.close(fd)
+    speeds = {getattr(termios, name): int(name[1:]) for name in dir(termios) if re.fullmatch(r"B\d+", name)}
+    return speeds[code]
+
+
 def write_in_a_thread(transport: Transport, command: str) -> BaseException | None:
     """What ``transport.write(command)`` raised, or None; a write that blocks for ever fails the test instead of
     hanging it (the 30 s join is a guard, not a measurement)."""
@@ -615,3 +629,24 @@ def test_a_serial_write_not_taken_in_time_says_so_not_that_no_reply_came(baudrat
             assert isinstance(error, TransportTimeout) and transport.out_of_step
             assert str(error) == f"{path}: {'X' * 60!r}… (50000 characters) could " \
                                  f"not be sent within 0.3 s; {advice}"
+
+
+def test_an_asrl_resource_sets_its_line_speed_and_says_when_a_write_is_not_taken() -> None:
+    """pyvisa-py opens a pty as ``ASRL/dev/pts/N::INSTR``: ``baudrate`` is set on the line, and a write that the line
+    does not take is named as such, as on a pyserial port (pyvisa reports it as a plain timeout)."""
+    with unread_pty() as path, VisaTransport(f"ASRL{path}::INSTR", baudrate=4_000_000, timeout_s=0.3) as transport:
+        assert line_speed(path) == 4_000_000
+        error = write_in_a_thread(transport, "X" * 50_000)
+        assert isinstance(error, TransportTimeout) and transport.out_of_step
+        assert str(error).startswith(f"ASRL{path}::INSTR: {'X' * 60!r}… (50000 characters) could not be sent within "
+                                     "0.3 s; nothing is reading the line")
+
+
+@pytest.mark.parametrize(("resource", "interface"), [("TCPIP::10.0.0.2::5025::SOCKET", "a VISA TCPIP resource"),
+                                                     ("USB0::0x0957::0x2807::MY1::INSTR", "a VISA USB resource"),
+                                                     ("my_smu", "an alias")])
+def test_a_visa_resource_without_a_serial_line_refuses_a_baud_rate(resource: str, interface: str) -> None:
+    backend = "" if resource == "my_smu" else "@py"  # pyvisa-py takes no alias
+    with pytest.raises(ConfigError, match=f"baudrate is a serial line's speed, and {re.escape(resource)} is "
+                                          f"{interface}, which has no serial line; leave baudrate out"):
+        VisaTransport(resource, backend=backend, baudrate=9600)
