@@ -116,8 +116,10 @@ class InstrumentConfig(Strict):
                               "installed with hil), or '' (falling back to pyvisa-py where none is found), @ivi or a "
                               "library's path for the system's VISA (NI-VISA, Keysight IO Libraries), which opens USB "
                               "and GPIB resources on its own")
-    traffic_log: str | None = Field(None, description="file that records every exchange (appended); if the disk "
-                                    "refuses it later, logging stops with a warning and the instrument goes on")
+    traffic_log: str | None = Field(None, description="file that records every exchange (appended), each line "
+                                    "naming the instrument; instruments given one file share it, in the order of their "
+                                    "exchanges; if the disk refuses it later, logging stops with a warning and the "
+                                    "instruments go on")
     baudrate: int | None = Field(None, ge=50, le=4_000_000, description="a serial line's speed (bit/s) where the "
                                  "resource is one: a device path (/dev/ttyUSB0, COM3) or a VISA ASRL resource "
                                  "(ASRL/dev/ttyUSB0::INSTR); default: the driver's, else 9600")
@@ -383,6 +385,7 @@ class Lab:
             options = self._transport_options(cls, config, resource, where)
             transport = open_transport(resource, timeout_s=config.timeout_s, traffic_log=config.traffic_log,
                                        visa_library=config.visa_library, **options)
+            transport.owner = name  # its errors, and its lines in a traffic log other instruments share, name it
             return cls(transport, **common)
         except ConfigError as error:
             if error.source:

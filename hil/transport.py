@@ -15,10 +15,11 @@ import socket
 import threading
 import time
 import warnings
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import numpy as np
 
@@ -50,44 +51,64 @@ class _NotTaken(TimeoutError):
 
 
 class TrafficLog:
-    """Appends one line per transfer to a text file: ``time  resource  >|<  bytes``; flushed as written. The file
-    (and its folder) is created when the transport opens, so validating a lab file writes nothing.
+    """Appends one line per transfer to a text file: ``time  instrument (resource)  >|<  bytes`` (the resource alone
+    where no instrument is named); flushed as written. The file (and its folder) is created when the first transport
+    using it opens, so validating a lab file writes nothing, and closed when the last one closes.
+
+    Transports given one path share one log (`shared`), so a bench's instruments logging to one file leave one
+    record in the order of the exchanges, written through one handle.
 
     The log serves debugging and never stands between hil and an instrument: a file that cannot be created is an
     error before anything is sent, but one that fails later (a full disk) stops logging with a warning, and the
     commands, the safe state's among them, still go out.
     """
 
+    _shared: ClassVar[weakref.WeakValueDictionary[Path, TrafficLog]] = weakref.WeakValueDictionary()
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._file: IO[str] | None = None
+        self._users = 0
         self._stopped = False
         self._lock = threading.Lock()
 
+    @classmethod
+    def shared(cls, path: str | Path) -> TrafficLog:
+        """The one log of ``path`` (resolved: ``logs/a.log`` and ``./logs/a.log`` are one) while anything uses it."""
+        key = Path(path).resolve()
+        with cls._shared_lock:
+            log = cls._shared.get(key)
+            if log is None:
+                log = cls._shared[key] = cls(path)
+            return log
+
     def open(self) -> None:
-        """Create the file (appending to one that exists); `TransportError` if it cannot be. A log that stopped
-        (`record`) tries again, quietly: a reconnection never fails for the log's sake."""
+        """Begin a use of the log, creating the file (appending to one that exists) at the first; `TransportError` if
+        it cannot be. A log that stopped (`record`) tries again, quietly: a reconnection never fails for the log's
+        sake. Each `open` is ended by one `close`."""
         with self._lock:
             if self._file is None:
                 try:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     self._file = self.path.open("a", encoding="utf-8")
                 except OSError as error:
-                    if self._stopped:
-                        return
-                    raise TransportError(f"traffic log {self.path}: cannot write ({error.strerror or error}); give "
-                                         "traffic_log a writable path") from None
-                self._stopped = False
+                    if not self._stopped:
+                        raise TransportError(f"traffic log {self.path}: cannot write ({error.strerror or error}); "
+                                             "give traffic_log a writable path") from None
+                else:
+                    self._stopped = False
+            self._users += 1
 
-    def record(self, resource: str, direction: str, data: bytes) -> None:
-        """Write one line (nothing before `open`, or after logging stopped); ``direction`` is ``>`` for sent and
-        ``<`` for received."""
+    def record(self, source: str, direction: str, data: bytes) -> None:
+        """Write one line (nothing before `open`, or after logging stopped); ``source`` names the instrument or
+        resource, ``direction`` is ``>`` for sent and ``<`` for received."""
         shown = data if len(data) <= 512 else data[:512] + f"... ({len(data)} bytes)".encode()
         with self._lock:
             if self._file is None:
                 return
             try:
-                self._file.write(f"{time.time():.6f}  {resource}  {direction}  {shown!r}\n")
+                self._file.write(f"{time.time():.6f}  {source}  {direction}  {shown!r}\n")
                 self._file.flush()
             except OSError as error:
                 self._stopped = True
@@ -99,8 +120,10 @@ class TrafficLog:
                               RuntimeWarning, stacklevel=2)
 
     def close(self) -> None:
+        """End a use of the log (`open`); the last closes the file."""
         with self._lock:
-            if self._file is not None:
+            self._users = max(0, self._users - 1)
+            if self._users == 0 and self._file is not None:
                 self._file.close()
                 self._file = None
 
@@ -131,8 +154,7 @@ class Transport(ABC):
         self._lock = threading.RLock()
         self._open = False
         self._log = traffic_log if isinstance(traffic_log, TrafficLog) or traffic_log is None \
-            else TrafficLog(traffic_log)
-        self._owns_log = not isinstance(traffic_log, TrafficLog)  # a log given as a path; closed with the transport
+            else TrafficLog.shared(traffic_log)  # used while the transport is open
 
     # -- life cycle -------------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -141,7 +163,12 @@ class Transport(ABC):
             if not self._open:
                 if self._log is not None:
                     self._log.open()
-                self._open_raw()
+                try:
+                    self._open_raw()
+                except BaseException:
+                    if self._log is not None:
+                        self._log.close()
+                    raise
                 self._open = True
                 self.out_of_step = False
 
@@ -152,8 +179,8 @@ class Transport(ABC):
                 self._open = False
                 with contextlib.suppress(Exception):
                     self._close_raw()
-            if self._log is not None and self._owns_log:
-                self._log.close()
+                if self._log is not None:
+                    self._log.close()
 
     def reopen(self) -> None:
         """Close and connect again, e.g. after the instrument was power-cycled or the link dropped."""
@@ -260,7 +287,7 @@ class Transport(ABC):
 
     def _record(self, direction: str, data: bytes) -> None:
         if self._log is not None:
-            self._log.record(self.resource, direction, data)
+            self._log.record(self._where(), direction, data)
 
     @contextlib.contextmanager
     def _translate(self, command: str) -> Iterator[None]:

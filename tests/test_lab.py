@@ -1078,3 +1078,43 @@ def test_an_asrl_resource_takes_the_lines_speed_from_the_lab_or_the_driver(tmp_p
         assert speeds == {"plain": 19200, "own_speed": 115200, "default": 9600}
         assert [lab[name].transport.baudrate for name in servers] == [19200, 115200, 9600]
         assert all("MODEL 2450" in lab[name].identify() for name in servers)
+
+
+def test_instruments_given_one_traffic_log_share_it_in_the_order_of_their_exchanges(tmp_path: Path) -> None:
+    """Each instrument opened its own handle on the file and appended through it, its lines named by the resource
+    alone: now one log per file, each line naming its instrument, one handle while any instrument is connected, and
+    none once the lab is closed."""
+    import os
+
+    log = tmp_path / "logs" / "bench.log"
+
+    def handles() -> int:
+        return sum(os.path.realpath(f"/proc/self/fd/{fd}") == str(log) for fd in os.listdir("/proc/self/fd"))
+
+    path = write(tmp_path, f"""
+        instruments:
+          awg: {{driver: keysight_33500b, emulate: true, traffic_log: {log}}}
+          smu: {{driver: keithley_2450, emulate: {{via: pty}}, traffic_log: {tmp_path}/logs/../logs/bench.log}}
+    """)
+    with Lab.load(path) as lab:
+        assert handles() == 1
+        resources = {name: lab[name].transport.resource for name in ("awg", "smu")}
+        lab["awg"].transport.query("*IDN?")
+        lab["smu"].transport.query("*IDN?")
+        lab["awg"].close()
+        assert handles() == 1  # the smu still logs
+        lab["smu"].transport.query("*OPC?")
+    assert handles() == 0
+    lines = log.read_text().splitlines()
+    parsed = [re.fullmatch(r"(\d+\.\d{6})  (awg|smu) \((\S+)\)  ([<>])  b'(.*)'", line) for line in lines]
+    assert all(parsed), [line for line, match in zip(lines, parsed, strict=True) if not match]
+    assert all(match[3] == resources[match[2]] for match in parsed)
+    exchanges = [(match[2], match[4], match[5]) for match in parsed]
+    asked = max(k for k, exchange in enumerate(exchanges) if exchange == ("awg", ">", r"*IDN?\n"))
+    assert [exchange[:2] for exchange in exchanges[asked:asked + 4]] == [("awg", ">"), ("awg", "<"), ("smu", ">"),
+                                                                          ("smu", "<")]
+    assert exchanges[asked + 2][2] == r"*IDN?\n" and "MODEL 2450" in exchanges[asked + 3][2]
+    assert {"awg", "smu"} == {name for name, *_ in exchanges[:asked]}  # both connected first
+    closed = exchanges.index(("smu", ">", r"*OPC?\n"))
+    assert exchanges[closed + 1] == ("smu", "<", r"1\n") and ("awg", ">", r"OUTP1 OFF\n") in exchanges[asked:closed]
+    assert all(name == "smu" for name, *_ in exchanges[closed:])  # the awg, closed, logs no more

@@ -534,7 +534,7 @@ def test_a_traffic_log_shared_by_two_transports_stays_open_until_its_owner_close
 def test_the_traffic_log_records_a_binary_write_and_shortens_a_long_one(echo_tcp, echo_pty, tmp_path) -> None:
     for transport in both_transports(echo_tcp, echo_pty):
         log = tmp_path / f"{type(transport).__name__}.log"
-        transport._log, transport._owns_log = TrafficLog(log), True
+        transport._log = TrafficLog(log)
         with transport:
             transport.write_binary("DATA wave,", np.zeros(1000, dtype=np.float32))
         line = log.read_text().splitlines()[0]
@@ -650,3 +650,14 @@ def test_a_visa_resource_without_a_serial_line_refuses_a_baud_rate(resource: str
     with pytest.raises(ConfigError, match=f"baudrate is a serial line's speed, and {re.escape(resource)} is "
                                           f"{interface}, which has no serial line; leave baudrate out"):
         VisaTransport(resource, backend=backend, baudrate=9600)
+
+
+def test_a_connection_that_fails_leaves_no_traffic_log_open(tmp_path) -> None:
+    """The log opens before the connection: a refused one must give it back, as no close follows a failed open."""
+    with TcpServer(EchoEmulator()) as server:
+        resource = server.resource
+    log = tmp_path / "traffic.log"
+    transport = VisaTransport(resource, timeout_s=0.3, traffic_log=log)
+    with pytest.raises(TransportError, match=resource):
+        transport.open()
+    assert [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(log)] == []
