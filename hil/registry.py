@@ -8,8 +8,9 @@ pyproject.toml::
     acme_slm = "acme_hil.slm:AcmeSLM"
 
 A lab file may also name a class directly, ``driver: acme_hil.slm:AcmeSLM`` (likewise a world's or a system's
-``kind``): nothing to register, only the module must be importable (an installed package, or its folder on
-``PYTHONPATH``). That is the quickest way to try a new device; a name is the way to share it.
+``kind``; a nested class by its dotted path, ``acme_hil.slm:Acme.SLM``): nothing to register, only the module must
+be importable (an installed package, or its folder on ``PYTHONPATH``). That is the quickest way to try a new device;
+a name is the way to share it.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ BUILTIN: dict[str, dict[str, str]] = {
 }
 T = TypeVar("T")
 KINDS = {"instruments": "driver", "worlds": "world kind", "systems": "system kind"}
-#: A class named directly, ``package.module:Class``, instead of by a registered name.
-TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+#: A class named directly, ``package.module:Class`` (``package.module:Outer.Inner`` for a nested one), instead of
+#: by a registered name.
+TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 @cache
@@ -71,10 +73,18 @@ def available(group: str = "instruments") -> dict[str, str]:
 
 
 def load_target(target: str) -> Any:
-    """Import ``module:Class``; a target that cannot be imported is a `ConfigError` naming it and why."""
-    module_name, _, attribute = target.partition(":")
+    """Import ``module:Class``, or ``module:Outer.Inner`` (a dotted attribute path); a target that cannot be imported
+    is a `ConfigError` naming it and why (for a missing attribute, which one and where it was looked for)."""
+    module_name, _, path = target.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attribute)
+        found = importlib.import_module(module_name)
+        parts = path.split(".")
+        for depth, part in enumerate(parts):
+            if not hasattr(found, part):
+                owner = f"{module_name}:{'.'.join(parts[:depth])}" if depth else f"module {module_name!r}"
+                raise AttributeError(f"{owner} has no attribute {part!r}")
+            found = getattr(found, part)
+        return found
     except Exception as error:  # an import error, or any error raised while importing the module
         raise ConfigError(f"{target} cannot be loaded: {type(error).__name__}: {error}") from error
 

@@ -1,0 +1,44 @@
+"""Names of classes in a lab file: a class nested in another is named by its dotted path after the colon."""
+
+from pathlib import Path
+
+import pytest
+
+from drivers.keithley2450 import Keithley2450
+from hil.errors import ConfigError
+from hil.registry import instrument_class, lookup
+from tests.lab_text import lab_from_text
+
+
+class Bench:
+    """A user's module that groups its drivers in a class."""
+
+    class Smu(Keithley2450):
+        """A Keithley 2450 by another name, standing for a user's driver nested in ``Bench``."""
+
+
+NESTED = f"{__name__}:Bench.Smu"
+
+
+def test_a_nested_class_is_named_by_its_dotted_path(tmp_path: Path) -> None:
+    """``module:Outer.Inner`` was "unknown driver" (the name was not read as a class): only ``module:Class`` was."""
+    assert instrument_class(NESTED) is Bench.Smu
+    lab = lab_from_text(f"""
+instruments:
+  smu: {{driver: "{NESTED}", emulate: {{load_ohm: 100}}}}
+""", tmp_path)
+    with lab:
+        assert "MODEL 2450" in lab["smu"].identify()
+        assert lab["smu"].snapshot()["class"] == f"{__name__}.Bench.Smu"
+
+
+@pytest.mark.parametrize(("name", "missing"), [
+    (f"{__name__}:Bench.Smv", rf"{__name__}:Bench has no attribute 'Smv'"),
+    (f"{__name__}:Bensh.Smu", rf"module '{__name__}' has no attribute 'Bensh'"),
+    (f"{__name__}:Bench.Smu.Channel", rf"{__name__}:Bench\.Smu has no attribute 'Channel'"),
+])
+def test_a_missing_part_of_a_dotted_path_is_named(name: str, missing: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^driver '{name}': {name} cannot be loaded: AttributeError: "
+                                          rf"{missing}$") as caught:
+        lookup("instruments", name)
+    assert "\n" not in str(caught.value)
