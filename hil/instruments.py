@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from hil.clock import Clock, WallClock
-from hil.errors import DeviceError, LimitError
+from hil.errors import ConfigError, DeviceError, LimitError
 from hil.limits import Limit, as_numbers, limit_as_dict, narrow_limits
 
 
@@ -370,7 +370,8 @@ class Camera(Instrument):
 
 
 class AnalogOutput(Instrument):
-    """Voltage outputs on ``n_channels`` channels (1-based): DC levels, and waveforms played on trigger.
+    """Voltage outputs on ``n_channels`` channels (1-based): DC levels, and waveforms played on trigger where the
+    driver writes the waveform hooks.
 
     DC changes larger than the ``voltage_v`` limit's ``max_step`` are ramped, each step checked; a ramp from an
     unknown level is refused. ``load_waveform`` checks every sample; ``play`` starts loaded waveforms once. A
@@ -380,6 +381,11 @@ class AnalogOutput(Instrument):
     A DC level (`set_voltage`, the safe state) replaces the loaded waveform. Within a waveform the samples are
     the caller's: ``max_step`` does not apply between them. A driver sets ``n_channels`` and ``waveform_points``
     (the fewest and most samples its memory takes).
+
+    Waveforms are optional. An output of DC levels only (a microcontroller's DAC, a multichannel DC source) leaves
+    both waveform hooks, `_load_waveform_hw` and `_play_hw`, unwritten: `plays_waveforms` is then False, it has
+    no ``sample_rate_hz`` limit, `load_waveform` and `play` refuse, and a system that drives an output with
+    waveforms refuses it when built. A driver that writes only one of the two is refused when built.
     """
 
     capability = "analog output"
@@ -388,13 +394,29 @@ class AnalogOutput(Instrument):
     waveform_points: tuple[int, int] = (2, 1_000_000)
 
     def __init__(self, **common: Any):
+        unwritten = _unwritten_waveform_hooks(type(self))
+        if len(unwritten) == 1:
+            written = next(hook for hook in WAVEFORM_HOOKS if hook not in unwritten)
+            raise ConfigError(f"{type(self).__name__} writes {written} but not {unwritten[0]}: write both to play "
+                              "waveforms, or neither for an output of DC levels only", field="driver")
         super().__init__(**common)
         self.level_v: dict[int, float | None] = {}
         self.output_on: dict[int, bool | None] = {}
         self.waveform_samples: dict[int, int] = {}
 
     def hardware_limits(self) -> dict[str, Limit]:
-        return {"voltage_v": Limit("V", -10.0, 10.0), "sample_rate_hz": Limit("Hz", 1.0, 1e6)}
+        volts = {"voltage_v": Limit("V", -10.0, 10.0)}
+        return {**volts, "sample_rate_hz": Limit("Hz", 1.0, 1e6)} if self.plays_waveforms else volts
+
+    @property
+    def plays_waveforms(self) -> bool:
+        """Whether the driver writes the waveform hooks; an output without them sets DC levels only."""
+        return not _unwritten_waveform_hooks(type(self))
+
+    def _require_waveforms(self) -> None:
+        if not self.plays_waveforms:
+            raise DeviceError(f"{self.name}: plays DC levels only ({type(self).__name__} writes no waveform hooks); "
+                              "set each level with set_voltage(), or use an analog output that plays waveforms")
 
     def _connect_hw(self) -> None:
         self.waveform_samples.clear()
@@ -433,6 +455,7 @@ class AnalogOutput(Instrument):
         """Load a waveform (volts, one sample per 1/``sample_rate_hz`` s) to be played by `play`; a live channel
         is first ramped to the first sample if it is further than ``max_step`` from it."""
         self._require_connected()
+        self._require_waveforms()
         channel = self._check_channel(channel, self.n_channels)
         samples = as_numbers(samples_v, f"{self.name}: channel {channel} waveform")
         low, high = self.waveform_points
@@ -464,6 +487,7 @@ class AnalogOutput(Instrument):
         have ended. A play that fails or is interrupted leaves their levels unknown (somewhere in the waveform), so
         the safe state switches them off first."""
         self._require_connected()
+        self._require_waveforms()
         chosen = list(channels) if channels is not None else sorted(self.waveform_samples)
         if not chosen:
             raise DeviceError(f"{self.name}: no waveform loaded; call load_waveform() before play()")
@@ -531,14 +555,24 @@ class AnalogOutput(Instrument):
         """Refuse, before anything is sent or ramped, a waveform this instrument cannot load now (none by
         default)."""
 
-    @abstractmethod
     def _load_waveform_hw(self, channel: int, samples_v: np.ndarray, sample_rate_hz: float) -> None:
         """Load the waveform and hold the channel at its first sample; ``level_v[channel]`` is still the level
-        the channel holds now."""
+        the channel holds now. Unwritten, with `_play_hw`, by an output of DC levels only."""
+        self._require_waveforms()
 
-    @abstractmethod
     def _play_hw(self, channels: list[int]) -> None:
-        """Play the loaded waveforms of ``channels`` once, together; each channel then holds its first sample."""
+        """Play the loaded waveforms of ``channels`` once, together; each channel then holds its first sample.
+        Unwritten, with `_load_waveform_hw`, by an output of DC levels only."""
+        self._require_waveforms()
+
+
+#: The hooks that play an analog output's waveforms: a driver writes both, or neither for DC levels only.
+WAVEFORM_HOOKS = ("_load_waveform_hw", "_play_hw")
+
+
+def _unwritten_waveform_hooks(cls: type[AnalogOutput]) -> list[str]:
+    """The waveform hooks that ``cls`` leaves at `AnalogOutput`'s default."""
+    return [hook for hook in WAVEFORM_HOOKS if getattr(cls, hook) is getattr(AnalogOutput, hook)]
 
 
 class AnalogInput(Instrument):

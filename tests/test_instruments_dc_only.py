@@ -1,0 +1,153 @@
+"""An analog output of DC levels only, as a user adds one: a multichannel DC source on a serial line with a line
+protocol of its own, served by its emulator over a pseudo-terminal. It writes no waveform hooks, passes the analog
+output's contract (the waveform tests skipped), and refuses waveforms before anything is sent."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hil import testing
+from hil.errors import ConfigError, DeviceError
+from hil.instruments import AnalogOutput
+from hil.limits import Limit
+from hil.transport import SerialTransport, Transport
+from simulators.analog import SimulatedAnalogOutput
+from simulators.resistive import ResistiveNetwork
+
+#: The DC source's range (V) and resolution (16 bits over it).
+RANGE_V = 5.0
+LSB_V = 2 * RANGE_V / 2**16
+
+
+class DcSourceEmulator:
+    """An 8-channel ±5 V, 16-bit DC source's line protocol: ``V3 1.25`` sets channel 3 and ``V3?`` reads it, ``O3 1``
+    switches its output on and ``O3?`` reads that (``1``/``0``), ``*IDN?`` identifies; a setting answers ``OK``, what
+    it does not know ``ERR``. Every message it received is kept in ``received``."""
+
+    def __init__(self) -> None:
+        self.levels_v = [0.0] * 8
+        self.outputs = [False] * 8
+        self.received: list[bytes] = []
+
+    def handle(self, message: bytes) -> bytes:
+        self.received.append(message)
+        if message == b"*IDN?":
+            return b"ACME,DC8,0001,1.0"
+        found = re.fullmatch(rb"([VO])([1-8])(\?| (\S+))", message)
+        if found is None:
+            return b"ERR unknown command"
+        channel, value = int(found[2]) - 1, found[4]
+        if found[1] == b"V":
+            if value is None:
+                return f"{self.levels_v[channel]:.6f}".encode()
+            self.levels_v[channel] = min(max(round(float(value) / LSB_V) * LSB_V, -RANGE_V), RANGE_V - LSB_V)
+        else:
+            if value is None:
+                return b"1" if self.outputs[channel] else b"0"
+            self.outputs[channel] = value == b"1"
+        return b"OK"
+
+
+class DcSource(AnalogOutput):
+    """The DC source's driver: DC levels only, so it leaves the waveform hooks unwritten."""
+
+    n_channels = 8
+
+    def __init__(self, transport: Transport, **common: Any):
+        self.transport = transport
+        super().__init__(**common)
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        return {"voltage_v": Limit("V", -RANGE_V, RANGE_V - LSB_V)}
+
+    def _connect_hw(self) -> None:
+        self.transport.open()
+        self._identity = self.transport.query("*IDN?")
+        super()._connect_hw()
+
+    def _close_hw(self) -> None:
+        self.transport.close()
+
+    def _identify_hw(self) -> str:
+        return self._identity
+
+    def _send(self, command: str) -> None:
+        reply = self.transport.query(command)
+        if reply != "OK":
+            raise DeviceError(f"{self.name}: {command!r} was answered {reply!r}")
+
+    def _read_level_hw(self, channel: int) -> float:
+        return float(self.transport.query(f"V{channel}?"))
+
+    def _read_output_hw(self, channel: int) -> bool:
+        return self.transport.query(f"O{channel}?") == "1"
+
+    def _set_level_hw(self, channel: int, voltage_v: float) -> None:
+        self._send(f"V{channel} {voltage_v:.6f}")
+
+    def _set_output_hw(self, channel: int, enabled: bool) -> None:
+        self._send(f"O{channel} {int(enabled)}")
+
+
+def dc_source(server: Any) -> DcSource:
+    return DcSource(SerialTransport(server.resource, timeout_s=2.0), name="dc",
+                    limits={"voltage_v": {"min": -2, "max": 2, "max_step": 0.5}})
+
+
+class TestDcSource(testing.AnalogOutputContract):
+    registry_name = f"{__name__}:DcSource"
+
+    @pytest.fixture
+    def instrument(self, pty_server) -> Iterator[DcSource]:
+        with dc_source(pty_server(DcSourceEmulator())) as dc:
+            yield dc
+
+
+def test_an_output_of_dc_levels_only_refuses_waveforms_before_anything_is_sent(pty_server) -> None:
+    """A DC-only driver had to write waveform hooks (abstract) and fake waveforms to be used at all."""
+    emulator = DcSourceEmulator()
+    with dc_source(pty_server(emulator)) as dc:
+        dc.set_voltage(1, 1.0)
+        dc.set_output(1, True)
+        sent = len(emulator.received)
+        refusal = r"^dc: plays DC levels only \(DcSource writes no waveform hooks\); set each level with " \
+                  r"set_voltage\(\), or use an analog output that plays waveforms$"
+        with pytest.raises(DeviceError, match=refusal):
+            dc.load_waveform(1, np.linspace(-1.0, 1.0, 16), 1e3)
+        with pytest.raises(DeviceError, match=refusal):
+            dc.play([1])
+        assert len(emulator.received) == sent, "a refused waveform sent something"
+        assert dc.level_v[1] == 1.0 and dc.output_on[1] is True
+        assert not dc.plays_waveforms and set(dc.limits) == {"voltage_v"}  # a DC source has no sample rate
+    assert emulator.levels_v == [0.0] * 8 and not any(emulator.outputs)
+
+
+def test_a_driver_that_writes_one_waveform_hook_of_two_is_refused_when_built() -> None:
+    """Leaving both unwritten declares an output of DC levels only; leaving one is a mistake, named."""
+
+    class HalfAwg(DcSource):
+        def _play_hw(self, channels: list[int]) -> None:
+            """Plays, but nothing can be loaded to play."""
+
+    with pytest.raises(ConfigError, match=r"^driver: HalfAwg writes _play_hw but not _load_waveform_hw: write both "
+                                          r"to play waveforms, or neither for an output of DC levels only$"):
+        HalfAwg(SerialTransport("loop://"))
+
+
+def test_the_contracts_waveform_tests_skip_an_output_of_dc_levels_only_and_run_for_one_that_plays_them(
+        pty_server) -> None:
+    contract = testing.AnalogOutputContract()
+    waveform_tests = (contract.test_waveform_load_and_play, contract.test_a_channel_named_twice_in_one_play_is_refused)
+    with dc_source(pty_server(DcSourceEmulator())) as dc:
+        for test in waveform_tests:
+            with pytest.raises(pytest.skip.Exception, match=r"^DcSource plays DC levels only$"):
+                test(dc)
+    with SimulatedAnalogOutput(ResistiveNetwork(preset="ideal"), name="ao") as ao:
+        for test in waveform_tests:
+            test(ao)
+            assert ao.waveform_samples[1] >= 16  # loaded: the test ran
