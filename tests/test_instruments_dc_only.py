@@ -1,6 +1,7 @@
 """An analog output of DC levels only, as a user adds one: a multichannel DC source on a serial line with a line
 protocol of its own, served by its emulator over a pseudo-terminal. It writes no waveform hooks, passes the analog
-output's contract (the waveform tests skipped), and refuses waveforms before anything is sent."""
+output's contract (the waveform tests skipped), refuses waveforms before anything is sent, and the systems that
+drive their output with waveforms refuse it when they are built."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from hil import testing
 from hil.errors import ConfigError, DeviceError
 from hil.instruments import AnalogOutput
 from hil.limits import Limit
+from hil.systems.oscillator import OscillatorSystem
+from hil.systems.resistive import ResistiveNetworkSystem
 from hil.transport import SerialTransport, Transport
-from simulators.analog import SimulatedAnalogOutput
+from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
+from simulators.oscillator import OscillatorNetwork
 from simulators.resistive import ResistiveNetwork
 
 #: The DC source's range (V) and resolution (16 bits over it).
@@ -137,6 +141,19 @@ def test_a_driver_that_writes_one_waveform_hook_of_two_is_refused_when_built() -
     with pytest.raises(ConfigError, match=r"^driver: HalfAwg writes _play_hw but not _load_waveform_hw: write both "
                                           r"to play waveforms, or neither for an output of DC levels only$"):
         HalfAwg(SerialTransport("loop://"))
+
+
+@pytest.mark.parametrize(("system", "world"), [(ResistiveNetworkSystem, ResistiveNetwork),
+                                               (OscillatorSystem, OscillatorNetwork)])
+def test_a_system_that_drives_its_output_with_waveforms_refuses_one_of_dc_levels_only_when_built(
+        pty_server, system: type, world: type) -> None:
+    """Both play a batch as a waveform: with a DC-only output, the first device call would fail, not the build."""
+    refusal = rf"^instruments\.output: system 'bench': output dc plays DC levels only \(DcSource writes no waveform " \
+              rf"hooks\), and this {system.kind} system drives its output with waveforms; give it an analog output " \
+              r"that plays them$"
+    with dc_source(pty_server(DcSourceEmulator())) as dc, \
+            SimulatedAnalogInput(world(preset="ideal"), name="ai") as reader, pytest.raises(ConfigError, match=refusal):
+        system({"output": dc, "input": reader}, name="bench")
 
 
 def test_the_contracts_waveform_tests_skip_an_output_of_dc_levels_only_and_run_for_one_that_plays_them(

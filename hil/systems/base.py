@@ -23,7 +23,7 @@ from torch import nn
 
 from hil.clock import Clock, WallClock
 from hil.errors import ConfigError, DeviceError, LimitError
-from hil.instruments import Instrument
+from hil.instruments import AnalogOutput, Instrument
 from hil.limits import first_outside
 
 T = TypeVar("T")
@@ -51,9 +51,11 @@ def is_number(value: Any) -> bool:
 
 def check_setting_within(label: str, value: float, instrument: Instrument, limit: str) -> None:
     """Refuse a system setting (``label``) that lies outside one of an instrument's limits, before any call would
-    be refused for it: a `ConfigError` naming the setting, the instrument and its limit."""
-    allowed = instrument.limits[limit]
-    if not allowed.min <= value <= allowed.max:
+    be refused for it: a `ConfigError` naming the setting, the instrument and its limit. An instrument without that
+    limit (an analog output of DC levels only has no ``sample_rate_hz``) does not bound the setting: what it cannot
+    do is the system's to refuse (`PhysicalSystem.waveform_roles`)."""
+    allowed = instrument.limits.get(limit)
+    if allowed is not None and not allowed.min <= value <= allowed.max:
         raise ConfigError(f"{label} {value:g} {allowed.unit} is outside {instrument.name}'s limits "
                           f"({allowed.describe()})", field=label)
 
@@ -96,6 +98,9 @@ class PhysicalSystem(ABC):
     kind: ClassVar[str] = "system"
     #: The instrument roles the system needs and the capability class each must have.
     roles: ClassVar[dict[str, type[Instrument]]] = {}
+    #: The roles whose analog output the system drives with waveforms: an output of DC levels only
+    #: (`AnalogOutput.plays_waveforms` False) is refused there when the system is built.
+    waveform_roles: ClassVar[tuple[str, ...]] = ()
     #: Whether the system exposes physical equilibria (free and nudged) for energy-based training.
     energy_based: ClassVar[bool] = False
     #: Whether θ is periodic over its bounds (a phase): training then wraps θ instead of clamping it.
@@ -113,6 +118,13 @@ class PhysicalSystem(ABC):
                 article = "an" if capability.capability[0] in "aeiou" else "a"
                 raise ConfigError(f"system {self.name!r}: {role} must be {article} {capability.capability}, got "
                                   f"{type(instruments[role]).__name__}", field=f"instruments.{role}")
+        for role in self.waveform_roles:
+            output = instruments[role]
+            if isinstance(output, AnalogOutput) and not output.plays_waveforms:
+                raise ConfigError(f"system {self.name!r}: {role} {output.name} plays DC levels only "
+                                  f"({type(output).__name__} writes no waveform hooks), and this {self.kind} system "
+                                  f"drives its {role} with waveforms; give it an analog output that plays them",
+                                  field=f"instruments.{role}")
         check_counts(n_in=n_in, n_out=n_out, n_params=n_params, max_batch=max_batch)
         self.instruments = dict(instruments)
         self.n_in, self.n_out, self.n_params, self.max_batch = n_in, n_out, n_params, max_batch

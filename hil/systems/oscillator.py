@@ -180,6 +180,7 @@ class OscillatorSystem(PhysicalSystem):
 
     kind = "oscillator"
     roles: ClassVar[dict[str, type[Instrument]]] = {"output": AnalogOutput, "input": AnalogInput}
+    waveform_roles = ("output",)  # a batch plays as one drive waveform
 
     def __init__(self, instruments: dict[str, Instrument], *, name: str = "", n_in: int = 8, n_params: int = 8,
                  segment_s: float = 4e-3, carrier_hz: float | None = 250.0, drive_amplitude_v: float = 1.0,

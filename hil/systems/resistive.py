@@ -148,6 +148,7 @@ class ResistiveNetworkSystem(PhysicalSystem):
 
     kind = "resistive_network"
     roles = {"output": AnalogOutput, "input": AnalogInput}  # noqa: RUF012 - the base declares it a ClassVar
+    waveform_roles = ("output",)  # a batch plays as waveforms on the input and target channels
     energy_based = True
 
     def __init__(self, instruments: Mapping[str, Instrument], *, name: str = "", n_inputs: int = 3,
