@@ -14,13 +14,14 @@ On a real bench a device's state cannot be put back; a resumed bench run continu
 
 from __future__ import annotations
 
-import importlib
 import threading
 from typing import Any
 
 import numpy as np
 import torch
 from pydantic import BaseModel
+
+from hil.registry import load_target
 
 _GENERATOR = "__generator_state__"
 _NUMPY = "__numpy__"
@@ -98,8 +99,7 @@ def _restore_value(current: Any, saved: Any) -> Any:
     if isinstance(saved, dict) and _NUMPY in saved:
         return saved[_NUMPY].numpy().copy()
     if isinstance(saved, dict) and _OBJECT in saved:
-        module, _, name = saved[_CLASS].partition(":")
-        cls = getattr(importlib.import_module(module), name)
+        cls = load_target(saved[_CLASS])  # module:Qualified.Name, a class nested in another too
         if type(current) is not cls:
             current = cls.__new__(cls)  # e.g. a cache that this process has not built yet
         restore(current, saved[_OBJECT])

@@ -146,6 +146,25 @@ def test_a_helper_built_on_first_use_is_restored_into_a_fresh_world() -> None:
     assert [fresh.drift() for _ in range(3)] == first
 
 
+class Plugin:
+    class Drift:
+        """A helper class nested in another: saved as ``module:Plugin.Drift``."""
+
+        def __init__(self) -> None:
+            self.level = 0.0
+
+
+def test_a_helper_of_a_class_nested_in_another_is_restored_into_a_fresh_holder() -> None:
+    """Its class was looked up with one getattr of ``Plugin.Drift``, so the resume failed with an AttributeError."""
+    holder = Holder()
+    holder.drift = Plugin.Drift()
+    holder.drift.level = 2.5
+    saved = capture(holder)
+    fresh = Holder()
+    restore(fresh, saved)
+    assert type(fresh.drift) is Plugin.Drift and fresh.drift.level == 2.5
+
+
 class Owned:
     """A helper that refers back to its owner (a cycle), and keeps a list holding something not capturable."""
 
