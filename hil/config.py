@@ -13,7 +13,16 @@ from types import UnionType
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import CoreSchema
 
 from hil.errors import ConfigError
 
@@ -59,11 +68,30 @@ def dump_yaml(data: Any) -> str:
 Location = tuple[str | int, ...]
 
 
+def _strict_bools(schema: Any) -> Any:
+    """A copy of a pydantic core schema whose every bool is strict, wherever it is (in a union, a list, a mapping);
+    the rest keeps lax mode, so that a YAML list still fills a tuple (``ConfigDict(strict=True)`` would refuse it)."""
+    if isinstance(schema, list):
+        return [_strict_bools(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    copy = {key: value if key in ("default", "metadata") else _strict_bools(value) for key, value in schema.items()}
+    if copy.get("type") == "bool":
+        copy["strict"] = True
+    return copy
+
+
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, and values are validated on assignment too. A number
-    must be written as one: YAML's true and false are not taken as 1 and 0 (``epochs: true`` is a mistake)."""
+    must be written as one: YAML's true and false are not taken as 1 and 0 (``epochs: true`` is a mistake). A bool
+    must be true or false: not 1, nor ``'no'`` (YAML's unquoted no is already false; quoted, or a number, it is a
+    slip that pydantic's lax mode would take)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: type[BaseModel], handler: GetCoreSchemaHandler) -> CoreSchema:
+        return _strict_bools(handler(source))
 
     @field_validator("*", mode="before")
     @classmethod
@@ -300,7 +328,8 @@ def explain(error: Any, model: type[BaseModel]) -> str:
             f"too few items: item {loc[-1]} is missing (counting from 0)"
     value = error.get("input")
     shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
-    message = error["msg"].removeprefix("Value error, ") if error["type"] == "value_error" else error["msg"]
+    message = {"value_error": error["msg"].removeprefix("Value error, "),
+               "bool_type": "expected true or false"}.get(error["type"], error["msg"])
     return f"{message}{shown}"
 
 

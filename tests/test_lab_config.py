@@ -8,6 +8,9 @@ from pydantic import Field
 
 from hil.config import Seed, Strict, YamlDocument
 from hil.errors import ConfigError
+from hil.lab import LabConfig
+from hil.protocol import EvaluationConfig
+from simulators.optical import OpticalTable
 
 
 class Part(Strict):
@@ -56,3 +59,48 @@ def test_a_flow_mapping_the_file_ends_in_is_reported_on_its_line_alone() -> None
     with pytest.raises(ConfigError, match=r"^x\.yaml:1: a: invalid YAML: while parsing a flow mapping expected ',' or "
                                           r"'}', but got '<stream end>'$"):
         YamlDocument.parse("a: {b: 1", "x.yaml")
+
+
+class Switches(Strict):
+    """A plugin world's config with a bool in every kind of place: alone, beside null or a mapping, in a mapping."""
+
+    flag: bool = False
+    maybe: bool | None = None
+    emulate: bool | dict[str, Any] = False
+    per_channel: dict[str, bool] = Field(default_factory=dict)
+    pair: tuple[float, float] = (0.0, 0.0)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("flag: 'no'", r"^x\.yaml:1: flag: expected true or false \(got 'no'\)$"),
+    ("flag: 1", r"^x\.yaml:1: flag: expected true or false \(got 1\)$"),
+    ("flag: 'off'", r"^x\.yaml:1: flag: expected true or false \(got 'off'\)$"),
+    ("maybe: 0", r"^x\.yaml:1: maybe: expected true or false \(got 0\)$"),
+    ("emulate: 1", r"^x\.yaml:1: emulate: expected true or false \(got 1\)"),
+    ("per_channel:\n  a: true\n  b: 'yes'", r"^x\.yaml:3: per_channel\.b: expected true or false \(got 'yes'\)$"),
+])
+def test_a_bool_field_takes_true_or_false_only(text: str, expected: str) -> None:
+    """Pydantic's lax mode took 1, 'no' and 'off' for a bool: a quoted word or a number there is a slip."""
+    with pytest.raises(ConfigError, match=expected):
+        YamlDocument.parse(text, "x.yaml").validate(Switches)
+
+
+def test_bools_as_yaml_writes_them_are_taken_and_other_fields_stay_lax() -> None:
+    """YAML's own no and on are bools; a list still fills a tuple (a strict model would refuse that)."""
+    config = YamlDocument.parse("flag: on\nmaybe: no\nemulate: {port: 5}\nper_channel: {a: off}\npair: [1, 2]\n",
+                                "x.yaml").validate(Switches)
+    assert (config.flag, config.maybe, config.emulate, config.per_channel, config.pair) == \
+        (True, False, {"port": 5}, {"a": False}, (1.0, 2.0))
+    with pytest.raises(ValueError, match="boolean"):  # assignment is validated as strictly
+        config.flag = 1
+
+
+def test_every_bool_field_of_the_lab_protocol_and_simulator_models_is_strict() -> None:
+    """The rule is in the base model, so the built-in models get it, and so does a world's config."""
+    lab = YamlDocument.parse("worlds:\n  x:\n    kind: optical_table\n    realtime: 'no'\n", "lab.yaml")
+    with pytest.raises(ConfigError, match=r"^lab\.yaml:4: worlds\.x\.realtime: expected true or false \(got 'no'\)$"):
+        lab.validate(LabConfig)
+    with pytest.raises(ConfigError, match=r"^p\.yaml:2: twin: expected true or false \(got 'off'\)$"):
+        YamlDocument.parse("every_epoch: true\ntwin: 'off'\n", "p.yaml").validate(EvaluationConfig)
+    with pytest.raises(ConfigError, match=r"^config\.shot\.shot_noise: expected true or false \(got 1\)$"):
+        OpticalTable.resolve("realistic", {"shot": {"shot_noise": 1}})
