@@ -326,11 +326,18 @@ def explain(error: Any, model: type[BaseModel]) -> str:
     if error["type"] == "missing":  # a field, or an item of a fixed-length list (shape: [64] for two)
         return "required field is missing" if isinstance(loc[-1], str) else \
             f"too few items: item {loc[-1]} is missing (counting from 0)"
-    value = error.get("input")
-    shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
     message = {"value_error": error["msg"].removeprefix("Value error, "),
                "bool_type": "expected true or false"}.get(error["type"], error["msg"])
-    return f"{message}{shown}"
+    return f"{message}{got(error.get('input'))}"
+
+
+def got(value: Any) -> str:
+    """`` (got VALUE)`` for an error message: VALUE as Python writes it, and when that is longer than 40
+    characters (a number of 300 digits) its first 20 and its length; nothing for a mapping or a list."""
+    if isinstance(value, dict | list):
+        return ""
+    text = repr(value)
+    return f" (got {text if len(text) <= 40 else f'{text[:20]}…, {len(text)} characters'})"
 
 
 def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:

@@ -104,3 +104,22 @@ def test_every_bool_field_of_the_lab_protocol_and_simulator_models_is_strict() -
         YamlDocument.parse("every_epoch: true\ntwin: 'off'\n", "p.yaml").validate(EvaluationConfig)
     with pytest.raises(ConfigError, match=r"^config\.shot\.shot_noise: expected true or false \(got 1\)$"):
         OpticalTable.resolve("realistic", {"shot": {"shot_noise": 1}})
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("seed: " + "9" * 300, r"^x\.yaml:1: seed: Input should be less than or equal to 4294967295 "
+                           r"\(got 99999999999999999999…, 300 characters\)$"),
+    ("flag: '" + "n" * 500 + "'", r"^x\.yaml:1: flag: expected true or false \(got 'nnnnnnnnnnnnnnnnnnn…, "
+                                  r"502 characters\)$"),
+    ("seed: 12345678901234567890123456789012345678901",  # 41 digits: long enough to be cut
+     r"\(got 12345678901234567890…, 41 characters\)$"),
+    ("seed: 1234567890123456789012345678901234567890",  # 40: shown whole
+     r"\(got 1234567890123456789012345678901234567890\)$"),
+])
+def test_a_long_value_is_shown_by_its_start_and_its_length(text: str, expected: str) -> None:
+    """A number of hundreds of digits was echoed in full in the message's (got ...)."""
+    class Both(Numbers, Switches):
+        """Numbers and bools."""
+
+    with pytest.raises(ConfigError, match=expected):
+        YamlDocument.parse(text, "x.yaml").validate(Both)
