@@ -56,6 +56,27 @@ def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
+#: The tags of the values hil's files hold: text, numbers, true/false, null, lists and mappings (and ``<<`` merges).
+PLAIN_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map", "merge")}
+
+
+class _TagRefused(yaml.constructor.ConstructorError):
+    """A tag that makes no plain value: valid YAML, but not a value a hil file holds."""
+
+
+def _refuse_tag(loader: _Loader, node: yaml.Node) -> None:
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    raise _TagRefused(None, None, f"tag {tag} refused: hil reads plain values only (text, numbers, true/false, null, "
+                      "lists and mappings); remove the tag", node.start_mark)
+
+
+for _tag in [*_Loader.yaml_constructors, None]:  # None: any tag without a constructor (!!python/..., !local)
+    if _tag not in PLAIN_TAGS:
+        _Loader.add_constructor(_tag, _refuse_tag)
+# YAML 1.1's implicit dates (2024-01-01) and '=' read as text, as in YAML 1.2, rather than as a refused tag
+_Loader.yaml_implicit_resolvers = {first: [(tag, pattern) for tag, pattern in resolvers if tag in PLAIN_TAGS]
+                                   for first, resolvers in _Loader.yaml_implicit_resolvers.items()}
+
 
 def yaml_value(text: str) -> Any:
     """One YAML value from ``text``, numbers read as in hil's files (`yaml.YAMLError` if it is not YAML)."""
@@ -183,7 +204,8 @@ class YamlDocument:
             data = loader.construct_document(node) if node is not None else None
         except yaml.MarkedYAMLError as error:
             line, problem = _where_yaml_breaks(error)
-            raise ConfigError(f"invalid YAML: {problem}", source=source, line=line,
+            invalid = "" if isinstance(error, _TagRefused) else "invalid YAML: "
+            raise ConfigError(f"{invalid}{problem}", source=source, line=line,
                               field=_field_near(text, line) if line else None) from None
         except yaml.YAMLError as error:
             raise ConfigError(f"invalid YAML: {' '.join(str(error).split())}", source=source) from None

@@ -1,12 +1,14 @@
 """hil.config's rules for the values of lab files and protocols: true and false are not numbers, wherever a number
 goes (in a list, a tuple or a mapping), and are taken where the annotation takes them; a seed fits every generator."""
 
+import re
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import Field
 
-from hil.config import Seed, Strict, YamlDocument
+from hil.config import Seed, Strict, YamlDocument, yaml_value
 from hil.errors import ConfigError
 from hil.lab import LabConfig
 from hil.protocol import EvaluationConfig
@@ -123,3 +125,37 @@ def test_a_long_value_is_shown_by_its_start_and_its_length(text: str, expected: 
 
     with pytest.raises(ConfigError, match=expected):
         YamlDocument.parse(text, "x.yaml").validate(Both)
+
+
+@pytest.mark.parametrize(("text", "tag"), [
+    ("description: !!binary aGVsbG8=", "!!binary"),  # was read as the text 'hello'
+    ("description: !!set {a, b}", "!!set"),
+    ("description: !!omap [a: 1]", "!!omap"),
+    ("description: !!pairs [a: 1]", "!!pairs"),
+    ("description: !!timestamp 2024-01-01", "!!timestamp"),
+    ("description: !!python/object:os.system x", "!!python/object:os.system"),
+    ("description: !!python/str x", "!!python/str"),
+    ("description: !local x", "!local"),
+])
+def test_a_tag_that_makes_no_plain_value_is_refused_at_its_line(text: str, tag: str) -> None:
+    """Every tag but those of text, numbers, true/false, null, lists and mappings is refused in the same words,
+    wherever it is: a field of any type, or an ``Any`` one whose value would reach a driver or a world."""
+    message = (f"tag {tag} refused: hil reads plain values only (text, numbers, true/false, null, lists and "
+               "mappings); remove the tag")
+    with pytest.raises(ConfigError, match=rf"^x\.yaml:1: description: {re.escape(message)}$"):
+        YamlDocument.parse(text, "x.yaml")
+    nested = f"worlds:\n  x:\n    kind: optical_table\n    config:\n      {text.replace('description', 'a')}\n"
+    with pytest.raises(ConfigError, match=rf"^x\.yaml:5: worlds\.x\.config\.a: {re.escape(message)}$"):
+        YamlDocument.parse(nested, "x.yaml")
+    with pytest.raises(yaml.YAMLError, match=re.escape(message)):  # a command line's KEY=VALUE
+        yaml_value(text.partition(": ")[2])
+
+
+def test_tags_of_plain_values_are_taken_and_dates_and_equals_signs_are_text() -> None:
+    """YAML 1.1's implicit dates (and ``=``, a 'value' key) read as text, as in YAML 1.2: a date is no plain
+    value, and ``=`` was refused as a tag that no constructor knew."""
+    data = YamlDocument.parse("a: !!str 12\nb: !!float 1\nc: !!int '3'\nd: 2024-01-01\ne: =\nf: 2024-01-01 10:00:00\n"
+                              "2024-01-02: g\n").data
+    assert data == {"a": "12", "b": 1.0, "c": 3, "d": "2024-01-01", "e": "=", "f": "2024-01-01 10:00:00",
+                    "2024-01-02": "g"}
+    assert yaml_value("2024-01-01") == "2024-01-01"
