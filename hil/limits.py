@@ -23,6 +23,8 @@ LIMIT_FIELDS = ("min", "max", "max_step", "ramp_rate")
 
 #: More steps than this in one ramp means max_step is far too small for the move asked for.
 MAX_RAMP_STEPS = 10_000
+#: A ramp longer than this (s, a day) at ramp_rate means ramp_rate is far too small for the move asked for.
+MAX_RAMP_S = 86_400.0
 
 
 def as_numbers(values: Any, what: str) -> np.ndarray:
@@ -60,7 +62,8 @@ class Limit:
     """The allowed range of one quantity, e.g. ``Limit("V", -10, 10, max_step=0.5, ramp_rate=1.0)``.
 
     ``max_step`` (unit) is the largest change one command may make; a larger move is split into a ramp.
-    ``ramp_rate`` (unit/s) spaces the ramp's steps in time; it needs ``max_step``.
+    ``ramp_rate`` (unit/s) spaces the ramp's steps in time; it needs ``max_step``. A ramp across ``min..max`` may
+    take at most `MAX_RAMP_STEPS` steps and `MAX_RAMP_S` seconds, so a ramp within the limits is never refused.
     """
 
     unit: str
@@ -82,6 +85,27 @@ class Limit:
                 raise ConfigError(f"limit {name} must be > 0, got {value}")
         if self.ramp_rate is not None and self.max_step is None:
             raise ConfigError("limit ramp_rate needs max_step: the size of the steps it spaces in time")
+        too_long = self._too_long(self.max - self.min)
+        if too_long is not None:
+            field, how = too_long
+            least = (self.max - self.min) / (MAX_RAMP_STEPS if field == "max_step" else MAX_RAMP_S)
+            unit = f"{self.unit}/s" if field == "ramp_rate" else self.unit
+            raise ConfigError(f"a ramp across the limit, {self.min:g}..{self.max:g} {self.unit}, {how}; raise {field} "
+                              f"to at least {_rounded_up(least)} {unit}, or narrow min and max", field=field)
+
+    def _too_long(self, distance: float) -> tuple[str, str] | None:
+        """Why a ramp across ``distance`` (unit) is too long, if it is: the field to raise, and how long the ramp
+        is (more than `MAX_RAMP_STEPS` steps of ``max_step``, or more than `MAX_RAMP_S` at ``ramp_rate``)."""
+        if self.max_step is None:
+            return None
+        steps = distance / self.max_step - 1e-9  # a move a rounding error past whole steps takes no extra one
+        if steps > MAX_RAMP_STEPS:
+            count = math.ceil(steps) if steps < 1e9 else f"{steps:.3g}"  # not 300 digits for a max_step of 1e-300
+            return "max_step", f"in steps of {self.max_step:g} takes {count} steps (at most {MAX_RAMP_STEPS})"
+        if self.ramp_rate is not None and distance / self.ramp_rate > MAX_RAMP_S:
+            return "ramp_rate", (f"at {self.ramp_rate:g} {self.unit}/s takes {distance / self.ramp_rate:.3g} s "
+                                 f"(at most {MAX_RAMP_S:g} s, a day)")
+        return None
 
     def describe(self) -> str:
         """One short human-readable line, e.g. ``-5..5 V, step 0.5``."""
@@ -158,12 +182,11 @@ class Limit:
         if not math.isfinite(start):
             raise LimitError(f"{what}: the present value {start} is not a number to ramp from; put the instrument "
                              "in its safe state first")
+        too_long = self._too_long(abs(stop - start))  # only from a start outside the limits
+        if too_long is not None:
+            field, how = too_long
+            raise LimitError(f"{what}: a ramp from {start:g} to {stop:g} {self.unit} {how}; raise {field}")
         n_steps = max(1, math.ceil(abs(stop - start) / self.max_step - 1e-9))
-        if n_steps > MAX_RAMP_STEPS:
-            count = n_steps if n_steps < 10**9 else f"{float(n_steps):.3g}"  # not 300 digits for a max_step of 1e-300
-            raise LimitError(f"{what}: a ramp from {start:g} to {stop:g} {self.unit} in steps of "
-                             f"{self.max_step:g} takes {count} steps (at most {MAX_RAMP_STEPS}); "
-                             "raise max_step or move in stages")
         low, high = min(start, stop), max(start, stop)
         between = [min(high, max(low, start + (stop - start) * k / n_steps)) for k in range(1, n_steps)]
         return [*between, stop]
@@ -200,7 +223,16 @@ class Limit:
         try:
             return replace(self, **{k: float(v) for k, v in overrides.items() if v is not None})
         except ConfigError as error:
-            raise ConfigError(error.detail, field=what) from None
+            raise ConfigError(error.detail, field=f"{what}.{error.field}" if error.field else what) from None
+
+
+def _rounded_up(value: float) -> str:
+    """``value`` in three significant digits, rounded up: a least value to give, which rounding down would not be."""
+    text = f"{value:.3g}"
+    if float(text) >= value:
+        return text
+    digit = 10.0 ** (math.floor(math.log10(value)) - 2)
+    return f"{math.ceil(value / digit) * digit:.3g}"
 
 
 def narrow_limits(defaults: Mapping[str, Limit], overrides: Mapping[str, Mapping[str, Any]] | None,

@@ -454,3 +454,17 @@ def test_runs_shows_names_as_written_not_as_rich_markup(tmp_path: Path, capsys: 
                                       '[bold]b"}\n')
     assert main(["runs", "--root", str(tmp_path)]) == 0
     assert "sweep [/lr] [bold]b" in capsys.readouterr().out
+
+
+def test_check_refuses_a_max_step_too_small_for_any_ramp_at_its_line(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``max_step: 1e-300`` passed hil check, and was refused only when a ramp ran on the bench."""
+    path = tmp_path / "lab.yaml"
+    path.write_text("worlds:\n  chip: {kind: resistive_network}\ninstruments:\n  out:\n"
+                    "    driver: simulated_analog_output\n    world: chip\n    limits:\n"
+                    "      voltage_v: {min: -2.5, max: 2.5, max_step: 1e-300}\n")
+    assert main(["check", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"hil: error: {path}:8: instruments.out.limits.voltage_v.max_step: a ramp across the limit, -2.5..2.5 V, in "
+        "steps of 1e-300 takes 5e+300 steps (at most 10000); raise max_step to at least 0.0005 V, or narrow min and "
+        "max\n")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hil.errors import ConfigError, LimitError
-from hil.limits import MAX_RAMP_STEPS, Limit, first_outside, narrow_limits
+from hil.limits import MAX_RAMP_S, MAX_RAMP_STEPS, Limit, first_outside, narrow_limits
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 
@@ -18,7 +18,7 @@ finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinit
 def limits(draw: st.DrawFn) -> Limit:
     low = draw(finite)
     high = draw(st.floats(min_value=low, max_value=low + 1e6))
-    step = draw(st.none() | st.floats(min_value=1e-3, max_value=1e6))
+    step = draw(st.none() | st.floats(min_value=max(1e-3, (high - low) / MAX_RAMP_STEPS), max_value=1e6))
     return Limit("V", low, high, max_step=step)
 
 
@@ -66,11 +66,7 @@ def ramps(draw: st.DrawFn) -> tuple[Limit, float, float]:
 @given(ramps())
 def test_ramp_steps_are_bounded_checked_and_end_at_the_target(ramp: tuple[Limit, float, float]) -> None:
     limit, start, stop = ramp
-    if limit.max_step is not None and abs(stop - start) / limit.max_step > MAX_RAMP_STEPS:
-        with pytest.raises(LimitError, match="steps"):
-            limit.ramp(start, stop, "x")
-        return
-    steps = limit.ramp(start, stop, "x")
+    steps = limit.ramp(start, stop, "x")  # never too many: a limit allows no more steps across its whole span
     assert steps[-1] == stop  # exactly: the level recorded is the level asked for
     assert all(limit.min <= value <= limit.max for value in steps)
     if limit.max_step is not None:
@@ -193,10 +189,12 @@ def test_a_whole_number_of_steps_is_not_rounded_up_to_one_more() -> None:
 
 
 def test_a_ramp_may_take_max_ramp_steps_and_no_more() -> None:
-    limit = Limit("V", -2 * MAX_RAMP_STEPS, 2 * MAX_RAMP_STEPS, max_step=1.0)
+    limit = Limit("V", 0, MAX_RAMP_STEPS, max_step=1.0)
     assert len(limit.ramp(0.0, MAX_RAMP_STEPS, "x")) == MAX_RAMP_STEPS
-    with pytest.raises(LimitError, match=f"takes {MAX_RAMP_STEPS + 1} steps"):
-        limit.ramp(0.0, MAX_RAMP_STEPS + 1, "x")
+    with pytest.raises(LimitError, match=f"takes {MAX_RAMP_STEPS + 1} steps"):  # from outside: the span allows it
+        limit.ramp(-1.0, MAX_RAMP_STEPS, "x")
+    with pytest.raises(ConfigError, match=f"takes {MAX_RAMP_STEPS + 1} steps"):
+        Limit("V", 0, MAX_RAMP_STEPS + 1, max_step=1.0)
 
 
 def test_the_interval_after_a_step_down_is_that_after_the_same_step_up() -> None:
@@ -229,10 +227,12 @@ def test_narrowing_never_widens_a_step_or_a_ramp_rate_but_may_add_them() -> None
 
 def test_a_ramp_of_too_many_steps_says_how_many_in_a_few_digits() -> None:
     """A lab's max_step of 1e-300 V made the refusal print the step count in full, 301 digits."""
-    limit = Limit("V", -2.5, 2.5, max_step=1e-300)
-    with pytest.raises(LimitError, match=r"^x: a ramp from 0 to 1\.25 V in steps of 1e-300 takes 1\.25e\+300 steps "
-                                         r"\(at most 10000\); raise max_step or move in stages$"):
-        limit.ramp(0.0, 1.25, "x")
+    with pytest.raises(ConfigError, match=r"^max_step: a ramp across the limit, -2\.5\.\.2\.5 V, in steps of 1e-300 "
+                                          r"takes 5e\+300 steps \(at most 10000\)"):
+        Limit("V", -2.5, 2.5, max_step=1e-300)
+    with pytest.raises(LimitError, match=r"^x: a ramp from 1e\+300 to 1\.25 V in steps of 0\.001 takes 1e\+303 "
+                                         r"steps \(at most 10000\); raise max_step$"):
+        Limit("V", -2.5, 2.5, max_step=0.001).ramp(1e300, 1.25, "x")
 
 
 @pytest.mark.parametrize(("max_step", "ramp_rate", "field"), [(0.0, None, "max_step"), (0.5, 0.0, "ramp_rate")])
@@ -266,3 +266,44 @@ def test_a_narrowing_that_inverts_the_limit_names_the_limit() -> None:
     with pytest.raises(ConfigError, match=r"^limits\.voltage_v: limit min 11\.0 V is above max 10 V$"):
         narrow_limits({"voltage_v": Limit("V", -10, 10)}, {"voltage_v": {"min": 11}})
 
+
+
+def test_a_max_step_too_small_to_cross_the_span_is_refused_where_the_limit_is_built() -> None:
+    """``max_step: 1e-300`` passed ``hil check`` and was refused only when a ramp ran; the rule of a ramp's steps
+    is now checked on the limit's whole span, so a ramp within the limits is never refused for its length."""
+    with pytest.raises(ConfigError, match=r"^max_step: a ramp across the limit, -10\.\.10 V, in steps of 1e-300 "
+                                          r"takes 2e\+301 steps \(at most 10000\); raise max_step to at least "
+                                          r"0\.002 V, or narrow min and max$"):
+        Limit("V", -10, 10, max_step=1e-300)
+    with pytest.raises(ConfigError, match=r"^limits\.voltage_v\.max_step: a ramp across the limit, -10\.\.10 V, in "
+                                          r"steps of 0\.001 takes 20000 steps"):
+        narrow_limits({"voltage_v": Limit("V", -10, 10)}, {"voltage_v": {"max_step": 0.001}})
+    assert Limit("V", -10, 10, max_step=0.002).ramp(-10, 10, "x")[-1] == 10  # the least max_step it names
+    assert narrow_limits({"voltage_v": Limit("V", -10, 10)},  # narrowing the span as well is the other way
+                         {"voltage_v": {"min": -1, "max": 1, "max_step": 0.001}})["voltage_v"].max_step == 0.001
+
+
+def test_a_ramp_rate_too_small_to_cross_the_span_in_a_day_is_refused_where_the_limit_is_built() -> None:
+    """A ramp rate of 1e-300 V/s made every step of a ramp wait for ages: the time a ramp may take is a rule of the
+    limit, checked on its span as the number of steps is."""
+    with pytest.raises(ConfigError, match=r"^ramp_rate: a ramp across the limit, -10\.\.10 V, at 1e-300 V/s takes "
+                                          r"2e\+301 s \(at most 86400 s, a day\); raise ramp_rate to at least "
+                                          r"0\.000232 V/s, or narrow min and max$"):
+        Limit("V", -10, 10, max_step=0.5, ramp_rate=1e-300)
+    limit = Limit("V", -10, 10, max_step=0.5, ramp_rate=0.000232)
+    assert sum(limit.step_interval_s(step) for step in np.diff([-10, *limit.ramp(-10, 10, "x")])) <= MAX_RAMP_S
+
+
+def test_a_ramp_back_from_far_outside_the_limits_obeys_the_same_rule() -> None:
+    """Only a start outside the limits (left by an earlier session) can make a ramp longer than the span allows."""
+    limit = Limit("V", 0, MAX_RAMP_STEPS, max_step=1.0, ramp_rate=1.0)
+    assert len(limit.ramp(0.0, MAX_RAMP_STEPS, "x")) == MAX_RAMP_STEPS
+    with pytest.raises(LimitError, match=rf"^x: a ramp from -1 to {MAX_RAMP_STEPS} V in steps of 1 takes "
+                                         rf"{MAX_RAMP_STEPS + 1} steps \(at most {MAX_RAMP_STEPS}\); raise max_step$"):
+        limit.ramp(-1.0, MAX_RAMP_STEPS, "x")
+    with pytest.raises(LimitError, match=r"^x: a ramp from 1e\+300 to 0 V in steps of 1 takes 1e\+300 steps"):
+        limit.ramp(1e300, 0.0, "x")
+    slow = Limit("V", -1, 1, max_step=1.0, ramp_rate=1e-4)
+    with pytest.raises(LimitError, match=r"^x: a ramp from 10 to 0 V at 0\.0001 V/s takes 1e\+05 s \(at most 86400 "
+                                         r"s, a day\); raise ramp_rate$"):
+        slow.ramp(10.0, 0.0, "x")
