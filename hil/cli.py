@@ -1,7 +1,7 @@
 """The ``hil`` command.
 
-A user mistake (a bad file, a value out of limits, a missing instrument) prints one line on stderr and exits
-with status 2, never a traceback. Ctrl-C exits with 130 after the instruments are safe.
+A user mistake (a bad file, a value out of limits, a missing instrument, a bad argument) prints one line on stderr
+and exits with status 2, never a traceback. Ctrl-C exits with 130 after the instruments are safe.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -209,9 +210,16 @@ def _emulate(args: argparse.Namespace) -> int:
         server.stop()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (and its subcommands'), refusing bad arguments on one line as hil refuses every mistake,
+    ``hil: error: ...; see hil run --help``, rather than its usage and the error; exit status 2 as argparse's."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"hil: error: {' '.join(message.split())}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hil", description="Train physical neural networks with the "
-                                     "hardware in the loop.")
+    parser = _Parser(prog="hil", description="Train physical neural networks with the hardware in the loop.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     devices = commands.add_parser("devices", help="connect to the lab's instruments and list them")

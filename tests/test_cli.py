@@ -1,6 +1,7 @@
 """The hil command: tables on success; one line on stderr and exit 2 on a user mistake, never a traceback."""
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -468,3 +469,44 @@ def test_check_refuses_a_max_step_too_small_for_any_ramp_at_its_line(tmp_path: P
         f"hil: error: {path}:8: instruments.out.limits.voltage_v.max_step: a ramp across the limit, -2.5..2.5 V, in "
         "steps of 1e-300 takes 5e+300 steps (at most 10000); raise max_step to at least 0.0005 V, or narrow min and "
         "max\n")
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["run", "--seed", "x", "p.yaml"], "hil: error: argument --seed: 'x' is not a seed (an integer in 0..4294967295); "
+                                       "see hil run --help"),
+    ([], "hil: error: the following arguments are required: COMMAND; see hil --help"),
+    (["frobnicate"], "hil: error: argument COMMAND: invalid choice: 'frobnicate' (choose from *); see hil --help"),
+    (["check"], "hil: error: the following arguments are required: file; see hil check --help"),
+    (["runs", "--rot", "x"], "hil: error: unrecognized arguments: --rot x; see hil --help"),
+])
+def test_arguments_argparse_refuses_are_one_line_with_the_help_to_read(argv: list[str], line: str,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse printed its usage, then the error: two lines, where every other mistake is one. (``*``: the
+    choices, which Python 3.12 writes without quotes.)"""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert re.fullmatch(re.escape(line).replace(r"\*", "[^()]+") + "\n", capsys.readouterr().err)
+
+
+def test_help_still_prints_the_usage_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["run", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: hil {argv[0] if len(argv) > 1 else ''}".rstrip()) and "--help" in out
+
+
+def test_the_installed_command_refuses_a_bad_argument_on_one_line_with_status_2() -> None:
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "emulate", "keithley_2450", "--via", "usb"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert re.fullmatch(r"hil: error: argument --via: invalid choice: 'usb' \(choose from '?tcp'?, '?pty'?\); see hil "
+                        r"emulate --help\n", result.stderr)
+
+
+def test_an_emulator_option_with_a_tag_is_refused_as_in_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["emulate", "keithley_2450", "seed=!!binary aGk="]) == 2
+    assert capsys.readouterr().err == ("hil: error: seed: tag !!binary refused: hil reads plain values only (text, "
+                                       "numbers, true/false, null, lists and mappings); remove the tag\n")
