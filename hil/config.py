@@ -2,7 +2,8 @@
 
 Used by lab files and experiment protocols alike. Every model forbids unknown keys. The first problem found is
 reported on one line as ``file:line: dotted.field: what is wrong``, with the allowed keys for an unknown key.
-Numbers must be finite.
+Numbers must be finite, and a bool true or false. Values are plain YAML: a tag other than those of text, numbers,
+true/false, null, lists and mappings (``!!binary``, ``!!set``, ``!!python/...``) is refused at its line.
 """
 
 from __future__ import annotations
