@@ -205,7 +205,8 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
      r"protocol.yaml:\d+: model.layers.1.linear.out_features: a 32 × 1000000000000 linear layer does not fit in "
      r"memory"),
     ({"dataset": {"name": "digits", "test_fraction": 0.9999}},
-     r"protocol.yaml:\d+: dataset.test_fraction: the data leave 0 training sample\(s\); the model needs at least 1$"),
+     r"protocol.yaml:\d+: dataset.test_fraction: test_fraction 0.9999 holds out every sample of digits; give a "
+     r"smaller one$"),
     ({"dataset": {"name": "digits", "test_fraction": 0.9995},
       "model": {"layers": [{"physical": {}}, {"batchnorm": True}, {"linear": {"out_features": 10}}]}},
      r"dataset.test_fraction: the data leave 1 training sample\(s\); the model needs at least 2 \(a batch norm\)"),
@@ -623,7 +624,7 @@ def test_hil_check_refuses_a_from_run_twin_of_another_kind_size_or_too_large(fin
 
 def test_data_that_leave_no_training_rows_are_refused_before_a_run_folder_exists(tmp_path: Path) -> None:
     protocol = write_protocol(tmp_path, dataset={"name": "digits", "test_fraction": 0.9999})
-    with pytest.raises(ConfigError, match=r"dataset.test_fraction: the data leave 0 training sample\(s\)"):
+    with pytest.raises(ConfigError, match=r"dataset.test_fraction: test_fraction 0.9999 holds out every sample"):
         run_protocol(protocol, show_progress=False)
     assert not (tmp_path / "runs").exists()
 
