@@ -24,7 +24,7 @@ from typing import Any, Literal, Union
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from hil.config import Seed, Strict, YamlDocument
+from hil.config import Seed, Strict, YamlDocument, got
 from hil.errors import ConfigError, DeviceError, HilError, handling
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
@@ -73,8 +73,7 @@ def check_setting(value: Any, annotation: Any) -> tuple[tuple[str | int, ...], s
     except ValidationError as errors:
         first = errors.errors()[0]
         where = tuple(part for part in first["loc"] if isinstance(part, int))
-        shown = first.get("input")
-        return where, first["msg"] + ("" if isinstance(shown, dict | list) else f" (got {shown!r})")
+        return where, first["msg"] + got(first.get("input"))
     return None
 
 

@@ -744,6 +744,9 @@ instruments:
     emulate: true
     settings: {remote_sense: "false"}
 """, r"lab.yaml:5: instruments\.smu\.settings\.remote_sense: Input should be a valid boolean \(got 'false'\)$"),
+    (OPTICAL_LAB % ("", "wavelength_m: '" + "5" * 300 + "'"),  # was echoed whole, 300 digits
+     r"lab.yaml:10: systems\.optical\.settings\.wavelength_m: Input should be a valid number \(got '5{19}…, 302 "
+     r"characters\)$"),
 ])
 def test_a_setting_not_of_its_type_as_written_is_refused_at_its_line(tmp_path: Path, text: str,
                                                                       expected: str) -> None:
