@@ -157,10 +157,11 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class YamlDocument:
-    """A parsed YAML file: its data, and the line of every key and item (1-based) for error messages."""
+    """A parsed YAML file: its data, the line of every key and item (1-based) for error messages, and the text it was
+    parsed from (what a run folder keeps, even if the file changes afterwards)."""
 
-    def __init__(self, data: Any, lines: dict[Location, int], source: str):
-        self.data, self.lines, self.source = data, lines, source
+    def __init__(self, data: Any, lines: dict[Location, int], source: str, text: str = ""):
+        self.data, self.lines, self.source, self.text = data, lines, source, text
 
     @classmethod
     def read(cls, path: str | Path) -> YamlDocument:
@@ -214,7 +215,7 @@ class YamlDocument:
             raise ConfigError("invalid YAML: nested too deeply", source=source) from None
         finally:
             loader.dispose()
-        return cls(data, lines, source)
+        return cls(data, lines, source, text)
 
     def line_of(self, location: Location) -> int | None:
         """The line of the deepest part of ``location`` that the file has (a missing key: its parent's line)."""

@@ -563,7 +563,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             except ConfigError as error:
                 raise document.error(error.detail, ("output", "root")) from None
             created.write_text("protocol.yaml", dump_yaml(protocol.model_dump(mode="json")))
-            created.write_text("lab.yaml", Path(lab_path or protocol.lab).read_text(encoding="utf-8"))
+            created.write_text("lab.yaml", lab.document.text)  # type: ignore[union-attr] - the text that was loaded
         except BaseException:
             lab.close()  # stops the emulators the build started
             if created is not None:  # a folder without the files a run starts from could never be resumed

@@ -564,6 +564,27 @@ def test_a_run_connects_only_the_instruments_its_systems_use(tmp_path: Path) -> 
     assert set(json.loads((store.path / "snapshot.json").read_text())["instruments"]) == {"crossbar"}
 
 
+def test_the_run_folder_keeps_the_lab_text_that_was_loaded_not_an_edit_made_after(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """The lab file was read a second time to copy it into the run folder: an edit saved in between (here, as the
+    lab is loaded) would be recorded as what ran."""
+    import hil.protocol
+
+    lab = tmp_path / "lab.yaml"
+    text = (REPO / "lab.yaml").read_text()
+    lab.write_text(text)
+    load = hil.protocol.Lab.load
+
+    def load_then_edit(path):
+        loaded = load(path)
+        lab.write_text(text.replace("seed: 0", "seed: 7"))  # another window saves an edit
+        return loaded
+
+    monkeypatch.setattr(hil.protocol.Lab, "load", load_then_edit)
+    store = run_protocol(write_protocol(tmp_path, **SMALL | {"lab": str(lab)}), show_progress=False)
+    assert (store.path / "lab.yaml").read_text() == text
+
+
 def test_a_run_connects_the_instruments_of_every_system_its_layers_play_on(tmp_path: Path) -> None:
     from hil.lab import Lab
     from hil.protocol import instruments_used, load_protocol
