@@ -217,10 +217,16 @@ class OscillatorSystem(PhysicalSystem):
         limit = 1
         if isinstance(output, AnalogOutput) and isinstance(inp, AnalogInput):
             self._check_instruments(output, inp, channel, drive_amplitude_v, sample_rate_hz, len(sensed))
-            limit = min(output.waveform_points[1], inp.max_samples) // self.row_samples
+            memory = min(output.waveform_points[1], inp.max_samples)
+            limit = memory // self.row_samples
             if limit < 1:
-                raise ConfigError(f"one record of {self.row_samples} samples exceeds the instruments' memory "
-                                  f"({min(output.waveform_points[1], inp.max_samples)} samples)", field="gap_s")
+                gap = self.gap_samples > self.record_samples
+                raise ConfigError(f"one record of {self.row_samples:.3g} samples ({n_in + n_params} segments of "
+                                  f"{self.segment_samples:.3g} and a gap of {self.gap_samples:.3g}) exceeds the "
+                                  f"instruments' memory ({memory} samples); "
+                                  + ("shorten gap_s" if gap else "shorten segment_s, or encode fewer values "
+                                                                 "(n_in + n_params)"),
+                                  field="gap_s" if gap else "segment_s")
         if max_batch is not None:
             if not is_count(max_batch):
                 raise ConfigError(f"max_batch must be a positive integer, got {max_batch!r}", field="max_batch")

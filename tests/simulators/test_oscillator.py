@@ -598,6 +598,25 @@ def test_a_design_the_model_cannot_compute_is_a_config_error_naming_the_setting(
 
 
 @pytest.mark.parametrize(("settings", "field", "message"), [
+    ({"gap_s": 1e300}, "gap_s",  # the count was printed in 304 digits
+     r"one record of 4e\+303 samples \(16 segments of 16 and a gap of 4e\+303\) exceeds the instruments' memory "
+     r"\(1000000 samples\); shorten gap_s$"),
+    ({"segment_s": 20.0}, "segment_s",  # was blamed on gap_s
+     r"one record of 1\.28e\+06 samples \(16 segments of 8e\+04 and a gap of 400\) exceeds the instruments' "
+     r"memory \(1000000 samples\); shorten segment_s"),
+    ({"n_in": 100_000}, "segment_s", r"one record of 1\.6e\+06 samples \(100008 segments of 16 .*shorten segment_s, "
+                                     r"or encode fewer values \(n_in \+ n_params\)$"),
+])
+def test_a_record_longer_than_the_instruments_memory_names_what_made_it_long(settings, field: str,
+                                                                             message: str) -> None:
+    world = OscillatorNetwork(preset="ideal")
+    roles = {"output": SimulatedAnalogOutput(world, name="ao"), "input": SimulatedAnalogInput(world, name="ai")}
+    with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
+        OscillatorSystem(roles, **settings)
+    assert error.value.field == field
+
+
+@pytest.mark.parametrize(("settings", "field", "message"), [
     ({"freq_hz": [150.0, 210.0, 290.0, 4e5]}, "freq_hz",
      r"freq_hz must be a list of numbers above 0 and at most 100000 Hz, one per oscillator, got \[150\.0"),
     ({"q": [5.0, 0.5, 7.0, 8.0]}, "q", r"q must be a list of numbers above 0\.5 and at most 1e\+06, one"),
