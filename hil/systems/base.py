@@ -49,6 +49,19 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+#: A system's readout scale (V, what its output voltages are divided by): past any DAQ's range above, a microvolt
+#: below, so that a unit slip (mV for V) does not make outputs of 10¹¹.
+OUTPUT_SCALE_RANGE_V = (1e-6, 1e3)
+
+
+def check_output_scale(value: Any) -> None:
+    """Refuse an ``output_scale_v`` setting outside `OUTPUT_SCALE_RANGE_V`, naming it."""
+    low, high = OUTPUT_SCALE_RANGE_V
+    if not (is_number(value) and low <= value <= high):
+        raise ConfigError(f"output_scale_v must be a number in {low:g}..{high:g} V, got {value!r}; check its unit",
+                          field="output_scale_v")
+
+
 def check_setting_within(label: str, value: float, instrument: Instrument, limit: str) -> None:
     """Refuse a system setting (``label``) that lies outside one of an instrument's limits, before any call would
     be refused for it: a `ConfigError` naming the setting, the instrument and its limit. An instrument without that

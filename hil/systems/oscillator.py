@@ -33,7 +33,15 @@ from torch import nn
 from hil.errors import ConfigError
 from hil.instruments import AnalogInput, AnalogOutput, Instrument
 from hil.physics import oscillator as physics
-from hil.systems.base import PhysicalSystem, PhysicsModel, check_counts, check_setting_within, is_count, is_number
+from hil.systems.base import (
+    PhysicalSystem,
+    PhysicsModel,
+    check_counts,
+    check_output_scale,
+    check_setting_within,
+    is_count,
+    is_number,
+)
 
 #: Added to the mean square (V²) before the square root, in `_run` and in the model alike.
 RMS_FLOOR_V2 = 1e-12
@@ -67,8 +75,6 @@ DESIGN_RANGES: dict[str, tuple[tuple[float, float], bool, str]] = {
     "coupling_hz": (physics.COUPLING_RANGE_HZ, True, "Hz"),
     "sensor_gain": (physics.SENSOR_GAIN_RANGE, False, "V/m or V/(m/s)"),
 }
-#: The readout's scale (V): past any DAQ's range above, a microvolt below.
-OUTPUT_SCALE_RANGE_V = (1e-6, 1e3)
 
 
 def _in_design_range(label: str, value: Any) -> bool:
@@ -112,10 +118,7 @@ def _check_encoding(*, n_in: Any, n_params: Any, drive_amplitude_v: Any, gap_s: 
     if not (is_number(drive_amplitude_v) and drive_amplitude_v > 0):
         raise ConfigError(f"drive_amplitude_v must be a positive number (V), got {drive_amplitude_v!r}",
                           field="drive_amplitude_v")
-    low, high = OUTPUT_SCALE_RANGE_V
-    if not (is_number(output_scale_v) and low <= output_scale_v <= high):
-        raise ConfigError(f"output_scale_v must be a number in {low:g}..{high:g} V, got {output_scale_v!r}; check its "
-                          "unit", field="output_scale_v")
+    check_output_scale(output_scale_v)
     if not (is_number(gap_s) and gap_s >= 0):
         raise ConfigError(f"gap_s must be a number ≥ 0 (s), got {gap_s!r}", field="gap_s")
     if carrier_hz is not None and not is_number(carrier_hz):

@@ -36,7 +36,15 @@ from torch import nn
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.instruments import AnalogInput, AnalogOutput, Instrument
 from hil.physics import resistive as physics
-from hil.systems.base import PhysicalSystem, PhysicsModel, check_counts, check_setting_within, is_count, is_number
+from hil.systems.base import (
+    PhysicalSystem,
+    PhysicsModel,
+    check_counts,
+    check_output_scale,
+    check_setting_within,
+    is_count,
+    is_number,
+)
 
 #: Off level of a nudge gate (V): far below threshold, the nudge transistor conducts ~1e-15 S.
 NUDGE_OFF_V = 0.0
@@ -164,9 +172,10 @@ class ResistiveNetworkSystem(PhysicalSystem):
             if not low < high:
                 raise ConfigError(f"{label}_min_v ({low!r}) must be below {label}_max_v ({high!r})",
                                   field=f"{label}_min_v")
-        for label, value in (("output_scale_v", output_scale_v), ("sample_rate_hz", sample_rate_hz)):
-            if not (is_number(value) and value > 0):
-                raise ConfigError(f"{label} must be a positive number, got {value!r}", field=label)
+        check_output_scale(output_scale_v)
+        if not (is_number(sample_rate_hz) and sample_rate_hz > 0):
+            raise ConfigError(f"sample_rate_hz must be a positive number, got {sample_rate_hz!r}",
+                              field="sample_rate_hz")
         output, reader = instruments.get("output"), instruments.get("input")
         if is_count(max_batch) and isinstance(output, AnalogOutput) \
                 and isinstance(reader, AnalogInput):  # one sample per row: capped by the instruments' memory

@@ -490,7 +490,9 @@ def test_voltage_ranges_beyond_the_analog_output_are_config_errors(settings, fie
     ({"n_inputs": True}, "n_inputs", "n_inputs must be a positive integer, got True"),  # was blamed on n_in
     ({"input_min_v": "0"}, "input_min_v", "input_min_v must be a number"),  # text: was a TypeError from numpy
     ({"gate_max_v": None}, "gate_max_v", "gate_max_v must be a number"),
-    ({"output_scale_v": True}, "output_scale_v", "output_scale_v must be a positive number, got True"),
+    ({"output_scale_v": True}, "output_scale_v", r"output_scale_v must be a number in 1e-06\.\.1000 V, got True"),
+    ({"output_scale_v": 1e-12}, "output_scale_v",  # was taken: outputs of 10¹¹
+     r"output_scale_v must be a number in 1e-06\.\.1000 V, got 1e-12; check its unit"),
     ({"sample_rate_hz": True}, "sample_rate_hz", "sample_rate_hz must be a positive number, got True"),  # was 1 Hz
 ])
 def test_a_setting_of_the_wrong_type_is_a_config_error_naming_it(settings, field: str, message: str) -> None:
