@@ -40,7 +40,7 @@ from hil.protocol import (
     Protocol,
     build_model,
     check_from_run,
-    check_from_run_twin,
+    check_twin,
     first_physical_system,
     instruments_used,
     load_data,
@@ -555,7 +555,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             check_from_run(protocol, document)
             lab.build()
             system, _ = system_and_method(protocol, lab, document)
-            check_from_run_twin(protocol, system, document)
+            check_twin(protocol, system, document)
             data = load_data(protocol, document)
             try:
                 root = Path(output_root or protocol.output.root).expanduser()  # ~/runs: the home's, not ./~/runs

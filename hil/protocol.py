@@ -23,7 +23,7 @@ from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
 from hil.systems.base import PhysicalSystem
 from hil.twin.collect import held_out_count
-from hil.twin.models import TWIN_KINDS, load_twin
+from hil.twin.models import TWIN_KINDS, build_twin, load_twin
 
 #: The largest size accepted (a batch, a layer's width): torch counts sizes in 64 bits, and fails beyond mid-run.
 SIZE_MAX = 2**63 - 1
@@ -348,14 +348,22 @@ def check_from_run(protocol: Protocol, document: YamlDocument | None = None) -> 
                                 "and fit_twin steps", ("twin", "from_run"))
 
 
-def check_from_run_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:
-    """The twin that ``twin.from_run`` names loads for ``system`` (its kind, size and settings), or a `ConfigError`
-    at that field."""
-    if protocol.twin.from_run:
+def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:
+    """The twin can be had for ``system``: the one ``twin.from_run`` names loads (its kind, size and settings), and
+    a new network twin's layers fit in memory (they were found not to after calibrating and collecting); else a
+    `ConfigError` at the field."""
+    twin = protocol.twin
+    if twin.from_run:
         try:
-            load_twin(Path(protocol.twin.from_run) / "twin", system)
+            load_twin(Path(twin.from_run) / "twin", system)
         except ConfigError as error:
             raise _locate(document, error.detail, ("twin", "from_run")) from None
+    elif twin.hidden:
+        try:
+            build_twin(twin.kind, system, tuple(twin.hidden))
+        except (RuntimeError, MemoryError):  # the weights cannot be allocated
+            raise _locate(document, f"a {twin.kind} twin of hidden widths {twin.hidden} does not fit in memory",
+                          ("twin", "hidden")) from None
 
 
 def load_data(protocol: Protocol, document: YamlDocument | None = None) -> Dataset:
@@ -399,7 +407,7 @@ def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
             raise document.error("an oracle twin needs a simulated system", ("twin", "kind"))
         data = load_data(protocol, document)
         build_model(protocol, lab, data.n_features, data.n_classes, document)
-        check_from_run_twin(protocol, system, document)
+        check_twin(protocol, system, document)
     finally:
         lab.close()
     return (f"{path}: OK — {protocol.method.name} on {protocol.system!r} ({system.kind}), {data.name} "

@@ -204,6 +204,8 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"model": {"layers": [{"physical": {}}, {"linear": {"out_features": 10**12}}]}},
      r"protocol.yaml:\d+: model.layers.1.linear.out_features: a 32 × 1000000000000 linear layer does not fit in "
      r"memory"),
+    ({"twin": {**PROTOCOL["twin"], "kind": "residual", "hidden": [10**12]}},  # was found after calibrate and collect
+     r"protocol.yaml:\d+: twin.hidden: a residual twin of hidden widths \[1000000000000\] does not fit in memory$"),
     ({"dataset": {"name": "digits", "test_fraction": 0.9999}},
      r"protocol.yaml:\d+: dataset.test_fraction: test_fraction 0.9999 holds out every sample of digits; give a "
      r"smaller one$"),
