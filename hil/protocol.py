@@ -21,6 +21,7 @@ from hil.errors import ConfigError
 from hil.lab import Lab
 from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
+from hil.store import held
 from hil.systems.base import PhysicalSystem
 from hil.twin.collect import held_out_count
 from hil.twin.models import TWIN_KINDS, build_twin, load_twin
@@ -346,6 +347,9 @@ def check_from_run(protocol: Protocol, document: YamlDocument | None = None) -> 
     if missing:
         raise _locate(document, f"{source} has no {' and no '.join(missing)}; name a run that finished its collect "
                                 "and fit_twin steps", ("twin", "from_run"))
+    if held(Path(source)):  # its data could not be read until that process ends: say so before calibrating
+        raise _locate(document, f"{source} is open in another hil process; wait for it to end, or name another run",
+                      ("twin", "from_run"))
 
 
 def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:

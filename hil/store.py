@@ -395,7 +395,7 @@ def file_digests(folder: Path, names: tuple[str, ...]) -> dict[str, str]:
             for name in names}
 
 
-def _held(path: Path) -> bool:
+def held(path: Path) -> bool:
     """Whether a process holds the run folder ``path`` open (its lock taken); looks without taking or making it."""
     try:
         handle = (path / LOCK).open("rb")
@@ -492,7 +492,7 @@ def list_runs(parent: str | Path) -> list[dict[str, Any]]:
             "status": "damaged log" if damaged else {
                 "run_finished": "finished", "run_failed": "failed",
                 "run_interrupted": "interrupted"}.get(finished["kind"], "?") if finished else
-            "running" if _held(path.parent) else "incomplete",
+            "running" if held(path.parent) else "incomplete",
             "device_accuracy": evaluation.get("device_accuracy"),
             "events": len(events),
         })

@@ -22,7 +22,7 @@ import yaml
 from hil.errors import ConfigError, HilError
 from hil.orchestrator import STEPS, run_protocol
 from hil.protocol import check_protocol
-from hil.store import RunFileError, RunStore, _held
+from hil.store import RunFileError, RunStore, held
 from tests.test_store import strict_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -373,7 +373,7 @@ def test_resuming_a_damaged_run_is_a_clear_error_that_changes_nothing(finished_r
     with pytest.raises(RunFileError, match=expected) as refused:
         run_protocol(resume=run, show_progress=False)
     assert files(run) == before
-    assert not _held(run) and refused.value  # not left locked, even while the error is held (a caller that retries)
+    assert not held(run) and refused.value  # not left locked, even while the error is held (a caller that retries)
 
 
 def test_resuming_keeps_the_bytes_of_a_torn_last_line(finished_run: Path, tmp_path: Path) -> None:
@@ -494,6 +494,27 @@ def test_a_from_run_without_its_twin_or_data_is_refused_before_a_run_starts(fini
         with pytest.raises(ConfigError, match=where + re.escape(f"{source} has no {missing};")):
             run_protocol(protocol, show_progress=False, output_root=tmp_path / f"runs-{k}")
         assert not (tmp_path / f"runs-{k}").exists()
+
+
+def test_a_from_run_open_in_another_process_is_refused_before_a_run_starts(finished_run: Path,
+                                                                          tmp_path: Path) -> None:
+    """Its data could not be read until that process ended, which the run found at its collect step, after
+    calibrating; hil check passed it."""
+    source = copy_of(finished_run, tmp_path / "busy")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from hil.store import RunStore; "
+                               f"s = RunStore.open({str(source)!r}); print('open', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
+        protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
+        message = rf"^{re.escape(str(protocol))}:\d+: twin\.from_run: {re.escape(str(source))} is open in another hil "
+        for attempt in (lambda: check_protocol(protocol),
+                        lambda: run_protocol(protocol, show_progress=False, output_root=tmp_path / "runs")):
+            with pytest.raises(ConfigError, match=message + "process; wait for it to end, or name another run$"):
+                attempt()
+        assert not (tmp_path / "runs").exists()
+    finally:
+        holder.communicate("")
 
 
 def test_from_run_errors_are_clear_and_end_the_run_as_failed(finished_run: Path, tmp_path: Path) -> None:
