@@ -138,6 +138,7 @@ class FiberSystem(SLMCameraSystem):
 
     def _calibrate(self) -> dict[str, Any]:
         """Measure R, set the working exposure and measure the transmission matrix (see module)."""
+        self.transmission = None  # until measured again: a calibration that fails leaves none to run on
         reference_s, exposure, _ = self.working_point(first_exposure_s=1e-3, probe_factor=1)
         scale = self._scale(exposure)
         pixels = self.window_region_pixels

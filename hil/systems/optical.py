@@ -339,11 +339,11 @@ class SLMCameraSystem(PhysicalSystem):
         found from ``first_exposure_s``, then set the working exposure on seeded probe patterns, searched from
         ``probe_factor`` × that exposure. Everything here reads the full frame (R is the whole camera's rate).
         Returns (reference exposure s, working exposure s, dark level per camera pixel in DN)."""
+        self.reference_rate_dn_s = None  # until this working point is found: a failure leaves none to run on
         blank = torch.zeros(1, *self.slm.shape)
         reference_s = self.find_exposure(blank, start_s=max(self.camera.limits["exposure_s"].min, first_exposure_s),
                                          full_frame=True)
         rate, intercept, _ = self.signal_rate(blank[0], reference_s, self.reference_repeats, full_frame=True)
-        self.reference_rate_dn_s = float(rate.sum())
         signal = float((rate * reference_s).max())
         top = self.camera.full_scale_dn
         if signal < MIN_SIGNAL_FRACTION * top:
@@ -355,6 +355,7 @@ class SLMCameraSystem(PhysicalSystem):
         probes = torch.cat([self.patterns(x[i:i + 1], theta[i]) for i in range(len(x))])
         exposure = self.find_exposure(probes, start_s=reference_s * probe_factor, full_frame=True)
         self.camera.set_exposure(exposure)
+        self.reference_rate_dn_s = float(rate.sum())
         return reference_s, exposure, intercept
 
 

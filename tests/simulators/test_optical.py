@@ -678,6 +678,18 @@ def test_light_that_saturates_the_camera_at_its_shortest_exposures_is_refused_na
         OpticalSystem({"slm": slm, "camera": camera}).calibrate()
 
 
+def test_a_refused_calibration_leaves_no_working_point_to_run_on() -> None:
+    """The reference rate was kept before the light was checked: after "sees almost no light" a forward pass skipped
+    the calibration and returned outputs scaled by the camera's dark current."""
+    _, slm, camera = bench(optics={"power_w": 1e-30})
+    system = OpticalSystem({"slm": slm, "camera": camera})
+    with pytest.raises(DeviceError, match="sees almost no light"):
+        system.calibrate()
+    assert system.reference_rate_dn_s is None
+    with pytest.raises(DeviceError, match="sees almost no light"):  # calibrates again, and refuses again
+        system.forward(*inputs(2))
+
+
 def test_dim_light_is_calibrated_at_a_long_exposure_not_taken_for_a_plateau() -> None:
     """At a 250th of the realistic power the first captures read little more than the 10 DN black level. Their growth
     with exposure, judged against that dark offset, was taken for a full well filling early ("the camera saturates
