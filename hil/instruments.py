@@ -20,7 +20,7 @@ import numpy as np
 
 from hil.clock import Clock, WallClock
 from hil.errors import ConfigError, DeviceError, LimitError
-from hil.limits import Limit, as_numbers, limit_as_dict, narrow_limits
+from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits
 
 
 class Instrument(ABC):
@@ -36,10 +36,22 @@ class Instrument(ABC):
     def __init__(self, *, name: str = "", limits: Mapping[str, Mapping[str, Any]] | None = None,
                  clock: Clock | None = None):
         self.name = name or type(self).__name__
-        self.limits: dict[str, Limit] = narrow_limits(self.hardware_limits(), limits)
+        self.limits: dict[str, Limit] = narrow_limits(self._hardware_limits_checked(), limits)
         self.clock: Clock = clock or WallClock()
         self.identity: str | None = None
         self._connected = False
+
+    def _hardware_limits_checked(self) -> dict[str, Limit]:
+        """`hardware_limits`, a `Limit` it cannot build named as the driver's fault (``field="driver"``): a lab
+        file cannot narrow a limit that was never built, so its own fields are the wrong place to point at."""
+        try:
+            return self.hardware_limits()
+        except ConfigError as error:
+            if error.field not in (None, *LIMIT_FIELDS):
+                raise
+            raise ConfigError(f"{type(self).__name__}.hardware_limits() gives a limit hil refuses ("
+                              f"{f'{error.field}: ' if error.field else ''}{error.detail}); fix the driver's limit, "
+                              "as a lab file can only narrow it", field="driver") from None
 
     # -- what a driver or simulator provides --------------------------------------------------------------------
     @abstractmethod

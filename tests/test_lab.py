@@ -13,7 +13,9 @@ from hil.config import YamlDocument, dump_yaml
 from hil.errors import ConfigError, LimitError, Terminated, TransportError, terminate_on_signals
 from hil.instruments import SourceMeter
 from hil.lab import Lab, _signals_held
+from hil.limits import Limit
 from hil.registry import BUILTIN, available
+from simulators.analog import SimulatedAnalogOutput
 from simulators.emulators.server import drivers_with_emulators
 from tests.test_transport import line_speed
 
@@ -1121,3 +1123,30 @@ def test_instruments_given_one_traffic_log_share_it_in_the_order_of_their_exchan
     closed = exchanges.index(("smu", ">", r"*OPC?\n"))
     assert exchanges[closed + 1] == ("smu", "<", r"1\n") and ("awg", ">", r"OUTP1 OFF\n") in exchanges[asked:closed]
     assert all(name == "smu" for name, *_ in exchanges[closed:])  # the awg, closed, logs no more
+
+
+class FineStepOutput(SimulatedAnalogOutput):
+    """A driver whose own voltage limit takes 400 000 steps of its max_step from end to end."""
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        return {**super().hardware_limits(), "voltage_v": Limit("V", -200, 200, max_step=0.001)}
+
+
+def test_a_drivers_own_limit_that_no_ramp_could_cross_is_named_as_the_drivers(tmp_path: Path) -> None:
+    """It was reported at ``instruments.out.max_step``, a field the lab file does not have, with advice (narrow min
+    and max) that the lab cannot follow: the driver's limit is refused before the lab's narrows it."""
+    lab = Lab.load(write(tmp_path, """
+worlds:
+  chip: {kind: resistive_network}
+instruments:
+  out:
+    driver: tests.test_lab:FineStepOutput
+    world: chip
+    limits: {voltage_v: {min: -1, max: 1}}
+"""))
+    with pytest.raises(ConfigError, match=r"lab\.yaml:5: instruments\.out\.driver: FineStepOutput\.hardware_limits\(\) "
+                                          r"gives a limit hil refuses \(max_step: a ramp across the limit, -200\.\.200 "
+                                          r"V, in steps of 0\.001 takes 400000 steps \(at most 10000\); raise max_step "
+                                          r"to at least 0\.04 V, or narrow min and max\); fix the driver's limit, as a "
+                                          r"lab file can only narrow it$"):
+        lab.build()
