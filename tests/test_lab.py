@@ -2,7 +2,9 @@
 
 import re
 import signal
+import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -792,11 +794,13 @@ class Loose(World):
 
 
 @pytest.fixture
-def loose_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The lab text of a world of kind `Loose`, its config to fill in with %s."""
+def loose_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The lab text of a world of kind `Loose`, its config to fill in with %s. The module is forgotten afterwards:
+    tests/contract/test_out_of_tree.py expects no ``acme_worlds`` to be importable."""
     (tmp_path / "acme_worlds.py").write_text(LOOSE_WORLD)
     monkeypatch.syspath_prepend(str(tmp_path))
-    return "worlds:\n  w: {kind: 'acme_worlds:Loose', config: {%s}}\n"
+    yield "worlds:\n  w: {kind: 'acme_worlds:Loose', config: {%s}}\n"
+    sys.modules.pop("acme_worlds", None)
 
 
 @pytest.mark.parametrize(("text", "expected"), [
