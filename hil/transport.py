@@ -395,11 +395,16 @@ class VisaTransport(Transport):
                                   "TCPIP::host::5025::SOCKET, TCPIP::host::INSTR, USB0::…::INSTR or GPIB0::24::INSTR, "
                                   "or a serial device path", field="resource") from None
             interface = None
+        if baudrate is not None and interface is None:  # the VISA library's alias may well name a serial port
+            raise ConfigError(f"baudrate is a serial line's speed, and {resource} is a VISA alias, which may or may "
+                              "not name one; give the resource itself, its ASRL name (ASRL3::INSTR, "
+                              "ASRL/dev/ttyUSB0::INSTR) or device path (/dev/ttyUSB0, COM3), to set baudrate",
+                              field="baudrate")
         if baudrate is not None and interface != "ASRL":
-            raise ConfigError(f"baudrate is a serial line's speed, and {resource} is "
-                              f"{f'a VISA {interface} resource' if interface else 'an alias'}, which has no serial "
-                              "line; leave baudrate out (a serial instrument is named by its ASRL resource, "
-                              "ASRL/dev/ttyUSB0::INSTR, or its device path, /dev/ttyUSB0 or COM3)", field="baudrate")
+            raise ConfigError(f"baudrate is a serial line's speed, and {resource} is a VISA {interface} resource, "
+                              "which has no serial line; leave baudrate out (a serial instrument is named by its ASRL "
+                              "resource, ASRL/dev/ttyUSB0::INSTR, or its device path, /dev/ttyUSB0 or COM3)",
+                              field="baudrate")
         super().__init__(resource, **options)
         self.backend = backend
         self.baudrate = baudrate

@@ -643,13 +643,21 @@ def test_an_asrl_resource_sets_its_line_speed_and_says_when_a_write_is_not_taken
 
 
 @pytest.mark.parametrize(("resource", "interface"), [("TCPIP::10.0.0.2::5025::SOCKET", "a VISA TCPIP resource"),
-                                                     ("USB0::0x0957::0x2807::MY1::INSTR", "a VISA USB resource"),
-                                                     ("my_smu", "an alias")])
+                                                     ("USB0::0x0957::0x2807::MY1::INSTR", "a VISA USB resource")])
 def test_a_visa_resource_without_a_serial_line_refuses_a_baud_rate(resource: str, interface: str) -> None:
-    backend = "" if resource == "my_smu" else "@py"  # pyvisa-py takes no alias
     with pytest.raises(ConfigError, match=f"baudrate is a serial line's speed, and {re.escape(resource)} is "
                                           f"{interface}, which has no serial line; leave baudrate out"):
-        VisaTransport(resource, backend=backend, baudrate=9600)
+        VisaTransport(resource, baudrate=9600)
+
+
+def test_a_visa_alias_given_a_baud_rate_is_asked_for_the_resource_it_names() -> None:
+    """An alias was said to have "no serial line", but the system VISA's alias (NI MAX) may name an ASRL port: hil
+    cannot tell which before it opens, so it asks for the resource itself."""
+    with pytest.raises(ConfigError, match=r"^baudrate: baudrate is a serial line's speed, and my_smu is a VISA alias, "
+                                          r"which may or may not name one; give the resource itself, its ASRL name "
+                                          r"\(ASRL3::INSTR, ASRL/dev/ttyUSB0::INSTR\) or device path \(/dev/ttyUSB0, "
+                                          r"COM3\), to set baudrate$"):
+        VisaTransport("my_smu", backend="", baudrate=9600)  # pyvisa-py takes no alias
 
 
 def test_a_connection_that_fails_leaves_no_traffic_log_open(tmp_path) -> None:
