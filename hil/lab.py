@@ -444,7 +444,7 @@ class Lab:
     def open(self, only: Collection[str] | None = None) -> Lab:
         """Build the lab and connect its instruments (``only``: just these, e.g. the ones a run uses; the others
         stay untouched, and may be off); if one fails, the others are made safe and closed. ``with lab.open(...):``
-        connects no more than ``open`` did; ``with lab:`` opens every instrument."""
+        connects no more than ``open`` did; ``with lab:`` on a lab not open yet opens every instrument."""
         self.build()
         self._open = True
         try:

@@ -166,9 +166,10 @@ class Limit:
         """The values to send, in order, to move from ``start`` to ``stop``; the last one is ``stop``.
 
         Every step is at most ``max_step`` and the target is checked. A start outside the limits (a level left
-        by an earlier session with wider ones) is ramped back from, never refused: the values on the way lie
-        between start and target, each nearer the allowed range than the one before. An unknown start (None) is
-        an error: a ramp from an unknown value could be a jump of any size.
+        by an earlier session with wider ones) is ramped back from: the values on the way lie between start and
+        target, each nearer the allowed range than the one before; only a ramp back longer than `MAX_RAMP_STEPS`
+        steps or `MAX_RAMP_S` is refused (`LimitError`), which a start within the limits never is. An unknown start
+        (None) is an error: a ramp from an unknown value could be a jump of any size.
         """
         stop = self.check(stop, what)
         if self.max_step is None:
