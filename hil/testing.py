@@ -253,7 +253,7 @@ class InstrumentContract:
             assert math.isfinite(limit.min) and math.isfinite(limit.max) and limit.min <= limit.max
 
 
-def _require_waveforms(instrument: AnalogOutput) -> None:
+def _skip_unless_waveforms(instrument: AnalogOutput) -> None:
     """Skip a waveform test for an output of DC levels only (`AnalogOutput.plays_waveforms`)."""
     if not instrument.plays_waveforms:
         pytest.skip(f"{type(instrument).__name__} plays DC levels only")
@@ -281,7 +281,7 @@ class AnalogOutputContract(InstrumentContract):
 
     def test_a_channel_named_twice_in_one_play_is_refused(self, instrument: AnalogOutput) -> None:
         """A second trigger of the same channel would land mid-burst (ignored, or cutting it short)."""
-        _require_waveforms(instrument)
+        _skip_unless_waveforms(instrument)
         instrument.safe_state()
         low, _ = instrument.waveform_points
         instrument.load_waveform(1, np.full(max(low, 16), instrument.limits["voltage_v"].rest),
@@ -290,7 +290,7 @@ class AnalogOutputContract(InstrumentContract):
             instrument.play([1, 1])
 
     def test_waveform_load_and_play(self, instrument: AnalogOutput) -> None:
-        _require_waveforms(instrument)
+        _skip_unless_waveforms(instrument)
         instrument.safe_state()
         low, _ = instrument.waveform_points
         limit = instrument.limits["voltage_v"]
