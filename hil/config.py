@@ -160,7 +160,7 @@ class YamlDocument:
     """A parsed YAML file: its data, the line of every key and item (1-based) for error messages, and the text it was
     parsed from (what a run folder keeps, even if the file changes afterwards)."""
 
-    def __init__(self, data: Any, lines: dict[Location, int], source: str, text: str = ""):
+    def __init__(self, data: Any, lines: dict[Location, int], source: str, text: str):
         self.data, self.lines, self.source, self.text = data, lines, source, text
 
     @classmethod

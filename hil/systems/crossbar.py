@@ -121,7 +121,7 @@ class CrossbarSystem(PhysicalSystem):
         if g_min_s >= g_max_s:
             raise ConfigError(f"g_min_s {g_min_s:g} S must be below g_max_s {g_max_s:g} S", field="g_min_s")
         if g_max_s - g_min_s < MIN_WEIGHT_SPAN * (conductance.max - conductance.min):
-            raise ConfigError(f"g_min_s..g_max_s ({g_min_s:g}..{g_max_s:g} S) spans under a thousandth of the "
+            raise ConfigError(f"g_min_s..g_max_s ({g_min_s:g}..{g_max_s:g} S) spans under {MIN_WEIGHT_SPAN:g} of the "
                               f"crossbar's conductance limit {conductance.describe()}, below any device's programming "
                               "resolution: the outputs would be noise; check the unit", field="g_max_s")
         voltage = crossbar.limits["read_voltage_v"]

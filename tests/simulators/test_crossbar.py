@@ -547,7 +547,7 @@ def test_bad_settings_and_values_are_refused_with_the_allowed_range() -> None:
     with pytest.raises(ConfigError, match=r"g_max_s: 3e-05 S is outside"):
         CrossbarSystem({"crossbar": crossbar}, g_max_s=30e-6)
     # 1 pS for 1 µS: within the limit, and outputs of noise scaled by 10⁶ without a word before
-    with pytest.raises(ConfigError, match=r"^g_max_s: g_min_s\.\.g_max_s \(0\.\.1e-12 S\) spans under a thousandth of "
+    with pytest.raises(ConfigError, match=r"^g_max_s: g_min_s\.\.g_max_s \(0\.\.1e-12 S\) spans under 0\.001 of "
                                           r"the crossbar's conductance limit 0\.\.2\.5e-05 S, below any device's "
                                           r"programming resolution: the outputs would be noise; check the unit$"):
         CrossbarSystem({"crossbar": crossbar}, g_max_s=1e-12)
