@@ -182,13 +182,13 @@ class ResistiveNetworkSystem(PhysicalSystem):
             max_batch = min(max_batch, output.waveform_points[1], reader.max_samples)
         super().__init__(instruments, name=name, n_in=n_inputs, n_out=n_outputs, n_params=self.layout.n_edges,
                          x_bounds=(0.0, 1.0), theta_bounds=(gate_min_v, gate_max_v), max_batch=max_batch)
-        self.channels = self.layout.channels()
         for role, needed in (("output", self.layout.n_drive_channels), ("input", self.layout.n_free)):
             have = getattr(self.instruments[role], "n_channels", 0)
             if have < needed:
                 raise ConfigError(f"system {self.name!r}: a {n_inputs}-{n_hidden}-{n_outputs} network needs "
                                   f"{needed} {role} channels, {self.instruments[role].name} has {have}",
                                   field=f"instruments.{role}")
+        self.channels = self.layout.channels()  # after the count: a network of 10⁹ nodes would fill the memory
         self._check_voltages(input_min_v, input_max_v, gate_min_v, gate_max_v)
         for role in ("output", "input"):
             check_setting_within("sample_rate_hz", sample_rate_hz, self.instruments[role], "sample_rate_hz")

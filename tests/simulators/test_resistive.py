@@ -3,7 +3,10 @@ and the system on top of it (ideal world = physics model, oracle ≫ nominal twi
 
 import functools
 import math
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -501,6 +504,29 @@ def test_a_setting_of_the_wrong_type_is_a_config_error_naming_it(settings, field
     with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
         ResistiveNetworkSystem(instruments, **settings)
     assert error.value.field == field and "\n" not in str(error.value)
+
+
+def test_a_network_larger_than_the_instruments_is_refused_before_its_channels_are_listed() -> None:
+    """n_hidden: 10⁹ built lists of every channel (tens of GB) before counting them against the instruments: the
+    process was killed for memory. Run under a 4 GiB address-space limit, it is refused at once."""
+    script = textwrap.dedent("""
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+        from hil.errors import ConfigError
+        from hil.systems.resistive import ResistiveNetworkSystem
+        from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
+        from simulators.resistive import ResistiveNetwork
+        world = ResistiveNetwork(preset="ideal")
+        try:
+            ResistiveNetworkSystem({"output": SimulatedAnalogOutput(world, name="ao"),
+                                    "input": SimulatedAnalogInput(world, name="ai")}, n_hidden=10**9)
+        except ConfigError as error:
+            print(error)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout == ("instruments.output: system 'resistive_network': a 3-1000000000-2 network needs "
+                             "5000000007 output channels, ao has 37\n"), result.stderr[-300:]
 
 
 def test_a_sample_rate_beyond_the_instruments_is_a_config_error() -> None:
