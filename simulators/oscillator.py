@@ -54,9 +54,10 @@ INSIDE_CUT_SPACING = 4
 REST_AFTER_E_FOLDS = 30.0
 
 
-ResonanceHz = Annotated[float, Field(gt=physics.FREQ_RANGE_HZ[0], le=physics.FREQ_RANGE_HZ[1])]
-QualityFactor = Annotated[float, Field(gt=physics.Q_RANGE[0], le=physics.Q_RANGE[1])]
-DriveGain = Annotated[float, Field(ge=physics.DRIVE_GAIN_RANGE[0], le=physics.DRIVE_GAIN_RANGE[1])]
+DESIGN = physics.DESIGN_RANGES
+ResonanceHz = Annotated[float, Field(**DESIGN["freq_hz"].bounds)]
+QualityFactor = Annotated[float, Field(**DESIGN["q"].bounds)]
+DriveGain = Annotated[float, Field(**DESIGN["drive_gain_m_s2_per_v"].bounds)]
 MAX_OSCILLATORS = 4096  # the statistical tests draw spreads over 2000
 OscillatorIndex = Annotated[int, Field(ge=0, lt=MAX_OSCILLATORS)]
 
@@ -68,17 +69,15 @@ class NetworkConfig(Strict):
                                        description="nominal resonance frequency of each oscillator (Hz); design value")
     q: list[QualityFactor] = Field(list(physics.NOMINAL_Q), min_length=1,
                                    description="nominal quality factor of each oscillator, Q = ω/γ; design value")
-    nonlinear_length_m: float = Field(physics.NOMINAL_NONLINEAR_LENGTH_M, gt=physics.NONLINEAR_LENGTH_RANGE_M[0],
-                                      le=physics.NONLINEAR_LENGTH_RANGE_M[1],
+    nonlinear_length_m: float = Field(physics.NOMINAL_NONLINEAR_LENGTH_M, **DESIGN["nonlinear_length_m"].bounds,
                                       description="displacement at which the cubic (Duffing) stiffness equals the "
                                                   "linear one, β = ω²/L² (m); design value")
-    coupling_hz: float = Field(physics.NOMINAL_COUPLING_HZ, ge=physics.COUPLING_RANGE_HZ[0],
-                               le=physics.COUPLING_RANGE_HZ[1],
+    coupling_hz: float = Field(physics.NOMINAL_COUPLING_HZ, **DESIGN["coupling_hz"].bounds,
                                description="nearest-neighbour coupling, κ = (2π·f)² (Hz); design value")
     drive_gain_m_s2_per_v: list[DriveGain] = Field(list(physics.NOMINAL_DRIVE_GAIN), min_length=1,
                                                    description="actuator acceleration per drive volt on each "
                                                                "oscillator (m/s²/V); design value")
-    sensor_gain: float | None = Field(None, gt=physics.SENSOR_GAIN_RANGE[0], le=physics.SENSOR_GAIN_RANGE[1],
+    sensor_gain: float | None = Field(None, **DESIGN["sensor_gain"].bounds,
                                       description="sensor gain (V/m for displacement, V/(m/s) for velocity); null: "
                                                   "that of the sensed quantity's probe, 7870 V/m or 3.94 V/(m/s); "
                                                   "source: Bently Nevada 3300 XL 8 mm proximity probe, 7.87 V/mm "

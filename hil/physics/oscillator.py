@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -38,16 +39,45 @@ NOMINAL_DRIVE_GAIN = (90.0, 150.0, 260.0, 450.0)
 #: 7.87 V/mm) and V/(m/s) of a velocity transducer (Bently Nevada 330500 Velomitor, 100 mV/(in/s)).
 NOMINAL_SENSOR_GAIN = {"displacement": 7870.0, "velocity": 3.94}
 NOMINAL_SENSED = (0, 1, 2, 3)
-#: What each design value may be, (low, high), shared by the simulated network's fields and the oscillator system's
-#: settings. Past any bench of the kind (MEMS resonators reach 100 kHz and a Q of 10⁶), so that a unit slip (kHz for
-#: Hz, mm for m) is refused rather than integrated. The low end is excluded where 0 (or Q = ½) means no oscillator:
-#: frequencies, quality factors (above ½: underdamped), nonlinear lengths and sensor gains.
-FREQ_RANGE_HZ = (0.0, 1e5)
-Q_RANGE = (0.5, 1e6)
-NONLINEAR_LENGTH_RANGE_M = (0.0, 1.0)
-SENSOR_GAIN_RANGE = (0.0, 1e6)  # V/m or V/(m/s)
-COUPLING_RANGE_HZ = (0.0, 1e4)
-DRIVE_GAIN_RANGE = (-1e4, 1e4)  # m/s²/V; negative: an actuator wired the other way round
+
+
+@dataclass(frozen=True)
+class DesignRange:
+    """What one design value may be: ``low..high`` (``unit``), the low end itself allowed or not."""
+
+    low: float
+    high: float
+    low_allowed: bool
+    unit: str = ""
+
+    @property
+    def bounds(self) -> dict[str, float]:
+        """The range as a pydantic ``Field``'s keyword arguments (``gt`` or ``ge``, and ``le``)."""
+        return {"ge" if self.low_allowed else "gt": self.low, "le": self.high}
+
+    def holds(self, value: float) -> bool:
+        """Whether ``value`` lies within the range."""
+        return (self.low <= value if self.low_allowed else self.low < value) and value <= self.high
+
+    def __str__(self) -> str:
+        """E.g. "above 0 and at most 100000 Hz"."""
+        words = ("from", "to") if self.low_allowed else ("above", "and at most")
+        return f"{words[0]} {self.low:g} {words[1]} {self.high:g} {self.unit}".rstrip()
+
+
+#: What each design value may be, shared by the simulated network's fields and the oscillator system's settings.
+#: Past any bench of the kind (MEMS resonators reach 100 kHz and a Q of 10⁶), so that a unit slip (kHz for Hz, mm
+#: for m) is refused rather than integrated. The low end is excluded where it means no oscillator: frequencies,
+#: quality factors (above ½: underdamped), nonlinear lengths and sensor gains.
+DESIGN_RANGES = {
+    "freq_hz": DesignRange(0.0, 1e5, False, "Hz"),
+    "q": DesignRange(0.5, 1e6, False),
+    "drive_gain_m_s2_per_v": DesignRange(-1e4, 1e4, True, "m/s²/V"),  # negative: an actuator wired the other way
+    "nonlinear_length_m": DesignRange(0.0, 1.0, False, "m"),
+    "coupling_hz": DesignRange(0.0, 1e4, True, "Hz"),
+    "sensor_gain": DesignRange(0.0, 1e6, False, "V/m or V/(m/s)"),
+}
+
 #: Largest RK4 step (s); a sample interval is split into ceil(interval / MAX_STEP_S) steps.
 MAX_STEP_S = 2.5e-4
 #: Largest RK4 step h times the stiffest instantaneous angular frequency the motion reaches (1). RK4 is stable up to

@@ -45,6 +45,7 @@ from hil.systems.base import (
 
 #: Added to the mean square (V²) before the square root, in `_run` and in the model alike.
 RMS_FLOOR_V2 = 1e-12
+DESIGN = physics.DESIGN_RANGES
 
 
 def encode(values: torch.Tensor, segment_samples: int, sample_rate_hz: float, amplitude_v: float,
@@ -65,46 +66,21 @@ def window_rms(volts: torch.Tensor, n_windows: int) -> torch.Tensor:
     return (windows.pow(2).mean(2) + RMS_FLOOR_V2).sqrt().reshape(batch, n_windows * channels)
 
 
-
-#: The nominal design's settings: their ranges (`hil.physics.oscillator`), whether the low end is allowed, the unit.
-DESIGN_RANGES: dict[str, tuple[tuple[float, float], bool, str]] = {
-    "freq_hz": (physics.FREQ_RANGE_HZ, False, "Hz"),
-    "q": (physics.Q_RANGE, False, ""),
-    "drive_gain_m_s2_per_v": (physics.DRIVE_GAIN_RANGE, True, "m/s²/V"),
-    "nonlinear_length_m": (physics.NONLINEAR_LENGTH_RANGE_M, False, "m"),
-    "coupling_hz": (physics.COUPLING_RANGE_HZ, True, "Hz"),
-    "sensor_gain": (physics.SENSOR_GAIN_RANGE, False, "V/m or V/(m/s)"),
-}
-
-
-def _in_design_range(label: str, value: Any) -> bool:
-    (low, high), low_allowed, _ = DESIGN_RANGES[label]
-    return is_number(value) and (low <= value if low_allowed else low < value) and value <= high
-
-
-def _design_range(label: str) -> str:
-    """The range of a design setting in words, e.g. "above 0 and at most 1e+05 Hz"."""
-    (low, high), low_allowed, unit = DESIGN_RANGES[label]
-    return f"{'from' if low_allowed else 'above'} {low:g} {'to' if low_allowed else 'and at most'} {high:g} {unit}" \
-        .rstrip()
-
-
 def _check_design(*, segment_s: Any, sample_rate_hz: Any, freq_hz: Any, q: Any, drive_gain_m_s2_per_v: Any,
                   nonlinear_length_m: Any, coupling_hz: Any) -> None:
     """Refuse, naming the setting, what would make the encoding or the physics model meaningless (NaN, inf) or lies
-    outside any bench of the kind (`DESIGN_RANGES`: a unit slip)."""
+    outside any bench of the kind (`hil.physics.oscillator.DESIGN_RANGES`: a unit slip)."""
     for label, value in (("sample_rate_hz", sample_rate_hz), ("segment_s", segment_s)):
         if not (is_number(value) and value > 0):
             raise ConfigError(f"{label} must be a positive number, got {value!r}", field=label)
     for label, value in (("nonlinear_length_m", nonlinear_length_m), ("coupling_hz", coupling_hz)):
-        if not _in_design_range(label, value):
-            raise ConfigError(f"{label} must be a number {_design_range(label)}, got {value!r}; check its unit",
-                              field=label)
+        if not (is_number(value) and DESIGN[label].holds(value)):
+            raise ConfigError(f"{label} must be a number {DESIGN[label]}, got {value!r}; check its unit", field=label)
     for label, values in (("freq_hz", freq_hz), ("q", q), ("drive_gain_m_s2_per_v", drive_gain_m_s2_per_v)):
         if isinstance(values, str) or not isinstance(values, Sequence) or not values \
-                or not all(_in_design_range(label, v) for v in values):
-            raise ConfigError(f"{label} must be a list of numbers {_design_range(label)}, one per oscillator, got "
-                              f"{values!r}", field=label)
+                or not all(is_number(v) and DESIGN[label].holds(v) for v in values):
+            raise ConfigError(f"{label} must be a list of numbers {DESIGN[label]}, one per oscillator, got {values!r}",
+                              field=label)
         if len(values) != len(freq_hz):
             raise ConfigError(f"{label} has {len(values)} values; freq_hz has {len(freq_hz)}, one per oscillator",
                               field=label)
@@ -124,9 +100,9 @@ def _check_encoding(*, n_in: Any, n_params: Any, drive_amplitude_v: Any, gap_s: 
     if carrier_hz is not None and not is_number(carrier_hz):
         raise ConfigError(f"carrier_hz must be a number (Hz) or null for constant levels, got {carrier_hz!r}",
                           field="carrier_hz")
-    if sensor_gain is not None and not _in_design_range("sensor_gain", sensor_gain):
-        raise ConfigError(f"sensor_gain must be a number {_design_range('sensor_gain')}, got {sensor_gain!r}; or "
-                          "leave it out for the sensed quantity's nominal probe", field="sensor_gain")
+    if sensor_gain is not None and not (is_number(sensor_gain) and DESIGN["sensor_gain"].holds(sensor_gain)):
+        raise ConfigError(f"sensor_gain must be a number {DESIGN['sensor_gain']}, got {sensor_gain!r}; or leave it "
+                          "out for the sensed quantity's nominal probe", field="sensor_gain")
     if isinstance(sensed, str) or not isinstance(sensed, Sequence) or not sensed \
             or not all(not isinstance(i, bool) and isinstance(i, int) and 0 <= i < n_oscillators for i in sensed):
         raise ConfigError(f"sensed holds oscillator indices 0..{n_oscillators - 1}, got {sensed!r}", field="sensed")
