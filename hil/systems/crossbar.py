@@ -32,9 +32,10 @@ from hil.physics.crossbar import (
 )
 from hil.systems.base import PhysicalSystem, PhysicsModel, is_count
 
-#: The least span g_max_s − g_min_s of the weights, as a fraction of the array's conductance limit: devices are
-#: programmed to a few per cent of their range at best (aihwkit's PCM noise: about 1 µS of 25 µS).
-MIN_WEIGHT_SPAN = 1e-3
+#: The least fraction of the array's limit that the weights' span g_max_s − g_min_s and the read voltage may use:
+#: devices are programmed to a few per cent of their range at best (aihwkit's PCM noise: about 1 µS of 25 µS), and a
+#: row DAC resolves a few thousandths of its range at best (8 bits: 1/128 of ±range).
+MIN_USE_OF_LIMIT = 1e-3
 
 
 class CrossbarModel(PhysicsModel):
@@ -120,8 +121,8 @@ class CrossbarSystem(PhysicalSystem):
                                   f"{conductance.describe()}", field=label)
         if g_min_s >= g_max_s:
             raise ConfigError(f"g_min_s {g_min_s:g} S must be below g_max_s {g_max_s:g} S", field="g_min_s")
-        if g_max_s - g_min_s < MIN_WEIGHT_SPAN * (conductance.max - conductance.min):
-            raise ConfigError(f"g_min_s..g_max_s ({g_min_s:g}..{g_max_s:g} S) spans under {MIN_WEIGHT_SPAN:g} of the "
+        if g_max_s - g_min_s < MIN_USE_OF_LIMIT * (conductance.max - conductance.min):
+            raise ConfigError(f"g_min_s..g_max_s ({g_min_s:g}..{g_max_s:g} S) spans under {MIN_USE_OF_LIMIT:g} of the "
                               f"crossbar's conductance limit {conductance.describe()}, below any device's programming "
                               "resolution: the outputs would be noise; check the unit", field="g_max_s")
         voltage = crossbar.limits["read_voltage_v"]
@@ -131,6 +132,10 @@ class CrossbarSystem(PhysicalSystem):
             raise ConfigError(f"{read_voltage_v:g} V is outside 0..{largest:g} V (±read_voltage_v must lie "
                               f"within the crossbar's read voltage limit {voltage.describe()})",
                               field="read_voltage_v")
+        if read_voltage_v < MIN_USE_OF_LIMIT * largest:
+            raise ConfigError(f"{read_voltage_v:g} V is under {MIN_USE_OF_LIMIT:g} of the crossbar's read voltage "
+                              f"limit {voltage.describe()}, below any row DAC's resolution: the outputs would be "
+                              "noise; check the unit", field="read_voltage_v")
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_in * n_out,
                          x_bounds=(-1.0, 1.0), theta_bounds=(-1.0, 1.0), max_batch=crossbar.max_batch)
         self.shape: tuple[int, int] = (rows, cols)

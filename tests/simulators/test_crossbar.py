@@ -552,6 +552,12 @@ def test_bad_settings_and_values_are_refused_with_the_allowed_range() -> None:
                                           r"programming resolution: the outputs would be noise; check the unit$"):
         CrossbarSystem({"crossbar": crossbar}, g_max_s=1e-12)
     assert CrossbarSystem({"crossbar": crossbar}, g_min_s=10e-6, g_max_s=10.03e-6).g_max_s == 10.03e-6
+    # 1 pV: outputs of noise scaled by 10¹⁰ (the sweep of every setting found it)
+    with pytest.raises(ConfigError, match=r"^read_voltage_v: 1e-12 V is under 0\.001 of the crossbar's read voltage "
+                                          r"limit -0\.2\.\.0\.2 V, below any row DAC's resolution: the outputs would "
+                                          r"be noise; check the unit$"):
+        CrossbarSystem({"crossbar": crossbar}, read_voltage_v=1e-12)
+    assert CrossbarSystem({"crossbar": crossbar}, read_voltage_v=2e-4).read_voltage_v == 2e-4
     system = CrossbarSystem({"crossbar": crossbar})
     with pytest.raises(LimitError, match=r"theta\[5\] = 1\.5 is outside -1\.\.1"):
         system.forward(torch.zeros(1, 64), torch.zeros(system.n_params).index_fill(0, torch.tensor(5), 1.5))
