@@ -209,6 +209,10 @@ class Limit:
                 value = float(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{value!r} is not a number", field=f"{what}.{name}") from None
+            except OverflowError:  # an integer beyond the float range
+                raise ConfigError("a number beyond the float range is not a limit", field=f"{what}.{name}") from None
+            if math.isnan(value):
+                raise ConfigError("NaN is not a limit; give a number", field=f"{what}.{name}")
             current = getattr(self, name)
             widens = (
                 (name == "min" and value < self.min)

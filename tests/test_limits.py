@@ -215,10 +215,12 @@ def test_a_widening_value_is_shown_as_written_in_its_unit() -> None:
 
 def test_narrowing_never_widens_a_step_or_a_ramp_rate_but_may_add_them() -> None:
     defaults = {"voltage_v": Limit("V", -10, 10, max_step=1.0, ramp_rate=2.0), "current_a": Limit("A", -1, 1)}
-    for field, value in (("max_step", 1.01), ("ramp_rate", 2.5), ("min", -10.5), ("max", 10.01), ("max", math.nan),
-                         ("ramp_rate", math.nan)):
+    for field, value in (("max_step", 1.01), ("ramp_rate", 2.5), ("min", -10.5), ("max", 10.01)):
         with pytest.raises(ConfigError, match=rf"limits\.voltage_v\.{field}: .*widen"):
             narrow_limits(defaults, {"voltage_v": {field: value}})
+    for field in ("max", "ramp_rate"):
+        with pytest.raises(ConfigError, match=rf"^limits\.voltage_v\.{field}: NaN is not a limit"):
+            narrow_limits(defaults, {"voltage_v": {field: math.nan}})
     narrowed = narrow_limits(defaults, {"voltage_v": {"ramp_rate": 0.5},
                                         "current_a": {"max_step": 0.1, "ramp_rate": 0.01}})
     assert narrowed["voltage_v"] == Limit("V", -10, 10, max_step=1.0, ramp_rate=0.5)
@@ -260,6 +262,11 @@ def test_narrow_takes_equal_values_and_none_and_refuses_unknown_fields_and_text(
         limit.narrow({"maximum": 1}, "v")
     with pytest.raises(ConfigError, match=r"^v\.max: 'high' is not a number$"):
         limit.narrow({"max": "high"}, "v")
+    # from Python: an OverflowError traceback, and 'nan V would widen the instrument's limit'
+    with pytest.raises(ConfigError, match=r"^v\.max: a number beyond the float range is not a limit$"):
+        limit.narrow({"max": 10**400}, "v")
+    with pytest.raises(ConfigError, match=r"^v\.min: NaN is not a limit; give a number$"):
+        limit.narrow({"min": math.nan}, "v")
 
 
 def test_a_narrowing_that_inverts_the_limit_names_the_limit() -> None:
