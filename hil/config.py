@@ -243,13 +243,24 @@ class YamlDocument:
         try:
             return model.model_validate(data)
         except ValidationError as errors:
-            first = errors.errors()[0]
+            first = _first_to_report(errors.errors())
             loc = location + _data_location(data, first["loc"])
             more = len(errors.errors()) - 1
             message = explain(first, model)
             if more:
                 message += f" (and {more} more problem{'s' if more > 1 else ''})"
             raise self.error(message, loc) from None
+
+
+def _first_to_report(errors: list[Any]) -> Any:
+    """The error to report of pydantic's list: the first, except that a missing field beside an unknown key (a
+    misspelt one, ``trainng:``) gives way to the unknown key, which names the line and the word to correct."""
+    first = errors[0]
+    if first["type"] == "missing":
+        for error in errors:
+            if error["type"] == "extra_forbidden" and error["loc"][:-1] == first["loc"][:-1]:
+                return error
+    return first
 
 
 #: Where YAML reports a mistake inside a construct it was reading (a quoted text, a {...} or [...], a key without

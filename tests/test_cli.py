@@ -105,7 +105,8 @@ def test_check_takes_a_file_with_any_protocol_key_for_a_protocol(tmp_path: Path,
     path = tmp_path / "p.yaml"
     path.write_text(text.replace("\nmethod:", "\nmethd:"))
     assert main(["check", str(path), "--lab", str(REPO / "lab.yaml")]) == 2
-    assert "method: required field is missing" in capsys.readouterr().err  # checked as the protocol it is
+    assert "methd: unknown key 'methd'; allowed: name, description, lab, system" in capsys.readouterr().err
+    # checked as the protocol it is (the misspelt key, not the missing 'method' it leaves, is reported)
 
 
 PROTOCOL = str(REPO / "experiments" / "crossbar_pat_digits.yaml")

@@ -159,3 +159,23 @@ def test_tags_of_plain_values_are_taken_and_dates_and_equals_signs_are_text() ->
     assert data == {"a": "12", "b": 1.0, "c": 3, "d": "2024-01-01", "e": "=", "f": "2024-01-01 10:00:00",
                     "2024-01-02": "g"}
     assert yaml_value("2024-01-01") == "2024-01-01"
+
+
+class Required(Strict):
+    """A protocol's shape: a field that must be given, beside one that may be."""
+
+    training: Part
+    seed: int = 0
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # a misspelt required key is two problems, the key that is not known and the one that is then missing: the
+    # first names the line and the word to correct; 'training: required field is missing' at line 1 did neither
+    ("seed: 1\ntrainng: {size: 2}", r"^x\.yaml:2: trainng: unknown key 'trainng'; allowed: training, seed "
+                                    r"\(and 1 more problem\)$"),
+    ("training: {sise: 2}\n", r"^x\.yaml:1: training\.sise: unknown key 'sise'; allowed: size$"),
+    ("seed: 1\n", r"^x\.yaml:1: training: required field is missing$"),  # missing alone: still said so
+])
+def test_a_misspelt_required_key_is_reported_as_the_unknown_key_at_its_line(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        YamlDocument.parse(text, "x.yaml").validate(Required)
