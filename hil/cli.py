@@ -253,11 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write (again) the report of a run")
     report.add_argument("run", type=Path)
     report.set_defaults(func=_report)
+    for command in commands.choices.values():  # an argument a command does not take points at its own help
+        command.set_defaults(parser=command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unrecognized = build_parser().parse_known_args(argv)
+    if unrecognized:
+        args.parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     func: Callable[[argparse.Namespace], int] = args.func
     # SIGTERM and SIGHUP stop hil at once, but one that came in ignored stays so: `nohup hil run` outlives its terminal
     ignored = [s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is signal.SIG_IGN]

@@ -478,7 +478,9 @@ def test_check_refuses_a_max_step_too_small_for_any_ramp_at_its_line(tmp_path: P
     ([], "hil: error: the following arguments are required: COMMAND; see hil --help"),
     (["frobnicate"], "hil: error: argument COMMAND: invalid choice: 'frobnicate' (choose from *); see hil --help"),
     (["check"], "hil: error: the following arguments are required: file; see hil check --help"),
-    (["runs", "--rot", "x"], "hil: error: unrecognized arguments: --rot x; see hil --help"),
+    (["runs", "--rot", "x"], "hil: error: unrecognized arguments: --rot x; see hil runs --help"),  # was hil --help,
+    # which does not list --root
+    (["devices", "lab.yaml"], "hil: error: unrecognized arguments: lab.yaml; see hil devices --help"),
 ])
 def test_arguments_argparse_refuses_are_one_line_with_the_help_to_read(argv: list[str], line: str,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
