@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import signal
 import sys
@@ -79,6 +80,10 @@ class _StopFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        # said at once, as a step may last minutes (a collection, a twin fit); os.write, which a signal handler may
+        # call while the interrupted code is itself writing to stderr
+        os.write(2, b"hil: stopping after the current step or training batch, with a checkpoint (Ctrl-C again stops "
+                    b"at once)\n")
 
     def installed(self) -> contextlib.AbstractContextManager[None]:
         """Within the block, Ctrl-C reaches this flag (only in the main thread)."""

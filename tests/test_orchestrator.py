@@ -1246,3 +1246,15 @@ def test_a_reused_twin_whose_held_out_groups_are_not_groups_of_its_data_is_refus
 def test_the_twin_is_not_evaluated_each_epoch_when_the_protocol_says_not_to(tmp_path: Path) -> None:
     with prepared_run(tmp_path, training={"epochs": 1, "batch_size": 64}, evaluation={"twin": False}) as run:
         assert set(run._evaluate_all()) == {"device_loss", "device_accuracy"}
+
+
+def test_the_first_ctrl_c_says_that_the_run_will_stop_after_its_step(capfd: pytest.CaptureFixture[str]) -> None:
+    """A step can last minutes on a bench (a collection, a twin fit): with nothing said, a first Ctrl-C looked
+    ignored, and the second one a user then pressed stopped at once, losing the step."""
+    from hil.orchestrator import _StopFlag
+
+    flag = _StopFlag()
+    with flag.installed():
+        signal.raise_signal(signal.SIGINT)
+    assert capfd.readouterr().err == ("hil: stopping after the current step or training batch, with a checkpoint "
+                                      "(Ctrl-C again stops at once)\n")
