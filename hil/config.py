@@ -169,7 +169,8 @@ class YamlDocument:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ConfigError("file not found", source=str(path)) from None
+            where = "" if path.is_absolute() else f" in the working directory, {Path.cwd()}"  # hil run from elsewhere
+            raise ConfigError(f"file not found{where}", source=str(path)) from None
         except UnicodeDecodeError:
             raise cls._not_utf8(path) from None
         except OSError as error:

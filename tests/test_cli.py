@@ -513,3 +513,13 @@ def test_an_emulator_option_with_a_tag_is_refused_as_in_a_file(capsys: pytest.Ca
     assert main(["emulate", "keithley_2450", "seed=!!binary aGk="]) == 2
     assert capsys.readouterr().err == ("hil: error: seed: tag !!binary refused: hil reads plain values only (text, "
                                        "numbers, true/false, null, lists and mappings); remove the tag\n")
+
+
+def test_a_relative_file_not_found_names_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``hil devices`` run from another folder than the lab's said only 'lab.yaml: file not found'."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["devices"]) == 2
+    assert capsys.readouterr().err == f"hil: error: lab.yaml: file not found in the working directory, {tmp_path}\n"
+    assert main(["check", str(tmp_path / "p.yaml")]) == 2  # an absolute path says all there is to say
+    assert capsys.readouterr().err == f"hil: error: {tmp_path / 'p.yaml'}: file not found\n"
