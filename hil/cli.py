@@ -106,6 +106,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume is not None and (args.seed is not None or args.lab is not None):
         print("hil: error: --seed and --lab choose a new run's; a resumed run keeps its own", file=sys.stderr)
         return 2
+    if args.protocol is not None and args.protocol.is_dir():  # a run folder, --resume forgotten?
+        resume = f", and continues a run with: hil run --resume {args.protocol}" \
+            if (args.protocol / "events.jsonl").exists() else ""
+        print(f"hil: error: {args.protocol} is a {'run ' if resume else ''}folder; hil run takes a protocol file "
+              f"(e.g. experiments/*.yaml){resume}", file=sys.stderr)
+        return 2
     if args.protocol is not None and _reads_as(args.protocol) == "lab":
         print(f"hil: error: {args.protocol} is a lab file; hil run takes a protocol (e.g. experiments/*.yaml), and a "
               "lab with --lab", file=sys.stderr)

@@ -238,6 +238,22 @@ def test_run_given_a_lab_file_says_it_is_one(tmp_path: Path, monkeypatch: pytest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.yaml", "lab.yaml"]
 
 
+def test_run_given_a_run_folder_points_at_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``hil run runs/<run>`` (--resume forgotten) said 'cannot read: [Errno 21] Is a directory'."""
+    monkeypatch.chdir(tmp_path)
+    run = Path("runs") / "20240101-000000-p"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text("")
+    assert main(["run", "--quiet", str(run)]) == 2
+    assert capsys.readouterr().err == (f"hil: error: {run} is a run folder; hil run takes a protocol file (e.g. "
+                                       f"experiments/*.yaml), and continues a run with: hil run --resume {run}\n")
+    assert main(["run", "--quiet", "runs"]) == 2
+    assert capsys.readouterr().err == ("hil: error: runs is a folder; hil run takes a protocol file (e.g. "
+                                       "experiments/*.yaml)\n")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run.name]  # nothing was made
+
+
 def test_emulate_serves_a_driver_s_emulator_until_ctrl_c() -> None:
     """A bench program (here the 2450's own driver over pyvisa-py) talks to it; Ctrl-C stops it with status 0, even
     started with SIGINT ignored, as a shell script's background job is."""
