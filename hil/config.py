@@ -171,6 +171,8 @@ class YamlDocument:
         except FileNotFoundError:
             where = "" if path.is_absolute() else f" in the working directory, {Path.cwd()}"  # hil run from elsewhere
             raise ConfigError(f"file not found{where}", source=str(path)) from None
+        except IsADirectoryError:
+            raise ConfigError("a folder, not a file; name a YAML file in it", source=str(path)) from None
         except UnicodeDecodeError:
             raise cls._not_utf8(path) from None
         except OSError as error:

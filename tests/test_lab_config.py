@@ -179,3 +179,10 @@ class Required(Strict):
 def test_a_misspelt_required_key_is_reported_as_the_unknown_key_at_its_line(text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         YamlDocument.parse(text, "x.yaml").validate(Required)
+
+
+def test_a_folder_given_for_a_yaml_file_is_refused_as_a_folder(tmp_path) -> None:
+    """``hil check experiments`` said 'cannot read: [Errno 21] Is a directory: ...'."""
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path))}: a folder, not a file; name a YAML file in "
+                                          r"it$"):
+        YamlDocument.read(tmp_path)
