@@ -196,6 +196,8 @@ class RunStore:
     @classmethod
     def open(cls, path: str | Path) -> RunStore:
         path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: no such folder; hil runs lists the runs (--root FOLDER)")
         if not (path / EVENTS).exists():
             raise ConfigError(f"{path} is not a run folder (no {EVENTS})")
         return cls(path)

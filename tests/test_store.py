@@ -75,8 +75,8 @@ def test_list_runs_and_open_errors(tmp_path) -> None:
     store.event("run_finished")
     [run] = list_runs(tmp_path)
     assert run["status"] == "finished" and run["device_accuracy"] == 0.75 and run["protocol"] == "p"
-    with pytest.raises(ConfigError, match="not a run folder"):
-        RunStore.open(tmp_path / "nothing")
+    with pytest.raises(ConfigError, match=r"nothing: no such folder; hil runs lists the runs \(--root FOLDER\)$"):
+        RunStore.open(tmp_path / "nothing")  # a mistyped run name was 'not a run folder (no events.jsonl)'
     (tmp_path / "not-a-run").mkdir()  # e.g. --resume given the runs root instead of a run
     with pytest.raises(ConfigError, match="not a run folder"):
         RunStore.open(tmp_path / "not-a-run")
