@@ -94,9 +94,13 @@ class TcpServer(_Server):
     def start(self) -> TcpServer:
         self._stop.clear()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self.port))
-        listener.listen()
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            listener.listen()
+        except OSError:  # e.g. the port is taken: the socket is not left to the garbage collector
+            listener.close()
+            raise
         listener.settimeout(0.05)
         self.port = listener.getsockname()[1]
         self._listener = listener

@@ -1,7 +1,10 @@
 """`serve`: the emulator's options are checked against its ``__init__`` before it is built, and it speaks its
 driver's line endings."""
 
+import gc
+import os
 import threading
+import warnings
 from typing import ClassVar
 
 import pytest
@@ -158,3 +161,20 @@ def test_a_tcp_server_forgets_the_connections_that_ended() -> None:
             serving.join(5)  # the server's thread for that client sees it leave
             assert not serving.is_alive()
         assert server._connections == [] and len(server._threads) <= 2
+
+
+def test_a_server_on_a_port_in_use_closes_its_socket_and_says_so() -> None:
+    """The socket of a refused start was left to the garbage collector (a ResourceWarning, and a descriptor held until
+    then)."""
+    first = TcpServer(OpenEmulator()).start()
+    try:
+        second = TcpServer(OpenEmulator(), port=first.port)
+        before = len(os.listdir("/proc/self/fd"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            with pytest.raises(OSError):
+                second.start()
+            gc.collect()
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        first.stop()
