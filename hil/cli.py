@@ -10,9 +10,10 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -265,6 +266,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with warnings.catch_warnings():
+        python_shows = warnings.showwarning
+
+        def one_line(message: Warning | str, category: type[Warning], *where: Any) -> None:
+            """hil's warnings (a plugin's entry point ignored, say) as one line, as its errors are."""
+            if issubclass(category, UserWarning):
+                print(f"hil: warning: {message}", file=sys.stderr)
+            else:
+                python_shows(message, category, *where)
+
+        warnings.showwarning = one_line
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args, unrecognized = build_parser().parse_known_args(argv)
     if unrecognized:
         args.parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")

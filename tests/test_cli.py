@@ -539,3 +539,17 @@ def test_a_relative_file_not_found_names_the_working_directory(tmp_path: Path, m
     assert capsys.readouterr().err == f"hil: error: lab.yaml: file not found in the working directory, {tmp_path}\n"
     assert main(["check", str(tmp_path / "p.yaml")]) == 2  # an absolute path says all there is to say
     assert capsys.readouterr().err == f"hil: error: {tmp_path / 'p.yaml'}: file not found\n"
+
+
+def test_a_plugin_ignored_for_a_taken_name_is_one_warning_line(tmp_path: Path) -> None:
+    """The warning was Python's, over two lines with the source line of registry.py."""
+    info = tmp_path / "acme_hil-0.1.dist-info"  # an installed package's metadata, as pip leaves it
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-hil\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[hil.instruments]\nkeithley_2450 = acme_hil.smu:AcmeSmu\n")
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "check", str(REPO / "lab.yaml")], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("hil: warning: the entry point 'keithley_2450' = 'acme_hil.smu:AcmeSmu' (group "
+                             "hil.instruments) is ignored: the name is taken by drivers.keithley2450:Keithley2450; "
+                             "register it under another name\n")
