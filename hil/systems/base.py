@@ -64,11 +64,9 @@ def check_output_scale(value: Any) -> None:
 
 def check_setting_within(label: str, value: float, instrument: Instrument, limit: str) -> None:
     """Refuse a system setting (``label``) that lies outside one of an instrument's limits, before any call would
-    be refused for it: a `ConfigError` naming the setting, the instrument and its limit. An instrument without that
-    limit (an analog output of DC levels only has no ``sample_rate_hz``) does not bound the setting: what it cannot
-    do is the system's to refuse (`PhysicalSystem.waveform_roles`)."""
-    allowed = instrument.limits.get(limit)
-    if allowed is not None and not allowed.min <= value <= allowed.max:
+    be refused for it: a `ConfigError` naming the setting, the instrument and its limit."""
+    allowed = instrument.limits[limit]
+    if not allowed.min <= value <= allowed.max:
         raise ConfigError(f"{label} {value:g} {allowed.unit} is outside {instrument.name}'s limits "
                           f"({allowed.describe()})", field=label)
 

@@ -194,7 +194,8 @@ class OscillatorSystem(PhysicalSystem):
         self.gap_samples = round(gap_s * sample_rate_hz)
         self.row_samples = self.record_samples + self.gap_samples
         limit = 1
-        if isinstance(output, AnalogOutput) and isinstance(inp, AnalogInput):
+        if isinstance(output, AnalogOutput) and output.plays_waveforms and isinstance(inp, AnalogInput):
+            # (a DC-only output, with no sample rate to check, is refused by the base class: waveform_roles)
             self._check_instruments(output, inp, channel, drive_amplitude_v, sample_rate_hz, len(sensed))
             memory = min(output.waveform_points[1], inp.max_samples)
             limit = memory // self.row_samples
