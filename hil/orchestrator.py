@@ -323,6 +323,10 @@ class Run:
                 result = fit_twin(self.twin, train, validation, epochs=epochs, lr=config.fit.lr,
                                   patience=config.fit.patience, seed=self.protocol.seed,
                                   progress=lambda e, tr, va: advance(e + 1, f"held-out loss {va:.3g}"))
+                ran = len(result.validation_loss)
+                if 0 < ran < epochs:  # the bar ends full, saying why it ended early
+                    advance(epochs, f"stopped at {ran}, best {min(result.validation_loss):.3g} at "
+                                    f"{result.best_epoch + 1}")
             self.store.event("twin_fitted", twin_kind=config.kind, train_loss=result.train_loss,
                              validation_loss=result.validation_loss, best_epoch=result.best_epoch,
                              converged=result.converged)
