@@ -532,6 +532,31 @@ def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed
     store.wait_for_checkpoint()
 
 
+@contextlib.contextmanager
+def _closing(lab: Lab, store: RunStore) -> Iterator[Lab]:
+    """``lab``, closed however the block ends (its instruments made safe). Where that fails after the run ended on
+    an error or a stop (an instrument gone: the cable pulled, the power cut), what ended the run is still said
+    first, with the failed safe state after it, and the log ends with that failure (a last ``run_failed``), rather
+    than the safe state's error replacing the cause."""
+    try:
+        yield lab
+    except BaseException as cause:
+        try:
+            lab.close()
+        except Exception as failure:
+            unsafe = f"going to the safe state failed: {failure}"
+            with contextlib.suppress(OSError):  # a disk that refuses the log: the message still says it all
+                store.event("run_failed", error=unsafe)
+            said = str(cause).replace("; instruments were put in their safe state", "") \
+                if isinstance(cause, Interrupted) else _describe(cause)
+            message = f"{said}; then {unsafe}"
+            if isinstance(cause, Interrupted):
+                raise Interrupted(message, cause.exit_status) from failure
+            raise HilError(message) from failure
+        raise
+    lab.close()
+
+
 def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Path | None = None,
                  seed: int | None = None, resume: str | Path | None = None, show_progress: bool = True,
                  output_root: str | Path | None = None) -> RunStore:
@@ -581,7 +606,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             raise
         store = created
     try:
-        with contextlib.closing(lab.open(instruments_used(protocol, lab))):
+        with _closing(lab.open(instruments_used(protocol, lab)), store):
             run = Run(protocol, lab, store, document, show_progress)
             try:  # from here a first Ctrl-C stops the run at execute's first safe point, after saving
                 with run.stop.installed():

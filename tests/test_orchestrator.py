@@ -14,15 +14,18 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
 import yaml
 
 from hil.errors import ConfigError, HilError
+from hil.instruments import SourceMeter
 from hil.orchestrator import STEPS, run_protocol
 from hil.protocol import check_protocol
 from hil.store import RunFileError, RunStore, held
+from hil.systems.base import PhysicalSystem, PhysicsModel
 from tests.test_store import strict_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -1269,3 +1272,86 @@ def test_the_twin_fit_bar_ends_full_saying_where_the_fit_stopped(tmp_path: Path,
     assert ran < 40  # one epoch without a better held-out loss ends it
     shown = capsys.readouterr().out
     assert re.search(rf"fitting the twin .*40/40 .*stopped at {ran}, best \S+ at {fitted['best_epoch'] + 1}", shown)
+
+
+class ProbeModel(PhysicsModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return (self.gain * (x[:, :1] + theta[:1]) / 2).reshape(-1, 1)
+
+
+class SourceMeterProbe(PhysicalSystem):
+    """A system on the default lab's emulated Keithley 2450 (served over TCP, as a bench's SMU is reached): y is the
+    current at the level (x + θ)/2, in mA at 1 kΩ, one exchange after another over the wire."""
+
+    kind = "smu_probe"
+    roles: ClassVar[dict[str, type]] = {"smu": SourceMeter}
+
+    def __init__(self, instruments, *, name: str = ""):
+        super().__init__(instruments, name=name, n_in=1, n_out=1, n_params=1, x_bounds=(-1, 1),
+                         theta_bounds=(-1, 1), max_batch=64)
+        self.smu = instruments["smu"]
+
+    def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        if not self.smu.output_on or self.smu.compliance is None:  # the first call, or a resumed run's new connection
+            self.smu.configure("voltage", compliance=0.005)
+            self.smu.set_level(0.0)
+            self.smu.set_output(True)
+        out = []
+        for row in x:
+            self.smu.set_level(float((row[0] + theta[0]) / 2))
+            out.append(float(self.smu.measure().current_a[0]) * 1000.0)
+        return torch.tensor(out).reshape(-1, 1)
+
+    def physics_model(self) -> PhysicsModel:
+        return ProbeModel()
+
+
+def write_probe_protocol(tmp_path: Path) -> Path:
+    """A small run on `SourceMeterProbe`, whose every device call goes over the wire to the 2450's emulator."""
+    lab = tmp_path / "lab.yaml"
+    lab.write_text((REPO / "lab.yaml").read_text().replace(
+        "systems:\n", "systems:\n  probe:\n    kind: tests.test_orchestrator:SourceMeterProbe\n"
+                      "    instruments: {smu: smu}\n"))
+    return write_protocol(tmp_path, lab=str(lab), system="probe", seed=1,
+                          dataset={"name": "digits", "limit": 100},
+                          model={"layers": [{"linear": {"out_features": 1}}, {"physical": {"input_map": "sigmoid"}},
+                                            {"linear": {"out_features": 10}}]},
+                          twin={"collect": {"thetas": 2, "inputs_per_theta": 4, "repeats": 1, "repeat_thetas": 1},
+                                "fit": {"epochs": 1}, "fidelity": {"directions": 1, "repeats": 1}},
+                          method={"name": "pat"}, training={"epochs": 1, "batch_size": 64, "lr": 0.01})
+
+
+def test_an_instrument_lost_mid_run_is_the_error_said_first_and_its_failed_safe_state_follows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 2450 goes away (its emulator stops: a power cut, a pulled cable) as the collection starts. The run failed
+    on that, but the error raised was the lab's failure to reach the safe state on the way out, which replaced it:
+    the user was told of ':OUTP OFF' failing, not of what stopped the run. Both are said, the cause first, and the
+    log ends with the failed safe state. The data of the steps done stay, and the run resumes once the SMU is back."""
+    from hil.orchestrator import Run
+
+    collect = Run.collect
+
+    def instrument_lost(self: Run) -> None:
+        self.lab._servers["smu"].stop()
+        collect(self)
+
+    monkeypatch.setattr(Run, "collect", instrument_lost)
+    with pytest.raises(HilError) as raised:
+        run_protocol(write_probe_protocol(tmp_path), show_progress=False)
+    message = str(raised.value)
+    cause, _, then = message.partition("; then going to the safe state failed: ")
+    assert re.match(r"smu \(TCPIP::127\.0\.0\.1::\d+::SOCKET\): (the instrument closed the connection|connection "
+                    r"failed) during '", cause), message
+    assert then.startswith("smu (TCPIP::") and "':OUTP OFF'" in then, message
+    run = next((tmp_path / "runs").iterdir())
+    events = RunStore.open(run).events()
+    assert [e["kind"] for e in events[-3:]] == ["step_finished", "run_failed", "run_failed"]
+    assert events[-2]["error"] == cause and events[-1]["error"] == "going to the safe state failed: " + then
+    assert emulators_serving() == []
+    monkeypatch.setattr(Run, "collect", collect)  # the SMU is back: the lab serves it anew
+    store = run_protocol(resume=run, show_progress=False)
+    assert store.events()[-1]["kind"] == "run_finished"
