@@ -443,11 +443,18 @@ class Lab:
     # -- connecting and closing ---------------------------------------------------------------------------------
     def open(self, only: Collection[str] | None = None) -> Lab:
         """Build the lab and connect its instruments (``only``: just these, e.g. the ones a run uses; the others
-        stay untouched, and may be off); if one fails, the others are made safe and closed. ``with lab.open(...):``
-        connects no more than ``open`` did; ``with lab:`` on a lab not open yet opens every instrument."""
+        stay untouched, and may be off; a name the lab does not have is a `ConfigError`); if one fails, the others are
+        made safe and closed. ``with lab.open(...):`` connects no more than ``open`` did; ``with lab:`` on a lab not
+        open yet opens every instrument."""
+        if isinstance(only, str):  # one name, not its letters
+            only = [only]
         self.build()
         self._open = True
         try:
+            unknown = [name for name in only or () if name not in self.instruments]
+            if unknown:  # a misspelt name would leave its instrument unconnected, and said nowhere
+                raise ConfigError(f"no instrument named {unknown[0]!r} to open; the lab has: "
+                                  f"{', '.join(self.instruments)}", source=self.source)
             for name, instrument in self.instruments.items():
                 if instrument.connected:  # e.g. by the caller, before open: the lab closes it all the same
                     if instrument not in self._connected:

@@ -471,6 +471,23 @@ def test_with_open_only_connects_no_more_and_a_closed_lab_opens_again_on_new_emu
     assert not lab["smu"].connected and lab._servers == {}
 
 
+def test_open_only_an_instrument_the_lab_does_not_have_is_refused_naming_it(tmp_path: Path) -> None:
+    """``lab.open(only=["smuu"])`` (a misspelt name) connected nothing and said nothing: the bench program then met
+    "smu: not connected" at its first command, far from the typo. A name given alone is one name, not its letters."""
+    lab = Lab.load(write(tmp_path, """
+        worlds:
+          chip: {kind: memristor_crossbar}
+        instruments:
+          smu: {driver: keithley_2450, emulate: true}
+          xbar: {driver: simulated_crossbar, world: chip}
+    """))
+    with pytest.raises(ConfigError, match=r"lab\.yaml: no instrument named 'smuu' to open; the lab has: smu, xbar$"):
+        lab.open(only=["xbar", "smuu"])
+    assert not lab["xbar"].connected and lab._servers == {}  # what it had connected is closed again
+    with lab.open(only="smu"):
+        assert (lab["smu"].connected, lab["xbar"].connected) == (True, False)
+
+
 def test_a_list_of_too_few_items_in_a_world_config_says_so(tmp_path: Path) -> None:
     """``shape: [64]`` for rows and columns was 'required field is missing', of a field the file has."""
     lab = Lab.load(write(tmp_path, "worlds:\n  table: {kind: optical_table, config: {slm: {shape: [64]}}}\n"))
