@@ -184,11 +184,10 @@ class Run:
         for name, instrument in self.lab.instruments.items():
             if name in saved["instruments"]:
                 state_io.restore(instrument, saved["instruments"][name])
-        all_simulated = all(hasattr(i, "world") for i in self.lab.instruments.values())
         for name, system in self.lab.systems.items():
             if name in saved["systems"]:
                 state_io.restore(system, saved["systems"][name])
-                if not all_simulated and hasattr(system, "device_state_lost"):
+                if not all(hasattr(i, "world") for i in system.instruments.values()):  # a bench: connected anew
                     system.device_state_lost()
 
     def checkpoint(self) -> None:

@@ -26,6 +26,7 @@ from hil.orchestrator import STEPS, run_protocol
 from hil.protocol import check_protocol
 from hil.store import RunFileError, RunStore, held
 from hil.systems.base import PhysicalSystem, PhysicsModel
+from hil.systems.crossbar import CrossbarSystem
 from tests.test_store import strict_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -1295,11 +1296,17 @@ class SourceMeterProbe(PhysicalSystem):
                          theta_bounds=(-1, 1), max_batch=64)
         self.smu = instruments["smu"]
 
+    def _calibrate(self) -> dict:
+        self.smu.configure("voltage", compliance=0.005)
+        self.smu.set_level(0.0)
+        self.smu.set_output(True)
+        return {"compliance_a": 0.005}
+
+    def device_state_lost(self) -> None:  # a resumed run's new connection: the working point, set again
+        self.lost = getattr(self, "lost", 0) + 1
+        self._calibrate()
+
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        if not self.smu.output_on or self.smu.compliance is None:  # the first call, or a resumed run's new connection
-            self.smu.configure("voltage", compliance=0.005)
-            self.smu.set_level(0.0)
-            self.smu.set_output(True)
         out = []
         for row in x:
             self.smu.set_level(float((row[0] + theta[0]) / 2))
@@ -1355,3 +1362,39 @@ def test_an_instrument_lost_mid_run_is_the_error_said_first_and_its_failed_safe_
     monkeypatch.setattr(Run, "collect", collect)  # the SMU is back: the lab serves it anew
     store = run_protocol(resume=run, show_progress=False)
     assert store.events()[-1]["kind"] == "run_finished"
+
+
+class CountedCrossbar(CrossbarSystem):
+    """The crossbar, counting the calls of `device_state_lost` (shared, as the lab builds the system anew)."""
+
+    lost: ClassVar[list[str]] = []
+
+    def device_state_lost(self) -> None:
+        self.lost.append(self.name)
+
+
+def test_a_resumed_run_sets_the_working_point_again_on_bench_instruments_only(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed run connects its bench instruments anew: what the calibration set on them (the 2450's compliance and
+    output) is set again through `device_state_lost`, a hook of every system, while a simulated bench, restored
+    exactly from the checkpoint, is left alone. The hook was called for any system of a lab with one instrument not
+    simulated (the default lab's emulators), the crossbar's included, and was documented nowhere."""
+    from hil.orchestrator import Run
+
+    fit = Run.fit_twin
+
+    def failed(self: Run) -> None:
+        raise HilError("a failure after the calibration")
+
+    lab = (tmp_path / "lab.yaml")
+    for protocol in (write_probe_protocol(tmp_path), write_protocol(tmp_path, **SMALL | {"lab": str(lab)})):
+        lab.write_text(lab.read_text().replace("kind: crossbar\n", "kind: tests.test_orchestrator:CountedCrossbar\n"))
+        monkeypatch.setattr(Run, "fit_twin", failed)
+        with pytest.raises(HilError, match="a failure after the calibration"):
+            run_protocol(protocol, show_progress=False)
+        monkeypatch.setattr(Run, "fit_twin", fit)
+        run = max((tmp_path / "runs").iterdir())
+        store = run_protocol(resume=run, show_progress=False)  # the 2450 is unconfigured without the hook
+        assert store.events()[-1]["kind"] == "run_finished"
+    assert CountedCrossbar.lost == []
+    assert PhysicalSystem.device_state_lost.__doc__

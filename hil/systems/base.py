@@ -223,6 +223,15 @@ class PhysicalSystem(ABC):
         """One device call: at most ``max_batch`` rows, already checked. Returns batch × n_out, best as a float32
         tensor (a numpy array or another dtype is converted to one)."""
 
+    def device_state_lost(self) -> None:  # noqa: B027 - an optional hook
+        """Called when a resumed run has connected the system's instruments anew, where one is a bench instrument
+        (not simulated): what `_calibrate` set on them (a compliance, an output switched on, a range) need not be
+        there any more, as the session that calibrated has ended. Set it again from the system's own state
+        (restored from the checkpoint, as it was after the calibration, or before it where the run stopped first),
+        without measuring a new working point, which would change what the twin was fitted at. Not called where
+        every instrument is simulated: the bench is then restored exactly. Default: nothing (for a system that sets
+        what a call needs at each call, as the built-in ones do)."""
+
     def rewrite_parameters(self) -> None:  # noqa: B027 - an optional hook
         """Make the next call write θ to the device again even if it is unchanged, so that repeated measurements
         vary as much as writing θ does (e.g. a crossbar's programming noise). A system that writes θ with every call
