@@ -605,7 +605,13 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             raise
         store = created
     try:
-        with _closing(lab.open(instruments_used(protocol, lab)), store):
+        try:
+            opened = lab.open(instruments_used(protocol, lab))  # closes what it opened if it fails
+        except Exception as error:  # an instrument off or unreachable: recorded, as a failure while preparing is
+            with contextlib.suppress(OSError):  # a disk that refuses the log: the error is still raised
+                store.event("run_failed", error=_describe(error))
+            raise
+        with _closing(opened, store):
             run = Run(protocol, lab, store, document, show_progress)
             try:  # from here a first Ctrl-C stops the run at execute's first safe point, after saving
                 with run.stop.installed():

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -24,7 +25,7 @@ from hil.errors import ConfigError, HilError
 from hil.instruments import SourceMeter
 from hil.orchestrator import STEPS, run_protocol
 from hil.protocol import check_protocol
-from hil.store import RunFileError, RunStore, held
+from hil.store import RunFileError, RunStore, held, list_runs
 from hil.systems.base import PhysicalSystem, PhysicsModel
 from hil.systems.crossbar import CrossbarSystem
 from tests.test_store import strict_json
@@ -1398,3 +1399,30 @@ def test_a_resumed_run_sets_the_working_point_again_on_bench_instruments_only(tm
         assert store.events()[-1]["kind"] == "run_finished"
     assert CountedCrossbar.lost == []
     assert PhysicalSystem.device_state_lost.__doc__
+
+
+def test_a_new_run_whose_instrument_is_off_records_why_and_resumes_once_it_is_on(tmp_path: Path) -> None:
+    """The 2450 is off when the run starts: connecting fails after the run folder is made. The folder was left with an
+    empty log, listed as 'incomplete' with nothing to say why; it records the failure as a run that failed while it
+    prepared does, and starts over on resume once the instrument answers."""
+    from simulators.emulators.keithley2450 import Keithley2450Emulator
+    from simulators.emulators.server import TcpServer
+
+    with socket.socket() as probe:  # a port where nothing listens, for now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    protocol = write_probe_protocol(tmp_path)
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(lab.read_text().replace("  smu:\n    driver: keithley_2450\n    emulate:\n      load_ohm: 1000\n",
+                                           f'  smu:\n    driver: keithley_2450\n    resource: "TCPIP::127.0.0.1::{port}'
+                                           '::SOCKET"\n    timeout_s: 1\n'))
+    with pytest.raises(HilError, match=r"^smu \(TCPIP::127\.0\.0\.1::\d+::SOCKET\): connection failed during 'open'"):
+        run_protocol(protocol, show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    assert [e["kind"] for e in store.events()] == ["run_failed"]
+    assert "connection failed during 'open'" in store.events()[0]["error"]
+    store.close()
+    assert [r["status"] for r in list_runs(tmp_path / "runs")] == ["failed"]
+    with TcpServer(Keithley2450Emulator(load_ohm=1000), port=port):  # switched on
+        assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
