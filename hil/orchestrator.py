@@ -531,6 +531,13 @@ def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed
     store.wait_for_checkpoint()
 
 
+def _record(store: RunStore, kind: str, **fields: Any) -> None:
+    """Log the event that ends a run, where the disk takes it: one it refuses (full) must not replace the error
+    that ended the run, which is raised all the same (the log then ends without it: an incomplete run)."""
+    with contextlib.suppress(RunFileError):
+        store.event(kind, **fields)
+
+
 @contextlib.contextmanager
 def _closing(lab: Lab, store: RunStore) -> Iterator[Lab]:
     """``lab``, closed however the block ends (its instruments made safe). Where that fails after the run ended on
@@ -544,8 +551,7 @@ def _closing(lab: Lab, store: RunStore) -> Iterator[Lab]:
             lab.close()
         except Exception as failure:
             unsafe = f"going to the safe state failed: {failure}"
-            with contextlib.suppress(OSError):  # a disk that refuses the log: the message still says it all
-                store.event("run_failed", error=unsafe)
+            _record(store, "run_failed", error=unsafe)
             said = str(cause).replace("; instruments were put in their safe state", "") \
                 if isinstance(cause, Interrupted) else _describe(cause)
             message = f"{said}; then {unsafe}"
@@ -608,8 +614,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
         try:
             opened = lab.open(instruments_used(protocol, lab))  # closes what it opened if it fails
         except Exception as error:  # an instrument off or unreachable: recorded, as a failure while preparing is
-            with contextlib.suppress(OSError):  # a disk that refuses the log: the error is still raised
-                store.event("run_failed", error=_describe(error))
+            _record(store, "run_failed", error=_describe(error))
             raise
         with _closing(opened, store):
             run = Run(protocol, lab, store, document, show_progress)
@@ -626,7 +631,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                                   f"the last checkpoint with: hil run --resume {store.path}",
                                   128 + getattr(stop, "signum", signal.SIGINT)) from None
             except BaseException as error:  # whatever ends the run is recorded, then reported as before
-                store.event("run_failed", error=_describe(error))
+                _record(store, "run_failed", error=_describe(error))
                 if _out_of_memory(error):
                     step = next((name for name in STEPS if name not in run.completed), STEPS[-1])
                     raise HilError(f"the {step} step ran out of memory: the protocol asks for more than this machine "

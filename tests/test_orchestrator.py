@@ -1426,3 +1426,36 @@ def test_a_new_run_whose_instrument_is_off_records_why_and_resumes_once_it_is_on
     assert [r["status"] for r in list_runs(tmp_path / "runs")] == ["failed"]
     with TcpServer(Keithley2450Emulator(load_ohm=1000), port=port):  # switched on
         assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
+
+
+@pytest.mark.parametrize("lost", ["at_start", "mid_run"])
+def test_an_instrument_failure_is_said_even_where_the_disk_refuses_to_log_it(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch,
+                                                                            lost: str) -> None:
+    """An instrument fails, and the log cannot take the run_failed event (the disk is full): the error raised was the
+    log's, 'cannot write events.jsonl', and the instrument's failure was said nowhere."""
+    from hil.orchestrator import Run
+
+    event = RunStore.event
+
+    def full_disk(self: RunStore, kind: str, **fields):
+        if kind == "run_failed":
+            raise RunFileError(f"{self.path / 'events.jsonl'}: cannot write (No space left on device)")
+        return event(self, kind, **fields)
+
+    monkeypatch.setattr(RunStore, "event", full_disk)
+    protocol = write_probe_protocol(tmp_path)
+    if lost == "at_start":
+        lab = tmp_path / "lab.yaml"
+        lab.write_text(lab.read_text().replace("    emulate:\n      load_ohm: 1000\n",
+                                               '    resource: "TCPIP::127.0.0.1::1::SOCKET"\n    timeout_s: 0.3\n'))
+    else:
+        collect = Run.collect
+
+        def instrument_lost(self: Run) -> None:
+            self.lab._servers["smu"].stop()
+            collect(self)
+
+        monkeypatch.setattr(Run, "collect", instrument_lost)
+    with pytest.raises(HilError, match=r"^smu \(TCPIP::127\.0\.0\.1::\d+::SOCKET\): "):
+        run_protocol(protocol, show_progress=False)
