@@ -1459,3 +1459,26 @@ def test_an_instrument_failure_is_said_even_where_the_disk_refuses_to_log_it(tmp
         monkeypatch.setattr(Run, "collect", instrument_lost)
     with pytest.raises(HilError, match=r"^smu \(TCPIP::127\.0\.0\.1::\d+::SOCKET\): "):
         run_protocol(protocol, show_progress=False)
+
+
+def test_a_run_stopped_at_a_ctrl_c_whose_instrument_is_then_lost_says_both_and_keeps_its_exit_status(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hil.orchestrator import Interrupted, Run
+
+    collect = Run.collect
+
+    def ctrl_c_then_lost(self: Run) -> None:
+        collect(self)
+        self.stop.requested = True  # a first Ctrl-C during the step: the run saves after it and stops
+        self.lab._servers["smu"].stop()
+
+    monkeypatch.setattr(Run, "collect", ctrl_c_then_lost)
+    with pytest.raises(Interrupted) as raised:
+        run_protocol(write_probe_protocol(tmp_path), show_progress=False)
+    run = next((tmp_path / "runs").iterdir())
+    assert raised.value.exit_status == 130
+    assert re.match(rf"stopped at your request after saving; resume with: hil run --resume {re.escape(str(run))}; "
+                    r"then going to the safe state failed: smu \(TCPIP::", str(raised.value)), str(raised.value)
+    assert [e["kind"] for e in RunStore.open(run).events()[-2:]] == ["run_interrupted", "run_failed"]
+    monkeypatch.setattr(Run, "collect", collect)
+    assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
