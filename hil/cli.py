@@ -209,8 +209,9 @@ def _emulate(args: argparse.Namespace) -> int:
             print(f"{args.driver} emulator at {server.resource} (Ctrl-C stops it)", flush=True)
             while True:
                 time.sleep(0.2)
-    except Terminated:  # SIGTERM or SIGHUP: a stop, reported with its signal's status, not Ctrl-C's 0
-        raise
+    except Terminated as stop:  # SIGTERM or SIGHUP: a stop, reported with its signal's status, not Ctrl-C's 0
+        print(f"hil: {args.driver} emulator stopped by {stop}", file=sys.stderr)  # no instrument to make safe
+        return 128 + stop.signum
     except KeyboardInterrupt:
         return 0
     finally:

@@ -279,7 +279,7 @@ def test_emulate_serves_a_driver_s_emulator_until_ctrl_c() -> None:
 
 
 @pytest.mark.parametrize(("ignored", "sent", "status", "said"), [
-    ((), (signal.SIGTERM,), 143, "hil: stopped by SIGTERM; instruments were put in their safe state\n"),
+    ((), (signal.SIGTERM,), 143, "hil: keithley_2450 emulator stopped by SIGTERM\n"),  # it has nothing to make safe
     ((signal.SIGHUP,), (signal.SIGHUP, signal.SIGINT), 0, ""),  # nohup hil emulate: the SIGHUP stays ignored
 ])
 def test_emulate_stops_at_sigterm_and_outlives_a_sighup_it_was_started_ignoring(
