@@ -314,3 +314,13 @@ def test_a_ramp_back_from_far_outside_the_limits_obeys_the_same_rule() -> None:
     with pytest.raises(LimitError, match=r"^x: a ramp from 10 to 0 V at 0\.0001 V/s takes 1e\+05 s \(at most 86400 "
                                          r"s, a day\); raise ramp_rate$"):
         slow.ramp(10.0, 0.0, "x")
+
+
+def test_a_span_of_exactly_the_most_steps_or_a_day_is_built_and_ramped() -> None:
+    """The rule refuses a span a ramp cannot cross in `MAX_RAMP_STEPS` steps or `MAX_RAMP_S`, not one it can: at the
+    bound, and a rounding error past it (169 / 0.0169 is 10000.000000000002 in floating point), are allowed."""
+    for limit in (Limit("V", 0, 169, max_step=0.0169), Limit("V", 0, MAX_RAMP_STEPS + 1e-9, max_step=1.0)):
+        assert len(limit.ramp(limit.min, limit.max, "x")) == MAX_RAMP_STEPS
+    day = Limit("V", 0, MAX_RAMP_S, max_step=10.0, ramp_rate=1.0)
+    ramp = day.ramp(0.0, MAX_RAMP_S, "x")
+    assert sum(day.step_interval_s(step) for step in np.diff([0.0, *ramp])) == pytest.approx(MAX_RAMP_S)
