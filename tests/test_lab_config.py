@@ -44,6 +44,8 @@ class Numbers(Strict):
     # field is missing' of a field written there
     ("parts:\n  - {size: 2}\n  - {sise: 3}", r"^x\.yaml:3: parts\.1\.sise: unknown key 'sise'; allowed: size$"),
     ("- pair\n- seed", r"^x\.yaml:1: expected a mapping of keys, got list$"),
+    ("seed: [1, 2]", r"^x\.yaml:1: seed: Input should be a valid integer$"),  # a list is not echoed in (got ...)
+    ("seed: {a: 1}", r"^x\.yaml:1: seed: Input should be a valid integer$"),  # nor a mapping
 ])
 def test_a_value_no_generator_or_number_takes_is_refused_at_its_line(text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
@@ -179,6 +181,34 @@ class Required(Strict):
 def test_a_misspelt_required_key_is_reported_as_the_unknown_key_at_its_line(text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         YamlDocument.parse(text, "x.yaml").validate(Required)
+
+
+class Sections(Strict):
+    """A protocol's shape: a section that must be given, beside one that may be."""
+
+    training: Part
+    evaluation: Part = Part()
+
+
+def test_a_missing_field_gives_way_only_to_an_unknown_key_beside_it() -> None:
+    """An unknown key in another section is no misspelling of the missing field: the missing one is reported."""
+    with pytest.raises(ConfigError, match=r"^x\.yaml:1: training: required field is missing \(and 1 more problem\)$"):
+        YamlDocument.parse("evaluation: {sise: 2}\n", "x.yaml").validate(Sections)
+    with pytest.raises(ConfigError, match=r"^x\.yaml:1: trainig: unknown key 'trainig'; allowed: training, evaluation "
+                                          r"\(and 1 more problem\)$"):
+        YamlDocument.parse("trainig: {size: 2}\n", "x.yaml").validate(Sections)
+
+
+class Column(Strict):
+    """A world's config whose default is a mapping that reads like a schema: it is a value, and stays as written."""
+
+    column: dict[str, str] = Field(default={"name": "on", "type": "bool"})
+    flag: bool = False
+
+
+def test_a_default_value_is_left_as_written_by_the_strict_bool_rule() -> None:
+    assert Column().column == {"name": "on", "type": "bool"}
+    assert YamlDocument.parse("flag: true\n", "x.yaml").validate(Column).column == {"name": "on", "type": "bool"}
 
 
 def test_a_folder_given_for_a_yaml_file_is_refused_as_a_folder(tmp_path) -> None:
