@@ -143,6 +143,20 @@ def test_a_driver_that_writes_one_waveform_hook_of_two_is_refused_when_built() -
         HalfAwg(SerialTransport("loop://"))
 
 
+def test_an_output_of_dc_levels_only_gets_no_sample_rate_limit_from_the_default_hardware_limits() -> None:
+    """A driver that keeps `AnalogOutput.hardware_limits` gets its voltage limit alone: a sample rate limit would
+    be one a lab file could narrow for waveforms that the output never plays."""
+
+    class DefaultLimits(DcSource):
+        hardware_limits = AnalogOutput.hardware_limits
+
+    dc = DefaultLimits(SerialTransport("loop://"), limits={"voltage_v": {"max_step": 0.5}})
+    assert dc.limits == {"voltage_v": Limit("V", -10.0, 10.0, max_step=0.5)}
+    with pytest.raises(ConfigError, match=r"^limits\.sample_rate_hz: no limit named 'sample_rate_hz' on this "
+                                          r"instrument; it has: voltage_v$"):
+        DefaultLimits(SerialTransport("loop://"), limits={"sample_rate_hz": {"max": 1e3}})
+
+
 @pytest.mark.parametrize(("system", "world"), [(ResistiveNetworkSystem, ResistiveNetwork),
                                                (OscillatorSystem, OscillatorNetwork)])
 def test_a_system_that_drives_its_output_with_waveforms_refuses_one_of_dc_levels_only_when_built(
