@@ -1,5 +1,6 @@
 """Names of classes in a lab file: a class nested in another is named by its dotted path after the colon."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,10 @@ def test_a_missing_part_of_a_dotted_path_is_named(name: str, missing: str) -> No
                                           rf"{missing}$") as caught:
         lookup("instruments", name)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", [f"{__name__}:Bench.", f"{__name__}:Bench..Smu", f"{__name__}:.Bench"])
+def test_a_dotted_path_with_an_empty_part_is_no_class_name(name: str) -> None:
+    """Only ``module:Name.Name...`` names a class; anything else after the colon is an unknown name, not imported."""
+    with pytest.raises(ConfigError, match=rf"^unknown driver '{re.escape(name)}'; known: "):
+        lookup("instruments", name)
