@@ -497,6 +497,8 @@ def test_check_refuses_a_max_step_too_small_for_any_ramp_at_its_line(tmp_path: P
     (["runs", "--rot", "x"], "hil: error: unrecognized arguments: --rot x; see hil runs --help"),  # was hil --help,
     # which does not list --root
     (["devices", "lab.yaml"], "hil: error: unrecognized arguments: lab.yaml; see hil devices --help"),
+    (["devices", "lab\nfile.yaml"], "hil: error: unrecognized arguments: lab file.yaml; see hil devices --help"),  # a
+    # newline in an argument (pasted) still makes one line
 ])
 def test_arguments_argparse_refuses_are_one_line_with_the_help_to_read(argv: list[str], line: str,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -553,3 +555,23 @@ def test_a_plugin_ignored_for_a_taken_name_is_one_warning_line(tmp_path: Path) -
     assert result.stderr == ("hil: warning: the entry point 'keithley_2450' = 'acme_hil.smu:AcmeSmu' (group "
                              "hil.instruments) is ignored: the name is taken by drivers.keithley2450:Keithley2450; "
                              "register it under another name\n")
+
+
+def test_a_warning_not_hils_is_shown_as_python_shows_it_and_main_leaves_the_display_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only hil's own warnings (UserWarning) are put on one line: a plugin's RuntimeWarning keeps Python's form, with
+    its source line, and is not swallowed; and `main` gives back the display it found when it returns."""
+    import warnings
+
+    (tmp_path / "acme_warns.py").write_text("import warnings\n\nwarnings.warn('acme: calibration file is old', "
+                                            "RuntimeWarning)\nfrom drivers.keithley2450 import Keithley2450 as Smu\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("instruments:\n  smu: {driver: 'acme_warns:Smu', resource: 'TCPIP::10.0.0.1::5025::SOCKET'}\n")
+    with pytest.warns(RuntimeWarning, match=r"^acme: calibration file is old$") as caught:
+        shows = warnings.showwarning  # pytest's, which records what Python would show
+        assert main(["check", str(lab)]) == 0
+        assert warnings.showwarning is shows
+    assert [Path(w.filename).name for w in caught] == ["acme_warns.py"]
+    assert "hil: warning" not in capsys.readouterr().err
+    monkeypatch.delitem(sys.modules, "acme_warns")
