@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
 import threading
 import time
 import warnings
@@ -537,7 +538,8 @@ class VisaTransport(Transport):
         if self._log is not None:
             from pyvisa.util import to_ieee_block
             self._record(">", command.encode() + to_ieee_block(values, datatype, big_endian))
-        with self._sending(len(command) + values.nbytes):
+        size = values.size * struct.calcsize(f"<{datatype}")  # the block's values, as sent (values may be wider)
+        with self._sending(len(command) + len(f"#{len(str(size))}{size}") + size + len(self.write_termination)):
             self._inst.write_binary_values(command, values, datatype=datatype, is_big_endian=big_endian)
 
     def _query_binary_raw(self, command: str, datatype: str, big_endian: bool) -> Any:

@@ -9,7 +9,7 @@ import threading
 import time
 import tty
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -595,22 +595,27 @@ def line_speed(path: str) -> int:
     return speeds[code]
 
 
-def write_in_a_thread(transport: Transport, command: str) -> BaseException | None:
-    """What ``transport.write(command)`` raised, or None; a write that blocks for ever fails the test instead of
-    hanging it (the 30 s join is a guard, not a measurement)."""
+def in_a_thread(call: Callable[[], object]) -> BaseException | None:
+    """What ``call()`` raised, or None; the 30 s join is a guard against a hang, not a measurement."""
     outcome: list[BaseException] = []
 
-    def write() -> None:
+    def run() -> None:
         try:
-            transport.write(command)
+            call()
         except BaseException as error:
             outcome.append(error)
 
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    writer.join(30)
-    assert not writer.is_alive(), "the write blocked"
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the call blocked"
     return outcome[0] if outcome else None
+
+
+def write_in_a_thread(transport: Transport, command: str) -> BaseException | None:
+    """What ``transport.write(command)`` raised, or None; a write that blocks for ever fails the test instead of
+    hanging it (the 30 s join is a guard, not a measurement)."""
+    return in_a_thread(lambda: transport.write(command))
 
 
 @pytest.mark.parametrize(("baudrate", "advice"), [
@@ -669,3 +674,37 @@ def test_a_connection_that_fails_leaves_no_traffic_log_open(tmp_path) -> None:
     with pytest.raises(TransportError, match=resource):
         transport.open()
     assert [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(log)] == []
+
+
+def fds_on(path: str) -> int:
+    """How many of this process's file descriptors are open on ``path``."""
+    return sum(os.path.realpath(f"/proc/self/fd/{fd}") == path for fd in os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("kind", ["serial", "asrl"])
+def test_a_binary_write_not_taken_counts_every_byte_the_line_carries(kind: str) -> None:
+    """A VISA block's advice counted the command and the values as given (float64: twice the float32 sent), not the
+    block's header and the line ending; the serial port counted what it sent. Both name the bytes the line carries."""
+    values = np.zeros(12_500)  # float64, sent as float32: 50000 bytes, far beyond what a pty nobody reads takes
+    size = len("DATA wave,") + len("#550000") + 50_000 + len("\n")
+    with unread_pty() as path:
+        transport = SerialTransport(path, baudrate=9600, timeout_s=0.3) if kind == "serial" else \
+            VisaTransport(f"ASRL{path}::INSTR", baudrate=9600, timeout_s=0.3)
+        with transport:
+            error = in_a_thread(lambda: transport.write_binary("DATA wave,", values, "f"))
+            assert isinstance(error, TransportTimeout) and transport.out_of_step
+            assert str(error).endswith(f"could not be sent within 0.3 s; its {size} bytes take "
+                                       f"{size * 10 / 9600:.3g} s at 9600 bit/s: give timeout_s more than that, or the "
+                                       "line a higher baudrate (the instrument's too)")
+
+
+def test_an_asrl_baud_rate_the_visa_library_refuses_leaves_the_port_and_the_log_closed(tmp_path) -> None:
+    """The resource is open when its speed is set: a speed refused there must close it (and the traffic log), as no
+    close follows a failed open."""
+    log = tmp_path / "traffic.log"
+    with unread_pty() as path:
+        before = fds_on(path)
+        transport = VisaTransport(f"ASRL{path}::INSTR", baudrate=2**33, timeout_s=0.3, traffic_log=log)
+        with pytest.raises(TransportError, match="invalid value for attribute VI_ATTR_ASRL_BAUD"):
+            transport.open()
+        assert fds_on(path) == before and fds_on(str(log)) == 0 and not transport.is_open
