@@ -708,3 +708,34 @@ def test_an_asrl_baud_rate_the_visa_library_refuses_leaves_the_port_and_the_log_
         with pytest.raises(TransportError, match="invalid value for attribute VI_ATTR_ASRL_BAUD"):
             transport.open()
         assert fds_on(path) == before and fds_on(str(log)) == 0 and not transport.is_open
+
+
+def test_closing_a_transport_twice_leaves_a_log_it_shares_open_for_the_other(echo_tcp, tmp_path) -> None:
+    """Each open of a transport is one use of its log, ended by one close: a second close of a closed transport
+    (an instrument closed, then its lab) must not end the other transport's use."""
+    log = tmp_path / "traffic.log"
+    first = VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log)
+    second = VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log)
+    with first, second:
+        first.close()
+        first.close()
+        second.query("ECHO? after")
+        assert fds_on(str(log)) == 1
+    assert "b'after\\n'" in log.read_text().splitlines()[-1] and fds_on(str(log)) == 0
+
+
+def test_a_close_too_many_on_a_traffic_log_does_not_keep_a_later_use_open(echo_tcp, tmp_path) -> None:
+    log = TrafficLog(tmp_path / "traffic.log")
+    log.close()  # never opened: nothing to end
+    with VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log) as transport:
+        transport.query("ECHO? a")
+    assert fds_on(str(log.path)) == 0
+
+
+def test_a_write_not_taken_on_a_link_without_a_line_speed_asks_whether_the_instrument_reads() -> None:
+    """A USB or GPIB write that times out has no line speed to blame (pyvisa-py's SOCKET writes never time out, so
+    the advice is checked on the transport of such a resource, unopened)."""
+    transport = VisaTransport("USB0::0x0957::0x2807::MY1::INSTR")
+    assert transport.baudrate is None
+    assert transport._not_taken_advice(50_001) == "the instrument is not reading: check that it is on, connected " \
+                                                  "and not busy"
