@@ -51,6 +51,11 @@ class _NotTaken(TimeoutError):
         self.size = size
 
 
+class TrafficLogStopped(RuntimeWarning, UserWarning):
+    """A traffic log that stopped (a full disk) while the instruments go on: a RuntimeWarning, and one of hil's own
+    (a UserWarning), which the hil command shows on one line, as its errors."""
+
+
 class TrafficLog:
     """Appends one line per transfer to a text file: ``time  instrument (resource)  >|<  bytes`` (the resource alone
     where no instrument is named); flushed as written. The file (and its folder) is created when the first transport
@@ -118,7 +123,7 @@ class TrafficLog:
                 self._file = None
                 warnings.warn(f"traffic log {self.path}: cannot write ({error.strerror or error}); logging stops "
                               "here and the instruments go on (free space, or give traffic_log another path)",
-                              RuntimeWarning, stacklevel=2)
+                              TrafficLogStopped, stacklevel=2)
 
     def close(self) -> None:
         """End a use of the log (`open`); the last closes the file."""

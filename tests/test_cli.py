@@ -575,3 +575,24 @@ def test_a_warning_not_hils_is_shown_as_python_shows_it_and_main_leaves_the_disp
     assert [Path(w.filename).name for w in caught] == ["acme_warns.py"]
     assert "hil: warning" not in capsys.readouterr().err
     monkeypatch.delitem(sys.modules, "acme_warns")
+
+
+def test_a_traffic_log_that_stops_is_one_warning_line_and_the_command_goes_on(tmp_path: Path) -> None:
+    """hil's other warning, a traffic log the disk refuses part-way, was Python's two lines with transport.py's
+    source line. (The file size limit stands for a full disk: the kernel refuses writes beyond it.)"""
+    import resource
+
+    log = tmp_path / "traffic.log"
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(f"instruments:\n  smu: {{driver: keithley_2450, emulate: true, traffic_log: {log}}}\n")
+
+    def full_disk_beyond_100_bytes() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the error, not the signal that would end the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "devices", "--lab", str(lab)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, preexec_fn=full_disk_beyond_100_bytes)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (f"hil: warning: traffic log {log}: cannot write (File too large); logging stops here and "
+                             "the instruments go on (free space, or give traffic_log another path)\n")
+    assert "KEITHLEY" in result.stdout
