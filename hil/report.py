@@ -169,6 +169,17 @@ def _fit_note(fitted: dict[str, Any]) -> str:
             "better twin.")
 
 
+def _ending(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events that end the log and say how the run ended (``run_failed``, ``run_interrupted``): one, or the
+    cause followed by a failed safe state on the way out."""
+    count = 0
+    for event in reversed(events):
+        if event["kind"] not in ("run_failed", "run_interrupted"):
+            break
+        count += 1
+    return events[len(events) - count:]
+
+
 def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str:
     """Sentences for a run that failed, was stopped, or stopped before its evaluation on the device, with the test
     figures of its last epoch, and for a run resumed from a checkpoint (none for a run that went straight through)."""
@@ -177,7 +188,11 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
     resume = f"; `hil run --resume {store.path}` finishes it"
     note = ""
     if last["kind"] == "run_failed":  # its error says what to do; resuming may fail alike
-        note = f" **The run failed{before}**: {str(last.get('error', 'no error recorded')).rstrip('.')}."
+        ending = _ending(events)  # what ended the run, then (if it failed too) the safe state on the way out
+        errors = "; then ".join(str(e.get("error", "no error recorded")).rstrip(".") for e in ending
+                                if e["kind"] == "run_failed")
+        note = f" **The run was stopped{before}**; then {errors}." if ending[0]["kind"] == "run_interrupted" \
+            else f" **The run failed{before}**: {errors}."
         if not evaluated:
             note += " The figures below are what it reached."
     elif last["kind"] == "run_interrupted":

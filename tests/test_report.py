@@ -220,3 +220,19 @@ def test_writing_a_report_leaves_no_figure_open(tmp_path: Path) -> None:
     before = plt.get_fignums()  # other tests' figures, made outside a report
     _summary(_run(tmp_path))
     assert plt.get_fignums() == before
+
+
+@pytest.mark.parametrize(("ending", "said"), [
+    ({"kind": "run_failed", "error": "smu (TCPIP::127.0.0.1::5025::SOCKET): the instrument closed the connection"},
+     "**The run failed before its evaluation**: smu (TCPIP::127.0.0.1::5025::SOCKET): the instrument closed the "
+     "connection; then going to the safe state failed: smu: no reply to ':OUTP OFF'."),
+    ({"kind": "run_interrupted", "at_once": "SIGTERM"},
+     "**The run was stopped before its evaluation**; then going to the safe state failed: smu: no reply to ':OUTP "
+     "OFF'."),
+])
+def test_a_run_whose_safe_state_failed_too_says_what_ended_it_first(tmp_path: Path, ending: dict, said: str) -> None:
+    """The log ends with the failed safe state after what ended the run; the report showed only the safe state."""
+    store = _run(tmp_path, finish=False)
+    store.event(ending["kind"], **{key: value for key, value in ending.items() if key != "kind"})
+    store.event("run_failed", error="going to the safe state failed: smu: no reply to ':OUTP OFF'")
+    assert said in _summary(store)
