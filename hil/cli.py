@@ -113,10 +113,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"hil: error: {args.protocol} is a {'run ' if resume else ''}folder; hil run takes a protocol file "
               f"(e.g. experiments/*.yaml){resume}", file=sys.stderr)
         return 2
-    if args.protocol is not None and _reads_as(args.protocol) == "lab":
-        print(f"hil: error: {args.protocol} is a lab file; hil run takes a protocol (e.g. experiments/*.yaml), and a "
-              "lab with --lab", file=sys.stderr)
-        return 2
     try:
         store = run_protocol(args.protocol, lab_path=args.lab, seed=args.seed, resume=args.resume,
                              show_progress=not args.quiet)

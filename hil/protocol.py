@@ -18,7 +18,7 @@ from torch import nn
 from hil.config import Seed, Strict, YamlDocument
 from hil.datasets import DATASETS, Dataset
 from hil.errors import ConfigError
-from hil.lab import Lab
+from hil.lab import Lab, reads_as
 from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
 from hil.store import held
@@ -192,9 +192,16 @@ class Protocol(Strict):
 
 
 def load_protocol(path: str | Path) -> tuple[Protocol, YamlDocument]:
-    """Read and validate a protocol file."""
+    """Read and validate a protocol file; a lab file given for one is named as such, not as a dozen unknown keys
+    (as `Lab.load` names a protocol given for a lab file)."""
     document = YamlDocument.read(path)
-    return document.validate(Protocol), document
+    try:
+        return document.validate(Protocol), document
+    except ConfigError:
+        if reads_as(document.data) == "lab":
+            raise ConfigError(f"{path} is a lab file; hil run takes a protocol (e.g. experiments/*.yaml), and a lab "
+                              "with --lab") from None
+        raise
 
 
 def build_method(protocol: Protocol, document: YamlDocument | None = None) -> TrainingMethod:

@@ -1482,3 +1482,10 @@ def test_a_run_stopped_at_a_ctrl_c_whose_instrument_is_then_lost_says_both_and_k
     assert [e["kind"] for e in RunStore.open(run).events()[-2:]] == ["run_interrupted", "run_failed"]
     monkeypatch.setattr(Run, "collect", collect)
     assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
+
+
+def test_a_lab_file_given_for_a_protocol_is_named_as_one_from_python_too(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"lab\.yaml is a lab file; hil run takes a protocol \(e\.g\. "
+                                          r"experiments/\*\.yaml\), and a lab with --lab$"):
+        run_protocol(REPO / "lab.yaml", show_progress=False, output_root=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
