@@ -54,12 +54,18 @@ def is_number(value: Any) -> bool:
 OUTPUT_SCALE_RANGE_V = (1e-6, 1e3)
 
 
+def check_in_range(label: str, value: Any, bounds: tuple[float, float], unit: str) -> None:
+    """Refuse a setting (``label``) that is not a number within ``bounds`` (inclusive, in ``unit``): a unit slip,
+    named with its range."""
+    low, high = bounds
+    if not (is_number(value) and low <= value <= high):
+        raise ConfigError(f"{label} must be a number in {low:g}..{high:g} {unit}, got {value!r}; check its unit",
+                          field=label)
+
+
 def check_output_scale(value: Any) -> None:
     """Refuse an ``output_scale_v`` setting outside `OUTPUT_SCALE_RANGE_V`, naming it."""
-    low, high = OUTPUT_SCALE_RANGE_V
-    if not (is_number(value) and low <= value <= high):
-        raise ConfigError(f"output_scale_v must be a number in {low:g}..{high:g} V, got {value!r}; check its unit",
-                          field="output_scale_v")
+    check_in_range("output_scale_v", value, OUTPUT_SCALE_RANGE_V, "V")
 
 
 def check_setting_within(label: str, value: float, instrument: Instrument, limit: str) -> None:

@@ -56,7 +56,7 @@ from hil.physics.optics import (
     window_pixels,
     wrap_drive,
 )
-from hil.systems.base import PhysicalSystem, PhysicsModel, check_counts, is_count, is_number
+from hil.systems.base import PhysicalSystem, PhysicsModel, check_counts, check_in_range, is_count, is_number
 
 #: Fixed seed of the probe patterns `calibrate` sets the working exposure on.
 PROBE_SEED = 1288
@@ -377,12 +377,10 @@ class OpticalSystem(SLMCameraSystem):
                  plane_distance_m: float = 5e-3, wavelength_m: float = 532e-9, slm_pitch_m: float = 8e-6,
                  reference_repeats: int = 16, max_batch: int | None = None):
         check_counts(block=block, planes=planes, fft_size=fft_size)
-        for label, value, (low, high) in (("plane_distance_m", plane_distance_m, PLANE_DISTANCE_RANGE_M),
-                                          ("wavelength_m", wavelength_m, WAVELENGTH_RANGE_M),
-                                          ("slm_pitch_m", slm_pitch_m, SLM_PITCH_RANGE_M)):
-            if not (is_number(value) and low <= value <= high):
-                raise ConfigError(f"{label} must be a number in {low:g}..{high:g} m, got {value!r}; check its unit",
-                                  field=label)
+        for label, value, bounds in (("plane_distance_m", plane_distance_m, PLANE_DISTANCE_RANGE_M),
+                                     ("wavelength_m", wavelength_m, WAVELENGTH_RANGE_M),
+                                     ("slm_pitch_m", slm_pitch_m, SLM_PITCH_RANGE_M)):
+            check_in_range(label, value, bounds, "m")
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_phase_rad=x_phase_rad,
                          waist_px=waist_px, reference_repeats=reference_repeats, max_batch=max_batch)
         shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)
