@@ -89,9 +89,13 @@ class Limit:
         if too_long is not None:
             field, how = too_long
             least = (self.max - self.min) / (MAX_RAMP_STEPS if field == "max_step" else MAX_RAMP_S)
-            unit = f"{self.unit}/s" if field == "ramp_rate" else self.unit
             raise ConfigError(f"a ramp across the limit, {self.min:g}..{self.max:g} {self.unit}, {how}; raise {field} "
-                              f"to at least {_rounded_up(least)} {unit}, or narrow min and max", field=field)
+                              f"to at least {_rounded_up(least)} {self._unit_of(field)}, or narrow min and max",
+                              field=field)
+
+    def _unit_of(self, field: str) -> str:
+        """The unit of one of `LIMIT_FIELDS`: the quantity's, per second for ``ramp_rate``."""
+        return f"{self.unit}/s" if field == "ramp_rate" else self.unit
 
     def _too_long(self, distance: float) -> tuple[str, str] | None:
         """Why a ramp across ``distance`` (unit) is too long, if it is: the field to raise, and how long the ramp
@@ -220,11 +224,10 @@ class Limit:
                 or (name in ("max_step", "ramp_rate") and current is not None and value > current)
             )
             if widens or not math.isfinite(value):
-                unit = f"{self.unit}/s" if name == "ramp_rate" else self.unit
                 exact = f"; {name} is {current:.15g}" if current is not None and f"{value:g}" == f"{current:g}" else ""
                 raise ConfigError(
-                    f"{value:.15g} {unit} would widen the instrument's limit ({self.describe()}{exact}); "
-                    "a lab file may only narrow limits", field=f"{what}.{name}")
+                    f"{value:.15g} {self._unit_of(name)} would widen the instrument's limit ({self.describe()}"
+                    f"{exact}); a lab file may only narrow limits", field=f"{what}.{name}")
         try:
             return replace(self, **{k: float(v) for k, v in overrides.items() if v is not None})
         except ConfigError as error:
