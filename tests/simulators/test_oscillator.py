@@ -577,6 +577,15 @@ def test_bad_settings_and_inputs_are_refused() -> None:
         system.forward(torch.full((1, 8), 1.5), theta)
 
 
+def assert_refused_at(field: str, message: str, **settings) -> None:
+    """Building an oscillator system with ``settings`` is a `ConfigError` at ``field`` saying ``message`` (a regex)."""
+    world = OscillatorNetwork(preset="ideal")
+    roles = {"output": SimulatedAnalogOutput(world, name="ao"), "input": SimulatedAnalogInput(world, name="ai")}
+    with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
+        OscillatorSystem(roles, **settings)
+    assert error.value.field == field
+
+
 @pytest.mark.parametrize(("settings", "field", "message"), [
     ({"q": [0.0, 6.0, 7.0, 8.0]}, "q", "q must be a list of numbers above 0.5"),  # was a model of NaN (γ = ω/0)
     ({"nonlinear_length_m": 0.0}, "nonlinear_length_m", "nonlinear_length_m must be a number above 0 and at most 1 m"),
@@ -590,11 +599,7 @@ def test_bad_settings_and_inputs_are_refused() -> None:
     ({"segment_s": math.nan}, "segment_s", "segment_s must be a positive number"),  # was "cannot convert float NaN"
 ])
 def test_a_design_the_model_cannot_compute_is_a_config_error_naming_the_setting(settings, field, message) -> None:
-    world = OscillatorNetwork(preset="ideal")
-    roles = {"output": SimulatedAnalogOutput(world, name="ao"), "input": SimulatedAnalogInput(world, name="ai")}
-    with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
-        OscillatorSystem(roles, **settings)
-    assert error.value.field == field
+    assert_refused_at(field, message, **settings)
 
 
 @pytest.mark.parametrize(("settings", "field", "message"), [
@@ -609,11 +614,7 @@ def test_a_design_the_model_cannot_compute_is_a_config_error_naming_the_setting(
 ])
 def test_a_record_longer_than_the_instruments_memory_names_what_made_it_long(settings, field: str,
                                                                              message: str) -> None:
-    world = OscillatorNetwork(preset="ideal")
-    roles = {"output": SimulatedAnalogOutput(world, name="ao"), "input": SimulatedAnalogInput(world, name="ai")}
-    with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
-        OscillatorSystem(roles, **settings)
-    assert error.value.field == field
+    assert_refused_at(field, message, **settings)
 
 
 @pytest.mark.parametrize(("settings", "field", "message"), [
@@ -632,11 +633,7 @@ def test_a_design_value_past_any_bench_is_refused_as_a_unit_slip(settings, field
     """The nominal design the system's model starts from is held to the simulated network's ranges
     (`hil.physics.oscillator`): these were taken (only their sign was checked), and a model built from them, or an
     output scale of 1e-12 V made outputs of 10¹¹."""
-    world = OscillatorNetwork(preset="ideal")
-    roles = {"output": SimulatedAnalogOutput(world, name="ao"), "input": SimulatedAnalogInput(world, name="ai")}
-    with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
-        OscillatorSystem(roles, **settings)
-    assert error.value.field == field
+    assert_refused_at(field, message, **settings)
 
 
 @pytest.mark.parametrize(("settings", "field", "message"), [
