@@ -267,6 +267,8 @@ class Lab:
         except BaseException:
             self._stop_servers()
             raise
+        _in_order(self.instruments, self.config.instruments)  # one rebuilt after a reopen is connected in its turn
+        _in_order(self.systems, self.config.systems)
         return self.instruments
 
     def _build_world(self, name: str, config: WorldConfig) -> Any:
@@ -543,6 +545,13 @@ class Lab:
             raise ConfigError(f"no instrument named {name!r}; the lab has: {', '.join(self.instruments)}",
                               source=self.source)
         return self.instruments[name]
+
+
+def _in_order(items: dict[str, Any], order: collections.abc.Iterable[str]) -> None:
+    """Reorder ``items`` in place to follow ``order`` (names not in it keep their place at the end)."""
+    for name in order:
+        if name in items:
+            items[name] = items.pop(name)
 
 
 @contextlib.contextmanager

@@ -450,7 +450,8 @@ def test_emulate_without_options_serves_the_emulator(tmp_path: Path) -> None:
 def test_with_open_only_connects_no_more_and_a_closed_lab_opens_again_on_new_emulators(tmp_path: Path) -> None:
     """``with lab.open(only=...)`` went on to connect every instrument (``__enter__`` opened the lab again), among
     them the ones the caller left out because they may be off; and a lab opened again after closing tried the
-    emulators it had stopped ("connection refused ... check the cable")."""
+    emulators it had stopped ("connection refused ... check the cable"); and the instrument rebuilt on a new
+    emulator was connected last, not in its place in the file."""
     lab = Lab.load(write(tmp_path, """
         worlds:
           chip: {kind: memristor_crossbar}
@@ -467,6 +468,7 @@ def test_with_open_only_connects_no_more_and_a_closed_lab_opens_again_on_new_emu
     assert not first_smu.connected and not lab["xbar"].connected
     with lab:
         assert "2450" in lab["smu"].identify() and lab["smu"] is not first_smu  # on a new emulator
+        assert list(lab.instruments) == ["smu", "xbar"] and lab._connected == [lab["smu"], lab["xbar"]]  # file order
         assert lab.system("crossbar") is system and lab.worlds["chip"] is chip  # what no emulator served is kept
     assert not lab["smu"].connected and lab._servers == {}
 
