@@ -203,7 +203,7 @@ class _ReadState:
     """What one read needs, in ADC units (currents divided by the ADC step): recomputed when G changes."""
 
     weights: torch.Tensor  # rows × cols: G_eff · (DAC step / ADC step) · column gain
-    offset: torch.Tensor  # cols
+    offset: torch.Tensor | None  # cols, or None where every column's offset is 0
     noise_var: torch.Tensor | None  # rows × cols: read-noise variance per unit log-time factor, or None
     output_var: torch.Tensor  # cols
 
@@ -352,7 +352,8 @@ class MemristorCrossbar(World):
                 sigma = sigma * factor
             noise_var = (sigma * (scale * self.column_gain)).square()
         output_var = (config.shot.output_noise_a / adc * self.column_gain).square()
-        self._state = _ReadState(weights=effective * (scale * self.column_gain), offset=self.column_offset_a / adc,
+        offset = self.column_offset_a / adc if self.column_offset_a.any() else None
+        self._state = _ReadState(weights=effective * (scale * self.column_gain), offset=offset,
                                  noise_var=noise_var, output_var=output_var)
         self._cache_key = (self._generation, log_time)
         return self._state

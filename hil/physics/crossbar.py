@@ -93,14 +93,16 @@ def ir_drop_factor(conductance_s: Tensor, wire_resistance_ohm: Tensor | float) -
     return 1 - wire_resistance_ohm * (along_rows + along_cols)
 
 
-def column_currents(voltages_v: Tensor, effective_s: Tensor, gain: Tensor | None, offset_a: Tensor) -> Tensor:
+def column_currents(voltages_v: Tensor, effective_s: Tensor, gain: Tensor | None, offset_a: Tensor | None) -> Tensor:
     """Column currents (batch × cols, A) for row voltages (batch × rows, V), as read by the column amplifiers.
 
     ``effective_s`` is the array's effective conductance matrix (after IR drop); ``gain`` (cols) and
     ``offset_a`` (cols, A) are each column's read-out gain and offset referred to its input current. ``gain``
-    None: already multiplied into ``effective_s`` (a simulator reading many times with one matrix).
+    None: already multiplied into ``effective_s`` (a simulator reading many times with one matrix); ``offset_a``
+    None: no offsets (a plain matmul, which spares the addition's pass over the batch).
     """
-    return torch.addmm(offset_a, voltages_v, effective_s if gain is None else effective_s * gain)
+    weights = effective_s if gain is None else effective_s * gain
+    return voltages_v @ weights if offset_a is None else torch.addmm(offset_a, voltages_v, weights)
 
 
 #: Widest read-out that `differential_output` pairs with a matmul (measured: at batch 1024 the matmul takes 26 µs
