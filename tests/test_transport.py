@@ -10,6 +10,8 @@ import time
 import tty
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -739,3 +741,68 @@ def test_a_write_not_taken_on_a_link_without_a_line_speed_asks_whether_the_instr
     assert transport.baudrate is None
     assert transport._not_taken_advice(50_001) == "the instrument is not reading: check that it is on, connected " \
                                                   "and not busy"
+
+
+
+def in_threads(count: int, work: Callable[[int], None]) -> None:
+    """Run ``work(k)`` for k in 0..count−1 in as many threads, started together; wait for them all."""
+    barrier = threading.Barrier(count)
+
+    def start(k: int) -> None:
+        barrier.wait()
+        work(k)
+
+    workers = [threading.Thread(target=start, args=(k,)) for k in range(count)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def test_instruments_opening_one_traffic_log_path_at_once_share_one_log(tmp_path) -> None:
+    """Transports connected at once from several threads are handed one log for one path (the check for a log and
+    its creation are one step), even when making the log takes a while."""
+
+    class SlowToMake(TrafficLog):
+        def __init__(self, path: Path) -> None:
+            time.sleep(0.01)  # another thread looks for the log meanwhile
+            super().__init__(path)
+
+    logs: list[TrafficLog] = []
+    in_threads(6, lambda k: logs.append(SlowToMake.shared(tmp_path / "traffic.log")))
+    assert len(logs) == 6 and all(log is logs[0] for log in logs)
+
+
+def test_transfers_logged_from_many_threads_to_one_log_stay_whole_lines(tmp_path) -> None:
+    """Instruments driven from several threads (a camera grabbing while a DAC ramps) write their transfers to one log
+    line by line, also where the file takes a line in pieces."""
+
+    class InPieces:  # a file whose write lets other threads run halfway through a line
+        def __init__(self, file: Any) -> None:
+            self.file = file
+
+        def write(self, text: str) -> None:
+            self.file.write(text[:len(text) // 2])
+            time.sleep(0.0002)
+            self.file.write(text[len(text) // 2:])
+
+        def flush(self) -> None:
+            self.file.flush()
+
+        def close(self) -> None:
+            self.file.close()
+
+    log, threads, lines = TrafficLog(tmp_path / "traffic.log"), 6, 40
+    log.open()
+    log._file = InPieces(log._file)
+
+    def instrument(k: int) -> None:
+        for n in range(lines):
+            log.record(f"inst{k}", ">", f"VOLT {n}".encode() * 8)
+
+    in_threads(threads, instrument)
+    log.close()
+    pattern = re.compile(r"\d+\.\d{6}  inst(\d)  >  b'(VOLT \d+)\2{7}'")
+    matches = [pattern.fullmatch(line) for line in (tmp_path / "traffic.log").read_text().splitlines()]
+    assert len(matches) == threads * lines and all(matches)
+    assert sorted(m[1] for m in matches) == sorted(str(k) for k in range(threads) for _ in range(lines))
