@@ -7,6 +7,7 @@ and exits with status 2, never a traceback. Ctrl-C exits with 130 after the inst
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import signal
 import sys
@@ -98,6 +99,15 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_time(seconds: Any) -> str:
+    """An event's ``time`` (s since the epoch) as the local date and time; "an unknown time" for a log edited to hold
+    something else."""
+    try:
+        return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "an unknown time"
+
+
 def _run(args: argparse.Namespace) -> int:
     from hil.orchestrator import Interrupted, run_protocol
 
@@ -119,8 +129,13 @@ def _run(args: argparse.Namespace) -> int:
     except Interrupted as stopped:
         print(f"hil: {stopped}", file=sys.stderr)
         return stopped.exit_status
+    report = store.path / "report" / "summary.md"
+    if store.finished_before is not None:  # a resume of a finished run: it ran nothing and wrote nothing
+        ended = _local_time(store.finished_before.get("time"))
+        print(f"{store.path}: the run finished at {ended}; nothing to resume; its report: {report}")
+        return 0
     print(f"run folder: {store.path}")
-    print(f"report:     {store.path / 'report' / 'summary.md'}")
+    print(f"report:     {report}")
     return 0
 
 

@@ -565,13 +565,14 @@ def _closing(lab: Lab, store: RunStore) -> Iterator[Lab]:
 def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Path | None = None,
                  seed: int | None = None, resume: str | Path | None = None, show_progress: bool = True,
                  output_root: str | Path | None = None) -> RunStore:
-    """Run a protocol file (or resume a run folder); returns the run's store. Instruments always end safe."""
+    """Run a protocol file (or resume a run folder); returns the run's store. Instruments always end safe. A run
+    that had finished is checked and left as it is, untouched (its store's ``finished_before`` says so)."""
     saved, data, threads = None, None, torch.get_num_threads()
     if resume is not None:
         store = RunStore.open(resume)
         try:
             saved = _checkpoint_to_resume(store)
-            if [e["kind"] for e in store.events()[-1:]] == ["run_finished"]:  # checked; nothing left to do or change
+            if store.finished_before is not None:  # checked; nothing left to do or change
                 store.close()
                 return store
             protocol, document = load_protocol(store.path / "protocol.yaml")

@@ -164,7 +164,11 @@ class RunStore:
         self.digests: dict[str, str] = {}
         self._lock = _hold(path)
         try:
-            self.next_seq = 1 + max((event["seq"] for event in self.events()), default=0)
+            events = self.events()
+            self.next_seq = 1 + max((event["seq"] for event in events), default=0)
+            #: The ``run_finished`` event that ended the log when the folder was opened (a finished run, which a
+            #: resume leaves as it is); None for a run that had not finished.
+            self.finished_before = events[-1] if events and events[-1]["kind"] == "run_finished" else None
             with _writing(path / EVENTS):
                 self._events = (path / EVENTS).open("ab", buffering=0)
         except BaseException:

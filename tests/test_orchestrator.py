@@ -401,6 +401,21 @@ def test_resuming_a_finished_run_changes_nothing(finished_run: Path, tmp_path: P
         assert store.path == run and files(run) == before
 
 
+def test_hil_run_resume_of_a_finished_run_says_in_one_line_that_nothing_ran(finished_run: Path, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """It printed the run folder and report as a run that had just finished does, as if it had resumed the run."""
+    from hil.cli import main
+
+    run = copy_of(finished_run, tmp_path)
+    before = files(run)
+    finished = json.loads((run / "events.jsonl").read_text().splitlines()[-1])
+    ended = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished["time"]))
+    assert main(["run", "--quiet", "--resume", str(run)]) == 0
+    assert capsys.readouterr().out == (f"{run}: the run finished at {ended}; nothing to resume; its report: "
+                                       f"{run / 'report' / 'summary.md'}\n")
+    assert files(run) == before
+
+
 def test_hil_report_writes_the_summary_the_run_wrote(finished_run: Path, tmp_path: Path) -> None:
     """The same figures, the wall time included: the run's report gives the wall time up to it, and so does a
     report written again later."""
