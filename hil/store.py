@@ -42,6 +42,7 @@ import h5py
 import numpy as np
 import torch
 
+from hil.config import YamlDocument
 from hil.errors import ConfigError, HilError, error_reason
 
 EVENTS = "events.jsonl"
@@ -474,11 +475,22 @@ def _scan_events(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], bytes,
     return entries, torn, damaged
 
 
+def _protocol_name(folder: Path) -> Any:
+    """The name in the ``protocol.yaml`` of a run folder, for a run that ended before its ``run_started`` event
+    named it (an instrument that could not be connected); "?" where the file is missing, unreadable or nameless."""
+    try:
+        data = YamlDocument.read(folder / "protocol.yaml").data
+    except ConfigError:
+        return "?"
+    return data.get("name", "?") if isinstance(data, dict) else "?"
+
+
 def list_runs(parent: str | Path) -> list[dict[str, Any]]:
     """Summaries of the runs under ``parent``, newest first: folder, protocol, status, last figures. A run without
     an ending is "running" while a process holds it open, "incomplete" otherwise (killed, or crashed). A run whose
     log has a damaged line is listed (from its readable events) with the status "damaged log", one whose log
-    cannot be read at all as "unreadable log"."""
+    cannot be read at all as "unreadable log"; a run that ended before its ``run_started`` event, with the name in
+    its ``protocol.yaml``."""
     runs = []
     for path in sorted(Path(parent).glob("*/" + EVENTS), reverse=True):
         try:
@@ -494,7 +506,7 @@ def list_runs(parent: str | Path) -> list[dict[str, Any]]:
         evaluation = next((e for e in reversed(events) if e["kind"] == "evaluated"), {})
         runs.append({
             "run": path.parent.name,
-            "protocol": started.get("protocol", "?"),
+            "protocol": started["protocol"] if "protocol" in started else _protocol_name(path.parent),
             "status": "damaged log" if damaged else {
                 "run_finished": "finished", "run_failed": "failed",
                 "run_interrupted": "interrupted"}.get(finished["kind"], "?") if finished else

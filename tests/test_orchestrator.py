@@ -1438,7 +1438,7 @@ def test_a_new_run_whose_instrument_is_off_records_why_and_resumes_once_it_is_on
     assert [e["kind"] for e in store.events()] == ["run_failed"]
     assert "connection failed during 'open'" in store.events()[0]["error"]
     store.close()
-    assert [r["status"] for r in list_runs(tmp_path / "runs")] == ["failed"]
+    assert [(r["protocol"], r["status"]) for r in list_runs(tmp_path / "runs")] == [("resume-test", "failed")]
     with TcpServer(Keithley2450Emulator(load_ohm=1000), port=port):  # switched on
         assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
 

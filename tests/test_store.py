@@ -394,6 +394,23 @@ def test_list_runs_newest_first_with_the_status_of_their_last_end(tmp_path) -> N
                                                              ("a", "finished")]
 
 
+def test_a_run_that_ended_before_run_started_is_listed_with_the_name_in_its_protocol_file(tmp_path) -> None:
+    """A run whose instrument could not be connected logs a run_failed and no run_started, which alone named the
+    protocol: it was listed as protocol '?'. Its folder keeps the protocol's text, which names it."""
+    for name, protocol in (("20260101-000000-named", "name: sweep\nseed: 0\n"),
+                           ("20260102-000000-nameless", None),
+                           ("20260103-000000-broken", "name: [sweep\n"),
+                           ("20260104-000000-date", "name: 2026-01-04\n")):  # text, as hil reads its files
+        (tmp_path / name).mkdir()
+        store = RunStore(tmp_path / name)
+        if protocol is not None:
+            store.write_text("protocol.yaml", protocol)
+        store.event("run_failed", error="smu (TCPIP::127.0.0.1::1::SOCKET): connection failed during 'open'")
+        store.close()
+    assert [(r["protocol"], r["status"]) for r in list_runs(tmp_path)] == [
+        ("2026-01-04", "failed"), ("?", "failed"), ("?", "failed"), ("sweep", "failed")]
+
+
 def test_data_an_attempt_wrote_after_its_last_checkpoint_is_kept_aside_not_overwritten(tmp_path) -> None:
     """A run killed after writing its twin data but before the checkpoint that records it redoes the collection when
     resumed: on a bench that is a second measurement, so the first is kept (``.discarded``), not overwritten. A file
