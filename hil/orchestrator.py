@@ -251,8 +251,9 @@ class Run:
 
     def _interrupted(self) -> None:
         self.checkpoint()
-        self.store.event("run_interrupted", completed=self.completed, epoch=self.epoch, batch=self.batch)
-        raise Interrupted(f"stopped at your request after saving; resume with: hil run --resume {self.store.path}")
+        refused = _record(self.store, "run_interrupted", completed=self.completed, epoch=self.epoch, batch=self.batch)
+        raise Interrupted(f"stopped at your request after saving; resume with: hil run --resume {self.store.path}"
+                          f"{_unlogged(refused)}")
 
     def calibrate(self) -> None:
         settings = self.system.calibrate()
@@ -531,11 +532,20 @@ def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed
     store.wait_for_checkpoint()
 
 
-def _record(store: RunStore, kind: str, **fields: Any) -> None:
+def _record(store: RunStore, kind: str, **fields: Any) -> RunFileError | None:
     """Log the event that ends a run, where the disk takes it: one it refuses (full) must not replace the error
-    that ended the run, which is raised all the same (the log then ends without it: an incomplete run)."""
-    with contextlib.suppress(RunFileError):
+    or stop that ended the run, which is raised all the same (the log then ends without it: an incomplete run).
+    Returns the disk's refusal, None if it took the event."""
+    try:
         store.event(kind, **fields)
+    except RunFileError as refused:
+        return refused
+    return None
+
+
+def _unlogged(refused: RunFileError | None) -> str:
+    """What a stop's message adds when the disk refused its run_interrupted event ("" when it took it)."""
+    return "" if refused is None else f"; then logging the stop failed: {refused}"
 
 
 @contextlib.contextmanager
@@ -627,9 +637,9 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 raise
             except KeyboardInterrupt as stop:  # instruments are made safe as this leaves the lab's block
                 why = str(stop) or "a second Ctrl-C"
-                store.event("run_interrupted", at_once=why)
+                refused = _record(store, "run_interrupted", at_once=why)
                 raise Interrupted(f"stopped at once by {why}; instruments were put in their safe state; resume from "
-                                  f"the last checkpoint with: hil run --resume {store.path}",
+                                  f"the last checkpoint with: hil run --resume {store.path}{_unlogged(refused)}",
                                   128 + getattr(stop, "signum", signal.SIGINT)) from None
             except BaseException as error:  # whatever ends the run is recorded, then reported as before
                 _record(store, "run_failed", error=_describe(error))

@@ -1,6 +1,7 @@
 """The main job end to end on a simulated crossbar: run, kill -9 and resume, Ctrl-C, protocol errors."""
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -1177,6 +1178,64 @@ def test_a_new_run_stopped_at_once_while_it_prepares_says_so_and_resuming_starts
     store.close()
     events = run_protocol(resume=run, show_progress=False).events()
     assert [e["kind"] for e in events][:1] + [e["kind"] for e in events][-1:] == ["run_started", "run_finished"]
+
+
+class RefusingLog:
+    """An event log's file on a full disk: every write is refused (ENOSPC); the rest is the file's."""
+
+    def __init__(self, log) -> None:
+        self.log = log
+
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str):
+        return getattr(self.log, name)
+
+
+@pytest.mark.parametrize("at_once", [False, True])
+def test_a_stop_whose_event_the_disk_refuses_says_both_the_stop_and_the_refusal_and_keeps_the_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at_once: bool) -> None:
+    """The disk refused the run_interrupted event of a run stopped at once: its error replaced the stop, so the user
+    was told of a log that could not be written (exit 2), not that the run was stopped nor how to resume it."""
+    from hil.orchestrator import Interrupted, Run
+
+    event, logs = RunStore.event, []
+
+    def refused_when_stopped(self: RunStore, kind: str, **fields):
+        if kind != "run_interrupted":
+            return event(self, kind, **fields)
+        logs.append((self.path / "events.jsonl").read_bytes())
+        self._events = RefusingLog(self._events)
+        try:
+            return event(self, kind, **fields)
+        finally:
+            self._events = self._events.log
+
+    def calibrate_then_ctrl_c(self: Run) -> None:
+        calibrate(self)
+        self.stop.requested = True  # a first Ctrl-C during the step: the run saves after it and stops
+
+    monkeypatch.setattr(RunStore, "event", refused_when_stopped)
+    protocol = write_protocol(tmp_path, **SMALL)
+    if at_once:
+        stopped = sigterm_after("calibrate", monkeypatch, protocol_path=protocol).value
+    else:
+        calibrate = Run.calibrate
+        with monkeypatch.context() as patch, pytest.raises(Interrupted) as raised:
+            patch.setattr(Run, "calibrate", calibrate_then_ctrl_c)
+            run_protocol(protocol, show_progress=False)
+        stopped = raised.value
+    [run] = (tmp_path / "runs").iterdir()
+    said = "stopped at once by SIGTERM; instruments were put in their safe state; resume from the last checkpoint " \
+        "with" if at_once else "stopped at your request after saving; resume with"
+    assert re.match(rf"{said}: hil run --resume {re.escape(str(run))}; then logging the stop failed: "
+                    rf"{re.escape(str(run / 'events.jsonl'))}: cannot write \(No space left on device\); free disk "
+                    r"space or fix the folder's permissions: what the run wrote before is kept$", str(stopped))
+    assert stopped.exit_status == (128 + signal.SIGTERM if at_once else 130)
+    assert len(logs) == 1 and (run / "events.jsonl").read_bytes() == logs[0]  # nothing lost, nothing torn
+    monkeypatch.setattr(RunStore, "event", event)
+    assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
 
 
 def test_a_resumed_run_stopped_at_once_while_it_restores_says_so_and_resumes_from_its_checkpoint(
