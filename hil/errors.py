@@ -58,6 +58,15 @@ class DeviceError(HilError):
     """An instrument reported an error, returned a malformed value, or lost data (e.g. a dropped frame)."""
 
 
+class FramesDropped(DeviceError):
+    """Frames a camera exposed did not all reach the host (a gap in its frame counter, or too few): the capture
+    can be repeated (a busy or marginal link loses one now and then)."""
+
+
+class DeviceWarning(UserWarning):
+    """A device misbehaved and hil recovered (e.g. a capture repeated after frames were dropped)."""
+
+
 class InterlockError(HilError):
     """A safety or quality interlock tripped (saturation, compliance, laser power, twin drift)."""
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from hil.clock import Clock, WallClock
-from hil.errors import ConfigError, DeviceError, LimitError
+from hil.errors import ConfigError, DeviceError, FramesDropped, LimitError
 from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits
 
 
@@ -258,8 +258,8 @@ class Frames:
 class Camera(Instrument):
     """An area camera of ``shape`` = (rows, cols) pixels with ``bit_depth``-bit output.
 
-    ``capture(n)`` returns N frames with their hardware frame counter; a gap in the counter (a dropped frame)
-    raises `DeviceError` instead of silently shifting every later frame onto the wrong input. With
+    ``capture(n)`` returns N frames with their hardware frame counter; a gap in the counter or too few frames (a
+    dropped frame) raises `FramesDropped` instead of silently shifting every later frame onto the wrong input. With
     ``trigger="external"`` each frame waits for a trigger, e.g. from an SLM playing a sequence.
 
     ``set_roi(top, left, height, width)`` reads out only that area of interest (AOI, sensor pixels; the "ROI" or
@@ -336,7 +336,8 @@ class Camera(Instrument):
         self.trigger = trigger
 
     def capture(self, n_frames: int = 1) -> Frames:
-        """Capture ``n_frames`` frames; raises `DeviceError` if the frame counter shows a dropped frame."""
+        """Capture ``n_frames`` frames; raises `FramesDropped` if frames are missing (a gap in the frame counter, or
+        too few)."""
         self._require_connected()
         if isinstance(n_frames, bool) or not isinstance(n_frames, int | np.integer) \
                 or not 1 <= n_frames <= self.max_frames:
@@ -345,15 +346,18 @@ class Camera(Instrument):
             raise DeviceError(f"{self.name}: exposure unknown; call set_exposure() before capture()")
         images, indices = self._capture_hw(int(n_frames))
         indices = np.asarray(indices, dtype=np.int64)
-        if len(images) != n_frames or len(indices) != n_frames:
-            raise DeviceError(f"{self.name}: asked for {n_frames} frames, got {len(images)}")
-        if tuple(np.shape(images)[1:]) != self.frame_shape:
-            raise DeviceError(f"{self.name}: frames of {tuple(np.shape(images)[1:])} px, expected {self.frame_shape}")
+        if len(indices) != len(images) or len(images) > n_frames:
+            raise DeviceError(f"{self.name}: asked for {n_frames} frames, got {len(images)} with "
+                              f"{len(indices)} frame indices")
         gaps = np.nonzero(np.diff(indices) != 1)[0]
         if len(gaps):
             at = gaps[0]
-            raise DeviceError(f"{self.name}: frame(s) dropped after frame index {indices[at]} "
-                              f"(next index {indices[at + 1]}); the batch is discarded, retry it")
+            raise FramesDropped(f"{self.name}: frame(s) dropped after frame index {indices[at]} "
+                                f"(next index {indices[at + 1]})")
+        if len(images) < n_frames:
+            raise FramesDropped(f"{self.name}: asked for {n_frames} frames, got {len(images)}")
+        if tuple(np.shape(images)[1:]) != self.frame_shape:
+            raise DeviceError(f"{self.name}: frames of {tuple(np.shape(images)[1:])} px, expected {self.frame_shape}")
         return Frames(images=images, indices=indices, exposure_s=self.exposure_s)
 
     def _safe_state_hw(self) -> None:

@@ -21,6 +21,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from torch import nn
 from hil import state as state_io
 from hil.config import dump_yaml
 from hil.datasets import Dataset, MinMaxEncoder, StandardEncoder
-from hil.errors import ConfigError, HilError, handling
+from hil.errors import ConfigError, DeviceWarning, HilError, handling
 from hil.lab import Lab
 from hil.nn import physical_layers, set_mode
 from hil.protocol import (
@@ -549,6 +550,23 @@ def _unlogged(refused: RunFileError | None) -> str:
 
 
 @contextlib.contextmanager
+def _warnings_logged(store: RunStore) -> Iterator[None]:
+    """hil's warnings during a run (a capture repeated after dropped frames, the traffic log stopping) are shown as
+    before and also logged as ``warning`` events, where the disk takes them; a device's are shown every time."""
+    show = warnings.showwarning
+
+    def show_and_log(message: Warning | str, category: type[Warning], *where: Any) -> None:
+        if issubclass(category, UserWarning):
+            _record(store, "warning", category=category.__name__, message=str(message))
+        show(message, category, *where)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DeviceWarning)
+        warnings.showwarning = show_and_log
+        yield
+
+
+@contextlib.contextmanager
 def _closing(lab: Lab, store: RunStore) -> Iterator[Lab]:
     """``lab``, closed however the block ends (its instruments made safe). Where that fails after the run ended on
     an error or a stop (an instrument gone: the cable pulled, the power cut), what ended the run is still said
@@ -630,7 +648,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
         with _closing(opened, store):
             run = Run(protocol, lab, store, document, show_progress)
             try:  # from here a first Ctrl-C stops the run at execute's first safe point, after saving
-                with run.stop.installed():
+                with run.stop.installed(), _warnings_logged(store):
                     _start(run, data, saved, resume is not None)
                     run.execute()
             except Interrupted:

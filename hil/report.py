@@ -253,6 +253,15 @@ def _refined_note(events: list[dict[str, Any]]) -> str:
             "the test accuracy through the twin is the refined twin's.")
 
 
+def _warnings_note(events: list[dict[str, Any]]) -> str:
+    """A sentence for the warnings a run logged (a capture repeated after dropped frames, say), none otherwise."""
+    logged = [e for e in events if e["kind"] == "warning"]
+    if not logged:
+        return ""
+    return (f" {len(logged)} warning{'s' if len(logged) > 1 else ''} during the run (each in `events.jsonl`), the "
+            f"first: {_figure(logged[0].get('message'))}.")
+
+
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     """Write the plots and ``report/summary.md`` of a run; returns the summary's path. ``wall_s``: the run's wall
     time up to its report (s); by default, the figure the run's own report gave."""
@@ -295,7 +304,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"Calibration: {_settings(calibrated.get('settings', {}))}. "
         f"Twin data: {collected.get('groups', 'n/a')} θ groups, "
         f"{collected.get('samples', 'n/a')} samples.{_reused_note(_last(events, 'twin_loaded'))}{_fit_note(fitted)}"
-        f"{_refined_note(events)}",
+        f"{_refined_note(events)}{_warnings_note(events)}",
         "",
         *[f"![{name}]({name})" for name in plots],
         "",

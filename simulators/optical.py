@@ -191,6 +191,10 @@ class ShotConfig(Strict):
                                 "e⁻ with σ_y.dark² = K²σ_d² + 1/12 DN² (quantisation), " + _IMX250)
     dark_current_e_per_s: float = Field(3.0, ge=0, le=1e6, description="dark current (e⁻/s); source: EMVA 1288 "
                                         "reports of Sony Pregius sensors at room temperature, a few e⁻/s")
+    frame_drop_probability: float = Field(0.0, ge=0, le=0.5, description="chance that a frame is lost between "
+                                          "camera and host, drawn per frame (1); source: none by default, as a camera "
+                                          "on a link of its own (USB3 Vision, GigE Vision) at 80 fps loses none; set "
+                                          "it to rehearse a shared or marginal link")
     adc_rounding: bool = Field(True, description="round the output to whole digital numbers (switch); source: "
                                "EMVA 1288 linear camera model")
     clipping: bool = Field(True, description="clip at the full well and to the ADC's codes 0..2^bits − 1 "
@@ -682,7 +686,8 @@ class SimulatedSLM(SimulatedInstrument, SpatialLightModulator):
 
 class SimulatedCamera(SimulatedInstrument, Camera):
     """The camera of an `SLMCameraWorld`: frames as float32 DN tensors, a frame counter, software or external
-    (SLM sequence) trigger, an area of interest (the world computes only its pixels)."""
+    (SLM sequence) trigger, an area of interest (the world computes only its pixels); frames lost on the link with
+    the chance ``shot.frame_drop_probability``."""
 
     def __init__(self, world: SLMCameraWorld, **common: Any):
         if not isinstance(world, SLMCameraWorld):
@@ -712,4 +717,8 @@ class SimulatedCamera(SimulatedInstrument, Camera):
         images = self.world.capture(n_frames, self.trigger)  # type: ignore[attr-defined]
         indices = np.arange(self._next_index, self._next_index + n_frames)
         self._next_index += n_frames
+        drop = self.world.config.shot.frame_drop_probability  # type: ignore[attr-defined]
+        if drop > 0:  # frames exposed (the clock counts them) that never reach the host
+            arrived = torch.rand(n_frames, generator=self.world.rng) >= drop
+            images, indices = images[arrived], indices[arrived.numpy()]
         return images, indices

@@ -18,7 +18,7 @@ import torch
 from drivers.keithley2450 import Keithley2450
 from drivers.keysight_33500b import Keysight33500B
 from hil.clock import VirtualClock
-from hil.errors import DeviceError, LimitError
+from hil.errors import DeviceError, FramesDropped, LimitError
 from hil.testing import Exchange, ProtocolTransport, expected_protocol
 from hil.transport import VisaTransport
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
@@ -631,8 +631,9 @@ def test_a_batch_with_a_dropped_frame_is_refused_not_shifted_onto_the_wrong_inpu
     """Frames after a gap in the counter belong to later inputs than their place in the batch says."""
     with DroppingCamera(optical, name="camera") as camera:
         camera.set_exposure(1e-3)
-        with pytest.raises(DeviceError, match=r"^camera: frame\(s\) dropped after frame index 1 \(next index 3\)"):
+        with pytest.raises(FramesDropped, match=r"^camera: frame\(s\) dropped after frame index 1 \(next index 3\)$"):
             camera.capture(3)
+
 
 
 def test_the_safe_state_blanks_the_slm(slm: SimulatedSLM, optical: OpticalTable) -> None:
@@ -775,19 +776,29 @@ def test_ctrl_c_while_the_safe_state_reads_old_errors_still_reaches_the_safe_sta
 
 
 class ShortCamera(SimulatedCamera):
-    """A simulated camera that returns one frame fewer than asked for, as a camera whose buffer overran does."""
+    """A simulated camera that returns one frame fewer than asked for, as a camera whose buffer overran does (or,
+    with ``extra`` 1, one more)."""
+
+    extra = -1
 
     def _capture_hw(self, n_frames: int):
-        images, indices = super()._capture_hw(n_frames)
-        return images[:-1], indices[:-1]
+        images, indices = super()._capture_hw(n_frames + 1)
+        return images[:n_frames + self.extra], indices[:n_frames + self.extra]
 
 
-def test_a_batch_missing_a_frame_is_refused(optical: OpticalTable) -> None:
-    """N inputs need N frames: a short batch would pair the frames with the wrong inputs or drop the last."""
+def test_a_batch_missing_a_frame_is_refused_as_a_drop_and_one_with_a_frame_unasked_for_as_an_error(
+        optical: OpticalTable) -> None:
+    """N inputs need N frames: a short batch would pair the frames with the wrong inputs or drop the last. A frame
+    lost at the end leaves no gap in the counter: too few frames are a drop as well, which a system may capture
+    again; more frames than asked is the driver's error."""
     with ShortCamera(optical, name="camera") as camera:
         camera.set_exposure(1e-3)
-        with pytest.raises(DeviceError, match=r"^camera: asked for 3 frames, got 2"):
+        with pytest.raises(FramesDropped, match=r"^camera: asked for 3 frames, got 2$"):
             camera.capture(3)
+        camera.extra = 1
+        with pytest.raises(DeviceError, match=r"^camera: asked for 3 frames, got 4 with 4 frame indices$") as error:
+            camera.capture(3)
+        assert not isinstance(error.value, FramesDropped)
 
 
 class ShortRecordInput(SimulatedAnalogInput):

@@ -1563,3 +1563,29 @@ def test_a_lab_file_given_for_a_protocol_is_named_as_one_from_python_too(tmp_pat
                                           r"experiments/\*\.yaml\), and a lab with --lab$"):
         run_protocol(REPO / "lab.yaml", show_progress=False, output_root=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_captures_repeated_after_dropped_frames_are_shown_logged_and_reported(tmp_path: Path) -> None:
+    """A camera on a busy link drops a frame now and then: the run goes on, each repeated capture is a one-line
+    warning on the terminal and a ``warning`` event in the log, and the report counts them."""
+    lab = tmp_path / "lab.yaml"
+    text = (REPO / "lab.yaml").read_text()
+    table = "  table: {kind: optical_table, preset: realistic, seed: 0}\n"
+    assert table in text
+    lab.write_text(text.replace(table, "  table: {kind: optical_table, preset: realistic, seed: 0,\n"
+                                       "          config: {shot: {frame_drop_probability: 0.001}}}\n"))
+    protocol = write_protocol(tmp_path, **SMALL | {"lab": str(lab), "system": "optical"})
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "run", str(protocol)], capture_output=True, text=True,
+                            cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr
+    shown = [line for line in result.stderr.splitlines() if line.startswith("hil: warning: ")]
+    store = RunStore.open(next((tmp_path / "runs").iterdir()))
+    logged = [e for e in store.events() if e["kind"] == "warning"]
+    store.close()
+    assert shown and len(logged) == len(shown)
+    assert all(e["category"] == "DeviceWarning" and f"hil: warning: {e['message']}" == line
+               for e, line in zip(logged, shown, strict=True))
+    assert re.search(r"camera: .*; showing the \d+ patterns again \(try 2 of 3\)", logged[0]["message"])
+    summary = (store.path / "report" / "summary.md").read_text()
+    assert f" {len(logged)} warning{'s' if len(logged) > 1 else ''} during the run (each in `events.jsonl`), the " \
+           f"first: {logged[0]['message']}." in summary

@@ -33,13 +33,14 @@ AOI (`DeviceError`) is read in full frames, cropped in software. The physics mod
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from hil.errors import ConfigError, DeviceError
+from hil.errors import ConfigError, DeviceError, DeviceWarning, FramesDropped
 from hil.instruments import Camera, Instrument, SpatialLightModulator
 from hil.physics.optics import (
     PLANE_DISTANCE_RANGE_M,
@@ -64,6 +65,9 @@ PROBE_SEED = 1288
 #: level at the exposure the search found: 2 %, 82 DN of 4095 (the realistic simulated camera shows 4 DN with the
 #: laser off, at its longest exposure of 1 s, dark current and the estimate's noise together).
 MIN_SIGNAL_FRACTION = 0.02
+#: Times one sequence is shown and captured before frames dropped on every try stop the run (`FramesDropped`): a
+#: busy link loses a frame now and then, one that loses them three times in a row needs looking at.
+CAPTURE_ATTEMPTS = 3
 PROBES = 16
 
 
@@ -220,6 +224,8 @@ class SLMCameraSystem(PhysicalSystem):
                               f"got {reference_repeats!r}", field="reference_repeats")
         self.reference_repeats = reference_repeats
         self.reference_rate_dn_s: float | None = None
+        #: Sequences shown and captured again because the camera dropped frames.
+        self.recaptures = 0
 
     def read_regions(self, regions: torch.Tensor) -> None:
         """Read ``regions`` (camera pixels × outputs): ``window`` becomes their bounding box and ``regions`` their
@@ -248,12 +254,28 @@ class SLMCameraSystem(PhysicalSystem):
             camera.set_trigger("external")
         captured = []
         for chunk in phases.split(self.max_batch):
-            self.slm.show_sequence(chunk)
-            images = camera.capture(len(chunk)).images
+            images = self._capture_sequence(chunk)
             frames = torch.as_tensor(images if isinstance(images, torch.Tensor) else np.asarray(images),
                                      dtype=torch.float32)
             captured.append(crop(frames, left_to_crop).reshape(len(chunk), -1))
         return captured[0] if len(captured) == 1 else torch.cat(captured)
+
+    def _capture_sequence(self, phases: torch.Tensor) -> Any:
+        """Show ``phases`` as one sequence and capture a frame of each; a capture that drops frames is repeated,
+        with a `DeviceWarning` (counted in ``recaptures``), up to `CAPTURE_ATTEMPTS` tries in all."""
+        tries = 1
+        while True:
+            self.slm.show_sequence(phases)
+            try:
+                return self.camera.capture(len(phases)).images
+            except FramesDropped as error:
+                if tries == CAPTURE_ATTEMPTS:
+                    raise FramesDropped(f"{error}, on each of {CAPTURE_ATTEMPTS} tries of the same sequence; check "
+                                        "the camera's link (cable, bandwidth, other devices on its bus)") from None
+                tries += 1
+                self.recaptures += 1
+                warnings.warn(f"{error}; showing the {len(phases)} patterns again (try {tries} of "
+                              f"{CAPTURE_ATTEMPTS})", DeviceWarning, stacklevel=2)
 
     def _read_out(self, window: Window | None) -> Window | None:
         """Set the camera's AOI to ``window`` (None: the full frame). Returns the crop left to do on the frames:

@@ -4,11 +4,12 @@ device time, and the optical system against its physics model and its oracle."""
 import math
 import re
 import textwrap
+import warnings
 
 import pytest
 import torch
 
-from hil.errors import ConfigError, DeviceError, LimitError
+from hil.errors import ConfigError, DeviceError, DeviceWarning, FramesDropped, LimitError
 from hil.instruments import Camera
 from hil.lab import Lab
 from hil.physics.optics import (
@@ -1121,3 +1122,53 @@ def test_angular_spectrum_is_the_documented_transfer_function_of_a_positive_dist
     assert complex(transfer[0, 0]) == pytest.approx(1.0)
     coarse = angular_spectrum((4, 4), 0.2e-6, wavelength, 1e-6)  # its highest frequencies exceed 1/λ
     assert float(coarse.abs().min()) == 0.0 and float(coarse.abs().max()) == 1.0
+
+
+def test_frames_are_lost_on_the_link_at_the_configured_rate_and_in_no_preset() -> None:
+    """``shot.frame_drop_probability``: each frame is lost with that chance (the capture then comes short and says
+    so); no preset loses any."""
+    _, _, camera = bench("ideal", camera={"shape": (8, 8)}, shot={"frame_drop_probability": 0.2})
+    camera.set_exposure(1e-3)
+    lost = 0
+    for _ in range(2000):
+        try:
+            camera.capture(1)
+        except FramesDropped as error:
+            assert str(error) == "camera: asked for 1 frames, got 0"
+            lost += 1
+    assert abs(lost / 2000 - 0.2) < 4 * math.sqrt(0.2 * 0.8 / 2000)
+    for preset in ("ideal", "realistic", "harsh"):
+        assert OpticalTable(preset=preset).config.shot.frame_drop_probability == 0.0
+
+
+def test_a_sequence_whose_frames_were_dropped_is_shown_again_with_a_warning_and_the_same_outputs() -> None:
+    """A camera on a busy link loses a frame now and then; the frames after the gap would belong to other inputs, so
+    the capture was refused and the run stopped ("the batch is discarded, retry it"). The system now shows the
+    sequence again (a warning each time, the device time counted), so outputs are those of a link that loses none."""
+    x, theta = inputs(256)
+    outputs, device_s = [], []
+    for drop in (0.0, 0.002):
+        _, slm, camera = bench("ideal", shot={"frame_drop_probability": drop})
+        system = OpticalSystem({"slm": slm, "camera": camera})
+        system.calibrate()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            outputs.append(system.forward(x, theta))
+        device_s.append(system.device_time_s)
+        assert len(caught) == system.recaptures and (system.recaptures > 0) == (drop > 0)
+    assert torch.equal(outputs[0], outputs[1]) and device_s[1] > device_s[0]
+    assert all(issubclass(w.category, DeviceWarning) for w in caught)
+    assert re.fullmatch(r"camera: (frame\(s\) dropped after frame index \d+ \(next index \d+\)|asked for 256 frames, "
+                        r"got \d+); showing the 256 patterns again \(try [23] of 3\)", str(caught[0].message))
+
+
+def test_a_link_that_drops_frames_on_every_try_stops_the_system_naming_it() -> None:
+    """Three tries of one sequence, all short: the link needs looking at, and the error says where to look."""
+    _, slm, camera = bench("ideal", shot={"frame_drop_probability": 0.5})
+    system = OpticalSystem({"slm": slm, "camera": camera})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeviceWarning)
+        with pytest.raises(FramesDropped, match=r"^camera: .*, on each of 3 tries of the same sequence; check the "
+                                                r"camera's link \(cable, bandwidth, other devices on its bus\)$"):
+            system.calibrate()
+    assert system.recaptures >= 2  # the failing sequence's two, after any of the calibration's earlier captures
