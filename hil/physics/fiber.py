@@ -8,7 +8,8 @@ on the camera pixels is e = T·u, T = S·diag(e^{iδ})·M·C, with C the couplin
 modes, M the fiber's transmission matrix between modes (mode-dependent loss included), δ the modes' slowly
 drifting phases and S the speckle each output mode makes on the camera (orthonormal columns). The camera sees
 |e|². Intensities are fractions of the power reaching the SLM, as in `hil.physics.optics`. Every function is
-differentiable in its tensor arguments and draws no random numbers.
+differentiable in its tensor arguments, computes at the precision of the SLM phases it is given (as
+`hil.physics.optics`) and draws no random numbers.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def macro_pixel_field(phase_rad: torch.Tensor, block: int, amplitudes: torch.Ten
     along_rows, along_cols = block_average(rows, block, *kind), block_average(cols, block, *kind).T
     real = (along_rows @ torch.cos(phase_rad) @ along_cols).reshape(frames, -1)
     imag = (along_rows @ torch.sin(phase_rad) @ along_cols).reshape(frames, -1)
-    z = torch.as_tensor(zero_order, dtype=torch.float32)
+    z = torch.as_tensor(zero_order, dtype=phase_rad.dtype)
     mean = torch.complex(real, imag)
     return amplitudes * ((1 - z) * mean + z)
 

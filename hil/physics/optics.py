@@ -25,7 +25,10 @@ The chain, for a batch of SLM patterns (… × rows × cols):
 
 Intensities are fractions of the power that reaches the SLM: the beam is normalised to Σ|A|² = 1 and the
 transforms are unitary, so the camera sees at most 1 in total. Every function is differentiable in its tensor
-arguments and draws no random numbers.
+arguments and draws no random numbers. Each step of the chain computes at the precision of the pattern or field it
+is given (float32 and complex64, or float64 and complex128), its other tensor arguments cast to it; `beam_amplitude`,
+`angular_spectrum` and `lens_ramp` make float32 (complex64) tensors, and `FourierWorkspace`, the simulators' path,
+works in float32 alone.
 """
 
 from __future__ import annotations
@@ -84,20 +87,21 @@ def lut_phase(drive_rad: torch.Tensor, gain: Scalar, bow_rad: Scalar) -> torch.T
     """
     if not isinstance(gain, torch.Tensor) and not isinstance(bow_rad, torch.Tensor) and gain == 1 and bow_rad == 0:
         return drive_rad
-    c = torch.as_tensor(bow_rad, dtype=torch.float32) * (4 / TWO_PI)
-    slope = torch.as_tensor(gain, dtype=torch.float32) + c
+    c = torch.as_tensor(bow_rad, dtype=drive_rad.dtype) * (4 / TWO_PI)
+    slope = torch.as_tensor(gain, dtype=drive_rad.dtype) + c
     return torch.addcmul(slope, c / TWO_PI, drive_rad, value=-1) * drive_rad
 
 
-def blur_matrix(n: int, variance_px2: Scalar) -> torch.Tensor:
-    """The n × n matrix of a 1-D discrete Gaussian blur of variance σ² (pixels²), edges reflecting.
+def blur_matrix(n: int, variance_px2: Scalar, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The n × n matrix (``dtype``) of a 1-D discrete Gaussian blur of variance σ² (pixels²), edges reflecting.
 
     It is the heat kernel exp(σ²/2 · L) of the lattice Laplacian L (L = shift₊ + shift₋ − 2, reflecting at the
     edges): a discrete Gaussian whose variance is exactly σ², the identity at σ² = 0, and differentiable in σ²
     there too (d/dσ² = L/2), so a twin can learn the width from zero.
     """
-    variance = torch.as_tensor(variance_px2, dtype=torch.float32)
-    laplacian = torch.diag(torch.full((n - 1,), 1.0), 1) + torch.diag(torch.full((n - 1,), 1.0), -1)
+    variance = torch.as_tensor(variance_px2, dtype=dtype)
+    off_diagonal = torch.ones(n - 1, dtype=dtype)
+    laplacian = torch.diag(off_diagonal, 1) + torch.diag(off_diagonal, -1)
     laplacian = laplacian - torch.diag(laplacian.sum(dim=1))
     return torch.linalg.matrix_exp(variance / 2 * laplacian)
 
@@ -112,15 +116,15 @@ def crosstalk(drive_rad: torch.Tensor, variance_px2: Scalar) -> torch.Tensor:
         return drive_rad
     rows, cols = drive_rad.shape[-2:]
     blur = blur_matrix if isinstance(variance_px2, torch.Tensor) else _fixed_blur_matrix
-    across = blur(cols, variance_px2)
-    down = across if rows == cols else blur(rows, variance_px2)
+    across = blur(cols, variance_px2, drive_rad.dtype)
+    down = across if rows == cols else blur(rows, variance_px2, drive_rad.dtype)
     return down @ (drive_rad @ across.T)
 
 
 @functools.lru_cache(maxsize=16)
-def _fixed_blur_matrix(n: int, variance_px2: float) -> torch.Tensor:
-    """`blur_matrix` for a plain number, cached (a simulator's crosstalk is fixed): never modify it."""
-    return blur_matrix(n, variance_px2)
+def _fixed_blur_matrix(n: int, variance_px2: float, dtype: torch.dtype) -> torch.Tensor:
+    """`blur_matrix` for a plain number, cached per dtype (a simulator's crosstalk is fixed): never modify it."""
+    return blur_matrix(n, variance_px2, dtype)
 
 
 def slm_phase(drive_rad: torch.Tensor, *, gain: Scalar = 1.0, bow_rad: Scalar = 0.0,
@@ -137,8 +141,8 @@ def modulated_field(phase_rad: torch.Tensor, illumination: torch.Tensor, zero_or
     the result's shape, possibly a view into a larger buffer) the result is written there without allocating;
     that path does not record gradients.
     """
-    illumination = illumination.to(torch.complex64)
-    z = torch.as_tensor(zero_order, dtype=torch.float32)
+    illumination = illumination.to(phase_rad.dtype.to_complex())
+    z = torch.as_tensor(zero_order, dtype=phase_rad.dtype)
     modulated, constant = illumination * (1 - z), illumination * z
     cos, sin = torch.cos(phase_rad), torch.sin(phase_rad)
     if out is None:
@@ -187,10 +191,11 @@ def padded_size(n: int, pitch_m: float, wavelength_m: float, distance_m: float) 
 
 
 def propagate(field: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
-    """Propagate a field (… × rows × cols) through free space given by ``transfer`` (from `angular_spectrum`)."""
+    """Propagate a field (… × rows × cols, complex) through free space given by ``transfer`` (from
+    `angular_spectrum`, applied at the field's precision)."""
     rows, cols = field.shape[-2:]
     spectrum = torch.fft.fft2(field, s=tuple(transfer.shape))
-    return torch.fft.ifft2(spectrum * transfer)[..., :rows, :cols]
+    return torch.fft.ifft2(spectrum * transfer.to(spectrum.dtype))[..., :rows, :cols]
 
 
 def lens_ramp(shape: tuple[int, int], fft_size: int, shift_px: torch.Tensor | Sequence[float]) -> torch.Tensor:
@@ -242,46 +247,49 @@ def window_pixels(values: torch.Tensor, camera_shape: tuple[int, int], window: W
 
 
 @functools.lru_cache(maxsize=32)
-def _dft_window(n: int, fft_size: int, first: int, outputs: int, device: torch.device) -> torch.Tensor:
+def _dft_window(n: int, fft_size: int, first: int, outputs: int, device: torch.device,
+                dtype: torch.dtype) -> torch.Tensor:
     """The block of the unitary DFT matrix of size ``fft_size`` that ``outputs`` consecutive camera pixels see of a
     field of ``n`` samples, the first of them ``first`` pixels from the optical axis, with `lens_ramp`'s half-plane
-    shift folded in (outputs × n, complex64):
+    shift folded in (outputs × n, of the complex ``dtype``):
 
         W[m, j] = exp(−2πi·j·(first + m)/fft_size) / √fft_size,
 
     i.e. DFT rows fft_size//2 + first + m and columns j < n, times exp(2πi·j·(fft_size//2)/fft_size); a whole
     camera of c pixels has first = −(c//2). The phase is reduced modulo 2π in integers and evaluated in float64.
-    Cached per geometry: never modify it."""
+    Cached per geometry and dtype: never modify it."""
     m = torch.arange(outputs, dtype=torch.int64) + first
     j = torch.arange(n, dtype=torch.int64)
     turns = torch.remainder(torch.outer(m, j), fft_size).to(torch.float64) / fft_size
     window = torch.polar(torch.full(turns.shape, fft_size**-0.5, dtype=torch.float64), -TWO_PI * turns)
-    return window.to(device=device, dtype=torch.complex64)
+    return window.to(device=device, dtype=dtype)
 
 
 def lens_matrices(shape: tuple[int, int], fft_size: int, camera_shape: tuple[int, int],
                   shift_px: torch.Tensor | Sequence[float] = (0.0, 0.0),
-                  device: torch.device | None = None,
-                  window: Window | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pruned Fourier lens: A (camera rows × rows) and B (camera cols × cols), complex64, such that for a
-    field E (… × rows × cols) A·E·Bᵀ equals the camera window of the unitary FFT of E·`lens_ramp`(shift)
-    zero-padded to ``fft_size`` (exactly: the padding is zero and only the window is kept).
+                  device: torch.device | None = None, window: Window | None = None,
+                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pruned Fourier lens: A (camera rows × rows) and B (camera cols × cols), of the complex counterpart of the
+    real ``dtype`` (complex64 for float32), such that for a field E (… × rows × cols) A·E·Bᵀ equals the camera
+    window of the unitary FFT of E·`lens_ramp`(shift) zero-padded to ``fft_size`` (exactly: the padding is zero and
+    only the window is kept).
 
     A[m, j] = exp(−2πi·j·(m − camera rows//2 − dy)/fft_size) / √fft_size, and B alike with dx. With a
     ``window`` (top, left, height, width) of the camera, A has only rows top..top+height−1 and B columns
     left..left+width−1: A·E·Bᵀ is then that crop of the camera's frame. The shift-free part is cached per
-    geometry (`_dft_window`); the shift's ramp is applied per call and is differentiable in ``shift_px``. A
-    camera-sized window of a panel costs 2·(panel side) complex multiply-adds per pixel instead of an FFT of
-    fft_size² samples per frame.
+    geometry and dtype (`_dft_window`); the shift's ramp is applied per call and is differentiable in
+    ``shift_px``. A camera-sized window of a panel costs 2·(panel side) complex multiply-adds per pixel instead of
+    an FFT of fft_size² samples per frame.
     """
     _check_camera(fft_size, camera_shape, window)
     device = torch.device("cpu") if device is None else torch.device(device)
-    shift = torch.as_tensor(shift_px, dtype=torch.float32, device=device)
+    shift = torch.as_tensor(shift_px, dtype=dtype, device=device)
     top, left, height, width = full_window(camera_shape, window)
     matrices = []
     for axis, start, outputs in ((0, top, height), (1, left, width)):
-        window_block = _dft_window(shape[axis], fft_size, start - camera_shape[axis] // 2, outputs, device)
-        phase = (TWO_PI / fft_size) * torch.arange(shape[axis], dtype=torch.float32, device=device) * shift[axis]
+        window_block = _dft_window(shape[axis], fft_size, start - camera_shape[axis] // 2, outputs, device,
+                                   dtype.to_complex())
+        phase = (TWO_PI / fft_size) * torch.arange(shape[axis], dtype=dtype, device=device) * shift[axis]
         matrices.append(window_block * torch.polar(torch.ones_like(phase), phase))
     return matrices[0], matrices[1]
 
@@ -290,9 +298,10 @@ def fourier_window(field: torch.Tensor, fft_size: int, camera_shape: tuple[int, 
                    shift_px: torch.Tensor | Sequence[float] = (0.0, 0.0),
                    window: Window | None = None) -> torch.Tensor:
     """The field on the camera (… × camera rows × cols, complex, or the ``window``'s shape): the Fourier lens of a
-    field after the last panel (… × rows × cols), as A·E·Bᵀ (`lens_matrices`)."""
-    a, b = lens_matrices(tuple(field.shape[-2:]), fft_size, camera_shape, shift_px, field.device, window)
-    return torch.matmul(a, field.to(torch.complex64)) @ b.T
+    field after the last panel (… × rows × cols), as A·E·Bᵀ (`lens_matrices`), at the field's precision."""
+    precision = field.dtype.to_real()
+    a, b = lens_matrices(tuple(field.shape[-2:]), fft_size, camera_shape, shift_px, field.device, window, precision)
+    return torch.matmul(a, field.to(precision.to_complex())) @ b.T
 
 
 def _real_form(b: torch.Tensor) -> torch.Tensor:
@@ -308,10 +317,10 @@ def _phase_window(phase_rad: torch.Tensor, beam: torch.Tensor, zero_order: Scala
     """A·E·Bᵀ for E = beam·((1 − z)·e^{iφ} + z) (one panel, real beam): (1 − z)·A·(beam·e^{iφ})·Bᵀ + z·A·beam·Bᵀ,
     the last term one matrix for all frames."""
     frames, rows = phase_rad.shape[:2]
-    z = torch.as_tensor(zero_order, dtype=torch.float32)
+    z = torch.as_tensor(zero_order, dtype=phase_rad.dtype)
     parts = torch.cat([beam * torch.cos(phase_rad), beam * torch.sin(phase_rad)], dim=-1)
     half = torch.view_as_complex((parts @ _real_form(b)).view(frames, rows, b.shape[0], 2))
-    constant = a @ beam.to(torch.complex64) @ b.T
+    constant = a @ beam.to(a.dtype) @ b.T
     return torch.matmul(a * (1 - z), half) + z * constant
 
 
@@ -447,7 +456,8 @@ def camera_intensity(phase_rad: torch.Tensor, *, beam: torch.Tensor, zero_order:
     if workspace is not None and one_panel:
         return workspace.intensity(phase_rad, beam, zero_order, fft_size, camera_shape, shift_px, window=window)
     with torch.no_grad() if workspace is not None else contextlib.nullcontext():
-        a, b = lens_matrices((rows, width), fft_size, camera_shape, shift_px, phase_rad.device, window)
+        a, b = lens_matrices((rows, width), fft_size, camera_shape, shift_px, phase_rad.device, window,
+                             phase_rad.dtype)
         if one_panel:
             return _power(_phase_window(phase_rad, beam, zero_order, a, b))
         if planes == 1:
