@@ -215,7 +215,9 @@ class FiberSystem(SLMCameraSystem):
 class FiberModel(PhysicsModel):
     """The fiber system's noiseless physics (`hil.physics.fiber`) with the bench's calibration as parameters:
     the transmission matrix onto the region pixels in y units (``tm_real``, ``tm_imag``: pixels × macro-pixels),
-    ``offset`` per output, and the SLM's ``lut_gain``, ``lut_bow_rad``, ``crosstalk_var_px2``, ``zero_order``."""
+    ``offset`` per output, and the SLM's ``lut_gain``, ``lut_bow_rad``, ``crosstalk_var_px2``, ``zero_order``. It
+    computes at the precision of its parameters (float32 as built; ``.double()``: float64 and complex128), or of x
+    and θ where theirs is higher."""
 
     def __init__(self, *, source: torch.Tensor, x_phase_rad: float, levels: int, block: int,
                  amplitudes: torch.Tensor, region_weights: torch.Tensor, transmission: torch.Tensor,
@@ -234,7 +236,8 @@ class FiberModel(PhysicsModel):
         self.zero_order = nn.Parameter(torch.tensor(0.0))
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        drive = wrap_drive(encode(x, theta, self.source, self.x_phase_rad), self.levels)
+        phases = encode(x, theta, self.source, self.x_phase_rad)
+        drive = wrap_drive(phases.to(torch.promote_types(phases.dtype, self.tm_real.dtype)), self.levels)
         transmission = torch.complex(self.tm_real, self.tm_imag)
         intensity = fiber_intensity(drive, amplitudes=self.amplitudes, transmission=transmission, block=self.block,
                                     gain=self.lut_gain, bow_rad=self.lut_bow_rad,

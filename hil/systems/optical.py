@@ -490,7 +490,10 @@ class OpticalModel(PhysicsModel):
     ``lut_gain``, ``lut_bow_rad`` (rad), ``crosstalk_var_px2`` (variance of the crosstalk blur, SLM px²),
     ``zero_order``, ``shift_px`` (camera px, dy and dx), ``pixel_gain`` (per camera pixel), ``scale`` and ``offset``
     (per output). ``regions`` (pixels × outputs) cover the camera ``window`` (None: the whole camera), the only
-    pixels `forward` computes."""
+    pixels `forward` computes. It computes at the precision of its parameters (float32 as built; ``.double()`` or
+    ``.to(torch.float64)``: float64 and complex128), or of x and θ where theirs is higher. The free-space
+    ``transfer`` between stacked panels is held as real and imaginary parts (rows × cols × 2), so that a change of
+    dtype converts it too (``Module.to`` drops a complex buffer's imaginary part)."""
 
     def __init__(self, *, source: torch.Tensor, x_phase_rad: float, levels: int, regions: torch.Tensor,
                  camera_shape: tuple[int, int], fft_size: int, waist_px: float | None, planes: int,
@@ -503,7 +506,8 @@ class OpticalModel(PhysicsModel):
         self.register_buffer("regions", regions)
         rows, cols = source.shape
         self.register_buffer("beam", beam_amplitude((rows, cols // planes), waist_px))
-        self.register_buffer("transfer", transfer)
+        self.register_buffer("transfer", None if transfer is None else torch.view_as_real(transfer))
+        self.register_load_state_dict_pre_hook(_transfer_as_real)
         self.lut_gain = nn.Parameter(torch.tensor(1.0))
         self.lut_bow_rad = nn.Parameter(torch.tensor(0.0))
         self.crosstalk_var_px2 = nn.Parameter(torch.tensor(0.0))
@@ -520,15 +524,24 @@ class OpticalModel(PhysicsModel):
                           crosstalk_var_px2=self.crosstalk_var_px2)
         return camera_intensity(phase, beam=self.beam, zero_order=self.zero_order, fft_size=self.fft_size,
                                 camera_shape=self.camera_shape, shift_px=self.shift_px, planes=self.planes,
-                                transfer=self.transfer, window=window)
+                                transfer=None if self.transfer is None else torch.view_as_complex(self.transfer),
+                                window=window)
 
     def blank_total(self) -> torch.Tensor:
         """Σ over the whole camera of g·I for a blank SLM: the model's counterpart of the measured rate R."""
-        blank = torch.zeros(1, *self.source.shape)
+        blank = torch.zeros(1, *self.source.shape, dtype=self.pixel_gain.dtype)
         return (self.intensity(blank)[0] * self.pixel_gain).sum()
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         phases = encode(x, theta, self.source, self.x_phase_rad)
+        phases = phases.to(torch.promote_types(phases.dtype, self.pixel_gain.dtype))
         intensity = self.intensity(wrap_drive(phases, self.levels), self.window) * crop(self.pixel_gain, self.window)
         means = intensity.reshape(len(x), -1) @ self.regions
         return self.scale * self.output_scale * means / self.blank_total() + self.offset
+
+
+def _transfer_as_real(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load a state saved with the transfer function as a complex tensor (before it was held as real parts)."""
+    transfer = state_dict.get(prefix + "transfer")
+    if isinstance(transfer, torch.Tensor) and transfer.is_complex():
+        state_dict[prefix + "transfer"] = torch.view_as_real(transfer)
