@@ -24,14 +24,15 @@ the diodes' saturation current (the SPICE law with ``EG`` and ``XTI``).
 
 The equilibrium is Kirchhoff's current law at every free node, equivalently the minimum of the network's total
 co-content (`energy`). `equilibrium` solves it for a batch by a damped Newton method in float64 to ``tol_v`` and
-returns float32; gradients (to inputs, gates and every device parameter) come from implicit differentiation: one
-Newton step taken with the autograd graph at the converged point. Nothing here draws random numbers.
+returns float32, or float64 where an input or a device parameter is; gradients (to inputs, gates and every device
+parameter) come from implicit differentiation: one Newton step taken with the autograd graph at the converged point.
+Nothing here draws random numbers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, reduce
 from typing import NamedTuple
 
 import torch
@@ -290,7 +291,18 @@ def _as64(value: torch.Tensor | float) -> torch.Tensor:
 
 
 def _assemble(layout: Layout, params: DeviceParameters, input_v: torch.Tensor, gate_v: torch.Tensor,
-              target_v: torch.Tensor | None, nudge_gate_v: torch.Tensor | float | None) -> _Network:
+              target_v: torch.Tensor | None, nudge_gate_v: torch.Tensor | float | None
+              ) -> tuple[_Network, torch.dtype]:
+    """The network in float64, and the precision of its inputs and device parameters: float32, or the highest
+    floating dtype among the tensors. At float64, plain numbers become float64 tensors at once (`_as64` would
+    round them to float32 first, as a float32 model holds them)."""
+    values = (input_v, gate_v, target_v, nudge_gate_v, *params)
+    precision = reduce(torch.promote_types, [v.dtype for v in values if isinstance(v, torch.Tensor)
+                                             and v.is_floating_point()], torch.float32)
+    if precision == torch.float64:
+        input_v, gate_v, target_v, nudge_gate_v, *fields = (
+            v if v is None or isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=torch.float64) for v in values)
+        params = DeviceParameters(*fields)
     input_v = _as64(input_v)
     if input_v.dim() != 2 or input_v.shape[1] != layout.n_inputs:
         raise HilError(f"resistive network: input_v has shape {tuple(input_v.shape)}, expected batch × "
@@ -302,7 +314,7 @@ def _assemble(layout: Layout, params: DeviceParameters, input_v: torch.Tensor, g
     k, n = _as64(params.transconductance_a_per_v2), _as64(params.slope_factor)
     tempco = _as64(params.threshold_tempco_v_per_k)
     gates = _as64(gate_v).expand(batch, layout.n_edges)
-    nudge = torch.zeros(()) if nudge_gate_v is None else nudge_gate_v
+    nudge = torch.zeros((), dtype=torch.float64) if nudge_gate_v is None else nudge_gate_v
     nudge = _as64(nudge).expand(batch, layout.n_outputs)
     targets = torch.zeros(batch, layout.n_outputs, dtype=torch.float64) if target_v is None else _as64(target_v)
     targets = targets.expand(batch, layout.n_outputs)
@@ -317,7 +329,7 @@ def _assemble(layout: Layout, params: DeviceParameters, input_v: torch.Tensor, g
                     saturation_current_a=saturation_current_at(_as64(params.saturation_current_a), temperature,
                                                                reference, ideality),
                     emission_voltage_v=ideality * u_t,
-                    series_resistance_ohm=_as64(params.series_resistance_ohm).expand(layout.n_diodes))
+                    series_resistance_ohm=_as64(params.series_resistance_ohm).expand(layout.n_diodes)), precision
 
 
 def _residual(layout: Layout, net: _Network, free_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -347,14 +359,15 @@ def equilibrium(layout: Layout, params: DeviceParameters, input_v: torch.Tensor,
                 target_v: torch.Tensor | None = None, nudge_gate_v: torch.Tensor | float | None = None, *,
                 tol_v: float = 1e-9, max_iter: int = 100, max_step_v: float = 0.5,
                 initial_v: torch.Tensor | None = None) -> torch.Tensor:
-    """Free-node voltages (batch × (n_hidden + n_outputs), hidden then outputs, float32 V) at equilibrium.
+    """Free-node voltages (batch × (n_hidden + n_outputs), hidden then outputs, V) at equilibrium: float32, or
+    float64 where an input or a device parameter is (plain numbers then enter in float64).
 
     ``input_v``: batch × n_inputs; ``gate_v``: n_edges or batch × n_edges; ``target_v``: batch × n_outputs
     (default 0 V); ``nudge_gate_v``: n_outputs or batch × n_outputs or a scalar (default 0 V: nudge off).
     Damped Newton (steps capped at ``max_step_v``) in float64 until every node moves less than ``tol_v``;
     differentiable in every argument and parameter by implicit differentiation.
     """
-    net = _assemble(layout, params, input_v, gate_v, target_v, nudge_gate_v)
+    net, precision = _assemble(layout, params, input_v, gate_v, target_v, nudge_gate_v)
     batch = net.fixed_v.shape[0]
     with torch.no_grad():
         free = (torch.zeros(batch, layout.n_free, dtype=torch.float64) if initial_v is None
@@ -374,7 +387,7 @@ def equilibrium(layout: Layout, params: DeviceParameters, input_v: torch.Tensor,
         _, g_d = _residual(layout, detached, free)
         jac = _jacobian(layout, torch.cat([detached.conductance_s, g_d], dim=1))
     residual, _ = _residual(layout, net, free)  # with the graph: dV*/dp = −J⁻¹ ∂F/∂p
-    return (free - torch.linalg.solve(jac, residual)).to(torch.float32)
+    return (free - torch.linalg.solve(jac, residual)).to(precision)
 
 
 def energy(layout: Layout, params: DeviceParameters, input_v: torch.Tensor, gate_v: torch.Tensor,
@@ -382,7 +395,7 @@ def energy(layout: Layout, params: DeviceParameters, input_v: torch.Tensor, gate
            nudge_gate_v: torch.Tensor | float | None = None) -> torch.Tensor:
     """The network's total co-content (W, per batch row, float64) at free-node voltages ``free_v``; its gradient
     in ``free_v`` is the KCL residual, so `equilibrium` is its minimum."""
-    net = _assemble(layout, params, input_v, gate_v, target_v, nudge_gate_v)
+    net, _ = _assemble(layout, params, input_v, gate_v, target_v, nudge_gate_v)
     v = torch.cat([net.fixed_v, _as64(free_v)], dim=1)
     a, b = layout._branches
     anode, cathode = layout._diodes
