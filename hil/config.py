@@ -2,8 +2,9 @@
 
 Used by lab files and experiment protocols alike. Every model forbids unknown keys. The first problem found is
 reported on one line as ``file:line: dotted.field: what is wrong``, with the allowed keys for an unknown key.
-Numbers must be finite, and a bool true or false. Values are plain YAML: a tag other than those of text, numbers,
-true/false, null, lists and mappings (``!!binary``, ``!!set``, ``!!python/...``) is refused at its line.
+Numbers must be finite and written as numbers (unquoted; an integer without a point), and a bool true or
+false. Values are plain YAML: a tag other than those of text, numbers, true/false, null, lists and mappings
+(``!!binary``, ``!!set``, ``!!python/...``) is refused at its line.
 """
 
 from __future__ import annotations
@@ -90,30 +91,35 @@ def dump_yaml(data: Any) -> str:
 Location = tuple[str | int, ...]
 
 
-def _strict_bools(schema: Any) -> Any:
-    """A copy of a pydantic core schema whose every bool is strict, wherever it is (in a union, a list, a mapping);
-    the rest keeps lax mode, so that a YAML list still fills a tuple (``ConfigDict(strict=True)`` would refuse it)."""
+#: The scalar types `Strict` reads as written: an integer is not 64.0 nor "3", a number not "0.1", a bool not 1.
+_AS_WRITTEN = ("bool", "int", "float")
+
+
+def _strict_scalars(schema: Any) -> Any:
+    """A copy of a pydantic core schema whose every bool, integer and number is strict, wherever it is (in a union,
+    a list, a mapping); the rest keeps lax mode, so that a YAML list still fills a tuple (``ConfigDict(strict=True)``
+    would refuse it). A strict number still takes an integer."""
     if isinstance(schema, list):
-        return [_strict_bools(item) for item in schema]
+        return [_strict_scalars(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    copy = {key: value if key in ("default", "metadata") else _strict_bools(value) for key, value in schema.items()}
-    if copy.get("type") == "bool":
+    copy = {key: value if key in ("default", "metadata") else _strict_scalars(value) for key, value in schema.items()}
+    if copy.get("type") in _AS_WRITTEN:
         copy["strict"] = True
     return copy
 
 
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, and values are validated on assignment too. A number
-    must be written as one: YAML's true and false are not taken as 1 and 0 (``epochs: true`` is a mistake). A bool
-    must be true or false: not 1, nor ``'no'`` (YAML's unquoted no is already false; quoted, or a number, it is a
-    slip that pydantic's lax mode would take)."""
+    must be written as one: not as text (``'3'``), nor as YAML's true and false (``epochs: true`` is a mistake), and
+    an integer without a point (``64.0``); an integer is a number. A bool must be true or false: not 1, nor ``'no'``
+    (YAML's unquoted no is already false; quoted, or a number, it is a slip that pydantic's lax mode would take)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: type[BaseModel], handler: GetCoreSchemaHandler) -> CoreSchema:
-        return _strict_bools(handler(source))
+        return _strict_scalars(handler(source))
 
     @field_validator("*", mode="before")
     @classmethod
@@ -366,7 +372,12 @@ def explain(error: Any, model: type[BaseModel]) -> str:
             f"too few items: item {loc[-1]} is missing (counting from 0)"
     message = {"value_error": error["msg"].removeprefix("Value error, "),
                "bool_type": "expected true or false"}.get(error["type"], error["msg"])
-    return f"{message}{got(error.get('input'))}"
+    value = error.get("input")
+    if error["type"] in ("int_type", "float_type") and isinstance(value, str):
+        message += "; write a number, without quotes"
+    elif error["type"] == "int_type" and isinstance(value, float):
+        message += "; write a whole number, without a point or an exponent"
+    return f"{message}{got(value)}"
 
 
 def got(value: Any) -> str:

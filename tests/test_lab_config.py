@@ -1,5 +1,6 @@
 """hil.config's rules for the values of lab files and protocols: true and false are not numbers, wherever a number
-goes (in a list, a tuple or a mapping), and are taken where the annotation takes them; a seed fits every generator."""
+goes (in a list, a tuple or a mapping), and are taken where the annotation takes them; numbers are read as written
+(not as text, an integer not as 64.0); a seed fits every generator."""
 
 import re
 from typing import Any
@@ -11,7 +12,7 @@ from pydantic import Field
 from hil.config import Seed, Strict, YamlDocument, yaml_value
 from hil.errors import ConfigError
 from hil.lab import LabConfig
-from hil.protocol import EvaluationConfig
+from hil.protocol import EvaluationConfig, Protocol, TrainingConfig
 from simulators.optical import OpticalTable
 
 
@@ -216,3 +217,54 @@ def test_a_folder_given_for_a_yaml_file_is_refused_as_a_folder(tmp_path) -> None
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path))}: a folder, not a file; name a YAML file in "
                                           r"it$"):
         YamlDocument.read(tmp_path)
+
+
+#: A protocol whose every number is as written, for the next test to spoil one of.
+PROTOCOL = """name: p
+system: s
+seed: 0
+dataset: {name: digits}
+model:
+  layers:
+    - linear: {out_features: 10}
+twin:
+  collect: {thetas: 24}
+method: {name: pat}
+training:
+  epochs: 2
+  batch_size: 64
+  lr: 0.1
+"""
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    ("seed: '3'", r"^x\.yaml:3: seed: Input should be a valid integer; write a number, without quotes \(got '3'\)$"),
+    ("batch_size: 64.0", r"^x\.yaml:13: training\.batch_size: Input should be a valid integer; write a whole number, "
+                         r"without a point or an exponent \(got 64\.0\)$"),
+    ("thetas: 1e3", r"^x\.yaml:9: twin\.collect\.thetas: Input should be a valid integer; write a whole number"),
+    ("lr: '0.1'", r"^x\.yaml:14: training\.lr: Input should be a valid number; write a number, without quotes "
+                  r"\(got '0\.1'\)$"),
+    ("out_features: '10'", r"^x\.yaml:7: model\.layers\.0\.linear\.out_features: Input should be a valid integer"),
+])
+def test_a_protocols_numbers_are_read_as_written(written: str, expected: str) -> None:
+    """Pydantic's lax mode took 64.0 and '3' for an integer and '0.1' for a number: a protocol's numbers are now as
+    strict as its bools (and a lab file's), by one rule of `Strict`."""
+    key = written.partition(":")[0]
+    text = re.sub(rf"{key}: [^,}}\n]+", written, PROTOCOL)
+    assert text != PROTOCOL
+    YamlDocument.parse(PROTOCOL, "x.yaml").validate(Protocol)
+    with pytest.raises(ConfigError, match=expected):
+        YamlDocument.parse(text, "x.yaml").validate(Protocol)
+
+
+def test_an_integer_is_taken_where_a_number_goes_and_a_lab_files_numbers_are_as_strict() -> None:
+    training = YamlDocument.parse("epochs: 2\nlr: 1\n", "x.yaml").validate(TrainingConfig)
+    assert training.lr == 1.0 and isinstance(training.lr, float)
+    with pytest.raises(ConfigError, match=r"^lab\.yaml:4: instruments\.awg\.timeout_s: Input should be a valid number; "
+                                          r"write a number, without quotes \(got '2'\)$"):
+        YamlDocument.parse("instruments:\n  awg:\n    driver: keysight_33500b\n    timeout_s: '2'\n    resource: x\n",
+                           "lab.yaml").validate(LabConfig)
+    with pytest.raises(ConfigError, match=r"^lab\.yaml:3: worlds\.x\.seed: Input should be a valid integer"):
+        YamlDocument.parse("worlds:\n  x:\n    seed: 1.0\n    kind: optical_table\n", "lab.yaml").validate(LabConfig)
+    with pytest.raises(ValueError, match="valid integer"):  # assignment is validated as strictly
+        training.epochs = "3"  # type: ignore[assignment]
