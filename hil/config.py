@@ -31,19 +31,45 @@ from hil.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+#: An integer with a leading zero, which YAML 1.1 reads as octal (017 as 15), or as text where it is not (08).
+_LEADING_ZERO = re.compile(r"^[-+]?0[0-9_]+$")
+
+
+class _Refused(yaml.constructor.ConstructorError):
+    """Valid YAML, but not a value a hil file holds: a tag that makes no plain value, or a number that YAML 1.1
+    reads otherwise than it is written."""
+
+
 class _Loader(yaml.SafeLoader):
     """YAML's safe loader, reading numbers in exponent notation as YAML 1.2 does: ``1e-3``, ``1.5e7`` and ``2E+6``
-    are floats, which YAML 1.1 (PyYAML) reads as text unless written with a point and a signed exponent."""
+    are floats, which YAML 1.1 (PyYAML) reads as text unless written with a point and a signed exponent. A plain
+    number that YAML 1.1 reads otherwise than a scientist means is refused at its line: base 60 (``1:20`` is 80) and
+    a leading zero (``017`` is the octal 15, ``08`` text). Hexadecimal, binary and ``1_000`` are read as written."""
+
+    def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
+        event = self.peek_event()
+        node = super().compose_scalar_node(anchor)
+        if event.tag is None and event.style is None:  # plain, so resolved by YAML 1.1's rules
+            if node.tag in (_INT, _FLOAT) and ":" in node.value:
+                number = self.construct_object(node)
+                raise _Refused(None, None, f"YAML 1.1 reads {node.value} as the base-60 number {number!r}; quote it "
+                               "if it is text, or write the number you mean", node.start_mark)
+            if _LEADING_ZERO.match(node.value):
+                reading = f"the octal number {self.construct_object(node)}" if node.tag == _INT else "text"
+                raise _Refused(None, None, f"YAML 1.1 reads {node.value}, with its leading zero, as {reading}; write "
+                               "the number without the leading zero, or quote it if it is text", node.start_mark)
+        return node
 
 
 class _Dumper(yaml.SafeDumper):
-    """YAML's safe dumper, quoting text that `_Loader` would read as a number (``"1e7"``)."""
+    """YAML's safe dumper, quoting text that `_Loader` would read as a number (``"1e7"``), or refuse (``"08"``)."""
 
 
 for _yaml in (_Loader, _Dumper):
-    _yaml.add_implicit_resolver("tag:yaml.org,2002:float",
-                                re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    _yaml.add_implicit_resolver(_FLOAT, re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
                                 list("-+0123456789."))
+_Dumper.add_implicit_resolver(_INT, _LEADING_ZERO, list("-+0"))  # not plain text: 08 would be refused
 
 
 def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
@@ -56,20 +82,16 @@ def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
             node.start_mark) from None
 
 
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor(_INT, _construct_int)
 
 #: The tags of the values hil's files hold: text, numbers, true/false, null, lists and mappings (and ``<<`` merges).
 PLAIN_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map", "merge")}
 
 
-class _TagRefused(yaml.constructor.ConstructorError):
-    """A tag that makes no plain value: valid YAML, but not a value a hil file holds."""
-
-
 def _refuse_tag(loader: _Loader, node: yaml.Node) -> None:
     tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-    raise _TagRefused(None, None, f"tag {tag} refused: hil reads plain values only (text, numbers, true/false, null, "
-                      "lists and mappings); remove the tag", node.start_mark)
+    raise _Refused(None, None, f"tag {tag} refused: hil reads plain values only (text, numbers, true/false, null, "
+                   "lists and mappings); remove the tag", node.start_mark)
 
 
 for _tag in [*_Loader.yaml_constructors, None]:  # None: any tag without a constructor (!!python/..., !local)
@@ -215,7 +237,7 @@ class YamlDocument:
             data = loader.construct_document(node) if node is not None else None
         except yaml.MarkedYAMLError as error:
             line, problem = _where_yaml_breaks(error)
-            invalid = "" if isinstance(error, _TagRefused) else "invalid YAML: "
+            invalid = "" if isinstance(error, _Refused) else "invalid YAML: "
             raise ConfigError(f"{invalid}{problem}", source=source, line=line,
                               field=_field_near(text, line) if line else None) from None
         except yaml.YAMLError as error:

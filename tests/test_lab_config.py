@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import Field
 
-from hil.config import Seed, Strict, YamlDocument, yaml_value
+from hil.config import Seed, Strict, YamlDocument, dump_yaml, yaml_value
 from hil.errors import ConfigError
 from hil.lab import LabConfig
 from hil.protocol import EvaluationConfig, Protocol, TrainingConfig
@@ -268,3 +268,45 @@ def test_an_integer_is_taken_where_a_number_goes_and_a_lab_files_numbers_are_as_
         YamlDocument.parse("worlds:\n  x:\n    seed: 1.0\n    kind: optical_table\n", "lab.yaml").validate(LabConfig)
     with pytest.raises(ValueError, match="valid integer"):  # assignment is validated as strictly
         training.epochs = "3"  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize(("written", "problem"), [
+    ("1:20", "YAML 1.1 reads 1:20 as the base-60 number 80; quote it if it is text, or write the number you mean"),
+    ("-1:20.5", "YAML 1.1 reads -1:20.5 as the base-60 number -80.5; quote it if it is text, or write the number "
+                "you mean"),
+    ("190:20:30", "YAML 1.1 reads 190:20:30 as the base-60 number 685230;"),
+    ("017", "YAML 1.1 reads 017, with its leading zero, as the octal number 15; write the number without the "
+            "leading zero, or quote it if it is text"),
+    ("+0_17", "YAML 1.1 reads +0_17, with its leading zero, as the octal number 15;"),
+    ("08", "YAML 1.1 reads 08, with its leading zero, as text; write the number without the leading zero, or quote "
+           "it if it is text"),
+])
+def test_a_number_yaml_1_1_reads_otherwise_than_written_is_refused_at_its_line(written: str, problem: str) -> None:
+    """PyYAML read 1:20 as 80 and 017 as 15, in a lab file as in a protocol: no scientist means that."""
+    for text, where in ((f"name: p\ntraining:\n  epochs: {written}\n", r"x\.yaml:3: training\.epochs"),
+                        (f"systems:\n  s:\n    settings: [1, {written}]\n", r"x\.yaml:3: systems\.s\.settings"),
+                        (f"a:\n  {written}: b\n", r"x\.yaml:2: a\S*")):  # a key too
+        with pytest.raises(ConfigError, match=rf"^{where}: {re.escape(problem)}"):
+            YamlDocument.parse(text, "x.yaml")
+    with pytest.raises(yaml.constructor.ConstructorError, match=re.escape(problem)):  # hil emulate's KEY=VALUE,
+        yaml_value(written)  # which says the problem of a ConstructorError
+
+
+def test_numbers_yaml_reads_as_written_are_taken_and_quoted_text_stays_text() -> None:
+    """Hexadecimal, binary and underscores mean what they say; a quoted time, or a name with a leading zero, is
+    text; and `dump_yaml` quotes such text, so a run's resolved files read back."""
+    data = YamlDocument.parse("a: 0x1F\nb: 0b101\nc: 1_000\nd: 010.5\ne: 0\nf: '1:20'\ng: '08'\nh: 1:60\ni: 0.5\n"
+                              "j: -0\n").data
+    assert data == {"a": 31, "b": 5, "c": 1000, "d": 10.5, "e": 0, "f": "1:20", "g": "08", "h": "1:60", "i": 0.5,
+                    "j": 0}
+    text = {"t": "1:20", "u": "08", "v": "017", "w": "-1:20.5", "x": "0_1"}
+    assert YamlDocument.parse(dump_yaml(text)).data == text
+
+
+def test_nan_and_infinity_are_refused_wherever_a_number_goes() -> None:
+    """YAML reads .nan and .inf; no limit, setting or protocol number takes them (a lab's limits and settings are
+    pinned in test_lab)."""
+    with pytest.raises(ConfigError, match=r"^x\.yaml:1: lr: Input should be a finite number \(got inf\)$"):
+        YamlDocument.parse("lr: .inf\nepochs: 1\n", "x.yaml").validate(TrainingConfig)
+    with pytest.raises(ConfigError, match=r"^config\.shot\.read_noise_e: Input should be a finite number \(got nan\)$"):
+        OpticalTable.resolve("realistic", {"shot": {"read_noise_e": yaml_value(".nan")}})
