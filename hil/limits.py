@@ -27,18 +27,68 @@ MAX_RAMP_STEPS = 10_000
 MAX_RAMP_S = 86_400.0
 
 
+#: What float() and numpy take for a number but is none: text ("0.1" as 0.1), true/false (as 1 and 0), None (as NaN).
+_NOT_NUMBERS = (str, bytes, bool, np.bool_, type(None))
+
+
+def _kind(values: Any) -> str:
+    """numpy's kind of the elements of an array or a tensor (``"b"`` bool, ``"c"`` complex, ``"U"`` text, ...);
+    ``""`` for anything else."""
+    if isinstance(values, torch.Tensor):
+        return "b" if values.dtype == torch.bool else "c" if values.is_complex() else "f"
+    return values.dtype.kind if isinstance(values, np.ndarray | np.generic) else ""
+
+
+def _refuse_kind(kind: str, what: str) -> None:
+    """Refuse an array of elements of numpy kind ``kind`` that are no real numbers: complex, true/false, text."""
+    if kind == "c":  # numpy would drop the imaginary part with a warning
+        raise LimitError(f"{what}: complex numbers refused; give real values")
+    if kind == "b":
+        raise LimitError(f"{what}: true/false values refused; give numbers")
+    if kind in ("U", "S"):
+        raise LimitError(f"{what}: text refused; give numbers")
+
+
+def _refuse_items(values: Any, what: str) -> None:
+    """Refuse a list (or an array of objects) holding an item that is not a number (`_NOT_NUMBERS`), naming its
+    index: numpy reads ``[0.0, True]`` as numbers, and a None among numbers as NaN."""
+    try:
+        items = np.asarray(values, dtype=object)
+    except ValueError:  # ragged: as_numbers says so
+        return
+    if not set(map(type, items.flat)) & set(_NOT_NUMBERS):
+        return
+    index, item = next((i, v) for i, v in np.ndenumerate(items) if isinstance(v, _NOT_NUMBERS))
+    raise LimitError(f"{what}[{', '.join(map(str, index))}]: {item!r} is not a number")
+
+
 def as_numbers(values: Any, what: str) -> np.ndarray:
-    """``values`` as a float64 numpy array; what cannot be one (text, an integer beyond the float range, a ragged
-    list) is a `LimitError` naming ``what``. A torch tensor is read as it is, whether it requires grad or not."""
+    """``values`` as a float64 numpy array; what cannot be one (text, true/false, None, complex numbers, an integer
+    beyond the float range, a ragged list) is a `LimitError` naming ``what``. A torch tensor is read as it is,
+    whether it requires grad or not."""
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu()
+    if isinstance(values, list | tuple):
+        _refuse_items(values, what)
     try:
         array = np.asarray(values)
-        if array.dtype.kind != "c":  # numpy would drop the imaginary part with a warning
-            return array.astype(np.float64, copy=False)
     except (TypeError, ValueError, OverflowError) as error:
         raise LimitError(f"{what}: not numbers ({error})") from None
-    raise LimitError(f"{what}: complex numbers refused; give real values")
+    _refuse_kind(array.dtype.kind, what)
+    if array.dtype.kind == "O":
+        _refuse_items(array, what)
+    try:
+        return array.astype(np.float64, copy=False)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise LimitError(f"{what}: not numbers ({error})") from None
+
+
+def _number(value: Any) -> float:
+    """``float(value)`` for a real number alone (NaN and infinities included): float() also takes text and
+    true/false, which raise `TypeError` here, as None does."""
+    if isinstance(value, _NOT_NUMBERS) or _kind(value) in ("b", "U", "S"):
+        raise TypeError(f"{value!r} is not a number")
+    return float(value)
 
 
 def first_outside(values: torch.Tensor, low: float, high: float) -> tuple[tuple[int, ...], float] | None:
@@ -126,9 +176,10 @@ class Limit:
         return min(max(0.0, self.min), self.max)
 
     def check(self, value: float, what: str) -> float:
-        """Return ``value`` as a float if it is finite and inside the limits, else raise `LimitError`."""
+        """Return ``value`` as a float if it is a number (not text nor true/false), finite and inside the limits,
+        else raise `LimitError`."""
         try:
-            number = float(value)
+            number = _number(value)
         except (TypeError, ValueError):
             raise LimitError(f"{what}: {value!r} is not a number") from None
         except OverflowError:  # an integer beyond the float range
@@ -150,8 +201,7 @@ class Limit:
         The error names the first offending index and its value.
         """
         if isinstance(values, torch.Tensor):
-            if values.is_complex():
-                raise LimitError(f"{what}: complex numbers refused; give real values")
+            _refuse_kind(_kind(values), what)
             found = first_outside(values, self.min, self.max)
             if found is not None:
                 index, value = found
@@ -210,7 +260,7 @@ class Limit:
             if value is None:
                 continue
             try:
-                value = float(value)
+                value = _number(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{value!r} is not a number", field=f"{what}.{name}") from None
             except OverflowError:  # an integer beyond the float range

@@ -1,6 +1,7 @@
 """Limits: range checks, NaN refusal, narrowing never widens, ramps validate every step."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hil.errors import ConfigError, LimitError
-from hil.limits import MAX_RAMP_S, MAX_RAMP_STEPS, Limit, first_outside, narrow_limits
+from hil.limits import MAX_RAMP_S, MAX_RAMP_STEPS, Limit, as_numbers, first_outside, narrow_limits
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 
@@ -324,3 +325,31 @@ def test_a_span_of_exactly_the_most_steps_or_a_day_is_built_and_ramped() -> None
     day = Limit("V", 0, MAX_RAMP_S, max_step=10.0, ramp_rate=1.0)
     ramp = day.ramp(0.0, MAX_RAMP_S, "x")
     assert sum(day.step_interval_s(step) for step in np.diff([0.0, *ramp])) == pytest.approx(MAX_RAMP_S)
+
+
+@pytest.mark.parametrize("value", ["0.1", True, np.bool_(False), torch.tensor(True), b"1", None],
+                         ids=["text", "True", "numpy False", "bool tensor", "bytes", "None"])
+def test_what_float_takes_but_is_not_a_number_is_refused(value: object) -> None:
+    """float() takes "0.1" and True: a value or a limit given as text or as true/false was taken as 0.1 or 1."""
+    with pytest.raises(LimitError, match=rf"^x: {re.escape(repr(value))} is not a number$"):
+        Limit("V", -1, 1).check(value, "x")  # type: ignore[arg-type]
+    if value is not None:  # None leaves a limit field as it is
+        with pytest.raises(ConfigError, match=rf"^v\.max: {re.escape(repr(value))} is not a number$"):
+            Limit("V", -1, 1).narrow({"max": value}, "v")
+
+
+@pytest.mark.parametrize(("values", "problem"), [
+    (["0.1", "0.2"], r"x\[0\]: '0\.1' is not a number"),  # numpy read text as numbers
+    ([0.0, True], r"x\[1\]: True is not a number"),  # numpy read [0.0, True] as [0.0, 1.0]
+    ([[0.0, None]], r"x\[0, 1\]: None is not a number"),  # was 'x[0, 1]: nan refused'
+    (np.array([0.0, "0.1"], dtype=object), r"x\[1\]: '0\.1' is not a number"),
+    (np.array(["0.1"]), r"x: text refused; give numbers"),
+    (np.array([True, False]), r"x: true/false values refused; give numbers"),
+    (torch.tensor([True, False]), r"x: true/false values refused; give numbers"),
+])
+def test_an_array_holding_what_is_not_a_number_is_refused(values: object, problem: str) -> None:
+    with pytest.raises(LimitError, match=rf"^{problem}$"):
+        Limit("V", -1, 1).check_array(values, "x")
+    with pytest.raises(LimitError, match=rf"^{problem}$"):
+        as_numbers(values, "x")
+    assert as_numbers([0, 1.5, np.int64(1), np.float32(0.5)], "x").tolist() == [0.0, 1.5, 1.0, 0.5]
