@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -504,11 +504,16 @@ class AnalogOutput(Instrument):
         the safe state switches them off first."""
         self._require_connected()
         self._require_waveforms()
-        chosen = list(channels) if channels is not None else sorted(self.waveform_samples)
+        if channels is None:
+            chosen = sorted(self.waveform_samples)
+        elif isinstance(channels, str | bytes) or not isinstance(channels, Iterable):
+            raise LimitError(f"{self.name}: play takes a list of channels (1..{self.n_channels}), or None for every "
+                             f"loaded one; got {channels!r}")
+        else:
+            chosen = [self._check_channel(channel, self.n_channels) for channel in channels]
         if not chosen:
             raise DeviceError(f"{self.name}: no waveform loaded; call load_waveform() before play()")
         for channel in chosen:
-            self._check_channel(channel, self.n_channels)
             if channel not in self.waveform_samples:
                 raise DeviceError(f"{self.name}: no waveform loaded on channel {channel}; call load_waveform()")
             if chosen.count(channel) > 1:
@@ -679,6 +684,8 @@ class Readings:
 
 
 SourceMode = Literal["voltage", "current"]
+#: The wait a sweep may take at each point, before it measures.
+SWEEP_DELAY_S = Limit("s", 0.0, 10.0)
 
 
 class SourceMeter(Instrument):
@@ -787,8 +794,9 @@ class SourceMeter(Instrument):
         """Source each level in turn and measure after ``delay_s``, all in one round trip.
 
         The output must be on. Consecutive points (the first from the present level) may differ by at most
-        ``max_step``, and ``delay_s`` must space them at ``ramp_rate`` or slower. Afterwards the source stays at
-        the last level; after a failed sweep the level is unknown (the safe state then switches off first).
+        ``max_step``, and ``delay_s`` (`SWEEP_DELAY_S`) must space them at ``ramp_rate`` or slower. Afterwards the
+        source stays at the last level; after a failed sweep the level is unknown (the safe state then switches off
+        first).
         """
         self._require_configured()
         levels = as_numbers(levels, f"{self.name}: sweep levels")
@@ -798,8 +806,7 @@ class SourceMeter(Instrument):
         name = self._limit_of(self.mode)  # type: ignore[arg-type]
         self._check_array(name, levels, "sweep level")
         limit = self.limits[name]
-        if not np.isfinite(delay_s) or not 0 <= delay_s <= 10:
-            raise LimitError(f"{self.name}: sweep delay must be 0..10 s, got {delay_s}")
+        delay_s = SWEEP_DELAY_S.check(delay_s, self._what("sweep delay_s"))
         if limit.max_step is not None:
             if self.level is None:
                 raise LimitError(f"{self.name}: the present level is unknown, so the sweep's first point could "
@@ -816,9 +823,9 @@ class SourceMeter(Instrument):
                                  f"delay of at least {slowest:g} s")
         if not self.output_on:
             raise DeviceError(f"{self.name}: output is off; call set_output(True) before sweep()")
-        self._check_sweep_hw(levels, float(delay_s))
+        self._check_sweep_hw(levels, delay_s)
         self.level = None  # unknown until the sweep has completed
-        readings = self._sweep_hw(levels, float(delay_s))
+        readings = self._sweep_hw(levels, delay_s)
         self.level = float(levels[-1])
         if len(readings.voltage_v) != len(levels):
             raise DeviceError(f"{self.name}: sweep of {len(levels)} points returned {len(readings.voltage_v)}")

@@ -9,6 +9,7 @@ failure), steps and their spacing on the way down as on the way up, lab limits (
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -355,9 +356,9 @@ def test_a_failed_output_switch_leaves_the_smu_output_state_unknown() -> None:
     (0.5, [], 0.0, r"a sweep takes 1\.\.2500 levels"),
     (0.5, np.zeros(2501), 1.0, r"a sweep takes 1\.\.2500 levels"),
     (0.5, np.zeros((2, 2)), 1.0, r"a sweep takes 1\.\.2500 levels"),
-    (0.5, [0.1], -0.1, r"sweep delay must be 0\.\.10 s"),
-    (0.5, [0.1], 10.5, r"sweep delay must be 0\.\.10 s"),
-    (0.5, [0.1], math.nan, r"sweep delay must be 0\.\.10 s"),
+    (0.5, [0.1], -0.1, r"sweep delay_s: -0\.1 s is outside 0\.\.10 s"),
+    (0.5, [0.1], 10.5, r"sweep delay_s: 10\.5 s is outside 0\.\.10 s"),
+    (0.5, [0.1], math.nan, r"sweep delay_s: nan refused; allowed 0\.\.10 s"),
 ])
 def test_sweeps_breaking_a_limit_are_refused_before_anything_is_sent(max_step: float, levels, delay_s: float,
                                                                       match: str) -> None:
@@ -411,6 +412,50 @@ def test_what_is_not_a_float_is_a_limit_error_naming_the_instrument(analog_outpu
     for call in refused:
         with pytest.raises(LimitError, match=r"^(out|xbar)"):
             call()
+
+
+@pytest.mark.parametrize("value", ["0.1", True, None, math.nan], ids=["text", "True", "None", "NaN"])
+def test_every_number_a_capability_takes_refuses_text_none_nan_and_bools(
+        value: object, analog_output: SimulatedAnalogOutput, analog_input: SimulatedAnalogInput,
+        camera: SimulatedCamera, slm: SimulatedSLM, crossbar: SimulatedCrossbar) -> None:
+    """float() took "0.1" and True (an exposure of 1 s, a compliance of 1 A), numpy took them in a list, a None
+    among numbers was reported as NaN, and sweep(delay_s="0.1") was a TypeError from numpy: each is now a
+    `LimitError` naming the instrument and the argument, before anything is sent."""
+    shown = repr(value) if value is not math.nan else "nan"
+    refused = {
+        "out channel 1 voltage": lambda: analog_output.set_voltage(1, value),
+        "out sample_rate_hz": lambda: analog_output.load_waveform(1, [0.0, 0.1], value),
+        "out:? channel 1 waveform\\[1\\]": lambda: analog_output.load_waveform(1, [0.0, value], 1e3),
+        "probes sample_rate_hz": lambda: analog_input.acquire(10, value),
+        "camera exposure_s": lambda: camera.set_exposure(value),
+        "slm:? pattern( phase)?\\[0, 0\\]": lambda: slm.show(np.full(slm.shape, value, dtype=object)),
+        "xbar:? read voltages?\\[0, 1\\]": lambda: crossbar.read([[0.0, value, 0.0, 0.0, 0.0, 0.0]]),
+    }
+    with expected_protocol(smu(name="smu"), SMU_LIVE) as k:
+        configured(k)
+        refused |= {
+            "smu compliance": lambda: k.configure("voltage", value),
+            "smu nplc": lambda: k.configure("voltage", 1e-3, value),
+            "smu source voltage": lambda: k.set_level(value),
+            "smu sweep delay_s": lambda: k.sweep([0.1], delay_s=value),
+            "smu:? sweep levels?\\[1\\]": lambda: k.sweep([0.1, value]),
+        }
+        for what, call in refused.items():
+            with pytest.raises(LimitError, match=rf"^{what}: {re.escape(shown)} (is not a number|refused)"):
+                call()
+        assert (k.level, k.compliance, k.nplc) == (0.0, 1e-3, 1.0)
+    assert analog_output.level_v[1] == 0.0 and analog_output.waveform_samples == {} and camera.exposure_s is None
+
+
+def test_play_takes_a_list_of_channels(analog_output: SimulatedAnalogOutput) -> None:
+    """play(1) was a TypeError ('int' object is not iterable), play("1") a channel '1' that does not exist."""
+    analog_output.load_waveform(1, np.full(8, 0.3), 1e3)
+    for channels in (1, "1", True):
+        with pytest.raises(LimitError, match=rf"^out: play takes a list of channels \(1\.\.1\), or None for every "
+                                             rf"loaded one; got {re.escape(repr(channels))}$"):
+            analog_output.play(channels)  # type: ignore[arg-type]
+    analog_output.play(np.array([1]))
+    analog_output.play((1,))
 
 
 def test_a_mixin_listed_after_the_capability_is_refused_where_the_class_is_written() -> None:
