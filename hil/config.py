@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -21,8 +20,6 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     ValidationError,
-    ValidationInfo,
-    field_validator,
 )
 from pydantic_core import CoreSchema
 
@@ -142,42 +139,6 @@ class Strict(BaseModel):
     @classmethod
     def __get_pydantic_core_schema__(cls, source: type[BaseModel], handler: GetCoreSchemaHandler) -> CoreSchema:
         return _strict_scalars(handler(source))
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        if field is not None and _bool_for_a_number(value, field.annotation):
-            raise ValueError("expected a number" if isinstance(value, bool) else "expected numbers, not true or false")
-        return value
-
-
-def _bool_for_a_number(value: Any, annotation: Any) -> bool:
-    """Whether ``value`` is, or holds in a list, tuple or dict, a bool where ``annotation`` takes only numbers."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Annotated:
-        return _bool_for_a_number(value, args[0])
-    if isinstance(value, bool):
-        found = _leaf_types(annotation)
-        return bool(found & {int, float}) and not found & {bool, Any}
-    if origin in (Union, UnionType):
-        return any(_bool_for_a_number(value, choice) for choice in args if get_origin(choice) is not None)
-    if origin in (list, tuple) and isinstance(value, list | tuple):
-        items = args if origin is tuple and args and args[-1] is not Ellipsis else (args[:1] or (Any,)) * len(value)
-        return any(_bool_for_a_number(item, kind) for item, kind in zip(value, items, strict=False))
-    if origin is dict and isinstance(value, dict) and len(args) == 2:
-        return any(_bool_for_a_number(item, args[1]) for item in value.values())
-    return False
-
-
-def _leaf_types(annotation: Any) -> set[Any]:
-    """The types a value of ``annotation`` may have at the top level: unions unpacked, containers kept whole."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Annotated:
-        return _leaf_types(args[0])
-    if origin in (Union, UnionType):
-        return set().union(*map(_leaf_types, args))
-    return {origin or annotation}
 
 
 #: A random seed: a non-negative integer that every generator used here accepts.
@@ -395,7 +356,9 @@ def explain(error: Any, model: type[BaseModel]) -> str:
     message = {"value_error": error["msg"].removeprefix("Value error, "),
                "bool_type": "expected true or false"}.get(error["type"], error["msg"])
     value = error.get("input")
-    if error["type"] in ("int_type", "float_type") and isinstance(value, str):
+    if error["type"] in ("int_type", "float_type") and isinstance(value, bool):
+        message = "expected a number"
+    elif error["type"] in ("int_type", "float_type") and isinstance(value, str):
         message += "; write a number, without quotes"
     elif error["type"] == "int_type" and isinstance(value, float):
         message += "; write a whole number, without a point or an exponent"

@@ -35,9 +35,9 @@ class Numbers(Strict):
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("pair: [1.0, true]", r"^x\.yaml:1: pair: expected numbers, not true or false"),
-    ("many: [1.0, 2.0, false]", r"^x\.yaml:1: many: expected numbers, not true or false"),
-    ("gains: {left: 1.0, right: yes}", r"^x\.yaml:1: gains: expected numbers, not true or false"),
+    ("pair: [1.0, true]", r"^x\.yaml:1: pair\.1: expected a number \(got True\)$"),  # the item, not its list
+    ("many: [1.0, 2.0, false]", r"^x\.yaml:1: many\.2: expected a number \(got False\)$"),
+    ("gains: {left: 1.0, right: yes}", r"^x\.yaml:1: gains\.right: expected a number \(got True\)$"),
     ("seed: 4294967296", r"^x\.yaml:1: seed: Input should be less than or equal to 4294967295 \(got 4294967296\)$"),
     ("seed: -1", r"^x\.yaml:1: seed: Input should be greater than or equal to 0 \(got -1\)$"),
     ("seed: -1\nmany: [x]", r"^x\.yaml:2: many\.0: .* \(got 'x'\) \(and 1 more problem\)$"),

@@ -174,7 +174,7 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"training": {"epochs": 0}}, r"protocol.yaml:\d+: training.epochs: Input should be greater than or equal to 1"),
     ({"training": {"epochs": True}}, r"protocol.yaml:\d+: training.epochs: expected a number \(got True\)$"),
     ({"twin": {**PROTOCOL["twin"], "kind": "neural", "hidden": [True, 8]}},
-     r"protocol.yaml:\d+: twin.hidden: expected numbers, not true or false$"),
+     r"protocol.yaml:\d+: twin.hidden.0: expected a number \(got True\)$"),
     ({"twin": {"kind": "neural", "hidden": [-4]}}, r"protocol.yaml:\d+: twin.hidden.0: Input should be greater than "
                                                    r"or equal to 1"),
     ({"twin": {"kind": "physics", "hidden": [16]}}, r"protocol.yaml:\d+: twin: hidden sets the layers of a neural or "
