@@ -70,24 +70,17 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reads_as(path: Path) -> str | None:
-    """What the YAML file ``path`` reads as, "lab" or "protocol" (`hil.lab.reads_as`); one that cannot be read is a
-    `ConfigError` naming it."""
-    from hil.config import YamlDocument
-    from hil.lab import reads_as
-
-    return reads_as(YamlDocument.read(path).data)
-
-
 def _check(args: argparse.Namespace) -> int:
+    from hil.config import YamlDocument
     from hil.errors import ConfigError
-    from hil.lab import Lab
+    from hil.lab import Lab, reads_as
     from hil.protocol import check_protocol
 
-    if _reads_as(args.file) != "protocol":
+    document = YamlDocument.read(args.file)  # once: what it reads as, then what it holds
+    if reads_as(document.data) != "protocol":
         if args.lab is not None:
             raise ConfigError(f"{args.file} is a lab file, checked on its own; --lab goes with a protocol")
-        lab = Lab.load(args.file)
+        lab = Lab.load(document)
         try:
             instruments = lab.build()
         finally:
@@ -95,7 +88,7 @@ def _check(args: argparse.Namespace) -> int:
         print(f"{args.file}: OK, a lab of {len(instruments)} instrument(s), {len(lab.worlds)} world(s) and "
               f"{len(lab.systems)} system(s); no hardware was touched")
     else:
-        print(check_protocol(args.file, args.lab))
+        print(check_protocol(document, args.lab))
     return 0
 
 

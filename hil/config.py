@@ -153,7 +153,10 @@ class YamlDocument:
         self.data, self.lines, self.source, self.text = data, lines, source, text
 
     @classmethod
-    def read(cls, path: str | Path) -> YamlDocument:
+    def read(cls, path: str | Path | YamlDocument) -> YamlDocument:
+        """The document of the file at ``path`` (a document given is returned as it is, read already)."""
+        if isinstance(path, YamlDocument):
+            return path
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")

@@ -214,15 +214,16 @@ class Lab:
         self._open = False
 
     @classmethod
-    def load(cls, path: str | Path) -> Lab:
-        """The lab of a lab file; a protocol given for one is named as such, not as a dozen unknown keys."""
+    def load(cls, path: str | Path | YamlDocument) -> Lab:
+        """The lab of a lab file (or of its document, read already); a protocol given for one is named as such, not
+        as a dozen unknown keys."""
         document = YamlDocument.read(path)
         try:
             return cls(document.validate(LabConfig), document)
         except ConfigError:
             if reads_as(document.data) == "protocol":
-                raise ConfigError(f"{path} is a protocol, not a lab file; give a lab file (e.g. lab.yaml) with --lab "
-                                  "or as the protocol's lab:") from None
+                raise ConfigError(f"{document.source} is a protocol, not a lab file; give a lab file (e.g. lab.yaml) "
+                                  "with --lab or as the protocol's lab:") from None
             raise
 
     def _check_settings(self, cls: type, settings: dict[str, Any], where: tuple[str, ...]) -> None:

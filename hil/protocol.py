@@ -191,16 +191,16 @@ class Protocol(Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
 
 
-def load_protocol(path: str | Path) -> tuple[Protocol, YamlDocument]:
-    """Read and validate a protocol file; a lab file given for one is named as such, not as a dozen unknown keys
-    (as `Lab.load` names a protocol given for a lab file)."""
+def load_protocol(path: str | Path | YamlDocument) -> tuple[Protocol, YamlDocument]:
+    """Read (unless given its document) and validate a protocol file; a lab file given for one is named as such, not
+    as a dozen unknown keys (as `Lab.load` names a protocol given for a lab file)."""
     document = YamlDocument.read(path)
     try:
         return document.validate(Protocol), document
     except ConfigError:
         if reads_as(document.data) == "lab":
-            raise ConfigError(f"{path} is a lab file; hil run takes a protocol (e.g. experiments/*.yaml), and a lab "
-                              "with --lab") from None
+            raise ConfigError(f"{document.source} is a lab file; hil run takes a protocol (e.g. experiments/*.yaml), "
+                              "and a lab with --lab") from None
         raise
 
 
@@ -404,8 +404,9 @@ def check_training_rows(protocol: Protocol, rows: int, document: YamlDocument | 
                                 f"{' (a batch norm)' if needed == 2 else ''}", where)
 
 
-def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
-    """Validate a protocol and its lab without connecting anything; returns a one-line summary."""
+def check_protocol(path: str | Path | YamlDocument, lab_path: str | Path | None = None) -> str:
+    """Validate a protocol (a file, or its document) and its lab without connecting anything; returns a one-line
+    summary."""
     protocol, document = load_protocol(path)
     check_from_run(protocol, document)
     lab = load_lab(protocol, document, lab_path)
@@ -421,6 +422,6 @@ def check_protocol(path: str | Path, lab_path: str | Path | None = None) -> str:
         check_twin(protocol, system, document)
     finally:
         lab.close()
-    return (f"{path}: OK — {protocol.method.name} on {protocol.system!r} ({system.kind}), {data.name} "
+    return (f"{document.source}: OK — {protocol.method.name} on {protocol.system!r} ({system.kind}), {data.name} "
             f"({len(data.y_train)} train / {len(data.y_test)} test), {protocol.training.epochs} epochs; "
             "no hardware was touched")

@@ -31,6 +31,24 @@ def test_check_accepts_the_default_lab(capsys: pytest.CaptureFixture[str]) -> No
     assert "OK" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("checked", ["lab.yaml", "experiments/crossbar_pat_digits.yaml"])
+def test_check_reads_its_file_once(checked: str, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """It read the file once to tell a lab file from a protocol, and again to check it: a file saved in between
+    (an editor writing it) was told by one text and checked by another."""
+    reads: list[Path] = []
+    read_text = Path.read_text
+
+    def counted(path: Path, *args, **kwargs) -> str:
+        reads.append(path.resolve())
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    assert main(["check", str(REPO / checked)]) == 0, capsys.readouterr().err
+    assert "OK" in capsys.readouterr().out
+    assert reads.count(REPO / checked) == 1
+
+
 def test_the_readmes_lab_example_is_valid_and_checking_it_writes_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
