@@ -570,6 +570,8 @@ class SerialTransport(Transport):
         super().__init__(resource, **options)
         self.baudrate = baudrate
         self._port: Any = None
+        #: Bytes read past the end of a reply (a device that sent two at once): the start of the next read.
+        self._unread = b""
 
     def _classify(self, error: Exception) -> str:
         return "timeout" if isinstance(error, TimeoutError) else "error"
@@ -584,7 +586,7 @@ class SerialTransport(Transport):
         self._port.timeout = self._port.write_timeout = self.timeout_s
 
     def _close_raw(self) -> None:
-        port, self._port = self._port, None
+        port, self._port, self._unread = self._port, None, b""
         if port is not None:
             port.close()
 
@@ -598,17 +600,31 @@ class SerialTransport(Transport):
             raise _NotTaken(len(data)) from error
 
     def _read_exact(self, count: int) -> bytes:
-        data = self._port.read(count)
+        data, self._unread = self._unread[:count], self._unread[count:]
+        if len(data) < count:
+            data += self._port.read(count - len(data))
         if len(data) < count:
             raise TimeoutError(f"got {len(data)} of {count} bytes")
         return data
 
     def _read_raw(self) -> bytes:
+        """Up to and including the read termination, within the timeout. Whatever the port holds is read at once
+        (pyserial's ``read_until`` reads a byte per call: 0.1 MB/s, where a USB virtual COM port delivers tens of
+        MB/s); bytes past the termination are kept for the next read."""
         terminator = self.read_termination.encode("ascii")
-        data = self._port.read_until(terminator)
-        if not data.endswith(terminator):
-            raise _Unterminated(data)
-        return data
+        data, searched = bytearray(self._unread), 0
+        deadline = time.monotonic() + self.timeout_s
+        while (end := data.find(terminator, searched)) < 0:
+            searched = max(0, len(data) - len(terminator) + 1)
+            chunk = self._port.read(max(1, self._port.in_waiting))  # waits up to the timeout for a first byte
+            if not chunk or time.monotonic() > deadline:
+                data += chunk
+                self._unread = b""
+                raise _Unterminated(bytes(data))
+            data += chunk
+        end += len(terminator)
+        self._unread = bytes(data[end:])
+        return bytes(data[:end])
 
     def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:
         from pyvisa.util import to_ieee_block

@@ -57,3 +57,14 @@ def test_simulator_ratios_are_throughput_over_the_kernels_throughput(monkeypatch
     assert figures["of matmul"] == pytest.approx(0.5)  # twice the matmul's time: half its throughput
     assert figures["of matmul+noise"] == pytest.approx(2.0)
     assert figures["device_s_per_call"] == pytest.approx(0.25)  # the modelled clock's, of one batched call
+
+
+def test_the_transport_benchmark_reads_every_reply_through_each_reader(monkeypatch, capsys):
+    """A run of two reply sizes on a real pty: each reader got all the bytes (else it would block, or the transport
+    would time out), and a row per size is printed."""
+    transports = load("transports")
+    monkeypatch.setattr("sys.argv", ["transports.py", "--sizes", "100", "5000", "--replies", "3", "--repeats", "1"])
+    transports.main()
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["100", "5000"]
+    assert all(float(figure) > 0 for row in rows for figure in row.split()[1:4])

@@ -806,3 +806,44 @@ def test_transfers_logged_from_many_threads_to_one_log_stay_whole_lines(tmp_path
     matches = [pattern.fullmatch(line) for line in (tmp_path / "traffic.log").read_text().splitlines()]
     assert len(matches) == threads * lines and all(matches)
     assert sorted(m[1] for m in matches) == sorted(str(k) for k in range(threads) for _ in range(lines))
+
+
+@contextlib.contextmanager
+def device_pty(timeout_s: float = 0.3) -> Iterator[tuple[int, SerialTransport]]:
+    """A raw pseudo-terminal: the device's end (a file descriptor the test writes replies to) and an open
+    `SerialTransport` on the other."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
+    transport = SerialTransport(os.ttyname(slave), timeout_s=timeout_s)
+    try:
+        with transport:
+            yield master, transport
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+def test_a_serial_read_takes_a_long_reply_whole_and_keeps_what_came_after_it_for_the_next() -> None:
+    """Replies are read as many bytes at a time as the port holds (a byte per call took a second for 100 kB from a
+    USB virtual COM port); what arrived after a reply's end, another reply or a binary block, is the next read's."""
+    with device_pty() as (device, transport):
+        long = "1," * 100_000 + "2"
+        writer = threading.Thread(target=os.write, args=(device, f"{long}\n".encode()), daemon=True)
+        writer.start()
+        assert transport.read() == long
+        writer.join(30)
+        os.write(device, b"first\nsecond\n#14\x00\x00\x80?\nthird")
+        assert (transport.read(), transport.read()) == ("first", "second")
+        np.testing.assert_array_equal(transport.query_binary("DATA?", "f"), [1.0])
+        with pytest.raises(TransportTimeout):  # "third" never ends; what came of it is not taken for the next reply
+            transport.read()
+        os.write(device, b"fourth\n")
+        assert transport.read() == "fourth"
+    with device_pty() as (device, transport):
+        os.write(device, b"one\ntwo\n")
+        assert transport.read() == "one"
+        transport.close()  # what was left unread belongs to the closed session (pyserial flushes the port's too)
+        transport.open()
+        os.write(device, b"three\n")
+        assert transport.read() == "three"

@@ -1,0 +1,103 @@
+"""Serial transport throughput: long replies read through `SerialTransport` against the bytes a pseudo-terminal
+delivers to a plain ``os.read`` loop, in the same run.
+
+A device on a USB virtual COM port (CDC-ACM) answers at USB speed, so a long ASCII reply (a record of 10 000
+samples is ~120 kB) costs whatever the host spends reading it. For each reply size, a child process writes ``--replies``
+replies of that size (one line each) into the master side of a pty; the timed reader is the transport (``read()``,
+one reply at a time, its terminator found), pyserial's ``read_until`` on the same port (a byte per call: what the
+transport did before), or a plain ``os.read`` of the slave side until as many bytes arrived (what the pty delivers).
+Figures are the medians of ``--repeats`` timings, the readers taking turns.
+
+    .venv/bin/python benchmarks/transports.py [--sizes 100 10000 100000] [--replies 20] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import tty
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hil.transport import SerialTransport  # noqa: E402
+
+
+def feed(master: int, reply: bytes, count: int) -> int:
+    """A child process (the device: no lock shared with the reader) writing ``count`` copies of ``reply`` into the
+    pty's master side; returns its pid."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for _ in range(count):
+                view = memoryview(reply)
+                while view:
+                    view = view[os.write(master, view):]
+        finally:
+            os._exit(0)
+    return pid
+
+
+def timed(read: Callable[[], None], master: int, reply: bytes, count: int) -> float:
+    writer = feed(master, reply, count)
+    started = time.perf_counter()
+    read()
+    elapsed = time.perf_counter() - started
+    os.waitpid(writer, 0)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 10_000, 100_000], help="reply sizes (bytes)")
+    parser.add_argument("--replies", type=int, default=20, help="replies per timing")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
+    transport = SerialTransport(os.ttyname(slave), timeout_s=5.0)
+    transport.open()
+    raw = os.open(os.ttyname(slave), os.O_RDONLY | os.O_NOCTTY)
+    print(f"{'reply, bytes':>12s} {'transport MB/s':>15s} {'read_until MB/s':>16s} {'os.read MB/s':>13s}   "
+          "transport / read_until, / os.read")
+    try:
+        for size in args.sizes:
+            reply = b"1" * (size - 1) + b"\n"
+            total = size * args.replies
+
+            def through_transport() -> None:
+                for _ in range(args.replies):
+                    transport.read()
+
+            def through_read_until() -> None:
+                for _ in range(args.replies):
+                    transport._port.read_until(b"\n")
+
+            def through_os_read(total: int = total) -> None:
+                got = 0
+                while got < total:
+                    got += len(os.read(raw, 1 << 16))
+
+            readers = {"transport": through_transport, "read_until": through_read_until, "os.read": through_os_read}
+            times: dict[str, list[float]] = {name: [] for name in readers}
+            for _ in range(args.repeats):
+                for name, read in readers.items():
+                    times[name].append(timed(read, master, reply, args.replies))
+            rate = {name: total / statistics.median(spent) / 1e6 for name, spent in times.items()}
+            print(f"{size:12d} {rate['transport']:15.2f} {rate['read_until']:16.2f} {rate['os.read']:13.2f}   "
+                  f"{rate['transport'] / rate['read_until']:.0f}×, {rate['transport'] / rate['os.read']:.2f}",
+                  flush=True)
+    finally:
+        transport.close()
+        for fd in (raw, slave, master):
+            os.close(fd)
+
+
+if __name__ == "__main__":
+    main()
