@@ -57,6 +57,9 @@ from hil.twin.fit import fit_twin
 from hil.twin.models import Twin, build_twin, load_twin, save_twin, twin_from_spec
 
 STEPS = ("calibrate", "collect", "fit_twin", "fidelity", "train", "evaluate", "report")
+#: The events a run logs before its first checkpoint, when it has measured nothing: a warning while it prepares (the
+#: traffic log stopping as the bench is made safe) among them.
+UNMEASURED_EVENTS = ("run_started", "warning", "run_interrupted", "run_failed")
 #: The files a run starts from. Their digests, and those of the data files written since, are in every
 #: checkpoint: a resumed run refuses them changed or damaged.
 RUN_FILES = ("protocol.yaml", "lab.yaml")
@@ -475,7 +478,7 @@ def _checkpoint_to_resume(store: RunStore) -> dict[str, Any] | None:
     saved = store.load_checkpoint()
     events = store.events()
     if saved is None:  # such a run may have ended (stopped at once, failed) before its first checkpoint
-        if any(event["kind"] not in ("run_started", "run_interrupted", "run_failed") for event in events):
+        if any(event["kind"] not in UNMEASURED_EVENTS for event in events):
             raise RunFileError(f"{store.path / CHECKPOINT}: checkpoint missing; resuming would redo the run and "
                                "overwrite its data; start a new run")
         return None

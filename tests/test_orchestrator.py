@@ -1589,3 +1589,41 @@ def test_captures_repeated_after_dropped_frames_are_shown_logged_and_reported(tm
     summary = (store.path / "report" / "summary.md").read_text()
     assert f" {len(logged)} warning{'s' if len(logged) > 1 else ''} during the run (each in `events.jsonl`), the " \
            f"first: {logged[0]['message']}." in summary
+
+
+def warning_while_preparing(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make `Run.prepare` end with a warning, as the traffic log stopping on a full disk gives (hil's own, which a
+    run logs as a ``warning`` event); returns its message."""
+    import warnings
+
+    from hil.orchestrator import Run
+    from hil.transport import TrafficLogStopped
+
+    message = "traffic log logs/awg.log: cannot write (No space left on device); logging stops here"
+    prepare = Run.prepare
+
+    def prepare_then_warn(self: Run, data=None) -> None:
+        prepare(self, data)
+        warnings.warn(message, TrafficLogStopped, stacklevel=2)
+
+    monkeypatch.setattr(Run, "prepare", prepare_then_warn)
+    return message
+
+
+def test_a_run_stopped_before_its_first_checkpoint_after_a_warning_starts_over_when_resumed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning while a new run prepares is logged before its first checkpoint; such a run has measured nothing,
+    yet resuming it was refused ("checkpoint missing; resuming would redo the run and overwrite its data"), as if the
+    warning were a step's event: the run could never be resumed."""
+    from hil.transport import TrafficLogStopped
+
+    message = warning_while_preparing(monkeypatch)
+    with pytest.warns(TrafficLogStopped, match=re.escape(message)):
+        sigterm_after("prepare", monkeypatch, protocol_path=write_protocol(tmp_path, **SMALL))
+    monkeypatch.undo()
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    assert [e["kind"] for e in store.events()] == ["warning", "run_interrupted"] and store.load_checkpoint() is None
+    store.close()
+    events = run_protocol(resume=run, show_progress=False).events()
+    assert [e["kind"] for e in events][:1] + [e["kind"] for e in events][-1:] == ["run_started", "run_finished"]
