@@ -206,7 +206,9 @@ class Run:
                                     "torch_threads": torch.get_num_threads(), "bench": self._bench_state(),
                                     "wall_s": self.wall_s(), "file_digests": {**self.run_files, **self.store.digests}})
 
-    def resume_from(self, saved: dict[str, Any]) -> None:
+    def resume_from(self, saved: dict[str, Any], discarded: int) -> None:
+        """Continue from the checkpoint ``saved``, the events after it already moved out of the log (``discarded``:
+        how many lines moved)."""
         self.completed = list(saved["completed"])
         self.epoch, self.batch = int(saved["epoch"]), int(saved["batch"])
         self.history = list(saved["history"])
@@ -228,7 +230,6 @@ class Run:
         self.method.begin(self.model)
         self.method.load_state_dict(saved["method"])
         torch.set_rng_state(saved["torch_rng"])  # last: building the twin above draws its initial weights from it
-        discarded = self.store.rewind_events(int(saved["next_seq"]))
         self.store.event("run_resumed", completed=self.completed, epoch=self.epoch, batch=self.batch,
                          discarded_events=discarded, torch_threads=torch.get_num_threads())
 
@@ -517,14 +518,16 @@ def _out_of_memory(error: BaseException) -> bool:
 
 def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed: bool) -> None:
     """Prepare ``run`` and resume it from ``saved``, or start it: the bench's snapshot, run_started and the first
-    checkpoint (on disk before any step measures anything; see the module docstring)."""
+    checkpoint (on disk before any step measures anything; see the module docstring). A resumed run's log is rewound
+    to ``saved`` (to its start where there is none) first, so that what this attempt logs stays in it."""
     store, lab, protocol = run.store, run.lab, run.protocol
+    discarded = 0
+    if resumed:  # before anything this attempt logs (a warning while it prepares) joins the unfinished part
+        discarded = store.rewind_events(int(saved["next_seq"]) if saved is not None else 1)
     run.prepare(data)
     if saved is not None:
-        run.resume_from(saved)
+        run.resume_from(saved, discarded)
         return
-    if resumed:
-        store.rewind_events(1)
     lab.safe_state()
     store.write_json("snapshot.json", {
         "instruments": {name: i.snapshot() for name, i in lab.instruments.items() if i.connected},

@@ -1627,3 +1627,27 @@ def test_a_run_stopped_before_its_first_checkpoint_after_a_warning_starts_over_w
     store.close()
     events = run_protocol(resume=run, show_progress=False).events()
     assert [e["kind"] for e in events][:1] + [e["kind"] for e in events][-1:] == ["run_started", "run_finished"]
+
+
+@pytest.mark.parametrize("checkpointed", [True, False])
+def test_a_warning_while_a_resumed_run_prepares_stays_in_its_log_not_in_the_discarded_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpointed: bool) -> None:
+    """A resumed run moved the unfinished part of the attempt before to ``events.discarded.jsonl`` only once it had
+    prepared and restored itself: a warning it logged meanwhile (the traffic log stopping as the bench is set up
+    again) went with that part, out of the log and its report, as if the killed attempt had logged it."""
+    protocol = write_protocol(tmp_path, **SMALL)
+    if checkpointed:
+        run = interrupted_after_fit_twin(protocol, monkeypatch)
+    else:
+        sigterm_after("prepare", monkeypatch, protocol_path=protocol)
+        [run] = (tmp_path / "runs").iterdir()
+    discarded = run / "events.discarded.jsonl"
+    assert not discarded.exists()
+    from hil.transport import TrafficLogStopped
+
+    message = warning_while_preparing(monkeypatch)
+    with pytest.warns(TrafficLogStopped, match=re.escape(message)):
+        events = run_protocol(resume=run, show_progress=False).events()
+    assert [e["message"] for e in events if e["kind"] == "warning"] == [message]
+    assert [json.loads(line)["kind"] for line in discarded.read_text().splitlines()] == ["run_interrupted"]
+    assert events[-1]["kind"] == "run_finished" and [e["seq"] for e in events] == list(range(1, len(events) + 1))
