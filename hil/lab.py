@@ -550,9 +550,9 @@ class Lab:
 
 def _in_order(items: dict[str, Any], order: collections.abc.Iterable[str]) -> None:
     """Reorder ``items`` in place to follow ``order`` (names not in it keep their place at the end)."""
-    for name in order:
-        if name in items:
-            items[name] = items.pop(name)
+    named = [name for name in order if name in items]
+    for name in [*named, *(name for name in items if name not in named)]:
+        items[name] = items.pop(name)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from drivers.keithley2450 import Keithley2450
 from hil.config import YamlDocument, dump_yaml
 from hil.errors import ConfigError, LimitError, Terminated, TransportError, terminate_on_signals
 from hil.instruments import SourceMeter
-from hil.lab import Lab, _signals_held
+from hil.lab import Lab, _in_order, _signals_held
 from hil.limits import Limit
 from hil.registry import BUILTIN, available
 from simulators.analog import SimulatedAnalogOutput
@@ -435,6 +435,15 @@ def test_emulating_a_driver_without_an_emulator_names_those_with_one(tmp_path: P
                                           r"without one is reached at its resource, and a driver names its emulator on "
                                           r'its class: emulator: ClassVar\[str\] = "module:Class"$'):
         Lab.load(path).build()
+
+
+def test_instruments_a_lab_file_does_not_name_keep_their_place_after_its_own() -> None:
+    """The lab's reorder after a reopen (its instruments and systems in the file's order) moved the file's names to
+    the end, so an instrument added by hand (``lab.instruments["probe"] = ...``) came first: connected before the
+    file's and closed after them, where its docstring said it keeps its place at the end."""
+    items = {"probe": 0, "smu": 1, "awg": 2}
+    _in_order(items, ["awg", "smu", "not built"])
+    assert list(items) == ["awg", "smu", "probe"]
 
 
 def test_emulate_without_options_serves_the_emulator(tmp_path: Path) -> None:
