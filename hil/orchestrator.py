@@ -540,9 +540,9 @@ def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed
 
 
 def _record(store: RunStore, kind: str, **fields: Any) -> RunFileError | None:
-    """Log the event that ends a run, where the disk takes it: one it refuses (full) must not replace the error
-    or stop that ended the run, which is raised all the same (the log then ends without it: an incomplete run).
-    Returns the disk's refusal, None if it took the event."""
+    """Log an event where the disk takes it: the one that ends a run, which a refusal (a full disk) must not replace
+    the error or stop that ended the run with (raised all the same; the log then ends without it: an incomplete
+    run), or a warning, which must not stop the run. Returns the disk's refusal, None if it took the event."""
     try:
         store.event(kind, **fields)
     except RunFileError as refused:
@@ -557,8 +557,10 @@ def _unlogged(refused: RunFileError | None) -> str:
 
 @contextlib.contextmanager
 def _warnings_logged(store: RunStore) -> Iterator[None]:
-    """hil's warnings during a run (a capture repeated after dropped frames, the traffic log stopping) are shown as
-    before and also logged as ``warning`` events, where the disk takes them; a device's are shown every time."""
+    """The warnings the hil command shows as its own (every `UserWarning`: hil's, such as a capture repeated after
+    dropped frames or the traffic log stopping, and a library's alike) are shown as before during a run and also
+    logged as ``warning`` events, where the disk takes them; a device's (`DeviceWarning`) are shown every time, the
+    others once per place and text, as Python shows them."""
     show = warnings.showwarning
 
     def show_and_log(message: Warning | str, category: type[Warning], *where: Any) -> None:
