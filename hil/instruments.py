@@ -511,6 +511,9 @@ class AnalogOutput(Instrument):
                              f"loaded one; got {channels!r}")
         else:
             chosen = [self._check_channel(channel, self.n_channels) for channel in channels]
+            if not chosen:
+                raise LimitError(f"{self.name}: play was given no channel; name the channels to play "
+                                 f"(1..{self.n_channels}), or None for every loaded one")
         if not chosen:
             raise DeviceError(f"{self.name}: no waveform loaded; call load_waveform() before play()")
         for channel in chosen:

@@ -458,6 +458,18 @@ def test_play_takes_a_list_of_channels(analog_output: SimulatedAnalogOutput) -> 
     analog_output.play((1,))
 
 
+def test_play_of_no_channels_says_so_rather_than_that_no_waveform_is_loaded(
+        analog_output: SimulatedAnalogOutput) -> None:
+    """play([]) said "no waveform loaded; call load_waveform() before play()" with a waveform loaded: the empty list
+    given, not the channel's memory, is what to fix."""
+    analog_output.load_waveform(1, np.full(8, 0.3), 1e3)
+    for channels in ([], (), np.array([], dtype=int)):
+        with pytest.raises(LimitError, match=r"^out: play was given no channel; name the channels to play "
+                                             r"\(1\.\.1\), or None for every loaded one$"):
+            analog_output.play(channels)
+    analog_output.play([1])
+
+
 def test_a_mixin_listed_after_the_capability_is_refused_where_the_class_is_written() -> None:
     from drivers.scpi import ScpiDriver
     from hil.instruments import CrossbarArray, SourceMeter
