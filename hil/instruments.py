@@ -347,7 +347,7 @@ class Camera(Instrument):
         images, indices = self._capture_hw(int(n_frames))
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) != len(images) or len(images) > n_frames:
-            raise DeviceError(f"{self.name}: asked for {n_frames} frames, got {len(images)} with "
+            raise DeviceError(f"{self.name}: asked for {n_frames} frame(s), got {len(images)} with "
                               f"{len(indices)} frame indices")
         gaps = np.nonzero(np.diff(indices) != 1)[0]
         if len(gaps):
@@ -355,7 +355,7 @@ class Camera(Instrument):
             raise FramesDropped(f"{self.name}: frame(s) dropped after frame index {indices[at]} "
                                 f"(next index {indices[at + 1]})")
         if len(images) < n_frames:
-            raise FramesDropped(f"{self.name}: asked for {n_frames} frames, got {len(images)}")
+            raise FramesDropped(f"{self.name}: asked for {n_frames} frame(s), got {len(images)}")
         if tuple(np.shape(images)[1:]) != self.frame_shape:
             raise DeviceError(f"{self.name}: frames of {tuple(np.shape(images)[1:])} px, expected {self.frame_shape}")
         return Frames(images=images, indices=indices, exposure_s=self.exposure_s)
@@ -382,7 +382,9 @@ class Camera(Instrument):
 
     @abstractmethod
     def _capture_hw(self, n_frames: int) -> tuple[Any, Any]:
-        """Return (images N × `frame_shape`, frame indices N)."""
+        """Return (images N × `frame_shape`, frame indices N) of frames exposed after this call: frames left over
+        from a capture that failed are discarded first, since a system that captures again would pair them with the
+        wrong patterns (their indices run on)."""
 
 
 class AnalogOutput(Instrument):
@@ -506,7 +508,7 @@ class AnalogOutput(Instrument):
         self._require_waveforms()
         if channels is None:
             chosen = sorted(self.waveform_samples)
-        elif isinstance(channels, str | bytes) or not isinstance(channels, Iterable):
+        elif isinstance(channels, str | bytes) or not isinstance(channels, Iterable) or np.ndim(channels) == 0:
             raise LimitError(f"{self.name}: play takes a list of channels (1..{self.n_channels}), or None for every "
                              f"loaded one; got {channels!r}")
         else:

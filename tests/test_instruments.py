@@ -448,9 +448,10 @@ def test_every_number_a_capability_takes_refuses_text_none_nan_and_bools(
 
 
 def test_play_takes_a_list_of_channels(analog_output: SimulatedAnalogOutput) -> None:
-    """play(1) was a TypeError ('int' object is not iterable), play("1") a channel '1' that does not exist."""
+    """play(1) was a TypeError ('int' object is not iterable), as play(np.array(1)) was, and play("1") a channel '1'
+    that does not exist."""
     analog_output.load_waveform(1, np.full(8, 0.3), 1e3)
-    for channels in (1, "1", True):
+    for channels in (1, "1", True, np.array(1)):
         with pytest.raises(LimitError, match=rf"^out: play takes a list of channels \(1\.\.1\), or None for every "
                                              rf"loaded one; got {re.escape(repr(channels))}$"):
             analog_output.play(channels)  # type: ignore[arg-type]
@@ -850,10 +851,10 @@ def test_a_batch_missing_a_frame_is_refused_as_a_drop_and_one_with_a_frame_unask
     again; more frames than asked is the driver's error."""
     with ShortCamera(optical, name="camera") as camera:
         camera.set_exposure(1e-3)
-        with pytest.raises(FramesDropped, match=r"^camera: asked for 3 frames, got 2$"):
+        with pytest.raises(FramesDropped, match=r"^camera: asked for 3 frame\(s\), got 2$"):
             camera.capture(3)
         camera.extra = 1
-        with pytest.raises(DeviceError, match=r"^camera: asked for 3 frames, got 4 with 4 frame indices$") as error:
+        with pytest.raises(DeviceError, match=r"^camera: asked for 3 frame\(s\), got 4 with 4 frame indices$") as error:
             camera.capture(3)
         assert not isinstance(error.value, FramesDropped)
 

@@ -1134,7 +1134,7 @@ def test_frames_are_lost_on_the_link_at_the_configured_rate_and_in_no_preset() -
         try:
             camera.capture(1)
         except FramesDropped as error:
-            assert str(error) == "camera: asked for 1 frames, got 0"
+            assert str(error) == "camera: asked for 1 frame(s), got 0"
             lost += 1
     assert abs(lost / 2000 - 0.2) < 4 * math.sqrt(0.2 * 0.8 / 2000)
     for preset in ("ideal", "realistic", "harsh"):
@@ -1158,8 +1158,9 @@ def test_a_sequence_whose_frames_were_dropped_is_shown_again_with_a_warning_and_
         assert len(caught) == system.recaptures and (system.recaptures > 0) == (drop > 0)
     assert torch.equal(outputs[0], outputs[1]) and device_s[1] > device_s[0]
     assert all(issubclass(w.category, DeviceWarning) for w in caught)
-    assert re.fullmatch(r"camera: (frame\(s\) dropped after frame index \d+ \(next index \d+\)|asked for 256 frames, "
-                        r"got \d+); showing the 256 patterns again \(try [23] of 3\)", str(caught[0].message))
+    assert re.fullmatch(r"camera: (frame\(s\) dropped after frame index \d+ \(next index \d+\)|asked for 256 "
+                        r"frame\(s\), got \d+); showing the 256 patterns again \(try [23] of 3\)",
+                        str(caught[0].message))
 
 
 def test_a_link_that_drops_frames_on_every_try_stops_the_system_naming_it() -> None:
