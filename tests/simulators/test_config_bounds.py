@@ -70,6 +70,10 @@ def test_every_number_of_every_world_has_a_lower_and_an_upper_bound(kind: str) -
      "less than or equal to 1"),
     ("resistive_network", {"devices": {"reference_temperature_k": 25}}, "config.devices.reference_temperature_k",
      "greater than or equal to 200"),
+    ("optical_table", {"shot": {"frame_drop_probability": 0.6}}, "config.shot.frame_drop_probability",
+     "less than or equal to 0.5"),  # a percentage slip (60 for 0.6 % is refused as well)
+    ("multimode_fiber", {"shot": {"frame_drop_probability": 1}}, "config.shot.frame_drop_probability",
+     "less than or equal to 0.5"),  # a link that loses every frame: no capture could ever be repeated to success
 ])
 def test_a_unit_slip_is_a_config_error_naming_the_field_and_the_bound(kind, config, field, message) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)) as error:

@@ -1173,3 +1173,46 @@ def test_a_link_that_drops_frames_on_every_try_stops_the_system_naming_it() -> N
                                                 r"camera's link \(cable, bandwidth, other devices on its bus\)$"):
             system.calibrate()
     assert system.recaptures >= 2  # the failing sequence's two, after any of the calibration's earlier captures
+
+
+def test_a_sequence_is_shown_and_captured_three_times_in_all_before_its_dropped_frames_stop_the_system() -> None:
+    """Each repeat says which try it is, and the third is the last: a fourth try would hold the run on a link that
+    needs looking at, and the error's "on each of 3 tries" would be untrue."""
+    _, slm, camera = bench("ideal", shot={"frame_drop_probability": 0.5})
+    system = OpticalSystem({"slm": slm, "camera": camera})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(FramesDropped, match=r", on each of 3 tries of the same sequence; "):
+            system.calibrate()
+    tries = [int(re.search(r"\(try (\d) of 3\)$", str(w.message))[1]) for w in caught]
+    assert tries[-2:] == [2, 3] and set(tries) <= {2, 3} and len(tries) == system.recaptures
+
+
+def test_a_capture_that_fails_for_another_reason_than_dropped_frames_is_not_repeated() -> None:
+    """Only lost frames are worth a second try: a camera error (here, no exposure set) repeated would be reported
+    as a link that drops frames on every try ("check the camera's link"), hiding what is wrong."""
+    _, slm, camera = bench("ideal")
+    system = OpticalSystem({"slm": slm, "camera": camera})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DeviceError, match=r"^camera: exposure unknown; call set_exposure\(\) before capture\(\)$") \
+                as error:
+            system.capture(blocks(4))
+    assert not isinstance(error.value, FramesDropped) and caught == [] and system.recaptures == 0
+
+
+def test_the_frames_a_seeded_bench_loses_are_the_same_on_every_run() -> None:
+    """A simulated run is reproduced by its seed: which frames the link loses is drawn from the world's generator,
+    like its noise, so a rehearsal that failed on a lost frame fails there again."""
+    lost = []
+    for _ in range(2):
+        _, _, camera = bench("ideal", seed=3, camera={"shape": (8, 8)}, shot={"frame_drop_probability": 0.3})
+        camera.set_exposure(1e-3)
+        counts = []
+        for _ in range(40):
+            try:
+                counts.append(len(camera.capture(4).images))
+            except FramesDropped as error:
+                counts.append(str(error))
+        lost.append(counts)
+    assert lost[0] == lost[1] and any(isinstance(count, str) for count in lost[0])
