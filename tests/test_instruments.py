@@ -455,6 +455,9 @@ def test_play_takes_a_list_of_channels(analog_output: SimulatedAnalogOutput) -> 
         with pytest.raises(LimitError, match=rf"^out: play takes a list of channels \(1\.\.1\), or None for every "
                                              rf"loaded one; got {re.escape(repr(channels))}$"):
             analog_output.play(channels)  # type: ignore[arg-type]
+    with pytest.raises(LimitError, match=r"^out: play takes a list of channels \(1\.\.1\), or None for every "
+                                         r"loaded one; got b'\\x01'$"):
+        analog_output.play(b"\x01")  # type: ignore[arg-type]  # bytes iterate as numbers: channel 1
     analog_output.play(np.array([1]))
     analog_output.play((1,))
 
@@ -857,6 +860,56 @@ def test_a_batch_missing_a_frame_is_refused_as_a_drop_and_one_with_a_frame_unask
         with pytest.raises(DeviceError, match=r"^camera: asked for 3 frame\(s\), got 4 with 4 frame indices$") as error:
             camera.capture(3)
         assert not isinstance(error.value, FramesDropped)
+
+
+class MisnumberingCamera(SimulatedCamera):
+    """A simulated camera whose driver returns the frames of a capture with the counter indices ``keep`` of them
+    (all frames by default) and the frames ``frames`` (all by default)."""
+
+    keep: list[int] | None = None
+    frames: list[int] | None = None
+
+    def _capture_hw(self, n_frames: int):
+        images, indices = super()._capture_hw(n_frames)
+        indices = np.asarray(indices)
+        return (images if self.frames is None else images[self.frames],
+                indices if self.keep is None else indices[self.keep])
+
+
+def test_frames_without_an_index_each_are_the_drivers_error_not_a_drop(optical: OpticalTable) -> None:
+    """Three frames with two counter indices cannot be told apart from a gap: the frames were returned with indices
+    that do not say which frame is which, a driver's error (not repeated as a drop), never frames to keep."""
+    with MisnumberingCamera(optical, name="camera") as camera:
+        camera.set_exposure(1e-3)
+        camera.keep = [0, 1]
+        with pytest.raises(DeviceError, match=r"^camera: asked for 3 frames, got 3 with 2 frame indices$") as error:
+            camera.capture(3)
+        assert not isinstance(error.value, FramesDropped)
+
+
+def test_a_frame_lost_mid_batch_is_said_where_it_was_lost(optical: OpticalTable) -> None:
+    """A lost frame leaves both a gap in the counter and a short batch: the error names the gap (which frame was
+    lost), as a frame lost at the end is named by the count. It is a `DeviceError` still, as it was: a program that
+    catches a device's errors catches it."""
+    with MisnumberingCamera(optical, name="camera") as camera:
+        camera.set_exposure(1e-3)
+        camera.keep = camera.frames = [0, 2]
+        with pytest.raises(DeviceError, match=r"^camera: frame\(s\) dropped after frame index 0 \(next index 2\)$") \
+                as error:
+            camera.capture(3)
+        assert isinstance(error.value, FramesDropped)
+
+
+def test_a_frame_counter_that_repeats_or_goes_back_is_refused(optical: OpticalTable) -> None:
+    """Indices 0, 0, 1 or 1, 0, 2 are not three successive frames: the batch would be paired with the wrong inputs
+    as surely as one with a gap."""
+    with MisnumberingCamera(optical, name="camera") as camera:
+        camera.set_exposure(1e-3)
+        for keep, (at, after) in (([0, 0, 1], (0, 0)), ([1, 0, 2], (4, 3))):  # the second capture's frames: 3, 4, 5
+            camera.keep = keep
+            with pytest.raises(DeviceError, match=rf"^camera: frame\(s\) dropped after frame index {at} \(next index "
+                                                  rf"{after}\)$"):
+                camera.capture(3)
 
 
 class ShortRecordInput(SimulatedAnalogInput):
