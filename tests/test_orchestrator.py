@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -415,6 +416,44 @@ def test_hil_run_resume_of_a_finished_run_says_in_one_line_that_nothing_ran(fini
     assert capsys.readouterr().out == (f"{run}: the run finished at {ended}; nothing to resume; its report: "
                                        f"{run / 'report' / 'summary.md'}\n")
     assert files(run) == before
+
+
+def test_hil_run_resume_of_a_finished_run_says_when_it_finished_in_local_time(
+        finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The line that says nothing was resumed gives the time the run finished as the user's clock shows it: in
+    India (UTC+5:30), not UTC."""
+    from hil.cli import main
+
+    run = copy_of(finished_run, tmp_path)
+    finished = json.loads((run / "events.jsonl").read_text().splitlines()[-1])
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    try:
+        ended = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished["time"]))
+        assert ended != time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(finished["time"]))
+        assert main(["run", "--quiet", "--resume", str(run)]) == 0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert capsys.readouterr().out.startswith(f"{run}: the run finished at {ended}; nothing to resume; ")
+
+
+@pytest.mark.parametrize("edited", ["yesterday", 1e300, 1e18, 253402300800],
+                         ids=["text", "beyond time_t", "beyond the OS", "year 10000"])
+def test_hil_run_resume_of_a_finished_run_whose_end_time_was_edited_says_an_unknown_time(
+        finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], edited: object) -> None:
+    """A log edited by hand holds what it holds: a time that is no date is "an unknown time" in the one line that
+    says nothing was resumed, not a traceback instead of it."""
+    from hil.cli import main
+
+    run = copy_of(finished_run, tmp_path)
+    lines = (run / "events.jsonl").read_text().splitlines()
+    finished = json.loads(lines[-1])
+    (run / "events.jsonl").write_text("\n".join([*lines[:-1], json.dumps(finished | {"time": edited})]) + "\n")
+    assert main(["run", "--quiet", "--resume", str(run)]) == 0
+    assert capsys.readouterr().out == (f"{run}: the run finished at an unknown time; nothing to resume; its report: "
+                                       f"{run / 'report' / 'summary.md'}\n")
 
 
 def test_hil_report_writes_the_summary_the_run_wrote(finished_run: Path, tmp_path: Path) -> None:
@@ -1651,3 +1690,42 @@ def test_a_warning_while_a_resumed_run_prepares_stays_in_its_log_not_in_the_disc
     assert [e["message"] for e in events if e["kind"] == "warning"] == [message]
     assert [json.loads(line)["kind"] for line in discarded.read_text().splitlines()] == ["run_interrupted"]
     assert events[-1]["kind"] == "run_finished" and [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_each_hil_warning_during_a_run_is_shown_and_logged_and_a_full_disk_stops_neither(tmp_path: Path) -> None:
+    """Python shows a warning once per line of code by default: a camera that dropped frames on two sequences with
+    the same message would have said so (and logged it) once. A traffic log that stops is hil's warning too, and is
+    logged; a library's RuntimeWarning is shown but is not hil's, so it is not logged (the report counts hil's). A
+    disk that refuses a warning's event must not turn the warning into an error that stops the run. After the run,
+    warnings are no longer logged into its closed log."""
+    from hil.errors import DeviceWarning
+    from hil.orchestrator import _warnings_logged
+    from hil.transport import TrafficLogStopped
+
+    (tmp_path / "run").mkdir()
+    store = RunStore(tmp_path / "run")
+    dropped = "camera: asked for 8 frames, got 7; showing the 8 patterns again (try 2 of 3)"
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")  # Python's own filter for a UserWarning, as `hil run` has it
+        with _warnings_logged(store):
+            for _ in range(2):
+                warnings.warn(dropped, DeviceWarning, stacklevel=1)
+            warnings.warn("traffic log x.log: cannot write", TrafficLogStopped, stacklevel=1)
+            warnings.warn("overflow encountered in exp", RuntimeWarning, stacklevel=1)
+            logged = store.events()
+            store._events = RefusingLog(store._events)  # the disk is full from here
+            try:
+                warnings.warn("camera: frame(s) dropped after frame index 3 (next index 5)", DeviceWarning,
+                              stacklevel=1)
+            finally:
+                store._events = store._events.log
+        warnings.warn("after the run", UserWarning, stacklevel=1)
+    assert [(str(w.message), w.category) for w in shown] == [
+        (dropped, DeviceWarning), (dropped, DeviceWarning), ("traffic log x.log: cannot write", TrafficLogStopped),
+        ("overflow encountered in exp", RuntimeWarning),
+        ("camera: frame(s) dropped after frame index 3 (next index 5)", DeviceWarning), ("after the run", UserWarning)]
+    assert [(e["kind"], e["category"], e["message"]) for e in logged] == [
+        ("warning", "DeviceWarning", dropped), ("warning", "DeviceWarning", dropped),
+        ("warning", "TrafficLogStopped", "traffic log x.log: cannot write")]
+    assert store.events() == logged
+    store.close()
