@@ -236,3 +236,25 @@ def test_a_run_whose_safe_state_failed_too_says_what_ended_it_first(tmp_path: Pa
     store.event(ending["kind"], **{key: value for key, value in ending.items() if key != "kind"})
     store.event("run_failed", error="going to the safe state failed: smu: no reply to ':OUTP OFF'")
     assert said in _summary(store)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_the_summary_counts_the_warnings_a_run_logged_and_quotes_the_first(tmp_path: Path, count: int) -> None:
+    """One warning is "1 warning", not "1 warnings"; of several, the one quoted is the first (the capture repeated
+    first), as the sentence says, not the last."""
+    messages = [f"camera: frame(s) dropped after frame index {index} (next index {index + 2}); showing the 64 "
+                "patterns again (try 2 of 3)" for index in (7, 91)][:count]
+    store = _run(tmp_path, finish=False)
+    for message in messages:
+        store.event("warning", category="DeviceWarning", message=message)
+    store.save_arrays("data/evaluation.h5", {"confusion": torch.tensor([[2, 1], [0, 1]])})
+    store.event("evaluated", device_accuracy=0.75, device_loss=0.4)
+    store.event("run_finished", wall_s=1.0)
+    summary = _summary(store)
+    noun = "warning" if count == 1 else "warnings"
+    assert f" {count} {noun} during the run (each in `events.jsonl`), the first: {messages[0]}." in summary
+    assert "index 91" not in summary
+
+
+def test_a_run_without_warnings_says_nothing_of_them(tmp_path: Path) -> None:
+    assert "warning" not in _summary(_run(tmp_path))
