@@ -411,6 +411,41 @@ def test_a_run_that_ended_before_run_started_is_listed_with_the_name_in_its_prot
         ("2026-01-04", "failed"), ("?", "failed"), ("?", "failed"), ("sweep", "failed")]
 
 
+def test_a_run_that_ended_before_run_started_with_a_protocol_file_that_names_nothing_is_listed_as_unnamed(
+        tmp_path) -> None:
+    """A protocol.yaml without a name, or holding a list or a bare value (a file saved half-edited), names no
+    protocol: such a run is listed with "?", as one without the file is; the listing does not fail, nor show None."""
+    for name, protocol in (("20260101-000000-no-name", "seed: 0\n"), ("20260102-000000-list", "- sweep\n"),
+                           ("20260103-000000-value", "sweep\n")):
+        (tmp_path / name).mkdir()
+        store = RunStore(tmp_path / name)
+        store.write_text("protocol.yaml", protocol)
+        store.event("run_failed", error="smu (TCPIP::127.0.0.1::1::SOCKET): connection failed during 'open'")
+        store.close()
+    assert [(r["protocol"], r["status"]) for r in list_runs(tmp_path)] == [("?", "failed")] * 3
+
+
+def test_a_run_is_finished_when_opened_only_if_its_log_ends_with_run_finished(tmp_path) -> None:
+    """A run whose log goes on after its run_finished (a Ctrl-C or a failure as it ended, logged after it) ended
+    otherwise: `list_runs` says so, and its store does not call it finished (a resume would leave it as it is)."""
+    endings = {"a": ["run_finished"], "b": ["run_finished", "run_failed"], "c": ["run_finished", "run_interrupted"],
+               "d": []}
+    for name, kinds in endings.items():
+        store = RunStore.create(tmp_path, name)
+        store.event("run_started", protocol="p")
+        for kind in kinds:
+            store.event(kind)
+        store.close()
+    for name, kinds in endings.items():
+        store = RunStore.open(next(tmp_path.glob(f"*{name}")))
+        try:
+            finished = store.finished_before
+            assert (finished == store.events()[-1]) if kinds == ["run_finished"] else finished is None, name
+        finally:
+            store.close()
+    assert sorted(r["status"] for r in list_runs(tmp_path)) == ["failed", "finished", "incomplete", "interrupted"]
+
+
 def test_data_an_attempt_wrote_after_its_last_checkpoint_is_kept_aside_not_overwritten(tmp_path) -> None:
     """A run killed after writing its twin data but before the checkpoint that records it redoes the collection when
     resumed: on a bench that is a second measurement, so the first is kept (``.discarded``), not overwritten. A file
