@@ -353,3 +353,35 @@ def test_an_array_holding_what_is_not_a_number_is_refused(values: object, proble
     with pytest.raises(LimitError, match=rf"^{problem}$"):
         as_numbers(values, "x")
     assert as_numbers([0, 1.5, np.int64(1), np.float32(0.5)], "x").tolist() == [0.0, 1.5, 1.0, 0.5]
+
+
+@pytest.mark.parametrize(("values", "problem"), [
+    ((0.0, True), r"x\[1\]: True is not a number"),  # a tuple, as a list: numpy read it as (0.0, 1.0)
+    ([0.0, np.True_], r"x\[1\]: np\.True_ is not a number"),  # numpy's own true, as from a comparison
+    ([[0.5], [np.False_]], r"x\[1, 0\]: np\.False_ is not a number"),
+    (np.array([b"0.1"]), r"x: text refused; give numbers"),  # bytes, which numpy reads as 0.1
+])
+def test_a_tuple_numpy_bools_and_bytes_are_refused_as_lists_bools_and_text_are(values: object, problem: str) -> None:
+    """numpy reads (0.0, True) and [0.0, np.True_] as [0.0, 1.0], and an array of bytes b"0.1" as 0.1: each would
+    be sent to an instrument as a number nobody wrote."""
+    with pytest.raises(LimitError, match=rf"^{problem}$"):
+        as_numbers(values, "x")
+    with pytest.raises(LimitError, match=rf"^{problem}$"):
+        Limit("V", -1, 1).check_array(values, "x")
+
+
+@pytest.mark.parametrize("value", [np.array("0.1"), np.array(b"0.1"), np.array(True)],
+                         ids=["text", "bytes", "true"])
+def test_a_single_value_in_a_numpy_array_of_text_or_bools_is_not_a_number(value: np.ndarray) -> None:
+    """float() takes a 0-d numpy array of text (np.array("0.1") as 0.1) as it takes the text."""
+    with pytest.raises(LimitError, match=rf"^x: {re.escape(repr(value))} is not a number$"):
+        Limit("V", -1, 1).check(value, "x")  # type: ignore[arg-type]
+
+
+def test_arrays_of_different_shapes_in_a_list_are_not_numbers_as_a_limit_error() -> None:
+    """numpy cannot put arrays of 2 × 2 and 2 × 3 in one array (a ValueError from numpy): that is a list that holds
+    no numbers, said as a `LimitError` naming what was given, as a ragged list of numbers is."""
+    with pytest.raises(LimitError, match=r"^x: not numbers \("):
+        as_numbers([np.zeros((2, 2)), np.zeros((2, 3))], "x")
+    with pytest.raises(LimitError, match=r"^x: not numbers \("):
+        as_numbers([[0.0, 1.0], [0.0]], "x")
