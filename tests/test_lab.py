@@ -482,6 +482,26 @@ def test_with_open_only_connects_no_more_and_a_closed_lab_opens_again_on_new_emu
     assert not lab["smu"].connected and lab._servers == {}
 
 
+def test_a_system_rebuilt_on_a_new_emulator_after_a_reopen_keeps_its_place_in_the_file(tmp_path: Path) -> None:
+    """A system on an emulated bench instrument is built anew when the lab opens again; it went to the end of
+    ``lab.systems``, so what lists the lab's systems (`hil devices`, a run's checkpoint of its systems) listed them
+    in another order than the file on every reopen."""
+    lab = Lab.load(write(tmp_path, """
+        worlds:
+          chip: {kind: memristor_crossbar}
+        instruments:
+          smu: {driver: keithley_2450, emulate: true}
+          xbar: {driver: simulated_crossbar, world: chip}
+        systems:
+          probe: {kind: "tests.test_orchestrator:SourceMeterProbe", instruments: {smu: smu}}
+          crossbar: {kind: crossbar, instruments: {crossbar: xbar}}
+    """))
+    with lab:
+        first = lab.system("probe")
+    with lab:
+        assert lab.system("probe") is not first and list(lab.systems) == ["probe", "crossbar"]
+
+
 def test_open_only_an_instrument_the_lab_does_not_have_is_refused_naming_it(tmp_path: Path) -> None:
     """``lab.open(only=["smuu"])`` (a misspelt name) connected nothing and said nothing: the bench program then met
     "smu: not connected" at its first command, far from the typo. A name given alone is one name, not its letters."""
@@ -955,6 +975,19 @@ def test_a_protocol_named_as_its_own_lab_is_named_as_one(tmp_path: Path) -> None
     path.write_text(text.replace("lab: lab.yaml", f"lab: {path}"))
     with pytest.raises(ConfigError, match=f"^{re.escape(str(path))} is a protocol, not a lab file; give a lab file"):
         check_protocol(path)
+
+
+def test_a_document_read_already_is_named_by_its_file_when_it_is_not_what_was_asked_for() -> None:
+    """`Lab.load` and `load_protocol` take a document read already (`hil check` reads its file once): one of the
+    other kind is named by its file, as a path given is, not by the document object's repr."""
+    from hil.config import YamlDocument
+    from hil.protocol import load_protocol
+
+    protocol, lab = REPO / "experiments" / "crossbar_pat_digits.yaml", REPO / "lab.yaml"
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(protocol))} is a protocol, not a lab file; give a lab"):
+        Lab.load(YamlDocument.read(protocol))
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(lab))} is a lab file; hil run takes a protocol"):
+        load_protocol(YamlDocument.read(lab))
 
 
 @pytest.mark.parametrize("command", [["devices", "--lab", "L"], ["check", "L"], ["check", "--lab", "L", "P"],

@@ -310,3 +310,17 @@ def test_nan_and_infinity_are_refused_wherever_a_number_goes() -> None:
         YamlDocument.parse("lr: .inf\nepochs: 1\n", "x.yaml").validate(TrainingConfig)
     with pytest.raises(ConfigError, match=r"^config\.shot\.read_noise_e: Input should be a finite number \(got nan\)$"):
         OpticalTable.resolve("realistic", {"shot": {"read_noise_e": yaml_value(".nan")}})
+
+
+def test_a_value_tagged_as_text_is_text_whatever_it_looks_like() -> None:
+    """``!!str`` says what YAML is to read: ``!!str 017`` and ``!!str 1:20`` are text, as quoted, not refused as a
+    number YAML 1.1 misreads."""
+    assert YamlDocument.parse("a: !!str 017\nb: !!str 1:20\nc: !!str 08\n").data == {"a": "017", "b": "1:20",
+                                                                                  "c": "08"}
+
+
+def test_text_that_reads_as_a_refused_number_after_a_sign_is_written_quoted() -> None:
+    """`dump_yaml` writes a run's resolved files: a text "-08" or "+08" written plain would be refused when the run
+    folder's file is read back (a resume, `hil check`)."""
+    text = {"a": "-08", "b": "+08", "c": "-0_1", "d": "+017"}
+    assert YamlDocument.parse(dump_yaml(text)).data == text
