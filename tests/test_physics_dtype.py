@@ -122,6 +122,19 @@ def test_a_stacked_panel_model_saved_with_its_transfer_as_a_complex_tensor_still
         assert torch.equal(loaded(x.float(), theta.float()), model(x.float(), theta.float()))
 
 
+def test_a_stacked_panel_model_loads_its_own_state_in_float32_and_float64(lab) -> None:
+    """A twin saved now (transfer held as real parts) loads into a model as built, and a double model's state into
+    a double model (`twin.from_run`, a checkpoint's resume)."""
+    system = lab.systems["stacked"]
+    x, theta = inputs(system, batch=2)
+    for dtype in (torch.float32, torch.float64):
+        model = system.oracle_model().to(dtype)
+        loaded = system.physics_model().to(dtype)
+        loaded.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            assert torch.equal(loaded(x.to(dtype), theta.to(dtype)), model(x.to(dtype), theta.to(dtype)))
+
+
 def test_the_fourier_lens_of_a_complex128_field_is_exact_to_double_rounding() -> None:
     generator = torch.Generator().manual_seed(5)
     fields = torch.randn(3, 32, 48, dtype=torch.complex128, generator=generator)
@@ -130,3 +143,54 @@ def test_the_fourier_lens_of_a_complex128_field_is_exact_to_double_rounding() ->
     reference = padded_fft_window(fields, 128, (45, 20), (0.37, -0.81))
     assert window.dtype == torch.complex128
     assert float((window - reference).abs().max()) < 1e-12 * float(reference.abs().max())
+
+
+@pytest.mark.parametrize("name", ["optical", "fiber", "stacked"])
+def test_a_model_in_double_given_float32_inputs_computes_in_float64(lab, name: str) -> None:
+    """The optical and fiber models compute at the higher of their own precision and that of x and θ: a model
+    moved to float64 and given float32 inputs (a dataset's tensors) gives what it gives for the same values in
+    float64, to the rounding of the phases' encoding, not a float32 computation (nor a dtype error)."""
+    system = lab.systems[name]
+    model = system.oracle_model().double()
+    x, theta = (value.float() for value in inputs(system, batch=4))
+    with torch.no_grad():
+        given = model(x, theta)
+        double = model(x.double(), theta.double())
+    assert given.dtype == torch.float64
+    assert float((given - double).abs().max()) < 1e-7 * float(double.abs().max())
+
+
+def test_a_resistive_network_in_float64_takes_plain_number_parameters_at_float64() -> None:
+    """A float64 equilibrium with the device parameters left as plain numbers (the nominal ideality 1.752, slope
+    factor, temperatures...) equals the one with those numbers given as float64 tensors: they used to enter as
+    float32 tensors, 1.752 as 1.7519999..., a float64 result off in its eighth digit."""
+    from hil.physics.resistive import DeviceParameters, Layout, equilibrium, nominal_parameters
+
+    layout = Layout(3, 6, 2)
+    nominal = nominal_parameters(layout)
+    assert any(not isinstance(value, torch.Tensor) for value in nominal)
+    plain = DeviceParameters(*(v.double() if isinstance(v, torch.Tensor) else v for v in nominal))
+    tensors = DeviceParameters(*(torch.as_tensor(v).double() if isinstance(v, torch.Tensor)
+                                 else torch.tensor(v, dtype=torch.float64) for v in nominal))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(4, layout.n_inputs, generator=generator, dtype=torch.float64)
+    gates = 0.6 + 1.3 * torch.rand(layout.n_edges, generator=generator, dtype=torch.float64)
+    voltages = equilibrium(layout, plain, x, gates)
+    assert voltages.dtype == torch.float64 and torch.equal(voltages, equilibrium(layout, tensors, x, gates))
+
+
+def test_each_optical_step_keeps_the_precision_of_the_pattern_it_is_given() -> None:
+    """A fixed crosstalk (a plain number, as a simulator's) on a float64 pattern, and a float32 field propagated
+    through a complex128 transfer function: each step computes at the pattern's or field's precision."""
+    from hil.physics.optics import crosstalk, propagate
+
+    generator = torch.Generator().manual_seed(0)
+    drive = torch.rand(2, 6, 8, generator=generator, dtype=torch.float64)
+    blurred = crosstalk(drive, 0.3)
+    assert blurred.dtype == torch.float64
+    torch.testing.assert_close(blurred, crosstalk(drive, torch.tensor(0.3, dtype=torch.float64)), rtol=1e-12, atol=0)
+    transfer = torch.polar(torch.ones(12, 16, dtype=torch.float64), torch.rand(12, 16, generator=generator,
+                                                                               dtype=torch.float64))
+    field = torch.polar(torch.ones(2, 6, 8), torch.rand(2, 6, 8, generator=generator))
+    assert propagate(field, transfer).dtype == torch.complex64
+    assert propagate(field.to(torch.complex128), transfer).dtype == torch.complex128
