@@ -49,17 +49,23 @@ def _refuse_kind(kind: str, what: str) -> None:
         raise LimitError(f"{what}: text refused; give numbers")
 
 
+def _is_no_number(item: Any) -> bool:
+    """Whether a list's item is one of `_NOT_NUMBERS`, or an array or tensor of true/false values or text."""
+    return isinstance(item, _NOT_NUMBERS) or _kind(item) in ("b", "U", "S")
+
+
 def _refuse_items(values: Any, what: str) -> None:
-    """Refuse a list (or an array of objects) holding an item that is not a number (`_NOT_NUMBERS`), naming its
-    index: numpy reads ``[0.0, True]`` as numbers, and a None among numbers as NaN."""
+    """Refuse a list (or an array of objects) holding an item that is not a number (`_is_no_number`), naming its
+    index: numpy reads ``[0.0, True]`` and ``[0.0, torch.tensor(True)]`` as numbers, and a None among numbers as
+    NaN."""
     try:
         items = np.asarray(values, dtype=object)
     except ValueError:  # ragged: as_numbers says so
         return
-    if not set(map(type, items.flat)) & set(_NOT_NUMBERS):
-        return
-    index, item = next((i, v) for i, v in np.ndenumerate(items) if isinstance(v, _NOT_NUMBERS))
-    raise LimitError(f"{what}[{', '.join(map(str, index))}]: {item!r} is not a number")
+    found = next(((i, v) for i, v in np.ndenumerate(items) if _is_no_number(v)), None)
+    if found is not None:
+        index, item = found
+        raise LimitError(f"{what}[{', '.join(map(str, index))}]: {item!r} is not a number")
 
 
 def as_numbers(values: Any, what: str) -> np.ndarray:

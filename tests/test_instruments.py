@@ -882,7 +882,7 @@ def test_frames_without_an_index_each_are_the_drivers_error_not_a_drop(optical: 
     with MisnumberingCamera(optical, name="camera") as camera:
         camera.set_exposure(1e-3)
         camera.keep = [0, 1]
-        with pytest.raises(DeviceError, match=r"^camera: asked for 3 frames, got 3 with 2 frame indices$") as error:
+        with pytest.raises(DeviceError, match=r"^camera: asked for 3 frame\(s\), got 3 with 2 frame indices$") as error:
             camera.capture(3)
         assert not isinstance(error.value, FramesDropped)
 

@@ -360,6 +360,8 @@ def test_an_array_holding_what_is_not_a_number_is_refused(values: object, proble
     ([0.0, np.True_], r"x\[1\]: np\.True_ is not a number"),  # numpy's own true, as from a comparison
     ([[0.5], [np.False_]], r"x\[1, 0\]: np\.False_ is not a number"),
     (np.array([b"0.1"]), r"x: text refused; give numbers"),  # bytes, which numpy reads as 0.1
+    ([0.0, torch.tensor(True)], r"x\[1\]: tensor\(True\) is not a number"),  # a mask's element, read as 1.0
+    ([0.5, np.array(True)], r"x\[1\]: array\(True\) is not a number"),
 ])
 def test_a_tuple_numpy_bools_and_bytes_are_refused_as_lists_bools_and_text_are(values: object, problem: str) -> None:
     """numpy reads (0.0, True) and [0.0, np.True_] as [0.0, 1.0], and an array of bytes b"0.1" as 0.1: each would

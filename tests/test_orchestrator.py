@@ -1704,7 +1704,7 @@ def test_each_hil_warning_during_a_run_is_shown_and_logged_and_a_full_disk_stops
 
     (tmp_path / "run").mkdir()
     store = RunStore(tmp_path / "run")
-    dropped = "camera: asked for 8 frames, got 7; showing the 8 patterns again (try 2 of 3)"
+    dropped = "camera: asked for 8 frame(s), got 7; showing the 8 patterns again (try 2 of 3)"
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("default")  # Python's own filter for a UserWarning, as `hil run` has it
         with _warnings_logged(store):
