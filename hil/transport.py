@@ -615,12 +615,11 @@ class SerialTransport(Transport):
         data, searched = bytearray(self._unread), 0
         deadline = time.monotonic() + self.timeout_s
         while (end := data.find(terminator, searched)) < 0:
-            searched = max(0, len(data) - len(terminator) + 1)
-            chunk = self._port.read(max(1, self._port.in_waiting))  # waits up to the timeout for a first byte
-            if not chunk or time.monotonic() > deadline:
-                data += chunk
+            chunk = self._port.read(max(1, self._port.in_waiting)) if time.monotonic() < deadline else b""
+            if not chunk:  # the timeout passed (the read waits up to it for a first byte)
                 self._unread = b""
                 raise _Unterminated(bytes(data))
+            searched = max(0, len(data) - len(terminator) + 1)
             data += chunk
         end += len(terminator)
         self._unread = bytes(data[end:])
