@@ -256,6 +256,7 @@ class Run:
 
     def _interrupted(self) -> None:
         self.checkpoint()
+        self.store.wait_for_checkpoint()  # "after saving": on disk before the log says so (a disk error is raised)
         refused = _record(self.store, "run_interrupted", completed=self.completed, epoch=self.epoch, batch=self.batch)
         raise Interrupted(f"stopped at your request after saving; resume with: hil run --resume {self.store.path}"
                           f"{_unlogged(refused)}")

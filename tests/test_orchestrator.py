@@ -1729,3 +1729,36 @@ def test_each_hil_warning_during_a_run_is_shown_and_logged_and_a_full_disk_stops
         ("warning", "TrafficLogStopped", "traffic log x.log: cannot write")]
     assert store.events() == logged
     store.close()
+
+
+def test_a_first_ctrl_c_logs_the_stop_once_the_checkpoint_it_speaks_of_is_on_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"stopped at your request after saving" was logged while the checkpoint was still being written in the
+    background: a kill then left a log claiming a save that never reached the disk."""
+    from hil.orchestrator import Interrupted, Run
+
+    event, writing = RunStore.event, []
+
+    def noting_the_writer(self: RunStore, kind: str, **fields):
+        if kind == "run_interrupted":
+            writing.append(self._writer is not None and self._writer.is_alive())
+        return event(self, kind, **fields)
+
+    def calibrate_then_ctrl_c(self: Run) -> None:
+        calibrate(self)
+        self.stop.requested = True
+
+    import hil.store
+
+    calibrate, write = Run.calibrate, hil.store._atomic_write
+
+    def slow_write(*args, **kwargs):
+        time.sleep(0.2)  # a large checkpoint on a slow disk
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(hil.store, "_atomic_write", slow_write)
+    monkeypatch.setattr(RunStore, "event", noting_the_writer)
+    monkeypatch.setattr(Run, "calibrate", calibrate_then_ctrl_c)
+    with pytest.raises(Interrupted, match="stopped at your request after saving"):
+        run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
+    assert writing == [False]
