@@ -362,7 +362,7 @@ def explain(error: Any, model: type[BaseModel]) -> str:
     if error["type"] in ("int_type", "float_type") and isinstance(value, bool):
         message = "expected a number"
     elif error["type"] in ("int_type", "float_type") and isinstance(value, str):
-        message += "; write a number, without quotes"
+        message += "; write a plain number such as 3 or 0.5, unquoted"
     elif error["type"] == "int_type" and isinstance(value, float):
         message += "; write a whole number, without a point or an exponent"
     return f"{message}{got(value)}"

@@ -238,12 +238,15 @@ training:
 
 
 @pytest.mark.parametrize(("written", "expected"), [
-    ("seed: '3'", r"^x\.yaml:3: seed: Input should be a valid integer; write a number, without quotes \(got '3'\)$"),
+    ("seed: '3'", r"^x\.yaml:3: seed: Input should be a valid integer; write a plain number such as 3 or 0\.5, "
+                  r"unquoted \(got '3'\)$"),
     ("batch_size: 64.0", r"^x\.yaml:13: training\.batch_size: Input should be a valid integer; write a whole number, "
                          r"without a point or an exponent \(got 64\.0\)$"),
     ("thetas: 1e3", r"^x\.yaml:9: twin\.collect\.thetas: Input should be a valid integer; write a whole number"),
-    ("lr: '0.1'", r"^x\.yaml:14: training\.lr: Input should be a valid number; write a number, without quotes "
-                  r"\(got '0\.1'\)$"),
+    ("lr: '0.1'", r"^x\.yaml:14: training\.lr: Input should be a valid number; write a plain number such as 3 or "
+                  r"0\.5, unquoted \(got '0\.1'\)$"),
+    ("lr: +.5", r"^x\.yaml:14: training\.lr: Input should be a valid number; write a plain number such as 3 or 0\.5, "
+                r"unquoted \(got '\+\.5'\)$"),  # YAML 1.1 reads +.5 as text
     ("out_features: '10'", r"^x\.yaml:7: model\.layers\.0\.linear\.out_features: Input should be a valid integer"),
 ])
 def test_a_protocols_numbers_are_read_as_written(written: str, expected: str) -> None:
@@ -261,7 +264,7 @@ def test_an_integer_is_taken_where_a_number_goes_and_a_lab_files_numbers_are_as_
     training = YamlDocument.parse("epochs: 2\nlr: 1\n", "x.yaml").validate(TrainingConfig)
     assert training.lr == 1.0 and isinstance(training.lr, float)
     with pytest.raises(ConfigError, match=r"^lab\.yaml:4: instruments\.awg\.timeout_s: Input should be a valid number; "
-                                          r"write a number, without quotes \(got '2'\)$"):
+                                          r"write a plain number such as 3 or 0\.5, unquoted \(got '2'\)$"):
         YamlDocument.parse("instruments:\n  awg:\n    driver: keysight_33500b\n    timeout_s: '2'\n    resource: x\n",
                            "lab.yaml").validate(LabConfig)
     with pytest.raises(ConfigError, match=r"^lab\.yaml:3: worlds\.x\.seed: Input should be a valid integer"):
