@@ -30,6 +30,16 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+#: An emulated bench SMU and a simulated crossbar chip, in this order (a lab file's text, for `write`).
+SMU_AND_CROSSBAR = """\
+worlds:
+  chip: {kind: memristor_crossbar}
+instruments:
+  smu: {driver: keithley_2450, emulate: true}
+  xbar: {driver: simulated_crossbar, world: chip}
+"""
+
+
 def emulators(lab: Lab) -> dict[str, object]:
     return {type(server.emulator).__name__: server.emulator for server in lab._servers.values()}
 
@@ -461,15 +471,10 @@ def test_with_open_only_connects_no_more_and_a_closed_lab_opens_again_on_new_emu
     them the ones the caller left out because they may be off; and a lab opened again after closing tried the
     emulators it had stopped ("connection refused ... check the cable"); and the instrument rebuilt on a new
     emulator was connected last, not in its place in the file."""
-    lab = Lab.load(write(tmp_path, """
-        worlds:
-          chip: {kind: memristor_crossbar}
-        instruments:
-          smu: {driver: keithley_2450, emulate: true}
-          xbar: {driver: simulated_crossbar, world: chip}
+    lab = Lab.load(write(tmp_path, SMU_AND_CROSSBAR + textwrap.dedent("""\
         systems:
           crossbar: {kind: crossbar, instruments: {crossbar: xbar}}
-    """))
+    """)))
     with lab.open(only=["xbar"]):
         assert (lab["xbar"].connected, lab["smu"].connected) == (True, False)
         system, chip = lab.system("crossbar"), lab.worlds["chip"]
@@ -486,16 +491,11 @@ def test_a_system_rebuilt_on_a_new_emulator_after_a_reopen_keeps_its_place_in_th
     """A system on an emulated bench instrument is built anew when the lab opens again; it went to the end of
     ``lab.systems``, so what lists the lab's systems (`hil devices`, a run's checkpoint of its systems) listed them
     in another order than the file on every reopen."""
-    lab = Lab.load(write(tmp_path, """
-        worlds:
-          chip: {kind: memristor_crossbar}
-        instruments:
-          smu: {driver: keithley_2450, emulate: true}
-          xbar: {driver: simulated_crossbar, world: chip}
+    lab = Lab.load(write(tmp_path, SMU_AND_CROSSBAR + textwrap.dedent("""\
         systems:
           probe: {kind: "tests.test_orchestrator:SourceMeterProbe", instruments: {smu: smu}}
           crossbar: {kind: crossbar, instruments: {crossbar: xbar}}
-    """))
+    """)))
     with lab:
         first = lab.system("probe")
     with lab:
@@ -505,13 +505,7 @@ def test_a_system_rebuilt_on_a_new_emulator_after_a_reopen_keeps_its_place_in_th
 def test_open_only_an_instrument_the_lab_does_not_have_is_refused_naming_it(tmp_path: Path) -> None:
     """``lab.open(only=["smuu"])`` (a misspelt name) connected nothing and said nothing: the bench program then met
     "smu: not connected" at its first command, far from the typo. A name given alone is one name, not its letters."""
-    lab = Lab.load(write(tmp_path, """
-        worlds:
-          chip: {kind: memristor_crossbar}
-        instruments:
-          smu: {driver: keithley_2450, emulate: true}
-          xbar: {driver: simulated_crossbar, world: chip}
-    """))
+    lab = Lab.load(write(tmp_path, SMU_AND_CROSSBAR))
     with pytest.raises(ConfigError, match=r"lab\.yaml: no instrument named 'smuu' to open; the lab has: smu, xbar$"):
         lab.open(only=["xbar", "smuu"])
     assert not lab["xbar"].connected and lab._servers == {}  # what it had connected is closed again
@@ -528,13 +522,7 @@ def test_a_list_of_too_few_items_in_a_world_config_says_so(tmp_path: Path) -> No
 
 
 def test_open_keeps_what_was_built_connects_only_what_is_asked_a_failed_build_stops_emulators(tmp_path: Path) -> None:
-    lab = Lab.load(write(tmp_path, """
-        worlds:
-          chip: {kind: memristor_crossbar}
-        instruments:
-          smu: {driver: keithley_2450, emulate: true}
-          xbar: {driver: simulated_crossbar, world: chip}
-    """))
+    lab = Lab.load(write(tmp_path, SMU_AND_CROSSBAR))
     try:
         lab.build()
         built = (lab.worlds["chip"], lab.instruments["xbar"])
