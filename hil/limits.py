@@ -50,7 +50,8 @@ def _refuse_kind(kind: str, what: str) -> None:
 
 
 def _is_no_number(item: Any) -> bool:
-    """Whether a list's item is one of `_NOT_NUMBERS`, or an array or tensor of true/false values or text."""
+    """Whether ``item`` (a value, or a list's item) is one of `_NOT_NUMBERS`, or an array or tensor of true/false
+    values or text."""
     return isinstance(item, _NOT_NUMBERS) or _kind(item) in ("b", "U", "S")
 
 
@@ -92,7 +93,7 @@ def as_numbers(values: Any, what: str) -> np.ndarray:
 def _number(value: Any) -> float:
     """``float(value)`` for a real number alone (NaN and infinities included): float() also takes text and
     true/false, which raise `TypeError` here, as None does."""
-    if isinstance(value, _NOT_NUMBERS) or _kind(value) in ("b", "U", "S"):
+    if _is_no_number(value):
         raise TypeError(f"{value!r} is not a number")
     return float(value)
 
