@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections.abc
 import contextlib
 import inspect
+import math
 import signal
 import typing
 from collections.abc import Collection, Iterator
@@ -74,6 +75,19 @@ def check_setting(value: Any, annotation: Any) -> tuple[tuple[str | int, ...], s
         first = errors.errors()[0]
         where = tuple(part for part in first["loc"] if isinstance(part, int))
         return where, first["msg"] + got(first.get("input"))
+    return None
+
+
+def first_not_finite(value: Any, where: tuple[str | int, ...] = ()) -> tuple[tuple[str | int, ...], str] | None:
+    """None if ``value`` holds no NaN or infinity, at any depth of its lists and mappings; else where the first is
+    and what is wrong, as `check_setting` says it: the check of a setting whose type the class leaves open."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where, "Input should be a finite number" + got(value))
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = first_not_finite(item, (*where, key))
+        if found is not None:
+            return found
     return None
 
 
@@ -227,14 +241,14 @@ class Lab:
             raise
 
     def _check_settings(self, cls: type, settings: dict[str, Any], where: tuple[str, ...]) -> None:
-        """Refuse a setting whose value is not of the type its class's ``__init__`` annotates (see `check_setting`)
-        before the class sees it: a `ConfigError` at the setting, or at the item of a list."""
+        """Refuse a setting whose value is not of the type its class's ``__init__`` annotates (see `check_setting`),
+        or, where the annotation leaves it open (``Any``, ``**settings``), holds a NaN or an infinity, before the
+        class sees it: a `ConfigError` at the setting, or at the item of a list."""
         types = setting_types(cls)
         for key, value in settings.items():
-            if key in types:
-                problem = check_setting(value, types[key])
-                if problem is not None:
-                    raise self._error(problem[1], (*where, "settings", key, *problem[0]))
+            problem = check_setting(value, types[key]) if key in types else first_not_finite(value)
+            if problem is not None:
+                raise self._error(problem[1], (*where, "settings", key, *problem[0]))
 
     def _settings_error(self, error: BaseException, location: tuple[str, ...]) -> ConfigError:
         """The `ConfigError`, at ``location``, for an exception a class raised while built from its settings."""

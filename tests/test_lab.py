@@ -1013,6 +1013,14 @@ class Nameless(ResistiveNetworkSystem):
         super().__init__(instruments, sample_rate_hz=sample_rate_hz)
 
 
+class Untyped(ResistiveNetworkSystem):
+    """Leaves the type of its own settings open."""
+
+    def __init__(self, instruments, *, name="", gains: Any = (1.0,), offset=0.0):
+        self.gains, self.offset = gains, offset
+        super().__init__(instruments, name=name)
+
+
 class WithoutCommon(SimulatedAnalogOutput):
     def __init__(self, world, *, spare: int = 0):
         super().__init__(world)
@@ -1051,6 +1059,25 @@ def test_a_plugin_class_the_lab_cannot_call_is_located_and_says_what_to_write(
     lab = Lab.load(write(tmp_path, RESISTIVE_LAB % (driver, kind, roles)))
     with pytest.raises(ConfigError, match=expected):
         lab.build()
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ("{gains: [1.0, {a: [2, .nan]}]}", r"systems\.network\.settings\.gains\.1\.a\.1: Input should be a finite number "
+                                      r"\(got nan\)$"),
+    ("{offset: -.inf}", r"systems\.network\.settings\.offset: Input should be a finite number \(got -inf\)$"),
+])
+def test_a_setting_of_open_type_is_refused_at_its_line_if_it_holds_nan_or_infinity(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str, expected: str) -> None:
+    """A setting annotated ``Any``, or not at all, is left to its class to check, but no setting takes a NaN or an
+    infinity, at any depth: it reached the class (a driver too) as a number."""
+    (tmp_path / "plugin_role_systems.py").write_text(SYSTEMS_AND_DRIVERS_OF_A_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = RESISTIVE_LAB % ("simulated_analog_output", "plugin_role_systems:Untyped", "{output: out, input: in}")
+    lab = Lab.load(write(tmp_path, text.replace("in}}", f"in}}, settings: {settings}}}")))
+    with pytest.raises(ConfigError, match=r"^\S*lab\.yaml:7: " + expected):
+        lab.build()
+    with Lab.load(write(tmp_path, text.replace("in}}", "in}, settings: {gains: [1.0, {a: [2, 3.5]}]}}"))) as built:
+        assert built.systems["network"].gains == [1.0, {"a": [2, 3.5]}]
 
 
 class SerialSmu(Keithley2450):
