@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_args, get_origin
 
+import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -21,7 +22,7 @@ from pydantic import (
     GetCoreSchemaHandler,
     ValidationError,
 )
-from pydantic_core import CoreSchema
+from pydantic_core import CoreSchema, core_schema
 
 from hil.errors import ConfigError
 
@@ -117,7 +118,7 @@ _AS_WRITTEN = ("bool", "int", "float")
 def _strict_scalars(schema: Any) -> Any:
     """A copy of a pydantic core schema whose every bool, integer and number is strict, wherever it is (in a union,
     a list, a mapping); the rest keeps lax mode, so that a YAML list still fills a tuple (``ConfigDict(strict=True)``
-    would refuse it). A strict number still takes an integer."""
+    would refuse it). A strict number still takes an integer, and each takes the numpy scalar of its kind."""
     if isinstance(schema, list):
         return [_strict_scalars(item) for item in schema]
     if not isinstance(schema, dict):
@@ -125,14 +126,21 @@ def _strict_scalars(schema: Any) -> Any:
     copy = {key: value if key in ("default", "metadata") else _strict_scalars(value) for key, value in schema.items()}
     if copy.get("type") in _AS_WRITTEN:
         copy["strict"] = True
+        return core_schema.no_info_before_validator_function(_numpy_scalar_as_python, copy)
     return copy
+
+
+def _numpy_scalar_as_python(value: Any) -> Any:
+    """A numpy integer, number or bool given from Python (a value of a numpy sweep) is the Python one it holds."""
+    return value.item() if isinstance(value, np.bool_ | np.integer | np.floating) else value
 
 
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, and values are validated on assignment too. A number
     must be written as one: not as text (``'3'``), nor as YAML's true and false (``epochs: true`` is a mistake), and
     an integer without a point (``64.0``); an integer is a number. A bool must be true or false: not 1, nor ``'no'``
-    (YAML's unquoted no is already false; quoted, or a number, it is a slip that pydantic's lax mode would take)."""
+    (YAML's unquoted no is already false; quoted, or a number, it is a slip that pydantic's lax mode would take).
+    From Python, a numpy scalar is its Python value (``np.int64(3)`` is the integer 3, ``np.bool_(True)`` true)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 

@@ -5,6 +5,7 @@ goes (in a list, a tuple or a mapping), and are taken where the annotation takes
 import re
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from pydantic import Field
@@ -271,6 +272,23 @@ def test_an_integer_is_taken_where_a_number_goes_and_a_lab_files_numbers_are_as_
         YamlDocument.parse("worlds:\n  x:\n    seed: 1.0\n    kind: optical_table\n", "lab.yaml").validate(LabConfig)
     with pytest.raises(ValueError, match="valid integer"):  # assignment is validated as strictly
         training.epochs = "3"  # type: ignore[assignment]
+
+
+def test_numpy_scalars_from_python_are_their_python_values_and_as_strict() -> None:
+    """A value of a numpy sweep (``for rows in np.arange(…)``) was refused as "not a valid integer" by every integer
+    field, at construction and at assignment; a numpy number or bool is still no integer."""
+    training = TrainingConfig(epochs=np.int64(3), lr=np.float32(0.5))
+    training.batch_size = np.int32(16)
+    assert (training.epochs, training.batch_size, training.lr) == (3, 16, 0.5)
+    assert type(training.epochs) is int and type(training.batch_size) is int
+    for value in (np.float64(3.0), np.bool_(True)):
+        with pytest.raises(ValueError, match="valid integer"):
+            training.epochs = value  # type: ignore[assignment]
+    evaluation = EvaluationConfig.model_validate({"twin": np.bool_(False)})
+    assert evaluation.twin is False
+    with pytest.raises(ValueError, match="valid boolean"):
+        EvaluationConfig.model_validate({"twin": np.int64(0)})
+    assert OpticalTable.resolve("realistic", {"slm": {"bit_depth": np.uint8(6)}}).slm.bit_depth == 6
 
 
 @pytest.mark.parametrize(("written", "problem"), [
