@@ -589,14 +589,28 @@ def _closing(lab: Lab, store: RunStore) -> Iterator[Lab]:
         except Exception as failure:
             unsafe = f"going to the safe state failed: {failure}"
             _record(store, "run_failed", error=unsafe)
-            said = str(cause).replace("; instruments were put in their safe state", "") \
-                if isinstance(cause, Interrupted) else _describe(cause)
-            message = f"{said}; then {unsafe}"
-            if isinstance(cause, Interrupted):
-                raise Interrupted(message, cause.exit_status) from failure
-            raise HilError(message) from failure
+            raise _and_then(cause, unsafe, unsaid="; instruments were put in their safe state") from failure
         raise
     lab.close()
+
+
+def _and_then(cause: BaseException, failure: str, unsaid: str = "") -> HilError:
+    """The error that says what ended the run first, and then ``failure``, which came after it and would otherwise
+    have replaced it; a stop keeps its exit status. ``unsaid``: what the failure makes untrue in a stop's message."""
+    if isinstance(cause, Interrupted):
+        return Interrupted(f"{str(cause).replace(unsaid, '')}; then {failure}", cause.exit_status)
+    return HilError(f"{_describe(cause)}; then {failure}")
+
+
+def _close_store(store: RunStore, ending: BaseException | None) -> None:
+    """Close the run's store (waiting for the checkpoint being written). Where that fails (the disk refused the
+    checkpoint) after the run ended on an error or a stop, what ended the run is still said first."""
+    try:
+        store.close()
+    except Exception as failure:
+        if ending is None:
+            raise
+        raise _and_then(ending, f"closing the run folder failed: {failure}") from failure
 
 
 def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Path | None = None,
@@ -677,6 +691,6 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                                    "inputs_per_theta, the batch sizes, the layers' widths)") from error
                 raise
     finally:
-        store.close()
         torch.set_num_threads(threads)
+        _close_store(store, sys.exc_info()[1])
     return store

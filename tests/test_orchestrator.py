@@ -1277,6 +1277,33 @@ def test_a_stop_whose_event_the_disk_refuses_says_both_the_stop_and_the_refusal_
     assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
 
 
+def test_a_run_stopped_at_once_while_the_disk_refuses_its_checkpoint_says_the_stop_then_the_refusal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpoint being written when a stop came is waited for as the run folder closes: the disk's refusal of it
+    replaced the stop, so the user was told of a file that could not be written (exit 1), not that the run had
+    stopped, nor how to resume it."""
+    from hil.orchestrator import Run
+
+    calibrate = Run.calibrate
+
+    def calibrate_then_checkpoint_on_a_full_disk(self: Run) -> None:
+        calibrate(self)
+        (self.store.path / ".checkpoint.pt.tmp").mkdir()  # the checkpoint's temporary file cannot be made
+        self.checkpoint()
+
+    monkeypatch.setattr(Run, "calibrate", calibrate_then_checkpoint_on_a_full_disk)
+    protocol = write_protocol(tmp_path, **SMALL)
+    stopped = sigterm_after("calibrate", monkeypatch, protocol_path=protocol).value
+    [run] = (tmp_path / "runs").iterdir()
+    assert re.match(rf"stopped at once by SIGTERM; instruments were put in their safe state; resume from the last "
+                    rf"checkpoint with: hil run --resume {re.escape(str(run))}; then closing the run folder failed: "
+                    rf"{re.escape(str(run / 'checkpoint.pt'))}: cannot write \(", str(stopped))
+    monkeypatch.undo()
+    (run / ".checkpoint.pt.tmp").rmdir()
+    events = run_protocol(resume=run, show_progress=False).events()
+    assert events[-1]["kind"] == "run_finished" and "run_resumed" in [e["kind"] for e in events]
+
+
 def test_a_resumed_run_stopped_at_once_while_it_restores_says_so_and_resumes_from_its_checkpoint(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = interrupted_after_fit_twin(write_protocol(tmp_path, **SMALL), monkeypatch)
