@@ -239,12 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     devices.set_defaults(func=_devices)
 
     check = commands.add_parser("check", help="validate a lab file or a protocol without touching hardware")
-    check.add_argument("file", type=Path)
+    check.add_argument("file", type=Path, help="a lab file or a protocol")
     check.add_argument("--lab", type=Path, default=None, help="lab file for a protocol (default: its own)")
     check.set_defaults(func=_check)
 
     run = commands.add_parser("run", help="run an experiment protocol, or resume a run")
-    run.add_argument("protocol", type=Path, nargs="?")
+    run.add_argument("protocol", type=Path, nargs="?", help="the protocol file (none with --resume)")
     run.add_argument("--lab", type=Path, default=None, help="lab file (default: the protocol's)")
     run.add_argument("--seed", type=_seed, default=None, help="override the protocol's seed")
     run.add_argument("--resume", type=Path, default=None, metavar="RUN", help="continue this run folder")
@@ -252,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     runs = commands.add_parser("runs", help="list the runs in a folder")
-    runs.add_argument("--root", type=Path, default=Path("runs"))
+    runs.add_argument("--root", type=Path, default=Path("runs"),
+                      help="the folder of run folders (default: %(default)s, a protocol's default output.root)")
     runs.set_defaults(func=_runs)
 
     emulate = commands.add_parser("emulate", help="serve a driver's instrument emulator until Ctrl-C")
@@ -263,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.set_defaults(func=_emulate)
 
     report = commands.add_parser("report", help="write (again) the report of a run")
-    report.add_argument("run", type=Path)
+    report.add_argument("run", type=Path, help="a run folder")
     report.set_defaults(func=_report)
     for command in commands.choices.values():  # an argument a command does not take points at its own help
         command.set_defaults(parser=command)
