@@ -58,6 +58,7 @@ from hil.physics.optics import (
     camera_intensity,
     crop,
     full_window,
+    grid_problem,
     large_empty,
     slm_phase,
     wrap_drive,
@@ -267,6 +268,12 @@ class OpticalTableConfig(SLMCameraConfig):
                              f"{rows}×{cols // self.optics.planes}")
         if max(self.camera.shape) > self.optics.fft_size:
             raise ValueError(f"camera.shape {self.camera.shape} must fit in optics.fft_size {self.optics.fft_size}")
+        optics = self.optics
+        problem = optics.planes > 1 and grid_problem((rows, cols // optics.planes), self.slm.pitch_m,
+                                                     optics.wavelength_m, optics.plane_distance_m)
+        if problem:
+            raise ValueError(f"optics.plane_distance_m {optics.plane_distance_m:g} m {problem}; shorten it, or use a "
+                             "coarser slm.pitch_m or a shorter optics.wavelength_m")
         return self
 
 

@@ -52,6 +52,7 @@ from hil.physics.optics import (
     beam_amplitude,
     camera_intensity,
     crop,
+    grid_problem,
     large_empty,
     slm_phase,
     window_pixels,
@@ -410,6 +411,11 @@ class OpticalSystem(SLMCameraSystem):
         self.block, self.planes = block, planes
         self.fft_size = fft_size
         self.plane_distance_m, self.wavelength_m, self.slm_pitch_m = plane_distance_m, wavelength_m, slm_pitch_m
+        problem = planes > 1 and grid_problem((shape[0], shape[1] // planes), slm_pitch_m, wavelength_m,
+                                              plane_distance_m)
+        if problem:
+            raise ConfigError(f"plane_distance_m {plane_distance_m:g} m {problem}; shorten it, or check slm_pitch_m "
+                              "and wavelength_m", field="plane_distance_m")
         if max(camera_shape) > fft_size:
             raise ConfigError(f"camera {camera_shape} is larger than the Fourier plane ({fft_size} samples)",
                               field="fft_size")

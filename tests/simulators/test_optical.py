@@ -356,6 +356,23 @@ def test_free_space_between_narrow_panels_does_not_wrap_around(width: int) -> No
     reference = propagate(wide, angular_spectrum(tuple(wide.shape), 8e-6, 532e-9, 5e-3))[:64, :width]
     assert float((out - reference).norm() / reference.norm()) < 0.025  # 2n samples: 1.31, 0.33, 0.047 for 8..32
 
+def test_a_free_space_grid_too_large_to_compute_is_refused_naming_the_distance_and_its_memory() -> None:
+    """Panels 1 m apart at 20 µm need a grid of 625 072 × 625 040 samples: the world's construction, and the model
+    at its first call, tried to allocate terabytes for it."""
+    optics = {"planes": 2, "plane_distance_m": 1.0, "wavelength_m": 2e-5}
+    with pytest.raises(ConfigError, match=re.escape("optics.plane_distance_m 1 m needs a free-space grid of "
+                                                    "625072×625040 samples between panels (2.91e+03 GiB per frame, "
+                                                    "at most 2048×2048)")):
+        OpticalTable(config={"optics": optics})
+    _, slm, camera = bench(optics={"planes": 2})
+    with pytest.raises(ConfigError, match=re.escape("plane_distance_m 1 m needs a free-space grid of 625072×625040 "
+                                                    "samples")) as caught:
+        OpticalSystem({"slm": slm, "camera": camera}, planes=2, n_params=32, plane_distance_m=1.0, wavelength_m=2e-5)
+    assert caught.value.field == "plane_distance_m"
+    wide = {"planes": 2, "plane_distance_m": 0.1}  # 8 µm at 532 nm: 1728 × 1696 samples, taken
+    assert tuple(OpticalTable(config={"optics": wide}).transfer.shape) == (1728, 1696)
+
+
 def test_misalignment_moves_the_zero_order_spot_by_the_hidden_shift() -> None:
     shifts = torch.stack([OpticalTable(seed=s).shift_px for s in range(200)])
     assert float(shifts.std()) == pytest.approx(0.3, rel=0.1)
