@@ -643,12 +643,20 @@ class OpticalTable(SLMCameraWorld):
         self.workspace = FourierWorkspace()
 
     def render(self, drives: torch.Tensor, exposure_s: float, times_s: torch.Tensor) -> torch.Tensor:
-        """As `SLMCameraWorld.render`; with one panel the SLM's steps (`realised_phase`) and the lens run chunk by
-        chunk in the lens's workspace, the same computation without whole-batch intermediates."""
+        """As `SLMCameraWorld.render`, the same computation without whole-batch intermediates: with one panel the
+        SLM's steps (`realised_phase`) and the lens run chunk by chunk in the lens's workspace; stacked panels are
+        propagated as many frames at a time as fill the samples of `CHUNK_FRAMES` 64 × 64 frames (at least one)."""
         optics = self.config.optics
-        if optics.planes > 1:
-            return super().render(drives, exposure_s, times_s)
         bow = self._frame_bow(len(drives))
+        if optics.planes > 1:
+            assert self.transfer is not None
+            chunk = max(1, CHUNK_FRAMES * 64 * 64 // self.transfer.numel())
+            _, _, height, width = self.window
+            intensity = large_empty(len(drives), height, width)
+            for start in range(0, len(drives), chunk):
+                frames = slice(start, start + chunk)
+                intensity[frames] = self.propagate(self._lc_phase(drives[frames], bow, frames), times_s[frames])
+            return self.expose(intensity, exposure_s, times_s)
 
         def realise(chunk: torch.Tensor, frames: slice) -> torch.Tensor:
             return self._lc_phase(chunk, bow, frames)

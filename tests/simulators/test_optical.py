@@ -229,6 +229,23 @@ def test_chunked_render_equals_the_whole_batch_steps() -> None:
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5 * float(whole.max()))
 
 
+def test_stacked_planes_render_a_frame_at_a_time_on_a_large_grid_with_the_whole_batch_numbers() -> None:
+    """Panels 10 cm apart need a 1728 × 1696 grid (22 MiB per frame and temporary): a capture of the camera's 1024
+    frames propagated them all at once, tens of GiB."""
+    world = OpticalTable(preset="ideal", seed=5, config={"construction": CONSTRUCTION, "shot": {"flicker_rad": 0.1},
+                                                         "optics": {"planes": 2, "plane_distance_m": 0.1}})
+    drives = world.program(blocks(3))
+    times = torch.arange(3, dtype=torch.float64)
+    batches, propagate = [], world.propagate
+    world.propagate = lambda phase, times_s: batches.append(len(phase)) or propagate(phase, times_s)
+    state = world.rng.get_state()
+    chunked = world.render(drives, 1e-3, times)
+    assert batches == [1, 1, 1]
+    world.rng.set_state(state)
+    whole = world.expose(propagate(world.realised_phase(drives), times), 1e-3, times)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5 * float(whole.max()))
+
+
 # -- seeds ------------------------------------------------------------------------------------------------------
 def test_same_seed_same_frames_and_another_seed_other_hidden_parameters() -> None:
     patterns = blocks(4)
