@@ -40,6 +40,10 @@ from simulators.optical import (
 )
 from simulators.world import OrnsteinUhlenbeck, merge
 
+#: The most entries (modes × camera pixels, modes × macro-pixels) of the fiber's complex64 matrices: 0.5 GiB each,
+#: a few copies of which construction holds at once (64 modes on a 1024 × 1024 camera fit).
+MAX_MATRIX_ENTRIES = 2**26
+
 
 class FiberConfig(Strict):
     """The fiber and the coupling optics."""
@@ -88,6 +92,15 @@ class MultimodeFiberConfig(SLMCameraConfig):
         if rows % block or cols % block:
             raise ValueError(f"slm.shape {rows}×{cols} must split into fiber.macro_px {block} squares")
         pixels = self.camera.shape[0] * self.camera.shape[1]
+        modes = self.fiber.modes
+        for count, what, matrix, cure in ((pixels, "camera pixels", "speckle basis", "a smaller camera.shape"),
+                                          (rows * cols // block**2, "macro-pixels", "coupling matrix",
+                                           "a larger fiber.macro_px")):
+            if modes * count > MAX_MATRIX_ENTRIES:
+                raise ValueError(f"fiber.modes {modes} × {count} {what} make a {matrix} of "
+                                 f"{modes * count * 8 / 2**30:.3g} GiB (complex64), over the "
+                                 f"{MAX_MATRIX_ENTRIES * 8 / 2**30:.3g} GiB the simulation takes; use fewer modes or "
+                                 f"{cure}")
         if self.fiber.modes > pixels:
             raise ValueError(f"fiber.modes {self.fiber.modes} must not exceed the camera's {pixels} pixels")
         grains = speckle_degrees_of_freedom(tuple(self.camera.shape), self.fiber.speckle_grain_px)

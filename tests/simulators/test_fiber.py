@@ -2,6 +2,7 @@
 ``ideal``, seeds, device time, and the fiber system against its measured physics model and its oracle."""
 
 import math
+import re
 import textwrap
 
 import pytest
@@ -290,6 +291,21 @@ def test_bad_settings_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"fiber\.macro_px 7"):
         MultimodeFiber(config={"fiber": {"macro_px": 7}})
     assert torch.equal(hadamard(4) @ hadamard(4).T, 4 * torch.eye(4))
+
+
+def test_fiber_matrices_too_large_to_simulate_are_refused_naming_the_field_and_their_memory() -> None:
+    """4096 modes on a 1024 × 1024 camera (or from 1024 × 1024 one-pixel macro-pixels) made a 32 GiB matrix at
+    construction, a few times over; 64 modes there are taken."""
+    for config, message in (
+            ({"camera": {"shape": (1024, 1024)}, "fiber": {"modes": 4096}},
+             "config: fiber.modes 4096 × 1048576 camera pixels make a speckle basis of 32 GiB (complex64), over the "
+             "0.5 GiB the simulation takes; use fewer modes or a smaller camera.shape"),
+            ({"slm": {"shape": (1024, 1024)}, "fiber": {"modes": 4096, "macro_px": 1}},
+             "config: fiber.modes 4096 × 1048576 macro-pixels make a coupling matrix of 32 GiB (complex64), over the "
+             "0.5 GiB the simulation takes; use fewer modes or a larger fiber.macro_px")):
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+            MultimodeFiber(config=config)
+    assert MultimodeFiber.resolve("realistic", {"camera": {"shape": (1024, 1024)}}).fiber.modes == 64
 
 
 @pytest.mark.parametrize(("settings", "field", "message"), [
