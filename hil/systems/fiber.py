@@ -77,6 +77,9 @@ class FiberSystem(SLMCameraSystem):
                  n_params: int = 16, block: int = 8, x_phase_rad: float = math.pi, roi_px: int = 4,
                  waist_px: float | None = 25.0, reference_repeats: int = 16, max_batch: int | None = None):
         check_counts(roi_px=roi_px, block=block)
+        if block == 1:
+            raise ConfigError("block 1 px cannot show a grating that couples no light, which measuring the "
+                              "transmission matrix needs; use block 2 or more", field="block")
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_out, n_params=n_params, x_phase_rad=x_phase_rad,
                          waist_px=waist_px, reference_repeats=reference_repeats, max_batch=max_batch)
         shape, camera_shape = tuple(self.slm.shape), tuple(self.camera.shape)
@@ -129,7 +132,8 @@ class FiberSystem(SLMCameraSystem):
         return beam_amplitude(tuple(self.slm.shape), self.waist_px)  # type: ignore[arg-type]
 
     def _grating_off(self) -> torch.Tensor:
-        """The reference alone: modulated macro-pixels show a grating whose mean field over a macro-pixel is 0."""
+        """The reference alone: modulated macro-pixels show a grating whose mean field over a macro-pixel is 0 (a
+        period of 4, 2 or ``block`` columns: a block of 1 px has none, and is refused)."""
         period = 4 if self.block % 4 == 0 else 2 if self.block % 2 == 0 else self.block
         columns = torch.arange(self.slm.shape[1]) % period
         grating = (TWO_PI * columns / period).expand(*self.slm.shape)

@@ -318,6 +318,9 @@ def test_fiber_matrices_too_large_to_simulate_are_refused_naming_the_field_and_t
     ({"waist_px": -5.0}, "waist_px", "waist_px must be a positive number"),
     ({"waist_px": 3.0}, "waist_px", "waist_px 3 px leaves 32 of 64 macro-pixels without light"),
     ({"max_batch": 0}, "max_batch", "max_batch must be a positive integer, or null"),  # was taken as null
+    # a one-pixel macro-pixel cannot be switched off: its 'reference alone' kept it lit, biasing the measured T
+    ({"block": 1}, "block", "block 1 px cannot show a grating that couples no light, which measuring the "
+                            "transmission matrix needs; use block 2 or more"),
 ])
 def test_settings_the_system_cannot_use_are_config_errors_naming_them(settings, field, message) -> None:
     _, slm, camera = bench("ideal")
