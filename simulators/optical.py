@@ -151,8 +151,9 @@ class ConstructionConfig(Strict):
                               "unmodulated (1); source: the 93 % fill factor of " + _PLUTO)
     zero_order_spread: float = Field(0.2, ge=0, le=1, description="device-to-device spread of the zero-order "
                                      "fraction, uniform within ±spread (1); source: assumption")
-    prnu: float = Field(0.006, ge=0, le=1, description="std of the per-pixel relative gain, PRNU (1); source: "
-                        "EMVA 1288 reports of Sony Pregius sensors, 0.5-1 %")
+    prnu: float = Field(0.006, ge=0, le=0.2, description="std of the per-pixel relative gain, PRNU (1), at most 0.2 "
+                        "so that the Gaussian gain stays positive (5σ); source: EMVA 1288 reports of Sony Pregius "
+                        "sensors, 0.5-1 %")
     dsnu_e: float = Field(1.5, ge=0, le=1e4, description="std of the per-pixel dark offset, DSNU (e⁻); source: EMVA "
                           "1288 reports of Sony Pregius sensors, 1-2 e⁻")
     black_level_dn: float = Field(10.0, ge=0, le=65535, description="mean dark offset of the ADC (DN); source: "

@@ -414,6 +414,10 @@ def test_prnu_is_a_fixed_per_pixel_gain_of_the_configured_spread() -> None:
     assert torch.equal(OpticalTable(preset="ideal", seed=4).pixel_gain, torch.ones(64, 64))
     # the realistic preset's own PRNU is the README's 0.6 %: 4096 pixels give the std a standard error of 1.1 %
     assert float(OpticalTable(seed=4).pixel_gain.std()) == pytest.approx(0.006, rel=5 / math.sqrt(2 * 4096))
+    # a Gaussian gain of 50 % spread was negative on 2 % of the pixels: they read no light, silently
+    with pytest.raises(ConfigError, match=r"^config\.construction\.prnu: .*less than or equal to 0\.2") as caught:
+        OpticalTable(config={"construction": {"prnu": 0.5}})
+    assert caught.value.field == "config.construction.prnu"
 
 
 @pytest.mark.parametrize(("power_w", "wavelength_m", "quantum_efficiency"), [(2.5e-10, 532e-9, 0.65),
