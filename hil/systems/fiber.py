@@ -160,8 +160,9 @@ class FiberSystem(SLMCameraSystem):
         phases = torch.zeros(size, len(steps), self.n_macro)
         phases[..., :self.n_modulated] = torch.remainder(math.pi * (1 - signs)[:, None, :] / 2
                                                          + steps[None, :, None], TWO_PI)
-        frames = self.capture(self._macro_patterns(phases.reshape(-1, self.n_macro)), exposure)
-        intensity = frames[:, pixels].reshape(size, len(steps), -1) * scale
+        frames = torch.cat([self.capture(self._macro_patterns(chunk), exposure)[:, pixels]  # a sequence's patterns
+                            for chunk in phases.reshape(-1, self.n_macro).split(self.max_batch)])
+        intensity = frames.reshape(size, len(steps), -1) * scale
         rotation = torch.polar(torch.ones(len(steps)), -steps) / len(steps)
         product = torch.einsum("hkp,k->ph", intensity.to(torch.complex64), rotation)  # conj(r_i)·(T s_h)_i
         weight = reference / (reference_power + damping).clamp(min=1e-30)  # 1/|r_i|, damped where |r_i|² ≲ noise

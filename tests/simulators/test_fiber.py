@@ -266,6 +266,17 @@ def test_the_measured_model_goes_stale_as_the_fiber_drifts(seed: int) -> None:
     assert error(system.oracle_model(), now, x, theta) < 0.5 * fresh
 
 
+def test_the_phase_stepping_patterns_are_made_one_sequence_at_a_time() -> None:
+    """Calibration made every phase-stepping pattern at once (4 × 2^⌈log₂ n⌉ SLM frames: 32 GiB for 1000 modulated
+    macro-pixels on a 1080 × 1920 SLM) before showing them max_batch at a time."""
+    _, slm, camera = bench(seed=9)
+    system = FiberSystem({"slm": slm, "camera": camera}, max_batch=40)
+    shown, capture = [], system.capture
+    system.capture = lambda phases, *args: shown.append(len(phases)) or capture(phases, *args)
+    system.calibrate()
+    assert max(shown) == 40
+
+
 def test_system_device_time_is_one_sequence_at_the_refresh_rate() -> None:
     world, slm, camera = bench(seed=9)
     system = FiberSystem({"slm": slm, "camera": camera})
