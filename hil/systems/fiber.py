@@ -66,7 +66,7 @@ def grid_corners(camera_shape: tuple[int, int], n_out: int, size: int) -> list[t
 class FiberSystem(SLMCameraSystem):
     """x and θ as SLM macro-pixel phases, through a multimode fiber, y from camera regions of the speckle.
 
-    Settings: ``n_in``, ``n_out``, ``n_params``; ``block`` (macro-pixel side, SLM px), ``x_phase_rad``;
+    Settings: ``n_in``, ``n_out``, ``n_params``; ``block`` (macro-pixel side, SLM px, at least 2), ``x_phase_rad``;
     ``roi_px`` (region side, camera px); ``waist_px`` (the beam waist the model assumes, SLM px; None: flat);
     ``reference_repeats`` (frames per exposure for the rate and reference measurements); ``max_batch``.
     """
