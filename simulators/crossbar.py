@@ -184,6 +184,14 @@ class CrossbarConfig(Strict):
     converters: ConverterConfig = Field(default_factory=ConverterConfig)
     timing: TimingConfig = Field(default_factory=TimingConfig)
 
+    @model_validator(mode="after")
+    def _read_noise_grows(self) -> CrossbarConfig:
+        t0, t_read = self.slow.drift_t0_s, self.shot.read_noise_t_read_s
+        if t0 < t_read:  # ln((t + t0 + t_read)/(2·t_read)) < 0 at t = 0: a negative variance, NaN currents
+            raise ValueError(f"slow.drift_t0_s {t0:g} s is shorter than shot.read_noise_t_read_s {t_read:g} s, so the "
+                             "1/f read-noise variance would start negative; raise drift_t0_s")
+        return self
+
 
 def drift_exponents(target_s: torch.Tensor, g_max_s: float, scale: float, generator: torch.Generator) -> torch.Tensor:
     """Drift exponents ν for devices programmed to ``target_s`` (S): aihwkit's PCM fit, |N(μ(g), σ(g))|·scale."""

@@ -239,6 +239,17 @@ def test_drift_follows_the_power_law_with_aihwkit_exponents(relative: float, mea
 
 
 # -- per shot -------------------------------------------------------------------------------------------------------
+def test_a_drift_t0_shorter_than_the_read_time_is_refused() -> None:
+    """The 1/f variance grows as ln((t + t0 + t_read)/(2·t_read)), negative for t + t0 < t_read: a t0 of 1 ns read
+    at once gave NaN currents without a word."""
+    with pytest.raises(ConfigError, match=r"^config: slow\.drift_t0_s 1e-09 s is shorter than "
+                                          r"shot\.read_noise_t_read_s 2\.5e-07 s"):
+        MemristorCrossbar(config={"slow": {"drift_t0_s": 1e-9}})
+    _, crossbar = make(shot={"read_noise_scale": 1.0}, slow={"drift_t0_s": 250e-9})  # the least t0: no noise at t = 0
+    crossbar.program(torch.full(crossbar.shape, G_MAX / 2))
+    assert bool(torch.isfinite(crossbar.read(torch.full((4, 64), V_READ))).all())
+
+
 def aihwkit_read_sigma_s(conductance_s: torch.Tensor, age_s: float) -> torch.Tensor:
     q = (0.0088 / (conductance_s / G_MAX).pow(0.65).clamp(min=1e-3)).clamp(max=0.2)
     t = age_s + 20.0
