@@ -80,6 +80,11 @@ class AnalogWorld(World):
     def n_inputs(self) -> int:
         """Channels of the analog input that reads the world."""
 
+    @property
+    def max_sample_rate_hz(self) -> float:
+        """The fastest shared sample clock (Hz) of its analog output and input: the converters' own, by default."""
+        return self.config.converters.max_sample_rate_hz
+
     @abstractmethod
     def respond(self, drive_v: torch.Tensor, sample_rate_hz: float) -> torch.Tensor:
         """Voltages at the inputs (n_inputs × samples) for the drive at the outputs (n_outputs × samples).
@@ -147,7 +152,7 @@ class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
     def hardware_limits(self) -> dict[str, Limit]:
         span = self.converters.output_range_v
         return {"voltage_v": Limit("V", -span, span),
-                "sample_rate_hz": Limit("Hz", 1.0, self.converters.max_sample_rate_hz)}
+                "sample_rate_hz": Limit("Hz", 1.0, self.world.max_sample_rate_hz)}  # type: ignore[attr-defined]
 
     def _read_level_hw(self, channel: int) -> float | None:
         return float(self._dc[channel - 1])
@@ -205,7 +210,7 @@ class SimulatedAnalogInput(SimulatedInstrument, AnalogInput):
     def hardware_limits(self) -> dict[str, Limit]:
         span = self.converters.input_range_v
         return {"voltage_v": Limit("V", -span, span),
-                "sample_rate_hz": Limit("Hz", 1.0, self.converters.max_sample_rate_hz)}
+                "sample_rate_hz": Limit("Hz", 1.0, self.world.max_sample_rate_hz)}  # type: ignore[attr-defined]
 
     def _arm_hw(self, n_samples: int, sample_rate_hz: float) -> None:
         self.world.armed = (n_samples, sample_rate_hz)  # type: ignore[attr-defined]

@@ -117,8 +117,8 @@ class Timing(Strict):
 
     network_settle_s: float = Field(
         5e-6, ge=0, le=1, description="time for the nodes to settle to 16-bit accuracy after a step (s): about 11·R·C "
-        "with R ≈ 10 kΩ and C ≈ 40 pF of node, cable and ADC input (the C of read_noise_v); samples faster than "
-        "this are refused")
+        "with R ≈ 10 kΩ and C ≈ 40 pF of node, cable and ADC input (the C of read_noise_v); the analog output's and "
+        "input's sample clock stops at 1/this")
 
 
 class ResistiveConverters(ConverterConfig):
@@ -215,6 +215,12 @@ class ResistiveNetwork(AnalogWorld):
     @property
     def n_inputs(self) -> int:
         return self.layout.n_free
+
+    @property
+    def max_sample_rate_hz(self) -> float:
+        """The converters' fastest clock, or 1/``timing.network_settle_s`` if slower: every sample must settle."""
+        settle = self.config.timing.network_settle_s
+        return min(self.config.converters.max_sample_rate_hz, 1 / settle if settle > 0 else float("inf"))
 
     # -- state ------------------------------------------------------------------------------------------------------
     def temperature_k(self, *, peek: bool = False) -> float:

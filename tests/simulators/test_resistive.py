@@ -530,11 +530,28 @@ def test_a_network_larger_than_the_instruments_is_refused_before_its_channels_ar
 
 
 def test_a_sample_rate_beyond_the_instruments_is_a_config_error() -> None:
-    world = ResistiveNetwork(preset="ideal")
+    world = ResistiveNetwork(preset="ideal", config={"timing": {"network_settle_s": 0.0}})
     instruments = {"output": SimulatedAnalogOutput(world, name="ao"), "input": SimulatedAnalogInput(world, name="ai")}
     with pytest.raises(ConfigError, match=r"^sample_rate_hz: sample_rate_hz 2e\+06 Hz is outside ao's limits "
                                           r"\(1..1e\+06 Hz\)$"):
         ResistiveNetworkSystem(instruments, sample_rate_hz=2e6)
+
+
+def test_a_sample_rate_faster_than_the_network_settles_is_a_config_error_not_a_failure_of_every_call() -> None:
+    """A network overridden to settle in 0.1 ms (more node capacitance) under the system's default 100 kHz: every
+    call used to fail at the world with a DeviceError; the simulated DAQ's sample clock now stops at 1/settle, so
+    the system is refused when it is built, naming sample_rate_hz, and a waveform at that rate by the instrument."""
+    world = ResistiveNetwork(preset="ideal", config={"timing": {"network_settle_s": 1e-4}})
+    output, reader = SimulatedAnalogOutput(world, name="ao").connect(), SimulatedAnalogInput(world, name="ai").connect()
+    with pytest.raises(ConfigError, match=r"^sample_rate_hz: sample_rate_hz 100000 Hz is outside ao's limits "
+                                          r"\(1..10000 Hz\)$"):
+        ResistiveNetworkSystem({"output": output, "input": reader})
+    with pytest.raises(LimitError, match=r"^ao sample_rate_hz: 20000 Hz is outside 1\.\.10000 Hz$"):
+        output.load_waveform(1, [0.0, 0.1], 2e4)
+    system = ResistiveNetworkSystem({"output": output, "input": reader}, sample_rate_hz=1e4)
+    assert system.forward(*inputs(4)).shape == (4, 2)
+    default = SimulatedAnalogInput(ResistiveNetwork(preset="ideal"), name="ai")  # 5 µs: at most 200 kHz
+    assert default.limits["sample_rate_hz"].max == pytest.approx(2e5)
 
 
 def test_max_batch_follows_the_instruments_memory() -> None:
