@@ -6,8 +6,8 @@ conductances with write-verify; ``read`` applies a batch of row-voltage vectors 
 The noiseless physics is `hil.physics.crossbar`; this module adds the non-idealities, split by time scale:
 
 - *construction* (hidden, from the seed): each device's conductance scale (device-to-device spread), stuck-on and
-  stuck-off devices, a finite number of programmable conductance levels, wire resistance (IR drop, see
-  `ir_drop_factor`), and each column's read-out gain and offset;
+  stuck-off devices, a finite number of programmable conductance levels, wire resistance (IR drop, to first
+  order, see `ir_drop_factor`), and each column's read-out gain and offset;
 - *programming*: conductance-dependent programming noise, IBM aihwkit's PCM polynomial
   (``PCMLikeNoiseModel``, Nandakumar et al., ICECS 2019), and each device's drift exponent ν;
 - *slow state*: conductance drift ``g(t) = g_prog·((t + t0)/t0)^(−ν)``, ``t`` the virtual time since programming
@@ -93,8 +93,8 @@ class ConstructionConfig(Strict):
     wire_resistance_ohm: float = Field(0.35, ge=0, le=100, description="word- and bit-line resistance between "
                                        "neighbouring cells (Ω); source: the wire of aihwkit's IOParameters "
                                        "ir_drop_g_ratio default, 1/(0.35 Ω · 5 µS), here with this chip's 25 µS "
-                                       "g_max: r·g_max = 8.75e-6, 5× aihwkit's ratio (a 64 × 64 tile at g_max reads "
-                                       "3.0 % low; ir_drop_factor gets that drop within 0.2 %)")
+                                       "g_max: r·g_max = 8.75e-6, 5× aihwkit's ratio (up to 3.6 % drop on a 64 × 64 "
+                                       "tile at g_max; the first-order model is within 3 % of that drop)")
     column_gain_spread: float = Field(0.01, ge=0, le=0.5, description="column-to-column spread (std, relative) "
                                       "of the read-out gain: feedback resistor and ADC reference mismatch (1); "
                                       "source: assumption, ~1 % on-chip resistor mismatch")
