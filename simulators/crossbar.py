@@ -94,7 +94,8 @@ class ConstructionConfig(Strict):
                                        "neighbouring cells (Ω); source: the wire of aihwkit's IOParameters "
                                        "ir_drop_g_ratio default, 1/(0.35 Ω · 5 µS), here with this chip's 25 µS "
                                        "g_max: r·g_max = 8.75e-6, 5× aihwkit's ratio (up to 3.6 % drop on a 64 × 64 "
-                                       "tile at g_max; the first-order model is within 3 % of that drop)")
+                                       "tile at g_max; the first-order model is within 3 % of that drop); refused "
+                                       "where that drop would reach 100 % (at 0.35 Ω: tiles beyond about 340 × 340)")
     column_gain_spread: float = Field(0.01, ge=0, le=0.5, description="column-to-column spread (std, relative) "
                                       "of the read-out gain: feedback resistor and ADC reference mismatch (1); "
                                       "source: assumption, ~1 % on-chip resistor mismatch")
@@ -190,6 +191,18 @@ class CrossbarConfig(Strict):
         if t0 < t_read:  # ln((t + t0 + t_read)/(2·t_read)) < 0 at t = 0: a negative variance, NaN currents
             raise ValueError(f"slow.drift_t0_s {t0:g} s is shorter than shot.read_noise_t_read_s {t_read:g} s, so the "
                              "1/f read-noise variance would start negative; raise drift_t0_s")
+        return self
+
+    @model_validator(mode="after")
+    def _ir_drop_first_order(self) -> CrossbarConfig:
+        rows, cols = self.geometry.rows, self.geometry.cols
+        wire, g_max = self.construction.wire_resistance_ohm, self.devices.g_max_s
+        drop = wire * g_max * (rows * (rows + 1) + cols * (cols + 1)) / 2  # the far corner, every device at g_max
+        if drop >= 1:  # ir_drop_factor's 1 − drop would be ≤ 0: that device's current reversed
+            raise ValueError(f"construction.wire_resistance_ohm {wire:g} Ω on {rows} × {cols} devices up to g_max_s "
+                             f"{g_max:g} S drops the far corner's read by {100 * drop:.0f} % to first order (the "
+                             "IR-drop model holds under 100 %); lower wire_resistance_ohm or g_max_s, or use a smaller "
+                             "array")
         return self
 
 

@@ -91,7 +91,8 @@ def test_the_realistic_chip_has_the_readme_magnitudes() -> None:
     column gain's 1 % and offset's 1 mV (1024 columns: 2.2 %), tolerances five standard errors (four for the
     counts); drift exponents with aihwkit's mean at g_max/2 (scale 1); the 8-bit ADC's step in every read. The
     wire, the levels, the DAC and the read noise (far below the ADC's step here) from the configuration."""
-    world, crossbar = make("realistic", geometry={"rows": 64, "cols": 1024})
+    # 0.35 Ω per cell is the preset's (asserted below); 1024 columns of it would drop the far end's read past 100 %
+    world, crossbar = make("realistic", geometry={"rows": 64, "cols": 1024}, construction={"wire_resistance_ohm": 0.05})
     hidden = world.hidden_parameters()
     on = hidden["stuck_conductance_s"] == G_MAX
     off = (hidden["conductance_scale"] == 0) & ~on
@@ -109,7 +110,8 @@ def test_the_realistic_chip_has_the_readme_magnitudes() -> None:
     codes = crossbar.read(uniform((16, 64), -V_READ, V_READ, seed=30)) / (2 / tia / 2**8)
     torch.testing.assert_close(codes, codes.round(), rtol=0, atol=1e-3)
     assert bool((codes.round() % 2 == 1).any())  # the step is 8 bits', not a multiple of it
-    assert (hidden["wire_resistance_ohm"], hidden["levels"], world.config.converters.dac_bits) == (0.35, 64, 8)
+    assert (MemristorCrossbar().config.construction.wire_resistance_ohm, hidden["levels"],
+            world.config.converters.dac_bits) == (0.35, 64, 8)
     assert world.config.shot.read_noise_scale == world.config.programming.noise_scale == 1.0
 
 
@@ -154,6 +156,21 @@ def _exact_network_currents(voltages: torch.Tensor, conductance: torch.Tensor, w
         matrix[c(rows - 1, j), c(rows - 1, j)] += g_wire  # to the virtual ground
     nodes = torch.linalg.solve(matrix, drive)
     return torch.stack([nodes[c(rows - 1, j)] * g_wire for j in range(cols)], dim=1)
+
+
+def test_an_array_whose_first_order_ir_drop_would_reverse_currents_is_refused() -> None:
+    """The first-order factor 1 − x of the far corner, x = r·g_max·(rows(rows + 1) + cols(cols + 1))/2 with every
+    device at g_max, turns negative for x ≥ 1: a realistic (0.35 Ω) tile of 512 × 512 has x = 2.3, and read its far
+    devices' currents reversed without a word. 256 × 256 (x = 0.58) is still taken."""
+    with pytest.raises(ConfigError, match=r"^config: construction\.wire_resistance_ohm 0\.35 Ω on 512 × 512 devices "
+                                          r"up to g_max_s 2\.5e-05 S drops the far corner's read by 230 % to first "
+                                          r"order \(the IR-drop model holds under 100 %\); lower wire_resistance_ohm "
+                                          r"or g_max_s, or use a smaller array$"):
+        MemristorCrossbar(preset="realistic", config={"geometry": {"rows": 512, "cols": 512}})
+    world, crossbar = make("realistic", geometry={"rows": 256, "cols": 256})
+    crossbar.program(torch.full(crossbar.shape, G_MAX))
+    assert bool((ir_drop_factor(world.conductances(), 0.35) > 0).all())
+    assert bool((crossbar.read(torch.full((1, 256), 0.02)) > 0).all())
 
 
 def test_ir_drop_in_the_world_follows_the_configured_wire_resistance() -> None:
