@@ -220,13 +220,22 @@ class Transport(ABC):
             usual = self.timeout_s
             self.timeout_s = usual + max(0.0, float(extra_s))
             try:
-                if self._open:
-                    self._apply_timeout()
+                self._retime()
                 yield self
-            finally:
+            except BaseException:
                 self.timeout_s = usual
-                if self._open:
-                    self._apply_timeout()
+                with contextlib.suppress(Exception):  # a link that failed in the block: its first error is told
+                    self._retime()
+                raise
+            self.timeout_s = usual
+            self._retime()
+
+    def _retime(self) -> None:
+        """Give an open connection the present ``timeout_s``; a port that is gone (pyserial sets the timeout on the
+        port itself) is a `TransportError`."""
+        if self._open:
+            with self._translate("a change of timeout"):
+                self._apply_timeout()
 
     def write(self, command: str) -> None:
         """Send one command (the write termination is appended)."""

@@ -156,6 +156,19 @@ def test_lost_pty_link_raises_transport_error(echo_pty) -> None:
             transport.query("ECHO? y")
 
 
+def test_a_lost_pty_link_met_when_a_reply_is_given_patience_is_a_transport_error(echo_pty) -> None:
+    """pyserial sets a timeout on the port itself: on a port that is gone it raises its own SerialException, an
+    OSError, which the hil command would take for a failed standard output. The instrument's error it must be, and
+    the timeout the usual one again."""
+    _, server = echo_pty
+    with SerialTransport(server.resource, timeout_s=0.3) as transport:
+        assert transport.query("ECHO? x") == "x"
+        server.stop()
+        with pytest.raises(TransportError, match=re.escape(server.resource)), transport.patience(1.0):
+            transport.query("ECHO? y")
+        assert transport.timeout_s == 0.3
+
+
 def test_refused_connection_is_a_transport_error() -> None:
     with TcpServer(EchoEmulator()) as server:
         resource = server.resource
