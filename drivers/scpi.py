@@ -104,7 +104,10 @@ class ScpiDriver:
         with self.transport.transaction():  # a timeout in another thread may not come between the check and the query
             if self.transport.out_of_step:
                 self._resynchronise()
-            return self.transport.query(command).strip()
+            reply = self.transport.query(command).strip()
+            if not reply:  # no SCPI reply is empty: a line ending too many, and the true reply may follow it
+                self.transport.out_of_step = True
+            return reply
 
     def _resynchronise(self) -> None:
         """After a timeout, the late reply may still arrive and would answer the next query instead. Ask for a

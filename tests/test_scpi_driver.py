@@ -111,3 +111,16 @@ def test_an_operation_complete_reply_other_than_1_is_a_device_error() -> None:
     with expected_protocol(EchoDriver, [(b"*OPC?", b"0")]) as driver, \
             pytest.raises(DeviceError, match=r"reply '0' to '\*OPC\?' after the upload is not 1"):
         driver.wait_complete(1.0, "the upload")
+
+
+@pytest.mark.parametrize("sent", ["310a", "0a"], ids=["a reply with a line ending too many", "an empty reply"])
+def test_a_blank_line_in_the_replies_never_makes_one_query_answer_the_next(echo_driver: EchoDriver, sent: str) -> None:
+    """No SCPI reply is empty: a blank line is a line ending too many, and the reply that follows it would answer
+    the next query, and so on for every query after. The query that reads it is refused, and the next one
+    resynchronises first."""
+    echo_driver.idn = echo_driver.query("*IDN?")
+    echo_driver.query(f"RAW? {sent}")  # "1\n" or "\n", and the instrument's own line ending after it
+    if sent == "310a":
+        with pytest.raises(DeviceError, match=r"^echo: reply '' to 'ECHO\? a' is not a finite number"):
+            echo_driver.query_float("ECHO? a")
+    assert [echo_driver.query(f"ECHO? {token}") for token in "bc"] == ["b", "c"]
