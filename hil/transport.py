@@ -425,12 +425,13 @@ class VisaTransport(Transport):
         self.baudrate = baudrate
         self._inst: Any = None
         self._socket: socket.socket | None = None  # a pyvisa-py SOCKET connection's own socket
+        self._session: Any = None  # pyvisa-py's session of the resource, read directly (`_read_raw`)
 
     def _classify(self, error: Exception) -> str:
         import pyvisa
 
-        if isinstance(error, pyvisa.errors.VisaIOError) and \
-                error.error_code == pyvisa.constants.StatusCode.error_timeout:
+        if isinstance(error, _Unterminated) or (isinstance(error, pyvisa.errors.VisaIOError)
+                                                and error.error_code == pyvisa.constants.StatusCode.error_timeout):
             return "closed" if self._peer_closed() else "timeout"
         if isinstance(error, pyvisa.errors.LibraryError) or \
                 (isinstance(error, ValueError) and str(error).startswith(
@@ -464,6 +465,7 @@ class VisaTransport(Transport):
         if isinstance(self._inst, pyvisa.resources.SerialInstrument):
             self._set_line_speed()
         session = getattr(manager.visalib, "sessions", {}).get(self._inst.session)
+        self._session = session if callable(getattr(session, "read", None)) else None
         sock = getattr(session, "interface", None)
         if isinstance(sock, socket.socket):
             self._prepare_socket(sock)
@@ -499,7 +501,7 @@ class VisaTransport(Transport):
         self._inst.timeout = round(self.timeout_s * 1000)
 
     def _close_raw(self) -> None:
-        inst, self._inst, self._socket = self._inst, None, None
+        inst, self._inst, self._socket, self._session = self._inst, None, None, None
         if inst is not None:
             inst.close()
 
@@ -526,7 +528,8 @@ class VisaTransport(Transport):
         `MAX_REPLY_BYTES` long, so that an instrument flooding bytes without a terminator cannot fill the memory
         nor one trickling them hang the reader. pyvisa-py waits for a whole chunk as long as bytes keep coming, so
         chunks start at 256 bytes and grow only while the reply flows (a trickle of under 256 bytes per timeout
-        is still waited for until 256 have come)."""
+        is still waited for until 256 have come). pyvisa-py's session is read directly where there is one: pyvisa
+        drops the bytes of a read that times out, which tell a reply in another line ending from silence."""
         from pyvisa.constants import StatusCode
         from pyvisa.errors import VisaIOError
 
@@ -535,7 +538,14 @@ class VisaTransport(Transport):
         reply, count = bytearray(), 256
         with self._inst.ignore_warning(StatusCode.success_device_not_present, more):
             while True:
-                chunk, status = self._inst.visalib.read(self._inst.session, count)
+                if self._session is None:
+                    chunk, status = self._inst.visalib.read(self._inst.session, count)
+                else:
+                    chunk, status = self._session.read(count)
+                    if status == StatusCode.error_timeout:
+                        raise _Unterminated(bytes(reply + chunk))
+                    if status < 0:
+                        raise VisaIOError(status)
                 reply += chunk
                 if status != more:
                     return bytes(reply)
@@ -546,7 +556,7 @@ class VisaTransport(Transport):
                                          f"is longer than {MAX_REPLY_BYTES} bytes without its terminator (it begins "
                                          f"{excerpt(reply[:60].decode('ascii', 'replace'))}); check the instrument")
                 if time.monotonic() > deadline:
-                    raise VisaIOError(StatusCode.error_timeout)
+                    raise _Unterminated(bytes(reply))
 
     def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:
         if self._log is not None:
