@@ -430,9 +430,12 @@ class VisaTransport(Transport):
     def _classify(self, error: Exception) -> str:
         import pyvisa
 
+        timeout = pyvisa.constants.StatusCode.error_timeout
         if isinstance(error, _Unterminated) or (isinstance(error, pyvisa.errors.VisaIOError)
-                                                and error.error_code == pyvisa.constants.StatusCode.error_timeout):
+                                                and error.error_code == timeout):
             return "closed" if self._peer_closed() else "timeout"
+        if str(error) == f"could not connect: {timeout!s}":  # pyvisa-py's SOCKET open that timed out
+            return "timeout"
         if isinstance(error, pyvisa.errors.LibraryError) or \
                 (isinstance(error, ValueError) and str(error).startswith(
                     ("Please install", "Wrapper not found", "Could not locate a VISA implementation"))) or \
@@ -459,8 +462,8 @@ class VisaTransport(Transport):
         import pyvisa
 
         manager = pyvisa.ResourceManager(self.backend)
-        self._inst = manager.open_resource(
-            self.resource, timeout=round(self.timeout_s * 1000),
+        self._inst = manager.open_resource(  # pyvisa-py waits 10 s to connect unless given an open_timeout
+            self.resource, open_timeout=round(self.timeout_s * 1000), timeout=round(self.timeout_s * 1000),
             read_termination=self.read_termination, write_termination=self.write_termination)
         if isinstance(self._inst, pyvisa.resources.SerialInstrument):
             self._set_line_speed()

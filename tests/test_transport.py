@@ -176,6 +176,32 @@ def test_refused_connection_is_a_transport_error() -> None:
         VisaTransport(resource, timeout_s=0.3).open()
 
 
+def test_a_host_that_never_answers_the_connection_is_a_timeout_within_timeout_s() -> None:
+    """A switched-off instrument's address answers nothing, not even a refusal (here: a port whose queue of
+    connections is full, whose SYNs Linux drops). pyvisa-py waits 10 s for it whatever the timeout, then raises
+    "could not connect: -1073807339", VISA's timeout code: the wait is timeout_s, and a timeout is said as one."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        waiting = [socket.socket() for _ in range(3)]
+        for client in waiting:
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+        try:
+            time.sleep(0.1)
+            transport = VisaTransport(f"TCPIP::127.0.0.1::{port}::SOCKET", timeout_s=0.3)
+            started = time.monotonic()
+            with pytest.raises(TransportTimeout) as caught:
+                transport.open()
+            assert time.monotonic() - started < 2
+            assert str(caught.value) == (f"TCPIP::127.0.0.1::{port}::SOCKET: no reply within 0.3 s to 'open'; check "
+                                         "that the instrument is on, connected and not busy")
+        finally:
+            for client in waiting:
+                client.close()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("usb") is not None, reason="PyUSB is installed here")
 def test_a_resource_whose_library_is_missing_says_so_in_one_line() -> None:
     transport = VisaTransport("USB0::0x05E6::0x2450::04000000::INSTR")
