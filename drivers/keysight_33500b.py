@@ -269,17 +269,16 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.sample_rate_hz[channel] = sample_rate_hz
 
     def _play_hw(self, channels: list[int]) -> None:
-        """``*TRG`` when every loaded channel plays (they start together), else ``TRIGn`` per channel; then sleep the
-        bursts' duration (samples / sample rate) with nothing pending on the link, and confirm their end with
-        ``*OPC?`` (patient by `PLAY_MARGIN_S`), so that no later command cuts one short and a next play is not
-        ignored as a trigger mid-burst. A Ctrl-C during the sleep leaves no reply outstanding: the safe state's
-        commands then end the burst at once.
-
-        ``*TRG`` fires every channel whose trigger source is BUS, including one armed outside this driver.
+        """``*TRG`` when every channel not at DC plays (they start together), else ``TRIGn`` per channel: ``*TRG``
+        fires every channel whose trigger source is BUS, so also one that is not this play's and may be armed (found
+        at connect playing an arb, or left loaded). Then sleep the bursts' duration (samples / sample rate) with
+        nothing pending on the link, and confirm their end with ``*OPC?`` (patient by `PLAY_MARGIN_S`), so that no
+        later command cuts one short and a next play is not ignored as a trigger mid-burst. A Ctrl-C during the sleep
+        leaves no reply outstanding: the safe state's commands then end the burst at once.
         """
         names = ", ".join(map(str, channels))
         duration_s = max(self.waveform_samples[channel] / self.sample_rate_hz[channel] for channel in channels)
-        if set(channels) == set(self.waveform_samples):
+        if all(channel in channels or self.function.get(channel) == "DC" for channel in self.channels):
             self.write("*TRG")
         else:
             for channel in channels:

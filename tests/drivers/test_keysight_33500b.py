@@ -566,6 +566,18 @@ def test_emulator_plays_the_requested_volts_whatever_advance_phase_polarity_and_
             (0.0, "NORM", 0.0, "SRAT")
 
 
+def test_emulator_a_play_never_triggers_a_burst_a_previous_user_armed_on_the_other_channel(tcp_server):
+    """``*TRG`` fires every channel on the bus trigger: where a channel this driver has not set to DC nor loaded may
+    be armed (found at connect playing an arb, live), a play starts its own channels one by one."""
+    emulator = Keysight33500BEmulator()
+    assert _ask(emulator, b"SOUR2:DATA:ARB OLD,0,1,0,-1,0,1,0,-1;:SOUR2:FUNC:ARB OLD;:SOUR2:FUNC ARB;"
+                          b":SOUR2:BURS:STAT ON;:TRIG2:SOUR BUS;:OUTP2 ON") is None and not emulator.errors
+    with Keysight33500B(VisaTransport(tcp_server(emulator).resource), name="awg") as inst:
+        inst.load_waveform(1, np.linspace(-1.0, 1.0, 16), 1e3)
+        inst.play()
+        assert [p.channel for p in emulator.played] == [1]
+
+
 def test_emulator_channels_stay_independent_whatever_coupling_a_previous_user_left(tcp_server):
     emulator = Keysight33500BEmulator()
     assert _ask(emulator, b"SOUR1:VOLT:COUP:STAT ON;:SOUR1:TRAC INV;:SOUR2:COMB:FEED CH1;:SOUR1:FREQ:COUP ON") is None
