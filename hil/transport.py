@@ -176,7 +176,13 @@ class Transport(ABC):
                         self._log.close()
                     raise
                 self._open = True
-                self.out_of_step = False
+                if self._fresh():
+                    self.out_of_step = False
+
+    def _fresh(self) -> bool:
+        """Whether the connection just opened is new to the instrument, and so carries no reply it owed the last
+        (a TCP socket); not a serial line, USB or GPIB, where a reply late for the last may still come."""
+        return False
 
     def close(self) -> None:
         """Disconnect; safe to call twice."""
@@ -485,6 +491,9 @@ class VisaTransport(Transport):
         except BaseException:
             self._close_raw()
             raise
+
+    def _fresh(self) -> bool:
+        return self._socket is not None
 
     def _prepare_socket(self, sock: socket.socket) -> None:
         """Check and tune a pyvisa-py SOCKET connection.

@@ -451,6 +451,17 @@ def test_reopening_after_a_timeout_leaves_the_link_in_step(echo_tcp) -> None:
         assert not transport.out_of_step and transport.query("ECHO? a") == "a"
 
 
+def test_reopening_a_serial_port_after_a_timeout_leaves_the_link_out_of_step(echo_pty) -> None:
+    """A serial port opened again is the same line to the same instrument, which may still send the reply it owes:
+    unlike a new socket connection, it must not count as in step."""
+    with SerialTransport(echo_pty[1].resource, timeout_s=0.3) as transport:
+        with pytest.raises(TransportTimeout):
+            transport.query("SLEEP? 0.5")
+        transport.reopen()
+        assert transport.out_of_step
+        assert transport.read() == "done"  # the late reply, on the port opened again
+
+
 def test_patience_never_shortens_the_timeout() -> None:
     """A negative extra is no extra: the timeout inside the block is the usual one, not less."""
     transport = VisaTransport("TCPIP::127.0.0.1::5025::SOCKET", timeout_s=0.5)
