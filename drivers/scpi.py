@@ -57,6 +57,7 @@ class ScpiDriver:
         capability class read the present state. The outputs are left as they are."""
         self.transport.open()
         self._interrupted = 0
+        self.idn = ""  # perhaps another instrument on the port now: a resynchronisation matches its marker alone
         try:
             self.transport.write("*CLS")
             self.idn = self.query("*IDN?")
@@ -112,16 +113,16 @@ class ScpiDriver:
     def _resynchronise(self) -> None:
         """After a timeout, the late reply may still arrive and would answer the next query instead. Ask for a
         marker no earlier reply can hold (``*ESE n;*ESE?;*IDN?``, n new each time, `MARKERS`) and discard every
-        line up to its answer, then restore ``*ESE 0``. On a GPIB or VXI-11 link the instrument may discard the
-        late reply instead and queue -410 "Query INTERRUPTED": the next error check expects one per
-        resynchronisation."""
+        line up to its answer (with the identity read at connect, if one was yet), then restore ``*ESE 0``. On a
+        GPIB or VXI-11 link the instrument may discard the late reply instead and queue -410 "Query INTERRUPTED":
+        the next error check expects one per resynchronisation."""
         with self.transport.transaction():
             self._interrupted += 1
             expected = next(self._markers)
             self.transport.write(f"*ESE {expected};*ESE?;*IDN?")
             for _ in range(self.max_error_reads):
                 marker, _, identity = self.transport.read().strip().partition(";")
-                if identity.strip() == self.idn and _integer(marker) == expected:
+                if identity.strip() == (self.idn or identity.strip()) and _integer(marker) == expected:
                     self.transport.out_of_step = False
                     self.transport.write("*ESE 0")
                     return

@@ -1,14 +1,16 @@
 """The SCPI driver mixin against the echo emulator on 127.0.0.1: resynchronisation and its lock."""
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from drivers.scpi import ScpiDriver
 from hil.errors import DeviceError, TransportTimeout
+from hil.instruments import Instrument
 from hil.testing import expected_protocol
-from hil.transport import VisaTransport
+from hil.transport import SerialTransport, VisaTransport
 from tests.test_transport import EchoEmulator
 
 
@@ -124,3 +126,38 @@ def test_a_blank_line_in_the_replies_never_makes_one_query_answer_the_next(echo_
         with pytest.raises(DeviceError, match=r"^echo: reply '' to 'ECHO\? a' is not a finite number"):
             echo_driver.query_float("ECHO? a")
     assert [echo_driver.query(f"ECHO? {token}") for token in "bc"] == ["b", "c"]
+
+
+class SlowToWakeEmulator(EchoEmulator):
+    """Answers its first ``*IDN?`` after 0.5 s, late for a 0.3 s timeout."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.woken = False
+
+    def _idn(self) -> str:
+        if not self.woken:
+            self.woken = True
+            time.sleep(0.5)
+        return self.identity
+
+
+class EchoInstrument(ScpiDriver, Instrument):
+    def hardware_limits(self) -> dict:
+        return {}
+
+    def _safe_state_hw(self) -> None:
+        """Nothing to make safe."""
+
+
+def test_a_serial_instrument_whose_identity_came_late_connects_at_the_next_try(pty_server) -> None:
+    """A serial line opened again still carries the reply the instrument owed the last connection: the next connect
+    resynchronises before asking for the identity, though it knows none yet, and the late identity does not answer
+    it."""
+    server = pty_server(SlowToWakeEmulator())
+    instrument = EchoInstrument(SerialTransport(server.resource, timeout_s=0.3), name="echo")
+    with pytest.raises(TransportTimeout, match=r"\*IDN\?"):
+        instrument.connect()
+    with instrument:
+        assert instrument.identify() == "hil,Echo,1,0"
+        assert instrument.query("ECHO? a") == "a"
