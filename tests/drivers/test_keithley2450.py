@@ -1186,6 +1186,24 @@ def test_a_query_interrupted_later_is_reported_once_a_check_has_found_none_from_
             k.set_level(0.6)
 
 
+def test_one_resynchronisation_forgives_one_interrupted_query_not_every_one_in_the_queue() -> None:
+    """A -410 beyond the one a resynchronisation may have caused is another query's, interrupted: reported."""
+    read = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
+    interrupted = (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"')
+    exchanges = [*connected(), *configured_voltage(), (read[0], TIMED_OUT),
+                 (b"*ESE 1;*ESE?;*IDN?", read[1]), (None, b"1;" + IDN), (b"*ESE 0", None),
+                 read, (b":SOUR:VOLT:ILIM:TRIP?", b"0"), (b":SOUR:VOLT 0.5", None), interrupted, interrupted, NO_ERROR]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        with pytest.raises(TransportTimeout):
+            k.measure()
+        k.measure()
+        with pytest.raises(DeviceError, match=r"instrument reported after setting the source to 0\.5 V: -410 Query "
+                                              r"INTERRUPTED$"):
+            k.set_level(0.5)
+
+
 def test_a_sense_change_is_refused_while_the_output_state_is_unknown() -> None:
     """After a failed switch the output may be on: changing remote sense, which may switch a live output off, is
     refused before anything is sent, as with an output known to be on."""
