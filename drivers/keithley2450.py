@@ -132,9 +132,12 @@ class Keithley2450(ScpiDriver, SourceMeter):
         """Refuse anything but a 2450 on SCPI (``*LANG?``); set ASCII data; read the output; select the
         configured terminals; read the source function and level."""
         hint = "(MENU > System > Settings > Command Set: SCPI, then restart it)"
-        if "MODEL 2450" not in self.idn.upper():
+        if "MODEL 2400" in self.idn.upper():  # perhaps a 2450 emulating a 2400
             raise DeviceError(f"{self.name}: {self.resource} answers {excerpt(self.idn)}, not a Keithley 2450 "
                               f"on its SCPI command set {hint}")
+        if "MODEL 2450" not in self.idn.upper():
+            raise DeviceError(f"{self.name}: {self.resource} answers {excerpt(self.idn)}, not a Keithley 2450; "
+                              "check that the resource is the 2450's")
         language = self.query("*LANG?").upper()  # a 2450 set to TSP still answers *IDN? as above
         if language != "SCPI":
             raise DeviceError(f"{self.name}: the 2450 runs its {excerpt(language)} command set; this driver needs SCPI "

@@ -104,11 +104,21 @@ def test_connect_identifies_and_reads_the_source_state() -> None:
 
 
 def test_connect_refuses_another_model_and_closes() -> None:
+    """A 2450 set to emulate a 2400 answers as one: the advice is its command-set menu."""
     exchanges = [(b"*CLS", None), (b"*IDN?", b"KEITHLEY INSTRUMENTS INC.,MODEL 2400,1234,C30")]
     with expected_protocol(smu(), exchanges) as k:
-        with pytest.raises(DeviceError, match="not a Keithley 2450"):
+        with pytest.raises(DeviceError, match=r"not a Keithley 2450 on its SCPI command set \(MENU > System"):
             k.connect()
         assert not k.connected and not k.transport.is_open
+
+
+def test_connect_to_another_instrument_asks_for_the_resource_not_for_a_command_set() -> None:
+    """Another maker's instrument at the address is no 2450 in another command set: its menu would be no help."""
+    exchanges = [(b"*CLS", None), (b"*IDN?", b"Keysight Technologies,33522B,MY00000000,4.00-3.15-2.00-58-00")]
+    with expected_protocol(smu(), exchanges) as k, \
+            pytest.raises(DeviceError, match=r"^Keithley2450: protocol-test answers 'Keysight Technologies,33522B,"
+                                             r".*', not a Keithley 2450; check that the resource is the 2450's$"):
+        k.connect()
 
 
 def test_connect_refuses_a_2450_on_its_tsp_command_set_and_closes() -> None:
