@@ -122,7 +122,7 @@ class ScpiDriver:
             self.transport.write(f"*ESE {expected};*ESE?;*IDN?")
             for _ in range(self.max_error_reads):
                 marker, _, identity = self.transport.read().strip().partition(";")
-                if identity.strip() == (self.idn or identity.strip()) and _integer(marker) == expected:
+                if _integer(marker) == expected and (not self.idn or identity.strip() == self.idn):
                     self.transport.out_of_step = False
                     self.transport.write("*ESE 0")
                     return
