@@ -198,3 +198,32 @@ def test_pat_refinement_loss_scales_each_output_by_its_own_spread_and_averages_t
         records = model[0].record
         assert len(records) == step + 1
         assert figures["twin_refine_loss"] == pytest.approx(refinement_loss(before, records), rel=1e-5)
+
+
+def test_a_twin_shared_by_two_layers_is_refined_once_on_the_device_calls_of_both(lab) -> None:
+    """Layers on one system share its twin (the orchestrator attaches one twin to all): a refinement is
+    ``refine_steps`` Adam steps of that twin on the records of every layer holding it, not one run of steps per layer,
+    each with its own Adam state, the last layer's records fitted last."""
+    system = lab.systems["crossbar"]
+    twin = build_twin("physics", system)
+    with torch.no_grad():
+        twin.affine.gain.fill_(1.5)
+    model = nn.Sequential(PhysicalLayer(system, twin, mode="device", seed=0), nn.Linear(4, 8), nn.Tanh(),
+                          PhysicalLayer(system, twin, mode="device", seed=1))
+    settings = PatSettings(refine_every=1, refine_steps=3, refine_lr=0.05)
+    method = PhysicsAwareTraining(settings)
+    method.begin(model)
+    before = copy.deepcopy(twin)
+    figures = method.train_step(model, *batch(0), torch.optim.SGD(model.parameters(), lr=0.01))
+    records = model[0].record + model[3].record
+    assert len(records) == 2
+    expected = copy.deepcopy(before)
+    optimizer = torch.optim.Adam(expected.parameters(), lr=0.05)
+    for _ in range(3):
+        optimizer.zero_grad()
+        scale = torch.cat([y for _, _, y in records]).var(dim=0)
+        loss = sum(((expected(x, theta) - y).pow(2).mean(dim=0) / scale).mean() for x, theta, y in records) / 2
+        loss.backward()
+        optimizer.step()
+    torch.testing.assert_close(twin.state_dict(), expected.state_dict())
+    assert figures["twin_refine_loss"] == pytest.approx(loss.item(), rel=1e-5)

@@ -2,8 +2,8 @@
 
 With ``refine_every`` > 0 the twin is refined online: the device measurements that training already makes are
 kept, and every ``refine_every`` steps the twin takes ``refine_steps`` Adam steps on the latest of them (those of
-at most ``refine_window`` training batches), so it follows the device as training moves θ and as the device
-drifts. Off by default.
+at most ``refine_window`` training batches, of every layer holding that twin), so it follows the device as training
+moves θ and as the device drifts. Off by default.
 """
 
 from __future__ import annotations
@@ -68,14 +68,17 @@ class PhysicsAwareTraining(TrainingMethod):
         return self._optimizers[index]
 
     def refine(self) -> float | None:
-        """A few Adam steps of every layer's twin on its recorded device calls; returns the last loss (None when
-        no twin had two recorded rows to refine on)."""
+        """A few Adam steps of every twin on the recorded device calls of the layers holding it (layers on one
+        system share its twin: it is refined once, on all of theirs); returns the last loss (None when no twin had
+        two recorded rows to refine on)."""
         loss_value = None
+        held: dict[int, tuple[int, nn.Module, list]] = {}  # id(twin) -> (first layer's index, twin, records)
         for index, layer in enumerate(self._layers):
-            records = (layer.record or [])[-self.settings.refine_window:]
-            layer.record = records
-            twin = layer.twin
-            if twin is None or sum(len(y) for _, _, y in records) < 2:
+            layer.record = (layer.record or [])[-self.settings.refine_window:]
+            if layer.twin is not None:
+                held.setdefault(id(layer.twin), (index, layer.twin, []))[2].extend(layer.record)
+        for index, twin, records in held.values():
+            if sum(len(y) for _, _, y in records) < 2:
                 continue  # one recorded row has no spread to scale the errors by
             optimizer = self._optimizer(index, twin)
             scale = torch.cat([y for _, _, y in records]).var(dim=0).clamp_min(1e-12)
