@@ -335,3 +335,22 @@ def test_held_out_groups_that_are_not_group_indices_are_a_config_error(lab, tmp_
                                                  f'"held_out_groups": {groups}}}')
     with pytest.raises(ConfigError, match=r"twin\.json: not a twin description"):
         load_twin(tmp_path / "twin", system)
+
+
+def test_a_fit_or_an_error_on_no_groups_or_one_measurement_is_a_config_error(lab, crossbar_data) -> None:
+    """Refused in one line, not a stack error, a division by zero, or a fit whose every loss is NaN (the output
+    variance of one measurement is undefined) reported as a diverged fit."""
+    system = lab.systems["crossbar"]
+    twin = build_twin("physics", system)
+    data, empty = crossbar_data.subset(torch.arange(3)), crossbar_data.subset(torch.arange(0))
+    with pytest.raises(ConfigError, match=r"^the twin fit needs at least one training and one held-out θ group, "
+                                          r"got 3 and 0; collect more thetas$"):
+        fit_twin(twin, data, empty, epochs=1)
+    with pytest.raises(ConfigError, match=r"got 0 and 3"):
+        fit_twin(twin, empty, data, epochs=1)
+    single = TwinData(data.x[:1, :1], data.theta[:1], data.y[:1, :1], data.y_repeats)
+    with pytest.raises(ConfigError, match=r"^the twin fit's training part is one measurement, whose output variance "
+                                          r"is undefined; collect more inputs per theta or thetas$"):
+        fit_twin(twin, single, data, epochs=1)
+    with pytest.raises(ConfigError, match=r"^no θ groups to measure the twin's error on"):
+        nmse(twin, empty)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hil.errors import ConfigError
 from hil.twin.collect import TwinData
 from hil.twin.models import NeuralTwin, ResidualTwin, Twin
 
@@ -36,6 +37,8 @@ class FitResult:
 
 def nmse(twin: Twin, data: TwinData, variance: torch.Tensor | None = None) -> torch.Tensor:
     """Per-output mean squared error of the twin on ``data``, divided by ``variance`` (default: the data's)."""
+    if data.n_groups == 0:
+        raise ConfigError("no θ groups to measure the twin's error on; pass data with at least one")
     variance = data.output_variance() if variance is None else variance
     with torch.no_grad():
         errors = torch.stack([(twin(x, theta) - y).pow(2).mean(dim=0)
@@ -47,6 +50,12 @@ def fit_twin(twin: Twin, train: TwinData, validation: TwinData, *, epochs: int =
              patience: int = 10, seed: int = 0,
              progress: Callable[[int, float, float], None] | None = None) -> FitResult:
     """Train ``twin`` in place on ``train``; keep the state with the lowest held-out error."""
+    if train.n_groups == 0 or validation.n_groups == 0:
+        raise ConfigError(f"the twin fit needs at least one training and one held-out θ group, got {train.n_groups} "
+                          f"and {validation.n_groups}; collect more thetas")
+    if train.y.shape[:2].numel() < 2:
+        raise ConfigError("the twin fit's training part is one measurement, whose output variance is undefined; "
+                          "collect more inputs per theta or thetas")
     result = FitResult()
     parameters = [p for p in twin.parameters() if p.requires_grad]
     variance = train.output_variance().clamp_min(1e-12)
