@@ -354,3 +354,19 @@ def test_a_fit_or_an_error_on_no_groups_or_one_measurement_is_a_config_error(lab
         fit_twin(twin, single, data, epochs=1)
     with pytest.raises(ConfigError, match=r"^no θ groups to measure the twin's error on"):
         nmse(twin, empty)
+
+
+def test_arrays_that_disagree_in_shape_or_hold_nan_are_not_twin_data(crossbar_data) -> None:
+    arrays = crossbar_data.arrays()
+    loaded = TwinData.from_arrays(arrays)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.arrays().values(), arrays.values(), strict=True))
+    with pytest.raises(ConfigError, match=r"^not twin data: x \(12, 64, 16\), theta \(10, 128\), y \(12, 64, 8\) "
+                                          r"and y_repeats \(4, 3, 64, 8\) disagree in their θ groups, inputs or "
+                                          r"outputs$"):
+        TwinData.from_arrays(arrays | {"theta": arrays["theta"][:10]})
+    with pytest.raises(ConfigError, match=r"disagree"):
+        TwinData.from_arrays(arrays | {"y_repeats": arrays["y_repeats"][..., :4]})
+    y = arrays["y"].clone()
+    y[3, 5, 1] = float("nan")
+    with pytest.raises(ConfigError, match=r"^not twin data: y holds NaN or infinite values$"):
+        TwinData.from_arrays(arrays | {"y": y})

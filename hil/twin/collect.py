@@ -78,12 +78,22 @@ class TwinData:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, torch.Tensor]) -> TwinData:
-        """Twin data from the arrays ``x``, ``theta``, ``y`` and ``y_repeats``; missing ones are a `ConfigError`."""
+        """Twin data from the arrays ``x``, ``theta``, ``y`` and ``y_repeats``; missing ones, shapes that disagree, or
+        values that are not finite are a `ConfigError`."""
         names = ("x", "theta", "y", "y_repeats")
         missing = [name for name in names if name not in arrays]
         if missing:
             raise ConfigError(f"not twin data: no {', '.join(missing)} array")
-        return cls(*(arrays[name].float() for name in names))
+        x, theta, y, y_repeats = (arrays[name].float() for name in names)
+        shapes = [tuple(a.shape) for a in (x, theta, y, y_repeats)]
+        if [len(s) for s in shapes] != [3, 2, 3, 4] or not x.shape[0] == theta.shape[0] == y.shape[0] \
+                or x.shape[1] != y.shape[1] or y_repeats.shape[2:] != y.shape[1:] or y_repeats.shape[1] > y.shape[0]:
+            raise ConfigError(f"not twin data: x {shapes[0]}, theta {shapes[1]}, y {shapes[2]} and y_repeats "
+                              f"{shapes[3]} disagree in their θ groups, inputs or outputs")
+        for name, array in zip(names, (x, theta, y, y_repeats), strict=True):
+            if not bool(array.isfinite().all()):
+                raise ConfigError(f"not twin data: {name} holds NaN or infinite values")
+        return cls(x, theta, y, y_repeats)
 
 
 def sobol(n: int, dimension: int, bounds: tuple[float, float], seed: int) -> torch.Tensor:
