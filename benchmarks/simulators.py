@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hil.config import YamlDocument  # noqa: E402
+from hil.errors import ConfigError  # noqa: E402
 from hil.lab import Lab, LabConfig  # noqa: E402
 
 
@@ -144,7 +145,12 @@ def main() -> None:
         config = copy.deepcopy(base)
         for world in config.worlds.values():
             world.preset = preset
-        with Lab(config) as lab:
+        try:
+            lab = Lab(config).open()
+        except ConfigError as refused:  # e.g. a tile too large for the preset's first-order IR drop
+            print(f"{'(all)':18s} {preset:10s} refused: {refused}", flush=True)
+            continue
+        with lab:
             for name in simulated:
                 system = lab.systems[name]
                 f = measure(system, min(args.batch, system.max_batch), args.repeats, args.singles)

@@ -68,3 +68,14 @@ def test_the_transport_benchmark_reads_every_reply_through_each_reader(monkeypat
     rows = capsys.readouterr().out.splitlines()[1:]
     assert [row.split()[0] for row in rows] == ["100", "5000"]
     assert all(float(figure) > 0 for row in rows for figure in row.split()[1:4])
+
+
+def test_the_simulator_benchmark_says_which_preset_refuses_a_tile_and_goes_on(monkeypatch, capsys):
+    """A tile the `realistic` crossbar refuses (its first-order IR drop would pass 100 %) is one line of the table,
+    not a traceback that ends the benchmark."""
+    simulators = load("simulators")
+    monkeypatch.setattr("sys.argv", ["simulators.py", "--systems", "crossbar", "--presets", "realistic",
+                                     "--crossbar", "512", "512"])
+    simulators.main()
+    [row] = capsys.readouterr().out.splitlines()[2:]
+    assert row.split()[:3] == ["(all)", "realistic", "refused:"] and "wire_resistance_ohm 0.35 Ω" in row
