@@ -95,7 +95,7 @@ class ConstructionConfig(Strict):
                                        "ir_drop_g_ratio default, 1/(0.35 Ω · 5 µS), here with this chip's 25 µS "
                                        "g_max: r·g_max = 8.75e-6, 5× aihwkit's ratio (up to 3.6 % drop on a 64 × 64 "
                                        "tile at g_max; the first-order model is within 3 % of that drop); refused "
-                                       "where that drop would reach 100 % (at 0.35 Ω: tiles beyond about 340 × 340)")
+                                       "where that drop would reach 100 % (at 0.35 Ω: square tiles from 338 × 338)")
     column_gain_spread: float = Field(0.01, ge=0, le=0.5, description="column-to-column spread (std, relative) "
                                       "of the read-out gain: feedback resistor and ADC reference mismatch (1); "
                                       "source: assumption, ~1 % on-chip resistor mismatch")
