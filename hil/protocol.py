@@ -379,7 +379,7 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
 
 def load_data(protocol: Protocol, document: YamlDocument | None = None) -> Dataset:
     """The protocol's data set, split and limited. An unknown set, a bad path, or data that leave too few rows
-    to train on (`check_training_rows`) are located in the protocol."""
+    to train on (`check_training_rows`) or a single class are located in the protocol."""
     from hil.datasets import load_dataset
 
     d = protocol.dataset
@@ -392,16 +392,26 @@ def load_data(protocol: Protocol, document: YamlDocument | None = None) -> Datas
         where = tuple(error.field.split(".")) if error.field else ("dataset", "path")
         raise _locate(document, error.detail, where) from None
     check_training_rows(protocol, len(data.y_train), document)
+    classes = data.y_train.unique()
+    if len(classes) < 2:  # one sample, or all of one class: nothing to tell apart (one output: a loss of 0)
+        raise _locate(document, f"the data leave {len(data.y_train)} training sample(s), all of class "
+                                f"{data.class_names[int(classes[0])]!r}; a classifier needs samples of at least "
+                                "two classes", _rows_field(protocol))
     return data
+
+
+def _rows_field(protocol: Protocol) -> tuple[str, str]:
+    """The field that decides how many training rows there are: the limit, else the split (an IDX set's files)."""
+    d = protocol.dataset
+    return ("dataset", "limit" if d.limit is not None else "path" if d.name == "idx" else "test_fraction")
 
 
 def check_training_rows(protocol: Protocol, rows: int, document: YamlDocument | None = None) -> None:
     """The data leave rows to train on: at least one, and two for a batch norm."""
     needed = 2 if any(layer.batchnorm for layer in protocol.model.layers) else 1
     if rows < needed:
-        where = ("dataset", "limit") if protocol.dataset.limit is not None else ("dataset", "test_fraction")
         raise _locate(document, f"the data leave {rows} training sample(s); the model needs at least {needed}"
-                                f"{' (a batch norm)' if needed == 2 else ''}", where)
+                                f"{' (a batch norm)' if needed == 2 else ''}", _rows_field(protocol))
 
 
 def check_protocol(path: str | Path | YamlDocument, lab_path: str | Path | None = None) -> str:

@@ -220,6 +220,58 @@ def test_check_locates_what_a_protocol_points_at(tmp_path: Path, monkeypatch: py
     assert err.count("\n") == 1 and needle in err, err
 
 
+def _idx_folder(folder: Path, train_labels: list[int], test_labels: list[int]) -> None:
+    """MNIST-format files of 8×8 images in ``folder``, with these labels."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, labels in (("train", train_labels), ("t10k", test_labels)):
+        for kind, array in (("images-idx3", rng.integers(0, 255, (len(labels), 8, 8))), ("labels-idx1", labels)):
+            array = np.asarray(array, dtype=np.uint8)
+            header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+            (folder / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(header + array.tobytes()))
+
+
+@pytest.mark.parametrize(("dataset", "layers", "needle"), [
+    # one training digit: its standardisation divided by a NaN spread, and the run failed at the device's bounds
+    ("{name: digits, test_fraction: 0.9995}", "[{linear: {out_features: 64}}, {physical: {input_map: sigmoid}}, "
+     "{linear: {out_features: 10}}]",
+     ":8: dataset.test_fraction: the data leave 1 training sample(s), all of class '"),
+    ("{name: idx, path: one-class}", "[{linear: {out_features: 64}}, {physical: {input_map: sigmoid}}, "
+     "{linear: {out_features: 1}}]",
+     ":8: dataset.path: the data leave 20 training sample(s), all of class '0'; a classifier needs samples of "
+     "at least two classes"),
+    ("{name: idx, path: one-class, limit: 2}", "[{physical: {}}, {batchnorm: true}, {linear: {out_features: 1}}]",
+     ":8: dataset.limit: the data leave 2 training sample(s), all of class '0'"),
+    # an IDX set's rows are its files', not a test_fraction's (which it does not use)
+    ("{name: idx, path: one-image}", "[{physical: {}}, {batchnorm: true}, {linear: {out_features: 1}}]",
+     ":8: dataset.path: the data leave 1 training sample(s); the model needs at least 2 (a batch norm)"),
+])
+def test_check_and_run_refuse_training_data_of_one_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], dataset: str,
+                                                        layers: str, needle: str) -> None:
+    """A model trained on one class learns nothing (one output: a loss of 0 and an accuracy of 1 whatever it does);
+    both commands refuse it at the data set's field, and hil run makes no run folder."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "lab.yaml", "lab.yaml")
+    _idx_folder(tmp_path / "one-class", [0] * 20, [0] * 5)
+    _idx_folder(tmp_path / "one-image", [0], [0])
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    model = "model:\n  layers:\n    - physical: {}\n    - linear: {out_features: 10}\n"
+    assert model in text
+    text = text.replace("dataset: {name: digits, test_fraction: 0.2}", f"dataset: {dataset}")
+    Path("p.yaml").write_text(text.replace(model, f"model: {{layers: {layers}}}\n"), encoding="utf-8")
+    for command in (["check", "p.yaml"], ["run", "--quiet", "p.yaml"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+    assert not Path("runs").exists()
+
+
 def test_run_refuses_a_protocol_its_lab_cannot_run_before_making_a_run_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
