@@ -48,7 +48,8 @@ def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2, path: 
                  pool: int = 1, limit: int | None = None) -> Dataset:
     """Load a data set and split it (``test_fraction`` of the samples, or of the speakers for vowels).
 
-    ``path`` is the folder of the IDX files for ``idx``; ``pool`` average-pools IDX images by that factor;
+    ``path`` is the folder of the IDX files for ``idx`` (relative to the working directory; ``~`` is the home);
+    ``pool`` average-pools IDX images by that factor;
     ``limit`` keeps at most that many training samples (a seeded choice).
     """
     if not 0 < test_fraction < 1:
@@ -66,7 +67,12 @@ def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2, path: 
         if path is None:
             raise ConfigError("the idx data set needs a path to a folder of MNIST-format files",
                               field="dataset.path")
-        return _idx(Path(path), pool, limit, rng)
+        folder = Path(path).expanduser()  # ~/mnist: the home's, as output.root is
+        if not folder.is_dir():
+            raise ConfigError(f"dataset folder {str(path)!r} {'is a file' if folder.exists() else 'not found'} "
+                              "(relative to the working directory); name the folder of the MNIST-format files",
+                              field="dataset.path")
+        return _idx(folder, pool, limit, rng)
     else:
         raise ConfigError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}", field="dataset.name")
     train = np.flatnonzero(~test)

@@ -32,7 +32,8 @@ SIZE_MAX = 2**63 - 1
 
 class DatasetConfig(Strict):
     name: Literal["digits", "vowels", "idx"]
-    path: str | None = Field(None, description="folder of MNIST-format IDX files (idx only)")
+    path: str | None = Field(None, description="folder of MNIST-format IDX files (idx only), relative to the "
+                             "working directory")
     pool: int = Field(1, ge=1, description="average-pool IDX images by this factor (idx only)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing (digits: of the "
                                  "samples; vowels: of the speakers); an IDX set brings its own test files")

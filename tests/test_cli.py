@@ -200,7 +200,7 @@ def test_the_ends_of_a_port_and_of_a_seed_are_taken() -> None:
                                           "directory); name a lab file, e.g. lab.yaml"),
     ("lab: lab.yaml", "lab: ''", ":5: lab: lab file '' not found"),
     ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: idx, path: no-such-folder}",
-     ":8: dataset.path: no-such-folder: no train-images-idx3-ubyte"),
+     ":8: dataset.path: dataset folder 'no-such-folder' not found (relative to the working directory)"),
     ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: digits, test_fraction: 0.2, pool: 2}",
      ":8: dataset: pool is for IDX files only (name: idx), not the bundled digits set; leave it out"),
     ("  kind: physics", "  kind: physics\n  from_run: no-such-run",

@@ -4,6 +4,7 @@ import csv
 import gzip
 import struct
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -373,3 +374,26 @@ def test_standard_encoder_uses_each_training_feature_s_own_mean_and_spread() -> 
     encode = StandardEncoder(x_train)
     torch.testing.assert_close(encode(x_train), torch.tensor([[-1.0, -1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0]]))
     torch.testing.assert_close(encode(torch.tensor([[6.0, 100.0, 7.0]])), torch.tensor([[2.0, -1.0, 0.0]]))
+
+
+def test_an_idx_folder_under_the_home_is_found_as_output_root_s_is(tmp_path, monkeypatch) -> None:
+    """``path: ~/mnist`` was looked for in a folder named ``~`` of the working directory."""
+    (tmp_path / "mnist").mkdir()
+    _idx_folder(tmp_path / "mnist", np.arange(2), np.arange(2))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_dataset("idx", path="~/mnist").class_names == ("0", "1")
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_an_idx_path_that_is_no_folder_says_so_and_what_it_is_relative_to(tmp_path, monkeypatch, kind: str) -> None:
+    """It said the folder had no train-images file, as if it existed; the path is the working directory's, not the
+    protocol file's (as the lab's is)."""
+    monkeypatch.chdir(tmp_path)
+    if kind == "file":
+        Path("mnist").write_text("")
+    with pytest.raises(ConfigError) as caught:
+        load_dataset("idx", path="mnist")
+    what = "not found" if kind == "missing" else "is a file"
+    assert caught.value.detail == (f"dataset folder 'mnist' {what} (relative to the working directory); name the "
+                                   "folder of the MNIST-format files")
+    assert caught.value.field == "dataset.path"
