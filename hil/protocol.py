@@ -8,6 +8,7 @@ settings, and where the run folder goes. Unknown keys are refused; errors name t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -415,11 +416,26 @@ def check_training_rows(protocol: Protocol, rows: int, document: YamlDocument | 
                                 f"{' (a batch norm)' if needed == 2 else ''}", _rows_field(protocol))
 
 
+def check_output_root(protocol: Protocol, document: YamlDocument | None = None) -> None:
+    """A run folder can be made in ``output.root`` (as `hil.store.RunStore.create` makes it, ``~`` the home's):
+    it is a folder, or can be made in the nearest folder above it, which can be written to."""
+    written = protocol.output.root
+    root = Path(written).expanduser()
+    existing = next(folder for folder in (root, *root.parents) if folder.exists() or folder == folder.parent)
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return
+    shown = "it" if existing == root else repr(str(existing))
+    reason = f"{shown} is a file" if not existing.is_dir() else f"{shown} cannot be written to"
+    raise _locate(document, f"cannot create a run folder in {written} ({reason}); set output.root to a folder you "
+                            "can write to", ("output", "root"))
+
+
 def check_protocol(path: str | Path | YamlDocument, lab_path: str | Path | None = None) -> str:
     """Validate a protocol (a file, or its document) and its lab without connecting anything; returns a one-line
     summary."""
     protocol, document = load_protocol(path)
     check_from_run(protocol, document)
+    check_output_root(protocol, document)
     lab = load_lab(protocol, document, lab_path)
     try:
         lab.build()

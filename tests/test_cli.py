@@ -272,6 +272,27 @@ def test_check_and_run_refuse_training_data_of_one_class(tmp_path: Path, monkeyp
     assert not Path("runs").exists()
 
 
+@pytest.mark.parametrize(("root", "needle"), [
+    ("lab.yaml", "output.root: cannot create a run folder in lab.yaml (it is a file)"),
+    ("lab.yaml/runs", "output.root: cannot create a run folder in lab.yaml/runs ('lab.yaml' is a file)"),
+])
+def test_check_refuses_an_output_root_hil_run_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str], root: str,
+                                                      needle: str) -> None:
+    """hil check passed a protocol whose run folder cannot be made, which hil run then refused."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "lab.yaml", "lab.yaml")
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    Path("p.yaml").write_text(f"{text}output: {{root: {root}}}\n", encoding="utf-8")
+    for command in (["check", "p.yaml"], ["run", "--quiet", "p.yaml"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "p.yaml:19: output.root: cannot create a run folder in " in err, err
+    assert main(["check", "p.yaml"]) == 2
+    assert needle in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.yaml", "p.yaml"]
+
+
 def test_run_refuses_a_protocol_its_lab_cannot_run_before_making_a_run_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
