@@ -364,8 +364,10 @@ def check_from_run(protocol: Protocol, document: YamlDocument | None = None) -> 
 def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:
     """The twin can be had for ``system``: the one ``twin.from_run`` names loads (its kind, size and settings), and
     a new network twin's layers fit in memory (they were found not to after calibrating and collecting); else a
-    `ConfigError` at the field."""
+    `ConfigError` at the field. An oracle twin needs a simulated system (the world's hidden calibration)."""
     twin = protocol.twin
+    if twin.kind == "oracle" and not all(hasattr(i, "world") for i in system.instruments.values()):
+        raise _locate(document, "an oracle twin needs a simulated system", ("twin", "kind"))
     if twin.from_run:
         try:
             load_twin(Path(twin.from_run) / "twin", system)
@@ -442,8 +444,6 @@ def check_protocol(path: str | Path | YamlDocument, lab_path: str | Path | None 
         system, _ = system_and_method(protocol, lab, document)
         if protocol.twin.kind not in TWIN_KINDS:
             raise document.error(f"unknown twin kind {protocol.twin.kind!r}", ("twin", "kind"))
-        if protocol.twin.kind == "oracle" and not all(hasattr(i, "world") for i in system.instruments.values()):
-            raise document.error("an oracle twin needs a simulated system", ("twin", "kind"))
         data = load_data(protocol, document)
         build_model(protocol, lab, data.n_features, data.n_classes, document)
         check_twin(protocol, system, document)

@@ -293,6 +293,24 @@ def test_check_refuses_an_output_root_hil_run_refuses(tmp_path: Path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.yaml", "p.yaml"]
 
 
+def test_an_oracle_twin_of_a_bench_system_is_refused_where_hil_run_checks_too(tmp_path: Path) -> None:
+    """Only hil check refused it; hil run, which calls check_twin before making a run folder, found it out at
+    fit_twin, after calibrating and collecting on the bench."""
+    from types import SimpleNamespace
+
+    from hil.config import YamlDocument
+    from hil.errors import ConfigError
+    from hil.protocol import check_twin, load_protocol
+
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace("  kind: physics", "  kind: oracle"), encoding="utf-8")
+    protocol, document = load_protocol(YamlDocument.read(path))
+    bench = SimpleNamespace(instruments={"crossbar": object()})  # an instrument of no simulated world
+    with pytest.raises(ConfigError, match=r"p.yaml:14: twin.kind: an oracle twin needs a simulated system"):
+        check_twin(protocol, bench, document)  # type: ignore[arg-type]
+
+
 def test_run_refuses_a_protocol_its_lab_cannot_run_before_making_a_run_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
