@@ -92,8 +92,14 @@ def as_numbers(values: Any, what: str) -> np.ndarray:
 
 def _number(value: Any) -> float:
     """``float(value)`` for a real number alone (NaN and infinities included): float() also takes text and
-    true/false, which raise `TypeError` here, as None does."""
-    if _is_no_number(value):
+    true/false, keeps the real part of a numpy complex, and reads a 0-d object array as its item; these raise
+    `TypeError` here, as None does."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "O" and value.ndim == 0:
+        try:
+            return _number(value.item())
+        except TypeError:
+            raise TypeError(f"{value!r} is not a number") from None
+    if _is_no_number(value) or isinstance(value, complex) or _kind(value) == "c":
         raise TypeError(f"{value!r} is not a number")
     return float(value)
 

@@ -380,6 +380,19 @@ def test_a_single_value_in_a_numpy_array_of_text_or_bools_is_not_a_number(value:
         Limit("V", -1, 1).check(value, "x")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("value", [np.complex128(0.5 + 3j), torch.tensor(0.5 + 3j), np.array("0.5", dtype=object),
+                                   np.array(True, dtype=object)],
+                         ids=["numpy complex", "complex tensor", "text in an object array", "true in an object array"])
+def test_a_single_complex_value_or_object_array_of_text_is_not_a_number(value: object) -> None:
+    """float() kept the real part of a numpy complex (a warning, 0.5 V sent), failed on a complex tensor with torch's
+    RuntimeError, and read a 0-d object array of "0.5" or True as 0.5 or 1."""
+    with pytest.raises(LimitError, match=rf"^x: {re.escape(repr(value))} is not a number$"):
+        Limit("V", -1, 1).check(value, "x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=rf"^v\.max: {re.escape(repr(value))} is not a number$"):
+        Limit("V", -1, 1).narrow({"max": value}, "v")
+    assert Limit("V", -1, 1).check(np.array(0.5, dtype=object), "x") == 0.5  # a number in an object array is one
+
+
 def test_arrays_of_different_shapes_in_a_list_are_not_numbers_as_a_limit_error() -> None:
     """numpy cannot put arrays of 2 × 2 and 2 × 3 in one array (a ValueError from numpy): that is a list that holds
     no numbers, said as a `LimitError` naming what was given, as a ragged list of numbers is."""
