@@ -20,7 +20,7 @@ import numpy as np
 
 from hil.clock import Clock, WallClock
 from hil.errors import ConfigError, DeviceError, FramesDropped, LimitError
-from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits
+from hil.limits import LIMIT_FIELDS, Limit, _number, as_numbers, limit_as_dict, narrow_limits
 
 
 class Instrument(ABC):
@@ -186,6 +186,16 @@ def _as_array(values: Any, name: str, what: str) -> Any:
     if type(values).__module__.startswith("torch"):
         return values
     return as_numbers(values, f"{name}: {what}")
+
+
+def _known_level(level: Any) -> float | None:
+    """A present level as a float if it is a finite number; None (unknown) for None, NaN, infinities and what is no
+    number: a driver's reading of NaN says nothing about the output, and a ramp from it is refused."""
+    try:
+        number = _number(level)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _check_shape(name: str, what: str, array: Any, shape: tuple[int | None, ...]) -> None:
@@ -439,7 +449,7 @@ class AnalogOutput(Instrument):
     def _connect_hw(self) -> None:
         self.waveform_samples.clear()
         for channel in range(1, self.n_channels + 1):
-            self.level_v[channel] = self._read_level_hw(channel)
+            self.level_v[channel] = _known_level(self._read_level_hw(channel))
             self.output_on[channel] = self._read_output_hw(channel)
 
     def set_voltage(self, channel: int, voltage_v: float) -> None:
@@ -483,7 +493,7 @@ class AnalogOutput(Instrument):
         self._check_array("voltage_v", samples, f"channel {channel} waveform")
         rate = self._check("sample_rate_hz", sample_rate_hz)
         self._check_waveform_hw(channel, samples)
-        first, level = float(samples[0]), self.level_v.get(channel)
+        first, level = float(samples[0]), _known_level(self.level_v.get(channel))
         max_step = self.limits["voltage_v"].max_step
         if self.output_on.get(channel) is not False and max_step is not None and \
                 (level is None or abs(first - level) > max_step):
@@ -542,7 +552,7 @@ class AnalogOutput(Instrument):
         rest = self.limits["voltage_v"].rest
         for channel in range(1, self.n_channels + 1):
             try:
-                if self.level_v.get(channel) is None:
+                if _known_level(self.level_v.get(channel)) is None:
                     self.set_output(channel, False)
                     self.waveform_samples.pop(channel, None)
                     self._set_level_hw(channel, rest)
@@ -742,9 +752,9 @@ class SourceMeter(Instrument):
                              f"±{compliance:g} {allowed.unit}, outside the limit {allowed.describe()}; give a smaller "
                              "compliance, or a lab limit that holds both signs")
         nplc = self._check("nplc", nplc)
-        if mode != self.mode or self.level is None:  # the level goes to rest: from an unknown one, output off
+        if mode != self.mode or _known_level(self.level) is None:  # to rest: from an unknown level, output off
             if self.output_on is not False:
-                if self.mode is not None and self.level is not None:
+                if self.mode is not None and _known_level(self.level) is not None:
                     self._ramp_to(self._rest())
                 self.set_output(False)
             self.level = None
@@ -813,7 +823,7 @@ class SourceMeter(Instrument):
         limit = self.limits[name]
         delay_s = SWEEP_DELAY_S.check(delay_s, self._what("sweep delay_s"))
         if limit.max_step is not None:
-            if self.level is None:
+            if _known_level(self.level) is None:
                 raise LimitError(f"{self.name}: the present level is unknown, so the sweep's first point could "
                                  "jump; call set_level() first")
             jumps = np.abs(np.diff(np.concatenate([[self.level], levels])))
@@ -846,7 +856,7 @@ class SourceMeter(Instrument):
     def _safe_state_hw(self) -> None:
         """Ramp the source to zero (`Limit.rest`: the allowed level nearest zero where the limit excludes it), then
         switch the output off (even if the ramp fails); at an unknown level, switch off first."""
-        if self.mode is not None and self.level is not None:
+        if self.mode is not None and _known_level(self.level) is not None:
             try:
                 self._ramp_to(self._rest())
             finally:

@@ -971,3 +971,31 @@ def test_a_failed_arm_leaves_no_earlier_record_to_fetch() -> None:
             probes.arm(8, 1e3)
         with pytest.raises(DeviceError, match=r"^probes: nothing armed; call arm\(\) before fetch\(\)"):
             probes.fetch()
+
+
+class NaNLevelOutput(SimulatedAnalogOutput):
+    """A simulated DAQ output whose driver reads a level of NaN at connect (an overrange code decoded as NaN)."""
+
+    def _read_level_hw(self, channel: int) -> float | None:
+        return math.nan
+
+
+def test_a_level_read_as_nan_is_unknown_and_the_safe_state_reaches_zero_and_off() -> None:
+    """A NaN level was taken as known: the safe state failed at every call, and close() with it, saying 'put the
+    instrument in its safe state first'. It is an unknown level: switched off first, then set to 0 V."""
+    world = OscillatorNetwork(seed=0, config={"converters": {"settle_s": 0.0}})
+    with NaNLevelOutput(world, name="out", limits={"voltage_v": {"max_step": 0.5}}) as output:
+        assert output.level_v[1] is None
+        output.safe_state()
+        assert output.level_v == {1: 0.0} and output.output_on == {1: False}
+    emulator = Keithley2450Emulator()
+    with TcpServer(emulator) as server, \
+            Keithley2450(VisaTransport(server.resource, timeout_s=2.0), name="smu", clock=VirtualClock(),
+                         limits={"voltage_v": {"min": -5, "max": 5, "max_step": 0.5}}) as k:
+        configured(k)
+        k.set_level(1.0)
+        k.level = math.nan  # as a driver that read NaN would leave it
+        with pytest.raises(LimitError, match=r"^smu: the present level is unknown, so the sweep's first point"):
+            k.sweep([1.0])
+        k.safe_state()
+        assert k.level == emulator.level["VOLT"] == 0.0 and not emulator.output
