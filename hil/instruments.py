@@ -11,6 +11,7 @@ runs a list sweep and a crossbar reads many input vectors, each in one round tri
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from hil.clock import Clock, WallClock
-from hil.errors import ConfigError, DeviceError, FramesDropped, LimitError
+from hil.errors import ConfigError, DeviceError, FramesDropped, LimitError, excerpt
 from hil.limits import LIMIT_FIELDS, Limit, _number, as_numbers, limit_as_dict, narrow_limits
 
 
@@ -355,7 +356,7 @@ class Camera(Instrument):
         if self.exposure_s is None:
             raise DeviceError(f"{self.name}: exposure unknown; call set_exposure() before capture()")
         images, indices = self._capture_hw(int(n_frames))
-        indices = np.asarray(indices, dtype=np.int64)
+        indices = self._frame_indices(indices)
         if len(indices) != len(images) or len(images) > n_frames:
             raise DeviceError(f"{self.name}: asked for {n_frames} frame(s), got {len(images)} with "
                               f"{len(indices)} frame indices")
@@ -369,6 +370,21 @@ class Camera(Instrument):
         if tuple(np.shape(images)[1:]) != self.frame_shape:
             raise DeviceError(f"{self.name}: frames of {tuple(np.shape(images)[1:])} px, expected {self.frame_shape}")
         return Frames(images=images, indices=indices, exposure_s=self.exposure_s)
+
+    def _frame_indices(self, indices: Any) -> np.ndarray:
+        """A driver's frame counter values as a 1-D int64 array; what is not one of whole numbers (1.5 would be
+        truncated to 1, NaN, None, text, beyond int64) is a `DeviceError`."""
+        try:
+            raw = np.asarray(indices)
+        except (TypeError, ValueError):  # ragged
+            raw = np.asarray(None)
+        if raw.ndim == 1 and raw.dtype.kind in "iuf":
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                whole = raw.astype(np.int64)
+            if np.isfinite(raw).all() and (whole == raw).all():
+                return whole
+        raise DeviceError(f"{self.name}: frame indices {excerpt(repr(indices))} are not integers")
 
     def _safe_state_hw(self) -> None:
         """Cameras hold no dangerous state; stop any acquisition."""
@@ -649,7 +665,12 @@ class AnalogInput(Instrument):
             raise DeviceError(f"{self.name}: nothing armed; call arm() before fetch()")
         n_samples, _ = self._armed
         self._armed = None
-        record = np.asarray(self._fetch_hw())
+        try:
+            record = np.asarray(self._fetch_hw())
+        except (TypeError, ValueError) as error:  # ragged
+            raise DeviceError(f"{self.name}: record is no array of volts ({error})") from None
+        if record.dtype.kind not in "iuf":
+            raise DeviceError(f"{self.name}: record holds {record.dtype.name} values, not volts")
         if record.shape != (self.n_channels, n_samples):
             raise DeviceError(f"{self.name}: record has shape {record.shape}, expected "
                               f"{(self.n_channels, n_samples)}")

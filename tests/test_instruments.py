@@ -999,3 +999,41 @@ def test_a_level_read_as_nan_is_unknown_and_the_safe_state_reaches_zero_and_off(
             k.sweep([1.0])
         k.safe_state()
         assert k.level == emulator.level["VOLT"] == 0.0 and not emulator.output
+
+
+class GarbageRecordInput(SimulatedAnalogInput):
+    """A simulated DAQ input whose driver returns ``record`` (a reply decoded wrongly) instead of volts."""
+
+    record: object = None
+
+    def _fetch_hw(self):
+        return self.record
+
+
+@pytest.mark.parametrize("record", [[[0.5, None, 0.1, 0.2]], np.array([["0.5"] * 4]), np.full((1, 4), 0.5 + 1j),
+                                    np.full((1, 4), True)], ids=["None", "text", "complex", "true/false"])
+def test_a_record_that_is_not_volts_is_the_drivers_error(record: object) -> None:
+    """A record of None or text was numpy's TypeError from isfinite; a complex or true/false one was returned as
+    volts."""
+    with GarbageRecordInput(OscillatorNetwork(seed=0), name="probes") as probes:
+        probes.record = np.broadcast_to(np.asarray(record, dtype=object if isinstance(record, list) else None),
+                                        (probes.n_channels, 4))
+        with pytest.raises(DeviceError, match=r"^probes: record holds \w+ values, not volts$"):
+            probes.acquire(4, 1e3)
+
+
+@pytest.mark.parametrize("indices", [[0, 1.5, 2], [0, math.nan, 2], None, ["0", "1", "2"], [2**63, 0, 1]],
+                         ids=["fraction", "NaN", "None", "text", "beyond int64"])
+def test_frame_indices_that_are_not_integers_are_the_drivers_error(optical: OpticalTable, indices: object) -> None:
+    """Indices 0, 1.5, 2 were truncated to 0, 1, 2 and taken; NaN, None, text or an index beyond int64 was a
+    ValueError, TypeError or OverflowError from numpy."""
+
+    class Camera(SimulatedCamera):
+        def _capture_hw(self, n_frames: int):
+            return super()._capture_hw(n_frames)[0], indices
+
+    with Camera(optical, name="camera") as camera:
+        camera.set_exposure(1e-3)
+        with pytest.raises(DeviceError, match=r"^camera: frame indices .* are not integers$") as error:
+            camera.capture(3)
+        assert not isinstance(error.value, FramesDropped)
