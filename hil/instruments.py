@@ -341,7 +341,7 @@ class Camera(Instrument):
     def set_trigger(self, trigger: Literal["software", "external"]) -> None:
         """``software``: capture starts at once; ``external``: one frame per trigger (e.g. from the SLM)."""
         self._require_connected()
-        if trigger not in ("software", "external"):
+        if not isinstance(trigger, str) or trigger not in ("software", "external"):
             raise LimitError(f"{self.name}: trigger must be 'software' or 'external', got {trigger!r}")
         self._set_trigger_hw(trigger)
         self.trigger = trigger
@@ -752,7 +752,7 @@ class SourceMeter(Instrument):
                 "nplc": Limit("PLC", 0.01, 10.0)}
 
     def _limit_of(self, mode: SourceMode) -> str:
-        if mode not in ("voltage", "current"):
+        if not isinstance(mode, str) or mode not in ("voltage", "current"):
             raise LimitError(f"{self.name}: source mode must be 'voltage' or 'current', got {mode!r}")
         return "voltage_v" if mode == "voltage" else "current_a"
 

@@ -20,6 +20,7 @@ from drivers.keithley2450 import Keithley2450
 from drivers.keysight_33500b import Keysight33500B
 from hil.clock import VirtualClock
 from hil.errors import DeviceError, FramesDropped, LimitError
+from hil.instruments import SourceMeter
 from hil.testing import Exchange, ProtocolTransport, expected_protocol
 from hil.transport import VisaTransport
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
@@ -1037,3 +1038,13 @@ def test_frame_indices_that_are_not_integers_are_the_drivers_error(optical: Opti
         with pytest.raises(DeviceError, match=r"^camera: frame indices .* are not integers$") as error:
             camera.capture(3)
         assert not isinstance(error.value, FramesDropped)
+
+
+def test_a_trigger_or_source_mode_given_as_an_array_is_refused_in_one_line(camera: SimulatedCamera) -> None:
+    """`x not in ("software", "external")` compared an array element-wise: numpy's ValueError 'The truth value of an
+    array ... is ambiguous' instead of the refusal."""
+    with pytest.raises(LimitError, match=r"^camera: trigger must be 'software' or 'external', got array"):
+        camera.set_trigger(np.array(["software", "external"]))  # type: ignore[arg-type]
+    with pytest.raises(LimitError, match=r"^smu: source mode must be 'voltage' or 'current', got array"):
+        SourceMeter._limit_of(Keithley2450(ProtocolTransport([]), name="smu"),
+                              np.array(["voltage", "current"]))  # type: ignore[arg-type]
