@@ -20,7 +20,7 @@ from drivers.keithley2450 import Keithley2450
 from drivers.keysight_33500b import Keysight33500B
 from hil.clock import VirtualClock
 from hil.errors import DeviceError, FramesDropped, LimitError
-from hil.instruments import SourceMeter
+from hil.instruments import Readings, SourceMeter
 from hil.testing import Exchange, ProtocolTransport, expected_protocol
 from hil.transport import VisaTransport
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
@@ -1048,3 +1048,36 @@ def test_a_trigger_or_source_mode_given_as_an_array_is_refused_in_one_line(camer
     with pytest.raises(LimitError, match=r"^smu: source mode must be 'voltage' or 'current', got array"):
         SourceMeter._limit_of(Keithley2450(ProtocolTransport([]), name="smu"),
                               np.array(["voltage", "current"]))  # type: ignore[arg-type]
+
+
+
+class BareSmu(SourceMeter):
+    """A source-measure unit that does what it is told and records whether its output is on."""
+
+    def _identify_hw(self) -> str:
+        return "bare"
+
+    def _configure_hw(self, mode, compliance, nplc) -> None:
+        pass
+
+    def _set_level_hw(self, level: float) -> None:
+        pass
+
+    def _set_output_hw(self, enabled: bool) -> None:
+        self.relay = enabled
+
+    def _measure_hw(self) -> Readings:
+        return Readings(np.zeros(1), np.zeros(1), np.zeros(1, dtype=bool))
+
+
+def test_a_zero_compliance_and_switching_on_at_a_level_outside_the_limits_are_refused() -> None:
+    """Two checks of the base class no test held (removing either passed): a compliance of 0, and an output switched
+    on while the recorded level lies outside the limits (left by a session with wider ones)."""
+    with BareSmu(name="smu", limits={"voltage_v": {"min": -5, "max": 5}}) as k:
+        with pytest.raises(LimitError, match=r"^smu: compliance must be non-zero$"):
+            k.configure("voltage", 0.0)
+        k.configure("voltage", 1e-3)
+        k.level = 7.0  # as read at connect after a session with wider limits
+        with pytest.raises(LimitError, match=r"^smu: the voltage source is at 7 V, outside the limit -5\.\.5 V"):
+            k.set_output(True)
+        assert k.output_on is False and k.relay is False
