@@ -106,7 +106,9 @@ def _number(value: Any) -> float:
 
 def first_outside(values: torch.Tensor, low: float, high: float) -> tuple[tuple[int, ...], float] | None:
     """The index and value of the first element of ``values`` that is NaN, infinite or outside ``low..high``;
-    None if there is none. One min/max pass when every element is inside (NaN propagates and fails that test)."""
+    None if there is none. One min/max pass when every element is inside (NaN propagates and fails that test).
+    The comparison is in the tensor's dtype: a value equal to a bound as that dtype rounds it (float32(2π), 1.7e-7
+    above 2π) is within it."""
     if values.numel() == 0:
         return None
     values = values.detach()

