@@ -178,7 +178,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         """Source ``mode`` with ``compliance`` (A when sourcing voltage, V when sourcing current), measuring
         the other quantity with ``nplc`` power-line cycles; the 2450 takes compliances from 1 nA / 20 mV."""
         self._require_connected()
-        if mode in MIN_COMPLIANCE:
+        if isinstance(mode, str) and mode in MIN_COMPLIANCE:  # else the base class refuses it
             try:
                 magnitude = abs(float(compliance))
             except (TypeError, ValueError):

@@ -159,6 +159,15 @@ def test_configure_voltage_source_with_current_compliance() -> None:
         assert (k.mode, k.compliance, k.nplc, k.level) == ("voltage", 1e-3, 1.0, 0.0)
 
 
+def test_configure_refuses_a_mode_given_as_an_array_in_one_line_and_sends_nothing() -> None:
+    """The 2450's own compliance check asked ``mode in MIN_COMPLIANCE`` first: an array was a TypeError ('unhashable
+    type'), not the base class's refusal."""
+    with expected_protocol(smu(), connected()) as k:
+        k.connect()
+        with pytest.raises(LimitError, match=r"^Keithley2450: source mode must be 'voltage' or 'current', got array"):
+            k.configure(np.array(["voltage", "current"]), 1e-3)  # type: ignore[arg-type]
+
+
 def test_configure_current_source_ramps_a_live_output_to_zero_and_switches_it_off() -> None:
     exchanges = [
         *connected(output=b"1", level=b"2.000000E+00"), (b":SOUR:VOLT 1", None), NO_ERROR,
