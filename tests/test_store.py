@@ -624,3 +624,19 @@ def test_the_snapshot_is_strict_json_and_reads_back_its_non_finite_numbers(tmp_p
     store.close()
     assert math.isnan(read["smu"]["level_v"]) and read["smu"]["limits"] == [-math.inf, 5.0] and read["name"] == "NaN"
     assert set(read) == {"smu", "name"}
+
+
+@pytest.mark.parametrize("build", ["group", "array attribute", "strings"])
+def test_an_hdf5_file_of_other_contents_is_a_clear_error(tmp_path, build) -> None:
+    store = RunStore.create(tmp_path, "r")
+    with h5py.File(store.path / "other.h5", "w") as handle:  # a real HDF5 file, not written by the store
+        if build == "group":
+            handle.create_group("g")
+        elif build == "array attribute":
+            handle.create_dataset("x", data=[1.0])
+            handle.attrs["note"] = [1, 2, 3]
+        else:
+            handle.create_dataset("x", data=["a", "b"])
+    with pytest.raises(RunFileError, match=rf"^{store.path / 'other.h5'}: HDF5 data unreadable"):
+        store.load_arrays("other.h5")
+    store.close()
