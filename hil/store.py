@@ -12,13 +12,13 @@
       report/              plots (PNG) and summary.md
       .lock                held by the one process that has the run open
 
-Every file other than the event log is written to a temporary name and renamed into place, so a reader (or a
-resumed run) sees either the old or the new version, never half of one. The event log is appended line by line;
-a last line torn by a crash is ignored when reading, and a damaged line before it makes the log unusable (an
-error naming the line) rather than silently shortened. On resume the events after the checkpoint (a partial
-epoch that will be redone) and a torn last line are moved, byte for byte, to ``events.discarded.jsonl``, so the
-log has every event exactly once and nothing written is lost. One process at a time may have a run open: a
-second (a resume while the run goes on) is refused.
+Every file other than the event log is written to a temporary name and renamed into place, so a reader (or a resumed
+run) sees either the old or the new version, never half of one. The event log is appended line by line; a last line
+torn by a crash is ignored when reading (and moved to ``events.discarded.jsonl`` before an event is appended after
+it), and a damaged line before it makes the log unusable (an error naming the line) rather than silently shortened.
+On resume the events after the checkpoint (a partial epoch that will be redone) and a torn last line are moved, byte
+for byte, to ``events.discarded.jsonl``, so the log has every event exactly once and nothing written is lost. One
+process at a time may have a run open: a second (a resume while the run goes on) is refused.
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ class RunStore:
         self.digests: dict[str, str] = {}
         self._lock = _hold(path)
         try:
-            events = self.events()
+            entries, self._torn = self._lines()
+            events = [event for event, _ in entries]
             self.next_seq = 1 + max((event["seq"] for event in events), default=0)
             #: The ``run_finished`` event that ended the log when the folder was opened (a finished run, which a
             #: resume leaves as it is); None for a run that had not finished.
@@ -224,6 +225,8 @@ class RunStore:
             raise ValueError(f"an event's seq and time are the store's own (and {NON_FINITE}); name the field "
                              "otherwise")
         record = {"seq": self.next_seq, "time": round(time.time(), 3), "kind": kind, **_jsonable(fields)}
+        if self._torn:
+            self._move_torn_aside()
         line = memoryview((json.dumps(_strict(record), allow_nan=False) + "\n").encode("utf-8"))
         with _writing(self.path / EVENTS):
             end = self._events.seek(0, os.SEEK_END)
@@ -236,6 +239,19 @@ class RunStore:
                 raise
         self.next_seq += 1
         return record
+
+    def _move_torn_aside(self) -> None:
+        """Move the torn last line the log had when opened, byte for byte, to the discarded log before an event is
+        appended (a resumed run failing before its rewind logs one): glued to it, the event would be unreadable, and a
+        second one would leave a damaged line before the end."""
+        torn = self._torn
+        with _writing(self.path / DISCARDED), (self.path / DISCARDED).open("ab") as handle:
+            handle.write(torn if torn.endswith(b"\n") else torn + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with _writing(self.path / EVENTS):
+            self._events.truncate(self._events.seek(0, os.SEEK_END) - len(torn))
+        self._torn = b""
 
     def events(self) -> list[dict[str, Any]]:
         """Every event in the log; a last line torn by a crash is skipped, a damaged line before it is an error."""
@@ -265,7 +281,7 @@ class RunStore:
         self._events.close()
         _atomic_write(self.path / EVENTS, b"".join(kept))
         self._events = (self.path / EVENTS).open("ab", buffering=0)
-        self.next_seq = next_seq
+        self.next_seq, self._torn = next_seq, b""
         return len(later)
 
     # -- files --------------------------------------------------------------------------------------------------

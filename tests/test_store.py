@@ -626,6 +626,23 @@ def test_the_snapshot_is_strict_json_and_reads_back_its_non_finite_numbers(tmp_p
     assert set(read) == {"smu", "name"}
 
 
+def test_an_event_logged_after_a_torn_last_line_is_read_and_the_torn_line_kept_aside(tmp_path) -> None:
+    """A resumed run that fails before its rewind (an instrument unreachable) logs run_failed after a torn last line:
+    glued to it, the event was unreadable, and a second such failure made the log damaged before its end."""
+    log = five_events(tmp_path).path / "events.jsonl"
+    with log.open("ab") as handle:
+        handle.write(b'{"seq": 6, "ki')
+    for attempt in range(2):
+        store = RunStore.open(log.parent)
+        store.event("run_failed", error=f"unreachable {attempt}")
+        store.close()
+    store = RunStore.open(log.parent)
+    assert [(e["seq"], e["kind"]) for e in store.events()][-3:] == [(5, "batch"), (6, "run_failed"),
+                                                                     (7, "run_failed")]
+    store.close()
+    assert (log.parent / "events.discarded.jsonl").read_bytes() == b'{"seq": 6, "ki\n'
+
+
 @pytest.mark.parametrize("build", ["group", "array attribute", "strings"])
 def test_an_hdf5_file_of_other_contents_is_a_clear_error(tmp_path, build) -> None:
     store = RunStore.create(tmp_path, "r")
