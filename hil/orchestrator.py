@@ -50,7 +50,7 @@ from hil.protocol import (
     load_protocol,
     system_and_method,
 )
-from hil.store import CHECKPOINT, EVENTS, RunFileError, RunStore, file_digests
+from hil.store import CHECKPOINT, EVENTS, RunFileError, RunStore, file_digests, resume_command
 from hil.twin.collect import TwinData, collect
 from hil.twin.fidelity import fidelity
 from hil.twin.fit import fit_twin
@@ -258,7 +258,7 @@ class Run:
         self.checkpoint()
         self.store.wait_for_checkpoint()  # "after saving": on disk before the log says so (a disk error is raised)
         refused = _record(self.store, "run_interrupted", completed=self.completed, epoch=self.epoch, batch=self.batch)
-        raise Interrupted(f"stopped at your request after saving; resume with: hil run --resume {self.store.path}"
+        raise Interrupted(f"stopped at your request after saving; resume with: {resume_command(self.store.path)}"
                           f"{_unlogged(refused)}")
 
     def calibrate(self) -> None:
@@ -680,7 +680,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 why = str(stop) or "a second Ctrl-C"
                 refused = _record(store, "run_interrupted", at_once=why)
                 raise Interrupted(f"stopped at once by {why}; instruments were put in their safe state; resume from "
-                                  f"the last checkpoint with: hil run --resume {store.path}{_unlogged(refused)}",
+                                  f"the last checkpoint with: {resume_command(store.path)}{_unlogged(refused)}",
                                   128 + getattr(stop, "signum", signal.SIGINT)) from None
             except BaseException as error:  # whatever ends the run is recorded, then reported as before
                 _record(store, "run_failed", error=_describe(error))

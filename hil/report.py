@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hil.store import RunFileError, RunStore
+from hil.store import RunFileError, RunStore, resume_command
 
 
 def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -185,7 +185,7 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
     figures of its last epoch, and for a run resumed from a checkpoint (none for a run that went straight through)."""
     last = events[-1] if events else {"kind": "none"}
     before = "" if evaluated else " before its evaluation"
-    resume = f"; `hil run --resume {store.path}` finishes it"
+    resume = f"; `{resume_command(store.path)}` finishes it"
     note = ""
     if last["kind"] == "run_failed":  # its error says what to do; resuming may fail alike
         ending = _ending(events)  # what ended the run, then (if it failed too) the safe state on the way out

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import shlex
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -416,6 +417,11 @@ def file_digests(folder: Path, names: tuple[str, ...]) -> dict[str, str]:
     """The SHA-256 (hex) of each named file in ``folder``; "" for one that is missing."""
     return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() if (folder / name).is_file() else ""
             for name in names}
+
+
+def resume_command(path: Path) -> str:
+    """The command that resumes the run in ``path``, its path quoted where the shell needs it (a space)."""
+    return f"hil run --resume {shlex.quote(str(path))}"
 
 
 def held(path: Path) -> bool:

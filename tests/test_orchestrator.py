@@ -1789,3 +1789,12 @@ def test_a_first_ctrl_c_logs_the_stop_once_the_checkpoint_it_speaks_of_is_on_dis
     with pytest.raises(Interrupted, match="stopped at your request after saving"):
         run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
     assert writing == [False]
+
+
+def test_the_resume_command_a_stop_gives_for_a_folder_with_a_space_is_quoted_for_the_shell(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pasted as given, an unquoted path with a space resumed nothing: hil refused its unrecognized arguments."""
+    info = sigterm_after("prepare", monkeypatch, protocol_path=write_protocol(tmp_path, **SMALL),
+                         output_root=tmp_path / "my runs")
+    [run] = (tmp_path / "my runs").iterdir()
+    assert str(info.value).endswith(f"with: hil run --resume '{run}'")

@@ -258,3 +258,9 @@ def test_the_summary_counts_the_warnings_a_run_logged_and_quotes_the_first(tmp_p
 
 def test_a_run_without_warnings_says_nothing_of_them(tmp_path: Path) -> None:
     assert "warning" not in _summary(_run(tmp_path))
+
+
+def test_the_command_that_finishes_a_run_in_a_folder_with_a_space_is_quoted_for_the_shell(tmp_path: Path) -> None:
+    store = _run(tmp_path / "my runs", finish=False, run_interrupted={"at_once": "SIGTERM"})
+    path = store.path
+    assert f"`hil run --resume '{path}'` finishes it" in _summary(store)
