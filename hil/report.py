@@ -47,7 +47,7 @@ def _number(value: Any) -> bool:
 def _arrays(store: RunStore, relative: str, dims: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The arrays of an HDF5 file of the run, each named one present with at least ``dims[name]`` dimensions; a
     `RunFileError` naming the file if not (a file damaged, or not this run's)."""
-    arrays, attrs = store.load_arrays(relative)
+    arrays, attrs = store.load_arrays(relative, fix=_WITHOUT_IT)
     for name, least in dims.items():
         if name not in arrays or arrays[name].dim() < least:
             _damaged(store, relative, f"array {name!r} " + ("missing" if name not in arrays else
@@ -55,9 +55,12 @@ def _arrays(store: RunStore, relative: str, dims: dict[str, int]) -> tuple[dict[
     return arrays, attrs
 
 
+#: What to do with a data file that a plot cannot be drawn from.
+_WITHOUT_IT = "restore it from a backup, or move it aside to report without its plot"
+
+
 def _damaged(store: RunStore, relative: str, what: str) -> None:
-    raise RunFileError(f"{store.path / relative}: {what}; the file is damaged or not this run's: restore it from a "
-                       "backup, or move it aside to report without its plot")
+    raise RunFileError(f"{store.path / relative}: {what}; the file is damaged or not this run's: {_WITHOUT_IT}")
 
 
 #: Each curve's colour, the same in both panels.

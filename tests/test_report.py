@@ -264,3 +264,15 @@ def test_the_command_that_finishes_a_run_in_a_folder_with_a_space_is_quoted_for_
     store = _run(tmp_path / "my runs", finish=False, run_interrupted={"at_once": "SIGTERM"})
     path = store.path
     assert f"`hil run --resume '{path}'` finishes it" in _summary(store)
+
+
+def test_a_data_file_that_is_not_hdf5_says_the_report_is_written_without_it_once_moved_aside(tmp_path: Path) -> None:
+    """It said "or start a new run", which a report never needs: the run is reported once the file is moved aside."""
+    store = _run(tmp_path)
+    (store.path / "data/evaluation.h5").write_bytes(b"not HDF5")
+    with pytest.raises(RunFileError, match=r"evaluation.h5: HDF5 data unreadable \(.*\); the file is missing or "
+                                           r"damaged: restore it from a backup, or move it aside to report without "
+                                           r"its plot$"):
+        write_report(store)
+    (store.path / "data/evaluation.h5").rename(store.path / "evaluation.h5.damaged")
+    assert "confusion.png" not in _summary(store)
