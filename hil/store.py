@@ -274,15 +274,24 @@ class RunStore:
         later = [line for event, line in entries if event["seq"] >= next_seq]
         if torn:
             later.append(torn if torn.endswith(b"\n") else torn + b"\n")
+        size = None
         if later:
             with _writing(self.path / DISCARDED), (self.path / DISCARDED).open("ab") as handle:
+                size = handle.seek(0, os.SEEK_END)
                 handle.write(b"".join(later))
                 handle.flush()
                 os.fsync(handle.fileno())
+        try:  # the log is left open as it was where its rewrite fails (a full disk), to log that failure
+            _atomic_write(self.path / EVENTS, b"".join(kept))
+        except BaseException:
+            if size is not None:  # taken back: the next rewind moves those events aside again
+                with contextlib.suppress(OSError), (self.path / DISCARDED).open("r+b") as handle:
+                    handle.truncate(size)
+            raise
+        with _writing(self.path / EVENTS):
+            events = (self.path / EVENTS).open("ab", buffering=0)
         self._events.close()
-        _atomic_write(self.path / EVENTS, b"".join(kept))
-        self._events = (self.path / EVENTS).open("ab", buffering=0)
-        self.next_seq, self._torn = next_seq, b""
+        self._events, self.next_seq, self._torn = events, next_seq, b""
         return len(later)
 
     # -- files --------------------------------------------------------------------------------------------------

@@ -657,3 +657,29 @@ def test_an_hdf5_file_of_other_contents_is_a_clear_error(tmp_path, build) -> Non
     with pytest.raises(RunFileError, match=rf"^{store.path / 'other.h5'}: HDF5 data unreadable"):
         store.load_arrays("other.h5")
     store.close()
+
+
+def test_a_rewind_whose_log_the_disk_refuses_keeps_the_log_open_and_its_discarded_events_once(
+        tmp_path, monkeypatch) -> None:
+    """The log's rewrite refused (a full disk) left its file closed: the run_failed that records the refusal failed
+    with "I/O operation on closed file", a traceback, and the next rewind kept the same events aside a second time."""
+    import hil.store
+
+    log = five_events(tmp_path).path / "events.jsonl"
+    original = log.read_bytes()
+    store = RunStore.open(log.parent)
+    write = hil.store._atomic_write
+
+    def full_disk(path, data) -> None:
+        raise RunFileError(f"{path}: cannot write (No space left on device)")
+
+    monkeypatch.setattr(hil.store, "_atomic_write", full_disk)
+    with pytest.raises(RunFileError, match="No space left"):
+        store.rewind_events(4)
+    monkeypatch.setattr(hil.store, "_atomic_write", write)
+    assert log.read_bytes() == original
+    store.event("run_failed", error="no space")
+    assert store.rewind_events(4) == 3
+    store.close()
+    discarded = [json.loads(line) for line in (log.parent / "events.discarded.jsonl").read_bytes().splitlines()]
+    assert [(e["seq"], e["kind"]) for e in discarded] == [(4, "batch"), (5, "batch"), (6, "run_failed")]
