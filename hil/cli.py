@@ -111,7 +111,9 @@ def _run(args: argparse.Namespace) -> int:
         print("hil: error: --seed and --lab choose a new run's; a resumed run keeps its own", file=sys.stderr)
         return 2
     if args.protocol is not None and args.protocol.is_dir():  # a run folder, --resume forgotten?
-        resume = f", and continues a run with: hil run --resume {args.protocol}" \
+        from hil.store import resume_command
+
+        resume = f", and continues a run with: {resume_command(args.protocol)}" \
             if (args.protocol / "events.jsonl").exists() else ""
         print(f"hil: error: {args.protocol} is a {'run ' if resume else ''}folder; hil run takes a protocol file "
               f"(e.g. experiments/*.yaml){resume}", file=sys.stderr)

@@ -360,6 +360,11 @@ def test_run_given_a_run_folder_points_at_resume(tmp_path: Path, monkeypatch: py
     assert main(["run", "--quiet", "runs"]) == 2
     assert capsys.readouterr().err == ("hil: error: runs is a folder; hil run takes a protocol file (e.g. "
                                        "experiments/*.yaml)\n")
+    spaced = Path("my runs") / "20240101-000000-p"  # the command said is one to paste: its path quoted
+    spaced.mkdir(parents=True)
+    (spaced / "events.jsonl").write_text("")
+    assert main(["run", "--quiet", str(spaced)]) == 2
+    assert capsys.readouterr().err.endswith("continues a run with: hil run --resume 'my runs/20240101-000000-p'\n")
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run.name]  # nothing was made
 
 
