@@ -648,6 +648,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             system, _ = system_and_method(protocol, lab, document)
             check_twin(protocol, system, document)
             data = load_data(protocol, document)
+            build_model(protocol, lab, data.n_features, data.n_classes, document)  # the widths, as hil check does
             try:
                 root = Path(output_root or protocol.output.root).expanduser()  # ~/runs: the home's, not ./~/runs
                 created = RunStore.create(root, protocol.output.name or protocol.name)

@@ -604,6 +604,17 @@ def test_from_run_errors_are_clear_and_end_the_run_as_failed(finished_run: Path,
         assert last["kind"] == "run_failed" and recorded in last["error"]
 
 
+def test_a_model_that_hil_check_refuses_is_refused_by_run_before_a_run_folder_is_made(tmp_path: Path) -> None:
+    """A model of 9 outputs for the 10 digit classes was refused only once the run had made its folder and connected
+    the instruments (a folder with a run_failed event), though nothing about it needs the device."""
+    protocol = write_protocol(tmp_path, **SMALL | {"model": {"layers": [{"physical": {}},
+                                                                         {"linear": {"out_features": 9}}]}})
+    with pytest.raises(ConfigError, match=r"model\.layers: the model ends with 9 outputs; the data set has 10 "
+                                          r"classes$"):
+        run_protocol(protocol, show_progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_seed_given_to_run_protocol_is_validated_as_a_file_seed_is(tmp_path: Path) -> None:
     protocol = write_protocol(tmp_path, **SMALL)
     with pytest.raises(ConfigError, match="seed: -1: Input should be greater than or equal to 0"):
