@@ -252,7 +252,7 @@ class ResistiveNetwork(AnalogWorld):
     def respond(self, drive_v: torch.Tensor, sample_rate_hz: float) -> torch.Tensor:
         """Free-node voltages (hidden, outputs) × samples for the drive (inputs, gates, targets, nudge gates)."""
         settle = self.config.timing.network_settle_s
-        if 1.0 / sample_rate_hz < settle:
+        if settle > 0 and sample_rate_hz > 1 / settle:  # as the clock's limit says it: 1/(1/settle) may round below
             raise DeviceError(f"simulated {self.kind}: a sample period of {1e6 / sample_rate_hz:g} µs is shorter than "
                               f"the network's settling time {settle * 1e6:g} µs; sample at most at "
                               f"{1 / settle:g} Hz")

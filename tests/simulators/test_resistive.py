@@ -554,6 +554,17 @@ def test_a_sample_rate_faster_than_the_network_settles_is_a_config_error_not_a_f
     assert default.limits["sample_rate_hz"].max == pytest.approx(2e5)
 
 
+def test_the_fastest_sample_clock_the_limits_allow_is_one_the_network_settles_at() -> None:
+    """The limit is 1/settle and 1/(1/7 µs) rounds below 7 µs: the world compared periods, so a system at the limit
+    the instruments allow failed at every call saying that 7 µs is shorter than 7 µs."""
+    world = ResistiveNetwork(preset="ideal", config={"timing": {"network_settle_s": 7e-6}})
+    output, reader = SimulatedAnalogOutput(world, name="ao").connect(), SimulatedAnalogInput(world, name="ai").connect()
+    rate = output.limits["sample_rate_hz"].max
+    assert 1 / rate < 7e-6  # the rounding this is about
+    system = ResistiveNetworkSystem({"output": output, "input": reader}, sample_rate_hz=rate)
+    assert system.forward(*inputs(4)).shape == (4, 2)
+
+
 def test_max_batch_follows_the_instruments_memory() -> None:
     """A batch is one waveform of one sample per row: no call may exceed the output's or the input's memory."""
 
