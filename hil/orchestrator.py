@@ -663,6 +663,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 shutil.rmtree(created.path, ignore_errors=True)
             raise
         store = created
+    ending: BaseException | None = None  # what ended the run, said before a failure to close its folder
     try:
         try:
             opened = lab.open(instruments_used(protocol, lab))  # closes what it opened if it fails
@@ -691,7 +692,10 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                                    "holds; start a new run with smaller sizes (twin.collect's thetas and "
                                    "inputs_per_theta, the batch sizes, the layers' widths)") from error
                 raise
+    except BaseException as error:  # not sys.exc_info() in the finally: in a caller's except block, that is its own
+        ending = error
+        raise
     finally:
         torch.set_num_threads(threads)
-        _close_store(store, sys.exc_info()[1])
+        _close_store(store, ending)
     return store

@@ -1315,6 +1315,25 @@ def test_a_run_stopped_at_once_while_the_disk_refuses_its_checkpoint_says_the_st
     assert events[-1]["kind"] == "run_finished" and "run_resumed" in [e["kind"] for e in events]
 
 
+def test_a_run_whose_folder_fails_to_close_says_only_that_though_called_while_another_error_is_handled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ended the run was taken from sys.exc_info(), which in a caller's except block (a script that resumes a
+    run that failed) is the caller's error: a run that went through said that error, then the closing's failure."""
+    close = RunStore.close
+
+    def close_on_a_full_disk(self: RunStore) -> None:
+        close(self)
+        raise RunFileError(f"{self.path / 'checkpoint.pt'}: cannot write (disk full)")
+
+    monkeypatch.setattr(RunStore, "close", close_on_a_full_disk)
+    protocol = write_protocol(tmp_path, **SMALL)
+    try:
+        raise KeyError("the caller's")
+    except KeyError:
+        with pytest.raises(RunFileError, match=r"checkpoint\.pt: cannot write \(disk full\)$"):
+            run_protocol(protocol, show_progress=False)
+
+
 def test_a_resumed_run_stopped_at_once_while_it_restores_says_so_and_resumes_from_its_checkpoint(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = interrupted_after_fit_twin(write_protocol(tmp_path, **SMALL), monkeypatch)
