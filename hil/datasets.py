@@ -69,9 +69,9 @@ def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2, path: 
                               field="dataset.path")
         folder = Path(path).expanduser()  # ~/mnist: the home's, as output.root is
         if not folder.is_dir():
-            raise ConfigError(f"dataset folder {str(path)!r} {'is a file' if folder.exists() else 'not found'} "
-                              "(relative to the working directory); name the folder of the MNIST-format files",
-                              field="dataset.path")
+            relative = "" if folder.is_absolute() else " (relative to the working directory)"
+            raise ConfigError(f"dataset folder {str(path)!r} {'is a file' if folder.exists() else 'not found'}"
+                              f"{relative}; name the folder of the MNIST-format files", field="dataset.path")
         return _idx(folder, pool, limit, rng)
     else:
         raise ConfigError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}", field="dataset.name")

@@ -397,3 +397,14 @@ def test_an_idx_path_that_is_no_folder_says_so_and_what_it_is_relative_to(tmp_pa
     assert caught.value.detail == (f"dataset folder 'mnist' {what} (relative to the working directory); name the "
                                    "folder of the MNIST-format files")
     assert caught.value.field == "dataset.path"
+
+
+@pytest.mark.parametrize("path", ["~/mnist", "/no/such/mnist"])
+def test_an_idx_path_that_is_not_relative_is_not_said_to_be_relative_to_the_working_directory(
+        tmp_path, monkeypatch, path: str) -> None:
+    """The note told the user of a home's or an absolute folder that it was looked for in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with pytest.raises(ConfigError) as caught:
+        load_dataset("idx", path=path)
+    assert caught.value.detail == (f"dataset folder {path!r} not found; name the folder of the MNIST-format files")
