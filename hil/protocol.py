@@ -423,13 +423,22 @@ def check_output_root(protocol: Protocol, document: YamlDocument | None = None) 
     it is a folder, or can be made in the nearest folder above it, which can be written to."""
     written = protocol.output.root
     root = Path(written).expanduser()
-    existing = next(folder for folder in (root, *root.parents) if folder.exists() or folder == folder.parent)
+    existing = next(folder for folder in (root, *root.parents) if _found(folder) or folder == folder.parent)
     if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
         return
     shown = "it" if existing == root else repr(str(existing))
     reason = f"{shown} is a file" if not existing.is_dir() else f"{shown} cannot be written to"
     raise _locate(document, f"cannot create a run folder in {written} ({reason}); set output.root to a folder you "
                             "can write to", ("output", "root"))
+
+
+def _found(folder: Path) -> bool:
+    """Whether ``folder`` exists; False where a folder above it cannot be looked into (Path.exists raises
+    PermissionError there), so that the search goes on up to that folder."""
+    try:
+        return folder.exists()
+    except OSError:
+        return False
 
 
 def check_protocol(path: str | Path | YamlDocument, lab_path: str | Path | None = None) -> str:

@@ -293,6 +293,33 @@ def test_check_refuses_an_output_root_hil_run_refuses(tmp_path: Path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.yaml", "p.yaml"]
 
 
+def test_check_refuses_an_output_root_below_a_folder_it_cannot_look_into_at_its_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Path.exists raises PermissionError below a folder without search permission (another user's): hil check
+    ended at that OSError, 'hil: error: ... (Permission denied)' with exit 1, where hil run refuses output.root at its
+    line. (As root nothing is refused, so the permissions are patched.)"""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "lab.yaml", "lab.yaml")
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    Path("p.yaml").write_text(f"{text}output: {{root: locked/sub/runs}}\n", encoding="utf-8")
+    Path("locked").mkdir()
+    exists, access = Path.exists, os.access
+
+    def exists_unless_inside_locked(path: Path, *args, **kwargs) -> bool:
+        if "locked" in path.parent.parts:
+            raise PermissionError(13, "Permission denied", str(path))
+        return exists(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", exists_unless_inside_locked)
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path).name != "locked" and access(path, mode))
+    assert main(["check", "p.yaml"]) == 2
+    assert capsys.readouterr().err == ("hil: error: p.yaml:19: output.root: cannot create a run folder in "
+                                       "locked/sub/runs ('locked' cannot be written to); set output.root to a folder "
+                                       "you can write to\n")
+
+
 def test_an_oracle_twin_of_a_bench_system_is_refused_where_hil_run_checks_too(tmp_path: Path) -> None:
     """Only hil check refused it; hil run, which calls check_twin before making a run folder, found it out at
     fit_twin, after calibrating and collecting on the bench."""
