@@ -242,8 +242,8 @@ class Lab:
 
     def _check_settings(self, cls: type, settings: dict[str, Any], where: tuple[str, ...]) -> None:
         """Refuse a setting whose value is not of the type its class's ``__init__`` annotates (see `check_setting`),
-        or, where the annotation leaves it open (``Any``, or none), holds a NaN or an infinity, before the
-        class sees it: a `ConfigError` at the setting, or at the item of a list."""
+        or, where `check_setting` cannot check the annotation (``Any``, none, a path, a mapping, a class), holds a
+        NaN or an infinity, before the class sees it: a `ConfigError` at the setting, or at the item of a list."""
         types = setting_types(cls)
         for key, value in settings.items():
             problem = check_setting(value, types[key]) if key in types else first_not_finite(value)
