@@ -161,3 +161,22 @@ def test_a_serial_instrument_whose_identity_came_late_connects_at_the_next_try(p
     with instrument:
         assert instrument.identify() == "hil,Echo,1,0"
         assert instrument.query("ECHO? a") == "a"
+
+
+def test_a_serial_port_now_holding_another_instrument_resynchronises_at_connect_on_the_marker_alone(
+        pty_server) -> None:
+    """A connection that ends out of step (the identity came late) leaves the next connect to resynchronise; the
+    port may hold another instrument by then, whose identity is not the one read at the last connection: matched
+    against that, no marker would ever do and the instrument could not be connected again."""
+    emulator = SlowToWakeEmulator()
+    emulator.woken = True
+    server = pty_server(emulator)
+    instrument = EchoInstrument(SerialTransport(server.resource, timeout_s=0.3), name="echo")
+    with instrument:
+        assert instrument.identify() == "hil,Echo,1,0"
+    emulator.identity, emulator.woken = "hil,Other,2,0", False  # another instrument, slow to answer at first
+    with pytest.raises(TransportTimeout, match=r"\*IDN\?"):
+        instrument.connect()
+    with instrument:
+        assert instrument.identify() == "hil,Other,2,0"
+        assert instrument.query("ECHO? a") == "a"
