@@ -1081,3 +1081,74 @@ def test_a_zero_compliance_and_switching_on_at_a_level_outside_the_limits_are_re
         with pytest.raises(LimitError, match=r"^smu: the voltage source is at 7 V, outside the limit -5\.\.5 V"):
             k.set_output(True)
         assert k.output_on is False and k.relay is False
+
+
+def test_a_nan_level_a_driver_left_is_unknown_to_a_waveform_load_and_to_the_safe_state() -> None:
+    """A level of NaN (as a driver that read one back would leave it) is unknown everywhere, not only at connect: a
+    waveform loaded on the live channel may not start at any voltage (abs(first - NaN) > max_step is false, so the
+    jump passed), and the safe state switches the channel off before setting it to rest (a ramp from NaN is refused,
+    so it failed)."""
+    world = OscillatorNetwork(seed=0, config={"converters": {"settle_s": 0.0}})
+    with NaNLevelOutput(world, name="out", limits={"voltage_v": {"max_step": 0.5}}) as output:
+        output.safe_state()  # at 0 V, known
+        output.set_output(1, True)
+        output.level_v[1] = math.nan
+        with pytest.raises(LimitError, match=r"put the instrument in its safe state first$"):
+            output.load_waveform(1, np.full(8, 2.0), 1e3)
+        assert 1 not in output.waveform_samples
+        output.level_v[1] = math.nan
+        output.safe_state()
+        assert output.level_v == {1: 0.0} and output.output_on == {1: False}
+
+
+class RecordingSmu(BareSmu):
+    """A `BareSmu` that records what it sends."""
+
+    def __init__(self, **common) -> None:
+        super().__init__(**common)
+        self.sent: list[tuple[str, object]] = []
+
+    def _set_level_hw(self, level: float) -> None:
+        self.sent.append(("level", level))
+
+    def _set_output_hw(self, enabled: bool) -> None:
+        super()._set_output_hw(enabled)
+        self.sent.append(("output", enabled))
+
+
+@pytest.mark.parametrize("mode", ["voltage", "current"], ids=["the same mode", "another mode"])
+def test_configure_at_a_nan_level_switches_the_output_off_then_sets_rest(mode: str) -> None:
+    """A level of NaN is unknown to configure: the live output is switched off before the level goes to rest, in the
+    same mode (taken as known, nothing was done: the output stayed on at NaN) as in another (a ramp from NaN)."""
+    with RecordingSmu(name="smu", limits={"voltage_v": {"min": -5, "max": 5, "max_step": 0.5}}) as k:
+        k.configure("voltage", 1e-3)
+        k.set_output(True)
+        k.set_level(1.0)
+        k.level = math.nan  # as a driver that read NaN would leave it
+        k.sent.clear()
+        k.configure(mode, 1e-3 if mode == "voltage" else 1.0)
+        assert k.sent == [("output", False), ("level", 0.0)]
+        assert k.level == 0.0 and k.output_on is False
+
+
+@pytest.mark.parametrize("indices", [[[0], [1], [2]], [0, [1, 2], 3]], ids=["2-D", "ragged"])
+def test_frame_indices_not_in_one_flat_list_are_the_drivers_error(optical: OpticalTable, indices: object) -> None:
+    """Indices of one per frame but in a column (3 × 1) passed the count check and went on as a 2-D array; a ragged
+    list was numpy's ValueError, not the driver's error."""
+
+    class Camera(SimulatedCamera):
+        def _capture_hw(self, n_frames: int):
+            return super()._capture_hw(n_frames)[0], indices
+
+    with Camera(optical, name="camera") as camera:
+        camera.set_exposure(1e-3)
+        with pytest.raises(DeviceError, match=r"^camera: frame indices .* are not integers$"):
+            camera.capture(3)
+
+
+def test_a_ragged_record_is_the_drivers_error() -> None:
+    """A record whose channels have different lengths was numpy's ValueError from asarray, not the driver's error."""
+    with GarbageRecordInput(OscillatorNetwork(seed=0), name="probes") as probes:
+        probes.record = [[0.5] * 4] + [[0.5] * 3] * (probes.n_channels - 1) if probes.n_channels > 1 else [[0.5], 0.1]
+        with pytest.raises(DeviceError, match=r"^probes: record is no array of volts"):
+            probes.acquire(4, 1e3)
