@@ -905,3 +905,15 @@ def test_a_serial_read_takes_a_long_reply_whole_and_keeps_what_came_after_it_for
         transport.open()
         os.write(device, b"three\n")
         assert transport.read() == "three"
+
+
+def test_a_pty_link_lost_inside_patience_is_told_by_its_own_error_not_the_timeout_restored_after_it(echo_pty) -> None:
+    """The link fails on a query inside the block; restoring the usual timeout on the port that is gone fails too,
+    and that second failure ('a change of timeout') must not replace the first, which names the query."""
+    _, server = echo_pty
+    with SerialTransport(server.resource, timeout_s=0.3) as transport:
+        assert transport.query("ECHO? x") == "x"
+        with pytest.raises(TransportError, match=r"during 'ECHO\? y'"), transport.patience(1.0):
+            server.stop()
+            transport.query("ECHO? y")
+        assert transport.timeout_s == 0.3
