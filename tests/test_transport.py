@@ -917,3 +917,21 @@ def test_a_pty_link_lost_inside_patience_is_told_by_its_own_error_not_the_timeou
             server.stop()
             transport.query("ECHO? y")
         assert transport.timeout_s == 0.3
+
+
+def test_an_error_status_from_the_visa_session_s_read_is_a_transport_error_not_an_empty_reply(echo_tcp) -> None:
+    """pyvisa-py's session is read directly; a status below 0 other than a timeout (a VXI-11 link's I/O error, a
+    connection lost) must be an error: taken as the end of the reply, a query answered '' (or the part read)."""
+    from pyvisa.constants import StatusCode
+
+    _, server = echo_tcp
+
+    class FailingSession:
+        def read(self, count: int) -> tuple[bytes, StatusCode]:
+            return b"1.5", StatusCode.error_io
+
+    with VisaTransport(server.resource, timeout_s=0.5) as transport:
+        assert transport._session is not None  # read directly, as on every pyvisa-py resource
+        transport._session = FailingSession()
+        with pytest.raises(TransportError, match=r"'MEAS\?'"):
+            transport.query("MEAS?")
