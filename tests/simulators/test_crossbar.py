@@ -660,3 +660,11 @@ def test_default_settings_use_the_whole_array_and_the_crossbar_limits() -> None:
     assert (system.n_in, system.n_out, system.n_params) == (16, 12, 192)
     assert (system.g_min_s, system.g_max_s, system.read_voltage_v) == (2e-6, 20e-6, 0.1)
     assert system.full_scale_a == pytest.approx(0.1 * 18e-6)
+
+
+def test_the_first_order_ir_drop_is_refused_from_100_percent_exactly() -> None:
+    """The bound of the IR-drop check is the model's own, 100 %: at 0.35 Ω and 25 µS, square tiles from 338 × 338
+    (x = 1.003) are refused, as the field's description says, and 337 × 337 (x = 0.997) is taken."""
+    with pytest.raises(ConfigError, match=r"on 338 × 338 devices .* by 100 % to first order"):
+        MemristorCrossbar(preset="realistic", config={"geometry": {"rows": 338, "cols": 338}})
+    MemristorCrossbar(preset="realistic", config={"geometry": {"rows": 337, "cols": 337}})
