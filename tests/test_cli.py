@@ -737,3 +737,28 @@ def test_a_traffic_log_that_stops_is_one_warning_line_and_the_command_goes_on(tm
     assert result.stderr == (f"hil: warning: traffic log {log}: cannot write (File too large); logging stops here and "
                              "the instruments go on (free space, or give traffic_log another path)\n")
     assert "KEITHLEY" in result.stdout
+
+
+def test_check_refuses_an_output_root_in_a_folder_it_cannot_write_to_and_reads_a_home_root_as_the_home_s(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A root whose nearest existing folder cannot be written to is refused (os.access is denied here, as root is
+    never denied by the permissions), and ``~/runs`` is checked under the home, as RunStore.create makes it: read as
+    ./~/runs, the working directory was checked instead and a home that holds no folder passed."""
+    import hil.protocol
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "lab.yaml", "lab.yaml")
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    (tmp_path / "locked").mkdir()
+    access = hil.protocol.os.access
+    monkeypatch.setattr(hil.protocol.os, "access", lambda path, mode: Path(path).name != "locked"
+                        and access(path, mode))
+    Path("p.yaml").write_text(f"{text}output: {{root: locked/runs}}\n", encoding="utf-8")
+    assert main(["check", "p.yaml"]) == 2
+    assert "output.root: cannot create a run folder in locked/runs ('locked' cannot be written to)" in \
+        capsys.readouterr().err
+    monkeypatch.setenv("HOME", str(tmp_path / "lab.yaml"))  # a home that is a file
+    Path("p.yaml").write_text(f"{text}output: {{root: ~/runs}}\n", encoding="utf-8")
+    assert main(["check", "p.yaml"]) == 2
+    assert f"output.root: cannot create a run folder in ~/runs ('{tmp_path / 'lab.yaml'}' is a file)" in \
+        capsys.readouterr().err
