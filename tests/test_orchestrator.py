@@ -1828,3 +1828,24 @@ def test_the_resume_command_a_stop_gives_for_a_folder_with_a_space_is_quoted_for
                          output_root=tmp_path / "my runs")
     [run] = (tmp_path / "my runs").iterdir()
     assert str(info.value).endswith(f"with: hil run --resume '{run}'")
+
+
+def test_a_run_stopped_at_once_whose_safe_state_fails_does_not_say_the_instruments_were_made_safe(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop at once says 'instruments were put in their safe state'; where the safe state then fails (the SMU gone),
+    that is untrue: the message keeps the stop, its exit status and the resume command, and says the failure after."""
+    from hil.orchestrator import Interrupted, Run
+
+    def lost_then_stopped(self: Run) -> None:
+        self.lab._servers["smu"].stop()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "collect", lost_then_stopped)
+    with pytest.raises(Interrupted) as raised:
+        run_protocol(write_probe_protocol(tmp_path), show_progress=False)
+    message = str(raised.value)
+    assert raised.value.exit_status == 130
+    assert message.startswith("stopped at once by a second Ctrl-C; resume from the last checkpoint with: hil run "
+                              "--resume "), message
+    assert "; then going to the safe state failed: smu (TCPIP::" in message, message
+    assert "safe state;" not in message and "put in their safe state" not in message, message
