@@ -1849,3 +1849,22 @@ def test_a_run_stopped_at_once_whose_safe_state_fails_does_not_say_the_instrumen
                               "--resume "), message
     assert "; then going to the safe state failed: smu (TCPIP::" in message, message
     assert "safe state;" not in message and "put in their safe state" not in message, message
+
+
+def test_the_resume_command_a_first_ctrl_c_gives_for_a_folder_with_a_space_is_quoted_for_the_shell(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stop after saving says its resume command as the stop at once does: quoted, or pasted as given it resumed
+    nothing (hil refused its unrecognized arguments)."""
+    from hil.orchestrator import Interrupted, Run
+
+    calibrate = Run.calibrate
+
+    def calibrate_then_ctrl_c(self: Run) -> None:
+        calibrate(self)
+        self.stop.requested = True
+
+    monkeypatch.setattr(Run, "calibrate", calibrate_then_ctrl_c)
+    with pytest.raises(Interrupted, match="stopped at your request after saving") as raised:
+        run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False, output_root=tmp_path / "my runs")
+    [run] = (tmp_path / "my runs").iterdir()
+    assert str(raised.value).endswith(f"resume with: hil run --resume '{run}'")
