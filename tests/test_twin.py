@@ -370,3 +370,14 @@ def test_arrays_that_disagree_in_shape_or_hold_nan_are_not_twin_data(crossbar_da
     y[3, 5, 1] = float("nan")
     with pytest.raises(ConfigError, match=r"^not twin data: y holds NaN or infinite values$"):
         TwinData.from_arrays(arrays | {"y": y})
+
+
+def test_twin_data_whose_inputs_or_repeated_thetas_do_not_match_the_outputs_is_not_twin_data(crossbar_data) -> None:
+    """x with fewer inputs per θ than y has outputs for, or y_repeats repeating more θ groups than there are, passed
+    the shape check and failed later (a broadcast error in the fit, an index beyond the groups)."""
+    arrays = crossbar_data.arrays()
+    with pytest.raises(ConfigError, match=r"disagree in their θ groups, inputs or outputs$"):
+        TwinData.from_arrays(arrays | {"x": arrays["x"][:, :10]})
+    groups = arrays["y"].shape[0]
+    with pytest.raises(ConfigError, match=r"disagree in their θ groups, inputs or outputs$"):
+        TwinData.from_arrays(arrays | {"y_repeats": arrays["y_repeats"][:, :1].expand(-1, groups + 1, -1, -1)})
