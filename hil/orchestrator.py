@@ -476,13 +476,19 @@ class Run:
 def _checkpoint_to_resume(store: RunStore) -> dict[str, Any] | None:
     """The checkpoint a resumed run continues from; None for a run stopped before its first checkpoint (it has
     measured nothing and starts over). Refused (`RunFileError`, nothing changed): a run that got further without a
-    checkpoint, a log that lacks events before it, and a file whose digest it records that has changed since."""
+    checkpoint, or that lacks a file it starts from, a log that lacks events before the checkpoint, and a file whose
+    digest it records that has changed since."""
     saved = store.load_checkpoint()
     events = store.events()
     if saved is None:  # such a run may have ended (stopped at once, failed) before its first checkpoint
         if any(event["kind"] not in UNMEASURED_EVENTS for event in events):
             raise RunFileError(f"{store.path / CHECKPOINT}: checkpoint missing; resuming would redo the run and "
                                "overwrite its data; start a new run")
+        missing = [name for name in RUN_FILES if not (store.path / name).is_file()]
+        if missing:  # a kill between making the folder and writing the files it starts from
+            why = "the run was stopped as its folder was made" if not events else "removed since the run started"
+            raise RunFileError(f"{store.path / missing[0]}: missing ({why}); nothing ran that a resume could "
+                               "continue: start a new run from the protocol")
         return None
     taken_at = int(saved["next_seq"])
     if sum(event["seq"] < taken_at for event in events) != taken_at - 1:

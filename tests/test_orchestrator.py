@@ -604,6 +604,27 @@ def test_from_run_errors_are_clear_and_end_the_run_as_failed(finished_run: Path,
         assert last["kind"] == "run_failed" and recorded in last["error"]
 
 
+@pytest.mark.parametrize(("written", "started", "why"), [
+    ((), False, "the run was stopped as its folder was made"),
+    (("protocol.yaml",), False, "the run was stopped as its folder was made"),
+    (("protocol.yaml",), True, "removed since the run started"),
+])
+def test_a_run_killed_as_its_folder_was_made_is_told_to_start_anew_on_resume(
+        tmp_path: Path, written: tuple[str, ...], started: bool, why: str) -> None:
+    """A kill between making the folder and writing the files a run starts from left a folder whose resume said only
+    'protocol.yaml: file not found' (or lab.yaml's), with nothing on what to do."""
+    store = RunStore.create(tmp_path / "runs", "p")
+    for name in written:
+        store.write_text(name, "name: p\n")
+    if started:
+        store.event("run_started")
+    store.close()
+    missing = "lab.yaml" if written else "protocol.yaml"
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path / missing))}: missing \({why}\); nothing "
+                                           r"ran that a resume could continue: start a new run from the protocol$"):
+        run_protocol(resume=store.path, show_progress=False)
+
+
 def test_a_model_that_hil_check_refuses_is_refused_by_run_before_a_run_folder_is_made(tmp_path: Path) -> None:
     """A model of 9 outputs for the 10 digit classes was refused only once the run had made its folder and connected
     the instruments (a folder with a run_failed event), though nothing about it needs the device."""
