@@ -78,6 +78,27 @@ def on_for_a_sweep(sweep: list[Exchange]) -> Iterator[Keithley2450]:
         yield k
 
 
+#: A voltage read and its reply; the error check's reply for a query the instrument discarded.
+READ: Exchange = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
+INTERRUPTED: Exchange = (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"')
+
+
+@contextlib.contextmanager
+def read_again_after_a_timeout(then: list[Exchange]) -> Iterator[Keithley2450]:
+    """A 2450 sourcing voltage whose read timed out and was read again, the resynchronisation before it taking the
+    late reply; it expects ``then`` next."""
+    exchanges = [*connected(), *configured_voltage(), (READ[0], TIMED_OUT),
+                 (b"*ESE 1;*ESE?;*IDN?", READ[1]), (None, b"1;" + IDN), (b"*ESE 0", None),
+                 READ, (b":SOUR:VOLT:ILIM:TRIP?", b"0"), *then]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        with pytest.raises(TransportTimeout):
+            k.measure()
+        k.measure()
+        yield k
+
+
 class PatienceRecorded(ProtocolTransport):
     """A `ProtocolTransport` that records the timeout (s) each command was written under."""
 
@@ -274,10 +295,9 @@ def test_measure_reads_source_and_reading_then_the_limit_state() -> None:
 
 
 def test_after_a_timeout_the_late_reply_is_discarded_before_the_next_query() -> None:
-    read = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
-    exchanges = [*connected(), *configured_voltage(), (read[0], TIMED_OUT),
-                 (b"*ESE 1;*ESE?;*IDN?", read[1]), (None, b"1;" + IDN),  # the late reply first, then the marker
-                 (b"*ESE 0", None), read, (b":SOUR:VOLT:ILIM:TRIP?", b"0")]
+    exchanges = [*connected(), *configured_voltage(), (READ[0], TIMED_OUT),
+                 (b"*ESE 1;*ESE?;*IDN?", READ[1]), (None, b"1;" + IDN),  # the late reply first, then the marker
+                 (b"*ESE 0", None), READ, (b":SOUR:VOLT:ILIM:TRIP?", b"0")]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         k.configure("voltage", 1e-3)
@@ -288,14 +308,12 @@ def test_after_a_timeout_the_late_reply_is_discarded_before_the_next_query() -> 
 
 
 def test_a_resynchronisation_that_times_out_is_finished_by_the_next_and_interrupted_queries_forgiven() -> None:
-    read = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
-    interrupted = (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"')
-    exchanges = [*connected(), *configured_voltage(), (read[0], TIMED_OUT),
+    exchanges = [*connected(), *configured_voltage(), (READ[0], TIMED_OUT),
                  (b"*ESE 1;*ESE?;*IDN?", TIMED_OUT),  # the instrument is still busy
-                 (b"*ESE 4;*ESE?;*IDN?", read[1]), (None, b"1;" + IDN), (None, b"4;" + IDN),  # only the new marker
-                 (b"*ESE 0", None), read, (b":SOUR:VOLT:ILIM:TRIP?", b"0"),
-                 (b":SOUR:VOLT 0.5", None), interrupted, interrupted, NO_ERROR,  # two queries interrupted
-                 (b":SOUR:VOLT 0.6", None), interrupted, NO_ERROR]
+                 (b"*ESE 4;*ESE?;*IDN?", READ[1]), (None, b"1;" + IDN), (None, b"4;" + IDN),  # only the new marker
+                 (b"*ESE 0", None), READ, (b":SOUR:VOLT:ILIM:TRIP?", b"0"),
+                 (b":SOUR:VOLT 0.5", None), INTERRUPTED, INTERRUPTED, NO_ERROR,  # two queries interrupted
+                 (b":SOUR:VOLT 0.6", None), INTERRUPTED, NO_ERROR]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         k.configure("voltage", 1e-3)
@@ -1187,19 +1205,9 @@ def test_a_late_reply_that_looks_like_the_marker_is_discarded_too() -> None:
 def test_a_query_interrupted_later_is_reported_once_a_check_has_found_none_from_the_resynchronisation() -> None:
     """On a socket link a resynchronisation leaves no -410 in the queue; once an error check has found the queue
     empty, a -410 from a later interrupted query is reported, not forgiven on the old resynchronisation's account."""
-    read = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
-    interrupted = (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"')
-    exchanges = [*connected(), *configured_voltage(), (read[0], TIMED_OUT),
-                 (b"*ESE 1;*ESE?;*IDN?", read[1]), (None, b"1;" + IDN), (b"*ESE 0", None),
-                 read, (b":SOUR:VOLT:ILIM:TRIP?", b"0"),
-                 (b":SOUR:VOLT 0.5", None), NO_ERROR,  # no -410 came of the resynchronisation
-                 (b":SOUR:VOLT 0.6", None), interrupted, NO_ERROR]
-    with expected_protocol(smu(), exchanges) as k:
-        k.connect()
-        k.configure("voltage", 1e-3)
-        with pytest.raises(TransportTimeout):
-            k.measure()
-        k.measure()
+    then = [(b":SOUR:VOLT 0.5", None), NO_ERROR,  # no -410 came of the resynchronisation
+            (b":SOUR:VOLT 0.6", None), INTERRUPTED, NO_ERROR]
+    with read_again_after_a_timeout(then) as k:
         k.set_level(0.5)
         with pytest.raises(DeviceError, match="-410"):
             k.set_level(0.6)
@@ -1207,20 +1215,10 @@ def test_a_query_interrupted_later_is_reported_once_a_check_has_found_none_from_
 
 def test_one_resynchronisation_forgives_one_interrupted_query_not_every_one_in_the_queue() -> None:
     """A -410 beyond the one a resynchronisation may have caused is another query's, interrupted: reported."""
-    read = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
-    interrupted = (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"')
-    exchanges = [*connected(), *configured_voltage(), (read[0], TIMED_OUT),
-                 (b"*ESE 1;*ESE?;*IDN?", read[1]), (None, b"1;" + IDN), (b"*ESE 0", None),
-                 read, (b":SOUR:VOLT:ILIM:TRIP?", b"0"), (b":SOUR:VOLT 0.5", None), interrupted, interrupted, NO_ERROR]
-    with expected_protocol(smu(), exchanges) as k:
-        k.connect()
-        k.configure("voltage", 1e-3)
-        with pytest.raises(TransportTimeout):
-            k.measure()
-        k.measure()
-        with pytest.raises(DeviceError, match=r"instrument reported after setting the source to 0\.5 V: -410 Query "
-                                              r"INTERRUPTED$"):
-            k.set_level(0.5)
+    with read_again_after_a_timeout([(b":SOUR:VOLT 0.5", None), INTERRUPTED, INTERRUPTED, NO_ERROR]) as k, \
+            pytest.raises(DeviceError, match=r"instrument reported after setting the source to 0\.5 V: -410 Query "
+                                             r"INTERRUPTED$"):
+        k.set_level(0.5)
 
 
 def test_a_sense_change_is_refused_while_the_output_state_is_unknown() -> None:
