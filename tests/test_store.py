@@ -626,15 +626,21 @@ def test_the_snapshot_is_strict_json_and_reads_back_its_non_finite_numbers(tmp_p
     assert set(read) == {"smu", "name"}
 
 
-def test_an_event_logged_after_a_torn_last_line_is_read_and_the_torn_line_kept_aside(tmp_path) -> None:
+@pytest.mark.parametrize("sessions", [[["unreachable"], ["unreachable again"]], [["unreachable", "unreachable again"]]],
+                         ids=["a session each", "one session"])
+def test_events_logged_after_a_torn_last_line_are_read_and_the_torn_line_kept_aside_once(tmp_path,
+                                                                                          sessions) -> None:
     """A resumed run that fails before its rewind (an instrument unreachable) logs run_failed after a torn last line:
-    glued to it, the event was unreadable, and a second such failure made the log damaged before its end."""
+    glued to it, the event was unreadable, and a second such failure made the log damaged before its end. In one
+    session the torn line is moved aside once, before the first event: moved again before the second, it would be
+    kept aside twice and as many bytes cut off the end of the log, which are the first event's."""
     log = five_events(tmp_path).path / "events.jsonl"
     with log.open("ab") as handle:
         handle.write(b'{"seq": 6, "ki')
-    for attempt in range(2):
+    for errors in sessions:
         store = RunStore.open(log.parent)
-        store.event("run_failed", error=f"unreachable {attempt}")
+        for error in errors:
+            store.event("run_failed", error=error)
         store.close()
     store = RunStore.open(log.parent)
     assert [(e["seq"], e["kind"]) for e in store.events()][-3:] == [(5, "batch"), (6, "run_failed"),
@@ -683,20 +689,3 @@ def test_a_rewind_whose_log_the_disk_refuses_keeps_the_log_open_and_its_discarde
     store.close()
     discarded = [json.loads(line) for line in (log.parent / "events.discarded.jsonl").read_bytes().splitlines()]
     assert [(e["seq"], e["kind"]) for e in discarded] == [(4, "batch"), (5, "batch"), (6, "run_failed")]
-
-
-def test_two_events_logged_in_one_session_after_a_torn_last_line_keep_both_and_the_torn_line_once(tmp_path) -> None:
-    """The torn line is moved aside once, before the first event of the session: moved again before the second, it
-    would be kept aside twice and as many bytes cut off the end of the log, which are the first event's."""
-    log = five_events(tmp_path).path / "events.jsonl"
-    with log.open("ab") as handle:
-        handle.write(b'{"seq": 6, "ki')
-    store = RunStore.open(log.parent)
-    store.event("run_failed", error="unreachable")
-    store.event("run_failed", error="unreachable again")
-    store.close()
-    store = RunStore.open(log.parent)
-    assert [(e["seq"], e["kind"]) for e in store.events()][-3:] == [(5, "batch"), (6, "run_failed"),
-                                                                     (7, "run_failed")]
-    store.close()
-    assert (log.parent / "events.discarded.jsonl").read_bytes() == b'{"seq": 6, "ki\n'
