@@ -21,7 +21,7 @@ import numpy as np
 
 from hil.clock import Clock, WallClock
 from hil.errors import ConfigError, DeviceError, FramesDropped, LimitError, excerpt
-from hil.limits import LIMIT_FIELDS, Limit, _number, as_numbers, limit_as_dict, narrow_limits
+from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits, real_number
 
 
 class Instrument(ABC):
@@ -193,7 +193,7 @@ def _known_level(level: Any) -> float | None:
     """A present level as a float if it is a finite number; None (unknown) for None, NaN, infinities and what is no
     number: a driver's reading of NaN says nothing about the output, and a ramp from it is refused."""
     try:
-        number = _number(level)
+        number = real_number(level)
     except (TypeError, ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
@@ -742,10 +742,20 @@ class SourceMeter(Instrument):
     def __init__(self, **common: Any):
         super().__init__(**common)
         self.mode: SourceMode | None = None
-        self.level: float | None = None
+        self.level = None
         self.compliance: float | None = None
         self.nplc: float | None = None
         self.output_on: bool | None = None
+
+    @property
+    def level(self) -> float | None:
+        """The present source level (V or A); None where unknown: never read, being changed, or set (by a driver's
+        reading) to NaN or to what is no number, from which no ramp may start."""
+        return self._level
+
+    @level.setter
+    def level(self, value: Any) -> None:
+        self._level = _known_level(value)
 
     def hardware_limits(self) -> dict[str, Limit]:
         return {"voltage_v": Limit("V", -200.0, 200.0), "current_a": Limit("A", -1.0, 1.0),
@@ -773,9 +783,9 @@ class SourceMeter(Instrument):
                              f"±{compliance:g} {allowed.unit}, outside the limit {allowed.describe()}; give a smaller "
                              "compliance, or a lab limit that holds both signs")
         nplc = self._check("nplc", nplc)
-        if mode != self.mode or _known_level(self.level) is None:  # to rest: from an unknown level, output off
+        if mode != self.mode or self.level is None:  # the level goes to rest: from an unknown one, output off
             if self.output_on is not False:
-                if self.mode is not None and _known_level(self.level) is not None:
+                if self.mode is not None and self.level is not None:
                     self._ramp_to(self._rest())
                 self.set_output(False)
             self.level = None
@@ -844,7 +854,7 @@ class SourceMeter(Instrument):
         limit = self.limits[name]
         delay_s = SWEEP_DELAY_S.check(delay_s, self._what("sweep delay_s"))
         if limit.max_step is not None:
-            if _known_level(self.level) is None:
+            if self.level is None:
                 raise LimitError(f"{self.name}: the present level is unknown, so the sweep's first point could "
                                  "jump; call set_level() first")
             jumps = np.abs(np.diff(np.concatenate([[self.level], levels])))
@@ -877,7 +887,7 @@ class SourceMeter(Instrument):
     def _safe_state_hw(self) -> None:
         """Ramp the source to zero (`Limit.rest`: the allowed level nearest zero where the limit excludes it), then
         switch the output off (even if the ramp fails); at an unknown level, switch off first."""
-        if self.mode is not None and _known_level(self.level) is not None:
+        if self.mode is not None and self.level is not None:
             try:
                 self._ramp_to(self._rest())
             finally:

@@ -90,13 +90,13 @@ def as_numbers(values: Any, what: str) -> np.ndarray:
         raise LimitError(f"{what}: not numbers ({error})") from None
 
 
-def _number(value: Any) -> float:
+def real_number(value: Any) -> float:
     """``float(value)`` for a real number alone (NaN and infinities included): float() also takes text and
     true/false, keeps the real part of a numpy complex, and reads a 0-d object array as its item; these raise
     `TypeError` here, as None does."""
     if isinstance(value, np.ndarray) and value.dtype.kind == "O" and value.ndim == 0:
         try:
-            return _number(value.item())
+            return real_number(value.item())
         except TypeError:
             raise TypeError(f"{value!r} is not a number") from None
     if _is_no_number(value) or isinstance(value, complex) or _kind(value) == "c":
@@ -194,7 +194,7 @@ class Limit:
         """Return ``value`` as a float if it is a number (not text nor true/false), finite and inside the limits,
         else raise `LimitError`."""
         try:
-            number = _number(value)
+            number = real_number(value)
         except (TypeError, ValueError):
             raise LimitError(f"{what}: {value!r} is not a number") from None
         except OverflowError:  # an integer beyond the float range
@@ -275,7 +275,7 @@ class Limit:
             if value is None:
                 continue
             try:
-                value = _number(value)
+                value = real_number(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{value!r} is not a number", field=f"{what}.{name}") from None
             except OverflowError:  # an integer beyond the float range
