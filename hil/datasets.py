@@ -253,9 +253,13 @@ def _float32_within(low: float, high: float, value: float) -> float:
 
 
 class StandardEncoder:
-    """Standardises each feature by its training mean and standard deviation (for a digital first layer)."""
+    """Standardises each feature by its training mean and standard deviation (for a digital first layer); fitted on
+    at least two rows, as a single sample has no spread."""
 
     def __init__(self, x_train: torch.Tensor):
+        if len(x_train) < 2:
+            raise ValueError(f"StandardEncoder needs at least 2 training rows to estimate each feature's spread, got "
+                             f"{len(x_train)}")
         self.mean = x_train.mean(dim=0)
         self.std = x_train.std(dim=0).clamp_min(1e-6)
 

@@ -376,6 +376,14 @@ def test_standard_encoder_uses_each_training_feature_s_own_mean_and_spread() -> 
     torch.testing.assert_close(encode(torch.tensor([[6.0, 100.0, 7.0]])), torch.tensor([[2.0, -1.0, 0.0]]))
 
 
+@pytest.mark.parametrize("rows", [0, 1])
+def test_standard_encoder_refuses_too_few_rows_to_estimate_a_spread(rows: int) -> None:
+    """One training row standardised every value by a NaN standard deviation (none of a single sample)."""
+    with pytest.raises(ValueError, match=rf"^StandardEncoder needs at least 2 training rows to estimate each feature's "
+                                         rf"spread, got {rows}$"):
+        StandardEncoder(torch.ones(rows, 3))
+
+
 def test_an_idx_folder_under_the_home_is_found_as_output_root_s_is(tmp_path, monkeypatch) -> None:
     """``path: ~/mnist`` was looked for in a folder named ``~`` of the working directory."""
     (tmp_path / "mnist").mkdir()
