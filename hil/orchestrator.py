@@ -42,12 +42,14 @@ from hil.protocol import (
     Protocol,
     build_model,
     check_from_run,
+    check_resumed_data,
     check_twin,
     first_physical_system,
     instruments_used,
     load_data,
     load_lab,
     load_protocol,
+    recorded,
     system_and_method,
 )
 from hil.store import CHECKPOINT, EVENTS, RunFileError, RunStore, file_digests, resume_command
@@ -633,6 +635,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 store.close()
                 return store
             protocol, document = load_protocol(store.path / "protocol.yaml")
+            check_resumed_data(protocol, document)
             lab = Lab.load(store.path / "lab.yaml")
         except BaseException:
             store.close()
@@ -660,7 +663,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 created = RunStore.create(root, protocol.output.name or protocol.name)
             except ConfigError as error:
                 raise document.error(error.detail, ("output", "root")) from None
-            created.write_text("protocol.yaml", dump_yaml(protocol.model_dump(mode="json")))
+            created.write_text("protocol.yaml", dump_yaml(recorded(protocol)))
             created.write_text("lab.yaml", lab.document.text)  # type: ignore[union-attr] - the text that was loaded
         except BaseException:
             lab.close()  # stops the emulators the build started

@@ -381,6 +381,33 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
                           ("twin", "hidden")) from None
 
 
+def recorded(protocol: Protocol) -> dict[str, Any]:
+    """The protocol as a run folder records it: every field, defaults included, and the paths a resumed run reads
+    again (the IDX folder, ``twin.from_run``) made absolute as this run reads them, from the working directory, so
+    that a resume from any folder finds the same files. (The lab is not read again: the run keeps a copy.)"""
+    fields = protocol.model_dump(mode="json")
+    if protocol.dataset.path is not None:
+        fields["dataset"]["path"] = str(Path(protocol.dataset.path).expanduser().resolve())  # as load_dataset reads it
+    if protocol.twin.from_run:
+        fields["twin"]["from_run"] = str(Path(protocol.twin.from_run).resolve())
+    return fields
+
+
+def check_resumed_data(protocol: Protocol, document: YamlDocument) -> None:
+    """A resumed run's IDX folder is still where the run found it; else a `ConfigError` at ``dataset.path`` naming it
+    and what to do (not to name another: a resume refuses its protocol.yaml edited)."""
+    path = protocol.dataset.path
+    folder = Path(path).expanduser() if path is not None else None
+    if folder is None or folder.is_dir():
+        return
+    if folder.is_absolute():
+        fix = "the run started with its data there: put them back, or start a new run"
+    else:  # recorded as the protocol wrote it, by an earlier hil
+        fix = "the path is relative to the folder the run was started in: resume from there"
+    raise document.error(f"dataset folder {path!r} {'is a file' if folder.exists() else 'not found'}; {fix}",
+                         ("dataset", "path"))
+
+
 def load_data(protocol: Protocol, document: YamlDocument | None = None) -> Dataset:
     """The protocol's data set, split and limited. An unknown set, a bad path, or data that leave too few rows
     to train on (`check_training_rows`) or a single class are located in the protocol."""

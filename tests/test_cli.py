@@ -272,6 +272,67 @@ def test_check_and_run_refuse_training_data_of_one_class(tmp_path: Path, monkeyp
     assert not Path("runs").exists()
 
 
+def test_a_run_resumed_from_another_folder_reads_the_idx_folder_it_started_with(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run's protocol.yaml kept dataset.path as written, relative to the folder hil ran in: resumed from another
+    folder, the run did not find its data. It records the folder as the run found it; a resume after the data moved
+    is one line naming the folder and what to do, and changes nothing in the run."""
+    from hil.errors import ConfigError, HilError
+    from hil.orchestrator import Run
+    from hil.protocol import check_resumed_data, load_protocol
+    from hil.store import RunStore
+
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(started)
+    shutil.copy(REPO / "lab.yaml", "lab.yaml")
+    _idx_folder(started / "mnist", list(range(10)) * 4, list(range(10)))
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    small = {"dataset: {name: digits, test_fraction: 0.2}": "dataset: {name: idx, path: mnist}",
+             "{thetas: 16, inputs_per_theta: 128, repeats: 3}": "{thetas: 4, inputs_per_theta: 8, repeats: 2}",
+             "{epochs: 40, lr: 0.02, patience: 8}": "{epochs: 2}",
+             "epochs: 10, batch_size: 64": "epochs: 1, batch_size: 8"}
+    for old, new in small.items():
+        assert old in text
+        text = text.replace(old, new)
+    Path("p.yaml").write_text(f"{text}output: {{root: {tmp_path / 'runs'}}}\n", encoding="utf-8")
+
+    def failed(self: Run) -> None:
+        raise HilError("a failure after the collection")
+
+    fit = Run.fit_twin
+    runs: list[Path] = []
+    for _ in range(2):
+        monkeypatch.setattr(Run, "fit_twin", failed)
+        assert main(["run", "--quiet", "p.yaml"]) == 2
+        monkeypatch.setattr(Run, "fit_twin", fit)
+        [made] = set((tmp_path / "runs").iterdir()) - set(runs)
+        runs.append(made)
+    capsys.readouterr()
+    monkeypatch.chdir(elsewhere)
+    assert main(["run", "--quiet", "--resume", str(runs[0])]) == 0, capsys.readouterr().err
+    store = RunStore.open(runs[0])
+    assert store.events()[-1]["kind"] == "run_finished"
+    store.close()
+
+    (started / "mnist").rename(started / "moved")
+    log = (runs[1] / "events.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(["run", "--quiet", "--resume", str(runs[1])]) == 2
+    assert capsys.readouterr().err == (f"hil: error: {runs[1] / 'protocol.yaml'}:10: dataset.path: dataset folder "
+                                       f"{str(started / 'mnist')!r} not found; the run started with its data there: "
+                                       "put them back, or start a new run\n")
+    assert (runs[1] / "events.jsonl").read_bytes() == log
+    # a run of an earlier hil recorded the path as written: it is found from the folder the run started in
+    earlier = Path("protocol.yaml")
+    earlier.write_text((runs[1] / "protocol.yaml").read_text().replace(str(started / "mnist"), "mnist"))
+    protocol, document = load_protocol(earlier)
+    with pytest.raises(ConfigError, match=r"^protocol.yaml:10: dataset.path: dataset folder 'mnist' not found; the "
+                                          r"path is relative to the folder the run was started in: resume from there$"):
+        check_resumed_data(protocol, document)
+
+
 @pytest.mark.parametrize(("root", "needle"), [
     ("lab.yaml", "output.root: cannot create a run folder in lab.yaml (it is a file)"),
     ("lab.yaml/runs", "output.root: cannot create a run folder in lab.yaml/runs ('lab.yaml' is a file)"),
