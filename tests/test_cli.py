@@ -333,6 +333,25 @@ def test_a_run_resumed_from_another_folder_reads_the_idx_folder_it_started_with(
         check_resumed_data(protocol, document)
 
 
+def test_a_run_records_the_paths_it_reads_again_as_this_run_reads_them(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The IDX folder (``~`` the home's) and the reused run, from the working directory; the rest as written."""
+    from hil.protocol import load_protocol, recorded
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    text = text.replace("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: idx, path: ~/mnist}")
+    Path("p.yaml").write_text(text.replace("  kind: physics", "  kind: physics\n  from_run: runs/first"))
+    protocol, _ = load_protocol(Path("p.yaml"))
+    fields = recorded(protocol)
+    folder = tmp_path.resolve()
+    assert (fields["dataset"]["path"], fields["twin"]["from_run"]) == (str(folder / "home" / "mnist"),
+                                                                     str(folder / "runs" / "first"))
+    assert fields["lab"] == "lab.yaml" and fields == protocol.model_dump(mode="json") | {
+        "dataset": fields["dataset"], "twin": fields["twin"]}
+
+
 @pytest.mark.parametrize(("root", "needle"), [
     ("lab.yaml", "output.root: cannot create a run folder in lab.yaml (it is a file)"),
     ("lab.yaml/runs", "output.root: cannot create a run folder in lab.yaml/runs ('lab.yaml' is a file)"),
