@@ -248,6 +248,13 @@ def test_split_holds_out_whole_theta_groups_without_leaking(crossbar_data) -> No
     assert [held_out_count(n, fraction) for n, fraction in ((10, 0.29), (12, 0.25), (3, 0.1))] == [3, 3, 1]  # rounded
 
 
+def test_a_half_group_held_out_is_rounded_up_as_the_fraction_is_written() -> None:
+    """A quarter of 10 θ groups held out 2 (Python rounds halves to even), 0.45 of 10 held out 4, but 0.15 and 0.35
+    of 10 held out 2 and 4, rounded up (as floats, 10 × 0.15 is a little over 1.5)."""
+    assert [held_out_count(10, fraction) for fraction in (0.15, 0.25, 0.35, 0.45)] == [2, 3, 4, 5]
+    assert [held_out_count(50, 0.29), held_out_count(18, 0.25)] == [15, 5]  # 14.5 (14.499… as floats), 4.5
+
+
 def test_fit_loss_is_each_outputs_squared_error_over_its_variance_averaged_over_every_training_group(
         lab, crossbar_data) -> None:
     system = lab.systems["crossbar"]

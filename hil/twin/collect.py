@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
 import torch
@@ -24,8 +25,10 @@ InputDesign = Literal["sobol", "data", "mixed"]
 
 
 def held_out_count(n_groups: int, validation_fraction: float) -> int:
-    """How many of ``n_groups`` θ groups `TwinData.split_groups` holds out: the fraction, rounded, at least one."""
-    return max(1, round(n_groups * validation_fraction))
+    """How many of ``n_groups`` θ groups `TwinData.split_groups` holds out: the fraction as written (its shortest
+    decimal, not the float's binary value), a half rounded up (a quarter of 10 is 3), at least one."""
+    share = Decimal(repr(float(validation_fraction))) * n_groups
+    return max(1, int(share.to_integral_value(rounding=ROUND_HALF_UP)))
 
 
 @dataclass(frozen=True)
