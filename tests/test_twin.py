@@ -184,6 +184,33 @@ def test_neural_twin_learns_a_small_network(lab) -> None:
     assert after < 0.3 < before
 
 
+@pytest.mark.parametrize(("repeats", "repeat_thetas", "total"), [(3, 5, 2 + 2 * 2), (3, 0, 2), (1, 4, 2)])
+def test_collect_counts_its_progress_to_the_measurements_it_makes(lab, repeats: int, repeat_thetas: int,
+                                                                  total: int) -> None:
+    """Repeated groups beyond the θ groups measured, or none, are not counted."""
+    system = lab.systems["crossbar"]
+    calls, seen = system.calls, []
+    collect(system, n_thetas=2, inputs_per_theta=4, repeats=repeats, repeat_thetas=repeat_thetas, design="sobol",
+            seed=0, progress=lambda done, of: seen.append((done, of)))
+    assert seen[-1] == (total, total) == (system.calls - calls, total)
+
+
+@pytest.mark.parametrize(("changes", "given"), [
+    ({"repeats": 0}, "repeats=0"), ({"repeats": -1}, "repeats=-1"), ({"repeat_thetas": -1}, "repeat_thetas=-1"),
+    ({"n_thetas": 1, "inputs_per_theta": 0}, "n_thetas=1, inputs_per_theta=0"),
+])
+def test_collect_refuses_counts_that_measure_nothing_or_count_back(lab, changes: dict, given: str) -> None:
+    """A negative repeat_thetas (the protocol refuses it; a Python caller need not) counted the progress total down
+    by the repeats it never made, and measured no repeats."""
+    system = lab.systems["crossbar"]
+    calls = system.calls
+    with pytest.raises(ConfigError, match=rf"^collect needs at least 2 thetas, 1 input per theta, 1 repeat and no "
+                                          rf"negative repeat_thetas; got {given}$"):
+        collect(system, **{"n_thetas": 2, "inputs_per_theta": 4, "repeats": 3, "repeat_thetas": 4, "design": "sobol",
+                           **changes})
+    assert system.calls == calls
+
+
 def test_noise_floor_is_the_variance_between_repeats_of_the_same_measurement(crossbar_data) -> None:
     data = crossbar_data
     torch.testing.assert_close(data.y_repeats[0], data.y[:3])  # the first repeat is the design's measurement

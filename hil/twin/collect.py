@@ -125,8 +125,12 @@ def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, rep
             repeat_thetas: int = 4, design: InputDesign = "mixed", data: torch.Tensor | None = None, seed: int = 0,
             progress: Callable[[int, int], None] | None = None) -> TwinData:
     """Measure ``n_thetas`` θ groups of ``inputs_per_theta`` inputs; repeat the first groups ``repeats`` times."""
-    if n_thetas < 2 or inputs_per_theta < 1 or repeats < 1:
-        raise ConfigError("collect needs at least 2 thetas, 1 input per theta and 1 repeat")
+    given = {"n_thetas": (n_thetas, 2), "inputs_per_theta": (inputs_per_theta, 1), "repeats": (repeats, 1),
+             "repeat_thetas": (repeat_thetas, 0)}
+    refused = [f"{name}={value}" for name, (value, least) in given.items() if value < least]
+    if refused:  # a negative repeat_thetas would count the progress total down by repeats never made
+        raise ConfigError("collect needs at least 2 thetas, 1 input per theta, 1 repeat and no negative "
+                          f"repeat_thetas; got {', '.join(refused)}")
     thetas = sobol(n_thetas, system.n_params, system.theta_bounds, seed)
     xs = torch.stack([design_inputs(system, inputs_per_theta, design, data, seed + 1 + g) for g in range(n_thetas)])
     n_repeat_groups = min(repeat_thetas, n_thetas) if repeats > 1 else 0
