@@ -425,9 +425,11 @@ def load_data(protocol: Protocol, document: YamlDocument | None = None) -> Datas
     check_training_rows(protocol, len(data.y_train), document)
     classes = data.y_train.unique()
     if len(classes) < 2:  # one sample, or all of one class: nothing to tell apart (one output: a loss of 0)
+        # the seed, where it chose the rows: hil run --seed chooses others than the file's seed, which hil check took
+        seeded = f" (seed {protocol.seed}'s split)" if d.name != "idx" or d.limit is not None else ""
         raise _locate(document, f"the data leave {len(data.y_train)} training sample(s), all of class "
-                                f"{data.class_names[int(classes[0])]!r}; a classifier needs samples of at least "
-                                "two classes", _rows_field(protocol))
+                                f"{data.class_names[int(classes[0])]!r}{seeded}; a classifier needs samples of at "
+                                "least two classes", _rows_field(protocol))
     return data
 
 
