@@ -395,8 +395,14 @@ class Lab:
                                       "not a world", (*where, "world"))
                 return cls(world=self._world(config.world, (*where, "world")), **common)
             if "transport" not in parameters:
-                raise self._error(f"{config.driver} takes no transport, so it needs a world (a bench driver's "
-                                  "__init__ takes the transport: list ScpiDriver before the capability class)", where)
+                if "world" in parameters:
+                    raise self._error(f"{config.driver} takes no transport, so it needs a world: give it world: (a "
+                                      "world of this lab), not a resource or emulate", where)
+                raise self._error(f"{config.driver} ({cls.__module__}.{cls.__qualname__}) takes no transport, which "
+                                  "the lab passes a bench driver by that name: write def __init__(self, transport, *, "
+                                  "<options>, **common), passing **common on to super().__init__() (or, for a SCPI "
+                                  "instrument, list ScpiDriver before the capability class: its __init__ takes it)",
+                                  (*where, "driver"))
             resource = config.resource or self._start_emulator(name, cls, config, where)
             options = self._transport_options(cls, config, resource, where)
             transport = open_transport(resource, timeout_s=config.timeout_s, traffic_log=config.traffic_log,

@@ -13,10 +13,11 @@ import pytest
 from drivers.keithley2450 import Keithley2450
 from hil.config import YamlDocument, dump_yaml
 from hil.errors import ConfigError, LimitError, Terminated, TransportError, terminate_on_signals
-from hil.instruments import SourceMeter
+from hil.instruments import AnalogOutput, SourceMeter
 from hil.lab import Lab, _in_order, _signals_held
 from hil.limits import Limit
 from hil.registry import BUILTIN, available
+from hil.transport import Transport
 from simulators.analog import SimulatedAnalogOutput
 from simulators.emulators.server import drivers_with_emulators
 from tests.test_transport import line_speed
@@ -390,7 +391,15 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
     ("""
         instruments:
           xbar: {driver: simulated_crossbar, emulate: true}
-     """, r"lab.yaml:2: instruments\.xbar: simulated_crossbar takes no transport, so it needs a world"),
+     """, r"lab.yaml:2: instruments\.xbar: simulated_crossbar takes no transport, so it needs a world: give it "
+         r"world: \(a world of this lab\), not a resource or emulate$"),
+    ("""
+        instruments:
+          dc: {driver: "tests.test_lab:PortDcSource", resource: /dev/ttyUSB0}
+     """, r"lab.yaml:2: instruments\.dc\.driver: tests\.test_lab:PortDcSource \(tests\.test_lab\.PortDcSource\) takes "
+         r"no transport, which the lab passes a bench driver by that name: write def __init__\(self, transport, \*, "
+         r"<options>, \*\*common\), passing \*\*common on to super\(\)\.__init__\(\) \(or, for a SCPI instrument, list "
+         r"ScpiDriver before the capability class: its __init__ takes it\)$"),
 ])
 def test_bad_lab_files_fail_with_file_line_and_field(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
@@ -402,6 +411,30 @@ def test_bad_lab_files_fail_with_file_line_and_field(tmp_path: Path, text: str, 
 
 class HalfWrittenSmu(SourceMeter):
     """A driver whose author has not written its hooks yet."""
+
+
+class PortDcSource(AnalogOutput):
+    """A driver of a line protocol of its own whose ``__init__`` calls its transport ``port``: the lab passes it as
+    ``transport``, and was told to list ScpiDriver before the capability class, and that the driver needs a world."""
+
+    def __init__(self, port: Transport, **common: Any):
+        self.port = port
+        super().__init__(**common)
+
+    def _identify_hw(self) -> str:
+        return self.port.query("ID?")
+
+    def _read_level_hw(self, channel: int) -> float | None:
+        return None
+
+    def _read_output_hw(self, channel: int) -> bool | None:
+        return None
+
+    def _set_level_hw(self, channel: int, voltage_v: float) -> None:
+        self.port.query(f"V{channel} {voltage_v:.3f}")
+
+    def _set_output_hw(self, channel: int, enabled: bool) -> None:
+        self.port.query(f"O{channel} {int(enabled)}")
 
 
 @pytest.mark.parametrize(("target", "expected"), [
