@@ -74,7 +74,18 @@ def available(group: str = "instruments") -> dict[str, str]:
 
 def load_target(target: str) -> Any:
     """Import ``module:Class``, or ``module:Outer.Inner`` (a dotted attribute path); a target that cannot be imported
-    is a `ConfigError` naming it and why (for a missing attribute, which one and where it was looked for)."""
+    is a `ConfigError` naming it and why (for a missing attribute, which one and where it was looked for), and so is
+    one that is not written ``module:Class`` (a driver's ``emulator`` given as the class itself, or with a dot for
+    the colon), saying how to write it."""
+    if isinstance(target, type):
+        raise ConfigError(f"the class {target.__module__}.{target.__qualname__} itself, not its name: write it as "
+                          f"text, '{target.__module__}:{target.__qualname__}'")
+    if not isinstance(target, str):
+        raise ConfigError(f"{target!r} is not a class's name: write it as text, 'module:Class'")
+    if not TARGET.fullmatch(target):
+        candidate = _with_a_colon(target)
+        raise ConfigError(f"{target!r} is not a class's name: write it 'module:Class', a colon before the class"
+                          f"{f' ({candidate!r})' if candidate else ''}")
     module_name, _, path = target.partition(":")
     try:
         found = importlib.import_module(module_name)
@@ -89,12 +100,21 @@ def load_target(target: str) -> Any:
         raise ConfigError(f"{target} cannot be loaded: {type(error).__name__}: {error}") from error
 
 
+def _with_a_colon(name: str) -> str | None:
+    """``package.module:Class`` for a class named with a dot for the colon, ``package.module.Class``; else None."""
+    module, _, last = name.rpartition(".")
+    candidate = f"{module}:{last}"
+    return candidate if ":" not in name and last[:1].isupper() and TARGET.fullmatch(candidate) else None
+
+
 def lookup(group: str, name: str) -> type:
     """The class registered under ``name`` in ``group``, or the class ``name`` itself where it is written
     ``module:Class``; an unknown name is a `ConfigError` listing the known."""
     targets = available(group)
     if name not in targets and not TARGET.fullmatch(name):
-        raise ConfigError(f"unknown {KINDS[group]} {name!r}; known: {', '.join(sorted(targets))} (a package's "
+        candidate = _with_a_colon(name)
+        colon = f" (a class is named with a colon before it: {candidate!r})" if candidate else ""
+        raise ConfigError(f"unknown {KINDS[group]} {name!r}{colon}; known: {', '.join(sorted(targets))} (a package's "
                           f"entry points appear once it is installed: pip install -e PACKAGE; or name the class "
                           f"itself, as package.module:Class)")
     try:

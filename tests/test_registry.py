@@ -2,12 +2,14 @@
 
 import re
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
 from drivers.keithley2450 import Keithley2450
 from hil.errors import ConfigError
 from hil.registry import instrument_class, lookup
+from simulators.emulators.keithley2450 import Keithley2450Emulator
 from tests.lab_text import lab_from_text
 
 
@@ -50,3 +52,43 @@ def test_a_dotted_path_with_an_empty_part_is_no_class_name(name: str) -> None:
     """Only ``module:Name.Name...`` names a class; anything else after the colon is an unknown name, not imported."""
     with pytest.raises(ConfigError, match=rf"^unknown driver '{re.escape(name)}'; known: "):
         lookup("instruments", name)
+
+
+def test_a_class_named_with_a_dot_for_the_colon_is_told_where_the_colon_goes() -> None:
+    """``driver: drivers.keithley2450.Keithley2450`` was an unknown driver, the colon's place left to guess."""
+    with pytest.raises(ConfigError, match=r"^unknown driver 'drivers\.keithley2450\.Keithley2450' \(a class is named "
+                                          r"with a colon before it: 'drivers\.keithley2450:Keithley2450'\); known: "):
+        lookup("instruments", "drivers.keithley2450.Keithley2450")
+
+
+class EmulatorAsAClass(Keithley2450):
+    """A driver that gives its emulator as the class itself, not as its name."""
+
+    emulator: ClassVar[Any] = Keithley2450Emulator
+
+
+class EmulatorWithADot(Keithley2450):
+    """A driver that names its emulator with a dot for the colon."""
+
+    emulator: ClassVar[str] = "simulators.emulators.keithley2450.Keithley2450Emulator"
+
+
+@pytest.mark.parametrize(("driver", "expected"), [
+    ("EmulatorAsAClass", r"the class simulators\.emulators\.keithley2450\.Keithley2450Emulator itself, not its "
+                         r"name: write it as text, 'simulators\.emulators\.keithley2450:Keithley2450Emulator'$"),
+    ("EmulatorWithADot", r"'simulators\.emulators\.keithley2450\.Keithley2450Emulator' is not a class's name: write "
+                         r"it 'module:Class', a colon before the class "
+                         r"\('simulators\.emulators\.keithley2450:Keithley2450Emulator'\)$"),
+])
+def test_an_emulator_not_named_module_colon_class_is_told_how_to_name_it(tmp_path: Path, driver: str,
+                                                                        expected: str) -> None:
+    """The class itself ended in a traceback (AttributeError: ... has no attribute 'partition'); a dot for the colon
+    in "No module named '...Keithley2450Emulator'; '...keithley2450' is not a package"."""
+    lab = lab_from_text(f"""
+instruments:
+  smu: {{driver: "{__name__}:{driver}", emulate: true}}
+""", tmp_path)
+    with pytest.raises(ConfigError, match=rf"lab\.yaml:3: instruments\.smu\.emulate: emulator of "
+                                          rf"{re.escape(__name__)}:{driver}: {expected}") as caught:
+        lab.build()
+    assert "\n" not in str(caught.value)
