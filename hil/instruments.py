@@ -88,7 +88,13 @@ class Instrument(ABC):
             self._connect_hw()
             self._connected = True
             try:
-                self.identity = self._identify_hw()
+                identity = self._identify_hw()
+                if not isinstance(identity, str):  # e.g. None, where the hook left out its return
+                    got = "None" if identity is None else f"a {type(identity).__name__}"
+                    raise DeviceError(f"{self.name}: {type(self).__name__}._identify_hw() returned {got}, not the "
+                                      "identity; return the instrument's identity as text (maker, model, serial, "
+                                      "firmware)")
+                self.identity = identity
             except BaseException:
                 self.close()
                 raise

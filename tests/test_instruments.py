@@ -1070,6 +1070,23 @@ class BareSmu(SourceMeter):
         return Readings(np.zeros(1), np.zeros(1), np.zeros(1, dtype=bool))
 
 
+@pytest.mark.parametrize(("identity", "kind"), [(None, "None"), (b"ACME,SMU1,0001,1.0", "a bytes")])
+def test_an_identity_that_is_not_text_is_refused_at_connect_naming_the_hook(identity: object, kind: str) -> None:
+    """A `_identify_hw` that leaves out its return (None) connected, and identify() and `hil devices` then ended in a
+    bare AssertionError."""
+
+    class Unidentified(BareSmu):
+        def _identify_hw(self) -> str:
+            return identity  # type: ignore[return-value]
+
+    smu = Unidentified(name="smu")
+    with pytest.raises(DeviceError, match=rf"^smu: Unidentified\._identify_hw\(\) returned {kind}, not the identity; "
+                                          r"return the instrument's identity as text \(maker, model, serial, "
+                                          r"firmware\)$"):
+        smu.connect()
+    assert not smu.connected and smu.identity is None
+
+
 def test_a_zero_compliance_and_switching_on_at_a_level_outside_the_limits_are_refused() -> None:
     """Two checks of the base class no test held (removing either passed): a compliance of 0, and an output switched
     on while the recorded level lies outside the limits (left by a session with wider ones)."""
