@@ -50,7 +50,7 @@ import numpy as np
 import pytest
 from pyvisa.util import from_ieee_block, to_ieee_block
 
-from hil.errors import DeviceError, LimitError, TransportError
+from hil.errors import ConfigError, DeviceError, LimitError, TransportError
 from hil.instruments import (
     AnalogInput,
     AnalogOutput,
@@ -216,7 +216,17 @@ class InstrumentContract:
     registry_name: str
 
     def test_is_the_class_registered_under_its_name(self, instrument) -> None:
-        named = instrument_class(self.registry_name)
+        cls = type(instrument)
+        name = getattr(self, "registry_name", None)
+        if name is None:
+            pytest.fail(f"{type(self).__name__} sets no registry_name; set it to the driver's name as lab.yaml gives "
+                        f"it: '{cls.__module__}:{cls.__qualname__}', or the name it is registered under")
+        try:
+            named, unknown = instrument_class(name), None
+        except ConfigError as error:
+            named, unknown = None, str(error)
+        if named is None:
+            pytest.fail(f"registry_name {name!r} of {type(self).__name__}: {unknown}")
         assert isinstance(instrument, named), (
             f"registry_name {self.registry_name!r} names {named.__module__}.{named.__qualname__}, but the instrument "
             f"fixture built a {type(instrument).__module__}.{type(instrument).__qualname__}")

@@ -37,6 +37,28 @@ def test_the_contract_accepts_a_class_named_by_module_and_class() -> None:
     Named().test_is_the_class_registered_under_its_name(Keithley2450(None))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("registry_name", "expected"), [
+    (None, r"^Named sets no registry_name; set it to the driver's name as lab\.yaml gives it: "
+           r"'drivers\.keithley2450:Keithley2450', or the name it is registered under$"),
+    ("acme_smu", r"^registry_name 'acme_smu' of Named: unknown driver 'acme_smu'; known: .*"
+                 r"pip install -e PACKAGE; or name the class itself, as package\.module:Class\)$"),
+])
+def test_a_contract_without_a_registry_name_or_with_an_unknown_one_says_what_to_set(registry_name: str | None,
+                                                                                    expected: str) -> None:
+    """A contract test class without ``registry_name`` failed with AttributeError: 'Named' object has no attribute
+    'registry_name'; one with a name registered nowhere, with the registry's error alone, not saying it came from the
+    test class's ``registry_name``."""
+    from drivers.keithley2450 import Keithley2450
+
+    class Named(testing.InstrumentContract):
+        pass
+
+    if registry_name is not None:
+        Named.registry_name = registry_name
+    with pytest.raises(pytest.fail.Exception, match=expected):
+        Named().test_is_the_class_registered_under_its_name(Keithley2450(None))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(("kind", "name", "expected"), [
     ("instruments", "acme_missing.smu:AcmeSmu", r"driver 'acme_missing\.smu:AcmeSmu': acme_missing\.smu:AcmeSmu "
                                                 r"cannot be loaded: ModuleNotFoundError: .* \(install the package that "
