@@ -269,6 +269,12 @@ def _skip_unless_waveforms(instrument: AnalogOutput) -> None:
         pytest.skip(f"{type(instrument).__name__} plays DC levels only")
 
 
+def _forget_the_record(output: AnalogOutput) -> None:
+    """Clear what a closed output recorded of its channels, so that what is there after `connect` is what it read."""
+    output.level_v.clear()
+    output.output_on.clear()
+
+
 class AnalogOutputContract(InstrumentContract):
     """What every analog output promises; the waveform tests are skipped for an output of DC levels only."""
 
@@ -318,6 +324,21 @@ class AnalogOutputContract(InstrumentContract):
         assert all(level == instrument.limits["voltage_v"].rest for level in instrument.level_v.values())
         assert not any(instrument.output_on.values())
 
+    def test_connect_reads_the_present_state_of_every_channel(self, instrument: AnalogOutput) -> None:
+        """`AnalogOutput._connect_hw` reads each channel's level and output (None where the hardware cannot tell); a
+        driver whose own `_connect_hw` does not call it would take the record of an earlier connection, or nothing,
+        for the instrument's state."""
+        instrument.close()
+        _forget_the_record(instrument)
+        instrument.connect()
+        channels = set(range(1, instrument.n_channels + 1))
+        for record in ("level_v", "output_on"):
+            read = sorted(getattr(instrument, record))
+            assert set(read) == channels, (
+                f"connect read {record} of channels {read}, not 1..{instrument.n_channels}: "
+                f"{type(instrument).__name__}._connect_hw must call super()._connect_hw() once the connection is open, "
+                "which reads them (_read_level_hw, _read_output_hw)")
+
     def test_after_close_the_instrument_is_found_at_zero_and_off(self, instrument: AnalogOutput) -> None:
         """The safe state is the instrument's, not only the driver's record: connected again, the hooks that read the
         present state find every channel off and at 0 V (or `Limit.rest`; or cannot tell: None)."""
@@ -325,6 +346,7 @@ class AnalogOutputContract(InstrumentContract):
         instrument.set_voltage(1, 0.5 * instrument.limits["voltage_v"].max)
         instrument.set_output(1, True)
         instrument.close()
+        _forget_the_record(instrument)
         instrument.connect()
         assert all(on in (False, None) for on in instrument.output_on.values()), "an output was left on"
         limit = instrument.limits["voltage_v"]

@@ -182,3 +182,21 @@ def test_the_contracts_waveform_tests_skip_an_output_of_dc_levels_only_and_run_f
         for test in waveform_tests:
             test(ao)
             assert ao.waveform_samples[1] >= 16  # loaded: the test ran
+
+
+def test_the_contract_fails_a_driver_whose_connect_does_not_read_the_present_state(pty_server) -> None:
+    """A driver whose own `_connect_hw` leaves out ``super()._connect_hw()`` passed every contract test: connected
+    again, the record of the earlier connection was taken for what the instrument holds."""
+
+    class Unread(DcSource):
+        def _connect_hw(self) -> None:
+            self.transport.open()
+            self._identity = self.transport.query("*IDN?")
+
+    contract = testing.AnalogOutputContract()
+    unread = r"^connect read level_v of channels \[\], not 1\.\.8: Unread\._connect_hw must call " \
+             r"super\(\)\._connect_hw\(\) once the connection is open, which reads them \(_read_level_hw, " \
+             r"_read_output_hw\)"
+    with Unread(SerialTransport(pty_server(DcSourceEmulator()).resource), name="dc") as dc, \
+            pytest.raises(AssertionError, match=unread):
+        contract.test_connect_reads_the_present_state_of_every_channel(dc)
