@@ -50,7 +50,7 @@ import numpy as np
 import pytest
 from pyvisa.util import from_ieee_block, to_ieee_block
 
-from hil.errors import ConfigError, DeviceError, LimitError, TransportError
+from hil.errors import ConfigError, DeviceError, LimitError, TransportError, excerpt
 from hil.instruments import (
     AnalogInput,
     AnalogOutput,
@@ -67,42 +67,87 @@ if TYPE_CHECKING:
     from simulators.emulators.server import PtyServer, TcpServer
 
 
+class _EmulatorWatch:
+    """Notes what an emulator served by a fixture raised from ``handle``, or a reply of it that is not bytes: the
+    server stops answering then, and the driver's error is a timeout (``no reply within 2 s``) that does not say
+    why. `report` fails the test with it, at the fixture's teardown."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+        self._watched: list[object] = []
+
+    def watched(self, emulator: object) -> object:
+        """``emulator`` itself, its ``handle`` noting what goes wrong (one that cannot be replaced is left as it is)."""
+        handle = emulator.handle  # type: ignore[attr-defined]
+        name = type(emulator).__name__
+
+        def noting(message: bytes) -> bytes | None:
+            try:
+                reply = handle(message)
+            except Exception as error:
+                self.found.append(f"{name}.handle({message!r}) raised {type(error).__name__}: {error}")
+                raise
+            if reply is not None and not isinstance(reply, bytes | bytearray):
+                shown = excerpt(reply) if isinstance(reply, str) else repr(reply)[:60]
+                self.found.append(f"{name}.handle({message!r}) returned the {type(reply).__name__} {shown}, not bytes "
+                                  "or None; return the reply as bytes (encode text)")
+            return reply
+
+        with contextlib.suppress(AttributeError, TypeError):  # __slots__, or a read-only handle
+            emulator.handle = noting  # type: ignore[attr-defined]
+            self._watched.append(emulator)
+        return emulator
+
+    def report(self) -> None:
+        for emulator in self._watched:
+            with contextlib.suppress(AttributeError):
+                del emulator.handle  # type: ignore[attr-defined]
+        if self.found:
+            pytest.fail(f"the emulator stopped answering when {self.found[0]}; the driver's timeouts and errors in "
+                        "this test follow from it", pytrace=False)
+
+
 @pytest.fixture
 def tcp_server() -> Iterator[Callable[..., TcpServer]]:
     """A factory: ``tcp_server(emulator)`` serves it on a free port of 127.0.0.1 until the test ends. For a driver
     whose ``transport_options`` end lines otherwise than with ``\\n``, pass the server the same line endings,
     ``terminator=b"\\r"`` (its replies) and ``input_terminator=b"\\r"`` (the commands it reads), and open the
-    transport with the driver's ``transport_options``."""
+    transport with the driver's ``transport_options``. An emulator that raises, or answers with no bytes, stops
+    answering (the driver times out); the test then fails at teardown, naming the message and the error."""
     from simulators.emulators.server import TcpServer
 
     servers: list[TcpServer] = []
+    watch = _EmulatorWatch()
 
     def start(emulator: object, **options: object) -> TcpServer:
-        server = TcpServer(emulator, **options).start()  # type: ignore[arg-type]
+        server = TcpServer(watch.watched(emulator), **options).start()  # type: ignore[arg-type]
         servers.append(server)
         return server
 
     yield start
     for server in servers:
         server.stop()
+    watch.report()
 
 
 @pytest.fixture
 def pty_server() -> Iterator[Callable[..., PtyServer]]:
     """A factory: ``pty_server(emulator)`` serves it on a new pseudo-terminal pair until the test ends; it takes
-    the line endings as `tcp_server` does."""
+    the line endings as `tcp_server` does, and likewise fails a test whose emulator raised."""
     from simulators.emulators.server import PtyServer
 
     servers: list[PtyServer] = []
+    watch = _EmulatorWatch()
 
     def start(emulator: object, **options: bytes) -> PtyServer:
-        server = PtyServer(emulator, **options).start()  # type: ignore[arg-type]
+        server = PtyServer(watch.watched(emulator), **options).start()  # type: ignore[arg-type]
         servers.append(server)
         return server
 
     yield start
     for server in servers:
         server.stop()
+    watch.report()
 
 
 # -- byte-exact protocol tests -----------------------------------------------------------------------------------

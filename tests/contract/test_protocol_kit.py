@@ -1,6 +1,11 @@
 """The byte-exact protocol kit is part of `hil.testing`, so a package adding a device can write the protocol tests
 the project's own drivers have (tests/ is not installed with hil)."""
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from hil import testing
@@ -58,3 +63,50 @@ def test_both_server_fixtures_serve_an_instrument_that_ends_lines_with_cr(reques
         assert "MODEL 2450" in transport.query("*IDN?")
     finally:
         transport.close()
+
+
+EMULATOR_BUGS = '''
+import pytest
+
+from hil.errors import TransportTimeout
+from hil.transport import SerialTransport, VisaTransport
+
+
+class Raising:
+    def handle(self, message):
+        return {b"ID?": b"ACME DCS-8,1234"}[message]
+
+
+class Text:
+    def handle(self, message):
+        return "OK"
+
+
+@pytest.mark.parametrize(("server", "emulator"), [("tcp_server", Raising), ("pty_server", Text)])
+def test_a_query(request, server, emulator):
+    served = request.getfixturevalue(server)(emulator())
+    transport = (VisaTransport if server == "tcp_server" else SerialTransport)(served.resource, timeout_s=0.5)
+    transport.open()
+    try:
+        with pytest.raises(TransportTimeout):
+            transport.query("V1?")
+    finally:
+        transport.close()
+'''
+
+
+def test_an_emulator_that_raises_or_answers_text_fails_the_test_that_served_it_saying_so(tmp_path: Path) -> None:
+    """In a package's own tests (its conftest loading hil.testing): an emulator's error ended the server's thread, and
+    the test saw only the driver's timeout ('no reply within 0.5 s to 'V1?'; check that the instrument is on ...'),
+    the cause left among pytest's warnings."""
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["hil.testing"]\n')
+    (tmp_path / "test_acme.py").write_text(EMULATOR_BUGS)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W",
+                             "ignore::pytest.PytestUnhandledThreadExceptionWarning", "test_acme.py"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert re.findall(r"^the emulator stopped answering when .*$", result.stdout, re.MULTILINE) == [
+        "the emulator stopped answering when Raising.handle(b'V1?') raised KeyError: b'V1?'; the driver's timeouts "
+        "and errors in this test follow from it",
+        "the emulator stopped answering when Text.handle(b'V1?') returned the str 'OK', not bytes or None; return the "
+        "reply as bytes (encode text); the driver's timeouts and errors in this test follow from it"]
+    assert result.stdout.splitlines()[-1].startswith("2 passed, 2 errors"), result.stdout
