@@ -72,9 +72,23 @@ def _writing(path: Path) -> Iterator[None]:
                            "folder's permissions: what the run wrote before is kept") from error
 
 
+def _sync_folder(folder: Path) -> None:
+    """Sync ``folder``'s entries to disk (a file just renamed into it), so that a power cut cannot undo them; skipped
+    where a folder cannot be opened (Windows)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: a temporary file, synced, then renamed into place. A temporary file
-    that failed (a full disk) is removed, so it does not keep the space the run needs once some is freed."""
+    """Write ``path`` whole or not at all: a temporary file, synced, then renamed into place, its folder synced. A
+    temporary file that failed (a full disk) is removed, so it does not keep the space the run needs once some is
+    freed."""
     temporary = path.with_name(f".{path.name}.tmp")
     with _writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +98,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, path)
+            _sync_folder(path.parent)
         except BaseException:
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)

@@ -468,18 +468,24 @@ def test_data_an_attempt_wrote_after_its_last_checkpoint_is_kept_aside_not_overw
 
 def test_every_file_is_synced_whole_under_its_temporary_name_before_it_replaces_the_old(tmp_path, monkeypatch) -> None:
     """A power cut just after the rename must find the new bytes on disk, not an empty file: each file is flushed and
-    synced in full before it is renamed into place (the discarded log before the log it came out of is rewritten)."""
+    synced in full before it is renamed into place (the discarded log before the log it came out of is rewritten);
+    then its folder is synced, renamed (no temporary left in it), so that the power cut cannot undo the rename."""
     store = five_events(tmp_path)
     store = RunStore.open(store.path)
     synced = []
     fsync = os.fsync
 
     def recording(fd: int) -> None:
-        synced.append((Path(os.readlink(f"/proc/self/fd/{fd}")).name, os.fstat(fd).st_size))
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if path.is_dir():  # a folder: where it holds its temporaries
+            synced.append((f"{path.relative_to(store.path)}/", sorted(path.glob(".*.tmp"))))
+        else:
+            synced.append((path.name, os.fstat(fd).st_size))
         fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recording)
     store.write_text("summary.md", "text\n")
+    store.write_text("report/plot.png", "png\n")
     store.save_checkpoint({"epoch": 1})
     store.wait_for_checkpoint()
     log = (store.path / "events.jsonl").read_bytes()
@@ -487,8 +493,27 @@ def test_every_file_is_synced_whole_under_its_temporary_name_before_it_replaces_
     store.close()
     checkpoint = (store.path / "checkpoint.pt").stat().st_size
     discarded = (store.path / "events.discarded.jsonl").read_bytes()
-    assert synced == [(".summary.md.tmp", 5), (".checkpoint.pt.tmp", checkpoint),
-                      ("events.discarded.jsonl", len(discarded)), (".events.jsonl.tmp", len(log) - len(discarded))]
+    assert synced == [(".summary.md.tmp", 5), ("./", []), (".plot.png.tmp", 4), ("report/", []),
+                      (".checkpoint.pt.tmp", checkpoint), ("./", []), ("events.discarded.jsonl", len(discarded)),
+                      (".events.jsonl.tmp", len(log) - len(discarded)), ("./", [])]
+
+
+def test_a_file_is_written_where_its_folder_cannot_be_opened_to_sync(tmp_path, monkeypatch) -> None:
+    """Where a folder cannot be opened (Windows, some network file systems), the rename is not synced: the file is
+    written all the same."""
+    store = RunStore.create(tmp_path, "r")
+    opening = os.open
+
+    def refusing_folders(path: str | Path, flags: int, *args: int) -> int:
+        if Path(path).is_dir():
+            raise PermissionError(13, "Permission denied", str(path))
+        return opening(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing_folders)
+    store.write_text("summary.md", "text\n")
+    monkeypatch.undo()
+    store.close()
+    assert (store.path / "summary.md").read_text() == "text\n"
 
 
 def test_a_ctrl_c_while_a_file_is_written_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch) -> None:
