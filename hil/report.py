@@ -7,11 +7,15 @@
 - ``summary.md``: the final figures, the twin's fidelity, the device time (modelled on a simulator) and the
   wall time up to the report; for a run that failed, was stopped or was resumed, how (with its error, and the test
   figures of its last epoch when it has no final evaluation).
+
+A log damaged before its end (a line edited by hand, a disk error) is reported from its other events: the report says
+which lines it left out, in a warning and in the summary.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hil.store import RunFileError, RunStore, resume_command
+from hil.store import EVENTS, RunFileError, RunStore, resume_command
 
 
 def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -265,10 +269,32 @@ def _warnings_note(events: list[dict[str, Any]]) -> str:
             f"first: {_figure(logged[0].get('message'))}.")
 
 
+def _left_out(damaged: list[int]) -> tuple[str, bool]:
+    """The numbers of the damaged lines a report left out, as words ("3", "3 and 6", "3, 6 and 9"), and whether they
+    are several."""
+    numbers = [str(number) for number in damaged]
+    return (" and ".join([", ".join(numbers[:-1]), numbers[-1]]) if len(numbers) > 1 else numbers[0]), len(numbers) > 1
+
+
+def _damaged_note(store: RunStore, damaged: list[int]) -> str:
+    """Warn that the log's ``damaged`` lines are left out of the report, and return the summary's sentence saying so
+    (none for an intact log)."""
+    if not damaged:
+        return ""
+    numbers, several = _left_out(damaged)
+    lines, are, them, event = (f"lines {numbers}", "are", "them", "JSON events") if several else \
+        (f"line {numbers}", "is", "it", "a JSON event")
+    warnings.warn(f"{store.path / EVENTS}: {lines} {are} damaged (not {event}) and left out of the report; repair "
+                  f"{them} by hand, then hil report again to include {them}", stacklevel=3)
+    return (f" **{lines.capitalize()} of `{EVENTS}` {are} damaged** (not {event}): this report leaves {them} out, and "
+            f"a resume refuses the log until {'they are' if several else 'it is'} repaired.")
+
+
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     """Write the plots and ``report/summary.md`` of a run; returns the summary's path. ``wall_s``: the run's wall
     time up to its report (s); by default, the figure the run's own report gave."""
-    events = store.events()
+    events, damaged = store.readable_events()
+    damaged_note = _damaged_note(store, damaged)
     _save(store, _learning_curves(events), "report/learning_curves.png")
     plots = ["learning_curves.png"]
     if store.has("data/fidelity.h5"):
@@ -289,7 +315,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"# {started.get('protocol', store.path.name)}",
         "",
         f"Run `{store.path.name}`: method **{started.get('method', '?')}** on system **{started.get('system', '?')}**, "
-        f"seed {started.get('seed', '?')}.{_status_note(store, events, evaluated)}",
+        f"seed {started.get('seed', '?')}.{_status_note(store, events, evaluated)}{damaged_note}",
         "",
         "| figure | value |",
         "|---|---|",

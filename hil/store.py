@@ -15,7 +15,8 @@
 Every file other than the event log is written to a temporary name and renamed into place, so a reader (or a resumed
 run) sees either the old or the new version, never half of one. The event log is appended line by line; a last line
 torn by a crash is ignored when reading (and moved to ``events.discarded.jsonl`` before an event is appended after
-it), and a damaged line before it makes the log unusable (an error naming the line) rather than silently shortened.
+it), and a damaged line before it makes the log unusable to a run (an error naming the line) rather than silently
+shortened; a report reads the events around it and names the lines it left out.
 On resume the events after the checkpoint (a partial epoch that will be redone) and a torn last line are moved, byte
 for byte, to ``events.discarded.jsonl``, so the log has every event exactly once and nothing written is lost. One
 process at a time may have a run open: a second (a resume while the run goes on) is refused.
@@ -37,7 +38,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import h5py
 import numpy as np
@@ -180,8 +181,8 @@ class RunStore:
         #: SHA-256 (hex) of each file `save_arrays` wrote in this session, by relative path.
         self.digests: dict[str, str] = {}
         self._lock = _hold(path)
-        try:
-            entries, self._torn = self._lines()
+        try:  # a damaged log is opened (a report reads around its damage); what needs it whole refuses it
+            entries, self._torn, self._damaged = _scan_events(path / EVENTS)
             events = [event for event, _ in entries]
             self.next_seq = 1 + max((event["seq"] for event in events), default=0)
             #: The ``run_finished`` event that ended the log when the folder was opened (a finished run, which a
@@ -241,6 +242,8 @@ class RunStore:
             raise ValueError(f"an event's seq and time are the store's own (and {NON_FINITE}); name the field "
                              "otherwise")
         record = {"seq": self.next_seq, "time": round(time.time(), 3), "kind": kind, **_jsonable(fields)}
+        if self._damaged:  # its next number is unknown: a damaged line may hold it
+            self._refuse_damaged(self._damaged)
         if self._torn:
             self._move_torn_aside()
         line = memoryview((json.dumps(_strict(record), allow_nan=False) + "\n").encode("utf-8"))
@@ -273,13 +276,22 @@ class RunStore:
         """Every event in the log; a last line torn by a crash is skipped, a damaged line before it is an error."""
         return [event for event, _ in self._lines()[0]]
 
+    def readable_events(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """The events of a log that may be damaged, for a report that says what it left out: those on the lines that
+        are events, and the numbers of the damaged lines before the end (a torn last line is skipped, as always)."""
+        entries, _, damaged = _scan_events(self.path / EVENTS)
+        return [event for event, _ in entries], damaged
+
     def _lines(self) -> tuple[list[tuple[dict[str, Any], bytes]], bytes]:
         """The log's events with their raw lines, and the raw bytes of a torn last line (b"" if none)."""
         entries, torn, damaged = _scan_events(self.path / EVENTS)
         if damaged:
-            raise RunFileError(f"{self.path / EVENTS}:{damaged[0]}: damaged line (not a JSON event) before the end "
-                               "of the log; nothing was changed: repair that line by hand, or start a new run")
+            self._refuse_damaged(damaged)
         return entries, torn
+
+    def _refuse_damaged(self, damaged: list[int]) -> NoReturn:
+        raise RunFileError(f"{self.path / EVENTS}:{damaged[0]}: damaged line (not a JSON event) before the end of "
+                           "the log; nothing was changed: repair that line by hand, or start a new run")
 
     def rewind_events(self, next_seq: int) -> int:
         """Keep events before ``next_seq`` in the log; move later ones and a torn last line, byte for byte, to
@@ -306,7 +318,7 @@ class RunStore:
         with _writing(self.path / EVENTS):
             events = (self.path / EVENTS).open("ab", buffering=0)
         self._events.close()
-        self._events, self.next_seq, self._torn = events, next_seq, b""
+        self._events, self.next_seq, self._torn, self._damaged = events, next_seq, b"", []
         return len(later)
 
     # -- files --------------------------------------------------------------------------------------------------

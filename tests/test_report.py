@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from hil.cli import main
 from hil.report import _confusion, _learning_curves, write_report
-from hil.store import RunFileError, RunStore
+from hil.store import RunFileError, RunStore, list_runs
 
 
 def _run(parent: Path, method: str = "pat", epochs: int = 2, finish: bool = True, **extra: dict) -> RunStore:
@@ -276,3 +277,28 @@ def test_a_data_file_that_is_not_hdf5_says_the_report_is_written_without_it_once
         write_report(store)
     (store.path / "data/evaluation.h5").rename(store.path / "evaluation.h5.damaged")
     assert "confusion.png" not in _summary(store)
+
+
+def test_a_log_damaged_before_its_end_is_reported_from_its_other_events_naming_the_lines_left_out(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """hil runs lists such a run from the events it can read; its report is written from the same events, and says,
+    with the report and in it, which lines of the log it left out; the log stays as it was, to be repaired."""
+    store = _run(tmp_path)
+    store.close()
+    log = store.path / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[2], lines[5] = lines[2][:20] + b"\n", b"\xff\xfe\n"  # the second batch of each epoch
+    log.write_bytes(b"".join(lines))
+    original = log.read_bytes()
+    assert main(["report", str(store.path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (f"hil: warning: {log}: lines 3 and 6 are damaged (not JSON events) and left out of the "
+                            "report; repair them by hand, then hil report again to include them\n")
+    assert captured.out == f"{store.path / 'report' / 'summary.md'}\n"
+    summary = (store.path / "report" / "summary.md").read_text()
+    assert "| test accuracy on the device | 0.75 |" in summary
+    assert ("**Lines 3 and 6 of `events.jsonl` are damaged** (not JSON events): this report leaves them out, and a "
+            "resume refuses the log until they are repaired.") in summary
+    assert log.read_bytes() == original
+    [run] = list_runs(tmp_path)
+    assert run["status"] == "damaged log" and run["events"] == len(lines) - 2

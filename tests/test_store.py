@@ -30,6 +30,15 @@ def five_events(tmp_path) -> RunStore:
     return store
 
 
+def damaged_lines(run: Path) -> list[int]:
+    """The numbers of the lines of ``run``'s log that are not events, a torn last line aside."""
+    store = RunStore.open(run)
+    try:
+        return store.readable_events()[1]
+    finally:
+        store.close()
+
+
 def test_events_are_numbered_flushed_and_survive_a_torn_line(tmp_path) -> None:
     store = RunStore.create(tmp_path, "demo run")
     store.event("run_started", protocol="demo")
@@ -94,14 +103,21 @@ def test_a_log_that_is_not_a_file_is_a_clear_error_and_does_not_hide_the_other_r
 
 
 def test_a_damaged_line_before_the_end_is_an_error_that_changes_nothing(tmp_path) -> None:
+    """Reading the run's events, logging one or rewinding is refused; a report reads the events around the line,
+    told its number (it says so), and `list_runs` lists the run from them."""
     log = five_events(tmp_path).path / "events.jsonl"
     for damage in (lambda line: line[:20], lambda line: line + b"\xff\xfe"):
         lines = log.read_bytes().split(b"\n")
         lines[2] = damage(lines[2])
         original = b"\n".join(lines)
         log.write_bytes(original)
-        with pytest.raises(RunFileError, match=r"events.jsonl:3: damaged line"):
-            RunStore.open(log.parent)
+        store = RunStore.open(log.parent)
+        for use, argument in ((store.events, ()), (store.event, ("batch",)), (store.rewind_events, (2,))):
+            with pytest.raises(RunFileError, match=r"events.jsonl:3: damaged line"):
+                use(*argument)
+        events, damaged = store.readable_events()
+        store.close()
+        assert [e["seq"] for e in events] == [1, 2, 4, 5] and damaged == [3]
         assert log.read_bytes() == original and not (log.parent / "events.discarded.jsonl").exists()
         [run] = list_runs(tmp_path)  # listed from what can be read, never a crash
         assert run["status"] == "damaged log" and run["events"] == 4 and run["protocol"] == "p"
@@ -559,12 +575,12 @@ def test_a_refused_checkpoint_is_reported_by_the_next_save_before_it_writes_anot
 def test_a_run_folder_refused_at_opening_is_not_left_locked(tmp_path) -> None:
     """While the error is still held (a caller that reports it, then retries after the repair), the folder is free."""
     log = five_events(tmp_path).path / "events.jsonl"
-    original = log.read_bytes()
-    damage_at = original.index(b"\n") + 5
-    log.write_bytes(original[:damage_at] + b"\xff" + original[damage_at + 1:])
-    with pytest.raises(RunFileError, match="damaged line") as refused:
+    log.rename(log.with_name("events.jsonl.saved"))
+    log.mkdir()
+    with pytest.raises(RunFileError, match="event log unreadable") as refused:
         RunStore.open(log.parent)
-    log.write_bytes(original)
+    log.rmdir()
+    log.with_name("events.jsonl.saved").rename(log)
     RunStore.open(log.parent).close()
     assert refused.value is not None and list_runs(tmp_path)[0]["status"] == "incomplete"
 
@@ -582,8 +598,7 @@ def test_a_line_of_json_without_a_whole_number_seq_is_a_damaged_line(tmp_path) -
     lines = log.read_bytes().splitlines(keepends=True)
     lines[1] = b'{"seq": "2", "kind": "batch"}\n'
     log.write_bytes(b"".join(lines))
-    with pytest.raises(RunFileError, match=r"events.jsonl:2: damaged line"):
-        RunStore.open(log.parent)
+    assert damaged_lines(log.parent) == [2]
 
 
 def strict_json(line: str) -> dict:
@@ -627,8 +642,7 @@ def test_a_line_whose_non_finite_paths_do_not_fit_it_is_a_damaged_line(tmp_path,
     lines = log.read_bytes().splitlines(keepends=True)
     lines[1] = b'{"seq": 2, "kind": "batch", "k": 0, "loss": 1.5, "non_finite": %s}\n' % non_finite.encode()
     log.write_bytes(b"".join(lines))
-    with pytest.raises(RunFileError, match=r"events.jsonl:2: damaged line"):
-        RunStore.open(log.parent)
+    assert damaged_lines(log.parent) == [2]
 
 
 def test_an_event_field_named_non_finite_is_refused_as_the_stores_own(tmp_path) -> None:
