@@ -303,6 +303,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     if store.has("data/evaluation.h5"):
         _save(store, _confusion(store), "report/confusion.png")
         plots.append("confusion.png")
+    events, _ = store.readable_events()  # with the warnings a run logged while the plots were drawn
     started, evaluated, fid = _last(events, "run_started"), _last(events, "evaluated"), _last(events, "fidelity")
     calibrated, collected = _last(events, "calibrated"), _last(events, "collected")
     fitted = _last(events, "twin_fitted")
