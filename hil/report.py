@@ -266,7 +266,7 @@ def _warnings_note(events: list[dict[str, Any]]) -> str:
     if not logged:
         return ""
     return (f" {len(logged)} warning{'s' if len(logged) > 1 else ''} during the run (each in `events.jsonl`), the "
-            f"first: {_figure(logged[0].get('message'))}.")
+            f"first: {_figure(logged[0].get('message')).rstrip('.')}.")
 
 
 def _left_out(damaged: list[int]) -> tuple[str, bool]:

@@ -308,10 +308,10 @@ def test_a_log_damaged_before_its_end_is_reported_from_its_other_events_naming_t
 def test_a_warning_logged_while_the_report_draws_its_plots_is_counted_in_its_summary(tmp_path: Path) -> None:
     """In a run's report step, a warning (class names too long for the confusion plot's margins) is logged as the
     plots are drawn: the summary, written after them, counts it with the run's other warnings."""
-    store = _run(tmp_path, finish=False, warning={"category": "UserWarning", "message": "frames dropped"})
+    store = _run(tmp_path, finish=False, warning={"category": "UserWarning", "message": "3 frames dropped."})
     store.save_arrays("data/evaluation.h5", {"confusion": torch.tensor([[2, 1], [0, 1]])},
                       {"class_names": ["a" * 400, "b" * 400]})
     store.event("evaluated", device_accuracy=0.75, device_loss=0.4)
     with pytest.warns(UserWarning, match="^Tight layout not applied"), _warnings_logged(store):
         summary = _summary(store)
-    assert " 2 warnings during the run (each in `events.jsonl`), the first: frames dropped" in summary
+    assert " 2 warnings during the run (each in `events.jsonl`), the first: 3 frames dropped.\n" in summary  # one stop
