@@ -550,8 +550,9 @@ def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed
 
 def _record(store: RunStore, kind: str, **fields: Any) -> RunFileError | None:
     """Log an event where the disk takes it: the one that ends a run, which a refusal (a full disk) must not replace
-    the error or stop that ended the run with (raised all the same; the log then ends without it: an incomplete
-    run), or a warning, which must not stop the run. Returns the disk's refusal, None if it took the event."""
+    the error or stop that ended the run with (raised all the same, saying the refusal after it; the log then ends
+    without it: an incomplete run), or a warning, which must not stop the run. Returns the disk's refusal, None if it
+    took the event."""
     try:
         store.event(kind, **fields)
     except RunFileError as refused:
@@ -559,9 +560,15 @@ def _record(store: RunStore, kind: str, **fields: Any) -> RunFileError | None:
     return None
 
 
-def _unlogged(refused: RunFileError | None) -> str:
-    """What a stop's message adds when the disk refused its run_interrupted event ("" when it took it)."""
-    return "" if refused is None else f"; then logging the stop failed: {refused}"
+def _unlogged(refused: RunFileError | None, what: str = "stop") -> str:
+    """What the message of a stop (or a failure: ``what``) adds when the disk refused its event, run_interrupted (or
+    run_failed): the log then ends without it, an incomplete run ("" when the disk took it)."""
+    return "" if refused is None else f"; then logging the {what} failed: {refused}"
+
+
+def _log_failure(store: RunStore, error: str) -> str:
+    """Log a ``run_failed`` event saying ``error``; what the error raised adds where the disk refused it."""
+    return _unlogged(_record(store, "run_failed", error=error), "failure")
 
 
 @contextlib.contextmanager
@@ -596,8 +603,8 @@ def _closing(lab: Lab, store: RunStore) -> Iterator[Lab]:
             lab.close()
         except Exception as failure:
             unsafe = f"going to the safe state failed: {failure}"
-            _record(store, "run_failed", error=unsafe)
-            raise _and_then(cause, unsafe, unsaid="; instruments were put in their safe state") from failure
+            raise _and_then(cause, unsafe + _log_failure(store, unsafe),
+                            unsaid="; instruments were put in their safe state") from failure
         raise
     lab.close()
 
@@ -677,7 +684,9 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
         try:
             opened = lab.open(instruments_used(protocol, lab))  # closes what it opened if it fails
         except Exception as error:  # an instrument off or unreachable: recorded, as a failure while preparing is
-            _record(store, "run_failed", error=_describe(error))
+            unlogged = _log_failure(store, _describe(error))
+            if unlogged:
+                raise HilError(f"{_describe(error)}{unlogged}") from error
             raise
         with _closing(opened, store):
             run = Run(protocol, lab, store, document, show_progress)
@@ -694,12 +703,14 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                                   f"the last checkpoint with: {resume_command(store.path)}{_unlogged(refused)}",
                                   128 + getattr(stop, "signum", signal.SIGINT)) from None
             except BaseException as error:  # whatever ends the run is recorded, then reported as before
-                _record(store, "run_failed", error=_describe(error))
+                unlogged = _log_failure(store, _describe(error))
                 if _out_of_memory(error):
                     step = next((name for name in STEPS if name not in run.completed), STEPS[-1])
                     raise HilError(f"the {step} step ran out of memory: the protocol asks for more than this machine "
                                    "holds; start a new run with smaller sizes (twin.collect's thetas and "
-                                   "inputs_per_theta, the batch sizes, the layers' widths)") from error
+                                   f"inputs_per_theta, the batch sizes, the layers' widths){unlogged}") from error
+                if unlogged:
+                    raise HilError(f"{_describe(error)}{unlogged}") from error
                 raise
     except BaseException as error:  # not sys.exc_info() in the finally: in a caller's except block, that is its own
         ending = error

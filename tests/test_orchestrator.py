@@ -1619,14 +1619,8 @@ def test_a_new_run_whose_instrument_is_off_records_why_and_resumes_once_it_is_on
         assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
 
 
-@pytest.mark.parametrize("lost", ["at_start", "mid_run"])
-def test_an_instrument_failure_is_said_even_where_the_disk_refuses_to_log_it(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch,
-                                                                            lost: str) -> None:
-    """An instrument fails, and the log cannot take the run_failed event (the disk is full): the error raised was the
-    log's, 'cannot write events.jsonl', and the instrument's failure was said nowhere."""
-    from hil.orchestrator import Run
-
+def refuse_run_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk refuses the run_failed event (full), and takes the others."""
     event = RunStore.event
 
     def full_disk(self: RunStore, kind: str, **fields):
@@ -1635,6 +1629,35 @@ def test_an_instrument_failure_is_said_even_where_the_disk_refuses_to_log_it(tmp
         return event(self, kind, **fields)
 
     monkeypatch.setattr(RunStore, "event", full_disk)
+
+
+@pytest.mark.parametrize(("changes", "said"), [
+    ({"method": {"name": "pat", "settings": {"refine_every": 1, "refine_lr": 1e30}}},
+     "training diverged at epoch 1, batch 2"),
+    ({"twin": SMALL["twin"] | {"collect": {"thetas": 4, "inputs_per_theta": 2**62}}},
+     "the collect step ran out of memory"),
+])
+def test_a_failed_step_whose_event_the_disk_refuses_says_the_failure_then_the_refusal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes: dict, said: str) -> None:
+    """The log then ends without the failure: hil runs lists the run as incomplete, and only the error says why."""
+    refuse_run_failed(monkeypatch)
+    with pytest.raises(HilError, match=rf"^{said}: .*; then logging the failure failed: \S*events\.jsonl: cannot "
+                                       r"write \(No space left on device\)$"):
+        run_protocol(write_protocol(tmp_path, **SMALL | changes), show_progress=False)
+    [run] = list_runs(tmp_path / "runs")
+    assert run["status"] == "incomplete"
+
+
+@pytest.mark.parametrize("lost", ["at_start", "mid_run"])
+def test_an_instrument_failure_is_said_even_where_the_disk_refuses_to_log_it(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch,
+                                                                            lost: str) -> None:
+    """An instrument fails, and the log cannot take the run_failed event (the disk is full): the error raised was the
+    log's, 'cannot write events.jsonl', and the instrument's failure was said nowhere; then it was said, but not that
+    the log lacks it (hil runs lists such a run as incomplete, its report as stopped)."""
+    from hil.orchestrator import Run
+
+    refuse_run_failed(monkeypatch)
     protocol = write_probe_protocol(tmp_path)
     if lost == "at_start":
         lab = tmp_path / "lab.yaml"
@@ -1648,7 +1671,8 @@ def test_an_instrument_failure_is_said_even_where_the_disk_refuses_to_log_it(tmp
             collect(self)
 
         monkeypatch.setattr(Run, "collect", instrument_lost)
-    with pytest.raises(HilError, match=r"^smu \(TCPIP::127\.0\.0\.1::\d+::SOCKET\): "):
+    with pytest.raises(HilError, match=r"^smu \(TCPIP::127\.0\.0\.1::\d+::SOCKET\): .*; then logging the failure "
+                                       r"failed: \S*events\.jsonl: cannot write \(No space left on device\)$"):
         run_protocol(protocol, show_progress=False)
 
 
