@@ -53,7 +53,7 @@ from hil.protocol import (
     system_and_method,
 )
 from hil.store import CHECKPOINT, EVENTS, RunFileError, RunStore, file_digests, resume_command
-from hil.twin.collect import TwinData, collect
+from hil.twin.collect import TwinData, collect, measurement_count
 from hil.twin.fidelity import fidelity
 from hil.twin.fit import fit_twin
 from hil.twin.models import Twin, build_twin, load_twin, save_twin, twin_from_spec
@@ -305,7 +305,7 @@ class Run:
             # data rows are the system's inputs only when the data feed the physical layer directly
             direct = first_physical_system(self.protocol, self.lab) is self.system
             design = c.design if direct else "sobol"
-            with self._bar("collecting twin data", c.thetas + c.repeat_thetas * (c.repeats - 1)) as advance:
+            with self._bar("collecting twin data", measurement_count(c.thetas, c.repeats, c.repeat_thetas)) as advance:
                 self.twin_data = collect(self.system, n_thetas=c.thetas, inputs_per_theta=c.inputs_per_theta,
                                          repeats=c.repeats, repeat_thetas=c.repeat_thetas, design=design,
                                          data=self.x_train if direct else None, seed=self.protocol.seed,

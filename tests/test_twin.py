@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hil.errors import ConfigError
-from hil.twin.collect import TwinData, collect, held_out_count, sobol
+from hil.twin.collect import TwinData, collect, held_out_count, measurement_count, sobol
 from hil.twin.fidelity import fidelity, jacobian_cosine
 from hil.twin.fit import fit_twin, nmse
 from hil.twin.models import build_twin, load_twin, save_twin
@@ -187,12 +187,14 @@ def test_neural_twin_learns_a_small_network(lab) -> None:
 @pytest.mark.parametrize(("repeats", "repeat_thetas", "total"), [(3, 5, 2 + 2 * 2), (3, 0, 2), (1, 4, 2)])
 def test_collect_counts_its_progress_to_the_measurements_it_makes(lab, repeats: int, repeat_thetas: int,
                                                                   total: int) -> None:
-    """Repeated groups beyond the θ groups measured, or none, are not counted."""
+    """Repeated groups beyond the θ groups measured, or none, are not counted, by collect nor by the total a run's
+    progress bar is given (`measurement_count`; the bar counted repeat_thetas × (repeats − 1) whatever the groups)."""
     system = lab.systems["crossbar"]
     calls, seen = system.calls, []
     collect(system, n_thetas=2, inputs_per_theta=4, repeats=repeats, repeat_thetas=repeat_thetas, design="sobol",
             seed=0, progress=lambda done, of: seen.append((done, of)))
     assert seen[-1] == (total, total) == (system.calls - calls, total)
+    assert measurement_count(2, repeats, repeat_thetas) == total
 
 
 @pytest.mark.parametrize(("changes", "given"), [

@@ -121,6 +121,12 @@ def design_inputs(system: PhysicalSystem, n: int, design: InputDesign, data: tor
     return torch.cat(parts)
 
 
+def measurement_count(n_thetas: int, repeats: int, repeat_thetas: int) -> int:
+    """The device calls `collect` makes: one per θ group, and ``repeats − 1`` more for each of the first
+    ``min(repeat_thetas, n_thetas)`` groups (none where ``repeats`` is 1)."""
+    return n_thetas + (min(repeat_thetas, n_thetas) if repeats > 1 else 0) * (repeats - 1)
+
+
 def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, repeats: int = 1,
             repeat_thetas: int = 4, design: InputDesign = "mixed", data: torch.Tensor | None = None, seed: int = 0,
             progress: Callable[[int, int], None] | None = None) -> TwinData:
@@ -134,7 +140,7 @@ def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, rep
     thetas = sobol(n_thetas, system.n_params, system.theta_bounds, seed)
     xs = torch.stack([design_inputs(system, inputs_per_theta, design, data, seed + 1 + g) for g in range(n_thetas)])
     n_repeat_groups = min(repeat_thetas, n_thetas) if repeats > 1 else 0
-    total = n_thetas + n_repeat_groups * (repeats - 1)
+    total = measurement_count(n_thetas, repeats, repeat_thetas)
     ys, repeated = [], []
     done = 0
     for group in range(n_thetas):
