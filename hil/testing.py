@@ -50,7 +50,7 @@ import numpy as np
 import pytest
 from pyvisa.util import from_ieee_block, to_ieee_block
 
-from hil.errors import ConfigError, DeviceError, LimitError, TransportError, excerpt
+from hil.errors import ConfigError, DeviceError, LimitError, TransportError
 from hil.instruments import (
     AnalogInput,
     AnalogOutput,
@@ -67,44 +67,13 @@ if TYPE_CHECKING:
     from simulators.emulators.server import PtyServer, TcpServer
 
 
-class _EmulatorWatch:
-    """Notes what an emulator served by a fixture raised from ``handle``, or a reply of it that is not bytes: the
-    server stops answering then, and the driver's error is a timeout (``no reply within 2 s``) that does not say
-    why. `report` fails the test with it, at the fixture's teardown."""
-
-    def __init__(self) -> None:
-        self.found: list[str] = []
-        self._watched: list[object] = []
-
-    def watched(self, emulator: object) -> object:
-        """``emulator`` itself, its ``handle`` noting what goes wrong (one that cannot be replaced is left as it is)."""
-        handle = emulator.handle  # type: ignore[attr-defined]
-        name = type(emulator).__name__
-
-        def noting(message: bytes) -> bytes | None:
-            try:
-                reply = handle(message)
-            except Exception as error:
-                self.found.append(f"{name}.handle({message!r}) raised {type(error).__name__}: {error}")
-                raise
-            if reply is not None and not isinstance(reply, bytes | bytearray):
-                shown = excerpt(reply) if isinstance(reply, str) else repr(reply)[:60]
-                self.found.append(f"{name}.handle({message!r}) returned the {type(reply).__name__} {shown}, not bytes "
-                                  "or None; return the reply as bytes (encode text)")
-            return reply
-
-        with contextlib.suppress(AttributeError, TypeError):  # __slots__, or a read-only handle
-            emulator.handle = noting  # type: ignore[attr-defined]
-            self._watched.append(emulator)
-        return emulator
-
-    def report(self) -> None:
-        for emulator in self._watched:
-            with contextlib.suppress(AttributeError):
-                del emulator.handle  # type: ignore[attr-defined]
-        if self.found:
-            pytest.fail(f"the emulator stopped answering when {self.found[0]}; the driver's timeouts and errors in "
-                        "this test follow from it", pytrace=False)
+def _fail_on_emulator_faults(servers: list[TcpServer] | list[PtyServer]) -> None:
+    """Fail the test where an emulator it served raised or answered other than bytes: the server stopped answering
+    then (`TcpServer.failure`), and the driver's error, a timeout or a lost link, does not say why."""
+    found = next((server.failure for server in servers if server.failure), None)
+    if found:
+        pytest.fail(f"the emulator stopped answering when {found}; the driver's timeouts and errors in this test "
+                    "follow from it", pytrace=False)
 
 
 @pytest.fixture
@@ -117,17 +86,16 @@ def tcp_server() -> Iterator[Callable[..., TcpServer]]:
     from simulators.emulators.server import TcpServer
 
     servers: list[TcpServer] = []
-    watch = _EmulatorWatch()
 
     def start(emulator: object, **options: object) -> TcpServer:
-        server = TcpServer(watch.watched(emulator), **options).start()  # type: ignore[arg-type]
+        server = TcpServer(emulator, **options).start()  # type: ignore[arg-type]
         servers.append(server)
         return server
 
     yield start
     for server in servers:
         server.stop()
-    watch.report()
+    _fail_on_emulator_faults(servers)
 
 
 @pytest.fixture
@@ -137,17 +105,16 @@ def pty_server() -> Iterator[Callable[..., PtyServer]]:
     from simulators.emulators.server import PtyServer
 
     servers: list[PtyServer] = []
-    watch = _EmulatorWatch()
 
     def start(emulator: object, **options: bytes) -> PtyServer:
-        server = PtyServer(watch.watched(emulator), **options).start()  # type: ignore[arg-type]
+        server = PtyServer(emulator, **options).start()  # type: ignore[arg-type]
         servers.append(server)
         return server
 
     yield start
     for server in servers:
         server.stop()
-    watch.report()
+    _fail_on_emulator_faults(servers)
 
 
 # -- byte-exact protocol tests -----------------------------------------------------------------------------------

@@ -13,17 +13,22 @@ import os
 import select
 import socket
 import threading
+import traceback
 import tty
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
-from hil.errors import ConfigError
+from hil.errors import ConfigError, DeviceWarning, excerpt
 from hil.transport import LINE_END
 from simulators.emulators.scpi import split_messages
+
+#: `_Server._reply`'s mark of an emulator's fault (not a reply)
+_FAULT = object()
 
 
 class MessageHandler(Protocol):
@@ -40,6 +45,9 @@ class _Server:
         self.terminator, self.input_terminator = terminator, input_terminator
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: the first of the emulator's faults (an exception from ``handle``, a reply not bytes), as one line; the
+        #: server stops answering the client it was serving then (see `_serve_bytes`)
+        self.failure: str | None = None
 
     def _spawn(self, target, *args) -> None:  # type: ignore[no-untyped-def]
         thread = threading.Thread(target=target, args=args, daemon=True, name=f"{type(self).__name__}")
@@ -57,9 +65,33 @@ class _Server:
                 return
             messages, buffer = split_messages(buffer + data, self.input_terminator)
             for message in messages:
-                reply = self.emulator.handle(message)
-                if reply is not None:
-                    send(reply + self.terminator)
+                reply = self._reply(message)
+                if reply is None:
+                    continue
+                if reply is _FAULT:  # the client sees its link lost (TCP) or no reply (a pty), not a half answer
+                    return
+                send(reply + self.terminator)
+
+    def _reply(self, message: bytes) -> bytes | object | None:
+        """The emulator's reply to ``message`` (None: none), or `_FAULT` where the emulator raised or answered other
+        than bytes: an emulator's bug, noted in `failure` and warned of as one line naming the emulator, the message,
+        the error and where it was raised, instead of a traceback that ends the server's thread."""
+        name = type(self.emulator).__name__
+        try:
+            reply = self.emulator.handle(message)
+        except Exception as error:
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            fault = (f"{name}.handle({message!r}) raised {type(error).__name__}: {error} "
+                     f"({frame.filename}:{frame.lineno})")
+        else:
+            if reply is None or isinstance(reply, bytes | bytearray):
+                return reply
+            shown = excerpt(reply) if isinstance(reply, str) else f"a {type(reply).__name__}"
+            fault = f"{name}.handle({message!r}) returned {shown}, not bytes or None; return the reply as bytes"
+        if self.failure is None:
+            self.failure = fault
+        warnings.warn(f"emulator stopped answering: {fault}", DeviceWarning, stacklevel=1)
+        return _FAULT
 
     def __enter__(self):  # type: ignore[no-untyped-def]
         return self.start()

@@ -178,3 +178,37 @@ def test_a_server_on_a_port_in_use_closes_its_socket_and_says_so() -> None:
         assert len(os.listdir("/proc/self/fd")) == before
     finally:
         first.stop()
+
+
+class FaultyEmulator:
+    """Answers PING? and nothing else: any other message raises, and BAD? answers text."""
+
+    def handle(self, message: bytes) -> bytes | None:
+        if message == b"BAD?":
+            return "text"  # type: ignore[return-value]
+        return {b"PING?": b"PONG"}[message]
+
+
+@pytest.mark.parametrize(("message", "fault"), [
+    ("V1?", "FaultyEmulator.handle(b'V1?') raised KeyError: b'V1?' ("),
+    ("BAD?", "FaultyEmulator.handle(b'BAD?') returned 'text', not bytes or None; return the reply as bytes"),
+])
+def test_an_emulator_fault_is_one_line_and_ends_only_that_link(message: str, fault: str) -> None:
+    """An emulator that raised, or answered text, ended its server's thread with a traceback, and the driver waited
+    for a reply until its timeout; the server notes the fault (`failure`), warns of it in one line, and drops that
+    client's link, which a new connection finds answering again."""
+    from hil.errors import DeviceWarning, TransportError
+    from hil.transport import VisaTransport
+
+    with TcpServer(FaultyEmulator()) as server:
+        with VisaTransport(server.resource, timeout_s=5.0) as transport, \
+                pytest.warns(DeviceWarning, match="^emulator stopped answering: ") as warned:
+            with pytest.raises(TransportError):
+                transport.query(message)
+            server._threads[-1].join(5)
+        with VisaTransport(server.resource, timeout_s=5.0) as transport:
+            assert transport.query("PING?") == "PONG"
+    assert server.failure is not None and server.failure.startswith(fault)
+    assert str(warned[0].message) == f"emulator stopped answering: {server.failure}"
+    if "raised" in fault:
+        assert server.failure.endswith(f"{__file__}:{FaultyEmulator.handle.__code__.co_firstlineno + 3})")
