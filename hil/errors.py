@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -75,6 +76,13 @@ def error_reason(error: BaseException) -> str:
     """The first sentence of a library error's message (torch's run to paragraphs), or its type if it has none."""
     text = str(error).strip()
     return text.split("\n")[0].split(". ")[0] if text else type(error).__name__
+
+
+def raised_at(error: BaseException) -> str:
+    """Where ``error`` was raised, as ``file:line`` of its innermost frame (for a one-line message about a plugin's
+    bug: a driver's or an emulator's), or "" where it has no traceback."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
 class Terminated(KeyboardInterrupt):

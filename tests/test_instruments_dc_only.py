@@ -200,3 +200,26 @@ def test_the_contract_fails_a_driver_whose_connect_does_not_read_the_present_sta
     with Unread(SerialTransport(pty_server(DcSourceEmulator()).resource), name="dc") as dc, \
             pytest.raises(AssertionError, match=unread):
         contract.test_connect_reads_the_present_state_of_every_channel(dc)
+
+
+class GarblingDcSourceEmulator(DcSourceEmulator):
+    """Answers a level query with a line the driver cannot read as a number."""
+
+    def handle(self, message: bytes) -> bytes:
+        return b"ERR busy" if message.startswith(b"V") and message.endswith(b"?") else super().handle(message)
+
+
+def test_a_driver_that_fails_at_connect_on_a_reply_it_cannot_read_is_one_line_naming_the_instrument(
+        pty_server, tmp_path, capsys) -> None:
+    """The driver's float() of a garbage reply ended hil devices in a traceback; the lab says which instrument, which
+    driver, what it raised and where, and what a driver should raise."""
+    from hil.cli import main
+
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(f"instruments:\n  dc:\n    driver: {__name__}:DcSource\n"
+                        f"    resource: {pty_server(GarblingDcSourceEmulator()).resource}\n")
+    assert main(["devices", "--lab", str(lab_file)]) == 2
+    line = int(DcSource._read_level_hw.__code__.co_firstlineno) + 1
+    assert capsys.readouterr().err == (
+        f"hil: error: instrument 'dc': {__name__}.DcSource failed to connect with ValueError: could not convert string "
+        f"to float: 'ERR busy' ({__file__}:{line}); a driver raises DeviceError for a reply it cannot read\n")

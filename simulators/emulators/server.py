@@ -13,7 +13,6 @@ import os
 import select
 import socket
 import threading
-import traceback
 import tty
 import types
 import typing
@@ -23,7 +22,7 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
-from hil.errors import ConfigError, DeviceWarning, excerpt
+from hil.errors import ConfigError, DeviceWarning, excerpt, raised_at
 from hil.transport import LINE_END
 from simulators.emulators.scpi import split_messages
 
@@ -80,9 +79,7 @@ class _Server:
         try:
             reply = self.emulator.handle(message)
         except Exception as error:
-            frame = traceback.extract_tb(error.__traceback__)[-1]
-            fault = (f"{name}.handle({message!r}) raised {type(error).__name__}: {error} "
-                     f"({frame.filename}:{frame.lineno})")
+            fault = f"{name}.handle({message!r}) raised {type(error).__name__}: {error} ({raised_at(error)})"
         else:
             if reply is None or isinstance(reply, bytes | bytearray):
                 return reply
