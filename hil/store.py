@@ -86,7 +86,7 @@ def _sync_folder(folder: Path) -> None:
         os.close(handle)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all: a temporary file, synced, then renamed into place, its folder synced. A
     temporary file that failed (a full disk) is removed, so it does not keep the space the run needs once some is
     freed."""
@@ -309,7 +309,7 @@ class RunStore:
                 handle.flush()
                 os.fsync(handle.fileno())
         try:  # the log is left open as it was where its rewrite fails (a full disk), to log that failure
-            _atomic_write(self.path / EVENTS, b"".join(kept))
+            atomic_write(self.path / EVENTS, b"".join(kept))
         except BaseException:
             if size is not None:  # taken back: the next rewind moves those events aside again
                 with contextlib.suppress(OSError), (self.path / DISCARDED).open("r+b") as handle:
@@ -324,7 +324,7 @@ class RunStore:
     # -- files --------------------------------------------------------------------------------------------------
     def write_bytes(self, relative: str, data: bytes) -> Path:
         """Write a file of the run, atomically (its folders made as needed)."""
-        _atomic_write(self.path / relative, data)
+        atomic_write(self.path / relative, data)
         return self.path / relative
 
     def write_text(self, relative: str, text: str) -> Path:
@@ -353,7 +353,7 @@ class RunStore:
                 handle.create_dataset(name, data=data, compression="gzip" if data.size > 4096 else None)
             for key, value in (attrs or {}).items():
                 handle.attrs[key] = json.dumps(_jsonable(value))
-        _atomic_write(self.path / relative, buffer.getvalue())
+        atomic_write(self.path / relative, buffer.getvalue())
         self.digests[relative] = hashlib.sha256(buffer.getvalue()).hexdigest()
         return self.path / relative
 
@@ -388,7 +388,7 @@ class RunStore:
         payload = buffer.getvalue()
 
         def write() -> None:  # hashing and file I/O: the training thread keeps the interpreter meanwhile
-            _atomic_write(self.path / CHECKPOINT, seal_checkpoint(payload))
+            atomic_write(self.path / CHECKPOINT, seal_checkpoint(payload))
 
         self._writer = threading.Thread(target=self._guarded, args=(write,), name="checkpoint-writer", daemon=True)
         self._writer.start()

@@ -1852,13 +1852,13 @@ def test_a_first_ctrl_c_logs_the_stop_once_the_checkpoint_it_speaks_of_is_on_dis
 
     import hil.store
 
-    calibrate, write = Run.calibrate, hil.store._atomic_write
+    calibrate, write = Run.calibrate, hil.store.atomic_write
 
     def slow_write(*args, **kwargs):
         time.sleep(0.2)  # a large checkpoint on a slow disk
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(hil.store, "_atomic_write", slow_write)
+    monkeypatch.setattr(hil.store, "atomic_write", slow_write)
     monkeypatch.setattr(RunStore, "event", noting_the_writer)
     monkeypatch.setattr(Run, "calibrate", calibrate_then_ctrl_c)
     with pytest.raises(Interrupted, match="stopped at your request after saving"):

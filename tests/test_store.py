@@ -713,15 +713,15 @@ def test_a_rewind_whose_log_the_disk_refuses_keeps_the_log_open_and_its_discarde
     log = five_events(tmp_path).path / "events.jsonl"
     original = log.read_bytes()
     store = RunStore.open(log.parent)
-    write = hil.store._atomic_write
+    write = hil.store.atomic_write
 
     def full_disk(path, data) -> None:
         raise RunFileError(f"{path}: cannot write (No space left on device)")
 
-    monkeypatch.setattr(hil.store, "_atomic_write", full_disk)
+    monkeypatch.setattr(hil.store, "atomic_write", full_disk)
     with pytest.raises(RunFileError, match="No space left"):
         store.rewind_events(4)
-    monkeypatch.setattr(hil.store, "_atomic_write", write)
+    monkeypatch.setattr(hil.store, "atomic_write", write)
     assert log.read_bytes() == original
     store.event("run_failed", error="no space")
     assert store.rewind_events(4) == 3

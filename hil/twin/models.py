@@ -12,6 +12,7 @@ with ``weights_only=True``; a loaded twin keeps those groups in its ``spec``.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -161,13 +162,12 @@ def build_twin(kind: str, system: PhysicalSystem, hidden: tuple[int, ...] | None
 
 def save_twin(twin: Twin, folder: Path) -> None:
     """Write ``twin.json`` and ``twin.pt`` into ``folder`` (each atomically)."""
-    from hil.store import _atomic_write
+    from hil.store import atomic_write
 
-    folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / "twin.json", json.dumps(twin.spec, indent=2).encode())
-    temporary = folder / ".twin.pt.tmp"
-    torch.save(twin.state_dict(), temporary)
-    temporary.replace(folder / "twin.pt")
+    atomic_write(folder / "twin.json", json.dumps(twin.spec, indent=2).encode())
+    weights = io.BytesIO()
+    torch.save(twin.state_dict(), weights)
+    atomic_write(folder / "twin.pt", weights.getvalue())
 
 
 def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
