@@ -86,13 +86,29 @@ def _sync_folder(folder: Path) -> None:
         os.close(handle)
 
 
+def make_folders(folder: Path) -> None:
+    """Make ``folder`` and its missing parents, each synced into its parent once made, so that a power cut cannot
+    lose a folder that files were then written into."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:
+            if not new.is_dir():  # a file of that name
+                raise
+        _sync_folder(new.parent)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all: a temporary file, synced, then renamed into place, its folder synced. A
     temporary file that failed (a full disk) is removed, so it does not keep the space the run needs once some is
     freed."""
     temporary = path.with_name(f".{path.name}.tmp")
     with _writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folders(path.parent)
         try:
             with temporary.open("wb") as handle:
                 handle.write(data)
@@ -202,13 +218,14 @@ class RunStore:
         stem = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name).strip('-') or 'run'}"
         parent = Path(parent)
         try:
-            parent.mkdir(parents=True, exist_ok=True)
+            make_folders(parent)
             for suffix in ["", *(f"-{k}" for k in range(2, 1000))]:
                 path = parent / f"{stem}{suffix}"
                 try:
                     path.mkdir()
                 except FileExistsError:
                     continue
+                _sync_folder(parent)
                 return cls(path)
         except OSError as error:
             raise ConfigError(f"cannot create a run folder in {parent} ({error.strerror or error}); set "

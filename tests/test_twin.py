@@ -131,7 +131,8 @@ def test_a_saved_twin_is_synced_whole_before_it_replaces_the_old_and_its_folder_
     save_twin(build_twin("physics", lab.systems["crossbar"]), tmp_path / "twin")
     monkeypatch.undo()
     sizes = {name: (tmp_path / "twin" / name).stat().st_size for name in ("twin.json", "twin.pt")}
-    assert synced == [(".twin.json.tmp", sizes["twin.json"]), "twin/", (".twin.pt.tmp", sizes["twin.pt"]), "twin/"]
+    assert synced == [f"{tmp_path.name}/", (".twin.json.tmp", sizes["twin.json"]), "twin/",
+                      (".twin.pt.tmp", sizes["twin.pt"]), "twin/"]
     assert sorted(p.name for p in (tmp_path / "twin").iterdir()) == ["twin.json", "twin.pt"]
 
 
