@@ -418,7 +418,7 @@ class MemristorCrossbar(World):
             limit = converters.adc_range_v / converters.tia_gain_ohm
             currents.clamp_(-limit, limit)
         timing = self.config.timing
-        self.clock.sleep(timing.call_overhead_s + len(voltages) * timing.read_time_per_vector_s)
+        self.clock.sleep(timing.call_overhead_s + voltages.shape[0] * timing.read_time_per_vector_s)
         return currents
 
 

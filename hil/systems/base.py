@@ -23,7 +23,7 @@ from torch import nn
 
 from hil.clock import Clock, WallClock
 from hil.errors import ConfigError, DeviceError, LimitError
-from hil.instruments import AnalogOutput, Instrument
+from hil.instruments import AnalogOutput, Instrument, shape_differs
 from hil.limits import first_outside
 
 T = TypeVar("T")
@@ -165,7 +165,7 @@ class PhysicalSystem(ABC):
         """
         x = self._checked(x, (None, self.n_in), self.x_bounds, "x")
         theta = self._checked(theta, (self.n_params,), self.theta_bounds, "theta")
-        if len(x) <= self.max_batch:
+        if x.shape[0] <= self.max_batch:
             return self._call(x, theta)
         return torch.cat([self._call(chunk, theta) for chunk in x.split(self.max_batch)])
 
@@ -181,7 +181,7 @@ class PhysicalSystem(ABC):
             except (TypeError, ValueError, RuntimeError):
                 raise DeviceError(f"system {self.name!r}: _run returned {type(y).__name__}, not numbers; return a "
                                   f"tensor of shape ({len(x)}, {self.n_out})") from None
-        if tuple(y.shape) != (len(x), self.n_out):
+        if y.shape != (x.shape[0], self.n_out):
             raise DeviceError(f"system {self.name!r}: device returned shape {tuple(y.shape)}; expected "
                               f"({len(x)}, {self.n_out})")
         if not math.isfinite(float(y.sum())):
@@ -201,21 +201,21 @@ class PhysicalSystem(ABC):
         it fails; once, however such uses nest (a calibration that runs the forward pass)."""
         if self._timing:
             return device_use(*args)
-        started, self._timing = self.clock.now(), True
+        clock = self.clock
+        started, self._timing = clock.now(), True
         try:
             return device_use(*args)
         finally:
             self._timing = False
-            self.device_time_s += self.clock.now() - started
+            self.device_time_s += clock.now() - started
 
     def _checked(self, value: Any, shape: tuple[int | None, ...], bounds: tuple[float, float],
                  label: str) -> torch.Tensor:
         tensor = torch.as_tensor(value, dtype=torch.float32).detach()
-        if tensor.dim() != len(shape) or any(s is not None and s != t for s, t in zip(shape, tensor.shape,
-                                                                                      strict=True)):
+        if shape_differs(tensor.shape, shape):
             wanted = "×".join("batch" if s is None else str(s) for s in shape)
             raise LimitError(f"system {self.name!r}: {label} has shape {tuple(tensor.shape)}, expected {wanted}")
-        if len(tensor) == 0:
+        if tensor.shape[0] == 0:
             raise LimitError(f"system {self.name!r}: {label} is empty")
         found = first_outside(tensor, *bounds)
         if found is not None:
