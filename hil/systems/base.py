@@ -211,7 +211,9 @@ class PhysicalSystem(ABC):
 
     def _checked(self, value: Any, shape: tuple[int | None, ...], bounds: tuple[float, float],
                  label: str) -> torch.Tensor:
-        tensor = torch.as_tensor(value, dtype=torch.float32).detach()
+        if not (isinstance(value, torch.Tensor) and value.dtype == torch.float32):  # as_tensor: 0.8 µs for nothing
+            value = torch.as_tensor(value, dtype=torch.float32)
+        tensor = value.detach()
         if shape_differs(tensor.shape, shape):
             wanted = "×".join("batch" if s is None else str(s) for s in shape)
             raise LimitError(f"system {self.name!r}: {label} has shape {tuple(tensor.shape)}, expected {wanted}")
