@@ -513,18 +513,6 @@ class SLMCameraWorld(World):
             bow_rad = bow_rad[frames]
         return slm_phase(drives, gain=self.lut_gain, bow_rad=bow_rad, crosstalk_var_px2=self.crosstalk_px**2)
 
-    def _scratch(self, name: str, shape: tuple[int, ...] | torch.Size,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """A buffer of the world's own for a temporary of a batch of frames, kept from call to call: fresh tens
-        of MB per call cost as much as the arithmetic in them (the memory is faulted in anew). Only for values
-        that never leave the call."""
-        buffers: dict[str, torch.Tensor] = self.__dict__.setdefault("_buffers", {})
-        size = math.prod(shape)
-        buffer = buffers.get(name)
-        if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
-            buffer = buffers[name] = torch.empty(size, dtype=dtype)
-        return buffer[:size].view(shape)
-
     @abstractmethod
     def propagate(self, phase_rad: torch.Tensor, times_s: torch.Tensor) -> torch.Tensor:
         """Camera intensity over the AOI (N × AOI rows × cols, fractions of the SLM power) for realised SLM

@@ -142,6 +142,18 @@ class World:
         none, leaves an oracle twin at the nominal physics."""
         return {}
 
+    def _scratch(self, name: str, shape: tuple[int, ...] | torch.Size,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A buffer of the world's own for a temporary of a batch, kept from call to call: fresh tens of MB per
+        call cost as much as the arithmetic in them (the memory is faulted in anew). Only for values that never
+        leave the call."""
+        buffers: dict[str, torch.Tensor] = self.__dict__.setdefault("_buffers", {})
+        size = math.prod(shape)
+        buffer = buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
+            buffer = buffers[name] = torch.empty(size, dtype=dtype)
+        return buffer[:size].view(shape)
+
     def normal(self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
         """Standard normal float32 samples from the world's generator."""
         return torch.randn(shape, generator=generator or self.rng)
