@@ -148,11 +148,15 @@ class World:
         call cost as much as the arithmetic in them (the memory is faulted in anew). Only for values that never
         leave the call."""
         buffers: dict[str, torch.Tensor] = self.__dict__.setdefault("_buffers", {})
+        buffer = buffers.get(name)  # the view handed out last, of the buffer (its _base, or itself)
+        if buffer is not None and buffer.dtype == dtype and buffer.shape == shape:
+            return buffer  # 2-3 µs less than a new view: as much as a fresh tensor for a one-row crossbar read
         size = math.prod(shape)
-        buffer = buffers.get(name)
-        if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
-            buffer = buffers[name] = torch.empty(size, dtype=dtype)
-        return buffer[:size].view(shape)
+        whole = buffer if buffer is None or buffer._base is None else buffer._base
+        if whole is None or whole.dtype != dtype or whole.numel() < size:
+            whole = torch.empty(size, dtype=dtype)
+        buffers[name] = whole.view(-1)[:size].view(shape)
+        return buffers[name]
 
     def normal(self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
         """Standard normal float32 samples from the world's generator."""
