@@ -397,8 +397,8 @@ class MemristorCrossbar(World):
         now = self.clock.now()
         state = self._read_state(now)
         converters = self.config.converters
-        # The temporaries are the world's buffers (`_scratch`): fresh, they were faulted in anew at every read of
-        # 4096 vectors (1120 page faults, 3.9 ms a read against 2.7 ms without).
+        # The temporaries are the world's buffers (`_scratch`): fresh, the 4 MB of a read of 4096 vectors were
+        # faulted in anew at every read (1120 page faults; a realistic forward pass took 3.9 ms against 2.7 ms).
         codes = voltages
         if converters.dac_bits is not None:
             top = 2 ** (converters.dac_bits - 1)

@@ -457,6 +457,19 @@ def test_same_seed_same_numbers_and_another_seed_another_chip() -> None:
     assert not torch.equal(y_a, y_c)
 
 
+@pytest.mark.parametrize("preset", ["realistic", "harsh"])
+def test_reads_of_other_sizes_in_turn_give_what_reads_into_fresh_buffers_give(preset: str) -> None:
+    """A read keeps its temporaries in the world's buffers, of the last size or cut from a larger one: the numbers
+    are those of a world that starts every read without buffers."""
+    (_, crossbar), (fresh, fresh_crossbar) = make(preset, seed=3), make(preset, seed=3)
+    for instrument in (crossbar, fresh_crossbar):
+        instrument.program(uniform(instrument.shape, 0, G_MAX, seed=9))
+    for rows in (20, 20, 3, 20, 41, 1):
+        voltages = uniform((rows, 64), -0.2, 0.2, seed=rows)
+        fresh.__dict__.pop("_buffers", None)
+        assert torch.equal(crossbar.read(voltages), fresh_crossbar.read(voltages))
+
+
 def test_same_seed_same_drift_and_another_seed_another() -> None:
     """The drift exponents ν are drawn at programming from the world's seeded stream: two chips of one seed
     programmed alike have drifted alike after 10⁴ s (ν·ln(501) moves g by tens of %), another seed's differently.
