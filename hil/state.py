@@ -6,7 +6,9 @@ attributes and keeps tensors (cloned), generator states, numbers, strings, numpy
 them, and descends into plain state holders (clocks, slow-state processes) of hil, of its simulators and of the
 package that defines the captured object (a plugin world's own helpers); it does not
 descend into other worlds, instruments, systems, transports, modules or configuration models, which are
-captured on their own or are fixed. `restore` puts the values back. Everything captured is a tensor or a plain
+captured on their own or are fixed, nor into an object whose class sets ``transient = True`` (a world's scratch
+buffers, a lens's cached matrices: what a call overwrites or rebuilds, tens of MB a checkpoint need not hold).
+`restore` puts the values back. Everything captured is a tensor or a plain
 value, so checkpoints load with ``torch.load(weights_only=True)``.
 
 On a real bench a device's state cannot be put back; a resumed bench run continues from the device as it is.
@@ -36,7 +38,9 @@ def _stops(value: Any) -> bool:
     from hil.transport import Transport
 
     world = any(base.__name__ == "World" and base.__module__ == "simulators.world" for base in type(value).__mro__)
-    return world or isinstance(value, Instrument | PhysicalSystem | Transport | BaseModel | torch.nn.Module)
+    transient = getattr(type(value), "transient", False) is True  # buffers and caches a call overwrites or rebuilds
+    return world or transient or isinstance(value, Instrument | PhysicalSystem | Transport | BaseModel
+                                            | torch.nn.Module)
 
 
 def _package(value: Any) -> str:

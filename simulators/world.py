@@ -93,6 +93,30 @@ def derive_seed(seed: int, purpose: int, kind: str) -> int:
     return int(state[0]) << 31 | int(state[1]) >> 1
 
 
+class Scratch:
+    """Buffers a world reuses for the temporaries of a batch, kept from call to call: fresh tens of MB a call cost as
+    much as the arithmetic in them (the memory is faulted in anew). Only for values that never leave the call, so a
+    checkpoint leaves them out (`transient`, see `hil.state`)."""
+
+    transient: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name: the buffer, the view handed out last
+
+    def __call__(self, name: str, shape: tuple[int, ...] | torch.Size,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A ``shape`` tensor of ``dtype`` on the buffer ``name`` (grown as needed), its values left as they were."""
+        whole, view = self._buffers.get(name, (None, None))
+        if view is not None and view.dtype == dtype and view.shape == shape:
+            return view  # 2-3 µs less than a new view: as much as a fresh tensor for a one-row crossbar read
+        size = math.prod(shape)
+        if whole is None or whole.dtype != dtype or whole.numel() < size:
+            whole = torch.empty(size, dtype=dtype)
+        view = whole[:size].view(shape)
+        self._buffers[name] = (whole, view)
+        return view
+
+
 class World:
     """Base of the simulated worlds.
 
@@ -144,19 +168,11 @@ class World:
 
     def _scratch(self, name: str, shape: tuple[int, ...] | torch.Size,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """A buffer of the world's own for a temporary of a batch, kept from call to call: fresh tens of MB per
-        call cost as much as the arithmetic in them (the memory is faulted in anew). Only for values that never
-        leave the call."""
-        buffers: dict[str, torch.Tensor] = self.__dict__.setdefault("_buffers", {})
-        buffer = buffers.get(name)  # the view handed out last, of the buffer (its _base, or itself)
-        if buffer is not None and buffer.dtype == dtype and buffer.shape == shape:
-            return buffer  # 2-3 µs less than a new view: as much as a fresh tensor for a one-row crossbar read
-        size = math.prod(shape)
-        whole = buffer if buffer is None or buffer._base is None else buffer._base
-        if whole is None or whole.dtype != dtype or whole.numel() < size:
-            whole = torch.empty(size, dtype=dtype)
-        buffers[name] = whole.view(-1)[:size].view(shape)
-        return buffers[name]
+        """The world's buffer ``name`` for a temporary of a batch (`Scratch`)."""
+        scratch = self.__dict__.get("scratch")
+        if scratch is None:  # made on first use: a plugin's world need not call World.__init__ first
+            scratch = self.__dict__["scratch"] = Scratch()
+        return scratch(name, shape, dtype)
 
     def normal(self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
         """Standard normal float32 samples from the world's generator."""

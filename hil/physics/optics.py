@@ -37,6 +37,7 @@ import contextlib
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -381,6 +382,9 @@ class FourierWorkspace:
     window included), the shift, the zero order and the beam stay the same. A separable beam (Gaussian or flat),
     A_beam = c·rᵀ, is folded into them, A·diag(c)·e^{iφ}·diag(r)·Bᵀ: one pass per frame less.
     """
+
+    #: a checkpoint leaves it out (`hil.state`): it holds only what a call rebuilds or overwrites
+    transient: ClassVar[bool] = True
 
     def __init__(self, chunk: int = CHUNK_FRAMES):
         self.chunk = chunk

@@ -466,7 +466,7 @@ def test_reads_of_other_sizes_in_turn_give_what_reads_into_fresh_buffers_give(pr
         instrument.program(uniform(instrument.shape, 0, G_MAX, seed=9))
     for rows in (20, 20, 3, 20, 41, 1):
         voltages = uniform((rows, 64), -0.2, 0.2, seed=rows)
-        fresh.__dict__.pop("_buffers", None)
+        fresh.__dict__.pop("scratch", None)
         assert torch.equal(crossbar.read(voltages), fresh_crossbar.read(voltages))
 
 
