@@ -81,8 +81,9 @@ def tcp_server() -> Iterator[Callable[..., TcpServer]]:
     """A factory: ``tcp_server(emulator)`` serves it on a free port of 127.0.0.1 until the test ends. For a driver
     whose ``transport_options`` end lines otherwise than with ``\\n``, pass the server the same line endings,
     ``terminator=b"\\r"`` (its replies) and ``input_terminator=b"\\r"`` (the commands it reads), and open the
-    transport with the driver's ``transport_options``. An emulator that raises, or answers with no bytes, stops
-    answering (the driver times out); the test then fails at teardown, naming the message and the error."""
+    transport with the driver's ``transport_options``. An emulator that raises, or answers other than bytes, stops
+    answering that client (its link is dropped); the test then fails at teardown, naming the message, the error and
+    where it was raised."""
     from simulators.emulators.server import TcpServer
 
     servers: list[TcpServer] = []
