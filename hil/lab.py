@@ -30,7 +30,7 @@ from hil.errors import ConfigError, DeviceError, HilError, error_reason, handlin
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
-from hil.transport import has_serial_line, open_transport, transport_class
+from hil.transport import Transport, has_serial_line, open_transport, transport_class
 
 #: Keyword arguments every instrument takes from the framework, not from ``settings``.
 FRAMEWORK_ARGUMENTS = {"self", "transport", "world", "name", "limits", "clock"}
@@ -225,6 +225,7 @@ class Lab:
         self._servers: dict[str, Any] = {}  # the emulator serving each emulated instrument, by its name
         self._unserved: set[str] = set()  # emulated instruments whose emulators were stopped
         self._connected: list[Instrument] = []
+        self._transports: dict[str, Transport] = {}  # the transport the lab made for each bench instrument, by its name
         self._open = False
 
     @classmethod
@@ -408,6 +409,7 @@ class Lab:
             transport = open_transport(resource, timeout_s=config.timeout_s, traffic_log=config.traffic_log,
                                        visa_library=config.visa_library, **options)
             transport.owner = name  # its errors, and its lines in a traffic log other instruments share, name it
+            self._transports[name] = transport
             return cls(transport, **common)
         except ConfigError as error:
             if error.source:
@@ -503,7 +505,8 @@ class Lab:
         return self
 
     def close(self) -> None:
-        """Safe state and close every connected instrument (in reverse order), then stop the emulators.
+        """Safe state and close every connected instrument (in reverse order), then close the links the lab made (one
+        that a driver failing at connect left open) and stop the emulators.
 
         Every instrument is tried even if one fails; the first failure is raised at the end. Opening the lab again
         builds the instruments the emulators served, and the systems built on them, anew on new emulators (emulated
@@ -517,6 +520,8 @@ class Lab:
                     instrument.close()
                 except Exception as error:
                     first_error = first_error or error
+            for transport in self._transports.values():  # closed by their instruments, but for a failed connect's:
+                transport.close()  # a driver of its own protocol that failed after opening its link left it open
             self._stop_servers()
         if first_error is not None:
             raise first_error

@@ -223,3 +223,17 @@ def test_a_driver_that_fails_at_connect_on_a_reply_it_cannot_read_is_one_line_na
     assert capsys.readouterr().err == (
         f"hil: error: instrument 'dc': {__name__}.DcSource failed to connect with ValueError: could not convert string "
         f"to float: 'ERR busy' ({__file__}:{line}); a driver raises DeviceError for a reply it cannot read\n")
+
+
+def test_the_link_of_a_driver_that_failed_at_connect_is_closed_with_the_lab(pty_server, tmp_path) -> None:
+    """A driver of its own protocol opens its transport in _connect_hw; where connect then failed, nothing closed it
+    (ScpiDriver closes its own), and the port stayed open after the lab had closed."""
+    from hil.lab import Lab
+
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(f"instruments:\n  dc:\n    driver: {__name__}:DcSource\n"
+                        f"    resource: {pty_server(GarblingDcSourceEmulator()).resource}\n")
+    lab = Lab.load(lab_file)
+    with pytest.raises(DeviceError, match=r"^instrument 'dc': "):
+        lab.open()
+    assert not lab.instruments["dc"].transport.is_open
