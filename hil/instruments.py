@@ -46,13 +46,27 @@ class Instrument(ABC):
         """`hardware_limits`, a `Limit` it cannot build named as the driver's fault (``field="driver"``): a lab
         file cannot narrow a limit that was never built, so its own fields are the wrong place to point at."""
         try:
-            return self.hardware_limits()
+            limits = self.hardware_limits()
         except ConfigError as error:
             if error.field not in (None, *LIMIT_FIELDS):
                 raise
             raise ConfigError(f"{type(self).__name__}.hardware_limits() gives a limit hil refuses ("
                               f"{f'{error.field}: ' if error.field else ''}{error.detail}); fix the driver's limit, "
                               "as a lab file can only narrow it", field="driver") from None
+        missing = [name for name in self._capability_limits() if name not in limits]
+        if missing:  # else a KeyError where the capability first checks a value against it (the safe state, say)
+            raise ConfigError(f"{type(self).__name__}.hardware_limits() leaves out {', '.join(missing)}, which every "
+                              f"{self.capability} has; return {'it' if len(missing) == 1 else 'them'} too, as "
+                              f"hil.limits.Limit", field="driver")
+        return limits
+
+    def _capability_limits(self) -> dict[str, Limit]:
+        """The limits the capability's own `hardware_limits` gives (their names are the ones it checks values
+        against); none for a class that subclasses `Instrument` directly."""
+        for cls in type(self).__mro__:
+            if cls.__module__ == __name__ and "hardware_limits" in vars(cls) and cls is not Instrument:
+                return cls.hardware_limits(self)
+        return {}
 
     # -- what a driver or simulator provides --------------------------------------------------------------------
     @abstractmethod

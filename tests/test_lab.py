@@ -1263,3 +1263,28 @@ instruments:
                                           r"to at least 0\.04 V, or narrow min and max\); fix the driver's limit, as a "
                                           r"lab file can only narrow it$"):
         lab.build()
+
+
+class MisnamedLimitOutput(SimulatedAnalogOutput):
+    """A driver whose voltage limit is named otherwise than the analog output checks values against."""
+
+    def hardware_limits(self) -> dict[str, Limit]:
+        return {"voltage": Limit("V", -5, 5, max_step=0.5), "sample_rate_hz": Limit("Hz", 1.0, 1e6)}
+
+
+def test_a_drivers_limits_that_leave_out_one_its_capability_checks_against_are_refused_where_it_is_named(
+        tmp_path: Path) -> None:
+    """It was built, and the first value checked against voltage_v (the safe state's, at close) raised a bare
+    KeyError: 'voltage_v'."""
+    lab = Lab.load(write(tmp_path, """
+worlds:
+  chip: {kind: resistive_network}
+instruments:
+  out:
+    driver: tests.test_lab:MisnamedLimitOutput
+    world: chip
+"""))
+    with pytest.raises(ConfigError, match=r"lab\.yaml:5: instruments\.out\.driver: MisnamedLimitOutput\.hardware_limits"
+                                          r"\(\) leaves out voltage_v, which every analog output has; return it too, "
+                                          r"as hil\.limits\.Limit$"):
+        lab.build()
