@@ -384,6 +384,9 @@ class Camera(Instrument):
         if self.exposure_s is None:
             raise DeviceError(f"{self.name}: exposure unknown; call set_exposure() before capture()")
         images, indices = self._capture_hw(int(n_frames))
+        if isinstance(images, str | bytes) or np.ndim(images) != 3:  # None, a scalar, one frame without its axis
+            raise DeviceError(f"{self.name}: the frames are {excerpt(repr(images))}, not an array of frames × rows × "
+                              "columns")
         indices = self._frame_indices(indices)
         if len(indices) != len(images) or len(images) > n_frames:
             raise DeviceError(f"{self.name}: asked for {n_frames} frame(s), got {len(images)} with "

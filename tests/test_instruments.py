@@ -1148,6 +1148,21 @@ def test_configure_at_a_nan_level_switches_the_output_off_then_sets_rest(mode: s
         assert k.level == 0.0 and k.output_on is False
 
 
+@pytest.mark.parametrize("images", [None, 7.0, "frames", np.zeros((16, 16))], ids=["None", "number", "text", "2-D"])
+def test_frames_that_are_not_a_batch_of_images_are_the_drivers_error(optical: OpticalTable, images: object) -> None:
+    """None, a number or text from a driver's capture hook was a TypeError from len(); one frame without its frame
+    axis (rows × cols) was counted by its rows."""
+
+    class Camera(SimulatedCamera):
+        def _capture_hw(self, n_frames: int):
+            return images, super()._capture_hw(n_frames)[1]
+
+    with Camera(optical, name="camera") as camera:
+        camera.set_exposure(1e-3)
+        with pytest.raises(DeviceError, match=r"^camera: the frames are .*, not an array of frames × rows × columns$"):
+            camera.capture(1)
+
+
 @pytest.mark.parametrize("indices", [[[0], [1], [2]], [0, [1, 2], 3]], ids=["2-D", "ragged"])
 def test_frame_indices_not_in_one_flat_list_are_the_drivers_error(optical: OpticalTable, indices: object) -> None:
     """Indices of one per frame but in a column (3 × 1) passed the count check and went on as a 2-D array; a ragged
