@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import io
@@ -73,15 +74,22 @@ def _writing(path: Path) -> Iterator[None]:
                            "folder's permissions: what the run wrote before is kept") from error
 
 
+#: what fsync of a folder answers on a file system that cannot sync one
+_NO_FOLDER_SYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
+
+
 def _sync_folder(folder: Path) -> None:
     """Sync ``folder``'s entries to disk (a file just renamed into it), so that a power cut cannot undo them; skipped
-    where a folder cannot be opened (Windows)."""
+    where a folder cannot be opened (Windows) or its file system cannot sync one (EINVAL, ENOTSUP: some shares)."""
     try:
         handle = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
         os.fsync(handle)
+    except OSError as error:
+        if error.errno not in _NO_FOLDER_SYNC:  # a disk error: the rename may not last
+            raise
     finally:
         os.close(handle)
 

@@ -2,12 +2,14 @@
 
 import contextlib
 import datetime
+import errno
 import io
 import json
 import math
 import os
 import resource
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -549,6 +551,27 @@ def test_a_file_is_written_where_its_folder_cannot_be_opened_to_sync(tmp_path, m
     monkeypatch.undo()
     store.close()
     assert (store.path / "summary.md").read_text() == "text\n"
+
+
+def test_a_file_and_a_run_folder_are_written_where_the_file_system_cannot_sync_a_folder(tmp_path,
+                                                                                         monkeypatch) -> None:
+    """Some file systems open a folder but refuse to sync it (EINVAL: a VirtualBox or WSL share of a Windows drive):
+    every file of the run failed there, 'cannot write (Invalid argument)' though it was in place, and a new run folder
+    was refused, left behind empty. Such a folder is left unsynced, as one that cannot be opened is."""
+    fsync = os.fsync
+
+    def refusing_folders(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", refusing_folders)
+    store = RunStore.create(tmp_path / "runs", "r")
+    store.write_text("report/summary.md", "text\n")
+    monkeypatch.undo()
+    store.close()
+    assert (store.path / "report" / "summary.md").read_text() == "text\n"
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [store.path.name]
 
 
 def test_a_ctrl_c_while_a_file_is_written_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch) -> None:
