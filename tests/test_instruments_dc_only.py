@@ -86,10 +86,19 @@ class DcSource(AnalogOutput):
             raise DeviceError(f"{self.name}: {command!r} was answered {reply!r}")
 
     def _read_level_hw(self, channel: int) -> float:
-        return float(self.transport.query(f"V{channel}?"))
+        command = f"V{channel}?"
+        reply = self.transport.query(command)
+        try:
+            return float(reply)
+        except ValueError:  # an ERR ..., or a line cut short: the instrument's words, not a float()'s traceback
+            raise DeviceError(f"{self.name}: reply {reply!r} to {command!r} is not a number") from None
 
     def _read_output_hw(self, channel: int) -> bool:
-        return self.transport.query(f"O{channel}?") == "1"
+        command = f"O{channel}?"
+        reply = self.transport.query(command)
+        if reply not in ("0", "1"):  # not taken for "off": the output may be on
+            raise DeviceError(f"{self.name}: reply {reply!r} to {command!r} is not 1 or 0")
+        return reply == "1"
 
     def _set_level_hw(self, channel: int, voltage_v: float) -> None:
         self._send(f"V{channel} {voltage_v:.6f}")
@@ -203,10 +212,21 @@ def test_the_contract_fails_a_driver_whose_connect_does_not_read_the_present_sta
 
 
 class GarblingDcSourceEmulator(DcSourceEmulator):
-    """Answers a level query with a line the driver cannot read as a number."""
+    """Answers a query of a level, or of an output, with a line the driver cannot read as one."""
+
+    def __init__(self, garbled: bytes = b"V") -> None:
+        super().__init__()
+        self.garbled = garbled
 
     def handle(self, message: bytes) -> bytes:
-        return b"ERR busy" if message.startswith(b"V") and message.endswith(b"?") else super().handle(message)
+        return b"ERR busy" if message.startswith(self.garbled) and message.endswith(b"?") else super().handle(message)
+
+
+class FloatOfAnyReply(DcSource):
+    """A driver that reads a level with a bare float() of the reply, as the DC source's did."""
+
+    def _read_level_hw(self, channel: int) -> float:
+        return float(self.transport.query(f"V{channel}?"))
 
 
 def test_a_driver_that_fails_at_connect_on_a_reply_it_cannot_read_is_one_line_naming_the_instrument(
@@ -216,13 +236,26 @@ def test_a_driver_that_fails_at_connect_on_a_reply_it_cannot_read_is_one_line_na
     from hil.cli import main
 
     lab_file = tmp_path / "lab.yaml"
-    lab_file.write_text(f"instruments:\n  dc:\n    driver: {__name__}:DcSource\n"
+    lab_file.write_text(f"instruments:\n  dc:\n    driver: {__name__}:FloatOfAnyReply\n"
                         f"    resource: {pty_server(GarblingDcSourceEmulator()).resource}\n")
     assert main(["devices", "--lab", str(lab_file)]) == 2
-    line = int(DcSource._read_level_hw.__code__.co_firstlineno) + 1
+    line = int(FloatOfAnyReply._read_level_hw.__code__.co_firstlineno) + 1
     assert capsys.readouterr().err == (
-        f"hil: error: instrument 'dc': {__name__}.DcSource failed to connect with ValueError: could not convert string "
-        f"to float: 'ERR busy' ({__file__}:{line}); a driver raises DeviceError for a reply it cannot read\n")
+        f"hil: error: instrument 'dc': {__name__}.FloatOfAnyReply failed to connect with ValueError: could not convert "
+        f"string to float: 'ERR busy' ({__file__}:{line}); a driver raises DeviceError for a reply it cannot read\n")
+
+
+@pytest.mark.parametrize(("garbled", "said"), [(b"V", "reply 'ERR busy' to 'V1?' is not a number"),
+                                               (b"O", "reply 'ERR busy' to 'O1?' is not 1 or 0")])
+def test_the_example_driver_says_which_reply_to_which_command_it_cannot_read(pty_server, garbled: bytes,
+                                                                             said: str) -> None:
+    """The README gives this driver as the complete example of one with a line protocol of its own, after saying to
+    raise DeviceError naming the instrument, the command and the reply; its level was a bare float() of the reply
+    (a ValueError), and an output answered with anything but 1 was taken for off, though it may be on."""
+    dc = DcSource(SerialTransport(pty_server(GarblingDcSourceEmulator(garbled)).resource, timeout_s=2.0), name="dc")
+    with pytest.raises(DeviceError, match=rf"^dc: {re.escape(said)}$"):
+        dc.connect()
+    assert not dc.connected
 
 
 def test_the_link_of_a_driver_that_failed_at_connect_is_closed_with_the_lab(pty_server, tmp_path) -> None:
@@ -234,6 +267,6 @@ def test_the_link_of_a_driver_that_failed_at_connect_is_closed_with_the_lab(pty_
     lab_file.write_text(f"instruments:\n  dc:\n    driver: {__name__}:DcSource\n"
                         f"    resource: {pty_server(GarblingDcSourceEmulator()).resource}\n")
     lab = Lab.load(lab_file)
-    with pytest.raises(DeviceError, match=r"^instrument 'dc': "):
+    with pytest.raises(DeviceError, match=r"^dc: reply 'ERR busy' to 'V1\?' is not a number$"):
         lab.open()
     assert not lab.instruments["dc"].transport.is_open
