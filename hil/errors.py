@@ -22,6 +22,12 @@ def excerpt(text: str, limit: int = 60) -> str:
     return f"{text[:limit]!r}… ({len(text)} characters)"
 
 
+def brief(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a one-line message, cut to ``limit`` characters with its full length said."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 class HilError(Exception):
     """Base of every error hil raises on purpose."""
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from hil.clock import Clock, WallClock
-from hil.errors import ConfigError, DeviceError, FramesDropped, LimitError, excerpt
+from hil.errors import ConfigError, DeviceError, FramesDropped, LimitError, brief, excerpt
 from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits, real_number
 
 
@@ -104,8 +104,8 @@ class Instrument(ABC):
             try:
                 identity = self._identify_hw()
                 if not isinstance(identity, str):  # e.g. None, where the hook left out its return
-                    got = "None" if identity is None else f"a {type(identity).__name__}"
-                    raise DeviceError(f"{self.name}: {type(self).__name__}._identify_hw() returned {got}, not the "
+                    raise DeviceError(f"{self.name}: {type(self).__name__}._identify_hw() returned "
+                                      f"{brief(identity)}, not the "
                                       "identity; return the instrument's identity as text (maker, model, serial, "
                                       "firmware)")
                 self.identity = identity

@@ -496,8 +496,8 @@ class Lab:
                 except Exception as error:  # a driver's own bug, or a reply it did not expect and could not read
                     driver = f"{type(instrument).__module__}.{type(instrument).__qualname__}"
                     raise DeviceError(f"instrument {name!r}: {driver} failed to connect with {type(error).__name__}: "
-                                      f"{error_reason(error)} ({raised_at(error)}); a driver raises DeviceError for "
-                                      "a reply it cannot read") from error
+                                      f"{error_reason(error)} ({raised_at(error)}); fix the driver there (a reply it "
+                                      "cannot read is a DeviceError naming the command and the reply)") from error
                 self._connected.append(instrument)
         except BaseException:
             self.close()

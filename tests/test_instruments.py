@@ -1070,7 +1070,7 @@ class BareSmu(SourceMeter):
         return Readings(np.zeros(1), np.zeros(1), np.zeros(1, dtype=bool))
 
 
-@pytest.mark.parametrize(("identity", "kind"), [(None, "None"), (b"ACME,SMU1,0001,1.0", "a bytes")])
+@pytest.mark.parametrize(("identity", "kind"), [(None, "None"), (b"ACME,SMU1,0001,1.0", r"b'ACME,SMU1,0001,1\.0'")])
 def test_an_identity_that_is_not_text_is_refused_at_connect_naming_the_hook(identity: object, kind: str) -> None:
     """A `_identify_hw` that leaves out its return (None) connected, and identify() and `hil devices` then ended in a
     bare AssertionError."""

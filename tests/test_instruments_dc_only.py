@@ -242,7 +242,8 @@ def test_a_driver_that_fails_at_connect_on_a_reply_it_cannot_read_is_one_line_na
     line = int(FloatOfAnyReply._read_level_hw.__code__.co_firstlineno) + 1
     assert capsys.readouterr().err == (
         f"hil: error: instrument 'dc': {__name__}.FloatOfAnyReply failed to connect with ValueError: could not convert "
-        f"string to float: 'ERR busy' ({__file__}:{line}); a driver raises DeviceError for a reply it cannot read\n")
+        f"string to float: 'ERR busy' ({__file__}:{line}); fix the driver there (a reply it cannot read is a "
+        "DeviceError naming the command and the reply)\n")
 
 
 @pytest.mark.parametrize(("garbled", "said"), [(b"V", "reply 'ERR busy' to 'V1?' is not a number"),

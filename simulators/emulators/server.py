@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
-from hil.errors import ConfigError, DeviceWarning, excerpt, raised_at
+from hil.errors import ConfigError, DeviceWarning, brief, raised_at
 from hil.transport import LINE_END
 from simulators.emulators.scpi import split_messages
 
@@ -79,12 +79,12 @@ class _Server:
         try:
             reply = self.emulator.handle(message)
         except Exception as error:
-            fault = f"{name}.handle({message!r}) raised {type(error).__name__}: {error} ({raised_at(error)})"
+            said = str(error).partition("\n")[0]  # one line, whatever the exception's text
+            fault = f"{name}.handle({message!r}) raised {type(error).__name__}: {said} ({raised_at(error)})"
         else:
             if reply is None or isinstance(reply, bytes | bytearray):
                 return reply
-            shown = excerpt(reply) if isinstance(reply, str) else f"a {type(reply).__name__}"
-            fault = f"{name}.handle({message!r}) returned {shown}, not bytes or None; return the reply as bytes"
+            fault = f"{name}.handle({message!r}) returned {brief(reply)}, not bytes or None; return the reply as bytes"
         if self.failure is None:
             self.failure = fault
         warnings.warn(f"emulator stopped answering: {fault}", DeviceWarning, stacklevel=1)

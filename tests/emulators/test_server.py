@@ -186,12 +186,15 @@ class FaultyEmulator:
     def handle(self, message: bytes) -> bytes | None:
         if message == b"BAD?":
             return "text"  # type: ignore[return-value]
+        if message == b"LINES?":
+            raise ValueError("first line\nsecond line")
         return {b"PING?": b"PONG"}[message]
 
 
 @pytest.mark.parametrize(("message", "fault"), [
     ("V1?", "FaultyEmulator.handle(b'V1?') raised KeyError: b'V1?' ("),
     ("BAD?", "FaultyEmulator.handle(b'BAD?') returned 'text', not bytes or None; return the reply as bytes"),
+    ("LINES?", "FaultyEmulator.handle(b'LINES?') raised ValueError: first line ("),
 ])
 def test_an_emulator_fault_is_one_line_and_ends_only_that_link(message: str, fault: str) -> None:
     """An emulator that raised, or answered text, ended its server's thread with a traceback, and the driver waited
@@ -208,7 +211,7 @@ def test_an_emulator_fault_is_one_line_and_ends_only_that_link(message: str, fau
             server._threads[-1].join(5)
         with VisaTransport(server.resource, timeout_s=5.0) as transport:
             assert transport.query("PING?") == "PONG"
-    assert server.failure is not None and server.failure.startswith(fault)
+    assert server.failure is not None and server.failure.startswith(fault) and "\n" not in server.failure
     assert str(warned[0].message) == f"emulator stopped answering: {server.failure}"
-    if "raised" in fault:
-        assert server.failure.endswith(f"{__file__}:{FaultyEmulator.handle.__code__.co_firstlineno + 3})")
+    if "KeyError" in fault:
+        assert server.failure.endswith(f"{__file__}:{FaultyEmulator.handle.__code__.co_firstlineno + 5})")
