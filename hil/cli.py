@@ -300,6 +300,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return func(args)
         except HilError as error:
             print(f"hil: error: {error}", file=sys.stderr)
+            for note in getattr(error, "__notes__", ()):  # what to do next (a failed run: how to resume it)
+                print(f"hil: {note}", file=sys.stderr)
             return 2
         except Terminated as stop:
             print(f"hil: stopped by {stop}; instruments were put in their safe state", file=sys.stderr)

@@ -35,7 +35,15 @@ from torch import nn
 from hil import state as state_io
 from hil.config import dump_yaml
 from hil.datasets import Dataset, MinMaxEncoder, StandardEncoder
-from hil.errors import ConfigError, DeviceWarning, HilError, handling
+from hil.errors import (
+    ConfigError,
+    DeviceError,
+    DeviceWarning,
+    HilError,
+    InterlockError,
+    TransportError,
+    handling,
+)
 from hil.lab import Lab
 from hil.nn import physical_layers, set_mode
 from hil.protocol import (
@@ -518,6 +526,16 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
+def _bench_failure(error: BaseException | None) -> bool:
+    """Whether an instrument or its link ended the run (the error, or one it was raised from): a resume goes on from
+    the last checkpoint once the bench is back, where a failure of the protocol's own (a diverged fit) would recur."""
+    while error is not None:
+        if isinstance(error, DeviceError | TransportError | InterlockError):
+            return True
+        error = error.__cause__
+    return False
+
+
 def _out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is an allocation that failed: a `MemoryError`, or torch's `RuntimeError` saying it could
     not allocate the memory or compute its size (which overflowed)."""
@@ -714,6 +732,9 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 raise
     except BaseException as error:  # not sys.exc_info() in the finally: in a caller's except block, that is its own
         ending = error
+        if isinstance(error, Exception) and _bench_failure(error):  # not a stop, which says how to resume itself
+            error.add_note(f"what the run measured is kept in {store.path}; once the instrument is back, resume with: "
+                           f"{resume_command(store.path)}")
         raise
     finally:
         torch.set_num_threads(threads)

@@ -27,7 +27,7 @@ from hil.errors import ConfigError, HilError
 from hil.instruments import SourceMeter
 from hil.orchestrator import STEPS, run_protocol
 from hil.protocol import check_protocol
-from hil.store import RunFileError, RunStore, held, list_runs
+from hil.store import RunFileError, RunStore, held, list_runs, resume_command
 from hil.systems.base import PhysicalSystem, PhysicsModel
 from hil.systems.crossbar import CrossbarSystem
 from tests.test_store import strict_json
@@ -1550,10 +1550,42 @@ def test_an_instrument_lost_mid_run_is_the_error_said_first_and_its_failed_safe_
     events = RunStore.open(run).events()
     assert [e["kind"] for e in events[-3:]] == ["step_finished", "run_failed", "run_failed"]
     assert events[-2]["error"] == cause and events[-1]["error"] == "going to the safe state failed: " + then
+    assert raised.value.__notes__ == [f"what the run measured is kept in {run}; once the instrument is back, resume "
+                                      f"with: {resume_command(run)}"]
     assert emulators_serving() == []
     monkeypatch.setattr(Run, "collect", collect)  # the SMU is back: the lab serves it anew
     store = run_protocol(resume=run, show_progress=False)
     assert store.events()[-1]["kind"] == "run_finished"
+
+
+def test_a_run_the_bench_failed_says_on_a_line_of_its_own_how_to_resume_it(tmp_path: Path, capsys,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """hil run said the instrument's error and stopped; where the run's data were, and that the run goes on from its
+    last checkpoint once the instrument is back, it said nowhere (a stop at Ctrl-C did). A failure of the protocol's own
+    (a diverged fit), which a resume would repeat, says no such thing."""
+    from hil.cli import main
+    from hil.orchestrator import Run
+
+    collect = Run.collect
+
+    def instrument_lost(self: Run) -> None:
+        self.lab._servers["smu"].stop()
+        collect(self)
+
+    monkeypatch.setattr(Run, "collect", instrument_lost)
+    assert main(["run", "--quiet", str(write_probe_protocol(tmp_path))]) == 2
+    run = next((tmp_path / "runs").iterdir())
+    said = capsys.readouterr().err.splitlines()
+    assert said[0].startswith("hil: error: smu (TCPIP::") and said[1:] == [
+        f"hil: what the run measured is kept in {run}; once the instrument is back, resume with: {resume_command(run)}"]
+
+    def diverged(self: Run) -> None:
+        raise HilError("the twin's fit diverged (loss nan); lower twin.fit.lr")
+
+    monkeypatch.setattr(Run, "collect", diverged)
+    (tmp_path / "again").mkdir()
+    assert main(["run", "--quiet", str(write_probe_protocol(tmp_path / "again"))]) == 2
+    assert capsys.readouterr().err == "hil: error: the twin's fit diverged (loss nan); lower twin.fit.lr\n"
 
 
 class CountedCrossbar(CrossbarSystem):
@@ -1672,7 +1704,9 @@ def test_an_instrument_failure_is_said_even_where_the_disk_refuses_to_log_it(tmp
 
         monkeypatch.setattr(Run, "collect", instrument_lost)
     with pytest.raises(HilError, match=r"^smu \(TCPIP::127\.0\.0\.1::\d+::SOCKET\): .*; then logging the failure "
-                                       r"failed: \S*events\.jsonl: cannot write \(No space left on device\)$"):
+                                       r"failed: \S*events\.jsonl: cannot write \(No space left on device\)\n"
+                                       r"what the run measured is kept in \S+; once the instrument is back, resume "
+                                       r"with: hil run --resume \S+$"):  # the note, which pytest matches too
         run_protocol(protocol, show_progress=False)
 
 
