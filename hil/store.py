@@ -289,13 +289,19 @@ class RunStore:
         appended (a resumed run failing before its rewind logs one): glued to it, the event would be unreadable, and a
         second one would leave a damaged line before the end."""
         torn = self._torn
-        with _writing(self.path / DISCARDED), (self.path / DISCARDED).open("ab") as handle:
-            handle.write(torn if torn.endswith(b"\n") else torn + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        self._set_aside([_whole_line(torn)])
         with _writing(self.path / EVENTS):
             self._events.truncate(self._events.seek(0, os.SEEK_END) - len(torn))
         self._torn = b""
+
+    def _set_aside(self, lines: list[bytes]) -> int:
+        """Append ``lines`` to the discarded log, synced; returns its size before them (to take them back)."""
+        with _writing(self.path / DISCARDED), (self.path / DISCARDED).open("ab") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.write(b"".join(lines))
+            handle.flush()
+            os.fsync(handle.fileno())
+        return size
 
     def events(self) -> list[dict[str, Any]]:
         """Every event in the log; a last line torn by a crash is skipped, a damaged line before it is an error."""
@@ -325,14 +331,8 @@ class RunStore:
         kept = [line for event, line in entries if event["seq"] < next_seq]
         later = [line for event, line in entries if event["seq"] >= next_seq]
         if torn:
-            later.append(torn if torn.endswith(b"\n") else torn + b"\n")
-        size = None
-        if later:
-            with _writing(self.path / DISCARDED), (self.path / DISCARDED).open("ab") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                handle.write(b"".join(later))
-                handle.flush()
-                os.fsync(handle.fileno())
+            later.append(_whole_line(torn))
+        size = self._set_aside(later) if later else None
         try:  # the log is left open as it was where its rewrite fails (a full disk), to log that failure
             atomic_write(self.path / EVENTS, b"".join(kept))
         except BaseException:
@@ -478,6 +478,11 @@ def file_digests(folder: Path, names: tuple[str, ...]) -> dict[str, str]:
     """The SHA-256 (hex) of each named file in ``folder``; "" for one that is missing."""
     return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() if (folder / name).is_file() else ""
             for name in names}
+
+
+def _whole_line(line: bytes) -> bytes:
+    """``line`` ending in its newline (a torn last line may have lost it)."""
+    return line if line.endswith(b"\n") else line + b"\n"
 
 
 def resume_command(path: Path) -> str:
