@@ -121,10 +121,15 @@ def design_inputs(system: PhysicalSystem, n: int, design: InputDesign, data: tor
     return torch.cat(parts)
 
 
+def repeated_groups(n_thetas: int, repeats: int, repeat_thetas: int) -> int:
+    """How many of the first θ groups `collect` measures ``repeats`` times: ``min(repeat_thetas, n_thetas)``, none
+    where ``repeats`` is 1."""
+    return min(repeat_thetas, n_thetas) if repeats > 1 else 0
+
+
 def measurement_count(n_thetas: int, repeats: int, repeat_thetas: int) -> int:
-    """The device calls `collect` makes: one per θ group, and ``repeats − 1`` more for each of the first
-    ``min(repeat_thetas, n_thetas)`` groups (none where ``repeats`` is 1)."""
-    return n_thetas + (min(repeat_thetas, n_thetas) if repeats > 1 else 0) * (repeats - 1)
+    """The device calls `collect` makes: one per θ group, and ``repeats − 1`` more for each repeated group."""
+    return n_thetas + repeated_groups(n_thetas, repeats, repeat_thetas) * (repeats - 1)
 
 
 def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, repeats: int = 1,
@@ -139,7 +144,7 @@ def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, rep
                           f"repeat_thetas; got {', '.join(refused)}")
     thetas = sobol(n_thetas, system.n_params, system.theta_bounds, seed)
     xs = torch.stack([design_inputs(system, inputs_per_theta, design, data, seed + 1 + g) for g in range(n_thetas)])
-    n_repeat_groups = min(repeat_thetas, n_thetas) if repeats > 1 else 0
+    n_repeat_groups = repeated_groups(n_thetas, repeats, repeat_thetas)
     total = measurement_count(n_thetas, repeats, repeat_thetas)
     ys, repeated = [], []
     done = 0
