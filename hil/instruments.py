@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from hil.clock import Clock, WallClock
-from hil.errors import ConfigError, DeviceError, FramesDropped, LimitError, brief, excerpt
+from hil.errors import ConfigError, DeviceError, FramesDropped, LimitError, brief
 from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits, real_number
 
 
@@ -104,10 +104,9 @@ class Instrument(ABC):
             try:
                 identity = self._identify_hw()
                 if not isinstance(identity, str):  # e.g. None, where the hook left out its return
-                    raise DeviceError(f"{self.name}: {type(self).__name__}._identify_hw() returned "
-                                      f"{brief(identity)}, not the "
-                                      "identity; return the instrument's identity as text (maker, model, serial, "
-                                      "firmware)")
+                    raise DeviceError(f"{self.name}: {type(self).__name__}._identify_hw() returned {brief(identity)}, "
+                                      "not the identity; return the instrument's identity as text (maker, model, "
+                                      "serial, firmware)")
                 self.identity = identity
             except BaseException:
                 self.close()
@@ -385,7 +384,7 @@ class Camera(Instrument):
             raise DeviceError(f"{self.name}: exposure unknown; call set_exposure() before capture()")
         images, indices = self._capture_hw(int(n_frames))
         if isinstance(images, str | bytes) or np.ndim(images) != 3:  # None, a scalar, one frame without its axis
-            raise DeviceError(f"{self.name}: the frames are {excerpt(repr(images))}, not an array of frames × rows × "
+            raise DeviceError(f"{self.name}: the frames are {brief(images)}, not an array of frames × rows × "
                               "columns")
         indices = self._frame_indices(indices)
         if len(indices) != len(images) or len(images) > n_frames:
@@ -415,7 +414,7 @@ class Camera(Instrument):
                 whole = raw.astype(np.int64)
             if np.isfinite(raw).all() and (whole == raw).all():
                 return whole
-        raise DeviceError(f"{self.name}: frame indices {excerpt(repr(indices))} are not integers")
+        raise DeviceError(f"{self.name}: frame indices {brief(indices)} are not integers")
 
     def _safe_state_hw(self) -> None:
         """Cameras hold no dangerous state; stop any acquisition."""
