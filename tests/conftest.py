@@ -1,13 +1,44 @@
 """Shared fixtures: emulator servers on 127.0.0.1 and pseudo-terminals, stopped after each test; every test must
 leave Ctrl-C's handler as it found it."""
 
+import os
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["hil.testing"]  # the emulator fixtures tcp_server and pty_server
 
+
+
+@dataclass(frozen=True)
+class Synced:
+    """One ``os.fsync``: the file or folder synced (read back from /proc), a file's size then (None for a folder),
+    and a folder's temporaries (``.*.tmp``) then."""
+
+    path: Path
+    size: int | None
+    temporaries: tuple[str, ...]
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[Synced]:
+    """Every ``os.fsync`` from now on, in order (``monkeypatch.undo()`` stops the recording)."""
+    synced: list[Synced] = []
+    fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if path.is_dir():
+            synced.append(Synced(path, None, tuple(sorted(p.name for p in path.glob(".*.tmp")))))
+        else:
+            synced.append(Synced(path, os.fstat(fd).st_size, ()))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return synced
 
 
 @pytest.fixture(autouse=True)

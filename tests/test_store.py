@@ -484,25 +484,14 @@ def test_data_an_attempt_wrote_after_its_last_checkpoint_is_kept_aside_not_overw
     resumed.close()
 
 
-def test_every_file_is_synced_whole_under_its_temporary_name_before_it_replaces_the_old(tmp_path, monkeypatch) -> None:
+def test_every_file_is_synced_whole_under_its_temporary_name_before_it_replaces_the_old(tmp_path, fsynced) -> None:
     """A power cut just after the rename must find the new bytes on disk, not an empty file: each file is flushed and
     synced in full before it is renamed into place (the discarded log before the log it came out of is rewritten);
     then its folder is synced, renamed (no temporary left in it), so that the power cut cannot undo the rename; a
     folder made for it (report/) is synced into its parent first."""
     store = five_events(tmp_path)
     store = RunStore.open(store.path)
-    synced = []
-    fsync = os.fsync
-
-    def recording(fd: int) -> None:
-        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
-        if path.is_dir():  # a folder: where it holds its temporaries
-            synced.append((f"{path.relative_to(store.path)}/", sorted(path.glob(".*.tmp"))))
-        else:
-            synced.append((path.name, os.fstat(fd).st_size))
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording)
+    fsynced.clear()
     store.write_text("summary.md", "text\n")
     store.write_text("report/plot.png", "png\n")
     store.save_checkpoint({"epoch": 1})
@@ -512,26 +501,21 @@ def test_every_file_is_synced_whole_under_its_temporary_name_before_it_replaces_
     store.close()
     checkpoint = (store.path / "checkpoint.pt").stat().st_size
     discarded = (store.path / "events.discarded.jsonl").read_bytes()
-    assert synced == [(".summary.md.tmp", 5), ("./", []), ("./", []), (".plot.png.tmp", 4), ("report/", []),
-                      (".checkpoint.pt.tmp", checkpoint), ("./", []), ("events.discarded.jsonl", len(discarded)),
-                      (".events.jsonl.tmp", len(log) - len(discarded)), ("./", [])]
+    synced = [(s.path.name, s.size) if s.size is not None else (f"{s.path.relative_to(store.path)}/", s.temporaries)
+              for s in fsynced]  # a folder: with the temporaries it holds
+    assert synced == [(".summary.md.tmp", 5), ("./", ()), ("./", ()), (".plot.png.tmp", 4), ("report/", ()),
+                      (".checkpoint.pt.tmp", checkpoint), ("./", ()), ("events.discarded.jsonl", len(discarded)),
+                      (".events.jsonl.tmp", len(log) - len(discarded)), ("./", ())]
 
 
-def test_a_new_run_folder_and_the_folders_made_for_it_are_synced_into_their_parents(tmp_path, monkeypatch) -> None:
+def test_a_new_run_folder_and_the_folders_made_for_it_are_synced_into_their_parents(tmp_path, monkeypatch,
+                                                                                    fsynced) -> None:
     """A power cut after the run's first files were synced could still lose the folders that hold them: made, never
     synced into their parents."""
-    synced = []
-    fsync = os.fsync
-
-    def recording(fd: int) -> None:
-        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording)
     store = RunStore.create(tmp_path / "runs" / "lab", "r")
     monkeypatch.undo()
     store.close()
-    assert synced == [tmp_path, tmp_path / "runs", tmp_path / "runs" / "lab"]
+    assert [s.path for s in fsynced] == [tmp_path, tmp_path / "runs", tmp_path / "runs" / "lab"]
     assert store.path.parent == tmp_path / "runs" / "lab"
 
 

@@ -3,7 +3,6 @@
 import copy
 import os
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -115,22 +114,14 @@ def test_saved_twin_loads_only_for_its_system_kind(lab, crossbar_data, tmp_path)
         load_twin(tmp_path / "twin", lab.systems["resistive"])
 
 
-def test_a_saved_twin_is_synced_whole_before_it_replaces_the_old_and_its_folder_after(lab, tmp_path,
-                                                                                     monkeypatch) -> None:
+def test_a_saved_twin_is_synced_whole_before_it_replaces_the_old_and_its_folder_after(lab, tmp_path, monkeypatch,
+                                                                                     fsynced) -> None:
     """twin.pt was renamed into place unsynced (a power cut could leave it empty, or undo the rename), and a
     temporary of it left behind where torch.save failed; it is written as every file of a run folder is."""
-    synced = []
-    fsync = os.fsync
-
-    def recording(fd: int) -> None:
-        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
-        synced.append(f"{path.name}/" if path.is_dir() else (path.name, os.fstat(fd).st_size))
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording)
     save_twin(build_twin("physics", lab.systems["crossbar"]), tmp_path / "twin")
     monkeypatch.undo()
     sizes = {name: (tmp_path / "twin" / name).stat().st_size for name in ("twin.json", "twin.pt")}
+    synced = [f"{s.path.name}/" if s.size is None else (s.path.name, s.size) for s in fsynced]
     assert synced == [f"{tmp_path.name}/", (".twin.json.tmp", sizes["twin.json"]), "twin/",
                       (".twin.pt.tmp", sizes["twin.pt"]), "twin/"]
     assert sorted(p.name for p in (tmp_path / "twin").iterdir()) == ["twin.json", "twin.pt"]
