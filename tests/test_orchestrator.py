@@ -15,9 +15,9 @@ import textwrap
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -1524,12 +1524,9 @@ def write_probe_protocol(tmp_path: Path) -> Path:
                           method={"name": "pat"}, training={"epochs": 1, "batch_size": 64, "lr": 0.01})
 
 
-def test_an_instrument_lost_mid_run_is_the_error_said_first_and_its_failed_safe_state_follows(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The 2450 goes away (its emulator stops: a power cut, a pulled cable) as the collection starts. The run failed
-    on that, but the error raised was the lab's failure to reach the safe state on the way out, which replaced it:
-    the user was told of ':OUTP OFF' failing, not of what stopped the run. Both are said, the cause first, and the
-    log ends with the failed safe state. The data of the steps done stay, and the run resumes once the SMU is back."""
+def lose_the_smu_as_collect_starts(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], None]:
+    """The 2450's emulator stops (a power cut, a pulled cable) as the collect step starts; returns that step as it
+    was, to put back once the SMU is."""
     from hil.orchestrator import Run
 
     collect = Run.collect
@@ -1539,6 +1536,18 @@ def test_an_instrument_lost_mid_run_is_the_error_said_first_and_its_failed_safe_
         collect(self)
 
     monkeypatch.setattr(Run, "collect", instrument_lost)
+    return collect
+
+
+def test_an_instrument_lost_mid_run_is_the_error_said_first_and_its_failed_safe_state_follows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 2450 goes away (its emulator stops: a power cut, a pulled cable) as the collection starts. The run failed
+    on that, but the error raised was the lab's failure to reach the safe state on the way out, which replaced it:
+    the user was told of ':OUTP OFF' failing, not of what stopped the run. Both are said, the cause first, and the
+    log ends with the failed safe state. The data of the steps done stay, and the run resumes once the SMU is back."""
+    from hil.orchestrator import Run
+
+    collect = lose_the_smu_as_collect_starts(monkeypatch)
     with pytest.raises(HilError) as raised:
         run_protocol(write_probe_protocol(tmp_path), show_progress=False)
     message = str(raised.value)
@@ -1566,13 +1575,7 @@ def test_a_run_the_bench_failed_says_on_a_line_of_its_own_how_to_resume_it(tmp_p
     from hil.cli import main
     from hil.orchestrator import Run
 
-    collect = Run.collect
-
-    def instrument_lost(self: Run) -> None:
-        self.lab._servers["smu"].stop()
-        collect(self)
-
-    monkeypatch.setattr(Run, "collect", instrument_lost)
+    lose_the_smu_as_collect_starts(monkeypatch)
     assert main(["run", "--quiet", str(write_probe_protocol(tmp_path))]) == 2
     run = next((tmp_path / "runs").iterdir())
     said = capsys.readouterr().err.splitlines()
@@ -1687,7 +1690,6 @@ def test_an_instrument_failure_is_said_even_where_the_disk_refuses_to_log_it(tmp
     """An instrument fails, and the log cannot take the run_failed event (the disk is full): the error raised was the
     log's, 'cannot write events.jsonl', and the instrument's failure was said nowhere; then it was said, but not that
     the log lacks it (hil runs lists such a run as incomplete, its report as stopped)."""
-    from hil.orchestrator import Run
 
     refuse_run_failed(monkeypatch)
     protocol = write_probe_protocol(tmp_path)
@@ -1696,13 +1698,7 @@ def test_an_instrument_failure_is_said_even_where_the_disk_refuses_to_log_it(tmp
         lab.write_text(lab.read_text().replace("    emulate:\n      load_ohm: 1000\n",
                                                '    resource: "TCPIP::127.0.0.1::1::SOCKET"\n    timeout_s: 0.3\n'))
     else:
-        collect = Run.collect
-
-        def instrument_lost(self: Run) -> None:
-            self.lab._servers["smu"].stop()
-            collect(self)
-
-        monkeypatch.setattr(Run, "collect", instrument_lost)
+        lose_the_smu_as_collect_starts(monkeypatch)
     with pytest.raises(HilError, match=r"^smu \(TCPIP::127\.0\.0\.1::\d+::SOCKET\): .*; then logging the failure "
                                        r"failed: \S*events\.jsonl: cannot write \(No space left on device\)\n"
                                        r"what the run measured is kept in \S+; once the instrument is back, resume "
