@@ -84,11 +84,14 @@ def error_reason(error: BaseException) -> str:
     return text.split("\n")[0].split(". ")[0] if text else type(error).__name__
 
 
-def raised_at(error: BaseException) -> str:
+def raised_at(error: BaseException, within: str | None = None) -> str:
     """Where ``error`` was raised, as ``file:line`` of its innermost frame (for a one-line message about a plugin's
-    bug: a driver's or an emulator's), or "" where it has no traceback."""
+    bug: a driver's or an emulator's), or of the innermost frame in the file ``within`` (the plugin's line that
+    called the library which raised); "" where it has no traceback."""
     frames = traceback.extract_tb(error.__traceback__)
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    ours = [frame for frame in frames if frame.filename == within]
+    frame = (ours or frames or [None])[-1]
+    return f"{frame.filename}:{frame.lineno}" if frame is not None else ""
 
 
 class Terminated(KeyboardInterrupt):

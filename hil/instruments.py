@@ -10,6 +10,8 @@ runs a list sweep and a crossbar reads many input vectors, each in one round tri
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import warnings
 from abc import ABC, abstractmethod
@@ -20,8 +22,27 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from hil.clock import Clock, WallClock
-from hil.errors import ConfigError, DeviceError, FramesDropped, LimitError, brief
+from hil.errors import ConfigError, DeviceError, FramesDropped, HilError, LimitError, brief, error_reason, raised_at
 from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits, real_number
+
+
+def _reported(hook: Any) -> Any:
+    """``hook`` (a driver's ``_..._hw`` method), its own exceptions raised as one-line `DeviceError` (see
+    `Instrument.__init_subclass__`); hil's errors and running out of memory pass as they are."""
+
+    @functools.wraps(hook)
+    def reported(self: Instrument, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return hook(self, *args, **kwargs)
+        except (HilError, MemoryError):
+            raise
+        except Exception as error:
+            where = raised_at(error, hook.__code__.co_filename)
+            raise DeviceError(f"{self.name}: {hook.__module__}.{hook.__qualname__} raised {type(error).__name__}: "
+                              f"{error_reason(error)} ({where}); fix the driver there (a reply it cannot read is a "
+                              "DeviceError naming the command and the reply)") from error
+
+    return reported
 
 
 class Instrument(ABC):
@@ -33,6 +54,17 @@ class Instrument(ABC):
 
     #: What the instrument is, as named in tables and snapshots ("analog output", "camera", ...).
     capability: ClassVar[str] = "instrument"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A driver's ``_..._hw`` hooks raise a `DeviceError` naming the instrument, the hook and where it failed in
+        place of an exception of their own (a ``float()`` of a reply it cannot read): one line, the original chained.
+        The simulators' hooks (hil's own computation) are left as they are."""
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.partition(".")[0] in ("hil", "simulators"):
+            return
+        for name, hook in list(vars(cls).items()):
+            if name.startswith("_") and name.endswith("_hw") and inspect.isfunction(hook):
+                setattr(cls, name, _reported(hook))
 
     def __init__(self, *, name: str = "", limits: Mapping[str, Mapping[str, Any]] | None = None,
                  clock: Clock | None = None):

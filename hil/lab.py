@@ -26,7 +26,7 @@ from typing import Any, Literal, Union
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from hil.config import Seed, Strict, YamlDocument, got
-from hil.errors import ConfigError, DeviceError, HilError, error_reason, handling, raised_at
+from hil.errors import ConfigError, DeviceError, HilError, handling
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
@@ -493,11 +493,6 @@ class Lab:
                     if str(error).startswith((f"{name}:", f"{name} (")):  # the driver named itself
                         raise
                     raise type(error)(f"instrument {name!r}: {error}") from error
-                except Exception as error:  # a driver's own bug, or a reply it did not expect and could not read
-                    driver = f"{type(instrument).__module__}.{type(instrument).__qualname__}"
-                    raise DeviceError(f"instrument {name!r}: {driver} failed to connect with {type(error).__name__}: "
-                                      f"{error_reason(error)} ({raised_at(error)}); fix the driver there (a reply it "
-                                      "cannot read is a DeviceError naming the command and the reply)") from error
                 self._connected.append(instrument)
         except BaseException:
             self.close()

@@ -23,6 +23,7 @@ import pytest
 import torch
 import yaml
 
+from drivers.keithley2450 import Keithley2450
 from hil.errors import ConfigError, HilError
 from hil.instruments import SourceMeter
 from hil.orchestrator import STEPS, run_protocol
@@ -1589,6 +1590,51 @@ def test_a_run_the_bench_failed_says_on_a_line_of_its_own_how_to_resume_it(tmp_p
     (tmp_path / "again").mkdir()
     assert main(["run", "--quiet", str(write_probe_protocol(tmp_path / "again"))]) == 2
     assert capsys.readouterr().err == "hil: error: the twin's fit diverged (loss nan); lower twin.fit.lr\n"
+
+
+class SmuOfAPlugin(Keithley2450):
+    """The 2450's driver as a plugin extends it: its reading also asks the instrument's last error, parsed by a
+    float() of its own, which an error message in the reply (`misread`) ends in a ValueError."""
+
+    misread: ClassVar[bool] = False
+
+    def _measure_hw(self) -> Any:
+        readings = super()._measure_hw()
+        float(self.transport.query(":SYST:ERR?") if self.misread else "0")
+        return readings
+
+
+def test_a_plugin_drivers_own_error_mid_run_is_one_line_naming_the_instrument_and_where(
+        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin driver's own exception during a run (not at connect) ended hil run in its traceback. It is one line
+    naming the instrument, the hook, the error and the driver's line, then how to resume; the SMU's output is off and
+    what the run measured is kept."""
+    from hil.cli import main
+    from hil.orchestrator import Run
+
+    protocol = write_probe_protocol(tmp_path)
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(lab.read_text().replace("driver: keithley_2450", f"driver: {__name__}:SmuOfAPlugin"))
+    collect, emulators = Run.collect, []
+
+    def misread(self: Run) -> None:
+        emulators.append(self.lab._servers["smu"].emulator)
+        monkeypatch.setattr(SmuOfAPlugin, "misread", True)
+        collect(self)
+
+    monkeypatch.setattr(Run, "collect", misread)
+    assert main(["run", "--quiet", str(protocol)]) == 2
+    run = next((tmp_path / "runs").iterdir())
+    line = next(n for n, text in enumerate(Path(__file__).read_text().splitlines(), 1) if "float(self.trans" in text)
+    assert capsys.readouterr().err.splitlines() == [
+        f"hil: error: smu: {__name__}.SmuOfAPlugin._measure_hw raised ValueError: could not convert string to float: "
+        f"'0,\"No error;0;0 0\"' ({__file__}:{line}); fix the driver there (a reply it cannot read is a DeviceError "
+        "naming the command and the reply)",
+        f"hil: what the run measured is kept in {run}; once the instrument is back, resume with: {resume_command(run)}"]
+    assert not emulators[0].output
+    events = RunStore.open(run).events()
+    assert [e["step"] for e in events if e["kind"] == "step_finished"] == ["calibrate"]
+    assert events[-1]["kind"] == "run_failed" and "SmuOfAPlugin._measure_hw raised ValueError" in events[-1]["error"]
 
 
 class CountedCrossbar(CrossbarSystem):
