@@ -28,13 +28,13 @@ from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_li
 
 def _reported(hook: Any) -> Any:
     """``hook`` (a driver's ``_..._hw`` method), its own exceptions raised as one-line `DeviceError` (see
-    `Instrument.__init_subclass__`); hil's errors and running out of memory pass as they are."""
+    `Instrument.__init_subclass__`); hil's errors, running out of memory and a failed assert pass as they are."""
 
     @functools.wraps(hook)
     def reported(self: Instrument, *args: Any, **kwargs: Any) -> Any:
         try:
             return hook(self, *args, **kwargs)
-        except (HilError, MemoryError):
+        except (HilError, MemoryError, AssertionError):  # an assert: a test's (the byte-exact transport's), kept
             raise
         except Exception as error:
             where = raised_at(error, hook.__code__.co_filename)
@@ -240,14 +240,20 @@ def _as_array(values: Any, name: str, what: str) -> Any:
     return as_numbers(values, f"{name}: {what}")
 
 
+#: SCPI's not-a-number (9.91e37) and ±infinity (±9.9e37), as an instrument answers a level it cannot give (SCPI
+#: 1999, Vol. 1, 7.2.1.5): no present level, where the ramp back to rest would be refused.
+SCPI_NOT_A_NUMBER = 9.9e37
+
+
 def _known_level(level: Any) -> float | None:
-    """A present level as a float if it is a finite number; None (unknown) for None, NaN, infinities and what is no
-    number: a driver's reading of NaN says nothing about the output, and a ramp from it is refused."""
+    """A present level as a float if it is a finite number; None (unknown) for None, NaN, infinities (SCPI's 9.9e37
+    and 9.91e37 among them) and what is no number: a driver's reading of NaN says nothing about the output, and a
+    ramp from it is refused (the safe state switches such a channel off first)."""
     try:
         number = real_number(level)
     except (TypeError, ValueError, OverflowError):
         return None
-    return number if math.isfinite(number) else None
+    return number if math.isfinite(number) and abs(number) < SCPI_NOT_A_NUMBER else None
 
 
 def shape_differs(actual: Sequence[int], shape: tuple[int | None, ...]) -> bool:

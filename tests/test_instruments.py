@@ -182,6 +182,20 @@ def test_set_voltage_from_an_unknown_level_is_refused_before_anything_is_sent() 
         assert inst.level_v[1] is None
 
 
+@pytest.mark.parametrize("reading", [b"+9.91000000000000E+37", b"-9.90000000000000E+37"])
+def test_scpis_not_a_number_for_a_level_is_an_unknown_level_which_the_safe_state_switches_off_first(
+        reading: bytes) -> None:
+    """An instrument answers a level it cannot give with SCPI's not-a-number (9.91e37) or -infinity (-9.9e37). Taken
+    as a level, the safe state tried to ramp back from it in some 10³⁸ steps, was refused, and ended in an error."""
+    exchanges = [*awg_protocol.connected((b"DC", reading, b"1"), idn=AWG_IDN), AWG_OK,
+                 (b"OUTP1 OFF", None), AWG_OK, (b"SOUR1:VOLT:OFFS 0", None), AWG_OK]
+    with expected_protocol(awg(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as inst:
+        inst.connect()
+        assert inst.level_v[1] is None
+        inst.safe_state()
+        assert inst.level_v[1] == 0.0 and inst.output_on[1] is False
+
+
 def test_a_failed_output_switch_leaves_the_output_state_unknown() -> None:
     exchanges = [*awg_connected(), (b"OUTP1 ON", None), (b"SYST:ERR?", b'-221,"Settings conflict"'), AWG_OK]
     with expected_protocol(awg(), exchanges) as inst:

@@ -248,7 +248,8 @@ def test_a_driver_that_fails_at_connect_on_a_reply_it_cannot_read_is_one_line_na
 
 
 class JsonOfAnyReply(DcSource):
-    """A driver that reads a level with json.loads() of the reply and runs out of memory switching an output on."""
+    """A driver that reads a level with json.loads() of the reply, runs out of memory switching an output on and
+    asserts that no level is 1.5 V."""
 
     def _read_level_hw(self, channel: int) -> float:
         return json.loads(self.transport.query(f"V{channel}?"))
@@ -258,11 +259,16 @@ class JsonOfAnyReply(DcSource):
             raise MemoryError
         super()._set_output_hw(channel, enabled)
 
+    def _set_level_hw(self, channel: int, voltage_v: float) -> None:
+        assert voltage_v != 1.5, "a check of the driver's own"
+        super()._set_level_hw(channel, voltage_v)
+
 
 def test_a_drivers_own_error_names_the_drivers_line_and_running_out_of_memory_passes_as_it_is(pty_server) -> None:
     """The line named is the driver's own that called the library which raised (json's decoder, here), not the
-    library's; a MemoryError is no device's fault and passes unchanged. hil's simulators, hil's own computation, keep
-    their errors as they are (a bug there is hil's, reported with its traceback)."""
+    library's; a MemoryError is no device's fault and passes unchanged, as does a failed assert (the byte-exact
+    transport's, in a protocol test). hil's simulators, hil's own computation, keep their errors as they are (a bug
+    there is hil's, reported with its traceback)."""
     emulator = DcSourceEmulator()
     with JsonOfAnyReply(SerialTransport(pty_server(emulator).resource, timeout_s=2.0), name="dc") as dc:
         emulator.levels_v[0] = float("nan")  # channel 1 answers 'nan', which JSON does not know
@@ -274,6 +280,8 @@ def test_a_drivers_own_error_names_the_drivers_line_and_running_out_of_memory_pa
         assert isinstance(raised.value.__cause__, json.JSONDecodeError)
         with pytest.raises(MemoryError):
             dc.set_output(1, True)
+        with pytest.raises(AssertionError, match=r"^a check of the driver's own"):
+            dc.set_voltage(1, 1.5)
     assert not hasattr(SimulatedAnalogOutput._set_level_hw, "__wrapped__")
 
 
