@@ -187,12 +187,13 @@ def _ending(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return events[len(events) - count:]
 
 
-def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str:
+def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[str, Any], damaged: bool) -> str:
     """Sentences for a run that failed, was stopped, or stopped before its evaluation on the device, with the test
-    figures of its last epoch, and for a run resumed from a checkpoint (none for a run that went straight through)."""
+    figures of its last epoch, and for a run resumed from a checkpoint (none for a run that went straight through).
+    ``damaged``: the log has damaged lines, which a resume refuses until they are repaired."""
     last = events[-1] if events else {"kind": "none"}
     before = "" if evaluated else " before its evaluation"
-    resume = f"; `{resume_command(store.path)}` finishes it"
+    resume = f"; {'once the log is repaired, ' if damaged else ''}`{resume_command(store.path)}` finishes it"
     note = ""
     if last["kind"] == "run_failed":  # its error says what to do; resuming may fail alike
         ending = _ending(events)  # what ended the run, then (if it failed too) the safe state on the way out
@@ -316,7 +317,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"# {started.get('protocol', store.path.name)}",
         "",
         f"Run `{store.path.name}`: method **{started.get('method', '?')}** on system **{started.get('system', '?')}**, "
-        f"seed {started.get('seed', '?')}.{_status_note(store, events, evaluated)}{damaged_note}",
+        f"seed {started.get('seed', '?')}.{_status_note(store, events, evaluated, bool(damaged))}{damaged_note}",
         "",
         "| figure | value |",
         "|---|---|",

@@ -8,7 +8,7 @@ import torch
 from hil.cli import main
 from hil.orchestrator import _warnings_logged
 from hil.report import _confusion, _learning_curves, write_report
-from hil.store import RunFileError, RunStore, list_runs
+from hil.store import RunFileError, RunStore, list_runs, resume_command
 
 
 def _run(parent: Path, method: str = "pat", epochs: int = 2, finish: bool = True, **extra: dict) -> RunStore:
@@ -303,6 +303,19 @@ def test_a_log_damaged_before_its_end_is_reported_from_its_other_events_naming_t
     assert log.read_bytes() == original
     [run] = list_runs(tmp_path)
     assert run["status"] == "damaged log" and run["events"] == len(lines) - 2
+
+
+def test_a_damaged_log_of_a_stopped_run_says_a_resume_finishes_it_once_the_log_is_repaired(tmp_path: Path) -> None:
+    """The summary said a resume finishes the run, and in the next sentence that a resume refuses the log."""
+    store = _run(tmp_path, finish=False, run_interrupted={"at_once": "SIGTERM"})
+    log = store.path / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[2] = b"\xff\xfe\n"
+    log.write_bytes(b"".join(lines))
+    with pytest.warns(UserWarning, match="line 3 is damaged"):
+        summary = _summary(store)
+    assert f"; once the log is repaired, `{resume_command(store.path)}` finishes it." in summary
+    assert "a resume refuses the log until it is repaired." in summary
 
 
 def test_a_warning_logged_while_the_report_draws_its_plots_is_counted_in_its_summary(tmp_path: Path) -> None:
