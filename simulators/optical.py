@@ -477,6 +477,8 @@ class SLMCameraWorld(World):
             drives = self.sequence[self.position:self.position + n_frames]
             self.position += n_frames
             self.shown = drives[-1:].clone()  # the sequence memory is reused by the next sequence
+            if self.position == len(self.sequence):  # played out: no pattern left to keep (or checkpoint: 4 MB)
+                self.sequence, self.position = self.sequence.new_empty((0, *self.sequence.shape[1:])), 0
             period = max(math.ceil((timing.slm_settle_s + exposure) / self.frame_period_s - 1e-9)
                          * self.frame_period_s, camera_period)
             start = timing.slm_settle_s
