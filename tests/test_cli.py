@@ -289,6 +289,20 @@ def test_training_data_of_one_class_at_a_run_s_seed_is_refused_naming_that_seed(
     assert not Path("runs").exists()
 
 
+def _small_idx_protocol(path: Path, runs: Path) -> None:
+    """A crossbar protocol of a few seconds at ``path``, on the IDX folder ``mnist`` of the working directory,
+    its runs in ``runs``."""
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    small = {"dataset: {name: digits, test_fraction: 0.2}": "dataset: {name: idx, path: mnist}",
+             "{thetas: 16, inputs_per_theta: 128, repeats: 3}": "{thetas: 4, inputs_per_theta: 8, repeats: 2}",
+             "{epochs: 40, lr: 0.02, patience: 8}": "{epochs: 2}",
+             "epochs: 10, batch_size: 64": "epochs: 1, batch_size: 8"}
+    for old, new in small.items():
+        assert old in text
+        text = text.replace(old, new)
+    path.write_text(f"{text}output: {{root: {runs}}}\n", encoding="utf-8")
+
+
 def test_a_run_resumed_from_another_folder_reads_the_idx_folder_it_started_with(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A run's protocol.yaml kept dataset.path as written, relative to the folder hil ran in: resumed from another
@@ -305,15 +319,7 @@ def test_a_run_resumed_from_another_folder_reads_the_idx_folder_it_started_with(
     monkeypatch.chdir(started)
     shutil.copy(REPO / "lab.yaml", "lab.yaml")
     _idx_folder(started / "mnist", list(range(10)) * 4, list(range(10)))
-    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
-    small = {"dataset: {name: digits, test_fraction: 0.2}": "dataset: {name: idx, path: mnist}",
-             "{thetas: 16, inputs_per_theta: 128, repeats: 3}": "{thetas: 4, inputs_per_theta: 8, repeats: 2}",
-             "{epochs: 40, lr: 0.02, patience: 8}": "{epochs: 2}",
-             "epochs: 10, batch_size: 64": "epochs: 1, batch_size: 8"}
-    for old, new in small.items():
-        assert old in text
-        text = text.replace(old, new)
-    Path("p.yaml").write_text(f"{text}output: {{root: {tmp_path / 'runs'}}}\n", encoding="utf-8")
+    _small_idx_protocol(Path("p.yaml"), tmp_path / "runs")
 
     def failed(self: Run) -> None:
         raise HilError("a failure after the collection")
