@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import math
 import struct
 import zlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -26,7 +29,9 @@ DATASETS = ("digits", "vowels", "idx")
 
 @dataclass(frozen=True)
 class Dataset:
-    """A classification data set split into train and test: features float32, labels int64."""
+    """A classification data set split into train and test: features float32, labels int64. ``files``: the files
+    read from the protocol's folder (an IDX set's, by name) and the SHA-256 of each as stored; none for the shipped
+    sets, which are part of hil as its code is."""
 
     name: str
     x_train: torch.Tensor
@@ -34,6 +39,7 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     class_names: tuple[str, ...]
+    files: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
@@ -152,10 +158,39 @@ def read_idx(path: Path) -> np.ndarray:
     Any file that is not a whole unsigned-byte IDX file (damaged gzip, short header, a header whose shape does not
     match the data) is a `ConfigError` naming it; the header's shape is only checked against the bytes read, never
     used to allocate."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    return read_idx_hashed(path)[0]
+
+
+class _Hashing:
+    """A binary file read through this, its bytes hashed (SHA-256) as they are read."""
+
+    def __init__(self, handle: BinaryIO):
+        self.handle, self.sha256 = handle, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.handle.read(size)
+        self.sha256.update(chunk)
+        return chunk
+
+    def hexdigest(self) -> str:
+        """The digest of the whole file: what the reader left unread (nothing, after a whole gzip stream) first."""
+        while self.read(1 << 20):
+            pass
+        return self.sha256.hexdigest()
+
+
+def read_idx_hashed(path: Path) -> tuple[np.ndarray, str]:
+    """`read_idx`, and the SHA-256 (hex) of the file as stored (a ``.gz`` file's compressed bytes, as ``sha256sum``
+    gives it), hashed as it is read: the digest is of the very bytes the array came from, the file read once."""
     try:
-        with opener(path, "rb") as handle:
-            data = handle.read()
+        with path.open("rb") as raw:
+            hashed = _Hashing(raw)
+            if path.suffix == ".gz":
+                with gzip.GzipFile(fileobj=hashed, mode="rb") as handle:
+                    data = handle.read()
+            else:
+                data = hashed.read()
+            digest = hashed.hexdigest()
     except (OSError, EOFError, zlib.error) as error:  # a damaged or cut-off gzip stream raises the last two
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
         raise ConfigError(f"cannot read IDX file {path} ({reason}); check the file, or download it again") from None
@@ -174,7 +209,12 @@ def read_idx(path: Path) -> np.ndarray:
     if body.size != math.prod(shape):  # Python integers: a lying header cannot overflow into a match
         raise ConfigError(f"{path}: header announces shape {shape}, file holds {body.size} values; the file is "
                           "truncated or damaged: download it again")
-    return body.reshape(shape)
+    return body.reshape(shape), digest
+
+
+#: The names of the files an IDX set reads from its folder, each plain or gzipped (MNIST's names).
+IDX_FILES = tuple(f"{prefix}-{kind}{suffix}" for prefix in ("train", "t10k")
+                  for kind in ("images-idx3-ubyte", "labels-idx1-ubyte") for suffix in ("", ".gz"))
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -185,11 +225,12 @@ def _find(folder: Path, stem: str) -> Path:
 
 
 def _idx(folder: Path, pool: int, limit: int | None, rng: np.random.Generator) -> Dataset:
-    parts = {}
+    parts, digests = {}, {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images_path = _find(folder, f"{prefix}-images-idx3-ubyte")
         labels_path = _find(folder, f"{prefix}-labels-idx1-ubyte")
-        images, labels = read_idx(images_path), read_idx(labels_path)
+        images, digests[images_path.name] = read_idx_hashed(images_path)
+        labels, digests[labels_path.name] = read_idx_hashed(labels_path)
         if images.ndim != 3:
             raise ConfigError(f"{images_path}: images of shape {images.shape}; an images file holds N×rows×columns "
                               "(idx3): give MNIST-format files", field="dataset.path")
@@ -221,7 +262,7 @@ def _idx(folder: Path, pool: int, limit: int | None, rng: np.random.Generator) -
         x_train, y_train = x_train[keep], y_train[keep]
     classes = tuple(str(c) for c in range(int(max(y_train.max(), y_test.max())) + 1))
     return Dataset("idx", torch.as_tensor(x_train, dtype=torch.float32), torch.as_tensor(y_train),
-                   torch.as_tensor(x_test, dtype=torch.float32), torch.as_tensor(y_test), classes)
+                   torch.as_tensor(x_test, dtype=torch.float32), torch.as_tensor(y_test), classes, digests)
 
 
 class MinMaxEncoder:

@@ -2,6 +2,7 @@
 
 import csv
 import gzip
+import hashlib
 import struct
 from importlib.resources import files
 from pathlib import Path
@@ -62,6 +63,21 @@ def test_idx_files_load_and_pool(tmp_path) -> None:
     assert data.x_train.shape == (10, 49) and data.x_test.shape == (6, 49)
     images = read_idx(tmp_path / "t10k-images-idx3-ubyte.gz").astype(float)
     assert data.x_test[0, 0] == pytest.approx(images[0, :4, :4].mean())
+
+
+def test_an_idx_set_gives_the_sha256_of_each_file_it_read_as_stored(tmp_path) -> None:
+    """Of the bytes on disk (a .gz file's compressed ones, as sha256sum gives them), hashed as the loader reads them;
+    of the files read only: a plain file is read rather than the .gz one beside it."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 20), ("t10k", 6)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    plain = tmp_path / "t10k-labels-idx1-ubyte"
+    plain.write_bytes(gzip.decompress((tmp_path / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    read = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", plain.name]
+    data = load_dataset("idx", path=tmp_path)
+    assert dict(data.files) == {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() for name in read}
+    assert load_dataset("digits").files == {} and load_dataset("vowels").files == {}  # part of hil, as its code
 
 
 def test_bad_idx_file_and_unknown_dataset_are_config_errors(tmp_path) -> None:
