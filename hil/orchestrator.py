@@ -660,7 +660,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 store.close()
                 return store
             protocol, document = load_protocol(store.path / "protocol.yaml")
-            check_resumed_data(protocol, document)
+            data = check_resumed_data(protocol, document)  # read, and its IDX files checked, once
             lab = Lab.load(store.path / "lab.yaml")
         except BaseException:
             store.close()
@@ -688,7 +688,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 created = RunStore.create(root, protocol.output.name or protocol.name)
             except ConfigError as error:
                 raise document.error(error.detail, ("output", "root")) from None
-            created.write_text("protocol.yaml", dump_yaml(recorded(protocol)))
+            created.write_text("protocol.yaml", dump_yaml(recorded(protocol, data)))
             created.write_text("lab.yaml", lab.document.text)  # type: ignore[union-attr] - the text that was loaded
         except BaseException:
             lab.close()  # stops the emulators the build started

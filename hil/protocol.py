@@ -8,7 +8,9 @@ settings, and where the run folder goes. Unknown keys are refused; errors name t
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,7 +19,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from hil.config import Seed, Strict, YamlDocument
-from hil.datasets import DATASETS, Dataset
+from hil.datasets import DATASETS, IDX_FILES, Dataset
 from hil.errors import ConfigError
 from hil.lab import Lab, reads_as
 from hil.methods.base import TrainingMethod, method_class
@@ -31,6 +33,11 @@ from hil.twin.models import TWIN_KINDS, build_twin, load_twin
 SIZE_MAX = 2**63 - 1
 
 
+#: An IDX file's name in its folder, and a SHA-256 as hexadecimal digits.
+IdxFile = Literal[IDX_FILES]  # type: ignore[valid-type]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 class DatasetConfig(Strict):
     name: Literal["digits", "vowels", "idx"]
     path: str | None = Field(None, description="folder of MNIST-format IDX files (idx only), relative to the "
@@ -39,11 +46,16 @@ class DatasetConfig(Strict):
     test_fraction: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing (digits: of the "
                                  "samples; vowels: of the speakers); an IDX set brings its own test files")
     limit: int | None = Field(None, ge=2, description="at most this many training samples")
+    sha256: dict[IdxFile, Sha256] | None = Field(
+        None, description="the SHA-256 of each IDX file read, by name (idx only): of the file as stored, a .gz "
+        "file's compressed bytes (what sha256sum gives). A run records it in its protocol.yaml, and its resume, as any "
+        "run of a protocol that gives it, refuses a file missing or changed; without it, nothing is checked")
 
     @model_validator(mode="after")
     def _fields_of_the_set(self) -> DatasetConfig:
         # by value, not by presence: a run's resolved protocol.yaml writes every field, defaults included
-        idx_only = [name for name, unset in (("path", None), ("pool", 1)) if getattr(self, name) != unset]
+        idx_only = [name for name, unset in (("path", None), ("pool", 1), ("sha256", None))
+                    if getattr(self, name) != unset]
         if self.name != "idx" and idx_only:
             one = len(idx_only) == 1
             raise ValueError(f"{' and '.join(idx_only)} {'is' if one else 'are'} for IDX files only (name: idx), not "
@@ -381,25 +393,30 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
                           ("twin", "hidden")) from None
 
 
-def recorded(protocol: Protocol) -> dict[str, Any]:
+def recorded(protocol: Protocol, data: Dataset | None = None) -> dict[str, Any]:
     """The protocol as a run folder records it: every field, defaults included, and the paths a resumed run reads
     again (the IDX folder, ``twin.from_run``) made absolute as this run reads them, from the working directory, so
-    that a resume from any folder finds the same files. (The lab is not read again: the run keeps a copy.)"""
+    that a resume from any folder finds the same files, and the SHA-256 of each IDX file ``data`` were read from, so
+    that it finds them unchanged. (The lab is not read again: the run keeps a copy.)"""
     fields = protocol.model_dump(mode="json")
     if protocol.dataset.path is not None:
         fields["dataset"]["path"] = str(Path(protocol.dataset.path).expanduser().resolve())  # as load_dataset reads it
+    if data is not None and data.files:
+        fields["dataset"]["sha256"] = dict(data.files)
     if protocol.twin.from_run:
         fields["twin"]["from_run"] = str(Path(protocol.twin.from_run).resolve())
     return fields
 
 
-def check_resumed_data(protocol: Protocol, document: YamlDocument) -> None:
-    """A resumed run's IDX folder is still where the run found it; else a `ConfigError` at ``dataset.path`` naming it
-    and what to do (not to name another: a resume refuses its protocol.yaml edited)."""
+def check_resumed_data(protocol: Protocol, document: YamlDocument) -> Dataset:
+    """A resumed run's data, as `load_data` reads and checks them: its IDX folder still where the run found it, and
+    each IDX file in it the one the run read (``dataset.sha256``; a run of an earlier hil recorded none, and its files
+    are not checked); else a `ConfigError` at the field naming the folder or the file, what changed and what to do
+    (not to name another: a resume refuses its protocol.yaml edited)."""
     path = protocol.dataset.path
     folder = Path(path).expanduser() if path is not None else None
     if folder is None or folder.is_dir():
-        return
+        return load_data(protocol, document, resumed=True)
     if folder.is_absolute():
         fix = "the run started with its data there: put them back, or start a new run"
     else:  # recorded as the protocol wrote it, by an earlier hil
@@ -408,20 +425,27 @@ def check_resumed_data(protocol: Protocol, document: YamlDocument) -> None:
                          ("dataset", "path"))
 
 
-def load_data(protocol: Protocol, document: YamlDocument | None = None) -> Dataset:
-    """The protocol's data set, split and limited. An unknown set, a bad path, or data that leave too few rows
-    to train on (`check_training_rows`) or a single class are located in the protocol."""
+def load_data(protocol: Protocol, document: YamlDocument | None = None, *, resumed: bool = False) -> Dataset:
+    """The protocol's data set, split and limited. An unknown set, a bad path, IDX files other than those
+    ``dataset.sha256`` gives (`check_data_files`; ``resumed``: those the run started with), or data that leave too
+    few rows to train on (`check_training_rows`) or a single class are located in the protocol."""
     from hil.datasets import load_dataset
 
     d = protocol.dataset
     if d.name not in DATASETS:
         raise _locate(document, f"unknown data set {d.name!r}", ("dataset", "name"))
+    check_data_files(protocol, None, document, resumed)  # a file gone is said to be, before the set is read
     try:
         data = load_dataset(d.name, seed=protocol.seed, test_fraction=d.test_fraction, path=d.path, pool=d.pool,
                             limit=d.limit)
     except ConfigError as error:
+        if d.sha256 is not None:  # a file changed (cut short, of another set) may fail to read: that is said first
+            folder = Path(str(d.path)).expanduser()
+            check_data_files(protocol, {name: _sha256(folder / name) or digest for name, digest in d.sha256.items()},
+                             document, resumed)
         where = tuple(error.field.split(".")) if error.field else ("dataset", "path")
         raise _locate(document, error.detail, where) from None
+    check_data_files(protocol, data.files, document, resumed)
     check_training_rows(protocol, len(data.y_train), document)
     classes = data.y_train.unique()
     if len(classes) < 2:  # one sample, or all of one class: nothing to tell apart (one output: a loss of 0)
@@ -431,6 +455,49 @@ def load_data(protocol: Protocol, document: YamlDocument | None = None) -> Datas
                                 f"{data.class_names[int(classes[0])]!r}{seeded}; a classifier needs samples of at "
                                 "least two classes", _rows_field(protocol))
     return data
+
+
+def check_data_files(protocol: Protocol, read: Mapping[str, str] | None, document: YamlDocument | None = None,
+                     resumed: bool = False) -> None:
+    """The IDX files ``dataset.sha256`` gives are those the set is read from, unchanged: before reading (``read``
+    None) each is in the folder; after, each file read (``read``: its name and SHA-256) is one it gives, with that
+    digest. Else a `ConfigError` at ``dataset.sha256`` naming the first file that is not, what changed and what to do
+    (``resumed``: the field is a run's record of the files it started with). Nothing to check without the field: a
+    protocol that pins no files, and a run of an earlier hil, which recorded none."""
+    given = protocol.dataset.sha256
+    if given is None or protocol.dataset.path is None:
+        return
+    folder = Path(protocol.dataset.path).expanduser()
+    if read is None:
+        changed = [(name, "missing") for name in given if not (folder / name).exists()]
+    else:
+        changed = [(name, _change(read, name, digest, resumed)) for name, digest in given.items()
+                   if read.get(name) != digest]
+        changed += [(name, "read, but not among the files of dataset.sha256") for name in read if name not in given]
+    if changed:
+        name, what = changed[0]
+        fix = ("a run resumes with the data it started with: put the original back, or start a new run" if resumed
+               else "put the original back, or leave dataset.sha256 out")
+        raise _locate(document, f"{folder / name}: {what}; {fix}", ("dataset", "sha256"))
+
+
+def _sha256(path: Path) -> str | None:
+    """The SHA-256 of the file at ``path``, read in chunks; None if it cannot be read."""
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _change(read: Mapping[str, str], name: str, digest: str, resumed: bool) -> str:
+    """What changed of the file ``name``, given with ``digest``, which was found in its folder before reading."""
+    if name not in read:  # a .gz file, and the plain one now beside it (which the loader takes first) read instead
+        return f"no longer read: {name.removesuffix('.gz')} beside it is read in its place"
+    now, was = read[name][:12], digest[:12]
+    if resumed:
+        return f"changed since the run started (SHA-256 now {now}…, was {was}…)"
+    return f"differs from dataset.sha256 (SHA-256 {now}…, not {was}…)"
 
 
 def _rows_field(protocol: Protocol) -> tuple[str, str]:

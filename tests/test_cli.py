@@ -356,6 +356,147 @@ def test_a_run_resumed_from_another_folder_reads_the_idx_folder_it_started_with(
         check_resumed_data(protocol, document)
 
 
+def _idx_run_killed_as_it_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A run on an IDX folder (its training files plain, its test files gzipped), killed as it logged its end (its
+    last line torn: it resumes from its last checkpoint, and reads its data again); its folder and the IDX folder."""
+    import gzip
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "lab.yaml", "lab.yaml")
+    mnist = tmp_path / "mnist"
+    _idx_folder(mnist, list(range(10)) * 4, list(range(10)))
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        packed = mnist / f"{name}.gz"
+        (mnist / name).write_bytes(gzip.decompress(packed.read_bytes()))
+        packed.unlink()
+    _small_idx_protocol(Path("p.yaml"), tmp_path / "runs")
+    assert main(["run", "--quiet", "p.yaml"]) == 0
+    [run] = (tmp_path / "runs").iterdir()
+    log = run / "events.jsonl"
+    log.write_bytes(log.read_bytes()[:-30])
+    return run, mnist
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_resume_refuses_idx_files_changed_since_the_run_started_and_proceeds_with_them_put_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """IDX files replaced in place (another download, a copy cut short and written again) went unnoticed: the resumed
+    run trained and evaluated on other data than the part before its checkpoint. A run records the SHA-256 of each
+    file it read, as stored (what sha256sum gives), and a resume refuses a file changed, cut short, removed or read
+    no longer, in one line naming it, before any instrument is touched and changing nothing in the run; with the
+    originals back, it resumes."""
+    import gzip
+    import hashlib
+
+    def sha256(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    run, mnist = _idx_run_killed_as_it_ended(tmp_path, monkeypatch)
+    recorded = (run / "protocol.yaml").read_text(encoding="utf-8")
+    for path in sorted(mnist.iterdir()):
+        assert f"    {path.name}: {sha256(path.read_bytes())}\n" in recorded
+    labels, test_labels = mnist / "train-labels-idx1-ubyte", mnist / "t10k-labels-idx1-ubyte.gz"
+    original = labels.read_bytes()
+    relabelled = original[:8] + bytes(9 - label for label in original[8:])  # the header, then 40 labels 0..9
+    was = sha256(original)[:12]
+    changes = [
+        # other labels, the same size: the set reads as before, its samples relabelled
+        (lambda: labels.write_bytes(relabelled),
+         f"{labels}: changed since the run started (SHA-256 now {sha256(relabelled)[:12]}…, was {was}…)"),
+        # cut short and written again: it no longer reads as an IDX file, and is said to have changed
+        (lambda: labels.write_bytes(original[:-10]),
+         f"{labels}: changed since the run started (SHA-256 now {sha256(original[:-10])[:12]}…, was {was}…)"),
+        (labels.unlink, f"{labels}: missing"),
+        # the file unpacked beside the one the run read, which the loader then takes
+        (lambda: (mnist / test_labels.stem).write_bytes(gzip.decompress(test_labels.read_bytes())),
+         f"{test_labels}: no longer read: {test_labels.stem} beside it is read in its place"),
+    ]
+    before = _contents(run)
+    capsys.readouterr()
+    for change, said in changes:
+        change()
+        assert main(["run", "--quiet", "--resume", str(run)]) == 2
+        assert capsys.readouterr().err == (f"hil: error: {run / 'protocol.yaml'}:14: dataset.sha256: {said}; a run "
+                                           "resumes with the data it started with: put the original back, or start "
+                                           "a new run\n")
+        assert _contents(run) == before
+        labels.write_bytes(original)
+        (mnist / test_labels.stem).unlink(missing_ok=True)
+    assert main(["run", "--quiet", "--resume", str(run)]) == 0, capsys.readouterr().err
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [event["kind"] for event in events[-2:]] == ["run_resumed", "run_finished"]
+
+
+def test_a_run_of_an_earlier_hil_that_recorded_no_digests_resumes_as_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A protocol.yaml without dataset.sha256 (and a checkpoint holding that file's digest), as hil wrote before it
+    recorded the IDX files' digests: the run resumes, its files read without a record to check them against."""
+    import hashlib
+    import io
+
+    import torch
+
+    from hil.store import CHECKPOINT, RunStore, atomic_write, seal_checkpoint
+
+    run, _ = _idx_run_killed_as_it_ended(tmp_path, monkeypatch)
+    protocol = run / "protocol.yaml"
+    lines = protocol.read_text(encoding="utf-8").splitlines(keepends=True)
+    start = lines.index("  sha256:\n")
+    earlier = "".join(lines[:start] + lines[start + 5:])  # the field and its four files
+    assert "sha256" not in earlier
+    protocol.write_text(earlier, encoding="utf-8")
+    store = RunStore.open(run)
+    saved = store.load_checkpoint()
+    store.close()
+    assert saved is not None
+    saved["file_digests"]["protocol.yaml"] = hashlib.sha256(earlier.encode()).hexdigest()
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    atomic_write(run / CHECKPOINT, seal_checkpoint(buffer.getvalue()))
+    capsys.readouterr()
+    assert main(["run", "--quiet", "--resume", str(run)]) == 0, capsys.readouterr().err
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [event["kind"] for event in events[-2:]] == ["run_resumed", "run_finished"]
+    assert protocol.read_text(encoding="utf-8") == earlier
+
+
+def test_a_protocol_that_gives_dataset_sha256_takes_only_those_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The field a run records may be written in a protocol too (a run's protocol.yaml run again): hil check and hil
+    run hold the folder to it, rather than record other files over it; it is for an IDX set only."""
+    import hashlib
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "lab.yaml", "lab.yaml")
+    _idx_folder(tmp_path / "mnist", list(range(10)) * 4, list(range(10)))
+    _small_idx_protocol(Path("p.yaml"), tmp_path / "runs")
+    text = Path("p.yaml").read_text(encoding="utf-8")
+    digests = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(Path("mnist").iterdir())}
+    labels = Path("mnist") / "train-labels-idx1-ubyte.gz"  # named as the protocol names its folder
+    other = "0" * 64
+    for given, said in [
+        (digests, None),
+        ({**digests, labels.name: other}, f"{labels}: differs from dataset.sha256 (SHA-256 "
+                                          f"{digests[labels.name][:12]}…, not {other[:12]}…); put the original back, "
+                                          "or leave dataset.sha256 out"),
+        ({name: digest for name, digest in digests.items() if name != labels.name},
+         f"{labels}: read, but not among the files of dataset.sha256; put the original back, or leave dataset.sha256 "
+         "out"),
+    ]:
+        pinned = text.replace("path: mnist}", f"path: mnist, sha256: {json.dumps(given)}}}")
+        Path("p.yaml").write_text(pinned, encoding="utf-8")
+        assert main(["check", "p.yaml"]) == (0 if said is None else 2)
+        assert said is None or capsys.readouterr().err == f"hil: error: p.yaml:8: dataset.sha256: {said}\n"
+    Path("p.yaml").write_text(text.replace("dataset: {name: idx, path: mnist}",
+                                           f"dataset: {{name: digits, sha256: {json.dumps(digests)}}}"))
+    assert main(["check", "p.yaml"]) == 2
+    assert capsys.readouterr().err == ("hil: error: p.yaml:8: dataset: sha256 is for IDX files only (name: idx), not "
+                                       "the bundled digits set; leave it out\n")
+
+
 def test_a_run_records_the_paths_it_reads_again_as_this_run_reads_them(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The IDX folder (``~`` the home's) and the reused run, from the working directory; the rest as written."""
