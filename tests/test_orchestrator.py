@@ -82,11 +82,13 @@ def start(args: list[str], **environment: str) -> subprocess.Popen:
 
 
 def wait_for_batch(runs: Path, epoch: int, batch: int, process: subprocess.Popen) -> Path:
+    """The run folder once the run in ``process`` has logged ``batch`` of ``epoch``; only whole lines are read (the
+    last may be half written, as the run writes it)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         for log in runs.glob("*/events.jsonl"):
-            for line in log.read_text().splitlines():
-                if '"kind": "batch"' in line:
+            for line in log.read_bytes().splitlines(keepends=True):
+                if line.endswith(b"\n") and b'"kind": "batch"' in line:
                     event = json.loads(line)
                     if event["epoch"] == epoch and event["batch"] >= batch:
                         return log.parent
