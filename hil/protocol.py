@@ -128,7 +128,7 @@ class FidelityConfig(Strict):
 
 
 class TwinConfig(Strict):
-    kind: Literal["physics", "neural", "residual", "oracle"] = "physics"
+    kind: Literal[TWIN_KINDS] = "physics"  # type: ignore[valid-type]
     hidden: list[Annotated[int, Field(ge=1, le=SIZE_MAX)]] | None = Field(
         None, description="hidden layer widths of the neural and residual twins")
     collect: CollectConfig = Field(default_factory=CollectConfig)
@@ -547,8 +547,6 @@ def check_protocol(path: str | Path | YamlDocument, lab_path: str | Path | None 
     try:
         lab.build()
         system, _ = system_and_method(protocol, lab, document)
-        if protocol.twin.kind not in TWIN_KINDS:
-            raise document.error(f"unknown twin kind {protocol.twin.kind!r}", ("twin", "kind"))
         data = load_data(protocol, document)
         build_model(protocol, lab, data.n_features, data.n_classes, document)
         check_twin(protocol, system, document)
