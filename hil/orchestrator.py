@@ -151,6 +151,7 @@ class Run:
         self.twin_data: TwinData | None = None
         self.started = time.monotonic()
         self.wall_s_before = 0.0
+        self.resumed = False
         self.run_files = file_digests(store.path, RUN_FILES)
 
     # -- set-up -------------------------------------------------------------------------------------------------
@@ -219,6 +220,7 @@ class Run:
     def resume_from(self, saved: dict[str, Any], discarded: int) -> None:
         """Continue from the checkpoint ``saved``, the events after it already moved out of the log (``discarded``:
         how many lines moved)."""
+        self.resumed = True
         self.completed = list(saved["completed"])
         self.epoch, self.batch = int(saved["epoch"]), int(saved["batch"])
         self.history = list(saved["history"])
@@ -294,7 +296,7 @@ class Run:
     def collect(self) -> None:
         config = self.protocol.twin
         if config.from_run:
-            check_from_run(self.protocol, self.document)  # a resumed run is checked here, where it needs the run
+            check_from_run(self.protocol, self.document, self.resumed)  # a resumed run: here, where it needs it
             source = RunStore.open(config.from_run)
             source.close()
             try:

@@ -356,21 +356,22 @@ def first_physical_system(protocol: Protocol, lab: Lab) -> PhysicalSystem | None
     return lab.system(first.system or protocol.system)
 
 
-def check_from_run(protocol: Protocol, document: YamlDocument | None = None) -> None:
+def check_from_run(protocol: Protocol, document: YamlDocument | None = None, resumed: bool = False) -> None:
     """The run that ``twin.from_run`` names holds what reusing it needs, its fitted twin (``twin/``) and the data
     the twin was fitted to (``data/twin_data.h5``); a `ConfigError` at that field if not. Their contents are read,
-    and checked, where they are used."""
+    and checked, where they are used. ``resumed``: the run is a resume, which cannot name another run."""
     source = protocol.twin.from_run
     if not source:
         return
     missing = [f"{name} ({what})" for name, what in (("twin/", "a fitted twin"), ("data/twin_data.h5", "its data"))
                if not (Path(source) / name).exists()]
     if missing:
-        raise _locate(document, f"{source} has no {' and no '.join(missing)}; name a run that finished its collect "
-                                "and fit_twin steps", ("twin", "from_run"))
+        fix = "a resumed run reuses the run it started from: put it back, or start a new run" if resumed else \
+            "name a run that finished its collect and fit_twin steps"
+        raise _locate(document, f"{source} has no {' and no '.join(missing)}; {fix}", ("twin", "from_run"))
     if held(Path(source)):  # its data could not be read until that process ends: say so before calibrating
-        raise _locate(document, f"{source} is open in another hil process; wait for it to end, or name another run",
-                      ("twin", "from_run"))
+        raise _locate(document, f"{source} is open in another hil process; wait for it to end"
+                                f"{'' if resumed else ', or name another run'}", ("twin", "from_run"))
 
 
 def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:

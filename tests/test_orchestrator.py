@@ -580,6 +580,33 @@ def test_a_from_run_open_in_another_process_is_refused_before_a_run_starts(finis
         holder.communicate("")
 
 
+def test_a_resumed_run_whose_from_run_moved_is_told_to_put_it_back_not_to_name_another(
+        finished_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped before its collect step reads twin.from_run when resumed; with that run moved away, it was told
+    to name another run, which a resume refuses (its protocol.yaml is pinned)."""
+    from hil.orchestrator import Interrupted, Run
+
+    source = copy_of(finished_run, tmp_path / "source")
+
+    def stop(self: Run) -> None:
+        raise KeyboardInterrupt("stopped before collect")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Run, "collect", stop)
+        with pytest.raises(Interrupted):
+            run_protocol(write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}}),
+                         show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    source.rename(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(run / 'protocol.yaml'))}:\d+: twin\.from_run: "
+                                          rf"{re.escape(str(source))} has no twin/ \(a fitted twin\) and no "
+                                          r"data/twin_data\.h5 \(its data\); a resumed run reuses the run it started "
+                                          r"from: put it back, or start a new run$"):
+        run_protocol(resume=run, show_progress=False)
+    (tmp_path / "elsewhere").rename(source)
+    assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
+
+
 def test_from_run_errors_are_clear_and_end_the_run_as_failed(finished_run: Path, tmp_path: Path) -> None:
     torn_twin = copy_of(finished_run, tmp_path / "torn")
     (torn_twin / "twin/twin.pt").write_bytes((torn_twin / "twin/twin.pt").read_bytes()[:100])
