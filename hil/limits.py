@@ -40,19 +40,22 @@ def _kind(values: Any) -> str:
 
 
 def _refuse_kind(kind: str, what: str) -> None:
-    """Refuse an array of elements of numpy kind ``kind`` that are no real numbers: complex, true/false, text."""
+    """Refuse an array of elements of numpy kind ``kind`` that are no real numbers: complex, true/false, text, times
+    and time spans."""
     if kind == "c":  # numpy would drop the imaginary part with a warning
         raise LimitError(f"{what}: complex numbers refused; give real values")
     if kind == "b":
         raise LimitError(f"{what}: true/false values refused; give numbers")
     if kind in ("U", "S"):
         raise LimitError(f"{what}: text refused; give numbers")
+    if kind in ("m", "M"):  # compared with numbers as counts of their unit (days, ns, ...)
+        raise LimitError(f"{what}: times and time spans refused; give numbers")
 
 
 def _is_no_number(item: Any) -> bool:
     """Whether ``item`` (a value, or a list's item) is one of `_NOT_NUMBERS`, or an array or tensor of true/false
     values or text."""
-    return isinstance(item, _NOT_NUMBERS) or _kind(item) in ("b", "U", "S")
+    return isinstance(item, _NOT_NUMBERS) or _kind(item) in ("b", "U", "S", "m", "M")
 
 
 def _refuse_items(values: Any, what: str) -> None:
@@ -92,8 +95,11 @@ def as_numbers(values: Any, what: str) -> np.ndarray:
 
 def real_number(value: Any) -> float:
     """``float(value)`` for a real number alone (NaN and infinities included): float() also takes text and
-    true/false, keeps the real part of a numpy complex, and reads a 0-d object array as its item; these raise
-    `TypeError` here, as None does."""
+    true/false, keeps the real part of a numpy complex, a time span's count (numpy's timedelta64) and a one-element
+    tensor of any shape, and reads a 0-d object array as its item; these raise `TypeError` here, as None and a
+    one-element numpy array do."""
+    if isinstance(value, torch.Tensor) and value.ndim > 0:
+        raise TypeError(f"{value!r} is not a number")
     if isinstance(value, np.ndarray) and value.dtype.kind == "O" and value.ndim == 0:
         try:
             return real_number(value.item())

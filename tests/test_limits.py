@@ -412,6 +412,28 @@ def test_a_single_complex_value_or_object_array_of_text_is_not_a_number(value: o
     assert Limit("V", -1, 1).check(np.array(0.5, dtype=object), "x") == 0.5  # a number in an object array is one
 
 
+@pytest.mark.parametrize("value", [torch.tensor([0.5]), torch.tensor([[0.5]]), np.timedelta64(1, "s"),
+                                   np.datetime64("1970-01-02")],
+                         ids=["one-element tensor", "1×1 tensor", "time span", "date"])
+def test_a_one_element_tensor_and_a_time_are_not_a_number(value: object) -> None:
+    """A one-element tensor was taken as its element where a one-element numpy array was refused, and a time span as
+    its count of its unit (1 s as 1.0); a 0-d tensor, as a 0-d array, is one number."""
+    with pytest.raises(LimitError, match=rf"^x: {re.escape(repr(value))} is not a number$"):
+        Limit("V", -1, 1).check(value, "x")  # type: ignore[arg-type]
+    assert Limit("V", -1, 1).check(torch.tensor(0.5), "x") == Limit("V", -1, 1).check(np.array(0.5), "x") == 0.5
+
+
+@pytest.mark.parametrize(("values", "problem"), [
+    (np.array([1, 2], dtype="m8[s]"), "x: times and time spans refused; give numbers"),
+    (np.array(["1970-01-02"], dtype="M8[D]"), "x: times and time spans refused; give numbers"),
+    ([0.5, np.timedelta64(1, "s")], "x[1]: np.timedelta64(1,'s') is not a number")])
+def test_an_array_of_times_is_refused(values: object, problem: str) -> None:
+    """check_array passed an array of time spans or dates unchanged to the instrument, compared as counts of their
+    unit (days since 1970 for a date)."""
+    with pytest.raises(LimitError, match=rf"^{re.escape(problem)}$"):
+        Limit("V", -5, 5).check_array(values, "x")
+
+
 def test_arrays_of_different_shapes_in_a_list_are_not_numbers_as_a_limit_error() -> None:
     """numpy cannot put arrays of 2 × 2 and 2 × 3 in one array (a ValueError from numpy): that is a list that holds
     no numbers, said as a `LimitError` naming what was given, as a ragged list of numbers is."""
