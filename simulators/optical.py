@@ -136,9 +136,10 @@ class TableOpticsConfig(OpticsConfig):
 class ConstructionConfig(Strict):
     """Hidden, fixed per device: drawn once from the seed."""
 
-    lut_gain_error: float = Field(0.03, ge=0, le=1, description="std of the LUT's relative phase-gain error (1); "
-                                  "source: Chen et al., Appl. Sci. 8, 2323 (2018): a LUT calibrated at another "
-                                  "wavelength or temperature leaves errors of a few % of the phase range")
+    lut_gain_error: float = Field(0.03, ge=0, le=0.3, description="std of the LUT's relative phase-gain error (1); "
+                                  "the drawn gain is at least 0.1 (a phase falling as the drive rises is no LC "
+                                  "SLM's); source: Chen et al., Appl. Sci. 8, 2323 (2018): a LUT calibrated at "
+                                  "another wavelength or temperature leaves errors of a few % of the phase range")
     lut_bow_rad: float = Field(0.15, ge=0, le=math.pi, description="std of the LUT's bow, the mid-range deviation of "
                                "the phase curve from a line (rad); source: as lut_gain_error")
     crosstalk_px: float = Field(0.5, ge=0, le=2, description="mean width σ of the fringing-field blur (SLM "
@@ -389,7 +390,7 @@ class SLMCameraWorld(World):
         g = self.construction_rng
         c = config.construction
         self.levels = 2**config.slm.bit_depth
-        self.lut_gain = 1.0 + c.lut_gain_error * float(torch.randn((), generator=g))
+        self.lut_gain = max(0.1, 1.0 + c.lut_gain_error * float(torch.randn((), generator=g)))
         self.lut_bow_rad = c.lut_bow_rad * float(torch.randn((), generator=g))
         self.crosstalk_px = c.crosstalk_px * (1 + c.crosstalk_spread * (2 * float(torch.rand((), generator=g)) - 1))
         self.zero_order = min(1.0, c.zero_order * (1 + c.zero_order_spread

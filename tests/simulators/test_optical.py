@@ -283,6 +283,14 @@ def test_lut_error_has_the_configured_spread_and_shapes_the_frames() -> None:
     assert ideal.lut_gain == 1.0 and ideal.lut_bow_rad == 0.0
 
 
+def test_the_lut_gain_stays_positive_at_the_largest_error_allowed() -> None:
+    """A gain error of up to 1 (its limit was) drew gains of 0 or below one seed in six: a phase that falls as the
+    drive rises. The error is at most 0.3 now, and seed 725's draw of 3.7σ below (a gain of −0.10) is floored at 0.1."""
+    with pytest.raises(ConfigError, match=r"lut_gain_error"):
+        OpticalTable(config={"construction": {"lut_gain_error": 0.31}})
+    assert OpticalTable(seed=725, config={"construction": {"lut_gain_error": 0.3}}).lut_gain == 0.1
+
+
 def test_lut_bow_is_the_parabola_4u_one_minus_u_at_every_drive() -> None:
     """φ = gain·d + bow·4u(1 − u), u = d/2π, written out, at drives where the parabola differs from other bows
     with the same ends and peak (sin πu is 0.707 at u = 0.25, the parabola 0.75); a per-frame bow broadcasts. The
