@@ -126,7 +126,7 @@ def _twin_fit(store: RunStore) -> Figure:
     low, high = float(measured.min()), float(measured.max())
     axis.plot([low, high], [low, high], "k--", linewidth=1)
     axis.set(xlabel="measured on the device", ylabel="predicted by the twin",
-             title=f"twin on held-out data (NMSE {arrays['nmse'].double().mean():.4f})")
+             title=f"twin on held-out data (NMSE {_figure(arrays['nmse'].double().mean().item())})")  # as summarised
     return figure
 
 

@@ -7,7 +7,7 @@ import torch
 
 from hil.cli import main
 from hil.orchestrator import _warnings_logged
-from hil.report import _confusion, _learning_curves, write_report
+from hil.report import _confusion, _learning_curves, _twin_fit, write_report
 from hil.store import RunFileError, RunStore, list_runs, resume_command
 
 
@@ -206,6 +206,20 @@ def test_the_summary_shows_the_twin_fit_plot_of_a_run_that_measured_its_fidelity
     store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1]), "measured": torch.rand(2, 3, 2),
                                            "predicted": torch.rand(2, 3, 2)})
     assert "![twin_fit.png](twin_fit.png)" in _summary(store)
+
+
+@pytest.mark.parametrize("nmse", [0.00043, 0.005741, 1.899])
+def test_the_twin_fit_plot_gives_the_nmse_as_the_summary_does(tmp_path: Path, nmse: float) -> None:
+    """The oscillator twin's 0.00043 was 0.0004 in the plot's title and 0.00043 in the summary: one figure, two
+    values; a smaller one read as 0.0000."""
+    store = _run(tmp_path)
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([nmse], dtype=torch.float64),
+                                           "measured": torch.rand(2, 3, 2), "predicted": torch.rand(2, 3, 2)})
+    store.event("fidelity", nmse_mean=nmse)
+    title = _twin_fit(store).axes[0].get_title()
+    summary = _summary(store)
+    shown = f"{nmse:.4g}"
+    assert f"| twin held-out NMSE (mean over outputs) | {shown} |" in summary and f"NMSE {shown}" in title, title
 
 
 def test_a_failed_run_whose_epochs_were_not_evaluated_gives_no_last_epoch_accuracy(tmp_path: Path) -> None:
