@@ -99,10 +99,17 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
             if points:
                 axis.plot(*zip(*points, strict=True), style, color=COLOURS[prefix], label=f"test, {prefix}")
                 tested = True
+    final = _final_point(events, epochs, batches)
+    for axis, figure_name in ((loss_axis, "device_loss"), (accuracy_axis, "device_accuracy")):
+        if final is not None and _number(final[1].get(figure_name)):
+            axis.plot([final[0]], [final[1][figure_name]], "*", markersize=12, color=COLOURS["device"],
+                      markeredgecolor="black", label="final evaluation, device")
     if batches:
         forward = _train_forward(events)
         figure.suptitle("train: the mean over each epoch's training batches" + (f", forward {forward}" if forward
-                        else "") + ("; test: the test set after each epoch" if tested else ""), fontsize=9)
+                        else "") + ("; test: the test set after each epoch" if tested else "")
+                        + ("\nfinal evaluation: the test set measured again after training" if final else ""),
+                        fontsize=9)
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for axis in (loss_axis, accuracy_axis):
@@ -111,6 +118,29 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
         if axis.get_legend_handles_labels()[0]:  # a run stopped before its first epoch has no curves yet
             axis.legend()
     return figure
+
+
+def _final_point(events: list[dict[str, Any]], epochs: list[dict[str, Any]],
+                 batches: list[dict[str, Any]]) -> tuple[int, dict[str, Any]] | None:
+    """Where the final evaluation goes on the learning curves, at the last epoch trained, and its event; None for a
+    run without one (or without an epoch to place it at)."""
+    evaluated = _last(events, "evaluated")
+    trained = [e["epoch"] + 1 for e in (*epochs, *batches)]
+    if not evaluated or not trained:
+        return None
+    return max(trained), evaluated
+
+
+def _final_note(events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str:
+    """A sentence telling the final evaluation from the test pass after the last epoch, which the learning curves end
+    with: the same model measured twice on a device that is noisy and drifts gives two figures."""
+    epoch = _last(events, "epoch")
+    if not _number(evaluated.get("device_accuracy")) or not _number(epoch.get("device_accuracy")) \
+            or not isinstance(epoch.get("epoch"), int):
+        return ""
+    return (" The final evaluation measured the test set on the device again after training; the pass after the last "
+            f"epoch ({epoch['epoch'] + 1}), the learning curves' last point, gave {_figure(epoch['device_accuracy'])}: "
+            "the two differ by the device's noise and drift.")
 
 
 def _twin_fit(store: RunStore) -> Figure:
@@ -335,7 +365,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"Calibration: {_settings(calibrated.get('settings', {}))}. "
         f"Twin data: {collected.get('groups', 'n/a')} θ groups, "
         f"{collected.get('samples', 'n/a')} samples.{_reused_note(_last(events, 'twin_loaded'))}{_fit_note(fitted)}"
-        f"{_refined_note(events)}{_warnings_note(events)}",
+        f"{_refined_note(events)}{_final_note(events, evaluated)}{_warnings_note(events)}",
         "",
         *[f"![{name}]({name})" for name in plots],
         "",

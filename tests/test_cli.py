@@ -764,7 +764,10 @@ def test_the_learning_curves_plot_what_the_events_say(tmp_path: Path) -> None:
     assert curves == {("loss", "train"): ([1, 2], [1.5, 0.75]),  # the mean of each epoch's batches
                       ("loss", "test, device"): ([1, 2], [0.9, 0.4]), ("loss", "test, twin"): ([1, 2], [1.0, 0.5]),
                       ("accuracy", "test, device"): ([1, 2], [0.5, 0.75]),
-                      ("accuracy", "test, twin"): ([1, 2], [0.25, 0.5])}
+                      ("accuracy", "test, twin"): ([1, 2], [0.25, 0.5]),
+                      # the final evaluation, at the last epoch
+                      ("loss", "final evaluation, device"): ([2], [0.4]),
+                      ("accuracy", "final evaluation, device"): ([2], [0.75])}
 
 
 @pytest.mark.parametrize(("file", "arrays", "needle"), [

@@ -46,8 +46,9 @@ def test_each_curve_has_one_colour_in_both_panels(tmp_path: Path) -> None:
     for axis in figure.axes:
         for line in axis.get_lines():
             colours.setdefault(line.get_label(), set()).add(line.get_color())
-    assert set(colours) == {"train", "test, device", "test, twin"}
+    assert set(colours) == {"train", "test, device", "test, twin", "final evaluation, device"}
     assert all(len(found) == 1 for found in colours.values()), colours
+    assert colours["final evaluation, device"] == colours["test, device"]  # the same device, measured again
     assert len({next(iter(found)) for found in colours.values()}) == 3
 
 
@@ -63,7 +64,7 @@ def test_the_learning_curves_say_where_the_training_batches_ran(tmp_path: Path, 
     assert where in figure.get_suptitle() and "mean over each epoch's training batches" in figure.get_suptitle()
     assert "test: the test set after each epoch" in figure.get_suptitle()
     untested = [e for e in events if e["kind"] != "epoch"]  # evaluation.every_epoch: false
-    assert "test" not in _learning_curves(untested).get_suptitle()
+    assert "after each epoch" not in _learning_curves(untested).get_suptitle()
 
 
 def test_a_failed_run_says_it_failed_with_its_error_and_its_last_epoch(tmp_path: Path) -> None:
@@ -135,6 +136,25 @@ def test_the_summary_gives_the_final_evaluation_on_the_device(tmp_path: Path) ->
     assert "| test accuracy through the twin | n/a |" in summary
 
 
+def test_the_final_evaluation_is_told_apart_from_the_last_epochs_test_pass(tmp_path: Path) -> None:
+    """The main job's summary gave 0.8969 on the device while the learning curve ended at 0.8886, with nothing to say
+    that the final evaluation measures the test set again: a reader took one of them for a mistake."""
+    store = _run(tmp_path)
+    events = store.events()
+    figure = _learning_curves(events)
+    curves = {(axis.get_title(), line.get_label()): (list(line.get_xdata()), list(line.get_ydata()))
+              for axis in figure.axes for line in axis.get_lines()}
+    assert curves[("accuracy", "final evaluation, device")] == ([2], [0.75])
+    assert curves[("loss", "final evaluation, device")] == ([2], [0.4])
+    assert "final evaluation: the test set measured again after training" in figure.get_suptitle()
+    summary = _summary(store)
+    assert ("The final evaluation measured the test set on the device again after training; the pass after the last "
+            "epoch (2), the learning curves' last point, gave 0.6: the two differ by the device's noise and drift."
+            in summary)
+    untested = [e for e in events if e["kind"] != "epoch"]  # evaluation.every_epoch: false: nothing to tell apart
+    assert "final evaluation" in _learning_curves(untested).get_suptitle()
+
+
 @pytest.mark.parametrize(("discarded", "said"), [
     ([1, 0], "It was resumed twice from its last checkpoint; the event that the stopped attempts logged after it is "
              "in"),
@@ -171,7 +191,7 @@ def test_a_run_that_failed_after_its_evaluation_says_so_without_calling_its_figu
 ])
 def test_a_twin_fit_that_neither_diverged_nor_ran_out_of_epochs_has_no_note(tmp_path: Path, fitted: dict) -> None:
     summary = _summary(_run(tmp_path, twin_fitted=fitted))
-    assert "samples.\n" in summary and "twin fit" not in summary
+    assert "samples. The final evaluation" in summary and "twin fit" not in summary
 
 
 def test_the_learning_curves_leave_out_a_test_figure_that_is_not_a_number(tmp_path: Path) -> None:
