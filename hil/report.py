@@ -138,9 +138,11 @@ def _final_note(events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str:
     if not _number(evaluated.get("device_accuracy")) or not _number(epoch.get("device_accuracy")) \
             or not isinstance(epoch.get("epoch"), int):
         return ""
+    same = epoch["device_accuracy"] == evaluated["device_accuracy"]
     return (" The final evaluation measured the test set on the device again after training; the pass after the last "
-            f"epoch ({epoch['epoch'] + 1}), the learning curves' last point, gave {_figure(epoch['device_accuracy'])}: "
-            "the two differ by the device's noise and drift.")
+            f"epoch ({epoch['epoch'] + 1}), the learning curves' last point, gave {'the same: ' if same else ''}"
+            f"{_figure(epoch['device_accuracy'])}" + ("." if same else ": the two differ by the device's noise and "
+                                                       "drift."))
 
 
 def _twin_fit(store: RunStore) -> Figure:

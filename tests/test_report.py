@@ -155,6 +155,14 @@ def test_the_final_evaluation_is_told_apart_from_the_last_epochs_test_pass(tmp_p
     assert "final evaluation" in _learning_curves(untested).get_suptitle()
 
 
+def test_a_final_evaluation_that_gave_the_last_epochs_figure_is_not_said_to_differ(tmp_path: Path) -> None:
+    """The oscillator protocol measured 0.8596 both times; "the two differ" was then wrong."""
+    store = _run(tmp_path, epochs=1, finish=False)
+    store.event("evaluated", device_accuracy=0.5, device_loss=0.4)
+    summary = _summary(store)
+    assert "the learning curves' last point, gave the same: 0.5." in summary and "differ" not in summary
+
+
 @pytest.mark.parametrize(("discarded", "said"), [
     ([1, 0], "It was resumed twice from its last checkpoint; the event that the stopped attempts logged after it is "
              "in"),
