@@ -208,6 +208,17 @@ def _fit_note(fitted: dict[str, Any]) -> str:
             "better twin.")
 
 
+def _unfaithful_note(fid: dict[str, Any]) -> str:
+    """A sentence for a twin whose held-out NMSE is 1 or more: each output's mean would predict the device as well,
+    so what is trained through it (PAT's gradients, an in-silico model) follows another device; none otherwise."""
+    nmse = fid.get("nmse_mean")
+    if not _number(nmse) or not nmse >= 1:  # a NaN is no figure to judge by
+        return ""
+    return (f" **The twin is no better than each output's mean** (held-out NMSE {_figure(nmse)}, 1 or more): the "
+            "gradients and predictions taken from it are not the device's. Collect more data (`twin.collect`), fit it "
+            "otherwise (`twin.fit`), or choose another `twin.kind`, before the next run trains through it.")
+
+
 def _ending(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The events that end the log and say how the run ended (``run_failed``, ``run_interrupted``): one, or the
     cause followed by a failed safe state on the way out."""
@@ -367,7 +378,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"Calibration: {_settings(calibrated.get('settings', {}))}. "
         f"Twin data: {collected.get('groups', 'n/a')} θ groups, "
         f"{collected.get('samples', 'n/a')} samples.{_reused_note(_last(events, 'twin_loaded'))}{_fit_note(fitted)}"
-        f"{_refined_note(events)}{_final_note(events, evaluated)}{_warnings_note(events)}",
+        f"{_unfaithful_note(fid)}{_refined_note(events)}{_final_note(events, evaluated)}{_warnings_note(events)}",
         "",
         *[f"![{name}]({name})" for name in plots],
         "",

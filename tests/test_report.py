@@ -163,6 +163,16 @@ def test_a_final_evaluation_that_gave_the_last_epochs_figure_is_not_said_to_diff
     assert "the learning curves' last point, gave the same: 0.5." in summary and "differ" not in summary
 
 
+@pytest.mark.parametrize(("nmse", "said"), [(1.899, True), (1.0, True), (0.3894, False), (float("nan"), False)])
+def test_a_twin_no_better_than_the_outputs_mean_is_said_to_be(tmp_path: Path, nmse: float, said: bool) -> None:
+    """A neural twin of the optical bench fitted to an NMSE of 1.9 (worse than predicting each output's mean) gave
+    PAT gradients of cosine 0.11, and the summary showed its figures without a word."""
+    summary = _summary(_run(tmp_path, fidelity={"nmse_mean": nmse, "jacobian_cosine_theta": 0.111}))
+    assert ("**The twin is no better than each output's mean**" in summary) == said
+    if said:
+        assert f"(held-out NMSE {nmse:.4g}, 1 or more)" in summary and "`twin.kind`" in summary
+
+
 @pytest.mark.parametrize(("discarded", "said"), [
     ([1, 0], "It was resumed twice from its last checkpoint; the event that the stopped attempts logged after it is "
              "in"),
