@@ -135,15 +135,25 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from hil.store import list_runs
+    import shlex
+
+    from hil.store import EVENTS, list_runs
 
     if not args.root.is_dir():
         print(f"hil: error: {args.root} is not a folder of runs; give one with --root", file=sys.stderr)
         return 2
+    if (args.root / EVENTS).is_file():  # a run folder: listing the runs inside it would show none
+        print(f"hil: error: {args.root} is a run folder; list it with the others: hil runs --root "
+              f"{shlex.quote(str(args.root.absolute().parent))}", file=sys.stderr)
+        return 2
     table = Table(title=f"Runs in {args.root}")
     for column in ("run", "protocol", "status", "device accuracy", "events"):
         table.add_column(column)
-    for run in list_runs(args.root):
+    runs = list_runs(args.root)
+    if not runs:
+        print(f"no runs in {args.root} (hil run makes them in its protocol's output.root, runs by default)")
+        return 0
+    for run in runs:
         accuracy = run["device_accuracy"]
         shown = f"{accuracy:.3f}" if isinstance(accuracy, int | float) else "" if accuracy is None else str(accuracy)
         table.add_row(run["run"], str(run["protocol"]), run["status"], shown, str(run["events"]))

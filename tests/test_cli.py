@@ -708,6 +708,25 @@ def test_runs_lists_every_run_even_with_an_odd_value_or_an_unreadable_log(
     assert "0.875" in out and "zero" in out and "unreadable log" in out
 
 
+def test_runs_given_a_run_folder_names_the_folder_of_runs_to_list_instead(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`hil runs --root runs/<run>` printed an empty table, as if the run were not there."""
+    from hil.store import RunStore
+
+    store = RunStore.create(tmp_path / "runs", "one")
+    store.event("run_started", protocol="one")
+    store.close()
+    assert main(["runs", "--root", str(store.path)]) == 2
+    assert capsys.readouterr().err == (f"hil: error: {store.path} is a run folder; list it with the others: hil runs "
+                                       f"--root {tmp_path / 'runs'}\n")
+
+
+def test_runs_in_a_folder_without_runs_says_there_are_none(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    assert f"no runs in {tmp_path}" in capsys.readouterr().out
+
+
 def test_report_of_a_run_without_epochs_warns_nothing_and_a_blocked_report_folder_is_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from hil.store import RunStore
