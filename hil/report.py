@@ -2,7 +2,8 @@
 
 - ``learning_curves.png``: training loss (the mean over each epoch's batches, forward where the method ran it), and
   test loss and accuracy on the device and through the twin, per epoch, each curve one colour in both panels;
-- ``twin_fit.png``: the twin's predictions against held-out device measurements;
+- ``twin_fit.png``: the twin's predictions against device measurements on the θ groups it was not fitted on, a
+  colour per output, with the summary's NMSE;
 - ``confusion.png``: the confusion matrix of the final evaluation on the device;
 - ``summary.md``: the final figures, the twin's fidelity, the device time (modelled on a simulator) and the
   wall time up to the report; for a run that failed, was stopped or was resumed, how (with its error, and the test
@@ -157,8 +158,9 @@ def _twin_fit(store: RunStore) -> Figure:
         axis.scatter(measured[:, output], predicted[:, output], s=4, alpha=0.5, label=f"y{output}")
     low, high = float(measured.min()), float(measured.max())
     axis.plot([low, high], [low, high], "k--", linewidth=1)
-    axis.set(xlabel="measured on the device", ylabel="predicted by the twin",
-             title=f"twin on held-out data (NMSE {_figure(arrays['nmse'].double().mean().item())})")  # as summarised
+    nmse = _figure(arrays["nmse"].double().mean().item())  # as the summary gives it
+    axis.set(xlabel=f"measured on the device (a colour per output, {measured.shape[1]} outputs)",
+             ylabel="predicted by the twin", title=f"twin on held-out θ groups (NMSE {nmse})")
     return figure
 
 

@@ -260,6 +260,16 @@ def test_the_twin_fit_plot_gives_the_nmse_as_the_summary_does(tmp_path: Path, nm
     assert f"| twin held-out NMSE (mean over outputs) | {shown} |" in summary and f"NMSE {shown}" in title, title
 
 
+def test_the_twin_fit_plot_says_what_its_colours_are(tmp_path: Path) -> None:
+    """The optical twin's plot drew its 16 outputs in 10 colours, repeated, with no legend or word of what they were."""
+    store = _run(tmp_path)
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1]), "measured": torch.rand(2, 3, 16),
+                                           "predicted": torch.rand(2, 3, 16)})
+    axis = _twin_fit(store).axes[0]
+    store.close()
+    assert "a colour per output, 16 outputs" in axis.get_xlabel() and "held-out θ groups" in axis.get_title()
+
+
 def test_a_failed_run_whose_epochs_were_not_evaluated_gives_no_last_epoch_accuracy(tmp_path: Path) -> None:
     """evaluation.every_epoch: false logs epochs without test figures."""
     summary = _summary(_run(tmp_path, epochs=0, finish=False, epoch={"epoch": 0, "device_time_s": 1.0},
