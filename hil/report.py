@@ -1,10 +1,11 @@
 """The run report: PNG plots and a short markdown summary, from the run folder alone.
 
 - ``learning_curves.png``: training loss (the mean over each epoch's batches, forward where the method ran it), and
-  test loss and accuracy on the device and through the twin, per epoch, each curve one colour in both panels;
+  test loss and accuracy on the device and through the twin, per epoch, each curve one colour in both panels, and
+  the final evaluation on the device;
 - ``twin_fit.png``: the twin's predictions against device measurements on the θ groups it was not fitted on, a
   colour per output, with the summary's NMSE;
-- ``confusion.png``: the confusion matrix of the final evaluation on the device;
+- ``confusion.png``: the confusion matrix of the final evaluation of the test set on the device, with its accuracy;
 - ``summary.md``: the final figures, the twin's fidelity, the device time (modelled on a simulator) and the
   wall time up to the report; for a run that failed, was stopped or was resumed, how (with its error, and the test
   figures of its last epoch when it has no final evaluation).
@@ -176,9 +177,12 @@ def _confusion(store: RunStore) -> Figure:
     image = axis.imshow(confusion, cmap="Blues")
     for row in range(len(confusion)):
         for column in range(len(confusion)):
-            axis.text(column, row, f"{int(confusion[row, column])}", ha="center", va="center", fontsize=7)
+            count = int(confusion[row, column])  # white on the dark cells, where black is unreadable
+            axis.text(column, row, f"{count}", ha="center", va="center", fontsize=7,
+                      color="white" if count > confusion.max() / 2 else "black")
     axis.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
-             xlabel="predicted", ylabel="true", title="confusion on the device")
+             xlabel="predicted", ylabel="true", title="test set on the device, final evaluation"
+             + (f" (accuracy {_figure(float(confusion.trace() / total))})" if (total := confusion.sum()) else ""))
     figure.colorbar(image, ax=axis, fraction=0.046)
     return figure
 

@@ -239,6 +239,14 @@ def test_class_names_not_one_per_row_of_the_confusion_are_replaced_by_numbers(tm
     assert [label.get_text() for label in axis.get_xticklabels()] == ["0", "1"]
 
 
+def test_the_confusion_plot_says_it_is_the_final_evaluation_of_the_test_set(tmp_path: Path) -> None:
+    """Titled "confusion on the device", it did not say which split, nor which of the device's passes over it."""
+    store = _run(tmp_path)
+    title = _confusion(store).axes[0].get_title()
+    store.close()
+    assert title == "test set on the device, final evaluation (accuracy 0.75)"
+
+
 def test_the_summary_shows_the_twin_fit_plot_of_a_run_that_measured_its_fidelity(tmp_path: Path) -> None:
     store = _run(tmp_path)
     store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1]), "measured": torch.rand(2, 3, 2),
