@@ -247,6 +247,13 @@ def test_the_confusion_plot_says_it_is_the_final_evaluation_of_the_test_set(tmp_
     assert title == "test set on the device, final evaluation (accuracy 0.75)"
 
 
+def test_the_confusion_counts_on_dark_cells_are_white(tmp_path: Path) -> None:
+    store = _run(tmp_path)
+    colours = {text.get_text(): text.get_color() for text in _confusion(store).axes[0].texts}
+    store.close()
+    assert colours == {"2": "white", "1": "black", "0": "black"}
+
+
 def test_the_summary_shows_the_twin_fit_plot_of_a_run_that_measured_its_fidelity(tmp_path: Path) -> None:
     store = _run(tmp_path)
     store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1]), "measured": torch.rand(2, 3, 2),
