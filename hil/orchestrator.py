@@ -422,7 +422,8 @@ class Run:
                 self.epoch += 1
                 self.batch = 0
                 self.checkpoint()
-                advance(self.epoch, f"this epoch's test acc {record.get('device_accuracy', float('nan')):.3f} (device)")
+                advance(self.epoch, f"this epoch's test acc {record['device_accuracy']:.3f} (device)"
+                        if "device_accuracy" in record else "")  # evaluation.every_epoch: false
 
     def _set_learning_rates(self, progress: float) -> None:
         """The schedule's learning rates at ``progress`` (0 at the first step, → 1 at the last)."""
@@ -459,7 +460,7 @@ class Run:
         confusion.index_put_((self.y_test, predictions), torch.ones_like(predictions), accumulate=True)
         arrays = {"labels": self.y_test, "device_predictions": predictions, "confusion": confusion}
         figures: dict[str, Any] = {"device_loss": loss, "device_accuracy": accuracy}
-        if self.twin is not None:
+        if self.protocol.evaluation.twin and self.twin is not None:
             twin_loss, twin_accuracy, twin_predictions = self._evaluate("twin", self.x_test, self.y_test)
             arrays["twin_predictions"] = twin_predictions
             figures.update(twin_loss=twin_loss, twin_accuracy=twin_accuracy)

@@ -1469,9 +1469,22 @@ def test_a_reused_twin_whose_held_out_groups_are_not_groups_of_its_data_is_refus
         run_protocol(protocol, show_progress=False)
 
 
-def test_the_twin_is_not_evaluated_each_epoch_when_the_protocol_says_not_to(tmp_path: Path) -> None:
+def test_the_twin_is_not_evaluated_each_epoch_nor_at_the_end_when_the_protocol_says_not_to(tmp_path: Path) -> None:
+    """evaluation.twin: false held for the epochs only: the final evaluation still evaluated the twin."""
     with prepared_run(tmp_path, training={"epochs": 1, "batch_size": 64}, evaluation={"twin": False}) as run:
         assert set(run._evaluate_all()) == {"device_loss", "device_accuracy"}
+        run.evaluate()
+        assert "twin_accuracy" not in run.store.events()[-1]
+        arrays, _ = run.store.load_arrays("data/evaluation.h5")
+        assert "twin_predictions" not in arrays
+
+
+def test_the_training_bar_says_no_test_accuracy_when_the_epochs_are_not_evaluated(tmp_path: Path, capsys) -> None:
+    """With evaluation.every_epoch: false the bar said "this epoch's test acc nan (device)"."""
+    run_protocol(write_protocol(tmp_path, **SMALL | {"evaluation": {"every_epoch": False}}),
+                 output_root=tmp_path / "runs")
+    shown = capsys.readouterr().out
+    assert re.search(r"training .*1/1", shown) and "nan" not in shown and "test acc" not in shown
 
 
 def test_the_first_ctrl_c_says_that_the_run_will_stop_after_its_step(capfd: pytest.CaptureFixture[str]) -> None:
