@@ -63,7 +63,7 @@ from hil.protocol import (
 from hil.store import CHECKPOINT, EVENTS, RunFileError, RunStore, file_digests, resume_command
 from hil.twin.collect import TwinData, collect, measurement_count
 from hil.twin.fidelity import fidelity
-from hil.twin.fit import fit_twin
+from hil.twin.fit import fit_epochs, fit_twin
 from hil.twin.models import Twin, build_twin, load_twin, save_twin, twin_from_spec
 
 STEPS = ("calibrate", "collect", "fit_twin", "fidelity", "train", "evaluate", "report")
@@ -337,13 +337,14 @@ class Run:
             train, validation = self.twin_data.subset(train_groups), self.twin_data.subset(held_out)
             self.twin.spec["held_out_groups"] = held_out.tolist()  # a later run reusing the twin measures on these
             epochs = 0 if config.kind == "oracle" else config.fit.epochs
-            with self._bar("fitting the twin", epochs) as advance:
+            total = fit_epochs(self.twin, epochs)  # a residual twin's two stages: its physics, then the residual
+            with self._bar("fitting the twin", total) as advance:
                 result = fit_twin(self.twin, train, validation, epochs=epochs, lr=config.fit.lr,
                                   patience=config.fit.patience, seed=self.protocol.seed,
                                   progress=lambda e, tr, va: advance(e + 1, f"held-out loss {va:.3g}"))
                 ran = len(result.validation_loss)
-                if 0 < ran < epochs:  # the bar ends full, saying why it ended early
-                    advance(epochs, f"stopped at {ran}, best {min(result.validation_loss):.3g} at "
+                if 0 < ran < total:  # the bar ends full, saying why it ended early
+                    advance(total, f"stopped at {ran}, best {min(result.validation_loss):.3g} at "
                                     f"{result.best_epoch + 1}")
             self.store.event("twin_fitted", twin_kind=config.kind, train_loss=result.train_loss,
                              validation_loss=result.validation_loss, best_epoch=result.best_epoch,

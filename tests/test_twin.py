@@ -10,7 +10,7 @@ import torch
 from hil.errors import ConfigError
 from hil.twin.collect import TwinData, collect, held_out_count, measurement_count, sobol
 from hil.twin.fidelity import fidelity, jacobian_cosine
-from hil.twin.fit import fit_twin, nmse
+from hil.twin.fit import fit_epochs, fit_twin, nmse
 from hil.twin.models import build_twin, load_twin, save_twin
 from tests.lab_text import lab_from_text
 
@@ -175,15 +175,34 @@ def test_residual_twin_is_the_physics_plus_a_residual_scaled_to_the_training_dat
         torch.testing.assert_close(twin(x, theta), twin.physics_twin(x, theta))  # starts as the physics
         residual = train.y.reshape(-1, 8) - torch.cat([twin.physics_twin(x, t)
                                                         for x, t in zip(train.x, train.theta, strict=True)])
-    fit_twin(twin, train, other, epochs=0)  # sets the residual's output scale (from the training data) only
-    torch.testing.assert_close(twin.residual.y_mean, residual.mean(dim=0))
+    fit_twin(twin, train, other, epochs=0)  # sets the residual's output scale (from what the physics leaves) only
+    torch.testing.assert_close(twin.residual.y_mean, torch.zeros(8))  # uncentred: the physics' affine has offsets
     torch.testing.assert_close(twin.residual.y_std, residual.std(dim=0))
-    assert residual.mean(dim=0).abs().max() > 1e-3
     with torch.no_grad():
-        torch.testing.assert_close(twin(x, theta), twin.physics_twin(x, theta) + residual.mean(dim=0))
+        torch.testing.assert_close(twin(x, theta), twin.physics_twin(x, theta))
         twin.residual.net[-1].bias.fill_(1.0)  # the network's output is scaled by the residual's spread
-        torch.testing.assert_close(twin(x, theta), twin.physics_twin(x, theta) + residual.mean(dim=0)
-                                   + residual.std(dim=0))
+        torch.testing.assert_close(twin(x, theta), twin.physics_twin(x, theta) + residual.std(dim=0))
+
+
+def test_a_residual_twin_fits_its_physics_first_and_keeps_the_residual_only_where_it_helps(lab,
+                                                                                           crossbar_data) -> None:
+    """Fitted together, the network took up the error before the physics was calibrated and learnt the training θ
+    groups (held-out NMSE 0.39 against the physics twin's 0.0057 on the optical protocol). In two stages the physics
+    is fitted as a physics twin is, then the residual on what it leaves; the twin is no worse held out."""
+    system = lab.systems["crossbar"]
+    train, held_out = crossbar_data.subset(torch.arange(4)), crossbar_data.subset(torch.arange(4, 6))
+    physics = build_twin("physics", system)
+    alone = fit_twin(physics, train, held_out, epochs=15, lr=0.02, patience=3, seed=1)
+    twin = build_twin("residual", system, hidden=(32,))
+    steps: list[int] = []
+    result = fit_twin(twin, train, held_out, epochs=15, lr=0.02, patience=3, seed=1,
+                      progress=lambda epoch, _, __: steps.append(epoch))
+    first = len(alone.validation_loss)
+    assert result.validation_loss[:first] == alone.validation_loss  # the same fit as the physics twin's
+    assert len(result.validation_loss) > first and steps == list(range(len(result.validation_loss)))
+    assert nmse(twin, held_out).mean() <= nmse(physics, held_out).mean() * (1 + 1e-6)
+    assert result.validation_loss[result.best_epoch] == min(result.validation_loss)
+    assert fit_epochs(twin, 15) == 30 and fit_epochs(physics, 15) == 15
 
 
 def test_neural_twin_learns_a_small_network(lab) -> None:

@@ -46,10 +46,21 @@ def nmse(twin: Twin, data: TwinData, variance: torch.Tensor | None = None) -> to
     return errors.mean(dim=0) / variance.clamp_min(1e-12)
 
 
+def fit_epochs(twin: Twin, epochs: int) -> int:
+    """The most epochs `fit_twin` runs on ``twin`` given ``epochs``: twice that for a residual twin (two stages)."""
+    return 2 * epochs if isinstance(twin, ResidualTwin) else epochs
+
+
 def fit_twin(twin: Twin, train: TwinData, validation: TwinData, *, epochs: int = 100, lr: float = 1e-2,
              patience: int = 10, seed: int = 0,
              progress: Callable[[int, float, float], None] | None = None) -> FitResult:
-    """Train ``twin`` in place on ``train``; keep the state with the lowest held-out error."""
+    """Train ``twin`` in place on ``train``; keep the state with the lowest held-out error.
+
+    A residual twin is fitted in two stages of up to ``epochs`` each: its physics alone, then the neural residual
+    on what the fitted physics leaves, the physics held; the residual is kept only where it lowers the held-out
+    error, so the twin is never worse there than its physics. (Fitted together, the network took up the error before
+    the physics' few parameters were calibrated and learnt the training θ groups: held-out NMSE 0.39 against the
+    physics twin's 0.0057 on the optical protocol.) ``progress`` gets the epoch counted over both stages."""
     if train.n_groups == 0 or validation.n_groups == 0:
         raise ConfigError(f"the twin fit needs at least one training and one held-out θ group, got {train.n_groups} "
                           f"and {validation.n_groups}; collect more thetas")
@@ -57,45 +68,83 @@ def fit_twin(twin: Twin, train: TwinData, validation: TwinData, *, epochs: int =
         raise ConfigError("the twin fit's training part is one measurement, whose output variance is undefined; "
                           "collect more inputs per theta or thetas")
     result = FitResult()
-    parameters = [p for p in twin.parameters() if p.requires_grad]
     variance = train.output_variance().clamp_min(1e-12)
-    for module in twin.modules():
-        if isinstance(module, NeuralTwin):
-            flat = train.y.reshape(-1, train.y.shape[-1])
-            target = flat
-            if isinstance(twin, ResidualTwin):
-                with torch.no_grad():
-                    target = flat - torch.cat([twin.physics_twin(x, t) for x, t in zip(train.x, train.theta,
-                                                                                    strict=True)])
-            module.y_mean.copy_(target.mean(dim=0))
-            module.y_std.copy_(target.std(dim=0).clamp_min(1e-6))
-    if not parameters or epochs == 0:
-        result.converged = True  # nothing to fit
-        return result
-    optimizer = torch.optim.Adam(parameters, lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    best, best_state, waited = float("inf"), copy.deepcopy(twin.state_dict()), 0
-    for epoch in range(epochs):
-        twin.train()
-        losses = []
-        for group in torch.randperm(train.n_groups, generator=generator).tolist():
-            optimizer.zero_grad()
-            loss = ((twin(train.x[group], train.theta[group]) - train.y[group]).pow(2).mean(dim=0) / variance).mean()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        twin.eval()
-        held_out = nmse(twin, validation, variance).mean().item()
-        result.train_loss.append(sum(losses) / len(losses))
-        result.validation_loss.append(held_out)
-        if progress is not None:
-            progress(epoch, result.train_loss[-1], held_out)
-        if held_out < best:
-            best, best_state, waited, result.best_epoch = held_out, copy.deepcopy(twin.state_dict()), 0, epoch
-        else:
-            waited += 1
-            if waited >= patience:
-                result.converged = True
-                break
-    twin.load_state_dict(best_state)
+    stage = _Stage(train, validation, variance, epochs, lr, patience, generator, progress)
+    if not isinstance(twin, ResidualTwin):
+        if isinstance(twin, NeuralTwin):
+            _normalise(twin, train.y.reshape(-1, train.y.shape[-1]), centre=True)
+        stage.run(twin, [p for p in twin.parameters() if p.requires_grad], result)
+        return result
+    stage.run(twin.physics_twin, [p for p in twin.physics_twin.parameters() if p.requires_grad], result)
+    with torch.no_grad():
+        left = torch.cat([y - twin.physics_twin(x, t) for x, t, y in zip(train.x, train.theta, train.y, strict=True)])
+    _normalise(twin.residual, left, centre=False)  # its output stays 0 until it learns: the twin is its physics
+    held = [p for p in twin.physics_twin.parameters() if p.requires_grad]
+    for parameter in held:
+        parameter.requires_grad_(False)
+    try:
+        stage.run(twin, [p for p in twin.residual.parameters() if p.requires_grad], result)
+    finally:
+        for parameter in held:
+            parameter.requires_grad_(True)
     return result
+
+
+def _normalise(net: NeuralTwin, targets: torch.Tensor, centre: bool) -> None:
+    """Set a neural twin's output scale from the targets it is to learn (rows × outputs): their std, and their mean
+    where ``centre`` (a residual is left uncentred, starting at 0)."""
+    with torch.no_grad():
+        net.y_mean.copy_(targets.mean(dim=0) if centre else torch.zeros_like(net.y_mean))
+        net.y_std.copy_(targets.std(dim=0).clamp_min(1e-6))
+
+
+@dataclass
+class _Stage:
+    """One fit: Adam over given parameters of a twin, one θ group a step, early stopping on the held-out error."""
+
+    train: TwinData
+    validation: TwinData
+    variance: torch.Tensor
+    epochs: int
+    lr: float
+    patience: int
+    generator: torch.Generator
+    progress: Callable[[int, float, float], None] | None
+
+    def run(self, twin: Twin, parameters: list[torch.Tensor], result: FitResult) -> None:
+        """Fit ``parameters`` of ``twin``, appending to ``result``; ``twin`` ends in the state of lowest held-out
+        error, its state before this stage included (after an earlier stage: that stage's best)."""
+        if not parameters or self.epochs == 0:
+            result.converged = True  # nothing to fit
+            return
+        twin.eval()  # a later stage starts from the earlier one's best, which it must beat to replace
+        best = nmse(twin, self.validation, self.variance).mean().item() if result.validation_loss else float("inf")
+        best_state, waited = copy.deepcopy(twin.state_dict()), 0
+        optimizer = torch.optim.Adam(parameters, lr=self.lr)
+        result.converged = False
+        for _ in range(self.epochs):
+            twin.train()
+            losses = []
+            for group in torch.randperm(self.train.n_groups, generator=self.generator).tolist():
+                optimizer.zero_grad()
+                x, theta, y = self.train.x[group], self.train.theta[group], self.train.y[group]
+                loss = ((twin(x, theta) - y).pow(2).mean(dim=0) / self.variance).mean()
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            twin.eval()
+            held_out = nmse(twin, self.validation, self.variance).mean().item()
+            result.train_loss.append(sum(losses) / len(losses))
+            result.validation_loss.append(held_out)
+            epoch = len(result.validation_loss) - 1
+            if self.progress is not None:
+                self.progress(epoch, result.train_loss[-1], held_out)
+            if held_out < best:
+                best, best_state, waited, result.best_epoch = held_out, copy.deepcopy(twin.state_dict()), 0, epoch
+            else:
+                waited += 1
+                if waited >= self.patience:
+                    result.converged = True
+                    break
+        twin.load_state_dict(best_state)

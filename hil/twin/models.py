@@ -3,7 +3,8 @@
 - ``physics``: the system's noiseless physics (`PhysicalSystem.physics_model`) with its calibration learnable,
   followed by a learnable per-output gain and offset;
 - ``neural``: a multilayer perceptron on (x, θ) scaled to [−1, 1] by their bounds (a phase θ as its cosine and sine);
-- ``residual``: the physics twin plus a neural residual that starts at zero;
+- ``residual``: the physics twin plus a neural residual that starts at zero, fitted in two stages (the physics, then
+  the residual on what it leaves, kept only where it lowers the held-out error: `hil.twin.fit.fit_twin`);
 - ``oracle``: on a simulator, the physics with the world's hidden calibration (not fitted: the ceiling).
 
 Saved as ``twin.json`` (kind, sizes, the θ groups it was not fitted on) and ``twin.pt`` (the state dict), loaded
