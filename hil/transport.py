@@ -10,9 +10,12 @@ timestamp, for debugging on a bench (like pyserial's ``spy://``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import struct
+import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -134,6 +137,69 @@ class TrafficLog:
                 self._file = None
 
 
+#: Where a process holding an instrument writes its claim (`_Claim`): one file per resource, shared by every user.
+CLAIMS_DIR = Path(tempfile.gettempdir()) / "hil-instruments"
+
+
+class _Claim:
+    """A process's hold on one instrument, for as long as a transport of it is open: an exclusive ``flock`` on a
+    file named after the resource in `CLAIMS_DIR`, holding the holder's pid and command line. A second process
+    opening the same resource (another ``hil run``, ``hil devices`` during a run) is refused, naming the holder: it
+    would set levels under the first one's measurements, and its safe state on the way out would switch the
+    first one's output off. Transports of one process share its claim (counted); the kernel drops the lock when
+    the process ends, however it ends. Where ``fcntl`` is missing (Windows), nothing is claimed."""
+
+    _held: ClassVar[dict[str, _Claim]] = {}
+    _held_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, key: str, fd: int):
+        self.key, self.fd, self.users = key, fd, 1
+
+    @classmethod
+    def take(cls, key: str) -> _Claim | None:
+        """Claim ``key`` for this process; a `TransportError` (without the resource, which the caller adds) where
+        another process holds it. None where claims are not supported."""
+        try:
+            import fcntl
+        except ImportError:
+            return None
+        with cls._held_lock:
+            claim = cls._held.get(key)
+            if claim is not None:
+                claim.users += 1
+                return claim
+            path = CLAIMS_DIR / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".lock")
+            try:
+                CLAIMS_DIR.mkdir(exist_ok=True)
+                with contextlib.suppress(OSError):  # shared by every user of the machine, as the instruments are
+                    CLAIMS_DIR.chmod(0o1777)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError:
+                return None  # an unwritable temporary folder: the instrument is opened unclaimed, as before claims
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "a process"
+                os.close(fd)
+                raise TransportError(f"in use by another process ({holder}); two programs driving one instrument "
+                                     "each change what the other set and measures: wait until it has ended, or stop "
+                                     "it, then connect again") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)}"[:500].encode("utf-8", "replace"), 0)
+            claim = cls._held[key] = cls(key, fd)
+            return claim
+
+    def release(self) -> None:
+        """End one use; the last releases the instrument to other processes."""
+        with self._held_lock:
+            self.users -= 1
+            if self.users == 0:
+                self._held.pop(self.key, None)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, 0)
+                os.close(self.fd)  # closing the file drops its flock
+
+
 class Transport(ABC):
     """A connection to one instrument.
 
@@ -159,6 +225,8 @@ class Transport(ABC):
         self.out_of_step = False
         self._lock = threading.RLock()
         self._open = False
+        self._claim: _Claim | None = None  # this process's hold on the instrument while open
+        self._keep_claim = False  # set while `reopen` closes and opens again
         self._log = traffic_log if isinstance(traffic_log, TrafficLog) or traffic_log is None \
             else TrafficLog.shared(traffic_log)  # used while the transport is open
 
@@ -167,6 +235,7 @@ class Transport(ABC):
         """Connect. Raises `TransportError` if the resource cannot be opened."""
         with self._lock, self._translate("open"):
             if not self._open:
+                self._take_claim()
                 if self._log is not None:
                     self._log.open()
                 try:
@@ -174,6 +243,8 @@ class Transport(ABC):
                 except BaseException:
                     if self._log is not None:
                         self._log.close()
+                    if not self._keep_claim:
+                        self._release_claim()
                     raise
                 self._open = True
                 if self._fresh():
@@ -185,7 +256,7 @@ class Transport(ABC):
         return False
 
     def close(self) -> None:
-        """Disconnect; safe to call twice."""
+        """Disconnect, releasing the instrument to other processes (`_Claim`); safe to call twice."""
         with self._lock:
             if self._open:
                 self._open = False
@@ -193,12 +264,37 @@ class Transport(ABC):
                     self._close_raw()
                 if self._log is not None:
                     self._log.close()
+            if not self._keep_claim:
+                self._release_claim()
 
     def reopen(self) -> None:
-        """Close and connect again, e.g. after the instrument was power-cycled or the link dropped."""
+        """Close and connect again, e.g. after the instrument was power-cycled or the link dropped; the instrument
+        stays claimed throughout, so another process cannot take it in between."""
         with self._lock:
-            self.close()
-            self.open()
+            self._keep_claim = True
+            try:
+                self.close()
+                self.open()
+            finally:
+                self._keep_claim = False
+                if not self._open:
+                    self._release_claim()
+
+    def _claim_key(self) -> str | None:
+        """What names the instrument across processes (`_Claim`), or None for a link no other process can reach."""
+        return self.resource
+
+    def _take_claim(self) -> None:
+        if self._claim is None and (key := self._claim_key()) is not None:
+            try:
+                self._claim = _Claim.take(key)
+            except TransportError as error:
+                raise TransportError(f"{self._where()}: {error}") from None
+
+    def _release_claim(self) -> None:
+        claim, self._claim = self._claim, None
+        if claim is not None:
+            claim.release()
 
     @property
     def is_open(self) -> bool:
@@ -495,6 +591,9 @@ class VisaTransport(Transport):
     def _fresh(self) -> bool:
         return self._socket is not None
 
+    def _claim_key(self) -> str | None:
+        return instrument_key(self.resource)
+
     def _prepare_socket(self, sock: socket.socket) -> None:
         """Check and tune a pyvisa-py SOCKET connection.
 
@@ -607,6 +706,9 @@ class SerialTransport(Transport):
     def _classify(self, error: Exception) -> str:
         return "timeout" if isinstance(error, TimeoutError) else "error"
 
+    def _claim_key(self) -> str | None:
+        return None if self.resource.startswith("loop://") else instrument_key(self.resource)
+
     def _open_raw(self) -> None:
         import serial
 
@@ -678,6 +780,28 @@ class SerialTransport(Transport):
         self._read_raw()  # up to the termination, with a "\r" before it where lines end with "\r\n"
         self._record("<", block)
         return from_ieee_block(block, datatype, big_endian, container=np.array)
+
+
+def instrument_key(resource: str) -> str:
+    """One name for each instrument, however its resource is spelt: a serial port by its device's real path (a
+    device path, a link to it, or its ASRL resource), a VISA resource in pyvisa's canonical form with the host in
+    lower case (``tcpip::Bench-SMU::5025::SOCKET`` is ``TCPIP0::bench-smu::5025::SOCKET``); anything else as
+    written. Two names of one host (an address and a host name) remain two."""
+    from pyvisa import rname
+
+    if resource.startswith("/"):
+        return "serial:" + os.path.realpath(resource)
+    if _pyserial_port(resource):
+        return resource.upper() if "://" not in resource else resource
+    try:
+        parsed = rname.parse_resource_name(resource)
+    except rname.InvalidResourceName:
+        return resource
+    if parsed.interface_type == "ASRL" and str(getattr(parsed, "board", "")).startswith("/"):
+        return "serial:" + os.path.realpath(parsed.board)
+    if hasattr(parsed, "host_address"):
+        parsed.host_address = parsed.host_address.lower()
+    return str(parsed)
 
 
 def _pyserial_port(resource: str) -> bool:

@@ -5,6 +5,8 @@ import contextlib
 import importlib.util
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import tty
@@ -935,3 +937,47 @@ def test_an_error_status_from_the_visa_session_s_read_is_a_transport_error_not_a
         transport._session = FailingSession()
         with pytest.raises(TransportError, match=r"'MEAS\?'"):
             transport.query("MEAS?")
+
+
+def open_elsewhere(resource: str) -> subprocess.CompletedProcess:
+    """Open ``resource`` from another process (another hil run, `hil devices` during a run), as hil does."""
+    program = ("import sys\nfrom hil.errors import TransportError\nfrom hil.transport import open_transport\n"
+               "try:\n    with open_transport(sys.argv[1], timeout_s=2) as link:\n        print(link.query('*IDN?'))\n"
+               "except TransportError as error:\n    sys.exit(str(error))\n")
+    return subprocess.run([sys.executable, "-c", program, resource], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=60)
+
+
+def test_an_instrument_open_in_one_process_is_refused_to_another_naming_the_holder(echo_tcp, echo_pty) -> None:
+    """A second hil run on the bench's SMU, or `hil devices` while a run went on, connected beside the run: each set
+    levels under the other's measurements, and the listing's safe state on its way out switched the running run's
+    output off, which went on measuring nothing, and finished as if all were well. The second is refused, naming
+    the process that holds the instrument, whichever spelling of the resource it gives; once that one has closed
+    the instrument, it opens."""
+    port = echo_tcp[1].port
+    for transport, other in ((VisaTransport(echo_tcp[1].resource, timeout_s=0.3), f"tcpip0::127.0.0.1::{port}::SOCKET"),
+                             (SerialTransport(echo_pty[1].resource, timeout_s=0.3),
+                              f"ASRL{echo_pty[1].resource}::INSTR")):
+        with transport:
+            refused = open_elsewhere(other)
+            assert refused.returncode == 1, refused
+            assert refused.stderr.strip() == (
+                f"{other}: in use by another process (pid {os.getpid()}: {' '.join(sys.argv)}); two programs driving "
+                "one instrument each change what the other set and measures: wait until it has ended, or stop it, "
+                "then connect again")
+            transport.reopen()  # held throughout: a reconnection leaves no gap for the other process
+            assert transport.query("*IDN?") == "hil,Echo,1,0"
+        taken = open_elsewhere(other)
+        assert taken.returncode == 0 and taken.stdout == "hil,Echo,1,0\n", taken
+
+
+def test_transports_of_one_process_share_its_hold_on_an_instrument(echo_tcp) -> None:
+    """Two links of one process to one instrument (a reconnection beside the old link, a test's second client) are
+    one holder: both open, and the instrument stays held until the last has closed."""
+    first = VisaTransport(echo_tcp[1].resource, timeout_s=0.3)
+    second = VisaTransport(echo_tcp[1].resource, timeout_s=0.3)
+    with first:
+        with second:
+            assert second.query("ECHO? two") == "two"
+        assert open_elsewhere(echo_tcp[1].resource).returncode == 1
+    assert open_elsewhere(echo_tcp[1].resource).returncode == 0
