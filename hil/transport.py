@@ -504,14 +504,22 @@ class VisaTransport(Transport):
     def __init__(self, resource: str, *, backend: str = "@py", baudrate: int | None = None, **options: Any):
         from pyvisa import rname
 
+        resource = _visa_spelling(resource)
         try:
-            interface = rname.parse_resource_name(resource).interface_type
+            parsed = rname.parse_resource_name(resource)
+            interface = parsed.interface_type
         except rname.InvalidResourceName as error:
             if backend == "@py":  # pyvisa-py takes resource names only; another VISA may also take an alias
                 raise ConfigError(f"{resource!r} is not a VISA resource ({error}); write e.g. "
                                   "TCPIP::host::5025::SOCKET, TCPIP::host::INSTR, USB0::…::INSTR or GPIB0::24::INSTR, "
                                   "or a serial device path", field="resource") from None
             interface = None
+        device = getattr(parsed, "lan_device_name", "") if interface == "TCPIP" else ""
+        if device.isdigit():  # a port written where VXI-11's device name goes: pyvisa-py would call port 111
+            host = f"{resource.split('::')[0]}::{parsed.host_address}"
+            raise ConfigError(f"{resource!r} names a VXI-11 instrument whose LAN device name is {device!r}, not port "
+                              f"{device}; for the instrument's socket on port {device} write "
+                              f"{host}::{device}::SOCKET (or {host}::INSTR for VXI-11)", field="resource")
         if baudrate is not None and interface is None:  # the VISA library's alias may well name a serial port
             raise ConfigError(f"baudrate is a serial line's speed, and {resource} is a VISA alias, which may or may "
                               "not name one; give the resource itself, its ASRL name (ASRL3::INSTR, "
@@ -782,6 +790,18 @@ class SerialTransport(Transport):
         return from_ieee_block(block, datatype, big_endian, container=np.array)
 
 
+#: VISA's resource classes, which end a resource name: VISA takes them in any case, pyvisa's parser in upper case only
+_RESOURCE_CLASSES = ("INSTR", "SOCKET", "INTFC", "BACKPLANE", "RAW", "SERVANT")
+
+
+def _visa_spelling(resource: str) -> str:
+    """``resource`` with its resource class in upper case (``TCPIP::host::5025::socket`` is a socket resource for
+    VISA, which reads names in any case, but not for pyvisa, which read it as a VXI-11 device named ``5025`` or
+    refused it)."""
+    head, separator, last = resource.rpartition("::")
+    return f"{head}::{last.upper()}" if separator and last.upper() in _RESOURCE_CLASSES else resource
+
+
 def instrument_key(resource: str) -> str:
     """One name for each instrument, however its resource is spelt: a serial port by its device's real path (a
     device path, a link to it, or its ASRL resource), a VISA resource in pyvisa's canonical form with the host in
@@ -794,7 +814,7 @@ def instrument_key(resource: str) -> str:
     if _pyserial_port(resource):
         return resource.upper() if "://" not in resource else resource
     try:
-        parsed = rname.parse_resource_name(resource)
+        parsed = rname.parse_resource_name(_visa_spelling(resource))
     except rname.InvalidResourceName:
         return resource
     if parsed.interface_type == "ASRL" and str(getattr(parsed, "board", "")).startswith("/"):
@@ -817,7 +837,7 @@ def has_serial_line(resource: str) -> bool:
     if _pyserial_port(resource):
         return True
     try:
-        return rname.parse_resource_name(resource).interface_type == "ASRL"
+        return rname.parse_resource_name(_visa_spelling(resource)).interface_type == "ASRL"
     except rname.InvalidResourceName:
         return False
 

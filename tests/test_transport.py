@@ -717,6 +717,32 @@ def test_a_visa_resource_without_a_serial_line_refuses_a_baud_rate(resource: str
         VisaTransport(resource, baudrate=9600)
 
 
+@pytest.mark.parametrize("resource", ["TCPIP0::192.168.1.20::5025", "TCPIP::192.168.1.20::5025::INSTR"])
+def test_a_port_written_as_a_vxi11_device_name_is_refused_showing_the_socket_resource(resource: str) -> None:
+    """``TCPIP0::host::5025`` is VISA's VXI-11 instrument named "5025", not port 5025: pyvisa-py called the host's
+    port 111 and the user was told to check the cable and power of an instrument that was on and connected."""
+    head = resource.split("::")[0]
+    with pytest.raises(ConfigError) as refused:
+        VisaTransport(resource)
+    assert refused.value.field == "resource"
+    assert refused.value.detail == (
+        f"{resource!r} names a VXI-11 instrument whose LAN device name is '5025', not port 5025; for the "
+        f"instrument's socket on port 5025 write {head}::192.168.1.20::5025::SOCKET (or {head}::192.168.1.20::INSTR "
+        "for VXI-11)")
+
+
+def test_a_resource_class_in_lower_case_is_the_resource_visa_reads(echo_tcp) -> None:
+    """VISA reads resource names in any case; pyvisa's parser took ``…::socket`` for a VXI-11 device name and
+    refused it ("too many parts"), and ``usb0::…::instr`` for a USB device whose interface number is "instr"."""
+    lower = echo_tcp[1].resource.replace("SOCKET", "socket")
+    with VisaTransport(lower, timeout_s=0.3) as transport:
+        assert transport.query("ECHO? lower") == "lower"
+    assert open_transport("asrl/dev/ttyUSB0::instr").resource == "asrl/dev/ttyUSB0::INSTR"
+    with pytest.raises(ConfigError, match="baudrate is a serial line's speed, and usb0::0x0957::0x2807::MY1::INSTR "
+                                          "is a VISA USB resource"):
+        VisaTransport("usb0::0x0957::0x2807::MY1::instr", baudrate=9600)
+
+
 def test_a_visa_alias_given_a_baud_rate_is_asked_for_the_resource_it_names() -> None:
     """An alias was said to have "no serial line", but the system VISA's alias (NI MAX) may name an ASRL port: hil
     cannot tell which before it opens, so it asks for the resource itself."""
