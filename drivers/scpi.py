@@ -13,7 +13,7 @@ import itertools
 import math
 from typing import Any, ClassVar
 
-from hil.errors import DeviceError, excerpt
+from hil.errors import DeviceError, TransportError, excerpt
 from hil.instruments import require_before_capability
 from hil.transport import Transport
 
@@ -71,6 +71,39 @@ class ScpiDriver:
         """Check the model in ``self.idn`` and send the settings the driver relies on (formats, units)."""
 
     def _safe_state_hw(self) -> None:
+        """The capability's safe state (`_safe_state_checked`). Where the instrument closed or reset the connection
+        (a LAN reset, a firewall's idle timeout), the output it may still drive is out of reach until the link is
+        opened again: it is, once per safe state, and the safe state is tried on the new link after the identity
+        is checked. Where it cannot be opened (an instrument switched off), the first failure is raised."""
+        if self.transport.link_lost and not self.transport.is_open:  # an earlier reconnection failed
+            self._reconnect(None)
+            self._safe_state_checked()
+            return
+        try:
+            self._safe_state_checked()
+        except TransportError as error:
+            if not self.transport.link_lost:
+                raise
+            self._reconnect(error)
+            self._safe_state_checked()
+
+    def _reconnect(self, error: TransportError | None) -> None:
+        """Open the lost link again and check that the instrument answering is this one; ``error`` (what the lost
+        link did) is raised where the link cannot be opened, else the failure to open it."""
+        try:
+            self.transport.reopen()
+        except TransportError:
+            if error is None:
+                raise
+            raise error from None
+        identity = self.query("*IDN?")
+        if identity != self.idn:
+            lost = f"{error}; on" if error is not None else f"{self.name}: on"  # type: ignore[attr-defined]
+            raise DeviceError(f"{lost} the new connection made to reach the safe state, {self.resource} answers "
+                              f"{excerpt(identity)}, not {self.name}'s identity {excerpt(self.idn)}: nothing was "  # type: ignore[attr-defined]
+                              "sent; check which instrument is at that address")
+
+    def _safe_state_checked(self) -> None:
         """The capability's safe state. Errors left in the queue by earlier commands are read first, so that they
         cannot stop the way there, and raised once the instrument is safe; so is a failure to read them (e.g. a
         timeout), or a Ctrl-C or SIGTERM while they are read, which does not stop the way there either."""

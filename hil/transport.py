@@ -223,6 +223,9 @@ class Transport(ABC):
         #: Set by a timeout or an interrupted exchange: a late reply may still arrive and would answer the next query
         #: (a driver resynchronises).
         self.out_of_step = False
+        #: Set where the instrument closed or reset the connection (`reopen` may reach it again, as a driver's safe
+        #: state does); cleared at each open.
+        self.link_lost = False
         self._lock = threading.RLock()
         self._open = False
         self._claim: _Claim | None = None  # this process's hold on the instrument while open
@@ -247,6 +250,7 @@ class Transport(ABC):
                         self._release_claim()
                     raise
                 self._open = True
+                self.link_lost = False
                 if self._fresh():
                     self.out_of_step = False
 
@@ -424,6 +428,8 @@ class Transport(ABC):
                 raise TransportTimeout(f"{where}: {excerpt(command)} could not be sent within {self.timeout_s:g} s; "
                                        f"{self._not_taken_advice(error.size)}") from error
             kind = self._classify(error)
+            if kind == "closed" or isinstance(error, ConnectionError):  # reset, or written to after the close
+                self.link_lost = True
             if kind == "closed":
                 raise TransportError(
                     f"{where}: the instrument closed the connection during {excerpt(command)}; check that it was not "

@@ -16,7 +16,7 @@ import pytest
 
 from drivers.keithley2450 import Keithley2450
 from hil.clock import VirtualClock
-from hil.errors import ConfigError, DeviceError, LimitError, TransportTimeout
+from hil.errors import ConfigError, DeviceError, LimitError, TransportError, TransportTimeout
 from hil.instruments import SourceMeter
 from hil.testing import TIMED_OUT, Exchange, ProtocolTransport, expected_protocol
 from hil.transport import VisaTransport
@@ -1032,6 +1032,57 @@ def test_emulated_safe_state_leaves_the_output_off_at_zero(bench: Bench) -> None
     assert k.query(":OUTP?") == "0"
     ramp_down = [m for m in emulator.received if m.startswith(b":SOUR:VOLT ")][-2:]
     assert ramp_down == [b":SOUR:VOLT 2", b":SOUR:VOLT 0"]  # 2 V max_step from 4 V
+
+
+def test_a_connection_the_instrument_closed_is_opened_again_to_reach_the_safe_state() -> None:
+    """The 2450 closed the connection (a LAN reset, a firewall's idle timeout during a long twin fit) while still
+    sourcing: the safe state then failed on the dead socket ("Broken pipe") and left the output on at its level."""
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    with TcpServer(emulator) as server:
+        k = Keithley2450(VisaTransport(server.resource, timeout_s=2.0), clock=VirtualClock(),
+                         limits={"voltage_v": {"max_step": 2.0}})
+        k.connect()
+        k.configure("voltage", 10e-3)
+        k.set_output(True)
+        k.set_level(4.0)
+        server.stop()  # the connection is dropped; the instrument, still on, listens again
+        server.start()
+        with pytest.raises(TransportError, match="the instrument closed the connection"):
+            k.measure()
+        k.close()
+        assert not emulator.output and emulator.level["VOLT"] == 0.0
+
+
+def test_an_instrument_gone_with_its_connection_leaves_the_first_failure_of_the_safe_state() -> None:
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    server = TcpServer(emulator).start()
+    k = Keithley2450(VisaTransport(server.resource, timeout_s=2.0), clock=VirtualClock(), name="smu")
+    k.connect()
+    server.stop()  # switched off: nothing listens any more
+    with pytest.raises(TransportError, match=r"^smu \(TCPIP::[^)]+\): (connection failed|the instrument closed the "
+                                             r"connection) during ':OUTP OFF'.* \(and before it: smu \(TCPIP::[^)]+\): "
+                                             r"(connection failed|the instrument closed the connection) during "
+                                             r"'SYST:ERR\?'.*\)$") as failed:
+        k.close()
+    assert "new connection" not in str(failed.value)  # the reconnection refused: the safe state's failure as it was
+
+
+def test_another_instrument_met_on_the_new_connection_is_sent_nothing() -> None:
+    """The new connection made for the safe state may reach another instrument (an address taken by another): it is
+    said, and the other instrument gets no command beyond the identity query."""
+    with TcpServer(Keithley2450Emulator(load_ohm=1000.0)) as server:
+        k = Keithley2450(VisaTransport(server.resource, timeout_s=2.0), clock=VirtualClock(), name="smu")
+        k.connect()
+        k.configure("voltage", 10e-3)
+        server.stop()
+        other = Keithley2450Emulator()
+        other.identity = "KEITHLEY INSTRUMENTS,MODEL 2450,04000001,1.7.12b"
+        with TcpServer(other, port=server.port):
+            with pytest.raises(DeviceError, match=r"on the new connection made to reach the safe state, TCPIP::\S+ "
+                                                  r"answers 'KEITHLEY INSTRUMENTS,MODEL 2450,04000001,1\.7\.12b', not "
+                                                  r"smu's identity '.*04000000.*': nothing was sent"):
+                k.close()
+            assert list(other.received) == [b"*IDN?"]
 
 
 # -- the emulator on its own ---------------------------------------------------------------------------------

@@ -527,6 +527,20 @@ def test_emulator_dc_level_and_output(bench):
     assert inst._read_level_hw(1) == 1.25 and inst._read_output_hw(1) is True
 
 
+def test_a_connection_the_awg_closed_is_opened_again_to_reach_the_safe_state(tcp_server):
+    """The 33500B closed the connection (a LAN reset) while its output was on: the safe state failed on the dead
+    socket and left it on."""
+    emulator = Keysight33500BEmulator()
+    server = tcp_server(emulator)
+    inst = Keysight33500B(VisaTransport(server.resource, timeout_s=2.0), name="awg").connect()
+    inst.set_voltage(1, 1.25)
+    inst.set_output(1, True)
+    server.stop()  # the connection is dropped; the instrument, still on, listens again
+    server.start()
+    inst.close()
+    assert not emulator.channels[1].output_on and emulator.channels[1].offset_v == 0.0
+
+
 def test_emulator_plays_the_requested_volts(bench):
     inst, emulator = bench
     t = np.arange(500) / 50e3
