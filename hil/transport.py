@@ -33,6 +33,9 @@ from hil.errors import ConfigError, TransportError, TransportTimeout, excerpt
 BLOCK_DATATYPES = "bBhHiIlLqQfd"
 #: The line ending of messages both ways, unless a driver's ``transport_options`` name another.
 LINE_END = "\n"
+#: A timeout (s) below which a missing reply is most likely the timeout's: an instrument's answer to a simple query
+#: over LAN, USB or GPIB takes milliseconds, and a reading more.
+SHORT_TIMEOUT_S = 0.05
 #: The longest text reply read (bytes): far beyond any instrument's, and far below the memory an endless one takes.
 MAX_REPLY_BYTES = 64 * 2**20
 
@@ -444,7 +447,7 @@ class Transport(ABC):
                         "instrument's line ending and that timeout_s allows a reply this long") from error
                 raise TransportTimeout(
                     f"{where}: no reply within {self.timeout_s:g} s to {excerpt(command)}; "
-                    "check that the instrument is on, connected and not busy") from error
+                    f"{self._no_reply_advice()}") from error
             reason = " ".join(str(error).split())  # one line, whatever the library wrote
             if kind == "missing":
                 raise TransportError(
@@ -457,6 +460,14 @@ class Transport(ABC):
         except BaseException:  # Ctrl-C or a signal mid-exchange: a reply may still come and answer the next query
             self.out_of_step = True
             raise
+
+    def _no_reply_advice(self) -> str:
+        """What to check where no reply came within the timeout: the timeout itself where it is shorter than an
+        instrument takes to answer even a simple query over its link (a millisecond timeout, written for seconds)."""
+        if self.timeout_s < SHORT_TIMEOUT_S:
+            return (f"timeout_s ({self.timeout_s:g} s) is shorter than an instrument takes to answer: give it 1 s or "
+                    "more (it is in seconds), then check that the instrument is on, connected and not busy")
+        return "check that the instrument is on, connected and not busy"
 
     def _not_taken_advice(self, size: int) -> str:
         """Why a write of ``size`` bytes was not taken within the timeout, and what to do."""

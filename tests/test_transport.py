@@ -105,6 +105,20 @@ def test_timeout_names_resource_and_command(echo_tcp, echo_pty) -> None:
             assert "SLEEP? 1" in str(caught.value)
 
 
+def test_a_timeout_too_short_for_any_instrument_is_what_a_missing_reply_points_at(echo_tcp, echo_pty) -> None:
+    """``timeout_s: 0.001`` (a timeout written in ms, as 1) made every instrument say to check that it was on and
+    connected, which it was."""
+    for transport in (VisaTransport(echo_tcp[1].resource, timeout_s=0.001),
+                      SerialTransport(echo_pty[1].resource, timeout_s=0.001)):
+        with transport:
+            with pytest.raises(TransportTimeout) as caught:
+                transport.query("SLEEP? 0.5")
+            assert str(caught.value) == (f"{transport.resource}: no reply within 0.001 s to 'SLEEP? 0.5'; timeout_s "
+                                         "(0.001 s) is shorter than an instrument takes to answer: give it 1 s or "
+                                         "more (it is in seconds), then check that the instrument is on, connected "
+                                         "and not busy")
+
+
 def test_patience_lets_one_slow_reply_through_then_the_timeout_holds_again(echo_tcp, echo_pty) -> None:
     for transport in both_transports(echo_tcp, echo_pty):
         with transport:
