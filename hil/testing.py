@@ -155,6 +155,10 @@ class ProtocolTransport(Transport):
     def _apply_timeout(self) -> None:
         """Scripted replies come at once."""
 
+    def _claim_key(self) -> None:
+        """No instrument to hold: the script is this transport's own."""
+        return None
+
     def _open_raw(self) -> None:
         """Nothing to open: the wire is the list of exchanges."""
 

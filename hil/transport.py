@@ -232,6 +232,7 @@ class Transport(ABC):
         self._lock = threading.RLock()
         self._open = False
         self._claim: _Claim | None = None  # this process's hold on the instrument while open
+        self._unclaim: Any = None  # the `weakref.finalize` that releases it where the transport is dropped open
         self._keep_claim = False  # set while `reopen` closes and opens again
         self._log = traffic_log if isinstance(traffic_log, TrafficLog) or traffic_log is None \
             else TrafficLog.shared(traffic_log)  # used while the transport is open
@@ -297,10 +298,13 @@ class Transport(ABC):
                 self._claim = _Claim.take(key)
             except TransportError as error:
                 raise TransportError(f"{self._where()}: {error}") from None
+            if self._claim is not None:  # a transport dropped without a close releases its use when collected
+                self._unclaim = weakref.finalize(self, self._claim.release)
 
     def _release_claim(self) -> None:
         claim, self._claim = self._claim, None
         if claim is not None:
+            self._unclaim.detach()
             claim.release()
 
     @property

@@ -2,6 +2,7 @@
 
 import _thread
 import contextlib
+import gc
 import importlib.util
 import os
 import re
@@ -1020,4 +1021,14 @@ def test_transports_of_one_process_share_its_hold_on_an_instrument(echo_tcp) -> 
         with second:
             assert second.query("ECHO? two") == "two"
         assert open_elsewhere(echo_tcp[1].resource).returncode == 1
+    assert open_elsewhere(echo_tcp[1].resource).returncode == 0
+
+
+def test_a_transport_dropped_without_a_close_releases_the_instrument_when_collected(echo_tcp) -> None:
+    """A link dropped open (a driver's test that ends before its close, a notebook's variable given another value)
+    kept its hold for the rest of the process, and a pty or port number used again later was refused to others."""
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=0.3)
+    transport.open()
+    del transport
+    gc.collect()
     assert open_elsewhere(echo_tcp[1].resource).returncode == 0
