@@ -176,7 +176,12 @@ class _Claim:
                 CLAIMS_DIR.mkdir(exist_ok=True)
                 with contextlib.suppress(OSError):  # shared by every user of the machine, as the instruments are
                     CLAIMS_DIR.chmod(0o1777)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+                    with contextlib.suppress(OSError):
+                        os.fchmod(fd, 0o666)  # the umask's cut undone: another user's hil writes its claim too
+                except PermissionError:  # another user's file, from before: locked all the same, read only
+                    fd = os.open(path, os.O_RDONLY)
             except OSError:
                 return None  # an unwritable temporary folder: the instrument is opened unclaimed, as before claims
             try:
@@ -187,8 +192,9 @@ class _Claim:
                 raise TransportError(f"in use by another process ({holder}); two programs driving one instrument "
                                      "each change what the other set and measures: wait until it has ended, or stop "
                                      "it, then connect again") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)}"[:500].encode("utf-8", "replace"), 0)
+            with contextlib.suppress(OSError):  # a read-only claim names no holder
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)}"[:500].encode("utf-8", "replace"), 0)
             claim = cls._held[key] = cls(key, fd)
             return claim
 
