@@ -326,7 +326,12 @@ class ScpiEmulator:
         raise ScpiError(UNDEFINED_HEADER, header)
 
     def push_error(self, error: tuple[int, str]) -> None:
-        """Add an error to the queue; a full queue keeps its oldest entries and ends with ``Queue overflow``."""
+        """Add an error to the queue; a full queue keeps its oldest entries and ends with ``Queue overflow``. The
+        message is made what an instrument's error string is, printable ASCII without a double quote: what a client
+        sent that is not (line noise) is quoted escaped, as ``\\xff``."""
+        code, message = error
+        error = (code, "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode() for c in message)
+                 .replace('"', "'"))
         if len(self.errors) >= self.error_queue_size:
             self.errors[-1] = QUEUE_OVERFLOW
         else:

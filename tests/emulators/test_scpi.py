@@ -123,6 +123,17 @@ def test_errors_go_to_the_queue_and_stop_the_message() -> None:
     assert [r.split(b",")[0] for r in replies] == [b"-222", b"-109", b"-108", b"-113", b"-104", b"+0"]
 
 
+def test_an_error_quoting_bytes_that_are_no_text_is_read_back_in_ascii(capsys) -> None:
+    """Line noise (a serial line at the wrong speed, a client sending garbage) put its bytes into the -113 message;
+    reading that error back then failed in the emulator (a traceback on the server, no reply, the client timed out)
+    where an instrument answers in ASCII."""
+    emulator = Counter()
+    assert emulator.handle(b'\xff\xfe\x00BOGUS"') is None
+    assert emulator.handle(b"SYST:ERR?") == b'-113,"Undefined header; \\ufffd\\ufffd\\x00BOGUS\'"'
+    assert emulator.handle(b"SYST:ERR?") == b'+0,"No error"'
+    assert capsys.readouterr().err == ""
+
+
 def test_error_queue_overflow_keeps_oldest_and_marks_overflow() -> None:
     emulator = Counter()
     for _ in range(emulator.error_queue_size + 5):
