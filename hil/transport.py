@@ -248,10 +248,10 @@ class Transport(ABC):
         """Connect. Raises `TransportError` if the resource cannot be opened."""
         with self._lock, self._translate("open"):
             if not self._open:
-                self._take_claim()
                 if self._log is not None:
                     self._log.open()
                 try:
+                    self._take_claim()
                     self._open_raw()
                 except BaseException:
                     if self._log is not None:

@@ -1024,6 +1024,14 @@ def test_transports_of_one_process_share_its_hold_on_an_instrument(echo_tcp) -> 
     assert open_elsewhere(echo_tcp[1].resource).returncode == 0
 
 
+def test_a_traffic_log_that_cannot_be_written_leaves_the_instrument_free(echo_tcp, tmp_path) -> None:
+    (tmp_path / "file").write_text("")
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=tmp_path / "file" / "bench.log")
+    with pytest.raises(TransportError, match="cannot write"):
+        transport.open()
+    assert open_elsewhere(echo_tcp[1].resource).returncode == 0
+
+
 def test_a_transport_dropped_without_a_close_releases_the_instrument_when_collected(echo_tcp) -> None:
     """A link dropped open (a driver's test that ends before its close, a notebook's variable given another value)
     kept its hold for the rest of the process, and a pty or port number used again later was refused to others."""
