@@ -61,6 +61,10 @@ class TransportTimeout(TransportError):
     """An instrument did not answer within its timeout."""
 
 
+class InstrumentBusy(TransportError):
+    """Another process has the instrument open (`hil.transport` claims each instrument for the process using it)."""
+
+
 class DeviceError(HilError):
     """An instrument reported an error, returned a malformed value, or lost data (e.g. a dropped frame)."""
 

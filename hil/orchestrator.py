@@ -40,6 +40,7 @@ from hil.errors import (
     DeviceError,
     DeviceWarning,
     HilError,
+    InstrumentBusy,
     InterlockError,
     TransportError,
     handling,
@@ -533,8 +534,13 @@ def _describe(error: BaseException) -> str:
 def _bench_failure(error: BaseException | None) -> bool:
     """Whether an instrument or its link ended the run (the error, or one it was raised from): a resume goes on from
     the last checkpoint once the bench is back, where a failure of the protocol's own (a diverged fit) would recur."""
+    return _caused_by(error, (DeviceError, TransportError, InterlockError))
+
+
+def _caused_by(error: BaseException | None, kinds: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``error``, or one it was raised from, is one of ``kinds``."""
     while error is not None:
-        if isinstance(error, DeviceError | TransportError | InterlockError):
+        if isinstance(error, kinds):
             return True
         error = error.__cause__
     return False
@@ -737,7 +743,8 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
     except BaseException as error:  # not sys.exc_info() in the finally: in a caller's except block, that is its own
         ending = error
         if isinstance(error, Exception) and _bench_failure(error):  # not a stop, which says how to resume itself
-            error.add_note(f"what the run measured is kept in {store.path}; once the instrument is back, resume with: "
+            once = "is free" if _caused_by(error, (InstrumentBusy,)) else "is back"
+            error.add_note(f"what the run measured is kept in {store.path}; once the instrument {once}, resume with: "
                            f"{resume_command(store.path)}")
         raise
     finally:

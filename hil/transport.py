@@ -27,7 +27,7 @@ from typing import IO, Any, ClassVar
 
 import numpy as np
 
-from hil.errors import ConfigError, TransportError, TransportTimeout, excerpt
+from hil.errors import ConfigError, InstrumentBusy, TransportError, TransportTimeout, excerpt
 
 #: pyvisa datatype codes accepted by the binary-block methods (struct format characters).
 BLOCK_DATATYPES = "bBhHiIlLqQfd"
@@ -189,7 +189,7 @@ class _Claim:
             except OSError:
                 holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "a process"
                 os.close(fd)
-                raise TransportError(f"in use by another process ({holder}); two programs driving one instrument "
+                raise InstrumentBusy(f"in use by another process ({holder}); two programs driving one instrument "
                                      "each change what the other set and measures: wait until it has ended, or stop "
                                      "it, then connect again") from None
             with contextlib.suppress(OSError):  # a read-only claim names no holder
@@ -302,8 +302,8 @@ class Transport(ABC):
         if self._claim is None and (key := self._claim_key()) is not None:
             try:
                 self._claim = _Claim.take(key)
-            except TransportError as error:
-                raise TransportError(f"{self._where()}: {error}") from None
+            except InstrumentBusy as error:
+                raise InstrumentBusy(f"{self._where()}: {error}") from None
             if self._claim is not None:  # a transport dropped without a close releases its use when collected
                 self._unclaim = weakref.finalize(self, self._claim.release)
 

@@ -1679,6 +1679,23 @@ def test_a_plugin_drivers_own_error_mid_run_is_one_line_naming_the_instrument_an
     assert events[-1]["kind"] == "run_failed" and "SmuOfAPlugin._measure_hw raised ValueError" in events[-1]["error"]
 
 
+def test_a_run_refused_an_instrument_another_process_holds_says_to_resume_once_it_is_free(
+        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The note said "once the instrument is back", of an instrument that never went: another process holds it."""
+    from hil.cli import main
+    from hil.errors import InstrumentBusy
+    from hil.orchestrator import Run
+
+    def held(self: Run) -> None:
+        raise InstrumentBusy("smu (TCPIP::127.0.0.1::5025::SOCKET): in use by another process (pid 1: hil run p.yaml)")
+
+    monkeypatch.setattr(Run, "collect", held)
+    assert main(["run", "--quiet", str(write_protocol(tmp_path, **SMALL))]) == 2
+    run = next((tmp_path / "runs").iterdir())
+    assert capsys.readouterr().err.splitlines()[1] == (
+        f"hil: what the run measured is kept in {run}; once the instrument is free, resume with: {resume_command(run)}")
+
+
 class CountedCrossbar(CrossbarSystem):
     """The crossbar, counting the calls of `device_state_lost` (shared, as the lab builds the system anew)."""
 

@@ -982,9 +982,9 @@ def test_an_error_status_from_the_visa_session_s_read_is_a_transport_error_not_a
 
 def open_elsewhere(resource: str) -> subprocess.CompletedProcess:
     """Open ``resource`` from another process (another hil run, `hil devices` during a run), as hil does."""
-    program = ("import sys\nfrom hil.errors import TransportError\nfrom hil.transport import open_transport\n"
+    program = ("import sys\nfrom hil.errors import InstrumentBusy\nfrom hil.transport import open_transport\n"
                "try:\n    with open_transport(sys.argv[1], timeout_s=2) as link:\n        print(link.query('*IDN?'))\n"
-               "except TransportError as error:\n    sys.exit(str(error))\n")
+               "except InstrumentBusy as error:\n    sys.exit(str(error))\n")
     return subprocess.run([sys.executable, "-c", program, resource], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1], timeout=60)
 
