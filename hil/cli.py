@@ -300,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args, unrecognized = build_parser().parse_known_args(argv)
+    if args.func is _emulate:  # options after a flag (emulate X --via pty load_ohm=1000), which argparse leaves over
+        args.options += [word for word in unrecognized if "=" in word and not word.startswith("-")]
+        unrecognized = [word for word in unrecognized if word not in args.options]
     if unrecognized:
         args.parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     func: Callable[[argparse.Namespace], int] = args.func

@@ -156,6 +156,8 @@ WITH_EMULATORS = ", ".join(drivers_with_emulators())
                                                    "keithley_2450 emulator)"),
     (["emulate", "keithley_2450", "load_ohm=-5"], "bad emulator option for keithley_2450: load_ohm must be a "
                                                   "positive number of ohms, got -5"),
+    (["emulate", "keithley_2450", "--via", "pty", "load_ohm=-5"],  # after a flag: "unrecognized arguments"
+     "bad emulator option for keithley_2450: load_ohm must be a positive number of ohms, got -5"),
     (["emulate", "keithley_2450", "load_ohm"], "emulator option 'load_ohm' is not KEY=VALUE"),
     (["emulate", "keithley_2450", "=5"], "emulator option '=5' is not KEY=VALUE"),
     (["emulate", "keithley_2450", "load_ohm=[unclosed"], "load_ohm: '[unclosed' is not a YAML value"),
