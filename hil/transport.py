@@ -153,7 +153,9 @@ class _Claim:
     the process ends, however it ends. Where ``fcntl`` is missing (Windows), nothing is claimed."""
 
     _held: ClassVar[dict[str, _Claim]] = {}
-    _held_lock: ClassVar[threading.Lock] = threading.Lock()
+    #: Re-entrant: a transport dropped open is released by the collector, which may run inside this thread's `take`
+    #: or `release` (at any allocation), its lock held.
+    _held_lock: ClassVar[threading.RLock] = threading.RLock()
 
     def __init__(self, key: str, fd: int):
         self.key, self.fd, self.users = key, fd, 1

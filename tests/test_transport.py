@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from hil.errors import ConfigError, TransportError, TransportTimeout
-from hil.transport import SerialTransport, TrafficLog, Transport, VisaTransport, open_transport
+from hil.transport import SerialTransport, TrafficLog, Transport, VisaTransport, _Claim, open_transport
 from simulators.emulators.scpi import ScpiEmulator, number, scpi
 from simulators.emulators.server import TcpServer
 from tests.test_store import disk_full_beyond
@@ -1039,4 +1039,15 @@ def test_a_transport_dropped_without_a_close_releases_the_instrument_when_collec
     transport.open()
     del transport
     gc.collect()
+    assert open_elsewhere(echo_tcp[1].resource).returncode == 0
+
+
+def test_a_transport_collected_while_its_thread_claims_an_instrument_releases_its_hold(echo_tcp) -> None:
+    """The collector, which runs at any allocation, may collect a transport dropped open (in a reference cycle, an
+    exception's traceback) inside this very thread's claim or release of another instrument: its release then waited
+    on the claims' lock, which that thread held, for ever."""
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=0.3)
+    transport.open()
+    with _Claim._held_lock:  # as in a claim of another instrument when the collector runs
+        del transport
     assert open_elsewhere(echo_tcp[1].resource).returncode == 0
