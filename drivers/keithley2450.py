@@ -27,7 +27,7 @@ import numpy as np
 
 from drivers.scpi import ScpiDriver
 from hil.errors import ConfigError, DeviceError, LimitError, excerpt
-from hil.instruments import SCPI_NOT_A_NUMBER, Readings, SourceMeter, SourceMode
+from hil.instruments import SCPI_INFINITY, Readings, SourceMeter, SourceMode
 from hil.limits import Limit
 from hil.transport import Transport
 
@@ -42,7 +42,7 @@ ENVELOPE = {"voltage": (200.0, 0.105), "current": (1.0, 21.0)}
 MIN_COMPLIANCE = {"voltage": 1e-9, "current": 0.02}
 #: A reading of this size or more is the 2450's overflow value (9.9E+37, SCPI's infinity): beyond the fixed measure
 #: range.
-OVERFLOW = SCPI_NOT_A_NUMBER
+OVERFLOW = SCPI_INFINITY
 #: Values one ``:SOUR:LIST`` / ``:SOUR:LIST:...:APP`` command may carry (Reference Manual, :SOURce:LIST).
 LIST_CHUNK = 100
 #: SOURSTATus bit 5: "source function level was limited" (the compliance limit was hit).

@@ -240,9 +240,10 @@ def _as_array(values: Any, name: str, what: str) -> Any:
     return as_numbers(values, f"{name}: {what}")
 
 
-#: SCPI's not-a-number (9.91e37) and ±infinity (±9.9e37), as an instrument answers a level it cannot give (SCPI
-#: 1999, Vol. 1, 7.2.1.5): no present level, where the ramp back to rest would be refused.
-SCPI_NOT_A_NUMBER = 9.9e37
+#: SCPI's infinity (9.9e37; SCPI 1999, Vol. 1, 7.2.1.5), the least in size of its special values: a level of this
+#: size or more, ±infinity or not-a-number (9.91e37) as an instrument answers a level it cannot give, is no present
+#: level, where the ramp back to rest would be refused.
+SCPI_INFINITY = 9.9e37
 
 
 def _known_level(level: Any) -> float | None:
@@ -253,7 +254,7 @@ def _known_level(level: Any) -> float | None:
         number = real_number(level)
     except (TypeError, ValueError, OverflowError):
         return None
-    return number if math.isfinite(number) and abs(number) < SCPI_NOT_A_NUMBER else None
+    return number if math.isfinite(number) and abs(number) < SCPI_INFINITY else None
 
 
 def shape_differs(actual: Sequence[int], shape: tuple[int | None, ...]) -> bool:
