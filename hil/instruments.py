@@ -26,6 +26,11 @@ from hil.errors import ConfigError, DeviceError, FramesDropped, HilError, LimitE
 from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits, real_number
 
 
+def _hils(module: str) -> bool:
+    """Whether ``module`` is hil's own or its simulators' (whose errors are hil's bugs, kept as they are)."""
+    return module.partition(".")[0] in ("hil", "simulators")
+
+
 def _reported(hook: Any) -> Any:
     """``hook`` (a driver's ``_..._hw`` method), its own exceptions raised as one-line `DeviceError` (see
     `Instrument.__init_subclass__`); hil's errors, running out of memory and a failed assert pass as they are."""
@@ -42,6 +47,7 @@ def _reported(hook: Any) -> Any:
                               f"{error_reason(error)} ({where}); fix the driver there (a reply it cannot read is a "
                               "DeviceError naming the command and the reply)") from error
 
+    reported._reports = True  # type: ignore[attr-defined] - wrapped once, in the class that first takes it
     return reported
 
 
@@ -56,14 +62,17 @@ class Instrument(ABC):
     capability: ClassVar[str] = "instrument"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """A driver's ``_..._hw`` hooks raise a `DeviceError` naming the instrument, the hook and where it failed in
-        place of an exception of their own (a ``float()`` of a reply it cannot read): one line, the original chained.
-        The simulators' hooks (hil's own computation) are left as they are."""
+        """A driver's ``_..._hw`` hooks, its own and its mixins' (`ScpiDriver`'s), raise a `DeviceError` naming the
+        instrument, the hook and where it failed in place of an exception of their own (a ``float()`` of a reply it
+        cannot read): one line, the original chained. The simulators' hooks and hil's (hil's own computation) are
+        left as they are."""
         super().__init_subclass__(**kwargs)
-        if cls.__module__.partition(".")[0] in ("hil", "simulators"):
+        if _hils(cls.__module__):
             return
-        for name, hook in list(vars(cls).items()):
-            if name.startswith("_") and name.endswith("_hw") and inspect.isfunction(hook):
+        names = {name for base in cls.__mro__ for name in vars(base) if name.startswith("_") and name.endswith("_hw")}
+        for name in names:  # the class's own hooks, and those of a mixin that is no Instrument (as ScpiDriver)
+            hook = getattr(cls, name)
+            if inspect.isfunction(hook) and not getattr(hook, "_reports", False) and not _hils(hook.__module__):
                 setattr(cls, name, _reported(hook))
 
     def __init__(self, *, name: str = "", limits: Mapping[str, Mapping[str, Any]] | None = None,

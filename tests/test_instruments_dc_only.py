@@ -247,6 +247,31 @@ def test_a_driver_that_fails_at_connect_on_a_reply_it_cannot_read_is_one_line_na
         "the command and the reply)\n")
 
 
+class JsonReading:
+    """A driver's mixin, as `ScpiDriver` is one: its hooks come to the driver class from a class that is no
+    `Instrument`."""
+
+    def _read_level_hw(self, channel: int) -> float:
+        return json.loads(self.transport.query(f"V{channel}?"))  # type: ignore[attr-defined]
+
+
+class JsonOfAnyReplyFromAMixin(JsonReading, DcSource):
+    """A driver whose level reading is its mixin's."""
+
+
+def test_a_hook_a_driver_takes_from_a_mixin_is_reported_as_its_own_are(pty_server) -> None:
+    """Only the hooks a driver class defined itself were wrapped: one from a mixin (as ScpiDriver's hooks are) raised
+    its exception bare mid-run."""
+    emulator = DcSourceEmulator()
+    with JsonOfAnyReplyFromAMixin(SerialTransport(pty_server(emulator).resource, timeout_s=2.0), name="dc") as dc:
+        emulator.levels_v[0] = float("nan")  # channel 1 answers 'nan', which JSON does not know
+        with pytest.raises(DeviceError, match=rf"^dc: {__name__}\.JsonReading\._read_level_hw raised "
+                                              r"JSONDecodeError: .*; fix the driver there"):
+            dc._read_level_hw(1)
+    assert JsonOfAnyReplyFromAMixin._read_level_hw.__wrapped__ is JsonReading._read_level_hw
+    assert not hasattr(JsonOfAnyReplyFromAMixin._set_level_hw.__wrapped__, "__wrapped__")  # wrapped once
+
+
 class JsonOfAnyReply(DcSource):
     """A driver that reads a level with json.loads() of the reply, runs out of memory switching an output on and
     asserts that no level is 1.5 V."""
