@@ -478,6 +478,7 @@ def check_data_files(protocol: Protocol, read: Mapping[str, str] | None, documen
     if changed:
         name, what = changed[0]
         fix = ("a run resumes with the data it started with: put the original back, or start a new run" if resumed
+               else "give its SHA-256 there too, or leave dataset.sha256 out" if name not in given
                else "put the original back, or leave dataset.sha256 out")
         raise _locate(document, f"{folder / name}: {what}; {fix}", ("dataset", "sha256"))
 

@@ -485,8 +485,8 @@ def test_a_protocol_that_gives_dataset_sha256_takes_only_those_files(
                                           f"{digests[labels.name][:12]}…, not {other[:12]}…); put the original back, "
                                           "or leave dataset.sha256 out"),
         ({name: digest for name, digest in digests.items() if name != labels.name},
-         f"{labels}: read, but not among the files of dataset.sha256; put the original back, or leave dataset.sha256 "
-         "out"),
+         f"{labels}: read, but not among the files of dataset.sha256; give its SHA-256 there too, or leave "
+         "dataset.sha256 out"),
     ]:
         pinned = text.replace("path: mnist}", f"path: mnist, sha256: {json.dumps(given)}}}")
         Path("p.yaml").write_text(pinned, encoding="utf-8")
