@@ -20,7 +20,15 @@ import numpy as np
 import pytest
 
 from hil.errors import ConfigError, TransportError, TransportTimeout
-from hil.transport import SerialTransport, TrafficLog, Transport, VisaTransport, _Claim, open_transport
+from hil.transport import (
+    SerialTransport,
+    TrafficLog,
+    Transport,
+    VisaTransport,
+    _Claim,
+    has_serial_line,
+    open_transport,
+)
 from simulators.emulators.scpi import ScpiEmulator, number, scpi
 from simulators.emulators.server import TcpServer
 from tests.test_store import disk_full_beyond
@@ -753,6 +761,7 @@ def test_a_resource_class_in_lower_case_is_the_resource_visa_reads(echo_tcp) -> 
     with VisaTransport(lower, timeout_s=0.3) as transport:
         assert transport.query("ECHO? lower") == "lower"
     assert open_transport("asrl/dev/ttyUSB0::instr").resource == "asrl/dev/ttyUSB0::INSTR"
+    assert has_serial_line("ASRL/dev/ttyUSB0::instr")  # a lab keeps a driver's baud rate for it
     with pytest.raises(ConfigError, match="baudrate is a serial line's speed, and usb0::0x0957::0x2807::MY1::INSTR "
                                           "is a VISA USB resource"):
         VisaTransport("usb0::0x0957::0x2807::MY1::instr", baudrate=9600)
