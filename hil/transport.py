@@ -188,12 +188,15 @@ class _Claim:
                 return None  # an unwritable temporary folder: the instrument is opened unclaimed, as before claims
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:  # held: EWOULDBLOCK
                 holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "a process"
                 os.close(fd)
                 raise InstrumentBusy(f"in use by another process ({holder}); two programs driving one instrument "
                                      "each change what the other set and measures: wait until it has ended, or stop "
                                      "it, then connect again") from None
+            except OSError:  # no locks on that file system (ENOLCK: an NFS temporary folder): unclaimed, as above
+                os.close(fd)
+                return None
             with contextlib.suppress(OSError):  # a read-only claim names no holder
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)}"[:500].encode("utf-8", "replace"), 0)
