@@ -495,7 +495,7 @@ def _sha256(path: Path) -> str | None:
 def _change(read: Mapping[str, str], name: str, digest: str, resumed: bool) -> str:
     """What changed of the file ``name``, given with ``digest``, which was found in its folder before reading."""
     if name not in read:  # a .gz file, and the plain one now beside it (which the loader takes first) read instead
-        return f"no longer read: {name.removesuffix('.gz')} beside it is read in its place"
+        return f"not read: {name.removesuffix('.gz')} beside it is read in its place"
     now, was = read[name][:12], digest[:12]
     if resumed:
         return f"changed since the run started (SHA-256 now {now}…, was {was}…)"

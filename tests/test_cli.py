@@ -414,7 +414,7 @@ def test_a_resume_refuses_idx_files_changed_since_the_run_started_and_proceeds_w
         (labels.unlink, f"{labels}: missing"),
         # the file unpacked beside the one the run read, which the loader then takes
         (lambda: (mnist / test_labels.stem).write_bytes(gzip.decompress(test_labels.read_bytes())),
-         f"{test_labels}: no longer read: {test_labels.stem} beside it is read in its place"),
+         f"{test_labels}: not read: {test_labels.stem} beside it is read in its place"),
     ]
     before = _contents(run)
     capsys.readouterr()
