@@ -84,7 +84,7 @@ def fit_twin(twin: Twin, train: TwinData, validation: TwinData, *, epochs: int =
     for parameter in held:
         parameter.requires_grad_(False)
     try:
-        stage.run(twin, [p for p in twin.residual.parameters() if p.requires_grad], result)
+        stage.run(twin, [p for p in twin.residual.parameters() if p.requires_grad], result, keep_start=True)
     finally:
         for parameter in held:
             parameter.requires_grad_(True)
@@ -112,14 +112,15 @@ class _Stage:
     generator: torch.Generator
     progress: Callable[[int, float, float], None] | None
 
-    def run(self, twin: Twin, parameters: list[torch.Tensor], result: FitResult) -> None:
+    def run(self, twin: Twin, parameters: list[torch.Tensor], result: FitResult, keep_start: bool = False) -> None:
         """Fit ``parameters`` of ``twin``, appending to ``result``; ``twin`` ends in the state of lowest held-out
-        error, its state before this stage included (after an earlier stage: that stage's best)."""
+        error among its epochs' and, where ``keep_start`` (a later stage, from an earlier one's best), the state it
+        started in, which it must beat to replace."""
         if not parameters or self.epochs == 0:
             result.converged = True  # nothing to fit
             return
-        twin.eval()  # a later stage starts from the earlier one's best, which it must beat to replace
-        best = nmse(twin, self.validation, self.variance).mean().item() if result.validation_loss else float("inf")
+        twin.eval()
+        best = nmse(twin, self.validation, self.variance).mean().item() if keep_start else float("inf")
         best_state, waited = copy.deepcopy(twin.state_dict()), 0
         optimizer = torch.optim.Adam(parameters, lr=self.lr)
         result.converged = False
