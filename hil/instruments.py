@@ -579,7 +579,9 @@ class AnalogOutput(Instrument):
         self._require_connected()
         self._require_waveforms()
         channel = self._check_channel(channel, self.n_channels)
-        samples = as_numbers(samples_v, f"{self.name}: channel {channel} waveform")
+        # a copy (as_numbers returns a float64 array as it is): a driver may keep the samples and upload them at play,
+        # when the caller's array may have changed since it was checked here
+        samples = np.array(as_numbers(samples_v, f"{self.name}: channel {channel} waveform"))
         low, high = self.waveform_points
         if samples.ndim != 1 or not low <= len(samples) <= high:
             raise LimitError(f"{self.name}: channel {channel} waveform has shape {samples.shape}; the instrument "

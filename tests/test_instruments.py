@@ -217,6 +217,25 @@ def test_a_channel_whose_output_state_is_unknown_is_ramped_to_the_waveforms_firs
         assert inst.level_v[1] == 1.2 and inst.waveform_samples == {1: 8}
 
 
+class KeepsItsSamples(SimulatedAnalogOutput):
+    """An output whose driver keeps the samples it is given, to upload them at play (as one combining channels)."""
+
+    def _load_waveform_hw(self, channel: int, samples_v: np.ndarray, sample_rate_hz: float) -> None:
+        self.kept = samples_v
+        super()._load_waveform_hw(channel, samples_v, sample_rate_hz)
+
+
+def test_a_waveform_reaches_the_driver_as_a_copy_that_the_caller_cannot_change_after_its_check() -> None:
+    """A float64 array reached the hook as the caller's own: changed after the check (here to 50 V, outside the
+    limits), a driver that kept it would upload what no check saw."""
+    world = OscillatorNetwork(seed=0, config={"converters": {"settle_s": 0.0}})
+    with KeepsItsSamples(world, name="out", limits={"voltage_v": {"min": -2, "max": 2}}) as output:
+        samples = np.zeros(64)
+        output.load_waveform(1, samples, 1000.0)
+        samples[:] = 50.0
+        assert not np.shares_memory(output.kept, samples) and (output.kept == 0).all()
+
+
 def test_a_failed_waveform_upload_leaves_the_level_unknown_and_nothing_loaded() -> None:
     data, failed = np.linspace(0, 1, 8, dtype=np.float32), ((b"SYST:ERR?", b'-222,"Data out of range"'), AWG_OK)
     exchanges = [*awg_connected(), *awg_upload(data, b"1000", b"-1"), *awg_arm(b"4"),
