@@ -157,60 +157,84 @@ class _Claim:
     #: or `release` (at any allocation), its lock held.
     _held_lock: ClassVar[threading.RLock] = threading.RLock()
 
-    def __init__(self, key: str, fd: int):
-        self.key, self.fd, self.users = key, fd, 1
+    def __init__(self, key: str, path: Path, fd: int):
+        self.key, self.path, self.fd, self.users = key, path, fd, 1
+
+    @staticmethod
+    def path_of(key: str) -> Path:
+        """The claim file of the instrument ``key`` names."""
+        return CLAIMS_DIR / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".lock")
 
     @classmethod
     def take(cls, key: str) -> _Claim | None:
         """Claim ``key`` for this process; a `TransportError` (without the resource, which the caller adds) where
         another process holds it. None where claims are not supported."""
-        try:
-            import fcntl
-        except ImportError:
-            return None
         with cls._held_lock:
             claim = cls._held.get(key)
             if claim is not None:
                 claim.users += 1
                 return claim
-            path = CLAIMS_DIR / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".lock")
-            try:
-                CLAIMS_DIR.mkdir(exist_ok=True)
-                with contextlib.suppress(OSError):  # shared by every user of the machine, as the instruments are
-                    CLAIMS_DIR.chmod(0o1777)
-                try:
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-                    with contextlib.suppress(OSError):
-                        os.fchmod(fd, 0o666)  # the umask's cut undone: another user's hil writes its claim too
-                except PermissionError:  # another user's file, from before: locked all the same, read only
-                    fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                return None  # an unwritable temporary folder: the instrument is opened unclaimed, as before claims
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # held: EWOULDBLOCK
-                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "a process"
+            path = cls.path_of(key)
+            for _ in range(10):  # a file its holder removed as it released it, locked here meanwhile: open it anew
+                fd = cls._lock(path)
+                if fd is None:
+                    return None
+                with contextlib.suppress(OSError):
+                    if os.path.samestat(os.fstat(fd), os.stat(path)):
+                        break
                 os.close(fd)
-                raise InstrumentBusy(f"in use by another process ({holder}); two programs driving one instrument "
-                                     "each change what the other set and measures: wait until it has ended, or stop "
-                                     "it, then connect again") from None
-            except OSError:  # no locks on that file system (ENOLCK: an NFS temporary folder): unclaimed, as above
-                os.close(fd)
+            else:
                 return None
             with contextlib.suppress(OSError):  # a read-only claim names no holder
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)}"[:500].encode("utf-8", "replace"), 0)
-            claim = cls._held[key] = cls(key, fd)
+            claim = cls._held[key] = cls(key, path, fd)
             return claim
 
+    @staticmethod
+    def _lock(path: Path) -> int | None:
+        """The claim file at ``path``, opened (created where missing) and locked; `InstrumentBusy` where another
+        process holds it, None where it cannot be had (no ``fcntl``: Windows)."""
+        try:
+            import fcntl
+        except ImportError:
+            return None
+        try:
+            CLAIMS_DIR.mkdir(exist_ok=True)
+            with contextlib.suppress(OSError):  # shared by every user of the machine, as the instruments are
+                CLAIMS_DIR.chmod(0o1777)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+                with contextlib.suppress(OSError):
+                    os.fchmod(fd, 0o666)  # the umask's cut undone: another user's hil writes its claim too
+            except PermissionError:  # another user's file, from before: locked all the same, read only
+                fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None  # an unwritable temporary folder: the instrument is opened unclaimed, as before claims
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # held: EWOULDBLOCK
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "a process"
+            os.close(fd)
+            raise InstrumentBusy(f"in use by another process ({holder}); two programs driving one instrument "
+                                 "each change what the other set and measures: wait until it has ended, or stop "
+                                 "it, then connect again") from None
+        except OSError:  # no locks on that file system (ENOLCK: an NFS temporary folder): unclaimed, as above
+            os.close(fd)
+            return None
+        return fd
+
     def release(self) -> None:
-        """End one use; the last releases the instrument to other processes."""
+        """End one use; the last releases the instrument to other processes, removing its file (a process that
+        opened it meanwhile finds it gone once it has the lock, and opens the path anew)."""
         with self._held_lock:
             self.users -= 1
             if self.users == 0:
                 self._held.pop(self.key, None)
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):  # no holder named, where the file stays
                     os.ftruncate(self.fd, 0)
+                with contextlib.suppress(OSError):  # another user's file stays (the folder is sticky)
+                    os.unlink(self.path)
                 os.close(self.fd)  # closing the file drops its flock
 
 

@@ -27,6 +27,7 @@ from hil.transport import (
     VisaTransport,
     _Claim,
     has_serial_line,
+    instrument_key,
     open_transport,
 )
 from simulators.emulators.scpi import ScpiEmulator, number, scpi
@@ -1019,6 +1020,18 @@ def test_an_instrument_open_in_one_process_is_refused_to_another_naming_the_hold
             assert transport.query("*IDN?") == "hil,Echo,1,0"
         taken = open_elsewhere(other)
         assert taken.returncode == 0 and taken.stdout == "hil,Echo,1,0\n", taken
+
+
+def test_a_released_claim_leaves_no_file_behind(echo_tcp) -> None:
+    """Each claim left its file in the temporary folder for good: a run of the test suite, its emulators each on a new
+    port or pty, left some 600."""
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=0.3)
+    path = _Claim.path_of(instrument_key(transport.resource))
+    with transport:
+        assert path.read_text().startswith(f"pid {os.getpid()}: ")
+        assert open_elsewhere(transport.resource).returncode == 1  # held
+    assert not path.exists()
+    assert open_elsewhere(transport.resource).returncode == 0 and not path.exists()
 
 
 def test_transports_of_one_process_share_its_hold_on_an_instrument(echo_tcp) -> None:
