@@ -8,7 +8,6 @@ settings, and where the run folder goes. Unknown keys are refused; errors name t
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +23,7 @@ from hil.errors import ConfigError
 from hil.lab import Lab, reads_as
 from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
-from hil.store import held
+from hil.store import file_digests, held
 from hil.systems.base import PhysicalSystem
 from hil.twin.collect import held_out_count
 from hil.twin.models import TWIN_KINDS, build_twin, load_twin
@@ -441,8 +440,11 @@ def load_data(protocol: Protocol, document: YamlDocument | None = None, *, resum
                             limit=d.limit)
     except ConfigError as error:
         if d.sha256 is not None:  # a file changed (cut short, of another set) may fail to read: that is said first
-            folder = Path(str(d.path)).expanduser()
-            check_data_files(protocol, {name: _sha256(folder / name) or digest for name, digest in d.sha256.items()},
+            try:  # "" for a file gone, nothing for files unreadable: taken as given, the loader's error is said
+                now = file_digests(Path(str(d.path)).expanduser(), tuple(d.sha256))
+            except OSError:
+                now = {}
+            check_data_files(protocol, {name: now.get(name) or digest for name, digest in d.sha256.items()},
                              document, resumed)
         where = tuple(error.field.split(".")) if error.field else ("dataset", "path")
         raise _locate(document, error.detail, where) from None
@@ -481,15 +483,6 @@ def check_data_files(protocol: Protocol, read: Mapping[str, str] | None, documen
                else "give its SHA-256 there too, or leave dataset.sha256 out" if name not in given
                else "put the original back, or leave dataset.sha256 out")
         raise _locate(document, f"{folder / name}: {what}; {fix}", ("dataset", "sha256"))
-
-
-def _sha256(path: Path) -> str | None:
-    """The SHA-256 of the file at ``path``, read in chunks; None if it cannot be read."""
-    try:
-        with path.open("rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError:
-        return None
 
 
 def _change(read: Mapping[str, str], name: str, digest: str, resumed: bool) -> str:
