@@ -325,7 +325,7 @@ class Transport(ABC):
 
     def _claim_key(self) -> str | None:
         """What names the instrument across processes (`_Claim`), or None for a link no other process can reach."""
-        return self.resource
+        return instrument_key(self.resource)
 
     def _take_claim(self) -> None:
         if self._claim is None and (key := self._claim_key()) is not None:
@@ -503,10 +503,11 @@ class Transport(ABC):
     def _no_reply_advice(self) -> str:
         """What to check where no reply came within the timeout: the timeout itself where it is shorter than an
         instrument takes to answer even a simple query over its link (a millisecond timeout, written for seconds)."""
+        check = "check that the instrument is on, connected and not busy"
         if self.timeout_s < SHORT_TIMEOUT_S:
             return (f"timeout_s ({self.timeout_s:g} s) is shorter than an instrument takes to answer: give it 1 s or "
-                    "more (it is in seconds), then check that the instrument is on, connected and not busy")
-        return "check that the instrument is on, connected and not busy"
+                    f"more (it is in seconds), then {check}")
+        return check
 
     def _not_taken_advice(self, size: int) -> str:
         """Why a write of ``size`` bytes was not taken within the timeout, and what to do."""
@@ -655,9 +656,6 @@ class VisaTransport(Transport):
     def _fresh(self) -> bool:
         return self._socket is not None
 
-    def _claim_key(self) -> str | None:
-        return instrument_key(self.resource)
-
     def _prepare_socket(self, sock: socket.socket) -> None:
         """Check and tune a pyvisa-py SOCKET connection.
 
@@ -771,7 +769,7 @@ class SerialTransport(Transport):
         return "timeout" if isinstance(error, TimeoutError) else "error"
 
     def _claim_key(self) -> str | None:
-        return None if self.resource.startswith("loop://") else instrument_key(self.resource)
+        return None if self.resource.startswith("loop://") else super()._claim_key()
 
     def _open_raw(self) -> None:
         import serial
