@@ -36,9 +36,15 @@ INVALID_BLOCK = (-161, "Invalid block data")
 ILLEGAL_VALUE = (-224, "Illegal parameter value")
 OUT_OF_RANGE = (-222, "Data out of range")
 SETTINGS_CONFLICT = (-221, "Settings conflict")
+TOO_MUCH_DATA = (-223, "Too much data")
 SYNTAX_ERROR = (-102, "Syntax error")
 QUEUE_OVERFLOW = (-350, "Queue overflow")
 DEVICE_SPECIFIC = -300  # "Device-specific error": here, a handler of the emulator raised
+
+#: The largest binary block an emulated instrument's input buffer takes (bytes): 16 MiB, far above the largest
+#: waveform the emulated instruments hold (65 536 points of 8 bytes); a header announcing more is refused (-223), not
+#: waited for.
+MAX_BLOCK_BYTES = 1 << 24
 
 
 class ScpiError(Exception):
@@ -126,8 +132,8 @@ def split_messages(buffer: bytes, terminator: bytes = b"\n") -> tuple[list[bytes
             if header_end > len(buffer):
                 break
             digits = buffer[index + 2:header_end]
-            if not digits.isdigit():
-                index += 1  # not a block after all; the parser will complain
+            if not digits.isdigit() or int(digits) > MAX_BLOCK_BYTES:
+                index += 1  # not a block after all, or one too large to wait for; the parser will complain
                 continue
             block_end = header_end + int(digits)
             if block_end > len(buffer):
@@ -181,6 +187,9 @@ def iter_units(message: bytes) -> Iterator[tuple[str, list[Param]]]:
                 digits = message[index + 2:index + 2 + n_digits]
                 if n_digits == 0 or len(digits) != n_digits or not digits.isdigit():
                     raise ScpiError(INVALID_BLOCK, "indefinite or malformed block header")
+                if int(digits) > MAX_BLOCK_BYTES:
+                    raise ScpiError(TOO_MUCH_DATA, f"block announces {int(digits)} bytes, more than the "
+                                    f"{MAX_BLOCK_BYTES} the input buffer holds")
                 start = index + 2 + n_digits
                 end = start + int(digits)
                 if end > length:

@@ -123,6 +123,17 @@ def test_errors_go_to_the_queue_and_stop_the_message() -> None:
     assert [r.split(b",")[0] for r in replies] == [b"-222", b"-109", b"-108", b"-113", b"-104", b"+0"]
 
 
+def test_a_block_announcing_more_than_the_input_buffer_is_refused_not_waited_for() -> None:
+    """`#9999999999` would have the emulator wait for some 10 GB; the message ends at its terminator instead."""
+    messages, rest = split_messages(b"COUN #9999999999ab\nCOUN?\n")
+    assert messages == [b"COUN #9999999999ab", b"COUN?"] and rest == b""
+    emulator = Counter()
+    assert emulator.handle(messages[0]) is None
+    assert emulator.handle(b"SYST:ERR?").startswith(b"-223,")
+    small = b"DATA w,#18" + bytes(8)  # a block all the same
+    assert split_messages(small + b"\n") == ([small], b"")
+
+
 def test_an_error_quoting_bytes_that_are_no_text_is_read_back_in_ascii(capsys) -> None:
     """Line noise (a serial line at the wrong speed, a client sending garbage) put its bytes into the -113 message;
     reading that error back then failed in the emulator (a traceback on the server, no reply, the client timed out)
