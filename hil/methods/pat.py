@@ -17,6 +17,7 @@ from torch import nn
 from hil.config import Strict
 from hil.methods.base import TrainingMethod
 from hil.nn import physical_layers
+from hil.twin.models import trainable
 
 
 class PatSettings(Strict):
@@ -61,7 +62,7 @@ class PhysicsAwareTraining(TrainingMethod):
 
     def _optimizer(self, index: int, twin: nn.Module) -> torch.optim.Optimizer:
         if index not in self._optimizers:
-            optimizer = torch.optim.Adam([p for p in twin.parameters() if p.requires_grad], lr=self.settings.refine_lr)
+            optimizer = torch.optim.Adam(trainable(twin), lr=self.settings.refine_lr)
             if index in self._saved_optimizers:
                 optimizer.load_state_dict(self._saved_optimizers.pop(index))
             self._optimizers[index] = optimizer

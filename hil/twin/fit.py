@@ -19,7 +19,7 @@ import torch
 
 from hil.errors import ConfigError
 from hil.twin.collect import TwinData
-from hil.twin.models import NeuralTwin, ResidualTwin, Twin
+from hil.twin.models import NeuralTwin, ResidualTwin, Twin, held, trainable
 
 
 @dataclass
@@ -74,20 +74,14 @@ def fit_twin(twin: Twin, train: TwinData, validation: TwinData, *, epochs: int =
     if not isinstance(twin, ResidualTwin):
         if isinstance(twin, NeuralTwin):
             _normalise(twin, train.y.reshape(-1, train.y.shape[-1]), centre=True)
-        stage.run(twin, [p for p in twin.parameters() if p.requires_grad], result)
+        stage.run(twin, trainable(twin), result)
         return result
-    stage.run(twin.physics_twin, [p for p in twin.physics_twin.parameters() if p.requires_grad], result)
+    stage.run(twin.physics_twin, trainable(twin.physics_twin), result)
     with torch.no_grad():
         left = torch.cat([y - twin.physics_twin(x, t) for x, t, y in zip(train.x, train.theta, train.y, strict=True)])
     _normalise(twin.residual, left, centre=False)  # its output stays 0 until it learns: the twin is its physics
-    held = [p for p in twin.physics_twin.parameters() if p.requires_grad]
-    for parameter in held:
-        parameter.requires_grad_(False)
-    try:
-        stage.run(twin, [p for p in twin.residual.parameters() if p.requires_grad], result, keep_start=True)
-    finally:
-        for parameter in held:
-            parameter.requires_grad_(True)
+    with held(twin.physics_twin):
+        stage.run(twin, trainable(twin.residual), result, keep_start=True)
     return result
 
 

@@ -13,9 +13,11 @@ with ``weights_only=True``; a loaded twin keeps those groups in its ``spec``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +28,25 @@ from hil.errors import ConfigError, error_reason
 from hil.systems.base import PhysicalSystem
 
 TWIN_KINDS = ("physics", "neural", "residual", "oracle")
+
+
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters of ``module`` that take a gradient (those frozen, by `held` or by hand, are left as they are)."""
+    return [parameter for parameter in module.parameters() if parameter.requires_grad]
+
+
+@contextlib.contextmanager
+def held(module: nn.Module) -> Iterator[None]:
+    """Within the block, ``module``'s trainable parameters are constants to autograd (no graph is recorded for
+    them); they are trainable again after it, even where it raised."""
+    parameters = trainable(module)
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in parameters:
+            parameter.requires_grad_(True)
 
 
 class Twin(nn.Module):
