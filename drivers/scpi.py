@@ -75,17 +75,16 @@ class ScpiDriver:
         (a LAN reset, a firewall's idle timeout), the output it may still drive is out of reach until the link is
         opened again: it is, once per safe state, and the safe state is tried on the new link after the identity
         is checked. Where it cannot be opened (an instrument switched off), the first failure is raised."""
-        if self.transport.link_lost and not self.transport.is_open:  # an earlier reconnection failed
-            self._reconnect(None)
-            self._safe_state_checked()
-            return
-        try:
-            self._safe_state_checked()
-        except TransportError as error:
-            if not self.transport.link_lost:
-                raise
-            self._reconnect(error)
-            self._safe_state_checked()
+        lost: TransportError | None = None
+        if self.transport.is_open or not self.transport.link_lost:  # else an earlier reconnection failed
+            try:
+                return self._safe_state_checked()
+            except TransportError as error:
+                if not self.transport.link_lost:
+                    raise
+                lost = error
+        self._reconnect(lost)
+        self._safe_state_checked()
 
     def _reconnect(self, error: TransportError | None) -> None:
         """Open the lost link again and check that the instrument answering is this one; ``error`` (what the lost
