@@ -285,6 +285,26 @@ def test_rewinding_twice_keeps_everything_discarded_both_times(tmp_path) -> None
     assert [(e["seq"], e["kind"]) for e in discarded] == [(4, "batch"), (5, "batch"), (3, "batch"), (4, "resumed")]
 
 
+@pytest.mark.parametrize("torn", [False, True], ids=["whole lines", "a torn last line"])
+def test_a_rewind_killed_before_the_log_is_rewritten_keeps_the_discarded_events_once(tmp_path, torn) -> None:
+    """A resume killed (kill -9) after its rewind had kept the later events aside but before the log was rewritten
+    left them in the log; the next resume kept them aside a second time."""
+    log = five_events(tmp_path).path / "events.jsonl"
+    if torn:
+        with log.open("ab") as handle:
+            handle.write(b'{"seq": 6, "ki')
+    killed = subprocess.run([sys.executable, "-c", "import os, signal, hil.store as s; "
+                             "s.atomic_write = lambda path, data: os.kill(os.getpid(), signal.SIGKILL); "
+                             f"s.RunStore.open({str(log.parent)!r}).rewind_events(4)"], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    store = RunStore.open(log.parent)
+    assert store.rewind_events(4) == 2 + torn
+    assert [e["seq"] for e in store.events()] == [1, 2, 3]
+    store.close()
+    discarded = (log.parent / "events.discarded.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["seq"] for line in discarded[:2]] == [4, 5] and discarded[2:] == torn * [b'{"seq": 6, "ki']
+
+
 def test_a_rewind_that_cannot_keep_the_discarded_events_changes_nothing(tmp_path) -> None:
     log = five_events(tmp_path).path / "events.jsonl"
     original = log.read_bytes()
