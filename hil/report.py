@@ -17,6 +17,7 @@ which lines it left out, in a warning and in the summary.
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hil.store import EVENTS, RunFileError, RunStore, resume_command
+from hil.store import DISCARDED, EVENTS, RunFileError, RunStore, resume_command
 
 
 def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -265,13 +266,35 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
                  f"{_figure(epoch['device_accuracy'])} on the device{twin}.")
     resumed = [e for e in events if e["kind"] == "run_resumed"]
     if resumed:
-        discarded = sum(e["discarded_events"] for e in resumed if _number(e.get("discarded_events")))
-        times = {1: "once", 2: "twice"}.get(len(resumed), f"{len(resumed)} times")
+        discarded, stopped = _discarded(store) or (
+            sum(e["discarded_events"] for e in resumed if _number(e.get("discarded_events"))), 0)
+        resumes = len(resumed) + stopped
+        times = {1: "once", 2: "twice"}.get(resumes, f"{resumes} times")
         logged = f"the {discarded} events" if discarded > 1 else "the event"
         note += (f" It was resumed {times} from its last checkpoint" + (
-            f"; {logged} that the stopped attempt{'s' if len(resumed) > 1 else ''} logged after it "
-            f"{'are' if discarded > 1 else 'is'} in `events.discarded.jsonl`, not here" if discarded else "") + ".")
+            f"; {logged} that the stopped attempt{'s' if resumes > 1 else ''} logged after it "
+            f"{'are' if discarded > 1 else 'is'} in `{DISCARDED}`, not here" if discarded else "") + ".")
     return note
+
+
+def _discarded(store: RunStore) -> tuple[int, int] | None:
+    """How many lines the discarded log holds, and how many of them are the ``run_resumed`` of a resumed attempt
+    stopped before its next checkpoint (moved aside with what it logged, by the next resume, which counts only what
+    it moved); None where the run has no discarded log."""
+    try:
+        lines = (store.path / DISCARDED).read_bytes().splitlines()
+    except OSError:
+        return None
+    return len(lines), sum(_kind(line) == "run_resumed" for line in lines)
+
+
+def _kind(line: bytes) -> Any:
+    """The kind of the event on a line of a log; None for a line that is not one (torn)."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event.get("kind") if isinstance(event, dict) else None
 
 
 def _repeats(store: RunStore) -> int | None:

@@ -188,6 +188,27 @@ def test_a_run_resumed_more_than_once_counts_the_events_each_attempt_discarded(t
     assert said in _summary(store)
 
 
+@pytest.mark.parametrize(("killed_after_its_rewind", "said"), [
+    (False, "It was resumed twice from its last checkpoint; the 4 events that the stopped attempts logged after it are "
+            "in"),
+    (True, "It was resumed once from its last checkpoint; the 3 events that the stopped attempt logged after it are "
+           "in"),
+])
+def test_a_resume_killed_before_its_next_checkpoint_is_counted_with_the_events_it_discarded(
+        tmp_path: Path, killed_after_its_rewind: bool, said: str) -> None:
+    """A resumed attempt killed before its next checkpoint has its run_resumed, which counted the events it moved
+    aside, moved aside by the next resume: the summary said "resumed once" and named only the events of the last
+    rewind (none at all where the attempt was killed before its run_resumed), not those in the discarded log."""
+    store = _run(tmp_path, finish=False)
+    assert store.rewind_events(5) == 3  # the first attempt, killed in its second epoch
+    if not killed_after_its_rewind:
+        store.event("run_resumed", discarded_events=3)  # a resume, killed before its next checkpoint
+    store.rewind_events(5)
+    store.event("run_resumed", discarded_events=0 if killed_after_its_rewind else 1)
+    store.event("evaluated", device_accuracy=0.75, device_loss=0.4)
+    assert said in _summary(store)
+
+
 def test_fidelity_data_of_one_dimension_are_refused_naming_their_shape(tmp_path: Path) -> None:
     """Measured and predicted are sets of output vectors: flat arrays are not what a run wrote."""
     store = _run(tmp_path)
