@@ -277,11 +277,12 @@ class RunStore:
             try:
                 while line:
                     line = line[self._events.write(line):]
+                self.next_seq += 1  # taken with the line: a stop (SIGTERM) raised as the block closes gave the
+                # next event the same number
             except BaseException:
                 with contextlib.suppress(OSError):
                     self._events.truncate(end)
                 raise
-        self.next_seq += 1
         return record
 
     def _move_torn_aside(self) -> None:
