@@ -153,6 +153,11 @@ class Strict(BaseModel):
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
+#: The largest file read (bytes): a lab file or a protocol is a few kB; a device (``/dev/zero``) or a data file named
+#: by mistake is refused after this much, not read until memory runs out.
+MAX_BYTES = 64 * 2**20
+
+
 class YamlDocument:
     """A parsed YAML file: its data, the line of every key and item (1-based) for error messages, and the text it was
     parsed from (what a run folder keeps, even if the file changes afterwards)."""
@@ -167,22 +172,27 @@ class YamlDocument:
             return path
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as file:  # at most one byte past the limit: /dev/zero or a huge file is not read
+                data = file.read(MAX_BYTES + 1)
+            if len(data) > MAX_BYTES:
+                raise ConfigError(f"more than {MAX_BYTES // 2**20} MiB, far more than a lab file or protocol holds; "
+                                  "name the YAML file", source=str(path))
+            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text reads lines
         except FileNotFoundError:
             where = "" if path.is_absolute() else f" in the working directory, {Path.cwd()}"  # hil run from elsewhere
             raise ConfigError(f"file not found{where}", source=str(path)) from None
         except IsADirectoryError:
             raise ConfigError("a folder, not a file; name a YAML file in it", source=str(path)) from None
-        except UnicodeDecodeError:
-            raise cls._not_utf8(path) from None
+        except UnicodeDecodeError as error:
+            raise cls._not_utf8(path, error.object) from None
         except OSError as error:
             raise ConfigError(f"cannot read: {error}", source=str(path)) from None
         return cls.parse(text, str(path))
 
     @staticmethod
-    def _not_utf8(path: Path) -> ConfigError:
-        """The error for a file that is not UTF-8 text, at the line of its first byte that is not."""
-        data = path.read_bytes()
+    def _not_utf8(path: Path, data: bytes) -> ConfigError:
+        """The error for a file that is not UTF-8 text, ``data`` (its bytes), at the line of its first byte that is
+        not."""
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as error:

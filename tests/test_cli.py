@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,13 +38,13 @@ def test_check_reads_its_file_once(checked: str, capsys: pytest.CaptureFixture[s
     """It read the file once to tell a lab file from a protocol, and again to check it: a file saved in between
     (an editor writing it) was told by one text and checked by another."""
     reads: list[Path] = []
-    read_text = Path.read_text
+    open_path = Path.open
 
-    def counted(path: Path, *args, **kwargs) -> str:
+    def counted(path: Path, *args, **kwargs) -> Any:  # read_text opens it too
         reads.append(path.resolve())
-        return read_text(path, *args, **kwargs)
+        return open_path(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", counted)
+    monkeypatch.setattr(Path, "open", counted)
     assert main(["check", str(REPO / checked)]) == 0, capsys.readouterr().err
     assert "OK" in capsys.readouterr().out
     assert reads.count(REPO / checked) == 1

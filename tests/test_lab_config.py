@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import Field
 
-from hil.config import Seed, Strict, YamlDocument, dump_yaml, yaml_value
+from hil.config import MAX_BYTES, Seed, Strict, YamlDocument, dump_yaml, yaml_value
 from hil.errors import ConfigError
 from hil.lab import LabConfig
 from hil.protocol import EvaluationConfig, Protocol, TrainingConfig
@@ -218,6 +218,20 @@ def test_a_folder_given_for_a_yaml_file_is_refused_as_a_folder(tmp_path) -> None
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path))}: a folder, not a file; name a YAML file in "
                                           r"it$"):
         YamlDocument.read(tmp_path)
+
+
+def test_a_file_far_larger_than_a_yaml_file_is_refused_before_it_is_read_whole(tmp_path) -> None:
+    """``hil devices --lab /dev/zero`` (a mistyped path) read until memory ran out: a MemoryError traceback. A
+    sparse file stands in for the device: refused after MAX_BYTES, one line naming it."""
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as file:
+        file.truncate(MAX_BYTES + 1)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(big))}: more than 64 MiB, far more than a lab file or "
+                                          r"protocol holds; name the YAML file$"):
+        YamlDocument.read(big)
+    (tmp_path / "crlf.yaml").write_bytes(b"a: 1\r\nb: 2\rc: [\r\n")  # lines as read_text read them
+    with pytest.raises(ConfigError, match=r"^.*crlf\.yaml:4: c: invalid YAML"):
+        YamlDocument.read(tmp_path / "crlf.yaml")
 
 
 #: A protocol whose every number is as written, for the next test to spoil one of.
