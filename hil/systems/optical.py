@@ -426,8 +426,12 @@ class OpticalSystem(SLMCameraSystem):
             raise ConfigError(f"roi_radius_px must be a finite distance ≥ 0 px; got {roi_radius_px!r}",
                               field="roi_radius_px")
         check_regions_fit(camera_shape, n_out, roi_px)  # type: ignore[arg-type]
-        self.read_regions(region_matrix(camera_shape, ring_corners(camera_shape, n_out, roi_px, roi_radius_px),  # type: ignore[arg-type]
-                                        roi_px))
+        corners = ring_corners(camera_shape, n_out, roi_px, roi_radius_px)  # type: ignore[arg-type]
+        rows, cols = camera_shape
+        if any(top < 0 or left < 0 or top + roi_px > rows or left + roi_px > cols for top, left in corners):
+            raise ConfigError(f"roi_radius_px {roi_radius_px:g} px puts regions of interest off the {rows}×{cols} "
+                              "camera; give a smaller radius (or a smaller roi_px)", field="roi_radius_px")
+        self.read_regions(region_matrix(camera_shape, corners, roi_px))  # type: ignore[arg-type]
         self.output_scale = (fft_size / block) ** 2
         self.dark_dn: torch.Tensor | None = None
 

@@ -938,6 +938,10 @@ def test_bad_configurations_are_refused_with_the_field() -> None:
             ({"n_params": 1_000_000}, "n_params", "n_in 16 + n_params 1000000 blocks do not fit: the panel holds 64"),
             ({"roi_px": 0}, "roi_px", "roi_px must be a whole number of pixels, at least 1; got 0"),
             ({"roi_radius_px": math.nan}, "roi_radius_px", "roi_radius_px must be a finite distance ≥ 0 px"),
+            # was said of roi_px, with corners of 30 digits
+            ({"roi_radius_px": 1e30}, "roi_radius_px", "roi_radius_px 1e+30 px puts regions of interest off the "
+                                                       "64×64 camera; give a smaller radius (or a smaller roi_px)"),
+            ({"roi_radius_px": 31.0}, "roi_radius_px", "roi_radius_px 31 px puts regions of interest off"),
             ({"reference_repeats": 0}, "reference_repeats", "reference_repeats must be a positive integer up to "
                                                              "max_batch (1024), got 0"),
             ({"reference_repeats": 10**12}, "reference_repeats", "got 1000000000000"),  # out of memory at calibrate
