@@ -235,7 +235,8 @@ def load_lab(protocol: Protocol, document: YamlDocument, lab_path: str | Path | 
     """The lab a protocol runs on: ``lab_path``, else its ``lab:`` (a missing file is located there)."""
     if lab_path is None and not Path(protocol.lab).is_file():
         lab = Path(protocol.lab)
-        found = "is a folder" if lab.is_dir() and protocol.lab.strip() else "not found"
+        found = "is a folder" if lab.is_dir() and protocol.lab.strip() else \
+            "is not a regular file" if lab.exists() and protocol.lab.strip() else "not found"  # /dev/zero, a pipe
         raise document.error(f"lab file {protocol.lab!r} {found} (relative to the working directory); name a lab file, "
                              "e.g. lab.yaml", ("lab",))
     return Lab.load(lab_path or protocol.lab)
