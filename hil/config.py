@@ -387,12 +387,17 @@ def explain(error: Any, model: type[BaseModel]) -> str:
 
 
 def got(value: Any) -> str:
-    """`` (got VALUE)`` for an error message: VALUE as Python writes it, and when that is longer than 40
-    characters (a number of 300 digits) its first 20 and its length; nothing for a mapping or a list."""
+    """`` (got VALUE)`` for an error message: VALUE as `shown` writes it; nothing for a mapping or a list."""
     if isinstance(value, dict | list):
         return ""
+    return f" (got {shown(value)})"
+
+
+def shown(value: Any) -> str:
+    """``value`` as Python writes it, for an error message; when that is longer than 40 characters (a number of 300
+    digits, a name pasted 1000 times), its first 20 and its length, so that the message stays one readable line."""
     text = repr(value)
-    return f" (got {text if len(text) <= 40 else f'{text[:20]}…, {len(text)} characters'})"
+    return text if len(text) <= 40 else f"{text[:20]}…, {len(text)} characters"
 
 
 def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:

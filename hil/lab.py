@@ -25,7 +25,7 @@ from typing import Any, Literal, Union
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from hil.config import Seed, Strict, YamlDocument, got
+from hil.config import Seed, Strict, YamlDocument, got, shown
 from hil.errors import ConfigError, DeviceError, HilError, handling
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
@@ -321,7 +321,7 @@ class Lab:
                 raise self._error(f"system kind {config.kind!r} has no role {role!r}; its roles: "
                                   f"{', '.join(cls.roles)}", (*where, "instruments", role))
             if instrument not in self.instruments:
-                raise self._error(f"no instrument named {instrument!r} in this lab", (*where, "instruments", role))
+                raise self._error(f"no instrument named {shown(instrument)} in this lab", (*where, "instruments", role))
             instruments[role] = self.instruments[instrument]
         missing = sorted(set(cls.roles) - set(instruments))
         if missing:  # before the class runs: its own __init__ may read a role before the base checks them
@@ -449,7 +449,7 @@ class Lab:
 
     def _world(self, name: str, where: tuple[str | int, ...]) -> Any:
         if name not in self.worlds:
-            raise self._error(f"no world named {name!r} in this lab", where)
+            raise self._error(f"no world named {shown(name)} in this lab", where)
         return self.worlds[name]
 
     def _start_emulator(self, name: str, cls: type[Instrument], config: InstrumentConfig,
@@ -562,13 +562,13 @@ class Lab:
     def system(self, name: str) -> PhysicalSystem:
         """The system ``name``; an unknown name is a `ConfigError` listing the lab's systems."""
         if name not in self.systems:
-            raise ConfigError(f"no system named {name!r}; the lab has: {', '.join(self.systems) or 'none'}",
+            raise ConfigError(f"no system named {shown(name)}; the lab has: {', '.join(self.systems) or 'none'}",
                               source=self.source)
         return self.systems[name]
 
     def __getitem__(self, name: str) -> Instrument:
         if name not in self.instruments:
-            raise ConfigError(f"no instrument named {name!r}; the lab has: {', '.join(self.instruments)}",
+            raise ConfigError(f"no instrument named {shown(name)}; the lab has: {', '.join(self.instruments)}",
                               source=self.source)
         return self.instruments[name]
 

@@ -161,7 +161,7 @@ class TwinConfig(Strict):
 
 
 class MethodConfig(Strict):
-    name: str
+    name: str = Field(max_length=200, description="a training method's registered name (pat, insilico)")
     settings: dict[str, Any] = Field(default_factory=dict)
 
 

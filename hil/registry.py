@@ -23,6 +23,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
+from hil.config import shown
 from hil.errors import ConfigError
 from hil.instruments import Instrument
 
@@ -114,9 +115,9 @@ def lookup(group: str, name: str) -> type:
     if name not in targets and not TARGET.fullmatch(name):
         candidate = _with_a_colon(name)
         colon = f" (a class is named with a colon before it: {candidate!r})" if candidate else ""
-        raise ConfigError(f"unknown {KINDS[group]} {name!r}{colon}; known: {', '.join(sorted(targets))} (a package's "
-                          f"entry points appear once it is installed: pip install -e PACKAGE; or name the class "
-                          f"itself, as package.module:Class)")
+        raise ConfigError(f"unknown {KINDS[group]} {shown(name)}{colon}; known: {', '.join(sorted(targets))} (a "
+                          f"package's entry points appear once it is installed: pip install -e PACKAGE; or name the "
+                          f"class itself, as package.module:Class)")
     try:
         return load_target(targets.get(name, name))
     except ConfigError as error:

@@ -225,6 +225,33 @@ def test_check_locates_what_a_protocol_points_at(tmp_path: Path, monkeypatch: py
     assert err.count("\n") == 1 and needle in err, err
 
 
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    ("system: crossbar", "system: " + "x" * 10_000, ":6: system: no system named 'xxxxxxxxxxxxxxxxxxx…, 10002 "
+                                                   "characters; the lab has: "),
+    ("method: {name: pat}", "method: {name: " + "x" * 10_000 + "}",
+     ":17: method.name: String should have at most 200 characters (got 'xxxxxxxxxxxxxxxxxxx…, 10002 characters)"),
+])
+def test_a_name_pasted_many_times_is_shown_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str], old: str, new: str,
+                                                 needle: str) -> None:
+    """A name the lab or hil does not know was echoed whole: a line of 10 000 characters for a pasted one."""
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    assert old in text
+    monkeypatch.chdir(REPO)
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace(old, new))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and len(err) < 400, err
+    lab = tmp_path / "lab.yaml"
+    lab.write_text((REPO / "lab.yaml").read_text(encoding="utf-8").replace("driver: simulated_crossbar",
+                                                                          "driver: " + "y" * 10_000))
+    assert main(["check", str(lab)]) == 2
+    err = capsys.readouterr().err
+    assert "instruments.crossbar.driver: unknown driver 'yyyyyyyyyyyyyyyyyyy…, 10002 characters; known:" in err
+    assert len(err) < 600, err
+
+
 def _idx_folder(folder: Path, train_labels: list[int], test_labels: list[int]) -> None:
     """MNIST-format files of 8×8 images in ``folder``, with these labels."""
     import gzip
