@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from torch import nn
 
 from hil.config import Seed, Strict, YamlDocument
@@ -111,11 +111,26 @@ class CollectConfig(Strict):
 #: The largest learning rate accepted: far above any useful one, and far below the float32 range, beyond which
 #: the optimisers' arithmetic overflows (a traceback mid-run instead of an error at the file's line).
 LR_MAX = 1e6
+#: The smallest learning rate accepted: float32's smallest normal number. Below it the rate itself rounds to 0 (or
+#: to a subnormal) in the float32 the model computes in, and training silently changes nothing.
+LR_MIN = float(torch.finfo(torch.float32).tiny)
+
+
+def _trains(lr: float) -> float:
+    """A learning rate that float32 holds (`LR_MIN`)."""
+    if lr < LR_MIN:
+        raise ValueError(f"too small for the float32 the model computes in (least {LR_MIN:.3g}): it would train "
+                         "nothing; give a learning rate such as 0.01")
+    return lr
+
+
+#: A learning rate (per step, of Adam or SGD): more than 0, as float32 holds it, and at most `LR_MAX`.
+LearningRate = Annotated[float, Field(gt=0, le=LR_MAX), AfterValidator(_trains)]
 
 
 class FitConfig(Strict):
     epochs: int = Field(60, ge=0)
-    lr: float = Field(0.02, gt=0, le=LR_MAX)
+    lr: LearningRate = 0.02
     patience: int = Field(10, ge=1)
     validation_fraction: float = Field(0.25, gt=0, lt=1)
 
@@ -169,8 +184,8 @@ class TrainingConfig(Strict):
     epochs: int = Field(ge=1)
     batch_size: int = Field(64, ge=1, le=SIZE_MAX)
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(0.01, gt=0, le=LR_MAX, description="learning rate of the digital layers")
-    physical_lr: float | None = Field(None, gt=0, le=LR_MAX, description="learning rate of θ (default: lr)")
+    lr: LearningRate = Field(0.01, description="learning rate of the digital layers")
+    physical_lr: LearningRate | None = Field(None, description="learning rate of θ (default: lr)")
     schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="learning rates decay to zero along a half cosine over the run, or stay constant")
 

@@ -252,6 +252,22 @@ training:
 """
 
 
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("lr: 0.1", "lr: 1e-320", r"^x\.yaml:14: training\.lr: too small for the float32 the model computes in "
+                              r"\(least 1\.18e-38\): it would train nothing; give a learning rate such as 0\.01 "
+                              r"\(got 1e-320\)$"),
+    ("lr: 0.1", "lr: 0.1\n  physical_lr: 1e-39", r"^x\.yaml:15: training\.physical_lr: too small for the float32"),
+    ("collect: {thetas: 24}", "collect: {thetas: 24}\n  fit: {lr: 5e-324}", r"^x\.yaml:10: twin\.fit\.lr: too small"),
+])
+def test_a_learning_rate_that_float32_rounds_to_nothing_is_refused(old: str, new: str, expected: str) -> None:
+    """A learning rate of 1e-320 was taken (more than 0), and rounded to 0 in float32: a run that trained nothing."""
+    assert old in PROTOCOL
+    with pytest.raises(ConfigError, match=expected):
+        YamlDocument.parse(PROTOCOL.replace(old, new), "x.yaml").validate(Protocol)
+    small = YamlDocument.parse(PROTOCOL.replace("lr: 0.1", "lr: 1e-30"), "x.yaml").validate(Protocol)
+    assert small.training.lr == 1e-30
+
+
 @pytest.mark.parametrize(("written", "expected"), [
     ("seed: '3'", r"^x\.yaml:3: seed: Input should be a valid integer; write a plain number such as 3 or 0\.5, "
                   r"unquoted \(got '3'\)$"),
