@@ -391,8 +391,9 @@ def check_from_run(protocol: Protocol, document: YamlDocument | None = None, res
 
 def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:
     """The twin can be had for ``system``: the one ``twin.from_run`` names loads (its kind, size and settings), and
-    a new network twin's layers fit in memory (they were found not to after calibrating and collecting); else a
-    `ConfigError` at the field. An oracle twin needs a simulated system (the world's hidden calibration)."""
+    a new network twin's layers, and the data a new twin collects, fit in memory (they were found not to after
+    calibrating, or collecting); else a `ConfigError` at the field. An oracle twin needs a simulated system (the
+    world's hidden calibration)."""
     twin = protocol.twin
     if twin.kind == "oracle" and not all(hasattr(i, "world") for i in system.instruments.values()):
         raise _locate(document, "an oracle twin needs a simulated system", ("twin", "kind"))
@@ -407,6 +408,14 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
         except (RuntimeError, MemoryError):  # the weights cannot be allocated
             raise _locate(document, f"a {twin.kind} twin of hidden widths {twin.hidden} does not fit in memory",
                           ("twin", "hidden")) from None
+    if not twin.from_run:  # the collected inputs and outputs, allocated and freed: not after calibrating, mid-run
+        collect = twin.collect
+        try:
+            torch.empty(collect.thetas, collect.inputs_per_theta, system.n_in + system.n_out)
+        except (RuntimeError, MemoryError, OverflowError, TypeError):  # TypeError: a size beyond 64 bits
+            raise _locate(document, f"{collect.thetas} θ groups of {collect.inputs_per_theta} inputs ({system.n_in} "
+                                    f"values in, {system.n_out} out, each) do not fit in memory; collect fewer thetas "
+                                    "or inputs_per_theta", ("twin", "collect")) from None
 
 
 def recorded(protocol: Protocol, data: Dataset | None = None) -> dict[str, Any]:

@@ -208,6 +208,11 @@ def test_the_ends_of_a_port_and_of_a_seed_are_taken() -> None:
      ":8: dataset.path: dataset folder 'no-such-folder' not found (relative to the working directory)"),
     ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: digits, test_fraction: 0.2, pool: 2}",
      ":8: dataset: pool is for IDX files only (name: idx), not the bundled digits set; leave it out"),
+    ("thetas: 16,", "thetas: 1000000000,", ":15: twin.collect: 1000000000 θ groups of 128 inputs (64 values in, "
+                                           "32 out, each) do not fit in memory; collect fewer thetas or "
+                                           "inputs_per_theta"),  # was found mid-run, after calibrating
+    ("inputs_per_theta: 128", "inputs_per_theta: 18446744073709551616", ":15: twin.collect: 16 θ groups of "
+                                                                        "18446744073709551616 inputs"),
     ("  kind: physics", "  kind: physics\n  from_run: no-such-run",
      ":15: twin.from_run: no-such-run has no twin/ (a fitted twin) and no data/twin_data.h5 (its data); name a "
      "run that finished its collect and fit_twin steps"),

@@ -949,11 +949,35 @@ def test_training_that_diverges_to_nan_stops_saying_so_and_what_to_do(tmp_path: 
     assert emulators_serving() == []  # the lab was closed on the way out: its instruments safe, its emulators stopped
 
 
-def test_a_step_asking_for_more_memory_than_there_is_is_a_clear_error(tmp_path: Path) -> None:
-    """Sizes each valid but together beyond any machine (here, beyond what a size can count) end the run as failed
-    with one line naming the step, not a torch traceback."""
+def collect_out_of_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collect step fails as torch fails an allocation the machine refuses."""
+    from hil.orchestrator import Run
+
+    def out_of_memory(self: Run) -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 8191999991808 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(Run, "collect", out_of_memory)
+
+
+def test_a_collection_beyond_memory_is_refused_before_a_run_folder_is_made(tmp_path: Path) -> None:
+    """Sizes each valid but together beyond any machine (here, beyond what a size can count) ran out of memory in the
+    collect step, after calibrating, leaving a failed run: they are refused at twin.collect, as hil check does."""
     protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {
         "collect": {"thetas": 4, "inputs_per_theta": 2**62}}})
+    with pytest.raises(ConfigError, match=r"twin\.collect: 4 θ groups of 4611686018427387904 inputs \(64 values in, "
+                                          r"32 out, each\) do not fit in memory; collect fewer thetas or "
+                                          r"inputs_per_theta$"):
+        run_protocol(protocol, show_progress=False)
+    assert not list((tmp_path / "runs").glob("*"))
+
+
+def test_a_step_asking_for_more_memory_than_there_is_is_a_clear_error(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step that torch cannot allocate for ends the run as failed with one line naming the step, not a torch
+    traceback."""
+    collect_out_of_memory(monkeypatch)
+    protocol = write_protocol(tmp_path, **SMALL)
     with pytest.raises(HilError, match=r"^the collect step ran out of memory: the protocol asks for more than this "
                                        r"machine holds; start a new run with smaller sizes \(twin.collect's"):
         run_protocol(protocol, show_progress=False)
@@ -1774,13 +1798,14 @@ def refuse_run_failed(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(("changes", "said"), [
     ({"method": {"name": "pat", "settings": {"refine_every": 1, "refine_lr": 1e30}}},
      "training diverged at epoch 1, batch 2"),
-    ({"twin": SMALL["twin"] | {"collect": {"thetas": 4, "inputs_per_theta": 2**62}}},
-     "the collect step ran out of memory"),
+    ({}, "the collect step ran out of memory"),
 ])
 def test_a_failed_step_whose_event_the_disk_refuses_says_the_failure_then_the_refusal(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes: dict, said: str) -> None:
     """The log then ends without the failure: hil runs lists the run as incomplete, and only the error says why."""
     refuse_run_failed(monkeypatch)
+    if "memory" in said:
+        collect_out_of_memory(monkeypatch)
     with pytest.raises(HilError, match=rf"^{said}: .*; then logging the failure failed: \S*events\.jsonl: cannot "
                                        r"write \(No space left on device\)$"):
         run_protocol(write_protocol(tmp_path, **SMALL | changes), show_progress=False)
