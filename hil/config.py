@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar, get_args, get_origin
 import numpy as np
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -151,6 +152,26 @@ class Strict(BaseModel):
 
 #: A random seed: a non-negative integer that every generator used here accepts.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+#: The largest learning rate accepted: far above any useful one, and far below the float32 range, beyond which
+#: the optimisers' arithmetic overflows (a traceback mid-run instead of an error at the file's line).
+LR_MAX = 1e6
+#: The smallest learning rate accepted: float32's smallest normal number. Below it the rate itself rounds to 0 (or
+#: to a subnormal) in the float32 the model computes in, and training silently changes nothing.
+LR_MIN = float(np.finfo(np.float32).tiny)
+
+
+def _trains(lr: float) -> float:
+    """A learning rate that float32 holds (`LR_MIN`)."""
+    if lr < LR_MIN:
+        raise ValueError(f"too small for the float32 the model computes in (least {LR_MIN:.3g}): it would train "
+                         "nothing; give a learning rate such as 0.01")
+    return lr
+
+
+#: A learning rate (per step, of Adam or SGD): more than 0, as float32 holds it, and at most `LR_MAX`.
+LearningRate = Annotated[float, Field(gt=0, le=LR_MAX), AfterValidator(_trains)]
 
 
 #: The largest file read (bytes): a lab file or a protocol is a few kB; a device (``/dev/zero``) or a data file named

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
-from hil.config import Seed, Strict, YamlDocument
+from hil.config import LearningRate, Seed, Strict, YamlDocument
 from hil.datasets import DATASETS, IDX_FILES, Dataset
 from hil.errors import ConfigError
 from hil.lab import Lab, reads_as
@@ -106,26 +106,6 @@ class CollectConfig(Strict):
     design: Literal["sobol", "data", "mixed"] = Field(
         "mixed", description="inputs: Sobol points, training rows, or half each; rows only when the data feed the "
         "physical layer directly (else Sobol)")
-
-
-#: The largest learning rate accepted: far above any useful one, and far below the float32 range, beyond which
-#: the optimisers' arithmetic overflows (a traceback mid-run instead of an error at the file's line).
-LR_MAX = 1e6
-#: The smallest learning rate accepted: float32's smallest normal number. Below it the rate itself rounds to 0 (or
-#: to a subnormal) in the float32 the model computes in, and training silently changes nothing.
-LR_MIN = float(torch.finfo(torch.float32).tiny)
-
-
-def _trains(lr: float) -> float:
-    """A learning rate that float32 holds (`LR_MIN`)."""
-    if lr < LR_MIN:
-        raise ValueError(f"too small for the float32 the model computes in (least {LR_MIN:.3g}): it would train "
-                         "nothing; give a learning rate such as 0.01")
-    return lr
-
-
-#: A learning rate (per step, of Adam or SGD): more than 0, as float32 holds it, and at most `LR_MAX`.
-LearningRate = Annotated[float, Field(gt=0, le=LR_MAX), AfterValidator(_trains)]
 
 
 class FitConfig(Strict):

@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from hil.errors import ConfigError
@@ -227,3 +228,10 @@ def test_a_twin_shared_by_two_layers_is_refined_once_on_the_device_calls_of_both
         optimizer.step()
     torch.testing.assert_close(twin.state_dict(), expected.state_dict())
     assert figures["twin_refine_loss"] == pytest.approx(loss.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("refine_lr", [1e-320, 1e7])
+def test_a_refinement_learning_rate_is_held_to_the_training_rates_bounds(refine_lr: float) -> None:
+    """It had only to be above 0: 1e-320 rounds to nothing in float32; and 1e7 passes the ceiling of the others."""
+    with pytest.raises(ValidationError, match="refine_lr"):
+        PatSettings(refine_lr=refine_lr)

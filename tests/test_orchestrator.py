@@ -935,7 +935,7 @@ def test_training_that_diverges_to_nan_stops_saying_so_and_what_to_do(tmp_path: 
     """A learning rate far too large turns the parameters into NaN: the run ends failed at that batch, with a
     message that says so, rather than at the device refusing a NaN θ, or later."""
     protocol = write_protocol(tmp_path, **SMALL | {"method": {"name": "pat", "settings": {
-        "refine_every": 1, "refine_lr": 1e30}}})
+        "refine_every": 1, "refine_lr": 1e6}}})
     with pytest.raises(HilError, match=r"^training diverged at epoch 1, batch 2: the model's parameters are no longer "
                                        r"finite \(NaN or infinite\); start a new run with lower learning rates"):
         run_protocol(protocol, show_progress=False)
@@ -1796,7 +1796,7 @@ def refuse_run_failed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(("changes", "said"), [
-    ({"method": {"name": "pat", "settings": {"refine_every": 1, "refine_lr": 1e30}}},
+    ({"method": {"name": "pat", "settings": {"refine_every": 1, "refine_lr": 1e6}}},
      "training diverged at epoch 1, batch 2"),
     ({}, "the collect step ran out of memory"),
 ])
