@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
 
 import h5py
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -166,7 +168,9 @@ def _twin_fit(store: RunStore) -> Figure:
     return figure
 
 
-def _confusion(store: RunStore) -> Figure:
+def _confusion_matrix(store: RunStore) -> tuple[np.ndarray, list[str]]:
+    """The final evaluation's confusion matrix (true × predicted counts) and the class names (numbers where the file
+    has no name for each row)."""
     arrays, attrs = _arrays(store, "data/evaluation.h5", {"confusion": 2})
     confusion = arrays["confusion"].numpy()
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
@@ -174,6 +178,10 @@ def _confusion(store: RunStore) -> Figure:
     names = attrs.get("class_names")
     if not isinstance(names, list) or len(names) != len(confusion):
         names = [str(k) for k in range(len(confusion))]
+    return confusion, names
+
+
+def _confusion(confusion: np.ndarray, names: list[str]) -> Figure:
     figure, axis = plt.subplots(figsize=(5.5, 5))
     image = axis.imshow(confusion, cmap="Blues")
     for row in range(len(confusion)):
@@ -191,6 +199,30 @@ def _confusion(store: RunStore) -> Figure:
 def _figure(value: Any, digits: int = 4) -> str:
     """A float to ``digits`` significant digits; n/a for a missing value."""
     return "n/a" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def wilson_interval(accuracy: float, samples: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval (``z`` = 1.96) of an accuracy measured on ``samples`` test samples: the spread
+    the test set's size alone allows (unlike the plain ±√(p(1−p)/n), it is not empty at an accuracy of 0 or 1)."""
+    shrink = 1 / (1 + z * z / samples)
+    centre = shrink * (accuracy + z * z / (2 * samples))
+    half = shrink * z * math.sqrt(accuracy * (1 - accuracy) / samples + z * z / (4 * samples * samples))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _accuracy(accuracy: Any, samples: int | None) -> str:
+    """A test accuracy with its 95 % interval where the number of test samples is known."""
+    if not (_number(accuracy) and samples and 0 <= accuracy <= 1):
+        return _figure(accuracy)
+    low, high = wilson_interval(accuracy, samples)
+    return f"{_figure(accuracy)} ({low:.3f}–{high:.3f})"
+
+
+def _tested_note(samples: int | None) -> str:
+    if not samples:
+        return ""
+    return (f" An accuracy's range is its 95 % Wilson interval over the {samples} test samples, the spread the test "
+            "set's size alone allows: runs whose figures differ by less may not differ.")
 
 
 def _settings(settings: Any) -> str:
@@ -373,9 +405,12 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     if store.has("data/fidelity.h5"):
         _save(store, _twin_fit(store), "report/twin_fit.png")
         plots.append("twin_fit.png")
+    tested = None  # the test samples of the final evaluation
     if store.has("data/evaluation.h5"):
-        _save(store, _confusion(store), "report/confusion.png")
+        confusion, names = _confusion_matrix(store)
+        _save(store, _confusion(confusion, names), "report/confusion.png")
         plots.append("confusion.png")
+        tested = int(confusion.sum())
     events, _ = store.readable_events()  # with the warnings a run logged while the plots were drawn
     started, evaluated, fid = _last(events, "run_started"), _last(events, "evaluated"), _last(events, "fidelity")
     calibrated, collected = _last(events, "calibrated"), _last(events, "collected")
@@ -393,8 +428,8 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         "",
         "| figure | value |",
         "|---|---|",
-        f"| test accuracy on the device | {_figure(evaluated.get('device_accuracy'))} |",
-        f"| test accuracy through the twin | {_figure(evaluated.get('twin_accuracy'))} |",
+        f"| test accuracy on the device | {_accuracy(evaluated.get('device_accuracy'), tested)} |",
+        f"| test accuracy through the twin | {_accuracy(evaluated.get('twin_accuracy'), tested)} |",
         f"| test loss on the device | {_figure(evaluated.get('device_loss'))} |",
         f"| twin held-out NMSE (mean over outputs) | {_figure(fid.get('nmse_mean'))} |",
         f"| noise floor (NMSE of repeats) | {_noise_floor(store, fid)} |",
@@ -407,7 +442,8 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"Calibration: {_settings(calibrated.get('settings', {}))}. "
         f"Twin data: {collected.get('groups', 'n/a')} θ groups, "
         f"{collected.get('samples', 'n/a')} samples.{_reused_note(_last(events, 'twin_loaded'))}{_fit_note(fitted)}"
-        f"{_unfaithful_note(fid)}{_refined_note(events)}{_final_note(events, evaluated)}{_warnings_note(events)}",
+        f"{_unfaithful_note(fid)}{_refined_note(events)}{_final_note(events, evaluated)}{_tested_note(tested)}"
+        f"{_warnings_note(events)}",
         "",
         *[f"![{name}]({name})" for name in plots],
         "",

@@ -7,7 +7,7 @@ import torch
 
 from hil.cli import main
 from hil.orchestrator import _warnings_logged
-from hil.report import _confusion, _learning_curves, _twin_fit, write_report
+from hil.report import _confusion, _confusion_matrix, _learning_curves, _twin_fit, wilson_interval, write_report
 from hil.store import RunFileError, RunStore, list_runs, resume_command
 
 
@@ -132,8 +132,26 @@ def test_a_noise_floor_without_repeats_is_not_shown_as_zero(tmp_path: Path, repe
 
 def test_the_summary_gives_the_final_evaluation_on_the_device(tmp_path: Path) -> None:
     summary = _summary(_run(tmp_path))
-    assert "| test accuracy on the device | 0.75 |" in summary and "| test loss on the device | 0.4 |" in summary
-    assert "| test accuracy through the twin | n/a |" in summary
+    assert "| test accuracy on the device | 0.75 (0.301–0.954) |" in summary
+    assert "| test loss on the device | 0.4 |" in summary and "| test accuracy through the twin | n/a |" in summary
+    assert "its 95 % Wilson interval over the 4 test samples" in summary
+
+
+@pytest.mark.parametrize(("accuracy", "samples", "expected"), [
+    (0.75, 4, (0.3006, 0.9544)), (0.5, 100, (0.4038, 0.5962)),
+    (0.0, 10, (0.0, 0.2775)), (1.0, 10, (0.7225, 1.0)),  # not empty at 0 or 1, as ±√(p(1−p)/n) would be
+])
+def test_an_accuracys_interval_is_the_wilson_score_interval(accuracy: float, samples: int, expected) -> None:
+    """0.86 on the vowels' 57 test recordings is 0.75–0.93 by the test set's size alone, 0.94 on the digits' 359
+    images 0.91–0.96: the summary gives the range, so that two runs are not told apart by less."""
+    assert wilson_interval(accuracy, samples) == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_summary_without_the_evaluation_file_gives_the_accuracy_without_a_range(tmp_path: Path) -> None:
+    store = _run(tmp_path)
+    (store.path / "data" / "evaluation.h5").unlink()
+    summary = _summary(store)
+    assert "| test accuracy on the device | 0.75 |" in summary and "Wilson" not in summary
 
 
 def test_the_final_evaluation_is_told_apart_from_the_last_epochs_test_pass(tmp_path: Path) -> None:
@@ -255,7 +273,7 @@ def test_the_learning_curves_leave_out_a_train_loss_that_is_true_or_false(tmp_pa
 def test_class_names_not_one_per_row_of_the_confusion_are_replaced_by_numbers(tmp_path: Path) -> None:
     store = _run(tmp_path, finish=False)
     store.save_arrays("data/evaluation.h5", {"confusion": torch.tensor([[2, 1], [0, 1]])}, {"class_names": ["a"]})
-    axis = _confusion(store).axes[0]
+    axis = _confusion(*_confusion_matrix(store)).axes[0]
     store.close()
     assert [label.get_text() for label in axis.get_xticklabels()] == ["0", "1"]
 
@@ -263,14 +281,14 @@ def test_class_names_not_one_per_row_of_the_confusion_are_replaced_by_numbers(tm
 def test_the_confusion_plot_says_it_is_the_final_evaluation_of_the_test_set(tmp_path: Path) -> None:
     """Titled "confusion on the device", it did not say which split, nor which of the device's passes over it."""
     store = _run(tmp_path)
-    title = _confusion(store).axes[0].get_title()
+    title = _confusion(*_confusion_matrix(store)).axes[0].get_title()
     store.close()
     assert title == "test set on the device, final evaluation (accuracy 0.75)"
 
 
 def test_the_confusion_counts_on_dark_cells_are_white(tmp_path: Path) -> None:
     store = _run(tmp_path)
-    colours = {text.get_text(): text.get_color() for text in _confusion(store).axes[0].texts}
+    colours = {text.get_text(): text.get_color() for text in _confusion(*_confusion_matrix(store)).axes[0].texts}
     store.close()
     assert colours == {"2": "white", "1": "black", "0": "black"}
 
@@ -395,7 +413,7 @@ def test_a_log_damaged_before_its_end_is_reported_from_its_other_events_naming_t
                             "report; repair them by hand, then hil report again to include them\n")
     assert captured.out == f"{store.path / 'report' / 'summary.md'}\n"
     summary = (store.path / "report" / "summary.md").read_text()
-    assert "| test accuracy on the device | 0.75 |" in summary
+    assert "| test accuracy on the device | 0.75 (0.301–0.954) |" in summary
     assert ("**Lines 3 and 6 of `events.jsonl` are damaged** (not JSON events): this report leaves them out, and a "
             "resume refuses the log until they are repaired.") in summary
     assert log.read_bytes() == original
