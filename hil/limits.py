@@ -148,15 +148,16 @@ class Limit:
         for name in LIMIT_FIELDS:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
-                raise ConfigError(f"limit {name} must be finite, got {value}")
+                raise ConfigError(f"limit {name} must be finite, got {value}", field=name)
         if self.min > self.max:
-            raise ConfigError(f"limit min {self.min} {self.unit} is above max {self.max} {self.unit}")
+            raise ConfigError(f"limit min {self.min} {self.unit} is above max {self.max} {self.unit}", field="min")
         for name in ("max_step", "ramp_rate"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ConfigError(f"limit {name} must be > 0, got {value}")
+                raise ConfigError(f"limit {name} must be > 0, got {value}", field=name)
         if self.ramp_rate is not None and self.max_step is None:
-            raise ConfigError("limit ramp_rate needs max_step: the size of the steps it spaces in time")
+            raise ConfigError("limit ramp_rate needs max_step: the size of the steps it spaces in time",
+                              field="ramp_rate")
         too_long = self._too_long(self.max - self.min)
         if too_long is not None:
             field, how = too_long
