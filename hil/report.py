@@ -222,7 +222,7 @@ def _tested_note(samples: int | None) -> str:
     if not samples:
         return ""
     return (f" An accuracy's range is its 95 % Wilson interval over the {samples} test samples, the spread the test "
-            "set's size alone allows: runs whose figures differ by less may not differ.")
+            "set's size alone allows (two runs whose accuracies lie within each other's range may not differ).")
 
 
 def _settings(settings: Any) -> str:
