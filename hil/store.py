@@ -298,14 +298,15 @@ class RunStore:
     def _set_aside(self, lines: list[bytes]) -> int:
         """Append ``lines`` to the discarded log, synced; returns its size before them (to take them back). Lines it
         already ends with are not appended again: a move killed (kill -9) before the log lost them left them in both,
-        and the next move would keep them aside twice."""
+        and the next move would keep them aside twice; the size returned is then the size before them, so that taking
+        them back leaves them in the log alone."""
         data = b"".join(lines)
         with _writing(self.path / DISCARDED), (self.path / DISCARDED).open("a+b") as handle:
             size = handle.seek(0, os.SEEK_END)
             if data and size >= len(data):
                 handle.seek(size - len(data))
                 if handle.read() == data:
-                    return size
+                    return size - len(data)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
