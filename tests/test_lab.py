@@ -535,6 +535,26 @@ def test_a_system_rebuilt_on_a_new_emulator_after_a_reopen_keeps_its_place_in_th
         assert lab.system("probe") is not first and list(lab.systems) == ["probe", "crossbar"]
 
 
+def test_an_instrument_or_world_the_lab_lacks_pasted_many_times_is_shown_short(tmp_path: Path) -> None:
+    """A name the lab does not have, in a system's instruments, in an instrument's world, or asked of a loaded lab,
+    was echoed whole: a line of 10 000 characters for one pasted many times."""
+    long, short = "y" * 10_000, r"'yyyyyyyyyyyyyyyyyyy…, 10002 characters"
+    for text, expected in (
+            (SMU_AND_CROSSBAR + f"systems:\n  crossbar: {{kind: crossbar, instruments: {{crossbar: {long}}}}}\n",
+             rf"lab\.yaml:7: systems\.crossbar\.instruments\.crossbar: no instrument named {short} in this lab$"),
+            (SMU_AND_CROSSBAR.replace("world: chip", f"world: {long}"),
+             rf"lab\.yaml:5: instruments\.xbar\.world: no world named {short} in this lab$")):
+        with pytest.raises(ConfigError, match=expected):
+            Lab.load(write(tmp_path, text)).build()
+    lab = Lab.load(write(tmp_path, SMU_AND_CROSSBAR))
+    try:
+        lab.build()
+        with pytest.raises(ConfigError, match=rf"lab\.yaml: no instrument named {short}; the lab has: smu, xbar$"):
+            lab[long]
+    finally:
+        lab.close()  # the emulator build started
+
+
 def test_open_only_an_instrument_the_lab_does_not_have_is_refused_naming_it(tmp_path: Path) -> None:
     """``lab.open(only=["smuu"])`` (a misspelt name) connected nothing and said nothing: the bench program then met
     "smu: not connected" at its first command, far from the typo. A name given alone is one name, not its letters."""

@@ -234,6 +234,28 @@ def test_a_file_far_larger_than_a_yaml_file_is_refused_before_it_is_read_whole(t
         YamlDocument.read(tmp_path / "crlf.yaml")
 
 
+def test_a_file_of_exactly_max_bytes_is_read_and_one_byte_more_is_refused(tmp_path, monkeypatch) -> None:
+    """The limit is on more than MAX_BYTES: a file of the limit itself is read (a smaller limit stands in)."""
+    import hil.config
+
+    monkeypatch.setattr(hil.config, "MAX_BYTES", 16)
+    path = tmp_path / "limit.yaml"
+    path.write_bytes(b"a: 1\nb: 2222222\n")  # 16 bytes
+    assert YamlDocument.read(path).data == {"a": 1, "b": 2222222}
+    path.write_bytes(b"a: 1\nb: 22222222\n")
+    with pytest.raises(ConfigError, match=r"more than 0 MiB, far more than a lab file"):
+        YamlDocument.read(path)
+
+
+def test_a_file_of_old_mac_line_ends_is_located_by_its_lines(tmp_path) -> None:
+    """Lines ended by a lone CR count as lines, as read_text read them, where hil finds a line itself (a control
+    character)."""
+    path = tmp_path / "cr.yaml"
+    path.write_bytes(b"a: 1\rb: 2\rc: \x01\n")
+    with pytest.raises(ConfigError, match=r"^.*cr\.yaml:3: c: invalid YAML: character U\+0001"):
+        YamlDocument.read(path)
+
+
 #: A protocol whose every number is as written, for the next test to spoil one of.
 PROTOCOL = """name: p
 system: s
@@ -266,6 +288,22 @@ def test_a_learning_rate_that_float32_rounds_to_nothing_is_refused(old: str, new
         YamlDocument.parse(PROTOCOL.replace(old, new), "x.yaml").validate(Protocol)
     small = YamlDocument.parse(PROTOCOL.replace("lr: 0.1", "lr: 1e-30"), "x.yaml").validate(Protocol)
     assert small.training.lr == 1e-30
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    ("0", r"training\.lr: Input should be greater than 0 \(got 0\)$"),
+    ("-0.1", r"training\.lr: Input should be greater than 0 \(got -0\.1\)$"),  # not "too small for float32"
+    ("1000001", r"training\.lr: Input should be less than or equal to 1000000 \(got 1000001\)$"),
+    ("1.1754943508222875e-38", None),  # float32's smallest normal number itself (LR_MIN) trains
+    ("1e6", None),  # LR_MAX itself
+])
+def test_a_learning_rates_bounds_are_said_and_its_ends_are_taken(written: str, expected: str | None) -> None:
+    document = YamlDocument.parse(PROTOCOL.replace("lr: 0.1", f"lr: {written}"), "x.yaml")
+    if expected is None:
+        assert document.validate(Protocol).training.lr == float(written)
+    else:
+        with pytest.raises(ConfigError, match=expected):
+            document.validate(Protocol)
 
 
 @pytest.mark.parametrize(("written", "expected"), [
