@@ -972,6 +972,34 @@ def test_a_collection_beyond_memory_is_refused_before_a_run_folder_is_made(tmp_p
     assert not list((tmp_path / "runs").glob("*"))
 
 
+@pytest.mark.parametrize("refusal", [MemoryError, OverflowError, RuntimeError])
+def test_the_memory_checked_for_a_collection_is_its_inputs_and_outputs_and_any_refusal_is_located(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: type[Exception]) -> None:
+    """The check allocates what the collect step will hold, θ groups × inputs × (n_in + n_out) values, and an
+    allocation refused in any of the ways torch or Python refuse one is the protocol's error at twin.collect, not a
+    traceback."""
+    empty, asked = torch.empty, []
+
+    def refused(*size: Any, **kwargs: Any) -> torch.Tensor:
+        if size[:2] == (4, 32):  # the collection's groups and inputs (SMALL's)
+            asked.append(size)
+            raise refusal("cannot allocate")
+        return empty(*size, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", refused)
+    with pytest.raises(ConfigError, match=r"twin\.collect: 4 θ groups of 32 inputs \(64 values in, 32 out, each\) do "
+                                          r"not fit in memory"):
+        check_protocol(write_protocol(tmp_path, **SMALL))
+    assert asked == [(4, 32, 64 + 32)]
+
+
+def test_a_twin_from_another_run_is_not_held_to_the_memory_of_a_collection_it_does_not_make(
+        tmp_path: Path, finished_run: Path) -> None:
+    """twin.collect is unused where twin.from_run names a run with a fitted twin: its sizes are not checked."""
+    twin = SMALL["twin"] | {"from_run": str(finished_run), "collect": {"thetas": 10**9, "inputs_per_theta": 128}}
+    check_protocol(write_protocol(tmp_path, **SMALL | {"twin": twin}))
+
+
 def test_a_step_asking_for_more_memory_than_there_is_is_a_clear_error(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A step that torch cannot allocate for ends the run as failed with one line naming the step, not a torch
