@@ -205,6 +205,37 @@ def test_a_residual_twin_fits_its_physics_first_and_keeps_the_residual_only_wher
     assert fit_epochs(twin, 15) == 30 and fit_epochs(physics, 15) == 15
 
 
+def test_a_residual_twins_second_stage_records_no_gradient_for_its_held_physics(lab, crossbar_data) -> None:
+    """The residual stage holds the fitted physics: a gradient is computed for its parameters in the first stage's
+    steps alone (one per training group and epoch), none in the second's."""
+    train, held_out = crossbar_data.subset(torch.arange(4)), crossbar_data.subset(torch.arange(4, 6))
+    twin = build_twin("residual", lab.systems["crossbar"], hidden=(8,))
+    physics = list(twin.physics_twin.parameters())
+    gradients = [0] * len(physics)
+    for k, parameter in enumerate(physics):
+        parameter.register_hook(lambda grad, k=k: gradients.__setitem__(k, gradients[k] + 1))
+    result = fit_twin(twin, train, held_out, epochs=2, lr=0.02, patience=5, seed=1)
+    assert len(result.validation_loss) == 4  # both stages ran their two epochs
+    assert gradients == [2 * train.n_groups] * len(physics)
+    assert all(parameter.requires_grad for parameter in physics)  # trainable again after
+
+
+@pytest.mark.parametrize("kind", ["physics", "residual"])
+def test_a_twin_whose_physics_was_frozen_by_hand_is_not_fitted_there(lab, crossbar_data, kind: str) -> None:
+    """Parameters frozen by hand are not the fit's: a physics twin frozen whole has nothing to fit, and a residual
+    twin's frozen physics is left as it was while its residual is fitted."""
+    train, held_out = crossbar_data.subset(torch.arange(4)), crossbar_data.subset(torch.arange(4, 6))
+    twin = build_twin(kind, lab.systems["crossbar"], **({"hidden": (8,)} if kind == "residual" else {}))
+    physics = twin if kind == "physics" else twin.physics_twin
+    for parameter in physics.parameters():
+        parameter.requires_grad_(False)
+    before = copy.deepcopy(physics.state_dict())
+    result = fit_twin(twin, train, held_out, epochs=2, lr=0.02, patience=5, seed=1)
+    assert all(torch.equal(before[name], value) for name, value in physics.state_dict().items())
+    assert not any(parameter.requires_grad for parameter in physics.parameters())
+    assert len(result.validation_loss) == (0 if kind == "physics" else 2)
+
+
 def test_neural_twin_learns_a_small_network(lab) -> None:
     system = lab.systems["resistive"]
     data = collect(system, n_thetas=24, inputs_per_theta=64, design="sobol", seed=2)
