@@ -918,6 +918,31 @@ def test_a_played_out_sequence_is_not_kept_in_a_checkpoint(tmp_path) -> None:
     assert world.sequence.shape == (0, 64, 64) and (tmp_path / "world.pt").stat().st_size < 200_000
 
 
+@pytest.mark.parametrize(("camera_shape", "n_out", "roi_px", "radius", "off"), [
+    ((64, 64), 1, 4, 31.0, "left"),  # one region, left of the centre
+    ((64, 64), 2, 5, 30.0, "bottom"),  # an odd roi_px reaches further down than up
+    ((63, 63), 2, 4, 30.0, "top"),  # an odd camera's centre is nearer its top
+    ((64, 48), 4, 5, 31.0, "right"),  # a narrow camera: the regions leave it at the side
+])
+def test_regions_of_interest_off_any_one_side_of_the_camera_are_refused(camera_shape, n_out: int, roi_px: int,
+                                                                       radius: float, off: str) -> None:
+    """Each side of the camera is checked on its own: a ring off one side alone (``off``) is refused."""
+    _, slm, camera = bench(camera={"shape": list(camera_shape)})
+    with pytest.raises(ConfigError, match=rf"roi_radius_px {radius:g} px puts regions of interest off the "
+                                          rf"{camera_shape[0]}×{camera_shape[1]} camera"):
+        OpticalSystem({"slm": slm, "camera": camera}, n_out=n_out, roi_px=roi_px, roi_radius_px=radius)
+
+
+@pytest.mark.parametrize(("camera_shape", "radius", "window"), [
+    ((64, 64), 32.0, (0, 0, 64, 64)),  # the regions touch all four edges: on the camera still
+    ((48, 64), 16.0, (7, 15, 34, 34)),  # a camera wider than tall: its rows and columns are not swapped
+])
+def test_regions_of_interest_that_reach_the_cameras_edges_are_taken(camera_shape, radius: float, window) -> None:
+    _, slm, camera = bench(camera={"shape": list(camera_shape)})
+    system = OpticalSystem({"slm": slm, "camera": camera}, n_out=8, roi_px=4, roi_radius_px=radius)
+    assert system.window == window
+
+
 def test_bad_configurations_are_refused_with_the_field() -> None:
     with pytest.raises(ConfigError, match=r"optics\.planes 3"):
         OpticalTable(config={"optics": {"planes": 3}})
