@@ -3,6 +3,7 @@
 import pytest
 
 from simulators.emulators.scpi import (
+    MAX_BLOCK_BYTES,
     ScpiEmulator,
     ScpiError,
     boolean,
@@ -132,6 +133,17 @@ def test_a_block_announcing_more_than_the_input_buffer_is_refused_not_waited_for
     assert emulator.handle(b"SYST:ERR?").startswith(b"-223,")
     small = b"DATA w,#18" + bytes(8)  # a block all the same
     assert split_messages(small + b"\n") == ([small], b"")
+
+
+def test_a_block_of_exactly_the_input_buffer_is_taken_whole() -> None:
+    """The limit is on more than MAX_BLOCK_BYTES: a block of the limit itself is split and parsed as one, a terminator
+    in its data included."""
+    data = b"\n" + bytes(MAX_BLOCK_BYTES - 1)
+    block = b"#8" + str(MAX_BLOCK_BYTES).encode() + data
+    messages, rest = split_messages(b"DATA w," + block + b"\nCOUN?\n")
+    assert [len(message) for message in messages] == [len(b"DATA w,") + len(block), 5] and rest == b""
+    [(header, params)] = parse_message(messages[0])
+    assert header == "DATA" and params[0] == "w" and params[1] == data
 
 
 def test_an_error_quoting_bytes_that_are_no_text_is_read_back_in_ascii(capsys) -> None:
