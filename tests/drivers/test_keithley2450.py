@@ -1067,6 +1067,38 @@ def test_an_instrument_gone_with_its_connection_leaves_the_first_failure_of_the_
     assert "new connection" not in str(failed.value)  # the reconnection refused: the safe state's failure as it was
 
 
+def test_a_link_lost_before_the_safe_state_leaves_its_failure_then_a_second_try_says_the_connection_failed() -> None:
+    """A link found lost by an earlier command (still open) is tried first: the instrument gone, the safe state's own
+    failure is raised, not that of the new connection; once that reconnection failed (the link closed), the next
+    safe state opens it again at once, and says it could not, not that the link is not open."""
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    server = TcpServer(emulator).start()
+    k = Keithley2450(VisaTransport(server.resource, timeout_s=2.0), clock=VirtualClock(), name="smu")
+    k.connect()
+    server.stop()  # switched off: nothing listens any more
+    with pytest.raises(TransportError, match="the instrument closed the connection during ':OUTP\\?'"):
+        k.query(":OUTP?")
+    assert k.transport.link_lost and k.transport.is_open
+    with pytest.raises(TransportError, match=r"^smu \(TCPIP::[^)]+\): (connection failed|the instrument closed the "
+                                             r"connection) during ':OUTP OFF'"):
+        k.safe_state()
+    assert k.transport.link_lost and not k.transport.is_open
+    with pytest.raises(TransportError, match=r"^smu \(TCPIP::[^)]+\): connection failed during 'open'"):
+        k.safe_state()
+
+
+def test_a_connection_closed_by_the_program_is_not_opened_again_by_the_safe_state() -> None:
+    """Only a link the instrument lost is opened again: one closed on purpose stays closed, and the safe state says
+    it is not open."""
+    with TcpServer(Keithley2450Emulator(load_ohm=1000.0)) as server:
+        k = Keithley2450(VisaTransport(server.resource, timeout_s=2.0), clock=VirtualClock(), name="smu")
+        k.connect()
+        k.transport.close()
+        with pytest.raises(TransportError, match=r"not open \(sending ':OUTP OFF'\)"):
+            k.safe_state()
+        assert not k.transport.is_open
+
+
 def test_another_instrument_met_on_the_new_connection_is_sent_nothing() -> None:
     """The new connection made for the safe state may reach another instrument (an address taken by another): it is
     said, and the other instrument gets no command beyond the identity query."""
