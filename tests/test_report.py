@@ -147,6 +147,24 @@ def test_an_accuracys_interval_is_the_wilson_score_interval(accuracy: float, sam
     assert wilson_interval(accuracy, samples) == pytest.approx(expected, abs=1e-4)
 
 
+def test_an_interval_at_an_accuracy_of_0_or_1_ends_at_0_or_1_exactly() -> None:
+    """Unclamped, float rounding put the interval's end at -2.8e-17 for 0 of 10 (shown -0.000) and at 1.0000000000000002
+    for 5 of 5."""
+    assert wilson_interval(0.0, 10)[0] == 0.0 and wilson_interval(0.0, 1)[0] == 0.0
+    assert wilson_interval(1.0, 5)[1] == 1.0 and wilson_interval(1.0, 18)[1] == 1.0
+
+
+def test_the_twins_test_accuracy_has_its_interval_too_and_an_accuracy_beyond_0_to_1_has_none(tmp_path: Path) -> None:
+    """An accuracy outside 0..1 (a percentage, in an event not written by hil) has no Wilson interval: the square root
+    of a negative number stopped the summary."""
+    store = _run(tmp_path, finish=False)
+    store.save_arrays("data/evaluation.h5", {"confusion": torch.tensor([[2, 1], [0, 1]])})
+    store.event("evaluated", device_accuracy=75.0, device_loss=0.4, twin_accuracy=0.75)
+    summary = _summary(store)
+    assert "| test accuracy on the device | 75 |" in summary
+    assert "| test accuracy through the twin | 0.75 (0.301–0.954) |" in summary
+
+
 def test_a_summary_without_the_evaluation_file_gives_the_accuracy_without_a_range(tmp_path: Path) -> None:
     store = _run(tmp_path)
     (store.path / "data" / "evaluation.h5").unlink()
@@ -223,6 +241,29 @@ def test_a_resume_killed_before_its_next_checkpoint_is_counted_with_the_events_i
         store.event("run_resumed", discarded_events=3)  # a resume, killed before its next checkpoint
     store.rewind_events(5)
     store.event("run_resumed", discarded_events=0 if killed_after_its_rewind else 1)
+    store.event("evaluated", device_accuracy=0.75, device_loss=0.4)
+    assert said in _summary(store)
+
+
+@pytest.mark.parametrize(("damage", "said"), [
+    ("lines that are not events", "It was resumed once from its last checkpoint; the 5 events that the stopped "
+                                  "attempt logged after it are in"),
+    ("a folder", "It was resumed once from its last checkpoint; the 3 events that the stopped attempt logged after it "
+                 "are in"),  # unreadable: the count its run_resumed gave
+])
+def test_a_discarded_log_with_lines_that_are_not_events_or_that_cannot_be_read_still_gives_the_summary(
+        tmp_path: Path, damage: str, said: str) -> None:
+    """Lines moved aside byte for byte may be anything (a torn line cut inside a character, a damaged one), and the
+    discarded log may not be readable: the resumes are counted from what can be read."""
+    store = _run(tmp_path, finish=False)
+    discarded = store.path / "events.discarded.jsonl"
+    if damage == "a folder":
+        discarded.mkdir()
+    else:
+        assert store.rewind_events(5) == 3
+        with discarded.open("ab") as handle:
+            handle.write(b'[1, 2]\n{"seq": 9, "kind": "caf\xc3\n')
+    store.event("run_resumed", discarded_events=3)
     store.event("evaluated", device_accuracy=0.75, device_loss=0.4)
     assert said in _summary(store)
 
