@@ -23,7 +23,7 @@ from torch import nn
 
 from hil.errors import ConfigError
 from hil.systems.base import PhysicalSystem
-from hil.twin.models import Twin, held
+from hil.twin.models import Twin, frozen
 
 Mode = Literal["pat", "twin", "device"]
 MODES = ("pat", "twin", "device")
@@ -50,7 +50,7 @@ def physics_aware(x: torch.Tensor, theta: torch.Tensor, system: PhysicalSystem, 
 def held_twin(twin: Twin, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """``twin(x, θ)``, differentiable in x and θ only: the twin's own parameters enter as constants, so a backward
     pass through a layer spends nothing on gradients that training never uses (refining a twin calls it directly)."""
-    with held(twin):  # the graph is recorded without them; refinement finds them trainable again
+    with frozen(twin):  # the graph is recorded without them; refinement finds them trainable again
         return twin(x, theta)
 
 

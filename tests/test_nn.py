@@ -11,7 +11,7 @@ from torch import nn
 from hil.errors import ConfigError
 from hil.nn import PhysicalLayer, float32_bounds, physical_layers, physics_aware, project_, set_mode
 from hil.systems.base import PhysicalSystem, PhysicsModel
-from hil.twin.models import Twin, build_twin, held, load_twin, save_twin, trainable
+from hil.twin.models import Twin, build_twin, frozen, load_twin, save_twin, trainable
 from tests.lab_text import lab_from_text
 
 LAB = textwrap.dedent("""
@@ -272,14 +272,14 @@ def test_training_through_a_layer_spends_no_gradient_on_the_twins_own_parameters
     torch.testing.assert_close(x.grad, x_twin.grad, rtol=0, atol=0)
 
 
-def test_a_held_twin_is_trainable_again_after_its_block_even_one_that_raised_and_a_frozen_parameter_stays_so(
+def test_a_frozen_twin_is_trainable_again_after_its_block_even_one_that_raised_and_one_frozen_by_hand_stays_so(
         lab) -> None:
     twin = build_twin("residual", lab.systems["exact"], hidden=(8,))
-    frozen = twin.physics_twin.affine.gain.requires_grad_(False)
-    with pytest.raises(RuntimeError, match="inside"), held(twin):
+    by_hand = twin.physics_twin.affine.gain.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="inside"), frozen(twin):
         assert not trainable(twin)
         raise RuntimeError("inside")
-    assert trainable(twin) == [p for p in twin.parameters() if p is not frozen] and not frozen.requires_grad
+    assert trainable(twin) == [p for p in twin.parameters() if p is not by_hand] and not by_hand.requires_grad
 
 
 def test_pat_forward_is_the_measurement_to_the_bit_however_far_the_twin_is_from_it(lab) -> None:
@@ -358,8 +358,7 @@ def test_a_layer_leaves_each_twin_parameter_trainable_or_frozen_as_it_found_it(l
     trainable ones trainable again, and one frozen by its owner stays frozen."""
     system = lab.systems["exact"]
     twin = build_twin("residual", system, hidden=(8,))
-    frozen = next(twin.parameters())
-    frozen.requires_grad_(False)
+    next(twin.parameters()).requires_grad_(False)
     before = [parameter.requires_grad for parameter in twin.parameters()]
     for mode in ("pat", "twin"):
         layer = PhysicalLayer(system, twin, mode=mode, seed=2)

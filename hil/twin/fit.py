@@ -19,7 +19,7 @@ import torch
 
 from hil.errors import ConfigError
 from hil.twin.collect import TwinData
-from hil.twin.models import NeuralTwin, ResidualTwin, Twin, held, trainable
+from hil.twin.models import NeuralTwin, ResidualTwin, Twin, frozen, trainable
 
 
 @dataclass
@@ -80,7 +80,7 @@ def fit_twin(twin: Twin, train: TwinData, validation: TwinData, *, epochs: int =
     with torch.no_grad():
         left = torch.cat([y - twin.physics_twin(x, t) for x, t, y in zip(train.x, train.theta, train.y, strict=True)])
     _normalise(twin.residual, left, centre=False)  # its output stays 0 until it learns: the twin is its physics
-    with held(twin.physics_twin):
+    with frozen(twin.physics_twin):
         stage.run(twin, trainable(twin.residual), result, keep_start=True)
     return result
 

@@ -31,12 +31,12 @@ TWIN_KINDS = ("physics", "neural", "residual", "oracle")
 
 
 def trainable(module: nn.Module) -> list[nn.Parameter]:
-    """The parameters of ``module`` that take a gradient (those frozen, by `held` or by hand, are left as they are)."""
+    """The parameters of ``module`` that take a gradient (those frozen, by `frozen` or by hand, are left out)."""
     return [parameter for parameter in module.parameters() if parameter.requires_grad]
 
 
 @contextlib.contextmanager
-def held(module: nn.Module) -> Iterator[None]:
+def frozen(module: nn.Module) -> Iterator[None]:
     """Within the block, ``module``'s trainable parameters are constants to autograd (no graph is recorded for
     them); they are trainable again after it, even where it raised."""
     parameters = trainable(module)
