@@ -17,7 +17,6 @@ which lines it left out, in a warning and in the summary.
 from __future__ import annotations
 
 import io
-import json
 import math
 import warnings
 from pathlib import Path
@@ -32,7 +31,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hil.store import DISCARDED, EVENTS, RunFileError, RunStore, resume_command
+from hil.store import DISCARDED, EVENTS, RunFileError, RunStore, parse_event, resume_command
 
 
 def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -314,19 +313,11 @@ def _discarded(store: RunStore) -> tuple[int, int] | None:
     stopped before its next checkpoint (moved aside with what it logged, by the next resume, which counts only what
     it moved); None where the run has no discarded log."""
     try:
-        lines = (store.path / DISCARDED).read_bytes().splitlines()
+        lines = (store.path / DISCARDED).read_bytes().splitlines(keepends=True)
     except OSError:
         return None
-    return len(lines), sum(_kind(line) == "run_resumed" for line in lines)
-
-
-def _kind(line: bytes) -> Any:
-    """The kind of the event on a line of a log; None for a line that is not one (torn)."""
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event.get("kind") if isinstance(event, dict) else None
+    events = [parse_event(line) for line in lines]
+    return len(lines), sum(event is not None and event["kind"] == "run_resumed" for event in events)
 
 
 def _repeats(store: RunStore) -> int | None:

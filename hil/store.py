@@ -536,8 +536,8 @@ def _hold(path: Path) -> Any:
     return handle
 
 
-def _event(line: bytes) -> dict[str, Any] | None:
-    """The event on one line of the log, or None if the line is torn (no newline) or damaged."""
+def parse_event(line: bytes) -> dict[str, Any] | None:
+    """The event on one line of a log (its newline kept), or None if the line is torn (no newline) or damaged."""
     if not line.endswith(b"\n"):
         return None
     try:
@@ -563,7 +563,7 @@ def _scan_events(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], bytes,
                            "or start a new run") from None
     entries, damaged = [], []
     for number, line in enumerate(lines, 1):
-        event = _event(line)
+        event = parse_event(line)
         if event is None:
             damaged.append(number)
         else:
