@@ -118,16 +118,26 @@ def encode(x: torch.Tensor, theta: torch.Tensor, source: torch.Tensor, x_phase_r
 def region_matrix(camera_shape: tuple[int, int], corners: list[tuple[int, int]], size: int) -> torch.Tensor:
     """The matrix (pixels × regions) whose product with flattened frames gives each square region's mean."""
     rows, cols = camera_shape
+    off = off_camera(camera_shape, corners, size)
+    if off is not None:
+        top, left = corners[off]
+        raise ConfigError(f"region of interest {off} at ({top}, {left}), {size} px wide, is off the {rows}×{cols} "
+                          "camera", field="roi_px")
     matrix = torch.zeros(rows, cols, len(corners))
     for k, (top, left) in enumerate(corners):
-        if top < 0 or left < 0 or top + size > rows or left + size > cols:
-            raise ConfigError(f"region of interest {k} at ({top}, {left}), {size} px wide, is off the {rows}×{cols} "
-                              "camera", field="roi_px")
         matrix[top:top + size, left:left + size, k] = 1 / size**2
     if (matrix > 0).sum(-1).max() > 1:
         raise ConfigError("regions of interest overlap; use fewer outputs, smaller roi_px or a larger radius",
                           field="roi_px")
     return matrix.reshape(rows * cols, len(corners))
+
+
+def off_camera(camera_shape: tuple[int, int], corners: list[tuple[int, int]], size: int) -> int | None:
+    """The first of the square regions of ``size`` px at ``corners`` (top, left) that is not wholly on the camera;
+    None where all are."""
+    rows, cols = camera_shape
+    return next((k for k, (top, left) in enumerate(corners)
+                 if top < 0 or left < 0 or top + size > rows or left + size > cols), None)
 
 
 def _beam_is_finite(shape: tuple[int, int], waist_px: float) -> bool:
@@ -427,8 +437,8 @@ class OpticalSystem(SLMCameraSystem):
                               field="roi_radius_px")
         check_regions_fit(camera_shape, n_out, roi_px)  # type: ignore[arg-type]
         corners = ring_corners(camera_shape, n_out, roi_px, roi_radius_px)  # type: ignore[arg-type]
-        rows, cols = camera_shape
-        if any(top < 0 or left < 0 or top + roi_px > rows or left + roi_px > cols for top, left in corners):
+        if off_camera(camera_shape, corners, roi_px) is not None:  # type: ignore[arg-type]
+            rows, cols = camera_shape
             raise ConfigError(f"roi_radius_px {roi_radius_px:g} px puts regions of interest off the {rows}×{cols} "
                               "camera; give a smaller radius (or a smaller roi_px)", field="roi_radius_px")
         self.read_regions(region_matrix(camera_shape, corners, roi_px))  # type: ignore[arg-type]
