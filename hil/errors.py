@@ -129,3 +129,16 @@ def _terminate(signum: int, frame: Any) -> None:
 def terminate_on_signals() -> contextlib.AbstractContextManager[None]:
     """Within the block, SIGTERM and SIGHUP raise `Terminated` in the main thread (elsewhere: nothing changes)."""
     return handling((signal.SIGTERM, signal.SIGHUP), _terminate)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done (only in the main thread), then deliver the first
+    to the handler it would have reached."""
+    received: list[int] = []
+    try:
+        with handling((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), lambda signum, frame: received.append(signum)):
+            yield
+    finally:
+        if received:
+            signal.raise_signal(received[0])

@@ -13,12 +13,10 @@ instrument is put in its safe state and closed; a second Ctrl-C during that clea
 from __future__ import annotations
 
 import collections.abc
-import contextlib
 import inspect
 import math
-import signal
 import typing
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Literal, Union
@@ -26,7 +24,7 @@ from typing import Any, Literal, Union
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from hil.config import Seed, Strict, YamlDocument, got, shown
-from hil.errors import ConfigError, DeviceError, HilError, handling
+from hil.errors import ConfigError, DeviceError, HilError, signals_held
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
@@ -508,7 +506,7 @@ class Lab:
         devices come back as if power-cycled)."""
         self._open = False
         first_error: BaseException | None = None
-        with _signals_held():
+        with signals_held():
             while self._connected:
                 instrument = self._connected.pop()
                 try:
@@ -544,7 +542,7 @@ class Lab:
         `close`); the first failure is raised at the end.
         """
         first_error: Exception | None = None
-        with _signals_held():
+        with signals_held():
             for instrument in reversed(self._connected):
                 try:
                     instrument.safe_state()
@@ -578,16 +576,3 @@ def _in_order(items: dict[str, Any], order: collections.abc.Iterable[str]) -> No
     named = [name for name in order if name in items]
     for name in [*named, *(name for name in items if name not in named)]:
         items[name] = items.pop(name)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done (only in the main thread), then deliver the first
-    to the handler it would have reached."""
-    received: list[int] = []
-    try:
-        with handling((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), lambda signum, frame: received.append(signum)):
-            yield
-    finally:
-        if received:
-            signal.raise_signal(received[0])

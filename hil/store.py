@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from hil.config import YamlDocument
-from hil.errors import ConfigError, HilError, error_reason
+from hil.errors import ConfigError, HilError, error_reason, signals_held
 
 EVENTS = "events.jsonl"
 DISCARDED = "events.discarded.jsonl"
@@ -342,17 +342,18 @@ class RunStore:
         if torn:
             later.append(_whole_line(torn))
         size = self._set_aside(later) if later else None
-        try:  # the log is left open as it was where its rewrite fails (a full disk), to log that failure
-            atomic_write(self.path / EVENTS, b"".join(kept))
-        except BaseException:
-            if size is not None:  # taken back: the next rewind moves those events aside again
-                with contextlib.suppress(OSError), (self.path / DISCARDED).open("r+b") as handle:
-                    handle.truncate(size)
-            raise
-        with _writing(self.path / EVENTS):
-            events = (self.path / EVENTS).open("ab", buffering=0)
-        self._events.close()
-        self._events, self.next_seq, self._torn, self._damaged = events, next_seq, b"", []
+        with signals_held():  # a SIGTERM between the rewrite and the reopening would log into the replaced file
+            try:  # the log is left open as it was where its rewrite fails (a full disk), to log that failure
+                atomic_write(self.path / EVENTS, b"".join(kept))
+            except BaseException:
+                if size is not None:  # taken back: the next rewind moves those events aside again
+                    with contextlib.suppress(OSError), (self.path / DISCARDED).open("r+b") as handle:
+                        handle.truncate(size)
+                raise
+            with _writing(self.path / EVENTS):
+                events = (self.path / EVENTS).open("ab", buffering=0)
+            self._events.close()
+            self._events, self.next_seq, self._torn, self._damaged = events, next_seq, b"", []
         return len(later)
 
     # -- files --------------------------------------------------------------------------------------------------

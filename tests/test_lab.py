@@ -12,9 +12,9 @@ import pytest
 
 from drivers.keithley2450 import Keithley2450
 from hil.config import YamlDocument, dump_yaml
-from hil.errors import ConfigError, LimitError, Terminated, TransportError, terminate_on_signals
+from hil.errors import ConfigError, LimitError, Terminated, TransportError, signals_held, terminate_on_signals
 from hil.instruments import AnalogOutput, SourceMeter
-from hil.lab import Lab, _in_order, _signals_held
+from hil.lab import Lab, _in_order
 from hil.limits import Limit
 from hil.registry import BUILTIN, available
 from hil.transport import Transport
@@ -116,7 +116,7 @@ def test_ctrl_c_during_the_labs_safe_state_still_reaches_every_instrument(
 
 def test_second_ctrl_c_is_held_until_clean_up_is_done(ctrl_c_raises: None) -> None:
     finished = []
-    with pytest.raises(KeyboardInterrupt), _signals_held():
+    with pytest.raises(KeyboardInterrupt), signals_held():
         signal.raise_signal(signal.SIGINT)
         finished.append("clean-up ran to the end")
     assert finished == ["clean-up ran to the end"]
@@ -125,7 +125,7 @@ def test_second_ctrl_c_is_held_until_clean_up_is_done(ctrl_c_raises: None) -> No
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_are_held_until_clean_up_is_done_then_stop(signum: int) -> None:
     finished = []
-    with terminate_on_signals(), pytest.raises(Terminated) as stopped, _signals_held():
+    with terminate_on_signals(), pytest.raises(Terminated) as stopped, signals_held():
         signal.raise_signal(signum)
         finished.append("clean-up ran to the end")
     assert finished == ["clean-up ran to the end"] and stopped.value.signum == signum

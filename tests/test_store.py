@@ -805,3 +805,28 @@ def test_a_rewind_whose_log_the_disk_refuses_keeps_the_log_open_and_its_discarde
     store.close()
     discarded = [json.loads(line) for line in (log.parent / "events.discarded.jsonl").read_bytes().splitlines()]
     assert [(e["seq"], e["kind"]) for e in discarded] == [(4, "batch"), (5, "batch"), (6, "run_failed")]
+
+
+def test_a_sigterm_as_the_rewound_log_replaces_the_old_one_is_logged_in_the_new(tmp_path, monkeypatch) -> None:
+    """A SIGTERM that came after the rewound log replaced the old one and before the store reopened it raised
+    there: the run's last event (run_interrupted) went into the old file, unlinked, and was lost. The signal is now
+    held until the store writes to the log on disk."""
+    import hil.store
+    from hil.errors import terminate_on_signals
+
+    path = five_events(tmp_path).path
+    store = RunStore.open(path)
+    write = hil.store.atomic_write
+
+    def write_then_sigterm(path, data) -> None:
+        write(path, data)
+        if path.name == "events.jsonl":
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(hil.store, "atomic_write", write_then_sigterm)
+    with terminate_on_signals(), pytest.raises(Terminated):
+        store.rewind_events(4)
+    store.event("run_interrupted")
+    store.close()
+    kinds = [event["kind"] for event in RunStore.open(path).events()]
+    assert kinds == ["run_started", "batch", "batch", "run_interrupted"]
