@@ -263,8 +263,9 @@ class YamlDocument:
         return ConfigError(message, source=self.source, line=self.line_of(location),
                            field=".".join(map(str, location)) or None)
 
-    def validate(self, model: type[M], location: Location = ()) -> M:
-        """Validate the data (or the part at ``location``) against ``model``; the first error, located."""
+    def validate(self, model: type[M], location: Location = (), context: dict[str, Any] | None = None) -> M:
+        """Validate the data (or the part at ``location``) against ``model`` (its validators given ``context``);
+        the first error, located."""
         data = self.data
         for key in location:
             data = data[key]
@@ -275,7 +276,7 @@ class YamlDocument:
         if not isinstance(data, dict):
             raise self.error(f"expected a mapping of keys, got {type(data).__name__}", location)
         try:
-            return model.model_validate(data)
+            return model.model_validate(data, context=context)
         except ValidationError as errors:
             first = _first_to_report(errors.errors())
             loc = location + _data_location(data, first["loc"])

@@ -15,13 +15,14 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import math
+import os
 import typing
 from collections.abc import Collection
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Literal, Union
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
 from hil.config import Seed, Strict, YamlDocument, got, shown
 from hil.errors import ConfigError, DeviceError, HilError, signals_held
@@ -139,12 +140,15 @@ class InstrumentConfig(Strict):
 
     @field_validator("traffic_log")
     @classmethod
-    def _log_in_a_folder(cls, value: str | None) -> str | None:
+    def _log_in_a_folder(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A file that can be made, where the lab's relative paths lie (`Lab.load`'s ``folder``, given as the
+        validation's context: the path comes back under it; without one, the working directory)."""
         if value is None:
             return value
-        path = Path(value)
         if not value.strip():
             raise ValueError("a blank name; name a file (e.g. logs/awg.log)")
+        value = os.path.join((info.context or {}).get("folder", ""), value)  # as written, where no folder is given
+        path = Path(value)
         if path.is_dir():
             raise ValueError(f"{value!r} is a folder; name a file in it")
         existing = next(parent for parent in path.absolute().parents if parent.exists())
@@ -227,12 +231,14 @@ class Lab:
         self._open = False
 
     @classmethod
-    def load(cls, path: str | Path | YamlDocument) -> Lab:
+    def load(cls, path: str | Path | YamlDocument, folder: str | Path | None = None) -> Lab:
         """The lab of a lab file (or of its document, read already); a protocol given for one is named as such, not
-        as a dozen unknown keys."""
+        as a dozen unknown keys. ``folder``: where the file's relative paths (a ``traffic_log``) lie, if not in the
+        working directory (a resumed run's: the folder the run started in)."""
         document = YamlDocument.read(path)
         try:
-            return cls(document.validate(LabConfig), document)
+            return cls(document.validate(LabConfig, context={"folder": folder} if folder is not None else None),
+                       document)
         except ConfigError:
             if reads_as(document.data) == "protocol":
                 raise ConfigError(f"{document.source} is a protocol, not a lab file; give a lab file (e.g. lab.yaml) "

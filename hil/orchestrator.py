@@ -524,6 +524,14 @@ def _checkpoint_to_resume(store: RunStore) -> dict[str, Any] | None:
     return saved
 
 
+def _started_in(store: RunStore) -> str | None:
+    """The working directory a run started in, where its lab's relative paths lie (None for a run of an earlier hil,
+    or one stopped before it started)."""
+    started = next((event for event in store.events() if event["kind"] == "run_started"), {})
+    folder = started.get("working_directory")
+    return folder if isinstance(folder, str) else None
+
+
 def _describe(error: BaseException) -> str:
     """An error as a run_failed event records it: a HilError's message, otherwise its type and message."""
     if isinstance(error, HilError) and str(error):
@@ -571,7 +579,8 @@ def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed
         "worlds": {name: w.describe() for name, w in lab.worlds.items()},
         "systems": {name: s.snapshot() for name, s in lab.systems.items()}})
     store.event("run_started", protocol=protocol.name, method=protocol.method.name,
-                system=protocol.system, seed=protocol.seed, torch_threads=torch.get_num_threads())
+                system=protocol.system, seed=protocol.seed, torch_threads=torch.get_num_threads(),
+                working_directory=str(Path.cwd()))
     run.checkpoint()
     store.wait_for_checkpoint()
 
@@ -671,7 +680,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 return store
             protocol, document = load_protocol(store.path / "protocol.yaml")
             data = check_resumed_data(protocol, document)  # read, and its IDX files checked, once
-            lab = Lab.load(store.path / "lab.yaml")
+            lab = Lab.load(store.path / "lab.yaml", _started_in(store))
         except BaseException:
             store.close()
             raise

@@ -2101,3 +2101,35 @@ def test_the_resume_command_a_first_ctrl_c_gives_for_a_folder_with_a_space_is_qu
         run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False, output_root=tmp_path / "my runs")
     [run] = (tmp_path / "my runs").iterdir()
     assert str(raised.value).endswith(f"resume with: hil run --resume '{run}'")
+
+
+def test_a_run_resumed_from_another_folder_keeps_its_traffic_log_where_it_started(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lab's relative traffic_log lies in the working directory; a run resumed from another folder logged the
+    rest of its exchanges there, so the bench's record was split in two. The run records the folder it started in,
+    and its resume resolves the lab's relative paths from there."""
+    from hil.orchestrator import Run
+
+    protocol = write_probe_protocol(tmp_path)
+    lab = tmp_path / "lab.yaml"
+    smu = "  smu:\n    driver: keithley_2450\n    emulate:\n      load_ohm: 1000\n"
+    lab.write_text(lab.read_text().replace(smu, smu + "    traffic_log: logs/bench.log\n"))
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir(), elsewhere.mkdir()
+    fit = Run.fit_twin
+
+    def failed(self: Run) -> None:
+        raise HilError("a failure after the calibration")
+
+    monkeypatch.chdir(started)
+    monkeypatch.setattr(Run, "fit_twin", failed)
+    with pytest.raises(HilError, match="a failure after the calibration"):
+        run_protocol(protocol, show_progress=False)
+    monkeypatch.setattr(Run, "fit_twin", fit)
+    log = started / "logs" / "bench.log"
+    before = log.read_bytes().count(b"\n")
+    monkeypatch.chdir(elsewhere)
+    store = run_protocol(resume=max((tmp_path / "runs").iterdir()), show_progress=False)
+    assert store.events()[-1]["kind"] == "run_finished"
+    assert log.read_bytes().count(b"\n") > before and not (elsewhere / "logs").exists()
+    assert store.events()[0]["working_directory"] == str(started)
