@@ -92,7 +92,9 @@ def test_the_readmes_lab_example_is_valid_and_checking_it_writes_nothing(
     ('instruments:\n  smu: {driver: keithley_2450, resource: "garbage resource"}\n',
      ":2: instruments.smu.resource: 'garbage resource' is not a VISA resource"),
     ("instruments:\n  smu: {driver: keithley_2450, emulate: {load_ohm: .nan}}\n",
-     ":2: instruments.smu.emulate: bad emulator option"),
+     ":2: instruments.smu.emulate.load_ohm: bad emulator option"),
+    ("instruments:\n  awg:\n    driver: keysight_33500b\n    emulate:\n      via: pty\n      model: 33522X\n",
+     ":6: instruments.awg.emulate.model: bad emulator option for keysight_33500b: unknown model '33522X'"),
     ("worlds:\n  table: {kind: optical_table}\ninstruments:\n  xbar: {driver: simulated_crossbar, world: table}\n",
      ":4: instruments.xbar.world: simulated crossbar needs a memristor crossbar world, not OpticalTable"),
 ])

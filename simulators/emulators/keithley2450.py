@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from hil.errors import ConfigError
 from simulators.emulators.scpi import (
     ILLEGAL_VALUE,
     MISSING_PARAMETER,
@@ -139,11 +140,12 @@ class Keithley2450Emulator(ScpiEmulator):
 
     def __init__(self, load_ohm: float = 1000.0, noise_a: float = 0.0, seed: int = 0, load_terminals: str = "front"):
         if not (math.isfinite(load_ohm) and load_ohm > 0):
-            raise ValueError(f"load_ohm must be a positive number of ohms, got {load_ohm}")
+            raise ConfigError(f"load_ohm must be a positive number of ohms, got {load_ohm}", field="load_ohm")
         if not (math.isfinite(noise_a) and noise_a >= 0):
-            raise ValueError(f"noise_a must be >= 0 A, got {noise_a}")
+            raise ConfigError(f"noise_a must be >= 0 A, got {noise_a}", field="noise_a")
         if load_terminals not in TERMINALS:
-            raise ValueError(f"load_terminals must be 'front' or 'rear', got {load_terminals!r}")
+            raise ConfigError(f"load_terminals must be 'front' or 'rear', got {load_terminals!r}",
+                              field="load_terminals")
         self.load_ohm = float(load_ohm)
         self.load_terminals = TERMINALS[load_terminals]
         #: Warnings of the event log (not the error queue), such as a limit lowered by the power envelope.

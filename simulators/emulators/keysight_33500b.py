@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hil.errors import ConfigError
 from simulators.emulators.scpi import (
     ILLEGAL_VALUE,
     INVALID_BLOCK,
@@ -159,13 +160,14 @@ class Keysight33500BEmulator(ScpiEmulator):
                  memory_points: int = 1_048_576):
         model = (model or ("33521B" if channels == 1 else "33522B")).upper()
         if model not in MODELS:
-            raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+            raise ConfigError(f"unknown model {model!r}; known: {', '.join(MODELS)}", field="model")
         if channels is not None and channels != MODELS[model]:
-            raise ValueError(f"a {model} has {MODELS[model]} channel(s), not {channels}")
+            raise ConfigError(f"a {model} has {MODELS[model]} channel(s), not {channels}", field="channels")
         #: The shortest arbitrary waveform: 8 points on a 33500B, 32 on a 33600A.
         self.min_points = MIN_POINTS_33600 if model.startswith("336") else MIN_POINTS
         if memory_points < self.min_points:
-            raise ValueError(f"memory_points must be at least {self.min_points}, got {memory_points}")
+            raise ConfigError(f"memory_points must be at least {self.min_points}, got {memory_points}",
+                              field="memory_points")
         self.model = model
         self.n_channels = MODELS[model]
         self.max_sample_rate_hz = 1e9 if model.startswith("336") else 160e6

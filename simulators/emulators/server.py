@@ -274,8 +274,10 @@ def serve(driver: type, options: Mapping[str, Any], via: str = "tcp", port: int 
     arguments = _emulator_arguments(emulator_class, options, name)
     try:
         emulator = emulator_class(**arguments)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"bad emulator option for {name}: {error}; options: {_accepted(emulator_class)}") from None
+    except (TypeError, ValueError, ConfigError) as error:  # a ConfigError names its option (field)
+        detail = error.detail if isinstance(error, ConfigError) else error
+        raise ConfigError(f"bad emulator option for {name}: {detail}; options: {_accepted(emulator_class)}",
+                          field=getattr(error, "field", None)) from None
     wire = getattr(driver, "transport_options", {})  # the driver's line endings, if not the transport's
     framing = {"terminator": wire.get("read_termination", LINE_END).encode(),
                "input_terminator": wire.get("write_termination", LINE_END).encode()}

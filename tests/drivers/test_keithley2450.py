@@ -1185,7 +1185,7 @@ def test_emulator_terminals_without_the_load_are_an_open_circuit_and_a_change_sw
     assert emulator.operating_point() == (-1.0, -1e-3, False)
     emulator.handle(b":ROUT:TERM REAR")
     assert emulator.output  # no change
-    with pytest.raises(ValueError, match="load_terminals must be 'front' or 'rear', got 'top'"):
+    with pytest.raises(ConfigError, match="load_terminals must be 'front' or 'rear', got 'top'"):
         Keithley2450Emulator(load_terminals="top")
 
 
