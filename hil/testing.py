@@ -66,10 +66,24 @@ from hil.transport import Transport
 if TYPE_CHECKING:
     from simulators.emulators.server import PtyServer, TcpServer
 
+S = TypeVar("S", "TcpServer", "PtyServer")
 
-def _fail_on_emulator_faults(servers: list[TcpServer] | list[PtyServer]) -> None:
-    """Fail the test where an emulator it served raised or answered other than bytes: the server stopped answering
-    then (`TcpServer.failure`), and the driver's error, a timeout or a lost link, does not say why."""
+
+def _serving(server_class: type[S]) -> Iterator[Callable[..., S]]:
+    """The body of `tcp_server` and `pty_server`: a factory serving emulators with ``server_class`` until the test
+    ends, then each stopped, and the test failed where an emulator raised or answered other than bytes (the server
+    stopped answering then, `TcpServer.failure`, and the driver's error, a timeout or a lost link, does not say
+    why)."""
+    servers: list[S] = []
+
+    def start(emulator: object, **options: object) -> S:
+        server = server_class(emulator, **options).start()  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
     found = next((server.failure for server in servers if server.failure), None)
     if found:
         pytest.fail(f"the emulator stopped answering when {found}; the driver's timeouts and errors in this test "
@@ -86,17 +100,7 @@ def tcp_server() -> Iterator[Callable[..., TcpServer]]:
     where it was raised."""
     from simulators.emulators.server import TcpServer
 
-    servers: list[TcpServer] = []
-
-    def start(emulator: object, **options: object) -> TcpServer:
-        server = TcpServer(emulator, **options).start()  # type: ignore[arg-type]
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-    _fail_on_emulator_faults(servers)
+    yield from _serving(TcpServer)
 
 
 @pytest.fixture
@@ -105,17 +109,7 @@ def pty_server() -> Iterator[Callable[..., PtyServer]]:
     the line endings as `tcp_server` does, and likewise fails a test whose emulator raised."""
     from simulators.emulators.server import PtyServer
 
-    servers: list[PtyServer] = []
-
-    def start(emulator: object, **options: bytes) -> PtyServer:
-        server = PtyServer(emulator, **options).start()  # type: ignore[arg-type]
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-    _fail_on_emulator_faults(servers)
+    yield from _serving(PtyServer)
 
 
 # -- byte-exact protocol tests -----------------------------------------------------------------------------------
