@@ -9,6 +9,7 @@ false. Values are plain YAML: a tag other than those of text, numbers, true/fals
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_args, get_origin
@@ -152,6 +153,8 @@ class Strict(BaseModel):
 
 #: A random seed: a non-negative integer that every generator used here accepts.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+#: A path as a file writes it; a leading ``~`` is the home folder, as in a shell (``~/runs``, not ``./~/runs``).
+UserPath = Annotated[str, AfterValidator(os.path.expanduser)]
 
 
 #: The largest learning rate accepted: far above any useful one, and far below the float32 range, beyond which

@@ -141,13 +141,14 @@ class InstrumentConfig(Strict):
     @field_validator("traffic_log")
     @classmethod
     def _log_in_a_folder(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """A file that can be made, where the lab's relative paths lie (`Lab.load`'s ``folder``, given as the
-        validation's context: the path comes back under it; without one, the working directory)."""
+        """A file that can be made, in the home folder for ``~/…``, else where the lab's relative paths lie
+        (`Lab.load`'s ``folder``, given as the validation's context: the path comes back under it; without one, the
+        working directory)."""
         if value is None:
             return value
         if not value.strip():
             raise ValueError("a blank name; name a file (e.g. logs/awg.log)")
-        value = os.path.join((info.context or {}).get("folder", ""), value)  # as written, where no folder is given
+        value = os.path.join((info.context or {}).get("folder", ""), os.path.expanduser(value))  # else as written
         path = Path(value)
         if path.is_dir():
             raise ValueError(f"{value!r} is a folder; name a file in it")

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from hil.config import LearningRate, Seed, Strict, YamlDocument
+from hil.config import LearningRate, Seed, Strict, UserPath, YamlDocument
 from hil.datasets import DATASETS, IDX_FILES, Dataset
 from hil.errors import ConfigError
 from hil.lab import Lab, reads_as
@@ -39,8 +39,8 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 class DatasetConfig(Strict):
     name: Literal["digits", "vowels", "idx"]
-    path: str | None = Field(None, description="folder of MNIST-format IDX files (idx only), relative to the "
-                             "working directory")
+    path: UserPath | None = Field(None, description="folder of MNIST-format IDX files (idx only), relative to the "
+                                  "working directory")
     pool: int = Field(1, ge=1, description="average-pool IDX images by this factor (idx only)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing (digits: of the "
                                  "samples; vowels: of the speakers); an IDX set brings its own test files")
@@ -128,7 +128,7 @@ class TwinConfig(Strict):
     collect: CollectConfig = Field(default_factory=CollectConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
-    from_run: str | None = Field(None, description="reuse the twin (and data) of this run folder")
+    from_run: UserPath | None = Field(None, description="reuse the twin (and data) of this run folder")
 
     @model_validator(mode="after")
     def _hidden_for_networks(self) -> TwinConfig:
@@ -177,7 +177,7 @@ class EvaluationConfig(Strict):
 
 
 class OutputConfig(Strict):
-    root: str = "runs"
+    root: UserPath = "runs"
     name: str | None = Field(None, max_length=200, description="the run folder's name after its date and time "
                              "(default: the protocol's name)")
 
@@ -187,7 +187,7 @@ class Protocol(Strict):
 
     name: str = Field(max_length=200)
     description: str = ""
-    lab: str = Field("lab.yaml", description="lab file, relative to the working directory")
+    lab: UserPath = Field("lab.yaml", description="lab file, relative to the working directory")
     system: str
     seed: Seed = 0
     dataset: DatasetConfig
@@ -405,7 +405,7 @@ def recorded(protocol: Protocol, data: Dataset | None = None) -> dict[str, Any]:
     that it finds them unchanged. (The lab is not read again: the run keeps a copy.)"""
     fields = protocol.model_dump(mode="json")
     if protocol.dataset.path is not None:
-        fields["dataset"]["path"] = str(Path(protocol.dataset.path).expanduser().resolve())  # as load_dataset reads it
+        fields["dataset"]["path"] = str(Path(protocol.dataset.path).resolve())
     if data is not None and data.files:
         fields["dataset"]["sha256"] = dict(data.files)
     if protocol.twin.from_run:
@@ -419,7 +419,7 @@ def check_resumed_data(protocol: Protocol, document: YamlDocument) -> Dataset:
     are not checked); else a `ConfigError` at the field naming the folder or the file, what changed and what to do
     (not to name another: a resume refuses its protocol.yaml edited)."""
     path = protocol.dataset.path
-    folder = Path(path).expanduser() if path is not None else None
+    folder = Path(path) if path is not None else None
     if folder is None or folder.is_dir():
         return load_data(protocol, document, resumed=True)
     if folder.is_absolute():
@@ -446,7 +446,7 @@ def load_data(protocol: Protocol, document: YamlDocument | None = None, *, resum
     except ConfigError as error:
         if d.sha256 is not None:  # a file changed (cut short, of another set) may fail to read: that is said first
             try:  # "" for a file gone, nothing for files unreadable: taken as given, the loader's error is said
-                now = file_digests(Path(str(d.path)).expanduser(), tuple(d.sha256))
+                now = file_digests(Path(str(d.path)), tuple(d.sha256))
             except OSError:
                 now = {}
             check_data_files(protocol, {name: now.get(name) or digest for name, digest in d.sha256.items()},
@@ -475,7 +475,7 @@ def check_data_files(protocol: Protocol, read: Mapping[str, str] | None, documen
     given = protocol.dataset.sha256
     if given is None or protocol.dataset.path is None:
         return
-    folder = Path(protocol.dataset.path).expanduser()
+    folder = Path(protocol.dataset.path)
     if read is None:
         changed = [(name, "missing") for name in given if not (folder / name).exists()]
     else:
@@ -517,14 +517,13 @@ def check_training_rows(protocol: Protocol, rows: int, document: YamlDocument | 
 def check_output_root(protocol: Protocol, document: YamlDocument | None = None) -> None:
     """A run folder can be made in ``output.root`` (as `hil.store.RunStore.create` makes it, ``~`` the home's):
     it is a folder, or can be made in the nearest folder above it, which can be written to."""
-    written = protocol.output.root
-    root = Path(written).expanduser()
+    root = Path(protocol.output.root)
     existing = next(folder for folder in (root, *root.parents) if _found(folder) or folder == folder.parent)
     if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
         return
     shown = "it" if existing == root else repr(str(existing))
     reason = f"{shown} is a file" if not existing.is_dir() else f"{shown} cannot be written to"
-    raise _locate(document, f"cannot create a run folder in {written} ({reason}); set output.root to a folder you "
+    raise _locate(document, f"cannot create a run folder in {root} ({reason}); set output.root to a folder you "
                             "can write to", ("output", "root"))
 
 

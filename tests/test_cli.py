@@ -1055,5 +1055,6 @@ def test_check_refuses_an_output_root_in_a_folder_it_cannot_write_to_and_reads_a
     monkeypatch.setenv("HOME", str(tmp_path / "lab.yaml"))  # a home that is a file
     Path("p.yaml").write_text(f"{text}output: {{root: ~/runs}}\n", encoding="utf-8")
     assert main(["check", "p.yaml"]) == 2
-    assert f"output.root: cannot create a run folder in ~/runs ('{tmp_path / 'lab.yaml'}' is a file)" in \
+    assert f"output.root: cannot create a run folder in {tmp_path / 'lab.yaml' / 'runs'} ('{tmp_path / 'lab.yaml'}' " \
+           "is a file)" in \
         capsys.readouterr().err

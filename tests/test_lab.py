@@ -1308,3 +1308,17 @@ instruments:
                                           r"\(\) leaves out voltage_v, which every analog output has; return it too, "
                                           r"as hil\.limits\.Limit$"):
         lab.build()
+
+
+def test_a_traffic_log_in_the_home_folder_is_written_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``traffic_log: ~/logs/bench.log`` made a folder named ``~`` in the working directory; it is the home's, as
+    ``output.root: ~/runs`` is."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir(), elsewhere.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(elsewhere)
+    path = write(tmp_path, "instruments:\n  smu: {driver: keithley_2450, emulate: true, "
+                           "traffic_log: ~/logs/bench.log}\n")
+    with Lab.load(path) as lab:
+        lab["smu"].transport.query("*IDN?")
+    assert "MODEL 2450" in (home / "logs" / "bench.log").read_text() and not (elsewhere / "~").exists()

@@ -2133,3 +2133,22 @@ def test_a_run_resumed_from_another_folder_keeps_its_traffic_log_where_it_starte
     assert store.events()[-1]["kind"] == "run_finished"
     assert log.read_bytes().count(b"\n") > before and not (elsewhere / "logs").exists()
     assert store.events()[0]["working_directory"] == str(started)
+
+
+def test_a_protocols_lab_and_from_run_in_the_home_folder_are_found_there(finished_run: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lab: ~/lab.yaml`` was "not found" and ``twin.from_run: ~/runs/…`` had "no twin/": both were looked for in a
+    folder named ``~`` of the working directory, while ``output.root`` and ``dataset.path`` took ``~`` for the
+    home. Every path of a protocol now does."""
+    home = tmp_path / "home"
+    (home / "runs").mkdir(parents=True)
+    shutil.copy(REPO / "lab.yaml", home / "lab.yaml")
+    copy_of(finished_run, home / "runs")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    protocol = write_protocol(tmp_path, **SMALL | {"lab": "~/lab.yaml", "twin": SMALL["twin"] | {
+        "from_run": f"~/runs/{finished_run.name}"}})
+    store = run_protocol(protocol, show_progress=False)
+    assert store.events()[-1]["kind"] == "run_finished" and not (tmp_path / "~").exists()
+    assert yaml.safe_load((store.path / "protocol.yaml").read_text())["twin"]["from_run"] == \
+        str(home / "runs" / finished_run.name)
