@@ -24,7 +24,7 @@ from typing import Any, Literal, Union
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
-from hil.config import Seed, Strict, YamlDocument, got, shown
+from hil.config import Seed, Strict, UserPath, YamlDocument, got, shown
 from hil.errors import ConfigError, DeviceError, HilError, signals_held
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
@@ -128,10 +128,10 @@ class InstrumentConfig(Strict):
                               "installed with hil), or '' (falling back to pyvisa-py where none is found), @ivi or a "
                               "library's path for the system's VISA (NI-VISA, Keysight IO Libraries), which opens USB "
                               "and GPIB resources on its own")
-    traffic_log: str | None = Field(None, description="file that records every exchange (appended), each line "
-                                    "naming the instrument; instruments given one file share it, in the order of their "
-                                    "exchanges; if the disk refuses it later, logging stops with a warning and the "
-                                    "instruments go on")
+    traffic_log: UserPath | None = Field(None, description="file that records every exchange (appended), each "
+                                         "line naming the instrument; instruments given one file share it, in the "
+                                         "order of their exchanges; if the disk refuses it later, logging stops with "
+                                         "a warning and the instruments go on")
     baudrate: int | None = Field(None, ge=50, le=4_000_000, description="a serial line's speed (bit/s) where the "
                                  "resource is one: a device path (/dev/ttyUSB0, COM3) or a VISA ASRL resource "
                                  "(ASRL/dev/ttyUSB0::INSTR); default: the driver's, else 9600")
@@ -141,14 +141,13 @@ class InstrumentConfig(Strict):
     @field_validator("traffic_log")
     @classmethod
     def _log_in_a_folder(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """A file that can be made, in the home folder for ``~/…``, else where the lab's relative paths lie
-        (`Lab.load`'s ``folder``, given as the validation's context: the path comes back under it; without one, the
-        working directory)."""
+        """A file that can be made, where the lab's relative paths lie (`Lab.load`'s ``folder``, given as the
+        validation's context: the path comes back under it; without one, the working directory)."""
         if value is None:
             return value
         if not value.strip():
             raise ValueError("a blank name; name a file (e.g. logs/awg.log)")
-        value = os.path.join((info.context or {}).get("folder", ""), os.path.expanduser(value))  # else as written
+        value = os.path.join((info.context or {}).get("folder", ""), value)  # as written, where no folder is given
         path = Path(value)
         if path.is_dir():
             raise ValueError(f"{value!r} is a folder; name a file in it")
