@@ -223,8 +223,9 @@ def iter_units(message: bytes) -> Iterator[tuple[str, list[Param]]]:
         index += 1
 
 
-#: IEEE 488.2 decimal numeric program data (NRf): a mantissa with an optional point and exponent.
-_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:E\s*[+-]?\d+)?")
+#: IEEE 488.2 decimal numeric program data (NRf): a mantissa with an optional point and exponent, which may have white
+#: space before and after its ``E``.
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:\s*E\s*[+-]?\d+)?")
 
 
 def number(text: Param, minimum: float | None = None, maximum: float | None = None,
@@ -241,7 +242,7 @@ def number(text: Param, minimum: float | None = None, maximum: float | None = No
         return default
     if not _DECIMAL.fullmatch(word):  # float() would also take Python's 1_000, inf and nan
         raise ScpiError(DATA_TYPE_ERROR, f"{text!r} is not a number")
-    value = float(word)
+    value = float("".join(word.split()))  # float() takes no white space about the E
     if value != value or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise ScpiError(OUT_OF_RANGE, f"{text} outside {minimum}..{maximum}")
     return value

@@ -1,6 +1,8 @@
 """The SCPI emulator framework: header spellings, message framing around binary blocks, the error queue."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulators.emulators.scpi import (
     MAX_BLOCK_BYTES,
@@ -91,6 +93,34 @@ def test_parameter_helpers() -> None:
     for word, options in (("VOL", ("VOLTage", "CURRent")), ("CH", ("CH1", "CH2"))):  # neither short nor long form
         with pytest.raises(ScpiError, match="-224"):
             choice(word, *options)
+
+
+#: Property tests here: few examples, the same ones on every run (CI must be reproducible).
+few = settings(max_examples=200, deadline=None, derandomize=True, database=None)
+
+
+@st.composite
+def decimal_spellings(draw: st.DrawFn) -> tuple[str, str]:
+    """An IEEE 488.2 decimal number (NRf) as a client may spell it, white space about its ``E`` included, and the
+    same number as Python writes it."""
+    sign = draw(st.sampled_from(["", "+", "-"]))
+    digits = st.text("0123456789", min_size=1, max_size=4)
+    mantissa = draw(st.sampled_from(["{}", "{}.", "{}.{}", ".{}"])).format(draw(digits), draw(digits))
+    if not draw(st.booleans()):
+        return sign + mantissa, sign + mantissa
+    space = st.sampled_from(["", " ", "\t", "  "])
+    e = draw(st.sampled_from("Ee"))
+    exponent = draw(st.sampled_from(["", "+", "-"])) + draw(st.text("0123456789", min_size=1, max_size=2))
+    return f"{sign}{mantissa}{draw(space)}{e}{draw(space)}{exponent}", f"{sign}{mantissa}e{exponent}"
+
+
+@few
+@given(decimal_spellings())
+def test_a_decimal_number_is_read_however_it_is_spelt(spelling: tuple[str, str]) -> None:
+    """488.2 allows white space before and after the exponent's ``E`` (``1 E 3``): float() does not, and a number
+    so spelt was the emulator's own ValueError (-300) instead of the number."""
+    sent, python = spelling
+    assert number(sent) == float(python)
 
 
 class Counter(ScpiEmulator):
