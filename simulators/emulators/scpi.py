@@ -151,7 +151,8 @@ def split_messages(buffer: bytes, terminator: bytes = b"\n") -> tuple[list[bytes
 
 
 def parse_message(message: bytes) -> list[tuple[str, list[Param]]]:
-    """Parse one program message into (header, parameters) units; blocks become bytes, quotes are removed."""
+    """Parse one program message into (header, parameters) units; blocks become bytes, strings lose their quotes
+    (and a doubled quote inside one, ``"a""b"``, is one)."""
     return list(iter_units(message))
 
 
@@ -197,11 +198,13 @@ def iter_units(message: bytes) -> Iterator[tuple[str, list[Param]]]:
                 params.append(bytes(message[start:end]))
                 index = end
             elif message[index] in b"\"'":
-                quote = message[index]
-                end = message.find(bytes([quote]), index + 1)
+                quote = message[index:index + 1]
+                end = message.find(quote, index + 1)
+                while end >= 0 and message[end + 1:end + 2] == quote:  # a doubled quote is one inside the string
+                    end = message.find(quote, end + 2)
                 if end < 0:
                     raise ScpiError(SYNTAX_ERROR, "unterminated string")
-                params.append(message[index + 1:end].decode("ascii", errors="replace"))
+                params.append(message[index + 1:end].replace(quote * 2, quote).decode("ascii", errors="replace"))
                 index = end + 1
             else:
                 end = index

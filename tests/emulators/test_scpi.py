@@ -123,6 +123,57 @@ def test_a_decimal_number_is_read_however_it_is_spelt(spelling: tuple[str, str])
     assert number(sent) == float(python)
 
 
+def _block(data: bytes) -> bytes:
+    return b"#" + str(len(str(len(data)))).encode() + str(len(data)).encode() + data
+
+
+@st.composite
+def program_messages(draw: st.DrawFn) -> tuple[bytes, list[tuple[str, list[str | bytes]]]]:
+    """A well-formed program message of a few units, and what it says: each unit's header and parameters, the
+    parameters numbers and words, strings of any ASCII (their quote doubled inside, line endings and ';' too), and
+    blocks of any bytes."""
+    wire, units = [], []
+    for position in range(draw(st.integers(1, 3))):
+        nodes = draw(st.lists(st.sampled_from(["SOUR1", "volt", "Data", "ARB", "OFFS2"]), min_size=1, max_size=3))
+        header = (":" if position or draw(st.booleans()) else "") + ":".join(nodes) + draw(st.sampled_from(["", "?"]))
+        sent, said = [], []
+        for kind in draw(st.lists(st.sampled_from(["number", "word", "string", "block"]), max_size=3)):
+            if kind == "number":
+                said.append(repr(draw(st.floats(allow_nan=False, allow_infinity=False))))
+                sent.append(said[-1].encode())
+            elif kind == "word":
+                said.append(draw(st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,8}", fullmatch=True)))
+                sent.append(said[-1].encode())
+            elif kind == "string":
+                quote, text = draw(st.sampled_from("\"'")), draw(st.text(st.characters(max_codepoint=127), max_size=12))
+                said.append(text)
+                sent.append((quote + text.replace(quote, 2 * quote) + quote).encode())
+            else:
+                said.append(draw(st.binary(max_size=40)))
+                sent.append(_block(said[-1]))
+        wire.append(header.encode() + (b" " + b",".join(sent) if sent else b""))
+        units.append((header, said))
+    return b";".join(wire), units
+
+
+@settings(few, max_examples=100)
+@given(st.lists(program_messages(), min_size=1, max_size=4), st.sampled_from([b"\n", b"\r"]), st.data())
+def test_messages_cut_anywhere_on_the_wire_are_framed_and_parsed_back_to_what_they_say(
+        messages: list[tuple[bytes, list]], terminator: bytes, data: st.DataObject) -> None:
+    """As the server reads them: the stream arrives in pieces cut anywhere, line endings inside strings and blocks
+    end nothing, and each message parses back to its units (a doubled quote in a string, as 488.2 writes one inside
+    it, was a syntax error)."""
+    stream = b"".join(wire + terminator for wire, _ in messages)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=4)))
+    framed, buffer = [], b""
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        complete, buffer = split_messages(buffer + stream[start:end], terminator)
+        framed += complete
+    assert framed == [wire for wire, _ in messages] and buffer == b""
+    for wire, units in messages:
+        assert parse_message(wire) == units
+
+
 class Counter(ScpiEmulator):
     def reset(self) -> None:
         self.count = 0
