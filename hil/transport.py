@@ -838,6 +838,8 @@ class SerialTransport(Transport):
         if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
             raise self._not_a_block(command, f"it begins {head!r}")
         digits = self._read_exact(int(head[1:2]))
+        if not digits.isdigit():  # int() would take " 5" or fail as if the link had: the reply's fault, its rest unread
+            raise self._not_a_block(command, f"it begins {head + digits!r}")
         block = head + digits + self._read_exact(int(digits))
         self._read_raw()  # up to the termination, with a "\r" before it where lines end with "\r\n"
         self._record("<", block)

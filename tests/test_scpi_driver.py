@@ -5,9 +5,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.scpi import ScpiDriver
-from hil.errors import DeviceError, TransportTimeout
+from hil.errors import DeviceError, TransportError, TransportTimeout
 from hil.instruments import Instrument
 from hil.testing import expected_protocol
 from hil.transport import SerialTransport, VisaTransport
@@ -180,3 +182,38 @@ def test_a_serial_port_now_holding_another_instrument_resynchronises_at_connect_
     with instrument:
         assert instrument.identify() == "hil,Other,2,0"
         assert instrument.query("ECHO? a") == "a"
+
+
+
+#: Replies to a block query (one line: a line ending only where it cuts a block's length): a block header, its length
+#: perhaps no number, or a few bytes; then any bytes.
+_LINE = st.binary(max_size=12).filter(lambda data: b"\n" not in data)
+_LENGTH = st.text("0123456789 x-+", max_size=3).map(str.encode) | st.sampled_from([b"\n", b"\n5"])
+_BLOCKISH = st.builds(bytes.__add__, st.builds(bytes.__add__, st.sampled_from([b"#1", b"#2", b"#3"]), _LENGTH)
+                      | _LINE.map(lambda data: data[:3]), _LINE)
+
+
+@pytest.mark.parametrize("via", ["tcp", "pty"])
+def test_whatever_a_block_query_is_answered_the_next_query_gets_its_own_reply(tcp_server, pty_server,
+                                                                               via: str) -> None:
+    """A reply to a block query is read whole or refused as the reply's fault with the link out of step, never as a
+    failed connection: a serial reply whose block header had a length that is no number (``#2x5abc``) was "connection
+    failed … check the cable", in step, and the rest of its line ("abc") answered the next query."""
+    transport = VisaTransport(tcp_server(EchoEmulator()).resource, timeout_s=0.1) if via == "tcp" else \
+        SerialTransport(pty_server(EchoEmulator()).resource, timeout_s=0.1)
+    driver = EchoDriver(transport)
+    checks = iter(range(10**6))
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None)
+    @given(_BLOCKISH)
+    def next_query_is_answered_by_its_own_reply(reply: bytes) -> None:
+        try:
+            transport.query_binary(f"RAW? {reply.hex()}", "B")
+        except TransportError as error:
+            assert "cable" not in str(error) and transport.out_of_step, error
+        check = f"c{next(checks)}"
+        assert driver.query(f"ECHO? {check}") == check
+
+    with transport:
+        driver.idn = driver.query("*IDN?")
+        next_query_is_answered_by_its_own_reply()

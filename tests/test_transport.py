@@ -532,11 +532,11 @@ def test_an_unknown_block_datatype_is_refused_before_anything_is_sent(echo_tcp, 
             assert transport.query("ECHO? a") == "a" and list(emulator.received) == [b"ECHO? a"]
 
 
-@pytest.mark.parametrize(("reply", "begins"), [(b"#0\x01\x02", "b'#0'"), (b"#A12", "b'#A'")])
+@pytest.mark.parametrize(("reply", "begins"), [(b"#0\x01\x02", "b'#0'"), (b"#A12", "b'#A'"), (b"#2x5abc", "b'#2x5'")])
 def test_a_serial_reply_that_is_not_a_definite_length_block_is_named_as_such(echo_pty, reply: bytes,
                                                                              begins: str) -> None:
-    """An indefinite-length block (``#0``, as a 2450 sends in REAL format) or a header without its digit count is
-    the reply's fault, not the cable's; its rest is unread, so the link is out of step."""
+    """An indefinite-length block (``#0``, as a 2450 sends in REAL format), a header without its digit count or a
+    length that is no number is the reply's fault, not the cable's; its rest is unread, so the link is out of step."""
     with SerialTransport(echo_pty[1].resource, timeout_s=0.3) as transport:
         with pytest.raises(TransportError) as caught:
             transport.query_binary(f"RAW? {reply.hex()}")
