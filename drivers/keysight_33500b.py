@@ -61,6 +61,26 @@ def load_factor(load_ohm: float | None) -> float:
     return 1.0 if load_ohm is None else load_ohm / (load_ohm + SOURCE_OHM)
 
 
+def peak_v(load_ohm: float | None) -> float:
+    """The largest |voltage| across ``load_ohm``, 10·R/(R + 50) V, to 9 digits rounded down (`_bound`)."""
+    return _bound(OPEN_CIRCUIT_PEAK_V * load_factor(load_ohm))
+
+
+def smallest_vpp(load_ohm: float | None) -> float:
+    """The smallest amplitude (Vpp) across ``load_ohm``, 2 mVpp·R/(R + 50), to 9 digits rounded up (`_bound`)."""
+    return _bound(OPEN_CIRCUIT_MIN_VPP * load_factor(load_ohm), up=True)
+
+
+def _bound(value: float, up: bool = False) -> float:
+    """A bound of the instrument's (> 0) to the 9 digits sent (`_num`), rounded down (or up) rather than to the
+    nearest, which may cross it (2 mVpp into 1 kΩ is 0.0019047619): a value sent within it is then within the
+    instrument's, not clipped with -222 "Data out of range"."""
+    sent = float(_num(value))
+    if sent < value if up else sent > value:
+        sent = float(_num(value * (1 + 1e-8 if up else 1 - 1e-8)))
+    return sent
+
+
 def _num(value: float) -> str:
     """A number as sent: 9 significant digits, deterministic, never ``-0``."""
     return f"{float(value) + 0.0:.9g}"
@@ -76,11 +96,11 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
     """A Keysight 33500B/33600A waveform generator (1 or 2 channels, read from *IDN? at connect).
 
     ``load_ohm`` (1..10 000 Ω, None for high impedance) is the load on every output; it sets the ``voltage_v``
-    limit to ±10·R/(R + 50) V. ``sample_rate_hz`` is 1 µSa/s..160 MSa/s. Waveforms hold 8 (33500B) or 32
-    (33600A, set in `waveform_points` at connect)..65 536 points (the standard volatile memory holds one such
-    waveform per channel here); each is uploaded as float32 normalised to ±1 and scaled back to volts by the
-    amplitude (Vpp) and offset, played with the STEP filter (no overshoot beyond the samples). Between bursts a
-    channel idles at its waveform's first sample.
+    limit to ±10·R/(R + 50) V (to the 9 digits sent, rounded down). ``sample_rate_hz`` is 1 µSa/s..160 MSa/s.
+    Waveforms hold 8 (33500B) or 32 (33600A, set in `waveform_points` at connect)..65 536 points (the standard
+    volatile memory holds one such waveform per channel here); each is uploaded as float32 normalised to ±1 and
+    scaled back to volts by the amplitude (Vpp) and offset, played with the STEP filter (no overshoot beyond the
+    samples). Between bursts a channel idles at its waveform's first sample.
     """
 
     emulator: ClassVar[str] = "simulators.emulators.keysight_33500b:Keysight33500BEmulator"
@@ -105,7 +125,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         super().__init__(transport, **common)
 
     def hardware_limits(self) -> dict[str, Limit]:
-        peak = OPEN_CIRCUIT_PEAK_V * load_factor(self.load_ohm)
+        peak = peak_v(self.load_ohm)
         return {"voltage_v": Limit("V", -peak, peak), "sample_rate_hz": Limit("Hz", 1e-6, MAX_SAMPLE_RATE_HZ)}
 
     @property
@@ -252,7 +272,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.write(f"SOUR{channel}:DATA:VOL:CLE")
         self.transport.write_binary(f"SOUR{channel}:DATA:ARB {name},", data, datatype="f", big_endian=False)
         self.wait_complete(len(data) * UPLOAD_S_PER_POINT, f"uploading channel {channel}'s waveform")
-        smallest = OPEN_CIRCUIT_MIN_VPP * load_factor(self.load_ohm)
+        smallest = smallest_vpp(self.load_ohm)
         for command in (f"SOUR{channel}:FUNC:ARB {name}", f"SOUR{channel}:FUNC:ARB:SRAT {_num(sample_rate_hz)}",
                         f"SOUR{channel}:FUNC:ARB:ADV SRAT",
                         f"SOUR{channel}:FUNC:ARB:FILT STEP", f"SOUR{channel}:BURS:MODE TRIG",
@@ -300,7 +320,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         if not self._scaling(samples_v)[2] and self.output_on.get(channel) is not False:
             first = float(samples_v[0])
             reach = max(float(np.max(samples_v)) - first, first - float(np.min(samples_v)))
-            peak = OPEN_CIRCUIT_PEAK_V * load_factor(self.load_ohm)
+            peak = peak_v(self.load_ohm)
             raise LimitError(f"{self.name}: channel {channel}'s waveform reaches {reach:g} V from its first sample "
                              f"{first:g} V, more than the ±{peak - abs(first):g} V the instrument can scale about "
                              "it without a step; switch the output off before loading it")
@@ -313,8 +333,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         its offset, so neither arming it nor switching back to DC moves the output. Otherwise about the samples'
         centre (kept inside the lab limits), which only a channel with its output off may take.
         """
-        factor = load_factor(self.load_ohm)
-        peak, smallest = OPEN_CIRCUIT_PEAK_V * factor, OPEN_CIRCUIT_MIN_VPP * factor
+        peak, smallest = peak_v(self.load_ohm), smallest_vpp(self.load_ohm)
         low, high = float(np.min(samples_v)), float(np.max(samples_v))
         offset = float(_num(samples_v[0]))
         reach = max(high - offset, offset - low, smallest / 2)
@@ -325,5 +344,6 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         if amplitude > limit.max - limit.min:
             raise LimitError(f"{self.name}: the smallest amplitude, {amplitude:g} Vpp, does not fit the "
                              f"voltage limit {limit.describe()}")
-        offset = float(_num(min(max((high + low) / 2, limit.min + amplitude / 2), limit.max - amplitude / 2)))
+        centre = min(max((high + low) / 2, limit.min + amplitude / 2), limit.max - amplitude / 2)
+        offset = math.copysign(_bound(abs(centre)), centre)  # inwards: the window may touch a limit
         return _within(amplitude, offset, peak), offset, False

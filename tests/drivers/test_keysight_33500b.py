@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.keysight_33500b import Keysight33500B
 from hil.clock import VirtualClock
@@ -309,8 +311,9 @@ def test_a_waveform_scaled_about_its_first_sample_ends_the_hold_and_an_arb_found
 
 def test_scaling_about_the_first_sample_never_passes_the_instruments_peak_after_rounding():
     rng = np.random.default_rng(7)
-    for load_ohm, peak in ((None, 10.0), (50.0, 5.0), (1000.0, 10 * 1000 / 1050)):
+    for load_ohm in (None, 50.0, 1000.0):
         with expected_protocol(awg(load_ohm=load_ohm), []) as inst:
+            peak = inst.limits["voltage_v"].max  # 10·R/(R + 50) V, to the 9 digits sent, rounded down
             for _ in range(3000):
                 first, top = rng.uniform(-peak, peak), peak * rng.uniform(0.999999, 1.0)
                 samples = np.array([first, top, max(2 * first - top, -peak), first])  # up to the peak
@@ -539,6 +542,32 @@ def test_a_connection_the_awg_closed_is_opened_again_to_reach_the_safe_state(tcp
     server.start()
     inst.close()
     assert not emulator.channels[1].output_on and emulator.channels[1].offset_v == 0.0
+
+
+@pytest.mark.parametrize("load_ohm", [None, 50.0, 1000.0, 333.0, 7.0])
+def test_every_level_and_waveform_inside_the_limit_is_taken_and_played_as_asked(tcp_server, load_ohm):
+    """Numbers are sent to 9 digits, rounded to the nearest, which crossed the instrument's bounds where 10·R/(R + 50)
+    V or 2 mVpp·R/(R + 50) has more: into 1 kΩ a flat waveform's amplitude, 0.0019047619, was below the smallest,
+    into 7 Ω a level at the limit, 1.22807018 V, above the peak, and into 333 Ω a flat waveform at the limit was given
+    an offset past it and an amplitude trimmed below the smallest: each refused with -222, a `DeviceError`."""
+    emulator = Keysight33500BEmulator()
+    inst = Keysight33500B(VisaTransport(tcp_server(emulator).resource, timeout_s=2.0), name="awg", load_ohm=load_ohm,
+                          clock=VirtualClock()).connect()
+    peak = inst.limits["voltage_v"].max
+    volts = st.sampled_from([peak, -peak, 0.0]) | st.floats(-peak, peak)
+
+    @settings(max_examples=12, deadline=None, derandomize=True, database=None)
+    @given(st.lists(volts, min_size=8, max_size=12))
+    def taken_and_played(samples: list[float]) -> None:
+        inst.set_voltage(1, samples[0])
+        inst.load_waveform(1, samples, 1e6)
+        inst.play([1])
+        np.testing.assert_allclose(emulator.played[-1].volts_v, samples, rtol=0, atol=1e-7 * peak)
+
+    try:
+        taken_and_played()
+    finally:
+        inst.close()
 
 
 def test_emulator_plays_the_requested_volts(bench):
