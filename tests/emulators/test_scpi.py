@@ -55,6 +55,14 @@ def test_split_messages_skips_newlines_inside_blocks_and_keeps_remainder() -> No
     assert rest == b"DATA x,#15ab"
 
 
+def test_a_hash_inside_a_word_begins_no_block_and_the_line_ending_after_it_ends_the_message() -> None:
+    """A block begins a parameter, as the parser reads it: ``A#15`` is a malformed word, refused when parsed, and
+    was taken for a block of 5 bytes that swallowed the line ending and the query after it, which went unanswered."""
+    assert split_messages(b"FUNC:ARB A#15\n*IDN?\n") == ([b"FUNC:ARB A#15", b"*IDN?"], b"")
+    assert split_messages(b"#15\n*IDN?\n") == ([b"#15", b"*IDN?"], b"")
+    assert split_messages(b"DATA w, #15\n\nabc\n") == ([b"DATA w, #15\n\nabc"], b"")  # after a space, one
+
+
 def test_split_messages_ignores_newline_in_quotes() -> None:
     assert split_messages(b'DISP:TEXT "a\nb"\n') == ([b'DISP:TEXT "a\nb"'], b"")
 
