@@ -108,7 +108,7 @@ def compile_header(pattern: str) -> re.Pattern[str]:
 
 def split_messages(buffer: bytes, terminator: bytes = b"\n") -> tuple[list[bytes], bytes]:
     """Split a byte stream into complete program messages, ended by ``terminator`` (its last byte: ``\\n`` for
-    ``\\r\\n`` too, or ``\\r``) outside quotes and binary blocks (a ``#`` that begins a parameter).
+    ``\\r\\n`` too, or ``\\r``) outside strings and binary blocks (a quote or ``#`` that begins a parameter).
 
     Returns the messages without their terminator (and without stray ``\\r`` or ``\\n`` at either end, never
     taken from inside a block) and the unfinished remainder.
@@ -119,15 +119,17 @@ def split_messages(buffer: bytes, terminator: bytes = b"\n") -> tuple[list[bytes
     quote: int | None = None
     while index < len(buffer):
         byte = buffer[index]
+        parameter = index > start and buffer[index - 1] in b" \t\r,"  # a string or block begins one, not A#15
         if quote is not None:
-            if byte == quote:
+            if byte == quote and buffer[index + 1:index + 2] == bytes([quote]):
+                index += 1  # a doubled quote: one inside the string
+            elif byte == quote:
                 quote = None
             index += 1
-        elif byte in b"\"'":
+        elif byte in b"\"'" and parameter:
             quote = byte
             index += 1
-        elif byte == ord("#") and index + 1 < len(buffer) and ord("1") <= buffer[index + 1] <= ord("9") \
-                and index > start and buffer[index - 1] in b" \t\r,":  # a block begins a parameter, not A#15
+        elif byte == ord("#") and index + 1 < len(buffer) and ord("1") <= buffer[index + 1] <= ord("9") and parameter:
             n_digits = buffer[index + 1] - ord("0")
             header_end = index + 2 + n_digits
             if header_end > len(buffer):

@@ -63,6 +63,13 @@ def test_a_hash_inside_a_word_begins_no_block_and_the_line_ending_after_it_ends_
     assert split_messages(b"DATA w, #15\n\nabc\n") == ([b"DATA w, #15\n\nabc"], b"")  # after a space, one
 
 
+def test_a_quote_inside_a_word_begins_no_string_and_the_line_ending_after_it_ends_the_message() -> None:
+    """A string begins a parameter, as the parser reads it: ``1"`` is a malformed number, refused when parsed, and
+    its quote was taken to open a string that swallowed every line ending after it, and the queries."""
+    assert split_messages(b'VOLT 1"\n*IDN?\n') == ([b'VOLT 1"', b"*IDN?"], b"")
+    assert split_messages(b'DISP "a""b\n"\n*IDN?\n') == ([b'DISP "a""b\n"', b"*IDN?"], b"")  # a"b<LF>, one string
+
+
 def test_split_messages_ignores_newline_in_quotes() -> None:
     assert split_messages(b'DISP:TEXT "a\nb"\n') == ([b'DISP:TEXT "a\nb"'], b"")
 
