@@ -1,7 +1,9 @@
 """`PhysicalSystem`'s own checks of what a device call returns, on a system whose device misbehaves."""
 
+import warnings
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,6 +115,27 @@ def test_values_outside_the_bounds_and_an_empty_batch_are_refused_before_any_cal
     system = Misreading(lambda x: torch.zeros(len(x), 3))
     with pytest.raises(LimitError, match=message):
         system.forward(x, theta)
+    assert system.calls == 0
+
+
+@pytest.mark.parametrize(("x", "theta", "message"), [
+    (torch.full((1, 2), 0.5 + 0.5j), torch.zeros(1), r"x is complex \(torch\.complex64\); give real numbers$"),
+    (torch.zeros(1, 2), torch.tensor([0.5j]), r"theta is complex \(torch\.complex64\); give real numbers$"),
+    (np.full((1, 2), 0.5j), torch.zeros(1), r"x is complex \(torch\.complex128\); give real numbers$"),
+    ([["a", 0.0]], torch.zeros(1), r"x is not an array of numbers \(list\); give a tensor of shape batch×2$"),
+    ([[0.0], [0.0, 0.0]], torch.zeros(1), r"x is not an array of numbers \(list\); give a tensor of shape "
+                                          r"batch×2$"),
+    (None, torch.zeros(1), r"x is not an array of numbers \(NoneType\); give a tensor of shape batch×2$"),
+    (torch.zeros(1, 2), "0", r"theta is not an array of numbers \(str\); give a tensor of shape 1$"),
+])
+def test_complex_values_and_what_is_not_numbers_are_refused_before_any_call(x, theta, message: str) -> None:
+    """A complex x or θ ran on its real part alone (a UserWarning at most); text, None or a ragged list raised torch's
+    own TypeError or ValueError."""
+    system = Misreading(lambda x: torch.zeros(len(x), 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "casting complex values to real discards the imaginary part"
+        with pytest.raises(LimitError, match="^system 'bench': " + message):
+            system.forward(x, theta)
     assert system.calls == 0
 
 

@@ -77,6 +77,11 @@ def check_setting_within(label: str, value: float, instrument: Instrument, limit
                           f"({allowed.describe()})", field=label)
 
 
+def _shape_text(shape: tuple[int | None, ...]) -> str:
+    """A shape with None sizes as ``batch``: ``batch×4``."""
+    return "×".join("batch" if s is None else str(s) for s in shape)
+
+
 class PhysicsModel(nn.Module, ABC):
     """The noiseless physics of a system: ``forward(x, theta) -> y``, differentiable in x, θ and calibration.
 
@@ -212,11 +217,18 @@ class PhysicalSystem(ABC):
     def _checked(self, value: Any, shape: tuple[int | None, ...], bounds: tuple[float, float],
                  label: str) -> torch.Tensor:
         if not (isinstance(value, torch.Tensor) and value.dtype == torch.float32):  # as_tensor: 0.8 µs for nothing
-            value = torch.as_tensor(value, dtype=torch.float32)
+            try:
+                value = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError):  # text, None, a ragged list
+                raise LimitError(f"system {self.name!r}: {label} is not an array of numbers "
+                                 f"({type(value).__name__}); give a tensor of shape {_shape_text(shape)}") from None
+            if value.is_complex():  # its cast to float32 would drop the imaginary part
+                raise LimitError(f"system {self.name!r}: {label} is complex ({value.dtype}); give real numbers")
+            value = value.to(torch.float32)
         tensor = value.detach()
         if shape_differs(tensor.shape, shape):
-            wanted = "×".join("batch" if s is None else str(s) for s in shape)
-            raise LimitError(f"system {self.name!r}: {label} has shape {tuple(tensor.shape)}, expected {wanted}")
+            raise LimitError(f"system {self.name!r}: {label} has shape {tuple(tensor.shape)}, expected "
+                             f"{_shape_text(shape)}")
         if tensor.shape[0] == 0:
             raise LimitError(f"system {self.name!r}: {label} is empty")
         found = first_outside(tensor, *bounds)
