@@ -178,6 +178,10 @@ class OscillatorSystem(PhysicalSystem):
         _check_encoding(n_in=n_in, n_params=n_params, drive_amplitude_v=drive_amplitude_v, gap_s=gap_s,
                         carrier_hz=carrier_hz, output_scale_v=output_scale_v, sensor_gain=sensor_gain, sensed=sensed,
                         n_oscillators=len(freq_hz))
+        for label, seconds in (("segment_s", segment_s), ("gap_s", gap_s)):
+            if not math.isfinite(seconds * sample_rate_hz):  # round() of it would raise an OverflowError
+                raise ConfigError(f"{label} {seconds:g} s at {sample_rate_hz:g} Hz holds more samples than any "
+                                  f"instrument records; shorten {label}", field=label)
         self.segment_samples = round(segment_s * sample_rate_hz)
         if self.segment_samples < 1:
             raise ConfigError(f"segment_s {segment_s:g} s is shorter than one sample at {sample_rate_hz:g} Hz",

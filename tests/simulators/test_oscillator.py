@@ -611,6 +611,10 @@ def test_a_design_the_model_cannot_compute_is_a_config_error_naming_the_setting(
      r"memory \(1000000 samples\); shorten segment_s"),
     ({"n_in": 100_000}, "segment_s", r"one record of 1\.6e\+06 samples \(100008 segments of 16 .*shorten segment_s, "
                                      r"or encode fewer values \(n_in \+ n_params\)$"),
+    ({"gap_s": 1e308}, "gap_s",  # samples past float's range: an OverflowError from round()
+     r"gap_s 1e\+308 s at 4000 Hz holds more samples than any instrument records; shorten gap_s$"),
+    ({"segment_s": 1e308}, "segment_s",
+     r"segment_s 1e\+308 s at 4000 Hz holds more samples than any instrument records; shorten segment_s$"),
 ])
 def test_a_record_longer_than_the_instruments_memory_names_what_made_it_long(settings, field: str,
                                                                              message: str) -> None:
