@@ -77,7 +77,7 @@ def nudge_gate_voltage(beta: float, g_unit_s: float, gate_max_v: float) -> float
         physics.NOMINAL_TRANSCONDUCTANCE_A_PER_V2, physics.NOMINAL_SLOPE_FACTOR,
         physics.thermal_voltage(physics.REFERENCE_TEMPERATURE_K)))
     if gate > gate_max_v:
-        raise LimitError(f"resistive network: beta = {beta:g} needs a nudge gate of {gate:.3f} V, above the gate "
+        raise LimitError(f"resistive network: beta = {beta:g} needs a nudge gate of {gate:.4g} V, above the gate "
                          f"range's {gate_max_v:g} V; beta must be within 0..{max_beta(g_unit_s, gate_max_v):.4g}")
     return max(gate, NUDGE_OFF_V)
 

@@ -453,6 +453,9 @@ def test_bad_arguments_are_refused_with_the_value_and_the_range() -> None:
         system.equilibrium(x, theta, beta=0.5)
     with pytest.raises(LimitError, match=r"beta must be within 0..1.3"):
         system.equilibrium(x, theta, torch.zeros(4, 2), beta=5.0)
+    with pytest.raises(LimitError, match=r"^resistive network: beta = 1e\+300 needs a nudge gate of 1e\+300 V, above "
+                                         r"the gate range's 2 V; beta must be within 0\.\.1\.3\d*$"):
+        system.equilibrium(x, theta, torch.zeros(4, 2), beta=1e300)  # the gate was printed in 301 digits
     with pytest.raises(LimitError, match=r"target\[0, 1\] = 3 is outside -2..2"):
         system.equilibrium(x, theta, torch.tensor([[0.0, 3.0]] * 4), beta=0.5)
 
