@@ -7,12 +7,14 @@ on column ``2j + 1``, rows ``0..n_in−1``; unused devices are set to ``G_min`` 
 Inputs ``x`` in [−1, 1] are read voltages ``x·V_read``. Outputs are normalised by one full-scale device at the
 full read voltage, ``y = (I+ − I−)/(V_read·(G_max − G_min))``, so that ``y ≈ Wᵀx`` (each output a sum of n_in
 products of order 1; standard deviation ≈ √n_in/3 for uniform random x and W), the same in `_run` and in the
-physics model. The crossbar is reprogrammed only when θ changes. No working point is needed, so `calibrate`
-sets nothing.
+physics model. The crossbar is reprogrammed only when θ changes, or when another system has programmed it since
+(systems sharing one chip: the instrument records which system programmed it last, ``programmed_by``). No working
+point is needed, so `calibrate` sets nothing.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -36,6 +38,8 @@ from hil.systems.base import PhysicalSystem, PhysicsModel, is_count
 #: devices are programmed to a few per cent of their range at best (aihwkit's PCM noise: about 1 µS of 25 µS), and a
 #: row DAC resolves a few thousandths of its range at best (8 bits: 1/128 of ±range).
 MIN_USE_OF_LIMIT = 1e-3
+#: Numbers the crossbar systems' tokens, which a chip's ``programmed_by`` holds (plain text, so checkpoints keep it).
+_TOKENS = itertools.count()
 
 
 class CrossbarModel(PhysicsModel):
@@ -146,20 +150,24 @@ class CrossbarSystem(PhysicalSystem):
         self._read_voltage = torch.tensor(read_voltage_v, dtype=torch.float32)
         self.programmings = 0
         self._programmed: torch.Tensor | None = None
+        self._token = f"{self.name}#{next(_TOKENS)}"
 
     @property
     def crossbar(self) -> CrossbarArray:
         return self.instruments["crossbar"]  # type: ignore[return-value]
 
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        if self._programmed is None or not torch.equal(theta, self._programmed):
+        crossbar = self.crossbar
+        holder = getattr(crossbar, "programmed_by", None)  # None: unknown (a chip checkpointed before it was kept)
+        if self._programmed is None or holder not in (None, self._token) or not torch.equal(theta, self._programmed):
             self._programmed = None  # unknown until the programming has completed
             targets = target_conductances(theta.reshape(self.n_in, self.n_out), self.g_min_s, self.g_max_s,
                                           self.shape)
-            self.crossbar.program(targets.clamp_(self.g_min_s, self.g_max_s))
+            crossbar.program(targets.clamp_(self.g_min_s, self.g_max_s))
+            crossbar.programmed_by = self._token  # type: ignore[attr-defined]
             self._programmed = theta.clone()
             self.programmings += 1
-        currents = self.crossbar.read(_row_voltages(x, self._read_voltage, self.shape[0]))
+        currents = crossbar.read(_row_voltages(x, self._read_voltage, self.shape[0]))
         return differential_output(torch.as_tensor(currents, dtype=torch.float32), self.n_out, self.full_scale_a)
 
     def rewrite_parameters(self) -> None:

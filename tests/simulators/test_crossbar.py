@@ -665,6 +665,19 @@ def test_rewrite_parameters_makes_the_next_call_program_the_same_theta_again() -
     assert torch.equal(system.forward(x, theta), second) and system.programmings == 2
 
 
+def test_systems_sharing_one_chip_each_reprogram_it_after_the_other() -> None:
+    """Two systems on one crossbar (layers on two systems of one chip): each reprograms the chip when the other has
+    programmed it since; the first read the second's weights, its unchanged θ taken for still programmed."""
+    _, crossbar = make(geometry={"rows": 4, "cols": 4})
+    first, second = CrossbarSystem({"crossbar": crossbar}, n_in=4), CrossbarSystem({"crossbar": crossbar}, n_in=2)
+    x, mine, theirs = torch.eye(4), torch.full((8,), 0.5), torch.full((4,), -0.5)
+    expected = first.forward(x, mine)
+    second.forward(x[:, :2], theirs)
+    torch.testing.assert_close(first.forward(x, mine), expected)
+    assert first.programmings == 2 and second.programmings == 1
+    assert torch.equal(first.forward(x, mine), expected) and first.programmings == 2  # still its own: no rewrite
+
+
 def test_default_settings_use_the_whole_array_and_the_crossbar_limits() -> None:
     world, crossbar = make(geometry={"rows": 16, "cols": 24})
     crossbar = SimulatedCrossbar(world, name="crossbar", limits={"conductance_s": {"min": 2e-6, "max": 20e-6},
