@@ -1028,6 +1028,9 @@ class CrossbarArray(Instrument):
     capability = "crossbar array"
     shape: tuple[int, int]
     max_batch: int = 4096
+    #: Which system programmed the array last (its token; None: unknown), so that systems sharing one array each
+    #: program it again where another has since.
+    programmed_by: str | None = None
 
     def hardware_limits(self) -> dict[str, Limit]:
         return {"conductance_s": Limit("S", 0.0, 1e-3), "read_voltage_v": Limit("V", -0.5, 0.5)}

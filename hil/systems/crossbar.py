@@ -158,13 +158,13 @@ class CrossbarSystem(PhysicalSystem):
 
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         crossbar = self.crossbar
-        holder = getattr(crossbar, "programmed_by", None)  # None: unknown (a chip checkpointed before it was kept)
+        holder = crossbar.programmed_by  # None: unknown (a chip checkpointed before it was kept)
         if self._programmed is None or holder not in (None, self._token) or not torch.equal(theta, self._programmed):
             self._programmed = None  # unknown until the programming has completed
             targets = target_conductances(theta.reshape(self.n_in, self.n_out), self.g_min_s, self.g_max_s,
                                           self.shape)
             crossbar.program(targets.clamp_(self.g_min_s, self.g_max_s))
-            crossbar.programmed_by = self._token  # type: ignore[attr-defined]
+            crossbar.programmed_by = self._token
             self._programmed = theta.clone()
             self.programmings += 1
         currents = crossbar.read(_row_voltages(x, self._read_voltage, self.shape[0]))
