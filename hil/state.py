@@ -2,9 +2,10 @@
 
 A checkpoint must hold everything that decides what a simulated bench does next: its random generators, its
 virtual clock, its slow state (drift, power wander), what is programmed or shown. `capture` walks an object's
-attributes and keeps tensors (cloned), generator states, numbers, strings, numpy arrays and containers of
-them, and descends into plain state holders (clocks, slow-state processes) of hil, of its simulators and of the
-package that defines the captured object (a plugin world's own helpers); it does not
+attributes and keeps tensors (cloned), generator states, numbers, strings, enum members (restored as the same
+member), numpy arrays of numbers and containers of them, and descends into plain state holders (clocks, slow-state
+processes) of hil, of its simulators and of the package that defines the captured object (a plugin world's own
+helpers); it does not
 descend into other worlds, instruments, systems, transports, modules or configuration models, which are
 captured on their own or are fixed, nor into an object whose class sets ``transient = True`` (a world's scratch
 buffers, a lens's cached matrices: what a call overwrites or rebuilds, tens of MB a checkpoint need not hold).
@@ -16,6 +17,7 @@ On a real bench a device's state cannot be put back; a resumed bench run continu
 
 from __future__ import annotations
 
+import enum
 import threading
 from typing import Any
 
@@ -27,6 +29,7 @@ from hil.registry import load_target
 
 _GENERATOR = "__generator_state__"
 _NUMPY = "__numpy__"
+_ENUM = "__enum__"
 _OBJECT = "__object__"
 _CLASS = "__class__"
 
@@ -53,15 +56,21 @@ def _is_state_holder(value: Any, packages: frozenset[str]) -> bool:
 
 def _capture_value(value: Any, seen: set[int], packages: frozenset[str]) -> tuple[bool, Any]:
     if isinstance(value, np.generic):  # before float: numpy's float64 is one, and not plain data to torch.load
-        return True, value.item()
-    if value is None or isinstance(value, bool | int | float | str):
-        return True, value
+        item = value.item()  # a datetime64's is a datetime, which is not either
+        return (True, item) if isinstance(item, bool | int | float | complex | str | bytes) else (False, None)
+    if isinstance(value, enum.Enum):  # before int: an IntEnum is one; restored as the same member, by name
+        return True, {_ENUM: value.name, _CLASS: f"{type(value).__module__}:{type(value).__qualname__}"}
+    if value is None or isinstance(value, bool | int | float | str):  # a subclass is not plain data to torch.load
+        return (True, value) if value is None or type(value) in (bool, int, float, str) else (False, None)
     if isinstance(value, torch.Tensor):
         return True, value.detach().clone()
     if isinstance(value, torch.Generator):
         return True, {_GENERATOR: value.get_state()}
-    if isinstance(value, np.ndarray):
-        return True, {_NUMPY: torch.from_numpy(value.copy())}
+    if isinstance(value, np.ndarray):  # in native byte order, as torch needs; one of strings or objects is left out
+        try:
+            return True, {_NUMPY: torch.from_numpy(value.astype(value.dtype.newbyteorder("=")))}
+        except TypeError:
+            return False, None
     if isinstance(value, list | tuple):
         items = [_capture_value(v, seen, packages) for v in value]
         if all(ok for ok, _ in items):
@@ -102,6 +111,8 @@ def _restore_value(current: Any, saved: Any) -> Any:
         return generator
     if isinstance(saved, dict) and _NUMPY in saved:
         return saved[_NUMPY].numpy().copy()
+    if isinstance(saved, dict) and _ENUM in saved:
+        return load_target(saved[_CLASS])[saved[_ENUM]]
     if isinstance(saved, dict) and _OBJECT in saved:
         cls = load_target(saved[_CLASS])  # module:Qualified.Name, a class nested in another too
         if type(current) is not cls:

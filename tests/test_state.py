@@ -1,10 +1,13 @@
 """Capturing and restoring a simulated bench's state makes what follows repeat exactly."""
 
+import enum
 import threading
 from typing import ClassVar
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import Field
 
 from hil.config import Strict
@@ -244,3 +247,67 @@ def test_a_worlds_scratch_buffers_are_left_out_and_its_reads_repeat_exactly_with
     assert (tmp_path / "world.pt").stat().st_size < 300_000
     restore(world, saved)
     assert torch.equal(crossbar.read(voltages[:300]), first)
+
+
+class Mode(enum.StrEnum):
+    IDLE = "idle"
+    DRIVEN = "driven"
+
+
+class Range(enum.IntEnum):
+    LOW = 1
+    HIGH = 10
+
+
+class Polarity(enum.Enum):
+    POSITIVE = 1
+    NEGATIVE = -1
+
+
+#: What a plugin world's attributes may hold: enum members (a mode, a range), numpy scalars (a datetime64 among them)
+#: and arrays of any dtype (big-endian from a file, strings), numbers and strings, in lists and dicts.
+_ATTRIBUTE = st.recursive(
+    st.sampled_from([*Mode, *Range, *Polarity]) | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3)
+    | st.none() | st.booleans()
+    | st.sampled_from([np.float32(1.5), np.int16(-3), np.bool_(True), np.str_("a"), np.complex64(1 + 2j),
+                       np.datetime64("2026-12-06"), np.timedelta64(5, "s")])
+    | st.sampled_from(["<f8", ">f8", ">i4", "uint16", "bool", "complex64", "<U2", "O", "datetime64[s]"]).map(
+        lambda dtype: np.zeros(3, dtype=dtype)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3),
+    max_leaves=6)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.dictionaries(st.sampled_from(["mode", "range", "stamp", "table", "names", "levels"]), _ATTRIBUTE,
+                       min_size=1))
+def test_what_is_captured_loads_as_weights_only_and_restores_into_a_fresh_holder(tmp_path_factory, attributes) -> None:
+    """An IntEnum or StrEnum is an int or a str, and was kept as the member, which torch.load(weights_only=True)
+    refuses: the run wrote each checkpoint and could not resume from any ("checkpoint unreadable"); a plain Enum
+    member was taken for a state holder, rebuilt with its class's __new__ (a TypeError); a datetime64 became a
+    datetime the load refuses; and an array of strings or in big-endian order stopped the capture with torch's error."""
+    holder = Holder()
+    vars(holder).update(attributes)
+    saved = capture(holder)
+    path = tmp_path_factory.mktemp("state") / "state.pt"
+    torch.save(saved, path)
+    fresh = Holder.__new__(Holder)
+    restore(fresh, torch.load(path, weights_only=True))
+    for name, value in attributes.items():
+        if name in saved:
+            assert _same(vars(fresh)[name], value), name
+
+
+def _same(restored: object, value: object) -> bool:
+    """Whether ``restored`` is ``value`` as a checkpoint gives it back: an enum member itself, a numpy scalar as its
+    plain value, an array equal in values, a tuple as a list."""
+    if isinstance(value, enum.Enum):
+        return restored is value
+    if isinstance(value, np.ndarray):
+        return isinstance(restored, np.ndarray) and np.array_equal(restored, value)
+    if isinstance(value, list):
+        return isinstance(restored, list) and len(restored) == len(value) and all(map(_same, restored, value))
+    if isinstance(value, dict):
+        return isinstance(restored, dict) and restored.keys() == value.keys() and all(
+            _same(restored[key], value[key]) for key in value)
+    plain = value.item() if isinstance(value, np.generic) else value
+    return type(restored) is type(plain) and restored == plain
