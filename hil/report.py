@@ -439,4 +439,5 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         *[f"![{name}]({name})" for name in plots],
         "",
     ]
-    return store.write_text("report/summary.md", "\n".join(lines))
+    # a character UTF-8 cannot hold (a run folder's name in another encoding, read as a lone surrogate) as its escape
+    return store.write_bytes("report/summary.md", "\n".join(lines).encode("utf-8", "backslashreplace"))

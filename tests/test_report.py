@@ -1,9 +1,12 @@
 """The report says what the run folder holds: where training ran, how a run ended, and that it was resumed."""
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hil.cli import main
 from hil.orchestrator import _warnings_logged
@@ -423,6 +426,28 @@ def test_the_command_that_finishes_a_run_in_a_folder_with_a_space_is_quoted_for_
     store = _run(tmp_path / "my runs", finish=False, run_interrupted={"at_once": "SIGTERM"})
     path = store.path
     assert f"`hil run --resume '{path}'` finishes it" in _summary(store)
+
+
+_TEXT = st.text(st.characters(codec="utf-8") | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=4)
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(folder=st.binary(min_size=1, max_size=3).filter(lambda name: b"/" not in name and b"\0" not in name
+                                                        and name not in (b".", b"..")),
+       protocol=_TEXT, message=_TEXT)
+def test_the_summary_of_a_run_with_any_text_in_its_folders_name_or_events_is_written_in_utf8(
+        tmp_path_factory, folder: bytes, protocol: str, message: str) -> None:
+    """A folder named in another encoding (Latin-1's b"caf\\xe9") is read by Python with a lone surrogate, and so is
+    text from such a name in an event: the summary's encoding refused it (UnicodeEncodeError), after the plots, so a
+    stopped run in that folder had no summary and `hil report` a traceback; the character is written as its escape."""
+    store = RunStore.create(tmp_path_factory.mktemp("runs") / os.fsdecode(folder), "r")
+    store.event("run_started", protocol=protocol, method="pat", system="crossbar", seed=0)
+    store.event("warning", category="DeviceWarning", message=message)
+    store.event("run_interrupted", at_once="SIGTERM")
+    summary = write_report(store).read_bytes().decode("utf-8")
+    store.close()
+    for said in (f"# {protocol}\n", f"`{resume_command(store.path)}` finishes it"):
+        assert said.encode("utf-8", "backslashreplace").decode("utf-8") in summary
 
 
 def test_a_data_file_that_is_not_hdf5_says_the_report_is_written_without_it_once_moved_aside(tmp_path: Path) -> None:
