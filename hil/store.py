@@ -398,7 +398,7 @@ class RunStore:
         it is missing or damaged."""
         try:
             with h5py.File(self.path / relative, "r") as handle:
-                arrays = {name: torch.from_numpy(handle[name][()]) for name in handle}
+                arrays = {name: _tensor(handle[name][()]) for name in handle}
                 attrs = {key: json.loads(value) for key, value in handle.attrs.items()}
         except (OSError, KeyError, ValueError, TypeError) as error:  # TypeError: a group, strings, an array attribute
             reason = "it is a folder" if (self.path / relative).is_dir() else " ".join(str(error).split())
@@ -461,6 +461,13 @@ class RunStore:
                 return saved
         raise RunFileError(f"{self.path / CHECKPOINT}: checkpoint unreadable ({reason}); the run cannot be "
                            "resumed from it: restore the file from a backup, or start a new run")
+
+
+def _tensor(data: Any) -> torch.Tensor:
+    """A dataset's values as a tensor: one of 0 dimensions too (h5py reads it as a numpy scalar), and one stored
+    big-endian (in native byte order, which torch needs)."""
+    data = np.asarray(data)
+    return torch.from_numpy(data.astype(data.dtype.newbyteorder("="), copy=False))
 
 
 def seal_checkpoint(payload: bytes) -> bytes:

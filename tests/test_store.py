@@ -16,8 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from hil.errors import ConfigError, HilError, Terminated
 from hil.store import CHECKPOINT_MAGIC, RunFileError, RunStore, list_runs, seal_checkpoint
@@ -830,3 +834,23 @@ def test_a_sigterm_as_the_rewound_log_replaces_the_old_one_is_logged_in_the_new(
     store.close()
     kinds = [event["kind"] for event in RunStore.open(path).events()]
     assert kinds == ["run_started", "batch", "batch", "run_interrupted"]
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(hnp.arrays(hnp.boolean_dtypes() | hnp.integer_dtypes(endianness="?") | hnp.unsigned_integer_dtypes(
+    endianness="?") | hnp.floating_dtypes(endianness="?") | hnp.complex_number_dtypes(endianness="?", sizes=(64, 128)),
+                  hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=3)),
+       st.booleans())
+def test_any_numeric_array_is_loaded_as_it_was_saved(tmp_path_factory, array: np.ndarray, transposed: bool) -> None:
+    """One of 0 dimensions (a scalar) was read by h5py as a numpy scalar, which torch.from_numpy refuses, and one
+    stored big-endian in an order torch refuses: load_arrays called the file damaged (missing or damaged: restore it
+    from a backup) that save_arrays had just written."""
+    array = array.T if transposed else array  # not contiguous
+    store = RunStore.create(tmp_path_factory.mktemp("runs"), "r")
+    store.save_arrays("a.h5", {"a": array}, {"shape": array.shape})
+    arrays, attrs = store.load_arrays("a.h5")
+    store.close()
+    loaded = arrays["a"].numpy()
+    assert loaded.shape == array.shape and loaded.dtype == array.dtype.newbyteorder("=") and attrs == {
+        "shape": list(array.shape)}
+    assert np.array_equal(loaded, array, equal_nan=array.dtype.kind in "fc")
