@@ -263,6 +263,8 @@ class RunStore:
         """Append one event (with a sequence number and the wall time), written to the OS at once, whole or not
         at all: a write the disk refuses part-way is cut off again, so no torn line sits before a later event and
         the next event gets the same number."""
+        if not isinstance(kind, str):  # a line whose kind is not text is not an event: damage to a later read
+            raise TypeError(f"an event's kind is text, not {kind!r}")
         if "seq" in fields or "time" in fields or NON_FINITE in fields:
             raise ValueError(f"an event's seq and time are the store's own (and {NON_FINITE}); name the field "
                              "otherwise")

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hil.errors import ConfigError, HilError, Terminated
-from hil.store import CHECKPOINT_MAGIC, RunFileError, RunStore, list_runs, seal_checkpoint
+from hil.store import CHECKPOINT_MAGIC, RunFileError, RunStore, list_runs, parse_event, seal_checkpoint
 
 
 def five_events(tmp_path) -> RunStore:
@@ -834,6 +834,59 @@ def test_a_sigterm_as_the_rewound_log_replaces_the_old_one_is_logged_in_the_new(
     store.close()
     kinds = [event["kind"] for event in RunStore.open(path).events()]
     assert kinds == ["run_started", "batch", "batch", "run_interrupted"]
+
+
+#: Text with what JSON and a line-based log must escape: control characters, line and paragraph separators (U+2028),
+#: NEL, lone surrogates (a file name in another encoding).
+_TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from("\n\r\x00\x1f\u2028\u2029\x85\ud800\udce9"), max_size=4)
+_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _TEXT
+    | st.sampled_from([-0.0, 5e-324, 2**64, -(10**300), math.nan, math.inf, -math.inf, "NaN", "Infinity"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3), max_leaves=8)
+
+
+def _same(read: object, written: object) -> bool:
+    """Equal as JSON values, a NaN equal to a NaN and -0.0 told from 0.0."""
+    if isinstance(written, float):
+        if math.isnan(written):
+            return isinstance(read, float) and math.isnan(read)
+        return isinstance(read, float) and read == written and math.copysign(1, read) == math.copysign(1, written)
+    if isinstance(written, list):
+        return isinstance(read, list) and len(read) == len(written) and all(map(_same, read, written))
+    if isinstance(written, dict):
+        return isinstance(read, dict) and read.keys() == written.keys() and all(_same(read[k], written[k])
+                                                                              for k in written)
+    return type(read) is type(written) and read == written
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(kind=_TEXT | st.integers() | st.none() | st.lists(st.integers(), max_size=1),
+       fields=st.dictionaries(_TEXT.filter(lambda key: key not in ("seq", "time", "kind", "non_finite")), _VALUE,
+                              max_size=4))
+def test_any_event_is_read_back_as_logged_or_refused_leaving_the_log_intact(tmp_path_factory, kind, fields) -> None:
+    """A kind that is not text (a number, None) was logged on a line that every later read took for damage: a
+    resume refused the run ("damaged line ... before the end of the log") once any event followed it."""
+    store = RunStore.create(tmp_path_factory.mktemp("runs"), "r")
+    store.event("run_started", protocol="p")
+    try:
+        logged = store.event(kind, **fields)
+    except (TypeError, ValueError):  # refused whole: nothing written, and its number is the next event's
+        logged = None
+    store.event("run_finished")
+    store.close()
+    lines = (store.path / "events.jsonl").read_bytes().splitlines(keepends=True)
+    reopened = RunStore.open(store.path)
+    try:
+        events, damaged = reopened.readable_events()
+        assert damaged == [] and [event["seq"] for event in events] == list(range(1, len(lines) + 1))
+        assert _same([parse_event(line) for line in lines], reopened.events())
+        if logged is not None:
+            assert _same(events[1], logged)
+        assert reopened.rewind_events(2) == len(lines) - 1
+        assert (store.path / "events.jsonl").read_bytes() + (store.path / "events.discarded.jsonl").read_bytes() \
+            == b"".join(lines)
+    finally:
+        reopened.close()
 
 
 @settings(max_examples=80, deadline=None, derandomize=True)
