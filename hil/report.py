@@ -206,7 +206,7 @@ def wilson_interval(accuracy: float, samples: int, z: float = 1.96) -> tuple[flo
     shrink = 1 / (1 + z * z / samples)
     centre = shrink * (accuracy + z * z / (2 * samples))
     half = shrink * z * math.sqrt(accuracy * (1 - accuracy) / samples + z * z / (4 * samples * samples))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, min(accuracy, centre - half)), min(1.0, max(accuracy, centre + half))  # as exact as the accuracy
 
 
 def _accuracy(accuracy: Any, samples: int | None) -> str:
