@@ -48,8 +48,14 @@ def _save(store: RunStore, figure: Figure, relative: str) -> None:
 
 
 def _number(value: Any) -> bool:
-    """Whether an event's value is a number to plot (a log edited by hand may hold anything)."""
+    """Whether an event's value is a number (a log edited by hand may hold anything)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _plotted(value: Any) -> bool:
+    """Whether an event's value is a number a plot can place: not a finite one beyond 1e300 (an integer beyond any
+    float, 1e308), far beyond any figure a run logs, whose axis overflows; NaN and infinity a plot leaves out."""
+    return _number(value) and not math.inf > abs(value) > 1e300
 
 
 def _arrays(store: RunStore, relative: str, dims: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -87,8 +93,9 @@ def _train_forward(events: list[dict[str, Any]]) -> str:
 
 
 def _learning_curves(events: list[dict[str, Any]]) -> Figure:
-    epochs = [e for e in events if e["kind"] == "epoch" and isinstance(e.get("epoch"), int)]
-    batches = [e for e in events if e["kind"] == "batch" and isinstance(e.get("epoch"), int) and _number(e.get("loss"))]
+    epochs = [e for e in events if e["kind"] == "epoch" and isinstance(e.get("epoch"), int) and _plotted(e["epoch"])]
+    batches = [e for e in events if e["kind"] == "batch" and isinstance(e.get("epoch"), int) and _plotted(e["epoch"])
+               and _plotted(e.get("loss"))]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
     if batches:
         per_epoch: dict[int, list[float]] = {}
@@ -99,13 +106,13 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
     tested = False
     for prefix, style in (("device", "s-"), ("twin", "^--")):
         for axis, figure_name in ((loss_axis, f"{prefix}_loss"), (accuracy_axis, f"{prefix}_accuracy")):
-            points = [(e["epoch"] + 1, e[figure_name]) for e in epochs if _number(e.get(figure_name))]
+            points = [(e["epoch"] + 1, e[figure_name]) for e in epochs if _plotted(e.get(figure_name))]
             if points:
                 axis.plot(*zip(*points, strict=True), style, color=COLOURS[prefix], label=f"test, {prefix}")
                 tested = True
     final = _final_point(events, epochs, batches)
     for axis, figure_name in ((loss_axis, "device_loss"), (accuracy_axis, "device_accuracy")):
-        if final is not None and _number(final[1].get(figure_name)):
+        if final is not None and _plotted(final[1].get(figure_name)):
             axis.plot([final[0]], [final[1][figure_name]], "*", markersize=12, color=COLOURS["device"],
                       markeredgecolor="black", label="final evaluation, device")
     if batches:

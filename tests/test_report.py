@@ -1,8 +1,11 @@
 """The report says what the run folder holds: where training ran, how a run ended, and that it was resumed."""
 
+import io
+import math
 import os
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from hypothesis import given, settings
@@ -315,6 +318,24 @@ def test_the_learning_curves_leave_out_a_test_figure_that_is_not_a_number(tmp_pa
     curves = {(axis.get_title(), line.get_label()): list(line.get_ydata()) for axis in figure.axes
               for line in axis.get_lines()}
     assert curves[("accuracy", "test, device")] == [0.5, 0.6] and curves[("loss", "test, device")] == [0.5, 0.5]
+
+
+_FIGURE = st.sampled_from([10**400, -(10**400), 1.7e308, -8e307, 10**308, math.nan, math.inf, None, "1", True]) \
+    | st.floats(-1e3, 1e3) | st.integers(-3, 3)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from(["batch", "epoch", "evaluated"]), _FIGURE, _FIGURE), min_size=1, max_size=6))
+def test_the_learning_curves_are_drawn_from_any_numbers_a_log_edited_by_hand_holds(events: list) -> None:
+    """An integer beyond any float (10**400) stopped the plot with an OverflowError, and figures of ±8e307 or more
+    with matplotlib's "arange: cannot compute length": `hil report` gave a traceback; they are left out as text is."""
+    log = [{"seq": seq, "kind": kind, "epoch": epoch if kind != "evaluated" else None,
+            **({"loss": figure} if kind == "batch" else {"device_loss": figure, "device_accuracy": figure})}
+           for seq, (kind, epoch, figure) in enumerate(events, 1)]
+    figure = _learning_curves(log)
+    figure.tight_layout()
+    figure.savefig(io.BytesIO(), format="png", dpi=20)
+    plt.close(figure)
 
 
 def test_the_learning_curves_leave_out_a_train_loss_that_is_true_or_false(tmp_path: Path) -> None:
