@@ -181,6 +181,11 @@ def _confusion_matrix(store: RunStore) -> tuple[np.ndarray, list[str]]:
     confusion = arrays["confusion"].numpy()
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
         _damaged(store, "data/evaluation.h5", f"the confusion matrix is {confusion.shape}, not square")
+    if not (confusion.dtype.kind in "biuf" and np.isfinite(confusion).all() and (confusion >= 0).all()
+            and (confusion % 1 == 0).all()):
+        _damaged(store, "data/evaluation.h5", "the confusion matrix holds what is not a count (negative, a fraction, "
+                                              "not a number)")
+    confusion = confusion.astype(np.float64)  # exact to 2**53, and a sum of int64 counts cannot wrap to negative
     names = attrs.get("class_names")
     if not isinstance(names, list) or len(names) != len(confusion):
         names = [str(k) for k in range(len(confusion))]

@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from hil.cli import main
 from hil.orchestrator import _warnings_logged
@@ -352,6 +353,24 @@ def test_class_names_not_one_per_row_of_the_confusion_are_replaced_by_numbers(tm
     axis = _confusion(*_confusion_matrix(store)).axes[0]
     store.close()
     assert [label.get_text() for label in axis.get_xticklabels()] == ["0", "1"]
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(hnp.arrays(hnp.integer_dtypes() | hnp.floating_dtypes() | hnp.boolean_dtypes(),
+                  st.integers(0, 3).map(lambda n: (n, n))))
+def test_any_confusion_matrix_gives_the_report_or_an_error_naming_its_file(tmp_path_factory, confusion) -> None:
+    """A matrix of what are not counts (negative, NaN, infinite: a damaged file or not this run's) stopped the report
+    with a ValueError (the Wilson interval's square root of a negative count, int() of a NaN cell)."""
+    store = _run(tmp_path_factory.mktemp("runs"), finish=False)
+    store.save_arrays("data/evaluation.h5", {"confusion": confusion})
+    store.event("evaluated", device_accuracy=0.75, device_loss=0.4)
+    try:
+        write_report(store)
+    except RunFileError as error:
+        assert str(error).startswith(f"{store.path / 'data/evaluation.h5'}: the confusion matrix holds what is not")
+        assert confusion.dtype.kind == "f" or (confusion < 0).any()
+    finally:
+        store.close()
 
 
 def test_the_confusion_plot_says_it_is_the_final_evaluation_of_the_test_set(tmp_path: Path) -> None:
