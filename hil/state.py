@@ -58,8 +58,10 @@ def _capture_value(value: Any, seen: set[int], packages: frozenset[str]) -> tupl
     if isinstance(value, np.generic):  # before float: numpy's float64 is one, and not plain data to torch.load
         item = value.item()  # a datetime64's is a datetime, which is not either
         return (True, item) if isinstance(item, bool | int | float | complex | str | bytes) else (False, None)
-    if isinstance(value, enum.Enum):  # before int: an IntEnum is one; restored as the same member, by name
-        return True, {_ENUM: value.name, _CLASS: f"{type(value).__module__}:{type(value).__qualname__}"}
+    if isinstance(value, enum.Enum):  # before int: an IntEnum is one; restored as the same member, by name (a flag,
+        # which may combine members, by value)
+        member = value.value if isinstance(value, enum.Flag) else value.name
+        return True, {_ENUM: member, _CLASS: f"{type(value).__module__}:{type(value).__qualname__}"}
     if value is None or isinstance(value, bool | int | float | str):  # a subclass is not plain data to torch.load
         return (True, value) if value is None or type(value) in (bool, int, float, str) else (False, None)
     if isinstance(value, torch.Tensor):
@@ -112,7 +114,8 @@ def _restore_value(current: Any, saved: Any) -> Any:
     if isinstance(saved, dict) and _NUMPY in saved:
         return saved[_NUMPY].numpy().copy()
     if isinstance(saved, dict) and _ENUM in saved:
-        return load_target(saved[_CLASS])[saved[_ENUM]]
+        cls = load_target(saved[_CLASS])
+        return cls(saved[_ENUM]) if issubclass(cls, enum.Flag) else cls[saved[_ENUM]]
     if isinstance(saved, dict) and _OBJECT in saved:
         cls = load_target(saved[_CLASS])  # module:Qualified.Name, a class nested in another too
         if type(current) is not cls:

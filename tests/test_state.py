@@ -264,10 +264,16 @@ class Polarity(enum.Enum):
     NEGATIVE = -1
 
 
-#: What a plugin world's attributes may hold: enum members (a mode, a range), numpy scalars (a datetime64 among them)
-#: and arrays of any dtype (big-endian from a file, strings), numbers and strings, in lists and dicts.
+class Status(enum.IntFlag):
+    READY = 1
+    ARMED = 2
+
+
+#: What a plugin world's attributes may hold: enum members (a mode, a range, flags), numpy scalars (a datetime64
+#: among them) and arrays of any dtype (big-endian from a file, strings), numbers and strings, in lists and dicts.
 _ATTRIBUTE = st.recursive(
-    st.sampled_from([*Mode, *Range, *Polarity]) | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3)
+    st.sampled_from([*Mode, *Range, *Polarity, Status.READY | Status.ARMED, Status(0)])
+    | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3)
     | st.none() | st.booleans()
     | st.sampled_from([np.float32(1.5), np.int16(-3), np.bool_(True), np.str_("a"), np.complex64(1 + 2j),
                        np.datetime64("2026-12-06"), np.timedelta64(5, "s")])
