@@ -555,8 +555,8 @@ def parse_event(line: bytes) -> dict[str, Any] | None:
         valid = isinstance(event, dict) and isinstance(event.get("seq"), int) and isinstance(event.get("kind"), str)
         if valid:
             _restore_non_finite(event)
-    except ValueError:  # not UTF-8, not JSON, or a non_finite field that does not fit the event
-        return None
+    except (ValueError, RecursionError):  # not UTF-8, not JSON (or nested too deep to read), or a non_finite field
+        return None  # that does not fit the event
     return event if valid else None
 
 

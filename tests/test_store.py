@@ -907,3 +907,20 @@ def test_any_numeric_array_is_loaded_as_it_was_saved(tmp_path_factory, array: np
     assert loaded.shape == array.shape and loaded.dtype == array.dtype.newbyteorder("=") and attrs == {
         "shape": list(array.shape)}
     assert np.array_equal(loaded, array, equal_nan=array.dtype.kind in "fc")
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.binary(max_size=40) | st.integers(1, 200_000).map(lambda depth: b"[" * depth + b"]" * depth + b"\n")
+       | st.integers(1, 200_000).map(lambda depth: b'{"seq": 2, "kind": "x", "a": ' + b"[" * depth + b"]" * depth
+                                     + b"}\n"))
+def test_any_line_of_a_log_is_an_event_or_damage_and_never_stops_its_reader(tmp_path_factory, line: bytes) -> None:
+    """A line nested deeper than the interpreter's recursion limit (a thousand brackets) raised a RecursionError from
+    json.loads: opening the run, hil report and hil runs (every run's listing, not just this one's) gave a traceback."""
+    event = parse_event(line)
+    assert event is None or (isinstance(event["seq"], int) and isinstance(event["kind"], str))
+    log = five_events(tmp_path_factory.mktemp("runs")).path / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join([lines[0], line if line.endswith(b"\n") else line + b"\n", *lines[2:]]))
+    damaged = [number for number, whole in enumerate(io.BytesIO(log.read_bytes()), 1) if parse_event(whole) is None]
+    assert damaged_lines(log.parent) == damaged
+    assert list_runs(log.parent.parent)[0]["status"] == ("damaged log" if damaged else "incomplete")
