@@ -163,6 +163,10 @@ def _twin_fit(store: RunStore) -> Figure:
                                             f"{tuple(arrays['predicted'].shape)} are not two sets of the same outputs")
     measured = arrays["measured"].reshape(-1, arrays["measured"].shape[-1]).numpy()
     predicted = arrays["predicted"].reshape(-1, arrays["predicted"].shape[-1]).numpy()
+    beyond = [name for name, values in (("measured", measured), ("predicted", predicted))
+              if (np.abs(values[np.isfinite(values)]) > 1e300).any()]  # an axis spanning them overflows
+    if beyond:
+        _damaged(store, "data/fidelity.h5", f"{' and '.join(beyond)} hold values beyond 1e300, which no device gives")
     figure, axis = plt.subplots(figsize=(5, 5))
     for output in range(measured.shape[1]):  # every output: the NMSE in the title is over all of them
         axis.scatter(measured[:, output], predicted[:, output], s=4, alpha=0.5, label=f"y{output}")

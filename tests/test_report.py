@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -386,6 +387,25 @@ def test_the_confusion_counts_on_dark_cells_are_white(tmp_path: Path) -> None:
     colours = {text.get_text(): text.get_color() for text in _confusion(*_confusion_matrix(store)).axes[0].texts}
     store.close()
     assert colours == {"2": "white", "1": "black", "0": "black"}
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(*[hnp.arrays(np.float64, (3, 2), elements=st.floats() | st.sampled_from([1.7e308, -8e307]))] * 2)
+def test_the_twin_fit_plot_is_drawn_from_any_fidelity_data_or_names_the_file(tmp_path_factory, measured: np.ndarray,
+                                                                            predicted: np.ndarray) -> None:
+    """Values of ±8e307 or more (a damaged file, or not this run's) stopped the plot with matplotlib's "arange: cannot
+    compute length", a traceback from hil report rather than the file to move aside."""
+    store = RunStore.create(tmp_path_factory.mktemp("runs"), "r")
+    store.save_arrays("data/fidelity.h5", {"nmse": np.ones(2), "measured": measured, "predicted": predicted})
+    try:
+        figure = _twin_fit(store)
+        figure.tight_layout()
+        figure.savefig(io.BytesIO(), format="png", dpi=20)
+        plt.close(figure)
+    except RunFileError as error:
+        assert str(error).startswith(f"{store.path / 'data/fidelity.h5'}: ") and "beyond 1e300" in str(error)
+    finally:
+        store.close()
 
 
 def test_the_summary_shows_the_twin_fit_plot_of_a_run_that_measured_its_fidelity(tmp_path: Path) -> None:
