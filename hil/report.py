@@ -163,8 +163,9 @@ def _twin_fit(store: RunStore) -> Figure:
                                             f"{tuple(arrays['predicted'].shape)} are not two sets of the same outputs")
     measured = arrays["measured"].reshape(-1, arrays["measured"].shape[-1]).numpy()
     predicted = arrays["predicted"].reshape(-1, arrays["predicted"].shape[-1]).numpy()
+    # values an axis cannot span; compared in float64, where 1e300 is a number (in float32, an overflow warning)
     beyond = [name for name, values in (("measured", measured), ("predicted", predicted))
-              if (np.abs(values[np.isfinite(values)]) > 1e300).any()]  # an axis spanning them overflows
+              if (np.abs(values[np.isfinite(values)].astype(np.float64)) > 1e300).any()]
     if beyond:
         _damaged(store, "data/fidelity.h5", f"{' and '.join(beyond)} hold values beyond 1e300, which no device gives")
     figure, axis = plt.subplots(figsize=(5, 5))
@@ -183,8 +184,8 @@ def _confusion_matrix(store: RunStore) -> tuple[np.ndarray, list[str]]:
     has no name for each row)."""
     arrays, attrs = _arrays(store, "data/evaluation.h5", {"confusion": 2})
     confusion = arrays["confusion"].numpy()
-    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
-        _damaged(store, "data/evaluation.h5", f"the confusion matrix is {confusion.shape}, not square")
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1] or confusion.size == 0:
+        _damaged(store, "data/evaluation.h5", f"the confusion matrix is {confusion.shape}, not square with a class")
     if not (confusion.dtype.kind in "biuf" and np.isfinite(confusion).all() and (confusion >= 0).all()
             and (confusion % 1 == 0).all()):
         _damaged(store, "data/evaluation.h5", "the confusion matrix holds what is not a count (negative, a fraction, "

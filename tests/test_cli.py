@@ -820,7 +820,7 @@ def test_the_learning_curves_plot_what_the_events_say(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("file", "arrays", "needle"), [
     ("evaluation.h5", {"labels": [0, 1]}, "array 'confusion' missing"),
-    ("evaluation.h5", {"confusion": [[1, 2, 3]]}, "the confusion matrix is (1, 3), not square"),
+    ("evaluation.h5", {"confusion": [[1, 2, 3]]}, "the confusion matrix is (1, 3), not square with a class"),
     ("fidelity.h5", {"nmse": [0.1]}, "array 'measured' missing"),
     ("fidelity.h5", {"nmse": [0.1], "measured": [[1.0, 2.0]], "predicted": [[1.0]]},
      "measured (1, 2) and predicted (1, 1) are not two sets of the same outputs"),

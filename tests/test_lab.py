@@ -733,7 +733,9 @@ def test_a_world_class_without_a_usable_config_is_named_at_its_kind(tmp_path: Pa
 
 
 def test_settings_too_large_for_a_systems_arithmetic_are_located_not_a_traceback(tmp_path: Path) -> None:
-    """Each setting of the oscillator is within its own range, but a gap of 1e300 s at 1 MHz overflows."""
+    """Each setting of the oscillator is within its own range, but a gap of 1e300 s at 1e300 Hz overflows (the lab's
+    answer to a system's OverflowError, which this system now checks itself: see
+    test_a_system_that_runs_out_of_memory_while_built_is_one_line_at_its_settings)."""
     path = write(tmp_path, """
         worlds:
           osc: {kind: oscillator_network}
@@ -747,8 +749,8 @@ def test_settings_too_large_for_a_systems_arithmetic_are_located_not_a_traceback
             settings: {sample_rate_hz: 1.0e+300, gap_s: 1.0e+300}
     """)
     lab = Lab.load(path)
-    with pytest.raises(ConfigError, match=r"lab.yaml:10: systems\.s\.settings: a value is too large \(cannot convert "
-                                          r"float infinity to integer\); give smaller settings"):
+    with pytest.raises(ConfigError, match=r"lab.yaml:10: systems\.s\.settings\.gap_s: gap_s 1e\+300 s at 1e\+300 Hz "
+                                          r"holds more samples than any instrument records; shorten gap_s$"):
         lab.build()
 
 
@@ -961,6 +963,8 @@ def test_a_bound_is_checked_before_the_float32_range(tmp_path: Path) -> None:
      "a value is too large: building with it needs more memory than this machine has (RuntimeError: "
      "DefaultCPUAllocator: can't allocate memory); give smaller settings"),
     ("ValueError('size must be even')", "size must be even"),  # the class's own words, without its type
+    ("OverflowError('cannot convert float infinity to integer')",  # round(1e300 * 1e300)
+     "a value is too large (cannot convert float infinity to integer); give smaller settings"),
 ])
 def test_a_system_that_runs_out_of_memory_while_built_is_one_line_at_its_settings(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raised: str, said: str) -> None:

@@ -29,13 +29,7 @@ class NoAoiCamera(SimulatedCamera):
     _set_roi_hw = Camera._set_roi_hw
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small tensor operations: one intra-op thread keeps them fast and steady on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def bench(preset: str = "realistic", seed: int = 0, camera_class: type[SimulatedCamera] = SimulatedCamera,

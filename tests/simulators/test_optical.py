@@ -34,13 +34,7 @@ from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM, ou_p
 K = 0.383  # the realistic camera's DN per electron
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small tensor operations: one intra-op thread keeps them fast and steady on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 #: Every construction non-ideality at its realistic magnitude (for noiseless but non-ideal benches).
