@@ -32,7 +32,7 @@ from hil.physics.crossbar import (
     quantise_levels,
     target_conductances,
 )
-from hil.systems.base import PhysicalSystem, PhysicsModel, is_count
+from hil.systems.base import PhysicalSystem, PhysicsModel, is_count, is_number
 
 #: The least fraction of the array's limit that the weights' span g_max_s − g_min_s and the read voltage may use:
 #: devices are programmed to a few per cent of their range at best (aihwkit's PCM noise: about 1 µS of 25 µS), and a
@@ -117,8 +117,8 @@ class CrossbarSystem(PhysicalSystem):
         _check_count("n_in", n_in, rows, f"the crossbar has {rows} rows")
         _check_count("n_out", n_out, cols // 2, f"the crossbar has {cols} columns, two per output")
         conductance = crossbar.limits["conductance_s"]
-        g_min_s = conductance.min if g_min_s is None else float(g_min_s)
-        g_max_s = conductance.max if g_max_s is None else float(g_max_s)
+        g_min_s = _number("g_min_s", g_min_s, conductance.min)
+        g_max_s = _number("g_max_s", g_max_s, conductance.max)
         for label, value in (("g_min_s", g_min_s), ("g_max_s", g_max_s)):
             if not conductance.min <= value <= conductance.max:
                 raise ConfigError(f"{value:g} S is outside the crossbar's conductance limit "
@@ -131,7 +131,7 @@ class CrossbarSystem(PhysicalSystem):
                               "resolution: the outputs would be noise; check the unit", field="g_max_s")
         voltage = crossbar.limits["read_voltage_v"]
         largest = min(voltage.max, -voltage.min)
-        read_voltage_v = largest if read_voltage_v is None else float(read_voltage_v)
+        read_voltage_v = _number("read_voltage_v", read_voltage_v, largest)
         if not 0 < read_voltage_v <= largest:
             raise ConfigError(f"{read_voltage_v:g} V is outside 0..{largest:g} V (±read_voltage_v must lie "
                               f"within the crossbar's read voltage limit {voltage.describe()})",
@@ -199,3 +199,13 @@ class CrossbarSystem(PhysicalSystem):
 def _check_count(label: str, value: Any, largest: int, why: str) -> None:
     if not is_count(value, largest):
         raise ConfigError(f"{value!r} is outside 1..{largest} ({why})", field=label)
+
+
+def _number(label: str, value: Any, default: float) -> float:
+    """A setting's number (``default`` where it is None); text (``"0.1"``), a bool or a NaN is refused, naming it, as
+    the other systems refuse them."""
+    if value is None:
+        return default
+    if not is_number(value):
+        raise ConfigError(f"{label} must be a number, got {value!r}", field=label)
+    return float(value)

@@ -5,6 +5,7 @@ system, against formulas written out here from their sources (IBM aihwkit's PCM 
 """
 
 import math
+import re
 import textwrap
 
 import pytest
@@ -617,6 +618,10 @@ def test_bad_settings_and_values_are_refused_with_the_allowed_range() -> None:
                                           r"be noise; check the unit$"):
         CrossbarSystem({"crossbar": crossbar}, read_voltage_v=1e-12)
     assert CrossbarSystem({"crossbar": crossbar}, read_voltage_v=2e-4).read_voltage_v == 2e-4
+    # text, a bool and a list were float()ed (False as 0 S) or a TypeError, where the other systems refuse them
+    for label, value in (("g_min_s", "1e-6"), ("g_max_s", False), ("read_voltage_v", [0.1]), ("g_min_s", math.nan)):
+        with pytest.raises(ConfigError, match=rf"^{label}: {label} must be a number, got {re.escape(repr(value))}$"):
+            CrossbarSystem({"crossbar": crossbar}, **{label: value})
     system = CrossbarSystem({"crossbar": crossbar})
     with pytest.raises(LimitError, match=r"theta\[5\] = 1\.5 is outside -1\.\.1"):
         system.forward(torch.zeros(1, 64), torch.zeros(system.n_params).index_fill(0, torch.tensor(5), 1.5))
