@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from hil.errors import ConfigError, DeviceError, LimitError
-from hil.instruments import AnalogInput, AnalogOutput, Instrument
+from hil.instruments import AnalogInput, AnalogOutput, Instrument, shape_differs
 from hil.physics import resistive as physics
 from hil.systems.base import (
     PhysicalSystem,
@@ -65,6 +65,8 @@ def nudge_gate_voltage(beta: float, g_unit_s: float, gate_max_v: float) -> float
     """The nudge-gate voltage (V) that gives a nudge conductance of ``beta·g_unit_s`` by the nominal transistor law
     at the reference temperature; 0 V (off) for ``beta`` = 0. `LimitError` if it needs more than ``gate_max_v``."""
     try:
+        if isinstance(beta, bool | str | bytes):  # float() would take True as 1, and "0.5"
+            raise TypeError
         beta = float(beta)
     except (TypeError, ValueError):
         raise LimitError(f"resistive network: beta = {beta!r} is not a number") from None
@@ -269,8 +271,13 @@ class ResistiveNetworkSystem(PhysicalSystem):
         return torch.cat(outputs)
 
     def edge_voltages(self, nodes: torch.Tensor) -> torch.Tensor:
-        """The voltage across every programmable edge (batch × n_edges, V, from-node minus to-node)."""
-        return physics.edge_voltages(self.layout, torch.as_tensor(nodes, dtype=torch.float32))
+        """The voltage across every programmable edge (batch × n_edges, V, from-node minus to-node) of node voltages
+        as `equilibrium` gives them (batch × n_nodes)."""
+        nodes = torch.as_tensor(nodes, dtype=torch.float32)
+        if shape_differs(nodes.shape, (None, self.layout.n_nodes)):  # an index past the nodes was an IndexError
+            raise LimitError(f"system {self.name!r}: nodes have shape {tuple(nodes.shape)}, expected "
+                             f"batch×{self.layout.n_nodes} (as equilibrium gives them)")
+        return physics.edge_voltages(self.layout, nodes)
 
     # -- models -----------------------------------------------------------------------------------------------------
     def physics_model(self) -> ResistiveNetworkModel:

@@ -456,6 +456,14 @@ def test_bad_arguments_are_refused_with_the_value_and_the_range() -> None:
     with pytest.raises(LimitError, match=r"^resistive network: beta = 1e\+300 needs a nudge gate of 1e\+300 V, above "
                                          r"the gate range's 2 V; beta must be within 0\.\.1\.3\d*$"):
         system.equilibrium(x, theta, torch.zeros(4, 2), beta=1e300)  # the gate was printed in 301 digits
+    nodes = system.equilibrium(x, theta)
+    assert system.edge_voltages(nodes).shape[0] == 4
+    with pytest.raises(LimitError, match=rf"^system 'net': nodes have shape \(4, {nodes.shape[1] - 1}\), "
+                                         rf"expected batch×{nodes.shape[1]} \(as equilibrium gives them\)$"):
+        system.edge_voltages(nodes[:, 1:])  # an IndexError
+    for beta in (True, "0.5"):  # float() took them, as 1 and 0.5
+        with pytest.raises(LimitError, match=rf"^resistive network: beta = {beta!r} is not a number$"):
+            system.equilibrium(x, theta, torch.zeros(4, 2), beta=beta)
     with pytest.raises(LimitError, match=r"target\[0, 1\] = 3 is outside -2..2"):
         system.equilibrium(x, theta, torch.tensor([[0.0, 3.0]] * 4), beta=0.5)
 
