@@ -198,8 +198,9 @@ def integrate(accel: torch.Tensor, sample_rate_hz: float, omega: torch.Tensor, g
         if reach <= MAX_OMEGA_STEP:
             return states
         if substeps * 2 > first * MAX_REFINEMENT:
+            reached = f"reaches ω·h = {reach:.3g}" if math.isfinite(reach) else "diverges (its states are not finite)"
             raise HilError(f"oscillator network: the motion is too stiff to integrate; at {substeps} RK4 steps per "
-                           f"sample it reaches ω·h = {reach:.3g} (at most {MAX_OMEGA_STEP:g}); drive it less")
+                           f"sample it {reached} (ω·h at most {MAX_OMEGA_STEP:g}); drive it less")
         substeps *= 2
 
 

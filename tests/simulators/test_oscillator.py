@@ -738,3 +738,12 @@ def test_a_max_batch_beyond_the_instruments_memory_is_capped_to_it() -> None:
     _, ao, ai, system = bench(max_batch=10**9)
     assert system.max_batch == min(ao.waveform_points[1], ai.max_samples) // 656
     assert bench(max_batch=3)[3].max_batch == 3
+
+
+def test_a_motion_that_diverges_says_so_not_nan() -> None:
+    """A Duffing length of 1 pm (a unit slip) made the integration diverge, which the error gave as 'ω·h = nan'."""
+    *_, system = bench("realistic", config={"network": {"nonlinear_length_m": 1e-12}})
+    x, theta = inputs(2, seed=1)
+    with pytest.raises(DeviceError, match=r"too stiff to integrate; at \d+ RK4 steps per sample it diverges \(its "
+                                          r"states are not finite\) \(ω·h at most [\d.]+\); drive it less$"):
+        system.forward(x, theta)
