@@ -6,7 +6,8 @@ carries value v_k ∈ [−1, 1] as an amplitude-modulated tone, ``drive_amplitud
 with t counted from the record's start (or, with ``carrier_hz: null``, as the constant level
 ``drive_amplitude_v · v_k``). A record is followed by ``gap_s`` of zero drive in which the network rings down, so
 the records of a batch play as one waveform in one device call and do not disturb each other (the residue after
-the gap is e^(−γ_min·gap/2), 10⁻⁴ for the defaults).
+the gap is e^(−γ_min·gap/2), 10⁻⁴ for the defaults; a gap that leaves more than 1 %, by the nominal design's
+damping, is warned of when the system is built).
 
 Readout: every sensor channel's record is cut into ``n_windows`` equal time windows and y is the RMS voltage of each
 (window, channel), divided by ``output_scale_v``: ``y[b, w·C + c] = sqrt(mean(v²) + 10⁻¹²) / output_scale_v``,
@@ -23,6 +24,7 @@ learning rate). No calibration step is needed: the working point is fixed by the
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -46,6 +48,9 @@ from hil.systems.base import (
 #: Added to the mean square (V²) before the square root, in `_run` and in the model alike.
 RMS_FLOOR_V2 = 1e-12
 DESIGN = physics.DESIGN_RANGES
+#: The largest share of a record's ring-down left in the next record of a batch without a warning (the defaults
+#: leave 10⁻⁴).
+MAX_RESIDUE = 0.01
 
 
 def encode(values: torch.Tensor, segment_samples: int, sample_rate_hz: float, amplitude_v: float,
@@ -106,6 +111,19 @@ def _check_encoding(*, n_in: Any, n_params: Any, drive_amplitude_v: Any, gap_s: 
     if isinstance(sensed, str) or not isinstance(sensed, Sequence) or not sensed \
             or not all(not isinstance(i, bool) and isinstance(i, int) and 0 <= i < n_oscillators for i in sensed):
         raise ConfigError(f"sensed holds oscillator indices 0..{n_oscillators - 1}, got {sensed!r}", field="sensed")
+
+
+def _warn_of_ring_down(name: str, gap_s: float, gamma_min: float) -> None:
+    """Warn where ``gap_s`` leaves more than `MAX_RESIDUE` of a record's ring-down (e^(−γ_min·gap/2), γ_min the
+    nominal design's slowest damping, 1/s) in the next record of the batch: the records then disturb each other, and
+    the physics model, which starts each from rest, does not match the device."""
+    residue = math.exp(-gamma_min * gap_s / 2)
+    if residue > MAX_RESIDUE:
+        needed = 2 * math.log(1 / MAX_RESIDUE) / gamma_min
+        warnings.warn(f"system {name!r}: gap_s {gap_s:g} s leaves {residue:.0%} of a record's ring-down in the next "
+                      f"(nominal damping {gamma_min:.3g}/s): the records of a batch disturb each other and the physics "
+                      f"model, which starts each at rest, will not match the device; give gap_s {needed:.3g} s or more",
+                      UserWarning, stacklevel=3)
 
 
 class OscillatorPhysics(PhysicsModel):
@@ -222,6 +240,7 @@ class OscillatorSystem(PhysicalSystem):
                                                       drive_gain_m_s2_per_v, sensor_gain, len(sensed), sense)
         except ValueError as error:
             raise ConfigError(str(error), field="freq_hz") from None
+        _warn_of_ring_down(self.name, gap_s, float(self.nominal["gamma"].min()))
         self.sample_rate_hz, self.channel, self.n_windows = float(sample_rate_hz), channel, n_windows
         self.carrier_hz, self.drive_amplitude_v, self.output_scale_v = carrier_hz, drive_amplitude_v, output_scale_v
         self.sensed, self.sense = list(sensed), sense

@@ -3,6 +3,7 @@ magnitudes, absent in `ideal`; the parallel integration against a sequential one
 against the physics model; the oracle against the nominal model; a lab file."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -747,3 +748,14 @@ def test_a_motion_that_diverges_says_so_not_nan() -> None:
     with pytest.raises(DeviceError, match=r"too stiff to integrate; at \d+ RK4 steps per sample it diverges \(its "
                                           r"states are not finite\) \(ω·h at most [\d.]+\); drive it less$"):
         system.forward(x, theta)
+
+
+def test_a_gap_too_short_for_the_ring_down_is_warned_of() -> None:
+    """``gap_s: 0`` was taken silently: each record then starts where the last one rang, so outputs depend on the
+    batch, and the physics model (from rest) does not match the device."""
+    with pytest.warns(UserWarning, match=r"^system 'oscillator': gap_s 0 s leaves 100% of a record's ring-down in "
+                                         r"the next \(nominal damping 188/s\): .* give gap_s 0\.0489 s or more$"):
+        bench("ideal", gap_s=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bench("ideal", gap_s=0.05)  # 1 % left at most: no warning
