@@ -117,14 +117,17 @@ def split_messages(buffer: bytes, terminator: bytes = b"\n") -> tuple[list[bytes
     messages: list[bytes] = []
     start = index = kept = 0  # kept: where the message's last block ended; its bytes are data, not line endings
     quote: int | None = None
+    # where the parser is: before a unit's header, in it, where a parameter may begin (after the header's white
+    # space, or a ','), or in a parameter (A#15, 1 "), where a quote or '#' begins nothing
+    place = "unit"
     while index < len(buffer):
         byte = buffer[index]
-        parameter = index > start and buffer[index - 1] in b" \t\r,"  # a string or block begins one, not A#15
+        parameter = place == "parameter"
         if quote is not None:
             if byte == quote and buffer[index + 1:index + 2] == bytes([quote]):
                 index += 1  # a doubled quote: one inside the string
             elif byte == quote:
-                quote = None
+                quote, place = None, "word"
             index += 1
         elif byte in b"\"'" and parameter:
             quote = byte
@@ -142,15 +145,29 @@ def split_messages(buffer: bytes, terminator: bytes = b"\n") -> tuple[list[bytes
             if block_end > len(buffer):
                 break
             index = kept = block_end
+            place = "word"
         elif byte == end:
             if kept > start:  # a block: strip line endings before it and after it only
                 messages.append(buffer[start:kept].lstrip(b"\r\n") + buffer[kept:index].rstrip(b"\r\n"))
             else:
                 messages.append(buffer[start:index].strip(b"\r\n"))
             start = index = index + 1
+            place = "unit"
         else:
+            place = _next_place(place, byte)
             index += 1
     return messages, buffer[start:]
+
+
+def _next_place(place: str, byte: int) -> str:
+    """Where `split_messages` is in a unit after ``byte`` (not in a string or block), as `iter_units` reads it."""
+    if byte == ord(";"):
+        return "unit"
+    if byte in b" \t\r":
+        return "parameter" if place == "header" else place
+    if byte == ord(","):
+        return "header" if place in ("unit", "header") else "parameter"
+    return {"unit": "header", "parameter": "word"}.get(place, place)
 
 
 def parse_message(message: bytes) -> list[tuple[str, list[Param]]]:

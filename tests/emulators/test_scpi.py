@@ -70,6 +70,14 @@ def test_a_quote_inside_a_word_begins_no_string_and_the_line_ending_after_it_end
     assert split_messages(b'DISP "a""b\n"\n*IDN?\n') == ([b'DISP "a""b\n"', b"*IDN?"], b"")  # a"b<LF>, one string
 
 
+def test_a_quote_or_hash_after_a_space_inside_a_parameter_begins_nothing() -> None:
+    """The parser reads ``1 "`` and ``A #15`` as one malformed parameter each (up to a ',' or ';'): a quote or ``#``
+    after any space was taken to begin a string or block, which swallowed the line ending and the query after it."""
+    assert split_messages(b'VOLT 1 "\n*IDN?\n') == ([b'VOLT 1 "', b"*IDN?"], b"")
+    assert split_messages(b"FUNC:ARB A #15\n*IDN?\n") == ([b"FUNC:ARB A #15", b"*IDN?"], b"")
+    assert split_messages(b'A 1, "x\ny" ; :B "\n"\n') == ([b'A 1, "x\ny" ; :B "\n"'], b"")  # each begins one
+
+
 def test_split_messages_ignores_newline_in_quotes() -> None:
     assert split_messages(b'DISP:TEXT "a\nb"\n') == ([b'DISP:TEXT "a\nb"'], b"")
 
