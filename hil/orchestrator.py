@@ -561,10 +561,13 @@ def _out_of_memory(error: BaseException) -> bool:
         text in str(error) for text in ("can't allocate memory", "size calculation overflowed")))
 
 
-def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed: bool) -> None:
+def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed: bool,
+           started_in: str | None = None) -> None:
     """Prepare ``run`` and resume it from ``saved``, or start it: the bench's snapshot, run_started and the first
     checkpoint (on disk before any step measures anything; see the module docstring). A resumed run's log is rewound
-    to ``saved`` (to its start where there is none) first, so that what this attempt logs stays in it."""
+    to ``saved`` (to its start where there is none) first, so that what this attempt logs stays in it.
+    ``started_in``: the folder its lab was read from (`_started_in`), which run_started records again where the
+    rewind discarded it; otherwise the working directory."""
     store, lab, protocol = run.store, run.lab, run.protocol
     discarded = 0
     if resumed:  # before anything this attempt logs (a warning while it prepares) joins the unfinished part
@@ -580,7 +583,7 @@ def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed
         "systems": {name: s.snapshot() for name, s in lab.systems.items()}})
     store.event("run_started", protocol=protocol.name, method=protocol.method.name,
                 system=protocol.system, seed=protocol.seed, torch_threads=torch.get_num_threads(),
-                working_directory=str(Path.cwd()))
+                working_directory=started_in or str(Path.cwd()))
     run.checkpoint()
     store.wait_for_checkpoint()
 
@@ -670,7 +673,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                  output_root: str | Path | None = None) -> RunStore:
     """Run a protocol file (or resume a run folder); returns the run's store. Instruments always end safe. A run
     that had finished is checked and left as it is, untouched (its store's ``finished_before`` says so)."""
-    saved, data, threads = None, None, torch.get_num_threads()
+    saved, data, threads, started_in = None, None, torch.get_num_threads(), None
     if resume is not None:
         store = RunStore.open(resume)
         try:
@@ -680,7 +683,8 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 return store
             protocol, document = load_protocol(store.path / "protocol.yaml")
             data = check_resumed_data(protocol, document)  # read, and its IDX files checked, once
-            lab = Lab.load(store.path / "lab.yaml", _started_in(store))
+            started_in = _started_in(store)
+            lab = Lab.load(store.path / "lab.yaml", started_in)
         except BaseException:
             store.close()
             raise
@@ -729,7 +733,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             run = Run(protocol, lab, store, document, show_progress)
             try:  # from here a first Ctrl-C stops the run at execute's first safe point, after saving
                 with run.stop.installed(), _warnings_logged(store):
-                    _start(run, data, saved, resume is not None)
+                    _start(run, data, saved, resume is not None, started_in)
                     run.execute()
             except Interrupted:
                 raise

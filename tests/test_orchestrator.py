@@ -2135,6 +2135,35 @@ def test_a_run_resumed_from_another_folder_keeps_its_traffic_log_where_it_starte
     assert store.events()[0]["working_directory"] == str(started)
 
 
+def test_a_run_resumed_before_a_checkpoint_keeps_the_folder_it_started_in(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped between run_started and its first checkpoint starts again on resume, its log rewound to the
+    start: the run_started it logs again recorded the resume's folder, while its lab was read from the first, so a
+    later resume logged the bench's exchanges in a second traffic log."""
+    from hil.orchestrator import Run
+
+    protocol = write_probe_protocol(tmp_path)
+    lab = tmp_path / "lab.yaml"
+    smu = "  smu:\n    driver: keithley_2450\n    emulate:\n      load_ohm: 1000\n"
+    lab.write_text(lab.read_text().replace(smu, smu + "    traffic_log: logs/bench.log\n"))
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir(), elsewhere.mkdir()
+    checkpoint = Run.checkpoint
+
+    def failed(self: Run) -> None:
+        raise HilError("a failure before the first checkpoint")
+
+    monkeypatch.chdir(started)
+    monkeypatch.setattr(Run, "checkpoint", failed)
+    with pytest.raises(HilError, match="a failure before the first checkpoint"):
+        run_protocol(protocol, show_progress=False)
+    monkeypatch.setattr(Run, "checkpoint", checkpoint)
+    monkeypatch.chdir(elsewhere)
+    store = run_protocol(resume=max((tmp_path / "runs").iterdir()), show_progress=False)
+    assert store.events()[-1]["kind"] == "run_finished"
+    assert store.events()[0]["working_directory"] == str(started) and not (elsewhere / "logs").exists()
+
+
 def test_a_protocols_lab_and_from_run_in_the_home_folder_are_found_there(finished_run: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """``lab: ~/lab.yaml`` was "not found" and ``twin.from_run: ~/runs/…`` had "no twin/": both were looked for in a
