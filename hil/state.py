@@ -56,8 +56,9 @@ def _is_state_holder(value: Any, packages: frozenset[str]) -> bool:
 
 def _capture_value(value: Any, seen: set[int], packages: frozenset[str]) -> tuple[bool, Any]:
     if isinstance(value, np.generic):  # before float: numpy's float64 is one, and not plain data to torch.load
-        item = value.item()  # a datetime64's is a datetime, which is not either
-        return (True, item) if isinstance(item, bool | int | float | complex | str | bytes) else (False, None)
+        item = value.item()  # a datetime64's is a datetime, which is not either (or, in ns, an int, which is not it)
+        plain = isinstance(item, bool | int | float | complex | str | bytes) and value.dtype.kind not in "mM"
+        return (True, item) if plain else (False, None)
     if isinstance(value, enum.Enum):  # before int: an IntEnum is one; restored as the same member, by name (a flag,
         # which may combine members, by value)
         member = value.value if isinstance(value, enum.Flag) else value.name

@@ -232,6 +232,14 @@ def test_a_numpy_float_is_captured_as_a_plain_float_so_the_checkpoint_loads_as_w
     assert torch.load(tmp_path / "state.pt", weights_only=True)["level"] == 0.5
 
 
+def test_a_datetime64_or_timedelta64_in_nanoseconds_is_left_out_not_restored_as_an_integer() -> None:
+    """A datetime64 or timedelta64 of nanoseconds gives an int for its item (one of seconds a datetime, left out), so
+    it was captured and restored as that int: the world resumed with a count of nanoseconds where it had a time."""
+    holder = Holder()
+    holder.stamp, holder.span = np.datetime64("2026-12-06T18:00:00.000000000"), np.timedelta64(5, "ns")
+    assert {"stamp", "span"}.isdisjoint(capture(holder))
+
+
 def test_a_worlds_scratch_buffers_are_left_out_and_its_reads_repeat_exactly_without_them(tmp_path) -> None:
     """The crossbar's read keeps its temporaries in the world's `Scratch` (4 MB after a read of 4096 vectors), which a
     checkpoint took whole at every epoch; they are `transient`: left out, and a restored world reads the same."""
