@@ -161,10 +161,10 @@ class CrossbarSystem(PhysicalSystem):
         holder = crossbar.programmed_by  # None: unknown (a chip checkpointed before it was kept)
         if self._programmed is None or holder not in (None, self._token) or not torch.equal(theta, self._programmed):
             self._programmed = None  # unknown until the programming has completed
+            crossbar.programmed_by = self._token  # before it: one that fails part-way is no other system's either
             targets = target_conductances(theta.reshape(self.n_in, self.n_out), self.g_min_s, self.g_max_s,
                                           self.shape)
             crossbar.program(targets.clamp_(self.g_min_s, self.g_max_s))
-            crossbar.programmed_by = self._token
             self._programmed = theta.clone()
             self.programmings += 1
         currents = crossbar.read(_row_voltages(x, self._read_voltage, self.shape[0]))

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from hil.errors import ConfigError, LimitError
+from hil.errors import ConfigError, DeviceError, LimitError
 from hil.lab import Lab
 from hil.physics.crossbar import ir_drop_factor
 from hil.systems.crossbar import CrossbarSystem
@@ -681,6 +681,28 @@ def test_systems_sharing_one_chip_each_reprogram_it_after_the_other() -> None:
     torch.testing.assert_close(first.forward(x, mine), expected)
     assert first.programmings == 2 and second.programmings == 1
     assert torch.equal(first.forward(x, mine), expected) and first.programmings == 2  # still its own: no rewrite
+
+
+def test_a_programming_that_fails_part_way_makes_the_other_system_sharing_the_chip_reprogram_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A programming that stopped part-way (a failed write-verify, Ctrl-C) left the chip recording its last whole
+    programming's system, which then read the half-written weights, its unchanged θ taken for still programmed."""
+    _, crossbar = make(geometry={"rows": 4, "cols": 4})
+    first, second = CrossbarSystem({"crossbar": crossbar}, n_in=4), CrossbarSystem({"crossbar": crossbar}, n_in=2)
+    x, mine, theirs = torch.eye(4), torch.full((8,), 0.5), torch.full((4,), -0.5)
+    expected = first.forward(x, mine)
+    program = crossbar.program
+
+    def written_then_failed(conductances_s: torch.Tensor) -> None:
+        program(conductances_s)
+        raise DeviceError("crossbar: write-verify failed")
+
+    monkeypatch.setattr(crossbar, "program", written_then_failed)
+    with pytest.raises(DeviceError, match="write-verify failed"):
+        second.forward(x[:, :2], theirs)
+    monkeypatch.undo()
+    torch.testing.assert_close(first.forward(x, mine), expected)
+    assert first.programmings == 2
 
 
 def test_default_settings_use_the_whole_array_and_the_crossbar_limits() -> None:
