@@ -386,6 +386,19 @@ def test_hdf5_attributes_that_are_not_json_are_a_clear_error(tmp_path) -> None:
     store.close()
 
 
+def test_an_hdf5_attribute_nested_past_the_recursion_limit_is_a_clear_error(tmp_path) -> None:
+    """json.loads of an attribute nested a thousand brackets deep raised a RecursionError through load_arrays, so
+    hil report gave a traceback instead of naming the file, as a log line so nested no longer does."""
+    store = RunStore.create(tmp_path, "r")
+    with h5py.File(store.path / "other.h5", "w") as handle:
+        handle.create_dataset("x", data=[1.0, 2.0])
+        handle.attrs["note"] = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(RunFileError, match=rf"^{store.path / 'other.h5'}: HDF5 data unreadable \(.*\); the file is "
+                                           r"missing or damaged: restore it from a backup, or start a new run$"):
+        store.load_arrays("other.h5")
+    store.close()
+
+
 class NotPlainData:
     """Anything a checkpoint must not hold: loading it would run code from the file."""
 
