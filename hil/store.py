@@ -343,8 +343,9 @@ class RunStore:
         later = [line for event, line in entries if event["seq"] >= next_seq]
         if torn:
             later.append(_whole_line(torn))
-        size = self._set_aside(later) if later else None
-        with signals_held():  # a SIGTERM between the rewrite and the reopening would log into the replaced file
+        with signals_held():  # a SIGTERM before the rewrite would leave the events set aside in the log too (set
+            # aside again, twice, by the next rewind), and one before the reopening would log into the replaced file
+            size = self._set_aside(later) if later else None
             try:  # the log is left open as it was where its rewrite fails (a full disk), to log that failure
                 atomic_write(self.path / EVENTS, b"".join(kept))
             except BaseException:

@@ -849,6 +849,31 @@ def test_a_sigterm_as_the_rewound_log_replaces_the_old_one_is_logged_in_the_new(
     assert kinds == ["run_started", "batch", "batch", "run_interrupted"]
 
 
+def test_a_sigterm_as_a_rewind_sets_events_aside_keeps_each_aside_once(tmp_path, monkeypatch) -> None:
+    """A SIGTERM after the later events were set aside and before the log was rewritten left them in both: the run
+    logged run_interrupted after them, so the next rewind set them all aside again, each twice in the discarded log."""
+    from hil.errors import terminate_on_signals
+
+    path = five_events(tmp_path).path
+    store = RunStore.open(path)
+    set_aside = RunStore._set_aside
+
+    def set_aside_then_sigterm(self, lines) -> int:
+        size = set_aside(self, lines)
+        signal.raise_signal(signal.SIGTERM)
+        return size
+
+    monkeypatch.setattr(RunStore, "_set_aside", set_aside_then_sigterm)
+    with terminate_on_signals(), pytest.raises(Terminated):
+        store.rewind_events(4)
+    monkeypatch.undo()
+    store.event("run_interrupted")
+    store.rewind_events(4)
+    store.close()
+    discarded = [json.loads(line)["seq"] for line in (path / "events.discarded.jsonl").read_bytes().splitlines()]
+    assert discarded == [4, 5, 4] and [event["seq"] for event in RunStore.open(path).events()] == [1, 2, 3]
+
+
 #: Text with what JSON and a line-based log must escape: control characters, line and paragraph separators (U+2028),
 #: NEL, lone surrogates (a file name in another encoding).
 _TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from("\n\r\x00\x1f\u2028\u2029\x85\ud800\udce9"), max_size=4)
