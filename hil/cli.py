@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        # a path the file system gave in another encoding (a lone surrogate) is printed escaped, not a traceback
+        sys.stdout.reconfigure(errors="backslashreplace")
     with warnings.catch_warnings():
         python_shows = warnings.showwarning
 

@@ -1,6 +1,7 @@
 """The hil command: tables on success; one line on stderr and exit 2 on a user mistake, never a traceback."""
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -1058,3 +1059,15 @@ def test_check_refuses_an_output_root_in_a_folder_it_cannot_write_to_and_reads_a
     assert f"output.root: cannot create a run folder in {tmp_path / 'lab.yaml' / 'runs'} ('{tmp_path / 'lab.yaml'}' " \
            "is a file)" in \
         capsys.readouterr().err
+
+
+def test_a_path_in_another_encoding_is_printed_escaped_where_the_output_is_strict_utf8(tmp_path: Path) -> None:
+    """A file named in Latin-1 (b'caf\\xe9.yaml', a lone surrogate to Python) checked OK, then printing its name on an
+    output of strict UTF-8 (a UTF-8 locale) stopped hil with a UnicodeEncodeError traceback."""
+    lab = os.fsencode(tmp_path) + b"/caf\xe9.yaml"
+    with open(lab, "wb") as handle:
+        handle.write((REPO / "lab.yaml").read_bytes())
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "check", os.fsdecode(lab)], capture_output=True,
+                            cwd=REPO, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(os.fsencode(tmp_path) + b"/caf\\udce9.yaml: OK, a lab of ")
