@@ -232,8 +232,8 @@ def load_lab(protocol: Protocol, document: YamlDocument, lab_path: str | Path | 
         lab = Path(protocol.lab)
         found = "is a folder" if lab.is_dir() and protocol.lab.strip() else \
             "is not a regular file" if lab.exists() and protocol.lab.strip() else "not found"  # /dev/zero, a pipe
-        raise document.error(f"lab file {protocol.lab!r} {found} (relative to the working directory); name a lab file, "
-                             "e.g. lab.yaml", ("lab",))
+        relative = "" if lab.is_absolute() else " (relative to the working directory)"  # ~/lab.yaml is absolute now
+        raise document.error(f"lab file {protocol.lab!r} {found}{relative}; name a lab file, e.g. lab.yaml", ("lab",))
     return Lab.load(lab_path or protocol.lab)
 
 

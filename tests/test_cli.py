@@ -205,8 +205,10 @@ def test_the_ends_of_a_port_and_of_a_seed_are_taken() -> None:
     ("lab: lab.yaml", "lab: experiments", ":5: lab: lab file 'experiments' is a folder (relative to the working "
                                           "directory); name a lab file, e.g. lab.yaml"),
     ("lab: lab.yaml", "lab: ''", ":5: lab: lab file '' not found"),
-    ("lab: lab.yaml", "lab: /dev/zero", ":5: lab: lab file '/dev/zero' is not a regular file (relative to the "
-                                        "working directory); name a lab file, e.g. lab.yaml"),  # was "not found"
+    ("lab: lab.yaml", "lab: /dev/zero", ":5: lab: lab file '/dev/zero' is not a regular file; name a lab file, "
+                                        "e.g. lab.yaml"),  # was "not found"
+    ("lab: lab.yaml", "lab: ~/no-such-lab.yaml", f":5: lab: lab file '{Path.home()}/no-such-lab.yaml' not found; "
+                                                 "name a lab file, e.g. lab.yaml"),  # not "relative to" any folder
     ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: idx, path: no-such-folder}",
      ":8: dataset.path: dataset folder 'no-such-folder' not found (relative to the working directory)"),
     ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: digits, test_fraction: 0.2, pool: 2}",
