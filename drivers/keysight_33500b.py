@@ -89,7 +89,7 @@ def _num(value: float) -> str:
 def _within(amplitude: float, offset: float, peak: float) -> float:
     """``amplitude`` (Vpp) as sent, trimmed by a few parts in 10⁹ if rounding took its window past ±``peak``."""
     sent = float(_num(amplitude))
-    return sent if abs(offset) + sent / 2 <= peak else float(_num(2 * (peak - abs(offset)) * (1 - 1e-8)))
+    return sent if abs(offset) + sent / 2 <= peak else _bound(2 * (peak - abs(offset)))
 
 
 class Keysight33500B(ScpiDriver, AnalogOutput):

@@ -113,17 +113,17 @@ def _check_encoding(*, n_in: Any, n_params: Any, drive_amplitude_v: Any, gap_s: 
         raise ConfigError(f"sensed holds oscillator indices 0..{n_oscillators - 1}, got {sensed!r}", field="sensed")
 
 
-def _warn_of_ring_down(name: str, gap_s: float, gamma_min: float) -> None:
-    """Warn where ``gap_s`` leaves more than `MAX_RESIDUE` of a record's ring-down (e^(−γ_min·gap/2), γ_min the
-    nominal design's slowest damping, 1/s) in the next record of the batch: the records then disturb each other, and
-    the physics model, which starts each from rest, does not match the device."""
-    residue = math.exp(-gamma_min * gap_s / 2)
+def _warn_of_ring_down(name: str, gap_s: float, decay_rate: float) -> None:
+    """Warn where ``gap_s`` leaves more than `MAX_RESIDUE` of a record's ring-down (e^(−rate·gap), ``decay_rate``
+    the nominal design's slowest, 1/s) in the next record of the batch: the records then disturb each other, and the
+    physics model, which starts each from rest, does not match the device."""
+    residue = math.exp(-decay_rate * gap_s)
     if residue > MAX_RESIDUE:
-        needed = 2 * math.log(1 / MAX_RESIDUE) / gamma_min
+        needed = math.log(1 / MAX_RESIDUE) / decay_rate
         warnings.warn(f"system {name!r}: gap_s {gap_s:g} s leaves {residue:.0%} of a record's ring-down in the next "
-                      f"(nominal damping {gamma_min:.3g}/s): the records of a batch disturb each other and the physics "
-                      f"model, which starts each at rest, will not match the device; give gap_s {needed:.3g} s or more",
-                      UserWarning, stacklevel=3)
+                      f"(nominal decay rate {decay_rate:.3g}/s): the records of a batch disturb each other and the "
+                      f"physics model, which starts each at rest, will not match the device; give gap_s {needed:.3g} s "
+                      "or more", UserWarning, stacklevel=3)
 
 
 class OscillatorPhysics(PhysicsModel):
@@ -240,7 +240,7 @@ class OscillatorSystem(PhysicalSystem):
                                                       drive_gain_m_s2_per_v, sensor_gain, len(sensed), sense)
         except ValueError as error:
             raise ConfigError(str(error), field="freq_hz") from None
-        _warn_of_ring_down(self.name, gap_s, float(self.nominal["gamma"].min()))
+        _warn_of_ring_down(self.name, gap_s, physics.slowest_decay_rate(self.nominal["gamma"]))
         self.sample_rate_hz, self.channel, self.n_windows = float(sample_rate_hz), channel, n_windows
         self.carrier_hz, self.drive_amplitude_v, self.output_scale_v = carrier_hz, drive_amplitude_v, output_scale_v
         self.sensed, self.sense = list(sensed), sense

@@ -754,7 +754,7 @@ def test_a_gap_too_short_for_the_ring_down_is_warned_of() -> None:
     """``gap_s: 0`` was taken silently: each record then starts where the last one rang, so outputs depend on the
     batch, and the physics model (from rest) does not match the device."""
     with pytest.warns(UserWarning, match=r"^system 'oscillator': gap_s 0 s leaves 100% of a record's ring-down in "
-                                         r"the next \(nominal damping 188/s\): .* give gap_s 0\.0489 s or more$"):
+                                         r"the next \(nominal decay rate 94\.2/s\): .* give gap_s 0\.0489 s or more$"):
         bench("ideal", gap_s=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
