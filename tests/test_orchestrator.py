@@ -2103,6 +2103,18 @@ def test_the_resume_command_a_first_ctrl_c_gives_for_a_folder_with_a_space_is_qu
     assert str(raised.value).endswith(f"resume with: hil run --resume '{run}'")
 
 
+def traffic_logged_probe(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """`write_probe_protocol` with the SMU's traffic logged to the relative ``logs/bench.log``; and two empty
+    folders to start and resume it from."""
+    protocol = write_probe_protocol(tmp_path)
+    lab = tmp_path / "lab.yaml"
+    smu = "  smu:\n    driver: keithley_2450\n    emulate:\n      load_ohm: 1000\n"
+    lab.write_text(lab.read_text().replace(smu, smu + "    traffic_log: logs/bench.log\n"))
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir(), elsewhere.mkdir()
+    return protocol, started, elsewhere
+
+
 def test_a_run_resumed_from_another_folder_keeps_its_traffic_log_where_it_started(tmp_path: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A lab's relative traffic_log lies in the working directory; a run resumed from another folder logged the
@@ -2110,12 +2122,7 @@ def test_a_run_resumed_from_another_folder_keeps_its_traffic_log_where_it_starte
     and its resume resolves the lab's relative paths from there."""
     from hil.orchestrator import Run
 
-    protocol = write_probe_protocol(tmp_path)
-    lab = tmp_path / "lab.yaml"
-    smu = "  smu:\n    driver: keithley_2450\n    emulate:\n      load_ohm: 1000\n"
-    lab.write_text(lab.read_text().replace(smu, smu + "    traffic_log: logs/bench.log\n"))
-    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
-    started.mkdir(), elsewhere.mkdir()
+    protocol, started, elsewhere = traffic_logged_probe(tmp_path)
     fit = Run.fit_twin
 
     def failed(self: Run) -> None:
@@ -2142,12 +2149,7 @@ def test_a_run_resumed_before_a_checkpoint_keeps_the_folder_it_started_in(tmp_pa
     later resume logged the bench's exchanges in a second traffic log."""
     from hil.orchestrator import Run
 
-    protocol = write_probe_protocol(tmp_path)
-    lab = tmp_path / "lab.yaml"
-    smu = "  smu:\n    driver: keithley_2450\n    emulate:\n      load_ohm: 1000\n"
-    lab.write_text(lab.read_text().replace(smu, smu + "    traffic_log: logs/bench.log\n"))
-    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
-    started.mkdir(), elsewhere.mkdir()
+    protocol, started, elsewhere = traffic_logged_probe(tmp_path)
     checkpoint = Run.checkpoint
 
     def failed(self: Run) -> None:
