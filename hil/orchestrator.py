@@ -488,11 +488,11 @@ class Run:
             yield lambda done, info: progress.update(task, completed=done, info=info)
 
 
-def _checkpoint_to_resume(store: RunStore) -> dict[str, Any] | None:
-    """The checkpoint a resumed run continues from; None for a run stopped before its first checkpoint (it has
-    measured nothing and starts over). Refused (`RunFileError`, nothing changed): a run that got further without a
-    checkpoint, or that lacks a file it starts from, a log that lacks events before the checkpoint, and a file whose
-    digest it records that has changed since."""
+def _checkpoint_to_resume(store: RunStore) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The checkpoint a resumed run continues from, and the log's events it was checked against; None for a run
+    stopped before its first checkpoint (it has measured nothing and starts over). Refused (`RunFileError`, nothing
+    changed): a run that got further without a checkpoint, or that lacks a file it starts from, a log that lacks
+    events before the checkpoint, and a file whose digest it records that has changed since."""
     saved = store.load_checkpoint()
     events = store.events()
     if saved is None:  # such a run may have ended (stopped at once, failed) before its first checkpoint
@@ -504,7 +504,7 @@ def _checkpoint_to_resume(store: RunStore) -> dict[str, Any] | None:
             why = "the run was stopped as its folder was made" if not events else "removed since the run started"
             raise RunFileError(f"{store.path / missing[0]}: missing ({why}); nothing ran that a resume could "
                                "continue: start a new run from the protocol")
-        return None
+        return None, events
     taken_at = int(saved["next_seq"])
     if sum(event["seq"] < taken_at for event in events) != taken_at - 1:
         raise RunFileError(f"{store.path / EVENTS}: events before the checkpoint (1 to {taken_at - 1}) are missing; "
@@ -521,13 +521,13 @@ def _checkpoint_to_resume(store: RunStore) -> dict[str, Any] | None:
             "missing: the run wrote it"
         raise RunFileError(f"{store.path / changed[0]}: {what}; nothing was changed: restore it from a backup, or "
                            "start a new run")
-    return saved
+    return saved, events
 
 
-def _started_in(store: RunStore) -> str | None:
-    """The working directory a run started in, where its lab's relative paths lie (None for a run of an earlier hil,
-    or one stopped before it started)."""
-    started = next((event for event in store.events() if event["kind"] == "run_started"), {})
+def _started_in(events: list[dict[str, Any]]) -> str | None:
+    """The working directory a run started in (its log's ``events``), where its lab's relative paths lie (None for a
+    run of an earlier hil, or one stopped before it started)."""
+    started = next((event for event in events if event["kind"] == "run_started"), {})
     folder = started.get("working_directory")
     return folder if isinstance(folder, str) else None
 
@@ -677,13 +677,13 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
     if resume is not None:
         store = RunStore.open(resume)
         try:
-            saved = _checkpoint_to_resume(store)
+            saved, events = _checkpoint_to_resume(store)
             if store.finished_before is not None:  # checked; nothing left to do or change
                 store.close()
                 return store
             protocol, document = load_protocol(store.path / "protocol.yaml")
             data = check_resumed_data(protocol, document)  # read, and its IDX files checked, once
-            started_in = _started_in(store)
+            started_in = _started_in(events)
             lab = Lab.load(store.path / "lab.yaml", started_in)
         except BaseException:
             store.close()
