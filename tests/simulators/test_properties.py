@@ -52,6 +52,15 @@ def batches(max_batch: int) -> st.SearchStrategy[int]:
     return st.sampled_from([1, max_batch, max_batch + 1, 2 * max_batch + 1])
 
 
+def forward_drawn(system, data, max_batch: int, edge: str,
+                  seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Drawn x (a drawn number of rows about ``max_batch``) and θ filling their bounds as ``edge`` says, and the
+    system's output for them."""
+    x = values((data.draw(batches(max_batch)), system.n_in), system.x_bounds, edge, seed)
+    theta = values((system.n_params,), system.theta_bounds, edge, seed + 1)
+    return x, theta, system.forward(x, theta)
+
+
 # -- a noiseless world is its physics ---------------------------------------------------------------------------
 CROSSBAR_CONSTRUCTION = {"conductance_scale_spread": 0.1, "stuck_on_fraction": 0.05, "stuck_off_fraction": 0.05,
                          "levels": 64, "wire_resistance_ohm": 0.35, "column_gain_spread": 0.01, "column_offset_v": 1e-3}
@@ -72,9 +81,7 @@ def test_a_noiseless_crossbar_is_its_physics_model_for_any_layout(rows: int, col
               "read_voltage_v": data.draw(st.sampled_from([0.2, 0.05, 2.1e-4])),
               "g_min_s": data.draw(st.sampled_from([0.0, 1e-6, 24e-6]))}
     system = CrossbarSystem({"crossbar": SimulatedCrossbar(world, name="crossbar").connect()}, **chosen)
-    x = values((data.draw(batches(max_batch)), system.n_in), system.x_bounds, edge, seed)
-    theta = values((system.n_params,), system.theta_bounds, edge, seed + 1)
-    y = system.forward(x, theta)
+    x, theta, y = forward_drawn(system, data, max_batch, edge, seed)
     with torch.no_grad():
         modelled = (system.oracle_model() if construction else system.physics_model())(x, theta)
     tolerance = {"rtol": 1e-4, "atol": 1e-4 * max(1.0, float(y.abs().max()))}  # g_min near g_max: cancellation
@@ -120,9 +127,7 @@ def test_a_noiseless_optical_table_is_its_physics_model_for_any_layout(slm, came
                                fft_size=fft_size, waist_px=waist_px, max_batch=max_batch, reference_repeats=1)
     except ConfigError:
         return
-    x = values((data.draw(batches(max_batch)), system.n_in), system.x_bounds, edge, 1)
-    theta = values((system.n_params,), system.theta_bounds, edge, 2)
-    y = system.forward(x, theta)
+    x, theta, y = forward_drawn(system, data, max_batch, edge, 1)
     with torch.no_grad():
         modelled = (system.oracle_model() if construction else system.physics_model())(x, theta)
     torch.testing.assert_close(y, modelled, rtol=1e-3, atol=1e-4 * max(1.0, float(y.abs().max())))
@@ -153,9 +158,7 @@ def test_a_noiseless_fiber_is_its_measured_model_and_its_oracle_for_any_layout(s
                              waist_px=model_waist_px, max_batch=max_batch, reference_repeats=1)
     except ConfigError:
         return
-    x = values((data.draw(batches(max_batch)), system.n_in), system.x_bounds, edge, 1)
-    theta = values((system.n_params,), system.theta_bounds, edge, 2)
-    y = system.forward(x, theta)
+    x, theta, y = forward_drawn(system, data, max_batch, edge, 1)
     with torch.no_grad():
         measured, oracle = system.physics_model()(x, theta), system.oracle_model()(x, theta)
     tolerance = {"rtol": 1e-3, "atol": 1e-4 * max(1.0, float(y.abs().max()))}
