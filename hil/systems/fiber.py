@@ -120,8 +120,8 @@ class FiberSystem(SLMCameraSystem):
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         if self.transmission is None:
             self.calibrate()
-        exposure = self.camera.exposure_s
-        frames = self.capture(self.patterns(x, theta))
+        exposure = self.working_exposure()
+        frames = self.capture(self.patterns(x, theta), exposure)
         return (frames @ self.regions).mul_(self._scale(exposure))
 
     def _macro_patterns(self, phases: torch.Tensor) -> torch.Tensor:
@@ -191,7 +191,7 @@ class FiberSystem(SLMCameraSystem):
                           region_weights=self.region_weights, transmission=self.transmission, offset=self.offset)
 
     def hidden_calibration(self, world: Any) -> dict[str, Any]:
-        """The world's hidden values in the model's terms, at the present exposure (needs `calibrate`). The model's
+        """The world's hidden values in the model's terms, at the working exposure (needs `calibrate`). The model's
         beam (``waist_px``) need not be the world's: the light reaches the camera as T·diag(a), so the world's
         macro-pixel amplitudes over the model's are folded into the transmission matrix."""
         if self.reference_rate_dn_s is None:
@@ -200,7 +200,7 @@ class FiberSystem(SLMCameraSystem):
         if hidden["macro_px"] != self.block:
             raise DeviceError(f"system {self.name!r}: block {self.block} differs from the fiber's macro-pixels "
                               f"({hidden['macro_px']} px); the model cannot represent it")
-        exposure = self.camera.exposure_s
+        exposure = self.working_exposure()
         scale = self._scale(exposure)
         pixels = self.region_pixels
         gain = hidden["pixel_gain"].reshape(-1)[pixels]

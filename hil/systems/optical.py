@@ -235,6 +235,9 @@ class SLMCameraSystem(PhysicalSystem):
                               f"got {reference_repeats!r}", field="reference_repeats")
         self.reference_repeats = reference_repeats
         self.reference_rate_dn_s: float | None = None
+        #: The exposure (s) `calibrate` set: every device call captures at it, whatever the camera was set to since
+        #: (another system sharing the camera, a bench camera connected anew by a resumed run).
+        self.working_exposure_s: float | None = None
         #: Sequences shown and captured again because the camera dropped frames.
         self.recaptures = 0
 
@@ -372,7 +375,7 @@ class SLMCameraSystem(PhysicalSystem):
         found from ``first_exposure_s``, then set the working exposure on seeded probe patterns, searched from
         ``probe_factor`` × that exposure. Everything here reads the full frame (R is the whole camera's rate).
         Returns (reference exposure s, working exposure s, dark level per camera pixel in DN)."""
-        self.reference_rate_dn_s = None  # until this working point is found: a failure leaves none to run on
+        self.reference_rate_dn_s = self.working_exposure_s = None  # until found: a failure leaves none to run on
         blank = torch.zeros(1, *self.slm.shape)
         reference_s = self.find_exposure(blank, start_s=max(self.camera.limits["exposure_s"].min, first_exposure_s),
                                          full_frame=True)
@@ -388,8 +391,15 @@ class SLMCameraSystem(PhysicalSystem):
         probes = torch.cat([self.patterns(x[i:i + 1], theta[i]) for i in range(len(x))])
         exposure = self.find_exposure(probes, start_s=reference_s * probe_factor, full_frame=True)
         self.camera.set_exposure(exposure)
-        self.reference_rate_dn_s = float(rate.sum())
+        self.reference_rate_dn_s, self.working_exposure_s = float(rate.sum()), exposure
         return reference_s, exposure, intercept
+
+    def working_exposure(self) -> float:
+        """The working exposure (s) a device call captures at: ``working_exposure_s``, or the camera's present one
+        for a system restored from a checkpoint of an earlier hil, which kept none (it ran at the camera's)."""
+        if self.working_exposure_s is None:
+            self.working_exposure_s = self.camera.exposure_s
+        return self.working_exposure_s  # type: ignore[return-value]
 
 
 class OpticalSystem(SLMCameraSystem):
@@ -453,8 +463,8 @@ class OpticalSystem(SLMCameraSystem):
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         if self.reference_rate_dn_s is None:
             self.calibrate()
-        exposure = self.camera.exposure_s
-        frames = self.capture(self.patterns(x, theta))
+        exposure = self.working_exposure()
+        frames = self.capture(self.patterns(x, theta), exposure)
         return (frames @ self.regions).mul_(self.output_scale / (exposure * self.reference_rate_dn_s))
 
     def _calibrate(self) -> dict[str, Any]:
@@ -468,9 +478,9 @@ class OpticalSystem(SLMCameraSystem):
         """Nominal physics: ideal LUT, no crosstalk, no zero order, aligned camera, uniform gain, scale 1, and the
         dark offsets measured by `calibrate` (zero before it)."""
         offset = torch.zeros(self.n_out)
-        if self.dark_dn is not None and self.reference_rate_dn_s is not None and self.camera.exposure_s:
+        if self.dark_dn is not None and self.reference_rate_dn_s is not None:
             offset = self.output_scale * (self._in_window(self.dark_dn) @ self.regions) \
-                / (self.camera.exposure_s * self.reference_rate_dn_s)
+                / (self.working_exposure() * self.reference_rate_dn_s)
         transfer = None
         if self.planes > 1:
             width = self.slm.shape[1] // self.planes
@@ -486,11 +496,11 @@ class OpticalSystem(SLMCameraSystem):
         return window_pixels(values.reshape(-1), self.camera_shape, self.window)  # type: ignore[arg-type]
 
     def hidden_calibration(self, world: Any) -> dict[str, Any]:
-        """The world's hidden values in the model's terms, at the present exposure (needs `calibrate`)."""
+        """The world's hidden values in the model's terms, at the working exposure (needs `calibrate`)."""
         if self.reference_rate_dn_s is None:
             raise DeviceError(f"system {self.name!r}: calibrate() before asking for the oracle")
         hidden = world.hidden_parameters()
-        exposure = self.camera.exposure_s
+        exposure = self.working_exposure()
         model = self.physics_model()
         with torch.no_grad():
             model.load_hidden({"shift_px": hidden["shift_px"], "pixel_gain": hidden["pixel_gain"]})

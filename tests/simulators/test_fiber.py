@@ -165,6 +165,21 @@ def test_ideal_world_equals_the_measured_physics_model() -> None:
     assert 0.2 < float(y.mean()) < 5  # order-1 outputs
 
 
+def test_the_system_captures_at_its_working_exposure_whatever_the_camera_was_set_to_since() -> None:
+    """Another system sharing the camera, or a bench camera connected anew, leaves it at another exposure; the
+    system's outputs stay what they were. A system restored from a checkpoint that kept no working exposure runs
+    at the camera's."""
+    _, slm, camera = bench("ideal", seed=6, construction=CONSTRUCTION)
+    system = FiberSystem({"slm": slm, "camera": camera})
+    system.calibrate()
+    x, theta = inputs(8)
+    expected, working = system.forward(x, theta), system.working_exposure_s
+    camera.set_exposure(working / 3)
+    assert torch.equal(system.forward(x, theta), expected) and camera.exposure_s == working
+    system.working_exposure_s = None
+    assert torch.equal(system.forward(x, theta), expected) and system.working_exposure_s == working
+
+
 @pytest.mark.parametrize("waist_px", [None, 12.0, 40.0])
 def test_the_oracle_holds_when_the_model_assumes_another_beam_than_the_world(waist_px: float | None) -> None:
     """The world's beam has a 25 px waist; a model assuming another (or a flat beam) is exact all the same once the

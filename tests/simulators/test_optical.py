@@ -1195,6 +1195,23 @@ def test_the_nominal_model_takes_its_offsets_from_the_dark_level_calibrate_measu
     torch.testing.assert_close(system.physics_model().offset.detach(), expected, rtol=0.05, atol=0)
 
 
+def test_systems_sharing_a_camera_each_capture_at_the_working_exposure_it_calibrated() -> None:
+    """Two systems on one SLM and camera (two layers of one bench) find different working exposures; each captures
+    at its own, and its outputs and nominal offsets stay what they were: the first read at the exposure the other
+    calibrated last (0.06 off, on outputs of order 1, with a black level)."""
+    _, slm, camera = bench("ideal", seed=12, construction=CONSTRUCTION)
+    first = OpticalSystem({"slm": slm, "camera": camera})
+    second = OpticalSystem({"slm": slm, "camera": camera}, n_in=4, n_params=12, block=16)
+    x, theta = inputs(16)
+    first.calibrate()
+    expected, offset = first.forward(x, theta), first.physics_model().offset.detach()
+    second.calibrate()
+    assert camera.exposure_s == second.working_exposure_s < 0.5 * first.working_exposure_s
+    assert torch.equal(first.forward(x, theta), expected) and camera.exposure_s == first.working_exposure_s
+    second.forward(*inputs(2, n_in=4, n_params=12))
+    assert torch.equal(first.physics_model().offset.detach(), offset)
+
+
 def test_angular_spectrum_is_the_documented_transfer_function_of_a_positive_distance() -> None:
     """H = exp(i·2π·d·(√(1/λ² − f²) − 1/λ)): a positive distance delays every tilted component behind the axial
     one (paraxially −π·λ·d·f²), and components beyond 1/λ are dropped."""
