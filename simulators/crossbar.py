@@ -95,7 +95,8 @@ class ConstructionConfig(Strict):
                                        "ir_drop_g_ratio default, 1/(0.35 Ω · 5 µS), here with this chip's 25 µS "
                                        "g_max: r·g_max = 8.75e-6, 5× aihwkit's ratio (up to 3.6 % drop on a 64 × 64 "
                                        "tile at g_max; the first-order model is within 3 % of that drop); refused "
-                                       "where that drop would reach 100 % (at 0.35 Ω: square tiles from 338 × 338)")
+                                       "where that drop would reach 100 % (at 0.35 Ω: square tiles from 338 × 338), "
+                                       "and so is a programming whose drawn devices would reach it")
     column_gain_spread: float = Field(0.01, ge=0, le=0.5, description="column-to-column spread (std, relative) "
                                       "of the read-out gain: feedback resistor and ADC reference mismatch (1); "
                                       "source: assumption, ~1 % on-chip resistor mismatch")
@@ -324,6 +325,7 @@ class MemristorCrossbar(World):
             unit_s = 1e-6 * noise.noise_scale * g_max / noise.reference_g_max_s
             sigma = (c0 + relative * (c1 + relative * c2)) * unit_s
             programmed = (target + sigma * torch.randn(target.shape, generator=self.rng)).clamp_(min=0)
+        self._check_ir_drop(programmed)
         drift = config.slow.drift_scale
         nu = drift_exponents(target, g_max, drift, self.rng) if drift > 0 else torch.zeros(self.shape)
         timing = config.timing
@@ -331,6 +333,24 @@ class MemristorCrossbar(World):
         self.programmed_s, self.drift_nu, self.programmed_at_s = programmed, nu, self.clock.now()
         self._drift_nu_max = float(nu.max()) if nu.numel() else 0.0
         self._generation += 1
+
+    def _check_ir_drop(self, programmed_s: torch.Tensor) -> None:
+        """Refuse conductances (S) whose first-order IR drop reaches 100 % of a device's read: the model would
+        reverse its current. The configuration's check assumes nominal devices at g_max; the drawn spread can reach
+        the limit on a smaller array. Drift only lowers conductances, so the drop is largest at programming."""
+        wire = self.config.construction.wire_resistance_ohm
+        if wire == 0:
+            return
+        conductance = device_conductance(programmed_s, self.conductance_scale, self.stuck_conductance_s)
+        factor = ir_drop_factor(conductance, wire)
+        worst = int(factor.argmin())
+        if float(factor.reshape(-1)[worst]) <= 0:
+            row, col = divmod(worst, self.shape[1])
+            raise DeviceError(f"simulated {self.kind}: these conductances drop the read of device ({row}, {col}) by "
+                              f"{100 * (1 - float(factor.reshape(-1)[worst])):.0f} % to first order ({wire:g} Ω per "
+                              f"cell on {self.shape[0]} × {self.shape[1]} devices, with this chip's spread); the "
+                              "IR-drop model holds under 100 %: program lower conductances, or lower "
+                              "wire_resistance_ohm or g_max_s, or use a smaller array")
 
     # -- reading ------------------------------------------------------------------------------------------------
     def conductances(self, time_s: float | None = None) -> torch.Tensor:
