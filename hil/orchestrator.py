@@ -30,6 +30,7 @@ import torch
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Column
 from torch import nn
 
 from hil import state as state_io
@@ -132,9 +133,14 @@ class _Display:
 
 
 def _progress() -> Progress:
+    """The run's progress bars: step, bar, count, time left, the step's figures. The bar is what narrows first, so
+    that an 80-column terminal shows the rest whole (rich narrowed every column alike: the time left read `0:00:…`)."""
     console = Console(file=_Display())  # type: ignore[arg-type]  # a file in all that rich uses of one
-    return Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"), console=console, transient=False)
+    step, count, time_left = (TextColumn("{task.description:<20}", table_column=Column(no_wrap=True)),
+                              MofNCompleteColumn(table_column=Column(no_wrap=True)),
+                              TimeRemainingColumn(table_column=Column(no_wrap=True)))
+    figures = TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis"))
+    return Progress(step, BarColumn(), count, time_left, figures, console=console, transient=False)
 
 
 class Run:

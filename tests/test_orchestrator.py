@@ -2,6 +2,7 @@
 
 import contextlib
 import errno
+import io
 import json
 import math
 import os
@@ -22,11 +23,12 @@ from typing import Any, ClassVar
 import pytest
 import torch
 import yaml
+from rich.console import Console
 
 from drivers.keithley2450 import Keithley2450
 from hil.errors import ConfigError, HilError
 from hil.instruments import SourceMeter
-from hil.orchestrator import STEPS, run_protocol
+from hil.orchestrator import STEPS, _progress, run_protocol
 from hil.protocol import check_protocol
 from hil.store import RunFileError, RunStore, held, list_runs, resume_command
 from hil.systems.base import PhysicalSystem, PhysicsModel
@@ -1077,6 +1079,21 @@ def test_progress_bars_whose_output_fails_do_not_stop_the_run(tmp_path: Path, mo
         with contextlib.suppress(last_flush_fails_with):
             stream.close()
     assert store.events()[-1]["kind"] == "run_finished"
+
+
+@pytest.mark.parametrize(("description", "total", "info"), [
+    ("collecting twin data", 2048, ""), ("fitting the twin", 40, "stopped at 24, best 0.0134 at 16"),
+    ("training", 10, "this epoch's test acc 0.939 (device)"),
+    ("training", 1000, "this epoch's test acc 0.939 (device)")])
+def test_a_progress_bar_shows_its_count_time_left_and_figures_whole_at_80_columns(description: str, total: int,
+                                                                                   info: str) -> None:
+    """Rich narrowed every column alike: the training bar's time left read `0:00:…` in an 80-column terminal."""
+    progress = _progress()
+    progress.add_task(description, total=total, completed=4, info=info)
+    console = Console(file=io.StringIO(), width=80)
+    console.print(progress.make_tasks_table(progress.tasks))
+    line = console.file.getvalue().rstrip()
+    assert line.startswith(description) and line.endswith(f"4/{total} -:--:-- {info}".rstrip())
 
 
 def test_an_output_root_in_the_home_folder_is_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
