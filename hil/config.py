@@ -404,7 +404,9 @@ def explain(error: Any, model: type[BaseModel]) -> str:
     value = error.get("input")
     if error["type"] in ("int_type", "float_type") and isinstance(value, bool):
         message = "expected a number"
-    elif error["type"] in ("int_type", "float_type") and isinstance(value, str):
+    elif error["type"] == "int_type" and isinstance(value, str):
+        message += "; write a whole number such as 3, unquoted"
+    elif error["type"] == "float_type" and isinstance(value, str):
         message += "; write a plain number such as 3 or 0.5, unquoted"
     elif error["type"] == "int_type" and isinstance(value, float):
         message += "; write a whole number, without a point or an exponent"

@@ -307,8 +307,8 @@ def test_a_learning_rates_bounds_are_said_and_its_ends_are_taken(written: str, e
 
 
 @pytest.mark.parametrize(("written", "expected"), [
-    ("seed: '3'", r"^x\.yaml:3: seed: Input should be a valid integer; write a plain number such as 3 or 0\.5, "
-                  r"unquoted \(got '3'\)$"),
+    ("seed: '3'", r"^x\.yaml:3: seed: Input should be a valid integer; write a whole number such as 3, unquoted "
+                  r"\(got '3'\)$"),  # not "such as 3 or 0.5": 0.5 is then refused
     ("batch_size: 64.0", r"^x\.yaml:13: training\.batch_size: Input should be a valid integer; write a whole number, "
                          r"without a point or an exponent \(got 64\.0\)$"),
     ("thetas: 1e3", r"^x\.yaml:9: twin\.collect\.thetas: Input should be a valid integer; write a whole number"),
@@ -316,7 +316,10 @@ def test_a_learning_rates_bounds_are_said_and_its_ends_are_taken(written: str, e
                   r"0\.5, unquoted \(got '0\.1'\)$"),
     ("lr: +.5", r"^x\.yaml:14: training\.lr: Input should be a valid number; write a plain number such as 3 or 0\.5, "
                 r"unquoted \(got '\+\.5'\)$"),  # YAML 1.1 reads +.5 as text
-    ("out_features: '10'", r"^x\.yaml:7: model\.layers\.0\.linear\.out_features: Input should be a valid integer"),
+    ("out_features: '10'", r"^x\.yaml:7: model\.layers\.0\.linear\.out_features: Input should be a valid integer; "
+                           r"write a whole number such as 3, unquoted \(got '10'\)$"),
+    ("epochs: two", r"^x\.yaml:12: training\.epochs: Input should be a valid integer; write a whole number such as 3, "
+                    r"unquoted \(got 'two'\)$"),
 ])
 def test_a_protocols_numbers_are_read_as_written(written: str, expected: str) -> None:
     """Pydantic's lax mode took 64.0 and '3' for an integer and '0.1' for a number: a protocol's numbers are now as
