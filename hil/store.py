@@ -247,6 +247,11 @@ class RunStore:
         if not path.exists():
             raise ConfigError(f"{path}: no such folder; hil runs lists the runs (--root FOLDER)")
         if not (path / EVENTS).exists():
+            if path.is_dir() and all(entry.name == LOCK for entry in path.iterdir()):  # what a kill between making
+                # a run's folder and opening its log leaves: the folder alone, or with its lock
+                raise ConfigError(f"{path} is not a run folder (no {EVENTS}): it is empty, as a run stopped as its "
+                                  "folder was made leaves it; nothing ran that a resume could continue: start a new "
+                                  "run from the protocol")
             raise ConfigError(f"{path} is not a run folder (no {EVENTS})")
         return cls(path)
 

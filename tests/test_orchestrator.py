@@ -657,6 +657,21 @@ def test_a_run_killed_as_its_folder_was_made_is_told_to_start_anew_on_resume(
         run_protocol(resume=store.path, show_progress=False)
 
 
+@pytest.mark.parametrize("lock", [False, True])
+def test_a_run_killed_before_its_folder_held_a_log_is_told_to_start_anew_on_resume(tmp_path: Path, lock: bool) -> None:
+    """A kill between making the folder and opening its log (RunStore.create) left an empty folder (or one with its
+    lock alone), whose resume said only 'not a run folder (no events.jsonl)', with nothing on what to do."""
+    folder = tmp_path / "runs" / "20260101-000000-p"
+    folder.mkdir(parents=True)
+    if lock:
+        (folder / ".lock").write_text("12345\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(folder))} is not a run folder \(no events.jsonl\): it is "
+                                          r"empty, as a run stopped as its folder was made leaves it; nothing ran that "
+                                          r"a resume could continue: start a new run from the protocol$"):
+        run_protocol(resume=folder, show_progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ([".lock"] if lock else [])
+
+
 def test_a_model_that_hil_check_refuses_is_refused_by_run_before_a_run_folder_is_made(tmp_path: Path) -> None:
     """A model of 9 outputs for the 10 digit classes was refused only once the run had made its folder and connected
     the instruments (a folder with a run_failed event), though nothing about it needs the device."""
