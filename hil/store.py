@@ -35,6 +35,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -233,8 +234,12 @@ class RunStore:
                     path.mkdir()
                 except FileExistsError:
                     continue
-                _sync_folder(parent)
-                return cls(path)
+                try:
+                    _sync_folder(parent)
+                    return cls(path)
+                except BaseException:  # a stop (SIGTERM) or an error before the folder held its log: a folder that
+                    shutil.rmtree(path, ignore_errors=True)  # could never be resumed is not left behind
+                    raise
         except OSError as error:
             raise ConfigError(f"cannot create a run folder in {parent} ({error.strerror or error}); set "
                               "output.root to a folder you can write to", field="output.root") from None

@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import pytest
 import torch
@@ -670,6 +670,21 @@ def test_a_run_killed_before_its_folder_held_a_log_is_told_to_start_anew_on_resu
                                           r"a resume could continue: start a new run from the protocol$"):
         run_protocol(resume=folder, show_progress=False)
     assert sorted(p.name for p in folder.iterdir()) == ([".lock"] if lock else [])
+
+
+def test_a_run_stopped_at_once_as_its_folder_is_made_leaves_no_folder(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM between making the run folder and opening its log (RunStore.create) left an empty folder that no
+    resume could continue, where one a moment later, as the starting files are written, is removed."""
+    import hil.store
+
+    def stopped(path: Path) -> NoReturn:
+        raise KeyboardInterrupt("SIGTERM")
+
+    monkeypatch.setattr(hil.store, "_scan_events", stopped)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        run_protocol(write_protocol(tmp_path), show_progress=False)
+    assert list((tmp_path / "runs").iterdir()) == []
 
 
 def test_a_model_that_hil_check_refuses_is_refused_by_run_before_a_run_folder_is_made(tmp_path: Path) -> None:
