@@ -538,6 +538,14 @@ def _started_in(events: list[dict[str, Any]]) -> str | None:
     return folder if isinstance(folder, str) else None
 
 
+def _finished(store: RunStore) -> bool:
+    """Whether the run's log ends with ``run_finished`` (a stop that came as it was logged finds the run whole)."""
+    with contextlib.suppress(RunFileError):
+        events = store.events()
+        return bool(events) and events[-1]["kind"] == "run_finished"
+    return False
+
+
 def _describe(error: BaseException) -> str:
     """An error as a run_failed event records it: a HilError's message, otherwise its type and message."""
     if isinstance(error, HilError) and str(error):
@@ -745,10 +753,14 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 raise
             except KeyboardInterrupt as stop:  # instruments are made safe as this leaves the lab's block
                 why = str(stop) or "a second Ctrl-C"
+                status = 128 + getattr(stop, "signum", signal.SIGINT)
+                if _finished(store):  # it came as run_finished was logged: the run is whole, not to be resumed
+                    raise Interrupted(f"stopped by {why} as the run finished; nothing to resume; its report: "
+                                      f"{store.path / 'report' / 'summary.md'}", status) from None
                 refused = _record(store, "run_interrupted", at_once=why)
                 raise Interrupted(f"stopped at once by {why}; instruments were put in their safe state; resume from "
                                   f"the last checkpoint with: {resume_command(store.path)}{_unlogged(refused)}",
-                                  128 + getattr(stop, "signum", signal.SIGINT)) from None
+                                  status) from None
             except BaseException as error:  # whatever ends the run is recorded, then reported as before
                 unlogged = _log_failure(store, _describe(error))
                 if _out_of_memory(error):

@@ -1369,6 +1369,33 @@ def sigterm_after(method_name: str, monkeypatch: pytest.MonkeyPatch, **run_optio
     return info
 
 
+def test_a_run_stopped_at_once_as_it_logs_run_finished_stays_finished(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM that came as the run logged run_finished logged run_interrupted after it: a finished run listed as
+    interrupted, told to resume from its last checkpoint (which moved run_finished out of the log to log it again)."""
+    from hil.errors import terminate_on_signals
+    from hil.orchestrator import Interrupted
+
+    event = RunStore.event
+
+    def then_sigterm(self: RunStore, kind: str, **fields) -> dict:
+        record = event(self, kind, **fields)
+        if kind == "run_finished":
+            signal.raise_signal(signal.SIGTERM)
+        return record
+
+    with monkeypatch.context() as patch, terminate_on_signals(), pytest.raises(Interrupted) as stopped:
+        patch.setattr(RunStore, "event", then_sigterm)
+        run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    assert str(stopped.value) == f"stopped by SIGTERM as the run finished; nothing to resume; its report: " \
+                                 f"{run / 'report' / 'summary.md'}"
+    assert stopped.value.exit_status == 128 + signal.SIGTERM and emulators_serving() == []
+    assert RunStore.open(run).events()[-1]["kind"] == "run_finished"
+    assert list_runs(tmp_path / "runs")[0]["status"] == "finished"
+    assert run_protocol(resume=run, show_progress=False).finished_before is not None
+
+
 def test_a_new_run_stopped_at_once_while_it_prepares_says_so_and_resuming_starts_it_over(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sigterm_after("prepare", monkeypatch, protocol_path=write_protocol(tmp_path, **SMALL))
