@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from hil.errors import HilError, Terminated, handling, terminate_on_signals
+from hil.errors import HilError, Terminated, handling, signals_held, terminate_on_signals
 
 DEFAULT_LAB = "lab.yaml"
 
@@ -102,7 +102,8 @@ def _local_time(seconds: Any) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hil.orchestrator import Interrupted, run_protocol
+    with signals_held():  # a stop inside torch's import was lost, or left numpy half-loaded (a traceback later)
+        from hil.orchestrator import Interrupted, run_protocol
 
     if (args.protocol is None) == (args.resume is None):
         print("hil: error: give a protocol file, or --resume RUN (not both)", file=sys.stderr)

@@ -671,6 +671,28 @@ def test_run_given_a_run_folder_points_at_resume(tmp_path: Path, monkeypatch: py
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run.name]  # nothing was made
 
 
+def test_a_ctrl_c_while_hil_run_loads_its_modules_waits_for_them_and_stops_it(tmp_path: Path) -> None:
+    """A Ctrl-C inside torch's import (about a second of a run's start) was lost, or interrupted numpy's own import
+    and left it half-loaded (``module 'numpy' has no attribute 'multiply'`` later). It is now taken once the modules
+    have loaded: the run stops there, with the usual line and status."""
+    script = textwrap.dedent("""
+        import importlib.abc, signal, sys
+        class CtrlC(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "hil.orchestrator":
+                    sys.meta_path.remove(self)
+                    signal.raise_signal(signal.SIGINT)
+        sys.meta_path.insert(0, CtrlC())
+        from hil.cli import main
+        status = main(["run", "--resume", sys.argv[1]])
+        print(status, "hil.orchestrator" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.stdout.split() == ["130", "True"], done.stderr
+    assert done.stderr == "hil: interrupted; instruments were put in their safe state\n"
+
+
 def test_emulate_serves_a_driver_s_emulator_until_ctrl_c() -> None:
     """A bench program (here the 2450's own driver over pyvisa-py) talks to it; Ctrl-C stops it with status 0, even
     started with SIGINT ignored, as a shell script's background job is."""
