@@ -44,7 +44,7 @@ import contextlib
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pytest
@@ -189,10 +189,10 @@ class ProtocolTransport(Transport):
         self._write_raw(command.encode() + to_ieee_block(values, datatype, big_endian)
                         + self.write_termination.encode())
 
-    def _query_binary_raw(self, command: str, datatype: str, big_endian: bool) -> Any:
+    def _query_binary_raw(self, command: str) -> bytes:
         self._write_raw((command + self.write_termination).encode())
         reply = self._read_raw()[: -len(self.read_termination)]
-        return from_ieee_block(reply, datatype, big_endian, container=np.array)
+        return from_ieee_block(reply, "B", container=bytes)
 
     def assert_done(self) -> None:
         assert self._pending_reply is None, f"reply {self._pending_reply!r} was never read"

@@ -429,7 +429,7 @@ class Transport(ABC):
         with self._lock, self._translate(command):
             self._require_open(command)
             self.last_command = command
-            return np.asarray(self._query_binary_raw(command, datatype, big_endian))
+            return self._block_values(command, self._query_binary_raw(command), datatype, big_endian)
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def _require_open(self, command: str) -> None:
@@ -447,6 +447,18 @@ class Transport(ABC):
         return TransportError(f"{self._where()}: reply to {excerpt(command)} is not a definite-length block "
                               f"({detail}); check that the command returns one and that the resource is this "
                               "instrument")
+
+    def _block_values(self, command: str, data: bytes, datatype: str, big_endian: bool) -> np.ndarray:
+        """The values of a block's ``data`` bytes (read whole, up to the termination); a byte count that is not a
+        whole number of values is a garbage reply (its values would be cut short), refused as such."""
+        from pyvisa.util import from_binary_block
+
+        size = struct.calcsize(datatype)
+        if len(data) % size:
+            raise TransportError(f"{self._where()}: reply to {excerpt(command)} is a block of {len(data)} bytes, not a "
+                                 f"whole number of {size}-byte values ({datatype!r}); check that the command returns "
+                                 "this data type and that the resource is this instrument")
+        return np.asarray(from_binary_block(data, 0, len(data), datatype, big_endian, container=np.array))
 
     def _record(self, direction: str, data: bytes) -> None:
         if self._log is not None:
@@ -546,7 +558,8 @@ class Transport(ABC):
     def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None: ...
 
     @abstractmethod
-    def _query_binary_raw(self, command: str, datatype: str, big_endian: bool) -> Any: ...
+    def _query_binary_raw(self, command: str) -> bytes:
+        """Send ``command`` and read its definite-length block reply whole: the block's data bytes."""
 
 
 class VisaTransport(Transport):
@@ -739,17 +752,16 @@ class VisaTransport(Transport):
         with self._sending(len(command) + len(f"#{len(str(size))}{size}") + size + len(self.write_termination)):
             self._inst.write_binary_values(command, values, datatype=datatype, is_big_endian=big_endian)
 
-    def _query_binary_raw(self, command: str, datatype: str, big_endian: bool) -> Any:
+    def _query_binary_raw(self, command: str) -> bytes:
         from pyvisa.errors import InvalidBinaryFormat
 
         self._record(">", (command + self.write_termination).encode())
-        try:
-            values = self._inst.query_binary_values(command, datatype=datatype, is_big_endian=big_endian,
-                                                    container=np.array)
+        try:  # read as bytes, which any length is a whole number of: `_block_values` checks it against the datatype
+            data = self._inst.query_binary_values(command, datatype="B", container=bytes)
         except (ValueError, InvalidBinaryFormat) as error:  # pyvisa's block parsing: the reply, not the link
             raise self._not_a_block(command, " ".join(str(error).split())) from None
-        self._record("<", f"<block of {len(values)} values>".encode())
-        return values
+        self._record("<", f"<block of {len(data)} bytes>".encode())
+        return data
 
 
 class SerialTransport(Transport):
@@ -828,9 +840,7 @@ class SerialTransport(Transport):
         self._record(">", data)
         self._write_raw(data)
 
-    def _query_binary_raw(self, command: str, datatype: str, big_endian: bool) -> Any:
-        from pyvisa.util import from_ieee_block
-
+    def _query_binary_raw(self, command: str) -> bytes:
         data = (command + self.write_termination).encode("ascii")
         self._record(">", data)
         self._write_raw(data)
@@ -843,7 +853,7 @@ class SerialTransport(Transport):
         block = head + digits + self._read_exact(int(digits))
         self._read_raw()  # up to the termination, with a "\r" before it where lines end with "\r\n"
         self._record("<", block)
-        return from_ieee_block(block, datatype, big_endian, container=np.array)
+        return block[2 + len(digits):]
 
 
 #: VISA's resource classes, which end a resource name: VISA takes them in any case, pyvisa's parser in upper case only

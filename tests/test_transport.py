@@ -544,6 +544,21 @@ def test_a_serial_reply_that_is_not_a_definite_length_block_is_named_as_such(ech
         assert transport.out_of_step
 
 
+@pytest.mark.parametrize(("block", "datatype", "count"), [(b"#13abc", "f", 3), (b"#15abcde", "h", 5),
+                                                        (b"#210abcdefghij", "d", 10)])
+def test_a_block_that_is_not_a_whole_number_of_values_is_refused_not_cut_short(echo_tcp, echo_pty, block: bytes,
+                                                                                datatype: str, count: int) -> None:
+    """``#13abc`` read as float32 was ``[]``: the three bytes dropped without a word. It is a garbage reply, named as
+    such, read whole (the next query gets its own reply)."""
+    for transport in both_transports(echo_tcp, echo_pty):
+        with transport:
+            with pytest.raises(TransportError, match=rf"reply to 'RAW\? [0-9a-f]+' is a block of {count} bytes, not "
+                                                     "a whole number of") as caught:
+                transport.query_binary(f"RAW? {block.hex()}", datatype)
+            assert str(caught.value).startswith(transport.resource) and "\n" not in str(caught.value)
+            assert transport.query("ECHO? next") == "next"
+
+
 def test_an_unanswered_block_query_on_a_serial_port_is_a_timeout(echo_pty) -> None:
     """Silence is a timeout, not an empty reply taken for a malformed block."""
     with SerialTransport(echo_pty[1].resource, timeout_s=0.3) as transport, \
