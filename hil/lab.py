@@ -119,15 +119,15 @@ class InstrumentConfig(Strict):
     """One instrument: its driver, where it is (exactly one of resource, emulate, world), limits, settings."""
 
     driver: str
-    resource: str | None = None
+    resource: UserPath | None = None  # a serial device path may begin with ~, as every other path here
     emulate: bool | dict[str, Any] = False
     world: str | None = None
     timeout_s: float = Field(2.0, ge=1e-3, le=4_294_967, description="reply timeout (s); at least 1 ms, VISA's "
                              "resolution, and at most VISA's longest, 4294967 s (49 days)")
-    visa_library: str = Field("@py", description="pyvisa's VISA library for a VISA resource: @py (pyvisa-py, "
-                              "installed with hil), or '' (falling back to pyvisa-py where none is found), @ivi or a "
-                              "library's path for the system's VISA (NI-VISA, Keysight IO Libraries), which opens USB "
-                              "and GPIB resources on its own")
+    visa_library: UserPath = Field("@py", description="pyvisa's VISA library for a VISA resource: @py (pyvisa-py, "
+                                   "installed with hil), or '' (falling back to pyvisa-py where none is found), @ivi "
+                                   "or a library's path for the system's VISA (NI-VISA, Keysight IO Libraries), which "
+                                   "opens USB and GPIB resources on its own")
     traffic_log: UserPath | None = Field(None, description="file that records every exchange (appended), each "
                                          "line naming the instrument; instruments given one file share it, in the "
                                          "order of their exchanges; if the disk refuses it later, logging stops with "

@@ -1314,6 +1314,26 @@ instruments:
         lab.build()
 
 
+def test_a_serial_port_in_the_home_folder_is_opened_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          pty_server) -> None:
+    """``resource: ~/tty-smu`` (a link a tool such as socat makes to a pty) was opened as ``./~/tty-smu``, and
+    ``visa_library: ~/visa/libvisa.so`` was handed to pyvisa as written, while every other path of a lab file is
+    the home's."""
+    from simulators.emulators.keithley2450 import Keithley2450Emulator
+
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir(), elsewhere.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(elsewhere)
+    (home / "tty-smu").symlink_to(pty_server(Keithley2450Emulator()).resource)
+    with Lab.load(write(tmp_path, "instruments:\n  smu: {driver: keithley_2450, resource: ~/tty-smu}\n")) as lab:
+        assert "MODEL 2450" in lab["smu"].identify()
+    lab = write(tmp_path, "instruments:\n  smu: {driver: keithley_2450, resource: 'TCPIP::127.0.0.1::1::SOCKET', "
+                          "visa_library: ~/visa/libvisa.so}\n")
+    with pytest.raises(TransportError, match=re.escape(f"{home}/visa/libvisa.so")), Lab.load(lab):
+        pass
+
+
 def test_a_traffic_log_in_the_home_folder_is_written_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``traffic_log: ~/logs/bench.log`` made a folder named ``~`` in the working directory; it is the home's, as
     ``output.root: ~/runs`` is."""
