@@ -154,7 +154,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         function = self.query(":SOUR:FUNC?").upper()
         modes = {"VOLT": "voltage", "CURR": "current"}
         if function[:4] not in modes:
-            raise DeviceError(f"{self.name}: reply {function!r} to ':SOUR:FUNC?' is not VOLT or CURR")
+            raise self.unexpected_reply(f"reply {excerpt(function)} to ':SOUR:FUNC?' is not VOLT or CURR")
         self.mode = modes[function[:4]]  # type: ignore[assignment]
         self.level = self.query_float(f":SOUR:{function[:4]}?")
 
@@ -164,7 +164,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         reply = self.query(":ROUT:TERM?").upper()
         names = {code: name for name, code in TERMINALS.items()}
         if reply[:4] not in names:
-            raise DeviceError(f"{self.name}: reply {excerpt(reply)} to ':ROUT:TERM?' is not FRON or REAR")
+            raise self.unexpected_reply(f"reply {excerpt(reply)} to ':ROUT:TERM?' is not FRON or REAR")
         selected, wanted = names[reply[:4]], self.terminals
         if selected == wanted:
             return
@@ -219,8 +219,8 @@ class Keithley2450(ScpiDriver, SourceMeter):
                              "output off for it; call set_output(False) before configure()")
         protection = self.query(":SOUR:VOLT:PROT?").upper()
         if protection not in PROTECTION_NAMES:
-            raise DeviceError(f"{self.name}: reply {excerpt(protection)} to ':SOUR:VOLT:PROT?' is not an "
-                              "overvoltage protection level (PROT2 .. PROT180 or NONE)")
+            raise self.unexpected_reply(f"reply {excerpt(protection)} to ':SOUR:VOLT:PROT?' is not an overvoltage "
+                                        "protection level (PROT2 .. PROT180 or NONE)")
         limit = self.limits["voltage_v"]
         if protection != self.protection and self.output_on is not False:
             raise LimitError(f"{self.name}: the overvoltage protection must change from {protection} to "
@@ -414,7 +414,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         with self.transport.patience(self._reading_bound_s()):
             values = self.query_floats(command)
         if len(values) != 2:
-            raise DeviceError(f"{self.name}: reply to {command!r} has {len(values)} values, expected 2")
+            raise self.unexpected_reply(f"reply to {command!r} has {len(values)} values, expected 2")
         tripped = self.query_bool(f":SOUR:{source}:{_LIMIT[self.mode]}:TRIP?")  # type: ignore[index]
         return self._readings(np.array([values[0]]), np.array([values[1]]), np.array([tripped]))
 
@@ -455,14 +455,14 @@ class Keithley2450(ScpiDriver, SourceMeter):
         with self.transport.patience(longest_s):
             parts = self.query(command).split(",")
         if len(parts) != 3 * n:
-            raise DeviceError(f"{self.name}: reply to {command!r} has {len(parts)} values, expected {3 * n}")
+            raise self.unexpected_reply(f"reply to {command!r} has {len(parts)} values, expected {3 * n}")
         try:
             source_values = np.array([float(p) for p in parts[0::3]])
             reading_values = np.array([float(p) for p in parts[1::3]])
             limited = np.array([_status(p) & STAT_LIMIT != 0 for p in parts[2::3]])
         except (ValueError, OverflowError):
-            raise DeviceError(f"{self.name}: reply to {command!r} is not source, reading, status triples "
-                              f"(starts {','.join(parts[:3])!r})") from None
+            raise self.unexpected_reply(f"reply to {command!r} is not source, reading, status triples (starts "
+                                        f"{excerpt(','.join(parts[:3]))})") from None
         return self._readings(source_values, reading_values, limited)
 
     def _wait_for_buffer(self, n: int, expected_s: float, longest_s: float) -> None:

@@ -165,8 +165,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
                     continue  # firmware without this coupling: it cannot have been left on
                 raise
             if reply not in replies:
-                raise DeviceError(f"{self.name}: reply {excerpt(reply)} to {query!r} is not one of "
-                                  f"{', '.join(replies)}")
+                raise self.unexpected_reply(f"reply {excerpt(reply)} to {query!r} is not one of {', '.join(replies)}")
             if reply != replies[0]:
                 found.append(off)
         if not found:
@@ -208,8 +207,8 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         """The DC level (the offset) when the channel's function is DC; None for any other function."""
         function = self.query(f"SOUR{channel}:FUNC?").upper()
         if function not in FUNCTIONS:
-            raise DeviceError(f"{self.name}: reply {function!r} to 'SOUR{channel}:FUNC?' is not a function "
-                              f"({', '.join(sorted(FUNCTIONS))})")
+            raise self.unexpected_reply(f"reply {excerpt(function)} to 'SOUR{channel}:FUNC?' is not a function "
+                                        f"({', '.join(sorted(FUNCTIONS))})")
         self.function[channel] = function
         if function != "DC":
             self.centred.add(channel)  # an arb of unknown scaling may idle away from its offset

@@ -161,14 +161,21 @@ class ScpiDriver:
         raise DeviceError(f"{self.name}: out of step with the instrument after a timeout (no answer to its "  # type: ignore[attr-defined]
                           f"marker among {self.max_error_reads} replies); power-cycle it and connect again")
 
+    def unexpected_reply(self, detail: str) -> DeviceError:
+        """The error for a reply not of the form its query asks for (``detail`` says which): garbled on the line, or
+        one meant for another query (an unsolicited line, a reply late for the last), after which every reply would
+        answer the query before it. The link is marked out of step, so the next query resynchronises first."""
+        self.transport.out_of_step = True
+        return DeviceError(f"{self.name}: {detail}; check that the resource is this instrument and that no other "  # type: ignore[attr-defined]
+                           "program talks to it (the next query resynchronises the link)")
+
     def wait_complete(self, extra_s: float, what: str) -> None:
         """Wait on ``*OPC?`` until the instrument has finished ``what`` (a sweep, a burst, an upload), allowing
         ``extra_s`` seconds beyond the transport timeout; a reply other than 1 is a `DeviceError`."""
         with self.transport.patience(extra_s):
             reply = self.query("*OPC?")
         if _integer(reply) != 1:
-            raise DeviceError(f"{self.name}: reply {excerpt(reply)} to '*OPC?' after {what} is not 1; "  # type: ignore[attr-defined]
-                              "the link is out of step or another program is using the instrument: connect again")
+            raise self.unexpected_reply(f"reply {excerpt(reply)} to '*OPC?' after {what} is not 1")
 
     def query_float(self, command: str) -> float:
         """A numeric reply; a reply that is not a number is a `DeviceError` naming the command."""
@@ -178,7 +185,7 @@ class ScpiDriver:
         except ValueError:
             value = math.nan
         if not math.isfinite(value):
-            raise DeviceError(f"{self.name}: reply {excerpt(reply)} to {command!r} is not a finite number")  # type: ignore[attr-defined]
+            raise self.unexpected_reply(f"reply {excerpt(reply)} to {command!r} is not a finite number")
         return value
 
     def query_floats(self, command: str) -> list[float]:
@@ -187,13 +194,12 @@ class ScpiDriver:
         try:
             return [float(part) for part in reply.split(",")]
         except ValueError:
-            raise DeviceError(f"{self.name}: reply {excerpt(reply)} to {command!r} is not a list of numbers") \
-                from None  # type: ignore[attr-defined]
+            raise self.unexpected_reply(f"reply {excerpt(reply)} to {command!r} is not a list of numbers") from None
 
     def query_bool(self, command: str) -> bool:
         reply = self.query(command)
         if reply not in ("0", "1"):
-            raise DeviceError(f"{self.name}: reply {excerpt(reply)} to {command!r} is not 0 or 1")  # type: ignore[attr-defined]
+            raise self.unexpected_reply(f"reply {excerpt(reply)} to {command!r} is not 0 or 1")
         return reply == "1"
 
     def parse_error(self, reply: str) -> tuple[int, str]:
@@ -206,8 +212,7 @@ class ScpiDriver:
 
     def malformed_error_reply(self, reply: str) -> DeviceError:
         """The error for an error-queue entry that `parse_error` cannot read."""
-        return DeviceError(f"{self.name}: error-queue reply {excerpt(reply)} is malformed; check that the resource "  # type: ignore[attr-defined]
-                           "is this instrument and that no other program talks to it")
+        return self.unexpected_reply(f"error-queue reply {excerpt(reply)} is malformed")
 
     def check_errors(self, after: str = "") -> None:
         """Read the error queue until it is empty; raise `DeviceError` listing every error found."""

@@ -130,6 +130,24 @@ def test_a_blank_line_in_the_replies_never_makes_one_query_answer_the_next(echo_
     assert [echo_driver.query(f"ECHO? {token}") for token in "bc"] == ["b", "c"]
 
 
+@pytest.mark.parametrize("via", ["tcp", "pty"])
+def test_a_reply_of_the_wrong_form_resynchronises_the_next_query(tcp_server, pty_server, via: str) -> None:
+    """An unsolicited line (here one after the reply to ``RAW?``) answers the next query, and so on for every query
+    after: a reply of the wrong form was refused, but the link stayed in step, so the reply meant for it answered the
+    query after it, and the safe state's error checks read replies meant for earlier queries. Refused, it marks the
+    link out of step: the next query resynchronises first."""
+    transport = VisaTransport(tcp_server(EchoEmulator()).resource, timeout_s=0.3) if via == "tcp" else \
+        SerialTransport(pty_server(EchoEmulator()).resource, timeout_s=0.3)
+    driver = EchoDriver(transport)
+    with transport:
+        driver.idn = driver.query("*IDN?")
+        assert driver.query("RAW? 610a62") == "a"  # "a\nb": and "b", unasked for, after it
+        with pytest.raises(DeviceError, match=r"^echo: reply 'b' to 'ECHO\? 5' is not a finite number; check that the "
+                                              r"resource is this instrument .*resynchronises the link\)$"):
+            driver.query_float("ECHO? 5")
+        assert [driver.query(f"ECHO? {token}") for token in "cd"] == ["c", "d"]
+
+
 class SlowToWakeEmulator(EchoEmulator):
     """Answers its first ``*IDN?`` after 0.5 s, late for a 0.3 s timeout."""
 

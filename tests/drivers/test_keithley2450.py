@@ -676,7 +676,8 @@ def test_sweep_faster_than_the_ramp_rate_is_refused_before_anything_is_sent() ->
 
 
 def test_a_failed_sweep_leaves_the_level_unknown_so_the_safe_state_switches_off_first() -> None:
-    exchanges = [*SETUP, *swept(b"0.5, 1", 2, b"5.000000E-01,garbage"),
+    exchanges = [*SETUP, *swept(b"0.5, 1", 2, b"5.000000E-01,garbage"),  # a reply cut short: resynchronised
+                 (b"*ESE 1;*ESE?;*IDN?", b"1;" + IDN), (b"*ESE 0", None),
                  NO_ERROR, (b":OUTP OFF", None), NO_ERROR, (b":SOUR:VOLT 0", None), NO_ERROR]
     with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as k:
         _ready(k)
