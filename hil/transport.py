@@ -712,18 +712,20 @@ class VisaTransport(Transport):
     def _read_raw(self) -> bytes:
         """One reply, in chunks as pyvisa's ``read_raw`` reads it, but complete within the timeout and at most
         `MAX_REPLY_BYTES` long, so that an instrument flooding bytes without a terminator cannot fill the memory
-        nor one trickling them hang the reader. pyvisa-py waits for a whole chunk as long as bytes keep coming, so
-        chunks start at 256 bytes and grow only while the reply flows (a trickle of under 256 bytes per timeout
-        is still waited for until 256 have come). pyvisa-py's session is read directly where there is one: pyvisa
-        drops the bytes of a read that times out, which tell a reply in another line ending from silence."""
+        nor one trickling them hang the reader. pyvisa-py waits for a whole chunk as long as bytes keep coming (its
+        timeout counts only silence), so a chunk must not be larger than the reply's pace fills before the deadline:
+        chunks start at a byte, grow fourfold after one that came within a quarter of the time left, and shrink
+        fourfold after one that did not. pyvisa-py's session is read directly where there is one: pyvisa drops the
+        bytes of a read that times out, which tell a reply in another line ending from silence."""
         from pyvisa.constants import StatusCode
         from pyvisa.errors import VisaIOError
 
         more = StatusCode.success_max_count_read
         deadline = time.monotonic() + self.timeout_s
-        reply, count = bytearray(), 256
+        reply, count = bytearray(), 1
         with self._inst.ignore_warning(StatusCode.success_device_not_present, more):
             while True:
+                started = time.monotonic()
                 if self._session is None:
                     chunk, status = self._inst.visalib.read(self._inst.session, count)
                 else:
@@ -735,13 +737,15 @@ class VisaTransport(Transport):
                 reply += chunk
                 if status != more:
                     return bytes(reply)
-                count = min(4 * count, self._inst.chunk_size)
+                now = time.monotonic()
+                count = min(4 * count, self._inst.chunk_size) if 4 * (now - started) < deadline - now \
+                    else max(1, count // 4)
                 if len(reply) > MAX_REPLY_BYTES:
                     self.out_of_step = True  # the rest is still coming and would answer the next query
                     raise TransportError(f"{self._where()}: reply to {excerpt(self.last_command or '')} "
                                          f"is longer than {MAX_REPLY_BYTES} bytes without its terminator (it begins "
                                          f"{excerpt(reply[:60].decode('ascii', 'replace'))}); check the instrument")
-                if time.monotonic() > deadline:
+                if now > deadline:
                     raise _Unterminated(bytes(reply))
 
     def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:

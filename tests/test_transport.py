@@ -4,6 +4,7 @@ import _thread
 import contextlib
 import gc
 import importlib.util
+import itertools
 import os
 import re
 import subprocess
@@ -335,12 +336,14 @@ def test_a_traffic_log_the_disk_refuses_later_stops_with_a_warning_and_the_traff
 
 
 class Babbler:
-    """A TCP peer that answers any command with bytes and never a terminator: a flood, or a trickle."""
+    """A TCP peer that answers any command with bytes and never a terminator (or one after ``ends_after`` chunks): a
+    flood, or a trickle."""
 
-    def __init__(self, chunk: bytes, pause_s: float):
+    def __init__(self, chunk: bytes, pause_s: float, ends_after: int | None = None):
         import socket
 
         self.chunk, self.pause_s, self.stop = chunk, pause_s, threading.Event()
+        self.ends_after = ends_after
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
@@ -350,8 +353,10 @@ class Babbler:
         with connection:
             connection.recv(100)
             try:
-                while not self.stop.is_set():
-                    connection.sendall(self.chunk)
+                for sent in itertools.count(1):
+                    if self.stop.is_set():
+                        break
+                    connection.sendall(self.chunk + (b"\n" if sent == self.ends_after else b""))
                     time.sleep(self.pause_s)
             except OSError:  # the reader gave up and closed
                 pass
@@ -377,6 +382,23 @@ def test_a_reply_that_never_ends_is_an_error_not_a_hang_or_a_full_memory(
         with pytest.raises(error, match=message):
             transport.query("*IDN?")
         assert transport.out_of_step  # the rest of the reply is still coming: not the answer to the next query
+    finally:
+        transport.close()
+        babbler.close()
+
+
+def test_a_reply_trickled_over_many_timeouts_is_a_timeout_not_a_reply_taken_late() -> None:
+    """A reply trickled a byte at a time, each well within the timeout, was waited for whole (pyvisa-py's timeout
+    counts only silence, and the read asked it for 256 bytes at once): 100 bytes at 20 ms each took 2 s against a
+    0.2 s timeout, and longer replies longer still."""
+    babbler = Babbler(b"1", 0.02, ends_after=100)
+    transport = VisaTransport(f"TCPIP::127.0.0.1::{babbler.port}::SOCKET", timeout_s=0.2)
+    transport.open()
+    try:
+        with pytest.raises(TransportTimeout, match=r"did not end with the read termination '\\n' within 0.2 s \(it "
+                                                   r"began '1+'\)"):
+            transport.query("*IDN?")
+        assert transport.out_of_step
     finally:
         transport.close()
         babbler.close()
