@@ -289,6 +289,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         held = self.query_float(command)
         if not math.isclose(held, compliance, rel_tol=1e-5):
             self.compliance = None  # nothing sources until configure() has set one again
+            self.transport.out_of_step = True  # or the reply was another query's: the next query resynchronises
             unit = _UNIT[_MEASURE[mode]]
             raise DeviceError(f"{self.name}: after {what} the 2450 holds a compliance of {held:g} {unit}, not the "
                               f"{compliance:g} {unit} set (its power envelope lowers it on the 200 V or 1 A source "

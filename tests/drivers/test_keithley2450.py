@@ -1432,6 +1432,20 @@ def test_a_limit_read_back_one_percent_off_is_a_device_error() -> None:
         k.configure("voltage", 1e-3)
 
 
+def test_a_limit_read_back_other_than_the_one_set_resynchronises_the_next_query() -> None:
+    """An unsolicited line read as the limit (here the level's reply, 1 A) would make every later reply answer the
+    query before it, the safe state's error checks among them: the next query resynchronises first."""
+    exchanges = [*connected(), *configured_voltage()[:-1], (b":SOUR:VOLT:ILIM?", b"1"),
+                 (b":OUTP OFF", None), (b"*ESE 1;*ESE?;*IDN?", b"1.000000E-03"), (None, b"1;" + IDN),
+                 (b"*ESE 0", None), NO_ERROR]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        with pytest.raises(DeviceError, match=r"holds a compliance of 1 A, not the 0\.001 A set"):
+            k.configure("voltage", 1e-3)
+        k.set_output(False)
+        assert k.output_on is False
+
+
 def test_a_sweep_reply_with_more_values_than_points_is_a_device_error() -> None:
     data = b"1.000000E-01,1.000000E-04,128,2.000000E-01,2.000000E-04,128,3.000000E-01,3.000000E-04,128"
     with on_for_a_sweep(swept(b"0.1, 0.2", 2, data)) as k, pytest.raises(DeviceError, match="has 9 values, expected 6"):
