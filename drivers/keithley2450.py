@@ -482,16 +482,9 @@ class Keithley2450(ScpiDriver, SourceMeter):
     # -- errors and safety -----------------------------------------------------------------------------------
     def parse_error(self, reply: str) -> tuple[int, str]:
         """Split a 2450 error-queue entry ``<code>,"<message>;<severity>;<date time>"`` into code, message."""
-        code, _, rest = reply.partition(",")
-        rest = rest.strip()
-        try:
-            number = int(code)
-        except ValueError:
-            number = None
-        if number is None or len(rest) < 2 or rest[0] != '"' or rest[-1] != '"':
-            raise self.malformed_error_reply(reply)
-        fields = rest[1:-1].rsplit(";", 2)
-        return number, fields[0] if len(fields) == 3 else rest[1:-1]
+        code, message = super().parse_error(reply)
+        fields = message.rsplit(";", 2)
+        return code, fields[0] if len(fields) == 3 else message
 
     def _snapshot_hw(self) -> dict[str, Any]:
         return {**super()._snapshot_hw(), "source_range": self.source_range,

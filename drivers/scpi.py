@@ -203,12 +203,13 @@ class ScpiDriver:
         return reply == "1"
 
     def parse_error(self, reply: str) -> tuple[int, str]:
-        """Split an error-queue entry ``<code>,"<message>"``; drivers override for other formats."""
-        code, _, message = reply.partition(",")
-        try:
-            return int(code), message.strip().strip('"')
-        except ValueError:
-            raise self.malformed_error_reply(reply) from None
+        """Split an error-queue entry ``<code>,"<message>"``; drivers override for other formats. Anything else (a
+        bare number, say, an unsolicited line or one meant for another query) is malformed, not an error code."""
+        code, comma, message = reply.partition(",")
+        message = message.strip()
+        if not (_integer(code) is not None and comma and len(message) >= 2 and message[0] == message[-1] == '"'):
+            raise self.malformed_error_reply(reply)
+        return int(code), message[1:-1]
 
     def malformed_error_reply(self, reply: str) -> DeviceError:
         """The error for an error-queue entry that `parse_error` cannot read."""

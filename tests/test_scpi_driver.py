@@ -111,6 +111,19 @@ def test_a_positive_error_code_is_an_error_too() -> None:
         driver.check_errors()
 
 
+@pytest.mark.parametrize("reply", [b"1", b"+0", b"-222,Data out of range", b'5,"unterminated', b'x,"No error"'])
+def test_an_error_queue_reply_not_of_the_scpi_form_is_malformed_and_resynchronises(reply: bytes) -> None:
+    """A bare ``1`` (an unsolicited line, or the reply to another query) was read as error 1 with no message, and the
+    check read on, taking the reply meant for the error query before it: every later query then read the reply
+    before its own. An entry is ``<code>,"<message>"`` or malformed, and malformed resynchronises the next query."""
+    exchanges = [(b"SYST:ERR?", reply), (b"*ESE 1;*ESE?;*IDN?", b'+0,"No error"'), (None, b"1;hil,Echo,1,0"),
+                 (b"*ESE 0", None), (b"SYST:ERR?", b'+0,"No error"')]
+    with expected_protocol(EchoDriver, exchanges) as driver:
+        with pytest.raises(DeviceError, match=r"^echo: error-queue reply .* is malformed; check that the resource"):
+            driver.check_errors()
+        driver.check_errors()
+
+
 def test_an_operation_complete_reply_other_than_1_is_a_device_error() -> None:
     with expected_protocol(EchoDriver, [(b"*OPC?", b"0")]) as driver, \
             pytest.raises(DeviceError, match=r"reply '0' to '\*OPC\?' after the upload is not 1"):
