@@ -140,6 +140,8 @@ class ScpiDriver:
             reply = self.transport.query(command).strip()
             if not reply:  # no SCPI reply is empty: a line ending too many, and the true reply may follow it
                 self.transport.out_of_step = True
+            elif self.transport.unread():  # a line unasked for came with it, before or after: which is the reply?
+                raise self.unexpected_reply(f"reply {excerpt(reply)} to {command!r} came with more after it")
             return reply
 
     def _resynchronise(self) -> None:

@@ -346,6 +346,16 @@ class Transport(ABC):
     def is_open(self) -> bool:
         return self._open
 
+    def unread(self) -> bool:
+        """Whether bytes have come that no read has taken yet, looked at without waiting. Right after a reply, a
+        line the instrument sent unasked, or the reply meant for this query behind one meant for another."""
+        with self._lock:
+            return self._open and self._unread_raw()
+
+    def _unread_raw(self) -> bool:
+        """`unread` on the open connection; False where the library cannot tell."""
+        return False
+
     def __enter__(self) -> Transport:
         self.open()
         return self
@@ -638,6 +648,17 @@ class VisaTransport(Transport):
         except OSError:
             return True
 
+    def _unread_raw(self) -> bool:
+        if self._session is not None and getattr(self._session, "_pending_buffer", None):  # pyvisa-py read it ahead
+            return True
+        sock = self._socket
+        if sock is None:
+            return False
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except OSError:  # nothing to read (BlockingIOError), or a link a later read finds lost
+            return False
+
     def _open_raw(self) -> None:
         import pyvisa
 
@@ -795,6 +816,12 @@ class SerialTransport(Transport):
 
     def _apply_timeout(self) -> None:
         self._port.timeout = self._port.write_timeout = self.timeout_s
+
+    def _unread_raw(self) -> bool:
+        try:
+            return bool(self._unread) or self._port.in_waiting > 0
+        except (OSError, ValueError):  # a port gone: a later read says so
+            return bool(self._unread)
 
     def _close_raw(self) -> None:
         port, self._port, self._unread = self._port, None, b""

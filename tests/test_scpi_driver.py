@@ -139,28 +139,42 @@ def test_a_blank_line_in_the_replies_never_makes_one_query_answer_the_next(echo_
     the next query, and so on for every query after. The query that reads it is refused, and the next one
     resynchronises first."""
     echo_driver.idn = echo_driver.query("*IDN?")
-    echo_driver.query(f"RAW? {sent}")  # "1\n" or "\n", and the instrument's own line ending after it
-    if sent == "310a":
-        with pytest.raises(DeviceError, match=r"^echo: reply '' to 'ECHO\? a' is not a finite number"):
-            echo_driver.query_float("ECHO? a")
+    if sent == "310a":  # "1\n" and the instrument's own line ending after it, at once: seen with the reply
+        with pytest.raises(DeviceError, match=r"^echo: reply '1' to 'RAW\? 310a' came with more after it"):
+            echo_driver.query(f"RAW? {sent}")
+    else:
+        assert echo_driver.query(f"RAW? {sent}") == ""
     assert [echo_driver.query(f"ECHO? {token}") for token in "bc"] == ["b", "c"]
 
 
+def test_a_reply_of_the_wrong_form_resynchronises_the_next_query() -> None:
+    """An unsolicited line answers the next query, and so on for every query after: a reply of the wrong form was
+    refused, but the link stayed in step, so the reply meant for it answered the query after it, and the safe
+    state's error checks read replies meant for earlier queries. Refused, it marks the link out of step: the next
+    query resynchronises first."""
+    exchanges = [(b"ECHO? 5", b"b"), (b"*ESE 1;*ESE?;*IDN?", b"5"), (None, b"1;hil,Echo,1,0"), (b"*ESE 0", None),
+                 (b"ECHO? c", b"c")]
+    with expected_protocol(EchoDriver, exchanges) as driver:
+        driver.idn = "hil,Echo,1,0"
+        with pytest.raises(DeviceError, match=r"^echo: reply 'b' to 'ECHO\? 5' is not a finite number; check that the "
+                                              r"resource is this instrument .*resynchronises the link\)$"):
+            driver.query_float("ECHO? 5")
+        assert driver.query("ECHO? c") == "c"
+
+
 @pytest.mark.parametrize("via", ["tcp", "pty"])
-def test_a_reply_of_the_wrong_form_resynchronises_the_next_query(tcp_server, pty_server, via: str) -> None:
-    """An unsolicited line (here one after the reply to ``RAW?``) answers the next query, and so on for every query
-    after: a reply of the wrong form was refused, but the link stayed in step, so the reply meant for it answered the
-    query after it, and the safe state's error checks read replies meant for earlier queries. Refused, it marks the
-    link out of step: the next query resynchronises first."""
+def test_a_reply_that_came_with_a_line_unasked_for_is_refused_and_resynchronises(tcp_server, pty_server,
+                                                                                  via: str) -> None:
+    """A reply and a line unasked for, come together (here ``a`` and ``b`` to ``RAW?``): either could be the
+    reply, and the other would answer the next query, and so on. A reply that parsed was taken, and the line after
+    it answered the next query; bytes waiting after a reply now refuse it, and the next query resynchronises."""
     transport = VisaTransport(tcp_server(EchoEmulator()).resource, timeout_s=0.3) if via == "tcp" else \
         SerialTransport(pty_server(EchoEmulator()).resource, timeout_s=0.3)
     driver = EchoDriver(transport)
     with transport:
         driver.idn = driver.query("*IDN?")
-        assert driver.query("RAW? 610a62") == "a"  # "a\nb": and "b", unasked for, after it
-        with pytest.raises(DeviceError, match=r"^echo: reply 'b' to 'ECHO\? 5' is not a finite number; check that the "
-                                              r"resource is this instrument .*resynchronises the link\)$"):
-            driver.query_float("ECHO? 5")
+        with pytest.raises(DeviceError, match=r"^echo: reply 'a' to 'RAW\? 610a62' came with more after it; check "):
+            driver.query("RAW? 610a62")  # "a\nb"
         assert [driver.query(f"ECHO? {token}") for token in "cd"] == ["c", "d"]
 
 
