@@ -458,6 +458,34 @@ class Transport(ABC):
                               f"({detail}); check that the command returns one and that the resource is this "
                               "instrument")
 
+    def _block_width(self, command: str, head: bytes) -> int:
+        """The digits of the byte count of a definite-length block that ``head`` begins (``#``, then a digit 1..9
+        saying how many); else the reply is not a block."""
+        width = head[1:2]
+        if head[:1] != b"#" or not width.isdigit() or width == b"0":
+            raise self._not_a_block(command, f"it begins {head[:2]!r}")
+        return int(width)
+
+    def _block_header(self, command: str, head: bytes) -> tuple[int, int]:
+        """The offset and byte count (at most `MAX_REPLY_BYTES`) of the data of the block ``head`` begins (it may
+        hold more); else the reply is not a block."""
+        offset = 2 + self._block_width(command, head)
+        if len(head) < offset or not head[2:offset].isdigit():  # int() would take " 5"
+            raise self._not_a_block(command, f"it begins {head[:offset]!r}")
+        count = int(head[2:offset])
+        if count > MAX_REPLY_BYTES:
+            raise self._not_a_block(command, f"it announces {count} bytes, more than {MAX_REPLY_BYTES}")
+        return offset, count
+
+    def _block_end(self, command: str, data: bytes, rest: bytes) -> bytes:
+        """``data``, a block's bytes, where ``rest``, what followed it up to the read termination, is that alone
+        (a ``"\r"`` before it allowed); more is a block shorter than the bytes sent, the reply's fault."""
+        extra = rest.removesuffix(self.read_termination.encode("ascii"))
+        if extra.strip(b"\r"):
+            raise self._not_a_block(command, f"its {len(data)} bytes are followed by {len(extra)} more before the "
+                                             f"termination, {excerpt(extra[:40].decode('ascii', 'replace'))}")
+        return data
+
     def _block_values(self, command: str, data: bytes, datatype: str, big_endian: bool) -> np.ndarray:
         """The values of a block's ``data`` bytes (read whole, up to the termination); a byte count that is not a
         whole number of values is a garbage reply (its values would be cut short), refused as such."""
@@ -778,15 +806,19 @@ class VisaTransport(Transport):
             self._inst.write_binary_values(command, values, datatype=datatype, is_big_endian=big_endian)
 
     def _query_binary_raw(self, command: str) -> bytes:
-        from pyvisa.errors import InvalidBinaryFormat
-
-        self._record(">", (command + self.write_termination).encode())
-        try:  # read as bytes, which any length is a whole number of: `_block_values` checks it against the datatype
-            data = self._inst.query_binary_values(command, datatype="B", container=bytes)
-        except (ValueError, InvalidBinaryFormat) as error:  # pyvisa's block parsing: the reply, not the link
-            raise self._not_a_block(command, " ".join(str(error).split())) from None
-        self._record("<", f"<block of {len(data)} bytes>".encode())
-        return data
+        """Read line by line (`_read_raw`), as the block's data may hold the termination: all within the timeout."""
+        data = (command + self.write_termination).encode("ascii")
+        self._record(">", data)
+        self._write_raw(data)
+        deadline = time.monotonic() + self.timeout_s
+        reply = self._read_raw()
+        offset, count = self._block_header(command, reply)
+        while len(reply) < offset + count + len(self.read_termination):
+            if time.monotonic() > deadline:
+                raise _Unterminated(reply)
+            reply += self._read_raw()
+        self._record("<", reply)
+        return self._block_end(command, reply[offset:offset + count], reply[offset + count:])
 
 
 class SerialTransport(Transport):
@@ -876,15 +908,12 @@ class SerialTransport(Transport):
         self._record(">", data)
         self._write_raw(data)
         head = self._read_exact(2)
-        if head[:1] != b"#" or not head[1:2].isdigit() or head[1:2] == b"0":
-            raise self._not_a_block(command, f"it begins {head!r}")
-        digits = self._read_exact(int(head[1:2]))
-        if not digits.isdigit():  # int() would take " 5" or fail as if the link had: the reply's fault, its rest unread
-            raise self._not_a_block(command, f"it begins {head + digits!r}")
-        block = head + digits + self._read_exact(int(digits))
-        self._read_raw()  # up to the termination, with a "\r" before it where lines end with "\r\n"
-        self._record("<", block)
-        return block[2 + len(digits):]
+        head += self._read_exact(self._block_width(command, head))
+        offset, count = self._block_header(command, head)
+        block = head + self._read_exact(count)
+        rest = self._read_raw()  # up to the termination, with a "\r" before it where lines end with "\r\n"
+        self._record("<", block + rest)
+        return self._block_end(command, block[offset:], rest)
 
 
 #: VISA's resource classes, which end a resource name: VISA takes them in any case, pyvisa's parser in upper case only

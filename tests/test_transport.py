@@ -581,6 +581,24 @@ def test_a_block_that_is_not_a_whole_number_of_values_is_refused_not_cut_short(e
             assert transport.query("ECHO? next") == "next"
 
 
+@pytest.mark.parametrize(("block", "detail"), [
+    (b"#13abcdef", "its 3 bytes are followed by 3 more before the termination, 'def'"),
+    (b"#3100" + b"x" * 120, "its 100 bytes are followed by 20 more before the termination, 'xxxx"),
+    (b"#6100000xyz", "it announces 100000 bytes, more than 65536"),
+])
+def test_a_block_whose_length_is_not_the_bytes_sent_is_refused_not_cut_short(
+        echo_tcp, echo_pty, monkeypatch: pytest.MonkeyPatch, block: bytes, detail: str) -> None:
+    """A block header counting fewer bytes than the line holds was taken at its word, the rest of the line dropped
+    (over a socket, pyvisa read the line and parsed the header; over a serial port the rest was read and discarded),
+    and one announcing gigabytes was waited for. Both are the reply's fault, named as such."""
+    monkeypatch.setattr("hil.transport.MAX_REPLY_BYTES", 2**16)
+    for transport in both_transports(echo_tcp, echo_pty):
+        with transport:
+            with pytest.raises(TransportError, match=re.escape(f"is not a definite-length block ({detail}")):
+                transport.query_binary(f"RAW? {block.hex()}", "B")
+            assert transport.out_of_step
+
+
 def test_an_unanswered_block_query_on_a_serial_port_is_a_timeout(echo_pty) -> None:
     """Silence is a timeout, not an empty reply taken for a malformed block."""
     with SerialTransport(echo_pty[1].resource, timeout_s=0.3) as transport, \
