@@ -175,13 +175,17 @@ class TcpServer(_Server):
 
         def send(data: bytes) -> None:
             """All of ``data``, however long the client takes to read it (``sendall`` would give up after the
-            socket's short timeout, bounding the whole reply), unless the server stops."""
+            socket's short timeout, bounding the whole reply), unless the server stops or the client has gone: an
+            instrument carries out what it was sent whether or not its replies are read (a client that timed out
+            and reset the connection may have sent `OUTP OFF` after the query)."""
             view = memoryview(data)
             while view and not self._stop.is_set():
                 try:
                     view = view[connection.send(view):]
                 except TimeoutError:
                     continue
+                except OSError:  # reset or shut: the reply goes nowhere, and what was received is still handled
+                    return
 
         with contextlib.suppress(OSError):
             self._serve_bytes(receive, send)

@@ -149,6 +149,41 @@ def test_a_pty_server_stops_while_a_reply_waits_for_a_client_that_left() -> None
     assert not [thread for thread in threads if thread.is_alive()]
 
 
+class HeldReplyEmulator:
+    """Holds its reply to ``HOLD?`` until ``release`` is set; records every other message."""
+
+    def __init__(self) -> None:
+        self.holding, self.release, self.handled = threading.Event(), threading.Event(), threading.Event()
+        self.received: list[bytes] = []
+
+    def handle(self, message: bytes) -> bytes | None:
+        if message == b"HOLD?":
+            self.holding.set()
+            self.release.wait(5)
+            return b"late"
+        self.received.append(message)
+        self.handled.set()
+        return None
+
+
+def test_commands_sent_after_a_query_are_carried_out_when_the_client_resets_before_its_reply() -> None:
+    """A client that timed out on a query and reset the connection had sent more (a safe state's `OUTP OFF`): the
+    emulator stopped at the failed reply and never handled them, where an instrument carries them out."""
+    import socket
+    import struct
+
+    emulator = HeldReplyEmulator()
+    with TcpServer(emulator) as server:
+        client = socket.create_connection((server.host, server.port))
+        client.sendall(b"HOLD?\nOUTP OFF\n")
+        assert emulator.holding.wait(5)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset
+        emulator.release.set()
+        assert emulator.handled.wait(5)
+    assert emulator.received == [b"OUTP OFF"]
+
+
 def test_a_tcp_server_forgets_the_connections_that_ended() -> None:
     """Served for days (hil emulate), with a client connecting for each command: nothing may pile up per client."""
     from hil.transport import VisaTransport
