@@ -396,10 +396,15 @@ class SLMCameraSystem(PhysicalSystem):
 
     def working_exposure(self) -> float:
         """The working exposure (s) a device call captures at: ``working_exposure_s``, or the camera's present one
-        for a system restored from a checkpoint of an earlier hil, which kept none (it ran at the camera's)."""
+        for a system restored from a checkpoint of an earlier hil, which kept none (it ran at the camera's). Where
+        the camera has none either (a bench camera connected anew by the resume), `DeviceError`."""
         if self.working_exposure_s is None:
+            if self.camera.exposure_s is None:
+                raise DeviceError(f"system {self.name!r}: no working exposure: it was restored from a checkpoint of an "
+                                  "earlier hil, which kept none, and the camera, connected anew, has none set; resume "
+                                  "the run with the hil that started it, or start a new run from the protocol")
             self.working_exposure_s = self.camera.exposure_s
-        return self.working_exposure_s  # type: ignore[return-value]
+        return self.working_exposure_s
 
 
 class OpticalSystem(SLMCameraSystem):

@@ -1212,6 +1212,23 @@ def test_systems_sharing_a_camera_each_capture_at_the_working_exposure_it_calibr
     assert torch.equal(first.physics_model().offset.detach(), offset)
 
 
+def test_a_system_restored_without_a_working_exposure_on_a_camera_connected_anew_says_what_to_do() -> None:
+    """A checkpoint of an earlier hil kept no working exposure, and a bench camera connected anew has none set: the
+    nominal model divided by None (a TypeError traceback), and a device call failed with the camera's 'call
+    set_exposure() before capture()', which a run cannot do."""
+    _, slm, camera = bench("ideal", seed=12, construction=CONSTRUCTION)
+    system = OpticalSystem({"slm": slm, "camera": camera})
+    system.calibrate()
+    system.working_exposure_s = camera.exposure_s = None
+    message = (r"^system 'optical': no working exposure: it was restored from a checkpoint of an earlier hil, which "
+               r"kept none, and the camera, connected anew, has none set; resume the run with the hil that started "
+               r"it, or start a new run from the protocol$")
+    with pytest.raises(DeviceError, match=message):
+        system.physics_model()
+    with pytest.raises(DeviceError, match=message):
+        system.forward(*inputs(2))
+
+
 def test_angular_spectrum_is_the_documented_transfer_function_of_a_positive_distance() -> None:
     """H = exp(i·2π·d·(√(1/λ² − f²) − 1/λ)): a positive distance delays every tilted component behind the axial
     one (paraxially −π·λ·d·f²), and components beyond 1/λ are dropped."""
