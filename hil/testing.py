@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pytest
-from pyvisa.util import from_ieee_block, to_ieee_block
+from pyvisa.util import to_ieee_block
 
 from hil.errors import ConfigError, DeviceError, LimitError, TransportError
 from hil.instruments import (
@@ -61,7 +61,7 @@ from hil.instruments import (
     SpatialLightModulator,
 )
 from hil.registry import instrument_class
-from hil.transport import Transport
+from hil.transport import Transport, _Unterminated
 
 if TYPE_CHECKING:
     from simulators.emulators.server import PtyServer, TcpServer
@@ -190,9 +190,14 @@ class ProtocolTransport(Transport):
                         + self.write_termination.encode())
 
     def _query_binary_raw(self, command: str) -> bytes:
+        """The scripted reply read as the transports read a block (`Transport._block_header`, `_block_end`): one
+        longer than its header says is refused, and one shorter is a timeout, as the rest never comes."""
         self._write_raw((command + self.write_termination).encode())
-        reply = self._read_raw()[: -len(self.read_termination)]
-        return from_ieee_block(reply, "B", container=bytes)
+        reply = self._read_raw()
+        offset, count = self._block_header(command, reply)
+        if len(reply) < offset + count + len(self.read_termination):
+            raise _Unterminated(reply)
+        return self._block_end(command, reply[offset:offset + count], reply[offset + count:])
 
     def assert_done(self) -> None:
         assert self._pending_reply is None, f"reply {self._pending_reply!r} was never read"

@@ -1,5 +1,6 @@
 """The SCPI driver mixin against the echo emulator on 127.0.0.1: resynchronisation and its lock."""
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from drivers.scpi import ScpiDriver
 from hil.errors import DeviceError, TransportError, TransportTimeout
 from hil.instruments import Instrument
-from hil.testing import expected_protocol
+from hil.testing import ProtocolTransport, expected_protocol
 from hil.transport import SerialTransport, VisaTransport
 from tests.test_transport import EchoEmulator
 
@@ -176,6 +177,24 @@ def test_a_reply_that_came_with_a_line_unasked_for_is_refused_and_resynchronises
         with pytest.raises(DeviceError, match=r"^echo: reply 'a' to 'RAW\? 610a62' came with more after it; check "):
             driver.query("RAW? 610a62")  # "a\nb"
         assert [driver.query(f"ECHO? {token}") for token in "cd"] == ["c", "d"]
+
+
+@pytest.mark.parametrize(("reply", "error", "message"), [
+    (b"#13abcdef", TransportError, "is not a definite-length block (its 3 bytes are followed by 3 more before the "
+                                   "termination, 'def')"),
+    (b"#15abc", TransportTimeout, "did not end with the read termination"),
+    (b"#13", TransportTimeout, "did not end with the read termination"),
+    (b"abc", TransportError, "is not a definite-length block (it begins b'ab')"),
+])
+def test_a_scripted_block_reply_is_read_as_the_transports_read_one(reply: bytes, error: type[Exception],
+                                                                   message: str) -> None:
+    """The protocol transport parsed a block with pyvisa: one longer than its header said was cut to it (``#13abcdef``
+    read as ``abc``), where both transports refuse it, and one shorter was a 'connection failed'; a driver's test saw
+    neither."""
+    with ProtocolTransport([(b"RAW?", reply)]) as transport, pytest.raises(error, match=re.escape(message)):
+        transport.query_binary("RAW?", "B")
+    with ProtocolTransport([(b"RAW?", b"#13abc")]) as transport:
+        assert bytes(transport.query_binary("RAW?", "B")) == b"abc"
 
 
 class SlowToWakeEmulator(EchoEmulator):
