@@ -467,14 +467,15 @@ class Transport(ABC):
         return int(width)
 
     def _block_header(self, command: str, head: bytes) -> tuple[int, int]:
-        """The offset and byte count (at most `MAX_REPLY_BYTES`) of the data of the block ``head`` begins (it may
-        hold more); else the reply is not a block."""
+        """The offset and byte count of the data of the block ``head`` begins (it may hold more), header and data
+        together at most `MAX_REPLY_BYTES`, the longest reply a VISA read takes; else the reply is not a block."""
         offset = 2 + self._block_width(command, head)
         if len(head) < offset or not head[2:offset].isdigit():  # int() would take " 5"
             raise self._not_a_block(command, f"it begins {head[:offset]!r}")
         count = int(head[2:offset])
-        if count > MAX_REPLY_BYTES:
-            raise self._not_a_block(command, f"it announces {count} bytes, more than {MAX_REPLY_BYTES}")
+        if offset + count > MAX_REPLY_BYTES:
+            raise self._not_a_block(command, f"it announces {count} bytes, which with its {offset}-byte header are "
+                                             f"more than {MAX_REPLY_BYTES}")
         return offset, count
 
     def _block_end(self, command: str, data: bytes, rest: bytes) -> bytes:

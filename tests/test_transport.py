@@ -584,7 +584,7 @@ def test_a_block_that_is_not_a_whole_number_of_values_is_refused_not_cut_short(e
 @pytest.mark.parametrize(("block", "detail"), [
     (b"#13abcdef", "its 3 bytes are followed by 3 more before the termination, 'def'"),
     (b"#3100" + b"x" * 120, "its 100 bytes are followed by 20 more before the termination, 'xxxx"),
-    (b"#6100000xyz", "it announces 100000 bytes, more than 65536"),
+    (b"#6100000xyz", "it announces 100000 bytes, which with its 8-byte header are more than 65536"),
 ])
 def test_a_block_whose_length_is_not_the_bytes_sent_is_refused_not_cut_short(
         echo_tcp, echo_pty, monkeypatch: pytest.MonkeyPatch, block: bytes, detail: str) -> None:
@@ -597,6 +597,25 @@ def test_a_block_whose_length_is_not_the_bytes_sent_is_refused_not_cut_short(
             with pytest.raises(TransportError, match=re.escape(f"is not a definite-length block ({detail}")):
                 transport.query_binary(f"RAW? {block.hex()}", "B")
             assert transport.out_of_step
+
+
+@pytest.mark.parametrize("limit", [340, 345])
+def test_a_block_at_the_reply_limit_is_taken_or_refused_alike_on_both_transports(
+        echo_tcp, echo_pty, monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    """A block announcing `MAX_REPLY_BYTES` passed the header check and the serial transport read it whole, but a
+    VISA read refuses the line that holds it, its header too, as longer than the limit. A block whose header and
+    data together exceed the limit is now refused on both; one within it is read on both."""
+    monkeypatch.setattr("hil.transport.MAX_REPLY_BYTES", limit)
+    command = f"RAW? {(b'#3340' + b'x' * 340).hex()}"
+    for transport in both_transports(echo_tcp, echo_pty):
+        with transport:
+            if limit < 345:  # "#3340" and the data
+                with pytest.raises(TransportError, match=r"longer than 340 bytes without its terminator|it announces "
+                                                         r"340 bytes, which with its 5-byte header are more than 340"):
+                    transport.query_binary(command, "B")
+                assert transport.out_of_step
+            else:
+                assert bytes(transport.query_binary(command, "B")) == b"x" * 340
 
 
 def test_an_unanswered_block_query_on_a_serial_port_is_a_timeout(echo_pty) -> None:
