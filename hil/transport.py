@@ -759,8 +759,9 @@ class VisaTransport(Transport):
         with self._sending(len(data)):
             self._inst.write_raw(data)
 
-    def _read_raw(self) -> bytes:
-        """One reply, in chunks as pyvisa's ``read_raw`` reads it, but complete within the timeout and at most
+    def _read_raw(self, deadline: float | None = None) -> bytes:
+        """One reply, in chunks as pyvisa's ``read_raw`` reads it, but complete within the timeout (or by
+        ``deadline``, a `time.monotonic` instant, where a block's lines share one) and at most
         `MAX_REPLY_BYTES` long, so that an instrument flooding bytes without a terminator cannot fill the memory
         nor one trickling them hang the reader. pyvisa-py waits for a whole chunk as long as bytes keep coming (its
         timeout counts only silence), so a chunk must not be larger than the reply's pace fills before the deadline:
@@ -771,7 +772,7 @@ class VisaTransport(Transport):
         from pyvisa.errors import VisaIOError
 
         more = StatusCode.success_max_count_read
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + self.timeout_s if deadline is None else deadline
         reply, count = bytearray(), 1
         with self._inst.ignore_warning(StatusCode.success_device_not_present, more):
             while True:
@@ -812,12 +813,15 @@ class VisaTransport(Transport):
         self._record(">", data)
         self._write_raw(data)
         deadline = time.monotonic() + self.timeout_s
-        reply = self._read_raw()
+        reply = self._read_raw(deadline)
         offset, count = self._block_header(command, reply)
         while len(reply) < offset + count + len(self.read_termination):
             if time.monotonic() > deadline:
                 raise _Unterminated(reply)
-            reply += self._read_raw()
+            try:
+                reply += self._read_raw(deadline)
+            except _Unterminated as error:  # said with the lines before it, as the reply began
+                raise _Unterminated(reply + error.received) from None
         self._record("<", reply)
         return self._block_end(command, reply[offset:offset + count], reply[offset + count:])
 

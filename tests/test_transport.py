@@ -404,6 +404,34 @@ def test_a_reply_trickled_over_many_timeouts_is_a_timeout_not_a_reply_taken_late
         babbler.close()
 
 
+def test_a_block_whose_lines_each_come_within_the_timeout_is_still_read_within_it_whole() -> None:
+    """A block's data may hold the termination, so VISA reads it line by line; each line's read had the whole
+    timeout to itself, so a block of two lines 0.15 s apart was taken at 0.3 s against a 0.2 s timeout (and one of
+    n lines at up to n times it). The lines share the block's deadline."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection, contextlib.suppress(OSError):
+            connection.recv(100)
+            for piece in (b"#19", b"1111\n", b"1111\n"):  # 9 bytes of data, "\n" among them, then the termination
+                connection.sendall(piece)
+                time.sleep(0.15)
+            connection.recv(100)  # until the reader closes
+
+    threading.Thread(target=serve, daemon=True).start()
+    transport = VisaTransport(f"TCPIP::127.0.0.1::{listener.getsockname()[1]}::SOCKET", timeout_s=0.2)
+    try:
+        with transport, pytest.raises(TransportTimeout, match=r"did not end with the read termination '\\n' within "
+                                                              r"0\.2 s \(it began '#191111"):
+            transport.query_binary("CURV?", "B")
+        assert transport.out_of_step
+    finally:
+        listener.close()
+
+
 def test_a_reply_that_is_not_a_block_is_named_as_such_and_leaves_the_link_out_of_step(echo_tcp, echo_pty) -> None:
     """Not a lost connection: the instrument answered, with text; the rest of that text may still be unread, so a
     driver resynchronises before its next query."""
