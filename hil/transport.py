@@ -874,21 +874,26 @@ class SerialTransport(Transport):
         except serial.SerialTimeoutException as error:
             raise _NotTaken(len(data)) from error
 
-    def _read_exact(self, count: int) -> bytes:
-        data, self._unread = self._unread[:count], self._unread[count:]
-        if len(data) < count:
-            data += self._port.read(count - len(data))
-        if len(data) < count:
-            raise TimeoutError(f"got {len(data)} of {count} bytes")
-        return data
+    def _read_exact(self, count: int, deadline: float | None = None) -> bytes:
+        """``count`` bytes, within the timeout (or by ``deadline``, a `time.monotonic` instant, where the parts of a
+        block share one), as the port delivers them."""
+        deadline = time.monotonic() + self.timeout_s if deadline is None else deadline
+        data, self._unread = bytearray(self._unread[:count]), self._unread[count:]
+        while len(data) < count:
+            need = count - len(data)
+            chunk = self._port.read(max(1, min(need, self._port.in_waiting))) if time.monotonic() < deadline else b""
+            if not chunk:  # the timeout passed (the read waits up to it for a first byte)
+                raise TimeoutError(f"got {len(data)} of {count} bytes")
+            data += chunk
+        return bytes(data)
 
-    def _read_raw(self) -> bytes:
-        """Up to and including the read termination, within the timeout. Whatever the port holds is read at once
-        (pyserial's ``read_until`` reads a byte per call: 0.1 MB/s, where a USB virtual COM port delivers tens of
-        MB/s); bytes past the termination are kept for the next read."""
+    def _read_raw(self, deadline: float | None = None) -> bytes:
+        """Up to and including the read termination, within the timeout (or by ``deadline``, as `_read_exact`).
+        Whatever the port holds is read at once (pyserial's ``read_until`` reads a byte per call: 0.1 MB/s, where a
+        USB virtual COM port delivers tens of MB/s); bytes past the termination are kept for the next read."""
         terminator = self.read_termination.encode("ascii")
         data, searched = bytearray(self._unread), 0
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + self.timeout_s if deadline is None else deadline
         while (end := data.find(terminator, searched)) < 0:
             chunk = self._port.read(max(1, self._port.in_waiting)) if time.monotonic() < deadline else b""
             if not chunk:  # the timeout passed (the read waits up to it for a first byte)
@@ -912,11 +917,12 @@ class SerialTransport(Transport):
         data = (command + self.write_termination).encode("ascii")
         self._record(">", data)
         self._write_raw(data)
-        head = self._read_exact(2)
-        head += self._read_exact(self._block_width(command, head))
+        deadline = time.monotonic() + self.timeout_s  # for the whole block, read in parts
+        head = self._read_exact(2, deadline)
+        head += self._read_exact(self._block_width(command, head), deadline)
         offset, count = self._block_header(command, head)
-        block = head + self._read_exact(count)
-        rest = self._read_raw()  # up to the termination, with a "\r" before it where lines end with "\r\n"
+        block = head + self._read_exact(count, deadline)
+        rest = self._read_raw(deadline)  # up to the termination, with a "\r" before it where lines end with "\r\n"
         self._record("<", block + rest)
         return self._block_end(command, block[offset:], rest)
 

@@ -432,6 +432,36 @@ def test_a_block_whose_lines_each_come_within_the_timeout_is_still_read_within_i
         listener.close()
 
 
+@pytest.mark.parametrize("via", ["visa", "serial"])
+def test_a_block_whose_parts_each_come_within_the_timeout_is_still_read_within_it_whole(via: str) -> None:
+    """Over a serial port a block is read in parts (its header's ``#`` and digit, its count, its data, the rest of
+    the line), and each part's read had the whole timeout to itself: a block whose parts came 0.15 s apart was taken
+    at 0.45 s against a 0.2 s timeout. The parts share the block's deadline, as a VISA read's lines do."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection, contextlib.suppress(OSError):
+            connection.recv(100)
+            for piece in (b"#", b"1", b"9", b"abcdefghi\n"):
+                connection.sendall(piece)
+                time.sleep(0.15)
+            connection.recv(100)  # until the reader closes
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = listener.getsockname()[1]
+    transport = VisaTransport(f"TCPIP::127.0.0.1::{port}::SOCKET", timeout_s=0.2) if via == "visa" else \
+        SerialTransport(f"socket://127.0.0.1:{port}", timeout_s=0.2)
+    try:
+        with transport, pytest.raises(TransportTimeout, match=r"within 0\.2 s"):
+            transport.query_binary("CURV?", "B")
+        assert transport.out_of_step
+    finally:
+        listener.close()
+
+
 def test_a_reply_that_is_not_a_block_is_named_as_such_and_leaves_the_link_out_of_step(echo_tcp, echo_pty) -> None:
     """Not a lost connection: the instrument answered, with text; the rest of that text may still be unread, so a
     driver resynchronises before its next query."""
