@@ -342,12 +342,12 @@ class MemristorCrossbar(World):
         if wire == 0:
             return
         conductance = device_conductance(programmed_s, self.conductance_scale, self.stuck_conductance_s)
-        factor = ir_drop_factor(conductance, wire)
+        factor = ir_drop_factor(conductance, wire).reshape(-1)
         worst = int(factor.argmin())
-        if float(factor.reshape(-1)[worst]) <= 0:
+        if factor[worst] <= 0:
             row, col = divmod(worst, self.shape[1])
             raise DeviceError(f"simulated {self.kind}: these conductances drop the read of device ({row}, {col}) by "
-                              f"{100 * (1 - float(factor.reshape(-1)[worst])):.0f} % to first order ({wire:g} Ω per "
+                              f"{100 * (1 - float(factor[worst])):.0f} % to first order ({wire:g} Ω per "
                               f"cell on {self.shape[0]} × {self.shape[1]} devices, with this chip's spread); the "
                               "IR-drop model holds under 100 %: program lower conductances, or lower "
                               "wire_resistance_ohm or g_max_s, or use a smaller array")
