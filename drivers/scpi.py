@@ -222,9 +222,9 @@ class ScpiDriver:
         errors = [message if code is None else f"{code} {message}" for code, message in self.read_errors()]
         if errors:
             context = f" after {after}" if after else ""
-            raise DeviceError(f"{self.name}: instrument reported{context}: {'; '.join(errors)} (what was sent may "  # type: ignore[attr-defined]
+            raise DeviceError(f"{self.name}: instrument reported{context}: {'; '.join(errors)}; what was sent may "  # type: ignore[attr-defined]
                               "not have been carried out: look each code up in the instrument's manual, correct the "
-                              "setting or the command, then try again)")
+                              "setting or the command, then try again")
 
     def read_errors(self) -> list[tuple[int | None, str]]:
         """Empty the error queue: its errors as (code, message), without the "Query INTERRUPTED" a resynchronisation
@@ -239,7 +239,7 @@ class ScpiDriver:
                 continue
             errors.append((code, message))
         else:
-            errors.append((None, "(error queue did not empty)"))
+            errors.append((None, "its error queue did not empty"))
         self._interrupted = 0
         return errors
 

@@ -108,10 +108,10 @@ def test_a_positive_error_code_is_an_error_too() -> None:
     """Instruments number their own errors above 0 (the 2450's 5074 "Output interlock"); only 0 means none."""
     exchanges = [(b"SYST:ERR?", b'5074,"Output interlock asserted"'), (b"SYST:ERR?", b'0,"No error"')]
     with expected_protocol(EchoDriver, exchanges) as driver, \
-            pytest.raises(DeviceError, match=r"^echo: instrument reported: 5074 Output interlock asserted \(what was "
+            pytest.raises(DeviceError, match=r"^echo: instrument reported: 5074 Output interlock asserted; what was "
                                              r"sent may not have been carried out: look each code up in the "
                                              r"instrument's manual, correct the setting or the command, then try "
-                                             r"again\)$"):
+                                             r"again$"):
         driver.check_errors()
 
 

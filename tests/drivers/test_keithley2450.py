@@ -1301,7 +1301,7 @@ def test_one_resynchronisation_forgives_one_interrupted_query_not_every_one_in_t
     """A -410 beyond the one a resynchronisation may have caused is another query's, interrupted: reported."""
     with read_again_after_a_timeout([(b":SOUR:VOLT 0.5", None), INTERRUPTED, INTERRUPTED, NO_ERROR]) as k, \
             pytest.raises(DeviceError, match=r"instrument reported after setting the source to 0\.5 V: -410 Query "
-                                             r"INTERRUPTED \(what was sent may not have been carried out: look each "
+                                             r"INTERRUPTED; what was sent may not have been carried out: look each "
                                              r"code up in the instrument's manual"):
         k.set_level(0.5)
 
@@ -1460,7 +1460,7 @@ def test_an_error_message_holding_a_semicolon_is_kept_whole() -> None:
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         with pytest.raises(DeviceError, match=r"reported after switching the output off: -222 Parameter data out of "
-                                              r"range; level \(what was sent may not have been carried out"):
+                                              r"range; level; what was sent may not have been carried out"):
             k.set_output(False)
 
 
