@@ -124,7 +124,7 @@ def _misstate_block(message: bytes, rng: random.Random) -> bytes:
     start = message.index(b"#")
     digits = int(message[start + 1:start + 2])
     count = int(message[start + 2:start + 2 + digits])
-    wrong = str(count + rng.choice([-1, 1])).rjust(digits, "0")[-digits:].encode()
+    wrong = str(count + (1 if count == 0 else rng.choice([-1, 1]))).rjust(digits, "0")[-digits:].encode()
     return message[:start + 2] + wrong + message[start + 2 + digits:]
 
 
