@@ -1831,27 +1831,31 @@ class CountedCrossbar(CrossbarSystem):
         self.lost.append(self.name)
 
 
+def failed_at(step: str, protocol: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run ``protocol`` with its ``step`` (a `Run` method) failing with a `HilError`; returns the newest run folder
+    beside it, which a resume continues with the step as it is."""
+    from hil.orchestrator import Run
+
+    def failed(self: Run) -> None:
+        raise HilError(f"a failure at {step}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Run, step, failed)
+        with pytest.raises(HilError, match=f"a failure at {step}"):
+            run_protocol(protocol, show_progress=False)
+    return max((protocol.parent / "runs").iterdir())
+
+
 def test_a_resumed_run_sets_the_working_point_again_on_bench_instruments_only(tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A resumed run connects its bench instruments anew: what the calibration set on them (the 2450's compliance and
     output) is set again through `device_state_lost`, a hook of every system, while a simulated bench, restored
     exactly from the checkpoint, is left alone. The hook was called for any system of a lab with one instrument not
     simulated (the default lab's emulators), the crossbar's included, and was documented nowhere."""
-    from hil.orchestrator import Run
-
-    fit = Run.fit_twin
-
-    def failed(self: Run) -> None:
-        raise HilError("a failure after the calibration")
-
     lab = (tmp_path / "lab.yaml")
     for protocol in (write_probe_protocol(tmp_path), write_protocol(tmp_path, **SMALL | {"lab": str(lab)})):
         lab.write_text(lab.read_text().replace("kind: crossbar\n", "kind: tests.test_orchestrator:CountedCrossbar\n"))
-        monkeypatch.setattr(Run, "fit_twin", failed)
-        with pytest.raises(HilError, match="a failure after the calibration"):
-            run_protocol(protocol, show_progress=False)
-        monkeypatch.setattr(Run, "fit_twin", fit)
-        run = max((tmp_path / "runs").iterdir())
+        run = failed_at("fit_twin", protocol, monkeypatch)
         store = run_protocol(resume=run, show_progress=False)  # the 2450 is unconfigured without the hook
         assert store.events()[-1]["kind"] == "run_finished"
     assert CountedCrossbar.lost == []
@@ -2194,23 +2198,13 @@ def test_a_run_resumed_from_another_folder_keeps_its_traffic_log_where_it_starte
     """A lab's relative traffic_log lies in the working directory; a run resumed from another folder logged the
     rest of its exchanges there, so the bench's record was split in two. The run records the folder it started in,
     and its resume resolves the lab's relative paths from there."""
-    from hil.orchestrator import Run
-
     protocol, started, elsewhere = traffic_logged_probe(tmp_path)
-    fit = Run.fit_twin
-
-    def failed(self: Run) -> None:
-        raise HilError("a failure after the calibration")
-
     monkeypatch.chdir(started)
-    monkeypatch.setattr(Run, "fit_twin", failed)
-    with pytest.raises(HilError, match="a failure after the calibration"):
-        run_protocol(protocol, show_progress=False)
-    monkeypatch.setattr(Run, "fit_twin", fit)
+    run = failed_at("fit_twin", protocol, monkeypatch)
     log = started / "logs" / "bench.log"
     before = log.read_bytes().count(b"\n")
     monkeypatch.chdir(elsewhere)
-    store = run_protocol(resume=max((tmp_path / "runs").iterdir()), show_progress=False)
+    store = run_protocol(resume=run, show_progress=False)
     assert store.events()[-1]["kind"] == "run_finished"
     assert log.read_bytes().count(b"\n") > before and not (elsewhere / "logs").exists()
     assert store.events()[0]["working_directory"] == str(started)
@@ -2221,21 +2215,11 @@ def test_a_run_resumed_before_a_checkpoint_keeps_the_folder_it_started_in(tmp_pa
     """A run stopped between run_started and its first checkpoint starts again on resume, its log rewound to the
     start: the run_started it logs again recorded the resume's folder, while its lab was read from the first, so a
     later resume logged the bench's exchanges in a second traffic log."""
-    from hil.orchestrator import Run
-
     protocol, started, elsewhere = traffic_logged_probe(tmp_path)
-    checkpoint = Run.checkpoint
-
-    def failed(self: Run) -> None:
-        raise HilError("a failure before the first checkpoint")
-
     monkeypatch.chdir(started)
-    monkeypatch.setattr(Run, "checkpoint", failed)
-    with pytest.raises(HilError, match="a failure before the first checkpoint"):
-        run_protocol(protocol, show_progress=False)
-    monkeypatch.setattr(Run, "checkpoint", checkpoint)
+    run = failed_at("checkpoint", protocol, monkeypatch)
     monkeypatch.chdir(elsewhere)
-    store = run_protocol(resume=max((tmp_path / "runs").iterdir()), show_progress=False)
+    store = run_protocol(resume=run, show_progress=False)
     assert store.events()[-1]["kind"] == "run_finished"
     assert store.events()[0]["working_directory"] == str(started) and not (elsewhere / "logs").exists()
 
