@@ -104,6 +104,7 @@ def _local_time(seconds: Any) -> str:
 def _run(args: argparse.Namespace) -> int:
     with signals_held():  # a stop inside torch's import was lost, or left numpy half-loaded (a traceback later)
         from hil.orchestrator import Interrupted, run_protocol
+        from hil.store import EVENTS, SUMMARY, resume_command
 
     if (args.protocol is None) == (args.resume is None):
         print("hil: error: give a protocol file, or --resume RUN (not both)", file=sys.stderr)
@@ -112,10 +113,8 @@ def _run(args: argparse.Namespace) -> int:
         print("hil: error: --seed and --lab choose a new run's; a resumed run keeps its own", file=sys.stderr)
         return 2
     if args.protocol is not None and args.protocol.is_dir():  # a run folder, --resume forgotten?
-        from hil.store import resume_command
-
         resume = f", and continues a run with: {resume_command(args.protocol)}" \
-            if (args.protocol / "events.jsonl").exists() else ""
+            if (args.protocol / EVENTS).exists() else ""
         print(f"hil: error: {args.protocol} is a {'run ' if resume else ''}folder; hil run takes a protocol file "
               f"(e.g. experiments/*.yaml){resume}", file=sys.stderr)
         return 2
@@ -125,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
     except Interrupted as stopped:
         print(f"hil: {stopped}", file=sys.stderr)
         return stopped.exit_status
-    report = store.path / "report" / "summary.md"
+    report = store.path / SUMMARY
     if store.finished_before is not None:  # a resume of a finished run: it ran nothing and wrote nothing
         ended = _local_time(store.finished_before.get("time"))
         print(f"{store.path}: the run finished at {ended}; nothing to resume; its report: {report}")

@@ -62,7 +62,7 @@ from hil.protocol import (
     recorded,
     system_and_method,
 )
-from hil.store import CHECKPOINT, EVENTS, RunFileError, RunStore, file_digests, resume_command
+from hil.store import CHECKPOINT, EVENTS, SUMMARY, RunFileError, RunStore, file_digests, resume_command
 from hil.twin.collect import TwinData, collect, measurement_count
 from hil.twin.fidelity import fidelity
 from hil.twin.fit import fit_epochs, fit_twin
@@ -756,7 +756,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 status = 128 + getattr(stop, "signum", signal.SIGINT)
                 if _finished(store):  # it came as run_finished was logged: the run is whole, not to be resumed
                     raise Interrupted(f"stopped by {why} as the run finished; nothing to resume; its report: "
-                                      f"{store.path / 'report' / 'summary.md'}", status) from None
+                                      f"{store.path / SUMMARY}", status) from None
                 refused = _record(store, "run_interrupted", at_once=why)
                 raise Interrupted(f"stopped at once by {why}; instruments were put in their safe state; resume from "
                                   f"the last checkpoint with: {resume_command(store.path)}{_unlogged(refused)}",

@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hil.store import DISCARDED, EVENTS, RunFileError, RunStore, parse_event, resume_command
+from hil.store import DISCARDED, EVENTS, SUMMARY, RunFileError, RunStore, parse_event, resume_command
 
 
 def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -457,4 +457,4 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         "",
     ]
     # a character UTF-8 cannot hold (a run folder's name in another encoding, read as a lone surrogate) as its escape
-    return store.write_bytes("report/summary.md", "\n".join(lines).encode("utf-8", "backslashreplace"))
+    return store.write_bytes(SUMMARY, "\n".join(lines).encode("utf-8", "backslashreplace"))

@@ -53,6 +53,8 @@ EVENTS = "events.jsonl"
 DISCARDED = "events.discarded.jsonl"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
+#: A run's report summary, in its folder (written by `hil.report`).
+SUMMARY = "report/summary.md"
 #: The field of an event (or of snapshot.json) listing where the numbers JSON cannot hold (NaN, ±infinity) are: the
 #: file holds each as the string "NaN", "Infinity" or "-Infinity" (strict JSON, which jq and JavaScript read), and
 #: the path of keys and indices to it is here; hil's readers turn it back into the float and drop this field.
