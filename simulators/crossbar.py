@@ -319,13 +319,18 @@ class MemristorCrossbar(World):
             target = quantise_levels(target, g_min, g_max, config.construction.levels)
         programmed = target.clone()
         noise = config.programming
+        drawn_from = self.rng.get_state()  # a refused programming draws nothing: the next is as if it never came
         if noise.noise_scale > 0:
             c0, c1, c2 = noise.coefficients_us
             relative = target / g_max
             unit_s = 1e-6 * noise.noise_scale * g_max / noise.reference_g_max_s
             sigma = (c0 + relative * (c1 + relative * c2)) * unit_s
             programmed = (target + sigma * torch.randn(target.shape, generator=self.rng)).clamp_(min=0)
-        self._check_ir_drop(programmed)
+        try:
+            self._check_ir_drop(programmed)
+        except DeviceError:
+            self.rng.set_state(drawn_from)
+            raise
         drift = config.slow.drift_scale
         nu = drift_exponents(target, g_max, drift, self.rng) if drift > 0 else torch.zeros(self.shape)
         timing = config.timing

@@ -728,11 +728,12 @@ def test_a_programming_whose_drawn_devices_drop_a_read_by_100_percent_is_refused
     current of 82 devices of a 337 × 337 tile programmed at g_max, their drop factors negative."""
     world = MemristorCrossbar(preset="realistic", seed=0, config={"geometry": {"rows": 337, "cols": 337}})
     g_max, before = world.config.devices.g_max_s, world.programmed_s.clone()
-    started = world.clock.now()
+    started, generator = world.clock.now(), world.rng.get_state()
     with pytest.raises(DeviceError, match=r"drop the read of device \(\d+, \d+\) by 10\d % to first order \(0.35 "
                        r"Ω per cell on 337 × 337 devices, with this chip's spread\); the IR-drop model holds"):
         world.program(torch.full(world.shape, g_max))
     assert torch.equal(world.programmed_s, before) and world.clock.now() == started
+    assert torch.equal(world.rng.get_state(), generator)  # the programming after it is as if it never came
     world.program(torch.full(world.shape, g_max / 2))
     factor = ir_drop_factor(world.conductances(), world.config.construction.wire_resistance_ohm)
     assert 0 < float(factor.min()) < 0.6
