@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import socket
 import struct
 import sys
@@ -38,6 +39,8 @@ LINE_END = "\n"
 SHORT_TIMEOUT_S = 0.05
 #: The longest text reply read (bytes): far beyond any instrument's, and far below the memory an endless one takes.
 MAX_REPLY_BYTES = 64 * 2**20
+#: An OS error as termios and pyserial write it, ``(5, 'Input/output error')``.
+_ERRNO_PAIR = re.compile(r"\((\d+), '([^']*)'\)")
 
 
 class _Unterminated(TimeoutError):
@@ -538,7 +541,7 @@ class Transport(ABC):
                 raise TransportTimeout(
                     f"{where}: no reply within {self.timeout_s:g} s to {excerpt(command)}; "
                     f"{self._no_reply_advice()}") from error
-            reason = " ".join(str(error).split())  # one line, whatever the library wrote
+            reason = _library_reason(error)
             if kind == "missing":
                 raise TransportError(
                     f"{where}: a library this resource needs is missing or cannot be loaded ({reason}); install it "
@@ -929,6 +932,12 @@ class SerialTransport(Transport):
 
 #: VISA's resource classes, which end a resource name: VISA takes them in any case, pyvisa's parser in upper case only
 _RESOURCE_CLASSES = ("INSTR", "SOCKET", "INTFC", "BACKPLANE", "RAW", "SERVANT")
+
+
+def _library_reason(error: Exception) -> str:
+    """What a library said, on one line, an OS error as Python writes it (``[Errno 5] Input/output error``) where
+    termios or pyserial wrote the pair (a port whose device has gone)."""
+    return _ERRNO_PAIR.sub(r"[Errno \1] \2", " ".join(str(error).split()))
 
 
 def _visa_spelling(resource: str) -> str:

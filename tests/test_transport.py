@@ -27,6 +27,7 @@ from hil.transport import (
     Transport,
     VisaTransport,
     _Claim,
+    _library_reason,
     has_serial_line,
     instrument_key,
     open_transport,
@@ -1205,3 +1206,23 @@ def test_a_transport_collected_while_its_thread_claims_an_instrument_releases_it
     with _Claim._held_lock:  # as in a claim of another instrument when the collector runs
         del transport
     assert open_elsewhere(echo_tcp[1].resource).returncode == 0
+
+
+def test_a_serial_port_whose_device_has_gone_is_told_as_an_os_error_in_one_line() -> None:
+    """pyserial and termios write a port's OS error as the pair ``(5, 'Input/output error')``: it is told as Python
+    tells one, whichever of them raised it (setting the timeout, or draining a write)."""
+    import termios
+
+    master, slave = os.openpty()
+    transport = SerialTransport(os.ttyname(slave), timeout_s=0.3)
+    try:
+        with transport:
+            os.close(master)  # the device's end goes
+            with pytest.raises(TransportError) as caught, transport.patience(1.0):
+                pass
+    finally:
+        os.close(slave)
+    assert str(caught.value).endswith("connection failed during 'a change of timeout' (Could not configure port: "
+                                      "[Errno 5] Input/output error); check the cable or network and the "
+                                      "instrument's power, then connect again")
+    assert _library_reason(termios.error(5, "Input/output error")) == "[Errno 5] Input/output error"
