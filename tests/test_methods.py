@@ -10,7 +10,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from hil.errors import ConfigError
+from hil.errors import ConfigError, HilError
 from hil.methods import method_class
 from hil.methods.pat import PatSettings, PhysicsAwareTraining
 from hil.nn import PhysicalLayer
@@ -235,3 +235,24 @@ def test_a_refinement_learning_rate_is_held_to_the_training_rates_bounds(refine_
     """It had only to be above 0: 1e-320 rounds to nothing in float32; and 1e7 passes the ceiling of the others."""
     with pytest.raises(ValidationError, match="refine_lr"):
         PatSettings(refine_lr=refine_lr)
+
+
+def test_a_refinement_that_diverges_stops_training_at_its_step_before_the_twin_gives_a_nan_forward_pass(lab) -> None:
+    """A refinement learning rate far too high made the twin NaN silently: the next step's PAT output was NaN (the
+    twin's bracket is NaN − NaN, not 0), and the run stopped a batch later blaming the model's learning rates; on
+    an epoch's last batch the NaN twin was checkpointed first."""
+    system = lab.systems["crossbar"]
+    model, _ = model_on(system)
+    method = PhysicsAwareTraining(PatSettings(refine_every=1, refine_lr=1e6))
+    method.begin(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(HilError, match=r"^the twin's online refinement diverged at training step 1: its loss is nan; "
+                                       r"start a new run with a lower method.settings.refine_lr$"):
+        method.train_step(model, *batch(0), optimizer)
+    sane = PhysicsAwareTraining(PatSettings(refine_every=1, refine_lr=1e-3))
+    model, _ = model_on(system)
+    sane.begin(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(3):  # a refinement that converges goes on as before
+        figures = sane.train_step(model, *batch(step), optimizer)
+        assert math.isfinite(figures["twin_refine_loss"])
