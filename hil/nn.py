@@ -95,9 +95,9 @@ class PhysicalLayer(nn.Module):
         self.__dict__["twin"] = twin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_map == "sigmoid":
+        if self.input_map == "sigmoid":  # clamped: -0.2 + 0.6 × 1 rounds above float32(0.4), which the device refuses
             low, high = self.system.x_bounds
-            x = low + (high - low) * torch.sigmoid(x)
+            x = (low + (high - low) * torch.sigmoid(x)).clamp(*float32_bounds(low, high))
         if self.mode == "device":
             with torch.no_grad():
                 return self.system.forward(x, self.theta)

@@ -175,8 +175,9 @@ class TurnTable(PhysicalSystem):
     kind = "turn_table"
     theta_periodic = True
 
-    def __init__(self, theta_bounds: tuple[float, float] = (-math.pi, math.pi)):
-        super().__init__({}, n_in=2, n_out=2, n_params=2, x_bounds=(-1.0, 1.0), theta_bounds=theta_bounds,
+    def __init__(self, theta_bounds: tuple[float, float] = (-math.pi, math.pi),
+                 x_bounds: tuple[float, float] = (-1.0, 1.0)):
+        super().__init__({}, n_in=2, n_out=2, n_params=2, x_bounds=x_bounds, theta_bounds=theta_bounds,
                          max_batch=8)
 
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -414,3 +415,18 @@ def test_projection_wraps_a_phase_just_below_0_onto_0_and_leaves_one_inside_unch
         layer.theta.copy_(torch.tensor([-1e-8, inside_high]).repeat(system.n_params // 2))
     layer.project_()
     assert torch.equal(layer.theta.detach(), torch.tensor([0.0, inside_high]).repeat(system.n_params // 2))
+
+
+def test_sigmoid_input_map_stays_within_input_bounds_that_float32_cannot_hold() -> None:
+    """-0.2 + 0.6 × sigmoid(50) rounds in float32 to one step above float32(0.4): the device refused a saturated
+    input mid-run (about a fifth of bounds given to a tenth are so)."""
+    system = TurnTable(x_bounds=(-0.2, 0.4))
+    layer = PhysicalLayer(system, TurnTwin(system), mode="device", input_map="sigmoid", theta_init="center")
+    theta = layer.theta.detach()
+    low, high = float32_bounds(-0.2, 0.4)
+    torch.testing.assert_close(layer(torch.tensor([[-50.0, 50.0]])), torch.tensor([[low, high]]) * theta.cos(),
+                               rtol=0, atol=0)
+    layer.mode = "pat"  # inside the bounds the map's gradient is the sigmoid's
+    x = torch.tensor([[0.3, -1.2]], requires_grad=True)
+    layer(x).sum().backward()
+    torch.testing.assert_close(x.grad, 0.6 * torch.sigmoid(x.detach()) * (1 - torch.sigmoid(x.detach())) * theta.cos())
