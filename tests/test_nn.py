@@ -430,3 +430,65 @@ def test_sigmoid_input_map_stays_within_input_bounds_that_float32_cannot_hold() 
     x = torch.tensor([[0.3, -1.2]], requires_grad=True)
     layer(x).sum().backward()
     torch.testing.assert_close(x.grad, 0.6 * torch.sigmoid(x.detach()) * (1 - torch.sigmoid(x.detach())) * theta.cos())
+
+
+IDEAL_LAB = textwrap.dedent("""
+    worlds:
+      table: {kind: optical_table, preset: ideal, seed: 0}
+      fiber: {kind: multimode_fiber, preset: ideal, seed: 0}
+      chip: {kind: memristor_crossbar, preset: ideal, seed: 0}
+      oscillators: {kind: oscillator_network, preset: ideal, seed: 0}
+      net: {kind: resistive_network, preset: ideal, seed: 0}
+    instruments:
+      slm: {driver: simulated_slm, world: table}
+      camera: {driver: simulated_camera, world: table}
+      fiber_slm: {driver: simulated_slm, world: fiber}
+      fiber_camera: {driver: simulated_camera, world: fiber}
+      crossbar: {driver: simulated_crossbar, world: chip}
+      shaker: {driver: simulated_analog_output, world: oscillators, limits: {voltage_v: {min: -2.0, max: 2.0}}}
+      probes: {driver: simulated_analog_input, world: oscillators}
+      net_out: {driver: simulated_analog_output, world: net, limits: {voltage_v: {min: -2.5, max: 2.5}}}
+      net_in: {driver: simulated_analog_input, world: net}
+    systems:
+      optical: {kind: optical, instruments: {slm: slm, camera: camera}}
+      fiber: {kind: fiber, instruments: {slm: fiber_slm, camera: fiber_camera}}
+      crossbar: {kind: crossbar, instruments: {crossbar: crossbar}, settings: {n_in: 16, n_out: 8}}
+      oscillator: {kind: oscillator, instruments: {output: shaker, input: probes}}
+      resistive: {kind: resistive_network, instruments: {output: net_out, input: net_in}}
+""")
+
+
+@pytest.mark.parametrize("name", ["optical", "fiber", "crossbar", "oscillator", "resistive"])
+def test_on_an_ideal_bench_pat_through_the_oracle_gives_the_gradients_of_the_physics(tmp_path, name) -> None:
+    """On the ideal preset the device computes its physics model with the world's hidden values: PAT through the
+    oracle then gives every parameter of a network (digital layers before and after the physical one) the gradient
+    of autograd through that physics, but for what the measured forward pass differs by (float32 rounding; the
+    oscillators' ringing on from the call before: 3e-6 of the outputs, 2e-5 of a gradient), and the physics'
+    derivatives are the device's (central differences: relative 1e-3 at most)."""
+    with lab_from_text(IDEAL_LAB, tmp_path) as lab:
+        system = lab.systems[name]
+        system.calibrate()
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, system.n_in), PhysicalLayer(system, build_twin("oracle", system),
+                                                                       input_map="sigmoid", seed=1),
+                              nn.Linear(system.n_out, 3))
+        x, labels = torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
+        gradients = {}
+        for mode in ("pat", "twin"):
+            model.zero_grad()
+            set_mode(model, mode)
+            nn.functional.cross_entropy(model(x), labels).backward()
+            gradients[mode] = {key: p.grad.clone() for key, p in model.named_parameters()}
+        for key, pat in gradients["pat"].items():
+            twin = gradients["twin"][key]
+            assert (pat - twin).abs().max() <= 1e-4 * twin.abs().max(), key
+        h = 3e-3 * (system.theta_bounds[1] - system.theta_bounds[0])
+        physics = system.oracle_model()
+        theta = model[1].theta.detach().clamp(system.theta_bounds[0] + h, system.theta_bounds[1] - h)
+        inputs = torch.sigmoid(model[0](x)).detach() * 0.8 + 0.1  # inside the bounds by more than the step
+        inputs = system.x_bounds[0] + (system.x_bounds[1] - system.x_bounds[0]) * inputs
+        direction = torch.randn(system.n_params, generator=torch.Generator().manual_seed(0)).sign()
+        with torch.no_grad():
+            measured = (system.forward(inputs, theta + h * direction) - system.forward(inputs, theta - h * direction))
+        _, modelled = torch.autograd.functional.jvp(lambda t: physics(inputs, t), (theta,), (direction,))
+        assert (measured / (2 * h) - modelled).norm() <= 1e-3 * modelled.norm()
