@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 import torch
+from torch.quasirandom import SobolEngine
 
 from hil.errors import ConfigError
 from hil.twin.collect import TwinData, collect, held_out_count, measurement_count, sobol
@@ -480,3 +481,16 @@ def test_twin_data_whose_inputs_or_repeated_thetas_do_not_match_the_outputs_is_n
     groups = arrays["y"].shape[0]
     with pytest.raises(ConfigError, match=r"disagree in their θ groups, inputs or outputs$"):
         TwinData.from_arrays(arrays | {"y_repeats": arrays["y_repeats"][:, :1].expand(-1, groups + 1, -1, -1)})
+
+
+def test_a_design_of_more_axes_than_one_sobol_engine_holds_draws_them_from_several() -> None:
+    """A Sobol engine holds 21201 axes: a crossbar of 256 × 128 weights (32768 θ, within its 1024 × 1024 geometry)
+    stopped its run at the collection with torch's ValueError. The axes beyond come from further engines; the
+    design of fewer axes is the one engine's, unchanged."""
+    most = SobolEngine.MAXDIM
+    points = sobol(4, most + 8, (-1.0, 1.0), seed=3)
+    assert points.shape == (4, most + 8) and points.min() >= -1 and points.max() <= 1
+    torch.testing.assert_close(points[:, :most], sobol(4, most, (-1.0, 1.0), seed=3), rtol=0, atol=0)
+    beyond = points[:, most:]
+    assert ((beyond + 1) * 2).floor().sort(dim=0).values.T.tolist() == [[0, 1, 2, 3]] * 8  # a point in each quarter
+    assert not torch.equal(beyond, points[:, :8])  # scrambled anew, not the first engine's axes again

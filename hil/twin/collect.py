@@ -100,8 +100,13 @@ class TwinData:
 
 
 def sobol(n: int, dimension: int, bounds: tuple[float, float], seed: int) -> torch.Tensor:
-    """``n`` scrambled Sobol points in ``bounds`` along every one of ``dimension`` axes."""
-    unit = SobolEngine(dimension, scramble=True, seed=seed).draw(n).float()
+    """``n`` scrambled Sobol points in ``bounds`` along every one of ``dimension`` axes. One engine holds at most
+    ``SobolEngine.MAXDIM`` (21201) axes; the axes beyond come from further engines, each scrambled by a seed drawn
+    from ``seed`` (a crossbar of 256 × 128 weights has 32768 θ)."""
+    widths = [min(SobolEngine.MAXDIM, dimension - start) for start in range(0, dimension, SobolEngine.MAXDIM)]
+    seeds = [seed, *torch.randint(2**31, (len(widths) - 1,), generator=torch.Generator().manual_seed(seed)).tolist()]
+    unit = torch.cat([SobolEngine(width, scramble=True, seed=engine_seed).draw(n)
+                      for width, engine_seed in zip(widths, seeds, strict=True)], dim=1).float()
     return bounds[0] + (bounds[1] - bounds[0]) * unit
 
 
