@@ -964,18 +964,18 @@ def test_a_run_whose_last_checkpoint_the_disk_refuses_is_not_finished_and_resume
 
 
 def test_training_that_diverges_to_nan_stops_saying_so_and_what_to_do(tmp_path: Path) -> None:
-    """A learning rate far too large turns the parameters into NaN: the run ends failed at that batch, with a
-    message that says so, rather than at the device refusing a NaN θ, or later."""
+    """A learning rate far too large turns the twin's refinement into NaN: the run ends failed at that step, with a
+    message that says so, rather than at the device refusing a NaN θ, or a batch later through the NaN twin."""
     protocol = write_protocol(tmp_path, **SMALL | {"method": {"name": "pat", "settings": {
         "refine_every": 1, "refine_lr": 1e6}}})
-    with pytest.raises(HilError, match=r"^training diverged at epoch 1, batch 2: the model's parameters are no longer "
-                                       r"finite \(NaN or infinite\); start a new run with lower learning rates"):
+    with pytest.raises(HilError, match=r"^the twin's online refinement diverged at training step 1: its loss is nan; "
+                                       r"start a new run with a lower method.settings.refine_lr$"):
         run_protocol(protocol, show_progress=False)
     [run] = (tmp_path / "runs").iterdir()
     store = RunStore.open(run)
-    assert [e["kind"] for e in store.events()][-2:] == ["batch", "run_failed"]
-    assert store.events()[-1]["error"].startswith("training diverged at epoch 1")  # its message, no type before it
-    assert math.isnan(store.events()[-2]["loss"])  # logged as strict JSON, read back as what it was
+    kinds = [e["kind"] for e in store.events()]
+    assert kinds[-1] == "run_failed" and "batch" not in kinds  # no batch trained through the NaN twin
+    assert store.events()[-1]["error"].startswith("the twin's online refinement diverged")  # no type before it
     assert all(strict_json(line) for line in (run / "events.jsonl").read_text().splitlines())
     store.close()
     assert emulators_serving() == []  # the lab was closed on the way out: its instruments safe, its emulators stopped
@@ -1903,7 +1903,7 @@ def refuse_run_failed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(("changes", "said"), [
     ({"method": {"name": "pat", "settings": {"refine_every": 1, "refine_lr": 1e6}}},
-     "training diverged at epoch 1, batch 2"),
+     "the twin's online refinement diverged at training step 1"),
     ({}, "the collect step ran out of memory"),
 ])
 def test_a_failed_step_whose_event_the_disk_refuses_says_the_failure_then_the_refusal(
