@@ -981,6 +981,38 @@ def test_training_that_diverges_to_nan_stops_saying_so_and_what_to_do(tmp_path: 
     assert emulators_serving() == []  # the lab was closed on the way out: its instruments safe, its emulators stopped
 
 
+def test_parameters_that_a_step_leaves_non_finite_stop_the_run_at_that_batch(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The orchestrator's own guard, behind every method's: a step that leaves a parameter NaN (a method's update
+    overflowing; no protocol setting of the built-in methods reaches it) ends the run failed at that batch, saying
+    what to do, before the device is given a NaN θ; the NaN loss of the batch is logged as strict JSON."""
+    from hil.methods.base import TrainingMethod
+
+    train_step = TrainingMethod.train_step
+
+    def overflowing(self: TrainingMethod, model: torch.nn.Module, *args: Any) -> dict[str, float]:
+        figures = train_step(self, model, *args)
+        if getattr(self, "_test_steps", 0) == 1:
+            with torch.no_grad():
+                next(model.parameters()).fill_(math.nan)
+            figures["loss"] = math.nan
+        self._test_steps = getattr(self, "_test_steps", 0) + 1
+        return figures
+
+    monkeypatch.setattr(TrainingMethod, "train_step", overflowing)
+    with pytest.raises(HilError, match=r"^training diverged at epoch 1, batch 2: the model's parameters are no longer "
+                                       r"finite \(NaN or infinite\); start a new run with lower learning rates"):
+        run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    assert [e["kind"] for e in store.events()][-2:] == ["batch", "run_failed"]
+    assert store.events()[-1]["error"].startswith("training diverged at epoch 1")  # its message, no type before it
+    assert math.isnan(store.events()[-2]["loss"])  # logged as strict JSON, read back as what it was
+    assert all(strict_json(line) for line in (run / "events.jsonl").read_text().splitlines())
+    store.close()
+    assert emulators_serving() == []
+
+
 def collect_out_of_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """The collect step fails as torch fails an allocation the machine refuses."""
     from hil.orchestrator import Run
