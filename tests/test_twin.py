@@ -189,19 +189,28 @@ def test_a_residual_twin_fits_its_physics_first_and_keeps_the_residual_only_wher
                                                                                            crossbar_data) -> None:
     """Fitted together, the network took up the error before the physics was calibrated and learnt the training θ
     groups (held-out NMSE 0.39 against the physics twin's 0.0057 on the optical protocol). In two stages the physics
-    is fitted as a physics twin is, then the residual on what it leaves; the twin is no worse held out."""
+    is fitted as a physics twin is, then the residual on what it leaves; the twin is no worse held out.
+
+    "No worse" is the fit's held-out error, normalised by the training outputs' variance, by which the residual is
+    kept or dropped: the fidelity's NMSE (normalised by the held-out outputs' variance) weighs the outputs otherwise,
+    and a residual that lowered the one by 0.03 % raised the other by 0.05 % (its network drawn from torch's global
+    generator, as an earlier test had left it). The network is drawn from a seed of its own here."""
     system = lab.systems["crossbar"]
     train, held_out = crossbar_data.subset(torch.arange(4)), crossbar_data.subset(torch.arange(4, 6))
     physics = build_twin("physics", system)
     alone = fit_twin(physics, train, held_out, epochs=15, lr=0.02, patience=3, seed=1)
-    twin = build_twin("residual", system, hidden=(32,))
+    with torch.random.fork_rng():  # the residual's initial weights, whatever earlier tests drew or seeded
+        torch.manual_seed(0)
+        twin = build_twin("residual", system, hidden=(32,))
     steps: list[int] = []
     result = fit_twin(twin, train, held_out, epochs=15, lr=0.02, patience=3, seed=1,
                       progress=lambda epoch, _, __: steps.append(epoch))
     first = len(alone.validation_loss)
     assert result.validation_loss[:first] == alone.validation_loss  # the same fit as the physics twin's
     assert len(result.validation_loss) > first and steps == list(range(len(result.validation_loss)))
-    assert nmse(twin, held_out).mean() <= nmse(physics, held_out).mean() * (1 + 1e-6)
+    assert result.best_epoch >= first  # here the residual helps held out, and is kept
+    fit_error = train.output_variance()  # the held-out error's normalisation in the fit
+    assert nmse(twin, held_out, fit_error).mean() <= nmse(physics, held_out, fit_error).mean() * (1 + 1e-6)
     assert result.validation_loss[result.best_epoch] == min(result.validation_loss)
     assert fit_epochs(twin, 15) == 30 and fit_epochs(physics, 15) == 15
 
