@@ -2,7 +2,6 @@
 
 import re
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -197,18 +196,41 @@ def test_a_scripted_block_reply_is_read_as_the_transports_read_one(reply: bytes,
         assert bytes(transport.query_binary("RAW?", "B")) == b"abc"
 
 
-class SlowToWakeEmulator(EchoEmulator):
-    """Answers its first ``*IDN?`` after 0.5 s, late for a 0.3 s timeout."""
+class LateIdentityEmulator(EchoEmulator):
+    """Holds back its identity, once `hold_back` is called, until `release`: the reply is late for any timeout, and
+    comes when the test says (not after a sleep raced against the timeout, which a loaded machine could make the
+    reply win, or half win)."""
 
-    def reset(self) -> None:
-        super().reset()
-        self.woken = False
+    def __init__(self) -> None:
+        super().__init__()
+        self._held, self._released = threading.Event(), threading.Event()
+
+    def hold_back(self) -> None:
+        """Hold back the reply to the next ``*IDN?`` until `release`."""
+        self._released.clear()
+        self._held.set()
+
+    def release(self) -> None:
+        self._released.set()
 
     def _idn(self) -> str:
-        if not self.woken:
-            self.woken = True
-            time.sleep(0.5)
+        if self._held.is_set():
+            self._held.clear()
+            if not self._released.wait(30):  # the test failed before it released the reply
+                raise TimeoutError("the held-back identity was never released")
         return self.identity
+
+
+class ReopenedSerialTransport(SerialTransport):
+    """Calls ``on_open`` each time the port has been opened (pyserial has then discarded what the line held): a reply
+    released there comes on the new connection, as one the instrument owed the last connection does."""
+
+    on_open = None
+
+    def _open_raw(self) -> None:
+        super()._open_raw()
+        if self.on_open is not None:
+            self.on_open()
 
 
 class EchoInstrument(ScpiDriver, Instrument):
@@ -219,14 +241,22 @@ class EchoInstrument(ScpiDriver, Instrument):
         """Nothing to make safe."""
 
 
+#: A timeout for replies that do come, however loaded the machine (waited out only where one is lost).
+IN_TIME_S = 10.0
+
+
 def test_a_serial_instrument_whose_identity_came_late_connects_at_the_next_try(pty_server) -> None:
     """A serial line opened again still carries the reply the instrument owed the last connection: the next connect
     resynchronises before asking for the identity, though it knows none yet, and the late identity does not answer
     it."""
-    server = pty_server(SlowToWakeEmulator())
-    instrument = EchoInstrument(SerialTransport(server.resource, timeout_s=0.3), name="echo")
-    with pytest.raises(TransportTimeout, match=r"\*IDN\?"):
+    emulator = LateIdentityEmulator()
+    emulator.hold_back()
+    transport = ReopenedSerialTransport(pty_server(emulator).resource, timeout_s=0.3)
+    instrument = EchoInstrument(transport, name="echo")
+    with pytest.raises(TransportTimeout, match=r"no reply within 0\.3 s to '\*IDN\?'"):
         instrument.connect()
+    transport.timeout_s = IN_TIME_S
+    transport.on_open = emulator.release  # the late identity comes once the port is open again
     with instrument:
         assert instrument.identify() == "hil,Echo,1,0"
         assert instrument.query("ECHO? a") == "a"
@@ -237,15 +267,18 @@ def test_a_serial_port_now_holding_another_instrument_resynchronises_at_connect_
     """A connection that ends out of step (the identity came late) leaves the next connect to resynchronise; the
     port may hold another instrument by then, whose identity is not the one read at the last connection: matched
     against that, no marker would ever do and the instrument could not be connected again."""
-    emulator = SlowToWakeEmulator()
-    emulator.woken = True
-    server = pty_server(emulator)
-    instrument = EchoInstrument(SerialTransport(server.resource, timeout_s=0.3), name="echo")
+    emulator = LateIdentityEmulator()
+    transport = ReopenedSerialTransport(pty_server(emulator).resource, timeout_s=IN_TIME_S)
+    instrument = EchoInstrument(transport, name="echo")
     with instrument:
         assert instrument.identify() == "hil,Echo,1,0"
-    emulator.identity, emulator.woken = "hil,Other,2,0", False  # another instrument, slow to answer at first
-    with pytest.raises(TransportTimeout, match=r"\*IDN\?"):
+    emulator.identity = "hil,Other,2,0"  # another instrument, slow to answer at first
+    emulator.hold_back()
+    transport.timeout_s = 0.3  # a reply held back: the timeout's length is all it costs
+    with pytest.raises(TransportTimeout, match=r"no reply within 0\.3 s to '\*IDN\?'"):
         instrument.connect()
+    transport.timeout_s = IN_TIME_S
+    transport.on_open = emulator.release
     with instrument:
         assert instrument.identify() == "hil,Other,2,0"
         assert instrument.query("ECHO? a") == "a"
