@@ -13,7 +13,7 @@ from hil.errors import DeviceError, TransportError, TransportTimeout
 from hil.instruments import Instrument
 from hil.testing import ProtocolTransport, expected_protocol
 from hil.transport import SerialTransport, VisaTransport
-from tests.test_transport import EchoEmulator
+from tests.test_transport import IN_TIME_S, EchoEmulator
 
 
 class EchoDriver(ScpiDriver):
@@ -239,10 +239,6 @@ class EchoInstrument(ScpiDriver, Instrument):
 
     def _safe_state_hw(self) -> None:
         """Nothing to make safe."""
-
-
-#: A timeout for replies that do come, however loaded the machine (waited out only where one is lost).
-IN_TIME_S = 10.0
 
 
 def test_a_serial_instrument_whose_identity_came_late_connects_at_the_next_try(pty_server) -> None:

@@ -83,9 +83,14 @@ def echo_pty(pty_server):
     return emulator, pty_server(emulator)
 
 
-def both_transports(echo_tcp, echo_pty):
-    return [VisaTransport(echo_tcp[1].resource, timeout_s=0.3), SerialTransport(echo_pty[1].resource,
-                                                                                 timeout_s=0.3)]
+#: A timeout for replies that do come, however loaded the machine: a test that expects no timeout waits it out only
+#: where a reply is lost, and a loaded machine can stall the emulator's thread or the reader's past a short one.
+IN_TIME_S = 10.0
+
+
+def both_transports(echo_tcp, echo_pty, timeout_s: float = 0.3):
+    return [VisaTransport(echo_tcp[1].resource, timeout_s=timeout_s), SerialTransport(echo_pty[1].resource,
+                                                                                       timeout_s=timeout_s)]
 
 
 def test_open_transport_picks_by_resource() -> None:
@@ -630,8 +635,9 @@ def test_a_serial_reply_that_is_not_a_definite_length_block_is_named_as_such(ech
 def test_a_block_that_is_not_a_whole_number_of_values_is_refused_not_cut_short(echo_tcp, echo_pty, block: bytes,
                                                                                 datatype: str, count: int) -> None:
     """``#13abc`` read as float32 was ``[]``: the three bytes dropped without a word. It is a garbage reply, named as
-    such, read whole (the next query gets its own reply)."""
-    for transport in both_transports(echo_tcp, echo_pty):
+    such, read whole (the next query gets its own reply). No reply is late here, so the timeout is one no loaded
+    machine reaches: under 0.3 s, a stall of the emulator's thread or the reader's failed the test as a timeout."""
+    for transport in both_transports(echo_tcp, echo_pty, timeout_s=IN_TIME_S):
         with transport:
             with pytest.raises(TransportError, match=rf"reply to 'RAW\? [0-9a-f]+' is a block of {count} bytes, not "
                                                      "a whole number of") as caught:
