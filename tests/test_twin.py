@@ -194,7 +194,8 @@ def test_a_residual_twin_fits_its_physics_first_and_keeps_the_residual_only_wher
     "No worse" is the fit's held-out error, normalised by the training outputs' variance, by which the residual is
     kept or dropped: the fidelity's NMSE (normalised by the held-out outputs' variance) weighs the outputs otherwise,
     and a residual that lowered the one by 0.03 % raised the other by 0.05 % (its network drawn from torch's global
-    generator, as an earlier test had left it). The network is drawn from a seed of its own here."""
+    generator, as an earlier test had left it). The network is drawn from a seed of its own here, with which the
+    residual lowers both by 3 %."""
     system = lab.systems["crossbar"]
     train, held_out = crossbar_data.subset(torch.arange(4)), crossbar_data.subset(torch.arange(4, 6))
     physics = build_twin("physics", system)
@@ -209,8 +210,9 @@ def test_a_residual_twin_fits_its_physics_first_and_keeps_the_residual_only_wher
     assert result.validation_loss[:first] == alone.validation_loss  # the same fit as the physics twin's
     assert len(result.validation_loss) > first and steps == list(range(len(result.validation_loss)))
     assert result.best_epoch >= first  # here the residual helps held out, and is kept
-    fit_error = train.output_variance()  # the held-out error's normalisation in the fit
+    fit_error = train.output_variance()  # the held-out error's normalisation in the fit, which keeps the residual by it
     assert nmse(twin, held_out, fit_error).mean() <= nmse(physics, held_out, fit_error).mean() * (1 + 1e-6)
+    assert nmse(twin, held_out).mean() <= nmse(physics, held_out).mean() * (1 + 1e-6)  # with this seed's network
     assert result.validation_loss[result.best_epoch] == min(result.validation_loss)
     assert fit_epochs(twin, 15) == 30 and fit_epochs(physics, 15) == 15
 
