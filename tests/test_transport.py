@@ -88,7 +88,7 @@ def echo_pty(pty_server):
 IN_TIME_S = 10.0
 
 
-def both_transports(echo_tcp, echo_pty, timeout_s: float = 0.3):
+def both_transports(echo_tcp, echo_pty, timeout_s: float = IN_TIME_S):
     return [VisaTransport(echo_tcp[1].resource, timeout_s=timeout_s), SerialTransport(echo_pty[1].resource,
                                                                                        timeout_s=timeout_s)]
 
@@ -114,7 +114,7 @@ def test_query_and_binary_blocks_both_ways(echo_tcp, echo_pty) -> None:
 
 
 def test_timeout_names_resource_and_command(echo_tcp, echo_pty) -> None:
-    for transport in both_transports(echo_tcp, echo_pty):
+    for transport in both_transports(echo_tcp, echo_pty, timeout_s=0.3):
         with transport:
             with pytest.raises(TransportTimeout) as caught:  # the reply comes after 1 s: the timeout cut the wait
                 transport.query("SLEEP? 1")
@@ -137,7 +137,7 @@ def test_a_timeout_too_short_for_any_instrument_is_what_a_missing_reply_points_a
 
 
 def test_patience_lets_one_slow_reply_through_then_the_timeout_holds_again(echo_tcp, echo_pty) -> None:
-    for transport in both_transports(echo_tcp, echo_pty):
+    for transport in both_transports(echo_tcp, echo_pty, timeout_s=0.3):
         with transport:
             with transport.patience(0.5):
                 assert transport.query("SLEEP? 0.5") == "done"
@@ -149,7 +149,7 @@ def test_patience_lets_one_slow_reply_through_then_the_timeout_holds_again(echo_
 
 def test_an_exchange_interrupted_by_ctrl_c_leaves_the_link_out_of_step(echo_tcp, echo_pty, ctrl_c_raises) -> None:
     """The reply may still come and would answer the next query: a driver must resynchronise first."""
-    for transport in both_transports(echo_tcp, echo_pty):
+    for transport in both_transports(echo_tcp, echo_pty, timeout_s=0.3):
         with transport:
             threading.Timer(0.1, _thread.interrupt_main).start()  # Ctrl-C while the reply is awaited
             with pytest.raises(KeyboardInterrupt), transport.patience(3.0):
@@ -527,7 +527,7 @@ def test_a_block_ended_by_cr_lf_leaves_nothing_to_answer_the_next_query() -> Non
 def test_an_error_names_a_long_command_by_its_beginning(echo_tcp, echo_pty) -> None:
     """A list of a hundred values is one command: the message stays one readable line."""
     command = "NOSUCH? " + ",".join(["1.234567e-03"] * 100)
-    for transport in both_transports(echo_tcp, echo_pty):
+    for transport in both_transports(echo_tcp, echo_pty, timeout_s=0.3):
         with transport, pytest.raises(TransportTimeout) as caught:
             transport.query(command)
         assert "to 'NOSUCH? 1.234567e-03,1.234" in str(caught.value)
@@ -637,7 +637,7 @@ def test_a_block_that_is_not_a_whole_number_of_values_is_refused_not_cut_short(e
     """``#13abc`` read as float32 was ``[]``: the three bytes dropped without a word. It is a garbage reply, named as
     such, read whole (the next query gets its own reply). No reply is late here, so the timeout is one no loaded
     machine reaches: under 0.3 s, a stall of the emulator's thread or the reader's failed the test as a timeout."""
-    for transport in both_transports(echo_tcp, echo_pty, timeout_s=IN_TIME_S):
+    for transport in both_transports(echo_tcp, echo_pty):
         with transport:
             with pytest.raises(TransportError, match=rf"reply to 'RAW\? [0-9a-f]+' is a block of {count} bytes, not "
                                                      "a whole number of") as caught:
