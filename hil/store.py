@@ -554,9 +554,15 @@ def _hold(path: Path) -> Any:
             raise RunFileError(f"{path} is already open in this process; close its store first") from None
         raise RunFileError(f"{path} is open in another hil process (pid {holder}); wait for it to end or stop it, "
                            "then try again") from None
-    handle.truncate(0)
-    handle.write(f"{os.getpid()}\n".encode())
-    handle.flush()
+    try:  # a full disk refuses the pid (an OSError naming no file, which read as standard output's)
+        with _writing(path / LOCK):
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n".encode())
+            handle.flush()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            handle.close()
+        raise
     return handle
 
 

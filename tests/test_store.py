@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hil.errors import ConfigError, HilError, Terminated
-from hil.store import CHECKPOINT_MAGIC, RunFileError, RunStore, list_runs, parse_event, seal_checkpoint
+from hil.store import CHECKPOINT_MAGIC, RunFileError, RunStore, held, list_runs, parse_event, seal_checkpoint
 
 
 def five_events(tmp_path) -> RunStore:
@@ -671,6 +671,19 @@ def test_a_run_folder_refused_at_opening_is_not_left_locked(tmp_path) -> None:
     log.with_name("events.jsonl.saved").rename(log)
     RunStore.open(log.parent).close()
     assert refused.value is not None and list_runs(tmp_path)[0]["status"] == "incomplete"
+
+
+def test_a_run_folder_whose_lock_the_full_disk_refuses_is_an_error_naming_the_lock(tmp_path) -> None:
+    """The pid written into the lock was not under the store's write errors: hil report or a resume on a full disk
+    said "cannot write standard output" (exit 1), the OSError naming no file, and the folder stayed locked."""
+    run = five_events(tmp_path).path
+    (run / ".lock").unlink()  # a lock that held a pid gives the page it frees back to the pid
+    log = (run / "events.jsonl").read_bytes()
+    with disk_full_beyond(0), pytest.raises(RunFileError, match=rf"^{run / '.lock'}: cannot write \(File too large\); "
+                                                                 "free disk space"):
+        RunStore.open(run)
+    assert (run / "events.jsonl").read_bytes() == log and not held(run)
+    RunStore.open(run).close()
 
 
 def test_hdf5_attributes_are_stored_as_json_of_plain_values(tmp_path) -> None:
