@@ -64,7 +64,12 @@ CHECKPOINT_MAGIC = b"hil checkpoint 1\n"
 
 
 class RunFileError(HilError):
-    """A file of a run folder is missing, damaged or unreadable, or the folder cannot be created."""
+    """A file of a run folder is missing, damaged or unreadable, or the folder cannot be created. ``brief``: what
+    happened, without ``advice``, what to do (the message is both), for a message that has already said that."""
+
+    def __init__(self, brief: str, advice: str = ""):
+        super().__init__(f"{brief}; {advice}" if advice else brief)
+        self.brief, self.advice = brief, advice
 
 
 @contextlib.contextmanager
@@ -73,7 +78,7 @@ def _writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        raise RunFileError(f"{path}: cannot write ({error.strerror or error}); free disk space or fix the "
+        raise RunFileError(f"{path}: cannot write ({error.strerror or error})", "free disk space or fix the "
                            "folder's permissions: what the run wrote before is kept") from error
 
 
@@ -270,6 +275,23 @@ class RunStore:
             self._events.close()
             self._lock.close()
 
+    def _check_folder(self) -> None:
+        """Refuse to write once the run folder was removed, moved or replaced during the run: the log open is then not
+        its ``events.jsonl``, and writing a file would make a new folder of that name holding no run (the run went on
+        and finished, exit 0, into a folder that resume and hil runs do not know as a run)."""
+        if self._events.closed:
+            return
+        try:
+            same = os.path.samestat(os.fstat(self._events.fileno()), os.stat(self.path / EVENTS))
+        except (FileNotFoundError, NotADirectoryError):
+            same = False
+        except OSError:  # a folder that cannot be looked into: the write says why
+            return
+        if not same:
+            raise RunFileError(f"{self.path}: the run folder was removed or moved during the run (its {EVENTS} is not "
+                               "the log the run writes)", "nothing more is written there: put the folder back and "
+                               f"resume with: {resume_command(self.path)}, or start a new run")
+
     # -- events -------------------------------------------------------------------------------------------------
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Append one event (with a sequence number and the wall time), written to the OS at once, whole or not
@@ -283,6 +305,7 @@ class RunStore:
         record = {"seq": self.next_seq, "time": round(time.time(), 3), "kind": kind, **_jsonable(fields)}
         if self._damaged:  # its next number is unknown: a damaged line may hold it
             self._refuse_damaged(self._damaged)
+        self._check_folder()
         if self._torn:
             self._move_torn_aside()
         line = memoryview((json.dumps(_strict(record), allow_nan=False) + "\n").encode("utf-8"))
@@ -374,6 +397,7 @@ class RunStore:
     # -- files --------------------------------------------------------------------------------------------------
     def write_bytes(self, relative: str, data: bytes) -> Path:
         """Write a file of the run, atomically (its folders made as needed)."""
+        self._check_folder()
         atomic_write(self.path / relative, data)
         return self.path / relative
 
@@ -394,6 +418,7 @@ class RunStore:
         """Write named arrays (and scalar attributes) as one HDF5 file, atomically. A file there that this run has
         not written (``digests``), i.e. one an attempt wrote after its last checkpoint before it was killed, is
         kept aside as ``<name>.discarded[-n].h5``, not overwritten: on a bench it holds a measurement."""
+        self._check_folder()
         if relative not in self.digests and (self.path / relative).is_file():
             _keep_aside(self.path / relative)
         buffer = io.BytesIO()
@@ -431,6 +456,7 @@ class RunStore:
         serialised at once (it may change afterwards) and written in the background: the device keeps working while
         the disk writes, and a crash during the write leaves the previous checkpoint in place."""
         self.wait_for_checkpoint()
+        self._check_folder()
         buffer = io.BytesIO()
         try:
             torch.save({**state, "next_seq": self.next_seq}, buffer)

@@ -1497,6 +1497,37 @@ def test_a_stop_whose_event_the_disk_refuses_says_both_the_stop_and_the_refusal_
     assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
 
 
+@pytest.mark.parametrize("gone", ["removed", "moved"])
+def test_a_run_whose_folder_goes_during_the_run_stops_saying_so_and_makes_no_new_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gone: str) -> None:
+    """The run went on writing into a log no longer in its folder, and each file it wrote made the folder anew: it
+    finished with exit 0 and "report: ...", leaving a folder of a checkpoint and a report, without a log, that resume
+    and hil runs do not know as a run (and, moved, the log and data split across two folders)."""
+    from hil.orchestrator import Run
+
+    collect, runs, aside = Run.collect, [], tmp_path / "aside"
+
+    def collect_then_folder_gone(self: Run) -> None:
+        collect(self)
+        self.store.wait_for_checkpoint()
+        runs.append(self.store.path)
+        shutil.rmtree(self.store.path) if gone == "removed" else self.store.path.rename(aside)
+
+    monkeypatch.setattr(Run, "collect", collect_then_folder_gone)
+    with pytest.raises(HilError) as raised:
+        run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
+    [run] = runs
+    assert str(raised.value).startswith(f"{run}: the run folder was removed or moved during the run (its events.jsonl "
+                                        "is not the log the run writes); nothing more is written there: put the "
+                                        f"folder back and resume with: hil run --resume {run}, or start a new run")
+    assert "\n" not in str(raised.value) and not run.exists()
+    if gone == "moved":
+        monkeypatch.undo()
+        aside.rename(run)  # put back: the run resumes to the end
+        events = run_protocol(resume=run, show_progress=False).events()
+        assert events[-1]["kind"] == "run_finished" and "run_resumed" in [e["kind"] for e in events]
+
+
 def test_a_run_stopped_at_once_while_the_disk_refuses_its_checkpoint_says_the_stop_then_the_refusal(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The checkpoint being written when a stop came is waited for as the run folder closes: the disk's refusal of it
