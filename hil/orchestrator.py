@@ -62,7 +62,16 @@ from hil.protocol import (
     recorded,
     system_and_method,
 )
-from hil.store import CHECKPOINT, EVENTS, SUMMARY, RunFileError, RunStore, file_digests, resume_command
+from hil.store import (
+    CHECKPOINT,
+    EVENTS,
+    SUMMARY,
+    RunFileError,
+    RunStore,
+    WriteRefused,
+    file_digests,
+    resume_command,
+)
 from hil.twin.collect import TwinData, collect, measurement_count
 from hil.twin.fidelity import fidelity
 from hil.twin.fit import fit_epochs, fit_twin
@@ -614,15 +623,25 @@ def _record(store: RunStore, kind: str, **fields: Any) -> RunFileError | None:
     return None
 
 
-def _unlogged(refused: RunFileError | None, what: str = "stop") -> str:
-    """What the message of a stop (or a failure: ``what``) adds when the disk refused its event, run_interrupted (or
-    run_failed): the log then ends without it, an incomplete run ("" when the disk took it)."""
-    return "" if refused is None else f"; then logging the {what} failed: {refused}"
+def _unlogged(refused: RunFileError | None, what: str = "stop", said: str = "") -> str:
+    """What the message of a stop (or a failure: ``what``, whose message is ``said``) adds when the disk refused its
+    event, run_interrupted (or run_failed): the log then ends without it, an incomplete run ("" when the disk took
+    it)."""
+    return "" if refused is None else f"; then logging the {what} failed{_then(said, refused)}"
+
+
+def _then(said: str, failure: BaseException) -> str:
+    """``failure`` as said after ``said`` (": " and it): a run file's error without the advice ``said`` already gives
+    (a full disk refuses the failure's event and the checkpoint as it refused the file), or " alike" for the same
+    error, so that the line says what to do once."""
+    if isinstance(failure, RunFileError) and failure.advice and failure.advice in said:
+        return " alike" if failure.brief in said else f": {failure.brief}"
+    return f": {failure}"
 
 
 def _log_failure(store: RunStore, error: str) -> str:
     """Log a ``run_failed`` event saying ``error``; what the error raised adds where the disk refused it."""
-    return _unlogged(_record(store, "run_failed", error=error), "failure")
+    return _unlogged(_record(store, "run_failed", error=error), "failure", error)
 
 
 @contextlib.contextmanager
@@ -679,7 +698,10 @@ def _close_store(store: RunStore, ending: BaseException | None) -> None:
     except Exception as failure:
         if ending is None:
             raise
-        raise _and_then(ending, f"closing the run folder failed: {failure}") from failure
+        error = _and_then(ending, f"closing the run folder failed{_then(_describe(ending), failure)}")
+        for note in getattr(ending, "__notes__", ()):  # how to resume, which the error replacing it still says
+            error.add_note(note)
+        raise error from failure
 
 
 def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Path | None = None,
@@ -777,6 +799,9 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             once = "is free" if _caused_by(error, (InstrumentBusy,)) else "is back"
             error.add_note(f"what the run measured is kept in {store.path}; once the instrument {once}, resume with: "
                            f"{resume_command(store.path)}")
+        elif isinstance(error, Exception) and not isinstance(error, Interrupted) and _caused_by(error, (WriteRefused,)):
+            error.add_note(f"what the run measured is kept in {store.path}; once its disk has space (or the folder "
+                           f"can be written), resume with: {resume_command(store.path)}")
         raise
     finally:
         torch.set_num_threads(threads)

@@ -72,13 +72,18 @@ class RunFileError(HilError):
         self.brief, self.advice = brief, advice
 
 
+class WriteRefused(RunFileError):
+    """The disk refused to write a file of the run (full, read-only, a permission): a resume goes on once it takes
+    it again."""
+
+
 @contextlib.contextmanager
 def _writing(path: Path) -> Iterator[None]:
-    """An `OSError` while writing ``path`` (a full disk, a permission) as a `RunFileError` naming it."""
+    """An `OSError` while writing ``path`` (a full disk, a permission) as a `WriteRefused` naming it."""
     try:
         yield
     except OSError as error:
-        raise RunFileError(f"{path}: cannot write ({error.strerror or error})", "free disk space or fix the "
+        raise WriteRefused(f"{path}: cannot write ({error.strerror or error})", "free disk space or fix the "
                            "folder's permissions: what the run wrote before is kept") from error
 
 

@@ -1528,6 +1528,67 @@ def test_a_run_whose_folder_goes_during_the_run_stops_saying_so_and_makes_no_new
         assert events[-1]["kind"] == "run_finished" and "run_resumed" in [e["kind"] for e in events]
 
 
+@pytest.mark.parametrize("checkpoint_too", [False, True])
+def test_a_run_whose_data_file_the_disk_refuses_says_how_to_resume_and_resumes_once_it_takes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint_too: bool) -> None:
+    """The error said to free disk space, but not that the run then resumes, nor how, as an instrument's does; with a
+    checkpoint refused too (written in the background, its refusal said as the folder closes), the line said what to
+    do twice."""
+    from hil.orchestrator import Run
+
+    collect = Run.collect
+
+    def collect_on_a_refusing_disk(self: Run) -> None:
+        (self.store.path / "data" / ".twin_data.h5.tmp").mkdir(parents=True)  # the file's temporary cannot be made
+        if checkpoint_too:
+            self.store.wait_for_checkpoint()
+            (self.store.path / ".checkpoint.pt.tmp").mkdir()
+            self.checkpoint()
+        collect(self)
+
+    monkeypatch.setattr(Run, "collect", collect_on_a_refusing_disk)
+    with pytest.raises(HilError) as raised:
+        run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    assert str(raised.value) == (f"{run / 'data' / 'twin_data.h5'}: cannot write (Is a directory); free disk space or "
+                                 "fix the folder's permissions: what the run wrote before is kept" + (
+                                     f"; then closing the run folder failed: {run / 'checkpoint.pt'}: cannot write (Is "
+                                     "a directory)" if checkpoint_too else ""))
+    assert raised.value.__notes__ == [f"what the run measured is kept in {run}; once its disk has space (or the folder "
+                                      f"can be written), resume with: hil run --resume {run}"]
+    monkeypatch.undo()
+    for temporary in (run / "data" / ".twin_data.h5.tmp", run / ".checkpoint.pt.tmp"):
+        if temporary.exists():
+            temporary.rmdir()
+    events = run_protocol(resume=run, show_progress=False).events()
+    assert events[-1]["kind"] == "run_finished" and "run_resumed" in [e["kind"] for e in events]
+
+
+def test_a_full_disk_refusing_the_failures_event_too_says_what_to_do_once(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk that refused an event refused the run_failed after it: the line said the path, the reason and what to
+    do twice over ("...; then logging the failure failed: <the same again>"), three times with a checkpoint."""
+    from hil.orchestrator import Run
+
+    collect = Run.collect
+
+    def collect_on_a_full_disk(self: Run) -> None:
+        self.store._events = RefusingLog(self.store._events)
+        collect(self)
+
+    monkeypatch.setattr(Run, "collect", collect_on_a_full_disk)
+    with pytest.raises(HilError) as raised:
+        run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    assert str(raised.value) == (f"{run / 'events.jsonl'}: cannot write (No space left on device); free disk space or "
+                                 "fix the folder's permissions: what the run wrote before is kept; then logging the "
+                                 "failure failed alike")
+    assert raised.value.__notes__[0].endswith(f"resume with: hil run --resume {run}")
+    monkeypatch.undo()
+    events = run_protocol(resume=run, show_progress=False).events()
+    assert events[-1]["kind"] == "run_finished" and (run / "data" / "twin_data.discarded.h5").is_file()
+
+
 def test_a_run_stopped_at_once_while_the_disk_refuses_its_checkpoint_says_the_stop_then_the_refusal(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The checkpoint being written when a stop came is waited for as the run folder closes: the disk's refusal of it
