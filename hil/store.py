@@ -253,8 +253,12 @@ class RunStore:
                     shutil.rmtree(path, ignore_errors=True)  # could never be resumed is not left behind
                     raise
         except OSError as error:
-            raise ConfigError(f"cannot create a run folder in {parent} ({error.strerror or error}); set "
-                              "output.root to a folder you can write to", field="output.root") from None
+            why, fix = error.strerror or str(error), "set output.root to a folder you can write to"
+            if isinstance(error, FileExistsError):  # a file where a folder goes, not "File exists"
+                why = f"{'it' if Path(error.filename) == parent else repr(error.filename)} is a file"
+            elif error.errno in (errno.ENOSPC, errno.EDQUOT):
+                fix = "free disk space there, or set output.root to a folder on another disk"
+            raise ConfigError(f"cannot create a run folder in {parent} ({why}); {fix}", field="output.root") from None
         raise ConfigError(f"cannot create a run folder in {parent} (too many named {stem}); use another output.root "
                           "or output.name", field="output.root")
 

@@ -686,6 +686,18 @@ def test_a_run_folder_whose_lock_the_full_disk_refuses_is_an_error_naming_the_lo
     RunStore.open(run).close()
 
 
+def test_a_run_folder_a_full_disk_refuses_is_an_error_saying_to_free_space(tmp_path, monkeypatch) -> None:
+    """It said to set output.root to a folder one can write to, as for a permission, where the folder is writable."""
+    def full(path, *args, **kwargs) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(os, "mkdir", full)
+    with pytest.raises(ConfigError, match=rf"^output\.root: cannot create a run folder in {tmp_path} \(No space left "
+                                          r"on device\); free disk space there, or set output\.root to a folder on "
+                                          r"another disk$"):
+        RunStore.create(tmp_path, "r")
+
+
 def test_hdf5_attributes_are_stored_as_json_of_plain_values(tmp_path) -> None:
     store = RunStore.create(tmp_path, "r")
     store.save_arrays("a.h5", {"x": [1.0]}, {"gains": torch.tensor([0.5, 2.0]), "source": tmp_path / "run"})
