@@ -142,7 +142,14 @@ def _runs(args: argparse.Namespace) -> int:
     if not args.root.is_dir():
         print(f"hil: error: {args.root} is not a folder of runs; give one with --root", file=sys.stderr)
         return 2
-    if (args.root / EVENTS).is_file():  # a run folder: listing the runs inside it would show none
+    try:  # one it cannot read: the runs' search finds none there, silently ("no runs")
+        with os.scandir(args.root):
+            is_run = (args.root / EVENTS).is_file()
+    except OSError as error:
+        print(f"hil: error: {args.root}: cannot read the folder ({error.strerror or error}); fix its permissions, or "
+              "give another with --root", file=sys.stderr)
+        return 2
+    if is_run:  # a run folder: listing the runs inside it would show none
         print(f"hil: error: {args.root} is a run folder; list it with the others: hil runs --root "
               f"{shlex.quote(str(args.root.absolute().parent))}", file=sys.stderr)
         return 2

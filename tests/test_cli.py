@@ -775,6 +775,30 @@ def test_runs_given_a_run_folder_names_the_folder_of_runs_to_list_instead(
                                        f"--root {tmp_path / 'runs'}\n")
 
 
+@pytest.mark.parametrize("denied", ["read", "search"])
+def test_runs_in_a_folder_it_cannot_read_says_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str], denied: str) -> None:
+    """Without read permission the folder's runs were not found, "no runs in ..." (exit 0); without search permission
+    the error named a file in it, "hil: error: .../events.jsonl (Permission denied)" (exit 1). (As root nothing is
+    refused, so the permission is refused at the os level.)"""
+    from hil.store import RunStore
+
+    RunStore.create(tmp_path, "one").close()
+    scandir, stat = os.scandir, os.stat
+
+    def refused(call):
+        def refusing(path, *args, **kwargs):
+            if (Path(path) if denied == "read" else Path(path).parent) == tmp_path:
+                raise PermissionError(13, "Permission denied", str(path))
+            return call(path, *args, **kwargs)
+        return refusing
+
+    monkeypatch.setattr(os, "scandir" if denied == "read" else "stat", refused(scandir if denied == "read" else stat))
+    assert main(["runs", "--root", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"hil: error: {tmp_path}: cannot read the folder (Permission denied); fix its "
+                                       "permissions, or give another with --root\n")
+
+
 def test_runs_in_a_folder_without_runs_says_there_are_none(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["runs", "--root", str(tmp_path)]) == 0
