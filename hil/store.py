@@ -347,15 +347,21 @@ class RunStore:
         and the next move would keep them aside twice; the size returned is then the size before them, so that taking
         them back leaves them in the log alone."""
         data = b"".join(lines)
-        with _writing(self.path / DISCARDED), (self.path / DISCARDED).open("a+b") as handle:
+        with _writing(self.path / DISCARDED), (self.path / DISCARDED).open("a+b", buffering=0) as handle:
             size = handle.seek(0, os.SEEK_END)
             if data and size >= len(data):
                 handle.seek(size - len(data))
                 if handle.read() == data:
                     return size - len(data)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            try:  # lines the disk takes part of (full) are cut off again: the next move appends them whole, not glued
+                rest = memoryview(data)  # to the part, a damaged line and events kept aside twice
+                while rest:
+                    rest = rest[handle.write(rest):]
+                os.fsync(handle.fileno())
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    handle.truncate(size)
+                raise
         return size
 
     def events(self) -> list[dict[str, Any]]:

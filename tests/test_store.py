@@ -698,6 +698,24 @@ def test_a_run_folder_a_full_disk_refuses_is_an_error_saying_to_free_space(tmp_p
         RunStore.create(tmp_path, "r")
 
 
+def test_a_rewind_the_full_disk_takes_part_of_leaves_the_discarded_log_whole_for_the_next(tmp_path) -> None:
+    """The events set aside were appended to the discarded log as far as the disk took them, and left there: the
+    next rewind (a resume once space was freed) appended them whole after that part, a damaged line and events kept
+    aside twice."""
+    store = RunStore.create(tmp_path, "r")
+    for k in range(50):
+        store.event("batch", k=k, note="x" * 100)
+    log = (store.path / "events.jsonl").read_bytes()
+    with disk_full_beyond(1000), pytest.raises(RunFileError, match=r"events\.discarded\.jsonl: cannot write \("):
+        store.rewind_events(10)
+    assert (store.path / "events.discarded.jsonl").read_bytes() == b"" and (store.path / "events.jsonl").read_bytes() \
+        == log
+    assert store.rewind_events(10) == 41
+    store.close()
+    lines = (store.path / "events.discarded.jsonl").read_bytes().splitlines(keepends=True)
+    assert [json.loads(line)["seq"] for line in lines] == list(range(10, 51))
+
+
 def test_hdf5_attributes_are_stored_as_json_of_plain_values(tmp_path) -> None:
     store = RunStore.create(tmp_path, "r")
     store.save_arrays("a.h5", {"x": [1.0]}, {"gains": torch.tensor([0.5, 2.0]), "source": tmp_path / "run"})
