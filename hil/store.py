@@ -273,6 +273,9 @@ class RunStore:
                 raise ConfigError(f"{path} is not a run folder (no {EVENTS}): it is empty, as a run stopped as its "
                                   "folder was made leaves it; nothing ran that a resume could continue: start a new "
                                   "run from the protocol")
+            if (path / "protocol.yaml").is_file():  # written after the log was made: the log was lost since
+                raise RunFileError(f"{path / EVENTS}: missing (the run folder holds its protocol.yaml, written after "
+                                   "it); nothing was changed: restore it from a backup, or start a new run")
             raise ConfigError(f"{path} is not a run folder (no {EVENTS})")
         return cls(path)
 

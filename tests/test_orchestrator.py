@@ -388,6 +388,22 @@ def test_resuming_a_damaged_run_is_a_clear_error_that_changes_nothing(finished_r
     assert not held(run) and refused.value  # not left locked, even while the error is held (a caller that retries)
 
 
+def test_a_run_whose_event_log_was_lost_is_told_so_not_that_it_is_no_run_folder(finished_run: Path,
+                                                                                tmp_path: Path) -> None:
+    """A run folder whose events.jsonl a disk error or a cleanup lost was 'not a run folder (no events.jsonl)' to a
+    resume and to hil report, which said nothing of the log nor what to do."""
+    run = copy_of(finished_run, tmp_path)
+    (run / "events.jsonl").unlink()
+    before = files(run)
+    said = rf"^{re.escape(str(run / 'events.jsonl'))}: missing \(the run folder holds its protocol\.yaml, written " \
+        r"after it\); nothing was changed: restore it from a backup, or start a new run$"
+    with pytest.raises(RunFileError, match=said):
+        run_protocol(resume=run, show_progress=False)
+    with pytest.raises(RunFileError, match=said):
+        RunStore.open(run)  # as hil report opens it
+    assert files(run) == before
+
+
 def test_resuming_keeps_the_bytes_of_a_torn_last_line(finished_run: Path, tmp_path: Path) -> None:
     run = copy_of(finished_run, tmp_path)
     log = run / "events.jsonl"
