@@ -458,8 +458,9 @@ class RunStore:
             with h5py.File(self.path / relative, "r") as handle:
                 arrays = {name: _tensor(handle[name][()]) for name in handle}
                 attrs = {key: json.loads(value) for key, value in handle.attrs.items()}
-        except (OSError, KeyError, ValueError, TypeError, RecursionError) as error:  # TypeError: a group, strings,
-            # an array attribute; RecursionError: an attribute nested too deep to read
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError) as error:  # TypeError: a
+            # group, strings, an array attribute; RuntimeError: HDF5's own structures damaged (a B-tree, a heap);
+            # RecursionError: an attribute nested too deep to read
             reason = "it is a folder" if (self.path / relative).is_dir() else " ".join(str(error).split())
             raise RunFileError(f"{self.path / relative}: HDF5 data unreadable ({reason}); the file is missing or "
                                f"damaged: {fix}") from None

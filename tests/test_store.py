@@ -716,6 +716,20 @@ def test_a_rewind_the_full_disk_takes_part_of_leaves_the_discarded_log_whole_for
     assert [json.loads(line)["seq"] for line in lines] == list(range(10, 51))
 
 
+def test_an_hdf5_file_whose_own_structures_are_damaged_is_an_error_naming_it(tmp_path) -> None:
+    """h5py raises RuntimeError for a damaged B-tree or heap (a disk error inside the file): hil report, and a run
+    reusing the file through twin.from_run, ended in a traceback."""
+    store = RunStore.create(tmp_path, "r")
+    store.save_arrays("data/a.h5", {"labels": torch.arange(10)}, {"class_names": ["a", "b"]})
+    path = store.path / "data" / "a.h5"
+    assert path.read_bytes().count(b"TREE") >= 1
+    path.write_bytes(path.read_bytes().replace(b"TREE", b"\0\0\0\0", 1))  # the root group's B-tree node
+    with pytest.raises(RunFileError, match=rf"^{path}: HDF5 data unreadable \(.*B-tree.*\); the file is missing or "
+                                           "damaged: restore it from a backup, or start a new run$"):
+        store.load_arrays("data/a.h5")
+    store.close()
+
+
 def test_hdf5_attributes_are_stored_as_json_of_plain_values(tmp_path) -> None:
     store = RunStore.create(tmp_path, "r")
     store.save_arrays("a.h5", {"x": [1.0]}, {"gains": torch.tensor([0.5, 2.0]), "source": tmp_path / "run"})
