@@ -275,6 +275,7 @@ class Run:
                     continue
                 if self.stop.requested:
                     self._interrupted()
+                self.store.checkpoint_refused()
                 steps[name]()
                 self.completed.append(name)
                 self.store.event("step_finished", step=name, device_time_total_s=self.system.device_time_s)
@@ -420,6 +421,7 @@ class Run:
                 while self.batch < len(batches):
                     if self.stop.requested:
                         self._interrupted()
+                    self.store.checkpoint_refused()
                     indices = batches[self.batch]
                     step = self.epoch * len(batches) + self.batch
                     self._set_learning_rates(step / (training.epochs * len(batches)))

@@ -506,6 +506,13 @@ class RunStore:
                 raise error
             raise HilError(f"{self.path / CHECKPOINT}: writing the checkpoint failed: {error}") from error
 
+    def checkpoint_refused(self) -> None:
+        """Raise where the checkpoint written in the background has failed (the disk refused it), without waiting for
+        one still being written: the run stops at its next step or batch, rather than measure on for a whole step or
+        epoch that nothing could resume from."""
+        if self._writer is not None and not self._writer.is_alive():
+            self.wait_for_checkpoint()
+
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The latest checkpoint (tensors and plain values only: loaded with ``weights_only=True``); None if
         there is none."""

@@ -979,6 +979,36 @@ def test_a_run_whose_last_checkpoint_the_disk_refuses_is_not_finished_and_resume
     assert events[-1]["kind"] == "run_finished" and [e["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
+def test_a_checkpoint_the_disk_refuses_stops_the_run_at_its_next_batch_not_an_epoch_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint is written in the background while the run goes on; its refusal was said only at the checkpoint
+    after it: the run measured on for a whole epoch (or step: a collect, hours on a bench) that nothing could resume
+    from, to be redone."""
+    from hil.orchestrator import Run
+
+    set_learning_rates = Run._set_learning_rates
+
+    def then_a_refusing_disk(self: Run, progress: float) -> None:
+        if self.epoch == 1 and self.batch == 1:  # epoch 0's checkpoint on disk, epoch 1's to be refused
+            self.store.wait_for_checkpoint()
+            (self.store.path / ".checkpoint.pt.tmp").mkdir()
+        set_learning_rates(self, progress)
+
+    monkeypatch.setattr(Run, "_set_learning_rates", then_a_refusing_disk)
+    with pytest.raises(RunFileError, match=r"checkpoint.pt: cannot write \("):
+        run_protocol(write_protocol(tmp_path, **SMALL | {"training": {"epochs": 3, "batch_size": 16, "lr": 0.01}}),
+                     show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    events = store.events()
+    store.close()
+    assert [e["epoch"] for e in events if e["kind"] == "epoch"] == [0, 1]
+    assert events[-1]["kind"] == "run_failed" and events[-2]["kind"] == "batch" and events[-2]["epoch"] == 2
+    monkeypatch.undo()
+    (run / ".checkpoint.pt.tmp").rmdir()
+    assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
+
+
 def test_training_that_diverges_to_nan_stops_saying_so_and_what_to_do(tmp_path: Path) -> None:
     """A learning rate far too large turns the twin's refinement into NaN: the run ends failed at that step, with a
     message that says so, rather than at the device refusing a NaN θ, or a batch later through the NaN twin."""
