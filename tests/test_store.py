@@ -196,6 +196,28 @@ def test_a_truncated_or_missing_hdf5_file_is_a_clear_error(tmp_path) -> None:
     store.close()
 
 
+@pytest.mark.parametrize("size", [100, 10_000])  # stored as it is, and compressed
+def test_a_flipped_bit_in_an_array_or_in_the_files_structure_is_an_error_not_a_wrong_number(tmp_path,
+                                                                                            size: int) -> None:
+    """A damaged byte of a measurement read back silently changed in 157 of 200 trials on a small file: each array
+    now carries a Fletcher-32 checksum and the file's structures theirs (HDF5 1.8's format)."""
+    store = RunStore.create(tmp_path, "r")
+    path = store.save_arrays("data/a.h5", {"x": torch.arange(float(size)), "n": torch.tensor(3)}, {"unit": "V"})
+    with h5py.File(path) as handle:
+        data_at = handle["x"].id.get_chunk_info(0).byte_offset
+    whole = path.read_bytes()
+    for at in (data_at + 5, 48):  # inside the array's data; inside the file's metadata
+        damaged = bytearray(whole)
+        damaged[at] ^= 0x10
+        path.write_bytes(damaged)
+        with pytest.raises(RunFileError, match=rf"^{path}: HDF5 data unreadable \(.+\); the file is missing or "):
+            store.load_arrays("data/a.h5")
+    path.write_bytes(whole)
+    arrays, attrs = store.load_arrays("data/a.h5")
+    assert torch.equal(arrays["x"], torch.arange(float(size))) and int(arrays["n"]) == 3 and attrs == {"unit": "V"}
+    store.close()
+
+
 def test_an_output_root_that_cannot_hold_runs_is_a_clear_error(tmp_path) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("")
