@@ -276,9 +276,9 @@ class RunStore:
         if not (path / EVENTS).exists():
             if path.is_dir() and all(entry.name == LOCK for entry in path.iterdir()):  # what a kill between making
                 # a run's folder and opening its log leaves: the folder alone, or with its lock
-                raise ConfigError(f"{path} is not a run folder (no {EVENTS}): it is empty, as a run stopped as its "
-                                  "folder was made leaves it; nothing ran that a resume could continue: start a new "
-                                  "run from the protocol")
+                raise ConfigError(f"{path} is not a run folder (no {EVENTS}): it holds no file of a run, as a run "
+                                  "stopped as its folder was made leaves it; nothing ran that a resume could continue: "
+                                  "start a new run from the protocol")
             if (path / "protocol.yaml").is_file():  # written after the log was made: the log was lost since
                 raise RunFileError(f"{path / EVENTS}: missing (the run folder holds its protocol.yaml, written after "
                                    "it); nothing was changed: restore it from a backup, or start a new run")

@@ -681,9 +681,10 @@ def test_a_run_killed_before_its_folder_held_a_log_is_told_to_start_anew_on_resu
     folder.mkdir(parents=True)
     if lock:
         (folder / ".lock").write_text("12345\n")
-    with pytest.raises(ConfigError, match=rf"^{re.escape(str(folder))} is not a run folder \(no events.jsonl\): it is "
-                                          r"empty, as a run stopped as its folder was made leaves it; nothing ran that "
-                                          r"a resume could continue: start a new run from the protocol$"):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(folder))} is not a run folder \(no events.jsonl\): it "
+                                          r"holds no file of a run, as a run stopped as its folder was made leaves it; "
+                                          r"nothing ran that a resume could continue: start a new run from the "
+                                          r"protocol$"):
         run_protocol(resume=folder, show_progress=False)
     assert sorted(p.name for p in folder.iterdir()) == ([".lock"] if lock else [])
 
