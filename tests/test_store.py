@@ -740,11 +740,16 @@ def test_a_rewind_the_full_disk_takes_part_of_leaves_the_discarded_log_whole_for
 
 def test_an_hdf5_file_whose_own_structures_are_damaged_is_an_error_naming_it(tmp_path) -> None:
     """h5py raises RuntimeError for a damaged B-tree or heap (a disk error inside the file): hil report, and a run
-    reusing the file through twin.from_run, ended in a traceback."""
+    reusing the file through twin.from_run, ended in a traceback. The file is in the format hil wrote before 1.8's
+    (as runs on disk hold it), whose root group has a B-tree: in a file save_arrays writes now the only one is an
+    array's chunk index, whose damage is an OSError (the test, damaging that, passed without the fix)."""
     store = RunStore.create(tmp_path, "r")
-    store.save_arrays("data/a.h5", {"labels": torch.arange(10)}, {"class_names": ["a", "b"]})
     path = store.path / "data" / "a.h5"
-    assert path.read_bytes().count(b"TREE") >= 1
+    path.parent.mkdir()
+    with h5py.File(path, "w") as handle:  # HDF5's earliest format, as save_arrays wrote it before
+        handle.create_dataset("labels", data=np.arange(10))
+        handle.attrs["class_names"] = json.dumps(["a", "b"])
+    assert path.read_bytes().count(b"TREE") == 1
     path.write_bytes(path.read_bytes().replace(b"TREE", b"\0\0\0\0", 1))  # the root group's B-tree node
     with pytest.raises(RunFileError, match=rf"^{path}: HDF5 data unreadable \(.*B-tree.*\); the file is missing or "
                                            "damaged: restore it from a backup, or start a new run$"):
