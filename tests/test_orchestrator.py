@@ -985,17 +985,30 @@ def test_a_checkpoint_the_disk_refuses_stops_the_run_at_its_next_batch_not_an_ep
     """A checkpoint is written in the background while the run goes on; its refusal was said only at the checkpoint
     after it: the run measured on for a whole epoch (or step: a collect, hours on a bench) that nothing could resume
     from, to be redone."""
+    from hil import store as store_module
     from hil.orchestrator import Run
 
-    set_learning_rates = Run._set_learning_rates
+    set_learning_rates, seal = Run._set_learning_rates, store_module.seal_checkpoint
+    refusing, refused = threading.Event(), threading.Event()
 
     def then_a_refusing_disk(self: Run, progress: float) -> None:
         if self.epoch == 1 and self.batch == 1:  # epoch 0's checkpoint on disk, epoch 1's to be refused
             self.store.wait_for_checkpoint()
             (self.store.path / ".checkpoint.pt.tmp").mkdir()
+            refusing.set()
+        elif self.epoch == 2 and self.batch == 0:  # still being written at the first batch after it: not waited for
+            assert self.store._writer is not None and self.store._writer.is_alive()
+            refused.set()  # refused now, whichever thread the machine runs first
+            self.store._writer.join()
         set_learning_rates(self, progress)
 
+    def sealed_when_refused(payload: bytes) -> bytes:  # in the writer's thread, before it writes
+        if refusing.is_set() and not refused.wait(30):
+            raise TimeoutError("the test never let the refused checkpoint be written")
+        return seal(payload)
+
     monkeypatch.setattr(Run, "_set_learning_rates", then_a_refusing_disk)
+    monkeypatch.setattr(store_module, "seal_checkpoint", sealed_when_refused)
     with pytest.raises(RunFileError, match=r"checkpoint.pt: cannot write \("):
         run_protocol(write_protocol(tmp_path, **SMALL | {"training": {"epochs": 3, "batch_size": 16, "lr": 0.01}}),
                      show_progress=False)
@@ -1004,7 +1017,8 @@ def test_a_checkpoint_the_disk_refuses_stops_the_run_at_its_next_batch_not_an_ep
     events = store.events()
     store.close()
     assert [e["epoch"] for e in events if e["kind"] == "epoch"] == [0, 1]
-    assert events[-1]["kind"] == "run_failed" and events[-2]["kind"] == "batch" and events[-2]["epoch"] == 2
+    assert events[-1]["kind"] == "run_failed" and events[-2]["kind"] == "batch"
+    assert (events[-2]["epoch"], events[-2]["batch"]) == (2, 1)  # stopped before the second batch after it
     monkeypatch.undo()
     (run / ".checkpoint.pt.tmp").rmdir()
     assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
