@@ -492,7 +492,9 @@ class RunStore:
         payload = buffer.getvalue()
 
         def write() -> None:  # hashing and file I/O: the training thread keeps the interpreter meanwhile
-            atomic_write(self.path / CHECKPOINT, seal_checkpoint(payload))
+            sealed = seal_checkpoint(payload)
+            self._check_folder()  # a folder removed meanwhile is not made anew, holding only this checkpoint
+            atomic_write(self.path / CHECKPOINT, sealed)
 
         self._writer = threading.Thread(target=self._guarded, args=(write,), name="checkpoint-writer", daemon=True)
         self._writer.start()

@@ -8,10 +8,12 @@ import json
 import math
 import os
 import resource
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -293,6 +295,23 @@ def disk_full_beyond(size: int) -> Iterator[None]:
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, before)
+
+
+def test_a_checkpoint_being_written_as_the_run_folder_is_removed_makes_no_new_folder(tmp_path, monkeypatch) -> None:
+    """The checkpoint written in the background made the removed run folder anew, holding only the checkpoint (and,
+    for a folder moved, put where the folder is to go back); the run stopped at its next event all the same."""
+    import hil.store
+
+    seal, removed = hil.store.seal_checkpoint, threading.Event()
+    monkeypatch.setattr(hil.store, "seal_checkpoint", lambda payload: (removed.wait(30), seal(payload))[1])
+    store = RunStore.create(tmp_path, "r")
+    store.save_checkpoint({"epoch": 1})
+    shutil.rmtree(store.path)  # while the checkpoint is being written
+    removed.set()
+    with pytest.raises(RunFileError, match=rf"^{store.path}: the run folder was removed or moved during the run"):
+        store.wait_for_checkpoint()
+    assert not store.path.exists()
+    store.close()
 
 
 def test_a_checkpoint_the_disk_refuses_part_way_leaves_no_temporary_file_taking_its_space(tmp_path) -> None:
