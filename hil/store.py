@@ -454,6 +454,7 @@ class RunStore:
                                       fletcher32=data.size > 0 and data.ndim > 0)  # a scalar has no chunk to sum
             for key, value in (attrs or {}).items():
                 handle.attrs[key] = json.dumps(_jsonable(value))
+        self._check_folder()  # again: a folder removed while the file was made is not made anew, holding only it
         atomic_write(self.path / relative, buffer.getvalue())
         self.digests[relative] = hashlib.sha256(buffer.getvalue()).hexdigest()
         return self.path / relative

@@ -314,6 +314,25 @@ def test_a_checkpoint_being_written_as_the_run_folder_is_removed_makes_no_new_fo
     store.close()
 
 
+def test_arrays_being_made_into_a_file_as_the_run_folder_is_removed_make_no_new_folder(tmp_path, monkeypatch) -> None:
+    """The folder was checked before the HDF5 file was made in memory (gzip on a large collect takes a while), not
+    before it was written: a folder removed meanwhile was made anew, holding only that file."""
+    import hil.store
+
+    store = RunStore.create(tmp_path, "r")
+    jsonable = hil.store._jsonable
+
+    def removed_meanwhile(value):  # as the file's attributes are made
+        shutil.rmtree(store.path, ignore_errors=True)
+        return jsonable(value)
+
+    monkeypatch.setattr(hil.store, "_jsonable", removed_meanwhile)
+    with pytest.raises(RunFileError, match=rf"^{store.path}: the run folder was removed or moved during the run"):
+        store.save_arrays("data/a.h5", {"x": [1.0]}, {"unit": "V"})
+    assert not store.path.exists()
+    store.close()
+
+
 def test_a_checkpoint_the_disk_refuses_part_way_leaves_no_temporary_file_taking_its_space(tmp_path) -> None:
     store = RunStore.create(tmp_path, "r")
     store.save_checkpoint({"epoch": 1})
