@@ -63,11 +63,12 @@ NON_FINITE = "non_finite"
 CHECKPOINT_MAGIC = b"hil checkpoint 1\n"
 
 
-#: The HDF5 file format of a run's data (HDF5 1.8's, which every reader since 2008 reads): its object headers carry
-#: checksums, and each array a Fletcher-32 checksum, so that a damaged byte is an error where it is read, not a
-#: wrong number (in the format before, 157 of 200 single flipped bits of a small file read back silently changed).
-#: An array's chunk index (a version-1 B-tree) has none in this format: damage there can crash HDF5 itself.
-HDF5_FORMAT = ("v108", "v108")
+#: The HDF5 file format of a run's data (HDF5 1.10's, which every reader since 2016 reads): its object headers and
+#: its arrays' chunk indexes carry checksums, and each array a Fletcher-32 checksum, so that a damaged byte is an error
+#: where it is read, not a wrong number (in the format before, 157 of 200 single flipped bits of a small file read
+#: back silently changed) nor a crash of HDF5 (1.8's format has no checksum on a chunk index: four zeroed bytes there
+#: ended the process).
+HDF5_FORMAT = ("v110", "v110")
 
 
 class RunFileError(HilError):

@@ -202,7 +202,7 @@ def test_a_truncated_or_missing_hdf5_file_is_a_clear_error(tmp_path) -> None:
 def test_a_flipped_bit_in_an_array_or_in_the_files_structure_is_an_error_not_a_wrong_number(tmp_path,
                                                                                             size: int) -> None:
     """A damaged byte of a measurement read back silently changed in 157 of 200 trials on a small file: each array
-    now carries a Fletcher-32 checksum and the file's structures theirs (HDF5 1.8's format)."""
+    now carries a Fletcher-32 checksum and the file's structures theirs (HDF5 1.10's format)."""
     store = RunStore.create(tmp_path, "r")
     path = store.save_arrays("data/a.h5", {"x": torch.arange(float(size)), "n": torch.tensor(3)}, {"unit": "V"})
     with h5py.File(path) as handle:
@@ -778,9 +778,8 @@ def test_a_rewind_the_full_disk_takes_part_of_leaves_the_discarded_log_whole_for
 
 def test_an_hdf5_file_whose_own_structures_are_damaged_is_an_error_naming_it(tmp_path) -> None:
     """h5py raises RuntimeError for a damaged B-tree or heap (a disk error inside the file): hil report, and a run
-    reusing the file through twin.from_run, ended in a traceback. The file is in the format hil wrote before 1.8's
-    (as runs on disk hold it), whose root group has a B-tree: in a file save_arrays writes now the only one is an
-    array's chunk index, whose damage is an OSError (the test, damaging that, passed without the fix)."""
+    reusing the file through twin.from_run, ended in a traceback. The file is in the format hil wrote before 1.10's
+    (as runs on disk hold it), whose root group has a B-tree: a file save_arrays writes now has none."""
     store = RunStore.create(tmp_path, "r")
     path = store.path / "data" / "a.h5"
     path.parent.mkdir()
