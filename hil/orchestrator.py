@@ -570,6 +570,16 @@ def _bench_failure(error: BaseException | None) -> bool:
     return _caused_by(error, (DeviceError, TransportError, InterlockError))
 
 
+def _resumable_once(error: Exception) -> str | None:
+    """What must hold again before a resume goes on with a run ``error`` ended: the bench (`_bench_failure`), or a disk
+    that takes the run's files; None where a resume would fail alike, or the error is a stop."""
+    if _bench_failure(error):
+        return f"the instrument {'is free' if _caused_by(error, (InstrumentBusy,)) else 'is back'}"
+    if not isinstance(error, Interrupted) and _caused_by(error, (WriteRefused,)):
+        return "its disk has space (or the folder can be written)"
+    return None
+
+
 def _caused_by(error: BaseException | None, kinds: tuple[type[BaseException], ...]) -> bool:
     """Whether ``error``, or one it was raised from, is one of ``kinds``."""
     while error is not None:
@@ -797,13 +807,10 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 raise
     except BaseException as error:  # not sys.exc_info() in the finally: in a caller's except block, that is its own
         ending = error
-        if isinstance(error, Exception) and _bench_failure(error):  # not a stop, which says how to resume itself
-            once = "is free" if _caused_by(error, (InstrumentBusy,)) else "is back"
-            error.add_note(f"what the run measured is kept in {store.path}; once the instrument {once}, resume with: "
+        once = _resumable_once(error) if isinstance(error, Exception) else None  # not a stop, which says it itself
+        if once:
+            error.add_note(f"what the run measured is kept in {store.path}; once {once}, resume with: "
                            f"{resume_command(store.path)}")
-        elif isinstance(error, Exception) and not isinstance(error, Interrupted) and _caused_by(error, (WriteRefused,)):
-            error.add_note(f"what the run measured is kept in {store.path}; once its disk has space (or the folder "
-                           f"can be written), resume with: {resume_command(store.path)}")
         raise
     finally:
         torch.set_num_threads(threads)
