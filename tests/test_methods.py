@@ -201,6 +201,26 @@ def test_pat_refinement_loss_scales_each_output_by_its_own_spread_and_averages_t
         assert figures["twin_refine_loss"] == pytest.approx(refinement_loss(before, records), rel=1e-5)
 
 
+def test_pat_refinement_scales_an_output_that_does_not_vary_as_an_average_one(lab) -> None:
+    """A saturated or dead output, constant over the recorded calls, had its error divided by 1e-12: the refinement's
+    loss was of order 1e10 and its steps followed that one output alone."""
+    system = lab.systems["crossbar"]
+    model, twin = model_on(system)
+    method = PhysicsAwareTraining(PatSettings(refine_every=1, refine_steps=1, refine_lr=1e-3))
+    method.begin(model)
+    method.train_step(model, *batch(0), torch.optim.SGD(model.parameters(), lr=0.01))
+    (x, theta, y), = model[0].record
+    y = y.clone()
+    y[:, 2] = 0.25
+    model[0].record = [(x, theta, y)]
+    before = copy.deepcopy(twin)
+    variance = y.var(dim=0)
+    scale = torch.cat([variance[:2], variance.mean().reshape(1), variance[3:]])
+    with torch.no_grad():
+        expected = ((before(x, theta) - y).pow(2).mean(dim=0) / scale).mean().item()
+    assert method.refine() == pytest.approx(expected, rel=1e-5) and expected < 10
+
+
 def test_a_twin_shared_by_two_layers_is_refined_once_on_the_device_calls_of_both(lab) -> None:
     """Layers on one system share its twin (the orchestrator attaches one twin to all): a refinement is
     ``refine_steps`` Adam steps of that twin on the records of every layer holding it, not one run of steps per layer,

@@ -19,6 +19,7 @@ from hil.config import LearningRate, Strict
 from hil.errors import HilError
 from hil.methods.base import TrainingMethod
 from hil.nn import physical_layers
+from hil.twin.fit import error_scale
 from hil.twin.models import trainable
 
 
@@ -85,7 +86,7 @@ class PhysicsAwareTraining(TrainingMethod):
             if sum(len(y) for _, _, y in records) < 2:
                 continue  # one recorded row has no spread to scale the errors by
             optimizer = self._optimizer(index, twin)
-            scale = torch.cat([y for _, _, y in records]).var(dim=0).clamp_min(1e-12)
+            scale = error_scale(torch.cat([y for _, _, y in records]).var(dim=0))
             for _ in range(self.settings.refine_steps):
                 optimizer.zero_grad()
                 loss = sum(((twin(x, theta) - y).pow(2).mean(dim=0) / scale).mean() for x, theta, y in records)

@@ -1,6 +1,7 @@
 """How good is a twin: normalised error per output against the noise floor, and Jacobian agreement.
 
-- ``nmse``: per output, the twin's mean squared error on held-out data divided by the output's variance; the
+- ``nmse``: per output, the twin's mean squared error on held-out data divided by the output's variance (or, for an
+  output that barely varies, by the mean variance: `hil.twin.fit.error_scale`); the
   ``noise_floor`` is the same ratio for the variance of repeated measurements, which no twin can go below.
 - ``jacobian_cosine``: along random sign directions v of θ (and of x), the cosine similarity between the
   twin's directional derivative (autograd) and the device's central finite difference (f(θ + hv) − f(θ − hv))/2h,
@@ -19,7 +20,7 @@ import torch
 
 from hil.systems.base import PhysicalSystem
 from hil.twin.collect import TwinData
-from hil.twin.fit import nmse
+from hil.twin.fit import error_scale, nmse
 from hil.twin.models import Twin
 
 
@@ -84,7 +85,7 @@ def jacobian_cosine(system: PhysicalSystem, twin: Twin, x: torch.Tensor, theta: 
 def fidelity(system: PhysicalSystem, twin: Twin, held_out: TwinData, noise_variance: torch.Tensor, *,
              directions: int = 4, step: float = 0.05, repeats: int = 2, seed: int = 0) -> Fidelity:
     """The fidelity of ``twin`` on ``held_out`` data and at its first θ group on the device."""
-    variance = held_out.output_variance().clamp_min(1e-12)
+    variance = error_scale(held_out.output_variance())
     error = nmse(twin, held_out, variance)
     cos_theta, cos_x = jacobian_cosine(system, twin, held_out.x[0], held_out.theta[0], directions=directions,
                                        step=step, repeats=repeats, seed=seed)
