@@ -459,7 +459,7 @@ def test_a_fit_or_an_error_on_no_groups_or_one_measurement_is_a_config_error(lab
         fit_twin(twin, data, empty, epochs=1)
     with pytest.raises(ConfigError, match=r"got 0 and 3"):
         fit_twin(twin, empty, data, epochs=1)
-    single = TwinData(data.x[:1, :1], data.theta[:1], data.y[:1, :1], data.y_repeats)
+    single = TwinData(data.x[:1, :1], data.theta[:1], data.y[:1, :1], data.y_repeats[:, :, :1])
     with pytest.raises(ConfigError, match=r"^the twin fit's training part is one measurement, whose output variance "
                                           r"is undefined; collect more inputs per theta or thetas$"):
         fit_twin(twin, single, data, epochs=1)
@@ -481,6 +481,35 @@ def test_arrays_that_disagree_in_shape_or_hold_nan_are_not_twin_data(crossbar_da
     y[3, 5, 1] = float("nan")
     with pytest.raises(ConfigError, match=r"^not twin data: y holds NaN or infinite values$"):
         TwinData.from_arrays(arrays | {"y": y})
+
+
+def test_twin_data_made_in_python_is_held_to_what_loaded_data_is(lab, crossbar_data) -> None:
+    """`TwinData` made from Python arrays was taken as given: float64 data failed the fit with torch's dtype error,
+    NaN data gave NaN epochs, and one held-out measurement a NaN NMSE and a torch warning."""
+    system = lab.systems["crossbar"]
+    train, held_out = crossbar_data.split(0.25, seed=0)
+    doubles = [TwinData(*(array.double() for array in part.arrays().values())) for part in (train, held_out)]
+    assert all(array.dtype == torch.float32 for part in doubles for array in part.arrays().values())
+    fits = []
+    for pair in ((train, held_out), doubles):
+        twin = build_twin("physics", system)
+        fit_twin(twin, *pair, epochs=2)
+        fits.append(twin.state_dict())
+    torch.testing.assert_close(fits[1], fits[0], rtol=0, atol=0)
+    y = train.y.clone()
+    y[0, 0, 0] = float("nan")
+    with pytest.raises(ConfigError, match=r"^not twin data: y holds NaN or infinite values$"):
+        TwinData(train.x, train.theta, y, train.y_repeats)
+    with pytest.raises(ConfigError, match=r"^not twin data: theta is torch.complex64, not a tensor of real numbers$"):
+        TwinData(train.x, train.theta.to(torch.complex64), train.y, train.y_repeats)
+    with pytest.raises(ConfigError, match=r"^not twin data: x is list, not a tensor of real numbers$"):
+        TwinData(train.x.tolist(), train.theta, train.y, train.y_repeats)
+    one = TwinData(held_out.x[:1, :1], held_out.theta[:1], held_out.y[:1, :1], held_out.y_repeats[:, :, :1])
+    twin = build_twin("physics", system)
+    for measure in (lambda: nmse(twin, one), lambda: fidelity(system, twin, one, torch.zeros(8))):
+        with pytest.raises(ConfigError, match=r"^twin data of one measurement has no output variance to scale errors "
+                                              r"by; collect more inputs per theta or thetas$"):
+            measure()
 
 
 def test_twin_data_whose_inputs_or_repeated_thetas_do_not_match_the_outputs_is_not_twin_data(crossbar_data) -> None:

@@ -22,6 +22,8 @@ from hil.errors import ConfigError
 from hil.systems.base import PhysicalSystem
 
 InputDesign = Literal["sobol", "data", "mixed"]
+#: The arrays of `TwinData`, in its fields' order.
+_ARRAYS = ("x", "theta", "y", "y_repeats")
 
 
 def held_out_count(n_groups: int, validation_fraction: float) -> int:
@@ -35,13 +37,33 @@ def held_out_count(n_groups: int, validation_fraction: float) -> int:
 class TwinData:
     """Measurements grouped by θ: ``x`` (G × n × n_in), ``theta`` (G × n_params), ``y`` (G × n × n_out).
 
-    ``y_repeats`` (R × G_r × n × n_out) holds the repeated measurements of the first G_r groups.
+    ``y_repeats`` (R × G_r × n × n_out) holds the repeated measurements of the first G_r groups. Real arrays of any
+    float or integer dtype are kept as float32, what the twins compute in; shapes that disagree, or values that are not
+    finite, are a `ConfigError`.
     """
 
     x: torch.Tensor
     theta: torch.Tensor
     y: torch.Tensor
     y_repeats: torch.Tensor
+
+    def __post_init__(self) -> None:
+        for name in _ARRAYS:
+            array = getattr(self, name)
+            if not isinstance(array, torch.Tensor) or array.is_complex() or array.dtype == torch.bool:
+                what = array.dtype if isinstance(array, torch.Tensor) else type(array).__name__
+                raise ConfigError(f"not twin data: {name} is {what}, not a tensor of real numbers")
+            if array.dtype != torch.float32:
+                object.__setattr__(self, name, array.float())
+        x, theta, y, y_repeats = self.x, self.theta, self.y, self.y_repeats
+        shapes = [tuple(a.shape) for a in (x, theta, y, y_repeats)]
+        if [len(s) for s in shapes] != [3, 2, 3, 4] or not x.shape[0] == theta.shape[0] == y.shape[0] \
+                or x.shape[1] != y.shape[1] or y_repeats.shape[2:] != y.shape[1:] or y_repeats.shape[1] > y.shape[0]:
+            raise ConfigError(f"not twin data: x {shapes[0]}, theta {shapes[1]}, y {shapes[2]} and y_repeats "
+                              f"{shapes[3]} disagree in their θ groups, inputs or outputs")
+        for name in _ARRAYS:
+            if not bool(getattr(self, name).isfinite().all()):
+                raise ConfigError(f"not twin data: {name} holds NaN or infinite values")
 
     @property
     def n_groups(self) -> int:
@@ -54,7 +76,10 @@ class TwinData:
         return self.y_repeats.var(dim=0).mean(dim=(0, 1))
 
     def output_variance(self) -> torch.Tensor:
-        """Per-output variance of the measurements over the whole design."""
+        """Per-output variance of the measurements over the whole design (a `ConfigError` for one measurement)."""
+        if self.y.shape[:2].numel() < 2:
+            raise ConfigError("twin data of one measurement has no output variance to scale errors by; collect more "
+                              "inputs per theta or thetas")
         return self.y.reshape(-1, self.y.shape[-1]).var(dim=0)
 
     def subset(self, groups: torch.Tensor) -> TwinData:
@@ -77,26 +102,16 @@ class TwinData:
         return order[n_val:].sort().values, order[:n_val].sort().values
 
     def arrays(self) -> dict[str, torch.Tensor]:
-        return {"x": self.x, "theta": self.theta, "y": self.y, "y_repeats": self.y_repeats}
+        return {name: getattr(self, name) for name in _ARRAYS}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, torch.Tensor]) -> TwinData:
         """Twin data from the arrays ``x``, ``theta``, ``y`` and ``y_repeats``; missing ones, shapes that disagree, or
         values that are not finite are a `ConfigError`."""
-        names = ("x", "theta", "y", "y_repeats")
-        missing = [name for name in names if name not in arrays]
+        missing = [name for name in _ARRAYS if name not in arrays]
         if missing:
             raise ConfigError(f"not twin data: no {', '.join(missing)} array")
-        x, theta, y, y_repeats = (arrays[name].float() for name in names)
-        shapes = [tuple(a.shape) for a in (x, theta, y, y_repeats)]
-        if [len(s) for s in shapes] != [3, 2, 3, 4] or not x.shape[0] == theta.shape[0] == y.shape[0] \
-                or x.shape[1] != y.shape[1] or y_repeats.shape[2:] != y.shape[1:] or y_repeats.shape[1] > y.shape[0]:
-            raise ConfigError(f"not twin data: x {shapes[0]}, theta {shapes[1]}, y {shapes[2]} and y_repeats "
-                              f"{shapes[3]} disagree in their θ groups, inputs or outputs")
-        for name, array in zip(names, (x, theta, y, y_repeats), strict=True):
-            if not bool(array.isfinite().all()):
-                raise ConfigError(f"not twin data: {name} holds NaN or infinite values")
-        return cls(x, theta, y, y_repeats)
+        return cls(*(arrays[name] for name in _ARRAYS))
 
 
 def sobol(n: int, dimension: int, bounds: tuple[float, float], seed: int) -> torch.Tensor:
