@@ -49,6 +49,20 @@ class ConfigError(HilError):
         super().__init__(f"{where}{what}{message}")
 
 
+class Diverged(HilError):
+    """Training left numbers that are not finite: ``what`` diverged (``"training"``, ``"the twin's online
+    refinement"``) ``where`` (``"at training step 3"``, ``"at epoch 2, batch 5"``); ``detail`` says how and what to do.
+    """
+
+    def __init__(self, what: str, where: str, detail: str):
+        super().__init__(f"{what} diverged {where}: {detail}")
+        self.what, self.detail = what, detail
+
+    def at(self, where: str) -> Diverged:
+        """The same divergence, placed ``where`` (the orchestrator knows the epoch and batch a method's step is)."""
+        return Diverged(self.what, where, self.detail)
+
+
 class LimitError(HilError):
     """A value is NaN, infinite, or outside the limits of an instrument; raised before anything is sent."""
 

@@ -40,6 +40,7 @@ from hil.errors import (
     ConfigError,
     DeviceError,
     DeviceWarning,
+    Diverged,
     HilError,
     InstrumentBusy,
     InterlockError,
@@ -425,14 +426,18 @@ class Run:
                     indices = batches[self.batch]
                     step = self.epoch * len(batches) + self.batch
                     self._set_learning_rates(step / (training.epochs * len(batches)))
-                    figures = self.method.train_step(self.model, self.x_train[indices], self.y_train[indices],
-                                                     self.optimizer)
+                    where = f"at epoch {self.epoch + 1}, batch {self.batch + 1}"
+                    try:
+                        figures = self.method.train_step(self.model, self.x_train[indices], self.y_train[indices],
+                                                         self.optimizer)
+                    except Diverged as diverged:  # a method counts its own steps; the run says epoch and batch
+                        raise diverged.at(where) from None
                     self.batch += 1
                     self.store.event("batch", epoch=self.epoch, batch=self.batch, **figures)
                     if not bool(torch.isfinite(torch.cat([p.reshape(-1) for p in parameters])).all()):
-                        raise HilError(f"training diverged at epoch {self.epoch + 1}, batch {self.batch}: the model's "
-                                       "parameters are no longer finite (NaN or infinite); start a new run with lower "
-                                       "learning rates (training.lr, training.physical_lr, or one in method.settings)")
+                        raise Diverged("training", where, "the model's parameters are no longer finite (NaN or "
+                                       "infinite); start a new run with lower learning rates (training.lr, "
+                                       "training.physical_lr, or one in method.settings)")
                 record = {"epoch": self.epoch, "device_time_s": self.system.device_time_s}
                 if self.protocol.evaluation.every_epoch:
                     record.update(self._evaluate_all())

@@ -1029,7 +1029,7 @@ def test_training_that_diverges_to_nan_stops_saying_so_and_what_to_do(tmp_path: 
     message that says so, rather than at the device refusing a NaN θ, or a batch later through the NaN twin."""
     protocol = write_protocol(tmp_path, **SMALL | {"method": {"name": "pat", "settings": {
         "refine_every": 1, "refine_lr": 1e6}}})
-    with pytest.raises(HilError, match=r"^the twin's online refinement diverged at training step 1: its loss is nan; "
+    with pytest.raises(HilError, match=r"^the twin's online refinement diverged at epoch 1, batch 1: its loss is nan; "
                                        r"start a new run with a lower method.settings.refine_lr$"):
         run_protocol(protocol, show_progress=False)
     [run] = (tmp_path / "runs").iterdir()
@@ -2088,7 +2088,7 @@ def refuse_run_failed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(("changes", "said"), [
     ({"method": {"name": "pat", "settings": {"refine_every": 1, "refine_lr": 1e6}}},
-     "the twin's online refinement diverged at training step 1"),
+     "the twin's online refinement diverged at epoch 1, batch 1"),
     ({}, "the collect step ran out of memory"),
 ])
 def test_a_failed_step_whose_event_the_disk_refuses_says_the_failure_then_the_refusal(

@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from hil.config import LearningRate, Strict
-from hil.errors import HilError
+from hil.errors import Diverged
 from hil.methods.base import TrainingMethod
 from hil.nn import physical_layers
 from hil.twin.fit import error_scale
@@ -75,7 +75,7 @@ class PhysicsAwareTraining(TrainingMethod):
         """A few Adam steps of every twin on the recorded device calls of the layers holding it (layers on one
         system share its twin: it is refined once, on all of theirs); returns the last loss (None when no twin had
         two recorded rows to refine on). A refinement whose loss or twin is no longer finite stops training
-        (`HilError` naming the step), before the twin it broke gives any forward pass or checkpoint NaN."""
+        (`Diverged`, naming the step), before the twin it broke gives any forward pass or checkpoint NaN."""
         loss_value = None
         held: dict[int, tuple[int, nn.Module, list]] = {}  # id(twin) -> (first layer's index, twin, records)
         for index, layer in enumerate(self._layers):
@@ -97,8 +97,8 @@ class PhysicsAwareTraining(TrainingMethod):
             if not math.isfinite(loss_value) or not all(bool(p.isfinite().all()) for p in trainable(twin)):
                 what = f"its loss is {loss_value:g}" if not math.isfinite(loss_value) else \
                     "its parameters are no longer finite"
-                raise HilError(f"the twin's online refinement diverged at training step {self.steps}: {what}; start "
-                               "a new run with a lower method.settings.refine_lr")
+                raise Diverged("the twin's online refinement", f"at training step {self.steps}",
+                               f"{what}; start a new run with a lower method.settings.refine_lr")
         return loss_value
 
     def state_dict(self) -> dict[str, Any]:
