@@ -680,15 +680,25 @@ def list_runs(parent: str | Path) -> list[dict[str, Any]]:
     """Summaries of the runs under ``parent``, newest first: folder, protocol, status, last figures. A run without
     an ending is "running" while a process holds it open, "incomplete" otherwise (killed, or crashed). A run whose
     log has a damaged line is listed (from its readable events) with the status "damaged log", one whose log
-    cannot be read at all as "unreadable log"; a run that ended before its ``run_started`` event, with the name in
-    its ``protocol.yaml``."""
+    cannot be read at all as "unreadable log", one that lost it (its ``protocol.yaml`` is there) as "log lost", and a
+    folder that cannot be read as "unreadable folder"; a run that ended before its ``run_started`` event, with the
+    name in its ``protocol.yaml``. Other folders (no log nor protocol) are no runs and are left out."""
     runs = []
-    for path in sorted(Path(parent).glob("*/" + EVENTS), reverse=True):
+    for folder in sorted((entry for entry in Path(parent).iterdir() if entry.is_dir()), reverse=True):
+        try:
+            names = set(os.listdir(folder))
+        except OSError:
+            runs.append(_unlisted(folder.name, "?", "unreadable folder"))
+            continue
+        if EVENTS not in names:
+            if "protocol.yaml" in names:  # written after the log was made: the log was lost since
+                runs.append(_unlisted(folder.name, _protocol_name(folder), "log lost"))
+            continue
+        path = folder / EVENTS
         try:
             entries, _, damaged = _scan_events(path)
         except RunFileError:
-            runs.append({"run": path.parent.name, "protocol": "?", "status": "unreadable log",
-                         "device_accuracy": None, "events": 0})
+            runs.append(_unlisted(folder.name, "?", "unreadable log"))
             continue
         events = [event for event, _ in entries]
         started = next((e for e in events if e["kind"] == "run_started"), {})
@@ -706,3 +716,8 @@ def list_runs(parent: str | Path) -> list[dict[str, Any]]:
             "events": len(events),
         })
     return runs
+
+
+def _unlisted(run: str, protocol: Any, status: str) -> dict[str, Any]:
+    """`list_runs`' line for a run whose events cannot be read: no figures, no events."""
+    return {"run": run, "protocol": protocol, "status": status, "device_accuracy": None, "events": 0}

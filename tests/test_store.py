@@ -135,6 +135,34 @@ def test_a_log_that_is_not_a_file_is_a_clear_error_and_does_not_hide_the_other_r
     assert listed == [("p", "incomplete"), ("?", "unreadable log")]
 
 
+def test_runs_that_lost_their_log_or_cannot_be_read_are_listed_and_other_folders_are_not(tmp_path,
+                                                                                          monkeypatch) -> None:
+    """A run folder that lost its log, or that could not be read, was left out of the list without a word. (As root
+    nothing is refused, so the folder's read is refused at the os level.)"""
+    five_events(tmp_path)
+    lost = RunStore.create(tmp_path, "lost")
+    lost.event("run_started", protocol="lost")
+    (lost.path / "protocol.yaml").write_text("name: lost-protocol\n")
+    lost.close()
+    (lost.path / "events.jsonl").unlink()
+    hidden = RunStore.create(tmp_path, "hidden")
+    hidden.close()
+    (tmp_path / "notes").mkdir()  # no log, no protocol: no run
+    (tmp_path / "notes" / "plan.txt").write_text("bench time on Tuesday\n")
+    listdir = os.listdir
+
+    def refusing(path="."):
+        if Path(path) == hidden.path:
+            raise PermissionError(13, "Permission denied", str(path))
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", refusing)
+    listed = {run["run"].split("-", 2)[-1]: (run["protocol"], run["status"], run["events"])
+              for run in list_runs(tmp_path)}
+    assert listed == {"r": ("p", "incomplete", 5), "lost": ("lost-protocol", "log lost", 0),
+                      "hidden": ("?", "unreadable folder", 0)}
+
+
 def test_a_damaged_line_before_the_end_is_an_error_that_changes_nothing(tmp_path) -> None:
     """Reading the run's events, logging one or rewinding is refused; a report reads the events around the line,
     told its number (it says so), and `list_runs` lists the run from them."""
