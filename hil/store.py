@@ -257,8 +257,10 @@ class RunStore:
                 try:
                     _sync_folder(parent)
                     return cls(path)
-                except BaseException:  # a stop (SIGTERM) or an error before the folder held its log: a folder that
-                    shutil.rmtree(path, ignore_errors=True)  # could never be resumed is not left behind
+                except BaseException as error:  # a stop (SIGTERM) or an error before the folder held its log: a
+                    shutil.rmtree(path, ignore_errors=True)  # folder that could never be resumed is not left behind
+                    if isinstance(error, WriteRefused) and isinstance(error.__cause__, OSError):
+                        raise error.__cause__ from None  # its lock or log refused: the folder could not be made
                     raise
         except OSError as error:
             why, fix = error.strerror or str(error), "set output.root to a folder you can write to"

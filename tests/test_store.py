@@ -748,6 +748,15 @@ def test_a_refused_checkpoint_is_reported_by_the_next_save_before_it_writes_anot
     assert not (store.path / "checkpoint.pt").exists()
 
 
+def test_a_run_folder_whose_lock_the_full_disk_refuses_as_it_is_made_is_not_made(tmp_path) -> None:
+    """The error named the lock of a folder then removed, and said that what the run wrote before was kept (nothing
+    was): it is the folder that cannot be made, as when the disk refuses the folder itself."""
+    with disk_full_beyond(0), pytest.raises(ConfigError, match=rf"^output.root: cannot create a run folder in "
+                                                               rf"{tmp_path} \(File too large\); set output.root "):
+        RunStore.create(tmp_path, "r")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_run_folder_refused_at_opening_is_not_left_locked(tmp_path) -> None:
     """While the error is still held (a caller that reports it, then retries after the repair), the folder is free."""
     log = five_events(tmp_path).path / "events.jsonl"
