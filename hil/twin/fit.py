@@ -43,9 +43,11 @@ class FitResult:
 
 def error_scale(variance: torch.Tensor) -> torch.Tensor:
     """What each output's squared error is divided by, given the outputs' variance: that variance, or the outputs'
-    mean variance for an output that barely varies (under `FLAT_OUTPUT_FRACTION` of it); at least 1e-12."""
-    mean = variance.mean()
-    return torch.where(variance < FLAT_OUTPUT_FRACTION * mean, mean, variance).clamp_min(1e-12)
+    mean variance for an output that barely varies (under `FLAT_OUTPUT_FRACTION` of it). Relative alone, so that the
+    errors of outputs in any unit scale alike (a floor of 1e-12 took outputs in nA, variance 1e-18 A², for a perfect
+    fit); at least the smallest normal number of its dtype."""
+    mean, smallest = variance.mean(), torch.finfo(variance.dtype).tiny
+    return torch.where(variance < FLAT_OUTPUT_FRACTION * mean, mean, variance).clamp_min(smallest)
 
 
 def nmse(twin: Twin, data: TwinData, variance: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,7 +59,7 @@ def nmse(twin: Twin, data: TwinData, variance: torch.Tensor | None = None) -> to
     with torch.no_grad():
         errors = torch.stack([(twin(x, theta) - y).pow(2).mean(dim=0)
                               for x, theta, y in zip(data.x, data.theta, data.y, strict=True)])
-    return errors.mean(dim=0) / variance.clamp_min(1e-12)
+    return errors.mean(dim=0) / variance.clamp_min(torch.finfo(variance.dtype).tiny)
 
 
 def fit_epochs(twin: Twin, epochs: int) -> int:
@@ -100,11 +102,12 @@ def fit_twin(twin: Twin, train: TwinData, validation: TwinData, *, epochs: int =
 
 
 def _normalise(net: NeuralTwin, targets: torch.Tensor, centre: bool) -> None:
-    """Set a neural twin's output scale from the targets it is to learn (rows × outputs): their std, and their mean
-    where ``centre`` (a residual is left uncentred, starting at 0)."""
+    """Set a neural twin's output scale from the targets it is to learn (rows × outputs): their std (`error_scale`'s,
+    in the targets' unit: a floor of 1e-6 scaled outputs in nA a thousandfold too large), and their mean where
+    ``centre`` (a residual is left uncentred, starting at 0)."""
     with torch.no_grad():
         net.y_mean.copy_(targets.mean(dim=0) if centre else torch.zeros_like(net.y_mean))
-        net.y_std.copy_(targets.std(dim=0).clamp_min(1e-6))
+        net.y_std.copy_(error_scale(targets.var(dim=0)).sqrt())
 
 
 @dataclass
