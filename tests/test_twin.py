@@ -500,6 +500,9 @@ def test_twin_data_made_in_python_is_held_to_what_loaded_data_is(lab, crossbar_d
     y[0, 0, 0] = float("nan")
     with pytest.raises(ConfigError, match=r"^not twin data: y holds NaN or infinite values$"):
         TwinData(train.x, train.theta, y, train.y_repeats)
+    with pytest.raises(ConfigError, match=r"^not twin data: y reaches 1e\+20, beyond the ±1e\+15 whose squared errors "
+                                          r"float32 sums hold; give the system's outputs in a larger unit$"):
+        TwinData(train.x, train.theta, train.y * 1e20 / train.y.abs().max(), train.y_repeats)
     with pytest.raises(ConfigError, match=r"^not twin data: theta is torch.complex64, not a tensor of real numbers$"):
         TwinData(train.x, train.theta.to(torch.complex64), train.y, train.y_repeats)
     with pytest.raises(ConfigError, match=r"^not twin data: x is list, not a tensor of real numbers$"):

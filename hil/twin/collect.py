@@ -22,6 +22,9 @@ from hil.errors import ConfigError
 from hil.systems.base import PhysicalSystem
 
 InputDesign = Literal["sobol", "data", "mixed"]
+#: The largest output magnitude twin data may hold: squared errors (1e30) summed over a million measurements stay
+#: within float32 (3.4e38); beyond, variances and NMSEs became infinite or NaN.
+LARGEST_OUTPUT = 1e15
 #: The arrays of `TwinData`, in its fields' order.
 _ARRAYS = ("x", "theta", "y", "y_repeats")
 
@@ -64,6 +67,10 @@ class TwinData:
         for name in _ARRAYS:
             if not bool(getattr(self, name).isfinite().all()):
                 raise ConfigError(f"not twin data: {name} holds NaN or infinite values")
+        largest = float(y.abs().max()) if y.numel() else 0.0
+        if largest > LARGEST_OUTPUT:
+            raise ConfigError(f"not twin data: y reaches {largest:.3g}, beyond the ±{LARGEST_OUTPUT:g} whose squared "
+                              "errors float32 sums hold; give the system's outputs in a larger unit")
 
     @property
     def n_groups(self) -> int:
