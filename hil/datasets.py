@@ -293,16 +293,25 @@ def _float32_within(low: float, high: float, value: float) -> float:
     return float(nearest)
 
 
+#: A feature whose standard deviation over the training set is at most this fraction of its largest magnitude there is
+#: constant but for rounding (float32 resolves 6e-8 of a value).
+CONSTANT_SPREAD = 1e-6
+
+
 class StandardEncoder:
     """Standardises each feature by its training mean and standard deviation (for a digital first layer); fitted on
-    at least two rows, as a single sample has no spread."""
+    at least two rows, as a single sample has no spread. A feature constant over the training set (`CONSTANT_SPREAD`)
+    is encoded as 0: the model learnt nothing from it, and its std floored at 1e-6 made a test value of 16 where
+    training saw only 0 (a corner pixel of digits) an input of 1.6e7."""
 
     def __init__(self, x_train: torch.Tensor):
         if len(x_train) < 2:
             raise ValueError(f"StandardEncoder needs at least 2 training rows to estimate each feature's spread, got "
                              f"{len(x_train)}")
         self.mean = x_train.mean(dim=0)
-        self.std = x_train.std(dim=0).clamp_min(1e-6)
+        spread = x_train.std(dim=0)
+        constant = spread <= CONSTANT_SPREAD * x_train.abs().amax(dim=0)
+        self.std = torch.where(constant, torch.inf, spread)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

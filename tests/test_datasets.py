@@ -392,6 +392,17 @@ def test_standard_encoder_uses_each_training_feature_s_own_mean_and_spread() -> 
     torch.testing.assert_close(encode(torch.tensor([[6.0, 100.0, 7.0]])), torch.tensor([[2.0, -1.0, 0.0]]))
 
 
+def test_standard_encoder_encodes_a_feature_constant_in_training_as_0_whatever_a_test_row_holds() -> None:
+    """Its std floored at 1e-6 made a digits pixel always 0 in training but 16 in a test image an input of 1.6e7: with
+    ``limit: 30`` training images, 39 of the 359 test images had such inputs. Features of any unit are standardised
+    (one in nA, std 1e-9, was divided by 1e-6), and rounding noise on a constant feature counts as constant."""
+    x_train = torch.tensor([[0.0, 1e-9, 3.0], [0.0, 3e-9, 3.0 + 1e-7], [0.0, 5e-9, 3.0]])
+    encode = StandardEncoder(x_train)
+    torch.testing.assert_close(encode(torch.tensor([[16.0, 5e-9, 2.0]])), torch.tensor([[0.0, 1.0, 0.0]]))
+    data = load_dataset("digits", seed=0, limit=30)
+    assert float(StandardEncoder(data.x_train)(data.x_test).abs().max()) < 100
+
+
 @pytest.mark.parametrize("rows", [0, 1])
 def test_standard_encoder_refuses_too_few_rows_to_estimate_a_spread(rows: int) -> None:
     """One training row standardised every value by a NaN standard deviation (none of a single sample)."""
