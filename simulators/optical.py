@@ -149,7 +149,8 @@ class ConstructionConfig(Strict):
     crosstalk_spread: float = Field(0.2, ge=0, le=1, description="device-to-device spread of σ: drawn uniformly "
                                     "within ±spread × crosstalk_px (1); source: assumption")
     zero_order: float = Field(0.06, ge=0, lt=1, description="mean fraction of the field amplitude left "
-                              "unmodulated (1); source: the 93 % fill factor of " + _PLUTO)
+                              "unmodulated (1); source: assumption, of the order of the 7 % of the panel's area "
+                              "outside its pixels (93 % fill factor, " + _PLUTO + "), which alone would give 0.07")
     zero_order_spread: float = Field(0.2, ge=0, le=1, description="device-to-device spread of the zero-order "
                                      "fraction, uniform within ±spread (1); source: assumption")
     prnu: float = Field(0.006, ge=0, le=0.2, description="std of the per-pixel relative gain, PRNU (1), at most 0.2 "
