@@ -79,8 +79,10 @@ class ConstructionConfig(Strict):
 
     conductance_scale_spread: float = Field(0.1, ge=0, le=1, description="device-to-device spread (std, "
                                             "relative) of each device's conductance scale, which multiplies all "
-                                            "its programmed states (1); source: aihwkit PCMPresetDevice w_max_dtod "
-                                            "= 0.1 (Nandakumar et al., Front. Neurosci. 2020)")
+                                            "its programmed states (1); source: the size of aihwkit PCMPresetDevice "
+                                            "w_max_dtod = 0.1 (Nandakumar et al., Front. Neurosci. 2020), there the "
+                                            "relative spread of each device's upper bound only, here applied to all "
+                                            "its states (assumption)")
     stuck_on_fraction: float = Field(0.001, ge=0, le=1, description="fraction of devices stuck at g_max (1); "
                                      "source: 99.8 % device yield of a 128 × 64 1T1R array (Li et al., Nat. "
                                      "Electron. 1, 52, 2018), split evenly between stuck-on and stuck-off")
@@ -93,8 +95,10 @@ class ConstructionConfig(Strict):
     wire_resistance_ohm: float = Field(0.35, ge=0, le=100, description="word- and bit-line resistance between "
                                        "neighbouring cells (Ω); source: the wire of aihwkit's IOParameters "
                                        "ir_drop_g_ratio default, 1/(0.35 Ω · 5 µS), here with this chip's 25 µS "
-                                       "g_max: r·g_max = 8.75e-6, 5× aihwkit's ratio (up to 3.6 % drop on a 64 × 64 "
-                                       "tile at g_max; the first-order model is within 3 % of that drop); refused "
+                                       "g_max: r·g_max = 8.75e-6, 5× aihwkit's ratio (on a 64 × 64 tile at g_max, "
+                                       "the far corner's read drops 3.6 % to first order, 3.5 % in an exact solve of "
+                                       "the wires, and the worst column's current 3.0 %, which the first-order model "
+                                       "matches within 3 % of that drop); refused "
                                        "where that drop would reach 100 % (at 0.35 Ω: square tiles from 338 × 338), "
                                        "and so is a programming whose drawn devices would reach it")
     column_gain_spread: float = Field(0.01, ge=0, le=0.5, description="column-to-column spread (std, relative) "
