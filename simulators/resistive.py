@@ -1,6 +1,7 @@
 """A nonlinear resistive network that settles to its electrical equilibrium, driven and read through analog I/O.
 
-The bench of Kendall et al. 2020 and Dillavou et al. 2022: input nodes clamped by analog-output voltages, hidden
+The bench of Kendall et al. 2020 and Dillavou et al. 2022 (a network of variable resistors), with the transistor edges
+of Dillavou et al., PNAS 2024 (doi:10.1073/pnas.2319718121): input nodes clamped by analog-output voltages, hidden
 and output nodes free, programmable edges (MOSFETs whose channel conductance follows a gate voltage held as a DC
 level on an analog-output channel), antiparallel diode pairs from the hidden nodes to ground, a load resistor on
 every output, and a nudge transistor from every output to a target voltage (see `hil.physics.resistive`, which
