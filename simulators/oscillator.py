@@ -207,7 +207,8 @@ class OscillatorNetwork(AnalogWorld):
                              "coupling_spread": 0.3, "drive_gain_spread": 0.15, "sensor_gain_spread": 0.08},
             "shot": {"force_noise_m_s2_rthz": 0.03, "sensor_noise_v_rthz": 3e-5},
             "slow": {"temperature_sigma_k": 1.5},
-            # a 12-bit DAQ (NI USB-6008 class: 4.9 mV codes over ±10 V) with 3x the noise
+            # a 12-bit DAQ (NI USB-6008 class: its input's 4.9 mV codes over ±10 V, used here for the drive too, which
+            # on that card is 0..5 V) with 3x the noise
             "converters": {"dac_bits": 12, "adc_bits": 12, "adc_noise_v": 7.2e-4},
         },
     }
