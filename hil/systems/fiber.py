@@ -42,7 +42,14 @@ from hil.errors import ConfigError, DeviceError
 from hil.physics.fiber import fiber_intensity, macro_amplitudes
 from hil.physics.optics import TWO_PI, beam_amplitude, wrap_drive
 from hil.systems.base import PhysicsModel, check_counts
-from hil.systems.optical import SLMCameraSystem, block_source, check_regions_fit, encode, region_matrix
+from hil.systems.optical import (
+    REFERENCE_REPEATS,
+    SLMCameraSystem,
+    block_source,
+    check_regions_fit,
+    encode,
+    region_matrix,
+)
 
 PHASE_STEPS = (0.0, math.pi / 2, math.pi, 3 * math.pi / 2)
 
@@ -75,7 +82,8 @@ class FiberSystem(SLMCameraSystem):
 
     def __init__(self, instruments: dict[str, Any], *, name: str = "", n_in: int = 16, n_out: int = 8,
                  n_params: int = 16, block: int = 8, x_phase_rad: float = math.pi, roi_px: int = 4,
-                 waist_px: float | None = 25.0, reference_repeats: int = 16, max_batch: int | None = None):
+                 waist_px: float | None = 25.0, reference_repeats: int = REFERENCE_REPEATS,
+                 max_batch: int | None = None):
         check_counts(roi_px=roi_px, block=block)
         if block == 1:
             raise ConfigError("block 1 px cannot show a grating that couples no light, which measuring the "

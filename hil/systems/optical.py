@@ -70,6 +70,10 @@ MIN_SIGNAL_FRACTION = 0.02
 #: busy link loses a frame now and then, one that loses them three times in a row needs looking at.
 CAPTURE_ATTEMPTS = 3
 PROBES = 16
+#: Frames per exposure of `calibrate`'s reference measurements (``reference_repeats``) by default. At most max_batch
+#: may be asked for (all the frames are held at once: 10¹² ran out of memory), or this many where max_batch is smaller,
+#: captured in several sequences: a bench whose SLM shows one pattern at a time (max_batch 1) calibrates by default.
+REFERENCE_REPEATS = 16
 
 
 def block_source(shape: tuple[int, int], block: int, panels: int, n_in: int, n_params: int) -> torch.Tensor:
@@ -230,9 +234,10 @@ class SLMCameraSystem(PhysicalSystem):
         if not phase.min <= 0.0 < TWO_PI <= phase.max:
             raise ConfigError(f"the SLM's phase limit {phase.describe()} must hold 0..2π rad: θ are phases over that "
                               "whole range", field="instruments.slm")
-        if not is_count(reference_repeats, self.max_batch):  # all its frames are held at once
-            raise ConfigError(f"reference_repeats must be a positive integer up to max_batch ({self.max_batch}), "
-                              f"got {reference_repeats!r}", field="reference_repeats")
+        if not is_count(reference_repeats, max(self.max_batch, REFERENCE_REPEATS)):  # its frames are held at once
+            largest = f"max_batch ({self.max_batch})" if self.max_batch >= REFERENCE_REPEATS else REFERENCE_REPEATS
+            raise ConfigError(f"reference_repeats must be a positive integer up to {largest}, got "
+                              f"{reference_repeats!r}", field="reference_repeats")
         self.reference_repeats = reference_repeats
         self.reference_rate_dn_s: float | None = None
         #: The exposure (s) `calibrate` set: every device call captures at it, whatever the camera was set to since
@@ -423,7 +428,7 @@ class OpticalSystem(SLMCameraSystem):
                  n_params: int = 48, block: int = 8, planes: int = 1, x_phase_rad: float = math.pi,
                  roi_px: int = 5, roi_radius_px: float = 12.0, fft_size: int = 256, waist_px: float | None = 25.0,
                  plane_distance_m: float = 5e-3, wavelength_m: float = 532e-9, slm_pitch_m: float = 8e-6,
-                 reference_repeats: int = 16, max_batch: int | None = None):
+                 reference_repeats: int = REFERENCE_REPEATS, max_batch: int | None = None):
         check_counts(block=block, planes=planes, fft_size=fft_size)
         for label, value, bounds in (("plane_distance_m", plane_distance_m, PLANE_DISTANCE_RANGE_M),
                                      ("wavelength_m", wavelength_m, WAVELENGTH_RANGE_M),

@@ -28,7 +28,9 @@ from hil.physics.optics import (
     wrap_drive,
 )
 from hil.state import capture
+from hil.systems.fiber import FiberSystem
 from hil.systems.optical import OpticalSystem, block_source, encode, region_matrix, ring_corners
+from simulators.fiber import MultimodeFiber
 from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM, ou_path, poisson_small
 
 K = 0.383  # the realistic camera's DN per electron
@@ -1172,6 +1174,22 @@ def test_max_batch_is_capped_by_the_slm_sequence_and_the_camera_frames() -> None
     assert OpticalSystem({"slm": slm, "camera": camera}).max_batch == longest
     assert OpticalSystem({"slm": slm, "camera": camera}, max_batch=10 * longest).max_batch == longest
     assert OpticalSystem({"slm": slm, "camera": camera}, max_batch=7, reference_repeats=4).max_batch == 7
+
+
+@pytest.mark.parametrize("max_batch", [1, 15])
+def test_a_max_batch_below_the_default_reference_repeats_calibrates_and_runs(max_batch: int) -> None:
+    """A bench that shows one pattern at a time (max_batch 1) was refused for reference_repeats, a setting the lab did
+    not write (its default 16 was above max_batch); the reference frames are captured in several sequences."""
+    for system_class, world_class in ((OpticalSystem, OpticalTable), (FiberSystem, MultimodeFiber)):
+        world = world_class(preset="ideal", seed=0)
+        slm, camera = SimulatedSLM(world, name="slm").connect(), SimulatedCamera(world, name="camera").connect()
+        system = system_class({"slm": slm, "camera": camera}, n_in=1, n_params=1, n_out=1, max_batch=max_batch)
+        assert system.max_batch == max_batch and system.reference_repeats == 16
+        system.calibrate()
+        y = system.forward(torch.full((max_batch + 1, 1), 0.5), torch.ones(1))
+        assert y.shape == (max_batch + 1, 1) and bool(y.isfinite().all())
+    with pytest.raises(ConfigError, match=re.escape("reference_repeats must be a positive integer up to 16, got 17")):
+        OpticalSystem({"slm": slm, "camera": camera}, max_batch=1, reference_repeats=17)
 
 
 def test_a_capture_longer_than_max_batch_is_every_frame_in_order() -> None:
