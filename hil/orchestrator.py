@@ -297,8 +297,8 @@ class Run:
 
     def _new_twin(self, theta_as_phase: bool | None = None) -> Twin:
         twin_config = self.protocol.twin
-        return build_twin(twin_config.kind, self.system, tuple(twin_config.hidden) if twin_config.hidden else None,
-                          theta_as_phase)
+        hidden = None if twin_config.hidden is None else tuple(twin_config.hidden)  # []: no hidden layer, not None
+        return build_twin(twin_config.kind, self.system, hidden, theta_as_phase)
 
     def _saved_twin(self, spec: dict[str, Any] | None) -> Twin:
         """An empty twin as the checkpoint's ``spec`` describes it (its kind and sizes, which for a twin reused from

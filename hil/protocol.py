@@ -382,7 +382,7 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
             load_twin(Path(twin.from_run) / "twin", system)
         except ConfigError as error:
             raise _locate(document, error.detail, ("twin", "from_run")) from None
-    elif twin.hidden:
+    elif twin.hidden is not None:
         try:
             build_twin(twin.kind, system, tuple(twin.hidden))
         except (RuntimeError, MemoryError):  # the weights cannot be allocated

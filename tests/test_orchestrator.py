@@ -943,6 +943,15 @@ def test_a_resumed_run_continues_with_the_random_state_of_its_checkpoint(tmp_pat
     assert torch.equal(seen[0], saved)
 
 
+def test_a_neural_twin_of_no_hidden_layers_is_fitted_as_written(tmp_path: Path) -> None:
+    """``hidden: []`` (a linear twin) was taken for no hidden sizes given: the run fitted the default 256 × 256."""
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"kind": "neural", "hidden": []}})
+    store = run_protocol(protocol, show_progress=False)
+    assert json.loads((store.path / "twin" / "twin.json").read_text())["hidden"] == []
+    weights = torch.load(store.path / "twin" / "twin.pt", weights_only=True)
+    assert {name for name in weights if name.startswith("net.")} == {"net.0.weight", "net.0.bias"}
+
+
 @pytest.mark.parametrize("before", [[{"activation": "tanh"}], [{"activation": "sigmoid"}], []])
 def test_a_physical_layer_takes_inputs_as_they_are_where_they_are_within_its_bounds(tmp_path: Path,
                                                                                    before: list) -> None:
