@@ -125,7 +125,7 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole, one alone too
         if axis.get_legend_handles_labels()[0]:  # a run stopped before its first epoch has no curves yet
             axis.legend()
     return figure

@@ -60,6 +60,17 @@ def test_each_curve_has_one_colour_in_both_panels(tmp_path: Path) -> None:
     assert len({next(iter(found)) for found in colours.values()}) == 3
 
 
+def test_the_learning_curves_of_one_epoch_mark_it_as_a_whole_epoch(tmp_path: Path) -> None:
+    """A run of one epoch had its axis ticked at epochs 0.945, 0.96, …, 1.05: whole epochs needed two in view."""
+    store = _run(tmp_path, epochs=1)
+    figure = _learning_curves(store.events())
+    store.close()
+    figure.canvas.draw()
+    for axis in figure.axes:
+        low, high = axis.get_xlim()
+        assert [tick for tick in axis.get_xticks() if low <= tick <= high] == [1.0]
+
+
 @pytest.mark.parametrize(("method", "where"), [("pat", "forward on the device"),
                                                ("insilico", "forward through the twin")])
 def test_the_learning_curves_say_where_the_training_batches_ran(tmp_path: Path, method: str, where: str) -> None:
