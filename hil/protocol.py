@@ -261,6 +261,12 @@ def system_and_method(protocol: Protocol, lab: Lab,
                 raise _locate(document, f"method {method.name!r} trains a physical layer through a twin, and a run "
                                         f"fits one, to the protocol's system {protocol.system!r}; {name!r} would have "
                                         "none", where)
+    layers = sum(1 for layer in protocol.model.layers
+                 if layer.physical is not None and (layer.physical.system or protocol.system) == protocol.system)
+    try:
+        method.check_training(protocol.training.batch_size, layers)
+    except ConfigError as error:
+        raise _locate(document, error.detail, tuple((error.field or "method.settings").split("."))) from None
     return system, method
 
 

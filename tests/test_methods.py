@@ -276,3 +276,15 @@ def test_a_refinement_that_diverges_stops_training_at_its_step_before_the_twin_g
     for step in range(3):  # a refinement that converges goes on as before
         figures = sane.train_step(model, *batch(step), optimizer)
         assert math.isfinite(figures["twin_refine_loss"])
+
+
+def test_pat_refuses_a_refinement_window_that_never_holds_two_rows() -> None:
+    """One batch of one row through one layer is one measurement: refinement would be skipped at every step."""
+    with pytest.raises(ConfigError, match="set refine_window to 2 or more") as caught:
+        PhysicsAwareTraining(PatSettings(refine_every=1, refine_window=1)).check_training(1, 1)
+    assert caught.value.field == "method.settings.refine_window"
+    PhysicsAwareTraining(PatSettings(refine_every=1, refine_window=1)).check_training(2, 1)  # two rows a batch
+    PhysicsAwareTraining(PatSettings(refine_every=1, refine_window=1)).check_training(1, 2)  # two layers
+    PhysicsAwareTraining(PatSettings(refine_every=1, refine_window=2)).check_training(1, 1)  # two batches
+    PhysicsAwareTraining(PatSettings(refine_window=1)).check_training(1, 1)  # no refinement
+    PhysicsAwareTraining(PatSettings(refine_every=1, refine_window=1)).check_training(1, 0)  # no twin to refine

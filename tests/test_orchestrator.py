@@ -241,6 +241,12 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
      r"sigmoid activation before it$"),
     ({"model": {"layers": [{"physical": {}}, {"linear": {"out_features": 5}}]}},
      r"protocol.yaml:\d+: model.layers: the model ends with 5 outputs; the data set has 10 classes$"),
+    # a window of one batch of one row never held the two rows a refinement scales its errors by: it ran only where an
+    # epoch's last row joined the batch before
+    ({"method": {"name": "pat", "settings": {"refine_every": 1, "refine_window": 1}},
+      "training": {**PROTOCOL["training"], "batch_size": 1}},
+     r"protocol.yaml:\d+: method.settings.refine_window: refine_window 1 keeps the device calls of one training batch "
+     r"of 1 row \(training.batch_size\), one measurement, .*; set refine_window to 2 or more$"),
 ])
 def test_bad_protocols_fail_with_file_line_and_field(tmp_path: Path, change: dict, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):

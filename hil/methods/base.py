@@ -51,6 +51,11 @@ class TrainingMethod:
             raise ConfigError(f"method {self.name!r} needs an energy-based system; {system.name!r} "
                               f"({system.kind}) is not", field="method.name")
 
+    def check_training(self, batch_size: int, layers: int) -> None:
+        """Refuse settings that cannot work with training batches of ``batch_size`` rows through ``layers`` physical
+        layers on the protocol's system, which has its twin (`ConfigError`, its ``field`` under ``method.settings``).
+        Default: any."""
+
     def begin(self, model: nn.Module) -> None:
         """Prepare the model for training (set the physical layers' mode)."""
         set_mode(model, self.mode)

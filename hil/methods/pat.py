@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from hil.config import LearningRate, Strict
-from hil.errors import Diverged
+from hil.errors import ConfigError, Diverged
 from hil.methods.base import TrainingMethod
 from hil.nn import physical_layers
 from hil.twin.fit import error_scale
@@ -45,6 +45,15 @@ class PhysicsAwareTraining(TrainingMethod):
         self._layers: list = []
         self._optimizers: dict[int, torch.optim.Optimizer] = {}
         self._saved_optimizers: dict[int, Any] = {}
+
+    def check_training(self, batch_size: int, layers: int) -> None:
+        """Refinement needs two recorded rows to scale its errors by (`refine`): a window of one batch of one row,
+        through one layer, never holds them, and the twin would be refined only where an epoch's last batch of one row
+        joins the one before."""
+        if self.settings.refine_every and layers and self.settings.refine_window * batch_size * layers < 2:
+            raise ConfigError("refine_window 1 keeps the device calls of one training batch of 1 row "
+                              "(training.batch_size), one measurement, which has no spread to scale the refinement's "
+                              "errors by; set refine_window to 2 or more", field="method.settings.refine_window")
 
     def begin(self, model: nn.Module) -> None:
         super().begin(model)
