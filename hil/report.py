@@ -197,15 +197,25 @@ def _confusion_matrix(store: RunStore) -> tuple[np.ndarray, list[str]]:
     return confusion, names
 
 
+#: The most classes whose confusion cells are written with their counts: the cells of more are too small to read (256
+#: classes, an IDX set's labels up to 255, blackened the plot with 65 536 counts drawn in a minute); their colour gives
+#: the counts. At most `NAMED_CLASSES` classes are named on each axis (evenly spaced), which more would overlap.
+ANNOTATED_CLASSES = 20
+NAMED_CLASSES = 12
+
+
 def _confusion(confusion: np.ndarray, names: list[str]) -> Figure:
     figure, axis = plt.subplots(figsize=(5.5, 5))
     image = axis.imshow(confusion, cmap="Blues")
-    for row in range(len(confusion)):
-        for column in range(len(confusion)):
-            count = int(confusion[row, column])  # white on the dark cells, where black is unreadable
-            axis.text(column, row, f"{count}", ha="center", va="center", fontsize=7,
-                      color="white" if count > confusion.max() / 2 else "black")
-    axis.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
+    n = len(confusion)
+    if n <= ANNOTATED_CLASSES:
+        for row in range(n):
+            for column in range(n):
+                count = int(confusion[row, column])  # white on the dark cells, where black is unreadable
+                axis.text(column, row, f"{count}", ha="center", va="center", fontsize=7,
+                          color="white" if count > confusion.max() / 2 else "black")
+    ticks = range(0, n, math.ceil(n / NAMED_CLASSES))
+    axis.set(xticks=ticks, yticks=ticks, xticklabels=[names[k] for k in ticks], yticklabels=[names[k] for k in ticks],
              xlabel="predicted", ylabel="true", title="test set on the device, final evaluation"
              + (f" (accuracy {_figure(float(confusion.trace() / total))})" if (total := confusion.sum()) else ""))
     figure.colorbar(image, ax=axis, fraction=0.046)

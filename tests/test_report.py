@@ -69,6 +69,7 @@ def test_the_learning_curves_of_one_epoch_mark_it_as_a_whole_epoch(tmp_path: Pat
     for axis in figure.axes:
         low, high = axis.get_xlim()
         assert [tick for tick in axis.get_xticks() if low <= tick <= high] == [1.0]
+    plt.close(figure)
 
 
 @pytest.mark.parametrize(("method", "where"), [("pat", "forward on the device"),
@@ -397,6 +398,23 @@ def test_the_confusion_plot_says_it_is_the_final_evaluation_of_the_test_set(tmp_
     title = _confusion(*_confusion_matrix(store)).axes[0].get_title()
     store.close()
     assert title == "test set on the device, final evaluation (accuracy 0.75)"
+
+
+def test_a_confusion_of_many_classes_is_drawn_by_colour_with_some_classes_named() -> None:
+    """An IDX set of labels up to 255 has 256 classes: the plot wrote 65 536 counts, unreadable (the cells were
+    black with text) and a minute to draw."""
+    confusion = np.zeros((256, 256))
+    confusion[3, 3], confusion[255, 0] = 5, 1
+    figures = [_confusion(matrix, [str(k) for k in range(len(matrix))])
+               for matrix in (confusion, np.eye(20), np.eye(21))]
+    axis = figures[0].axes[0]
+    assert not axis.texts
+    named = [label.get_text() for label in axis.get_xticklabels()]
+    assert named[:2] == ["0", "22"] and len(named) == 12
+    assert len(figures[1].axes[0].texts) == 400  # 20 classes: every count
+    assert not figures[2].axes[0].texts
+    for figure in figures:
+        plt.close(figure)
 
 
 def test_the_confusion_counts_on_dark_cells_are_white(tmp_path: Path) -> None:
