@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from hil.errors import ConfigError
+from hil.errors import ConfigError, LimitError
 from hil.nn import PhysicalLayer, float32_bounds, physical_layers, physics_aware, project_, set_mode
 from hil.systems.base import PhysicalSystem, PhysicsModel
 from hil.twin.models import Twin, build_twin, frozen, load_twin, save_twin, trainable
@@ -113,6 +113,22 @@ def test_modes_and_bounds(lab) -> None:
         PhysicalLayer(system, None, mode="pat")(x)
     with pytest.raises(ConfigError, match="unknown mode"):
         set_mode(torch.nn.Sequential(layer), "quantum")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["twin", "pat", "device"])
+@pytest.mark.parametrize(("shape", "message"), [((8,), r"x has shape \(8,\), expected batch×8$"),
+                                                ((1, 1, 8), r"x has shape \(1, 1, 8\), expected batch×8$"),
+                                                ((1, 7), r"x has shape \(1, 7\), expected batch×8$"),
+                                                ((0, 8), "x is empty$")])
+def test_inputs_without_a_batch_axis_are_refused_in_every_mode(lab, mode: str, shape: tuple, message: str) -> None:
+    """One sample given without its batch axis went through the twin (in-silico training, a twin's evaluation) to
+    torch's IndexError; the device refused it by name."""
+    system = lab.systems["crossbar"]
+    for kind in ("physics", "neural"):
+        layer = PhysicalLayer(system, build_twin(kind, system), mode=mode)
+        with pytest.raises(LimitError, match=r"^system 'crossbar': " + message):
+            layer(torch.zeros(shape))
+    assert PhysicalLayer(system, build_twin("physics", system), mode=mode)(torch.zeros(1, 8)).shape == (1, 4)
 
 
 def test_mode_and_projection_reach_every_physical_layer(lab) -> None:
