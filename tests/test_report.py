@@ -157,6 +157,19 @@ def test_the_summary_gives_the_final_evaluation_on_the_device(tmp_path: Path) ->
     assert "its 95 % Wilson interval over the 4 test samples" in summary
 
 
+def test_a_test_set_of_one_sample_and_a_system_of_one_output_are_said_in_the_singular(tmp_path: Path) -> None:
+    """A one-sample test set's summary read "over the 1 test samples", a one-output twin plot "1 outputs"."""
+    store = _run(tmp_path, finish=False)
+    store.save_arrays("data/evaluation.h5", {"confusion": torch.tensor([[1, 0], [0, 0]])})
+    store.event("evaluated", device_accuracy=1.0, device_loss=0.1)
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1]), "measured": torch.rand(2, 3, 1),
+                                           "predicted": torch.rand(2, 3, 1)})
+    figure = _twin_fit(store)
+    assert figure.axes[0].get_xlabel() == "measured on the device (a colour per output, 1 output)"
+    plt.close(figure)
+    assert "its 95 % Wilson interval over the 1 test sample, the spread" in _summary(store)
+
+
 @pytest.mark.parametrize(("accuracy", "samples", "expected"), [
     (0.75, 4, (0.3006, 0.9544)), (0.5, 100, (0.4038, 0.5962)),
     (0.0, 10, (0.0, 0.2775)), (1.0, 10, (0.7225, 1.0)),  # not empty at 0 or 1, as ±√(p(1−p)/n) would be
