@@ -112,6 +112,10 @@ class CrossbarSystem(PhysicalSystem):
             raise ConfigError(f"system {name or self.kind!r}: role crossbar needs a crossbar array, got {got}",
                               field="instruments.crossbar")
         rows, cols = crossbar.shape
+        if cols < 2:  # n_out's range would read 1..0, said of an n_out the lab may not have written
+            raise ConfigError(f"system {name or self.kind!r}: {crossbar.name} has {cols} column, and an output is the "
+                              "difference of a pair of columns (G+ and G−); give the crossbar at least 2 columns",
+                              field="instruments.crossbar")
         n_in = rows if n_in is None else n_in
         n_out = cols // 2 if n_out is None else n_out
         _check_count("n_in", n_in, rows, f"the crossbar has {rows} rows")

@@ -597,6 +597,24 @@ def test_harsh_is_worse_than_realistic() -> None:
     assert errors["harsh"] > 2 * errors["realistic"]
 
 
+def test_a_crossbar_of_one_row_and_one_column_pair_is_a_one_weight_layer() -> None:
+    _, crossbar = make(geometry={"rows": 1, "cols": 2, "max_batch": 1})
+    system = CrossbarSystem({"crossbar": crossbar})
+    assert (system.n_in, system.n_out, system.n_params, system.max_batch) == (1, 1, 1, 1)
+    x = torch.tensor([[0.5], [-1.0], [1.0]])  # three device calls of one row
+    torch.testing.assert_close(system.forward(x, torch.tensor([0.5])), 0.5 * x, atol=0.02, rtol=0)
+    assert system.calls == 3
+
+
+def test_a_crossbar_of_one_column_has_no_pair_for_an_output_and_says_so() -> None:
+    """It was refused for n_out, which the lab did not write: "0 is outside 1..0"."""
+    _, crossbar = make(geometry={"rows": 4, "cols": 1})
+    with pytest.raises(ConfigError, match=r"^instruments\.crossbar: system 'crossbar': crossbar has 1 column, and an "
+                                          r"output is the difference of a pair of columns \(G\+ and G−\); give the "
+                                          r"crossbar at least 2 columns$"):
+        CrossbarSystem({"crossbar": crossbar})
+
+
 # -- errors ---------------------------------------------------------------------------------------------------------
 def test_bad_settings_and_values_are_refused_with_the_allowed_range() -> None:
     _, crossbar = make()
