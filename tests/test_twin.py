@@ -594,3 +594,21 @@ def test_the_error_and_a_neural_fit_are_the_same_in_any_unit_of_the_outputs(lab,
         fit_twin(twin, *data, epochs=5)
         errors.append(nmse(twin, data[1]))
     torch.testing.assert_close(errors[1], errors[0], rtol=1e-3, atol=0)
+
+
+def test_twin_data_whose_outputs_never_vary_is_not_fitted_and_its_error_is_in_the_outputs_unit(lab,
+                                                                                            crossbar_data) -> None:
+    """Outputs that are the same in every measurement (a source off, a detector covered, or one input per θ on a
+    converter's code) were divided by a variance floored at 1e-12: a fit loss of 2.5e9, the fit going on."""
+    system = lab.systems["crossbar"]
+    train, held_out = crossbar_data.split(0.25, seed=0)
+    constant = TwinData(train.x, train.theta, torch.full_like(train.y, 0.0938), train.y_repeats)
+    with pytest.raises(ConfigError, match=r"^the twin fit's training outputs are all constant \(576 measurements "
+                                          r"give the same values\): there is nothing to fit; check that the device "):
+        fit_twin(build_twin("physics", system), constant, held_out, epochs=1)
+    twin = build_twin("physics", system)
+    flat = TwinData(held_out.x, held_out.theta, torch.full_like(held_out.y, 0.0938), held_out.y_repeats)
+    with torch.no_grad():
+        error = torch.stack([(twin(x, t) - 0.0938).pow(2).mean(dim=0) for x, t in zip(flat.x, flat.theta,
+                                                                                      strict=True)]).mean(dim=0)
+    torch.testing.assert_close(nmse(twin, flat), error)

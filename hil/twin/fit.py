@@ -45,8 +45,12 @@ def error_scale(variance: torch.Tensor) -> torch.Tensor:
     """What each output's squared error is divided by, given the outputs' variance: that variance, or the outputs'
     mean variance for an output that barely varies (under `FLAT_OUTPUT_FRACTION` of it). Relative alone, so that the
     errors of outputs in any unit scale alike (a floor of 1e-12 took outputs in nA, variance 1e-18 A², for a perfect
-    fit); at least the smallest normal number of its dtype."""
-    mean, smallest = variance.mean(), torch.finfo(variance.dtype).tiny
+    fit); at least the smallest normal number of its dtype. Where no output varies at all, 1: the errors are then
+    mean squares in the outputs' unit (divided by the floor, an error of 0.01 read 1e34)."""
+    mean = variance.mean()
+    if not mean > 0:
+        return torch.ones_like(variance)
+    smallest = torch.finfo(variance.dtype).tiny
     return torch.where(variance < FLAT_OUTPUT_FRACTION * mean, mean, variance).clamp_min(smallest)
 
 
@@ -83,8 +87,13 @@ def fit_twin(twin: Twin, train: TwinData, validation: TwinData, *, epochs: int =
     if train.y.shape[:2].numel() < 2:
         raise ConfigError("the twin fit's training part is one measurement, whose output variance is undefined; "
                           "collect more inputs per theta or thetas")
+    variance = train.output_variance()
+    if not bool((variance > 0).any()):
+        raise ConfigError(f"the twin fit's training outputs are all constant ({train.y.shape[:2].numel()} measurements "
+                          "give the same values): there is nothing to fit; check that the device responds to x and θ "
+                          "(a source on, a detector uncovered), and collect more inputs per theta")
     result = FitResult()
-    variance = error_scale(train.output_variance())
+    variance = error_scale(variance)
     generator = torch.Generator().manual_seed(seed)
     stage = _Stage(train, validation, variance, epochs, lr, patience, generator, progress)
     if not isinstance(twin, ResidualTwin):
