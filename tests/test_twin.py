@@ -9,10 +9,11 @@ import torch
 from torch.quasirandom import SobolEngine
 
 from hil.errors import ConfigError
+from hil.systems.base import PhysicalSystem, PhysicsModel
 from hil.twin.collect import TwinData, collect, held_out_count, measurement_count, sobol
 from hil.twin.fidelity import fidelity, jacobian_cosine
 from hil.twin.fit import fit_epochs, fit_twin, nmse
-from hil.twin.models import build_twin, load_twin, save_twin
+from hil.twin.models import OutputAffine, build_twin, load_twin, save_twin
 from tests.lab_text import lab_from_text
 
 LAB = textwrap.dedent("""
@@ -612,3 +613,75 @@ def test_twin_data_whose_outputs_never_vary_is_not_fitted_and_its_error_is_in_th
         error = torch.stack([(twin(x, t) - 0.0938).pow(2).mean(dim=0) for x, t in zip(flat.x, flat.theta,
                                                                                       strict=True)]).mean(dim=0)
     torch.testing.assert_close(nmse(twin, flat), error)
+
+
+class OutputsInUnit(PhysicsModel):
+    """A physics model's outputs times ``unit``."""
+
+    def __init__(self, physics: PhysicsModel, unit: float):
+        super().__init__()
+        self.physics, self.unit = physics, unit
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.physics(x, theta) * self.unit
+
+
+class CrossbarInUnit(PhysicalSystem):
+    """The lab's crossbar with its outputs given in another unit (times ``unit``), as a bench of one's own may."""
+
+    kind = "crossbar"
+
+    def __init__(self, crossbar: PhysicalSystem, unit: float):
+        super().__init__(crossbar.instruments, name="in_unit", n_in=crossbar.n_in, n_out=crossbar.n_out,
+                         n_params=crossbar.n_params, x_bounds=crossbar.x_bounds, theta_bounds=crossbar.theta_bounds,
+                         max_batch=crossbar.max_batch)
+        self.crossbar, self.unit = crossbar, unit
+
+    def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.crossbar.forward(x, theta) * self.unit
+
+    def rewrite_parameters(self) -> None:
+        self.crossbar.rewrite_parameters()
+
+    def physics_model(self) -> PhysicsModel:
+        return OutputsInUnit(self.crossbar.physics_model(), self.unit)
+
+    def oracle_model(self) -> PhysicsModel:
+        return OutputsInUnit(self.crossbar.oracle_model(), self.unit)
+
+
+@pytest.mark.parametrize("unit", [1e-9, 1e6])
+def test_a_physics_twin_fits_outputs_in_any_unit_alike(lab, crossbar_data, unit: float) -> None:
+    """The output affine's offset is learnt in the outputs' order of magnitude: in their own unit, each Adam step of
+    about the learning rate (0.02) moved it by 0.02 whatever the outputs' size, which left a physics twin of outputs
+    in nA with a held-out NMSE of 1e10 (0.015 in A), and could not reach a background of 1e6 counts."""
+    crossbar = lab.systems["crossbar"]
+    train, held_out = crossbar_data.split(0.25, seed=0)
+
+    def in_unit(data: TwinData) -> TwinData:
+        return TwinData(data.x, data.theta, data.y * unit, data.y_repeats * unit)
+
+    errors = []
+    for system, data in ((crossbar, (train, held_out)), (CrossbarInUnit(crossbar, unit), (in_unit(train),
+                                                                                          in_unit(held_out)))):
+        twin = build_twin("physics", system)
+        fit_twin(twin, *data, epochs=3, lr=0.02)
+        errors.append(nmse(twin, data[1]))
+    torch.testing.assert_close(errors[1], errors[0], rtol=1e-4, atol=0)
+    torch.testing.assert_close(twin.affine.scale, torch.tensor(unit))  # the power of ten an SI prefix is
+
+
+def test_an_output_affine_keeps_its_offset_when_its_scale_is_set_and_loads_a_state_saved_without_one() -> None:
+    affine = OutputAffine(2)
+    assert affine.scale == 1  # until fitted
+    with torch.no_grad():
+        affine.offset.copy_(torch.tensor([3.0, -1.0]))
+    affine.set_scale(torch.full((4, 2), 2e-9))  # the power of ten nearest 2e-9
+    torch.testing.assert_close(affine.scale, torch.tensor(1e-9))
+    torch.testing.assert_close(affine(torch.zeros(1, 2)), torch.tensor([[3.0, -1.0]]))
+    affine.set_scale(torch.zeros(4, 2))  # outputs all zero: no order of magnitude, the scale kept
+    torch.testing.assert_close(affine.scale, torch.tensor(1e-9))
+    old = OutputAffine(2)
+    old.load_state_dict({"gain": torch.ones(2), "offset": torch.tensor([0.5, 0.25])})  # saved before the scale
+    torch.testing.assert_close(old(torch.zeros(1, 2)), torch.tensor([[0.5, 0.25]]))
+

@@ -19,7 +19,7 @@ import torch
 
 from hil.errors import ConfigError
 from hil.twin.collect import TwinData
-from hil.twin.models import NeuralTwin, ResidualTwin, Twin, frozen, trainable
+from hil.twin.models import NeuralTwin, OutputAffine, ResidualTwin, Twin, frozen, trainable
 
 #: An output whose variance is under this fraction of the outputs' mean variance barely varies (a dead or saturated
 #: detector region, a clipped column): its squared error is divided by the mean variance instead of its own, which
@@ -96,6 +96,9 @@ def fit_twin(twin: Twin, train: TwinData, validation: TwinData, *, epochs: int =
     variance = error_scale(variance)
     generator = torch.Generator().manual_seed(seed)
     stage = _Stage(train, validation, variance, epochs, lr, patience, generator, progress)
+    for module in twin.modules():
+        if isinstance(module, OutputAffine):  # its offset learnt in the outputs' order of magnitude
+            module.set_scale(train.y)
     if not isinstance(twin, ResidualTwin):
         if isinstance(twin, NeuralTwin):
             _normalise(twin, train.y.reshape(-1, train.y.shape[-1]), centre=True)
