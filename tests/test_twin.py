@@ -685,3 +685,15 @@ def test_an_output_affine_keeps_its_offset_when_its_scale_is_set_and_loads_a_sta
     old.load_state_dict({"gain": torch.ones(2), "offset": torch.tensor([0.5, 0.25])})  # saved before the scale
     torch.testing.assert_close(old(torch.zeros(1, 2)), torch.tensor([[0.5, 0.25]]))
 
+
+@pytest.mark.parametrize("unit", [1e-12, 1e-9])
+def test_the_jacobian_cosine_is_the_same_in_any_unit_of_the_outputs(lab, crossbar_data, unit: float) -> None:
+    """`cosine_similarity` floors each norm at 1e-8: the derivatives of outputs in pA (norm ~1e-11) made even the
+    oracle's cosine 0.001 against the device's, where it is 0.9 in A."""
+    crossbar = lab.systems["crossbar"]
+    cosines = []
+    for system in (crossbar, CrossbarInUnit(crossbar, unit)):
+        cosines.append(jacobian_cosine(system, build_twin("oracle", system), crossbar_data.x[0][:8],
+                                       crossbar_data.theta[0], directions=2, repeats=2, seed=0))
+    assert min(cosines[0]) > 0.5
+    assert cosines[1] == pytest.approx(cosines[0], abs=0.1)  # another draw of the device's noise

@@ -40,7 +40,16 @@ class Fidelity:
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+    """The cosine between ``a`` and ``b`` in any unit: each is first brought to a largest magnitude in 0.5..1 by a
+    power of two (exact, so the cosine is as before for values of order 1), since `cosine_similarity` divides by
+    norms floored at 1e-8, which took a perfect twin's cosine to 0.001 for derivatives of outputs in pA."""
+    return torch.nn.functional.cosine_similarity(_to_order_one(a.flatten()), _to_order_one(b.flatten()), dim=0).item()
+
+
+def _to_order_one(values: torch.Tensor) -> torch.Tensor:
+    """``values`` times the power of two that brings their largest magnitude into 0.5..1 (all zeros as they are)."""
+    _, exponent = torch.frexp(values.abs().max())
+    return torch.ldexp(values, -exponent)
 
 
 def _directional_cosine(system: PhysicalSystem, twin: Twin, x: torch.Tensor, theta: torch.Tensor, along_theta: bool,
