@@ -25,6 +25,10 @@ InputDesign = Literal["sobol", "data", "mixed"]
 #: The largest output magnitude twin data may hold: squared errors (1e30) summed over a million measurements stay
 #: within float32 (3.4e38); beyond, variances and NMSEs became infinite or NaN.
 LARGEST_OUTPUT = 1e15
+#: The least largest output magnitude twin data may hold (where any is not zero): errors of a ten-thousandth of it
+#: square to 1e-38, the smallest normal float32; below, variances and squared errors lost their precision or fell to
+#: the floor of `hil.twin.fit.error_scale` (outputs ×3e-20 of the lab crossbar's gave a twin's NMSE 7 times too low).
+SMALLEST_OUTPUT = 1e-15
 #: The arrays of `TwinData`, in its fields' order.
 _ARRAYS = ("x", "theta", "y", "y_repeats")
 
@@ -71,6 +75,9 @@ class TwinData:
         if largest > LARGEST_OUTPUT:
             raise ConfigError(f"not twin data: y reaches {largest:.3g}, beyond the ±{LARGEST_OUTPUT:g} whose squared "
                               "errors float32 sums hold; give the system's outputs in a larger unit")
+        if 0 < largest < SMALLEST_OUTPUT:
+            raise ConfigError(f"not twin data: y reaches at most {largest:.3g}, under the {SMALLEST_OUTPUT:g} whose "
+                              "errors' squares float32 holds; give the system's outputs in a smaller unit")
 
     @property
     def n_groups(self) -> int:
