@@ -117,7 +117,9 @@ class FitConfig(Strict):
 
 class FidelityConfig(Strict):
     directions: int = Field(3, ge=1, description="random directions for the Jacobian check")
-    step: float = Field(0.05, gt=0, le=0.5, description="finite-difference step, fraction of the bounds")
+    step: float = Field(0.05, gt=0, le=0.25, description="finite-difference step, fraction of the bounds; at most a "
+                        "quarter, as the point is moved that far inside them (half put it at their centre, where a "
+                        "crossbar's θ derivatives are 0 and the cosine says nothing)")
     repeats: int = Field(2, ge=1, description="device measurements averaged per finite difference")
 
 

@@ -194,6 +194,8 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"training": {"epochs": 1, "lr": 1e300}}, r"protocol.yaml:\d+: training.lr: Input should be less than or equal "
                                                r"to 1000000"),
     ({"twin": {"fit": {"lr": 1e300}}}, r"protocol.yaml:\d+: twin.fit.lr: Input should be less than or equal to"),
+    ({"twin": {**PROTOCOL["twin"], "fidelity": {"step": 0.5}}},  # the point at the bounds' centre: a cosine of 0
+     r"protocol.yaml:\d+: twin.fidelity.step: Input should be less than or equal to 0.25"),
     ({"training": {"epochs": 1, "batch_size": 2**63}}, r"protocol.yaml:\d+: training.batch_size: Input should be "
                                                        r"less than or equal to 9223372036854775807"),
     ({"model": {"layers": [{"physical": {}}, {"linear": {"out_features": 2**64}}]}},
