@@ -107,10 +107,11 @@ def _run(args: argparse.Namespace) -> int:
         from hil.store import EVENTS, SUMMARY, resume_command
 
     if (args.protocol is None) == (args.resume is None):
-        print("hil: error: give a protocol file, or --resume RUN (not both)", file=sys.stderr)
+        print("hil: error: give a protocol file, or --resume RUN (not both); see hil run --help", file=sys.stderr)
         return 2
     if args.resume is not None and (args.seed is not None or args.lab is not None):
-        print("hil: error: --seed and --lab choose a new run's; a resumed run keeps its own", file=sys.stderr)
+        print("hil: error: --seed and --lab choose a new run's; a resumed run keeps its own; see hil run --help",
+              file=sys.stderr)
         return 2
     if args.protocol is not None and args.protocol.is_dir():  # a run folder, --resume forgotten?
         resume = f", and continues a run with: {resume_command(args.protocol)}" \

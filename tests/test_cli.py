@@ -140,9 +140,10 @@ WITH_EMULATORS = ", ".join(drivers_with_emulators())
     (["run", "--seed", "-1", PROTOCOL], "'-1' is not a seed (an integer in 0..4294967295)"),
     (["run", "--seed", str(2**64), PROTOCOL], "is not a seed"),
     (["run", "--seed", str(2**32), PROTOCOL], f"'{2**32}' is not a seed"),
-    (["run", "--resume", "runs/x", "--seed", "3"], "a resumed run keeps its own"),
+    (["run", "--resume", "runs/x", "--seed", "3"], "a resumed run keeps its own; see hil run --help\n"),
     (["run", "--resume", "runs/x", "--lab", "lab.yaml"], "a resumed run keeps its own"),
-    (["run", PROTOCOL, "--resume", "runs/x"], "give a protocol file, or --resume RUN (not both)"),
+    (["run", PROTOCOL, "--resume", "runs/x"], "give a protocol file, or --resume RUN (not both); see hil run --help\n"),
+    (["run"], "hil: error: give a protocol file, or --resume RUN (not both); see hil run --help\n"),
     (["runs", "--root", str(REPO / "lab.yaml")], "lab.yaml is not a folder of runs"),
     (["runs", "--root", "no-such-folder"], "no-such-folder is not a folder of runs"),
     (["check", str(REPO / "lab.yaml"), "--lab", str(REPO / "lab.yaml")],  # --lab was ignored
