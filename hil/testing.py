@@ -243,7 +243,7 @@ class InstrumentContract:
             named, unknown = None, str(error)
         if named is None:
             pytest.fail(f"registry_name {name!r} of {type(self).__name__}: {unknown}")
-        assert isinstance(instrument, named), (
+        assert type(instrument) is named, (  # a parent's name would load the parent, not the class under test
             f"registry_name {self.registry_name!r} names {named.__module__}.{named.__qualname__}, but the instrument "
             f"fixture built a {type(instrument).__module__}.{type(instrument).__qualname__}")
 

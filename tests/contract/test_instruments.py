@@ -231,3 +231,19 @@ def test_a_registry_name_for_another_class_says_which_class_each_is() -> None:
                                                 r"SimulatedAnalogInput, but the instrument fixture built a "
                                                 r"simulators\.analog\.SimulatedAnalogOutput"):
         contract.test_is_the_class_registered_under_its_name(output)
+
+
+def test_a_registry_name_of_a_parent_class_is_not_the_class_under_test() -> None:
+    """A driver subclassing another (a vendor's model of a family) passed the check with its parent's name, which a
+    lab would load instead of the class the contract tested."""
+    from drivers.keithley2450 import Keithley2450
+
+    class Keithley2450Variant(Keithley2450):
+        pass
+
+    contract = testing.SourceMeterContract()
+    contract.registry_name = "keithley_2450"
+    instrument = Keithley2450Variant.__new__(Keithley2450Variant)  # the check reads its type alone
+    with pytest.raises(AssertionError, match=r"registry_name 'keithley_2450' names drivers\.keithley2450\."
+                                             r"Keithley2450, but the instrument fixture built a .*Keithley2450Variant"):
+        contract.test_is_the_class_registered_under_its_name(instrument)
