@@ -396,7 +396,8 @@ def test_standard_encoder_encodes_a_feature_constant_in_training_as_0_whatever_a
     """Its std floored at 1e-6 made a digits pixel always 0 in training but 16 in a test image an input of 1.6e7: with
     ``limit: 30`` training images, 39 of the 359 test images had such inputs. Features of any unit are standardised
     (one in nA, std 1e-9, was divided by 1e-6), and rounding noise on a constant feature counts as constant."""
-    x_train = torch.tensor([[0.0, 1e-9, 3.0], [0.0, 3e-9, 3.0 + 1e-7], [0.0, 5e-9, 3.0]])
+    x_train = torch.tensor([[0.0, 1e-9, 3.0], [0.0, 3e-9, 3.0 + 2.4e-7], [0.0, 5e-9, 3.0]])
+    assert float(x_train[:, 2].std()) > 0  # one float32 step above 3 (3 + 1e-7 rounds to 3): rounding noise
     encode = StandardEncoder(x_train)
     torch.testing.assert_close(encode(torch.tensor([[16.0, 5e-9, 2.0]])), torch.tensor([[0.0, 1.0, 0.0]]))
     data = load_dataset("digits", seed=0, limit=30)
