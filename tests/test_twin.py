@@ -721,3 +721,11 @@ def test_twin_data_refuses_outputs_too_small_for_float32_to_square_their_errors(
 
     small = TwinData(held_out.x, held_out.theta, held_out.y * scale, held_out.y_repeats * scale)
     torch.testing.assert_close(nmse(InUnit(), small), nmse(physics, held_out), rtol=1e-3, atol=0)
+
+
+def test_outputs_in_a_unit_twin_data_cannot_hold_are_refused_at_the_first_device_call(lab) -> None:
+    """They were refused when the collection was done, after all its device time, and nothing of it was kept."""
+    system = CrossbarInUnit(lab.systems["crossbar"], 1e20)
+    with pytest.raises(ConfigError, match=r"^not twin data: y reaches .*; give the system's outputs in a larger unit$"):
+        collect(system, n_thetas=6, inputs_per_theta=8, design="sobol", seed=0)
+    assert system.calls == 1

@@ -40,6 +40,18 @@ def held_out_count(n_groups: int, validation_fraction: float) -> int:
     return max(1, int(share.to_integral_value(rounding=ROUND_HALF_UP)))
 
 
+def check_output_range(y: torch.Tensor) -> None:
+    """Refuse outputs whose largest magnitude lies outside `SMALLEST_OUTPUT`..`LARGEST_OUTPUT` (all zero passes): the
+    errors of the twin's fit and NMSE would not fit float32 (`ConfigError`, naming the unit to change)."""
+    largest = float(y.abs().max()) if y.numel() else 0.0
+    if largest > LARGEST_OUTPUT:
+        raise ConfigError(f"not twin data: y reaches {largest:.3g}, beyond the ±{LARGEST_OUTPUT:g} whose squared "
+                          "errors float32 sums hold; give the system's outputs in a larger unit")
+    if 0 < largest < SMALLEST_OUTPUT:
+        raise ConfigError(f"not twin data: y reaches at most {largest:.3g}, under the {SMALLEST_OUTPUT:g} whose "
+                          "errors' squares float32 holds; give the system's outputs in a smaller unit")
+
+
 @dataclass(frozen=True)
 class TwinData:
     """Measurements grouped by θ: ``x`` (G × n × n_in), ``theta`` (G × n_params), ``y`` (G × n × n_out).
@@ -71,13 +83,7 @@ class TwinData:
         for name in _ARRAYS:
             if not bool(getattr(self, name).isfinite().all()):
                 raise ConfigError(f"not twin data: {name} holds NaN or infinite values")
-        largest = float(y.abs().max()) if y.numel() else 0.0
-        if largest > LARGEST_OUTPUT:
-            raise ConfigError(f"not twin data: y reaches {largest:.3g}, beyond the ±{LARGEST_OUTPUT:g} whose squared "
-                              "errors float32 sums hold; give the system's outputs in a larger unit")
-        if 0 < largest < SMALLEST_OUTPUT:
-            raise ConfigError(f"not twin data: y reaches at most {largest:.3g}, under the {SMALLEST_OUTPUT:g} whose "
-                              "errors' squares float32 holds; give the system's outputs in a smaller unit")
+        check_output_range(y)
 
     @property
     def n_groups(self) -> int:
@@ -184,6 +190,8 @@ def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, rep
     done = 0
     for group in range(n_thetas):
         measurements = [system.forward(xs[group], thetas[group])]
+        if group == 0:  # outputs in a unit twin data cannot hold: refused at the first device call, not the last
+            check_output_range(measurements[0])
         done += 1
         if group < n_repeat_groups:
             for _ in range(repeats - 1):
