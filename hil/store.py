@@ -53,6 +53,8 @@ EVENTS = "events.jsonl"
 DISCARDED = "events.discarded.jsonl"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
+#: How `RunStore.create` names a run folder: ``<date>-<time>-<name>``.
+RUN_FOLDER_NAME = re.compile(r"\d{8}-\d{6}-")
 #: A run's report summary, in its folder (written by `hil.report`).
 SUMMARY = "report/summary.md"
 #: The field of an event (or of snapshot.json) listing where the numbers JSON cannot hold (NaN, ±infinity) are: the
@@ -683,14 +685,15 @@ def list_runs(parent: str | Path) -> list[dict[str, Any]]:
     an ending is "running" while a process holds it open, "incomplete" otherwise (killed, or crashed). A run whose
     log has a damaged line is listed (from its readable events) with the status "damaged log", one whose log
     cannot be read at all as "unreadable log", one that lost it (its ``protocol.yaml`` is there) as "log lost", and a
-    folder that cannot be read as "unreadable folder"; a run that ended before its ``run_started`` event, with the
-    name in its ``protocol.yaml``. Other folders (no log nor protocol) are no runs and are left out."""
+    folder named as a run's (`RUN_FOLDER_NAME`) that cannot be read as "unreadable folder"; a run that ended before
+    its ``run_started`` event, with the name in its ``protocol.yaml``. Other folders are no runs and are left out."""
     runs = []
     for folder in sorted((entry for entry in Path(parent).iterdir() if entry.is_dir()), reverse=True):
         try:
             names = set(os.listdir(folder))
         except OSError:
-            runs.append(_unlisted(folder.name, "?", "unreadable folder"))
+            if RUN_FOLDER_NAME.match(folder.name):  # not another folder there (a file system's lost+found)
+                runs.append(_unlisted(folder.name, "?", "unreadable folder"))
             continue
         if EVENTS not in names:
             if "protocol.yaml" in names:  # written after the log was made: the log was lost since

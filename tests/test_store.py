@@ -149,10 +149,11 @@ def test_runs_that_lost_their_log_or_cannot_be_read_are_listed_and_other_folders
     hidden.close()
     (tmp_path / "notes").mkdir()  # no log, no protocol: no run
     (tmp_path / "notes" / "plan.txt").write_text("bench time on Tuesday\n")
+    (tmp_path / "lost+found").mkdir()  # a file system's, unreadable but to root: no run either
     listdir = os.listdir
 
     def refusing(path="."):
-        if Path(path) == hidden.path:
+        if Path(path) in (hidden.path, tmp_path / "lost+found"):
             raise PermissionError(13, "Permission denied", str(path))
         return listdir(path)
 
