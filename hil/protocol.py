@@ -167,8 +167,8 @@ class TrainingConfig(Strict):
     batch_size: int = Field(64, ge=1, le=SIZE_MAX)
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: LearningRate = Field(0.01, description="learning rate of the digital layers")
-    physical_lr: LearningRate | None = Field(None, description="learning rate of θ, in θ's unit: Adam moves each θ by "
-                                             "about this much a step (default: lr)")
+    physical_lr: LearningRate | None = Field(None, description="learning rate of θ, in θ's unit (with Adam, each θ "
+                                             "moves by about this much a step; default: lr)")
     schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="learning rates decay to zero along a half cosine over the run, or stay constant")
 
