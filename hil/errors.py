@@ -56,7 +56,10 @@ class Diverged(HilError):
 
     def __init__(self, what: str, where: str, detail: str):
         super().__init__(f"{what} diverged {where}: {detail}")
-        self.what, self.detail = what, detail
+        self.what, self.where, self.detail = what, where, detail
+
+    def __reduce__(self) -> tuple[type[Diverged], tuple[str, str, str]]:  # pickled (a worker's failure) as it was made
+        return type(self), (self.what, self.where, self.detail)
 
     def at(self, where: str) -> Diverged:
         """The same divergence, placed ``where`` (the orchestrator knows the epoch and batch a method's step is)."""

@@ -3,6 +3,7 @@ to refine it online, refines it on the latest device calls and carries that thro
 
 import copy
 import math
+import pickle
 import textwrap
 
 import pytest
@@ -267,8 +268,10 @@ def test_a_refinement_that_diverges_stops_training_at_its_step_before_the_twin_g
     method.begin(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(HilError, match=r"^the twin's online refinement diverged at training step 1: its loss is nan; "
-                                       r"start a new run with a lower method.settings.refine_lr$"):
+                                       r"start a new run with a lower method.settings.refine_lr$") as diverged:
         method.train_step(model, *batch(0), optimizer)
+    copied = pickle.loads(pickle.dumps(diverged.value))  # as a worker process would pass it on (a TypeError before)
+    assert type(copied) is type(diverged.value) and str(copied) == str(diverged.value)
     sane = PhysicsAwareTraining(PatSettings(refine_every=1, refine_lr=1e-3))
     model, _ = model_on(system)
     sane.begin(model)
