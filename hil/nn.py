@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from hil.errors import ConfigError, LimitError
+from hil.errors import ConfigError
 from hil.systems.base import PhysicalSystem
 from hil.twin.models import Twin, frozen
 
@@ -95,13 +95,9 @@ class PhysicalLayer(nn.Module):
         self.__dict__["twin"] = twin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        system = self.system
-        if isinstance(x, torch.Tensor) and (x.dim() != 2 or x.shape[1] != system.n_in or not len(x)):
-            # refused as the device refuses them, in every mode: a twin failed on one sample without its batch axis
-            # with torch's IndexError or RuntimeError
-            shape = f"has shape {tuple(x.shape)}, expected batch×{system.n_in}" if x.dim() != 2 \
-                or x.shape[1] != system.n_in else "is empty"
-            raise LimitError(f"system {system.name!r}: x {shape}")
+        if isinstance(x, torch.Tensor):  # refused as the device refuses them, in every mode: a twin failed on one
+            # sample without its batch axis with torch's IndexError or RuntimeError
+            self.system.check_shape(x, (None, self.system.n_in), "x")
         if self.input_map == "sigmoid":  # clamped: -0.2 + 0.6 × 1 rounds above float32(0.4), which the device refuses
             low, high = self.system.x_bounds
             x = (low + (high - low) * torch.sigmoid(x)).clamp(*float32_bounds(low, high))

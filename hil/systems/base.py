@@ -226,17 +226,21 @@ class PhysicalSystem(ABC):
                 raise LimitError(f"system {self.name!r}: {label} is complex ({value.dtype}); give real numbers")
             value = value.to(torch.float32)
         tensor = value.detach()
-        if shape_differs(tensor.shape, shape):
-            raise LimitError(f"system {self.name!r}: {label} has shape {tuple(tensor.shape)}, expected "
-                             f"{_shape_text(shape)}")
-        if tensor.shape[0] == 0:
-            raise LimitError(f"system {self.name!r}: {label} is empty")
+        self.check_shape(tensor, shape, label)
         found = first_outside(tensor, *bounds)
         if found is not None:
             index, value = found
             raise LimitError(f"system {self.name!r}: {label}{list(index)} = {value:g} is outside "
                              f"{bounds[0]:g}..{bounds[1]:g}")
         return tensor
+
+    def check_shape(self, tensor: torch.Tensor, shape: tuple[int | None, ...], label: str) -> None:
+        """Refuse ``tensor`` (`LimitError`) unless it has ``shape`` (None: any size) and is not empty."""
+        if shape_differs(tensor.shape, shape):
+            raise LimitError(f"system {self.name!r}: {label} has shape {tuple(tensor.shape)}, expected "
+                             f"{_shape_text(shape)}")
+        if tensor.shape[0] == 0:
+            raise LimitError(f"system {self.name!r}: {label} is empty")
 
     @abstractmethod
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
