@@ -394,7 +394,7 @@ def _warnings_note(events: list[dict[str, Any]]) -> str:
     logged = [e for e in events if e["kind"] == "warning"]
     if not logged:
         return ""
-    return (f" {len(logged)} warning{'s' if len(logged) > 1 else ''} during the run (each in `events.jsonl`), the "
+    return (f" {_count(len(logged), 'warning')} during the run (each in `events.jsonl`), the "
             f"first: {_figure(logged[0].get('message')).rstrip('.')}.")
 
 
