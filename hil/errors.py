@@ -22,6 +22,11 @@ def excerpt(text: str, limit: int = 60) -> str:
     return f"{text[:limit]!r}… ({len(text)} characters)"
 
 
+def counted(number: int, noun: str) -> str:
+    """``number`` ``noun`` s, singular for one (a test set of one sample, an input of one channel)."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def brief(value: Any, limit: int = 60) -> str:
     """``repr(value)`` for a one-line message, cut to ``limit`` characters with its full length said."""
     text = repr(value)

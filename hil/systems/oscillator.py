@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hil.errors import ConfigError
+from hil.errors import ConfigError, counted
 from hil.instruments import AnalogInput, AnalogOutput, Instrument
 from hil.physics import oscillator as physics
 from hil.systems.base import (
@@ -260,7 +260,8 @@ class OscillatorSystem(PhysicalSystem):
         for instrument in (output, inp):
             check_setting_within("sample_rate_hz", sample_rate_hz, instrument, "sample_rate_hz")
         if inp.n_channels != n_sensed:
-            raise ConfigError(f"{inp.name} has {inp.n_channels} channels but sensed lists {n_sensed} oscillators",
+            raise ConfigError(f"{inp.name} has {counted(inp.n_channels, 'channel')} but sensed lists "
+                              f"{counted(n_sensed, 'oscillator')}",
                               field="sensed")
 
     @property

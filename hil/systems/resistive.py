@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hil.errors import ConfigError, DeviceError, LimitError
+from hil.errors import ConfigError, DeviceError, LimitError, counted
 from hil.instruments import AnalogInput, AnalogOutput, Instrument, shape_differs
 from hil.physics import resistive as physics
 from hil.systems.base import (
@@ -188,7 +188,7 @@ class ResistiveNetworkSystem(PhysicalSystem):
             have = getattr(self.instruments[role], "n_channels", 0)
             if have < needed:
                 raise ConfigError(f"system {self.name!r}: a {n_inputs}-{n_hidden}-{n_outputs} network needs "
-                                  f"{needed} {role} channels, {self.instruments[role].name} has {have}",
+                                  f"{counted(needed, role + ' channel')}, {self.instruments[role].name} has {have}",
                                   field=f"instruments.{role}")
         self.channels = self.layout.channels()  # after the count: a network of 10⁹ nodes would fill the memory
         self._check_voltages(input_min_v, input_max_v, gate_min_v, gate_max_v)

@@ -555,6 +555,14 @@ def test_the_model_coupling_stays_reciprocal_whatever_its_scales() -> None:
     torch.testing.assert_close(kappa, system.nominal["kappa"])  # the mean of 1.4 and 0.6 is the nominal scale
 
 
+def test_an_input_of_one_channel_is_counted_in_the_singular() -> None:
+    world = OscillatorNetwork(preset="ideal", config={"network": {"sensed": [0]}})
+    roles = {"output": SimulatedAnalogOutput(world, name="ao").connect(),
+             "input": SimulatedAnalogInput(world, name="ai").connect()}
+    with pytest.raises(ConfigError, match=r"^sensed: ai has 1 channel but sensed lists 4 oscillators$"):
+        OscillatorSystem(roles)
+
+
 def test_bad_settings_and_inputs_are_refused() -> None:
     world = OscillatorNetwork(preset="ideal")
     ao = SimulatedAnalogOutput(world, name="ao", limits={"voltage_v": {"min": -2, "max": 2}}).connect()
