@@ -6,7 +6,8 @@
       protocol.yaml        the resolved protocol            lab.yaml        the lab file as used
       snapshot.json        instruments, worlds and systems at the start
       events.jsonl         append-only event log: one JSON line per event, flushed as written
-      data/*.h5            arrays in HDF5 (collected twin data, evaluations), each written whole and atomically
+      data/*.h5            arrays in HDF5 (collected twin data, the twin's fidelity, the final evaluation), each written
+                           whole and atomically
       twin/                the fitted twin (state dict + spec)
       checkpoint.pt        the latest checkpoint (atomically replaced, written in the background, checksummed)
       report/              plots (PNG) and summary.md
@@ -20,6 +21,9 @@ shortened; a report reads the events around it and names the lines it left out.
 On resume the events after the checkpoint (a partial epoch that will be redone) and a torn last line are moved, byte
 for byte, to ``events.discarded.jsonl``, so the log has every event exactly once and nothing written is lost. One
 process at a time may have a run open: a second (a resume while the run goes on) is refused.
+
+What each file holds (the datasets, the event kinds and their fields, the checkpoint's layout) and how to read it
+without hil: the README's "What a run stores".
 """
 
 from __future__ import annotations

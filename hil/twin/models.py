@@ -7,8 +7,8 @@
   the residual on what it leaves, kept only where it lowers the held-out error: `hil.twin.fit.fit_twin`);
 - ``oracle``: on a simulator, the physics with the world's hidden calibration (not fitted: the ceiling).
 
-Saved as ``twin.json`` (kind, sizes, the θ groups it was not fitted on) and ``twin.pt`` (the state dict), loaded
-with ``weights_only=True``; a loaded twin keeps those groups in its ``spec``.
+Saved as ``twin.json`` (kind, the system's kind, sizes, the θ groups it was not fitted on) and ``twin.pt`` (the
+state dict), loaded with ``weights_only=True``; a loaded twin keeps those groups in its ``spec``.
 """
 
 from __future__ import annotations
