@@ -1121,3 +1121,29 @@ def test_any_line_of_a_log_is_an_event_or_damage_and_never_stops_its_reader(tmp_
     damaged = [number for number, whole in enumerate(io.BytesIO(log.read_bytes()), 1) if parse_event(whole) is None]
     assert damaged_lines(log.parent) == damaged
     assert list_runs(log.parent.parent)[0]["status"] == ("damaged log" if damaged else "incomplete")
+
+
+def _readme_snippet(starting: str) -> str:
+    """The README's python block in "What a run stores" that begins with ``starting``, as written there."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## What a run stores"):readme.index("## The lab file")]
+    for block in section.split("```python\n")[1:]:
+        code = "\n".join(line.removeprefix("  ") for line in block.split("```")[0].splitlines())
+        if code.startswith(starting):
+            return code
+    raise AssertionError(f"no snippet beginning {starting!r} in the README")
+
+
+def test_a_checkpoint_reads_without_hil_as_the_readme_says_and_not_with_torch_load_alone(tmp_path) -> None:
+    store = RunStore.create(tmp_path, "r")
+    store.event("run_started")
+    store.save_checkpoint({"model": {"0.theta": torch.linspace(-1, 1, 5)}, "epoch": 3})
+    store.close()
+    with pytest.raises(Exception):  # noqa: B017 - the README says so: the file's header is not torch's
+        torch.load(store.path / "checkpoint.pt", weights_only=True)
+    namespace: dict = {}
+    exec(_readme_snippet("import hashlib").replace("runs/<run>", str(store.path)), namespace)
+    assert torch.equal(namespace["theta"], torch.linspace(-1, 1, 5)) and namespace["checkpoint"]["epoch"] == 3
+    (store.path / "checkpoint.pt").write_bytes(namespace["data"][:-1] + bytes([namespace["data"][-1] ^ 1]))
+    with pytest.raises(AssertionError, match="damaged"):
+        exec(_readme_snippet("import hashlib").replace("runs/<run>", str(store.path)), {})
