@@ -1147,3 +1147,48 @@ def test_a_checkpoint_reads_without_hil_as_the_readme_says_and_not_with_torch_lo
     (store.path / "checkpoint.pt").write_bytes(namespace["data"][:-1] + bytes([namespace["data"][-1] ^ 1]))
     with pytest.raises(AssertionError, match="damaged"):
         exec(_readme_snippet("import hashlib").replace("runs/<run>", str(store.path)), {})
+
+
+def test_a_run_folder_holds_what_the_readme_says_and_its_recipes_rebuild_the_twin_and_the_network(tmp_path) -> None:
+    from hil.orchestrator import run_protocol  # a run of the crossbar's protocol, shrunk, refining its twin online
+
+    protocol = {
+        "name": "stored", "lab": str(Path(__file__).parents[1] / "lab.yaml"), "system": "crossbar", "seed": 2,
+        "dataset": {"name": "digits", "limit": 400},
+        "model": {"layers": [{"physical": {}}, {"linear": {"out_features": 10}}]},
+        "twin": {"collect": {"thetas": 6, "inputs_per_theta": 32, "repeats": 3, "repeat_thetas": 2},
+                 "fit": {"epochs": 3}, "fidelity": {"directions": 1, "repeats": 1}},
+        "method": {"name": "pat", "settings": {"refine_every": 2}},
+        "training": {"epochs": 2, "batch_size": 64}, "output": {"root": str(tmp_path / "runs")}}
+    (tmp_path / "protocol.yaml").write_text(json.dumps(protocol))
+    run = run_protocol(tmp_path / "protocol.yaml", show_progress=False).path
+    with h5py.File(run / "data/twin_data.h5") as f:
+        x, theta, y, repeats = (f[name][()] for name in ("x", "theta", "y", "y_repeats"))
+        assert json.loads(f.attrs["system"]) == "crossbar" and all(not f[name].attrs for name in f)
+    assert x.shape == (6, 32, 64) and theta.shape == (6, 2048) and y.shape == (6, 32, 32)
+    assert repeats.shape == (3, 2, 32, 32) and np.array_equal(repeats[0], y[:2]) and x.dtype == np.float32
+    held_out = json.loads((run / "twin/twin.json").read_text())["held_out_groups"]
+    with h5py.File(run / "data/fidelity.h5") as f:
+        assert np.array_equal(f["measured"][()], y[held_out]) and f["nmse"].shape == f["noise_floor"].shape == (32,)
+        fitted_predictions = torch.from_numpy(f["predicted"][()])
+    with h5py.File(run / "data/evaluation.h5") as f:
+        labels, twin_predictions, confusion = (f[name][()] for name in ("labels", "twin_predictions", "confusion"))
+        device_predictions = f["device_predictions"][()]
+        assert json.loads(f.attrs["class_names"]) == [str(k) for k in range(10)] and labels.dtype == np.int64
+    assert confusion.sum() == len(labels) and np.trace(confusion) == (labels == device_predictions).sum()
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    batches = [e for e in events if e["kind"] == "batch"]
+    assert (batches[0]["epoch"], batches[0]["batch"]) == (0, 1) and [e["epoch"] for e in events
+                                                                     if e["kind"] == "epoch"] == [0, 1]
+    namespace: dict = {}
+    for starting in ("import hashlib", "from pathlib import Path"):
+        exec(_readme_snippet(starting).replace("runs/<run>", str(run)), namespace)
+    assert namespace["checkpoint"]["next_seq"] == events[-1]["seq"]  # the last checkpoint: the run's end
+    twin, fitted = namespace["twin"], torch.load(run / "twin/twin.pt", weights_only=True)
+    assert any(not torch.equal(fitted[name], value) for name, value in twin.state_dict().items())  # refined online
+    twin.load_state_dict(fitted)
+    with torch.no_grad():
+        again = torch.stack([twin(torch.from_numpy(x[g]), torch.from_numpy(theta[g])) for g in held_out])
+    assert torch.equal(again, fitted_predictions)  # twin.pt is the twin as fitted, whose fidelity was measured
+    assert np.array_equal(namespace["predictions"].numpy(), twin_predictions)
