@@ -10,9 +10,9 @@ descend into other worlds, instruments, systems, transports, modules or configur
 captured on their own or are fixed, nor into an object whose class sets ``transient = True`` (a world's scratch
 buffers, a lens's cached matrices: what a call overwrites or rebuilds, tens of MB a checkpoint need not hold).
 `restore` puts the values back. Everything captured is a tensor or a plain
-value, so the torch file a checkpoint holds loads with ``torch.load(..., weights_only=True)``: the file
-``checkpoint.pt`` itself begins with a line and a checksum before it (`hil.store.CHECKPOINT_MAGIC`; how to read it
-without hil: the README's "What a run stores"), so ``torch.load("checkpoint.pt")`` fails on it.
+value, so the torch file a checkpoint holds loads with ``torch.load(..., weights_only=True)``. That torch file
+follows a line and a checksum in ``checkpoint.pt`` (`hil.store.seal_checkpoint`), so ``torch.load("checkpoint.pt")``
+fails on it: the README's "What a run stores" shows how to read it without hil.
 
 On a real bench a device's state cannot be put back; a resumed bench run continues from the device as it is.
 """
