@@ -1,8 +1,8 @@
 """The run report: PNG plots and a short markdown summary, from the run folder alone.
 
-- ``learning_curves.png``: training loss (the mean over each epoch's batches, forward where the method ran it), and
-  test loss and accuracy on the device and through the twin, per epoch, each curve one colour in both panels, and
-  the final evaluation on the device;
+- ``learning_curves.png``: training loss (the mean over each epoch's batches, forward where the method ran it; the
+  epoch a stopped run was in, its batches so far, as a hollow point of its own), and test loss and accuracy on the
+  device and through the twin, per epoch, each curve one colour in both panels, and the final evaluation on the device;
 - ``twin_fit.png``: the twin's predictions against device measurements on the θ groups it was not fitted on, a
   colour per output, with the summary's NMSE;
 - ``confusion.png``: the confusion matrix of the final evaluation of the test set on the device, with its accuracy;
@@ -101,8 +101,14 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
         per_epoch: dict[int, list[float]] = {}
         for event in batches:
             per_epoch.setdefault(event["epoch"], []).append(event["loss"])
-        loss_axis.plot([k + 1 for k in per_epoch], [sum(v) / len(v) for v in per_epoch.values()], "o-",
-                       color=COLOURS["train"], label="train")
+        finished = {e["epoch"] for e in epochs}  # an epoch's event is logged once all its batches ran
+        whole = sorted((k + 1, sum(v) / len(v)) for k, v in per_epoch.items() if k in finished)
+        if whole:
+            loss_axis.plot(*zip(*whole, strict=True), "o-", color=COLOURS["train"], label="train")
+        for k in sorted(set(per_epoch) - finished):  # where a run stopped: the batches it reached, not an epoch's
+            count = len(per_epoch[k])
+            loss_axis.plot([k + 1], [sum(per_epoch[k]) / count], "o", markerfacecolor="none", color=COLOURS["train"],
+                           label=f"train, epoch {k + 1} unfinished ({count} batch{'' if count == 1 else 'es'})")
     tested = False
     for prefix, style in (("device", "s-"), ("twin", "^--")):
         for axis, figure_name in ((loss_axis, f"{prefix}_loss"), (accuracy_axis, f"{prefix}_accuracy")):

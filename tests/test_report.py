@@ -629,3 +629,18 @@ def test_a_warning_logged_while_the_report_draws_its_plots_is_counted_in_its_sum
     with pytest.warns(UserWarning, match="^Tight layout not applied"), _warnings_logged(store):
         summary = _summary(store)
     assert " 2 warnings during the run (each in `events.jsonl`), the first: 3 frames dropped.\n" in summary  # one stop
+
+
+def test_the_train_curve_leaves_an_epoch_the_run_stopped_in_to_a_point_of_its_own(tmp_path: Path) -> None:
+    """A run stopped 1 batch into its third epoch had that batch's loss drawn as epoch 3 of the train curve, "the mean
+    over each epoch's training batches", where its summary said the last finished epoch was 2."""
+    store = _run(tmp_path, finish=False, batch={"epoch": 2, "batch": 1, "loss": 0.125},
+                 run_interrupted={"epoch": 2, "batch": 1})
+    events = store.events()
+    store.close()
+    lines = {line.get_label(): line for line in _learning_curves(events).axes[0].get_lines()}
+    assert list(lines["train"].get_xdata()) == [1, 2] and list(lines["train"].get_ydata()) == [1.0, 0.5]
+    unfinished = lines["train, epoch 3 unfinished (1 batch)"]
+    assert list(unfinished.get_xdata()) == [3] and list(unfinished.get_ydata()) == [0.125]
+    assert unfinished.get_markerfacecolor() == "none" and unfinished.get_linestyle() == "None"
+    plt.close("all")
