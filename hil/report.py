@@ -469,7 +469,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"| device time (modelled on a simulator), s | {_figure(evaluated.get('device_time_s'), 4)} |",
         f"| {wall_label} | {_figure(wall_s, 3)} |",
         "",
-        f"Calibration: {_settings(calibrated.get('settings', {}))}. "
+        f"Calibration: {_settings(calibrated.get('settings', {})) if calibrated else 'n/a (not reached)'}. "
         f"Twin data: {collected.get('groups', 'n/a')} θ groups, "
         f"{collected.get('samples', 'n/a')} samples.{_reused_note(_last(events, 'twin_loaded'))}{_fit_note(fitted)}"
         f"{_unfaithful_note(fid)}{_refined_note(events)}{_final_note(events, evaluated)}{_tested_note(tested)}"

@@ -644,3 +644,15 @@ def test_the_train_curve_leaves_an_epoch_the_run_stopped_in_to_a_point_of_its_ow
     assert list(unfinished.get_xdata()) == [3] and list(unfinished.get_ydata()) == [0.125]
     assert unfinished.get_markerfacecolor() == "none" and unfinished.get_linestyle() == "None"
     plt.close("all")
+
+
+def test_a_run_that_stopped_before_calibrating_is_not_said_to_need_no_calibration(tmp_path: Path) -> None:
+    """A run whose instrument could not be connected, its log one run_failed, said "Calibration: none needed.", as a
+    system with nothing to calibrate does; it never reached its calibrate step."""
+    store = RunStore.create(tmp_path, "r")
+    store.event("run_failed", error="crossbar: no answer; check its cable and power")
+    summary = _summary(store)
+    assert "Calibration: n/a (not reached)." in summary and "none needed" not in summary
+    store = RunStore.create(tmp_path, "calibrated")
+    store.event("calibrated", system="crossbar", settings={})
+    assert "Calibration: none needed." in _summary(store)
