@@ -31,6 +31,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from hil.config import YamlDocument
+from hil.errors import ConfigError
 from hil.store import DISCARDED, EVENTS, SUMMARY, RunFileError, RunStore, parse_event, resume_command
 
 
@@ -425,6 +427,22 @@ def _damaged_note(store: RunStore, damaged: list[int]) -> str:
             f"a resume refuses the log until {'they are' if several else 'it is'} repaired.")
 
 
+def _recorded_start(store: RunStore) -> dict[str, Any]:
+    """What ``run_started`` says of a run (protocol, method, system, seed), from its ``protocol.yaml``, for a run that
+    ended before logging it (an instrument that could not be connected), as `hil runs` names it; {} where the file is
+    missing, unreadable or not a protocol's."""
+    try:
+        data = YamlDocument.read(store.path / "protocol.yaml").data
+    except ConfigError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    method = data.get("method")
+    recorded = {"protocol": data.get("name"), "method": method.get("name") if isinstance(method, dict) else None,
+                "system": data.get("system"), "seed": data.get("seed")}
+    return {key: value for key, value in recorded.items() if value is not None}
+
+
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     """Write the plots and ``report/summary.md`` of a run; returns the summary's path. ``wall_s``: the run's wall
     time up to its report (s); by default, the figure the run's own report gave."""
@@ -443,6 +461,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         tested = int(confusion.sum())
     events, _ = store.readable_events()  # with the warnings a run logged while the plots were drawn
     started, evaluated, fid = _last(events, "run_started"), _last(events, "evaluated"), _last(events, "fidelity")
+    started = started or _recorded_start(store)
     calibrated, collected = _last(events, "calibrated"), _last(events, "collected")
     fitted = _last(events, "twin_fitted")
     wall_label = "wall time to the report, s"

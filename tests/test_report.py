@@ -656,3 +656,17 @@ def test_a_run_that_stopped_before_calibrating_is_not_said_to_need_no_calibratio
     store = RunStore.create(tmp_path, "calibrated")
     store.event("calibrated", system="crossbar", settings={})
     assert "Calibration: none needed." in _summary(store)
+
+
+def test_a_run_that_failed_before_its_start_was_logged_is_named_from_its_protocol_file(tmp_path: Path) -> None:
+    """Its summary was titled with the folder's name and said "method **?** on system **?**, seed ?", while its
+    protocol.yaml holds them, and hil runs lists it by the name there."""
+    store = RunStore.create(tmp_path, "r")
+    store.write_text("protocol.yaml", "name: cb-unplugged\nsystem: crossbar\nseed: 7\nmethod: {name: pat}\n")
+    store.event("run_failed", error="crossbar: no answer; check its cable and power")
+    summary = _summary(store)
+    assert summary.startswith("# cb-unplugged\n") and "method **pat** on system **crossbar**, seed 7." in summary
+    assert [run["protocol"] for run in list_runs(tmp_path)] == ["cb-unplugged"]
+    store = RunStore.create(tmp_path, "lost")  # and where that file is lost too, unknown as before
+    store.event("run_failed", error="crossbar: no answer; check its cable and power")
+    assert "method **?** on system **?**, seed ?." in _summary(store)
