@@ -454,7 +454,12 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         _save(store, _twin_fit(store), "report/twin_fit.png")
         plots.append("twin_fit.png")
     tested = None  # the test samples of the final evaluation
-    if store.has("data/evaluation.h5"):
+    unlogged = ""  # a final evaluation saved whose event the log lacks: a run stopped between the two
+    if store.has("data/evaluation.h5") and not _last(events, "evaluated"):
+        unlogged = (" `data/evaluation.h5` holds a final evaluation that `events.jsonl` does not log (the run stopped "
+                    "between the two): this report leaves it out, as a resume does, which measures the test set "
+                    "again.")
+    elif store.has("data/evaluation.h5"):
         confusion, names = _confusion_matrix(store)
         _save(store, _confusion(confusion, names), "report/confusion.png")
         plots.append("confusion.png")
@@ -492,7 +497,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"Twin data: {collected.get('groups', 'n/a')} θ groups, "
         f"{collected.get('samples', 'n/a')} samples.{_reused_note(_last(events, 'twin_loaded'))}{_fit_note(fitted)}"
         f"{_unfaithful_note(fid)}{_refined_note(events)}{_final_note(events, evaluated)}{_tested_note(tested)}"
-        f"{_warnings_note(events)}",
+        f"{_warnings_note(events)}{unlogged}",
         "",
         *[f"![{name}]({name})" for name in plots],
         "",

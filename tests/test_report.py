@@ -670,3 +670,16 @@ def test_a_run_that_failed_before_its_start_was_logged_is_named_from_its_protoco
     store = RunStore.create(tmp_path, "lost")  # and where that file is lost too, unknown as before
     store.event("run_failed", error="crossbar: no answer; check its cable and power")
     assert "method **?** on system **?**, seed ?." in _summary(store)
+
+
+def test_a_final_evaluation_saved_but_not_logged_is_left_out_not_drawn_beside_n_a(tmp_path: Path) -> None:
+    """A run stopped between saving data/evaluation.h5 and logging its evaluated event: the summary said it stopped
+    before its evaluation, with n/a for the test accuracy, and linked a confusion plot titled "final evaluation
+    (accuracy 0.75)" and a sentence on the range of an accuracy it did not give."""
+    store = _run(tmp_path, finish=False)
+    store.save_arrays("data/evaluation.h5", {"confusion": torch.tensor([[2, 1], [0, 1]])})
+    summary = _summary(store)
+    assert "**The run stopped before its evaluation**" in summary and "| test accuracy on the device | n/a |" in summary
+    assert "confusion.png" not in summary and "Wilson" not in summary
+    assert ("`data/evaluation.h5` holds a final evaluation that `events.jsonl` does not log (the run stopped between "
+            "the two): this report leaves it out") in summary
