@@ -8,7 +8,7 @@
 - ``confusion.png``: the confusion matrix of the final evaluation of the test set on the device, with its accuracy;
 - ``summary.md``: the final figures, the twin's fidelity, the device time (modelled on a simulator) and the
   wall time up to the report; for a run that failed, was stopped or was resumed, how (with its error, and the test
-  figures of its last epoch when it has no final evaluation).
+  figures of its last epoch and the device time its log holds when it has no final evaluation).
 
 A log damaged before its end (a line edited by hand, a disk error) is reported from its other events: the report says
 which lines it left out, in a warning and in the summary.
@@ -427,6 +427,22 @@ def _damaged_note(store: RunStore, damaged: list[int]) -> str:
             f"a resume refuses the log until {'they are' if several else 'it is'} repaired.")
 
 
+def _device_time(events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str:
+    """The device time up to the final evaluation; for a run without one (stopped, failed), the latest its log holds
+    (each step's end, each epoch's training batches, which an epoch's event follows before its test pass), said as
+    such; n/a where it holds none."""
+    if evaluated:
+        return _figure(evaluated.get("device_time_s"), 4)
+    for event in reversed(events):
+        if event["kind"] == "step_finished" and _number(event.get("device_time_total_s")):
+            return f"{_figure(event['device_time_total_s'], 4)} (by the end of its {_figure(event.get('step'))} " \
+                   "step, the last it logged)"
+        if event["kind"] == "epoch" and _number(event.get("device_time_s")) and isinstance(event.get("epoch"), int):
+            return f"{_figure(event['device_time_s'], 4)} (by the end of epoch {event['epoch'] + 1}'s training " \
+                   "batches, the last it logged)"
+    return "n/a"
+
+
 def _recorded_start(store: RunStore) -> dict[str, Any]:
     """What ``run_started`` says of a run (protocol, method, system, seed), from its ``protocol.yaml``, for a run that
     ended before logging it (an instrument that could not be connected), as `hil runs` names it; {} where the file is
@@ -490,7 +506,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"| twin Jacobian cosine, θ / x | {_figure(fid.get('jacobian_cosine_theta'), 3)} / "
         f"{_figure(fid.get('jacobian_cosine_x'), 3)} |",
         f"| device calls | {_figure(evaluated.get('device_calls'))} |",
-        f"| device time (modelled on a simulator), s | {_figure(evaluated.get('device_time_s'), 4)} |",
+        f"| device time (modelled on a simulator), s | {_device_time(events, evaluated)} |",
         f"| {wall_label} | {_figure(wall_s, 3)} |",
         "",
         f"Calibration: {_settings(calibrated.get('settings', {})) if calibrated else 'n/a (not reached)'}. "

@@ -683,3 +683,17 @@ def test_a_final_evaluation_saved_but_not_logged_is_left_out_not_drawn_beside_n_
     assert "confusion.png" not in summary and "Wilson" not in summary
     assert ("`data/evaluation.h5` holds a final evaluation that `events.jsonl` does not log (the run stopped between "
             "the two): this report leaves it out") in summary
+
+
+def test_a_run_stopped_before_its_evaluation_gives_the_device_time_its_log_holds(tmp_path: Path) -> None:
+    """Its device time read n/a, where the log holds it at each step's end and each epoch's: the hardware time a
+    stopped or failed run used, which its resume adds to."""
+    store = _run(tmp_path, epochs=0, finish=False, step_finished={"step": "fidelity", "device_time_total_s": 2.5})
+    assert "| device time (modelled on a simulator), s | 2.5 (by the end of its fidelity step, the last it logged) |" \
+        in _summary(store)
+    store = _run(tmp_path, epochs=0, finish=False, step_finished={"step": "fidelity", "device_time_total_s": 2.5},
+                 epoch={"epoch": 0, "device_time_s": 4.4375, "device_accuracy": 0.5},
+                 run_interrupted={"epoch": 1, "batch": 3})
+    assert ("| device time (modelled on a simulator), s | 4.438 (by the end of epoch 1's training batches, the last it "
+            "logged) |") in _summary(store)
+    assert "| device time (modelled on a simulator), s | n/a |" in _summary(_run(tmp_path, epochs=0, finish=False))
