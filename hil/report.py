@@ -472,7 +472,9 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     tested = None  # the test samples of the final evaluation
     unlogged = ""  # a final evaluation saved whose event the log lacks: a run stopped between the two
     if store.has("data/evaluation.h5") and not _last(events, "evaluated"):
-        unlogged = (" `data/evaluation.h5` holds a final evaluation that `events.jsonl` does not log (the run stopped "
+        unlogged = (" `data/evaluation.h5` holds a final evaluation that the readable lines of `events.jsonl` do not "
+                    "log (its event may be a damaged line): this report leaves it out." if damaged else
+                    " `data/evaluation.h5` holds a final evaluation that `events.jsonl` does not log (the run stopped "
                     "between the two): this report leaves it out, as a resume does, which measures the test set "
                     "again.")
     elif store.has("data/evaluation.h5"):

@@ -697,3 +697,15 @@ def test_a_run_stopped_before_its_evaluation_gives_the_device_time_its_log_holds
     assert ("| device time (modelled on a simulator), s | 4.438 (by the end of epoch 1's training batches, the last it "
             "logged) |") in _summary(store)
     assert "| device time (modelled on a simulator), s | n/a |" in _summary(_run(tmp_path, epochs=0, finish=False))
+
+
+def test_a_final_evaluation_whose_event_is_a_damaged_line_is_not_said_to_be_unlogged_by_a_stop(tmp_path: Path) -> None:
+    store = _run(tmp_path)
+    log = store.path / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    index = next(i for i, line in enumerate(lines) if b'"evaluated"' in line)
+    log.write_bytes(b"".join([*lines[:index], b'{"seq": 99, "kind": "evaluat\n', *lines[index + 1:]]))
+    with pytest.warns(UserWarning, match="damaged"):
+        summary = _summary(store)
+    assert ("`data/evaluation.h5` holds a final evaluation that the readable lines of `events.jsonl` do not log (its "
+            "event may be a damaged line): this report leaves it out.") in summary and "stopped between" not in summary
