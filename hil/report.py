@@ -487,6 +487,8 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     started = started or _recorded_start(store)
     calibrated, collected = _last(events, "calibrated"), _last(events, "collected")
     fitted = _last(events, "twin_fitted")
+    # a run that never calibrated (stopped before it) is not one that needed no calibration, {} logged
+    calibration = _settings(calibrated.get("settings", {})) if calibrated else "n/a" if damaged else "n/a (not reached)"
     wall_label = "wall time to the report, s"
     if wall_s is None:  # as the run's own report said
         wall_s = _last(events, "reported").get("wall_s")
@@ -511,7 +513,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"| device time (modelled on a simulator), s | {_device_time(events, evaluated)} |",
         f"| {wall_label} | {_figure(wall_s, 3)} |",
         "",
-        f"Calibration: {_settings(calibrated.get('settings', {})) if calibrated else 'n/a (not reached)'}. "
+        f"Calibration: {calibration}. "
         f"Twin data: {collected.get('groups', 'n/a')} θ groups, "
         f"{collected.get('samples', 'n/a')} samples.{_reused_note(_last(events, 'twin_loaded'))}{_fit_note(fitted)}"
         f"{_unfaithful_note(fid)}{_refined_note(events)}{_final_note(events, evaluated)}{_tested_note(tested)}"

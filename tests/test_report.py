@@ -709,3 +709,12 @@ def test_a_final_evaluation_whose_event_is_a_damaged_line_is_not_said_to_be_unlo
         summary = _summary(store)
     assert ("`data/evaluation.h5` holds a final evaluation that the readable lines of `events.jsonl` do not log (its "
             "event may be a damaged line): this report leaves it out.") in summary and "stopped between" not in summary
+
+
+def test_a_calibration_whose_event_is_a_damaged_line_is_not_said_to_be_unreached(tmp_path: Path) -> None:
+    store = _run(tmp_path, calibrated={"system": "optical", "settings": {"exposure_s": 0.002}})
+    log = store.path / "events.jsonl"
+    log.write_bytes(log.read_bytes().replace(b'"kind": "calibrated"', b'"kind": "calibrat'))
+    with pytest.warns(UserWarning, match="damaged"):
+        summary = _summary(store)
+    assert "Calibration: n/a." in summary
