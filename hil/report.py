@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from hil.config import YamlDocument
-from hil.errors import ConfigError
+from hil.errors import ConfigError, counted
 from hil.store import DISCARDED, EVENTS, SUMMARY, RunFileError, RunStore, parse_event, resume_command
 
 
@@ -182,7 +182,7 @@ def _twin_fit(store: RunStore) -> Figure:
     low, high = float(measured.min()), float(measured.max())
     axis.plot([low, high], [low, high], "k--", linewidth=1)
     nmse = _figure(arrays["nmse"].double().mean().item())  # as the summary gives it
-    axis.set(xlabel=f"measured on the device (a colour per output, {_count(measured.shape[1], 'output')})",
+    axis.set(xlabel=f"measured on the device (a colour per output, {counted(measured.shape[1], 'output')})",
              ylabel="predicted by the twin", title=f"twin on held-out θ groups (NMSE {nmse})")
     return figure
 
@@ -230,11 +230,6 @@ def _confusion(confusion: np.ndarray, names: list[str]) -> Figure:
     return figure
 
 
-def _count(number: int, noun: str) -> str:
-    """``number`` ``noun`` s, singular for one (a test set of one sample, a system of one output)."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
 def _figure(value: Any, digits: int = 4) -> str:
     """A float to ``digits`` significant digits; n/a for a missing value."""
     return "n/a" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
@@ -260,7 +255,7 @@ def _accuracy(accuracy: Any, samples: int | None) -> str:
 def _tested_note(samples: int | None) -> str:
     if not samples:
         return ""
-    return (f" An accuracy's range is its 95 % Wilson interval over the {_count(samples, 'test sample')}, the spread "
+    return (f" An accuracy's range is its 95 % Wilson interval over the {counted(samples, 'test sample')}, the spread "
             "the test set's size alone allows (two runs whose accuracies lie within each other's range may not "
             "differ).")
 
@@ -402,7 +397,7 @@ def _warnings_note(events: list[dict[str, Any]]) -> str:
     logged = [e for e in events if e["kind"] == "warning"]
     if not logged:
         return ""
-    return (f" {_count(len(logged), 'warning')} during the run (each in `events.jsonl`), the "
+    return (f" {counted(len(logged), 'warning')} during the run (each in `events.jsonl`), the "
             f"first: {_figure(logged[0].get('message')).rstrip('.')}.")
 
 
