@@ -424,8 +424,7 @@ def _damaged_note(store: RunStore, damaged: list[int]) -> str:
 
 def _device_time(events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str:
     """The device time up to the final evaluation; for a run without one (stopped, failed), the latest its log holds
-    (each step's end, each epoch's training batches, which an epoch's event follows before its test pass), said as
-    such; n/a where it holds none."""
+    (each step's end, each epoch's end), said as such; n/a where it holds none."""
     if evaluated:
         return _figure(evaluated.get("device_time_s"), 4)
     for event in reversed(events):
@@ -433,8 +432,8 @@ def _device_time(events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str
             return f"{_figure(event['device_time_total_s'], 4)} (by the end of its {_figure(event.get('step'))} " \
                    "step, the last it logged)"
         if event["kind"] == "epoch" and _number(event.get("device_time_s")) and isinstance(event.get("epoch"), int):
-            return f"{_figure(event['device_time_s'], 4)} (by the end of epoch {event['epoch'] + 1}'s training " \
-                   "batches, the last it logged)"
+            return f"{_figure(event['device_time_s'], 4)} (by the end of epoch {event['epoch'] + 1}, the last it " \
+                   "logged)"
     return "n/a"
 
 

@@ -329,6 +329,18 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_protocol(write_protocol(folder, **SMALL), show_progress=False).path
 
 
+def test_an_epochs_device_time_counts_its_own_test_pass(finished_run: Path) -> None:
+    """The epoch event's device time is the device's work so far, the epoch's test pass on the device included: it
+    left that pass out, so that it was counted in the next epoch's figure, and the last one in no epoch's."""
+    store = RunStore.open(finished_run)
+    events = store.events()
+    store.close()
+    epochs = [e for e in events if e["kind"] == "epoch"]
+    train = next(e for e in events if e["kind"] == "step_finished" and e["step"] == "train")
+    assert "device_accuracy" in epochs[-1]  # the epoch's test pass ran on the device
+    assert epochs[-1]["device_time_s"] == train["device_time_total_s"]
+
+
 def copy_of(run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run, tmp_path / run.name))
 

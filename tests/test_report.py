@@ -694,8 +694,8 @@ def test_a_run_stopped_before_its_evaluation_gives_the_device_time_its_log_holds
     store = _run(tmp_path, epochs=0, finish=False, step_finished={"step": "fidelity", "device_time_total_s": 2.5},
                  epoch={"epoch": 0, "device_time_s": 4.4375, "device_accuracy": 0.5},
                  run_interrupted={"epoch": 1, "batch": 3})
-    assert ("| device time (modelled on a simulator), s | 4.438 (by the end of epoch 1's training batches, the last it "
-            "logged) |") in _summary(store)
+    assert "| device time (modelled on a simulator), s | 4.438 (by the end of epoch 1, the last it logged) |" \
+        in _summary(store)
     assert "| device time (modelled on a simulator), s | n/a |" in _summary(_run(tmp_path, epochs=0, finish=False))
 
 
