@@ -15,8 +15,10 @@ state on the way out, whatever happens.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import math
 import os
+import platform
 import shutil
 import signal
 import sys
@@ -79,6 +81,8 @@ from hil.twin.fit import fit_epochs, fit_twin
 from hil.twin.models import Twin, build_twin, load_twin, save_twin, twin_from_spec
 
 STEPS = ("calibrate", "collect", "fit_twin", "fidelity", "train", "evaluate", "report")
+#: The packages whose versions a run records (`software_versions`).
+VERSIONED_PACKAGES = ("hil", "torch", "numpy", "h5py")
 #: The events a run logs before its first checkpoint, when it has measured nothing: a warning while it prepares (the
 #: traffic log stopping as the bench is made safe) among them.
 UNMEASURED_EVENTS = ("run_started", "warning", "run_interrupted", "run_failed")
@@ -231,7 +235,8 @@ class Run:
             "twin_spec": self.twin.spec if self.twin is not None else None,
         }
         self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(),
-                                    "torch_threads": torch.get_num_threads(), "bench": self._bench_state(),
+                                    "torch_threads": torch.get_num_threads(), "versions": software_versions(),
+                                    "bench": self._bench_state(),
                                     "wall_s": self.wall_s(), "file_digests": {**self.run_files, **self.store.digests}})
 
     def resume_from(self, saved: dict[str, Any], discarded: int) -> None:
@@ -245,6 +250,7 @@ class Run:
         self.optimizer.load_state_dict(saved["optimizer"])
         # the thread count the run started with (another rounds differently); run_protocol restores the caller's
         torch.set_num_threads(int(saved.get("torch_threads", torch.get_num_threads())))
+        _warn_of_other_versions(saved.get("versions"))
         self._restore_bench(saved["bench"])
         self.wall_s_before = float(saved.get("wall_s", 0.0))
         self.store.digests.update({name: digest for name, digest in saved["file_digests"].items()
@@ -260,7 +266,8 @@ class Run:
         self.method.load_state_dict(saved["method"])
         torch.set_rng_state(saved["torch_rng"])  # last: building the twin above draws its initial weights from it
         self.store.event("run_resumed", completed=self.completed, epoch=self.epoch, batch=self.batch,
-                         discarded_events=discarded, torch_threads=torch.get_num_threads())
+                         discarded_events=discarded, torch_threads=torch.get_num_threads(),
+                         versions=software_versions())
 
     def wall_s(self) -> float:
         return self.wall_s_before + time.monotonic() - self.started
@@ -547,6 +554,31 @@ def _checkpoint_to_resume(store: RunStore) -> tuple[dict[str, Any] | None, list[
     return saved, events
 
 
+def software_versions() -> dict[str, str]:
+    """The versions of Python and of the packages a run's figures depend on (another torch may round, draw random
+    numbers or initialise differently), as run_started, run_resumed and the checkpoint record them."""
+    versions = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:  # hil run from a source tree it was not installed from
+            versions[package] = "not installed"
+    return versions
+
+
+def _warn_of_other_versions(saved: Any) -> None:
+    """Warn where a run resumes under other versions than it ran under so far (a checkpoint of an earlier hil holds
+    none): its figures may then differ from those of a run that was never stopped."""
+    if not isinstance(saved, dict):
+        return
+    now = software_versions()
+    changed = [f"{name} {saved[name]} → {now.get(name, 'not installed')}" for name in sorted(saved)
+               if saved[name] != now.get(name, "not installed")]
+    if changed:
+        warnings.warn(f"this run resumes under other versions than it ran with so far ({', '.join(changed)}): its "
+                      "figures may differ from those of a run that was never stopped", UserWarning, stacklevel=2)
+
+
 def _started_in(events: list[dict[str, Any]]) -> str | None:
     """The working directory a run started in (its log's ``events``), where its lab's relative paths lie (None for a
     run of an earlier hil, or one stopped before it started)."""
@@ -624,7 +656,7 @@ def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed
         "systems": {name: s.snapshot() for name, s in lab.systems.items()}})
     store.event("run_started", protocol=protocol.name, method=protocol.method.name,
                 system=protocol.system, seed=protocol.seed, torch_threads=torch.get_num_threads(),
-                working_directory=started_in or str(Path.cwd()))
+                versions=software_versions(), working_directory=started_in or str(Path.cwd()))
     run.checkpoint()
     store.wait_for_checkpoint()
 

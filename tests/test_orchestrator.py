@@ -923,6 +923,35 @@ def interrupted_after_fit_twin(protocol: Path, monkeypatch: pytest.MonkeyPatch, 
     return run
 
 
+def test_a_run_records_the_versions_it_ran_under_and_a_resume_under_others_is_warned_of(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's figures depend on torch's version as on its thread count: run_started, run_resumed and the checkpoint
+    record them, and a resume under other versions says so in the log (it recorded none)."""
+    import importlib.metadata
+    import platform
+
+    import hil.orchestrator
+
+    run = interrupted_after_fit_twin(write_protocol(tmp_path, **SMALL), monkeypatch)
+    store = RunStore.open(run)
+    [started] = [e for e in store.events() if e["kind"] == "run_started"]
+    assert store.load_checkpoint()["versions"] == started["versions"]
+    store.close()
+    packages = ("hil", "torch", "numpy", "h5py")
+    assert started["versions"] == {"python": platform.python_version(),
+                                   **{name: importlib.metadata.version(name) for name in packages}}
+    later = {**started["versions"], "torch": "9.9.9"}
+    monkeypatch.setattr(hil.orchestrator, "software_versions", lambda: later)
+    with pytest.warns(UserWarning, match="resumes under other versions"):
+        events = run_protocol(resume=run, show_progress=False).events()
+    [resumed] = [e for e in events if e["kind"] == "run_resumed"]
+    assert resumed["versions"] == later
+    [warning] = [e for e in events if e["kind"] == "warning"]
+    assert warning["message"] == (f"this run resumes under other versions than it ran with so far (torch "
+                                  f"{started['versions']['torch']} → 9.9.9): its figures may differ from those of a "
+                                  "run that was never stopped")
+
+
 def test_a_run_reusing_a_twin_of_another_kind_resumes_with_that_twin_and_its_held_out_groups(
         finished_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A reused twin keeps its own kind and sizes (whatever the protocol's twin.kind) and the θ groups it was not
