@@ -355,7 +355,7 @@ class Run:
         assert self.twin_data is not None
         if config.from_run:
             self.twin = load_twin(Path(config.from_run) / "twin", self.system)
-            self.store.event("twin_loaded", source=config.from_run)
+            self.store.event("twin_loaded", source=str(Path(config.from_run).resolve()))  # as protocol.yaml records it
         else:
             self.twin = self._new_twin()
             train_groups, held_out = self.twin_data.split_groups(config.fit.validation_fraction, self.protocol.seed)

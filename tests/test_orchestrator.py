@@ -582,6 +582,19 @@ def test_a_reused_twin_is_measured_on_the_groups_it_was_not_fitted_on(finished_r
     torch.testing.assert_close(measured["measured"], source_data["y"][[2]], rtol=0, atol=0)
 
 
+def test_a_reused_twin_is_logged_by_the_path_protocol_yaml_records(finished_run: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """twin_loaded logged twin.from_run as written, relative to a working directory the log does not say at that
+    line, where protocol.yaml records the absolute path."""
+    copy_of(finished_run, tmp_path / "source")
+    monkeypatch.chdir(tmp_path)
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": f"source/{finished_run.name}"}})
+    store = run_protocol(protocol, show_progress=False)
+    [loaded] = [e for e in store.events() if e["kind"] == "twin_loaded"]
+    recorded = yaml.safe_load((store.path / "protocol.yaml").read_text())["twin"]["from_run"]
+    assert loaded["source"] == recorded == str(tmp_path / "source" / finished_run.name)
+
+
 def test_a_from_run_without_its_twin_or_data_is_refused_before_a_run_starts(finished_run: Path,
                                                                              tmp_path: Path) -> None:
     empty = RunStore.create(tmp_path, "empty")
