@@ -437,6 +437,14 @@ def _device_time(events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str
     return "n/a"
 
 
+def _versions(versions: Any) -> str:
+    """The versions a run started under, as its run_started records them ("" for a run of an earlier hil)."""
+    if not isinstance(versions, dict):
+        return ""
+    named = {"torch": "torch", "hil": "hil", "python": "Python"}
+    return "; " + ", ".join(f"{label} {versions[key]}" for key, label in named.items() if key in versions)
+
+
 def _recorded_start(store: RunStore) -> dict[str, Any]:
     """What ``run_started`` says of a run (protocol, method, system, seed), from its ``protocol.yaml``, for a run that
     ended before logging it (an instrument that could not be connected), as `hil runs` names it; {} where the file is
@@ -492,7 +500,8 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         f"# {started.get('protocol', store.path.name)}",
         "",
         f"Run `{store.path.name}`: method **{started.get('method', '?')}** on system **{started.get('system', '?')}**, "
-        f"seed {started.get('seed', '?')}.{_status_note(store, events, evaluated, bool(damaged))}{damaged_note}",
+        f"seed {started.get('seed', '?')}{_versions(started.get('versions'))}."
+        f"{_status_note(store, events, evaluated, bool(damaged))}{damaged_note}",
         "",
         "| figure | value |",
         "|---|---|",

@@ -685,6 +685,15 @@ def test_a_final_evaluation_saved_but_not_logged_is_left_out_not_drawn_beside_n_
             "the two): this report leaves it out") in summary
 
 
+def test_the_summary_names_the_versions_the_run_started_under(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "r")
+    versions = {"python": "3.11.9", "hil": "0.1.0", "torch": "2.13.0+cpu", "numpy": "2.1.0", "h5py": "3.12.1"}
+    store.event("run_started", protocol="r", method="pat", system="crossbar", seed=0, versions=versions)
+    assert "method **pat** on system **crossbar**, seed 0; torch 2.13.0+cpu, hil 0.1.0, Python 3.11.9." in \
+        _summary(store)
+    assert "on system **crossbar**, seed 0.\n" in _summary(_run(tmp_path))  # a run of an earlier hil: none said
+
+
 def test_a_run_stopped_before_its_evaluation_gives_the_device_time_its_log_holds(tmp_path: Path) -> None:
     """Its device time read n/a, where the log holds it at each step's end and each epoch's: the hardware time a
     stopped or failed run used, which its resume adds to."""
