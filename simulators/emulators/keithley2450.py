@@ -17,7 +17,8 @@ limit beyond what the source range allows, lowers the limit to the envelope's an
 `warnings`, not in the error queue, as the 2450 does), source readback, measure function, NPLC,
 measure range (fixed or auto, with the 9.9E+37 overflow reading beyond 105 % of a fixed range), remote sense
 (a change switches the output off, as the 2400 family documents), output, the reading buffers (``:READ?``,
-``:TRACe:DATA?``, ``:TRACe:ACTual?``, ``:TRACe:CLEar``), source lists (``:SOURce:LIST:<f>[:APPend]``, at most
+``:TRACe:DATA?``, ``:TRACe:ACTual?``, ``:TRACe:CLEar``; each holds the last 100 000 readings, as the 2450's default
+buffers filling continuously do), source lists (``:SOURce:LIST:<f>[:APPend]``, at most
 100 values a command, 2500 in all), list sweeps (``:SOURce:SWEep:<f>:LIST`` then ``:INITiate``), the data
 format (``:FORMat:DATA ASCii|REAL|SREAL``: in REAL/SREAL, ``:READ?`` and ``:TRACe:DATA?`` reply with one IEEE
 488.2 indefinite-length block, ``#0``, of little-endian float64/float32 values, and refuse the elements that are
@@ -32,7 +33,9 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import itertools
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -137,6 +140,10 @@ class Keithley2450Emulator(ScpiEmulator):
     """
 
     identity = "KEITHLEY INSTRUMENTS,MODEL 2450,04000000,1.7.12b"
+    #: Readings each default buffer holds: the 2450's default capacity of defbuffer1 and defbuffer2, which fill
+    #: continuously (the oldest reading overwritten by the newest once full), so that an emulator serving a long run
+    #: or ``hil emulate`` for days holds at most this many, as the instrument does, not every reading it ever took.
+    buffer_capacity = 100_000
 
     def __init__(self, load_ohm: float = 1000.0, noise_a: float = 0.0, seed: int = 0, load_terminals: str = "front"):
         if not (math.isfinite(load_ohm) and load_ohm > 0):
@@ -174,7 +181,8 @@ class Keithley2450Emulator(ScpiEmulator):
         self.output = False
         self.source_list: dict[str, list[float]] = {"VOLT": [], "CURR": []}
         self.sweep: dict[str, Any] | None = None
-        self.buffer: dict[str, list[dict[str, Any]]] = {name: [] for name in BUFFERS}
+        self.buffer: dict[str, deque[dict[str, Any]]] = {
+            name: deque(maxlen=self.buffer_capacity) for name in BUFFERS}
         self.time_s = 0.0
         self.data_format = "ASC"  # :FORMat:DATA: ASC, REAL (float64) or SREAL (float32)
         self.ascii_precision = 0  # :FORMat:ASCii:PRECision: significant digits of ASCII numbers, 0 = automatic
@@ -661,7 +669,7 @@ class Keithley2450Emulator(ScpiEmulator):
         last = number(end, first, max(len(stored), 1))
         if not stored or first != int(first) or last != int(last):
             raise ScpiError(OUT_OF_RANGE, f"indices {start}..{end} outside the {len(stored)} stored readings")
-        return self._render(stored[int(first) - 1:int(last)], chosen)
+        return self._render(list(itertools.islice(stored, int(first) - 1, int(last))), chosen)
 
     @scpi("TRACe:ACTual?")
     def _trace_actual(self, buffer: Param = "defbuffer1") -> str:

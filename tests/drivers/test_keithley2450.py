@@ -1129,6 +1129,26 @@ def test_emulator_accepts_long_and_short_forms() -> None:
     assert emulator.handle(b"SYST:ERR?") == b'0,"No error;0;0 0"'
 
 
+def test_the_emulators_buffers_keep_the_last_readings_as_the_2450s_fill_continuously() -> None:
+    """Every reading went into a list that never shrank (the driver reads with ``:READ?`` into defbuffer1 and never
+    clears it): an emulator serving a long run or ``hil emulate`` grew by some 340 bytes a reading, 68 MB after
+    200 000, and ``:TRACe:ACTual?`` counted past what a 2450 holds. Its default buffers hold 100 000 readings, the
+    oldest overwritten by the newest."""
+    assert all(stored.maxlen == 100_000 for stored in Keithley2450Emulator().buffer.values())
+
+    class Small(Keithley2450Emulator):
+        buffer_capacity = 3
+
+    emulator = Small(load_ohm=1e6)  # 5 V draws 5 uA: within the limit, read back as set
+    assert emulator.handle(b":OUTP ON") is None
+    for level in range(1, 6):
+        emulator.handle(b":SOUR:VOLT %d;:READ? \"defbuffer1\", SOUR" % level)
+    assert emulator.handle(b':TRAC:ACT? "defbuffer1"') == b"3"
+    assert emulator.handle(b':TRAC:DATA? 1, 3, "defbuffer1", SOUR') == b"3.000000E+00,4.000000E+00,5.000000E+00"
+    assert emulator.handle(b':TRAC:DATA? 2, 2, "defbuffer1", SOUR') == b"4.000000E+00"
+    assert emulator.handle(b"SYST:ERR?").startswith(b'0,"No error')
+
+
 def test_emulator_errors_use_the_2450_format_and_a_failed_query_sends_nothing() -> None:
     emulator = Keithley2450Emulator()
     assert emulator.handle(b':TRAC:DATA? 1, 5, "defbuffer1"') is None  # empty buffer
