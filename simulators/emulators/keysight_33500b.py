@@ -7,13 +7,14 @@ Settings are held as the open-circuit voltage, so that changing ``OUTP:LOAD`` re
 amplitude and offset without error, as on the instrument. Out-of-range levels are clipped with ``-222 Data out of
 range``, as the instrument does; other errors leave the setting unchanged. Every triggered burst of an arbitrary
 waveform is appended to `played` as the volts across the configured load, so tests and simulators can read what the
-output produced: a burst phase (``BURS:PHAS``, degrees) starts it, and moves its idle point, that far into the arb
-(0° is the first point), and an inverted polarity (``OUTP:POL INV``) mirrors it about the offset. An arb that
-advances on triggers (``FUNC:ARB:ADV TRIG``) plays one point per trigger, the next each time. A trigger delay
-(``TRIG:DEL``) is stored only. On a two-channel model, amplitude coupling (``VOLT:COUP:STAT ON``, either channel's
-amplitude and offset set the other's to the same) and tracking (``SOURn:TRAC ON|INV``, the same both ways, channel
-n's copied when it starts; INV inverts the other's waveform about its offset, not the DC offset) copy settings
-between the channels, sample-rate coupling
+output produced (the last bursts only, `played_samples_kept` samples of them, so that an emulator serving a long run
+or ``hil emulate`` for days does not grow with every burst): a burst phase (``BURS:PHAS``, degrees) starts it, and
+moves its idle point, that far into the arb (0° is the first point), and an inverted polarity (``OUTP:POL INV``)
+mirrors it about the offset. An arb that advances on triggers (``FUNC:ARB:ADV TRIG``) plays one point per trigger,
+the next each time. A trigger delay (``TRIG:DEL``) is stored only. On a two-channel model, amplitude coupling
+(``VOLT:COUP:STAT ON``, either channel's amplitude and offset set the other's to the same) and tracking (``SOURn:TRAC
+ON|INV``, the same both ways, channel n's copied when it starts; INV inverts the other's waveform about its offset,
+not the DC offset) copy settings between the channels, sample-rate coupling
 (``RATE:COUP ON``, at ratio 1) gives both channels the arb sample rate either sets, and combining
 (``SOURn:COMB:FEED CHm``) adds channel m's signal to channel n's output; frequency coupling is stored only. A burst
 lasts its samples / sample rate of wall time: ``*OPC?`` (and ``*WAI``, ``*OPC``) waits until every running burst has
@@ -153,8 +154,12 @@ class Channel:
 class Keysight33500BEmulator(ScpiEmulator):
     """A 33500B/33600A: ``model`` (33522B by default, 33521B when ``channels`` is 1) sets the channel count.
 
-    ``memory_points`` is each channel's volatile memory. `played` lists every triggered arb burst.
+    ``memory_points`` is each channel's volatile memory. `played` lists the last triggered arb bursts.
     """
+
+    #: How many samples of the last bursts `played` keeps for a test or simulator to look at (the newest burst
+    #: whole, whatever its length): 4 M samples, 32 MB, 64 bursts of a full 65 536-point arb.
+    played_samples_kept = 2**22
 
     def __init__(self, channels: int | None = None, model: str | None = None,
                  memory_points: int = 1_048_576):
@@ -174,7 +179,10 @@ class Keysight33500BEmulator(ScpiEmulator):
         self.memory_points = memory_points
         self.identity = f"Keysight Technologies,{model},MY00000000,4.00-3.15-2.00-58-00"
         self.played: list[Playback] = []
-        #: Bursts that may still run: channel -> (index in `played`, start and end on `time.monotonic`, s).
+        self._fired = 0  # bursts appended to `played` ever, those it no longer keeps among them
+        self._played_samples = 0  # the samples `played` holds
+        #: Bursts that may still run: channel -> (number of the burst, counting from 0, its start and end on
+        #: `time.monotonic`, s).
         self.bursts: dict[int, tuple[int, float, float]] = {}
         self.channels: dict[int, Channel] = {}
         self.byte_order = "NORM"
@@ -208,10 +216,14 @@ class Keysight33500BEmulator(ScpiEmulator):
         with self.lock:
             if not self.burst_running(channel):
                 return
-            index, start, _ = self.bursts.pop(channel)
+            number, start, _ = self.bursts.pop(channel)
+            index = number - (self._fired - len(self.played))
+            if index < 0:  # no longer kept
+                return
             playback = self.played[index]
             played = min(len(playback.volts_v), int((time.monotonic() - start) * playback.sample_rate_hz))
             self.played[index] = playback._replace(volts_v=playback.volts_v[:played], cut=True)
+            self._played_samples -= len(playback.volts_v) - played
 
     def _changing(self, channel: int) -> Channel:
         """The state of ``channel``, about to be changed by a command that changes what it outputs."""
@@ -304,9 +316,20 @@ class Keysight33500BEmulator(ScpiEmulator):
             points = state.shaped()[state.advance_index % len(state.shaped())][None]
             state.advance_index += 1
         volts = state.offset_v + state.amplitude_vpp / 2 * points
-        self.played.append(Playback(channel, volts, state.sample_rate_hz, state.output_on))
+        self._keep(Playback(channel, volts, state.sample_rate_hz, state.output_on))
         now = time.monotonic()
-        self.bursts[channel] = (len(self.played) - 1, now, now + len(volts) / state.sample_rate_hz)
+        self.bursts[channel] = (self._fired - 1, now, now + len(volts) / state.sample_rate_hz)
+
+    def _keep(self, playback: Playback) -> None:
+        """Append ``playback`` to `played`, dropping the oldest bursts beyond `played_samples_kept` samples."""
+        self.played.append(playback)
+        self._fired += 1
+        self._played_samples += len(playback.volts_v)
+        dropped = 0
+        while self._played_samples > self.played_samples_kept and dropped < len(self.played) - 1:
+            self._played_samples -= len(self.played[dropped].volts_v)
+            dropped += 1
+        del self.played[:dropped]
 
     # -- waiting -----------------------------------------------------------------------------------------------
     @scpi("*OPC?")

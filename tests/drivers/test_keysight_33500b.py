@@ -880,6 +880,26 @@ def test_emulator_a_burst_runs_its_duration_ignores_triggers_meanwhile_and_a_cha
         assert e.played[0].cut, command
 
 
+def test_emulator_keeps_the_last_bursts_it_played_not_every_one():
+    """Every burst's samples were kept in `played` for good: an emulator serving a long run or ``hil emulate`` grew by
+    the burst's samples with each (32 kB a 4000-point burst, 64 MB after 2000). It keeps the last bursts, up to
+    `played_samples_kept` samples (the newest whole), and a command still cuts a running burst it kept."""
+    class Small(Keysight33500BEmulator):
+        played_samples_kept = 20
+
+    e = Small()
+    _armed(e, b"1e8")  # bursts of 80 ns: over before the next trigger
+    for _ in range(5):
+        _ask(e, b"*OPC?;*TRG")
+    assert [len(p.volts_v) for p in e.played] == [8, 8] and not e.errors  # 16 samples; a third would make 24
+    _ask(e, b"*OPC?;:BURS:NCYC 3;*TRG;*OPC?")
+    assert [len(p.volts_v) for p in e.played] == [24]  # the newest, whole, though longer than what is kept
+    _ask(e, b"FUNC:ARB:SRAT 0.01;:BURS:NCYC 1;*TRG")  # 800 s: running until cut
+    assert [len(p.volts_v) for p in e.played] == [8] and e.burst_running(1)
+    _ask(e, b"VOLT:OFFS 0.5")
+    assert e.played[-1].cut and len(e.played[-1].volts_v) < 8 and not e.burst_running(1)
+
+
 def test_emulator_opc_answers_once_every_burst_has_ended():
     e = Keysight33500BEmulator()
     _armed(e, b"400")  # 20 ms
