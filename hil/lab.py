@@ -17,6 +17,7 @@ import inspect
 import math
 import os
 import typing
+import weakref
 from collections.abc import Collection
 from pathlib import Path
 from types import NoneType, UnionType
@@ -225,6 +226,10 @@ class Lab:
         self.instruments: dict[str, Instrument] = {}
         self.systems: dict[str, PhysicalSystem] = {}
         self._servers: dict[str, Any] = {}  # the emulator serving each emulated instrument, by its name
+        # a lab dropped unclosed (``lab = Lab.load(...).open()`` in a notebook cell run again) stops the emulators it
+        # started once it is collected: nothing else can reach them, and each kept a socket and its threads serving
+        # for the rest of the session
+        weakref.finalize(self, _stop_all, self._servers)
         self._unserved: set[str] = set()  # emulated instruments whose emulators were stopped
         self._connected: list[Instrument] = []
         self._transports: dict[str, Transport] = {}  # the transport the lab made for each bench instrument, by its name
@@ -575,6 +580,13 @@ class Lab:
             raise ConfigError(f"no instrument named {shown(name)}; the lab has: {', '.join(self.instruments)}",
                               source=self.source)
         return self.instruments[name]
+
+
+def _stop_all(servers: dict[str, Any]) -> None:
+    """Stop the emulators ``servers`` still holds: those of a lab collected without `Lab.close`."""
+    while servers:
+        _, server = servers.popitem()
+        server.stop()
 
 
 def _in_order(items: dict[str, Any], order: collections.abc.Iterable[str]) -> None:

@@ -90,6 +90,14 @@ class _Server:
         warnings.warn(f"emulator stopped answering: {fault}", DeviceWarning, stacklevel=1)
         return _FAULT
 
+    def _join(self) -> None:
+        """Wait for the serving threads to end (`stop`), except the one calling: a lab collected without closing stops
+        its emulators from whichever thread the collector runs in, one of theirs among them."""
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=2)
+        self._threads.clear()
+
     def __enter__(self):  # type: ignore[no-untyped-def]
         return self.start()
 
@@ -147,9 +155,7 @@ class TcpServer(_Server):
                 connection.shutdown(socket.SHUT_RDWR)
             connection.close()
         self._connections.clear()
-        for thread in self._threads:
-            thread.join(timeout=2)
-        self._threads.clear()
+        self._join()
 
     def _accept_loop(self, listener: socket.socket) -> None:
         while not self._stop.is_set():
@@ -216,9 +222,7 @@ class PtyServer(_Server):
     def stop(self) -> None:
         """Close both ends: a client then sees its port fail."""
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=2)
-        self._threads.clear()
+        self._join()
         for fd in (self._master, self._slave):
             if fd is not None:
                 with contextlib.suppress(OSError):
