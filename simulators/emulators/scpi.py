@@ -305,12 +305,16 @@ class ScpiEmulator:
     #: How many of the last messages `received` keeps for a test to look at: an emulator serving a long run or
     #: ``hil emulate`` for days must not grow with every command.
     received_kept = 100_000
+    #: How many bytes of the last messages `received` keeps (the newest whole, whatever its length): a waveform
+    #: upload is one message of up to 256 kB, which the count alone would keep by the thousand.
+    received_bytes_kept = 16 * 2**20
 
     def __init__(self) -> None:
         self.errors: deque[tuple[int, str]] = deque()
         self.event_status_enable = 0  # *ESE; *RST leaves it as it is
         self.lock = threading.RLock()
         self.received: deque[bytes] = deque(maxlen=self.received_kept)
+        self._received_bytes = 0  # of the messages `received` holds
         self._handlers: list[tuple[re.Pattern[str], Callable[..., Any], bool]] = []
         for klass in reversed(type(self).__mro__):
             for name, attribute in vars(klass).items():
@@ -323,7 +327,7 @@ class ScpiEmulator:
 
     def handle(self, message: bytes) -> bytes | None:
         with self.lock:
-            self.received.append(message)
+            self._remember(message)
             replies: list[bytes] = []
             try:
                 for header, params in iter_units(message):
@@ -340,6 +344,19 @@ class ScpiEmulator:
                 self.push_error((DEVICE_SPECIFIC, text.replace('"', "'").encode("ascii", "replace").decode()[:255]))
                 return None
             return b";".join(replies) if replies else None
+
+    def _remember(self, message: bytes) -> None:
+        """Append ``message`` to `received`, dropping the oldest beyond `received_kept` messages or
+        `received_bytes_kept` bytes."""
+        received = self.received
+        if not received:  # emptied by a test, perhaps: nothing is counted
+            self._received_bytes = 0
+        elif len(received) == received.maxlen:  # the oldest goes as the message comes
+            self._received_bytes -= len(received[0])
+        received.append(message)
+        self._received_bytes += len(message)
+        while self._received_bytes > self.received_bytes_kept and len(received) > 1:
+            self._received_bytes -= len(received.popleft())
 
     def _dispatch(self, header: str, params: list[Param]) -> Any:
         for pattern, handler, _is_query in self._handlers:

@@ -295,6 +295,33 @@ def test_the_messages_kept_for_tests_are_the_last_ones_not_all() -> None:
     assert list(emulator.received) == [b"COUN 2", b"COUN 3", b"COUN 4"]
 
 
+def test_the_messages_kept_for_tests_are_bounded_in_bytes_too() -> None:
+    """`received` kept its last 100 000 messages however long: an emulated 33500B given a 32 kB waveform per upload
+    grew by that much per upload for thousands of them (6.8 MB per 200 uploads, once its played bursts were bounded).
+    It keeps the last `received_bytes_kept` bytes, the newest message whole."""
+    class Forgetful(Counter):
+        received_bytes_kept = 20
+
+    emulator = Forgetful()
+    for value in range(5):
+        emulator.handle(f"COUN {value}".encode())  # 6 bytes each
+    assert list(emulator.received) == [b"COUN 2", b"COUN 3", b"COUN 4"]
+    emulator.handle(b"COUN 1;COUN 2;COUN 3;COUN 4")  # 27 bytes
+    assert list(emulator.received) == [b"COUN 1;COUN 2;COUN 3;COUN 4"]
+    emulator.received.clear()
+    for value in range(4):
+        emulator.handle(f"COUN {value}".encode())
+    assert list(emulator.received) == [b"COUN 1", b"COUN 2", b"COUN 3"]
+
+    class Few(Counter):
+        received_kept, received_bytes_kept = 2, 12
+
+    emulator = Few()
+    for value in range(4):
+        emulator.handle(f"COUN {value}".encode())
+    assert list(emulator.received) == [b"COUN 2", b"COUN 3"]  # 12 bytes: those the count dropped are not counted
+
+
 def test_a_handler_that_raises_is_a_device_specific_error_and_the_emulator_serves_on(capsys) -> None:
     """An emulator's own bug goes to the error queue (-300, naming the exception) and to stderr with its traceback;
     it used to end the thread serving the emulator, which a driver saw as an instrument that stopped answering."""
