@@ -95,7 +95,8 @@ def _nr3(value: float) -> str:
 
 class Playback(NamedTuple):
     """One triggered burst: the channel, its volts across the load, the sample rate, the output relay, and whether
-    a command cut it short (``volts_v`` then holds the samples played until then)."""
+    a command cut it short (``volts_v`` then holds the samples played until then). A burst longer than
+    `Keysight33500BEmulator.played_samples_kept` samples keeps its first that many."""
 
     channel: int
     volts_v: np.ndarray
@@ -157,8 +158,8 @@ class Keysight33500BEmulator(ScpiEmulator):
     ``memory_points`` is each channel's volatile memory. `played` lists the last triggered arb bursts.
     """
 
-    #: How many samples of the last bursts `played` keeps for a test or simulator to look at (the newest burst
-    #: whole, whatever its length): 4 M samples, 32 MB, 64 bursts of a full 65 536-point arb.
+    #: How many samples of the last bursts `played` keeps for a test or simulator to look at (of a longer burst, its
+    #: first this many): 4 M samples, 32 MB, 64 bursts of a full 65 536-point arb.
     played_samples_kept = 2**22
 
     def __init__(self, channels: int | None = None, model: str | None = None,
@@ -311,14 +312,17 @@ class Keysight33500BEmulator(ScpiEmulator):
         if self.burst_running(channel):
             self.push_error((TRIGGER_IGNORED[0], f"{TRIGGER_IGNORED[1]};burst in progress on channel {channel}"))
             return
-        points = np.tile(state.shaped(), int(state.burst_ncycles))
+        shaped = state.shaped()
         if state.arb_advance == "TRIG":
-            points = state.shaped()[state.advance_index % len(state.shaped())][None]
+            points, samples = shaped[state.advance_index % len(shaped)][None], 1
             state.advance_index += 1
+        else:  # recorded up to what `played` keeps: 10^8 cycles of a long arb play for hours, but fill no memory
+            samples = len(shaped) * int(state.burst_ncycles)
+            points = np.resize(shaped, min(samples, self.played_samples_kept))
         volts = state.offset_v + state.amplitude_vpp / 2 * points
         self._keep(Playback(channel, volts, state.sample_rate_hz, state.output_on))
         now = time.monotonic()
-        self.bursts[channel] = (self._fired - 1, now, now + len(volts) / state.sample_rate_hz)
+        self.bursts[channel] = (self._fired - 1, now, now + samples / state.sample_rate_hz)
 
     def _keep(self, playback: Playback) -> None:
         """Append ``playback`` to `played`, dropping the oldest bursts beyond `played_samples_kept` samples."""

@@ -883,7 +883,7 @@ def test_emulator_a_burst_runs_its_duration_ignores_triggers_meanwhile_and_a_cha
 def test_emulator_keeps_the_last_bursts_it_played_not_every_one():
     """Every burst's samples were kept in `played` for good: an emulator serving a long run or ``hil emulate`` grew by
     the burst's samples with each (32 kB a 4000-point burst, 64 MB after 2000). It keeps the last bursts, up to
-    `played_samples_kept` samples (the newest whole), and a command still cuts a running burst it kept."""
+    `played_samples_kept` samples, and a command still cuts a running burst it kept."""
     class Small(Keysight33500BEmulator):
         played_samples_kept = 20
 
@@ -893,11 +893,30 @@ def test_emulator_keeps_the_last_bursts_it_played_not_every_one():
         _ask(e, b"*OPC?;*TRG")
     assert [len(p.volts_v) for p in e.played] == [8, 8] and not e.errors  # 16 samples; a third would make 24
     _ask(e, b"*OPC?;:BURS:NCYC 3;*TRG;*OPC?")
-    assert [len(p.volts_v) for p in e.played] == [24]  # the newest, whole, though longer than what is kept
+    assert [len(p.volts_v) for p in e.played] == [20]  # the newest alone, its first 20 samples
     _ask(e, b"FUNC:ARB:SRAT 0.01;:BURS:NCYC 1;*TRG")  # 800 s: running until cut
     assert [len(p.volts_v) for p in e.played] == [8] and e.burst_running(1)
     _ask(e, b"VOLT:OFFS 0.5")
     assert e.played[-1].cut and len(e.played[-1].volts_v) < 8 and not e.burst_running(1)
+
+
+def test_emulator_records_a_burst_longer_than_it_keeps_by_its_first_samples_and_runs_it_whole():
+    """A burst of 10^8 cycles (the most NCYC takes) was built whole before it was recorded: of a 65 536-point arb,
+    47.7 TiB, refused as a device-specific error (-300) to a command the 33500B plays; of 8 points, 6.4 GB. Its first
+    `played_samples_kept` samples are recorded, and it runs its full length."""
+    class Small(Keysight33500BEmulator):
+        played_samples_kept = 20
+
+    e = Small()
+    _armed(e, b"1e8")
+    _ask(e, b"BURS:NCYC 100000000;*TRG")
+    assert not e.errors and e.burst_running(1)
+    (playback,) = e.played
+    np.testing.assert_allclose(playback.volts_v, np.tile(e.played[0].volts_v[:8], 3)[:20])
+    _, start, end = e.bursts[1]
+    assert end - start == pytest.approx(8.0)  # 8e8 samples at 1e8 Sa/s
+    _ask(e, b"OUTP1 OFF")
+    assert e.played[0].cut and not e.burst_running(1)
 
 
 def test_emulator_opc_answers_once_every_burst_has_ended():
