@@ -116,7 +116,7 @@ def _shipped_damaged(relative: str, reason: str) -> ConfigError:
 def _digits() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     relative = "data/digits.csv.gz"
     try:
-        with gzip.open(files("hil").joinpath(relative).open("rb"), "rt") as handle:
+        with files("hil").joinpath(relative).open("rb") as raw, gzip.open(raw, "rt") as handle:  # both closed
             table = np.loadtxt(handle, delimiter=",", dtype=np.float64, ndmin=2)
     except (OSError, EOFError, zlib.error, ValueError, UnicodeDecodeError) as error:
         raise _shipped_damaged(relative, getattr(error, "strerror", None) or str(error) or type(error).__name__) \

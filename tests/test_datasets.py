@@ -1,9 +1,11 @@
 """Data sets: shipped copies load, splits are seeded (vowels by speaker), IDX files parse, encoding fits bounds."""
 
 import csv
+import gc
 import gzip
 import hashlib
 import struct
+import warnings
 from importlib.resources import files
 from pathlib import Path
 
@@ -243,6 +245,15 @@ def test_train_and_test_together_are_the_shipped_samples_each_with_its_own_label
                                                                                    data.class_names)
     assert sorted(together) == _shipped_samples(name)
     assert int(torch.cat([data.y_train, data.y_test]).min()) == 0
+
+
+def test_loading_digits_closes_the_shipped_file() -> None:
+    """gzip.open does not close a file object it is given: the shipped file was left to the collector, which warns."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        load_dataset("digits", seed=0)
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_digits_classes_are_named_by_their_digit() -> None:
