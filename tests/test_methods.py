@@ -115,6 +115,17 @@ def test_pat_refinement_fits_the_twin_to_the_latest_device_calls(lab) -> None:
         torch.testing.assert_close(theta, seen)
 
 
+def test_pat_keeps_no_more_device_calls_than_its_refinement_window_between_refinements(lab) -> None:
+    """The record was trimmed to the window only when a refinement ran: with refine_every 400 and refine_window 2, a
+    run's memory and every checkpoint held up to 399 batches' device calls, of which a refinement reads 2."""
+    model, _ = model_on(lab.systems["crossbar"])
+    method = PhysicsAwareTraining(PatSettings(refine_every=400, refine_window=2))
+    method.begin(model)
+    for step in range(5):
+        method.train_step(model, *batch(step), torch.optim.SGD(model.parameters(), lr=0.5))
+    assert [len(records) for records in method.state_dict()["records"]] == [2]
+
+
 def test_pat_refinement_resumes_from_its_state_as_if_never_stopped_even_twice(lab) -> None:
     system = lab.systems["crossbar"]
     model, twin = model_on(system)

@@ -66,6 +66,9 @@ class PhysicsAwareTraining(TrainingMethod):
                    optimizer: torch.optim.Optimizer) -> dict[str, float]:
         figures = super().train_step(model, x, labels, optimizer)
         self.steps += 1
+        for layer in self._layers if self.settings.refine_every else ():  # a refinement reads the latest window
+            # only: no more is kept, in memory or in a checkpoint, however many steps lie between refinements
+            layer.record = (layer.record or [])[-self.settings.refine_window:]
         if self.settings.refine_every and self.steps % self.settings.refine_every == 0:
             loss = self.refine()
             if loss is not None:
@@ -87,10 +90,9 @@ class PhysicsAwareTraining(TrainingMethod):
         (`Diverged`, naming the step), before the twin it broke gives any forward pass or checkpoint NaN."""
         loss_value = None
         held: dict[int, tuple[int, nn.Module, list]] = {}  # id(twin) -> (first layer's index, twin, records)
-        for index, layer in enumerate(self._layers):
-            layer.record = (layer.record or [])[-self.settings.refine_window:]
+        for index, layer in enumerate(self._layers):  # each record: the latest refine_window batches (train_step)
             if layer.twin is not None:
-                held.setdefault(id(layer.twin), (index, layer.twin, []))[2].extend(layer.record)
+                held.setdefault(id(layer.twin), (index, layer.twin, []))[2].extend(layer.record or [])
         for index, twin, records in held.values():
             if sum(len(y) for _, _, y in records) < 2:
                 continue  # one recorded row has no spread to scale the errors by
