@@ -154,6 +154,31 @@ def test_pat_refinement_resumes_from_its_state_as_if_never_stopped_even_twice(la
     torch.testing.assert_close(twin.state_dict(), uninterrupted, rtol=0, atol=0)
 
 
+def test_pat_programs_each_theta_once_through_steps_refinements_and_test_passes(lab) -> None:
+    """Device time: a crossbar programming (write-verify of every device) costs far more than a read, so θ is written
+    once per training batch (not again by a refinement, which uses the recorded calls), once for a test pass at the θ
+    the last step left (however many device calls the pass makes), and not again by the next batch, which runs at
+    that same θ."""
+    system = lab.systems["crossbar"]
+    model, _ = model_on(system)
+    method = PhysicsAwareTraining(PatSettings(refine_every=1, refine_steps=2))
+    method.begin(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    programmings, calls = system.programmings, system.calls
+    for step in range(3):
+        method.train_step(model, *batch(step), optimizer)
+    assert (system.programmings - programmings, system.calls - calls) == (3, 3)
+    model[0].mode = "device"  # a test pass after the epoch, in two device calls
+    with torch.no_grad():
+        model(torch.cat([batch(7)[0]] * 5))  # 80 rows: over the crossbar's max_batch of 64
+    assert (system.programmings - programmings, system.calls - calls) == (4, 5)
+    method.begin(model)
+    method.train_step(model, *batch(3), optimizer)  # at the θ the test pass wrote
+    assert (system.programmings - programmings, system.calls - calls) == (4, 6)
+    method.train_step(model, *batch(4), optimizer)
+    assert (system.programmings - programmings, system.calls - calls) == (5, 7)
+
+
 def test_pat_refinement_on_a_single_recorded_row_keeps_the_twin_finite(lab) -> None:
     system = lab.systems["crossbar"]
     model, twin = model_on(system)
