@@ -31,9 +31,17 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hil.config import YamlDocument
-from hil.errors import ConfigError, counted
-from hil.store import DISCARDED, EVENTS, SUMMARY, RunFileError, RunStore, parse_event, resume_command
+from hil.errors import counted
+from hil.store import (
+    DISCARDED,
+    EVENTS,
+    SUMMARY,
+    RunFileError,
+    RunStore,
+    parse_event,
+    recorded_start,
+    resume_command,
+)
 
 
 def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -445,22 +453,6 @@ def _versions(versions: Any) -> str:
     return "; " + ", ".join(f"{label} {versions[key]}" for key, label in named.items() if key in versions)
 
 
-def _recorded_start(store: RunStore) -> dict[str, Any]:
-    """What ``run_started`` says of a run (protocol, method, system, seed), from its ``protocol.yaml``, for a run that
-    ended before logging it (an instrument that could not be connected), as `hil runs` names it; {} where the file is
-    missing, unreadable or not a protocol's."""
-    try:
-        data = YamlDocument.read(store.path / "protocol.yaml").data
-    except ConfigError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    method = data.get("method")
-    recorded = {"protocol": data.get("name"), "method": method.get("name") if isinstance(method, dict) else None,
-                "system": data.get("system"), "seed": data.get("seed")}
-    return {key: value for key, value in recorded.items() if value is not None}
-
-
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     """Write the plots and ``report/summary.md`` of a run; returns the summary's path. ``wall_s``: the run's wall
     time up to its report (s); by default, the figure the run's own report gave."""
@@ -486,7 +478,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         tested = int(confusion.sum())
     events, _ = store.readable_events()  # with the warnings a run logged while the plots were drawn
     started, evaluated, fid = _last(events, "run_started"), _last(events, "evaluated"), _last(events, "fidelity")
-    started = started or _recorded_start(store)
+    started = started or recorded_start(store.path)
     calibrated, collected = _last(events, "calibrated"), _last(events, "collected")
     fitted = _last(events, "twin_fitted")
     # a run that never calibrated (stopped before it) is not one that needed no calibration, {} logged

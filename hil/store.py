@@ -674,14 +674,25 @@ def _scan_events(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], bytes,
     return entries, torn, damaged
 
 
-def _protocol_name(folder: Path) -> Any:
-    """The name in the ``protocol.yaml`` of a run folder, for a run that ended before its ``run_started`` event
-    named it (an instrument that could not be connected); "?" where the file is missing, unreadable or nameless."""
+def recorded_start(folder: Path) -> dict[str, Any]:
+    """What ``run_started`` says of a run (``protocol``, ``method``, ``system``, ``seed``), from the ``protocol.yaml``
+    of its folder, for a run that ended before logging it (an instrument that could not be connected); {} where the
+    file is missing, unreadable or not a protocol's, and without what it lacks."""
     try:
         data = YamlDocument.read(folder / "protocol.yaml").data
     except ConfigError:
-        return "?"
-    return data.get("name", "?") if isinstance(data, dict) else "?"
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    method = data.get("method")
+    recorded = {"protocol": data.get("name"), "method": method.get("name") if isinstance(method, dict) else None,
+                "system": data.get("system"), "seed": data.get("seed")}
+    return {key: value for key, value in recorded.items() if value is not None}
+
+
+def _protocol_name(folder: Path) -> Any:
+    """The name in the ``protocol.yaml`` of a run folder (`recorded_start`); "?" where it has none."""
+    return recorded_start(folder).get("protocol", "?")
 
 
 def list_runs(parent: str | Path) -> list[dict[str, Any]]:
