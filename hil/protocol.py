@@ -19,7 +19,7 @@ from torch import nn
 
 from hil.config import LearningRate, Seed, Strict, UserPath, YamlDocument
 from hil.datasets import DATASETS, IDX_FILES, Dataset
-from hil.errors import ConfigError
+from hil.errors import ConfigError, DeviceError
 from hil.lab import Lab, reads_as
 from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
@@ -391,9 +391,11 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
             load_twin(Path(twin.from_run) / "twin", system)
         except ConfigError as error:
             raise _locate(document, error.detail, ("twin", "from_run")) from None
+        except DeviceError:  # a physics model measured by calibrating (the fiber's transmission matrix): its kind and
+            pass  # system are checked above; the twin is loaded, and its parameters checked, once calibrated
     elif twin.hidden is not None:
-        try:
-            build_twin(twin.kind, system, tuple(twin.hidden))
+        try:  # the network alone: a residual twin's physics may need calibrating first (the fiber's), and is small
+            build_twin("neural", system, tuple(twin.hidden))
         except (RuntimeError, MemoryError):  # the weights cannot be allocated
             raise _locate(document, f"a {twin.kind} twin of hidden widths {twin.hidden} does not fit in memory",
                           ("twin", "hidden")) from None

@@ -2,13 +2,16 @@
 network): small runs only."""
 
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from hil.protocol import check_protocol
 from hil.twin.collect import collect
 from hil.twin.fit import fit_twin, nmse
-from hil.twin.models import build_twin
+from hil.twin.models import build_twin, save_twin
 from tests.lab_text import lab_from_text
 
 IDEAL_FIBER = textwrap.dedent("""
@@ -40,3 +43,29 @@ def test_a_physics_twin_fit_never_leaves_the_twin_worse_than_the_calibration_it_
         assert result.best_epoch == -1
         assert nmse(twin, held_out).mean().item() == pytest.approx(start, abs=1e-9)  # ...which is the twin kept
         torch.testing.assert_close(twin(held_out.x[0], held_out.theta[0]), held_out.y[0], rtol=1e-4, atol=1e-5)
+
+
+def fiber_protocol(tmp_path, twin: dict) -> Path:
+    """A protocol for the fiber of the lab in ``tmp_path`` (its 16 inputs from the digits' 64 pixels)."""
+    path = tmp_path / "protocol.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "fiber", "lab": str(tmp_path / "lab.yaml"), "system": "fiber",
+        "dataset": {"name": "digits", "limit": 50},
+        "model": {"layers": [{"linear": {"out_features": 16}}, {"physical": {"input_map": "sigmoid"}},
+                             {"linear": {"out_features": 10}}]},
+        "twin": twin, "method": {"name": "pat"}, "training": {"epochs": 1}, "output": {"root": str(tmp_path)}}))
+    return path
+
+
+def test_hil_check_takes_a_fiber_protocol_with_a_residual_twin_or_a_reused_twin(tmp_path) -> None:
+    """The fiber's physics model is its measured transmission matrix: before calibrating there is none. Checking a
+    residual twin's hidden widths built the whole twin, and a reused one was loaded whole, so hil check (and hil run,
+    before anything was measured) refused both: "the fiber's transmission matrix is unknown; call calibrate()"."""
+    with lab_from_text(IDEAL_FIBER, tmp_path) as lab:  # a fitted fiber twin to reuse
+        system = lab.systems["fiber"]
+        system.calibrate()
+        save_twin(build_twin("residual", system, hidden=(8,)), tmp_path / "source" / "twin")
+    (tmp_path / "source" / "data").mkdir()
+    (tmp_path / "source" / "data" / "twin_data.h5").touch()  # read at the run's fit step, not by a check
+    for twin in ({"kind": "residual", "hidden": [8]}, {"kind": "residual", "from_run": str(tmp_path / "source")}):
+        assert "OK — pat on 'fiber' (fiber)" in check_protocol(fiber_protocol(tmp_path, twin))
