@@ -393,6 +393,7 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
             raise _locate(document, error.detail, ("twin", "from_run")) from None
         except DeviceError:  # a physics model measured by calibrating (the fiber's transmission matrix): its kind and
             pass  # system are checked above; the twin is loaded, and its parameters checked, once calibrated
+        _check_reused_data(Path(twin.from_run) / "data" / "twin_data.h5", system, document)
     elif twin.hidden is not None:
         try:  # the network alone: a residual twin's physics may need calibrating first (the fiber's), and is small
             build_twin("neural", system, tuple(twin.hidden))
@@ -407,6 +408,26 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
             raise _locate(document, f"{collect.thetas} θ groups of {collect.inputs_per_theta} inputs ({system.n_in} "
                                     f"values in, {system.n_out} out, each) do not fit in memory; collect fewer thetas "
                                     "or inputs_per_theta", ("twin", "collect")) from None
+
+
+def _check_reused_data(path: Path, system: PhysicalSystem, document: YamlDocument | None) -> None:
+    """The data ``twin.from_run`` reuses have the system's sizes (its inputs, θ and outputs); else a `ConfigError` at
+    that field. A file that does not open is left to the collect step, which reads it and says what is wrong. (A fiber
+    twin's parameters do not depend on its θ count: a twin of 16 θ loaded for 8, and the run failed after calibrating,
+    at its fidelity step, on the data's θ.)"""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            shapes = {name: file[name].shape for name in ("x", "theta", "y") if name in file}
+    except (OSError, ValueError):
+        return
+    sizes = {"x": ("inputs", system.n_in), "theta": ("θ", system.n_params), "y": ("outputs", system.n_out)}
+    for name, shape in shapes.items():
+        what, size = sizes[name]
+        if shape and shape[-1] != size:
+            raise _locate(document, f"{path} holds data of {shape[-1]} {what}, system {system.name!r} has {size}; "
+                                    "point twin.from_run at a run on this system as configured", ("twin", "from_run"))
 
 
 def recorded(protocol: Protocol, data: Dataset | None = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from hil.errors import ConfigError
 from hil.protocol import check_protocol
 from hil.twin.collect import collect
 from hil.twin.fit import fit_twin, nmse
@@ -69,3 +70,21 @@ def test_hil_check_takes_a_fiber_protocol_with_a_residual_twin_or_a_reused_twin(
     (tmp_path / "source" / "data" / "twin_data.h5").touch()  # read at the run's fit step, not by a check
     for twin in ({"kind": "residual", "hidden": [8]}, {"kind": "residual", "from_run": str(tmp_path / "source")}):
         assert "OK — pat on 'fiber' (fiber)" in check_protocol(fiber_protocol(tmp_path, twin))
+
+
+def test_a_reused_run_whose_data_are_of_another_size_is_refused_at_its_field_before_calibrating(tmp_path) -> None:
+    """A fiber twin's parameters do not depend on its θ count, so the twin of a run on a 16-θ fiber loaded for an
+    8-θ one, and the run failed after calibrating, at its fidelity step, without a field: "system 'fiber': theta has
+    shape (16,), expected 8". The reused data's sizes are checked against the system with the protocol."""
+    import h5py
+
+    with lab_from_text(IDEAL_FIBER, tmp_path) as lab:
+        system = lab.systems["fiber"]
+        system.calibrate()
+        save_twin(build_twin("physics", system), tmp_path / "source" / "twin")
+    (tmp_path / "source" / "data").mkdir()
+    with h5py.File(tmp_path / "source" / "data" / "twin_data.h5", "w") as file:
+        file["x"], file["theta"], file["y"] = torch.zeros(4, 2, 16), torch.zeros(4, 8), torch.zeros(4, 2, 8)
+    with pytest.raises(ConfigError, match=r"protocol.yaml:\d+: twin.from_run: .*twin_data.h5 holds data of 8 θ, "
+                                          r"system 'fiber' has 16; point twin.from_run at a run on this system"):
+        check_protocol(fiber_protocol(tmp_path, {"kind": "physics", "from_run": str(tmp_path / "source")}))
