@@ -370,7 +370,8 @@ class Run:
                 ran = len(result.validation_loss)
                 if 0 < ran < total:  # the bar ends full, saying why it ended early
                     advance(total, f"stopped at {ran}, best {min(result.validation_loss):.3g} at "
-                                    f"{result.best_epoch + 1}")
+                                    f"{result.best_epoch + 1}" if result.best_epoch >= 0 else
+                                    f"stopped at {ran}, its start kept")
             self.store.event("twin_fitted", twin_kind=config.kind, train_loss=result.train_loss,
                              validation_loss=result.validation_loss, best_epoch=result.best_epoch,
                              converged=result.converged)

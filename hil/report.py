@@ -275,13 +275,17 @@ def _settings(settings: Any) -> str:
 
 
 def _fit_note(fitted: dict[str, Any]) -> str:
-    """A sentence for a twin fit that ran out of epochs while its held-out error still improved, or that never had a
-    held-out error to keep (NaN at every epoch: it diverged); none otherwise."""
+    """A sentence for a twin fit that ran out of epochs while its held-out error still improved, that never had a
+    held-out error to keep (NaN at every epoch: it diverged), or whose epochs did not beat the calibrated twin it
+    started from (kept); none otherwise."""
     losses, best = fitted.get("validation_loss"), fitted.get("best_epoch")
     if best == -1 and isinstance(losses, list) and losses:
-        return (f" **The twin fit diverged**: its held-out error was not a number at any of its {len(losses)} "
-                "epochs, so the run went on with the twin it started from, unfitted; a lower `twin.fit.lr` would "
-                "likely fit it.")
+        if not any(_number(loss) and math.isfinite(loss) for loss in losses):
+            return (f" **The twin fit diverged**: its held-out error was not a number at any of its {len(losses)} "
+                    "epochs, so the run went on with the twin it started from, unfitted; a lower `twin.fit.lr` would "
+                    "likely fit it.")
+        return (f" None of the twin fit's {counted(len(losses), 'epoch')} beat the physics twin it started from on "
+                "the held-out θ groups, so the run went on with that twin.")
     if fitted.get("converged", True):
         return ""
     where = f" (best held-out error at epoch {best + 1} of {len(losses)})" \

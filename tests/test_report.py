@@ -336,6 +336,15 @@ def test_a_twin_fit_that_neither_diverged_nor_ran_out_of_epochs_has_no_note(tmp_
     assert "samples. The final evaluation" in summary and "twin fit" not in summary
 
 
+def test_a_fit_that_kept_the_calibrated_start_is_not_said_to_have_diverged(tmp_path: Path) -> None:
+    """A physics twin keeps its calibration unless an epoch beats it (best_epoch −1, finite losses): the report said
+    its held-out error was not a number at any epoch."""
+    fitted = {"validation_loss": [0.02, float("nan"), 0.03], "best_epoch": -1, "converged": True}
+    summary = _summary(_run(tmp_path, twin_fitted=fitted))
+    assert ("samples. None of the twin fit's 3 epochs beat the physics twin it started from on the held-out θ "
+            "groups, so the run went on with that twin.") in summary and "diverged" not in summary
+
+
 def test_the_learning_curves_leave_out_a_test_figure_that_is_not_a_number(tmp_path: Path) -> None:
     """A log edited by hand: an epoch's figure in text, or null."""
     store = _run(tmp_path, finish=False, epoch={"epoch": 2, "device_loss": None, "device_accuracy": "high"})

@@ -142,8 +142,8 @@ class _Stage:
 
     def run(self, twin: Twin, parameters: list[torch.Tensor], result: FitResult, keep_start: bool = False) -> None:
         """Fit ``parameters`` of ``twin``, appending to ``result``; ``twin`` ends in the state of lowest held-out
-        error among its epochs' and, where ``keep_start`` (a later stage, from an earlier one's best), the state it
-        started in, which it must beat to replace."""
+        error among its epochs' and, where ``keep_start`` (a physics twin's calibration, or a later stage's start, an
+        earlier one's best), the state it started in, which it must beat to replace."""
         if not parameters or self.epochs == 0:
             result.converged = True  # nothing to fit
             return
