@@ -276,7 +276,7 @@ def _settings(settings: Any) -> str:
 
 def _fit_note(fitted: dict[str, Any]) -> str:
     """A sentence for a twin fit that ran out of epochs while its held-out error still improved, that never had a
-    held-out error to keep (NaN at every epoch: it diverged), or whose epochs did not beat the calibrated twin it
+    held-out error to keep (NaN at every epoch: it diverged), or whose epochs did not beat the physics twin it
     started from (kept); none otherwise."""
     losses, best = fitted.get("validation_loss"), fitted.get("best_epoch")
     if best == -1 and isinstance(losses, list) and losses:
