@@ -112,6 +112,10 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
         for event in batches:
             per_epoch.setdefault(event["epoch"], []).append(event["loss"])
         finished = {e["epoch"] for e in epochs}  # an epoch's event is logged once all its batches ran
+        # one whose event is a damaged line finished too where a later epoch's batches or the train step's end follow
+        finished |= {k for k in per_epoch if k < max(per_epoch)}
+        if any(e["kind"] == "step_finished" and e.get("step") == "train" for e in events):
+            finished |= set(per_epoch)
         whole = sorted((k + 1, sum(v) / len(v)) for k, v in per_epoch.items() if k in finished)
         if whole:
             loss_axis.plot(*zip(*whole, strict=True), "o-", color=COLOURS["train"], label="train")

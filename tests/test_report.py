@@ -655,6 +655,26 @@ def test_the_train_curve_leaves_an_epoch_the_run_stopped_in_to_a_point_of_its_ow
     plt.close("all")
 
 
+def test_a_finished_epoch_whose_event_is_a_damaged_line_is_not_drawn_as_unfinished(tmp_path: Path) -> None:
+    """A finished run whose epoch event was a damaged line had that epoch's train loss drawn as "epoch 2 unfinished
+    (2 batches)": the next epoch's batches, or the train step's end, follow it only once it finished."""
+    store = _run(tmp_path, epochs=3, step_finished={"step": "train", "device_time_total_s": 1.0})
+    log = store.path / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    for epoch in (1, 2):  # one in the middle, and the last, followed by the train step's end
+        index = next(i for i, line in enumerate(lines)
+                     if b'"kind": "epoch"' in line and b'"epoch": %d,' % epoch in line)
+        lines[index] = b'{"seq": %d, "kind": "epo\n' % (index + 1)
+    log.write_bytes(b"".join(lines))
+    events, damaged = store.readable_events()
+    store.close()
+    assert len(damaged) == 2
+    lines = {line.get_label(): line for line in _learning_curves(events).axes[0].get_lines()}
+    assert not [label for label in lines if "unfinished" in label]
+    assert list(lines["train"].get_xdata()) == [1, 2, 3]
+    plt.close("all")
+
+
 def test_a_run_that_stopped_before_calibrating_is_not_said_to_need_no_calibration(tmp_path: Path) -> None:
     """A run whose instrument could not be connected, its log one run_failed, said "Calibration: none needed.", as a
     system with nothing to calibrate does; it never reached its calibrate step."""
