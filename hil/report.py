@@ -461,6 +461,16 @@ def _versions(versions: Any) -> str:
     return "; " + ", ".join(f"{label} {versions[key]}" for key, label in named.items() if key in versions)
 
 
+def _unlogged(relative: str, what: str, measured: str, damaged: bool) -> str:
+    """A sentence for a data file whose event the log lacks: a run stopped between saving and logging it (a resume
+    measures ``measured`` again), or, in a damaged log, an event that may be a damaged line."""
+    if damaged:
+        return (f" `{relative}` holds a {what} that the readable lines of `events.jsonl` do not log (its event may be "
+                "a damaged line): this report leaves it out.")
+    return (f" `{relative}` holds a {what} that `events.jsonl` does not log (the run stopped between the two): this "
+            f"report leaves it out, as a resume does, which measures {measured} again.")
+
+
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     """Write the plots and ``report/summary.md`` of a run; returns the summary's path. ``wall_s``: the run's wall
     time up to its report (s); by default, the figure the run's own report gave."""
@@ -468,17 +478,15 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     damaged_note = _damaged_note(store, damaged)
     _save(store, _learning_curves(events), "report/learning_curves.png")
     plots = ["learning_curves.png"]
-    if store.has("data/fidelity.h5"):
+    unlogged = ""  # a twin fidelity or final evaluation saved whose event the log lacks: a run stopped between the two
+    if store.has("data/fidelity.h5") and not _last(events, "fidelity"):
+        unlogged = _unlogged("data/fidelity.h5", "twin fidelity", "the twin on its held-out θ groups", bool(damaged))
+    elif store.has("data/fidelity.h5"):
         _save(store, _twin_fit(store), "report/twin_fit.png")
         plots.append("twin_fit.png")
     tested = None  # the test samples of the final evaluation
-    unlogged = ""  # a final evaluation saved whose event the log lacks: a run stopped between the two
     if store.has("data/evaluation.h5") and not _last(events, "evaluated"):
-        unlogged = (" `data/evaluation.h5` holds a final evaluation that the readable lines of `events.jsonl` do not "
-                    "log (its event may be a damaged line): this report leaves it out." if damaged else
-                    " `data/evaluation.h5` holds a final evaluation that `events.jsonl` does not log (the run stopped "
-                    "between the two): this report leaves it out, as a resume does, which measures the test set "
-                    "again.")
+        unlogged += _unlogged("data/evaluation.h5", "final evaluation", "the test set", bool(damaged))
     elif store.has("data/evaluation.h5"):
         confusion, names = _confusion_matrix(store)
         _save(store, _confusion(confusion, names), "report/confusion.png")

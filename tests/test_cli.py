@@ -843,6 +843,7 @@ def _reportable_run(parent: Path, name: str = "r") -> Path:
                     twin_accuracy=accuracy - 0.25)
     store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1, 0.3]), "noise_floor": torch.tensor([0.01, 0.02]),
                                            "measured": torch.rand(3, 4, 2), "predicted": torch.rand(3, 4, 2)})
+    store.event("fidelity", nmse_mean=0.2, nmse_max=0.3, noise_floor_mean=0.015)
     store.save_arrays("data/evaluation.h5", {"confusion": torch.tensor([[2, 1], [0, 1]])}, {"class_names": ["a", "b"]})
     store.event("evaluated", device_accuracy=0.75, device_loss=0.4)
     store.event("run_finished", wall_s=1.0)

@@ -317,6 +317,7 @@ def test_fidelity_data_of_one_dimension_are_refused_naming_their_shape(tmp_path:
     store = _run(tmp_path)
     store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1]), "measured": torch.rand(4),
                                            "predicted": torch.rand(4)})
+    store.event("fidelity", nmse_mean=0.1)  # the file is drawn where the log has its event
     with pytest.raises(RunFileError, match=r"fidelity.h5: array 'measured' of shape \(4,\); the file is damaged"):
         _summary(store)
 
@@ -469,6 +470,7 @@ def test_the_summary_shows_the_twin_fit_plot_of_a_run_that_measured_its_fidelity
     store = _run(tmp_path)
     store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1]), "measured": torch.rand(2, 3, 2),
                                            "predicted": torch.rand(2, 3, 2)})
+    store.event("fidelity", nmse_mean=0.1)
     assert "![twin_fit.png](twin_fit.png)" in _summary(store)
 
 
@@ -712,6 +714,19 @@ def test_a_final_evaluation_saved_but_not_logged_is_left_out_not_drawn_beside_n_
     assert "confusion.png" not in summary and "Wilson" not in summary
     assert ("`data/evaluation.h5` holds a final evaluation that `events.jsonl` does not log (the run stopped between "
             "the two): this report leaves it out") in summary
+
+
+def test_a_twin_fidelity_saved_but_not_logged_is_left_out_not_drawn_beside_n_a(tmp_path: Path) -> None:
+    """A run stopped between saving data/fidelity.h5 and logging its fidelity event (its resume measures the twin
+    again) had twin_fit.png drawn, titled with an NMSE, beside a summary whose twin held-out NMSE was n/a."""
+    store = _run(tmp_path, epochs=0, finish=False)
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1]), "measured": torch.rand(2, 3, 1),
+                                           "predicted": torch.rand(2, 3, 1), "noise_floor": torch.tensor([0.01])})
+    summary = _summary(store)
+    assert "| twin held-out NMSE (mean over outputs) | n/a |" in summary and "twin_fit.png" not in summary
+    assert ("`data/fidelity.h5` holds a twin fidelity that `events.jsonl` does not log (the run stopped between the "
+            "two): this report leaves it out, as a resume does, which measures the twin on its held-out θ groups "
+            "again.") in summary
 
 
 def test_the_summary_names_the_versions_the_run_started_under(tmp_path: Path) -> None:
