@@ -577,7 +577,8 @@ def _warn_of_other_versions(saved: Any) -> None:
                if saved[name] != now.get(name, "not installed")]
     if changed:
         warnings.warn(f"this run resumes under other versions than it ran with so far ({', '.join(changed)}): its "
-                      "figures may differ from those of a run that was never stopped", UserWarning, stacklevel=2)
+                      "figures may differ from those of a run that was never stopped; to reproduce them, resume under "
+                      "the versions its run_started event names", UserWarning, stacklevel=2)
 
 
 def _started_in(events: list[dict[str, Any]]) -> str | None:

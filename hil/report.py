@@ -455,10 +455,10 @@ def _device_time(events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str
 
 def _versions(versions: Any) -> str:
     """The versions a run started under, as its run_started records them ("" for a run of an earlier hil)."""
-    if not isinstance(versions, dict):
-        return ""
     named = {"torch": "torch", "hil": "hil", "python": "Python"}
-    return "; " + ", ".join(f"{label} {versions[key]}" for key, label in named.items() if key in versions)
+    given = [f"{label} {versions[key]}" for key, label in named.items() if key in versions] \
+        if isinstance(versions, dict) else []
+    return "; " + ", ".join(given) if given else ""
 
 
 def _unlogged(relative: str, what: str, measured: str, damaged: bool) -> str:

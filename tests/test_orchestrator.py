@@ -966,7 +966,8 @@ def test_a_run_records_the_versions_it_ran_under_and_a_resume_under_others_is_wa
     [warning] = [e for e in events if e["kind"] == "warning"]
     assert warning["message"] == (f"this run resumes under other versions than it ran with so far (torch "
                                   f"{started['versions']['torch']} → 9.9.9): its figures may differ from those of a "
-                                  "run that was never stopped")
+                                  "run that was never stopped; to reproduce them, resume under the versions its "
+                                  "run_started event names")
 
 
 def test_a_run_reusing_a_twin_of_another_kind_resumes_with_that_twin_and_its_held_out_groups(

@@ -736,6 +736,9 @@ def test_the_summary_names_the_versions_the_run_started_under(tmp_path: Path) ->
     assert "method **pat** on system **crossbar**, seed 0; torch 2.13.0+cpu, hil 0.1.0, Python 3.11.9." in \
         _summary(store)
     assert "on system **crossbar**, seed 0.\n" in _summary(_run(tmp_path))  # a run of an earlier hil: none said
+    store = RunStore.create(tmp_path, "r")
+    store.event("run_started", protocol="r", method="pat", system="crossbar", seed=0, versions={"numpy": "2.1.0"})
+    assert "on system **crossbar**, seed 0. **The run stopped" in _summary(store)  # none of the three it names
 
 
 def test_a_run_stopped_before_its_evaluation_gives_the_device_time_its_log_holds(tmp_path: Path) -> None:
