@@ -83,6 +83,9 @@ class TrafficLog:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        # opened where the path pointed when the log was made: a resumed run, working in another folder, is handed
+        # this log for the same file (`shared`) and must not write a second one relative to its own folder
+        self._target = self.path.absolute()
         self._file: IO[str] | None = None
         self._users = 0
         self._stopped = False
@@ -105,8 +108,8 @@ class TrafficLog:
         with self._lock:
             if self._file is None:
                 try:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._file = self.path.open("a", encoding="utf-8")
+                    self._target.parent.mkdir(parents=True, exist_ok=True)
+                    self._file = self._target.open("a", encoding="utf-8")
                 except OSError as error:
                     if not self._stopped:
                         raise TransportError(f"traffic log {self.path}: cannot write ({error.strerror or error}); "

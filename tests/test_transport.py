@@ -1029,6 +1029,24 @@ def test_instruments_opening_one_traffic_log_path_at_once_share_one_log(tmp_path
     assert len(logs) == 6 and all(log is logs[0] for log in logs)
 
 
+def test_a_shared_traffic_log_made_from_a_relative_path_writes_where_it_pointed_from_any_folder(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's lab names ``logs/bench.log`` relative to the folder it started in; resumed from another folder while
+    the first attempt's log was not yet collected, the resume was handed that log for the same file (`shared`), which
+    opened its relative path in the new folder: the bench's record was split in two (a flaky test in the suite)."""
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(started)
+    first = TrafficLog.shared("logs/bench.log")
+    monkeypatch.chdir(elsewhere)
+    again = TrafficLog.shared(started / "logs" / "bench.log")
+    assert again is first
+    again.open()
+    again.record("smu", ">", b"*IDN?\n")
+    again.close()
+    assert (started / "logs" / "bench.log").read_text().count("\n") == 1 and not (elsewhere / "logs").exists()
+
+
 def test_transfers_logged_from_many_threads_to_one_log_stay_whole_lines(tmp_path) -> None:
     """Instruments driven from several threads (a camera grabbing while a DAC ramps) write their transfers to one log
     line by line, also where the file takes a line in pieces."""
