@@ -22,9 +22,9 @@ def excerpt(text: str, limit: int = 60) -> str:
     return f"{text[:limit]!r}… ({len(text)} characters)"
 
 
-def counted(number: int, noun: str) -> str:
-    """``number`` ``noun`` s, singular for one (a test set of one sample, an input of one channel)."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """``number`` ``noun`` s (or ``plural``), singular for one (a test set of one sample, an input of one channel)."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def brief(value: Any, limit: int = 60) -> str:

@@ -122,7 +122,7 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
         for k in sorted(set(per_epoch) - finished):  # where a run stopped: the batches it reached, not an epoch's
             count = len(per_epoch[k])
             loss_axis.plot([k + 1], [sum(per_epoch[k]) / count], "o", markerfacecolor="none", color=COLOURS["train"],
-                           label=f"train, epoch {k + 1} unfinished ({count} batch{'' if count == 1 else 'es'})")
+                           label=f"train, epoch {k + 1} unfinished ({counted(count, 'batch', 'batches')})")
     tested = False
     for prefix, style in (("device", "s-"), ("twin", "^--")):
         for axis, figure_name in ((loss_axis, f"{prefix}_loss"), (accuracy_axis, f"{prefix}_accuracy")):

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from hil.errors import ConfigError
+from hil.errors import ConfigError, counted
 from hil.instruments import CrossbarArray, Instrument
 from hil.physics.crossbar import (
     column_currents,
@@ -113,8 +113,9 @@ class CrossbarSystem(PhysicalSystem):
                               field="instruments.crossbar")
         rows, cols = crossbar.shape
         if cols < 2:  # n_out's range would read 1..0, said of an n_out the lab may not have written
-            raise ConfigError(f"system {name or self.kind!r}: {crossbar.name} has {cols} column, and an output is the "
-                              "difference of a pair of columns (G+ and G−); give the crossbar at least 2 columns",
+            raise ConfigError(f"system {name or self.kind!r}: {crossbar.name} has {counted(cols, 'column')}, and an "
+                              "output is the difference of a pair of columns (G+ and G−); give the crossbar at least 2 "
+                              "columns",
                               field="instruments.crossbar")
         n_in = rows if n_in is None else n_in
         n_out = cols // 2 if n_out is None else n_out
