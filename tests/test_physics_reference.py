@@ -290,6 +290,15 @@ def test_angular_spectrum_keeps_the_propagating_power_and_drops_the_evanescent()
         assert (np.abs(out) ** 2).sum() == pytest.approx(expected, rel=1e-6)
 
 
+def test_free_space_grid_holds_8um_pixels_at_532nm_up_to_about_12cm() -> None:
+    """`MAX_GRID_SIDE`'s comment: a 64 × 64 panel's grid, 64 + 2·λ·d/p² samples a side, reaches 2048 at 11.9 cm;
+    as two stacked 32-pixel-wide panels, at 12.0 cm."""
+    assert optics.grid_problem((64, 64), 8e-6, 532e-9, 0.119) is None
+    assert optics.grid_problem((64, 64), 8e-6, 532e-9, 0.1195) is not None
+    assert optics.grid_problem((64, 32), 8e-6, 532e-9, 0.120) is None
+    assert optics.grid_problem((64, 32), 8e-6, 532e-9, 0.1205) is not None
+
+
 def test_blur_is_a_normalised_discrete_gaussian_of_the_given_variance() -> None:
     offsets = np.arange(41) - 20
     for variance in (0.3, 1.0, 2.5):
@@ -318,6 +327,21 @@ def test_rk4_errors_are_those_the_oscillator_docstrings_give() -> None:
         assert 1 - abs(eigenvalue) == pytest.approx(loss, rel=0.03)
     per_period = 1 - abs(_step_eigenvalue(2 * math.pi * 400 * 2.5e-4)) ** 10
     assert per_period == pytest.approx(0.004, rel=0.05)
+
+
+def test_free_modes_decay_between_the_slowest_and_fastest_half_damping_rate() -> None:
+    """`slowest_decay_rate`: with diagonal damping, every underdamped mode of the linearised network decays at a rate
+    between min γ/2 and max γ/2, so a gap of ``gap_s`` leaves at most e^(−γ_min·gap/2) of a ring (the oscillator
+    system's 10⁻⁴ for 0.1 s: 8.1e-5); the eigenvalues of [[0, I], [−K, −Γ]] are computed here from the equations of
+    motion."""
+    p = _nominal_oscillators()
+    omega, gamma, kappa = (p[key].numpy() for key in ("omega", "gamma", "kappa"))
+    stiffness = np.diag(omega**2 + kappa.sum(1)) - kappa
+    system = np.block([[np.zeros((4, 4)), np.eye(4)], [-stiffness, -np.diag(gamma)]])
+    rates = -np.linalg.eigvals(system).real
+    assert rates.min() >= oscillator.slowest_decay_rate(p["gamma"]) * (1 - 1e-9)
+    assert rates.max() <= gamma.max() / 2 * (1 + 1e-9)
+    assert math.exp(-oscillator.slowest_decay_rate(p["gamma"]) * 0.1) == pytest.approx(8.1e-5, rel=0.01)
 
 
 def _nominal_oscillators() -> dict[str, torch.Tensor]:

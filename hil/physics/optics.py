@@ -192,7 +192,7 @@ def padded_size(n: int, pitch_m: float, wavelength_m: float, distance_m: float) 
 
 
 #: The most samples per side of the angular-spectrum grid between stacked panels (32 MiB per frame at complex64):
-#: 8 µm pixels at 532 nm stay under it up to about 11 cm, and it keeps a grid that a long path, a fine pitch or a
+#: 8 µm pixels at 532 nm stay under it up to about 12 cm, and it keeps a grid that a long path, a fine pitch or a
 #: long wavelength asks for (terabytes per frame) from being allocated.
 MAX_GRID_SIDE = 2048
 
