@@ -82,8 +82,9 @@ DESIGN_RANGES = {
 MAX_STEP_S = 2.5e-4
 #: Largest RK4 step h times the stiffest instantaneous angular frequency the motion reaches (1). RK4 is stable up to
 #: 2√2; at 1 a linear mode rings 0.56 % slow and loses 0.61 % of its amplitude per step (the leading terms (ωh)⁴/120
-#: and (ωh)⁶/144 say 0.83 % and 0.69 %). The reference bench driven at 1 V reaches 0.9 at MAX_STEP_S (0.64 at rest,
-#: for the 400 Hz mode), so it keeps its step.
+#: and (ωh)⁶/144 say 0.83 % and 0.69 %). The reference bench (lab.yaml) driven at 1 V with ±1 inputs and θ reaches
+#: 0.74–0.78 at MAX_STEP_S with its 250 Hz carrier and 0.87–0.98 with a carrier on the 400 Hz mode (0.63 at rest), so it
+#: keeps its step.
 MAX_OMEGA_STEP = 1.0
 #: `integrate` refines the step at most this many times below the one it started with.
 MAX_REFINEMENT = 64
