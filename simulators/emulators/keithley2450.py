@@ -23,8 +23,9 @@ buffers filling continuously do), source lists (``:SOURce:LIST:<f>[:APPend]``, a
 format (``:FORMat:DATA ASCii|REAL|SREAL``: in REAL/SREAL, ``:READ?`` and ``:TRACe:DATA?`` reply with one IEEE
 488.2 indefinite-length block, ``#0``, of little-endian float64/float32 values, and refuse the elements that are
 not numbers with the 2450's error 1133, as only READing, RELative and SOURce are available there), the ASCII
-precision (``:FORMat:ASCii:PRECision``, 0 = automatic, printed as 7 digits) and the 2450's error-queue format
-``<code>,"<message>;<severity>;<date time>"``. A sweep runs to completion as soon as ``:INITiate`` is read.
+precision (``:FORMat:ASCii:PRECision``, 0 = automatic, printed as 7 digits), reading-buffer names and the measure
+function taken only as quoted strings (``"defbuffer1"``, ``"CURR"`` or ``"CURR:DC"``; bare, -104) and the 2450's
+error-queue format ``<code>,"<message>;<severity>;<date time>"``. A sweep runs to completion as soon as ``:INITiate`` is read.
 Not emulated: the TSP command set, linear/log sweeps, the trigger-model blocks, limit tests, statistics,
 digitizing, the interlock, the protection level's tolerance, output-off modes and the front panel.
 """
@@ -52,10 +53,12 @@ from simulators.emulators.scpi import (
     Param,
     ScpiEmulator,
     ScpiError,
+    Text,
     boolean,
     choice,
     number,
     scpi,
+    string,
 )
 
 TOO_MUCH_DATA = (-223, "Too much data")
@@ -78,6 +81,8 @@ OVERFLOW = 9.9e37
 LIST_CHUNK = 100
 LIST_MAX = 2500
 BUFFERS = ("defbuffer1", "defbuffer2")
+#: The buffer a command that names none uses.
+DEFAULT_BUFFER = Text("defbuffer1")
 #: Source status bits of a buffered reading (SOURSTATus element).
 STAT_LIMIT, STAT_SENSE, STAT_OUTPUT = 32, 64, 128
 #: The 2450's wording of the standard SCPI errors.
@@ -281,7 +286,8 @@ class Keithley2450Emulator(ScpiEmulator):
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _buffer_name(self, text: Param) -> str:
-        if not isinstance(text, str) or text not in BUFFERS:
+        """A reading buffer named by a string (``"defbuffer1"``, quoted, as the 2450's syntax asks)."""
+        if string(text) not in BUFFERS:
             raise ScpiError(ILLEGAL_VALUE, f"no reading buffer named {text!r}")
         return text
 
@@ -436,7 +442,7 @@ class Keithley2450Emulator(ScpiEmulator):
         return ",".join(self._text(value) for value in self.source_list[function])
 
     def _set_sweep(self, function: str, start: Param, delay: Param = "0", count: Param = "1",
-                   fail_abort: Param = "ON", buffer: Param = "defbuffer1") -> None:
+                   fail_abort: Param = "ON", buffer: Param = DEFAULT_BUFFER) -> None:
         points = self.source_list[function]
         if function != self.function:
             raise ScpiError(SETTINGS_CONFLICT, f"the source function is {self.function}, not {function}")
@@ -454,7 +460,9 @@ class Keithley2450Emulator(ScpiEmulator):
 
     # -- sense subsystem -------------------------------------------------------------------------------------
     def _set_sense_function(self, text: Param) -> None:
-        self.sense_function = _function(text, "VOLTage", "CURRent", "RESistance")
+        """The measure function, a string (``"CURR"``, ``"VOLT:DC"``), as ``[:SENSe[1]]:FUNCtion "<function>"``."""
+        name = string(text).upper().removesuffix(":DC")
+        self.sense_function = _function(name, "VOLTage", "CURRent", "RESistance")
 
     def _get_sense_function(self) -> str:
         return f'"{self.sense_function}:DC"' if self.sense_function != "RES" else '"RES"'
@@ -623,13 +631,13 @@ class Keithley2450Emulator(ScpiEmulator):
 
     # -- measuring, triggering and buffers -------------------------------------------------------------------
     @scpi("READ?")
-    def _read_q(self, buffer: Param = "defbuffer1", *elements: Param) -> str:
+    def _read_q(self, buffer: Param = DEFAULT_BUFFER, *elements: Param) -> str:
         name, chosen = self._buffer_name(buffer), self._elements(elements)
         entry = self._read()
         self.buffer[name].append(entry)
         return self._render([entry], chosen)
 
-    def _measure(self, function: str, buffer: Param = "defbuffer1", *elements: Param) -> str:
+    def _measure(self, function: str, buffer: Param = DEFAULT_BUFFER, *elements: Param) -> str:
         """``:MEASure:<function>?``: select the measure function, then read as ``READ?``."""
         self.sense_function = function
         return self._read_q(buffer, *elements)
@@ -662,7 +670,7 @@ class Keithley2450Emulator(ScpiEmulator):
         """Every sweep has finished by the time a command is read: nothing to stop."""
 
     @scpi("TRACe:DATA?")
-    def _trace_data(self, start: Param, end: Param, buffer: Param = "defbuffer1", *elements: Param) -> str:
+    def _trace_data(self, start: Param, end: Param, buffer: Param = DEFAULT_BUFFER, *elements: Param) -> str:
         name, chosen = self._buffer_name(buffer), self._elements(elements)
         stored = self.buffer[name]
         first = number(start, 1, max(len(stored), 1))
@@ -672,9 +680,9 @@ class Keithley2450Emulator(ScpiEmulator):
         return self._render(list(itertools.islice(stored, int(first) - 1, int(last))), chosen)
 
     @scpi("TRACe:ACTual?")
-    def _trace_actual(self, buffer: Param = "defbuffer1") -> str:
+    def _trace_actual(self, buffer: Param = DEFAULT_BUFFER) -> str:
         return str(len(self.buffer[self._buffer_name(buffer)]))
 
     @scpi("TRACe:CLEar")
-    def _trace_clear(self, buffer: Param = "defbuffer1") -> None:
+    def _trace_clear(self, buffer: Param = DEFAULT_BUFFER) -> None:
         self.buffer[self._buffer_name(buffer)].clear()

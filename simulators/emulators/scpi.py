@@ -25,6 +25,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+
+class Text(str):
+    """String program data: a parameter the message sent quoted (``"defbuffer1"``), told apart from character data
+    (``CURR``), which an instrument that asks for a string refuses (`string`)."""
+
+
 Param = str | bytes
 
 #: Standard SCPI error codes used by the emulators.
@@ -172,7 +178,7 @@ def _next_place(place: str, byte: int) -> str:
 
 def parse_message(message: bytes) -> list[tuple[str, list[Param]]]:
     """Parse one program message into (header, parameters) units; blocks become bytes, strings lose their quotes
-    (and a doubled quote inside one, ``"a""b"``, is one)."""
+    (and a doubled quote inside one, ``"a""b"``, is one) and are `Text`."""
     return list(iter_units(message))
 
 
@@ -224,7 +230,7 @@ def iter_units(message: bytes) -> Iterator[tuple[str, list[Param]]]:
                     end = message.find(quote, end + 2)
                 if end < 0:
                     raise ScpiError(SYNTAX_ERROR, "unterminated string")
-                params.append(message[index + 1:end].replace(quote * 2, quote).decode("ascii", errors="replace"))
+                params.append(Text(message[index + 1:end].replace(quote * 2, quote).decode("ascii", errors="replace")))
                 index = end + 1
             else:
                 end = index
@@ -269,6 +275,14 @@ def number(text: Param, minimum: float | None = None, maximum: float | None = No
     if value != value or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise ScpiError(OUT_OF_RANGE, f"{text} outside {minimum}..{maximum}")
     return value
+
+
+def string(text: Param) -> str:
+    """A string parameter: sent quoted, else -104 "Data type error", as where an instrument's syntax asks for
+    ``"<name>"``."""
+    if not isinstance(text, Text):
+        raise ScpiError(DATA_TYPE_ERROR, f"{text!r} is not a quoted string")
+    return str(text)
 
 
 def boolean(text: Param) -> bool:

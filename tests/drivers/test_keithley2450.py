@@ -1545,6 +1545,25 @@ def test_emulator_refuses_what_the_2450_refuses(setup: list[bytes], message: byt
     assert emulator.errors[0][0] == code
 
 
+@pytest.mark.parametrize("message", [b":TRAC:ACT? defbuffer1", b":TRAC:CLE defbuffer1", b":SENS:FUNC CURR",
+                                     b":READ? defbuffer1, SOUR, READ", b":SOUR:SWE:VOLT:LIST 1, 0, 1, OFF, defbuffer1"])
+def test_emulator_refuses_a_buffer_name_or_measure_function_not_sent_as_a_string(message: bytes) -> None:
+    """The 2450 takes a reading buffer's name and the measure function as SCPI strings, quoted
+    (``"<bufferName>"``, ``"<function>"``: Reference Manual 2450-901-01, :TRACe:DATA?, :SOURce:SWEep:<function>:LIST,
+    [:SENSe[1]]:FUNCtion; pymeasure and QCoDeS quote them too); the emulator took them bare, so a driver that
+    dropped the quotes would pass here and fail on a bench. The quoted forms are taken."""
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    emulator.handle(b":SOUR:LIST:VOLT 1")
+    assert emulator.handle(message) is None
+    assert emulator.errors and emulator.errors[0][0] == -104
+    emulator.errors.clear()
+    quoted = re.sub(rb"(defbuffer1|CURR$)", rb'"\1"', message)
+    emulator.handle(quoted)
+    assert not emulator.errors, quoted
+    emulator.handle(b':SENS:FUNC "VOLT:DC"')  # the form `:SENS:FUNC?` replies with, and QCoDeS sends
+    assert not emulator.errors and emulator.sense_function == "VOLT"
+
+
 @pytest.mark.parametrize(("fail_abort", "points"), [(b"OFF", 3), (b"ON", 2)])
 def test_emulator_a_list_sweep_switches_the_output_on_and_fail_abort_stops_it_at_the_limit(fail_abort: bytes,
                                                                                            points: int) -> None:

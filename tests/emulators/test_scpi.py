@@ -8,6 +8,7 @@ from simulators.emulators.scpi import (
     MAX_BLOCK_BYTES,
     ScpiEmulator,
     ScpiError,
+    Text,
     boolean,
     choice,
     compile_header,
@@ -86,6 +87,7 @@ def test_parse_message_units_parameters_blocks_and_strings() -> None:
     units = parse_message(b'SOUR1:VOLT 1.5 ; :TRAC:DATA? 1, 10, "defbuffer1", READ;:DATA w,#13x;,;*WAI')
     assert units == [("SOUR1:VOLT", ["1.5"]), (":TRAC:DATA?", ["1", "10", "defbuffer1", "READ"]),
                      (":DATA", ["w", b"x;,"]), ("*WAI", [])]
+    assert isinstance(units[1][1][2], Text) and not isinstance(units[1][1][3], Text)  # quoted, and not
 
 
 @pytest.mark.parametrize("message", [b"VOLT 1,", b"VOLT 1,,2", b'VOLT "open', b"DATA #15ab", b"DATA #0ab",
