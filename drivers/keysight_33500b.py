@@ -6,17 +6,18 @@ point between bursts; `play` returns once the burst has ended (``*OPC?``), so th
 Loading a waveform waits for the upload (``*OPC?``) and resets what a previous user may have left that changes what the
 armed arb outputs: point advance, burst phase, output polarity, trigger delay. On a two-channel model, `connect`
 switches off the channel coupling a previous user may have left (frequency, amplitude, sample rate, tracking,
-combining), refusing to connect if an output is on. A waveform is scaled about its first point whenever the instrument's
-range allows: an armed arb then idles at its offset, so switching between DC and the arb moves nothing, and the arb is
-selected at the smallest amplitude with burst armed in the same message, so it never runs free at its own. A waveform
-the range cannot hold about its first point is scaled about its centre; it loads only with the output off, which stays
-off until the channel is set to DC or given a waveform scaled about its first point (the way back to DC passes through
-the centre). So does a channel found playing an arb at connect. The 33600A takes waveforms of 32 points or more
-(`waveform_points`, set at connect), the 33500B of 8 or more. Voltages are those across the load named by ``load_ohm``:
-the instrument has a 50 Ω source impedance and an open-circuit range of ±10 V, so into a load R it can reach
-±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high impedance). ``OUTP:LOAD`` is sent at connect for every channel so
-that the instrument scales its settings with the same load as the driver's limits. Every group of settings is followed
-by an error-queue check.
+combining), refusing to connect if an output is on; it refuses to connect, too, where a channel's voltage limits are on
+(``VOLT:LIM:STAT``: the instrument then takes no ``OUTP:LOAD``, and would hold levels inside them). A waveform is scaled
+about its first point whenever the instrument's range allows: an armed arb then idles at its offset, so switching
+between DC and the arb moves nothing, and the arb is selected at the smallest amplitude with burst armed in the same
+message, so it never runs free at its own. A waveform the range cannot hold about its first point is scaled about its
+centre; it loads only with the output off, which stays off until the channel is set to DC or given a waveform scaled
+about its first point (the way back to DC passes through the centre). So does a channel found playing an arb at connect.
+The 33600A takes waveforms of 32 points or more (`waveform_points`, set at connect), the 33500B of 8 or more. Voltages
+are those across the load named by ``load_ohm``: the instrument has a 50 Ω source impedance and an open-circuit range of
+±10 V, so into a load R it can reach ±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high impedance). ``OUTP:LOAD`` is sent
+at connect for every channel so that the instrument scales its settings with the same load as the driver's limits. Every
+group of settings is followed by an error-queue check.
 
 Commands follow the Keysight 33500B/33600A programming reference, sent in their short forms.
 """
@@ -134,13 +135,14 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
 
     # -- connection ------------------------------------------------------------------------------------------
     def _prepare_hw(self) -> None:
-        """Read the model (and so the channel count and the fewest waveform points), set byte order, output load
-        and Vpp units."""
+        """Read the model (and so the channel count and the fewest waveform points), refuse voltage limits left on,
+        set byte order, output load and Vpp units."""
         self.model, self.n_channels = self._model_of(self.idn)
         self.waveform_points = (MIN_POINTS_33600 if self.model.startswith("336") else MIN_POINTS, MAX_POINTS)
         self.function.clear()
         self.centred.clear()
         self.sample_rate_hz.clear()
+        self._refuse_voltage_limits()
         self.write("FORM:BORD SWAP")
         load = "INF" if self.load_ohm is None else _num(self.load_ohm)
         for channel in self.channels:
@@ -149,6 +151,20 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         if self.n_channels == 2:
             self._uncouple_channels()
         self.check_errors("setting byte order, output load, amplitude unit and channel coupling")
+
+    def _refuse_voltage_limits(self) -> None:
+        """Refuse to connect, before anything is set, where a channel's voltage limits are on
+        (``SOURn:VOLT:LIM:STAT``): the instrument takes no output load with them on (33500 Series Operating and
+        Service Guide, Output Termination), and it would hold levels the lab allows inside them. They are a guard
+        someone set at the instrument, so they are not switched off here; the lab's ``voltage_v`` limit guards the
+        outputs instead."""
+        limited = [channel for channel in self.channels if self.query_bool(f"SOUR{channel}:VOLT:LIM:STAT?")]
+        if limited:
+            names = ", ".join(map(str, limited))
+            raise DeviceError(f"{self.name}: the voltage limits of channel(s) {names} are on (SOURn:VOLT:LIM:STAT), "
+                              "with which the instrument takes no output load and holds levels inside them; switch "
+                              "them off at the instrument (or send SOURn:VOLT:LIM:STAT OFF), let the lab's voltage_v "
+                              "limit guard the outputs, then connect again")
 
     def _uncouple_channels(self) -> None:
         """Switch off what a previous user may have left coupling the two channels, with every output off: frequency,

@@ -25,7 +25,8 @@ format (``:FORMat:DATA ASCii|REAL|SREAL``: in REAL/SREAL, ``:READ?`` and ``:TRAC
 not numbers with the 2450's error 1133, as only READing, RELative and SOURce are available there), the ASCII
 precision (``:FORMat:ASCii:PRECision``, 0 = automatic, printed as 7 digits), reading-buffer names and the measure
 function taken only as quoted strings (``"defbuffer1"``, ``"CURR"`` or ``"CURR:DC"``; bare, -104) and the 2450's
-error-queue format ``<code>,"<message>;<severity>;<date time>"``. A sweep runs to completion as soon as ``:INITiate`` is read.
+error-queue format ``<code>,"<message>;<severity>;<date time>"``. A sweep runs to completion as soon as
+``:INITiate`` is read.
 Not emulated: the TSP command set, linear/log sweeps, the trigger-model blocks, limit tests, statistics,
 digitizing, the interlock, the protection level's tolerance, output-off modes and the front panel.
 """

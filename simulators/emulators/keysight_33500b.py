@@ -22,9 +22,13 @@ ended, a trigger during a burst is ignored with -211, and a command that changes
 FUNC:ARB..., VOLT..., OUTP..., BURS:STAT, MODE, NCYC, PHAS, DATA:ARB, DATA:VOL:CLE, *RST) while its burst runs cuts
 the Playback to the samples played so far, marked ``cut``.
 
+Voltage limits (``VOLT:LIM:STAT``, ``:HIGH``, ``:LOW``) are stored, and while on they refuse a change of the output
+load with -221, as the instrument does ("You cannot change output termination with voltage limits enabled"); they do
+not clip levels here.
+
 Not emulated: coupling by offset or ratio, modulation, sweeps, sequences, non-volatile memory and the built-in arbs
-(after ``*RST`` no arb is selected, so ``FUNC ARB`` before ``FUNC:ARB <name>`` is a settings conflict), voltage
-limits, ``VRMS`` and ``DBM`` units (amplitudes are always Vpp), and the DAC's 16-bit resolution.
+(after ``*RST`` no arb is selected, so ``FUNC ARB`` before ``FUNC:ARB <name>`` is a settings conflict), levels held
+inside the voltage limits, ``VRMS`` and ``DBM`` units (amplitudes are always Vpp), and the DAC's 16-bit resolution.
 """
 
 from __future__ import annotations
@@ -129,6 +133,9 @@ class Channel:
     arb_advance: str = "SRAT"  # TRIG: one point per trigger
     advance_index: int = 0  # the point the next trigger plays when the arb advances on triggers
     combine_feed: str = "NONE"  # CH1 or CH2: that channel's signal is added to this output
+    voltage_limits: bool = False  # VOLT:LIM:STAT: while on, the output load cannot change
+    limit_high_v: float = 5.0  # VOLT:LIM:HIGH and :LOW, stored only
+    limit_low_v: float = -5.0
     memory: dict[str, np.ndarray] = field(default_factory=dict)
 
     def shaped(self) -> np.ndarray:
@@ -534,6 +541,9 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     @scpi("OUTPut#:LOAD")
     def _load(self, channel: int, text: Param) -> None:
+        """The output load; refused (-221) while the channel's voltage limits are on, as the instrument does."""
+        if self._channel(channel).voltage_limits:
+            raise ScpiError(SETTINGS_CONFLICT, "output termination cannot change with voltage limits enabled")
         state = self._changing(channel)
         if isinstance(text, str) and text.strip().upper() in ("INF", "INFINITY"):
             state.load_ohm = None
@@ -544,6 +554,30 @@ class Keysight33500BEmulator(ScpiEmulator):
     def _load_query(self, channel: int) -> str:
         load = self._channel(channel).load_ohm
         return INFINITY_REPLY if load is None else _nr3(load)
+
+    @scpi("[SOURce#:]VOLTage:LIMit:STATe")
+    def _limit_state(self, channel: int, text: Param) -> None:
+        self._channel(channel).voltage_limits = boolean(text)
+
+    @scpi("[SOURce#:]VOLTage:LIMit:STATe?")
+    def _limit_state_query(self, channel: int) -> str:
+        return "1" if self._channel(channel).voltage_limits else "0"
+
+    @scpi("[SOURce#:]VOLTage:LIMit:HIGH")
+    def _limit_high(self, channel: int, text: Param) -> None:
+        self._channel(channel).limit_high_v = number(text)
+
+    @scpi("[SOURce#:]VOLTage:LIMit:HIGH?")
+    def _limit_high_query(self, channel: int) -> str:
+        return _nr3(self._channel(channel).limit_high_v)
+
+    @scpi("[SOURce#:]VOLTage:LIMit:LOW")
+    def _limit_low(self, channel: int, text: Param) -> None:
+        self._channel(channel).limit_low_v = number(text)
+
+    @scpi("[SOURce#:]VOLTage:LIMit:LOW?")
+    def _limit_low_query(self, channel: int) -> str:
+        return _nr3(self._channel(channel).limit_low_v)
 
     # -- BURSt and TRIGger -----------------------------------------------------------------------------------
     @scpi("[SOURce#:]BURSt:STATe")

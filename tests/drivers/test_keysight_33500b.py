@@ -44,7 +44,7 @@ def awg(**options):
 def connected(*channels: tuple[bytes, bytes, bytes], idn: bytes = IDN, load: bytes = b"50"):
     """The connect exchange; each channel is (FUNC? reply, VOLT:OFFS? reply if DC, OUTP? reply)."""
     channels = channels or (DC_OFF, DC_OFF)
-    exchanges = [(b"*CLS", None), (b"*IDN?", idn), (b"FORM:BORD SWAP", None)]
+    exchanges = [(b"*CLS", None), (b"*IDN?", idn), *limits(len(channels)), (b"FORM:BORD SWAP", None)]
     for n in range(1, len(channels) + 1):
         exchanges += [(b"OUTP%d:LOAD %s" % (n, load), None), (b"SOUR%d:VOLT:UNIT VPP" % n, None)]
     if len(channels) == 2:
@@ -56,6 +56,11 @@ def connected(*channels: tuple[bytes, bytes, bytes], idn: bytes = IDN, load: byt
             exchanges.append((b"SOUR%d:VOLT:OFFS?" % n, offset))
         exchanges.append((b"OUTP%d?" % n, output))
     return exchanges
+
+
+def limits(n_channels: int, *on: int) -> list[tuple[bytes, bytes]]:
+    """The voltage-limit queries at connect, one a channel, answered off except for the channels ``on``."""
+    return [(b"SOUR%d:VOLT:LIM:STAT?" % n, b"1" if n in on else b"0") for n in range(1, n_channels + 1)]
 
 
 def couplings(left: dict[bytes, bytes] | None = None) -> list[tuple[bytes, bytes]]:
@@ -149,7 +154,7 @@ def test_connect_switches_off_the_channel_coupling_a_previous_user_left_with_the
 
 
 def test_connect_refuses_channels_left_coupled_with_an_output_on_and_changes_nothing():
-    head = connected()[:7]  # up to the output loads and amplitude units
+    head = connected()[:connected().index(couplings()[0])]  # up to the output loads and amplitude units
     exchanges = [*head, *couplings({b"SOUR1:FREQ:COUP:STAT?": b"1"}), (b"OUTP1?", b"0"), (b"OUTP2?", b"1")]
     assert_connect_refused(exchanges, r"left the channels coupled \(to undo: SOUR1:FREQ:COUP:STAT OFF\) with "
                                       r"the output of channel\(s\) 2 on; switch the outputs off")
@@ -172,8 +177,37 @@ def test_a_coupling_the_firmware_does_not_know_is_passed_over_and_another_error_
         inst.connect()
 
 
+def test_connect_refuses_voltage_limits_left_on_and_sends_nothing():
+    """The 33500B takes no output load (``OUTPn:LOAD``, which connect sends) while a channel's voltage limits are on
+    (33500 Series Operating and Service Guide, Output Termination: "You cannot change output termination with
+    voltage limits enabled"), and inside them it would hold levels the lab allows. Connect sent the load regardless
+    and failed on the instrument's error; now it names the limits, before it has changed anything."""
+    exchanges = [(b"*CLS", None), (b"*IDN?", IDN), *limits(2, 2)]
+    assert_connect_refused(exchanges, r"^Keysight33500B: the voltage limits of channel\(s\) 2 are on "
+                                      r"\(SOURn:VOLT:LIM:STAT\), with which the instrument takes no output load")
+
+
+def test_emulator_voltage_limits_left_on_refuse_a_load_and_the_driver_to_connect(tcp_server):
+    emulator = Keysight33500BEmulator()
+    assert _ask(emulator, b"SOUR2:VOLT:LIM:HIGH 1;:SOUR2:VOLT:LIM:LOW -1;:SOUR2:VOLT:LIM:STAT ON") is None
+    assert _ask(emulator, b"SOUR2:VOLT:LIM:STAT?;:SOUR1:VOLT:LIM:STAT?") == b"1;0"
+    assert _ask(emulator, b"SOUR2:VOLT:LIM:HIGH?;:SOUR2:VOLT:LIM:LOW?") == \
+        b"+1.000000000000000E+00;-1.000000000000000E+00"
+    assert _ask(emulator, b"OUTP2:LOAD 1000") is None
+    assert emulator.errors.popleft()[0] == -221 and emulator.channels[2].load_ohm == 50.0
+    inst = Keysight33500B(VisaTransport(tcp_server(emulator).resource, timeout_s=2.0), name="awg")
+    with pytest.raises(DeviceError, match=r"voltage limits of channel\(s\) 2 are on"):
+        inst.connect()
+    assert not emulator.errors and emulator.byte_order == "NORM"  # nothing was sent
+    assert _ask(emulator, b"SOUR2:VOLT:LIM:STAT OFF") is None
+    inst.connect()
+    assert emulator.channels[2].load_ohm == 50.0 and emulator.byte_order == "SWAP"
+    inst.close()
+
+
 def test_a_garbage_coupling_reply_is_a_device_error():
-    exchanges = [*connected()[:7], (b"SOUR1:FREQ:COUP:STAT?", b"0"), (b"SOUR1:VOLT:COUP:STAT?", b"maybe")]
+    exchanges = [*connected()[:connected().index(couplings()[0])], (b"SOUR1:FREQ:COUP:STAT?", b"0"),
+                 (b"SOUR1:VOLT:COUP:STAT?", b"maybe")]
     with expected_protocol(awg(), exchanges) as inst, \
             pytest.raises(DeviceError, match=r"reply 'MAYBE' to 'SOUR1:VOLT:COUP:STAT\?' is not one of 0, 1"):
         inst.connect()
