@@ -259,9 +259,12 @@ _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:\s*E\s*[+-]?\d+)?")
 
 def number(text: Param, minimum: float | None = None, maximum: float | None = None,
            default: float | None = None) -> float:
-    """A numeric parameter; accepts MINimum, MAXimum and DEFault where bounds are given; range-checked."""
+    """A numeric parameter; accepts MINimum, MAXimum and DEFault where bounds are given; range-checked. A quoted
+    string is not one (-104)."""
     if isinstance(text, bytes):
         raise ScpiError(DATA_TYPE_ERROR, "block where a number was expected")
+    if isinstance(text, Text):
+        raise ScpiError(DATA_TYPE_ERROR, f"string {text!r} where a number was expected")
     word = text.strip().upper()
     if word in ("MIN", "MINIMUM") and minimum is not None:
         return minimum
@@ -277,6 +280,12 @@ def number(text: Param, minimum: float | None = None, maximum: float | None = No
     return value
 
 
+def _not_a_string(text: Param) -> None:
+    """Refuse string data (`Text`) where character data (a keyword) is expected, with -104 as an instrument does."""
+    if isinstance(text, Text):
+        raise ScpiError(DATA_TYPE_ERROR, f"string {text!r} where a keyword was expected")
+
+
 def string(text: Param) -> str:
     """A string parameter: sent quoted, else -104 "Data type error", as where an instrument's syntax asks for
     ``"<name>"``."""
@@ -286,7 +295,8 @@ def string(text: Param) -> str:
 
 
 def boolean(text: Param) -> bool:
-    """An ON/OFF/1/0 parameter."""
+    """An ON/OFF/1/0 parameter (not a quoted string: -104)."""
+    _not_a_string(text)
     word = text.strip().upper() if isinstance(text, str) else ""
     if word in ("ON", "1"):
         return True
@@ -296,7 +306,9 @@ def boolean(text: Param) -> bool:
 
 
 def choice(text: Param, *options: str) -> str:
-    """One of ``options`` (given in SCPI short/long capitalisation, e.g. ``"VOLTage"``); returns its long form."""
+    """One of ``options`` (given in SCPI short/long capitalisation, e.g. ``"VOLTage"``); returns its long form. A
+    quoted string is not one (-104)."""
+    _not_a_string(text)
     word = text.strip().upper() if isinstance(text, str) else ""
     for option in options:
         if compile_header(option).fullmatch(word):

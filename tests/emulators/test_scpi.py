@@ -120,6 +120,18 @@ def test_parameter_helpers() -> None:
             choice(word, *options)
 
 
+def test_a_quoted_string_is_no_number_boolean_or_keyword() -> None:
+    """IEEE 488.2 string data (``"1"``, ``"ON"``) is not the numeric or character data these parameters are; an
+    instrument refuses it (-104 "Data type error") where the emulator took it, so a driver that quoted one passed."""
+    for helper, text in ((number, "1"), (boolean, "ON"), (lambda t: choice(t, "VOLTage"), "VOLT")):
+        assert helper(text) in (1.0, True, "VOLTAGE")
+        with pytest.raises(ScpiError, match="-104"):
+            helper(Text(text))
+    (_, params), = parse_message(b'SOUR:VOLT "1"')
+    with pytest.raises(ScpiError, match="-104"):
+        number(params[0])
+
+
 #: Property tests here: few examples, the same ones on every run (CI must be reproducible).
 few = settings(max_examples=200, deadline=None, derandomize=True, database=None)
 
