@@ -170,10 +170,20 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from hil.report import write_report
-    from hil.store import RunStore
+    from hil.report import live_summary, write_report
+    from hil.store import RunHeld, RunStore
 
-    store = RunStore.open(args.run)
+    try:
+        store = RunStore.open(args.run)
+    except RunHeld as running:  # a run going on: its summary so far, read only (it writes its report as it ends)
+        store = RunStore.open(args.run, watch=True)
+        try:
+            print(live_summary(store))
+        finally:
+            store.close()
+        print(f"hil: {args.run} is open in another hil process (pid {running.pid}): above is its summary so far, "
+              "written nowhere; a run writes its report when it ends", file=sys.stderr)
+        return 0
     try:
         print(write_report(store))
     finally:

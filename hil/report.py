@@ -320,10 +320,17 @@ def _ending(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return events[len(events) - count:]
 
 
-def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[str, Any], damaged: bool) -> str:
+def _ended(events: list[dict[str, Any]]) -> bool:
+    """Whether the log ends with how the run ended (finished, failed or stopped)."""
+    return bool(events) and events[-1]["kind"] in ("run_finished", "run_failed", "run_interrupted")
+
+
+def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[str, Any], damaged: bool,
+                 running: bool = False) -> str:
     """Sentences for a run that failed, was stopped, or stopped before its evaluation on the device, with the test
     figures of its last epoch, and for a run resumed from a checkpoint (none for a run that went straight through).
-    ``damaged``: the log has damaged lines, which a resume refuses until they are repaired."""
+    ``damaged``: the log has damaged lines, which a resume refuses until they are repaired; ``running``: another
+    process has the run open (it is running, or being reported)."""
     last = events[-1] if events else {"kind": "none"}
     before = "" if evaluated else " before its evaluation"
     resume = f"; {'once the log is repaired, ' if damaged else ''}`{resume_command(store.path)}` finishes it"
@@ -339,6 +346,9 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
     elif last["kind"] == "run_interrupted":
         note = f" **The run was stopped{before}**" + (f", so the figures below are what it reached{resume}."
                                                       if not evaluated else ".")
+    elif running:
+        note = (f" **The run has not ended**: another hil process has it open (its last event so far: {last['kind']}), "
+                "so the figures below are what it has reached; a run writes its report when it ends.")
     elif not evaluated:
         note = (f" **The run stopped before its evaluation** (its last event: {last['kind']}), so the figures below "
                 f"are what it reached{resume}.")
@@ -474,25 +484,47 @@ def _unlogged(relative: str, what: str, measured: str, damaged: bool) -> str:
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     """Write the plots and ``report/summary.md`` of a run; returns the summary's path. ``wall_s``: the run's wall
     time up to its report (s); by default, the figure the run's own report gave."""
+    summary = _summary(store, wall_s)
+    # a character UTF-8 cannot hold (a run folder's name in another encoding, read as a lone surrogate) as its escape
+    return store.write_bytes(SUMMARY, summary.encode("utf-8", "backslashreplace"))
+
+
+def live_summary(store: RunStore) -> str:
+    """The summary (markdown, without plots) of a run that another process is still writing, from what its folder
+    holds so far; ``store`` watches it (`RunStore.open` with ``watch``), and nothing is written: the run writes its
+    own report when it ends, which a report written meanwhile would race with."""
+    return _summary(store, None, draw=False)
+
+
+def _summary(store: RunStore, wall_s: float | None, draw: bool = True) -> str:
+    """The summary's markdown; ``draw``: write the plots into ``report/`` as well (else none are linked)."""
     events, damaged = store.readable_events()
+    running = store.watching and not _ended(events)
     damaged_note = _damaged_note(store, damaged)
-    _save(store, _learning_curves(events), "report/learning_curves.png")
-    plots = ["learning_curves.png"]
+    plots = []
+    if draw:
+        _save(store, _learning_curves(events), "report/learning_curves.png")
+        plots.append("learning_curves.png")
     unlogged = ""  # a twin fidelity or final evaluation saved whose event the log lacks: a run stopped between the two
     if store.has("data/fidelity.h5") and not _last(events, "fidelity"):
-        unlogged = _unlogged("data/fidelity.h5", "twin fidelity", "the twin on its held-out θ groups", bool(damaged))
-    elif store.has("data/fidelity.h5"):
+        if not running:  # a running run logs it next
+            unlogged = _unlogged("data/fidelity.h5", "twin fidelity", "the twin on its held-out θ groups",
+                                 bool(damaged))
+    elif store.has("data/fidelity.h5") and draw:
         _save(store, _twin_fit(store), "report/twin_fit.png")
         plots.append("twin_fit.png")
     tested = None  # the test samples of the final evaluation
     if store.has("data/evaluation.h5") and not _last(events, "evaluated"):
-        unlogged += _unlogged("data/evaluation.h5", "final evaluation", "the test set", bool(damaged))
+        if not running:
+            unlogged += _unlogged("data/evaluation.h5", "final evaluation", "the test set", bool(damaged))
     elif store.has("data/evaluation.h5"):
         confusion, names = _confusion_matrix(store)
-        _save(store, _confusion(confusion, names), "report/confusion.png")
-        plots.append("confusion.png")
+        if draw:
+            _save(store, _confusion(confusion, names), "report/confusion.png")
+            plots.append("confusion.png")
         tested = int(confusion.sum())
     events, _ = store.readable_events()  # with the warnings a run logged while the plots were drawn
+    running = running and not _ended(events)
     started, evaluated, fid = _last(events, "run_started"), _last(events, "evaluated"), _last(events, "fidelity")
     started = started or recorded_start(store.path)
     calibrated, collected = _last(events, "calibrated"), _last(events, "collected")
@@ -509,7 +541,7 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         "",
         f"Run `{store.path.name}`: method **{started.get('method', '?')}** on system **{started.get('system', '?')}**, "
         f"seed {started.get('seed', '?')}{_versions(started.get('versions'))}."
-        f"{_status_note(store, events, evaluated, bool(damaged))}{damaged_note}",
+        f"{_status_note(store, events, evaluated, bool(damaged), running)}{damaged_note}",
         "",
         "| figure | value |",
         "|---|---|",
@@ -533,5 +565,4 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
         *[f"![{name}]({name})" for name in plots],
         "",
     ]
-    # a character UTF-8 cannot hold (a run folder's name in another encoding, read as a lone surrogate) as its escape
-    return store.write_bytes(SUMMARY, "\n".join(lines).encode("utf-8", "backslashreplace"))
+    return "\n".join(lines)

@@ -86,6 +86,15 @@ class RunFileError(HilError):
         self.brief, self.advice = brief, advice
 
 
+class RunHeld(RunFileError):
+    """The run folder is open in another hil process (a run, a resume, a report), whose pid is ``pid`` ("?" where
+    its lock file does not say)."""
+
+    def __init__(self, brief: str, advice: str = "", pid: str = "?"):
+        super().__init__(brief, advice)
+        self.pid = pid
+
+
 class WriteRefused(RunFileError):
     """The disk refused to write a file of the run (full, read-only, a permission): a resume goes on once it takes
     it again."""
@@ -225,13 +234,15 @@ def _restore_non_finite(event: dict[str, Any]) -> None:
 
 
 class RunStore:
-    """One run folder. Create with `create`, reopen (e.g. to resume or report) with `open`."""
+    """One run folder. Create with `create`, reopen (e.g. to resume or report) with `open`; ``watch``: read it only,
+    without its lock, while another process has it open (`RunHeld`): such a store writes nothing."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, watch: bool = False):
         self.path = path
         #: SHA-256 (hex) of each file `save_arrays` wrote in this session, by relative path.
         self.digests: dict[str, str] = {}
-        self._lock = _hold(path)
+        self._lock = None if watch else _hold(path)
+        self._events: Any = None
         try:  # a damaged log is opened (a report reads around its damage); what needs it whole refuses it
             entries, self._torn, self._damaged = _scan_events(path / EVENTS)
             events = [event for event, _ in entries]
@@ -239,10 +250,12 @@ class RunStore:
             #: The ``run_finished`` event that ended the log when the folder was opened (a finished run, which a
             #: resume leaves as it is); None for a run that had not finished.
             self.finished_before = events[-1] if events and events[-1]["kind"] == "run_finished" else None
-            with _writing(path / EVENTS):
-                self._events = (path / EVENTS).open("ab", buffering=0)
+            if not watch:
+                with _writing(path / EVENTS):
+                    self._events = (path / EVENTS).open("ab", buffering=0)
         except BaseException:
-            self._lock.close()
+            if self._lock is not None:
+                self._lock.close()
             raise
         self._writer: threading.Thread | None = None
         self._writer_error: BaseException | None = None
@@ -279,13 +292,17 @@ class RunStore:
                           "or output.name", field="output.root")
 
     @classmethod
-    def open(cls, path: str | Path) -> RunStore:
+    def open(cls, path: str | Path, *, watch: bool = False) -> RunStore:
+        """The run folder ``path``, its lock taken (a `RunHeld` if another process has it); ``watch``: read only,
+        without the lock."""
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path}: no such folder; hil runs lists the runs (--root FOLDER)")
         if not (path / EVENTS).exists():
             if path.is_dir() and all(entry.name == LOCK for entry in path.iterdir()):  # what a kill between making
                 # a run's folder and opening its log leaves: the folder alone, or with its lock
+                if held(path):  # a run making its folder: its log comes next
+                    raise _held_by_another(path)
                 raise ConfigError(f"{path} is not a run folder (no {EVENTS}): it holds no file of a run, as a run "
                                   "stopped as its folder was made leaves it; nothing ran that a resume could continue: "
                                   "start a new run from the protocol")
@@ -293,20 +310,30 @@ class RunStore:
                 raise RunFileError(f"{path / EVENTS}: missing (the run folder holds its protocol.yaml, written after "
                                    "it); nothing was changed: restore it from a backup, or start a new run")
             raise ConfigError(f"{path} is not a run folder (no {EVENTS})")
-        return cls(path)
+        return cls(path, watch=watch)
+
+    @property
+    def watching(self) -> bool:
+        """Whether this store only reads its folder (opened with ``watch``), another process writing it."""
+        return self._lock is None
 
     def close(self) -> None:
         """Wait for a checkpoint being written, then close the event log."""
         try:
             self.wait_for_checkpoint()
         finally:
-            self._events.close()
-            self._lock.close()
+            if self._events is not None:
+                self._events.close()
+            if self._lock is not None:
+                self._lock.close()
 
     def _check_folder(self) -> None:
         """Refuse to write once the run folder was removed, moved or replaced during the run: the log open is then not
         its ``events.jsonl``, and writing a file would make a new folder of that name holding no run (the run went on
-        and finished, exit 0, into a folder that resume and hil runs do not know as a run)."""
+        and finished, exit 0, into a folder that resume and hil runs do not know as a run). A store that watches a run
+        another process writes refuses every write."""
+        if self._events is None:
+            raise RunFileError(f"{self.path}: opened to watch a run another process writes; it writes nothing there")
         if self._events.closed:
             return
         try:
@@ -611,6 +638,20 @@ def held(path: Path) -> bool:
         return False
 
 
+def _holder(path: Path) -> str:
+    """The pid the lock file of run folder ``path`` names (the last process that took it); "?" if none."""
+    try:
+        return (path / LOCK).read_bytes().decode("ascii", "replace").strip() or "?"
+    except OSError:
+        return "?"
+
+
+def _held_by_another(path: Path) -> RunHeld:
+    holder = _holder(path)
+    return RunHeld(f"{path} is open in another hil process (pid {holder})", "wait for it to end or stop it, then try "
+                   "again", pid=holder)
+
+
 def _hold(path: Path) -> Any:
     """The run folder's lock, held until the returned file is closed; a run another process holds is an error
     naming that process."""
@@ -619,13 +660,10 @@ def _hold(path: Path) -> Any:
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().decode("ascii", "replace").strip() or "?"
         handle.close()
-        if holder == str(os.getpid()):
+        if _holder(path) == str(os.getpid()):
             raise RunFileError(f"{path} is already open in this process; close its store first") from None
-        raise RunFileError(f"{path} is open in another hil process (pid {holder}); wait for it to end or stop it, "
-                           "then try again") from None
+        raise _held_by_another(path) from None
     try:  # a full disk refuses the pid (an OSError naming no file, which read as standard output's)
         with _writing(path / LOCK):
             handle.truncate(0)

@@ -1,0 +1,82 @@
+"""A run folder used by several processes at once: a run being written while another terminal watches it, two
+writers, a process killed with its folder open. Each test synchronises with the other process on its output, never
+on a delay."""
+
+import hashlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil.cli import main
+from hil.store import RunStore
+
+
+def files(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (hidden ones too) with the SHA-256 of its bytes."""
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture
+def live_run(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen]]:
+    """A run folder that another process holds open, as a run does while it trains: its epochs so far logged, the
+    process waiting on its standard input for the next event to log (a line of it, then "end" closes the run)."""
+    store = RunStore.create(tmp_path, "live")
+    store.event("run_started", protocol="live", method="pat", system="crossbar", seed=0)
+    for epoch in range(2):
+        store.event("batch", epoch=epoch, batch=0, loss=1.0 - epoch / 4)
+        store.event("epoch", epoch=epoch, device_accuracy=0.5 + epoch / 10, twin_accuracy=0.6, device_loss=0.9)
+    store.close()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from hil.store import RunStore; "
+         f"s = RunStore.open({str(store.path)!r}); print('open', flush=True)\n"
+         "for line in sys.stdin:\n"
+         "    if line.strip() == 'end': break\n"
+         "    s.event(line.strip(), epoch=2); print('logged', flush=True)\n"
+         "s.close()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "open\n"  # type: ignore[union-attr]
+        yield store.path, writer
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_report_of_a_run_another_process_writes_gives_its_summary_so_far_and_writes_nothing_there(
+        live_run: tuple[Path, subprocess.Popen], capsys: pytest.CaptureFixture[str]) -> None:
+    """It was refused, telling the scientist watching a run to wait for it to end or stop it."""
+    run, writer = live_run
+    before = files(run)
+    assert main(["report", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert "**The run has not ended**: another hil process has it open (its last event so far: epoch)" in out
+    assert "After its last finished epoch (2) its test accuracy was 0.6 on the device" in out
+    assert "hil run --resume" not in out  # not to be resumed: it is running
+    assert err == (f"hil: {run} is open in another hil process (pid {writer.pid}): above is its summary so far, "
+                   "written nowhere; a run writes its report when it ends\n")
+    assert files(run) == before  # nothing written into the folder the run writes (no report/, no lock taken)
+    writer.stdin.write("batch\n")  # type: ignore[union-attr]
+    writer.stdin.flush()  # type: ignore[union-attr]
+    assert writer.stdout.readline() == "logged\n"  # type: ignore[union-attr]  # the run goes on logging
+    writer.stdin.write("end\n")  # type: ignore[union-attr]
+    writer.stdin.flush()  # type: ignore[union-attr]
+    assert writer.wait() == 0
+    assert main(["report", str(run)]) == 0  # once it has ended, the report is written as always
+    assert capsys.readouterr().out == f"{run / 'report' / 'summary.md'}\n"
+
+
+def test_a_store_watching_a_run_refuses_to_write(live_run: tuple[Path, subprocess.Popen]) -> None:
+    run, _ = live_run
+    watching = RunStore.open(run, watch=True)
+    try:
+        with pytest.raises(Exception, match="opened to watch a run another process writes; it writes nothing there"):
+            watching.event("batch")
+        with pytest.raises(Exception, match="opened to watch a run another process writes"):
+            watching.write_text("report/summary.md", "x")
+    finally:
+        watching.close()
+    assert not (run / "report").exists()
