@@ -503,6 +503,9 @@ class RunStore:
             with h5py.File(self.path / relative, "r") as handle:
                 arrays = {name: _tensor(handle[name][()]) for name in handle}
                 attrs = {key: json.loads(value) for key, value in handle.attrs.items()}
+        except BlockingIOError:  # HDF5 locks a file it opens: another program has this one open for writing
+            raise RunFileError(f"{self.path / relative}: open for writing in another program (HDF5's file lock "
+                               "refused reading it); close it there, then try again") from None
         except (OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError) as error:  # TypeError: a
             # group, strings, an array attribute; RuntimeError: HDF5's own structures damaged (a B-tree, a heap);
             # RecursionError: an attribute nested too deep to read

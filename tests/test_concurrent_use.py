@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hil.cli import main
-from hil.store import RunStore
+from hil.store import RunFileError, RunStore
 
 
 def files(folder: Path) -> dict[str, str]:
@@ -80,3 +80,24 @@ def test_a_store_watching_a_run_refuses_to_write(live_run: tuple[Path, subproces
     finally:
         watching.close()
     assert not (run / "report").exists()
+
+
+def test_a_data_file_another_program_has_open_for_writing_is_said_to_be_so_not_damaged(tmp_path: Path) -> None:
+    """HDF5 refuses to read a file another process has open for writing (its file lock): that was reported as a
+    missing or damaged file, to be restored from a backup."""
+    store = RunStore.create(tmp_path, "r")
+    store.save_arrays("data/twin_data.h5", {"x": [[1.0, 2.0]]})
+    path = store.path / "data/twin_data.h5"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, h5py; f = h5py.File(sys.argv[1], 'r+'); "
+                               "print('open', flush=True); sys.stdin.read()", str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
+        with pytest.raises(RunFileError) as refused:
+            store.load_arrays("data/twin_data.h5")
+    finally:
+        holder.communicate("")
+    assert str(refused.value) == (f"{path}: open for writing in another program (HDF5's file lock refused reading "
+                                  "it); close it there, then try again")
+    assert store.load_arrays("data/twin_data.h5")[0]["x"].tolist() == [[1.0, 2.0]]  # read once it is closed
+    store.close()
