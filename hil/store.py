@@ -626,7 +626,8 @@ def resume_command(path: Path) -> str:
 
 
 def held(path: Path) -> bool:
-    """Whether a process holds the run folder ``path`` open (its lock taken); looks without taking or making it."""
+    """Whether a process holds the run folder ``path`` open (its lock taken); looks without making the lock file, and
+    takes it shared for an instant only (which `_hold` waits out)."""
     try:
         handle = (path / LOCK).open("rb")
     except OSError:
@@ -655,18 +656,41 @@ def _held_by_another(path: Path) -> RunHeld:
                    "again", pid=holder)
 
 
+#: How long (s) `_hold` waits for processes that only look at a run folder's lock (`held`, for an instant each) to let
+#: it go, before it takes a lock held shared for longer as the folder's being open elsewhere.
+PROBE_WAIT_S = 2.0
+
+
+def _only_looked_at(handle: Any) -> bool:
+    """Whether the lock on ``handle``'s file is held shared only (`held` looking, as hil runs does), not by a process
+    that has the run open: `hil runs` listing the runs as a resume took the lock made the resume fail, naming the pid of
+    the last process that had had the run open (a run killed long before)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    return True
+
+
 def _hold(path: Path) -> Any:
     """The run folder's lock, held until the returned file is closed; a run another process holds is an error
     naming that process."""
     with _writing(path / LOCK):
         handle = (path / LOCK).open("a+b")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        if _holder(path) == str(os.getpid()):
-            raise RunFileError(f"{path} is already open in this process; close its store first") from None
-        raise _held_by_another(path) from None
+    deadline = time.monotonic() + PROBE_WAIT_S
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if _only_looked_at(handle) and time.monotonic() < deadline:
+                time.sleep(0.001)
+                continue
+            handle.close()
+            if _holder(path) == str(os.getpid()):
+                raise RunFileError(f"{path} is already open in this process; close its store first") from None
+            raise _held_by_another(path) from None
     try:  # a full disk refuses the pid (an OSError naming no file, which read as standard output's)
         with _writing(path / LOCK):
             handle.truncate(0)

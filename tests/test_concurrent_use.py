@@ -2,9 +2,11 @@
 writers, a process killed with its folder open. Each test synchronises with the other process on its output, never
 on a delay."""
 
+import fcntl
 import hashlib
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,3 +103,42 @@ def test_a_data_file_another_program_has_open_for_writing_is_said_to_be_so_not_d
                                   "it); close it there, then try again")
     assert store.load_arrays("data/twin_data.h5")[0]["x"].tolist() == [[1.0, 2.0]]  # read once it is closed
     store.close()
+
+
+def test_a_run_is_opened_while_hil_runs_looks_at_its_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hil runs takes each lock shared for an instant to see whether a run is going on; a resume (or a report) that
+    tried to take it in that instant was refused as if another process had the run open, naming the pid of the last
+    one that had (long ended)."""
+    store = RunStore.create(tmp_path, "r")
+    store.event("run_started", protocol="p")
+    store.close()
+    (store.path / ".lock").write_bytes(b"999999999\n")  # as a run killed long ago left it
+    looking = (store.path / ".lock").open("rb")
+    fcntl.flock(looking, fcntl.LOCK_SH | fcntl.LOCK_NB)  # as held() does, while list_runs looks
+    refused_once = threading.Event()
+    flock = fcntl.flock
+
+    def observed(handle, operation: int) -> None:
+        try:
+            flock(handle, operation)
+        except BlockingIOError:
+            if operation & fcntl.LOCK_EX:
+                refused_once.set()
+            raise
+
+    monkeypatch.setattr(fcntl, "flock", observed)
+    opened: list[object] = []
+
+    def open_it() -> None:
+        try:
+            opened.append(RunStore.open(store.path))
+        except Exception as error:
+            opened.append(error)
+
+    opener = threading.Thread(target=open_it)
+    opener.start()
+    assert refused_once.wait(10)  # it tried while the lock was looked at
+    looking.close()  # the look ends
+    opener.join()
+    assert isinstance(opened[0], RunStore), opened[0]
+    opened[0].close()
