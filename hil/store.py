@@ -676,8 +676,13 @@ def _only_looked_at(handle: Any) -> bool:
 def _hold(path: Path) -> Any:
     """The run folder's lock, held until the returned file is closed; a run another process holds is an error
     naming that process."""
-    with _writing(path / LOCK):
-        handle = (path / LOCK).open("a+b")
+    try:
+        with _writing(path / LOCK):
+            handle = (path / LOCK).open("a+b")
+    except WriteRefused:
+        if held(path):  # another user's run going on: its lock file is not this user's to write
+            raise _held_by_another(path) from None
+        raise
     deadline = time.monotonic() + PROBE_WAIT_S
     while True:
         try:

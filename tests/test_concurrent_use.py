@@ -142,3 +142,23 @@ def test_a_run_is_opened_while_hil_runs_looks_at_its_lock(tmp_path: Path, monkey
     opener.join()
     assert isinstance(opened[0], RunStore), opened[0]
     opened[0].close()
+
+
+def test_report_of_a_run_another_user_writes_gives_its_summary_so_far(
+        live_run: tuple[Path, subprocess.Popen], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a shared machine, another user's lock file cannot be opened for writing: a report of that user's running
+    experiment failed as a disk or permission problem ('cannot write (Permission denied); free disk space …')."""
+    run, writer = live_run
+    open_path = Path.open
+
+    def another_users(path: Path, mode: str = "r", *args, **kwargs):  # as the lock file of a run of another user
+        if path.name == ".lock" and mode != "rb":
+            raise PermissionError(13, "Permission denied", str(path))
+        return open_path(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", another_users)
+    assert main(["report", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert "**The run has not ended**: another hil process has it open" in out
+    assert err.startswith(f"hil: {run} is open in another hil process (pid {writer.pid}): above is its summary")
