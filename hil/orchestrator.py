@@ -322,7 +322,8 @@ class Run:
         config = self.protocol.twin
         if config.from_run:
             check_from_run(self.protocol, self.document, self.resumed)  # a resumed run: here, where it needs it
-            source = RunStore.open(config.from_run)
+            # read only, its lock not taken: runs started together on one twin (seeds in parallel) refused each other
+            source = RunStore.open(config.from_run, watch=True)
             source.close()
             try:
                 arrays, _ = source.load_arrays("data/twin_data.h5", fix="point twin.from_run at a run with intact data")

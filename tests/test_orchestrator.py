@@ -25,6 +25,7 @@ import torch
 import yaml
 from rich.console import Console
 
+import hil.store as store_module
 from drivers.keithley2450 import Keithley2450
 from hil.errors import ConfigError, HilError
 from hil.instruments import SourceMeter
@@ -612,6 +613,20 @@ def test_a_from_run_without_its_twin_or_data_is_refused_before_a_run_starts(fini
         with pytest.raises(ConfigError, match=where + re.escape(f"{source} has no {missing};")):
             run_protocol(protocol, show_progress=False, output_root=tmp_path / f"runs-{k}")
         assert not (tmp_path / f"runs-{k}").exists()
+
+
+def test_a_reused_run_is_read_without_taking_its_lock(finished_run: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collect step opened twin.from_run's folder with its lock, for the instant of reading its log: of runs started
+    together on one twin (a seed each, in parallel), one reaching its collect step in that instant found the folder
+    open in another process and failed, after calibrating."""
+    source = copy_of(finished_run, tmp_path / "source")
+    locked: list[Path] = []
+    hold = store_module._hold
+    monkeypatch.setattr(store_module, "_hold", lambda path: locked.append(Path(path)) or hold(path))
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
+    store = run_protocol(protocol, show_progress=False, output_root=tmp_path / "runs")
+    assert locked == [store.path]
 
 
 def test_a_from_run_open_in_another_process_is_refused_before_a_run_starts(finished_run: Path,
