@@ -95,6 +95,15 @@ class RunHeld(RunFileError):
         self.pid = pid
 
 
+class NoLocks(RunFileError):
+    """The file system of a run folder takes no locks (flock: an NFS mount without its lock service), by which hil keeps
+    a run to one process; ``reason``: what flock answered."""
+
+    def __init__(self, brief: str, advice: str, reason: str):
+        super().__init__(brief, advice)
+        self.reason = reason
+
+
 class WriteRefused(RunFileError):
     """The disk refused to write a file of the run (full, read-only, a permission): a resume goes on once it takes
     it again."""
@@ -278,6 +287,10 @@ class RunStore:
                     return cls(path)
                 except BaseException as error:  # a stop (SIGTERM) or an error before the folder held its log: a
                     shutil.rmtree(path, ignore_errors=True)  # folder that could never be resumed is not left behind
+                    if isinstance(error, NoLocks):
+                        raise ConfigError(f"cannot create a run folder in {parent} ({error.reason}): its file system "
+                                          "takes no locks, by which hil keeps a run to one process; set output.root "
+                                          "to a folder on a local disk", field="output.root") from None
                     if isinstance(error, WriteRefused) and isinstance(error.__cause__, OSError):
                         raise error.__cause__ from None  # its lock or log refused: the folder could not be made
                     raise
@@ -696,6 +709,12 @@ def _hold(path: Path) -> Any:
             if _holder(path) == str(os.getpid()):
                 raise RunFileError(f"{path} is already open in this process; close its store first") from None
             raise _held_by_another(path) from None
+        except OSError as error:  # not a user's output that failed, as the command took it (errno, no file named)
+            handle.close()
+            reason = error.strerror or str(error)
+            raise NoLocks(f"{path}: cannot lock the run folder ({reason}): its file system takes no locks, by which "
+                          "hil keeps a run to one process", "copy the folder to a local disk and give that copy",
+                          reason) from None
     try:  # a full disk refuses the pid (an OSError naming no file, which read as standard output's)
         with _writing(path / LOCK):
             handle.truncate(0)

@@ -2,6 +2,7 @@
 writers, a process killed with its folder open. Each test synchronises with the other process on its output, never
 on a delay."""
 
+import errno
 import fcntl
 import hashlib
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hil.cli import main
+from hil.errors import ConfigError
 from hil.store import RunFileError, RunStore
 
 
@@ -162,3 +164,30 @@ def test_report_of_a_run_another_user_writes_gives_its_summary_so_far(
     out, err = capsys.readouterr()
     assert "**The run has not ended**: another hil process has it open" in out
     assert err.startswith(f"hil: {run} is open in another hil process (pid {writer.pid}): above is its summary")
+
+
+def test_a_run_folder_on_a_file_system_without_locks_is_said_to_be_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """flock fails with ENOLCK on an NFS mount without its lock service: hil report and a resume said 'cannot write
+    standard output (No locks available)', exit 1, and sent what they printed after to /dev/null."""
+    store = RunStore.create(tmp_path, "r")
+    store.event("run_started", protocol="p")
+    store.close()
+    flock = fcntl.flock
+
+    def no_locks(handle, operation: int) -> None:
+        if operation & fcntl.LOCK_EX:
+            raise OSError(errno.ENOLCK, "No locks available")
+        flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    for command in (["report", str(store.path)], ["run", "--resume", str(store.path)]):
+        assert main(command) == 2
+        assert capsys.readouterr().err == (f"hil: error: {store.path}: cannot lock the run folder (No locks "
+                                           "available): its file system takes no locks, by which hil keeps a run to "
+                                           "one process; copy the folder to a local disk and give that copy\n")
+    with pytest.raises(ConfigError, match=rf"^output.root: cannot create a run folder in {tmp_path} \(No locks "
+                                          r"available\): its file system takes no locks, .*; set output.root to a "
+                                          "folder on a local disk$"):
+        RunStore.create(tmp_path, "r")
+    assert [path.name for path in tmp_path.iterdir()] == [store.path.name]  # none left behind
