@@ -20,7 +20,8 @@ it), and a damaged line before it makes the log unusable to a run (an error nami
 shortened; a report reads the events around it and names the lines it left out.
 On resume the events after the checkpoint (a partial epoch that will be redone) and a torn last line are moved, byte
 for byte, to ``events.discarded.jsonl``, so the log has every event exactly once and nothing written is lost. One
-process at a time may have a run open: a second (a resume while the run goes on) is refused.
+process at a time may have a run open: a second (a resume while the run goes on) is refused; a reader (``hil report``
+of a run going on, a run reusing its twin) opens it with ``watch``, without the lock, and writes nothing there.
 
 What each file holds (the datasets, the event kinds and their fields, the checkpoint's layout) and how to read it
 without hil: the README's "What a run stores".
