@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from hil.errors import HilError, Terminated, handling, signals_held, terminate_on_signals
+from hil.errors import ConfigError, HilError, Terminated, handling, signals_held, terminate_on_signals
 
 DEFAULT_LAB = "lab.yaml"
 
@@ -33,6 +33,9 @@ def _console() -> Console:
 def _devices(args: argparse.Namespace) -> int:
     from hil.lab import Lab
 
+    if args.lab == Path(DEFAULT_LAB) and not args.lab.exists():  # the default lab, looked for where hil was run
+        raise ConfigError(f"file not found in the working directory, {Path.cwd()}; run hil in the lab file's folder, "
+                          "or name the file with --lab FILE", source=DEFAULT_LAB)
     console = _console()
     with Lab.load(args.lab) as lab:
         table = Table(title=f"Instruments of {args.lab}")
@@ -72,7 +75,6 @@ def _devices(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from hil.config import YamlDocument
-    from hil.errors import ConfigError
     from hil.lab import Lab, reads_as
     from hil.protocol import check_protocol
 
@@ -220,7 +222,6 @@ def _emulate(args: argparse.Namespace) -> int:
     import yaml
 
     from hil.config import yaml_value
-    from hil.errors import ConfigError
     from hil.registry import instrument_class
     from simulators.emulators.server import serve
 

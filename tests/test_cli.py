@@ -1022,10 +1022,14 @@ def test_an_emulator_option_with_a_tag_is_refused_as_in_a_file(capsys: pytest.Ca
 
 def test_a_relative_file_not_found_names_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    """``hil devices`` run from another folder than the lab's said only 'lab.yaml: file not found'."""
+    """``hil devices`` run from another folder than the lab's said only 'lab.yaml: file not found', and then not how
+    to name another lab file."""
     monkeypatch.chdir(tmp_path)
     assert main(["devices"]) == 2
-    assert capsys.readouterr().err == f"hil: error: lab.yaml: file not found in the working directory, {tmp_path}\n"
+    assert capsys.readouterr().err == (f"hil: error: lab.yaml: file not found in the working directory, {tmp_path}; "
+                                       "run hil in the lab file's folder, or name the file with --lab FILE\n")
+    assert main(["devices", "--lab", "mine.yaml"]) == 2  # a lab file named: no advice to name one
+    assert capsys.readouterr().err == f"hil: error: mine.yaml: file not found in the working directory, {tmp_path}\n"
     assert main(["check", str(tmp_path / "p.yaml")]) == 2  # an absolute path says all there is to say
     assert capsys.readouterr().err == f"hil: error: {tmp_path / 'p.yaml'}: file not found\n"
 
