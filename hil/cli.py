@@ -184,7 +184,7 @@ def _report(args: argparse.Namespace) -> int:
         finally:
             store.close()
         print(f"hil: {args.run} is open in another hil process (pid {running.pid}): above is its summary so far, "
-              "written nowhere; a run writes its report when it ends", file=sys.stderr)
+              "written nowhere; the process that has it open writes its report", file=sys.stderr)
         return 0
     try:
         print(write_report(store))

@@ -61,7 +61,7 @@ def test_report_of_a_run_another_process_writes_gives_its_summary_so_far_and_wri
     assert "After its last finished epoch (2) its test accuracy was 0.6 on the device" in out
     assert "hil run --resume" not in out  # not to be resumed: it is running
     assert err == (f"hil: {run} is open in another hil process (pid {writer.pid}): above is its summary so far, "
-                   "written nowhere; a run writes its report when it ends\n")
+                   "written nowhere; the process that has it open writes its report\n")
     assert files(run) == before  # nothing written into the folder the run writes (no report/, no lock taken)
     writer.stdin.write("batch\n")  # type: ignore[union-attr]
     writer.stdin.flush()  # type: ignore[union-attr]
