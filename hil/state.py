@@ -9,7 +9,10 @@ helpers); it does not
 descend into other worlds, instruments, systems, transports, modules or configuration models, which are
 captured on their own or are fixed, nor into an object whose class sets ``transient = True`` (a world's scratch
 buffers, a lens's cached matrices: what a call overwrites or rebuilds, tens of MB a checkpoint need not hold).
-`restore` puts the values back. Everything captured is a tensor or a plain
+`restore` puts the values back. A class a checkpoint names (a state holder's, an enum's) is one capture could have
+saved: a state holder's of those same packages, an enum of them or of a module already imported; restore imports
+nothing else and builds nothing else, so a checkpoint handed on (or crafted) cannot run code by naming it, and one
+that does not fit is a `RunFileError`. Everything captured is a tensor or a plain
 value, so the torch file a checkpoint holds loads with ``torch.load(..., weights_only=True)``. That torch file
 follows a line and a checksum in ``checkpoint.pt`` (`hil.store.seal_checkpoint`), so ``torch.load("checkpoint.pt")``
 fails on it: the README's "What a run stores" shows how to read it without hil.
@@ -20,6 +23,7 @@ On a real bench a device's state cannot be put back; a resumed bench run continu
 from __future__ import annotations
 
 import enum
+import sys
 import threading
 from typing import Any
 
@@ -27,7 +31,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from hil.registry import load_target
+from hil.errors import ConfigError, error_reason
+from hil.registry import TARGET, load_target
+from hil.store import RunFileError
 
 _GENERATOR = "__generator_state__"
 _NUMPY = "__numpy__"
@@ -109,7 +115,26 @@ def capture(obj: Any, seen: set[int] | None = None, packages: frozenset[str] | N
     return state
 
 
-def _restore_value(current: Any, saved: Any) -> Any:
+def _class(saved: dict[str, Any], packages: frozenset[str], enum_class: bool) -> type:
+    """The class a captured state holder or enum member names, if it is one `capture` could have saved (see the
+    module docstring); else a `ValueError` saying why, having imported nothing."""
+    name = saved[_CLASS]
+    if not isinstance(name, str) or not TARGET.fullmatch(name):
+        raise ValueError(f"{name!r} is not a class's name")
+    module = name.partition(":")[0]
+    if module.partition(".")[0] not in packages and not (enum_class and module in sys.modules):
+        raise ValueError(f"it names the class {name}, not of {', '.join(sorted(packages))}, whose state a checkpoint "
+                         "holds; it was not imported")
+    try:
+        cls = load_target(name)
+    except ConfigError as error:
+        raise ValueError(error.detail) from None
+    if not isinstance(cls, type) or (enum_class and not issubclass(cls, enum.Enum)):
+        raise ValueError(f"{name} is not {'an enum' if enum_class else 'a class'}")
+    return cls
+
+
+def _restore_value(current: Any, saved: Any, packages: frozenset[str]) -> Any:
     if isinstance(saved, dict) and _GENERATOR in saved:
         generator = current if isinstance(current, torch.Generator) else torch.Generator()  # one not built yet
         generator.set_state(saved[_GENERATOR])
@@ -117,28 +142,43 @@ def _restore_value(current: Any, saved: Any) -> Any:
     if isinstance(saved, dict) and _NUMPY in saved:
         return saved[_NUMPY].numpy().copy()
     if isinstance(saved, dict) and _ENUM in saved:
-        cls = load_target(saved[_CLASS])
+        cls = _class(saved, packages, enum_class=True)
         return cls(saved[_ENUM]) if issubclass(cls, enum.Flag) else cls[saved[_ENUM]]
     if isinstance(saved, dict) and _OBJECT in saved:
-        cls = load_target(saved[_CLASS])  # module:Qualified.Name, a class nested in another too
+        cls = _class(saved, packages, enum_class=False)  # module:Qualified.Name, a class nested in another too
         if type(current) is not cls:
             current = cls.__new__(cls)  # e.g. a cache that this process has not built yet
-        restore(current, saved[_OBJECT])
+        _restore(current, saved[_OBJECT], packages)
         return current
     if isinstance(saved, dict) and "__dict__" in saved:
         current_items = current if isinstance(current, dict) else {}
-        return {k: _restore_value(current_items.get(k), v) for k, v in saved["__dict__"]}
+        return {k: _restore_value(current_items.get(k), v, packages) for k, v in saved["__dict__"]}
     if isinstance(saved, list):
         current_items = list(current) if isinstance(current, list | tuple) else [None] * len(saved)
         current_items += [None] * (len(saved) - len(current_items))
-        values = [_restore_value(c, s) for c, s in zip(current_items, saved, strict=False)]
+        values = [_restore_value(c, s, packages) for c, s in zip(current_items, saved, strict=False)]
         return tuple(values) if isinstance(current, tuple) else values
     if isinstance(saved, torch.Tensor):
         return saved.clone()
     return saved
 
 
-def restore(obj: Any, state: dict[str, Any]) -> None:
-    """Put back what `capture` saved."""
+def _restore(obj: Any, state: dict[str, Any], packages: frozenset[str]) -> None:
     for name, saved in state.items():
-        object.__setattr__(obj, name, _restore_value(getattr(obj, name, None), saved))
+        object.__setattr__(obj, name, _restore_value(getattr(obj, name, None), saved, packages))
+
+
+def restore(obj: Any, state: dict[str, Any], source: str | None = None) -> None:
+    """Put back what `capture` saved; state that `capture` cannot have made of ``obj`` (a checkpoint handed on, or
+    crafted) is a `RunFileError` naming ``source`` (the checkpoint file), where given."""
+    try:
+        if not isinstance(state, dict):
+            raise ValueError(f"a {type(state).__name__}, not a mapping of attributes")
+        _restore(obj, state, frozenset({"hil", "simulators", _package(obj)}))
+    except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as error:
+        where = f"{source}: " if source else ""
+        name = getattr(obj, "name", None)
+        what = f"{type(obj).__name__}{f' {name!r}' if isinstance(name, str) and name else ''}"
+        raise RunFileError(f"{where}the state saved of {what} cannot be restored ({type(error).__name__}: "
+                           f"{error_reason(error)}); it is not this run's checkpoint: restore the run's own from a "
+                           "backup, or start a new run") from None

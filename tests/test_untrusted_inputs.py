@@ -1,0 +1,70 @@
+"""Files from somewhere else: a checkpoint, a lab file or a protocol handed on by another scientist, or crafted, is
+refused in one line naming it, and runs no code by naming it."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hil.state import capture, restore
+from hil.store import RunFileError
+from simulators.crossbar import MemristorCrossbar
+
+#: A module with an effect on import, standing for any module a crafted checkpoint could name.
+EFFECT = """
+import pathlib
+pathlib.Path(__file__).with_name("imported").write_text("the module ran")
+class Anything:
+    pass
+"""
+
+
+@pytest.fixture
+def effect_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``effect_module:Anything`` importable; the file its import writes (absent until then)."""
+    (tmp_path / "effect_module.py").write_text(EFFECT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "effect_module", raising=False)
+    return tmp_path / "imported"
+
+
+@pytest.mark.parametrize("saved", [
+    {"clock": {"__object__": {}, "__class__": "effect_module:Anything"}},  # a state holder of another package
+    {"mode": {"__enum__": "A", "__class__": "effect_module:Anything"}},  # an enum of a module not imported
+], ids=["state holder", "enum"])
+def test_a_checkpoint_naming_a_class_of_another_package_imports_nothing(effect_module: Path, saved: dict) -> None:
+    """A checkpoint's state holders and enums name their classes, ``module:Class``; restoring imported whatever
+    module a checkpoint named (running its code) and built its class: a crafted checkpoint.pt, sealed with its
+    SHA-256 as any can be, ran code on ``hil run --resume``. Only the classes capture saves are taken now."""
+    world = MemristorCrossbar(preset="ideal")
+    with pytest.raises(RunFileError, match=r"^runs/x/checkpoint\.pt: the state saved of MemristorCrossbar cannot be "
+                       r"restored \(.*effect_module:Anything.*\); it is not this run's checkpoint"):
+        restore(world, saved, source="runs/x/checkpoint.pt")
+    assert not effect_module.exists() and "effect_module" not in sys.modules
+
+
+@pytest.mark.parametrize("saved", [
+    {"mode": {"__enum__": "A", "__class__": "os:system"}},  # imported already, and not an enum
+    {"clock": {"__object__": {}, "__class__": "os.path:join"}},
+    {"clock": {"__object__": {}, "__class__": 5}},
+    {"rng": {"__generator_state__": "not a state"}},
+    {"clock": {"__object__": {}}},  # no class
+], ids=["a function for an enum", "a function for a holder", "a number for a class", "a generator", "no class"])
+def test_state_that_capture_cannot_have_made_is_a_one_line_refusal(saved: dict) -> None:
+    """Such state failed with a TypeError or a KeyError's traceback in the middle of a resume."""
+    world = MemristorCrossbar(preset="ideal")
+    with pytest.raises(RunFileError, match=r"^x/checkpoint\.pt: the state saved of MemristorCrossbar cannot be "
+                                           r"restored \([^\n]*\); it is not this run's checkpoint[^\n]*$"):
+        restore(world, saved, source="x/checkpoint.pt")
+
+
+def test_a_worlds_own_state_still_restores_through_a_weights_only_load(tmp_path: Path) -> None:
+    """What capture saves (hil's and the simulators' state holders) is still taken, into a world that lacks them."""
+    world = MemristorCrossbar(seed=2)
+    world.clock.sleep(1.5)
+    torch.save(capture(world), tmp_path / "state.pt")
+    fresh = MemristorCrossbar(seed=2)
+    del fresh.clock
+    restore(fresh, torch.load(tmp_path / "state.pt", weights_only=True))
+    assert type(fresh.clock) is type(world.clock) and fresh.clock.now() == 1.5
