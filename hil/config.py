@@ -153,8 +153,28 @@ class Strict(BaseModel):
 
 #: A random seed: a non-negative integer that every generator used here accepts.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+#: The longest name of a file or folder (bytes in UTF-8), and the longest path, that the system's calls take: a longer
+#: one fails them (``File name too long``) wherever it is first used, not at the file's line.
+NAME_MAX, PATH_MAX = 255, 4095
+
+
+def _a_path(path: str) -> str:
+    """``path`` with a leading ``~`` expanded, if the system can open it: no NUL character, no name longer than
+    `NAME_MAX` nor the whole longer than `PATH_MAX`."""
+    if "\0" in path:
+        raise ValueError("a path cannot hold the character NUL (\\0); remove it")
+    path = os.path.expanduser(path)
+    long = next((part for part in path.split("/") if len(part.encode()) > NAME_MAX), None)
+    if long is not None:
+        which = "its name" if long == path else f"the name {shown(long)} in it"
+        raise ValueError(f"{which} is longer than the {NAME_MAX} bytes a file or folder's name may have; shorten it")
+    if len(path.encode()) > PATH_MAX:
+        raise ValueError(f"longer than the {PATH_MAX} bytes a path may have; shorten it")
+    return path
+
+
 #: A path as a file writes it; a leading ``~`` is the home folder, as in a shell (``~/runs``, not ``./~/runs``).
-UserPath = Annotated[str, AfterValidator(os.path.expanduser)]
+UserPath = Annotated[str, AfterValidator(_a_path)]
 
 
 #: The largest learning rate accepted: far above any useful one, and far below the float32 range, beyond which

@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from hil.config import YamlDocument
+from hil.errors import ConfigError
+from hil.lab import InstrumentConfig
+from hil.protocol import DatasetConfig, OutputConfig, TwinConfig
 from hil.state import capture, restore
 from hil.store import RunFileError
 from simulators.crossbar import MemristorCrossbar
@@ -68,3 +72,36 @@ def test_a_worlds_own_state_still_restores_through_a_weights_only_load(tmp_path:
     del fresh.clock
     restore(fresh, torch.load(tmp_path / "state.pt", weights_only=True))
     assert type(fresh.clock) is type(world.clock) and fresh.clock.now() == 1.5
+
+
+@pytest.mark.parametrize(("model", "text", "field"), [
+    (OutputConfig, 'root: "runs\\0/x"', "root"),
+    (InstrumentConfig, 'driver: keithley_2450\nemulate: true\ntraffic_log: "logs/\\0.log"', "traffic_log"),
+    (TwinConfig, 'from_run: "runs/a\\0"', "from_run"),
+    (DatasetConfig, 'name: idx\npath: "data\\0"', "path"),
+    (InstrumentConfig, 'driver: keithley_2450\nresource: "/dev/tty\\0S0"', "resource"),
+])
+def test_a_path_holding_a_nul_is_refused_at_its_line(model: type, text: str, field: str) -> None:
+    """Python refuses a NUL in a path where it is used: ``output.root: "runs\\0/x"`` passed hil check and hil run
+    ended in a ValueError's traceback as it made the run folder."""
+    line = text.count("\n") + 1
+    with pytest.raises(ConfigError, match=rf"^p\.yaml:{line}: {field}: a path cannot hold the character NUL \(\\0\); "
+                                          r"remove it \(got '[^\n]*'\)$"):
+        YamlDocument.parse(text, "p.yaml").validate(model)
+
+
+@pytest.mark.parametrize(("path", "said"), [
+    ("x" * 256, "its name is longer than the 255 bytes"),
+    ("runs/" + "é" * 128 + "/a", r"the name 'éé[^\n]* in it is longer than the 255 bytes"),  # 256 bytes in UTF-8
+    ("a/" * 2048, "longer than the 4095 bytes a path may have"),
+])
+def test_a_path_too_long_for_the_system_is_refused_at_its_line(path: str, said: str) -> None:
+    """A lab, twin.from_run or dataset.path of a name over 255 bytes failed hil check and hil run with the system's
+    'File name too long' and the path alone (exit status 1), naming neither the protocol nor its line."""
+    with pytest.raises(ConfigError, match=rf"^p\.yaml:1: from_run: {said}"):
+        YamlDocument.parse(f"from_run: {path}", "p.yaml").validate(TwinConfig)
+
+
+def test_a_path_of_names_the_system_takes_is_kept() -> None:
+    name = "x" * 255
+    assert YamlDocument.parse(f"from_run: runs/{name}", "p.yaml").validate(TwinConfig).from_run == f"runs/{name}"
