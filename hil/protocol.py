@@ -419,9 +419,15 @@ def _check_reused_data(path: Path, system: PhysicalSystem, document: YamlDocumen
 
     try:
         with h5py.File(path, "r") as file:
-            shapes = {name: file[name].shape for name in ("x", "theta", "y") if name in file}
+            found = {name: file.get(name) for name in ("x", "theta", "y")}  # None: not there (or a broken link)
+            shapes = {name: item.shape for name, item in found.items() if isinstance(item, h5py.Dataset)}
+            other = next((f"{name} is a {type(item).__name__}" for name, item in found.items()
+                          if item is not None and name not in shapes), None)
     except (OSError, ValueError):
         return
+    if other is not None:  # a group where an array goes: not a run's file (hand-made, or edited)
+        raise _locate(document, f"{path} holds no data a run wrote: {other}, not an array; point twin.from_run at a "
+                                "run on this system as configured", ("twin", "from_run"))
     sizes = {"x": ("inputs", system.n_in), "theta": ("θ", system.n_params), "y": ("outputs", system.n_out)}
     for name, shape in shapes.items():
         what, size = sizes[name]
