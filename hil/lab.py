@@ -150,9 +150,13 @@ class InstrumentConfig(Strict):
             raise ValueError("a blank name; name a file (e.g. logs/awg.log)")
         value = os.path.join((info.context or {}).get("folder", ""), value)  # as written, where no folder is given
         path = Path(value)
-        if path.is_dir():
-            raise ValueError(f"{value!r} is a folder; name a file in it")
-        existing = next(parent for parent in path.absolute().parents if parent.exists())
+        try:  # a folder above it that cannot be looked into (another's home) fails the look, as the log would
+            if path.is_dir():
+                raise ValueError(f"{value!r} is a folder; name a file in it")
+            existing = next(parent for parent in path.absolute().parents if parent.exists())
+        except OSError as error:
+            raise ValueError(f"{value!r} cannot be reached ({error.strerror or error}); name a file in a folder you "
+                             "can write to") from None
         if not existing.is_dir():  # the log's folders are made at the first transfer, below a folder
             raise ValueError(f"{str(existing)!r} is a file, so {value!r} cannot be made")
         return value

@@ -231,7 +231,12 @@ def build_method(protocol: Protocol, document: YamlDocument | None = None) -> Tr
 
 def load_lab(protocol: Protocol, document: YamlDocument, lab_path: str | Path | None = None) -> Lab:
     """The lab a protocol runs on: ``lab_path``, else its ``lab:`` (a missing file is located there)."""
-    if lab_path is None and not Path(protocol.lab).is_file():
+    try:  # a folder above it that cannot be looked into (another's home) fails the look
+        found_file = lab_path is not None or Path(protocol.lab).is_file()
+    except OSError as error:
+        raise document.error(f"lab file {protocol.lab!r} cannot be reached ({error.strerror or error}); name a lab "
+                             "file you can read", ("lab",)) from None
+    if not found_file:
         lab = Path(protocol.lab)
         found = "is a folder" if lab.is_dir() and protocol.lab.strip() else \
             "is not a regular file" if lab.exists() and protocol.lab.strip() else "not found"  # /dev/zero, a pipe
@@ -367,8 +372,12 @@ def check_from_run(protocol: Protocol, document: YamlDocument | None = None, res
     source = protocol.twin.from_run
     if not source:
         return
-    missing = [f"{name} ({what})" for name, what in (("twin/", "a fitted twin"), ("data/twin_data.h5", "its data"))
-               if not (Path(source) / name).exists()]
+    try:  # a folder above it that cannot be looked into (another's home) fails the look
+        missing = [f"{name} ({what})" for name, what in (("twin/", "a fitted twin"), ("data/twin_data.h5", "its data"))
+                   if not (Path(source) / name).exists()]
+    except OSError as error:
+        raise _locate(document, f"{source} cannot be reached ({error.strerror or error}); name a run folder you can "
+                                "read", ("twin", "from_run")) from None
     if missing:
         fix = "a resumed run reuses the run it started from: put it back, or start a new run" if resumed else \
             "name a run that finished its collect and fit_twin steps"

@@ -1,6 +1,7 @@
 """Files from somewhere else: a checkpoint, a lab file or a protocol handed on by another scientist, or crafted, is
 refused in one line naming it, and runs no code by naming it."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -10,7 +11,15 @@ import torch
 from hil.config import YamlDocument
 from hil.errors import ConfigError
 from hil.lab import InstrumentConfig
-from hil.protocol import DatasetConfig, OutputConfig, TwinConfig, check_protocol
+from hil.protocol import (
+    DatasetConfig,
+    OutputConfig,
+    TwinConfig,
+    check_from_run,
+    check_protocol,
+    load_lab,
+    load_protocol,
+)
 from hil.state import capture, restore
 from hil.store import RunFileError
 from hil.twin.models import build_twin, save_twin
@@ -126,3 +135,46 @@ def test_a_reused_runs_data_holding_a_group_where_an_array_goes_is_refused_at_it
     with pytest.raises(ConfigError, match=r"^\S*protocol.yaml:\d+: twin.from_run: \S*twin_data.h5 holds no data a "
                                           r"run wrote: x is a Group, not an array; point twin.from_run at a run"):
         check_protocol(fiber_protocol(tmp_path, {"kind": "physics", "from_run": str(tmp_path / "source")}))
+
+
+@pytest.fixture
+def locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder that cannot be looked into (another user's home, mode 700): a look at a path below it raises
+    PermissionError, as the system's stat does (made so by patching: tests may run as root, whom no mode stops)."""
+    folder = tmp_path / "colleague"
+    stat = Path.stat
+
+    def refused(self: Path, **kwargs: object) -> object:
+        if str(self).startswith(f"{folder}/"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return stat(self, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refused)
+    return folder
+
+
+def test_a_lab_files_traffic_log_in_a_folder_that_cannot_be_looked_into_is_refused_at_its_line(locked: Path) -> None:
+    """A lab file from a colleague logging to their home: hil check ended with '[Errno 13] Permission denied' and
+    the path alone, exit status 1, naming neither the lab file nor its line."""
+    text = f"driver: keithley_2450\nemulate: true\ntraffic_log: {locked}/logs/smu.log"
+    with pytest.raises(ConfigError, match=r"^lab\.yaml:3: traffic_log: '\S+/colleague/logs/smu\.log' cannot be "
+                                          r"reached \(Permission denied\); name a file in a folder you can write to"):
+        YamlDocument.parse(text, "lab.yaml").validate(InstrumentConfig)
+
+
+@pytest.mark.parametrize(("field", "line", "said"), [
+    ("lab", 2, "lab file '{locked}/lab.yaml' cannot be reached (Permission denied); name a lab file you can read"),
+    ("from_run", 5, "{locked}/runs/a cannot be reached (Permission denied); name a run folder you can read"),
+])
+def test_a_protocols_path_in_a_folder_that_cannot_be_looked_into_is_refused_at_its_line(
+        locked: Path, tmp_path: Path, field: str, line: int, said: str) -> None:
+    """As the traffic log: hil check and hil run said '[Errno 13] Permission denied' and the path alone."""
+    twin = f"  from_run: {locked}/runs/a" if field == "from_run" else "  kind: physics"
+    text = (f"name: p\nlab: {locked if field == 'lab' else tmp_path}/lab.yaml\nsystem: s\ntwin:\n{twin}\n"
+            "dataset: {name: digits}\nmodel: {layers: [{linear: {out_features: 10}}]}\nmethod: {name: insilico}\n"
+            "training: {epochs: 1}\n")
+    protocol, document = load_protocol(YamlDocument.parse(text, "p.yaml"))
+    said = re.escape(said.format(locked=locked))
+    with pytest.raises(ConfigError, match=rf"^p\.yaml:{line}: (twin\.)?{field}: {said}$"):
+        check_from_run(protocol, document)
+        load_lab(protocol, document)
