@@ -467,6 +467,7 @@ def check_resumed_data(protocol: Protocol, document: YamlDocument) -> Dataset:
     (not to name another: a resume refuses its protocol.yaml edited)."""
     path = protocol.dataset.path
     folder = Path(path) if path is not None else None
+    _dataset_folder_reached(protocol, document)
     if folder is None or folder.is_dir():
         return load_data(protocol, document, resumed=True)
     if folder.is_absolute():
@@ -486,6 +487,7 @@ def load_data(protocol: Protocol, document: YamlDocument | None = None, *, resum
     d = protocol.dataset
     if d.name not in DATASETS:
         raise _locate(document, f"unknown data set {d.name!r}", ("dataset", "name"))
+    _dataset_folder_reached(protocol, document)
     check_data_files(protocol, None, document, resumed)  # a file gone is said to be, before the set is read
     try:
         data = load_dataset(d.name, seed=protocol.seed, test_fraction=d.test_fraction, path=d.path, pool=d.pool,
@@ -510,6 +512,18 @@ def load_data(protocol: Protocol, document: YamlDocument | None = None, *, resum
                                 f"{data.class_names[int(classes[0])]!r}{seeded}; a classifier needs samples of at "
                                 "least two classes", _rows_field(protocol))
     return data
+
+
+def _dataset_folder_reached(protocol: Protocol, document: YamlDocument | None) -> None:
+    """A `ConfigError` at ``dataset.path`` where the folder lies below one that cannot be looked into (another's
+    home): the look raises PermissionError, which named the path alone."""
+    path = protocol.dataset.path
+    try:
+        if path is not None:
+            Path(path).exists()
+    except OSError as error:
+        raise _locate(document, f"dataset folder {path!r} cannot be reached ({error.strerror or error}); name a "
+                                "folder you can read", ("dataset", "path")) from None
 
 
 def check_data_files(protocol: Protocol, read: Mapping[str, str] | None, document: YamlDocument | None = None,

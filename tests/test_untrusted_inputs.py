@@ -3,6 +3,7 @@ refused in one line naming it, and runs no code by naming it."""
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from hil.protocol import (
     TwinConfig,
     check_from_run,
     check_protocol,
+    check_resumed_data,
+    load_data,
     load_lab,
     load_protocol,
 )
@@ -162,19 +165,25 @@ def test_a_lab_files_traffic_log_in_a_folder_that_cannot_be_looked_into_is_refus
         YamlDocument.parse(text, "lab.yaml").validate(InstrumentConfig)
 
 
-@pytest.mark.parametrize(("field", "line", "said"), [
-    ("lab", 2, "lab file '{locked}/lab.yaml' cannot be reached (Permission denied); name a lab file you can read"),
-    ("from_run", 5, "{locked}/runs/a cannot be reached (Permission denied); name a run folder you can read"),
-])
+@pytest.mark.parametrize(("field", "line", "look", "said"), [
+    ("lab", 2, load_lab, "lab file '{locked}/lab.yaml' cannot be reached (Permission denied); name a lab file you can "
+                         "read"),
+    ("from_run", 5, check_from_run, "{locked}/runs/a cannot be reached (Permission denied); name a run folder you can "
+                                    "read"),
+    ("path", 6, load_data, "dataset folder '{locked}/mnist' cannot be reached (Permission denied); name a folder you "
+                           "can read"),
+    ("path", 6, check_resumed_data, "dataset folder '{locked}/mnist' cannot be reached (Permission denied); name a "
+                                    "folder you can read"),
+], ids=["lab", "twin.from_run", "dataset.path", "a resumed run's dataset.path"])
 def test_a_protocols_path_in_a_folder_that_cannot_be_looked_into_is_refused_at_its_line(
-        locked: Path, tmp_path: Path, field: str, line: int, said: str) -> None:
+        locked: Path, tmp_path: Path, field: str, line: int, look: Callable, said: str) -> None:
     """As the traffic log: hil check and hil run said '[Errno 13] Permission denied' and the path alone."""
     twin = f"  from_run: {locked}/runs/a" if field == "from_run" else "  kind: physics"
+    dataset = f"{{name: idx, path: {locked}/mnist}}" if field == "path" else "{name: digits}"
     text = (f"name: p\nlab: {locked if field == 'lab' else tmp_path}/lab.yaml\nsystem: s\ntwin:\n{twin}\n"
-            "dataset: {name: digits}\nmodel: {layers: [{linear: {out_features: 10}}]}\nmethod: {name: insilico}\n"
-            "training: {epochs: 1}\n")
+            f"dataset: {dataset}\nmodel: {{layers: [{{linear: {{out_features: 10}}}}]}}\n"
+            "method: {name: insilico}\ntraining: {epochs: 1}\n")
     protocol, document = load_protocol(YamlDocument.parse(text, "p.yaml"))
     said = re.escape(said.format(locked=locked))
-    with pytest.raises(ConfigError, match=rf"^p\.yaml:{line}: (twin\.)?{field}: {said}$"):
-        check_from_run(protocol, document)
-        load_lab(protocol, document)
+    with pytest.raises(ConfigError, match=rf"^p\.yaml:{line}: (twin\.|dataset\.)?{field}: {said}$"):
+        look(protocol, document)
