@@ -283,8 +283,7 @@ class YamlDocument:
 
     def error(self, message: str, location: Location) -> ConfigError:
         """A `ConfigError` at ``location`` in this file."""
-        return ConfigError(message, source=self.source, line=self.line_of(location),
-                           field=".".join(map(str, location)) or None)
+        return ConfigError(message, source=self.source, line=self.line_of(location), field=dotted(location))
 
     def validate(self, model: type[M], location: Location = (), context: dict[str, Any] | None = None) -> M:
         """Validate the data (or the part at ``location``) against ``model`` (its validators given ``context``);
@@ -356,7 +355,7 @@ def _field_near(text: str, line: int) -> str | None:
         while stack and stack[-1][0] >= indent:
             stack.pop()
         stack.append((indent, match.group(2)))
-    return ".".join(key for _, key in stack) or None
+    return dotted(tuple(key for _, key in stack))
 
 
 #: The most values a file may hold once its aliases (``*name``) are expanded: nested aliases grow exponentially.
@@ -374,23 +373,30 @@ def _index(node: yaml.Node, location: Location, lines: dict[Location, int], sour
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
                 raise ConfigError("a key must be a plain name, not a list or a mapping", source=source, line=line,
-                                  field=".".join(map(str, location)) or None)
+                                  field=dotted(location))
             key = key_node.value
             plain = key_node.tag in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge")  # merge: <<: *defaults
             if not plain and not key_node.style:  # on, no, 1, ~: not names
                 kind = key_node.tag.rpartition(":")[2]
-                raise ConfigError(f"key {key!r} reads as {'an' if kind[0] in 'aeiou' else 'a'} {kind} in YAML, not "
-                                  "a name; quote it", source=source, line=line,
-                                  field=".".join(map(str, (*location, key))))
+                raise ConfigError(f"key {shown(key)} reads as {'an' if kind[0] in 'aeiou' else 'a'} {kind} in YAML, "
+                                  "not a name; quote it", source=source, line=line,
+                                  field=dotted((*location, key)))
             if key in seen:
-                raise ConfigError(f"duplicate key {key!r} (first on line {seen[key]})", source=source, line=line,
-                                  field=".".join(map(str, (*location, key))))
+                raise ConfigError(f"duplicate key {shown(key)} (first on line {seen[key]})", source=source, line=line,
+                                  field=dotted((*location, key)))
             seen[key] = line
             _index(value_node, (*location, key), lines, source)
             lines[(*location, key)] = line
     elif isinstance(node, yaml.SequenceNode):
         for position, item in enumerate(node.value):
             _index(item, (*location, position), lines, source)
+
+
+def dotted(location: Location) -> str | None:
+    """``location`` as a message names a field, ``a.b.0``; a part longer than 40 characters (a key pasted 1000 times)
+    as its first 20 and its length, so that the message stays one readable line; None for the whole file."""
+    parts = [str(part) for part in location]
+    return ".".join(part if len(part) <= 40 else f"{part[:20]}…({len(part)} characters)" for part in parts) or None
 
 
 def _data_location(data: Any, loc: tuple[Any, ...]) -> Location:
@@ -415,7 +421,7 @@ def explain(error: Any, model: type[BaseModel]) -> str:
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1])
         hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
-        return f"unknown key {loc[-1]!r}{hint}"
+        return f"unknown key {shown(loc[-1])}{hint}"
     if error["type"] == "missing":  # a field, or an item of a fixed-length list (shape: [64] for two)
         return "required field is missing" if isinstance(loc[-1], str) else \
             f"too few items: item {loc[-1]} is missing (counting from 0)"

@@ -331,7 +331,7 @@ class Lab:
         instruments = {}
         for role, instrument in config.instruments.items():
             if role not in cls.roles:
-                raise self._error(f"system kind {config.kind!r} has no role {role!r}; its roles: "
+                raise self._error(f"system kind {config.kind!r} has no role {shown(role)}; its roles: "
                                   f"{', '.join(cls.roles)}", (*where, "instruments", role))
             if instrument not in self.instruments:
                 raise self._error(f"no instrument named {shown(instrument)} in this lab", (*where, "instruments", role))
@@ -362,8 +362,8 @@ class Lab:
                          and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL))
         for key in config.settings:
             if key not in allowed:
-                raise self._error(f"unknown setting {key!r} for {config.kind}; allowed: {', '.join(allowed) or 'none'}",
-                                  (*where, "settings", key))
+                raise self._error(f"unknown setting {shown(key)} for {config.kind}; allowed: "
+                                  f"{', '.join(allowed) or 'none'}", (*where, "settings", key))
         self._check_settings(cls, config.settings, where)
         try:
             return cls(instruments, name=name, **config.settings)
@@ -397,7 +397,7 @@ class Lab:
                          - {p for p, v in parameters.items() if v.kind in (v.VAR_KEYWORD, v.VAR_POSITIONAL)})
         for key in config.settings:
             if key not in allowed:
-                raise self._error(f"unknown setting {key!r} for {config.driver}; allowed: "
+                raise self._error(f"unknown setting {shown(key)} for {config.driver}; allowed: "
                                   f"{', '.join(allowed) or 'none'}", (*where, "settings", key))
         self._check_settings(cls, config.settings, where)
         limits = {key: value.model_dump(exclude_none=True) for key, value in config.limits.items()}

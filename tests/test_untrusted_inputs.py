@@ -187,3 +187,13 @@ def test_a_protocols_path_in_a_folder_that_cannot_be_looked_into_is_refused_at_i
     said = re.escape(said.format(locked=locked))
     with pytest.raises(ConfigError, match=rf"^p\.yaml:{line}: (twin\.|dataset\.)?{field}: {said}$"):
         look(protocol, document)
+
+
+@pytest.mark.parametrize("text", ["x" * 1000 + ": 1", ("k" * 1000 + ": 1\n") * 2, "collect: {" + "y" * 1000 + ": 1}"],
+                         ids=["unknown", "duplicate", "nested"])
+def test_a_key_pasted_many_times_is_shown_short(text: str) -> None:
+    """A key of 1000 characters was echoed whole, twice (as the field, and as the key), in a 2000-character line; a
+    value so long was already shown by its start and length."""
+    with pytest.raises(ConfigError) as raised:
+        YamlDocument.parse(text, "p.yaml").validate(TwinConfig)
+    assert len(str(raised.value)) < 250 and "…(1000 characters)" in str(raised.value)
