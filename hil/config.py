@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_args, get_origin
+from typing import Annotated, Any, BinaryIO, TypeVar, get_args, get_origin
 
 import numpy as np
 import yaml
@@ -202,6 +203,14 @@ LearningRate = Annotated[float, Field(gt=0, le=LR_MAX), AfterValidator(_trains)]
 MAX_BYTES = 64 * 2**20
 
 
+def _pipe_opened(path: Path) -> BinaryIO:
+    """The named pipe ``path`` opened to read without waiting for a program to open it to write, which may never come
+    (a run folder's protocol.yaml made one by hand): without a writer, it reads as empty."""
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(handle, True)  # reads wait for a writer's data, once one has opened it
+    return open(handle, "rb")
+
+
 class YamlDocument:
     """A parsed YAML file: its data, the line of every key and item (1-based) for error messages, and the text it was
     parsed from (what a run folder keeps, even if the file changes afterwards)."""
@@ -216,8 +225,11 @@ class YamlDocument:
             return path
         path = Path(path)
         try:
-            with path.open("rb") as file:  # at most one byte past the limit: /dev/zero or a huge file is not read
-                data = file.read(MAX_BYTES + 1)
+            pipe = stat.S_ISFIFO(path.stat().st_mode)
+            with _pipe_opened(path) if pipe else path.open("rb") as file:  # at most one byte past the limit: /dev/zero
+                data = file.read(MAX_BYTES + 1)  # or a huge file is not read
+            if pipe and not data:
+                raise ConfigError("a named pipe that no program writes to; name a YAML file", source=str(path))
             if len(data) > MAX_BYTES:
                 raise ConfigError(f"more than {MAX_BYTES // 2**20} MiB, far more than a lab file or protocol holds; "
                                   "name the YAML file", source=str(path))

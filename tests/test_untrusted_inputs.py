@@ -197,3 +197,29 @@ def test_a_key_pasted_many_times_is_shown_short(text: str) -> None:
     with pytest.raises(ConfigError) as raised:
         YamlDocument.parse(text, "p.yaml").validate(TwinConfig)
     assert len(str(raised.value)) < 250 and "…(1000 characters)" in str(raised.value)
+
+
+def test_a_named_pipe_for_a_yaml_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """A run folder handed on whose protocol.yaml is a named pipe: hil runs (which reads the name there) waited for
+    a writer, for ever; so did hil check given one."""
+    import os
+    import threading
+
+    pipe = tmp_path / "protocol.yaml"
+    os.mkfifo(pipe)
+    raised: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            YamlDocument.read(pipe)
+        except BaseException as error:
+            raised.append(error)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(20)  # not a timing: a reader still waiting after 20 s waits for a writer
+    if reader.is_alive():
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))  # the writer it waits for: it ends
+        reader.join()
+        pytest.fail("the named pipe was waited on")
+    assert [str(error) for error in raised] == [f"{pipe}: a named pipe that no program writes to; name a YAML file"]
