@@ -78,7 +78,7 @@ from hil.store import (
 from hil.twin.collect import TwinData, collect, measurement_count
 from hil.twin.fidelity import fidelity
 from hil.twin.fit import fit_epochs, fit_twin
-from hil.twin.models import Twin, build_twin, load_twin, save_twin, twin_from_spec
+from hil.twin.models import Twin, build_twin, load_twin, twin_files, twin_from_spec
 
 STEPS = ("calibrate", "collect", "fit_twin", "fidelity", "train", "evaluate", "report")
 #: The packages whose versions a run records (`software_versions`).
@@ -376,7 +376,8 @@ class Run:
             self.store.event("twin_fitted", twin_kind=config.kind, train_loss=result.train_loss,
                              validation_loss=result.validation_loss, best_epoch=result.best_epoch,
                              converged=result.converged)
-        save_twin(self.twin, self.store.path / "twin")
+        for name, data in twin_files(self.twin).items():  # through the store: its checks of the folder
+            self.store.write_bytes(f"twin/{name}", data)
         self._attach_twin()
 
     def measure_fidelity(self) -> None:

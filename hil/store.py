@@ -41,6 +41,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -159,12 +160,14 @@ def make_folders(folder: Path) -> None:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all: a temporary file, synced, then renamed into place, its folder synced. A
     temporary file that failed (a full disk) is removed, so it does not keep the space the run needs once some is
-    freed."""
+    freed. The temporary file is made anew (one left there, even a symbolic link, is removed first, not written
+    through)."""
     temporary = path.with_name(f".{path.name}.tmp")
     with _writing(path):
         make_folders(path.parent)
         try:
-            with temporary.open("wb") as handle:
+            temporary.unlink(missing_ok=True)
+            with temporary.open("xb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -174,6 +177,21 @@ def atomic_write(path: Path, data: bytes) -> None:
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
             raise
+
+
+def _plain(path: Path) -> None:
+    """Refuse a file of a run that is there but is no regular file (`RunFileError`): a symbolic link, through which
+    hil would write into the file it names, outside the run (a shared folder's ``.lock`` made a link to a file of
+    yours), or a named pipe, which a read waits on for ever."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # missing, or not to be looked at: the open that follows says so
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a folder: the open that follows says so
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "a named pipe" if stat.S_ISFIFO(mode) else \
+            "not a regular file"
+        raise RunFileError(f"{path}: {what}, not a file a run writes; nothing was changed: remove it, or put the "
+                           "run's own file back")
 
 
 def _keep_aside(path: Path) -> Path:
@@ -407,6 +425,7 @@ class RunStore:
         and the next move would keep them aside twice; the size returned is then the size before them, so that taking
         them back leaves them in the log alone."""
         data = b"".join(lines)
+        _plain(self.path / DISCARDED)
         with _writing(self.path / DISCARDED), (self.path / DISCARDED).open("a+b", buffering=0) as handle:
             size = handle.seek(0, os.SEEK_END)
             if data and size >= len(data):
@@ -473,8 +492,17 @@ class RunStore:
     def write_bytes(self, relative: str, data: bytes) -> Path:
         """Write a file of the run, atomically (its folders made as needed)."""
         self._check_folder()
+        self._check_subfolders(relative)
         atomic_write(self.path / relative, data)
         return self.path / relative
+
+    def _check_subfolders(self, relative: str) -> None:
+        """Refuse to write a file below a folder of the run that is a symbolic link (a ``report`` linked to a folder
+        of yours), which the file would land in, outside the run."""
+        for folder in Path(relative).parents:
+            if folder != Path(".") and (self.path / folder).is_symlink():
+                raise RunFileError(f"{self.path / folder}: a symbolic link, not a folder a run makes; nothing was "
+                                   "written through it: remove it, and a run makes its own")
 
     def write_text(self, relative: str, text: str) -> Path:
         return self.write_bytes(relative, text.encode("utf-8"))
@@ -505,6 +533,7 @@ class RunStore:
             for key, value in (attrs or {}).items():
                 handle.attrs[key] = json.dumps(_jsonable(value))
         self._check_folder()  # again: a folder removed while the file was made is not made anew, holding only it
+        self._check_subfolders(relative)
         atomic_write(self.path / relative, buffer.getvalue())
         self.digests[relative] = hashlib.sha256(buffer.getvalue()).hexdigest()
         return self.path / relative
@@ -643,6 +672,8 @@ def held(path: Path) -> bool:
     """Whether a process holds the run folder ``path`` open (its lock taken); looks without making the lock file, and
     takes it shared for an instant only (which `_hold` waits out)."""
     try:
+        if not stat.S_ISREG(os.lstat(path / LOCK).st_mode):
+            return False  # no lock hil made (a link; a named pipe, which the open would wait on)
         handle = (path / LOCK).open("rb")
     except OSError:
         return False
@@ -690,6 +721,7 @@ def _only_looked_at(handle: Any) -> bool:
 def _hold(path: Path) -> Any:
     """The run folder's lock, held until the returned file is closed; a run another process holds is an error
     naming that process."""
+    _plain(path / LOCK)
     try:
         with _writing(path / LOCK):
             handle = (path / LOCK).open("a+b")
@@ -745,6 +777,7 @@ def parse_event(line: bytes) -> dict[str, Any] | None:
 def _scan_events(path: Path) -> tuple[list[tuple[dict[str, Any], bytes]], bytes, list[int]]:
     """The events of a log with their raw lines, the raw bytes of its last line if that is not an event (torn
     by a crash), and the 1-based numbers of the lines before it that are not events (damage)."""
+    _plain(path)  # first: a dangling link does not exist, and a log opened for appending would make its target
     if not path.exists():
         return [], b"", []
     try:

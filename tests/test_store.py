@@ -1192,3 +1192,108 @@ def test_a_run_folder_holds_what_the_readme_says_and_its_recipes_rebuild_the_twi
         again = torch.stack([twin(torch.from_numpy(x[g]), torch.from_numpy(theta[g])) for g in held_out])
     assert torch.equal(again, fitted_predictions)  # twin.pt is the twin as fitted, whose fidelity was measured
     assert np.array_equal(namespace["predictions"].numpy(), twin_predictions)
+
+
+def _within(seconds: float, call) -> None:
+    """``call()`` in a thread, failing the test if it has not returned after ``seconds`` (a read waiting on a named
+    pipe for ever): a guard against a hang, not a timing."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:  # handed to the test
+            failure.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "hung"
+    if failure:
+        raise failure[0]
+
+
+def test_a_lock_linked_to_a_file_of_yours_is_refused_and_the_file_kept(tmp_path) -> None:
+    """A shared run folder whose .lock was a link to one of the reader's files: opening the run (a report, a resume)
+    truncated that file and wrote a pid into it."""
+    run = five_events(tmp_path).path
+    precious = tmp_path / "precious.txt"
+    precious.write_text("a week of notes\n")
+    (run / ".lock").unlink(missing_ok=True)
+    (run / ".lock").symlink_to(precious)
+    with pytest.raises(RunFileError, match=rf"^{run / '.lock'}: a symbolic link, not a file a run writes; nothing "
+                                           "was changed: remove it, or put the run's own file back$"):
+        RunStore.open(run)
+    assert precious.read_text() == "a week of notes\n"
+    assert not held(run)
+
+
+def test_a_report_folder_linked_elsewhere_is_not_written_through(tmp_path) -> None:
+    """``report`` a link to another folder: the report's summary and plots landed there, over its files."""
+    store = five_events(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "summary.md").write_text("mine\n")
+    (store.path / "report").symlink_to(elsewhere)
+    store = RunStore.open(store.path)
+    try:
+        with pytest.raises(RunFileError, match=rf"^{store.path / 'report'}: a symbolic link, not a folder a run "
+                                               "makes; nothing was written through it"):
+            store.write_text("report/summary.md", "report\n")
+        with pytest.raises(RunFileError, match="a symbolic link, not a folder a run makes"):
+            store.save_arrays("report/x.h5", {"x": torch.zeros(2)})
+    finally:
+        store.close()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["summary.md"]
+    assert (elsewhere / "summary.md").read_text() == "mine\n"
+
+
+def test_a_temporary_file_left_as_a_link_is_replaced_not_written_through(tmp_path) -> None:
+    store = five_events(tmp_path)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("kept\n")
+    (store.path / ".notes.md.tmp").symlink_to(precious)
+    store = RunStore.open(store.path)
+    try:
+        store.write_text("notes.md", "the run's\n")
+    finally:
+        store.close()
+    assert precious.read_text() == "kept\n"
+    assert (store.path / "notes.md").read_text() == "the run's\n"
+    assert not (store.path / "notes.md").is_symlink()
+
+
+@pytest.mark.parametrize("make", ["fifo", "dangling link", "link"])
+def test_a_log_that_is_a_named_pipe_or_a_link_is_refused_without_waiting_or_writing_elsewhere(tmp_path, make) -> None:
+    """A named pipe as events.jsonl made hil runs and hil report wait for ever; a link made a resume append to (and
+    rewind) the file it names."""
+    five_events(tmp_path)
+    run = tmp_path / "20000101-000000-odd"
+    run.mkdir()
+    target = tmp_path / "target.jsonl"
+    if make == "fifo":
+        os.mkfifo(run / "events.jsonl")
+    else:
+        if make == "link":
+            target.write_bytes(b'{"seq": 1, "kind": "run_started"}\n')
+        (run / "events.jsonl").symlink_to(target)
+    before = target.read_bytes() if target.exists() else None
+    what = "a named pipe" if make == "fifo" else "a symbolic link"
+    refusal = (ConfigError, rf"^{run} is not a run folder") if make == "dangling link" else \
+        (RunFileError, rf"^{run / 'events.jsonl'}: {what}, not a file a run writes")
+    with pytest.raises(refusal[0], match=refusal[1]):
+        _within(20, lambda: RunStore.open(run))
+    listed: list = []
+    _within(20, lambda: listed.extend((r["run"], r["status"]) for r in list_runs(tmp_path)))
+    assert ("20000101-000000-odd", "unreadable log") in listed
+    assert (target.read_bytes() if target.exists() else None) == before
+
+
+def test_a_lock_that_is_a_named_pipe_is_no_run_held_and_is_refused(tmp_path) -> None:
+    run = five_events(tmp_path).path
+    (run / ".lock").unlink(missing_ok=True)
+    os.mkfifo(run / ".lock")
+    assert _within(20, lambda: held(run)) is None  # returns (False), without waiting on the pipe
+    assert not held(run)
+    with pytest.raises(RunFileError, match="a named pipe, not a file a run writes"):
+        _within(20, lambda: RunStore.open(run))

@@ -205,14 +205,19 @@ def build_twin(kind: str, system: PhysicalSystem, hidden: tuple[int, ...] | None
     return cls(system, theta_as_phase=theta_as_phase, **sizes)  # type: ignore[call-arg]
 
 
+def twin_files(twin: Twin) -> dict[str, bytes]:
+    """The files of a saved twin by name: ``twin.json`` (its spec) and ``twin.pt`` (its state dict)."""
+    weights = io.BytesIO()
+    torch.save(twin.state_dict(), weights)
+    return {"twin.json": json.dumps(twin.spec, indent=2).encode(), "twin.pt": weights.getvalue()}
+
+
 def save_twin(twin: Twin, folder: Path) -> None:
     """Write ``twin.json`` and ``twin.pt`` into ``folder`` (each atomically)."""
     from hil.store import atomic_write
 
-    atomic_write(folder / "twin.json", json.dumps(twin.spec, indent=2).encode())
-    weights = io.BytesIO()
-    torch.save(twin.state_dict(), weights)
-    atomic_write(folder / "twin.pt", weights.getvalue())
+    for name, data in twin_files(twin).items():
+        atomic_write(folder / name, data)
 
 
 def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
