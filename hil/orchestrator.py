@@ -47,6 +47,7 @@ from hil.errors import (
     InstrumentBusy,
     InterlockError,
     TransportError,
+    error_reason,
     handling,
 )
 from hil.lab import Lab
@@ -214,15 +215,16 @@ class Run:
         }
 
     def _restore_bench(self, saved: dict[str, Any]) -> None:
+        source = str(self.store.path / CHECKPOINT)
         for name, world in self.lab.worlds.items():
             if name in saved["worlds"]:
-                state_io.restore(world, saved["worlds"][name])
+                state_io.restore(world, saved["worlds"][name], source)
         for name, instrument in self.lab.instruments.items():
             if name in saved["instruments"]:
-                state_io.restore(instrument, saved["instruments"][name])
+                state_io.restore(instrument, saved["instruments"][name], source)
         for name, system in self.lab.systems.items():
             if name in saved["systems"]:
-                state_io.restore(system, saved["systems"][name])
+                state_io.restore(system, saved["systems"][name], source)
                 if not all(hasattr(i, "world") for i in system.instruments.values()):  # a bench: connected anew
                     system.device_state_lost()
 
@@ -246,8 +248,11 @@ class Run:
         self.completed = list(saved["completed"])
         self.epoch, self.batch = int(saved["epoch"]), int(saved["batch"])
         self.history = list(saved["history"])
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        try:  # a checkpoint of another network (handed on, or crafted and sealed anew)
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as error:
+            raise _foreign_checkpoint(self.store, f"its network or optimiser ({error_reason(error)})") from None
         # the thread count the run started with (another rounds differently); run_protocol restores the caller's
         torch.set_num_threads(int(saved.get("torch_threads", torch.get_num_threads())))
         _warn_of_other_versions(saved.get("versions"))
@@ -538,6 +543,7 @@ def _checkpoint_to_resume(store: RunStore) -> tuple[dict[str, Any] | None, list[
             raise RunFileError(f"{store.path / missing[0]}: missing ({why}); nothing ran that a resume could "
                                "continue: start a new run from the protocol")
         return None, events
+    _check_checkpoint_fields(store, saved)
     taken_at = int(saved["next_seq"])
     if sum(event["seq"] < taken_at for event in events) != taken_at - 1:
         raise RunFileError(f"{store.path / EVENTS}: events before the checkpoint (1 to {taken_at - 1}) are missing; "
@@ -555,6 +561,32 @@ def _checkpoint_to_resume(store: RunStore) -> tuple[dict[str, Any] | None, list[
         raise RunFileError(f"{store.path / changed[0]}: {what}; nothing was changed: restore it from a backup, or "
                            "start a new run")
     return saved, events
+
+
+#: The fields a checkpoint holds (`Run.checkpoint`) that a resume reads before anything, and what each must be.
+CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "next_seq": int, "file_digests": dict, "completed": list, "epoch": int, "batch": int, "history": list,
+    "model": dict, "optimizer": dict, "method": dict, "bench": dict, "torch_rng": torch.Tensor}
+
+
+def _check_checkpoint_fields(store: RunStore, saved: dict[str, Any]) -> None:
+    """Refuse, before the log is rewound, a checkpoint whose fields are not what `Run.checkpoint` saves (one sealed
+    anew by hand): a `RunFileError` naming it, where a field missing or of another type was a traceback."""
+    for field, kind in CHECKPOINT_FIELDS.items():
+        value = saved.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            got = "missing" if field not in saved else f"a {type(value).__name__}"
+            raise _foreign_checkpoint(store, f"{field} is {got}")
+    digests, bench = saved["file_digests"], saved["bench"]
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in digests.items()):
+        raise _foreign_checkpoint(store, "file_digests holds other than file names and digests")
+    if not all(isinstance(bench.get(part), dict) for part in ("worlds", "instruments", "systems")):
+        raise _foreign_checkpoint(store, "bench lacks its worlds, instruments or systems")
+
+
+def _foreign_checkpoint(store: RunStore, what: str) -> RunFileError:
+    return RunFileError(f"{store.path / CHECKPOINT}: not a checkpoint of this run ({what}); nothing was lost: "
+                        "restore the run's own from a backup, or start a new run")
 
 
 def software_versions() -> dict[str, str]:

@@ -163,9 +163,25 @@ def _restore_value(current: Any, saved: Any, packages: frozenset[str]) -> Any:
     return saved
 
 
+def _kind(value: Any) -> str:
+    """What sort of value ``value`` is, as far as a restored attribute must stay the same sort (a number may become
+    a float, a tuple a list): a checkpoint's plain value in place of a tensor or a counter failed only later, in the
+    run."""
+    for kind, types in (("enum member", enum.Enum), ("number", int | float | np.number), ("text", str),
+                        ("tensor", torch.Tensor), ("generator", torch.Generator), ("array", np.ndarray),
+                        ("sequence", list | tuple), ("mapping", dict)):
+        if isinstance(value, types):
+            return kind
+    return "object"
+
+
 def _restore(obj: Any, state: dict[str, Any], packages: frozenset[str]) -> None:
     for name, saved in state.items():
-        object.__setattr__(obj, name, _restore_value(getattr(obj, name, None), saved, packages))
+        current = getattr(obj, name, None)
+        value = _restore_value(current, saved, packages)
+        if current is not None and value is not None and _kind(current) != _kind(value):
+            raise ValueError(f"{name} is a {_kind(value)} there, where a {_kind(current)} goes")
+        object.__setattr__(obj, name, value)
 
 
 def restore(obj: Any, state: dict[str, Any], source: str | None = None) -> None:

@@ -2522,3 +2522,61 @@ def test_a_protocols_lab_and_from_run_in_the_home_folder_are_found_there(finishe
     assert store.events()[-1]["kind"] == "run_finished" and not (tmp_path / "~").exists()
     assert yaml.safe_load((store.path / "protocol.yaml").read_text())["twin"]["from_run"] == \
         str(home / "runs" / finished_run.name)
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small run stopped at once in its second epoch (checkpointed after the first); tests change copies of it."""
+    from hil.orchestrator import Interrupted, Run
+
+    folder = tmp_path_factory.mktemp("stopped")
+    batches = Run._batches
+
+    def killed_in_the_second_epoch(self: Run, epoch: int) -> list[torch.Tensor]:
+        if epoch == 1:
+            raise KeyboardInterrupt("killed")
+        return batches(self, epoch)
+
+    protocol = write_protocol(folder, **SMALL | {"training": SMALL["training"] | {"epochs": 2}})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Run, "_batches", killed_in_the_second_epoch)
+        with pytest.raises(Interrupted):
+            run_protocol(protocol, show_progress=False)
+    [run] = (folder / "runs").iterdir()
+    return run
+
+
+def _resealed(run: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change ``run``'s checkpoint and seal it anew, as someone handing on a crafted one could."""
+    store = RunStore.open(run)
+    saved = store.load_checkpoint()
+    store.close()
+    change(saved)
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    store_module.atomic_write(run / store_module.CHECKPOINT, store_module.seal_checkpoint(buffer.getvalue()))
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda saved: saved.pop("file_digests"), "file_digests is missing"),
+    (lambda saved: saved.update(next_seq="7"), "next_seq is a str"),
+    (lambda saved: saved.update(bench={"worlds": {}}), "bench lacks its worlds, instruments or systems"),
+    (lambda saved: saved["model"].update(extra=torch.zeros(1)), "its network or optimiser"),
+    (lambda saved: saved["bench"]["systems"].update({"crossbar": {"programmings": [1]}}), "the state saved of"),
+])
+def test_a_checkpoint_sealed_anew_with_other_fields_is_refused_in_one_line_naming_it(
+        stopped_run: Path, tmp_path: Path, change: Callable[[dict[str, Any]], None], said: str) -> None:
+    """Such a checkpoint (its fields missing, of other types, of another network) made the resume end in a KeyError,
+    ValueError or RuntimeError traceback."""
+    run = tmp_path / stopped_run.name
+    shutil.copytree(stopped_run, run)
+    _resealed(run, change)
+    before = (run / "events.jsonl").read_bytes()
+    with pytest.raises(RunFileError) as refused:
+        run_protocol(resume=run, show_progress=False)
+    message = str(refused.value)
+    assert message.startswith(f"{run / 'checkpoint.pt'}: ") and said in message and "\n" not in message
+    assert "restore the run's own from a backup, or start a new run" in message
+    kept = (run / "events.jsonl").read_bytes() + ((run / "events.discarded.jsonl").read_bytes()
+                                                  if (run / "events.discarded.jsonl").exists() else b"")
+    assert all(line in kept for line in before.splitlines(keepends=True))  # every event still on disk
