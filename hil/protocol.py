@@ -382,9 +382,10 @@ def check_from_run(protocol: Protocol, document: YamlDocument | None = None, res
         fix = "a resumed run reuses the run it started from: put it back, or start a new run" if resumed else \
             "name a run that finished its collect and fit_twin steps"
         raise _locate(document, f"{source} has no {' and no '.join(missing)}; {fix}", ("twin", "from_run"))
-    if held(Path(source)):  # its data could not be read until that process ends: say so before calibrating
-        raise _locate(document, f"{source} is open in another hil process; wait for it to end"
-                                f"{'' if resumed else ', or name another run'}", ("twin", "from_run"))
+    if held(Path(source)):  # a run going on may be writing its twin (twin.json, then twin.pt) as it is read: said
+        # before calibrating, of a run, a resume or a report alike, which hil runs cannot tell apart
+        raise _locate(document, f"{source} is open in another hil process (a run, a resume or a report of it); wait "
+                                f"for it to end{'' if resumed else ', or name another run'}", ("twin", "from_run"))
 
 
 def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:

@@ -729,3 +729,14 @@ def test_outputs_in_a_unit_twin_data_cannot_hold_are_refused_at_the_first_device
     with pytest.raises(ConfigError, match=r"^not twin data: y reaches .*; give the system's outputs in a larger unit$"):
         collect(system, n_thetas=6, inputs_per_theta=8, design="sobol", seed=0)
     assert system.calls == 1
+
+
+def test_a_twin_spec_nested_too_deep_to_read_is_a_clear_error(lab, tmp_path) -> None:
+    """A twin.json of a hundred thousand nested lists (handed on, or crafted) ended hil check in a RecursionError
+    traceback."""
+    folder = tmp_path / "twin"
+    folder.mkdir()
+    (folder / "twin.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match=rf"^cannot read a twin from {folder}: .*; point twin.from_run at a run "
+                                               "with an intact twin/ folder$"):
+        load_twin(folder, lab.systems["crossbar"])

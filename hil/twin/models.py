@@ -224,7 +224,7 @@ def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
     """Rebuild a saved twin for ``system``; an unreadable twin, or one of another system kind, is a `ConfigError`."""
     try:
         spec = json.loads((folder / "twin.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:  # missing, not UTF-8, or not JSON
+    except (OSError, ValueError, RecursionError) as error:  # missing, not UTF-8, not JSON, or nested too deep
         raise ConfigError(f"cannot read a twin from {folder}: {error}; point twin.from_run at a run with an intact "
                           "twin/ folder") from None
     hidden = spec.get("hidden", []) if isinstance(spec, dict) else None
