@@ -134,8 +134,9 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
     final = _final_point(events, epochs, batches)
     for axis, figure_name in ((loss_axis, "device_loss"), (accuracy_axis, "device_accuracy")):
         if final is not None and _plotted(final[1].get(figure_name)):
+            # under the curves (zorder 2): the star frames the last epoch's points rather than hiding them
             axis.plot([final[0]], [final[1][figure_name]], "*", markersize=12, color=COLOURS["device"],
-                      markeredgecolor="black", label="final evaluation, device")
+                      markeredgecolor="black", label="final evaluation, device", zorder=1.9)
     if batches:
         forward = _train_forward(events)
         figure.suptitle("train: the mean over each epoch's training batches" + (f", forward {forward}" if forward

@@ -774,3 +774,16 @@ def test_a_calibration_whose_event_is_a_damaged_line_is_not_said_to_be_unreached
     with pytest.warns(UserWarning, match="damaged"):
         summary = _summary(store)
     assert "Calibration: n/a." in summary
+
+
+def test_the_final_evaluation_does_not_hide_the_last_epochs_test_points(tmp_path: Path) -> None:
+    """After one epoch the star of the final evaluation, drawn last and largest, covered the device's and the twin's
+    test points at the same place: the plot showed the star alone."""
+    store = _run(tmp_path, epochs=1)
+    figure = _learning_curves(store.events())
+    store.close()
+    for axis in figure.axes:
+        lines = {line.get_label(): line for line in axis.get_lines()}
+        star = lines.pop("final evaluation, device")
+        assert all(star.get_zorder() < line.get_zorder() for line in lines.values()), axis.get_title()
+    plt.close(figure)
