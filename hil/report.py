@@ -30,7 +30,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from hil.errors import counted
 from hil.store import (
@@ -144,6 +144,14 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
                         + ("\nfinal evaluation: the test set measured again after training" if final else ""),
                         fontsize=9)
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    losses = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in loss_axis.get_lines()] or [[]])
+    losses = losses[np.isfinite(losses)]
+    if losses.size and losses.min() > 0 and losses.max() > 10 * losses.min():  # a train loss that falls by decades
+        loss_axis.set_yscale("log")  # on a linear axis, flat at 0 for most of the run
+        # ticked 1, 2 and 5 in each decade, in plain numbers: 10⁻¹ and 10⁰ alone leave 0.2 unreadable
+        loss_axis.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        loss_axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        loss_axis.yaxis.set_minor_formatter(NullFormatter())
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)

@@ -787,3 +787,21 @@ def test_the_final_evaluation_does_not_hide_the_last_epochs_test_points(tmp_path
         star = lines.pop("final evaluation, device")
         assert all(star.get_zorder() < line.get_zorder() for line in lines.values()), axis.get_title()
     plt.close(figure)
+
+
+@pytest.mark.parametrize(("last", "scale"), [(0.05, "log"), (0.2, "linear")])
+def test_a_loss_that_falls_by_decades_is_drawn_on_a_log_scale(tmp_path: Path, last: float, scale: str) -> None:
+    """A long run's train loss, 1.2 to 0.002, lay flat on the axis at 0 for all but its first epochs."""
+    store = RunStore.create(tmp_path, "r")
+    for epoch, loss in enumerate((1.0, 0.5, last)):
+        store.event("batch", epoch=epoch, batch=1, loss=loss, accuracy=0.5)
+        store.event("epoch", epoch=epoch, device_loss=0.5, device_accuracy=0.5)
+    figure = _learning_curves(store.events())
+    store.close()
+    assert figure.axes[0].get_yscale() == scale
+    figure.canvas.draw()
+    low, high = figure.axes[0].get_ylim()
+    labels = [label.get_text() for label in figure.axes[0].get_yticklabels() if low <= label.get_position()[1] <= high]
+    assert len(labels) >= 3 and all(label and "10^" not in label for label in labels), labels  # plain numbers
+    assert figure.axes[1].get_yscale() == "linear"  # accuracy: 0 to 1
+    plt.close(figure)
