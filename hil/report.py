@@ -52,7 +52,8 @@ def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 def _save(store: RunStore, figure: Figure, relative: str) -> None:
     """Render ``figure`` as PNG into the run folder, atomically (a reader never sees half a plot)."""
     buffer = io.BytesIO()
-    figure.tight_layout()
+    if figure.get_layout_engine() is None:  # one laid out as it is made (constrained) keeps its own
+        figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
     store.write_bytes(relative, buffer.getvalue())
@@ -107,7 +108,7 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
     epochs = [e for e in events if e["kind"] == "epoch" and isinstance(e.get("epoch"), int) and _plotted(e["epoch"])]
     batches = [e for e in events if e["kind"] == "batch" and isinstance(e.get("epoch"), int) and _plotted(e["epoch"])
                and _plotted(e.get("loss"))]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
     if batches:
         per_epoch: dict[int, list[float]] = {}
         for event in batches:
@@ -153,11 +154,15 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
         loss_axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         loss_axis.yaxis.set_minor_formatter(NullFormatter())
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    legend: dict[str, Any] = {}  # one entry per curve: its colour is the same in both panels
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole, one alone too
-        if axis.get_legend_handles_labels()[0]:  # a run stopped before its first epoch has no curves yet
-            axis.legend()
+        legend.update({label: handle for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)
+                       if label not in legend})
+    if legend:  # below the panels, where it hides no point (a long run's curves leave no free corner inside them)
+        figure.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=len(legend),
+                      fontsize=9, frameon=False)
     return figure
 
 

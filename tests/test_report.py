@@ -369,8 +369,7 @@ def test_the_learning_curves_are_drawn_from_any_numbers_a_log_edited_by_hand_hol
     log = [{"seq": seq, "kind": kind, "epoch": epoch if kind != "evaluated" else None,
             **({"loss": figure} if kind == "batch" else {"device_loss": figure, "device_accuracy": figure})}
            for seq, (kind, epoch, figure) in enumerate(events, 1)]
-    figure = _learning_curves(log)
-    figure.tight_layout()
+    figure = _learning_curves(log)  # laid out as it is drawn (constrained), as the report saves it
     figure.savefig(io.BytesIO(), format="png", dpi=20)
     plt.close(figure)
 
@@ -804,4 +803,21 @@ def test_a_loss_that_falls_by_decades_is_drawn_on_a_log_scale(tmp_path: Path, la
     labels = [label.get_text() for label in figure.axes[0].get_yticklabels() if low <= label.get_position()[1] <= high]
     assert len(labels) >= 3 and all(label and "10^" not in label for label in labels), labels  # plain numbers
     assert figure.axes[1].get_yscale() == "linear"  # accuracy: 0 to 1
+    plt.close(figure)
+
+
+def test_the_learning_curves_legend_hides_no_point(tmp_path: Path) -> None:
+    """A run stopped after 109 epochs had its loss legend drawn over the train curve: no corner of the panel was
+    free. The legend is the figure's, below the panels, each curve named once."""
+    store = _run(tmp_path, epochs=40)
+    figure = _learning_curves(store.events())
+    store.close()
+    figure.canvas.draw()
+    [legend] = figure.legends
+    box = legend.get_window_extent()
+    assert not any(box.overlaps(axis.get_window_extent()) for axis in figure.axes)
+    assert all(axis.get_legend() is None for axis in figure.axes)
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert sorted(labels) == sorted({"train", "test, device", "test, twin", "final evaluation, device"}), labels
+    assert box.y0 >= 0 and box.x0 >= 0 and box.x1 <= figure.bbox.x1  # within the figure, not clipped
     plt.close(figure)
