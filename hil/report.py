@@ -104,6 +104,17 @@ def _train_forward(events: list[dict[str, Any]]) -> str:
     return {"pat": "on the device", "twin": "through the twin", "device": "on the device"}.get(mode, "")
 
 
+#: The most epochs whose points are all marked: a longer run's markers merge into a band, the twin's on top hiding the
+#: device's; its curves mark every k-th epoch, the twin's halfway between the device's.
+MARKED_EPOCHS = 25
+
+
+def _every(count: int, shifted: bool = False) -> tuple[int, int] | None:
+    """The ``markevery`` of a curve of ``count`` epochs: None (each) for up to `MARKED_EPOCHS`."""
+    step = math.ceil(count / MARKED_EPOCHS)
+    return (step // 2 if shifted else 0, step) if step > 1 else None
+
+
 def _learning_curves(events: list[dict[str, Any]]) -> Figure:
     epochs = [e for e in events if e["kind"] == "epoch" and isinstance(e.get("epoch"), int) and _plotted(e["epoch"])]
     batches = [e for e in events if e["kind"] == "batch" and isinstance(e.get("epoch"), int) and _plotted(e["epoch"])
@@ -120,7 +131,8 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
             finished |= set(per_epoch)
         whole = sorted((k + 1, sum(v) / len(v)) for k, v in per_epoch.items() if k in finished)
         if whole:
-            loss_axis.plot(*zip(*whole, strict=True), "o-", color=COLOURS["train"], label="train")
+            loss_axis.plot(*zip(*whole, strict=True), "o-", color=COLOURS["train"], label="train",
+                           markevery=_every(len(whole)))
         for k in sorted(set(per_epoch) - finished):  # where a run stopped: the batches it reached, not an epoch's
             count = len(per_epoch[k])
             loss_axis.plot([k + 1], [sum(per_epoch[k]) / count], "o", markerfacecolor="none", color=COLOURS["train"],
@@ -130,7 +142,8 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
         for axis, figure_name in ((loss_axis, f"{prefix}_loss"), (accuracy_axis, f"{prefix}_accuracy")):
             points = [(e["epoch"] + 1, e[figure_name]) for e in epochs if _plotted(e.get(figure_name))]
             if points:
-                axis.plot(*zip(*points, strict=True), style, color=COLOURS[prefix], label=f"test, {prefix}")
+                axis.plot(*zip(*points, strict=True), style, color=COLOURS[prefix], label=f"test, {prefix}",
+                          markevery=_every(len(points), shifted=prefix == "twin"))
                 tested = True
     final = _final_point(events, epochs, batches)
     for axis, figure_name in ((loss_axis, "device_loss"), (accuracy_axis, "device_accuracy")):

@@ -821,3 +821,23 @@ def test_the_learning_curves_legend_hides_no_point(tmp_path: Path) -> None:
     assert sorted(labels) == sorted({"train", "test, device", "test, twin", "final evaluation, device"}), labels
     assert box.y0 >= 0 and box.x0 >= 0 and box.x1 <= figure.bbox.x1  # within the figure, not clipped
     plt.close(figure)
+
+
+def test_a_long_runs_curves_mark_some_epochs_the_device_and_twin_apart(tmp_path: Path) -> None:
+    """A run stopped after 109 epochs drew a marker at each: the device's squares and the twin's triangles, at nearly
+    the same accuracies, merged into one band, the twin's on top hiding the device's."""
+    store = _run(tmp_path, epochs=100, finish=False)
+    figure = _learning_curves(store.events())
+    store.close()
+    for axis in figure.axes:
+        marked = {}
+        for line in axis.get_lines():
+            start, step = line.get_markevery() or (0, 1)
+            marked[line.get_label()] = set(range(start, len(line.get_xdata()), step))
+        assert all(0 < len(points) <= 25 for points in marked.values()), {k: len(v) for k, v in marked.items()}
+        assert not marked["test, device"] & marked["test, twin"]
+    (tmp_path / "short").mkdir()
+    short = _learning_curves(_run(tmp_path / "short", epochs=3).events())
+    assert all(line.get_markevery() is None for axis in short.axes for line in axis.get_lines())
+    plt.close(figure)
+    plt.close(short)
