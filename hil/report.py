@@ -216,9 +216,17 @@ def _twin_fit(store: RunStore) -> Figure:
               if (np.abs(values[np.isfinite(values)].astype(np.float64)) > 1e300).any()]
     if beyond:
         _damaged(store, "data/fidelity.h5", f"{' and '.join(beyond)} hold values beyond 1e300, which no device gives")
-    figure, axis = plt.subplots(figsize=(5, 5))
-    for output in range(measured.shape[1]):  # every output: the NMSE in the title is over all of them
-        axis.scatter(measured[:, output], predicted[:, output], s=4, alpha=0.5, label=f"y{output}")
+    figure, axis = plt.subplots(figsize=(5.6, 5))
+    # every output (the NMSE in the title is over all of them), each its own colour of a colour map (a colour cycle
+    # repeats after 10), drawn in a shuffled order so that no output's points lie under all of another's
+    outputs = np.broadcast_to(np.arange(measured.shape[1]), measured.shape).ravel()
+    order = np.random.default_rng(0).permutation(outputs.size)
+    points = axis.scatter(measured.ravel()[order], predicted.ravel()[order], c=outputs[order], s=4, alpha=0.5,
+                          cmap="viridis", vmin=-0.5, vmax=measured.shape[1] - 0.5)
+    colours = figure.colorbar(points, ax=axis, fraction=0.046, label="output")
+    colours.solids.set_alpha(1)
+    colours.locator = MaxNLocator(integer=True)
+    colours.update_ticks()
     low, high = float(measured.min()), float(measured.max())
     axis.plot([low, high], [low, high], "k--", linewidth=1)
     nmse = _figure(arrays["nmse"].double().mean().item())  # as the summary gives it

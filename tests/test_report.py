@@ -841,3 +841,21 @@ def test_a_long_runs_curves_mark_some_epochs_the_device_and_twin_apart(tmp_path:
     assert all(line.get_markevery() is None for axis in short.axes for line in axis.get_lines())
     plt.close(figure)
     plt.close(short)
+
+
+def test_the_twin_fit_plot_gives_each_output_its_own_colour(tmp_path: Path) -> None:
+    """Its 32 outputs (the crossbar's) were drawn in matplotlib's 10 colours, repeated, under "a colour per output",
+    and in order, the last outputs' points over all of the first's: each output has a colour of a colour map, named
+    on its colour bar."""
+    store = _run(tmp_path)
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.full((32,), 0.1), "measured": torch.rand(2, 3, 32),
+                                           "predicted": torch.rand(2, 3, 32)})
+    figure = _twin_fit(store)
+    store.close()
+    [points] = figure.axes[0].collections
+    colours = {tuple(colour) for colour in points.to_rgba(points.get_array())}
+    assert len(colours) == 32 and "a colour per output, 32 outputs" in figure.axes[0].get_xlabel()
+    assert figure.axes[1].get_ylabel() == "output"  # the colour bar
+    drawn = np.asarray(points.get_array())
+    assert sorted(drawn) == sorted(np.tile(np.arange(32), 6)) and list(drawn) != sorted(drawn)  # shuffled
+    plt.close(figure)
