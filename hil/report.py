@@ -4,7 +4,7 @@
   epoch a stopped run was in, its batches so far, as a hollow point of its own), and test loss and accuracy on the
   device and through the twin, per epoch, each curve one colour in both panels, and the final evaluation on the device;
 - ``twin_fit.png``: the twin's predictions against device measurements on the θ groups it was not fitted on, a
-  colour per output, with the summary's NMSE;
+  colour per output, with the summary's NMSE; beside it, each output's NMSE and its noise floor;
 - ``confusion.png``: the confusion matrix of the final evaluation of the test set on the device, with its accuracy;
 - ``summary.md``: the final figures, the twin's fidelity, the device time (modelled on a simulator) and the
   wall time up to the report; for a run that failed, was stopped or was resumed, how (with its error, and the test
@@ -216,7 +216,7 @@ def _twin_fit(store: RunStore) -> Figure:
               if (np.abs(values[np.isfinite(values)].astype(np.float64)) > 1e300).any()]
     if beyond:
         _damaged(store, "data/fidelity.h5", f"{' and '.join(beyond)} hold values beyond 1e300, which no device gives")
-    figure, axis = plt.subplots(figsize=(5.6, 5))
+    figure, (axis, per_output) = plt.subplots(1, 2, figsize=(11, 5), width_ratios=(1.2, 1))
     # every output (the NMSE in the title is over all of them), each its own colour of a colour map (a colour cycle
     # repeats after 10), drawn in a shuffled order so that no output's points lie under all of another's
     outputs = np.broadcast_to(np.arange(measured.shape[1]), measured.shape).ravel()
@@ -232,7 +232,33 @@ def _twin_fit(store: RunStore) -> Figure:
     nmse = _figure(arrays["nmse"].double().mean().item())  # as the summary gives it
     axis.set(xlabel=f"measured on the device (a colour per output, {counted(measured.shape[1], 'output')})",
              ylabel="predicted by the twin", title=f"twin on held-out θ groups (NMSE {nmse})")
+    floor = arrays.get("noise_floor") if _repeats(store) != 1 else None  # without repeats, 0: no figure
+    _against_noise(per_output, arrays["nmse"], floor)
     return figure
+
+
+def _against_noise(axis: Any, nmse: Any, floor: Any) -> None:
+    """Each output's held-out NMSE beside its noise floor, the NMSE of repeated measurements, which no twin goes
+    below: the scatter's pooled outputs cannot show how far above it the twin is, nor which outputs it misses."""
+    shown = []
+    for values, style, label in ((nmse, "o", "twin, held out"),
+                                 (floor, "_", "noise floor:\nrepeated\nmeasurements")):
+        if values is None:
+            continue
+        values = values.double().reshape(-1).numpy()
+        placed = np.isfinite(values) & (np.abs(values) <= 1e300)  # what an axis can place
+        axis.plot(np.arange(values.size)[placed], values[placed], style, markersize=12 if style == "_" else 5,
+                  markeredgewidth=2 if style == "_" else 1, color="black" if style == "_" else "tab:blue", label=label)
+        shown.append(values[placed])
+    drawn = np.concatenate(shown)
+    if drawn.size and drawn.min() > 0 and drawn.max() > 10 * drawn.min():
+        axis.set_yscale("log")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set(xlabel="output", ylabel="NMSE (squared error over the output's variance)",
+             title="per output: the twin's error and the noise floor" if floor is not None
+             else "per output: the twin's error (no repeats: noise floor unknown)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the panel: inside, it hid points
 
 
 def _confusion_matrix(store: RunStore) -> tuple[np.ndarray, list[str]]:

@@ -855,7 +855,42 @@ def test_the_twin_fit_plot_gives_each_output_its_own_colour(tmp_path: Path) -> N
     [points] = figure.axes[0].collections
     colours = {tuple(colour) for colour in points.to_rgba(points.get_array())}
     assert len(colours) == 32 and "a colour per output, 32 outputs" in figure.axes[0].get_xlabel()
-    assert figure.axes[1].get_ylabel() == "output"  # the colour bar
+    assert points.colorbar.ax.get_ylabel() == "output"
     drawn = np.asarray(points.get_array())
     assert sorted(drawn) == sorted(np.tile(np.arange(32), 6)) and list(drawn) != sorted(drawn)  # shuffled
+    plt.close(figure)
+
+
+def test_the_twin_fit_plot_shows_each_outputs_error_against_its_noise_floor(tmp_path: Path) -> None:
+    """The oscillator twin's NMSE, 0.0004, is 14 times its noise floor, 0.00003, and the plot showed neither the
+    floor nor the gap: its points lay on the diagonal. A panel gives each output's NMSE beside its floor, on a log
+    scale where they span decades, its legend beside it, where it hides no point."""
+    store = _run(tmp_path)
+    nmse, floor = [3e-4, 2.6e-5, 8e-4], [4e-5, 2.6e-6, 1.4e-4]
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor(nmse), "noise_floor": torch.tensor(floor),
+                                           "measured": torch.rand(2, 3, 3), "predicted": torch.rand(2, 3, 3)})
+    figure = _twin_fit(store)
+    store.close()
+    axis = figure.axes[1]
+    lines = {line.get_label(): list(line.get_ydata()) for line in axis.get_lines()}
+    assert np.allclose(lines["twin, held out"], nmse) and np.allclose(lines["noise floor:\nrepeated\nmeasurements"],
+                                                                        floor)
+    assert axis.get_yscale() == "log" and axis.get_xlabel() == "output" and "NMSE" in axis.get_ylabel()
+    figure.tight_layout()
+    figure.canvas.draw()
+    assert not axis.get_legend().get_window_extent().overlaps(axis.get_window_extent())
+    assert axis.get_legend().get_window_extent().x1 <= figure.bbox.x1  # not clipped
+    plt.close(figure)
+
+
+def test_the_twin_fit_plot_gives_no_noise_floor_without_repeats(tmp_path: Path) -> None:
+    """Without repeated measurements the fidelity step records a floor of 0, which is no figure (the summary's n/a)."""
+    store = _run(tmp_path)
+    store.save_arrays("data/twin_data.h5", {"y_repeats": torch.zeros(0, 0, 3, 2)})
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1, 0.2]), "noise_floor": torch.zeros(2),
+                                           "measured": torch.rand(2, 3, 2), "predicted": torch.rand(2, 3, 2)})
+    figure = _twin_fit(store)
+    store.close()
+    assert [line.get_label() for line in figure.axes[1].get_lines()] == ["twin, held out"]
+    assert "noise floor unknown" in figure.axes[1].get_title()
     plt.close(figure)
