@@ -115,6 +115,16 @@ def _every(count: int, shifted: bool = False) -> tuple[int, int] | None:
     return (step // 2 if shifted else 0, step) if step > 1 else None
 
 
+def _log_scale(axis: Any, values: np.ndarray) -> None:
+    """A log y axis for positive ``values`` spanning decades, ticked 1, 2 and 5 in each decade, in plain numbers, where
+    they span up to 3 (10⁻² and 10⁻¹ alone leave 0.03 unreadable); beyond, at each decade."""
+    axis.set_yscale("log")
+    if values.max() <= 1e3 * values.min():
+        axis.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _learning_curves(events: list[dict[str, Any]]) -> Figure:
     epochs = [e for e in events if e["kind"] == "epoch" and isinstance(e.get("epoch"), int) and _plotted(e["epoch"])]
     batches = [e for e in events if e["kind"] == "batch" and isinstance(e.get("epoch"), int) and _plotted(e["epoch"])
@@ -161,11 +171,7 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
     losses = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in loss_axis.get_lines()] or [[]])
     losses = losses[np.isfinite(losses)]
     if losses.size and losses.min() > 0 and losses.max() > 10 * losses.min():  # a train loss that falls by decades
-        loss_axis.set_yscale("log")  # on a linear axis, flat at 0 for most of the run
-        # ticked 1, 2 and 5 in each decade, in plain numbers: 10⁻¹ and 10⁰ alone leave 0.2 unreadable
-        loss_axis.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-        loss_axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        loss_axis.yaxis.set_minor_formatter(NullFormatter())
+        _log_scale(loss_axis, losses)  # on a linear axis, flat at 0 for most of the run
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     legend: dict[str, Any] = {}  # one entry per curve: its colour is the same in both panels
     for axis in (loss_axis, accuracy_axis):
@@ -252,7 +258,7 @@ def _against_noise(axis: Any, nmse: Any, floor: Any) -> None:
         shown.append(values[placed])
     drawn = np.concatenate(shown)
     if drawn.size and drawn.min() > 0 and drawn.max() > 10 * drawn.min():
-        axis.set_yscale("log")
+        _log_scale(axis, drawn)
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set(xlabel="output", ylabel="NMSE (squared error over the output's variance)",
              title="per output: the twin's error and the noise floor" if floor is not None

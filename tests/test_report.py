@@ -876,6 +876,10 @@ def test_the_twin_fit_plot_shows_each_outputs_error_against_its_noise_floor(tmp_
     assert np.allclose(lines["twin, held out"], nmse) and np.allclose(lines["noise floor:\nrepeated\nmeasurements"],
                                                                         floor)
     assert axis.get_yscale() == "log" and axis.get_xlabel() == "output" and "NMSE" in axis.get_ylabel()
+    figure.canvas.draw()
+    low, high = axis.get_ylim()
+    labels = [label.get_text() for label in axis.get_yticklabels() if low <= label.get_position()[1] <= high]
+    assert len(labels) >= 3 and all(label and "10^" not in label for label in labels), labels  # plain numbers
     figure.tight_layout()
     figure.canvas.draw()
     assert not axis.get_legend().get_window_extent().overlaps(axis.get_window_extent())
