@@ -304,9 +304,9 @@ def _confusion(confusion: np.ndarray, names: list[str]) -> Figure:
                           color="white" if count > confusion.max() / 2 else "black")
     ticks = range(0, n, math.ceil(n / NAMED_CLASSES))
     axis.set(xticks=ticks, yticks=ticks, xticklabels=[names[k] for k in ticks], yticklabels=[names[k] for k in ticks],
-             xlabel="predicted", ylabel="true", title="test set on the device, final evaluation"
+             xlabel="predicted class", ylabel="true class", title="test set on the device, final evaluation"
              + (f" (accuracy {_figure(float(confusion.trace() / total))})" if (total := confusion.sum()) else ""))
-    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.colorbar(image, ax=axis, fraction=0.046, label="test samples")  # what its colours count
     return figure
 
 

@@ -898,3 +898,14 @@ def test_the_twin_fit_plot_gives_no_noise_floor_without_repeats(tmp_path: Path) 
     assert [line.get_label() for line in figure.axes[1].get_lines()] == ["twin, held out"]
     assert "noise floor unknown" in figure.axes[1].get_title()
     plt.close(figure)
+
+
+def test_the_confusion_matrix_says_what_its_axes_and_colours_are(tmp_path: Path) -> None:
+    """Its colour bar had no label: 0 to 47 of what? Its axes read "true" and "predicted": of what?"""
+    store = _run(tmp_path)
+    figure = _confusion(*_confusion_matrix(store))
+    store.close()
+    [image] = figure.axes[0].images
+    assert image.colorbar.ax.get_ylabel() == "test samples"
+    assert (figure.axes[0].get_xlabel(), figure.axes[0].get_ylabel()) == ("predicted class", "true class")
+    plt.close(figure)
