@@ -210,7 +210,9 @@ def _final_note(events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str:
                                                        "drift."))
 
 
-def _twin_fit(store: RunStore) -> Figure:
+def _twin_fit(store: RunStore, fitted: dict[str, Any] | None = None) -> Figure:
+    """The twin-fit plot; ``fitted``: the ``twin_fitted`` event, whose ``best_epoch`` of -1 says the twin plotted is
+    the one the fit started from (it diverged, or no epoch beat it)."""
     arrays, _ = _arrays(store, "data/fidelity.h5", {"nmse": 0, "measured": 2, "predicted": 2})
     if arrays["measured"].shape != arrays["predicted"].shape or arrays["measured"].numel() == 0:
         _damaged(store, "data/fidelity.h5", f"measured {tuple(arrays['measured'].shape)} and predicted "
@@ -237,7 +239,8 @@ def _twin_fit(store: RunStore) -> Figure:
     axis.plot([low, high], [low, high], "k--", linewidth=1)
     nmse = _figure(arrays["nmse"].double().mean().item())  # as the summary gives it
     axis.set(xlabel=f"measured on the device (a colour per output, {counted(measured.shape[1], 'output')})",
-             ylabel="predicted by the twin", title=f"twin on held-out θ groups (NMSE {nmse})")
+             ylabel="predicted by the twin", title=f"twin on held-out θ groups (NMSE {nmse})"
+             + ("\nas it started: its fit was not kept" if (fitted or {}).get("best_epoch") == -1 else ""))
     floor = arrays.get("noise_floor") if _repeats(store) != 1 else None  # without repeats, 0: no figure
     _against_noise(per_output, arrays["nmse"], floor)
     return figure
@@ -579,7 +582,7 @@ def _summary(store: RunStore, wall_s: float | None, draw: bool = True) -> str:
             unlogged = _unlogged("data/fidelity.h5", "twin fidelity", "the twin on its held-out θ groups",
                                  bool(damaged))
     elif store.has("data/fidelity.h5") and draw:
-        _save(store, _twin_fit(store), "report/twin_fit.png")
+        _save(store, _twin_fit(store, _last(events, "twin_fitted")), "report/twin_fit.png")
         plots.append("twin_fit.png")
     tested = None  # the test samples of the final evaluation
     if store.has("data/evaluation.h5") and not _last(events, "evaluated"):

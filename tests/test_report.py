@@ -909,3 +909,16 @@ def test_the_confusion_matrix_says_what_its_axes_and_colours_are(tmp_path: Path)
     assert image.colorbar.ax.get_ylabel() == "test samples"
     assert (figure.axes[0].get_xlabel(), figure.axes[0].get_ylabel()) == ("predicted class", "true class")
     plt.close(figure)
+
+
+@pytest.mark.parametrize(("best", "kept"), [(-1, False), (3, True)])
+def test_the_twin_fit_plot_says_when_its_twin_is_the_unfitted_one(tmp_path: Path, best: int, kept: bool) -> None:
+    """A twin fit that diverged left the run with the twin it started from; the plot's title called it "twin on
+    held-out θ groups" as for a fitted one (only the summary said it was not)."""
+    store = _run(tmp_path)
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor([0.1]), "measured": torch.rand(2, 3, 1),
+                                           "predicted": torch.rand(2, 3, 1)})
+    figure = _twin_fit(store, {"kind": "twin_fitted", "best_epoch": best, "validation_loss": [math.nan] * 4})
+    store.close()
+    assert ("its fit was not kept" in figure.axes[0].get_title()) is not kept
+    plt.close(figure)
