@@ -129,7 +129,8 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
     epochs = [e for e in events if e["kind"] == "epoch" and isinstance(e.get("epoch"), int) and _plotted(e["epoch"])]
     batches = [e for e in events if e["kind"] == "batch" and isinstance(e.get("epoch"), int) and _plotted(e["epoch"])
                and _plotted(e.get("loss"))]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained",
+                                                     sharex=True)  # the same epochs: an empty panel is not at 0
     if batches:
         per_epoch: dict[int, list[float]] = {}
         for event in batches:
@@ -174,7 +175,9 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
         _log_scale(loss_axis, losses)  # on a linear axis, flat at 0 for most of the run
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     legend: dict[str, Any] = {}  # one entry per curve: its colour is the same in both panels
-    for axis in (loss_axis, accuracy_axis):
+    for axis, missing in ((loss_axis, "no training loss logged"), (accuracy_axis, "no test accuracy logged")):
+        if not axis.get_lines():  # a run stopped before its first batch, or its first epoch's test pass
+            axis.text(0.5, 0.5, missing, transform=axis.transAxes, ha="center", va="center", color="0.4")
         axis.grid(alpha=0.3)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole, one alone too
         legend.update({label: handle for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)

@@ -922,3 +922,17 @@ def test_the_twin_fit_plot_says_when_its_twin_is_the_unfitted_one(tmp_path: Path
     store.close()
     assert ("its fit was not kept" in figure.axes[0].get_title()) is not kept
     plt.close(figure)
+
+
+def test_an_empty_learning_curves_panel_says_why_and_is_not_at_epoch_zero(tmp_path: Path) -> None:
+    """A run stopped in its first epoch had an accuracy panel empty but for its axes, ticked at epochs 0 and 1."""
+    store = _run(tmp_path, epochs=0, finish=False, batch={"epoch": 0, "batch": 1, "loss": 2.0})
+    figure = _learning_curves(store.events())
+    store.close()
+    figure.canvas.draw()
+    loss_axis, accuracy_axis = figure.axes
+    assert [text.get_text() for text in accuracy_axis.texts] == ["no test accuracy logged"]
+    assert not loss_axis.texts and accuracy_axis.get_xlim() == loss_axis.get_xlim()
+    low, high = accuracy_axis.get_xlim()
+    assert [tick for tick in accuracy_axis.get_xticks() if low <= tick <= high] == [1.0]
+    plt.close(figure)
