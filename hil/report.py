@@ -179,7 +179,7 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
         if not axis.get_lines():  # a run stopped before its first batch, or its first epoch's test pass
             axis.text(0.5, 0.5, missing, transform=axis.transAxes, ha="center", va="center", color="0.4")
         axis.grid(alpha=0.3)
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole, one alone too
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1, steps=[1, 2, 5, 10]))  # epochs are whole
         legend.update({label: handle for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)
                        if label not in legend})
     if legend:  # below the panels, where it hides no point (a long run's curves leave no free corner inside them)

@@ -936,3 +936,15 @@ def test_an_empty_learning_curves_panel_says_why_and_is_not_at_epoch_zero(tmp_pa
     low, high = accuracy_axis.get_xlim()
     assert [tick for tick in accuracy_axis.get_xticks() if low <= tick <= high] == [1.0]
     plt.close(figure)
+
+
+@pytest.mark.parametrize("epochs", [7, 20, 109])
+def test_the_epoch_axis_is_ticked_in_steps_of_1_2_or_5(tmp_path: Path, epochs: int) -> None:
+    """A 20-epoch run was ticked 3, 6, …, 18, its first and last epochs between ticks; 109 epochs at 15, 30, …"""
+    store = _run(tmp_path, epochs=epochs, finish=False)
+    figure = _learning_curves(store.events())
+    store.close()
+    figure.canvas.draw()
+    ticks = figure.axes[0].get_xticks()
+    assert (ticks[1] - ticks[0]) / 10 ** math.floor(math.log10(ticks[1] - ticks[0])) in (1, 2, 5), ticks
+    plt.close(figure)
