@@ -303,10 +303,13 @@ def _confusion(confusion: np.ndarray, names: list[str]) -> Figure:
     image = axis.imshow(confusion, cmap="Blues")
     n = len(confusion)
     if n <= ANNOTATED_CLASSES:
+        # each count within its cell (the axes about 3.5 in wide; a digit about 0.6 of the font size, and a margin):
+        # 20 classes' three-digit counts at 7 pt ran into their neighbours
+        fontsize = min(7.0, 3.5 * 72 / n / (0.8 * len(str(int(confusion.max())))))
         for row in range(n):
             for column in range(n):
                 count = int(confusion[row, column])  # white on the dark cells, where black is unreadable
-                axis.text(column, row, f"{count}", ha="center", va="center", fontsize=7,
+                axis.text(column, row, f"{count}", ha="center", va="center", fontsize=fontsize,
                           color="white" if count > confusion.max() / 2 else "black")
     ticks = range(0, n, math.ceil(n / NAMED_CLASSES))
     axis.set(xticks=ticks, yticks=ticks, xticklabels=[names[k] for k in ticks], yticklabels=[names[k] for k in ticks],

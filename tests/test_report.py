@@ -948,3 +948,19 @@ def test_the_epoch_axis_is_ticked_in_steps_of_1_2_or_5(tmp_path: Path, epochs: i
     ticks = figure.axes[0].get_xticks()
     assert (ticks[1] - ticks[0]) / 10 ** math.floor(math.log10(ticks[1] - ticks[0])) in (1, 2, 5), ticks
     plt.close(figure)
+
+
+@pytest.mark.parametrize(("classes", "most"), [(10, 47), (20, 979), (20, 9999)])
+def test_each_confusion_count_fits_its_cell(classes: int, most: int) -> None:
+    """20 classes' three-digit counts, at 7 pt, ran into their neighbours' cells."""
+    confusion = np.full((classes, classes), 5.0)
+    np.fill_diagonal(confusion, most)
+    figure = _confusion(confusion, [str(k) for k in range(classes)])
+    figure.tight_layout()
+    figure.canvas.draw()
+    axis = figure.axes[0]
+    cell = axis.get_window_extent().width / classes
+    widest = max(text.get_window_extent().width for text in axis.texts)
+    assert widest < 0.85 * cell, (widest, cell)
+    assert min(text.get_fontsize() for text in axis.texts) >= (5 if most < 1000 else 3.5)  # small, not unreadable
+    plt.close(figure)
