@@ -168,12 +168,12 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
                         else "") + ("; test: the test set after each epoch" if tested else "")
                         + ("\nfinal evaluation: the test set measured again after training" if final else ""),
                         fontsize=9)
-    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy per sample (nats)", title="loss")  # torch's: natural log
     losses = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in loss_axis.get_lines()] or [[]])
     losses = losses[np.isfinite(losses)]
     if losses.size and losses.min() > 0 and losses.max() > 10 * losses.min():  # a train loss that falls by decades
         _log_scale(loss_axis, losses)  # on a linear axis, flat at 0 for most of the run
-    accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (fraction correct)", title="accuracy", ylim=(0, 1))
     legend: dict[str, Any] = {}  # one entry per curve: its colour is the same in both panels
     for axis, missing in ((loss_axis, "no training loss logged"), (accuracy_axis, "no test accuracy logged")):
         if not axis.get_lines():  # a run stopped before its first batch, or its first epoch's test pass

@@ -964,3 +964,13 @@ def test_each_confusion_count_fits_its_cell(classes: int, most: int) -> None:
     assert widest < 0.85 * cell, (widest, cell)
     assert min(text.get_fontsize() for text in axis.texts) >= (5 if most < 1000 else 3.5)  # small, not unreadable
     plt.close(figure)
+
+
+def test_the_learning_curves_axes_give_their_units(tmp_path: Path) -> None:
+    """"cross-entropy" and "accuracy": in bits or nats, in per cent or a fraction?"""
+    store = _run(tmp_path)
+    figure = _learning_curves(store.events())
+    store.close()
+    assert [axis.get_ylabel() for axis in figure.axes] == ["cross-entropy per sample (nats)",
+                                                           "accuracy (fraction correct)"]
+    plt.close(figure)
