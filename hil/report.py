@@ -263,6 +263,8 @@ def _against_noise(axis: Any, nmse: Any, floor: Any) -> None:
                   markeredgewidth=2 if style == "_" else 1, color="black" if style == "_" else "tab:blue", label=label)
         shown.append(values[placed])
     drawn = np.concatenate(shown)
+    if drawn.size and drawn.max() >= 0.5:  # near or past where the summary calls the twin no better than the mean
+        axis.axhline(1, color="tab:red", linestyle=":", label="1: no better\nthan the\noutput's mean")
     if drawn.size and drawn.min() > 0 and drawn.max() > 10 * drawn.min():
         _log_scale(axis, drawn)
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))

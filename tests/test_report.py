@@ -974,3 +974,16 @@ def test_the_learning_curves_axes_give_their_units(tmp_path: Path) -> None:
     assert [axis.get_ylabel() for axis in figure.axes] == ["cross-entropy per sample (nats)",
                                                            "accuracy (fraction correct)"]
     plt.close(figure)
+
+
+@pytest.mark.parametrize(("nmse", "marked"), [([0.3, 1.9], True), ([0.01, 0.02], False)])
+def test_the_twin_fit_plot_marks_an_nmse_of_1_where_outputs_near_it(tmp_path: Path, nmse: list, marked: bool) -> None:
+    """The summary calls a twin of NMSE 1 or more no better than each output's mean; its plot showed no such line."""
+    store = _run(tmp_path)
+    store.save_arrays("data/fidelity.h5", {"nmse": torch.tensor(nmse), "measured": torch.rand(2, 3, 2),
+                                           "predicted": torch.rand(2, 3, 2)})
+    figure = _twin_fit(store)
+    store.close()
+    levels = [list(line.get_ydata()) for line in figure.axes[1].get_lines() if "output's mean" in line.get_label()]
+    assert levels == ([[1, 1]] if marked else [])
+    plt.close(figure)
