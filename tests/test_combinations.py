@@ -58,6 +58,25 @@ def fiber_protocol(tmp_path, twin: dict) -> Path:
     return path
 
 
+def reused_fiber_run(tmp_path, arrays: dict[str, object]) -> Path:
+    """A run folder in ``tmp_path`` / source to reuse with ``twin.from_run``: the ideal fiber's twin, and a
+    ``data/twin_data.h5`` of ``arrays`` (each a tensor, or None for a group in its place)."""
+    import h5py
+
+    with lab_from_text(IDEAL_FIBER, tmp_path) as lab:
+        system = lab.systems["fiber"]
+        system.calibrate()
+        save_twin(build_twin("physics", system), tmp_path / "source" / "twin")
+    (tmp_path / "source" / "data").mkdir()
+    with h5py.File(tmp_path / "source" / "data" / "twin_data.h5", "w") as file:
+        for name, array in arrays.items():
+            if array is None:
+                file.create_group(name)
+            else:
+                file.create_dataset(name, data=array)
+    return tmp_path / "source"
+
+
 def test_hil_check_takes_a_fiber_protocol_with_a_residual_twin_or_a_reused_twin(tmp_path) -> None:
     """The fiber's physics model is its measured transmission matrix: before calibrating there is none. Checking a
     residual twin's hidden widths built the whole twin, and a reused one was loaded whole, so hil check (and hil run,
@@ -76,15 +95,8 @@ def test_a_reused_run_whose_data_are_of_another_size_is_refused_at_its_field_bef
     """A fiber twin's parameters do not depend on its θ count, so the twin of a run on a 16-θ fiber loaded for an
     8-θ one, and the run failed after calibrating, at its fidelity step, without a field: "system 'fiber': theta has
     shape (16,), expected 8". The reused data's sizes are checked against the system with the protocol."""
-    import h5py
-
-    with lab_from_text(IDEAL_FIBER, tmp_path) as lab:
-        system = lab.systems["fiber"]
-        system.calibrate()
-        save_twin(build_twin("physics", system), tmp_path / "source" / "twin")
-    (tmp_path / "source" / "data").mkdir()
-    with h5py.File(tmp_path / "source" / "data" / "twin_data.h5", "w") as file:
-        file["x"], file["theta"], file["y"] = torch.zeros(4, 2, 16), torch.zeros(4, 8), torch.zeros(4, 2, 8)
+    source = reused_fiber_run(tmp_path, {"x": torch.zeros(4, 2, 16), "theta": torch.zeros(4, 8),
+                                         "y": torch.zeros(4, 2, 8)})
     with pytest.raises(ConfigError, match=r"protocol.yaml:\d+: twin.from_run: .*twin_data.h5 holds data of 8 θ, "
                                           r"system 'fiber' has 16; point twin.from_run at a run on this system"):
-        check_protocol(fiber_protocol(tmp_path, {"kind": "physics", "from_run": str(tmp_path / "source")}))
+        check_protocol(fiber_protocol(tmp_path, {"kind": "physics", "from_run": str(source)}))

@@ -25,10 +25,8 @@ from hil.protocol import (
 )
 from hil.state import capture, restore
 from hil.store import RunFileError
-from hil.twin.models import build_twin, save_twin
 from simulators.crossbar import MemristorCrossbar
-from tests.lab_text import lab_from_text
-from tests.test_combinations import IDEAL_FIBER, fiber_protocol
+from tests.test_combinations import fiber_protocol, reused_fiber_run
 
 #: A module with an effect on import, standing for any module a crafted checkpoint could name.
 EFFECT = """
@@ -125,19 +123,10 @@ def test_a_path_of_names_the_system_takes_is_kept() -> None:
 def test_a_reused_runs_data_holding_a_group_where_an_array_goes_is_refused_at_its_field(tmp_path: Path) -> None:
     """twin.from_run names another's run folder; a twin_data.h5 edited or made by hand, with a group for x, failed
     hil check (and hil run) with an AttributeError's traceback ('Group' object has no attribute 'shape')."""
-    import h5py
-
-    with lab_from_text(IDEAL_FIBER, tmp_path) as lab:
-        system = lab.systems["fiber"]
-        system.calibrate()
-        save_twin(build_twin("physics", system), tmp_path / "source" / "twin")
-    (tmp_path / "source" / "data").mkdir()
-    with h5py.File(tmp_path / "source" / "data" / "twin_data.h5", "w") as file:
-        file.create_group("x")
-        file["theta"], file["y"] = torch.zeros(4, 16), torch.zeros(4, 2, 8)
+    source = reused_fiber_run(tmp_path, {"x": None, "theta": torch.zeros(4, 16), "y": torch.zeros(4, 2, 8)})
     with pytest.raises(ConfigError, match=r"^\S*protocol.yaml:\d+: twin.from_run: \S*twin_data.h5 holds no data a "
                                           r"run wrote: x is a Group, not an array; point twin.from_run at a run"):
-        check_protocol(fiber_protocol(tmp_path, {"kind": "physics", "from_run": str(tmp_path / "source")}))
+        check_protocol(fiber_protocol(tmp_path, {"kind": "physics", "from_run": str(source)}))
 
 
 @pytest.fixture
