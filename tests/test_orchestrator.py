@@ -1484,25 +1484,9 @@ def test_a_ctrl_c_during_a_step_stops_after_it_with_a_checkpoint_and_the_resumed
     assert [e["kind"] for e in events].count("calibrated") == 1 and events[-1]["kind"] == "run_finished"
 
 
-def test_a_run_stopped_at_once_mid_training_resumes_from_the_start_of_its_unfinished_epoch(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_stopped_at_once_mid_training_resumes_from_the_start_of_its_unfinished_epoch(stopped_run: Path) -> None:
     """Every finished epoch is checkpointed: a kill in the second epoch loses only that epoch's batches."""
-    from hil.orchestrator import Interrupted, Run
-
-    batches = Run._batches
-
-    def killed_in_the_second_epoch(self: Run, epoch: int) -> list[torch.Tensor]:
-        if epoch == 1:
-            raise KeyboardInterrupt("killed")
-        return batches(self, epoch)
-
-    protocol = write_protocol(tmp_path, **SMALL | {"training": SMALL["training"] | {"epochs": 2}})
-    with monkeypatch.context() as patch:
-        patch.setattr(Run, "_batches", killed_in_the_second_epoch)
-        with pytest.raises(Interrupted, match="stopped at once by killed"):
-            run_protocol(protocol, show_progress=False)
-    [run] = (tmp_path / "runs").iterdir()
-    store = RunStore.open(run)
+    store = RunStore.open(stopped_run)
     saved = store.load_checkpoint()
     assert (saved["epoch"], saved["batch"], [record["epoch"] for record in saved["history"]]) == (1, 0, [0])
     store.close()
@@ -2541,7 +2525,7 @@ def stopped_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     protocol = write_protocol(folder, **SMALL | {"training": SMALL["training"] | {"epochs": 2}})
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Run, "_batches", killed_in_the_second_epoch)
-        with pytest.raises(Interrupted):
+        with pytest.raises(Interrupted, match="stopped at once by killed"):
             run_protocol(protocol, show_progress=False)
     [run] = (folder / "runs").iterdir()
     return run
