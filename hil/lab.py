@@ -493,6 +493,7 @@ class Lab:
             if unknown:  # a misspelt name would leave its instrument unconnected, and said nowhere
                 raise ConfigError(f"no instrument named {unknown[0]!r} to open; the lab has: "
                                   f"{', '.join(self.instruments)}", source=self.source)
+            self._claim(name for name in self.instruments if only is None or name in only)
             for name, instrument in self.instruments.items():
                 if instrument.connected:  # e.g. by the caller, before open: the lab closes it all the same
                     if instrument not in self._connected:
@@ -511,6 +512,15 @@ class Lab:
             self.close()
             raise
         return self
+
+    def _claim(self, names: collections.abc.Iterable[str]) -> None:
+        """Claim the bench instruments ``names`` for this process before anything is sent to any: one that another
+        process holds is refused (`InstrumentBusy`) while none of the others has been connected, set, or made safe
+        (which would switch off an output someone else's measurement uses). `close` releases them."""
+        for name in names:
+            transport = self._transports.get(name)
+            if transport is not None and not self.instruments[name].connected:
+                transport.claim()
 
     def close(self) -> None:
         """Safe state and close every connected instrument (in reverse order), then close the links the lab made (one

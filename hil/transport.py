@@ -329,6 +329,13 @@ class Transport(ABC):
                 if not self._open:
                     self._release_claim()
 
+    def claim(self) -> None:
+        """Claim the instrument for this process (`_Claim`) without opening the link, so that a lab can hold every
+        instrument it is about to connect before it sends anything to any; `InstrumentBusy` where another process
+        holds it. `close` releases it (`open` keeps it)."""
+        with self._lock:
+            self._take_claim()
+
     def _claim_key(self) -> str | None:
         """What names the instrument across processes (`_Claim`), or None for a link no other process can reach."""
         return instrument_key(self.resource)
