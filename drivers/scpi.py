@@ -67,6 +67,15 @@ class ScpiDriver:
             self.transport.close()
             raise
 
+    def _read_identity_hw(self) -> str:
+        """``*IDN?`` alone, on a link opened for it and closed after: no ``*CLS``, no setting, no safe state, so that
+        a look at an instrument in use changes nothing on it (`Instrument.read_identity`)."""
+        self.transport.open()
+        try:
+            return self.query("*IDN?")
+        finally:
+            self.transport.close()
+
     def _prepare_hw(self) -> None:
         """Check the model in ``self.idn`` and send the settings the driver relies on (formats, units)."""
 

@@ -37,39 +37,40 @@ def _devices(args: argparse.Namespace) -> int:
         raise ConfigError(f"file not found in the working directory, {Path.cwd()}; run hil in the lab file's folder, "
                           "or name the file with --lab FILE", source=DEFAULT_LAB)
     console = _console()
-    with Lab.load(args.lab) as lab:
-        table = Table(title=f"Instruments of {args.lab}")
-        for column in ("name", "class", "resource", "identity", "limits"):
-            table.add_column(column, overflow="fold")
-        for name, instrument in lab.instruments.items():
-            transport = getattr(instrument, "transport", None)
-            table.add_row(
-                name,
-                f"{type(instrument).__name__} ({instrument.capability})",
-                transport.resource if transport is not None else f"world {lab.config.instruments[name].world}",
-                instrument.identify(),
-                "\n".join(f"{key}: {limit.describe()}" for key, limit in instrument.limits.items()),
-            )
-        console.print(table)
-        if lab.worlds:
-            worlds = Table(title="Simulated worlds")
-            for column in ("name", "kind", "preset", "seed", "clock"):
-                worlds.add_column(column)
-            for name, world in lab.worlds.items():
-                worlds.add_row(name, world.kind, world.preset, str(world.seed),
-                               "real time" if world.clock.realtime else "virtual")
-            console.print(worlds)
-        if lab.systems:
-            systems = Table(title="Physical systems y = f(x, θ)")
-            for column in ("name", "kind", "instruments", "x", "θ", "y", "max batch"):
-                systems.add_column(column)
-            for name, system in lab.systems.items():
-                systems.add_row(
-                    name, system.kind, ", ".join(f"{r}: {i.name}" for r, i in system.instruments.items()),
-                    f"{system.n_in} in {system.x_bounds[0]:g}..{system.x_bounds[1]:g}",
-                    f"{system.n_params} in {system.theta_bounds[0]:g}..{system.theta_bounds[1]:g}",
-                    str(system.n_out), str(system.max_batch))
-            console.print(systems)
+    lab = Lab.load(args.lab)
+    identities = lab.read_identities()  # read only: an instrument may be in use (someone's output left as it is)
+    table = Table(title=f"Instruments of {args.lab}")
+    for column in ("name", "class", "resource", "identity", "limits"):
+        table.add_column(column, overflow="fold")
+    for name, instrument in lab.instruments.items():
+        transport = getattr(instrument, "transport", None)
+        table.add_row(
+            name,
+            f"{type(instrument).__name__} ({instrument.capability})",
+            transport.resource if transport is not None else f"world {lab.config.instruments[name].world}",
+            identities[name],
+            "\n".join(f"{key}: {limit.describe()}" for key, limit in instrument.limits.items()),
+        )
+    console.print(table)
+    if lab.worlds:
+        worlds = Table(title="Simulated worlds")
+        for column in ("name", "kind", "preset", "seed", "clock"):
+            worlds.add_column(column)
+        for name, world in lab.worlds.items():
+            worlds.add_row(name, world.kind, world.preset, str(world.seed),
+                           "real time" if world.clock.realtime else "virtual")
+        console.print(worlds)
+    if lab.systems:
+        systems = Table(title="Physical systems y = f(x, θ)")
+        for column in ("name", "kind", "instruments", "x", "θ", "y", "max batch"):
+            systems.add_column(column)
+        for name, system in lab.systems.items():
+            systems.add_row(
+                name, system.kind, ", ".join(f"{r}: {i.name}" for r, i in system.instruments.items()),
+                f"{system.n_in} in {system.x_bounds[0]:g}..{system.x_bounds[1]:g}",
+                f"{system.n_params} in {system.theta_bounds[0]:g}..{system.theta_bounds[1]:g}",
+                str(system.n_out), str(system.max_batch))
+        console.print(systems)
     return 0
 
 
@@ -265,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hil", description="Train physical neural networks with the hardware in the loop.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    devices = commands.add_parser("devices", help="connect to the lab's instruments and list them")
+    devices = commands.add_parser("devices", help="list the lab's instruments, reading each one's identity (and "
+                                  "nothing else: an instrument in use is left as it is)")
     devices.add_argument("--lab", default=DEFAULT_LAB, type=Path, help="lab file (default: %(default)s)")
     devices.set_defaults(func=_devices)
 

@@ -176,6 +176,28 @@ class Instrument(ABC):
         assert self.identity is not None
         return self.identity
 
+    def read_identity(self) -> str:
+        """The identity, read without changing anything on the instrument, which may be in use (sourcing for
+        someone's measurement): no setting is sent and no safe state gone to (`_read_identity_hw`); a connected
+        instrument gives the one read at connect. For a look at a bench (``hil devices``)."""
+        if self._connected:
+            return self.identify()
+        identity = self._read_identity_hw()
+        if not isinstance(identity, str):
+            raise DeviceError(f"{self.name}: {type(self).__name__}._read_identity_hw() returned {brief(identity)}, not "
+                              "the identity; return the instrument's identity as text")
+        return identity
+
+    def _read_identity_hw(self) -> str:
+        """Connect, read the identity and disconnect, sending nothing that changes a setting or an output. This
+        default runs `_connect_hw`, `_identify_hw` and `_close_hw`, without the safe state: a driver whose
+        `_connect_hw` sends settings overrides it (`drivers.scpi.ScpiDriver` does: ``*IDN?`` alone)."""
+        self._connect_hw()
+        try:
+            return self._identify_hw()
+        finally:
+            self._close_hw()
+
     def safe_state(self) -> None:
         """Outputs off, zero volts, blank pattern: nothing that can harm the device, the sample or a person."""
         if self._connected:

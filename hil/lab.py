@@ -522,6 +522,25 @@ class Lab:
             if transport is not None and not self.instruments[name].connected:
                 transport.claim()
 
+    def read_identities(self) -> dict[str, str]:
+        """Build the lab and read each instrument's identity without changing anything on it
+        (`Instrument.read_identity`: no setting sent, no safe state), every bench instrument claimed first; then close
+        the links and stop the emulators. For a look at a bench that may be in use (``hil devices``)."""
+        self.build()
+        try:
+            self._claim(self.instruments)
+            identities = {}
+            for name, instrument in self.instruments.items():
+                try:
+                    identities[name] = instrument.read_identity()
+                except HilError as error:
+                    if str(error).startswith((f"{name}:", f"{name} (")):  # the driver named itself
+                        raise
+                    raise type(error)(f"instrument {name!r}: {error}") from error
+        finally:
+            self.close()
+        return identities
+
     def close(self) -> None:
         """Safe state and close every connected instrument (in reverse order), then close the links the lab made (one
         that a driver failing at connect left open) and stop the emulators.

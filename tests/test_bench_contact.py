@@ -52,6 +52,19 @@ def left_as_found(smu: Keithley2450Emulator, awg: Keysight33500BEmulator) -> Non
     assert awg.channels[2].volt_unit == "VRMS"
 
 
+def test_devices_reads_each_identity_and_changes_nothing_on_an_instrument_in_use(bench, capsys) -> None:
+    """hil devices, which lists the bench, connected as a run does and left as a run does: the 2450's 1.5 V were
+    ramped to 0 and its output switched off, the AWG's channel 1 switched off, its load, byte order and units set, the
+    2450's data format and both error queues (*CLS) changed under the measurement going on. It sends *IDN? alone."""
+    lab, smu, awg, _ = bench
+    assert main(["devices", "--lab", str(lab)]) == 0
+    out = capsys.readouterr().out
+    assert "KEITHLEY" in out and "33522B" in out
+    assert list(smu.received) == [b"*IDN?"]
+    assert list(awg.received) == [b"*IDN?"]
+    left_as_found(smu, awg)
+
+
 def test_check_of_the_lab_and_of_a_protocol_sends_nothing(bench, capsys) -> None:
     """hil check says 'no hardware was touched': nothing reaches either instrument."""
     lab, smu, awg, _ = bench
@@ -83,16 +96,17 @@ def held_by_another_process(resource: str) -> Iterator[None]:
         os.close(fd)
 
 
-def test_an_instrument_held_by_another_process_is_refused_before_anything_is_sent_to_any(bench) -> None:
-    """A run whose second instrument another process holds was refused there, after the first had been connected
-    (its load, byte order and units set) and made safe on the way out: the AWG's channel 1, which someone's
-    measurement used, was switched off by a run that did nothing. Every instrument is claimed before anything is sent
-    to any."""
+@pytest.mark.parametrize("how", ["open", "devices"])
+def test_an_instrument_held_by_another_process_is_refused_before_anything_is_sent_to_any(bench, how) -> None:
+    """A run (or hil devices) whose second instrument another process holds was refused there, after the first had
+    been connected (its load, byte order and units set) and made safe on the way out: the AWG's channel 1, which
+    someone's measurement used, was switched off by a command that did nothing. Every instrument is claimed before
+    anything is sent to any."""
     lab_file, smu, awg, smu_server = bench
     lab = Lab.load(lab_file)
     busy = r"^smu \(.*\): in use by another process \(pid 1: hil run"
     with held_by_another_process(smu_server.resource), pytest.raises(InstrumentBusy, match=busy):
-        lab.open(["awg", "smu"])
+        lab.open(["awg", "smu"]) if how == "open" else lab.read_identities()
     assert list(smu.received) == [] and list(awg.received) == []
     left_as_found(smu, awg)
     with lab.open(["awg"]):  # the claims taken before the refusal were released: the AWG opens
