@@ -109,5 +109,4 @@ def test_an_instrument_held_by_another_process_is_refused_before_anything_is_sen
         lab.open(["awg", "smu"]) if how == "open" else lab.read_identities()
     assert list(smu.received) == [] and list(awg.received) == []
     left_as_found(smu, awg)
-    with lab.open(["awg"]):  # the claims taken before the refusal were released: the AWG opens
-        assert awg.received
+    assert instrument_key(lab.config.instruments["awg"].resource) not in _Claim._held  # released: free to others
