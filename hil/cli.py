@@ -38,7 +38,14 @@ def _devices(args: argparse.Namespace) -> int:
                           "or name the file with --lab FILE", source=DEFAULT_LAB)
     console = _console()
     lab = Lab.load(args.lab)
-    identities = lab.read_identities()  # read only: an instrument may be in use (someone's output left as it is)
+    try:  # read only: an instrument may be in use (someone's output left as it is)
+        identities = lab.read_identities()
+    except Terminated as stop:  # nothing was put in a safe state, as the hil command says of a stopped run
+        print(f"hil: stopped by {stop}; nothing was changed on the instruments", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        print("hil: interrupted; nothing was changed on the instruments", file=sys.stderr)
+        return 130
     table = Table(title=f"Instruments of {args.lab}")
     for column in ("name", "class", "resource", "identity", "limits"):
         table.add_column(column, overflow="fold")

@@ -7,13 +7,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hil.cli import main
-from hil.errors import InstrumentBusy
+from hil.errors import InstrumentBusy, Terminated
 from hil.lab import Lab
 from hil.transport import _Claim, instrument_key
 from simulators.emulators.keithley2450 import Keithley2450Emulator
@@ -110,3 +111,17 @@ def test_an_instrument_held_by_another_process_is_refused_before_anything_is_sen
     assert list(smu.received) == [] and list(awg.received) == []
     left_as_found(smu, awg)
     assert instrument_key(lab.config.instruments["awg"].resource) not in _Claim._held  # released: free to others
+
+
+@pytest.mark.parametrize(("stop", "status", "said"), [
+    (KeyboardInterrupt(), 130, "hil: interrupted"), (Terminated(signal.SIGTERM), 143, "hil: stopped by SIGTERM")])
+def test_devices_stopped_says_it_changed_nothing(bench, monkeypatch, capsys, stop, status, said) -> None:
+    """A Ctrl-C or SIGTERM while hil devices read the identities said 'instruments were put in their safe state', as
+    a stopped run's does: a scientist whose measurement ran on the bench read that its output had been switched off.
+    hil devices puts nothing in a safe state; it says so."""
+    def stopped(self: Lab) -> None:
+        raise stop
+
+    monkeypatch.setattr(Lab, "read_identities", stopped)
+    assert main(["devices", "--lab", str(bench[0])]) == status
+    assert capsys.readouterr().err == f"{said}; nothing was changed on the instruments\n"
