@@ -219,7 +219,8 @@ class Lab:
     """Builds the instruments of a lab file, connects them, and always leaves them safe.
 
     ``build()`` constructs every instrument (starting emulators, which touch no hardware) and so checks the
-    drivers, settings and limits; ``open()`` also connects them.
+    drivers, settings and limits; ``open()`` also connects them, each claimed first; ``read_identities()`` reads each
+    one's identity and changes nothing on it.
     """
 
     def __init__(self, config: LabConfig, document: YamlDocument | None = None):
