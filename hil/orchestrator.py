@@ -202,7 +202,7 @@ class Run:
     def _bench_state(self) -> dict[str, Any]:
         """The state of what the run drives: its systems (the protocol's and those of its physical layers), their
         simulated instruments and the worlds of those. Nothing else in the lab is called during a run, so it stays
-        as opening the lab left it, which a resumed run's lab repeats."""
+        as opening the lab and its safe state left it, which a resumed run's lab repeats."""
         systems = [self.system, *(layer.system for layer in physical_layers(self.model))]
         used = [i for system in systems for i in system.instruments.values() if hasattr(i, "world")]
         return {
@@ -672,20 +672,21 @@ def _out_of_memory(error: BaseException) -> bool:
 
 def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed: bool,
            started_in: str | None = None) -> None:
-    """Prepare ``run`` and resume it from ``saved``, or start it: the bench's snapshot, run_started and the first
-    checkpoint (on disk before any step measures anything; see the module docstring). A resumed run's log is rewound
-    to ``saved`` (to its start where there is none) first, so that what this attempt logs stays in it.
-    ``started_in``: the folder its lab was read from (`_started_in`), which run_started records again where the
-    rewind discarded it; otherwise the working directory."""
+    """Prepare ``run``, put its lab in the safe state (a resumed run's too: a kill leaves a bench sourcing, and a
+    working point set up on a live output is refused, or rides on it), and resume it from ``saved``, or start it: the
+    bench's snapshot, run_started and the first checkpoint (on disk before any step measures anything; see the module
+    docstring). A resumed run's log is rewound to ``saved`` (to its start where there is none) first, so that what this
+    attempt logs stays in it. ``started_in``: the folder its lab was read from (`_started_in`), which run_started
+    records again where the rewind discarded it; otherwise the working directory."""
     store, lab, protocol = run.store, run.lab, run.protocol
     discarded = 0
     if resumed:  # before anything this attempt logs (a warning while it prepares) joins the unfinished part
         discarded = store.rewind_events(int(saved["next_seq"]) if saved is not None else 1)
     run.prepare(data)
+    lab.safe_state()  # a resume too: a bench that a kill left sourcing is set up again from its safe state
     if saved is not None:
         run.resume_from(saved, discarded)
         return
-    lab.safe_state()
     store.write_json("snapshot.json", {
         "instruments": {name: i.snapshot() for name, i in lab.instruments.items() if i.connected},
         "worlds": {name: w.describe() for name, w in lab.worlds.items()},

@@ -2565,3 +2565,36 @@ def test_a_checkpoint_sealed_anew_with_other_fields_is_refused_in_one_line_namin
     kept = (run / "events.jsonl").read_bytes() + ((run / "events.discarded.jsonl").read_bytes()
                                                   if (run / "events.discarded.jsonl").exists() else b"")
     assert all(line in kept for line in before.splitlines(keepends=True))  # every event still on disk
+
+
+def test_a_resumed_run_takes_its_bench_to_the_safe_state_before_setting_it_up_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed with its SMU sourcing leaves it so; the resume connected and sent the working point's settings
+    (function, compliance, ranges) to the live output, where a new run first ramps it down and switches it off."""
+    from hil.orchestrator import Interrupted, Run
+    from simulators.emulators.keithley2450 import Keithley2450Emulator
+
+    protocol = write_probe_protocol(tmp_path)
+    fit = Run.fit_twin
+    with monkeypatch.context() as patch:
+        patch.setattr(Run, "fit_twin", lambda self: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
+        with pytest.raises(Interrupted):
+            run_protocol(protocol, show_progress=False)
+    assert Run.fit_twin is fit
+    made: list[Keithley2450Emulator] = []
+    made_as = Keithley2450Emulator.__init__
+
+    def left_sourcing(self: Keithley2450Emulator, *args: Any, **kwargs: Any) -> None:  # as the killed run left it
+        made_as(self, *args, **kwargs)
+        for message in (b":SOUR:FUNC VOLT", b":SOUR:VOLT 0.4", b":OUTP ON"):
+            self.handle(message)
+        self.received.clear()
+        made.append(self)
+
+    monkeypatch.setattr(Keithley2450Emulator, "__init__", left_sourcing)
+    [run] = (tmp_path / "runs").iterdir()
+    assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
+    received = [message.decode() for message in made[0].received]
+    off = received.index(":OUTP OFF")
+    setting = next(k for k, message in enumerate(received) if message.startswith((":SENS", ":SOUR:VOLT:ILIM")))
+    assert off < setting, received[:setting + 1]
