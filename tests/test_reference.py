@@ -1,0 +1,148 @@
+"""The README against the code: its YAML examples load, and its protocol reference names every key a protocol
+accepts (no more), each at the code's default; its lab-file section names every key a lab file accepts."""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from hil.config import YamlDocument
+from hil.lab import Lab, LabConfig, reads_as
+from hil.methods.base import METHODS, method_class
+from hil.protocol import Protocol, check_protocol
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text(encoding="utf-8")
+YAML_BLOCKS = re.findall(r"^( *)```yaml\n(.*?)^\1```", README, re.S | re.M)  # (indent, text)
+
+
+def _blocks() -> list[str]:
+    """Each ```yaml block of the README, unindented (a block in a list item is indented with it)."""
+    return ["".join(line[len(indent):] + "\n" for line in text.splitlines()) for indent, text in YAML_BLOCKS]
+
+
+def _section(title: str) -> str:
+    """The README's text from the heading ``## title`` to the next one."""
+    start = README.index(f"\n## {title}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start:end if end != -1 else None]
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models within a field's annotation (a list of them, one of a union, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in typing.get_args(annotation) for model in _models(arg)]
+
+
+def _model_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Every key a model accepts, dotted, its submodels' included (a list's items under the list's key)."""
+    keys: set[str] = set()
+    for name, info in model.model_fields.items():
+        keys.add(prefix + name)
+        for sub in _models(info.annotation):
+            keys |= _model_keys(sub, f"{prefix}{name}.")
+    return keys
+
+
+def _yaml_keys(data: Any, prefix: str = "", free: tuple[str, ...] = ()) -> set[str]:
+    """Every key of parsed YAML, dotted as `_model_keys` dots them; below a key in ``free`` (a mapping whose keys are
+    names, not fields) only that key."""
+    keys: set[str] = set()
+    if isinstance(data, list):
+        for item in data:
+            keys |= _yaml_keys(item, prefix, free)
+    elif isinstance(data, dict):
+        for name, value in data.items():
+            keys.add(prefix + name)
+            if prefix + name not in free:
+                keys |= _yaml_keys(value, f"{prefix}{name}.", free)
+    return keys
+
+
+def _protocol_reference() -> dict[str, Any]:
+    """The README's protocol reference: its one YAML block that reads as a protocol."""
+    protocols = [yaml.safe_load(block) for block in _blocks() if reads_as(yaml.safe_load(block)) == "protocol"]
+    assert len(protocols) == 1, f"expected one protocol reference in README.md, found {len(protocols)}"
+    return protocols[0]
+
+
+def _method_keys() -> set[str]:
+    return {f"method.settings.{name}" for method in METHODS for name in method_class(method).Settings.model_fields}
+
+
+def test_the_readme_has_yaml_examples() -> None:
+    assert len(_blocks()) >= 2  # a lab file, a protocol: a change to the extraction that finds none fails here
+
+
+@pytest.mark.parametrize("index", range(len(YAML_BLOCKS)))
+def test_each_yaml_example_loads(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lab example loads and builds, a protocol example passes `hil check` on the repository's lab, as the
+    README says they would."""
+    block = _blocks()[index]
+    path = tmp_path / "example.yaml"
+    path.write_text(block, encoding="utf-8")
+    if reads_as(yaml.safe_load(block)) == "protocol":
+        monkeypatch.chdir(REPO)  # its lab: and output.root are relative to the working directory
+        assert "OK" in check_protocol(path, REPO / "lab.yaml")
+    else:
+        monkeypatch.chdir(tmp_path)  # a traffic_log is made relative to it (not written by a check)
+        lab = Lab.load(YamlDocument.read(path))
+        try:
+            lab.build()
+        finally:
+            lab.close()
+
+
+def test_protocol_reference_names_every_key_the_code_accepts() -> None:
+    accepted = _model_keys(Protocol) | _method_keys()
+    documented = _yaml_keys(_protocol_reference(), free=("dataset.sha256",))
+    assert sorted(accepted - documented) == [], "keys a protocol accepts that README.md's protocol reference lacks"
+    assert sorted(documented - accepted) == [], "keys in README.md's protocol reference that no protocol accepts"
+
+
+#: Keys the reference gives an example for, though they have a default: a layer's kind (a layer is exactly one of
+#: them) and the method's settings (compared, key by key, with the method's own defaults).
+EXAMPLES = {"model.layers.activation", "model.layers.batchnorm", "method.settings"}
+
+
+def _differing_defaults(instance: BaseModel, prefix: str = "") -> list[str]:
+    """The fields of a validated model (and its submodels) whose value is not the field's default; required ones
+    are left out, having none, and `EXAMPLES`."""
+    differing = []
+    for name, info in type(instance).model_fields.items():
+        value = getattr(instance, name)
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, BaseModel) for item in items):
+            for item in items:
+                if isinstance(item, BaseModel):
+                    differing += _differing_defaults(item, f"{prefix}{name}.")
+        elif not info.is_required() and prefix + name not in EXAMPLES \
+                and value != info.get_default(call_default_factory=True):
+            differing.append(f"{prefix}{name}: {value!r}, default {info.get_default(call_default_factory=True)!r}")
+    return differing
+
+
+def test_protocol_reference_gives_the_code_defaults() -> None:
+    """Every key the reference shows that has a default is shown at it (the required ones, with examples)."""
+    reference = _protocol_reference()
+    protocol = Protocol.model_validate(reference)
+    differing = _differing_defaults(protocol)
+    settings = method_class(protocol.method.name).Settings.model_validate(protocol.method.settings)
+    differing += _differing_defaults(settings, "method.settings.")
+    assert differing == []
+
+
+def test_lab_section_names_every_key_a_lab_file_accepts() -> None:
+    section = _section("The lab file")
+    named = set(re.findall(r"`([a-z_]+)", section))  # `key`, `key: value`
+    named |= {key.rsplit(".", 1)[-1] for block in _blocks() if reads_as(yaml.safe_load(block)) != "protocol"
+              for key in _yaml_keys(yaml.safe_load(block))}
+    missing = sorted(key for key in _model_keys(LabConfig) if key.rsplit(".", 1)[-1] not in named)
+    assert missing == [], "keys a lab file accepts that README.md's lab-file section does not name"
