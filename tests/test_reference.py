@@ -1,8 +1,11 @@
-"""The README against the code: its YAML examples load, and its protocol reference names every key a protocol
-accepts (no more), each at the code's default; its lab-file section names every key a lab file accepts."""
+"""The README against the code: its YAML examples load; its protocol reference names every key a protocol accepts
+(no more), each at the code's default; its lab-file section names every key a lab file accepts, and every setting of
+each built-in system at its default."""
 
 from __future__ import annotations
 
+import inspect
+import math
 import re
 import typing
 from pathlib import Path
@@ -16,6 +19,7 @@ from hil.config import YamlDocument
 from hil.lab import Lab, LabConfig, reads_as
 from hil.methods.base import METHODS, method_class
 from hil.protocol import Protocol, check_protocol
+from hil.registry import BUILTIN, lookup
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -146,3 +150,46 @@ def test_lab_section_names_every_key_a_lab_file_accepts() -> None:
               for key in _yaml_keys(yaml.safe_load(block))}
     missing = sorted(key for key in _model_keys(LabConfig) if key.rsplit(".", 1)[-1] not in named)
     assert missing == [], "keys a lab file accepts that README.md's lab-file section does not name"
+
+
+def _system_rows() -> dict[str, tuple[str, str]]:
+    """The README's table of built-in systems: each kind's roles and settings cells."""
+    rows = re.findall(r"^\| `([a-z_]+)` \| ([^|]*) \| ([^|]*) \|$", _section("The lab file"), re.M)
+    return {kind: (roles, settings) for kind, roles, settings in rows}
+
+
+def _setting_value(text: str) -> Any:
+    """A setting's value as the table writes it (π for math.pi; 5.32e-7 is a number, as in hil's lab files)."""
+    if text == "π":
+        return math.pi
+    try:
+        return float(text)
+    except ValueError:
+        return yaml.safe_load(text)
+
+
+def _same(documented: Any, default: Any) -> bool:
+    if isinstance(default, (tuple, list)):
+        return isinstance(documented, list) and len(documented) == len(default) and all(
+            _same(d, c) for d, c in zip(documented, default, strict=True))
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return isinstance(documented, (int, float)) and math.isclose(documented, default, rel_tol=1e-9)
+    return documented == default
+
+
+@pytest.mark.parametrize("kind", sorted(BUILTIN["systems"]))
+def test_systems_table_gives_each_setting_at_its_default(kind: str) -> None:
+    """Each built-in system's row names its roles and every keyword argument its lab settings take, at the default
+    of its ``__init__``."""
+    cls = lookup("systems", kind)
+    rows = _system_rows()
+    assert kind in rows, f"README.md's table of systems has no row for {kind}"
+    roles, cell = rows[kind]
+    assert re.findall(r"`([a-z_]+)`", roles) == list(cls.roles)
+    documented = {key: _setting_value(value) for key, value in re.findall(r"`([a-z_0-9]+): ([^`]+)`", cell)}
+    parameters = {name: parameter.default for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                  if parameter.kind is parameter.KEYWORD_ONLY and name != "name"}
+    assert sorted(documented) == sorted(parameters)
+    differing = {key: (documented[key], default) for key, default in parameters.items()
+                 if not _same(documented[key], default)}
+    assert differing == {}
