@@ -193,3 +193,20 @@ def test_systems_table_gives_each_setting_at_its_default(kind: str) -> None:
     differing = {key: (documented[key], default) for key, default in parameters.items()
                  if not _same(documented[key], default)}
     assert differing == {}
+
+
+@pytest.mark.parametrize("driver", sorted(name for name, target in BUILTIN["instruments"].items()
+                                          if target.startswith("drivers.")))
+def test_drivers_section_names_each_driver_option(driver: str) -> None:
+    """A driver's keyword arguments (its lab `settings:`) and its emulator's (`emulate: {...}`) are named in the
+    README's Drivers section."""
+    from hil.lab import FRAMEWORK_ARGUMENTS
+    from hil.registry import load_target
+
+    cls = lookup("instruments", driver)
+    section = _section("Drivers")
+    options = [name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+               if parameter.kind is parameter.KEYWORD_ONLY and name not in FRAMEWORK_ARGUMENTS]
+    emulator = load_target(cls.emulator)
+    options += [name for name in inspect.signature(emulator.__init__).parameters if name != "self"]
+    assert [name for name in options if f"`{name}`" not in section] == []
