@@ -25,7 +25,7 @@ from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
 from hil.store import file_digests, held
 from hil.systems.base import PhysicalSystem
-from hil.twin.collect import held_out_count
+from hil.twin.collect import held_out_count, repeated_groups
 from hil.twin.models import TWIN_KINDS, build_twin, load_twin
 
 #: The largest size accepted (a batch, a layer's width): torch counts sizes in 64 bits, and fails beyond mid-run.
@@ -418,6 +418,13 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
             raise _locate(document, f"{collect.thetas} θ groups of {collect.inputs_per_theta} inputs ({system.n_in} "
                                     f"values in, {system.n_out} out, each) do not fit in memory; collect fewer thetas "
                                     "or inputs_per_theta", ("twin", "collect")) from None
+        repeated = repeated_groups(collect.thetas, collect.repeats, collect.repeat_thetas)
+        try:  # and the repeated measurements (y_repeats)
+            torch.empty(collect.repeats if repeated else 0, repeated, collect.inputs_per_theta, system.n_out)
+        except (RuntimeError, MemoryError, OverflowError, TypeError):
+            raise _locate(document, f"{collect.repeats} measurements of each of {repeated} θ groups of "
+                                    f"{collect.inputs_per_theta} inputs ({system.n_out} values out, each) do not fit "
+                                    "in memory; lower repeats or repeat_thetas", ("twin", "collect")) from None
 
 
 def _check_reused_data(path: Path, system: PhysicalSystem, document: YamlDocument | None) -> None:

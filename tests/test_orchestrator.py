@@ -1210,6 +1210,17 @@ def test_the_memory_checked_for_a_collection_is_its_inputs_and_outputs_and_any_r
     assert asked == [(4, 32, 64 + 32)]
 
 
+def test_repeats_beyond_memory_are_refused_by_the_check(tmp_path: Path) -> None:
+    """The repeated measurements, repeats × repeated groups × inputs × outputs, are held too: a repeats too large to
+    hold passed hil check, and a run calibrated and measured until memory ran out in the collect step."""
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {
+        "collect": {"thetas": 4, "inputs_per_theta": 32, "repeats": 2**60, "repeat_thetas": 2}}})
+    with pytest.raises(ConfigError, match=r"twin\.collect: 1152921504606846976 measurements of each of 2 θ groups of "
+                                          r"32 inputs \(32 values out, each\) do not fit in memory; lower repeats or "
+                                          r"repeat_thetas$"):
+        check_protocol(protocol)
+
+
 def test_a_twin_from_another_run_is_not_held_to_the_memory_of_a_collection_it_does_not_make(
         tmp_path: Path, finished_run: Path) -> None:
     """twin.collect is unused where twin.from_run names a run with a fitted twin: its sizes are not checked."""
