@@ -65,7 +65,8 @@ class DatasetConfig(Strict):
 class PhysicalSpec(Strict):
     system: str | None = Field(None, description="a system of the lab; default: the protocol's system (the only "
                                "one a run fits a twin to)")
-    theta_init: Literal["uniform", "center"] = "uniform"
+    theta_init: Literal["uniform", "center"] = Field(
+        "uniform", description="θ's start: uniform (seeded, within θ's bounds) or the centre of the bounds")
     input_map: Literal["none", "sigmoid"] = Field(
         "none", description="none: inputs must be within the system's bounds; sigmoid: any real input")
 
@@ -102,7 +103,7 @@ class CollectConfig(Strict):
     thetas: int = Field(24, ge=2, description="parameter vectors θ (Sobol design)")
     inputs_per_theta: int = Field(64, ge=1, description="inputs measured per θ (one device call)")
     repeats: int = Field(3, ge=1, description="measurements of the first groups, for the noise floor")
-    repeat_thetas: int = Field(4, ge=1)
+    repeat_thetas: int = Field(4, ge=1, description="the first groups measured repeats times")
     design: Literal["sobol", "data", "mixed"] = Field(
         "mixed", description="inputs: Sobol points, training rows, or half each; rows only when the data feed the "
         "physical layer directly (else Sobol)")
@@ -110,9 +111,10 @@ class CollectConfig(Strict):
 
 class FitConfig(Strict):
     epochs: int = Field(60, ge=0)
-    lr: LearningRate = 0.02
-    patience: int = Field(10, ge=1)
-    validation_fraction: float = Field(0.25, gt=0, lt=1)
+    lr: LearningRate = Field(0.02, description="Adam's learning rate, in the units of the twin's parameters")
+    patience: int = Field(10, ge=1, description="epochs without a better held-out error before the fit stops (the "
+                          "best state is kept)")
+    validation_fraction: float = Field(0.25, gt=0, lt=1, description="fraction of the θ groups held out")
 
 
 class FidelityConfig(Strict):
@@ -126,7 +128,8 @@ class FidelityConfig(Strict):
 class TwinConfig(Strict):
     kind: Literal[TWIN_KINDS] = "physics"  # type: ignore[valid-type]
     hidden: list[Annotated[int, Field(ge=1, le=SIZE_MAX)]] | None = Field(
-        None, description="hidden layer widths of the neural and residual twins")
+        None, description="hidden layer widths of the neural and residual twins; default: [256, 256] (neural), "
+        "[128, 128] (residual)")
     collect: CollectConfig = Field(default_factory=CollectConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)

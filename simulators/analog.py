@@ -41,8 +41,8 @@ class ConverterConfig(Strict):
 
     output_range_v: RangeV = Field(10.0, description="outputs span ±range (V)")
     input_range_v: RangeV = Field(10.0, description="inputs span ±range (V); beyond it they clip (adc_clip)")
-    dac_bits: Bits | None = Field(16, description="DAC resolution over the output span; null: exact")
-    adc_bits: Bits | None = Field(16, description="ADC resolution over the input span; null: exact")
+    dac_bits: Bits | None = Field(16, description="DAC resolution over the output span (bits); null: exact")
+    adc_bits: Bits | None = Field(16, description="ADC resolution over the input span (bits); null: exact")
     adc_noise_v: NoiseV = Field(0.0, description="ADC input-referred noise, rms (V)")
     max_sample_rate_hz: SampleRateHz = Field(1e6, description="fastest sample clock (Hz)")
     settle_s: SettleS = Field(1e-4, description="time for a DC level change to settle (s)")

@@ -68,7 +68,7 @@ class NetworkConfig(Strict):
     freq_hz: list[ResonanceHz] = Field(list(physics.NOMINAL_FREQ_HZ), min_length=1, max_length=MAX_OSCILLATORS,
                                        description="nominal resonance frequency of each oscillator (Hz); design value")
     q: list[QualityFactor] = Field(list(physics.NOMINAL_Q), min_length=1,
-                                   description="nominal quality factor of each oscillator, Q = ω/γ; design value")
+                                   description="nominal quality factor of each oscillator, Q = ω/γ (1); design value")
     nonlinear_length_m: float = Field(physics.NOMINAL_NONLINEAR_LENGTH_M, **DESIGN["nonlinear_length_m"].bounds,
                                       description="displacement at which the cubic (Duffing) stiffness equals the "
                                                   "linear one, β = ω²/L² (m); design value")
