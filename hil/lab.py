@@ -110,10 +110,12 @@ def _named(error: BaseException) -> str:
 class LimitConfig(Strict):
     """Narrowed limit fields; any left out keep the driver's value."""
 
-    min: float | None = None
-    max: float | None = None
-    max_step: float | None = None
-    ramp_rate: float | None = None  # Strict refuses NaN and infinities in each
+    min: float | None = Field(None, description="lowest value, in the limit's unit (voltage_v: V)")
+    max: float | None = Field(None, description="highest value, in the limit's unit")
+    max_step: float | None = Field(None, description="largest change one command may make, in the limit's unit; a "
+                                   "larger move is ramped")
+    ramp_rate: float | None = Field(None, description="fastest change of a ramp, in the limit's unit per second; "
+                                    "needs max_step")  # Strict refuses NaN and infinities in each
 
 
 class InstrumentConfig(Strict):
@@ -180,10 +182,12 @@ class WorldConfig(Strict):
     """A simulated world: its kind, a preset of non-idealities, overrides of any config field, the seed."""
 
     kind: str
-    preset: str = "realistic"
-    seed: Seed = 0
-    realtime: bool = False
-    config: dict[str, Any] = Field(default_factory=dict)
+    preset: str = Field("realistic", description="one of the kind's presets (the built-in worlds': ideal, "
+                        "realistic, harsh)")
+    seed: Seed = Field(0, description="draws the construction non-idealities (the device) and the later noise")
+    realtime: bool = Field(False, description="sleep the modelled device time (s) rather than add it to a virtual "
+                           "clock")
+    config: dict[str, Any] = Field(default_factory=dict, description="fields of the preset overridden, by section")
 
 
 class SystemConfig(Strict):
