@@ -210,3 +210,15 @@ def test_drivers_section_names_each_driver_option(driver: str) -> None:
     emulator = load_target(cls.emulator)
     options += [name for name in inspect.signature(emulator.__init__).parameters if name != "self"]
     assert [name for name in options if f"`{name}`" not in section] == []
+
+
+@pytest.mark.parametrize("kind", sorted(BUILTIN["worlds"]))
+def test_simulated_benches_section_names_each_world_and_its_config_sections(kind: str) -> None:
+    """A world's `config:` sections (its Config's fields) are named in the README's section on simulated benches,
+    with its presets."""
+    cls = lookup("worlds", kind)
+    section = _section("Simulated benches")
+    named = set(re.findall(r"`([a-z_]+)`", section))
+    assert kind in named
+    assert sorted(set(cls.Config.model_fields) - named) == []
+    assert sorted(set(cls.presets) - named) == []
