@@ -26,7 +26,8 @@ from hil.twin.models import trainable
 class PatSettings(Strict):
     refine_every: int = Field(0, ge=0, description="refine the twin every this many steps (0: never)")
     refine_steps: int = Field(5, ge=1, description="Adam steps per refinement")
-    refine_lr: LearningRate = Field(1e-3, description="learning rate of the refinement")
+    refine_lr: LearningRate = Field(1e-3, description="Adam's learning rate of the refinement, in the units of the "
+                                  "twin's parameters")
     refine_window: int = Field(8, ge=1, description="training batches whose device measurements are kept for "
                                "refinement (a batch beyond max_batch is several device calls)")
 
