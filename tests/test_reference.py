@@ -1,6 +1,7 @@
 """The README against the code: its YAML examples load; its protocol reference names every key a protocol accepts
-(no more), each at the code's default; its lab-file section names every key a lab file accepts, and every setting of
-each built-in system at its default."""
+(no more), each at the code's default; its lab-file section names every key a lab file accepts and every setting of
+each built-in system at its default; its Drivers section names each driver's and emulator's options, and its section
+on simulated benches each world's config sections and presets."""
 
 from __future__ import annotations
 
@@ -71,10 +72,10 @@ def _yaml_keys(data: Any, prefix: str = "", free: tuple[str, ...] = ()) -> set[s
 
 
 def _protocol_reference() -> dict[str, Any]:
-    """The README's protocol reference: its one YAML block that reads as a protocol."""
-    protocols = [yaml.safe_load(block) for block in _blocks() if reads_as(yaml.safe_load(block)) == "protocol"]
-    assert len(protocols) == 1, f"expected one protocol reference in README.md, found {len(protocols)}"
-    return protocols[0]
+    """The README's protocol reference: the YAML block of its section "The protocol file"."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", _section("The protocol file"), re.S | re.M)
+    assert len(blocks) == 1, f"expected one YAML block in README.md's protocol reference, found {len(blocks)}"
+    return yaml.safe_load(blocks[0])
 
 
 def _method_keys() -> set[str]:
