@@ -333,13 +333,14 @@ class Run:
             try:
                 arrays, _ = source.load_arrays("data/twin_data.h5", fix="point twin.from_run at a run with intact data")
                 self.twin_data = TwinData.from_arrays(arrays)
-            except RunFileError as error:  # the source run's file, not this run's: located at the protocol's field
+            except (RunFileError, ConfigError) as error:  # the source run's file, not this run's: located at the
+                # protocol's field
+                message = str(error) if isinstance(error, RunFileError) else (
+                    f"{source.path / 'data/twin_data.h5'}: {error.detail}; point it at a run that finished its collect "
+                    "step")
                 if self.document is None:
-                    raise ConfigError(str(error), field="twin.from_run") from None
-                raise self.document.error(str(error), ("twin", "from_run")) from None
-            except ConfigError as error:
-                raise ConfigError(f"{source.path / 'data/twin_data.h5'}: {error.detail}; point it at a run that "
-                                  "finished its collect step", field="twin.from_run") from None
+                    raise ConfigError(message, field="twin.from_run") from None
+                raise self.document.error(message, ("twin", "from_run")) from None
             design = "from run"
         else:
             c = config.collect

@@ -2609,3 +2609,20 @@ def test_a_resumed_run_takes_its_bench_to_the_safe_state_before_setting_it_up_ag
     off = received.index(":OUTP OFF")
     setting = next(k for k, message in enumerate(received) if message.startswith((":SENS", ":SOUR:VOLT:ILIM")))
     assert off < setting, received[:setting + 1]
+
+
+def test_a_reused_runs_data_that_are_not_twin_data_are_refused_at_the_protocols_line(finished_run: Path,
+                                                                                      tmp_path: Path) -> None:
+    """A NaN in the reused run's measurements (its file made or edited by hand) was refused naming the field alone,
+    not the protocol file and line, where every other refusal of twin.from_run is located."""
+    import h5py
+
+    source = copy_of(finished_run, tmp_path / "source")
+    with h5py.File(source / "data/twin_data.h5", "r+") as file:
+        file["y"][0, 0, 0] = float("nan")
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
+    with pytest.raises(ConfigError) as refused:
+        run_protocol(protocol, show_progress=False)
+    assert re.fullmatch(rf"{re.escape(str(protocol))}:\d+: twin\.from_run: {re.escape(str(source))}/data/"
+                        r"twin_data\.h5: not twin data: y holds NaN or infinite values; point it at a run that "
+                        r"finished its collect step", str(refused.value)), str(refused.value)
