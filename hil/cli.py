@@ -181,18 +181,21 @@ def _runs(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from hil.report import live_summary, write_report
-    from hil.store import RunHeld, RunStore
+    from hil.store import RunHeld, RunStore, WriteRefused
 
     try:
         store = RunStore.open(args.run)
-    except RunHeld as running:  # a run going on: its summary so far, read only (it writes its report as it ends)
+    except (RunHeld, WriteRefused) as refused:  # a run going on (it writes its report as it ends), or a folder this
+        # user cannot write (another user's run, a read-only copy): its summary, read only
         store = RunStore.open(args.run, watch=True)
         try:
             print(live_summary(store))
         finally:
             store.close()
-        print(f"hil: {args.run} is open in another hil process (pid {running.pid}): above is its summary so far, "
-              "written nowhere; the process that has it open writes its report", file=sys.stderr)
+        said = (f"{args.run} is open in another hil process (pid {refused.pid}): above is its summary so far, written "
+                "nowhere; the process that has it open writes its report") if isinstance(refused, RunHeld) else \
+            f"{refused.brief}: above is its summary, written nowhere"
+        print(f"hil: {said}", file=sys.stderr)
         return 0
     try:
         print(write_report(store))

@@ -191,3 +191,30 @@ def test_a_run_folder_on_a_file_system_without_locks_is_said_to_be_so(
                                           "folder on a local disk$"):
         RunStore.create(tmp_path, "r")
     assert [path.name for path in tmp_path.iterdir()] == [store.path.name]  # none left behind
+
+
+def test_report_of_a_finished_run_this_user_cannot_write_gives_its_summary(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another user's finished run (or a read-only copy): its lock file cannot be written, and hil report failed with
+    'cannot write …/.lock (Permission denied); free disk space or fix the folder's permissions', though nothing needs
+    writing to read the run."""
+    store = RunStore.create(tmp_path, "r")
+    store.event("run_started", protocol="p", method="pat", system="crossbar", seed=0)
+    store.event("run_finished")
+    store.close()
+    before = {path: path.read_bytes() for path in store.path.rglob("*") if path.is_file() and path.name != ".lock"}
+    open_path = Path.open
+
+    def another_users(path: Path, mode: str = "r", *args, **kwargs):  # as the lock file of a run of another user
+        if path.name == ".lock" and mode != "rb":
+            raise PermissionError(13, "Permission denied", str(path))
+        return open_path(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", another_users)
+    assert main(["report", str(store.path)]) == 0
+    out, err = capsys.readouterr()
+    assert "method **pat** on system **crossbar**" in out and "has not ended" not in out
+    assert err == (f"hil: {store.path / '.lock'}: cannot write (Permission denied): above is its summary, written "
+                   "nowhere\n")
+    assert {path: path.read_bytes() for path in store.path.rglob("*") if path.is_file() and path.name != ".lock"} \
+        == before
