@@ -39,6 +39,7 @@ from hil.store import (
     SUMMARY,
     RunFileError,
     RunStore,
+    held,
     parse_event,
     recorded_start,
     resume_command,
@@ -569,16 +570,17 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
 
 
 def live_summary(store: RunStore) -> str:
-    """The summary (markdown, without plots) of a run that another process is still writing, from what its folder
-    holds so far; ``store`` watches it (`RunStore.open` with ``watch``), and nothing is written: the run writes its
-    own report when it ends, which a report written meanwhile would race with."""
+    """The summary (markdown, without plots) of a run that another process is still writing, or in a folder this user
+    cannot write, from what its folder holds so far; ``store`` watches it (`RunStore.open` with ``watch``), and nothing
+    is written: a run going on writes its own report when it ends, which a report written meanwhile would race with."""
     return _summary(store, None, draw=False)
 
 
 def _summary(store: RunStore, wall_s: float | None, draw: bool = True) -> str:
     """The summary's markdown; ``draw``: write the plots into ``report/`` as well (else none are linked)."""
     events, damaged = store.readable_events()
-    running = store.watching and not _ended(events)
+    # another process has it open: not a folder read only because this user cannot write it (a run killed, copied)
+    running = store.watching and not _ended(events) and held(store.path)
     damaged_note = _damaged_note(store, damaged)
     plots = []
     if draw:

@@ -218,3 +218,25 @@ def test_report_of_a_finished_run_this_user_cannot_write_gives_its_summary(
                    "nowhere\n")
     assert {path: path.read_bytes() for path in store.path.rglob("*") if path.is_file() and path.name != ".lock"} \
         == before
+
+
+def test_report_of_a_stopped_run_this_user_cannot_write_does_not_say_another_process_has_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only copy of a run killed mid-training (no ending in its log), open in no process: its summary said
+    'another hil process has it open', as of a run going on."""
+    store = RunStore.create(tmp_path, "r")
+    store.event("run_started", protocol="p", method="pat", system="crossbar", seed=0)
+    store.event("epoch", epoch=0, device_accuracy=0.5, device_loss=0.9)
+    store.close()
+    open_path = Path.open
+
+    def another_users(path: Path, mode: str = "r", *args, **kwargs):  # as the lock file of a run of another user
+        if path.name == ".lock" and mode != "rb":
+            raise PermissionError(13, "Permission denied", str(path))
+        return open_path(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", another_users)
+    assert main(["report", str(store.path)]) == 0
+    out, _ = capsys.readouterr()
+    assert "another hil process" not in out
+    assert "**The run stopped before its evaluation** (its last event: epoch)" in out
