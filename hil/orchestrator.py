@@ -265,7 +265,10 @@ class Run:
             self.twin_data = TwinData.from_arrays(arrays)
         if saved["twin"] is not None:
             self.twin = self._saved_twin(saved.get("twin_spec"))
-            self.twin.load_state_dict(saved["twin"])
+            try:  # a twin of other sizes (crafted, or handed on)
+                self.twin.load_state_dict(saved["twin"])
+            except (KeyError, RuntimeError, TypeError, ValueError) as error:
+                raise _foreign_checkpoint(self.store, f"its twin ({error_reason(error)})") from None
             self._attach_twin()
         self.method.begin(self.model)
         self.method.load_state_dict(saved["method"])
@@ -567,7 +570,8 @@ def _checkpoint_to_resume(store: RunStore) -> tuple[dict[str, Any] | None, list[
 #: The fields a checkpoint holds (`Run.checkpoint`) that a resume reads before anything, and what each must be.
 CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "next_seq": int, "file_digests": dict, "completed": list, "epoch": int, "batch": int, "history": list,
-    "model": dict, "optimizer": dict, "method": dict, "bench": dict, "torch_rng": torch.Tensor}
+    "model": dict, "optimizer": dict, "method": dict, "bench": dict, "torch_rng": torch.Tensor,
+    "twin": (dict, type(None))}
 
 
 def _check_checkpoint_fields(store: RunStore, saved: dict[str, Any]) -> None:
@@ -575,7 +579,7 @@ def _check_checkpoint_fields(store: RunStore, saved: dict[str, Any]) -> None:
     anew by hand): a `RunFileError` naming it, where a field missing or of another type was a traceback."""
     for field, kind in CHECKPOINT_FIELDS.items():
         value = saved.get(field)
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if field not in saved or not isinstance(value, kind) or isinstance(value, bool):
             got = "missing" if field not in saved else f"a {type(value).__name__}"
             raise _foreign_checkpoint(store, f"{field} is {got}")
     digests, bench = saved["file_digests"], saved["bench"]

@@ -2558,6 +2558,8 @@ def _resealed(run: Path, change: Callable[[dict[str, Any]], None]) -> None:
     (lambda saved: saved.update(next_seq="7"), "next_seq is a str"),
     (lambda saved: saved.update(bench={"worlds": {}}), "bench lacks its worlds, instruments or systems"),
     (lambda saved: saved["model"].update(extra=torch.zeros(1)), "its network or optimiser"),
+    (lambda saved: saved.pop("twin"), "twin is missing"),
+    (lambda saved: saved["twin"].update(extra=torch.zeros(1)), "its twin"),
     (lambda saved: saved["bench"]["systems"].update({"crossbar": {"programmings": [1]}}), "the state saved of"),
 ])
 def test_a_checkpoint_sealed_anew_with_other_fields_is_refused_in_one_line_naming_it(
