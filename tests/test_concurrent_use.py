@@ -24,6 +24,18 @@ def files(folder: Path) -> dict[str, str]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
+def lock_of_another_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every run folder's lock file one this user cannot open for writing, as another user's is."""
+    open_path = Path.open
+
+    def another_users(path: Path, mode: str = "r", *args, **kwargs):
+        if path.name == ".lock" and mode != "rb":
+            raise PermissionError(13, "Permission denied", str(path))
+        return open_path(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", another_users)
+
+
 @pytest.fixture
 def live_run(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen]]:
     """A run folder that another process holds open, as a run does while it trains: its epochs so far logged, the
@@ -152,14 +164,7 @@ def test_report_of_a_run_another_user_writes_gives_its_summary_so_far(
     """On a shared machine, another user's lock file cannot be opened for writing: a report of that user's running
     experiment failed as a disk or permission problem ('cannot write (Permission denied); free disk space …')."""
     run, writer = live_run
-    open_path = Path.open
-
-    def another_users(path: Path, mode: str = "r", *args, **kwargs):  # as the lock file of a run of another user
-        if path.name == ".lock" and mode != "rb":
-            raise PermissionError(13, "Permission denied", str(path))
-        return open_path(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", another_users)
+    lock_of_another_user(monkeypatch)
     assert main(["report", str(run)]) == 0
     out, err = capsys.readouterr()
     assert "**The run has not ended**: another hil process has it open" in out
@@ -203,14 +208,7 @@ def test_report_of_a_finished_run_this_user_cannot_write_gives_its_summary(
     store.event("run_finished")
     store.close()
     before = {path: path.read_bytes() for path in store.path.rglob("*") if path.is_file() and path.name != ".lock"}
-    open_path = Path.open
-
-    def another_users(path: Path, mode: str = "r", *args, **kwargs):  # as the lock file of a run of another user
-        if path.name == ".lock" and mode != "rb":
-            raise PermissionError(13, "Permission denied", str(path))
-        return open_path(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", another_users)
+    lock_of_another_user(monkeypatch)
     assert main(["report", str(store.path)]) == 0
     out, err = capsys.readouterr()
     assert "method **pat** on system **crossbar**" in out and "has not ended" not in out
@@ -228,14 +226,7 @@ def test_report_of_a_stopped_run_this_user_cannot_write_does_not_say_another_pro
     store.event("run_started", protocol="p", method="pat", system="crossbar", seed=0)
     store.event("epoch", epoch=0, device_accuracy=0.5, device_loss=0.9)
     store.close()
-    open_path = Path.open
-
-    def another_users(path: Path, mode: str = "r", *args, **kwargs):  # as the lock file of a run of another user
-        if path.name == ".lock" and mode != "rb":
-            raise PermissionError(13, "Permission denied", str(path))
-        return open_path(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", another_users)
+    lock_of_another_user(monkeypatch)
     assert main(["report", str(store.path)]) == 0
     out, _ = capsys.readouterr()
     assert "another hil process" not in out
