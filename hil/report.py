@@ -11,8 +11,9 @@
   figures of its last epoch and the device time its log holds when it has no final evaluation).
 
 A log damaged before its end (a line edited by hand, a disk error) is reported from its other events: the report says
-which lines it left out, in a warning and in the summary. A run that another process has open (still running) gets its
-summary so far (`live_summary`), written nowhere: the run writes its report when it ends.
+which lines it left out, in a warning and in the summary. A run that another process has open (still running), or one
+in a folder this user cannot write, gets its summary so far (`live_summary`), written nowhere: a run going on writes its
+report when it ends.
 """
 
 from __future__ import annotations
