@@ -542,6 +542,7 @@ class RunStore:
                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The arrays (as tensors) and attributes of an HDF5 file written by `save_arrays`; ``fix``: what to do if
         it is missing or damaged."""
+        _plain(self.path / relative)  # a named pipe: HDF5's read would wait on it for ever
         try:
             with h5py.File(self.path / relative, "r") as handle:
                 arrays = {name: _tensor(handle[name][()]) for name in handle}
@@ -612,6 +613,7 @@ class RunStore:
         self.wait_for_checkpoint()
         if not self.has(CHECKPOINT):
             return None
+        _plain(self.path / CHECKPOINT)  # a named pipe: the read would wait on it for ever
         try:
             data = (self.path / CHECKPOINT).read_bytes()
         except OSError as error:

@@ -1297,3 +1297,18 @@ def test_a_lock_that_is_a_named_pipe_is_no_run_held_and_is_refused(tmp_path) -> 
     assert not held(run)
     with pytest.raises(RunFileError, match="a named pipe, not a file a run writes"):
         _within(20, lambda: RunStore.open(run))
+
+
+@pytest.mark.parametrize("relative", ["checkpoint.pt", "data/twin_data.h5"])
+def test_a_checkpoint_or_data_file_that_is_a_named_pipe_is_refused_without_waiting(tmp_path, relative) -> None:
+    """A named pipe as a run's checkpoint or data file made a resume and hil report wait for ever on the read, as one
+    as its log did (2a4c8e2)."""
+    store = RunStore.open(five_events(tmp_path).path)
+    try:
+        (store.path / relative).parent.mkdir(exist_ok=True)
+        os.mkfifo(store.path / relative)
+        load = store.load_checkpoint if relative == "checkpoint.pt" else lambda: store.load_arrays(relative)
+        with pytest.raises(RunFileError, match=rf"^{store.path / relative}: a named pipe, not a file a run writes"):
+            _within(20, load)
+    finally:
+        store.close()
