@@ -166,7 +166,9 @@ def _restore_value(current: Any, saved: Any, packages: frozenset[str]) -> Any:
 def _kind(value: Any) -> str:
     """What sort of value ``value`` is, as far as a restored attribute must stay the same sort (a number may become
     a float, a tuple a list): a checkpoint's plain value in place of a tensor or a counter failed only later, in the
-    run."""
+    run. A numpy scalar is the sort of its value (a checkpoint holds it as a plain one)."""
+    if isinstance(value, np.generic) and not isinstance(value, np.datetime64 | np.timedelta64):
+        value = value.item()
     for kind, types in (("enum member", enum.Enum), ("number", int | float | np.number), ("text", str),
                         ("tensor", torch.Tensor), ("generator", torch.Generator), ("array", np.ndarray),
                         ("sequence", list | tuple), ("mapping", dict)):

@@ -325,3 +325,16 @@ def _same(restored: object, value: object) -> bool:
             _same(restored[key], value[key]) for key in value)
     plain = value.item() if isinstance(value, np.generic) else value
     return type(restored) is type(plain) and restored == plain
+
+
+def test_numpy_scalars_restore_as_the_plain_values_a_checkpoint_holds() -> None:
+    """A checkpoint holds a numpy scalar as its plain value; the check that a restored attribute keeps its sort took
+    numpy's bool (no number to numpy) for another sort than the bool restored, and refused the checkpoint."""
+
+    class Holder:
+        def __init__(self) -> None:
+            self.flag, self.gain, self.count, self.label = np.bool_(True), np.float32(1.5), np.int64(3), np.str_("a")
+
+    fresh = Holder()
+    restore(fresh, capture(Holder()))
+    assert (fresh.flag, fresh.gain, fresh.count, fresh.label) == (True, 1.5, 3, "a")
