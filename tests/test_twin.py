@@ -740,3 +740,27 @@ def test_a_twin_spec_nested_too_deep_to_read_is_a_clear_error(lab, tmp_path) -> 
     with pytest.raises(ConfigError, match=rf"^cannot read a twin from {folder}: .*; point twin.from_run at a run "
                                                "with an intact twin/ folder$"):
         load_twin(folder, lab.systems["crossbar"])
+
+
+@pytest.mark.parametrize("name", ["twin.json", "twin.pt"])
+def test_a_twin_file_that_is_a_named_pipe_is_refused_not_waited_on(lab, tmp_path, name) -> None:
+    """twin.from_run names a folder handed on; a twin file there that is a named pipe made hil check wait for ever."""
+    import threading
+
+    save_twin(build_twin("physics", lab.systems["crossbar"]), tmp_path / "twin")
+    (tmp_path / "twin" / name).unlink()
+    os.mkfifo(tmp_path / "twin" / name)
+    refused: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_twin(tmp_path / "twin", lab.systems["crossbar"])
+        except ConfigError as error:
+            refused.append(error)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(20)  # a guard against the hang, not a timing
+    assert not thread.is_alive() and refused
+    assert str(refused[0]) == (f"cannot read a twin from {tmp_path / 'twin'}: its {name} is not a regular file; point "
+                               "twin.from_run at a run with an intact twin/ folder")

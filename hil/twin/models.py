@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import math
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -205,11 +206,15 @@ def build_twin(kind: str, system: PhysicalSystem, hidden: tuple[int, ...] | None
     return cls(system, theta_as_phase=theta_as_phase, **sizes)  # type: ignore[call-arg]
 
 
+#: The files of a saved twin.
+TWIN_FILES = ("twin.json", "twin.pt")
+
+
 def twin_files(twin: Twin) -> dict[str, bytes]:
     """The files of a saved twin by name: ``twin.json`` (its spec) and ``twin.pt`` (its state dict)."""
     weights = io.BytesIO()
     torch.save(twin.state_dict(), weights)
-    return {"twin.json": json.dumps(twin.spec, indent=2).encode(), "twin.pt": weights.getvalue()}
+    return dict(zip(TWIN_FILES, (json.dumps(twin.spec, indent=2).encode(), weights.getvalue()), strict=True))
 
 
 def save_twin(twin: Twin, folder: Path) -> None:
@@ -222,6 +227,11 @@ def save_twin(twin: Twin, folder: Path) -> None:
 
 def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
     """Rebuild a saved twin for ``system``; an unreadable twin, or one of another system kind, is a `ConfigError`."""
+    for name in TWIN_FILES:  # a named pipe (a folder handed on): its read would wait for ever
+        with contextlib.suppress(OSError):  # missing: the read below says so
+            if not stat.S_ISREG((folder / name).stat().st_mode):
+                raise ConfigError(f"cannot read a twin from {folder}: its {name} is not a regular file; point "
+                                  "twin.from_run at a run with an intact twin/ folder")
     try:
         spec = json.loads((folder / "twin.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as error:  # missing, not UTF-8, not JSON, or nested too deep
