@@ -157,8 +157,17 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         (``SOURn:VOLT:LIM:STAT``): the instrument takes no output load with them on (33500 Series Operating and
         Service Guide, Output Termination), and it would hold levels the lab allows inside them. They are a guard
         someone set at the instrument, so they are not switched off here; the lab's ``voltage_v`` limit guards the
-        outputs instead."""
-        limited = [channel for channel in self.channels if self.query_bool(f"SOUR{channel}:VOLT:LIM:STAT?")]
+        outputs instead. A firmware without them (the query unanswered, "Undefined header" queued) is passed over, at
+        the cost of one timeout, as a coupling it does not know is."""
+        limited = []
+        for channel in self.channels:
+            try:
+                if self.query_bool(f"SOUR{channel}:VOLT:LIM:STAT?"):
+                    limited.append(channel)
+            except TransportTimeout:
+                if self._unknown_command():
+                    return  # no voltage limits in this firmware: none can be on
+                raise
         if limited:
             names = ", ".join(map(str, limited))
             raise DeviceError(f"{self.name}: the voltage limits of channel(s) {names} are on (SOURn:VOLT:LIM:STAT), "

@@ -708,6 +708,20 @@ def test_emulator_of_a_firmware_without_rate_coupling_connects_after_one_timeout
         assert emulator.channels[1].offset_v == 0.5
 
 
+def test_emulator_of_a_firmware_without_voltage_limits_connects_after_one_timeout(tcp_server):
+    """The driver asked every channel's SOURn:VOLT:LIM:STAT? with no way past a firmware that lacks it, as it has for
+    a coupling such a firmware lacks: the connect would fail on the unanswered query."""
+    class OlderFirmware(Keysight33500BEmulator):
+        def _limit_state_query(self, channel: int) -> str:
+            raise ScpiError(UNDEFINED_HEADER, "VOLT:LIM")
+
+    emulator = OlderFirmware()
+    with Keysight33500B(VisaTransport(tcp_server(emulator).resource, timeout_s=0.3), name="awg") as inst:
+        assert not inst.transport.out_of_step and not emulator.errors
+        inst.set_voltage(1, 0.5)
+        assert emulator.channels[1].offset_v == 0.5
+
+
 def test_emulator_coupling_copies_settings_and_combining_adds_the_other_channel():
     e = Keysight33500BEmulator()
     assert _ask(e, b"SOUR1:FUNC DC;:SOUR2:FUNC DC;:OUTP1 ON;:OUTP2 ON;:SOUR1:TRAC INV;:SOUR1:VOLT:OFFS 1") is None
