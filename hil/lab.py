@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Collection
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Any, Literal, Union
+from typing import Any, Literal, NoReturn, Union
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -509,9 +509,7 @@ class Lab:
                 try:
                     instrument.connect()
                 except HilError as error:
-                    if str(error).startswith((f"{name}:", f"{name} (")):  # the driver named itself
-                        raise
-                    raise type(error)(f"instrument {name!r}: {error}") from error
+                    _raise_naming(name, error)
                 self._connected.append(instrument)
         except BaseException:
             self.close()
@@ -539,9 +537,7 @@ class Lab:
                 try:
                     identities[name] = instrument.read_identity()
                 except HilError as error:
-                    if str(error).startswith((f"{name}:", f"{name} (")):  # the driver named itself
-                        raise
-                    raise type(error)(f"instrument {name!r}: {error}") from error
+                    _raise_naming(name, error)
         finally:
             self.close()
         return identities
@@ -632,3 +628,11 @@ def _in_order(items: dict[str, Any], order: collections.abc.Iterable[str]) -> No
     named = [name for name in order if name in items]
     for name in [*named, *(name for name in items if name not in named)]:
         items[name] = items.pop(name)
+
+
+def _raise_naming(name: str, error: HilError) -> NoReturn:
+    """Raise ``error`` of the lab's instrument ``name`` as it is where the driver named the instrument, else as the
+    same kind of error with the name said first."""
+    if str(error).startswith((f"{name}:", f"{name} (")):  # the driver named itself
+        raise error
+    raise type(error)(f"instrument {name!r}: {error}") from error
