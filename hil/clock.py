@@ -3,7 +3,8 @@
 Every instrument has a clock. A system reads its instruments' clock before and after a call to learn the device
 time the call cost: real seconds on a bench, modelled seconds on a simulator, where waiting advances the
 virtual clock instantly (or sleeps the same time with ``realtime=True``, so that a simulated run takes the
-bench's wall time: to rehearse a session, or to try what a long device wait does to a Ctrl-C or a timeout).
+bench's wall time: to rehearse a session, to try what a long device wait does to a Ctrl-C or a timeout, or to
+measure host work overlapping the device's waits, pipelining, which hil does not do yet).
 """
 
 from __future__ import annotations
