@@ -181,12 +181,12 @@ def _runs(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from hil.report import live_summary, write_report
-    from hil.store import RunHeld, RunStore, WriteRefused
+    from hil.store import NoLocks, RunHeld, RunStore, WriteRefused
 
     try:
         store = RunStore.open(args.run)
-    except (RunHeld, WriteRefused) as refused:  # a run going on (it writes its report as it ends), or a folder this
-        # user cannot write (another user's run, a read-only copy): its summary, read only
+    except (RunHeld, WriteRefused, NoLocks) as refused:  # a run going on (it writes its report as it ends), a folder
+        # this user cannot write (another user's run, a read-only copy), or one hil cannot lock: its summary, read only
         store = RunStore.open(args.run, watch=True)
         try:
             print(live_summary(store))

@@ -174,7 +174,8 @@ def test_report_of_a_run_another_user_writes_gives_its_summary_so_far(
 def test_a_run_folder_on_a_file_system_without_locks_is_said_to_be_so(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """flock fails with ENOLCK on an NFS mount without its lock service: hil report and a resume said 'cannot write
-    standard output (No locks available)', exit 1, and sent what they printed after to /dev/null."""
+    standard output (No locks available)', exit 1, and sent what they printed after to /dev/null. A resume is refused,
+    saying why; a report, which writes nothing it needs, prints the summary read without the lock."""
     store = RunStore.create(tmp_path, "r")
     store.event("run_started", protocol="p")
     store.close()
@@ -186,11 +187,15 @@ def test_a_run_folder_on_a_file_system_without_locks_is_said_to_be_so(
         flock(handle, operation)
 
     monkeypatch.setattr(fcntl, "flock", no_locks)
-    for command in (["report", str(store.path)], ["run", "--resume", str(store.path)]):
-        assert main(command) == 2
-        assert capsys.readouterr().err == (f"hil: error: {store.path}: cannot lock the run folder (No locks "
-                                           "available): its file system takes no locks, by which hil keeps a run to "
-                                           "one process; copy the folder to a local disk and give that copy\n")
+    assert main(["run", "--resume", str(store.path)]) == 2
+    assert capsys.readouterr().err == (f"hil: error: {store.path}: cannot lock the run folder (No locks available): "
+                                       "its file system takes no locks, by which hil keeps a run to one process; copy "
+                                       "the folder to a local disk and give that copy\n")
+    assert main(["report", str(store.path)]) == 0  # nothing to write: its summary, read without the lock
+    out, err = capsys.readouterr()
+    assert out.startswith("# p") and err == (f"hil: {store.path}: cannot lock the run folder (No locks available): its "
+                                             "file system takes no locks, by which hil keeps a run to one process: "
+                                             "above is its summary, written nowhere\n")
     with pytest.raises(ConfigError, match=rf"^output.root: cannot create a run folder in {tmp_path} \(No locks "
                                           r"available\): its file system takes no locks, .*; set output.root to a "
                                           "folder on a local disk$"):
