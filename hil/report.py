@@ -12,8 +12,8 @@
 
 A log damaged before its end (a line edited by hand, a disk error) is reported from its other events: the report says
 which lines it left out, in a warning and in the summary. A run that another process has open (still running), or one
-in a folder this user cannot write, gets its summary so far (`live_summary`), written nowhere: a run going on writes its
-report when it ends.
+in a folder this user cannot write or hil cannot lock, gets its summary so far (`live_summary`), written nowhere: a run
+going on writes its report when it ends.
 """
 
 from __future__ import annotations
@@ -572,8 +572,9 @@ def write_report(store: RunStore, wall_s: float | None = None) -> Path:
 
 def live_summary(store: RunStore) -> str:
     """The summary (markdown, without plots) of a run that another process is still writing, or in a folder this user
-    cannot write, from what its folder holds so far; ``store`` watches it (`RunStore.open` with ``watch``), and nothing
-    is written: a run going on writes its own report when it ends, which a report written meanwhile would race with."""
+    cannot write or hil cannot lock, from what its folder holds so far; ``store`` watches it (`RunStore.open` with
+    ``watch``), and nothing is written: a run going on writes its own report when it ends, which a report written
+    meanwhile would race with."""
     return _summary(store, None, draw=False)
 
 
