@@ -674,10 +674,9 @@ def held(path: Path) -> bool:
     """Whether a process holds the run folder ``path`` open (its lock taken); looks without making the lock file, and
     takes it shared for an instant only (which `_hold` waits out)."""
     try:
-        if not stat.S_ISREG(os.lstat(path / LOCK).st_mode):
-            return False  # no lock hil made (a link; a named pipe, which the open would wait on)
+        _plain(path / LOCK)  # no lock hil made (a link; a named pipe, which the open would wait on)
         handle = (path / LOCK).open("rb")
-    except OSError:
+    except (RunFileError, OSError):
         return False
     with handle:
         try:
