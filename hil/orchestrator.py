@@ -63,6 +63,7 @@ from hil.protocol import (
     load_data,
     load_lab,
     load_protocol,
+    locate,
     recorded,
     system_and_method,
 )
@@ -341,9 +342,7 @@ class Run:
                 message = str(error) if isinstance(error, RunFileError) else (
                     f"{source.path / 'data/twin_data.h5'}: {error.detail}; point it at a run that finished its collect "
                     "step")
-                if self.document is None:
-                    raise ConfigError(message, field="twin.from_run") from None
-                raise self.document.error(message, ("twin", "from_run")) from None
+                raise locate(self.document, message, ("twin", "from_run")) from None
             design = "from run"
         else:
             c = config.collect

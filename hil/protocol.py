@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from hil.config import LearningRate, Seed, Strict, UserPath, YamlDocument
+from hil.config import LearningRate, Seed, Strict, UserPath, YamlDocument, dotted
 from hil.datasets import DATASETS, IDX_FILES, Dataset
 from hil.errors import ConfigError, DeviceError
 from hil.lab import Lab, reads_as
@@ -224,7 +224,7 @@ def build_method(protocol: Protocol, document: YamlDocument | None = None) -> Tr
     try:
         cls = method_class(protocol.method.name)
     except ConfigError as error:
-        raise _locate(document, error.detail, (*where, "name")) from None
+        raise locate(document, error.detail, (*where, "name")) from None
     if document is not None:
         settings = document.validate(cls.Settings, (*where, "settings")) if protocol.method.settings else None
     else:
@@ -254,12 +254,12 @@ def system_and_method(protocol: Protocol, lab: Lab,
     try:
         system = lab.system(protocol.system)
     except ConfigError as error:
-        raise _locate(document, error.detail, ("system",)) from None
+        raise locate(document, error.detail, ("system",)) from None
     method = build_method(protocol, document)
     try:
         method.check(system)
     except ConfigError as error:
-        raise _locate(document, error.detail, ("method", "name")) from None
+        raise locate(document, error.detail, ("method", "name")) from None
     if "twin" in method.needs:
         for index, layer in enumerate(protocol.model.layers):
             name = layer.physical.system if layer.physical is not None else None
@@ -268,23 +268,25 @@ def system_and_method(protocol: Protocol, lab: Lab,
                 try:
                     lab.system(name)  # a misspelt system is said to be one, before why another would not do
                 except ConfigError as error:
-                    raise _locate(document, error.detail, where) from None
-                raise _locate(document, f"method {method.name!r} trains a physical layer through a twin, and a run "
-                                        f"fits one, to the protocol's system {protocol.system!r}; {name!r} would have "
-                                        "none", where)
+                    raise locate(document, error.detail, where) from None
+                raise locate(document, f"method {method.name!r} trains a physical layer through a twin, and a run "
+                                       f"fits one, to the protocol's system {protocol.system!r}; {name!r} would have "
+                                       "none", where)
     layers = sum(1 for layer in protocol.model.layers
                  if layer.physical is not None and (layer.physical.system or protocol.system) == protocol.system)
     try:
         method.check_training(protocol.training.batch_size, layers)
     except ConfigError as error:
-        raise _locate(document, error.detail, tuple((error.field or "method.settings").split("."))) from None
+        raise locate(document, error.detail, tuple((error.field or "method.settings").split("."))) from None
     return system, method
 
 
-def _locate(document: YamlDocument | None, message: str, location: tuple[str | int, ...]) -> ConfigError:
+def locate(document: YamlDocument | None, message: str, location: tuple[str | int, ...]) -> ConfigError:
+    """A `ConfigError` at ``location`` of the protocol's ``document``, or naming the field where there is none (a
+    protocol built in Python)."""
     if document is not None:
         return document.error(message, location)
-    return ConfigError(message, field=".".join(map(str, location)))
+    return ConfigError(message, field=dotted(location))
 
 
 def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
@@ -300,10 +302,10 @@ def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
             try:
                 system = lab.system(name)
             except ConfigError as error:
-                raise _locate(document, error.detail, (*where, "physical", "system")) from None
+                raise locate(document, error.detail, (*where, "physical", "system")) from None
             if width != system.n_in:
-                raise _locate(document, f"the physical layer on {name!r} takes {system.n_in} inputs, but the "
-                                        f"layer before gives {width}", where)
+                raise locate(document, f"the physical layer on {name!r} takes {system.n_in} inputs, but the "
+                                       f"layer before gives {width}", where)
             if index and spec.physical.input_map == "none":
                 _check_bounded_input(protocol.model.layers[index - 1], name, system, document,
                                      (*where, "physical", "input_map"))
@@ -314,19 +316,19 @@ def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
             try:
                 layers.append(nn.Linear(width, spec.linear.out_features, bias=spec.linear.bias))
             except (RuntimeError, MemoryError):  # the weights cannot be allocated
-                raise _locate(document, f"a {width} × {spec.linear.out_features} linear layer does not fit in memory",
-                              (*where, "linear", "out_features")) from None
+                raise locate(document, f"a {width} × {spec.linear.out_features} linear layer does not fit in memory",
+                             (*where, "linear", "out_features")) from None
             width = spec.linear.out_features
         elif spec.activation is not None:
             layers.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}[spec.activation]())
         elif spec.batchnorm:
             if protocol.training.batch_size < 2:
-                raise _locate(document, "a batchnorm layer needs batches of at least 2 samples",
-                              ("training", "batch_size"))
+                raise locate(document, "a batchnorm layer needs batches of at least 2 samples",
+                             ("training", "batch_size"))
             layers.append(nn.BatchNorm1d(width))
     if width != n_classes:
-        raise _locate(document, f"the model ends with {width} outputs; the data set has {n_classes} classes",
-                      ("model", "layers"))
+        raise locate(document, f"the model ends with {width} outputs; the data set has {n_classes} classes",
+                     ("model", "layers"))
     return nn.Sequential(*layers)
 
 
@@ -347,9 +349,9 @@ def _check_bounded_input(before: LayerSpec, name: str, system: PhysicalSystem, d
     reach = f"values in {given[0]:g}..{given[1]:g}" if given is not None else "any value"
     fits = [a for a, (lowest, highest) in ACTIVATION_RANGES.items() if low <= lowest and highest <= high]
     instead = f", or put a {' or '.join(fits)} activation before it" if fits else ""
-    raise _locate(document, f"the physical layer on {name!r} takes inputs within {low:g}..{high:g} as they are "
-                            f"(input_map: none), but {what} before it gives {reach}; write input_map: sigmoid"
-                            f"{instead}", where)
+    raise locate(document, f"the physical layer on {name!r} takes inputs within {low:g}..{high:g} as they are "
+                           f"(input_map: none), but {what} before it gives {reach}; write input_map: sigmoid"
+                           f"{instead}", where)
 
 
 def instruments_used(protocol: Protocol, lab: Lab) -> list[str]:
@@ -379,16 +381,16 @@ def check_from_run(protocol: Protocol, document: YamlDocument | None = None, res
         missing = [f"{name} ({what})" for name, what in (("twin/", "a fitted twin"), ("data/twin_data.h5", "its data"))
                    if not (Path(source) / name).exists()]
     except OSError as error:
-        raise _locate(document, f"{source} cannot be reached ({error.strerror or error}); name a run folder you can "
-                                "read", ("twin", "from_run")) from None
+        raise locate(document, f"{source} cannot be reached ({error.strerror or error}); name a run folder you can "
+                               "read", ("twin", "from_run")) from None
     if missing:
         fix = "a resumed run reuses the run it started from: put it back, or start a new run" if resumed else \
             "name a run that finished its collect and fit_twin steps"
-        raise _locate(document, f"{source} has no {' and no '.join(missing)}; {fix}", ("twin", "from_run"))
+        raise locate(document, f"{source} has no {' and no '.join(missing)}; {fix}", ("twin", "from_run"))
     if held(Path(source)):  # a run going on may be writing its twin (twin.json, then twin.pt) as it is read: said
         # before calibrating, of a run, a resume or a report alike, which hil runs cannot tell apart
-        raise _locate(document, f"{source} is open in another hil process (a run, a resume or a report of it); wait "
-                                f"for it to end{'' if resumed else ', or name another run'}", ("twin", "from_run"))
+        raise locate(document, f"{source} is open in another hil process (a run, a resume or a report of it); wait "
+                               f"for it to end{'' if resumed else ', or name another run'}", ("twin", "from_run"))
 
 
 def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:
@@ -398,12 +400,12 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
     world's hidden calibration)."""
     twin = protocol.twin
     if twin.kind == "oracle" and not all(hasattr(i, "world") for i in system.instruments.values()):
-        raise _locate(document, "an oracle twin needs a simulated system", ("twin", "kind"))
+        raise locate(document, "an oracle twin needs a simulated system", ("twin", "kind"))
     if twin.from_run:
         try:
             load_twin(Path(twin.from_run) / "twin", system)
         except ConfigError as error:
-            raise _locate(document, error.detail, ("twin", "from_run")) from None
+            raise locate(document, error.detail, ("twin", "from_run")) from None
         except DeviceError:  # a physics model measured by calibrating (the fiber's transmission matrix): its kind and
             pass  # system are checked above; the twin is loaded, and its parameters checked, once calibrated
         _check_reused_data(Path(twin.from_run) / "data" / "twin_data.h5", system, document)
@@ -411,23 +413,23 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
         try:  # the network alone: a residual twin's physics may need calibrating first (the fiber's), and is small
             build_twin("neural", system, tuple(twin.hidden))
         except (RuntimeError, MemoryError):  # the weights cannot be allocated
-            raise _locate(document, f"a {twin.kind} twin of hidden widths {twin.hidden} does not fit in memory",
-                          ("twin", "hidden")) from None
+            raise locate(document, f"a {twin.kind} twin of hidden widths {twin.hidden} does not fit in memory",
+                         ("twin", "hidden")) from None
     if not twin.from_run:  # the collected inputs and outputs, allocated and freed: not after calibrating, mid-run
         collect = twin.collect
         try:
             torch.empty(collect.thetas, collect.inputs_per_theta, system.n_in + system.n_out)
         except (RuntimeError, MemoryError, OverflowError, TypeError):  # TypeError: a size beyond 64 bits
-            raise _locate(document, f"{collect.thetas} θ groups of {collect.inputs_per_theta} inputs ({system.n_in} "
-                                    f"values in, {system.n_out} out, each) do not fit in memory; collect fewer thetas "
-                                    "or inputs_per_theta", ("twin", "collect")) from None
+            raise locate(document, f"{collect.thetas} θ groups of {collect.inputs_per_theta} inputs ({system.n_in} "
+                                   f"values in, {system.n_out} out, each) do not fit in memory; collect fewer thetas "
+                                   "or inputs_per_theta", ("twin", "collect")) from None
         repeated = repeated_groups(collect.thetas, collect.repeats, collect.repeat_thetas)
         try:  # and the repeated measurements (y_repeats)
             torch.empty(collect.repeats if repeated else 0, repeated, collect.inputs_per_theta, system.n_out)
         except (RuntimeError, MemoryError, OverflowError, TypeError):
-            raise _locate(document, f"{collect.repeats} measurements of each of {repeated} θ groups of "
-                                    f"{collect.inputs_per_theta} inputs ({system.n_out} values out, each) do not fit "
-                                    "in memory; lower repeats or repeat_thetas", ("twin", "collect")) from None
+            raise locate(document, f"{collect.repeats} measurements of each of {repeated} θ groups of "
+                                   f"{collect.inputs_per_theta} inputs ({system.n_out} values out, each) do not fit "
+                                   "in memory; lower repeats or repeat_thetas", ("twin", "collect")) from None
 
 
 def _check_reused_data(path: Path, system: PhysicalSystem, document: YamlDocument | None) -> None:
@@ -446,14 +448,14 @@ def _check_reused_data(path: Path, system: PhysicalSystem, document: YamlDocumen
     except (OSError, ValueError):
         return
     if other is not None:  # a group where an array goes: not a run's file (hand-made, or edited)
-        raise _locate(document, f"{path} holds no data a run wrote: {other}, not an array; point twin.from_run at a "
-                                "run on this system as configured", ("twin", "from_run"))
+        raise locate(document, f"{path} holds no data a run wrote: {other}, not an array; point twin.from_run at a "
+                               "run on this system as configured", ("twin", "from_run"))
     sizes = {"x": ("inputs", system.n_in), "theta": ("θ", system.n_params), "y": ("outputs", system.n_out)}
     for name, shape in shapes.items():
         what, size = sizes[name]
         if shape and shape[-1] != size:
-            raise _locate(document, f"{path} holds data of {shape[-1]} {what}, system {system.name!r} has {size}; "
-                                    "point twin.from_run at a run on this system as configured", ("twin", "from_run"))
+            raise locate(document, f"{path} holds data of {shape[-1]} {what}, system {system.name!r} has {size}; "
+                                   "point twin.from_run at a run on this system as configured", ("twin", "from_run"))
 
 
 def recorded(protocol: Protocol, data: Dataset | None = None) -> dict[str, Any]:
@@ -497,7 +499,7 @@ def load_data(protocol: Protocol, document: YamlDocument | None = None, *, resum
 
     d = protocol.dataset
     if d.name not in DATASETS:
-        raise _locate(document, f"unknown data set {d.name!r}", ("dataset", "name"))
+        raise locate(document, f"unknown data set {d.name!r}", ("dataset", "name"))
     _dataset_folder_reached(protocol, document)
     check_data_files(protocol, None, document, resumed)  # a file gone is said to be, before the set is read
     try:
@@ -512,16 +514,16 @@ def load_data(protocol: Protocol, document: YamlDocument | None = None, *, resum
             check_data_files(protocol, {name: now.get(name) or digest for name, digest in d.sha256.items()},
                              document, resumed)
         where = tuple(error.field.split(".")) if error.field else ("dataset", "path")
-        raise _locate(document, error.detail, where) from None
+        raise locate(document, error.detail, where) from None
     check_data_files(protocol, data.files, document, resumed)
     check_training_rows(protocol, len(data.y_train), document)
     classes = data.y_train.unique()
     if len(classes) < 2:  # one sample, or all of one class: nothing to tell apart (one output: a loss of 0)
         # the seed, where it chose the rows: hil run --seed chooses others than the file's seed, which hil check took
         seeded = f" (seed {protocol.seed}'s split)" if d.name != "idx" or d.limit is not None else ""
-        raise _locate(document, f"the data leave {len(data.y_train)} training sample(s), all of class "
-                                f"{data.class_names[int(classes[0])]!r}{seeded}; a classifier needs samples of at "
-                                "least two classes", _rows_field(protocol))
+        raise locate(document, f"the data leave {len(data.y_train)} training sample(s), all of class "
+                               f"{data.class_names[int(classes[0])]!r}{seeded}; a classifier needs samples of at "
+                               "least two classes", _rows_field(protocol))
     return data
 
 
@@ -533,8 +535,8 @@ def _dataset_folder_reached(protocol: Protocol, document: YamlDocument | None) -
         if path is not None:
             Path(path).exists()
     except OSError as error:
-        raise _locate(document, f"dataset folder {path!r} cannot be reached ({error.strerror or error}); name a "
-                                "folder you can read", ("dataset", "path")) from None
+        raise locate(document, f"dataset folder {path!r} cannot be reached ({error.strerror or error}); name a "
+                               "folder you can read", ("dataset", "path")) from None
 
 
 def check_data_files(protocol: Protocol, read: Mapping[str, str] | None, document: YamlDocument | None = None,
@@ -559,7 +561,7 @@ def check_data_files(protocol: Protocol, read: Mapping[str, str] | None, documen
         fix = ("a run resumes with the data it started with: put the original back, or start a new run" if resumed
                else "give its SHA-256 there too, or leave dataset.sha256 out" if name not in given
                else "put the original back, or leave dataset.sha256 out")
-        raise _locate(document, f"{folder / name}: {what}; {fix}", ("dataset", "sha256"))
+        raise locate(document, f"{folder / name}: {what}; {fix}", ("dataset", "sha256"))
 
 
 def _change(read: Mapping[str, str], name: str, digest: str, resumed: bool) -> str:
@@ -582,8 +584,8 @@ def check_training_rows(protocol: Protocol, rows: int, document: YamlDocument | 
     """The data leave rows to train on: at least one, and two for a batch norm."""
     needed = 2 if any(layer.batchnorm for layer in protocol.model.layers) else 1
     if rows < needed:
-        raise _locate(document, f"the data leave {rows} training sample(s); the model needs at least {needed}"
-                                f"{' (a batch norm)' if needed == 2 else ''}", _rows_field(protocol))
+        raise locate(document, f"the data leave {rows} training sample(s); the model needs at least {needed}"
+                               f"{' (a batch norm)' if needed == 2 else ''}", _rows_field(protocol))
 
 
 def check_output_root(protocol: Protocol, document: YamlDocument | None = None) -> None:
@@ -595,8 +597,8 @@ def check_output_root(protocol: Protocol, document: YamlDocument | None = None) 
         return
     shown = "it" if existing == root else repr(str(existing))
     reason = f"{shown} is a file" if not existing.is_dir() else f"{shown} cannot be written to"
-    raise _locate(document, f"cannot create a run folder in {root} ({reason}); set output.root to a folder you "
-                            "can write to", ("output", "root"))
+    raise locate(document, f"cannot create a run folder in {root} ({reason}); set output.root to a folder you "
+                           "can write to", ("output", "root"))
 
 
 def _found(folder: Path) -> bool:
