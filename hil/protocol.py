@@ -8,8 +8,9 @@ settings, and where the run folder goes. Unknown keys are refused; errors name t
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -234,11 +235,8 @@ def build_method(protocol: Protocol, document: YamlDocument | None = None) -> Tr
 
 def load_lab(protocol: Protocol, document: YamlDocument, lab_path: str | Path | None = None) -> Lab:
     """The lab a protocol runs on: ``lab_path``, else its ``lab:`` (a missing file is located there)."""
-    try:  # a folder above it that cannot be looked into (another's home) fails the look
+    with _reached(document, f"lab file {protocol.lab!r}", "name a lab file you can read", ("lab",)):
         found_file = lab_path is not None or Path(protocol.lab).is_file()
-    except OSError as error:
-        raise document.error(f"lab file {protocol.lab!r} cannot be reached ({error.strerror or error}); name a lab "
-                             "file you can read", ("lab",)) from None
     if not found_file:
         lab = Path(protocol.lab)
         found = "is a folder" if lab.is_dir() and protocol.lab.strip() else \
@@ -279,6 +277,16 @@ def system_and_method(protocol: Protocol, lab: Lab,
     except ConfigError as error:
         raise locate(document, error.detail, tuple((error.field or "method.settings").split("."))) from None
     return system, method
+
+
+@contextlib.contextmanager
+def _reached(document: YamlDocument | None, what: str, fix: str, location: tuple[str | int, ...]) -> Iterator[None]:
+    """Looks at a path the protocol names (``what``), as the block does: a folder above it that cannot be looked into
+    (another's home) fails the look with an `OSError`, which is made a `ConfigError` at ``location`` saying ``fix``."""
+    try:
+        yield
+    except OSError as error:
+        raise locate(document, f"{what} cannot be reached ({error.strerror or error}); {fix}", location) from None
 
 
 def locate(document: YamlDocument | None, message: str, location: tuple[str | int, ...]) -> ConfigError:
@@ -377,12 +385,9 @@ def check_from_run(protocol: Protocol, document: YamlDocument | None = None, res
     source = protocol.twin.from_run
     if not source:
         return
-    try:  # a folder above it that cannot be looked into (another's home) fails the look
+    with _reached(document, source, "name a run folder you can read", ("twin", "from_run")):
         missing = [f"{name} ({what})" for name, what in (("twin/", "a fitted twin"), ("data/twin_data.h5", "its data"))
                    if not (Path(source) / name).exists()]
-    except OSError as error:
-        raise locate(document, f"{source} cannot be reached ({error.strerror or error}); name a run folder you can "
-                               "read", ("twin", "from_run")) from None
     if missing:
         fix = "a resumed run reuses the run it started from: put it back, or start a new run" if resumed else \
             "name a run that finished its collect and fit_twin steps"
@@ -531,12 +536,9 @@ def _dataset_folder_reached(protocol: Protocol, document: YamlDocument | None) -
     """A `ConfigError` at ``dataset.path`` where the folder lies below one that cannot be looked into (another's
     home): the look raises PermissionError, which named the path alone."""
     path = protocol.dataset.path
-    try:
-        if path is not None:
+    if path is not None:
+        with _reached(document, f"dataset folder {path!r}", "name a folder you can read", ("dataset", "path")):
             Path(path).exists()
-    except OSError as error:
-        raise locate(document, f"dataset folder {path!r} cannot be reached ({error.strerror or error}); name a "
-                               "folder you can read", ("dataset", "path")) from None
 
 
 def check_data_files(protocol: Protocol, read: Mapping[str, str] | None, document: YamlDocument | None = None,
