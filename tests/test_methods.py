@@ -154,6 +154,27 @@ def test_pat_refinement_resumes_from_its_state_as_if_never_stopped_even_twice(la
     torch.testing.assert_close(twin.state_dict(), uninterrupted, rtol=0, atol=0)
 
 
+def test_pat_state_loaded_into_a_method_that_refined_since_continues_as_the_saved_one_did(lab) -> None:
+    """Rolling a method back to a state it saved (with the model and the twin): the refinement's Adam went on with the
+    moments of the steps since, not the saved ones, and the twin ended elsewhere."""
+    system = lab.systems["crossbar"]
+    model, twin = model_on(system)
+    method = PhysicsAwareTraining(PatSettings(refine_every=1, refine_steps=3, refine_lr=0.05))
+    method.begin(model)
+    for step in range(2):
+        method.train_step(model, *batch(step), torch.optim.SGD(model.parameters(), lr=0.5))
+    saved = copy.deepcopy({"method": method.state_dict(), "model": model.state_dict(), "twin": twin.state_dict()})
+    for step in range(2, 4):
+        method.train_step(model, *batch(step), torch.optim.SGD(model.parameters(), lr=0.5))
+    continued = copy.deepcopy(twin.state_dict())
+    model.load_state_dict(saved["model"])
+    twin.load_state_dict(saved["twin"])
+    method.load_state_dict(copy.deepcopy(saved["method"]))
+    for step in range(2, 4):
+        method.train_step(model, *batch(step), torch.optim.SGD(model.parameters(), lr=0.5))
+    torch.testing.assert_close(twin.state_dict(), continued, rtol=0, atol=0)
+
+
 def test_pat_programs_each_theta_once_through_steps_refinements_and_test_passes(lab) -> None:
     """Device time: a crossbar programming (write-verify of every device) costs far more than a read, so θ is written
     once per training batch (not again by a refinement, which uses the recorded calls), once for a test pass at the θ

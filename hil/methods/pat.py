@@ -121,6 +121,7 @@ class PhysicsAwareTraining(TrainingMethod):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps = int(state.get("steps", 0))
+        self._optimizers = {}  # those refined with since hold later moments than the state's
         self._saved_optimizers = {int(k): v for k, v in state.get("optimizers", {}).items()}
         for layer, records in zip(self._layers, state.get("records", []), strict=False):
             layer.record = [tuple(r) for r in records] if self.settings.refine_every else None
