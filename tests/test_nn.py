@@ -256,6 +256,28 @@ def test_large_batches_are_split_into_device_calls_in_order(lab) -> None:
         torch.testing.assert_close(y, build_twin("oracle", system)(x, theta))  # every row where it belongs
 
 
+def test_pat_over_a_batch_of_several_device_calls_is_the_device_in_order_and_the_twin_s_gradient_at_the_batch(
+        lab) -> None:
+    """19 rows on a device taking 8 a call: three calls, their rows in the batch's order, and one backward pass
+    through the twin at all 19 rows and the θ the three calls ran at."""
+    system = lab.systems["exact"]  # ideal: the device computes its physics, so the oracle gives its values
+    oracle = build_twin("oracle", system)
+    layer = PhysicalLayer(system, oracle, mode="pat", seed=3)
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(2 * system.max_batch + 3, 8, generator=generator) * 2 - 1).requires_grad_()
+    weights = torch.randn(len(x), 4, generator=generator)
+    calls = system.calls
+    y = layer(x)
+    assert system.calls - calls == 3
+    (y * weights).sum().backward()
+    x_twin, theta = x.detach().clone().requires_grad_(), layer.theta.detach().clone().requires_grad_()
+    modelled = oracle(x_twin, theta)
+    (modelled * weights).sum().backward()
+    torch.testing.assert_close(y.detach(), modelled.detach())
+    torch.testing.assert_close(layer.theta.grad, theta.grad, rtol=0, atol=0)
+    torch.testing.assert_close(x.grad, x_twin.grad, rtol=0, atol=0)
+
+
 def test_a_neural_twin_saved_before_the_phase_encoding_loads_as_it_was_saved(lab, tmp_path) -> None:
     system = lab.systems["optical"]
     old = build_twin("neural", system, hidden=(8,), theta_as_phase=False)  # θ scaled as it is, as before
