@@ -530,3 +530,23 @@ def test_on_an_ideal_bench_pat_through_the_oracle_gives_the_gradients_of_the_phy
             measured = (system.forward(inputs, theta + h * direction) - system.forward(inputs, theta - h * direction))
         _, modelled = torch.autograd.functional.jvp(lambda t: physics(inputs, t), (theta,), (direction,))
         assert (measured / (2 * h) - modelled).norm() <= 1e-3 * modelled.norm()
+
+
+@pytest.mark.parametrize("name", ["optical", "fiber", "crossbar", "oscillator", "resistive"])
+def test_every_system_s_physics_twin_backward_is_its_forward_s_derivative_in_float64(tmp_path, name) -> None:
+    """PAT's backward is the twin's vector-Jacobian product, so a twin's hand-made gradient (the resistive network's
+    implicit differentiation of its equilibrium, detached step bounds) must be its forward's derivative: gradcheck
+    in float64, in x and θ, well inside the bounds."""
+    with lab_from_text(IDEAL_LAB, tmp_path) as lab:
+        system = lab.systems[name]
+        system.calibrate()
+        twin = build_twin("oracle", system).double()
+        generator = torch.Generator().manual_seed(0)
+
+        def inside(bounds: tuple[float, float], *shape: int) -> torch.Tensor:
+            unit = 0.1 + 0.8 * torch.rand(*shape, generator=generator, dtype=torch.float64)
+            return (bounds[0] + (bounds[1] - bounds[0]) * unit).requires_grad_()
+
+        x, theta = inside(system.x_bounds, 2, system.n_in), inside(system.theta_bounds, system.n_params)
+        assert twin(x, theta).dtype == torch.float64
+        assert torch.autograd.gradcheck(twin, (x, theta), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
