@@ -175,6 +175,27 @@ def test_pat_state_loaded_into_a_method_that_refined_since_continues_as_the_save
     torch.testing.assert_close(twin.state_dict(), continued, rtol=0, atol=0)
 
 
+def test_pat_refines_the_twin_its_layers_hold_now_not_one_they_held_before(lab) -> None:
+    """A twin attached with `PhysicalLayer.set_twin` during training (fitted anew, say) is the one a refinement
+    fits: the refinement's Adam, built on the first twin's parameters, went on stepping that twin, which no layer
+    used any more, and left the new one as it came."""
+    system = lab.systems["crossbar"]
+    model, first = model_on(system)
+    method = PhysicsAwareTraining(PatSettings(refine_every=1, refine_steps=2, refine_lr=0.05))
+    method.begin(model)
+    method.train_step(model, *batch(0), torch.optim.SGD(model.parameters(), lr=0.5))
+    second = build_twin("physics", system)
+    with torch.no_grad():
+        second.affine.gain.fill_(0.7)  # unlike the device, as the first twin is
+    model[0].set_twin(second)
+    first_state, second_state = copy.deepcopy(first.state_dict()), copy.deepcopy(second.state_dict())
+    figures = method.train_step(model, *batch(1), torch.optim.SGD(model.parameters(), lr=0.5))
+    assert math.isfinite(figures["twin_refine_loss"])
+    torch.testing.assert_close(first.state_dict(), first_state, rtol=0, atol=0)
+    assert not torch.equal(second.affine.gain, second_state["affine.gain"])
+    assert set(method.state_dict()["optimizers"]) == {"0"}
+
+
 def test_pat_programs_each_theta_once_through_steps_refinements_and_test_passes(lab) -> None:
     """Device time: a crossbar programming (write-verify of every device) costs far more than a read, so θ is written
     once per training batch (not again by a refinement, which uses the recorded calls), once for a test pass at the θ

@@ -44,7 +44,7 @@ class PhysicsAwareTraining(TrainingMethod):
         super().__init__(settings)
         self.steps = 0
         self._layers: list = []
-        self._optimizers: dict[int, torch.optim.Optimizer] = {}
+        self._optimizers: dict[int, tuple[nn.Module, torch.optim.Optimizer]] = {}  # index -> (twin, its Adam)
         self._saved_optimizers: dict[int, Any] = {}
 
     def check_training(self, batch_size: int, layers: int) -> None:
@@ -77,12 +77,14 @@ class PhysicsAwareTraining(TrainingMethod):
         return figures
 
     def _optimizer(self, index: int, twin: nn.Module) -> torch.optim.Optimizer:
-        if index not in self._optimizers:
+        """The refinement's Adam of the twin that the layers from ``index`` hold; a new one for a twin attached
+        since (`PhysicalLayer.set_twin`): the one before holds the parameters and moments of the twin it replaced."""
+        if index not in self._optimizers or self._optimizers[index][0] is not twin:
             optimizer = torch.optim.Adam(trainable(twin), lr=self.settings.refine_lr)
             if index in self._saved_optimizers:
                 optimizer.load_state_dict(self._saved_optimizers.pop(index))
-            self._optimizers[index] = optimizer
-        return self._optimizers[index]
+            self._optimizers[index] = (twin, optimizer)
+        return self._optimizers[index][1]
 
     def refine(self) -> float | None:
         """A few Adam steps of every twin on the recorded device calls of the layers holding it (layers on one
@@ -115,7 +117,7 @@ class PhysicsAwareTraining(TrainingMethod):
 
     def state_dict(self) -> dict[str, Any]:
         optimizers = {str(k): v for k, v in self._saved_optimizers.items()}  # loaded, not yet needed again
-        optimizers.update({str(k): v.state_dict() for k, v in self._optimizers.items()})
+        optimizers.update({str(k): optimizer.state_dict() for k, (_, optimizer) in self._optimizers.items()})
         return {"steps": self.steps, "optimizers": optimizers,
                 "records": [list(layer.record or []) for layer in self._layers]}
 
