@@ -15,8 +15,9 @@ system.
 
 from __future__ import annotations
 
+import copy
 import functools
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -93,6 +94,21 @@ class PhysicalLayer(nn.Module):
 
     def set_twin(self, twin: Twin | None) -> None:
         self.__dict__["twin"] = twin
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PhysicalLayer:
+        """A copy with its own θ, mode, record and twin (layers that shared a twin share its copy) that drives the
+        same system: the bench is not copied (its instruments hold connections, and there is one device)."""
+        memo[id(self.system)] = self.system
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for name, value in self.__dict__.items():
+            copied.__dict__[name] = copy.deepcopy(value, memo)
+        return copied
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Refused (`TypeError`): a layer holds its bench, which pickle cannot save; its state dict holds θ."""
+        raise TypeError(f"a physical layer drives system {self.system.name!r}, which cannot be saved (its instruments "
+                        "hold connections); save the model's state_dict() instead")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.Tensor):  # refused as the device refuses them, in every mode: a twin failed on one

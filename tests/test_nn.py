@@ -1,5 +1,7 @@
 """PhysicalLayer: PAT gives the device's value and the twin's gradient; modes; θ kept within bounds."""
 
+import copy
+import io
 import json
 import math
 import textwrap
@@ -550,3 +552,44 @@ def test_every_system_s_physics_twin_backward_is_its_forward_s_derivative_in_flo
         x, theta = inside(system.x_bounds, 2, system.n_in), inside(system.theta_bounds, system.n_params)
         assert twin(x, theta).dtype == torch.float64
         assert torch.autograd.gradcheck(twin, (x, theta), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
+
+
+def test_a_deep_copy_of_a_network_drives_the_same_system_with_its_own_theta_and_twin(lab) -> None:
+    """``copy.deepcopy(model)``, torch's way to keep the best network of a training loop, failed on copying the bench
+    (its instruments' locks): the copy's layers drive the lab's system, and hold their own θ and a copy of the twin,
+    one for the layers that shared it."""
+    system = lab.systems["exact"]
+    twin = build_twin("physics", system)
+    model = nn.Sequential(PhysicalLayer(system, twin, mode="device", seed=1), nn.Linear(4, 8), nn.Tanh(),
+                          PhysicalLayer(system, twin, mode="device", seed=2))
+    model[0].record = [(torch.zeros(1, 8), model[0].theta.detach().clone(), torch.zeros(1, 4))]
+    best = copy.deepcopy(model)
+    assert best[0].system is system and best[3].system is system
+    assert best[0].twin is best[3].twin and best[0].twin is not twin
+    torch.testing.assert_close(best[0].twin.state_dict(), twin.state_dict(), rtol=0, atol=0)
+    assert best[0].record is not model[0].record and len(best[0].record) == 1
+    assert best[0].mode == "device" and best[0].input_map == "none"
+    theta = model[0].theta.detach().clone()
+    with torch.no_grad():
+        best[0].theta.zero_()
+    assert torch.equal(model[0].theta.detach(), theta)
+    with torch.no_grad():
+        best[0].theta.copy_(theta)
+    x = torch.rand(3, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    calls = system.calls
+    with torch.no_grad():
+        torch.testing.assert_close(best(x), model(x))
+    assert system.calls - calls == 4  # both networks measured on the lab's one device
+
+
+def test_pickling_a_network_says_to_save_its_state_dict(lab) -> None:
+    """``torch.save(model)`` failed with pickle's "cannot pickle '_thread.lock' object": a bench cannot be saved."""
+    system = lab.systems["exact"]
+    model = nn.Sequential(PhysicalLayer(system, build_twin("physics", system), mode="device", seed=1))
+    with pytest.raises(TypeError, match=r"^a physical layer drives system 'exact', which cannot be saved \(its "
+                                        r"instruments hold connections\); save the model's state_dict\(\) instead$"):
+        torch.save(model, io.BytesIO())
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)  # the way that works: θ and the digital layers' weights
+    buffer.seek(0)
+    assert list(torch.load(buffer, weights_only=True)) == ["0.theta"]
