@@ -196,6 +196,31 @@ def test_pat_refines_the_twin_its_layers_hold_now_not_one_they_held_before(lab) 
     assert set(method.state_dict()["optimizers"]) == {"0"}
 
 
+def test_pat_state_loaded_before_begin_keeps_its_device_calls_for_the_next_refinement(lab) -> None:
+    """The state of a method restored, then begun on its network: the recorded device calls were set on the layers
+    it did not know yet, that is dropped, and the next refinement fitted the twin on one batch, not the window."""
+    system = lab.systems["crossbar"]
+    model, twin = model_on(system)
+    settings = PatSettings(refine_every=3, refine_steps=2, refine_lr=0.05)
+    method = PhysicsAwareTraining(settings)
+    method.begin(model)
+    for step in range(2):
+        method.train_step(model, *batch(step), torch.optim.SGD(model.parameters(), lr=0.5))
+    saved = copy.deepcopy({"method": method.state_dict(), "model": model.state_dict(), "twin": twin.state_dict()})
+    method.train_step(model, *batch(2), torch.optim.SGD(model.parameters(), lr=0.5))  # refines on three batches
+    continued = copy.deepcopy(twin.state_dict())
+    model.load_state_dict(saved["model"])
+    twin.load_state_dict(saved["twin"])
+    model[0].record = None
+    restored = PhysicsAwareTraining(settings)
+    restored.load_state_dict(copy.deepcopy(saved["method"]))
+    assert [len(records) for records in restored.state_dict()["records"]] == [2]  # held until begin
+    restored.begin(model)
+    assert len(model[0].record) == 2
+    restored.train_step(model, *batch(2), torch.optim.SGD(model.parameters(), lr=0.5))
+    torch.testing.assert_close(twin.state_dict(), continued, rtol=0, atol=0)
+
+
 def test_pat_programs_each_theta_once_through_steps_refinements_and_test_passes(lab) -> None:
     """Device time: a crossbar programming (write-verify of every device) costs far more than a read, so θ is written
     once per training batch (not again by a refinement, which uses the recorded calls), once for a test pass at the θ

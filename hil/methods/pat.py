@@ -46,6 +46,7 @@ class PhysicsAwareTraining(TrainingMethod):
         self._layers: list = []
         self._optimizers: dict[int, tuple[nn.Module, torch.optim.Optimizer]] = {}  # index -> (twin, its Adam)
         self._saved_optimizers: dict[int, Any] = {}
+        self._saved_records: list | None = None  # loaded before `begin` gave the layers to put them on
 
     def check_training(self, batch_size: int, layers: int) -> None:
         """Refinement needs two recorded rows to scale its errors by (`refine`): a window of one batch of one row,
@@ -62,6 +63,8 @@ class PhysicsAwareTraining(TrainingMethod):
         if self.settings.refine_every:
             for layer in self._layers:
                 layer.record = layer.record or []
+        if self._saved_records is not None:
+            self._restore_records()
 
     def train_step(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
                    optimizer: torch.optim.Optimizer) -> dict[str, float]:
@@ -118,12 +121,20 @@ class PhysicsAwareTraining(TrainingMethod):
     def state_dict(self) -> dict[str, Any]:
         optimizers = {str(k): v for k, v in self._saved_optimizers.items()}  # loaded, not yet needed again
         optimizers.update({str(k): optimizer.state_dict() for k, (_, optimizer) in self._optimizers.items()})
-        return {"steps": self.steps, "optimizers": optimizers,
-                "records": [list(layer.record or []) for layer in self._layers]}
+        records = self._saved_records if self._saved_records is not None else \
+            [list(layer.record or []) for layer in self._layers]
+        return {"steps": self.steps, "optimizers": optimizers, "records": records}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps = int(state.get("steps", 0))
         self._optimizers = {}  # those refined with since hold later moments than the state's
         self._saved_optimizers = {int(k): v for k, v in state.get("optimizers", {}).items()}
-        for layer, records in zip(self._layers, state.get("records", []), strict=False):
+        self._saved_records = [list(records) for records in state.get("records", [])]
+        if self._layers:  # else `begin` puts them on its network's layers
+            self._restore_records()
+
+    def _restore_records(self) -> None:
+        assert self._saved_records is not None
+        for layer, records in zip(self._layers, self._saved_records, strict=False):
             layer.record = [tuple(r) for r in records] if self.settings.refine_every else None
+        self._saved_records = None
