@@ -95,6 +95,14 @@ class PhysicalLayer(nn.Module):
     def set_twin(self, twin: Twin | None) -> None:
         self.__dict__["twin"] = twin
 
+    def _apply(self, fn: Any, recurse: bool = True) -> PhysicalLayer:
+        """As for any module (``.double()``, ``.to(dtype)``), and for the held twin, which computes with θ and x in
+        the twin and PAT modes: left in float32 under a float64 θ, every such pass failed in its matrix products."""
+        twin = self.__dict__["twin"]
+        if twin is not None:
+            twin._apply(fn, recurse)
+        return super()._apply(fn, recurse)
+
     def __deepcopy__(self, memo: dict[int, Any]) -> PhysicalLayer:
         """A copy with its own θ, mode, record and twin (layers that shared a twin share its copy) that drives the
         same system: the bench is not copied (its instruments hold connections, and there is one device)."""

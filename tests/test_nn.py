@@ -593,3 +593,26 @@ def test_pickling_a_network_says_to_save_its_state_dict(lab) -> None:
     torch.save(model.state_dict(), buffer)  # the way that works: θ and the digital layers' weights
     buffer.seek(0)
     assert list(torch.load(buffer, weights_only=True)) == ["0.theta"]
+
+
+def test_a_network_moved_to_float64_computes_through_its_twin_in_float64_and_gradchecks(lab) -> None:
+    """``model.double()`` left the held twin in float32: every twin or PAT pass then failed in the twin's matrix
+    product (Float and Double). Its twin moves with the layer; through the twin the whole network (digital layers,
+    sigmoid map, physics) passes gradcheck in float64, and PAT gives the device's value in float64."""
+    system = lab.systems["exact"]
+    twin = build_twin("physics", system)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), PhysicalLayer(system, twin, mode="twin", input_map="sigmoid", seed=1),
+                          nn.Linear(4, 2)).double()
+    assert model[1].theta.dtype == torch.float64 and all(p.dtype == torch.float64 for p in twin.parameters())
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    theta = model[1].theta.detach().clone().requires_grad_()
+    network = lambda x, theta: torch.func.functional_call(model, {"1.theta": theta}, (x,))  # noqa: E731
+    assert torch.autograd.gradcheck(network, (x, theta), eps=1e-6, atol=1e-7, rtol=1e-5)
+    set_mode(model, "pat")
+    with torch.no_grad():
+        hidden = model[1](model[0](x))
+    assert hidden.dtype == torch.float64
+    with torch.no_grad():
+        inputs = system.x_bounds[0] + (system.x_bounds[1] - system.x_bounds[0]) * torch.sigmoid(model[0](x))
+    torch.testing.assert_close(hidden, system.forward(inputs, model[1].theta.detach()).double())
