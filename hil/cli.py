@@ -26,8 +26,9 @@ DEFAULT_LAB = "lab.yaml"
 
 def _console() -> Console:
     """The console of hil's tables. Their cells are text as found (a protocol's name, an instrument's reply), never
-    rich markup: ``[/b]`` in one would be an error, and ``[bold]`` a style."""
-    return Console(width=None if sys.stdout.isatty() else 160, markup=False)
+    rich markup: ``[/b]`` in one would be an error, and ``[bold]`` a style. A terminal's width folds their columns;
+    output to a file or a pipe has no width, so that each row stays whole for grep and scripts."""
+    return Console(width=None if sys.stdout.isatty() else sys.maxsize, markup=False)
 
 
 def _devices(args: argparse.Namespace) -> int:
@@ -166,7 +167,7 @@ def _runs(args: argparse.Namespace) -> int:
         return 2
     table = Table(title=f"Runs in {args.root}")
     for column in ("run", "protocol", "status", "device accuracy", "events"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # folded, not cut short: a run's name is what hil report takes
     runs = list_runs(args.root)
     if not runs:
         print(f"no runs in {args.root} (hil run makes them in its protocol's output.root, runs by default)")

@@ -1125,3 +1125,55 @@ def test_a_path_in_another_encoding_is_printed_escaped_where_the_output_is_stric
                             cwd=REPO, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(os.fsencode(tmp_path) + b"/caf\\udce9.yaml: OK, a lab of ")
+
+
+def _runs_named(parent: Path, *protocols: str) -> list[str]:
+    """Finished runs of these protocols in ``parent``; their folders' names, newest first as hil runs lists them."""
+    from hil.store import RunStore
+
+    names = []
+    for protocol in protocols:
+        store = RunStore.create(parent, protocol)
+        store.event("run_started", protocol=protocol)
+        store.event("run_finished")
+        store.close()
+        names.append(store.path.name)
+    return sorted(names, reverse=True)
+
+
+def test_runs_to_a_file_lists_each_run_whole_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`hil runs > runs.txt` cut a long run's name short, `20261207-072944-crossbar-…-for-the-lab-note…`, at 160
+    columns: a name that neither grep nor hil report could find."""
+    protocol = "crossbar-insilico-digits-with-a-much-longer-protocol-name-for-the-lab-notebook-and-its-date"
+    [name] = _runs_named(tmp_path, protocol)
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    rows = [line.split("│")[1:3] for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
+    assert [[cell.strip() for cell in row] for row in rows] == [[name, protocol]]
+
+
+def test_runs_on_an_80_column_terminal_folds_run_names_rather_than_cutting_them(tmp_path: Path) -> None:
+    """On an 80-column terminal every run of a day read `20261207-073028…`: which run was which could not be told."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    names = _runs_named(tmp_path, "crossbar-insilico-digits", "optical-pat-digits")
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 80, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "hil.cli", "runs", "--root", str(tmp_path)], cwd=REPO,
+                               stdout=terminal, stderr=subprocess.PIPE)
+    os.close(terminal)
+    shown = b""
+    try:
+        while chunk := os.read(controller, 4096):
+            shown += chunk
+    except OSError:  # the terminal's other end closed: everything was read
+        pass
+    finally:
+        os.close(controller)
+    assert process.wait(timeout=60) == 0, process.stderr.read()  # type: ignore[union-attr]
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", shown.decode()).splitlines()
+    assert max(len(line) for line in lines) <= 80
+    cells = [line.split("│")[1].strip() for line in lines if line.startswith("│")]  # the run column, row by row
+    assert "".join(cells) == "".join(names)
