@@ -7,6 +7,7 @@ and exits with status 2, never a traceback. Ctrl-C exits with 130 after the inst
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import signal
@@ -130,9 +131,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"hil: error: {args.protocol} is a {'run ' if resume else ''}folder; hil run takes a protocol file "
               f"(e.g. experiments/*.yaml){resume}", file=sys.stderr)
         return 2
-    try:
-        store = run_protocol(args.protocol, lab_path=args.lab, seed=args.seed, resume=args.resume,
-                             show_progress=not args.quiet)
+    try:  # the progress bars on stderr: stdout holds the run's folder and report alone, for a script to read
+        with contextlib.redirect_stdout(sys.stderr):
+            store = run_protocol(args.protocol, lab_path=args.lab, seed=args.seed, resume=args.resume,
+                                 show_progress=not args.quiet)
     except Interrupted as stopped:
         print(f"hil: {stopped}", file=sys.stderr)
         return stopped.exit_status

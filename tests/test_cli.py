@@ -1177,3 +1177,18 @@ def test_runs_on_an_80_column_terminal_folds_run_names_rather_than_cutting_them(
     assert max(len(line) for line in lines) <= 80
     cells = [line.split("│")[1].strip() for line in lines if line.startswith("│")]  # the run column, row by row
     assert "".join(cells) == "".join(names)
+
+
+def test_a_run_s_progress_goes_to_stderr_and_its_folder_and_report_alone_to_stdout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`hil run p.yaml > out.txt` (or `| tail -1` in a script) got the progress bars' last states in its output,
+    between the run's folder and report, which are what the command gives."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "lab.yaml", "lab.yaml")
+    _idx_folder(tmp_path / "mnist", list(range(10)) * 4, list(range(10)))
+    _small_idx_protocol(Path("p.yaml"), tmp_path / "runs")
+    assert main(["run", "p.yaml"]) == 0
+    out, err = capsys.readouterr()
+    [run] = (tmp_path / "runs").iterdir()
+    assert out == f"run folder: {run}\nreport:     {run / 'report' / 'summary.md'}\n"
+    assert "collecting twin data" in err and "training" in err
