@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.metadata
 import os
 import signal
 import sys
@@ -267,6 +268,14 @@ def _emulate(args: argparse.Namespace) -> int:
         server.stop()
 
 
+def _version() -> str:
+    """hil's version, as `hil.orchestrator.software_versions` records it in a run."""
+    try:
+        return importlib.metadata.version("hil")
+    except importlib.metadata.PackageNotFoundError:  # hil run from a source tree it was not installed from
+        return "not installed"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's parser (and its subcommands'), refusing bad arguments on one line as hil refuses every mistake,
     ``hil: error: ...; see hil run --help``, rather than its usage and the error; exit status 2 as argparse's."""
@@ -277,6 +286,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hil", description="Train physical neural networks with the hardware in the loop.")
+    parser.add_argument("--version", action="version", version=f"hil {_version()}",
+                        help="print hil's version (as a run records it) and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     devices = commands.add_parser("devices", help="list the lab's instruments, reading each one's identity (and "

@@ -1006,6 +1006,17 @@ def test_help_still_prints_the_usage_and_exits_0(capsys: pytest.CaptureFixture[s
         assert out.startswith(f"usage: hil {argv[0] if len(argv) > 1 else ''}".rstrip()) and "--help" in out
 
 
+def test_version_prints_the_version_a_run_records_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    """`hil --version` said `the following arguments are required: COMMAND` (exit 2): a lab notebook or a CI log
+    had no way to note which hil ran."""
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr() == (f"hil {importlib.metadata.version('hil')}\n", "")
+
+
 def test_the_installed_command_refuses_a_bad_argument_on_one_line_with_status_2() -> None:
     result = subprocess.run([sys.executable, "-m", "hil.cli", "emulate", "keithley_2450", "--via", "usb"],
                             capture_output=True, text=True, timeout=60)
