@@ -41,14 +41,7 @@ def _devices(args: argparse.Namespace) -> int:
                           "or name the file with --lab FILE", source=DEFAULT_LAB)
     console = _console()
     lab = Lab.load(args.lab)
-    try:  # read only: an instrument may be in use (someone's output left as it is)
-        identities = lab.read_identities()
-    except Terminated as stop:  # nothing was put in a safe state, as the hil command says of a stopped run
-        print(f"hil: stopped by {stop}; nothing was changed on the instruments", file=sys.stderr)
-        return 128 + stop.signum
-    except KeyboardInterrupt:
-        print("hil: interrupted; nothing was changed on the instruments", file=sys.stderr)
-        return 130
+    identities = lab.read_identities()  # read only: an instrument may be in use (someone's output left as it is)
     table = Table(title=f"Instruments of {args.lab}")
     for column in ("name", "class", "resource", "identity", "limits"):
         table.add_column(column, overflow="fold")
@@ -354,6 +347,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if unrecognized:
         args.parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     func: Callable[[argparse.Namespace], int] = args.func
+    # what a stop leaves: hil run's instruments made safe; the other commands change nothing on an instrument
+    stopped = "instruments were put in their safe state" if func is _run else "nothing was changed on the instruments"
     # SIGTERM and SIGHUP stop hil at once, but one that came in ignored stays so: `nohup hil run` outlives its terminal
     ignored = [s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is signal.SIG_IGN]
     with terminate_on_signals(), handling(tuple(ignored), signal.SIG_IGN):
@@ -365,10 +360,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 print(f"hil: {note}", file=sys.stderr)
             return 2
         except Terminated as stop:
-            print(f"hil: stopped by {stop}; instruments were put in their safe state", file=sys.stderr)
+            print(f"hil: stopped by {stop}; {stopped}", file=sys.stderr)
             return 128 + stop.signum
         except KeyboardInterrupt:
-            print("hil: interrupted; instruments were put in their safe state", file=sys.stderr)
+            print(f"hil: interrupted; {stopped}", file=sys.stderr)
             return 130
         except BrokenPipeError:  # the output's reader quit (hil check x.yaml | head -c 1): stop quietly, as rich does
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit

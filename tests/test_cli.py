@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -1203,3 +1204,30 @@ def test_a_run_s_progress_goes_to_stderr_and_its_folder_and_report_alone_to_stdo
     [run] = (tmp_path / "runs").iterdir()
     assert out == f"run folder: {run}\nreport:     {run / 'report' / 'summary.md'}\n"
     assert "collecting twin data" in err and "training" in err
+
+
+@pytest.mark.parametrize(("signum", "said"), [(signal.SIGINT, "hil: interrupted"),
+                                              (signal.SIGTERM, "hil: stopped by SIGTERM")])
+def test_check_stopped_says_it_changed_nothing_on_the_instruments(tmp_path: Path, signum: int, said: str) -> None:
+    """A Ctrl-C or SIGTERM during hil check (or hil runs, hil report) said 'instruments were put in their safe
+    state', as a stopped run's does, of a command that touches no instrument. Here the stop comes as hil check waits
+    for the rest of a lab file from a named pipe, after it read the first line."""
+    import fcntl
+    import termios
+
+    fifo = tmp_path / "lab.yaml"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # the pipe's writer, open before hil check opens it: it waits for the rest
+    try:
+        os.write(writer, b"worlds: {}\n")
+        process = subprocess.Popen([sys.executable, "-m", "hil.cli", "check", str(fifo)], cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        unread = bytearray(4)  # the bytes in the pipe that hil check has not read yet
+        while fcntl.ioctl(writer, termios.FIONREAD, unread) == 0 and int.from_bytes(unread, sys.byteorder):
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.01)
+        process.send_signal(signum)  # hil check has read the line: it is in its read of the file
+        out, err = process.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert (process.returncode, out, err) == (128 + signum, "", f"{said}; nothing was changed on the instruments\n")
