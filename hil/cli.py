@@ -147,6 +147,11 @@ def _runs(args: argparse.Namespace) -> int:
 
     from hil.store import EVENTS, list_runs
 
+    if not args.root.exists():  # no run made there yet, or hil runs from another folder than the runs'
+        where = "" if args.root.is_absolute() else f" in the working directory, {Path.cwd()}"
+        print(f"hil: error: {args.root}: no such folder{where}; hil run makes it (a protocol's output.root, runs by "
+              "default), or give another with --root", file=sys.stderr)
+        return 2
     if not args.root.is_dir():
         print(f"hil: error: {args.root} is not a folder of runs; give one with --root", file=sys.stderr)
         return 2

@@ -146,7 +146,8 @@ WITH_EMULATORS = ", ".join(drivers_with_emulators())
     (["run", PROTOCOL, "--resume", "runs/x"], "give a protocol file, or --resume RUN (not both); see hil run --help\n"),
     (["run"], "hil: error: give a protocol file, or --resume RUN (not both); see hil run --help\n"),
     (["runs", "--root", str(REPO / "lab.yaml")], "lab.yaml is not a folder of runs"),
-    (["runs", "--root", "no-such-folder"], "no-such-folder is not a folder of runs"),
+    (["runs", "--root", "no-such-folder"], "no-such-folder: no such folder in the working directory, "),  # was "not
+    # a folder of runs": hil runs from another folder than its runs', before any run, read as a folder gone wrong
     (["check", str(REPO / "lab.yaml"), "--lab", str(REPO / "lab.yaml")],  # --lab was ignored
      f"{REPO / 'lab.yaml'} is a lab file, checked on its own; --lab goes with a protocol"),
     (["emulate", "keysight_99999"], "unknown driver 'keysight_99999'; known: "),
