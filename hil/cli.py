@@ -283,7 +283,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hil", description="Train physical neural networks with the hardware in the loop.")
+    parser = _Parser(prog="hil", description="Train physical neural networks with the hardware in the loop.",
+                     epilog="exit status: 0 done; 2 a bad argument or file, an instrument that failed, or a run that "
+                            "failed (one line on stderr says which, and what to do); 1 the output could not be "
+                            "written (a full disk, a reader that quit); 128+N stopped by signal N: 130 Ctrl-C, 143 "
+                            "SIGTERM, 129 SIGHUP (a stopped run says how to resume it; hil emulate, which runs until "
+                            "Ctrl-C, exits 0 at it)")
     parser.add_argument("--version", action="version", version=f"hil {_version()}",
                         help="print hil's version (as a run records it) and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1008,6 +1008,16 @@ def test_help_still_prints_the_usage_and_exits_0(capsys: pytest.CaptureFixture[s
         assert out.startswith(f"usage: hil {argv[0] if len(argv) > 1 else ''}".rstrip()) and "--help" in out
 
 
+def test_help_says_what_each_exit_status_means(capsys: pytest.CaptureFixture[str]) -> None:
+    """Neither hil --help nor the README said that Ctrl-C exits 130, or what 1 and 2 mean, which a CI script tests."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    for status in ("exit status: 0 done", "2 a bad argument or file, an instrument that failed, or a run that failed",
+                   "1 the output could not be written", "128+N stopped by signal N: 130 Ctrl-C, 143 SIGTERM"):
+        assert status in said
+
+
 def test_version_prints_the_version_a_run_records_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     """`hil --version` said `the following arguments are required: COMMAND` (exit 2): a lab notebook or a CI log
     had no way to note which hil ran."""
