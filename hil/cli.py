@@ -30,7 +30,8 @@ def _console() -> Console:
     """The console of hil's tables. Their cells are text as found (a protocol's name, an instrument's reply), never
     rich markup: ``[/b]`` in one would be an error, and ``[bold]`` a style. A terminal's width folds their columns;
     output to a file or a pipe has no width, so that each row stays whole for grep and scripts."""
-    return Console(width=None if sys.stdout.isatty() else sys.maxsize, markup=False)
+    terminal = sys.stdout is not None and sys.stdout.isatty()  # None: hil started with its stdout closed (>&-)
+    return Console(width=None if terminal else sys.maxsize, markup=False)
 
 
 def _devices(args: argparse.Namespace) -> int:

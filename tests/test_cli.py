@@ -953,6 +953,15 @@ def test_output_to_a_full_disk_is_one_line_not_a_traceback() -> None:
     assert process.stderr == "hil: error: cannot write standard output (No space left on device)\n"
 
 
+def test_a_table_for_a_closed_output_is_no_traceback(tmp_path: Path) -> None:
+    """`hil runs >&-` (a script closing what it does not read): the table's console asked None if it was a terminal,
+    a traceback, where hil check printed nothing as Python does."""
+    _runs_named(tmp_path, "one")
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "runs", "--root", str(tmp_path)], cwd=REPO,
+                            stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=lambda: os.close(1))
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_runs_shows_names_as_written_not_as_rich_markup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A protocol named with brackets, `sweep [/lr]`: listed as is, not a rich MarkupError traceback."""
     run = tmp_path / "20261201-120000-sweep"
