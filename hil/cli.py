@@ -294,17 +294,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print hil's version (as a run records it) and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    devices = commands.add_parser("devices", help="list the lab's instruments, reading each one's identity (and "
-                                  "nothing else: an instrument in use is left as it is)")
+    def command(name: str, summary: str, details: str) -> argparse.ArgumentParser:
+        """A subcommand: ``summary`` in hil --help's list; in its own --help, what it prints too (``details``)."""
+        return commands.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {details}")
+
+    devices = command("devices", "list the lab's instruments, reading each one's identity (and nothing else: an "
+                      "instrument in use is left as it is)", "Prints tables of the instruments (class, resource, "
+                      "identity, limits), the simulated worlds and the physical systems.")
     devices.add_argument("--lab", default=DEFAULT_LAB, type=Path, help="lab file (default: %(default)s)")
     devices.set_defaults(func=_devices)
 
-    check = commands.add_parser("check", help="validate a lab file or a protocol without touching hardware")
+    check = command("check", "validate a lab file or a protocol without touching hardware",
+                    "Prints a line saying what the file holds; a mistake is one line on stderr naming the file, line "
+                    "and field.")
     check.add_argument("file", type=Path, help="a lab file or a protocol")
     check.add_argument("--lab", type=Path, default=None, help="lab file for a protocol (default: its own)")
     check.set_defaults(func=_check)
 
-    run = commands.add_parser("run", help="run an experiment protocol, or resume a run")
+    run = command("run", "run an experiment protocol, or resume a run",
+                  "Prints the run's folder and its report on stdout; the progress bars and the errors go to stderr. "
+                  "A first Ctrl-C stops after the current step or training batch, with a checkpoint; a second, "
+                  "SIGTERM or SIGHUP stop at once; the instruments are put in their safe state, and the last line "
+                  "says how to resume.")
     run.add_argument("protocol", type=Path, nargs="?", help="the protocol file (none with --resume)")
     run.add_argument("--lab", type=Path, default=None, help="lab file (default: the protocol's)")
     run.add_argument("--seed", type=_seed, default=None, help="override the protocol's seed")
@@ -312,19 +323,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
 
-    runs = commands.add_parser("runs", help="list the runs in a folder")
+    runs = command("runs", "list the runs in a folder",
+                   "Prints a table of them, newest first: protocol, status, device accuracy and events.")
     runs.add_argument("--root", type=Path, default=Path("runs"),
                       help="the folder of run folders (default: %(default)s, a protocol's default output.root)")
     runs.set_defaults(func=_runs)
 
-    emulate = commands.add_parser("emulate", help="serve a driver's instrument emulator until Ctrl-C")
+    emulate = command("emulate", "serve a driver's instrument emulator until Ctrl-C",
+                      "Prints the VISA resource to give in a lab file or to pyvisa.")
     emulate.add_argument("driver", help="a driver name, as in lab.yaml (e.g. keithley_2450)")
     emulate.add_argument("options", nargs="*", metavar="KEY=VALUE", help="emulator options (e.g. load_ohm=1000)")
     emulate.add_argument("--via", choices=("tcp", "pty"), default="tcp", help="TCP on 127.0.0.1, or a pty")
     emulate.add_argument("--port", type=_port, default=0, help="TCP port (default: a free one)")
     emulate.set_defaults(func=_emulate)
 
-    report = commands.add_parser("report", help="write (again) the report of a run")
+    report = command("report", "write (again) the report of a run",
+                     "Prints the path of its summary.md. Of a run going on, or in a folder hil cannot write or lock, "
+                     "prints its summary so far instead, writing nothing.")
     report.add_argument("run", type=Path, help="a run folder")
     report.set_defaults(func=_report)
     for command in commands.choices.values():  # an argument a command does not take points at its own help

@@ -1027,6 +1027,21 @@ def test_help_says_what_each_exit_status_means(capsys: pytest.CaptureFixture[str
         assert status in said
 
 
+@pytest.mark.parametrize(("command", "says"), [
+    ("run", "Run an experiment protocol, or resume a run. Prints the run's folder and its report on stdout; the "
+            "progress bars and the errors go to stderr."),
+    ("report", "Write (again) the report of a run. Prints the path of its summary.md."),
+    ("runs", "List the runs in a folder. Prints a table"), ("devices", "List the lab's instruments"),
+    ("check", "Validate a lab file or a protocol without touching hardware. Prints a line"),
+    ("emulate", "Serve a driver's instrument emulator until Ctrl-C. Prints the VISA resource")])
+def test_each_command_s_help_says_what_it_does_and_prints(command: str, says: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`hil report --help` was its usage and arguments alone: neither what the command does nor what it prints."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert says in " ".join(capsys.readouterr().out.split())
+
+
 def test_version_prints_the_version_a_run_records_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     """`hil --version` said `the following arguments are required: COMMAND` (exit 2): a lab notebook or a CI log
     had no way to note which hil ran."""
