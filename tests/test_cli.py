@@ -1241,6 +1241,18 @@ def test_a_run_s_progress_goes_to_stderr_and_its_folder_and_report_alone_to_stdo
     assert "collecting twin data" in err and "training" in err
 
 
+def test_a_run_with_its_stderr_closed_runs_without_progress_bars(tmp_path: Path) -> None:
+    """`hil run p.yaml 2>&-`: the progress bars had no stream to go to, and the run failed at its first bar."""
+    _idx_folder(tmp_path / "mnist", list(range(10)) * 4, list(range(10)))
+    _small_idx_protocol(tmp_path / "p.yaml", tmp_path / "runs")
+    shutil.copy(REPO / "lab.yaml", tmp_path / "lab.yaml")
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "run", "p.yaml"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            text=True, timeout=300, preexec_fn=lambda: os.close(2))
+    [run] = (tmp_path / "runs").iterdir()
+    assert result.returncode == 0
+    assert result.stdout == f"run folder: {run}\nreport:     {run / 'report' / 'summary.md'}\n"
+
+
 @pytest.mark.parametrize(("signum", "said"), [(signal.SIGINT, "hil: interrupted"),
                                               (signal.SIGTERM, "hil: stopped by SIGTERM")])
 def test_check_stopped_says_it_changed_nothing_on_the_instruments(tmp_path: Path, signum: int, said: str) -> None:
