@@ -79,24 +79,36 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Check each file (``hil check experiments/*.yaml`` in CI): a line for each, on stdout if it passes, on stderr
+    if not; status 2 if any did not."""
+    failed = False
+    for file in args.files:
+        try:
+            print(_checked(file, args.lab))
+        except HilError as error:
+            _say(error)
+            failed = True
+    return 2 if failed else 0
+
+
+def _checked(file: Path, lab_file: Path | None) -> str:
+    """What ``file``, a lab file or a protocol (on ``lab_file``, or its own lab), holds; `HilError` if it is wrong."""
     from hil.config import YamlDocument
     from hil.lab import Lab, reads_as
     from hil.protocol import check_protocol
 
-    document = YamlDocument.read(args.file)  # once: what it reads as, then what it holds
-    if reads_as(document.data) != "protocol":
-        if args.lab is not None:
-            raise ConfigError(f"{args.file} is a lab file, checked on its own; --lab goes with a protocol")
-        lab = Lab.load(document)
-        try:
-            instruments = lab.build()
-        finally:
-            lab.close()
-        print(f"{args.file}: OK, a lab of {len(instruments)} instrument(s), {len(lab.worlds)} world(s) and "
-              f"{len(lab.systems)} system(s); no hardware was touched")
-    else:
-        print(check_protocol(document, args.lab))
-    return 0
+    document = YamlDocument.read(file)  # once: what it reads as, then what it holds
+    if reads_as(document.data) == "protocol":
+        return check_protocol(document, lab_file)
+    if lab_file is not None:
+        raise ConfigError(f"{file} is a lab file, checked on its own; --lab goes with a protocol")
+    lab = Lab.load(document)
+    try:
+        instruments = lab.build()
+    finally:
+        lab.close()
+    return (f"{file}: OK, a lab of {len(instruments)} instrument(s), {len(lab.worlds)} world(s) and "
+            f"{len(lab.systems)} system(s); no hardware was touched")
 
 
 def _local_time(seconds: Any) -> str:
@@ -306,9 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     devices.set_defaults(func=_devices)
 
     check = command("check", "validate a lab file or a protocol without touching hardware",
-                    "Prints a line saying what the file holds; a mistake is one line on stderr naming the file, line "
-                    "and field.")
-    check.add_argument("file", type=Path, help="a lab file or a protocol")
+                    "Prints a line saying what each file given holds; a mistake is one line on stderr naming the "
+                    "file, line and field, and the status is 2 if any file has one.")
+    check.add_argument("files", nargs="+", type=Path, metavar="file", help="a lab file or a protocol (or several)")
     check.add_argument("--lab", type=Path, default=None, help="lab file for a protocol (default: its own)")
     check.set_defaults(func=_check)
 
@@ -366,6 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
 
 
+def _say(error: HilError) -> None:
+    """A mistake or a failure on stderr: its line, then what to do next (a failed run: how to resume it)."""
+    print(f"hil: error: {error}", file=sys.stderr)
+    for note in getattr(error, "__notes__", ()):
+        print(f"hil: {note}", file=sys.stderr)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args, unrecognized = build_parser().parse_known_args(argv)
     if args.func is _emulate:  # options after a flag (emulate X --via pty load_ohm=1000), which argparse leaves over
@@ -382,9 +401,7 @@ def _main(argv: Sequence[str] | None) -> int:
         try:
             return func(args)
         except HilError as error:
-            print(f"hil: error: {error}", file=sys.stderr)
-            for note in getattr(error, "__notes__", ()):  # what to do next (a failed run: how to resume it)
-                print(f"hil: {note}", file=sys.stderr)
+            _say(error)
             return 2
         except Terminated as stop:
             print(f"hil: stopped by {stop}; {stopped}", file=sys.stderr)

@@ -122,6 +122,17 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path: Path) -> No
     assert "hil: error: smu (TCPIP::127.0.0.1::1::SOCKET): connection failed" in result.stderr
 
 
+def test_check_of_several_files_says_a_line_for_each_and_exits_2_if_any_is_wrong(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`hil check experiments/*.yaml`, as a CI script checks every protocol, was refused: "unrecognized arguments"."""
+    missing = tmp_path / "missing.yaml"
+    assert main(["check", PROTOCOL, str(missing), str(REPO / "lab.yaml")]) == 2
+    out, err = capsys.readouterr()
+    assert [line.split(": OK")[0] for line in out.splitlines()] == [PROTOCOL, str(REPO / "lab.yaml")]
+    assert err == f"hil: error: {missing}: file not found\n"
+    assert main(["check", PROTOCOL, str(REPO / "lab.yaml")]) == 0
+
+
 def test_check_takes_a_file_with_any_protocol_key_for_a_protocol(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
