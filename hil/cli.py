@@ -307,28 +307,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print hil's version (as a run records it) and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, summary: str, details: str) -> argparse.ArgumentParser:
+    def subcommand(name: str, summary: str, details: str) -> argparse.ArgumentParser:
         """A subcommand: ``summary`` in hil --help's list; in its own --help, what it prints too (``details``)."""
         return commands.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {details}")
 
-    devices = command("devices", "list the lab's instruments, reading each one's identity (and nothing else: an "
-                      "instrument in use is left as it is)", "Prints tables of the instruments (class, resource, "
-                      "identity, limits), the simulated worlds and the physical systems.")
+    devices = subcommand("devices", "list the lab's instruments, reading each one's identity (and nothing else: an "
+                         "instrument in use is left as it is)", "Prints tables of the instruments (class, resource, "
+                         "identity, limits), the simulated worlds and the physical systems.")
     devices.add_argument("--lab", default=DEFAULT_LAB, type=Path, help="lab file (default: %(default)s)")
     devices.set_defaults(func=_devices)
 
-    check = command("check", "validate a lab file or a protocol without touching hardware",
-                    "Prints a line saying what each file given holds; a mistake is one line on stderr naming the "
-                    "file, line and field, and the status is 2 if any file has one.")
+    check = subcommand("check", "validate a lab file or a protocol without touching hardware",
+                       "Prints a line saying what each file given holds; a mistake is one line on stderr naming the "
+                       "file, line and field, and the status is 2 if any file has one.")
     check.add_argument("files", nargs="+", type=Path, metavar="file", help="a lab file or a protocol (or several)")
     check.add_argument("--lab", type=Path, default=None, help="lab file for a protocol (default: its own)")
     check.set_defaults(func=_check)
 
-    run = command("run", "run an experiment protocol, or resume a run",
-                  "Prints the run's folder and its report on stdout; the progress bars and the errors go to stderr. "
-                  "A first Ctrl-C stops after the current step or training batch, with a checkpoint; a second, "
-                  "SIGTERM or SIGHUP stop at once; the instruments are put in their safe state, and the last line "
-                  "says how to resume.")
+    run = subcommand("run", "run an experiment protocol, or resume a run",
+                     "Prints the run's folder and its report on stdout; the progress bars and the errors go to stderr. "
+                     "A first Ctrl-C stops after the current step or training batch, with a checkpoint; a second, "
+                     "SIGTERM or SIGHUP stop at once; the instruments are put in their safe state, and the last line "
+                     "says how to resume.")
     run.add_argument("protocol", type=Path, nargs="?", help="the protocol file (none with --resume)")
     run.add_argument("--lab", type=Path, default=None, help="lab file (default: the protocol's)")
     run.add_argument("--seed", type=_seed, default=None, help="override the protocol's seed")
@@ -336,23 +336,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
 
-    runs = command("runs", "list the runs in a folder",
-                   "Prints a table of them, newest first: protocol, status, device accuracy and events.")
+    runs = subcommand("runs", "list the runs in a folder",
+                      "Prints a table of them, newest first: protocol, status, device accuracy and events.")
     runs.add_argument("--root", type=Path, default=Path("runs"),
                       help="the folder of run folders (default: %(default)s, a protocol's default output.root)")
     runs.set_defaults(func=_runs)
 
-    emulate = command("emulate", "serve a driver's instrument emulator until Ctrl-C",
-                      "Prints the VISA resource to give in a lab file or to pyvisa.")
+    emulate = subcommand("emulate", "serve a driver's instrument emulator until Ctrl-C",
+                         "Prints the VISA resource to give in a lab file or to pyvisa.")
     emulate.add_argument("driver", help="a driver name, as in lab.yaml (e.g. keithley_2450)")
     emulate.add_argument("options", nargs="*", metavar="KEY=VALUE", help="emulator options (e.g. load_ohm=1000)")
     emulate.add_argument("--via", choices=("tcp", "pty"), default="tcp", help="TCP on 127.0.0.1, or a pty")
     emulate.add_argument("--port", type=_port, default=0, help="TCP port (default: a free one)")
     emulate.set_defaults(func=_emulate)
 
-    report = command("report", "write (again) the report of a run",
-                     "Prints the path of its summary.md. Of a run going on, or in a folder hil cannot write or lock, "
-                     "prints its summary so far instead, writing nothing.")
+    report = subcommand("report", "write (again) the report of a run",
+                        "Prints the path of its summary.md. Of a run going on, or in a folder hil cannot write or "
+                        "lock, prints its summary so far instead, writing nothing.")
     report.add_argument("run", type=Path, help="a run folder")
     report.set_defaults(func=_report)
     for command in commands.choices.values():  # an argument a command does not take points at its own help
