@@ -1219,8 +1219,9 @@ def test_runs_on_an_80_column_terminal_folds_run_names_rather_than_cutting_them(
     names = _runs_named(tmp_path, "crossbar-insilico-digits", "optical-pat-digits")
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 80, 0, 0))
+    sized = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}  # the window's
     process = subprocess.Popen([sys.executable, "-m", "hil.cli", "runs", "--root", str(tmp_path)], cwd=REPO,
-                               stdout=terminal, stderr=subprocess.PIPE)
+                               stdout=terminal, stderr=subprocess.PIPE, env=sized)
     os.close(terminal)
     shown = b""
     try:
