@@ -7,7 +7,6 @@ and exits with status 2, never a traceback. Ctrl-C exits with 130 after the inst
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import importlib.metadata
 import os
@@ -138,11 +137,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"hil: error: {args.protocol} is a {'run ' if resume else ''}folder; hil run takes a protocol file "
               f"(e.g. experiments/*.yaml){resume}", file=sys.stderr)
         return 2
-    progress = not args.quiet and sys.stderr is not None  # None: hil started with its stderr closed (2>&-)
-    try:  # the progress bars on stderr: stdout holds the run's folder and report alone, for a script to read
-        with contextlib.redirect_stdout(sys.stderr):
-            store = run_protocol(args.protocol, lab_path=args.lab, seed=args.seed, resume=args.resume,
-                                 show_progress=progress)
+    try:  # the progress bars go to stderr: stdout holds the run's folder and report alone, for a script to read
+        store = run_protocol(args.protocol, lab_path=args.lab, seed=args.seed, resume=args.resume,
+                             show_progress=not args.quiet)
     except Interrupted as stopped:
         print(f"hil: {stopped}", file=sys.stderr)
         return stopped.exit_status

@@ -123,12 +123,13 @@ class _StopFlag:
 
 
 class _Display:
-    """The progress bars' output: standard output until writing to it fails, then nothing. Output that closes (piped
-    into a reader that quit: ``hil run p.yaml | head``) or fills (``> log`` on a full disk) ends the display, not the
-    run, which rich would end mid-step (``SystemExit`` on a broken pipe, ``OSError`` otherwise)."""
+    """The progress bars' output: standard error, which leaves standard output to the run's folder and report for a
+    script to read, until writing to it fails, then nothing. Output that closes (piped into a reader that quit:
+    ``hil run p.yaml 2>&1 | head``) or fills (``2> log`` on a full disk) ends the display, not the run, which rich
+    would end mid-step (``SystemExit`` on a broken pipe, ``OSError`` otherwise)."""
 
     def __init__(self) -> None:
-        self.stream, self.failed = sys.stdout, False
+        self.stream, self.failed = sys.stderr, False
 
     def write(self, text: str) -> int:
         self._do(self.stream.write, text)
@@ -521,7 +522,7 @@ class Run:
     # -- progress -----------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _bar(self, description: str, total: int, completed: int = 0) -> Iterator[Callable[[int, str], None]]:
-        if not self.show_progress or total == 0:
+        if not self.show_progress or total == 0 or sys.stderr is None:  # None: hil started with stderr closed (2>&-)
             yield lambda done, info: None
             return
         with _progress() as progress:

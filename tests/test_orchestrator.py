@@ -1291,13 +1291,13 @@ def _closed_pipe():
 
 @pytest.mark.parametrize(("output", "last_flush_fails_with"), [
     (_closed_pipe, BrokenPipeError),  # rich exited the process: the run ended mid-step with no message
-    (lambda: open("/dev/full", "w"), OSError),  # noqa: SIM115 -- `> log` on a full disk: an OSError traceback
+    (lambda: open("/dev/full", "w"), OSError),  # noqa: SIM115 -- `2> log` on a full disk: an OSError traceback
 ])
 def test_progress_bars_whose_output_fails_do_not_stop_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              output, last_flush_fails_with) -> None:
     """Writing the bars fails (a reader that quit, a full disk); the run goes on without them."""
     stream = output()
-    monkeypatch.setattr(sys, "stdout", stream)
+    monkeypatch.setattr(sys, "stderr", stream)
     try:
         store = run_protocol(write_protocol(tmp_path, **SMALL), show_progress=True)
     finally:
@@ -1853,7 +1853,7 @@ def test_run_protocol_without_a_protocol_or_a_run_to_resume_says_to_give_one() -
 def test_a_twin_fit_of_no_epochs_shows_no_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An oracle twin is never fitted: an empty bar would say a fit ran."""
     run_protocol(write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"kind": "oracle"}}))
-    shown = capsys.readouterr().out
+    shown = capsys.readouterr().err
     assert "collecting twin data" in shown and "fitting the twin" not in shown
 
 
@@ -1881,7 +1881,7 @@ def test_the_training_bar_says_no_test_accuracy_when_the_epochs_are_not_evaluate
     """With evaluation.every_epoch: false the bar said "this epoch's test acc nan (device)"."""
     run_protocol(write_protocol(tmp_path, **SMALL | {"evaluation": {"every_epoch": False}}),
                  output_root=tmp_path / "runs")
-    shown = capsys.readouterr().out
+    shown = capsys.readouterr().err
     assert re.search(r"training .*1/1", shown) and "nan" not in shown and "test acc" not in shown
 
 
@@ -1907,7 +1907,7 @@ def test_the_twin_fit_bar_ends_full_saying_where_the_fit_stopped(tmp_path: Path,
     fitted = next(e for e in store.events() if e["kind"] == "twin_fitted")
     ran = len(fitted["validation_loss"])
     assert ran < 40  # one epoch without a better held-out loss ends it
-    shown = capsys.readouterr().out
+    shown = capsys.readouterr().err
     ending = f"best \\S+ at {fitted['best_epoch'] + 1}" if lr == 0.002 else "its start kept"
     assert (fitted["best_epoch"] >= 0) == (lr == 0.002)
     assert re.search(rf"fitting the twin .*40/40 .*stopped at {ran}, {ending}", shown)
