@@ -1064,6 +1064,15 @@ def test_version_prints_the_version_a_run_records_and_exits_0(capsys: pytest.Cap
     assert capsys.readouterr() == (f"hil {importlib.metadata.version('hil')}\n", "")
 
 
+def test_python_m_hil_is_the_hil_command() -> None:
+    """`python -m hil` failed ("No module named hil.__main__"), the way to run hil from a Python whose scripts
+    folder is not on the PATH (a notebook's kernel, a conda environment not activated)."""
+    import importlib.metadata
+
+    result = subprocess.run([sys.executable, "-m", "hil", "--version"], capture_output=True, text=True, cwd=REPO)
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"hil {importlib.metadata.version('hil')}\n", "")
+
+
 def test_the_installed_command_refuses_a_bad_argument_on_one_line_with_status_2() -> None:
     result = subprocess.run([sys.executable, "-m", "hil.cli", "emulate", "keithley_2450", "--via", "usb"],
                             capture_output=True, text=True, timeout=60)
