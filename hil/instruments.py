@@ -10,10 +10,13 @@ runs a list sweep and a crossbar reads many input vectors, each in one round tri
 
 from __future__ import annotations
 
+import atexit
 import functools
 import inspect
+import itertools
 import math
 import warnings
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +54,29 @@ def _reported(hook: Any) -> Any:
     return reported
 
 
+#: The instruments connected and not closed yet, in the order they connected (`_close_at_exit`).
+_CONNECTED: weakref.WeakValueDictionary[int, Instrument] = weakref.WeakValueDictionary()
+_connections = itertools.count()
+
+
+def _close_at_exit() -> None:
+    """Put every instrument still connected when the interpreter ends (a script or a notebook's kernel that never
+    closed its lab) in its safe state and close it, the last connected first; each is tried, and a failure is a
+    warning naming the instrument."""
+    from hil.errors import signals_held
+
+    with signals_held():
+        for key in sorted(_CONNECTED, reverse=True):
+            instrument = _CONNECTED.get(key)
+            if instrument is None:
+                continue
+            try:
+                instrument.close()
+            except Exception as error:
+                warnings.warn(f"{instrument.name}: going to the safe state as Python exits failed "
+                              f"({type(error).__name__}: {error_reason(error)})", stacklevel=1)
+
+
 class Instrument(ABC):
     """Base of every instrument, real or simulated.
 
@@ -82,6 +108,7 @@ class Instrument(ABC):
         self.clock: Clock = clock or WallClock()
         self.identity: str | None = None
         self._connected = False
+        self._connection: int | None = None  # its key in `_CONNECTED` while connected
 
     def _hardware_limits_checked(self) -> dict[str, Limit]:
         """`hardware_limits`, a `Limit` it cannot build named as the driver's fault (``field="driver"``): a lab
@@ -142,6 +169,7 @@ class Instrument(ABC):
         if not self._connected:
             self._connect_hw()
             self._connected = True
+            self._track_connection()
             try:
                 identity = self._identify_hw()
                 if not isinstance(identity, str):  # e.g. None, where the hook left out its return
@@ -162,7 +190,17 @@ class Instrument(ABC):
             self.safe_state()
         finally:
             self._connected = False
+            _CONNECTED.pop(self._connection, None)
             self._close_hw()
+
+    def _track_connection(self) -> None:
+        """Have the instrument closed (in its safe state) as the interpreter ends if nothing closes it before: the
+        hook is registered anew at each connection, so that it runs before the exit hooks registered earlier (those
+        that stop a lab's emulators, which the safe state of an emulated instrument needs)."""
+        atexit.unregister(_close_at_exit)
+        atexit.register(_close_at_exit)
+        self._connection = next(_connections)
+        _CONNECTED[self._connection] = self
 
     def __enter__(self) -> Instrument:
         return self.connect()

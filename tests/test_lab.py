@@ -4,6 +4,7 @@ import gc
 import re
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 import threading
@@ -22,7 +23,8 @@ from hil.limits import Limit
 from hil.registry import BUILTIN, available
 from hil.transport import Transport
 from simulators.analog import SimulatedAnalogOutput
-from simulators.emulators.server import drivers_with_emulators
+from simulators.emulators.keithley2450 import Keithley2450Emulator
+from simulators.emulators.server import TcpServer, drivers_with_emulators
 from tests.test_transport import line_speed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -620,6 +622,31 @@ def test_a_lab_dropped_without_closing_stops_the_emulators_it_started(tmp_path: 
     assert serving() == before
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
         pass
+
+
+def test_python_exiting_with_the_lab_open_leaves_the_bench_safe(tmp_path: Path) -> None:
+    """A script, or a notebook's kernel shut down, that opened a lab and never closed it left a bench SMU sourcing
+    1 V as Python exited: nothing put it in its safe state. The interpreter's exit now closes what is connected."""
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    with TcpServer(emulator) as server:
+        path = write(tmp_path, f"""
+            instruments:
+              smu: {{driver: keithley_2450, resource: "{server.resource}"}}
+        """)
+        script = textwrap.dedent("""
+            import sys
+            from hil.lab import Lab
+            smu = Lab.load(sys.argv[1]).open()["smu"]
+            smu.configure("voltage", compliance=0.001)
+            smu.set_output(True)
+            smu.set_level(1.0)
+            print(smu.connected)
+        """)
+        done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120,
+                              cwd=REPO)
+        assert done.returncode == 0 and done.stdout.split() == ["True"], done.stderr
+        assert done.stderr == ""
+    assert emulator.output is False and emulator.level["VOLT"] == 0.0
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
