@@ -499,12 +499,9 @@ class Lab:
                 raise ConfigError(f"no instrument named {unknown[0]!r} to open; the lab has: "
                                   f"{', '.join(self.instruments)}", source=self.source)
             self._claim(name for name in self.instruments if only is None or name in only)
+            self._adopt_connected()
             for name, instrument in self.instruments.items():
-                if instrument.connected:  # e.g. by the caller, before open: the lab closes it all the same
-                    if instrument not in self._connected:
-                        self._connected.append(instrument)
-                    continue
-                if only is not None and name not in only:
+                if instrument.connected or (only is not None and name not in only):
                     continue
                 try:
                     instrument.connect()
@@ -515,6 +512,13 @@ class Lab:
             self.close()
             raise
         return self
+
+    def _adopt_connected(self) -> None:
+        """Count the lab's instruments that the caller connected (``lab["smu"].connect()``, before `open` or after
+        it) among those that `close` and `safe_state` reach: the lab leaves every instrument of its own safe."""
+        for instrument in self.instruments.values():
+            if instrument.connected and instrument not in self._connected:
+                self._connected.append(instrument)
 
     def _claim(self, names: collections.abc.Iterable[str]) -> None:
         """Claim the bench instruments ``names`` for this process before anything is sent to any: one that another
@@ -551,6 +555,7 @@ class Lab:
         devices come back as if power-cycled)."""
         self._open = False
         first_error: BaseException | None = None
+        self._adopt_connected()
         with signals_held():
             while self._connected:
                 instrument = self._connected.pop()
@@ -587,6 +592,7 @@ class Lab:
         `close`); the first failure is raised at the end.
         """
         first_error: Exception | None = None
+        self._adopt_connected()
         with signals_held():
             for instrument in reversed(self._connected):
                 try:

@@ -624,6 +624,23 @@ def test_a_lab_dropped_without_closing_stops_the_emulators_it_started(tmp_path: 
         pass
 
 
+def test_an_instrument_connected_after_open_is_left_safe_by_the_lab(tmp_path: Path) -> None:
+    """``lab.open(["xbar"])``, then ``lab["smu"].connect()`` for a look at the SMU: neither ``lab.safe_state()``
+    nor ``lab.close()`` reached it, which went on sourcing, connected, after the lab was closed."""
+    lab = Lab.load(write(tmp_path, SMU_AND_CROSSBAR)).open(["xbar"])
+    smu, emulator = lab["smu"].connect(), emulators(lab)["Keithley2450Emulator"]
+    smu.configure("voltage", compliance=0.001)
+    smu.set_output(True)
+    smu.set_level(1.0)
+    lab.safe_state()
+    assert emulator.output is False and emulator.level["VOLT"] == 0.0
+    smu.set_output(True)
+    smu.set_level(1.0)
+    lab.close()
+    assert not smu.connected and not lab["xbar"].connected
+    assert emulator.output is False and emulator.level["VOLT"] == 0.0
+
+
 def test_python_exiting_with_the_lab_open_leaves_the_bench_safe(tmp_path: Path) -> None:
     """A script, or a notebook's kernel shut down, that opened a lab and never closed it left a bench SMU sourcing
     1 V as Python exited: nothing put it in its safe state. The interpreter's exit now closes what is connected."""
