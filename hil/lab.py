@@ -609,17 +609,26 @@ class Lab:
         self.close()
 
     def system(self, name: str) -> PhysicalSystem:
-        """The system ``name``; an unknown name is a `ConfigError` listing the lab's systems."""
+        """The system ``name``; an unknown name is a `ConfigError` listing the lab's systems, and one of a lab not
+        built yet a `ConfigError` saying to open it."""
         if name not in self.systems:
-            raise ConfigError(f"no system named {shown(name)}; the lab has: {', '.join(self.systems) or 'none'}",
-                              source=self.source)
+            raise self._not_there("system", name, self.config.systems)
         return self.systems[name]
 
     def __getitem__(self, name: str) -> Instrument:
+        """The instrument ``name``; a `ConfigError` as for `system`."""
         if name not in self.instruments:
-            raise ConfigError(f"no instrument named {shown(name)}; the lab has: {', '.join(self.instruments)}",
-                              source=self.source)
+            raise self._not_there("instrument", name, self.config.instruments)
         return self.instruments[name]
+
+    def _not_there(self, what: str, name: str, declared: Collection[str]) -> ConfigError:
+        """The error for the ``what`` (instrument, system) ``name`` that the lab has not built: one the file does not
+        declare, or one of a lab not built yet (``Lab.load(...)`` without `open` or `build`)."""
+        if name in declared:
+            return ConfigError(f"{what} {name!r} is not built yet; call lab.open() first (or lab.build(), which "
+                               "connects nothing)", source=self.source)
+        return ConfigError(f"no {what} named {shown(name)}; the lab has: {', '.join(declared) or 'none'}",
+                           source=self.source)
 
 
 def _stop_all(servers: dict[str, Any]) -> None:

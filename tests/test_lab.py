@@ -560,6 +560,25 @@ def test_an_instrument_or_world_the_lab_lacks_pasted_many_times_is_shown_short(t
         lab.close()  # the emulator build started
 
 
+def test_an_instrument_or_system_of_a_lab_not_built_yet_says_to_open_it(tmp_path: Path) -> None:
+    """``lab = Lab.load("lab.yaml")`` then ``lab["smu"]`` or ``lab.system("crossbar")`` said the lab had no such
+    instrument ("the lab has: " and nothing) although its file declares it: it is only not built yet."""
+    lab = Lab.load(write(tmp_path, SMU_AND_CROSSBAR + """\
+systems:
+  crossbar: {kind: crossbar, instruments: {crossbar: xbar}}
+"""))
+    with pytest.raises(ConfigError, match=r"lab\.yaml: instrument 'smu' is not built yet; call lab\.open\(\) first"):
+        lab["smu"]
+    with pytest.raises(ConfigError, match=r"lab\.yaml: system 'crossbar' is not built yet; call lab\.open\(\) first"):
+        lab.system("crossbar")
+    with pytest.raises(ConfigError, match=r"lab\.yaml: no instrument named 'smuu'; the lab has: smu, xbar$"):
+        lab["smuu"]
+    with pytest.raises(ConfigError, match=r"lab\.yaml: no system named 'xbar'; the lab has: crossbar$"):
+        lab.system("xbar")
+    with lab.open(only="xbar"):
+        assert lab.system("crossbar").instruments["crossbar"] is lab["xbar"]
+
+
 def test_open_only_an_instrument_the_lab_does_not_have_is_refused_naming_it(tmp_path: Path) -> None:
     """``lab.open(only=["smuu"])`` (a misspelt name) connected nothing and said nothing: the bench program then met
     "smu: not connected" at its first command, far from the typo. A name given alone is one name, not its letters."""
