@@ -202,6 +202,11 @@ class Instrument(ABC):
         self._connection = next(_connections)
         _CONNECTED[self._connection] = self
 
+    def __repr__(self) -> str:
+        """``<Keithley2450 'smu': source-measure unit, connected>``."""
+        state = "connected" if getattr(self, "_connected", False) else "not connected"
+        return f"<{type(self).__qualname__} {getattr(self, 'name', '?')!r}: {self.capability}, {state}>"
+
     def __enter__(self) -> Instrument:
         return self.connect()
 

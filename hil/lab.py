@@ -602,6 +602,16 @@ class Lab:
         if first_error is not None:
             raise first_error
 
+    def __repr__(self) -> str:
+        """``<Lab lab.yaml, open (2 of 11 instruments connected): instruments awg, smu, …; systems optical, …>``."""
+        if self._open:
+            connected = sum(instrument.connected for instrument in self.instruments.values())
+            state = f"open ({connected} of {len(self.instruments)} instruments connected)"
+        else:
+            state = "built, not open" if self.instruments or self.systems else "not built"
+        return (f"<Lab {self.source}, {state}: instruments {', '.join(self.config.instruments) or 'none'}; "
+                f"systems {', '.join(self.config.systems) or 'none'}>")
+
     def __enter__(self) -> Lab:
         return self if self._open else self.open()
 

@@ -120,6 +120,14 @@ def crossbar() -> Iterator[SimulatedCrossbar]:
         yield device
 
 
+def test_an_instruments_repr_names_it_its_capability_and_whether_it_is_connected(optical: OpticalTable) -> None:
+    """In a notebook an instrument showed as ``<simulators.optical.SimulatedSLM object at 0x7f…>``."""
+    slm = SimulatedSLM(optical, name="slm")
+    assert repr(slm) == "<SimulatedSLM 'slm': spatial light modulator, not connected>"
+    with slm:
+        assert repr(slm) == "<SimulatedSLM 'slm': spatial light modulator, connected>"
+
+
 # -- AnalogOutput --------------------------------------------------------------------------------------------
 def test_dc_ramps_are_spaced_by_the_ramp_rate_down_as_well_as_up(analog_output: SimulatedAnalogOutput) -> None:
     clock = analog_output.clock

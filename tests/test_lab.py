@@ -579,6 +579,16 @@ systems:
         assert lab.system("crossbar").instruments["crossbar"] is lab["xbar"]
 
 
+def test_a_labs_repr_says_whether_it_is_open_and_what_it_has(tmp_path: Path) -> None:
+    """In a notebook a lab showed as ``<hil.lab.Lab object at 0x7f…>``, whether open or not."""
+    lab = Lab.load(write(tmp_path, SMU_AND_CROSSBAR))
+    assert repr(lab) == f"<Lab {tmp_path / 'lab.yaml'}, not built: instruments smu, xbar; systems none>"
+    with lab.open(only="xbar"):
+        assert repr(lab) == (f"<Lab {tmp_path / 'lab.yaml'}, open (1 of 2 instruments connected): instruments smu, "
+                             "xbar; systems none>")
+    assert repr(lab) == f"<Lab {tmp_path / 'lab.yaml'}, built, not open: instruments smu, xbar; systems none>"
+
+
 def test_open_only_an_instrument_the_lab_does_not_have_is_refused_naming_it(tmp_path: Path) -> None:
     """``lab.open(only=["smuu"])`` (a misspelt name) connected nothing and said nothing: the bench program then met
     "smu: not connected" at its first command, far from the typo. A name given alone is one name, not its letters."""

@@ -148,6 +148,12 @@ def test_a_reading_in_another_dtype_becomes_float32_and_carries_no_graph_of_the_
     assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
 
 
+def test_a_systems_repr_gives_its_shapes_and_bounds() -> None:
+    """In a notebook a system showed as ``<hil.systems.optical.OpticalSystem object at 0x7f…>``, saying nothing of
+    the shapes and bounds a forward pass takes."""
+    assert repr(Misreading(lambda x: x)) == "<Misreading 'bench': x batch×2 in -1..1, θ 1 in -1..1, y batch×3>"
+
+
 class Timed(Misreading):
     """A `Misreading` on a virtual clock: a device call takes 1 s; its calibration 10 s, runs one call, then fails
     if told to."""

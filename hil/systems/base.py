@@ -156,6 +156,14 @@ class PhysicalSystem(ABC):
         self.calls = 0
         self._timing = False
 
+    def __repr__(self) -> str:
+        """``<CrossbarSystem 'crossbar': x batch×64 in -1..1, θ 2048 in -1..1, y batch×32>``."""
+        if not hasattr(self, "theta_bounds"):  # not built through (an error in a subclass's __init__)
+            return f"<{type(self).__qualname__} {getattr(self, 'name', '?')!r}>"
+        (x_low, x_high), (low, high) = self.x_bounds, self.theta_bounds
+        return (f"<{type(self).__qualname__} {self.name!r}: x batch×{self.n_in} in {x_low:g}..{x_high:g}, "
+                f"θ {self.n_params} in {low:g}..{high:g}, y batch×{self.n_out}>")
+
     @property
     def clock(self) -> Clock:
         """The clock of the instruments (all instruments of one system share it on a simulator)."""
