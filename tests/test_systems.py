@@ -110,6 +110,9 @@ def test_a_batch_is_split_into_consecutive_chunks_of_max_batch_rows(batch: int, 
     (torch.zeros(1, 2), torch.tensor([1.25]), r"theta\[0\] = 1\.25 is outside -1\.\.1$"),
     (torch.zeros(1, 2), torch.tensor([-1.25]), r"theta\[0\] = -1\.25 is outside -1\.\.1$"),
     (torch.zeros(0, 2), torch.zeros(1), r"x is empty$"),
+    (torch.zeros(2), torch.zeros(1), r"x has shape \(2,\), expected batch×2; give one input as a batch of one: "
+                                     r"x\[None\], of shape 1×2$"),  # one input vector: said how to give it
+    (torch.zeros(3), torch.zeros(1), r"x has shape \(3,\), expected batch×2$"),
 ])
 def test_values_outside_the_bounds_and_an_empty_batch_are_refused_before_any_call(x, theta, message: str) -> None:
     system = Misreading(lambda x: torch.zeros(len(x), 3))

@@ -174,7 +174,9 @@ class PhysicalSystem(ABC):
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """Run ``x`` (batch × n_in) with parameters ``θ`` (n_params) on the device; returns batch × n_out.
 
-        Values outside the bounds are refused (`LimitError`); batches beyond ``max_batch`` are split.
+        ``x`` and ``θ`` may be tensors, numpy arrays or lists of real numbers of any dtype: they are read as float32
+        and detached (no gradient flows through a device; `hil.nn`'s physical layer gives one). The result is a
+        float32 tensor. Values outside the bounds are refused (`LimitError`); batches beyond ``max_batch`` are split.
         """
         x = self._checked(x, (None, self.n_in), self.x_bounds, "x")
         theta = self._checked(theta, (self.n_params,), self.theta_bounds, "theta")
@@ -234,6 +236,10 @@ class PhysicalSystem(ABC):
                 raise LimitError(f"system {self.name!r}: {label} is complex ({value.dtype}); give real numbers")
             value = value.to(torch.float32)
         tensor = value.detach()
+        if len(shape) == 2 and tensor.dim() == 1 and tensor.shape[0] == shape[1]:  # one input, not a batch of one
+            raise LimitError(f"system {self.name!r}: {label} has shape {tuple(tensor.shape)}, expected "
+                             f"{_shape_text(shape)}; give one input as a batch of one: {label}[None], of shape "
+                             f"1×{shape[1]}")
         self.check_shape(tensor, shape, label)
         found = first_outside(tensor, *bounds)
         if found is not None:
