@@ -109,6 +109,7 @@ class Instrument(ABC):
         self.identity: str | None = None
         self._connected = False
         self._connection: int | None = None  # its key in `_CONNECTED` while connected
+        self._retired: str | None = None  # why it can no longer be connected (`retire`)
 
     def _hardware_limits_checked(self) -> dict[str, Limit]:
         """`hardware_limits`, a `Limit` it cannot build named as the driver's fault (``field="driver"``): a lab
@@ -166,6 +167,8 @@ class Instrument(ABC):
 
     def connect(self) -> Instrument:
         """Connect and identify; returns self so that ``with inst.connect():`` reads naturally."""
+        if self._retired is not None:
+            raise DeviceError(f"{self.name}: {self._retired}")
         if not self._connected:
             self._connect_hw()
             self._connected = True
@@ -258,9 +261,14 @@ class Instrument(ABC):
         }
 
     # -- helpers for subclasses ---------------------------------------------------------------------------------
+    def retire(self, reason: str) -> None:
+        """Refuse to connect the instrument from now on, saying ``reason`` (a sentence without its name): it is
+        gone for good, as an emulated instrument whose emulator its lab stopped on closing."""
+        self._retired = reason
+
     def _require_connected(self) -> None:
         if not self._connected:
-            raise DeviceError(f"{self.name}: not connected; call connect() first")
+            raise DeviceError(f"{self.name}: {self._retired or 'not connected; call connect() first'}")
 
     def _what(self, quantity: str) -> str:
         return f"{self.name} {quantity}"

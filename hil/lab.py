@@ -570,10 +570,16 @@ class Lab:
             raise first_error
 
     def _stop_servers(self) -> None:
+        """Stop the emulators, and retire the instruments they served: a handle on one kept from before (``awg =
+        lab["awg"]``) says to take the instrument anew, not to check its cable."""
         while self._servers:
             name, server = self._servers.popitem()
             server.stop()
             self._unserved.add(name)
+            if name in self.instruments:
+                self.instruments[name].retire(
+                    f"its emulator was stopped as its lab ({self.source}) closed; open the lab again and take the "
+                    f"instrument anew, lab[{name!r}], and any system using it, lab.system(...)")
 
     def _forget_unserved(self) -> None:
         """Forget the instruments whose emulators were stopped, and the systems built on them, so that `build`

@@ -16,7 +16,15 @@ import pytest
 
 from drivers.keithley2450 import Keithley2450
 from hil.config import YamlDocument, dump_yaml
-from hil.errors import ConfigError, LimitError, Terminated, TransportError, signals_held, terminate_on_signals
+from hil.errors import (
+    ConfigError,
+    DeviceError,
+    LimitError,
+    Terminated,
+    TransportError,
+    signals_held,
+    terminate_on_signals,
+)
 from hil.instruments import AnalogOutput, SourceMeter
 from hil.lab import Lab, _in_order
 from hil.limits import Limit
@@ -668,6 +676,24 @@ def test_an_instrument_connected_after_open_is_left_safe_by_the_lab(tmp_path: Pa
     lab.close()
     assert not smu.connected and not lab["xbar"].connected
     assert emulator.output is False and emulator.level["VOLT"] == 0.0
+
+
+def test_an_emulated_instrument_kept_from_before_the_lab_closed_says_to_take_it_anew(tmp_path: Path) -> None:
+    """``smu = lab["smu"]`` in one notebook cell, ``lab.close()`` and ``lab.open()`` in others: the lab built the
+    SMU anew on a new emulator, and the one kept said "not connected; call connect() first", whose connect() then
+    told to check the cable and the instrument's power."""
+    lab = Lab.load(write(tmp_path, SMU_AND_CROSSBAR))
+    with lab:
+        smu = lab["smu"]
+    taken_anew = r"^smu: its emulator was stopped as its lab \(.*lab\.yaml\) closed; open the lab again and take " \
+                 r"the instrument anew, lab\['smu'\], and any system using it, lab\.system\(\.\.\.\)$"
+    with lab:
+        assert lab["smu"] is not smu and lab["smu"].connected
+        with pytest.raises(DeviceError, match=taken_anew):
+            smu.set_level(1.0)
+        with pytest.raises(DeviceError, match=taken_anew):
+            smu.connect()
+        assert lab["xbar"].connected  # a simulated instrument is the same one, connected again
 
 
 def test_python_exiting_with_the_lab_open_leaves_the_bench_safe(tmp_path: Path) -> None:
