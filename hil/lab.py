@@ -235,10 +235,6 @@ class Lab:
         self.instruments: dict[str, Instrument] = {}
         self.systems: dict[str, PhysicalSystem] = {}
         self._servers: dict[str, Any] = {}  # the emulator serving each emulated instrument, by its name
-        # a lab dropped unclosed (``lab = Lab.load(...).open()`` in a notebook cell run again) stops the emulators it
-        # started once it is collected: nothing else can reach them, and each kept a socket and its threads serving
-        # for the rest of the session
-        weakref.finalize(self, _stop_all, self._servers)
         self._unserved: set[str] = set()  # emulated instruments whose emulators were stopped
         self._connected: list[Instrument] = []
         self._transports: dict[str, Transport] = {}  # the transport the lab made for each bench instrument, by its name
@@ -428,7 +424,14 @@ class Lab:
                                        visa_library=config.visa_library, **options)
             transport.owner = name  # its errors, and its lines in a traffic log other instruments share, name it
             self._transports[name] = transport
-            return cls(transport, **common)
+            instrument = cls(transport, **common)
+            if name in self._servers:
+                # an emulator serves its instrument for as long as the lab is not closed and the instrument is kept:
+                # one taken from a lab dropped unclosed (``smu = Lab.load(...).open()["smu"]``) still works, and one
+                # dropped with its lab (``lab = Lab.load(...).open()`` in a notebook cell run again) stops it, which
+                # would keep a socket and its threads serving for the rest of the session
+                weakref.finalize(instrument, self._servers[name].stop)
+            return instrument
         except ConfigError as error:
             if error.source:
                 raise
@@ -645,13 +648,6 @@ class Lab:
                                "connects nothing)", source=self.source)
         return ConfigError(f"no {what} named {shown(name)}; the lab has: {', '.join(declared) or 'none'}",
                            source=self.source)
-
-
-def _stop_all(servers: dict[str, Any]) -> None:
-    """Stop the emulators ``servers`` still holds: those of a lab collected without `Lab.close`."""
-    while servers:
-        _, server = servers.popitem()
-        server.stop()
 
 
 def _in_order(items: dict[str, Any], order: collections.abc.Iterable[str]) -> None:

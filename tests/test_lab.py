@@ -639,8 +639,8 @@ def test_open_keeps_what_was_built_connects_only_what_is_asked_a_failed_build_st
 def test_a_lab_dropped_without_closing_stops_the_emulators_it_started(tmp_path: Path) -> None:
     """``lab = Lab.load(...).open()`` in a notebook cell run again drops the lab before without closing it: its
     emulators went on serving, each with its listening socket and threads, for the rest of the session (ten runs of
-    the cell left 20 threads and 20 file descriptors behind once every lab was gone). Collected, the lab stops
-    them."""
+    the cell left 20 threads and 20 file descriptors behind once every lab was gone). Collected with their
+    lab, its instruments stop them."""
     path = write(tmp_path, """
         instruments:
           smu: {driver: keithley_2450, emulate: true}
@@ -719,6 +719,24 @@ def test_python_exiting_with_the_lab_open_leaves_the_bench_safe(tmp_path: Path) 
         assert done.returncode == 0 and done.stdout.split() == ["True"], done.stderr
         assert done.stderr == ""
     assert emulator.output is False and emulator.level["VOLT"] == 0.0
+
+
+def test_an_instrument_kept_from_a_lab_dropped_unclosed_keeps_its_emulator(tmp_path: Path) -> None:
+    """``smu = Lab.load(...).open()["smu"]`` in a notebook cell: the lab, dropped at once, stopped the emulator of
+    the SMU still held, whose first command then failed with a lost connection. The emulator now serves as long as
+    its instrument is kept, and stops once it is dropped."""
+    path = write(tmp_path, SMU_AND_CROSSBAR)
+    before = {t for t in threading.enumerate() if t.name == "TcpServer"}
+    smu = Lab.load(path).open()["smu"]
+    gc.collect()
+    smu.configure("voltage", compliance=0.01)
+    smu.set_output(True)
+    smu.set_level(1.0)
+    assert smu.measure().voltage_v[0] == pytest.approx(1.0)
+    smu.close()
+    del smu
+    gc.collect()
+    assert {t for t in threading.enumerate() if t.name == "TcpServer" and t.is_alive()} == before
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
