@@ -315,10 +315,11 @@ def require_before_capability(cls: type, mixin: type) -> None:
 
 
 def _as_array(values: Any, name: str, what: str) -> Any:
-    """A torch tensor as it is (simulators stay in torch); anything else as a float numpy array (`as_numbers`,
-    whose error names the instrument ``name`` and ``what``)."""
+    """A torch tensor as it is (simulators stay in torch), detached: values sent to a device carry no gradient, and
+    a simulator's in-place arithmetic refuses a tensor that requires one; anything else as a float numpy array
+    (`as_numbers`, whose error names the instrument ``name`` and ``what``)."""
     if type(values).__module__.startswith("torch"):
-        return values
+        return values.detach() if hasattr(values, "detach") else values
     return as_numbers(values, f"{name}: {what}")
 
 

@@ -128,6 +128,17 @@ def test_an_instruments_repr_names_it_its_capability_and_whether_it_is_connected
         assert repr(slm) == "<SimulatedSLM 'slm': spatial light modulator, connected>"
 
 
+def test_a_tensor_requiring_grad_is_shown_and_read_as_its_values(slm: SimulatedSLM,
+                                                                   crossbar: SimulatedCrossbar) -> None:
+    """A pattern or read voltages taken from a torch computation (requires_grad) failed in the simulator with torch's
+    multi-line "functions with out=... arguments don't support automatic differentiation"."""
+    slm.show(torch.full(slm.shape, 1.0, requires_grad=True))
+    voltages = torch.full((2, crossbar.shape[0]), 0.05, requires_grad=True)
+    currents = crossbar.read(voltages)
+    assert not currents.requires_grad
+    torch.testing.assert_close(currents, crossbar.read(voltages.detach()))
+
+
 # -- AnalogOutput --------------------------------------------------------------------------------------------
 def test_dc_ramps_are_spaced_by_the_ramp_rate_down_as_well_as_up(analog_output: SimulatedAnalogOutput) -> None:
     clock = analog_output.clock
