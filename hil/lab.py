@@ -26,11 +26,11 @@ from typing import Any, Literal, NoReturn, Union
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
 from hil.config import Seed, Strict, UserPath, YamlDocument, got, shown
-from hil.errors import ConfigError, DeviceError, HilError, signals_held
+from hil.errors import ConfigError, DeviceError, HilError, InstrumentBusy, signals_held
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
-from hil.transport import Transport, has_serial_line, open_transport, transport_class
+from hil.transport import Transport, has_serial_line, instrument_key, open_transport, transport_class
 
 #: Keyword arguments every instrument takes from the framework, not from ``settings``.
 FRAMEWORK_ARGUMENTS = {"self", "transport", "world", "name", "limits", "clock"}
@@ -217,6 +217,10 @@ def reads_as(data: Any) -> Literal["lab", "protocol"] | None:
     lab = len(keys & (set(LabConfig.model_fields) - set(Protocol.model_fields)))
     protocol = len(keys & (set(Protocol.model_fields) - set(LabConfig.model_fields)))
     return "lab" if lab > protocol else "protocol" if protocol > lab else None
+
+
+#: The labs open in this process: another may not open a bench instrument one of them has connected (`Lab.open`).
+_OPEN_LABS: weakref.WeakSet[Lab] = weakref.WeakSet()
 
 
 class Lab:
@@ -501,7 +505,9 @@ class Lab:
             if unknown:  # a misspelt name would leave its instrument unconnected, and said nowhere
                 raise ConfigError(f"no instrument named {unknown[0]!r} to open; the lab has: "
                                   f"{', '.join(self.instruments)}", source=self.source)
+            self._refuse_held_here(name for name in self.instruments if only is None or name in only)
             self._claim(name for name in self.instruments if only is None or name in only)
+            _OPEN_LABS.add(self)
             self._adopt_connected()
             for name, instrument in self.instruments.items():
                 if instrument.connected or (only is not None and name not in only):
@@ -522,6 +528,23 @@ class Lab:
         for instrument in self.instruments.values():
             if instrument.connected and instrument not in self._connected:
                 self._connected.append(instrument)
+
+    def _refuse_held_here(self, names: collections.abc.Iterable[str]) -> None:
+        """Refuse (`InstrumentBusy`) the bench instruments ``names`` where another open lab of this process has the
+        same instrument connected, before anything is sent to any: the claim on an instrument (`_claim`) is this
+        process's, so a second lab of one lab file (``lab = Lab.load(...).open()`` run again with the first still
+        open) would command it alongside the first, whose close would then switch its output off."""
+        held = {instrument_key(transport.resource): (lab, name) for lab in list(_OPEN_LABS) if lab is not self
+                for name, transport in lab._transports.items()
+                if name in lab.instruments and lab.instruments[name].connected}
+        for name in names:
+            transport = self._transports.get(name)
+            if transport is None or self.instruments[name].connected:
+                continue
+            lab, other = held.get(instrument_key(transport.resource), (None, ""))
+            if lab is not None:
+                raise InstrumentBusy(f"instrument {name!r} ({transport.resource}) is connected by another lab of this "
+                                     f"process ({lab.source}, as {other!r}); close that lab first (lab.close())")
 
     def _claim(self, names: collections.abc.Iterable[str]) -> None:
         """Claim the bench instruments ``names`` for this process before anything is sent to any: one that another
@@ -557,6 +580,7 @@ class Lab:
         builds the instruments the emulators served, and the systems built on them, anew on new emulators (emulated
         devices come back as if power-cycled)."""
         self._open = False
+        _OPEN_LABS.discard(self)
         first_error: BaseException | None = None
         self._adopt_connected()
         with signals_held():

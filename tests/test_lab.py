@@ -19,6 +19,7 @@ from hil.config import YamlDocument, dump_yaml
 from hil.errors import (
     ConfigError,
     DeviceError,
+    InstrumentBusy,
     LimitError,
     Terminated,
     TransportError,
@@ -694,6 +695,32 @@ def test_an_emulated_instrument_kept_from_before_the_lab_closed_says_to_take_it_
         with pytest.raises(DeviceError, match=taken_anew):
             smu.connect()
         assert lab["xbar"].connected  # a simulated instrument is the same one, connected again
+
+
+def test_a_second_lab_of_this_process_may_not_open_a_bench_instrument_the_first_has_open(tmp_path: Path) -> None:
+    """``lab = Lab.load("lab.yaml").open()`` run again in a notebook, the first lab still open: the second lab
+    connected the same bench SMU (the claim on it is this process's), and the first one's close then switched off
+    the output the second was sourcing 0.5 V from: its measurements read 0 V, and nothing said why."""
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    with TcpServer(emulator) as server:
+        path = write(tmp_path, f"""
+            instruments:
+              smu: {{driver: keithley_2450, resource: "{server.resource}"}}
+        """)
+        first = Lab.load(path).open()
+        first["smu"].configure("voltage", compliance=0.01)
+        first["smu"].set_output(True)
+        first["smu"].set_level(1.0)
+        second = Lab.load(path)
+        with pytest.raises(InstrumentBusy, match=r"^instrument 'smu' \(TCPIP::127\.0\.0\.1::\d+::SOCKET\) is connected "
+                           r"by another lab of this process \(.*lab\.yaml, as 'smu'\); close that lab first "
+                           r"\(lab\.close\(\)\)$"):
+            second.open()
+        assert emulator.output is True and emulator.level["VOLT"] == 1.0  # nothing was sent to it
+        assert first["smu"].measure().voltage_v[0] == pytest.approx(1.0)
+        first.close()
+        with second:
+            assert second["smu"].connected and emulator.output is False
 
 
 def test_python_exiting_with_the_lab_open_leaves_the_bench_safe(tmp_path: Path) -> None:
