@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from drivers.scpi import ScpiDriver
+from hil.config import shown
 from hil.errors import ConfigError, DeviceError, LimitError, excerpt
 from hil.instruments import SCPI_INFINITY, Readings, SourceMeter, SourceMode
 from hil.limits import Limit
@@ -313,7 +314,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise LimitError(f"{self.name}: {what} {value!r} is not a number") from None
+            raise LimitError(f"{self.name}: {what} {shown(value)} is not a number") from None
         if not (math.isfinite(number) and 0 < number <= ranges[-1]):
             allowed = ", ".join(f"{r:g}" for r in ranges)
             raise LimitError(f"{self.name}: {what} {number:g} {unit} refused; the 2450's ranges are "

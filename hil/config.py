@@ -460,7 +460,17 @@ def got(value: Any) -> str:
 
 def shown(value: Any) -> str:
     """``value`` as Python writes it, for an error message; when that is longer than 40 characters (a number of 300
-    digits, a name pasted 1000 times), its first 20 and its length, so that the message stays one readable line."""
+    digits, a name pasted 1000 times), its first 20 and its length, so that the message stays one readable line.
+    A numpy or torch scalar is shown as the value it holds (``np.float64(1.0)`` as 1.0, ``tensor(True)`` as True,
+    a time as numpy writes it), and an array or tensor of values by its kind and shape, not by its repr."""
+    shape = getattr(value, "shape", None)
+    if isinstance(shape, tuple) and hasattr(value, "tolist"):  # numpy's scalars and arrays, torch's tensors
+        if len(shape):
+            kind = "numpy array" if isinstance(value, np.ndarray) else type(value).__name__.lower()
+            return f"a {kind} of shape {tuple(shape)}"
+        if isinstance(value, np.generic | np.ndarray) and value.dtype.kind in "mM":  # not datetime.timedelta(...)
+            return str(value)
+        value = value.tolist()
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:20]}…, {len(text)} characters"
 

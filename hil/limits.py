@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hil.config import shown
 from hil.errors import ConfigError, LimitError
 
 #: The fields a lab file may set on a limit.
@@ -69,7 +70,7 @@ def _refuse_items(values: Any, what: str) -> None:
     found = next(((i, v) for i, v in np.ndenumerate(items) if _is_no_number(v)), None)
     if found is not None:
         index, item = found
-        raise LimitError(f"{what}[{', '.join(map(str, index))}]: {item!r} is not a number")
+        raise LimitError(f"{what}[{', '.join(map(str, index))}]: {shown(item)} is not a number")
 
 
 def as_numbers(values: Any, what: str) -> np.ndarray:
@@ -204,7 +205,7 @@ class Limit:
         try:
             number = real_number(value)
         except (TypeError, ValueError):
-            raise LimitError(f"{what}: {value!r} is not a number") from None
+            raise LimitError(f"{what}: {shown(value)} is not a number") from None
         except OverflowError:  # an integer beyond the float range
             raise LimitError(f"{what}: a number beyond the float range is outside {self.describe()}") from None
         if not math.isfinite(number):
@@ -286,7 +287,7 @@ class Limit:
             try:
                 value = real_number(value)
             except (TypeError, ValueError):
-                raise ConfigError(f"{value!r} is not a number", field=f"{what}.{name}") from None
+                raise ConfigError(f"{shown(value)} is not a number", field=f"{what}.{name}") from None
             except OverflowError:  # an integer beyond the float range
                 raise ConfigError("a number beyond the float range is not a limit", field=f"{what}.{name}") from None
             if math.isnan(value):
