@@ -185,9 +185,13 @@ class Limit:
                                  f"(at most {MAX_RAMP_S:g} s, a day)")
         return None
 
+    def span(self) -> str:
+        """The allowed values alone, e.g. ``-5..5 V``."""
+        return f"{self.min:g}..{self.max:g} {self.unit}".rstrip()
+
     def describe(self) -> str:
         """One short human-readable line, e.g. ``-5..5 V, step 0.5``."""
-        text = f"{self.min:g}..{self.max:g} {self.unit}".rstrip()
+        text = self.span()
         if self.max_step is not None:
             text += f", step {self.max_step:g}"
         if self.ramp_rate is not None:
@@ -213,9 +217,10 @@ class Limit:
         if not self.min <= number <= self.max:
             bound = self.max if number > self.max else self.min
             if f"{number:g}" == f"{bound:g}":  # e.g. float32(0.1) above a limit of 0.1: say by how much, and why
-                raise LimitError(f"{what}: {number!r} {self.unit} is outside {self.describe()} by "
+                raise LimitError(f"{what}: {number!r} {self.unit} is outside {self.span()} by "
                                  f"{abs(number - bound):.3g} {self.unit}; float32 values round past limits they were "
-                                 "meant to meet: give float64 values, or keep clear of the limit")
+                                 "meant to meet, and so can sums in float64 (0.1 + 0.2 is 0.30000000000000004): give "
+                                 "float64 values, clip them to the limit, or keep clear of it")
             raise LimitError(f"{what}: {number:g} {self.unit} is outside {self.describe()}")
         return number
 

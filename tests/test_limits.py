@@ -454,3 +454,14 @@ def test_arrays_of_different_shapes_in_a_list_are_not_numbers_as_a_limit_error()
         as_numbers([np.zeros((2, 2)), np.zeros((2, 3))], "x")
     with pytest.raises(LimitError, match=r"^x: not numbers \("):
         as_numbers([[0.0, 1.0], [0.0]], "x")
+
+
+def test_a_value_a_rounding_hair_past_a_stepped_limit_says_the_range_and_by_how_much() -> None:
+    """0.1 + 0.2 lies 4.4e-17 above a limit of 0.3: the message read '... is outside -0.3..0.3 V, step 0.1 by 5.55e-17
+    V; float32 values round past ...', the step running into 'by', and blamed float32 for a float64 sum."""
+    limit = Limit("V", -0.3, 0.3, max_step=0.1)
+    with pytest.raises(LimitError, match=r"^x: 0\.30000000000000004 V is outside -0\.3\.\.0\.3 V by 5\.55e-17 V; "
+                                         r"float32 values round past limits they were meant to meet, and so can sums "
+                                         r"in float64 \(0\.1 \+ 0\.2 is 0\.30000000000000004\): give float64 values, "
+                                         r"clip them to the limit, or keep clear of it$"):
+        limit.check(0.1 + 0.2, "x")
