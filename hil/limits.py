@@ -151,11 +151,13 @@ class Limit:
             if value is not None and not math.isfinite(value):
                 raise ConfigError(f"limit {name} must be finite, got {value}", field=name)
         if self.min > self.max:
-            raise ConfigError(f"limit min {self.min} {self.unit} is above max {self.max} {self.unit}", field="min")
+            raise ConfigError(f"min {self.min:g} {self.unit} is above max {self.max:g} {self.unit}; give a min no "
+                              "higher than the max", field="min")
         for name in ("max_step", "ramp_rate"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ConfigError(f"limit {name} must be > 0, got {value}", field=name)
+                unit = self._unit_of(name)
+                raise ConfigError(f"{name} must be above 0 {unit}, got {value:g} {unit}", field=name)
         if self.ramp_rate is not None and self.max_step is None:
             raise ConfigError("limit ramp_rate needs max_step: the size of the steps it spaces in time",
                               field="ramp_rate")

@@ -243,10 +243,13 @@ def test_a_step_or_a_ramp_rate_of_zero_is_a_config_error(max_step: float, ramp_r
                                                           field: str) -> None:
     """Zero is not a step size (every ramp would divide by it) nor a rate (every step would wait forever): refused
     where the limit is written, like a negative one, and at that field of a lab file (it was named one level up, at
-    the limit)."""
-    with pytest.raises(ConfigError, match=rf"^{field}: limit {field} must be > 0, got 0"):
+    the limit). The message gives the unit, and the value as written (it said 'limit max_step must be > 0, got
+    0.0')."""
+    unit = "V/s" if field == "ramp_rate" else "V"
+    with pytest.raises(ConfigError, match=rf"^{field}: {field} must be above 0 {unit}, got 0 {unit}$"):
         Limit("V", -1, 1, max_step=max_step, ramp_rate=ramp_rate)
-    with pytest.raises(ConfigError, match=rf"^limits\.voltage_v\.{field}: limit {field} must be > 0, got 0"):
+    with pytest.raises(ConfigError, match=rf"^limits\.voltage_v\.{field}: {field} must be above 0 {unit}, "
+                                          rf"got 0 {unit}$"):
         narrow_limits({"voltage_v": Limit("V", -1, 1, max_step=1.0, ramp_rate=1.0)},
                       {"voltage_v": {"max_step": max_step, "ramp_rate": ramp_rate}})
 
@@ -294,7 +297,9 @@ def test_narrow_takes_equal_values_and_none_and_refuses_unknown_fields_and_text(
 
 
 def test_a_narrowing_that_inverts_the_limit_names_the_limit() -> None:
-    with pytest.raises(ConfigError, match=r"^limits\.voltage_v\.min: limit min 11\.0 V is above max 10 V$"):
+    """The two bounds are written alike, and the fix said (it read 'limit min 11.0 V is above max 10 V')."""
+    with pytest.raises(ConfigError, match=r"^limits\.voltage_v\.min: min 11 V is above max 10 V; give a min no higher "
+                                          r"than the max$"):
         narrow_limits({"voltage_v": Limit("V", -10, 10)}, {"voltage_v": {"min": 11}})
 
 
