@@ -308,7 +308,7 @@ class YamlDocument:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise self.error(f"expected a mapping of keys, got {type(data).__name__}", location)
+            raise self.error(not_a_mapping(data), location)
         try:
             return model.model_validate(data, context=context)
         except ValidationError as errors:
@@ -437,6 +437,9 @@ def explain(error: Any, model: type[BaseModel]) -> str:
     if error["type"] == "missing":  # a field, or an item of a fixed-length list (shape: [64] for two)
         return "required field is missing" if isinstance(loc[-1], str) else \
             f"too few items: item {loc[-1]} is missing (counting from 0)"
+    if error["type"] in ("model_type", "dict_type"):  # not "a valid dictionary or instance of LimitConfig"
+        allowed = _allowed_keys(model, loc) if error["type"] == "model_type" else []
+        return not_a_mapping(error.get("input"), allowed)
     message = {"value_error": error["msg"].removeprefix("Value error, "),
                "bool_type": "expected true or false"}.get(error["type"], error["msg"])
     value = error.get("input")
@@ -449,6 +452,12 @@ def explain(error: Any, model: type[BaseModel]) -> str:
     elif error["type"] == "int_type" and isinstance(value, float):
         message += "; write a whole number, without a point or an exponent"
     return f"{message}{got(value)}"
+
+
+def not_a_mapping(value: Any, allowed: list[str] | None = None) -> str:
+    """What is wrong with ``value`` where a mapping of keys goes (the ``allowed`` keys, where they are known)."""
+    hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+    return f"expected a mapping of keys, got {'a list' if isinstance(value, list) else shown(value)}{hint}"
 
 
 def got(value: Any) -> str:

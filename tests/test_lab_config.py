@@ -45,7 +45,12 @@ class Numbers(Strict):
     ("pair: [1.0]", r"^x\.yaml:1: pair: too few items: item 1 is missing \(counting from 0\)$"),  # was 'required
     # field is missing' of a field written there
     ("parts:\n  - {size: 2}\n  - {sise: 3}", r"^x\.yaml:3: parts\.1\.sise: unknown key 'sise'; allowed: size$"),
-    ("- pair\n- seed", r"^x\.yaml:1: expected a mapping of keys, got list$"),
+    ("- pair\n- seed", r"^x\.yaml:1: expected a mapping of keys, got a list$"),
+    # a model's place: pydantic said 'Input should be a valid dictionary or instance of Part'
+    ("parts: [3]", r"^x\.yaml:1: parts\.0: expected a mapping of keys, got 3; allowed keys: size$"),
+    ("parts: [[1]]", r"^x\.yaml:1: parts\.0: expected a mapping of keys, got a list; allowed keys: size$"),
+    ("gains: left", r"^x\.yaml:1: gains: expected a mapping of keys, got 'left'$"),  # 'a valid dictionary'
+
     ("seed: [1, 2]", r"^x\.yaml:1: seed: Input should be a valid integer$"),  # a list is not echoed in (got ...)
     ("seed: {a: 1}", r"^x\.yaml:1: seed: Input should be a valid integer$"),  # nor a mapping
 ])
