@@ -29,7 +29,7 @@ from drivers.scpi import ScpiDriver
 from hil.config import shown
 from hil.errors import ConfigError, DeviceError, LimitError, excerpt
 from hil.instruments import SCPI_INFINITY, Readings, SourceMeter, SourceMode
-from hil.limits import Limit
+from hil.limits import Limit, real_number
 from hil.transport import Transport
 
 #: Source and measure ranges (nominal full scale); a range holds up to 105 % of its nominal value.
@@ -183,7 +183,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
         if isinstance(mode, str) and mode in MIN_COMPLIANCE:  # else the base class refuses it
             try:
                 magnitude = abs(float(compliance))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond the float range
                 magnitude = math.nan  # the base class names the bad value
             if math.isfinite(magnitude) and magnitude < MIN_COMPLIANCE[mode]:
                 unit = "A" if mode == "voltage" else "V"
@@ -311,12 +311,15 @@ class Keithley2450(ScpiDriver, SourceMeter):
     def _pick_range(self, value: float, function: str, what: str) -> float:
         """The smallest of the 2450's ranges for ``function`` (VOLT or CURR) that holds ``value``."""
         ranges, unit = _RANGES[function], _UNIT[function]
+        allowed = ", ".join(f"{r:g}" for r in ranges)
         try:
-            number = float(value)
+            number = real_number(value)  # not True as 1
         except (TypeError, ValueError):
             raise LimitError(f"{self.name}: {what} {shown(value)} is not a number") from None
+        except OverflowError:  # an integer beyond the float range
+            raise LimitError(f"{self.name}: {what} beyond the float range refused; the 2450's ranges are {allowed} "
+                             f"{unit}, or None for auto") from None
         if not (math.isfinite(number) and 0 < number <= ranges[-1]):
-            allowed = ", ".join(f"{r:g}" for r in ranges)
             raise LimitError(f"{self.name}: {what} {number:g} {unit} refused; the 2450's ranges are "
                              f"{allowed} {unit}, or None for auto")
         return next(r for r in ranges if number <= r * (1 + 1e-9))
@@ -363,7 +366,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
             return
         try:
             values = np.abs(np.asarray(levels, dtype=np.float64))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond the float range
             return  # the base class names the bad value
         values = values[np.isfinite(values)]
         if not values.size:

@@ -1585,3 +1585,22 @@ def test_emulator_reset_switches_the_output_off() -> None:
     emulator = Keithley2450Emulator(load_ohm=1000.0)
     emulator.handle(b":OUTP ON;*RST")
     assert emulator.handle(b":OUTP?") == b"0"
+
+
+def test_a_level_compliance_or_range_beyond_the_float_range_is_refused_in_one_line_and_sends_nothing() -> None:
+    """An integer beyond the float range (10**400) was an OverflowError traceback from the 2450's own checks of a
+    level, a compliance and a range; a range of True was taken as 1. Each is now a `LimitError` naming the argument."""
+    with expected_protocol(smu(), connected() + configured_voltage()) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        with pytest.raises(LimitError, match=r"^Keithley2450 source voltage: a number beyond the float range is "
+                                             r"outside -210\.\.210 V$"):
+            k.set_level(10**400)
+        with pytest.raises(LimitError, match=r"^Keithley2450 compliance: a number beyond the float range is outside "):
+            k.configure("voltage", 10**400)
+        with pytest.raises(LimitError, match=r"^Keithley2450: source range beyond the float range refused; the "
+                                             r"2450's ranges are 0\.02, 0\.2, 2, 20, 200 V, or None for auto$"):
+            k.set_source_range(10**400)
+        with pytest.raises(LimitError, match=r"^Keithley2450: measure range True is not a number$"):
+            k.set_measure_range(True)  # type: ignore[arg-type]
+        assert (k.level, k.compliance, k.source_range, k.measure_range) == (0.0, 1e-3, None, None)
