@@ -84,14 +84,25 @@ def as_numbers(values: Any, what: str) -> np.ndarray:
     try:
         array = np.asarray(values)
     except (TypeError, ValueError, OverflowError) as error:
-        raise LimitError(f"{what}: not numbers ({error})") from None
+        raise _not_numbers(error, what) from None
     _refuse_kind(array.dtype.kind, what)
     if array.dtype.kind == "O":
         _refuse_items(array, what)
     try:
         return array.astype(np.float64, copy=False)
     except (TypeError, ValueError, OverflowError) as error:
-        raise LimitError(f"{what}: not numbers ({error})") from None
+        raise _not_numbers(error, what) from None
+
+
+def _not_numbers(error: Exception, what: str) -> LimitError:
+    """The `LimitError` for values numpy could not read as float64 (``error``), in one line: a ragged list and an
+    integer beyond the float range in words (numpy's account of the first runs to three sentences)."""
+    if isinstance(error, OverflowError):
+        return LimitError(f"{what}: a number beyond the float range (±{np.finfo(np.float64).max:.3g}) refused")
+    if "inhomogeneous" in str(error):
+        return LimitError(f"{what}: a ragged list (rows of different lengths, or a list among numbers) refused; give "
+                          "numbers, or rows of one length")
+    return LimitError(f"{what}: not numbers ({' '.join(str(error).split())})")
 
 
 def real_number(value: Any) -> float:

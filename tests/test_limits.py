@@ -454,11 +454,19 @@ def test_an_array_of_times_is_refused(values: object, problem: str) -> None:
 
 def test_arrays_of_different_shapes_in_a_list_are_not_numbers_as_a_limit_error() -> None:
     """numpy cannot put arrays of 2 × 2 and 2 × 3 in one array (a ValueError from numpy): that is a list that holds
-    no numbers, said as a `LimitError` naming what was given, as a ragged list of numbers is."""
-    with pytest.raises(LimitError, match=r"^x: not numbers \("):
+    no numbers, said as a `LimitError` naming what was given, as a ragged list of numbers is: in one line (it quoted
+    numpy's three sentences, 'setting an array element with a sequence. The requested array has an inhomogeneous
+    shape ...'), as an integer beyond the float range is ('not numbers (int too large to convert to float)')."""
+    ragged = (r"^x: a ragged list \(rows of different lengths, or a list among numbers\) refused; give numbers, or "
+              r"rows of one length$")
+    with pytest.raises(LimitError, match=ragged):
         as_numbers([np.zeros((2, 2)), np.zeros((2, 3))], "x")
-    with pytest.raises(LimitError, match=r"^x: not numbers \("):
+    with pytest.raises(LimitError, match=ragged):
         as_numbers([[0.0, 1.0], [0.0]], "x")
+    with pytest.raises(LimitError, match=ragged):
+        Limit("V", -1, 1).check_array([0.0, [1.0, 2.0]], "x")
+    with pytest.raises(LimitError, match=r"^x: a number beyond the float range \(±1\.8e\+308\) refused$"):
+        Limit("V", -1, 1).check_array([0.0, 10**400], "x")
 
 
 def test_a_value_a_rounding_hair_past_a_stepped_limit_says_the_range_and_by_how_much() -> None:
