@@ -43,7 +43,7 @@ import torch
 from pydantic import Field, model_validator
 
 from hil.config import Strict
-from hil.errors import DeviceError, HilError
+from hil.errors import DeviceError, HilError, counted
 from hil.physics import oscillator as physics
 from simulators.analog import AnalogWorld, ConverterConfig, NoiseV
 from simulators.world import OrnsteinUhlenbeck
@@ -89,9 +89,10 @@ class NetworkConfig(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> NetworkConfig:
         n = len(self.freq_hz)
-        if len(self.q) != n or len(self.drive_gain_m_s2_per_v) != n:
-            raise ValueError(f"freq_hz, q and drive_gain_m_s2_per_v need one value per oscillator ({n}), got "
-                             f"{len(self.q)} and {len(self.drive_gain_m_s2_per_v)}")
+        if len(self.q) != n or len(self.drive_gain_m_s2_per_v) != n:  # one given, the others left at the design's
+            raise ValueError(f"freq_hz gives {counted(n, 'oscillator')}, but q has {counted(len(self.q), 'value')} "
+                             f"and drive_gain_m_s2_per_v {len(self.drive_gain_m_s2_per_v)}; give the three one value "
+                             "per oscillator each")
         if any(not 0 <= i < n for i in self.sensed):
             raise ValueError(f"sensed holds oscillator indices 0..{n - 1}, got {self.sensed}")
         return self

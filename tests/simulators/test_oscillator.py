@@ -767,3 +767,11 @@ def test_a_gap_too_short_for_the_ring_down_is_warned_of() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         bench("ideal", gap_s=0.05)  # 1 % left at most: no warning
+
+
+def test_a_network_of_another_size_given_by_one_list_says_which_lists_disagree() -> None:
+    """freq_hz of 2 values, q and the drive gains left at the design's 4, read 'freq_hz, q and drive_gain_m_s2_per_v
+    need one value per oscillator (2), got 4 and 4': the counts unnamed, and nothing said of which list gives 2."""
+    with pytest.raises(ConfigError, match=r"^config\.network: freq_hz gives 2 oscillators, but q has 4 values and "
+                                          r"drive_gain_m_s2_per_v 4; give the three one value per oscillator each$"):
+        OscillatorNetwork(config={"network": {"freq_hz": [150.0, 210.0]}})
