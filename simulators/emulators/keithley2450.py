@@ -153,9 +153,9 @@ class Keithley2450Emulator(ScpiEmulator):
 
     def __init__(self, load_ohm: float = 1000.0, noise_a: float = 0.0, seed: int = 0, load_terminals: str = "front"):
         if not (math.isfinite(load_ohm) and load_ohm > 0):
-            raise ConfigError(f"load_ohm must be a positive number of ohms, got {load_ohm}", field="load_ohm")
+            raise ConfigError(f"load_ohm must be a positive number of ohms, got {load_ohm:g} Ω", field="load_ohm")
         if not (math.isfinite(noise_a) and noise_a >= 0):
-            raise ConfigError(f"noise_a must be >= 0 A, got {noise_a}", field="noise_a")
+            raise ConfigError(f"noise_a must be at least 0 A, got {noise_a:g} A", field="noise_a")
         if load_terminals not in TERMINALS:
             raise ConfigError(f"load_terminals must be 'front' or 'rear', got {load_terminals!r}",
                               field="load_terminals")

@@ -283,9 +283,10 @@ def serve(driver: type, options: Mapping[str, Any], via: str = "tcp", port: int 
     try:
         emulator = emulator_class(**arguments)
     except (TypeError, ValueError, ConfigError) as error:  # a ConfigError names its option (field)
+        field = getattr(error, "field", None)
         detail = error.detail if isinstance(error, ConfigError) else error
-        raise ConfigError(f"bad emulator option for {name}: {detail}; options: {_accepted(emulator_class)}",
-                          field=getattr(error, "field", None)) from None
+        options = "" if field else f"; options: {_accepted(emulator_class)}"  # a value of a named option: not its name
+        raise ConfigError(f"bad emulator option for {name}: {detail}{options}", field=field) from None
     wire = getattr(driver, "transport_options", {})  # the driver's line endings, if not the transport's
     framing = {"terminator": wire.get("read_termination", LINE_END).encode(),
                "input_terminator": wire.get("write_termination", LINE_END).encode()}

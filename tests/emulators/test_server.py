@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import pytest
 
+from drivers.keithley2450 import Keithley2450
 from hil.errors import ConfigError
 from hil.transport import open_transport
 from simulators.emulators.server import PtyServer, TcpServer, serve
@@ -62,6 +63,23 @@ def test_options_of_the_annotated_types_pass_and_an_int_counts_as_a_float() -> N
 def test_an_option_of_another_type_or_name_is_refused_by_name(options: dict, field: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         serve(FussyDriver, options, name="fussy")
+    assert (caught.value.field, caught.value.detail) == (field, message)
+
+
+@pytest.mark.parametrize(("options", "field", "message"), [
+    ({"load_ohm": -3}, "load_ohm", "bad emulator option for keithley_2450: load_ohm must be a positive number of ohms, "
+                                   "got -3 Ω"),
+    ({"noise_a": -1e-9}, "noise_a", "bad emulator option for keithley_2450: noise_a must be at least 0 A, "
+                                    "got -1e-09 A"),
+    ({"load_terminals": "side"}, "load_terminals", "bad emulator option for keithley_2450: load_terminals must be "
+                                                   "'front' or 'rear', got 'side'"),
+])
+def test_a_bad_value_of_a_named_option_is_said_with_its_unit_and_without_the_list_of_options(
+        options: dict, field: str, message: str) -> None:
+    """A value the emulator refuses read '... got -3.0; options: load_ohm, noise_a, seed, load_terminals': the value
+    not as written, without its unit, and the list of options as if the option's name were wrong."""
+    with pytest.raises(ConfigError) as caught:
+        serve(Keithley2450, options, name="keithley_2450")
     assert (caught.value.field, caught.value.detail) == (field, message)
 
 
