@@ -432,13 +432,13 @@ def explain(error: Any, model: type[BaseModel]) -> str:
     loc = error["loc"]
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1])
-        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        hint = "" if allowed is None else f"; allowed: {', '.join(allowed)}" if allowed else "; none is allowed here"
         return f"unknown key {shown(loc[-1])}{hint}"
     if error["type"] == "missing":  # a field, or an item of a fixed-length list (shape: [64] for two)
         return "required field is missing" if isinstance(loc[-1], str) else \
             f"too few items: item {loc[-1]} is missing (counting from 0)"
     if error["type"] in ("model_type", "dict_type"):  # not "a valid dictionary or instance of LimitConfig"
-        allowed = _allowed_keys(model, loc) if error["type"] == "model_type" else []
+        allowed = _allowed_keys(model, loc) if error["type"] == "model_type" else None
         return not_a_mapping(error.get("input"), allowed)
     message = {"value_error": error["msg"].removeprefix("Value error, "),
                "bool_type": "expected true or false"}.get(error["type"], error["msg"])
@@ -484,15 +484,16 @@ def shown(value: Any) -> str:
     return text if len(text) <= 40 else f"{text[:20]}…, {len(text)} characters"
 
 
-def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the model found at ``loc`` inside ``model``, best effort."""
+def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str] | None:
+    """The field names of the model found at ``loc`` inside ``model`` (none: a model without fields, such as the
+    settings of a method that has none), best effort: None where no model is found."""
     current = model
     for part in loc:
         current = _step(current, part)
         if current is None:
-            return []
+            return None
     current = _unwrap_model(current)
-    return list(current.model_fields) if current is not None else []
+    return list(current.model_fields) if current is not None else None
 
 
 def _unwrap_model(annotation: Any) -> type[BaseModel] | None:

@@ -13,6 +13,7 @@ from pydantic import Field
 from hil.config import MAX_BYTES, Seed, Strict, YamlDocument, dump_yaml, yaml_value
 from hil.errors import ConfigError
 from hil.lab import LabConfig
+from hil.methods.base import NoSettings
 from hil.protocol import EvaluationConfig, Protocol, TrainingConfig
 from simulators.optical import OpticalTable
 
@@ -421,3 +422,19 @@ def test_text_that_reads_as_a_refused_number_after_a_sign_is_written_quoted() ->
     folder's file is read back (a resume, `hil check`)."""
     text = {"a": "-08", "b": "+08", "c": "-0_1", "d": "+017"}
     assert YamlDocument.parse(dump_yaml(text)).data == text
+
+
+class Method(Strict):
+    """A protocol's method part, whose settings model may have no fields (a method without settings)."""
+
+    settings: NoSettings = Field(default_factory=NoSettings)
+
+
+def test_a_key_where_none_is_allowed_says_so() -> None:
+    """A setting given to a method that takes none read 'unknown key 'refine_every'' and stopped there, as if the
+    allowed keys were unknown."""
+    with pytest.raises(ConfigError, match=r"^x\.yaml:1: settings\.refine_every: unknown key 'refine_every'; none is "
+                                          r"allowed here$"):
+        YamlDocument.parse("settings: {refine_every: 1}", "x.yaml").validate(Method)
+    with pytest.raises(ConfigError, match=r"^x\.yaml:1: settings\.a: unknown key 'a'; none is allowed here$"):
+        YamlDocument.parse("settings: {a: 1}", "x.yaml").validate(NoSettings, ("settings",))  # as build_method does
