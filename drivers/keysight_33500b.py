@@ -223,8 +223,8 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         parts = [part.strip() for part in idn.split(",")]
         model = parts[1].upper() if len(parts) >= 2 else ""
         if parts[0].upper() not in MAKERS or model not in MODELS:
-            raise DeviceError(f"{self.name}: *IDN? answered {excerpt(idn)}, not a model this driver knows "
-                              f"({', '.join(MODELS)}); check the resource address")
+            raise DeviceError(f"{self.name}: {self.resource} answers {excerpt(idn)}, not a Keysight 33500B or "
+                              f"33600A generator ({', '.join(MODELS)}); check that the resource is the generator's")
         return model, MODELS[model]
 
     # -- AnalogOutput hooks ----------------------------------------------------------------------------------

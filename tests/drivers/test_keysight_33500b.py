@@ -1002,10 +1002,12 @@ def test_emulator_volatile_memory_byte_order_and_dac_data():
 
 def test_a_known_model_number_from_another_maker_is_refused_and_the_connection_closed():
     """A model number alone is not the instrument: another maker's generator answering 33522B (a clone, a wrong
-    address) is refused before anything is set."""
+    address) is refused before anything is set, in the words the 2450's driver uses for another instrument (it read
+    '*IDN? answered ..., not a model this driver knows; check the resource address', naming no resource)."""
     exchanges = [(b"*CLS", None), (b"*IDN?", b"ACME INSTRUMENTS,33522B,0000,1.0")]
-    assert_connect_refused(exchanges, r"^Keysight33500B: \*IDN\? answered 'ACME INSTRUMENTS,33522B,0000,1\.0', "
-                                      r"not a model this driver knows")
+    assert_connect_refused(exchanges, r"^Keysight33500B: \S+ answers 'ACME INSTRUMENTS,33522B,0000,1\.0', not a "
+                                      r"Keysight 33500B or 33600A generator \(33509B, .*, 33622A\); check that the "
+                                      r"resource is the generator's$")
 
 
 def test_a_garbled_error_queue_reply_is_a_one_line_error_naming_the_instrument():
