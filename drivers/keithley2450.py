@@ -191,8 +191,9 @@ class Keithley2450(ScpiDriver, SourceMeter):
                                  f"{MIN_COMPLIANCE[mode]:g} {unit}")
             fixed = self.measure_range if mode == self.mode else None
             if fixed is not None and math.isfinite(magnitude) and magnitude <= 1e-3 * fixed:
-                raise LimitError(f"{self.name}: compliance {magnitude:g} must exceed 0.1 % of the fixed "
-                                 f"{fixed:g} measure range; use set_measure_range(None) first")
+                unit = _UNIT[_MEASURE[mode]]
+                raise LimitError(f"{self.name}: compliance {magnitude:g} {unit} must exceed 0.1 % of the fixed "
+                                 f"{fixed:g} {unit} measure range; use set_measure_range(None) first")
             if math.isfinite(magnitude):  # the source range stays only in the same mode; else the level goes to rest
                 same = mode == self.mode
                 fixed_range = self.source_range if same else None
@@ -354,7 +355,8 @@ class Keithley2450(ScpiDriver, SourceMeter):
         chosen = None if value is None else self._pick_range(value, function, "measure range")
         if chosen is not None and self.compliance is not None and self.compliance <= 1e-3 * chosen:
             raise LimitError(f"{self.name}: the compliance {self.compliance:g} {_UNIT[function]} must exceed "
-                             f"0.1 % of the {chosen:g} {_UNIT[function]} measure range")
+                             f"0.1 % of the {chosen:g} {_UNIT[function]} measure range; choose a smaller range, or "
+                             "configure() a larger compliance first")
         self._send_range(f":SENS:{function}", chosen, "setting the measure range")
         self.measure_range = chosen
         return chosen

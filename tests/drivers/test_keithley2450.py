@@ -1386,13 +1386,15 @@ def test_a_source_function_reply_that_is_neither_volt_nor_curr_is_a_device_error
 
 def test_configure_refuses_a_compliance_below_the_fixed_measure_ranges_resolution_before_sending() -> None:
     """The 2450 needs the compliance above 0.1 % of a fixed measure range: 10 µA on the 100 mA range is refused
-    before anything is sent."""
+    before anything is sent, the two currents given with their unit (it read 'compliance 1e-05 must exceed 0.1 % of
+    the fixed 0.1 measure range')."""
     fixed = [(b":SENS:CURR:RANG:AUTO OFF", None), (b":SENS:CURR:RANG 0.1", None), NO_ERROR]
     with expected_protocol(smu(), [*connected(), *configured_voltage(), *fixed]) as k:
         k.connect()
         k.configure("voltage", 1e-3)
         k.set_measure_range(0.1)
-        with pytest.raises(LimitError, match=r"compliance 1e-05 must exceed 0\.1 % of the fixed 0\.1 measure range"):
+        with pytest.raises(LimitError, match=r"^Keithley2450: compliance 1e-05 A must exceed 0\.1 % of the fixed "
+                                             r"0\.1 A measure range; use set_measure_range\(None\) first$"):
             k.configure("voltage", 1e-5)
         assert k.compliance == 1e-3
 
@@ -1497,11 +1499,12 @@ def test_emulated_a_compliance_of_exactly_0_1_percent_of_the_fixed_measure_range
     k, emulator = bench
     k.configure("voltage", 1e-3)
     k.set_measure_range(1e-3)
-    with pytest.raises(LimitError, match=r"must exceed 0\.1 % of the fixed 0\.001 measure range"):
+    with pytest.raises(LimitError, match=r"must exceed 0\.1 % of the fixed 0\.001 A measure range"):
         k.configure("voltage", 1e-6)
     k.set_measure_range(None)
     k.configure("voltage", 1e-6)
-    with pytest.raises(LimitError, match=r"must exceed 0\.1 % of the 0\.001 A measure range"):
+    with pytest.raises(LimitError, match=r"must exceed 0\.1 % of the 0\.001 A measure range; choose a smaller range, "
+                                         r"or configure\(\) a larger compliance first$"):
         k.set_measure_range(1e-3)
     assert emulator.measure_range["CURR"] is None and not emulator.errors
 
