@@ -400,9 +400,11 @@ class Keithley2450(ScpiDriver, SourceMeter):
         bad = ~np.isfinite(reading) | (np.abs(reading) >= OVERFLOW) | ~np.isfinite(source)
         if bad.any():
             at = int(np.argmax(bad))
+            unit, source_unit = _UNIT[_MEASURE[self.mode]], _UNIT[_SOURCE[self.mode]]  # type: ignore[index]
             where = "beyond the measure range" if self.measure_range is None else \
-                f"beyond the fixed {self.measure_range:g} measure range; use set_measure_range(None)"
-            raise DeviceError(f"{self.name}: reading {at} is {reading[at]:g} (source {source[at]:g}): "
+                f"beyond the fixed {self.measure_range:g} {unit} measure range; use set_measure_range(None)"
+            value = "an overflow" if abs(reading[at]) >= OVERFLOW else f"{reading[at]:g} {unit}"  # 9.9e+37: SCPI's
+            raise DeviceError(f"{self.name}: reading {at} is {value} (source {source[at]:g} {source_unit}): "
                               f"{where}")
         voltage, current = (source, reading) if self.mode == "voltage" else (reading, source)
         return Readings(voltage_v=voltage, current_a=current, in_compliance=limited.astype(bool))

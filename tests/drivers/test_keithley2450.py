@@ -456,8 +456,8 @@ def test_instrument_error_raises_device_error_with_its_message() -> None:
     (b"OVERFLOW", [], "not a list of numbers"),
     (b"1.0", [], "has 1 values, expected 2"),
     (b"1.0,2.0,3.0", [], "has 3 values, expected 2"),
-    (b"nan,1.000000E-03", [(b":SOUR:VOLT:ILIM:TRIP?", b"0")], r"is 0\.001 \(source nan\)"),
-    (b"2.000000E+00,9.900000E+37", [(b":SOUR:VOLT:ILIM:TRIP?", b"0")], "is 9.9e\\+37"),
+    (b"nan,1.000000E-03", [(b":SOUR:VOLT:ILIM:TRIP?", b"0")], r"is 0\.001 A \(source nan V\)"),
+    (b"2.000000E+00,9.900000E+37", [(b":SOUR:VOLT:ILIM:TRIP?", b"0")], r"is an overflow \(source 2 V\)"),
 ])
 def test_garbage_reading_raises_device_error(reply: bytes, tail: list[Exchange], match: str) -> None:
     exchanges = connected() + configured_voltage() + [(b':READ? "defbuffer1", SOUR, READ', reply), *tail]
@@ -998,12 +998,15 @@ def test_emulated_long_sweep_is_appended_and_polled(bench: Bench) -> None:
 
 
 def test_emulated_fixed_measure_range_overflow_raises(bench: Bench) -> None:
+    """Said in words and units: it read 'reading 0 is 9.9e+37 (source 2): beyond the fixed 0.001 measure range',
+    SCPI's overflow code given as a current, and no unit."""
     k, _ = bench
     k.configure("voltage", 10e-3)
     k.set_measure_range(1e-3)
     k.set_output(True)
     k.set_level(2.0)  # 2 mA on the 1 mA range
-    with pytest.raises(DeviceError, match=r"beyond the fixed 0\.001 measure range"):
+    with pytest.raises(DeviceError, match=r"^Keithley2450: reading 0 is an overflow \(source 2 V\): beyond the fixed "
+                                          r"0\.001 A measure range; use set_measure_range\(None\)$"):
         k.measure()
     k.set_measure_range(None)
     assert k.measure().current_a[0] == pytest.approx(2e-3)
