@@ -25,7 +25,7 @@ from hil.config import Strict
 from hil.errors import ConfigError, DeviceError
 from hil.instruments import AnalogInput, AnalogOutput
 from hil.limits import Limit
-from simulators.world import SimulatedInstrument, World
+from simulators.world import SimulatedInstrument, World, require_world
 
 #: A converter's numbers, bounded once for every analog world's converters (whose defaults and sources differ): a
 #: span ±range (V), a resolution (bits), an input-referred noise (V rms), a sample clock (Hz), a settling time (s).
@@ -139,8 +139,7 @@ class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
     """
 
     def __init__(self, world: AnalogWorld, **common: Any):
-        if not isinstance(world, AnalogWorld):
-            raise DeviceError(f"simulated analog output needs an analog world, not {type(world).__name__}")
+        require_world(world, AnalogWorld, "analog output", "an analog world")
         self.n_channels = world.n_outputs
         self.converters: ConverterConfig = world.config.converters
         super().__init__(world, **common)
@@ -201,8 +200,7 @@ class SimulatedAnalogInput(SimulatedInstrument, AnalogInput):
     """The analog input of an `AnalogWorld`: records its response, with the ADC's noise, rounding and clipping."""
 
     def __init__(self, world: AnalogWorld, **common: Any):
-        if not isinstance(world, AnalogWorld):
-            raise DeviceError(f"simulated analog input needs an analog world, not {type(world).__name__}")
+        require_world(world, AnalogWorld, "analog input", "an analog world")
         self.n_channels = world.n_inputs
         self.converters: ConverterConfig = world.config.converters
         super().__init__(world, **common)

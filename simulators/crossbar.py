@@ -38,7 +38,7 @@ from hil.errors import DeviceError
 from hil.instruments import CrossbarArray
 from hil.limits import Limit
 from hil.physics.crossbar import column_currents, device_conductance, ir_drop_factor, quantise_levels
-from simulators.world import SimulatedInstrument, World
+from simulators.world import SimulatedInstrument, World, require_world
 
 _AIHWKIT = "IBM aihwkit PCMLikeNoiseModel"
 #: A programming-noise polynomial coefficient (µS).
@@ -460,8 +460,7 @@ class SimulatedCrossbar(SimulatedInstrument, CrossbarArray):
     """The crossbar array of a `MemristorCrossbar` world: programs its devices and reads its columns."""
 
     def __init__(self, world: MemristorCrossbar, **common: Any):
-        if not isinstance(world, MemristorCrossbar):
-            raise DeviceError(f"simulated crossbar needs a memristor crossbar world, not {type(world).__name__}")
+        require_world(world, MemristorCrossbar, "crossbar", "a memristor crossbar world")
         self.shape = world.shape
         self.max_batch = world.config.geometry.max_batch
         super().__init__(world, **common)

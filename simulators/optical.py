@@ -63,7 +63,7 @@ from hil.physics.optics import (
     slm_phase,
     wrap_drive,
 )
-from simulators.world import OrnsteinUhlenbeck, SimulatedInstrument, World, merge
+from simulators.world import OrnsteinUhlenbeck, SimulatedInstrument, World, merge, require_world
 
 PLANCK_J_S = 6.62607015e-34
 LIGHT_SPEED_M_S = 299_792_458.0
@@ -675,8 +675,7 @@ class SimulatedSLM(SimulatedInstrument, SpatialLightModulator):
     """The phase-only SLM of an `SLMCameraWorld`: shape, bit depth and sequence length from the world's config."""
 
     def __init__(self, world: SLMCameraWorld, **common: Any):
-        if not isinstance(world, SLMCameraWorld):
-            raise DeviceError(f"simulated SLM needs an SLM-and-camera world, not {type(world).__name__}")
+        require_world(world, SLMCameraWorld, "SLM", "an SLM-and-camera world")
         self.shape = tuple(world.config.slm.shape)
         self.bit_depth = world.config.slm.bit_depth
         self.max_sequence = world.config.slm.max_sequence
@@ -698,8 +697,7 @@ class SimulatedCamera(SimulatedInstrument, Camera):
     the chance ``shot.frame_drop_probability``."""
 
     def __init__(self, world: SLMCameraWorld, **common: Any):
-        if not isinstance(world, SLMCameraWorld):
-            raise DeviceError(f"simulated camera needs an SLM-and-camera world, not {type(world).__name__}")
+        require_world(world, SLMCameraWorld, "camera", "an SLM-and-camera world")
         self.shape = tuple(world.config.camera.shape)
         self.bit_depth = world.config.camera.bit_depth
         self.max_frames = world.config.camera.max_frames

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from hil.clock import VirtualClock
 from hil.config import Strict, explain
-from hil.errors import ConfigError
+from hil.errors import ConfigError, DeviceError
 from hil.instruments import require_before_capability
 
 PRESETS = ("ideal", "realistic", "harsh")
@@ -219,6 +219,34 @@ class OrnsteinUhlenbeck:
     def peek(self, time_s: float) -> torch.Tensor:
         """The value ``at(time_s)`` would return next, without advancing the process or drawing from its generator."""
         return self.fork().at(time_s)
+
+
+def world_kinds(base: type) -> list[str]:
+    """The registered world kinds (built-in and plugins) whose class is a ``base``: those an instrument that needs
+    one can be given (a plugin that cannot be loaded is left out)."""
+    from hil.registry import available, load_target
+
+    kinds = []
+    for name, target in available("worlds").items():
+        try:
+            cls = load_target(target)
+        except ConfigError:
+            continue
+        if isinstance(cls, type) and issubclass(cls, base):
+            kinds.append(name)
+    return sorted(kinds)
+
+
+def require_world(world: Any, base: type, instrument: str, needed: str) -> None:
+    """Refuse (`DeviceError`) a ``world`` that is not a ``base``, for the simulated ``instrument`` that needs
+    ``needed`` (``"an analog world"``): naming the world's kind, and the kinds that would do."""
+    if isinstance(world, base):
+        return
+    kind = getattr(world, "kind", None)
+    given = f"{type(world).__name__} (kind {kind})" if isinstance(kind, str) else type(world).__name__
+    fits = world_kinds(base)
+    fix = f"; give it a world of kind {' or '.join(fits)}" if fits else ""
+    raise DeviceError(f"simulated {instrument} needs {needed}, not {given}{fix}")
 
 
 class SimulatedInstrument:
