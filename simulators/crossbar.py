@@ -109,8 +109,10 @@ class ConstructionConfig(Strict):
 
     @model_validator(mode="after")
     def _fractions(self) -> ConstructionConfig:
-        if self.stuck_on_fraction + self.stuck_off_fraction > 1:
-            raise ValueError("stuck_on_fraction + stuck_off_fraction must be at most 1")
+        on, off = self.stuck_on_fraction, self.stuck_off_fraction
+        if on + off > 1:
+            raise ValueError(f"stuck_on_fraction {on:g} and stuck_off_fraction {off:g} add up to {on + off:g}, more "
+                             "than all the devices; give fractions that add up to at most 1")
         return self
 
 

@@ -174,6 +174,14 @@ def test_an_array_whose_first_order_ir_drop_would_reverse_currents_is_refused() 
     assert bool((crossbar.read(torch.full((1, 256), 0.02)) > 0).all())
 
 
+def test_stuck_fractions_adding_up_to_more_than_every_device_are_refused_with_their_values() -> None:
+    """It read 'stuck_on_fraction + stuck_off_fraction must be at most 1', the values given left unsaid."""
+    with pytest.raises(ConfigError, match=r"^config\.construction: stuck_on_fraction 0\.7 and stuck_off_fraction 0\.4 "
+                                          r"add up to 1\.1, more than all the devices; give fractions that add up to "
+                                          r"at most 1$"):
+        MemristorCrossbar(config={"construction": {"stuck_on_fraction": 0.7, "stuck_off_fraction": 0.4}})
+
+
 def test_ir_drop_in_the_world_follows_the_configured_wire_resistance() -> None:
     _, crossbar = make(construction={"wire_resistance_ohm": 0.35})
     conductance = uniform(crossbar.shape, 0, G_MAX, seed=4)
