@@ -270,7 +270,8 @@ class OpticalTableConfig(SLMCameraConfig):
             raise ValueError(f"optics.fft_size {self.optics.fft_size} must be at least the panel size "
                              f"{rows}×{cols // self.optics.planes}")
         if max(self.camera.shape) > self.optics.fft_size:
-            raise ValueError(f"camera.shape {self.camera.shape} must fit in optics.fft_size {self.optics.fft_size}")
+            raise ValueError(f"camera.shape {self.camera.shape[0]}×{self.camera.shape[1]} must fit in optics.fft_size "
+                             f"{self.optics.fft_size}; use a smaller camera or a larger fft_size")
         optics = self.optics
         problem = optics.planes > 1 and grid_problem((rows, cols // optics.planes), self.slm.pitch_m,
                                                      optics.wavelength_m, optics.plane_distance_m)

@@ -1356,3 +1356,11 @@ def test_the_frames_a_seeded_bench_loses_are_the_same_on_every_run() -> None:
                 counts.append(str(error))
         lost.append(counts)
     assert lost[0] == lost[1] and any(isinstance(count, str) for count in lost[0])
+
+
+def test_a_camera_larger_than_the_fft_is_said_as_shapes_are_elsewhere_and_with_the_fix() -> None:
+    """It read 'camera.shape (300, 20) must fit in optics.fft_size 256', a Python tuple where the panel's size
+    reads 64×64, and nothing to do."""
+    with pytest.raises(ConfigError, match=r"^config: camera\.shape 300×20 must fit in optics\.fft_size 256; use a "
+                                          r"smaller camera or a larger fft_size$"):
+        OpticalTable(config={"camera": {"shape": [300, 20]}})
