@@ -16,15 +16,17 @@ a name is the way to share it.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import re
+import traceback
 import warnings
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
 from hil.config import shown
-from hil.errors import ConfigError
+from hil.errors import ConfigError, raised_at
 from hil.instruments import Instrument
 
 BUILTIN: dict[str, dict[str, str]] = {
@@ -98,7 +100,23 @@ def load_target(target: str) -> Any:
             found = getattr(found, part)
         return found
     except Exception as error:  # an import error, or any error raised while importing the module
-        raise ConfigError(f"{target} cannot be loaded: {type(error).__name__}: {error}") from error
+        said = " ".join(str(error).split())  # one line: a module's own error may span several
+        raise ConfigError(f"{target} cannot be loaded: {type(error).__name__}: {said}{_where_in(module_name, error)}") \
+            from error
+
+
+def _where_in(module_name: str, error: BaseException) -> str:
+    """`` (at FILE:LINE)``: the line of the module ``module_name`` that raised ``error`` while it was imported (a
+    plugin's bug), or that called the library which raised it; nothing where the module has no such line (it was not
+    found, or lacks the class)."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except Exception:  # a parent package that fails to import, or a name that is no module's
+        return ""
+    origin = spec.origin if spec is not None else None
+    if not origin or not any(frame.filename == origin for frame in traceback.extract_tb(error.__traceback__)):
+        return ""
+    return f" (at {raised_at(error, within=origin)})"
 
 
 def _with_a_colon(name: str) -> str | None:

@@ -92,3 +92,19 @@ instruments:
                                           rf"{re.escape(__name__)}:{driver}: {expected}") as caught:
         lab.build()
     assert "\n" not in str(caught.value)
+
+
+def test_a_module_that_fails_on_import_is_said_in_one_line_at_its_line(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin whose import raised an error of several lines printed them all after 'hil: error:', and no line of
+    the plugin said where: now one line, ending with the plugin's line that raised (or called what raised)."""
+    (tmp_path / "acme_broken.py").write_text("x = 1\nraise ValueError('first line\\nsecond line')\n")
+    (tmp_path / "acme_numpy.py").write_text("import numpy as np\n\nnp.zeros((2, 2)) @ np.zeros((3, 3))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as caught:
+        lookup("instruments", "acme_broken:Smu")
+    assert str(caught.value) == (f"driver 'acme_broken:Smu': acme_broken:Smu cannot be loaded: ValueError: first line "
+                                 f"second line (at {tmp_path / 'acme_broken.py'}:2)")
+    with pytest.raises(ConfigError, match=rf"^driver 'acme_numpy:Smu': acme_numpy:Smu cannot be loaded: ValueError: "
+                                          rf"matmul: .* \(at {re.escape(str(tmp_path / 'acme_numpy.py'))}:3\)$"):
+        lookup("instruments", "acme_numpy:Smu")
