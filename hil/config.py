@@ -242,7 +242,8 @@ class YamlDocument:
         except UnicodeDecodeError as error:
             raise cls._not_utf8(path, error.object) from None
         except OSError as error:
-            raise ConfigError(f"cannot read: {error}", source=str(path)) from None
+            raise ConfigError(f"cannot read: {error.strerror or error}; name a YAML file you can read",
+                              source=str(path)) from None  # not "[Errno 40] ...: 'lab.yaml'", the path said twice
         return cls.parse(text, str(path))
 
     @staticmethod

@@ -226,6 +226,16 @@ def test_a_folder_given_for_a_yaml_file_is_refused_as_a_folder(tmp_path) -> None
         YamlDocument.read(tmp_path)
 
 
+def test_a_file_that_cannot_be_read_is_said_without_errno_or_its_path_again(tmp_path) -> None:
+    """A symbolic link to itself said 'loop.yaml: cannot read: [Errno 40] Too many levels of symbolic links:
+    'loop.yaml''."""
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(loop)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(loop))}: cannot read: Too many levels of symbolic links; "
+                                          r"name a YAML file you can read$"):
+        YamlDocument.read(loop)
+
+
 def test_a_file_far_larger_than_a_yaml_file_is_refused_before_it_is_read_whole(tmp_path) -> None:
     """``hil devices --lab /dev/zero`` (a mistyped path) read until memory ran out: a MemoryError traceback. A
     sparse file stands in for the device: refused after MAX_BYTES, one line naming it."""
