@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import CoreSchema, core_schema
 
-from hil.errors import ConfigError
+from hil.errors import ConfigError, counted
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -438,6 +438,11 @@ def explain(error: Any, model: type[BaseModel]) -> str:
     if error["type"] == "missing":  # a field, or an item of a fixed-length list (shape: [64] for two)
         return "required field is missing" if isinstance(loc[-1], str) else \
             f"too few items: item {loc[-1]} is missing (counting from 0)"
+    if error["type"] in ("too_short", "too_long"):  # not pydantic's "at least 1 item after validation, not 0"
+        ctx = error["ctx"]
+        bound = f"least {counted(ctx['min_length'], 'item')}" if error["type"] == "too_short" else \
+            f"most {counted(ctx['max_length'], 'item')}"
+        return f"expected at {bound}, got {ctx['actual_length']}"
     if error["type"] in ("model_type", "dict_type"):  # not "a valid dictionary or instance of LimitConfig"
         allowed = _allowed_keys(model, loc) if error["type"] == "model_type" else None
         return not_a_mapping(error.get("input"), allowed)

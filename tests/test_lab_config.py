@@ -34,6 +34,7 @@ class Numbers(Strict):
     anything: Any = None
     seed: Seed = 0
     parts: list[Part] = Field(default_factory=list)
+    firsts: list[int] = Field([1], min_length=1, max_length=2)
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -51,6 +52,9 @@ class Numbers(Strict):
     ("parts: [3]", r"^x\.yaml:1: parts\.0: expected a mapping of keys, got 3; allowed keys: size$"),
     ("parts: [[1]]", r"^x\.yaml:1: parts\.0: expected a mapping of keys, got a list; allowed keys: size$"),
     ("gains: left", r"^x\.yaml:1: gains: expected a mapping of keys, got 'left'$"),  # 'a valid dictionary'
+    # pydantic's 'List should have at least 1 item after validation, not 0'
+    ("firsts: []", r"^x\.yaml:1: firsts: expected at least 1 item, got 0$"),
+    ("firsts: [1, 2, 3]", r"^x\.yaml:1: firsts: expected at most 2 items, got 3$"),
 
     ("seed: [1, 2]", r"^x\.yaml:1: seed: Input should be a valid integer$"),  # a list is not echoed in (got ...)
     ("seed: {a: 1}", r"^x\.yaml:1: seed: Input should be a valid integer$"),  # nor a mapping
