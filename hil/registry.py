@@ -15,12 +15,14 @@ a name is the way to share it.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import inspect
 import re
 import traceback
 import warnings
+from collections.abc import Collection
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
@@ -126,13 +128,22 @@ def _with_a_colon(name: str) -> str | None:
     return candidate if ":" not in name and last[:1].isupper() and TARGET.fullmatch(candidate) else None
 
 
+def _meant(name: str, names: Collection[str]) -> str | None:
+    """The registered name ``name`` is a slip of (``keysight33500b``, ``optical_tabel``, a letter's case), if one
+    is close enough; else None."""
+    lowered = {known.lower(): known for known in names}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
+    return lowered[close[0]] if close else None
+
+
 def lookup(group: str, name: str) -> type:
     """The class registered under ``name`` in ``group``, or the class ``name`` itself where it is written
     ``module:Class``; an unknown name is a `ConfigError` listing the known."""
     targets = available(group)
     if name not in targets and not TARGET.fullmatch(name):
-        candidate = _with_a_colon(name)
-        colon = f" (a class is named with a colon before it: {candidate!r})" if candidate else ""
+        candidate, meant = _with_a_colon(name), _meant(name, targets)
+        colon = f" (a class is named with a colon before it: {candidate!r})" if candidate else \
+            f" (did you mean {meant!r}?)" if meant else ""
         raise ConfigError(f"unknown {KINDS[group]} {shown(name)}{colon}; known: {', '.join(sorted(targets))} (a "
                           f"package's entry points appear once it is installed: pip install -e PACKAGE; or name the "
                           f"class itself, as package.module:Class)")

@@ -108,3 +108,15 @@ def test_a_module_that_fails_on_import_is_said_in_one_line_at_its_line(tmp_path:
     with pytest.raises(ConfigError, match=rf"^driver 'acme_numpy:Smu': acme_numpy:Smu cannot be loaded: ValueError: "
                                           rf"matmul: .* \(at {re.escape(str(tmp_path / 'acme_numpy.py'))}:3\)$"):
         lookup("instruments", "acme_numpy:Smu")
+
+
+@pytest.mark.parametrize(("group", "name", "meant"), [
+    ("instruments", "keysight33500b", "keysight_33500b"), ("instruments", "Keithley_2450", "keithley_2450"),
+    ("worlds", "optical_tabel", "optical_table"), ("systems", "crosbar", "crossbar"),
+])
+def test_a_slip_of_a_registered_name_is_told_the_name_it_probably_meant(group: str, name: str, meant: str) -> None:
+    """A misspelt driver or kind was listed with every known name, the one meant left to find among them."""
+    with pytest.raises(ConfigError, match=rf"^unknown [a-z ]+ '{name}' \(did you mean '{meant}'\?\); known: "):
+        lookup(group, name)
+    with pytest.raises(ConfigError, match=r"^unknown driver 'acme_smu'; known: "):  # nothing near: nothing said
+        lookup("instruments", "acme_smu")
