@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hil.errors import ConfigError
+from hil.errors import ConfigError, counted
 from simulators.emulators.scpi import (
     ILLEGAL_VALUE,
     INVALID_BLOCK,
@@ -175,7 +175,10 @@ class Keysight33500BEmulator(ScpiEmulator):
         if model not in MODELS:
             raise ConfigError(f"unknown model {model!r}; known: {', '.join(MODELS)}", field="model")
         if channels is not None and channels != MODELS[model]:
-            raise ConfigError(f"a {model} has {MODELS[model]} channel(s), not {channels}", field="channels")
+            one = [name for name, count in MODELS.items() if count == channels]
+            other = f", or a model with {counted(channels, 'channel')} ({', '.join(one)})" if one else ""
+            raise ConfigError(f"a {model} has {counted(MODELS[model], 'channel')}, not {channels}; give channels: "
+                              f"{MODELS[model]}{other}", field="channels")
         #: The shortest arbitrary waveform: 8 points on a 33500B, 32 on a 33600A.
         self.min_points = MIN_POINTS_33600 if model.startswith("336") else MIN_POINTS
         if memory_points < self.min_points:

@@ -1142,3 +1142,12 @@ def test_emulator_a_burst_plays_its_count_of_cycles_and_a_gated_burst_ignores_bu
     _armed(e, b"40000")
     assert _ask(e, b"BURS:NCYC 3;*TRG;*OPC?") == b"1" and len(e.played[-1].volts_v) == 24
     assert _ask(e, b"BURS:MODE GAT;*TRG;*OPC?") == b"1" and len(e.played) == 1
+
+
+def test_an_emulator_channel_count_the_model_lacks_says_what_to_give():
+    """It read 'a 33511B has 1 channel(s), not 2', the count to give and the models that have it left unsaid."""
+    with pytest.raises(ConfigError, match=r"^channels: a 33511B has 1 channel, not 2; give channels: 1, or a model "
+                                          r"with 2 channels \(33510B, 33512B, 33520B, 33522B, 33612A, 33622A\)$"):
+        Keysight33500BEmulator(model="33511B", channels=2)
+    with pytest.raises(ConfigError, match=r"^channels: a 33522B has 2 channels, not 3; give channels: 2$"):
+        Keysight33500BEmulator(channels=3)
