@@ -467,10 +467,11 @@ def not_a_mapping(value: Any, allowed: list[str] | None = None) -> str:
 
 
 def got(value: Any) -> str:
-    """`` (got VALUE)`` for an error message: VALUE as `shown` writes it; nothing for a mapping or a list."""
+    """`` (got VALUE)`` for an error message: VALUE as `shown` writes it, YAML's null (a key left without a value)
+    as such, not as Python's None; nothing for a mapping or a list."""
     if isinstance(value, dict | list):
         return ""
-    return f" (got {shown(value)})"
+    return " (got null: no value)" if value is None else f" (got {shown(value)})"
 
 
 def shown(value: Any) -> str:

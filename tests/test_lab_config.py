@@ -53,6 +53,7 @@ class Numbers(Strict):
     ("parts: [[1]]", r"^x\.yaml:1: parts\.0: expected a mapping of keys, got a list; allowed keys: size$"),
     ("gains: left", r"^x\.yaml:1: gains: expected a mapping of keys, got 'left'$"),  # 'a valid dictionary'
     # pydantic's 'List should have at least 1 item after validation, not 0'
+    ("seed:", r"^x\.yaml:1: seed: Input should be a valid integer \(got null: no value\)$"),  # was '(got None)'
     ("firsts: []", r"^x\.yaml:1: firsts: expected at least 1 item, got 0$"),
     ("firsts: [1, 2, 3]", r"^x\.yaml:1: firsts: expected at most 2 items, got 3$"),
 
