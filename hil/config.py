@@ -463,7 +463,8 @@ def explain(error: Any, model: type[BaseModel]) -> str:
 def not_a_mapping(value: Any, allowed: list[str] | None = None) -> str:
     """What is wrong with ``value`` where a mapping of keys goes (the ``allowed`` keys, where they are known)."""
     hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-    return f"expected a mapping of keys, got {'a list' if isinstance(value, list) else shown(value)}{hint}"
+    given = "a list" if isinstance(value, list) else "null: no value" if value is None else shown(value)
+    return f"expected a mapping of keys, got {given}{hint}"
 
 
 def got(value: Any) -> str:

@@ -50,6 +50,7 @@ class Numbers(Strict):
     ("- pair\n- seed", r"^x\.yaml:1: expected a mapping of keys, got a list$"),
     # a model's place: pydantic said 'Input should be a valid dictionary or instance of Part'
     ("parts: [3]", r"^x\.yaml:1: parts\.0: expected a mapping of keys, got 3; allowed keys: size$"),
+    ("parts: [null]", r"^x\.yaml:1: parts\.0: expected a mapping of keys, got null: no value; allowed keys: size$"),
     ("parts: [[1]]", r"^x\.yaml:1: parts\.0: expected a mapping of keys, got a list; allowed keys: size$"),
     ("gains: left", r"^x\.yaml:1: gains: expected a mapping of keys, got 'left'$"),  # 'a valid dictionary'
     # pydantic's 'List should have at least 1 item after validation, not 0'
