@@ -42,7 +42,7 @@ import torch
 from pydantic import Field, model_validator
 
 from hil.config import Strict
-from hil.errors import DeviceError
+from hil.errors import DeviceError, counted
 from hil.instruments import Camera, SpatialLightModulator
 from hil.limits import Limit
 from hil.physics.optics import (
@@ -471,12 +471,13 @@ class SLMCameraWorld(World):
         camera_period = max(exposure, 1 / timing.camera_max_fps)
         if trigger == "external":
             if self.sequence is None:
-                raise DeviceError("simulated camera: external trigger but no SLM sequence is loaded; the camera "
-                                  "would wait for triggers that never come")
+                raise DeviceError("external trigger but no SLM sequence is loaded; the camera would wait for "
+                                  "triggers that never come: show_sequence() on the SLM first")
             left = len(self.sequence) - self.position
             if n_frames > left:
-                raise DeviceError(f"simulated camera: asked for {n_frames} triggered frames but the SLM sequence "
-                                  f"has {left} pattern(s) left")
+                fix = f"capture at most {left}, or show a longer sequence" if left else "show a new sequence first"
+                raise DeviceError(f"asked for {counted(n_frames, 'triggered frame')} but the SLM sequence has "
+                                  f"{counted(left, 'pattern')} left; {fix}")
             drives = self.sequence[self.position:self.position + n_frames]
             self.position += n_frames
             self.shown = drives[-1:].clone()  # the sequence memory is reused by the next sequence
@@ -721,7 +722,10 @@ class SimulatedCamera(SimulatedInstrument, Camera):
     def _capture_hw(self, n_frames: int) -> tuple[torch.Tensor, np.ndarray]:
         self.world.exposure_s = self.exposure_s  # type: ignore[attr-defined]
         self.world.roi = None if self.roi is None else tuple(self.roi)  # type: ignore[attr-defined]
-        images = self.world.capture(n_frames, self.trigger)  # type: ignore[attr-defined]
+        try:
+            images = self.world.capture(n_frames, self.trigger)  # type: ignore[attr-defined]
+        except DeviceError as error:  # the world's refusal, said of the camera that asked
+            raise DeviceError(f"{self.name}: {error}") from None
         indices = np.arange(self._next_index, self._next_index + n_frames)
         self._next_index += n_frames
         drop = self.world.config.shot.frame_drop_probability  # type: ignore[attr-defined]
