@@ -189,8 +189,10 @@ class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
         lengths = {len(samples) for samples, _ in loaded}
         rates = {rate for _, rate in loaded}
         if len(lengths) != 1 or len(rates) != 1:
-            raise DeviceError(f"{self.name}: waveforms played together must share length and sample rate "
-                              f"(got lengths {sorted(lengths)}, rates {sorted(rates)})")
+            raise DeviceError(f"{self.name}: waveforms played together must share length and sample rate (got "
+                              f"lengths of {', '.join(map(str, sorted(lengths)))} samples, rates of "
+                              f"{', '.join(f'{rate:g}' for rate in sorted(rates))} Hz); load them alike, or play "
+                              "them one at a time")
         n_samples, rate = lengths.pop(), rates.pop()
         played = {c - 1: self._waveforms[c - 1][0] for c in channels}
         self.world.acquire(self.drive(n_samples, played), rate)  # type: ignore[attr-defined]

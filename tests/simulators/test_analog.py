@@ -89,6 +89,17 @@ def test_mismatched_sample_clocks_are_refused() -> None:
         ao.play()
 
 
+def test_waveforms_of_different_lengths_and_rates_played_together_are_refused_with_units() -> None:
+    """It read '(got lengths [2, 3], rates [1000.0, 2000.0])': Python lists, a rate's repr, no unit, nothing to do."""
+    _, ao, _ = bench()
+    ao.load_waveform(1, [0.0, 1.0], 1e3)
+    ao.load_waveform(2, [0.0, 1.0, 0.5], 2e3)
+    with pytest.raises(DeviceError, match=r"^ao: waveforms played together must share length and sample rate \(got "
+                                          r"lengths of 2, 3 samples, rates of 1000, 2000 Hz\); load them alike, or "
+                                          r"play them one at a time$"):
+        ao.play([1, 2])
+
+
 def test_a_simulated_instrument_keeps_its_worlds_clock() -> None:
     """The world gives its instruments one clock (the device time they share); another is refused by name."""
     world = Divider(preset="ideal")
