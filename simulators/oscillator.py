@@ -93,8 +93,10 @@ class NetworkConfig(Strict):
             raise ValueError(f"freq_hz gives {counted(n, 'oscillator')}, but q has {counted(len(self.q), 'value')} "
                              f"and drive_gain_m_s2_per_v {len(self.drive_gain_m_s2_per_v)}; give the three one value "
                              "per oscillator each")
-        if any(not 0 <= i < n for i in self.sensed):
-            raise ValueError(f"sensed holds oscillator indices 0..{n - 1}, got {self.sensed}")
+        beyond = next((item for item, i in enumerate(self.sensed) if not 0 <= i < n), None)
+        if beyond is not None:  # the first: the list may hold thousands
+            raise ValueError(f"sensed holds oscillator indices 0..{n - 1}, got {self.sensed[beyond]} (item {beyond}, "
+                             "counting from 0)")
         return self
 
 

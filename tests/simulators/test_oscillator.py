@@ -775,3 +775,10 @@ def test_a_network_of_another_size_given_by_one_list_says_which_lists_disagree()
     with pytest.raises(ConfigError, match=r"^config\.network: freq_hz gives 2 oscillators, but q has 4 values and "
                                           r"drive_gain_m_s2_per_v 4; give the three one value per oscillator each$"):
         OscillatorNetwork(config={"network": {"freq_hz": [150.0, 210.0]}})
+
+
+def test_a_sensed_oscillator_beyond_the_network_is_named_alone_not_with_the_whole_list() -> None:
+    """The whole list was printed, up to 4096 indices on the error's one line, to say that one of them is beyond."""
+    with pytest.raises(ConfigError, match=r"^config\.network: sensed holds oscillator indices 0\.\.3, got 7 "
+                                          r"\(item 3000, counting from 0\)$"):
+        OscillatorNetwork(config={"network": {"sensed": [0] * 3000 + [7]}})
