@@ -405,7 +405,10 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
     world's hidden calibration)."""
     twin = protocol.twin
     if twin.kind == "oracle" and not all(hasattr(i, "world") for i in system.instruments.values()):
-        raise locate(document, "an oracle twin needs a simulated system", ("twin", "kind"))
+        *some, last = [kind for kind in TWIN_KINDS if kind != "oracle"]
+        others = f"{', '.join(some)} or {last}"
+        raise locate(document, f"an oracle twin needs a simulated system (it is the world's hidden calibration), and "
+                               f"{protocol.system!r} plays on the bench; give kind {others}", ("twin", "kind"))
     if twin.from_run:
         try:
             load_twin(Path(twin.from_run) / "twin", system)
