@@ -312,8 +312,14 @@ def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
             except ConfigError as error:
                 raise locate(document, error.detail, (*where, "physical", "system")) from None
             if width != system.n_in:
-                raise locate(document, f"the physical layer on {name!r} takes {system.n_in} inputs, but the "
-                                       f"layer before gives {width}", where)
+                before = "the layer before gives" if index else f"the {protocol.dataset.name} data have"  # not layer -1
+                width_said = f"{width}{'' if index else ' features'}"
+                last = next((layer for layer in reversed(protocol.model.layers[:index])
+                             if layer.linear is not None or layer.physical is not None), None)  # what set the width
+                fix = f"give the linear layer before it out_features: {system.n_in}" if last and last.linear else \
+                    f"put a linear layer of out_features: {system.n_in} before it"
+                raise locate(document, f"the physical layer on {name!r} takes {system.n_in} inputs, but {before} "
+                                       f"{width_said}; {fix}", where)
             if index and spec.physical.input_map == "none":
                 _check_bounded_input(protocol.model.layers[index - 1], name, system, document,
                                      (*where, "physical", "input_map"))

@@ -7,7 +7,7 @@ import pytest
 
 from hil.config import YamlDocument
 from hil.errors import ConfigError
-from hil.protocol import check_twin, load_protocol
+from hil.protocol import check_protocol, check_twin, load_protocol
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,3 +24,25 @@ def test_an_oracle_twin_of_a_bench_system_says_why_and_the_kinds_to_give(tmp_pat
     assert str(caught.value) == (f"{path}:14: twin.kind: an oracle twin needs a simulated system (it is the world's "
                                  "hidden calibration), and 'crossbar' plays on the bench; give kind physics, neural or "
                                  "residual")
+
+
+@pytest.mark.parametrize(("dataset", "layers", "said"), [
+    # a first physical layer has no layer before it: the data give its inputs
+    ("{name: vowels}", "[{physical: {}}, {linear: {out_features: 5}}]",
+     "model.layers.0: the physical layer on 'crossbar' takes 64 inputs, but the vowels data have 12 features; put a "
+     "linear layer of out_features: 64 before it"),
+    ("{name: digits}", "[{linear: {out_features: 10}}, {activation: tanh}, {physical: {}}, {linear: {out_features: "
+     "10}}]", "model.layers.2: the physical layer on 'crossbar' takes 64 inputs, but the layer before gives 10; give "
+              "the linear layer before it out_features: 64"),
+])
+def test_a_physical_layer_of_another_width_is_told_where_its_inputs_come_from_and_the_fix(
+        tmp_path: Path, dataset: str, layers: str, said: str) -> None:
+    """A first physical layer on data of another width read 'the physical layer on 'crossbar' takes 64 inputs, but
+    the layer before gives 12', of a layer that does not exist; and no message said what to change."""
+    path = tmp_path / "p.yaml"
+    path.write_text(f"name: p\nlab: {REPO / 'lab.yaml'}\nsystem: crossbar\ndataset: {dataset}\n"
+                    f"model: {{layers: {layers}}}\nmethod: {{name: insilico}}\ntraining: {{epochs: 1}}\n"
+                    f"output: {{root: {tmp_path}}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        check_protocol(path)
+    assert str(caught.value) == f"{path}:5: {said}"
