@@ -89,8 +89,8 @@ class LayerSpec(Strict):
     def _exactly_one(self) -> LayerSpec:
         given = [name for name in ("physical", "linear", "activation", "batchnorm") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("a layer is exactly one of physical, linear, activation, batchnorm; "
-                             f"got {given or 'none'}")
+            got = f"{' and '.join(given)}; make each a layer of its own" if given else "none"
+            raise ValueError(f"a layer is exactly one of physical, linear, activation, batchnorm; got {got}")
         if self.batchnorm is False:
             raise ValueError("batchnorm: false is no layer; write batchnorm: true, or remove the layer")
         return self

@@ -46,3 +46,13 @@ def test_a_physical_layer_of_another_width_is_told_where_its_inputs_come_from_an
     with pytest.raises(ConfigError) as caught:
         check_protocol(path)
     assert str(caught.value) == f"{path}:5: {said}"
+
+
+def test_a_layer_of_two_kinds_is_said_in_words_with_the_fix() -> None:
+    """It read "got ['linear', 'activation']", a Python list, and nothing to do."""
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    text = text.replace("    - linear: {out_features: 10}", "    - {linear: {out_features: 10}, activation: tanh}")
+    with pytest.raises(ConfigError, match=r"^p\.yaml:12: model\.layers\.1: a layer is exactly one of physical, linear, "
+                                          r"activation, batchnorm; got linear and activation; make each a layer of its "
+                                          r"own$"):
+        load_protocol(YamlDocument.parse(text, "p.yaml"))
