@@ -170,7 +170,7 @@ class Limit:
                 unit = self._unit_of(name)
                 raise ConfigError(f"{name} must be above 0 {unit}, got {value:g} {unit}", field=name)
         if self.ramp_rate is not None and self.max_step is None:
-            raise ConfigError("limit ramp_rate needs max_step: the size of the steps it spaces in time",
+            raise ConfigError("ramp_rate needs max_step, the size of the steps it spaces in time; give max_step too",
                               field="ramp_rate")
         too_long = self._too_long(self.max - self.min)
         if too_long is not None:

@@ -296,6 +296,13 @@ def test_narrow_takes_equal_values_and_none_and_refuses_unknown_fields_and_text(
         limit.narrow({"min": math.nan}, "v")
 
 
+def test_a_ramp_rate_without_a_step_says_to_give_one() -> None:
+    """It read 'limit ramp_rate needs max_step: the size of the steps it spaces in time', nothing said to do."""
+    with pytest.raises(ConfigError, match=r"^limits\.voltage_v\.ramp_rate: ramp_rate needs max_step, the size of the "
+                                          r"steps it spaces in time; give max_step too$"):
+        narrow_limits({"voltage_v": Limit("V", -10, 10)}, {"voltage_v": {"ramp_rate": 1.0}})
+
+
 def test_a_narrowing_that_inverts_the_limit_names_the_limit() -> None:
     """The two bounds are written alike, and the fix said (it read 'limit min 11.0 V is above max 10 V')."""
     with pytest.raises(ConfigError, match=r"^limits\.voltage_v\.min: min 11 V is above max 10 V; give a min no higher "
