@@ -30,9 +30,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from drivers.scpi import ScpiDriver
+from hil.config import shown
 from hil.errors import ConfigError, DeviceError, LimitError, TransportTimeout, excerpt
 from hil.instruments import AnalogOutput
-from hil.limits import Limit
+from hil.limits import Limit, real_number
 from hil.transport import Transport
 
 #: Channels of every model this driver knows.
@@ -111,9 +112,10 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
     def __init__(self, transport: Transport, *, load_ohm: float | None = 50.0, **common: Any):
         if load_ohm is not None:
             try:
-                load_ohm = float(load_ohm)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{load_ohm!r} is not a number of ohms", field="load_ohm") from None
+                load_ohm = real_number(load_ohm)  # not "50" nor True (1 Ω), which float() takes
+            except (TypeError, ValueError, OverflowError):
+                raise ConfigError(f"{shown(load_ohm)} is not a number of ohms; give one in 1..10000 Ω, or null for "
+                                  "high impedance", field="load_ohm") from None
             if not (math.isfinite(load_ohm) and 1.0 <= load_ohm <= 10e3):
                 raise ConfigError(f"{load_ohm:g} Ω is outside 1..10000 Ω; use null for high impedance",
                                   field="load_ohm")

@@ -226,6 +226,17 @@ def test_impossible_load_is_a_config_error(load_ohm):
         Keysight33500B(None, load_ohm=load_ohm)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("load_ohm", "said"), [("50", "'50'"), (True, "True"), (np.array([50.0]), "a numpy array of "
+                                                                                       "shape (1,)")])
+def test_a_load_that_float_takes_but_is_no_number_is_refused_with_the_range_to_give(load_ohm, said):
+    """float() took "50" and True: a load given as text or as true from Python was taken as 50 Ω or 1 Ω (a limit
+    of ±0.2 V), and the message for what it refused said nothing of what to give."""
+    with pytest.raises(ConfigError) as caught:
+        Keysight33500B(None, load_ohm=load_ohm)  # type: ignore[arg-type]
+    assert (caught.value.field, caught.value.detail) == (
+        "load_ohm", f"{said} is not a number of ohms; give one in 1..10000 Ω, or null for high impedance")
+
+
 def test_lab_limits_may_narrow_but_not_widen():
     assert awg(limits={"voltage_v": {"max": 2.0}})(None).limits["voltage_v"].max == 2.0
     with pytest.raises(ConfigError, match="widen"):
