@@ -113,9 +113,12 @@ class Keithley2450(ScpiDriver, SourceMeter):
 
     def __init__(self, transport: Transport, *, remote_sense: bool = False, terminals: str = "front",
                  **common: Any):
-        if terminals not in TERMINALS:
-            raise ConfigError(f"{terminals!r} is neither 'front' nor 'rear' (the 2450 terminals the device under "
+        if not isinstance(terminals, str) or terminals not in TERMINALS:  # a list is unhashable: a TypeError
+            raise ConfigError(f"{shown(terminals)} is neither 'front' nor 'rear' (the 2450 terminals the device under "
                               "test is wired to)", field="terminals")
+        if not isinstance(remote_sense, bool | np.bool_):  # bool() takes "no" and "false" as true
+            raise ConfigError(f"{shown(remote_sense)} is not true or false (whether the 2450 senses at 4 wires)",
+                              field="remote_sense")
         super().__init__(transport, **common)
         self.remote_sense = bool(remote_sense)
         self.terminals = terminals

@@ -167,10 +167,21 @@ def test_connect_refuses_other_terminals_with_the_output_on_and_leaves_it_on() -
         assert not k.connected and not k.transport.is_open
 
 
-@pytest.mark.parametrize("terminals", ["side", "FRONT", None])
+@pytest.mark.parametrize("terminals", ["side", "FRONT", None, ["front"]])
 def test_unknown_terminals_are_a_config_error(terminals: object) -> None:
+    """A list was a TypeError (unhashable type), not the driver's refusal."""
     with pytest.raises(ConfigError, match=r"^terminals: .* is neither 'front' nor 'rear'"):
         Keithley2450(None, terminals=terminals)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("remote_sense", "said"), [("no", "'no'"), ("false", "'false'"), (1, "1")])
+def test_a_remote_sense_that_is_not_true_or_false_is_a_config_error(remote_sense: object, said: str) -> None:
+    """bool() took remote_sense="no" as true: a script's 2450 sensed at 4 wires where 2 were wired."""
+    with pytest.raises(ConfigError) as caught:
+        Keithley2450(None, remote_sense=remote_sense)  # type: ignore[arg-type]
+    assert (caught.value.field, caught.value.detail) == (
+        "remote_sense", f"{said} is not true or false (whether the 2450 senses at 4 wires)")
+    assert Keithley2450(None, remote_sense=np.True_).remote_sense is True  # type: ignore[arg-type]
 
 
 def test_configure_voltage_source_with_current_compliance() -> None:
