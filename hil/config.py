@@ -152,8 +152,10 @@ class Strict(BaseModel):
         return _strict_scalars(handler(source))
 
 
+#: The largest seed every generator used here accepts (numpy's take 32 bits).
+SEED_MAX = 2**32 - 1
 #: A random seed: a non-negative integer that every generator used here accepts.
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 #: The longest name of a file or folder (bytes in UTF-8), and the longest path, that the system's calls take: a longer
 #: one fails them (``File name too long``) wherever it is first used, not at the file's line.
 NAME_MAX, PATH_MAX = 255, 4095

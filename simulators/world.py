@@ -29,7 +29,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from hil.clock import VirtualClock
-from hil.config import Strict, explain
+from hil.config import SEED_MAX, Strict, explain, shown
 from hil.errors import ConfigError, DeviceError
 from hil.instruments import require_before_capability
 
@@ -131,6 +131,9 @@ class World:
 
     def __init__(self, *, preset: str = "realistic", config: Mapping[str, Any] | None = None, seed: int = 0,
                  realtime: bool = False):
+        if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer) or not 0 <= seed <= SEED_MAX:
+            raise ConfigError(f"{shown(seed)} is not a seed; give a whole number in 0..{SEED_MAX}",
+                              field="seed")  # int() took 1.5 as 1, and -1 failed in torch, naming no seed
         self.preset = preset
         self.config = self.resolve(preset, config or {})
         self.seed = int(seed)

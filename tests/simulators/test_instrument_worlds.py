@@ -1,10 +1,12 @@
-"""A simulated instrument given a world of another kind in a lab file: the error names the kind and the fix."""
+"""A world, or a simulated instrument on one, given what it cannot take: the error names what and the fix."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hil.errors import ConfigError
+from simulators.crossbar import MemristorCrossbar
 from tests.lab_text import lab_from_text
 
 
@@ -36,3 +38,14 @@ instruments:
     with pytest.raises(ConfigError) as caught:
         lab.build()
     assert str(caught.value) == f"{tmp_path / 'lab.yaml'}:6: instruments.x.world: {said}"
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "3", True, None, 2**32])
+def test_a_world_built_from_python_with_a_seed_no_generator_takes_is_told_the_seeds_to_give(seed: object) -> None:
+    """From Python, seed=1.5 was taken as 1 and True as 1, and -1 was torch's 'expected non-negative integer',
+    naming no seed (a lab file's seed was already checked)."""
+    with pytest.raises(ConfigError) as caught:
+        MemristorCrossbar(seed=seed)  # type: ignore[arg-type]
+    assert (caught.value.field, caught.value.detail) == (
+        "seed", f"{seed!r} is not a seed; give a whole number in 0..4294967295")
+    assert MemristorCrossbar(seed=np.int64(3)).seed == 3
