@@ -119,7 +119,8 @@ class AnalogWorld(World):
             n_samples, rate = self.armed
             if abs(rate - sample_rate_hz) > 1e-9 * rate:
                 raise DeviceError(f"simulated {self.kind}: input armed at {rate:g} Hz but the output plays at "
-                                  f"{sample_rate_hz:g} Hz; they share one sample clock")
+                                  f"{sample_rate_hz:g} Hz; they share one sample clock: arm the input at "
+                                  f"{sample_rate_hz:g} Hz, or load the waveform at {rate:g} Hz")
             extra = n_samples - drive_v.shape[1]
             if extra > 0:
                 hold = self.output.drive(extra) if self.output is not None else torch.zeros(self.n_outputs, extra)

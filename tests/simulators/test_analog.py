@@ -85,7 +85,9 @@ def test_mismatched_sample_clocks_are_refused() -> None:
     ao.set_output(1, True)
     ao.load_waveform(1, [0.0, 1.0], 1e3)
     ai.arm(2, 2e3)
-    with pytest.raises(DeviceError, match="share one sample clock"):
+    with pytest.raises(DeviceError, match=r"^simulated divider: input armed at 2000 Hz but the output plays at 1000 "
+                                          r"Hz; they share one sample clock: arm the input at 1000 Hz, or load the "
+                                          r"waveform at 2000 Hz$"):  # the fix was left unsaid
         ao.play()
 
 
