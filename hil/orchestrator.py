@@ -368,9 +368,9 @@ class Run:
             self.store.event("twin_loaded", source=str(Path(config.from_run).resolve()))  # as protocol.yaml records it
         else:
             self.twin = self._new_twin()
-            train_groups, held_out = self.twin_data.split_groups(config.fit.validation_fraction, self.protocol.seed)
-            train, validation = self.twin_data.subset(train_groups), self.twin_data.subset(held_out)
-            self.twin.spec["held_out_groups"] = held_out.tolist()  # a later run reusing the twin measures on these
+            fitted, stopping, held_out = self.twin_data.fit_groups(config.fit.validation_fraction, self.protocol.seed)
+            train, validation = self.twin_data.subset(fitted), self.twin_data.subset(stopping)
+            self.twin.spec["held_out_groups"] = held_out.tolist()  # fidelity's, here and in a run reusing the twin
             epochs = 0 if config.kind == "oracle" else config.fit.epochs
             total = fit_epochs(self.twin, epochs)  # a residual twin's two stages: its physics, then the residual
             with self._bar("fitting the twin", total) as advance:

@@ -548,8 +548,8 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(finished_run: Path
 
 def test_the_report_says_when_the_twin_fit_ran_out_of_epochs_while_still_improving(tmp_path: Path) -> None:
     """At SMALL's fit rate (0.02) neither of its 2 epochs beats the calibrated twin it starts from, which is kept
-    (best_epoch -1); at 0.002 the first does."""
-    twin = SMALL["twin"] | {"fit": {"epochs": 2, "lr": 0.002}}
+    (best_epoch -1); at 0.002, fitted on 4 of 8 θ groups, the second does."""
+    twin = SMALL["twin"] | {"collect": SMALL["twin"]["collect"] | {"thetas": 8}, "fit": {"epochs": 2, "lr": 0.002}}
     run = run_protocol(write_protocol(tmp_path, **SMALL | {"twin": twin}), show_progress=False).path
     fitted = next(e for e in RunStore(run).events() if e["kind"] == "twin_fitted")
     assert fitted["converged"] is False and len(fitted["validation_loss"]) == 2 and fitted["best_epoch"] >= 0
@@ -1343,16 +1343,16 @@ IDEAL_LAB = textwrap.dedent("""
 
 
 @contextlib.contextmanager
-def prepared_run(tmp_path: Path, **changes) -> Iterator:
-    """A `Run` prepared (model, optimiser, data) on an ideal crossbar, which measures its physics exactly, so what a
-    step computed on the device can be computed again; its twin is the physics with twice the device's gain and an
-    offset: its predictions are not the device's."""
+def prepared_run(tmp_path: Path, lab_text: str = IDEAL_LAB, **changes) -> Iterator:
+    """A `Run` prepared (model, optimiser, data) on an ideal crossbar (``lab_text``), which measures its physics
+    exactly, so what a step computed on the device can be computed again; its twin is the physics with twice the
+    device's gain and an offset: its predictions are not the device's."""
     from hil.lab import Lab
     from hil.orchestrator import Run
     from hil.protocol import instruments_used, load_protocol
     from hil.twin.models import build_twin
 
-    (tmp_path / "lab.yaml").write_text(IDEAL_LAB)
+    (tmp_path / "lab.yaml").write_text(lab_text)
     path = write_protocol(tmp_path, lab=str(tmp_path / "lab.yaml"), **{
         "dataset": {"name": "digits", "limit": 200},
         "model": {"layers": [{"physical": {}}, {"batchnorm": True}, {"linear": {"out_features": 10}}]},
@@ -1446,6 +1446,33 @@ def test_the_twin_data_are_collected_at_the_training_inputs_the_design_asks_for(
         assert int(from_data.sum()) == {"data": 16, "mixed": 8}[design]
         collected = next(e for e in run.store.events() if e["kind"] == "collected")
         assert collected["design"] == design and collected["samples"] == 16 and collected["groups"] == 2
+
+
+def test_the_twin_a_run_fits_never_reads_the_held_out_groups_its_fidelity_is_measured_on(tmp_path: Path) -> None:
+    """The held-out θ groups' measurements replaced by what the calibrated physics twin predicts there, which its fit
+    starts from, leave the fitted twin as it was: had they stopped the fit, that start, exact on them, was kept. So
+    neither the early stopping nor the state kept was chosen on them, and their NMSE is that of new θ."""
+    from hil.twin.collect import TwinData
+
+    realistic = IDEAL_LAB.replace("preset: ideal", "preset: realistic, config: {slow: {drift_scale: 0.0}}")
+    with prepared_run(tmp_path, realistic, method={"name": "pat"}, twin={"collect": {
+            "thetas": 8, "inputs_per_theta": 16, "repeats": 1, "design": "sobol"},
+            "fit": {"epochs": 4, "lr": 0.002}}) as run:
+        run.collect()
+        measured = run.twin_data
+        start = run._new_twin()
+        run.fit_twin()
+        held_out = run.twin.spec["held_out_groups"]
+        fitted = {name: value.clone() for name, value in run.twin.state_dict().items()}
+        assert next(e for e in run.store.events() if e["kind"] == "twin_fitted")["best_epoch"] >= 0  # it moved
+        y = measured.y.clone()
+        with torch.no_grad():
+            for group in held_out:
+                y[group] = start(measured.x[group], measured.theta[group])
+        run.twin_data = TwinData(measured.x, measured.theta, y, measured.y_repeats)
+        run.fit_twin()
+        assert run.twin.spec["held_out_groups"] == held_out == [2, 4]
+        torch.testing.assert_close(run.twin.state_dict(), fitted, rtol=0, atol=0)
 
 
 def test_an_oracle_twin_is_the_worlds_calibration_as_it_is_never_fitted(tmp_path: Path) -> None:
@@ -1900,9 +1927,10 @@ def test_the_first_ctrl_c_says_that_the_run_will_stop_after_its_step(capfd: pyte
 @pytest.mark.parametrize("lr", [0.002, 0.02])
 def test_the_twin_fit_bar_ends_full_saying_where_the_fit_stopped(tmp_path: Path, capsys, lr: float) -> None:
     """A fit that stopped early left its bar short of the epochs asked for, with no word why. At 0.002 an epoch
-    beats the calibrated physics twin the fit starts from, and the bar names it; at SMALL's 0.02 none does, and the
-    bar says the start was kept (it named epoch 0 as the best)."""
-    twin = SMALL["twin"] | {"fit": {"epochs": 40, "patience": 1, "lr": lr}}
+    beats the calibrated physics twin the fit starts from (on 8 θ groups, 4 of them fitted on), and the bar names it;
+    at SMALL's 0.02 none does, and the bar says the start was kept (it named epoch 0 as the best)."""
+    twin = SMALL["twin"] | {"collect": SMALL["twin"]["collect"] | {"thetas": 8},
+                            "fit": {"epochs": 40, "patience": 1, "lr": lr}}
     store = run_protocol(write_protocol(tmp_path, **SMALL | {"twin": twin}), output_root=tmp_path / "runs")
     fitted = next(e for e in store.events() if e["kind"] == "twin_fitted")
     ran = len(fitted["validation_loss"])

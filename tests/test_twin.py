@@ -353,6 +353,30 @@ def test_split_holds_out_whole_theta_groups_without_leaking(crossbar_data) -> No
     assert [held_out_count(n, fraction) for n, fraction in ((10, 0.29), (12, 0.25), (3, 0.1))] == [3, 3, 1]  # rounded
 
 
+def test_the_fit_stops_on_other_groups_than_the_held_out_ones_fidelity_is_judged_on(crossbar_data) -> None:
+    """12 groups, a quarter held out (3); a quarter of the other 9 (2) stop the fit; 7 are fitted on."""
+    fitted, stopping, held_out = crossbar_data.fit_groups(0.25, seed=3)
+    assert torch.equal(held_out, crossbar_data.split_groups(0.25, seed=3)[1])  # what a reused twin's spec names
+    assert (len(fitted), len(stopping), len(held_out)) == (7, 2, 3)
+    assert sorted(torch.cat([fitted, stopping, held_out]).tolist()) == list(range(12))  # disjoint, and all of it
+    assert all(torch.equal(part, part.sort().values) for part in (fitted, stopping, held_out))
+    assert all(torch.equal(a, b) for a, b in zip(crossbar_data.fit_groups(0.25, seed=3), (fitted, stopping, held_out),
+                                                  strict=True))
+    assert not torch.equal(crossbar_data.fit_groups(0.25, seed=4)[1], stopping)
+
+
+@pytest.mark.parametrize(("groups", "rows"), [(2, 8), (3, 1)])
+def test_a_fit_with_no_group_to_spare_stops_on_its_own_groups_and_never_on_the_held_out(groups: int,
+                                                                                    rows: int) -> None:
+    """2 groups: one held out, one left; 3 groups of one input: one held out, and a stopping group would leave one
+    measurement to fit."""
+    data = TwinData(torch.rand(groups, rows, 2), torch.rand(groups, 3), torch.rand(groups, rows, 2),
+                    torch.zeros(0, 0, rows, 2))
+    fitted, stopping, held_out = data.fit_groups(0.25, seed=0)
+    assert torch.equal(stopping, fitted) and len(held_out) == 1 and held_out.item() not in fitted.tolist()
+    assert len(fitted) == groups - 1
+
+
 def test_a_half_group_held_out_is_rounded_up_as_the_fraction_is_written() -> None:
     """A quarter of 10 θ groups held out 2 (Python rounds halves to even), 0.45 of 10 held out 4, but 0.15 and 0.35
     of 10 held out 2 and 4, rounded up (as floats, 10 × 0.15 is a little over 1.5)."""

@@ -3,10 +3,11 @@
 A minibatch is one θ group (one device call's worth of inputs with one parameter vector), so physics twins run
 their batched forward once per step. The loss divides each output's squared error by that output's variance over
 the training data (`error_scale`), so outputs of different scales count alike. Training stops when the held-out
-error has not improved for ``patience`` epochs, and the best state is kept. The held-out error is normalised as the
-loss is, by the training outputs' variance: it is not the fidelity's NMSE (`hil.twin.fidelity`), which divides by
-the held-out outputs' own variance, and the two differ where the held-out groups vary less (threefold on the optical
-protocol).
+error has not improved for ``patience`` epochs, and the best state is kept; a run holds out for this other θ groups
+than those it judges the twin's fidelity on (`hil.twin.collect.TwinData.fit_groups`). The held-out error is
+normalised as the loss is, by the training outputs' variance: it is not the fidelity's NMSE (`hil.twin.fidelity`),
+which divides by the held-out outputs' own variance, and the two differ where the held-out groups vary less
+(threefold on the optical protocol).
 """
 
 from __future__ import annotations
