@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from hil.datasets import MinMaxEncoder, StandardEncoder, _vowels, load_dataset, read_idx
+from hil.datasets import MinMaxEncoder, StandardEncoder, _digits, _vowels, load_dataset, read_idx
 from hil.errors import ConfigError
 
 
@@ -265,6 +265,34 @@ def test_features_are_float32_and_labels_int64(name: str) -> None:
     data = load_dataset(name)
     assert (data.x_train.dtype, data.x_test.dtype) == (torch.float32, torch.float32)
     assert (data.y_train.dtype, data.y_test.dtype) == (torch.int64, torch.int64)
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 1e-4])
+def test_digits_hold_out_the_fraction_of_each_class_as_nearly_as_whole_samples_allow(fraction: float) -> None:
+    """Each class's test samples are its share of the rounded total, rounded down or up; a seed draws other samples."""
+    _, labels, _ = _digits()
+    counts = np.bincount(labels)
+    total = max(1, round(len(labels) * fraction))
+    tests = []
+    for seed in range(4):
+        held = np.bincount(load_dataset("digits", seed=seed, test_fraction=fraction).y_test.numpy(), minlength=10)
+        assert held.sum() == total and (np.abs(held - counts * total / len(labels)) < 1).all()
+        tests.append(load_dataset("digits", seed=seed, test_fraction=fraction).x_test)
+    assert fraction == 1e-4 or not torch.equal(tests[0], tests[1])
+
+
+def test_vowels_hold_out_speakers_whose_vowels_are_balanced_as_the_whole_set_s() -> None:
+    """A quarter of the 48 speakers holds a quarter of each vowel's 37 recordings (36 of uw), 9.25, to within one
+    recording; the speakers differ from seed to seed."""
+    labels = _vowels()[1]
+    speaker_of = _speaker_of()
+    held_speakers = []
+    for seed in range(6):
+        data = load_dataset("vowels", seed=seed, test_fraction=0.25)
+        held = np.bincount(data.y_test.numpy(), minlength=7)
+        assert (np.abs(held - np.bincount(labels) / 4) <= 1).all()
+        held_speakers.append({speaker_of[tuple(row)] for row in data.x_test.tolist()})
+    assert all(len(held) == 12 for held in held_speakers) and len({frozenset(h) for h in held_speakers}) == 6
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
