@@ -2285,7 +2285,7 @@ def test_captures_repeated_after_dropped_frames_are_shown_logged_and_reported(tm
     table = "  table: {kind: optical_table, preset: realistic, seed: 0}\n"
     assert table in text
     lab.write_text(text.replace(table, "  table: {kind: optical_table, preset: realistic, seed: 0,\n"
-                                       "          config: {shot: {frame_drop_probability: 0.001}}}\n"))
+                                       "          config: {shot: {frame_drop_probability: 0.0015}}}\n"))
     protocol = write_protocol(tmp_path, **SMALL | {"lab": str(lab), "system": "optical"})
     result = subprocess.run([sys.executable, "-m", "hil.cli", "run", str(protocol)], capture_output=True, text=True,
                             cwd=REPO, timeout=600)

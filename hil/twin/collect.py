@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
+import numpy as np
 import torch
 from torch.quasirandom import SobolEngine
 
@@ -176,6 +177,13 @@ def design_inputs(system: PhysicalSystem, n: int, design: InputDesign, data: tor
     return torch.cat(parts)
 
 
+def group_seed(seed: int, group: int) -> int:
+    """The seed of the inputs of θ group ``group`` in a collection of seed ``seed``: mixed from both (numpy's
+    `SeedSequence`), so that collections of other seeds share no group's inputs (``seed + 1 + group`` gave seed 1's
+    groups the very inputs of seed 0's next ones: runs of neighbouring seeds fitted their twins at the same x)."""
+    return int(np.random.SeedSequence((seed, group)).generate_state(1)[0])
+
+
 def repeated_groups(n_thetas: int, repeats: int, repeat_thetas: int) -> int:
     """How many of the first θ groups `collect` measures ``repeats`` times: ``min(repeat_thetas, n_thetas)``, none
     where ``repeats`` is 1."""
@@ -198,7 +206,8 @@ def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, rep
         raise ConfigError("collect needs at least 2 thetas, 1 input per theta, 1 repeat and no negative "
                           f"repeat_thetas; got {', '.join(refused)}")
     thetas = sobol(n_thetas, system.n_params, system.theta_bounds, seed)
-    xs = torch.stack([design_inputs(system, inputs_per_theta, design, data, seed + 1 + g) for g in range(n_thetas)])
+    xs = torch.stack([design_inputs(system, inputs_per_theta, design, data, group_seed(seed, g))
+                      for g in range(n_thetas)])
     n_repeat_groups = repeated_groups(n_thetas, repeats, repeat_thetas)
     total = measurement_count(n_thetas, repeats, repeat_thetas)
     ys, repeated = [], []
