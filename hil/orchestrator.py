@@ -15,6 +15,7 @@ state on the way out, whatever happens.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import math
 import os
@@ -189,6 +190,7 @@ class Run:
         encoder = MinMaxEncoder(self.data.x_train, first.x_bounds) if first is not None \
             else StandardEncoder(self.data.x_train)
         self.x_train, self.x_test = encoder(self.data.x_train), encoder(self.data.x_test)
+        self.split = split_digest(self.data)
         self.y_train, self.y_test = self.data.y_train, self.data.y_test
         training = protocol.training
         physical = [layer.theta for layer in physical_layers(self.model)]
@@ -240,7 +242,7 @@ class Run:
         }
         self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(),
                                     "torch_threads": torch.get_num_threads(), "versions": software_versions(),
-                                    "bench": self._bench_state(),
+                                    "bench": self._bench_state(), "data_split": self.split,
                                     "wall_s": self.wall_s(), "file_digests": {**self.run_files, **self.store.digests}})
 
     def resume_from(self, saved: dict[str, Any], discarded: int) -> None:
@@ -587,6 +589,29 @@ def _check_checkpoint_fields(store: RunStore, saved: dict[str, Any]) -> None:
         raise _foreign_checkpoint(store, "file_digests holds other than file names and digests")
     if not all(isinstance(bench.get(part), dict) for part in ("worlds", "instruments", "systems")):
         raise _foreign_checkpoint(store, "bench lacks its worlds, instruments or systems")
+    if not isinstance(saved.get("data_split", ""), str):  # optional: an earlier hil's checkpoint has none
+        raise _foreign_checkpoint(store, f"data_split is a {type(saved['data_split']).__name__}")
+
+
+def split_digest(data: Dataset) -> str:
+    """The SHA-256 (hex) of how ``data`` is split: its training and test features and labels as loaded, with their
+    shapes. A checkpoint records it (`_check_same_split`)."""
+    digest = hashlib.sha256()
+    for array in (data.x_train, data.y_train, data.x_test, data.y_test):
+        digest.update(repr(tuple(array.shape)).encode())
+        digest.update(array.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_same_split(store: RunStore, saved: dict[str, Any] | None, data: Dataset) -> None:
+    """Refuse to resume a run whose data set now splits into other training and test samples than its checkpoint
+    recorded (`split_digest`; a checkpoint of an earlier hil recorded none): hil's split of the set changed since, and
+    training would go on with samples the run was tested on, its final accuracy no longer on held-out data."""
+    recorded = saved.get("data_split") if saved is not None else None
+    if recorded is not None and recorded != split_digest(data):
+        raise ConfigError(f"{store.path}: the {data.name} data set now splits into other training and test samples "
+                          "than when the run started (this hil splits it otherwise); resumed, it would train on "
+                          "samples it was tested on: start a new run")
 
 
 def _foreign_checkpoint(store: RunStore, what: str) -> RunFileError:
@@ -811,6 +836,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 return store
             protocol, document = load_protocol(store.path / "protocol.yaml")
             data = check_resumed_data(protocol, document)  # read, and its IDX files checked, once
+            _check_same_split(store, saved, data)
             started_in = _started_in(events)
             lab = Lab.load(store.path / "lab.yaml", started_in)
         except BaseException:

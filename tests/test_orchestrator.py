@@ -2585,6 +2585,7 @@ def _resealed(run: Path, change: Callable[[dict[str, Any]], None]) -> None:
     (lambda saved: saved.pop("file_digests"), "file_digests is missing"),
     (lambda saved: saved.update(next_seq="7"), "next_seq is a str"),
     (lambda saved: saved.update(bench={"worlds": {}}), "bench lacks its worlds, instruments or systems"),
+    (lambda saved: saved.update(data_split=7), "data_split is a int"),
     (lambda saved: saved["model"].update(extra=torch.zeros(1)), "its network or optimiser"),
     (lambda saved: saved.pop("twin"), "twin is missing"),
     (lambda saved: saved["twin"].update(extra=torch.zeros(1)), "its twin"),
@@ -2606,6 +2607,31 @@ def test_a_checkpoint_sealed_anew_with_other_fields_is_refused_in_one_line_namin
     kept = (run / "events.jsonl").read_bytes() + ((run / "events.discarded.jsonl").read_bytes()
                                                   if (run / "events.discarded.jsonl").exists() else b"")
     assert all(line in kept for line in before.splitlines(keepends=True))  # every event still on disk
+
+
+def test_a_run_whose_data_set_now_splits_otherwise_is_not_resumed_onto_its_own_test_samples(
+        stopped_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hil that splits the set otherwise (here: each class's samples drawn by another generator) resumed the run on
+    a training set holding samples it had been tested on, and measured its final accuracy partly on samples it had
+    trained on. The resume is refused before the bench is touched, the run left as it was; the split it started with
+    resumes it."""
+    import numpy as np
+
+    import hil.datasets
+
+    run = copy_of(stopped_run, tmp_path)
+    before = files(run)
+    split = hil.datasets._stratified_split
+    with monkeypatch.context() as patch:
+        patch.setattr(hil.datasets, "_stratified_split", lambda labels, fraction, rng: split(
+            labels, fraction, np.random.default_rng(99)))
+        with pytest.raises(ConfigError) as refused:
+            run_protocol(resume=run, show_progress=False)
+    assert str(refused.value) == (f"{run}: the digits data set now splits into other training and test samples than "
+                                  "when the run started (this hil splits it otherwise); resumed, it would train on "
+                                  "samples it was tested on: start a new run")
+    assert files(run) == before
+    assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
 
 
 def test_a_resumed_run_takes_its_bench_to_the_safe_state_before_setting_it_up_again(
