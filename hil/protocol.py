@@ -113,9 +113,10 @@ class CollectConfig(Strict):
 class FitConfig(Strict):
     epochs: int = Field(60, ge=0)
     lr: LearningRate = Field(0.02, description="Adam's learning rate, in the units of the twin's parameters")
-    patience: int = Field(10, ge=1, description="epochs without a better held-out error before the fit stops (the "
+    patience: int = Field(10, ge=1, description="epochs without a better stopping error before the fit stops (the "
                           "best state is kept)")
-    validation_fraction: float = Field(0.25, gt=0, lt=1, description="fraction of the θ groups held out")
+    validation_fraction: float = Field(0.25, gt=0, lt=1, description="fraction of the θ groups held out to judge "
+                                       "the twin, and of the rest, that the fit stops early on")
 
 
 class FidelityConfig(Strict):
