@@ -110,8 +110,10 @@ def real_number(value: Any) -> float:
     true/false, keeps the real part of a numpy complex, a time span's count (numpy's timedelta64) and a one-element
     tensor of any shape, and reads a 0-d object array as its item; these raise `TypeError` here, as None and a
     one-element numpy array do."""
-    if isinstance(value, torch.Tensor) and value.ndim > 0:
-        raise TypeError(f"{value!r} is not a number")
+    if isinstance(value, torch.Tensor):
+        if value.ndim > 0:
+            raise TypeError(f"{value!r} is not a number")
+        value = value.detach()  # a number read, not a step of the autograd graph (which warns of it)
     if isinstance(value, np.ndarray) and value.dtype.kind == "O" and value.ndim == 0:
         try:
             return real_number(value.item())

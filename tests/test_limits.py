@@ -448,6 +448,16 @@ def test_a_one_element_tensor_and_a_time_are_not_a_number(value: object, said: s
     assert Limit("V", -1, 1).check(torch.tensor(0.5), "x") == Limit("V", -1, 1).check(np.array(0.5), "x") == 0.5
 
 
+def test_a_0_d_tensor_requiring_grad_is_checked_as_its_value_without_a_warning() -> None:
+    """A level computed by a network (``awg.set_voltage(1, y[0])``) gave torch's warning on converting a tensor that
+    requires a gradient to a number, which a driver's check is, not a step of the computation."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Limit("V", -1, 1).check(torch.tensor(0.5, requires_grad=True), "x") == 0.5
+
+
 @pytest.mark.parametrize(("values", "problem"), [
     (np.array([1, 2], dtype="m8[s]"), "x: times and time spans refused; give numbers"),
     (np.array(["1970-01-02"], dtype="M8[D]"), "x: times and time spans refused; give numbers"),
