@@ -9,6 +9,7 @@ false. Values are plain YAML: a tag other than those of text, numbers, true/fals
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -429,9 +430,9 @@ def _data_location(data: Any, loc: tuple[Any, ...]) -> Location:
     return tuple(kept)
 
 
-def explain(error: Any, model: type[BaseModel]) -> str:
+def explain(error: Any, model: type[BaseModel] | None) -> str:
     """One pydantic error of validating ``model`` in words: an unknown key with the allowed keys, a missing field,
-    or the problem with the value given."""
+    or the problem with the value given (``model`` None: a value checked against a type alone, keys unknown)."""
     loc = error["loc"]
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1])
@@ -457,7 +458,7 @@ def explain(error: Any, model: type[BaseModel]) -> str:
         message += "; write a whole number such as 3, unquoted"
     elif error["type"] == "float_type" and isinstance(value, str):
         message += "; write a plain number such as 3 or 0.5, unquoted"
-    elif error["type"] == "int_type" and isinstance(value, float):
+    elif error["type"] == "int_type" and isinstance(value, float) and math.isfinite(value):
         message += "; write a whole number, without a point or an exponent"
     return f"{message}{got(value)}"
 

@@ -25,7 +25,7 @@ from typing import Any, Literal, NoReturn, Union
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
-from hil.config import Seed, Strict, UserPath, YamlDocument, got, shown
+from hil.config import Seed, Strict, UserPath, YamlDocument, explain, got, shown
 from hil.errors import ConfigError, DeviceError, HilError, InstrumentBusy, signals_held
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
@@ -74,7 +74,7 @@ def check_setting(value: Any, annotation: Any) -> tuple[tuple[str | int, ...], s
     except ValidationError as errors:
         first = errors.errors()[0]
         where = tuple(part for part in first["loc"] if isinstance(part, int))
-        return where, first["msg"] + got(first.get("input"))
+        return where, explain(first, None)  # as a protocol's values are said: "write a plain number, unquoted"
     return None
 
 

@@ -997,23 +997,24 @@ systems:
     (OPTICAL_LAB % ("", "fft_size: .nan"),  # was a device call returning NaN, mid-run
      r"lab.yaml:10: systems\.optical\.settings\.fft_size: Input should be a valid integer \(got nan\)$"),
     (OPTICAL_LAB % ("", "block: true"),  # was torch's error for repeat_interleave, over eleven lines
-     r"lab.yaml:10: systems\.optical\.settings\.block: Input should be a valid integer \(got True\)$"),
+     r"lab.yaml:10: systems\.optical\.settings\.block: expected a number \(got True\)$"),
     (OPTICAL_LAB % ("", "wavelength_m: green"),  # was accepted (used only with planes > 1)
-     r"lab.yaml:10: systems\.optical\.settings\.wavelength_m: Input should be a valid number \(got 'green'\)$"),
+     r"lab.yaml:10: systems\.optical\.settings\.wavelength_m: Input should be a valid number; write a plain number "
+     r"such as 3 or 0\.5, unquoted \(got 'green'\)$"),
     (OSCILLATOR_LAB % "output_scale_v: .inf",  # was accepted: every output divided by infinity, 0
      r"lab.yaml:11: systems\.oscillator\.settings\.output_scale_v: Input should be a finite number \(got inf\)$"),
     (OSCILLATOR_LAB % "sensed:\n        - true\n        - 1",  # was an error at the first device call
-     r"lab.yaml:12: systems\.oscillator\.settings\.sensed\.0: Input should be a valid integer \(got True\)$"),
+     r"lab.yaml:12: systems\.oscillator\.settings\.sensed\.0: expected a number \(got True\)$"),
     ("""
 instruments:
   smu:
     driver: keithley_2450
     emulate: true
     settings: {remote_sense: "false"}
-""", r"lab.yaml:5: instruments\.smu\.settings\.remote_sense: Input should be a valid boolean \(got 'false'\)$"),
+""", r"lab.yaml:5: instruments\.smu\.settings\.remote_sense: expected true or false \(got 'false'\)$"),
     (OPTICAL_LAB % ("", "wavelength_m: '" + "5" * 300 + "'"),  # was echoed whole, 300 digits
-     r"lab.yaml:10: systems\.optical\.settings\.wavelength_m: Input should be a valid number \(got '5{19}…, 302 "
-     r"characters\)$"),
+     r"lab.yaml:10: systems\.optical\.settings\.wavelength_m: Input should be a valid number; write a plain number "
+     r"such as 3 or 0\.5, unquoted \(got '5{19}…, 302 characters\)$"),
 ])
 def test_a_setting_not_of_its_type_as_written_is_refused_at_its_line(tmp_path: Path, text: str,
                                                                       expected: str) -> None:
