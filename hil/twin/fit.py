@@ -6,8 +6,8 @@ the training data (`error_scale`), so outputs of different scales count alike. T
 error has not improved for ``patience`` epochs, and the best state is kept; a run holds out for this other θ groups
 than those it judges the twin's fidelity on (`hil.twin.collect.TwinData.fit_groups`). The held-out error is
 normalised as the loss is, by the training outputs' variance: it is not the fidelity's NMSE (`hil.twin.fidelity`),
-which divides by the held-out outputs' own variance, and the two differ where the held-out groups vary less
-(threefold on the optical protocol).
+which divides by the held-out outputs' own variance, and the two differ where the held-out groups vary less (on the
+optical protocol, seed 0: a stopping error of 0.0020 beside a fidelity NMSE of 0.0033).
 """
 
 from __future__ import annotations
