@@ -15,6 +15,7 @@ import functools
 import inspect
 import itertools
 import math
+import os
 import warnings
 import weakref
 from abc import ABC, abstractmethod
@@ -60,9 +61,9 @@ _connections = itertools.count()
 
 
 def _close_at_exit() -> None:
-    """Put every instrument still connected when the interpreter ends (a script or a notebook's kernel that never
-    closed its lab) in its safe state and close it, the last connected first; each is tried, and a failure is a
-    warning naming the instrument."""
+    """Put every instrument this process connected and did not close (a script or a notebook's kernel that never
+    closed its lab) in its safe state as the interpreter ends, and close it, the last connected first; each is tried,
+    and a failure is a warning naming the instrument."""
     from hil.errors import signals_held
 
     with signals_held():
@@ -75,6 +76,12 @@ def _close_at_exit() -> None:
             except Exception as error:
                 warnings.warn(f"{instrument.name}: going to the safe state as Python exits failed "
                               f"({type(error).__name__}: {error_reason(error)})", stacklevel=1)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    # a forked process holds none of its parent's connections: its exit must not send the parent's instruments to
+    # their safe state (a helper's ``sys.exit`` would switch off the output its parent is measuring)
+    os.register_at_fork(after_in_child=_CONNECTED.clear)
 
 
 class Instrument(ABC):

@@ -748,6 +748,36 @@ def test_python_exiting_with_the_lab_open_leaves_the_bench_safe(tmp_path: Path) 
     assert emulator.output is False and emulator.level["VOLT"] == 0.0
 
 
+def test_a_forked_process_ending_leaves_its_parents_instruments_as_they_are(tmp_path: Path) -> None:
+    """A process forked from one with a lab open (``os.fork()`` for a helper that then exits normally) ran the exit
+    hook on the instruments it inherited: its exit put the parent's bench SMU in its safe state, switching off the
+    1 V the parent went on measuring. An instrument is closed at exit by the process that connected it alone."""
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    with TcpServer(emulator) as server:
+        path = write(tmp_path, f"""
+            instruments:
+              smu: {{driver: keithley_2450, resource: "{server.resource}"}}
+        """)
+        script = textwrap.dedent("""
+            import os, sys
+            from hil.lab import Lab
+            smu = Lab.load(sys.argv[1]).open()["smu"]
+            smu.configure("voltage", compliance=0.01)
+            smu.set_output(True)
+            smu.set_level(1.0)
+            child = os.fork()
+            if child == 0:
+                sys.exit(0)
+            os.waitpid(child, 0)
+            print(smu.measure().voltage_v[0])
+        """)
+        done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120,
+                              cwd=REPO)
+        assert done.returncode == 0, done.stderr
+        assert float(done.stdout) == pytest.approx(1.0)  # the child's exit sent the parent's SMU nothing
+    assert emulator.output is False and emulator.level["VOLT"] == 0.0  # the parent's exit made it safe
+
+
 def test_an_instrument_kept_from_a_lab_dropped_unclosed_keeps_its_emulator(tmp_path: Path) -> None:
     """``smu = Lab.load(...).open()["smu"]`` in a notebook cell: the lab, dropped at once, stopped the emulator of
     the SMU still held, whose first command then failed with a lost connection. The emulator now serves as long as
