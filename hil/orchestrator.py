@@ -603,15 +603,28 @@ def split_digest(data: Dataset) -> str:
     return digest.hexdigest()
 
 
+#: The data sets that hil split otherwise before its checkpoints recorded the split (`split_digest`): digits at
+#: random, vowels by a plain draw of speakers; their splits are stratified since.
+SPLIT_BEFORE_DIGEST = ("digits", "vowels")
+
+
 def _check_same_split(store: RunStore, saved: dict[str, Any] | None, data: Dataset) -> None:
     """Refuse to resume a run whose data set now splits into other training and test samples than its checkpoint
-    recorded (`split_digest`; a checkpoint of an earlier hil recorded none): hil's split of the set changed since, and
-    training would go on with samples the run was tested on, its final accuracy no longer on held-out data."""
-    recorded = saved.get("data_split") if saved is not None else None
-    if recorded is not None and recorded != split_digest(data):
-        raise ConfigError(f"{store.path}: the {data.name} data set now splits into other training and test samples "
-                          "than when the run started (this hil splits it otherwise); resumed, it would train on "
-                          "samples it was tested on: start a new run")
+    recorded (`split_digest`), or than an earlier hil's checkpoint, which recorded none, split one of
+    `SPLIT_BEFORE_DIGEST`: training would go on with samples the run was tested on, its final accuracy no longer on
+    held-out data."""
+    if saved is None:
+        return
+    recorded = saved.get("data_split")
+    if recorded is None and data.name in SPLIT_BEFORE_DIGEST:
+        why = "the hil that started it split it otherwise"
+    elif recorded is not None and recorded != split_digest(data):
+        why = "this hil splits it otherwise"
+    else:
+        return
+    raise ConfigError(f"{store.path}: the {data.name} data set now splits into other training and test samples than "
+                      f"when the run started ({why}); resumed, it would train on samples it was tested on: start a "
+                      "new run")
 
 
 def _foreign_checkpoint(store: RunStore, what: str) -> RunFileError:

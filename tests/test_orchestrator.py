@@ -2634,6 +2634,22 @@ def test_a_run_whose_data_set_now_splits_otherwise_is_not_resumed_onto_its_own_t
     assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
 
 
+def test_a_run_checkpointed_before_splits_were_recorded_is_not_resumed_onto_its_own_test_samples(
+        stopped_run: Path, tmp_path: Path) -> None:
+    """A checkpoint without data_split was written by a hil from before the digits and vowels splits were
+    stratified, which split the set otherwise: it resumed unchecked, onto a training set holding samples the run had
+    been tested on. It is refused as a split that changed is, the run left as it was."""
+    run = copy_of(stopped_run, tmp_path)
+    _resealed(run, lambda saved: saved.pop("data_split"))
+    before = files(run)
+    with pytest.raises(ConfigError) as refused:
+        run_protocol(resume=run, show_progress=False)
+    assert str(refused.value) == (f"{run}: the digits data set now splits into other training and test samples than "
+                                  "when the run started (the hil that started it split it otherwise); resumed, it "
+                                  "would train on samples it was tested on: start a new run")
+    assert files(run) == before
+
+
 def test_a_resumed_run_takes_its_bench_to_the_safe_state_before_setting_it_up_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run killed with its SMU sourcing leaves it so; the resume connected and sent the working point's settings
