@@ -655,22 +655,24 @@ class Lab:
         """The system ``name``; an unknown name is a `ConfigError` listing the lab's systems, and one of a lab not
         built yet a `ConfigError` saying to open it."""
         if name not in self.systems:
-            raise self._not_there("system", name, self.config.systems)
+            raise self._not_there("system", name, self.config.systems, self.systems)
         return self.systems[name]
 
     def __getitem__(self, name: str) -> Instrument:
         """The instrument ``name``; a `ConfigError` as for `system`."""
         if name not in self.instruments:
-            raise self._not_there("instrument", name, self.config.instruments)
+            raise self._not_there("instrument", name, self.config.instruments, self.instruments)
         return self.instruments[name]
 
-    def _not_there(self, what: str, name: str, declared: Collection[str]) -> ConfigError:
+    def _not_there(self, what: str, name: str, declared: Collection[str], built: Collection[str]) -> ConfigError:
         """The error for the ``what`` (instrument, system) ``name`` that the lab has not built: one the file does not
-        declare, or one of a lab not built yet (``Lab.load(...)`` without `open` or `build`)."""
+        declare, listing those it declares and those ``built`` beside them (added by hand: ``lab.instruments["probe"]
+        = ...``), or one of a lab not built yet (``Lab.load(...)`` without `open` or `build`)."""
         if name in declared:
             return ConfigError(f"{what} {name!r} is not built yet; call lab.open() first (or lab.build(), which "
                                "connects nothing)", source=self.source)
-        return ConfigError(f"no {what} named {shown(name)}; the lab has: {', '.join(declared) or 'none'}",
+        known = [*declared, *(other for other in built if other not in declared)]
+        return ConfigError(f"no {what} named {shown(name)}; the lab has: {', '.join(known) or 'none'}",
                            source=self.source)
 
 

@@ -588,6 +588,25 @@ systems:
         assert lab.system("crossbar").instruments["crossbar"] is lab["xbar"]
 
 
+def test_an_unknown_name_lists_the_instruments_and_systems_added_by_hand_too(tmp_path: Path) -> None:
+    """An instrument or system added to a lab by hand (``lab.instruments["probe"] = ...``), which the lab connects
+    and closes with its own, was left out of the names an unknown one is told to choose from."""
+    lab = Lab.load(write(tmp_path, SMU_AND_CROSSBAR + """\
+systems:
+  crossbar: {kind: crossbar, instruments: {crossbar: xbar}}
+"""))
+    lab.build()
+    lab.instruments["probe"] = lab["xbar"]
+    lab.systems["spare"] = lab.system("crossbar")
+    try:
+        with pytest.raises(ConfigError, match=r"lab\.yaml: no instrument named 'prob'; the lab has: smu, xbar, probe$"):
+            lab["prob"]
+        with pytest.raises(ConfigError, match=r"lab\.yaml: no system named 'spar'; the lab has: crossbar, spare$"):
+            lab.system("spar")
+    finally:
+        lab.close()
+
+
 def test_a_labs_repr_says_whether_it_is_open_and_what_it_has(tmp_path: Path) -> None:
     """In a notebook a lab showed as ``<hil.lab.Lab object at 0x7f…>``, whether open or not."""
     lab = Lab.load(write(tmp_path, SMU_AND_CROSSBAR))
