@@ -25,6 +25,14 @@ from hil.errors import ConfigError, HilError, Terminated, handling, signals_held
 DEFAULT_LAB = "lab.yaml"
 
 
+def _stderr(line: str) -> None:
+    """``line`` on standard error; nothing where hil started with it closed (``2>&-``), as Python's own warnings do:
+    print's stream of None is standard output, which holds what a script reads (a run's folder, the files that
+    passed hil check)."""
+    if sys.stderr is not None:
+        print(line, file=sys.stderr)
+
+
 def _console() -> Console:
     """The console of hil's tables. Their cells are text as found (a protocol's name, an instrument's reply), never
     rich markup: ``[/b]`` in one would be an error, and ``[bold]`` a style. A terminal's width folds their columns;
@@ -125,23 +133,22 @@ def _run(args: argparse.Namespace) -> int:
         from hil.store import EVENTS, SUMMARY, resume_command
 
     if (args.protocol is None) == (args.resume is None):
-        print("hil: error: give a protocol file, or --resume RUN (not both); see hil run --help", file=sys.stderr)
+        _stderr("hil: error: give a protocol file, or --resume RUN (not both); see hil run --help")
         return 2
     if args.resume is not None and (args.seed is not None or args.lab is not None):
-        print("hil: error: --seed and --lab choose a new run's; a resumed run keeps its own; see hil run --help",
-              file=sys.stderr)
+        _stderr("hil: error: --seed and --lab choose a new run's; a resumed run keeps its own; see hil run --help")
         return 2
     if args.protocol is not None and args.protocol.is_dir():  # a run folder, --resume forgotten?
         resume = f", and continues a run with: {resume_command(args.protocol)}" \
             if (args.protocol / EVENTS).exists() else ""
-        print(f"hil: error: {args.protocol} is a {'run ' if resume else ''}folder; hil run takes a protocol file "
-              f"(e.g. experiments/*.yaml){resume}", file=sys.stderr)
+        _stderr(f"hil: error: {args.protocol} is a {'run ' if resume else ''}folder; hil run takes a protocol file "
+                f"(e.g. experiments/*.yaml){resume}")
         return 2
     try:  # the progress bars go to stderr: stdout holds the run's folder and report alone, for a script to read
         store = run_protocol(args.protocol, lab_path=args.lab, seed=args.seed, resume=args.resume,
                              show_progress=not args.quiet)
     except Interrupted as stopped:
-        print(f"hil: {stopped}", file=sys.stderr)
+        _stderr(f"hil: {stopped}")
         return stopped.exit_status
     report = store.path / SUMMARY
     if store.finished_before is not None:  # a resume of a finished run: it ran nothing and wrote nothing
@@ -160,22 +167,22 @@ def _runs(args: argparse.Namespace) -> int:
 
     if not args.root.exists():  # no run made there yet, or hil runs from another folder than the runs'
         where = "" if args.root.is_absolute() else f" in the working directory, {Path.cwd()}"
-        print(f"hil: error: {args.root}: no such folder{where}; hil run makes it (a protocol's output.root, runs by "
-              "default), or give another with --root", file=sys.stderr)
+        _stderr(f"hil: error: {args.root}: no such folder{where}; hil run makes it (a protocol's output.root, runs by "
+                "default), or give another with --root")
         return 2
     if not args.root.is_dir():
-        print(f"hil: error: {args.root} is not a folder of runs; give one with --root", file=sys.stderr)
+        _stderr(f"hil: error: {args.root} is not a folder of runs; give one with --root")
         return 2
     try:  # one it cannot read: the runs' search finds none there, silently ("no runs")
         with os.scandir(args.root):
             is_run = (args.root / EVENTS).is_file()
     except OSError as error:
-        print(f"hil: error: {args.root}: cannot read the folder ({error.strerror or error}); fix its permissions, or "
-              "give another with --root", file=sys.stderr)
+        _stderr(f"hil: error: {args.root}: cannot read the folder ({error.strerror or error}); fix its permissions, or "
+                "give another with --root")
         return 2
     if is_run:  # a run folder: listing the runs inside it would show none
-        print(f"hil: error: {args.root} is a run folder; list it with the others: hil runs --root "
-              f"{shlex.quote(str(args.root.absolute().parent))}", file=sys.stderr)
+        _stderr(f"hil: error: {args.root} is a run folder; list it with the others: hil runs --root "
+                f"{shlex.quote(str(args.root.absolute().parent))}")
         return 2
     table = Table(title=f"Runs in {args.root}")
     for column in ("run", "protocol", "status", "device accuracy", "events"):
@@ -208,7 +215,7 @@ def _report(args: argparse.Namespace) -> int:
         said = (f"{args.run} is open in another hil process (pid {refused.pid}): above is its summary so far, written "
                 "nowhere; the process that has it open writes its report") if isinstance(refused, RunHeld) else \
             f"{refused.brief}: above is its summary, written nowhere"
-        print(f"hil: {said}", file=sys.stderr)
+        _stderr(f"hil: {said}")
         return 0
     try:
         print(write_report(store))
@@ -269,7 +276,7 @@ def _emulate(args: argparse.Namespace) -> int:
             while True:
                 time.sleep(0.2)
     except Terminated as stop:  # SIGTERM or SIGHUP: a stop, reported with its signal's status, not Ctrl-C's 0
-        print(f"hil: {args.driver} emulator stopped by {stop}", file=sys.stderr)  # no instrument to make safe
+        _stderr(f"hil: {args.driver} emulator stopped by {stop}")  # no instrument to make safe
         return 128 + stop.signum
     except KeyboardInterrupt:
         return 0
@@ -367,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         def one_line(message: Warning | str, category: type[Warning], *where: Any) -> None:
             """hil's warnings (a plugin's entry point ignored, say) as one line, as its errors are."""
             if issubclass(category, UserWarning):
-                print(f"hil: warning: {message}", file=sys.stderr)
+                _stderr(f"hil: warning: {message}")
             else:
                 python_shows(message, category, *where)
 
@@ -377,9 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _say(error: HilError) -> None:
     """A mistake or a failure on stderr: its line, then what to do next (a failed run: how to resume it)."""
-    print(f"hil: error: {error}", file=sys.stderr)
+    _stderr(f"hil: error: {error}")
     for note in getattr(error, "__notes__", ()):
-        print(f"hil: {note}", file=sys.stderr)
+        _stderr(f"hil: {note}")
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -401,10 +408,10 @@ def _main(argv: Sequence[str] | None) -> int:
             _say(error)
             return 2
         except Terminated as stop:
-            print(f"hil: stopped by {stop}; {stopped}", file=sys.stderr)
+            _stderr(f"hil: stopped by {stop}; {stopped}")
             return 128 + stop.signum
         except KeyboardInterrupt:
-            print(f"hil: interrupted; {stopped}", file=sys.stderr)
+            _stderr(f"hil: interrupted; {stopped}")
             return 130
         except BrokenPipeError:  # the output's reader quit (hil check x.yaml | head -c 1): stop quietly, as rich does
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
@@ -413,7 +420,7 @@ def _main(argv: Sequence[str] | None) -> int:
             if error.filename is None:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             what = "cannot write standard output" if error.filename is None else str(error.filename)
-            print(f"hil: error: {what} ({error.strerror or error})", file=sys.stderr)
+            _stderr(f"hil: error: {what} ({error.strerror or error})")
             return 1
 
 

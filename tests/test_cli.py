@@ -1274,6 +1274,16 @@ def test_a_run_with_its_stderr_closed_runs_without_progress_bars(tmp_path: Path)
     assert result.stdout == f"run folder: {run}\nreport:     {run / 'report' / 'summary.md'}\n"
 
 
+def test_a_command_with_its_stderr_closed_says_its_errors_nowhere_rather_than_on_stdout(tmp_path: Path) -> None:
+    """`hil check lab.yaml missing.yaml 2>&- > passed.txt`: print's stream of None is stdout, so the error line meant
+    for stderr went among the lines of the files that passed, which a script reads there."""
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "check", str(REPO / "lab.yaml"),
+                             str(tmp_path / "missing.yaml")], cwd=REPO, stdout=subprocess.PIPE, text=True, timeout=120,
+                            preexec_fn=lambda: os.close(2))
+    assert result.returncode == 2
+    assert [line.split(": OK")[0] for line in result.stdout.splitlines()] == [str(REPO / "lab.yaml")]
+
+
 @pytest.mark.parametrize(("signum", "said"), [(signal.SIGINT, "hil: interrupted"),
                                               (signal.SIGTERM, "hil: stopped by SIGTERM")])
 def test_check_stopped_says_it_changed_nothing_on_the_instruments(tmp_path: Path, signum: int, said: str) -> None:
