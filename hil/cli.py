@@ -91,7 +91,7 @@ def _check(args: argparse.Namespace) -> int:
     failed = False
     for file in args.files:
         try:
-            print(_checked(file, args.lab))
+            print(_checked(file, args.lab), flush=True)  # in order with the errors, where both go to one log
         except HilError as error:
             _say(error)
             failed = True

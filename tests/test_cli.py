@@ -1274,6 +1274,20 @@ def test_a_run_with_its_stderr_closed_runs_without_progress_bars(tmp_path: Path)
     assert result.stdout == f"run folder: {run}\nreport:     {run / 'report' / 'summary.md'}\n"
 
 
+def test_check_of_several_files_into_one_log_says_them_in_the_order_given(tmp_path: Path) -> None:
+    """`hil check a.yaml b.yaml c.yaml > log 2>&1` in CI: the lines of the files that passed were held in stdout's
+    buffer until hil ended, so every error came first, and the log read in another order than the files."""
+    missing = tmp_path / "missing.yaml"
+    buffered = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # as a CI job runs it
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "check", str(REPO / "lab.yaml"), str(missing), PROTOCOL],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+                            env=buffered)
+    assert result.returncode == 2
+    said = [line.split(": OK")[0].removeprefix("hil: error: ").split(": file not found")[0]
+            for line in result.stdout.splitlines()]
+    assert said == [str(REPO / "lab.yaml"), str(missing), PROTOCOL]
+
+
 def test_a_command_with_its_stderr_closed_says_its_errors_nowhere_rather_than_on_stdout(tmp_path: Path) -> None:
     """`hil check lab.yaml missing.yaml 2>&- > passed.txt`: print's stream of None is stdout, so the error line meant
     for stderr went among the lines of the files that passed, which a script reads there."""
