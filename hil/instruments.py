@@ -57,6 +57,9 @@ def _reported(hook: Any) -> Any:
 
 #: The instruments connected and not closed yet, in the order they connected (`_close_at_exit`).
 _CONNECTED: weakref.WeakValueDictionary[int, Instrument] = weakref.WeakValueDictionary()
+#: Those of them that a lab built on a bench (`Instrument.held_until_closed`), held until closed: one dropped
+#: unclosed (by a script's function that opened a lab and returned) still sources, and is made safe at exit.
+_HELD: dict[int, Instrument] = {}
 _connections = itertools.count()
 
 
@@ -78,10 +81,15 @@ def _close_at_exit() -> None:
                               f"({type(error).__name__}: {error_reason(error)})", stacklevel=1)
 
 
+def _forget_connections() -> None:
+    """In a forked process, which holds none of its parent's connections: its exit must not send the parent's
+    instruments to their safe state (a helper's ``sys.exit`` would switch off the output its parent is measuring)."""
+    _CONNECTED.clear()
+    _HELD.clear()
+
+
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    # a forked process holds none of its parent's connections: its exit must not send the parent's instruments to
-    # their safe state (a helper's ``sys.exit`` would switch off the output its parent is measuring)
-    os.register_at_fork(after_in_child=_CONNECTED.clear)
+    os.register_at_fork(after_in_child=_forget_connections)
 
 
 class Instrument(ABC):
@@ -93,6 +101,10 @@ class Instrument(ABC):
 
     #: What the instrument is, as named in tables and snapshots ("analog output", "camera", ...).
     capability: ClassVar[str] = "instrument"
+    #: Whether the instrument is kept, once connected, until it is closed (`_close_at_exit`): a lab sets it on its
+    #: bench instruments, whose devices go on with their outputs where the instrument is dropped unclosed (a
+    #: simulator or an emulator goes with it).
+    held_until_closed: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A driver's ``_..._hw`` hooks, its own and its mixins' (`ScpiDriver`'s), raise a `DeviceError` naming the
@@ -201,6 +213,7 @@ class Instrument(ABC):
         finally:
             self._connected = False
             _CONNECTED.pop(self._connection, None)
+            _HELD.pop(self._connection, None)
             self._close_hw()
 
     def _track_connection(self) -> None:
@@ -211,6 +224,8 @@ class Instrument(ABC):
         atexit.register(_close_at_exit)
         self._connection = next(_connections)
         _CONNECTED[self._connection] = self
+        if self.held_until_closed:
+            _HELD[self._connection] = self
 
     def __repr__(self) -> str:
         """``<Keithley2450 'smu': source-measure unit, connected>``."""

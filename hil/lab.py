@@ -429,6 +429,7 @@ class Lab:
             transport.owner = name  # its errors, and its lines in a traffic log other instruments share, name it
             self._transports[name] = transport
             instrument = cls(transport, **common)
+            instrument.held_until_closed = name not in self._servers  # a bench's: its output outlives the object
             if name in self._servers:
                 # an emulator serves its instrument for as long as the lab is not closed and the instrument is kept:
                 # one taken from a lab dropped unclosed (``smu = Lab.load(...).open()["smu"]``) still works, and one

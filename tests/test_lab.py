@@ -767,6 +767,35 @@ def test_python_exiting_with_the_lab_open_leaves_the_bench_safe(tmp_path: Path) 
     assert emulator.output is False and emulator.level["VOLT"] == 0.0
 
 
+def test_a_bench_instrument_dropped_unclosed_is_left_safe_as_python_exits(tmp_path: Path) -> None:
+    """A script whose function opened the lab, set the SMU to 1 V and returned without closing it dropped the lab and
+    its instruments, which the exit hook then no longer knew: the bench SMU went on sourcing 1 V after Python exited.
+    A bench instrument is held until it is closed, so that the exit still makes it safe."""
+    emulator = Keithley2450Emulator(load_ohm=1000.0)
+    with TcpServer(emulator) as server:
+        path = write(tmp_path, f"""
+            instruments:
+              smu: {{driver: keithley_2450, resource: "{server.resource}"}}
+        """)
+        script = textwrap.dedent("""
+            import gc, sys
+            from hil.lab import Lab
+
+            def measure():
+                smu = Lab.load(sys.argv[1]).open()["smu"]
+                smu.configure("voltage", compliance=0.001)
+                smu.set_output(True)
+                smu.set_level(1.0)
+
+            measure()
+            gc.collect()
+        """)
+        done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120,
+                              cwd=REPO)
+        assert (done.returncode, done.stderr) == (0, "")
+    assert emulator.output is False and emulator.level["VOLT"] == 0.0
+
+
 def test_a_forked_process_ending_leaves_its_parents_instruments_as_they_are(tmp_path: Path) -> None:
     """A process forked from one with a lab open (``os.fork()`` for a helper that then exits normally) ran the exit
     hook on the instruments it inherited: its exit put the parent's bench SMU in its safe state, switching off the
