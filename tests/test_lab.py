@@ -742,28 +742,35 @@ def test_a_second_lab_of_this_process_may_not_open_a_bench_instrument_the_first_
             assert second["smu"].connected and emulator.output is False
 
 
-def test_python_exiting_with_the_lab_open_leaves_the_bench_safe(tmp_path: Path) -> None:
-    """A script, or a notebook's kernel shut down, that opened a lab and never closed it left a bench SMU sourcing
-    1 V as Python exited: nothing put it in its safe state. The interpreter's exit now closes what is connected."""
+def _script_on_a_bench_smu(tmp_path: Path, script: str) -> tuple[Keithley2450Emulator,
+                                                                 subprocess.CompletedProcess[str]]:
+    """Run the Python ``script`` in a new interpreter, given as ``sys.argv[1]`` a lab file whose ``smu`` is a 2450
+    emulator served by this process: the emulator (as the script's process left it on ending) and the process."""
     emulator = Keithley2450Emulator(load_ohm=1000.0)
     with TcpServer(emulator) as server:
         path = write(tmp_path, f"""
             instruments:
               smu: {{driver: keithley_2450, resource: "{server.resource}"}}
         """)
-        script = textwrap.dedent("""
-            import sys
-            from hil.lab import Lab
-            smu = Lab.load(sys.argv[1]).open()["smu"]
-            smu.configure("voltage", compliance=0.001)
-            smu.set_output(True)
-            smu.set_level(1.0)
-            print(smu.connected)
-        """)
-        done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120,
-                              cwd=REPO)
-        assert done.returncode == 0 and done.stdout.split() == ["True"], done.stderr
-        assert done.stderr == ""
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(script), str(path)], capture_output=True,
+                              text=True, timeout=120, cwd=REPO)
+    return emulator, done
+
+
+def test_python_exiting_with_the_lab_open_leaves_the_bench_safe(tmp_path: Path) -> None:
+    """A script, or a notebook's kernel shut down, that opened a lab and never closed it left a bench SMU sourcing
+    1 V as Python exited: nothing put it in its safe state. The interpreter's exit now closes what is connected."""
+    emulator, done = _script_on_a_bench_smu(tmp_path, """
+        import sys
+        from hil.lab import Lab
+        smu = Lab.load(sys.argv[1]).open()["smu"]
+        smu.configure("voltage", compliance=0.001)
+        smu.set_output(True)
+        smu.set_level(1.0)
+        print(smu.connected)
+    """)
+    assert done.returncode == 0 and done.stdout.split() == ["True"], done.stderr
+    assert done.stderr == ""
     assert emulator.output is False and emulator.level["VOLT"] == 0.0
 
 
@@ -771,28 +778,20 @@ def test_a_bench_instrument_dropped_unclosed_is_left_safe_as_python_exits(tmp_pa
     """A script whose function opened the lab, set the SMU to 1 V and returned without closing it dropped the lab and
     its instruments, which the exit hook then no longer knew: the bench SMU went on sourcing 1 V after Python exited.
     A bench instrument is held until it is closed, so that the exit still makes it safe."""
-    emulator = Keithley2450Emulator(load_ohm=1000.0)
-    with TcpServer(emulator) as server:
-        path = write(tmp_path, f"""
-            instruments:
-              smu: {{driver: keithley_2450, resource: "{server.resource}"}}
-        """)
-        script = textwrap.dedent("""
-            import gc, sys
-            from hil.lab import Lab
+    emulator, done = _script_on_a_bench_smu(tmp_path, """
+        import gc, sys
+        from hil.lab import Lab
 
-            def measure():
-                smu = Lab.load(sys.argv[1]).open()["smu"]
-                smu.configure("voltage", compliance=0.001)
-                smu.set_output(True)
-                smu.set_level(1.0)
+        def measure():
+            smu = Lab.load(sys.argv[1]).open()["smu"]
+            smu.configure("voltage", compliance=0.001)
+            smu.set_output(True)
+            smu.set_level(1.0)
 
-            measure()
-            gc.collect()
-        """)
-        done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120,
-                              cwd=REPO)
-        assert (done.returncode, done.stderr) == (0, "")
+        measure()
+        gc.collect()
+    """)
+    assert (done.returncode, done.stderr) == (0, "")
     assert emulator.output is False and emulator.level["VOLT"] == 0.0
 
 
@@ -800,29 +799,21 @@ def test_a_forked_process_ending_leaves_its_parents_instruments_as_they_are(tmp_
     """A process forked from one with a lab open (``os.fork()`` for a helper that then exits normally) ran the exit
     hook on the instruments it inherited: its exit put the parent's bench SMU in its safe state, switching off the
     1 V the parent went on measuring. An instrument is closed at exit by the process that connected it alone."""
-    emulator = Keithley2450Emulator(load_ohm=1000.0)
-    with TcpServer(emulator) as server:
-        path = write(tmp_path, f"""
-            instruments:
-              smu: {{driver: keithley_2450, resource: "{server.resource}"}}
-        """)
-        script = textwrap.dedent("""
-            import os, sys
-            from hil.lab import Lab
-            smu = Lab.load(sys.argv[1]).open()["smu"]
-            smu.configure("voltage", compliance=0.01)
-            smu.set_output(True)
-            smu.set_level(1.0)
-            child = os.fork()
-            if child == 0:
-                sys.exit(0)
-            os.waitpid(child, 0)
-            print(smu.measure().voltage_v[0])
-        """)
-        done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120,
-                              cwd=REPO)
-        assert done.returncode == 0, done.stderr
-        assert float(done.stdout) == pytest.approx(1.0)  # the child's exit sent the parent's SMU nothing
+    emulator, done = _script_on_a_bench_smu(tmp_path, """
+        import os, sys
+        from hil.lab import Lab
+        smu = Lab.load(sys.argv[1]).open()["smu"]
+        smu.configure("voltage", compliance=0.01)
+        smu.set_output(True)
+        smu.set_level(1.0)
+        child = os.fork()
+        if child == 0:
+            sys.exit(0)
+        os.waitpid(child, 0)
+        print(smu.measure().voltage_v[0])
+    """)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) == pytest.approx(1.0)  # the child's exit sent the parent's SMU nothing
     assert emulator.output is False and emulator.level["VOLT"] == 0.0  # the parent's exit made it safe
 
 
