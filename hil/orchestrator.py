@@ -114,9 +114,11 @@ class _StopFlag:
             raise KeyboardInterrupt
         self.requested = True
         # said at once, as a step may last minutes (a collection, a twin fit); os.write, which a signal handler may
-        # call while the interrupted code is itself writing to stderr
-        os.write(2, b"hil: stopping after the current step or training batch, with a checkpoint (Ctrl-C again stops "
-                    b"at once)\n")
+        # call while the interrupted code is itself writing to stderr. Not where hil started with its stderr closed
+        # (2>&-, sys.stderr None): descriptor 2 is then the first file the run opened, its event log or a data file
+        if sys.stderr is not None:
+            os.write(2, b"hil: stopping after the current step or training batch, with a checkpoint (Ctrl-C again "
+                        b"stops at once)\n")
 
     def installed(self) -> contextlib.AbstractContextManager[None]:
         """Within the block, Ctrl-C reaches this flag (only in the main thread)."""

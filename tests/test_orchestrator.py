@@ -1924,6 +1924,20 @@ def test_the_first_ctrl_c_says_that_the_run_will_stop_after_its_step(capfd: pyte
                                       "(Ctrl-C again stops at once)\n")
 
 
+def test_the_first_ctrl_c_writes_nothing_where_hil_started_with_its_stderr_closed(
+        capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started with ``2>&-``, Python has no sys.stderr and descriptor 2 goes to the first file opened: the stop line
+    written to descriptor 2 went into that file (in a run, its event log or a data file). Here descriptor 2 is the
+    fixture's file, standing for it."""
+    from hil.orchestrator import _StopFlag
+
+    monkeypatch.setattr(sys, "stderr", None)
+    flag = _StopFlag()
+    with flag.installed():
+        signal.raise_signal(signal.SIGINT)
+    assert flag.requested and capfd.readouterr().err == ""
+
+
 @pytest.mark.parametrize("lr", [0.002, 0.02])
 def test_the_twin_fit_bar_ends_full_saying_where_the_fit_stopped(tmp_path: Path, capsys, lr: float) -> None:
     """A fit that stopped early left its bar short of the epochs asked for, with no word why. At 0.002 an epoch
