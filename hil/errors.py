@@ -104,6 +104,18 @@ class InterlockError(HilError):
     """A safety or quality interlock tripped (saturation, compliance, laser power, twin drift)."""
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (a library's, torch's or a plugin's, may span several), or its type where
+    it has none."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def with_type(error: BaseException) -> str:
+    """An exception's type and message, on one line: ``ZeroDivisionError: integer modulo by zero``."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 def error_reason(error: BaseException) -> str:
     """The first sentence of a library error's message (torch's run to paragraphs), or its type if it has none."""
     text = str(error).strip()

@@ -26,7 +26,7 @@ from typing import Any, Literal, NoReturn, Union
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
 from hil.config import Seed, Strict, UserPath, YamlDocument, explain, got, shown
-from hil.errors import ConfigError, DeviceError, HilError, InstrumentBusy, signals_held
+from hil.errors import ConfigError, DeviceError, HilError, InstrumentBusy, one_line, signals_held, with_type
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
@@ -94,17 +94,6 @@ def first_not_finite(value: Any, where: tuple[str | int, ...] = ()) -> tuple[tup
 def _takes_any_keyword(parameters: collections.abc.Mapping[str, inspect.Parameter]) -> bool:
     """Whether a signature's parameters end with ``**kwargs``."""
     return any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-
-
-def _one_line(error: BaseException) -> str:
-    """An exception's message on one line (torch's argument errors span several)."""
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _named(error: BaseException) -> str:
-    """An exception's type and message, on one line: ``ZeroDivisionError: integer modulo by zero``."""
-    message = " ".join(str(error).split())
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 class LimitConfig(Strict):
@@ -272,11 +261,11 @@ class Lab:
     def _settings_error(self, error: BaseException, location: tuple[str, ...]) -> ConfigError:
         """The `ConfigError`, at ``location``, for an exception a class raised while built from its settings."""
         if isinstance(error, OverflowError):  # a setting too large for the arithmetic the class does with it
-            return self._error(f"a value is too large ({_one_line(error)}); give smaller settings", location)
+            return self._error(f"a value is too large ({one_line(error)}); give smaller settings", location)
         if isinstance(error, MemoryError) or "allocate" in str(error):
             return self._error(f"a value is too large: building with it needs more memory than this machine has "
-                               f"({_named(error)}); give smaller settings", location)
-        return self._error(_one_line(error) if isinstance(error, TypeError | ValueError) else _named(error), location)
+                               f"({with_type(error)}); give smaller settings", location)
+        return self._error(one_line(error) if isinstance(error, TypeError | ValueError) else with_type(error), location)
 
     def _error(self, message: str, location: tuple[str | int, ...]) -> ConfigError:
         if self.document is not None:
@@ -324,7 +313,7 @@ class Lab:
             raise self._error(error.detail, (*where, *field)) from None
         except BUILD_ERRORS as error:  # a value its Config allows, but the simulation cannot work with
             raise self._error(f"the {config.preset} {config.kind} cannot be simulated with this config "
-                              f"({_named(error)}); give values of a size a bench could "
+                              f"({with_type(error)}); give values of a size a bench could "
                               "have", (*where, "config")) from None
 
     def _build_system(self, name: str, config: SystemConfig) -> PhysicalSystem:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from hil.config import shown
-from hil.errors import ConfigError, LimitError
+from hil.errors import ConfigError, LimitError, one_line
 
 #: The fields a lab file may set on a limit.
 LIMIT_FIELDS = ("min", "max", "max_step", "ramp_rate")
@@ -102,7 +102,7 @@ def _not_numbers(error: Exception, what: str) -> LimitError:
     if "inhomogeneous" in str(error):
         return LimitError(f"{what}: a ragged list (rows of different lengths, or a list among numbers) refused; give "
                           "numbers, or rows of one length")
-    return LimitError(f"{what}: not numbers ({' '.join(str(error).split())})")
+    return LimitError(f"{what}: not numbers ({one_line(error)})")
 
 
 def real_number(value: Any) -> float:

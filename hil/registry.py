@@ -28,7 +28,7 @@ from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
 from hil.config import shown
-from hil.errors import ConfigError, raised_at
+from hil.errors import ConfigError, raised_at, with_type
 from hil.instruments import Instrument
 
 BUILTIN: dict[str, dict[str, str]] = {
@@ -102,9 +102,7 @@ def load_target(target: str) -> Any:
             found = getattr(found, part)
         return found
     except Exception as error:  # an import error, or any error raised while importing the module
-        said = " ".join(str(error).split())  # one line: a module's own error may span several
-        raise ConfigError(f"{target} cannot be loaded: {type(error).__name__}: {said}{_where_in(module_name, error)}") \
-            from error
+        raise ConfigError(f"{target} cannot be loaded: {with_type(error)}{_where_in(module_name, error)}") from error
 
 
 def _where_in(module_name: str, error: BaseException) -> str:
