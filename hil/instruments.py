@@ -1118,7 +1118,8 @@ class CrossbarArray(Instrument):
 
     ``program`` writes target conductances (siemens, within ``conductance_s``); ``read`` applies many input
     vectors of row voltages (batch × rows, within ``read_voltage_v``) and returns the column currents
-    (batch × cols, amperes), in one round trip.
+    (batch × cols, amperes), in one round trip; ``read_pairs`` returns the differences of adjacent column pairs
+    (batch × pairs, amperes), the read-out of weights held as device pairs.
     """
 
     capability = "crossbar array"
@@ -1140,13 +1141,25 @@ class CrossbarArray(Instrument):
 
     def read(self, voltages_v: Any) -> Any:
         """Column currents (batch × cols, A) for row voltages (batch × rows, V)."""
+        return self._read_hw(self._checked_voltages(voltages_v))
+
+    def read_pairs(self, voltages_v: Any, pairs: int) -> Any:
+        """Differential read-out of the first ``pairs`` column pairs: ``I_2j − I_2j+1`` (batch × pairs, A) for row
+        voltages (batch × rows, V), the output of weights held as device pairs on adjacent columns."""
+        if not (type(pairs) is int or isinstance(pairs, np.integer)) or not 1 <= pairs <= self.shape[1] // 2:  # no bool
+            raise LimitError(f"{self.name}: a differential read takes 1..{self.shape[1] // 2} column pairs "
+                             f"({self.shape[1]} columns), got {pairs!r}")
+        return self._read_pairs_hw(self._checked_voltages(voltages_v), int(pairs))
+
+    def _checked_voltages(self, voltages_v: Any) -> Any:
+        """Read voltages (batch × rows) as `read` takes them, refused outside the shape, batch and limits."""
         self._require_connected()
         voltages_v = _as_array(voltages_v, self.name, "read voltages")
         _check_shape(self.name, "read voltages", voltages_v, (None, self.shape[0]))
         vectors = voltages_v.shape[0]  # not len(): a Python-level method on a tensor
         if not 1 <= vectors <= self.max_batch:
             raise LimitError(f"{self.name}: a read takes 1..{self.max_batch} vectors, got {vectors}")
-        return self._read_hw(self._check_array("read_voltage_v", voltages_v, "read voltage"))
+        return self._check_array("read_voltage_v", voltages_v, "read voltage")
 
     def _safe_state_hw(self) -> None:
         """Conductances are non-volatile and row drivers idle at 0 V between reads: nothing to undo."""
@@ -1158,3 +1171,20 @@ class CrossbarArray(Instrument):
     @abstractmethod
     def _read_hw(self, voltages_v: Any) -> Any:
         """Column currents (batch × cols, A) for row voltages (batch × rows, V, within the limits)."""
+
+    def _read_pairs_hw(self, voltages_v: Any, pairs: int) -> Any:
+        """``I_2j − I_2j+1`` (batch × pairs, A) for row voltages (within the limits). Default: every column read
+        (`_read_hw`), then subtracted; a chip that subtracts its pairs before digitising them, or a simulator that
+        can compute the differences alone, overrides it."""
+        currents = self._read_hw(voltages_v)
+        expected = (voltages_v.shape[0], self.shape[1])
+        if tuple(getattr(currents, "shape", ())) != expected:
+            try:
+                currents = np.asarray(currents, dtype=float)
+            except (TypeError, ValueError):
+                raise DeviceError(f"{self.name}: a read returned {type(currents).__name__}, not column currents; fix "
+                                  "the driver's _read_hw") from None
+            if currents.shape != expected:
+                raise DeviceError(f"{self.name}: a read returned shape {tuple(currents.shape)}, expected "
+                                  f"{expected[0]}×{expected[1]} column currents; fix the driver's _read_hw")
+        return currents[:, 0:2 * pairs:2] - currents[:, 1:2 * pairs:2]

@@ -554,3 +554,16 @@ class CrossbarArrayContract(InstrumentContract):
     def test_conductance_outside_limits_is_refused(self, instrument: CrossbarArray) -> None:
         with pytest.raises(LimitError):
             instrument.program(np.full(instrument.shape, instrument.limits["conductance_s"].max * 2))
+
+    def test_differential_read_gives_a_current_per_column_pair(self, instrument: CrossbarArray) -> None:
+        limit = instrument.limits["conductance_s"]
+        instrument.program(np.full(instrument.shape, (limit.min + limit.max) / 2))
+        voltages = np.full((5, instrument.shape[0]), 0.5 * instrument.limits["read_voltage_v"].max)
+        pairs = instrument.shape[1] // 2
+        assert tuple(instrument.read_pairs(voltages, pairs).shape) == (5, pairs)
+        assert tuple(instrument.read_pairs(voltages, 1).shape) == (5, 1)
+        for bad in (0, pairs + 1, True, 1.0):
+            with pytest.raises(LimitError, match=instrument.name):
+                instrument.read_pairs(voltages, bad)
+        with pytest.raises(LimitError, match=instrument.name):
+            instrument.read_pairs(voltages * 4 * instrument.limits["read_voltage_v"].max / voltages.max(), pairs)

@@ -19,7 +19,9 @@ The noiseless physics is `hil.physics.crossbar`; this module adds the non-ideali
 A read is two matrix products: the mean currents ``V @ G_eff`` and the read-noise variance ``V² @ σ²``, which
 gives the exact output distribution of independent per-device Gaussian noise without a batch × rows × cols
 tensor. ``G_eff`` and ``σ²`` are recomputed after programming, and while the array drifts whenever drift has
-changed the conductances by more than `DRIFT_TOLERANCE` since they were last computed.
+changed the conductances by more than `DRIFT_TOLERANCE` since they were last computed. A differential read of
+column pairs (``read_pairs``) digitises each column and subtracts; where the column ADCs neither round nor clip
+(``ideal``), it is the same products with each pair's columns subtracted (G) and added (σ²), half as wide.
 Device time: write-verify per device when programming; integration and conversion per input vector when
 reading; a host round trip per call.
 """
@@ -27,7 +29,7 @@ reading; a host round trip per call.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
 import torch
@@ -234,6 +236,23 @@ class _ReadState:
     offset: torch.Tensor | None  # cols, or None where every column's offset is 0
     noise_var: torch.Tensor | None  # rows × cols: read-noise variance per unit log-time factor, or None
     output_var: torch.Tensor  # cols
+    _paired: dict[int, _ReadState] = field(default_factory=dict)
+
+    def paired(self, pairs: int) -> _ReadState:
+        """The state of a read of the first ``pairs`` column pairs' differences ``I_2j − I_2j+1``: the weights and
+        offsets subtracted, the (independent) noise variances added. Kept with this state."""
+        state = self._paired.get(pairs)
+        if state is None:
+            def difference(t: torch.Tensor) -> torch.Tensor:
+                return (t[..., 0:2 * pairs:2] - t[..., 1:2 * pairs:2]).contiguous()
+
+            def total(t: torch.Tensor) -> torch.Tensor:
+                return (t[..., 0:2 * pairs:2] + t[..., 1:2 * pairs:2]).contiguous()
+
+            state = self._paired[pairs] = _ReadState(
+                weights=difference(self.weights), offset=None if self.offset is None else difference(self.offset),
+                noise_var=None if self.noise_var is None else total(self.noise_var), output_var=total(self.output_var))
+        return state
 
 
 class MemristorCrossbar(World):
@@ -426,7 +445,38 @@ class MemristorCrossbar(World):
         """Column currents (batch × cols, A) for row voltages (batch × rows, V), noise and converters included."""
         voltages = torch.as_tensor(voltages_v, dtype=torch.float32)
         now = self.clock.now()
-        state = self._read_state(now)
+        currents = self._analog_read(voltages, self._read_state(now), now)
+        converters = self.config.converters
+        if converters.adc_bits is not None:
+            currents.round_()
+            if converters.adc_clip:
+                top = 2 ** (converters.adc_bits - 1)
+                currents.clamp_(-top, top - 1)
+            currents.mul_(self._adc_step())
+        elif converters.adc_clip:
+            limit = converters.adc_range_v / converters.tia_gain_ohm
+            currents.clamp_(-limit, limit)
+        self._count_read(voltages)
+        return currents
+
+    def read_pairs(self, voltages_v: Any, pairs: int) -> torch.Tensor:
+        """``I_2j − I_2j+1`` (batch × pairs, A) for row voltages (batch × rows, V): every column read and digitised,
+        then subtracted. Where the column ADCs neither round nor clip, the differences alone are computed: one matmul
+        of half the width, with the per-column noises drawn as one Gaussian per pair of their summed variance, the
+        same distribution (in another draw of the world's generator than `read`'s)."""
+        converters = self.config.converters
+        if converters.adc_bits is not None or converters.adc_clip:
+            currents = self.read(voltages_v)
+            return currents[:, 0:2 * pairs:2] - currents[:, 1:2 * pairs:2]
+        voltages = torch.as_tensor(voltages_v, dtype=torch.float32)
+        now = self.clock.now()
+        currents = self._analog_read(voltages, self._read_state(now).paired(pairs), now)
+        self._count_read(voltages)
+        return currents
+
+    def _analog_read(self, voltages: torch.Tensor, state: _ReadState, now: float) -> torch.Tensor:
+        """The read-out's analog output (batch × state's columns, ADC units) for row voltages (batch × rows, V):
+        row DAC rounding, the currents, read noise and amplifier noise."""
         converters = self.config.converters
         # The temporaries are the world's buffers (`_scratch`): fresh, the 4 MB of a read of 4096 vectors were
         # faulted in anew at every read (1120 page faults; a realistic forward pass took 3.9 ms against 2.7 ms).
@@ -444,18 +494,12 @@ class MemristorCrossbar(World):
         elif self.config.shot.output_noise_a > 0:
             noise = self._scratch("noise", currents.shape).normal_(generator=self.rng)
             currents.addcmul_(state.output_var.sqrt(), noise)
-        if converters.adc_bits is not None:
-            currents.round_()
-            if converters.adc_clip:
-                top = 2 ** (converters.adc_bits - 1)
-                currents.clamp_(-top, top - 1)
-            currents.mul_(self._adc_step())
-        elif converters.adc_clip:
-            limit = converters.adc_range_v / converters.tia_gain_ohm
-            currents.clamp_(-limit, limit)
+        return currents
+
+    def _count_read(self, voltages: torch.Tensor) -> None:
+        """A read's device time: the host round trip, and integration and conversion per input vector."""
         timing = self.config.timing
         self.clock.sleep(timing.call_overhead_s + voltages.shape[0] * timing.read_time_per_vector_s)
-        return currents
 
 
 class SimulatedCrossbar(SimulatedInstrument, CrossbarArray):
@@ -482,6 +526,9 @@ class SimulatedCrossbar(SimulatedInstrument, CrossbarArray):
 
     def _read_hw(self, voltages_v: Any) -> torch.Tensor:
         return self.crossbar.read(voltages_v)
+
+    def _read_pairs_hw(self, voltages_v: Any, pairs: int) -> torch.Tensor:
+        return self.crossbar.read_pairs(voltages_v, pairs)
 
     def _snapshot_hw(self) -> dict[str, Any]:
         return {**super()._snapshot_hw(), "shape": list(self.shape), "max_batch": self.max_batch}

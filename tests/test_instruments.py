@@ -20,7 +20,7 @@ from drivers.keithley2450 import Keithley2450
 from drivers.keysight_33500b import Keysight33500B
 from hil.clock import VirtualClock
 from hil.errors import DeviceError, FramesDropped, LimitError
-from hil.instruments import Readings, SourceMeter
+from hil.instruments import CrossbarArray, Readings, SourceMeter
 from hil.testing import Exchange, ProtocolTransport, expected_protocol
 from hil.transport import VisaTransport
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
@@ -360,6 +360,46 @@ def test_reads_and_programs_of_the_wrong_shape_are_refused(crossbar: SimulatedCr
     for conductances in (np.zeros((cols, rows)), np.zeros((rows, cols + 1)), np.zeros(rows * cols)):
         with pytest.raises(LimitError, match="conductances has shape"):
             crossbar.program(conductances)
+
+
+class ListCrossbar(CrossbarArray):
+    """A bench crossbar whose driver reads every column and returns the currents as it has them (here: lists)."""
+
+    shape = (3, 4)
+
+    def _identify_hw(self) -> str:
+        return "list crossbar"
+
+    def _program_hw(self, conductances_s) -> None:
+        self.conductances_s = np.asarray(conductances_s, dtype=float)
+
+    def _read_hw(self, voltages_v):
+        return (np.asarray(voltages_v) @ self.conductances_s).tolist()
+
+
+def test_a_drivers_differential_read_reads_every_column_and_subtracts_the_pairs() -> None:
+    with ListCrossbar(name="xbar") as crossbar:
+        conductances = np.array([[1, 2, 3, 5], [7, 11, 13, 17], [19, 23, 29, 31]]) * 1e-6
+        crossbar.program(conductances)
+        voltages = np.array([[0.1, -0.2, 0.3], [0.0, 0.1, 0.2]])
+        currents = voltages @ conductances
+        np.testing.assert_allclose(crossbar.read_pairs(voltages, 2), currents[:, 0::2] - currents[:, 1::2])
+        np.testing.assert_allclose(crossbar.read_pairs(voltages, 1), currents[:, :1] - currents[:, 1:2])
+
+
+@pytest.mark.parametrize(("reply", "refusal"), [
+    ("garbage", r"^xbar: a read returned str, not column currents; fix the driver's _read_hw$"),
+    ([[1.0, 2.0]] * 2, r"^xbar: a read returned shape \(2, 2\), expected 2×4 column currents; fix the driver's "
+                       r"_read_hw$"),
+    ([[1.0, "x"]], r"^xbar: a read returned list, not column currents; fix the driver's _read_hw$"),
+])
+def test_a_drivers_read_of_the_wrong_shape_is_refused_by_the_differential_read_naming_it(reply, refusal) -> None:
+    class Misreading(ListCrossbar):
+        def _read_hw(self, voltages_v):
+            return reply
+
+    with Misreading(name="xbar") as crossbar, pytest.raises(DeviceError, match=refusal):
+        crossbar.read_pairs(np.zeros((2, 3)), 2)
 
 
 # -- SourceMeter ---------------------------------------------------------------------------------------------

@@ -235,7 +235,7 @@ class PhysicalSystem(ABC):
             if value.is_complex():  # its cast to float32 would drop the imaginary part
                 raise LimitError(f"system {self.name!r}: {label} is complex ({value.dtype}); give real numbers")
             value = value.to(torch.float32)
-        tensor = value.detach()
+        tensor = value.detach() if value.requires_grad else value  # detach(): 1 µs a call
         if len(shape) == 2 and tensor.dim() == 1 and tensor.shape[0] == shape[1]:  # one input, not a batch of one
             raise LimitError(f"system {self.name!r}: {label} has shape {tuple(tensor.shape)}, expected "
                              f"{_shape_text(shape)}; give one input as a batch of one: {label}[None], of shape "

@@ -172,8 +172,8 @@ class CrossbarSystem(PhysicalSystem):
             crossbar.program(targets.clamp_(self.g_min_s, self.g_max_s))
             self._programmed = theta.clone()
             self.programmings += 1
-        currents = crossbar.read(_row_voltages(x, self._read_voltage, self.shape[0]))
-        return differential_output(torch.as_tensor(currents, dtype=torch.float32), self.n_out, self.full_scale_a)
+        differences = crossbar.read_pairs(_row_voltages(x, self._read_voltage, self.shape[0]), self.n_out)
+        return torch.as_tensor(differences, dtype=torch.float32).mul_(1 / self.full_scale_a)  # the read's: ours
 
     def rewrite_parameters(self) -> None:
         self._programmed = None

@@ -466,6 +466,48 @@ def test_same_seed_same_numbers_and_another_seed_another_chip() -> None:
     assert not torch.equal(y_a, y_c)
 
 
+# -- differential read ----------------------------------------------------------------------------------------------
+def test_differential_read_of_an_ideal_chip_is_the_difference_of_its_column_reads() -> None:
+    _, crossbar = make()
+    crossbar.program(uniform(crossbar.shape, 0, G_MAX, seed=1))
+    voltages = uniform((50, 64), -V_READ, V_READ, seed=2)
+    currents = crossbar.read(voltages)
+    differences = currents[:, 0::2] - currents[:, 1::2]
+    torch.testing.assert_close(crossbar.read_pairs(voltages, 32), differences, rtol=1e-5, atol=1e-10)
+    torch.testing.assert_close(crossbar.read_pairs(voltages, 3), differences[:, :3], rtol=1e-5, atol=1e-10)
+
+
+@pytest.mark.parametrize("preset", ["realistic", "harsh"])
+def test_differential_read_through_column_adcs_digitises_each_column_then_subtracts(preset: str) -> None:
+    reads = []
+    for differential in (True, False):
+        _, crossbar = make(preset, seed=4)
+        crossbar.program(uniform(crossbar.shape, 0, G_MAX, seed=1))
+        voltages = uniform((50, 64), -V_READ, V_READ, seed=2)
+        if differential:
+            reads.append(crossbar.read_pairs(voltages, 20))
+        else:
+            currents = crossbar.read(voltages)
+            reads.append(currents[:, 0:40:2] - currents[:, 1:40:2])
+    assert torch.equal(reads[0], reads[1])  # the same draws, the same ADC codes
+
+
+def test_differential_read_without_adcs_has_the_mean_and_noise_of_two_column_reads_subtracted() -> None:
+    # Computed as the pairs alone: one Gaussian per pair, of the two columns' variances added.
+    config = {"shot": {"read_noise_scale": 1.0, "output_noise_a": 0.3e-6},
+              "construction": {"column_gain_spread": 0.01, "column_offset_v": 1e-3}, "converters": {"dac_bits": 8}}
+    _, crossbar = make(**config)
+    crossbar.program(uniform(crossbar.shape, 0, G_MAX, seed=1))
+    voltages = uniform((1, 64), -V_READ, V_READ, seed=2).expand(4096, 64)
+    currents = crossbar.read(voltages)
+    subtracted = currents[:, 0::2] - currents[:, 1::2]
+    differences = crossbar.read_pairs(voltages, 32)
+    spread = subtracted.std(dim=0)
+    assert float(spread.min()) > 0.5e-6  # the amplifier noise of two columns, √2 · 0.3 µA, at the least
+    assert torch.allclose(differences.std(dim=0), spread, rtol=0.06)  # 4096 reads: standard error 1.1 %
+    assert torch.allclose(differences.mean(dim=0), subtracted.mean(dim=0), rtol=0, atol=float(4 * spread.max() / 45))
+
+
 @pytest.mark.parametrize("preset", ["realistic", "harsh"])
 def test_reads_of_other_sizes_in_turn_give_what_reads_into_fresh_buffers_give(preset: str) -> None:
     """A read keeps its temporaries in the world's buffers, of the last size or cut from a larger one: the numbers
