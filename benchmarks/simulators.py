@@ -7,8 +7,10 @@ For every system of the default lab (all simulated), with the given presets, in 
 - for the optical system, the ratio of its batched throughput to that of the raw ``torch.fft.fft2`` of the
   same batch of padded fields (batch × fft_size²), and to that of the two complex matmuls of the pruned lens
   that the simulator computes instead (A·E·Bᵀ over the camera window it reads); for the crossbar, to that of
-  the raw matmul of the same shapes (batch × rows @ rows × cols), and to that of the kernels a noisy read needs
-  at the least (the matmul, the read noise's variance matmul and one Gaussian draw per column). Goal: ≥ 0.5.
+  the raw matmul of the same shapes (batch × rows @ rows × cols), to that of the matmul of the column pairs'
+  differences alone (batch × rows @ rows × n_out), which is what a read through exact converters computes, and to
+  that of the kernels a noisy read needs at the least (the matmul, the read noise's variance matmul and one
+  Gaussian draw per column). Goal: ≥ 0.5.
 
 Every figure is the median of ``--repeats`` timings, the system and its raw kernel timed alternately, so the
 ratios are measured under the same load. θ is held fixed (a crossbar is programmed once, before timing).
@@ -51,8 +53,8 @@ def raw_kernels(system, batch: int) -> dict[str, Callable[[], object]]:
 
     Optical: the FFT of the zero-padded fields, and the pruned lens it is computed as (`hil.physics.optics`):
     the two complex matmuls A·E·Bᵀ of the fields with the DFT rows of the camera window read out. Crossbar: the
-    matmul; and, separately, the kernels a noisy read cannot do without: the matmul, the variance matmul of the
-    read noise and one Gaussian draw per column.
+    matmul of the tile; that of the column pairs' differences (half as wide); and, separately, the kernels a noisy
+    read cannot do without: the matmul, the variance matmul of the read noise and one Gaussian draw per column.
     """
     if system.kind == "optical":
         size = system.fft_size
@@ -73,7 +75,8 @@ def raw_kernels(system, batch: int) -> dict[str, Callable[[], object]]:
             spread = torch.addmm(torch.ones(cols), inputs * inputs, variance).sqrt_()
             return mean.addcmul_(spread, torch.randn(mean.shape, generator=generator))
 
-        return {"matmul": lambda: inputs @ weights, "matmul+noise": noisy_read}
+        pairs = torch.randn(rows, system.n_out)
+        return {"matmul": lambda: inputs @ weights, "pair matmul": lambda: inputs @ pairs, "matmul+noise": noisy_read}
     return {}
 
 

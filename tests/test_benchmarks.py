@@ -22,7 +22,7 @@ def load(name: str):
 
 class FakeCrossbar:
     kind = "crossbar"
-    n_in, n_params = 4, 8
+    n_in, n_out, n_params = 4, 2, 8
     x_bounds = theta_bounds = (-1.0, 1.0)
     crossbar = SimpleNamespace(shape=(4, 4))
 
@@ -40,9 +40,10 @@ class FakeCrossbar:
 def test_simulator_ratios_are_throughput_over_the_kernels_throughput(monkeypatch):
     simulators = load("simulators")
     # per repeat, in the benchmark's order: the batch, each raw kernel, then `singles` one-row calls in one timing
-    script = {"batched": [2e-3, 9e-3, 2e-3], "matmul": [1e-3, 1e-3, 5e-3], "matmul+noise": [4e-3, 4e-3, 4e-3],
-              "single": [1e-3, 1e-3, 1e-3]}
-    order = iter([name for repeat in range(3) for name in ("batched", "matmul", "matmul+noise", "single")])
+    script = {"batched": [2e-3, 9e-3, 2e-3], "matmul": [1e-3, 1e-3, 5e-3], "pair matmul": [5e-4, 1e-3, 5e-4],
+              "matmul+noise": [4e-3, 4e-3, 4e-3], "single": [1e-3, 1e-3, 1e-3]}
+    order = iter([name for repeat in range(3) for name in ("batched", "matmul", "pair matmul", "matmul+noise",
+                                                           "single")])
 
     def seconds(call):
         call()
@@ -55,6 +56,7 @@ def test_simulator_ratios_are_throughput_over_the_kernels_throughput(monkeypatch
     assert figures["single_per_s"] == pytest.approx(1 / 1e-3)  # per one-row call
     assert figures["batching_gain"] == pytest.approx(100 / 2e-3 / 1e3)
     assert figures["of matmul"] == pytest.approx(0.5)  # twice the matmul's time: half its throughput
+    assert figures["of pair matmul"] == pytest.approx(0.25)
     assert figures["of matmul+noise"] == pytest.approx(2.0)
     assert figures["device_s_per_call"] == pytest.approx(0.25)  # the modelled clock's, of one batched call
 

@@ -4,8 +4,9 @@
 ``θ[i·n_out + j] = W[i, j]``, the weight from input ``i`` to output ``j``. Each weight is a device pair on adjacent
 columns: ``G+ = G_min + (G_max − G_min)·max(w, 0)`` on column ``2j``, ``G− = G_min + (G_max − G_min)·max(−w, 0)``
 on column ``2j + 1``, rows ``0..n_in−1``; unused devices are set to ``G_min`` and unused rows driven at 0 V.
-Inputs ``x`` in [−1, 1] are read voltages ``x·V_read``. Outputs are normalised by one full-scale device at the
-full read voltage, ``y = (I+ − I−)/(V_read·(G_max − G_min))``, so that ``y ≈ Wᵀx`` (each output a sum of n_in
+Inputs ``x`` in [−1, 1] are read voltages ``x·V_read``. Outputs are the array's differential read of its column
+pairs (`CrossbarArray.read_pairs`), normalised by one full-scale device at the full read voltage,
+``y = (I+ − I−)/(V_read·(G_max − G_min))``, so that ``y ≈ Wᵀx`` (each output a sum of n_in
 products of order 1; standard deviation ≈ √n_in/3 for uniform random x and W), the same in `_run` and in the
 physics model. The crossbar is reprogrammed only when θ changes, or when another system has programmed it since
 (systems sharing one chip: the instrument records which system programmed it last, ``programmed_by``). No working
