@@ -3,8 +3,8 @@
 A `Transport` writes commands, reads replies and transfers IEEE 488.2 binary blocks. One lock per transport is
 held for a whole write-and-read transaction, because instruments are not thread-safe. Every call has a timeout;
 a timeout or a lost connection raises `TransportTimeout` / `TransportError` naming the resource and the last
-command. `reopen()` reconnects after a dropped connection. An optional traffic log records every byte, with a
-timestamp, for debugging on a bench (like pyserial's ``spy://``).
+command. `reopen()` reconnects after a dropped connection. An optional traffic log records every transfer (the first
+512 bytes of a longer one, and its length), with a timestamp, for debugging on a bench (like pyserial's ``spy://``).
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ class TrafficLog:
 
     def record(self, source: str, direction: str, data: bytes) -> None:
         """Write one line (nothing before `open`, or after logging stopped); ``source`` names the instrument or
-        resource, ``direction`` is ``>`` for sent and ``<`` for received."""
+        resource, ``direction`` is ``>`` for sent and ``<`` for received; ``data`` beyond its first 512 bytes is
+        left out, its length said."""
         shown = data if len(data) <= 512 else data[:512] + f"... ({len(data)} bytes)".encode()
         with self._lock:
             if self._file is None:
