@@ -1013,7 +1013,8 @@ class SourceMeter(Instrument):
         return self._measure_hw()
 
     def sweep(self, levels: Any, delay_s: float = 0.0) -> Readings:
-        """Source each level in turn and measure after ``delay_s``, all in one round trip.
+        """Source each level in turn and measure after ``delay_s`` (s): in one round trip where the instrument has
+        list sweeps, else point by point (`_sweep_hw`). Returns `Readings` of one point per level.
 
         The output must be on. Consecutive points (the first from the present level) may differ by at most
         ``max_step``, and ``delay_s`` (`SWEEP_DELAY_S`) must space them at ``ramp_rate`` or slower. Afterwards the
