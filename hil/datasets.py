@@ -53,7 +53,8 @@ class Dataset:
 
 def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2, path: str | Path | None = None,
                  pool: int = 1, limit: int | None = None) -> Dataset:
-    """Load a data set and split it (``test_fraction`` of the samples, or of the speakers for vowels).
+    """Load a data set and split it (``test_fraction`` of the samples, or of the speakers for vowels; an ``idx``
+    set is split as its files are, train-* and t10k-*, and ``test_fraction`` does not apply).
 
     ``path`` is the folder of the IDX files for ``idx`` (relative to the working directory; ``~`` is the home);
     ``pool`` average-pools IDX images by that factor;
