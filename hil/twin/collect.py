@@ -2,10 +2,11 @@
 
 The design is space-filling: parameter vectors θ from a scrambled Sobol sequence over the system's θ bounds,
 and for each θ a set of inputs x (Sobol points over the input bounds, rows of the training data, or half of
-each). Each θ is one device call (one programming of the parameters, a batch of inputs). The first
-``repeat_thetas`` groups are measured ``repeats`` times, θ written anew for each (`PhysicalSystem.rewrite_parameters`),
-which gives the noise floor: the variance of repeated measurements of the same (x, θ), per output, programming noise
-included, the least a deterministic twin can miss by.
+each). Each θ is one measurement (one programming of the parameters, a batch of inputs: one device call, or
+several where the inputs exceed the system's ``max_batch``). The first ``repeat_thetas`` groups are measured
+``repeats`` times, θ written anew for each (`PhysicalSystem.rewrite_parameters`), which gives the noise floor: the
+variance of repeated measurements of the same (x, θ), per output, programming noise included, the least a
+deterministic twin can miss by.
 """
 
 from __future__ import annotations
@@ -191,14 +192,19 @@ def repeated_groups(n_thetas: int, repeats: int, repeat_thetas: int) -> int:
 
 
 def measurement_count(n_thetas: int, repeats: int, repeat_thetas: int) -> int:
-    """The device calls `collect` makes: one per θ group, and ``repeats − 1`` more for each repeated group."""
+    """The measurements `collect` makes: one per θ group, and ``repeats − 1`` more for each repeated group (each one
+    device call, or several where ``inputs_per_theta`` exceeds the system's ``max_batch``)."""
     return n_thetas + repeated_groups(n_thetas, repeats, repeat_thetas) * (repeats - 1)
 
 
 def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, repeats: int = 1,
             repeat_thetas: int = 4, design: InputDesign = "mixed", data: torch.Tensor | None = None, seed: int = 0,
             progress: Callable[[int, int], None] | None = None) -> TwinData:
-    """Measure ``n_thetas`` θ groups of ``inputs_per_theta`` inputs; repeat the first groups ``repeats`` times."""
+    """Measure ``n_thetas`` θ groups of ``inputs_per_theta`` inputs (`measurement_count`); repeat the first
+    `repeated_groups` ``repeats`` times, θ written anew for each. ``design`` picks each group's inputs
+    (`design_inputs`): ``"data"`` and the default ``"mixed"`` draw rows of ``data``, which they need (without it, a
+    `ConfigError`: pass ``design="sobol"``). ``progress(done, total)`` is called after each group with the
+    measurements made so far. Outputs outside `SMALLEST_OUTPUT`..`LARGEST_OUTPUT` are refused at the first call."""
     given = {"n_thetas": (n_thetas, 2), "inputs_per_theta": (inputs_per_theta, 1), "repeats": (repeats, 1),
              "repeat_thetas": (repeat_thetas, 0)}
     refused = [f"{name}={value}" for name, (value, least) in given.items() if value < least]
