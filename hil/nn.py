@@ -93,6 +93,9 @@ class PhysicalLayer(nn.Module):
         self._mode = checked_mode(mode)
 
     def set_twin(self, twin: Twin | None) -> None:
+        """Hold ``twin`` (None: none, for the ``device`` mode alone). It is held, not registered: it is not among the
+        layer's parameters, submodules or state dict, so a training optimiser never changes it and a checkpoint of
+        the model does not hold it."""
         self.__dict__["twin"] = twin
 
     def _apply(self, fn: Any, recurse: bool = True) -> PhysicalLayer:
@@ -166,6 +169,7 @@ def float32_bounds(low: float, high: float) -> tuple[float, float]:
 
 
 def physical_layers(model: nn.Module) -> list[PhysicalLayer]:
+    """The `PhysicalLayer` s of ``model`` (itself included), in the order of ``model.modules()``."""
     return [module for module in model.modules() if isinstance(module, PhysicalLayer)]
 
 
