@@ -300,7 +300,9 @@ def locate(document: YamlDocument | None, message: str, location: tuple[str | in
 
 def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
                 document: YamlDocument | None = None) -> nn.Sequential:
-    """The protocol's layer stack; widths are checked against the data, the systems and the classes."""
+    """The protocol's layer stack, its physical layers in ``device`` mode without a twin (a method sets both);
+    widths are checked against the data, the systems and the classes. Seeds torch's global generator with the
+    protocol's seed (the linear layers' initial weights come from it)."""
     torch.manual_seed(protocol.seed)
     layers: list[nn.Module] = []
     width = n_features
