@@ -266,7 +266,7 @@ class OscillatorSystem(PhysicalSystem):
 
     @property
     def device_time_per_row_s(self) -> float:
-        """Playback time of one sample (record and gap), in seconds."""
+        """Playback time (s) of one input row of a batch: its record and the gap after it."""
         return self.row_samples / self.sample_rate_hz
 
     def drive(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
