@@ -424,7 +424,8 @@ class Transport(ABC):
             self._require_open("read")
             data = self._read_raw()
             self._record("<", data)
-            return data.decode("ascii", errors="replace").rstrip("\r\n")
+            reply = data.removesuffix(self.read_termination.encode("ascii"))  # ";" as "\n": not a line end alone
+            return reply.decode("ascii", errors="replace").rstrip("\r\n")
 
     def query(self, command: str) -> str:
         """Write ``command`` and read its reply, atomically with respect to other threads."""

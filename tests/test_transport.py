@@ -556,6 +556,18 @@ def test_a_reply_in_another_line_ending_is_named_not_taken_for_silence(tcp_serve
         assert transport.out_of_step
 
 
+@pytest.mark.parametrize("via", ["tcp", "pty"])
+def test_a_read_termination_other_than_a_line_end_is_stripped(tcp_server, pty_server, via: str) -> None:
+    """An instrument ending its replies with ";" (a driver's transport_options): read and query return the reply
+    without it, as with "\\n", not "a;", which a driver's float() of a number refused."""
+    server = (tcp_server if via == "tcp" else pty_server)(EchoEmulator(), terminator=b";", input_terminator=b";")
+    with (VisaTransport if via == "tcp" else SerialTransport)(server.resource, timeout_s=IN_TIME_S,
+                                                              read_termination=";", write_termination=";") as link:
+        assert link.query("ECHO? 0.5") == "0.5"
+        link.write("ECHO? b")
+        assert link.read() == "b"
+
+
 @pytest.mark.parametrize("timeout_s", [0.0, -1.0, float("nan")])
 def test_a_timeout_that_is_not_positive_is_refused_before_anything_opens(timeout_s: float) -> None:
     """A zero, negative or NaN timeout would make every read fail at once, or (pyvisa's 0 ms) never wait: refused
