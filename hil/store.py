@@ -467,6 +467,7 @@ class RunStore:
     def rewind_events(self, next_seq: int) -> int:
         """Keep events before ``next_seq`` in the log; move later ones and a torn last line, byte for byte, to
         the discarded log. Returns how many lines moved."""
+        self._check_folder()  # a store that watches a run another process writes rewinds nothing
         entries, torn = self._lines()
         kept = [line for event, line in entries if event["seq"] < next_seq]
         later = [line for event, line in entries if event["seq"] >= next_seq]

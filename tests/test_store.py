@@ -98,6 +98,18 @@ def test_rewind_moves_later_events_aside_without_losing_them(tmp_path) -> None:
     assert [e["k"] for e in discarded] == [2, 3, 4]
 
 
+def test_a_store_watching_a_run_refuses_to_rewind_its_log(tmp_path) -> None:
+    """A watching store writes nothing (a report of a run going on): its rewind moved the running run's later events
+    out of its log, then failed with an AttributeError."""
+    path = five_events(tmp_path).path
+    log = (path / "events.jsonl").read_bytes()
+    watching = RunStore.open(path, watch=True)
+    with pytest.raises(RunFileError, match="opened to watch a run another process writes; it writes nothing there"):
+        watching.rewind_events(2)
+    watching.close()
+    assert (path / "events.jsonl").read_bytes() == log and not (path / "events.discarded.jsonl").exists()
+
+
 def test_arrays_and_checkpoints_round_trip(tmp_path) -> None:
     store = RunStore.create(tmp_path, "r")
     store.save_arrays("data/a.h5", {"x": torch.arange(6.0).reshape(2, 3)}, {"note": {"units": "V"}})
