@@ -1,7 +1,8 @@
 """The ``hil`` command.
 
 A user mistake (a bad file, a value out of limits, a missing instrument, a bad argument) prints one line on stderr
-and exits with status 2, never a traceback. Ctrl-C exits with 130 after the instruments are safe.
+and exits with status 2, never a traceback. Ctrl-C exits with 130 after the instruments are safe (``hil emulate``,
+which serves until Ctrl-C, with 0), SIGTERM and SIGHUP with 128 + their number.
 """
 
 from __future__ import annotations
