@@ -23,9 +23,10 @@ from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Literal, NoReturn, Union
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import CoreConfig, SchemaValidator
 
-from hil.config import Seed, Strict, UserPath, YamlDocument, explain, got, shown
+from hil.config import Seed, Strict, UserPath, YamlDocument, _strict_scalars, explain, got, shown
 from hil.errors import ConfigError, DeviceError, HilError, InstrumentBusy, one_line, signals_held, with_type
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
@@ -61,16 +62,16 @@ def setting_types(cls: type) -> dict[str, Any]:
     return {name: annotation for name, annotation in hints.items() if name != "return" and _plain(annotation)}
 
 
-#: Settings are checked as written: no conversion (true is not 1, 2.0 is not an integer, "5" is not a number),
-#: and numbers must be finite.
-_AS_WRITTEN = ConfigDict(strict=True, allow_inf_nan=False)
+#: Settings are checked as written: no conversion of a scalar (true is not 1, 2.0 is not an integer, "5" is not a
+#: number, as in a protocol: `hil.config.Strict`), and numbers must be finite; a YAML list fills a tuple.
+_AS_WRITTEN = CoreConfig(allow_inf_nan=False)
 
 
 def check_setting(value: Any, annotation: Any) -> tuple[tuple[str | int, ...], str] | None:
     """None if ``value`` is of the type ``annotation`` names, as written (see `_AS_WRITTEN`); else where in it the
     problem is (an item's index) and what it is."""
     try:
-        TypeAdapter(annotation, config=_AS_WRITTEN).validate_python(value)
+        SchemaValidator(_strict_scalars(TypeAdapter(annotation).core_schema), _AS_WRITTEN).validate_python(value)
     except ValidationError as errors:
         first = errors.errors()[0]
         where = tuple(part for part in first["loc"] if isinstance(part, int))

@@ -1104,6 +1104,35 @@ def test_settings_of_their_type_are_taken_as_written(tmp_path: Path) -> None:
         assert system.sample_rate_hz == 4000 and system.carrier_hz is None
 
 
+class OffsetOutput(SimulatedAnalogOutput):
+    """A plugin's analog output with a setting of a fixed number of values, annotated as a tuple."""
+
+    def __init__(self, world: Any, *, offsets_v: tuple[float, float] = (0.0, 0.0), **common: Any):
+        super().__init__(world, **common)
+        self.offsets_v = offsets_v
+
+
+@pytest.mark.parametrize(("offsets", "expected"), [
+    ("[0.1, -0.2]", None),
+    ("[0.1]", r"lab.yaml:3: instruments\.out\.settings\.offsets_v\.1: too few items: item 1 is missing \(counting "
+              r"from 0\)$"),
+    ("[0.1, true]", r"lab.yaml:3: instruments\.out\.settings\.offsets_v\.1: expected a number \(got True\)$"),
+])
+def test_a_tuple_setting_is_written_as_a_yaml_list(tmp_path: Path, offsets: str, expected: str | None) -> None:
+    """A tuple is written as a list in YAML: a class's tuple setting was refused whatever it held ("Input should be a
+    valid tuple"), while its items are checked as any setting's."""
+    lab = Lab.load(write(tmp_path, f"""
+        worlds: {{osc: {{kind: oscillator_network}}}}
+        instruments:
+          out: {{driver: "tests.test_lab:OffsetOutput", world: osc, settings: {{offsets_v: {offsets}}}}}
+        """))
+    if expected is not None:
+        with pytest.raises(ConfigError, match=expected):
+            lab.build()
+        return
+    assert lab.build()["out"].offsets_v == [0.1, -0.2]  # as the lab file wrote it; the class makes of it what it needs
+
+
 #: A plugin world whose Config bounds nothing, and whose construction fails on a negative size.
 LOOSE_WORLD = """
 import torch
