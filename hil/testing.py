@@ -464,8 +464,8 @@ class SourceMeterContract(InstrumentContract):
         readings = instrument.measure()
         assert instrument.mode == "current" and instrument.level == 0.1 * instrument.limits["current_a"].max
         assert np.isfinite(readings.voltage_v).all() and abs(readings.voltage_v[0]) <= 1.001 * compliance
-        instrument.safe_state()
-        assert instrument.level == 0.0 and instrument.output_on is False
+        instrument.safe_state()  # at 0 A, or the allowed current nearest it (`Limit.rest`)
+        assert instrument.level == instrument.limits["current_a"].rest and instrument.output_on is False
 
 
 class AnalogInputContract(InstrumentContract):

@@ -147,6 +147,20 @@ def test_the_source_meter_contract_sweeps_within_a_ramp_rate_under_test(tcp_serv
         testing.SourceMeterContract().test_sweep_returns_one_reading_per_level(smu)
 
 
+def test_the_source_meter_contract_takes_the_rest_of_a_current_limit_that_excludes_zero(tcp_server) -> None:
+    """Limits under test whose current excludes 0 (a bench that must keep a bias current) rest the current source
+    at their value nearest 0 (`Limit.rest`), as the contract's other safe-state checks expect: its current-mode
+    check asked for 0 and failed a sound driver."""
+    from drivers.keithley2450 import Keithley2450
+    from simulators.emulators.keithley2450 import Keithley2450Emulator
+
+    limits = {"voltage_v": {"min": -5, "max": 5, "max_step": 0.5}, "current_a": {"min": 1e-4, "max": 0.01}}
+    server = tcp_server(Keithley2450Emulator(load_ohm=1e3))
+    with Keithley2450(VisaTransport(server.resource), name="smu", limits=limits) as smu:
+        testing.SourceMeterContract().test_current_mode_holds_the_voltage_compliance(smu)
+        assert smu.level == 1e-4
+
+
 def test_the_analog_contracts_play_and_record_within_a_sample_rate_limit_under_test() -> None:
     """An analog output or input whose slowest sample rate is above 1 kHz (a fast digitizer, or limits narrowed to
     the bench's) passes its contract: the contracts play and record at a rate its ``sample_rate_hz`` limit allows."""
