@@ -84,7 +84,8 @@ class TransportTimeout(TransportError):
 
 
 class InstrumentBusy(TransportError):
-    """Another process has the instrument open (`hil.transport` claims each instrument for the process using it)."""
+    """Another process has the instrument open (`hil.transport` claims each instrument for the process using it), or
+    another open lab of this process has it connected (`hil.lab.Lab.open`)."""
 
 
 class DeviceError(HilError):

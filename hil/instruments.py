@@ -429,8 +429,8 @@ Roi = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class Frames:
-    """Frames from a camera: ``images`` (N × rows × cols of the AOI, digital numbers) and the hardware frame
-    ``indices``."""
+    """Frames from a camera: ``images`` (N × rows × cols of the AOI, digital numbers), the hardware frame
+    ``indices`` (N, consecutive) and the ``exposure_s`` (s) they were taken at."""
 
     images: Any
     indices: np.ndarray
