@@ -164,7 +164,8 @@ def _progress() -> Progress:
 
 
 class Run:
-    """One run of a protocol on a lab; see the module docstring. Use `execute`."""
+    """One run of a protocol on a lab (opened), into ``store``; see the module docstring. `run_protocol` makes and
+    drives it: `prepare`, the first checkpoint (or `resume_from` a saved one), then `execute`, which needs both."""
 
     def __init__(self, protocol: Protocol, lab: Lab, store: RunStore, document: Any = None, show_progress: bool = True):
         self.protocol, self.lab, self.store, self.document = protocol, lab, store, document
