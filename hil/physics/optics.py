@@ -71,9 +71,10 @@ def beam_amplitude(shape: tuple[int, int], waist_px: float | None) -> torch.Tens
 
 
 def wrap_drive(phase_rad: torch.Tensor, levels: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """The drive (rad, in [−π/levels, 2π − π/levels)) an SLM of ``levels`` gray levels gives a commanded phase
-    (rad): phases within half a gray level below a multiple of 2π round to its gray 0, as the device's rounding
-    does. ``out``: a tensor of the same shape to write it into (no gradients)."""
+    """The commanded phase (rad) wrapped into [−π/levels, 2π − π/levels), as an SLM of ``levels`` gray levels wraps
+    it: phases within half a gray level below a multiple of 2π go to its gray 0, as the device's rounding does. The
+    phase itself is not rounded to a gray level (0.1 rad stays 0.1 rad), so that it stays differentiable.
+    ``out``: a tensor of the same shape to write it into (no gradients)."""
     half_turn_step = 0.5 / levels  # half a gray level, in turns
     turns = torch.mul(phase_rad, 1 / TWO_PI, out=out).add_(half_turn_step).floor_()  # half the cost of remainder
     return torch.add(phase_rad, turns, alpha=-TWO_PI, out=out)
