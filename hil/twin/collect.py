@@ -204,7 +204,8 @@ def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, rep
     `repeated_groups` ``repeats`` times, θ written anew for each. ``design`` picks each group's inputs
     (`design_inputs`): ``"data"`` and the default ``"mixed"`` draw rows of ``data``, which they need (without it, a
     `ConfigError`: pass ``design="sobol"``). ``progress(done, total)`` is called after each group with the
-    measurements made so far. Outputs outside `SMALLEST_OUTPUT`..`LARGEST_OUTPUT` are refused at the first call."""
+    measurements made so far. Outputs in a unit twin data cannot hold (`check_output_range`) are refused at the
+    first measurement."""
     given = {"n_thetas": (n_thetas, 2), "inputs_per_theta": (inputs_per_theta, 1), "repeats": (repeats, 1),
              "repeat_thetas": (repeat_thetas, 0)}
     refused = [f"{name}={value}" for name, (value, least) in given.items() if value < least]
