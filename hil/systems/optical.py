@@ -208,9 +208,9 @@ class SLMCameraSystem(PhysicalSystem):
 
     def __init__(self, instruments: dict[str, Any], *, name: str, n_in: int, n_out: int, n_params: int,
                  x_phase_rad: float, waist_px: float | None, reference_repeats: int, max_batch: int | None):
-        """θ are phases in [0, 2π); x ∈ [0, 1] is shown as a phase up to ``x_phase_rad``; ``waist_px`` is the beam
-        waist the model assumes (SLM px; None: a flat beam); a device call is at most ``max_batch`` patterns (None:
-        the longest sequence both the SLM and the camera take)."""
+        """θ are phases in [0, 2π] (periodic: training wraps them); x ∈ [0, 1] is shown as a phase up to
+        ``x_phase_rad``; ``waist_px`` is the beam waist the model assumes (SLM px; None: a flat beam); a device call
+        is at most ``max_batch`` patterns (None: the longest sequence both the SLM and the camera take)."""
         slm, camera = instruments.get("slm"), instruments.get("camera")
         largest = min(getattr(slm, "max_sequence", 1), getattr(camera, "max_frames", 1))
         if max_batch is not None and not is_count(max_batch):
