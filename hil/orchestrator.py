@@ -285,6 +285,7 @@ class Run:
                          versions=software_versions())
 
     def wall_s(self) -> float:
+        """The run's wall time so far (s), its earlier attempts' included."""
         return self.wall_s_before + time.monotonic() - self.started
 
     # -- steps --------------------------------------------------------------------------------------------------

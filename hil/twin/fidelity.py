@@ -34,6 +34,8 @@ class Fidelity:
     jacobian_cosine_x: float
 
     def summary(self) -> dict[str, float]:
+        """The figures a run logs (its ``fidelity`` event): the mean and largest NMSE, the mean noise floor and both
+        Jacobian cosines."""
         return {"nmse_mean": self.nmse.mean().item(), "nmse_max": self.nmse.max().item(),
                 "noise_floor_mean": self.noise_floor.mean().item(),
                 "jacobian_cosine_theta": self.jacobian_cosine_theta, "jacobian_cosine_x": self.jacobian_cosine_x}

@@ -123,6 +123,8 @@ class OracleTwin(PhysicsTwin):
 
 
 def mlp(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
+    """A perceptron of ``n_in`` inputs and ``n_out`` outputs: a linear layer and a SiLU per width of ``hidden``, then a
+    linear layer (one linear layer alone for no hidden width)."""
     layers: list[nn.Module] = []
     for width in hidden:
         layers += [nn.Linear(n_in, width), nn.SiLU()]
@@ -159,6 +161,8 @@ class NeuralTwin(Twin):
         return 2 * (value - bounds[0]) / (bounds[1] - bounds[0]) - 1
 
     def features(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """The network's inputs (batch × (n_in + n_params), or + 2·n_params for a phase θ) for x (batch × n_in) and
+        θ (n_params), each scaled to [−1, 1] by its bounds (a phase θ as the cosine and sine of its angle)."""
         if self.theta_as_phase:
             angle = math.pi * self._scale(theta, self.theta_bounds)
             theta = torch.cat([angle.cos(), angle.sin()], dim=-1)
