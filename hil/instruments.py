@@ -1,11 +1,13 @@
 """The device layer: one abstract class per capability.
 
-Each public method validates its arguments (shape, dtype, range, limits, NaN), records the new state and then
-calls a ``_..._hw`` hook that a driver or a simulator implements; nothing reaches a hook that the limits refuse.
+Each public method validates its arguments (shape, dtype, range, limits, NaN), then calls a ``_..._hw`` hook that
+a driver or a simulator implements, and records the new state once the hook has returned (a level or a switch is
+None, unknown, while it runs: a call that fails leaves it so); nothing reaches a hook that the limits refuse.
 Every instrument has ``connect``/``close`` (also as a context manager), ``identify()``, ``snapshot()`` and
 ``safe_state()`` (outputs off, zero volts, a blank SLM), which the framework calls on exit, on error and on
 Ctrl-C. Operations are batch-first: an SLM shows a sequence, a camera captures N frames, a source-measure unit
-runs a list sweep and a crossbar reads many input vectors, each in one round trip.
+runs a list sweep (in one round trip where the instrument has list sweeps) and a crossbar reads many input
+vectors, each in one round trip.
 """
 
 from __future__ import annotations
