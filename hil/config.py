@@ -119,15 +119,15 @@ Location = tuple[str | int, ...]
 _AS_WRITTEN = ("bool", "int", "float")
 
 
-def _strict_scalars(schema: Any) -> Any:
+def strict_scalars(schema: Any) -> Any:
     """A copy of a pydantic core schema whose every bool, integer and number is strict, wherever it is (in a union,
     a list, a mapping); the rest keeps lax mode, so that a YAML list still fills a tuple (``ConfigDict(strict=True)``
     would refuse it). A strict number still takes an integer, and each takes the numpy scalar of its kind."""
     if isinstance(schema, list):
-        return [_strict_scalars(item) for item in schema]
+        return [strict_scalars(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    copy = {key: value if key in ("default", "metadata") else _strict_scalars(value) for key, value in schema.items()}
+    copy = {key: value if key in ("default", "metadata") else strict_scalars(value) for key, value in schema.items()}
     if copy.get("type") in _AS_WRITTEN:
         copy["strict"] = True
         return core_schema.no_info_before_validator_function(_numpy_scalar_as_python, copy)
@@ -150,7 +150,7 @@ class Strict(BaseModel):
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: type[BaseModel], handler: GetCoreSchemaHandler) -> CoreSchema:
-        return _strict_scalars(handler(source))
+        return strict_scalars(handler(source))
 
 
 #: The largest seed every generator used here accepts (numpy's take 32 bits).

@@ -26,7 +26,7 @@ from typing import Any, Literal, NoReturn, Union
 from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import CoreConfig, SchemaValidator
 
-from hil.config import Seed, Strict, UserPath, YamlDocument, _strict_scalars, explain, got, shown
+from hil.config import Seed, Strict, UserPath, YamlDocument, explain, got, shown, strict_scalars
 from hil.errors import ConfigError, DeviceError, HilError, InstrumentBusy, one_line, signals_held, with_type
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
@@ -71,7 +71,7 @@ def check_setting(value: Any, annotation: Any) -> tuple[tuple[str | int, ...], s
     """None if ``value`` is of the type ``annotation`` names, as written (see `_AS_WRITTEN`); else where in it the
     problem is (an item's index) and what it is."""
     try:
-        SchemaValidator(_strict_scalars(TypeAdapter(annotation).core_schema), _AS_WRITTEN).validate_python(value)
+        SchemaValidator(strict_scalars(TypeAdapter(annotation).core_schema), _AS_WRITTEN).validate_python(value)
     except ValidationError as errors:
         first = errors.errors()[0]
         where = tuple(part for part in first["loc"] if isinstance(part, int))
