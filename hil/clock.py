@@ -29,13 +29,20 @@ class WallClock:
 class VirtualClock:
     """Modelled time shared by the instruments of one simulated world.
 
-    ``sleep(dt)`` advances ``now()`` by ``dt`` seconds; with ``realtime=True`` it also waits ``dt`` seconds.
+    ``sleep(dt)`` advances ``now()`` by ``dt`` seconds; with ``realtime=True`` it also waits ``dt`` seconds of wall
+    time, less what earlier waits overslept (``time.sleep`` returns tens of µs late, more than a sample's wait):
+    many short waits then take their sum, as on a bench, not twice it.
     """
+
+    #: The most oversleep (s) later waits make up for: a sleep's lateness, not a stopped process's (Ctrl-Z), whose
+    #: wall time a bench's device would not have given back.
+    MAKE_UP_S = 0.1
 
     def __init__(self, realtime: bool = False):
         self.realtime = realtime
         self._now = 0.0
         self._lock = threading.Lock()
+        self._overslept_s = 0.0
 
     def now(self) -> float:
         return self._now
@@ -46,7 +53,15 @@ class VirtualClock:
         with self._lock:
             self._now += seconds
         if self.realtime:
-            time.sleep(seconds)
+            self._wait(seconds)
+
+    def _wait(self, seconds: float) -> None:
+        """Wait ``seconds`` of wall time, less the oversleep of the waits before (at most `MAKE_UP_S`)."""
+        wait = seconds - self._overslept_s
+        started = time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._overslept_s = min(max(time.monotonic() - started - wait, 0.0), self.MAKE_UP_S)
 
 
 Clock = WallClock | VirtualClock

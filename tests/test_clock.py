@@ -35,3 +35,42 @@ def test_a_lab_worlds_realtime_gives_its_instruments_a_clock_that_sleeps(tmp_pat
         system.forward(torch.zeros(4, system.n_in), torch.zeros(system.n_params))
         spent = system.device_time_s - before
     assert spent > 0 and sum(slept) == pytest.approx(spent)
+
+
+class LateSleeper:
+    """A wall clock whose every sleep returns ``late_s`` after it was due, as ``time.sleep`` does (tens of µs)."""
+
+    def __init__(self, late_s: float):
+        self.wall_s, self.late_s, self.slept = 0.0, late_s, []
+
+    def monotonic(self) -> float:
+        return self.wall_s
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.wall_s += seconds + self.late_s
+
+
+def test_many_short_real_time_waits_take_their_sum_not_each_its_sleeps_lateness_more(monkeypatch) -> None:
+    """A resistive network's sample waits are tens of µs, about what a sleep returns late: the clock makes up for
+    the lateness in the waits that follow, so 10 000 waits of 20 µs take 0.2 s of wall time, not 1 s."""
+    wall = LateSleeper(late_s=80e-6)
+    monkeypatch.setattr("hil.clock.time", wall)
+    clock = VirtualClock(realtime=True)
+    for _ in range(10_000):
+        clock.sleep(20e-6)
+    assert clock.now() == pytest.approx(0.2)
+    assert 0.2 <= wall.wall_s <= 0.2 + wall.late_s
+
+
+def test_a_real_time_clock_does_not_skip_the_waits_after_the_process_was_stopped(monkeypatch) -> None:
+    """A run stopped (Ctrl-Z) for a minute in the middle of a wait: the device would not have given that minute
+    back, so the waits after it are still slept (less at most `VirtualClock.MAKE_UP_S`)."""
+    wall = LateSleeper(late_s=60.0)
+    monkeypatch.setattr("hil.clock.time", wall)
+    clock = VirtualClock(realtime=True)
+    clock.sleep(1.0)
+    wall.late_s = 0.0
+    for _ in range(5):
+        clock.sleep(1.0)
+    assert wall.slept == pytest.approx([1.0, 1.0 - VirtualClock.MAKE_UP_S, 1.0, 1.0, 1.0, 1.0])
