@@ -30,11 +30,13 @@ class VirtualClock:
     """Modelled time shared by the instruments of one simulated world.
 
     ``sleep(dt)`` advances ``now()`` by ``dt`` seconds; with ``realtime=True`` it also waits ``dt`` seconds of wall
-    time, less what earlier waits overslept (``time.sleep`` returns tens of µs late, more than a sample's wait):
-    many short waits then take their sum, as on a bench, not twice it.
+    time, as the bench's device would work them. The simulation's own computing of a device call (a world passes
+    where the call began, `wall`) counts into the wait, as the device would have been working meanwhile; and what
+    a wait ran late (``time.sleep`` returns tens of µs late, more than a sample's wait; a call computed for longer
+    than its device time) is taken off the waits after it, so that many short waits take their sum, not twice it.
     """
 
-    #: The most oversleep (s) later waits make up for: a sleep's lateness, not a stopped process's (Ctrl-Z), whose
+    #: The most wall time (s) later waits make up for: a sleep's lateness, not a stopped process's (Ctrl-Z), whose
     #: wall time a bench's device would not have given back.
     MAKE_UP_S = 0.1
 
@@ -42,26 +44,34 @@ class VirtualClock:
         self.realtime = realtime
         self._now = 0.0
         self._lock = threading.Lock()
-        self._overslept_s = 0.0
+        self._behind_s = 0.0  # how late the last wait ended, in wall time, up to MAKE_UP_S
 
     def now(self) -> float:
         return self._now
 
-    def sleep(self, seconds: float) -> None:
+    @staticmethod
+    def wall() -> float:
+        """A monotonic wall-clock reading (s): where a device call begins, for `sleep`'s ``since``."""
+        return time.monotonic()
+
+    def sleep(self, seconds: float, since: float | None = None) -> None:
+        """Advance ``now()`` by ``seconds``; in real time also wait them, counted from ``since`` (a `wall` reading
+        taken as the device call began, before the simulation computed it), or from now."""
         if seconds <= 0:
             return
         with self._lock:
             self._now += seconds
         if self.realtime:
-            self._wait(seconds)
+            self._wait(seconds, since)
 
-    def _wait(self, seconds: float) -> None:
-        """Wait ``seconds`` of wall time, less the oversleep of the waits before (at most `MAKE_UP_S`)."""
-        wait = seconds - self._overslept_s
+    def _wait(self, seconds: float, since: float | None) -> None:
+        """Wait ``seconds`` of wall time less the time since ``since`` and how late the wait before ended."""
         started = time.monotonic()
+        computed = started - since if since is not None and since < started else 0.0
+        wait = seconds - computed - self._behind_s
         if wait > 0:
             time.sleep(wait)
-        self._overslept_s = min(max(time.monotonic() - started - wait, 0.0), self.MAKE_UP_S)
+        self._behind_s = min(max(time.monotonic() - started - wait, 0.0), self.MAKE_UP_S)
 
 
 Clock = WallClock | VirtualClock

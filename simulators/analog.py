@@ -115,6 +115,7 @@ class AnalogWorld(World):
 
         A record longer than the drive sees the outputs' DC levels after the drive ends.
         """
+        began = self.clock.wall()
         if self.armed is not None:
             n_samples, rate = self.armed
             if abs(rate - sample_rate_hz) > 1e-9 * rate:
@@ -129,7 +130,7 @@ class AnalogWorld(World):
         if self.armed is not None:
             self.record = response[:, : self.armed[0]]
             self.armed = None
-        self.clock.sleep(drive_v.shape[1] / sample_rate_hz)
+        self.clock.sleep(drive_v.shape[1] / sample_rate_hz, since=began)
 
 
 class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
@@ -161,11 +162,12 @@ class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
         return bool(self._on[channel - 1])
 
     def _set_level_hw(self, channel: int, voltage_v: float) -> None:
+        began = self.world.clock.wall()
         self.world.hold()  # type: ignore[attr-defined]
         self._waveforms.pop(channel - 1, None)
         self._dc[channel - 1] = quantise(torch.tensor(voltage_v), self.converters.output_range_v,
                                          self.converters.dac_bits)
-        self.clock.sleep(self.converters.settle_s)
+        self.world.clock.sleep(self.converters.settle_s, since=began)
 
     def _set_output_hw(self, channel: int, enabled: bool) -> None:
         self.world.hold()  # type: ignore[attr-defined]

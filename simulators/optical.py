@@ -450,9 +450,10 @@ class SLMCameraWorld(World):
 
     def show(self, phase_rad: Any) -> None:
         """Display one pattern: it appears at the next refresh and then settles."""
+        began = self.clock.wall()
         self.shown = self.program(phase_rad).reshape(1, *self.config.slm.shape)
         self.sequence, self.position = None, 0
-        self.clock.sleep(self.frame_period_s + self.config.timing.slm_settle_s)
+        self.clock.sleep(self.frame_period_s + self.config.timing.slm_settle_s, since=began)
 
     def load_sequence(self, phases_rad: Any) -> None:
         """Load a sequence of patterns, played one per camera trigger (upload time neglected). The drives go to
@@ -467,6 +468,7 @@ class SLMCameraWorld(World):
         ``external``: frame k shows the next pattern of the loaded sequence; ``software``: every frame shows the
         displayed pattern.
         """
+        began = self.clock.wall()
         timing, exposure = self.config.timing, self.exposure_s
         camera_period = max(exposure, 1 / timing.camera_max_fps)
         if trigger == "external":
@@ -491,7 +493,7 @@ class SLMCameraWorld(World):
             period, start = camera_period, 0.0
         times = self.clock.now() + start + exposure / 2 + period * torch.arange(n_frames, dtype=torch.float64)
         images = self.render(drives, exposure, times)
-        self.clock.sleep(period * n_frames)
+        self.clock.sleep(period * n_frames, since=began)
         return images
 
     def render(self, drives: torch.Tensor, exposure_s: float, times_s: torch.Tensor) -> torch.Tensor:

@@ -37,11 +37,15 @@ def test_a_lab_worlds_realtime_gives_its_instruments_a_clock_that_sleeps(tmp_pat
     assert spent > 0 and sum(slept) == pytest.approx(spent)
 
 
-class LateSleeper:
-    """A wall clock whose every sleep returns ``late_s`` after it was due, as ``time.sleep`` does (tens of µs)."""
+class FakeWall:
+    """A wall clock, for `hil.clock`'s ``time``: its every sleep returns ``late_s`` after it was due, as
+    ``time.sleep`` does (tens of µs); ``spend`` passes time as computing does."""
 
-    def __init__(self, late_s: float):
+    def __init__(self, late_s: float = 0.0):
         self.wall_s, self.late_s, self.slept = 0.0, late_s, []
+
+    def spend(self, seconds: float) -> None:
+        self.wall_s += seconds
 
     def monotonic(self) -> float:
         return self.wall_s
@@ -54,7 +58,7 @@ class LateSleeper:
 def test_many_short_real_time_waits_take_their_sum_not_each_its_sleeps_lateness_more(monkeypatch) -> None:
     """A resistive network's sample waits are tens of µs, about what a sleep returns late: the clock makes up for
     the lateness in the waits that follow, so 10 000 waits of 20 µs take 0.2 s of wall time, not 1 s."""
-    wall = LateSleeper(late_s=80e-6)
+    wall = FakeWall(late_s=80e-6)
     monkeypatch.setattr("hil.clock.time", wall)
     clock = VirtualClock(realtime=True)
     for _ in range(10_000):
@@ -66,7 +70,7 @@ def test_many_short_real_time_waits_take_their_sum_not_each_its_sleeps_lateness_
 def test_a_real_time_clock_does_not_skip_the_waits_after_the_process_was_stopped(monkeypatch) -> None:
     """A run stopped (Ctrl-Z) for a minute in the middle of a wait: the device would not have given that minute
     back, so the waits after it are still slept (less at most `VirtualClock.MAKE_UP_S`)."""
-    wall = LateSleeper(late_s=60.0)
+    wall = FakeWall(late_s=60.0)
     monkeypatch.setattr("hil.clock.time", wall)
     clock = VirtualClock(realtime=True)
     clock.sleep(1.0)
@@ -74,3 +78,22 @@ def test_a_real_time_clock_does_not_skip_the_waits_after_the_process_was_stopped
     for _ in range(5):
         clock.sleep(1.0)
     assert wall.slept == pytest.approx([1.0, 1.0 - VirtualClock.MAKE_UP_S, 1.0, 1.0, 1.0, 1.0])
+
+
+def test_a_real_time_wait_counts_from_where_the_device_call_began(monkeypatch) -> None:
+    """The simulation's computing of a call passes as the device's work would: a call of 1 s that took 0.3 s to
+    compute waits 0.7 s more; one that took longer than its device time does not wait, and the next wait makes up
+    for the overrun."""
+    wall = FakeWall()
+    monkeypatch.setattr("hil.clock.time", wall)
+    clock = VirtualClock(realtime=True)
+    began = clock.wall()
+    wall.spend(0.3)
+    clock.sleep(1.0, since=began)
+    began = clock.wall()
+    wall.spend(0.05)
+    clock.sleep(0.01, since=began)
+    clock.sleep(0.5)
+    assert wall.slept == pytest.approx([0.7, 0.46])
+    assert clock.now() == pytest.approx(1.51)
+    assert wall.wall_s == pytest.approx(1.51)
