@@ -6,9 +6,9 @@
 - ``twin_fit.png``: the twin's predictions against device measurements on the θ groups it was not fitted on, a
   colour per output, with the summary's NMSE; beside it, each output's NMSE and its noise floor;
 - ``confusion.png``: the confusion matrix of the final evaluation of the test set on the device, with its accuracy;
-- ``summary.md``: the final figures, the twin's fidelity, the device time (modelled on a simulator) and the
-  wall time up to the report; for a run that failed, was stopped or was resumed, how (with its error, and the test
-  figures of its last epoch and the device time its log holds when it has no final evaluation).
+- ``summary.md``: the final figures, the twin's fidelity, the device time (modelled on a simulator, measured on a
+  bench) and the wall time up to the report; for a run that failed, was stopped or was resumed, how (with its error,
+  and the test figures of its last epoch and the device time its log holds when it has no final evaluation).
 
 A log damaged before its end (a line edited by hand, a disk error) is reported from its other events: the report says
 which lines it left out, in a warning and in the summary. A run that another process has open (still running), or one
@@ -544,6 +544,23 @@ def _device_time(events: list[dict[str, Any]], evaluated: dict[str, Any]) -> str
     return "n/a"
 
 
+def _device_time_label(store: RunStore, system: Any) -> str:
+    """The device time's row label: modelled where every instrument of the run's system was simulated (a world's,
+    in ``snapshot.json``), measured (the wall time of its device calls) where none was; said plainly where the
+    snapshot cannot tell (a run stopped before writing it, or a system of both)."""
+    try:
+        snapshot = store.read_json("snapshot.json")
+        simulated = {"world" in snapshot["instruments"][name] for name in snapshot["systems"][system]["instruments"]
+                     .values()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        simulated = set()
+    if simulated == {True}:
+        return "device time (modelled on a simulator), s"
+    if simulated == {False}:
+        return "device time (measured: the wall time of its device calls), s"
+    return "device time, s"
+
+
 def _versions(versions: Any) -> str:
     """The versions a run started under, as its run_started records them ("" for a run of an earlier hil)."""
     named = {"torch": "torch", "hil": "hil", "python": "Python"}
@@ -636,7 +653,7 @@ def _summary(store: RunStore, wall_s: float | None, draw: bool = True) -> str:
         f"| twin Jacobian cosine, θ / x | {_figure(fid.get('jacobian_cosine_theta'), 3)} / "
         f"{_figure(fid.get('jacobian_cosine_x'), 3)} |",
         f"| device calls | {_figure(evaluated.get('device_calls'))} |",
-        f"| device time (modelled on a simulator), s | {_device_time(events, evaluated)} |",
+        f"| {_device_time_label(store, started.get('system'))} | {_device_time(events, evaluated)} |",
         f"| {wall_label} | {_figure(wall_s, 3)} |",
         "",
         f"Calibration: {calibration}. "

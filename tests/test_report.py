@@ -18,11 +18,16 @@ from hil.orchestrator import _warnings_logged
 from hil.report import _confusion, _confusion_matrix, _learning_curves, _twin_fit, wilson_interval, write_report
 from hil.store import RunFileError, RunStore, list_runs, resume_command
 
+#: snapshot.json of a run on a simulated crossbar (the parts the report reads).
+SIMULATED_CROSSBAR = {"instruments": {"xbar": {"name": "xbar", "world": {"kind": "memristor_crossbar"}}},
+                      "systems": {"crossbar": {"instruments": {"crossbar": "xbar"}}}}
+
 
 def _run(parent: Path, method: str = "pat", epochs: int = 2, finish: bool = True, **extra: dict) -> RunStore:
     """A run folder whose log holds ``epochs`` epochs of two batches, then an evaluation if ``finish``; ``extra``
     maps an event kind to its fields, logged after the epochs (before the evaluation)."""
     store = RunStore.create(parent, "r")
+    store.write_json("snapshot.json", SIMULATED_CROSSBAR)
     store.event("run_started", protocol="r", method=method, system="crossbar", seed=0)
     for epoch in range(epochs):
         for batch in range(2):
@@ -752,6 +757,19 @@ def test_a_run_stopped_before_its_evaluation_gives_the_device_time_its_log_holds
     assert "| device time (modelled on a simulator), s | 4.438 (by the end of epoch 1, the last it logged) |" \
         in _summary(store)
     assert "| device time (modelled on a simulator), s | n/a |" in _summary(_run(tmp_path, epochs=0, finish=False))
+
+
+def test_the_device_time_is_said_to_be_measured_on_a_bench_and_modelled_on_a_simulator(tmp_path: Path) -> None:
+    """A bench run's device time is the wall time of its device calls, not a simulator's model of it."""
+    assert "| device time (modelled on a simulator), s | n/a |" in _summary(_run(tmp_path))
+    bench = {"instruments": {"xbar": {"name": "xbar", "class": "acme_hil.Crossbar"}},
+             "systems": {"crossbar": {"instruments": {"crossbar": "xbar"}}}}
+    store = _run(tmp_path)
+    store.write_json("snapshot.json", bench)
+    assert "| device time (measured: the wall time of its device calls), s | n/a |" in _summary(store)
+    store = _run(tmp_path)
+    (store.path / "snapshot.json").unlink()  # a run stopped before writing it: neither said
+    assert "| device time, s | n/a |" in _summary(store)
 
 
 def test_a_final_evaluation_whose_event_is_a_damaged_line_is_not_said_to_be_unlogged_by_a_stop(tmp_path: Path) -> None:
