@@ -175,8 +175,8 @@ class WorldConfig(Strict):
     preset: str = Field("realistic", description="one of the kind's presets (the built-in worlds': ideal, "
                         "realistic, harsh)")
     seed: Seed = Field(0, description="draws the construction non-idealities (the device) and the later noise")
-    realtime: bool = Field(False, description="sleep the modelled device time (s) rather than add it to a virtual "
-                           "clock")
+    realtime: bool = Field(False, description="also wait the modelled device time in wall time, as the bench "
+                           "would take it (the virtual clock counts it either way)")
     config: dict[str, Any] = Field(default_factory=dict, description="fields of the preset overridden, by section")
 
 
