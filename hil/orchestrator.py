@@ -78,6 +78,7 @@ from hil.store import (
     file_digests,
     resume_command,
 )
+from hil.systems.base import PhysicalSystem
 from hil.twin.collect import TwinData, collect, measurement_count
 from hil.twin.fidelity import fidelity
 from hil.twin.fit import fit_epochs, fit_twin
@@ -206,11 +207,25 @@ class Run:
         self.base_lrs = [group["lr"] for group in groups]
 
     # -- checkpoints --------------------------------------------------------------------------------------------
+    def _driven(self) -> list[PhysicalSystem]:
+        """The systems the run drives, each once: the protocol's and those of its model's physical layers."""
+        systems = {id(self.system): self.system}
+        systems.update((id(layer.system), layer.system) for layer in physical_layers(self.model))
+        return list(systems.values())
+
+    def device_time_s(self) -> float:
+        """The device time (s) of every system the run drives, so far (earlier attempts' included)."""
+        return sum(system.device_time_s for system in self._driven())
+
+    def device_calls(self) -> int:
+        """The device calls of every system the run drives, so far."""
+        return sum(system.calls for system in self._driven())
+
     def _bench_state(self) -> dict[str, Any]:
         """The state of what the run drives: its systems (the protocol's and those of its physical layers), their
         simulated instruments and the worlds of those. Nothing else in the lab is called during a run, so it stays
         as opening the lab and its safe state left it, which a resumed run's lab repeats."""
-        systems = [self.system, *(layer.system for layer in physical_layers(self.model))]
+        systems = self._driven()
         used = [i for system in systems for i in system.instruments.values() if hasattr(i, "world")]
         return {
             "worlds": {name: state_io.capture(w) for name, w in self.lab.worlds.items()
@@ -302,10 +317,10 @@ class Run:
                 self.store.checkpoint_refused()
                 steps[name]()
                 self.completed.append(name)
-                self.store.event("step_finished", step=name, device_time_total_s=self.system.device_time_s)
+                self.store.event("step_finished", step=name, device_time_total_s=self.device_time_s())
                 self.checkpoint()
         self.store.wait_for_checkpoint()  # a run is finished only once its last checkpoint is on disk
-        self.store.event("run_finished", device_time_s=self.system.device_time_s, wall_s=round(self.wall_s(), 3))
+        self.store.event("run_finished", device_time_s=self.device_time_s(), wall_s=round(self.wall_s(), 3))
 
     def _interrupted(self) -> None:
         self.checkpoint()
@@ -466,7 +481,7 @@ class Run:
                 record: dict[str, Any] = {"epoch": self.epoch}
                 if self.protocol.evaluation.every_epoch:
                     record.update(self._evaluate_all())
-                record["device_time_s"] = self.system.device_time_s  # its test pass on the device included
+                record["device_time_s"] = self.device_time_s()  # its test pass on the device included
                 self.history.append(record)
                 self.store.event("epoch", **record)
                 self.epoch += 1
@@ -515,8 +530,7 @@ class Run:
             arrays["twin_predictions"] = twin_predictions
             figures.update(twin_loss=twin_loss, twin_accuracy=twin_accuracy)
         self.store.save_arrays("data/evaluation.h5", arrays, {"class_names": list(self.data.class_names)})
-        self.store.event("evaluated", **figures, device_time_s=self.system.device_time_s,
-                         device_calls=self.system.calls)
+        self.store.event("evaluated", **figures, device_time_s=self.device_time_s(), device_calls=self.device_calls())
 
     def report(self) -> None:
         from hil.report import write_report

@@ -287,9 +287,9 @@ def test_digital_layers_before_a_physical_layer_and_an_insilico_run(tmp_path: Pa
     assert abs(evaluated["device_accuracy"] - evaluated["twin_accuracy"]) < 0.2
 
 
-def test_a_checkpoint_holds_every_system_the_model_drives(tmp_path: Path) -> None:
+def test_a_checkpoint_and_the_device_time_hold_every_system_the_model_drives(tmp_path: Path) -> None:
     """A layer on a second system (for a method that needs no twin): its bench state is checkpointed too, so a
-    restore replays its noise."""
+    restore replays its noise, and its device time and calls count in the run's."""
     import torch
 
     from hil.lab import Lab
@@ -314,6 +314,12 @@ def test_a_checkpoint_holds_every_system_the_model_drives(tmp_path: Path) -> Non
             first = second(x)
             run._restore_bench(saved)
             assert torch.equal(second(x), first)
+            run.model(torch.rand(3, 64, generator=torch.Generator().manual_seed(1)))
+        # the run's device time and calls are both systems' (its events said the protocol's system's alone)
+        crossbar = lab.system("crossbar")
+        assert oscillator.device_time_s > 0 and crossbar.device_time_s > 0
+        assert run.device_time_s() == crossbar.device_time_s + oscillator.device_time_s
+        assert run.device_calls() == crossbar.calls + oscillator.calls
         run.store.close()
 
 
