@@ -1179,15 +1179,23 @@ class CrossbarArray(Instrument):
         """``I_2j − I_2j+1`` (batch × pairs, A) for row voltages (within the limits). Default: every column read
         (`_read_hw`), then subtracted; a chip that subtracts its pairs before digitising them, or a simulator that
         can compute the differences alone, overrides it."""
-        currents = self._read_hw(voltages_v)
-        expected = (voltages_v.shape[0], self.shape[1])
-        if tuple(getattr(currents, "shape", ())) != expected:
-            try:
-                currents = np.asarray(currents, dtype=float)
-            except (TypeError, ValueError):
-                raise DeviceError(f"{self.name}: a read returned {type(currents).__name__}, not column currents; fix "
-                                  "the driver's _read_hw") from None
-            if currents.shape != expected:
-                raise DeviceError(f"{self.name}: a read returned shape {tuple(currents.shape)}, expected "
-                                  f"{expected[0]}×{expected[1]} column currents; fix the driver's _read_hw")
+        currents = self._currents(self._read_hw(voltages_v), (voltages_v.shape[0], self.shape[1]), "column currents",
+                                  "_read_hw")
         return currents[:, 0:2 * pairs:2] - currents[:, 1:2 * pairs:2]
+
+    def _currents(self, currents: Any, expected: tuple[int, int], what: str, hook: str) -> Any:
+        """A driver's ``what`` (``expected`` shape, A) as a float array, as it is (a float numpy array or tensor)
+        or converted. Anything else is a `DeviceError` naming the instrument and ``hook``."""
+        dtype = getattr(currents, "dtype", None)  # a torch dtype says is_floating_point, a numpy one its kind
+        floats = getattr(dtype, "is_floating_point", False) is True or getattr(dtype, "kind", "") == "f"
+        if floats and tuple(currents.shape) == expected:
+            return currents
+        try:  # a list, integers, booleans: converted (subtracting unsigned integers would wrap around)
+            converted = np.array(currents, dtype=float)
+        except (TypeError, ValueError, RuntimeError):
+            returned = type(currents).__name__ + ("" if dtype is None else f" of {dtype}")
+            raise DeviceError(f"{self.name}: a read returned {returned}, not {what}; fix the driver's {hook}") from None
+        if converted.shape != expected:
+            raise DeviceError(f"{self.name}: a read returned shape {tuple(converted.shape)}, expected "
+                              f"{expected[0]}×{expected[1]} {what}; fix the driver's {hook}")
+        return converted

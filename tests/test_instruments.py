@@ -387,11 +387,21 @@ def test_a_drivers_differential_read_reads_every_column_and_subtracts_the_pairs(
         np.testing.assert_allclose(crossbar.read_pairs(voltages, 1), currents[:, :1] - currents[:, 1:2])
 
 
+def test_a_drivers_read_of_whole_numbers_is_subtracted_as_numbers() -> None:
+    class CountingCrossbar(ListCrossbar):  # replies in unsigned integers, which numpy subtracts modulo 2**16
+        def _read_hw(self, voltages_v):
+            return np.array([[1, 2, 3, 5]] * len(voltages_v), dtype=np.uint16)
+
+    with CountingCrossbar(name="xbar") as crossbar:
+        np.testing.assert_array_equal(crossbar.read_pairs(np.zeros((2, 3)), 2), [[-1.0, -2.0]] * 2)
+
+
 @pytest.mark.parametrize(("reply", "refusal"), [
     ("garbage", r"^xbar: a read returned str, not column currents; fix the driver's _read_hw$"),
     ([[1.0, 2.0]] * 2, r"^xbar: a read returned shape \(2, 2\), expected 2×4 column currents; fix the driver's "
                        r"_read_hw$"),
     ([[1.0, "x"]], r"^xbar: a read returned list, not column currents; fix the driver's _read_hw$"),
+    (np.full((2, 4), "n/a"), r"^xbar: a read returned ndarray of <U3, not column currents; fix the driver's _read_hw$"),
 ])
 def test_a_drivers_read_of_the_wrong_shape_is_refused_by_the_differential_read_naming_it(reply, refusal) -> None:
     class Misreading(ListCrossbar):
