@@ -1148,11 +1148,18 @@ class CrossbarArray(Instrument):
 
     def read_pairs(self, voltages_v: Any, pairs: int) -> Any:
         """Differential read-out of the first ``pairs`` column pairs: ``I_2j − I_2j+1`` (batch × pairs, A) for row
-        voltages (batch × rows, V), the output of weights held as device pairs on adjacent columns."""
+        voltages (batch × rows, V), the output of weights held as device pairs on adjacent columns. A new array,
+        the caller's to modify in place: a driver's own `_read_pairs_hw` may return a buffer it keeps (or one
+        decoded from its reply's bytes), so what it returns is checked and copied."""
         if not (type(pairs) is int or isinstance(pairs, np.integer)) or not 1 <= pairs <= self.shape[1] // 2:  # no bool
             raise LimitError(f"{self.name}: a differential read takes 1..{self.shape[1] // 2} column pairs "
                              f"({self.shape[1]} columns), got {pairs!r}")
-        return self._read_pairs_hw(self._checked_voltages(voltages_v), int(pairs))
+        voltages_v = self._checked_voltages(voltages_v)
+        differences = self._read_pairs_hw(voltages_v, int(pairs))
+        if _hils(type(self)._read_pairs_hw.__module__):  # the default's subtraction and hil's simulators: new arrays
+            return differences
+        return self._currents(differences, (voltages_v.shape[0], int(pairs)), "pair differences", "_read_pairs_hw",
+                              copy=True)
 
     def _checked_voltages(self, voltages_v: Any) -> Any:
         """Read voltages (batch × rows) as `read` takes them, refused outside the shape, batch and limits."""
@@ -1178,18 +1185,19 @@ class CrossbarArray(Instrument):
     def _read_pairs_hw(self, voltages_v: Any, pairs: int) -> Any:
         """``I_2j − I_2j+1`` (batch × pairs, A) for row voltages (within the limits). Default: every column read
         (`_read_hw`), then subtracted; a chip that subtracts its pairs before digitising them, or a simulator that
-        can compute the differences alone, overrides it."""
+        can compute the differences alone, overrides it (a driver's may return a buffer it reuses: `read_pairs`
+        hands its caller a copy)."""
         currents = self._currents(self._read_hw(voltages_v), (voltages_v.shape[0], self.shape[1]), "column currents",
                                   "_read_hw")
         return currents[:, 0:2 * pairs:2] - currents[:, 1:2 * pairs:2]
 
-    def _currents(self, currents: Any, expected: tuple[int, int], what: str, hook: str) -> Any:
+    def _currents(self, currents: Any, expected: tuple[int, int], what: str, hook: str, copy: bool = False) -> Any:
         """A driver's ``what`` (``expected`` shape, A) as a float array, as it is (a float numpy array or tensor)
-        or converted. Anything else is a `DeviceError` naming the instrument and ``hook``."""
+        or converted; a copy where ``copy``. Anything else is a `DeviceError` naming the instrument and ``hook``."""
         dtype = getattr(currents, "dtype", None)  # a torch dtype says is_floating_point, a numpy one its kind
         floats = getattr(dtype, "is_floating_point", False) is True or getattr(dtype, "kind", "") == "f"
         if floats and tuple(currents.shape) == expected:
-            return currents
+            return (currents.detach().clone() if hasattr(currents, "detach") else currents.copy()) if copy else currents
         try:  # a list, integers, booleans: converted (subtracting unsigned integers would wrap around)
             converted = np.array(currents, dtype=float)
         except (TypeError, ValueError, RuntimeError):

@@ -21,6 +21,7 @@ from drivers.keysight_33500b import Keysight33500B
 from hil.clock import VirtualClock
 from hil.errors import DeviceError, FramesDropped, LimitError
 from hil.instruments import CrossbarArray, Readings, SourceMeter
+from hil.systems.crossbar import CrossbarSystem
 from hil.testing import Exchange, ProtocolTransport, expected_protocol
 from hil.transport import VisaTransport
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
@@ -385,6 +386,38 @@ def test_a_drivers_differential_read_reads_every_column_and_subtracts_the_pairs(
         currents = voltages @ conductances
         np.testing.assert_allclose(crossbar.read_pairs(voltages, 2), currents[:, 0::2] - currents[:, 1::2])
         np.testing.assert_allclose(crossbar.read_pairs(voltages, 1), currents[:, :1] - currents[:, 1:2])
+
+
+class OnChipCrossbar(ListCrossbar):
+    """A bench crossbar that subtracts its column pairs on chip and decodes the reply's float32 block in place."""
+
+    def _read_pairs_hw(self, voltages_v, pairs):
+        currents = np.asarray(voltages_v) @ self.conductances_s
+        self.reply = (currents[:, 0:2 * pairs:2] - currents[:, 1:2 * pairs:2]).astype("<f4").tobytes()
+        return np.frombuffer(self.reply, dtype="<f4").reshape(len(currents), pairs)  # read-only, on the reply
+
+
+def test_a_drivers_own_differential_read_is_handed_on_as_a_copy_the_caller_may_scale() -> None:
+    with OnChipCrossbar(name="xbar") as crossbar:
+        system = CrossbarSystem({"crossbar": crossbar})
+        x = np.array([[1.0, 0.5, -1.0], [0.25, 0.0, 0.5]])
+        theta = torch.tensor([0.5, -1.0, 0.25, 1.0, -0.5, 0.0], dtype=torch.float32)
+        outputs = system(torch.as_tensor(x, dtype=torch.float32), theta)
+        torch.testing.assert_close(outputs, torch.as_tensor(x, dtype=torch.float32) @ theta.reshape(3, 2))
+        reply = np.frombuffer(crossbar.reply, dtype="<f4")  # the reply as the chip sent it, not scaled in place
+        np.testing.assert_allclose(reply / system.full_scale_a, outputs.numpy().ravel(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("reply", [np.zeros((2, 3)), [[0.0, 0.0]], "garbage"])
+def test_a_drivers_own_differential_read_of_the_wrong_shape_is_refused_naming_it(reply) -> None:
+    class Misreading(ListCrossbar):
+        def _read_pairs_hw(self, voltages_v, pairs):
+            return reply
+
+    with Misreading(name="xbar") as crossbar, pytest.raises(DeviceError, match=r"^xbar: a read returned .*pair "
+                                                                                r"differences; fix the driver's "
+                                                                                r"_read_pairs_hw$"):
+        crossbar.read_pairs(np.zeros((2, 3)), 2)
 
 
 def test_a_drivers_read_of_whole_numbers_is_subtracted_as_numbers() -> None:

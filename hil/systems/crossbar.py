@@ -174,7 +174,7 @@ class CrossbarSystem(PhysicalSystem):
             self._programmed = theta.clone()
             self.programmings += 1
         differences = crossbar.read_pairs(_row_voltages(x, self._read_voltage, self.shape[0]), self.n_out)
-        return torch.as_tensor(differences, dtype=torch.float32).mul_(1 / self.full_scale_a)  # the read's: ours
+        return torch.as_tensor(differences, dtype=torch.float32).mul_(1 / self.full_scale_a)  # a new array
 
     def rewrite_parameters(self) -> None:
         self._programmed = None
