@@ -241,6 +241,8 @@ class _ReadState:
     def paired(self, pairs: int) -> _ReadState:
         """The state of a read of the first ``pairs`` column pairs' differences ``I_2j − I_2j+1``: the weights and
         offsets subtracted, the (independent) noise variances added. Kept with this state."""
+        if "_paired" not in self.__dict__:  # restored from a checkpoint of a hil that kept no differential states
+            self._paired = {}
         state = self._paired.get(pairs)
         if state is None:
             def difference(t: torch.Tensor) -> torch.Tensor:

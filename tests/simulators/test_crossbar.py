@@ -11,6 +11,7 @@ import textwrap
 import pytest
 import torch
 
+from hil import state as state_io
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.lab import Lab
 from hil.physics.crossbar import ir_drop_factor
@@ -506,6 +507,19 @@ def test_differential_read_without_adcs_has_the_mean_and_noise_of_two_column_rea
     assert float(spread.min()) > 0.5e-6  # the amplifier noise of two columns, √2 · 0.3 µA, at the least
     assert torch.allclose(differences.std(dim=0), spread, rtol=0.06)  # 4096 reads: standard error 1.1 %
     assert torch.allclose(differences.mean(dim=0), subtracted.mean(dim=0), rtol=0, atol=float(4 * spread.max() / 45))
+
+
+def test_differential_read_after_restoring_a_checkpoint_that_kept_no_differential_states() -> None:
+    world, crossbar = make()
+    crossbar.program(uniform(crossbar.shape, 0, G_MAX, seed=1))
+    voltages = uniform((10, 64), -V_READ, V_READ, seed=2)
+    crossbar.read(voltages)
+    saved = state_io.capture(world)
+    del saved["_state"]["__object__"]["_paired"]  # as a hil before the differential read saved its read state
+    expected = crossbar.read_pairs(voltages, 32)
+    resumed, resumed_crossbar = make()
+    state_io.restore(resumed, saved)
+    assert torch.equal(resumed_crossbar.read_pairs(voltages, 32), expected)
 
 
 @pytest.mark.parametrize("preset", ["realistic", "harsh"])
