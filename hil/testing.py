@@ -567,3 +567,26 @@ class CrossbarArrayContract(InstrumentContract):
                 instrument.read_pairs(voltages, bad)
         with pytest.raises(LimitError, match=instrument.name):
             instrument.read_pairs(voltages * 4 * instrument.limits["read_voltage_v"].max / voltages.max(), pairs)
+
+    def test_differential_read_is_each_even_column_less_the_odd_one_after_it(self, instrument: CrossbarArray) -> None:
+        # Pair j: column 2j at (1 + j/pairs)/2 of the span, column 2j + 1 at its bottom; row 0 alone driven, at half
+        # the read voltage (one device's current: no column near its read-out's range). Averaged over a batch, the
+        # differential read is the column read's difference within a fifth of a full-span device's current and five
+        # standard errors of the reads' noise; a swapped pair is off by at least one full-span device's current.
+        conductance, voltage = instrument.limits["conductance_s"], instrument.limits["read_voltage_v"]
+        rows, cols = instrument.shape
+        pairs = cols // 2
+        targets = np.full(instrument.shape, conductance.min)
+        targets[:, 0:2 * pairs:2] += (conductance.max - conductance.min) * (1 + np.arange(pairs) / pairs) / 2
+        instrument.program(targets)
+        voltages = np.zeros((min(256, instrument.max_batch), rows))
+        voltages[:, 0] = voltage.max / 2
+        currents = np.asarray(instrument.read(voltages), dtype=float)
+        subtracted = currents[:, 0:2 * pairs:2] - currents[:, 1:2 * pairs:2]
+        differences = np.asarray(instrument.read_pairs(voltages, pairs), dtype=float)
+        standard_error = np.sqrt((differences.var(axis=0) + subtracted.var(axis=0)) / len(voltages))
+        tolerance = 0.2 * voltage.max / 2 * (conductance.max - conductance.min) + 5 * standard_error
+        deviation = np.abs(differences.mean(axis=0) - subtracted.mean(axis=0))
+        assert np.all(deviation <= tolerance), (
+            f"read_pairs differs from read's I_2j − I_2j+1 by up to {deviation.max():.3g} A (allowed "
+            f"{tolerance[deviation.argmax()]:.3g} A, pair {deviation.argmax()}): check the driver's _read_pairs_hw")

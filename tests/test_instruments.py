@@ -18,6 +18,7 @@ import torch
 
 from drivers.keithley2450 import Keithley2450
 from drivers.keysight_33500b import Keysight33500B
+from hil import testing
 from hil.clock import VirtualClock
 from hil.errors import DeviceError, FramesDropped, LimitError
 from hil.instruments import CrossbarArray, Readings, SourceMeter
@@ -406,6 +407,19 @@ def test_a_drivers_own_differential_read_is_handed_on_as_a_copy_the_caller_may_s
         torch.testing.assert_close(outputs, torch.as_tensor(x, dtype=torch.float32) @ theta.reshape(3, 2))
         reply = np.frombuffer(crossbar.reply, dtype="<f4")  # the reply as the chip sent it, not scaled in place
         np.testing.assert_allclose(reply / system.full_scale_a, outputs.numpy().ravel(), rtol=1e-6)
+
+
+def test_the_contract_refuses_a_driver_whose_differential_read_subtracts_the_wrong_way() -> None:
+    class Swapped(ListCrossbar):
+        def _read_pairs_hw(self, voltages_v, pairs):
+            currents = np.asarray(voltages_v) @ self.conductances_s
+            return currents[:, 1:2 * pairs:2] - currents[:, 0:2 * pairs:2]
+
+    contract = testing.CrossbarArrayContract()
+    with ListCrossbar(name="xbar") as crossbar:
+        contract.test_differential_read_is_each_even_column_less_the_odd_one_after_it(crossbar)
+    with Swapped(name="xbar") as crossbar, pytest.raises(AssertionError, match="check the driver's _read_pairs_hw"):
+        contract.test_differential_read_is_each_even_column_less_the_odd_one_after_it(crossbar)
 
 
 @pytest.mark.parametrize("reply", [np.zeros((2, 3)), [[0.0, 0.0]], "garbage"])
