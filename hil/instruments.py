@@ -1196,9 +1196,10 @@ class CrossbarArray(Instrument):
         or converted; a copy where ``copy``. Anything else is a `DeviceError` naming the instrument and ``hook``."""
         dtype = getattr(currents, "dtype", None)  # a torch dtype says is_floating_point, a numpy one its kind
         floats = getattr(dtype, "is_floating_point", False) is True or getattr(dtype, "kind", "") == "f"
-        if floats and tuple(currents.shape) == expected:
-            return (currents.detach().clone() if hasattr(currents, "detach") else currents.copy()) if copy else currents
-        try:  # a list, integers, booleans: converted (subtracting unsigned integers would wrap around)
+        tensor = hasattr(currents, "detach")
+        if floats and tuple(currents.shape) == expected and (tensor or not copy):
+            return currents.detach().clone() if copy else currents
+        try:  # a list, integers, booleans, a numpy copy (in native byte order: torch takes no other)
             converted = np.array(currents, dtype=float)
         except (TypeError, ValueError, RuntimeError):
             returned = type(currents).__name__ + ("" if dtype is None else f" of {dtype}")

@@ -392,20 +392,23 @@ def test_a_drivers_differential_read_reads_every_column_and_subtracts_the_pairs(
 class OnChipCrossbar(ListCrossbar):
     """A bench crossbar that subtracts its column pairs on chip and decodes the reply's float32 block in place."""
 
+    block = "<f4"  # the reply's numbers: little-endian float32
+
     def _read_pairs_hw(self, voltages_v, pairs):
         currents = np.asarray(voltages_v) @ self.conductances_s
-        self.reply = (currents[:, 0:2 * pairs:2] - currents[:, 1:2 * pairs:2]).astype("<f4").tobytes()
-        return np.frombuffer(self.reply, dtype="<f4").reshape(len(currents), pairs)  # read-only, on the reply
+        self.reply = (currents[:, 0:2 * pairs:2] - currents[:, 1:2 * pairs:2]).astype(self.block).tobytes()
+        return np.frombuffer(self.reply, dtype=self.block).reshape(len(currents), pairs)  # read-only, on the reply
 
 
-def test_a_drivers_own_differential_read_is_handed_on_as_a_copy_the_caller_may_scale() -> None:
-    with OnChipCrossbar(name="xbar") as crossbar:
+@pytest.mark.parametrize("block", ["<f4", ">f4"])  # >f4: an IEEE 488.2 binary block's big-endian order
+def test_a_drivers_own_differential_read_is_handed_on_as_a_copy_the_caller_may_scale(block: str) -> None:
+    with type("BlockCrossbar", (OnChipCrossbar,), {"block": block})(name="xbar") as crossbar:
         system = CrossbarSystem({"crossbar": crossbar})
         x = np.array([[1.0, 0.5, -1.0], [0.25, 0.0, 0.5]])
         theta = torch.tensor([0.5, -1.0, 0.25, 1.0, -0.5, 0.0], dtype=torch.float32)
         outputs = system(torch.as_tensor(x, dtype=torch.float32), theta)
         torch.testing.assert_close(outputs, torch.as_tensor(x, dtype=torch.float32) @ theta.reshape(3, 2))
-        reply = np.frombuffer(crossbar.reply, dtype="<f4")  # the reply as the chip sent it, not scaled in place
+        reply = np.frombuffer(crossbar.reply, dtype=block)  # the reply as the chip sent it, not scaled in place
         np.testing.assert_allclose(reply / system.full_scale_a, outputs.numpy().ravel(), rtol=1e-6)
 
 
