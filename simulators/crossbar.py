@@ -465,7 +465,8 @@ class MemristorCrossbar(World):
         """``I_2j − I_2j+1`` (batch × pairs, A) for row voltages (batch × rows, V): every column read and digitised,
         then subtracted. Where the column ADCs neither round nor clip, the differences alone are computed: one matmul
         of half the width, with the per-column noises drawn as one Gaussian per pair of their summed variance, the
-        same distribution (in another draw of the world's generator than `read`'s)."""
+        same distribution (in another draw of the world's generator than `read`'s). A new tensor, never a scratch
+        buffer: `CrossbarArray.read_pairs` hands it on uncopied, and the crossbar system scales it in place."""
         converters = self.config.converters
         if converters.adc_bits is not None or converters.adc_clip:
             currents = self.read(voltages_v)

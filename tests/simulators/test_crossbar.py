@@ -509,6 +509,16 @@ def test_differential_read_without_adcs_has_the_mean_and_noise_of_two_column_rea
     assert torch.allclose(differences.mean(dim=0), subtracted.mean(dim=0), rtol=0, atol=float(4 * spread.max() / 45))
 
 
+@pytest.mark.parametrize("preset", ["ideal", "realistic"])  # the pairs computed alone, and every column digitised
+def test_a_differential_read_is_a_tensor_of_its_own_that_a_later_read_leaves_alone(preset: str) -> None:
+    _, crossbar = make(preset)
+    crossbar.program(uniform(crossbar.shape, 0, G_MAX, seed=1))
+    first = crossbar.read_pairs(uniform((10, 64), -V_READ, V_READ, seed=2), 32)
+    kept = first.clone()
+    crossbar.read_pairs(uniform((10, 64), -V_READ, V_READ, seed=3), 32)
+    assert torch.equal(first, kept)
+
+
 def test_differential_read_after_restoring_a_checkpoint_that_kept_no_differential_states() -> None:
     world, crossbar = make()
     crossbar.program(uniform(crossbar.shape, 0, G_MAX, seed=1))
