@@ -519,6 +519,17 @@ def test_a_differential_read_is_a_tensor_of_its_own_that_a_later_read_leaves_alo
     assert torch.equal(first, kept)
 
 
+def test_differential_reads_of_every_number_of_pairs_keep_the_states_of_the_last_few() -> None:
+    world, crossbar = make()
+    crossbar.program(uniform(crossbar.shape, 0, G_MAX, seed=1))
+    voltages = uniform((3, 64), -V_READ, V_READ, seed=2)
+    full = crossbar.read(voltages)
+    for pairs in [*range(1, 33), 2, 32]:
+        subtracted = full[:, 0:2 * pairs:2] - full[:, 1:2 * pairs:2]
+        torch.testing.assert_close(crossbar.read_pairs(voltages, pairs), subtracted, rtol=1e-5, atol=1e-10)
+    assert sorted(world._state._paired) == [2, 30, 31, 32]  # a sweep over 512 pairs of 1024 columns kept 0.5 GB
+
+
 def test_differential_read_after_restoring_a_checkpoint_that_kept_no_differential_states() -> None:
     world, crossbar = make()
     crossbar.program(uniform(crossbar.shape, 0, G_MAX, seed=1))
