@@ -345,6 +345,7 @@ class MemristorCrossbar(World):
     # -- programming --------------------------------------------------------------------------------------------
     def program(self, conductances_s: Any) -> None:
         """Write-verify every device to its target (rows × cols, S), with the levels and programming noise."""
+        began = self.clock.wall()
         config = self.config
         g_min, g_max = config.devices.g_min_s, config.devices.g_max_s
         target = torch.as_tensor(conductances_s, dtype=torch.float32)
@@ -367,7 +368,7 @@ class MemristorCrossbar(World):
         drift = config.slow.drift_scale
         nu = drift_exponents(target, g_max, drift, self.rng) if drift > 0 else torch.zeros(self.shape)
         timing = config.timing
-        self.clock.sleep(timing.call_overhead_s + target.numel() * timing.program_time_per_device_s)
+        self.clock.sleep(timing.call_overhead_s + target.numel() * timing.program_time_per_device_s, since=began)
         self.programmed_s, self.drift_nu, self.programmed_at_s = programmed, nu, self.clock.now()
         self._drift_nu_max = float(nu.max()) if nu.numel() else 0.0
         self._generation += 1
@@ -451,6 +452,7 @@ class MemristorCrossbar(World):
 
     def read(self, voltages_v: Any) -> torch.Tensor:
         """Column currents (batch × cols, A) for row voltages (batch × rows, V), noise and converters included."""
+        began = self.clock.wall()
         voltages = torch.as_tensor(voltages_v, dtype=torch.float32)
         now = self.clock.now()
         currents = self._analog_read(voltages, self._read_state(now), now)
@@ -464,7 +466,7 @@ class MemristorCrossbar(World):
         elif converters.adc_clip:
             limit = converters.adc_range_v / converters.tia_gain_ohm
             currents.clamp_(-limit, limit)
-        self._count_read(voltages)
+        self._count_read(voltages, began)
         return currents
 
     def read_pairs(self, voltages_v: Any, pairs: int) -> torch.Tensor:
@@ -477,10 +479,11 @@ class MemristorCrossbar(World):
         if converters.adc_bits is not None or converters.adc_clip:
             currents = self.read(voltages_v)
             return currents[:, 0:2 * pairs:2] - currents[:, 1:2 * pairs:2]
+        began = self.clock.wall()
         voltages = torch.as_tensor(voltages_v, dtype=torch.float32)
         now = self.clock.now()
         currents = self._analog_read(voltages, self._read_state(now).paired(pairs), now)
-        self._count_read(voltages)
+        self._count_read(voltages, began)
         return currents
 
     def _analog_read(self, voltages: torch.Tensor, state: _ReadState, now: float) -> torch.Tensor:
@@ -505,10 +508,11 @@ class MemristorCrossbar(World):
             currents.addcmul_(state.output_var.sqrt(), noise)
         return currents
 
-    def _count_read(self, voltages: torch.Tensor) -> None:
-        """A read's device time: the host round trip, and integration and conversion per input vector."""
+    def _count_read(self, voltages: torch.Tensor, began: float) -> None:
+        """A read's device time: the host round trip, and integration and conversion per input vector; in real time
+        counted from where the read ``began`` (a `VirtualClock.wall` reading), as its computing is the chip's work."""
         timing = self.config.timing
-        self.clock.sleep(timing.call_overhead_s + voltages.shape[0] * timing.read_time_per_vector_s)
+        self.clock.sleep(timing.call_overhead_s + voltages.shape[0] * timing.read_time_per_vector_s, since=began)
 
 
 class SimulatedCrossbar(SimulatedInstrument, CrossbarArray):

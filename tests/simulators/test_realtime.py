@@ -57,3 +57,24 @@ def test_an_analog_world_waits_its_record_and_settling_less_what_it_computed(wal
     assert device_s == pytest.approx(5e-3 + 10e-3)
     assert wall.slept == pytest.approx([5e-3 - COMPUTE_S, 10e-3 - COMPUTE_S])
     assert wall.wall_s - started == pytest.approx(device_s)
+
+
+@pytest.mark.parametrize("preset", ["ideal", "realistic"])  # pairs computed alone; every column digitised
+def test_a_crossbar_waits_its_programming_and_reads_less_what_it_computed(wall: FakeWall, monkeypatch,
+                                                                          preset: str) -> None:
+    from simulators.crossbar import MemristorCrossbar, SimulatedCrossbar
+
+    world = MemristorCrossbar(preset=preset, realtime=True, config={
+        "geometry": {"rows": 8, "cols": 8}, "timing": {"program_time_per_device_s": 1e-4, "call_overhead_s": 5e-3}})
+    crossbar = SimulatedCrossbar(world, name="crossbar").connect()
+    monkeypatch.setattr(world, "_check_ir_drop", computing(wall, world._check_ir_drop))
+    monkeypatch.setattr(world, "_analog_read", computing(wall, world._analog_read))
+    wall.slept.clear()
+    before, started = world.clock.now(), wall.wall_s
+    crossbar.program(torch.full((8, 8), 1e-5))
+    crossbar.read(torch.zeros(3, 8))
+    crossbar.read_pairs(torch.zeros(5, 8), 4)
+    device_s = world.clock.now() - before
+    assert device_s == pytest.approx(3 * 5e-3 + 64 * 1e-4 + 8 * 133e-9)
+    assert sum(wall.slept) == pytest.approx(device_s - 3 * COMPUTE_S)
+    assert wall.wall_s - started == pytest.approx(device_s)
