@@ -23,8 +23,9 @@ def test_a_virtual_clock_advances_by_each_wait_and_sleeps_it_only_in_real_time(r
 
 def test_a_lab_worlds_realtime_gives_its_instruments_a_clock_that_sleeps(tmp_path, monkeypatch) -> None:
     """``realtime: true`` in lab.yaml: a simulated device call takes its modelled device time in wall time too."""
-    slept: list[float] = []
-    monkeypatch.setattr(time, "sleep", slept.append)
+    wall = FakeWall()  # the simulation computes in no wall time: every wait is the device time's
+    monkeypatch.setattr("hil.clock.time", wall)
+    slept = wall.slept
     lab = lab_from_text("worlds:\n  chip:\n    kind: memristor_crossbar\n    preset: ideal\n    realtime: true\n"
                         "instruments:\n  crossbar:\n    driver: simulated_crossbar\n    world: chip\n"
                         "systems:\n  crossbar:\n    kind: crossbar\n    instruments: {crossbar: crossbar}\n", tmp_path)
