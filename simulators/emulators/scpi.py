@@ -48,8 +48,8 @@ QUEUE_OVERFLOW = (-350, "Queue overflow")
 DEVICE_SPECIFIC = -300  # "Device-specific error": here, a handler of the emulator raised
 
 #: The largest binary block an emulated instrument's input buffer takes (bytes): 16 MiB, far above the largest
-#: waveform the emulated instruments hold (65 536 points of 8 bytes); a header announcing more is refused (-223), not
-#: waited for.
+#: waveform the emulated instruments hold (65 536 float32 points, 256 kB); a header announcing more is refused
+#: (-223), not waited for.
 MAX_BLOCK_BYTES = 1 << 24
 
 
