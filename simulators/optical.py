@@ -85,7 +85,7 @@ class SLMConfig(Strict):
     pitch_m: float = Field(8e-6, ge=SLM_PITCH_RANGE_M[0], le=SLM_PITCH_RANGE_M[1], description="pixel pitch (m); "
                            "source: " + _PLUTO)
     max_sequence: int = Field(1024, ge=1, le=1_000_000, description="patterns one loaded sequence holds (1); source: "
-                              "assumption, on-board sequence memory of a few hundred MB")
+                              "assumption, on-board sequence memory of about 2 GB (1024 full-HD 8-bit patterns)")
 
 
 class CameraConfig(Strict):
@@ -483,7 +483,7 @@ class SLMCameraWorld(World):
             drives = self.sequence[self.position:self.position + n_frames]
             self.position += n_frames
             self.shown = drives[-1:].clone()  # the sequence memory is reused by the next sequence
-            if self.position == len(self.sequence):  # played out: no pattern left to keep (or checkpoint: 4 MB)
+            if self.position == len(self.sequence):  # played out: nothing to keep (or checkpoint: 16 MB by default)
                 self.sequence, self.position = self.sequence.new_empty((0, *self.sequence.shape[1:])), 0
             period = max(math.ceil((timing.slm_settle_s + exposure) / self.frame_period_s - 1e-9)
                          * self.frame_period_s, camera_period)
