@@ -3,11 +3,11 @@
 The SLM and the camera are those of `simulators.optical.SLMCameraWorld` (LUT error, crosstalk, zero order,
 quantisation, flicker, the EMVA 1288 camera, laser power wander). Between them, the noiseless physics of
 `hil.physics.fiber`: the SLM is coarse-grained into ``macro_px`` × ``macro_px`` macro-pixels that couple
-into the fiber's modes through a fixed random coupling C (orthonormal rows or columns times the coupling
-efficiency); the fiber mixes the modes with a fixed random transmission matrix M = U·diag(√τ)·V (U, V Haar
-unitary, τ the modes' transmissions spread over ``mode_dependent_loss_db``); each output mode makes a fixed random
-speckle on the camera (orthonormal columns S, grains of ``speckle_grain_px``). Non-idealities beyond the SLM's and
-the camera's:
+into the fiber's modes through a fixed random coupling C (orthonormal rows or columns times √η, η the
+``coupling_efficiency``, a fraction of the power); the fiber mixes the modes with a fixed random transmission
+matrix M = U·diag(√τ)·V (U, V Haar unitary, τ the modes' transmissions spread over ``mode_dependent_loss_db``);
+each output mode makes a fixed random speckle on the camera (orthonormal columns S, grains of
+``speckle_grain_px``). Non-idealities beyond the SLM's and the camera's:
 
 - *construction*: the mode-dependent loss (the coupling, the transmission matrix and the speckle basis are the
   fiber itself, hidden but not errors);
