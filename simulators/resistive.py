@@ -8,8 +8,9 @@ every output, and a nudge transistor from every output to a target voltage (see 
 also gives the channel wiring). The analog input reads every free node.
 
 One sample is one step of the analog output's waveform: the network settles within ``timing.network_settle_s``
-(microseconds), far faster than a sample period, so a batch of B inputs plays as a B-sample waveform while the
-gates hold their DC levels, and each sample is the equilibrium for that step's drive.
+(microseconds), at most one sample period (the sample clock stops at 1/``network_settle_s``), so a batch of B
+inputs plays as a B-sample waveform while the gates hold their DC levels, and each sample is the equilibrium for
+that step's drive.
 
 Non-idealities (defaults: the ``realistic`` preset):
 
