@@ -266,12 +266,12 @@ class _ReadState:
 class MemristorCrossbar(World):
     """A simulated PCM crossbar chip: hidden device and read-out non-idealities, programming, drift and reads.
 
-    ``program(conductances_s)`` and ``read(voltages_v)`` are what `SimulatedCrossbar` calls; both advance the
-    world's clock by their device time. Presets: ``ideal`` switches every non-ideality off (converters exact and
-    unclipped); ``harsh`` scales the device and read-out non-idealities by about 3× (device spread 0.3, as in
-    aihwkit's measured ReRAM-array presets with w_max_dtod 0.35–0.43; stuck devices, wire resistance, column
-    spreads, amplifier noise), the programming noise, drift and 1/f read noise by 2×, with 16 levels and 6-bit
-    converters.
+    ``program(conductances_s)``, ``read(voltages_v)`` and ``read_pairs(voltages_v, pairs)`` are what
+    `SimulatedCrossbar` calls; each advances the world's clock by its device time. Presets: ``ideal`` switches every
+    non-ideality off (converters exact and unclipped); ``harsh`` scales the device and read-out non-idealities by
+    about 3× (device spread 0.3, as in aihwkit's measured ReRAM-array presets with w_max_dtod 0.35–0.43; stuck
+    devices, wire resistance, column spreads, amplifier noise), the programming noise, drift and 1/f read noise by
+    2×, with 16 levels and 6-bit converters.
     """
 
     kind = "memristor_crossbar"
