@@ -431,10 +431,11 @@ class Keithley2450(ScpiDriver, SourceMeter):
         return self._readings(np.array([values[0]]), np.array([values[1]]), np.array([tripped]))
 
     def _check_sweep_hw(self, levels: np.ndarray, delay_s: float) -> None:
-        """The delay is 0 or 50 µs..10 s; levels within a fixed source range and the power envelope."""
+        """The delay is 0 or at least 50 µs (the 2450's; `SourceMeter.sweep` has bounded it to 10 s); levels within
+        a fixed source range and the power envelope."""
         if 0 < delay_s < MIN_SWEEP_DELAY_S:
-            raise LimitError(f"{self.name}: sweep delay {delay_s:g} s refused; the 2450 takes 0 or "
-                             f"{MIN_SWEEP_DELAY_S:g}..10 s")
+            raise LimitError(f"{self.name}: sweep delay {delay_s:g} s refused; the 2450 takes 0 or at least "
+                             f"{MIN_SWEEP_DELAY_S:g} s")
         self._check_levels(levels, "sweep level")
 
     def _sweep_hw(self, levels: np.ndarray, delay_s: float) -> Readings:

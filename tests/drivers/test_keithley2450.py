@@ -555,7 +555,7 @@ def _ready(k: Keithley2450) -> None:
     (lambda k: k.configure("voltage", 1e-3, nplc=0.005), "nplc: 0.005 PLC is outside"),
     (lambda k: k.sweep([0.2, 0.4, 1.0]), "sweep point 2 jumps 0.6 V, more than max_step 0.5"),
     (lambda k: k.sweep([0.2, math.inf]), "sweep level"),
-    (lambda k: k.sweep([0.2], delay_s=1e-5), "sweep delay 1e-05 s refused"),
+    (lambda k: k.sweep([0.2], delay_s=1e-5), "sweep delay 1e-05 s refused; the 2450 takes 0 or at least 5e-05 s$"),
     (lambda k: k.set_source_range(500.0), "source range 500 V refused"),
     (lambda k: k.set_measure_range(0.0), "measure range 0 A refused"),
     (lambda k: k.set_measure_range(1.0), "must exceed 0.1 % of the 1 A measure range"),
