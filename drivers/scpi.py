@@ -140,9 +140,12 @@ class ScpiDriver:
         return self.idn
 
     def write(self, command: str) -> None:
+        """Send ``command`` (no reply is read; `check_errors` tells whether it was taken)."""
         self.transport.write(command)
 
     def query(self, command: str) -> str:
+        """The reply to ``command``, stripped. After a timeout the link is resynchronised first (`_resynchronise`);
+        an empty reply marks it out of step, and one that came with another line unread is a `DeviceError`."""
         with self.transport.transaction():  # a timeout in another thread may not come between the check and the query
             if self.transport.out_of_step:
                 self._resynchronise()
@@ -208,6 +211,7 @@ class ScpiDriver:
             raise self.unexpected_reply(f"reply {excerpt(reply)} to {command!r} is not a list of numbers") from None
 
     def query_bool(self, command: str) -> bool:
+        """A ``0`` or ``1`` reply; anything else is a `DeviceError` naming the command."""
         reply = self.query(command)
         if reply not in ("0", "1"):
             raise self.unexpected_reply(f"reply {excerpt(reply)} to {command!r} is not 0 or 1")

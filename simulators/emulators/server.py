@@ -31,7 +31,11 @@ _FAULT = object()
 
 
 class MessageHandler(Protocol):
-    def handle(self, message: bytes) -> bytes | None: ...
+    """What a server serves: an emulator answering one program message at a time (`ScpiEmulator` is one)."""
+
+    def handle(self, message: bytes) -> bytes | None:
+        """The reply to ``message`` (without its terminator, which the server adds), or None for no reply. Called
+        from the server's threads, one per client: an emulator that several clients may reach locks its state."""
 
 
 class _Server:
