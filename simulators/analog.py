@@ -137,7 +137,8 @@ class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
     """The analog output of an `AnalogWorld`: DC levels and waveforms, rounded by the world's DAC.
 
     Powers on at 0 V with every output off. A channel that is off drives 0 V. Waveforms played together must
-    have the same length and sample rate; after a waveform ends its channel holds its DC level.
+    have the same length and sample rate; before and after a play a loaded waveform's channel holds its first
+    sample (its DC level, as `AnalogOutput` has it).
     """
 
     def __init__(self, world: AnalogWorld, **common: Any):
