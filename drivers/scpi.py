@@ -144,8 +144,9 @@ class ScpiDriver:
         self.transport.write(command)
 
     def query(self, command: str) -> str:
-        """The reply to ``command``, stripped. After a timeout the link is resynchronised first (`_resynchronise`);
-        an empty reply marks it out of step, and one that came with another line unread is a `DeviceError`."""
+        """The reply to ``command``, stripped. A link out of step (after a timeout, or a reply not of its query's
+        form) is resynchronised first (`_resynchronise`); an empty reply marks it out of step, and one that came
+        with another line unread is a `DeviceError`."""
         with self.transport.transaction():  # a timeout in another thread may not come between the check and the query
             if self.transport.out_of_step:
                 self._resynchronise()
