@@ -142,6 +142,19 @@ def test_complex_values_and_what_is_not_numbers_are_refused_before_any_call(x, t
     assert system.calls == 0
 
 
+def test_a_flipped_or_read_only_numpy_input_is_read_as_its_values() -> None:
+    """A numpy view with negative strides (``x[:, ::-1]``, ``np.flip``), which torch takes no tensor of, was refused as
+    "not an array of numbers"; a read-only one (``np.broadcast_to``) gave torch's warning about non-writable arrays."""
+    system = Misreading(lambda x: torch.cat([x, x[:, :1]], 1))
+    x = np.array([[0.25, -0.5], [0.75, 1.0]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(system.forward(x[:, ::-1], np.flip(np.zeros(1))), system.forward(x[:, ::-1].copy(),
+                                                                                             np.zeros(1)))
+        assert torch.equal(system.forward(np.broadcast_to(x[:1], (2, 2)), np.zeros(1)),
+                           system.forward(np.repeat(x[:1], 2, axis=0), np.zeros(1)))
+
+
 def test_a_reading_in_another_dtype_becomes_float32_and_carries_no_graph_of_the_inputs() -> None:
     system = Misreading(lambda x: x.double().sum(1, keepdim=True).expand(len(x), 3))
     y = system.forward(torch.rand(4, 2).requires_grad_(), torch.zeros(1))

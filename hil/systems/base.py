@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -227,6 +228,8 @@ class PhysicalSystem(ABC):
     def _checked(self, value: Any, shape: tuple[int | None, ...], bounds: tuple[float, float],
                  label: str) -> torch.Tensor:
         if not (isinstance(value, torch.Tensor) and value.dtype == torch.float32):  # as_tensor: 0.8 µs for nothing
+            if isinstance(value, np.ndarray) and (not value.flags.writeable or min(value.strides, default=0) < 0):
+                value = value.copy()  # a flipped view (x[:, ::-1]), which torch refuses, or a read-only one it warns of
             try:
                 value = torch.as_tensor(value)
             except (TypeError, ValueError, RuntimeError):  # text, None, a ragged list
