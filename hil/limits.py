@@ -89,9 +89,17 @@ def as_numbers(values: Any, what: str) -> np.ndarray:
     if array.dtype.kind == "O":
         _refuse_items(array, what)
     try:
-        return array.astype(np.float64, copy=False)
+        return torch_shareable(array.astype(np.float64, copy=False))
     except (TypeError, ValueError, OverflowError) as error:
         raise _not_numbers(error, what) from None
+
+
+def torch_shareable(array: np.ndarray) -> np.ndarray:
+    """``array``, or a copy of it where torch could not share its memory: a flipped view (negative strides, which
+    ``torch.as_tensor`` refuses) or a read-only one (``np.broadcast_to``, which it warns of)."""
+    if not array.flags.writeable or min(array.strides, default=0) < 0:
+        return array.copy()
+    return array
 
 
 def _not_numbers(error: Exception, what: str) -> LimitError:

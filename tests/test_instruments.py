@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -362,6 +363,23 @@ def test_reads_and_programs_of_the_wrong_shape_are_refused(crossbar: SimulatedCr
     for conductances in (np.zeros((cols, rows)), np.zeros((rows, cols + 1)), np.zeros(rows * cols)):
         with pytest.raises(LimitError, match="conductances has shape"):
             crossbar.program(conductances)
+
+
+def test_a_flipped_or_read_only_numpy_array_reaches_a_simulated_instrument_as_its_values() -> None:
+    """A numpy view with negative strides (``np.flip``, ``[::-1]``), which torch takes no tensor of, raised torch's
+    ValueError from inside the simulator; a read-only one (``np.broadcast_to``) gave torch's non-writable warning."""
+    with SimulatedCrossbar(MemristorCrossbar(preset="ideal"), name="xbar") as crossbar, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conductances = np.linspace(0, 2e-5, 64 * 64).reshape(64, 64)
+        crossbar.program(conductances[::-1])
+        voltages = np.linspace(-0.1, 0.1, 3 * 64).reshape(3, 64)
+        expected = crossbar.read(np.ascontiguousarray(voltages[:, ::-1]))
+        assert torch.equal(crossbar.read(voltages[:, ::-1]), expected)
+        torch.testing.assert_close(crossbar.read_pairs(np.flip(voltages, 1), 32), expected[:, 0::2] - expected[:, 1::2],
+                                   rtol=1e-4, atol=1e-10)  # the pairs computed alone: rounded otherwise
+        assert torch.equal(crossbar.read(np.broadcast_to(voltages[:1], (3, 64))), crossbar.read(voltages[[0, 0, 0]]))
+        crossbar.program(np.ascontiguousarray(conductances[::-1]))
+        assert torch.equal(crossbar.read(voltages[:, ::-1]), expected)  # the flipped programming was the same
 
 
 class ListCrossbar(CrossbarArray):

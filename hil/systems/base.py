@@ -25,7 +25,7 @@ from torch import nn
 from hil.clock import Clock, WallClock
 from hil.errors import ConfigError, DeviceError, LimitError
 from hil.instruments import AnalogOutput, Instrument, shape_differs
-from hil.limits import first_outside
+from hil.limits import first_outside, torch_shareable
 
 T = TypeVar("T")
 
@@ -228,8 +228,8 @@ class PhysicalSystem(ABC):
     def _checked(self, value: Any, shape: tuple[int | None, ...], bounds: tuple[float, float],
                  label: str) -> torch.Tensor:
         if not (isinstance(value, torch.Tensor) and value.dtype == torch.float32):  # as_tensor: 0.8 µs for nothing
-            if isinstance(value, np.ndarray) and (not value.flags.writeable or min(value.strides, default=0) < 0):
-                value = value.copy()  # a flipped view (x[:, ::-1]), which torch refuses, or a read-only one it warns of
+            if isinstance(value, np.ndarray):
+                value = torch_shareable(value)  # a flipped view (x[:, ::-1]) torch refuses, a read-only one it warns of
             try:
                 value = torch.as_tensor(value)
             except (TypeError, ValueError, RuntimeError):  # text, None, a ragged list
