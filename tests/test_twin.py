@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.quasirandom import SobolEngine
 
-from hil.errors import ConfigError
+from hil.errors import ConfigError, HilError
 from hil.systems.base import PhysicalSystem, PhysicsModel
 from hil.twin.collect import SMALLEST_OUTPUT, TwinData, collect, held_out_count, measurement_count, sobol
 from hil.twin.fidelity import fidelity, jacobian_cosine
@@ -701,6 +701,35 @@ def test_a_physics_twin_fits_outputs_in_any_unit_alike(lab, crossbar_data, unit:
         errors.append(nmse(twin, data[1]))
     torch.testing.assert_close(errors[1], errors[0], rtol=1e-4, atol=0)
     torch.testing.assert_close(twin.affine.scale, torch.tensor(unit))  # the power of ten an SI prefix is
+
+
+class FirstOutputOnly(PhysicsModel):
+    """A physics model with a slip of its own: it computes the first output alone (batch × 1)."""
+
+    def __init__(self, physics: PhysicsModel):
+        super().__init__()
+        self.physics = physics
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.physics(x, theta)[:, :1]
+
+
+class CrossbarWithAModelOfOneOutput(CrossbarInUnit):
+    def physics_model(self) -> PhysicsModel:
+        return FirstOutputOnly(self.crossbar.physics_model())
+
+
+@pytest.mark.parametrize("kind", ["physics", "residual"])
+def test_a_physics_model_of_another_shape_than_the_device_is_refused_naming_it(lab, crossbar_data, kind) -> None:
+    """A physics model returning batch × 1 for a system of 8 outputs was broadcast by the twin's per-output gain to
+    batch × 8 (the first output's prediction for every output): the twin was fitted and trained on unnoticed."""
+    system = CrossbarWithAModelOfOneOutput(lab.systems["crossbar"], 1.0)
+    twin = build_twin(kind, system)
+    train, held_out = crossbar_data.split(0.25, seed=0)
+    with pytest.raises(HilError, match=r"^system 'in_unit': its physics model \(tests\.test_twin\.FirstOutputOnly\) "
+                       rf"returned shape \((\d+), 1\) for \1 inputs; expected \(\1, {system.n_out}\), as the device's "
+                       r"outputs: fix its forward$"):
+        fit_twin(twin, train, held_out, epochs=1, lr=0.02)
 
 
 def test_an_output_affine_keeps_its_offset_when_its_scale_is_set_and_loads_a_state_saved_without_one() -> None:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from hil.errors import ConfigError, error_reason
+from hil.errors import ConfigError, HilError, error_reason
 from hil.systems.base import PhysicalSystem
 
 TWIN_KINDS = ("physics", "neural", "residual", "oracle")
@@ -108,9 +108,18 @@ class PhysicsTwin(Twin):
         super().__init__(system)
         self.physics = system.oracle_model() if oracle else system.physics_model()
         self.affine = OutputAffine(self.n_out)
+        self.system_name = system.name
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        return self.affine(self.physics(x, theta))
+        """The physics's outputs, refused unless batch × n_out as the device's are: the per-output gain would
+        broadcast a model of one output (or of a batch of one) to every output, and train on it unnoticed."""
+        y = self.physics(x, theta)
+        if y.shape != (x.shape[0], self.n_out):
+            model = type(self.physics)
+            raise HilError(f"system {self.system_name!r}: its physics model ({model.__module__}.{model.__qualname__}) "
+                           f"returned shape {tuple(y.shape)} for {x.shape[0]} inputs; expected ({x.shape[0]}, "
+                           f"{self.n_out}), as the device's outputs: fix its forward")
+        return self.affine(y)
 
 
 class OracleTwin(PhysicsTwin):
