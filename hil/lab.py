@@ -52,13 +52,42 @@ def _plain(annotation: Any) -> bool:
     return annotation in (int, float, bool, str, NoneType)
 
 
-def setting_types(cls: type) -> dict[str, Any]:
-    """The annotations of ``cls.__init__``'s settings that `check_setting` can check (see `_plain`); none where
-    they cannot be resolved (a plugin's annotations naming what its module imports only for type checkers)."""
-    try:
-        hints = typing.get_type_hints(cls.__init__)
-    except Exception:  # any failure to resolve them: the class checks its settings alone
-        return {}
+def settings_inits(cls: type, base: type = object) -> list[Any]:
+    """The ``__init__`` functions whose keywords are ``cls``'s settings: its own and, where one passes ``**kwargs``
+    on, that of the next class of its MRO that writes one (a system that subclasses another takes the other's settings
+    too), up to ``base``'s, left out (`PhysicalSystem`'s sizes and bounds, which a system passes on itself)."""
+    inits = []
+    for klass in cls.__mro__:
+        if klass is base or klass is object:
+            break
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        inits.append(init)
+        if not _takes_any_keyword(inspect.signature(init).parameters):
+            break
+    return inits or [cls.__init__]
+
+
+def settings_parameters(cls: type, base: type = object) -> dict[str, inspect.Parameter]:
+    """The named parameters of ``cls``'s `settings_inits` (the first, a subclass's, where two name one)."""
+    parameters: dict[str, inspect.Parameter] = {}
+    for init in settings_inits(cls, base):
+        for name, parameter in inspect.signature(init).parameters.items():
+            if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+                parameters.setdefault(name, parameter)
+    return parameters
+
+
+def setting_types(cls: type, base: type = object) -> dict[str, Any]:
+    """The annotations of ``cls``'s settings (`settings_inits`) that `check_setting` can check (see `_plain`); none
+    where they cannot be resolved (a plugin's annotations naming what its module imports only for type checkers)."""
+    hints: dict[str, Any] = {}
+    for init in reversed(settings_inits(cls, base)):  # a subclass's annotation wins
+        try:
+            hints.update(typing.get_type_hints(init))
+        except Exception:  # any failure to resolve them: the class checks its settings alone
+            return {}
     return {name: annotation for name, annotation in hints.items() if name != "return" and _plain(annotation)}
 
 
@@ -249,11 +278,13 @@ class Lab:
                                   "with --lab or as the protocol's lab:") from None
             raise
 
-    def _check_settings(self, cls: type, settings: dict[str, Any], where: tuple[str, ...]) -> None:
-        """Refuse a setting whose value is not of the type its class's ``__init__`` annotates (see `check_setting`),
-        or, where `check_setting` cannot check the annotation (``Any``, none, a path, a mapping, a class), holds a
-        NaN or an infinity, before the class sees it: a `ConfigError` at the setting, or at the item of a list."""
-        types = setting_types(cls)
+    def _check_settings(self, cls: type, settings: dict[str, Any], where: tuple[str, ...],
+                        base: type = object) -> None:
+        """Refuse a setting whose value is not of the type its class's ``__init__`` annotates (see `check_setting`,
+        `setting_types`), or, where `check_setting` cannot check the annotation (``Any``, none, a path, a mapping, a
+        class), holds a NaN or an infinity, before the class sees it: a `ConfigError` at the setting, or at the item
+        of a list."""
+        types = setting_types(cls, base)
         for key, value in settings.items():
             problem = check_setting(value, types[key]) if key in types else first_not_finite(value)
             if problem is not None:
@@ -353,13 +384,12 @@ class Lab:
             raise self._error(f"system kind {config.kind!r} cannot be built: its __init__ does not take the name "
                               "the lab gives it; write def __init__(self, instruments, *, name='', <settings>) and "
                               "pass name on to PhysicalSystem.__init__", (*where, "kind"))
-        allowed = sorted(p for p, v in parameters.items() if p not in ("self", "instruments", "name")
-                         and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL))
+        allowed = sorted(set(settings_parameters(cls, PhysicalSystem)) - {"self", "instruments", "name"})
         for key in config.settings:
             if key not in allowed:
                 raise self._error(f"unknown setting {shown(key)} for {config.kind}; allowed: "
                                   f"{', '.join(allowed) or 'none'}", (*where, "settings", key))
-        self._check_settings(cls, config.settings, where)
+        self._check_settings(cls, config.settings, where, PhysicalSystem)
         try:
             return cls(instruments, name=name, **config.settings)
         except ConfigError as error:
@@ -388,8 +418,7 @@ class Lab:
                               f"does not take {' and '.join(untaken)}, which the lab gives every instrument; write "
                               f"def __init__(self, {first}, *, <options>, **common) and pass **common on to "
                               "super().__init__()", (*where, "driver"))
-        allowed = sorted(set(parameters) - FRAMEWORK_ARGUMENTS
-                         - {p for p, v in parameters.items() if v.kind in (v.VAR_KEYWORD, v.VAR_POSITIONAL)})
+        allowed = sorted(set(settings_parameters(cls)) - FRAMEWORK_ARGUMENTS)
         for key in config.settings:
             if key not in allowed:
                 raise self._error(f"unknown setting {shown(key)} for {config.driver}; allowed: "

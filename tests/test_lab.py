@@ -1408,6 +1408,68 @@ def test_a_setting_of_open_type_is_refused_at_its_line_if_it_holds_nan_or_infini
         assert built.systems["network"].gains == [1.0, {"a": [2, 3.5]}]
 
 
+SUBCLASSES_PASSING_SETTINGS_ON = '''
+from typing import Any
+
+from drivers.keithley2450 import Keithley2450
+from hil.systems.resistive import ResistiveNetworkSystem
+
+
+class Logged(ResistiveNetworkSystem):
+    """A variant of a system: a setting of its own, and the rest passed on to the system it extends."""
+
+    def __init__(self, instruments, *, log_calls: bool = False, **settings: Any):
+        super().__init__(instruments, **settings)
+        self.log_calls = log_calls
+
+
+class Labelled(Keithley2450):
+    def __init__(self, transport, *, label: str = "", **common: Any):
+        super().__init__(transport, **common)
+        self.label = label
+'''
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ("{log_calls: true, sample_rate_hz: 50000.0}", None),
+    ("{sample_rate_hz: '5e4'}", r"systems\.network\.settings\.sample_rate_hz: Input should be a valid number"),
+    ("{sample_rate: 5e4}", r"systems\.network\.settings\.sample_rate: unknown setting 'sample_rate' for "
+                           r"plugin_subclasses:Logged; allowed: gate_max_v, gate_min_v, input_max_v, input_min_v, "
+                           r"log_calls, max_batch, n_hidden, n_inputs, n_outputs, output_scale_v, sample_rate_hz$"),
+])
+def test_a_system_that_extends_another_takes_the_settings_it_passes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str, expected: str | None) -> None:
+    """A system subclassing a built-in one, its __init__ passing ``**settings`` on, had every setting of the one it
+    extends refused: "unknown setting 'sample_rate_hz' for plugin_subclasses:Logged; allowed: log_calls"."""
+    (tmp_path / "plugin_subclasses.py").write_text(SUBCLASSES_PASSING_SETTINGS_ON)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = RESISTIVE_LAB % ("simulated_analog_output", "plugin_subclasses:Logged", "{output: out, input: in}")
+    lab = Lab.load(write(tmp_path, text.replace("in}}", f"in}}, settings: {settings}}}")))
+    if expected is not None:
+        with pytest.raises(ConfigError, match=r"^\S*lab\.yaml:7: " + expected):
+            lab.build()
+        return
+    lab.build()
+    network = lab.systems["network"]
+    assert (network.log_calls, network.sample_rate_hz) == (True, 50000.0)
+
+
+def test_a_driver_that_extends_another_takes_the_settings_it_passes_on(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a system's: a driver subclassing the 2450 had its ``terminals`` refused as an unknown setting."""
+    (tmp_path / "plugin_subclasses.py").write_text(SUBCLASSES_PASSING_SETTINGS_ON)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = """
+        instruments:
+          smu: {driver: "plugin_subclasses:Labelled", emulate: true, settings: {label: bench 3, terminals: %s}}
+    """
+    with pytest.raises(ConfigError, match=r"^\S*lab\.yaml:2: instruments\.smu\.settings\.terminals: Input should be "
+                                          r"a valid string"):
+        Lab.load(write(tmp_path, text % "1")).build()
+    with Lab.load(write(tmp_path, text % "rear")) as lab:
+        assert (lab["smu"].label, lab["smu"].terminals) == ("bench 3", "rear")
+
+
 class SerialSmu(Keithley2450):
     """A bench driver for an instrument on a serial line at its own speed."""
 
