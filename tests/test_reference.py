@@ -196,6 +196,26 @@ def test_systems_table_gives_each_setting_at_its_default(kind: str) -> None:
     assert differing == {}
 
 
+def _system_hooks() -> list[str]:
+    """What the built-in systems set or write of `PhysicalSystem`'s own (a class attribute, a hook): what a system
+    of one's own may need too."""
+    from hil.systems.base import PhysicalSystem
+
+    used = {name for kind in BUILTIN["systems"] for klass in lookup("systems", kind).__mro__
+            if issubclass(klass, PhysicalSystem) and klass is not PhysicalSystem for name in vars(klass)}
+    return sorted(name for name in used & set(vars(PhysicalSystem))
+                  if not name.startswith("__") and name != "_abc_impl")
+
+
+@pytest.mark.parametrize("name", _system_hooks())
+def test_adding_a_system_names_each_hook_the_built_in_systems_use(name: str) -> None:
+    """The README's way to a system of one's own named `kind`, `roles`, `_run`, `physics_model`, ... but not
+    `theta_periodic`, which a system of phases (a Mach-Zehnder mesh's) sets so that training wraps θ rather than
+    clamping it at its bounds, nor `rewrite_parameters` or `snapshot`."""
+    system_part = _section("Adding a device").partition("**A protocol**")[2]
+    assert f"`{name}" in system_part, f"README.md's paragraph on adding a system does not name {name}"
+
+
 @pytest.mark.parametrize("driver", sorted(name for name, target in BUILTIN["instruments"].items()
                                           if target.startswith("drivers.")))
 def test_drivers_section_names_each_driver_option(driver: str) -> None:
