@@ -21,7 +21,7 @@ import os
 import warnings
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -37,21 +37,23 @@ def _hils(module: str) -> bool:
     return module.partition(".")[0] in ("hil", "simulators")
 
 
-def _reported(hook: Any) -> Any:
-    """``hook`` (a driver's ``_..._hw`` method), its own exceptions raised as one-line `DeviceError` (see
+def _reported(hook: Any, subject: Callable[[Any], str] = lambda self: self.name,
+              fix: str = "fix the driver there (a reply it cannot read is a DeviceError naming the command and the "
+                         "reply)") -> Any:
+    """``hook`` (a driver's ``_..._hw`` method, or a plugin system's hook), its own exceptions raised as one-line
+    `DeviceError` naming ``subject(self)``, the hook and where it raised, then ``fix`` (see
     `Instrument.__init_subclass__`); hil's errors, running out of memory and a failed assert pass as they are."""
 
     @functools.wraps(hook)
-    def reported(self: Instrument, *args: Any, **kwargs: Any) -> Any:
+    def reported(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return hook(self, *args, **kwargs)
         except (HilError, MemoryError, AssertionError):  # an assert: a test's (the byte-exact transport's), kept
             raise
         except Exception as error:
             where = raised_at(error, hook.__code__.co_filename)
-            raise DeviceError(f"{self.name}: {hook.__module__}.{hook.__qualname__} raised {type(error).__name__}: "
-                              f"{error_reason(error)} ({where}); fix the driver there (a reply it cannot read is a "
-                              "DeviceError naming the command and the reply)") from error
+            raise DeviceError(f"{subject(self)}: {hook.__module__}.{hook.__qualname__} raised "
+                              f"{type(error).__name__}: {error_reason(error)} ({where}); {fix}") from error
 
     reported._reports = True  # type: ignore[attr-defined] - wrapped once, in the class that first takes it
     return reported

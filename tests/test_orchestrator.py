@@ -2130,6 +2130,50 @@ def test_a_plugin_drivers_own_error_mid_run_is_one_line_naming_the_instrument_an
     assert events[-1]["kind"] == "run_failed" and "SmuOfAPlugin._measure_hw raised ValueError" in events[-1]["error"]
 
 
+class ProbeWithASlip(SourceMeterProbe):
+    """A plugin's system whose ``_run`` has a slip of its own once ``slip`` is set: it reads a key that is not
+    there."""
+
+    slip = False
+
+    def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        if self.slip:
+            return {}["gain"]
+        return super()._run(x, theta)
+
+
+def test_a_plugin_systems_own_error_mid_run_is_one_line_naming_the_system_and_where(
+        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin system's own exception in ``_run`` ended hil run in its traceback, with exit status 1 (which hil --help
+    gives to output that could not be written). As a driver's hook's, it is one line naming the system, the hook, the
+    error and the plugin's line, then how to resume; the SMU's output is off and what the run measured is kept."""
+    from hil.cli import main
+    from hil.orchestrator import Run
+
+    protocol = write_probe_protocol(tmp_path)
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(lab.read_text().replace(":SourceMeterProbe", ":ProbeWithASlip"))
+    collect, emulators = Run.collect, []
+
+    def slip(self: Run) -> None:
+        emulators.append(self.lab._servers["smu"].emulator)
+        monkeypatch.setattr(ProbeWithASlip, "slip", True)
+        collect(self)
+
+    monkeypatch.setattr(Run, "collect", slip)
+    assert main(["run", "--quiet", str(protocol)]) == 2
+    run = next((tmp_path / "runs").iterdir())
+    line = next(n for n, text in enumerate(Path(__file__).read_text().splitlines(), 1) if '{}["gain"]' in text)
+    assert capsys.readouterr().err.splitlines() == [
+        f"hil: error: system 'probe': {__name__}.ProbeWithASlip._run raised KeyError: 'gain' ({__file__}:{line}); fix "
+        "the system there",
+        f"hil: what the run measured is kept in {run}; once the instrument is back, resume with: {resume_command(run)}"]
+    assert not emulators[0].output
+    events = RunStore.open(run).events()
+    assert [e["step"] for e in events if e["kind"] == "step_finished"] == ["calibrate"]
+    assert events[-1]["kind"] == "run_failed" and "ProbeWithASlip._run raised KeyError" in events[-1]["error"]
+
+
 def test_a_run_refused_an_instrument_another_process_holds_says_to_resume_once_it_is_free(
         tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     """The note said "once the instrument is back", of an instrument that never went: another process holds it."""

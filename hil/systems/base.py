@@ -13,6 +13,7 @@ nominal values. Digital twins start from it; on a simulator, `oracle_model()` fi
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -24,10 +25,13 @@ from torch import nn
 
 from hil.clock import Clock, WallClock
 from hil.errors import ConfigError, DeviceError, LimitError
-from hil.instruments import AnalogOutput, Instrument, shape_differs
+from hil.instruments import AnalogOutput, Instrument, _hils, _reported, shape_differs
 from hil.limits import first_outside, torch_shareable
 
 T = TypeVar("T")
+#: A system's hooks that use its instruments, whose own exceptions a plugin system reports in one line.
+REPORTED_HOOKS = ("_run", "_calibrate", "device_state_lost", "rewrite_parameters", "physics_model",
+                  "hidden_calibration")
 
 
 def is_count(value: Any, largest: int | None = None) -> bool:
@@ -128,6 +132,19 @@ class PhysicalSystem(ABC):
     energy_based: ClassVar[bool] = False
     #: Whether θ is periodic over its bounds (a phase): training then wraps θ instead of clamping it.
     theta_periodic: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A plugin system's hooks (`REPORTED_HOOKS`, its own and its mixins') raise a `DeviceError` naming the
+        system, the hook and where it failed in place of an exception of their own (a KeyError of a slip in
+        ``_run``): one line, the original chained, the instruments made safe and the data kept, as a driver's
+        hooks do. hil's own systems are left as they are."""
+        super().__init_subclass__(**kwargs)
+        if _hils(cls.__module__):
+            return
+        for name in REPORTED_HOOKS:
+            hook = getattr(cls, name)
+            if inspect.isfunction(hook) and not getattr(hook, "_reports", False) and not _hils(hook.__module__):
+                setattr(cls, name, _reported(hook, lambda self: f"system {self.name!r}", "fix the system there"))
 
     def __init__(self, instruments: Mapping[str, Instrument], *, name: str = "", n_in: int, n_out: int,
                  n_params: int, x_bounds: tuple[float, float], theta_bounds: tuple[float, float], max_batch: int):
