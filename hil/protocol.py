@@ -418,6 +418,13 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
         others = f"{', '.join(some)} or {last}"
         raise locate(document, f"an oracle twin needs a simulated system (it is the world's hidden calibration), and "
                                f"{protocol.system!r} plays on the bench; give kind {others}", ("twin", "kind"))
+    if twin.kind == "oracle" and not twin.from_run:
+        try:  # the world's hidden values fit the physics model: said before a run folder exists, not after collecting
+            system.oracle_model()
+        except ConfigError as error:
+            raise locate(document, f"system {protocol.system!r}: {error.detail}", ("twin", "kind")) from None
+        except DeviceError:  # a physics model measured by calibrating (the fiber's): built once calibrated
+            pass
     if twin.from_run:
         try:
             load_twin(Path(twin.from_run) / "twin", system)

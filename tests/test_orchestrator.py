@@ -256,6 +256,30 @@ def test_bad_protocols_fail_with_file_line_and_field(tmp_path: Path, change: dic
         check_protocol(write_protocol(tmp_path, **change))
 
 
+class CrossbarOfAMisnamedHiddenValue(CrossbarSystem):
+    """A system of one's own whose mapping of the world's hidden values names one its physics model lacks."""
+
+    def hidden_calibration(self, world: Any) -> dict[str, Any]:
+        return {**super().hidden_calibration(world), "column_gains": torch.ones(self.n_out)}
+
+
+def test_an_oracle_twin_whose_hidden_values_the_model_lacks_is_refused_before_the_run(tmp_path: Path) -> None:
+    """A hidden value the physics model has no tensor for passed hil check, and stopped hil run after its calibration,
+    in a run folder, with "CrossbarModel.column_gains is not a tensor of the model", which said neither which
+    system nor what to do."""
+    lab = tmp_path / "lab.yaml"
+    lab.write_text((REPO / "lab.yaml").read_text().replace(
+        "kind: crossbar\n", f"kind: {__name__}:CrossbarOfAMisnamedHiddenValue\n"))
+    protocol = write_protocol(tmp_path, lab=str(lab), twin={**PROTOCOL["twin"], "kind": "oracle"})
+    expected = (r"protocol\.yaml:\d+: twin\.kind: system 'crossbar': the simulated world's hidden value 'column_gains' "
+                r"is no tensor of CrossbarModel \(its tensors: .*\); name it as the model's parameter in the world's "
+                r"hidden_parameters\(\), or map it in the system's hidden_calibration\(world\)$")
+    for attempt in (lambda: check_protocol(protocol), lambda: run_protocol(protocol, show_progress=False)):
+        with pytest.raises(ConfigError, match=expected):
+            attempt()
+    assert not (tmp_path / "runs").exists()
+
+
 def test_hil_check_on_a_protocol(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "hil.cli", "check", str(write_protocol(tmp_path))],
                             capture_output=True, text=True, cwd=REPO, timeout=120)

@@ -73,8 +73,11 @@ class Calibrated(PhysicsModel):
 def test_load_hidden_sets_tensors_and_refuses_what_is_not_one_of_the_right_size() -> None:
     model = Calibrated().load_hidden({"gain": [2.0, 3.0], "shape_hint": torch.ones(3)})
     assert model.gain.tolist() == [2.0, 3.0] and model.shape_hint.tolist() == [1.0, 1.0, 1.0]
-    for hidden, message in (({"levels": 8}, r"Calibrated\.levels is not a tensor of the model"),
-                            ({"offset": 1.0}, r"Calibrated\.offset is not a tensor of the model"),
+    fix = (r" \(its tensors: gain, shape_hint\); name it as the model's parameter in the world's "
+           r"hidden_parameters\(\), or map it in the system's hidden_calibration\(world\)$")
+    unknown = r"^the simulated world's hidden value '{}' is no tensor of Calibrated"
+    for hidden, message in (({"levels": 8}, unknown.format("levels") + fix),
+                            ({"offset": 1.0}, unknown.format("offset") + fix),
                             ({"gain": [1.0, 2.0, 3.0]}, r"Calibrated\.gain holds 2 values \(2,\); the hidden value "
                                                         "has 3")):
         with pytest.raises(ConfigError, match=message):

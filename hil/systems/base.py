@@ -104,7 +104,11 @@ class PhysicsModel(nn.Module, ABC):
             for name, value in hidden.items():
                 target = getattr(self, name, None)
                 if not isinstance(target, torch.Tensor):
-                    raise ConfigError(f"{type(self).__name__}.{name} is not a tensor of the model")
+                    tensors = ", ".join(n for n, _ in [*self.named_parameters(), *self.named_buffers()]) or "none"
+                    raise ConfigError(f"the simulated world's hidden value {name!r} is no tensor of "
+                                      f"{type(self).__name__} (its tensors: {tensors}); name it as "
+                                      "the model's parameter in the world's hidden_parameters(), or map it in the "
+                                      "system's hidden_calibration(world)")
                 tensor = torch.as_tensor(value, dtype=target.dtype)
                 if tensor.numel() != target.numel():
                     raise ConfigError(f"{type(self).__name__}.{name} holds {target.numel()} values "
