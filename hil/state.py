@@ -1,21 +1,21 @@
 """Capture and restore the mutable state of simulated worlds, simulated instruments and systems.
 
-A checkpoint must hold everything that decides what a simulated bench does next: its random generators, its
-virtual clock, its slow state (drift, power wander), what is programmed or shown. `capture` walks an object's
-attributes and keeps tensors (cloned), generator states, numbers, strings, enum members (restored as the same
+A checkpoint must hold everything that decides what a simulated bench does next: its random generators, its virtual
+clock, its slow state (drift, power wander), what is programmed or shown. `capture` walks an object's attributes and
+keeps tensors (cloned), generator states (torch's, numpy's ``Generator`` and ``RandomState``, and Python's
+``random.Random``, each restored into the one its object built), numbers, strings, enum members (restored as the same
 member), numpy arrays of numbers and containers of them, and descends into plain state holders (clocks, slow-state
-processes) of hil, of its simulators and of the package that defines the captured object (a plugin world's own
-helpers); it does not
-descend into other worlds, instruments, systems, transports, modules or configuration models, which are
-captured on their own or are fixed, nor into an object whose class sets ``transient = True`` (a world's scratch
-buffers, a lens's cached matrices: what a call overwrites or rebuilds, tens of MB a checkpoint need not hold).
-`restore` puts the values back. A class a checkpoint names (a state holder's, an enum's) is one capture could have
-saved: a state holder's of those same packages, an enum of them or of a module already imported; restore imports
-nothing else and builds nothing else, so a checkpoint handed on (or crafted) cannot run code by naming it, and one
-that does not fit is a `RunFileError`. Everything captured is a tensor or a plain
-value, so the torch file a checkpoint holds loads with ``torch.load(..., weights_only=True)``. That torch file
-follows a line and a checksum in ``checkpoint.pt`` (`hil.store.seal_checkpoint`), so ``torch.load("checkpoint.pt")``
-fails on it: the README's "What a run stores" shows how to read it without hil.
+processes) of hil, of its simulators and of the package that defines the captured object (a plugin world's own helpers);
+it does not descend into other worlds, instruments, systems, transports, modules or configuration models, which are
+captured on their own or are fixed, nor into an object whose class sets ``transient = True`` (a world's scratch buffers,
+a lens's cached matrices: what a call overwrites or rebuilds, tens of MB a checkpoint need not hold). `restore` puts the
+values back. A class a checkpoint names (a state holder's, an enum's) is one capture could have saved: a state holder's
+of those same packages, an enum of them or of a module already imported; restore imports nothing else and builds nothing
+else, so a checkpoint handed on (or crafted) cannot run code by naming it, and one that does not fit is a
+`RunFileError`. Everything captured is a tensor or a plain value, so the torch file a checkpoint holds loads with
+``torch.load(..., weights_only=True)``. That torch file follows a line and a checksum in ``checkpoint.pt``
+(`hil.store.seal_checkpoint`), so ``torch.load("checkpoint.pt")`` fails on it: the README's "What a run stores" shows
+how to read it without hil.
 
 On a real bench a device's state cannot be put back; a resumed bench run continues from the device as it is.
 """
@@ -23,6 +23,7 @@ On a real bench a device's state cannot be put back; a resumed bench run continu
 from __future__ import annotations
 
 import enum
+import random
 import sys
 import threading
 from typing import Any
@@ -36,6 +37,10 @@ from hil.registry import TARGET, load_target
 from hil.store import RunFileError
 
 _GENERATOR = "__generator_state__"
+_NUMPY_GENERATOR = "__numpy_generator_state__"
+_PYTHON_RANDOM = "__python_random_state__"
+#: The random generators of numpy and of Python that a world may draw from, besides torch's.
+OTHER_GENERATORS = (np.random.Generator, np.random.RandomState, random.Random)
 _NUMPY = "__numpy__"
 _ENUM = "__enum__"
 _OBJECT = "__object__"
@@ -77,6 +82,12 @@ def _capture_value(value: Any, seen: set[int], packages: frozenset[str]) -> tupl
         return True, value.detach().clone()
     if isinstance(value, torch.Generator):
         return True, {_GENERATOR: value.get_state()}
+    if isinstance(value, np.random.Generator | np.random.RandomState):  # a dict of numbers, text and arrays
+        state = value.bit_generator.state if isinstance(value, np.random.Generator) else value.get_state(legacy=False)
+        return True, {_NUMPY_GENERATOR: _plain_state(state)}
+    if isinstance(value, random.Random):
+        version, internal, gauss_next = value.getstate()
+        return True, {_PYTHON_RANDOM: [version, list(internal), gauss_next]}
     if isinstance(value, np.ndarray):  # in native byte order, as torch needs; one of strings or objects is left out
         try:
             return True, {_NUMPY: torch.from_numpy(value.astype(value.dtype.newbyteorder("=")))}
@@ -98,6 +109,15 @@ def _capture_value(value: Any, seen: set[int], packages: frozenset[str]) -> tupl
         name = f"{type(value).__module__}:{type(value).__qualname__}"
         return True, {_OBJECT: capture(value, seen, packages), _CLASS: name}
     return False, None
+
+
+def _plain_state(value: Any) -> Any:
+    """A numpy generator's state (dicts of numbers, text and arrays) as plain dicts, lists, numbers and text."""
+    if isinstance(value, dict):
+        return {key: _plain_state(item) for key, item in value.items()}
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    return value
 
 
 def capture(obj: Any, seen: set[int] | None = None, packages: frozenset[str] | None = None) -> dict[str, Any]:
@@ -139,6 +159,20 @@ def _restore_value(current: Any, saved: Any, packages: frozenset[str]) -> Any:
         generator = current if isinstance(current, torch.Generator) else torch.Generator()  # one not built yet
         generator.set_state(saved[_GENERATOR])
         return generator
+    if isinstance(saved, dict) and _NUMPY_GENERATOR in saved:  # into the world's own, as it built it
+        if isinstance(current, np.random.Generator):
+            current.bit_generator.state = saved[_NUMPY_GENERATOR]
+        elif isinstance(current, np.random.RandomState):
+            current.set_state(saved[_NUMPY_GENERATOR])
+        else:
+            raise ValueError(f"a numpy generator's state, where a {type(current).__name__} is")
+        return current
+    if isinstance(saved, dict) and _PYTHON_RANDOM in saved:
+        if not isinstance(current, random.Random):
+            raise ValueError(f"a random.Random's state, where a {type(current).__name__} is")
+        version, internal, gauss_next = saved[_PYTHON_RANDOM]
+        current.setstate((version, tuple(internal), gauss_next))
+        return current
     if isinstance(saved, dict) and _NUMPY in saved:
         return saved[_NUMPY].numpy().copy()
     if isinstance(saved, dict) and _ENUM in saved:
@@ -170,7 +204,8 @@ def _kind(value: Any) -> str:
     if isinstance(value, np.generic) and not isinstance(value, np.datetime64 | np.timedelta64):
         value = value.item()
     for kind, types in (("enum member", enum.Enum), ("number", int | float | np.number), ("text", str),
-                        ("tensor", torch.Tensor), ("generator", torch.Generator), ("array", np.ndarray),
+                        ("tensor", torch.Tensor), ("generator", (torch.Generator, *OTHER_GENERATORS)),
+                        ("array", np.ndarray),
                         ("sequence", list | tuple), ("mapping", dict)):
         if isinstance(value, types):
             return kind

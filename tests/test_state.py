@@ -1,6 +1,7 @@
 """Capturing and restoring a simulated bench's state makes what follows repeat exactly."""
 
 import enum
+import random
 import threading
 from typing import ClassVar
 
@@ -338,3 +339,38 @@ def test_numpy_scalars_restore_as_the_plain_values_a_checkpoint_holds() -> None:
     fresh = Holder()
     restore(fresh, capture(Holder()))
     assert (fresh.flag, fresh.gain, fresh.count, fresh.label) == (True, 1.5, 3, "a")
+
+
+class NumpyAndPythonNoise(NoisyGain):
+    """A world of one's own drawing its noise from numpy's and Python's generators, as much research code does."""
+
+    kind = "numpy_and_python_noise"
+
+    def _construct(self) -> None:
+        super()._construct()
+        self.numpy_rng = np.random.default_rng(self.seed)
+        self.legacy_rng = np.random.RandomState(self.seed)
+        self.python_rng = random.Random(self.seed)
+
+    def respond(self, drive_v: torch.Tensor, sample_rate_hz: float) -> torch.Tensor:
+        noise = (self.numpy_rng.standard_normal(tuple(drive_v.shape)) + self.legacy_rng.standard_normal()
+                 + self.python_rng.gauss(0.0, 1.0))
+        return drive_v + 0.01 * torch.as_tensor(noise, dtype=torch.float32)
+
+
+def test_a_worlds_numpy_and_python_generators_are_restored_so_a_resumed_world_repeats_exactly(tmp_path) -> None:
+    """A world drawing from numpy's Generator or RandomState, or Python's random.Random, had them left out of the
+    checkpoint: a resumed run drew its noise anew from the seed, and ended elsewhere than the run it resumed, unsaid."""
+    world = NumpyAndPythonNoise(seed=3)
+    output, reader = SimulatedAnalogOutput(world, name="out"), SimulatedAnalogInput(world, name="in")
+    for instrument in (output, reader):
+        instrument.connect()
+    reader.acquire(4, 1000.0)  # the generators moved on from their seed
+    torch.save(capture(world), tmp_path / "world.pt")
+    expected = reader.acquire(4, 1000.0)
+    resumed = NumpyAndPythonNoise(seed=3)  # built anew from the seed, as a resumed run's lab builds it
+    restore(resumed, torch.load(tmp_path / "world.pt", weights_only=True))
+    reader = SimulatedAnalogInput(resumed, name="in")
+    SimulatedAnalogOutput(resumed, name="out").connect()
+    reader.connect()
+    np.testing.assert_array_equal(reader.acquire(4, 1000.0), expected)
