@@ -2,6 +2,7 @@
 
 import warnings
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -82,6 +83,36 @@ def test_load_hidden_sets_tensors_and_refuses_what_is_not_one_of_the_right_size(
                                                         "has 3")):
         with pytest.raises(ConfigError, match=message):
             model.load_hidden(hidden)
+
+
+class PlainGain(torch.nn.Module):
+    """A physics model written as a plain torch module, not a `PhysicsModel`: a physics twin takes it as it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] * self.gain
+
+
+class OnAWorldOfAHiddenGain(Misreading):
+    """A system on one simulated instrument, whose world's hidden gain is (2, 3, 4)."""
+
+    def __init__(self):
+        super().__init__(lambda x: torch.zeros(len(x), 3))
+        world = SimpleNamespace(hidden_parameters=lambda: {"gain": torch.tensor([2.0, 3.0, 4.0])})
+        self.instruments = {"probe": SimpleNamespace(world=world)}
+
+    def physics_model(self) -> torch.nn.Module:
+        return PlainGain()
+
+
+def test_an_oracle_is_built_of_a_physics_model_written_as_a_plain_torch_module() -> None:
+    """A physics twin took such a model, but an oracle twin stopped hil run (and then hil check) with "AttributeError:
+    'PlainGain' object has no attribute 'load_hidden'" in a traceback."""
+    oracle = OnAWorldOfAHiddenGain().oracle_model()
+    assert isinstance(oracle, PlainGain) and oracle.gain.tolist() == [2.0, 3.0, 4.0]
 
 
 class Recording(Misreading):

@@ -311,7 +311,8 @@ class PhysicalSystem(ABC):
         if len(worlds) != 1:
             raise DeviceError(f"system {self.name!r}: an oracle needs the instruments of one simulated world")
         world = next(iter(worlds.values()))
-        return self.physics_model().load_hidden(self.hidden_calibration(world))
+        # unbound: a physics model written as a plain nn.Module (as a physics twin takes it) has no load_hidden
+        return PhysicsModel.load_hidden(self.physics_model(), self.hidden_calibration(world))  # type: ignore[arg-type]
 
     def hidden_calibration(self, world: Any) -> dict[str, Any]:
         """The world's hidden values of this system's calibration parameters (subclasses map names)."""
