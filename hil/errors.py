@@ -123,6 +123,13 @@ def error_reason(error: BaseException) -> str:
     return text.split("\n")[0].split(". ")[0] if text else type(error).__name__
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: a `MemoryError`, or torch's `RuntimeError` saying it could
+    not allocate the memory or compute its size (which overflowed)."""
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and any(
+        text in str(error) for text in ("can't allocate memory", "size calculation overflowed")))
+
+
 def raised_at(error: BaseException, within: str | None = None) -> str:
     """Where ``error`` was raised, as ``file:line`` of its innermost frame (for a one-line message about a plugin's
     bug: a driver's or an emulator's), or of the innermost frame in the file ``within`` (the plugin's line that

@@ -50,6 +50,7 @@ from hil.errors import (
     TransportError,
     error_reason,
     handling,
+    out_of_memory,
 )
 from hil.lab import Lab
 from hil.nn import physical_layers, set_mode
@@ -724,13 +725,6 @@ def _caused_by(error: BaseException | None, kinds: tuple[type[BaseException], ..
     return False
 
 
-def _out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is an allocation that failed: a `MemoryError`, or torch's `RuntimeError` saying it could
-    not allocate the memory or compute its size (which overflowed)."""
-    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and any(
-        text in str(error) for text in ("can't allocate memory", "size calculation overflowed")))
-
-
 def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed: bool,
            started_in: str | None = None) -> None:
     """Prepare ``run``, put its lab in the safe state (a resumed run's too: a kill leaves a bench sourcing, and a
@@ -934,7 +928,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                                   status) from None
             except BaseException as error:  # whatever ends the run is recorded, then reported as before
                 unlogged = _log_failure(store, _describe(error))
-                if _out_of_memory(error):
+                if out_of_memory(error):
                     step = next((name for name in STEPS if name not in run.completed), STEPS[-1])
                     raise HilError(f"the {step} step ran out of memory: the protocol asks for more than this machine "
                                    "holds; start a new run with smaller sizes (twin.collect's thetas and "

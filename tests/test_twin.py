@@ -2,7 +2,9 @@
 
 import copy
 import os
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -729,6 +731,32 @@ def test_a_physics_model_of_another_shape_than_the_device_is_refused_naming_it(l
     with pytest.raises(HilError, match=r"^system 'in_unit': its physics model \(tests\.test_twin\.FirstOutputOnly\) "
                        rf"returned shape \((\d+), 1\) for \1 inputs; expected \(\1, {system.n_out}\), as the device's "
                        r"outputs: fix its forward$"):
+        fit_twin(twin, train, held_out, epochs=1, lr=0.02)
+
+
+class MultipliedAmiss(PhysicsModel):
+    """A physics model with a slip of its own: a matrix of the wrong size."""
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return x @ torch.ones(3, 2)
+
+
+class CrossbarWithAModelThatRaises(CrossbarInUnit):
+    def physics_model(self) -> PhysicsModel:
+        return MultipliedAmiss()
+
+
+def test_a_plugin_physics_models_own_error_is_one_line_naming_the_system_the_model_and_its_line(
+        lab, crossbar_data) -> None:
+    """torch's error in a plugin's physics model ended hil run in a traceback, with exit status 1 (hil --help's
+    status of output that could not be written); a plugin system's hooks say theirs in one line."""
+    twin = build_twin("physics", CrossbarWithAModelThatRaises(lab.systems["crossbar"], 1.0))
+    train, held_out = crossbar_data.split(0.25, seed=0)
+    lines = Path(__file__).read_text().splitlines()
+    line = next(n for n, text in enumerate(lines, 1) if "x @ torch.ones(3, 2)" in text)
+    with pytest.raises(HilError, match=rf"^system 'in_unit': its physics model \(tests\.test_twin\.MultipliedAmiss\) "
+                       rf"raised RuntimeError: mat1 and mat2 shapes cannot be multiplied \(\d+x\d+ and 3x2\) "
+                       rf"\({re.escape(__file__)}:{line}\); fix it there$"):
         fit_twin(twin, train, held_out, epochs=1, lr=0.02)
 
 

@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from hil.errors import ConfigError, HilError, error_reason
+from hil.errors import ConfigError, HilError, error_reason, out_of_memory, raised_at
+from hil.instruments import _hils
 from hil.systems.base import PhysicalSystem
 
 TWIN_KINDS = ("physics", "neural", "residual", "oracle")
@@ -113,9 +114,18 @@ class PhysicsTwin(Twin):
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """The physics's outputs, refused unless batch × n_out as the device's are: the per-output gain would
         broadcast a model of one output (or of a batch of one) to every output, and train on it unnoticed."""
-        y = self.physics(x, theta)
+        model = type(self.physics)
+        try:
+            y = self.physics(x, theta)
+        except (HilError, MemoryError, AssertionError):
+            raise
+        except Exception as error:  # a slip in a plugin's model: one line, as a plugin system's hooks say theirs
+            if _hils(model.__module__) or out_of_memory(error):  # hil's own: its bug, in its traceback
+                raise
+            where = raised_at(error, model.forward.__code__.co_filename)
+            raise HilError(f"system {self.system_name!r}: its physics model ({model.__module__}.{model.__qualname__}) "
+                           f"raised {type(error).__name__}: {error_reason(error)} ({where}); fix it there") from error
         if y.shape != (x.shape[0], self.n_out):
-            model = type(self.physics)
             raise HilError(f"system {self.system_name!r}: its physics model ({model.__module__}.{model.__qualname__}) "
                            f"returned shape {tuple(y.shape)} for {x.shape[0]} inputs; expected ({x.shape[0]}, "
                            f"{self.n_out}), as the device's outputs: fix its forward")
