@@ -7,10 +7,13 @@ exits with status 2. Messages name the thing, the value, and the allowed range o
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sysconfig
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -138,6 +141,22 @@ def raised_at(error: BaseException, within: str | None = None) -> str:
     ours = [frame for frame in frames if frame.filename == within]
     frame = (ours or frames or [None])[-1]
     return f"{frame.filename}:{frame.lineno}" if frame is not None else ""
+
+
+#: Where hil's own code and the libraries lie: frames there are not a plugin's (`raised_in_plugin`).
+_NOT_PLUGINS = (*(str(Path(__file__).resolve().parents[1] / part) + os.sep for part in ("hil", "simulators",
+                                                                                     "drivers")),
+                *{path + os.sep for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                  if (path := sysconfig.get_paths().get(key))})
+
+
+def raised_in_plugin(error: BaseException, within: str) -> str:
+    """Where a plugin's code raised ``error``, as ``file:line``: the innermost frame of its traceback outside hil and
+    the libraries (a plugin world's ``respond`` that a plugin system's ``_run`` reached through hil's simulated
+    instruments), else `raised_at` within the file ``within`` (the hook's)."""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if not os.path.abspath(frame.filename).startswith(_NOT_PLUGINS) and not frame.filename.startswith("<")]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else raised_at(error, within)
 
 
 class Terminated(KeyboardInterrupt):

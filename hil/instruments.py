@@ -28,7 +28,16 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from hil.clock import Clock, WallClock
-from hil.errors import ConfigError, DeviceError, FramesDropped, HilError, LimitError, brief, error_reason, raised_at
+from hil.errors import (
+    ConfigError,
+    DeviceError,
+    FramesDropped,
+    HilError,
+    LimitError,
+    brief,
+    error_reason,
+    raised_in_plugin,
+)
 from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits, real_number
 
 
@@ -51,7 +60,7 @@ def _reported(hook: Any, subject: Callable[[Any], str] = lambda self: self.name,
         except (HilError, MemoryError, AssertionError):  # an assert: a test's (the byte-exact transport's), kept
             raise
         except Exception as error:
-            where = raised_at(error, hook.__code__.co_filename)
+            where = raised_in_plugin(error, hook.__code__.co_filename)
             raise DeviceError(f"{subject(self)}: {hook.__module__}.{hook.__qualname__} raised "
                               f"{type(error).__name__}: {error_reason(error)} ({where}); {fix}") from error
 

@@ -2190,7 +2190,7 @@ def test_a_plugin_systems_own_error_mid_run_is_one_line_naming_the_system_and_wh
     line = next(n for n, text in enumerate(Path(__file__).read_text().splitlines(), 1) if '{}["gain"]' in text)
     assert capsys.readouterr().err.splitlines() == [
         f"hil: error: system 'probe': {__name__}.ProbeWithASlip._run raised KeyError: 'gain' ({__file__}:{line}); fix "
-        "the system there",
+        "it there",
         f"hil: what the run measured is kept in {run}; once the instrument is back, resume with: {resume_command(run)}"]
     assert not emulators[0].output
     events = RunStore.open(run).events()

@@ -1,5 +1,6 @@
 """`PhysicalSystem`'s own checks of what a device call returns, on a system whose device misbehaves."""
 
+import re
 import warnings
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -240,3 +241,49 @@ def test_device_time_counts_the_calibration_once_and_a_failed_use_too() -> None:
     assert failing.device_time_s == 11.0
     failing.forward(torch.zeros(2, 2), torch.zeros(1))
     assert failing.device_time_s == 12.0  # the failure left nothing half-counted
+
+
+SLIPPING_WORLD = '''
+from simulators.resistive import ResistiveNetwork
+
+
+class SlippingNetwork(ResistiveNetwork):
+    kind = "slipping_network"
+
+    def respond(self, drive_v, sample_rate_hz):
+        return {}["slip"]
+'''
+
+RELAYING_SYSTEM = '''
+from hil.systems.resistive import ResistiveNetworkSystem
+
+
+class Relaying(ResistiveNetworkSystem):
+    def _run(self, x, theta):
+        return super()._run(x, theta)
+'''
+
+
+def test_a_plugin_worlds_slip_under_a_plugin_systems_run_is_said_at_the_worlds_line(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin world's own error, which a plugin system's _run reached through hil's simulated instruments, was
+    placed at the system's line that called them (its output.play), as if the system had the slip."""
+    from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
+
+    (tmp_path / "slipping_world.py").write_text(SLIPPING_WORLD)
+    (tmp_path / "relaying_system.py").write_text(RELAYING_SYSTEM)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from relaying_system import Relaying
+    from slipping_world import SlippingNetwork
+
+    world = SlippingNetwork()
+    output = SimulatedAnalogOutput(world, name="out", limits={"voltage_v": {"min": -2.5, "max": 2.5}})
+    reader = SimulatedAnalogInput(world, name="in")
+    for instrument in (output, reader):
+        instrument.connect()
+    system = Relaying({"output": output, "input": reader}, name="net")
+    world_file = tmp_path / "slipping_world.py"
+    line = world_file.read_text().splitlines().index('        return {}["slip"]') + 1
+    with pytest.raises(DeviceError, match=rf"^system 'net': relaying_system\.Relaying\._run raised KeyError: 'slip' "
+                                          rf"\({re.escape(str(world_file))}:{line}\); fix it there$"):
+        system(torch.zeros(2, system.n_in), torch.full((system.n_params,), 1.0))

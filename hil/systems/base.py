@@ -148,7 +148,7 @@ class PhysicalSystem(ABC):
         for name in REPORTED_HOOKS:
             hook = getattr(cls, name)
             if inspect.isfunction(hook) and not getattr(hook, "_reports", False) and not _hils(hook.__module__):
-                setattr(cls, name, _reported(hook, lambda self: f"system {self.name!r}", "fix the system there"))
+                setattr(cls, name, _reported(hook, lambda self: f"system {self.name!r}", "fix it there"))
 
     def __init__(self, instruments: Mapping[str, Instrument], *, name: str = "", n_in: int, n_out: int,
                  n_params: int, x_bounds: tuple[float, float], theta_bounds: tuple[float, float], max_batch: int):
