@@ -27,8 +27,18 @@ from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_
 from pydantic_core import CoreConfig, SchemaValidator
 
 from hil.config import Seed, Strict, UserPath, YamlDocument, explain, got, shown, strict_scalars
-from hil.errors import ConfigError, DeviceError, HilError, InstrumentBusy, one_line, signals_held, with_type
-from hil.instruments import Instrument
+from hil.errors import (
+    ConfigError,
+    DeviceError,
+    HilError,
+    InstrumentBusy,
+    error_reason,
+    one_line,
+    raised_in_plugin,
+    signals_held,
+    with_type,
+)
+from hil.instruments import Instrument, _hils
 from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
 from hil.transport import Transport, has_serial_line, instrument_key, open_transport, transport_class
@@ -347,6 +357,10 @@ class Lab:
             raise self._error(f"the {config.preset} {config.kind} cannot be simulated with this config "
                               f"({with_type(error)}); give values of a size a bench could "
                               "have", (*where, "config")) from None
+        except HilError:
+            raise
+        except Exception as error:  # a slip of a plugin world's own (a KeyError in its _construct)
+            raise self._plugin_slip(cls, error, (*where, "kind")) from error
 
     def _build_system(self, name: str, config: SystemConfig) -> PhysicalSystem:
         where = ("systems", name)
@@ -399,6 +413,20 @@ class Lab:
             raise self._error(error.detail, (*where, *field)) from None
         except BUILD_ERRORS as error:
             raise self._settings_error(error, (*where, "settings")) from None
+        except HilError:
+            raise
+        except Exception as error:  # a slip of a plugin system's own (a KeyError, an AttributeError in its __init__)
+            raise self._plugin_slip(cls, error, (*where, "kind")) from error
+
+    def _plugin_slip(self, cls: type, error: Exception, location: tuple[str, ...]) -> Exception:
+        """The error to raise for ``error``, which building ``cls`` raised outside the settings' errors: a plugin
+        class's slip as a `ConfigError` at ``location`` naming the class, the error and the plugin's line; hil's own
+        (its bug) as it is."""
+        if _hils(cls.__module__):
+            return error
+        where = raised_in_plugin(error, inspect.getsourcefile(cls) or "")
+        return self._error(f"{cls.__module__}.{cls.__qualname__} raised {type(error).__name__}: "
+                           f"{error_reason(error)} ({where}); fix it there", location)
 
     def _build_one(self, name: str, config: InstrumentConfig) -> Instrument:
         where = ("instruments", name)

@@ -1470,6 +1470,50 @@ def test_a_driver_that_extends_another_takes_the_settings_it_passes_on(tmp_path:
         assert (lab["smu"].label, lab["smu"].terminals) == ("bench 3", "rear")
 
 
+PLUGIN_SLIPS = '''
+from hil.systems.resistive import ResistiveNetworkSystem
+from simulators.resistive import ResistiveNetwork
+
+
+class ReadsAMissingRole(ResistiveNetworkSystem):
+    def __init__(self, instruments, *, name=""):
+        self.drive = instruments["outputs"]
+        super().__init__(instruments, name=name)
+
+
+class ReadsAMissingField(ResistiveNetwork):
+    kind = "reads_a_missing_field"
+
+    def _construct(self):
+        super()._construct()
+        self.inputs = self.config.geometry.n_input
+'''
+
+
+@pytest.mark.parametrize(("world", "system", "expected"), [
+    ("resistive_network", "plugin_slips:ReadsAMissingRole",
+     r"lab\.yaml:7: systems\.network\.kind: plugin_slips\.ReadsAMissingRole raised KeyError: 'outputs' "
+     r"\({file}:{line}\); fix it there$"),
+    ("plugin_slips:ReadsAMissingField", "resistive_network",
+     r"lab\.yaml:2: worlds\.net\.kind: plugin_slips\.ReadsAMissingField raised AttributeError: 'Geometry' object "
+     r"has no attribute 'n_input' \({file}:{line}\); fix it there$"),
+])
+def test_a_plugin_system_or_worlds_own_slip_while_built_is_located_and_names_its_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world: str, system: str, expected: str) -> None:
+    """A slip in a plugin system's __init__ or a plugin world's _construct (a key or an attribute that is not there)
+    ended hil check and hil devices in a traceback, with exit status 1."""
+    (tmp_path / "plugin_slips.py").write_text(PLUGIN_SLIPS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "plugin_slips", raising=False)  # another test's file of that name
+    text = RESISTIVE_LAB % ("simulated_analog_output", system, "{output: out, input: in}")
+    lab = Lab.load(write(tmp_path, text.replace("kind: resistive_network}", f"kind: {world}}}")))
+    slip = "instruments[" if "Role" in system else "n_input"
+    line = next(n for n, text in enumerate(PLUGIN_SLIPS.splitlines(), 1) if slip in text)
+    with pytest.raises(ConfigError, match=r"^\S*" + expected.format(file=re.escape(str(tmp_path / "plugin_slips.py")),
+                                                                     line=line)):
+        lab.build()
+
+
 class SerialSmu(Keithley2450):
     """A bench driver for an instrument on a serial line at its own speed."""
 
