@@ -368,8 +368,17 @@ class Lab:
             cls = subclass_of("systems", config.kind, PhysicalSystem)
         except ConfigError as error:
             raise self._error(error.detail, (*where, "kind")) from None
+        if cls.kind == PhysicalSystem.kind:  # the base's placeholder: a twin saved of it would fit any such system
+            raise self._error(f"system kind {config.kind!r} ({cls.__module__}.{cls.__qualname__}) does not set kind, "
+                              "the name its twins are saved under (a twin.from_run of another kind is refused); set "
+                              "kind = \"...\" on the class", (*where, "kind"))
         instruments = {}
         for role, instrument in config.instruments.items():
+            if not cls.roles:
+                raise self._error(f"system kind {config.kind!r} ({cls.__module__}.{cls.__qualname__}) declares no "
+                                  "roles; set roles = {\"<role>\": <capability>, ...} on the class (e.g. {\"output\": "
+                                  "AnalogOutput}): the capability each role's instrument must have",
+                                  (*where, "instruments", role))
             if role not in cls.roles:
                 raise self._error(f"system kind {config.kind!r} has no role {shown(role)}; its roles: "
                                   f"{', '.join(cls.roles)}", (*where, "instruments", role))

@@ -1244,6 +1244,7 @@ def test_a_system_that_runs_out_of_memory_while_built_is_one_line_at_its_setting
     (tmp_path / f"{module}.py").write_text(
         "from hil.systems.base import PhysicalSystem\n\n\n"
         "class Greedy(PhysicalSystem):\n"
+        "    kind = 'greedy'\n\n"
         "    def __init__(self, instruments, *, name='', size: int = 1):\n"
         f"        raise {raised}\n\n"
         "    def _run(self, x, theta):\n        return x\n\n"
@@ -1511,6 +1512,49 @@ def test_a_plugin_system_or_worlds_own_slip_while_built_is_located_and_names_its
     line = next(n for n, text in enumerate(PLUGIN_SLIPS.splitlines(), 1) if slip in text)
     with pytest.raises(ConfigError, match=r"^\S*" + expected.format(file=re.escape(str(tmp_path / "plugin_slips.py")),
                                                                      line=line)):
+        lab.build()
+
+
+SYSTEMS_WITHOUT_KIND_OR_ROLES = '''
+from hil.systems.base import PhysicalSystem
+
+
+class Written(PhysicalSystem):
+    def _run(self, x, theta):
+        return x
+
+    def physics_model(self):
+        return None
+
+
+class Unkinded(Written):
+    roles = {}
+
+
+class Roleless(Written):
+    kind = "roleless"
+'''
+
+
+@pytest.mark.parametrize(("kind", "expected"), [
+    ("Unkinded", r"systems\.network\.kind: system kind 'plugin_unset:Unkinded' \(plugin_unset\.Unkinded\) does not "
+                 r"set kind, the name its twins are saved under \(a twin\.from_run of another kind is refused\); set "
+                 r"kind = \"\.\.\.\" on the class$"),
+    ("Roleless", r"systems\.network\.instruments\.output: system kind 'plugin_unset:Roleless' "
+                 r"\(plugin_unset\.Roleless\) declares no roles; set roles = \{\"<role>\": <capability>, \.\.\.\} on "
+                 r"the class \(e\.g\. \{\"output\": AnalogOutput\}\): the capability each role's instrument must "
+                 r"have$"),
+])
+def test_a_plugin_system_without_kind_or_roles_is_told_to_set_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, expected: str) -> None:
+    """A system class that left roles unset was told "has no role 'output'; its roles: " (none listed), and one that
+    left kind unset was taken under the base's placeholder, "system", which its twins were saved under: a twin of
+    another such system loaded for it. A world without kind has long been refused so."""
+    (tmp_path / "plugin_unset.py").write_text(SYSTEMS_WITHOUT_KIND_OR_ROLES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lab = Lab.load(write(tmp_path, RESISTIVE_LAB % ("simulated_analog_output", f"plugin_unset:{kind}",
+                                                    "{output: out, input: in}")))
+    with pytest.raises(ConfigError, match=r"^\S*lab\.yaml:7: " + expected):
         lab.build()
 
 
