@@ -20,7 +20,7 @@ from torch import nn
 
 from hil.config import LearningRate, Seed, Strict, UserPath, YamlDocument, dotted
 from hil.datasets import DATASETS, IDX_FILES, Dataset
-from hil.errors import ConfigError, DeviceError
+from hil.errors import ConfigError, DeviceError, HilError
 from hil.lab import Lab, reads_as
 from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
@@ -407,6 +407,26 @@ def check_from_run(protocol: Protocol, document: YamlDocument | None = None, res
                                f"for it to end{'' if resumed else ', or name another run'}", ("twin", "from_run"))
 
 
+def check_physics(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:
+    """The system's physics model, as the protocol's physics, residual or oracle twin starts from it, computes
+    outputs of the device's shape for two inputs (x at its bounds, θ at their middle) without an error of its own, and
+    an oracle's takes the world's hidden values: said at ``twin.kind`` before a run folder exists, not after the
+    device's data are collected. A model measured by calibrating (the fiber's) is checked once calibrated."""
+    try:
+        physics = build_twin("oracle" if protocol.twin.kind == "oracle" else "physics", system)
+        low, high = system.x_bounds
+        with torch.no_grad():
+            physics(torch.tensor([[low] * system.n_in, [high] * system.n_in]),
+                    torch.full((system.n_params,), sum(system.theta_bounds) / 2))
+    except ConfigError as error:  # a hidden value the model lacks
+        raise locate(document, f"system {protocol.system!r}: {error.detail}", ("twin", "kind")) from None
+    except DeviceError as error:
+        if isinstance(error.__cause__, Exception) and not isinstance(error.__cause__, HilError):  # a plugin's slip
+            raise locate(document, str(error), ("twin", "kind")) from None
+    except HilError as error:  # outputs of another shape, or the model's own error
+        raise locate(document, str(error), ("twin", "kind")) from None
+
+
 def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:
     """The twin can be had for ``system``: the one ``twin.from_run`` names loads (its kind, size and settings), and
     a new network twin's layers, and the data a new twin collects, fit in memory (they were found not to after
@@ -418,13 +438,8 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
         others = f"{', '.join(some)} or {last}"
         raise locate(document, f"an oracle twin needs a simulated system (it is the world's hidden calibration), and "
                                f"{protocol.system!r} plays on the bench; give kind {others}", ("twin", "kind"))
-    if twin.kind == "oracle" and not twin.from_run:
-        try:  # the world's hidden values fit the physics model: said before a run folder exists, not after collecting
-            system.oracle_model()
-        except ConfigError as error:
-            raise locate(document, f"system {protocol.system!r}: {error.detail}", ("twin", "kind")) from None
-        except DeviceError:  # a physics model measured by calibrating (the fiber's): built once calibrated
-            pass
+    if twin.kind != "neural" and not twin.from_run:
+        check_physics(protocol, system, document)
     if twin.from_run:
         try:
             load_twin(Path(twin.from_run) / "twin", system)

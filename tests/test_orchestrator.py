@@ -280,6 +280,33 @@ def test_an_oracle_twin_whose_hidden_values_the_model_lacks_is_refused_before_th
     assert not (tmp_path / "runs").exists()
 
 
+class CrossbarOfAModelOfOneOutput(CrossbarSystem):
+    """A system of one's own whose physics model computes its first output alone."""
+
+    def physics_model(self) -> PhysicsModel:
+        from tests.test_twin import FirstOutputOnly
+
+        return FirstOutputOnly(super().physics_model())
+
+
+@pytest.mark.parametrize("kind", ["physics", "residual"])
+def test_a_physics_model_of_another_shape_than_the_device_is_refused_before_the_run(tmp_path: Path,
+                                                                                    kind: str) -> None:
+    """Such a model was found only once the twin was first called, after the device's data were collected (minutes
+    of a bench's time); hil check said OK."""
+    lab = tmp_path / "lab.yaml"
+    lab.write_text((REPO / "lab.yaml").read_text().replace(
+        "kind: crossbar\n", f"kind: {__name__}:CrossbarOfAModelOfOneOutput\n"))
+    protocol = write_protocol(tmp_path, lab=str(lab), twin={**PROTOCOL["twin"], "kind": kind})
+    expected = (r"protocol\.yaml:\d+: twin\.kind: system 'crossbar': its physics model "
+                r"\(tests\.test_twin\.FirstOutputOnly\) returned shape \(2, 1\) for 2 inputs; expected \(2, 32\), as "
+                r"the device's outputs: fix its forward$")
+    for attempt in (lambda: check_protocol(protocol), lambda: run_protocol(protocol, show_progress=False)):
+        with pytest.raises(ConfigError, match=expected):
+            attempt()
+    assert not (tmp_path / "runs").exists()
+
+
 def test_hil_check_on_a_protocol(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "hil.cli", "check", str(write_protocol(tmp_path))],
                             capture_output=True, text=True, cwd=REPO, timeout=120)
