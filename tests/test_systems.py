@@ -86,6 +86,19 @@ def test_load_hidden_sets_tensors_and_refuses_what_is_not_one_of_the_right_size(
             model.load_hidden(hidden)
 
 
+@pytest.mark.parametrize("label", ["x_bounds", "theta_bounds"])
+@pytest.mark.parametrize("bounds", [(2.0, 0.0), (1.0, 1.0), (0.0, float("nan")), (float("-inf"), 1.0), (1.0,), None])
+def test_bounds_that_are_not_two_finite_numbers_the_lower_first_are_refused_naming_the_system(label, bounds) -> None:
+    """A system of one's own taking θ's bounds from two settings given the wrong way round (gate_min_v above
+    gate_max_v) was built and listed by hil devices; hil check then said "bounds 2.0..0.0 hold no float32 value; widen
+    them", naming neither the system nor the file, and x bounds the wrong way round refused every input."""
+    others = {"x_bounds": (-1, 1), "theta_bounds": (-1, 1), label: bounds}
+    with pytest.raises(ConfigError, match=rf"^system 'bench': {label} {re.escape(repr(bounds))} must be two finite "
+                                          r"numbers, the lower first; check the settings they come from$"):
+        PhysicalSystem.__init__(Misreading.__new__(Misreading), {}, name="bench", n_in=2, n_out=3, n_params=1,
+                                max_batch=8, **others)
+
+
 class PlainGain(torch.nn.Module):
     """A physics model written as a plain torch module, not a `PhysicsModel`: a physics twin takes it as it is."""
 

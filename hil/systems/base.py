@@ -82,6 +82,19 @@ def check_setting_within(label: str, value: float, instrument: Instrument, limit
                           f"({allowed.describe()})", field=label)
 
 
+def check_bounds(system: str, label: str, bounds: Any) -> None:
+    """Refuse (`ConfigError`, naming the system) ``bounds`` that are not two finite numbers, the lower first: x or θ
+    could not be drawn, scaled or kept within them (a system's bounds taken from its settings, a minimum above its
+    maximum)."""
+    try:
+        low, high = bounds
+    except (TypeError, ValueError):
+        low = high = None
+    if not (is_number(low) and is_number(high) and low < high):
+        raise ConfigError(f"system {system!r}: {label} {bounds!r} must be two finite numbers, the lower first; check "
+                          "the settings they come from")
+
+
 def _shape_text(shape: tuple[int | None, ...]) -> str:
     """A shape with None sizes as ``batch``: ``batch×4``."""
     return "×".join("batch" if s is None else str(s) for s in shape)
@@ -170,6 +183,8 @@ class PhysicalSystem(ABC):
                                   f"drives its {role} with waveforms; give it an analog output that plays them",
                                   field=f"instruments.{role}")
         check_counts(n_in=n_in, n_out=n_out, n_params=n_params, max_batch=max_batch)
+        for label, bounds in (("x_bounds", x_bounds), ("theta_bounds", theta_bounds)):
+            check_bounds(self.name, label, bounds)
         self.instruments = dict(instruments)
         self.n_in, self.n_out, self.n_params, self.max_batch = n_in, n_out, n_params, max_batch
         self.x_bounds = (float(x_bounds[0]), float(x_bounds[1]))
