@@ -760,6 +760,28 @@ def test_a_plugin_physics_models_own_error_is_one_line_naming_the_system_the_mod
         fit_twin(twin, train, held_out, epochs=1, lr=0.02)
 
 
+class CrossbarWithADoubleModel(CrossbarInUnit):
+    """A system of one's own whose physics model holds float64 parameters (numpy's constants, as research code has
+    them)."""
+
+    def physics_model(self) -> PhysicsModel:
+        return self.crossbar.physics_model().double()
+
+
+@pytest.mark.parametrize("kind", ["physics", "residual"])
+def test_a_physics_model_in_float64_gives_the_twin_float32_outputs_as_the_devices(lab, kind) -> None:
+    """Its float64 outputs reached the digital layer after the physical one, and PAT training stopped at its first
+    step in torch's "mat1 and mat2 must have the same dtype, but got Double and Float"."""
+    system = CrossbarWithADoubleModel(lab.systems["crossbar"], 1.0)
+    twin = build_twin(kind, system)
+    x, theta = torch.rand(4, system.n_in) * 2 - 1, torch.zeros(system.n_params)
+    y = twin(x, theta)
+    assert y.dtype == torch.float32
+    torch.nn.Linear(system.n_out, 10)(y).sum().backward()  # as the readout after it computes
+    assert all(p.grad is not None for p in twin.physics_twin.parameters() if p.requires_grad) if kind == "residual" \
+        else twin.affine.gain.grad is not None
+
+
 def test_an_output_affine_keeps_its_offset_when_its_scale_is_set_and_loads_a_state_saved_without_one() -> None:
     affine = OutputAffine(2)
     assert affine.scale == 1  # until fitted

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import math
 import stat
@@ -115,8 +116,12 @@ class PhysicsTwin(Twin):
         """The physics's outputs, refused unless batch × n_out as the device's are: the per-output gain would
         broadcast a model of one output (or of a batch of one) to every output, and train on it unnoticed."""
         model = type(self.physics)
+        # in the model's own precision (float64 parameters: numpy's constants), its outputs in the inputs' (float32 in
+        # a run, as the device's): float64 reached the digital layers after it, which refused it mid-training
+        tensors = itertools.chain(self.physics.parameters(), self.physics.buffers())
+        dtype = next((tensor.dtype for tensor in tensors if tensor.is_floating_point()), x.dtype)
         try:
-            y = self.physics(x, theta)
+            y = self.physics(x.to(dtype), theta.to(dtype))
         except (HilError, MemoryError, AssertionError):
             raise
         except Exception as error:  # a slip in a plugin's model: one line, as a plugin system's hooks say theirs
@@ -129,7 +134,7 @@ class PhysicsTwin(Twin):
             raise HilError(f"system {self.system_name!r}: its physics model ({model.__module__}.{model.__qualname__}) "
                            f"returned shape {tuple(y.shape)} for {x.shape[0]} inputs; expected ({x.shape[0]}, "
                            f"{self.n_out}), as the device's outputs: fix its forward")
-        return self.affine(y)
+        return self.affine(y.to(x.dtype) if y.dtype != x.dtype and y.is_floating_point() else y)
 
 
 class OracleTwin(PhysicsTwin):
