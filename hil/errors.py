@@ -95,6 +95,11 @@ class DeviceError(HilError):
     """An instrument reported an error, returned a malformed value, or lost data (e.g. a dropped frame)."""
 
 
+class SystemSlip(DeviceError):
+    """A plugin system's hook raised an exception of its own (a slip in its code, or in a plugin world's under it):
+    the run stops as for a device's failure, its data kept, and resumes once the code is fixed."""
+
+
 class FramesDropped(DeviceError):
     """Frames a camera exposed did not all reach the host (a gap in its frame counter, or too few): the capture
     can be repeated (a busy or marginal link loses one now and then)."""

@@ -48,9 +48,9 @@ def _hils(module: str) -> bool:
 
 def _reported(hook: Any, subject: Callable[[Any], str] = lambda self: self.name,
               fix: str = "fix the driver there (a reply it cannot read is a DeviceError naming the command and the "
-                         "reply)") -> Any:
+                         "reply)", error_class: type[DeviceError] = DeviceError) -> Any:
     """``hook`` (a driver's ``_..._hw`` method, or a plugin system's hook), its own exceptions raised as one-line
-    `DeviceError` naming ``subject(self)``, the hook and where it raised, then ``fix`` (see
+    ``error_class`` naming ``subject(self)``, the hook and where it raised, then ``fix`` (see
     `Instrument.__init_subclass__`); hil's errors, running out of memory and a failed assert pass as they are."""
 
     @functools.wraps(hook)
@@ -61,7 +61,7 @@ def _reported(hook: Any, subject: Callable[[Any], str] = lambda self: self.name,
             raise
         except Exception as error:
             where = raised_in_plugin(error, hook.__code__.co_filename)
-            raise DeviceError(f"{subject(self)}: {hook.__module__}.{hook.__qualname__} raised "
+            raise error_class(f"{subject(self)}: {hook.__module__}.{hook.__qualname__} raised "
                               f"{type(error).__name__}: {error_reason(error)} ({where}); {fix}") from error
 
     reported._reports = True  # type: ignore[attr-defined] - wrapped once, in the class that first takes it

@@ -47,6 +47,7 @@ from hil.errors import (
     HilError,
     InstrumentBusy,
     InterlockError,
+    SystemSlip,
     TransportError,
     error_reason,
     handling,
@@ -709,6 +710,8 @@ def _bench_failure(error: BaseException | None) -> bool:
 def _resumable_once(error: Exception) -> str | None:
     """What must hold again before a resume goes on with a run ``error`` ended: the bench (`_bench_failure`), or a disk
     that takes the run's files; None where a resume would fail alike, or the error is a stop."""
+    if _caused_by(error, (SystemSlip,)):
+        return "its code is fixed there"
     if _bench_failure(error):
         return f"the instrument {'is free' if _caused_by(error, (InstrumentBusy,)) else 'is back'}"
     if not isinstance(error, Interrupted) and _caused_by(error, (WriteRefused,)):

@@ -2197,7 +2197,8 @@ def test_a_plugin_systems_own_error_mid_run_is_one_line_naming_the_system_and_wh
         tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     """A plugin system's own exception in ``_run`` ended hil run in its traceback, with exit status 1 (which hil --help
     gives to output that could not be written). As a driver's hook's, it is one line naming the system, the hook, the
-    error and the plugin's line, then how to resume; the SMU's output is off and what the run measured is kept."""
+    error and the plugin's line, then how to resume once the code is fixed (not "once the instrument is back", which
+    never went); the SMU's output is off and what the run measured is kept."""
     from hil.cli import main
     from hil.orchestrator import Run
 
@@ -2218,7 +2219,8 @@ def test_a_plugin_systems_own_error_mid_run_is_one_line_naming_the_system_and_wh
     assert capsys.readouterr().err.splitlines() == [
         f"hil: error: system 'probe': {__name__}.ProbeWithASlip._run raised KeyError: 'gain' ({__file__}:{line}); fix "
         "it there",
-        f"hil: what the run measured is kept in {run}; once the instrument is back, resume with: {resume_command(run)}"]
+        f"hil: what the run measured is kept in {run}; once its code is fixed there, resume with: "
+        f"{resume_command(run)}"]
     assert not emulators[0].output
     events = RunStore.open(run).events()
     assert [e["step"] for e in events if e["kind"] == "step_finished"] == ["calibrate"]

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from hil.clock import Clock, WallClock
-from hil.errors import ConfigError, DeviceError, LimitError
+from hil.errors import ConfigError, DeviceError, LimitError, SystemSlip
 from hil.instruments import AnalogOutput, Instrument, _hils, _reported, shape_differs
 from hil.limits import first_outside, torch_shareable
 
@@ -151,7 +151,7 @@ class PhysicalSystem(ABC):
     theta_periodic: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """A plugin system's hooks (`REPORTED_HOOKS`, its own and its mixins') raise a `DeviceError` naming the
+        """A plugin system's hooks (`REPORTED_HOOKS`, its own and its mixins') raise a `SystemSlip` naming the
         system, the hook and where it failed in place of an exception of their own (a KeyError of a slip in
         ``_run``): one line, the original chained, the instruments made safe and the data kept, as a driver's
         hooks do. hil's own systems are left as they are."""
@@ -161,7 +161,7 @@ class PhysicalSystem(ABC):
         for name in REPORTED_HOOKS:
             hook = getattr(cls, name)
             if inspect.isfunction(hook) and not getattr(hook, "_reports", False) and not _hils(hook.__module__):
-                setattr(cls, name, _reported(hook, lambda self: f"system {self.name!r}", "fix it there"))
+                setattr(cls, name, _reported(hook, lambda self: f"system {self.name!r}", "fix it there", SystemSlip))
 
     def __init__(self, instruments: Mapping[str, Instrument], *, name: str = "", n_in: int, n_out: int,
                  n_params: int, x_bounds: tuple[float, float], theta_bounds: tuple[float, float], max_batch: int):
