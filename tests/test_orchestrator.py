@@ -267,13 +267,18 @@ def test_an_oracle_twin_whose_hidden_values_the_model_lacks_is_refused_before_th
     """A hidden value the physics model has no tensor for passed hil check, and stopped hil run after its calibration,
     in a run folder, with "CrossbarModel.column_gains is not a tensor of the model", which said neither which
     system nor what to do."""
+    refused_before_the_run(tmp_path, CrossbarOfAMisnamedHiddenValue, "oracle", (
+        r"protocol\.yaml:\d+: twin\.kind: system 'crossbar': the simulated world's hidden value 'column_gains' is no "
+        r"tensor of CrossbarModel \(its tensors: .*\); name it as the model's parameter in the world's "
+        r"hidden_parameters\(\), or map it in the system's hidden_calibration\(world\)$"))
+
+
+def refused_before_the_run(tmp_path: Path, system: type, twin_kind: str, expected: str) -> None:
+    """The default lab with its crossbar system of class ``system``, and a protocol with a twin of ``twin_kind``:
+    `hil check` and `hil run` both refuse it (``expected``), and no run folder is made."""
     lab = tmp_path / "lab.yaml"
-    lab.write_text((REPO / "lab.yaml").read_text().replace(
-        "kind: crossbar\n", f"kind: {__name__}:CrossbarOfAMisnamedHiddenValue\n"))
-    protocol = write_protocol(tmp_path, lab=str(lab), twin={**PROTOCOL["twin"], "kind": "oracle"})
-    expected = (r"protocol\.yaml:\d+: twin\.kind: system 'crossbar': the simulated world's hidden value 'column_gains' "
-                r"is no tensor of CrossbarModel \(its tensors: .*\); name it as the model's parameter in the world's "
-                r"hidden_parameters\(\), or map it in the system's hidden_calibration\(world\)$")
+    lab.write_text((REPO / "lab.yaml").read_text().replace("kind: crossbar\n", f"kind: {__name__}:{system.__name__}\n"))
+    protocol = write_protocol(tmp_path, lab=str(lab), twin={**PROTOCOL["twin"], "kind": twin_kind})
     for attempt in (lambda: check_protocol(protocol), lambda: run_protocol(protocol, show_progress=False)):
         with pytest.raises(ConfigError, match=expected):
             attempt()
@@ -294,17 +299,9 @@ def test_a_physics_model_of_another_shape_than_the_device_is_refused_before_the_
                                                                                     kind: str) -> None:
     """Such a model was found only once the twin was first called, after the device's data were collected (minutes
     of a bench's time); hil check said OK."""
-    lab = tmp_path / "lab.yaml"
-    lab.write_text((REPO / "lab.yaml").read_text().replace(
-        "kind: crossbar\n", f"kind: {__name__}:CrossbarOfAModelOfOneOutput\n"))
-    protocol = write_protocol(tmp_path, lab=str(lab), twin={**PROTOCOL["twin"], "kind": kind})
-    expected = (r"protocol\.yaml:\d+: twin\.kind: system 'crossbar': its physics model "
-                r"\(tests\.test_twin\.FirstOutputOnly\) returned shape \(2, 1\) for 2 inputs; expected \(2, 32\), as "
-                r"the device's outputs: fix its forward$")
-    for attempt in (lambda: check_protocol(protocol), lambda: run_protocol(protocol, show_progress=False)):
-        with pytest.raises(ConfigError, match=expected):
-            attempt()
-    assert not (tmp_path / "runs").exists()
+    refused_before_the_run(tmp_path, CrossbarOfAModelOfOneOutput, kind, (
+        r"protocol\.yaml:\d+: twin\.kind: system 'crossbar': its physics model \(tests\.test_twin\.FirstOutputOnly\) "
+        r"returned shape \(2, 1\) for 2 inputs; expected \(2, 32\), as the device's outputs: fix its forward$"))
 
 
 def test_hil_check_on_a_protocol(tmp_path: Path) -> None:
@@ -2148,34 +2145,42 @@ class SmuOfAPlugin(Keithley2450):
         return readings
 
 
-def test_a_plugin_drivers_own_error_mid_run_is_one_line_naming_the_instrument_and_where(
-        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A plugin driver's own exception during a run (not at connect) ended hil run in its traceback. It is one line
-    naming the instrument, the hook, the error and the driver's line, then how to resume; the SMU's output is off and
-    what the run measured is kept."""
+def failed_at_collect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: tuple[str, str], owner: type,
+                      flag: str) -> tuple[Path, object]:
+    """``hil run`` of the probe protocol on its lab with ``edit`` (old, new) made, ``owner.flag`` set as the run starts
+    collecting the twin's data: the run's folder and the SMU's emulator, once the run has failed with exit status 2."""
     from hil.cli import main
     from hil.orchestrator import Run
 
     protocol = write_probe_protocol(tmp_path)
     lab = tmp_path / "lab.yaml"
-    lab.write_text(lab.read_text().replace("driver: keithley_2450", f"driver: {__name__}:SmuOfAPlugin"))
+    lab.write_text(lab.read_text().replace(*edit))
     collect, emulators = Run.collect, []
 
-    def misread(self: Run) -> None:
+    def failing(self: Run) -> None:
         emulators.append(self.lab._servers["smu"].emulator)
-        monkeypatch.setattr(SmuOfAPlugin, "misread", True)
+        monkeypatch.setattr(owner, flag, True)
         collect(self)
 
-    monkeypatch.setattr(Run, "collect", misread)
+    monkeypatch.setattr(Run, "collect", failing)
     assert main(["run", "--quiet", str(protocol)]) == 2
-    run = next((tmp_path / "runs").iterdir())
+    return next((tmp_path / "runs").iterdir()), emulators[0]
+
+
+def test_a_plugin_drivers_own_error_mid_run_is_one_line_naming_the_instrument_and_where(
+        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin driver's own exception during a run (not at connect) ended hil run in its traceback. It is one line
+    naming the instrument, the hook, the error and the driver's line, then how to resume; the SMU's output is off and
+    what the run measured is kept."""
+    plugin = ("driver: keithley_2450", f"driver: {__name__}:SmuOfAPlugin")
+    run, emulator = failed_at_collect(tmp_path, monkeypatch, plugin, SmuOfAPlugin, "misread")
     line = next(n for n, text in enumerate(Path(__file__).read_text().splitlines(), 1) if "float(self.trans" in text)
     assert capsys.readouterr().err.splitlines() == [
         f"hil: error: smu: {__name__}.SmuOfAPlugin._measure_hw raised ValueError: could not convert string to float: "
         f"'0,\"No error;0;0 0\"' ({__file__}:{line}); fix the driver there (a reply it cannot read is a DeviceError "
         "naming the command and the reply)",
         f"hil: what the run measured is kept in {run}; once the instrument is back, resume with: {resume_command(run)}"]
-    assert not emulators[0].output
+    assert not emulator.output
     events = RunStore.open(run).events()
     assert [e["step"] for e in events if e["kind"] == "step_finished"] == ["calibrate"]
     assert events[-1]["kind"] == "run_failed" and "SmuOfAPlugin._measure_hw raised ValueError" in events[-1]["error"]
@@ -2199,29 +2204,15 @@ def test_a_plugin_systems_own_error_mid_run_is_one_line_naming_the_system_and_wh
     gives to output that could not be written). As a driver's hook's, it is one line naming the system, the hook, the
     error and the plugin's line, then how to resume once the code is fixed (not "once the instrument is back", which
     never went); the SMU's output is off and what the run measured is kept."""
-    from hil.cli import main
-    from hil.orchestrator import Run
-
-    protocol = write_probe_protocol(tmp_path)
-    lab = tmp_path / "lab.yaml"
-    lab.write_text(lab.read_text().replace(":SourceMeterProbe", ":ProbeWithASlip"))
-    collect, emulators = Run.collect, []
-
-    def slip(self: Run) -> None:
-        emulators.append(self.lab._servers["smu"].emulator)
-        monkeypatch.setattr(ProbeWithASlip, "slip", True)
-        collect(self)
-
-    monkeypatch.setattr(Run, "collect", slip)
-    assert main(["run", "--quiet", str(protocol)]) == 2
-    run = next((tmp_path / "runs").iterdir())
+    run, emulator = failed_at_collect(tmp_path, monkeypatch, (":SourceMeterProbe", ":ProbeWithASlip"), ProbeWithASlip,
+                                      "slip")
     line = next(n for n, text in enumerate(Path(__file__).read_text().splitlines(), 1) if '{}["gain"]' in text)
     assert capsys.readouterr().err.splitlines() == [
         f"hil: error: system 'probe': {__name__}.ProbeWithASlip._run raised KeyError: 'gain' ({__file__}:{line}); fix "
         "it there",
         f"hil: what the run measured is kept in {run}; once its code is fixed there, resume with: "
         f"{resume_command(run)}"]
-    assert not emulators[0].output
+    assert not emulator.output
     events = RunStore.open(run).events()
     assert [e["step"] for e in events if e["kind"] == "step_finished"] == ["calibrate"]
     assert events[-1]["kind"] == "run_failed" and "ProbeWithASlip._run raised KeyError" in events[-1]["error"]
