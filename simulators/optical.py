@@ -658,9 +658,15 @@ class OpticalTable(SLMCameraWorld):
         def realise(chunk: torch.Tensor, frames: slice) -> torch.Tensor:
             return self._lc_phase(chunk, bow, frames)
 
+        fixed_rows = None
+        if len(drives) > 1 and self.crosstalk_px <= 0 and not isinstance(bow, torch.Tensor):
+            # each pixel's phase its drive's alone, the same in every frame: rows driven alike in every frame (θ's
+            # blocks) hold one field, which the lens computes once
+            change = torch.sub(drives, drives[:1], out=self._scratch("drive_change", drives.shape)).abs_()
+            fixed_rows = change.amax(dim=0).amax(dim=1) == 0  # 1.9 ms for 1024 frames, the first all(eq) 7 ms
         intensity = self.workspace.intensity(drives, self.beam, self.zero_order, optics.fft_size,
                                              tuple(self.config.camera.shape), self.shift_px, realise=realise,
-                                             window=self.roi)
+                                             window=self.roi, fixed_rows=fixed_rows)
         return self.expose(intensity, exposure_s, times_s)
 
     def propagate(self, phase_rad: torch.Tensor, times_s: torch.Tensor) -> torch.Tensor:

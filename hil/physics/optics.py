@@ -416,12 +416,15 @@ class FourierWorkspace:
     def intensity(self, phase_rad: torch.Tensor, beam: torch.Tensor, zero_order: Scalar, fft_size: int,
                   camera_shape: tuple[int, int], shift_px: torch.Tensor | Sequence[float],
                   realise: Callable[[torch.Tensor, slice], torch.Tensor] | None = None,
-                  window: Window | None = None) -> torch.Tensor:
+                  window: Window | None = None, fixed_rows: torch.Tensor | None = None) -> torch.Tensor:
         """`camera_intensity` of one panel lit by a real beam: |(1 − z)·A·(beam·e^{iφ})·Bᵀ + z·A·beam·Bᵀ|², over
         the camera or its ``window``.
 
         With ``realise``, ``phase_rad`` are drives and ``realise(drives[frames], frames)`` gives the realised phase
-        of each chunk of frames (a slice), so that the SLM's own steps run in cache too.
+        of each chunk of frames (a slice), so that the SLM's own steps run in cache too. ``fixed_rows`` (a bool per
+        SLM row): rows whose realised phase is the same in every frame, which ``realise`` must then compute pixel by
+        pixel (no crosstalk across rows): the lens being linear, their share of the field is computed once, from the
+        first frame, and each frame computes its other rows alone.
         """
         scaled_a, real_b, constant, beam_folded = self.lens(beam, zero_order, fft_size, camera_shape, shift_px,
                                                             window)
@@ -433,22 +436,43 @@ class FourierWorkspace:
         planes_buffer, half_buffer, window_buffer = self._buffers
         of_cos, of_sin = real_b[:cols], real_b[cols:]
         intensity = large_empty(frames, cam_rows, cam_cols)
+
+        def field(phase: torch.Tensor, row_a: torch.Tensor, row_beam: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            """A·(beam·e^{iφ})·Bᵀ (count × window, complex) of the realised phase of some rows (count × n × cols),
+            ``row_a`` and ``row_beam`` those rows' columns of A and rows of the beam."""
+            count, n = phase.shape[:2]
+            planes = planes_buffer.view(-1)[:2 * count * n * cols].view(2, count, n, cols)
+            cosines, sines = torch.cos(phase, out=planes[0]), torch.sin(phase, out=planes[1])
+            if not beam_folded:
+                planes.mul_(row_beam)
+            half = torch.matmul(cosines.view(-1, cols), of_cos,
+                                out=half_buffer.view(-1)[:count * n * 2 * cam_cols].view(-1, 2 * cam_cols))
+            half.addmm_(sines.view(-1, cols), of_sin)
+            return torch.matmul(row_a, torch.view_as_complex(half.view(count, n, cam_cols, 2)), out=out)
+
+        def realised(drives: torch.Tensor, frames: slice) -> torch.Tensor:
+            return drives if realise is None else realise(drives, frames)
+
         with torch.no_grad():
+            varying = torch.arange(rows)
+            if fixed_rows is not None and bool(fixed_rows.any()):
+                varying, fixed = torch.nonzero(~fixed_rows).flatten(), torch.nonzero(fixed_rows).flatten()
+                phase = realised(phase_rad[:1, fixed], slice(0, 1))
+                base = field(phase, scaled_a[:, fixed].contiguous(), beam[fixed], torch.empty(1, cam_rows, cam_cols,
+                                                                                             dtype=torch.complex64))[0]
+                constant = base if constant is None else base.add_(constant)
+            row_a, row_beam = (scaled_a, beam) if len(varying) == rows else (scaled_a[:, varying].contiguous(),
+                                                                             beam[varying])
             for start in range(0, frames, self.chunk):
                 stop = min(frames, start + self.chunk)
                 count = stop - start
-                phase, planes = phase_rad[start:stop], planes_buffer[:, :count]
-                if realise is not None:
-                    phase = realise(phase, slice(start, stop))
-                cosines, sines = torch.cos(phase, out=planes[0]), torch.sin(phase, out=planes[1])
-                if not beam_folded:
-                    planes.mul_(beam)
-                half = torch.matmul(cosines.view(-1, cols), of_cos, out=half_buffer[:count].view(-1, 2 * cam_cols))
-                half.addmm_(sines.view(-1, cols), of_sin)
-                window = torch.matmul(scaled_a, torch.view_as_complex(half.view(count, rows, cam_cols, 2)),
-                                      out=window_buffer[:count])
-                if constant is not None:
-                    window.add_(constant)
+                drives = phase_rad[start:stop] if len(varying) == rows else phase_rad[start:stop, varying]
+                if len(varying):
+                    window = field(realised(drives, slice(start, stop)), row_a, row_beam, window_buffer[:count])
+                    if constant is not None:
+                        window.add_(constant)
+                else:  # every row fixed: every frame is the first
+                    window = window_buffer[:count].copy_(constant.expand(count, -1, -1))
                 squares = torch.view_as_real(window).square_()
                 torch.add(squares[..., 0], squares[..., 1], out=intensity[start:stop])
         return intensity

@@ -183,6 +183,56 @@ def test_workspace_folds_a_separable_beam_into_the_lens_and_multiplies_any_other
             torch.testing.assert_close(folded, reference, rtol=0, atol=1e-6 * float(reference.max()))
 
 
+@pytest.mark.parametrize("fixed", ["none", "theta", "scattered", "all"])
+def test_workspace_computes_the_rows_the_same_in_every_frame_once_and_gives_the_same_intensity(fixed: str) -> None:
+    """Rows whose realised phase is the same in every frame (θ's blocks on an ideal SLM) are computed once, from
+    the first frame, and added to each frame's other rows: the lens is linear, so the intensity is unchanged."""
+    generator = torch.Generator().manual_seed(7)
+    phases = TWO_PI * torch.rand(40, 64, 64, generator=generator)
+    rows = {"none": torch.zeros(64, dtype=torch.bool), "theta": torch.arange(64) >= 16,
+            "scattered": torch.rand(64, generator=generator) < 0.5, "all": torch.ones(64, dtype=torch.bool)}[fixed]
+    phases[:, rows] = phases[:1, rows]
+
+    def realise(drives: torch.Tensor, frames: slice) -> torch.Tensor:  # a pixel's phase its drive's alone
+        return 0.9 * drives + 0.1
+
+    gaussian = beam_amplitude((64, 64), 25.0)
+    for beam in (gaussian, gaussian * (1 + 0.2 * torch.rand(64, 64, generator=generator))):  # folded, multiplied
+        for zero_order in (0.0, 0.07):
+            common = {"beam": beam, "zero_order": zero_order, "fft_size": 256, "camera_shape": (64, 64),
+                      "shift_px": torch.tensor((0.45, -0.3)), "window": AOI}
+            reference = camera_intensity(realise(phases, slice(None)), **common)
+            intensity = FourierWorkspace(chunk=16).intensity(phases, **common, realise=realise, fixed_rows=rows)
+            torch.testing.assert_close(intensity, reference, rtol=0, atol=2e-6 * float(reference.max()))
+
+
+@pytest.mark.parametrize("preset", ["ideal", "realistic"])
+def test_a_table_computes_the_rows_driven_alike_once_only_where_each_pixel_is_its_own(preset: str) -> None:
+    """An ideal table (no crosstalk, no flicker) computes the rows driven alike in every frame once, and renders a
+    batch as each frame alone (to a DN, the rounding of the sums' order); a realistic table, whose crosstalk mixes
+    rows and whose flicker changes every frame, computes every row of every frame."""
+    generator = torch.Generator().manual_seed(3)
+    drives = TWO_PI * torch.rand(12, 64, 64, generator=generator)
+    drives[:, 16:] = drives[:1, 16:]
+    world = OpticalTable(preset=preset)
+    given, intensity = [], world.workspace.intensity
+
+    def recorded(*args, fixed_rows=None, **kwargs):
+        given.append(fixed_rows)
+        return intensity(*args, fixed_rows=fixed_rows, **kwargs)
+
+    world.workspace.intensity = recorded
+    times = torch.zeros(12, dtype=torch.float64)
+    frames = world.render(drives, 1e-3, times)
+    if preset == "realistic":
+        assert given == [None]
+        return
+    assert torch.equal(given[0], torch.arange(64) >= 16)
+    alone = torch.cat([world.render(drives[k:k + 1], 1e-3, times[k:k + 1]) for k in range(12)])
+    assert given[1:] == [None] * 12
+    torch.testing.assert_close(frames, alone, rtol=0, atol=1.0)
+
+
 def test_lens_of_a_window_is_the_rows_and_columns_of_the_whole_cameras() -> None:
     cases = [((64, 64), 256, (64, 64), AOI), ((17, 9), 40, (40, 3), (0, 1, 40, 2))]
     for shape, fft_size, camera_shape, window in cases:
