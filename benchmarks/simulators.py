@@ -6,7 +6,8 @@ For every system of the default lab (all simulated), with the given presets, in 
   per call; their ratio is what batching buys (goal: ≥ 20×);
 - for the optical system, the ratio of its batched throughput to that of the raw ``torch.fft.fft2`` of the
   same batch of padded fields (batch × fft_size²), and to that of the two complex matmuls of the pruned lens
-  that the simulator computes instead (A·E·Bᵀ over the camera window it reads); for the crossbar, to that of
+  that the simulator computes instead (A·E·Bᵀ over the camera window it reads; on ``ideal`` only over the SLM
+  rows that change from frame to frame, the others once a batch); for the crossbar, to that of
   the raw matmul of the same shapes (batch × rows @ rows × cols), to that of the matmul of the column pairs'
   differences alone (batch × rows @ rows × n_out), which is what a read through exact converters computes, and to
   that of the kernels a noisy read needs at the least (the matmul, the read noise's variance matmul and one
