@@ -39,6 +39,7 @@ from hil.errors import (
     raised_in_plugin,
 )
 from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits, real_number
+from hil.physics.crossbar import pair_differences
 
 
 def _hils(module: str) -> bool:
@@ -1200,7 +1201,7 @@ class CrossbarArray(Instrument):
         hands its caller a copy)."""
         currents = self._currents(self._read_hw(voltages_v), (voltages_v.shape[0], self.shape[1]), "column currents",
                                   "_read_hw")
-        return currents[:, 0:2 * pairs:2] - currents[:, 1:2 * pairs:2]
+        return pair_differences(currents, pairs)
 
     def _currents(self, currents: Any, expected: tuple[int, int], what: str, hook: str, copy: bool = False) -> Any:
         """A driver's ``what`` (``expected`` shape, A) as a float array, as it is (a float numpy array or tensor)

@@ -39,7 +39,13 @@ from hil.config import Strict
 from hil.errors import DeviceError
 from hil.instruments import CrossbarArray
 from hil.limits import Limit
-from hil.physics.crossbar import column_currents, device_conductance, ir_drop_factor, quantise_levels
+from hil.physics.crossbar import (
+    column_currents,
+    device_conductance,
+    ir_drop_factor,
+    pair_differences,
+    quantise_levels,
+)
 from simulators.world import SimulatedInstrument, World, require_world
 
 _AIHWKIT = "IBM aihwkit PCMLikeNoiseModel"
@@ -251,14 +257,13 @@ class _ReadState:
         if state is None:
             if len(self._paired) >= PAIRED_STATES_KEPT:
                 del self._paired[next(iter(self._paired))]  # the one made first
-            def difference(t: torch.Tensor) -> torch.Tensor:
-                return (t[..., 0:2 * pairs:2] - t[..., 1:2 * pairs:2]).contiguous()
 
             def total(t: torch.Tensor) -> torch.Tensor:
                 return (t[..., 0:2 * pairs:2] + t[..., 1:2 * pairs:2]).contiguous()
 
             state = self._paired[pairs] = _ReadState(
-                weights=difference(self.weights), offset=None if self.offset is None else difference(self.offset),
+                weights=pair_differences(self.weights, pairs).contiguous(),
+                offset=None if self.offset is None else pair_differences(self.offset, pairs),
                 noise_var=None if self.noise_var is None else total(self.noise_var), output_var=total(self.output_var))
         return state
 
@@ -478,7 +483,7 @@ class MemristorCrossbar(World):
         converters = self.config.converters
         if converters.adc_bits is not None or converters.adc_clip:
             currents = self.read(voltages_v)
-            return currents[:, 0:2 * pairs:2] - currents[:, 1:2 * pairs:2]
+            return pair_differences(currents, pairs)
         began = self.clock.wall()
         voltages = torch.as_tensor(voltages_v, dtype=torch.float32)
         now = self.clock.now()

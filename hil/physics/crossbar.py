@@ -12,6 +12,7 @@ noise around them; the crossbar system's physics model calls them with learnable
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -110,6 +111,12 @@ def column_currents(voltages_v: Tensor, effective_s: Tensor, gain: Tensor | None
 PAIRING_MATMUL_MAX_COLS = 64
 
 
+def pair_differences(columns: Any, pairs: int) -> Any:
+    """``c_2j − c_2j+1`` of the first ``pairs`` column pairs (… × pairs) of per-column values (… × cols): currents
+    of a differential read-out, or a pair's weights; a torch tensor or a numpy array."""
+    return columns[..., 0:2 * pairs:2] - columns[..., 1:2 * pairs:2]
+
+
 def differential_output(currents_a: Tensor, n_out: int, full_scale_a: float) -> Tensor:
     """``y_j = (I_2j − I_2j+1) / full_scale`` (batch × n_out), with ``full_scale = V_read·(G_max − G_min)``.
 
@@ -120,7 +127,7 @@ def differential_output(currents_a: Tensor, n_out: int, full_scale_a: float) -> 
     if currents_a.shape[-1] <= PAIRING_MATMUL_MAX_COLS:
         pairing = pair_matrix(currents_a.shape[-1], n_out, full_scale_a, currents_a.dtype, currents_a.device)
         return currents_a @ pairing
-    return (currents_a[..., 0:2 * n_out:2] - currents_a[..., 1:2 * n_out:2]) * (1 / full_scale_a)
+    return pair_differences(currents_a, n_out) * (1 / full_scale_a)
 
 
 @functools.lru_cache(maxsize=16)
