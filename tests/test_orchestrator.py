@@ -2728,17 +2728,14 @@ def test_a_run_whose_data_set_now_splits_otherwise_is_not_resumed_onto_its_own_t
     import hil.datasets
 
     run = copy_of(stopped_run, tmp_path)
-    before = files(run)
     split = hil.datasets._stratified_split
     with monkeypatch.context() as patch:
         patch.setattr(hil.datasets, "_stratified_split", lambda labels, fraction, rng: split(
             labels, fraction, np.random.default_rng(99)))
-        with pytest.raises(ConfigError) as refused:
-            run_protocol(resume=run, show_progress=False)
-    assert str(refused.value) == (f"{run}: the digits data set now splits into other training and test samples than "
-                                  "when the run started (this hil splits it otherwise); resumed, it would train on "
-                                  "samples it was tested on: start a new run")
-    assert files(run) == before
+        refusal = refused_resume(run)
+    assert refusal == (f"{run}: the digits data set now splits into other training and test samples than when the run "
+                       "started (this hil splits it otherwise); resumed, it would train on samples it was tested on: "
+                       "start a new run")
     assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
 
 
@@ -2749,13 +2746,18 @@ def test_a_run_checkpointed_before_splits_were_recorded_is_not_resumed_onto_its_
     been tested on. It is refused as a split that changed is, the run left as it was."""
     run = copy_of(stopped_run, tmp_path)
     _resealed(run, lambda saved: saved.pop("data_split"))
+    assert refused_resume(run) == (f"{run}: the digits data set now splits into other training and test samples than "
+                                   "when the run started (the hil that started it split it otherwise); resumed, it "
+                                   "would train on samples it was tested on: start a new run")
+
+
+def refused_resume(run: Path) -> str:
+    """The message of the `ConfigError` a resume of ``run`` is refused with, the run's files left as they were."""
     before = files(run)
     with pytest.raises(ConfigError) as refused:
         run_protocol(resume=run, show_progress=False)
-    assert str(refused.value) == (f"{run}: the digits data set now splits into other training and test samples than "
-                                  "when the run started (the hil that started it split it otherwise); resumed, it "
-                                  "would train on samples it was tested on: start a new run")
     assert files(run) == before
+    return str(refused.value)
 
 
 def test_a_resumed_run_takes_its_bench_to_the_safe_state_before_setting_it_up_again(
