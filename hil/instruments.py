@@ -1024,7 +1024,7 @@ class SourceMeter(Instrument):
     def measure(self) -> Readings:
         """One reading at the present level (arrays of length 1)."""
         self._require_configured()
-        return self._measure_hw()
+        return self._checked_readings(self._measure_hw(), 1, "_measure_hw")
 
     def sweep(self, levels: Any, delay_s: float = 0.0) -> Readings:
         """Source each level in turn and measure after ``delay_s`` (s): in one round trip where the instrument has
@@ -1064,9 +1064,26 @@ class SourceMeter(Instrument):
         self.level = None  # unknown until the sweep has completed
         readings = self._sweep_hw(levels, delay_s)
         self.level = float(levels[-1])
-        if len(readings.voltage_v) != len(levels):
-            raise DeviceError(f"{self.name}: sweep of {len(levels)} points returned {len(readings.voltage_v)}")
-        return readings
+        return self._checked_readings(readings, len(levels), "_sweep_hw")
+
+    def _checked_readings(self, readings: Any, points: int, hook: str) -> Readings:
+        """A driver's `Readings` of ``points`` points, its fields as float (voltage, current) and bool arrays;
+        anything else is a `DeviceError` naming the instrument and ``hook``."""
+        if not isinstance(readings, Readings):
+            raise DeviceError(f"{self.name}: {hook} returned {type(readings).__name__}, not Readings; fix the "
+                              f"driver's {hook}")
+        try:
+            fields = [np.asarray(readings.voltage_v, dtype=float), np.asarray(readings.current_a, dtype=float),
+                      np.asarray(readings.in_compliance, dtype=bool)]
+        except (TypeError, ValueError):
+            raise DeviceError(f"{self.name}: {hook} returned readings that are not numbers; fix the driver's "
+                              f"{hook}") from None
+        shapes = [field.shape for field in fields]
+        if any(shape != (points,) for shape in shapes):
+            got = ", ".join("×".join(map(str, shape)) or "scalar" for shape in shapes)
+            raise DeviceError(f"{self.name}: {hook} returned readings of {got} points (voltage, current, "
+                              f"compliance), expected {points} each; fix the driver's {hook}")
+        return Readings(*fields)
 
     def _require_configured(self) -> None:
         """Sourcing needs the mode and the compliance set by this session: a compliance left on the instrument
@@ -1155,8 +1172,13 @@ class CrossbarArray(Instrument):
         self._program_hw(self._check_array("conductance_s", conductances_s, "conductance"))
 
     def read(self, voltages_v: Any) -> Any:
-        """Column currents (batch × cols, A) for row voltages (batch × rows, V)."""
-        return self._read_hw(self._checked_voltages(voltages_v))
+        """Column currents (batch × cols, A) for row voltages (batch × rows, V): a float array or tensor (a
+        driver's reply of another shape, or not of numbers, is a `DeviceError` naming its `_read_hw`)."""
+        voltages_v = self._checked_voltages(voltages_v)
+        currents = self._read_hw(voltages_v)
+        if _hils(type(self)._read_hw.__module__):
+            return currents
+        return self._currents(currents, (voltages_v.shape[0], self.shape[1]), "column currents", "_read_hw")
 
     def read_pairs(self, voltages_v: Any, pairs: int) -> Any:
         """Differential read-out of the first ``pairs`` column pairs: ``I_2j − I_2j+1`` (batch × pairs, A) for row

@@ -480,6 +480,28 @@ def test_a_drivers_read_of_the_wrong_shape_is_refused_by_the_differential_read_n
         crossbar.read_pairs(np.zeros((2, 3)), 2)
 
 
+@pytest.mark.parametrize(("reply", "refusal"), [
+    ([[1.0, 2.0]] * 2, r"^xbar: a read returned shape \(2, 2\), expected 2×4 column currents; fix the driver's "
+                       r"_read_hw$"),
+    ("garbage", r"^xbar: a read returned str, not column currents; fix the driver's _read_hw$"),
+])
+def test_a_drivers_read_of_the_wrong_shape_is_refused_naming_it(reply, refusal) -> None:
+    class Misreading(ListCrossbar):
+        def _read_hw(self, voltages_v):
+            return reply
+
+    with Misreading(name="xbar") as crossbar, pytest.raises(DeviceError, match=refusal):
+        crossbar.read(np.zeros((2, 3)))
+
+
+def test_a_drivers_read_is_returned_as_a_float_array() -> None:
+    with ListCrossbar(name="xbar") as crossbar:
+        crossbar.program(np.full((3, 4), 1e-6))
+        currents = crossbar.read(np.full((2, 3), 0.1))
+        assert isinstance(currents, np.ndarray) and currents.dtype == float
+        np.testing.assert_allclose(currents, np.full((2, 4), 3e-7))
+
+
 # -- SourceMeter ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def smu_bench() -> Iterator[tuple[Keithley2450, Keithley2450Emulator]]:
@@ -1238,6 +1260,38 @@ class BareSmu(SourceMeter):
 
     def _measure_hw(self) -> Readings:
         return Readings(np.zeros(1), np.zeros(1), np.zeros(1, dtype=bool))
+
+
+@pytest.mark.parametrize(("reading", "refusal"), [
+    ((0.0, 0.0), r"^smu: _measure_hw returned tuple, not Readings; fix the driver's _measure_hw$"),
+    (Readings(np.zeros(1), np.zeros(3), np.zeros(1, dtype=bool)),
+     r"^smu: _measure_hw returned readings of 1, 3, 1 points \(voltage, current, compliance\), expected 1 each; fix "
+     r"the driver's _measure_hw$"),
+    (Readings(np.zeros(1), np.array(["n/a"]), np.zeros(1, dtype=bool)),
+     r"^smu: _measure_hw returned readings that are not numbers; fix the driver's _measure_hw$"),
+])
+def test_a_drivers_reading_that_is_not_one_point_is_refused_naming_it(reading: object, refusal: str) -> None:
+    class Misreading(BareSmu):
+        def _measure_hw(self) -> Readings:
+            return reading  # type: ignore[return-value]
+
+    with Misreading(name="smu") as smu:
+        smu.configure("voltage", 1e-3)
+        with pytest.raises(DeviceError, match=refusal):
+            smu.measure()
+
+
+def test_a_sweep_whose_currents_miss_a_point_is_refused_naming_the_driver() -> None:
+    class ShortSweep(BareSmu):
+        def _sweep_hw(self, levels, delay_s) -> Readings:
+            return Readings(np.zeros(len(levels)), np.zeros(len(levels) - 1), np.zeros(len(levels), dtype=bool))
+
+    with ShortSweep(name="smu") as smu:
+        smu.configure("voltage", 1e-3)
+        smu.set_output(True)
+        with pytest.raises(DeviceError, match=r"^smu: _sweep_hw returned readings of 3, 2, 3 points .*expected 3 "
+                                              r"each; fix the driver's _sweep_hw$"):
+            smu.sweep([0.0, 0.1, 0.2])
 
 
 @pytest.mark.parametrize(("identity", "kind"), [(None, "None"), (b"ACME,SMU1,0001,1.0", r"b'ACME,SMU1,0001,1\.0'")])
