@@ -1185,6 +1185,9 @@ class CrossbarArray(Instrument):
         voltages (batch × rows, V), the output of weights held as device pairs on adjacent columns. A new array,
         the caller's to modify in place: a driver's own `_read_pairs_hw` may return a buffer it keeps (or one
         decoded from its reply's bytes), so what it returns is checked and copied."""
+        if self.shape[1] < 2:
+            raise LimitError(f"{self.name}: a differential read needs a pair of columns; the crossbar has "
+                             f"{self.shape[1]}: read it with read()")
         if not (type(pairs) is int or isinstance(pairs, np.integer)) or not 1 <= pairs <= self.shape[1] // 2:  # no bool
             raise LimitError(f"{self.name}: a differential read takes 1..{self.shape[1] // 2} column pairs "
                              f"({self.shape[1]} columns), got {pairs!r}")

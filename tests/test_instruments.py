@@ -494,6 +494,16 @@ def test_a_drivers_read_of_the_wrong_shape_is_refused_naming_it(reply, refusal) 
         crossbar.read(np.zeros((2, 3)))
 
 
+def test_a_differential_read_of_a_crossbar_of_one_column_is_refused_saying_why() -> None:
+    class OneColumn(ListCrossbar):
+        shape = (3, 1)
+
+    with OneColumn(name="xbar") as crossbar, pytest.raises(LimitError, match=r"^xbar: a differential read needs a "
+                                                                             r"pair of columns; the crossbar has 1: "
+                                                                             r"read it with read\(\)$"):
+        crossbar.read_pairs(np.zeros((2, 3)), 1)
+
+
 def test_a_drivers_read_is_returned_as_a_float_array() -> None:
     with ListCrossbar(name="xbar") as crossbar:
         crossbar.program(np.full((3, 4), 1e-6))
