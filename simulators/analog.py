@@ -127,10 +127,23 @@ class AnalogWorld(World):
                 hold = self.output.drive(extra) if self.output is not None else torch.zeros(self.n_outputs, extra)
                 drive_v = torch.cat([drive_v, hold], dim=1)
         response = self.respond(drive_v, sample_rate_hz)
+        self._check_response(response, drive_v)
         if self.armed is not None:
             self.record = response[:, : self.armed[0]]
             self.armed = None
         self.clock.sleep(drive_v.shape[1] / sample_rate_hz, since=began)
+
+    def _check_response(self, response: Any, drive_v: torch.Tensor) -> None:
+        """Refuse (`DeviceError`, naming the world's `respond`) a response that is not a tensor of n_inputs × the
+        drive's samples: the analog input would report its record's shape, not where it came from."""
+        expected = (self.n_inputs, drive_v.shape[1])
+        if isinstance(response, torch.Tensor) and tuple(response.shape) == expected:
+            return
+        got = f"shape {tuple(response.shape)}" if isinstance(response, torch.Tensor) else type(response).__name__
+        respond = type(self).respond
+        raise DeviceError(f"simulated {self.kind}: {respond.__module__}.{respond.__qualname__} returned {got} for a "
+                          f"drive of {drive_v.shape[0]} channels × {drive_v.shape[1]} samples; return a tensor of the "
+                          f"voltages at its {self.n_inputs} inputs, n_inputs × samples: {expected}")
 
 
 class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):

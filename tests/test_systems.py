@@ -300,3 +300,67 @@ def test_a_plugin_worlds_slip_under_a_plugin_systems_run_is_said_at_the_worlds_l
     with pytest.raises(DeviceError, match=rf"^system 'net': relaying_system\.Relaying\._run raised KeyError: 'slip' "
                                           rf"\({re.escape(str(world_file))}:{line}\); fix it there$"):
         system(torch.zeros(2, system.n_in), torch.full((system.n_params,), 1.0))
+
+
+NARROW_WORLD = '''
+from simulators.resistive import ResistiveNetwork
+
+
+class NarrowNetwork(ResistiveNetwork):
+    kind = "narrow_network"
+
+    def respond(self, drive_v, sample_rate_hz):
+        return super().respond(drive_v, sample_rate_hz)[:1]
+
+
+class ArrayNetwork(ResistiveNetwork):
+    kind = "array_network"
+
+    def respond(self, drive_v, sample_rate_hz):
+        return super().respond(drive_v, sample_rate_hz).numpy()
+'''
+
+
+def test_a_plugin_worlds_response_of_the_wrong_shape_is_said_at_its_respond(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin world whose respond returned one channel of its eight was reported by the analog input as "in: record
+    has shape (1, 2), expected (8, 2)", naming neither the world nor its respond."""
+    from hil.systems.resistive import ResistiveNetworkSystem
+    from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
+
+    (tmp_path / "narrow_world.py").write_text(NARROW_WORLD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from narrow_world import NarrowNetwork
+
+    world = NarrowNetwork(preset="ideal")
+    output = SimulatedAnalogOutput(world, name="out", limits={"voltage_v": {"min": -2.5, "max": 2.5}})
+    reader = SimulatedAnalogInput(world, name="in")
+    for instrument in (output, reader):
+        instrument.connect()
+    system = ResistiveNetworkSystem({"output": output, "input": reader}, name="net")
+    with pytest.raises(DeviceError, match=rf"^simulated narrow_network: narrow_world\.NarrowNetwork\.respond returned "
+                                          rf"shape \(1, 2\) for a drive of {world.n_outputs} channels × 2 samples; "
+                                          r"return a tensor of the voltages at its 8 inputs, n_inputs × samples: "
+                                          r"\(8, 2\)$"):
+        system(torch.zeros(2, system.n_in), torch.full((system.n_params,), 1.0))
+    with pytest.raises(DeviceError, match=r"NarrowNetwork\.respond returned shape \(1, 64\) .*: \(8, 64\)$"):
+        reader.acquire(64, 1e3)
+
+
+def test_a_plugin_worlds_response_as_a_numpy_array_is_said_at_its_respond(tmp_path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An array for the tensor: the ideal preset's input failed with "AttributeError: 'numpy.ndarray' object has no
+    attribute 'numpy'", the realistic one's with "in: record is no array of volts (round(): argument 'input' ...)"."""
+    from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
+
+    (tmp_path / "narrow_world.py").write_text(NARROW_WORLD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from narrow_world import ArrayNetwork
+
+    for preset in ("ideal", "realistic"):
+        world = ArrayNetwork(preset=preset)
+        SimulatedAnalogOutput(world, name="out").connect()
+        with SimulatedAnalogInput(world, name="in") as reader, pytest.raises(
+                DeviceError, match=r"^simulated array_network: narrow_world\.ArrayNetwork\.respond returned ndarray "
+                                   r"for a drive of \d+ channels × 64 samples; return a tensor .*: \(8, 64\)$"):
+            reader.acquire(64, 1e3)
