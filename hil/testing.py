@@ -36,6 +36,9 @@ Byte-exact protocol tests, which pin down the exact bytes a driver sends and wha
                                [(b"*CLS", None), (b"*IDN?", b"ACME,SMU1,0,1"), ...]) as smu:
             smu.connect()
             ...
+
+A package adding a physical system tests it likewise with `PhysicalSystemContract`, on simulated worlds of its bench
+(its docstring has the example).
 """
 
 from __future__ import annotations
@@ -43,11 +46,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pytest
+import torch
 from pyvisa.util import to_ieee_block
 
 from hil.errors import ConfigError, DeviceError, LimitError, TransportError
@@ -60,7 +65,8 @@ from hil.instruments import (
     SourceMeter,
     SpatialLightModulator,
 )
-from hil.registry import instrument_class
+from hil.registry import instrument_class, subclass_of
+from hil.systems.base import PhysicalSystem
 from hil.transport import Transport, _Unterminated
 
 if TYPE_CHECKING:
@@ -226,26 +232,33 @@ def _sample_rate_hz(instrument: AnalogOutput | AnalogInput) -> float:
     return min(max(1e3, limit.min), limit.max)
 
 
+def _check_registered(contract: object, built: object, named_by: Callable[[str], type], what: str,
+                      fixture: str) -> None:
+    """Fail unless the contract's ``registry_name`` (``what``, as lab.yaml gives it) names ``built``'s class, as
+    ``named_by`` loads it; ``fixture`` is what built it."""
+    cls = type(built)
+    name = getattr(contract, "registry_name", None)
+    if name is None:
+        pytest.fail(f"{type(contract).__name__} sets no registry_name; set it to {what} as lab.yaml gives it: "
+                    f"'{cls.__module__}:{cls.__qualname__}', or the name it is registered under")
+    try:
+        named, unknown = named_by(name), None
+    except ConfigError as error:
+        named, unknown = None, str(error)
+    if named is None:
+        pytest.fail(f"registry_name {name!r} of {type(contract).__name__}: {unknown}")
+    assert cls is named, (  # a parent's name would load the parent, not the class under test
+        f"registry_name {name!r} names {named.__module__}.{named.__qualname__}, but the {fixture} fixture built a "
+        f"{cls.__module__}.{cls.__qualname__}")
+
+
 class InstrumentContract:
     """What every instrument promises."""
 
     registry_name: str
 
     def test_is_the_class_registered_under_its_name(self, instrument) -> None:
-        cls = type(instrument)
-        name = getattr(self, "registry_name", None)
-        if name is None:
-            pytest.fail(f"{type(self).__name__} sets no registry_name; set it to the driver's name as lab.yaml gives "
-                        f"it: '{cls.__module__}:{cls.__qualname__}', or the name it is registered under")
-        try:
-            named, unknown = instrument_class(name), None
-        except ConfigError as error:
-            named, unknown = None, str(error)
-        if named is None:
-            pytest.fail(f"registry_name {name!r} of {type(self).__name__}: {unknown}")
-        assert type(instrument) is named, (  # a parent's name would load the parent, not the class under test
-            f"registry_name {self.registry_name!r} names {named.__module__}.{named.__qualname__}, but the instrument "
-            f"fixture built a {type(instrument).__module__}.{type(instrument).__qualname__}")
+        _check_registered(self, instrument, instrument_class, "the driver's name", "instrument")
 
     def test_identifies_itself(self, instrument) -> None:
         assert isinstance(instrument.identify(), str) and instrument.identify().strip()
@@ -590,3 +603,132 @@ class CrossbarArrayContract(InstrumentContract):
         assert np.all(deviation <= tolerance), (
             f"read_pairs differs from read's I_2j − I_2j+1 by up to {deviation.max():.3g} A (allowed "
             f"{tolerance[deviation.argmax()]:.3g} A, pair {deviation.argmax()}): check the driver's _read_pairs_hw")
+
+
+# -- systems and worlds ------------------------------------------------------------------------------------------
+#: How far a system's forward on its world's ``ideal`` preset may lie from its physics model, as a fraction of the
+#: outputs' largest magnitude: float32 rounding (1e-7) and what a call leaves ringing into the next (the oscillators':
+#: 3e-6), with room; a gain off by 0.1 % is ten times more.
+PHYSICS_TOLERANCE = 1e-4
+
+
+def _within(bounds: tuple[float, float], *shape: int, seed: int) -> torch.Tensor:
+    """Values drawn uniformly within ``bounds`` (float32, ``shape``), from ``seed``."""
+    low, high = bounds
+    return low + (high - low) * torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _assert_close(measured: torch.Tensor, expected: torch.Tensor, what: str, fix: str) -> None:
+    """Fail unless ``measured`` (batch × n_out) lies within ``expected`` to `PHYSICS_TOLERANCE` of its own largest
+    magnitude, saying ``what`` differs, at which output, and ``fix``."""
+    assert tuple(expected.shape) == tuple(measured.shape), \
+        f"{what}: shape {tuple(measured.shape)}, expected {tuple(expected.shape)}; {fix}"
+    deviation = (measured - expected).abs()
+    allowed = PHYSICS_TOLERANCE * float(measured.abs().max())
+    worst = divmod(int(deviation.argmax()), measured.shape[1])
+    assert float(deviation.max()) <= allowed, (
+        f"{what} at output {list(worst)}: {float(measured[worst]):.6g}, expected {float(expected[worst]):.6g} "
+        f"(within {allowed:.3g}, {PHYSICS_TOLERANCE:g} of the largest output); {fix}")
+
+
+class PhysicalSystemContract:
+    """What every physical system promises, checked on simulated worlds of its bench.
+
+    A concrete test class sets ``registry_name`` (the system's ``kind`` as lab.yaml names it) and gives a ``build``
+    fixture: a function ``build(preset, seed)`` returning the system on connected simulated instruments of a new
+    world of that preset and seed (the contract calibrates it, and closes its instruments when the test ends)::
+
+        class TestAcmeSystem(PhysicalSystemContract):
+            registry_name = "acme_hil.system:AcmeSystem"
+
+            @pytest.fixture
+            def build(self):
+                def build(preset: str, seed: int) -> AcmeSystem:
+                    world = AcmeWorld(preset=preset, seed=seed)
+                    return AcmeSystem({"output": SimulatedAnalogOutput(world, name="out").connect(),
+                                       "input": SimulatedAnalogInput(world, name="in").connect()})
+                return build
+    """
+
+    registry_name: str
+
+    @pytest.fixture
+    def built(self, build: Callable[[str, int], PhysicalSystem]) -> Iterator[Callable[..., PhysicalSystem]]:
+        """``build``, each system calibrated, and its instruments closed when the test ends."""
+        systems: list[PhysicalSystem] = []
+
+        def calibrated(preset: str = "ideal", seed: int = 0) -> PhysicalSystem:
+            system = build(preset, seed)
+            systems.append(system)
+            system.calibrate()
+            return system
+
+        yield calibrated
+        for system in systems:
+            for instrument in system.instruments.values():
+                instrument.close()
+
+    def test_is_the_class_registered_under_its_name(self, built) -> None:
+        _check_registered(self, built(), lambda name: subclass_of("systems", name, PhysicalSystem),
+                          "the system's kind", "build")
+
+    def test_on_the_ideal_world_the_forward_pass_is_the_physics_model(self, built) -> None:
+        """For random x and θ within the bounds, the device's outputs are its physics model's (`oracle_model`: the
+        world's hidden calibration loaded), to float tolerance."""
+        system = built()
+        x, theta = _within(system.x_bounds, 8, system.n_in, seed=1), _within(system.theta_bounds, system.n_params,
+                                                                              seed=2)
+        with torch.no_grad():
+            modelled = system.oracle_model()(x, theta)
+        _assert_close(system(x, theta), modelled, f"{type(system).__name__}'s forward pass on its ideal world differs "
+                      "from its physics model (oracle_model())", "check physics_model() and hidden_calibration() "
+                      "against _run, and that the ideal preset switches every non-ideality off")
+
+    def test_values_outside_the_bounds_or_of_the_wrong_shape_are_refused_before_any_call(self, built) -> None:
+        system = built()
+        x, theta = _within(system.x_bounds, 2, system.n_in, seed=1), _within(system.theta_bounds, system.n_params,
+                                                                              seed=2)
+        (x_low, x_high), (low, high) = system.x_bounds, system.theta_bounds
+        above, below = x.clone(), theta.clone()
+        above[1, -1], below[0] = x_high + 0.1 * (x_high - x_low), low - 0.1 * (high - low)
+        calls, device_time_s = system.calls, system.device_time_s
+        for bad_x, bad_theta, refusal in [(above, theta, rf"x\[1, {system.n_in - 1}\] = "),
+                                          (x, below, r"theta\[0\] = "),
+                                          (torch.cat([x, x[:, :1]], 1), theta, "x has shape"),
+                                          (x[0], theta, "x has shape"),
+                                          (x, torch.cat([theta, theta[:1]]), "theta has shape")]:
+            with pytest.raises(LimitError, match=rf"^system {re.escape(repr(system.name))}: {refusal}"):
+                system(bad_x, bad_theta)
+        assert (system.calls, system.device_time_s) == (calls, device_time_s), "a refused call reached the device"
+
+    def test_a_batch_beyond_max_batch_is_split_and_its_rows_are_what_each_gives_alone(self, built) -> None:
+        """A batch of ``max_batch`` + 1 rows takes two device calls, and its rows at either side of the split are
+        what each gives alone."""
+        system = built()
+        x, theta = _within(system.x_bounds, system.max_batch + 1, system.n_in, seed=1), \
+            _within(system.theta_bounds, system.n_params, seed=2)
+        calls = system.calls
+        batch = system(x, theta)
+        assert system.calls - calls == 2, f"{system.max_batch + 1} rows took {system.calls - calls} device calls"
+        rows = [0, system.max_batch - 1, system.max_batch]
+        _assert_close(batch[rows], torch.cat([system(x[row:row + 1], theta) for row in rows]),
+                      f"rows {rows} of a batch of {len(x)} (max_batch {system.max_batch}) differ from each row alone",
+                      "a row's output must not depend on the other rows of its call")
+
+    def test_device_time_is_counted(self, built) -> None:
+        """A device call advances its world's clock, and the system counts that time: a system that waits (a
+        settling time) sleeps on ``self.clock``, which a simulator's world models."""
+        system = built()
+        device_time_s = system.device_time_s
+        system(_within(system.x_bounds, 2, system.n_in, seed=1), _within(system.theta_bounds, system.n_params, seed=2))
+        assert system.device_time_s > device_time_s, (
+            "a forward pass took no device time: the simulated instruments must advance their world's clock "
+            "(clock.sleep(seconds)) by the time the bench would take")
+
+    def test_the_same_seed_gives_the_same_outputs(self, built) -> None:
+        """Two worlds of the realistic preset and one seed are one device: everything random is drawn from the
+        world's generators (``rng``, ``construction_rng``), not from torch's or numpy's global ones."""
+        first, second = built("realistic", 3), built("realistic", 3)
+        x, theta = _within(first.x_bounds, 4, first.n_in, seed=1), _within(first.theta_bounds, first.n_params, seed=2)
+        assert torch.equal(first(x, theta), second(x, theta)), \
+            "two systems on worlds of the same seed measured different outputs: draw from the world's generators"
