@@ -38,7 +38,7 @@ Byte-exact protocol tests, which pin down the exact bytes a driver sends and wha
             ...
 
 A package adding a physical system tests it likewise with `PhysicalSystemContract`, on simulated worlds of its bench
-(its docstring has the example).
+(its docstring has the example), and a simulated world of its own with `WorldContract`.
 """
 
 from __future__ import annotations
@@ -47,12 +47,16 @@ import contextlib
 import json
 import math
 import re
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pytest
 import torch
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from pyvisa.util import to_ieee_block
 
 from hil.errors import ConfigError, DeviceError, LimitError, TransportError
@@ -732,3 +736,69 @@ class PhysicalSystemContract:
         x, theta = _within(first.x_bounds, 4, first.n_in, seed=1), _within(first.theta_bounds, first.n_params, seed=2)
         assert torch.equal(first(x, theta), second(x, theta)), \
             "two systems on worlds of the same seed measured different outputs: draw from the world's generators"
+
+
+def _unwrapped(annotation: object) -> tuple[object, list[object]]:
+    """The type ``annotation`` holds and the constraints an ``Annotated`` around it gives."""
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return annotation, []
+    held, *infos = typing.get_args(annotation)
+    return held, [c for info in infos for c in getattr(info, "metadata", [info])]
+
+
+def config_numbers(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, list[object]]]:
+    """(dotted name, constraints) of every number in a world's ``Config``, nested models walked, a list's or tuple's
+    items counted as numbers (``name[]``), an optional number's constraints read where they are; bools and literals
+    are not numbers."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from config_numbers(annotation, f"{prefix}{name}.")
+            continue
+        arguments = [_unwrapped(a) for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in (list, tuple):
+            for _, constraints in arguments:
+                yield f"{prefix}{name}[]", constraints
+        elif annotation in (int, float) or (arguments and all(held in (int, float) for held, _ in arguments)):
+            own = list(FieldInfo.merge_field_infos(field).metadata)
+            yield f"{prefix}{name}", own + [c for _, constraints in arguments for c in constraints]
+
+
+def unbounded_numbers(model: type[BaseModel]) -> list[str]:
+    """The dotted names of the numbers in a world's ``Config`` (`config_numbers`) without both a lower and an upper
+    bound."""
+    return [name for name, constraints in config_numbers(model)
+            if not (any(isinstance(c, Ge | Gt) for c in constraints)
+                    and any(isinstance(c, Le | Lt) for c in constraints))]
+
+
+class WorldContract:
+    """What every simulated world promises. A concrete test class sets ``registry_name`` (the world's ``kind`` as
+    lab.yaml names it) and gives a ``world`` fixture: the world built with its defaults (``AcmeWorld()``)."""
+
+    registry_name: str
+
+    def test_is_the_class_registered_under_its_name(self, world) -> None:
+        from simulators.world import World
+
+        _check_registered(self, world, lambda name: subclass_of("worlds", name, World), "the world's kind", "world")
+
+    def test_every_number_of_its_config_has_a_lower_and_an_upper_bound(self, world) -> None:
+        """A unit slip in a lab file (``pitch_m: 8`` for 8 µm) is then refused at its line."""
+        config = type(world).Config
+        assert list(config_numbers(config)), f"{type(world).__name__}.Config holds no numbers"
+        unbounded = unbounded_numbers(config)
+        assert not unbounded, (f"{type(world).__name__}.Config: {', '.join(unbounded)} lack a lower or an upper bound; "
+                               "give each Field(ge=..., le=...), the upper at the largest value a bench of the kind "
+                               "could have")
+
+    def test_every_preset_builds_and_ideal_is_one(self, world) -> None:
+        """A lab names ``ideal``, ``realistic`` or ``harsh``: a preset that misnames a field or leaves its bounds
+        fails here rather than in a lab file that picks it."""
+        cls = type(world)
+        missing = [preset for preset in ("ideal", "realistic") if preset not in cls.presets]
+        assert not missing, (f"{cls.__name__}.presets has {', '.join(cls.presets) or 'none'}; give "
+                             f"{' and '.join(missing)} too (ideal: every non-ideality off; realistic: {{}}, the "
+                             "Config's defaults)")
+        for preset in cls.presets:
+            assert isinstance(cls(preset=preset, seed=world.seed), cls)

@@ -1,21 +1,24 @@
-"""Every built-in system keeps `hil.testing.PhysicalSystemContract` on its simulated world, and a plugin's broken
-system fails it."""
+"""Every built-in system keeps `hil.testing.PhysicalSystemContract` on its simulated world, and every built-in world
+`hil.testing.WorldContract`; a plugin's broken system or world fails them."""
 
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
+from pydantic import Field
 
-from hil.registry import available
+from hil.errors import ConfigError
+from hil.registry import BUILTIN
 from hil.systems.crossbar import CrossbarSystem
 from hil.systems.fiber import FiberSystem
 from hil.systems.optical import OpticalSystem
 from hil.systems.oscillator import OscillatorSystem
 from hil.systems.resistive import ResistiveNetworkSystem
-from hil.testing import PhysicalSystemContract
+from hil.testing import PhysicalSystemContract, WorldContract
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
 from simulators.crossbar import MemristorCrossbar, SimulatedCrossbar
 from simulators.fiber import MultimodeFiber
@@ -85,10 +88,92 @@ class TestResistiveNetworkSystem(PhysicalSystemContract):
         return build
 
 
-def test_every_built_in_system_keeps_the_contract_here() -> None:
-    contracts = [cls for cls in globals().values() if isinstance(cls, type) and issubclass(cls, PhysicalSystemContract)]
-    tested = {cls.registry_name for cls in contracts if cls is not PhysicalSystemContract}
-    assert tested == set(available("systems"))
+class TestOpticalTable(WorldContract):
+    registry_name = "optical_table"
+
+    @pytest.fixture
+    def world(self):
+        return OpticalTable()
+
+
+class TestMultimodeFiber(WorldContract):
+    registry_name = "multimode_fiber"
+
+    @pytest.fixture
+    def world(self):
+        return MultimodeFiber()
+
+
+class TestMemristorCrossbar(WorldContract):
+    registry_name = "memristor_crossbar"
+
+    @pytest.fixture
+    def world(self):
+        return MemristorCrossbar()
+
+
+class TestOscillatorNetwork(WorldContract):
+    registry_name = "oscillator_network"
+
+    @pytest.fixture
+    def world(self):
+        return OscillatorNetwork()
+
+
+class TestResistiveNetwork(WorldContract):
+    registry_name = "resistive_network"
+
+    @pytest.fixture
+    def world(self):
+        return ResistiveNetwork()
+
+
+@pytest.mark.parametrize(("contract", "group"), [(PhysicalSystemContract, "systems"), (WorldContract, "worlds")])
+def test_every_built_in_system_and_world_keeps_its_contract_here(contract: type, group: str) -> None:
+    kept = [cls for cls in globals().values() if isinstance(cls, type) and issubclass(cls, contract)]
+    missing = set(BUILTIN[group]) - {cls.registry_name for cls in kept if cls is not contract}
+    assert not missing, f"registered without a contract test: {sorted(missing)}"
+
+
+class Unbounded(ResistiveNetwork):
+    """A plugin's world whose new field has no upper bound, and a list of numbers with none at all."""
+
+    kind = "unbounded_network"
+
+    class Config(ResistiveNetwork.Config):
+        heater_power_w: float = Field(0.5, ge=0)
+        setpoints_k: list[float] = Field(default_factory=lambda: [300.0])
+
+
+def test_a_world_with_a_number_lacking_a_bound_fails_the_world_contract() -> None:
+    with pytest.raises(AssertionError, match=r"^Unbounded\.Config: heater_power_w, setpoints_k\[\] lack a lower or an "
+                                             r"upper bound; give each Field\(ge=\.\.\., le=\.\.\.\), the upper at the "
+                                             "largest value a bench of the kind could have"):
+        WorldContract().test_every_number_of_its_config_has_a_lower_and_an_upper_bound(Unbounded())
+
+
+class Misnamed(ResistiveNetwork):
+    """A plugin's world whose harsh preset misspells a field."""
+
+    kind = "misnamed_network"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {**ResistiveNetwork.presets, "harsh": {"shot": {"noize": 1}}}
+
+
+class WithoutIdeal(ResistiveNetwork):
+    kind = "without_ideal"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"realistic": {}}
+
+
+@pytest.mark.parametrize(("world", "error", "message"), [
+    (Misnamed, ConfigError, r"^config\.shot\.noize: unknown key 'noize'; allowed: read_noise_v$"),
+    (WithoutIdeal, AssertionError,
+     r"^WithoutIdeal\.presets has realistic; give ideal too \(ideal: every non-ideality off; realistic: \{\}, "
+     r"the Config's defaults\)\n"),
+])
+def test_a_world_with_a_preset_that_cannot_be_built_or_no_ideal_one_fails_the_world_contract(world, error,
+                                                                                              message: str) -> None:
+    with pytest.raises(error, match=message):
+        WorldContract().test_every_preset_builds_and_ideal_is_one(world())
 
 
 ACME_SYSTEMS = '''
@@ -123,7 +208,7 @@ class GlobalNoise(CrossbarSystem):
 ACME_TESTS = '''
 import pytest
 
-from hil.testing import PhysicalSystemContract
+from hil.testing import PhysicalSystemContract, WorldContract
 from simulators.crossbar import MemristorCrossbar, SimulatedCrossbar
 
 
