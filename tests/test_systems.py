@@ -212,6 +212,18 @@ def test_a_reading_in_another_dtype_becomes_float32_and_carries_no_graph_of_the_
     assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
 
 
+def test_a_reading_computed_with_a_parameter_of_the_system_is_a_measurement_without_its_graph() -> None:
+    """A system whose _run scaled its reading by an nn.Parameter of its own (a calibration it holds) returned the
+    graph with it: torch warned from the finiteness check, and fitting a twin to data collected from it stopped with
+    "RuntimeError: Trying to backward through the graph a second time"."""
+    gain = torch.nn.Parameter(torch.full((3,), 2.0))
+    system = Misreading(lambda x: x.sum(1, keepdim=True) * gain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = system.forward(torch.ones(4, 2), torch.zeros(1))
+    assert not y.requires_grad and torch.equal(y, torch.full((4, 3), 4.0))
+
+
 def test_a_systems_repr_gives_its_shapes_and_bounds() -> None:
     """In a notebook a system showed as ``<hil.systems.optical.OpticalSystem object at 0x7f…>``, saying nothing of
     the shapes and bounds a forward pass takes."""

@@ -225,7 +225,8 @@ class PhysicalSystem(ABC):
 
     def _call(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """One device call (at most ``max_batch`` rows), its device time counted and its output checked; an output
-        given as an array or in another dtype becomes the float32 tensor the twins and digital layers compute in."""
+        given as an array or in another dtype becomes the float32 tensor the twins and digital layers compute in, and
+        one carrying a graph is detached (a measurement, which a twin is fitted to)."""
         y = self._counted(self._run, x, theta)
         if not (isinstance(y, torch.Tensor) and y.dtype == torch.float32):
             try:
@@ -233,6 +234,8 @@ class PhysicalSystem(ABC):
             except (TypeError, ValueError, RuntimeError):
                 raise DeviceError(f"system {self.name!r}: _run returned {type(y).__name__}, not numbers; return a "
                                   f"tensor of shape ({len(x)}, {self.n_out})") from None
+        if y.requires_grad:  # computed with a tensor of the system's own that requires grad (an nn.Parameter)
+            y = y.detach()
         if y.shape != (x.shape[0], self.n_out):
             raise DeviceError(f"system {self.name!r}: device returned shape {tuple(y.shape)}; expected "
                               f"({len(x)}, {self.n_out})")
