@@ -135,15 +135,19 @@ class AnalogWorld(World):
 
     def _check_response(self, response: Any, drive_v: torch.Tensor) -> None:
         """Refuse (`DeviceError`, naming the world's `respond`) a response that is not a tensor of n_inputs × the
-        drive's samples: the analog input would report its record's shape, not where it came from."""
+        drive's samples, or not finite: the analog input would report its record, not where it came from."""
         expected = (self.n_inputs, drive_v.shape[1])
-        if isinstance(response, torch.Tensor) and tuple(response.shape) == expected:
+        shaped = isinstance(response, torch.Tensor) and tuple(response.shape) == expected
+        if shaped and bool(torch.isfinite(response).all()):
             return
-        got = f"shape {tuple(response.shape)}" if isinstance(response, torch.Tensor) else type(response).__name__
         respond = type(self).respond
-        raise DeviceError(f"simulated {self.kind}: {respond.__module__}.{respond.__qualname__} returned {got} for a "
-                          f"drive of {drive_v.shape[0]} channels × {drive_v.shape[1]} samples; return a tensor of the "
-                          f"voltages at its {self.n_inputs} inputs, n_inputs × samples: {expected}")
+        said = f"simulated {self.kind}: {respond.__module__}.{respond.__qualname__} returned"
+        drive = f"for a drive of {drive_v.shape[0]} channels × {drive_v.shape[1]} samples"
+        if shaped:
+            raise DeviceError(f"{said} non-finite voltages (NaN or infinite) {drive}; fix its computation there")
+        got = f"shape {tuple(response.shape)}" if isinstance(response, torch.Tensor) else type(response).__name__
+        raise DeviceError(f"{said} {got} {drive}; return a tensor of the voltages at its {self.n_inputs} inputs, "
+                          f"n_inputs × samples: {expected}")
 
 
 class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):

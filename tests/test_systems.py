@@ -1,5 +1,6 @@
 """`PhysicalSystem`'s own checks of what a device call returns, on a system whose device misbehaves."""
 
+import importlib
 import re
 import warnings
 from collections.abc import Callable
@@ -330,6 +331,13 @@ class ArrayNetwork(ResistiveNetwork):
 
     def respond(self, drive_v, sample_rate_hz):
         return super().respond(drive_v, sample_rate_hz).numpy()
+
+
+class NanNetwork(ResistiveNetwork):
+    kind = "nan_network"
+
+    def respond(self, drive_v, sample_rate_hz):
+        return super().respond(drive_v, sample_rate_hz) / 0 * 0
 '''
 
 
@@ -359,20 +367,24 @@ def test_a_plugin_worlds_response_of_the_wrong_shape_is_said_at_its_respond(
         reader.acquire(64, 1e3)
 
 
-def test_a_plugin_worlds_response_as_a_numpy_array_is_said_at_its_respond(tmp_path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("world", "returned", "fix"), [
+    ("ArrayNetwork", "ndarray", r"return a tensor .*: \(8, 64\)"),
+    ("NanNetwork", r"non-finite voltages \(NaN or infinite\)", "fix its computation there"),
+])
+def test_a_plugin_worlds_response_as_a_numpy_array_or_not_finite_is_said_at_its_respond(
+        tmp_path, monkeypatch: pytest.MonkeyPatch, world: str, returned: str, fix: str) -> None:
     """An array for the tensor: the ideal preset's input failed with "AttributeError: 'numpy.ndarray' object has no
-    attribute 'numpy'", the realistic one's with "in: record is no array of volts (round(): argument 'input' ...)"."""
+    attribute 'numpy'", the realistic one's with "in: record is no array of volts (round(): argument 'input' ...)";
+    NaN was "in: record holds non-finite values", naming neither the world nor its respond."""
     from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
 
     (tmp_path / "narrow_world.py").write_text(NARROW_WORLD)
     monkeypatch.syspath_prepend(str(tmp_path))
-    from narrow_world import ArrayNetwork
-
+    cls = getattr(importlib.import_module("narrow_world"), world)
     for preset in ("ideal", "realistic"):
-        world = ArrayNetwork(preset=preset)
-        SimulatedAnalogOutput(world, name="out").connect()
-        with SimulatedAnalogInput(world, name="in") as reader, pytest.raises(
-                DeviceError, match=r"^simulated array_network: narrow_world\.ArrayNetwork\.respond returned ndarray "
-                                   r"for a drive of \d+ channels × 64 samples; return a tensor .*: \(8, 64\)$"):
+        built = cls(preset=preset)
+        SimulatedAnalogOutput(built, name="out").connect()
+        with SimulatedAnalogInput(built, name="in") as reader, pytest.raises(
+                DeviceError, match=rf"^simulated {cls.kind}: narrow_world\.{world}\.respond returned {returned} for a "
+                                   rf"drive of \d+ channels × 64 samples; {fix}$"):
             reader.acquire(64, 1e3)
