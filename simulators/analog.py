@@ -128,6 +128,8 @@ class AnalogWorld(World):
                 drive_v = torch.cat([drive_v, hold], dim=1)
         response = self.respond(drive_v, sample_rate_hz)
         self._check_response(response, drive_v)
+        if response.requires_grad:  # computed with a parameter of the world's own (its physics as a torch module)
+            response = response.detach()
         if self.armed is not None:
             self.record = response[:, : self.armed[0]]
             self.armed = None

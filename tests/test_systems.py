@@ -316,6 +316,8 @@ def test_a_plugin_worlds_slip_under_a_plugin_systems_run_is_said_at_the_worlds_l
 
 
 NARROW_WORLD = '''
+import torch
+
 from simulators.resistive import ResistiveNetwork
 
 
@@ -338,6 +340,19 @@ class NanNetwork(ResistiveNetwork):
 
     def respond(self, drive_v, sample_rate_hz):
         return super().respond(drive_v, sample_rate_hz) / 0 * 0
+
+
+class GainedNetwork(ResistiveNetwork):
+    """A world computing its response with a torch parameter of its own, as a physics module holds its values."""
+
+    kind = "gained_network"
+
+    def _construct(self):
+        super()._construct()
+        self.gain = torch.nn.Parameter(torch.tensor(0.5))
+
+    def respond(self, drive_v, sample_rate_hz):
+        return self.gain * super().respond(drive_v, sample_rate_hz)
 '''
 
 
@@ -388,3 +403,25 @@ def test_a_plugin_worlds_response_as_a_numpy_array_or_not_finite_is_said_at_its_
                 DeviceError, match=rf"^simulated {cls.kind}: narrow_world\.{world}\.respond returned {returned} for a "
                                    rf"drive of \d+ channels × 64 samples; {fix}$"):
             reader.acquire(64, 1e3)
+
+
+def test_a_plugin_worlds_response_computed_with_a_torch_parameter_is_read_as_its_values(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The input's record kept the parameter's graph, and a system's call stopped with "system 'net': ..._run raised
+    RuntimeError: Can't call numpy() on Tensor that requires grad", blaming the system's line that read the input."""
+    from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
+    from simulators.resistive import ResistiveNetwork
+
+    (tmp_path / "narrow_world.py").write_text(NARROW_WORLD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from narrow_world import GainedNetwork
+
+    records = []
+    for world in (GainedNetwork(preset="ideal"), ResistiveNetwork(preset="ideal")):
+        with SimulatedAnalogOutput(world, name="out", limits={"voltage_v": {"min": -2.5, "max": 2.5}}) as output, \
+                SimulatedAnalogInput(world, name="in") as reader:
+            output.set_voltage(1, 1.0)
+            output.set_output(1, True)
+            records.append(reader.acquire(16, 1e3))
+    assert np.abs(records[1]).max() > 0
+    np.testing.assert_allclose(records[0], 0.5 * records[1], rtol=1e-6)
