@@ -13,6 +13,7 @@ they are ideal.
 
 from __future__ import annotations
 
+import inspect
 from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -23,7 +24,7 @@ from pydantic import Field
 
 from hil.config import Strict
 from hil.errors import ConfigError, DeviceError
-from hil.instruments import AnalogInput, AnalogOutput
+from hil.instruments import AnalogInput, AnalogOutput, _hils, _reported
 from hil.limits import Limit
 from simulators.world import SimulatedInstrument, World, require_world
 
@@ -69,6 +70,17 @@ class AnalogWorld(World):
 
     Their ``Config`` must have a ``converters: ConverterConfig`` field.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A plugin world's `respond` (its own or a mixin's) raises a `DeviceError` naming the world, the method and
+        where it failed in place of an exception of its own (a KeyError of a slip), as a plugin system's hooks do:
+        one line, the original chained, under hil's systems as under a plugin's. hil's own worlds are left as they
+        are."""
+        super().__init_subclass__(**kwargs)
+        respond = cls.respond
+        if inspect.isfunction(respond) and not getattr(respond, "_reports", False) and not _hils(respond.__module__):
+            reported = _reported(respond, lambda world: f"simulated {world.kind}", "fix it there")
+            cls.respond = reported  # type: ignore[method-assign]
 
     @property
     @abstractmethod

@@ -2,6 +2,7 @@
 
 import importlib
 import re
+import sys
 import warnings
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ import torch
 
 from hil.clock import VirtualClock
 from hil.errors import ConfigError, DeviceError, LimitError
+from hil.registry import lookup
 from hil.systems.base import PhysicalSystem, PhysicsModel
 
 
@@ -290,16 +292,19 @@ class Relaying(ResistiveNetworkSystem):
 '''
 
 
-def test_a_plugin_worlds_slip_under_a_plugin_systems_run_is_said_at_the_worlds_line(
-        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A plugin world's own error, which a plugin system's _run reached through hil's simulated instruments, was
-    placed at the system's line that called them (its output.play), as if the system had the slip."""
+@pytest.mark.parametrize("system_kind", ["relaying_system:Relaying", "hil.systems.resistive:ResistiveNetworkSystem"])
+def test_a_plugin_worlds_slip_under_a_system_s_run_is_said_at_the_worlds_respond(
+        tmp_path, monkeypatch: pytest.MonkeyPatch, system_kind: str) -> None:
+    """A plugin world's own error, which a system's _run reached through hil's simulated instruments, was placed at
+    a plugin system's line that called them (its output.play), as if the system had the slip; under hil's own
+    resistive-network system, hil run ended in the KeyError's traceback of 50 lines (exit status 1)."""
     from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
 
     (tmp_path / "slipping_world.py").write_text(SLIPPING_WORLD)
     (tmp_path / "relaying_system.py").write_text(RELAYING_SYSTEM)
     monkeypatch.syspath_prepend(str(tmp_path))
-    from relaying_system import Relaying
+    for module in ("slipping_world", "relaying_system"):  # this test's files, not an earlier parameter's
+        monkeypatch.delitem(sys.modules, module, raising=False)
     from slipping_world import SlippingNetwork
 
     world = SlippingNetwork()
@@ -307,13 +312,13 @@ def test_a_plugin_worlds_slip_under_a_plugin_systems_run_is_said_at_the_worlds_l
     reader = SimulatedAnalogInput(world, name="in")
     for instrument in (output, reader):
         instrument.connect()
-    system = Relaying({"output": output, "input": reader}, name="net")
+    system = lookup("systems", system_kind)({"output": output, "input": reader}, name="net")
     world_file = tmp_path / "slipping_world.py"
     line = world_file.read_text().splitlines().index('        return {}["slip"]') + 1
-    with pytest.raises(DeviceError, match=rf"^system 'net': relaying_system\.Relaying\._run raised KeyError: 'slip' "
-                                          rf"\({re.escape(str(world_file))}:{line}\); fix it there$"):
+    with pytest.raises(DeviceError, match=rf"^simulated slipping_network: slipping_world\.SlippingNetwork\.respond "
+                                          rf"raised KeyError: 'slip' \({re.escape(str(world_file))}:{line}\); fix it "
+                                          "there$"):
         system(torch.zeros(2, system.n_in), torch.full((system.n_params,), 1.0))
-
 
 NARROW_WORLD = '''
 import torch
