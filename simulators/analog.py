@@ -72,15 +72,15 @@ class AnalogWorld(World):
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """A plugin world's `respond` (its own or a mixin's) raises a `DeviceError` naming the world, the method and
-        where it failed in place of an exception of its own (a KeyError of a slip), as a plugin system's hooks do:
-        one line, the original chained, under hil's systems as under a plugin's. hil's own worlds are left as they
-        are."""
+        """A plugin world's `respond` and `hold` (its own or a mixin's) raise a `DeviceError` naming the world, the
+        method and where it failed in place of an exception of their own (a KeyError of a slip), as a plugin system's
+        hooks do: one line, the original chained, under hil's systems as under a plugin's. hil's own worlds are left
+        as they are."""
         super().__init_subclass__(**kwargs)
-        respond = cls.respond
-        if inspect.isfunction(respond) and not getattr(respond, "_reports", False) and not _hils(respond.__module__):
-            reported = _reported(respond, lambda world: f"simulated {world.kind}", "fix it there")
-            cls.respond = reported  # type: ignore[method-assign]
+        for name in ("respond", "hold"):
+            hook = getattr(cls, name)
+            if inspect.isfunction(hook) and not getattr(hook, "_reports", False) and not _hils(hook.__module__):
+                setattr(cls, name, _reported(hook, lambda world: f"simulated {world.kind}", "fix it there"))
 
     @property
     @abstractmethod

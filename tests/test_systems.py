@@ -280,6 +280,13 @@ class SlippingNetwork(ResistiveNetwork):
 
     def respond(self, drive_v, sample_rate_hz):
         return {}["slip"]
+
+
+class SlippingHold(ResistiveNetwork):
+    kind = "slipping_hold"
+
+    def hold(self):
+        return {}["hold"]
 '''
 
 RELAYING_SYSTEM = '''
@@ -430,3 +437,24 @@ def test_a_plugin_worlds_response_computed_with_a_torch_parameter_is_read_as_its
             records.append(reader.acquire(16, 1e3))
     assert np.abs(records[1]).max() > 0
     np.testing.assert_allclose(records[0], 0.5 * records[1], rtol=1e-6)
+
+
+def test_a_plugin_worlds_slip_in_hold_is_said_at_its_line(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slip in a plugin world's hold, which its output calls before every change of a level (its safe state's too),
+    was a bare KeyError."""
+    from simulators.analog import SimulatedAnalogOutput
+
+    (tmp_path / "slipping_world.py").write_text(SLIPPING_WORLD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slipping_world", raising=False)
+    from slipping_world import SlippingHold
+
+    world_file = tmp_path / "slipping_world.py"
+    line = world_file.read_text().splitlines().index('        return {}["hold"]') + 1
+    output = SimulatedAnalogOutput(SlippingHold(), name="out").connect()
+    for act in (lambda: output.set_voltage(1, 0.5), output.close):  # the safe state on close sets every level
+        with pytest.raises(DeviceError, match=rf"^simulated slipping_hold: slipping_world\.SlippingHold\.hold "
+                                              rf"raised KeyError: 'hold' \({re.escape(str(world_file))}:{line}\); fix "
+                                              "it there$"):
+            act()
+    assert not output.connected
