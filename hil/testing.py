@@ -688,6 +688,21 @@ class PhysicalSystemContract:
                       "from its physics model (oracle_model())", "check physics_model() and hidden_calibration() "
                       "against _run, and that the ideal preset switches every non-ideality off")
 
+    def test_the_physics_model_gives_x_and_theta_a_finite_gradient(self, built) -> None:
+        """Physics-aware training and the twins train θ, and the layers before the physical one, through the physics
+        model: a rounding, a comparison or an integer cast in it passes no gradient, and a root at 0 an infinite
+        one."""
+        system = built()
+        x = _within(system.x_bounds, 8, system.n_in, seed=1).requires_grad_()
+        theta = _within(system.theta_bounds, system.n_params, seed=2).requires_grad_()
+        system.oracle_model()(x, theta).sum().backward()
+        for name, tensor in (("x", x), ("theta", theta)):
+            gradient = tensor.grad
+            assert gradient is not None and bool(torch.isfinite(gradient).all()) and bool(gradient.any()), (
+                f"{type(system).__name__}'s physics model gives {name} "
+                f"{'no' if gradient is None or not gradient.any() else 'a non-finite'} gradient; write physics_model() "
+                "with differentiable torch operations")
+
     def test_values_outside_the_bounds_or_of_the_wrong_shape_are_refused_before_any_call(self, built) -> None:
         system = built()
         x, theta = _within(system.x_bounds, 2, system.n_in, seed=1), _within(system.theta_bounds, system.n_params,

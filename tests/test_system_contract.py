@@ -198,6 +198,18 @@ class GainOff(CrossbarSystem):
         return TooLarge(self.shape, self.n_in, self.n_out, self.read_voltage_v, self.g_min_s, self.g_max_s)
 
 
+class Rounded(CrossbarModel):
+    def forward(self, x, theta):
+        return super().forward(x, theta.round())
+
+
+class RoundsTheta(CrossbarSystem):
+    """A physics model that rounds θ (to the device's levels, say) and so passes θ no gradient."""
+
+    def physics_model(self):
+        return Rounded(self.shape, self.n_in, self.n_out, self.read_voltage_v, self.g_min_s, self.g_max_s)
+
+
 class GlobalNoise(CrossbarSystem):
     """A system that draws its noise from torch's global generator, not its world's."""
 
@@ -237,6 +249,15 @@ class TestGainOff(TestKept):
         return builder(GainOff)
 
 
+class TestRoundsTheta(TestKept):
+    registry_name = "acme_systems:RoundsTheta"
+
+    @pytest.fixture
+    def build(self):
+        from acme_systems import RoundsTheta
+        return builder(RoundsTheta)
+
+
 class TestGlobalNoise(TestKept):
     registry_name = "acme_systems:GlobalNoise"
 
@@ -249,7 +270,8 @@ class TestGlobalNoise(TestKept):
 
 def test_a_plugin_runs_the_contract_and_a_wrong_physics_model_or_noise_of_no_seed_fails_it(tmp_path: Path) -> None:
     """In a package's own tests, as a plugin runs them: the contract passes a system that keeps it, and fails one whose
-    physics model is 0.1 % off its device and one whose noise ignores the world's seed, saying which check and why."""
+    physics model is 0.1 % off its device, one whose physics model passes θ no gradient, and one whose noise ignores
+    the world's seed, saying which check and why."""
     (tmp_path / "acme_systems.py").write_text(ACME_SYSTEMS)
     (tmp_path / "test_acme.py").write_text(ACME_TESTS)
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "test_acme.py"],
@@ -258,14 +280,18 @@ def test_a_plugin_runs_the_contract_and_a_wrong_physics_model_or_noise_of_no_see
     failed = re.findall(r"^FAILED test_acme\.py::(\w+)::(\w+) - (.*)$", result.stdout, re.MULTILINE)
     assert [(cls, test) for cls, test, _ in failed] == [
         ("TestGainOff", "test_on_the_ideal_world_the_forward_pass_is_the_physics_model"),
+        ("TestRoundsTheta", "test_on_the_ideal_world_the_forward_pass_is_the_physics_model"),
+        ("TestRoundsTheta", "test_the_physics_model_gives_x_and_theta_a_finite_gradient"),
         ("TestGlobalNoise", "test_on_the_ideal_world_the_forward_pass_is_the_physics_model"),
         ("TestGlobalNoise", "test_a_batch_beyond_max_batch_is_split_and_its_rows_are_what_each_gives_alone"),
         ("TestGlobalNoise", "test_the_same_seed_gives_the_same_outputs")], result.stdout
-    physics, seed = failed[0][2], failed[-1][2]
+    physics, gradient, seed = failed[0][2], failed[2][2], failed[-1][2]
     assert re.match(r"AssertionError: GainOff's forward pass on its ideal world differs from its physics model "
                     r"\(oracle_model\(\)\) at output \[\d+, \d+\]: \S+, expected \S+ \(within \S+, 0\.0001 of the "
                     r"largest output\); check physics_model\(\) and hidden_calibration\(\) against _run",
                     physics), physics
+    assert gradient == ("AssertionError: RoundsTheta's physics model gives theta no gradient; write physics_model() "
+                        "with differentiable torch operations"), gradient
     assert seed == ("AssertionError: two systems on worlds of the same seed measured different outputs: draw from the "
                     "world's generators"), seed
-    assert result.stdout.splitlines()[-1].startswith("4 failed, 14 passed"), result.stdout
+    assert result.stdout.splitlines()[-1].startswith("6 failed, 22 passed"), result.stdout
