@@ -227,6 +227,25 @@ def test_a_reading_computed_with_a_parameter_of_the_system_is_a_measurement_with
     assert not y.requires_grad and torch.equal(y, torch.full((4, 3), 4.0))
 
 
+def test_a_reading_in_a_reused_numpy_buffer_is_copied() -> None:
+    """A system returning the float32 buffer its DAQ reads into (as nidaqmx's readers fill one) returned a tensor
+    sharing it: the next call's reading overwrote the outputs already collected for a twin, silently; a flipped view
+    of it was refused as "not numbers"."""
+    buffer = np.zeros((4, 3), dtype=np.float32)
+
+    def read_into_buffer(x: torch.Tensor) -> np.ndarray:
+        buffer[: len(x)] = x.sum(1, keepdim=True).numpy()
+        return buffer[: len(x)]
+
+    system = Misreading(read_into_buffer)
+    first = system.forward(torch.full((2, 2), 0.25), torch.zeros(1))
+    system.forward(torch.full((2, 2), -0.5), torch.zeros(1))
+    assert torch.equal(first, torch.full((2, 3), 0.5))
+    flipped = Misreading(lambda x: read_into_buffer(x)[::-1]).forward(torch.tensor([[0.5, 0.5], [0.0, 0.25]]),
+                                                                       torch.zeros(1))
+    assert torch.equal(flipped, torch.tensor([[0.25] * 3, [1.0] * 3]))
+
+
 def test_a_systems_repr_gives_its_shapes_and_bounds() -> None:
     """In a notebook a system showed as ``<hil.systems.optical.OpticalSystem object at 0x7f…>``, saying nothing of
     the shapes and bounds a forward pass takes."""

@@ -225,12 +225,14 @@ class PhysicalSystem(ABC):
 
     def _call(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """One device call (at most ``max_batch`` rows), its device time counted and its output checked; an output
-        given as an array or in another dtype becomes the float32 tensor the twins and digital layers compute in, and
-        one carrying a graph is detached (a measurement, which a twin is fitted to)."""
+        given as an array (copied) or in another dtype becomes the float32 tensor the twins and digital layers compute
+        in, and one carrying a graph is detached (a measurement, which a twin is fitted to)."""
         y = self._counted(self._run, x, theta)
         if not (isinstance(y, torch.Tensor) and y.dtype == torch.float32):
-            try:
-                y = torch.as_tensor(y).to(torch.float32)
+            if isinstance(y, np.ndarray):
+                y = torch_shareable(y)  # a flipped view torch refuses, a read-only one it warns of
+            try:  # an array copied: a driver's buffer, filled anew by the next call, would change this call's outputs
+                y = torch.as_tensor(y).to(torch.float32, copy=not isinstance(y, torch.Tensor))
             except (TypeError, ValueError, RuntimeError):
                 raise DeviceError(f"system {self.name!r}: _run returned {type(y).__name__}, not numbers; return a "
                                   f"tensor of shape ({len(x)}, {self.n_out})") from None
