@@ -734,6 +734,17 @@ class PhysicalSystemContract:
                       f"rows {rows} of a batch of {len(x)} (max_batch {system.max_batch}) differ from each row alone",
                       "a row's output must not depend on the other rows of its call")
 
+    def test_outputs_stay_as_they_were_after_the_next_call(self, built) -> None:
+        """A system returning a tensor it fills anew at every call (a DAQ's buffer) would overwrite the outputs a twin
+        or a training step already holds."""
+        system = built()
+        theta = _within(system.theta_bounds, system.n_params, seed=2)
+        first = system(_within(system.x_bounds, 2, system.n_in, seed=1), theta)
+        kept = first.clone()
+        system(_within(system.x_bounds, 2, system.n_in, seed=3), theta)
+        assert torch.equal(first, kept), ("the next call changed the outputs a call returned: return a new tensor "
+                                          "(y.clone()), not a buffer the system fills anew")
+
     def test_device_time_is_counted(self, built) -> None:
         """A device call advances its world's clock, and the system counts that time: a system that waits (a
         settling time) sleeps on ``self.clock``, which a simulator's world models."""

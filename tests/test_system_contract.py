@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import torch
 from pydantic import Field
 
 from hil.errors import ConfigError
@@ -294,4 +295,24 @@ def test_a_plugin_runs_the_contract_and_a_wrong_physics_model_or_noise_of_no_see
                         "with differentiable torch operations"), gradient
     assert seed == ("AssertionError: two systems on worlds of the same seed measured different outputs: draw from the "
                     "world's generators"), seed
-    assert result.stdout.splitlines()[-1].startswith("6 failed, 22 passed"), result.stdout
+    assert result.stdout.splitlines()[-1].startswith("6 failed, 26 passed"), result.stdout
+
+
+class Buffered(CrossbarSystem):
+    """A crossbar system that returns its outputs in one tensor it fills anew at every call."""
+
+    def _run(self, x, theta):
+        if not hasattr(self, "buffer"):
+            self.buffer = torch.zeros(self.max_batch, self.n_out)
+        out = self.buffer[: len(x)]
+        out.copy_(super()._run(x, theta))
+        return out
+
+
+def test_a_system_returning_a_buffer_it_fills_anew_fails_the_contract() -> None:
+    world = MemristorCrossbar(preset="ideal", seed=0, config={"geometry": {"rows": 8, "cols": 8}})
+    with SimulatedCrossbar(world, name="crossbar") as crossbar:
+        system = Buffered({"crossbar": crossbar})
+        with pytest.raises(AssertionError, match=r"^the next call changed the outputs a call returned: return a new "
+                                                 r"tensor \(y\.clone\(\)\), not a buffer the system fills anew"):
+            TestCrossbarSystem().test_outputs_stay_as_they_were_after_the_next_call(lambda: system)
