@@ -1325,3 +1325,45 @@ def test_a_checkpoint_or_data_file_that_is_a_named_pipe_is_refused_without_waiti
             _within(20, load)
     finally:
         store.close()
+
+
+@pytest.fixture
+def windows_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's locks as on Windows: no ``fcntl``, ``msvcrt``'s byte-range locks (`tests.windows`)."""
+    from hil import store
+    from tests import windows
+
+    monkeypatch.setattr(store, "fcntl", None)
+    monkeypatch.setitem(sys.modules, "msvcrt", windows.msvcrt())
+
+
+def test_hil_stores_runs_where_the_system_has_no_fcntl(tmp_path, windows_locks) -> None:
+    """Windows has no fcntl: importing the store failed there (ModuleNotFoundError), and with it hil run, check, runs
+    and report. A run held by a process there is refused to another, naming it, and is free once it has ended."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from tests.windows import as_on_windows; "
+                               "as_on_windows(); from hil.store import RunStore; "
+                               f"s = RunStore.create({str(tmp_path)!r}, 'r'); s.event('run_started', protocol='p'); "
+                               "print(s.path, flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        run = Path(holder.stdout.readline().strip())  # type: ignore[union-attr]
+        assert list_runs(tmp_path)[0]["status"] == "running"
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0 and list_runs(tmp_path)[0]["status"] == "incomplete"
+    RunStore.open(run).close()
+
+
+def test_a_run_is_held_by_one_store_with_windows_locks(tmp_path, windows_locks) -> None:
+    """msvcrt's locks have no shared kind: a look at a run (hil runs) takes its lock for an instant, and leaves the
+    pid in the lock file as it was."""
+    store = RunStore.create(tmp_path, "live")
+    store.event("run_started", protocol="p")
+    pid = (store.path / ".lock").read_bytes()
+    assert held(store.path) and [run["status"] for run in list_runs(tmp_path)] == ["running"]
+    with pytest.raises(RunFileError, match="is already open in this process"):
+        RunStore.open(store.path)
+    assert (store.path / ".lock").read_bytes() == pid == f"{os.getpid()}\n".encode()
+    store.close()
+    assert not held(store.path) and [run["status"] for run in list_runs(tmp_path)] == ["incomplete"]
+    RunStore.open(store.path).close()

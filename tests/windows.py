@@ -1,0 +1,51 @@
+"""What Windows does differently from Linux, simulated where hil meets the system, for tests that run on Linux:
+its file locks (``msvcrt.locking``: byte ranges, exclusive only, held per handle, where Windows has no ``fcntl``)."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+import sys
+import types
+
+#: msvcrt's locking modes, as Windows numbers them
+LK_UNLCK, LK_LOCK, LK_NBLCK, LK_RLCK, LK_NBRLCK = range(5)
+
+
+def locking(fd: int, mode: int, nbytes: int) -> None:
+    """``msvcrt.locking``: lock (or unlock) ``nbytes`` from ``fd``'s position; a byte another handle has locked, even
+    one of this process, is a `PermissionError` (EACCES), as Windows answers. Linux's open-file-description locks
+    hold per handle as Windows' do (one open to read only takes a read lock, all Linux lets it take, which the other
+    handles' locks refuse likewise)."""
+    start = os.lseek(fd, 0, os.SEEK_CUR)
+    writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
+    kind = fcntl.F_UNLCK if mode == LK_UNLCK else fcntl.F_WRLCK if writable else fcntl.F_RDLCK
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", kind, os.SEEK_SET, start, nbytes, 0))
+    except OSError as error:
+        if error.errno in (errno.EAGAIN, errno.EACCES):
+            raise PermissionError(errno.EACCES, "Permission denied") from None
+        raise
+
+
+def msvcrt() -> types.ModuleType:
+    """A module standing for Windows' ``msvcrt`` (its file locks)."""
+    module = types.ModuleType("msvcrt")
+    module.locking = locking  # type: ignore[attr-defined]
+    for name, value in zip(("LK_UNLCK", "LK_LOCK", "LK_NBLCK", "LK_RLCK", "LK_NBRLCK"), range(5), strict=True):
+        setattr(module, name, value)
+    return module
+
+
+def as_on_windows() -> None:
+    """From now on, in this process, no ``fcntl`` module and Windows' ``msvcrt`` (for a process started to hold a
+    run as hil on Windows does, before it imports hil). The standard modules that take msvcrt's presence for Windows
+    are imported first, as Linux's."""
+    import getpass  # noqa: F401
+    import multiprocessing.spawn  # noqa: F401
+    import subprocess  # noqa: F401
+
+    sys.modules["fcntl"] = None  # type: ignore[assignment] - an import of it fails, as on Windows
+    sys.modules["msvcrt"] = msvcrt()
