@@ -480,17 +480,19 @@ class RunStore:
         with signals_held():  # a SIGTERM before the rewrite would leave the events set aside in the log too (set
             # aside again, twice, by the next rewind), and one before the reopening would log into the replaced file
             size = self._set_aside(later) if later else None
-            try:  # the log is left open as it was where its rewrite fails (a full disk), to log that failure
+            self._events.close()  # Windows refuses to replace a file that a handle holds open
+            try:  # the log is opened again as it was where its rewrite fails (a full disk), to log that failure
                 atomic_write(self.path / EVENTS, b"".join(kept))
             except BaseException:
+                with contextlib.suppress(OSError):
+                    self._events = (self.path / EVENTS).open("ab", buffering=0)
                 if size is not None:  # taken back: the next rewind moves those events aside again
                     with contextlib.suppress(OSError), (self.path / DISCARDED).open("r+b") as handle:
                         handle.truncate(size)
                 raise
             with _writing(self.path / EVENTS):
-                events = (self.path / EVENTS).open("ab", buffering=0)
-            self._events.close()
-            self._events, self.next_seq, self._torn, self._damaged = events, next_seq, b"", []
+                self._events = (self.path / EVENTS).open("ab", buffering=0)
+            self.next_seq, self._torn, self._damaged = next_seq, b"", []
         return len(later)
 
     # -- files --------------------------------------------------------------------------------------------------

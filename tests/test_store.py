@@ -87,6 +87,30 @@ def test_a_stop_raised_once_an_event_is_written_leaves_the_next_event_its_own_nu
     assert [(e["seq"], e["kind"]) for e in store.events()] == [(1, "run_started"), (2, "batch"), (3, "run_interrupted")]
 
 
+@pytest.fixture
+def windows_replace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.replace`` as on Windows: a file a handle holds open is neither renamed nor replaced (`tests.windows`)."""
+    from tests.windows import replace_refusing_open_files
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to tell the files this process holds open")
+    monkeypatch.setattr(os, "replace", replace_refusing_open_files(os.replace))
+
+
+def test_a_rewind_replaces_the_log_where_a_file_held_open_cannot_be_replaced(tmp_path, windows_replace) -> None:
+    """The store held its own log open for appending as it replaced it with the events kept: Windows refused that
+    (Access is denied), and every resume that had events to set aside failed."""
+    store = RunStore.create(tmp_path, "r")
+    for k in range(5):
+        store.event("batch", k=k)
+    assert store.rewind_events(3) == 3
+    store.event("resumed")
+    store.close()
+    assert [(e["seq"], e["kind"]) for e in store.events()] == [(1, "batch"), (2, "batch"), (3, "resumed")]
+    assert [json.loads(line)["k"] for line in (store.path / "events.discarded.jsonl").read_bytes().splitlines()] == \
+        [2, 3, 4]
+
+
 def test_rewind_moves_later_events_aside_without_losing_them(tmp_path) -> None:
     store = RunStore.create(tmp_path, "r")
     for k in range(5):

@@ -49,3 +49,22 @@ def as_on_windows() -> None:
 
     sys.modules["fcntl"] = None  # type: ignore[assignment] - an import of it fails, as on Windows
     sys.modules["msvcrt"] = msvcrt()
+
+
+def open_here(path: str | os.PathLike[str]) -> bool:
+    """Whether a file descriptor of this process has ``path`` open (read from /proc)."""
+    real = os.path.realpath(path)
+    return any(os.path.realpath(f"/proc/self/fd/{fd}") == real for fd in os.listdir("/proc/self/fd"))
+
+
+def replace_refusing_open_files(replace):  # type: ignore[no-untyped-def]
+    """``os.replace`` as Windows does it: a file open (through Python's open, which does not share its deletion)
+    can be neither renamed nor replaced, a `PermissionError` (WinError 5, "Access is denied")."""
+
+    def refusing(source, destination, **kwargs):  # type: ignore[no-untyped-def]
+        for path in (source, destination):
+            if os.path.exists(path) and open_here(path):
+                raise PermissionError(errno.EACCES, "Access is denied", os.fspath(path))
+        return replace(source, destination, **kwargs)
+
+    return refusing
