@@ -162,9 +162,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    import shlex
-
-    from hil.store import EVENTS, list_runs
+    from hil.store import EVENTS, list_runs, shell_word
 
     if not args.root.exists():  # no run made there yet, or hil runs from another folder than the runs'
         where = "" if args.root.is_absolute() else f" in the working directory, {Path.cwd()}"
@@ -183,7 +181,7 @@ def _runs(args: argparse.Namespace) -> int:
         return 2
     if is_run:  # a run folder: listing the runs inside it would show none
         _stderr(f"hil: error: {args.root} is a run folder; list it with the others: hil runs --root "
-                f"{shlex.quote(str(args.root.absolute().parent))}")
+                f"{shell_word(str(args.root.absolute().parent))}")
         return 2
     table = Table(title=f"Runs in {args.root}")
     for column in ("run", "protocol", "status", "device accuracy", "events"):

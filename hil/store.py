@@ -41,6 +41,7 @@ import re
 import shlex
 import shutil
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -672,9 +673,16 @@ def _whole_line(line: bytes) -> bytes:
     return line if line.endswith(b"\n") else line + b"\n"
 
 
+def shell_word(text: str) -> str:
+    """``text`` as one word of a command to paste into the system's shell: quoted as a POSIX shell reads it; on
+    Windows, in double quotes where it holds a space, as cmd.exe and PowerShell both read it (their paths' backslashes
+    are no escapes there, and single quotes are cmd.exe's characters of the word)."""
+    return subprocess.list2cmdline([text]) if os.name == "nt" else shlex.quote(text)
+
+
 def resume_command(path: Path) -> str:
     """The command that resumes the run in ``path``, its path quoted where the shell needs it (a space)."""
-    return f"hil run --resume {shlex.quote(str(path))}"
+    return f"hil run --resume {shell_word(str(path))}"
 
 
 #: Where a run's lock file is locked on Windows (bytes from its start): a byte far past the pid it holds, as a lock

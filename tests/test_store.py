@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import h5py
 import numpy as np
@@ -26,7 +26,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hil.errors import ConfigError, HilError, Terminated
-from hil.store import CHECKPOINT_MAGIC, RunFileError, RunStore, held, list_runs, parse_event, seal_checkpoint
+from hil.store import (
+    CHECKPOINT_MAGIC,
+    RunFileError,
+    RunStore,
+    held,
+    list_runs,
+    parse_event,
+    resume_command,
+    seal_checkpoint,
+)
 
 
 def five_events(tmp_path) -> RunStore:
@@ -1391,3 +1400,15 @@ def test_a_run_is_held_by_one_store_with_windows_locks(tmp_path, windows_locks) 
     store.close()
     assert not held(store.path) and [run["status"] for run in list_runs(tmp_path)] == ["incomplete"]
     RunStore.open(store.path).close()
+
+
+def test_the_resume_command_pastes_into_the_systems_shell(monkeypatch) -> None:
+    """On Windows a run's path (runs\\<run>) was quoted as a POSIX shell reads it, in single quotes, which cmd.exe
+    passes on as part of the path: the command hil said to paste failed. There, a path is quoted in double quotes where
+    it holds a space, as cmd.exe and PowerShell both read it; elsewhere as before."""
+    assert resume_command(Path("/data/my runs/r")) == "hil run --resume '/data/my runs/r'"
+    assert resume_command(Path("runs/20261207-101500-r")) == "hil run --resume runs/20261207-101500-r"
+    with monkeypatch.context() as windows:  # as Windows names itself, for these two calls alone
+        windows.setattr(os, "name", "nt")
+        said = [resume_command(PureWindowsPath(path)) for path in (r"runs\20261207-101500-r", r"C:\lab\my runs\r")]
+    assert said == [r"hil run --resume runs\20261207-101500-r", r'hil run --resume "C:\lab\my runs\r"']
