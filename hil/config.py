@@ -163,10 +163,16 @@ NAME_MAX, PATH_MAX = 255, 4095
 
 
 def _a_path(path: str) -> str:
-    """``path`` with a leading ``~`` expanded, if the system can open it: no NUL character, no name longer than
-    `NAME_MAX` nor the whole longer than `PATH_MAX`."""
+    """``path`` with a leading ``~`` expanded, if the system can open it: no NUL character, no other control
+    character (which Windows refuses in a name), no name longer than `NAME_MAX` nor the whole longer than
+    `PATH_MAX`."""
     if "\0" in path:
         raise ValueError("a path cannot hold the character NUL (\\0); remove it")
+    control = next((character for character in path if character < " "), None)
+    if control is not None:  # "C:\temp\runs" in double quotes: YAML reads \t and \r as a tab and a carriage return
+        raise ValueError(f"holds the control character {control!r}: in double quotes, YAML reads a backslash and the "
+                         "letter after it (\\t, \\n, \\r) as one; write a Windows path in single quotes or with / "
+                         "(C:/temp/runs)")
     path = os.path.expanduser(path)
     long = next((part for part in path.split("/") if len(part.encode()) > NAME_MAX), None)
     if long is not None:

@@ -454,3 +454,25 @@ def test_a_key_where_none_is_allowed_says_so() -> None:
         YamlDocument.parse("settings: {refine_every: 1}", "x.yaml").validate(Method)
     with pytest.raises(ConfigError, match=r"^x\.yaml:1: settings\.a: unknown key 'a'; none is allowed here$"):
         YamlDocument.parse("settings: {a: 1}", "x.yaml").validate(NoSettings, ("settings",))  # as build_method does
+
+
+
+@pytest.mark.parametrize(("model", "text", "control"), [
+    ("OutputConfig", 'root: "C:\\temp\\runs"', r"'\\t'"),
+    ("TwinConfig", 'from_run: "D:\\runs\\new"', r"'\\r'"),
+])
+def test_a_windows_path_in_double_quotes_whose_backslashes_yaml_reads_as_escapes_is_refused(
+        model: str, text: str, control: str) -> None:
+    """A Windows path "C:\\temp\\runs" in double quotes is C:, a tab, emp, a carriage return and uns to YAML: hil check
+    passed it, and the run failed as Windows refused the name, or made a folder of that name elsewhere. In single
+    quotes, the path is taken as written."""
+    from hil import protocol
+
+    config = getattr(protocol, model)
+    field = text.partition(":")[0]
+    with pytest.raises(ConfigError, match=rf"^p\.yaml:1: {field}: holds the control character {control}: in double "
+                                          r"quotes, YAML reads a backslash [^\n]* write a Windows path in single "
+                                          r"quotes or with / "):
+        YamlDocument.parse(text, "p.yaml").validate(config)
+    single = YamlDocument.parse(text.replace('"', "'"), "p.yaml").validate(config)
+    assert getattr(single, field) == text.partition(": ")[2].strip('"')
