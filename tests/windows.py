@@ -1,14 +1,22 @@
 """What Windows does differently from Linux, simulated where hil meets the system, for tests that run on Linux:
-its file locks (``msvcrt.locking``: byte ranges, exclusive only, held per handle, where Windows has no ``fcntl``)."""
+its file locks (``msvcrt.locking``: byte ranges, exclusive only, held per handle, where Windows has no ``fcntl``)
+and its ``os.replace``, which refuses a file held open. On Windows itself the tests take its own."""
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import struct
 import sys
 import types
+
+try:
+    import fcntl
+except ImportError:  # Windows: its own msvcrt
+    fcntl = None  # type: ignore[assignment]
+
+#: Whether this system's locks can stand for Windows' (Linux's open-file-description locks, which macOS lacks).
+SIMULATED_LOCKS = fcntl is not None and hasattr(fcntl, "F_OFD_SETLK")
 
 #: msvcrt's locking modes, as Windows numbers them
 LK_UNLCK, LK_LOCK, LK_NBLCK, LK_RLCK, LK_NBRLCK = range(5)
@@ -42,7 +50,9 @@ def msvcrt() -> types.ModuleType:
 def as_on_windows() -> None:
     """From now on, in this process, no ``fcntl`` module and Windows' ``msvcrt`` (for a process started to hold a
     run as hil on Windows does, before it imports hil). The standard modules that take msvcrt's presence for Windows
-    are imported first, as Linux's."""
+    are imported first, as Linux's. Nothing on Windows itself."""
+    if fcntl is None:
+        return
     import getpass  # noqa: F401
     import multiprocessing.spawn  # noqa: F401
     import subprocess  # noqa: F401
