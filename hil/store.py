@@ -54,11 +54,7 @@ import torch
 
 from hil.config import YamlDocument
 from hil.errors import ConfigError, HilError, error_reason, signals_held
-
-try:
-    import fcntl
-except ImportError:  # Windows: its byte-range locks (msvcrt), see `_lock`
-    fcntl = None  # type: ignore[assignment]
+from hil.filelock import lock, shares, unlock
 
 EVENTS = "events.jsonl"
 DISCARDED = "events.discarded.jsonl"
@@ -685,39 +681,6 @@ def resume_command(path: Path) -> str:
     return f"hil run --resume {shell_word(str(path))}"
 
 
-#: Where a run's lock file is locked on Windows (bytes from its start): a byte far past the pid it holds, as a lock
-#: there keeps other processes from reading the bytes it covers.
-WINDOWS_LOCK_OFFSET = 2**30
-
-
-def _lock(handle: Any, *, shared: bool) -> None:
-    """Lock the file open as ``handle`` without waiting, until `_unlock` or its closing: `BlockingIOError` where
-    another handle holds it, another `OSError` where its file system takes no locks. ``flock`` where the system has it;
-    on Windows, a lock on the byte at `WINDOWS_LOCK_OFFSET` (msvcrt), which has no shared kind: ``shared`` is
-    exclusive there."""
-    if fcntl is not None:
-        fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        return
-    import msvcrt
-
-    handle.seek(WINDOWS_LOCK_OFFSET)  # msvcrt locks from the file's position on
-    try:
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-    except PermissionError:  # what Windows answers for a byte another handle has locked
-        raise BlockingIOError(errno.EAGAIN, "locked by another handle") from None
-
-
-def _unlock(handle: Any) -> None:
-    """Let go of `_lock`'s lock on ``handle``."""
-    if fcntl is not None:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return
-    import msvcrt
-
-    handle.seek(WINDOWS_LOCK_OFFSET)
-    msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-
-
 def held(path: Path) -> bool:
     """Whether a process holds the run folder ``path`` open (its lock taken); looks without making the lock file, and
     takes it shared for an instant only (which `_hold` waits out)."""
@@ -728,12 +691,12 @@ def held(path: Path) -> bool:
         return False
     with handle:
         try:
-            _lock(handle, shared=True)
+            lock(handle.fileno(), shared=True)
         except BlockingIOError:
             return True
         except OSError:
             return False
-        _unlock(handle)
+        unlock(handle.fileno())
         return False
 
 
@@ -760,13 +723,13 @@ def _only_looked_at(handle: Any) -> bool:
     """Whether the lock on ``handle``'s file is held shared only (`held` looking, as hil runs does), not by a process
     that has the run open: `hil runs` listing the runs as a resume took the lock made the resume fail, naming the pid of
     the last process that had had the run open (a run killed long before)."""
-    if fcntl is None:  # Windows locks have no shared kind to tell a look from a hold: the looks are waited out
+    if not shares():  # Windows locks have no shared kind to tell a look from a hold: the looks are waited out
         return True
     try:
-        _lock(handle, shared=True)
+        lock(handle.fileno(), shared=True)
     except OSError:
         return False
-    _unlock(handle)
+    unlock(handle.fileno())
     return True
 
 
@@ -784,7 +747,7 @@ def _hold(path: Path) -> Any:
     deadline = time.monotonic() + PROBE_WAIT_S
     while True:
         try:
-            _lock(handle, shared=False)
+            lock(handle.fileno())
             break
         except BlockingIOError:
             if _only_looked_at(handle) and time.monotonic() < deadline:

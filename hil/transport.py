@@ -29,6 +29,7 @@ from typing import IO, Any, ClassVar
 import numpy as np
 
 from hil.errors import ConfigError, InstrumentBusy, TransportError, TransportTimeout, excerpt
+from hil.filelock import lock, unlock
 
 #: pyvisa datatype codes accepted by the binary-block methods (struct format characters).
 BLOCK_DATATYPES = "bBhHiIlLqQfd"
@@ -156,8 +157,8 @@ class _Claim:
     file named after the resource in `CLAIMS_DIR`, holding the holder's pid and command line. A second process
     opening the same resource (another ``hil run``, ``hil devices`` during a run) is refused, naming the holder: it
     would set levels under the first one's measurements, and its safe state on the way out would switch the
-    first one's output off. Transports of one process share its claim (counted); the kernel drops the lock when
-    the process ends, however it ends. Where ``fcntl`` is missing (Windows), nothing is claimed."""
+    first one's output off. Transports of one process share its claim (counted); the system drops the lock when
+    the process ends, however it ends (`hil.filelock`: on Windows too)."""
 
     _held: ClassVar[dict[str, _Claim]] = {}
     #: Re-entrant: a transport dropped open is released by the collector, which may run inside this thread's `take`
@@ -194,34 +195,32 @@ class _Claim:
                 return None
             with contextlib.suppress(OSError):  # a read-only claim names no holder
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)}"[:500].encode("utf-8", "replace"), 0)
+                os.lseek(fd, 0, os.SEEK_SET)  # no pwrite on Windows
+                os.write(fd, f"pid {os.getpid()}: {' '.join(sys.argv)}"[:500].encode("utf-8", "replace"))
             claim = cls._held[key] = cls(key, path, fd)
             return claim
 
     @staticmethod
     def _lock(path: Path) -> int | None:
         """The claim file at ``path``, opened (created where missing) and locked; `InstrumentBusy` where another
-        process holds it, None where it cannot be had (no ``fcntl``: Windows)."""
-        try:
-            import fcntl
-        except ImportError:
-            return None
+        process holds it, None where it cannot be had (a temporary folder that cannot be written or locked)."""
         try:
             CLAIMS_DIR.mkdir(exist_ok=True)
             with contextlib.suppress(OSError):  # shared by every user of the machine, as the instruments are
                 CLAIMS_DIR.chmod(0o1777)
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows before Python 3.13
                     os.fchmod(fd, 0o666)  # the umask's cut undone: another user's hil writes its claim too
             except PermissionError:  # another user's file, from before: locked all the same, read only
                 fd = os.open(path, os.O_RDONLY)
         except OSError:
             return None  # an unwritable temporary folder: the instrument is opened unclaimed, as before claims
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock(fd)
         except BlockingIOError:  # held: EWOULDBLOCK
-            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "a process"
+            os.lseek(fd, 0, os.SEEK_SET)  # no pread on Windows
+            holder = os.read(fd, 512).decode("utf-8", "replace").strip() or "a process"
             os.close(fd)
             raise InstrumentBusy(f"in use by another process ({holder}); two programs driving one instrument "
                                  "each change what the other set and measures: wait until it has ended, or stop "
@@ -240,9 +239,11 @@ class _Claim:
                 self._held.pop(self.key, None)
                 with contextlib.suppress(OSError):  # no holder named, where the file stays
                     os.ftruncate(self.fd, 0)
-                with contextlib.suppress(OSError):  # another user's file stays (the folder is sticky)
-                    os.unlink(self.path)
-                os.close(self.fd)  # closing the file drops its flock
+                with contextlib.suppress(OSError):  # another user's file stays (the folder is sticky), as one open
+                    os.unlink(self.path)  # does on Windows
+                with contextlib.suppress(OSError):
+                    unlock(self.fd)  # as Windows asks before the file is closed, which drops the lock elsewhere
+                os.close(self.fd)
 
 
 class Transport(ABC):

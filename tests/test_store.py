@@ -36,6 +36,7 @@ from hil.store import (
     resume_command,
     seal_checkpoint,
 )
+from tests.windows import windows_locks  # noqa: F401 - a fixture
 
 
 def five_events(tmp_path) -> RunStore:
@@ -1360,22 +1361,8 @@ def test_a_checkpoint_or_data_file_that_is_a_named_pipe_is_refused_without_waiti
         store.close()
 
 
-@pytest.fixture
-def windows_locks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The store's locks as on Windows: no ``fcntl``, ``msvcrt``'s byte-range locks (`tests.windows`; on Windows, its
-    own)."""
-    from hil import store
-    from tests import windows
-
-    if store.fcntl is None:
-        return
-    if not windows.SIMULATED_LOCKS:
-        pytest.skip("needs Linux's open-file-description locks to stand for Windows' locks")
-    monkeypatch.setattr(store, "fcntl", None)
-    monkeypatch.setitem(sys.modules, "msvcrt", windows.msvcrt())
-
-
-def test_hil_stores_runs_where_the_system_has_no_fcntl(tmp_path, windows_locks) -> None:
+@pytest.mark.usefixtures("windows_locks")
+def test_hil_stores_runs_where_the_system_has_no_fcntl(tmp_path) -> None:
     """Windows has no fcntl: importing the store failed there (ModuleNotFoundError), and with it hil run, check, runs
     and report. A run held by a process there is refused to another, naming it, and is free once it has ended."""
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from tests.windows import as_on_windows; "
@@ -1392,7 +1379,8 @@ def test_hil_stores_runs_where_the_system_has_no_fcntl(tmp_path, windows_locks) 
     RunStore.open(run).close()
 
 
-def test_a_run_is_held_by_one_store_with_windows_locks(tmp_path, windows_locks) -> None:
+@pytest.mark.usefixtures("windows_locks")
+def test_a_run_is_held_by_one_store_with_windows_locks(tmp_path) -> None:
     """msvcrt's locks have no shared kind: a look at a run (hil runs) takes its lock for an instant, and leaves the
     pid in the lock file as it was."""
     store = RunStore.create(tmp_path, "live")

@@ -35,6 +35,7 @@ from hil.transport import (
 from simulators.emulators.scpi import ScpiEmulator, number, scpi
 from simulators.emulators.server import TcpServer
 from tests.test_store import disk_full_beyond
+from tests.windows import windows_locks  # noqa: F401 - a fixture
 
 
 class EchoEmulator(ScpiEmulator):
@@ -1165,9 +1166,11 @@ def test_an_error_status_from_the_visa_session_s_read_is_a_transport_error_not_a
             transport.query("MEAS?")
 
 
-def open_elsewhere(resource: str) -> subprocess.CompletedProcess:
-    """Open ``resource`` from another process (another hil run, `hil devices` during a run), as hil does."""
-    program = ("import sys\nfrom hil.errors import InstrumentBusy\nfrom hil.transport import open_transport\n"
+def open_elsewhere(resource: str, *, windows: bool = False) -> subprocess.CompletedProcess:
+    """Open ``resource`` from another process (another hil run, `hil devices` during a run), as hil does;
+    ``windows``: with Windows' locks (`tests.windows`)."""
+    program = ("from tests.windows import as_on_windows\nas_on_windows()\n" if windows else "") + (
+               "import sys\nfrom hil.errors import InstrumentBusy\nfrom hil.transport import open_transport\n"
                "try:\n    with open_transport(sys.argv[1], timeout_s=2) as link:\n        print(link.query('*IDN?'))\n"
                "except InstrumentBusy as error:\n    sys.exit(str(error))\n")
     return subprocess.run([sys.executable, "-c", program, resource], capture_output=True, text=True,
@@ -1195,6 +1198,19 @@ def test_an_instrument_open_in_one_process_is_refused_to_another_naming_the_hold
             assert transport.query("*IDN?") == "hil,Echo,1,0"
         taken = open_elsewhere(other)
         assert taken.returncode == 0 and taken.stdout == "hil,Echo,1,0\n", taken
+
+
+@pytest.mark.usefixtures("windows_locks")
+def test_an_instrument_is_claimed_where_the_system_has_no_fcntl(echo_tcp) -> None:
+    """Windows has no fcntl: an instrument was opened there unclaimed, so a second hil run, or hil devices during a
+    run, drove it beside the run. There, msvcrt's locks claim it as flock does elsewhere."""
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=0.3)
+    with transport:
+        refused = open_elsewhere(transport.resource, windows=True)
+        assert refused.returncode == 1, refused
+        assert refused.stderr.startswith(f"{transport.resource}: in use by another process (pid {os.getpid()}: ")
+    taken = open_elsewhere(transport.resource, windows=True)
+    assert taken.returncode == 0 and taken.stdout == "hil,Echo,1,0\n", taken
 
 
 def test_a_released_claim_leaves_no_file_behind(echo_tcp) -> None:

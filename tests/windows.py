@@ -10,6 +10,8 @@ import struct
 import sys
 import types
 
+import pytest
+
 try:
     import fcntl
 except ImportError:  # Windows: its own msvcrt
@@ -18,6 +20,8 @@ except ImportError:  # Windows: its own msvcrt
 #: Whether this system's locks can stand for Windows' (Linux's open-file-description locks, which macOS lacks).
 SIMULATED_LOCKS = fcntl is not None and hasattr(fcntl, "F_OFD_SETLK")
 
+#: What Python's os module lacks on Windows, of what hil's locks might use
+NOT_ON_WINDOWS = ("pread", "pwrite", "fchmod")
 #: msvcrt's locking modes, as Windows numbers them
 LK_UNLCK, LK_LOCK, LK_NBLCK, LK_RLCK, LK_NBRLCK = range(5)
 
@@ -59,6 +63,25 @@ def as_on_windows() -> None:
 
     sys.modules["fcntl"] = None  # type: ignore[assignment] - an import of it fails, as on Windows
     sys.modules["msvcrt"] = msvcrt()
+    for name in NOT_ON_WINDOWS:
+        delattr(os, name)
+
+
+@pytest.fixture
+def windows_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hil's file locks as on Windows: no ``fcntl``, msvcrt's byte-range locks, no ``os.pread``, ``os.pwrite`` nor
+    ``os.fchmod`` (on Windows, its own)."""
+    from hil import filelock
+
+    if not filelock.shares():
+        return
+    if not SIMULATED_LOCKS:
+        pytest.skip("needs Linux's open-file-description locks to stand for Windows' locks")
+    monkeypatch.setattr(filelock, "fcntl", None)
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # an import of it fails, as on Windows
+    monkeypatch.setitem(sys.modules, "msvcrt", msvcrt())
+    for name in NOT_ON_WINDOWS:
+        monkeypatch.delattr(os, name)
 
 
 def open_here(path: str | os.PathLike[str]) -> bool:
