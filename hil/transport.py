@@ -965,7 +965,8 @@ def instrument_key(resource: str) -> str:
     """One name for each instrument, however its resource is spelt: a serial port by its device's real path (a
     device path, a link to it, or its ASRL resource), a VISA resource in pyvisa's canonical form with the host in
     lower case (``tcpip::Bench-SMU::5025::SOCKET`` is ``TCPIP0::bench-smu::5025::SOCKET``); anything else as
-    written. Two names of one host (an address and a host name) remain two."""
+    written. On Windows, ``ASRL3::INSTR`` is ``COM3``, as VISA opens it there. Two names of one host (an address and a
+    host name) remain two."""
     from pyvisa import rname
 
     if resource.startswith("/"):
@@ -978,6 +979,8 @@ def instrument_key(resource: str) -> str:
         return resource
     if parsed.interface_type == "ASRL" and str(getattr(parsed, "board", "")).startswith("/"):
         return "serial:" + os.path.realpath(parsed.board)
+    if parsed.interface_type == "ASRL" and os.name == "nt" and str(getattr(parsed, "board", "")).isdigit():
+        return f"COM{int(parsed.board)}"  # the name pyserial opens the port by
     if hasattr(parsed, "host_address"):
         parsed.host_address = parsed.host_address.lower()
     return str(parsed)

@@ -1213,6 +1213,18 @@ def test_an_instrument_is_claimed_where_the_system_has_no_fcntl(echo_tcp) -> Non
     assert taken.returncode == 0 and taken.stdout == "hil,Echo,1,0\n", taken
 
 
+def test_a_serial_port_is_one_instrument_however_windows_spells_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Windows, VISA opens ASRL3::INSTR as COM3, which pyserial opens by that name: a run on one spelling and hil
+    devices on the other each claimed the port as another instrument, and both drove it. Elsewhere an ASRL board
+    number is no COM port."""
+    spellings = ("COM3", "com3", "ASRL3::INSTR", "asrl3::instr", "ASRL3")
+    with monkeypatch.context() as windows:  # as Windows names itself, for these calls alone
+        windows.setattr(os, "name", "nt")
+        keys = {instrument_key(resource) for resource in spellings}
+    assert keys == {"COM3"}
+    assert instrument_key("ASRL3::INSTR") == "ASRL3::INSTR"
+
+
 def test_a_released_claim_leaves_no_file_behind(echo_tcp) -> None:
     """Each claim left its file in the temporary folder for good: a run of the test suite, its emulators each on a new
     port or pty, left some 600."""
