@@ -6,7 +6,8 @@ samples is ~120 kB) costs whatever the host spends reading it. For each reply si
 replies of that size (one line each) into the master side of a pty; the timed reader is the transport (``read()``,
 one reply at a time, its terminator found), pyserial's ``read_until`` on the same port (a byte per call: what the
 transport did before), or a plain ``os.read`` of the slave side until as many bytes arrived (what the pty delivers).
-Figures are the medians of ``--repeats`` timings, the readers taking turns.
+Figures are the medians of ``--repeats`` timings, the readers taking turns. It needs a pseudo-terminal and
+``os.fork``: Linux or macOS, not Windows.
 
     .venv/bin/python benchmarks/transports.py [--sizes 100 10000 100000] [--replies 20] [--repeats 5]
 """
@@ -18,7 +19,6 @@ import os
 import statistics
 import sys
 import time
-import tty
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +58,11 @@ def main() -> None:
     parser.add_argument("--replies", type=int, default=20, help="replies per timing")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    if not (hasattr(os, "openpty") and hasattr(os, "fork")):
+        sys.exit("benchmarks/transports.py: needs a pseudo-terminal (os.openpty) and os.fork, which this system "
+                 "lacks (Windows); run it on Linux or macOS")
+    import tty  # POSIX's: termios
+
     master, slave = os.openpty()
     tty.setraw(slave)
     tty.setraw(master)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -64,12 +65,24 @@ def test_simulator_ratios_are_throughput_over_the_kernels_throughput(monkeypatch
 def test_the_transport_benchmark_reads_every_reply_through_each_reader(monkeypatch, capsys):
     """A run of two reply sizes on a real pty: each reader got all the bytes (else it would block, or the transport
     would time out), and a row per size is printed."""
+    if not hasattr(os, "openpty"):
+        pytest.skip("needs a pseudo-terminal (not on Windows)")
     transports = load("transports")
     monkeypatch.setattr("sys.argv", ["transports.py", "--sizes", "100", "5000", "--replies", "3", "--repeats", "1"])
     transports.main()
     rows = capsys.readouterr().out.splitlines()[1:]
     assert [row.split()[0] for row in rows] == ["100", "5000"]
     assert all(float(figure) > 0 for row in rows for figure in row.split()[1:4])
+
+
+def test_the_transport_benchmark_says_in_one_line_that_it_needs_a_pseudo_terminal(monkeypatch) -> None:
+    """On Windows, which has no pseudo-terminal, the benchmark failed as it was loaded (No module named 'termios')."""
+    transports = load("transports")
+    monkeypatch.delattr(os, "openpty")  # as on Windows
+    monkeypatch.setattr("sys.argv", ["transports.py"])
+    with pytest.raises(SystemExit, match=r"^benchmarks/transports\.py: needs a pseudo-terminal \(os\.openpty\) and "
+                                         r"os\.fork, which this system lacks \(Windows\); run it on Linux or macOS$"):
+        transports.main()
 
 
 def test_the_simulator_benchmark_says_which_preset_refuses_a_tile_and_goes_on(monkeypatch, capsys):
