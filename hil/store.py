@@ -42,6 +42,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -158,6 +159,28 @@ def make_folders(folder: Path) -> None:
         _sync_folder(new.parent)
 
 
+#: How many times a rename that Windows refuses is tried, and the wait before the second try (s), doubled each time
+#: after (1.3 s in all): an antivirus scanner or the search indexer opens a file just written for an instant, and
+#: Windows refuses to rename a file, or over one, that a program holds open.
+RENAME_TRIES, RENAME_WAIT_S = 8, 0.01
+
+
+def _rename(source: Path, destination: Path) -> None:
+    """``os.replace``; on Windows, tried again for a while where it is refused (a `PermissionError`: a program holding
+    one of the files for an instant), and refused then only if the file is still held."""
+    wait = RENAME_WAIT_S
+    for _ in range(RENAME_TRIES - 1):
+        try:
+            os.replace(source, destination)
+            return
+        except PermissionError:
+            if sys.platform != "win32":  # elsewhere: the folder's permissions, which waiting keeps
+                raise
+        time.sleep(wait)
+        wait *= 2
+    os.replace(source, destination)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all: a temporary file, synced, then renamed into place, its folder synced. A
     temporary file that failed (a full disk) is removed, so it does not keep the space the run needs once some is
@@ -172,7 +195,7 @@ def atomic_write(path: Path, data: bytes) -> None:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temporary, path)
+            _rename(temporary, path)
             _sync_folder(path.parent)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -201,7 +224,7 @@ def _keep_aside(path: Path) -> Path:
     while True:
         aside = path.with_name(f"{path.stem}.discarded{'' if number == 1 else f'-{number}'}{path.suffix}")
         if not aside.exists():
-            os.replace(path, aside)
+            _rename(path, aside)
             return aside
         number += 1
 
@@ -673,7 +696,7 @@ def shell_word(text: str) -> str:
     """``text`` as one word of a command to paste into the system's shell: quoted as a POSIX shell reads it; on
     Windows, in double quotes where it holds a space, as cmd.exe and PowerShell both read it (their paths' backslashes
     are no escapes there, and single quotes are cmd.exe's characters of the word)."""
-    return subprocess.list2cmdline([text]) if os.name == "nt" else shlex.quote(text)
+    return subprocess.list2cmdline([text]) if sys.platform == "win32" else shlex.quote(text)
 
 
 def resume_command(path: Path) -> str:

@@ -30,6 +30,7 @@ from hil.store import (
     CHECKPOINT_MAGIC,
     RunFileError,
     RunStore,
+    WriteRefused,
     held,
     list_runs,
     parse_event,
@@ -1402,6 +1403,46 @@ def test_the_resume_command_pastes_into_the_systems_shell(monkeypatch) -> None:
     assert resume_command(Path("/data/my runs/r")) == "hil run --resume '/data/my runs/r'"
     assert resume_command(Path("runs/20261207-101500-r")) == "hil run --resume runs/20261207-101500-r"
     with monkeypatch.context() as windows:  # as Windows names itself, for these two calls alone
-        windows.setattr(os, "name", "nt")
+        windows.setattr(sys, "platform", "win32")
         said = [resume_command(PureWindowsPath(path)) for path in (r"runs\20261207-101500-r", r"C:\lab\my runs\r")]
     assert said == [r"hil run --resume runs\20261207-101500-r", r'hil run --resume "C:\lab\my runs\r"']
+
+
+def test_a_file_windows_holds_for_an_instant_after_it_is_written_is_replaced_all_the_same(tmp_path,
+                                                                                          monkeypatch) -> None:
+    """On Windows an antivirus scanner or the search indexer opens a file just written for an instant, and a rename
+    over it is refused meanwhile (Access is denied): a checkpoint refused so stopped the run, saying to free disk
+    space. There the rename is tried again for a while; a file held for longer is refused as before, the old file
+    kept. Elsewhere a refused rename is not tried again."""
+    import time
+
+    store = RunStore.create(tmp_path, "r")
+    store.write_bytes("notes.txt", b"old")
+    replace, refusals, slept = os.replace, [], []
+
+    def held_for_an_instant(source, destination) -> None:
+        if refusals:
+            raise refusals.pop()
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", held_for_an_instant)
+    monkeypatch.setattr(time, "sleep", slept.append)
+    outcomes = []
+    for refused in (2, 8):
+        refusals[:] = [PermissionError(13, "Access is denied")] * refused
+        with monkeypatch.context() as windows:  # as Windows names itself, for the write alone
+            windows.setattr(sys, "platform", "win32")
+            try:
+                store.write_bytes("notes.txt", f"held {refused}".encode())
+            except WriteRefused as error:
+                outcomes.append(str(error))
+        outcomes.append((store.path / "notes.txt").read_bytes())
+    assert outcomes == [b"held 2", f"{store.path / 'notes.txt'}: cannot write (Access is denied); free disk space or "
+                        "fix the folder's permissions: what the run wrote before is kept", b"held 2"]
+    assert slept == [0.01, 0.02, *(0.01 * 2**k for k in range(7))]
+    assert sorted(path.name for path in store.path.iterdir()) == [".lock", "events.jsonl", "notes.txt"]
+    refusals[:] = [PermissionError(13, "Permission denied")]
+    with pytest.raises(WriteRefused):
+        store.write_bytes("notes.txt", b"refused")
+    assert len(slept) == 9
+    store.close()
