@@ -13,6 +13,7 @@ import math
 import os
 import re
 import stat
+import sys
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, TypeVar, get_args, get_origin
 
@@ -174,7 +175,8 @@ def _a_path(path: str) -> str:
                          "letter after it (\\t, \\n, \\r) as one; write a Windows path in single quotes or with / "
                          "(C:/temp/runs)")
     path = os.path.expanduser(path)
-    long = next((part for part in path.split("/") if len(part.encode()) > NAME_MAX), None)
+    names = re.split(r"[\\/]", path) if sys.platform == "win32" else path.split("/")  # \ separates names on Windows
+    long = next((part for part in names if len(part.encode()) > NAME_MAX), None)
     if long is not None:
         which = "its name" if long == path else f"the name {shown(long)} in it"
         raise ValueError(f"{which} is longer than the {NAME_MAX} bytes a file or folder's name may have; shorten it")

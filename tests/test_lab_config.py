@@ -3,6 +3,7 @@ goes (in a list, a tuple or a mapping), and are taken where the annotation takes
 (not as text, an integer not as 64.0); a seed fits every generator."""
 
 import re
+import sys
 from typing import Any
 
 import numpy as np
@@ -476,3 +477,17 @@ def test_a_windows_path_in_double_quotes_whose_backslashes_yaml_reads_as_escapes
         YamlDocument.parse(text, "p.yaml").validate(config)
     single = YamlDocument.parse(text.replace('"', "'"), "p.yaml").validate(config)
     assert getattr(single, field) == text.partition(": ")[2].strip('"')
+
+
+def test_a_long_windows_path_of_short_names_is_taken_and_a_long_name_in_it_named(monkeypatch) -> None:
+    """A Windows path's names are separated by backslashes: one of 300 characters in short names (taken where long
+    paths are enabled) was refused as a single name longer than 255 bytes."""
+    from hil.protocol import OutputConfig
+
+    short, long = "D:\\" + "\\".join(["x" * 99] * 3), "D:\\runs\\" + "y" * 256 + "\\a"
+    with monkeypatch.context() as windows:  # as Windows names itself, for these two checks alone
+        windows.setattr(sys, "platform", "win32")
+        taken = YamlDocument.parse(f"root: '{short}'", "p.yaml").validate(OutputConfig).root
+        with pytest.raises(ConfigError, match=r"^p\.yaml:1: root: the name 'yyy[^\n]* in it is longer than the 255 "):
+            YamlDocument.parse(f"root: '{long}'", "p.yaml").validate(OutputConfig)
+    assert taken == short
