@@ -972,7 +972,8 @@ def instrument_key(resource: str) -> str:
     if resource.startswith("/"):
         return "serial:" + os.path.realpath(resource)
     if _pyserial_port(resource):
-        return resource.upper() if "://" not in resource else resource
+        port = COM_PORT.fullmatch(resource)
+        return port[1].upper() if port else resource
     try:
         parsed = rname.parse_resource_name(_visa_spelling(resource))
     except rname.InvalidResourceName:
@@ -986,9 +987,14 @@ def instrument_key(resource: str) -> str:
     return str(parsed)
 
 
+#: A Windows serial port, as pyserial opens it: ``COM3``, or ``\\.\COM12`` (its device name); group 1 is ``COMn``.
+COM_PORT = re.compile(r"(?:\\\\\.\\)?(COM\d+)", re.IGNORECASE)
+
+
 def _pyserial_port(resource: str) -> bool:
-    """Whether a resource string is one that pyserial opens: a device path, a ``COM`` port or a URL."""
-    return resource.startswith("/") or "://" in resource or resource.upper().startswith("COM")
+    """Whether a resource string is one that pyserial opens: a device path, a ``COM`` port or a URL (not a VISA alias
+    that begins with com, such as ``Compressor``, given in NI MAX)."""
+    return resource.startswith("/") or "://" in resource or COM_PORT.fullmatch(resource) is not None
 
 
 def has_serial_line(resource: str) -> bool:

@@ -31,6 +31,7 @@ from hil.transport import (
     has_serial_line,
     instrument_key,
     open_transport,
+    transport_class,
 )
 from simulators.emulators.scpi import ScpiEmulator, number, scpi
 from simulators.emulators.server import TcpServer
@@ -101,6 +102,16 @@ def test_open_transport_picks_by_resource() -> None:
     assert isinstance(open_transport("/dev/ttyUSB0"), SerialTransport)
     assert isinstance(open_transport("socket://127.0.0.1:5000"), SerialTransport)
     assert isinstance(open_transport("COM3"), SerialTransport)  # a Windows serial port, which pyserial opens
+
+
+def test_a_visa_alias_that_begins_with_com_is_a_visa_resource_and_a_com_port_one_port_however_spelt() -> None:
+    """NI MAX gives instruments aliases (Compressor, Comb_Laser), which the system's VISA opens: one that began with
+    com was taken for a serial port, which pyserial could not open, and with the system's VISA refused as one ("is a
+    serial port, which pyserial opens: visa_library applies only to VISA resources"). Windows' device name of a port,
+    \\\\.\\COM12, is the port COM12."""
+    assert transport_class("Compressor", "@ivi") is VisaTransport and not has_serial_line("Comb_Laser")
+    assert transport_class("\\\\.\\COM12") is SerialTransport
+    assert instrument_key("\\\\.\\COM12") == instrument_key("com12") == "COM12"
 
 
 def test_query_and_binary_blocks_both_ways(echo_tcp, echo_pty) -> None:
