@@ -148,8 +148,18 @@ class TrafficLog:
                 self._file = None
 
 
+def shared_temporary_folder() -> Path:
+    """A folder every user of the machine writes to, as its instruments are theirs alike: the temporary folder, but
+    on macOS /tmp and on Windows %ProgramData%, as their temporary folders ($TMPDIR, %TEMP%) are each user's own."""
+    if sys.platform == "darwin":
+        return Path("/tmp")
+    if sys.platform == "win32" and os.environ.get("PROGRAMDATA"):
+        return Path(os.environ["PROGRAMDATA"])
+    return Path(tempfile.gettempdir())
+
+
 #: Where a process holding an instrument writes its claim (`_Claim`): one file per resource, shared by every user.
-CLAIMS_DIR = Path(tempfile.gettempdir()) / "hil-instruments"
+CLAIMS_DIR = shared_temporary_folder() / "hil-instruments"
 
 
 class _Claim:

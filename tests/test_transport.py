@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tty
@@ -31,6 +32,7 @@ from hil.transport import (
     has_serial_line,
     instrument_key,
     open_transport,
+    shared_temporary_folder,
     transport_class,
 )
 from simulators.emulators.scpi import ScpiEmulator, number, scpi
@@ -1234,6 +1236,19 @@ def test_a_serial_port_is_one_instrument_however_windows_spells_it(monkeypatch: 
         keys = {instrument_key(resource) for resource in spellings}
     assert keys == {"COM3"}
     assert instrument_key("ASRL3::INSTR") == "ASRL3::INSTR"
+
+
+def test_instruments_are_claimed_in_a_folder_every_user_of_the_machine_shares(monkeypatch, tmp_path) -> None:
+    """On macOS and Windows the temporary folder ($TMPDIR, %TEMP%) is each user's own: a colleague's hil, in another
+    session on the lab's computer, did not see a run's claims, and drove its instruments beside it. There the claims
+    are in /tmp and in %ProgramData%, which every user shares; elsewhere in the temporary folder, as before."""
+    monkeypatch.setenv("PROGRAMDATA", str(tmp_path))
+    folders = {}
+    for platform in ("darwin", "win32", "linux"):
+        with monkeypatch.context() as system:  # as each system names itself, for this call alone
+            system.setattr(sys, "platform", platform)
+            folders[platform] = shared_temporary_folder()
+    assert folders == {"darwin": Path("/tmp"), "win32": tmp_path, "linux": Path(tempfile.gettempdir())}
 
 
 def test_a_released_claim_leaves_no_file_behind(echo_tcp) -> None:
