@@ -126,6 +126,25 @@ def _writing(path: Path) -> Iterator[None]:
 #: what fsync of a folder answers on a file system that cannot sync one
 _NO_FOLDER_SYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
 
+try:  # macOS's sync through the drive's cache
+    from fcntl import F_FULLFSYNC
+    from fcntl import fcntl as file_control
+except ImportError:  # elsewhere fsync writes through it
+    F_FULLFSYNC = None
+
+
+def _sync(fd: int) -> None:
+    """Write the file (or folder) open as ``fd`` through to the disk: ``os.fsync``; on macOS, whose fsync leaves it in
+    the drive's cache, which a power cut loses, ``F_FULLFSYNC`` (as SQLite does there), or fsync where the file system
+    refuses that."""
+    if F_FULLFSYNC is not None:
+        try:
+            file_control(fd, F_FULLFSYNC)
+            return
+        except OSError:
+            pass
+    os.fsync(fd)
+
 
 def _sync_folder(folder: Path) -> None:
     """Sync ``folder``'s entries to disk (a file just renamed into it), so that a power cut cannot undo them; skipped
@@ -135,7 +154,7 @@ def _sync_folder(folder: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(handle)
+        _sync(handle)
     except OSError as error:
         if error.errno not in _NO_FOLDER_SYNC:  # a disk error: the rename may not last
             raise
@@ -194,7 +213,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             with temporary.open("xb") as handle:
                 handle.write(data)
                 handle.flush()
-                os.fsync(handle.fileno())
+                _sync(handle.fileno())
             _rename(temporary, path)
             _sync_folder(path.parent)
         except BaseException:
@@ -460,7 +479,7 @@ class RunStore:
                 rest = memoryview(data)  # to the part, a damaged line and events kept aside twice
                 while rest:
                     rest = rest[handle.write(rest):]
-                os.fsync(handle.fileno())
+                _sync(handle.fileno())
             except BaseException:
                 with contextlib.suppress(OSError):
                     handle.truncate(size)

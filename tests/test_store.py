@@ -1446,3 +1446,30 @@ def test_a_file_windows_holds_for_an_instant_after_it_is_written_is_replaced_all
         store.write_bytes("notes.txt", b"refused")
     assert len(slept) == 9
     store.close()
+
+
+def test_files_and_folders_are_synced_through_the_drives_cache_on_macos(tmp_path, monkeypatch, fsynced) -> None:
+    """On macOS fsync leaves what it syncs in the drive's cache, which a power cut loses: a checkpoint synced so before
+    it replaced the last could be lost with it. There each file and folder is synced with F_FULLFSYNC, and with fsync
+    where the file system refuses that."""
+    from hil import store as module
+
+    through: list[Path] = []
+
+    def file_control(fd: int, command: int) -> int:  # macOS's fcntl(fd, F_FULLFSYNC), which syncs through the cache
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if path.name in ("sub", ".refused.txt.tmp"):  # a file system that refuses it
+            raise OSError(errno.ENOTSUP, "Operation not supported")
+        through.append(path)
+        return 0
+
+    monkeypatch.setattr(module, "F_FULLFSYNC", 51, raising=False)  # as on macOS
+    monkeypatch.setattr(module, "file_control", file_control, raising=False)
+    store = RunStore.create(tmp_path, "r")
+    fsynced.clear()
+    through.clear()
+    store.write_bytes("notes.txt", b"x")
+    store.write_bytes("sub/refused.txt", b"y")
+    assert through == [store.path / ".notes.txt.tmp", store.path, store.path]  # the folder made for sub too
+    assert [synced.path for synced in fsynced] == [store.path / "sub/.refused.txt.tmp", store.path / "sub"]
+    store.close()
