@@ -980,7 +980,7 @@ def instrument_key(resource: str) -> str:
     from pyvisa import rname
 
     if resource.startswith("/"):
-        return "serial:" + os.path.realpath(resource)
+        return _serial_device(resource)
     if _pyserial_port(resource):
         port = COM_PORT.fullmatch(resource)
         return port[1].upper() if port else resource
@@ -989,12 +989,21 @@ def instrument_key(resource: str) -> str:
     except rname.InvalidResourceName:
         return resource
     if parsed.interface_type == "ASRL" and str(getattr(parsed, "board", "")).startswith("/"):
-        return "serial:" + os.path.realpath(parsed.board)
-    if parsed.interface_type == "ASRL" and os.name == "nt" and str(getattr(parsed, "board", "")).isdigit():
+        return _serial_device(parsed.board)
+    if parsed.interface_type == "ASRL" and sys.platform == "win32" and str(getattr(parsed, "board", "")).isdigit():
         return f"COM{int(parsed.board)}"  # the name pyserial opens the port by
     if hasattr(parsed, "host_address"):
         parsed.host_address = parsed.host_address.lower()
     return str(parsed)
+
+
+def _serial_device(path: str) -> str:
+    """`instrument_key` of the serial device at ``path``: its real path; on macOS, a port's dial-in device
+    ``/dev/tty.X`` is the port of its call-out device ``/dev/cu.X``."""
+    real = os.path.realpath(path)
+    if sys.platform == "darwin" and real.startswith("/dev/tty."):
+        real = "/dev/cu." + real.removeprefix("/dev/tty.")
+    return "serial:" + real
 
 
 #: A Windows serial port, as pyserial opens it: ``COM3``, or ``\\.\COM12`` (its device name); group 1 is ``COMn``.

@@ -1232,7 +1232,7 @@ def test_a_serial_port_is_one_instrument_however_windows_spells_it(monkeypatch: 
     number is no COM port."""
     spellings = ("COM3", "com3", "ASRL3::INSTR", "asrl3::instr", "ASRL3")
     with monkeypatch.context() as windows:  # as Windows names itself, for these calls alone
-        windows.setattr(os, "name", "nt")
+        windows.setattr(sys, "platform", "win32")
         keys = {instrument_key(resource) for resource in spellings}
     assert keys == {"COM3"}
     assert instrument_key("ASRL3::INSTR") == "ASRL3::INSTR"
@@ -1249,6 +1249,17 @@ def test_instruments_are_claimed_in_a_folder_every_user_of_the_machine_shares(mo
             system.setattr(sys, "platform", platform)
             folders[platform] = shared_temporary_folder()
     assert folders == {"darwin": Path("/tmp"), "win32": tmp_path, "linux": Path(tempfile.gettempdir())}
+
+
+def test_a_serial_port_is_one_instrument_by_its_call_out_and_dial_in_devices_on_macos(monkeypatch) -> None:
+    """macOS gives each serial port two devices, /dev/cu.X to call out and /dev/tty.X to dial in: a run on one and
+    hil devices on the other each claimed the port as another instrument, and both drove it."""
+    spellings = ("/dev/cu.usbserial-A1", "/dev/tty.usbserial-A1", "ASRL/dev/tty.usbserial-A1::INSTR")
+    with monkeypatch.context() as macos:  # as macOS names itself, for these calls alone
+        macos.setattr(sys, "platform", "darwin")
+        keys = {instrument_key(resource) for resource in spellings}
+    assert keys == {"serial:/dev/cu.usbserial-A1"}
+    assert instrument_key("/dev/tty.usbserial-A1") == "serial:/dev/tty.usbserial-A1"  # elsewhere, a device of its own
 
 
 def test_a_released_claim_leaves_no_file_behind(echo_tcp) -> None:
