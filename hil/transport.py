@@ -697,7 +697,7 @@ class VisaTransport(Transport):
         if sock is None:
             return False
         try:
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            return _peek(sock) == b""
         except BlockingIOError:
             return False  # open, with nothing to read
         except OSError:
@@ -710,7 +710,7 @@ class VisaTransport(Transport):
         if sock is None:
             return False
         try:
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+            return _peek(sock) != b""
         except OSError:  # nothing to read (BlockingIOError), or a link a later read finds lost
             return False
 
@@ -969,6 +969,20 @@ def _visa_spelling(resource: str) -> str:
     refused it)."""
     head, separator, last = resource.rpartition("::")
     return f"{head}::{last.upper()}" if separator and last.upper() in _RESOURCE_CLASSES else resource
+
+
+def _peek(sock: socket.socket) -> bytes:
+    """The next byte ``sock`` holds, looked at without taking it and without waiting: `BlockingIOError` where none
+    has come, b"" where the peer closed the connection. Windows has no ``MSG_DONTWAIT``: there the socket is made
+    non-blocking for the look."""
+    if hasattr(socket, "MSG_DONTWAIT"):
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK)
+    finally:
+        sock.settimeout(timeout)
 
 
 def instrument_key(resource: str) -> str:

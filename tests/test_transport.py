@@ -7,6 +7,8 @@ import importlib.util
 import itertools
 import os
 import re
+import select
+import socket
 import subprocess
 import sys
 import tempfile
@@ -182,6 +184,25 @@ def test_unanswered_query_times_out_and_the_error_is_queued(echo_tcp) -> None:
         with pytest.raises(TransportTimeout, match="NOSUCH"):
             transport.query("NOSUCH?")
         assert transport.query("SYST:ERR?") == '-113,"Undefined header; NOSUCH?"'
+
+
+def test_a_socket_is_looked_into_without_waiting_where_the_system_has_no_msg_dontwait(echo_tcp, monkeypatch) -> None:
+    """Windows has no socket.MSG_DONTWAIT: looking for a line no read has taken (which a driver does after a reply),
+    and telling an instrument that closed its connection from a slow one, failed there with an AttributeError's
+    traceback, on every TCPIP SOCKET resource."""
+    monkeypatch.delattr(socket, "MSG_DONTWAIT")  # as on Windows
+    _, server = echo_tcp
+    with VisaTransport(server.resource, timeout_s=0.3) as transport:
+        timeout = transport._socket.gettimeout()
+        assert transport.query("ECHO? a") == "a" and not transport.unread()
+        transport.write("ECHO? b")
+        assert select.select([transport._socket], [], [], IN_TIME_S)[0]  # the reply has come, unread
+        assert transport.unread() and transport.read() == "b" and not transport.unread()
+        assert transport._socket.gettimeout() == timeout  # left as pyvisa-py set it
+        server.stop()
+        with pytest.raises(TransportError, match=r"the instrument closed the connection during 'ECHO\? c'") as caught:
+            transport.query("ECHO? c")
+        assert not isinstance(caught.value, TransportTimeout)
 
 
 def test_server_restart_then_reopen(echo_tcp) -> None:
