@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import importlib.metadata
 import os
 import signal
@@ -90,13 +91,26 @@ def _check(args: argparse.Namespace) -> int:
     """Check each file (``hil check experiments/*.yaml`` in CI): a line for each, on stdout if it passes, on stderr
     if not; status 2 if any did not."""
     failed = False
-    for file in args.files:
+    for file in _expanded(args.files):
         try:
             print(_checked(file, args.lab), flush=True)  # in order with the errors, where both go to one log
         except HilError as error:
             _say(error)
             failed = True
     return 2 if failed else 0
+
+
+def _expanded(files: list[Path]) -> list[Path]:
+    """``files`` with each wildcard pattern (``experiments\\*.yaml``) replaced by the files it matches, in order, on
+    Windows, whose shells pass it on as written where a POSIX shell expands it; a pattern that matches nothing stays,
+    to be reported as not found, as a POSIX shell leaves it."""
+    if sys.platform != "win32":
+        return files
+    expanded = []
+    for file in files:
+        matches = sorted(glob.glob(str(file))) if any(character in str(file) for character in "*?[") else []
+        expanded += [Path(match) for match in matches] or [file]
+    return expanded
 
 
 def _checked(file: Path, lab_file: Path | None) -> str:

@@ -133,6 +133,22 @@ def test_check_of_several_files_says_a_line_for_each_and_exits_2_if_any_is_wrong
     assert main(["check", PROTOCOL, str(REPO / "lab.yaml")]) == 0
 
 
+def test_check_expands_a_wildcard_on_windows_whose_shells_do_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`hil check experiments\\*.yaml` on Windows, where cmd.exe and PowerShell pass the pattern on as written: it was
+    refused as a file not found. There hil expands it, in order, as a POSIX shell does; a pattern that matches nothing
+    is a file not found, as a POSIX shell leaves it."""
+    for name in ("b.yaml", "a.yaml"):
+        shutil.copy(REPO / "lab.yaml", tmp_path / name)
+    with monkeypatch.context() as windows:  # as Windows names itself, for these commands alone
+        windows.setattr(sys, "platform", "win32")
+        statuses = [main(["check", str(tmp_path / "*.yaml")]), main(["check", str(tmp_path / "*.yml")])]
+    out, err = capsys.readouterr()
+    assert statuses == [0, 2]
+    assert [line.split(": OK")[0] for line in out.splitlines()] == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
+    assert err == f"hil: error: {tmp_path / '*.yml'}: file not found\n"
+
+
 def test_check_takes_a_file_with_any_protocol_key_for_a_protocol(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
