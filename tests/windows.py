@@ -52,9 +52,9 @@ def msvcrt() -> types.ModuleType:
 
 
 def as_on_windows() -> None:
-    """From now on, in this process, no ``fcntl`` module and Windows' ``msvcrt`` (for a process started to hold a
-    run as hil on Windows does, before it imports hil). The standard modules that take msvcrt's presence for Windows
-    are imported first, as Linux's. Nothing on Windows itself."""
+    """From now on, in this process, hil's file locks as on Windows (`windows_locks`), for a process started to hold
+    a run or an instrument as hil there does, before it imports hil. The standard modules that take msvcrt's presence
+    for Windows are imported first, as Linux's. Nothing on Windows itself."""
     if fcntl is None:
         return
     import getpass  # noqa: F401
