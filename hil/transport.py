@@ -787,7 +787,7 @@ class VisaTransport(Transport):
 
     def _read_raw(self, deadline: float | None = None) -> bytes:
         """One reply, in chunks as pyvisa's ``read_raw`` reads it, but complete within the timeout (or by
-        ``deadline``, a `time.monotonic` instant, where a block's lines share one) and at most
+        ``deadline``, a `time.perf_counter` instant, where a block's lines share one) and at most
         `MAX_REPLY_BYTES` long, so that an instrument flooding bytes without a terminator cannot fill the memory
         nor one trickling them hang the reader. pyvisa-py waits for a whole chunk as long as bytes keep coming (its
         timeout counts only silence), so a chunk must not be larger than the reply's pace fills before the deadline:
@@ -798,11 +798,11 @@ class VisaTransport(Transport):
         from pyvisa.errors import VisaIOError
 
         more = StatusCode.success_max_count_read
-        deadline = time.monotonic() + self.timeout_s if deadline is None else deadline
+        deadline = time.perf_counter() + self.timeout_s if deadline is None else deadline
         reply, count = bytearray(), 1
         with self._inst.ignore_warning(StatusCode.success_device_not_present, more):
             while True:
-                started = time.monotonic()
+                started = time.perf_counter()
                 if self._session is None:
                     chunk, status = self._inst.visalib.read(self._inst.session, count)
                 else:
@@ -814,7 +814,7 @@ class VisaTransport(Transport):
                 reply += chunk
                 if status != more:
                     return bytes(reply)
-                now = time.monotonic()
+                now = time.perf_counter()
                 count = min(4 * count, self._inst.chunk_size) if 4 * (now - started) < deadline - now \
                     else max(1, count // 4)
                 if len(reply) > MAX_REPLY_BYTES:
@@ -838,11 +838,11 @@ class VisaTransport(Transport):
         data = (command + self.write_termination).encode("ascii")
         self._record(">", data)
         self._write_raw(data)
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.perf_counter() + self.timeout_s
         reply = self._read_raw(deadline)
         offset, count = self._block_header(command, reply)
         while len(reply) < offset + count + len(self.read_termination):
-            if time.monotonic() > deadline:
+            if time.perf_counter() > deadline:
                 raise _Unterminated(reply)
             try:
                 reply += self._read_raw(deadline)
@@ -901,13 +901,13 @@ class SerialTransport(Transport):
             raise _NotTaken(len(data)) from error
 
     def _read_exact(self, count: int, deadline: float | None = None) -> bytes:
-        """``count`` bytes, within the timeout (or by ``deadline``, a `time.monotonic` instant, where the parts of a
+        """``count`` bytes, within the timeout (or by ``deadline``, a `time.perf_counter` instant, where the parts of a
         block share one), as the port delivers them."""
-        deadline = time.monotonic() + self.timeout_s if deadline is None else deadline
+        deadline = time.perf_counter() + self.timeout_s if deadline is None else deadline
         data, self._unread = bytearray(self._unread[:count]), self._unread[count:]
         while len(data) < count:
             need = count - len(data)
-            chunk = self._port.read(max(1, min(need, self._port.in_waiting))) if time.monotonic() < deadline else b""
+            chunk = self._port.read(max(1, min(need, self._port.in_waiting))) if time.perf_counter() < deadline else b""
             if not chunk:  # the timeout passed (the read waits up to it for a first byte)
                 raise TimeoutError(f"got {len(data)} of {count} bytes")
             data += chunk
@@ -919,9 +919,9 @@ class SerialTransport(Transport):
         USB virtual COM port delivers tens of MB/s); bytes past the termination are kept for the next read."""
         terminator = self.read_termination.encode("ascii")
         data, searched = bytearray(self._unread), 0
-        deadline = time.monotonic() + self.timeout_s if deadline is None else deadline
+        deadline = time.perf_counter() + self.timeout_s if deadline is None else deadline
         while (end := data.find(terminator, searched)) < 0:
-            chunk = self._port.read(max(1, self._port.in_waiting)) if time.monotonic() < deadline else b""
+            chunk = self._port.read(max(1, self._port.in_waiting)) if time.perf_counter() < deadline else b""
             if not chunk:  # the timeout passed (the read waits up to it for a first byte)
                 self._unread = b""
                 raise _Unterminated(bytes(data))
@@ -943,7 +943,7 @@ class SerialTransport(Transport):
         data = (command + self.write_termination).encode("ascii")
         self._record(">", data)
         self._write_raw(data)
-        deadline = time.monotonic() + self.timeout_s  # for the whole block, read in parts
+        deadline = time.perf_counter() + self.timeout_s  # for the whole block, read in parts
         head = self._read_exact(2, deadline)
         head += self._read_exact(self._block_width(command, head), deadline)
         offset, count = self._block_header(command, head)

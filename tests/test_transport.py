@@ -205,6 +205,29 @@ def test_a_socket_is_looked_into_without_waiting_where_the_system_has_no_msg_don
         assert not isinstance(caught.value, TransportTimeout)
 
 
+class WindowsTime:
+    """`hil.transport`'s ``time`` with Windows' ``time.monotonic`` before Python 3.13, which ticks every 15.625 ms: here
+    each reading falls a tick after the one before, as one does where a tick comes between them."""
+
+    perf_counter, time, sleep = staticmethod(time.perf_counter), staticmethod(time.time), staticmethod(time.sleep)
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def monotonic(self) -> float:
+        self.ticks += 1
+        return self.ticks * 0.015625
+
+
+def test_a_short_timeout_runs_its_length_where_time_monotonic_ticks_every_15_ms(monkeypatch) -> None:
+    """A reply's deadline was read on time.monotonic, which ticks every 15.6 ms on Windows (before Python 3.13): a
+    timeout of 10 ms could pass before the first byte was looked for, the reply already there, and the query failed as
+    unanswered. The transport's deadlines are read on time.perf_counter, as fine on every system."""
+    monkeypatch.setattr("hil.transport.time", WindowsTime())
+    with SerialTransport("loop://", timeout_s=0.01) as transport:  # pyserial's loop: the reply is the query itself
+        assert transport.query("ECHO") == "ECHO"
+
+
 def test_server_restart_then_reopen(echo_tcp) -> None:
     _, server = echo_tcp
     transport = VisaTransport(server.resource, timeout_s=0.3)
