@@ -163,7 +163,7 @@ Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 NAME_MAX, PATH_MAX = 255, 4095
 
 
-def _a_path(path: str) -> str:
+def _openable(path: str) -> str:
     """``path`` with a leading ``~`` expanded, if the system can open it: no NUL character, no other control
     character (which Windows refuses in a name), no name longer than `NAME_MAX` nor the whole longer than
     `PATH_MAX`."""
@@ -185,8 +185,34 @@ def _a_path(path: str) -> str:
     return path
 
 
+#: What Windows refuses in a file or folder's name (a ``:`` past a drive's would name a hidden stream of a file)
+_WINDOWS_REFUSED = re.compile(r'[<>:"|?*]')
+#: The names of Windows' devices, which no file or folder there may take, with any extension (``aux``, ``nul.txt``)
+_WINDOWS_DEVICE = re.compile(r"(?:con|prn|aux|nul|com[1-9]|lpt[1-9])(?:\..*)?", re.IGNORECASE)
+
+
+def _a_path(path: str) -> str:
+    """A file or folder's path (`_openable`); on Windows, each of its names one Windows takes: none holding
+    ``<>:"|?*`` (a drive's ``C:`` aside), ending in a dot or a space (which Windows drops), or a device's name."""
+    path = _openable(path)
+    if sys.platform != "win32":
+        return path
+    for name in re.split(r"[\\/]", path[2:] if re.match(r"[A-Za-z]:", path) else path):
+        refused = _WINDOWS_REFUSED.search(name)
+        why = f"holds {refused[0]!r}" if refused else \
+            "ends in a dot or a space, which Windows drops" if name not in ("", ".", "..") and name[-1] in ". " else \
+            "is the name of a Windows device" if _WINDOWS_DEVICE.fullmatch(name) else None
+        if why is not None:
+            raise ValueError(f"the name {shown(name)} in it {why}: Windows takes no such file or folder name; rename "
+                             "it")
+    return path
+
+
 #: A path as a file writes it; a leading ``~`` is the home folder, as in a shell (``~/runs``, not ``./~/runs``).
 UserPath = Annotated[str, AfterValidator(_a_path)]
+#: An instrument's resource: a VISA resource, a URL, a ``COM`` port or a device path (`_openable`, and no more: its
+#: ``::`` and ``COM3`` are no file names).
+UserResource = Annotated[str, AfterValidator(_openable)]
 
 
 #: The largest learning rate accepted: far above any useful one, and far below the float32 range, beyond which

@@ -26,7 +26,7 @@ from typing import Any, Literal, NoReturn, Union
 from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import CoreConfig, SchemaValidator
 
-from hil.config import Seed, Strict, UserPath, YamlDocument, explain, got, shown, strict_scalars
+from hil.config import Seed, Strict, UserPath, UserResource, YamlDocument, explain, got, shown, strict_scalars
 from hil.errors import (
     ConfigError,
     DeviceError,
@@ -151,7 +151,7 @@ class InstrumentConfig(Strict):
     """One instrument: its driver, where it is (exactly one of resource, emulate, world), limits, settings."""
 
     driver: str
-    resource: UserPath | None = None  # a serial device path may begin with ~, as every other path here
+    resource: UserResource | None = None  # a serial device path may begin with ~, as every other path here
     emulate: bool | dict[str, Any] = False
     world: str | None = None
     timeout_s: float = Field(2.0, ge=1e-3, le=4_294_967, description="reply timeout (s); at least 1 ms, VISA's "

@@ -491,3 +491,41 @@ def test_a_long_windows_path_of_short_names_is_taken_and_a_long_name_in_it_named
         with pytest.raises(ConfigError, match=r"^p\.yaml:1: root: the name 'yyy[^\n]* in it is longer than the 255 "):
             YamlDocument.parse(f"root: '{long}'", "p.yaml").validate(OutputConfig)
     assert taken == short
+
+
+@pytest.mark.parametrize(("model", "text", "said"), [
+    ("TwinConfig", "from_run: 'runs\\aux'", "the name 'aux' in it is the name of a Windows device"),
+    ("InstrumentConfig", "driver: keithley_2450\nemulate: true\ntraffic_log: logs/smu:1.log",
+     r"the name 'smu:1\.log' in it holds ':'"),
+    ("OutputConfig", "root: 'D:\\runs. '", r"the name 'runs\. ' in it ends in a dot or a space, which Windows drops"),
+    ("DatasetConfig", "name: idx\npath: data/a?b", r"the name 'a\?b' in it holds '\?'"),
+])
+def test_a_name_windows_takes_for_no_file_is_refused_at_its_line_there(model: str, text: str, said: str,
+                                                                        monkeypatch) -> None:
+    """Windows takes no file or folder named aux (a device), with a : (a hidden stream of the file before it), or
+    ending in a dot or a space (dropped): hil check passed such a path there, and the run failed as it made the
+    folder, or wrote its traffic log into a hidden stream. Elsewhere such names are files like any other."""
+    from hil import lab, protocol
+
+    config = getattr(protocol, model, None) or getattr(lab, model)
+    field = text.splitlines()[-1].partition(":")[0]
+    line = text.count("\n") + 1
+    assert YamlDocument.parse(text, "p.yaml").validate(config) is not None  # taken here
+    with monkeypatch.context() as windows:  # as Windows names itself, for this check alone
+        windows.setattr(sys, "platform", "win32")
+        with pytest.raises(ConfigError, match=rf"^p\.yaml:{line}: {field}: {said}: Windows takes no such file or "
+                                              r"folder name; rename it \(got "):
+            YamlDocument.parse(text, "p.yaml").validate(config)
+
+
+def test_windows_takes_a_drive_a_resource_and_ordinary_names(monkeypatch) -> None:
+    """A drive's colon, a VISA resource's and a COM port are no file names Windows refuses."""
+    from hil.lab import InstrumentConfig
+    from hil.protocol import OutputConfig
+
+    with monkeypatch.context() as windows:  # as Windows names itself, for these checks alone
+        windows.setattr(sys, "platform", "win32")
+        root = YamlDocument.parse("root: 'C:\\Users\\lab\\runs.d\\v1.2'", "p.yaml").validate(OutputConfig).root
+        resources = [YamlDocument.parse(f"driver: keithley_2450\nresource: '{resource}'", "p.yaml")
+                     .validate(InstrumentConfig).resource for resource in ("COM3", "TCPIP::10.0.0.2::5025::SOCKET")]
+    assert root == "C:\\Users\\lab\\runs.d\\v1.2" and resources == ["COM3", "TCPIP::10.0.0.2::5025::SOCKET"]
