@@ -1374,6 +1374,8 @@ def test_hil_stores_runs_where_the_system_has_no_fcntl(tmp_path) -> None:
     try:
         run = Path(holder.stdout.readline().strip())  # type: ignore[union-attr]
         assert list_runs(tmp_path)[0]["status"] == "running"
+        with pytest.raises(RunFileError, match=rf"^{run} is open in another hil process \(pid {holder.pid}\); "):
+            RunStore.open(run)
     finally:
         holder.communicate("")
     assert holder.returncode == 0 and list_runs(tmp_path)[0]["status"] == "incomplete"
