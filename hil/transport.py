@@ -988,7 +988,8 @@ def _peek(sock: socket.socket) -> bytes:
 def instrument_key(resource: str) -> str:
     """One name for each instrument, however its resource is spelt: a serial port by its device's real path (a
     device path, a link to it, or its ASRL resource), a VISA resource in pyvisa's canonical form with the host in
-    lower case (``tcpip::Bench-SMU::5025::SOCKET`` is ``TCPIP0::bench-smu::5025::SOCKET``); anything else as
+    lower case (``tcpip::Bench-SMU::5025::SOCKET`` is ``TCPIP0::bench-smu::5025::SOCKET``) and a USB instrument's
+    vendor and model numbers in upper-case hexadecimal (1510 and 0x05e6 are 0x05E6); anything else as
     written. On Windows, ``ASRL3::INSTR`` is ``COM3``, as VISA opens it there. Two names of one host (an address and a
     host name) remain two."""
     from pyvisa import rname
@@ -1008,6 +1009,9 @@ def instrument_key(resource: str) -> str:
         return f"COM{int(parsed.board)}"  # the name pyserial opens the port by
     if hasattr(parsed, "host_address"):
         parsed.host_address = parsed.host_address.lower()
+    for number in ("manufacturer_id", "model_code"):  # a USB instrument's 0x05E6, 0x05e6 and 1510 are one
+        with contextlib.suppress(AttributeError, ValueError):
+            setattr(parsed, number, f"0x{int(getattr(parsed, number), 0):04X}")
     return str(parsed)
 
 

@@ -1295,6 +1295,15 @@ def test_instruments_are_claimed_in_a_folder_every_user_of_the_machine_shares(mo
     assert folders == {"darwin": Path("/tmp"), "win32": tmp_path, "linux": Path(tempfile.gettempdir())}
 
 
+def test_a_usb_instrument_is_one_instrument_however_its_vendor_and_model_numbers_are_written() -> None:
+    """NI MAX writes a USB instrument's numbers 0x05E6::0x2450, a manual may write them 0x05e6 or in decimal (1510,
+    9296), which VISA reads alike: a run on one spelling and hil devices on another each claimed the instrument, and
+    both drove it."""
+    spellings = ("USB0::0x05E6::0x2450::04096331::INSTR", "usb::0x05e6::0x2450::04096331::instr",
+                 "USB0::1510::9296::04096331::INSTR")
+    assert {instrument_key(resource) for resource in spellings} == {"USB0::0x05E6::0x2450::04096331::0::INSTR"}
+
+
 def test_a_serial_port_is_one_instrument_by_its_call_out_and_dial_in_devices_on_macos(monkeypatch) -> None:
     """macOS gives each serial port two devices, /dev/cu.X to call out and /dev/tty.X to dial in: a run on one and
     hil devices on the other each claimed the port as another instrument, and both drove it."""
