@@ -457,7 +457,6 @@ def test_a_key_where_none_is_allowed_says_so() -> None:
         YamlDocument.parse("settings: {a: 1}", "x.yaml").validate(NoSettings, ("settings",))  # as build_method does
 
 
-
 @pytest.mark.parametrize(("model", "text", "control"), [
     ("OutputConfig", 'root: "C:\\temp\\runs"', r"'\\t'"),
     ("TwinConfig", 'from_run: "D:\\runs\\new"', r"'\\r'"),
