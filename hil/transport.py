@@ -163,12 +163,12 @@ CLAIMS_DIR = shared_temporary_folder() / "hil-instruments"
 
 
 class _Claim:
-    """A process's hold on one instrument, for as long as a transport of it is open: an exclusive ``flock`` on a
-    file named after the resource in `CLAIMS_DIR`, holding the holder's pid and command line. A second process
-    opening the same resource (another ``hil run``, ``hil devices`` during a run) is refused, naming the holder: it
-    would set levels under the first one's measurements, and its safe state on the way out would switch the
-    first one's output off. Transports of one process share its claim (counted); the system drops the lock when
-    the process ends, however it ends (`hil.filelock`: on Windows too)."""
+    """A process's hold on one instrument, for as long as a transport of it is open: a lock (`hil.filelock`: flock,
+    or msvcrt's on Windows) on a file named after the resource in `CLAIMS_DIR`, holding the holder's pid and command
+    line. A second process opening the same resource (another ``hil run``, ``hil devices`` during a run) is refused,
+    naming the holder: it would set levels under the first one's measurements, and its safe state on the way out
+    would switch the first one's output off. Transports of one process share its claim (counted); the system drops
+    the lock when the process ends, however it ends."""
 
     _held: ClassVar[dict[str, _Claim]] = {}
     #: Re-entrant: a transport dropped open is released by the collector, which may run inside this thread's `take`
