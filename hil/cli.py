@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from hil.errors import ConfigError, HilError, Terminated, handling, signals_held, terminate_on_signals
+from hil.errors import ConfigError, HilError, Terminated, handling, signals_held, stop_signals, terminate_on_signals
 
 DEFAULT_LAB = "lab.yaml"
 
@@ -413,7 +413,7 @@ def _main(argv: Sequence[str] | None) -> int:
     # what a stop leaves: hil run's instruments made safe; the other commands change nothing on an instrument
     stopped = "instruments were put in their safe state" if func is _run else "nothing was changed on the instruments"
     # SIGTERM and SIGHUP stop hil at once, but one that came in ignored stays so: `nohup hil run` outlives its terminal
-    ignored = [s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is signal.SIG_IGN]
+    ignored = [s for s in stop_signals() if signal.getsignal(s) is signal.SIG_IGN]
     with terminate_on_signals(), handling(tuple(ignored), signal.SIG_IGN):
         try:
             return func(args)

@@ -165,7 +165,7 @@ def raised_in_plugin(error: BaseException, within: str) -> str:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP (a scheduler, ``timeout``, a closed terminal): stop at once, as a second Ctrl-C does;
+    """A `stop_signals` signal (a scheduler, ``timeout``, a closed terminal): stop at once, as a second Ctrl-C does;
     instruments are made safe on the way out. ``signum`` is the signal's number."""
 
     def __init__(self, signum: int):
@@ -192,18 +192,24 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated(signum)
 
 
+def stop_signals() -> tuple[int, ...]:
+    """The signals that stop hil at once, of those the system has: SIGTERM, SIGHUP (not on Windows) and SIGBREAK
+    (Ctrl-Break, Windows only)."""
+    return tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGBREAK") if hasattr(signal, name))
+
+
 def terminate_on_signals() -> contextlib.AbstractContextManager[None]:
-    """Within the block, SIGTERM and SIGHUP raise `Terminated` in the main thread (elsewhere: nothing changes)."""
-    return handling((signal.SIGTERM, signal.SIGHUP), _terminate)
+    """Within the block, the `stop_signals` raise `Terminated` in the main thread (elsewhere: nothing changes)."""
+    return handling(stop_signals(), _terminate)
 
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done (only in the main thread), then deliver the first
+    """Hold Ctrl-C and the `stop_signals` until the block is done (only in the main thread), then deliver the first
     to the handler it would have reached."""
     received: list[int] = []
     try:
-        with handling((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), lambda signum, frame: received.append(signum)):
+        with handling((signal.SIGINT, *stop_signals()), lambda signum, frame: received.append(signum)):
             yield
     finally:
         if received:

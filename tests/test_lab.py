@@ -145,6 +145,20 @@ def test_sigterm_and_sighup_are_held_until_clean_up_is_done_then_stop(signum: in
     assert finished == ["clean-up ran to the end"] and stopped.value.signum == signum
 
 
+def test_sigterm_stops_and_is_held_where_the_system_has_no_sighup(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """Windows has no SIGHUP: naming it raised AttributeError as every hil command began."""
+    from hil.cli import main
+
+    monkeypatch.delattr(signal, "SIGHUP")
+    finished = []
+    with terminate_on_signals(), pytest.raises(Terminated) as stopped, signals_held():
+        signal.raise_signal(signal.SIGTERM)
+        finished.append("clean-up ran to the end")
+    assert finished == ["clean-up ran to the end"] and stopped.value.signum == signal.SIGTERM
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+
+
 def test_sigterm_in_the_block_leaves_every_instrument_safe() -> None:
     lab = Lab.load(REPO / "lab.yaml")
     with terminate_on_signals(), pytest.raises(Terminated), lab:
