@@ -1,6 +1,7 @@
 """lab.yaml: schema errors located by file, line and field; instruments always left safe and closed."""
 
 import gc
+import os
 import re
 import signal
 import socket
@@ -865,6 +866,28 @@ def test_emulator_over_a_pty_serves_the_same_driver(tmp_path: Path) -> None:
         lab["smu"].set_output(True)
         lab["smu"].set_level(0.5)
         assert lab["smu"].measure().current_a[0] == pytest.approx(0.005)
+
+
+def test_an_emulator_over_a_pty_is_refused_at_its_line_where_the_system_has_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, """
+        instruments:
+          smu: {driver: keithley_2450, emulate: {via: pty, load_ohm: 100}}
+    """)
+    monkeypatch.delattr(os, "openpty")  # Windows
+    with pytest.raises(ConfigError, match=r"lab\.yaml:2: instruments\.smu\.emulate\.via: cannot serve the "
+                                          r"keithley_2450 emulator on a pseudo-terminal: this system has none "
+                                          r"\(Windows\); serve it via tcp$"):
+        Lab.load(path).open()
+
+
+def test_the_emulators_tcp_server_loads_where_the_system_has_no_terminals() -> None:
+    """``tty`` (POSIX only) was imported with the module, so on Windows no emulator, and no default lab, started."""
+    code = ("import sys; sys.modules['tty'] = None; from simulators.emulators.server import TcpServer; "
+            "from simulators.emulators.keithley2450 import Keithley2450Emulator; "
+            "server = TcpServer(Keithley2450Emulator()).start(); server.stop(); print('served')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "served\n", done.stderr
 
 
 def test_a_plugin_cannot_take_a_built_in_name_and_is_told_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

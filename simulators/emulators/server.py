@@ -13,7 +13,6 @@ import os
 import select
 import socket
 import threading
-import tty
 import types
 import typing
 import warnings
@@ -215,6 +214,8 @@ class PtyServer(_Server):
         self.resource = ""
 
     def start(self) -> PtyServer:
+        import tty  # POSIX only: imported here, so that the TCP server runs where the system has no terminals
+
         self._stop.clear()
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no echo, no line editing: bytes pass as on a real serial line
@@ -279,6 +280,9 @@ def serve(driver: type, options: Mapping[str, Any], via: str = "tcp", port: int 
                           'on its class: emulator: ClassVar[str] = "module:Class"')
     if via not in ("tcp", "pty"):
         raise ConfigError(f"via must be 'tcp' or 'pty', got {via!r}", field="via")
+    if via == "pty" and not hasattr(os, "openpty"):
+        raise ConfigError(f"cannot serve the {name} emulator on a pseudo-terminal: this system has none (Windows); "
+                          "serve it via tcp", field="via")
     try:
         emulator_class = load_target(target)
     except ConfigError as error:
