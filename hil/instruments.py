@@ -13,15 +13,13 @@ vectors, each in one round trip.
 from __future__ import annotations
 
 import atexit
-import functools
-import inspect
 import itertools
 import math
 import os
 import warnings
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -32,42 +30,13 @@ from hil.errors import (
     ConfigError,
     DeviceError,
     FramesDropped,
-    HilError,
     LimitError,
     brief,
     error_reason,
-    raised_in_plugin,
 )
+from hil.hooks import is_hils, report_hooks
 from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits, real_number
 from hil.physics.crossbar import pair_differences
-
-
-def _hils(module: str) -> bool:
-    """Whether ``module`` is hil's own or its simulators' (whose errors are hil's bugs, kept as they are)."""
-    return module.partition(".")[0] in ("hil", "simulators")
-
-
-def _reported(hook: Any, subject: Callable[[Any], str] = lambda self: self.name,
-              fix: str = "fix the driver there (a reply it cannot read is a DeviceError naming the command and the "
-                         "reply)", error_class: type[DeviceError] = DeviceError) -> Any:
-    """``hook`` (a driver's ``_..._hw`` method, or a plugin system's hook), its own exceptions raised as one-line
-    ``error_class`` naming ``subject(self)``, the hook and where it raised, then ``fix`` (see
-    `Instrument.__init_subclass__`); hil's errors, running out of memory and a failed assert pass as they are."""
-
-    @functools.wraps(hook)
-    def reported(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return hook(self, *args, **kwargs)
-        except (HilError, MemoryError, AssertionError):  # an assert: a test's (the byte-exact transport's), kept
-            raise
-        except Exception as error:
-            where = raised_in_plugin(error, hook.__code__.co_filename)
-            raise error_class(f"{subject(self)}: {hook.__module__}.{hook.__qualname__} raised "
-                              f"{type(error).__name__}: {error_reason(error)} ({where}); {fix}") from error
-
-    reported._reports = True  # type: ignore[attr-defined] - wrapped once, in the class that first takes it
-    return reported
-
 
 #: The instruments connected and not closed yet, in the order they connected (`_close_at_exit`).
 _CONNECTED: weakref.WeakValueDictionary[int, Instrument] = weakref.WeakValueDictionary()
@@ -126,13 +95,12 @@ class Instrument(ABC):
         cannot read): one line, the original chained. The simulators' hooks and hil's (hil's own computation) are
         left as they are."""
         super().__init_subclass__(**kwargs)
-        if _hils(cls.__module__):
+        if is_hils(cls.__module__):
             return
+        # the class's own hooks, and those of a mixin that is no Instrument (as ScpiDriver)
         names = {name for base in cls.__mro__ for name in vars(base) if name.startswith("_") and name.endswith("_hw")}
-        for name in names:  # the class's own hooks, and those of a mixin that is no Instrument (as ScpiDriver)
-            hook = getattr(cls, name)
-            if inspect.isfunction(hook) and not getattr(hook, "_reports", False) and not _hils(hook.__module__):
-                setattr(cls, name, _reported(hook))
+        report_hooks(cls, names, lambda self: self.name, "fix the driver there (a reply it cannot read is a "
+                     "DeviceError naming the command and the reply)")
 
     def __init__(self, *, name: str = "", limits: Mapping[str, Mapping[str, Any]] | None = None,
                  clock: Clock | None = None):
@@ -1176,7 +1144,7 @@ class CrossbarArray(Instrument):
         driver's reply of another shape, or not of numbers, is a `DeviceError` naming its `_read_hw`)."""
         voltages_v = self._checked_voltages(voltages_v)
         currents = self._read_hw(voltages_v)
-        if _hils(type(self)._read_hw.__module__):
+        if is_hils(type(self)._read_hw.__module__):
             return currents
         return self._currents(currents, (voltages_v.shape[0], self.shape[1]), "column currents", "_read_hw")
 
@@ -1193,7 +1161,7 @@ class CrossbarArray(Instrument):
                              f"({self.shape[1]} columns), got {pairs!r}")
         voltages_v = self._checked_voltages(voltages_v)
         differences = self._read_pairs_hw(voltages_v, int(pairs))
-        if _hils(type(self)._read_pairs_hw.__module__):  # the default's subtraction and hil's simulators: new arrays
+        if is_hils(type(self)._read_pairs_hw.__module__):  # the default's subtraction and hil's simulators: new arrays
             return differences
         return self._currents(differences, (voltages_v.shape[0], int(pairs)), "pair differences", "_read_pairs_hw",
                               copy=True)

@@ -38,7 +38,8 @@ from hil.errors import (
     signals_held,
     with_type,
 )
-from hil.instruments import Instrument, _hils
+from hil.hooks import is_hils
+from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
 from hil.transport import Transport, has_serial_line, instrument_key, open_transport, transport_class
@@ -431,7 +432,7 @@ class Lab:
         """The error to raise for ``error``, which building ``cls`` raised outside the settings' errors: a plugin
         class's slip as a `ConfigError` at ``location`` naming the class, the error and the plugin's line; hil's own
         (its bug) as it is."""
-        if _hils(cls.__module__):
+        if is_hils(cls.__module__):
             return error
         where = raised_in_plugin(error, inspect.getsourcefile(cls) or "")
         return self._error(f"{cls.__module__}.{cls.__qualname__} raised {type(error).__name__}: "

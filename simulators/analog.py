@@ -13,7 +13,6 @@ they are ideal.
 
 from __future__ import annotations
 
-import inspect
 from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -24,7 +23,7 @@ from pydantic import Field
 
 from hil.config import Strict
 from hil.errors import ConfigError, DeviceError
-from hil.instruments import AnalogInput, AnalogOutput, _hils, _reported
+from hil.instruments import AnalogInput, AnalogOutput
 from hil.limits import Limit
 from simulators.world import SimulatedInstrument, World, require_world
 
@@ -71,16 +70,7 @@ class AnalogWorld(World):
     Their ``Config`` must have a ``converters: ConverterConfig`` field.
     """
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """A plugin world's `respond` and `hold` (its own or a mixin's) raise a `DeviceError` naming the world, the
-        method and where it failed in place of an exception of their own (a KeyError of a slip), as a plugin system's
-        hooks do: one line, the original chained, under hil's systems as under a plugin's. hil's own worlds are left
-        as they are."""
-        super().__init_subclass__(**kwargs)
-        for name in ("respond", "hold"):
-            hook = getattr(cls, name)
-            if inspect.isfunction(hook) and not getattr(hook, "_reports", False) and not _hils(hook.__module__):
-                setattr(cls, name, _reported(hook, lambda world: f"simulated {world.kind}", "fix it there"))
+    reported_hooks = (*World.reported_hooks, "respond", "hold")
 
     @property
     @abstractmethod

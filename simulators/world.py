@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from hil.clock import VirtualClock
 from hil.config import SEED_MAX, Strict, explain, shown
 from hil.errors import ConfigError, DeviceError
+from hil.hooks import report_hooks
 from hil.instruments import require_before_capability
 
 PRESETS = ("ideal", "realistic", "harsh")
@@ -128,6 +129,14 @@ class World:
     kind: ClassVar[str] = "world"
     Config: ClassVar[type[Strict]]
     presets: ClassVar[dict[str, dict[str, Any]]] = {"realistic": {}}
+    #: The methods a world's system or twin calls that a plugin world writes, whose own exceptions (a KeyError of a
+    #: slip) are reported as a `DeviceError` in one line naming the world, the method and where it failed, the
+    #: original chained, as a plugin system's hooks are; hil's own worlds' are left as they are.
+    reported_hooks: ClassVar[tuple[str, ...]] = ("hidden_parameters",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        report_hooks(cls, cls.reported_hooks, lambda world: f"simulated {world.kind}", "fix it there")
 
     def __init__(self, *, preset: str = "realistic", config: Mapping[str, Any] | None = None, seed: int = 0,
                  realtime: bool = False):

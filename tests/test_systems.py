@@ -306,6 +306,13 @@ class SlippingHold(ResistiveNetwork):
 
     def hold(self):
         return {}["hold"]
+
+
+class SlippingHidden(ResistiveNetwork):
+    kind = "slipping_hidden"
+
+    def hidden_parameters(self):
+        return {}["hidden"]
 '''
 
 RELAYING_SYSTEM = '''
@@ -345,6 +352,28 @@ def test_a_plugin_worlds_slip_under_a_system_s_run_is_said_at_the_worlds_respond
                                           rf"raised KeyError: 'slip' \({re.escape(str(world_file))}:{line}\); fix it "
                                           "there$"):
         system(torch.zeros(2, system.n_in), torch.full((system.n_params,), 1.0))
+
+def test_a_plugin_worlds_slip_in_its_hidden_parameters_is_said_in_one_line_at_its_line(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hil check and an oracle twin read a world's hidden parameters: a slip there ended them in a traceback."""
+    from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
+
+    world_file = tmp_path / "slipping_world.py"
+    world_file.write_text(SLIPPING_WORLD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slipping_world", raising=False)
+    from slipping_world import SlippingHidden
+
+    world = SlippingHidden()
+    output = SimulatedAnalogOutput(world, name="out", limits={"voltage_v": {"min": -2.5, "max": 2.5}})
+    reader = SimulatedAnalogInput(world, name="in")
+    system = lookup("systems", "resistive_network")({"output": output, "input": reader}, name="net")
+    line = world_file.read_text().splitlines().index('        return {}["hidden"]') + 1
+    with pytest.raises(DeviceError, match=rf"^simulated slipping_hidden: slipping_world\.SlippingHidden\."
+                                          rf"hidden_parameters raised KeyError: 'hidden' "
+                                          rf"\({re.escape(str(world_file))}:{line}\); fix it there$"):
+        system.oracle_model()
+
 
 NARROW_WORLD = '''
 import torch

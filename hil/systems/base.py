@@ -13,7 +13,6 @@ nominal values. Digital twins start from it; on a simulator, `oracle_model()` fi
 
 from __future__ import annotations
 
-import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -25,7 +24,8 @@ from torch import nn
 
 from hil.clock import Clock, WallClock
 from hil.errors import ConfigError, DeviceError, LimitError, SystemSlip
-from hil.instruments import AnalogOutput, Instrument, _hils, _reported, shape_differs
+from hil.hooks import is_hils, report_hooks
+from hil.instruments import AnalogOutput, Instrument, shape_differs
 from hil.limits import first_outside, torch_shareable
 
 T = TypeVar("T")
@@ -156,12 +156,8 @@ class PhysicalSystem(ABC):
         ``_run``): one line, the original chained, the instruments made safe and the data kept, as a driver's
         hooks do. hil's own systems are left as they are."""
         super().__init_subclass__(**kwargs)
-        if _hils(cls.__module__):
-            return
-        for name in REPORTED_HOOKS:
-            hook = getattr(cls, name)
-            if inspect.isfunction(hook) and not getattr(hook, "_reports", False) and not _hils(hook.__module__):
-                setattr(cls, name, _reported(hook, lambda self: f"system {self.name!r}", "fix it there", SystemSlip))
+        if not is_hils(cls.__module__):
+            report_hooks(cls, REPORTED_HOOKS, lambda self: f"system {self.name!r}", "fix it there", SystemSlip)
 
     def __init__(self, instruments: Mapping[str, Instrument], *, name: str = "", n_in: int, n_out: int,
                  n_params: int, x_bounds: tuple[float, float], theta_bounds: tuple[float, float], max_batch: int):

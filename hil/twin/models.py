@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from hil.errors import ConfigError, HilError, error_reason, out_of_memory, raised_at
-from hil.instruments import _hils
+from hil.hooks import is_hils
 from hil.systems.base import PhysicalSystem
 
 TWIN_KINDS = ("physics", "neural", "residual", "oracle")
@@ -125,7 +125,7 @@ class PhysicsTwin(Twin):
         except (HilError, MemoryError, AssertionError):
             raise
         except Exception as error:  # a slip in a plugin's model: one line, as a plugin system's hooks say theirs
-            if _hils(model.__module__) or out_of_memory(error):  # hil's own: its bug, in its traceback
+            if is_hils(model.__module__) or out_of_memory(error):  # hil's own: its bug, in its traceback
                 raise
             where = raised_at(error, model.forward.__code__.co_filename)
             raise HilError(f"system {self.system_name!r}: its physics model ({model.__module__}.{model.__qualname__}) "
