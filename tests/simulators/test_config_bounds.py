@@ -2,57 +2,25 @@
 for 25 °C) is refused at its line instead of failing late, or quietly, in a run."""
 
 import re
-import typing
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
 
 from hil.errors import ConfigError
 from hil.registry import available, lookup
+from hil.testing import config_numbers, unbounded_numbers
 from simulators.world import World
 from tests.lab_text import lab_from_text
 
 WORLD_KINDS = sorted(available("worlds"))
 
 
-def unwrapped(annotation: object) -> tuple[object, list[object]]:
-    """The type ``annotation`` holds and the constraints an ``Annotated`` around it gives."""
-    if typing.get_origin(annotation) is not typing.Annotated:
-        return annotation, []
-    held, *infos = typing.get_args(annotation)
-    return held, [c for info in infos for c in getattr(info, "metadata", [info])]
-
-
-def numbers(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, list[object]]]:
-    """(dotted name, constraints) of every number in ``model``, nested models walked, a list's or tuple's items
-    counted as numbers, an optional number's constraints read where they are; bools and literals are not numbers."""
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from numbers(annotation, f"{prefix}{name}.")
-            continue
-        arguments = [unwrapped(a) for a in typing.get_args(annotation) if a is not type(None)]
-        if typing.get_origin(annotation) in (list, tuple):
-            for _, constraints in arguments:
-                yield f"{prefix}{name}[]", constraints
-        elif annotation in (int, float) or (arguments and all(held in (int, float) for held, _ in arguments)):
-            own = list(FieldInfo.merge_field_infos(field).metadata)
-            yield f"{prefix}{name}", own + [c for _, constraints in arguments for c in constraints]
-
-
 @pytest.mark.parametrize("kind", WORLD_KINDS)
 def test_every_number_of_every_world_has_a_lower_and_an_upper_bound(kind: str) -> None:
     """A new field without a bound fails here: name the largest value a bench of the kind could have."""
     config = lookup("worlds", kind).Config
-    unbounded = [name for name, constraints in numbers(config)
-                 if not (any(isinstance(c, Ge | Gt) for c in constraints)
-                         and any(isinstance(c, Le | Lt) for c in constraints))]
-    assert list(numbers(config)), f"{kind}: no numbers found; the walk is broken"
-    assert unbounded == []
+    assert list(config_numbers(config)), f"{kind}: no numbers found; the walk is broken"
+    assert unbounded_numbers(config) == []
 
 
 @pytest.mark.parametrize(("kind", "config", "field", "message"), [
