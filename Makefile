@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint devices bench clean
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and \
+		"hil needs Python 3.11 or later; $(PYTHON) is " + sys.version.split()[0] + ": give one: make PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
