@@ -630,9 +630,10 @@ class Transport(ABC):
 class VisaTransport(Transport):
     """A pyvisa resource: ``TCPIP::host::port::SOCKET``, ``TCPIP::host::INSTR``, ``ASRL...``, ``USB...``, ``GPIB...``.
 
-    ``backend`` is pyvisa's library spec; ``@py`` (pyvisa-py) by default, ``""`` for the system's VISA. pyvisa
-    keeps one ResourceManager per backend; this transport closes only its own resource, never the manager, so
-    closing one instrument never closes another. ``baudrate`` (bit/s) is set on an ``ASRL`` resource once open
+    ``backend`` is pyvisa's library spec: ``@py`` (pyvisa-py) by default; ``@ivi`` or a library's path for the
+    system's VISA; ``""`` for the system's VISA where one is found, else pyvisa-py. pyvisa keeps one ResourceManager
+    per backend; this transport closes only its own resource, never the manager, so closing one instrument never
+    closes another. ``baudrate`` (bit/s) is set on an ``ASRL`` resource once open
     (default: the VISA library's, 9600 for most); any other resource has no serial line and refuses it.
     """
 
