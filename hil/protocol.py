@@ -27,7 +27,7 @@ from hil.nn import PhysicalLayer
 from hil.store import file_digests, held
 from hil.systems.base import PhysicalSystem
 from hil.twin.collect import held_out_count, repeated_groups
-from hil.twin.models import TWIN_KINDS, build_twin, load_twin
+from hil.twin.models import DEFAULT_HIDDEN, TWIN_KINDS, build_twin, load_twin
 
 #: The largest size accepted (a batch, a layer's width): torch counts sizes in 64 bits, and fails beyond mid-run.
 SIZE_MAX = 2**63 - 1
@@ -501,8 +501,12 @@ def recorded(protocol: Protocol, data: Dataset | None = None) -> dict[str, Any]:
     """The protocol as a run folder records it: every field, defaults included, and the paths a resumed run reads
     again (the IDX folder, ``twin.from_run``) made absolute as this run reads them, from the working directory, so
     that a resume from any folder finds the same files, and the SHA-256 of each IDX file ``data`` were read from, so
-    that it finds them unchanged. (The lab is not read again: the run keeps a copy.)"""
+    that it finds them unchanged. (The lab is not read again: the run keeps a copy.) The method's settings and a
+    neural or residual twin's hidden widths are written with their defaults too, which a later hil may change."""
     fields = protocol.model_dump(mode="json")
+    fields["method"]["settings"] = build_method(protocol).settings.model_dump(mode="json")
+    if protocol.twin.hidden is None and protocol.twin.kind in DEFAULT_HIDDEN and not protocol.twin.from_run:
+        fields["twin"]["hidden"] = list(DEFAULT_HIDDEN[protocol.twin.kind])
     if protocol.dataset.path is not None:
         fields["dataset"]["path"] = str(Path(protocol.dataset.path).resolve())
     if data is not None and data.files:

@@ -575,7 +575,7 @@ def test_a_run_records_the_paths_it_reads_again_as_this_run_reads_them(tmp_path:
     assert (fields["dataset"]["path"], fields["twin"]["from_run"]) == (str(folder / "home" / "mnist"),
                                                                      str(folder / "runs" / "first"))
     assert fields["lab"] == "lab.yaml" and fields == protocol.model_dump(mode="json") | {
-        "dataset": fields["dataset"], "twin": fields["twin"]}
+        "dataset": fields["dataset"], "twin": fields["twin"], "method": fields["method"]}
 
 
 @pytest.mark.parametrize(("root", "needle"), [

@@ -2808,3 +2808,23 @@ def test_a_reused_runs_data_that_are_not_twin_data_are_refused_at_the_protocols_
     assert re.fullmatch(rf"{re.escape(str(protocol))}:\d+: twin\.from_run: {re.escape(str(source))}/data/"
                         r"twin_data\.h5: not twin data: y holds NaN or infinite values; point it at a run that "
                         r"finished its collect step", str(refused.value)), str(refused.value)
+
+
+@pytest.mark.parametrize(("twin", "hidden"), [("neural", [256, 256]), ("residual", [128, 128]), ("physics", None)])
+def test_protocol_yaml_records_the_method_settings_and_twin_widths_a_run_took_by_default(tmp_path: Path, twin: str,
+                                                                                         hidden: list | None) -> None:
+    """The method's settings and a network twin's hidden widths, left out of a protocol, were recorded as written
+    (``settings: {}``, ``hidden: null``): what the run took by default was nowhere in its folder's protocol."""
+    from hil.config import dump_yaml
+    from hil.methods.pat import PatSettings
+    from hil.protocol import build_method, load_protocol, recorded
+
+    protocol, _ = load_protocol(write_protocol(tmp_path, method={"name": "pat", "settings": {"refine_every": 4}},
+                                               twin={**PROTOCOL["twin"], "kind": twin}))
+    fields = recorded(protocol)
+    assert fields["method"]["settings"] == PatSettings(refine_every=4).model_dump(mode="json")
+    assert set(fields["method"]["settings"]) == {"refine_every", "refine_steps", "refine_lr", "refine_window"}
+    assert fields["twin"]["hidden"] == hidden
+    (tmp_path / "recorded.yaml").write_text(dump_yaml(fields))
+    again, _ = load_protocol(tmp_path / "recorded.yaml")  # a resume reads it back as the same protocol
+    assert build_method(again).settings == build_method(protocol).settings and recorded(again) == fields

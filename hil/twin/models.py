@@ -31,6 +31,8 @@ from hil.hooks import is_hils
 from hil.systems.base import PhysicalSystem
 
 TWIN_KINDS = ("physics", "neural", "residual", "oracle")
+#: The hidden layer widths of the twins that have them, where a protocol gives none (``twin.hidden``).
+DEFAULT_HIDDEN = {"neural": (256, 256), "residual": (128, 128)}
 
 
 def trainable(module: nn.Module) -> list[nn.Parameter]:
@@ -168,7 +170,7 @@ class NeuralTwin(Twin):
 
     kind = "neural"
 
-    def __init__(self, system: PhysicalSystem, hidden: tuple[int, ...] = (256, 256),
+    def __init__(self, system: PhysicalSystem, hidden: tuple[int, ...] = DEFAULT_HIDDEN["neural"],
                  theta_as_phase: bool | None = None):
         super().__init__(system)
         self.spec["hidden"] = list(hidden)
@@ -203,7 +205,7 @@ class ResidualTwin(Twin):
 
     kind = "residual"
 
-    def __init__(self, system: PhysicalSystem, hidden: tuple[int, ...] = (128, 128),
+    def __init__(self, system: PhysicalSystem, hidden: tuple[int, ...] = DEFAULT_HIDDEN["residual"],
                  theta_as_phase: bool | None = None):
         super().__init__(system)
         self.spec["hidden"] = list(hidden)
