@@ -880,6 +880,8 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             except ValidationError as error:
                 raise ConfigError(f"{seed!r}: {error.errors()[0]['msg']}", field="seed") from None
         lab = load_lab(protocol, document, lab_path)
+        if lab_path is not None:  # protocol.yaml names the lab the run is made on, as it gives --seed applied
+            protocol.lab = str(lab_path)
         created: RunStore | None = None
         try:  # what needs no hardware is checked before a run folder exists
             check_from_run(protocol, document)

@@ -2828,3 +2828,15 @@ def test_protocol_yaml_records_the_method_settings_and_twin_widths_a_run_took_by
     (tmp_path / "recorded.yaml").write_text(dump_yaml(fields))
     again, _ = load_protocol(tmp_path / "recorded.yaml")  # a resume reads it back as the same protocol
     assert build_method(again).settings == build_method(protocol).settings and recorded(again) == fields
+
+
+def test_protocol_yaml_names_the_lab_given_for_the_run_not_the_protocols(tmp_path: Path) -> None:
+    """With another lab given (``hil run --lab``), protocol.yaml still named the protocol's own: run again from it,
+    the protocol ran on that lab's device (another world seed here), with nothing to say it was not the same."""
+    bench = tmp_path / "bench2.yaml"
+    bench.write_text((REPO / "lab.yaml").read_text().replace("kind: memristor_crossbar, preset: realistic, seed: 0",
+                                                             "kind: memristor_crossbar, preset: realistic, seed: 7"))
+    store = run_protocol(write_protocol(tmp_path, **SMALL), lab_path=bench, show_progress=False)
+    recorded_lab = yaml.safe_load((store.path / "protocol.yaml").read_text())["lab"]
+    assert recorded_lab == str(bench) != PROTOCOL["lab"]
+    assert (store.path / "lab.yaml").read_text() == Path(recorded_lab).read_text()
