@@ -15,6 +15,7 @@ state on the way out, whatever happens.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import math
@@ -22,6 +23,7 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import warnings
@@ -654,14 +656,40 @@ def _foreign_checkpoint(store: RunStore, what: str) -> RunFileError:
 
 def software_versions() -> dict[str, str]:
     """The versions of Python and of the packages a run's figures depend on (another torch may round, draw random
-    numbers or initialise differently), as run_started, run_resumed and the checkpoint record them."""
+    numbers or initialise differently), and the commit of hil's source (`source_commit`: its version stays the same
+    from commit to commit), as run_started, run_resumed and the checkpoint record them."""
     versions = {"python": platform.python_version()}
     for package in VERSIONED_PACKAGES:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:  # hil run from a source tree it was not installed from
             versions[package] = "not installed"
+    versions["hil_commit"] = source_commit()
     return versions
+
+
+#: The folder holding the packages hil runs from (hil, simulators, drivers), the root of its git checkout where it
+#: is run from one (the editable install `make` makes).
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def source_commit(root: Path = SOURCE_ROOT) -> str:
+    """The git commit that ``root``, the root of a checkout, is at, with ``+modified`` where the tracked files of
+    the packages that compute a run (hil, simulators, drivers) differ from it; ``not a git checkout`` where ``root``
+    is no checkout's root (hil installed from a wheel, whose version then says which it is) or git cannot tell.
+    Asked of git once per process: the code a process runs is what it imported."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
+                              check=True, stdin=subprocess.DEVNULL).stdout
+    try:
+        top, commit = git("rev-parse", "--show-toplevel", "HEAD").split()
+        if Path(top).resolve() != root.resolve():  # a wheel's site-packages inside another project's checkout
+            return "not a git checkout"
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "hil", "simulators", "drivers")
+    except (OSError, ValueError, subprocess.SubprocessError):  # no git, no checkout, or git refused
+        return "not a git checkout"
+    return commit + ("+modified" if changed.strip() else "")
 
 
 def _warn_of_other_versions(saved: Any) -> None:

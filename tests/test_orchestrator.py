@@ -1026,7 +1026,8 @@ def test_a_run_records_the_versions_it_ran_under_and_a_resume_under_others_is_wa
     store.close()
     packages = ("hil", "torch", "numpy", "h5py")
     assert started["versions"] == {"python": platform.python_version(),
-                                   **{name: importlib.metadata.version(name) for name in packages}}
+                                   **{name: importlib.metadata.version(name) for name in packages},
+                                   "hil_commit": hil.orchestrator.source_commit()}
     later = {**started["versions"], "torch": "9.9.9"}
     monkeypatch.setattr(hil.orchestrator, "software_versions", lambda: later)
     with pytest.warns(UserWarning, match="resumes under other versions"):
@@ -2840,3 +2841,30 @@ def test_protocol_yaml_names_the_lab_given_for_the_run_not_the_protocols(tmp_pat
     recorded_lab = yaml.safe_load((store.path / "protocol.yaml").read_text())["lab"]
     assert recorded_lab == str(bench) != PROTOCOL["lab"]
     assert (store.path / "lab.yaml").read_text() == Path(recorded_lab).read_text()
+
+
+def test_a_run_records_the_commit_of_the_hil_source_it_ran(tmp_path: Path) -> None:
+    """hil's version is 0.1.0 from commit to commit (an earlier hil split the data otherwise, with the same version):
+    the commit of the checkout it runs from, and whether its code was changed since, is what tells one hil from
+    another; none is claimed for a folder that is not a checkout's root (a wheel's site-packages in a project)."""
+    from hil.orchestrator import SOURCE_ROOT, software_versions, source_commit
+
+    def git(*args: str, cwd: Path = tmp_path / "src") -> str:
+        return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "HEAD", cwd=SOURCE_ROOT)
+    assert software_versions()["hil_commit"] == source_commit() and source_commit().startswith(head)
+    (tmp_path / "src" / "hil").mkdir(parents=True)
+    (tmp_path / "src" / "hil" / "nn.py").write_text("x = 1\n")
+    (tmp_path / "src" / "README.md").write_text("notes\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=n", "-c", "user.email=n@n", "commit", "-q", "-m", "first")
+    commit = git("rev-parse", "HEAD")
+    assert source_commit(tmp_path / "src") == commit
+    (tmp_path / "src" / "README.md").write_text("other notes\n")  # not code a run computes with
+    assert source_commit.__wrapped__(tmp_path / "src") == commit
+    (tmp_path / "src" / "hil" / "nn.py").write_text("x = 2\n")
+    assert source_commit.__wrapped__(tmp_path / "src") == f"{commit}+modified"
+    assert source_commit(tmp_path / "src" / "hil") == "not a git checkout"
+    assert source_commit(tmp_path) == "not a git checkout"
