@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import nn
@@ -298,6 +299,21 @@ def locate(document: YamlDocument | None, message: str, location: tuple[str | in
     return ConfigError(message, field=dotted(location))
 
 
+#: Mixed into the seeds of θ's start (`layer_seed`), so that they are none of the twin data's group seeds.
+THETA_INIT_STREAM = 1
+
+
+def layer_seed(seed: int, index: int) -> int:
+    """The seed of θ's start in the physical layer at ``index`` of a model of a protocol of seed ``seed``: mixed from
+    both (numpy's `SeedSequence`) past the first layer, so that runs of other seeds start none of their layers at
+    another run's θ (``seed + index`` started seed 2's first layer where seed 0's third began). A first layer's is
+    the seed itself: seeds differ there already, and a model whose physical layer comes first (every protocol of
+    experiments/) keeps the θ its figures were measured with."""
+    if index == 0:
+        return seed
+    return int(np.random.SeedSequence((seed, index, THETA_INIT_STREAM)).generate_state(1)[0])
+
+
 def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
                 document: YamlDocument | None = None) -> nn.Sequential:
     """The protocol's layer stack, its physical layers in ``device`` mode without a twin (a method sets both);
@@ -327,7 +343,7 @@ def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,
                 _check_bounded_input(protocol.model.layers[index - 1], name, system, document,
                                      (*where, "physical", "input_map"))
             layers.append(PhysicalLayer(system, mode="device", theta_init=spec.physical.theta_init,
-                                        input_map=spec.physical.input_map, seed=protocol.seed + index))
+                                        input_map=spec.physical.input_map, seed=layer_seed(protocol.seed, index)))
             width = system.n_out
         elif spec.linear is not None:
             try:

@@ -2868,3 +2868,25 @@ def test_a_run_records_the_commit_of_the_hil_source_it_ran(tmp_path: Path) -> No
     assert source_commit.__wrapped__(tmp_path / "src") == f"{commit}+modified"
     assert source_commit(tmp_path / "src" / "hil") == "not a git checkout"
     assert source_commit(tmp_path) == "not a git checkout"
+
+
+def test_runs_of_other_seeds_start_no_physical_layer_at_the_same_theta(tmp_path: Path) -> None:
+    """θ's start was drawn from the seed plus the layer's index: seed 2's first layer started where seed 0's third
+    did, so runs of a seed sweep over a model of two physical layers shared their starts."""
+    from hil.lab import Lab
+    from hil.protocol import build_model, load_protocol
+
+    layers = [{"physical": {}}, {"linear": {"out_features": 64}}, {"physical": {"input_map": "sigmoid"}},
+              {"linear": {"out_features": 10}}]
+    starts = {}
+    with contextlib.closing(Lab.load(REPO / "lab.yaml")) as lab:
+        lab.build()
+        for seed in range(4):
+            protocol, _ = load_protocol(write_protocol(tmp_path, seed=seed, model={"layers": layers}))
+            model = build_model(protocol, lab, 64, 10)
+            starts.update({(seed, index): model[index].theta.detach() for index in (0, 2)})
+            low, high = lab.system("crossbar").theta_bounds  # a first layer's start is the seed's own draw
+            drawn = low + (high - low) * torch.rand(len(model[0].theta), generator=torch.Generator().manual_seed(seed))
+            torch.testing.assert_close(model[0].theta.detach(), drawn, rtol=0, atol=0)
+    pairs = [(a, b) for a in starts for b in starts if a < b]
+    assert not [(a, b) for a, b in pairs if torch.equal(starts[a], starts[b])]
