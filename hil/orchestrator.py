@@ -656,8 +656,9 @@ def _foreign_checkpoint(store: RunStore, what: str) -> RunFileError:
 
 def software_versions() -> dict[str, str]:
     """The versions of Python and of the packages a run's figures depend on (another torch may round, draw random
-    numbers or initialise differently), and the commit of hil's source (`source_commit`: its version stays the same
-    from commit to commit), as run_started, run_resumed and the checkpoint record them."""
+    numbers or initialise differently), the commit of hil's source (`source_commit`: its version stays the same
+    from commit to commit) and the `processor` (another rounds differently), as run_started, run_resumed and the
+    checkpoint record them."""
     versions = {"python": platform.python_version()}
     for package in VERSIONED_PACKAGES:
         try:
@@ -665,7 +666,22 @@ def software_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:  # hil run from a source tree it was not installed from
             versions[package] = "not installed"
     versions["hil_commit"] = source_commit()
+    versions["cpu"] = processor()
     return versions
+
+
+@functools.cache
+def processor() -> str:
+    """The processor a run computes on, as far as it decides torch's rounding: the vector instructions torch's
+    kernels use (its CPU capability, such as ``AVX512``; with ``ATEN_CPU_CAPABILITY=avx2`` the twin's test loss of a
+    crossbar run moved in its seventh digit) and the processor's model, from ``/proc/cpuinfo`` on Linux."""
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                name = line.partition(":")[2].strip()
+                break
+    return f"{torch.backends.cpu.get_cpu_capability()}, {name}"
 
 
 #: The folder holding the packages hil runs from (hil, simulators, drivers), the root of its git checkout where it

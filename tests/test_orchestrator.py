@@ -1027,7 +1027,8 @@ def test_a_run_records_the_versions_it_ran_under_and_a_resume_under_others_is_wa
     packages = ("hil", "torch", "numpy", "h5py")
     assert started["versions"] == {"python": platform.python_version(),
                                    **{name: importlib.metadata.version(name) for name in packages},
-                                   "hil_commit": hil.orchestrator.source_commit()}
+                                   "hil_commit": hil.orchestrator.source_commit(),
+                                   "cpu": hil.orchestrator.processor()}
     later = {**started["versions"], "torch": "9.9.9"}
     monkeypatch.setattr(hil.orchestrator, "software_versions", lambda: later)
     with pytest.warns(UserWarning, match="resumes under other versions"):
@@ -2890,3 +2891,18 @@ def test_runs_of_other_seeds_start_no_physical_layer_at_the_same_theta(tmp_path:
             torch.testing.assert_close(model[0].theta.detach(), drawn, rtol=0, atol=0)
     pairs = [(a, b) for a in starts for b in starts if a < b]
     assert not [(a, b) for a, b in pairs if torch.equal(starts[a], starts[b])]
+
+
+def test_a_run_records_the_processor_kernels_torch_computes_with(tmp_path: Path) -> None:
+    """Another processor rounds differently (torch picks its kernels by the vector instructions it finds: with
+    ATEN_CPU_CAPABILITY=avx2 a crossbar run's twin test loss moved), and a run recorded no processor: a resume on
+    another machine was not warned of, and a figure that did not repeat could not be told to come from one."""
+    from hil.orchestrator import processor, software_versions
+
+    capability, _, name = processor().partition(", ")
+    assert software_versions()["cpu"] == processor() and capability == torch.backends.cpu.get_cpu_capability()
+    assert name
+    code = "from hil.orchestrator import software_versions; print(software_versions()['cpu'])"
+    plain = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ATEN_CPU_CAPABILITY": "default"},
+                           check=True, capture_output=True, text=True).stdout.strip()
+    assert plain == f"DEFAULT, {name}"
