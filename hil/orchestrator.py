@@ -693,19 +693,21 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1]
 def source_commit(root: Path = SOURCE_ROOT) -> str:
     """The git commit that ``root``, the root of a checkout, is at, with ``+modified`` where the tracked files of
     the packages that compute a run (hil, simulators, drivers) differ from it; ``not a git checkout`` where ``root``
-    is no checkout's root (hil installed from a wheel, whose version then says which it is) or git cannot tell.
-    Asked of git once per process: the code a process runs is what it imported."""
+    holds none (hil installed from a wheel, whose version then says which it is), ``unknown`` where git cannot tell
+    (not installed, or refusing the folder). Asked of git once per process: the code a process runs is what it
+    imported."""
+    if not (root / ".git").exists():
+        return "not a git checkout"
+
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
-                              check=True, stdin=subprocess.DEVNULL).stdout
+                              check=True, stdin=subprocess.DEVNULL).stdout.strip()
     try:
-        top, commit = git("rev-parse", "--show-toplevel", "HEAD").split()
-        if Path(top).resolve() != root.resolve():  # a wheel's site-packages inside another project's checkout
-            return "not a git checkout"
+        commit = git("rev-parse", "HEAD")
         changed = git("status", "--porcelain", "--untracked-files=no", "--", "hil", "simulators", "drivers")
-    except (OSError, ValueError, subprocess.SubprocessError):  # no git, no checkout, or git refused
-        return "not a git checkout"
-    return commit + ("+modified" if changed.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+modified" if changed else "")
 
 
 def _warn_of_other_versions(saved: Any) -> None:

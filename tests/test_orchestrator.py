@@ -2847,7 +2847,8 @@ def test_protocol_yaml_names_the_lab_given_for_the_run_not_the_protocols(tmp_pat
 def test_a_run_records_the_commit_of_the_hil_source_it_ran(tmp_path: Path) -> None:
     """hil's version is 0.1.0 from commit to commit (an earlier hil split the data otherwise, with the same version):
     the commit of the checkout it runs from, and whether its code was changed since, is what tells one hil from
-    another; none is claimed for a folder that is not a checkout's root (a wheel's site-packages in a project)."""
+    another; none is claimed for a folder that is not a checkout's root (a wheel's site-packages in a project), nor
+    where git cannot read the checkout."""
     from hil.orchestrator import SOURCE_ROOT, software_versions, source_commit
 
     def git(*args: str, cwd: Path = tmp_path / "src") -> str:
@@ -2868,7 +2869,8 @@ def test_a_run_records_the_commit_of_the_hil_source_it_ran(tmp_path: Path) -> No
     (tmp_path / "src" / "hil" / "nn.py").write_text("x = 2\n")
     assert source_commit.__wrapped__(tmp_path / "src") == f"{commit}+modified"
     assert source_commit(tmp_path / "src" / "hil") == "not a git checkout"
-    assert source_commit(tmp_path) == "not a git checkout"
+    (tmp_path / ".git").mkdir()  # no repository git can read
+    assert source_commit(tmp_path) == "unknown"
 
 
 def test_runs_of_other_seeds_start_no_physical_layer_at_the_same_theta(tmp_path: Path) -> None:
