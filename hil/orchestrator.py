@@ -71,6 +71,7 @@ from hil.protocol import (
     locate,
     recorded,
     system_and_method,
+    twin_seed,
 )
 from hil.store import (
     CHECKPOINT,
@@ -340,7 +341,7 @@ class Run:
     def _new_twin(self, theta_as_phase: bool | None = None) -> Twin:
         twin_config = self.protocol.twin
         hidden = None if twin_config.hidden is None else tuple(twin_config.hidden)  # []: no hidden layer, not None
-        return build_twin(twin_config.kind, self.system, hidden, theta_as_phase)
+        return build_twin(twin_config.kind, self.system, hidden, theta_as_phase, seed=twin_seed(self.protocol.seed))
 
     def _saved_twin(self, spec: dict[str, Any] | None) -> Twin:
         """An empty twin as the checkpoint's ``spec`` describes it (its kind and sizes, which for a twin reused from

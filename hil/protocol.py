@@ -14,7 +14,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import nn
@@ -27,7 +26,7 @@ from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
 from hil.store import file_digests, held
 from hil.systems.base import PhysicalSystem
-from hil.twin.collect import held_out_count, repeated_groups
+from hil.twin.collect import held_out_count, mixed_seed, repeated_groups
 from hil.twin.models import DEFAULT_HIDDEN, TWIN_KINDS, build_twin, load_twin
 
 #: The largest size accepted (a batch, a layer's width): torch counts sizes in 64 bits, and fails beyond mid-run.
@@ -299,19 +298,25 @@ def locate(document: YamlDocument | None, message: str, location: tuple[str | in
     return ConfigError(message, field=dotted(location))
 
 
-#: Mixed into the seeds of θ's start (`layer_seed`), so that they are none of the twin data's group seeds.
-THETA_INIT_STREAM = 1
+#: Mixed into the seeds of θ's start (`layer_seed`) and of a network twin's initial weights (`twin_seed`), so that
+#: neither is another's, nor one of the twin data's group seeds (`hil.twin.collect.group_seed`, of two keys).
+THETA_INIT_STREAM, TWIN_INIT_STREAM = 1, 2
 
 
 def layer_seed(seed: int, index: int) -> int:
     """The seed of θ's start in the physical layer at ``index`` of a model of a protocol of seed ``seed``: mixed from
-    both (numpy's `SeedSequence`) past the first layer, so that runs of other seeds start none of their layers at
-    another run's θ (``seed + index`` started seed 2's first layer where seed 0's third began). A first layer's is
-    the seed itself: seeds differ there already, and a model whose physical layer comes first (every protocol of
-    experiments/) keeps the θ its figures were measured with."""
-    if index == 0:
-        return seed
-    return int(np.random.SeedSequence((seed, index, THETA_INIT_STREAM)).generate_state(1)[0])
+    both (`mixed_seed`) past the first layer, so that runs of other seeds start none of their layers at another run's
+    θ (``seed + index`` started seed 2's first layer where seed 0's third began). A first layer's is the seed itself:
+    seeds differ there already, and a model whose physical layer comes first (every protocol of experiments/) keeps
+    the θ its figures were measured with."""
+    return seed if index == 0 else mixed_seed(seed, index, THETA_INIT_STREAM)
+
+
+def twin_seed(seed: int) -> int:
+    """The seed of the initial weights of the network twin (neural, or a residual's network) that a run of a protocol
+    of seed ``seed`` fits: its own, so that a twin fitted to the same data is the same whatever digital layers the
+    model has (drawn from torch's global generator after the model's weights, it started where their sizes left it)."""
+    return mixed_seed(seed, 0, TWIN_INIT_STREAM)
 
 
 def build_model(protocol: Protocol, lab: Lab, n_features: int, n_classes: int,

@@ -875,3 +875,18 @@ def test_a_twin_file_that_is_a_named_pipe_is_refused_not_waited_on(lab, tmp_path
     assert not thread.is_alive() and refused
     assert str(refused[0]) == (f"cannot read a twin from {tmp_path / 'twin'}: its {name} is not a regular file; point "
                                "twin.from_run at a run with an intact twin/ folder")
+
+
+@pytest.mark.parametrize("kind", ["neural", "residual"])
+def test_a_seeded_network_twin_starts_alike_whatever_was_drawn_before_and_draws_nothing_global(lab, kind) -> None:
+    system = lab.systems["crossbar"]
+    twins = []
+    for draws in (1, 5):
+        torch.rand(draws)
+        before = torch.get_rng_state()
+        twins.append(build_twin(kind, system, hidden=(8,), seed=7))
+        assert torch.equal(torch.get_rng_state(), before)  # the model's and the rest's draws stay as they were
+    first, second = (twin.state_dict() for twin in twins)
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    other = build_twin(kind, system, hidden=(8,), seed=8).state_dict()
+    assert not all(torch.equal(first[key], other[key]) for key in first)

@@ -178,11 +178,17 @@ def design_inputs(system: PhysicalSystem, n: int, design: InputDesign, data: tor
     return torch.cat(parts)
 
 
+def mixed_seed(*keys: int) -> int:
+    """A seed (32 bits) mixed from ``keys`` by numpy's `SeedSequence`: other keys, in number or value, give unrelated
+    streams, where a sum of them (``seed + group``) is the same for other seeds and indices."""
+    return int(np.random.SeedSequence(keys).generate_state(1)[0])
+
+
 def group_seed(seed: int, group: int) -> int:
-    """The seed of the inputs of θ group ``group`` in a collection of seed ``seed``: mixed from both (numpy's
-    `SeedSequence`), so that collections of other seeds share no group's inputs (``seed + 1 + group`` gave seed 1's
-    groups the very inputs of seed 0's next ones: runs of neighbouring seeds fitted their twins at the same x)."""
-    return int(np.random.SeedSequence((seed, group)).generate_state(1)[0])
+    """The seed of the inputs of θ group ``group`` in a collection of seed ``seed``: mixed from both (`mixed_seed`),
+    so that collections of other seeds share no group's inputs (``seed + 1 + group`` gave seed 1's groups the very
+    inputs of seed 0's next ones: runs of neighbouring seeds fitted their twins at the same x)."""
+    return mixed_seed(seed, group)
 
 
 def repeated_groups(n_thetas: int, repeats: int, repeat_thetas: int) -> int:

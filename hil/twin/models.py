@@ -224,16 +224,20 @@ _KINDS: dict[str, type[Twin]] = {cls.kind: cls for cls in (PhysicsTwin, NeuralTw
 
 
 def build_twin(kind: str, system: PhysicalSystem, hidden: tuple[int, ...] | None = None,
-               theta_as_phase: bool | None = None) -> Twin:
+               theta_as_phase: bool | None = None, seed: int | None = None) -> Twin:
     """A new twin of ``kind`` (one of `TWIN_KINDS`) for ``system``; ``hidden`` and ``theta_as_phase`` (see
-    `NeuralTwin`) apply to the neural and residual kinds."""
+    `NeuralTwin`) apply to the neural and residual kinds, whose initial weights are drawn from torch's global
+    generator, or, given a ``seed``, from one seeded with it (the global one left as it was)."""
     if kind not in _KINDS:
         raise ConfigError(f"unknown twin kind {kind!r}; known: {', '.join(TWIN_KINDS)}", field="twin.kind")
     cls = _KINDS[kind]
     if cls not in (NeuralTwin, ResidualTwin):
         return cls(system)
     sizes = {} if hidden is None else {"hidden": tuple(hidden)}
-    return cls(system, theta_as_phase=theta_as_phase, **sizes)  # type: ignore[call-arg]
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return cls(system, theta_as_phase=theta_as_phase, **sizes)  # type: ignore[call-arg]
 
 
 #: The files of a saved twin.
