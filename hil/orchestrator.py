@@ -692,8 +692,9 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 @functools.cache
 def source_commit(root: Path = SOURCE_ROOT) -> str:
-    """The git commit that ``root``, the root of a checkout, is at, with ``+modified`` where the tracked files of
-    the packages that compute a run (hil, simulators, drivers) differ from it; ``not a git checkout`` where ``root``
+    """The git commit that ``root``, the root of a checkout, is at, with ``+modified.`` and the start of the SHA-256
+    of the difference where the tracked files of the packages that compute a run (hil, simulators, drivers) differ
+    from it (so that code changed again is told from the first change); ``not a git checkout`` where ``root``
     holds none (hil installed from a wheel, whose version then says which it is), ``unknown`` where git cannot tell
     (not installed, or refusing the folder). Asked of git once per process: the code a process runs is what it
     imported."""
@@ -702,13 +703,14 @@ def source_commit(root: Path = SOURCE_ROOT) -> str:
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
-                              check=True, stdin=subprocess.DEVNULL).stdout.strip()
+                              errors="surrogateescape", check=True, stdin=subprocess.DEVNULL).stdout.strip()
     try:
         commit = git("rev-parse", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", "hil", "simulators", "drivers")
+        changed = git("diff", "HEAD", "--binary", "--", "hil", "simulators", "drivers")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return commit + ("+modified" if changed else "")
+    digest = hashlib.sha256(changed.encode(errors="surrogateescape")).hexdigest()[:12]  # of the difference git printed
+    return f"{commit}+modified.{digest}" if changed else commit
 
 
 def _warn_of_other_versions(saved: Any) -> None:

@@ -2867,7 +2867,12 @@ def test_a_run_records_the_commit_of_the_hil_source_it_ran(tmp_path: Path) -> No
     (tmp_path / "src" / "README.md").write_text("other notes\n")  # not code a run computes with
     assert source_commit.__wrapped__(tmp_path / "src") == commit
     (tmp_path / "src" / "hil" / "nn.py").write_text("x = 2\n")
-    assert source_commit.__wrapped__(tmp_path / "src") == f"{commit}+modified"
+    modified = source_commit.__wrapped__(tmp_path / "src")
+    assert re.fullmatch(f"{commit}\\+modified\\.[0-9a-f]{{12}}", modified)
+    (tmp_path / "src" / "hil" / "nn.py").write_text("x = 3\n")  # changed again: another run's code
+    assert source_commit.__wrapped__(tmp_path / "src") not in (commit, modified)
+    (tmp_path / "src" / "hil" / "nn.py").write_text("x = 2\n")
+    assert source_commit.__wrapped__(tmp_path / "src") == modified
     assert source_commit(tmp_path / "src" / "hil") == "not a git checkout"
     (tmp_path / ".git").mkdir()  # no repository git can read
     assert source_commit(tmp_path) == "unknown"
