@@ -561,12 +561,20 @@ def _device_time_label(store: RunStore, system: Any) -> str:
     return "device time, s"
 
 
-def _versions(versions: Any) -> str:
-    """The versions a run started under, as its run_started records them ("" for a run of an earlier hil)."""
-    named = {"torch": "torch", "hil": "hil", "python": "Python"}
-    given = [f"{label} {versions[key]}" for key, label in named.items() if key in versions] \
-        if isinstance(versions, dict) else []
-    return "; " + ", ".join(given) if given else ""
+def _versions(versions: Any, threads: Any) -> str:
+    """The versions and torch thread count a run started under, as its run_started records them (what it lacks, a
+    run of an earlier hil, unsaid), with hil's commit (``+modified`` where its code was changed)."""
+    if not isinstance(versions, dict):
+        return ""
+    given = {"torch": "torch", "hil": "hil", "python": "Python"}
+    said = {key: f"{label} {versions[key]}" for key, label in given.items() if key in versions}
+    if "torch" in said and isinstance(threads, int) and not isinstance(threads, bool):
+        said["torch"] += f" ({threads} thread{'s' * (threads != 1)})"
+    commit = versions.get("hil_commit")
+    if "hil" in said and isinstance(commit, str) and commit:
+        revision, changed, _ = commit.partition("+modified")
+        said["hil"] += f" ({revision[:12]}{', modified' if changed else ''})" if len(revision) == 40 else f" ({commit})"
+    return "; " + ", ".join(said.values()) if said else ""
 
 
 def _unlogged(relative: str, what: str, measured: str, damaged: bool) -> str:
@@ -640,7 +648,7 @@ def _summary(store: RunStore, wall_s: float | None, draw: bool = True) -> str:
         f"# {started.get('protocol', store.path.name)}",
         "",
         f"Run `{store.path.name}`: method **{started.get('method', '?')}** on system **{started.get('system', '?')}**, "
-        f"seed {started.get('seed', '?')}{_versions(started.get('versions'))}."
+        f"seed {started.get('seed', '?')}{_versions(started.get('versions'), started.get('torch_threads'))}."
         f"{_status_note(store, events, evaluated, bool(damaged), running)}{damaged_note}",
         "",
         "| figure | value |",

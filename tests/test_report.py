@@ -733,6 +733,20 @@ def test_a_twin_fidelity_saved_but_not_logged_is_left_out_not_drawn_beside_n_a(t
             "again.") in summary
 
 
+def test_the_summary_names_the_thread_count_and_the_commit_of_hil_the_run_started_under(tmp_path: Path) -> None:
+    """The thread count changes a run's figures (the README says by how much) and hil's version stays the same from
+    commit to commit: the summary said neither, though the run's log records both."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    for recorded, said in [(commit, "hil 0.1.0 (0123456789ab)"),
+                           (f"{commit}+modified.5f2e", "hil 0.1.0 (0123456789ab, modified)"),
+                           ("not a git checkout", "hil 0.1.0 (not a git checkout)")]:
+        store = RunStore.create(tmp_path, "r")
+        versions = {"python": "3.11.9", "hil": "0.1.0", "torch": "2.13.0+cpu", "hil_commit": recorded}
+        store.event("run_started", protocol="r", method="pat", system="crossbar", seed=0, torch_threads=2,
+                    versions=versions)
+        assert f"seed 0; torch 2.13.0+cpu (2 threads), {said}, Python 3.11.9." in _summary(store)
+
+
 def test_the_summary_names_the_versions_the_run_started_under(tmp_path: Path) -> None:
     store = RunStore.create(tmp_path, "r")
     versions = {"python": "3.11.9", "hil": "0.1.0", "torch": "2.13.0+cpu", "numpy": "2.1.0", "h5py": "3.12.1"}
