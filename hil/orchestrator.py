@@ -898,6 +898,24 @@ def _close_store(store: RunStore, ending: BaseException | None) -> None:
         raise error from failure
 
 
+def _in_float32(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` run with torch's default dtype float32, in which hil's simulators and twins compute, and the
+    caller's default put back after: a notebook's ``torch.set_default_dtype(torch.float64)`` made the tensors a
+    simulator creates float64, and its first matmul with one of float32 raised torch's dtype error."""
+
+    @functools.wraps(function)
+    def in_float32(*args: Any, **kwargs: Any) -> Any:
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float32)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            torch.set_default_dtype(before)
+
+    return in_float32
+
+
+@_in_float32
 def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Path | None = None,
                  seed: int | None = None, resume: str | Path | None = None, show_progress: bool = True,
                  output_root: str | Path | None = None) -> RunStore:

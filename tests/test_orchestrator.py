@@ -2931,3 +2931,17 @@ def test_a_network_twin_fitted_to_the_same_data_is_the_same_whatever_the_digital
     assert (runs[0] / "data/twin_data.h5").read_bytes() == (runs[1] / "data/twin_data.h5").read_bytes()
     first, second = (torch.load(run / "twin/twin.pt", weights_only=True) for run in runs)
     assert first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_a_run_from_a_session_whose_default_dtype_is_float64_computes_in_float32_and_leaves_it_so(
+        tmp_path: Path) -> None:
+    """The simulators' tensors were then made float64, and the first matmul with a float32 one raised torch's dtype
+    error from deep in a simulator."""
+    reference = run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
+    torch.set_default_dtype(torch.float64)
+    try:
+        store = run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
+        assert torch.get_default_dtype() is torch.float64
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert final(store)["device_accuracy"] == final(reference)["device_accuracy"]
