@@ -143,6 +143,11 @@ class World:
         if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer) or not 0 <= seed <= SEED_MAX:
             raise ConfigError(f"{shown(seed)} is not a seed; give a whole number in 0..{SEED_MAX}",
                               field="seed")  # int() took 1.5 as 1, and -1 failed in torch, naming no seed
+        if torch.get_default_dtype() is not torch.float32:  # its tensors, made in it, would meet float32 ones
+            raise ConfigError(f"torch's default dtype is {str(torch.get_default_dtype()).removeprefix('torch.')} "
+                              "(torch.set_default_dtype), and hil's simulators compute in float32: call "
+                              "torch.set_default_dtype(torch.float32) before building the lab, and give tensors of "
+                              "your own dtype=torch.float64", field="kind")
         self.preset = preset
         self.config = self.resolve(preset, config or {})
         self.seed = int(seed)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from hil.errors import ConfigError
 from simulators.crossbar import MemristorCrossbar
@@ -49,3 +50,17 @@ def test_a_world_built_from_python_with_a_seed_no_generator_takes_is_told_the_se
     assert (caught.value.field, caught.value.detail) == (
         "seed", f"{seed!r} is not a seed; give a whole number in 0..4294967295")
     assert MemristorCrossbar(seed=np.int64(3)).seed == 3
+
+
+def test_a_world_built_where_torchs_default_dtype_is_float64_is_refused_saying_what_to_do() -> None:
+    """Its tensors were made float64, and its first read of a float32 input raised torch's dtype error from deep in
+    the simulator (a notebook that had called torch.set_default_dtype(torch.float64))."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        with pytest.raises(ConfigError) as caught:
+            MemristorCrossbar()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert caught.value.detail == ("torch's default dtype is float64 (torch.set_default_dtype), and hil's simulators "
+                                   "compute in float32: call torch.set_default_dtype(torch.float32) before building "
+                                   "the lab, and give tensors of your own dtype=torch.float64")
