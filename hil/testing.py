@@ -47,6 +47,7 @@ import contextlib
 import json
 import math
 import re
+import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -773,21 +774,30 @@ def _unwrapped(annotation: object) -> tuple[object, list[object]]:
 
 
 def config_numbers(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, list[object]]]:
-    """(dotted name, constraints) of every number in a world's ``Config``, nested models walked, a list's or tuple's
-    items counted as numbers (``name[]``), an optional number's constraints read where they are; bools and literals
-    are not numbers."""
+    """(dotted name, constraints) of every number in a world's ``Config``: nested models walked, optional ones and
+    those in a list or tuple too, a list's or tuple's numbers named ``name[]``, an optional number's constraints read
+    where they are; bools, literals and strings are not numbers."""
     for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from config_numbers(annotation, f"{prefix}{name}.")
-            continue
-        arguments = [_unwrapped(a) for a in typing.get_args(annotation) if a is not type(None)]
-        if typing.get_origin(annotation) in (list, tuple):
-            for _, constraints in arguments:
-                yield f"{prefix}{name}[]", constraints
-        elif annotation in (int, float) or (arguments and all(held in (int, float) for held, _ in arguments)):
-            own = list(FieldInfo.merge_field_infos(field).metadata)
-            yield f"{prefix}{name}", own + [c for _, constraints in arguments for c in constraints]
+        yield from _numbers(field.annotation, f"{prefix}{name}", list(FieldInfo.merge_field_infos(field).metadata))
+
+
+def _numbers(annotation: object, name: str, constraints: list[object]) -> Iterator[tuple[str, list[object]]]:
+    """(name, constraints) of the numbers a value of type ``annotation`` holds, ``constraints`` those of its field."""
+    held, own = _unwrapped(annotation)
+    options = [_unwrapped(a) for a in typing.get_args(held) if a is not type(None)]
+    union = typing.get_origin(held) in (typing.Union, types.UnionType)
+    if isinstance(held, type) and issubclass(held, BaseModel):
+        yield from config_numbers(held, f"{name}.")
+    elif held in (int, float) or (union and all(option in (int, float) for option, _ in options)):
+        yield name, constraints + own + [c for _, option_constraints in options for c in option_constraints]
+    elif union:  # an optional model or list
+        for option in typing.get_args(held):
+            yield from _numbers(option, name, constraints + own)
+    elif typing.get_origin(held) in (list, tuple):
+        items = typing.get_args(held)
+        for index, item in enumerate(items):
+            if item not in items[:index]:  # tuple[float, float]: one name
+                yield from _numbers(item, f"{name}[]", [])
 
 
 def unbounded_numbers(model: type[BaseModel]) -> list[str]:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from pydantic import Field
 
+from hil.config import Strict
 from hil.errors import ConfigError
 from hil.registry import BUILTIN
 from hil.systems.crossbar import CrossbarSystem
@@ -151,6 +152,27 @@ def test_a_world_with_a_number_lacking_a_bound_fails_the_world_contract() -> Non
                                              r"upper bound; give each Field\(ge=\.\.\., le=\.\.\.\), the upper at the "
                                              "largest value a bench of the kind could have"):
         WorldContract().test_every_number_of_its_config_has_a_lower_and_an_upper_bound(Unbounded())
+
+
+class Heater(Strict):
+    power_w: float = Field(0.5, ge=0)
+
+
+class Labelled(ResistiveNetwork):
+    """A plugin's world whose Config holds lists of names and switches, which are no numbers, and a number in an
+    optional part that has no upper bound."""
+
+    kind = "labelled_network"
+
+    class Config(ResistiveNetwork.Config):
+        probes: list[str] = Field(default_factory=lambda: ["north", "south"])
+        enabled: tuple[bool, ...] = (True, False)
+        heater: Heater | None = None
+
+
+def test_only_the_numbers_of_a_world_config_are_held_to_bounds_lists_and_optional_parts_walked() -> None:
+    with pytest.raises(AssertionError, match=r"^Labelled\.Config: heater\.power_w lack a lower or an upper bound;"):
+        WorldContract().test_every_number_of_its_config_has_a_lower_and_an_upper_bound(Labelled())
 
 
 class Misnamed(ResistiveNetwork):
