@@ -326,7 +326,7 @@ class RunStore:
                     self._events = (path / EVENTS).open("ab", buffering=0)
         except BaseException:
             if self._lock is not None:
-                self._lock.close()
+                _let_go(self._lock)
             raise
         self._writer: threading.Thread | None = None
         self._writer_error: BaseException | None = None
@@ -400,7 +400,7 @@ class RunStore:
             if self._events is not None:
                 self._events.close()
             if self._lock is not None:
-                self._lock.close()
+                _let_go(self._lock)
 
     def _check_folder(self) -> None:
         """Refuse to write once the run folder was removed, moved or replaced during the run: the log open is then not
@@ -776,8 +776,8 @@ def _only_looked_at(handle: Any) -> bool:
 
 
 def _hold(path: Path) -> Any:
-    """The run folder's lock, held until the returned file is closed; a run another process holds is an error
-    naming that process."""
+    """The run folder's lock, held until the returned file is let go (`_let_go`); a run another process holds is an
+    error naming that process."""
     _plain(path / LOCK)
     try:
         with _writing(path / LOCK):
@@ -815,6 +815,16 @@ def _hold(path: Path) -> Any:
             handle.close()
         raise
     return handle
+
+
+def _let_go(handle: Any) -> None:
+    """Close the lock file `_hold` returned, its lock let go first: Windows drops the lock of a file closed so only
+    when the system gets to it, and the run stayed held meanwhile (`held`), refused to a resume."""
+    if handle.closed:  # a store closed before
+        return
+    with contextlib.suppress(OSError):
+        unlock(handle.fileno())
+    handle.close()
 
 
 def parse_event(line: bytes) -> dict[str, Any] | None:

@@ -1395,6 +1395,7 @@ def test_a_run_is_held_by_one_store_with_windows_locks(tmp_path) -> None:
     assert (store.path / ".lock").read_bytes() == pid == f"{os.getpid()}\n".encode()
     store.close()
     assert not held(store.path) and [run["status"] for run in list_runs(tmp_path)] == ["incomplete"]
+    store.close()  # closed again: nothing to let go
     RunStore.open(store.path).close()
 
 

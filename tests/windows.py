@@ -4,6 +4,7 @@ and its ``os.replace``, which refuses a file held open. On Windows itself the te
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -26,11 +27,17 @@ NOT_ON_WINDOWS = ("pread", "pwrite", "fchmod")
 LK_UNLCK, LK_LOCK, LK_NBLCK, LK_RLCK, LK_NBRLCK = range(5)
 
 
+#: A duplicate of each handle holding a lock, by the handle, its file (device, inode) and the lock's start: Windows
+#: drops the locks of a file closed without letting them go only when the system gets to it ("depends upon available
+#: system resources"), which nothing can wait for; here, the duplicate keeps them until let go (`locking`).
+_HOLDING: dict[tuple[int, int, int, int], int] = {}
+
+
 def locking(fd: int, mode: int, nbytes: int) -> None:
     """``msvcrt.locking``: lock (or unlock) ``nbytes`` from ``fd``'s position; a byte another handle has locked, even
     one of this process, is a `PermissionError` (EACCES), as Windows answers. Linux's open-file-description locks
     hold per handle as Windows' do (one open to read only takes a read lock, all Linux lets it take, which the other
-    handles' locks refuse likewise)."""
+    handles' locks refuse likewise); a lock whose handle is closed before it is let go stays (`_HOLDING`)."""
     start = os.lseek(fd, 0, os.SEEK_CUR)
     writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
     kind = fcntl.F_UNLCK if mode == LK_UNLCK else fcntl.F_WRLCK if writable else fcntl.F_RDLCK
@@ -40,6 +47,12 @@ def locking(fd: int, mode: int, nbytes: int) -> None:
         if error.errno in (errno.EAGAIN, errno.EACCES):
             raise PermissionError(errno.EACCES, "Permission denied") from None
         raise
+    held = (fd, os.fstat(fd).st_dev, os.fstat(fd).st_ino, start)
+    if kind == fcntl.F_UNLCK:
+        with contextlib.suppress(KeyError):
+            os.close(_HOLDING.pop(held))
+    elif held not in _HOLDING:
+        _HOLDING[held] = os.dup(fd)
 
 
 def msvcrt() -> types.ModuleType:
