@@ -711,11 +711,22 @@ def _whole_line(line: bytes) -> bytes:
     return line if line.endswith(b"\n") else line + b"\n"
 
 
+#: What cmd.exe or PowerShell reads apart from the word where it stands outside double quotes, of what a Windows path
+#: may hold (``&``: the next command, ``;``: PowerShell's, ``(``: a subexpression, ...)
+_WINDOWS_SHELL_SPECIAL = re.compile(r"[&^(),;=@{}'#]")
+
+
 def shell_word(text: str) -> str:
     """``text`` as one word of a command to paste into the system's shell: quoted as a POSIX shell reads it; on
-    Windows, in double quotes where it holds a space, as cmd.exe and PowerShell both read it (their paths' backslashes
-    are no escapes there, and single quotes are cmd.exe's characters of the word)."""
-    return subprocess.list2cmdline([text]) if sys.platform == "win32" else shlex.quote(text)
+    Windows, in double quotes where it holds a space or a character of `_WINDOWS_SHELL_SPECIAL` (``R&D``), as cmd.exe
+    and PowerShell both read it (their paths' backslashes are no escapes there, and single quotes are cmd.exe's
+    characters of the word)."""
+    if sys.platform != "win32":
+        return shlex.quote(text)
+    word = subprocess.list2cmdline([text])
+    if word == text and _WINDOWS_SHELL_SPECIAL.search(text):  # no space, no quote: backslashes before the end doubled
+        word = '"' + re.sub(r"(\\+)$", r"\1\1", text) + '"'
+    return word
 
 
 def resume_command(path: Path) -> str:

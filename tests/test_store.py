@@ -36,6 +36,7 @@ from hil.store import (
     parse_event,
     resume_command,
     seal_checkpoint,
+    shell_word,
 )
 from tests.windows import windows_locks  # noqa: F401 - a fixture
 
@@ -1409,6 +1410,18 @@ def test_the_resume_command_pastes_into_the_systems_shell(monkeypatch) -> None:
         windows.setattr(sys, "platform", "win32")
         said = [resume_command(PureWindowsPath(path)) for path in (r"runs\20261207-101500-r", r"C:\lab\my runs\r")]
     assert said == [r"hil run --resume runs\20261207-101500-r", r'hil run --resume "C:\lab\my runs\r"']
+
+
+def test_the_resume_command_quotes_a_windows_path_holding_what_its_shells_read_apart(monkeypatch) -> None:
+    """A lab's folder named R&D, or a run folder's name with a ; or brackets, was left bare on Windows: cmd.exe ran
+    the command up to the & and then D:\\runs\\r as another, and PowerShell ended the command at the ;."""
+    with monkeypatch.context() as windows:  # as Windows names itself, for these calls alone
+        windows.setattr(sys, "platform", "win32")
+        said = [resume_command(PureWindowsPath(path)) for path in (r"C:\R&D\runs\r", r"runs\a;b", r"runs\(old)")]
+        word = shell_word("C:\\R&D\\")
+    assert said == [r'hil run --resume "C:\R&D\runs\r"', r'hil run --resume "runs\a;b"',
+                    r'hil run --resume "runs\(old)"']
+    assert word == r'"C:\R&D\\"'  # a backslash before the closing quote would escape it: doubled
 
 
 def test_a_file_windows_holds_for_an_instant_after_it_is_written_is_replaced_all_the_same(tmp_path,
