@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import h5py
 import numpy as np
@@ -1404,8 +1404,10 @@ def test_the_resume_command_pastes_into_the_systems_shell(monkeypatch) -> None:
     """On Windows a run's path (runs\\<run>) was quoted as a POSIX shell reads it, in single quotes, which cmd.exe
     passes on as part of the path: the command hil said to paste failed. There, a path is quoted in double quotes where
     it holds a space, as cmd.exe and PowerShell both read it; elsewhere as before."""
-    assert resume_command(Path("/data/my runs/r")) == "hil run --resume '/data/my runs/r'"
-    assert resume_command(Path("runs/20261207-101500-r")) == "hil run --resume runs/20261207-101500-r"
+    with monkeypatch.context() as linux:  # as Linux names itself, where this test runs on another system too
+        linux.setattr(sys, "platform", "linux")
+        assert resume_command(PurePosixPath("/data/my runs/r")) == "hil run --resume '/data/my runs/r'"
+        assert resume_command(PurePosixPath("runs/20261207-101500-r")) == "hil run --resume runs/20261207-101500-r"
     with monkeypatch.context() as windows:  # as Windows names itself, for these two calls alone
         windows.setattr(sys, "platform", "win32")
         said = [resume_command(PureWindowsPath(path)) for path in (r"runs\20261207-101500-r", r"C:\lab\my runs\r")]
@@ -1458,7 +1460,8 @@ def test_a_file_windows_holds_for_an_instant_after_it_is_written_is_replaced_all
     assert slept == [0.01, 0.02, *(0.01 * 2**k for k in range(7))]
     assert sorted(path.name for path in store.path.iterdir()) == [".lock", "events.jsonl", "notes.txt"]
     refusals[:] = [PermissionError(13, "Permission denied")]
-    with pytest.raises(WriteRefused):
+    with monkeypatch.context() as linux, pytest.raises(WriteRefused):  # as Linux names itself, on Windows too
+        linux.setattr(sys, "platform", "linux")
         store.write_bytes("notes.txt", b"refused")
     assert len(slept) == 9
     store.close()
