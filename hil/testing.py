@@ -775,8 +775,8 @@ def _unwrapped(annotation: object) -> tuple[object, list[object]]:
 
 def config_numbers(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, list[object]]]:
     """(dotted name, constraints) of every number in a world's ``Config``: nested models walked, optional ones and
-    those in a list or tuple too, a list's or tuple's numbers named ``name[]``, an optional number's constraints read
-    where they are; bools, literals and strings are not numbers."""
+    those in a list, tuple or dict too, the numbers of a list or tuple and a dict's values named ``name[]``, an
+    optional number's constraints read where they are; bools, literals and strings are not numbers."""
     for name, field in model.model_fields.items():
         yield from _numbers(field.annotation, f"{prefix}{name}", list(FieldInfo.merge_field_infos(field).metadata))
 
@@ -798,6 +798,8 @@ def _numbers(annotation: object, name: str, constraints: list[object]) -> Iterat
         for index, item in enumerate(items):
             if item not in items[:index]:  # tuple[float, float]: one name
                 yield from _numbers(item, f"{name}[]", [])
+    elif typing.get_origin(held) is dict and len(typing.get_args(held)) == 2:  # its values
+        yield from _numbers(typing.get_args(held)[1], f"{name}[]", [])
 
 
 def unbounded_numbers(model: type[BaseModel]) -> list[str]:

@@ -170,9 +170,21 @@ class Labelled(ResistiveNetwork):
         heater: Heater | None = None
 
 
-def test_only_the_numbers_of_a_world_config_are_held_to_bounds_lists_and_optional_parts_walked() -> None:
-    with pytest.raises(AssertionError, match=r"^Labelled\.Config: heater\.power_w lack a lower or an upper bound;"):
-        WorldContract().test_every_number_of_its_config_has_a_lower_and_an_upper_bound(Labelled())
+class Keyed(ResistiveNetwork):
+    """A plugin's world whose Config gives a gain for each probe by name, without bounds."""
+
+    kind = "keyed_network"
+
+    class Config(ResistiveNetwork.Config):
+        gains: dict[str, float] = Field(default_factory=lambda: {"north": 1.0})
+
+
+@pytest.mark.parametrize(("world", "unbounded"), [(Labelled, r"heater\.power_w"), (Keyed, r"gains\[\]")])
+def test_only_the_numbers_of_a_world_config_are_held_to_bounds_lists_and_optional_parts_walked(world,
+                                                                                              unbounded) -> None:
+    with pytest.raises(AssertionError, match=rf"^{world.__name__}\.Config: {unbounded} lack a lower or an upper "
+                                             "bound;"):
+        WorldContract().test_every_number_of_its_config_has_a_lower_and_an_upper_bound(world())
 
 
 class Misnamed(ResistiveNetwork):
