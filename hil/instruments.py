@@ -1103,12 +1103,13 @@ class SourceMeter(Instrument):
 
     def _sweep_hw(self, levels: np.ndarray, delay_s: float) -> Readings:
         """Point by point, for an instrument without list sweeps: set each level, wait ``delay_s``, measure (a round
-        trip per point). A driver whose instrument has list sweeps overrides this to run one in a round trip."""
+        trip per point). A driver whose instrument has list sweeps overrides this to run one in a round trip. Each
+        point's reading is checked as `measure`'s is, so that a slip is said at the driver's ``_measure_hw``."""
         points = []
         for level in levels:
             self._set_level_hw(float(level))
             self.clock.sleep(delay_s)
-            points.append(self._measure_hw())
+            points.append(self._checked_readings(self._measure_hw(), 1, "_measure_hw"))
         return Readings(*(np.concatenate([getattr(p, field) for p in points])
                           for field in ("voltage_v", "current_a", "in_compliance")))
 

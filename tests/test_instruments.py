@@ -1279,6 +1279,9 @@ class BareSmu(SourceMeter):
      r"the driver's _measure_hw$"),
     (Readings(np.zeros(1), np.array(["n/a"]), np.zeros(1, dtype=bool)),
      r"^smu: _measure_hw returned readings that are not numbers; fix the driver's _measure_hw$"),
+    (Readings(0.0, 0.0, False),
+     r"^smu: _measure_hw returned readings of scalar, scalar, scalar points \(voltage, current, compliance\), "
+     r"expected 1 each; fix the driver's _measure_hw$"),
 ])
 def test_a_drivers_reading_that_is_not_one_point_is_refused_naming_it(reading: object, refusal: str) -> None:
     class Misreading(BareSmu):
@@ -1289,6 +1292,9 @@ def test_a_drivers_reading_that_is_not_one_point_is_refused_naming_it(reading: o
         smu.configure("voltage", 1e-3)
         with pytest.raises(DeviceError, match=refusal):
             smu.measure()
+        smu.set_output(True)
+        with pytest.raises(DeviceError, match=refusal):  # a sweep point by point, of a driver without list sweeps
+            smu.sweep([0.0, 0.1])
 
 
 def test_a_sweep_whose_currents_miss_a_point_is_refused_naming_the_driver() -> None:
