@@ -40,8 +40,11 @@ def reported(hook: Callable[..., Any], subject: Callable[[Any], str], fix: str,
 def report_hooks(cls: type, names: Iterable[str], subject: Callable[[Any], str], fix: str,
                  error_class: type[DeviceError] = DeviceError) -> None:
     """Wrap the hooks ``names`` of ``cls``, its own and its mixins', in `reported`: each once, in the class that first
-    takes it, and none of hil's own."""
+    takes it, and none of hil's own. A static method is left as it is: it has no ``self`` to name the plugin by, and
+    wrapped as a method it would be handed one."""
     for name in names:
         hook = getattr(cls, name)
+        if isinstance(inspect.getattr_static(cls, name), staticmethod):
+            continue
         if inspect.isfunction(hook) and not getattr(hook, "_reports", False) and not is_hils(hook.__module__):
             setattr(cls, name, reported(hook, subject, fix, error_class))
