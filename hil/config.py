@@ -189,15 +189,19 @@ def _openable(path: str) -> str:
 _WINDOWS_REFUSED = re.compile(r'[<>:"|?*]')
 #: The names of Windows' devices, which no file or folder there may take, with any extension (``aux``, ``nul.txt``)
 _WINDOWS_DEVICE = re.compile(r"(?:con|prn|aux|nul|com[1-9]|lpt[1-9])(?:\..*)?", re.IGNORECASE)
+#: What a Windows path begins with before its names: ``\\?\`` (a long path's, past 260 characters) or ``\\.\``,
+#: then a drive (``C:``)
+_WINDOWS_START = re.compile(r"(?:\\\\[?.]\\)?(?:[A-Za-z]:)?")
 
 
 def _a_path(path: str) -> str:
     """A file or folder's path (`_openable`); on Windows, each of its names one Windows takes: none holding
-    ``<>:"|?*`` (a drive's ``C:`` aside), ending in a dot or a space (which Windows drops), or a device's name."""
+    ``<>:"|?*`` (its start aside: ``C:``, ``\\\\?\\C:``), ending in a dot or a space (which Windows drops), or a
+    device's name."""
     path = _openable(path)
     if sys.platform != "win32":
         return path
-    for name in re.split(r"[\\/]", path[2:] if re.match(r"[A-Za-z]:", path) else path):
+    for name in re.split(r"[\\/]", path[_WINDOWS_START.match(path).end():]):
         refused = _WINDOWS_REFUSED.search(name)
         why = f"holds {refused[0]!r}" if refused else \
             "ends in a dot or a space, which Windows drops" if name not in ("", ".", "..") and name[-1] in ". " else \
