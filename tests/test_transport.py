@@ -207,16 +207,21 @@ def test_a_socket_is_looked_into_without_waiting_where_the_system_has_no_msg_don
 
 class WindowsTime:
     """`hil.transport`'s ``time`` with Windows' ``time.monotonic`` before Python 3.13, which ticks every 15.625 ms: here
-    each reading falls a tick after the one before, as one does where a tick comes between them."""
+    each reading falls a tick after the one before, as one does where a tick comes between them; ``perf_counter``
+    reads a µs later at each reading, however long the machine running the test takes."""
 
-    perf_counter, time, sleep = staticmethod(time.perf_counter), staticmethod(time.time), staticmethod(time.sleep)
+    time, sleep = staticmethod(time.time), staticmethod(time.sleep)
 
     def __init__(self) -> None:
-        self.ticks = 0
+        self.ticks = self.readings = 0
 
     def monotonic(self) -> float:
         self.ticks += 1
         return self.ticks * 0.015625
+
+    def perf_counter(self) -> float:
+        self.readings += 1
+        return self.readings * 1e-6
 
 
 def test_a_short_timeout_runs_its_length_where_time_monotonic_ticks_every_15_ms(monkeypatch) -> None:
