@@ -617,6 +617,10 @@ class CrossbarArrayContract(InstrumentContract):
 PHYSICS_TOLERANCE = 1e-4
 
 
+#: The largest ``max_batch`` the system contract splits a batch at.
+SPLIT_TEST_MAX_BATCH = 64
+
+
 def _within(bounds: tuple[float, float], *shape: int, seed: int) -> torch.Tensor:
     """Values drawn uniformly within ``bounds`` (float32, ``shape``), from ``seed``."""
     low, high = bounds
@@ -723,8 +727,10 @@ class PhysicalSystemContract:
 
     def test_a_batch_beyond_max_batch_is_split_and_its_rows_are_what_each_gives_alone(self, built) -> None:
         """A batch of ``max_batch`` + 1 rows takes two device calls, and its rows at either side of the split are
-        what each gives alone."""
+        what each gives alone. ``max_batch`` is lowered to `SPLIT_TEST_MAX_BATCH` where larger (a smaller batch is
+        always allowed), so that a system of a vast ``max_batch`` is not asked for a batch that fills the memory."""
         system = built()
+        system.max_batch = min(system.max_batch, SPLIT_TEST_MAX_BATCH)
         x, theta = _within(system.x_bounds, system.max_batch + 1, system.n_in, seed=1), \
             _within(system.theta_bounds, system.n_params, seed=2)
         calls = system.calls
@@ -824,7 +830,6 @@ class WorldContract:
     def test_every_number_of_its_config_has_a_lower_and_an_upper_bound(self, world) -> None:
         """A unit slip in a lab file (``pitch_m: 8`` for 8 µm) is then refused at its line."""
         config = type(world).Config
-        assert list(config_numbers(config)), f"{type(world).__name__}.Config holds no numbers"
         unbounded = unbounded_numbers(config)
         assert not unbounded, (f"{type(world).__name__}.Config: {', '.join(unbounded)} lack a lower or an upper bound; "
                                "give each Field(ge=..., le=...), the upper at the largest value a bench of the kind "

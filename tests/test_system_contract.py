@@ -154,6 +154,34 @@ def test_a_world_with_a_number_lacking_a_bound_fails_the_world_contract() -> Non
         WorldContract().test_every_number_of_its_config_has_a_lower_and_an_upper_bound(Unbounded())
 
 
+class Numberless(ResistiveNetwork):
+    """A plugin's world whose Config holds no numbers of its own (none to bound)."""
+
+    kind = "numberless_network"
+
+    class Config(Strict):
+        label: str = "bench"
+
+
+def test_a_world_whose_config_holds_no_numbers_keeps_the_bounds_contract() -> None:
+    """It failed saying its Config held no numbers: a check of the walk over the built-in worlds, not a contract."""
+    WorldContract().test_every_number_of_its_config_has_a_lower_and_an_upper_bound(object.__new__(Numberless))
+
+
+class TestVastBatches(TestCrossbarSystem):
+    """A system that takes any batch (a bench with no limit the driver knows): its split is tested at a batch that
+    fits the memory."""
+
+    @pytest.fixture
+    def build(self):
+        def build(preset: str, seed: int) -> CrossbarSystem:
+            world = MemristorCrossbar(preset=preset, seed=seed, config={"geometry": {"rows": 16, "cols": 16}})
+            system = CrossbarSystem({"crossbar": SimulatedCrossbar(world, name="crossbar").connect()}, n_out=6)
+            system.max_batch = 2**62
+            return system
+        return build
+
+
 class Heater(Strict):
     power_w: float = Field(0.5, ge=0)
 
