@@ -100,8 +100,8 @@ class RunHeld(RunFileError):
 
 
 class NoLocks(RunFileError):
-    """The file system of a run folder takes no locks (flock: an NFS mount without its lock service), by which hil keeps
-    a run to one process; ``reason``: what flock answered."""
+    """The file system of a run folder takes no locks (`hil.filelock`: an NFS mount without its lock service), by which
+    hil keeps a run to one process; ``reason``: what the lock answered."""
 
     def __init__(self, brief: str, advice: str, reason: str):
         super().__init__(brief, advice)
