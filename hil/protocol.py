@@ -27,7 +27,7 @@ from hil.nn import PhysicalLayer
 from hil.store import file_digests, held
 from hil.systems.base import PhysicalSystem
 from hil.twin.collect import held_out_count, mixed_seed, repeated_groups
-from hil.twin.models import DEFAULT_HIDDEN, TWIN_KINDS, build_twin, load_twin
+from hil.twin.models import DEFAULT_HIDDEN, TWIN_KINDS, build_twin, load_twin, saved_twin_spec
 
 #: The largest size accepted (a batch, a layer's width): torch counts sizes in 64 bits, and fails beyond mid-run.
 SIZE_MAX = 2**63 - 1
@@ -451,19 +451,24 @@ def check_physics(protocol: Protocol, system: PhysicalSystem, document: YamlDocu
 def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:
     """The twin can be had for ``system``: the one ``twin.from_run`` names loads (its kind, size and settings), and
     a new network twin's layers, and the data a new twin collects, fit in memory (they were found not to after
-    calibrating, or collecting); else a `ConfigError` at the field. An oracle twin needs a simulated system (the
-    world's hidden calibration)."""
+    calibrating, or collecting); else a `ConfigError` at the field. An oracle twin, the protocol's or the one
+    ``twin.from_run`` reuses, needs a simulated system (the world's hidden calibration)."""
     twin = protocol.twin
-    if twin.kind == "oracle" and not all(hasattr(i, "world") for i in system.instruments.values()):
-        *some, last = [kind for kind in TWIN_KINDS if kind != "oracle"]
-        others = f"{', '.join(some)} or {last}"
-        raise locate(document, f"an oracle twin needs a simulated system (it is the world's hidden calibration), and "
-                               f"{protocol.system!r} plays on the bench; give kind {others}", ("twin", "kind"))
+    bench = not all(hasattr(i, "world") for i in system.instruments.values())
+    *some, last = [kind for kind in TWIN_KINDS if kind != "oracle"]
+    others = f"{', '.join(some)} or {last}"
+    needs = f"a simulated system (it is the world's hidden calibration), and {protocol.system!r} plays on the bench"
+    if twin.kind == "oracle" and bench:
+        raise locate(document, f"an oracle twin needs {needs}; give kind {others}", ("twin", "kind"))
     if twin.kind != "neural" and not twin.from_run:
         check_physics(protocol, system, document)
     if twin.from_run:
-        try:
-            load_twin(Path(twin.from_run) / "twin", system)
+        folder = Path(twin.from_run) / "twin"
+        try:  # the reused twin's kind, not the protocol's, is the one the run builds (after calibrating)
+            if saved_twin_spec(folder, system)["kind"] == "oracle" and bench:
+                raise ConfigError(f"{folder} holds an oracle twin, which needs {needs}; point twin.from_run at a "
+                                  f"run whose twin is of kind {others}")
+            load_twin(folder, system)
         except ConfigError as error:
             raise locate(document, error.detail, ("twin", "from_run")) from None
         except DeviceError:  # a physics model measured by calibrating (the fiber's transmission matrix): its kind and

@@ -2945,3 +2945,35 @@ def test_a_run_from_a_session_whose_default_dtype_is_float64_computes_in_float32
     finally:
         torch.set_default_dtype(torch.float32)
     assert final(store)["device_accuracy"] == final(reference)["device_accuracy"]
+
+
+def test_a_reused_oracle_twin_on_a_bench_system_is_refused_before_the_run(tmp_path: Path) -> None:
+    """A run reuses twin.from_run's twin whatever the protocol's twin.kind: an oracle twin (fitted in simulation to a
+    system of the same kind) reused on a bench was let through by hil check, and hil run found it out at fit_twin,
+    after calibrating the bench (the SMU's output switched on)."""
+    from hil.lab import Lab
+    from hil.twin.models import build_twin, twin_files
+
+    protocol = write_probe_protocol(tmp_path)
+    lab = Lab.load(tmp_path / "lab.yaml")
+    try:
+        lab.build()
+        files = twin_files(build_twin("physics", lab.systems["probe"]))
+    finally:
+        lab.close()
+    source = RunStore.create(tmp_path / "simulated", "probe")  # what a simulated run of an oracle twin leaves
+    source.save_arrays("data/twin_data.h5", {"x": torch.rand(2, 4, 1), "theta": torch.rand(2, 1),
+                                             "y": torch.rand(2, 4, 1), "y_repeats": torch.zeros(0, 0, 4, 1)})
+    source.write_bytes("twin/twin.json", json.dumps(json.loads(files["twin.json"]) | {"kind": "oracle"}).encode())
+    source.write_bytes("twin/twin.pt", files["twin.pt"])
+    source.close()
+    fields = yaml.safe_load(protocol.read_text())
+    fields["twin"]["from_run"] = str(source.path)
+    protocol.write_text(yaml.safe_dump(fields))
+    expected = (rf"^{re.escape(str(protocol))}:\d+: twin\.from_run: {re.escape(str(source.path / 'twin'))} holds an "
+                r"oracle twin, which needs a simulated system \(it is the world's hidden calibration\), and 'probe' "
+                r"plays on the bench; point twin\.from_run at a run whose twin is of kind physics, neural or residual$")
+    for attempt in (lambda: check_protocol(protocol), lambda: run_protocol(protocol, show_progress=False)):
+        with pytest.raises(ConfigError, match=expected):
+            attempt()
+    assert not (tmp_path / "runs").exists()

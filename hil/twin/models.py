@@ -259,8 +259,9 @@ def save_twin(twin: Twin, folder: Path) -> None:
         atomic_write(folder / name, data)
 
 
-def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
-    """Rebuild a saved twin for ``system``; an unreadable twin, or one of another system kind, is a `ConfigError`."""
+def saved_twin_spec(folder: Path, system: PhysicalSystem) -> dict[str, Any]:
+    """The description (``twin.json``: kind, system kind, sizes, held-out groups) of the twin saved in ``folder``,
+    read without building it; one unreadable, or of another system kind than ``system``'s, is a `ConfigError`."""
     for name in TWIN_FILES:  # a named pipe (a folder handed on): its read would wait for ever
         with contextlib.suppress(OSError):  # missing: the read below says so
             if not stat.S_ISREG((folder / name).stat().st_mode):
@@ -282,6 +283,12 @@ def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
     if spec.get("system") != system.kind:
         raise ConfigError(f"the twin in {folder} is for a {spec.get('system')!r} system, not {system.kind!r}; "
                           f"point twin.from_run at a run on a {system.kind} system")
+    return spec
+
+
+def load_twin(folder: Path, system: PhysicalSystem) -> Twin:
+    """Rebuild a saved twin for ``system``; an unreadable twin, or one of another system kind, is a `ConfigError`."""
+    spec = saved_twin_spec(folder, system)
     try:
         twin = twin_from_spec(spec, system)
     except (RuntimeError, MemoryError):  # its layers cannot be allocated
