@@ -174,8 +174,8 @@ class InstrumentConfig(Strict):
     @field_validator("traffic_log")
     @classmethod
     def _log_in_a_folder(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """A file that can be made, where the lab's relative paths lie (`Lab.load`'s ``folder``, given as the
-        validation's context: the path comes back under it; without one, the working directory)."""
+        """A file that can be made (or appended to), where the lab's relative paths lie (`Lab.load`'s ``folder``,
+        given as the validation's context: the path comes back under it; without one, the working directory)."""
         if value is None:
             return value
         if not value.strip():
@@ -191,6 +191,11 @@ class InstrumentConfig(Strict):
                              "can write to") from None
         if not existing.is_dir():  # the log's folders are made at the first transfer, below a folder
             raise ValueError(f"{str(existing)!r} is a file, so {value!r} cannot be made")
+        made = path.exists()  # a log appended to; else one to make in the folder found
+        if not os.access(path if made else existing, os.W_OK if made else os.W_OK | os.X_OK):  # else found at open
+            shown = "it" if made else repr(str(existing))
+            raise ValueError(f"{value!r} cannot be written ({shown} cannot be written to); name a file in a folder "
+                             "you can write to")
         return value
 
     @model_validator(mode="after")

@@ -626,6 +626,32 @@ def test_check_refuses_an_output_root_below_a_folder_it_cannot_look_into_at_its_
                                        "you can write to\n")
 
 
+@pytest.mark.parametrize(("log", "said"), [
+    ("shared/logs/smu.log", "'shared/logs/smu.log' cannot be written ('{folder}' cannot be written to)"),
+    ("shared/smu.log", "'shared/smu.log' cannot be written (it cannot be written to)"),
+])
+def test_check_refuses_a_traffic_log_it_cannot_write_at_its_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], log: str,
+        said: str) -> None:
+    """A traffic log in a folder, or a log file, of another user's passed hil check; hil run made its run folder,
+    then failed to open the instrument ('traffic log ...: cannot write (Permission denied)'), and offered to resume
+    the run once the instrument was back. (As root nothing is refused, so the permissions are patched.)"""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    Path("shared").mkdir()
+    Path("shared/smu.log").write_text("", encoding="utf-8")
+    Path("lab.yaml").write_text(f"instruments:\n  smu: {{driver: keithley_2450, emulate: true, traffic_log: {log}}}\n",
+                                encoding="utf-8")
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path).name not in ("shared", "smu.log")
+                        and access(path, mode))
+    assert main(["check", "lab.yaml"]) == 2
+    said = said.format(folder=tmp_path / "shared")
+    assert capsys.readouterr().err == (f"hil: error: lab.yaml:2: instruments.smu.traffic_log: {said}; name a file in a "
+                                       f"folder you can write to (got '{log}')\n")
+
+
 def test_an_oracle_twin_of_a_bench_system_is_refused_where_hil_run_checks_too(tmp_path: Path) -> None:
     """Only hil check refused it; hil run, which calls check_twin before making a run folder, found it out at
     fit_twin, after calibrating and collecting on the bench."""
