@@ -68,8 +68,8 @@ from hil.protocol import (
     load_data,
     load_lab,
     load_protocol,
-    locate,
     recorded,
+    reused_twin_data,
     system_and_method,
     twin_seed,
 )
@@ -358,18 +358,7 @@ class Run:
         config = self.protocol.twin
         if config.from_run:
             check_from_run(self.protocol, self.document, self.resumed)  # a resumed run: here, where it needs it
-            # read only, its lock not taken: runs started together on one twin (seeds in parallel) refused each other
-            source = RunStore.open(config.from_run, watch=True)
-            source.close()
-            try:
-                arrays, _ = source.load_arrays("data/twin_data.h5", fix="point twin.from_run at a run with intact data")
-                self.twin_data = TwinData.from_arrays(arrays)
-            except (RunFileError, ConfigError) as error:  # the source run's file, not this run's: located at the
-                # protocol's field
-                message = str(error) if isinstance(error, RunFileError) else (
-                    f"{source.path / 'data/twin_data.h5'}: {error.detail}; point it at a run that finished its collect "
-                    "step")
-                raise locate(self.document, message, ("twin", "from_run")) from None
+            self.twin_data = reused_twin_data(self.protocol, self.document)
             design = "from run"
         else:
             c = config.collect

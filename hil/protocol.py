@@ -24,9 +24,9 @@ from hil.errors import ConfigError, DeviceError, HilError
 from hil.lab import Lab, reads_as
 from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
-from hil.store import file_digests, held
+from hil.store import RunFileError, RunStore, file_digests, held
 from hil.systems.base import PhysicalSystem
-from hil.twin.collect import held_out_count, mixed_seed, repeated_groups
+from hil.twin.collect import TwinData, held_out_count, mixed_seed, repeated_groups
 from hil.twin.models import DEFAULT_HIDDEN, TWIN_KINDS, build_twin, load_twin, saved_twin_spec
 
 #: The largest size accepted (a batch, a layer's width): torch counts sizes in 64 bits, and fails beyond mid-run.
@@ -474,6 +474,7 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
         except DeviceError:  # a physics model measured by calibrating (the fiber's transmission matrix): its kind and
             pass  # system are checked above; the twin is loaded, and its parameters checked, once calibrated
         _check_reused_data(Path(twin.from_run) / "data" / "twin_data.h5", system, document)
+        reused_twin_data(protocol, document)  # read whole, as the collect step reads them after calibrating
     elif twin.hidden is not None:
         try:  # the network alone: a residual twin's physics may need calibrating first (the fiber's), and is small
             build_twin("neural", system, tuple(twin.hidden))
@@ -521,6 +522,25 @@ def _check_reused_data(path: Path, system: PhysicalSystem, document: YamlDocumen
         if shape and shape[-1] != size:
             raise locate(document, f"{path} holds data of {shape[-1]} {what}, system {system.name!r} has {size}; "
                                    "point twin.from_run at a run on this system as configured", ("twin", "from_run"))
+
+
+def reused_twin_data(protocol: Protocol, document: YamlDocument | None = None) -> TwinData:
+    """The twin data of the run that ``twin.from_run`` names, read as the collect step reads them: from a run folder
+    (its log read, its lock not taken: runs started together on one twin, seeds in parallel, refused each other),
+    whose ``data/twin_data.h5`` holds twin data; else a `ConfigError` at that field."""
+    try:
+        source = RunStore.open(str(protocol.twin.from_run), watch=True)
+    except ConfigError as error:  # a twin/ and data/ copied without their run's folder
+        raise locate(document, f"{error.detail}; point twin.from_run at a whole run folder, as hil run made it",
+                     ("twin", "from_run")) from None
+    source.close()
+    try:
+        arrays, _ = source.load_arrays("data/twin_data.h5", fix="point twin.from_run at a run with intact data")
+        return TwinData.from_arrays(arrays)
+    except (RunFileError, ConfigError) as error:  # the source run's file, not this run's: located at the field
+        message = str(error) if isinstance(error, RunFileError) else (
+            f"{source.path / 'data/twin_data.h5'}: {error.detail}; point it at a run that finished its collect step")
+        raise locate(document, message, ("twin", "from_run")) from None
 
 
 def recorded(protocol: Protocol, data: Dataset | None = None) -> dict[str, Any]:

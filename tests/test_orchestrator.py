@@ -732,7 +732,7 @@ def test_a_resumed_run_whose_from_run_moved_is_told_to_put_it_back_not_to_name_a
     assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
 
 
-def test_from_run_errors_are_clear_and_end_the_run_as_failed(finished_run: Path, tmp_path: Path) -> None:
+def test_from_run_errors_are_clear_and_refused_before_the_run(finished_run: Path, tmp_path: Path) -> None:
     torn_twin = copy_of(finished_run, tmp_path / "torn")
     (torn_twin / "twin/twin.pt").write_bytes((torn_twin / "twin/twin.pt").read_bytes()[:100])
     other_data = copy_of(finished_run, tmp_path / "other")
@@ -747,16 +747,14 @@ def test_from_run_errors_are_clear_and_end_the_run_as_failed(finished_run: Path,
     cases = [(other_data, r"twin\.from_run: ", "data/twin_data.h5: not twin data: no x, theta, y, y_repeats array"),
              (torn_data, rf"^{re.escape(str(tmp_path / 'protocol.yaml'))}:\d+: twin\.from_run: ",  # not this run's
               "data/twin_data.h5: HDF5 data unreadable (")]
-    for k, (source, where, recorded) in enumerate(cases):
+    for k, (source, where, recorded) in enumerate(cases):  # read as hil check reads them: before a run folder
         protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
+        with pytest.raises(ConfigError, match=where + re.escape(str(source / recorded))):
+            check_protocol(protocol)
         with pytest.raises(ConfigError, match=where + re.escape(str(source / recorded))) as caught:
             run_protocol(protocol, show_progress=False, output_root=tmp_path / f"runs-{k}")
         assert "start a new run" not in str(caught.value)
-        [run] = (tmp_path / f"runs-{k}").iterdir()
-        store = RunStore.open(run)
-        last = store.events()[-1]
-        store.close()
-        assert last["kind"] == "run_failed" and recorded in last["error"]
+        assert not (tmp_path / f"runs-{k}").exists()
 
 
 @pytest.mark.parametrize(("written", "started", "why"), [
@@ -2973,6 +2971,23 @@ def test_a_reused_oracle_twin_on_a_bench_system_is_refused_before_the_run(tmp_pa
     expected = (rf"^{re.escape(str(protocol))}:\d+: twin\.from_run: {re.escape(str(source.path / 'twin'))} holds an "
                 r"oracle twin, which needs a simulated system \(it is the world's hidden calibration\), and 'probe' "
                 r"plays on the bench; point twin\.from_run at a run whose twin is of kind physics, neural or residual$")
+    for attempt in (lambda: check_protocol(protocol), lambda: run_protocol(protocol, show_progress=False)):
+        with pytest.raises(ConfigError, match=expected):
+            attempt()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_twin_and_its_data_copied_without_their_run_folder_are_refused_before_the_run(finished_run: Path,
+                                                                                        tmp_path: Path) -> None:
+    """twin.from_run naming a folder of a run's twin/ and data/ alone (what hil check said reusing a run needs) passed
+    hil check; hil run calibrated the device, then its collect step found the folder no run's, and said so without
+    the protocol's file and line."""
+    handed = tmp_path / "handed"
+    for part in ("twin", "data"):
+        shutil.copytree(finished_run / part, handed / part)
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(handed)}})
+    expected = (rf"^{re.escape(str(protocol))}:\d+: twin\.from_run: {re.escape(str(handed))} is not a run folder \(no "
+                r"events\.jsonl\); point twin\.from_run at a whole run folder, as hil run made it$")
     for attempt in (lambda: check_protocol(protocol), lambda: run_protocol(protocol, show_progress=False)):
         with pytest.raises(ConfigError, match=expected):
             attempt()
