@@ -64,6 +64,7 @@ from hil.protocol import (
     check_resumed_data,
     check_twin,
     first_physical_system,
+    held_out_groups,
     instruments_used,
     load_data,
     load_lab,
@@ -418,22 +419,9 @@ class Run:
         self.store.event("fidelity", **result.summary())
 
     def _held_out_groups(self) -> list[int]:
-        """The θ groups the twin was not fitted on: recorded with the twin when it was fitted; for a twin from a run
-        of an earlier hil, the split of that run's own seed and validation fraction."""
+        """The θ groups the twin was not fitted on (`held_out_groups`)."""
         assert self.twin is not None and self.twin_data is not None
-        groups = self.twin.spec.get("held_out_groups")
-        if groups is None:
-            source = Path(self.protocol.twin.from_run or self.store.path) / "protocol.yaml"
-            try:
-                fitted_by, _ = load_protocol(source)
-            except ConfigError as error:
-                raise ConfigError(f"{error} (it tells which θ groups the reused twin was fitted on); point "
-                                  "twin.from_run at an intact run") from None
-            groups = self.twin_data.split_groups(fitted_by.twin.fit.validation_fraction, fitted_by.seed)[1].tolist()
-        if not groups or not all(isinstance(g, int) and 0 <= g < self.twin_data.n_groups for g in groups):
-            raise ConfigError(f"the twin's held-out θ groups {groups!r} are not groups of its "
-                              f"{self.twin_data.n_groups}; point twin.from_run at an intact run")
-        return groups
+        return held_out_groups(self.twin.spec, self.twin_data, Path(self.protocol.twin.from_run or self.store.path))
 
     def _batches(self, epoch: int) -> list[torch.Tensor]:
         """The epoch's shuffled batches of training rows; a last batch of one row joins the one before (a batch

@@ -465,7 +465,8 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
     if twin.from_run:
         folder = Path(twin.from_run) / "twin"
         try:  # the reused twin's kind, not the protocol's, is the one the run builds (after calibrating)
-            if saved_twin_spec(folder, system)["kind"] == "oracle" and bench:
+            spec = saved_twin_spec(folder, system)
+            if spec["kind"] == "oracle" and bench:
                 raise ConfigError(f"{folder} holds an oracle twin, which needs {needs}; point twin.from_run at a "
                                   f"run whose twin is of kind {others}")
             load_twin(folder, system)
@@ -474,7 +475,11 @@ def check_twin(protocol: Protocol, system: PhysicalSystem, document: YamlDocumen
         except DeviceError:  # a physics model measured by calibrating (the fiber's transmission matrix): its kind and
             pass  # system are checked above; the twin is loaded, and its parameters checked, once calibrated
         _check_reused_data(Path(twin.from_run) / "data" / "twin_data.h5", system, document)
-        reused_twin_data(protocol, document)  # read whole, as the collect step reads them after calibrating
+        data = reused_twin_data(protocol, document)  # read whole, as the collect step reads them after calibrating
+        try:  # the groups its fidelity step judges the twin on
+            held_out_groups(spec, data, Path(twin.from_run))
+        except ConfigError as error:
+            raise locate(document, error.detail, ("twin", "from_run")) from None
     elif twin.hidden is not None:
         try:  # the network alone: a residual twin's physics may need calibrating first (the fiber's), and is small
             build_twin("neural", system, tuple(twin.hidden))
@@ -541,6 +546,24 @@ def reused_twin_data(protocol: Protocol, document: YamlDocument | None = None) -
         message = str(error) if isinstance(error, RunFileError) else (
             f"{source.path / 'data/twin_data.h5'}: {error.detail}; point it at a run that finished its collect step")
         raise locate(document, message, ("twin", "from_run")) from None
+
+
+def held_out_groups(spec: Mapping[str, Any], data: TwinData, fitted_in: Path) -> list[int]:
+    """The θ groups of ``data`` that the twin described by ``spec`` was not fitted on: recorded with the twin when it
+    was fitted; for a twin from a run of an earlier hil, the split of the run in ``fitted_in`` (its protocol.yaml's
+    seed and validation fraction). Groups that are not groups of ``data`` are a `ConfigError`."""
+    groups = spec.get("held_out_groups")
+    if groups is None:
+        try:
+            fitted_by, _ = load_protocol(fitted_in / "protocol.yaml")
+        except ConfigError as error:
+            raise ConfigError(f"{error} (it tells which θ groups the reused twin was fitted on); point "
+                              "twin.from_run at an intact run") from None
+        groups = data.split_groups(fitted_by.twin.fit.validation_fraction, fitted_by.seed)[1].tolist()
+    if not groups or not all(isinstance(g, int) and 0 <= g < data.n_groups for g in groups):
+        raise ConfigError(f"the twin's held-out θ groups {groups!r} are not groups of its {data.n_groups}; point "
+                          "twin.from_run at an intact run")
+    return groups
 
 
 def recorded(protocol: Protocol, data: Dataset | None = None) -> dict[str, Any]:

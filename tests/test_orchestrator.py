@@ -2992,3 +2992,31 @@ def test_a_twin_and_its_data_copied_without_their_run_folder_are_refused_before_
         with pytest.raises(ConfigError, match=expected):
             attempt()
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("held_out", "said"), [
+    (None, r"{source}/protocol\.yaml:\d+: retired: unknown key 'retired'.* \(it tells which θ groups the reused twin "
+           r"was fitted on\); point twin\.from_run at an intact run$"),
+    ([99], r"the twin's held-out θ groups \[99\] are not groups of its 4; point twin\.from_run at an intact run$"),
+])
+def test_a_reused_twins_held_out_groups_are_found_before_the_run(finished_run: Path, tmp_path: Path,
+                                                                   held_out: list | None, said: str) -> None:
+    """The θ groups a reused twin is judged on come from its twin.json, or, for a run of an earlier hil (none
+    recorded), from its protocol.yaml: a twin.json naming other groups, or a protocol.yaml that this hil reads no
+    more, passed hil check, and hil run failed at its fidelity step, after calibrating and loading the twin."""
+    source = copy_of(finished_run, tmp_path / "source")
+    spec = json.loads((source / "twin/twin.json").read_text())
+    if held_out is None:
+        del spec["held_out_groups"]
+        with (source / "protocol.yaml").open("a") as file:
+            file.write("retired: 1\n")  # a field of the hil that made the run
+    else:
+        spec["held_out_groups"] = held_out
+    (source / "twin/twin.json").write_text(json.dumps(spec))
+    protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
+    expected = rf"^{re.escape(str(protocol))}:\d+: twin\.from_run: " + said.format(source=re.escape(str(source)))
+    with pytest.raises(ConfigError, match=expected):
+        check_protocol(protocol)
+    with pytest.raises(ConfigError, match=expected):
+        run_protocol(protocol, show_progress=False)
+    assert not (tmp_path / "runs").exists()
