@@ -10,6 +10,7 @@ import yaml
 
 from hil.errors import ConfigError
 from hil.protocol import check_protocol
+from hil.store import RunStore
 from hil.twin.collect import collect
 from hil.twin.fit import fit_twin, nmse
 from hil.twin.models import build_twin, save_twin
@@ -58,36 +59,40 @@ def fiber_protocol(tmp_path, twin: dict) -> Path:
     return path
 
 
-def reused_fiber_run(tmp_path, arrays: dict[str, object]) -> Path:
-    """A run folder in ``tmp_path`` / source to reuse with ``twin.from_run``: the ideal fiber's twin, and a
+def reused_fiber_run(tmp_path, arrays: dict[str, object], kind: str = "physics",
+                     hidden: tuple[int, ...] | None = None) -> Path:
+    """A run folder in ``tmp_path`` / runs to reuse with ``twin.from_run``: the ideal fiber's twin of ``kind``, and a
     ``data/twin_data.h5`` of ``arrays`` (each a tensor, or None for a group in its place)."""
     import h5py
 
+    store = RunStore.create(tmp_path / "runs", "source")
+    store.close()
     with lab_from_text(IDEAL_FIBER, tmp_path) as lab:
         system = lab.systems["fiber"]
         system.calibrate()
-        save_twin(build_twin("physics", system), tmp_path / "source" / "twin")
-    (tmp_path / "source" / "data").mkdir()
-    with h5py.File(tmp_path / "source" / "data" / "twin_data.h5", "w") as file:
+        twin = build_twin(kind, system, hidden=hidden)
+        twin.spec["held_out_groups"] = [0]  # as a run's fit step records them
+        save_twin(twin, store.path / "twin")
+    (store.path / "data").mkdir()
+    with h5py.File(store.path / "data" / "twin_data.h5", "w") as file:
         for name, array in arrays.items():
             if array is None:
                 file.create_group(name)
             else:
                 file.create_dataset(name, data=array)
-    return tmp_path / "source"
+    return store.path
 
 
 def test_hil_check_takes_a_fiber_protocol_with_a_residual_twin_or_a_reused_twin(tmp_path) -> None:
     """The fiber's physics model is its measured transmission matrix: before calibrating there is none. Checking a
     residual twin's hidden widths built the whole twin, and a reused one was loaded whole, so hil check (and hil run,
     before anything was measured) refused both: "the fiber's transmission matrix is unknown; call calibrate()"."""
-    with lab_from_text(IDEAL_FIBER, tmp_path) as lab:  # a fitted fiber twin to reuse
+    with lab_from_text(IDEAL_FIBER, tmp_path) as lab:
         system = lab.systems["fiber"]
         system.calibrate()
-        save_twin(build_twin("residual", system, hidden=(8,)), tmp_path / "source" / "twin")
-    (tmp_path / "source" / "data").mkdir()
-    (tmp_path / "source" / "data" / "twin_data.h5").touch()  # read at the run's fit step, not by a check
-    for twin in ({"kind": "residual", "hidden": [8]}, {"kind": "residual", "from_run": str(tmp_path / "source")}):
+        arrays = collect(system, n_thetas=4, inputs_per_theta=2, design="sobol", seed=0).arrays()
+    source = reused_fiber_run(tmp_path, arrays, "residual", (8,))
+    for twin in ({"kind": "residual", "hidden": [8]}, {"kind": "residual", "from_run": str(source)}):
         assert "OK — pat on 'fiber' (fiber)" in check_protocol(fiber_protocol(tmp_path, twin))
 
 
