@@ -670,8 +670,9 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1]
 @functools.cache
 def source_commit(root: Path = SOURCE_ROOT) -> str:
     """The git commit that ``root``, the root of a checkout, is at, with ``+modified.`` and the start of the SHA-256
-    of the difference where the tracked files of the packages that compute a run (hil, simulators, drivers) differ
-    from it (so that code changed again is told from the first change); ``not a git checkout`` where ``root``
+    of the difference where the files of the packages that compute a run (hil, simulators, drivers) differ from it,
+    a new module of one's own not yet added to git included (so that code changed again is told from the first
+    change); ``not a git checkout`` where ``root``
     holds none (hil installed from a wheel, whose version then says which it is), ``unknown`` where git cannot tell
     (not installed, or refusing the folder). Asked of git once per process: the code a process runs is what it
     imported."""
@@ -681,13 +682,18 @@ def source_commit(root: Path = SOURCE_ROOT) -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
                               errors="surrogateescape", check=True, stdin=subprocess.DEVNULL).stdout.strip()
+    packages = ("hil", "simulators", "drivers")
     try:
         commit = git("rev-parse", "HEAD")
-        changed = git("diff", "HEAD", "--binary", "--", "hil", "simulators", "drivers")
+        changed = git("diff", "HEAD", "--binary", "--", *packages)
+        added = git("ls-files", "--others", "--exclude-standard", "-z", "--", *packages)  # a module of one's own
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    digest = hashlib.sha256(changed.encode(errors="surrogateescape")).hexdigest()[:12]  # of the difference git printed
-    return f"{commit}+modified.{digest}" if changed else commit
+    digest = hashlib.sha256(changed.encode(errors="surrogateescape"))  # of the difference git printed
+    for name in sorted(filter(None, added.split("\0"))):
+        with contextlib.suppress(OSError):
+            digest.update(name.encode(errors="surrogateescape") + b"\0" + (root / name).read_bytes())
+    return f"{commit}+modified.{digest.hexdigest()[:12]}" if changed or added else commit
 
 
 def _warn_of_other_versions(saved: Any) -> None:

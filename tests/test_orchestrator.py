@@ -2871,6 +2871,13 @@ def test_a_run_records_the_commit_of_the_hil_source_it_ran(tmp_path: Path) -> No
     assert source_commit.__wrapped__(tmp_path / "src") not in (commit, modified)
     (tmp_path / "src" / "hil" / "nn.py").write_text("x = 2\n")
     assert source_commit.__wrapped__(tmp_path / "src") == modified
+    (tmp_path / "src" / "hil" / "nn.py").write_text("x = 1\n")
+    (tmp_path / "src" / "hil" / "mine.py").write_text("y = 1\n")  # a module of one's own, not added to git
+    added = source_commit.__wrapped__(tmp_path / "src")
+    assert re.fullmatch(f"{commit}\\+modified\\.[0-9a-f]{{12}}", added) and added != modified
+    (tmp_path / "src" / "hil" / "mine.py").write_text("y = 2\n")
+    assert source_commit.__wrapped__(tmp_path / "src") not in (commit, added)
+    (tmp_path / "src" / "hil" / "mine.py").unlink()
     assert source_commit(tmp_path / "src" / "hil") == "not a git checkout"
     (tmp_path / ".git").mkdir()  # no repository git can read
     assert source_commit(tmp_path) == "unknown"
