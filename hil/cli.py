@@ -318,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog="exit status: 0 done; 2 a bad argument or file, an instrument that failed, or a run that "
                             "failed (one line on stderr says which, and what to do); 1 the output could not be "
                             "written (a full disk, a reader that quit); 128+N stopped by signal N: 130 Ctrl-C, 143 "
-                            "SIGTERM, 129 SIGHUP (a stopped run says how to resume it; hil emulate, which runs until "
-                            "Ctrl-C, exits 0 at it)")
+                            "SIGTERM, 129 SIGHUP, 149 SIGBREAK (Ctrl-Break, Windows) (a stopped run says how to "
+                            "resume it; hil emulate, which runs until Ctrl-C, exits 0 at it)")
     parser.add_argument("--version", action="version", version=f"hil {_version()}",
                         help="print hil's version (as a run records it) and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -344,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = subcommand("run", "run an experiment protocol, or resume a run",
                      "Prints the run's folder and its report on stdout; the progress bars and the errors go to stderr. "
                      "A first Ctrl-C stops after the current step or training batch, with a checkpoint; a second, "
-                     "SIGTERM or SIGHUP stop at once; the instruments are put in their safe state, and the last line "
-                     "says how to resume.")
+                     "SIGTERM, SIGHUP or Ctrl-Break (Windows) stop at once; the instruments are put in their safe "
+                     "state, and the last line says how to resume.")
     run.add_argument("protocol", type=Path, nargs="?", help="the protocol file (none with --resume)")
     run.add_argument("--lab", type=Path, default=None, help="lab file (default: the protocol's)")
     run.add_argument("--seed", type=_seed, default=None, help="override the protocol's seed")
