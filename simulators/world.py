@@ -200,8 +200,10 @@ class World:
         return torch.rand(shape, generator=generator or self.rng)
 
     def describe(self) -> dict[str, Any]:
-        """Preset, seed and the full resolved config, for snapshots."""
-        return {"kind": self.kind, "preset": self.preset, "seed": self.seed, "config": self.config.model_dump()}
+        """Preset, seed, whether it sleeps its device time (``realtime``: then a run's wall time holds it) and the
+        full resolved config, for snapshots."""
+        return {"kind": self.kind, "preset": self.preset, "seed": self.seed, "realtime": self.clock.realtime,
+                "config": self.config.model_dump()}
 
 
 class OrnsteinUhlenbeck:

@@ -78,3 +78,9 @@ def test_a_crossbar_waits_its_programming_and_reads_less_what_it_computed(wall: 
     assert device_s == pytest.approx(3 * 5e-3 + 64 * 1e-4 + 8 * 133e-9)
     assert sum(wall.slept) == pytest.approx(device_s - 3 * COMPUTE_S)
     assert wall.wall_s - started == pytest.approx(device_s)
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+def test_a_worlds_snapshot_says_whether_it_sleeps_its_device_time(realtime: bool) -> None:
+    """A run's wall time holds the device time where its worlds sleep it: the snapshot left out which they did."""
+    assert OpticalTable(preset="ideal", realtime=realtime).describe()["realtime"] is realtime
