@@ -105,3 +105,15 @@ def test_a_reused_run_whose_data_are_of_another_size_is_refused_at_its_field_bef
     with pytest.raises(ConfigError, match=r"protocol.yaml:\d+: twin.from_run: .*twin_data.h5 holds data of 8 θ, "
                                           r"system 'fiber' has 16; point twin.from_run at a run on this system"):
         check_protocol(fiber_protocol(tmp_path, {"kind": "physics", "from_run": str(source)}))
+
+
+def test_an_oracle_twin_of_a_fiber_whose_block_is_not_the_worlds_macro_pixel_is_refused_by_check(tmp_path) -> None:
+    """hil check said OK, and the run failed after calibrating and collecting: the oracle is the world's transmission
+    matrix over its macro-pixels, which a system of another block cannot take."""
+    lab_text = IDEAL_FIBER.replace("camera: fiber_camera}}", "camera: fiber_camera}, settings: {block: 4}}")
+    with lab_from_text(lab_text, tmp_path):
+        pass
+    with pytest.raises(ConfigError, match=r"protocol\.yaml:\d+: twin\.kind: system 'fiber': block 4 differs from the "
+                                          r"fiber's macro-pixels \(8 px\), which an oracle twin cannot represent; "
+                                          r"give the system block: 8, or another twin kind$"):
+        check_protocol(fiber_protocol(tmp_path, {"kind": "oracle"}))

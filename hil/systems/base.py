@@ -327,8 +327,9 @@ class PhysicalSystem(ABC):
         if len(worlds) != 1:
             raise DeviceError(f"system {self.name!r}: an oracle needs the instruments of one simulated world")
         world = next(iter(worlds.values()))
+        hidden = self.hidden_calibration(world)  # first: a mismatch it finds is known before calibrating (the fiber's)
         # unbound: a physics model written as a plain nn.Module (as a physics twin takes it) has no load_hidden
-        return PhysicsModel.load_hidden(self.physics_model(), self.hidden_calibration(world))  # type: ignore[arg-type]
+        return PhysicsModel.load_hidden(self.physics_model(), hidden)  # type: ignore[arg-type]
 
     def hidden_calibration(self, world: Any) -> dict[str, Any]:
         """The world's hidden values of this system's calibration parameters (subclasses map names)."""

@@ -202,12 +202,13 @@ class FiberSystem(SLMCameraSystem):
         """The world's hidden values in the model's terms, at the working exposure (needs `calibrate`). The model's
         beam (``waist_px``) need not be the world's: the light reaches the camera as T·diag(a), so the world's
         macro-pixel amplitudes over the model's are folded into the transmission matrix."""
+        hidden = world.hidden_parameters()
+        if hidden["macro_px"] != self.block:  # known before calibrating: hil check says it, not the run's fit step
+            raise ConfigError(f"block {self.block} differs from the fiber's macro-pixels ({hidden['macro_px']} px), "
+                              f"which an oracle twin cannot represent; give the system block: {hidden['macro_px']}, "
+                              "or another twin kind")
         if self.reference_rate_dn_s is None:
             raise DeviceError(f"system {self.name!r}: calibrate() before asking for the oracle")
-        hidden = world.hidden_parameters()
-        if hidden["macro_px"] != self.block:
-            raise DeviceError(f"system {self.name!r}: block {self.block} differs from the fiber's macro-pixels "
-                              f"({hidden['macro_px']} px); the model cannot represent it")
         exposure = self.working_exposure()
         scale = self._scale(exposure)
         pixels = self.region_pixels

@@ -306,7 +306,8 @@ def test_bad_settings_are_refused() -> None:
         FiberSystem({"slm": slm, "camera": camera}, n_in=32, n_params=32)
     system = FiberSystem({"slm": slm, "camera": camera}, block=4, n_in=8, n_params=8)
     system.calibrate()
-    with pytest.raises(DeviceError, match="macro-pixels"):
+    with pytest.raises(ConfigError, match=r"^block 4 differs from the fiber's macro-pixels \(8 px\), which an oracle "
+                                          r"twin cannot represent; give the system block: 8, or another twin kind$"):
         system.oracle_model()
     with pytest.raises(ConfigError, match=r"fiber\.macro_px 7"):
         MultimodeFiber(config={"fiber": {"macro_px": 7}})
