@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from hil.errors import DeviceError
-from hil.instruments import Readings, SourceMeter
+from hil.instruments import Readings
 from simulators.resistive import ResistiveNetwork
+from tests.test_instruments import BareSmu
 
 
 class StaticHidden(ResistiveNetwork):
@@ -18,21 +19,12 @@ class StaticHidden(ResistiveNetwork):
         return {"offset_v": 0.0}
 
 
-class StaticSmu(SourceMeter):
+class StaticSmu(BareSmu):
     """A plugin driver whose identity and reading need no instrument state, written as static methods."""
 
     @staticmethod
     def _identify_hw() -> str:
         return "acme,static"
-
-    def _configure_hw(self, mode, compliance, nplc) -> None:
-        pass
-
-    def _set_level_hw(self, level: float) -> None:
-        pass
-
-    def _set_output_hw(self, enabled: bool) -> None:
-        pass
 
     @staticmethod
     def _measure_hw() -> Readings:
