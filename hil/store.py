@@ -47,7 +47,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import h5py
 import numpy as np
@@ -56,6 +56,9 @@ import torch
 from hil.config import YamlDocument
 from hil.errors import ConfigError, HilError, error_reason, signals_held
 from hil.filelock import lock, shares, unlock
+
+if TYPE_CHECKING:
+    from hil.twin.models import Twin
 
 EVENTS = "events.jsonl"
 DISCARDED = "events.discarded.jsonl"
@@ -220,6 +223,15 @@ def atomic_write(path: Path, data: bytes) -> None:
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
             raise
+
+
+def save_twin(twin: Twin, folder: Path) -> None:
+    """Write a twin's ``twin.json`` and ``twin.pt`` (`hil.twin.models.twin_files`) into ``folder``, each atomically;
+    `hil.twin.models.load_twin` reads them back."""
+    from hil.twin.models import twin_files
+
+    for name, data in twin_files(twin).items():
+        atomic_write(folder / name, data)
 
 
 def _plain(path: Path) -> None:

@@ -10,10 +10,10 @@ import yaml
 
 from hil.errors import ConfigError
 from hil.protocol import check_protocol
-from hil.store import RunStore
+from hil.store import RunStore, save_twin
 from hil.twin.collect import collect
 from hil.twin.fit import fit_twin, nmse
-from hil.twin.models import build_twin, save_twin
+from hil.twin.models import build_twin
 from tests.lab_text import lab_from_text
 
 IDEAL_FIBER = textwrap.dedent("""

@@ -12,8 +12,9 @@ from torch import nn
 
 from hil.errors import ConfigError, LimitError
 from hil.nn import PhysicalLayer, float32_bounds, physical_layers, physics_aware, project_, set_mode
+from hil.store import save_twin
 from hil.systems.base import PhysicalSystem, PhysicsModel
-from hil.twin.models import Twin, build_twin, frozen, load_twin, save_twin, trainable
+from hil.twin.models import Twin, build_twin, frozen, load_twin, trainable
 from tests.lab_text import lab_from_text
 
 LAB = textwrap.dedent("""

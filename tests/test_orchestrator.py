@@ -1046,7 +1046,8 @@ def test_a_run_reusing_a_twin_of_another_kind_resumes_with_that_twin_and_its_hel
     fitted on; a resumed run rebuilds it as the checkpoint recorded it, and measures its fidelity on those groups
     (not on the split of its own seed)."""
     from hil.lab import Lab
-    from hil.twin.models import build_twin, save_twin
+    from hil.store import save_twin
+    from hil.twin.models import build_twin
 
     source = copy_of(finished_run, tmp_path / "source")
     with Lab.load(REPO / "lab.yaml") as lab:

@@ -11,11 +11,12 @@ import torch
 from torch.quasirandom import SobolEngine
 
 from hil.errors import ConfigError, HilError
+from hil.store import save_twin
 from hil.systems.base import PhysicalSystem, PhysicsModel
 from hil.twin.collect import SMALLEST_OUTPUT, TwinData, collect, held_out_count, measurement_count, sobol
 from hil.twin.fidelity import fidelity, jacobian_cosine
 from hil.twin.fit import fit_epochs, fit_twin, nmse
-from hil.twin.models import OutputAffine, build_twin, load_twin, save_twin
+from hil.twin.models import OutputAffine, build_twin, load_twin
 from tests.lab_text import lab_from_text
 
 LAB = textwrap.dedent("""

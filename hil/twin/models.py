@@ -251,14 +251,6 @@ def twin_files(twin: Twin) -> dict[str, bytes]:
     return dict(zip(TWIN_FILES, (json.dumps(twin.spec, indent=2).encode(), weights.getvalue()), strict=True))
 
 
-def save_twin(twin: Twin, folder: Path) -> None:
-    """Write ``twin.json`` and ``twin.pt`` into ``folder`` (each atomically)."""
-    from hil.store import atomic_write
-
-    for name, data in twin_files(twin).items():
-        atomic_write(folder / name, data)
-
-
 def saved_twin_spec(folder: Path, system: PhysicalSystem) -> dict[str, Any]:
     """The description (``twin.json``: kind, system kind, sizes, held-out groups) of the twin saved in ``folder``,
     read without building it; one unreadable, or of another system kind than ``system``'s, is a `ConfigError`."""
