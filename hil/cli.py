@@ -22,7 +22,18 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from hil.errors import ConfigError, HilError, Terminated, handling, signals_held, stop_signals, terminate_on_signals
+from hil.errors import (
+    ConfigError,
+    HilError,
+    NoLocks,
+    RunHeld,
+    Terminated,
+    WriteRefused,
+    handling,
+    signals_held,
+    stop_signals,
+    terminate_on_signals,
+)
 
 DEFAULT_LAB = "lab.yaml"
 
@@ -214,7 +225,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from hil.report import live_summary, write_report
-    from hil.store import NoLocks, RunHeld, RunStore, WriteRefused
+    from hil.store import RunStore
 
     try:
         store = RunStore.open(args.run)

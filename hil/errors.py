@@ -113,6 +113,47 @@ class InterlockError(HilError):
     """A safety or quality interlock tripped (saturation, compliance, laser power, twin drift)."""
 
 
+class RunFileError(HilError):
+    """A file of a run folder is missing, damaged or unreadable, or the folder cannot be created. ``brief``: what
+    happened, without ``advice``, what to do (the message is both), for a message that has already said that."""
+
+    def __init__(self, brief: str, advice: str = ""):
+        super().__init__(f"{brief}; {advice}" if advice else brief)
+        self.brief, self.advice = brief, advice
+
+
+class RunHeld(RunFileError):
+    """The run folder is open in another hil process (a run, a resume, a report), whose pid is ``pid`` ("?" where
+    its lock file does not say)."""
+
+    def __init__(self, brief: str, advice: str = "", pid: str = "?"):
+        super().__init__(brief, advice)
+        self.pid = pid
+
+
+class NoLocks(RunFileError):
+    """The file system of a run folder takes no locks (`hil.filelock`: an NFS mount without its lock service), by which
+    hil keeps a run to one process; ``reason``: what the lock answered."""
+
+    def __init__(self, brief: str, advice: str, reason: str):
+        super().__init__(brief, advice)
+        self.reason = reason
+
+
+class WriteRefused(RunFileError):
+    """The disk refused to write a file of the run (full, read-only, a permission): a resume goes on once it takes
+    it again."""
+
+
+class Interrupted(HilError):
+    """The run stopped at a user's Ctrl-C (after saving), or at once at a second one, SIGTERM or SIGHUP (from its
+    last checkpoint); resume it with ``hil run --resume``. ``exit_status``: 130, or 128 + the signal's number."""
+
+    def __init__(self, message: str, exit_status: int = 130):
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
 def one_line(error: BaseException) -> str:
     """An exception's message on one line (a library's, torch's or a plugin's, may span several), or its type where
     it has none."""

@@ -49,8 +49,11 @@ from hil.errors import (
     HilError,
     InstrumentBusy,
     InterlockError,
+    Interrupted,
+    RunFileError,
     SystemSlip,
     TransportError,
+    WriteRefused,
     error_reason,
     handling,
     out_of_memory,
@@ -78,9 +81,7 @@ from hil.store import (
     CHECKPOINT,
     EVENTS,
     SUMMARY,
-    RunFileError,
     RunStore,
-    WriteRefused,
     file_digests,
     resume_command,
 )
@@ -99,15 +100,6 @@ UNMEASURED_EVENTS = ("run_started", "warning", "run_interrupted", "run_failed")
 #: The files a run starts from. Their digests, and those of the data files written since, are in every
 #: checkpoint: a resumed run refuses them changed or damaged.
 RUN_FILES = ("protocol.yaml", "lab.yaml")
-
-
-class Interrupted(HilError):
-    """The run stopped at a user's Ctrl-C (after saving), or at once at a second one, SIGTERM or SIGHUP (from its
-    last checkpoint); resume it with ``hil run --resume``. ``exit_status``: 130, or 128 + the signal's number."""
-
-    def __init__(self, message: str, exit_status: int = 130):
-        super().__init__(message)
-        self.exit_status = exit_status
 
 
 class _StopFlag:

@@ -20,11 +20,11 @@ from torch import nn
 
 from hil.config import LearningRate, Seed, Strict, UserPath, YamlDocument, dotted
 from hil.datasets import DATASETS, IDX_FILES, Dataset
-from hil.errors import ConfigError, DeviceError, HilError
+from hil.errors import ConfigError, DeviceError, HilError, RunFileError
 from hil.lab import Lab, reads_as
 from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
-from hil.store import RunFileError, RunStore, file_digests, held
+from hil.store import RunStore, file_digests, held
 from hil.systems.base import PhysicalSystem
 from hil.twin.collect import TwinData, held_out_count, mixed_seed, repeated_groups
 from hil.twin.models import DEFAULT_HIDDEN, TWIN_KINDS, build_twin, load_twin, saved_twin_spec

@@ -33,12 +33,11 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from hil.errors import counted
+from hil.errors import RunFileError, counted
 from hil.store import (
     DISCARDED,
     EVENTS,
     SUMMARY,
-    RunFileError,
     RunStore,
     held,
     parse_event,

@@ -32,9 +32,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from hil.errors import ConfigError, error_reason
+from hil.errors import ConfigError, RunFileError, error_reason
 from hil.registry import TARGET, load_target
-from hil.store import RunFileError
 
 _GENERATOR = "__generator_state__"
 _NUMPY_GENERATOR = "__numpy_generator_state__"

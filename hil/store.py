@@ -54,7 +54,16 @@ import numpy as np
 import torch
 
 from hil.config import YamlDocument
-from hil.errors import ConfigError, HilError, error_reason, signals_held
+from hil.errors import (
+    ConfigError,
+    HilError,
+    NoLocks,
+    RunFileError,
+    RunHeld,
+    WriteRefused,
+    error_reason,
+    signals_held,
+)
 from hil.filelock import lock, shares, unlock
 
 if TYPE_CHECKING:
@@ -82,38 +91,6 @@ CHECKPOINT_MAGIC = b"hil checkpoint 1\n"
 #: back silently changed) nor a crash of HDF5 (1.8's format has no checksum on a chunk index: four zeroed bytes there
 #: ended the process).
 HDF5_FORMAT = ("v110", "v110")
-
-
-class RunFileError(HilError):
-    """A file of a run folder is missing, damaged or unreadable, or the folder cannot be created. ``brief``: what
-    happened, without ``advice``, what to do (the message is both), for a message that has already said that."""
-
-    def __init__(self, brief: str, advice: str = ""):
-        super().__init__(f"{brief}; {advice}" if advice else brief)
-        self.brief, self.advice = brief, advice
-
-
-class RunHeld(RunFileError):
-    """The run folder is open in another hil process (a run, a resume, a report), whose pid is ``pid`` ("?" where
-    its lock file does not say)."""
-
-    def __init__(self, brief: str, advice: str = "", pid: str = "?"):
-        super().__init__(brief, advice)
-        self.pid = pid
-
-
-class NoLocks(RunFileError):
-    """The file system of a run folder takes no locks (`hil.filelock`: an NFS mount without its lock service), by which
-    hil keeps a run to one process; ``reason``: what the lock answered."""
-
-    def __init__(self, brief: str, advice: str, reason: str):
-        super().__init__(brief, advice)
-        self.reason = reason
-
-
-class WriteRefused(RunFileError):
-    """The disk refused to write a file of the run (full, read-only, a permission): a resume goes on once it takes
-    it again."""
 
 
 @contextlib.contextmanager

@@ -13,7 +13,11 @@ Layers, bottom to top (a module may import its own layer and those below it):
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
+
+import hil.errors
+from hil.errors import HilError
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("hil", "drivers", "simulators")
@@ -94,3 +98,18 @@ def test_imports_point_down_the_layers() -> None:
                 wrong.append(f"{path.relative_to(ROOT)}:{line}: {name} (layer {layer}) imports {imported} "
                              f"(layer {target})")
     assert wrong == []
+
+
+def test_hils_errors_are_defined_in_hil_errors() -> None:
+    """One hierarchy in `hil.errors`: every error of hil's (a subclass of `HilError`) is defined there, so that a
+    caller finds and catches each one in one module (the run folder's errors, a stopped run's `Interrupted`)."""
+    for name in _modules():
+        if name != "hil.__main__":  # which runs the command
+            importlib.import_module(name)
+    classes, elsewhere = [HilError], []
+    while classes:
+        cls = classes.pop()
+        classes += cls.__subclasses__()
+        if _ours(cls.__module__) and cls.__module__ != hil.errors.__name__:
+            elsewhere.append(f"{cls.__module__}.{cls.__qualname__}")
+    assert elsewhere == []
