@@ -58,7 +58,6 @@ import torch
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pyvisa.util import to_ieee_block
 
 from hil.errors import ConfigError, DeviceError, LimitError, TransportError
 from hil.instruments import (
@@ -72,7 +71,7 @@ from hil.instruments import (
 )
 from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
-from hil.transport import Transport, _Unterminated
+from hil.transport import Transport, _Unterminated, definite_block
 
 if TYPE_CHECKING:
     from simulators.emulators.server import PtyServer, TcpServer
@@ -197,7 +196,7 @@ class ProtocolTransport(Transport):
         return reply + self.read_termination.encode()
 
     def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:
-        self._write_raw(command.encode() + to_ieee_block(values, datatype, big_endian)
+        self._write_raw(command.encode() + definite_block(values, datatype, big_endian)
                         + self.write_termination.encode())
 
     def _query_binary_raw(self, command: str) -> bytes:
@@ -227,7 +226,7 @@ def expected_protocol(factory: Callable[[ProtocolTransport], T], exchanges: Sequ
 
 def block(values: Sequence[float] | np.ndarray, datatype: str = "f", big_endian: bool = False) -> bytes:
     """The IEEE 488.2 definite-length block of ``values``, for writing expected exchanges."""
-    return to_ieee_block(np.asarray(values), datatype, big_endian)
+    return definite_block(values, datatype, big_endian)
 
 
 # -- contracts ---------------------------------------------------------------------------------------------------

@@ -44,6 +44,14 @@ MAX_REPLY_BYTES = 64 * 2**20
 _ERRNO_PAIR = re.compile(r"\((\d+), '([^']*)'\)")
 
 
+def definite_block(values: Sequence[float] | np.ndarray, datatype: str = "f", big_endian: bool = False) -> bytes:
+    """``values`` as an IEEE 488.2 definite-length block (``#``, digits, byte count, data), each value packed with
+    the struct code ``datatype`` (see `BLOCK_DATATYPES`), as pyvisa builds it."""
+    from pyvisa.util import to_ieee_block
+
+    return to_ieee_block(np.asarray(values), datatype, big_endian)
+
+
 class _Unterminated(TimeoutError):
     """A read that timed out after ``received`` came without the read termination."""
 
@@ -828,8 +836,7 @@ class VisaTransport(Transport):
 
     def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:
         if self._log is not None:
-            from pyvisa.util import to_ieee_block
-            self._record(">", command.encode() + to_ieee_block(values, datatype, big_endian))
+            self._record(">", command.encode() + definite_block(values, datatype, big_endian))
         size = values.size * struct.calcsize(f"<{datatype}")  # the block's values, as sent (values may be wider)
         with self._sending(len(command) + len(f"#{len(str(size))}{size}") + size + len(self.write_termination)):
             self._inst.write_binary_values(command, values, datatype=datatype, is_big_endian=big_endian)
@@ -933,9 +940,7 @@ class SerialTransport(Transport):
         return bytes(data[:end])
 
     def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:
-        from pyvisa.util import to_ieee_block
-
-        data = command.encode("ascii") + to_ieee_block(values, datatype, big_endian) \
+        data = command.encode("ascii") + definite_block(values, datatype, big_endian) \
             + self.write_termination.encode("ascii")
         self._record(">", data)
         self._write_raw(data)

@@ -100,6 +100,16 @@ def test_imports_point_down_the_layers() -> None:
     assert wrong == []
 
 
+def test_only_the_transport_touches_pyvisa_and_pyserial() -> None:
+    """pyvisa, pyvisa-py and pyserial are used by `hil.transport` alone (the test kit builds its binary blocks with
+    `hil.transport.definite_block`)."""
+    libraries = {"pyvisa", "pyvisa_py", "serial"}
+    touching = [f"{path.relative_to(ROOT)}:{line}: {imported}" for name, path in _modules().items()
+                if name != "hil.transport" for imported, line in _imports(name, path)
+                if imported.split(".")[0] in libraries]
+    assert touching == []
+
+
 def test_hils_errors_are_defined_in_hil_errors() -> None:
     """One hierarchy in `hil.errors`: every error of hil's (a subclass of `HilError`) is defined there, so that a
     caller finds and catches each one in one module (the run folder's errors, a stopped run's `Interrupted`)."""
