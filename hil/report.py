@@ -25,11 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
@@ -56,7 +52,6 @@ def _save(store: RunStore, figure: Figure, relative: str) -> None:
     if figure.get_layout_engine() is None:  # one laid out as it is made (constrained) keeps its own
         figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
     store.write_bytes(relative, buffer.getvalue())
 
 
@@ -130,8 +125,8 @@ def _learning_curves(events: list[dict[str, Any]]) -> Figure:
     epochs = [e for e in events if e["kind"] == "epoch" and isinstance(e.get("epoch"), int) and _plotted(e["epoch"])]
     batches = [e for e in events if e["kind"] == "batch" and isinstance(e.get("epoch"), int) and _plotted(e["epoch"])
                and _plotted(e.get("loss"))]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained",
-                                                     sharex=True)  # the same epochs: an empty panel is not at 0
+    figure = Figure(figsize=(10, 4.4), layout="constrained")
+    loss_axis, accuracy_axis = figure.subplots(1, 2, sharex=True)  # the same epochs: an empty panel is not at 0
     if batches:
         per_epoch: dict[int, list[float]] = {}
         for event in batches:
@@ -228,7 +223,8 @@ def _twin_fit(store: RunStore, fitted: dict[str, Any] | None = None) -> Figure:
               if (np.abs(values[np.isfinite(values)].astype(np.float64)) > 1e300).any()]
     if beyond:
         _damaged(store, "data/fidelity.h5", f"{' and '.join(beyond)} hold values beyond 1e300, which no device gives")
-    figure, (axis, per_output) = plt.subplots(1, 2, figsize=(11, 5), width_ratios=(1.2, 1))
+    figure = Figure(figsize=(11, 5))
+    axis, per_output = figure.subplots(1, 2, width_ratios=(1.2, 1))
     # every output (the NMSE in the title is over all of them), each its own colour of a colour map (a colour cycle
     # repeats after 10), drawn in a shuffled order so that no output's points lie under all of another's
     outputs = np.broadcast_to(np.arange(measured.shape[1]), measured.shape).ravel()
@@ -302,7 +298,8 @@ NAMED_CLASSES = 12
 
 
 def _confusion(confusion: np.ndarray, names: list[str]) -> Figure:
-    figure, axis = plt.subplots(figsize=(5.5, 5))
+    figure = Figure(figsize=(5.5, 5))
+    axis = figure.subplots()
     image = axis.imshow(confusion, cmap="Blues")
     n = len(confusion)
     if n <= ANNOTATED_CLASSES:

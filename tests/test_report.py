@@ -3,6 +3,8 @@
 import io
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -516,6 +518,20 @@ def test_writing_a_report_leaves_no_figure_open(tmp_path: Path) -> None:
     before = plt.get_fignums()  # other tests' figures, made outside a report
     _summary(_run(tmp_path))
     assert plt.get_fignums() == before
+
+
+def test_importing_hil_report_and_writing_a_report_leave_matplotlib_s_backend_as_chosen(tmp_path: Path) -> None:
+    """hil.report switched matplotlib to Agg as it was imported (by a run's report step, or by hil report): after a run
+    from a notebook or a script, its own figures no longer showed (plt.show() warned that Agg cannot show them)."""
+    store = _run(tmp_path)
+    store.close()
+    code = ("import matplotlib; matplotlib.use('svg'); from hil.report import write_report; "
+            "from hil.store import RunStore; store = RunStore.open(__import__('sys').argv[1]); write_report(store); "
+            "store.close(); print(matplotlib.get_backend())")
+    done = subprocess.run([sys.executable, "-c", code, str(store.path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "svg"
+    assert (store.path / "report/learning_curves.png").read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize(("ending", "said"), [
