@@ -15,6 +15,7 @@ state on the way out, whatever happens.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import hashlib
 import importlib.metadata
@@ -92,6 +93,8 @@ from hil.twin.fit import fit_epochs, fit_twin
 from hil.twin.models import Twin, build_twin, load_twin, twin_files, twin_from_spec
 
 STEPS = ("calibrate", "collect", "fit_twin", "fidelity", "train", "evaluate", "report")
+#: Lines a step's progress takes in a display that is not a terminal (a log file, a pipe): one per tenth of it.
+PROGRESS_LINES = 10
 #: The packages whose versions a run records (`software_versions`).
 VERSIONED_PACKAGES = ("hil", "torch", "numpy", "h5py")
 #: The events a run logs before its first checkpoint, when it has measured nothing: a warning while it prepares (the
@@ -151,15 +154,43 @@ class _Display:
         return getattr(self.stream, name)
 
 
-def _progress() -> Progress:
-    """The run's progress bars: step, bar, count, time left, the step's figures. The bar is what narrows first, so
-    that an 80-column terminal shows the rest whole (rich narrowed every column alike: the time left read `0:00:…`)."""
-    console = Console(file=_Display())  # type: ignore[arg-type]  # a file in all that rich uses of one
+def _progress(console: Console | None = None) -> Progress:
+    """The run's progress bars (on ``console``: by default one on standard error): step, bar, count, time left, the
+    step's figures. The bar is what narrows first, so that an 80-column terminal shows the rest whole (rich narrowed
+    every column alike: the time left read `0:00:…`)."""
+    console = console or Console(file=_Display())  # type: ignore[arg-type]  # a file in all that rich uses of one
     step, count, time_left = (TextColumn("{task.description:<20}", table_column=Column(no_wrap=True)),
                               MofNCompleteColumn(table_column=Column(no_wrap=True)),
                               TimeRemainingColumn(table_column=Column(no_wrap=True)))
     figures = TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis"))
     return Progress(step, BarColumn(), count, time_left, figures, console=console, transient=False)
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as h:mm:ss, as the progress bars show a time."""
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def _progress_lines(display: _Display, description: str, total: int, completed: int,
+                    device_time_s: Callable[[], float]) -> Callable[[int, str], None]:
+    """A step's progress as whole lines on ``display``, which is not a terminal (a log file, a pipe, a scheduler's
+    output), where rich's bars draw nothing but their last state, as the step ends: a line each time the step
+    passes a tenth of ``total``, with the count, the time left (h:mm:ss, at the pace since the step started or
+    resumed at ``completed``), the device time the run has used (``device_time_s()``, in s) and the step's figures."""
+    started, said = time.monotonic(), completed * PROGRESS_LINES // total
+
+    def advance(done: int, info: str) -> None:
+        nonlocal said
+        if done * PROGRESS_LINES // total <= said:
+            return
+        said = done * PROGRESS_LINES // total
+        left = "" if done >= total else \
+            f"{_duration((time.monotonic() - started) / (done - completed) * (total - done))} left, "
+        line = f"hil: {description} {done}/{total} ({left}device time {_duration(device_time_s())})"
+        display.write(f"{line}{f'; {info}' if info else ''}\n")
+        display.flush()
+
+    return advance
 
 
 class Run:
@@ -313,6 +344,7 @@ class Run:
                 if self.stop.requested:
                     self._interrupted()
                 self.store.checkpoint_refused()
+                self._say_step(name)
                 steps[name]()
                 self.completed.append(name)
                 self.store.event("step_finished", step=name, device_time_total_s=self.device_time_s())
@@ -514,12 +546,34 @@ class Run:
         self.store.event("reported", path=str(path.relative_to(self.store.path)), wall_s=wall_s)
 
     # -- progress -----------------------------------------------------------------------------------------------
+    def _showing(self) -> bool:
+        """Whether the run shows its progress: asked to, and with a standard error (hil started with it closed, 2>&-,
+        has None)."""
+        return self.show_progress and sys.stderr is not None
+
+    def _say_step(self, name: str) -> None:
+        """A line saying that step ``name`` starts (named as the log's ``step_finished`` names it), which of the steps
+        it is, and the device time used so far: a step without a bar (calibrate, fidelity, evaluate, report) may take
+        minutes of a bench's time."""
+        if self._showing():
+            display = _Display()
+            display.write(f"hil: step {STEPS.index(name) + 1} of {len(STEPS)}: {name} (device time so far "
+                          f"{_duration(self.device_time_s())})\n")
+            display.flush()
+
     @contextlib.contextmanager
     def _bar(self, description: str, total: int, completed: int = 0) -> Iterator[Callable[[int, str], None]]:
-        if not self.show_progress or total == 0 or sys.stderr is None:  # None: hil started with stderr closed (2>&-)
+        """A progress bar of ``total`` items, ``completed`` of them done; yields what to call with the count done and
+        the step's figures. On a display that is not a terminal, lines instead (`_progress_lines`)."""
+        if not self._showing() or total == 0:
             yield lambda done, info: None
             return
-        with _progress() as progress:
+        display = _Display()
+        console = Console(file=display)  # type: ignore[arg-type]  # a file in all that rich uses of one
+        if not console.is_interactive and not console.is_jupyter:  # a notebook shows rich's bars as a widget
+            yield _progress_lines(display, description, total, completed, self.device_time_s)
+            return
+        with _progress(console) as progress:
             task = progress.add_task(description, total=total, completed=completed, info="")
             yield lambda done, info: progress.update(task, completed=done, info=info)
 

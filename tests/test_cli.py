@@ -1304,6 +1304,33 @@ def test_a_run_s_progress_goes_to_stderr_and_its_folder_and_report_alone_to_stdo
     assert "collecting twin data" in err and "training" in err
 
 
+def test_a_run_into_a_log_says_each_step_and_its_progress_as_it_goes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`nohup hil run p.yaml &`, or a job scheduler's log: rich's bars, outside a terminal, draw only their last state
+    as their step ends, and the steps without a bar (calibrate, fidelity, evaluate, report) said nothing, so a log read
+    during a run said neither which step it was in nor how far along. Each step is a line as it starts, with the
+    device time so far, and a step with a count a line per tenth of it with the time left; plain lines, in order."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "lab.yaml", "lab.yaml")
+    _idx_folder(tmp_path / "mnist", list(range(10)) * 4, list(range(10)))
+    _small_idx_protocol(Path("p.yaml"), tmp_path / "runs")
+    from hil.orchestrator import STEPS
+
+    Path("p.yaml").write_text(Path("p.yaml").read_text().replace("epochs: 1, batch_size", "epochs: 3, batch_size"))
+    assert main(["run", "p.yaml"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    lines = err.splitlines()
+    steps = [line for line in lines if line.startswith("hil: step ")]
+    assert [re.sub(r" \(device time so far \d+:\d\d:\d\d\)$", "", line) for line in steps] == \
+        [f"hil: step {n} of 7: {name}" for n, name in enumerate(STEPS, 1)]
+    training = lines[lines.index(steps[4]) + 1:lines.index(steps[5])]
+    assert [re.sub(r" \((\d+:\d\d:\d\d left, )?device time \d+:\d\d:\d\d\); this epoch.*", "", line)
+            for line in training] == ["hil: training 1/3", "hil: training 2/3", "hil: training 3/3"]
+    assert " left, device time " in training[0] and " left" not in training[-1]
+    assert not steps[5].endswith("(device time so far 0:00:00)")  # the collection and training used the device
+
+
 def test_a_run_with_its_stderr_closed_runs_without_progress_bars(tmp_path: Path) -> None:
     """`hil run p.yaml 2>&-`: the progress bars had no stream to go to, and the run failed at its first bar."""
     _idx_folder(tmp_path / "mnist", list(range(10)) * 4, list(range(10)))
