@@ -110,6 +110,9 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        #: What the line saying that the run stops starts with: while a progress bar is drawn in a terminal, the
+        #: control codes that clear the bar's line (rich draws the bar again below), else the line went on from its end
+        self.clear_line = b""
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested:
@@ -119,8 +122,8 @@ class _StopFlag:
         # call while the interrupted code is itself writing to stderr. Not where hil started with its stderr closed
         # (2>&-, sys.stderr None): descriptor 2 is then the first file the run opened, its event log or a data file
         if sys.stderr is not None:
-            os.write(2, b"hil: stopping after the current step or training batch, with a checkpoint (Ctrl-C again "
-                        b"stops at once)\n")
+            os.write(2, self.clear_line + b"hil: stopping after the current step or training batch, with a "
+                                          b"checkpoint (Ctrl-C again stops at once)\n")
 
     def installed(self) -> contextlib.AbstractContextManager[None]:
         """Within the block, Ctrl-C reaches this flag (only in the main thread)."""
@@ -575,7 +578,11 @@ class Run:
             return
         with _progress(console) as progress:
             task = progress.add_task(description, total=total, completed=completed, info="")
-            yield lambda done, info: progress.update(task, completed=done, info=info)
+            self.stop.clear_line = b"\r\x1b[2K"  # carriage return, erase the line: rich's own way to redraw a bar
+            try:
+                yield lambda done, info: progress.update(task, completed=done, info=info)
+            finally:
+                self.stop.clear_line = b""
 
 
 def _checkpoint_to_resume(store: RunStore) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:

@@ -1331,6 +1331,44 @@ def test_a_run_into_a_log_says_each_step_and_its_progress_as_it_goes(
     assert not steps[5].endswith("(device time so far 0:00:00)")  # the collection and training used the device
 
 
+def test_a_ctrl_c_during_a_progress_bar_in_a_terminal_is_said_on_a_line_of_its_own(tmp_path: Path) -> None:
+    """The line saying that the run stops after the current batch was written where the terminal's cursor was, at
+    the end of the training bar: `... this epoch's test acc 0.950 (device)hil: stopping after ...`, wrapped, and
+    left on the screen as a stale copy of the bar. It clears the bar's line first; the bar is drawn again below."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    _idx_folder(tmp_path / "mnist", list(range(10)) * 4, list(range(10)))
+    _small_idx_protocol(tmp_path / "p.yaml", tmp_path / "runs")
+    text = (tmp_path / "p.yaml").read_text().replace("epochs: 1, batch_size", "epochs: 1000, batch_size")
+    (tmp_path / "p.yaml").write_text(text)
+    shutil.copy(REPO / "lab.yaml", tmp_path / "lab.yaml")
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 100, 0, 0))
+    sized = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES", "TERM")}
+    process = subprocess.Popen([sys.executable, "-m", "hil.cli", "run", "p.yaml"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=terminal, env=sized | {"TERM": "xterm"})
+    os.close(terminal)
+    shown = b""
+    try:
+        while b"this epoch's test acc" not in shown:  # the training bar is drawn, after its first epoch
+            chunk = os.read(controller, 4096)
+            assert chunk, shown  # the run ended before training
+            shown += chunk
+        process.send_signal(signal.SIGINT)
+        while chunk := os.read(controller, 4096):
+            shown += chunk
+    except OSError:  # the terminal's other end closed: everything was read
+        pass
+    finally:
+        os.close(controller)
+    assert process.wait(timeout=120) == 130
+    said = shown.index(b"hil: stopping after the current step or training batch")
+    assert shown[:said].endswith(b"\r\x1b[2K")
+
+
 def test_a_run_with_its_stderr_closed_runs_without_progress_bars(tmp_path: Path) -> None:
     """`hil run p.yaml 2>&-`: the progress bars had no stream to go to, and the run failed at its first bar."""
     _idx_folder(tmp_path / "mnist", list(range(10)) * 4, list(range(10)))
