@@ -29,7 +29,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from hil.errors import RunFileError, counted
+from hil.config import YamlDocument
+from hil.errors import ConfigError, RunFileError, counted
 from hil.store import (
     DISCARDED,
     EVENTS,
@@ -424,8 +425,9 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
         note = f" **The run was stopped{before}**" + (f", so the figures below are what it reached{resume}."
                                                       if not evaluated else ".")
     elif running:
-        note = (f" **The run has not ended**: another hil process has it open (its last event so far: {last['kind']}), "
-                "so the figures below are what it has reached; a run writes its report when it ends.")
+        note = (f" **The run has not ended**: another hil process has it open ({_under_way(store, events)}; its last "
+                f"event so far: {last['kind']}), so the figures below are what it has reached; a run writes its report "
+                "when it ends.")
     elif not evaluated:
         note = (f" **The run stopped before its evaluation** (its last event: {last['kind']}), so the figures below "
                 f"are what it reached{resume}.")
@@ -445,6 +447,30 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
             f"; {logged} that the stopped attempt{'s' if resumes > 1 else ''} logged after it "
             f"{'are' if discarded > 1 else 'is'} in `{DISCARDED}`, not here" if discarded else "") + ".")
     return note
+
+
+def _under_way(store: RunStore, events: list[dict[str, Any]]) -> str:
+    """How far a run going on has got: the steps its log says are done, and in training the epoch under way, of the
+    ``training.epochs`` of its ``protocol.yaml``."""
+    done = [e["step"] for e in events if e["kind"] == "step_finished" and isinstance(e.get("step"), str)]
+    said = f"steps done: {', '.join(done)}" if done else "no step done yet"
+    trained = [e for e in events if e["kind"] in ("batch", "epoch") and isinstance(e.get("epoch"), int)]
+    if trained and "train" not in done:
+        total = _epochs(store.path)
+        epoch = trained[-1]["epoch"] + (2 if trained[-1]["kind"] == "epoch" else 1)  # the event's epoch counts from 0
+        said += f"; training epoch {min(epoch, total) if total else epoch}{f' of {total}' if total else ''} under way"
+    return said
+
+
+def _epochs(folder: Path) -> int | None:
+    """The ``training.epochs`` of the ``protocol.yaml`` in a run's ``folder``; None where it cannot be read."""
+    try:
+        data = YamlDocument.read(folder / "protocol.yaml").data
+    except ConfigError:
+        return None
+    training = data.get("training") if isinstance(data, dict) else None
+    epochs = training.get("epochs") if isinstance(training, dict) else None
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
 
 
 def _discarded(store: RunStore) -> tuple[int, int] | None:

@@ -42,6 +42,8 @@ def live_run(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen]]:
     process waiting on its standard input for the next event to log (a line of it, then "end" closes the run)."""
     store = RunStore.create(tmp_path, "live")
     store.event("run_started", protocol="live", method="pat", system="crossbar", seed=0)
+    for step in ("calibrate", "collect", "fit_twin", "fidelity"):
+        store.event("step_finished", step=step, device_time_total_s=1.0)
     for epoch in range(2):
         store.event("batch", epoch=epoch, batch=0, loss=1.0 - epoch / 4)
         store.event("epoch", epoch=epoch, device_accuracy=0.5 + epoch / 10, twin_accuracy=0.6, device_loss=0.9)
@@ -69,7 +71,8 @@ def test_report_of_a_run_another_process_writes_gives_its_summary_so_far_and_wri
     before = files(run)
     assert main(["report", str(run)]) == 0
     out, err = capsys.readouterr()
-    assert "**The run has not ended**: another hil process has it open (its last event so far: epoch)" in out
+    assert ("**The run has not ended**: another hil process has it open (steps done: calibrate, collect, fit_twin, "
+            "fidelity; training epoch 3 under way; its last event so far: epoch)") in out
     assert "After its last finished epoch (2) its test accuracy was 0.6 on the device" in out
     assert "hil run --resume" not in out  # not to be resumed: it is running
     assert err == (f"hil: {run} is open in another hil process (pid {writer.pid}): above is its summary so far, "
@@ -83,6 +86,20 @@ def test_report_of_a_run_another_process_writes_gives_its_summary_so_far_and_wri
     assert writer.wait() == 0
     assert main(["report", str(run)]) == 0  # once it has ended, the report is written as always
     assert capsys.readouterr().out == f"{run / 'report' / 'summary.md'}\n"
+
+
+def test_report_of_a_run_going_on_says_the_steps_done_and_the_epoch_under_way_of_how_many(
+        live_run: tuple[Path, subprocess.Popen], capsys: pytest.CaptureFixture[str]) -> None:
+    """From a second shell, `hil report` of a run going on said only the kind of its last event (`batch`,
+    `step_finished`): neither which steps were done nor how many epochs of the protocol's were left."""
+    run, writer = live_run
+    (run / "protocol.yaml").write_text("name: live\ntraining: {epochs: 5, batch_size: 8}\n")
+    writer.stdin.write("batch\n")  # type: ignore[union-attr]  # of epoch 2 (counted from 0)
+    writer.stdin.flush()  # type: ignore[union-attr]
+    assert writer.stdout.readline() == "logged\n"  # type: ignore[union-attr]
+    assert main(["report", str(run)]) == 0
+    assert ("another hil process has it open (steps done: calibrate, collect, fit_twin, fidelity; training epoch 3 of "
+            "5 under way; its last event so far: batch)") in capsys.readouterr().out
 
 
 def test_a_store_watching_a_run_refuses_to_write(live_run: tuple[Path, subprocess.Popen]) -> None:
