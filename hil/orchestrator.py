@@ -85,6 +85,7 @@ from hil.store import (
     RunStore,
     file_digests,
     resume_command,
+    shell_word,
 )
 from hil.systems.base import PhysicalSystem
 from hil.twin.collect import TwinData, collect, measurement_count
@@ -340,6 +341,7 @@ class Run:
         steps: dict[str, Callable[[], None]] = {
             "calibrate": self.calibrate, "collect": self.collect, "fit_twin": self.fit_twin,
             "fidelity": self.measure_fidelity, "train": self.train, "evaluate": self.evaluate, "report": self.report}
+        self._say_folder()
         with self.stop.installed():
             for name in STEPS:
                 if name in self.completed:
@@ -554,15 +556,25 @@ class Run:
         has None)."""
         return self.show_progress and sys.stderr is not None
 
+    def _say(self, line: str) -> None:
+        """``line`` on standard error, where the run shows its progress."""
+        if self._showing():
+            display = _Display()
+            display.write(f"{line}\n")
+            display.flush()
+
+    def _say_folder(self) -> None:
+        """A line naming the run's folder as the run starts (standard output names it only at the end), with the
+        command that shows how far the run has got from another shell."""
+        path = self.store.path
+        self._say(f"hil: run folder {path}; how far it has got: hil report {shell_word(str(path))}")
+
     def _say_step(self, name: str) -> None:
         """A line saying that step ``name`` starts (named as the log's ``step_finished`` names it), which of the steps
         it is, and the device time used so far: a step without a bar (calibrate, fidelity, evaluate, report) may take
         minutes of a bench's time."""
-        if self._showing():
-            display = _Display()
-            display.write(f"hil: step {STEPS.index(name) + 1} of {len(STEPS)}: {name} (device time so far "
-                          f"{_duration(self.device_time_s())})\n")
-            display.flush()
+        self._say(f"hil: step {STEPS.index(name) + 1} of {len(STEPS)}: {name} (device time so far "
+                  f"{_duration(self.device_time_s())})")
 
     @contextlib.contextmanager
     def _bar(self, description: str, total: int, completed: int = 0) -> Iterator[Callable[[int, str], None]]:

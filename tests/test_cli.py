@@ -1331,6 +1331,19 @@ def test_a_run_into_a_log_says_each_step_and_its_progress_as_it_goes(
     assert not steps[5].endswith("(device time so far 0:00:00)")  # the collection and training used the device
 
 
+def test_a_run_names_its_folder_as_it_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The run's folder was printed only as the run ended, so a scientist who wanted to see how far a run had got
+    from another shell (hil report RUN) had first to find which of the folders was this run's."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "lab.yaml", "lab.yaml")
+    _idx_folder(tmp_path / "mnist", list(range(10)) * 4, list(range(10)))
+    _small_idx_protocol(Path("p.yaml"), tmp_path / "runs")
+    assert main(["run", "p.yaml"]) == 0
+    [run] = (tmp_path / "runs").iterdir()
+    assert capsys.readouterr().err.splitlines()[0] == f"hil: run folder {run}; how far it has got: hil report {run}"
+
+
 def test_a_ctrl_c_during_a_progress_bar_in_a_terminal_is_said_on_a_line_of_its_own(tmp_path: Path) -> None:
     """The line saying that the run stops after the current batch was written where the terminal's cursor was, at
     the end of the training bar: `... this epoch's test acc 0.950 (device)hil: stopping after ...`, wrapped, and
