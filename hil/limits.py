@@ -116,11 +116,11 @@ def _not_numbers(error: Exception, what: str) -> LimitError:
 def real_number(value: Any) -> float:
     """``float(value)`` for a real number alone (NaN and infinities included): float() also takes text and
     true/false, keeps the real part of a numpy complex, a time span's count (numpy's timedelta64) and a one-element
-    tensor of any shape, and reads a 0-d object array as its item; these raise `TypeError` here, as None and a
-    one-element numpy array do."""
+    tensor or (numpy before 2.4) numpy array of any shape, and reads a 0-d object array as its item; these raise
+    `TypeError` here, as None does."""
+    if isinstance(value, torch.Tensor | np.ndarray) and value.ndim > 0:
+        raise TypeError(f"{value!r} is not a number")
     if isinstance(value, torch.Tensor):
-        if value.ndim > 0:
-            raise TypeError(f"{value!r} is not a number")
         value = value.detach()  # a number read, not a step of the autograd graph (which warns of it)
     if isinstance(value, np.ndarray) and value.dtype.kind == "O" and value.ndim == 0:
         try:
