@@ -2918,7 +2918,7 @@ def test_a_run_records_the_processor_kernels_torch_computes_with(tmp_path: Path)
     code = "from hil.orchestrator import software_versions; print(software_versions()['cpu'])"
     plain = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ATEN_CPU_CAPABILITY": "default"},
                            check=True, capture_output=True, text=True).stdout.strip()
-    assert plain == f"DEFAULT, {name}"
+    assert plain in (f"DEFAULT, {name}", f"NO AVX, {name}")  # torch before 2.9 names the default kernels NO AVX
 
 
 def test_a_network_twin_fitted_to_the_same_data_is_the_same_whatever_the_digital_layers(tmp_path: Path) -> None:
