@@ -30,6 +30,7 @@ from hil.errors import (
     Terminated,
     WriteRefused,
     handling,
+    run_warning,
     signals_held,
     stop_signals,
     terminate_on_signals,
@@ -397,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def one_line(message: Warning | str, category: type[Warning], *where: Any) -> None:
             """hil's warnings (a plugin's entry point ignored, say) as one line, as its errors are."""
-            if issubclass(category, UserWarning):
+            if run_warning(category):
                 _stderr(f"hil: warning: {message}")
             else:
                 python_shows(message, category, *where)

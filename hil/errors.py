@@ -109,6 +109,13 @@ class DeviceWarning(UserWarning):
     """A device misbehaved and hil recovered (e.g. a capture repeated after frames were dropped)."""
 
 
+def run_warning(category: type[Warning]) -> bool:
+    """Whether a warning of ``category`` is one the hil command shows and a run logs as its own: a `UserWarning`
+    (hil's, or a library's), not a library's deprecation, which is said to its code's authors, even one that is also
+    a UserWarning (pyparsing 3.3's PyparsingDeprecationWarning, which matplotlib before 3.10.7 raises drawing text)."""
+    return issubclass(category, UserWarning) and not issubclass(category, DeprecationWarning)
+
+
 class InterlockError(HilError):
     """A safety or quality interlock tripped (saturation, compliance, laser power, twin drift)."""
 

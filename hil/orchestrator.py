@@ -58,6 +58,7 @@ from hil.errors import (
     error_reason,
     handling,
     out_of_memory,
+    run_warning,
 )
 from hil.lab import Lab
 from hil.nn import physical_layers, set_mode
@@ -888,14 +889,14 @@ def _log_failure(store: RunStore, error: str) -> str:
 
 @contextlib.contextmanager
 def _warnings_logged(store: RunStore) -> Iterator[None]:
-    """The warnings the hil command shows as its own (every `UserWarning`: hil's, such as a capture repeated after
-    dropped frames or the traffic log stopping, and a library's alike) are shown as before during a run and also
-    logged as ``warning`` events, where the disk takes them; a device's (`DeviceWarning`) are shown every time, the
-    others once per place and text, as Python shows them."""
+    """The warnings the hil command shows as its own (`run_warning`: hil's, such as a capture repeated after dropped
+    frames or the traffic log stopping, and a library's alike, but for its deprecations) are shown as before during a
+    run and also logged as ``warning`` events, where the disk takes them; a device's (`DeviceWarning`) are shown every
+    time, the others once per place and text, as Python shows them."""
     show = warnings.showwarning
 
     def show_and_log(message: Warning | str, category: type[Warning], *where: Any) -> None:
-        if issubclass(category, UserWarning):
+        if run_warning(category):
             _record(store, "warning", category=category.__name__, message=str(message))
         show(message, category, *where)
 

@@ -2474,6 +2474,28 @@ def test_a_warning_while_a_resumed_run_prepares_stays_in_its_log_not_in_the_disc
     assert events[-1]["kind"] == "run_finished" and [e["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
+def test_a_library_deprecation_that_is_also_a_user_warning_is_shown_as_python_does_but_not_logged(
+        tmp_path: Path) -> None:
+    """pyparsing 3.3's PyparsingDeprecationWarning is a UserWarning and a DeprecationWarning: where deprecations are
+    shown (python -W default, pytest), matplotlib before 3.10.7 raised 13 of them drawing a report's first figure, and
+    the run logged each as one of its own warnings, as the report then counted them."""
+    from hil.orchestrator import _warnings_logged
+
+    class LibraryDeprecation(UserWarning, DeprecationWarning):
+        pass
+
+    (tmp_path / "run").mkdir()
+    store = RunStore(tmp_path / "run")
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        with _warnings_logged(store):
+            warnings.warn("'parseString' deprecated - use 'parse_string'", LibraryDeprecation, stacklevel=1)
+    assert [(str(w.message), w.category) for w in shown] == [
+        ("'parseString' deprecated - use 'parse_string'", LibraryDeprecation)]
+    assert [e for e in store.events() if e["kind"] == "warning"] == []
+    store.close()
+
+
 def test_each_hil_warning_during_a_run_is_shown_and_logged_and_a_full_disk_stops_neither(tmp_path: Path) -> None:
     """Python shows a warning once per line of code by default: a camera that dropped frames on two sequences with
     the same message would have said so (and logged it) once. A traffic log that stops is hil's warning too, and is
