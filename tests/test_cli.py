@@ -17,6 +17,7 @@ import pytest
 
 from hil.cli import build_parser, main
 from simulators.emulators.server import drivers_with_emulators
+from tests.test_orchestrator import as_from_a_terminal
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -744,7 +745,7 @@ def test_a_ctrl_c_while_hil_run_loads_its_modules_waits_for_them_and_stops_it(tm
         print(status, "hil.orchestrator" in sys.modules)
     """)
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
-                          timeout=120, cwd=REPO)
+                          timeout=120, cwd=REPO, preexec_fn=as_from_a_terminal)
     assert done.stdout.split() == ["130", "True"], done.stderr
     assert done.stderr == "hil: interrupted; instruments were put in their safe state\n"
 
@@ -1433,7 +1434,8 @@ def test_check_stopped_says_it_changed_nothing_on_the_instruments(tmp_path: Path
     try:
         os.write(writer, b"worlds: {}\n")
         process = subprocess.Popen([sys.executable, "-m", "hil.cli", "check", str(fifo)], cwd=REPO,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=as_from_a_terminal)
         unread = bytearray(4)  # the bytes in the pipe that hil check has not read yet
         while fcntl.ioctl(writer, termios.FIONREAD, unread) == 0 and int.from_bytes(unread, sys.byteorder):
             assert process.poll() is None, process.communicate()
