@@ -1,8 +1,9 @@
 """Shared fixtures: emulator servers on 127.0.0.1 and pseudo-terminals, stopped after each test; every test must
-leave Ctrl-C's handler as it found it."""
+leave Ctrl-C's handler, the import path, the working folder and torch's default dtype as it found them."""
 
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,31 @@ def sigint_handler_restored() -> Iterator[None]:
     if after is not before:
         signal.signal(signal.SIGINT, before)
         pytest.fail(f"the test left SIGINT handled by {after!r}")
+
+
+def _process_state() -> dict[str, object]:
+    import torch
+
+    return {"sys.path": list(sys.path), "the working folder": os.getcwd(),
+            "torch's default dtype": torch.get_default_dtype()}
+
+
+@pytest.fixture(autouse=True)
+def process_state_restored() -> Iterator[None]:
+    """Fail the test that leaves the import path, the working folder or torch's default dtype changed (later tests
+    would import other modules, find other files or compute in another dtype); `monkeypatch` restores its changes
+    before this check."""
+    import torch
+
+    before = _process_state()
+    yield
+    after = _process_state()
+    changed = [name for name in before if after[name] != before[name]]
+    if changed:
+        sys.path[:] = before["sys.path"]
+        os.chdir(before["the working folder"])
+        torch.set_default_dtype(before["torch's default dtype"])
+        pytest.fail(f"the test left {' and '.join(changed)} changed; restore it (monkeypatch does)", pytrace=False)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,8 +14,10 @@ import torch
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def load(name: str):
-    """A benchmark script as a module of its own name (``simulators`` would shadow the simulators package)."""
+def load(name: str, monkeypatch: pytest.MonkeyPatch):
+    """A benchmark script as a module of its own name (``simulators`` would shadow the simulators package); the
+    repository the script puts first on ``sys.path`` is taken off it after the test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -39,7 +42,7 @@ class FakeCrossbar:
 
 
 def test_simulator_ratios_are_throughput_over_the_kernels_throughput(monkeypatch):
-    simulators = load("simulators")
+    simulators = load("simulators", monkeypatch)
     # per repeat, in the benchmark's order: the batch, each raw kernel, then `singles` one-row calls in one timing
     script = {"batched": [2e-3, 9e-3, 2e-3], "matmul": [1e-3, 1e-3, 5e-3], "pair matmul": [5e-4, 1e-3, 5e-4],
               "matmul+noise": [4e-3, 4e-3, 4e-3], "single": [1e-3, 1e-3, 1e-3]}
@@ -67,7 +70,7 @@ def test_the_transport_benchmark_reads_every_reply_through_each_reader(monkeypat
     would time out), and a row per size is printed."""
     if not hasattr(os, "openpty"):
         pytest.skip("needs a pseudo-terminal (not on Windows)")
-    transports = load("transports")
+    transports = load("transports", monkeypatch)
     monkeypatch.setattr("sys.argv", ["transports.py", "--sizes", "100", "5000", "--replies", "3", "--repeats", "1"])
     transports.main()
     rows = capsys.readouterr().out.splitlines()[1:]
@@ -77,7 +80,7 @@ def test_the_transport_benchmark_reads_every_reply_through_each_reader(monkeypat
 
 def test_the_transport_benchmark_says_in_one_line_that_it_needs_a_pseudo_terminal(monkeypatch) -> None:
     """On Windows, which has no pseudo-terminal, the benchmark failed as it was loaded (No module named 'termios')."""
-    transports = load("transports")
+    transports = load("transports", monkeypatch)
     monkeypatch.delattr(os, "openpty")  # as on Windows
     monkeypatch.setattr("sys.argv", ["transports.py"])
     with pytest.raises(SystemExit, match=r"^benchmarks/transports\.py: needs a pseudo-terminal \(os\.openpty\) and "
@@ -88,7 +91,7 @@ def test_the_transport_benchmark_says_in_one_line_that_it_needs_a_pseudo_termina
 def test_the_simulator_benchmark_says_which_preset_refuses_a_tile_and_goes_on(monkeypatch, capsys):
     """A tile the `realistic` crossbar refuses (its first-order IR drop would pass 100 %) is one line of the table,
     not a traceback that ends the benchmark."""
-    simulators = load("simulators")
+    simulators = load("simulators", monkeypatch)
     monkeypatch.setattr("sys.argv", ["simulators.py", "--systems", "crossbar", "--presets", "realistic",
                                      "--crossbar", "512", "512"])
     simulators.main()
