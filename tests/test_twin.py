@@ -1,6 +1,7 @@
 """Twins: collection design and noise floor, fitting towards the hidden calibration, fidelity, save and load."""
 
 import copy
+import math
 import os
 import re
 import textwrap
@@ -814,7 +815,8 @@ def test_the_jacobian_cosine_is_the_same_in_any_unit_of_the_outputs(lab, crossba
 def test_twin_data_refuses_outputs_too_small_for_float32_to_square_their_errors(lab, crossbar_data) -> None:
     """Outputs ×3e-20 of the crossbar's (a charge in C, at most 4e-19) have variances under the smallest normal
     float32, which `error_scale` floors: the physics twin's NMSE came out 0.0021 where it is 0.0152 in the outputs'
-    own unit. The error says which unit to take; outputs ×1e-15 fit as the crossbar's own."""
+    own unit. The error says which unit to take; outputs whose largest is just above 1e-15 fit as the crossbar's own
+    (scaled by a power of two, exactly, from the held-out outputs' own largest: the training part's may be larger)."""
     train, held_out = crossbar_data.split(0.25, seed=0)
     unit = 3e-20
     with pytest.raises(ConfigError, match=r"^not twin data: y reaches at most [\d.]+e-19, under the 1e-15 whose "
@@ -825,7 +827,7 @@ def test_twin_data_refuses_outputs_too_small_for_float32_to_square_their_errors(
     zeros = TwinData(train.x, train.theta, torch.zeros_like(train.y), train.y_repeats)  # no unit to speak of
     assert smallest.y.abs().max() >= SMALLEST_OUTPUT and zeros.y.abs().max() == 0
     physics = build_twin("physics", lab.systems["crossbar"])
-    scale = 1e-15 / train.y.abs().max()
+    scale = 2.0 ** math.ceil(math.log2(SMALLEST_OUTPUT / float(held_out.y.abs().max())))
 
     class InUnit(torch.nn.Module):
         def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
