@@ -5,6 +5,7 @@ on a delay."""
 import errno
 import fcntl
 import hashlib
+import re
 import subprocess
 import sys
 import threading
@@ -213,7 +214,8 @@ def test_a_run_folder_on_a_file_system_without_locks_is_said_to_be_so(
     assert out.startswith("# p") and err == (f"hil: {store.path}: cannot lock the run folder (No locks available): its "
                                              "file system takes no locks, by which hil keeps a run to one process: "
                                              "above is its summary, written nowhere\n")
-    with pytest.raises(ConfigError, match=rf"^output.root: cannot create a run folder in {tmp_path} \(No locks "
+    with pytest.raises(ConfigError, match=rf"^output.root: cannot create a run folder in {re.escape(str(tmp_path))} "
+                                          r"\(No locks "
                                           r"available\): its file system takes no locks, .*; set output.root to a "
                                           "folder on a local disk$"):
         RunStore.create(tmp_path, "r")

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import re
 import resource
 import shutil
 import signal
@@ -177,7 +178,8 @@ def test_a_log_that_is_not_a_file_is_a_clear_error_and_does_not_hide_the_other_r
     five_events(tmp_path)
     broken = tmp_path / "20000101-000000-broken"
     (broken / "events.jsonl").mkdir(parents=True)
-    with pytest.raises(RunFileError, match=rf"^{broken / 'events.jsonl'}: event log unreadable \(Is a directory\)"):
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(broken / 'events.jsonl'))}: "
+                                           r"event log unreadable \(Is a directory\)"):
         RunStore.open(broken)
     listed = [(run["protocol"], run["status"]) for run in list_runs(tmp_path)]
     assert listed == [("p", "incomplete"), ("?", "unreadable log")]
@@ -260,7 +262,8 @@ def test_an_unreadable_checkpoint_is_a_clear_error(tmp_path, damage) -> None:
     store.wait_for_checkpoint()
     path = store.path / "checkpoint.pt"
     path.write_bytes(path.read_bytes()[:2000] if damage is None else damage)
-    with pytest.raises(RunFileError, match=rf"^{path}: checkpoint unreadable \(.+\); .*start a new run"):
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(path))}: "
+                                           r"checkpoint unreadable \(.+\); .*start a new run"):
         store.load_checkpoint()
     store.close()
 
@@ -270,7 +273,7 @@ def test_a_truncated_or_missing_hdf5_file_is_a_clear_error(tmp_path) -> None:
     path = store.save_arrays("data/evaluation.h5", {"x": torch.arange(10_000.0)})
     path.write_bytes(path.read_bytes()[:3000])
     for name in ("evaluation.h5", "fidelity.h5"):
-        with pytest.raises(RunFileError, match=rf"^{store.path / 'data' / name}: HDF5 data unreadable"):
+        with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path / 'data' / name))}: HDF5 data unreadable"):
             store.load_arrays(f"data/{name}")
     store.close()
 
@@ -289,7 +292,8 @@ def test_a_flipped_bit_in_an_array_or_in_the_files_structure_is_an_error_not_a_w
         damaged = bytearray(whole)
         damaged[at] ^= 0x10
         path.write_bytes(damaged)
-        with pytest.raises(RunFileError, match=rf"^{path}: HDF5 data unreadable \(.+\); the file is missing or "):
+        with pytest.raises(RunFileError, match=rf"^{re.escape(str(path))}: "
+                                               r"HDF5 data unreadable \(.+\); the file is missing or "):
             store.load_arrays("data/a.h5")
     path.write_bytes(whole)
     arrays, attrs = store.load_arrays("data/a.h5")
@@ -301,7 +305,8 @@ def test_an_output_root_that_cannot_hold_runs_is_a_clear_error(tmp_path) -> None
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     for root in (a_file, a_file / "below"):
-        with pytest.raises(ConfigError, match=rf"^output.root: cannot create a run folder in {root} \("):
+        with pytest.raises(ConfigError, match=r"^output.root: cannot create a run folder in "
+                                              rf"{re.escape(str(root))} \("):
             RunStore.create(root, "r")
 
 
@@ -352,7 +357,7 @@ def test_a_checkpoint_that_cannot_be_written_is_an_error_and_keeps_the_previous_
         store.save_checkpoint({"epoch": 2, "step": lambda: None})  # a value torch cannot save
     (store.path / ".checkpoint.pt.tmp").mkdir()  # the disk refuses the new file
     store.save_checkpoint({"epoch": 3})
-    with pytest.raises(RunFileError, match=rf"^{store.path / 'checkpoint.pt'}: cannot write \("):
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path / 'checkpoint.pt'))}: cannot write \("):
         store.close()  # closing waits for the writer and reports its failure
     (store.path / ".checkpoint.pt.tmp").rmdir()
     reopened = RunStore.open(store.path)
@@ -385,7 +390,8 @@ def test_a_checkpoint_being_written_as_the_run_folder_is_removed_makes_no_new_fo
     store.save_checkpoint({"epoch": 1})
     shutil.rmtree(store.path)  # while the checkpoint is being written
     removed.set()
-    with pytest.raises(RunFileError, match=rf"^{store.path}: the run folder was removed or moved during the run"):
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path))}: the run folder was removed or moved "
+                                           r"during the run"):
         store.wait_for_checkpoint()
     assert not store.path.exists()
     store.close()
@@ -404,7 +410,8 @@ def test_arrays_being_made_into_a_file_as_the_run_folder_is_removed_make_no_new_
         return jsonable(value)
 
     monkeypatch.setattr(hil.store, "_jsonable", removed_meanwhile)
-    with pytest.raises(RunFileError, match=rf"^{store.path}: the run folder was removed or moved during the run"):
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path))}: the run folder was removed or moved "
+                                           r"during the run"):
         store.save_arrays("data/a.h5", {"x": [1.0]}, {"unit": "V"})
     assert not store.path.exists()
     store.close()
@@ -416,7 +423,7 @@ def test_a_checkpoint_the_disk_refuses_part_way_leaves_no_temporary_file_taking_
     store.wait_for_checkpoint()
     with disk_full_beyond(64 * 1024):
         store.save_checkpoint({"epoch": 2, "weights": torch.zeros(64 * 1024)})  # 256 kB
-        with pytest.raises(RunFileError, match=rf"^{store.path / 'checkpoint.pt'}: cannot write \("):
+        with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path / 'checkpoint.pt'))}: cannot write \("):
             store.wait_for_checkpoint()
     assert not (store.path / ".checkpoint.pt.tmp").exists()
     assert store.load_checkpoint()["epoch"] == 1
@@ -476,7 +483,8 @@ def test_a_rewind_that_cannot_keep_the_discarded_events_changes_nothing(tmp_path
     original = log.read_bytes()
     (log.parent / "events.discarded.jsonl").mkdir()  # the discarded log cannot be written
     store = RunStore.open(log.parent)
-    with pytest.raises(RunFileError, match=rf"^{log.parent / 'events.discarded.jsonl'}: cannot write \("):
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(log.parent / 'events.discarded.jsonl'))}: "
+                                           r"cannot write \("):
         store.rewind_events(2)
     store.close()
     assert log.read_bytes() == original
@@ -486,7 +494,8 @@ def test_a_file_that_cannot_be_written_is_a_clear_error_and_keeps_what_was_there
     store = RunStore.create(tmp_path, "r")
     store.event("run_started")
     (store.path / "summary.md").mkdir()  # the disk refuses the file (as it would when full)
-    with pytest.raises(RunFileError, match=rf"^{store.path / 'summary.md'}: cannot write \(.+\); free disk space "
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path / 'summary.md'))}: cannot write \(.+\); free "
+                                           r"disk space "
                                            "or fix the folder's permissions: what the run wrote before is kept$"):
         store.write_text("summary.md", "text")
     with pytest.raises(ValueError, match="seq and time are the store's own"):
@@ -515,7 +524,7 @@ def test_hdf5_attributes_that_are_not_json_are_a_clear_error(tmp_path) -> None:
     with h5py.File(store.path / "other.h5", "w") as handle:  # a real HDF5 file, not written by the store
         handle.create_dataset("x", data=[1.0, 2.0])
         handle.attrs["note"] = "not JSON"
-    with pytest.raises(RunFileError, match=rf"^{store.path / 'other.h5'}: HDF5 data unreadable"):
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path / 'other.h5'))}: HDF5 data unreadable"):
         store.load_arrays("other.h5")
     (store.path / "folder.h5").mkdir()
     with pytest.raises(RunFileError, match=r"folder.h5: HDF5 data unreadable \(it is a folder\); [^\n]*$"):
@@ -530,7 +539,8 @@ def test_an_hdf5_attribute_nested_past_the_recursion_limit_is_a_clear_error(tmp_
     with h5py.File(store.path / "other.h5", "w") as handle:
         handle.create_dataset("x", data=[1.0, 2.0])
         handle.attrs["note"] = "[" * 100_000 + "]" * 100_000
-    with pytest.raises(RunFileError, match=rf"^{store.path / 'other.h5'}: HDF5 data unreadable \(.*\); the file is "
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path / 'other.h5'))}: HDF5 data unreadable "
+                                           r"\(.*\); the file is "
                                            r"missing or damaged: restore it from a backup, or start a new run$"):
         store.load_arrays("other.h5")
     store.close()
@@ -573,7 +583,8 @@ def test_a_run_open_in_another_process_is_refused_naming_it(tmp_path) -> None:
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
-        with pytest.raises(RunFileError, match=rf"^{store.path} is open in another hil process \(pid {holder.pid}\); "):
+        with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path))} is open in another hil process \(pid "
+                                               rf"{holder.pid}\); "):
             RunStore.open(store.path)
     finally:
         holder.communicate("")
@@ -790,7 +801,7 @@ def test_a_refused_checkpoint_is_reported_by_the_next_save_before_it_writes_anot
     store = RunStore.create(tmp_path, "r")
     (store.path / ".checkpoint.pt.tmp").mkdir()
     store.save_checkpoint({"epoch": 1})
-    with pytest.raises(RunFileError, match=rf"^{store.path / 'checkpoint.pt'}: cannot write \("):
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path / 'checkpoint.pt'))}: cannot write \("):
         store.save_checkpoint({"epoch": 2})
     (store.path / ".checkpoint.pt.tmp").rmdir()
     store.close()
@@ -801,7 +812,8 @@ def test_a_run_folder_whose_lock_the_full_disk_refuses_as_it_is_made_is_not_made
     """The error named the lock of a folder then removed, and said that what the run wrote before was kept (nothing
     was): it is the folder that cannot be made, as when the disk refuses the folder itself."""
     with disk_full_beyond(0), pytest.raises(ConfigError, match=rf"^output.root: cannot create a run folder in "
-                                                               rf"{tmp_path} \(File too large\); set output.root "):
+                                                               rf"{re.escape(str(tmp_path))} \(File too large\); set "
+                                                               r"output.root "):
         RunStore.create(tmp_path, "r")
     assert list(tmp_path.iterdir()) == []
 
@@ -825,7 +837,8 @@ def test_a_run_folder_whose_lock_the_full_disk_refuses_is_an_error_naming_the_lo
     run = five_events(tmp_path).path
     (run / ".lock").unlink()  # a lock that held a pid gives the page it frees back to the pid
     log = (run / "events.jsonl").read_bytes()
-    with disk_full_beyond(0), pytest.raises(RunFileError, match=rf"^{run / '.lock'}: cannot write \(File too large\); "
+    with disk_full_beyond(0), pytest.raises(RunFileError, match=rf"^{re.escape(str(run / '.lock'))}: cannot write "
+                                                                r"\(File too large\); "
                                                                  "free disk space"):
         RunStore.open(run)
     assert (run / "events.jsonl").read_bytes() == log and not held(run)
@@ -838,7 +851,8 @@ def test_a_run_folder_a_full_disk_refuses_is_an_error_saying_to_free_space(tmp_p
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(os, "mkdir", full)
-    with pytest.raises(ConfigError, match=rf"^output\.root: cannot create a run folder in {tmp_path} \(No space left "
+    with pytest.raises(ConfigError, match=rf"^output\.root: cannot create a run folder in {re.escape(str(tmp_path))} "
+                                          r"\(No space left "
                                           r"on device\); free disk space there, or set output\.root to a folder on "
                                           r"another disk$"):
         RunStore.create(tmp_path, "r")
@@ -874,7 +888,8 @@ def test_an_hdf5_file_whose_own_structures_are_damaged_is_an_error_naming_it(tmp
         handle.attrs["class_names"] = json.dumps(["a", "b"])
     assert path.read_bytes().count(b"TREE") == 1
     path.write_bytes(path.read_bytes().replace(b"TREE", b"\0\0\0\0", 1))  # the root group's B-tree node
-    with pytest.raises(RunFileError, match=rf"^{path}: HDF5 data unreadable \(.*B-tree.*\); the file is missing or "
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(path))}: HDF5 data unreadable \(.*B-tree.*\); the file "
+                                           r"is missing or "
                                            "damaged: restore it from a backup, or start a new run$"):
         store.load_arrays("data/a.h5")
     store.close()
@@ -994,7 +1009,7 @@ def test_an_hdf5_file_of_other_contents_is_a_clear_error(tmp_path, build) -> Non
             handle.attrs["note"] = [1, 2, 3]
         else:
             handle.create_dataset("x", data=["a", "b"])
-    with pytest.raises(RunFileError, match=rf"^{store.path / 'other.h5'}: HDF5 data unreadable"):
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path / 'other.h5'))}: HDF5 data unreadable"):
         store.load_arrays("other.h5")
     store.close()
 
@@ -1269,7 +1284,8 @@ def test_a_lock_linked_to_a_file_of_yours_is_refused_and_the_file_kept(tmp_path)
     precious.write_text("a week of notes\n")
     (run / ".lock").unlink(missing_ok=True)
     (run / ".lock").symlink_to(precious)
-    with pytest.raises(RunFileError, match=rf"^{run / '.lock'}: a symbolic link, not a file a run writes; nothing "
+    with pytest.raises(RunFileError, match=rf"^{re.escape(str(run / '.lock'))}: a symbolic link, not a file a run "
+                                           r"writes; nothing "
                                            "was changed: remove it, or put the run's own file back$"):
         RunStore.open(run)
     assert precious.read_text() == "a week of notes\n"
@@ -1285,7 +1301,8 @@ def test_a_report_folder_linked_elsewhere_is_not_written_through(tmp_path) -> No
     (store.path / "report").symlink_to(elsewhere)
     store = RunStore.open(store.path)
     try:
-        with pytest.raises(RunFileError, match=rf"^{store.path / 'report'}: a symbolic link, not a folder a run "
+        with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path / 'report'))}: a symbolic link, not a "
+                                               r"folder a run "
                                                "makes; nothing was written through it"):
             store.write_text("report/summary.md", "report\n")
         with pytest.raises(RunFileError, match="a symbolic link, not a folder a run makes"):
@@ -1327,8 +1344,8 @@ def test_a_log_that_is_a_named_pipe_or_a_link_is_refused_without_waiting_or_writ
         (run / "events.jsonl").symlink_to(target)
     before = target.read_bytes() if target.exists() else None
     what = "a named pipe" if make == "fifo" else "a symbolic link"
-    refusal = (ConfigError, rf"^{run} is not a run folder") if make == "dangling link" else \
-        (RunFileError, rf"^{run / 'events.jsonl'}: {what}, not a file a run writes")
+    refusal = (ConfigError, rf"^{re.escape(str(run))} is not a run folder") if make == "dangling link" else \
+        (RunFileError, rf"^{re.escape(str(run / 'events.jsonl'))}: {what}, not a file a run writes")
     with pytest.raises(refusal[0], match=refusal[1]):
         _within(20, lambda: RunStore.open(run))
     listed: list = []
@@ -1357,7 +1374,8 @@ def test_a_checkpoint_or_data_file_that_is_a_named_pipe_is_refused_without_waiti
         (store.path / relative).parent.mkdir(exist_ok=True)
         os.mkfifo(store.path / relative)
         load = store.load_checkpoint if relative == "checkpoint.pt" else lambda: store.load_arrays(relative)
-        with pytest.raises(RunFileError, match=rf"^{store.path / relative}: a named pipe, not a file a run writes"):
+        with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path / relative))}: a named pipe, not a file "
+                                               r"a run writes"):
             _within(20, load)
     finally:
         store.close()
@@ -1375,7 +1393,8 @@ def test_hil_stores_runs_where_the_system_has_no_fcntl(tmp_path) -> None:
     try:
         run = Path(holder.stdout.readline().strip())  # type: ignore[union-attr]
         assert list_runs(tmp_path)[0]["status"] == "running"
-        with pytest.raises(RunFileError, match=rf"^{run} is open in another hil process \(pid {holder.pid}\); "):
+        with pytest.raises(RunFileError, match=rf"^{re.escape(str(run))} is open in another hil process \(pid "
+                                               rf"{holder.pid}\); "):
             RunStore.open(run)
     finally:
         holder.communicate("")
