@@ -1389,7 +1389,8 @@ def test_hil_stores_runs_where_the_system_has_no_fcntl(tmp_path) -> None:
                                "as_on_windows(); from hil.store import RunStore; "
                                f"s = RunStore.create({str(tmp_path)!r}, 'r'); s.event('run_started', protocol='p'); "
                                "print(s.path, flush=True); sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])  # where tests.windows is found
     try:
         run = Path(holder.stdout.readline().strip())  # type: ignore[union-attr]
         assert list_runs(tmp_path)[0]["status"] == "running"
