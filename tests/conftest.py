@@ -9,8 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 pytest_plugins = ["hil.testing"]  # the emulator fixtures tcp_server and pty_server
+# Hypothesis keeps its examples and caches in the repository's .hypothesis (git ignores it), not in the working folder
+# pytest is run from, unless HYPOTHESIS_STORAGE_DIRECTORY names another
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+    set_hypothesis_home_dir(Path(__file__).resolve().parents[1] / ".hypothesis")
 
 
 
