@@ -40,6 +40,7 @@ def test_check_reads_its_file_once(checked: str, capsys: pytest.CaptureFixture[s
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """It read the file once to tell a lab file from a protocol, and again to check it: a file saved in between
     (an editor writing it) was told by one text and checked by another."""
+    monkeypatch.chdir(REPO)  # the protocol names its lab file relative to the working folder
     reads: list[Path] = []
     open_path = Path.open
 
@@ -124,8 +125,9 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path: Path) -> No
 
 
 def test_check_of_several_files_says_a_line_for_each_and_exits_2_if_any_is_wrong(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """`hil check experiments/*.yaml`, as a CI script checks every protocol, was refused: "unrecognized arguments"."""
+    monkeypatch.chdir(REPO)  # the protocol names its lab file relative to the working folder
     missing = tmp_path / "missing.yaml"
     assert main(["check", PROTOCOL, str(missing), str(REPO / "lab.yaml")]) == 2
     out, err = capsys.readouterr()
