@@ -101,7 +101,8 @@ def wait_for_batch(runs: Path, epoch: int, batch: int, process: subprocess.Popen
     raise AssertionError("the run never reached the batch")
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path: Path) -> None:
+def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # where `start` runs hil: the reference logs the same working directory
     protocol = write_protocol(tmp_path)
     reference = run_protocol(protocol, show_progress=False, output_root=tmp_path / "reference")
     process = start(["run", "--quiet", str(protocol)])
