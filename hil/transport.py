@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import re
+import select
 import socket
 import struct
 import sys
@@ -815,6 +816,7 @@ class VisaTransport(Transport):
                 if self._session is None:
                     chunk, status = self._inst.visalib.read(self._inst.session, count)
                 else:
+                    self._await_bytes(reply, deadline)
                     chunk, status = self._session.read(count)
                     if status == StatusCode.error_timeout:
                         raise _Unterminated(bytes(reply + chunk))
@@ -833,6 +835,17 @@ class VisaTransport(Transport):
                                          f"{excerpt(reply[:60].decode('ascii', 'replace'))}); check the instrument")
                 if now > deadline:
                     raise _Unterminated(bytes(reply))
+
+    def _await_bytes(self, reply: bytearray, deadline: float) -> None:
+        """On a SOCKET connection with nothing read ahead, wait until the instrument's next bytes come (or the socket
+        closes) by ``deadline`` (a `time.perf_counter` instant); `_Unterminated` with the ``reply`` so far where none
+        came, or where the instrument closed the connection: pyvisa-py reads a closed socket as silence, so a dropped
+        connection was reported only once the whole timeout had passed."""
+        sock = self._socket
+        if sock is None or getattr(self._session, "_pending_buffer", None):
+            return
+        if not select.select([sock], [], [], max(0.0, deadline - time.perf_counter()))[0] or self._peer_closed():
+            raise _Unterminated(bytes(reply))
 
     def _write_binary_raw(self, command: str, values: np.ndarray, datatype: str, big_endian: bool) -> None:
         if self._log is not None:

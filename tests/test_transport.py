@@ -247,6 +247,22 @@ def test_server_restart_then_reopen(echo_tcp) -> None:
         assert transport.query("ECHO? c") == "c"
 
 
+def test_a_dropped_connection_is_said_as_it_is_found_not_after_the_timeout(echo_tcp) -> None:
+    """pyvisa-py reads a socket the instrument has closed as silence, for as long as the timeout: a dropped connection
+    was said only once the whole timeout_s (seconds to minutes on a bench) had passed. The transport now waits for
+    the socket itself and never hands pyvisa-py's read a closed one."""
+    _, server = echo_tcp
+    with VisaTransport(server.resource, timeout_s=1) as transport:
+        assert transport.query("ECHO? a") == "a"
+        server.stop()
+        assert select.select([transport._socket], [], [], IN_TIME_S)[0]  # the close has come
+        library_read, reads_after_the_close = transport._session.read, []
+        transport._session.read = lambda count: reads_after_the_close.append(count) or library_read(count)
+        with pytest.raises(TransportError, match=r"the instrument closed the connection during 'ECHO\? b'"):
+            transport.query("ECHO? b")
+        assert reads_after_the_close == []  # each would have waited out the timeout
+
+
 def test_lost_pty_link_raises_transport_error(echo_pty) -> None:
     _, server = echo_pty
     with SerialTransport(server.resource, timeout_s=0.3) as transport:
