@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from hil.config import Strict
 from hil.physics.fiber import fiber_transmission, macro_amplitudes, macro_pixel_field
-from hil.physics.optics import CHUNK_FRAMES, window_pixels
+from hil.physics.optics import CHUNK_FRAMES, large_empty, window_pixels
 from simulators.optical import (
     HARSH_SLM_CAMERA,
     IDEAL_SLM_CAMERA,
@@ -203,9 +203,14 @@ class MultimodeFiber(SLMCameraWorld):
         if self.config.slow.mode_drift_rad > 0:
             guided = guided * torch.polar(torch.ones_like(drift), drift)
         _, _, height, width = self.window
-        parts = torch.view_as_real(guided @ self.window_speckle().T).square_()  # |T·u|², as `speckle_intensity`
-        intensity = torch.add(parts[..., 0], parts[..., 1])
-        return intensity.reshape(len(amplitudes), height, width)
+        speckle = self.window_speckle()
+        # The field in the world's buffer and the intensity in a fresh one of numpy's (`large_empty`): 17 and 8 MB for
+        # 1024 frames, which torch's allocations faulted in anew at every batch
+        field = torch.matmul(guided, speckle.T, out=self._scratch("field", (len(guided), len(speckle)), guided.dtype))
+        parts = torch.view_as_real(field).square_()  # |T·u|², as `speckle_intensity`
+        intensity = large_empty(len(amplitudes), height, width)
+        torch.add(parts[..., 0], parts[..., 1], out=intensity.view(len(amplitudes), -1))
+        return intensity
 
     def window_speckle(self) -> torch.Tensor:
         """The speckle basis' rows of the camera pixels read out (AOI pixels × modes, row-major), kept per AOI."""

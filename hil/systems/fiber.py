@@ -40,7 +40,7 @@ from torch import nn
 
 from hil.errors import ConfigError, DeviceError
 from hil.physics.fiber import fiber_intensity, macro_amplitudes
-from hil.physics.optics import TWO_PI, beam_amplitude, wrap_drive
+from hil.physics.optics import TWO_PI, beam_amplitude, large_empty, wrap_drive
 from hil.systems.base import PhysicsModel, check_counts
 from hil.systems.optical import (
     REFERENCE_REPEATS,
@@ -118,8 +118,8 @@ class FiberSystem(SLMCameraSystem):
 
     # -- the device ---------------------------------------------------------------------------------------------
     def patterns(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """The SLM phases (batch × rows × cols) that encode x and θ."""
-        return encode(x, theta, self.source, self.x_phase_rad)
+        """The SLM phases (batch × rows × cols) that encode x and θ (a fresh tensor, no gradients)."""
+        return encode(x, theta, self.source, self.x_phase_rad, out=large_empty(len(x), *self.source.shape))
 
     def _scale(self, exposure_s: float) -> float:
         assert self.reference_rate_dn_s is not None

@@ -211,6 +211,19 @@ def test_chunked_render_equals_the_whole_batch_steps() -> None:
     assert float(whole.std(0).max()) > 0  # the frames differ
 
 
+def test_frames_of_one_batch_are_not_changed_by_the_next_of_another_size() -> None:
+    """The speckle field of a batch is computed in the world's buffer, reused by the next batch (grown or cut to its
+    size): the frames handed out are the caller's, and equal those of a world that computed nothing before."""
+    generator = torch.Generator().manual_seed(3)
+    drives = [TWO_PI * torch.rand(count, 64, 64, generator=generator) for count in (40, 90, 10)]
+    world, fresh = (MultimodeFiber(preset="ideal", seed=2, config={"construction": CONSTRUCTION}) for _ in range(2))
+    frames = [world.render(world.program(d), 1e-3, torch.zeros(len(d), dtype=torch.float64)) for d in drives]
+    for d, kept in zip(drives, frames, strict=True):
+        assert torch.equal(kept, fresh.render(fresh.program(d), 1e-3, torch.zeros(len(d), dtype=torch.float64)))
+        fresh = MultimodeFiber(preset="ideal", seed=2, config={"construction": CONSTRUCTION})
+    assert len({float(f.sum()) for f in frames}) == 3  # three different batches
+
+
 def test_an_aoi_frame_is_the_crop_of_the_full_frame() -> None:
     """Noiseless but with the construction non-idealities (per-pixel gain and dark offset included) and a
     drifting fiber (the same virtual times in both captures)."""
