@@ -439,9 +439,11 @@ class Run:
         assert self.twin is not None and self.twin_data is not None
         config = self.protocol.twin
         held_out = self.twin_data.subset(torch.as_tensor(self._held_out_groups(), dtype=torch.long))
-        result = fidelity(self.system, self.twin, held_out, self.twin_data.noise_variance(),
-                          directions=config.fidelity.directions, step=config.fidelity.step,
-                          repeats=config.fidelity.repeats, seed=self.protocol.seed)
+        with self._bar("checking the twin", 2 * config.fidelity.directions) as advance:
+            result = fidelity(self.system, self.twin, held_out, self.twin_data.noise_variance(),
+                              directions=config.fidelity.directions, step=config.fidelity.step,
+                              repeats=config.fidelity.repeats, seed=self.protocol.seed,
+                              progress=lambda done, total: advance(done, ""))
         with torch.no_grad():
             predicted = torch.stack([self.twin(x, t) for x, t in zip(held_out.x, held_out.theta, strict=True)])
         self.store.save_arrays("data/fidelity.h5", {"nmse": result.nmse, "noise_floor": result.noise_floor,

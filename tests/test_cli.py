@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from hil.cli import build_parser, main
+from hil.protocol import FidelityConfig
 from simulators.emulators.server import drivers_with_emulators
 from tests.test_orchestrator import as_from_a_terminal
 
@@ -1332,6 +1333,10 @@ def test_a_run_into_a_log_says_each_step_and_its_progress_as_it_goes(
             for line in training] == ["hil: training 1/3", "hil: training 2/3", "hil: training 3/3"]
     assert " left, device time " in training[0] and " left" not in training[-1]
     assert not steps[5].endswith("(device time so far 0:00:00)")  # the collection and training used the device
+    checking = lines[lines.index(steps[3]) + 1:lines.index(steps[4])]  # the fidelity step's Jacobian check
+    assert checking and checking[-1].startswith("hil: checking the twin ")
+    done, total = map(int, re.match(r"hil: checking the twin (\d+)/(\d+) ", checking[-1]).groups())
+    assert done == total == 2 * FidelityConfig().directions  # (θ, x) × the fidelity directions, by default
 
 
 def test_a_run_names_its_folder_as_it_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -444,6 +444,16 @@ def test_jacobian_cosine_compares_with_the_device_at_the_bounds(lab, crossbar_da
     assert cos_theta < -0.5 and cos_x < -0.5
 
 
+def test_jacobian_cosine_says_its_progress_after_each_direction(lab, crossbar_data) -> None:
+    """The Jacobian check is the fidelity step's device time (minutes on a bench): it says its progress after each of
+    its directions, θ's then x's, with the device calls of that direction made."""
+    system = lab.systems["crossbar"]
+    said, calls = [], system.calls
+    jacobian_cosine(system, build_twin("oracle", system), crossbar_data.x[0][:8], crossbar_data.theta[0],
+                    directions=3, repeats=2, progress=lambda done, total: said.append((done, total, system.calls)))
+    assert said == [(k, 6, calls + 4 * k) for k in range(1, 7)]  # (+h, −h) × repeats a direction
+
+
 class SkewedAlongX(torch.nn.Module):
     """The oracle twin with an extra term in x alone: right along θ, wrong along x."""
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -72,12 +73,14 @@ def _directional_cosine(system: PhysicalSystem, twin: Twin, x: torch.Tensor, the
 
 
 def jacobian_cosine(system: PhysicalSystem, twin: Twin, x: torch.Tensor, theta: torch.Tensor, *,
-                    directions: int = 4, step: float = 0.05, repeats: int = 2, seed: int = 0) -> tuple[float, float]:
+                    directions: int = 4, step: float = 0.05, repeats: int = 2, seed: int = 0,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[float, float]:
     """Mean cosine between twin and device directional derivatives along random θ and x directions.
 
     Each direction moves every element by ±``step`` × the bounds' width (random signs), so that every element's
     change stands above the device's resolution; the point is first moved that far inside the bounds.
-    Returns (cosine along θ, cosine along x).
+    ``progress(done, total)`` is called after each of the ``2 × directions`` directions (2 × ``repeats`` device calls
+    each). Returns (cosine along θ, cosine along x).
     """
     generator = torch.Generator().manual_seed(seed)
     h_theta = step * (system.theta_bounds[1] - system.theta_bounds[0])
@@ -86,18 +89,23 @@ def jacobian_cosine(system: PhysicalSystem, twin: Twin, x: torch.Tensor, theta: 
     x = x.clamp(system.x_bounds[0] + h_x, system.x_bounds[1] - h_x)
     results = []
     for along_theta, h, shape in ((True, h_theta, theta.shape), (False, h_x, x.shape)):
-        cosines = [_directional_cosine(system, twin, x, theta, along_theta,
-                                       torch.randint(0, 2, shape, generator=generator).float() * 2 - 1, h, repeats)
-                   for _ in range(directions)]
+        cosines = []
+        for _ in range(directions):
+            direction = torch.randint(0, 2, shape, generator=generator).float() * 2 - 1
+            cosines.append(_directional_cosine(system, twin, x, theta, along_theta, direction, h, repeats))
+            if progress is not None:
+                progress(len(results) * directions + len(cosines), 2 * directions)
         results.append(sum(cosines) / len(cosines))
     return results[0], results[1]
 
 
 def fidelity(system: PhysicalSystem, twin: Twin, held_out: TwinData, noise_variance: torch.Tensor, *,
-             directions: int = 4, step: float = 0.05, repeats: int = 2, seed: int = 0) -> Fidelity:
-    """The fidelity of ``twin`` on ``held_out`` data and at its first θ group on the device."""
+             directions: int = 4, step: float = 0.05, repeats: int = 2, seed: int = 0,
+             progress: Callable[[int, int], None] | None = None) -> Fidelity:
+    """The fidelity of ``twin`` on ``held_out`` data and at its first θ group on the device (``progress``: as
+    `jacobian_cosine`'s, whose device calls are the check's)."""
     variance = error_scale(held_out.output_variance())
     error = nmse(twin, held_out, variance)
     cos_theta, cos_x = jacobian_cosine(system, twin, held_out.x[0], held_out.theta[0], directions=directions,
-                                       step=step, repeats=repeats, seed=seed)
+                                       step=step, repeats=repeats, seed=seed, progress=progress)
     return Fidelity(error, noise_variance / variance, cos_theta, cos_x)
