@@ -713,8 +713,13 @@ class VisaTransport(Transport):
         except OSError:
             return True
 
+    def _read_ahead(self) -> bool:
+        """Whether pyvisa-py holds bytes it has taken from the socket and not yet handed on (its SOCKET session reads
+        past a line's end)."""
+        return bool(getattr(self._session, "_pending_buffer", None))
+
     def _unread_raw(self) -> bool:
-        if self._session is not None and getattr(self._session, "_pending_buffer", None):  # pyvisa-py read it ahead
+        if self._read_ahead():
             return True
         sock = self._socket
         if sock is None:
@@ -842,7 +847,7 @@ class VisaTransport(Transport):
         came, or where the instrument closed the connection: pyvisa-py reads a closed socket as silence, so a dropped
         connection was reported only once the whole timeout had passed."""
         sock = self._socket
-        if sock is None or getattr(self._session, "_pending_buffer", None):
+        if sock is None or self._read_ahead():
             return
         if not select.select([sock], [], [], max(0.0, deadline - time.perf_counter()))[0] or self._peer_closed():
             raise _Unterminated(bytes(reply))
