@@ -181,17 +181,19 @@ def _progress_lines(display: _Display, description: str, total: int, completed: 
     """A step's progress as whole lines on ``display``, which is not a terminal (a log file, a pipe, a scheduler's
     output), where rich's bars draw nothing but their last state, as the step ends: a line each time the step
     passes a tenth of ``total``, with the count, the time left (h:mm:ss, at the pace since the step started or
-    resumed at ``completed``), the device time the run has used (``device_time_s()``, in s) and the step's figures."""
+    resumed at ``completed``), the device time the run has used (``device_time_s()``, in s) and the step's figures.
+    A count done may be a fraction (the training's epochs, advanced batch by batch): said to a tenth."""
     started, said = time.monotonic(), completed * PROGRESS_LINES // total
 
-    def advance(done: int, info: str) -> None:
+    def advance(done: float, info: str) -> None:
         nonlocal said
         if done * PROGRESS_LINES // total <= said:
             return
         said = done * PROGRESS_LINES // total
         left = "" if done >= total else \
             f"{_duration((time.monotonic() - started) / (done - completed) * (total - done))} left, "
-        line = f"hil: {description} {done}/{total} ({left}device time {_duration(device_time_s())})"
+        count = f"{done:.0f}" if done == int(done) else f"{math.floor(done * 10) / 10:.1f}"  # 2.96 is not yet 3.0
+        line = f"hil: {description} {count}/{total} ({left}device time {_duration(device_time_s())})"
         display.write(f"{line}{f'; {info}' if info else ''}\n")
         display.flush()
 
@@ -470,6 +472,7 @@ class Run:
         self.method.begin(self.model)
         parameters = [p.detach() for p in self.model.parameters()]  # checked after every step
         with self._bar("training", training.epochs, completed=self.epoch) as advance:
+            shown = ""  # the last epoch's figures, shown until the next epoch's
             while self.epoch < training.epochs:
                 batches = self._batches(self.epoch)
                 self.model.train()
@@ -492,6 +495,8 @@ class Run:
                         raise Diverged("training", where, "the model's parameters are no longer finite (NaN or "
                                        "infinite); start a new run with lower learning rates (training.lr, "
                                        "training.physical_lr, or one in method.settings)")
+                    if self.batch < len(batches):  # an epoch of a bench may take minutes: the bar moves batch by batch
+                        advance(self.epoch + self.batch / len(batches), shown)  # (its end, after its evaluation)
                 record: dict[str, Any] = {"epoch": self.epoch}
                 if self.protocol.evaluation.every_epoch:
                     record.update(self._evaluate_all())
@@ -501,8 +506,9 @@ class Run:
                 self.epoch += 1
                 self.batch = 0
                 self.checkpoint()
-                advance(self.epoch, f"this epoch's test acc {record['device_accuracy']:.3f} (device)"
-                        if "device_accuracy" in record else "")  # evaluation.every_epoch: false
+                shown = f"this epoch's test acc {record['device_accuracy']:.3f} (device)" \
+                    if "device_accuracy" in record else ""  # evaluation.every_epoch: false
+                advance(self.epoch, shown)
 
     def _set_learning_rates(self, progress: float) -> None:
         """The schedule's learning rates at ``progress`` (0 at the first step, → 1 at the last)."""
@@ -580,9 +586,10 @@ class Run:
                   f"{_duration(self.device_time_s())})")
 
     @contextlib.contextmanager
-    def _bar(self, description: str, total: int, completed: int = 0) -> Iterator[Callable[[int, str], None]]:
-        """A progress bar of ``total`` items, ``completed`` of them done; yields what to call with the count done and
-        the step's figures. On a display that is not a terminal, lines instead (`_progress_lines`)."""
+    def _bar(self, description: str, total: int, completed: int = 0) -> Iterator[Callable[[float, str], None]]:
+        """A progress bar of ``total`` items, ``completed`` of them done; yields what to call with the count done (a
+        fraction of an item moves the bar and the time left, the count shows whole items) and the step's figures.
+        On a display that is not a terminal, lines instead (`_progress_lines`)."""
         if not self._showing() or total == 0:
             yield lambda done, info: None
             return

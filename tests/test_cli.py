@@ -1313,7 +1313,8 @@ def test_a_run_into_a_log_says_each_step_and_its_progress_as_it_goes(
     """`nohup hil run p.yaml &`, or a job scheduler's log: rich's bars, outside a terminal, draw only their last state
     as their step ends, and the steps without a bar (calibrate, fidelity, evaluate, report) said nothing, so a log read
     during a run said neither which step it was in nor how far along. Each step is a line as it starts, with the
-    device time so far, and a step with a count a line per tenth of it with the time left; plain lines, in order."""
+    device time so far, and a step with a count a line per tenth of it with the time left; plain lines, in order.
+    The training moved only at each epoch's end, which on a bench may be many minutes apart: it moves by batches."""
     monkeypatch.chdir(tmp_path)
     shutil.copy(REPO / "lab.yaml", "lab.yaml")
     _idx_folder(tmp_path / "mnist", list(range(10)) * 4, list(range(10)))
@@ -1329,9 +1330,13 @@ def test_a_run_into_a_log_says_each_step_and_its_progress_as_it_goes(
     assert [re.sub(r" \(device time so far \d+:\d\d:\d\d\)$", "", line) for line in steps] == \
         [f"hil: step {n} of 7: {name}" for n, name in enumerate(STEPS, 1)]
     training = lines[lines.index(steps[4]) + 1:lines.index(steps[5])]
-    assert [re.sub(r" \((\d+:\d\d:\d\d left, )?device time \d+:\d\d:\d\d\); this epoch.*", "", line)
-            for line in training] == ["hil: training 1/3", "hil: training 2/3", "hil: training 3/3"]
+    counts = [re.fullmatch(r"hil: training ([\d.]+)/3 \((\d+:\d\d:\d\d left, )?device time \d+:\d\d:\d\d\)"
+                           r"(; this epoch's test acc [\d.]+ \(device\))?", line)[1] for line in training]
+    assert counts[-1] == "3" and "1" in counts  # an epoch's end, said with its test accuracy after its evaluation
+    assert "0.4" in counts and "2.8" in counts  # within an epoch (of 5 batches): the bar moves batch by batch
+    assert [float(count) for count in counts] == sorted({float(count) for count in counts})
     assert " left, device time " in training[0] and " left" not in training[-1]
+    assert all("this epoch's test acc" in line for line in training[counts.index("1"):])
     assert not steps[5].endswith("(device time so far 0:00:00)")  # the collection and training used the device
     checking = lines[lines.index(steps[3]) + 1:lines.index(steps[4])]  # the fidelity step's Jacobian check
     assert checking and checking[-1].startswith("hil: checking the twin ")
