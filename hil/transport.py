@@ -675,6 +675,8 @@ class VisaTransport(Transport):
                               "which has no serial line; leave baudrate out (a serial instrument is named by its ASRL "
                               "resource, ASRL/dev/ttyUSB0::INSTR, or its device path, /dev/ttyUSB0 or COM3)",
                               field="baudrate")
+        if backend != "@py":  # pyvisa-py is hil's own; another VISA library is the system's, and may not be there
+            _load_visa_library(backend)
         super().__init__(resource, **options)
         self.backend = backend
         self.baudrate = baudrate
@@ -979,6 +981,20 @@ class SerialTransport(Transport):
 
 #: VISA's resource classes, which end a resource name: VISA takes them in any case, pyvisa's parser in upper case only
 _RESOURCE_CLASSES = ("INSTR", "SOCKET", "INTFC", "BACKPLANE", "RAW", "SERVANT")
+
+
+def _load_visa_library(backend: str) -> None:
+    """Load the VISA library ``backend`` (pyvisa keeps it for the resources opened later), which touches no
+    instrument: one that cannot be loaded is a `ConfigError` at ``visa_library`` as the lab is built (`hil check`
+    says it), not only once its instruments connect."""
+    import pyvisa
+
+    try:
+        pyvisa.ResourceManager(backend)
+    except (OSError, ValueError) as error:  # a path (LibraryError), @ivi with no system VISA, an unknown @wrapper
+        raise ConfigError(f"VISA library {backend!r} cannot be loaded ({_library_reason(error).rstrip(':')}); install "
+                          "that VISA library, or correct visa_library (leave it out for pyvisa-py, which needs "
+                          "nothing more for LAN and serial resources)", field="visa_library") from None
 
 
 def _library_reason(error: Exception) -> str:

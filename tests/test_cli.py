@@ -656,6 +656,21 @@ def test_check_refuses_a_traffic_log_it_cannot_write_at_its_line(
                                        f"folder you can write to (got '{log}')\n")
 
 
+def test_check_refuses_a_visa_library_that_cannot_be_loaded_at_its_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A system VISA that is not installed (or a mistyped path to one) passed hil check, which said that all was well;
+    hil run then failed as it connected the instrument, with no line of the lab to correct."""
+    monkeypatch.chdir(tmp_path)
+    Path("lab.yaml").write_text("instruments:\n  smu: {driver: keithley_2450, resource: 'TCPIP::127.0.0.1::1::SOCKET',"
+                                "\n        visa_library: visa/libvisa.so}\n", encoding="utf-8")
+    assert main(["check", "lab.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hil: error: lab.yaml:3: instruments.smu.visa_library: VISA library 'visa/libvisa.so' "
+                          "cannot be loaded (Error while accessing ")
+    assert err.endswith("; install that VISA library, or correct visa_library (leave it out for pyvisa-py, which "
+                        "needs nothing more for LAN and serial resources)\n") and err.count("\n") == 1
+
+
 def test_an_oracle_twin_of_a_bench_system_is_refused_where_hil_run_checks_too(tmp_path: Path) -> None:
     """Only hil check refused it; hil run, which calls check_twin before making a run folder, found it out at
     fit_twin, after calibrating and collecting on the bench."""

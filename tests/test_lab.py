@@ -1788,8 +1788,8 @@ def test_a_serial_port_in_the_home_folder_is_opened_there(tmp_path: Path, monkey
         assert "MODEL 2450" in lab["smu"].identify()
     lab = write(tmp_path, "instruments:\n  smu: {driver: keithley_2450, resource: 'TCPIP::127.0.0.1::1::SOCKET', "
                           "visa_library: ~/visa/libvisa.so}\n")
-    with pytest.raises(TransportError, match=re.escape(f"{home}/visa/libvisa.so")), Lab.load(lab):
-        pass
+    with pytest.raises(ConfigError, match=re.escape(f"VISA library '{home}/visa/libvisa.so' cannot be loaded")):
+        Lab.load(lab).build()
 
 
 def test_a_traffic_log_in_the_home_folder_is_written_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
