@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,8 @@ STEPS = ("calibrate", "collect", "fit_twin", "fidelity", "train", "evaluate", "r
 PROGRESS_LINES = 10
 #: The packages whose versions a run records (`software_versions`).
 VERSIONED_PACKAGES = ("hil", "torch", "numpy", "h5py")
+#: hil's own packages, whose code hil's version and `source_commit` pin; a class of any other is a plugin's.
+OWN_PACKAGES = ("hil", "simulators", "drivers")
 #: The events a run logs before its first checkpoint, when it has measured nothing: a warning while it prepares (the
 #: traffic log stopping as the bench is made safe) among them.
 UNMEASURED_EVENTS = ("run_started", "warning", "run_interrupted", "run_failed")
@@ -295,7 +297,7 @@ class Run:
             "twin_spec": self.twin.spec if self.twin is not None else None,
         }
         self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(),
-                                    "torch_threads": torch.get_num_threads(), "versions": software_versions(),
+                                    "torch_threads": torch.get_num_threads(), "versions": self.versions(),
                                     "bench": self._bench_state(), "data_split": self.split,
                                     "wall_s": self.wall_s(), "file_digests": {**self.run_files, **self.store.digests}})
 
@@ -313,7 +315,7 @@ class Run:
             raise _foreign_checkpoint(self.store, f"its network or optimiser ({error_reason(error)})") from None
         # the thread count the run started with (another rounds differently); run_protocol restores the caller's
         torch.set_num_threads(int(saved.get("torch_threads", torch.get_num_threads())))
-        _warn_of_other_versions(saved.get("versions"))
+        _warn_of_other_versions(saved.get("versions"), self.versions())
         self._restore_bench(saved["bench"])
         self.wall_s_before = float(saved.get("wall_s", 0.0))
         self.store.digests.update({name: digest for name, digest in saved["file_digests"].items()
@@ -333,7 +335,13 @@ class Run:
         torch.set_rng_state(saved["torch_rng"])  # last: building the twin above draws its initial weights from it
         self.store.event("run_resumed", completed=self.completed, epoch=self.epoch, batch=self.batch,
                          discarded_events=discarded, torch_threads=torch.get_num_threads(),
-                         versions=software_versions())
+                         versions=self.versions())
+
+    def versions(self) -> dict[str, str]:
+        """`software_versions`, with the code of the lab's plugin drivers, worlds and systems."""
+        lab = self.lab
+        return software_versions(type(part) for part in (*lab.instruments.values(), *lab.worlds.values(),
+                                                          *lab.systems.values()))
 
     def wall_s(self) -> float:
         """The run's wall time so far (s), its earlier attempts' included."""
@@ -707,11 +715,12 @@ def _foreign_checkpoint(store: RunStore, what: str) -> RunFileError:
                         "restore the run's own from a backup, or start a new run")
 
 
-def software_versions() -> dict[str, str]:
+def software_versions(classes: Iterable[type] = ()) -> dict[str, str]:
     """The versions of Python and of the packages a run's figures depend on (another torch may round, draw random
     numbers or initialise differently), the commit of hil's source (`source_commit`: its version stays the same
-    from commit to commit) and the `processor` (another rounds differently), as run_started, run_resumed and the
-    checkpoint record them."""
+    from commit to commit), the `processor` (another rounds differently) and the code of each plugin module among
+    ``classes``' (`plugin_code`: a bench's own driver decides what was measured), as run_started, run_resumed and
+    the checkpoint record them."""
     versions = {"python": platform.python_version()}
     for package in VERSIONED_PACKAGES:
         try:
@@ -720,7 +729,25 @@ def software_versions() -> dict[str, str]:
             versions[package] = "not installed"
     versions["hil_commit"] = source_commit()
     versions["cpu"] = processor()
+    plugins = {cls.__module__ for cls in classes if cls.__module__.partition(".")[0] not in OWN_PACKAGES}
+    versions.update((module, plugin_code(module)) for module in sorted(plugins))
     return versions
+
+
+@functools.cache
+def plugin_code(module: str) -> str:
+    """What pins the code of a plugin's ``module``: the distribution it was installed from and its version, where
+    it was (``mylab-drivers 0.3.1``), and the start of the SHA-256 of its source file, which an editable install or a
+    module on PYTHONPATH changes under one version (``sha256 3f2a9c1d0b7e``); ``no source file`` for one without (a
+    class defined in a notebook). Read once per process: the code a process runs is what it imported."""
+    top = module.partition(".")[0]
+    parts = [f"{name} {importlib.metadata.version(name)}"
+             for name in sorted(set(importlib.metadata.packages_distributions().get(top, ())))]
+    try:
+        parts.append(f"sha256 {hashlib.sha256(Path(sys.modules[module].__file__).read_bytes()).hexdigest()[:12]}")
+    except (KeyError, AttributeError, TypeError, OSError):  # not imported, or no file (__main__ in a notebook)
+        parts.append("no source file")
+    return ", ".join(parts)
 
 
 @functools.cache
@@ -757,11 +784,10 @@ def source_commit(root: Path = SOURCE_ROOT) -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
                               errors="surrogateescape", check=True, stdin=subprocess.DEVNULL).stdout.strip()
-    packages = ("hil", "simulators", "drivers")
     try:
         commit = git("rev-parse", "HEAD")
-        changed = git("diff", "HEAD", "--binary", "--", *packages)
-        added = git("ls-files", "--others", "--exclude-standard", "-z", "--", *packages)  # a module of one's own
+        changed = git("diff", "HEAD", "--binary", "--", *OWN_PACKAGES)
+        added = git("ls-files", "--others", "--exclude-standard", "-z", "--", *OWN_PACKAGES)  # a module of one's own
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     digest = hashlib.sha256(changed.encode(errors="surrogateescape"))  # of the difference git printed
@@ -771,12 +797,11 @@ def source_commit(root: Path = SOURCE_ROOT) -> str:
     return f"{commit}+modified.{digest.hexdigest()[:12]}" if changed or added else commit
 
 
-def _warn_of_other_versions(saved: Any) -> None:
-    """Warn where a run resumes under other versions than it ran under so far (a checkpoint of an earlier hil holds
-    none): its figures may then differ from those of a run that was never stopped."""
+def _warn_of_other_versions(saved: Any, now: dict[str, str]) -> None:
+    """Warn where a run resumes under other versions (``now``) than it ran under so far (a checkpoint of an earlier
+    hil holds none): its figures may then differ from those of a run that was never stopped."""
     if not isinstance(saved, dict):
         return
-    now = software_versions()
     changed = [f"{name} {saved[name]} → {now.get(name, 'not installed')}" for name in sorted(saved)
                if saved[name] != now.get(name, "not installed")]
     if changed:
@@ -858,7 +883,7 @@ def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed
         "systems": {name: s.snapshot() for name, s in lab.systems.items()}})
     store.event("run_started", protocol=protocol.name, method=protocol.method.name,
                 system=protocol.system, seed=protocol.seed, torch_threads=torch.get_num_threads(),
-                versions=software_versions(), working_directory=started_in or str(Path.cwd()))
+                versions=run.versions(), working_directory=started_in or str(Path.cwd()))
     run.checkpoint()
     store.wait_for_checkpoint()
 

@@ -1029,7 +1029,7 @@ def test_a_run_records_the_versions_it_ran_under_and_a_resume_under_others_is_wa
                                    "hil_commit": hil.orchestrator.source_commit(),
                                    "cpu": hil.orchestrator.processor()}
     later = {**started["versions"], "torch": "9.9.9"}
-    monkeypatch.setattr(hil.orchestrator, "software_versions", lambda: later)
+    monkeypatch.setattr(hil.orchestrator, "software_versions", lambda classes=(): later)
     with pytest.warns(UserWarning, match="resumes under other versions"):
         events = run_protocol(resume=run, show_progress=False).events()
     [resumed] = [e for e in events if e["kind"] == "run_resumed"]
@@ -1039,6 +1039,41 @@ def test_a_run_records_the_versions_it_ran_under_and_a_resume_under_others_is_wa
                                   f"{started['versions']['torch']} → 9.9.9): its figures may differ from those of a "
                                   "run that was never stopped; to reproduce them, resume under the versions its "
                                   "run_started event names")
+
+
+def test_a_run_records_the_code_of_its_plugin_driver_and_a_resume_with_it_changed_is_warned_of(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bench's own driver decides what was measured, yet a run recorded hil's code alone: a driver edited between a
+    run and its resume left no trace. Each plugin module's code is recorded (its file's SHA-256, and its
+    distribution's version where it was installed from one), and a resume under other code is warned of."""
+    import hashlib
+
+    import hil.orchestrator
+
+    plugin = tmp_path / "recorded_plugin_driver.py"
+    plugin.write_text("from simulators.crossbar import SimulatedCrossbar\n\n\n"
+                      "class BenchCrossbar(SimulatedCrossbar):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("worlds:\n  chip: {kind: memristor_crossbar, seed: 0}\n"
+                   "instruments:\n  crossbar: {driver: 'recorded_plugin_driver:BenchCrossbar', world: chip}\n"
+                   "systems:\n  crossbar: {kind: crossbar, instruments: {crossbar: crossbar}, "
+                   "settings: {n_in: 64, n_out: 32}}\n")
+    run = interrupted_after_fit_twin(write_protocol(tmp_path, **SMALL, lab=str(lab)), monkeypatch)
+    store = RunStore.open(run)
+    [started] = [e for e in store.events() if e["kind"] == "run_started"]
+    store.close()
+    recorded = f"sha256 {hashlib.sha256(plugin.read_bytes()).hexdigest()[:12]}"
+    assert {name: code for name, code in started["versions"].items() if "sha256" in code} == \
+        {"recorded_plugin_driver": recorded}  # hil's own world and system are pinned by hil_commit
+    plugin.write_text(f"{plugin.read_text()}\n# calibrated otherwise\n")  # the driver edited before the resume
+    monkeypatch.setattr(hil.orchestrator, "plugin_code", hil.orchestrator.plugin_code.__wrapped__)  # read anew
+    with pytest.warns(UserWarning, match="resumes under other versions"):
+        events = run_protocol(resume=run, show_progress=False).events()
+    [warning] = [e for e in events if e["kind"] == "warning"]
+    edited = f"sha256 {hashlib.sha256(plugin.read_bytes()).hexdigest()[:12]}"
+    assert f"(recorded_plugin_driver {recorded} → {edited})" in warning["message"]
+    assert events[-1]["kind"] == "run_finished"
 
 
 def test_a_run_reusing_a_twin_of_another_kind_resumes_with_that_twin_and_its_held_out_groups(
