@@ -126,7 +126,8 @@ class AnalogWorld(World):
                                   f"{sample_rate_hz:g} Hz, or load the waveform at {rate:g} Hz")
             extra = n_samples - drive_v.shape[1]
             if extra > 0:
-                hold = self.output.drive(extra) if self.output is not None else torch.zeros(self.n_outputs, extra)
+                hold = self.output.drive(extra) if self.output is not None else torch.zeros(self.n_outputs, extra,
+                                                                                           dtype=torch.float32)
                 drive_v = torch.cat([drive_v, hold], dim=1)
         response = self.respond(drive_v, sample_rate_hz)
         self._check_response(response, drive_v)
@@ -167,7 +168,7 @@ class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
         self.n_channels = world.n_outputs
         self.converters: ConverterConfig = world.config.converters
         super().__init__(world, **common)
-        self._dc = torch.zeros(self.n_channels)
+        self._dc = torch.zeros(self.n_channels, dtype=torch.float32)
         self._on = torch.zeros(self.n_channels, dtype=torch.bool)
         self._waveforms: dict[int, tuple[torch.Tensor, float]] = {}
         world.output = self
@@ -187,7 +188,7 @@ class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
         began = self.world.clock.wall()
         self.world.hold()  # type: ignore[attr-defined]
         self._waveforms.pop(channel - 1, None)
-        self._dc[channel - 1] = quantise(torch.tensor(voltage_v), self.converters.output_range_v,
+        self._dc[channel - 1] = quantise(torch.tensor(voltage_v, dtype=torch.float32), self.converters.output_range_v,
                                          self.converters.dac_bits)
         self.world.clock.sleep(self.converters.settle_s, since=began)
 
@@ -246,7 +247,8 @@ class SimulatedAnalogInput(SimulatedInstrument, AnalogInput):
         assert world.armed is not None
         n_samples, rate = world.armed
         drive = world.output.drive(n_samples) if world.output is not None else torch.zeros(world.n_outputs,
-                                                                                           n_samples)
+                                                                                           n_samples,
+                                                                                           dtype=torch.float32)
         world.acquire(drive, rate)
 
     def _fetch_hw(self) -> np.ndarray:

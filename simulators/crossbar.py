@@ -229,7 +229,7 @@ def drift_exponents(target_s: torch.Tensor, g_max_s: float, scale: float, genera
     relative = (target_s / g_max_s).abs().clamp(min=1e-7).log()
     mean = (-0.0155 * relative + 0.0244).clamp(0.049, 0.1)
     spread = (-0.0125 * relative - 0.0059).clamp(0.008, 0.045)
-    return (mean + spread * torch.randn(target_s.shape, generator=generator)).abs() * scale
+    return (mean + spread * torch.randn(target_s.shape, generator=generator, dtype=torch.float32)).abs() * scale
 
 
 def read_noise_q(programmed_s: torch.Tensor, g_max_s: float) -> torch.Tensor:
@@ -364,14 +364,16 @@ class MemristorCrossbar(World):
             relative = target / g_max
             unit_s = 1e-6 * noise.noise_scale * g_max / noise.reference_g_max_s
             sigma = (c0 + relative * (c1 + relative * c2)) * unit_s
-            programmed = (target + sigma * torch.randn(target.shape, generator=self.rng)).clamp_(min=0)
+            draw = torch.randn(target.shape, generator=self.rng, dtype=torch.float32)
+            programmed = (target + sigma * draw).clamp_(min=0)
         try:
             self._check_ir_drop(programmed)
         except DeviceError:
             self.rng.set_state(drawn_from)
             raise
         drift = config.slow.drift_scale
-        nu = drift_exponents(target, g_max, drift, self.rng) if drift > 0 else torch.zeros(self.shape)
+        nu = drift_exponents(target, g_max, drift, self.rng) if drift > 0 else torch.zeros(self.shape,
+                                                                                           dtype=torch.float32)
         timing = config.timing
         self.clock.sleep(timing.call_overhead_s + target.numel() * timing.program_time_per_device_s, since=began)
         self.programmed_s, self.drift_nu, self.programmed_at_s = programmed, nu, self.clock.now()

@@ -226,7 +226,7 @@ class MultimodeFiber(SLMCameraWorld):
     def transmission(self) -> torch.Tensor:
         """The whole transmission now (camera pixels × macro-pixels, complex), with the present mode drift, read
         without advancing it."""
-        drift = ou_path(self.mode_phase.fork(), torch.tensor([self.clock.now()]))[0]
+        drift = ou_path(self.mode_phase.fork(), torch.tensor([self.clock.now()], dtype=torch.float32))[0]
         return fiber_transmission(self.coupling, self.modes, self.speckle, drift)
 
     def hidden_parameters(self) -> dict[str, Any]:

@@ -319,7 +319,7 @@ def ou_path(process: OrnsteinUhlenbeck, times_s: torch.Tensor) -> torch.Tensor:
         return torch.cat([ou_path(process, times[:half]), ou_path(process, times[half:])])
     column = (-1, *([1] * len(shape)))
     steps = (process.sigma * torch.sqrt(-torch.expm1(2 * log_a))).reshape(column)
-    noise = torch.randn((len(times), *shape), generator=process.generator).to(torch.float64)
+    noise = torch.randn((len(times), *shape), generator=process.generator, dtype=torch.float32).to(torch.float64)
     start = process.value.to(torch.float64)
     if float(cumulative[-1]) < -600:  # one step: 1/A would overflow
         path = torch.exp(log_a).reshape(column) * start + steps * noise
@@ -509,7 +509,7 @@ class SLMCameraWorld(World):
     def _frame_bow(self, frames: int) -> float | torch.Tensor:
         """The LUT's bow (rad) during each of ``frames`` frames (frames × 1 × 1), with a new flicker draw each."""
         if self.config.shot.flicker_rad > 0:
-            ripple = torch.sin(TWO_PI * torch.rand(frames, 1, 1, generator=self.rng))
+            ripple = torch.sin(TWO_PI * torch.rand(frames, 1, 1, generator=self.rng, dtype=torch.float32))
             return self.lut_bow_rad + self.config.shot.flicker_rad * ripple
         return self.lut_bow_rad
 
@@ -562,7 +562,8 @@ class SLMCameraWorld(World):
         if shot.shot_noise:
             electrons = self._shot_and_read_noise(electrons, shot.read_noise_e)
         elif shot.read_noise_e > 0:
-            electrons.add_(torch.randn(electrons.shape, generator=self.rng), alpha=shot.read_noise_e)
+            read_noise = torch.randn(electrons.shape, generator=self.rng, dtype=torch.float32)
+            electrons.add_(read_noise, alpha=shot.read_noise_e)
         gain = camera.gain_dn_per_e
         offset_dn: float | torch.Tensor = c.black_level_dn
         if c.dsnu_e > 0:
@@ -738,6 +739,6 @@ class SimulatedCamera(SimulatedInstrument, Camera):
         self._next_index += n_frames
         drop = self.world.config.shot.frame_drop_probability  # type: ignore[attr-defined]
         if drop > 0:  # frames exposed (the clock counts them) that never reach the host
-            arrived = torch.rand(n_frames, generator=self.world.rng) >= drop
+            arrived = torch.rand(n_frames, generator=self.world.rng, dtype=torch.float32) >= drop
             images, indices = images[arrived], indices[arrived.numpy()]
         return images, indices

@@ -362,10 +362,10 @@ class OscillatorNetwork(AnalogWorld):
         passes = min(setting.max_passes, 1 + max(1, math.ceil(math.log(setting.tolerance) / math.log(decay))))
         bounds = [0, *cuts, len(accel)]
         lengths = torch.tensor(np.diff(bounds))
-        pieces = torch.zeros(len(lengths), int(lengths.max()), accel.shape[1])
+        pieces = torch.zeros(len(lengths), int(lengths.max()), accel.shape[1], dtype=torch.float32)
         for k, (a, b) in enumerate(pairwise(bounds)):
             pieces[k, : b - a] = accel[a:b]
-        initial = torch.zeros(len(lengths), len(start))
+        initial = torch.zeros(len(lengths), len(start), dtype=torch.float32)
         initial[0] = start
         rows = torch.arange(len(lengths))
         for _ in range(passes):

@@ -193,11 +193,11 @@ class World:
 
     def normal(self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
         """Standard normal float32 samples from the world's generator."""
-        return torch.randn(shape, generator=generator or self.rng)
+        return torch.randn(shape, generator=generator or self.rng, dtype=torch.float32)
 
     def uniform(self, shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
         """Uniform [0, 1) float32 samples from the world's generator."""
-        return torch.rand(shape, generator=generator or self.rng)
+        return torch.rand(shape, generator=generator or self.rng, dtype=torch.float32)
 
     def describe(self) -> dict[str, Any]:
         """Preset, seed, whether it sleeps its device time (``realtime``: then a run's wall time holds it) and the
@@ -223,7 +223,7 @@ class OrnsteinUhlenbeck:
         delta = time_s - self.time_s
         if delta > 0 and self.sigma > 0:
             decay = math.exp(-delta / self.tau_s)
-            noise = torch.randn(self.value.shape, generator=self.generator)
+            noise = torch.randn(self.value.shape, generator=self.generator, dtype=torch.float32)
             self.value = self.value * decay + self.sigma * math.sqrt(1 - decay * decay) * noise
         self.time_s = max(self.time_s, time_s)
         return self.value

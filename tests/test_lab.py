@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import torch
 
 from drivers.keithley2450 import Keithley2450
 from hil.config import YamlDocument, dump_yaml
@@ -1804,3 +1805,29 @@ def test_a_traffic_log_in_the_home_folder_is_written_there(tmp_path: Path, monke
     with Lab.load(path) as lab:
         lab["smu"].transport.query("*IDN?")
     assert "MODEL 2450" in (home / "logs" / "bench.log").read_text() and not (elsewhere / "~").exists()
+
+
+@pytest.mark.parametrize("name", ["optical", "fiber", "crossbar", "oscillator", "resistive_network"])
+def test_a_default_dtype_changed_after_the_lab_was_built_changes_nothing_it_measures(name: str) -> None:
+    """``torch.set_default_dtype(torch.float64)`` in a notebook, after the lab was built (before, the lab refuses to
+    build): the simulators and systems made their tensors in it and met their float32 ones in torch's dtype errors,
+    the oscillator's even as the lab closed, in its safe state. They compute in float32 whatever the default."""
+    def measured(default: torch.dtype) -> list[torch.Tensor]:
+        with Lab.load(REPO / "lab.yaml") as lab:
+            system = lab.systems[name]
+            generator = torch.Generator().manual_seed(0)
+            low, high = system.x_bounds
+            x = low + (high - low) * torch.rand(3, system.n_in, generator=generator, dtype=torch.float32)
+            low, high = system.theta_bounds
+            theta = low + (high - low) * torch.rand(system.n_params, generator=generator, dtype=torch.float32)
+            torch.set_default_dtype(default)
+            try:
+                system.calibrate()
+                outputs = [system.forward(x, theta), system.forward(x[:1], theta), system.oracle_model()(x, theta)]
+                lab.close()  # the instruments' safe states, under that default too
+            finally:
+                torch.set_default_dtype(torch.float32)
+        return outputs
+
+    for before, after in zip(measured(torch.float32), measured(torch.float64), strict=True):
+        assert after.dtype == before.dtype == torch.float32 and torch.equal(after, before)

@@ -62,7 +62,7 @@ def beam_amplitude(shape: tuple[int, int], waist_px: float | None) -> torch.Tens
     """
     rows, cols = shape
     if waist_px is None:
-        amplitude = torch.ones(rows, cols)
+        amplitude = torch.ones(rows, cols, dtype=torch.float32)
     else:
         y = torch.arange(rows, dtype=torch.float32) - (rows - 1) / 2
         x = torch.arange(cols, dtype=torch.float32) - (cols - 1) / 2
@@ -431,7 +431,8 @@ class FourierWorkspace:
         frames, rows, cols = phase_rad.shape
         cam_rows, cam_cols = scaled_a.shape[0], real_b.shape[1] // 2
         if self._buffers is None or self._buffers[0].shape[1] < self.chunk:
-            self._buffers = (torch.empty(2, self.chunk, rows, cols), torch.empty(self.chunk, rows, 2 * cam_cols),
+            self._buffers = (torch.empty(2, self.chunk, rows, cols, dtype=torch.float32),
+                             torch.empty(self.chunk, rows, 2 * cam_cols, dtype=torch.float32),
                              torch.empty(self.chunk, cam_rows, cam_cols, dtype=torch.complex64))
         planes_buffer, half_buffer, window_buffer = self._buffers
         of_cos, of_sin = real_b[:cols], real_b[cols:]

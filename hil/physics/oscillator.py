@@ -107,7 +107,7 @@ def nominal_parameters(freq_hz: Sequence[float], q: Sequence[float], nonlinear_l
     if len(q) != n or len(drive_gain) != n:
         raise ValueError(f"freq_hz, q and drive_gain need one value per oscillator ({n}); got {len(q)} and "
                          f"{len(drive_gain)}")
-    kappa = torch.zeros(n, n)
+    kappa = torch.zeros(n, n, dtype=torch.float32)
     link = (2 * math.pi * coupling_hz) ** 2
     index = torch.arange(n - 1)
     kappa[index, index + 1] = link
@@ -118,7 +118,7 @@ def nominal_parameters(freq_hz: Sequence[float], q: Sequence[float], nonlinear_l
         "beta": omega**2 / nonlinear_length_m**2,
         "kappa": kappa,
         "drive_gain": torch.tensor(drive_gain, dtype=torch.float32),
-        "sense_gain": torch.full((n_sensed,), float(sensor_gain)),
+        "sense_gain": torch.full((n_sensed,), float(sensor_gain), dtype=torch.float32),
     }
 
 

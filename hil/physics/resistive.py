@@ -180,11 +180,13 @@ class DeviceParameters(NamedTuple):
 def nominal_parameters(layout: Layout) -> DeviceParameters:
     """Every device at its datasheet value, at the reference temperature (float32)."""
     return DeviceParameters(
-        threshold_v=torch.full((layout.n_edges,), NOMINAL_THRESHOLD_V),
-        nudge_threshold_v=torch.full((layout.n_outputs,), NOMINAL_THRESHOLD_V),
-        saturation_current_a=torch.full((layout.n_diodes,), NOMINAL_SATURATION_CURRENT_A),
-        series_resistance_ohm=torch.full((layout.n_diodes,), NOMINAL_SERIES_RESISTANCE_OHM),
-        load_resistance_ohm=torch.full((layout.n_outputs,), NOMINAL_LOAD_RESISTANCE_OHM))
+        threshold_v=torch.full((layout.n_edges,), NOMINAL_THRESHOLD_V, dtype=torch.float32),
+        nudge_threshold_v=torch.full((layout.n_outputs,), NOMINAL_THRESHOLD_V, dtype=torch.float32),
+        saturation_current_a=torch.full((layout.n_diodes,), NOMINAL_SATURATION_CURRENT_A,
+                                        dtype=torch.float32),
+        series_resistance_ohm=torch.full((layout.n_diodes,), NOMINAL_SERIES_RESISTANCE_OHM,
+                                         dtype=torch.float32),
+        load_resistance_ohm=torch.full((layout.n_outputs,), NOMINAL_LOAD_RESISTANCE_OHM, dtype=torch.float32))
 
 
 # -- device laws -------------------------------------------------------------------------------------------------
@@ -225,7 +227,8 @@ def saturation_current_at(saturation_current_ref_a: torch.Tensor, temperature_k:
     ``I_S(T) = I_S(T0)·(T/T0)^(XTI/N)·exp((T/T0 − 1)·EG/(N·kT/q))``."""
     ratio = temperature_k / reference_temperature_k
     exponent = (ratio - 1) * bandgap_ev / (ideality * thermal_voltage(temperature_k))
-    return saturation_current_ref_a * ratio ** (xti / ideality) * torch.exp(torch.as_tensor(exponent))
+    exponent = exponent if isinstance(exponent, torch.Tensor) else torch.tensor(exponent, dtype=torch.float32)
+    return saturation_current_ref_a * ratio ** (xti / ideality) * torch.exp(exponent)
 
 
 def _log_wright_omega(y: torch.Tensor) -> torch.Tensor:
@@ -287,6 +290,10 @@ class _Network(NamedTuple):
 
 
 def _as64(value: torch.Tensor | float) -> torch.Tensor:
+    """``value`` in float64; a Python number as float32 holds it first, as the simulators' tensors hold theirs
+    (whatever torch's default dtype)."""
+    if isinstance(value, float | int):
+        value = torch.tensor(value, dtype=torch.float32)
     return torch.as_tensor(value).to(torch.float64)
 
 

@@ -60,15 +60,15 @@ class CrossbarModel(PhysicsModel):
         self.shape, self.n_in, self.n_out = (rows, cols), n_in, n_out
         self.read_voltage_v, self.g_min_s, self.g_max_s = read_voltage_v, g_min_s, g_max_s
         self.full_scale_a = read_voltage_v * (g_max_s - g_min_s)
-        self.conductance_scale = nn.Parameter(torch.ones(rows, cols))
-        self.stuck_level = nn.Parameter(torch.zeros(rows, cols))
-        self.wire_resistance_ohm = nn.Parameter(torch.zeros(()))
-        self.column_gain = nn.Parameter(torch.ones(cols))
-        self.column_offset = nn.Parameter(torch.zeros(cols))
-        self.register_buffer("levels", torch.zeros(()))
-        self.register_buffer("level_min_s", torch.tensor(g_min_s))
-        self.register_buffer("level_max_s", torch.tensor(g_max_s))
-        self.register_buffer("current_limit_a", torch.tensor(math.inf))
+        self.conductance_scale = nn.Parameter(torch.ones(rows, cols, dtype=torch.float32))
+        self.stuck_level = nn.Parameter(torch.zeros(rows, cols, dtype=torch.float32))
+        self.wire_resistance_ohm = nn.Parameter(torch.zeros((), dtype=torch.float32))
+        self.column_gain = nn.Parameter(torch.ones(cols, dtype=torch.float32))
+        self.column_offset = nn.Parameter(torch.zeros(cols, dtype=torch.float32))
+        self.register_buffer("levels", torch.zeros((), dtype=torch.float32))
+        self.register_buffer("level_min_s", torch.tensor(g_min_s, dtype=torch.float32))
+        self.register_buffer("level_max_s", torch.tensor(g_max_s, dtype=torch.float32))
+        self.register_buffer("current_limit_a", torch.tensor(math.inf, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         targets = target_conductances(theta.reshape(self.n_in, self.n_out), self.g_min_s, self.g_max_s, self.shape)

@@ -56,7 +56,7 @@ PHASE_STEPS = (0.0, math.pi / 2, math.pi, 3 * math.pi / 2)
 
 def hadamard(n: int) -> torch.Tensor:
     """The n × n Sylvester Hadamard matrix (n a power of two), entries ±1."""
-    matrix = torch.ones(1, 1)
+    matrix = torch.ones(1, 1, dtype=torch.float32)
     while len(matrix) < n:
         matrix = torch.cat([torch.cat([matrix, matrix], 1), torch.cat([matrix, -matrix], 1)])
     return matrix
@@ -146,7 +146,7 @@ class FiberSystem(SLMCameraSystem):
         columns = torch.arange(self.slm.shape[1]) % period
         grating = (TWO_PI * columns / period).expand(*self.slm.shape)
         modulated = self.macro_index < self.n_modulated
-        return torch.where(modulated, grating, torch.zeros(())).to(torch.float32)
+        return torch.where(modulated, grating, 0.0).to(torch.float32)
 
     def _calibrate(self) -> dict[str, Any]:
         """Measure R, set the working exposure and measure the transmission matrix (see module)."""
@@ -164,14 +164,14 @@ class FiberSystem(SLMCameraSystem):
         # phase stepping against the reference
         size = 1 << (self.n_modulated - 1).bit_length()
         signs = hadamard(size)[:, :self.n_modulated]
-        steps = torch.tensor(PHASE_STEPS)
-        phases = torch.zeros(size, len(steps), self.n_macro)
+        steps = torch.tensor(PHASE_STEPS, dtype=torch.float32)
+        phases = torch.zeros(size, len(steps), self.n_macro, dtype=torch.float32)
         phases[..., :self.n_modulated] = torch.remainder(math.pi * (1 - signs)[:, None, :] / 2
                                                          + steps[None, :, None], TWO_PI)
         frames = torch.cat([self.capture(self._macro_patterns(chunk), exposure)[:, pixels]  # a sequence's patterns
                             for chunk in phases.reshape(-1, self.n_macro).split(self.max_batch)])
         intensity = frames.reshape(size, len(steps), -1) * scale
-        rotation = torch.polar(torch.ones(len(steps)), -steps) / len(steps)
+        rotation = torch.polar(torch.ones(len(steps), dtype=torch.float32), -steps) / len(steps)
         product = torch.einsum("hkp,k->ph", intensity.to(torch.complex64), rotation)  # conj(r_i)·(T s_h)_i
         weight = reference / (reference_power + damping).clamp(min=1e-30)  # 1/|r_i|, damped where |r_i|² ≲ noise
         measured = product @ signs.to(torch.complex64) / size * weight[:, None]  # T_ij·conj(r_i)/|r_i|
@@ -244,10 +244,10 @@ class FiberModel(PhysicsModel):
         self.tm_real = nn.Parameter(transmission.real.clone().to(torch.float32))
         self.tm_imag = nn.Parameter(transmission.imag.clone().to(torch.float32))
         self.offset = nn.Parameter(offset.clone().to(torch.float32))
-        self.lut_gain = nn.Parameter(torch.tensor(1.0))
-        self.lut_bow_rad = nn.Parameter(torch.tensor(0.0))
-        self.crosstalk_var_px2 = nn.Parameter(torch.tensor(0.0))
-        self.zero_order = nn.Parameter(torch.tensor(0.0))
+        self.lut_gain = nn.Parameter(torch.tensor(1.0, dtype=torch.float32))
+        self.lut_bow_rad = nn.Parameter(torch.tensor(0.0, dtype=torch.float32))
+        self.crosstalk_var_px2 = nn.Parameter(torch.tensor(0.0, dtype=torch.float32))
+        self.zero_order = nn.Parameter(torch.tensor(0.0, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         phases = encode(x, theta, self.source, self.x_phase_rad)

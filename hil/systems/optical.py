@@ -127,7 +127,7 @@ def region_matrix(camera_shape: tuple[int, int], corners: list[tuple[int, int]],
         top, left = corners[off]
         raise ConfigError(f"region of interest {off} at ({top}, {left}), {size} px wide, is off the {rows}×{cols} "
                           "camera", field="roi_px")
-    matrix = torch.zeros(rows, cols, len(corners))
+    matrix = torch.zeros(rows, cols, len(corners), dtype=torch.float32)
     for k, (top, left) in enumerate(corners):
         matrix[top:top + size, left:left + size, k] = 1 / size**2
     if (matrix > 0).sum(-1).max() > 1:
@@ -185,8 +185,9 @@ def probe_inputs(n_in: int, n_params: int, x_bounds: tuple[float, float], theta_
                  count: int = PROBES) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed, seeded set of ``count`` (x, θ) probes spanning the bounds (θ one vector per probe)."""
     generator = torch.Generator().manual_seed(PROBE_SEED)
-    x = x_bounds[0] + (x_bounds[1] - x_bounds[0]) * torch.rand(count, n_in, generator=generator)
-    theta = theta_bounds[0] + (theta_bounds[1] - theta_bounds[0]) * torch.rand(count, n_params, generator=generator)
+    x = x_bounds[0] + (x_bounds[1] - x_bounds[0]) * torch.rand(count, n_in, generator=generator, dtype=torch.float32)
+    theta = theta_bounds[0] + (theta_bounds[1] - theta_bounds[0]) * torch.rand(count, n_params, generator=generator,
+                                                                                dtype=torch.float32)
     return x, theta
 
 
@@ -371,7 +372,8 @@ class SLMCameraSystem(PhysicalSystem):
         sequence = phases.expand(repeats, *phases.shape)
         high = self.capture(sequence, exposure_s, full_frame)
         low = self.capture(sequence, exposure_s / 2, full_frame)
-        spread = (high.var(0) + low.var(0)) / repeats if repeats > 1 else torch.zeros(high.shape[1])
+        spread = (high.var(0) + low.var(0)) / repeats if repeats > 1 else torch.zeros(high.shape[1],
+                                                                                       dtype=torch.float32)
         high, low = high.mean(0), low.mean(0)
         return (high - low) / (exposure_s / 2), 2 * low - high, spread.sqrt() / (exposure_s / 2)
 
@@ -381,7 +383,7 @@ class SLMCameraSystem(PhysicalSystem):
         ``probe_factor`` × that exposure. Everything here reads the full frame (R is the whole camera's rate).
         Returns (reference exposure s, working exposure s, dark level per camera pixel in DN)."""
         self.reference_rate_dn_s = self.working_exposure_s = None  # until found: a failure leaves none to run on
-        blank = torch.zeros(1, *self.slm.shape)
+        blank = torch.zeros(1, *self.slm.shape, dtype=torch.float32)
         reference_s = self.find_exposure(blank, start_s=max(self.camera.limits["exposure_s"].min, first_exposure_s),
                                          full_frame=True)
         rate, intercept, _ = self.signal_rate(blank[0], reference_s, self.reference_repeats, full_frame=True)
@@ -487,7 +489,7 @@ class OpticalSystem(SLMCameraSystem):
     def physics_model(self) -> OpticalModel:
         """Nominal physics: ideal LUT, no crosstalk, no zero order, aligned camera, uniform gain, scale 1, and the
         dark offsets measured by `calibrate` (zero before it)."""
-        offset = torch.zeros(self.n_out)
+        offset = torch.zeros(self.n_out, dtype=torch.float32)
         if self.dark_dn is not None and self.reference_rate_dn_s is not None:
             offset = self.output_scale * (self._in_window(self.dark_dn) @ self.regions) \
                 / (self.working_exposure() * self.reference_rate_dn_s)
@@ -548,13 +550,13 @@ class OpticalModel(PhysicsModel):
         self.register_buffer("beam", beam_amplitude((rows, cols // planes), waist_px))
         self.register_buffer("transfer", None if transfer is None else torch.view_as_real(transfer))
         self.register_load_state_dict_pre_hook(_transfer_as_real)
-        self.lut_gain = nn.Parameter(torch.tensor(1.0))
-        self.lut_bow_rad = nn.Parameter(torch.tensor(0.0))
-        self.crosstalk_var_px2 = nn.Parameter(torch.tensor(0.0))
-        self.zero_order = nn.Parameter(torch.tensor(0.0))
-        self.shift_px = nn.Parameter(torch.zeros(2))
-        self.pixel_gain = nn.Parameter(torch.ones(camera_shape))
-        self.scale = nn.Parameter(torch.tensor(1.0))
+        self.lut_gain = nn.Parameter(torch.tensor(1.0, dtype=torch.float32))
+        self.lut_bow_rad = nn.Parameter(torch.tensor(0.0, dtype=torch.float32))
+        self.crosstalk_var_px2 = nn.Parameter(torch.tensor(0.0, dtype=torch.float32))
+        self.zero_order = nn.Parameter(torch.tensor(0.0, dtype=torch.float32))
+        self.shift_px = nn.Parameter(torch.zeros(2, dtype=torch.float32))
+        self.pixel_gain = nn.Parameter(torch.ones(camera_shape, dtype=torch.float32))
+        self.scale = nn.Parameter(torch.tensor(1.0, dtype=torch.float32))
         self.offset = nn.Parameter(offset.clone().to(torch.float32))
 
     def intensity(self, drive_rad: torch.Tensor, window: Window | None = None) -> torch.Tensor:

@@ -111,8 +111,8 @@ class ResistiveNetworkModel(PhysicsModel):
         self.log_saturation_current = nn.Parameter(torch.log(nominal.saturation_current_a))
         self.series_resistance_kohm = nn.Parameter(nominal.series_resistance_ohm / 1e3)
         self.load_resistance_kohm = nn.Parameter(nominal.load_resistance_ohm / 1e3)
-        self.ideality = nn.Parameter(torch.tensor(physics.NOMINAL_IDEALITY))
-        self.temperature_k = nn.Parameter(torch.tensor(physics.REFERENCE_TEMPERATURE_K))
+        self.ideality = nn.Parameter(torch.tensor(physics.NOMINAL_IDEALITY, dtype=torch.float32))
+        self.temperature_k = nn.Parameter(torch.tensor(physics.REFERENCE_TEMPERATURE_K, dtype=torch.float32))
 
     def device_parameters(self) -> physics.DeviceParameters:
         """The calibration as the physics' device parameters."""
@@ -240,7 +240,8 @@ class ResistiveNetworkSystem(PhysicalSystem):
 
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         inputs = input_voltages(x, self.input_min_v, self.input_max_v)
-        free = self._measure(inputs, theta, torch.zeros(len(x), self.layout.n_outputs), NUDGE_OFF_V)
+        targets = torch.zeros(len(x), self.layout.n_outputs, dtype=torch.float32)
+        free = self._measure(inputs, theta, targets, NUDGE_OFF_V)
         return free[:, self.layout.n_hidden:] / self.output_scale_v
 
     # -- energy-based access ----------------------------------------------------------------------------------------
@@ -256,7 +257,7 @@ class ResistiveNetworkSystem(PhysicalSystem):
         theta = self._checked(theta, (self.n_params,), self.theta_bounds, "theta")
         nudge_gate = nudge_gate_voltage(beta, self.g_unit_s, self.gate_max_v)
         if beta == 0:
-            targets = torch.zeros(len(x), self.n_out)
+            targets = torch.zeros(len(x), self.n_out, dtype=torch.float32)
         else:
             if target is None:
                 raise LimitError(f"system {self.name!r}: beta = {beta:g} nudges towards a target; give target "
