@@ -467,8 +467,9 @@ def test_garbage_reply_raises_device_error(exchange, reply):
         assert not inst.transport.is_open
 
 
-def test_non_numeric_level_is_a_device_error():
-    exchanges = connected((b"DC", b"+9.9E+37x", b"0"), DC_OFF)[:-4]
+@pytest.mark.parametrize("level", [b"+9.9E+37x", b"NAN", b"+1E+999"])  # the last overflows to infinity
+def test_non_numeric_level_is_a_device_error(level):
+    exchanges = connected((b"DC", level, b"0"), DC_OFF)[:-4]
     with expected_protocol(awg(), exchanges) as inst, pytest.raises(DeviceError, match="not a finite number"):
         inst.connect()
 
