@@ -88,6 +88,24 @@ def echo_driver(tcp_server) -> Iterator[EchoDriver]:
         yield EchoDriver(transport)
 
 
+def test_a_backlog_longer_than_a_resynchronisation_reads_is_refused_and_the_next_query_gets_its_own_reply(
+        echo_driver: EchoDriver) -> None:
+    """A link out of step behind more stale replies than one resynchronisation reads (another program's queries, a
+    flood of late replies) is a `DeviceError`, never a stale reply taken for the answer; it stays out of step, so the
+    next query resynchronises again, past the rest of the backlog, and reads its own reply."""
+    transport = echo_driver.transport
+    echo_driver.idn = echo_driver.query("*IDN?")
+    for index in range(echo_driver.max_error_reads + 8):
+        transport.write(f"ECHO? stale{index}")
+    transport.out_of_step = True
+    with pytest.raises(DeviceError, match=r"^echo: out of step with the instrument after a timeout \(no answer to its "
+                                          r"marker among 32 replies\); power-cycle it and connect again$"):
+        echo_driver.query("ECHO? first")
+    assert transport.out_of_step
+    assert echo_driver.query("ECHO? second") == "second" and not transport.out_of_step
+    echo_driver.check_errors()  # the markers' *ESE commands left no error
+
+
 def test_a_reply_padded_with_spaces_reads_as_its_value(echo_driver: EchoDriver) -> None:
     assert echo_driver.query('ECHO? " 1 "') == "1" and echo_driver.query_bool('ECHO? " 1 "') is True
 
