@@ -971,6 +971,18 @@ def test_an_asrl_resource_sets_its_line_speed_and_says_when_a_write_is_not_taken
                                      "0.3 s; nothing is reading the line")
 
 
+def test_an_asrl_resource_without_a_baud_rate_learns_the_visa_librarys_for_its_advice() -> None:
+    """An ASRL resource given no ``baudrate`` runs at the VISA library's speed (9600 bit/s), which the transport reads
+    back once open: a write the line takes too slowly is then said to need more time at that speed, not that nothing
+    reads the line."""
+    with unread_pty() as path, VisaTransport(f"ASRL{path}::INSTR", timeout_s=0.3) as transport:
+        assert transport.baudrate == line_speed(path) == 9600
+        error = write_in_a_thread(transport, "X" * 50_000)
+        assert isinstance(error, TransportTimeout)
+        assert str(error).endswith("could not be sent within 0.3 s; its 50001 bytes take 52.1 s at 9600 bit/s: give "
+                                   "timeout_s more than that, or the line a higher baudrate (the instrument's too)")
+
+
 @pytest.mark.parametrize(("resource", "interface"), [("TCPIP::10.0.0.2::5025::SOCKET", "a VISA TCPIP resource"),
                                                      ("USB0::0x0957::0x2807::MY1::INSTR", "a VISA USB resource")])
 def test_a_visa_resource_without_a_serial_line_refuses_a_baud_rate(resource: str, interface: str) -> None:
