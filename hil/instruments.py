@@ -555,7 +555,10 @@ class Camera(Instrument):
         """Set the exposure time (s), within the limits."""
 
     def _set_trigger_hw(self, trigger: str) -> None:
-        raise DeviceError(f"{self.name}: trigger mode {trigger!r} is not supported by this camera")
+        """Select ``trigger``. A camera without this hook has no trigger input: it captures at once, as in "software"
+        mode, which it therefore takes, and refuses "external"."""
+        if trigger != "software":
+            raise DeviceError(f"{self.name}: trigger mode {trigger!r} is not supported by this camera")
 
     def _set_roi_hw(self, roi: Roi | None) -> None:
         """Apply an AOI (top, left, height, width), or the full frame for None (all a camera without AOI does)."""

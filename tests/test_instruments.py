@@ -22,7 +22,7 @@ from drivers.keysight_33500b import Keysight33500B
 from hil import testing
 from hil.clock import VirtualClock
 from hil.errors import DeviceError, FramesDropped, LimitError
-from hil.instruments import CrossbarArray, Readings, SourceMeter
+from hil.instruments import Camera, CrossbarArray, Readings, SourceMeter
 from hil.systems.crossbar import CrossbarSystem
 from hil.testing import Exchange, ProtocolTransport, expected_protocol
 from hil.transport import VisaTransport
@@ -1240,6 +1240,31 @@ def test_frame_indices_that_are_not_integers_are_the_drivers_error(optical: Opti
         with pytest.raises(DeviceError, match=r"^camera: frame indices .* are not integers$") as error:
             camera.capture(3)
         assert not isinstance(error.value, FramesDropped)
+
+
+def test_a_camera_without_a_trigger_input_takes_software_triggering_and_refuses_external() -> None:
+    """A camera whose driver writes no trigger hook captures at once: set_trigger("software"), the mode it is in,
+    was refused as "not supported by this camera"; "external" is refused and leaves it in software mode."""
+
+    class Webcam(Camera):
+        shape, bit_depth = (4, 6), 8
+
+        def _identify_hw(self) -> str:
+            return "webcam"
+
+        def _set_exposure_hw(self, exposure_s: float) -> None:
+            pass
+
+        def _capture_hw(self, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+            return np.zeros((n_frames, *self.shape)), np.arange(n_frames)
+
+    with Webcam(name="webcam") as camera:
+        camera.set_trigger("software")
+        with pytest.raises(DeviceError, match=r"^webcam: trigger mode 'external' is not supported by this camera$"):
+            camera.set_trigger("external")
+        assert camera.trigger == "software"
+        camera.set_exposure(1e-3)
+        assert camera.capture(2).images.shape == (2, 4, 6)
 
 
 def test_a_trigger_or_source_mode_given_as_an_array_is_refused_in_one_line(camera: SimulatedCamera) -> None:
