@@ -1023,6 +1023,23 @@ def test_emulated_fixed_measure_range_overflow_raises(bench: Bench) -> None:
     assert k.measure().current_a[0] == pytest.approx(2e-3)
 
 
+def test_emulated_fixed_source_range_is_set_on_the_instrument_and_refuses_a_level_beyond_it(bench: Bench) -> None:
+    """A fixed source range reaches the instrument (autorange off, then the range), a level beyond 105 % of it is
+    refused before anything is sent, and autorange again lets the level go there."""
+    k, emulator = bench
+    k.configure("voltage", 10e-3)
+    assert k.set_source_range(1.5) == 2.0 and emulator.source_range["VOLT"] == 2.0
+    k.set_output(True)
+    k.set_level(2.0)
+    with pytest.raises(LimitError, match=r"source voltage 2\.5 V exceeds the fixed 2 V source range"):
+        k.set_level(2.5)
+    assert (k.level, emulator.level["VOLT"]) == (2.0, 2.0)
+    assert k.set_source_range(None) is None and emulator.source_range["VOLT"] is None
+    k.set_level(2.5)
+    assert emulator.level["VOLT"] == 2.5 and k.measure().current_a[0] == pytest.approx(2.5e-3)
+    assert not emulator.errors
+
+
 def test_emulated_raw_out_of_range_command_queues_the_error(
         bench: Bench) -> None:
     k, _ = bench
