@@ -135,27 +135,15 @@ def slm_phase(drive_rad: torch.Tensor, *, gain: Scalar = 1.0, bow_rad: Scalar = 
     return lut_phase(crosstalk(drive_rad, crosstalk_var_px2), gain, bow_rad)
 
 
-def modulated_field(phase_rad: torch.Tensor, illumination: torch.Tensor, zero_order: Scalar = 0.0,
-                    out: torch.Tensor | None = None) -> torch.Tensor:
+def modulated_field(phase_rad: torch.Tensor, illumination: torch.Tensor, zero_order: Scalar = 0.0) -> torch.Tensor:
     """The field after the SLM, E = illumination·((1 − z)·e^{iφ} + z): complex, … × rows × cols.
 
-    ``illumination`` is the (real or complex) field arriving on the pixels. With ``out`` (a complex tensor of
-    the result's shape, possibly a view into a larger buffer) the result is written there without allocating;
-    that path does not record gradients.
+    ``illumination`` is the (real or complex) field arriving on the pixels.
     """
     illumination = illumination.to(phase_rad.dtype.to_complex())
     z = torch.as_tensor(zero_order, dtype=phase_rad.dtype)
     modulated, constant = illumination * (1 - z), illumination * z
-    cos, sin = torch.cos(phase_rad), torch.sin(phase_rad)
-    if out is None:
-        return modulated * torch.complex(cos, sin) + constant
-    parts = torch.view_as_real(out)
-    real, imag = parts[..., 0], parts[..., 1]
-    torch.mul(cos, modulated.real, out=real)
-    real.addcmul_(sin, modulated.imag, value=-1).add_(constant.real)
-    torch.mul(cos, modulated.imag, out=imag)
-    imag.addcmul_(sin, modulated.real).add_(constant.imag)
-    return out
+    return modulated * torch.complex(torch.cos(phase_rad), torch.sin(phase_rad)) + constant
 
 
 def angular_spectrum(shape: tuple[int, int], pitch_m: float, wavelength_m: float, distance_m: float) -> torch.Tensor:
