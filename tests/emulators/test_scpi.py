@@ -56,6 +56,17 @@ def test_split_messages_skips_newlines_inside_blocks_and_keeps_remainder() -> No
     assert rest == b"DATA x,#15ab"
 
 
+def test_a_block_cut_anywhere_on_the_wire_even_in_its_header_is_waited_for() -> None:
+    """A waveform upload arrives in TCP segments, which may end inside the block's header (``#2`` with its byte count
+    still to come) or its data (whose bytes may be line endings): no message ends there, and the whole block is framed
+    once the rest has come."""
+    message = b"DATA w,#211" + bytes(range(11))  # its data ends in b"\n"
+    for cut in range(1, len(message) + 1):
+        complete, remainder = split_messages(message[:cut])  # as the server frames what has come so far
+        assert (complete, remainder) == ([], message[:cut]), cut
+        assert split_messages(remainder + message[cut:] + b"\n") == ([message], b""), cut
+
+
 def test_a_hash_inside_a_word_begins_no_block_and_the_line_ending_after_it_ends_the_message() -> None:
     """A block begins a parameter, as the parser reads it: ``A#15`` is a malformed word, refused when parsed, and
     was taken for a block of 5 bytes that swallowed the line ending and the query after it, which went unanswered."""
