@@ -771,12 +771,10 @@ class AnalogOutput(Instrument):
     def _load_waveform_hw(self, channel: int, samples_v: np.ndarray, sample_rate_hz: float) -> None:
         """Load the waveform and hold the channel at its first sample; ``level_v[channel]`` is still the level
         the channel holds now. Unwritten, with `_play_hw`, by an output of DC levels only."""
-        self._require_waveforms()
 
     def _play_hw(self, channels: list[int]) -> None:
         """Play the loaded waveforms of ``channels`` once, together; each channel then holds its first sample.
         Unwritten, with `_load_waveform_hw`, by an output of DC levels only."""
-        self._require_waveforms()
 
 
 #: The hooks that play an analog output's waveforms: a driver writes both, or neither for DC levels only.
