@@ -714,6 +714,15 @@ def test_sourcing_before_configure_is_refused_without_traffic() -> None:
         k.set_output(False)
 
 
+def test_sourcing_before_connect_is_refused_without_traffic() -> None:
+    """Before connect the source mode is unknown: the 2450's own level checks (range, power envelope) step aside for
+    the refusal that says what to do, rather than failing on the unknown mode."""
+    with expected_protocol(smu(), []) as k:
+        for refused in (lambda: k.set_level(1.0), lambda: k.sweep([0.1]), lambda: k.set_source_range(1.0)):
+            with pytest.raises(DeviceError, match=r"^Keithley2450: not connected; call connect\(\) first$"):
+                refused()
+
+
 def test_levels_beyond_a_fixed_source_range_are_refused_before_anything_is_sent() -> None:
     exchanges = [*SETUP, (b":SOUR:VOLT:RANG:AUTO OFF", None), (b":SOUR:VOLT:RANG 2", None), NO_ERROR,
                  (b":SOUR:VOLT:ILIM?", b"1.000000E-04")]
