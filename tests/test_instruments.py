@@ -1039,6 +1039,27 @@ def test_ctrl_c_while_the_safe_state_reads_old_errors_still_reaches_the_safe_sta
     assert inst.level_v == {1: 0.0} and inst.output_on == {1: False}
 
 
+def test_ctrl_c_while_reading_old_errors_stays_an_interrupt_when_the_way_to_the_safe_state_then_fails() -> None:
+    """After a Ctrl-C while the old errors are read, the instrument refuses a step of the way (an error queued by the
+    ramp to 0 V): the output is still switched off, and what is raised is the interrupt, the failure as its
+    cause, so that the run stops as the user asked rather than as after a device error."""
+    exchanges = [*awg_protocol.connected((b"DC", b"+1.000000000000000E+00", b"1"), idn=AWG_IDN),
+                 (b"SYST:ERR?", CTRL_C),
+                 (b"SOUR1:VOLT:OFFS 0", None),
+                 (b"*ESE 1;*ESE?;*IDN?", b'+0,"No error"'), (None, b"1;" + AWG_IDN), (b"*ESE 0", None),
+                 (b"SYST:ERR?", b'-222,"Data out of range"'), AWG_OK,
+                 (b"OUTP1 OFF", None), AWG_OK]
+    transport = CtrlCTransport(exchanges)
+    transport.open()
+    inst = Keysight33500B(transport, clock=VirtualClock())
+    inst.connect()
+    with pytest.raises(KeyboardInterrupt) as caught:
+        inst.safe_state()
+    transport.assert_done()
+    assert isinstance(caught.value.__cause__, DeviceError) and "-222 Data out of range" in str(caught.value.__cause__)
+    assert inst.level_v == {1: None} and inst.output_on == {1: False}
+
+
 class ShortCamera(SimulatedCamera):
     """A simulated camera that returns one frame fewer than asked for, as a camera whose buffer overran does (or,
     with ``extra`` 1, one more)."""
