@@ -17,7 +17,7 @@ from hil.errors import ConfigError, DeviceError, LimitError, TransportTimeout
 from hil.testing import TIMED_OUT, Exchange, ProtocolTransport, block, expected_protocol
 from hil.transport import VisaTransport
 from simulators.emulators.keysight_33500b import Keysight33500BEmulator
-from simulators.emulators.scpi import UNDEFINED_HEADER, ScpiError
+from simulators.emulators.scpi import SETTINGS_CONFLICT, UNDEFINED_HEADER, ScpiError
 
 IDN = b"Keysight Technologies,33522B,MY00000000,4.00-3.15-2.00-58-00"
 ZERO = b"+0.000000000000000E+00"
@@ -732,6 +732,22 @@ def test_emulator_of_a_firmware_without_voltage_limits_connects_after_one_timeou
         assert not inst.transport.out_of_step and not emulator.errors
         inst.set_voltage(1, 0.5)
         assert emulator.channels[1].offset_v == 0.5
+
+
+def test_emulator_that_leaves_the_voltage_limit_query_unanswered_for_another_reason_is_not_connected(tcp_server):
+    """An unanswered voltage-limit query is passed over only where the instrument queued "Undefined header" for it
+    alone (a firmware without voltage limits); with another error queued, the limits may be on: the connect fails on
+    the timeout, naming the query, and closes the link with nothing set (no output load sent)."""
+    class Conflicted(Keysight33500BEmulator):
+        def _limit_state_query(self, channel: int) -> str:
+            raise ScpiError(SETTINGS_CONFLICT, "VOLT:LIM")
+
+    emulator = Conflicted()
+    inst = Keysight33500B(VisaTransport(tcp_server(emulator).resource, timeout_s=0.3), name="awg")
+    with pytest.raises(TransportTimeout, match=r"^awg \(.*\): no reply within 0\.3 s to 'SOUR1:VOLT:LIM:STAT\?'"):
+        inst.connect()
+    assert not inst.connected and not inst.transport.is_open
+    assert not any(b"LOAD" in message for message in emulator.received)
 
 
 def test_emulator_coupling_copies_settings_and_combining_adds_the_other_channel():
