@@ -254,7 +254,11 @@ class SimulatedAnalogInput(SimulatedInstrument, AnalogInput):
     def _fetch_hw(self) -> np.ndarray:
         world: AnalogWorld = self.world  # type: ignore[assignment]
         if world.record is None:
-            raise DeviceError(f"{self.name}: the armed record was never triggered; play the output first")
+            # fetch() has disarmed the input: the world too, or a later play would record for it (refused at another
+            # sample rate than the one armed)
+            world.armed = None
+            raise DeviceError(f"{self.name}: the armed record was never triggered; arm() again and play the output "
+                              "before fetch()")
         record, world.record = world.record, None
         converters = self.converters
         if converters.adc_noise_v > 0:

@@ -91,6 +91,25 @@ def test_mismatched_sample_clocks_are_refused() -> None:
         ao.play()
 
 
+def test_a_fetch_before_any_play_disarms_the_input_and_leaves_the_output_free_to_play() -> None:
+    """An input armed and fetched before anything played said so and was no longer armed, but its world still was: a
+    later play at another sample rate, for which nothing was armed, was refused as a clock mismatch with the input."""
+    _, ao, ai = bench()
+    ai.arm(4, 1e3)
+    with pytest.raises(DeviceError, match=r"^ai: the armed record was never triggered; arm\(\) again and play the "
+                                          r"output before fetch\(\)$"):
+        ai.fetch()
+    ao.set_output(1, True)
+    ao.load_waveform(1, [0.0, 1.0], 2e3)
+    ao.play()
+    with pytest.raises(DeviceError, match=r"^ai: nothing armed; call arm\(\) before fetch\(\)$"):
+        ai.fetch()
+    ao.load_waveform(1, [1.0, 2.0], 2e3)
+    ai.arm(2, 2e3)
+    ao.play()
+    np.testing.assert_allclose(ai.fetch()[0], [0.0, 0.5])  # the divider's half, one sample late
+
+
 def test_waveforms_of_different_lengths_and_rates_played_together_are_refused_with_units() -> None:
     """It read '(got lengths [2, 3], rates [1000.0, 2000.0])': Python lists, a rate's repr, no unit, nothing to do."""
     _, ao, _ = bench()
