@@ -486,6 +486,25 @@ def test_device_time_is_the_playback_time_and_batches_are_split() -> None:
     assert system.calls == 3
 
 
+def test_a_waveform_shorter_than_the_output_takes_is_padded_and_the_outputs_are_unchanged() -> None:
+    """An analog output whose memory takes more points than a batch's waveform holds (a DAQ with a minimum buffer)
+    gets the waveform padded with 0 V after its rows: the input records the padding too, and the system reads its
+    rows alone, as from an output that takes the waveform as it is."""
+    outputs = []
+    for fewest in (2, 4 * 656):  # 656: one row's samples, record and gap
+        world = OscillatorNetwork(preset="ideal", seed=0, config=QUIET)
+
+        class Daq(SimulatedAnalogOutput):
+            waveform_points = (fewest, 1_000_000)
+
+        ao, ai = Daq(world, name="ao").connect(), SimulatedAnalogInput(world, name="ai").connect()
+        system = OscillatorSystem({"output": ao, "input": ai})
+        assert system.row_samples == 656
+        outputs.append(system.forward(*inputs(1)))
+        assert world.clock.now() == pytest.approx(max(fewest, 656) / FS)  # the padding is played too
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-6, atol=1e-6)
+
+
 def test_max_batch_follows_the_instruments_memory() -> None:
     _, ao, ai, system = bench()
     assert system.max_batch == min(ao.waveform_points[1], ai.max_samples) // 656
