@@ -235,11 +235,8 @@ class OscillatorSystem(PhysicalSystem):
             limit = min(limit, max_batch)
         super().__init__(instruments, name=name, n_in=n_in, n_out=n_windows * len(sensed), n_params=n_params,
                          x_bounds=(-1.0, 1.0), theta_bounds=(-1.0, 1.0), max_batch=limit)
-        try:
-            self.nominal = physics.nominal_parameters(freq_hz, q, nonlinear_length_m, coupling_hz,
-                                                      drive_gain_m_s2_per_v, sensor_gain, len(sensed), sense)
-        except ValueError as error:
-            raise ConfigError(str(error), field="freq_hz") from None
+        self.nominal = physics.nominal_parameters(freq_hz, q, nonlinear_length_m, coupling_hz, drive_gain_m_s2_per_v,
+                                                  sensor_gain, len(sensed), sense)
         _warn_of_ring_down(self.name, gap_s, physics.slowest_decay_rate(self.nominal["gamma"]))
         self.sample_rate_hz, self.channel, self.n_windows = float(sample_rate_hz), channel, n_windows
         self.carrier_hz, self.drive_amplitude_v, self.output_scale_v = carrier_hz, drive_amplitude_v, output_scale_v
