@@ -44,6 +44,14 @@ def test_an_exchange_left_over_fails_and_a_scripted_timeout_times_out() -> None:
         instrument.connect()
 
 
+def test_traffic_beyond_the_script_fails_as_the_tests_error_not_as_a_lost_connection() -> None:
+    """A driver that sends more than the script holds fails the test, naming the script's end: translated like a
+    library's error, it would be a TransportError, which a driver may take for a lost link and go on past."""
+    with pytest.raises(AssertionError, match=r"^unexpected traffic after the last of 8 exchanges$"), \
+            testing.expected_protocol(smu, CONNECT[:-1]) as instrument:
+        instrument.connect()
+
+
 def test_block_is_an_ieee_definite_length_block() -> None:
     assert testing.block([1.0], "f") == b"#14\x00\x00\x80?"
 
