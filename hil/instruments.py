@@ -1142,13 +1142,16 @@ class CrossbarArray(Instrument):
         self._program_hw(self._check_array("conductance_s", conductances_s, "conductance"))
 
     def read(self, voltages_v: Any) -> Any:
-        """Column currents (batch × cols, A) for row voltages (batch × rows, V): a float array or tensor (a
-        driver's reply of another shape, or not of numbers, is a `DeviceError` naming its `_read_hw`)."""
+        """Column currents (batch × cols, A) for row voltages (batch × rows, V): a new float array or tensor, the
+        caller's to modify in place, as `read_pairs` gives. A driver's `_read_hw` may return a buffer it reuses (or
+        one decoded from its reply's bytes, read-only), so what it returns is checked and copied; a reply of another
+        shape, or not of numbers, is a `DeviceError` naming it."""
         voltages_v = self._checked_voltages(voltages_v)
         currents = self._read_hw(voltages_v)
-        if is_hils(type(self)._read_hw.__module__):
+        if is_hils(type(self)._read_hw.__module__):  # hil's simulators: new tensors
             return currents
-        return self._currents(currents, (voltages_v.shape[0], self.shape[1]), "column currents", "_read_hw")
+        return self._currents(currents, (voltages_v.shape[0], self.shape[1]), "column currents", "_read_hw",
+                              copy=True)
 
     def read_pairs(self, voltages_v: Any, pairs: int) -> Any:
         """Differential read-out of the first ``pairs`` column pairs: ``I_2j − I_2j+1`` (batch × pairs, A) for row

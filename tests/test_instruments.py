@@ -504,6 +504,38 @@ def test_a_differential_read_of_a_crossbar_of_one_column_is_refused_saying_why()
         crossbar.read_pairs(np.zeros((2, 3)), 1)
 
 
+class BlockReadCrossbar(ListCrossbar):
+    """A bench crossbar whose driver decodes each read's float32 block in place (read-only, on the reply's bytes)."""
+
+    def _read_hw(self, voltages_v):
+        reply = (np.asarray(voltages_v) @ self.conductances_s).astype("<f4").tobytes()
+        return np.frombuffer(reply, dtype="<f4").reshape(len(voltages_v), self.shape[1])
+
+
+class BufferReadCrossbar(ListCrossbar):
+    """A bench crossbar whose driver reads into one buffer it keeps, filled anew by every read."""
+
+    def _read_hw(self, voltages_v):
+        self.buffer = getattr(self, "buffer", np.empty((len(voltages_v), self.shape[1])))
+        return np.matmul(np.asarray(voltages_v), self.conductances_s, out=self.buffer)
+
+
+def test_a_drivers_read_is_handed_on_as_a_copy_the_caller_may_change() -> None:
+    """A read returned what the driver's _read_hw returned where it was a float array of the right shape: a reply
+    decoded in place was read-only to the caller ('output array is read-only' at an in-place scaling), and a buffer
+    the driver reuses changed the currents of every earlier read at the next."""
+    with BlockReadCrossbar(name="xbar") as crossbar:
+        crossbar.program(np.full((3, 4), 1e-6))
+        currents = crossbar.read(np.full((2, 3), 0.1))
+        currents -= 3e-7
+        np.testing.assert_allclose(currents, 0.0, atol=1e-12)
+    with BufferReadCrossbar(name="xbar") as crossbar:
+        crossbar.program(np.full((3, 4), 1e-6))
+        first = crossbar.read(np.full((2, 3), 0.1))
+        crossbar.read(np.full((2, 3), -0.1))
+        np.testing.assert_allclose(first, np.full((2, 4), 3e-7))
+
+
 def test_a_drivers_read_is_returned_as_a_float_array() -> None:
     with ListCrossbar(name="xbar") as crossbar:
         crossbar.program(np.full((3, 4), 1e-6))
