@@ -501,7 +501,8 @@ class Camera(Instrument):
 
     def capture(self, n_frames: int = 1) -> Frames:
         """Capture ``n_frames`` frames; raises `FramesDropped` if frames are missing (a gap in the frame counter, or
-        too few)."""
+        too few). The frames are the caller's: a driver's may lie in a buffer it fills anew at every capture (a camera
+        SDK's), so they are copied, as a crossbar's reads are."""
         self._require_connected()
         if isinstance(n_frames, bool) or not isinstance(n_frames, int | np.integer) \
                 or not 1 <= n_frames <= self.max_frames:
@@ -525,6 +526,8 @@ class Camera(Instrument):
             raise FramesDropped(f"{self.name}: asked for {n_frames} frame(s), got {len(images)}")
         if tuple(np.shape(images)[1:]) != self.frame_shape:
             raise DeviceError(f"{self.name}: frames of {tuple(np.shape(images)[1:])} px, expected {self.frame_shape}")
+        if not is_hils(type(self)._capture_hw.__module__):  # hil's simulators return new tensors
+            images = images.detach().clone() if hasattr(images, "detach") else np.array(images)
         return Frames(images=images, indices=indices, exposure_s=self.exposure_s)
 
     def _frame_indices(self, indices: Any) -> np.ndarray:

@@ -24,6 +24,7 @@ from hil.clock import VirtualClock
 from hil.errors import DeviceError, FramesDropped, LimitError
 from hil.instruments import Camera, CrossbarArray, Readings, SourceMeter
 from hil.systems.crossbar import CrossbarSystem
+from hil.systems.optical import OpticalSystem
 from hil.testing import Exchange, ProtocolTransport, expected_protocol
 from hil.transport import VisaTransport
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
@@ -1090,6 +1091,39 @@ def test_ctrl_c_while_reading_old_errors_stays_an_interrupt_when_the_way_to_the_
     transport.assert_done()
     assert isinstance(caught.value.__cause__, DeviceError) and "-222 Data out of range" in str(caught.value.__cause__)
     assert inst.level_v == {1: None} and inst.output_on == {1: False}
+
+
+class BufferCamera(SimulatedCamera):
+    """A bench camera whose driver hands over its frames in one float32 buffer, filled anew by every capture (as a
+    camera SDK's is)."""
+
+    def _capture_hw(self, n_frames: int):
+        images, indices = super()._capture_hw(n_frames)
+        buffer = getattr(self, "buffer", None)
+        if buffer is None or buffer.shape != tuple(images.shape):
+            buffer = self.buffer = np.empty(tuple(images.shape), dtype=np.float32)
+        buffer[...] = np.asarray(images)
+        return buffer, indices
+
+
+def test_a_drivers_frames_are_handed_on_as_a_copy_so_the_next_capture_leaves_them_as_they_were() -> None:
+    """The frames of a capture lay in the driver's buffer, which the next capture filled: the optical system's
+    calibration, which subtracts a capture at half the exposure from one at the whole, found no signal, and said
+    'the camera sees almost no light' of a lit camera. It now calibrates as on a camera that returns new frames."""
+    calibrations = []
+    for camera_class in (SimulatedCamera, BufferCamera):
+        table = OpticalTable(seed=0)
+        camera = camera_class(table, name="camera").connect()
+        system = OpticalSystem({"slm": SimulatedSLM(table, name="slm").connect(), "camera": camera})
+        calibrations.append(system.calibrate())
+    assert calibrations[1] == calibrations[0]
+    camera.set_trigger("software")  # the system left it on the SLM's triggers
+    camera.set_exposure(1e-3)
+    first = camera.capture(1).images
+    kept = first.copy()
+    camera.set_exposure(2e-3)
+    camera.capture(1)
+    np.testing.assert_array_equal(first, kept)
 
 
 class ShortCamera(SimulatedCamera):
