@@ -821,7 +821,8 @@ class AnalogInput(Instrument):
         self._armed = (int(n_samples), rate)
 
     def fetch(self) -> np.ndarray:
-        """The armed record, channels × samples in volts; raises `DeviceError` if none was armed."""
+        """The armed record, channels × samples in volts; raises `DeviceError` if none was armed. The record is the
+        caller's: a driver's may lie in a buffer it fills anew at every record (a DAQ library's), so it is copied."""
         self._require_connected()
         if self._armed is None:
             raise DeviceError(f"{self.name}: nothing armed; call arm() before fetch()")
@@ -838,6 +839,8 @@ class AnalogInput(Instrument):
                               f"{(self.n_channels, n_samples)}")
         if not np.isfinite(record).all():
             raise DeviceError(f"{self.name}: record holds non-finite values")
+        if not is_hils(type(self)._fetch_hw.__module__):  # hil's simulators return new arrays
+            record = record.copy()
         allowed = self.limits["voltage_v"]
         if allowed == self.hardware_limits()["voltage_v"]:
             return record  # the converter's own range: a real one clips there

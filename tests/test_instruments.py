@@ -1300,6 +1300,30 @@ class GarbageRecordInput(SimulatedAnalogInput):
         return self.record
 
 
+class BufferRecordInput(SimulatedAnalogInput):
+    """A DAQ input whose driver reads every record into one buffer it keeps, as a DAQ library's stream reader does."""
+
+    def _fetch_hw(self):
+        record = super()._fetch_hw()
+        self.buffer = getattr(self, "buffer", np.empty_like(record))
+        self.buffer[...] = record
+        return self.buffer
+
+
+def test_a_drivers_record_is_handed_on_as_a_copy_so_the_next_record_leaves_it_as_it_was() -> None:
+    """A record lay in the driver's buffer, which the next record filled: each record a caller kept changed to the
+    last one taken."""
+    world = OscillatorNetwork(seed=0)
+    with SimulatedAnalogOutput(world, name="shaker") as shaker, BufferRecordInput(world, name="probes") as probes:
+        shaker.set_voltage(1, 1.0)
+        shaker.set_output(1, True)
+        first = probes.acquire(64, 1e3)
+        kept = first.copy()
+        shaker.set_voltage(1, -1.0)
+        assert not np.array_equal(probes.acquire(64, 1e3), kept)
+        np.testing.assert_array_equal(first, kept)
+
+
 @pytest.mark.parametrize("record", [[[0.5, None, 0.1, 0.2]], np.array([["0.5"] * 4]), np.full((1, 4), 0.5 + 1j),
                                     np.full((1, 4), True)], ids=["None", "text", "complex", "true/false"])
 def test_a_record_that_is_not_volts_is_the_drivers_error(record: object) -> None:
