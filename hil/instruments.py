@@ -1042,14 +1042,14 @@ class SourceMeter(Instrument):
         return self._checked_readings(readings, len(levels), "_sweep_hw")
 
     def _checked_readings(self, readings: Any, points: int, hook: str) -> Readings:
-        """A driver's `Readings` of ``points`` points, its fields as float (voltage, current) and bool arrays;
-        anything else is a `DeviceError` naming the instrument and ``hook``."""
+        """A driver's `Readings` of ``points`` points, its fields as new float (voltage, current) and bool arrays (a
+        driver's may lie in buffers it reuses); anything else is a `DeviceError` naming the instrument and ``hook``."""
         if not isinstance(readings, Readings):
             raise DeviceError(f"{self.name}: {hook} returned {type(readings).__name__}, not Readings; fix the "
                               f"driver's {hook}")
         try:
-            fields = [np.asarray(readings.voltage_v, dtype=float), np.asarray(readings.current_a, dtype=float),
-                      np.asarray(readings.in_compliance, dtype=bool)]
+            fields = [np.array(readings.voltage_v, dtype=float), np.array(readings.current_a, dtype=float),
+                      np.array(readings.in_compliance, dtype=bool)]
         except (TypeError, ValueError):
             raise DeviceError(f"{self.name}: {hook} returned readings that are not numbers; fix the driver's "
                               f"{hook}") from None

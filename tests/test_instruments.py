@@ -1408,6 +1408,28 @@ class BareSmu(SourceMeter):
         return Readings(np.zeros(1), np.zeros(1), np.zeros(1, dtype=bool))
 
 
+def test_a_drivers_readings_are_handed_on_as_copies_so_the_next_reading_leaves_them_as_they_were() -> None:
+    """Readings lay in the arrays the driver returned: a driver that reads into buffers it keeps changed every
+    reading a caller kept to the last one taken."""
+    class BufferedSmu(BareSmu):
+        voltage, current, limited = np.zeros(1), np.zeros(1), np.zeros(1, dtype=bool)
+
+        def _set_level_hw(self, level: float) -> None:
+            self.voltage[0], self.current[0] = level, level / 1e3  # a 1 kΩ load
+
+        def _measure_hw(self) -> Readings:
+            return Readings(self.voltage, self.current, self.limited)
+
+    with BufferedSmu(name="smu") as smu:
+        smu.configure("voltage", 1e-2)
+        smu.set_output(True)
+        smu.set_level(1.0)
+        first = smu.measure()
+        smu.set_level(2.0)
+        assert smu.measure().voltage_v[0] == 2.0
+        assert (first.voltage_v[0], first.current_a[0]) == (1.0, 1e-3)
+
+
 @pytest.mark.parametrize(("reading", "refusal"), [
     ((0.0, 0.0), r"^smu: _measure_hw returned tuple, not Readings; fix the driver's _measure_hw$"),
     (Readings(np.zeros(1), np.zeros(3), np.zeros(1, dtype=bool)),
