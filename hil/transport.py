@@ -39,6 +39,8 @@ LINE_END = "\n"
 #: A timeout (s) below which a missing reply is most likely the timeout's: an instrument's answer to a simple query
 #: over LAN, USB or GPIB takes milliseconds, and a reading more.
 SHORT_TIMEOUT_S = 0.05
+#: The longest timeout (s) a transport takes: VISA's, 2³² − 1 ms (49 days); every call has one.
+MAX_TIMEOUT_S = 4_294_967
 #: The longest text reply read (bytes): far beyond any instrument's, and far below the memory an endless one takes.
 MAX_REPLY_BYTES = 64 * 2**20
 #: An OS error as termios and pyserial write it, ``(5, 'Input/output error')``.
@@ -274,8 +276,9 @@ class Transport(ABC):
 
     def __init__(self, resource: str, *, timeout_s: float = 2.0, read_termination: str = LINE_END,
                  write_termination: str = LINE_END, traffic_log: str | Path | TrafficLog | None = None):
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if not 0 < timeout_s <= MAX_TIMEOUT_S:  # infinity, pyvisa's "none", failed at open as a lost connection
+            raise ValueError(f"timeout_s must be > 0 and at most {MAX_TIMEOUT_S} s (VISA's longest: every call has a "
+                             f"timeout), got {timeout_s}")
         self.resource = resource
         #: The name of the instrument using this transport, put before the resource in error messages.
         self.owner: str | None = None

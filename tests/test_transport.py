@@ -649,10 +649,11 @@ def test_a_read_termination_other_than_a_line_end_is_stripped(tcp_server, pty_se
         assert link.read() == "b"
 
 
-@pytest.mark.parametrize("timeout_s", [0.0, -1.0, float("nan")])
+@pytest.mark.parametrize("timeout_s", [0.0, -1.0, float("nan"), float("inf"), 1e10])
 def test_a_timeout_that_is_not_positive_is_refused_before_anything_opens(timeout_s: float) -> None:
     """A zero, negative or NaN timeout would make every read fail at once, or (pyvisa's 0 ms) never wait: refused
-    when the transport is made, for either kind."""
+    when the transport is made, for either kind. So is one longer than VISA's longest (infinity is pyvisa's "no
+    timeout"), which failed only at open, said as a failed connection: 'check the cable or network'."""
     for make in (lambda: VisaTransport("TCPIP::127.0.0.1::5025::SOCKET", timeout_s=timeout_s),
                  lambda: SerialTransport("loop://", timeout_s=timeout_s)):
         with pytest.raises(ValueError, match="timeout_s must be > 0"):
