@@ -179,7 +179,9 @@ class _Claim:
     line. A second process opening the same resource (another ``hil run``, ``hil devices`` during a run) is refused,
     naming the holder: it would set levels under the first one's measurements, and its safe state on the way out
     would switch the first one's output off. Transports of one process share its claim (counted); the system drops
-    the lock when the process ends, however it ends."""
+    the lock when the process ends, however it ends. A process forked from the holder is another process: it holds
+    none of its parent's claims (`_forget_in_child`), and releases none of them as its copies of the transports are
+    closed or collected."""
 
     _held: ClassVar[dict[str, _Claim]] = {}
     #: Re-entrant: a transport dropped open is released by the collector, which may run inside this thread's `take`
@@ -188,6 +190,14 @@ class _Claim:
 
     def __init__(self, key: str, path: Path, fd: int):
         self.key, self.path, self.fd, self.users = key, path, fd, 1
+        self.pid = os.getpid()  # the holder: a forked child shares the lock's open file, and must not let it go
+
+    @classmethod
+    def _forget_in_child(cls) -> None:
+        """In a forked child: hold none of the parent's claims (a transport opened here claims its instrument anew,
+        refused while the parent holds it), with a lock of its own (the parent's may have been held at the fork)."""
+        cls._held = {}
+        cls._held_lock = threading.RLock()
 
     @staticmethod
     def path_of(key: str) -> Path:
@@ -253,7 +263,10 @@ class _Claim:
 
     def release(self) -> None:
         """End one use; the last releases the instrument to other processes, removing its file (a process that
-        opened it meanwhile finds it gone once it has the lock, and opens the path anew)."""
+        opened it meanwhile finds it gone once it has the lock, and opens the path anew). Nothing in a forked child,
+        whose lock is its parent's: the parent still holds the instrument."""
+        if self.pid != os.getpid():
+            return
         with self._held_lock:
             self.users -= 1
             if self.users == 0:
@@ -265,6 +278,10 @@ class _Claim:
                 with contextlib.suppress(OSError):
                     unlock(self.fd)  # as Windows asks before the file is closed, which drops the lock elsewhere
                 os.close(self.fd)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_Claim._forget_in_child)
 
 
 class Transport(ABC):

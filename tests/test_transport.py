@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import tty
@@ -1291,6 +1292,39 @@ def test_an_instrument_open_in_one_process_is_refused_to_another_naming_the_hold
             assert transport.query("*IDN?") == "hil,Echo,1,0"
         taken = open_elsewhere(other)
         assert taken.returncode == 0 and taken.stdout == "hil,Echo,1,0\n", taken
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a system without fork (Windows)")
+def test_a_forked_process_neither_takes_nor_lets_go_of_its_parents_claim(echo_tcp) -> None:
+    """A process forked from one holding an instrument (``os.fork()`` for a helper) counted itself among the
+    parent's users: it opened the instrument beside the parent, and its exit released the parent's claim (the file
+    removed, the lock shared with the parent let go), so that another hil run opened the instrument the parent went
+    on driving. The child now holds no claim of its parent's, and lets none go."""
+    script = textwrap.dedent("""
+        import os, sys
+        from hil.errors import InstrumentBusy
+        from hil.transport import _Claim, instrument_key, open_transport
+        from tests.test_transport import open_elsewhere
+        link = open_transport(sys.argv[1], timeout_s=2)
+        link.open()
+        child = os.fork()
+        if child == 0:  # a helper: it tries the instrument, then ends normally (exit hooks, collected transports)
+            try:
+                open_transport(sys.argv[1], timeout_s=2).open()
+            except InstrumentBusy:
+                sys.exit(3)
+            sys.exit(0)
+        print(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+        print(open_elsewhere(sys.argv[1]).returncode)
+        print(link.query("*IDN?"))
+        link.close()
+        print(_Claim.path_of(instrument_key(sys.argv[1])).exists())
+    """)
+    done = subprocess.run([sys.executable, "-c", script, echo_tcp[1].resource], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr
+    # refused to the child; refused to another process after the child ended; the parent's until it closes it
+    assert done.stdout.split("\n") == ["3", "1", "hil,Echo,1,0", "False", ""]
 
 
 @pytest.mark.usefixtures("windows_locks")
