@@ -23,7 +23,6 @@ times.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
@@ -37,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.arguments import Parser, check_names, check_presets, count  # noqa: E402
 from hil.config import YamlDocument  # noqa: E402
 from hil.lab import Lab, LabConfig  # noqa: E402
 from hil.nn import held_twin, physical_layers  # noqa: E402
@@ -56,12 +56,15 @@ def lab_for(protocol: Protocol, preset: str, seed: int) -> Lab:
     """The default lab with every world of the protocol's system at ``preset`` and ``seed``."""
     config = YamlDocument.read(ROOT / protocol.lab).validate(LabConfig)
     config = copy.deepcopy(config)
-    system = config.systems[protocol.system]
-    worlds = {config.instruments[name].world for name in system.instruments.values()}
-    for name in worlds:
+    for name in worlds_of(config, protocol.system):
         config.worlds[name].preset = preset
         config.worlds[name].seed = 1000 + seed
     return Lab(config)
+
+
+def worlds_of(config: LabConfig, system: str) -> set[str]:
+    """The names of the worlds that simulate ``system``'s instruments."""
+    return {config.instruments[name].world for name in config.systems[system].instruments.values()}
 
 
 def variant_protocol(base: Protocol, variant: str, seed: int, epochs: int | None) -> Protocol:
@@ -155,15 +158,20 @@ def overhead(base: Protocol, root: Path, repeats: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser = Parser(prog="benchmarks/mismatch.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=count, default=3)
     parser.add_argument("--systems", nargs="+", default=list(PROTOCOLS))
     parser.add_argument("--presets", nargs="+", default=["realistic", "harsh"])
-    parser.add_argument("--epochs", type=int, default=None, help="override the protocols' epochs")
-    parser.add_argument("--overhead-repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=count, default=None, help="override the protocols' epochs")
+    parser.add_argument("--overhead-repeats", type=count, default=5)
     parser.add_argument("--overhead-only", action="store_true", help="measure only the framework overhead")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
+    check_names(parser, "--systems", args.systems, PROTOCOLS, "the systems this benchmark has a protocol for")
+    for system in args.systems:
+        protocol = YamlDocument.read(ROOT / PROTOCOLS[system]).validate(Protocol)
+        config = YamlDocument.read(ROOT / protocol.lab).validate(LabConfig)
+        check_presets(parser, config, worlds_of(config, protocol.system), args.presets)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as folder:

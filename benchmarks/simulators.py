@@ -25,7 +25,6 @@ n_out = COLS/2), to see how the read's fixed passes weigh against the matmul as 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -38,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.arguments import Parser, check_names, check_presets, count  # noqa: E402
 from hil.config import YamlDocument  # noqa: E402
 from hil.errors import ConfigError  # noqa: E402
 from hil.lab import Lab, LabConfig  # noqa: E402
@@ -123,24 +123,26 @@ def resize_crossbars(config: LabConfig, rows: int, cols: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="benchmarks/simulators.py", description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["realistic", "ideal"])
     parser.add_argument("--systems", nargs="+", default=None, help="systems of lab.yaml (default: every simulated one)")
-    parser.add_argument("--batch", type=int, default=1024, help="largest batch (capped by each system's max_batch)")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--singles", type=int, default=20, help="one-row calls per timing")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--crossbar", type=int, nargs=2, metavar=("ROWS", "COLS"), default=None,
+    parser.add_argument("--batch", type=count, default=1024, help="largest batch (capped by each system's max_batch)")
+    parser.add_argument("--repeats", type=count, default=7)
+    parser.add_argument("--singles", type=count, default=20, help="one-row calls per timing")
+    parser.add_argument("--threads", type=count, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--crossbar", type=count, nargs=2, metavar=("ROWS", "COLS"), default=None,
                         help="crossbar tile size (default: lab.yaml's)")
     args = parser.parse_args()
+    base = YamlDocument.read(ROOT / "lab.yaml").validate(LabConfig)
+    simulated = [name for name, system in base.systems.items()
+                 if all(base.instruments[i].world for i in system.instruments.values())]
+    check_names(parser, "--systems", args.systems or [], simulated, "the simulated systems of lab.yaml")
+    check_presets(parser, base, base.worlds, args.presets)
     if args.threads:
         torch.set_num_threads(args.threads)
-    base = YamlDocument.read(ROOT / "lab.yaml").validate(LabConfig)
     if args.crossbar:
         resize_crossbars(base, *args.crossbar)
-    simulated = [name for name, system in base.systems.items()
-                 if all(base.instruments[i].world for i in system.instruments.values())
-                 and (args.systems is None or name in args.systems)]
+    simulated = [name for name in simulated if args.systems is None or name in args.systems]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     header = (f"{'system':18s} {'preset':10s} {'batch':>6s} {'batched/s':>11s} {'single/s':>10s} {'gain':>7s} "
               f"{'device s/call':>14s}   of the raw kernel's throughput")

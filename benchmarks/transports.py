@@ -14,7 +14,6 @@ Figures are the medians of ``--repeats`` timings, the readers taking turns. It n
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.arguments import Parser, count  # noqa: E402
 from hil.transport import SerialTransport  # noqa: E402
 
 
@@ -53,10 +53,10 @@ def timed(read: Callable[[], None], master: int, reply: bytes, count: int) -> fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 10_000, 100_000], help="reply sizes (bytes)")
-    parser.add_argument("--replies", type=int, default=20, help="replies per timing")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = Parser(prog="benchmarks/transports.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=count, nargs="+", default=[100, 10_000, 100_000], help="reply sizes (bytes)")
+    parser.add_argument("--replies", type=count, default=20, help="replies per timing")
+    parser.add_argument("--repeats", type=count, default=5)
     args = parser.parse_args()
     if not (hasattr(os, "openpty") and hasattr(os, "fork")):
         sys.exit("benchmarks/transports.py: needs a pseudo-terminal (os.openpty) and os.fork, which this system "

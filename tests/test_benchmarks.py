@@ -97,3 +97,37 @@ def test_the_simulator_benchmark_says_which_preset_refuses_a_tile_and_goes_on(mo
     simulators.main()
     [row] = capsys.readouterr().out.splitlines()[2:]
     assert row.split()[:3] == ["(all)", "realistic", "refused:"] and "wire_resistance_ohm 0.35 Ω" in row
+
+
+@pytest.mark.parametrize(("script", "arguments", "message"), [
+    ("simulators", ["--systems", "crossbar", "bogus"],
+     "--systems: 'bogus' is none of the simulated systems of lab.yaml: optical, fiber, crossbar, oscillator, "
+     "resistive_network"),
+    ("simulators", ["--presets", "ideal", "bogus"], "--presets: 'bogus' is none of the presets of world 'table' "
+                                                    "(optical_table): ideal, realistic, harsh"),
+    ("simulators", ["--repeats", "0"], "argument --repeats: '0' is not a count (an integer of 1 or more)"),
+    ("simulators", ["--batch", "-8"], "argument --batch: '-8' is not a count (an integer of 1 or more)"),
+    ("simulators", ["--threads", "-1"], "argument --threads: '-1' is not a count (an integer of 1 or more)"),
+    ("mismatch", ["--systems", "fiber"], "--systems: 'fiber' is none of the systems this benchmark has a protocol "
+                                         "for: optical, crossbar, oscillator"),
+    ("mismatch", ["--systems", "crossbar", "--presets", "harsh", "bogus"],
+     "--presets: 'bogus' is none of the presets of world 'crossbar_chip' (memristor_crossbar): ideal, realistic, "
+     "harsh"),
+    ("mismatch", ["--seeds", "0"], "argument --seeds: '0' is not a count (an integer of 1 or more)"),
+    ("transports", ["--sizes", "100", "0"], "argument --sizes: '0' is not a count (an integer of 1 or more)"),
+    ("transports", ["--repeats", "0"], "argument --repeats: '0' is not a count (an integer of 1 or more)"),
+])
+def test_a_bad_argument_is_refused_on_one_line_before_anything_is_measured(monkeypatch, capsys, script, arguments,
+                                                                            message):
+    """An unknown system printed the table's header and no row, exit status 0; an unknown preset was a row saying
+    the lab refused it (the simulators) or a traceback after the runs before it (the mismatch); a count of 0 or
+    below was a traceback (no median of no timings, a division by zero) after measuring."""
+    module = load(script, monkeypatch)
+    monkeypatch.setattr("sys.argv", [f"{script}.py", *arguments])
+    with pytest.raises(SystemExit) as exited:
+        module.main()
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"benchmarks/{script}.py: error: {message}; see benchmarks/{script}.py --help\n"
+

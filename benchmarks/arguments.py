@@ -1,0 +1,49 @@
+"""The benchmarks' command lines: a bad argument is refused on one line, before anything is measured."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from typing import NoReturn
+
+from hil.lab import LabConfig
+from hil.registry import subclass_of
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, refusing a bad argument on one line (``benchmarks/NAME.py: error: ...; see ... --help``)
+    rather than its usage and the error; exit status 2, as argparse's."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}; see {self.prog} --help\n")
+
+
+def count(text: str) -> int:
+    """A value that counts something (repeats, rows, bytes, threads): an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (an integer of 1 or more)")
+    return value
+
+
+def check_names(parser: argparse.ArgumentParser, option: str, given: Iterable[str], known: Iterable[str],
+                known_as: str) -> None:
+    """Refuse (one line, exit 2) a name given to ``option`` that is not among ``known`` (called ``known_as``)."""
+    known = list(known)
+    unknown = [name for name in given if name not in known]
+    if unknown:
+        parser.error(f"{option}: {', '.join(map(repr, unknown))} is none of {known_as}: {', '.join(known)}")
+
+
+def check_presets(parser: argparse.ArgumentParser, config: LabConfig, worlds: Iterable[str],
+                  presets: Iterable[str]) -> None:
+    """Refuse (one line, exit 2) a ``--presets`` name that one of the lab's ``worlds`` (by name) does not have."""
+    from simulators.world import World  # the simulators' base, as the lab imports it
+
+    for name in worlds:
+        kind = config.worlds[name].kind
+        known = subclass_of("worlds", kind, World).presets
+        check_names(parser, "--presets", presets, known, f"the presets of world {name!r} ({kind})")
