@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -155,3 +156,37 @@ def test_the_one_row_calls_are_warmed_up_before_they_are_timed(monkeypatch):
     warm_up = rows[:rows.index(4, 1)]  # before the first timing (of a batch), after the batch's warm-up
     assert 1 in warm_up
     assert [calls for calls in timings if calls] == [[4], [1] * 5, [4], [1] * 5]  # the raw kernels call none
+
+
+def test_the_simulator_benchmark_prints_a_row_of_the_readmes_columns_for_a_real_system(monkeypatch, capsys):
+    """A real run of one system: its row has the README's columns (batched/s, single/s, the batching gain in ×, the
+    modelled device time of one batched call, and the throughput as a fraction of each raw kernel's), figures not
+    checked (nothing here is timed)."""
+    simulators = load("simulators", monkeypatch)
+    monkeypatch.setattr("sys.argv", ["simulators.py", "--systems", "crossbar", "--presets", "ideal", "--repeats", "1",
+                                     "--batch", "16", "--singles", "2"])
+    simulators.main()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    assert out[1].split()[:7] == ["system", "preset", "batch", "batched/s", "single/s", "gain", "device"]
+    [row] = out[2:]
+    name, preset, batch, batched, single, gain, device, raw = row.split(maxsplit=7)
+    assert (name, preset, batch) == ("crossbar", "ideal", "16") and gain.endswith("×")
+    assert float(batched) > 0 and float(single) > 0 and float(device) > 0
+    assert re.fullmatch(r"[\d.]+ matmul, [\d.]+ pair matmul, [\d.]+ matmul\+noise", raw)
+
+
+def test_the_mismatch_benchmark_prints_pats_overhead_as_the_ratio_of_the_two_step_times(monkeypatch, capsys):
+    """``--overhead-only`` on the crossbar, one timed round: a line of the orchestrator's and the hand-written loop's
+    median times per step, in ms, and their ratio, as the README quotes them (figures not checked beyond their
+    arithmetic: nothing here is timed)."""
+    mismatch = load("mismatch", monkeypatch)
+    monkeypatch.setattr("sys.argv", ["mismatch.py", "--overhead-only", "--overhead-repeats", "1", "--systems",
+                                     "crossbar"])
+    mismatch.main()
+    line = capsys.readouterr().out.splitlines()[-1]
+    found = re.fullmatch(r"  crossbar +([\d.]+) ms / +([\d.]+) ms = ([\d.]+) \(in thread ([\d.]+)\)", line)
+    assert found, line
+    framework, hand, ratio, in_thread = map(float, found.groups())
+    assert ratio == pytest.approx(framework / hand, abs=0.001 + ratio * 0.01 / min(framework, hand))
+    assert 0 < in_thread <= ratio + 0.001  # the checkpoint's write left to its thread: no longer than waiting for it
