@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.arguments import Parser, check_names, check_presets, count  # noqa: E402
+from benchmarks.labs import worlds_of  # noqa: E402
 from hil.config import YamlDocument  # noqa: E402
 from hil.lab import Lab, LabConfig  # noqa: E402
 from hil.nn import held_twin, physical_layers  # noqa: E402
@@ -60,11 +61,6 @@ def lab_for(protocol: Protocol, preset: str, seed: int) -> Lab:
         config.worlds[name].preset = preset
         config.worlds[name].seed = 1000 + seed
     return Lab(config)
-
-
-def worlds_of(config: LabConfig, system: str) -> set[str]:
-    """The names of the worlds that simulate ``system``'s instruments."""
-    return {config.instruments[name].world for name in config.systems[system].instruments.values()}
 
 
 def variant_protocol(base: Protocol, variant: str, seed: int, epochs: int | None) -> Protocol:

@@ -1,6 +1,7 @@
 """Simulator throughput: batched against one-at-a-time calls, and against the raw torch kernels they are built on.
 
-For every system of the default lab (all simulated), with the given presets, in one process:
+For every simulated system of the default lab, with the given presets, in one process, each system in a lab
+of its own (its instruments and their worlds):
 
 - samples per second of ``system.forward`` with a full batch (``min(max_batch, --batch)`` rows), and one row
   per call; their ratio is what batching buys (goal: ≥ 20×);
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.arguments import Parser, check_names, check_presets, count  # noqa: E402
+from benchmarks.labs import alone  # noqa: E402
 from hil.config import YamlDocument  # noqa: E402
 from hil.errors import ConfigError  # noqa: E402
 from hil.lab import Lab, LabConfig  # noqa: E402
@@ -153,18 +155,18 @@ def main() -> None:
         config = copy.deepcopy(base)
         for world in config.worlds.values():
             world.preset = preset
-        try:
-            lab = Lab(config).open()
-        except ConfigError as refused:  # e.g. a tile too large for the preset's first-order IR drop
-            print(f"{'(all)':18s} {preset:10s} refused: {refused}", flush=True)
-            continue
-        with lab:
-            for name in simulated:
+        for name in simulated:
+            try:  # in a lab of its own: another system's world, which may refuse the preset, is not built
+                lab = Lab(alone(config, name)).open()
+            except ConfigError as refused:  # e.g. a tile too large for the preset's first-order IR drop
+                print(f"{name:18s} {preset:10s} refused: {refused}", flush=True)
+                continue
+            with lab:
                 system = lab.systems[name]
                 f = measure(system, min(args.batch, system.max_batch), args.repeats, args.singles)
-                raw = ", ".join(f"{f[key]:.2f} {key[3:]}" for key in f if key.startswith("of "))
-                print(f"{name:18s} {preset:10s} {f['batch']:6d} {f['batched_per_s']:11.0f} {f['single_per_s']:10.1f} "
-                      f"{f['batching_gain']:6.0f}× {f['device_s_per_call']:14.4g}   {raw}", flush=True)
+            raw = ", ".join(f"{f[key]:.2f} {key[3:]}" for key in f if key.startswith("of "))
+            print(f"{name:18s} {preset:10s} {f['batch']:6d} {f['batched_per_s']:11.0f} {f['single_per_s']:10.1f} "
+                  f"{f['batching_gain']:6.0f}× {f['device_s_per_call']:14.4g}   {raw}", flush=True)
 
 
 if __name__ == "__main__":

@@ -90,15 +90,17 @@ def test_the_transport_benchmark_says_in_one_line_that_it_needs_a_pseudo_termina
 
 
 def test_the_simulator_benchmark_says_which_preset_refuses_a_tile_and_goes_on(monkeypatch, capsys):
-    """A tile the `realistic` crossbar refuses (its first-order IR drop would pass 100 %) is one line of the table,
-    not a traceback that ends the benchmark."""
+    """A tile the `realistic` crossbar refuses (its first-order IR drop would pass 100 %) is the crossbar's row of
+    the table, and the other systems are measured with that preset: the whole preset's lab was refused, a row
+    ``(all) realistic refused`` and no system measured."""
     simulators = load("simulators", monkeypatch)
-    monkeypatch.setattr("sys.argv", ["simulators.py", "--systems", "crossbar", "--presets", "realistic",
-                                     "--crossbar", "512", "512"])
+    monkeypatch.setattr("sys.argv", ["simulators.py", "--systems", "crossbar", "resistive_network", "--presets",
+                                     "realistic", "--crossbar", "512", "512", "--repeats", "1", "--batch", "4",
+                                     "--singles", "1"])
     simulators.main()
-    [row] = capsys.readouterr().out.splitlines()[2:]
-    assert row.split()[:3] == ["(all)", "realistic", "refused:"] and "wire_resistance_ohm 0.35 Ω" in row
-
+    refused, measured = capsys.readouterr().out.splitlines()[2:]
+    assert refused.split()[:3] == ["crossbar", "realistic", "refused:"] and "wire_resistance_ohm 0.35 Ω" in refused
+    assert measured.split()[:3] == ["resistive_network", "realistic", "4"]
 
 @pytest.mark.parametrize(("script", "arguments", "message"), [
     ("simulators", ["--systems", "crossbar", "bogus"],
