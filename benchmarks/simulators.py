@@ -27,6 +27,7 @@ n_out = COLS/2), to see how the read's fixed passes weigh against the matmul as 
 from __future__ import annotations
 
 import copy
+import os
 import statistics
 import sys
 import time
@@ -117,6 +118,14 @@ def measure(system, batch: int, repeats: int, singles: int) -> dict[str, float]:
     return figures
 
 
+def conditions() -> str:
+    """torch's version and threads, the machine's cores, and its load average over the last minute before the run
+    (where the system keeps one): another process on the cores moves every figure, the ratios too."""
+    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown (no os.getloadavg here)"
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores, load average "
+            f"{load} over the last minute")
+
+
 def resize_crossbars(config: LabConfig, rows: int, cols: int) -> None:
     """Make every crossbar system of ``config`` a ``rows × cols`` tile, all of it used (n_out = cols/2)."""
     for system in config.systems.values():
@@ -147,7 +156,7 @@ def main() -> None:
     if args.crossbar:
         resize_crossbars(base, *args.crossbar)
     simulated = [name for name in simulated if args.systems is None or name in args.systems]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(conditions())
     header = (f"{'system':18s} {'preset':10s} {'batch':>6s} {'batched/s':>11s} {'single/s':>10s} {'gain':>7s} "
               f"{'device s/call':>14s}   of the raw kernel's throughput")
     print(header)

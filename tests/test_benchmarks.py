@@ -163,13 +163,15 @@ def test_the_one_row_calls_are_warmed_up_before_they_are_timed(monkeypatch):
 def test_the_simulator_benchmark_prints_a_row_of_the_readmes_columns_for_a_real_system(monkeypatch, capsys):
     """A real run of one system: its row has the README's columns (batched/s, single/s, the batching gain in ×, the
     modelled device time of one batched call, and the throughput as a fraction of each raw kernel's), figures not
-    checked (nothing here is timed)."""
+    checked (nothing here is timed). The first line says the run's conditions: torch's threads, the cores, and the
+    load average, which moves every figure (it said only torch's version and threads)."""
     simulators = load("simulators", monkeypatch)
     monkeypatch.setattr("sys.argv", ["simulators.py", "--systems", "crossbar", "--presets", "ideal", "--repeats", "1",
                                      "--batch", "16", "--singles", "2"])
     simulators.main()
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    assert re.fullmatch(rf"torch {re.escape(torch.__version__)}, {torch.get_num_threads()} thread\(s\), "
+                        rf"{os.cpu_count()} cores, load average [\d.]+ over the last minute", out[0])
     assert out[1].split()[:7] == ["system", "preset", "batch", "batched/s", "single/s", "gain", "device"]
     [row] = out[2:]
     name, preset, batch, batched, single, gain, device, raw = row.split(maxsplit=7)
