@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import NoReturn
 
 from hil.lab import LabConfig
@@ -27,6 +29,20 @@ def count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a count (an integer of 1 or more)")
     return value
+
+
+def writable_file(text: str) -> Path:
+    """A file to write at the end of a run: refused at once (before hours of measuring) where its folder is missing
+    or cannot be written, or where it is a folder."""
+    path = Path(text)
+    folder = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; name a file in it")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: there is no folder {str(folder)!r}; create it first")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be written (permissions); name a file you can write")
+    return path
 
 
 def check_names(parser: argparse.ArgumentParser, option: str, given: Iterable[str], known: Iterable[str],

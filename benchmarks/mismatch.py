@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.arguments import Parser, check_names, check_presets, count  # noqa: E402
+from benchmarks.arguments import Parser, check_names, check_presets, count, writable_file  # noqa: E402
 from benchmarks.labs import worlds_of  # noqa: E402
 from hil.config import YamlDocument  # noqa: E402
 from hil.lab import Lab, LabConfig  # noqa: E402
@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=count, default=None, help="override the protocols' epochs")
     parser.add_argument("--overhead-repeats", type=count, default=5)
     parser.add_argument("--overhead-only", action="store_true", help="measure only the framework overhead")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--json", type=writable_file, default=None, help="also write the figures here")
     args = parser.parse_args()
     check_names(parser, "--systems", args.systems, PROTOCOLS, "the systems this benchmark has a protocol for")
     for system in args.systems:

@@ -117,14 +117,20 @@ def test_the_simulator_benchmark_says_which_preset_refuses_a_tile_and_goes_on(mo
      "--presets: 'bogus' is none of the presets of world 'crossbar_chip' (memristor_crossbar): ideal, realistic, "
      "harsh"),
     ("mismatch", ["--seeds", "0"], "argument --seeds: '0' is not a count (an integer of 1 or more)"),
+    ("mismatch", ["--overhead-only", "--systems", "crossbar", "--json", "missing/figures.json"],
+     "argument --json: 'missing/figures.json': there is no folder 'missing'; create it first"),
+    ("mismatch", ["--overhead-only", "--systems", "crossbar", "--json", "."],
+     "argument --json: '.' is a folder; name a file in it"),
     ("transports", ["--sizes", "100", "0"], "argument --sizes: '0' is not a count (an integer of 1 or more)"),
     ("transports", ["--repeats", "0"], "argument --repeats: '0' is not a count (an integer of 1 or more)"),
 ])
-def test_a_bad_argument_is_refused_on_one_line_before_anything_is_measured(monkeypatch, capsys, script, arguments,
-                                                                            message):
+def test_a_bad_argument_is_refused_on_one_line_before_anything_is_measured(monkeypatch, capsys, tmp_path, script,
+                                                                            arguments, message):
     """An unknown system printed the table's header and no row, exit status 0; an unknown preset was a row saying
     the lab refused it (the simulators) or a traceback after the runs before it (the mismatch); a count of 0 or
-    below was a traceback (no median of no timings, a division by zero) after measuring."""
+    below was a traceback (no median of no timings, a division by zero) after measuring; a ``--json`` file in a
+    missing folder, a traceback once the whole run was measured."""
+    monkeypatch.chdir(tmp_path)
     module = load(script, monkeypatch)
     monkeypatch.setattr("sys.argv", [f"{script}.py", *arguments])
     with pytest.raises(SystemExit) as exited:
