@@ -32,8 +32,8 @@ def count(text: str) -> int:
 
 
 def writable_file(text: str) -> Path:
-    """A file to write at the end of a run: refused at once (before hours of measuring) where its folder is missing
-    or cannot be written, or where it is a folder."""
+    """A file the figures are written to as they are measured: refused at once (before hours of measuring) where
+    its folder is missing or cannot be written, or where it is a folder."""
     path = Path(text)
     folder = path.parent
     if path.is_dir():

@@ -43,7 +43,7 @@ from hil.lab import Lab, LabConfig  # noqa: E402
 from hil.nn import held_twin, physical_layers  # noqa: E402
 from hil.orchestrator import Run  # noqa: E402
 from hil.protocol import Protocol  # noqa: E402
-from hil.store import RunStore  # noqa: E402
+from hil.store import RunStore, atomic_write  # noqa: E402
 
 PROTOCOLS = {
     "optical": "experiments/optical_pat_digits.yaml",
@@ -153,6 +153,13 @@ def overhead(base: Protocol, root: Path, repeats: int) -> dict[str, float]:
             "ratio_in_thread": statistics.median(in_thread) / statistics.median(hand)}
 
 
+def save(path: Path | None, results: dict[str, dict]) -> None:
+    """Write the figures measured so far to ``path`` (``--json``; None: nowhere), whole or not at all, so that a
+    benchmark stopped later (Ctrl-C, a failed run) keeps them."""
+    if path is not None:
+        atomic_write(path, json.dumps(results, indent=2).encode())
+
+
 def main() -> None:
     parser = Parser(prog="benchmarks/mismatch.py", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=count, default=3)
@@ -184,11 +191,13 @@ def main() -> None:
                         lab = lab_for(protocol, "ideal" if variant == "ideal" else preset, seed)
                         figures = run_once(protocol, lab, root)
                         results[key][variant].append(figures)
+                        save(args.json, results)
                         nmse = figures["nmse"] if figures["nmse"] is not None else float("nan")
                         print(f"{key:22s} seed {seed} {variant:10s} device acc {figures['device_accuracy']:.3f} "
                               f"(twin NMSE {nmse:.4f}, {figures['wall_s']:.0f} s)", flush=True)
         results["overhead"] = {system: overhead(YamlDocument.read(ROOT / PROTOCOLS[system]).validate(Protocol), root,
                                                 args.overhead_repeats) for system in args.systems}
+        save(args.json, results)
     print()
     print(f"{'system/preset':22s} " + " ".join(f"{v:>16s}" for v in VARIANTS))
     for key, variants in results.items():
@@ -205,8 +214,6 @@ def main() -> None:
     for system, o in results["overhead"].items():
         print(f"  {system:12s} {o['framework_s_per_step'] * 1e3:7.2f} ms / {o['hand_written_s_per_step'] * 1e3:7.2f} ms"
               f" = {o['ratio']:.3f} (in thread {o['ratio_in_thread']:.3f})")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

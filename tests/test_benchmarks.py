@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -200,3 +201,28 @@ def test_the_mismatch_benchmark_prints_pats_overhead_as_the_ratio_of_the_two_ste
     framework, hand, ratio, in_thread = map(float, found.groups())
     assert ratio == pytest.approx(framework / hand, abs=0.001 + ratio * 0.01 / min(framework, hand))
     assert 0 < in_thread <= ratio + 0.001  # the checkpoint's write left to its thread: no longer than waiting for it
+
+
+def test_the_mismatch_benchmark_keeps_each_runs_figures_in_its_json_as_it_goes(monkeypatch, tmp_path):
+    """``--json`` was written once, at the end: a benchmark stopped after hours of runs (Ctrl-C, a run that failed)
+    left no file. Here the second run is stopped: the file holds the first run's figures."""
+    mismatch = load("mismatch", monkeypatch)
+    real_run_once, runs = mismatch.run_once, []
+
+    def run_once(protocol, lab, root):
+        runs.append(protocol.method.name)
+        if len(runs) > 1:
+            raise KeyboardInterrupt
+        return real_run_once(protocol, lab, root)
+
+    monkeypatch.setattr(mismatch, "run_once", run_once)
+    saved = tmp_path / "figures.json"
+    monkeypatch.setattr("sys.argv", ["mismatch.py", "--systems", "crossbar", "--presets", "realistic", "--seeds", "1",
+                                     "--epochs", "1", "--json", str(saved)])
+    with pytest.raises(KeyboardInterrupt):
+        mismatch.main()
+    figures = json.loads(saved.read_text())
+    assert list(figures) == ["crossbar/realistic"]
+    assert {variant: len(runs) for variant, runs in figures["crossbar/realistic"].items()} == {
+        "insilico": 1, "pat": 0, "pat_oracle": 0, "ideal": 0}
+    assert 0 < figures["crossbar/realistic"]["insilico"][0]["device_accuracy"] <= 1
