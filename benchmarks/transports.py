@@ -28,26 +28,39 @@ from benchmarks.arguments import Parser, count  # noqa: E402
 from hil.transport import SerialTransport  # noqa: E402
 
 
-def feed(master: int, reply: bytes, count: int) -> int:
-    """A child process (the device: no lock shared with the reader) writing ``count`` copies of ``reply`` into the
-    pty's master side; returns its pid."""
+def feed(master: int, reply: bytes, count: int) -> tuple[int, int]:
+    """A child process (the device: no lock shared with the reader) that, once running, waits for a byte on a pipe
+    and then writes ``count`` copies of ``reply`` into the pty's master side; returns its pid and the pipe's end to
+    write that byte to. The fork and the child's start, which are no part of a reply's reading, happen before it."""
+    ready, go = os.pipe(), os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
+            for fd in (ready[0], go[1]):  # the parent's ends: a parent gone leaves the child an end of file
+                os.close(fd)
+            os.write(ready[1], b"r")
+            if os.read(go[0], 1) != b"g":
+                return  # the benchmark stopped before this timing
             for _ in range(count):
                 view = memoryview(reply)
                 while view:
                     view = view[os.write(master, view):]
         finally:
             os._exit(0)
-    return pid
+    os.read(ready[0], 1)  # the child runs, and waits
+    for fd in (*ready, go[0]):
+        os.close(fd)
+    return pid, go[1]
 
 
 def timed(read: Callable[[], None], master: int, reply: bytes, count: int) -> float:
-    writer = feed(master, reply, count)
+    """Seconds that ``read`` takes to read ``count`` replies, from the moment the device is told to send them."""
+    writer, go = feed(master, reply, count)
     started = time.perf_counter()
+    os.write(go, b"g")
     read()
     elapsed = time.perf_counter() - started
+    os.close(go)
     os.waitpid(writer, 0)
     return elapsed
 
