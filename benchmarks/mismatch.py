@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.arguments import Parser, check_names, check_presets, count, writable_file  # noqa: E402
-from benchmarks.labs import worlds_of  # noqa: E402
+from benchmarks.labs import alone, worlds_of  # noqa: E402
 from hil.config import YamlDocument  # noqa: E402
 from hil.lab import Lab, LabConfig  # noqa: E402
 from hil.nn import held_twin, physical_layers  # noqa: E402
@@ -54,12 +54,12 @@ VARIANTS = ("insilico", "pat", "pat_oracle", "ideal")
 
 
 def lab_for(protocol: Protocol, preset: str, seed: int) -> Lab:
-    """The default lab with every world of the protocol's system at ``preset`` and ``seed``."""
-    config = YamlDocument.read(ROOT / protocol.lab).validate(LabConfig)
-    config = copy.deepcopy(config)
-    for name in worlds_of(config, protocol.system):
-        config.worlds[name].preset = preset
-        config.worlds[name].seed = 1000 + seed
+    """The part of the protocol's lab file that its system needs (`alone`: no other instrument is connected, nor
+    world built), every world of it at ``preset`` and ``seed``."""
+    config = alone(YamlDocument.read(ROOT / protocol.lab).validate(LabConfig), protocol.system)
+    for world in config.worlds.values():
+        world.preset = preset
+        world.seed = 1000 + seed
     return Lab(config)
 
 

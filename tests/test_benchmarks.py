@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import sys
 import time
 from pathlib import Path
@@ -264,3 +265,50 @@ def test_the_transport_benchmark_starts_its_clock_once_the_device_process_runs(m
         os.close(master)
         os.close(slave)
     assert clock == [True, True]
+
+
+@pytest.fixture
+def bench_lab(tmp_path):
+    """A copy of lab.yaml whose function generator is a real instrument on the network (a socket listening on
+    127.0.0.1 that answers nothing), as on a bench: (the folder holding it, the listening socket)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    lab = (BENCHMARKS.parent / "lab.yaml").read_text(encoding="utf-8")
+    emulated = "  awg:\n    driver: keysight_33500b\n    emulate: true\n"
+    assert emulated in lab
+    real = f'  awg:\n    driver: keysight_33500b\n    resource: "TCPIP::127.0.0.1::{server.getsockname()[1]}::SOCKET"\n'
+    (tmp_path / "lab.yaml").write_text(lab.replace(emulated, real), encoding="utf-8")
+    server.setblocking(False)
+    yield tmp_path, server
+    server.close()
+
+
+def assert_never_connected(server: socket.socket) -> None:
+    with pytest.raises(BlockingIOError):
+        server.accept()[0].close()
+
+
+def test_the_simulator_benchmark_leaves_a_labs_real_instruments_alone(monkeypatch, capsys, bench_lab):
+    """It measures the simulated systems only, but opened the whole lab file: on a bench, it connected to the real
+    instruments too (and stopped with a traceback where one was off or in use)."""
+    folder, server = bench_lab
+    simulators = load("simulators", monkeypatch)
+    monkeypatch.setattr(simulators, "ROOT", folder)
+    monkeypatch.setattr("sys.argv", ["simulators.py", "--systems", "crossbar", "--presets", "ideal", "--repeats", "1",
+                                     "--batch", "4", "--singles", "1"])
+    simulators.main()
+    [row] = capsys.readouterr().out.splitlines()[2:]
+    assert row.split()[:3] == ["crossbar", "ideal", "4"]
+    assert_never_connected(server)
+
+
+def test_the_mismatch_benchmarks_lab_leaves_the_other_instruments_alone(monkeypatch, bench_lab):
+    """A run's lab was the whole lab file, its real instruments connected at every run of the benchmark."""
+    folder, server = bench_lab
+    mismatch = load("mismatch", monkeypatch)
+    protocol = mismatch.YamlDocument.read(BENCHMARKS.parent / mismatch.PROTOCOLS["crossbar"]).validate(
+        mismatch.Protocol)
+    monkeypatch.setattr(mismatch, "ROOT", folder)
+    with mismatch.lab_for(protocol, "harsh", 2) as lab:
+        assert lab.config.worlds["crossbar_chip"].preset == "harsh" and lab.config.worlds["crossbar_chip"].seed == 1002
+        assert lab.system("crossbar").n_out == 32
+    assert_never_connected(server)
