@@ -15,7 +15,9 @@ of its own (its instruments and their worlds):
   Gaussian draw per column). Goal: ≥ 0.5.
 
 Every figure is the median of ``--repeats`` timings, the system and its raw kernel timed alternately, so the
-ratios are measured under the same load. θ is held fixed (a crossbar is programmed once, before timing).
+ratios are measured under the same load. θ is held fixed (a crossbar is programmed once, before timing). The modelled
+device time of one batched call is given with that θ (the read alone) and with a new one (as at every training step:
+a crossbar, say, programs its devices anew).
 
     .venv/bin/python benchmarks/simulators.py [--presets realistic ideal] [--systems optical …] [--repeats 7]
                                               [--threads N] [--crossbar ROWS COLS]
@@ -84,6 +86,13 @@ def raw_kernels(system, batch: int) -> dict[str, Callable[[], object]]:
     return {}
 
 
+def device_seconds(system, x: torch.Tensor, theta: torch.Tensor) -> float:
+    """The modelled device time (s) of one call ``system.forward(x, θ)``, as the system counts it."""
+    started = system.device_time_s
+    system.forward(x, theta)
+    return system.device_time_s - started
+
+
 def measure(system, batch: int, repeats: int, singles: int) -> dict[str, float]:
     generator = torch.Generator().manual_seed(0)
     low, high = system.x_bounds
@@ -104,13 +113,13 @@ def measure(system, batch: int, repeats: int, singles: int) -> dict[str, float]:
         for name, kernel in kernels.items():
             raw[name].append(seconds(kernel))
         single.append(seconds(lambda: [system.forward(row, theta) for row in rows]) / singles)
-    started = system.device_time_s
-    system.forward(x, theta)
     figures = {
         "batch": batch,
         "batched_per_s": batch / statistics.median(batched),
         "single_per_s": 1 / statistics.median(single),
-        "device_s_per_call": system.device_time_s - started,
+        "device_s_per_call": device_seconds(system, x, theta),
+        "device_s_per_new_theta_call": device_seconds(system, x, low + (high - low) * torch.rand(
+            system.n_params, generator=generator)),
     }
     figures["batching_gain"] = figures["batched_per_s"] / figures["single_per_s"]
     for name, times in raw.items():
@@ -158,7 +167,7 @@ def main() -> None:
     simulated = [name for name in simulated if args.systems is None or name in args.systems]
     print(conditions())
     header = (f"{'system':18s} {'preset':10s} {'batch':>6s} {'batched/s':>11s} {'single/s':>10s} {'gain':>7s} "
-              f"{'device s/call':>14s}   of the raw kernel's throughput")
+              f"{'device s/call':>14s} {'new θ':>10s}   of the raw kernel's throughput")
     print(header)
     for preset in args.presets:
         config = copy.deepcopy(base)
@@ -175,7 +184,8 @@ def main() -> None:
                 f = measure(system, min(args.batch, system.max_batch), args.repeats, args.singles)
             raw = ", ".join(f"{f[key]:.2f} {key[3:]}" for key in f if key.startswith("of "))
             print(f"{name:18s} {preset:10s} {f['batch']:6d} {f['batched_per_s']:11.0f} {f['single_per_s']:10.1f} "
-                  f"{f['batching_gain']:6.0f}× {f['device_s_per_call']:14.4g}   {raw}", flush=True)
+                  f"{f['batching_gain']:6.0f}× {f['device_s_per_call']:14.4g} {f['device_s_per_new_theta_call']:10.4g}"
+                  f"   {raw}", flush=True)
 
 
 if __name__ == "__main__":

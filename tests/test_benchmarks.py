@@ -36,11 +36,16 @@ class FakeCrossbar:
 
     def __init__(self):
         self.device_time_s = 0.0
+        self.programmed = None
 
     def calibrate(self):
         return {}
 
     def forward(self, x, theta):
+        """A read: 0.25 s of device time; 1 s more for the programming of a θ other than the last one's."""
+        if self.programmed is None or not torch.equal(theta, self.programmed):
+            self.device_time_s += 1.0
+            self.programmed = theta.clone()
         self.device_time_s += 0.25
         return torch.zeros(len(x), 2)
 
@@ -67,6 +72,7 @@ def test_simulator_ratios_are_throughput_over_the_kernels_throughput(monkeypatch
     assert figures["of pair matmul"] == pytest.approx(0.25)
     assert figures["of matmul+noise"] == pytest.approx(2.0)
     assert figures["device_s_per_call"] == pytest.approx(0.25)  # the modelled clock's, of one batched call
+    assert figures["device_s_per_new_theta_call"] == pytest.approx(1.25)  # a training step's: θ programmed anew
 
 
 def test_the_transport_benchmark_reads_every_reply_through_each_reader(monkeypatch, capsys):
@@ -171,7 +177,8 @@ def test_the_one_row_calls_are_warmed_up_before_they_are_timed(monkeypatch):
 
 def test_the_simulator_benchmark_prints_a_row_of_the_readmes_columns_for_a_real_system(monkeypatch, capsys):
     """A real run of one system: its row has the README's columns (batched/s, single/s, the batching gain in ×, the
-    modelled device time of one batched call, and the throughput as a fraction of each raw kernel's), figures not
+    modelled device time of one batched call with θ held and with a new θ, which the crossbar programs first, and the
+    throughput as a fraction of each raw kernel's), figures not
     checked (nothing here is timed). The first line says the run's conditions: torch's threads, the cores, and the
     load average, which moves every figure (it said only torch's version and threads)."""
     simulators = load("simulators", monkeypatch)
@@ -181,11 +188,12 @@ def test_the_simulator_benchmark_prints_a_row_of_the_readmes_columns_for_a_real_
     out = capsys.readouterr().out.splitlines()
     assert re.fullmatch(rf"torch {re.escape(torch.__version__)}, {torch.get_num_threads()} thread\(s\), "
                         rf"{os.cpu_count()} cores, load average [\d.]+ over the last minute", out[0])
-    assert out[1].split()[:7] == ["system", "preset", "batch", "batched/s", "single/s", "gain", "device"]
+    assert out[1].split()[:9] == ["system", "preset", "batch", "batched/s", "single/s", "gain", "device", "s/call",
+                                  "new"]
     [row] = out[2:]
-    name, preset, batch, batched, single, gain, device, raw = row.split(maxsplit=7)
+    name, preset, batch, batched, single, gain, device, new_theta, raw = row.split(maxsplit=8)
     assert (name, preset, batch) == ("crossbar", "ideal", "16") and gain.endswith("×")
-    assert float(batched) > 0 and float(single) > 0 and float(device) > 0
+    assert float(batched) > 0 and float(single) > 0 and 0 < float(device) < float(new_theta)  # θ programmed anew
     assert re.fullmatch(r"[\d.]+ matmul, [\d.]+ pair matmul, [\d.]+ matmul\+noise", raw)
 
 
