@@ -1,4 +1,5 @@
-"""The benchmarks' arithmetic, with scripted timings (nothing here is timed)."""
+"""The benchmarks: their arithmetic (with scripted timings), their command lines, what they print and what they
+connect to. Nothing here is timed."""
 
 from __future__ import annotations
 
