@@ -5,7 +5,8 @@ A device on a USB virtual COM port (CDC-ACM) answers at USB speed, so a long ASC
 samples is ~120 kB) costs whatever the host spends reading it. For each reply size, a child process writes ``--replies``
 replies of that size (one line each) into the master side of a pty; the timed reader is the transport (``read()``,
 one reply at a time, its terminator found), pyserial's ``read_until`` on the same port (a byte per call: what the
-transport did before), or a plain ``os.read`` of the slave side until as many bytes arrived (what the pty delivers).
+transport did before), or a plain ``os.read`` of the slave side, blocking (in ``select``) until bytes are there,
+until as many bytes arrived (what the pty delivers).
 Figures are the medians of ``--repeats`` timings, the readers taking turns. It needs a pseudo-terminal and
 ``os.fork``: Linux or macOS, not Windows.
 
@@ -15,6 +16,7 @@ Figures are the medians of ``--repeats`` timings, the readers taking turns. It n
 from __future__ import annotations
 
 import os
+import select
 import statistics
 import sys
 import time
@@ -99,7 +101,8 @@ def main() -> None:
 
             def through_os_read(total: int = total) -> None:
                 got = 0
-                while got < total:
+                while got < total:  # a blocking read: the port's settings (VMIN 0) make os.read return at once
+                    select.select([raw], [], [])
                     got += len(os.read(raw, 1 << 16))
 
             readers = {"transport": through_transport, "read_until": through_read_until, "os.read": through_os_read}

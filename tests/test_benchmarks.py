@@ -89,6 +89,34 @@ def test_the_transport_benchmark_reads_every_reply_through_each_reader(monkeypat
     assert all(float(figure) > 0 for row in rows for figure in row.split()[1:4])
 
 
+def test_the_transport_benchmarks_plain_read_waits_for_bytes_rather_than_spinning(monkeypatch, capsys):
+    """Once pyserial has opened the pty it is set to return at once (VMIN 0), so the plain ``os.read`` loop, the
+    benchmark's measure of what the pty delivers, spun through empty reads (64 000 in 0.1 s) on a core the device's
+    process needed. It now waits for bytes as a blocking read does: no read comes back empty."""
+    if not hasattr(os, "openpty"):
+        pytest.skip("needs a pseudo-terminal (not on Windows)")
+    transports = load("transports", monkeypatch)
+    empty = []
+
+    class CountingOs:
+        """``os``, with each empty ``read`` counted."""
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def read(self, fd, size):
+            data = os.read(fd, size)
+            if not data:
+                empty.append(fd)
+            return data
+
+    monkeypatch.setattr(transports, "os", CountingOs())
+    monkeypatch.setattr("sys.argv", ["transports.py", "--sizes", "100", "5000", "--replies", "3", "--repeats", "2"])
+    transports.main()
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert empty == []
+
+
 def test_the_transport_benchmark_says_in_one_line_that_it_needs_a_pseudo_terminal(monkeypatch) -> None:
     """On Windows, which has no pseudo-terminal, the benchmark failed as it was loaded (No module named 'termios')."""
     transports = load("transports", monkeypatch)
