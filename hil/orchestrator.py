@@ -998,6 +998,14 @@ def _in_float32(function: Callable[..., Any]) -> Callable[..., Any]:
     return in_float32
 
 
+def _import_before_claiming() -> None:
+    """Import what a run would otherwise import with its bench claimed and idle: torch's compiler, which torch imports
+    as a process builds its first optimiser (`Run.prepare`, before the first device call: 1 to 3 s), and the report's
+    plotting (matplotlib, imported by the report step before the bench is let go: 1 to 2 s). Once per process."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # torch imports torch._dynamo on the first one it builds
+    import hil.report  # noqa: F401
+
+
 @_in_float32
 def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Path | None = None,
                  seed: int | None = None, resume: str | Path | None = None, show_progress: bool = True,
@@ -1017,6 +1025,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             _check_same_split(store, saved, data)
             started_in = _started_in(events)
             lab = Lab.load(store.path / "lab.yaml", started_in)
+            _import_before_claiming()
         except BaseException:
             store.close()
             raise
@@ -1040,6 +1049,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             check_twin(protocol, system, document)
             data = load_data(protocol, document)
             build_model(protocol, lab, data.n_features, data.n_classes, document)  # the widths, as hil check does
+            _import_before_claiming()  # a stop meanwhile leaves no run folder behind
             try:
                 root = Path(output_root or protocol.output.root).expanduser()  # ~/runs: the home's, not ./~/runs
                 created = RunStore.create(root, protocol.output.name or protocol.name)

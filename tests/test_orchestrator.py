@@ -3089,3 +3089,26 @@ def test_a_reused_twins_held_out_groups_are_found_before_the_run(finished_run: P
     with pytest.raises(ConfigError, match=expected):
         run_protocol(protocol, show_progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_bench_is_claimed_after_the_imports_a_run_would_make_with_it_idle(tmp_path: Path) -> None:
+    """torch imports its compiler as a process builds its first optimiser, and the report step imports matplotlib:
+    done with the bench claimed, they kept it idle for 1.5 to 5 s in all (a crossbar run, 2 shared cores) between
+    opening the lab and the first device call, and before letting it go. A fresh process, as `hil run` is, looks at
+    what is imported when the lab opens."""
+    code = textwrap.dedent(f"""
+        import os, sys
+        from hil.lab import Lab
+        from hil.orchestrator import run_protocol
+
+        def opened(lab, *args, **kwargs):
+            print([name for name in ("torch._dynamo", "matplotlib", "hil.report") if name not in sys.modules])
+            sys.stdout.flush()
+            os._exit(0)
+
+        Lab.open = opened
+        run_protocol({str(write_protocol(tmp_path, **SMALL))!r}, show_progress=False)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
