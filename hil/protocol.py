@@ -273,6 +273,10 @@ def system_and_method(protocol: Protocol, lab: Lab,
                                        "none", where)
     layers = sum(1 for layer in protocol.model.layers
                  if layer.physical is not None and (layer.physical.system or protocol.system) == protocol.system)
+    if not any(layer.physical is not None for layer in protocol.model.layers):
+        raise locate(document, f"the model has no physical layer: nothing it computes runs on {protocol.system!r}, yet "
+                               "the run would measure it for a twin and report the model's accuracy as the device's; "
+                               "add a layer `physical: {}`", ("model", "layers"))
     try:
         method.check_training(protocol.training.batch_size, layers)
     except ConfigError as error:

@@ -245,6 +245,12 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
      r"sigmoid activation before it$"),
     ({"model": {"layers": [{"physical": {}}, {"linear": {"out_features": 5}}]}},
      r"protocol.yaml:\d+: model.layers: the model ends with 5 outputs; the data set has 10 classes$"),
+    # a model without a physical layer was measured for a twin it never used, its digital accuracy reported as the
+    # device's
+    ({"model": {"layers": [{"linear": {"out_features": 10}}]}},
+     r"protocol.yaml:\d+: model.layers: the model has no physical layer: nothing it computes runs on 'crossbar', yet "
+     r"the run would measure it for a twin and report the model's accuracy as the device's; add a layer "
+     r"`physical: \{\}`$"),
     # a window of one batch of one row never held the two rows a refinement scales its errors by: it ran only where an
     # epoch's last row joined the batch before
     ({"method": {"name": "pat", "settings": {"refine_every": 1, "refine_window": 1}},
