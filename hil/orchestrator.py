@@ -945,7 +945,8 @@ def _closing(lab: Lab, store: RunStore) -> Iterator[Lab]:
     """``lab``, closed however the block ends (its instruments made safe). Where that fails after the run ended on
     an error or a stop (an instrument gone: the cable pulled, the power cut), what ended the run is still said
     first, with the failed safe state after it, and the log ends with that failure (a last ``run_failed``), rather
-    than the safe state's error replacing the cause."""
+    than the safe state's error replacing the cause. Where it fails after the run finished, the error says that the
+    run finished, with its report, and then the failure; its log ends with ``run_finished``, as the run is whole."""
     try:
         yield lab
     except BaseException as cause:
@@ -956,7 +957,11 @@ def _closing(lab: Lab, store: RunStore) -> Iterator[Lab]:
             raise _and_then(cause, unsafe + _log_failure(store, unsafe),
                             unsaid="; instruments were put in their safe state") from failure
         raise
-    lab.close()
+    try:
+        lab.close()
+    except Exception as failure:
+        raise HilError(f"the run finished (its report: {store.path / SUMMARY}); then going to the safe state failed: "
+                       f"{failure}") from failure
 
 
 def _and_then(cause: BaseException, failure: str, unsaid: str = "") -> HilError:
@@ -1103,7 +1108,8 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 raise
     except BaseException as error:  # not sys.exc_info() in the finally: in a caller's except block, that is its own
         ending = error
-        once = _resumable_once(error) if isinstance(error, Exception) else None  # not a stop, which says it itself
+        # not a stop, which says it itself, nor a run that finished (its safe state failed), which has nothing to resume
+        once = _resumable_once(error) if isinstance(error, Exception) and not _finished(store) else None
         if once:
             error.add_note(f"what the run measured is kept in {store.path}; once {once}, resume with: "
                            f"{resume_command(store.path)}")

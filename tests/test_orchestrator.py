@@ -2640,6 +2640,30 @@ def test_a_run_stopped_at_once_whose_safe_state_fails_does_not_say_the_instrumen
     assert "safe state;" not in message and "put in their safe state" not in message, message
 
 
+def test_a_run_that_finished_and_then_failed_to_go_to_the_safe_state_says_both_and_not_to_resume_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The SMU lost as a finished run closed its lab: hil said the SMU's error alone, as if the run had failed, and
+    'once the instrument is back, resume with: ...', a resume that finds the run finished and does nothing."""
+    from hil.cli import main
+    from hil.orchestrator import Run
+
+    report = Run.report
+
+    def report_then_lost(self: Run) -> None:
+        report(self)
+        self.lab._servers["smu"].stop()
+
+    monkeypatch.setattr(Run, "report", report_then_lost)
+    assert main(["run", "--quiet", str(write_probe_protocol(tmp_path))]) == 2
+    [run] = (tmp_path / "runs").iterdir()
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"hil: error: the run finished \(its report: {re.escape(str(run / 'report/summary.md'))}\); "
+                        r"then going to the safe state failed: smu \(TCPIP::[^\n]*\n", err), err
+    store = RunStore.open(run)
+    assert store.events()[-1]["kind"] == "run_finished"  # the run is whole: hil runs lists it as finished
+    store.close()
+
+
 def test_the_resume_command_a_first_ctrl_c_gives_for_a_folder_with_a_space_is_quoted_for_the_shell(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The stop after saving says its resume command as the stop at once does: quoted, or pasted as given it resumed
