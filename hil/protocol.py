@@ -39,7 +39,7 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class DatasetConfig(Strict):
-    name: Literal["digits", "vowels", "idx"]
+    name: Literal[DATASETS]  # type: ignore[valid-type]
     path: UserPath | None = Field(None, description="folder of MNIST-format IDX files (idx only), relative to the "
                                   "working directory")
     pool: int = Field(1, ge=1, description="average-pool IDX images by this factor (idx only)")
@@ -614,8 +614,6 @@ def load_data(protocol: Protocol, document: YamlDocument | None = None, *, resum
     from hil.datasets import load_dataset
 
     d = protocol.dataset
-    if d.name not in DATASETS:
-        raise locate(document, f"unknown data set {d.name!r}", ("dataset", "name"))
     _dataset_folder_reached(protocol, document)
     check_data_files(protocol, None, document, resumed)  # a file gone is said to be, before the set is read
     try:
