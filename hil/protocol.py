@@ -20,7 +20,7 @@ from torch import nn
 
 from hil.config import LearningRate, Seed, Strict, UserPath, YamlDocument, dotted
 from hil.datasets import DATASETS, IDX_FILES, Dataset
-from hil.errors import ConfigError, DeviceError, HilError, RunFileError
+from hil.errors import ConfigError, DeviceError, HilError, RunFileError, counted
 from hil.lab import Lab, reads_as
 from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
@@ -737,5 +737,5 @@ def check_protocol(path: str | Path | YamlDocument, lab_path: str | Path | None 
     finally:
         lab.close()
     return (f"{document.source}: OK — {protocol.method.name} on {protocol.system!r} ({system.kind}), {data.name} "
-            f"({len(data.y_train)} train / {len(data.y_test)} test), {protocol.training.epochs} epochs; "
+            f"({len(data.y_train)} train / {len(data.y_test)} test), {counted(protocol.training.epochs, 'epoch')}; "
             "no hardware was touched")

@@ -137,6 +137,19 @@ def test_check_of_several_files_says_a_line_for_each_and_exits_2_if_any_is_wrong
     assert main(["check", PROTOCOL, str(REPO / "lab.yaml")]) == 0
 
 
+@pytest.mark.parametrize(("epochs", "said"), [(1, "1 epoch"), (3, "3 epochs")])
+def test_check_says_what_a_protocol_runs_with_its_epochs_in_the_singular_for_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], epochs: int, said: str) -> None:
+    """A protocol of one epoch was said to run '1 epochs'."""
+    text = Path(PROTOCOL).read_text(encoding="utf-8").replace("lab: lab.yaml", f"lab: {REPO / 'lab.yaml'}")
+    assert "training: {epochs: 10," in text
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace("training: {epochs: 10,", f"training: {{epochs: {epochs},"), encoding="utf-8")
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out == (f"{path}: OK — pat on 'crossbar' (crossbar), digits (1438 train / 359 test), "
+                                       f"{said}; no hardware was touched\n")
+
+
 def test_check_expands_a_wildcard_on_windows_whose_shells_do_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """`hil check experiments\\*.yaml` on Windows, where cmd.exe and PowerShell pass the pattern on as written: it was
