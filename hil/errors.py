@@ -95,7 +95,13 @@ class DeviceError(HilError):
     """An instrument reported an error, returned a malformed value, or lost data (e.g. a dropped frame)."""
 
 
-class SystemSlip(DeviceError):
+class PluginSlip(DeviceError):
+    """A plugin's hook (a driver's ``_..._hw``, a simulated world's) raised an exception of its own, a slip in its code
+    (`hil.hooks.reported`): the run stops as for a device's failure, its data kept, and resumes once the code is fixed,
+    not once the instrument is back, which never went."""
+
+
+class SystemSlip(PluginSlip):
     """A plugin system's hook raised an exception of its own (a slip in its code, or in a plugin world's under it):
     the run stops as for a device's failure, its data kept, and resumes once the code is fixed."""
 

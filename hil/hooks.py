@@ -9,7 +9,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from hil.errors import DeviceError, HilError, error_reason, raised_in_plugin
+from hil.errors import DeviceError, HilError, PluginSlip, error_reason, raised_in_plugin
 
 
 def is_hils(module: str) -> bool:
@@ -18,7 +18,7 @@ def is_hils(module: str) -> bool:
 
 
 def reported(hook: Callable[..., Any], subject: Callable[[Any], str], fix: str,
-             error_class: type[DeviceError] = DeviceError) -> Callable[..., Any]:
+             error_class: type[DeviceError] = PluginSlip) -> Callable[..., Any]:
     """``hook`` (a method), its own exceptions raised as one-line ``error_class`` naming ``subject(self)``, the hook
     and where it raised, then ``fix``; hil's errors, running out of memory and a failed assert pass as they are."""
 
@@ -38,7 +38,7 @@ def reported(hook: Callable[..., Any], subject: Callable[[Any], str], fix: str,
 
 
 def report_hooks(cls: type, names: Iterable[str], subject: Callable[[Any], str], fix: str,
-                 error_class: type[DeviceError] = DeviceError) -> None:
+                 error_class: type[DeviceError] = PluginSlip) -> None:
     """Wrap the hooks ``names`` of ``cls``, its own and its mixins', in `reported`: each once, in the class that first
     takes it, and none of hil's own. A static method is left as it is: it has no ``self`` to name the plugin by, and
     wrapped as a method it would be handed one."""

@@ -51,8 +51,8 @@ from hil.errors import (
     InstrumentBusy,
     InterlockError,
     Interrupted,
+    PluginSlip,
     RunFileError,
-    SystemSlip,
     TransportError,
     WriteRefused,
     error_reason,
@@ -842,7 +842,7 @@ def _bench_failure(error: BaseException | None) -> bool:
 def _resumable_once(error: Exception) -> str | None:
     """What must hold again before a resume goes on with a run ``error`` ended: the bench (`_bench_failure`), or a disk
     that takes the run's files; None where a resume would fail alike, or the error is a stop."""
-    if _caused_by(error, (SystemSlip,)):
+    if _caused_by(error, (PluginSlip,)):  # a driver's, a world's or a system's own exception
         return "its code is fixed there"
     if _bench_failure(error):
         return f"the instrument {'is free' if _caused_by(error, (InstrumentBusy,)) else 'is back'}"

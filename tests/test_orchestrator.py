@@ -2213,8 +2213,9 @@ def failed_at_collect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: tup
 def test_a_plugin_drivers_own_error_mid_run_is_one_line_naming_the_instrument_and_where(
         tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     """A plugin driver's own exception during a run (not at connect) ended hil run in its traceback. It is one line
-    naming the instrument, the hook, the error and the driver's line, then how to resume; the SMU's output is off and
-    what the run measured is kept."""
+    naming the instrument, the hook, the error and the driver's line, then how to resume once the driver is fixed (it
+    said "once the instrument is back", of an instrument that never went); the SMU's output is off and what the run
+    measured is kept."""
     plugin = ("driver: keithley_2450", f"driver: {__name__}:SmuOfAPlugin")
     run, emulator = failed_at_collect(tmp_path, monkeypatch, plugin, SmuOfAPlugin, "misread")
     line = next(n for n, text in enumerate(Path(__file__).read_text().splitlines(), 1) if "float(self.trans" in text)
@@ -2222,7 +2223,8 @@ def test_a_plugin_drivers_own_error_mid_run_is_one_line_naming_the_instrument_an
         f"hil: error: smu: {__name__}.SmuOfAPlugin._measure_hw raised ValueError: could not convert string to float: "
         f"'0,\"No error;0;0 0\"' ({__file__}:{line}); fix the driver there (a reply it cannot read is a DeviceError "
         "naming the command and the reply)",
-        f"hil: what the run measured is kept in {run}; once the instrument is back, resume with: {resume_command(run)}"]
+        f"hil: what the run measured is kept in {run}; once its code is fixed there, resume with: "
+        f"{resume_command(run)}"]  # not "once the instrument is back": the instrument never went, the driver slipped
     assert not emulator.output
     events = RunStore.open(run).events()
     assert [e["step"] for e in events if e["kind"] == "step_finished"] == ["calibrate"]
