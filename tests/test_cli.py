@@ -217,6 +217,7 @@ WITH_EMULATORS = ", ".join(drivers_with_emulators())
     (["emulate", "keithley_2450", "--port", "99999"], "'99999' is not a TCP port (0 to 65535; 0: a free one)"),
     (["emulate", "keithley_2450", "--port", "-5"], "'-5' is not a TCP port"),
     (["emulate", "keithley_2450", "--port", "65536"], "'65536' is not a TCP port"),
+    (["emulate", "keithley_2450", "--port", "5025/tcp"], "'5025/tcp' is not a TCP port (0 to 65535; 0: a free one)"),
     (["emulate", "keysight_33500b", "memory_points=-1"], "memory_points must be at least 8, got -1"),
     (["emulate", "keithley_2450", "--via", "usb"], "invalid choice: 'usb'"),
 ])

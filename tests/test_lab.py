@@ -229,6 +229,24 @@ def test_missing_instrument_names_it_and_closes_the_others(tmp_path: Path) -> No
         instruments:
           awg: {driver: keysight_99999, emulate: true}
      """, r"lab.yaml:2: instruments\.awg\.driver: unknown driver 'keysight_99999'; known: "),
+    # a misspelt kind of a world or a system: named at its line, with the kind meant and those known
+    ("""
+        worlds:
+          table: {kind: optical_tabel}
+        instruments:
+          slm: {driver: simulated_slm, world: table}
+     """, r"lab.yaml:2: worlds\.table\.kind: unknown world kind 'optical_tabel' \(did you mean 'optical_table'\?\); "
+         r"known: memristor_crossbar, multimode_fiber, optical_table, "),
+    ("""
+        worlds:
+          table: {kind: optical_table}
+        instruments:
+          slm: {driver: simulated_slm, world: table}
+          camera: {driver: simulated_camera, world: table}
+        systems:
+          optical: {kind: optcal, instruments: {slm: slm, camera: camera}}
+     """, r"lab.yaml:7: systems\.optical\.kind: unknown system kind 'optcal' \(did you mean 'optical'\?\); known: "
+         r"crossbar, fiber, optical, "),
     ("""
         instruments:
           awg:
