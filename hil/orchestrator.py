@@ -1016,9 +1016,15 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                  seed: int | None = None, resume: str | Path | None = None, show_progress: bool = True,
                  output_root: str | Path | None = None) -> RunStore:
     """Run a protocol file (or resume a run folder); returns the run's store. Instruments always end safe. A run
-    that had finished is checked and left as it is, untouched (its store's ``finished_before`` says so)."""
+    that had finished is checked and left as it is, untouched (its store's ``finished_before`` says so). A resume
+    keeps the run's own protocol, lab, seed and folder: ``resume`` given with any of the others is a `ConfigError`."""
     saved, data, threads, started_in = None, None, torch.get_num_threads(), None
     if resume is not None:
+        given = [name for name, value in (("protocol_path", protocol_path), ("lab_path", lab_path), ("seed", seed),
+                                          ("output_root", output_root)) if value is not None]
+        if given:  # ignored, the run went on with its own: a resume with another seed asked for was not one
+            raise ConfigError(f"resume continues a run with its own protocol, lab, seed and folder; give resume "
+                              f"alone, without {' and '.join(given)}")
         store = RunStore.open(resume)
         try:
             saved, events = _checkpoint_to_resume(store)

@@ -2423,6 +2423,19 @@ def test_a_run_stopped_at_a_ctrl_c_whose_instrument_is_then_lost_says_both_and_k
     assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
 
 
+@pytest.mark.parametrize("given", [{"seed": 5}, {"lab_path": REPO / "lab.yaml"}, {"output_root": "elsewhere"},
+                                   {"protocol_path": "p.yaml", "seed": 0}])
+def test_a_resume_from_python_refuses_a_protocol_lab_seed_or_folder_of_its_own(finished_run: Path, given: dict) -> None:
+    """From Python, a resume given a seed, a lab, an output root or a protocol went on with the run's own, silently:
+    the result was not the one asked for (hil run refuses --seed and --lab with --resume)."""
+    events = (finished_run / "events.jsonl").read_bytes()
+    names = " and ".join(given)
+    with pytest.raises(ConfigError, match=rf"^resume continues a run with its own protocol, lab, seed and folder; give "
+                                          rf"resume alone, without {names}$"):
+        run_protocol(resume=finished_run, show_progress=False, **given)
+    assert (finished_run / "events.jsonl").read_bytes() == events
+
+
 def test_a_lab_file_given_for_a_protocol_is_named_as_one_from_python_too(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"lab\.yaml is a lab file; hil run takes a protocol \(e\.g\. "
                                           r"experiments/\*\.yaml\), and a lab with --lab$"):
