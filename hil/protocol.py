@@ -60,6 +60,9 @@ class DatasetConfig(Strict):
             one = len(idx_only) == 1
             raise ValueError(f"{' and '.join(idx_only)} {'is' if one else 'are'} for IDX files only (name: idx), not "
                              f"the bundled {self.name} set; leave {'it' if one else 'them'} out")
+        if self.name == "idx" and self.test_fraction != type(self).model_fields["test_fraction"].default:
+            raise ValueError(f"test_fraction {self.test_fraction:g} is for the bundled sets only: IDX files bring "
+                             "their own test set (t10k-*), which a run tests on whole; leave it out")
         return self
 
 

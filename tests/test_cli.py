@@ -261,6 +261,10 @@ def test_the_ends_of_a_port_and_of_a_seed_are_taken() -> None:
      ":8: dataset.path: dataset folder 'no-such-folder' not found (relative to the working directory)"),
     ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: digits, test_fraction: 0.2, pool: 2}",
      ":8: dataset: pool is for IDX files only (name: idx), not the bundled digits set; leave it out"),
+    # an IDX set is split as its files are: a test_fraction given for one was ignored, silently
+    ("dataset: {name: digits, test_fraction: 0.2}", "dataset: {name: idx, path: no-such-folder, test_fraction: 0.1}",
+     ":8: dataset: test_fraction 0.1 is for the bundled sets only: IDX files bring their own test set (t10k-*), "
+     "which a run tests on whole; leave it out"),
     ("thetas: 16,", "thetas: 1000000000,", ":15: twin.collect: 1000000000 θ groups of 128 inputs (64 values in, "
                                            "32 out, each) do not fit in memory; collect fewer thetas or "
                                            "inputs_per_theta"),  # was found mid-run, after calibrating
