@@ -120,3 +120,16 @@ def test_a_slip_of_a_registered_name_is_told_the_name_it_probably_meant(group: s
         lookup(group, name)
     with pytest.raises(ConfigError, match=r"^unknown driver 'acme_smu'; known: "):  # nothing near: nothing said
         lookup("instruments", "acme_smu")
+
+
+def test_a_plugin_not_installed_is_told_to_install_it_at_its_line(tmp_path: Path) -> None:
+    """A lab naming a driver of a package that is not installed (the commonest slip with a plugin) is one line at the
+    driver's field, saying which module is missing and to install the package or put it on the path."""
+    lab = lab_from_text('instruments:\n  smu: {driver: "acme_not_installed.smu:Smu", resource: '
+                        '"TCPIP::192.0.2.1::5025::SOCKET"}\n', tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        lab.build()
+    assert str(caught.value) == (
+        f"{tmp_path / 'lab.yaml'}:2: instruments.smu.driver: driver 'acme_not_installed.smu:Smu': "
+        "acme_not_installed.smu:Smu cannot be loaded: ModuleNotFoundError: No module named 'acme_not_installed' "
+        "(install the package that holds it, or put its folder on PYTHONPATH)")
