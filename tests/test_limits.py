@@ -495,3 +495,12 @@ def test_a_value_a_rounding_hair_past_a_stepped_limit_says_the_range_and_by_how_
                                          r"in float64 \(0\.1 \+ 0\.2 is 0\.30000000000000004\): give float64 values, "
                                          r"clip them to the limit, or keep clear of it$"):
         limit.check(0.1 + 0.2, "x")
+
+
+@pytest.mark.parametrize("values", [[0.1, [0.2, 0.3]], [[0.1, 0.2], [0.3]]])
+def test_a_ragged_list_is_refused_in_one_line_saying_what_to_give(values: list) -> None:
+    """numpy's own account of a ragged list runs to three sentences; the limit says it in one, with the fix."""
+    with pytest.raises(LimitError) as refused:
+        Limit("V", -1, 1).check_array(values, "voltage_v")
+    assert str(refused.value) == ("voltage_v: a ragged list (rows of different lengths, or a list among numbers) "
+                                  "refused; give numbers, or rows of one length")
