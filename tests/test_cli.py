@@ -31,6 +31,18 @@ def test_devices_prints_the_default_lab_table(capsys: pytest.CaptureFixture[str]
         assert expected in out
 
 
+def test_devices_of_a_bench_without_worlds_or_systems_prints_its_instruments_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A lab of bench instruments only (no simulated world, no system yet) gets its instruments' table, and no empty
+    table of worlds or systems."""
+    lab = tmp_path / "bench.yaml"
+    lab.write_text("instruments:\n  smu: {driver: keithley_2450, emulate: true}\n")
+    assert main(["devices", "--lab", str(lab)]) == 0
+    out = capsys.readouterr().out
+    assert f"Instruments of {lab}" in out and "KEITHLEY INSTRUMENTS,MODEL 2450" in out
+    assert "Simulated worlds" not in out and "Physical systems" not in out
+
+
 def test_check_accepts_the_default_lab(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(REPO / "lab.yaml")]) == 0
     assert "OK" in capsys.readouterr().out
