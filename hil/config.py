@@ -281,24 +281,21 @@ class YamlDocument:
         except IsADirectoryError:
             raise ConfigError("a folder, not a file; name a YAML file in it", source=str(path)) from None
         except UnicodeDecodeError as error:
-            raise cls._not_utf8(path, error.object) from None
+            raise cls._not_utf8(path, error) from None
         except OSError as error:
             raise ConfigError(f"cannot read: {error.strerror or error}; name a YAML file you can read",
                               source=str(path)) from None  # not "[Errno 40] ...: 'lab.yaml'", the path said twice
         return cls.parse(text, str(path))
 
     @staticmethod
-    def _not_utf8(path: Path, data: bytes) -> ConfigError:
-        """The error for a file that is not UTF-8 text, ``data`` (its bytes), at the line of its first byte that is
-        not."""
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            line = data[:error.start].count(b"\n") + 1
-            field = _field_near(data[:error.start].decode("utf-8"), line)
-            return ConfigError(f"not UTF-8 text: byte 0x{data[error.start]:02X} is not a character in UTF-8; save "
-                               "the file as UTF-8", source=str(path), line=line, field=field)
-        return ConfigError("cannot read: not UTF-8 text; save the file as UTF-8", source=str(path))
+    def _not_utf8(path: Path, error: UnicodeDecodeError) -> ConfigError:
+        """The error for a file that is not UTF-8 text (``error``: decoding its bytes failed), at the line of its first
+        byte that is not."""
+        data = error.object
+        line = data[:error.start].count(b"\n") + 1
+        field = _field_near(data[:error.start].decode("utf-8"), line)
+        return ConfigError(f"not UTF-8 text: byte 0x{data[error.start]:02X} is not a character in UTF-8; save "
+                           "the file as UTF-8", source=str(path), line=line, field=field)
 
     @classmethod
     def parse(cls, text: str, source: str = "<string>") -> YamlDocument:
