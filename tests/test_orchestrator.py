@@ -213,6 +213,12 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"model": {"layers": [{"physical": {"system": "optical"}}, {"linear": {"out_features": 10}}]}},
      r"protocol.yaml:\d+: model.layers.0.physical.system: method 'pat' trains a physical layer through a twin, and a "
      r"run fits one, to the protocol's system 'crossbar'; 'optical' would have none"),
+    # a key misspelt in a layer, a model that is one member of a union (or None): the keys it has are listed
+    ({"model": {"layers": [{"physical": {"sytem": "crossbar"}}, {"linear": {"out_features": 10}}]}},
+     r"protocol.yaml:\d+: model.layers.0.physical.sytem: unknown key 'sytem'; allowed: system, theta_init, input_map$"),
+    ({"model": {"layers": [{"physical": {}}, {"linear": {"out_feature": 10}}]}},
+     r"protocol.yaml:\d+: model.layers.1.linear.out_feature: unknown key 'out_feature'; allowed: out_features, bias "
+     r"\(and 1 more problem\)$"),  # out_features, missing
     ({"model": {"layers": [{"physical": {"system": "crosbar"}}, {"linear": {"out_features": 10}}]}},
      r"protocol.yaml:\d+: model.layers.0.physical.system: no system named 'crosbar'; the lab has: optical, "),
     ({"model": {"layers": [{"physical": {}}, {"batchnorm": False}, {"linear": {"out_features": 10}}]}},
