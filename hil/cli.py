@@ -293,6 +293,8 @@ def _emulate(args: argparse.Namespace) -> int:
         except yaml.YAMLError:
             raise ConfigError(f"{text!r} is not a YAML value (a number, text, true/false or null)",
                               field=key) from None
+    if args.via == "pty" and args.port:  # it served a pty and said nothing of the port asked for
+        raise ConfigError(f"--port {args.port} is for --via tcp: a pty has no port; leave --port out")
     server = serve(instrument_class(args.driver), options, args.via, args.port, name=args.driver)
     try:  # from here on, a Ctrl-C is the way to stop it, even one that comes as the address is printed
         # Ctrl-C stops it even where SIGINT came in ignored (a job a shell script started in the background)

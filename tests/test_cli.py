@@ -245,6 +245,18 @@ def test_bad_arguments_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     assert list(tmp_path.iterdir()) == []
 
 
+def test_emulate_refuses_a_port_for_a_pty(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """hil emulate --via pty --port 5025 served a pty and said nothing of the port asked for."""
+    import simulators.emulators.server
+
+    def served(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("an emulator was served")
+
+    monkeypatch.setattr(simulators.emulators.server, "serve", served)
+    assert main(["emulate", "keithley_2450", "--via", "pty", "--port", "5025"]) == 2
+    assert capsys.readouterr().err == "hil: error: --port 5025 is for --via tcp: a pty has no port; leave --port out\n"
+
+
 def test_check_takes_a_file_of_neither_kinds_keys_for_a_lab(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A lab file of a description alone is an empty lab, not a protocol missing its every field."""
     path = tmp_path / "spare.yaml"
