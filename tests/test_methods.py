@@ -392,5 +392,5 @@ def test_pat_refuses_a_refinement_window_that_never_holds_two_rows() -> None:
     PhysicsAwareTraining(PatSettings(refine_every=1, refine_window=1)).check_training(2, 1)  # two rows a batch
     PhysicsAwareTraining(PatSettings(refine_every=1, refine_window=1)).check_training(1, 2)  # two layers
     PhysicsAwareTraining(PatSettings(refine_every=1, refine_window=2)).check_training(1, 1)  # two batches
-    PhysicsAwareTraining(PatSettings(refine_window=1)).check_training(1, 1)  # no refinement
+    PhysicsAwareTraining(PatSettings.model_construct(refine_every=0, refine_window=1)).check_training(1, 1)  # none
     PhysicsAwareTraining(PatSettings(refine_every=1, refine_window=1)).check_training(1, 0)  # no twin to refine

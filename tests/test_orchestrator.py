@@ -177,6 +177,13 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
     ({"method": {"name": "magic"}}, r"protocol.yaml:\d+: method.name: unknown method 'magic'"),
     ({"method": {"name": "pat", "settings": {"refine_evry": 2}}},
      r"protocol.yaml:\d+: method.settings.refine_evry: unknown key"),
+    # refinement settings without refine_every were ignored: the run trained without the refinement they asked for
+    ({"method": {"name": "pat", "settings": {"refine_window": 16}}},
+     r"protocol.yaml:\d+: method.settings: refine_window sets the twin's online refinement, which refine_every 0 "
+     r"leaves off; give refine_every \(the training steps between refinements\), or leave it out$"),
+    ({"method": {"name": "pat", "settings": {"refine_lr": 0.01, "refine_steps": 3}}},
+     r"protocol.yaml:\d+: method.settings: refine_steps and refine_lr set the twin's online refinement, .* or leave "
+     r"them out$"),
     ({"model": {"layers": [{"linear": {"out_features": 10}}, {"physical": {}}]}},
      r"protocol.yaml:\d+: model.layers.1: the physical layer on 'crossbar' takes 64 inputs"),
     ({"training": {"epochs": 0}}, r"protocol.yaml:\d+: training.epochs: Input should be greater than or equal to 1"),

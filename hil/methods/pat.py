@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from hil.config import LearningRate, Strict
@@ -30,6 +30,20 @@ class PatSettings(Strict):
                                   "twin's parameters")
     refine_window: int = Field(8, ge=1, description="training batches whose device measurements are kept for "
                                "refinement (a batch beyond max_batch is several device calls)")
+
+    @model_validator(mode="after")
+    def _refinement_on(self) -> PatSettings:
+        """Refuse a refinement setting given while ``refine_every`` leaves refinement off: it was ignored, and the
+        run trained without the refinement it seemed to ask for. By value, as a run's protocol.yaml writes every
+        setting, defaults included."""
+        given = [name for name in ("refine_steps", "refine_lr", "refine_window")
+                 if getattr(self, name) != type(self).model_fields[name].default]
+        if not self.refine_every and given:
+            one = len(given) == 1
+            raise ValueError(f"{' and '.join(given)} set{'s' if one else ''} the twin's online refinement, which "
+                             f"refine_every 0 leaves off; give refine_every (the training steps between refinements), "
+                             f"or leave {'it' if one else 'them'} out")
+        return self
 
 
 class PhysicsAwareTraining(TrainingMethod):
