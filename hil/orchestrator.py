@@ -237,9 +237,8 @@ class Run:
         training = protocol.training
         physical = [layer.theta for layer in physical_layers(self.model)]
         digital = [p for p in self.model.parameters() if all(p is not q for q in physical)]
-        groups = [{"params": digital, "lr": training.lr}]
-        if physical:
-            groups.append({"params": physical, "lr": training.physical_lr or training.lr})
+        groups = [{"params": digital, "lr": training.lr},  # a model has a physical layer (`system_and_method`)
+                  {"params": physical, "lr": training.physical_lr or training.lr}]
         optimizer = torch.optim.Adam if training.optimizer == "adam" else torch.optim.SGD
         self.optimizer = optimizer(groups)
         self.base_lrs = [group["lr"] for group in groups]
