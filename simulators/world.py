@@ -71,9 +71,29 @@ def check_float32(config: BaseModel) -> None:
         message = (f"{value:g} is beyond the float32 range (±{FLOAT32_MAX:.3g}) that the simulation computes in; give "
                    "a value a bench could have")
     else:
+        zero = "give 0, or a value a bench could have" if _takes_zero(config, where) else \
+            "give a value a bench could have"
         message = (f"{value:g} is nearer 0 than the float32 the simulation computes in holds ({FLOAT32_TINY:.3g}); "
-                   "give 0, or a value a bench could have")
+                   f"{zero}")
     raise ConfigError(message, field=".".join(["config", *where]))
+
+
+def _takes_zero(config: BaseModel, where: tuple[str, ...]) -> bool:
+    """Whether ``config`` validates with the value at ``where`` (field names and list indices) set to 0: a length the
+    physics divides by refuses it."""
+    def zeroed(data: Any, path: tuple[str, ...]) -> Any:
+        key, *rest = path
+        if isinstance(data, list | tuple):
+            items = list(data)
+            items[int(key)] = zeroed(items[int(key)], tuple(rest)) if rest else 0.0
+            return items
+        return {**data, key: zeroed(data[key], tuple(rest)) if rest else 0.0}
+
+    try:
+        type(config).model_validate(zeroed(config.model_dump(), where))
+    except ValidationError:
+        return False
+    return True
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

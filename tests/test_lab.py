@@ -1314,16 +1314,25 @@ def test_a_system_that_runs_out_of_memory_while_built_is_one_line_at_its_setting
         lab.build()
 
 
-def test_a_world_config_number_nearer_0_than_float32_holds_is_refused_at_its_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("field", "advice"), [
+    ("network: {nonlinear_length_m: 1.0e-300}", "give a value a bench could have"),  # 0 is refused: it divides by it
+    ("shot: {sensor_noise_v_rthz: 1.0e-300}", "give 0, or a value a bench could have")])
+def test_a_world_config_number_nearer_0_than_float32_holds_is_refused_at_its_field(tmp_path: Path, field: str,
+                                                                                   advice: str) -> None:
     """A positive value that float32 rounds to 0 (a Duffing length of 1e-300 m, which the physics divides by) is
-    refused, while 0 itself stays allowed where its field allows it."""
-    text = OSCILLATOR_LAB.replace("{kind: oscillator_network}", "{kind: oscillator_network, config: {network: "
-                                  "{nonlinear_length_m: 1.0e-300}, shot: {sensor_noise_v_rthz: 0}}}")
+    refused, while 0 itself stays allowed where its field allows it; the refusal offers 0 only where the field takes
+    it (it offered 0 for the length, which is then refused as not greater than 0)."""
+    text = OSCILLATOR_LAB.replace("{kind: oscillator_network}", "{kind: oscillator_network, config: {" + field + "}}")
     lab = Lab.load(write(tmp_path, text % "{}"))
-    with pytest.raises(ConfigError, match=r"lab.yaml:2: worlds\.osc\.config\.network\.nonlinear_length_m: 1e-300 is "
-                                          r"nearer 0 than the float32 the simulation computes in holds \(1\.18e-38\); "
-                                          r"give 0, or a value a bench could have$"):
+    name = field.replace(": {", ".").split(":")[0]
+    with pytest.raises(ConfigError, match=rf"lab.yaml:2: worlds\.osc\.config\.{re.escape(name)}: 1e-300 is nearer 0 "
+                                          r"than the float32 the simulation computes in holds \(1\.18e-38\); "
+                                          rf"{advice}$"):
         lab.build()
+    if "nonlinear" in field:  # the advice taken: refused
+        zero = Lab.load(write(tmp_path, text.replace("1.0e-300", "0") % "{}"))
+        with pytest.raises(ConfigError, match="nonlinear_length_m: Input should be greater than 0"):
+            zero.build()
 
 
 @pytest.mark.parametrize("command", [["devices", "--lab", "P"], ["check", "--lab", "P", "P"],
