@@ -168,6 +168,9 @@ class SimulatedAnalogOutput(SimulatedInstrument, AnalogOutput):
         self.n_channels = world.n_outputs
         self.converters: ConverterConfig = world.config.converters
         super().__init__(world, **common)
+        if world.output is not None:  # the world would follow this one alone, the other's levels silently ignored
+            raise DeviceError(f"simulated analog output: its {world.kind} world is driven by {world.output.name} "
+                              "already, and an analog world has one output; give each output a world of its own")
         self._dc = torch.zeros(self.n_channels, dtype=torch.float32)
         self._on = torch.zeros(self.n_channels, dtype=torch.bool)
         self._waveforms: dict[int, tuple[torch.Tensor, float]] = {}

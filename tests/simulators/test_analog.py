@@ -129,6 +129,21 @@ def test_a_simulated_instrument_keeps_its_worlds_clock() -> None:
         SimulatedAnalogOutput(world, name="ao", clock=world.clock)
 
 
+def test_a_second_analog_output_on_one_world_is_refused_at_its_world(tmp_path) -> None:
+    """Two simulated analog outputs given one world passed hil check, and the world followed the one built last: the
+    first one's levels and waveforms were ignored, unsaid. The second is refused at its lab line."""
+    from hil.errors import ConfigError
+    from hil.lab import Lab
+
+    (tmp_path / "lab.yaml").write_text("worlds:\n  osc: {kind: oscillator_network}\ninstruments:\n"
+                                       "  drive: {driver: simulated_analog_output, world: osc}\n"
+                                       "  spare: {driver: simulated_analog_output, world: osc}\n")
+    with pytest.raises(ConfigError, match=r"lab\.yaml:5: instruments\.spare\.world: simulated analog output: its "
+                                          r"oscillator_network world is driven by drive already, and an analog world "
+                                          r"has one output; give each output a world of its own$"):
+        Lab.load(tmp_path / "lab.yaml").build()
+
+
 def test_the_step_to_a_waveforms_first_sample_is_paced_by_the_ramp_rate() -> None:
     """A step within max_step to the first sample is a step all the same: at 1 V/s, 0.3 V takes 0.3 s, as
     set_voltage's would; a farther one is ramped there first, each step paced (and settled: the DAC's 0.1 ms a

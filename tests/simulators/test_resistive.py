@@ -494,9 +494,10 @@ def test_voltage_ranges_beyond_the_analog_output_are_config_errors(settings, fie
     with pytest.raises(ConfigError, match=f"^{field}: {message}") as error:
         ResistiveNetworkSystem({"output": output, "input": SimulatedAnalogInput(world, name="ai")}, **settings)
     assert error.value.field == field and "\n" not in str(error.value)
-    positive = SimulatedAnalogOutput(world, name="ao", limits={"voltage_v": {"min": 0.5, "max": 2.5}})
+    other = ResistiveNetwork(preset="ideal")  # an analog world has one output
+    positive = SimulatedAnalogOutput(other, name="ao", limits={"voltage_v": {"min": 0.5, "max": 2.5}})
     with pytest.raises(ConfigError, match="exclude 0 V, the level of the targets and nudge gates"):
-        ResistiveNetworkSystem({"output": positive, "input": SimulatedAnalogInput(world)}, input_min_v=0.5)
+        ResistiveNetworkSystem({"output": positive, "input": SimulatedAnalogInput(other)}, input_min_v=0.5)
 
 
 @pytest.mark.parametrize(("settings", "field", "message"), [
@@ -593,7 +594,8 @@ def test_max_batch_follows_the_instruments_memory() -> None:
     assert system.calls == 3 and y.shape == (120, 2)
     nodes = system.equilibrium(x, theta, torch.zeros(120, 2), beta=0.5)
     assert system.calls == 6 and nodes.shape == (120, LAYOUT.n_nodes)
-    assert ResistiveNetworkSystem({"output": SmallOutput(world), "input": SmallInput(world)},
+    other = ResistiveNetwork(preset="ideal")  # an analog world has one output
+    assert ResistiveNetworkSystem({"output": SmallOutput(other), "input": SmallInput(other)},
                                   max_batch=20).max_batch == 20
 
 
