@@ -42,7 +42,7 @@ from hil.hooks import is_hils
 from hil.instruments import Instrument
 from hil.registry import instrument_class, subclass_of
 from hil.systems.base import PhysicalSystem
-from hil.transport import Transport, has_serial_line, instrument_key, open_transport, transport_class
+from hil.transport import MAX_TIMEOUT_S, Transport, has_serial_line, instrument_key, open_transport, transport_class
 
 #: Keyword arguments every instrument takes from the framework, not from ``settings``.
 FRAMEWORK_ARGUMENTS = {"self", "transport", "world", "name", "limits", "clock"}
@@ -155,7 +155,7 @@ class InstrumentConfig(Strict):
     resource: UserResource | None = None  # a serial device path may begin with ~, as every other path here
     emulate: bool | dict[str, Any] = False
     world: str | None = None
-    timeout_s: float = Field(2.0, ge=1e-3, le=4_294_967, description="reply timeout (s); at least 1 ms, VISA's "
+    timeout_s: float = Field(2.0, ge=1e-3, le=MAX_TIMEOUT_S, description="reply timeout (s); at least 1 ms, VISA's "
                              "resolution, and at most VISA's longest, 4294967 s (49 days)")
     visa_library: UserPath = Field("@py", description="pyvisa's VISA library for a VISA resource: @py (pyvisa-py, "
                                    "installed with hil), or '' (falling back to pyvisa-py where none is found), @ivi "
