@@ -589,7 +589,8 @@ def test_closing_a_transport_closes_the_traffic_log_it_opened(echo_tcp, tmp_path
     def open_on_log() -> list[str]:
         return [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(log)]
 
-    transport = VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log)
+    # a timeout that bounds a failure, not one the test waits for: 0.3 s ran out once in a full suite's run
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=5, traffic_log=log)
     with transport:
         transport.query("ECHO? a")
         assert open_on_log()
