@@ -395,7 +395,7 @@ def test_two_threads_never_interleave_a_query(echo_tcp, echo_pty) -> None:
 
 def test_traffic_log_records_both_directions(echo_tcp, tmp_path) -> None:
     log = tmp_path / "traffic.log"
-    with VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log) as transport:
+    with VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S, traffic_log=log) as transport:
         transport.query("ECHO? hello")
     lines = log.read_text().splitlines()
     assert len(lines) == 2
@@ -589,8 +589,7 @@ def test_closing_a_transport_closes_the_traffic_log_it_opened(echo_tcp, tmp_path
     def open_on_log() -> list[str]:
         return [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(log)]
 
-    # a timeout that bounds a failure, not one the test waits for: 0.3 s ran out once in a full suite's run
-    transport = VisaTransport(echo_tcp[1].resource, timeout_s=5, traffic_log=log)
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S, traffic_log=log)
     with transport:
         transport.query("ECHO? a")
         assert open_on_log()
@@ -607,7 +606,7 @@ def test_a_block_ended_by_cr_lf_leaves_nothing_to_answer_the_next_query() -> Non
     emulator = EchoEmulator()
     emulator.values = np.arange(3, dtype="<f4")
     with PtyServer(emulator, terminator=b"\r\n") as server, \
-            SerialTransport(server.resource, timeout_s=0.3) as transport:
+            SerialTransport(server.resource, timeout_s=IN_TIME_S) as transport:
         assert transport.query("ECHO? a") == "a"
         np.testing.assert_array_equal(transport.query_binary("DATA?"), emulator.values)
         assert transport.query("ECHO? b") == "b"
@@ -830,7 +829,7 @@ def test_a_socket_connection_sends_at_once_without_nagles_delay(echo_tcp) -> Non
     """With Nagle's algorithm a query after a write waits ~40 ms for the instrument's delayed ACK."""
     import socket
 
-    with VisaTransport(echo_tcp[1].resource, timeout_s=0.3) as transport:
+    with VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S) as transport:
         assert transport._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
@@ -849,8 +848,8 @@ def test_a_traffic_log_shared_by_two_transports_stays_open_until_its_owner_close
     the other."""
     log = TrafficLog(tmp_path / "traffic.log")
     log.open()
-    first = VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log)
-    second = VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log)
+    first = VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S, traffic_log=log)
+    second = VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S, traffic_log=log)
     with first, second:
         first.close()
         second.query("ECHO? after")
@@ -891,7 +890,7 @@ def test_a_pty_carries_every_byte_of_a_block_unchanged(echo_pty) -> None:
     emulator, server = echo_pty
     wire = b"\x03\x04\r\n\x7f\x15\x11\x13\x1a\x00\xff\n"
     values = np.frombuffer(wire, dtype="<f4")
-    with SerialTransport(server.resource, timeout_s=0.3) as transport:
+    with SerialTransport(server.resource, timeout_s=IN_TIME_S) as transport:
         transport.write_binary("DATA wave,", values, "f")
         assert transport.query_binary("DATA?", "f").tobytes() == wire
     assert emulator.values.tobytes() == wire and not emulator.errors
@@ -1080,8 +1079,8 @@ def test_closing_a_transport_twice_leaves_a_log_it_shares_open_for_the_other(ech
     """Each open of a transport is one use of its log, ended by one close: a second close of a closed transport
     (an instrument closed, then its lab) must not end the other transport's use."""
     log = tmp_path / "traffic.log"
-    first = VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log)
-    second = VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log)
+    first = VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S, traffic_log=log)
+    second = VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S, traffic_log=log)
     with first, second:
         first.close()
         first.close()
@@ -1093,7 +1092,7 @@ def test_closing_a_transport_twice_leaves_a_log_it_shares_open_for_the_other(ech
 def test_a_close_too_many_on_a_traffic_log_does_not_keep_a_later_use_open(echo_tcp, tmp_path) -> None:
     log = TrafficLog(tmp_path / "traffic.log")
     log.close()  # never opened: nothing to end
-    with VisaTransport(echo_tcp[1].resource, timeout_s=0.3, traffic_log=log) as transport:
+    with VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S, traffic_log=log) as transport:
         transport.query("ECHO? a")
     assert fds_on(str(log.path)) == 0
 
@@ -1391,7 +1390,7 @@ def test_a_serial_port_is_one_instrument_by_its_call_out_and_dial_in_devices_on_
 def test_a_released_claim_leaves_no_file_behind(echo_tcp) -> None:
     """Each claim left its file in the temporary folder for good: a run of the test suite, its emulators each on a new
     port or pty, left some 600."""
-    transport = VisaTransport(echo_tcp[1].resource, timeout_s=0.3)
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S)
     path = _Claim.path_of(instrument_key(transport.resource))
     with transport:
         assert path.read_text().startswith(f"pid {os.getpid()}: ")
@@ -1403,8 +1402,8 @@ def test_a_released_claim_leaves_no_file_behind(echo_tcp) -> None:
 def test_transports_of_one_process_share_its_hold_on_an_instrument(echo_tcp) -> None:
     """Two links of one process to one instrument (a reconnection beside the old link, a test's second client) are
     one holder: both open, and the instrument stays held until the last has closed."""
-    first = VisaTransport(echo_tcp[1].resource, timeout_s=0.3)
-    second = VisaTransport(echo_tcp[1].resource, timeout_s=0.3)
+    first = VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S)
+    second = VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S)
     with first:
         with second:
             assert second.query("ECHO? two") == "two"
@@ -1434,7 +1433,7 @@ def test_a_transport_collected_while_its_thread_claims_an_instrument_releases_it
     """The collector, which runs at any allocation, may collect a transport dropped open (in a reference cycle, an
     exception's traceback) inside this very thread's claim or release of another instrument: its release then waited
     on the claims' lock, which that thread held, for ever."""
-    transport = VisaTransport(echo_tcp[1].resource, timeout_s=0.3)
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S)
     transport.open()
     with _Claim._held_lock:  # as in a claim of another instrument when the collector runs
         del transport
