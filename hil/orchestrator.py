@@ -721,16 +721,23 @@ def software_versions(classes: Iterable[type] = ()) -> dict[str, str]:
     ``classes``' (`plugin_code`: a bench's own driver decides what was measured), as run_started, run_resumed and
     the checkpoint record them."""
     versions = {"python": platform.python_version()}
-    for package in VERSIONED_PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:  # hil run from a source tree it was not installed from
-            versions[package] = "not installed"
+    versions.update((package, package_version(package)) for package in VERSIONED_PACKAGES)
     versions["hil_commit"] = source_commit()
     versions["cpu"] = processor()
     plugins = {cls.__module__ for cls in classes if cls.__module__.partition(".")[0] not in OWN_PACKAGES}
     versions.update((module, plugin_code(module)) for module in sorted(plugins))
     return versions
+
+
+@functools.cache
+def package_version(package: str) -> str:
+    """The installed version of ``package`` ("not installed" where hil runs from a source tree it was not installed
+    from). Read once per process, as `software_versions` is asked at every checkpoint: the code a process runs is
+    what it imported."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 @functools.cache
