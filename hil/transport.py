@@ -713,12 +713,9 @@ class VisaTransport(Transport):
             return "closed" if self._peer_closed() else "timeout"
         if str(error) == f"could not connect: {timeout!s}":  # pyvisa-py's SOCKET open that timed out
             return "timeout"
-        if isinstance(error, pyvisa.errors.LibraryError) or \
-                (isinstance(error, ValueError) and str(error).startswith(
-                    ("Please install", "Wrapper not found", "Could not locate a VISA implementation"))) or \
-                (isinstance(error, OSError) and str(error).startswith("Could not open VISA library")):
-            # a VISA library that cannot be loaded (a path, or the system's VISA found broken or named by @ivi and not
-            # installed: pyvisa raises a plain OSError); pyvisa-py without PyUSB, linux-gpib, PyVICP
+        if isinstance(error, ValueError) and str(error).startswith("Please install"):
+            # pyvisa-py without PyUSB, linux-gpib, PyVICP (a VISA library that cannot be loaded is refused as the
+            # transport is made: `_load_visa_library`)
             return "missing"
         return "error"
 
