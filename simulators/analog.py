@@ -112,6 +112,13 @@ class AnalogWorld(World):
         """Bring a world with a state up to now under the levels its outputs have held; called before an output
         changes a level (and by `respond` where the world needs it). Stateless worlds have nothing to do."""
 
+    def held_levels(self, n_samples: int) -> torch.Tensor:
+        """The levels the outputs hold (channels × ``n_samples``, V): their DC levels, 0 V where off or where the world
+        has no output."""
+        if self.output is None:
+            return torch.zeros(self.n_outputs, n_samples, dtype=torch.float32)
+        return self.output.drive(n_samples)
+
     def acquire(self, drive_v: torch.Tensor, sample_rate_hz: float) -> None:
         """Compute the response to ``drive_v``; an armed input keeps its first samples as its record.
 
@@ -126,9 +133,7 @@ class AnalogWorld(World):
                                   f"{sample_rate_hz:g} Hz, or load the waveform at {rate:g} Hz")
             extra = n_samples - drive_v.shape[1]
             if extra > 0:
-                hold = self.output.drive(extra) if self.output is not None else torch.zeros(self.n_outputs, extra,
-                                                                                           dtype=torch.float32)
-                drive_v = torch.cat([drive_v, hold], dim=1)
+                drive_v = torch.cat([drive_v, self.held_levels(extra)], dim=1)
         response = self.respond(drive_v, sample_rate_hz)
         self._check_response(response, drive_v)
         if response.requires_grad:  # computed with a parameter of the world's own (its physics as a torch module)
@@ -249,10 +254,7 @@ class SimulatedAnalogInput(SimulatedInstrument, AnalogInput):
         world: AnalogWorld = self.world  # type: ignore[assignment]
         assert world.armed is not None
         n_samples, rate = world.armed
-        drive = world.output.drive(n_samples) if world.output is not None else torch.zeros(world.n_outputs,
-                                                                                           n_samples,
-                                                                                           dtype=torch.float32)
-        world.acquire(drive, rate)
+        world.acquire(world.held_levels(n_samples), rate)
 
     def _fetch_hw(self) -> np.ndarray:
         world: AnalogWorld = self.world  # type: ignore[assignment]
