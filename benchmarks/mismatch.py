@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.arguments import Parser, check_names, check_presets, count, writable_file  # noqa: E402
+from benchmarks.arguments import Parser, check_names, check_presets, count, run, writable_file  # noqa: E402
 from benchmarks.labs import alone, worlds_of  # noqa: E402
 from hil.config import YamlDocument  # noqa: E402
 from hil.lab import Lab, LabConfig  # noqa: E402
@@ -217,4 +217,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.arguments import Parser, check_names, check_presets, count  # noqa: E402
+from benchmarks.arguments import Parser, check_names, check_presets, count, run  # noqa: E402
 from benchmarks.labs import alone  # noqa: E402
 from hil.config import YamlDocument  # noqa: E402
 from hil.errors import ConfigError  # noqa: E402
@@ -189,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.arguments import Parser, count  # noqa: E402
+from benchmarks.arguments import Parser, count, run  # noqa: E402
 from hil.transport import SerialTransport  # noqa: E402
 
 
@@ -121,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

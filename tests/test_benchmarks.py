@@ -349,3 +349,24 @@ def test_the_mismatch_benchmarks_lab_leaves_the_other_instruments_alone(monkeypa
         assert lab.config.worlds["crossbar_chip"].preset == "harsh" and lab.config.worlds["crossbar_chip"].seed == 1002
         assert lab.system("crossbar").n_out == 32
     assert_never_connected(server)
+
+
+
+@pytest.mark.parametrize("script, arguments", [
+    ("simulators", ["--systems", "crossbar", "--presets", "ideal", "--repeats", "1", "--batch", "4", "--singles", "1"]),
+    ("mismatch", ["--overhead-only", "--overhead-repeats", "1", "--systems", "crossbar"]),
+    ("transports", ["--sizes", "100", "--replies", "1", "--repeats", "1"]),
+])
+def test_a_reader_that_quits_early_ends_a_benchmark_quietly(script, arguments):
+    """``benchmarks/simulators.py | head -3`` ended in a `BrokenPipeError` traceback once the reader had quit. Now it
+    stops without a word, with exit status 1, as hil's commands do. Here the reader has quit before the first line."""
+    import subprocess
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), *arguments], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (1, "")
