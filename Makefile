@@ -28,6 +28,7 @@ devices: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulators.py
 	$(BIN)/python benchmarks/mismatch.py
+	$(BIN)/python benchmarks/transports.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
