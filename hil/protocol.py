@@ -147,6 +147,15 @@ class TwinConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _neural_fitted(self) -> TwinConfig:
+        """A neural twin starts as a random network, which ``fit.epochs: 0`` would leave it: training through it, a
+        run would learn nothing of the device (a physics twin starts as the physics, a residual one as well)."""
+        if self.kind == "neural" and self.fit.epochs == 0 and self.from_run is None:
+            raise ValueError("fit.epochs 0 leaves a neural twin the random network it starts as; give fit.epochs of 1 "
+                             "or more, or a physics or residual twin, which start from the physics")
+        return self
+
+    @model_validator(mode="after")
     def _split_for_validation(self) -> TwinConfig:
         """The fit holds out whole θ groups. Refused here rather than after the collection: a split that leaves no
         group to fit, and a part of a single measurement (the output variance that normalises the errors needs two)."""

@@ -194,6 +194,10 @@ def test_sigterm_or_sighup_stops_a_run_at_once_safely_and_says_how_to_resume(
                                                    r"or equal to 1"),
     ({"twin": {"kind": "physics", "hidden": [16]}}, r"protocol.yaml:\d+: twin: hidden sets the layers of a neural or "
                                                     r"residual twin; a physics twin has none"),
+    # a neural twin fitted for no epoch was the random network it starts as, trained through, flagged only in the report
+    ({"twin": {**PROTOCOL["twin"], "kind": "neural", "fit": {"epochs": 0}}},
+     r"protocol.yaml:\d+: twin: fit.epochs 0 leaves a neural twin the random network it starts as; give fit.epochs of "
+     r"1 or more, or a physics or residual twin, which start from the physics$"),
     ({"twin": {**PROTOCOL["twin"], "collect": {"thetas": 2, "inputs_per_theta": 1, "repeat_thetas": 1}}},
      r"protocol.yaml:\d+: twin: the fit's held-out part would be one measurement, whose output variance is undefined; "
      r"raise collect.inputs_per_theta or collect.thetas$"),
