@@ -12,7 +12,8 @@ limit with only a warning), source and measure range (fixed or auto), NPLC, remo
 on and relative offset, math and averaging off (what a previous user left set would otherwise change or slow
 readings), ASCII data at full precision (``:FORM:DATA ASC``, ``:FORM:ASC:PREC 0`` at connect), overvoltage
 protection (``:SOUR:VOLT:PROT``, set by `configure` from the voltage limit), front or rear terminals
-(``:ROUT:TERM``, chosen at connect), output, one reading with the limit state, and list sweeps of up to
+(``:ROUT:TERM``, chosen at connect), output, one reading with the limit state (read in one message with the
+output state, source function, level and limit, which must be as the driver left them), and list sweeps of up to
 2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``, buffer read).
 Not covered: linear/log sweeps, custom trigger models, digital I/O, limit tests (``:CALC``), statistics,
 resistance/4-wire ohms, interlock, output-off modes, TSP.
@@ -86,6 +87,12 @@ def protection_level(voltage_limit: Limit) -> str:
     largest = max(abs(voltage_limit.min), abs(voltage_limit.max))
     return next((f"PROT{level}" for level in PROTECTION_LEVELS_V
                  if level * (1 - PROTECTION_TOLERANCE) >= largest * (1 - 1e-12)), "NONE")
+
+
+def _same_setting(read: float, kept: float, function: str) -> bool:
+    """Whether a level read back is the one set: equal to the 7 digits a reply may have, or within 10⁻⁴ of the
+    smallest range (2 µV, 1 pA), below which the 2450's setting resolution lies."""
+    return math.isclose(read, kept, rel_tol=1e-5, abs_tol=1e-4 * _RANGES[function][0])
 
 
 def _status(text: str) -> int:
@@ -419,16 +426,55 @@ class Keithley2450(ScpiDriver, SourceMeter):
         return tries * 3 * (self.nplc or 1.0) / MAINS_HZ + 0.1
 
     def _measure_hw(self) -> Readings:
-        """One reading (``:READ?`` of the source and measured values), then the limit state (``:TRIP?``). The
-        reading may take up to `_reading_bound_s` longer than the transport's timeout."""
-        source = _SOURCE[self.mode]  # type: ignore[index]
+        """One reading (``:READ?`` of the source and measured values), then, in one message, the limit state
+        (``:TRIP?``) and what the reading relies on (`_check_unchanged`). The reading may take up to
+        `_reading_bound_s` longer than the transport's timeout."""
         command = f':READ? "{BUFFER}", SOUR, READ'
         with self.transport.patience(self._reading_bound_s()):
             values = self.query_floats(command)
         if len(values) != 2:
             raise self.unexpected_reply(f"reply to {command!r} has {len(values)} values, expected 2")
-        tripped = self.query_bool(f":SOUR:{source}:{_LIMIT[self.mode]}:TRIP?")  # type: ignore[index]
+        tripped = self._check_unchanged()
         return self._readings(np.array([values[0]]), np.array([values[1]]), np.array([tripped]))
+
+    def _check_unchanged(self) -> bool:
+        """Whether the limit is tripped (``:TRIP?``), read with the output state, the source function, its level and
+        its limit in the same message (no round trip more), which must be those this driver left: the 2450 switches
+        its output off by itself (overtemperature, an open interlock), and its front panel, another program or a
+        restart change the rest unseen. Otherwise the reading is a `DeviceError`, and the driver takes the state
+        read as the present one, so that the safe state ramps from the true level, not with a jump."""
+        source, limit = _SOURCE[self.mode], _LIMIT[self.mode]  # type: ignore[index]
+        command = f":SOUR:{source}:{limit}:TRIP?;:OUTP?;:SOUR:FUNC?;:SOUR:{source}?;:SOUR:{source}:{limit}?"
+        parts = [part.strip() for part in self.query(command).split(";")]
+        try:
+            tripped, output, function, level, held = parts
+            if {tripped, output} - {"0", "1"}:
+                raise ValueError(parts)
+            level, held = float(level), float(held)
+        except ValueError:
+            raise self.unexpected_reply(f"reply {excerpt(';'.join(parts))} to {command!r} is not the limit state, "
+                                        "the output state, the source function, its level and its limit") from None
+        unit, limit_unit = _UNIT[source], _UNIT[_MEASURE[self.mode]]  # type: ignore[index]
+        changed = []
+        if self.output_on is not None and (output == "1") != self.output_on:
+            changed.append(f"its output {'on' if output == '1' else 'off'}, not {'on' if self.output_on else 'off'}")
+        if function.upper()[:4] != source:
+            changed.append(f"its source function {excerpt(function)}, not {source}")
+        elif self.level is not None and not _same_setting(level, self.level, source):
+            changed.append(f"its source at {level:g} {unit}, not {self.level:g} {unit}")
+        if self.compliance is not None and not math.isclose(held, self.compliance, rel_tol=1e-5):
+            changed.append(f"a limit of {held:g} {limit_unit}, not {self.compliance:g} {limit_unit}")
+        if changed:
+            self.output_on = output == "1"
+            if function.upper()[:4] == source:
+                self.level = level
+            else:
+                self.mode = self.level = self.compliance = None  # nothing sources until configure() again
+            raise DeviceError(f"{self.name}: the 2450 has {'; '.join(changed)} as this driver left it (its protection "
+                              "switched the output off, or its front panel, another program or a restart changed "
+                              "it): the reading is discarded; check the instrument and the device under test, then "
+                              "run again")
+        return tripped == "1"
 
     def _check_sweep_hw(self, levels: np.ndarray, delay_s: float) -> None:
         """The delay is 0 or at least 50 µs (the 2450's; `SourceMeter.sweep` has bounded it to 10 s); levels within

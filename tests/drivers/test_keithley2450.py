@@ -80,6 +80,15 @@ def on_for_a_sweep(sweep: list[Exchange]) -> Iterator[Keithley2450]:
 
 #: A voltage read and its reply; the error check's reply for a query the instrument discarded.
 READ: Exchange = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
+
+
+def unchanged(tripped: bytes = b"0", output: bytes = b"0", function: bytes = b"VOLT", level: bytes = b"0.000000E+00",
+              limit: bytes = b"1.000000E-03", source: bytes = b"VOLT") -> Exchange:
+    """What `measure` reads after its reading, in one message: the limit state, then the output state, the source
+    function, its level and its limit (those of the ``source`` function), which must be as the driver left them."""
+    name = b"ILIM" if source == b"VOLT" else b"VLIM"
+    return (b":SOUR:%s:%s:TRIP?;:OUTP?;:SOUR:FUNC?;:SOUR:%s?;:SOUR:%s:%s?" % (source, name, source, source, name),
+            b";".join([tripped, output, function, level, limit]))
 INTERRUPTED: Exchange = (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"')
 
 
@@ -89,7 +98,7 @@ def read_again_after_a_timeout(then: list[Exchange]) -> Iterator[Keithley2450]:
     late reply; it expects ``then`` next."""
     exchanges = [*connected(), *configured_voltage(), (READ[0], TIMED_OUT),
                  (b"*ESE 1;*ESE?;*IDN?", READ[1]), (None, b"1;" + IDN), (b"*ESE 0", None),
-                 READ, (b":SOUR:VOLT:ILIM:TRIP?", b"0"), *then]
+                 READ, unchanged(), *then]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         k.configure("voltage", 1e-3)
@@ -294,7 +303,7 @@ def test_output_on_and_off() -> None:
 def test_measure_reads_source_and_reading_then_the_limit_state() -> None:
     exchanges = connected() + configured_voltage() + [
         (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03"),
-        (b":SOUR:VOLT:ILIM:TRIP?", b"1"),
+        unchanged(tripped=b"1"),
     ]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
@@ -308,7 +317,7 @@ def test_measure_reads_source_and_reading_then_the_limit_state() -> None:
 def test_after_a_timeout_the_late_reply_is_discarded_before_the_next_query() -> None:
     exchanges = [*connected(), *configured_voltage(), (READ[0], TIMED_OUT),
                  (b"*ESE 1;*ESE?;*IDN?", READ[1]), (None, b"1;" + IDN),  # the late reply first, then the marker
-                 (b"*ESE 0", None), READ, (b":SOUR:VOLT:ILIM:TRIP?", b"0")]
+                 (b"*ESE 0", None), READ, unchanged()]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         k.configure("voltage", 1e-3)
@@ -322,7 +331,7 @@ def test_a_resynchronisation_that_times_out_is_finished_by_the_next_and_interrup
     exchanges = [*connected(), *configured_voltage(), (READ[0], TIMED_OUT),
                  (b"*ESE 1;*ESE?;*IDN?", TIMED_OUT),  # the instrument is still busy
                  (b"*ESE 4;*ESE?;*IDN?", READ[1]), (None, b"1;" + IDN), (None, b"4;" + IDN),  # only the new marker
-                 (b"*ESE 0", None), READ, (b":SOUR:VOLT:ILIM:TRIP?", b"0"),
+                 (b"*ESE 0", None), READ, unchanged(),
                  (b":SOUR:VOLT 0.5", None), INTERRUPTED, INTERRUPTED, NO_ERROR,  # two queries interrupted
                  (b":SOUR:VOLT 0.6", None), INTERRUPTED, NO_ERROR]
     with expected_protocol(smu(), exchanges) as k:
@@ -357,7 +366,8 @@ def test_measure_while_sourcing_current_reads_voltage() -> None:
         (b":SENS:VOLT:NPLC 1", None), (b":SOUR:CURR:READ:BACK ON", None), *reading_as_is("VOLT"),
         (b":SOUR:CURR:RANG:AUTO ON", None), (b":SENS:VOLT:RANG:AUTO ON", None),
         (b":SOUR:CURR:VLIM 10", None), NO_ERROR, (b":SOUR:CURR:VLIM?", b"1.000000E+01"),
-        (b':READ? "defbuffer1", SOUR, READ', b"1.000000E-03,4.000000E+00"), (b":SOUR:CURR:VLIM:TRIP?", b"0"),
+        (b':READ? "defbuffer1", SOUR, READ', b"1.000000E-03,4.000000E+00"),
+        unchanged(function=b"CURR", limit=b"1.000000E+01", source=b"CURR"),
     ]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
@@ -467,8 +477,8 @@ def test_instrument_error_raises_device_error_with_its_message() -> None:
     (b"OVERFLOW", [], "not a list of numbers"),
     (b"1.0", [], "has 1 values, expected 2"),
     (b"1.0,2.0,3.0", [], "has 3 values, expected 2"),
-    (b"nan,1.000000E-03", [(b":SOUR:VOLT:ILIM:TRIP?", b"0")], r"is 0\.001 A \(source nan V\)"),
-    (b"2.000000E+00,9.900000E+37", [(b":SOUR:VOLT:ILIM:TRIP?", b"0")], r"is an overflow \(source 2 V\)"),
+    (b"nan,1.000000E-03", [unchanged()], r"is 0\.001 A \(source nan V\)"),
+    (b"2.000000E+00,9.900000E+37", [unchanged()], r"is an overflow \(source 2 V\)"),
 ])
 def test_garbage_reading_raises_device_error(reply: bytes, tail: list[Exchange], match: str) -> None:
     exchanges = connected() + configured_voltage() + [(b':READ? "defbuffer1", SOUR, READ', reply), *tail]
@@ -826,15 +836,17 @@ def test_emulated_overvoltage_protection_clamps_what_another_program_sources_bey
         assert k.measure().voltage_v[0] == pytest.approx(-2.0)  # the lab's whole range is clear of the protection
         assert emulator.handle(b":SOUR:VOLT:PROT:TRIP?") == b"0"
         emulator.handle(b":SOUR:VOLT -20")  # another program, or the front panel
-        assert k.measure().voltage_v[0] == pytest.approx(-5.0)
+        assert emulator.operating_point()[0] == pytest.approx(-5.0)
         assert emulator.handle(b":SOUR:VOLT:PROT:TRIP?") == b"1"
+        with pytest.raises(DeviceError, match="source at -20 V, not -2 V"):
+            k.measure()  # nor is what another program sources taken as data
         emulator.handle(b":SOUR:VOLT -2")
         k.configure("current", 2.0)  # the current source has a protection of its own: set after the function
         assert emulator.protection == {"VOLT": "PROT5", "CURR": "PROT5"}
+        k.set_output(True)
         for message in (b":SOUR:CURR:VLIM 20", b":SOUR:CURR 1e-5"):  # 10 V across 1 MΩ: clamped at 5 V
             emulator.handle(message)
-        k.set_output(True)
-        assert k.measure().voltage_v[0] == pytest.approx(5.0)
+        assert emulator.operating_point()[0] == pytest.approx(5.0)
         assert emulator.handle(b":SOUR:VOLT:PROT:TRIP?") == b"1"
     assert not emulator.errors
 
@@ -1073,6 +1085,79 @@ def test_emulated_safe_state_leaves_the_output_off_at_zero(bench: Bench) -> None
     assert k.query(":OUTP?") == "0"
     ramp_down = [m for m in emulator.received if m.startswith(b":SOUR:VOLT ")][-2:]
     assert ramp_down == [b":SOUR:VOLT 2", b":SOUR:VOLT 0"]  # 2 V max_step from 4 V
+
+
+def _sourcing_2_v(bench: Bench) -> Bench:
+    k, emulator = bench
+    k.configure("voltage", 10e-3)
+    k.set_output(True)
+    k.set_level(2.0)
+    assert k.measure().current_a[0] == pytest.approx(2e-3)
+    return k, emulator
+
+
+def test_emulated_output_the_2450_switched_off_itself_gives_no_reading(bench: Bench) -> None:
+    """Its overtemperature protection, an open interlock or its front-panel OUTPUT key switch the output off without
+    a byte from the driver: a reading then is of a dead output (0 V, 0 A), which must not be taken as data."""
+    k, emulator = _sourcing_2_v(bench)
+    emulator.output = False  # what the 2450's own protection does
+    with pytest.raises(DeviceError, match=r"^Keithley2450: the 2450 has its output off, not on as this driver left it "
+                                          r"\(its protection switched the output off, .*\): the reading is discarded; "
+                                          r"check the instrument and the device under test, then run again$"):
+        k.measure()
+    assert k.output_on is False
+    k.safe_state()
+    assert (emulator.output, emulator.level["VOLT"]) == (False, 0.0)
+
+
+def test_emulated_level_another_program_set_is_no_reading_and_the_safe_state_ramps_from_it(bench: Bench) -> None:
+    """Another program (or the front panel) sets 9 V: the reading is refused, and the safe state ramps down from 9 V
+    in steps of max_step (2 V), not from the 2 V the driver set, which would step 9 V to 0 V at once."""
+    k, emulator = _sourcing_2_v(bench)
+    emulator.handle(b":SOUR:VOLT 9")
+    with pytest.raises(DeviceError, match=r"the 2450 has its source at 9 V, not 2 V as this driver left it"):
+        k.measure()
+    emulator.received.clear()
+    k.safe_state()
+    levels = [float(m.split()[1]) for m in emulator.received if m.startswith(b":SOUR:VOLT ")]
+    assert levels == pytest.approx([7.2, 5.4, 3.6, 1.8, 0.0])
+    assert (emulator.output, emulator.level["VOLT"]) == (False, 0.0)
+
+
+def test_emulated_restart_on_a_link_that_outlives_it_gives_no_reading(bench: Bench) -> None:
+    """Power-cycled on a link that outlives it (GPIB), the 2450 comes back at its power-on state: output off, 0 V,
+    105 µA."""
+    k, emulator = _sourcing_2_v(bench)
+    emulator.reset()
+    with pytest.raises(DeviceError, match=r"the 2450 has its output off, not on; its source at 0 V, not 2 V; a limit "
+                                          r"of 0\.000105 A, not 0\.01 A as this driver left it"):
+        k.measure()
+    assert (k.output_on, k.level) == (False, 0.0)
+
+
+def test_emulated_source_function_another_program_changed_leaves_nothing_to_source_until_configured(
+        bench: Bench) -> None:
+    k, emulator = _sourcing_2_v(bench)
+    emulator.handle(b":SOUR:FUNC CURR")  # sourcing 0 A now, the output on
+    with pytest.raises(DeviceError, match=r"the 2450 has its source function 'CURR', not VOLT as this driver left it"):
+        k.measure()
+    with pytest.raises(DeviceError, match="not configured"):
+        k.set_output(True)
+    k.safe_state()
+    assert emulator.output is False
+    k.configure("voltage", 10e-3)
+    k.set_output(True)
+    k.set_level(1.0)
+    assert k.measure().current_a[0] == pytest.approx(1e-3)
+
+
+def test_a_reply_to_the_state_read_with_a_reading_that_is_not_its_five_fields_is_a_device_error() -> None:
+    with expected_protocol(smu(), [*connected(), *configured_voltage(), READ, (unchanged()[0], b"0;0")]) as k:
+        k.connect()
+        k.configure("voltage", 1e-3)
+        with pytest.raises(DeviceError, match=r"reply '0;0' to ':SOUR:VOLT:ILIM:TRIP\?;:OUTP\?;.*' is not the limit "
+                                              r"state, the output state, the source function, its level and its limit"):
+            k.measure()
 
 
 def test_a_connection_the_instrument_closed_is_opened_again_to_reach_the_safe_state() -> None:
@@ -1334,9 +1419,9 @@ def test_a_late_reply_that_looks_like_the_marker_is_discarded_too() -> None:
     """A query that timed out answers "1" late, as the first marker's ``*ESE?`` does: only a line with the marker
     and the identity ends the resynchronisation, or the marker's own line would answer the next query."""
     read = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
-    exchanges = [*connected(), *configured_voltage(), read, (b":SOUR:VOLT:ILIM:TRIP?", TIMED_OUT),
+    exchanges = [*connected(), *configured_voltage(), read, (unchanged()[0], TIMED_OUT),
                  (b"*ESE 1;*ESE?;*IDN?", b"1"), (None, b"1;" + IDN),  # the late "1" first, then the marker
-                 (b"*ESE 0", None), read, (b":SOUR:VOLT:ILIM:TRIP?", b"0")]
+                 (b"*ESE 0", None), read, unchanged()]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
         k.configure("voltage", 1e-3)
@@ -1443,14 +1528,14 @@ def test_a_measurement_waits_as_long_as_a_reading_may_take() -> None:
     """A reading at 10 PLC on autorange may take longer than the transport's timeout: the read is given that time."""
     read = (b':READ? "defbuffer1", SOUR, READ', b"1.000000E+00,1.000000E-03")
     transport = PatienceRecorded([*connected(), *configured_voltage(nplc=b"10"), read,
-                                  (b":SOUR:VOLT:ILIM:TRIP?", b"0")])
+                                  unchanged()])
     k = Keithley2450(transport, clock=VirtualClock())
     k.connect()
     k.configure("voltage", 1e-3, nplc=10)
     k.measure()
     transport.assert_done()
     assert transport.timeouts[read[0]] == pytest.approx(1.0 + k._reading_bound_s())
-    assert transport.timeouts[b":SOUR:VOLT:ILIM:TRIP?"] == 1.0
+    assert transport.timeouts[unchanged()[0]] == 1.0
 
 
 def test_a_sweep_whose_buffer_stops_filling_is_aborted_at_its_deadline() -> None:
