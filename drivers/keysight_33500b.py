@@ -2,7 +2,8 @@
 
 Each channel is either a DC source (``FUNC DC``, level set by ``VOLT:OFFS``) or plays an uploaded arbitrary waveform
 once per trigger (``FUNC ARB`` in triggered burst mode with ``TRIG:SOUR BUS``, started by ``*TRG``), holding its first
-point between bursts; `play` returns once the burst has ended (``*OPC?``), so that no later command cuts it short.
+point between bursts; `play` returns once the burst has ended (``*OPC?``), so that no later command cuts it short, and
+refuses it where a channel's output state, function or offset, read in the same message, is not as the driver left it.
 Loading a waveform waits for the upload (``*OPC?``) and resets what a previous user may have left that changes what the
 armed arb outputs: point advance, burst phase, output polarity, trigger delay. On a two-channel model, `connect`
 switches off the channel coupling a previous user may have left (frequency, amplitude, sample rate, tracking,
@@ -86,6 +87,12 @@ def _bound(value: float, up: bool = False) -> float:
 def _num(value: float) -> str:
     """A number as sent: 9 significant digits, deterministic, never ``-0``."""
     return f"{float(value) + 0.0:.9g}"
+
+
+def _same_level(read: float, kept: float) -> bool:
+    """Whether an offset read back is the level set: within 1 mV and 10⁻⁴ of it, beyond the generator's setting
+    resolution (a 16-bit DAC on ±10 V, 0.3 mV)."""
+    return math.isclose(read, kept, rel_tol=1e-4, abs_tol=1e-3)
 
 
 def _within(amplitude: float, offset: float, peak: float) -> float:
@@ -327,8 +334,48 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
             for channel in channels:
                 self.write(f"TRIG{channel}")
         self.clock.sleep(duration_s)
-        self.wait_complete(PLAY_MARGIN_S, f"the burst on channel(s) {names}")
+        state = ";".join(f":OUTP{n}?;:SOUR{n}:FUNC?;:SOUR{n}:VOLT:OFFS?" for n in self.channels)
+        replies = self.wait_complete(PLAY_MARGIN_S, f"the burst on channel(s) {names}", then=state)
+        self._check_unchanged(replies, f"the burst on channel(s) {names}")
         self.check_errors(f"triggering channel(s) {names}")
+
+    def _check_unchanged(self, replies: list[str], what: str) -> None:
+        """Refuse what was played where a channel's output state, function or offset (``OUTPn?``, ``SOURn:FUNC?``,
+        ``SOURn:VOLT:OFFS?``, read after ``what`` in the message that confirms its end) is not as this driver left it:
+        the generator's output protection switches an overloaded output off by itself, and its front panel, another
+        program or a restart change the rest unseen, so what a reader recorded meanwhile is not of the levels sent. The
+        driver then takes the state read as the present one (a level it cannot tell, unknown), so that the safe state
+        ramps from the true level, not with a jump."""
+        changed = []
+        for n, (output, function, offset) in zip(self.channels, zip(*[iter(replies)] * 3, strict=True), strict=True):
+            try:
+                offset_v = float(offset)
+            except ValueError:
+                offset_v = math.nan
+            if output not in ("0", "1") or function.upper() not in FUNCTIONS or not math.isfinite(offset_v):
+                raise self.unexpected_reply(f"replies {excerpt(';'.join(replies))} after {what} are not each "
+                                            "channel's output state, function and offset")
+            function, on, level = function.upper(), output == "1", self.level_v.get(n)
+            if self.output_on.get(n) is not None and on != self.output_on[n]:
+                state, was = ("on" if on else "off"), ("on" if self.output_on[n] else "off")
+                changed.append(f"channel {n} output {state}, not {was}")
+                self.output_on[n] = on
+            if self.function.get(n) is not None and function != self.function[n]:
+                changed.append(f"channel {n} function {function}, not {self.function[n]}")
+            elif level is not None and n not in self.centred and not _same_level(offset_v, level):
+                changed.append(f"channel {n} at {offset_v:g} V, not {level:g} V")
+            else:
+                continue
+            self.output_on[n], self.function[n] = on, function
+            self.waveform_samples.pop(n, None)
+            self.level_v[n] = offset_v if function == "DC" else None
+            if self.level_v[n] is None:
+                self.centred.add(n)  # an arb of unknown scaling may idle away from its offset
+        if changed:
+            raise DeviceError(f"{self.name}: after {what} the generator has {'; '.join(changed)} as this driver "
+                              "left it (its output protection switched an overloaded output off, or its front panel, "
+                              "another program or a restart changed it): what was recorded meanwhile is not of the "
+                              "levels sent; check the generator and the device under test, then run again")
 
     def _snapshot_hw(self) -> dict[str, Any]:
         """The base's state plus model, load (ohms, None for high impedance), function and arb sample rate."""

@@ -184,13 +184,19 @@ class ScpiDriver:
         return DeviceError(f"{self.name}: {detail}; check that the resource is this instrument and that no other "  # type: ignore[attr-defined]
                            "program talks to it (the next query resynchronises the link)")
 
-    def wait_complete(self, extra_s: float, what: str) -> None:
+    def wait_complete(self, extra_s: float, what: str, then: str = "") -> list[str]:
         """Wait on ``*OPC?`` until the instrument has finished ``what`` (a sweep, a burst, an upload), allowing
-        ``extra_s`` seconds beyond the transport timeout; a reply other than 1 is a `DeviceError`."""
+        ``extra_s`` seconds beyond the transport timeout; a reply other than 1 is a `DeviceError`. ``then`` holds
+        queries (``;:``-joined) answered once it has finished, in the same message: their replies are returned, one
+        a query, at no round trip more."""
+        command = f"*OPC?;{then}" if then else "*OPC?"
         with self.transport.patience(extra_s):
-            reply = self.query("*OPC?")
-        if _integer(reply) != 1:
-            raise self.unexpected_reply(f"reply {excerpt(reply)} to '*OPC?' after {what} is not 1")
+            reply = self.query(command)
+        done, *replies = reply.split(";")
+        if _integer(done) != 1 or len(replies) != then.count("?"):
+            expected = f"1 and {then.count('?')} replies" if then else "1"
+            raise self.unexpected_reply(f"reply {excerpt(reply)} to {command!r} after {what} is not {expected}")
+        return [part.strip() for part in replies]
 
     def query_float(self, command: str) -> float:
         """A numeric reply; a reply that is not a number is a `DeviceError` naming the command."""

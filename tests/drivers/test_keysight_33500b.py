@@ -88,6 +88,17 @@ def uploading(channel: int, data: np.ndarray, rate: bytes, offset: bytes,
             (source + b"VOLT " + smallest, None), (source + b"VOLT:OFFS " + offset, None), ERRORS_CHECKED]
 
 
+def burst_ended(*channels: bytes) -> tuple[bytes, bytes]:
+    """``*OPC?`` confirming a burst's end, with each channel's output state, function and offset read in the same
+    message; ``channels`` are their replies (``b"0;ARB;-1"``: off, playing an arb, about -1 V)."""
+    queries = b";".join(b":OUTP%d?;:SOUR%d:FUNC?;:SOUR%d:VOLT:OFFS?" % (n, n, n) for n in range(1, len(channels) + 1))
+    return (b"*OPC?;" + queries, b";".join([b"1", *channels]))
+
+
+#: Both channels off, each holding an arb about -1 V, as `_loaded` leaves them.
+BOTH_LOADED = burst_ended(b"0;ARB;-1", b"0;ARB;-1")
+
+
 def arming(channel: int, amplitude: bytes) -> list[tuple[bytes, bytes | None]]:
     """The one message that selects the arb, arms the burst and gives it its amplitude, then the error check."""
     source = b"SOUR%d:" % channel
@@ -401,9 +412,9 @@ def test_a_live_channel_is_ramped_to_the_first_sample_then_held_as_dc_while_the_
 
 def test_play_every_loaded_channel_with_one_bus_trigger_or_one_channel_alone_and_waits_for_the_burst_to_end():
     longer = np.linspace(-1, 1, 4000)
-    exchanges = [*connected(), *_loaded(1), *_loaded(2), (b"*TRG", None), (b"*OPC?", b"1"), ERRORS_CHECKED,
+    exchanges = [*connected(), *_loaded(1), *_loaded(2), (b"*TRG", None), BOTH_LOADED, ERRORS_CHECKED,
                  *uploading(2, ((longer + 1) / 2).astype(np.float32), b"100000", b"-1"), *arming(2, b"4"),
-                 (b"TRIG2", None), (b"*OPC?", b"1"), ERRORS_CHECKED]
+                 (b"TRIG2", None), BOTH_LOADED, ERRORS_CHECKED]
     transport, clock = PatienceRecorded(exchanges), VirtualClock()
     inst = Keysight33500B(transport, clock=clock)
     inst.connect()
@@ -412,7 +423,7 @@ def test_play_every_loaded_channel_with_one_bus_trigger_or_one_channel_alone_and
     started = clock.now()
     inst.play()
     assert clock.now() - started == pytest.approx(8 / 1000)  # the burst is slept with nothing pending on the link
-    assert transport.timeouts[b"*OPC?"] == pytest.approx(1.0 + 0.1)  # then its end confirmed, with a margin
+    assert transport.timeouts[BOTH_LOADED[0][:40]] == pytest.approx(1.0 + 0.1)  # then its end confirmed, with a margin
     inst.load_waveform(2, longer, 1e5)
     started = clock.now()
     inst.play([2])
@@ -588,6 +599,88 @@ def test_a_connection_the_awg_closed_is_opened_again_to_reach_the_safe_state(tcp
     server.start()
     inst.close()
     assert not emulator.channels[1].output_on and emulator.channels[1].offset_v == 0.0
+
+
+@pytest.fixture
+def playing(tcp_server):
+    """An emulated 33522B and a driver (max_step 1 V) whose channel 1 plays an arb about 0.5 V, live, while channel 2
+    holds 2 V, live: a resistive network's inputs and a gate."""
+    emulator = Keysight33500BEmulator()
+    inst = Keysight33500B(VisaTransport(tcp_server(emulator).resource, timeout_s=2.0), name="awg",
+                          clock=VirtualClock(), limits={"voltage_v": {"max_step": 1.0}}).connect()
+    inst.safe_state()  # from its power-on sine
+    for channel, level in ((1, 0.5), (2, 2.0)):
+        inst.set_voltage(channel, level)
+        inst.set_output(channel, True)
+    inst.load_waveform(1, np.linspace(0.5, 1.0, 16), 1e4)
+    inst.play([1])
+    yield inst, emulator
+    inst.close()
+
+
+def test_emulated_output_the_generator_switched_off_itself_is_no_play(playing):
+    """Its output protection switches an overloaded output off (as does its front-panel key) without a byte from
+    the driver: what a reader records meanwhile is of a dead output, and must not be taken as data."""
+    inst, emulator = playing
+    emulator.channels[1].output_on = False  # what the output protection does
+    with pytest.raises(DeviceError, match=r"^awg: after the burst on channel\(s\) 1 the generator has channel 1 output "
+                                          r"off, not on as this driver left it \(its output protection switched an "
+                                          r"overloaded output off, .*\): what was recorded meanwhile is not of the "
+                                          r"levels sent; check the generator and the device under test, then run "
+                                          r"again$"):
+        inst.play([1])
+    assert inst.output_on == {1: False, 2: True}
+    inst.safe_state()
+    assert [(state.output_on, state.offset_v) for state in emulator.channels.values()] == [(False, 0.0)] * 2
+
+
+def test_emulated_level_another_program_set_is_no_play_and_the_safe_state_ramps_from_it(playing):
+    """Another program (or the front panel) sets the gate to 4.5 V: the play is refused, and the safe state ramps
+    the gate down from 4.5 V in steps of max_step (1 V), not from the 2 V the driver set, which would step 4.5 V to
+    1 V at once."""
+    inst, emulator = playing
+    assert _ask(emulator, b"SOUR2:VOLT:OFFS 4.5") is None
+    with pytest.raises(DeviceError, match=r"the generator has channel 2 at 4\.5 V, not 2 V as this driver left it"):
+        inst.play([1])
+    assert inst.level_v[2] == 4.5
+    emulator.received.clear()
+    inst.safe_state()
+    steps = [float(m.split()[-1]) for m in emulator.received if m.startswith(b"SOUR2:VOLT:OFFS ")]
+    assert steps == pytest.approx([3.6, 2.7, 1.8, 0.9, 0.0])
+    assert [(state.output_on, state.offset_v) for state in emulator.channels.values()] == [(False, 0.0)] * 2
+
+
+def test_emulated_restart_on_a_link_that_outlives_it_is_no_play(playing):
+    """Power-cycled on a link that outlives it (GPIB), the generator comes back at its power-on state: outputs off,
+    a sine, no arb in memory."""
+    inst, emulator = playing
+    emulator.reset()
+    with pytest.raises(DeviceError, match=r"channel 1 output off, not on; channel 1 function SIN, not ARB; channel 2 "
+                                          r"output off, not on; channel 2 function SIN, not DC as this driver left"):
+        inst.play([1])
+    assert (inst.output_on, inst.level_v, inst.centred) == ({1: False, 2: False}, {1: None, 2: None}, {1, 2})
+    with pytest.raises(DeviceError, match="no waveform loaded on channel 1"):
+        inst.play([1])
+    with pytest.raises(DeviceError, match=r"-211 Trigger ignored.*\(found when going to the safe state, which was "
+                                          r"reached\)"):
+        inst.safe_state()  # the restarted generator had no arb to trigger
+    assert [(state.output_on, state.offset_v) for state in emulator.channels.values()] == [(False, 0.0)] * 2
+
+
+def test_a_reply_to_the_state_read_at_a_bursts_end_that_is_not_each_channels_is_a_device_error():
+    exchanges = [*connected(), *_loaded(1), *_loaded(2), (b"*TRG", None), (BOTH_LOADED[0], b"1;0;ARB;-1;0;ARB"),
+                 (b"*TRG", None), (b"*ESE 1;*ESE?;*IDN?", b"1;" + IDN), (b"*ESE 0", None),
+                 (BOTH_LOADED[0], b"1;0;ARB;-1;0;XYZ;-1")]
+    with expected_protocol(lambda transport: Keysight33500B(transport, clock=VirtualClock()), exchanges) as inst:
+        inst.connect()
+        inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)
+        inst.load_waveform(2, np.linspace(-1, 1, 8), 1000)
+        with pytest.raises(DeviceError, match=r"reply '1;0;ARB;-1;0;ARB' to '\*OPC\?;:OUTP1\?;.*' after the burst "
+                                              r"on channel\(s\) 1, 2 is not 1 and 6 replies"):
+            inst.play()
+        with pytest.raises(DeviceError, match=r"replies '0;ARB;-1;0;XYZ;-1' after the burst on channel\(s\) 1, 2 are "
+                                              r"not each channel's output state, function and offset"):
+            inst.play()
 
 
 @pytest.mark.parametrize("load_ohm", [None, 50.0, 1000.0, 333.0, 7.0])
@@ -1064,7 +1157,7 @@ def test_play_of_bursts_of_different_lengths_waits_for_the_longest():
     its margin covers latency and not the rest of a burst still playing."""
     longer = np.linspace(-1, 1, 4000)
     exchanges = [*connected(), *_loaded(1), *uploading(2, ((longer + 1) / 2).astype(np.float32), b"100000", b"-1"),
-                 *arming(2, b"4"), (b"*TRG", None), (b"*OPC?", b"1"), ERRORS_CHECKED]
+                 *arming(2, b"4"), (b"*TRG", None), BOTH_LOADED, ERRORS_CHECKED]
     with expected_protocol(lambda transport: Keysight33500B(transport, clock=VirtualClock()), exchanges) as inst:
         inst.connect()
         inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)  # 8 ms
