@@ -439,22 +439,25 @@ class Keithley2450(ScpiDriver, SourceMeter):
 
     def _check_unchanged(self) -> bool:
         """Whether the limit is tripped (``:TRIP?``), read with the output state, the source function, its level and
-        its limit in the same message (no round trip more), which must be those this driver left: the 2450 switches
-        its output off by itself (overtemperature, an open interlock), and its front panel, another program or a
-        restart change the rest unseen. Otherwise the reading is a `DeviceError`, and the driver takes the state
-        read as the present one, so that the safe state ramps from the true level, not with a jump."""
-        source, limit = _SOURCE[self.mode], _LIMIT[self.mode]  # type: ignore[index]
-        command = f":SOUR:{source}:{limit}:TRIP?;:OUTP?;:SOUR:FUNC?;:SOUR:{source}?;:SOUR:{source}:{limit}?"
+        limit, and the measure function in the same message (no round trip more), which must be those this driver
+        left: the 2450 switches its output off by itself (overtemperature, an open interlock), and its front panel,
+        another program or a restart change the rest unseen. Otherwise the reading is a `DeviceError`, and the driver
+        takes the state read as the present one, so that the safe state ramps from the true level, not with a jump;
+        after another function or limit, nothing sources until `configure` again."""
+        source, limit, measure = _SOURCE[self.mode], _LIMIT[self.mode], _MEASURE[self.mode]  # type: ignore[index]
+        command = (f":SOUR:{source}:{limit}:TRIP?;:OUTP?;:SOUR:FUNC?;:SOUR:{source}?;:SOUR:{source}:{limit}?;"
+                   ":SENS:FUNC?")
         parts = [part.strip() for part in self.query(command).split(";")]
         try:
-            tripped, output, function, level, held = parts
+            tripped, output, function, level, held, sensed = parts
             if {tripped, output} - {"0", "1"}:
                 raise ValueError(parts)
             level, held = float(level), float(held)
         except ValueError:
             raise self.unexpected_reply(f"reply {excerpt(';'.join(parts))} to {command!r} is not the limit state, "
-                                        "the output state, the source function, its level and its limit") from None
-        unit, limit_unit = _UNIT[source], _UNIT[_MEASURE[self.mode]]  # type: ignore[index]
+                                        "the output state, the source function, its level and limit, and the measure "
+                                        "function") from None
+        unit, limit_unit = _UNIT[source], _UNIT[measure]
         changed = []
         if self.output_on is not None and (output == "1") != self.output_on:
             changed.append(f"its output {'on' if output == '1' else 'off'}, not {'on' if self.output_on else 'off'}")
@@ -464,12 +467,15 @@ class Keithley2450(ScpiDriver, SourceMeter):
             changed.append(f"its source at {level:g} {unit}, not {self.level:g} {unit}")
         if self.compliance is not None and not math.isclose(held, self.compliance, rel_tol=1e-5):
             changed.append(f"a limit of {held:g} {limit_unit}, not {self.compliance:g} {limit_unit}")
+        if sensed.strip('"').upper()[:4] != measure:
+            changed.append(f"its measure function {excerpt(sensed)}, not {measure}")
         if changed:
             self.output_on = output == "1"
             if function.upper()[:4] == source:
                 self.level = level
             else:
-                self.mode = self.level = self.compliance = None  # nothing sources until configure() again
+                self.mode = self.level = None
+            self.compliance = None  # nothing sources until configure() has set it all again
             raise DeviceError(f"{self.name}: the 2450 has {'; '.join(changed)} as this driver left it (its protection "
                               "switched the output off, or its front panel, another program or a restart changed "
                               "it): the reading is discarded; check the instrument and the device under test, then "

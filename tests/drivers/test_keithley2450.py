@@ -85,10 +85,12 @@ READ: Exchange = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-0
 def unchanged(tripped: bytes = b"0", output: bytes = b"0", function: bytes = b"VOLT", level: bytes = b"0.000000E+00",
               limit: bytes = b"1.000000E-03", source: bytes = b"VOLT") -> Exchange:
     """What `measure` reads after its reading, in one message: the limit state, then the output state, the source
-    function, its level and its limit (those of the ``source`` function), which must be as the driver left them."""
-    name = b"ILIM" if source == b"VOLT" else b"VLIM"
-    return (b":SOUR:%s:%s:TRIP?;:OUTP?;:SOUR:FUNC?;:SOUR:%s?;:SOUR:%s:%s?" % (source, name, source, source, name),
-            b";".join([tripped, output, function, level, limit]))
+    function, its level and limit (those of the ``source`` function) and the measure function, which must be as the
+    driver left them."""
+    name, sensed = (b"ILIM", b'"CURR:DC"') if source == b"VOLT" else (b"VLIM", b'"VOLT:DC"')
+    return (b":SOUR:%s:%s:TRIP?;:OUTP?;:SOUR:FUNC?;:SOUR:%s?;:SOUR:%s:%s?;:SENS:FUNC?" % (source, name, source, source,
+                                                                                         name),
+            b";".join([tripped, output, function, level, limit, sensed]))
 INTERRUPTED: Exchange = (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"')
 
 
@@ -1135,6 +1137,18 @@ def test_emulated_restart_on_a_link_that_outlives_it_gives_no_reading(bench: Ben
     assert (k.output_on, k.level) == (False, 0.0)
 
 
+def test_emulated_measure_function_the_front_panel_changed_gives_no_reading(bench: Bench) -> None:
+    """Swiped to voltage at the front panel, the 2450 would read the voltage where the driver takes the current."""
+    k, emulator = _sourcing_2_v(bench)
+    emulator.handle(b':SENS:FUNC "VOLT"')
+    with pytest.raises(DeviceError, match=r"the 2450 has its measure function '\"VOLT:DC\"', not CURR as this driver "):
+        k.measure()
+    with pytest.raises(DeviceError, match="not configured"):
+        k.set_output(True)
+    k.configure("voltage", 10e-3)
+    assert k.measure().current_a[0] == pytest.approx(2e-3)
+
+
 def test_emulated_source_function_another_program_changed_leaves_nothing_to_source_until_configured(
         bench: Bench) -> None:
     k, emulator = _sourcing_2_v(bench)
@@ -1151,12 +1165,13 @@ def test_emulated_source_function_another_program_changed_leaves_nothing_to_sour
     assert k.measure().current_a[0] == pytest.approx(1e-3)
 
 
-def test_a_reply_to_the_state_read_with_a_reading_that_is_not_its_five_fields_is_a_device_error() -> None:
+def test_a_reply_to_the_state_read_with_a_reading_that_is_not_its_six_fields_is_a_device_error() -> None:
     with expected_protocol(smu(), [*connected(), *configured_voltage(), READ, (unchanged()[0], b"0;0")]) as k:
         k.connect()
         k.configure("voltage", 1e-3)
         with pytest.raises(DeviceError, match=r"reply '0;0' to ':SOUR:VOLT:ILIM:TRIP\?;:OUTP\?;.*' is not the limit "
-                                              r"state, the output state, the source function, its level and its limit"):
+                                              r"state, the output state, the source function, its level and limit, "
+                                              r"and the measure function"):
             k.measure()
 
 
