@@ -476,10 +476,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
             else:
                 self.mode = self.level = None
             self.compliance = None  # nothing sources until configure() has set it all again
-            raise DeviceError(f"{self.name}: the 2450 has {'; '.join(changed)} as this driver left it (its protection "
-                              "switched the output off, or its front panel, another program or a restart changed "
-                              "it): the reading is discarded; check the instrument and the device under test, then "
-                              "run again")
+            raise self.changed_unseen(changed, "a reading")
         return tripped == "1"
 
     def _check_sweep_hw(self, levels: np.ndarray, delay_s: float) -> None:

@@ -372,10 +372,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
             if self.level_v[n] is None:
                 self.centred.add(n)  # an arb of unknown scaling may idle away from its offset
         if changed:
-            raise DeviceError(f"{self.name}: after {what} the generator has {'; '.join(changed)} as this driver "
-                              "left it (its output protection switched an overloaded output off, or its front panel, "
-                              "another program or a restart changed it): what was recorded meanwhile is not of the "
-                              "levels sent; check the generator and the device under test, then run again")
+            raise self.changed_unseen(changed, what)
 
     def _snapshot_hw(self) -> dict[str, Any]:
         """The base's state plus model, load (ohms, None for high impedance), function and arb sample rate."""

@@ -13,7 +13,7 @@ import itertools
 import math
 from typing import Any, ClassVar
 
-from hil.errors import DeviceError, TransportError, excerpt
+from hil.errors import DeviceError, HilError, TransportError, excerpt
 from hil.instruments import require_before_capability
 from hil.transport import Transport
 
@@ -239,12 +239,31 @@ class ScpiDriver:
 
     def check_errors(self, after: str = "") -> None:
         """Read the error queue until it is empty; raise `DeviceError` listing every error found."""
-        errors = [message if code is None else f"{code} {message}" for code, message in self.read_errors()]
+        errors = self._error_texts()
         if errors:
             context = f" after {after}" if after else ""
             raise DeviceError(f"{self.name}: instrument reported{context}: {'; '.join(errors)}; what was sent may "  # type: ignore[attr-defined]
                               "not have been carried out: look each code up in the instrument's manual, correct the "
                               "setting or the command, then try again")
+
+    def changed_unseen(self, changes: list[str], what: str) -> DeviceError:
+        """The error for settings the instrument holds otherwise than this driver left them (``changes``, each
+        ``"<what> <held>, not <set>"``), found after ``what``: changed by the instrument's own protection, its front
+        panel, another program or a restart. The error queue is emptied into it, as it may say which (an
+        overtemperature, an overload); what was measured meanwhile is not to be taken as data."""
+        try:
+            errors = self._error_texts()
+        except HilError as error:  # the link itself failing: said, but not in place of the change
+            errors = [f"its error queue could not be read ({error})"]
+        said = f" (it reported: {'; '.join(errors)})" if errors else ""
+        return DeviceError(f"{self.name}: after {what} the instrument has {'; '.join(changes)} as this driver "  # type: ignore[attr-defined]
+                           "left it (its protection switched an output off, or its front panel, another program or a "
+                           f"restart changed it){said}: what was measured meanwhile is not of the settings sent; check "
+                           "the instrument and the device under test, then run again")
+
+    def _error_texts(self) -> list[str]:
+        """The error queue emptied, each entry as ``<code> <message>``."""
+        return [message if code is None else f"{code} {message}" for code, message in self.read_errors()]
 
     def read_errors(self) -> list[tuple[int | None, str]]:
         """Empty the error queue: its errors as (code, message), without the "Query INTERRUPTED" a resynchronisation

@@ -1103,9 +1103,10 @@ def test_emulated_output_the_2450_switched_off_itself_gives_no_reading(bench: Be
     a byte from the driver: a reading then is of a dead output (0 V, 0 A), which must not be taken as data."""
     k, emulator = _sourcing_2_v(bench)
     emulator.output = False  # what the 2450's own protection does
-    with pytest.raises(DeviceError, match=r"^Keithley2450: the 2450 has its output off, not on as this driver left it "
-                                          r"\(its protection switched the output off, .*\): the reading is discarded; "
-                                          r"check the instrument and the device under test, then run again$"):
+    with pytest.raises(DeviceError, match=r"^Keithley2450: after a reading the instrument has its output off, not on "
+                                          r"as this driver left it \(its protection switched an output off, .*\): what "
+                                          r"was measured meanwhile is not of the settings sent; check the instrument "
+                                          r"and the device under test, then run again$"):
         k.measure()
     assert k.output_on is False
     k.safe_state()
@@ -1117,7 +1118,7 @@ def test_emulated_level_another_program_set_is_no_reading_and_the_safe_state_ram
     in steps of max_step (2 V), not from the 2 V the driver set, which would step 9 V to 0 V at once."""
     k, emulator = _sourcing_2_v(bench)
     emulator.handle(b":SOUR:VOLT 9")
-    with pytest.raises(DeviceError, match=r"the 2450 has its source at 9 V, not 2 V as this driver left it"):
+    with pytest.raises(DeviceError, match=r"the instrument has its source at 9 V, not 2 V as this driver left it"):
         k.measure()
     emulator.received.clear()
     k.safe_state()
@@ -1131,8 +1132,8 @@ def test_emulated_restart_on_a_link_that_outlives_it_gives_no_reading(bench: Ben
     105 µA."""
     k, emulator = _sourcing_2_v(bench)
     emulator.reset()
-    with pytest.raises(DeviceError, match=r"the 2450 has its output off, not on; its source at 0 V, not 2 V; a limit "
-                                          r"of 0\.000105 A, not 0\.01 A as this driver left it"):
+    with pytest.raises(DeviceError, match=r"the instrument has its output off, not on; its source at 0 V, not 2 V; a "
+                                          r"limit of 0\.000105 A, not 0\.01 A as this driver left it"):
         k.measure()
     assert (k.output_on, k.level) == (False, 0.0)
 
@@ -1141,7 +1142,7 @@ def test_emulated_measure_function_the_front_panel_changed_gives_no_reading(benc
     """Swiped to voltage at the front panel, the 2450 would read the voltage where the driver takes the current."""
     k, emulator = _sourcing_2_v(bench)
     emulator.handle(b':SENS:FUNC "VOLT"')
-    with pytest.raises(DeviceError, match=r"the 2450 has its measure function '\"VOLT:DC\"', not CURR as this driver "):
+    with pytest.raises(DeviceError, match=r"the instrument has its measure function '\"VOLT:DC\"', not CURR as this "):
         k.measure()
     with pytest.raises(DeviceError, match="not configured"):
         k.set_output(True)
@@ -1153,7 +1154,7 @@ def test_emulated_source_function_another_program_changed_leaves_nothing_to_sour
         bench: Bench) -> None:
     k, emulator = _sourcing_2_v(bench)
     emulator.handle(b":SOUR:FUNC CURR")  # sourcing 0 A now, the output on
-    with pytest.raises(DeviceError, match=r"the 2450 has its source function 'CURR', not VOLT as this driver left it"):
+    with pytest.raises(DeviceError, match=r"the instrument has its source function 'CURR', not VOLT as this driver"):
         k.measure()
     with pytest.raises(DeviceError, match="not configured"):
         k.set_output(True)
