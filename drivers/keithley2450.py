@@ -13,8 +13,9 @@ on and relative offset, math and averaging off (what a previous user left set wo
 readings), ASCII data at full precision (``:FORM:DATA ASC``, ``:FORM:ASC:PREC 0`` at connect), overvoltage
 protection (``:SOUR:VOLT:PROT``, set by `configure` from the voltage limit), front or rear terminals
 (``:ROUT:TERM``, chosen at connect), output, one reading with the limit state (read in one message with the
-output state, source function, level and limit, which must be as the driver left them), and list sweeps of up to
-2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``, buffer read).
+output state, source function, level and limit and the measure function, which must be as the driver left them),
+and list sweeps of up to 2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``, buffer
+read, with that state).
 Not covered: linear/log sweeps, custom trigger models, digital I/O, limit tests (``:CALC``), statistics,
 resistance/4-wire ohms, interlock, output-off modes, TSP.
 """
@@ -434,27 +435,33 @@ class Keithley2450(ScpiDriver, SourceMeter):
             values = self.query_floats(command)
         if len(values) != 2:
             raise self.unexpected_reply(f"reply to {command!r} has {len(values)} values, expected 2")
-        tripped = self._check_unchanged()
-        return self._readings(np.array([values[0]]), np.array([values[1]]), np.array([tripped]))
+        command = f":SOUR:{_SOURCE[self.mode]}:{_LIMIT[self.mode]}:TRIP?;{self._state_query()}"  # type: ignore[index]
+        tripped, *state = [part.strip() for part in self.query(command).split(";")]
+        if tripped not in ("0", "1"):
+            raise self.unexpected_reply(f"reply {excerpt(tripped)} to {command!r} does not start with 0 or 1")
+        self._check_unchanged(state, command, "a reading", self.level)
+        return self._readings(np.array([values[0]]), np.array([values[1]]), np.array([tripped == "1"]))
 
-    def _check_unchanged(self) -> bool:
-        """Whether the limit is tripped (``:TRIP?``), read with the output state, the source function, its level and
-        limit, and the measure function in the same message (no round trip more), which must be those this driver
-        left: the 2450 switches its output off by itself (overtemperature, an open interlock), and its front panel,
-        another program or a restart change the rest unseen. Otherwise the reading is a `DeviceError`, and the driver
-        takes the state read as the present one, so that the safe state ramps from the true level, not with a jump;
-        after another function or limit, nothing sources until `configure` again."""
-        source, limit, measure = _SOURCE[self.mode], _LIMIT[self.mode], _MEASURE[self.mode]  # type: ignore[index]
-        command = (f":SOUR:{source}:{limit}:TRIP?;:OUTP?;:SOUR:FUNC?;:SOUR:{source}?;:SOUR:{source}:{limit}?;"
-                   ":SENS:FUNC?")
-        parts = [part.strip() for part in self.query(command).split(";")]
+    def _state_query(self) -> str:
+        """The queries of what a reading relies on, to send in the message of a query it already makes: the output
+        state, the source function, its level and limit, and the measure function."""
+        source, limit = _SOURCE[self.mode], _LIMIT[self.mode]  # type: ignore[index]
+        return f":OUTP?;:SOUR:FUNC?;:SOUR:{source}?;:SOUR:{source}:{limit}?;:SENS:FUNC?"
+
+    def _check_unchanged(self, replies: list[str], command: str, what: str, level: float | None) -> None:
+        """Refuse what was measured during ``what`` where the replies to `_state_query` (sent in ``command``) are not
+        the state this driver left, at ``level``: the 2450 switches its output off by itself (overtemperature, an open
+        interlock), and its front panel, another program or a restart change the rest unseen. The driver then takes the
+        state read as the present one, so that the safe state ramps from the true level, not with a jump; after another
+        function or limit, nothing sources until `configure` again."""
+        source, measure = _SOURCE[self.mode], _MEASURE[self.mode]  # type: ignore[index]
         try:
-            tripped, output, function, level, held, sensed = parts
-            if {tripped, output} - {"0", "1"}:
-                raise ValueError(parts)
-            level, held = float(level), float(held)
+            output, function, held_level, held, sensed = replies
+            if output not in ("0", "1"):
+                raise ValueError(replies)
+            held_level, held = float(held_level), float(held)
         except ValueError:
-            raise self.unexpected_reply(f"reply {excerpt(';'.join(parts))} to {command!r} is not the limit state, "
+            raise self.unexpected_reply(f"replies {excerpt(';'.join(replies))} to {command!r} after {what} are not "
                                         "the output state, the source function, its level and limit, and the measure "
                                         "function") from None
         unit, limit_unit = _UNIT[source], _UNIT[measure]
@@ -463,8 +470,8 @@ class Keithley2450(ScpiDriver, SourceMeter):
             changed.append(f"its output {'on' if output == '1' else 'off'}, not {'on' if self.output_on else 'off'}")
         if function.upper()[:4] != source:
             changed.append(f"its source function {excerpt(function)}, not {source}")
-        elif self.level is not None and not _same_setting(level, self.level, source):
-            changed.append(f"its source at {level:g} {unit}, not {self.level:g} {unit}")
+        elif level is not None and not _same_setting(held_level, level, source):
+            changed.append(f"its source at {held_level:g} {unit}, not {level:g} {unit}")
         if self.compliance is not None and not math.isclose(held, self.compliance, rel_tol=1e-5):
             changed.append(f"a limit of {held:g} {limit_unit}, not {self.compliance:g} {limit_unit}")
         if sensed.strip('"').upper()[:4] != measure:
@@ -472,12 +479,11 @@ class Keithley2450(ScpiDriver, SourceMeter):
         if changed:
             self.output_on = output == "1"
             if function.upper()[:4] == source:
-                self.level = level
+                self.level = held_level
             else:
                 self.mode = self.level = None
             self.compliance = None  # nothing sources until configure() has set it all again
-            raise self.changed_unseen(changed, "a reading")
-        return tripped == "1"
+            raise self.changed_unseen(changed, what)
 
     def _check_sweep_hw(self, levels: np.ndarray, delay_s: float) -> None:
         """The delay is 0 or at least 50 µs (the 2450's; `SourceMeter.sweep` has bounded it to 10 s); levels within
@@ -495,7 +501,9 @@ class Keithley2450(ScpiDriver, SourceMeter):
         comparing readings with the limit. The sweep runs to the end even when points hit the limit
         (failAbort OFF). A sweep expected to outlast half the transport timeout is polled with ``:TRAC:ACT?``
         instead of waiting on ``*WAI``, then waited on with ``*OPC?`` (the trigger model may still run when the
-        count is reached); either way it may take up to `_reading_bound_s` per point.
+        count is reached); either way it may take up to `_reading_bound_s` per point. The buffer is read with
+        `_state_query` in the same message: an output its protection switched off during the sweep, or another change,
+        is a `DeviceError` (`_check_unchanged`), not readings of a dead output.
         """
         source, n = _SOURCE[self.mode], len(levels)  # type: ignore[index]
         self.write(f':TRAC:CLE "{BUFFER}"')
@@ -513,9 +521,11 @@ class Keithley2450(ScpiDriver, SourceMeter):
             self._wait_for_buffer(n, expected_s, longest_s)
             self.wait_complete(self._reading_bound_s(), f"the sweep of {n} points")  # the trigger model may still run
             longest_s = 0.0
-        command = f':TRAC:DATA? 1, {n}, "{BUFFER}", SOUR, READ, SOURSTAT'
+        command = f':TRAC:DATA? 1, {n}, "{BUFFER}", SOUR, READ, SOURSTAT;{self._state_query()}'
         with self.transport.patience(longest_s):
-            parts = self.query(command).split(",")
+            data, *state = self.query(command).split(";")
+        self._check_unchanged([part.strip() for part in state], command, f"the sweep of {n} points", levels[-1])
+        parts = data.split(",")
         if len(parts) != 3 * n:
             raise self.unexpected_reply(f"reply to {command!r} has {len(parts)} values, expected {3 * n}")
         try:

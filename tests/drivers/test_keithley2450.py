@@ -60,12 +60,13 @@ def configured_voltage(compliance: bytes = b"0.001", nplc: bytes = b"1", protect
 OUTPUT_ON: list[Exchange] = [(b":OUTP ON", None), NO_ERROR]
 
 
-def swept(levels: bytes, n_points: int, data: bytes, delay: bytes = b"0") -> list[Exchange]:
+def swept(levels: bytes, n_points: int, data: bytes, delay: bytes = b"0", limit: bytes = b"1.000000E-03"
+          ) -> list[Exchange]:
     """A voltage `sweep` short enough to wait on with ``*WAI``: the source list ``levels``, the sweep with ``delay``
-    (s), the error check, the run, and the buffer read answered with ``data``."""
+    (s), the error check, the run, and the buffer read answered with ``data`` (the current ``limit`` read with it)."""
     return [(b':TRAC:CLE "defbuffer1"', None), (b":SOUR:LIST:VOLT " + levels, None),
             (b":SOUR:SWE:VOLT:LIST 1, " + delay + b", 1, OFF", None), NO_ERROR, (b":INIT", None), (b"*WAI", None),
-            (b':TRAC:DATA? 1, %d, "defbuffer1", SOUR, READ, SOURSTAT' % n_points, data)]
+            buffer_read(n_points, data, levels.split(b",")[-1].strip(), limit)]
 
 
 @contextlib.contextmanager
@@ -82,15 +83,30 @@ def on_for_a_sweep(sweep: list[Exchange]) -> Iterator[Keithley2450]:
 READ: Exchange = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-03")
 
 
-def unchanged(tripped: bytes = b"0", output: bytes = b"0", function: bytes = b"VOLT", level: bytes = b"0.000000E+00",
-              limit: bytes = b"1.000000E-03", source: bytes = b"VOLT") -> Exchange:
-    """What `measure` reads after its reading, in one message: the limit state, then the output state, the source
-    function, its level and limit (those of the ``source`` function) and the measure function, which must be as the
-    driver left them."""
+def state_read(output: bytes = b"0", function: bytes = b"VOLT", level: bytes = b"0.000000E+00",
+               limit: bytes = b"1.000000E-03", source: bytes = b"VOLT") -> tuple[bytes, bytes]:
+    """The queries of what a measurement relies on, sent in the message of the query that ends it, and their replies:
+    the output state, the source function, its level and limit (those of the ``source`` function) and the measure
+    function, which must be as the driver left them."""
     name, sensed = (b"ILIM", b'"CURR:DC"') if source == b"VOLT" else (b"VLIM", b'"VOLT:DC"')
-    return (b":SOUR:%s:%s:TRIP?;:OUTP?;:SOUR:FUNC?;:SOUR:%s?;:SOUR:%s:%s?;:SENS:FUNC?" % (source, name, source, source,
-                                                                                         name),
-            b";".join([tripped, output, function, level, limit, sensed]))
+    return (b":OUTP?;:SOUR:FUNC?;:SOUR:%s?;:SOUR:%s:%s?;:SENS:FUNC?" % (source, source, name),
+            b";".join([output, function, level, limit, sensed]))
+
+
+def unchanged(tripped: bytes = b"0", source: bytes = b"VOLT", **state: bytes) -> Exchange:
+    """What `measure` reads after its reading, in one message: the limit state, then `state_read`."""
+    query, reply = state_read(source=source, **state)
+    name = b"ILIM" if source == b"VOLT" else b"VLIM"
+    return b":SOUR:%s:%s:TRIP?;" % (source, name) + query, tripped + b";" + reply
+
+
+def buffer_read(n_points: int, data: bytes, last: bytes, limit: bytes = b"1.000000E-03") -> Exchange:
+    """The read of a voltage sweep's ``n_points`` from the buffer, answered with ``data``, and `state_read` in the
+    same message, answered as the sweep leaves the 2450: output on, at the ``last`` level, with its ``limit``."""
+    query, reply = state_read(output=b"1", level=last, limit=limit)
+    return b':TRAC:DATA? 1, %d, "defbuffer1", SOUR, READ, SOURSTAT;' % n_points + query, data + b";" + reply
+
+
 INTERRUPTED: Exchange = (b"SYST:ERR?", b'-410,"Query INTERRUPTED;1;2026/11/28 10:00:00.000"')
 
 
@@ -400,7 +416,7 @@ def test_sweep_of_150_points_appends_beyond_100_values_per_command() -> None:
         (b":SOUR:LIST:VOLT:APP " + rest, None),
         (b":SOUR:SWE:VOLT:LIST 1, 0, 1, OFF", None), NO_ERROR,
         (b":INIT", None), (b"*WAI", None),
-        (b':TRAC:DATA? 1, 150, "defbuffer1", SOUR, READ, SOURSTAT', data),
+        buffer_read(150, data, b"150"),
     ]
     with expected_protocol(smu(), exchanges) as k:
         k.connect()
@@ -423,7 +439,7 @@ def test_long_sweep_polls_the_buffer_count_instead_of_waiting_on_one_reply() -> 
         (b':TRAC:ACT? "defbuffer1"', b"20"),
         (b':TRAC:ACT? "defbuffer1"', b"50"),
         (b"*OPC?", b"1"),  # the trigger model may still run when the last reading is in the buffer
-        (b':TRAC:DATA? 1, 50, "defbuffer1", SOUR, READ, SOURSTAT', data),
+        buffer_read(50, data, b"5"),
     ]
     transport = PatienceRecorded(exchanges)
     k = Keithley2450(transport, clock=clock)
@@ -699,7 +715,7 @@ def test_sweep_faster_than_the_ramp_rate_is_refused_before_anything_is_sent() ->
 
 
 def test_a_failed_sweep_leaves_the_level_unknown_so_the_safe_state_switches_off_first() -> None:
-    exchanges = [*SETUP, *swept(b"0.5, 1", 2, b"5.000000E-01,garbage"),  # a reply cut short: resynchronised
+    exchanges = [*SETUP, *swept(b"0.5, 1", 2, b"5.000000E-01,garbage", limit=b"1E-4"),  # garbled: resynchronised
                  (b"*ESE 1;*ESE?;*IDN?", b"1;" + IDN), (b"*ESE 0", None),
                  NO_ERROR, (b":OUTP OFF", None), NO_ERROR, (b":SOUR:VOLT 0", None), NO_ERROR]
     with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as k:
@@ -1127,6 +1143,34 @@ def test_emulated_level_another_program_set_is_no_reading_and_the_safe_state_ram
     assert (emulator.output, emulator.level["VOLT"]) == (False, 0.0)
 
 
+def test_emulated_output_the_2450_switched_off_mid_sweep_gives_no_readings(tcp_server: Callable[..., TcpServer]
+                                                                            ) -> None:
+    """Its overtemperature protection switches the output off after the third point: the rest of the sweep reads a
+    dead output (0 V, 0 A), which must not be taken as data."""
+
+    class Overheating(Keithley2450Emulator):
+        readings_left: int | None = None
+
+        def _read(self, *args: object, **kwargs: object) -> dict:
+            if self.readings_left == 0:
+                self.output = False
+            if self.readings_left is not None:
+                self.readings_left -= 1
+            return super()._read(*args, **kwargs)  # type: ignore[arg-type]
+
+    emulator = Overheating(load_ohm=1000.0)
+    k = Keithley2450(VisaTransport(tcp_server(emulator).resource, timeout_s=2.0), clock=VirtualClock())
+    with k.connect():
+        k.configure("voltage", 10e-3)
+        k.set_output(True)
+        assert k.sweep([0.5, 1.0, 1.5]).current_a.tolist() == pytest.approx([0.5e-3, 1e-3, 1.5e-3])
+        emulator.readings_left = 3
+        with pytest.raises(DeviceError, match=r"after the sweep of 6 points the instrument has its output off, not on"):
+            k.sweep([1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
+        assert (k.output_on, k.level) == (False, 3.5)
+    assert (emulator.output, emulator.level["VOLT"]) == (False, 0.0)
+
+
 def test_emulated_restart_on_a_link_that_outlives_it_gives_no_reading(bench: Bench) -> None:
     """Power-cycled on a link that outlives it (GPIB), the 2450 comes back at its power-on state: output off, 0 V,
     105 µA."""
@@ -1170,8 +1214,8 @@ def test_a_reply_to_the_state_read_with_a_reading_that_is_not_its_six_fields_is_
     with expected_protocol(smu(), [*connected(), *configured_voltage(), READ, (unchanged()[0], b"0;0")]) as k:
         k.connect()
         k.configure("voltage", 1e-3)
-        with pytest.raises(DeviceError, match=r"reply '0;0' to ':SOUR:VOLT:ILIM:TRIP\?;:OUTP\?;.*' is not the limit "
-                                              r"state, the output state, the source function, its level and limit, "
+        with pytest.raises(DeviceError, match=r"replies '0' to ':SOUR:VOLT:ILIM:TRIP\?;:OUTP\?;.*' after a reading "
+                                              r"are not the output state, the source function, its level and limit, "
                                               r"and the measure function"):
             k.measure()
 
