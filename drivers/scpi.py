@@ -259,7 +259,7 @@ class ScpiDriver:
         return DeviceError(f"{self.name}: after {what} the instrument has {'; '.join(changes)} as this driver "  # type: ignore[attr-defined]
                            "left it (its protection switched an output off, or its front panel, another program or a "
                            f"restart changed it){said}: what was measured meanwhile is not of the settings sent; check "
-                           "the instrument and the device under test, then run again")
+                           "the instrument and the device under test, then try again")
 
     def _error_texts(self) -> list[str]:
         """The error queue emptied, each entry as ``<code> <message>``."""

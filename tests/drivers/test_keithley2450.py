@@ -1122,7 +1122,7 @@ def test_emulated_output_the_2450_switched_off_itself_gives_no_reading(bench: Be
     with pytest.raises(DeviceError, match=r"^Keithley2450: after a reading the instrument has its output off, not on "
                                           r"as this driver left it \(its protection switched an output off, .*\): what "
                                           r"was measured meanwhile is not of the settings sent; check the instrument "
-                                          r"and the device under test, then run again$"):
+                                          r"and the device under test, then try again$"):
         k.measure()
     assert k.output_on is False
     k.safe_state()

@@ -626,7 +626,7 @@ def test_emulated_output_the_generator_switched_off_itself_is_no_play(playing):
     with pytest.raises(DeviceError, match=r"^awg: after the burst on channel\(s\) 1 the instrument has channel 1 "
                                           r"output off, not on as this driver left it \(its protection switched an "
                                           r"output off, .*\): what was measured meanwhile is not of the settings sent; "
-                                          r"check the instrument and the device under test, then run again$"):
+                                          r"check the instrument and the device under test, then try again$"):
         inst.play([1])
     assert inst.output_on == {1: False, 2: True}
     inst.safe_state()
