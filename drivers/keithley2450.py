@@ -41,6 +41,9 @@ OVERRANGE = 1.05
 #: The power envelope, per source mode: on this source range (V or A) the compliance is at most this (A or V);
 #: ±21 V at up to ±1.05 A, ±210 V at up to ±105 mA. Beyond it the 2450 lowers the limit with a mere warning.
 ENVELOPE = {"voltage": (200.0, 0.105), "current": (1.0, 21.0)}
+#: The source's programming resolution relative to its range, at most (2450 specifications: 2.5·10⁻⁵ of a voltage
+#: range, 500 µV on 20 V; 5·10⁻⁵ of a current range, 50 pA on 1 µA).
+SOURCE_RESOLUTION = 5e-5
 #: Smallest compliance the 2450 accepts: 1 nA when sourcing voltage, 20 mV when sourcing current.
 MIN_COMPLIANCE = {"voltage": 1e-9, "current": 0.02}
 #: A reading of this size or more is the 2450's overflow value (9.9E+37, SCPI's infinity): beyond the fixed measure
@@ -90,10 +93,13 @@ def protection_level(voltage_limit: Limit) -> str:
                  if level * (1 - PROTECTION_TOLERANCE) >= largest * (1 - 1e-12)), "NONE")
 
 
-def _same_setting(read: float, kept: float, function: str) -> bool:
-    """Whether a level read back is the one set: equal to the 7 digits a reply may have, or within 10⁻⁴ of the
-    smallest range (2 µV, 1 pA), below which the 2450's setting resolution lies."""
-    return math.isclose(read, kept, rel_tol=1e-5, abs_tol=1e-4 * _RANGES[function][0])
+def _same_setting(read: float, kept: float, function: str, fixed: float | None) -> bool:
+    """Whether a level read back is the one set: equal to the 7 digits a reply may have, or within the programming
+    resolution (`SOURCE_RESOLUTION`) of the source range it is on (``fixed``, or the one autorange picks, taken at
+    its nominal value: the coarser), to which the 2450 may round what it holds."""
+    ranges = _RANGES[function]
+    on = fixed if fixed is not None else next((r for r in ranges if abs(kept) <= r * (1 + 1e-9)), ranges[-1])
+    return math.isclose(read, kept, rel_tol=1e-5, abs_tol=SOURCE_RESOLUTION * on)
 
 
 def _status(text: str) -> int:
@@ -470,7 +476,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
             changed.append(f"its output {'on' if output == '1' else 'off'}, not {'on' if self.output_on else 'off'}")
         if function.upper()[:4] != source:
             changed.append(f"its source function {excerpt(function)}, not {source}")
-        elif level is not None and not _same_setting(held_level, level, source):
+        elif level is not None and not _same_setting(held_level, level, source, self.source_range):
             changed.append(f"its source at {held_level:g} {unit}, not {level:g} {unit}")
         if self.compliance is not None and not math.isclose(held, self.compliance, rel_tol=1e-5):
             changed.append(f"a limit of {held:g} {limit_unit}, not {self.compliance:g} {limit_unit}")

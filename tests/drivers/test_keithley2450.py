@@ -1171,6 +1171,31 @@ def test_emulated_output_the_2450_switched_off_mid_sweep_gives_no_readings(tcp_s
     assert (emulator.output, emulator.level["VOLT"]) == (False, 0.0)
 
 
+def test_emulated_level_the_2450_holds_at_its_programming_resolution_is_the_level_set(
+        tcp_server: Callable[..., TcpServer]) -> None:
+    """A 2450 that holds a level at its programming resolution (500 µV on the 20 V range) reads back 0.1235 V for
+    0.1234567 V: not a level changed unseen."""
+
+    class Resolving(Keithley2450Emulator):
+        def _level_value(self, function: str, text: object) -> float:
+            value = super()._level_value(function, text)  # type: ignore[arg-type]
+            resolution = 2.5e-5 * self._source_range_now(function) if function == "VOLT" else 0.0
+            return round(value / resolution) * resolution if resolution else value
+
+    emulator = Resolving(load_ohm=1000.0)
+    k = Keithley2450(VisaTransport(tcp_server(emulator).resource, timeout_s=2.0), clock=VirtualClock())
+    with k.connect():
+        k.configure("voltage", 10e-3)
+        k.set_source_range(20.0)
+        k.set_output(True)
+        k.set_level(0.1234567)
+        assert emulator.level["VOLT"] == pytest.approx(0.1235)
+        assert k.measure().current_a[0] == pytest.approx(0.1235e-3)
+        emulator.handle(b":SOUR:VOLT 0.125")  # 1.5 mV away: three steps of the resolution, another program's
+        with pytest.raises(DeviceError, match=r"its source at 0\.125 V, not 0\.123457 V"):
+            k.measure()
+
+
 def test_emulated_restart_on_a_link_that_outlives_it_gives_no_reading(bench: Bench) -> None:
     """Power-cycled on a link that outlives it (GPIB), the 2450 comes back at its power-on state: output off, 0 V,
     105 µA."""
