@@ -13,9 +13,9 @@ on and relative offset, math and averaging off (what a previous user left set wo
 readings), ASCII data at full precision (``:FORM:DATA ASC``, ``:FORM:ASC:PREC 0`` at connect), overvoltage
 protection (``:SOUR:VOLT:PROT``, set by `configure` from the voltage limit), front or rear terminals
 (``:ROUT:TERM``, chosen at connect), output, one reading with the limit state (read in one message with the
-output state, source function, level and limit and the measure function, which must be as the driver left them),
-and list sweeps of up to 2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``, buffer
-read, with that state).
+output state, source function, level and limit, the measure function and its relative offset and math, which must be
+as the driver left them), and list sweeps of up to 2500 points in one go (``:SOUR:LIST``/``:APP``,
+``:SOUR:SWE:<f>:LIST``, ``:INIT``, buffer read, with that state).
 Not covered: linear/log sweeps, custom trigger models, digital I/O, limit tests (``:CALC``), statistics,
 resistance/4-wire ohms, interlock, output-off modes, TSP.
 """
@@ -450,9 +450,11 @@ class Keithley2450(ScpiDriver, SourceMeter):
 
     def _state_query(self) -> str:
         """The queries of what a reading relies on, to send in the message of a query it already makes: the output
-        state, the source function, its level and limit, and the measure function."""
-        source, limit = _SOURCE[self.mode], _LIMIT[self.mode]  # type: ignore[index]
-        return f":OUTP?;:SOUR:FUNC?;:SOUR:{source}?;:SOUR:{source}:{limit}?;:SENS:FUNC?"
+        state, the source function, its level and limit, the measure function, and its relative offset and math
+        (``REL``, ``mx+b``: front-panel keys that change every reading)."""
+        source, limit, measure = _SOURCE[self.mode], _LIMIT[self.mode], _MEASURE[self.mode]  # type: ignore[index]
+        return (f":OUTP?;:SOUR:FUNC?;:SOUR:{source}?;:SOUR:{source}:{limit}?;:SENS:FUNC?;:SENS:{measure}:REL:STAT?;"
+                f":CALC:{measure}:MATH:STAT?")
 
     def _check_unchanged(self, replies: list[str], command: str, what: str, level: float | None) -> None:
         """Refuse what was measured during ``what`` where the replies to `_state_query` (sent in ``command``) are not
@@ -462,14 +464,14 @@ class Keithley2450(ScpiDriver, SourceMeter):
         function or limit, nothing sources until `configure` again."""
         source, measure = _SOURCE[self.mode], _MEASURE[self.mode]  # type: ignore[index]
         try:
-            output, function, held_level, held, sensed = replies
-            if output not in ("0", "1"):
+            output, function, held_level, held, sensed, relative, math_on = replies
+            if {output, relative, math_on} - {"0", "1"}:
                 raise ValueError(replies)
             held_level, held = float(held_level), float(held)
         except ValueError:
             raise self.unexpected_reply(f"replies {excerpt(';'.join(replies))} to {command!r} after {what} are not "
-                                        "the output state, the source function, its level and limit, and the measure "
-                                        "function") from None
+                                        "the output state, the source function, its level and limit, the measure "
+                                        "function, its relative offset and math states") from None
         unit, limit_unit = _UNIT[source], _UNIT[measure]
         changed = []
         if self.output_on is not None and (output == "1") != self.output_on:
@@ -482,6 +484,8 @@ class Keithley2450(ScpiDriver, SourceMeter):
             changed.append(f"a limit of {held:g} {limit_unit}, not {self.compliance:g} {limit_unit}")
         if sensed.strip('"').upper()[:4] != measure:
             changed.append(f"its measure function {excerpt(sensed)}, not {measure}")
+        changed += [f"its {name} on, not off" for name, on in (("relative offset", relative), ("math", math_on))
+                    if on == "1"]
         if changed:
             self.output_on = output == "1"
             if function.upper()[:4] == source:

@@ -586,6 +586,8 @@ class Keithley2450Emulator(ScpiEmulator):
     _sens_curr_azer = _handler("[SENSe#:]CURRent[:DC]:AZERo[:STATe]", "_set_autozero", "CURR")
     _calc_volt_math = _handler("CALCulate#:VOLTage[:DC]:MATH:STATe", "_set_flag", "math", "VOLT")
     _calc_curr_math = _handler("CALCulate#:CURRent[:DC]:MATH:STATe", "_set_flag", "math", "CURR")
+    _calc_volt_math_q = _handler("CALCulate#:VOLTage[:DC]:MATH:STATe?", "_get_flag", "math", "VOLT")
+    _calc_curr_math_q = _handler("CALCulate#:CURRent[:DC]:MATH:STATe?", "_get_flag", "math", "CURR")
 
     @scpi("FORMat[:DATA]")
     def _format(self, text: Param) -> None:

@@ -87,10 +87,11 @@ def state_read(output: bytes = b"0", function: bytes = b"VOLT", level: bytes = b
                limit: bytes = b"1.000000E-03", source: bytes = b"VOLT") -> tuple[bytes, bytes]:
     """The queries of what a measurement relies on, sent in the message of the query that ends it, and their replies:
     the output state, the source function, its level and limit (those of the ``source`` function) and the measure
-    function, which must be as the driver left them."""
-    name, sensed = (b"ILIM", b'"CURR:DC"') if source == b"VOLT" else (b"VLIM", b'"VOLT:DC"')
-    return (b":OUTP?;:SOUR:FUNC?;:SOUR:%s?;:SOUR:%s:%s?;:SENS:FUNC?" % (source, source, name),
-            b";".join([output, function, level, limit, sensed]))
+    function with its relative offset and math off, which must be as the driver left them."""
+    name, measure = (b"ILIM", b"CURR") if source == b"VOLT" else (b"VLIM", b"VOLT")
+    return (b":OUTP?;:SOUR:FUNC?;:SOUR:%s?;:SOUR:%s:%s?;:SENS:FUNC?;:SENS:%s:REL:STAT?;:CALC:%s:MATH:STAT?"
+            % (source, source, name, measure, measure),
+            b";".join([output, function, level, limit, b'"%s:DC"' % measure, b"0", b"0"]))
 
 
 def unchanged(tripped: bytes = b"0", source: bytes = b"VOLT", **state: bytes) -> Exchange:
@@ -920,7 +921,7 @@ def test_emulated_configure_clears_what_a_previous_user_left_on_the_readings(ben
     k.set_output(True)
     assert k.measure().current_a[0] == pytest.approx(2.5e-3, rel=1e-6)  # 1.5 mA with the offset left on
     emulator.handle(b":SENS:CURR:REL:STAT ON")
-    assert k.measure().current_a[0] == pytest.approx(1.5e-3, rel=1e-6)  # what the emulator does with it
+    assert float(emulator.handle(b':READ? "defbuffer1"')) == pytest.approx(1.5e-3, rel=1e-6)  # what it does with it
 
 
 def test_emulated_configure_works_after_a_previous_user_measured_resistance(bench: Bench) -> None:
@@ -1219,6 +1220,21 @@ def test_emulated_measure_function_the_front_panel_changed_gives_no_reading(benc
     assert k.measure().current_a[0] == pytest.approx(2e-3)
 
 
+@pytest.mark.parametrize(("keys", "said"), [((b":SENS:CURR:REL 1e-3", b":SENS:CURR:REL:STAT ON"), "relative offset"),
+                                             ((b":CALC:CURR:MATH:STAT ON",), "math")])
+def test_emulated_reading_modifier_the_front_panel_switched_on_gives_no_reading(bench: Bench, keys: tuple[bytes, ...],
+                                                                                said: str) -> None:
+    """The front panel's REL key (or mx+b math) changes every reading from then on: 1 mA less, here, with no
+    sign of it in the reply."""
+    k, emulator = _sourcing_2_v(bench)
+    for key in keys:
+        emulator.handle(key)
+    with pytest.raises(DeviceError, match=rf"the instrument has its {said} on, not off as this driver left it"):
+        k.measure()
+    k.configure("voltage", 10e-3)  # sets them off again
+    assert k.measure().current_a[0] == pytest.approx(2e-3)
+
+
 def test_emulated_source_function_another_program_changed_leaves_nothing_to_source_until_configured(
         bench: Bench) -> None:
     k, emulator = _sourcing_2_v(bench)
@@ -1241,7 +1257,7 @@ def test_a_reply_to_the_state_read_with_a_reading_that_is_not_its_six_fields_is_
         k.configure("voltage", 1e-3)
         with pytest.raises(DeviceError, match=r"replies '0' to ':SOUR:VOLT:ILIM:TRIP\?;:OUTP\?;.*' after a reading "
                                               r"are not the output state, the source function, its level and limit, "
-                                              r"and the measure function"):
+                                              r"the measure function, its relative offset and math states"):
             k.measure()
 
 
