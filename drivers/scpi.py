@@ -187,8 +187,8 @@ class ScpiDriver:
     def wait_complete(self, extra_s: float, what: str, then: str = "") -> list[str]:
         """Wait on ``*OPC?`` until the instrument has finished ``what`` (a sweep, a burst, an upload), allowing
         ``extra_s`` seconds beyond the transport timeout; a reply other than 1 is a `DeviceError`. ``then`` holds
-        queries (``;:``-joined) answered once it has finished, in the same message: their replies are returned, one
-        a query, at no round trip more."""
+        queries (each from the root, ``:OUTP1?;:SOUR1:FUNC?``) answered once it has finished, in the same message:
+        their replies are returned, one a query, at no round trip more."""
         command = f"*OPC?;{then}" if then else "*OPC?"
         with self.transport.patience(extra_s):
             reply = self.query(command)
