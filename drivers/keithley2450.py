@@ -458,10 +458,27 @@ class Keithley2450(ScpiDriver, SourceMeter):
 
     def _check_unchanged(self, replies: list[str], command: str, what: str, level: float | None) -> None:
         """Refuse what was measured during ``what`` where the replies to `_state_query` (sent in ``command``) are not
-        the state this driver left, at ``level``: the 2450 switches its output off by itself (overtemperature, an open
-        interlock), and its front panel, another program or a restart change the rest unseen. The driver then takes the
-        state read as the present one, so that the safe state ramps from the true level, not with a jump; after another
-        function or limit, nothing sources until `configure` again."""
+        the state this driver left, at ``level`` (`_take_state`): the 2450 switches its output off by itself
+        (overtemperature, an open interlock), and its front panel, another program or a restart change the rest
+        unseen."""
+        changed = self._take_state(replies, command, what, level)
+        if changed:
+            raise self.changed_unseen(changed, what)
+
+    def _read_outputs_hw(self) -> None:
+        """Before the safe state, the state `_state_query` reads, taken as the present one (`_take_state`), so that
+        the way down starts from the level the source is at."""
+        if self.mode is not None:
+            command = self._state_query()
+            replies = [part.strip() for part in self.query(command).split(";")]
+            self._take_state(replies, command, "the safe state's read", self.level)
+
+    def _take_state(self, replies: list[str], command: str, what: str, level: float | None) -> list[str]:
+        """What differs between the replies to `_state_query` (sent in ``command``, read after ``what``) and the
+        state this driver left, at ``level`` (None: unknown, not compared), each as ``"its <setting> <held>, not
+        <set>"``. Where anything does, the state read becomes the driver's: the output state, the level (where
+        ``level`` was known), and, after another source function, no mode; the compliance is then cleared, so that
+        nothing sources until `configure` has set it all again."""
         source, measure = _SOURCE[self.mode], _MEASURE[self.mode]  # type: ignore[index]
         try:
             output, function, held_level, held, sensed, relative, math_on = replies
@@ -488,12 +505,12 @@ class Keithley2450(ScpiDriver, SourceMeter):
                     if on == "1"]
         if changed:
             self.output_on = output == "1"
-            if function.upper()[:4] == source:
-                self.level = held_level
-            else:
+            if function.upper()[:4] != source:
                 self.mode = self.level = None
+            elif level is not None:
+                self.level = held_level
             self.compliance = None  # nothing sources until configure() has set it all again
-            raise self.changed_unseen(changed, what)
+        return changed
 
     def _check_sweep_hw(self, levels: np.ndarray, delay_s: float) -> None:
         """The delay is 0 or at least 50 µs (the 2450's; `SourceMeter.sweep` has bounded it to 10 s); levels within

@@ -33,7 +33,7 @@ import numpy as np
 from drivers.scpi import ScpiDriver
 from hil.config import shown
 from hil.errors import ConfigError, DeviceError, LimitError, TransportTimeout, excerpt
-from hil.instruments import AnalogOutput
+from hil.instruments import SCPI_INFINITY, AnalogOutput
 from hil.limits import Limit, real_number
 from hil.transport import Transport
 
@@ -334,18 +334,31 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
             for channel in channels:
                 self.write(f"TRIG{channel}")
         self.clock.sleep(duration_s)
-        state = ";".join(f":OUTP{n}?;:SOUR{n}:FUNC?;:SOUR{n}:VOLT:OFFS?" for n in self.channels)
-        replies = self.wait_complete(PLAY_MARGIN_S, f"the burst on channel(s) {names}", then=state)
-        self._check_unchanged(replies, f"the burst on channel(s) {names}")
+        what = f"the burst on channel(s) {names}"
+        changed = self._take_state(self.wait_complete(PLAY_MARGIN_S, what, then=self._state_query()), what)
+        if changed:  # the generator's output protection, its front panel, another program or a restart
+            raise self.changed_unseen(changed, what)
         self.check_errors(f"triggering channel(s) {names}")
 
-    def _check_unchanged(self, replies: list[str], what: str) -> None:
-        """Refuse what was played where a channel's output state, function or offset (``OUTPn?``, ``SOURn:FUNC?``,
-        ``SOURn:VOLT:OFFS?``, read after ``what`` in the message that confirms its end) is not as this driver left it:
-        the generator's output protection switches an overloaded output off by itself, and its front panel, another
-        program or a restart change the rest unseen, so what a reader recorded meanwhile is not of the levels sent. The
-        driver then takes the state read as the present one (a level it cannot tell, unknown), so that the safe state
-        ramps from the true level, not with a jump."""
+    def _state_query(self) -> str:
+        """The queries of every channel's output state, function and offset, to send in one message."""
+        return ";".join(f":OUTP{n}?;:SOUR{n}:FUNC?;:SOUR{n}:VOLT:OFFS?" for n in self.channels)
+
+    def _read_outputs_hw(self) -> None:
+        """Before the safe state, the state `_state_query` reads, taken as the present one (`_take_state`), so that
+        the way down starts from the level each channel is at."""
+        command = self._state_query()
+        self._take_state([part.strip() for part in self.query(command).split(";")], "the safe state's read")
+
+    def _take_state(self, replies: list[str], what: str) -> list[str]:
+        """What differs between each channel's output state, function and offset (the replies to `_state_query`,
+        read after ``what``) and the state this driver left, each as ``"channel <n> <setting> <held>, not <set>"``.
+        Where anything does, the state read becomes the driver's: the output state, the function, and the level, the
+        offset read (DC) or unknown (another function: an arb of unknown scaling), so that the safe state ramps from
+        the true level, not with a jump."""
+        if len(replies) != 3 * self.n_channels:
+            raise self.unexpected_reply(f"replies {excerpt(';'.join(replies))} after {what} are not each "
+                                        "channel's output state, function and offset")
         changed = []
         for n, (output, function, offset) in zip(self.channels, zip(*[iter(replies)] * 3, strict=True), strict=True):
             try:
@@ -368,11 +381,10 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
                 continue
             self.output_on[n], self.function[n] = on, function
             self.waveform_samples.pop(n, None)
-            self.level_v[n] = offset_v if function == "DC" else None
+            self.level_v[n] = offset_v if function == "DC" and abs(offset_v) < SCPI_INFINITY else None
             if self.level_v[n] is None:
                 self.centred.add(n)  # an arb of unknown scaling may idle away from its offset
-        if changed:
-            raise self.changed_unseen(changed, what)
+        return changed
 
     def _snapshot_hw(self) -> dict[str, Any]:
         """The base's state plus model, load (ohms, None for high impedance), function and arb sample rate."""

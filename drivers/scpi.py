@@ -114,12 +114,19 @@ class ScpiDriver:
     def _safe_state_checked(self) -> None:
         """The capability's safe state. Errors left in the queue by earlier commands are read first, so that they
         cannot stop the way there, and raised once the instrument is safe; so is a failure to read them (e.g. a
-        timeout), or a Ctrl-C or SIGTERM while they are read, which does not stop the way there either."""
+        timeout), or a Ctrl-C or SIGTERM while they are read, which does not stop the way there either. Where the
+        link answers, the outputs are then read (`_read_outputs_hw`), so that the way down starts from where they
+        are, not from where this driver left them; a failure to read them is raised at the end too."""
         stale: BaseException | None = None
         try:
             self.check_errors()
         except BaseException as error:
             stale = error
+        if stale is None or isinstance(stale, DeviceError):
+            try:
+                self._read_outputs_hw()
+            except BaseException as error:  # the interrupt stays an interrupt; else the first failure is said
+                stale = error if stale is None or not isinstance(error, Exception) else stale
         try:
             super()._safe_state_hw()  # type: ignore[misc]
         except Exception as error:
@@ -132,6 +139,11 @@ class ScpiDriver:
             raise DeviceError(f"{stale} (found when going to the safe state, which was reached)")
         if stale is not None:
             raise stale
+
+    def _read_outputs_hw(self) -> None:
+        """Before the safe state: read the outputs' state and levels where the instrument may have changed them
+        unseen (its protection, its front panel, another program), correcting what this driver holds; a level it
+        holds as unknown stays unknown (the instrument may still be on its way). Nothing by default."""
 
     def _close_hw(self) -> None:
         self.transport.close()

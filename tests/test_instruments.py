@@ -211,6 +211,7 @@ def test_scpis_not_a_number_for_a_level_is_an_unknown_level_which_the_safe_state
     """An instrument answers a level it cannot give with SCPI's not-a-number (9.91e37) or -infinity (-9.9e37). Taken
     as a level, the safe state tried to ramp back from it in some 10³⁸ steps, was refused, and ended in an error."""
     exchanges = [*awg_protocol.connected((b"DC", reading, b"1"), idn=AWG_IDN), AWG_OK,
+                 awg_protocol.outputs_read(b"1;DC;" + reading),
                  (b"OUTP1 OFF", None), AWG_OK, (b"SOUR1:VOLT:OFFS 0", None), AWG_OK]
     with expected_protocol(awg(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as inst:
         inst.connect()
@@ -1062,6 +1063,24 @@ def test_ctrl_c_while_the_safe_state_reads_old_errors_still_reaches_the_safe_sta
                  (b"SOUR1:VOLT:OFFS 0", None),
                  (b"*ESE 1;*ESE?;*IDN?", b'+0,"No error"'), (None, b"1;" + AWG_IDN), (b"*ESE 0", None), AWG_OK,
                  (b"OUTP1 OFF", None), AWG_OK]
+    transport = CtrlCTransport(exchanges)
+    transport.open()
+    inst = Keysight33500B(transport, clock=VirtualClock())
+    inst.connect()
+    with pytest.raises(KeyboardInterrupt):
+        inst.safe_state()
+    transport.assert_done()
+    assert inst.level_v == {1: 0.0} and inst.output_on == {1: False}
+
+
+def test_ctrl_c_while_the_safe_state_reads_the_outputs_still_reaches_the_safe_state() -> None:
+    """After the old errors, the safe state reads where the outputs are; a Ctrl-C then does not stop the way either:
+    the output is ramped from the level the driver holds and switched off, and the interrupt raised after."""
+    exchanges = [*awg_protocol.connected((b"DC", b"+1.000000000000000E+00", b"1"), idn=AWG_IDN), AWG_OK,
+                 (awg_protocol.outputs_read(b"")[0], CTRL_C),
+                 (b"SOUR1:VOLT:OFFS 0", None),
+                 (b"*ESE 1;*ESE?;*IDN?", b"1;DC;+1.000000000000000E+00"), (None, b"1;" + AWG_IDN), (b"*ESE 0", None),
+                 AWG_OK, (b"OUTP1 OFF", None), AWG_OK]
     transport = CtrlCTransport(exchanges)
     transport.open()
     inst = Keysight33500B(transport, clock=VirtualClock())

@@ -529,6 +529,7 @@ def test_safe_state_ramps_to_zero_then_switches_off() -> None:
     exchanges = [
         *connected(output=b"1", level=b"1.000000E+00"),
         NO_ERROR,  # errors left by earlier commands are read first
+        state_read(output=b"1", level=b"1.000000E+00"),  # then where the output is
         (b":SOUR:VOLT 0.5", None), NO_ERROR,
         (b":SOUR:VOLT 0", None), NO_ERROR,
         (b":OUTP OFF", None), NO_ERROR,
@@ -543,6 +544,7 @@ def test_safe_state_reaches_zero_despite_a_stale_error_then_reports_it() -> None
     exchanges = [
         *connected(output=b"1", level=b"5.000000E-01"),
         (b"SYST:ERR?", b'-113,"Undefined header;1;2026/11/28 10:00:00.000"'), NO_ERROR,
+        state_read(output=b"1", level=b"5.000000E-01"),
         (b":SOUR:VOLT 0", None), NO_ERROR, (b":OUTP OFF", None), NO_ERROR,
     ]
     with expected_protocol(smu(), exchanges) as k:
@@ -554,7 +556,8 @@ def test_safe_state_reaches_zero_despite_a_stale_error_then_reports_it() -> None
 
 def test_safe_state_switches_the_output_off_when_the_ramp_is_refused() -> None:
     exchanges = [
-        *connected(output=b"1", level=b"1.000000E+00"), NO_ERROR, (b":SOUR:VOLT 0.5", None),
+        *connected(output=b"1", level=b"1.000000E+00"), NO_ERROR, state_read(output=b"1", level=b"1.000000E+00"),
+        (b":SOUR:VOLT 0.5", None),
         (b"SYST:ERR?", b'-222,"Parameter data out of range;1;2026/11/28 10:00:00.000"'), NO_ERROR,
         (b":OUTP OFF", None), NO_ERROR,
     ]
@@ -718,7 +721,8 @@ def test_sweep_faster_than_the_ramp_rate_is_refused_before_anything_is_sent() ->
 def test_a_failed_sweep_leaves_the_level_unknown_so_the_safe_state_switches_off_first() -> None:
     exchanges = [*SETUP, *swept(b"0.5, 1", 2, b"5.000000E-01,garbage", limit=b"1E-4"),  # garbled: resynchronised
                  (b"*ESE 1;*ESE?;*IDN?", b"1;" + IDN), (b"*ESE 0", None),
-                 NO_ERROR, (b":OUTP OFF", None), NO_ERROR, (b":SOUR:VOLT 0", None), NO_ERROR]
+                 NO_ERROR, state_read(output=b"1", level=b"1", limit=b"1E-4"),
+                 (b":OUTP OFF", None), NO_ERROR, (b":SOUR:VOLT 0", None), NO_ERROR]
     with expected_protocol(smu(limits={"voltage_v": {"max_step": 0.5}}), exchanges) as k:
         _ready(k)
         with pytest.raises(DeviceError, match="has 2 values, expected 6"):
@@ -1197,6 +1201,32 @@ def test_emulated_level_the_2450_holds_at_its_programming_resolution_is_the_leve
             k.measure()
 
 
+def test_emulated_level_the_front_panel_set_after_the_last_reading_is_ramped_down_from(bench: Bench) -> None:
+    """Turned to 9 V at the front panel after the last reading, then a Ctrl-C: the safe state reads where the source
+    is and ramps down from 9 V in steps of max_step (2 V), not from the 2 V the driver set, which stepped 9 V to 0 V
+    at once."""
+    k, emulator = _sourcing_2_v(bench)
+    emulator.handle(b":SOUR:VOLT 9")
+    emulator.received.clear()
+    k.safe_state()
+    levels = [float(m.split()[1]) for m in emulator.received if m.startswith(b":SOUR:VOLT ")]
+    assert levels == pytest.approx([7.2, 5.4, 3.6, 1.8, 0.0])
+    assert (emulator.output, emulator.level["VOLT"]) == (False, 0.0)
+    with pytest.raises(DeviceError, match="not configured"):  # the source was changed unseen: configure again
+        k.set_output(True)
+
+
+def test_a_safe_state_whose_read_of_the_output_times_out_goes_on_from_the_level_held_then_reports_it() -> None:
+    exchanges = [*connected(output=b"1", level=b"5.000000E-01"), NO_ERROR, (state_read()[0], TIMED_OUT),
+                 (b":SOUR:VOLT 0", None), (b"*ESE 1;*ESE?;*IDN?", b"1;VOLT;0.5"), (None, b"1;" + IDN),
+                 (b"*ESE 0", None), NO_ERROR, (b":OUTP OFF", None), NO_ERROR]
+    with expected_protocol(smu(), exchanges) as k:
+        k.connect()
+        with pytest.raises(TransportTimeout, match=r":OUTP\?;:SOUR:FUNC\?"):
+            k.safe_state()
+        assert (k.level, k.output_on) == (0.0, False)
+
+
 def test_emulated_restart_on_a_link_that_outlives_it_gives_no_reading(bench: Bench) -> None:
     """Power-cycled on a link that outlives it (GPIB), the 2450 comes back at its power-on state: output off, 0 V,
     105 µA."""
@@ -1581,7 +1611,7 @@ def test_a_source_range_that_cannot_hold_the_present_level_is_refused_before_sen
 def test_a_reconnected_smu_must_be_configured_again() -> None:
     """The compliance is never read: after close and connect, another program may have changed it, so nothing
     sources until configure() has set it again."""
-    closed = [NO_ERROR, (b":SOUR:VOLT 0", None), NO_ERROR, (b":OUTP OFF", None), NO_ERROR]
+    closed = [NO_ERROR, state_read(), (b":SOUR:VOLT 0", None), NO_ERROR, (b":OUTP OFF", None), NO_ERROR]
     with expected_protocol(smu(), [*connected(), *configured_voltage(), *closed, *connected()]) as k:
         k.connect()
         k.configure("voltage", 1e-3)

@@ -95,6 +95,12 @@ def burst_ended(*channels: bytes) -> tuple[bytes, bytes]:
     return (b"*OPC?;" + queries, b";".join([b"1", *channels]))
 
 
+def outputs_read(*channels: bytes) -> tuple[bytes, bytes]:
+    """The safe state's read of each channel's output state, function and offset; ``channels`` are their replies."""
+    query, reply = burst_ended(*channels)
+    return query.removeprefix(b"*OPC?;"), reply.removeprefix(b"1;")
+
+
 #: Both channels off, each holding an arb about -1 V, as `_loaded` leaves them.
 BOTH_LOADED = burst_ended(b"0;ARB;-1", b"0;ARB;-1")
 
@@ -488,6 +494,7 @@ def test_non_numeric_level_is_a_device_error(level):
 def test_safe_state_switches_an_unknown_channel_off_first_and_ramps_a_known_one():
     exchanges = [*connected((b"ARB", b"", b"1"), (b"DC", b"+1.000000000000000E+00", b"1")),
                  ERRORS_CHECKED,  # errors left by earlier commands are read first
+                 outputs_read(b"1;ARB;+0.0E+00", b"1;DC;+1.000000000000000E+00"),  # then where the outputs are
                  (b"OUTP1 OFF", None), ERRORS_CHECKED,
                  (b"SOUR1:FUNC DC;:SOUR1:VOLT:OFFS 0", None), ERRORS_CHECKED,
                  (b"SOUR2:VOLT:OFFS 0.5", None), ERRORS_CHECKED, (b"SOUR2:VOLT:OFFS 0", None), ERRORS_CHECKED,
@@ -501,6 +508,7 @@ def test_safe_state_switches_an_unknown_channel_off_first_and_ramps_a_known_one(
 def test_safe_state_switches_a_channel_off_when_its_ramp_fails_and_reports_a_stale_error_after():
     exchanges = [*connected((b"DC", b"+1.500000000000000E+00", b"1"), DC_OFF),
                  (b"SYST:ERR?", b'-113,"Undefined header"'), ERRORS_CHECKED,
+                 outputs_read(b"1;DC;+1.500000000000000E+00", b"0;DC;" + ZERO),
                  (b"SOUR1:VOLT:OFFS 0", None), (b"SYST:ERR?", b'-222,"Data out of range"'), ERRORS_CHECKED,
                  (b"OUTP1 OFF", None), ERRORS_CHECKED,
                  (b"SOUR2:VOLT:OFFS 0", None), ERRORS_CHECKED, (b"OUTP2 OFF", None), ERRORS_CHECKED]
@@ -513,6 +521,7 @@ def test_safe_state_switches_a_channel_off_when_its_ramp_fails_and_reports_a_sta
 
 def test_safe_state_ramps_back_from_a_level_outside_the_lab_limits():
     exchanges = [*connected((b"DC", b"+4.000000000000000E+00", b"1"), DC_OFF), ERRORS_CHECKED,
+                 outputs_read(b"1;DC;+4.000000000000000E+00", b"0;DC;" + ZERO),
                  *[x for v in (b"3", b"2", b"1", b"0") for x in ((b"SOUR1:VOLT:OFFS " + v, None), ERRORS_CHECKED)],
                  (b"OUTP1 OFF", None), ERRORS_CHECKED,
                  (b"SOUR2:VOLT:OFFS 0", None), ERRORS_CHECKED, (b"OUTP2 OFF", None), ERRORS_CHECKED]
@@ -642,6 +651,18 @@ def test_emulated_level_another_program_set_is_no_play_and_the_safe_state_ramps_
     with pytest.raises(DeviceError, match=r"the instrument has channel 2 at 4\.5 V, not 2 V as this driver left it"):
         inst.play([1])
     assert inst.level_v[2] == 4.5
+    emulator.received.clear()
+    inst.safe_state()
+    steps = [float(m.split()[-1]) for m in emulator.received if m.startswith(b"SOUR2:VOLT:OFFS ")]
+    assert steps == pytest.approx([3.6, 2.7, 1.8, 0.9, 0.0])
+    assert [(state.output_on, state.offset_v) for state in emulator.channels.values()] == [(False, 0.0)] * 2
+
+
+def test_emulated_level_another_program_set_after_the_last_play_is_ramped_down_from(playing):
+    """Set to 4.5 V by another program after the last play, then the run's end: the safe state reads where the gate
+    is and ramps it down from 4.5 V in steps of max_step (1 V), not from the 2 V the driver set."""
+    inst, emulator = playing
+    assert _ask(emulator, b"SOUR2:VOLT:OFFS 4.5") is None
     emulator.received.clear()
     inst.safe_state()
     steps = [float(m.split()[-1]) for m in emulator.received if m.startswith(b"SOUR2:VOLT:OFFS ")]
