@@ -1108,15 +1108,16 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                 raise Interrupted(f"stopped at once by {why}; instruments were put in their safe state; resume from "
                                   f"the last checkpoint with: {resume_command(store.path)}{_unlogged(refused)}",
                                   status) from None
-            except BaseException as error:  # whatever ends the run is recorded, then reported as before
-                unlogged = _log_failure(store, _describe(error))
-                if out_of_memory(error):
+            except BaseException as error:  # whatever ends the run is recorded as it is said, then reported
+                said = _describe(error)
+                if out_of_memory(error):  # the log says what the terminal does, not torch's allocation failure
                     step = next((name for name in STEPS if name not in run.completed), STEPS[-1])
-                    raise HilError(f"the {step} step ran out of memory: the protocol asks for more than this machine "
-                                   "holds; start a new run with smaller sizes (twin.collect's thetas and "
-                                   f"inputs_per_theta, the batch sizes, the layers' widths){unlogged}") from error
-                if unlogged:
-                    raise HilError(f"{_describe(error)}{unlogged}") from error
+                    said = (f"the {step} step ran out of memory: the protocol asks for more than this machine holds; "
+                            "start a new run with smaller sizes (twin.collect's thetas and inputs_per_theta, the "
+                            "batch sizes, the layers' widths)")
+                unlogged = _log_failure(store, said)
+                if unlogged or said != _describe(error):
+                    raise HilError(f"{said}{unlogged}") from error
                 raise
     except BaseException as error:  # not sys.exc_info() in the finally: in a caller's except block, that is its own
         ending = error

@@ -1369,6 +1369,28 @@ def test_a_step_that_raises_memory_error_is_said_to_have_run_out_of_memory(tmp_p
         run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
 
 
+def test_a_run_out_of_memory_logs_and_reports_the_error_the_terminal_showed(tmp_path: Path, capsys,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """hil run said that the collect step ran out of memory and what to do; the log's run_failed, and so the report
+    read the next morning, said torch's allocation failure ("RuntimeError: [enforce fail at alloc_cpu.cpp:127] ...",
+    or a bare "MemoryError"), with neither the step nor what to do. The log holds the line the terminal showed."""
+    from hil.cli import main
+    from hil.report import write_report
+
+    collect_out_of_memory(monkeypatch)
+    assert main(["run", "--quiet", str(write_protocol(tmp_path, **SMALL))]) == 2
+    shown = capsys.readouterr().err.splitlines()[0].removeprefix("hil: error: ")
+    assert shown.startswith("the collect step ran out of memory: "), shown
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    try:
+        failed = store.events()[-1]
+        assert (failed["kind"], failed["error"]) == ("run_failed", shown)
+        assert f"**The run failed before its evaluation**: {shown}" in write_report(store).read_text()
+    finally:
+        store.close()
+
+
 def test_a_run_whose_starting_files_the_disk_refuses_leaves_no_folder_that_cannot_resume(tmp_path: Path) -> None:
     """The disk takes protocol.yaml and refuses lab.yaml: the run has not started, and a folder without its lab
     file could only fail to resume ("lab.yaml: file not found"), so none is left; the next run starts afresh."""
