@@ -922,9 +922,13 @@ def _then(said: str, failure: BaseException) -> str:
     return f": {failure}"
 
 
-def _log_failure(store: RunStore, error: str) -> str:
-    """Log a ``run_failed`` event saying ``error``; what the error raised adds where the disk refused it."""
-    return _unlogged(_record(store, "run_failed", error=error), "failure", error)
+def _log_failure(store: RunStore, error: str, failure: BaseException | None = None) -> str:
+    """Log a ``run_failed`` event saying ``error``, with what must hold again before a resume goes on where the
+    exception ``failure`` leaves one to go on (`_resumable_once`: the line hil run adds, which the report repeats); what
+    the error raised adds where the disk refused it."""
+    once = _resumable_once(failure) if isinstance(failure, Exception) and not _finished(store) else None
+    fields = {"resume_once": once} if once else {}
+    return _unlogged(_record(store, "run_failed", error=error, **fields), "failure", error)
 
 
 @contextlib.contextmanager
@@ -960,7 +964,7 @@ def _closing(lab: Lab, store: RunStore) -> Iterator[Lab]:
             lab.close()
         except Exception as failure:
             unsafe = f"going to the safe state failed: {failure}"
-            raise _and_then(cause, unsafe + _log_failure(store, unsafe),
+            raise _and_then(cause, unsafe + _log_failure(store, unsafe, failure),
                             unsaid="; instruments were put in their safe state") from failure
         raise
     try:
@@ -1086,7 +1090,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
         try:
             opened = lab.open(instruments_used(protocol, lab))  # closes what it opened if it fails
         except Exception as error:  # an instrument off or unreachable: recorded, as a failure while preparing is
-            unlogged = _log_failure(store, _describe(error))
+            unlogged = _log_failure(store, _describe(error), error)
             if unlogged:
                 raise HilError(f"{_describe(error)}{unlogged}") from error
             raise
@@ -1115,7 +1119,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                     said = (f"the {step} step ran out of memory: the protocol asks for more than this machine holds; "
                             "start a new run with smaller sizes (twin.collect's thetas and inputs_per_theta, the "
                             "batch sizes, the layers' widths)")
-                unlogged = _log_failure(store, said)
+                unlogged = _log_failure(store, said, error)
                 if unlogged or said != _describe(error):
                     raise HilError(f"{said}{unlogged}") from error
                 raise

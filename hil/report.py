@@ -421,6 +421,10 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
             else f" **The run failed{before}**: {errors}."
         if not evaluated:
             note += " The figures below are what it reached."
+        once = [e for e in ending if e["kind"] == "run_failed"][-1].get("resume_once")
+        if isinstance(once, str) and once:  # a failure of the bench, the disk or a plugin's code, as hil run said
+            note += f" Once {once}{' and the log is repaired' if damaged else ''}, `{resume_command(store.path)}` " \
+                    "continues it from its last checkpoint."
     elif last["kind"] == "run_interrupted":
         note = f" **The run was stopped{before}**" + (f", so the figures below are what it reached{resume}."
                                                       if not evaluated else ".")

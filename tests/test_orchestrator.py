@@ -2215,6 +2215,41 @@ def test_a_run_the_bench_failed_says_on_a_line_of_its_own_how_to_resume_it(tmp_p
     assert capsys.readouterr().err == "hil: error: the twin's fit diverged (loss nan); lower twin.fit.lr\n"
 
 
+def test_the_report_of_a_run_the_bench_failed_says_how_to_resume_it_as_hil_run_did(
+        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hil run said, after the instrument's error, to resume once the instrument is back; the log kept the error
+    alone, so the report read the next morning (the terminal closed) said that the run failed and nothing of a
+    resume. The log's run_failed records what must hold again, and the report says it with the command; a failure of
+    the protocol's own, which a resume would repeat, gets neither."""
+    from hil.cli import main
+    from hil.orchestrator import Run
+    from hil.report import write_report
+
+    lose_the_smu_as_collect_starts(monkeypatch)
+    assert main(["run", "--quiet", str(write_probe_protocol(tmp_path))]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("hil: what the run measured is kept in ")
+    run = next((tmp_path / "runs").iterdir())
+    store = RunStore.open(run)
+    try:
+        assert [e.get("resume_once") for e in store.events()[-2:]] == ["the instrument is back"] * 2
+        assert (f"Once the instrument is back, `{resume_command(run)}` continues it from its last checkpoint."
+                in write_report(store).read_text())
+    finally:
+        store.close()
+
+    def diverged(self: Run) -> None:
+        raise HilError("the twin's fit diverged (loss nan); lower twin.fit.lr")
+
+    monkeypatch.setattr(Run, "collect", diverged)
+    (tmp_path / "again").mkdir()
+    assert main(["run", "--quiet", str(write_probe_protocol(tmp_path / "again"))]) == 2
+    store = RunStore.open(next((tmp_path / "again" / "runs").iterdir()))
+    try:
+        assert "resume_once" not in store.events()[-1] and "--resume" not in write_report(store).read_text()
+    finally:
+        store.close()
+
+
 class SmuOfAPlugin(Keithley2450):
     """The 2450's driver as a plugin extends it: its reading also asks the instrument's last error, parsed by a
     float() of its own, which an error message in the reply (`misread`) ends in a ValueError."""
