@@ -404,11 +404,12 @@ def _ended(events: list[dict[str, Any]]) -> bool:
 
 
 def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[str, Any], damaged: bool,
-                 running: bool = False) -> str:
-    """Sentences for a run that failed, was stopped, or stopped before its evaluation on the device, with the test
-    figures of its last epoch, and for a run resumed from a checkpoint (none for a run that went straight through).
-    ``damaged``: the log has damaged lines, which a resume refuses until they are repaired; ``running``: another
-    process has the run open (it is running, or being reported)."""
+                 running: bool = False, reporting: bool = False) -> str:
+    """Sentences for a run that failed, was stopped, or stopped before it finished (killed: its log ends without
+    saying how), with the test figures of its last epoch where it has no evaluation, and for a run resumed from a
+    checkpoint (none for a run that went straight through). ``damaged``: the log has damaged lines, which a resume
+    refuses until they are repaired; ``running``: another process has the run open (it is running, or being reported);
+    ``reporting``: the run writes its own report, its last step, whose log ends with its evaluation."""
     last = events[-1] if events else {"kind": "none"}
     before = "" if evaluated else " before its evaluation"
     resume = f"; {'once the log is repaired, ' if damaged else ''}`{resume_command(store.path)}` finishes it"
@@ -435,6 +436,9 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
     elif not evaluated:
         note = (f" **The run stopped before its evaluation** (its last event: {last['kind']}), so the figures below "
                 f"are what it reached{resume}.")
+    elif not _ended(events) and not reporting:  # killed in its report step: its figures are final, the run unfinished
+        note = (f" **The run stopped after its evaluation, before it finished** (its last event: {last['kind']})"
+                f"{resume}.")
     epoch = _last(events, "epoch")
     if not evaluated and _number(epoch.get("device_accuracy")) and isinstance(epoch.get("epoch"), int):
         twin = f" and {_figure(epoch['twin_accuracy'])} through the twin" if _number(epoch.get("twin_accuracy")) else ""
@@ -615,7 +619,8 @@ def _unlogged(relative: str, what: str, measured: str, damaged: bool) -> str:
 
 def write_report(store: RunStore, wall_s: float | None = None) -> Path:
     """Write the plots and ``report/summary.md`` of a run; returns the summary's path. ``wall_s``: the run's wall
-    time up to its report (s); by default, the figure the run's own report gave."""
+    time up to its report (s), given by the run writing its own report; by default (a report written again), the
+    figure the run's own report gave."""
     summary = _summary(store, wall_s)
     # a character UTF-8 cannot hold (a run folder's name in another encoding, read as a lone surrogate) as its escape
     return store.write_bytes(SUMMARY, summary.encode("utf-8", "backslashreplace"))
@@ -631,6 +636,7 @@ def live_summary(store: RunStore) -> str:
 
 def _summary(store: RunStore, wall_s: float | None, draw: bool = True) -> str:
     """The summary's markdown; ``draw``: write the plots into ``report/`` as well (else none are linked)."""
+    reporting = wall_s is not None  # the run writes its own report (`write_report`)
     events, damaged = store.readable_events()
     # another process has it open: not a folder read only because this user cannot write it (a run killed, copied)
     running = store.watching and not _ended(events) and held(store.path)
@@ -675,7 +681,7 @@ def _summary(store: RunStore, wall_s: float | None, draw: bool = True) -> str:
         "",
         f"Run `{store.path.name}`: method **{started.get('method', '?')}** on system **{started.get('system', '?')}**, "
         f"seed {started.get('seed', '?')}{_versions(started.get('versions'), started.get('torch_threads'))}."
-        f"{_status_note(store, events, evaluated, bool(damaged), running)}{damaged_note}",
+        f"{_status_note(store, events, evaluated, bool(damaged), running, reporting)}{damaged_note}",
         "",
         "| figure | value |",
         "|---|---|",

@@ -335,6 +335,23 @@ def test_a_run_that_failed_after_its_evaluation_says_so_without_calling_its_figu
     assert " **The run failed**: report/summary.md: cannot write.\n" in summary
 
 
+def test_a_run_killed_in_its_report_step_is_said_to_be_unfinished_not_reported_as_a_finished_one(
+        tmp_path: Path) -> None:
+    """A run killed after its evaluation (kill -9, a reboot as it drew its plots): `hil runs` listed it as incomplete,
+    but its report, written again with hil report, read as a finished run's, with no word that it had not finished
+    nor how to finish it. The run's own report, written in that step, has no such note."""
+    store = _run(tmp_path, finish=False, evaluated={"device_accuracy": 0.75},
+                 step_finished={"step": "evaluate", "device_time_total_s": 2.0})
+    try:
+        assert "**The run" not in write_report(store, wall_s=3.0).read_text()  # as the run writes it, then finishes
+        summary = write_report(store).read_text()
+    finally:
+        store.close()
+    assert (f" **The run stopped after its evaluation, before it finished** (its last event: step_finished); `hil run "
+            f"--resume {store.path}` finishes it.\n") in summary
+    assert [run["status"] for run in list_runs(tmp_path)] == ["incomplete"]
+
+
 @pytest.mark.parametrize("fitted", [
     {"validation_loss": [], "best_epoch": -1, "converged": True},  # an oracle twin: never fitted
     {"validation_loss": [0.5, 0.4], "best_epoch": 1},  # a log of an earlier hil, without converged
