@@ -211,6 +211,7 @@ class Run:
         self.show_progress = show_progress
         self.stop = _StopFlag()
         self.completed: list[str] = []
+        self.step: str | None = None  # the step under way: a failure's run_failed names it
         self.epoch = 0
         self.batch = 0
         self.history: list[dict[str, Any]] = []
@@ -360,9 +361,11 @@ class Run:
                     self._interrupted()
                 self.store.checkpoint_refused()
                 self._say_step(name)
+                self.step = name
                 steps[name]()
                 self.completed.append(name)
                 self.store.event("step_finished", step=name, device_time_total_s=self.device_time_s())
+                self.step = None
                 self.checkpoint()
         self.store.wait_for_checkpoint()  # a run is finished only once its last checkpoint is on disk
         self.store.event("run_finished", device_time_s=self.device_time_s(), wall_s=round(self.wall_s(), 3))
@@ -922,12 +925,14 @@ def _then(said: str, failure: BaseException) -> str:
     return f": {failure}"
 
 
-def _log_failure(store: RunStore, error: str, failure: BaseException | None = None) -> str:
-    """Log a ``run_failed`` event saying ``error``, with what must hold again before a resume goes on where the
-    exception ``failure`` leaves one to go on (`_resumable_once`: the line hil run adds, which the report repeats); what
-    the error raised adds where the disk refused it."""
+def _log_failure(store: RunStore, error: str, failure: BaseException | None = None, step: str | None = None) -> str:
+    """Log a ``run_failed`` event saying ``error``, with the ``step`` it failed in (None: before its first step, or
+    between two) and what must hold again before a resume goes on where the exception ``failure`` leaves one to go on
+    (`_resumable_once`: the line hil run adds, which the report repeats); what the error raised adds where the disk
+    refused it."""
     once = _resumable_once(failure) if isinstance(failure, Exception) and not _finished(store) else None
-    fields = {"resume_once": once} if once else {}
+    fields = {"step": step} if step else {}
+    fields |= {"resume_once": once} if once else {}
     return _unlogged(_record(store, "run_failed", error=error, **fields), "failure", error)
 
 
@@ -1119,7 +1124,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
                     said = (f"the {step} step ran out of memory: the protocol asks for more than this machine holds; "
                             "start a new run with smaller sizes (twin.collect's thetas and inputs_per_theta, the "
                             "batch sizes, the layers' widths)")
-                unlogged = _log_failure(store, said, error)
+                unlogged = _log_failure(store, said, error, run.step)
                 if unlogged or said != _describe(error):
                     raise HilError(f"{said}{unlogged}") from error
                 raise

@@ -36,6 +36,8 @@ from hil.store import (
     EVENTS,
     SUMMARY,
     RunStore,
+    ending_events,
+    failed_step,
     held,
     parse_event,
     recorded_start,
@@ -387,17 +389,6 @@ def _unfaithful_note(fid: dict[str, Any]) -> str:
             "otherwise (`twin.fit`), or choose another `twin.kind`, before the next run trains through it.")
 
 
-def _ending(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The events that end the log and say how the run ended (``run_failed``, ``run_interrupted``): one, or the
-    cause followed by a failed safe state on the way out."""
-    count = 0
-    for event in reversed(events):
-        if event["kind"] not in ("run_failed", "run_interrupted"):
-            break
-        count += 1
-    return events[len(events) - count:]
-
-
 def _ended(events: list[dict[str, Any]]) -> bool:
     """Whether the log ends with how the run ended (finished, failed or stopped)."""
     return bool(events) and events[-1]["kind"] in ("run_finished", "run_failed", "run_interrupted")
@@ -415,11 +406,13 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
     resume = f"; {'once the log is repaired, ' if damaged else ''}`{resume_command(store.path)}` finishes it"
     note = ""
     if last["kind"] == "run_failed":  # its error says what to do; resuming may fail alike
-        ending = _ending(events)  # what ended the run, then (if it failed too) the safe state on the way out
+        ending = ending_events(events)  # what ended the run, then (if it failed too) the safe state on the way out
         errors = "; then ".join(str(e.get("error", "no error recorded")).rstrip(".") for e in ending
                                 if e["kind"] == "run_failed")
+        step = failed_step(events)
+        where = f" in its {step} step{',' if before else ''}" if step else ""
         note = f" **The run was stopped{before}**; then {errors}." if ending[0]["kind"] == "run_interrupted" \
-            else f" **The run failed{before}**: {errors}."
+            else f" **The run failed{where}{before}**: {errors}."
         if not evaluated:
             note += " The figures below are what it reached."
         once = [e for e in ending if e["kind"] == "run_failed"][-1].get("resume_once")

@@ -885,8 +885,27 @@ def _protocol_name(folder: Path) -> Any:
     return recorded_start(folder).get("protocol", "?")
 
 
+def ending_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events that end a run's log and say how the run ended (``run_failed``, ``run_interrupted``): one, or the
+    cause followed by a failed safe state on the way out."""
+    count = 0
+    for event in reversed(events):
+        if event["kind"] not in ("run_failed", "run_interrupted"):
+            break
+        count += 1
+    return events[len(events) - count:]
+
+
+def failed_step(events: list[dict[str, Any]]) -> str | None:
+    """The step a run failed in, as the ``run_failed`` of its log's ending (`ending_events`) names it; None where the
+    run did not fail, or failed outside a step (as it prepared, between two, on the way out)."""
+    return next((e["step"] for e in ending_events(events) if e["kind"] == "run_failed"
+                 and isinstance(e.get("step"), str)), None)
+
+
 def list_runs(parent: str | Path) -> list[dict[str, Any]]:
-    """Summaries of the runs under ``parent``, newest first: folder, protocol, status, last figures. A run without
+    """Summaries of the runs under ``parent``, newest first: folder, protocol, status, last figures. A run that
+    failed in a step is "failed in" that step (`failed_step`). A run without
     an ending is "running" while a process holds it open, "incomplete" otherwise (killed, or crashed). A run whose
     log has a damaged line is listed (from its readable events) with the status "damaged log", one whose log
     cannot be read at all as "unreadable log", one that lost it (its ``protocol.yaml`` is there) as "log lost", and a
@@ -919,8 +938,8 @@ def list_runs(parent: str | Path) -> list[dict[str, Any]]:
             "run": path.parent.name,
             "protocol": started["protocol"] if "protocol" in started else _protocol_name(path.parent),
             "status": "damaged log" if damaged else {
-                "run_finished": "finished", "run_failed": "failed",
-                "run_interrupted": "interrupted"}.get(finished["kind"], "?") if finished else
+                "run_finished": "finished", "run_failed": f"failed in {failed_step(events)}" if failed_step(events)
+                else "failed", "run_interrupted": "interrupted"}.get(finished["kind"], "?") if finished else
             "running" if held(path.parent) else "incomplete",
             "device_accuracy": evaluation.get("device_accuracy"),
             "events": len(events),

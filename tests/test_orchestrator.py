@@ -1386,7 +1386,8 @@ def test_a_run_out_of_memory_logs_and_reports_the_error_the_terminal_showed(tmp_
     try:
         failed = store.events()[-1]
         assert (failed["kind"], failed["error"]) == ("run_failed", shown)
-        assert f"**The run failed before its evaluation**: {shown}" in write_report(store).read_text()
+        assert f"**The run failed in its collect step, before its evaluation**: {shown}" in \
+            write_report(store).read_text()
     finally:
         store.close()
 
@@ -2229,8 +2230,10 @@ def test_the_report_of_a_run_the_bench_failed_says_how_to_resume_it_as_hil_run_d
     assert main(["run", "--quiet", str(write_probe_protocol(tmp_path))]) == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith("hil: what the run measured is kept in ")
     run = next((tmp_path / "runs").iterdir())
+    assert [r["status"] for r in list_runs(tmp_path / "runs")] == ["failed in collect"]
     store = RunStore.open(run)
     try:
+        assert [e.get("step") for e in store.events()[-2:]] == ["collect", None]  # then the safe state, after it
         assert [e.get("resume_once") for e in store.events()[-2:]] == ["the instrument is back"] * 2
         assert (f"Once the instrument is back, `{resume_command(run)}` continues it from its last checkpoint."
                 in write_report(store).read_text())

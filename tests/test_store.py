@@ -674,6 +674,20 @@ def test_a_run_is_finished_when_opened_only_if_its_log_ends_with_run_finished(tm
     assert sorted(r["status"] for r in list_runs(tmp_path)) == ["failed", "finished", "incomplete", "interrupted"]
 
 
+def test_a_failed_run_is_listed_with_the_step_it_failed_in(tmp_path) -> None:
+    """`hil runs` said "failed" of a run that failed at hour 3 of its training as of one refused an instrument as it
+    started: the step is said where the run_failed names one, the cause's where a failed safe state followed it."""
+    endings = {"a": [{"step": "train"}], "b": [{"step": "collect"}, {}], "c": [{}]}
+    for name, failures in endings.items():
+        store = RunStore.create(tmp_path, name)
+        store.event("run_started", protocol=name)
+        for fields in failures:
+            store.event("run_failed", error="smu: connection lost", **fields)
+        store.close()
+    assert sorted((r["protocol"], r["status"]) for r in list_runs(tmp_path)) == [
+        ("a", "failed in train"), ("b", "failed in collect"), ("c", "failed")]
+
+
 def test_data_an_attempt_wrote_after_its_last_checkpoint_is_kept_aside_not_overwritten(tmp_path) -> None:
     """A run killed after writing its twin data but before the checkpoint that records it redoes the collection when
     resumed: on a bench that is a second measurement, so the first is kept (``.discarded``), not overwritten. A file
