@@ -421,7 +421,7 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
                     "continues it from its last checkpoint."
     elif last["kind"] == "run_interrupted":
         note = f" **The run was stopped{before}**" + (f", so the figures below are what it reached{resume}."
-                                                      if not evaluated else ".")
+                                                      if not evaluated else f"{resume}.")  # its report step left
     elif running:
         note = (f" **The run has not ended**: another hil process has it open ({_under_way(store, events)}; its last "
                 f"event so far: {last['kind']}), so the figures below are what it has reached; a run writes its report "

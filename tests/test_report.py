@@ -111,6 +111,15 @@ def test_a_stopped_run_says_so_and_how_to_finish_it(tmp_path: Path) -> None:
             f"--resume {path}` finishes it. After its last finished epoch (2)") in summary
 
 
+def test_a_run_stopped_after_its_evaluation_says_how_to_finish_it(tmp_path: Path) -> None:
+    """A SIGTERM in the report step: hil run said how to resume the run, which hil runs lists as interrupted, but its
+    report said only "The run was stopped.", as though nothing were left to do."""
+    store = _run(tmp_path, finish=False, evaluated={"device_accuracy": 0.75},
+                 step_finished={"step": "evaluate", "device_time_total_s": 2.0}, run_interrupted={"at_once": "SIGTERM"})
+    path = store.path
+    assert f" **The run was stopped**; `hil run --resume {path}` finishes it.\n" in _summary(store)
+
+
 def test_a_resumed_run_says_it_was_resumed_and_where_the_discarded_events_are(tmp_path: Path) -> None:
     summary = _summary(_run(tmp_path, run_resumed={"epoch": 1, "discarded_events": 3}))
     assert ("It was resumed once from its last checkpoint; the 3 events that the stopped attempt logged after it are "
