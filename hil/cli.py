@@ -8,7 +8,6 @@ which serves until Ctrl-C, with 0), SIGTERM and SIGHUP with 128 + their number.
 from __future__ import annotations
 
 import argparse
-import datetime
 import glob
 import importlib.metadata
 import os
@@ -145,19 +144,10 @@ def _checked(file: Path, lab_file: Path | None) -> str:
             f"{len(lab.systems)} system(s); no hardware was touched")
 
 
-def _local_time(seconds: Any) -> str:
-    """An event's ``time`` (s since the epoch) as the local date and time; "an unknown time" for a log edited to hold
-    something else."""
-    try:
-        return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
-    except (TypeError, ValueError, OverflowError, OSError):
-        return "an unknown time"
-
-
 def _run(args: argparse.Namespace) -> int:
     with signals_held():  # a stop inside torch's import was lost, or left numpy half-loaded (a traceback later)
         from hil.orchestrator import Interrupted, run_protocol
-        from hil.store import EVENTS, SUMMARY, resume_command
+        from hil.store import EVENTS, SUMMARY, local_time, resume_command
 
     if (args.protocol is None) == (args.resume is None):
         _stderr("hil: error: give a protocol file, or --resume RUN (not both); see hil run --help")
@@ -179,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
         return stopped.exit_status
     report = store.path / SUMMARY
     if store.finished_before is not None:  # a resume of a finished run: it ran nothing and wrote nothing
-        ended = _local_time(store.finished_before.get("time"))
+        ended = local_time(store.finished_before.get("time"))
         print(f"{store.path}: the run finished at {ended}; nothing to resume; its report: {report}")
         return 0
     print(f"run folder: {store.path}")

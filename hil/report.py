@@ -8,7 +8,8 @@
 - ``confusion.png``: the confusion matrix of the final evaluation of the test set on the device, with its accuracy;
 - ``summary.md``: the final figures, the twin's fidelity, the device time (modelled on a simulator, measured on a
   bench) and the wall time up to the report; for a run that failed, was stopped or was resumed, how (with its error,
-  and the test figures of its last epoch and the device time its log holds when it has no final evaluation).
+  the step it failed in, how to resume it where a resume goes on, when its last event was logged, and the test figures
+  of its last epoch and the device time its log holds when it has no final evaluation).
 
 A log damaged before its end (a line edited by hand, a disk error) is reported from its other events: the report says
 which lines it left out, in a warning and in the summary. A run that another process has open (still running), or one
@@ -39,6 +40,7 @@ from hil.store import (
     ending_events,
     failed_step,
     held,
+    local_time,
     parse_event,
     recorded_start,
     resume_command,
@@ -447,6 +449,8 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
         note += (f" It was resumed {times} from its last checkpoint" + (
             f"; {logged} that the stopped attempt{'s' if resumes > 1 else ''} logged after it "
             f"{'are' if discarded > 1 else 'is'} in `{DISCARDED}`, not here" if discarded else "") + ".")
+    if events and last["kind"] != "run_finished" and not running and not reporting:  # failed, stopped or killed:
+        note += f" Its last event was logged at {local_time(last.get('time'))}."  # when it failed, or was killed
     return note
 
 

@@ -718,6 +718,15 @@ def shell_word(text: str) -> str:
     return word
 
 
+def local_time(seconds: Any) -> str:
+    """An event's ``time`` (s since the epoch) as the local date and time; "an unknown time" for a log edited to hold
+    something else."""
+    try:
+        return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "an unknown time"
+
+
 def resume_command(path: Path) -> str:
     """The command that resumes the run in ``path``, its path quoted where the shell needs it (a space)."""
     return f"hil run --resume {shell_word(str(path))}"

@@ -1,5 +1,6 @@
 """The report says what the run folder holds: where training ran, how a run ended, and that it was resumed."""
 
+import datetime
 import io
 import math
 import os
@@ -117,7 +118,20 @@ def test_a_run_stopped_after_its_evaluation_says_how_to_finish_it(tmp_path: Path
     store = _run(tmp_path, finish=False, evaluated={"device_accuracy": 0.75},
                  step_finished={"step": "evaluate", "device_time_total_s": 2.0}, run_interrupted={"at_once": "SIGTERM"})
     path = store.path
-    assert f" **The run was stopped**; `hil run --resume {path}` finishes it.\n" in _summary(store)
+    assert f" **The run was stopped**; `hil run --resume {path}` finishes it. Its last event" in _summary(store)
+
+
+def test_a_run_that_did_not_finish_says_when_its_last_event_was_logged(tmp_path: Path) -> None:
+    """A run that failed, was stopped or was killed in the night: its report said how it ended, but not when (an
+    instrument that failed at 03:12, a machine rebooted at 05:40), which only the log's Unix times held."""
+    endings = {"failed": {"run_failed": {"error": "smu: timeout"}},
+               "stopped": {"run_interrupted": {"at_once": "SIGHUP"}}, "killed": {}}
+    for name, ending in endings.items():
+        store = _run(tmp_path / name, finish=False, **ending)
+        logged = store.events()[-1]["time"]
+        when = datetime.datetime.fromtimestamp(logged).strftime("%Y-%m-%d %H:%M:%S")
+        assert f" Its last event was logged at {when}.\n" in _summary(store), name
+    assert "last event was logged" not in _summary(_run(tmp_path / "finished"))
 
 
 def test_a_resumed_run_says_it_was_resumed_and_where_the_discarded_events_are(tmp_path: Path) -> None:
@@ -341,7 +355,7 @@ def test_fidelity_data_of_one_dimension_are_refused_naming_their_shape(tmp_path:
 def test_a_run_that_failed_after_its_evaluation_says_so_without_calling_its_figures_partial(tmp_path: Path) -> None:
     summary = _summary(_run(tmp_path, finish=False, evaluated={"device_accuracy": 0.75},
                             run_failed={"error": "report/summary.md: cannot write"}))
-    assert " **The run failed**: report/summary.md: cannot write.\n" in summary
+    assert " **The run failed**: report/summary.md: cannot write. Its last event was logged at " in summary
 
 
 def test_a_run_killed_in_its_report_step_is_said_to_be_unfinished_not_reported_as_a_finished_one(
@@ -357,7 +371,7 @@ def test_a_run_killed_in_its_report_step_is_said_to_be_unfinished_not_reported_a
     finally:
         store.close()
     assert (f" **The run stopped after its evaluation, before it finished** (its last event: step_finished); `hil run "
-            f"--resume {store.path}` finishes it.\n") in summary
+            f"--resume {store.path}` finishes it.") in summary
     assert [run["status"] for run in list_runs(tmp_path)] == ["incomplete"]
 
 
