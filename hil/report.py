@@ -396,6 +396,16 @@ def _ended(events: list[dict[str, Any]]) -> bool:
     return bool(events) and events[-1]["kind"] in ("run_finished", "run_failed", "run_interrupted")
 
 
+def _stopped_by(interrupted: dict[str, Any]) -> str:
+    """What stopped a run, as its ``run_interrupted`` event says and hil run said: a signal or a second Ctrl-C at once
+    (SIGHUP: its terminal closed; SIGTERM: a scheduler, a shutdown), or a Ctrl-C after saving; "" where it says
+    neither (a log edited by hand)."""
+    at_once = interrupted.get("at_once")
+    if isinstance(at_once, str) and at_once:
+        return f" at once by {at_once}"
+    return " at a Ctrl-C, after saving" if "completed" in interrupted else ""
+
+
 def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[str, Any], damaged: bool,
                  running: bool = False, reporting: bool = False) -> str:
     """Sentences for a run that failed, was stopped, or stopped before it finished (killed: its log ends without
@@ -413,8 +423,8 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
                                 if e["kind"] == "run_failed")
         step = failed_step(events)
         where = f" in its {step} step{',' if before else ''}" if step else ""
-        note = f" **The run was stopped{before}**; then {errors}." if ending[0]["kind"] == "run_interrupted" \
-            else f" **The run failed{where}{before}**: {errors}."
+        note = f" **The run was stopped{before}**{_stopped_by(ending[0])}; then {errors}." \
+            if ending[0]["kind"] == "run_interrupted" else f" **The run failed{where}{before}**: {errors}."
         if not evaluated:
             note += " The figures below are what it reached."
         once = [e for e in ending if e["kind"] == "run_failed"][-1].get("resume_once")
@@ -422,8 +432,8 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
             note += f" Once {once}{' and the log is repaired' if damaged else ''}, `{resume_command(store.path)}` " \
                     "continues it from its last checkpoint."
     elif last["kind"] == "run_interrupted":
-        note = f" **The run was stopped{before}**" + (f", so the figures below are what it reached{resume}."
-                                                      if not evaluated else f"{resume}.")  # its report step left
+        note = f" **The run was stopped{before}**{_stopped_by(last)}" + (
+            f", so the figures below are what it reached{resume}." if not evaluated else f"{resume}.")
     elif running:
         note = (f" **The run has not ended**: another hil process has it open ({_under_way(store, events)}; its last "
                 f"event so far: {last['kind']}), so the figures below are what it has reached; a run writes its report "

@@ -108,8 +108,21 @@ def test_a_stopped_run_says_so_and_how_to_finish_it(tmp_path: Path) -> None:
     store = _run(tmp_path, finish=False, run_interrupted={"at_once": "SIGTERM"})
     path = store.path
     summary = _summary(store)
-    assert (f"**The run was stopped before its evaluation**, so the figures below are what it reached; `hil run "
-            f"--resume {path}` finishes it. After its last finished epoch (2)") in summary
+    assert (f"**The run was stopped before its evaluation** at once by SIGTERM, so the figures below are what it "
+            f"reached; `hil run --resume {path}` finishes it. After its last finished epoch (2)") in summary
+
+
+@pytest.mark.parametrize(("stop", "said"), [
+    ({"at_once": "SIGHUP"}, "at once by SIGHUP"),
+    ({"at_once": "a second Ctrl-C"}, "at once by a second Ctrl-C"),
+    ({"completed": ["calibrate", "collect", "fit_twin", "fidelity"], "epoch": 2, "batch": 0},
+     "at a Ctrl-C, after saving"),
+])
+def test_a_stopped_run_says_what_stopped_it_as_hil_run_did(tmp_path: Path, stop: dict, said: str) -> None:
+    """hil run said "stopped at once by SIGHUP" (the terminal of an unattended run closed) or that a Ctrl-C stopped it
+    after saving; the log recorded which, but the report read the next morning said only that the run was stopped."""
+    summary = _summary(_run(tmp_path, finish=False, run_interrupted=stop))
+    assert f"**The run was stopped before its evaluation** {said}, so the figures below" in summary
 
 
 def test_a_run_stopped_after_its_evaluation_says_how_to_finish_it(tmp_path: Path) -> None:
@@ -118,7 +131,8 @@ def test_a_run_stopped_after_its_evaluation_says_how_to_finish_it(tmp_path: Path
     store = _run(tmp_path, finish=False, evaluated={"device_accuracy": 0.75},
                  step_finished={"step": "evaluate", "device_time_total_s": 2.0}, run_interrupted={"at_once": "SIGTERM"})
     path = store.path
-    assert f" **The run was stopped**; `hil run --resume {path}` finishes it. Its last event" in _summary(store)
+    assert f" **The run was stopped** at once by SIGTERM; `hil run --resume {path}` finishes it. Its last event" in \
+        _summary(store)
 
 
 def test_a_run_that_did_not_finish_says_when_its_last_event_was_logged(tmp_path: Path) -> None:
@@ -579,8 +593,8 @@ def test_importing_hil_report_and_writing_a_report_leave_matplotlib_s_backend_as
      "**The run failed before its evaluation**: smu (TCPIP::127.0.0.1::5025::SOCKET): the instrument closed the "
      "connection; then going to the safe state failed: smu: no reply to ':OUTP OFF'."),
     ({"kind": "run_interrupted", "at_once": "SIGTERM"},
-     "**The run was stopped before its evaluation**; then going to the safe state failed: smu: no reply to ':OUTP "
-     "OFF'."),
+     "**The run was stopped before its evaluation** at once by SIGTERM; then going to the safe state failed: smu: no "
+     "reply to ':OUTP OFF'."),
 ])
 def test_a_run_whose_safe_state_failed_too_says_what_ended_it_first(tmp_path: Path, ending: dict, said: str) -> None:
     """The log ends with the failed safe state after what ended the run; the report showed only the safe state."""
