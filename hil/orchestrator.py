@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -927,12 +928,15 @@ def _then(said: str, failure: BaseException) -> str:
 
 def _log_failure(store: RunStore, error: str, failure: BaseException | None = None, step: str | None = None) -> str:
     """Log a ``run_failed`` event saying ``error``, with the ``step`` it failed in (None: before its first step, or
-    between two) and what must hold again before a resume goes on where the exception ``failure`` leaves one to go on
-    (`_resumable_once`: the line hil run adds, which the report repeats); what the error raised adds where the disk
-    refused it."""
+    between two), what must hold again before a resume goes on where the exception ``failure`` leaves one to go on
+    (`_resumable_once`: the line hil run adds, which the report repeats), and the traceback of a ``failure`` that is
+    no hil error (a bug, which hil run shows with its traceback: the terminal's is gone by the morning); what the error
+    raised adds where the disk refused it."""
     once = _resumable_once(failure) if isinstance(failure, Exception) and not _finished(store) else None
     fields = {"step": step} if step else {}
     fields |= {"resume_once": once} if once else {}
+    if isinstance(failure, Exception) and not isinstance(failure, HilError) and not out_of_memory(failure):
+        fields["traceback"] = "".join(traceback.format_exception(failure))
     return _unlogged(_record(store, "run_failed", error=error, **fields), "failure", error)
 
 

@@ -1369,6 +1369,42 @@ def test_a_step_that_raises_memory_error_is_said_to_have_run_out_of_memory(tmp_p
         run_protocol(write_protocol(tmp_path, **SMALL), show_progress=False)
 
 
+def test_a_run_ended_by_a_bug_keeps_the_traceback_the_terminal_showed(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception that is no hil error (a bug) ends hil run in its traceback; the log kept its last line alone
+    ("KeyError: 'offset_v'"), so that once the terminal was closed nothing said where it was raised. The run_failed
+    event holds the traceback, and the report says where to find it; a hil error's has none."""
+    from hil.cli import main
+    from hil.orchestrator import Run
+    from hil.report import write_report
+
+    def slip(self: Run) -> None:
+        return {}["offset_v"]
+
+    monkeypatch.setattr(Run, "collect", slip)
+    with pytest.raises(KeyError):
+        main(["run", "--quiet", str(write_protocol(tmp_path, **SMALL))])
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    try:
+        failed = store.events()[-1]
+        assert (failed["kind"], failed["error"], failed["step"]) == ("run_failed", "KeyError: 'offset_v'", "collect")
+        assert failed["traceback"].startswith("Traceback (most recent call last):\n")
+        assert 'return {}["offset_v"]' in failed["traceback"] and failed["traceback"].endswith("KeyError: 'offset_v'\n")
+        assert "its traceback is in `events.jsonl`, in the `run_failed` event's `traceback`." in \
+            write_report(store).read_text()
+    finally:
+        store.close()
+    collect_out_of_memory(monkeypatch)  # said as a hil error: its own line, no traceback
+    (tmp_path / "again").mkdir()
+    assert main(["run", "--quiet", str(write_protocol(tmp_path / "again", **SMALL))]) == 2
+    store = RunStore.open(next((tmp_path / "again" / "runs").iterdir()))
+    try:
+        assert "traceback" not in store.events()[-1] and "traceback" not in write_report(store).read_text()
+    finally:
+        store.close()
+
+
 def test_a_run_out_of_memory_logs_and_reports_the_error_the_terminal_showed(tmp_path: Path, capsys,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """hil run said that the collect step ran out of memory and what to do; the log's run_failed, and so the report
