@@ -914,8 +914,8 @@ def failed_step(events: list[dict[str, Any]]) -> str | None:
 
 def list_runs(parent: str | Path) -> list[dict[str, Any]]:
     """Summaries of the runs under ``parent``, newest first: folder, protocol, status, last figures. A run that
-    failed in a step is "failed in" that step (`failed_step`). A run without
-    an ending is "running" while a process holds it open, "incomplete" otherwise (killed, or crashed). A run whose
+    failed in a step is "failed in" that step (`failed_step`: "failed in train"). A run without an ending is
+    "running" while a process holds it open, "incomplete" otherwise (killed, or crashed). A run whose
     log has a damaged line is listed (from its readable events) with the status "damaged log", one whose log
     cannot be read at all as "unreadable log", one that lost it (its ``protocol.yaml`` is there) as "log lost", and a
     folder named as a run's (`RUN_FOLDER_NAME`) that cannot be read as "unreadable folder"; a run that ended before
