@@ -898,6 +898,17 @@ def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed
     store.wait_for_checkpoint()
 
 
+def _stopped_at_once(store: RunStore, stop: KeyboardInterrupt, unnamed: str) -> Interrupted:
+    """The stop at once that ``stop`` (SIGTERM, SIGHUP: a `Terminated` naming it; a Ctrl-C, ``unnamed``) made of the
+    run, logged as ``run_interrupted`` where the disk takes it, saying how to resume it; its exit status is 128 + the
+    signal's number."""
+    why = str(stop) or unnamed
+    refused = _record(store, "run_interrupted", at_once=why)
+    return Interrupted(f"stopped at once by {why}; instruments were put in their safe state; resume from the last "
+                       f"checkpoint with: {resume_command(store.path)}{_unlogged(refused)}",
+                       128 + getattr(stop, "signum", signal.SIGINT))
+
+
 def _record(store: RunStore, kind: str, **fields: Any) -> RunFileError | None:
     """Log an event where the disk takes it: the one that ends a run, which a refusal (a full disk) must not replace
     the error or stop that ended the run with (raised all the same, saying the refusal after it; the log then ends
@@ -1098,6 +1109,8 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
     try:
         try:
             opened = lab.open(instruments_used(protocol, lab))  # closes what it opened if it fails
+        except KeyboardInterrupt as stop:  # as a bench's instruments connect (a minute, maybe): no stop flag yet, so
+            raise _stopped_at_once(store, stop, "a Ctrl-C") from None  # a first Ctrl-C stops at once, recorded
         except Exception as error:  # an instrument off or unreachable: recorded, as a failure while preparing is
             unlogged = _log_failure(store, _describe(error), error)
             if unlogged:
@@ -1112,15 +1125,11 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             except Interrupted:
                 raise
             except KeyboardInterrupt as stop:  # instruments are made safe as this leaves the lab's block
-                why = str(stop) or "a second Ctrl-C"
-                status = 128 + getattr(stop, "signum", signal.SIGINT)
                 if _finished(store):  # it came as run_finished was logged: the run is whole, not to be resumed
-                    raise Interrupted(f"stopped by {why} as the run finished; nothing to resume; its report: "
-                                      f"{store.path / SUMMARY}", status) from None
-                refused = _record(store, "run_interrupted", at_once=why)
-                raise Interrupted(f"stopped at once by {why}; instruments were put in their safe state; resume from "
-                                  f"the last checkpoint with: {resume_command(store.path)}{_unlogged(refused)}",
-                                  status) from None
+                    raise Interrupted(f"stopped by {str(stop) or 'a second Ctrl-C'} as the run finished; nothing to "
+                                      f"resume; its report: {store.path / SUMMARY}",
+                                      128 + getattr(stop, "signum", signal.SIGINT)) from None
+                raise _stopped_at_once(store, stop, "a second Ctrl-C") from None
             except BaseException as error:  # whatever ends the run is recorded as it is said, then reported
                 said = _describe(error)
                 if out_of_memory(error):  # the log says what the terminal does, not torch's allocation failure

@@ -27,7 +27,7 @@ from rich.console import Console
 
 import hil.store as store_module
 from drivers.keithley2450 import Keithley2450
-from hil.errors import ConfigError, HilError
+from hil.errors import ConfigError, HilError, Terminated
 from hil.instruments import SourceMeter
 from hil.orchestrator import STEPS, _progress, run_protocol
 from hil.protocol import check_protocol
@@ -1785,6 +1785,32 @@ def test_a_new_run_stopped_at_once_while_it_prepares_says_so_and_resuming_starts
     store.close()
     events = run_protocol(resume=run, show_progress=False).events()
     assert [e["kind"] for e in events][:1] + [e["kind"] for e in events][-1:] == ["run_started", "run_finished"]
+
+
+@pytest.mark.parametrize(("stop", "said", "status"), [
+    (KeyboardInterrupt(), "a Ctrl-C", 130), (Terminated(signal.SIGHUP), "SIGHUP", 128 + signal.SIGHUP)])
+def test_a_run_stopped_as_its_instruments_connect_records_the_stop_and_says_how_to_resume(
+        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, stop: KeyboardInterrupt, said: str,
+        status: int) -> None:
+    """A Ctrl-C or SIGHUP while a run connects its instruments (on a bench, up to a minute) left no event: the log of
+    the new run stayed empty, so hil runs listed it as incomplete, as a killed one, and its report said "its last
+    event: none"; hil run said "interrupted" and not how to resume. The stop is logged and said as one at once."""
+    from hil.cli import main
+    from hil.lab import Lab
+
+    def stopped(self: Lab, names: Any) -> NoReturn:  # within Lab.open, as it claims the instruments to connect
+        raise stop
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Lab, "_claim", stopped)
+        assert main(["run", "--quiet", str(write_protocol(tmp_path, **SMALL))]) == status
+    assert emulators_serving() == []  # the lab was closed: its instruments safe, its emulators stopped
+    [run] = (tmp_path / "runs").iterdir()
+    assert capsys.readouterr().err == (f"hil: stopped at once by {said}; instruments were put in their safe state; "
+                                       f"resume from the last checkpoint with: {resume_command(run)}\n")
+    assert [(r["status"], r["events"]) for r in list_runs(tmp_path / "runs")] == [("interrupted", 1)]
+    events = run_protocol(resume=run, show_progress=False).events()  # nothing measured: it starts over
+    assert [events[0]["kind"], events[-1]["kind"]] == ["run_started", "run_finished"]
 
 
 class RefusingLog:
