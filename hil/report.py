@@ -428,8 +428,8 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
         if not evaluated:
             note += " The figures below are what it reached."
         if any(isinstance(e.get("traceback"), str) for e in ending if e["kind"] == "run_failed"):  # hil run showed it
-            note += (" The error is no error hil reports as such (a bug, of hil's or of a library's): its traceback is "
-                     "in `events.jsonl`, in the `run_failed` event's `traceback`.")
+            note += (" The error is not one hil raises on purpose (a bug, of hil's or of a library's): its traceback "
+                     "is in `events.jsonl`, in the `run_failed` event's `traceback`.")
         once = [e for e in ending if e["kind"] == "run_failed"][-1].get("resume_once")
         if isinstance(once, str) and once:  # a failure of the bench, the disk or a plugin's code, as hil run said
             note += f" Once {once}{' and the log is repaired' if damaged else ''}, `{resume_command(store.path)}` " \

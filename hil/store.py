@@ -943,12 +943,13 @@ def list_runs(parent: str | Path) -> list[dict[str, Any]]:
         finished = next((e for e in reversed(events) if e["kind"] in ("run_finished", "run_failed",
                                                                           "run_interrupted")), None)
         evaluation = next((e for e in reversed(events) if e["kind"] == "evaluated"), {})
+        step = failed_step(events)
         runs.append({
             "run": path.parent.name,
             "protocol": started["protocol"] if "protocol" in started else _protocol_name(path.parent),
             "status": "damaged log" if damaged else {
-                "run_finished": "finished", "run_failed": f"failed in {failed_step(events)}" if failed_step(events)
-                else "failed", "run_interrupted": "interrupted"}.get(finished["kind"], "?") if finished else
+                "run_finished": "finished", "run_failed": f"failed in {step}" if step else "failed",
+                "run_interrupted": "interrupted"}.get(finished["kind"], "?") if finished else
             "running" if held(path.parent) else "incomplete",
             "device_accuracy": evaluation.get("device_accuracy"),
             "events": len(events),
