@@ -4,18 +4,18 @@ Command spellings follow the Keithley 2450 Reference Manual (2450-901-01), secti
 short forms throughout, numbers as ``f"{value:.9g}"``. After every group of settings the driver reads the
 error queue (``SYST:ERR?``), so a refused setting raises `DeviceError` with the instrument's own message.
 
-Covered: source function, level (ramped by the base class), compliance (``ILIM``/``VLIM``, read back after
-`configure` and `set_source_range`), the power envelope (±21 V at up to ±1.05 A, ±210 V at up to ±105 mA: a level,
-sweep level, source range or compliance that would put the source on the 200 V range with a current limit above 105
-mA, or on the 1 A range with a voltage limit above 21 V, is refused before sending, as the 2450 would lower the
-limit with only a warning), source and measure range (fixed or auto), NPLC, remote sense, source readback, autozero
-on and relative offset, math and averaging off (what a previous user left set would otherwise change or slow
-readings), ASCII data at full precision (``:FORM:DATA ASC``, ``:FORM:ASC:PREC 0`` at connect), overvoltage
-protection (``:SOUR:VOLT:PROT``, set by `configure` from the voltage limit), front or rear terminals
-(``:ROUT:TERM``, chosen at connect), output, one reading with the limit state (read in one message with the
-output state, source function, level and limit, the measure function and its relative offset and math, which must be
-as the driver left them), and list sweeps of up to 2500 points in one go (``:SOUR:LIST``/``:APP``,
-``:SOUR:SWE:<f>:LIST``, ``:INIT``, buffer read, with that state).
+Covered: source function, level (ramped by the base class), compliance (``ILIM``/``VLIM``, read back after `configure`
+and `set_source_range`), the power envelope (±21 V at up to ±1.05 A, ±210 V at up to ±105 mA: a level, sweep level,
+source range or compliance that would put the source on the 200 V range with a current limit above 105 mA, or on the 1 A
+range with a voltage limit above 21 V, is refused before sending, as the 2450 would lower the limit with only a
+warning), source and measure range (fixed or auto), NPLC, remote sense, source readback, autozero on and relative
+offset, math and averaging off (what a previous user left set would otherwise change or slow readings), ASCII data at
+full precision (``:FORM:DATA ASC``, ``:FORM:ASC:PREC 0`` at connect and by `configure`), overvoltage protection
+(``:SOUR:VOLT:PROT``, set by `configure` from the voltage limit), front or rear terminals (``:ROUT:TERM``, chosen at
+connect), output, one reading with the limit state (read in one message with the output state, source function, level
+and limit, the measure function, its relative offset and math, and the ASCII precision, which must be as the driver left
+them), and list sweeps of up to 2500 points in one go (``:SOUR:LIST``/``:APP``, ``:SOUR:SWE:<f>:LIST``, ``:INIT``,
+buffer read, with that state).
 Not covered: linear/log sweeps, custom trigger models, digital I/O, limit tests (``:CALC``), statistics,
 resistance/4-wire ohms, interlock, output-off modes, TSP.
 """
@@ -260,7 +260,7 @@ class Keithley2450(ScpiDriver, SourceMeter):
             f":SOUR:{source}:READ:BACK ON",  # the SOUR element is then the measured source value
             # what a previous user may have left on would change or slow every reading
             f":SENS:{measure}:REL:STAT OFF", f":CALC:{measure}:MATH:STAT OFF", f":SENS:{measure}:AVER OFF",
-            f":SENS:{measure}:AZER ON",
+            f":SENS:{measure}:AZER ON", ":FORM:ASC:PREC 0",
             *self._range_commands(f":SOUR:{source}", self.source_range),
             *self._range_commands(f":SENS:{measure}", self.measure_range),
             f":SOUR:{source}:{_LIMIT[mode]} {_fmt(compliance)}",
@@ -450,11 +450,12 @@ class Keithley2450(ScpiDriver, SourceMeter):
 
     def _state_query(self) -> str:
         """The queries of what a reading relies on, to send in the message of a query it already makes: the output
-        state, the source function, its level and limit, the measure function, and its relative offset and math
-        (``REL``, ``mx+b``: front-panel keys that change every reading)."""
+        state, the source function, its level and limit, the measure function, its relative offset and math
+        (``REL``, ``mx+b``: front-panel keys that change every reading), and the ASCII precision (fewer digits
+        round every reading)."""
         source, limit, measure = _SOURCE[self.mode], _LIMIT[self.mode], _MEASURE[self.mode]  # type: ignore[index]
         return (f":OUTP?;:SOUR:FUNC?;:SOUR:{source}?;:SOUR:{source}:{limit}?;:SENS:FUNC?;:SENS:{measure}:REL:STAT?;"
-                f":CALC:{measure}:MATH:STAT?")
+                f":CALC:{measure}:MATH:STAT?;:FORM:ASC:PREC?")
 
     def _check_unchanged(self, replies: list[str], command: str, what: str, level: float | None) -> None:
         """Refuse what was measured during ``what`` where the replies to `_state_query` (sent in ``command``) are not
@@ -481,14 +482,15 @@ class Keithley2450(ScpiDriver, SourceMeter):
         nothing sources until `configure` has set it all again."""
         source, measure = _SOURCE[self.mode], _MEASURE[self.mode]  # type: ignore[index]
         try:
-            output, function, held_level, held, sensed, relative, math_on = replies
+            output, function, held_level, held, sensed, relative, math_on, precision = replies
             if {output, relative, math_on} - {"0", "1"}:
                 raise ValueError(replies)
-            held_level, held = float(held_level), float(held)
+            held_level, held, digits = float(held_level), float(held), int(precision)
         except ValueError:
             raise self.unexpected_reply(f"replies {excerpt(';'.join(replies))} to {command!r} after {what} are not "
                                         "the output state, the source function, its level and limit, the measure "
-                                        "function, its relative offset and math states") from None
+                                        "function, its relative offset and math states and the ASCII precision") \
+                from None
         unit, limit_unit = _UNIT[source], _UNIT[measure]
         changed = []
         if self.output_on is not None and (output == "1") != self.output_on:
@@ -503,6 +505,8 @@ class Keithley2450(ScpiDriver, SourceMeter):
             changed.append(f"its measure function {excerpt(sensed)}, not {measure}")
         changed += [f"its {name} on, not off" for name, on in (("relative offset", relative), ("math", math_on))
                     if on == "1"]
+        if digits != 0:  # 0: every digit a reading has (set at connect and by configure)
+            changed.append(f"its ASCII precision at {digits} digits, not automatic (0)")
         if changed:
             self.output_on = output == "1"
             if function.upper()[:4] != source:

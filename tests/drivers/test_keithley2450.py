@@ -40,10 +40,11 @@ def connected(output: bytes = b"0", function: bytes = b"VOLT", level: bytes = b"
 
 
 def reading_as_is(measure: str) -> list[Exchange]:
-    """`configure` turns off whatever would change or slow a reading (relative, math, averaging), autozero on."""
+    """`configure` turns off whatever would change or slow a reading (relative, math, averaging), autozero on, and
+    sets the ASCII precision back to automatic (all of a reading's digits)."""
     m = measure.encode()
     return [(b":SENS:" + m + b":REL:STAT OFF", None), (b":CALC:" + m + b":MATH:STAT OFF", None),
-            (b":SENS:" + m + b":AVER OFF", None), (b":SENS:" + m + b":AZER ON", None)]
+            (b":SENS:" + m + b":AVER OFF", None), (b":SENS:" + m + b":AZER ON", None), (b":FORM:ASC:PREC 0", None)]
 
 
 def configured_voltage(compliance: bytes = b"0.001", nplc: bytes = b"1", protection: bytes = b"NONE") -> list[Exchange]:
@@ -86,12 +87,13 @@ READ: Exchange = (b':READ? "defbuffer1", SOUR, READ', b"2.000000E+00,1.000000E-0
 def state_read(output: bytes = b"0", function: bytes = b"VOLT", level: bytes = b"0.000000E+00",
                limit: bytes = b"1.000000E-03", source: bytes = b"VOLT") -> tuple[bytes, bytes]:
     """The queries of what a measurement relies on, sent in the message of the query that ends it, and their replies:
-    the output state, the source function, its level and limit (those of the ``source`` function) and the measure
-    function with its relative offset and math off, which must be as the driver left them."""
+    the output state, the source function, its level and limit (those of the ``source`` function), the measure
+    function with its relative offset and math off, and the ASCII precision automatic, which must be as the driver
+    left them."""
     name, measure = (b"ILIM", b"CURR") if source == b"VOLT" else (b"VLIM", b"VOLT")
-    return (b":OUTP?;:SOUR:FUNC?;:SOUR:%s?;:SOUR:%s:%s?;:SENS:FUNC?;:SENS:%s:REL:STAT?;:CALC:%s:MATH:STAT?"
-            % (source, source, name, measure, measure),
-            b";".join([output, function, level, limit, b'"%s:DC"' % measure, b"0", b"0"]))
+    return (b":OUTP?;:SOUR:FUNC?;:SOUR:%s?;:SOUR:%s:%s?;:SENS:FUNC?;:SENS:%s:REL:STAT?;:CALC:%s:MATH:STAT?;"
+            b":FORM:ASC:PREC?" % (source, source, name, measure, measure),
+            b";".join([output, function, level, limit, b'"%s:DC"' % measure, b"0", b"0", b"0"]))
 
 
 def unchanged(tripped: bytes = b"0", source: bytes = b"VOLT", **state: bytes) -> Exchange:
@@ -1265,6 +1267,19 @@ def test_emulated_reading_modifier_the_front_panel_switched_on_gives_no_reading(
     assert k.measure().current_a[0] == pytest.approx(2e-3)
 
 
+def test_emulated_ascii_precision_the_front_panel_lowered_gives_no_reading(bench: Bench) -> None:
+    """Three digits round 2 mA through 1 kΩ's readings, and every level and limit read back, to 0.1 %, with no sign of
+    it in the reply: refused, and set back to all digits by configure."""
+    k, emulator = _sourcing_2_v(bench)
+    emulator.handle(b":FORM:ASC:PREC 3")
+    with pytest.raises(DeviceError, match=r"the instrument has its ASCII precision at 3 digits, not automatic \(0\) "
+                                          "as this driver left it"):
+        k.measure()
+    k.configure("voltage", 10e-3)
+    assert emulator.ascii_precision == 0
+    assert k.measure().current_a[0] == pytest.approx(2e-3)
+
+
 def test_emulated_source_function_another_program_changed_leaves_nothing_to_source_until_configured(
         bench: Bench) -> None:
     k, emulator = _sourcing_2_v(bench)
@@ -1287,7 +1302,8 @@ def test_a_reply_to_the_state_read_with_a_reading_that_is_not_its_six_fields_is_
         k.configure("voltage", 1e-3)
         with pytest.raises(DeviceError, match=r"replies '0' to ':SOUR:VOLT:ILIM:TRIP\?;:OUTP\?;.*' after a reading "
                                               r"are not the output state, the source function, its level and limit, "
-                                              r"the measure function, its relative offset and math states"):
+                                              r"the measure function, its relative offset and math states and the "
+                                              r"ASCII precision"):
             k.measure()
 
 
