@@ -3,22 +3,22 @@
 Each channel is either a DC source (``FUNC DC``, level set by ``VOLT:OFFS``) or plays an uploaded arbitrary waveform
 once per trigger (``FUNC ARB`` in triggered burst mode with ``TRIG:SOUR BUS``, started by ``*TRG``), holding its first
 point between bursts; `play` returns once the burst has ended (``*OPC?``), so that no later command cuts it short, and
-refuses it where a channel's output state, function or offset, read in the same message, is not as the driver left it.
-Loading a waveform waits for the upload (``*OPC?``) and resets what a previous user may have left that changes what the
-armed arb outputs: point advance, burst phase, output polarity, trigger delay. On a two-channel model, `connect`
-switches off the channel coupling a previous user may have left (frequency, amplitude, sample rate, tracking,
-combining), refusing to connect if an output is on; it refuses to connect, too, where a channel's voltage limits are on
-(``VOLT:LIM:STAT``: the instrument then takes no ``OUTP:LOAD``, and would hold levels inside them). A waveform is scaled
-about its first point whenever the instrument's range allows: an armed arb then idles at its offset, so switching
-between DC and the arb moves nothing, and the arb is selected at the smallest amplitude with burst armed in the same
-message, so it never runs free at its own. A waveform the range cannot hold about its first point is scaled about its
-centre; it loads only with the output off, which stays off until the channel is set to DC or given a waveform scaled
-about its first point (the way back to DC passes through the centre). So does a channel found playing an arb at connect.
-The 33600A takes waveforms of 32 points or more (`waveform_points`, set at connect), the 33500B of 8 or more. Voltages
-are those across the load named by ``load_ohm``: the instrument has a 50 Ω source impedance and an open-circuit range of
-±10 V, so into a load R it can reach ±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into high impedance). ``OUTP:LOAD`` is sent
-at connect for every channel so that the instrument scales its settings with the same load as the driver's limits. Every
-group of settings is followed by an error-queue check.
+refuses it where a channel's output state, function or offset, or a played arb's amplitude or sample rate, read in the
+same message, is not as the driver left it. Loading a waveform waits for the upload (``*OPC?``) and resets what a
+previous user may have left that changes what the armed arb outputs: point advance, burst phase, output polarity,
+trigger delay. On a two-channel model, `connect` switches off the channel coupling a previous user may have left
+(frequency, amplitude, sample rate, tracking, combining), refusing to connect if an output is on; it refuses to connect,
+too, where a channel's voltage limits are on (``VOLT:LIM:STAT``: the instrument then takes no ``OUTP:LOAD``, and would
+hold levels inside them). A waveform is scaled about its first point whenever the instrument's range allows: an armed
+arb then idles at its offset, so switching between DC and the arb moves nothing, and the arb is selected at the smallest
+amplitude with burst armed in the same message, so it never runs free at its own. A waveform the range cannot hold about
+its first point is scaled about its centre; it loads only with the output off, which stays off until the channel is set
+to DC or given a waveform scaled about its first point (the way back to DC passes through the centre). So does a channel
+found playing an arb at connect. The 33600A takes waveforms of 32 points or more (`waveform_points`, set at connect),
+the 33500B of 8 or more. Voltages are those across the load named by ``load_ohm``: the instrument has a 50 Ω source
+impedance and an open-circuit range of ±10 V, so into a load R it can reach ±10·R/(R + 50) V (±5 V into 50 Ω, ±10 V into
+high impedance). ``OUTP:LOAD`` is sent at connect for every channel so that the instrument scales its settings with the
+same load as the driver's limits. Every group of settings is followed by an error-queue check.
 
 Commands follow the Keysight 33500B/33600A programming reference, sent in their short forms.
 """
@@ -132,6 +132,8 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         #: Channels whose arb may idle away from its offset: scaled about its centre here, or found at connect.
         self.centred: set[int] = set()
         self.sample_rate_hz: dict[int, float] = {}
+        #: Each armed arb's amplitude (Vpp, as sent), which a burst's end reads back with its sample rate.
+        self.amplitude_vpp: dict[int, float] = {}
         super().__init__(transport, **common)
 
     def hardware_limits(self) -> dict[str, Limit]:
@@ -151,6 +153,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         self.function.clear()
         self.centred.clear()
         self.sample_rate_hz.clear()
+        self.amplitude_vpp.clear()
         self._refuse_voltage_limits()
         self.write("FORM:BORD SWAP")
         load = "INF" if self.load_ohm is None else _num(self.load_ohm)
@@ -259,6 +262,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         if self.function.get(channel) != "DC":
             self.function[channel] = None
             self.waveform_samples.pop(channel, None)
+            self.amplitude_vpp.pop(channel, None)
             self.write(f"SOUR{channel}:FUNC DC;:{offset}")
         else:
             self.write(offset)
@@ -317,6 +321,7 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
         if about_first:
             self.centred.discard(channel)
         self.sample_rate_hz[channel] = sample_rate_hz
+        self.amplitude_vpp[channel] = float(_num(amplitude))
 
     def _play_hw(self, channels: list[int]) -> None:
         """``*TRG`` when every channel not at DC plays (they start together), else ``TRIGn`` per channel: ``*TRG``
@@ -335,7 +340,11 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
                 self.write(f"TRIG{channel}")
         self.clock.sleep(duration_s)
         what = f"the burst on channel(s) {names}"
-        changed = self._take_state(self.wait_complete(PLAY_MARGIN_S, what, then=self._state_query()), what)
+        arbs = [n for n in channels if self.function.get(n) == "ARB" and n in self.amplitude_vpp]
+        replies = self.wait_complete(PLAY_MARGIN_S, what, then=";".join([self._state_query(),
+                                                                          *map(self._arb_query, arbs)]))
+        state = 3 * self.n_channels
+        changed = self._take_state(replies[:state], what) + self._arb_changes(arbs, replies[state:], what)
         if changed:  # the generator's output protection, its front panel, another program or a restart
             raise self.changed_unseen(changed, what)
         self.check_errors(f"triggering channel(s) {names}")
@@ -343,6 +352,39 @@ class Keysight33500B(ScpiDriver, AnalogOutput):
     def _state_query(self) -> str:
         """The queries of every channel's output state, function and offset, to send in one message."""
         return ";".join(f":OUTP{n}?;:SOUR{n}:FUNC?;:SOUR{n}:VOLT:OFFS?" for n in self.channels)
+
+    @staticmethod
+    def _arb_query(channel: int) -> str:
+        """The queries of an arb channel's amplitude (Vpp) and sample rate, which scale and time what it plays."""
+        return f":SOUR{channel}:VOLT?;:SOUR{channel}:FUNC:ARB:SRAT?"
+
+    def _arb_changes(self, channels: list[int], replies: list[str], what: str) -> list[str]:
+        """What differs between the amplitude and sample rate of each arb of ``channels`` (the replies to
+        `_arb_query`, read after ``what``) and those it was armed with (the front panel or another program rescaled or
+        retimed what the burst played), each as ``"channel <n> <setting> <held>, not <set>"``; a channel found changed
+        has no waveform until one is loaded again, which sets both anew. One no longer playing an arb (`_take_state`
+        found its function changed) is passed over."""
+        changed = []
+        for channel, (amplitude, rate) in zip(channels, zip(*[iter(replies)] * 2, strict=True), strict=True):
+            if self.function.get(channel) != "ARB":
+                continue
+            try:
+                amplitude_vpp, rate_hz = float(amplitude), float(rate)
+            except ValueError:
+                raise self.unexpected_reply(f"replies {excerpt(';'.join(replies))} after {what} are not each arb's "
+                                            "amplitude and sample rate") from None
+            found = []
+            if not math.isclose(amplitude_vpp, self.amplitude_vpp[channel], rel_tol=1e-4):
+                found.append(f"channel {channel} amplitude {amplitude_vpp:g} Vpp, not "
+                             f"{self.amplitude_vpp[channel]:g} Vpp")
+            if not math.isclose(rate_hz, self.sample_rate_hz[channel], rel_tol=1e-6):
+                found.append(f"channel {channel} sample rate {rate_hz:g} Sa/s, not "
+                             f"{self.sample_rate_hz[channel]:g} Sa/s")
+            if found:
+                self.waveform_samples.pop(channel, None)
+                self.amplitude_vpp.pop(channel, None)
+            changed += found
+        return changed
 
     def _read_outputs_hw(self) -> None:
         """Before the safe state, the state `_state_query` reads, taken as the present one (`_take_state`), so that

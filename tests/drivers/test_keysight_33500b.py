@@ -88,11 +88,13 @@ def uploading(channel: int, data: np.ndarray, rate: bytes, offset: bytes,
             (source + b"VOLT " + smallest, None), (source + b"VOLT:OFFS " + offset, None), ERRORS_CHECKED]
 
 
-def burst_ended(*channels: bytes) -> tuple[bytes, bytes]:
+def burst_ended(*channels: bytes, arbs: tuple[tuple[int, bytes, bytes], ...] = ()) -> tuple[bytes, bytes]:
     """``*OPC?`` confirming a burst's end, with each channel's output state, function and offset read in the same
-    message; ``channels`` are their replies (``b"0;ARB;-1"``: off, playing an arb, about -1 V)."""
+    message, then the amplitude and sample rate of each channel the burst played; ``channels`` are the first replies
+    (``b"0;ARB;-1"``: off, playing an arb, about -1 V), ``arbs`` the others (channel, Vpp, Sa/s)."""
     queries = b";".join(b":OUTP%d?;:SOUR%d:FUNC?;:SOUR%d:VOLT:OFFS?" % (n, n, n) for n in range(1, len(channels) + 1))
-    return (b"*OPC?;" + queries, b";".join([b"1", *channels]))
+    queries += b"".join(b";:SOUR%d:VOLT?;:SOUR%d:FUNC:ARB:SRAT?" % (n, n) for n, _, _ in arbs)
+    return (b"*OPC?;" + queries, b";".join([b"1", *channels, *(reply for _, *replies in arbs for reply in replies)]))
 
 
 def outputs_read(*channels: bytes) -> tuple[bytes, bytes]:
@@ -102,7 +104,7 @@ def outputs_read(*channels: bytes) -> tuple[bytes, bytes]:
 
 
 #: Both channels off, each holding an arb about -1 V, as `_loaded` leaves them.
-BOTH_LOADED = burst_ended(b"0;ARB;-1", b"0;ARB;-1")
+BOTH_LOADED = burst_ended(b"0;ARB;-1", b"0;ARB;-1", arbs=((1, b"4", b"1000"), (2, b"4", b"1000")))
 
 
 def arming(channel: int, amplitude: bytes) -> list[tuple[bytes, bytes | None]]:
@@ -420,7 +422,8 @@ def test_play_every_loaded_channel_with_one_bus_trigger_or_one_channel_alone_and
     longer = np.linspace(-1, 1, 4000)
     exchanges = [*connected(), *_loaded(1), *_loaded(2), (b"*TRG", None), BOTH_LOADED, ERRORS_CHECKED,
                  *uploading(2, ((longer + 1) / 2).astype(np.float32), b"100000", b"-1"), *arming(2, b"4"),
-                 (b"TRIG2", None), BOTH_LOADED, ERRORS_CHECKED]
+                 (b"TRIG2", None), burst_ended(b"0;ARB;-1", b"0;ARB;-1", arbs=((2, b"4", b"100000"),)),
+                 ERRORS_CHECKED]
     transport, clock = PatienceRecorded(exchanges), VirtualClock()
     inst = Keysight33500B(transport, clock=clock)
     inst.connect()
@@ -642,6 +645,28 @@ def test_emulated_output_the_generator_switched_off_itself_is_no_play(playing):
     assert [(state.output_on, state.offset_v) for state in emulator.channels.values()] == [(False, 0.0)] * 2
 
 
+@pytest.mark.parametrize(("command", "said"), [
+    (b"SOUR1:VOLT 0.2", r"channel 1 amplitude 0\.2 Vpp, not 1 Vpp"),
+    (b"SOUR1:FUNC:ARB:SRAT 20000", r"channel 1 sample rate 20000 Sa/s, not 10000 Sa/s"),
+])
+def test_emulated_arb_the_front_panel_rescaled_or_retimed_is_no_play_until_loaded_again(playing, command, said):
+    """The front panel's amplitude or sample-rate knob (or another program) changes what the armed arb plays, with
+    its output, function and offset as they were: a reader records the device under another drive, which must not be
+    taken as data. The channel has no waveform until one is loaded again, which sets both anew (after the safe state,
+    as after any failed play: the level is then unknown)."""
+    inst, emulator = playing
+    assert _ask(emulator, command) is None
+    with pytest.raises(DeviceError, match=rf"after the burst on channel\(s\) 1 the instrument has {said} as this "
+                                          "driver left it"):
+        inst.play([1])
+    with pytest.raises(DeviceError, match="no waveform loaded on channel 1"):
+        inst.play([1])
+    inst.safe_state()
+    inst.load_waveform(1, np.linspace(0.5, 1.0, 16), 1e4)
+    inst.play([1])
+    assert (emulator.channels[1].amplitude_vpp, emulator.channels[1].sample_rate_hz) == pytest.approx((1.0, 1e4))
+
+
 def test_emulated_level_another_program_set_is_no_play_and_the_safe_state_ramps_from_it(playing):
     """Another program (or the front panel) sets the gate to 4.5 V: the play is refused, and the safe state ramps
     the gate down from 4.5 V in steps of max_step (1 V), not from the 2 V the driver set, which would step 4.5 V to
@@ -689,13 +714,13 @@ def test_emulated_restart_on_a_link_that_outlives_it_is_no_play(playing):
 def test_a_reply_to_the_state_read_at_a_bursts_end_that_is_not_each_channels_is_a_device_error():
     exchanges = [*connected(), *_loaded(1), *_loaded(2), (b"*TRG", None), (BOTH_LOADED[0], b"1;0;ARB;-1;0;ARB"),
                  (b"*TRG", None), (b"*ESE 1;*ESE?;*IDN?", b"1;" + IDN), (b"*ESE 0", None),
-                 (BOTH_LOADED[0], b"1;0;ARB;-1;0;XYZ;-1")]
+                 (BOTH_LOADED[0], b"1;0;ARB;-1;0;XYZ;-1;4;1000;4;1000")]
     with expected_protocol(lambda transport: Keysight33500B(transport, clock=VirtualClock()), exchanges) as inst:
         inst.connect()
         inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)
         inst.load_waveform(2, np.linspace(-1, 1, 8), 1000)
         with pytest.raises(DeviceError, match=r"reply '1;0;ARB;-1;0;ARB' to '\*OPC\?;:OUTP1\?;.*' after the burst "
-                                              r"on channel\(s\) 1, 2 is not 1 and 6 replies"):
+                                              r"on channel\(s\) 1, 2 is not 1 and 10 replies"):
             inst.play()
         with pytest.raises(DeviceError, match=r"replies '0;ARB;-1;0;XYZ;-1' after the burst on channel\(s\) 1, 2 are "
                                               r"not each channel's output state, function and offset"):
@@ -1176,7 +1201,8 @@ def test_play_of_bursts_of_different_lengths_waits_for_the_longest():
     its margin covers latency and not the rest of a burst still playing."""
     longer = np.linspace(-1, 1, 4000)
     exchanges = [*connected(), *_loaded(1), *uploading(2, ((longer + 1) / 2).astype(np.float32), b"100000", b"-1"),
-                 *arming(2, b"4"), (b"*TRG", None), BOTH_LOADED, ERRORS_CHECKED]
+                 *arming(2, b"4"), (b"*TRG", None),
+                 burst_ended(b"0;ARB;-1", b"0;ARB;-1", arbs=((1, b"4", b"1000"), (2, b"4", b"100000"))), ERRORS_CHECKED]
     with expected_protocol(lambda transport: Keysight33500B(transport, clock=VirtualClock()), exchanges) as inst:
         inst.connect()
         inst.load_waveform(1, np.linspace(-1, 1, 8), 1000)  # 8 ms
