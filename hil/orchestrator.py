@@ -870,18 +870,15 @@ def _caused_by(error: BaseException | None, kinds: tuple[type[BaseException], ..
     return False
 
 
-def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed: bool,
+def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, discarded: int = 0,
            started_in: str | None = None) -> None:
     """Prepare ``run``, put its lab in the safe state (a resumed run's too: a kill leaves a bench sourcing, and a
     working point set up on a live output is refused, or rides on it), and resume it from ``saved``, or start it: the
     bench's snapshot, run_started and the first checkpoint (on disk before any step measures anything; see the module
-    docstring). A resumed run's log is rewound to ``saved`` (to its start where there is none) first, so that what this
-    attempt logs stays in it. ``started_in``: the folder its lab was read from (`_started_in`), which run_started
-    records again where the rewind discarded it; otherwise the working directory."""
+    docstring). A resumed run's log was rewound before its instruments connected (`_rewind`): ``discarded``, the lines
+    that moved. ``started_in``: the folder its lab was read from (`_started_in`), which run_started records again where
+    the rewind discarded it; otherwise the working directory."""
     store, lab, protocol = run.store, run.lab, run.protocol
-    discarded = 0
-    if resumed:  # before anything this attempt logs (a warning while it prepares) joins the unfinished part
-        discarded = store.rewind_events(int(saved["next_seq"]) if saved is not None else 1)
     run.prepare(data)
     lab.safe_state()  # a resume too: a bench that a kill left sourcing is set up again from its safe state
     if saved is not None:
@@ -896,6 +893,14 @@ def _start(run: Run, data: Dataset | None, saved: dict[str, Any] | None, resumed
                 versions=run.versions(), working_directory=started_in or str(Path.cwd()))
     run.checkpoint()
     store.wait_for_checkpoint()
+
+
+def _rewind(store: RunStore, saved: dict[str, Any] | None) -> int:
+    """Rewind a resumed run's log to the checkpoint ``saved`` (to its start where there is none), before its
+    instruments connect (a minute, on a bench) and before anything this attempt logs (a warning while it prepares):
+    the attempt's log then holds what it logs alone, and no ending of the attempt before, so hil runs lists the run as
+    running while it connects, and a failure to connect ends the log on its own. Returns how many lines moved."""
+    return store.rewind_events(int(saved["next_seq"]) if saved is not None else 1)
 
 
 def _stopped_at_once(store: RunStore, stop: KeyboardInterrupt, unnamed: str) -> Interrupted:
@@ -1107,7 +1112,10 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
         store = created
     ending: BaseException | None = None  # what ended the run, said before a failure to close its folder
     try:
+        discarded = 0
         try:
+            if resume is not None:
+                discarded = _rewind(store, saved)
             opened = lab.open(instruments_used(protocol, lab))  # closes what it opened if it fails
         except KeyboardInterrupt as stop:  # as a bench's instruments connect (a minute, maybe): no stop flag yet, so
             raise _stopped_at_once(store, stop, "a Ctrl-C") from None  # a first Ctrl-C stops at once, recorded
@@ -1120,7 +1128,7 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             run = Run(protocol, lab, store, document, show_progress)
             try:  # from here a first Ctrl-C stops the run at execute's first safe point, after saving
                 with run.stop.installed(), _warnings_logged(store):
-                    _start(run, data, saved, resume is not None, started_in)
+                    _start(run, data, saved, discarded, started_in)
                     run.execute()
             except Interrupted:
                 raise

@@ -2486,6 +2486,63 @@ def test_a_new_run_whose_instrument_is_off_records_why_and_resumes_once_it_is_on
         assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
 
 
+def test_a_resume_whose_instrument_is_still_off_is_listed_as_running_as_it_connects_and_logs_its_failure_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed run rewound its log only once its instruments were connected (a bench's may take a minute): hil runs
+    listed it meanwhile as its attempt before had ended ('failed in collect'), and a resume that failed to connect (the
+    instrument still off) appended its run_failed to that attempt's ending, which the report joined with '; then', as
+    one attempt's failure followed by a failed safe state. The log is rewound before the instruments connect."""
+    from hil.lab import Lab
+    from hil.orchestrator import Run
+    from hil.report import write_report
+    from simulators.emulators.keithley2450 import Keithley2450Emulator
+    from simulators.emulators.server import TcpServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    protocol = write_probe_protocol(tmp_path)
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(lab.read_text().replace("  smu:\n    driver: keithley_2450\n    emulate:\n      load_ohm: 1000\n",
+                                           f'  smu:\n    driver: keithley_2450\n    resource: "TCPIP::127.0.0.1::{port}'
+                                           '::SOCKET"\n    timeout_s: 1\n'))
+    server = TcpServer(Keithley2450Emulator(load_ohm=1000), port=port).start()
+    collect = Run.collect
+
+    def switched_off(self: Run) -> None:
+        server.stop()
+        collect(self)
+
+    monkeypatch.setattr(Run, "collect", switched_off)
+    with pytest.raises(HilError, match=r"^smu \(TCPIP::"):
+        run_protocol(protocol, show_progress=False)
+    monkeypatch.setattr(Run, "collect", collect)
+    [run] = (tmp_path / "runs").iterdir()
+    assert [r["status"] for r in list_runs(tmp_path / "runs")] == ["failed in collect"]
+    listed = []
+    opened = Lab.open
+
+    def watched(self: Lab, *args: Any, **kwargs: Any) -> Lab:
+        listed.append(list_runs(tmp_path / "runs")[0]["status"])  # hil runs in another shell, as it connects
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Lab, "open", watched)
+    with pytest.raises(HilError, match=r"^smu \(TCPIP::127\.0\.0\.1::\d+::SOCKET\): connection failed during 'open'"):
+        run_protocol(resume=run, show_progress=False)
+    assert listed == ["running"]
+    store = RunStore.open(run)
+    try:
+        ending = [e for e in store.events() if e["kind"] == "run_failed"]
+        assert len(ending) == 1 and "connection failed during 'open'" in ending[0]["error"]
+        discarded = [json.loads(line) for line in (run / "events.discarded.jsonl").read_text().splitlines()]
+        assert [e.get("step") for e in discarded if e["kind"] == "run_failed"] == ["collect", None]
+        assert "; then" not in write_report(store).read_text()
+    finally:
+        store.close()
+    with TcpServer(Keithley2450Emulator(load_ohm=1000), port=port):  # switched on: the run goes on to its end
+        assert run_protocol(resume=run, show_progress=False).events()[-1]["kind"] == "run_finished"
+
+
 def refuse_run_failed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The disk refuses the run_failed event (full), and takes the others."""
     event = RunStore.event
