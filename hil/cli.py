@@ -219,7 +219,7 @@ def _report(args: argparse.Namespace) -> int:
     from hil.store import RunStore
 
     try:
-        store = RunStore.open(args.run)
+        store = RunStore.open(args.run, reporting=True)
     except (RunHeld, WriteRefused, NoLocks) as refused:  # a run going on (it writes its report as it ends), a folder
         # this user cannot write (another user's run, a read-only copy), or one hil cannot lock: its summary, read only
         store = RunStore.open(args.run, watch=True)

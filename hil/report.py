@@ -39,7 +39,7 @@ from hil.store import (
     RunStore,
     ending_events,
     failed_step,
-    held,
+    held_by_a_run,
     local_time,
     parse_event,
     recorded_start,
@@ -411,7 +411,7 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
     """Sentences for a run that failed, was stopped, or stopped before it finished (killed: its log ends without
     saying how), with the test figures of its last epoch where it has no evaluation, and for a run resumed from a
     checkpoint (none for a run that went straight through). ``damaged``: the log has damaged lines, which a resume
-    refuses until they are repaired; ``running``: another process has the run open (it is running, or being reported);
+    refuses until they are repaired; ``running``: another process runs it (`held_by_a_run`), not one writing its report;
     ``reporting``: the run writes its own report, its last step, whose log ends with its evaluation."""
     last = events[-1] if events else {"kind": "none"}
     before = "" if evaluated else " before its evaluation"
@@ -649,7 +649,7 @@ def _summary(store: RunStore, wall_s: float | None, draw: bool = True) -> str:
     reporting = wall_s is not None  # the run writes its own report (`write_report`)
     events, damaged = store.readable_events()
     # another process has it open: not a folder read only because this user cannot write it (a run killed, copied)
-    running = store.watching and not _ended(events) and held(store.path)
+    running = store.watching and not _ended(events) and held_by_a_run(store.path)
     damaged_note = _damaged_note(store, damaged)
     plots = []
     if draw:

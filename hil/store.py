@@ -11,7 +11,8 @@
       twin/                the fitted twin (state dict + spec)
       checkpoint.pt        the latest checkpoint (atomically replaced, written in the background, checksummed)
       report/              plots (PNG) and summary.md
-      .lock                held by the one process that has the run open
+      .lock                held by the one process that has the run open: its pid, then ``report`` where it writes
+                           the run's report only (``hil report``)
 
 Every file other than the event log is written to a temporary name and renamed into place, so a reader (or a resumed
 run) sees either the old or the new version, never half of one. The event log is appended line by line; a last line
@@ -295,13 +296,14 @@ def _restore_non_finite(event: dict[str, Any]) -> None:
 
 class RunStore:
     """One run folder. Create with `create`, reopen (e.g. to resume or report) with `open`; ``watch``: read it only,
-    without its lock, while another process has it open (`RunHeld`): such a store writes nothing."""
+    without its lock, while another process has it open (`RunHeld`): such a store writes nothing; ``reporting``: its
+    lock taken to write the run's report only, which `held_by_a_run` tells from a run going on."""
 
-    def __init__(self, path: Path, *, watch: bool = False):
+    def __init__(self, path: Path, *, watch: bool = False, reporting: bool = False):
         self.path = path
         #: SHA-256 (hex) of each file `save_arrays` wrote in this session, by relative path.
         self.digests: dict[str, str] = {}
-        self._lock = None if watch else _hold(path)
+        self._lock = None if watch else _hold(path, reporting)
         self._events: Any = None
         try:  # a damaged log is opened (a report reads around its damage); what needs it whole refuses it
             entries, self._torn, self._damaged = _scan_events(path / EVENTS)
@@ -356,9 +358,9 @@ class RunStore:
                           "or output.name", field="output.root")
 
     @classmethod
-    def open(cls, path: str | Path, *, watch: bool = False) -> RunStore:
+    def open(cls, path: str | Path, *, watch: bool = False, reporting: bool = False) -> RunStore:
         """The run folder ``path``, its lock taken (a `RunHeld` if another process has it); ``watch``: read only,
-        without the lock."""
+        without the lock; ``reporting``: the lock taken to write the run's report only (`held_by_a_run`)."""
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path}: no such folder; hil runs lists the runs (--root FOLDER)")
@@ -374,7 +376,7 @@ class RunStore:
                 raise RunFileError(f"{path / EVENTS}: missing (the run folder holds its protocol.yaml, written after "
                                    "it); nothing was changed: restore it from a backup, or start a new run")
             raise ConfigError(f"{path} is not a run folder (no {EVENTS})")
-        return cls(path, watch=watch)
+        return cls(path, watch=watch, reporting=reporting)
 
     @property
     def watching(self) -> bool:
@@ -751,12 +753,28 @@ def held(path: Path) -> bool:
         return False
 
 
+#: What follows the pid in a run folder's lock file held to write the run's report only (`hil report`).
+REPORTING = "report"
+
+
+def _lock_words(path: Path) -> list[str]:
+    """The words of the lock file of run folder ``path`` (the last process that took it): its pid, then `REPORTING`
+    where it only wrote the run's report; [] if none."""
+    try:
+        return (path / LOCK).read_bytes().decode("ascii", "replace").split()
+    except OSError:
+        return []
+
+
 def _holder(path: Path) -> str:
     """The pid the lock file of run folder ``path`` names (the last process that took it); "?" if none."""
-    try:
-        return (path / LOCK).read_bytes().decode("ascii", "replace").strip() or "?"
-    except OSError:
-        return "?"
+    return next(iter(_lock_words(path)), "?")
+
+
+def held_by_a_run(path: Path) -> bool:
+    """Whether a run is going on in the run folder ``path``: a process holds it open (`held`) to run it, not to write
+    its report (``hil report`` of a run killed or failed, which changes nothing of how the run ended)."""
+    return held(path) and _lock_words(path)[1:2] != [REPORTING]
 
 
 def _held_by_another(path: Path) -> RunHeld:
@@ -784,9 +802,9 @@ def _only_looked_at(handle: Any) -> bool:
     return True
 
 
-def _hold(path: Path) -> Any:
+def _hold(path: Path, reporting: bool = False) -> Any:
     """The run folder's lock, held until the returned file is let go (`_let_go`); a run another process holds is an
-    error naming that process."""
+    error naming that process. The lock file says the pid, and `REPORTING` after it where ``reporting``."""
     _plain(path / LOCK)
     try:
         with _writing(path / LOCK):
@@ -817,7 +835,7 @@ def _hold(path: Path) -> Any:
     try:  # a full disk refuses the pid (an OSError naming no file, which read as standard output's)
         with _writing(path / LOCK):
             handle.truncate(0)
-            handle.write(f"{os.getpid()}\n".encode())
+            handle.write(f"{os.getpid()}{' ' + REPORTING if reporting else ''}\n".encode())
             handle.flush()
     except BaseException:
         with contextlib.suppress(OSError):
@@ -915,7 +933,7 @@ def failed_step(events: list[dict[str, Any]]) -> str | None:
 def list_runs(parent: str | Path) -> list[dict[str, Any]]:
     """Summaries of the runs under ``parent``, newest first: folder, protocol, status, last figures. A run that
     failed in a step is "failed in" that step (`failed_step`: "failed in train"). A run without an ending is
-    "running" while a process holds it open, "incomplete" otherwise (killed, or crashed). A run whose
+    "running" while a process runs it (`held_by_a_run`), "incomplete" otherwise (killed, or crashed). A run whose
     log has a damaged line is listed (from its readable events) with the status "damaged log", one whose log
     cannot be read at all as "unreadable log", one that lost it (its ``protocol.yaml`` is there) as "log lost", and a
     folder named as a run's (`RUN_FOLDER_NAME`) that cannot be read as "unreadable folder"; a run that ended before
@@ -950,7 +968,7 @@ def list_runs(parent: str | Path) -> list[dict[str, Any]]:
             "status": "damaged log" if damaged else {
                 "run_finished": "finished", "run_failed": f"failed in {step}" if step else "failed",
                 "run_interrupted": "interrupted"}.get(finished["kind"], "?") if finished else
-            "running" if held(path.parent) else "incomplete",
+            "running" if held_by_a_run(path.parent) else "incomplete",
             "device_accuracy": evaluation.get("device_accuracy"),
             "events": len(events),
         })

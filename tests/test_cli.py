@@ -967,6 +967,36 @@ def _reportable_run(parent: Path, name: str = "r") -> Path:
     return store.path
 
 
+def test_a_killed_run_being_reported_is_listed_and_summarised_as_killed_not_as_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hil report holds a run folder's lock while it writes the report (its plots: seconds): hil runs listed a killed
+    run as 'running' meanwhile, and a report of it from another shell said 'The run has not ended: another hil process
+    has it open'. A report's lock says it is a report's."""
+    import hil.report
+    from hil.store import RunStore, list_runs
+
+    store = RunStore.create(tmp_path, "killed")
+    store.event("run_started", protocol="killed", method="pat", system="crossbar", seed=0)
+    store.close()  # as a kill -9 leaves it: no ending
+    seen: list[Any] = []
+    write_report = hil.report.write_report
+
+    def watched(reporting: RunStore) -> Path:
+        seen.append([run["status"] for run in list_runs(tmp_path)])  # hil runs in another shell, meanwhile
+        watching = RunStore.open(reporting.path, watch=True)  # hil report in another shell, refused the lock
+        try:
+            seen.append(hil.report.live_summary(watching))
+        finally:
+            watching.close()
+        return write_report(reporting)
+
+    monkeypatch.setattr(hil.report, "write_report", watched)
+    assert main(["report", str(store.path)]) == 0
+    assert seen[0] == ["incomplete"]
+    assert "has not ended" not in seen[1] and "**The run stopped before its evaluation**" in seen[1]
+    assert [run["status"] for run in list_runs(tmp_path)] == ["incomplete"]
+
+
 def test_the_learning_curves_plot_what_the_events_say(tmp_path: Path) -> None:
     from hil.report import _learning_curves
     from hil.store import RunStore

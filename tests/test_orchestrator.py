@@ -701,7 +701,7 @@ def test_a_reused_run_is_read_without_taking_its_lock(finished_run: Path, tmp_pa
     source = copy_of(finished_run, tmp_path / "source")
     locked: list[Path] = []
     hold = store_module._hold
-    monkeypatch.setattr(store_module, "_hold", lambda path: locked.append(Path(path)) or hold(path))
+    monkeypatch.setattr(store_module, "_hold", lambda path, *rest: locked.append(Path(path)) or hold(path, *rest))
     protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
     store = run_protocol(protocol, show_progress=False, output_root=tmp_path / "runs")
     assert locked == [store.path]
