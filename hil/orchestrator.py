@@ -83,6 +83,7 @@ from hil.protocol import (
 from hil.store import (
     CHECKPOINT,
     EVENTS,
+    SAFE_STATE_FAILED,
     SUMMARY,
     RunStore,
     file_digests,
@@ -988,7 +989,7 @@ def _closing(lab: Lab, store: RunStore) -> Iterator[Lab]:
         try:
             lab.close()
         except Exception as failure:
-            unsafe = f"going to the safe state failed: {failure}"
+            unsafe = f"{SAFE_STATE_FAILED}{failure}"
             raise _and_then(cause, unsafe + _log_failure(store, unsafe, failure),
                             unsaid="; instruments were put in their safe state") from failure
         raise

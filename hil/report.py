@@ -419,8 +419,7 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
     note = ""
     if last["kind"] == "run_failed":  # its error says what to do; resuming may fail alike
         ending = ending_events(events)  # what ended the run, then (if it failed too) the safe state on the way out
-        errors = "; then ".join(str(e.get("error", "no error recorded")).rstrip(".") for e in ending
-                                if e["kind"] == "run_failed")
+        errors = _errors(ending)
         step = failed_step(events)
         where = f" in its {step} step{',' if before else ''}" if step else ""
         note = f" **The run was stopped{before}**{_stopped_by(ending[0])}; then {errors}." \
@@ -447,6 +446,7 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
     elif not _ended(events) and not reporting:  # killed in its report step: its figures are final, the run unfinished
         note = (f" **The run stopped after its evaluation, before it finished** (its last event: {last['kind']})"
                 f"{resume}.")
+    note += _earlier_ending(events)
     epoch = _last(events, "epoch")
     if not evaluated and _number(epoch.get("device_accuracy")) and isinstance(epoch.get("epoch"), int):
         twin = f" and {_figure(epoch['twin_accuracy'])} through the twin" if _number(epoch.get("twin_accuracy")) else ""
@@ -489,6 +489,27 @@ def _epochs(folder: Path) -> int | None:
     training = data.get("training") if isinstance(data, dict) else None
     epochs = training.get("epochs") if isinstance(training, dict) else None
     return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
+
+
+def _errors(ending: list[dict[str, Any]]) -> str:
+    """The errors of an ending's ``run_failed`` events (`ending_events`), the cause first, joined by "; then"."""
+    return "; then ".join(str(e.get("error", "no error recorded")).rstrip(".") for e in ending
+                          if e["kind"] == "run_failed")
+
+
+def _earlier_ending(events: list[dict[str, Any]]) -> str:
+    """A sentence for the ending of the attempt before the last one where the log holds it just before the last's
+    (`ending_events`: a resume that failed before it rewound the log), said apart so that it does not read as the
+    last attempt's failed safe state; "" where there is none."""
+    last = ending_events(events)
+    earlier = ending_events(events[:len(events) - len(last)]) if last else []
+    if not earlier:
+        return ""
+    errors = _errors(earlier)
+    if earlier[0]["kind"] == "run_interrupted":
+        return f" The attempt before it was stopped{_stopped_by(earlier[0])}{f'; then {errors}' if errors else ''}."
+    step = failed_step(events[:len(events) - len(last)])
+    return f" The attempt before it failed{f' in its {step} step' if step else ''}: {errors}."
 
 
 def _discarded(store: RunStore) -> tuple[int, int] | None:

@@ -912,15 +912,21 @@ def _protocol_name(folder: Path) -> Any:
     return recorded_start(folder).get("protocol", "?")
 
 
+#: How the error of a ``run_failed`` that says a failed safe state on the way out, after what ended the run, starts.
+SAFE_STATE_FAILED = "going to the safe state failed: "
+
+
 def ending_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The events that end a run's log and say how the run ended (``run_failed``, ``run_interrupted``): one, or the
-    cause followed by a failed safe state on the way out."""
-    count = 0
-    for event in reversed(events):
-        if event["kind"] not in ("run_failed", "run_interrupted"):
+    """The events that end a run's log and say how its last attempt ended (``run_failed``, ``run_interrupted``): one,
+    or the cause followed by a failed safe state on the way out (`SAFE_STATE_FAILED`). An ending just before the cause
+    is an earlier attempt's, which a resume that failed before it rewound the log left (a hil that rewound it only once
+    the instruments were connected, or a disk that refused the rewind)."""
+    start = len(events)
+    while start and events[start - 1]["kind"] in ("run_failed", "run_interrupted"):
+        start -= 1
+        if not str(events[start].get("error", "")).startswith(SAFE_STATE_FAILED):
             break
-        count += 1
-    return events[len(events) - count:]
+    return events[start:]
 
 
 def failed_step(events: list[dict[str, Any]]) -> str | None:

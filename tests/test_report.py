@@ -604,6 +604,35 @@ def test_a_run_whose_safe_state_failed_too_says_what_ended_it_first(tmp_path: Pa
     assert said in _summary(store)
 
 
+LOST = "smu (TCPIP::127.0.0.1::5025::SOCKET): the instrument closed the connection"
+REFUSED = "smu (TCPIP::127.0.0.1::5025::SOCKET): connection failed during 'open' ([Errno 111] Connection refused)"
+
+
+@pytest.mark.parametrize(("before", "said"), [
+    ([{"kind": "run_failed", "step": "train", "error": LOST}],
+     f"The attempt before it failed in its train step: {LOST}."),
+    ([{"kind": "run_failed", "step": "train", "error": LOST},
+      {"kind": "run_failed", "error": "going to the safe state failed: smu: no reply to ':OUTP OFF'"}],
+     f"The attempt before it failed in its train step: {LOST}; then going to the safe state failed: smu: no reply to "
+     "':OUTP OFF'."),
+    ([{"kind": "run_interrupted", "at_once": "SIGTERM"}], "The attempt before it was stopped at once by SIGTERM."),
+])
+def test_a_resume_that_failed_before_it_rewound_the_log_is_said_as_an_attempt_of_its_own(
+        tmp_path: Path, before: list[dict], said: str) -> None:
+    """A resume that failed as its instruments connected (hil rewound the log only after they were) appended its
+    run_failed to the ending of the attempt before: the report joined the two errors with "; then", as one attempt's
+    failure followed by a failed safe state, and hil runs listed the run as failed in the step of the attempt before."""
+    store = _run(tmp_path, finish=False)
+    for ending in before:
+        store.event(ending["kind"], **{key: value for key, value in ending.items() if key != "kind"})
+    store.event("run_failed", error=REFUSED, resume_once="the instrument is back")
+    assert [run["status"] for run in list_runs(tmp_path)] == ["failed"]
+    summary = _summary(store)
+    assert f"**The run failed before its evaluation**: {REFUSED}. The figures below are what it reached. Once the " \
+           "instrument is back, `hil run --resume" in summary
+    assert f"continues it from its last checkpoint. {said} After its last finished epoch" in summary
+
+
 @pytest.mark.parametrize("count", [1, 2])
 def test_the_summary_counts_the_warnings_a_run_logged_and_quotes_the_first(tmp_path: Path, count: int) -> None:
     """One warning is "1 warning", not "1 warnings"; of several, the one quoted is the first (the capture repeated

@@ -29,6 +29,7 @@ from hypothesis.extra import numpy as hnp
 from hil.errors import ConfigError, HilError, Terminated
 from hil.store import (
     CHECKPOINT_MAGIC,
+    SAFE_STATE_FAILED,
     RunFileError,
     RunStore,
     WriteRefused,
@@ -677,12 +678,13 @@ def test_a_run_is_finished_when_opened_only_if_its_log_ends_with_run_finished(tm
 def test_a_failed_run_is_listed_with_the_step_it_failed_in(tmp_path) -> None:
     """`hil runs` said "failed" of a run that failed at hour 3 of its training as of one refused an instrument as it
     started: the step is said where the run_failed names one, the cause's where a failed safe state followed it."""
-    endings = {"a": [{"step": "train"}], "b": [{"step": "collect"}, {}], "c": [{}]}
+    endings = {"a": [{"step": "train"}], "b": [{"step": "collect"}, {"error": f"{SAFE_STATE_FAILED}smu: no reply"}],
+               "c": [{}]}
     for name, failures in endings.items():
         store = RunStore.create(tmp_path, name)
         store.event("run_started", protocol=name)
         for fields in failures:
-            store.event("run_failed", error="smu: connection lost", **fields)
+            store.event("run_failed", **{"error": "smu: connection lost"} | fields)
         store.close()
     assert sorted((r["protocol"], r["status"]) for r in list_runs(tmp_path)) == [
         ("a", "failed in train"), ("b", "failed in collect"), ("c", "failed")]
