@@ -462,6 +462,10 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
         note += (f" It was resumed {times} from its last checkpoint" + (
             f"; {logged} that the stopped attempt{'s' if resumes > 1 else ''} logged after it "
             f"{'are' if discarded > 1 else 'is'} in `{DISCARDED}`, not here" if discarded else "") + ".")
+    elif (moved := _discarded(store)) and moved[0]:  # a resume that ended before it restored the run (its
+        # instruments off), or one that started the run over (it had no checkpoint)
+        logged = f"the {moved[0]} events" if moved[0] > 1 else "the event"
+        note += f" A resume moved {logged} of the attempt before it out of this log, to `{DISCARDED}`."
     if events and last["kind"] != "run_finished" and not running and not reporting:  # failed, stopped or killed:
         note += f" Its last event was logged at {local_time(last.get('time'))}."  # when it failed, or was killed
     return note

@@ -2536,7 +2536,8 @@ def test_a_resume_whose_instrument_is_still_off_is_listed_as_running_as_it_conne
         assert len(ending) == 1 and "connection failed during 'open'" in ending[0]["error"]
         discarded = [json.loads(line) for line in (run / "events.discarded.jsonl").read_text().splitlines()]
         assert [e.get("step") for e in discarded if e["kind"] == "run_failed"] == ["collect", None]
-        assert "; then" not in write_report(store).read_text()
+        summary = write_report(store).read_text()  # the attempt before said apart, where its events now are
+        assert "; then" not in summary and "of the attempt before it out of this log, to `events.discarded" in summary
     finally:
         store.close()
     with TcpServer(Keithley2450Emulator(load_ohm=1000), port=port):  # switched on: the run goes on to its end

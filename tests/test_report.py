@@ -2,6 +2,7 @@
 
 import datetime
 import io
+import json
 import math
 import os
 import subprocess
@@ -631,6 +632,22 @@ def test_a_resume_that_failed_before_it_rewound_the_log_is_said_as_an_attempt_of
     assert f"**The run failed before its evaluation**: {REFUSED}. The figures below are what it reached. Once the " \
            "instrument is back, `hil run --resume" in summary
     assert f"continues it from its last checkpoint. {said} After its last finished epoch" in summary
+
+
+@pytest.mark.parametrize("moved", [1, 3])
+def test_a_run_whose_resume_failed_before_it_restored_the_run_says_where_the_attempt_before_is(
+        tmp_path: Path, moved: int) -> None:
+    """A resume rewinds the log before its instruments connect: one that failed to connect (the instrument still off)
+    leaves its failure alone in the log, and the report said nothing of the attempt before it (its failure in its
+    train step), whose events the resume moved to events.discarded.jsonl: only a run_resumed event made it say so."""
+    store = _run(tmp_path, finish=False, run_failed={"error": REFUSED, "resume_once": "the instrument is back"})
+    before = [{"seq": 12 + index, "time": 0.0, "kind": "batch", "epoch": 2, "batch": index + 1, "loss": 0.3,
+               "accuracy": 0.5} for index in range(moved - 1)]
+    before.append({"seq": 11 + moved, "time": 0.0, "kind": "run_failed", "step": "train", "error": LOST})
+    (store.path / "events.discarded.jsonl").write_text("".join(json.dumps(event) + "\n" for event in before))
+    logged = f"the {moved} events" if moved > 1 else "the event"
+    assert (f"A resume moved {logged} of the attempt before it out of this log, to `events.discarded.jsonl`. Its last "
+            "event was logged at") in _summary(store)
 
 
 @pytest.mark.parametrize("count", [1, 2])
