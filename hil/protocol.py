@@ -24,7 +24,7 @@ from hil.errors import ConfigError, DeviceError, HilError, RunFileError, counted
 from hil.lab import Lab, reads_as
 from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
-from hil.store import RunStore, file_digests, held
+from hil.store import RunStore, file_digests, held_by_a_run
 from hil.systems.base import PhysicalSystem
 from hil.twin.collect import TwinData, held_out_count, mixed_seed, repeated_groups
 from hil.twin.models import DEFAULT_HIDDEN, TWIN_KINDS, build_twin, load_twin, saved_twin_spec
@@ -438,10 +438,10 @@ def check_from_run(protocol: Protocol, document: YamlDocument | None = None, res
         fix = "a resumed run reuses the run it started from: put it back, or start a new run" if resumed else \
             "name a run that finished its collect and fit_twin steps"
         raise locate(document, f"{source} has no {' and no '.join(missing)}; {fix}", ("twin", "from_run"))
-    if held(Path(source)):  # a run going on may be writing its twin (twin.json, then twin.pt) as it is read: said
-        # before calibrating, of a run, a resume or a report alike, which hil runs cannot tell apart
-        raise locate(document, f"{source} is open in another hil process (a run, a resume or a report of it); wait "
-                               f"for it to end{'' if resumed else ', or name another run'}", ("twin", "from_run"))
+    if held_by_a_run(Path(source)):  # a run going on may be writing its twin (twin.json, then twin.pt) as it is read:
+        # said before calibrating; a report of it writes its report alone, and is no reason to wait
+        raise locate(document, f"{source} is open in another hil process (a run or a resume of it); wait for it to "
+                               f"end{'' if resumed else ', or name another run'}", ("twin", "from_run"))
 
 
 def check_physics(protocol: Protocol, system: PhysicalSystem, document: YamlDocument | None = None) -> None:

@@ -721,10 +721,26 @@ def test_a_from_run_open_in_another_process_is_refused_before_a_run_starts(finis
         message = rf"^{re.escape(str(protocol))}:\d+: twin\.from_run: {re.escape(str(source))} is open in another hil "
         for attempt in (lambda: check_protocol(protocol),
                         lambda: run_protocol(protocol, show_progress=False, output_root=tmp_path / "runs")):
-            with pytest.raises(ConfigError, match=message + r"process \(a run, a resume or a report of it\); wait for "
-                                                             "it to end, or name another run$"):
+            with pytest.raises(ConfigError, match=message + r"process \(a run or a resume of it\); wait for it to end, "
+                                                             "or name another run$"):
                 attempt()
         assert not (tmp_path / "runs").exists()
+    finally:
+        holder.communicate("")
+
+
+def test_a_from_run_whose_report_another_process_writes_is_reused(finished_run: Path, tmp_path: Path) -> None:
+    """A run's report (``hil report`` of it) writes its report alone, not its twin or data: a run reusing them was
+    refused as if the run were going on."""
+    source = copy_of(finished_run, tmp_path / "reported")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from hil.store import RunStore; "
+                               f"s = RunStore.open({str(source)!r}, reporting=True); print('open', flush=True); "
+                               "sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
+        protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
+        check_protocol(protocol)
     finally:
         holder.communicate("")
 
