@@ -1055,6 +1055,19 @@ class CtrlCTransport(ProtocolTransport):
         return reply
 
 
+def _safe_state_interrupted(exchanges: list) -> tuple[Keysight33500B, KeyboardInterrupt]:
+    """A 33500B connected over ``exchanges`` (`CtrlCTransport`, whose ``CTRL_C`` reply is a Ctrl-C) and put in its
+    safe state, which raises the interrupt once every exchange is done: the driver, and the interrupt."""
+    transport = CtrlCTransport(exchanges)
+    transport.open()
+    inst = Keysight33500B(transport, clock=VirtualClock())
+    inst.connect()
+    with pytest.raises(KeyboardInterrupt) as caught:
+        inst.safe_state()
+    transport.assert_done()
+    return inst, caught.value
+
+
 def test_ctrl_c_while_the_safe_state_reads_old_errors_still_reaches_the_safe_state() -> None:
     """The safe state first reads errors left in the queue; a Ctrl-C (or SIGTERM) then, the second of an impatient
     user, must not stop the way: the output is ramped to 0 V and switched off, and the interrupt raised after."""
@@ -1063,13 +1076,7 @@ def test_ctrl_c_while_the_safe_state_reads_old_errors_still_reaches_the_safe_sta
                  (b"SOUR1:VOLT:OFFS 0", None),
                  (b"*ESE 1;*ESE?;*IDN?", b'+0,"No error"'), (None, b"1;" + AWG_IDN), (b"*ESE 0", None), AWG_OK,
                  (b"OUTP1 OFF", None), AWG_OK]
-    transport = CtrlCTransport(exchanges)
-    transport.open()
-    inst = Keysight33500B(transport, clock=VirtualClock())
-    inst.connect()
-    with pytest.raises(KeyboardInterrupt):
-        inst.safe_state()
-    transport.assert_done()
+    inst, _ = _safe_state_interrupted(exchanges)
     assert inst.level_v == {1: 0.0} and inst.output_on == {1: False}
 
 
@@ -1081,13 +1088,7 @@ def test_ctrl_c_while_the_safe_state_reads_the_outputs_still_reaches_the_safe_st
                  (b"SOUR1:VOLT:OFFS 0", None),
                  (b"*ESE 1;*ESE?;*IDN?", b"1;DC;+1.000000000000000E+00"), (None, b"1;" + AWG_IDN), (b"*ESE 0", None),
                  AWG_OK, (b"OUTP1 OFF", None), AWG_OK]
-    transport = CtrlCTransport(exchanges)
-    transport.open()
-    inst = Keysight33500B(transport, clock=VirtualClock())
-    inst.connect()
-    with pytest.raises(KeyboardInterrupt):
-        inst.safe_state()
-    transport.assert_done()
+    inst, _ = _safe_state_interrupted(exchanges)
     assert inst.level_v == {1: 0.0} and inst.output_on == {1: False}
 
 
@@ -1101,14 +1102,8 @@ def test_ctrl_c_while_reading_old_errors_stays_an_interrupt_when_the_way_to_the_
                  (b"*ESE 1;*ESE?;*IDN?", b'+0,"No error"'), (None, b"1;" + AWG_IDN), (b"*ESE 0", None),
                  (b"SYST:ERR?", b'-222,"Data out of range"'), AWG_OK,
                  (b"OUTP1 OFF", None), AWG_OK]
-    transport = CtrlCTransport(exchanges)
-    transport.open()
-    inst = Keysight33500B(transport, clock=VirtualClock())
-    inst.connect()
-    with pytest.raises(KeyboardInterrupt) as caught:
-        inst.safe_state()
-    transport.assert_done()
-    assert isinstance(caught.value.__cause__, DeviceError) and "-222 Data out of range" in str(caught.value.__cause__)
+    inst, interrupt = _safe_state_interrupted(exchanges)
+    assert isinstance(interrupt.__cause__, DeviceError) and "-222 Data out of range" in str(interrupt.__cause__)
     assert inst.level_v == {1: None} and inst.output_on == {1: False}
 
 

@@ -2475,14 +2475,10 @@ def test_a_resumed_run_sets_the_working_point_again_on_bench_instruments_only(tm
     assert PhysicalSystem.device_state_lost.__doc__
 
 
-def test_a_new_run_whose_instrument_is_off_records_why_and_resumes_once_it_is_on(tmp_path: Path) -> None:
-    """The 2450 is off when the run starts: connecting fails after the run folder is made. The folder was left with an
-    empty log, listed as 'incomplete' with nothing to say why; it records the failure as a run that failed while it
-    prepared does, and starts over on resume once the instrument answers."""
-    from simulators.emulators.keithley2450 import Keithley2450Emulator
-    from simulators.emulators.server import TcpServer
-
-    with socket.socket() as probe:  # a port where nothing listens, for now
+def _probe_protocol_with_its_smu_at_a_free_port(tmp_path: Path) -> tuple[Path, int]:
+    """`write_probe_protocol`, its lab's 2450 at a TCP port on 127.0.0.1 where nothing listens, for now (an instrument
+    switched off), with a 1 s timeout: the protocol, and the port an emulator started there switches it on at."""
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     protocol = write_probe_protocol(tmp_path)
@@ -2490,6 +2486,17 @@ def test_a_new_run_whose_instrument_is_off_records_why_and_resumes_once_it_is_on
     lab.write_text(lab.read_text().replace("  smu:\n    driver: keithley_2450\n    emulate:\n      load_ohm: 1000\n",
                                            f'  smu:\n    driver: keithley_2450\n    resource: "TCPIP::127.0.0.1::{port}'
                                            '::SOCKET"\n    timeout_s: 1\n'))
+    return protocol, port
+
+
+def test_a_new_run_whose_instrument_is_off_records_why_and_resumes_once_it_is_on(tmp_path: Path) -> None:
+    """The 2450 is off when the run starts: connecting fails after the run folder is made. The folder was left with an
+    empty log, listed as 'incomplete' with nothing to say why; it records the failure as a run that failed while it
+    prepared does, and starts over on resume once the instrument answers."""
+    from simulators.emulators.keithley2450 import Keithley2450Emulator
+    from simulators.emulators.server import TcpServer
+
+    protocol, port = _probe_protocol_with_its_smu_at_a_free_port(tmp_path)
     with pytest.raises(HilError, match=r"^smu \(TCPIP::127\.0\.0\.1::\d+::SOCKET\): connection failed during 'open'"):
         run_protocol(protocol, show_progress=False)
     [run] = (tmp_path / "runs").iterdir()
@@ -2514,14 +2521,7 @@ def test_a_resume_whose_instrument_is_still_off_is_listed_as_running_as_it_conne
     from simulators.emulators.keithley2450 import Keithley2450Emulator
     from simulators.emulators.server import TcpServer
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    protocol = write_probe_protocol(tmp_path)
-    lab = tmp_path / "lab.yaml"
-    lab.write_text(lab.read_text().replace("  smu:\n    driver: keithley_2450\n    emulate:\n      load_ohm: 1000\n",
-                                           f'  smu:\n    driver: keithley_2450\n    resource: "TCPIP::127.0.0.1::{port}'
-                                           '::SOCKET"\n    timeout_s: 1\n'))
+    protocol, port = _probe_protocol_with_its_smu_at_a_free_port(tmp_path)
     server = TcpServer(Keithley2450Emulator(load_ohm=1000), port=port).start()
     collect = Run.collect
 

@@ -667,6 +667,16 @@ def test_emulated_arb_the_front_panel_rescaled_or_retimed_is_no_play_until_loade
     assert (emulator.channels[1].amplitude_vpp, emulator.channels[1].sample_rate_hz) == pytest.approx((1.0, 1e4))
 
 
+def _safe_state_ramps_the_gate_down_from_4_5_v(inst: Keysight33500B, emulator: Keysight33500BEmulator) -> None:
+    """The safe state of ``playing``'s generator, its gate (channel 2) at 4.5 V: ramped down in steps of max_step (1 V)
+    from there, every channel then off at 0 V."""
+    emulator.received.clear()
+    inst.safe_state()
+    steps = [float(m.split()[-1]) for m in emulator.received if m.startswith(b"SOUR2:VOLT:OFFS ")]
+    assert steps == pytest.approx([3.6, 2.7, 1.8, 0.9, 0.0])
+    assert [(state.output_on, state.offset_v) for state in emulator.channels.values()] == [(False, 0.0)] * 2
+
+
 def test_emulated_level_another_program_set_is_no_play_and_the_safe_state_ramps_from_it(playing):
     """Another program (or the front panel) sets the gate to 4.5 V: the play is refused, and the safe state ramps
     the gate down from 4.5 V in steps of max_step (1 V), not from the 2 V the driver set, which would step 4.5 V to
@@ -676,11 +686,7 @@ def test_emulated_level_another_program_set_is_no_play_and_the_safe_state_ramps_
     with pytest.raises(DeviceError, match=r"the instrument has channel 2 at 4\.5 V, not 2 V as this driver left it"):
         inst.play([1])
     assert inst.level_v[2] == 4.5
-    emulator.received.clear()
-    inst.safe_state()
-    steps = [float(m.split()[-1]) for m in emulator.received if m.startswith(b"SOUR2:VOLT:OFFS ")]
-    assert steps == pytest.approx([3.6, 2.7, 1.8, 0.9, 0.0])
-    assert [(state.output_on, state.offset_v) for state in emulator.channels.values()] == [(False, 0.0)] * 2
+    _safe_state_ramps_the_gate_down_from_4_5_v(inst, emulator)
 
 
 def test_emulated_level_another_program_set_after_the_last_play_is_ramped_down_from(playing):
@@ -688,11 +694,7 @@ def test_emulated_level_another_program_set_after_the_last_play_is_ramped_down_f
     is and ramps it down from 4.5 V in steps of max_step (1 V), not from the 2 V the driver set."""
     inst, emulator = playing
     assert _ask(emulator, b"SOUR2:VOLT:OFFS 4.5") is None
-    emulator.received.clear()
-    inst.safe_state()
-    steps = [float(m.split()[-1]) for m in emulator.received if m.startswith(b"SOUR2:VOLT:OFFS ")]
-    assert steps == pytest.approx([3.6, 2.7, 1.8, 0.9, 0.0])
-    assert [(state.output_on, state.offset_v) for state in emulator.channels.values()] == [(False, 0.0)] * 2
+    _safe_state_ramps_the_gate_down_from_4_5_v(inst, emulator)
 
 
 def test_emulated_restart_on_a_link_that_outlives_it_is_no_play(playing):
