@@ -458,14 +458,14 @@ def _status_note(store: RunStore, events: list[dict[str, Any]], evaluated: dict[
             sum(e["discarded_events"] for e in resumed if _number(e.get("discarded_events"))), 0)
         resumes = len(resumed) + stopped
         times = {1: "once", 2: "twice"}.get(resumes, f"{resumes} times")
-        logged = f"the {discarded} events" if discarded > 1 else "the event"
+        logged = _events_counted(discarded)
         note += (f" It was resumed {times} from its last checkpoint" + (
             f"; {logged} that the stopped attempt{'s' if resumes > 1 else ''} logged after it "
             f"{'are' if discarded > 1 else 'is'} in `{DISCARDED}`, not here" if discarded else "") + ".")
     elif (moved := _discarded(store)) and moved[0]:  # a resume that ended before it restored the run (its
         # instruments off), or one that started the run over (it had no checkpoint)
-        logged = f"the {moved[0]} events" if moved[0] > 1 else "the event"
-        note += f" A resume moved {logged} of the attempt before it out of this log, to `{DISCARDED}`."
+        note += (f" A resume moved {_events_counted(moved[0])} of the attempt before it out of this log, to "
+                 f"`{DISCARDED}`.")
     if events and last["kind"] != "run_finished" and not running and not reporting:  # failed, stopped or killed:
         note += f" Its last event was logged at {local_time(last.get('time'))}."  # when it failed, or was killed
     return note
@@ -495,6 +495,11 @@ def _epochs(folder: Path) -> int | None:
     return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
 
 
+def _events_counted(count: int) -> str:
+    """"the event", or "the N events" (of a log)."""
+    return f"the {count} events" if count > 1 else "the event"
+
+
 def _errors(ending: list[dict[str, Any]]) -> str:
     """The errors of an ending's ``run_failed`` events (`ending_events`), the cause first, joined by "; then"."""
     return "; then ".join(str(e.get("error", "no error recorded")).rstrip(".") for e in ending
@@ -506,13 +511,14 @@ def _earlier_ending(events: list[dict[str, Any]]) -> str:
     (`ending_events`: a resume that failed before it rewound the log), said apart so that it does not read as the
     last attempt's failed safe state; "" where there is none."""
     last = ending_events(events)
-    earlier = ending_events(events[:len(events) - len(last)]) if last else []
+    before = events[:len(events) - len(last)]
+    earlier = ending_events(before) if last else []
     if not earlier:
         return ""
     errors = _errors(earlier)
     if earlier[0]["kind"] == "run_interrupted":
         return f" The attempt before it was stopped{_stopped_by(earlier[0])}{f'; then {errors}' if errors else ''}."
-    step = failed_step(events[:len(events) - len(last)])
+    step = failed_step(before)
     return f" The attempt before it failed{f' in its {step} step' if step else ''}: {errors}."
 
 
