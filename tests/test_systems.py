@@ -38,12 +38,20 @@ class Misreading(PhysicalSystem):
     (lambda x: torch.zeros(len(x), 2), r"^system 'bench': device returned shape \(4, 2\); expected \(4, 3\)$"),
     (lambda x: torch.full((len(x), 3), float("nan")), r"^system 'bench': device returned non-finite values"),
     (lambda x: torch.full((len(x), 3), float("inf")), r"^system 'bench': device returned non-finite values"),
+    (lambda x: torch.zeros(len(x), 3).index_fill_(1, torch.tensor([2]), float("nan")),
+     r"^system 'bench': device returned non-finite values"),
 ])
 def test_a_reading_of_the_wrong_shape_or_not_finite_is_a_device_error(reading, message: str) -> None:
     system = Misreading(reading)
     with pytest.raises(DeviceError, match=message):
         system.forward(torch.zeros(4, 2), torch.zeros(1))
     assert system.calls == 1
+
+
+def test_a_reading_of_large_finite_values_passes() -> None:
+    """Finite float32 readings whose sum overflows (3e38 each) are finite readings, not a device error."""
+    system = Misreading(lambda x: torch.full((len(x), 3), 3e38))
+    assert torch.equal(system.forward(torch.zeros(4, 2), torch.zeros(1)), torch.full((4, 3), 3e38))
 
 
 def test_a_good_reading_passes_and_a_batch_beyond_max_batch_is_split() -> None:
