@@ -347,9 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = subcommand("run", "run an experiment protocol, or resume a run",
                      "Prints the run's folder and its report on stdout; the progress bars and the errors go to stderr. "
-                     "A first Ctrl-C stops after the current step or training batch, with a checkpoint; a second, "
-                     "SIGTERM, SIGHUP or Ctrl-Break (Windows) stop at once; the instruments are put in their safe "
-                     "state, and the last line says how to resume.")
+                     "A first Ctrl-C stops after the current step, training batch or group of twin data, with a "
+                     "checkpoint; a second, SIGTERM, SIGHUP or Ctrl-Break (Windows) stop at once; the instruments are "
+                     "put in their safe state, and the last line says how to resume.")
     run.add_argument("protocol", type=Path, nargs="?", help="the protocol file (none with --resume)")
     run.add_argument("--lab", type=Path, default=None, help="lab file (default: the protocol's)")
     run.add_argument("--seed", type=_seed, default=None, help="override the protocol's seed")

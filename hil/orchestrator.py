@@ -1,15 +1,15 @@
 """Run a protocol: calibrate, collect, fit the twin, measure its fidelity, train, evaluate, report.
 
-The steps run as a plan with a checkpoint after each step and each epoch: the model, the optimiser, the twin,
-the random generators, the step counters and, on a simulator, the full state of the simulated bench. A run
-killed at any point (even with SIGKILL) resumes with ``hil run --resume RUN`` from its last checkpoint and ends
-with the same result as an uninterrupted run with the same seed (it computes with the torch thread count the run
-started with: another count rounds differently); the events of the unfinished part are moved out of the log, so
-it holds every event exactly once. The first checkpoint is on disk before any step starts, so a
-run without one has measured nothing and resuming it starts over; a run that got further needs its checkpoint.
-The first Ctrl-C finishes the current step (or training batch; one while the run prepares or restores its
-checkpoint: that), saves a checkpoint and exits; the second exits at once. Every instrument goes to its safe
-state on the way out, whatever happens.
+The steps run as a plan with a checkpoint after each step and each epoch, and every `COLLECTION_CHECKPOINT_S` of a
+collection of twin data: the model, the optimiser, the twin, the measurements of a collection under way, the random
+generators, the step counters and, on a simulator, the full state of the simulated bench. A run killed at any point
+(even with SIGKILL) resumes with ``hil run --resume RUN`` from its last checkpoint and ends with the same result as an
+uninterrupted run with the same seed (it computes with the torch thread count the run started with: another count
+rounds differently); the events of the unfinished part are moved out of the log, so it holds every event exactly
+once. The first checkpoint is on disk before any step starts, so a run without one has measured nothing and resuming
+it starts over; a run that got further needs its checkpoint. The first Ctrl-C finishes the current step (or training
+batch, or θ group of a collection; one while the run prepares or restores its checkpoint: that), saves a checkpoint
+and exits; the second exits at once. Every instrument goes to its safe state on the way out, whatever happens.
 """
 
 from __future__ import annotations
@@ -91,12 +91,16 @@ from hil.store import (
     shell_word,
 )
 from hil.systems.base import PhysicalSystem
-from hil.twin.collect import TwinData, collect, measurement_count
+from hil.twin.collect import Collection, TwinData
 from hil.twin.fidelity import fidelity
 from hil.twin.fit import fit_epochs, fit_twin
 from hil.twin.models import Twin, build_twin, load_twin, twin_files, twin_from_spec
 
 STEPS = ("calibrate", "collect", "fit_twin", "fidelity", "train", "evaluate", "report")
+#: Wall seconds between the checkpoints of a collection under way (at the end of a θ group): a kill loses at most
+#: the groups measured since, on a bench perhaps hours of them otherwise. Not more often: each checkpoint writes the
+#: measurements so far anew.
+COLLECTION_CHECKPOINT_S = 60.0
 #: Lines a step's progress takes in a display that is not a terminal (a log file, a pipe): one per tenth of it.
 PROGRESS_LINES = 10
 #: The packages whose versions a run records (`software_versions`).
@@ -128,8 +132,8 @@ class _StopFlag:
         # call while the interrupted code is itself writing to stderr. Not where hil started with its stderr closed
         # (2>&-, sys.stderr None): descriptor 2 is then the first file the run opened, its event log or a data file
         if sys.stderr is not None:
-            os.write(2, self.clear_line + b"hil: stopping after the current step or training batch, with a "
-                                          b"checkpoint (Ctrl-C again stops at once)\n")
+            os.write(2, self.clear_line + b"hil: stopping after the current step, training batch or group of "
+                                          b"twin data, with a checkpoint (Ctrl-C again stops at once)\n")
 
     def installed(self) -> contextlib.AbstractContextManager[None]:
         """Within the block, Ctrl-C reaches this flag (only in the main thread)."""
@@ -219,6 +223,7 @@ class Run:
         self.history: list[dict[str, Any]] = []
         self.twin: Twin | None = None
         self.twin_data: TwinData | None = None
+        self.collection: Collection | None = None  # a collection under way, which a checkpoint holds
         self.started = time.monotonic()
         self.wall_s_before = 0.0
         self.resumed = False
@@ -297,6 +302,7 @@ class Run:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(), "twin": self.twin.state_dict() if self.twin is not None else None,
             "twin_spec": self.twin.spec if self.twin is not None else None,
+            "collection": self.collection.state_dict() if self.collection is not None else None,
         }
         self.store.save_checkpoint({**learned, "torch_rng": torch.get_rng_state(),
                                     "torch_threads": torch.get_num_threads(), "versions": self.versions(),
@@ -325,6 +331,12 @@ class Run:
         if "collect" in self.completed:
             arrays, _ = self.store.load_arrays("data/twin_data.h5")
             self.twin_data = TwinData.from_arrays(arrays)
+        elif saved.get("collection") is not None:  # stopped while collecting (an earlier hil's checkpoint holds none)
+            self.collection = self._new_collection()
+            try:
+                self.collection.load_state_dict(saved["collection"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise _foreign_checkpoint(self.store, f"its collection ({error_reason(error)})") from None
         if saved["twin"] is not None:
             self.twin = self._saved_twin(saved.get("twin_spec"))
             try:  # a twin of other sizes (crafted, or handed on)
@@ -406,19 +418,37 @@ class Run:
             self.twin_data = reused_twin_data(self.protocol, self.document)
             design = "from run"
         else:
-            c = config.collect
-            # data rows are the system's inputs only when the data feed the physical layer directly
-            direct = first_physical_system(self.protocol, self.lab) is self.system
-            design = c.design if direct else "sobol"
-            with self._bar("collecting twin data", measurement_count(c.thetas, c.repeats, c.repeat_thetas)) as advance:
-                self.twin_data = collect(self.system, n_thetas=c.thetas, inputs_per_theta=c.inputs_per_theta,
-                                         repeats=c.repeats, repeat_thetas=c.repeat_thetas, design=design,
-                                         data=self.x_train if direct else None, seed=self.protocol.seed,
-                                         progress=lambda done, total: advance(done, ""))
+            design = self._collection_design()
+            collection = self.collection = self.collection or self._new_collection()
+            with self._bar("collecting twin data", collection.total, completed=collection.done) as advance:
+                saved_at = time.monotonic()
+                while not collection.finished:
+                    if self.stop.requested:
+                        self._interrupted()
+                    self.store.checkpoint_refused()
+                    collection.measure_group()
+                    advance(collection.done, "")
+                    if time.monotonic() - saved_at >= COLLECTION_CHECKPOINT_S and not collection.finished:
+                        self.checkpoint()
+                        saved_at = time.monotonic()
+            self.twin_data = collection.result()
+            self.collection = None
         self.store.save_arrays("data/twin_data.h5", self.twin_data.arrays(), {"system": self.system.name})
         self.store.event("collected", design=design, groups=self.twin_data.n_groups,
                          samples=self.twin_data.y.numel() // self.system.n_out,
                          noise_variance=self.twin_data.noise_variance())
+
+    def _collection_design(self) -> str:
+        """The collection's input design: the protocol's where the data feed the physical layer directly (data rows
+        are then the system's inputs), else Sobol points."""
+        direct = first_physical_system(self.protocol, self.lab) is self.system
+        return self.protocol.twin.collect.design if direct else "sobol"
+
+    def _new_collection(self) -> Collection:
+        c, design = self.protocol.twin.collect, self._collection_design()
+        return Collection(self.system, n_thetas=c.thetas, inputs_per_theta=c.inputs_per_theta, repeats=c.repeats,
+                          repeat_thetas=c.repeat_thetas, design=design,
+                          data=self.x_train if design != "sobol" else None, seed=self.protocol.seed)
 
     def fit_twin(self) -> None:
         config = self.protocol.twin

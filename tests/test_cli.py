@@ -1478,7 +1478,7 @@ def test_a_ctrl_c_during_a_progress_bar_in_a_terminal_is_said_on_a_line_of_its_o
     finally:
         os.close(controller)
     assert process.wait(timeout=120) == 130
-    said = shown.index(b"hil: stopping after the current step or training batch")
+    said = shown.index(b"hil: stopping after the current step, training batch or group of twin data")
     assert shown[:said].endswith(b"\r\x1b[2K")
 
 

@@ -27,7 +27,7 @@ from rich.console import Console
 
 import hil.store as store_module
 from drivers.keithley2450 import Keithley2450
-from hil.errors import ConfigError, HilError, Terminated
+from hil.errors import ConfigError, DeviceError, HilError, Terminated
 from hil.instruments import SourceMeter
 from hil.orchestrator import STEPS, _progress, run_protocol
 from hil.protocol import check_protocol
@@ -1711,6 +1711,86 @@ def test_a_ctrl_c_during_a_step_stops_after_it_with_a_checkpoint_and_the_resumed
     assert [e["kind"] for e in events].count("calibrated") == 1 and events[-1]["kind"] == "run_finished"
 
 
+COLLECTING = {**SMALL, "twin": {**SMALL["twin"], "collect": {"thetas": 6, "inputs_per_theta": 32, "repeats": 2,
+                                                              "repeat_thetas": 2}}}
+
+
+def _measured_groups(monkeypatch: pytest.MonkeyPatch, then: Callable[[int], None] = lambda group: None) -> list[int]:
+    """The θ groups the collections measure from here on, in order; ``then(group)`` after each."""
+    from hil.twin.collect import Collection
+
+    measure, measured = Collection.measure_group, []
+
+    def measure_group(self: Collection) -> None:
+        group = len(self.ys)
+        measure(self)
+        measured.append(group)
+        then(group)
+
+    monkeypatch.setattr(Collection, "measure_group", measure_group)
+    return measured
+
+
+@pytest.mark.parametrize("failing_group", [1, 4])  # a repeated group, one measured once
+def test_a_run_that_fails_while_collecting_resumes_after_the_groups_its_last_checkpoint_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_group: int) -> None:
+    """A collection checkpoints its measurements every COLLECTION_CHECKPOINT_S: a bench lost part-way loses only the
+    groups since, and the resumed run ends as an uninterrupted one (whose collection took no checkpoint)."""
+    import hil.orchestrator as orchestrator
+
+    (tmp_path / "reference").mkdir()
+    reference = run_protocol(write_protocol(tmp_path / "reference", **COLLECTING), show_progress=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(orchestrator, "COLLECTION_CHECKPOINT_S", 0.0)
+
+        def lost(group: int) -> None:
+            if group == failing_group:
+                raise DeviceError("crossbar: no reply to READ? within 2 s")
+
+        measured = _measured_groups(patch, then=lost)
+        with pytest.raises(DeviceError, match="no reply"):
+            run_protocol(write_protocol(tmp_path, **COLLECTING), show_progress=False)
+    assert measured == list(range(failing_group + 1))
+    [run] = (tmp_path / "runs").iterdir()
+    measured = _measured_groups(monkeypatch)
+    resumed = run_protocol(resume=run, show_progress=False)
+    assert measured == list(range(failing_group, 6))  # the groups before it are not measured again
+    assert comparable(resumed.events())[-5:] == comparable(reference.events())[-5:]
+    assert final(resumed) | {"seq": 0, "time": 0} == final(reference) | {"seq": 0, "time": 0}
+    twin_data = [RunStore.open(path).load_arrays("data/twin_data.h5")[0] for path in (run, reference.path)]
+    for name, array in twin_data[1].items():
+        torch.testing.assert_close(twin_data[0][name], array, rtol=0, atol=0)
+
+
+def test_a_ctrl_c_while_collecting_stops_after_the_group_with_its_measurements_in_the_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hil.orchestrator import Interrupted
+
+    (tmp_path / "reference").mkdir()
+    reference = run_protocol(write_protocol(tmp_path / "reference", **COLLECTING), show_progress=False)
+    with monkeypatch.context() as patch:
+        _measured_groups(patch, then=lambda group: signal.raise_signal(signal.SIGINT) if group == 2 else None)
+        with pytest.raises(Interrupted, match=r"^stopped at your request after saving"):
+            run_protocol(write_protocol(tmp_path, **COLLECTING), show_progress=False)
+    [run] = (tmp_path / "runs").iterdir()
+    store = RunStore.open(run)
+    saved = store.load_checkpoint()
+    store.close()
+    assert saved["completed"] == ["calibrate"]
+    assert len(saved["collection"]["y"]) == 3  # groups 0–2
+    assert saved["collection"]["y_repeats"].shape[:2] == (2, 2)  # groups 0–1, twice each
+    crafted = tmp_path / "crafted"
+    shutil.copytree(run, crafted)
+    _resealed(crafted, lambda saved: saved["collection"].update(y=saved["collection"]["y"][:, :5]))
+    with pytest.raises(RunFileError, match=r"checkpoint.pt: not a checkpoint of this run \(its collection \("):
+        run_protocol(resume=crafted, show_progress=False)
+    measured = _measured_groups(monkeypatch)
+    resumed = run_protocol(resume=run, show_progress=False)
+    assert measured == [3, 4, 5]
+    assert [e["kind"] for e in resumed.events()].count("collected") == 1
+    assert final(resumed) | {"seq": 0, "time": 0} == final(reference) | {"seq": 0, "time": 0}
+
+
 def test_a_run_stopped_at_once_mid_training_resumes_from_the_start_of_its_unfinished_epoch(stopped_run: Path) -> None:
     """Every finished epoch is checkpointed: a kill in the second epoch loses only that epoch's batches."""
     store = RunStore.open(stopped_run)
@@ -1925,15 +2005,21 @@ def test_a_run_whose_data_file_the_disk_refuses_says_how_to_resume_and_resumes_o
     checkpoint refused too (written in the background, its refusal said as the folder closes), the line said what to
     do twice."""
     from hil.orchestrator import Run
+    from hil.twin.collect import Collection
 
-    collect = Run.collect
+    collect, result = Run.collect, Collection.result
 
     def collect_on_a_refusing_disk(self: Run) -> None:
         (self.store.path / "data" / ".twin_data.h5.tmp").mkdir(parents=True)  # the file's temporary cannot be made
-        if checkpoint_too:
+
+        def result_after_a_refused_checkpoint(collection: Collection) -> Any:  # the last group measured, before saving
             self.store.wait_for_checkpoint()
             (self.store.path / ".checkpoint.pt.tmp").mkdir()
             self.checkpoint()
+            return result(collection)
+
+        if checkpoint_too:
+            monkeypatch.setattr(Collection, "result", result_after_a_refused_checkpoint)
         collect(self)
 
     monkeypatch.setattr(Run, "collect", collect_on_a_refusing_disk)
@@ -2135,8 +2221,8 @@ def test_the_first_ctrl_c_says_that_the_run_will_stop_after_its_step(capfd: pyte
     flag = _StopFlag()
     with flag.installed():
         signal.raise_signal(signal.SIGINT)
-    assert capfd.readouterr().err == ("hil: stopping after the current step or training batch, with a checkpoint "
-                                      "(Ctrl-C again stops at once)\n")
+    assert capfd.readouterr().err == ("hil: stopping after the current step, training batch or group of twin data, "
+                                      "with a checkpoint (Ctrl-C again stops at once)\n")
 
 
 def test_the_first_ctrl_c_writes_nothing_where_hil_started_with_its_stderr_closed(

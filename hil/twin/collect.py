@@ -203,41 +203,93 @@ def measurement_count(n_thetas: int, repeats: int, repeat_thetas: int) -> int:
     return n_thetas + repeated_groups(n_thetas, repeats, repeat_thetas) * (repeats - 1)
 
 
+class Collection:
+    """A collection under way (`collect`): its θ groups and their inputs, drawn from ``seed`` as the design says, and
+    the measurements made so far, group by group (`measure_group`). `state_dict` and `load_state_dict` save and restore
+    those, so that a collection stopped part-way continues at its next group: a run's checkpoints hold it.
+
+    ``design`` picks each group's inputs (`design_inputs`): ``"data"`` and the default ``"mixed"`` draw rows of
+    ``data``, which they need (without it, a `ConfigError`: pass ``design="sobol"``). The first `repeated_groups` are
+    measured ``repeats`` times, θ written anew for each. Outputs in a unit twin data cannot hold
+    (`check_output_range`) are refused at the first measurement.
+    """
+
+    def __init__(self, system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, repeats: int = 1,
+                 repeat_thetas: int = 4, design: InputDesign = "mixed", data: torch.Tensor | None = None,
+                 seed: int = 0):
+        given = {"n_thetas": (n_thetas, 2), "inputs_per_theta": (inputs_per_theta, 1), "repeats": (repeats, 1),
+                 "repeat_thetas": (repeat_thetas, 0)}
+        refused = [f"{name}={value}" for name, (value, least) in given.items() if value < least]
+        if refused:  # a negative repeat_thetas would count the progress total down by repeats never made
+            raise ConfigError("collect needs at least 2 thetas, 1 input per theta, 1 repeat and no negative "
+                              f"repeat_thetas; got {', '.join(refused)}")
+        self.system, self.repeats = system, repeats
+        self.thetas = sobol(n_thetas, system.n_params, system.theta_bounds, seed)
+        self.xs = torch.stack([design_inputs(system, inputs_per_theta, design, data, group_seed(seed, g))
+                               for g in range(n_thetas)])
+        self.repeated_groups = repeated_groups(n_thetas, repeats, repeat_thetas)
+        self.total = measurement_count(n_thetas, repeats, repeat_thetas)
+        self.ys: list[torch.Tensor] = []  # each group's first measurement (n × n_out)
+        self.repeated: list[torch.Tensor] = []  # each repeated group's measurements (repeats × n × n_out)
+
+    @property
+    def finished(self) -> bool:
+        return len(self.ys) == len(self.thetas)
+
+    @property
+    def done(self) -> int:
+        """The measurements made so far (of `total`)."""
+        return len(self.ys) + len(self.repeated) * (self.repeats - 1)
+
+    def measure_group(self) -> None:
+        """Measure the next θ group (``repeats`` times, where it is one of the repeated groups)."""
+        group, system = len(self.ys), self.system
+        measurements = [system.forward(self.xs[group], self.thetas[group])]
+        if group == 0:  # outputs in a unit twin data cannot hold: refused at the first device call, not the last
+            check_output_range(measurements[0])
+        if group < self.repeated_groups:
+            for _ in range(self.repeats - 1):
+                system.rewrite_parameters()
+                measurements.append(system.forward(self.xs[group], self.thetas[group]))
+            self.repeated.append(torch.stack(measurements))
+        self.ys.append(measurements[0])
+
+    def result(self) -> TwinData:
+        """The twin data of a finished collection."""
+        assert self.finished
+        n, n_out = self.xs.shape[1], self.system.n_out
+        y_repeats = torch.stack(self.repeated, dim=1) if self.repeated else torch.zeros(0, 0, n, n_out)
+        return TwinData(self.xs, self.thetas, torch.stack(self.ys), y_repeats)  # no repeats: 0 × 0, as before
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The measurements made so far, laid out as in `TwinData`: ``y`` (groups measured × n × n_out) and
+        ``y_repeats`` (repeats × repeated groups measured × n × n_out)."""
+        n, n_out = self.xs.shape[1], self.system.n_out
+        return {"y": torch.stack(self.ys) if self.ys else torch.zeros(0, n, n_out),
+                "y_repeats": torch.stack(self.repeated, dim=1) if self.repeated else torch.zeros(self.repeats, 0, n,
+                                                                                                 n_out)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Continue after the measurements of `state_dict`; those of another collection (other sizes, repeats that
+        disagree with the groups measured) are a `ValueError`."""
+        y, y_repeats = state["y"], state["y_repeats"]
+        n, n_out = self.xs.shape[1], self.system.n_out
+        if not (isinstance(y, torch.Tensor) and isinstance(y_repeats, torch.Tensor)) \
+                or y.shape[1:] != (n, n_out) or len(y) > len(self.thetas) \
+                or y_repeats.shape != (self.repeats, min(len(y), self.repeated_groups), n, n_out):
+            raise ValueError("its measurements are not of this collection")
+        self.ys, self.repeated = list(y.float()), list(y_repeats.float().unbind(1))
+
+
 def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, repeats: int = 1,
             repeat_thetas: int = 4, design: InputDesign = "mixed", data: torch.Tensor | None = None, seed: int = 0,
             progress: Callable[[int, int], None] | None = None) -> TwinData:
-    """Measure ``n_thetas`` θ groups of ``inputs_per_theta`` inputs (`measurement_count`); repeat the first
-    `repeated_groups` ``repeats`` times, θ written anew for each. ``design`` picks each group's inputs
-    (`design_inputs`): ``"data"`` and the default ``"mixed"`` draw rows of ``data``, which they need (without it, a
-    `ConfigError`: pass ``design="sobol"``). ``progress(done, total)`` is called after each group with the
-    measurements made so far. Outputs in a unit twin data cannot hold (`check_output_range`) are refused at the
-    first measurement."""
-    given = {"n_thetas": (n_thetas, 2), "inputs_per_theta": (inputs_per_theta, 1), "repeats": (repeats, 1),
-             "repeat_thetas": (repeat_thetas, 0)}
-    refused = [f"{name}={value}" for name, (value, least) in given.items() if value < least]
-    if refused:  # a negative repeat_thetas would count the progress total down by repeats never made
-        raise ConfigError("collect needs at least 2 thetas, 1 input per theta, 1 repeat and no negative "
-                          f"repeat_thetas; got {', '.join(refused)}")
-    thetas = sobol(n_thetas, system.n_params, system.theta_bounds, seed)
-    xs = torch.stack([design_inputs(system, inputs_per_theta, design, data, group_seed(seed, g))
-                      for g in range(n_thetas)])
-    n_repeat_groups = repeated_groups(n_thetas, repeats, repeat_thetas)
-    total = measurement_count(n_thetas, repeats, repeat_thetas)
-    ys, repeated = [], []
-    done = 0
-    for group in range(n_thetas):
-        measurements = [system.forward(xs[group], thetas[group])]
-        if group == 0:  # outputs in a unit twin data cannot hold: refused at the first device call, not the last
-            check_output_range(measurements[0])
-        done += 1
-        if group < n_repeat_groups:
-            for _ in range(repeats - 1):
-                system.rewrite_parameters()
-                measurements.append(system.forward(xs[group], thetas[group]))
-                done += 1
-            repeated.append(torch.stack(measurements))
-        ys.append(measurements[0])
+    """Measure ``n_thetas`` θ groups of ``inputs_per_theta`` inputs (`measurement_count`), as a `Collection` from
+    start to end. ``progress(done, total)`` is called after each group with the measurements made so far."""
+    collection = Collection(system, n_thetas=n_thetas, inputs_per_theta=inputs_per_theta, repeats=repeats,
+                            repeat_thetas=repeat_thetas, design=design, data=data, seed=seed)
+    while not collection.finished:
+        collection.measure_group()
         if progress is not None:
-            progress(done, total)
-    y_repeats = torch.stack(repeated, dim=1) if repeated else torch.zeros(0, 0, inputs_per_theta, system.n_out)
-    return TwinData(xs, thetas, torch.stack(ys), y_repeats)
+            progress(collection.done, collection.total)
+    return collection.result()
