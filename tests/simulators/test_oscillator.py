@@ -361,17 +361,23 @@ def test_an_input_beyond_the_adc_range_clips_except_when_ideal() -> None:
 
 # -- slow state -------------------------------------------------------------------------------------------------
 def test_temperature_drift_is_ornstein_uhlenbeck_and_shifts_every_resonance() -> None:
+    """N = 8000 independent pairs of readings one correlation time apart (each pair 10 correlation times after the
+    last): their correlation is e^(−1), with a standard error of (1 − ρ²)/√N = 0.0097, so the tolerance of five of
+    them tells a correlation time a fifth off (ρ = 0.435 or 0.287); their standard deviation is the realistic 0.5 K,
+    with a relative standard error of √((1 + ρ²)/(4N)) = 0.6 % (the readings of a pair are correlated), tolerance
+    five of them."""
     world = OscillatorNetwork(seed=4)
     slow = world.config.slow
-    pairs = []
-    for _ in range(800):
+    pairs, count = [], 8000
+    for _ in range(count):
         world.clock.sleep(10 * slow.temperature_tau_s)
         first = world.temperature_k()
         world.clock.sleep(slow.temperature_tau_s)
         pairs.append((first, world.temperature_k()))
     temperatures = np.array(pairs)
-    assert temperatures.std() == pytest.approx(0.5, rel=0.06)  # the realistic 0.5 K
-    assert np.corrcoef(temperatures.T)[0, 1] == pytest.approx(math.exp(-1), abs=0.1)
+    rho = math.exp(-1)
+    assert temperatures.std() == pytest.approx(0.5, rel=5 * math.sqrt((1 + rho**2) / (4 * count)))
+    assert np.corrcoef(temperatures.T)[0, 1] == pytest.approx(rho, abs=5 * (1 - rho**2) / math.sqrt(count))
     shift = world.parameters_now()["omega"] / world.hidden_parameters()["omega"] - 1
     expected = -2.8e-4 * world.temperature_k()  # aluminium's realistic −2.8e-4 /K
     np.testing.assert_allclose(shift, expected, rtol=1e-3, atol=1e-7)
