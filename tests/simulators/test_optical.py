@@ -862,6 +862,28 @@ def test_laser_power_wanders_as_configured_and_is_steady_in_ideal() -> None:
     assert bool((ideal == ideal[0]).all())
 
 
+@pytest.mark.parametrize("world_class", [OpticalTable, MultimodeFiber])
+def test_laser_power_wander_has_the_configured_rms_and_correlation_time_on_either_bench(world_class) -> None:
+    """The realistic laser wanders by 0.5 % rms with a correlation time of 60 s, on the fiber bench as on the table.
+    N = 8000 independent pairs of readings one correlation time apart (each pair 10 correlation times after the
+    last): their correlation is e^(−1), standard error (1 − ρ²)/√N = 0.0097, so the tolerance of five of them tells a
+    correlation time a fifth off (ρ = 0.435 or 0.287); their rms has a relative standard error of √((1 + ρ²)/(4N)) =
+    0.6 % (the readings of a pair are correlated), tolerance five of them. ``ideal`` holds the power steady."""
+    count, rho = 8000, math.exp(-1)
+    world = world_class(seed=5)
+    tau = world.config.slow.power_tau_s
+    assert (world.config.slow.power_wander, tau) == (0.005, 60.0)
+    starts = (torch.arange(count, dtype=torch.float64) * 11 + 1)[:, None]
+    times = (starts + torch.tensor([0.0, 1.0], dtype=torch.float64)) * tau
+    nominal = world.config.camera.quantum_efficiency * world.photon_rate
+    pairs = (world.signal_rate(times.reshape(-1)).double() / nominal - 1).reshape(count, 2)
+    assert float(pairs.std()) == pytest.approx(0.005, rel=5 * math.sqrt((1 + rho**2) / (4 * count)))
+    correlation = float(torch.corrcoef(pairs.T)[0, 1])
+    assert correlation == pytest.approx(rho, abs=5 * (1 - rho**2) / math.sqrt(count))
+    ideal = world_class(preset="ideal", seed=5).signal_rate(times.reshape(-1))
+    assert bool((ideal == ideal[0]).all())
+
+
 def test_ornstein_uhlenbeck_path_matches_its_exact_law() -> None:
     from simulators.world import OrnsteinUhlenbeck
 
