@@ -148,6 +148,41 @@ def test_the_realistic_chip_has_the_readme_magnitudes() -> None:
     assert world.config.shot.read_noise_scale == world.config.programming.noise_scale == 1.0
 
 
+def test_the_harsh_chip_has_its_documented_magnitudes() -> None:
+    """The harsh preset as `MemristorCrossbar`'s docstring gives it, measured on a 512 × 1024 chip (n = 524 288
+    devices; its wire set to 0, as the preset's 1 Ω per cell would drop a chip this large past 100 %, and g_min to
+    1 µS, which tells a stuck-off device from one whose drawn scale was below 0): the conductance scale's spread 0.3
+    (standard error of the sample std 1/√(2n) = 0.1 %), 0.3 % stuck on and 0.3 % stuck off (1573 ± 40 devices
+    each), the column gain's 3 % and offset's 3 mV (1024 columns: 2.2 %); at level 9 of the 16, twice aihwkit's
+    programming noise (σ ≈ 2 µS) and twice its drift exponents (ν = 2·|N(0.049, 0.008²)|), tolerances five standard
+    errors (five binomial standard deviations for the counts). The wire, the levels, the converters and the read and
+    amplifier noise from the configuration."""
+    rows, cols, g_min = 512, 1024, 1e-6
+    n = rows * cols
+    world, crossbar = make("harsh", seed=2, geometry={"rows": rows, "cols": cols}, devices={"g_min_s": g_min},
+                           construction={"wire_resistance_ohm": 0.0})
+    hidden = world.hidden_parameters()
+    on = hidden["stuck_conductance_s"] == G_MAX
+    off = hidden["stuck_conductance_s"] == g_min
+    working = hidden["conductance_scale"][~(on | off)]
+    assert float(working.std()) == pytest.approx(0.3, rel=5 / math.sqrt(2 * n))
+    for stuck in (on, off):
+        assert abs(int(stuck.sum()) - 0.003 * n) < binomial_tolerance(n, 0.003)
+    assert float(hidden["column_gain"].std()) == pytest.approx(0.03, rel=5 / math.sqrt(2 * cols))
+    tia = world.config.converters.tia_gain_ohm
+    assert float((hidden["column_offset_a"] * tia).std()) == pytest.approx(3e-3, rel=5 / math.sqrt(2 * cols))
+    target = torch.full(crossbar.shape, g_min + 9 / 15 * (G_MAX - g_min))  # level 9 of the 16
+    crossbar.program(target)
+    sigma = 2 * float(aihwkit_programming_sigma_s(target[0, 0]))
+    assert float((world.programmed_s - target).std()) == pytest.approx(sigma, rel=5 / math.sqrt(2 * n))
+    mean, std = folded_normal_moments(0.049, 0.008)  # aihwkit's μ and σ of ν at 0.64·g_max, both at their clips
+    assert float(world.drift_nu.mean()) == pytest.approx(2 * mean, abs=5 * 2 * std / math.sqrt(n))
+    config = MemristorCrossbar(preset="harsh").config
+    assert (config.construction.wire_resistance_ohm, config.construction.levels, config.converters.dac_bits,
+            config.converters.adc_bits) == (1.0, 16, 6, 6)
+    assert (config.shot.read_noise_scale, config.shot.output_noise_a) == (2.0, 0.9e-6)
+
+
 def test_ir_drop_first_order_agrees_with_the_exact_resistive_network() -> None:
     rows, cols, wire = 6, 8, 50.0
     conductance = uniform((rows, cols), 0, G_MAX, seed=2).double()
