@@ -147,6 +147,50 @@ def test_nudge_transistors_have_the_threshold_spread_too() -> None:
     assert (ResistiveNetwork(preset="ideal", config=config).nudge_threshold_v == 0.7).all()
 
 
+def test_the_harsh_network_has_its_preset_magnitudes() -> None:
+    """The harsh preset's sections are in force, measured: thresholds spread by 50 mV over the 10 250 transistors of
+    a 10-512-10 network (standard error of the sample std 1/√(2n) = 0.7 %), saturation currents by 0.8 in ln I_S over
+    its 1024 diodes (2.2 %), resistors uniform within ±5 % (1034 of them: the uniform sample std's standard error
+    √(0.8/(4n)) = 1.4 %); read noise of 30 µV on the default network's 8 free nodes over 4000 samples (0.4 %), and
+    through the 14-bit ADC on its ±2 V range, with its 180 µV of noise, √(30² + 180² + code²/12) µV; the temperature
+    wandering by 1.5 K with a correlation time of 600 s, from 8000 independent pairs of readings 600 s apart (their
+    correlation e^(−1), standard error (1 − ρ²)/√N = 0.0097; their rms, √((1 + ρ²)/(4N)) = 0.6 %). Tolerances five
+    standard errors."""
+    world = ResistiveNetwork(preset="harsh", seed=3, config={"geometry": {"n_inputs": 10, "n_hidden": 512,
+                                                                          "n_outputs": 10}})
+    thresholds = torch.cat([world.threshold_v, world.nudge_threshold_v]).double()
+    assert float(thresholds.std()) == pytest.approx(0.05, rel=5 / math.sqrt(2 * len(thresholds)))
+    log_spread = torch.log(world.saturation_current_a.double() / world.config.devices.saturation_current_a)
+    assert float(log_spread.std()) == pytest.approx(0.8, rel=5 / math.sqrt(2 * len(log_spread)))
+    relative = torch.cat([world.series_resistance_ohm / 1e3, world.load_resistance_ohm / 1e4]).double() - 1
+    assert float(relative.abs().max()) <= 0.05
+    assert float(relative.std()) == pytest.approx(0.05 / math.sqrt(3), rel=5 * math.sqrt(0.8 / (4 * len(relative))))
+    world, system = bench("harsh", seed=3, slow={"temperature_sigma_k": 0.0})
+    samples = 4000
+    record = world.respond(dc_drive(world, samples), 1e5).double()  # the world's own noise, before the ADC
+    nodes = record.shape[0]
+    assert float(record.std(dim=1).mean()) == pytest.approx(30e-6, rel=5 / math.sqrt(2 * nodes * samples))
+    output = world.output
+    for channel in range(1, output.n_channels + 1):
+        output.set_voltage(channel, 1.2 if channel > world.layout.n_inputs else 0.3)
+        output.set_output(channel, True)
+    digitised = system.instruments["input"].acquire(samples, 1e5)
+    code = 2 * 2.0 / 2**14
+    assert np.allclose(digitised / code, np.round(digitised / code))  # every reading is a 14-bit code
+    expected = math.sqrt(30e-6**2 + 180e-6**2 + code**2 / 12)
+    assert float(np.std(digitised, axis=1).mean()) == pytest.approx(expected, rel=5 / math.sqrt(2 * nodes * samples))
+    world, count, rho = ResistiveNetwork(preset="harsh", seed=4), 8000, math.exp(-1)
+    reference, pairs = world.config.devices.reference_temperature_k, []
+    for _ in range(count):
+        world.clock.sleep(10 * 600.0)
+        first = world.temperature_k() - reference
+        world.clock.sleep(600.0)
+        pairs.append((first, world.temperature_k() - reference))
+    temperatures = np.array(pairs)
+    assert temperatures.std() == pytest.approx(1.5, rel=5 * math.sqrt((1 + rho**2) / (4 * count)))
+    assert np.corrcoef(temperatures.T)[0, 1] == pytest.approx(rho, abs=5 * (1 - rho**2) / math.sqrt(count))
+
+
 def test_ideal_world_has_no_spread() -> None:
     world = ResistiveNetwork(preset="ideal", config=BIG, seed=3)
     assert (world.threshold_v == 0.7).all() and (world.saturation_current_a == 2.52e-9).all()
