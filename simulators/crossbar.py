@@ -88,12 +88,15 @@ class DeviceConfig(Strict):
 class ConstructionConfig(Strict):
     """Hidden, fixed per chip: drawn once from the seed."""
 
-    conductance_scale_spread: float = Field(0.1, ge=0, le=1, description="device-to-device spread (std, "
+    conductance_scale_spread: float = Field(0.1, ge=0, le=0.3, description="device-to-device spread (std, "
                                             "relative) of each device's conductance scale, which multiplies all "
-                                            "its programmed states (1); source: the size of aihwkit PCMPresetDevice "
-                                            "w_max_dtod = 0.1 (Nandakumar et al., Front. Neurosci. 2020), there the "
-                                            "relative spread of each device's upper bound only, here applied to all "
-                                            "its states (assumption)")
+                                            "its programmed states (1), at most 0.3: the Gaussian scale is clamped "
+                                            "at 0, a device that conducts nothing, which at 0.3 is 0.04 % of them "
+                                            "(at 0.5 it would be 2.3 %, more than the stuck ones; at 1, 16 %, and "
+                                            "the scales would spread by 0.87); source: the size of aihwkit "
+                                            "PCMPresetDevice w_max_dtod = 0.1 (Nandakumar et al., Front. Neurosci. "
+                                            "2020), there the relative spread of each device's upper bound only, "
+                                            "here applied to all its states (assumption)")
     stuck_on_fraction: float = Field(0.001, ge=0, le=1, description="fraction of devices stuck at g_max (1); "
                                      "source: 99.8 % device yield of a 128 × 64 1T1R array (Li et al., Nat. "
                                      "Electron. 1, 52, 2018), split evenly between stuck-on and stuck-off")

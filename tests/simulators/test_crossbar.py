@@ -54,6 +54,24 @@ def binomial_tolerance(devices: int, fraction: float) -> float:
     return 5 * math.sqrt(devices * fraction * (1 - fraction))
 
 
+def test_the_conductance_scale_has_the_configured_spread_up_to_the_largest_allowed() -> None:
+    """The scale is 1 + spread·N(0, 1), clamped at 0 (a device that conducts nothing). At the largest spread allowed,
+    0.3 (harsh's), the clamp leaves the spread of 1024 × 1024 devices within five standard errors (1/√(2n) = 0.07 %)
+    and clamps Φ(−1/0.3) = 0.043 % of them (450 ± 21 devices). A spread of 1 was taken: 16 % of the devices then
+    conducted nothing, unasked, beside the 0.1 % stuck ones, and the rest spread by 0.87, not 1; it is refused."""
+    n = 1024 * 1024
+    world = MemristorCrossbar(preset="ideal", seed=1, config={"geometry": {"rows": 1024, "cols": 1024},
+                                                              "construction": {"conductance_scale_spread": 0.3}})
+    scale = world.conductance_scale.double()
+    assert float(scale.std()) == pytest.approx(0.3, rel=5 / math.sqrt(2 * n))
+    dead = 0.5 * math.erfc(1 / 0.3 / math.sqrt(2))
+    assert abs(int((scale == 0).sum()) - n * dead) < binomial_tolerance(n, dead)
+    for spread in (0.5, 1.0):
+        with pytest.raises(ConfigError, match=r"less than or equal to 0\.3") as caught:
+            MemristorCrossbar(config={"construction": {"conductance_scale_spread": spread}})
+        assert caught.value.field == "config.construction.conductance_scale_spread"
+
+
 def test_stuck_devices_occur_at_the_configured_fractions_and_ignore_programming() -> None:
     """Stuck-on devices read g_max and stuck-off ones g_min, whatever is programmed. Fractions of 2 % and 3 % of
     65 536 devices give counts of 1311 ± 36 and 1966 ± 44, so the five-standard-deviation tolerances (14 % and
