@@ -115,9 +115,11 @@ class ConstructionConfig(Strict):
                                        "matches within 3 % of that drop); refused "
                                        "where that drop would reach 100 % (at 0.35 Ω: square tiles from 338 × 338), "
                                        "and so is a programming whose drawn devices would reach it")
-    column_gain_spread: float = Field(0.01, ge=0, le=0.5, description="column-to-column spread (std, relative) "
-                                      "of the read-out gain: feedback resistor and ADC reference mismatch (1); "
-                                      "source: assumption, ~1 % on-chip resistor mismatch")
+    column_gain_spread: float = Field(0.01, ge=0, le=0.2, description="column-to-column spread (std, relative) "
+                                      "of the read-out gain: feedback resistor and ADC reference mismatch (1), at "
+                                      "most 0.2 so that the Gaussian gain stays positive (5σ): a negative one reads "
+                                      "its column's currents inverted; source: assumption, ~1 % on-chip resistor "
+                                      "mismatch")
     column_offset_v: float = Field(1e-3, ge=0, le=1, description="column-to-column spread (std) of the read-out offset "
                                    "at the ADC input (V); source: assumption, ~1 mV CMOS op-amp input offset")
 

@@ -135,6 +135,19 @@ def test_column_gain_and_offset_have_the_configured_spreads() -> None:
     assert float(gain.mean()) == pytest.approx(1.0, abs=0.002)
 
 
+def test_a_column_gain_spread_that_could_invert_a_column_is_refused() -> None:
+    """The column gain is 1 + spread·N(0, 1): a spread of 0.5 (its limit was) drew a negative gain for 2.3 % of the
+    columns, which then read positive currents as negative (4 of the 64 columns of seed 0). It is at most 0.2 now, 5σ
+    from a gain of 0, the bound of the camera's PRNU and of the oscillators' gain spreads."""
+    with pytest.raises(ConfigError, match=r"less than or equal to 0\.2") as caught:
+        MemristorCrossbar(config={"construction": {"column_gain_spread": 0.5}})
+    assert caught.value.field == "config.construction.column_gain_spread"
+    world, crossbar = make(seed=0, geometry={"rows": 4, "cols": 1024}, construction={"column_gain_spread": 0.2})
+    crossbar.program(torch.full(crossbar.shape, G_MAX))
+    assert bool((crossbar.read(torch.full((1, 4), V_READ)) > 0).all())
+    assert float(world.column_gain.std()) == pytest.approx(0.2, rel=5 / math.sqrt(2 * 1024))
+
+
 def test_the_realistic_chip_has_the_readme_magnitudes() -> None:
     """The tests above switch each non-ideality on over ``ideal`` with a value of their own; here the realistic
     preset itself is held to the README's table. On a 64 × 1024 chip (65 536 devices): the conductance scale's
