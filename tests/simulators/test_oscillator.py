@@ -226,6 +226,49 @@ def test_force_noise_is_a_density_whatever_the_sample_rate() -> None:
     np.testing.assert_allclose(volts.double().var(1), expected, rtol=tolerance)
 
 
+@pytest.mark.statistical
+def test_harsh_preset_has_its_stronger_noise_and_temperature_wander() -> None:
+    """The harsh bench's per-shot and slow sections are in force, measured against its preset's numbers (realistic's
+    in brackets): force noise 0.03 m/s²/√Hz (0.01), as the displacement variance of the linear response over 40 s
+    (relative standard error √(2/(γ_min·T)), γ_min its slowest damping rate); sensor noise 30 µV/√Hz (10) over 8000
+    samples of 4 channels (1/√(2·32 000) = 0.4 %); the 12-bit ADC's 0.72 mV of noise (0.24 mV, 16 bits), a seventh
+    of its 4.9 mV code, so that a reading at rest leaves code 0 only where the noise passes half a code, with chance
+    2Φ(−3.39) = 7·10⁻⁴ (112 ± 11 of 160 000 readings; 1.2 times the noise would give 750, 0.8 times 4); the
+    temperature's 1.5 K (0.5 K) from 8000 pairs of readings, √((1 + e⁻²)/(4·8000)) = 0.6 %. Tolerances five standard
+    errors (binomial ones for the count)."""
+    world = OscillatorNetwork(preset="harsh", seed=2, config={"shot": {"sensor_noise_v_rthz": 0.0},
+                                                               "slow": {"temperature_sigma_k": 0.0}})
+    seconds, settle = 40, 4000
+    volts = world.respond(torch.zeros(1, int(seconds * FS) + settle), FS)[:, settle:].double()
+    p = world.parameters_now()
+    impulse = torch.zeros(1, 2000, len(p["omega"]))
+    impulse[0, 0] = 1.0
+    states = physics.simulate(impulse, FS, p["omega"], p["gamma"], p["beta"], p["kappa"])
+    response = physics.sense(states[0, :-1], p["sense_gain"], world.config.network.sensed)
+    expected = (0.03 * math.sqrt(FS / 2)) ** 2 * response.double().pow(2).sum(0)
+    np.testing.assert_allclose(volts.var(1), expected, rtol=5 * math.sqrt(2 / (float(p["gamma"].min()) * seconds)))
+    world = OscillatorNetwork(preset="harsh", seed=3, config={"shot": {"force_noise_m_s2_rthz": 0.0},
+                                                               "slow": {"temperature_sigma_k": 0.0}})
+    volts = world.respond(torch.zeros(1, 8000), FS).double()
+    assert float(volts.std(1).mean()) == pytest.approx(3e-5 * math.sqrt(FS / 2), rel=5 / math.sqrt(2 * volts.numel()))
+    _, _, ai, _ = bench("harsh", config=QUIET)
+    record = ai.acquire(40_000, FS)
+    lsb = 20 / 2**12
+    codes = np.round(record / lsb)
+    np.testing.assert_allclose(record / lsb, codes, atol=1e-3)  # on the 12-bit ADC's codes
+    beyond = math.erfc(0.5 * lsb / 7.2e-4 / math.sqrt(2))  # P(|noise| > half a code)
+    assert abs(np.count_nonzero(codes) - record.size * beyond) < 5 * math.sqrt(record.size * beyond)
+    world, count, rho = OscillatorNetwork(preset="harsh", seed=4), 8000, math.exp(-1)
+    tau = world.config.slow.temperature_tau_s
+    pairs = []
+    for _ in range(count):
+        world.clock.sleep(10 * tau)
+        first = world.temperature_k()
+        world.clock.sleep(tau)
+        pairs.append((first, world.temperature_k()))
+    assert np.array(pairs).std() == pytest.approx(1.5, rel=5 * math.sqrt((1 + rho**2) / (4 * count)))
+
+
 def test_sensor_noise_is_white_with_the_configured_density() -> None:
     world = OscillatorNetwork(seed=3, config={"shot": {"force_noise_m_s2_rthz": 0.0},
                                               "slow": {"temperature_sigma_k": 0}})
