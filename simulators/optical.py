@@ -161,6 +161,15 @@ class ConstructionConfig(Strict):
     black_level_dn: float = Field(10.0, ge=0, le=65535, description="mean dark offset of the ADC (DN); source: "
                                   "assumption, a black level set above zero so that read noise is not clipped")
 
+    @model_validator(mode="after")
+    def _some_field_modulated(self) -> ConstructionConfig:
+        top = self.zero_order * (1 + self.zero_order_spread)
+        if top >= 1:  # drawn as min(1, ...): a whole field unmodulated on some devices, the spread no longer uniform
+            raise ValueError(f"zero_order {self.zero_order:g} with zero_order_spread {self.zero_order_spread:g} draws "
+                             f"fractions up to {top:g}, on some devices an SLM that modulates nothing; lower either, "
+                             "so that zero_order × (1 + zero_order_spread) stays below 1")
+        return self
+
 
 class TableConstructionConfig(ConstructionConfig):
     """The optical table's construction: the SLM's and the camera's, and the camera's misalignment."""
