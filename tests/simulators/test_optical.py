@@ -429,6 +429,37 @@ def test_a_zero_order_spread_that_would_draw_an_unmodulated_slm_is_refused(world
     assert world_class(config={"construction": {"zero_order": 0.5, "zero_order_spread": 0.99}}).zero_order < 1
 
 
+@pytest.mark.statistical
+def test_harsh_construction_has_its_preset_magnitudes() -> None:
+    """The harsh table's construction section is in force, measured against its preset's numbers (realistic's in
+    brackets): over 2000 devices, the LUT's gain error 8 % (3 %) and bow 0.4 rad (0.15), the sample std's relative
+    standard error 1/√(2n) = 1.6 %; crosstalk widths uniform within ±20 % of 1 px (0.5 px) and zero-order fractions
+    within ±20 % of 0.12 (0.06), the uniform sample std's √(0.8/(4n)) = 1 %, the means to σ/√n; the misalignment 0.8
+    px (0.3) per axis, 4000 values, 1.1 %. On one 64 × 64 camera: PRNU 1.5 % (0.6 %) and DSNU 4 e⁻ (1.5), 4096
+    pixels, 1.1 %, and the black level 20 DN (10). Tolerances five standard errors."""
+    devices = 2000
+    worlds = [OpticalTable(preset="harsh", seed=seed, config=SMALL) for seed in range(devices)]
+
+    def drawn(name: str) -> torch.Tensor:
+        return torch.tensor([float(getattr(world, name)) for world in worlds], dtype=torch.float64)
+
+    spread = 5 / math.sqrt(2 * devices)
+    assert float((drawn("lut_gain") - 1).std()) == pytest.approx(0.08, rel=spread)
+    assert float(drawn("lut_bow_rad").std()) == pytest.approx(0.4, rel=spread)
+    for name, mean in (("crosstalk_px", 1.0), ("zero_order", 0.12)):
+        values, std = drawn(name), 0.2 * mean / math.sqrt(3)
+        assert float(values.std()) == pytest.approx(std, rel=5 * math.sqrt(0.8 / (4 * devices))), name
+        assert float(values.mean()) == pytest.approx(mean, abs=5 * std / math.sqrt(devices)), name
+    shifts = torch.stack([world.shift_px for world in worlds]).double()
+    assert float(shifts.std()) == pytest.approx(0.8, rel=5 / math.sqrt(2 * shifts.numel()))
+    world = OpticalTable(preset="harsh", seed=1)
+    pixels = world.pixel_gain.numel()
+    assert float(world.pixel_gain.double().std()) == pytest.approx(0.015, rel=5 / math.sqrt(2 * pixels))
+    assert float(world.dark_offset_e.double().std()) == pytest.approx(4.0, rel=5 / math.sqrt(2 * pixels))
+    dark_dn = world.hidden_parameters()["dark_dn"].double()
+    assert float(dark_dn.mean()) == pytest.approx(20.0, abs=5 * K * 4.0 / math.sqrt(pixels))
+
+
 @pytest.mark.parametrize("width", [8, 16, 32, 64])
 def test_free_space_between_narrow_panels_does_not_wrap_around(width: int) -> None:
     """Over 5 mm at 532 nm, light from 8 µm pixels walks 21 pixels sideways: the transfer function's grid must
