@@ -181,17 +181,37 @@ def _rename(source: Path, destination: Path) -> None:
     os.replace(source, destination)
 
 
+def _access_of(replaced: Path, fd: int) -> None:
+    """Give the file open as ``fd`` the permission bits and the group of ``replaced``, the file it is about to replace
+    (nothing where there is none), as an editor's save does: made anew under this user's umask (022), a run's event
+    log that the lab had made writable by its group (``chmod g+w``) was this user's alone once a colleague's resume
+    rewound it, and the run's own user could no longer resume it. The group is kept only where this user is in it,
+    and nothing on a system without POSIX permissions (Windows)."""
+    if os.name != "posix":
+        return
+    try:
+        old = os.stat(replaced)
+    except OSError:  # a new file: the umask's bits
+        return
+    with contextlib.suppress(OSError):  # a group this user is not in
+        if os.fstat(fd).st_gid != old.st_gid:
+            os.fchown(fd, -1, old.st_gid)
+    with contextlib.suppress(OSError):  # a file system without permissions (FAT refuses some): the new file's stay
+        os.fchmod(fd, stat.S_IMODE(old.st_mode))  # after the group: a change of group may clear the setgid bit
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all: a temporary file, synced, then renamed into place, its folder synced. A
     temporary file that failed (a full disk) is removed, so it does not keep the space the run needs once some is
     freed. The temporary file is made anew (one left there, even a symbolic link, is removed first, not written
-    through)."""
+    through), with the permission bits and group of the file it replaces (`_access_of`)."""
     temporary = path.with_name(f".{path.name}.tmp")
     with _writing(path):
         make_folders(path.parent)
         try:
             temporary.unlink(missing_ok=True)
             with temporary.open("xb") as handle:
+                _access_of(path, handle.fileno())
                 handle.write(data)
                 handle.flush()
                 _sync(handle.fileno())
