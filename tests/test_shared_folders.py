@@ -75,3 +75,40 @@ def test_a_replaced_file_keeps_its_group(tmp_path: Path) -> None:
     group = path.stat().st_gid
     atomic_write(path, b"new")
     assert path.stat().st_gid == group
+
+
+def modes(folder: Path) -> dict[str, int]:
+    """The permission bits of everything under ``folder`` (hidden files too), by relative path."""
+    return {str(path.relative_to(folder)): mode(path) for path in sorted(folder.rglob("*"))}
+
+
+def a_run_with_every_file(root: Path) -> Path:
+    """A run folder made in ``root`` with a file of each kind a run writes: its lock, its log and the discarded log,
+    a file in a folder of its own, a checkpoint."""
+    store = RunStore.create(root / "runs", "shared")
+    for epoch in range(2):
+        store.event("epoch", epoch=epoch)
+    store.rewind_events(2)
+    store.save_arrays("data/fidelity.h5", {"nmse": [0.1]})
+    store.save_checkpoint({"epoch": 1})
+    store.close()
+    return store.path
+
+
+def test_a_run_made_in_a_group_writable_folder_is_writable_by_the_group(tmp_path: Path, umask_022: None) -> None:
+    """A lab's runs folder, its group's to write (chmod 2775): a run made there under the umask 022 was its user's
+    alone to write, and a colleague's resume of it failed at its lock file, hil report wrote nothing."""
+    tmp_path.chmod(0o2775)
+    run = a_run_with_every_file(tmp_path)
+    made = modes(tmp_path)
+    assert set(made) == {"runs", *(f"runs/{run.name}{name}" for name in (
+        "", "/.lock", "/events.jsonl", "/events.discarded.jsonl", "/data", "/data/fidelity.h5", "/checkpoint.pt"))}
+    assert {path: bits & 0o070 for path, bits in made.items()} == {
+        path: 0o070 if (tmp_path / path).is_dir() else 0o060 for path in made}
+
+
+def test_a_run_made_in_a_folder_of_its_user_alone_keeps_the_umasks_access(tmp_path: Path, umask_022: None) -> None:
+    tmp_path.chmod(0o755)
+    run = a_run_with_every_file(tmp_path)
+    assert {path: bits for path, bits in modes(run).items()} == {
+        path: 0o755 if (run / path).is_dir() else 0o644 for path in modes(run)}
