@@ -1521,6 +1521,26 @@ def test_an_output_root_in_the_home_folder_is_there(tmp_path: Path, monkeypatch:
     assert not (tmp_path / "~").exists()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows finds the home in USERPROFILE, not in the users' table")
+def test_an_output_root_in_a_home_that_is_not_known_is_a_clear_error(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """HOME unset and a user the system's table does not hold (a container's --user): a traceback, "Could not
+    determine home directory", once the lab had been built."""
+    import pwd
+
+    def unknown_user(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", unknown_user)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"protocol.yaml:\d+: output.root: ~/runs: ~ stands for your home folder, "
+                                          r"which is not known here \(HOME is not set\); set HOME, or give "):
+        run_protocol(write_protocol(tmp_path, **SMALL, output={"root": "~/runs"}), show_progress=False)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["protocol.yaml"]  # no ./~/runs
+    assert emulators_serving() == []
+
+
 IDEAL_LAB = textwrap.dedent("""
     worlds:
       chip: {kind: memristor_crossbar, preset: ideal, seed: 0}
