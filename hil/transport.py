@@ -160,13 +160,13 @@ class TrafficLog:
 
 
 def shared_temporary_folder() -> Path:
-    """A folder every user of the machine writes to, as its instruments are theirs alike: the temporary folder, but
-    on macOS /tmp and on Windows %ProgramData%, as their temporary folders ($TMPDIR, %TEMP%) are each user's own."""
-    if sys.platform == "darwin":
+    """A folder every user of the machine writes to, as its instruments are theirs alike: /tmp, and on Windows
+    %ProgramData%, whatever the temporary folder of this user is ($TMPDIR, %TEMP%): each user's own on macOS and
+    Windows, and on Linux where a login sets it so (pam_tmpdir's /tmp/user/<uid>, a lab's profile), where two users'
+    runs each claimed the bench's instruments in a folder of their own and both drove them."""
+    if sys.platform != "win32":
         return Path("/tmp")
-    if sys.platform == "win32" and os.environ.get("PROGRAMDATA"):
-        return Path(os.environ["PROGRAMDATA"])
-    return Path(tempfile.gettempdir())
+    return Path(os.environ["PROGRAMDATA"]) if os.environ.get("PROGRAMDATA") else Path(tempfile.gettempdir())
 
 
 #: Where a process holding an instrument writes its claim (`_Claim`): one file per resource, shared by every user.

@@ -11,7 +11,6 @@ import select
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -1260,15 +1259,16 @@ def test_an_error_status_from_the_visa_session_s_read_is_a_transport_error_not_a
             transport.query("MEAS?")
 
 
-def open_elsewhere(resource: str, *, windows: bool = False) -> subprocess.CompletedProcess:
+def open_elsewhere(resource: str, *, windows: bool = False, env: dict[str, str] | None = None
+                   ) -> subprocess.CompletedProcess:
     """Open ``resource`` from another process (another hil run, `hil devices` during a run), as hil does;
-    ``windows``: with Windows' locks (`tests.windows`)."""
+    ``windows``: with Windows' locks (`tests.windows`); ``env``: its environment (this process's by default)."""
     program = ("from tests.windows import as_on_windows\nas_on_windows()\n" if windows else "") + (
                "import sys\nfrom hil.errors import InstrumentBusy\nfrom hil.transport import open_transport\n"
                "try:\n    with open_transport(sys.argv[1], timeout_s=2) as link:\n        print(link.query('*IDN?'))\n"
                "except InstrumentBusy as error:\n    sys.exit(str(error))\n")
     return subprocess.run([sys.executable, "-c", program, resource], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], timeout=60)
+                          cwd=Path(__file__).resolve().parents[1], timeout=60, env=env)
 
 
 def test_an_instrument_open_in_one_process_is_refused_to_another_naming_the_holder(echo_tcp, echo_pty) -> None:
@@ -1364,7 +1364,16 @@ def test_instruments_are_claimed_in_a_folder_every_user_of_the_machine_shares(mo
         with monkeypatch.context() as system:  # as each system names itself, for this call alone
             system.setattr(sys, "platform", platform)
             folders[platform] = shared_temporary_folder()
-    assert folders == {"darwin": Path("/tmp"), "win32": tmp_path, "linux": Path(tempfile.gettempdir())}
+    assert folders == {"darwin": Path("/tmp"), "win32": tmp_path, "linux": Path("/tmp")}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows' claims are in %ProgramData%, whatever %TEMP% is")
+def test_an_instrument_is_claimed_in_one_folder_whatever_each_users_temporary_folder(echo_tcp, tmp_path) -> None:
+    """A login that gives each user a temporary folder of their own ($TMPDIR: pam_tmpdir's /tmp/user/<uid>): a
+    colleague's hil claimed the bench's instruments in a folder of its own, and connected beside a run going on."""
+    with VisaTransport(echo_tcp[1].resource, timeout_s=0.3):
+        refused = open_elsewhere(echo_tcp[1].resource, env={**os.environ, "TMPDIR": str(tmp_path)})
+        assert refused.returncode == 1 and "in use by another process" in refused.stderr, refused
 
 
 def test_a_usb_instrument_is_one_instrument_however_its_vendor_and_model_numbers_are_written() -> None:
