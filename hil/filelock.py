@@ -1,11 +1,17 @@
-"""Locks on whole files, which keep a run folder or an instrument to one process: held until unlocked or the file is
-closed, and dropped by the system when the process ends, however it ends. ``flock`` where the system has it (Linux,
-macOS); on Windows, which has no ``fcntl``, msvcrt's lock on one byte of the file, at `WINDOWS_LOCK_OFFSET`."""
+"""Files that several processes and users of a machine share. Locks on whole files, which keep a run folder or an
+instrument to one process: held until unlocked or the file is closed, and dropped by the system when the process ends,
+however it ends. ``flock`` where the system has it (Linux, macOS); on Windows, which has no ``fcntl``, msvcrt's lock on
+one byte of the file, at `WINDOWS_LOCK_OFFSET`. And the access of what hil makes in a folder that its group shares
+(`share_with_group`)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import stat
+from pathlib import Path
+from typing import Any
 
 try:
     import fcntl
@@ -47,3 +53,31 @@ def unlock(fd: int) -> None:
 def shares() -> bool:
     """Whether `lock`'s ``shared`` locks are shared (not on Windows)."""
     return fcntl is not None
+
+
+def share_with_group(made: int | Path, folder: Path) -> None:
+    """Give a file (open as the descriptor ``made``) or a folder (the path ``made``) just made in ``folder`` the access
+    ``folder`` gives its group, where that is write access (a lab's shared runs folder: ``chmod g+w``, often setgid):
+    read and write, and search for a folder. Made under the umask most accounts have (022), a run there was its user's
+    alone to write: a colleague of the group could neither resume it nor write its report; and a traffic log that the
+    lab's file names was refused to every run but its first user's. Nothing elsewhere, nor where permissions cannot be
+    set (Windows, FAT)."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        group = stat.S_IMODE(os.stat(folder).st_mode) & stat.S_IRWXG
+        if not group & stat.S_IWGRP:
+            return
+        if isinstance(made, int):
+            os.fchmod(made, stat.S_IMODE(os.fstat(made).st_mode) | (group & ~stat.S_IXGRP))
+        else:
+            os.chmod(made, stat.S_IMODE(os.stat(made).st_mode) | group)
+
+
+def open_shared(path: Path, mode: str, **options: Any) -> Any:
+    """``path.open(mode, ...)``, a file it makes given the access of its folder's group (`share_with_group`)."""
+    new = not path.exists()
+    handle = path.open(mode, **options)
+    if new:
+        share_with_group(handle.fileno(), path.parent)
+    return handle

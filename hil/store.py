@@ -68,7 +68,7 @@ from hil.errors import (
     error_reason,
     signals_held,
 )
-from hil.filelock import lock, shares, unlock
+from hil.filelock import lock, open_shared, share_with_group, shares, unlock
 
 if TYPE_CHECKING:
     from hil.twin.models import Twin
@@ -146,36 +146,10 @@ def _sync_folder(folder: Path) -> None:
         os.close(handle)
 
 
-def _share(made: int | Path, folder: Path) -> None:
-    """Give a file (open as the descriptor ``made``) or a folder (the path ``made``) just made in ``folder`` the access
-    ``folder`` gives its group, where that is write access (a lab's shared runs folder: ``chmod g+w``, often setgid):
-    read and write, and search for a folder. Made under the umask most accounts have (022), a run there was its user's
-    alone to write: a colleague of the group could neither resume it nor write its report. Nothing elsewhere, nor
-    where permissions cannot be set (Windows, FAT)."""
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):
-        group = stat.S_IMODE(os.stat(folder).st_mode) & stat.S_IRWXG
-        if not group & stat.S_IWGRP:
-            return
-        if isinstance(made, int):
-            os.fchmod(made, stat.S_IMODE(os.fstat(made).st_mode) | (group & ~stat.S_IXGRP))
-        else:
-            os.chmod(made, stat.S_IMODE(os.stat(made).st_mode) | group)
-
-
-def _open_shared(path: Path, mode: str, **options: Any) -> Any:
-    """``path.open(mode, ...)``, a file it makes given the access of its folder's group (`_share`)."""
-    new = not path.exists()
-    handle = path.open(mode, **options)
-    if new:
-        _share(handle.fileno(), path.parent)
-    return handle
-
-
 def make_folders(folder: Path) -> None:
     """Make ``folder`` and its missing parents, each synced into its parent once made, so that a power cut cannot
-    lose a folder that files were then written into; each given the access of its parent's group (`_share`)."""
+    lose a folder that files were then written into; each given the access of its parent's group
+    (`share_with_group`)."""
     missing = []
     while not folder.is_dir():
         missing.append(folder)
@@ -187,7 +161,7 @@ def make_folders(folder: Path) -> None:
             if not new.is_dir():  # a file of that name
                 raise
         else:
-            _share(new, new.parent)
+            share_with_group(new, new.parent)
         _sync_folder(new.parent)
 
 
@@ -215,16 +189,16 @@ def _rename(source: Path, destination: Path) -> None:
 
 def _access_of(replaced: Path, fd: int) -> None:
     """Give the file open as ``fd`` the permission bits and the group of ``replaced``, the file it is about to replace
-    (where there is none, the access of its folder's group: `_share`), as an editor's save does: made anew under
-    this user's umask (022), a run's event log that the lab had made writable by its group (``chmod g+w``) was this
-    user's alone once a colleague's resume rewound it, and the run's own user could no longer resume it. The group is
-    kept only where this user is in it, and nothing on a system without POSIX permissions (Windows)."""
+    (where there is none, the access of its folder's group: `share_with_group`), as an editor's save does: made anew
+    under this user's umask (022), a run's event log that the lab had made writable by its group (``chmod g+w``) was
+    this user's alone once a colleague's resume rewound it, and the run's own user could no longer resume it. The group
+    is kept only where this user is in it, and nothing on a system without POSIX permissions (Windows)."""
     if os.name != "posix":
         return
     try:
         old = os.stat(replaced)
     except OSError:  # a new file
-        _share(fd, replaced.parent)
+        share_with_group(fd, replaced.parent)
         return
     with contextlib.suppress(OSError):  # a group this user is not in
         if os.fstat(fd).st_gid != old.st_gid:
@@ -367,7 +341,7 @@ class RunStore:
             self.finished_before = events[-1] if events and events[-1]["kind"] == "run_finished" else None
             if not watch:
                 with _writing(path / EVENTS):
-                    self._events = _open_shared(path / EVENTS, "ab", buffering=0)
+                    self._events = open_shared(path / EVENTS, "ab", buffering=0)
         except BaseException:
             if self._lock is not None:
                 _let_go(self._lock)
@@ -388,7 +362,7 @@ class RunStore:
                     path.mkdir()
                 except FileExistsError:
                     continue
-                _share(path, parent)
+                share_with_group(path, parent)
                 try:
                     _sync_folder(parent)
                     return cls(path)
@@ -514,7 +488,7 @@ class RunStore:
         them back leaves them in the log alone."""
         data = b"".join(lines)
         _plain(self.path / DISCARDED)
-        with _writing(self.path / DISCARDED), _open_shared(self.path / DISCARDED, "a+b", buffering=0) as handle:
+        with _writing(self.path / DISCARDED), open_shared(self.path / DISCARDED, "a+b", buffering=0) as handle:
             size = handle.seek(0, os.SEEK_END)
             if data and size >= len(data):
                 handle.seek(size - len(data))
@@ -862,7 +836,7 @@ def _hold(path: Path, reporting: bool = False) -> Any:
     _plain(path / LOCK)
     try:
         with _writing(path / LOCK):
-            handle = _open_shared(path / LOCK, "a+b")
+            handle = open_shared(path / LOCK, "a+b")
     except WriteRefused:
         if held(path):  # another user's run going on: its lock file is not this user's to write
             raise _held_by_another(path) from None

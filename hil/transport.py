@@ -30,7 +30,7 @@ from typing import IO, Any, ClassVar
 import numpy as np
 
 from hil.errors import ConfigError, InstrumentBusy, TransportError, TransportTimeout, excerpt
-from hil.filelock import lock, unlock
+from hil.filelock import lock, open_shared, share_with_group, unlock
 
 #: pyvisa datatype codes accepted by the binary-block methods (struct format characters).
 BLOCK_DATATYPES = "bBhHiIlLqQfd"
@@ -85,6 +85,9 @@ class TrafficLog:
     Transports given one path share one log (`shared`), so a bench's instruments logging to one file leave one
     record in the order of the exchanges, written through one handle.
 
+    In a folder its group may write (a lab's), the file and the folders made for it are the group's to write too
+    (`hil.filelock.share_with_group`): the log a lab file names is written by each user's runs in turn.
+
     The log serves debugging and never stands between hil and an instrument: a file that cannot be created is an
     error before anything is sent, but one that fails later (a full disk) stops logging with a warning, and the
     commands, the safe state's among them, still go out.
@@ -120,8 +123,12 @@ class TrafficLog:
         with self._lock:
             if self._file is None:
                 try:
+                    made = [folder for folder in (self._target.parent, *self._target.parent.parents)
+                            if not folder.exists()]
                     self._target.parent.mkdir(parents=True, exist_ok=True)
-                    self._file = self._target.open("a", encoding="utf-8")
+                    for folder in reversed(made):  # a lab's shared folder: its group's, as the file
+                        share_with_group(folder, folder.parent)
+                    self._file = open_shared(self._target, "a", encoding="utf-8")
                 except OSError as error:
                     if not self._stopped:
                         raise TransportError(f"traffic log {self.path}: cannot write ({error.strerror or error}); "

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from hil.store import EVENTS, RunStore, atomic_write
+from hil.transport import VisaTransport
+from tests.test_transport import echo_tcp  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
 
@@ -112,3 +114,14 @@ def test_a_run_made_in_a_folder_of_its_user_alone_keeps_the_umasks_access(tmp_pa
     run = a_run_with_every_file(tmp_path)
     assert {path: bits for path, bits in modes(run).items()} == {
         path: 0o755 if (run / path).is_dir() else 0o644 for path in modes(run)}
+
+
+def test_a_traffic_log_made_in_a_group_writable_folder_is_writable_by_the_group(echo_tcp, tmp_path: Path,  # noqa: F811
+                                                                                 umask_022: None) -> None:
+    """A lab file on the shared disk names a traffic log (logs/awg.log): the first run made it its user's alone to
+    write, and every colleague's run after was refused ("'logs/awg.log' cannot be written")."""
+    tmp_path.chmod(0o2775)
+    log = tmp_path / "logs" / "bench" / "awg.log"
+    with VisaTransport(echo_tcp[1].resource, timeout_s=2, traffic_log=log) as transport:
+        transport.query("ECHO? hello")
+    assert modes(tmp_path) == {"logs": 0o2775, "logs/bench": 0o2775, "logs/bench/awg.log": 0o664}
