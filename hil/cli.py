@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import glob
 import importlib.metadata
+import logging
 import os
 import signal
 import sys
@@ -385,6 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
         # a path the file system gave in another encoding (a lone surrogate) is printed escaped, not a traceback
         sys.stdout.reconfigure(errors="backslashreplace")
+    # matplotlib (the report's plots) logs to stderr where nothing takes its log: two lines on each hil run and hil
+    # report where the home cannot be written (a shared account's, a service's), of a cache it then keeps elsewhere
+    plots = logging.getLogger("matplotlib")
+    if not plots.handlers:
+        plots.addHandler(logging.NullHandler())
     with warnings.catch_warnings():
         python_shows = warnings.showwarning
 

@@ -1544,3 +1544,22 @@ def test_check_stopped_says_it_changed_nothing_on_the_instruments(tmp_path: Path
     finally:
         os.close(writer)
     assert (process.returncode, out, err) == (128 + signum, "", f"{said}; nothing was changed on the instruments\n")
+
+
+def test_report_where_the_home_cannot_be_written_says_nothing_of_matplotlibs_cache(tmp_path: Path) -> None:
+    """A shared account's or a service's home that cannot be written (HOME=/nonexistent): hil report and every hil
+    run printed matplotlib's two lines on its configuration folder ("mkdir -p failed for path ...", "Matplotlib
+    created a temporary cache directory ...") on stderr, which holds hil's own lines alone."""
+    from hil.store import SUMMARY, RunStore
+
+    store = RunStore.create(tmp_path / "runs", "r")
+    store.event("run_started", protocol="p", method="pat", system="crossbar", seed=0)
+    store.event("run_finished")
+    store.close()
+    home = tmp_path / "home"
+    home.write_text("a file where the home folder should be: nothing can be made in it")
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")} | {"HOME": str(home)}
+    result = subprocess.run([sys.executable, "-m", "hil.cli", "report", str(store.path)], capture_output=True,
+                            text=True, timeout=120, env=environment)
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"{store.path / SUMMARY}\n", "")
