@@ -419,6 +419,13 @@ def _main(argv: Sequence[str] | None) -> int:
         unrecognized = [word for word in unrecognized if word not in args.options]
     if unrecognized:
         args.parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
+    try:
+        os.getcwd()
+    except OSError as error:  # removed since (a colleague tidying a shared folder), or a share gone stale: torch's
+        # import then ended hil with "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so", as if not installed
+        _stderr(f"hil: error: the working directory is gone ({error.strerror or error}): it was removed, or its share "
+                "was lost; cd to a folder that exists and run hil again")
+        return 2
     func: Callable[[argparse.Namespace], int] = args.func
     # what a stop leaves: hil run's instruments made safe; the other commands change nothing on an instrument
     stopped = "instruments were put in their safe state" if func is _run else "nothing was changed on the instruments"

@@ -1563,3 +1563,19 @@ def test_report_where_the_home_cannot_be_written_says_nothing_of_matplotlibs_cac
     result = subprocess.run([sys.executable, "-m", "hil.cli", "report", str(store.path)], capture_output=True,
                             text=True, timeout=120, env=environment)
     assert (result.returncode, result.stdout, result.stderr) == (0, f"{store.path / SUMMARY}\n", "")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows does not remove a folder a process works in")
+def test_a_working_directory_removed_under_hil_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A shell left in a shared folder a colleague removed: every hil command ended at torch's import, with "Intel
+    oneMKL FATAL ERROR: Cannot load .../libtorch_cpu.so", as if hil were not installed."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (tmp_path / "runs").mkdir()
+    result = subprocess.run(
+        ["sh", "-c", 'cd "$1" && rmdir "$1" && exec "$2" -c "import sys; from hil.cli import main; '
+         'sys.exit(main(sys.argv[1:]))" runs --root "$3"', "sh", str(gone), sys.executable, str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", (
+        "hil: error: the working directory is gone (No such file or directory): it was removed, or its share was "
+        "lost; cd to a folder that exists and run hil again\n"))
