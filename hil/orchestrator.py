@@ -818,13 +818,16 @@ def source_commit(root: Path = SOURCE_ROOT) -> str:
     change); ``not a git checkout`` where ``root``
     holds none (hil installed from a wheel, whose version then says which it is), ``unknown`` where git cannot tell
     (not installed, or refusing the folder). Asked of git once per process: the code a process runs is what it
-    imported."""
+    imported. A checkout another user owns (a lab's hil, installed once by one of its people) is read as this user's
+    own (``safe.directory``): git refused it, and each run of every other user recorded ``unknown``; this process runs
+    that checkout's code already, and trusts its git configuration no less."""
     if not (root / ".git").exists():
         return "not a git checkout"
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
-                              errors="surrogateescape", check=True, stdin=subprocess.DEVNULL).stdout.strip()
+        return subprocess.run(["git", "-c", f"safe.directory={root}", "-C", str(root), *args], capture_output=True,
+                              text=True, timeout=30, errors="surrogateescape", check=True,
+                              stdin=subprocess.DEVNULL).stdout.strip()
     try:
         commit = git("rev-parse", "HEAD")
         changed = git("diff", "HEAD", "--binary", "--", *OWN_PACKAGES)

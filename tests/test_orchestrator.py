@@ -3306,6 +3306,28 @@ def test_a_run_records_the_commit_of_the_hil_source_it_ran(tmp_path: Path) -> No
     assert source_commit(tmp_path) == "unknown"
 
 
+def test_a_run_records_the_commit_of_a_hil_checkout_another_user_owns(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lab's bench computer with hil installed once, from a checkout one of its people owns: git refuses a
+    repository of another user's ("detected dubious ownership"), and the runs of everyone else recorded the commit
+    "unknown" (and a resume by another user than the run's warned of other versions)."""
+    from hil.orchestrator import source_commit
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    (tmp_path / "hil").mkdir()
+    (tmp_path / "hil" / "nn.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=n", "-c", "user.email=n@n", "commit", "-q", "-m", "first")
+    commit = git("rev-parse", "HEAD")
+    monkeypatch.setenv("GIT_TEST_ASSUME_DIFFERENT_OWNER", "1")  # git's own switch: the folder another user's
+    with pytest.raises(subprocess.CalledProcessError):
+        git("rev-parse", "HEAD")
+    assert source_commit.__wrapped__(tmp_path) == commit
+
+
 def test_runs_of_other_seeds_start_no_physical_layer_at_the_same_theta(tmp_path: Path) -> None:
     """θ's start was drawn from the seed plus the layer's index: seed 2's first layer started where seed 0's third
     did, so runs of a seed sweep over a model of two physical layers shared their starts."""
