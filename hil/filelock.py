@@ -57,21 +57,24 @@ def shares() -> bool:
 
 def share_with_group(made: int | Path, folder: Path) -> None:
     """Give a file (open as the descriptor ``made``) or a folder (the path ``made``) just made in ``folder`` the access
-    ``folder`` gives its group, where that is write access (a lab's shared runs folder: ``chmod g+w``, often setgid):
-    read and write, and search for a folder. Made under the umask most accounts have (022), a run there was its user's
-    alone to write: a colleague of the group could neither resume it nor write its report; and a traffic log that the
-    lab's file names was refused to every run but its first user's. Nothing elsewhere, nor where permissions cannot be
-    set (Windows, FAT)."""
+    ``folder`` gives its group, where that is write access and ``made`` is of that group too (a lab's shared runs
+    folder: ``chmod g+w``, setgid or of its people's own group): read and write, and search for a folder. Made under
+    the umask most accounts have (022), a run there was its user's alone to write: a colleague of the group could
+    neither resume it nor write its report; and a traffic log that the lab's file names was refused to every run but
+    its first user's. Nothing elsewhere: not for a file of another group than the folder's (a user's own group, in
+    /tmp), nor where permissions cannot be set (Windows, FAT)."""
     if os.name != "posix":
         return
     with contextlib.suppress(OSError):
-        group = stat.S_IMODE(os.stat(folder).st_mode) & stat.S_IRWXG
-        if not group & stat.S_IWGRP:
+        shared = os.stat(folder)
+        group = stat.S_IMODE(shared.st_mode) & stat.S_IRWXG
+        now = os.fstat(made) if isinstance(made, int) else os.stat(made)
+        if not group & stat.S_IWGRP or now.st_gid != shared.st_gid:
             return
         if isinstance(made, int):
-            os.fchmod(made, stat.S_IMODE(os.fstat(made).st_mode) | (group & ~stat.S_IXGRP))
+            os.fchmod(made, stat.S_IMODE(now.st_mode) | (group & ~stat.S_IXGRP))
         else:
-            os.chmod(made, stat.S_IMODE(os.stat(made).st_mode) | group)
+            os.chmod(made, stat.S_IMODE(now.st_mode) | group)
 
 
 def open_shared(path: Path, mode: str, **options: Any) -> Any:

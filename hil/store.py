@@ -23,9 +23,9 @@ On resume the events after the checkpoint (a partial epoch that will be redone) 
 for byte, to ``events.discarded.jsonl``, so the log has every event exactly once and nothing written is lost. One
 process at a time may have a run open: a second (a resume while the run goes on) is refused; a reader (``hil report``
 of a run going on, a run reusing its twin) opens it with ``watch``, without the lock, and writes nothing there.
-In a folder its group may write (a lab's shared runs folder), what a run makes is its group's to read and write too,
-whatever the umask, so that a colleague of the group can resume the run or write its report; a file replaced keeps
-the permissions and group it had.
+In a folder its group may write (a lab's shared runs folder), what a run makes of that group (a setgid folder's) is
+the group's to read and write too, whatever the umask, so that a colleague of the group can resume the run or write
+its report; a file replaced keeps the permissions and group it had.
 
 What each file holds (the datasets, the event kinds and their fields, the checkpoint's layout) and how to read it
 without hil: the README's "What a run stores".

@@ -109,6 +109,23 @@ def test_a_run_made_in_a_group_writable_folder_is_writable_by_the_group(tmp_path
         path: 0o070 if (tmp_path / path).is_dir() else 0o060 for path in made}
 
 
+def test_a_run_made_in_a_folder_another_group_may_write_keeps_the_umasks_access(tmp_path: Path,
+                                                                                umask_022: None) -> None:
+    """A folder writable by a group the run's files are not of (not setgid, as /tmp, world-writable, is root's): the
+    files are of the user's own group, which the folder's access is not meant for."""
+    os.chown(tmp_path, -1, another_group())
+    tmp_path.chmod(0o775)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs").chmod(0o775)  # the user's own group, writable: its files are that group's too
+    run = a_run_with_every_file(tmp_path)
+    assert {path: bits for path, bits in modes(run).items()} == {
+        path: 0o775 if (run / path).is_dir() else 0o664 for path in modes(run)}
+    os.chown(tmp_path / "runs", -1, another_group())
+    run = a_run_with_every_file(tmp_path)
+    assert {path: bits for path, bits in modes(run).items()} == {
+        path: 0o755 if (run / path).is_dir() else 0o644 for path in modes(run)}
+
+
 def test_a_run_made_in_a_folder_of_its_user_alone_keeps_the_umasks_access(tmp_path: Path, umask_022: None) -> None:
     tmp_path.chmod(0o755)
     run = a_run_with_every_file(tmp_path)
