@@ -830,6 +830,19 @@ def _only_looked_at(handle: Any) -> bool:
     return True
 
 
+#: The lock files of run folders this process holds (`_hold`), as its pid, their device and their inode (a forked
+#: child holds none of its parent's). A run refused to this process is "already open in this process" only where it
+#: holds the folder's lock file: the pid the file names may be this process's number in another container sharing the
+#: runs folder (the first process of each is pid 1), or on another computer (a network share).
+_HELD_HERE: set[tuple[int, int, int]] = set()
+
+
+def _lock_file_key(handle: Any) -> tuple[int, int, int]:
+    """The key of the lock file open as ``handle`` in `_HELD_HERE`."""
+    status = os.fstat(handle.fileno())
+    return os.getpid(), status.st_dev, status.st_ino
+
+
 def _hold(path: Path, reporting: bool = False) -> Any:
     """The run folder's lock, held until the returned file is let go (`_let_go`); a run another process holds is an
     error naming that process. The lock file says the pid, and `REPORTING` after it where ``reporting``."""
@@ -850,8 +863,9 @@ def _hold(path: Path, reporting: bool = False) -> Any:
             if _only_looked_at(handle) and time.monotonic() < deadline:
                 time.sleep(0.001)
                 continue
+            here = _lock_file_key(handle) in _HELD_HERE
             handle.close()
-            if _holder(path) == str(os.getpid()):
+            if here:
                 raise RunFileError(f"{path} is already open in this process; close its store first") from None
             raise _held_by_another(path) from None
         except OSError as error:  # not a user's output that failed, as the command took it (errno, no file named)
@@ -869,6 +883,7 @@ def _hold(path: Path, reporting: bool = False) -> Any:
         with contextlib.suppress(OSError):
             handle.close()
         raise
+    _HELD_HERE.add(_lock_file_key(handle))
     return handle
 
 
@@ -877,6 +892,8 @@ def _let_go(handle: Any) -> None:
     when the system gets to it, and the run stayed held meanwhile (`held`), refused to a resume."""
     if handle.closed:  # a store closed before
         return
+    with contextlib.suppress(OSError):
+        _HELD_HERE.discard(_lock_file_key(handle))
     with contextlib.suppress(OSError):
         unlock(handle.fileno())
     handle.close()

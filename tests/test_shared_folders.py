@@ -3,12 +3,14 @@ and replaces there stays as open to the group as the lab made it."""
 
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hil.errors import RunFileError, RunHeld
 from hil.store import EVENTS, RunStore, atomic_write
 from hil.transport import VisaTransport
 from tests.test_transport import echo_tcp  # noqa: F401 - a fixture
@@ -142,3 +144,25 @@ def test_a_traffic_log_made_in_a_group_writable_folder_is_writable_by_the_group(
     with VisaTransport(echo_tcp[1].resource, timeout_s=2, traffic_log=log) as transport:
         transport.query("ECHO? hello")
     assert modes(tmp_path) == {"logs": 0o2775, "logs/bench": 0o2775, "logs/bench/awg.log": 0o664}
+
+
+def test_a_run_another_container_holds_under_this_processs_pid_is_said_to_be_held_by_it(tmp_path: Path) -> None:
+    """Containers on a bench computer sharing its runs folder, hil the first process of each (pid 1), or computers
+    sharing it over the network: the pid in the lock file of a run another of them held was this process's number,
+    and a resume was refused as "already open in this process; close its store first"."""
+    store = RunStore.create(tmp_path, "r")
+    store.close()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from hil.store import RunStore; "
+                               f"s = RunStore.open({str(store.path)!r}); print('open', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
+        (store.path / ".lock").write_bytes(f"{os.getpid()}\n".encode())  # its pid, where it runs
+        with pytest.raises(RunHeld, match=rf"is open in another hil process \(pid {os.getpid()}\); "):
+            RunStore.open(store.path)
+    finally:
+        holder.communicate("")
+    reopened = RunStore.open(store.path)
+    with pytest.raises(RunFileError, match="is already open in this process; close its store first"):
+        RunStore.open(store.path)
+    reopened.close()
