@@ -250,8 +250,11 @@ class _Claim:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
                 with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows before Python 3.13
                     os.fchmod(fd, 0o666)  # the umask's cut undone: another user's hil writes its claim too
-            except PermissionError:  # another user's file, from before: locked all the same, read only
-                fd = os.open(path, os.O_RDONLY)
+            except PermissionError:  # another user's file, from before: Linux's fs.protected_regular refuses making
+                try:  # one in a sticky folder, not opening it, and the holder named was the last one to write it
+                    fd = os.open(path, os.O_RDWR)
+                except PermissionError:  # not writable: locked all the same, read only
+                    fd = os.open(path, os.O_RDONLY)
         except OSError:
             return None  # an unwritable temporary folder: the instrument is opened unclaimed, as before claims
         try:

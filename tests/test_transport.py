@@ -2,6 +2,7 @@
 
 import _thread
 import contextlib
+import errno
 import gc
 import importlib.util
 import itertools
@@ -1406,6 +1407,28 @@ def test_a_released_claim_leaves_no_file_behind(echo_tcp) -> None:
         assert open_elsewhere(transport.resource).returncode == 1  # held
     assert not path.exists()
     assert open_elsewhere(transport.resource).returncode == 0 and not path.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Linux's fs.protected_regular, on a sticky folder")
+def test_a_claim_file_another_user_left_names_the_process_that_holds_it_now(echo_tcp, monkeypatch) -> None:
+    """Linux refuses to open with O_CREAT another user's file in a sticky folder every user writes (the claims', with
+    fs.protected_regular, on by default), though anyone may write that file: the claim was then taken read only, and
+    another process was refused naming the last user who had held the instrument, long gone, not its holder."""
+    transport = VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S)
+    path = _Claim.path_of(instrument_key(transport.resource))
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("pid 99999999: hil run killed.yaml")  # of a colleague's hil, killed as it held the instrument
+    opened = os.open
+
+    def protected_regular(file, flags, *args, **kwargs):
+        if Path(file) == path and flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return opened(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", protected_regular)
+    with transport:
+        refused = open_elsewhere(transport.resource)
+    assert refused.returncode == 1 and f"in use by another process (pid {os.getpid()}: " in refused.stderr, refused
 
 
 def test_transports_of_one_process_share_its_hold_on_an_instrument(echo_tcp) -> None:
