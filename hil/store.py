@@ -843,6 +843,23 @@ def _lock_file_key(handle: Any) -> tuple[int, int, int]:
     return os.getpid(), status.st_dev, status.st_ino
 
 
+def _other_owner(path: Path) -> str | None:
+    """The name of the user who owns ``path`` (``uid N`` where the system's table has none), where that is another
+    user; None where it is this user, or where the system has no owners to tell (Windows)."""
+    try:
+        import pwd
+
+        uid = path.stat().st_uid
+    except (ImportError, OSError):
+        return None
+    if uid == os.geteuid():
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _hold(path: Path, reporting: bool = False) -> Any:
     """The run folder's lock, held until the returned file is let go (`_let_go`); a run another process holds is an
     error naming that process. The lock file says the pid, and `REPORTING` after it where ``reporting``."""
@@ -850,9 +867,16 @@ def _hold(path: Path, reporting: bool = False) -> Any:
     try:
         with _writing(path / LOCK):
             handle = open_shared(path / LOCK, "a+b")
-    except WriteRefused:
+    except WriteRefused as refused:
         if held(path):  # another user's run going on: its lock file is not this user's to write
             raise _held_by_another(path) from None
+        owner = _other_owner(path / LOCK if (path / LOCK).exists() else path)
+        if owner is not None and isinstance(refused.__cause__, PermissionError):  # "free disk space or fix the
+            # folder's permissions" sent a colleague to fix what only the run's owner can
+            raise WriteRefused(f"{path}: a run folder owned by {owner}, which you cannot write "
+                               f"({refused.__cause__.strerror})", f"ask {owner} to let your group write it (chmod -R "
+                               f"g+w {shell_word(str(path))}), or copy it to a folder of yours and resume the copy"
+                               ) from None
         raise
     deadline = time.monotonic() + PROBE_WAIT_S
     while True:

@@ -5,6 +5,7 @@ on a delay."""
 import errno
 import fcntl
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -240,6 +241,30 @@ def test_report_of_a_finished_run_this_user_cannot_write_gives_its_summary(
                    "nowhere\n")
     assert {path: path.read_bytes() for path in store.path.rglob("*") if path.is_file() and path.name != ".lock"} \
         == before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="files' owners are POSIX users")
+def test_a_run_another_user_owns_is_refused_naming_them_and_what_to_ask(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A colleague's run on the lab's shared disk, its files theirs alone to write: a resume was refused with 'cannot
+    write …/.lock (Permission denied); free disk space or fix the folder's permissions', which neither the disk nor
+    this user could help."""
+    import pwd
+
+    store = RunStore.create(tmp_path, "r")
+    store.event("run_started", protocol="p", method="pat", system="crossbar", seed=0)
+    store.close()
+    owner = pwd.getpwuid(os.geteuid()).pw_name
+    lock_of_another_user(monkeypatch)
+    monkeypatch.setattr(os, "geteuid", lambda: (store.path / ".lock").stat().st_uid + 1)  # this user: another one
+    assert main(["run", "--resume", str(store.path)]) == 2
+    assert capsys.readouterr().err == (
+        f"hil: error: {store.path}: a run folder owned by {owner}, which you cannot write (Permission denied); ask "
+        f"{owner} to let your group write it (chmod -R g+w {store.path}), or copy it to a folder of yours and resume "
+        "the copy\n")
+    assert main(["report", str(store.path)]) == 0
+    assert capsys.readouterr().err == (f"hil: {store.path}: a run folder owned by {owner}, which you cannot write "
+                                       "(Permission denied): above is its summary, written nowhere\n")
 
 
 def test_report_of_a_stopped_run_this_user_cannot_write_does_not_say_another_process_has_it(
