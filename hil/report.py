@@ -25,7 +25,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
@@ -41,6 +40,7 @@ from hil.store import (
     failed_step,
     held_by_a_run,
     local_time,
+    open_hdf5,
     parse_event,
     recorded_start,
     resume_command,
@@ -538,7 +538,7 @@ def _repeats(store: RunStore) -> int | None:
     """How many times the twin data measured their repeated groups (1: never repeated); None if unknown (no file,
     or not readable: the plots say what is wrong with it)."""
     try:
-        with h5py.File(store.path / "data/twin_data.h5", "r") as handle:
+        with open_hdf5(store.path / "data/twin_data.h5") as handle:
             shape = handle["y_repeats"].shape
     except Exception:  # missing, damaged, or another file's arrays
         return None

@@ -609,7 +609,7 @@ class RunStore:
         it is missing or damaged."""
         _plain(self.path / relative)  # a named pipe: HDF5's read would wait on it for ever
         try:
-            with h5py.File(self.path / relative, "r") as handle:
+            with open_hdf5(self.path / relative) as handle:
                 arrays = {name: _tensor(handle[name][()]) for name in handle}
                 attrs = {key: json.loads(value) for key, value in handle.attrs.items()}
         except BlockingIOError:  # HDF5 locks a file it opens: another program has this one open for writing
@@ -689,6 +689,23 @@ class RunStore:
                 return saved
         raise RunFileError(f"{self.path / CHECKPOINT}: checkpoint unreadable ({reason}); the run cannot be "
                            "resumed from it: restore the file from a backup, or start a new run")
+
+
+#: What a lock answers on a file system that takes none (an NFS mount without its lock service)
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP})
+
+
+def open_hdf5(path: Path) -> h5py.File:
+    """The HDF5 file ``path``, open for reading; without HDF5's file lock where its file system takes none (an NFS
+    mount without its lock service), where the read failed as if the file were damaged ("unable to lock file"), in hil
+    report of a run there, which hil reads without its lock: a run's files are written whole and renamed into place,
+    and need no lock to be read. A file another program has open for writing is still a `BlockingIOError`."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        if error.errno not in _NO_LOCKS:
+            raise
+    return h5py.File(path, "r", locking=False)
 
 
 def _tensor(data: Any) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """A run folder on a lab's shared disk, used by several people of one group under their own accounts: what hil makes
 and replaces there stays as open to the group as the lab made it."""
 
+import errno
 import os
 import stat
 import subprocess
@@ -8,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import h5py
 import pytest
 
 from hil.errors import RunFileError, RunHeld
@@ -166,3 +168,35 @@ def test_a_run_another_container_holds_under_this_processs_pid_is_said_to_be_hel
     with pytest.raises(RunFileError, match="is already open in this process; close its store first"):
         RunStore.open(store.path)
     reopened.close()
+
+
+def test_report_of_a_run_on_a_file_system_without_locks_reads_its_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A runs folder on an NFS mount without its lock service: hil report gives the summary of a run there, read
+    without its lock, but HDF5's own lock on each data file failed, and the report stopped: "HDF5 data unreadable
+    (unable to lock file ... No locks available); the file is missing or damaged: restore it from a backup"."""
+    import fcntl
+
+    from hil.cli import main
+    from tests.test_report import _run
+
+    store = _run(tmp_path)
+    store.close()
+    file = h5py.File
+
+    def without_locks(*args, **kwargs):  # flock answered as there: the run folder's, and HDF5's (in C) on each file
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    def hdf5_without_locks(path, mode="r", **options):
+        if options.get("locking") is not False:
+            raise OSError(errno.ENOLCK, "Unable to synchronously open file (unable to lock file, errno = 37, error "
+                                        "message = 'No locks available')")
+        return file(path, mode, **options)
+
+    monkeypatch.setattr(fcntl, "flock", without_locks)
+    monkeypatch.setattr(h5py, "File", hdf5_without_locks)
+    assert main(["report", str(store.path)]) == 0
+    out, err = capsys.readouterr()
+    assert "| test accuracy on the device | 0.75 (0.301–0.954) |" in out  # with the range data/evaluation.h5 gives
+    assert err == (f"hil: {store.path}: cannot lock the run folder (No locks available): its file system takes no "
+                   "locks, by which hil keeps a run to one process: above is its summary, written nowhere\n")
