@@ -847,10 +847,10 @@ def _only_looked_at(handle: Any) -> bool:
     return True
 
 
-#: The lock files of run folders this process holds (`_hold`), as its pid, their device and their inode (a forked
+#: The lock files of run folders this process took (`_hold`), as its pid, their device and their inode (a forked
 #: child holds none of its parent's). A run refused to this process is "already open in this process" only where it
-#: holds the folder's lock file: the pid the file names may be this process's number in another container sharing the
-#: runs folder (the first process of each is pid 1), or on another computer (a network share).
+#: took the folder's lock file, and the file names it: the pid the file names may be this process's number in another
+#: container sharing the runs folder (the first process of each is pid 1), or on another computer (a network share).
 _HELD_HERE: set[tuple[int, int, int]] = set()
 
 
@@ -904,8 +904,8 @@ def _hold(path: Path, reporting: bool = False) -> Any:
             if _only_looked_at(handle) and time.monotonic() < deadline:
                 time.sleep(0.001)
                 continue
-            here = _lock_file_key(handle) in _HELD_HERE
-            handle.close()
+            here = _lock_file_key(handle) in _HELD_HERE and _holder(path) == str(os.getpid())  # a store dropped
+            handle.close()  # unclosed leaves its key, and the run may have been taken by another process since
             if here:
                 raise RunFileError(f"{path} is already open in this process; close its store first") from None
             raise _held_by_another(path) from None

@@ -170,6 +170,27 @@ def test_a_run_another_container_holds_under_this_processs_pid_is_said_to_be_hel
     reopened.close()
 
 
+def test_a_run_taken_by_another_process_after_a_store_here_was_dropped_unclosed_is_said_to_be_held_there(
+        tmp_path: Path) -> None:
+    """A store dropped without being closed (a notebook's) lets its run go as the collector closes its lock file; the
+    run then taken by another process is that process's, not "already open in this process"."""
+    import gc
+
+    store = RunStore.create(tmp_path, "r")
+    path = store.path
+    del store
+    gc.collect()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from hil.store import RunStore; "
+                               f"s = RunStore.open({str(path)!r}); print('open', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
+        with pytest.raises(RunHeld, match=rf"is open in another hil process \(pid {holder.pid}\); "):
+            RunStore.open(path)
+    finally:
+        holder.communicate("")
+
+
 def test_report_of_a_run_on_a_file_system_without_locks_reads_its_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """A runs folder on an NFS mount without its lock service: hil report gives the summary of a run there, read
