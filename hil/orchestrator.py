@@ -1132,14 +1132,15 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             _import_before_claiming()  # a stop meanwhile leaves no run folder behind
             try:
                 root = Path(output_root or protocol.output.root).expanduser()  # ~/runs: the home's, not ./~/runs
-                created = RunStore.create(root, protocol.output.name or protocol.name)
-            except ConfigError as error:
-                raise document.error(error.detail, ("output", "root")) from None
             except RuntimeError:  # ~ where no home is known: HOME unset, and the user not among the system's (a
                 # container's --user, a service's account): a traceback after the instruments were checked
                 raise document.error(f"{output_root or protocol.output.root}: ~ stands for your home folder, which "
                                      "is not known here (HOME is not set); set HOME, or give output.root a path "
                                      "without ~", ("output", "root")) from None
+            try:
+                created = RunStore.create(root, protocol.output.name or protocol.name)
+            except ConfigError as error:
+                raise document.error(error.detail, ("output", "root")) from None
             created.write_text("protocol.yaml", dump_yaml(recorded(protocol, data)))
             created.write_text("lab.yaml", lab.document.text)  # type: ignore[union-attr] - the text that was loaded
         except BaseException:
