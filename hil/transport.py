@@ -30,7 +30,7 @@ from typing import IO, Any, ClassVar
 import numpy as np
 
 from hil.errors import ConfigError, InstrumentBusy, TransportError, TransportTimeout, excerpt
-from hil.filelock import lock, open_shared, share_with_group, unlock
+from hil.filelock import lock, open_shared, share_with_group, shares, unlock
 
 #: pyvisa datatype codes accepted by the binary-block methods (struct format characters).
 BLOCK_DATATYPES = "bBhHiIlLqQfd"
@@ -198,6 +198,27 @@ class _Claim:
     def __init__(self, key: str, path: Path, fd: int):
         self.key, self.path, self.fd, self.users = key, path, fd, 1
         self.pid = os.getpid()  # the holder: a forked child shares the lock's open file, and must not let it go
+        self.folder = self._keep_folder()
+
+    @staticmethod
+    def _keep_folder() -> int | None:
+        """`CLAIMS_DIR` open, a shared lock on it, which keeps systemd-tmpfiles from removing it and the claims in it
+        (it skips a folder another process has locked): /tmp's files untouched for 10 days are removed (Fedora, RHEL),
+        and a run that held an instrument longer lost its claim file; the next process made a new one, and drove the
+        instrument beside the run. None where a folder cannot be opened or locked shared (Windows, which has no such
+        cleaning)."""
+        if not shares():
+            return None
+        try:
+            fd = os.open(CLAIMS_DIR, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            lock(fd, shared=True)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
 
     @classmethod
     def _forget_in_child(cls) -> None:
@@ -288,6 +309,8 @@ class _Claim:
                 with contextlib.suppress(OSError):
                     unlock(self.fd)  # as Windows asks before the file is closed, which drops the lock elsewhere
                 os.close(self.fd)
+                if self.folder is not None:
+                    os.close(self.folder)
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork

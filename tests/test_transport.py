@@ -26,6 +26,7 @@ import pytest
 
 from hil.errors import ConfigError, TransportError, TransportTimeout
 from hil.transport import (
+    CLAIMS_DIR,
     SerialTransport,
     TrafficLog,
     Transport,
@@ -1429,6 +1430,21 @@ def test_a_claim_file_another_user_left_names_the_process_that_holds_it_now(echo
     with transport:
         refused = open_elsewhere(transport.resource)
     assert refused.returncode == 1 and f"in use by another process (pid {os.getpid()}: " in refused.stderr, refused
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="systemd-tmpfiles, a cleaner of Linux's /tmp")
+def test_the_claims_folder_is_kept_from_tmp_cleaners_while_an_instrument_is_held(echo_tcp) -> None:
+    """systemd-tmpfiles removes /tmp's files untouched for 10 days (Fedora, RHEL), skipping a folder it cannot lock:
+    a run that held an instrument longer lost its claim file, and the next process drove the instrument beside it."""
+    import fcntl
+
+    with VisaTransport(echo_tcp[1].resource, timeout_s=IN_TIME_S):
+        folder = os.open(CLAIMS_DIR, os.O_RDONLY)  # as systemd-tmpfiles opens it, then locks it before cleaning it
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(folder)
 
 
 def test_transports_of_one_process_share_its_hold_on_an_instrument(echo_tcp) -> None:
