@@ -39,6 +39,10 @@ from hil.systems.base import PhysicalSystem, PhysicsModel, is_count, is_number
 #: devices are programmed to a few per cent of their range at best (aihwkit's PCM noise: about 1 µS of 25 µS), and a
 #: row DAC resolves a few thousandths of its range at best (8 bits: 1/128 of ±range).
 MIN_USE_OF_LIMIT = 1e-3
+#: The read voltage where the lab gives none (V), or the limit's largest symmetric one where that is lower: a read
+#: stays well below the devices' switching threshold (phase-change memory is read at 0.2 V, as the simulated chip
+#: is), and the limit is what the row drivers can do, which on a chip programmed through them programs the devices.
+DEFAULT_READ_VOLTAGE_V = 0.2
 #: Numbers the crossbar systems' tokens, which a chip's ``programmed_by`` holds (plain text, so checkpoints keep it).
 _TOKENS = itertools.count()
 
@@ -97,8 +101,9 @@ class CrossbarSystem(PhysicalSystem):
     """A crossbar array as a trainable ``n_in × n_out`` matrix (see the module docstring for the mapping).
 
     Settings: ``n_in`` (default: every row), ``n_out`` (default: half the columns), ``read_voltage_v`` (default:
-    the largest symmetric read voltage the limits allow), ``g_min_s`` and ``g_max_s`` (default: the
-    ``conductance_s`` limit). One device call reads up to the crossbar's ``max_batch`` input vectors.
+    `DEFAULT_READ_VOLTAGE_V`, 0.2 V, or the largest symmetric read voltage the limits allow where that is lower),
+    ``g_min_s`` and ``g_max_s`` (default: the ``conductance_s`` limit). One device call reads up to the crossbar's
+    ``max_batch`` input vectors.
     """
 
     kind = "crossbar"
@@ -137,7 +142,7 @@ class CrossbarSystem(PhysicalSystem):
                               "resolution: the outputs would be noise; check the unit", field="g_max_s")
         voltage = crossbar.limits["read_voltage_v"]
         largest = min(voltage.max, -voltage.min)
-        read_voltage_v = _number("read_voltage_v", read_voltage_v, largest)
+        read_voltage_v = _number("read_voltage_v", read_voltage_v, min(DEFAULT_READ_VOLTAGE_V, largest))
         if not 0 < read_voltage_v <= largest:
             raise ConfigError(f"{read_voltage_v:g} V is outside 0..{largest:g} V (±read_voltage_v must lie "
                               f"within the crossbar's read voltage limit {voltage.describe()})",

@@ -931,6 +931,18 @@ def test_default_settings_use_the_whole_array_and_the_crossbar_limits() -> None:
     assert system.full_scale_a == pytest.approx(0.1 * 18e-6)
 
 
+def test_the_default_read_voltage_is_0_2_v_not_the_whole_range_of_the_row_drivers() -> None:
+    """Row drivers that can give ±1 V (the limit: what the hardware can do) were read at ±1 V by default, which on a
+    chip programmed through its row drivers reprograms the devices it reads; a read is 0.2 V, or the lab's narrower
+    limit, and a read voltage the lab gives is taken as given."""
+    _, crossbar = make(geometry={"rows": 4, "cols": 4}, converters={"read_voltage_range_v": 1.0})
+    assert CrossbarSystem({"crossbar": crossbar}).read_voltage_v == 0.2
+    assert CrossbarSystem({"crossbar": crossbar}, read_voltage_v=1.0).read_voltage_v == 1.0
+    world, _ = make(geometry={"rows": 4, "cols": 4}, converters={"read_voltage_range_v": 1.0})
+    narrowed = SimulatedCrossbar(world, name="crossbar", limits={"read_voltage_v": {"min": -0.3, "max": 0.12}})
+    assert CrossbarSystem({"crossbar": narrowed.connect()}).read_voltage_v == 0.12
+
+
 def test_the_first_order_ir_drop_is_refused_from_100_percent_exactly() -> None:
     """The bound of the IR-drop check is the model's own, 100 %: at 0.35 Ω and 25 µS, square tiles from 338 × 338
     (x = 1.003) are refused, as the field's description says, and 337 × 337 (x = 0.997) is taken."""
