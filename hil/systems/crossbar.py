@@ -142,6 +142,10 @@ class CrossbarSystem(PhysicalSystem):
                               "resolution: the outputs would be noise; check the unit", field="g_max_s")
         voltage = crossbar.limits["read_voltage_v"]
         largest = min(voltage.max, -voltage.min)
+        if largest <= 0:  # "-0 V is outside 0..-0 V", said of a read voltage the lab may not have written
+            raise ConfigError(f"{crossbar.name}'s read_voltage_v limit {voltage.describe()} holds no read voltage of "
+                              "both signs, and inputs -1..1 are read as -read_voltage_v..read_voltage_v; give the "
+                              "limit a min below 0 V and a max above it", field="instruments.crossbar")
         read_voltage_v = _number("read_voltage_v", read_voltage_v, min(DEFAULT_READ_VOLTAGE_V, largest))
         if not 0 < read_voltage_v <= largest:
             raise ConfigError(f"{read_voltage_v:g} V is outside 0..{largest:g} V (±read_voltage_v must lie "

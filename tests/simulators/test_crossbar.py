@@ -943,6 +943,19 @@ def test_the_default_read_voltage_is_0_2_v_not_the_whole_range_of_the_row_driver
     assert CrossbarSystem({"crossbar": narrowed.connect()}).read_voltage_v == 0.12
 
 
+@pytest.mark.parametrize("settings", [{}, {"read_voltage_v": 0.1}])
+def test_a_read_voltage_limit_of_one_sign_is_said_to_be_one(settings: dict) -> None:
+    """Inputs of both signs are read at voltages of both signs: a limit of 0..0.1 V was said as "-0 V is outside
+    0..-0 V", of a read voltage the lab had not written."""
+    world, _ = make(geometry={"rows": 4, "cols": 4})
+    crossbar = SimulatedCrossbar(world, name="xbar", limits={"read_voltage_v": {"min": 0.0, "max": 0.1}}).connect()
+    with pytest.raises(ConfigError, match=r"^instruments\.crossbar: xbar's read_voltage_v limit 0\.\.0\.1 V holds no "
+                                          r"read voltage of both signs, and inputs -1\.\.1 are read as "
+                                          r"-read_voltage_v\.\.read_voltage_v; give the limit a min below 0 V and a "
+                                          r"max above it$"):
+        CrossbarSystem({"crossbar": crossbar}, **settings)
+
+
 def test_the_first_order_ir_drop_is_refused_from_100_percent_exactly() -> None:
     """The bound of the IR-drop check is the model's own, 100 %: at 0.35 Ω and 25 µS, square tiles from 338 × 338
     (x = 1.003) are refused, as the field's description says, and 337 × 337 (x = 0.997) is taken."""
