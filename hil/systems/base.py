@@ -75,11 +75,12 @@ def check_output_scale(value: Any) -> None:
 
 def check_setting_within(label: str, value: float, instrument: Instrument, limit: str) -> None:
     """Refuse a system setting (``label``) that lies outside one of an instrument's limits, before any call would
-    be refused for it: a `ConfigError` naming the setting, the instrument and its limit."""
+    be refused for it: a `ConfigError` naming the setting, the instrument and its limit, and saying to set it (a
+    setting left out is the system's default, which a limit narrowed in the lab may exclude)."""
     allowed = instrument.limits[limit]
     if not allowed.min <= value <= allowed.max:
         raise ConfigError(f"{label} {value:g} {allowed.unit} is outside {instrument.name}'s limits "
-                          f"({allowed.describe()})", field=label)
+                          f"({allowed.describe()}); set {label} within them in the system's settings", field=label)
 
 
 def check_bounds(system: str, label: str, bounds: Any) -> None:

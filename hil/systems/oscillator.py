@@ -253,7 +253,8 @@ class OscillatorSystem(PhysicalSystem):
         volts = output.limits["voltage_v"]
         if not 0 < amplitude_v <= min(volts.max, -volts.min):
             raise ConfigError(f"drive_amplitude_v {amplitude_v:g} V is outside {output.name}'s limits "
-                              f"({volts.describe()})", field="drive_amplitude_v")
+                              f"({volts.describe()}); set drive_amplitude_v within them in the system's settings",
+                              field="drive_amplitude_v")
         for instrument in (output, inp):
             check_setting_within("sample_rate_hz", sample_rate_hz, instrument, "sample_rate_hz")
         if inp.n_channels != n_sensed:

@@ -3,6 +3,8 @@ magnitudes, absent in `ideal`; the parallel integration against a sequential one
 against the physics model; the oracle against the nominal model; a lab file."""
 
 import math
+import re
+import textwrap
 import warnings
 
 import numpy as np
@@ -629,6 +631,24 @@ def test_an_input_of_one_channel_is_counted_in_the_singular() -> None:
              "input": SimulatedAnalogInput(world, name="ai").connect()}
     with pytest.raises(ConfigError, match=r"^sensed: ai has 1 channel but sensed lists 4 oscillators$"):
         OscillatorSystem(roles)
+
+
+def test_the_default_drive_amplitude_outside_a_limit_narrowed_in_the_lab_is_said_to_be_set(tmp_path) -> None:
+    """An output narrowed to ±0.5 V in the lab excludes the default drive amplitude, 1 V, which the lab did not write:
+    the error named the setting and the limit, not that the setting is to be given."""
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(textwrap.dedent("""
+        worlds: {bench: {kind: oscillator_network}}
+        instruments:
+          out: {driver: simulated_analog_output, world: bench, limits: {voltage_v: {min: -0.5, max: 0.5}}}
+          in: {driver: simulated_analog_input, world: bench}
+        systems:
+          layer: {kind: oscillator, instruments: {output: out, input: in}}
+    """))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(lab))}:7: systems\.layer\.settings\.drive_amplitude_v: "
+                                          r"drive_amplitude_v 1 V is outside out's limits \(-0\.5\.\.0\.5 V\); set "
+                                          r"drive_amplitude_v within them in the system's settings$"):
+        Lab.load(lab).build()
 
 
 def test_bad_settings_and_inputs_are_refused() -> None:

@@ -589,7 +589,8 @@ def test_a_sample_rate_beyond_the_instruments_is_a_config_error() -> None:
     world = ResistiveNetwork(preset="ideal", config={"timing": {"network_settle_s": 0.0}})
     instruments = {"output": SimulatedAnalogOutput(world, name="ao"), "input": SimulatedAnalogInput(world, name="ai")}
     with pytest.raises(ConfigError, match=r"^sample_rate_hz: sample_rate_hz 2e\+06 Hz is outside ao's limits "
-                                          r"\(1..1e\+06 Hz\)$"):
+                                          r"\(1..1e\+06 Hz\); set sample_rate_hz within them in the system's "
+                                          r"settings$"):
         ResistiveNetworkSystem(instruments, sample_rate_hz=2e6)
 
 
@@ -600,7 +601,8 @@ def test_a_sample_rate_faster_than_the_network_settles_is_a_config_error_not_a_f
     world = ResistiveNetwork(preset="ideal", config={"timing": {"network_settle_s": 1e-4}})
     output, reader = SimulatedAnalogOutput(world, name="ao").connect(), SimulatedAnalogInput(world, name="ai").connect()
     with pytest.raises(ConfigError, match=r"^sample_rate_hz: sample_rate_hz 100000 Hz is outside ao's limits "
-                                          r"\(1..10000 Hz\)$"):
+                                          r"\(1..10000 Hz\); set sample_rate_hz within them in the system's "
+                                          r"settings$"):
         ResistiveNetworkSystem({"output": output, "input": reader})
     with pytest.raises(LimitError, match=r"^ao sample_rate_hz: 20000 Hz is outside 1\.\.10000 Hz$"):
         output.load_waveform(1, [0.0, 0.1], 2e4)
