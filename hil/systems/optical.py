@@ -87,14 +87,16 @@ def block_source(shape: tuple[int, int], block: int, panels: int, n_in: int, n_p
         raise ConfigError(f"block {block} must divide the panel size {rows}×{width}", field="block")
     per_panel = (rows // block) * (width // block)
     if panels == 1 and n_in + n_params > per_panel:
+        fix = _fix_fit(rows, width, block, n_in + n_params, 1, "n_in + n_params")
         raise ConfigError(f"n_in {n_in} + n_params {n_params} blocks do not fit: the panel holds {per_panel} "
-                          f"blocks of {block} px", field="n_params")
+                          f"blocks of {block} px; {fix}", field="n_params")
     if n_in > per_panel:
-        raise ConfigError(f"n_in {n_in} inputs do not fit: panel 1 holds {per_panel} blocks of {block} px",
-                          field="n_in")
+        raise ConfigError(f"n_in {n_in} inputs do not fit: panel 1 holds {per_panel} blocks of {block} px; "
+                          f"{_fix_fit(rows, width, block, n_in, 1, 'n_in')}", field="n_in")
     if panels > 1 and n_params > per_panel * (panels - 1):
         raise ConfigError(f"n_params {n_params} do not fit: panels 2 to {panels} hold {per_panel * (panels - 1)} "
-                          f"blocks of {block} px", field="n_params")
+                          f"blocks of {block} px; {_fix_fit(rows, width, block, n_params, panels - 1, 'n_params')}",
+                          field="n_params")
     panel_values = torch.zeros(panels, per_panel, dtype=torch.int64)
     panel_values[0, :n_in] = torch.arange(1, n_in + 1)
     thetas = torch.arange(n_in + 1, n_in + 1 + n_params)
@@ -105,6 +107,17 @@ def block_source(shape: tuple[int, int], block: int, panels: int, n_in: int, n_p
     grid = panel_values.reshape(panels, rows // block, width // block)
     grid = grid.repeat_interleave(block, 1).repeat_interleave(block, 2)  # panels × rows × width
     return grid.permute(1, 0, 2).reshape(rows, cols)
+
+
+def _fix_fit(rows: int, width: int, block: int, needed: int, panels: int, values: str) -> str:
+    """What to do where ``needed`` blocks (of ``values``) do not fit in ``panels`` panels of rows × width px at
+    ``block`` px: give the largest smaller block (of 2 px or more) that divides the panel and holds them, else fewer
+    values. A lab that sets one size (n_in: 64) keeps the others' defaults (block 8), which hold only the defaults."""
+    for smaller in range(block - 1, 1, -1):
+        holds = (rows // smaller) * (width // smaller) * panels
+        if rows % smaller == 0 and width % smaller == 0 and holds >= needed:
+            return f"give block: {smaller} (which holds {holds}), or fewer {values}"
+    return f"give fewer {values}"
 
 
 def encode(x: torch.Tensor, theta: torch.Tensor, source: torch.Tensor, x_phase_rad: float,

@@ -1065,6 +1065,24 @@ def test_regions_of_interest_that_reach_the_cameras_edges_are_taken(camera_shape
     assert system.window == window
 
 
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"n_in": 64}, "n_params: n_in 64 + n_params 48 blocks do not fit: the panel holds 64 blocks of 8 px; give "
+                   "block: 4 (which holds 256), or fewer n_in + n_params"),
+    ({"planes": 2}, "n_params: n_params 48 do not fit: panels 2 to 2 hold 32 blocks of 8 px; give block: 4 (which "
+                    "holds 128), or fewer n_params"),
+    ({"n_in": 129, "block": 4, "planes": 2}, "n_in: n_in 129 inputs do not fit: panel 1 holds 128 blocks of 4 px; "
+                                             "give block: 2 (which holds 512), or fewer n_in"),
+    ({"n_params": 5000}, "n_params: n_in 16 + n_params 5000 blocks do not fit: the panel holds 64 blocks of 8 px; "
+                         "give fewer n_in + n_params"),
+])
+def test_sizes_that_do_not_fit_the_default_block_say_which_block_holds_them(settings: dict, message: str) -> None:
+    """A lab that sets one size keeps the others' defaults: n_in 64 beside the default block 8, or two planes beside
+    the default n_params 48, was refused saying only what the panel holds, not what to give."""
+    _, slm, camera = bench()
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        OpticalSystem({"slm": slm, "camera": camera}, **settings)
+
+
 def test_bad_configurations_are_refused_with_the_field() -> None:
     with pytest.raises(ConfigError, match=r"optics\.planes 3"):
         OpticalTable(config={"optics": {"planes": 3}})
