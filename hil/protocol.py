@@ -270,6 +270,10 @@ def load_lab(protocol: Protocol, document: YamlDocument, lab_path: str | Path | 
         lab = Path(protocol.lab)
         found = "is a folder" if lab.is_dir() and protocol.lab.strip() else \
             "is not a regular file" if lab.exists() and protocol.lab.strip() else "not found"  # /dev/zero, a pipe
+        if "lab" not in protocol.model_fields_set:  # its default: "name a lab file, e.g. lab.yaml" named it again
+            raise document.error(f"the protocol gives no lab:, and its default, lab.yaml, is {found} in the working "
+                                 f"directory, {Path.cwd()}; run hil in the lab file's folder, or give lab: the lab "
+                                 "file's path", ("lab",))
         relative = "" if lab.is_absolute() else " (relative to the working directory)"  # ~/lab.yaml is absolute now
         raise document.error(f"lab file {protocol.lab!r} {found}{relative}; name a lab file, e.g. lab.yaml", ("lab",))
     return Lab.load(lab_path or protocol.lab)

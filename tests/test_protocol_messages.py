@@ -56,3 +56,18 @@ def test_a_layer_of_two_kinds_is_said_in_words_with_the_fix() -> None:
                                           r"activation, batchnorm; got linear and activation; make each a layer of its "
                                           r"own$"):
         load_protocol(YamlDocument.parse(text, "p.yaml"))
+
+
+def test_a_protocol_without_lab_whose_default_lab_is_not_there_says_it_is_the_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A protocol that leaves lab: out, run where there is no lab.yaml, read "lab file 'lab.yaml' not found (relative
+    to the working directory); name a lab file, e.g. lab.yaml": the very name it had looked for, as if written."""
+    text = (REPO / "experiments" / "crossbar_pat_digits.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace("lab: lab.yaml\n", ""), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        check_protocol(path)
+    assert str(caught.value) == (f"{path}:1: lab: the protocol gives no lab:, and its default, lab.yaml, is not found "
+                                 f"in the working directory, {Path.cwd()}; run hil in the lab file's folder, or give "
+                                 "lab: the lab file's path")
