@@ -259,7 +259,8 @@ class OscillatorSystem(PhysicalSystem):
             check_setting_within("sample_rate_hz", sample_rate_hz, instrument, "sample_rate_hz")
         if inp.n_channels != n_sensed:
             raise ConfigError(f"{inp.name} has {counted(inp.n_channels, 'channel')} but sensed lists "
-                              f"{counted(n_sensed, 'oscillator')}",
+                              f"{counted(n_sensed, 'oscillator')} (default: {list(physics.NOMINAL_SENSED)}); give "
+                              f"sensed the oscillator each channel of {inp.name} reads, in channel order",
                               field="sensed")
 
     @property

@@ -188,7 +188,9 @@ class ResistiveNetworkSystem(PhysicalSystem):
             have = getattr(self.instruments[role], "n_channels", 0)
             if have < needed:
                 raise ConfigError(f"system {self.name!r}: a {n_inputs}-{n_hidden}-{n_outputs} network needs "
-                                  f"{counted(needed, role + ' channel')}, {self.instruments[role].name} has {have}",
+                                  f"{counted(needed, role + ' channel')}, {self.instruments[role].name} has {have}; "
+                                  "give fewer nodes (n_inputs, n_hidden, n_outputs), or an instrument with more "
+                                  "channels",
                                   field=f"instruments.{role}")
         self.channels = self.layout.channels()  # after the count: a network of 10⁹ nodes would fill the memory
         self._check_voltages(input_min_v, input_max_v, gate_min_v, gate_max_v)

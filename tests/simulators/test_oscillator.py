@@ -629,7 +629,9 @@ def test_an_input_of_one_channel_is_counted_in_the_singular() -> None:
     world = OscillatorNetwork(preset="ideal", config={"network": {"sensed": [0]}})
     roles = {"output": SimulatedAnalogOutput(world, name="ao").connect(),
              "input": SimulatedAnalogInput(world, name="ai").connect()}
-    with pytest.raises(ConfigError, match=r"^sensed: ai has 1 channel but sensed lists 4 oscillators$"):
+    with pytest.raises(ConfigError, match=r"^sensed: ai has 1 channel but sensed lists 4 oscillators \(default: "
+                                          r"\[0, 1, 2, 3\]\); give sensed the oscillator each channel of ai reads, in "
+                                          r"channel order$"):
         OscillatorSystem(roles)
 
 

@@ -582,7 +582,8 @@ def test_a_network_larger_than_the_instruments_is_refused_before_its_channels_ar
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parents[2])
     assert result.stdout == ("instruments.output: system 'resistive_network': a 3-1000000000-2 network needs "
-                             "5000000007 output channels, ao has 37\n"), result.stderr[-300:]
+                             "5000000007 output channels, ao has 37; give fewer nodes (n_inputs, n_hidden, "
+                             "n_outputs), or an instrument with more channels\n"), result.stderr[-300:]
 
 
 def test_a_sample_rate_beyond_the_instruments_is_a_config_error() -> None:
