@@ -83,9 +83,9 @@ def fit_twin(twin: Twin, train: TwinData, validation: TwinData, *, epochs: int =
     the physics' few parameters were calibrated and learnt the training θ groups: held-out NMSE 0.39 against the
     physics twin's 0.0057 on the optical protocol.) A physics twin starts from the system's calibration, which
     its fit must beat on the held-out groups to replace (``best_epoch`` stays -1 where none did): Adam moves every
-    parameter by about ``lr`` a step, whatever its gradient, and at a protocol's default 0.02 (``twin.fit.lr``; this
-    function's is 0.01) the fiber's 16 384 measured transmission-matrix entries left an ideal bench's twin at a
-    held-out NMSE of 0.14 where its calibration predicted it to 1e-12, a realistic bench's at 0.36 against 0.12.
+    parameter by about ``lr`` a step, whatever its gradient, and at 0.02 the fiber's 16 384 measured
+    transmission-matrix entries left an ideal bench's twin at a held-out NMSE of 0.14 where its calibration predicted
+    it to 1e-12, a realistic bench's at 0.36 against 0.12.
     ``progress`` gets the epoch counted over both stages."""
     if train.n_groups == 0 or validation.n_groups == 0:
         raise ConfigError(f"the twin fit needs at least one training and one held-out θ group, got {train.n_groups} "
