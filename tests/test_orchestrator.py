@@ -34,7 +34,7 @@ from hil.protocol import check_protocol
 from hil.store import RunFileError, RunStore, held, list_runs, resume_command
 from hil.systems.base import PhysicalSystem, PhysicsModel
 from hil.systems.crossbar import CrossbarSystem
-from tests.test_store import strict_json
+from tests.test_store import held_in_another_process, strict_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -712,11 +712,7 @@ def test_a_from_run_open_in_another_process_is_refused_before_a_run_starts(finis
     """The run found it at its collect step, after calibrating; hil check passed it. A run going on may be writing
     its twin as it is read."""
     source = copy_of(finished_run, tmp_path / "busy")
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from hil.store import RunStore; "
-                               f"s = RunStore.open({str(source)!r}); print('open', flush=True); sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    try:
-        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
+    with held_in_another_process(source):
         protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
         message = rf"^{re.escape(str(protocol))}:\d+: twin\.from_run: {re.escape(str(source))} is open in another hil "
         for attempt in (lambda: check_protocol(protocol),
@@ -725,24 +721,15 @@ def test_a_from_run_open_in_another_process_is_refused_before_a_run_starts(finis
                                                              "or name another run$"):
                 attempt()
         assert not (tmp_path / "runs").exists()
-    finally:
-        holder.communicate("")
 
 
 def test_a_from_run_whose_report_another_process_writes_is_reused(finished_run: Path, tmp_path: Path) -> None:
     """A run's report (``hil report`` of it) writes its report alone, not its twin or data: a run reusing them was
     refused as if the run were going on."""
     source = copy_of(finished_run, tmp_path / "reported")
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from hil.store import RunStore; "
-                               f"s = RunStore.open({str(source)!r}, reporting=True); print('open', flush=True); "
-                               "sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    try:
-        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
+    with held_in_another_process(source, reporting=True):
         protocol = write_protocol(tmp_path, **SMALL | {"twin": SMALL["twin"] | {"from_run": str(source)}})
         check_protocol(protocol)
-    finally:
-        holder.communicate("")
 
 
 def test_a_resumed_run_whose_from_run_moved_is_told_to_put_it_back_not_to_name_another(

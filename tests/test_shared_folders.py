@@ -4,7 +4,6 @@ and replaces there stays as open to the group as the lab made it."""
 import errno
 import os
 import stat
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from hil.errors import RunFileError, RunHeld
 from hil.store import EVENTS, RunStore, atomic_write
 from hil.transport import VisaTransport
+from tests.test_store import held_in_another_process
 from tests.test_transport import echo_tcp  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
@@ -154,16 +154,10 @@ def test_a_run_another_container_holds_under_this_processs_pid_is_said_to_be_hel
     and a resume was refused as "already open in this process; close its store first"."""
     store = RunStore.create(tmp_path, "r")
     store.close()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from hil.store import RunStore; "
-                               f"s = RunStore.open({str(store.path)!r}); print('open', flush=True); sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
+    with held_in_another_process(store.path):
         (store.path / ".lock").write_bytes(f"{os.getpid()}\n".encode())  # its pid, where it runs
         with pytest.raises(RunHeld, match=rf"is open in another hil process \(pid {os.getpid()}\); "):
             RunStore.open(store.path)
-    finally:
-        holder.communicate("")
     reopened = RunStore.open(store.path)
     with pytest.raises(RunFileError, match="is already open in this process; close its store first"):
         RunStore.open(store.path)
@@ -180,15 +174,9 @@ def test_a_run_taken_by_another_process_after_a_store_here_was_dropped_unclosed_
     path = store.path
     del store
     gc.collect()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from hil.store import RunStore; "
-                               f"s = RunStore.open({str(path)!r}); print('open', flush=True); sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
-        with pytest.raises(RunHeld, match=rf"is open in another hil process \(pid {holder.pid}\); "):
-            RunStore.open(path)
-    finally:
-        holder.communicate("")
+    with held_in_another_process(path) as holder, \
+            pytest.raises(RunHeld, match=rf"is open in another hil process \(pid {holder.pid}\); "):
+        RunStore.open(path)
 
 
 def test_report_of_a_run_on_a_file_system_without_locks_reads_its_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -576,19 +576,27 @@ def test_a_checkpoint_damaged_or_not_plain_data_is_refused(tmp_path, data, reaso
     store.close()
 
 
+@contextlib.contextmanager
+def held_in_another_process(path: Path, reporting: bool = False) -> Iterator[subprocess.Popen]:
+    """Another hil process holding the run folder ``path`` open (as `hil report` does where ``reporting``) until the
+    block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from hil.store import RunStore; "
+                               f"s = RunStore.open({str(path)!r}, reporting={reporting}); print('open', flush=True); "
+                               "sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+    try:
+        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
+        yield holder
+    finally:
+        holder.communicate("")
+
+
 def test_a_run_open_in_another_process_is_refused_naming_it(tmp_path) -> None:
     store = RunStore.create(tmp_path, "r")
     store.close()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from hil.store import RunStore; "
-                               f"s = RunStore.open({str(store.path)!r}); print('open', flush=True); sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
-        with pytest.raises(RunFileError, match=rf"^{re.escape(str(store.path))} is open in another hil process \(pid "
-                                               rf"{holder.pid}\); "):
-            RunStore.open(store.path)
-    finally:
-        holder.communicate("")
+    with held_in_another_process(store.path) as holder, pytest.raises(
+            RunFileError, match=rf"^{re.escape(str(store.path))} is open in another hil process \(pid {holder.pid}\)"):
+        RunStore.open(store.path)
     RunStore.open(store.path).close()  # free again once that process has ended
     reopened = RunStore.open(store.path)
     with pytest.raises(RunFileError, match="is already open in this process"):
