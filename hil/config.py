@@ -174,7 +174,14 @@ def _openable(path: str) -> str:
         raise ValueError(f"holds the control character {control!r}: in double quotes, YAML reads a backslash and the "
                          "letter after it (\\t, \\n, \\r) as one; write a Windows path in single quotes or with / "
                          "(C:/temp/runs)")
-    path = os.path.expanduser(path)
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):  # the home not known (HOME unset, a user the system's table lacks: a container's
+        # --user), or no such user: hil check passed it, and hil run failed on it with a traceback
+        home = re.split(r"[\\/]", expanded, maxsplit=1)[0]
+        raise ValueError(f"{home} stands for your home folder, which is not known here (HOME is not set); set HOME, "
+                         "or give a path without ~" if home == "~" else f"{home} stands for the home folder of the "
+                         f"user {home[1:]}, whom this system does not know; give a path without ~")
+    path = expanded
     names = re.split(r"[\\/]", path) if sys.platform == "win32" else path.split("/")  # \ separates names on Windows
     long = next((part for part in names if len(part.encode()) > NAME_MAX), None)
     if long is not None:

@@ -2,6 +2,7 @@
 
 import contextlib
 import errno
+import functools
 import io
 import json
 import math
@@ -1512,7 +1513,8 @@ def test_an_output_root_in_the_home_folder_is_there(tmp_path: Path, monkeypatch:
 def test_an_output_root_in_a_home_that_is_not_known_is_a_clear_error(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """HOME unset and a user the system's table does not hold (a container's --user): a traceback, "Could not
-    determine home directory", once the lab had been built."""
+    determine home directory", once the lab had been built, where hil check had passed the protocol; an IDX folder
+    ``~/mnist`` so too. Both checks now refuse it at its line, and the run before it builds anything."""
     import pwd
 
     def unknown_user(uid: int) -> pwd.struct_passwd:
@@ -1521,9 +1523,13 @@ def test_an_output_root_in_a_home_that_is_not_known_is_a_clear_error(tmp_path: P
     monkeypatch.delenv("HOME", raising=False)
     monkeypatch.setattr(pwd, "getpwuid", unknown_user)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"protocol.yaml:\d+: output.root: ~/runs: ~ stands for your home folder, "
-                                          r"which is not known here \(HOME is not set\); set HOME, or give "):
-        run_protocol(write_protocol(tmp_path, **SMALL, output={"root": "~/runs"}), show_progress=False)
+    unknown = r": ~ stands for your home folder, which is not known here \(HOME is not set\); set HOME, or give a path "
+    for changes, field in (({"output": {"root": "~/runs"}}, "output.root"),
+                           ({"dataset": {"name": "idx", "path": "~/mnist"}}, "dataset.path")):
+        protocol = write_protocol(tmp_path, **SMALL | changes)
+        for attempt in (check_protocol, functools.partial(run_protocol, show_progress=False)):
+            with pytest.raises(ConfigError, match=rf"protocol.yaml:\d+: {field}{unknown}without ~ \(got '~/"):
+                attempt(protocol)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["protocol.yaml"]  # no ./~/runs
     assert emulators_serving() == []
 
