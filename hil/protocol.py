@@ -24,7 +24,7 @@ from hil.errors import ConfigError, DeviceError, HilError, RunFileError, counted
 from hil.lab import Lab, reads_as
 from hil.methods.base import TrainingMethod, method_class
 from hil.nn import PhysicalLayer
-from hil.store import RunStore, file_digests, held_by_a_run
+from hil.store import RunStore, file_digests, held_by_a_run, open_hdf5
 from hil.systems.base import PhysicalSystem
 from hil.twin.collect import TwinData, held_out_count, mixed_seed, repeated_groups
 from hil.twin.models import DEFAULT_HIDDEN, TWIN_KINDS, build_twin, load_twin, saved_twin_spec
@@ -550,7 +550,7 @@ def _check_reused_data(path: Path, system: PhysicalSystem, document: YamlDocumen
     import h5py
 
     try:
-        with h5py.File(path, "r") as file:
+        with open_hdf5(path) as file:
             found = {name: file.get(name) for name in ("x", "theta", "y")}  # None: not there (or a broken link)
             shapes = {name: item.shape for name, item in found.items() if isinstance(item, h5py.Dataset)}
             other = next((f"{name} is a {type(item).__name__}" for name, item in found.items()

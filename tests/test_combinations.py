@@ -1,9 +1,11 @@
 """Combinations of system, twin and method that the shipped protocols do not exercise (the fiber and the resistive
 network): small runs only."""
 
+import errno
 import textwrap
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 import yaml
@@ -63,8 +65,6 @@ def reused_fiber_run(tmp_path, arrays: dict[str, object], kind: str = "physics",
                      hidden: tuple[int, ...] | None = None) -> Path:
     """A run folder in ``tmp_path`` / runs to reuse with ``twin.from_run``: the ideal fiber's twin of ``kind``, and a
     ``data/twin_data.h5`` of ``arrays`` (each a tensor, or None for a group in its place)."""
-    import h5py
-
     store = RunStore.create(tmp_path / "runs", "source")
     store.close()
     with lab_from_text(IDEAL_FIBER, tmp_path) as lab:
@@ -96,12 +96,25 @@ def test_hil_check_takes_a_fiber_protocol_with_a_residual_twin_or_a_reused_twin(
         assert "OK — pat on 'fiber' (fiber)" in check_protocol(fiber_protocol(tmp_path, twin))
 
 
-def test_a_reused_run_whose_data_are_of_another_size_is_refused_at_its_field_before_calibrating(tmp_path) -> None:
+@pytest.mark.parametrize("file_locks", [True, False])
+def test_a_reused_run_whose_data_are_of_another_size_is_refused_at_its_field_before_calibrating(
+        tmp_path, monkeypatch: pytest.MonkeyPatch, file_locks: bool) -> None:
     """A fiber twin's parameters do not depend on its θ count, so the twin of a run on a 16-θ fiber loaded for an
     8-θ one, and the run failed after calibrating, at its fidelity step, without a field: "system 'fiber': theta has
-    shape (16,), expected 8". The reused data's sizes are checked against the system with the protocol."""
+    shape (16,), expected 8". The reused data's sizes are checked against the system with the protocol, on a file
+    system without locks too (an NFS mount without its lock service), where HDF5's lock on the file failed and the
+    check was skipped."""
     source = reused_fiber_run(tmp_path, {"x": torch.zeros(4, 2, 16), "theta": torch.zeros(4, 8),
                                          "y": torch.zeros(4, 2, 8)})
+    if not file_locks:
+        file = h5py.File
+
+        def hdf5_without_locks(path, mode="r", **options):
+            if options.get("locking") is not False:
+                raise OSError(errno.ENOLCK, "Unable to synchronously open file (unable to lock file, errno = 37)")
+            return file(path, mode, **options)
+
+        monkeypatch.setattr(h5py, "File", hdf5_without_locks)
     with pytest.raises(ConfigError, match=r"protocol.yaml:\d+: twin.from_run: .*twin_data.h5 holds data of 8 θ, "
                                           r"system 'fiber' has 16; point twin.from_run at a run on this system"):
         check_protocol(fiber_protocol(tmp_path, {"kind": "physics", "from_run": str(source)}))
