@@ -2,7 +2,7 @@
 instrument to one process: held until unlocked or the file is closed, and dropped by the system when the process ends,
 however it ends. ``flock`` where the system has it (Linux, macOS); on Windows, which has no ``fcntl``, msvcrt's lock on
 one byte of the file, at `WINDOWS_LOCK_OFFSET`. And the access of what hil makes in a folder that its group shares
-(`share_with_group`)."""
+(`share_with_group`, `make_shared_folders`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,25 @@ def share_with_group(made: int | Path, folder: Path) -> None:
             os.fchmod(made, stat.S_IMODE(now.st_mode) | (group & ~stat.S_IXGRP))
         else:
             os.chmod(made, stat.S_IMODE(now.st_mode) | group)
+
+
+def make_shared_folders(folder: Path, made: Callable[[Path], None] = lambda new: None) -> None:
+    """Make ``folder`` and its missing parents, the outermost first, each it makes given the access of its parent's
+    group (`share_with_group`); ``made(new)`` is called after each (one another process made meanwhile included). A
+    file where a folder goes is a `FileExistsError`."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:
+            if not new.is_dir():  # a file of that name
+                raise
+        else:
+            share_with_group(new, new.parent)
+        made(new)
 
 
 def open_shared(path: Path, mode: str, **options: Any) -> Any:

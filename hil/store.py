@@ -68,7 +68,7 @@ from hil.errors import (
     error_reason,
     signals_held,
 )
-from hil.filelock import lock, open_shared, share_with_group, shares, unlock
+from hil.filelock import lock, make_shared_folders, open_shared, share_with_group, shares, unlock
 
 if TYPE_CHECKING:
     from hil.twin.models import Twin
@@ -149,20 +149,8 @@ def _sync_folder(folder: Path) -> None:
 def make_folders(folder: Path) -> None:
     """Make ``folder`` and its missing parents, each synced into its parent once made, so that a power cut cannot
     lose a folder that files were then written into; each given the access of its parent's group
-    (`share_with_group`)."""
-    missing = []
-    while not folder.is_dir():
-        missing.append(folder)
-        folder = folder.parent
-    for new in reversed(missing):
-        try:
-            new.mkdir()
-        except FileExistsError:
-            if not new.is_dir():  # a file of that name
-                raise
-        else:
-            share_with_group(new, new.parent)
-        _sync_folder(new.parent)
+    (`make_shared_folders`)."""
+    make_shared_folders(folder, lambda new: _sync_folder(new.parent))
 
 
 #: How many times a rename that Windows refuses is tried, and the wait before the second try (s), doubled each time

@@ -30,7 +30,7 @@ from typing import IO, Any, ClassVar
 import numpy as np
 
 from hil.errors import ConfigError, InstrumentBusy, TransportError, TransportTimeout, excerpt
-from hil.filelock import lock, open_shared, share_with_group, shares, unlock
+from hil.filelock import lock, make_shared_folders, open_shared, shares, unlock
 
 #: pyvisa datatype codes accepted by the binary-block methods (struct format characters).
 BLOCK_DATATYPES = "bBhHiIlLqQfd"
@@ -123,11 +123,7 @@ class TrafficLog:
         with self._lock:
             if self._file is None:
                 try:
-                    made = [folder for folder in (self._target.parent, *self._target.parent.parents)
-                            if not folder.exists()]
-                    self._target.parent.mkdir(parents=True, exist_ok=True)
-                    for folder in reversed(made):  # a lab's shared folder: its group's, as the file
-                        share_with_group(folder, folder.parent)
+                    make_shared_folders(self._target.parent)  # in a lab's shared folder: its group's, as the file
                     self._file = open_shared(self._target, "a", encoding="utf-8")
                 except OSError as error:
                     if not self._stopped:
