@@ -163,9 +163,22 @@ Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 NAME_MAX, PATH_MAX = 255, 4095
 
 
+def expand_home(path: str) -> str:
+    """``path`` with a leading ``~`` or ``~user`` expanded to that home folder, as a shell does; a `ValueError` where
+    that home is not known (HOME unset and this user not in the system's table, a container's ``--user``; no such
+    user), which pathlib's expansion raises as a bare "Could not determine home directory"."""
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):
+        home = re.split(r"[\\/]", expanded, maxsplit=1)[0]
+        raise ValueError(f"{home} stands for your home folder, which is not known here (HOME is not set); set HOME, "
+                         "or give a path without ~" if home == "~" else f"{home} stands for the home folder of the "
+                         f"user {home[1:]}, whom this system does not know; give a path without ~")
+    return expanded
+
+
 def _openable(path: str) -> str:
-    """``path`` with a leading ``~`` expanded, if the system can open it: no NUL character, no other control
-    character (which Windows refuses in a name), no name longer than `NAME_MAX` nor the whole longer than
+    """``path`` with a leading ``~`` expanded (`expand_home`), if the system can open it: no NUL character, no other
+    control character (which Windows refuses in a name), no name longer than `NAME_MAX` nor the whole longer than
     `PATH_MAX`."""
     if "\0" in path:
         raise ValueError("a path cannot hold the character NUL (\\0); remove it")
@@ -174,14 +187,7 @@ def _openable(path: str) -> str:
         raise ValueError(f"holds the control character {control!r}: in double quotes, YAML reads a backslash and the "
                          "letter after it (\\t, \\n, \\r) as one; write a Windows path in single quotes or with / "
                          "(C:/temp/runs)")
-    expanded = os.path.expanduser(path)
-    if expanded.startswith("~"):  # the home not known (HOME unset, a user the system's table lacks: a container's
-        # --user), or no such user: hil check passed it, and hil run failed on it with a traceback
-        home = re.split(r"[\\/]", expanded, maxsplit=1)[0]
-        raise ValueError(f"{home} stands for your home folder, which is not known here (HOME is not set); set HOME, "
-                         "or give a path without ~" if home == "~" else f"{home} stands for the home folder of the "
-                         f"user {home[1:]}, whom this system does not know; give a path without ~")
-    path = expanded
+    path = expand_home(path)
     names = re.split(r"[\\/]", path) if sys.platform == "win32" else path.split("/")  # \ separates names on Windows
     long = next((part for part in names if len(part.encode()) > NAME_MAX), None)
     if long is not None:

@@ -41,7 +41,7 @@ from rich.table import Column
 from torch import nn
 
 from hil import state as state_io
-from hil.config import dump_yaml
+from hil.config import dump_yaml, expand_home
 from hil.datasets import Dataset, MinMaxEncoder, StandardEncoder
 from hil.errors import (
     ConfigError,
@@ -1130,13 +1130,10 @@ def run_protocol(protocol_path: str | Path | None = None, *, lab_path: str | Pat
             data = load_data(protocol, document)
             build_model(protocol, lab, data.n_features, data.n_classes, document)  # the widths, as hil check does
             _import_before_claiming()  # a stop meanwhile leaves no run folder behind
-            try:
-                root = Path(output_root or protocol.output.root).expanduser()  # ~/runs: the home's, not ./~/runs
-            except RuntimeError:  # ~ where no home is known: HOME unset, and the user not among the system's (a
-                # container's --user, a service's account): a traceback after the instruments were checked
-                raise document.error(f"{output_root or protocol.output.root}: ~ stands for your home folder, which "
-                                     "is not known here (HOME is not set); set HOME, or give output.root a path "
-                                     "without ~", ("output", "root")) from None
+            try:  # ~/runs: the home's, not ./~/runs (output.root, a path of the protocol, is expanded already)
+                root = Path(expand_home(str(output_root or protocol.output.root)))
+            except ValueError as error:  # a traceback once the instruments were checked
+                raise document.error(f"{output_root or protocol.output.root}: {error}", ("output", "root")) from None
             try:
                 created = RunStore.create(root, protocol.output.name or protocol.name)
             except ConfigError as error:
