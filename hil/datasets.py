@@ -23,6 +23,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from hil.config import expand_home
 from hil.errors import ConfigError
 
 DATASETS = ("digits", "vowels", "idx")
@@ -75,7 +76,10 @@ def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2, path: 
         if path is None:
             raise ConfigError("the idx data set needs a path to a folder of MNIST-format files",
                               field="dataset.path")
-        folder = Path(path).expanduser()  # ~/mnist: the home's, as output.root is
+        try:
+            folder = Path(expand_home(str(path)))  # ~/mnist: the home's, as output.root is
+        except ValueError as error:  # no home known: pathlib's bare "Could not determine home directory"
+            raise ConfigError(f"dataset folder {str(path)!r}: {error}", field="dataset.path") from None
         if not folder.is_dir():
             relative = "" if folder.is_absolute() else " (relative to the working directory)"
             raise ConfigError(f"dataset folder {str(path)!r} {'is a file' if folder.exists() else 'not found'}"

@@ -5,6 +5,7 @@ import gc
 import gzip
 import hashlib
 import struct
+import sys
 import warnings
 from importlib.resources import files
 from pathlib import Path
@@ -457,6 +458,24 @@ def test_an_idx_folder_under_the_home_is_found_as_output_root_s_is(tmp_path, mon
     _idx_folder(tmp_path / "mnist", np.arange(2), np.arange(2))
     monkeypatch.setenv("HOME", str(tmp_path))
     assert load_dataset("idx", path="~/mnist").class_names == ("0", "1")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows finds the home in USERPROFILE, not in the users' table")
+def test_an_idx_folder_under_a_home_that_is_not_known_is_a_clear_error(monkeypatch) -> None:
+    """A Python caller's ``~/mnist`` where HOME is unset and the system's table lacks the user (a container's
+    --user) got pathlib's bare RuntimeError; it now gets the line a protocol's ``~/mnist`` gets."""
+    import pwd
+
+    def unknown_user(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", unknown_user)
+    with pytest.raises(ConfigError) as caught:
+        load_dataset("idx", path="~/mnist")
+    assert caught.value.detail == ("dataset folder '~/mnist': ~ stands for your home folder, which is not known here "
+                                   "(HOME is not set); set HOME, or give a path without ~")
+    assert caught.value.field == "dataset.path"
 
 
 @pytest.mark.parametrize("kind", ["missing", "file"])
