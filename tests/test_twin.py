@@ -65,6 +65,9 @@ def test_collection_is_a_bounded_design_with_repeats(lab, crossbar_data) -> None
     assert (mixed.x[:, 4:] == 0.25).all() and not (mixed.x[:, :4] == 0.25).all()
     with pytest.raises(ConfigError, match="needs training data"):
         collect(system, n_thetas=2, inputs_per_theta=4, design="data", seed=0)
+    for design, data in (("Sobol", None), ("random", pool)):  # a misspelt design is named as one
+        with pytest.raises(ConfigError, match=f"unknown input design '{design}'; give one of 'sobol', 'data', 'mixed'"):
+            collect(system, n_thetas=2, inputs_per_theta=4, design=design, data=data, seed=0)
 
 
 def test_collections_of_other_seeds_share_no_group_s_inputs(lab) -> None:

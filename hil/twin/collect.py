@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -165,6 +165,8 @@ def sobol(n: int, dimension: int, bounds: tuple[float, float], seed: int) -> tor
 def design_inputs(system: PhysicalSystem, n: int, design: InputDesign, data: torch.Tensor | None,
                   seed: int) -> torch.Tensor:
     """``n`` inputs per the design (``data`` rows must already be encoded into the system's input bounds)."""
+    if design not in get_args(InputDesign):  # "Sobol" was told it needs training data, or failed as a KeyError
+        raise ConfigError(f"unknown input design {design!r}; give one of {', '.join(map(repr, get_args(InputDesign)))}")
     if design != "sobol" and (data is None or len(data) == 0):
         raise ConfigError(f"input design {design!r} needs training data")
     n_data = {"sobol": 0, "data": n, "mixed": n // 2}[design]
