@@ -933,6 +933,7 @@ class SerialTransport(Transport):
     """
 
     def __init__(self, resource: str, *, baudrate: int = 9600, **options: Any):
+        _check_serial_url(resource)
         super().__init__(resource, **options)
         self.baudrate = baudrate
         self._port: Any = None
@@ -1112,6 +1113,34 @@ def _serial_device(path: str) -> str:
 
 #: A Windows serial port, as pyserial opens it: ``COM3``, or ``\\.\COM12`` (its device name); group 1 is ``COMn``.
 COM_PORT = re.compile(r"(?:\\\\\.\\)?(COM\d+)", re.IGNORECASE)
+
+
+def _check_serial_url(resource: str) -> None:
+    """Refuse (`ConfigError` at ``resource``) a URL that pyserial cannot open whatever the line: a protocol it has no
+    handler for, or a ``socket://`` or ``rfc2217://`` URL without a host and a port 0..65535. pyserial parses a URL
+    only as it opens it, and then said ``'debug|info|warning|error'`` (its own message failing) for a bad port, after
+    `hil check` had passed the lab."""
+    if "://" not in resource:
+        return
+    import importlib.util
+    from urllib.parse import urlsplit
+
+    import serial
+
+    protocol = resource.partition("://")[0].lower()
+    if not any(importlib.util.find_spec(f"{package}.protocol_{protocol}") for package in
+               serial.protocol_handler_packages if protocol.isidentifier()):
+        raise ConfigError(f"{resource!r}: pyserial opens no {protocol}:// URL; write socket://host:port, "
+                          "rfc2217://host:port, loop:// or a serial device path", field="resource")
+    if protocol in ("socket", "rfc2217"):
+        url = urlsplit(resource)
+        try:
+            port = url.port
+        except ValueError:  # not a number, or beyond 65535
+            port = None
+        if not url.hostname or port is None:
+            raise ConfigError(f"{resource!r}: a {protocol}:// URL names a host and a port 0..65535: write "
+                              f"{protocol}://host:port", field="resource")
 
 
 def _pyserial_port(resource: str) -> bool:
