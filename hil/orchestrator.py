@@ -357,6 +357,15 @@ class Run:
         return software_versions(type(part) for part in (*lab.instruments.values(), *lab.worlds.values(),
                                                           *lab.systems.values()))
 
+    def _save_data(self, relative: str, arrays: dict[str, Any], **attrs: Any) -> None:
+        """Write a data file of the run, its root attributes ``attrs`` and what made it: the run's folder name, the
+        protocol's name and seed, the software's `versions` and when it was ``written`` (ISO 8601, local time with
+        its UTC offset), so that the file alone, shared without its folder, says where it comes from."""
+        written = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        made = {"run": self.store.path.name, "protocol": self.protocol.name, "seed": self.protocol.seed,
+                "versions": self.versions(), "written": written}
+        self.store.save_arrays(relative, arrays, made | attrs)
+
     def wall_s(self) -> float:
         """The run's wall time so far (s), its earlier attempts' included."""
         return self.wall_s_before + time.monotonic() - self.started
@@ -433,7 +442,9 @@ class Run:
                         saved_at = time.monotonic()
             self.twin_data = collection.result()
             self.collection = None
-        self.store.save_arrays("data/twin_data.h5", self.twin_data.arrays(), {"system": self.system.name})
+        reused = {"measured_in": str(Path(config.from_run).resolve())} if config.from_run else {}
+        self._save_data("data/twin_data.h5", self.twin_data.arrays(), system=self.system.name,
+                        system_snapshot=self.system.snapshot(), **reused)
         self.store.event("collected", design=design, groups=self.twin_data.n_groups,
                          samples=self.twin_data.y.numel() // self.system.n_out,
                          noise_variance=self.twin_data.noise_variance())
@@ -490,8 +501,9 @@ class Run:
                               progress=lambda done, total: advance(done, ""))
         with torch.no_grad():
             predicted = torch.stack([self.twin(x, t) for x, t in zip(held_out.x, held_out.theta, strict=True)])
-        self.store.save_arrays("data/fidelity.h5", {"nmse": result.nmse, "noise_floor": result.noise_floor,
-                                                    "measured": held_out.y, "predicted": predicted})
+        self._save_data("data/fidelity.h5", {"nmse": result.nmse, "noise_floor": result.noise_floor,
+                                             "measured": held_out.y, "predicted": predicted},
+                        system=self.system.name, held_out_groups=self._held_out_groups())
         self.store.event("fidelity", **result.summary())
 
     def _held_out_groups(self) -> list[int]:
@@ -591,7 +603,7 @@ class Run:
             twin_loss, twin_accuracy, twin_predictions = self._evaluate("twin", self.x_test, self.y_test)
             arrays["twin_predictions"] = twin_predictions
             figures.update(twin_loss=twin_loss, twin_accuracy=twin_accuracy)
-        self.store.save_arrays("data/evaluation.h5", arrays, {"class_names": list(self.data.class_names)})
+        self._save_data("data/evaluation.h5", arrays, class_names=list(self.data.class_names))
         self.store.event("evaluated", **figures, device_time_s=self.device_time_s(), device_calls=self.device_calls())
 
     def report(self) -> None:

@@ -97,6 +97,41 @@ CHECKPOINT_MAGIC = b"hil checkpoint 1\n"
 HDF5_FORMAT = ("v110", "v110")
 
 
+#: What each array of a run's data files holds (its axes, dtype and unit), written as the array's ``description``
+#: attribute (plain ASCII text), so that the file read without hil (h5py, MATLAB's h5readatt, HDFView) says it.
+DESCRIPTIONS = {
+    "data/twin_data.h5": {
+        "x": "system inputs x, float32, theta group x input x n_in; within the system's x_bounds (root attribute "
+             "system_snapshot), in the unit its module docstring in hil/systems/ gives",
+        "theta": "physical parameters theta, float32, theta group x n_params; within the system's theta_bounds (root "
+                 "attribute system_snapshot), in the unit its module docstring in hil/systems/ gives",
+        "y": "system outputs y measured on the device, float32, theta group x input x n_out: the first measurement of "
+             "each (x, theta), in the system's output unit (its module docstring in hil/systems/)",
+        "y_repeats": "repeated measurements of y, float32, repeat x theta group x input x n_out: the first theta "
+                     "groups measured again, theta written anew each time (y_repeats[0] is y[:G_r]); empty without "
+                     "repeats",
+    },
+    "data/fidelity.h5": {
+        "measured": "y measured on the device, float32, held-out theta group x input x n_out: the groups of root "
+                    "attribute held_out_groups of twin_data.h5 (their x and theta are there), in that order",
+        "predicted": "the twin's prediction of measured, float32, the same shape and order",
+        "nmse": "per output, float32, n_out: the twin's mean squared error on the held-out groups over the output's "
+                "variance (dimensionless; 1: no better than the output's mean)",
+        "noise_floor": "per output, float32, n_out: the variance of repeated measurements over the output's variance "
+                       "(dimensionless), the least NMSE a twin can reach; 0 where the twin data hold no repeats "
+                       "(unknown, not noiseless)",
+    },
+    "data/evaluation.h5": {
+        "labels": "true class of each test sample, int64 class index (names: root attribute class_names)",
+        "device_predictions": "class the network predicted with its physical layers on the device, int64 class "
+                              "index per test sample",
+        "twin_predictions": "class the network predicted with its physical layers through the twin, int64 class "
+                            "index per test sample",
+        "confusion": "counts, int64, class x class: row the true class, column the class predicted on the device",
+    },
+}
+
+
 @contextlib.contextmanager
 def _writing(path: Path) -> Iterator[None]:
     """An `OSError` while writing ``path`` (a full disk, a permission) as a `WriteRefused` naming it."""
@@ -571,9 +606,10 @@ class RunStore:
         return value
 
     def save_arrays(self, relative: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> Path:
-        """Write named arrays (and scalar attributes) as one HDF5 file, atomically. A file there that this run has
-        not written (``digests``), i.e. one an attempt wrote after its last checkpoint before it was killed, is
-        kept aside as ``<name>.discarded[-n].h5``, not overwritten: on a bench it holds a measurement."""
+        """Write named arrays (and scalar attributes, as JSON text) as one HDF5 file, atomically, each array with its
+        `DESCRIPTIONS` entry as its ``description`` attribute. A file there that this run has not written
+        (``digests``), i.e. one an attempt wrote after its last checkpoint before it was killed, is kept aside as
+        ``<name>.discarded[-n].h5``, not overwritten: on a bench it holds a measurement."""
         self._check_folder()
         if relative not in self.digests and (self.path / relative).is_file():
             _keep_aside(self.path / relative)
@@ -581,8 +617,10 @@ class RunStore:
         with h5py.File(buffer, "w", libver=HDF5_FORMAT) as handle:
             for name, array in arrays.items():
                 data = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
-                handle.create_dataset(name, data=data, compression="gzip" if data.size > 4096 else None,
-                                      fletcher32=data.size > 0 and data.ndim > 0)  # a scalar has no chunk to sum
+                dataset = handle.create_dataset(name, data=data, compression="gzip" if data.size > 4096 else None,
+                                                fletcher32=data.size > 0 and data.ndim > 0)  # a scalar: no chunk
+                if name in DESCRIPTIONS.get(relative, {}):
+                    dataset.attrs["description"] = DESCRIPTIONS[relative][name]
             for key, value in (attrs or {}).items():
                 handle.attrs[key] = json.dumps(_jsonable(value))
         self._check_folder()  # again: a folder removed while the file was made is not made anew, holding only it

@@ -1251,12 +1251,14 @@ def test_a_run_folder_holds_what_the_readme_says_and_its_recipes_rebuild_the_twi
     run = run_protocol(tmp_path / "protocol.yaml", show_progress=False).path
     with h5py.File(run / "data/twin_data.h5") as f:
         x, theta, y, repeats = (f[name][()] for name in ("x", "theta", "y", "y_repeats"))
-        assert json.loads(f.attrs["system"]) == "crossbar" and all(not f[name].attrs for name in f)
+        assert json.loads(f.attrs["system"]) == "crossbar"
+        assert json.loads(f.attrs["system_snapshot"])["theta_bounds"] == [-1.0, 1.0]
     assert x.shape == (6, 32, 64) and theta.shape == (6, 2048) and y.shape == (6, 32, 32)
     assert repeats.shape == (3, 2, 32, 32) and np.array_equal(repeats[0], y[:2]) and x.dtype == np.float32
     held_out = json.loads((run / "twin/twin.json").read_text())["held_out_groups"]
     with h5py.File(run / "data/fidelity.h5") as f:
         assert np.array_equal(f["measured"][()], y[held_out]) and f["nmse"].shape == f["noise_floor"].shape == (32,)
+        assert json.loads(f.attrs["held_out_groups"]) == held_out
         fitted_predictions = torch.from_numpy(f["predicted"][()])
     with h5py.File(run / "data/evaluation.h5") as f:
         labels, twin_predictions, confusion = (f[name][()] for name in ("labels", "twin_predictions", "confusion"))
@@ -1264,6 +1266,14 @@ def test_a_run_folder_holds_what_the_readme_says_and_its_recipes_rebuild_the_twi
         assert json.loads(f.attrs["class_names"]) == [str(k) for k in range(10)] and labels.dtype == np.int64
     assert confusion.sum() == len(labels) and np.trace(confusion) == (labels == device_predictions).sum()
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    for name in ("twin_data", "fidelity", "evaluation"):  # each file, shared alone, says what made it and what it holds
+        with h5py.File(run / f"data/{name}.h5") as f:
+            made = {key: json.loads(f.attrs[key]) for key in ("run", "protocol", "seed", "versions", "written")}
+            descriptions = {key: f[key].attrs["description"] for key in f}
+        assert made["run"] == run.name and (made["protocol"], made["seed"]) == ("stored", 2)
+        assert made["versions"] == events[0]["versions"]
+        assert datetime.datetime.fromisoformat(made["written"]).utcoffset() is not None  # local time, with its zone
+        assert all(isinstance(text, str) and text.isascii() and text for text in descriptions.values())
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     batches = [e for e in events if e["kind"] == "batch"]
     assert (batches[0]["epoch"], batches[0]["batch"]) == (0, 1) and [e["epoch"] for e in events
