@@ -357,14 +357,16 @@ class Run:
         return software_versions(type(part) for part in (*lab.instruments.values(), *lab.worlds.values(),
                                                           *lab.systems.values()))
 
-    def _save_data(self, relative: str, arrays: dict[str, Any], **attrs: Any) -> None:
-        """Write a data file of the run, its root attributes ``attrs`` and what made it: the run's folder name, the
+    def _save_data(self, relative: str, arrays: dict[str, Any], descriptions: dict[str, str] | None = None,
+                   **attrs: Any) -> None:
+        """Write a data file of the run (``descriptions``: of arrays `hil.store.DESCRIPTIONS` does not name), its
+        root attributes ``attrs`` and what made it: the run's folder name, the
         protocol's name and seed, the software's `versions` and when it was ``written`` (ISO 8601, local time with
         its UTC offset), so that the file alone, shared without its folder, says where it comes from."""
         written = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         made = {"run": self.store.path.name, "protocol": self.protocol.name, "seed": self.protocol.seed,
                 "versions": self.versions(), "written": written}
-        self.store.save_arrays(relative, arrays, made | attrs)
+        self.store.save_arrays(relative, arrays, made | attrs, descriptions)
 
     def wall_s(self) -> float:
         """The run's wall time so far (s), its earlier attempts' included."""
@@ -603,7 +605,12 @@ class Run:
             twin_loss, twin_accuracy, twin_predictions = self._evaluate("twin", self.x_test, self.y_test)
             arrays["twin_predictions"] = twin_predictions
             figures.update(twin_loss=twin_loss, twin_accuracy=twin_accuracy)
-        self._save_data("data/evaluation.h5", arrays, class_names=list(self.data.class_names))
+        network = {f"model.{key}": value for key, value in self.model.state_dict().items()}
+        described = dict.fromkeys(network, "the network's parameter or buffer of this name after 'model.' (its state "
+                                  "dict: <index> the layer's place in the protocol's model.layers from 0) as this "
+                                  "evaluation used it; a physical layer's <index>.theta: float32, n_params, within "
+                                  "its system's theta_bounds")
+        self._save_data("data/evaluation.h5", arrays | network, described, class_names=list(self.data.class_names))
         self.store.event("evaluated", **figures, device_time_s=self.device_time_s(), device_calls=self.device_calls())
 
     def report(self) -> None:

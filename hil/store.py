@@ -605,22 +605,24 @@ class RunStore:
         _restore_non_finite(value)
         return value
 
-    def save_arrays(self, relative: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> Path:
+    def save_arrays(self, relative: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None,
+                    descriptions: Mapping[str, str] | None = None) -> Path:
         """Write named arrays (and scalar attributes, as JSON text) as one HDF5 file, atomically, each array with its
-        `DESCRIPTIONS` entry as its ``description`` attribute. A file there that this run has not written
-        (``digests``), i.e. one an attempt wrote after its last checkpoint before it was killed, is kept aside as
-        ``<name>.discarded[-n].h5``, not overwritten: on a bench it holds a measurement."""
+        entry of ``descriptions`` or else of `DESCRIPTIONS` as its ``description`` attribute. A file there that this
+        run has not written (``digests``), i.e. one an attempt wrote after its last checkpoint before it was killed, is
+        kept aside as ``<name>.discarded[-n].h5``, not overwritten: on a bench it holds a measurement."""
         self._check_folder()
         if relative not in self.digests and (self.path / relative).is_file():
             _keep_aside(self.path / relative)
         buffer = io.BytesIO()
+        described = {**DESCRIPTIONS.get(relative, {}), **(descriptions or {})}
         with h5py.File(buffer, "w", libver=HDF5_FORMAT) as handle:
             for name, array in arrays.items():
                 data = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
                 dataset = handle.create_dataset(name, data=data, compression="gzip" if data.size > 4096 else None,
                                                 fletcher32=data.size > 0 and data.ndim > 0)  # a scalar: no chunk
-                if name in DESCRIPTIONS.get(relative, {}):
-                    dataset.attrs["description"] = DESCRIPTIONS[relative][name]
+                if name in described:
+                    dataset.attrs["description"] = described[name]
             for key, value in (attrs or {}).items():
                 handle.attrs[key] = json.dumps(_jsonable(value))
         self._check_folder()  # again: a folder removed while the file was made is not made anew, holding only it

@@ -1263,6 +1263,7 @@ def test_a_run_folder_holds_what_the_readme_says_and_its_recipes_rebuild_the_twi
     with h5py.File(run / "data/evaluation.h5") as f:
         labels, twin_predictions, confusion = (f[name][()] for name in ("labels", "twin_predictions", "confusion"))
         device_predictions = f["device_predictions"][()]
+        network = {name.removeprefix("model."): f[name][()] for name in f if name.startswith("model.")}
         assert json.loads(f.attrs["class_names"]) == [str(k) for k in range(10)] and labels.dtype == np.int64
     assert confusion.sum() == len(labels) and np.trace(confusion) == (labels == device_predictions).sum()
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
@@ -1282,6 +1283,8 @@ def test_a_run_folder_holds_what_the_readme_says_and_its_recipes_rebuild_the_twi
     for starting in ("import hashlib", "from pathlib import Path"):
         exec(_readme_snippet(starting).replace("runs/<run>", str(run)), namespace)
     assert namespace["checkpoint"]["next_seq"] == events[-1]["seq"]  # the last checkpoint: the run's end
+    trained = namespace["checkpoint"]["model"]  # the network evaluated, in evaluation.h5 too: read without torch
+    assert network.keys() == trained.keys() and all(np.array_equal(network[k], trained[k].numpy()) for k in trained)
     twin, fitted = namespace["twin"], torch.load(run / "twin/twin.pt", weights_only=True)
     assert any(not torch.equal(fitted[name], value) for name, value in twin.state_dict().items())  # refined online
     twin.load_state_dict(fitted)
