@@ -503,8 +503,12 @@ class Run:
                               progress=lambda done, total: advance(done, ""))
         with torch.no_grad():
             predicted = torch.stack([self.twin(x, t) for x, t in zip(held_out.x, held_out.theta, strict=True)])
+        twin = {f"twin.{key}": value for key, value in self.twin.state_dict().items()}
+        described = dict.fromkeys(twin, "the twin's parameter or buffer of this name after 'twin.' (its state dict, "
+                                  "as twin/twin.pt holds it; a physics twin's physics.* named with units as in the "
+                                  "system's physics model), the twin that made predicted")
         self._save_data("data/fidelity.h5", {"nmse": result.nmse, "noise_floor": result.noise_floor,
-                                             "measured": held_out.y, "predicted": predicted},
+                                             "measured": held_out.y, "predicted": predicted} | twin, described,
                         system=self.system.name, held_out_groups=self._held_out_groups())
         self.store.event("fidelity", **result.summary())
 

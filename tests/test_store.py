@@ -1260,6 +1260,7 @@ def test_a_run_folder_holds_what_the_readme_says_and_its_recipes_rebuild_the_twi
         assert np.array_equal(f["measured"][()], y[held_out]) and f["nmse"].shape == f["noise_floor"].shape == (32,)
         assert json.loads(f.attrs["held_out_groups"]) == held_out
         fitted_predictions = torch.from_numpy(f["predicted"][()])
+        fitted_twin = {name.removeprefix("twin."): f[name][()] for name in f if name.startswith("twin.")}
     with h5py.File(run / "data/evaluation.h5") as f:
         labels, twin_predictions, confusion = (f[name][()] for name in ("labels", "twin_predictions", "confusion"))
         device_predictions = f["device_predictions"][()]
@@ -1286,6 +1287,8 @@ def test_a_run_folder_holds_what_the_readme_says_and_its_recipes_rebuild_the_twi
     trained = namespace["checkpoint"]["model"]  # the network evaluated, in evaluation.h5 too: read without torch
     assert network.keys() == trained.keys() and all(np.array_equal(network[k], trained[k].numpy()) for k in trained)
     twin, fitted = namespace["twin"], torch.load(run / "twin/twin.pt", weights_only=True)
+    assert fitted_twin.keys() == fitted.keys()  # the twin of the predictions, in fidelity.h5 too: read without torch
+    assert all(np.array_equal(fitted_twin[k], fitted[k].numpy()) for k in fitted)
     assert any(not torch.equal(fitted[name], value) for name, value in twin.state_dict().items())  # refined online
     twin.load_state_dict(fitted)
     with torch.no_grad():
