@@ -361,11 +361,13 @@ class Run:
                    **attrs: Any) -> None:
         """Write a data file of the run (``descriptions``: of arrays `hil.store.DESCRIPTIONS` does not name), its
         root attributes ``attrs`` and what made it: the run's folder name, the
-        protocol's name and seed, the software's `versions` and when it was ``written`` (ISO 8601, local time with
-        its UTC offset), so that the file alone, shared without its folder, says where it comes from."""
+        protocol's name and seed, the software's `versions`, the ``instruments`` connected (each one's identity:
+        maker, model, serial, firmware) and when it was ``written`` (ISO 8601, local time with its UTC offset), so
+        that the file alone, shared without its folder, says where it comes from."""
         written = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        instruments = {name: i.identity for name, i in self.lab.instruments.items() if i.connected}
         made = {"run": self.store.path.name, "protocol": self.protocol.name, "seed": self.protocol.seed,
-                "versions": self.versions(), "written": written}
+                "versions": self.versions(), "instruments": instruments, "written": written}
         self.store.save_arrays(relative, arrays, made | attrs, descriptions)
 
     def wall_s(self) -> float:

@@ -1270,10 +1270,13 @@ def test_a_run_folder_holds_what_the_readme_says_and_its_recipes_rebuild_the_twi
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     for name in ("twin_data", "fidelity", "evaluation"):  # each file, shared alone, says what made it and what it holds
         with h5py.File(run / f"data/{name}.h5") as f:
-            made = {key: json.loads(f.attrs[key]) for key in ("run", "protocol", "seed", "versions", "written")}
+            made = {key: json.loads(f.attrs[key]) for key in ("run", "protocol", "seed", "versions", "instruments",
+                                                              "written")}
             descriptions = {key: f[key].attrs["description"] for key in f}
         assert made["run"] == run.name and (made["protocol"], made["seed"]) == ("stored", 2)
         assert made["versions"] == events[0]["versions"]
+        snapshot = json.loads((run / "snapshot.json").read_text())["instruments"]
+        assert made["instruments"] == {name: i["identity"] for name, i in snapshot.items()} != {}
         assert datetime.datetime.fromisoformat(made["written"]).utcoffset() is not None  # local time, with its zone
         assert all(isinstance(text, str) and text.isascii() and text for text in descriptions.values())
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
