@@ -430,6 +430,7 @@ class Run:
             check_from_run(self.protocol, self.document, self.resumed)  # a resumed run: here, where it needs it
             self.twin_data = reused_twin_data(self.protocol, self.document)
             design = "from run"
+            times, made = {}, {"measured_in": str(Path(config.from_run).resolve())}
         else:
             design = self._collection_design()
             collection = self.collection = self.collection or self._new_collection()
@@ -445,10 +446,10 @@ class Run:
                         self.checkpoint()
                         saved_at = time.monotonic()
             self.twin_data = collection.result()
+            times, made = {"measured_at": collection.times()}, {}
             self.collection = None
-        reused = {"measured_in": str(Path(config.from_run).resolve())} if config.from_run else {}
-        self._save_data("data/twin_data.h5", self.twin_data.arrays(), system=self.system.name,
-                        system_snapshot=self.system.snapshot(), **reused)
+        self._save_data("data/twin_data.h5", self.twin_data.arrays() | times, system=self.system.name,
+                        system_snapshot=self.system.snapshot(), **made)
         self.store.event("collected", design=design, groups=self.twin_data.n_groups,
                          samples=self.twin_data.y.numel() // self.system.n_out,
                          noise_variance=self.twin_data.noise_variance())

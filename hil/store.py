@@ -110,6 +110,9 @@ DESCRIPTIONS = {
         "y_repeats": "repeated measurements of y, float32, repeat x theta group x input x n_out: the first theta "
                      "groups measured again, theta written anew each time (y_repeats[0] is y[:G_r]); empty without "
                      "repeats",
+        "measured_at": "when each theta group was measured, float64, theta group: Unix time (s since 1970-01-01 "
+                       "UTC) when its first measurement returned; NaN where unknown (measured before a resume from "
+                       "an earlier hil's checkpoint); absent in a copy of another run's (root attribute measured_in)",
     },
     "data/fidelity.h5": {
         "measured": "y measured on the device, float32, held-out theta group x input x n_out: the groups of root "

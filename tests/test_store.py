@@ -1253,6 +1253,7 @@ def test_a_run_folder_holds_what_the_readme_says_and_its_recipes_rebuild_the_twi
         x, theta, y, repeats = (f[name][()] for name in ("x", "theta", "y", "y_repeats"))
         assert json.loads(f.attrs["system"]) == "crossbar"
         assert json.loads(f.attrs["system_snapshot"])["theta_bounds"] == [-1.0, 1.0]
+        measured_at = f["measured_at"][()]
     assert x.shape == (6, 32, 64) and theta.shape == (6, 2048) and y.shape == (6, 32, 32)
     assert repeats.shape == (3, 2, 32, 32) and np.array_equal(repeats[0], y[:2]) and x.dtype == np.float32
     held_out = json.loads((run / "twin/twin.json").read_text())["held_out_groups"]
@@ -1268,6 +1269,9 @@ def test_a_run_folder_holds_what_the_readme_says_and_its_recipes_rebuild_the_twi
         assert json.loads(f.attrs["class_names"]) == [str(k) for k in range(10)] and labels.dtype == np.int64
     assert confusion.sum() == len(labels) and np.trace(confusion) == (labels == device_predictions).sum()
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    started, collected = (next(e["time"] for e in events if e["kind"] == kind) for kind in ("run_started", "collected"))
+    assert measured_at.dtype == np.float64 and measured_at.shape == (6,)  # each θ group's, in Unix time
+    assert started - 0.001 <= measured_at.min() and measured_at.max() <= collected + 0.001  # events: to the ms
     for name in ("twin_data", "fidelity", "evaluation"):  # each file, shared alone, says what made it and what it holds
         with h5py.File(run / f"data/{name}.h5") as f:
             made = {key: json.loads(f.attrs[key]) for key in ("run", "protocol", "seed", "versions", "instruments",

@@ -15,7 +15,7 @@ from hil.errors import ConfigError, HilError
 from hil.protocol import TwinConfig
 from hil.store import save_twin
 from hil.systems.base import PhysicalSystem, PhysicsModel
-from hil.twin.collect import SMALLEST_OUTPUT, TwinData, collect, held_out_count, measurement_count, sobol
+from hil.twin.collect import SMALLEST_OUTPUT, Collection, TwinData, collect, held_out_count, measurement_count, sobol
 from hil.twin.fidelity import fidelity, jacobian_cosine
 from hil.twin.fit import fit_epochs, fit_twin, nmse
 from hil.twin.models import OutputAffine, build_twin, load_twin
@@ -68,6 +68,26 @@ def test_collection_is_a_bounded_design_with_repeats(lab, crossbar_data) -> None
     for design, data in (("Sobol", None), ("random", pool)):  # a misspelt design is named as one
         with pytest.raises(ConfigError, match=f"unknown input design '{design}'; give one of 'sobol', 'data', 'mixed'"):
             collect(system, n_thetas=2, inputs_per_theta=4, design=design, data=data, seed=0)
+
+
+def test_a_collection_continued_from_its_state_keeps_when_each_group_was_measured(lab) -> None:
+    """twin_data.h5's measured_at: a checkpoint carries the times of the groups measured; one of an earlier hil, none
+    (then NaN, unknown, for those groups)."""
+    system = lab.systems["crossbar"]
+    first = Collection(system, n_thetas=3, inputs_per_theta=4, design="sobol", seed=0)
+    first.measure_group()
+    state = first.state_dict()
+    assert state["measured_at"].dtype == torch.float64 and state["measured_at"].shape == (1,)
+    for saved, known in ((state, True), ({k: v for k, v in state.items() if k != "measured_at"}, False)):
+        again = Collection(system, n_thetas=3, inputs_per_theta=4, design="sobol", seed=0)
+        again.load_state_dict(saved)
+        while not again.finished:
+            again.measure_group()
+        times = again.times()
+        assert times.shape == (3,) and times[1:].isfinite().all()
+        assert torch.equal(times[:1], state["measured_at"]) if known else times[0].isnan()
+    with pytest.raises(ValueError, match="measurement times are not of this collection"):
+        again.load_state_dict(state | {"measured_at": torch.zeros(2, dtype=torch.float64)})
 
 
 def test_collections_of_other_seeds_share_no_group_s_inputs(lab) -> None:

@@ -11,6 +11,8 @@ deterministic twin can miss by.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -232,6 +234,7 @@ class Collection:
         self.repeated_groups = repeated_groups(n_thetas, repeats, repeat_thetas)
         self.total = measurement_count(n_thetas, repeats, repeat_thetas)
         self.ys: list[torch.Tensor] = []  # each group's first measurement (n × n_out)
+        self.measured_at: list[float] = []  # when each group's first measurement returned (Unix time, s; NaN unknown)
         self.repeated: list[torch.Tensor] = []  # each repeated group's measurements (repeats × n × n_out)
 
     @property
@@ -247,6 +250,7 @@ class Collection:
         """Measure the next θ group (``repeats`` times, where it is one of the repeated groups)."""
         group, system = len(self.ys), self.system
         measurements = [system.forward(self.xs[group], self.thetas[group])]
+        measured_at = time.time()
         if group == 0:  # outputs in a unit twin data cannot hold: refused at the first device call, not the last
             check_output_range(measurements[0])
         if group < self.repeated_groups:
@@ -255,6 +259,7 @@ class Collection:
                 measurements.append(system.forward(self.xs[group], self.thetas[group]))
             self.repeated.append(torch.stack(measurements))
         self.ys.append(measurements[0])
+        self.measured_at.append(measured_at)
 
     def result(self) -> TwinData:
         """The twin data of a finished collection."""
@@ -265,9 +270,9 @@ class Collection:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The measurements made so far, laid out as in `TwinData`: ``y`` (groups measured × n × n_out) and
-        ``y_repeats`` (repeats × repeated groups measured × n × n_out)."""
+        ``y_repeats`` (repeats × repeated groups measured × n × n_out), and `times`."""
         n, n_out = self.xs.shape[1], self.system.n_out
-        return {"y": torch.stack(self.ys) if self.ys else torch.zeros(0, n, n_out),
+        return {"y": torch.stack(self.ys) if self.ys else torch.zeros(0, n, n_out), "measured_at": self.times(),
                 "y_repeats": torch.stack(self.repeated, dim=1) if self.repeated else torch.zeros(self.repeats, 0, n,
                                                                                                  n_out)}
 
@@ -280,7 +285,16 @@ class Collection:
                 or y.shape[1:] != (n, n_out) or len(y) > len(self.thetas) \
                 or y_repeats.shape != (self.repeats, min(len(y), self.repeated_groups), n, n_out):
             raise ValueError("its measurements are not of this collection")
+        times = state.get("measured_at")  # none in a checkpoint of an earlier hil: unknown
+        times = torch.full((len(y),), math.nan) if times is None else times
+        if not isinstance(times, torch.Tensor) or times.shape != (len(y),):
+            raise ValueError("its measurement times are not of this collection")
         self.ys, self.repeated = list(y.float()), list(y_repeats.float().unbind(1))
+        self.measured_at = times.tolist()
+
+    def times(self) -> torch.Tensor:
+        """When each group measured so far was measured (its first measurement's return): Unix time, s, float64."""
+        return torch.tensor(self.measured_at, dtype=torch.float64)
 
 
 def collect(system: PhysicalSystem, *, n_thetas: int, inputs_per_theta: int, repeats: int = 1,
