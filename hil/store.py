@@ -89,11 +89,11 @@ NON_FINITE = "non_finite"
 CHECKPOINT_MAGIC = b"hil checkpoint 1\n"
 
 
-#: The HDF5 file format of a run's data (HDF5 1.10's, which every reader since 2016 reads): its object headers and
-#: its arrays' chunk indexes carry checksums, and each array a Fletcher-32 checksum, so that a damaged byte is an error
-#: where it is read, not a wrong number (in the format before, 157 of 200 single flipped bits of a small file read
-#: back silently changed) nor a crash of HDF5 (1.8's format has no checksum on a chunk index: four zeroed bytes there
-#: ended the process).
+#: The HDF5 file format of a run's data (HDF5 1.10's: a reader built on HDF5 1.8, as older MATLABs are, cannot open it;
+#: h5py, HDFView 3 and any reader on 1.10 or later can): its object headers and its arrays' chunk indexes carry
+#: checksums, and each array a Fletcher-32 checksum, so that a damaged byte is an error where it is read, not a wrong
+#: number (in the format before, 157 of 200 single flipped bits of a small file read back silently changed) nor a crash
+#: of HDF5 (1.8's format has no checksum on a chunk index: four zeroed bytes there ended the process).
 HDF5_FORMAT = ("v110", "v110")
 
 
