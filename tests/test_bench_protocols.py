@@ -1,0 +1,46 @@
+"""The same protocol on the simulator and on the bench: the experiments of a system that real drivers can serve run
+with only the lab file changed, its instruments the Keysight 33500B's driver and a digitiser's, at TCP resources
+served by their emulators on 127.0.0.1 (`tests.analog_bench`), nothing simulated in the lab file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from hil.cli import main
+from simulators.oscillator import OscillatorNetwork
+from tests.analog_bench import analog_bench, bench_lab
+
+REPO = Path(__file__).resolve().parents[1]
+#: The default lab's oscillator settings, with a shorter ring-down (its residue under 1 %), for a short test.
+OSCILLATOR = "{n_in: 12, n_params: 12, n_windows: 2, gap_s: 0.05, sample_rate_hz: 4000}"
+
+
+def small(experiment: str, lab: Path, root: Path) -> Path:
+    """``experiment`` with its lab replaced and its sizes cut to a few device calls; returns the protocol's path."""
+    protocol = yaml.safe_load((REPO / "experiments" / f"{experiment}.yaml").read_text())
+    protocol.update(lab=str(lab), output={"root": str(root / "runs")}, evaluation={"every_epoch": False})
+    protocol["dataset"].update(limit=8, test_fraction=0.05)
+    protocol["training"].update(epochs=1, batch_size=8)
+    protocol["twin"].update(collect={"thetas": 2, "inputs_per_theta": 4, "repeats": 2, "repeat_thetas": 1},
+                            fidelity={"directions": 1, "repeats": 1})
+    protocol["twin"]["fit"].update(epochs=1)
+    root.mkdir()
+    path = root / f"{experiment}.yaml"
+    path.write_text(yaml.safe_dump(protocol))
+    return path
+
+
+def test_the_oscillator_experiments_run_on_the_bench_drivers_with_only_the_lab_changed(tmp_path, capsys) -> None:
+    """Each oscillator experiment passes hil check over the real drivers, and physics-aware training (which also uses
+    the device in training) runs: the device time measured, the AWG's channel left off at 0 V."""
+    with analog_bench(OscillatorNetwork(seed=0)) as (awg, daq, emulator):
+        lab = bench_lab(tmp_path / "lab.yaml", awg, daq, "oscillator", OSCILLATOR)
+        for experiment in ("oscillator_insilico_vowels", "oscillator_pat_vowels"):
+            protocol = small(experiment, lab, tmp_path / experiment)
+            assert main(["check", str(protocol)]) == 0
+        assert main(["run", str(protocol)]) == 0, capsys.readouterr().err
+        summary = next((tmp_path / experiment / "runs").glob("*/report/summary.md")).read_text()
+        assert "device time (measured: the wall time of its device calls)" in summary
+        assert not emulator.channels[1].output_on and emulator.channels[1].offset_emf_v == 0
