@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import yaml
 
 from hil.cli import main
+from hil.lab import Lab
 from simulators.oscillator import OscillatorNetwork
 from tests.analog_bench import analog_bench, bench_lab
 
@@ -44,3 +46,17 @@ def test_the_oscillator_experiments_run_on_the_bench_drivers_with_only_the_lab_c
         summary = next((tmp_path / experiment / "runs").glob("*/report/summary.md")).read_text()
         assert "device time (measured: the wall time of its device calls)" in summary
         assert not emulator.channels[1].output_on and emulator.channels[1].offset_emf_v == 0
+
+
+def test_the_oscillator_reads_the_first_channels_of_an_input_with_more_than_it_senses(tmp_path) -> None:
+    """A DAQ card of 8 channels, the 4 sensors on its first: the system was refused ('daq has 8 channels but sensed
+    lists 4 oscillators'), as the simulated input always has exactly one channel per sensed oscillator."""
+    x, theta = torch.linspace(-1, 1, 24).reshape(2, 12), torch.zeros(12)
+    outputs = []
+    for channels in (4, 8):
+        with analog_bench(OscillatorNetwork(preset="ideal", seed=0), channels=channels) as (awg, daq, _):
+            lab = bench_lab(tmp_path / f"lab{channels}.yaml", awg, daq, "oscillator", OSCILLATOR, channels)
+            with Lab.load(lab).open() as opened:
+                outputs.append(opened.system("oscillator")(x, theta))
+    assert outputs[1].shape == (2, 8)
+    torch.testing.assert_close(outputs[1], outputs[0])

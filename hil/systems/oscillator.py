@@ -165,7 +165,8 @@ class OscillatorPhysics(PhysicsModel):
 
 
 class OscillatorSystem(PhysicalSystem):
-    """Coupled nonlinear oscillators driven by an analog output channel and read on every analog input channel.
+    """Coupled nonlinear oscillators driven by an analog output channel and read on the analog input's first
+    ``len(sensed)`` channels (an input of more channels, a DAQ card with some unwired, keeps the rest unread).
 
     Settings: the encoding (``n_in``, ``n_params``, ``segment_s``, ``carrier_hz``, ``drive_amplitude_v``,
     ``gap_s``, ``sample_rate_hz``, output ``channel``), the readout (``n_windows``, ``output_scale_v``), the
@@ -257,7 +258,7 @@ class OscillatorSystem(PhysicalSystem):
                               field="drive_amplitude_v")
         for instrument in (output, inp):
             check_setting_within("sample_rate_hz", sample_rate_hz, instrument, "sample_rate_hz")
-        if inp.n_channels != n_sensed:
+        if inp.n_channels < n_sensed:  # a DAQ of more channels (16 on a card, 4 sensors wired) reads its first
             raise ConfigError(f"{inp.name} has {counted(inp.n_channels, 'channel')} but sensed lists "
                               f"{counted(n_sensed, 'oscillator')} (default: {list(physics.NOMINAL_SENSED)}); give "
                               f"sensed the oscillator each channel of {inp.name} reads, in channel order",
@@ -286,7 +287,7 @@ class OscillatorSystem(PhysicalSystem):
             output.set_output(self.channel, True)
         inp.arm(len(waveform), self.sample_rate_hz)
         output.play([self.channel])
-        record = torch.as_tensor(np.asarray(inp.fetch(), dtype=np.float32))
+        record = torch.as_tensor(np.asarray(inp.fetch()[: len(self.sensed)], dtype=np.float32))
         records = record[:, : batch * self.row_samples].reshape(len(record), batch, self.row_samples)
         volts = records[:, :, : self.record_samples].permute(1, 2, 0)
         return window_rms(volts, self.n_windows) / self.output_scale_v

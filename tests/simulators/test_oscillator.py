@@ -665,8 +665,8 @@ def test_bad_settings_and_inputs_are_refused() -> None:
             OscillatorSystem(roles, sensor_gain=gain)
     with pytest.raises(ConfigError, match=r"drive_amplitude_v 5 V .*-2\.\.2 V"):
         OscillatorSystem(roles, drive_amplitude_v=5.0)
-    with pytest.raises(ConfigError, match="sensed"):
-        OscillatorSystem(roles, sensed=[0, 1])
+    with pytest.raises(ConfigError, match="sensed"):  # more oscillators than the input has channels
+        OscillatorSystem(roles, sensed=[0, 1, 2, 3, 0])
     with pytest.raises(ConfigError, match="carrier_hz"):
         OscillatorSystem(roles, carrier_hz=3000.0)
     system = OscillatorSystem(roles, carrier_hz=None)  # constant levels
