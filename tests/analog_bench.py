@@ -16,7 +16,7 @@ import torch
 from hil.errors import DeviceError
 from hil.instruments import AnalogInput
 from hil.limits import Limit
-from hil.transport import Transport
+from hil.transport import Transport, definite_block
 from simulators.analog import AnalogWorld
 from simulators.emulators.keysight_33500b import Keysight33500BEmulator
 from simulators.emulators.server import TcpServer
@@ -29,7 +29,8 @@ MAX_RATE_HZ = 1e6
 class DigitiserEmulator:
     """A digitiser whose channels read ``world``'s inputs, driven by ``awg``'s channel ``channel`` (world output 0):
     ``ARM n rate`` arms a record of n samples per channel, started by the AWG's next burst or by ``TRIG``;
-    ``FETCH?`` returns it channel after channel, comma separated (``ERR`` if none was armed or triggered); ``*IDN?``
+    ``FETCH?`` returns it channel after channel as a definite-length block of big-endian float32 (IEEE 488.2's
+    default byte order; ``ERR`` if none was armed or triggered); ``*IDN?``
     identifies. A setting answers ``OK``. A record longer than the burst sees the burst's last level held. Of its
     ``channels``, those beyond the world's inputs are unwired and read 0 V."""
 
@@ -71,7 +72,8 @@ class DigitiserEmulator:
         drive_v[0] = torch.as_tensor(drive)
         response = torch.zeros(self.channels, n_samples)
         response[: self.world.n_inputs] = self.world.respond(drive_v, rate).clamp(-RANGE_V, RANGE_V)
-        return ",".join(f"{v:.7g}" for v in response.reshape(-1).tolist()).encode()
+        self.world.clock.sleep(n_samples / rate)  # the world's state moves on by the record's time
+        return definite_block(response.reshape(-1).numpy(), "f", big_endian=True)
 
 
 class Digitiser(AnalogInput):
@@ -108,12 +110,8 @@ class Digitiser(AnalogInput):
         self._send("TRIG")
 
     def _fetch_hw(self) -> np.ndarray:
-        reply = self.transport.query("FETCH?")
-        try:
-            values = np.array([float(v) for v in reply.split(",")])
-        except ValueError:
-            raise DeviceError(f"{self.name}: reply {reply[:40]!r} to 'FETCH?' is not a record") from None
-        return values.reshape(self.n_channels, -1)
+        """The record as the block holds it: big-endian float32 (>f4), as pyvisa returns it."""
+        return self.transport.query_binary("FETCH?", "f", big_endian=True).reshape(self.n_channels, -1)
 
 
 @contextlib.contextmanager
