@@ -6,12 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 from hil.cli import main
 from hil.lab import Lab
+from hil.systems.optical import OpticalSystem
+from hil.systems.resistive import ResistiveNetworkSystem
+from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
+from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM
 from simulators.oscillator import OscillatorNetwork
+from simulators.resistive import ResistiveNetwork
 from tests.analog_bench import analog_bench, bench_lab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,3 +66,49 @@ def test_the_oscillator_reads_the_first_channels_of_an_input_with_more_than_it_s
                 outputs.append(opened.system("oscillator")(x, theta))
     assert outputs[1].shape == (2, 8)
     torch.testing.assert_close(outputs[1], outputs[0])
+
+
+class BigEndianInput(SimulatedAnalogInput):
+    """A digitiser's driver that reads its record as a binary block in the instrument's byte order, big-endian
+    (IEEE 488.2's default, ``FORM:BORD NORM``), as `hil.transport.Transport.query_binary(..., big_endian=True)` and
+    pyvisa return it: an array of dtype >f4."""
+
+    def _fetch_hw(self) -> np.ndarray:
+        return super()._fetch_hw().astype(">f4")
+
+
+class BigEndianCamera(SimulatedCamera):
+    """A camera's driver that reads its frames as 16-bit words in the camera's byte order, big-endian (>u2)."""
+
+    words = ">u2"
+
+    def _capture_hw(self, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        images, indices = super()._capture_hw(n_frames)
+        return np.asarray(images).astype(self.words), indices
+
+
+class NativeCamera(BigEndianCamera):
+    """The same frames in this machine's byte order."""
+
+    words = "=u2"
+
+
+def test_readings_in_the_instruments_byte_order_give_what_the_simulated_instruments_give() -> None:
+    """The resistive network and the optical system raised torch's TypeError ('given numpy array has byte order
+    different from the native byte order') for a record or frames of a big-endian binary block, which a simulated
+    instrument never returns."""
+    world = ResistiveNetwork(preset="ideal")
+    output = SimulatedAnalogOutput(world, name="ao").connect()
+    network = ResistiveNetworkSystem({"output": output, "input": BigEndianInput(world, name="ai").connect()})
+    plain = ResistiveNetworkSystem({"output": output, "input": SimulatedAnalogInput(world, name="ai").connect()})
+    x, theta = torch.rand(5, network.n_in), torch.full((network.n_params,), 1.2)
+    torch.testing.assert_close(network(x, theta), plain(x, theta))
+    optical = []
+    for camera in (BigEndianCamera, NativeCamera):
+        table = OpticalTable(preset="ideal")
+        system = OpticalSystem({"slm": SimulatedSLM(table, name="slm").connect(),
+                                "camera": camera(table, name="camera").connect()})
+        system.calibrate()
+        optical.append(system(torch.rand(3, system.n_in, generator=torch.Generator().manual_seed(0)),
+                              torch.zeros(system.n_params)))
+    torch.testing.assert_close(*optical)
