@@ -13,6 +13,7 @@ import yaml
 from hil.cli import main
 from hil.lab import Lab
 from hil.systems.optical import OpticalSystem
+from hil.systems.oscillator import OscillatorSystem
 from hil.systems.resistive import ResistiveNetworkSystem
 from simulators.analog import SimulatedAnalogInput, SimulatedAnalogOutput
 from simulators.optical import OpticalTable, SimulatedCamera, SimulatedSLM
@@ -66,6 +67,21 @@ def test_the_oscillator_reads_the_first_channels_of_an_input_with_more_than_it_s
                 outputs.append(opened.system("oscillator")(x, theta))
     assert outputs[1].shape == (2, 8)
     torch.testing.assert_close(outputs[1], outputs[0])
+
+
+def test_the_oscillator_on_the_bench_drivers_gives_what_it_gives_on_the_simulated_instruments(tmp_path) -> None:
+    """The same x and θ on an ideal network give the same outputs through the 33500B's driver (its float32 block
+    scaled by amplitude and offset, a burst per call) as through the simulated output and input."""
+    g = torch.Generator().manual_seed(0)
+    x, theta = 2 * torch.rand(3, 12, generator=g) - 1, 2 * torch.rand(12, generator=g) - 1
+    world = OscillatorNetwork(preset="ideal", seed=0)
+    simulated = OscillatorSystem({"output": SimulatedAnalogOutput(world, name="ao").connect(),
+                                  "input": SimulatedAnalogInput(world, name="ai").connect()},
+                                 **yaml.safe_load(OSCILLATOR))
+    with analog_bench(OscillatorNetwork(preset="ideal", seed=0)) as (awg, daq, _):
+        lab = bench_lab(tmp_path / "lab.yaml", awg, daq, "oscillator", OSCILLATOR)
+        with Lab.load(lab).open() as opened:
+            torch.testing.assert_close(opened.system("oscillator")(x, theta), simulated(x, theta))
 
 
 class BigEndianInput(SimulatedAnalogInput):
