@@ -96,7 +96,10 @@ def as_numbers(values: Any, what: str) -> np.ndarray:
 
 def torch_shareable(array: np.ndarray) -> np.ndarray:
     """``array``, or a copy of it where torch could not share its memory: a flipped view (negative strides, which
-    ``torch.as_tensor`` refuses) or a read-only one (``np.broadcast_to``, which it warns of)."""
+    ``torch.as_tensor`` refuses), a read-only one (``np.broadcast_to``, which it warns of) or one in the other byte
+    order (``>f4``, as pyvisa reads an instrument's big-endian block, which it refuses), copied in the native order."""
+    if not array.dtype.isnative:
+        return array.astype(array.dtype.newbyteorder("="))
     if not array.flags.writeable or min(array.strides, default=0) < 0:
         return array.copy()
     return array

@@ -214,6 +214,15 @@ def test_a_flipped_or_read_only_numpy_input_is_read_as_its_values() -> None:
                            system.forward(np.repeat(x[:1], 2, axis=0), np.zeros(1)))
 
 
+def test_inputs_and_a_reading_in_big_endian_order_are_read_as_their_values() -> None:
+    """An instrument's binary block is big-endian (IEEE 488.2), and pyvisa reads it as ``>f4``: x or θ given so, or
+    a plugin system's _run returning it, were refused as "not an array of numbers" (torch takes no such array)."""
+    x = np.array([[0.25, -0.5], [0.75, 1.0]], dtype=">f4")
+    system = Misreading(lambda x: np.concatenate([x.numpy(), x[:, :1].numpy()], 1).astype(">f8"))
+    assert torch.equal(system.forward(x, np.zeros(1, dtype=">f8")),
+                       torch.tensor([[0.25, -0.5, 0.25], [0.75, 1.0, 0.75]]))
+
+
 def test_a_reading_in_another_dtype_becomes_float32_and_carries_no_graph_of_the_inputs() -> None:
     system = Misreading(lambda x: x.double().sum(1, keepdim=True).expand(len(x), 3))
     y = system.forward(torch.rand(4, 2).requires_grad_(), torch.zeros(1))
