@@ -186,8 +186,8 @@ def test_a_reply_that_came_with_a_line_unasked_for_is_refused_and_resynchronises
     """A reply and a line unasked for, come together (here ``a`` and ``b`` to ``RAW?``): either could be the
     reply, and the other would answer the next query, and so on. A reply that parsed was taken, and the line after
     it answered the next query; bytes waiting after a reply now refuse it, and the next query resynchronises."""
-    transport = VisaTransport(tcp_server(EchoEmulator()).resource, timeout_s=0.3) if via == "tcp" else \
-        SerialTransport(pty_server(EchoEmulator()).resource, timeout_s=0.3)
+    transport = VisaTransport(tcp_server(EchoEmulator()).resource, timeout_s=IN_TIME_S) if via == "tcp" else \
+        SerialTransport(pty_server(EchoEmulator()).resource, timeout_s=IN_TIME_S)
     driver = EchoDriver(transport)
     with transport:
         driver.idn = driver.query("*IDN?")
