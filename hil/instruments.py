@@ -35,7 +35,7 @@ from hil.errors import (
     error_reason,
 )
 from hil.hooks import is_hils, report_hooks
-from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits, real_number
+from hil.limits import LIMIT_FIELDS, Limit, as_numbers, limit_as_dict, narrow_limits, native_copy, real_number
 from hil.physics.crossbar import pair_differences
 
 #: The instruments connected and not closed yet, in the order they connected (`_close_at_exit`).
@@ -502,7 +502,7 @@ class Camera(Instrument):
     def capture(self, n_frames: int = 1) -> Frames:
         """Capture ``n_frames`` frames; raises `FramesDropped` if frames are missing (a gap in the frame counter, or
         too few). The frames are the caller's: a driver's may lie in a buffer it fills anew at every capture (a camera
-        SDK's), so they are copied, as a crossbar's reads are."""
+        SDK's), so they are copied, as a crossbar's reads are, in this machine's byte order (`native_copy`)."""
         self._require_connected()
         if isinstance(n_frames, bool) or not isinstance(n_frames, int | np.integer) \
                 or not 1 <= n_frames <= self.max_frames:
@@ -527,7 +527,7 @@ class Camera(Instrument):
         if tuple(np.shape(images)[1:]) != self.frame_shape:
             raise DeviceError(f"{self.name}: frames of {tuple(np.shape(images)[1:])} px, expected {self.frame_shape}")
         if not is_hils(type(self)._capture_hw.__module__):  # hil's simulators return new tensors
-            images = images.detach().clone() if hasattr(images, "detach") else np.array(images)
+            images = images.detach().clone() if hasattr(images, "detach") else native_copy(images)
         return Frames(images=images, indices=indices, exposure_s=self.exposure_s)
 
     def _frame_indices(self, indices: Any) -> np.ndarray:
@@ -822,7 +822,8 @@ class AnalogInput(Instrument):
 
     def fetch(self) -> np.ndarray:
         """The armed record, channels × samples in volts; raises `DeviceError` if none was armed. The record is the
-        caller's: a driver's may lie in a buffer it fills anew at every record (a DAQ library's), so it is copied."""
+        caller's: a driver's may lie in a buffer it fills anew at every record (a DAQ library's), so it is copied, in
+        this machine's byte order (`native_copy`: a big-endian block's >f4, which torch refuses)."""
         self._require_connected()
         if self._armed is None:
             raise DeviceError(f"{self.name}: nothing armed; call arm() before fetch()")
@@ -840,7 +841,7 @@ class AnalogInput(Instrument):
         if not np.isfinite(record).all():
             raise DeviceError(f"{self.name}: record holds non-finite values")
         if not is_hils(type(self)._fetch_hw.__module__):  # hil's simulators return new arrays
-            record = record.copy()
+            record = native_copy(record)
         allowed = self.limits["voltage_v"]
         if allowed == self.hardware_limits()["voltage_v"]:
             return record  # the converter's own range: a real one clips there

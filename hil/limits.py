@@ -94,12 +94,19 @@ def as_numbers(values: Any, what: str) -> np.ndarray:
         raise _not_numbers(error, what) from None
 
 
+def native_copy(array: Any) -> np.ndarray:
+    """A copy of ``array`` as a numpy array in this machine's byte order: a big-endian block's ``>f4`` (IEEE 488.2's
+    default order, as pyvisa reads it), which torch refuses, becomes ``f4``."""
+    array = np.asarray(array)
+    return array.astype(array.dtype.newbyteorder("="))
+
+
 def torch_shareable(array: np.ndarray) -> np.ndarray:
     """``array``, or a copy of it where torch could not share its memory: a flipped view (negative strides, which
     ``torch.as_tensor`` refuses), a read-only one (``np.broadcast_to``, which it warns of) or one in the other byte
     order (``>f4``, as pyvisa reads an instrument's big-endian block, which it refuses), copied in the native order."""
     if not array.dtype.isnative:
-        return array.astype(array.dtype.newbyteorder("="))
+        return native_copy(array)
     if not array.flags.writeable or min(array.strides, default=0) < 0:
         return array.copy()
     return array

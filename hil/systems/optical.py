@@ -288,8 +288,7 @@ class SLMCameraSystem(PhysicalSystem):
         captured = []
         for chunk in phases.split(self.max_batch):
             images = self._capture_sequence(chunk)
-            # numpy's cast: a driver's frames in a non-native byte order (>u2), which torch takes in no other way
-            frames = torch.as_tensor(images if isinstance(images, torch.Tensor) else np.asarray(images, np.float32),
+            frames = torch.as_tensor(images if isinstance(images, torch.Tensor) else np.asarray(images),
                                      dtype=torch.float32)
             captured.append(crop(frames, left_to_crop).reshape(len(chunk), -1))
         return captured[0] if len(captured) == 1 else torch.cat(captured)

@@ -238,7 +238,7 @@ class ResistiveNetworkSystem(PhysicalSystem):
         reader.arm(n_samples, self.sample_rate_hz)
         output.play(played)
         record = reader.fetch()[: self.layout.n_free, :batch]
-        return torch.as_tensor(np.asarray(record.T, dtype=np.float32))  # numpy's cast: torch takes no >f4
+        return torch.as_tensor(record.T, dtype=torch.float32)
 
     def _run(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         inputs = input_voltages(x, self.input_min_v, self.input_max_v)
